@@ -1,0 +1,408 @@
+//! The one set of functions through which this workspace talks to the virtual-memory
+//! system of the OS.
+//!
+//! Every function checks its documented preconditions first and returns
+//! [`Cause::InvalidInput`](crate::Cause::InvalidInput) without a system call when they do
+//! not hold, so a bad argument is an error, never undefined behaviour inside the kernel
+//! interface. Results say what the OS guaranteed: [`Contents::Zeroed`] when the next
+//! touch of a page reads zeros, [`Contents::Unspecified`] when it may read old data.
+//!
+//! Lengths are rounded up to whole pages (as the kernel does); addresses must be
+//! page-aligned. Linux and macOS are supported (Linux is where the tests run); under miri
+//! a heap-backed shim stands in for the OS (see `sys/miri.rs`), so the code above it runs
+//! unchanged under the interpreter.
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::error::{Cause, Error, Operation, Result};
+
+#[cfg(miri)]
+mod miri;
+#[cfg(miri)]
+use miri as platform;
+
+#[cfg(all(unix, not(miri)))]
+mod unix;
+#[cfg(all(unix, not(miri)))]
+use unix as platform;
+
+#[cfg(not(any(unix, miri)))]
+compile_error!("mmap-alloc supports Unix targets (Linux and macOS) and miri");
+
+/// Access permissions of pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protection {
+    /// No access: any touch faults. Used for reservations and guard pages.
+    None,
+    /// Read-only.
+    Read,
+    /// Read and write: committed memory.
+    ReadWrite,
+}
+
+/// How [`decommit`] gives physical memory back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Decommit {
+    /// `MADV_DONTNEED`: freed at once; the next touch reads zeros. Costs about 77 ns a page
+    /// in batches here, more for single pages.
+    Zero,
+    /// `MADV_FREE`: reclaimed lazily, only under memory pressure; the next touch reads
+    /// either the old data or zeros. About five times cheaper than [`Decommit::Zero`].
+    #[default]
+    Lazy,
+}
+
+/// What the OS guarantees about the contents of pages the next time they are touched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Contents {
+    /// They read as zeros.
+    Zeroed,
+    /// They may read as anything they held before, or as zeros.
+    Unspecified,
+}
+
+/// Advice about transparent huge pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HugePages {
+    /// `MADV_HUGEPAGE`: back the range with huge pages where possible.
+    Prefer,
+    /// `MADV_NOHUGEPAGE`: never back the range with huge pages.
+    Avoid,
+}
+
+/// Where [`remap`] may put the resized mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Placement {
+    /// Resize in place or fail.
+    InPlace,
+    /// Resize in place when the neighbouring address space is free, else move the pages
+    /// (page tables only, nothing is copied) to wherever the OS chooses (page-aligned).
+    MayMove,
+    /// Move the pages to this address, replacing whatever was mapped there.
+    At(NonNull<u8>),
+}
+
+static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+
+/// The size in bytes of a page (4096 on x86-64 Linux; 16384 on Apple silicon).
+#[inline]
+pub fn page_size() -> usize {
+    match PAGE_SIZE.load(Ordering::Relaxed) {
+        0 => {
+            let size = platform::page_size();
+            PAGE_SIZE.store(size, Ordering::Relaxed);
+            size
+        }
+        size => size,
+    }
+}
+
+/// `len` rounded up to whole pages, or `None` when that overflows.
+#[inline]
+pub fn round_to_pages(len: usize) -> Option<usize> {
+    let mask = page_size() - 1;
+    len.checked_add(mask).map(|padded| padded & !mask)
+}
+
+/// Validates a length and rounds it up to whole pages.
+fn page_len(operation: Operation, address: usize, len: usize) -> Result<usize> {
+    if len == 0 {
+        return Err(Error::invalid(operation, "zero length", address, len));
+    }
+    round_to_pages(len).ok_or(Error::invalid(
+        operation,
+        "length overflows when rounded up to whole pages",
+        address,
+        len,
+    ))
+}
+
+/// Validates an address and a length; returns the length rounded up to whole pages.
+fn page_range(operation: Operation, ptr: NonNull<u8>, len: usize) -> Result<usize> {
+    let address = ptr.addr().get();
+    if address & (page_size() - 1) != 0 {
+        return Err(Error::invalid(
+            operation,
+            "address is not page-aligned",
+            address,
+            len,
+        ));
+    }
+    let len = page_len(operation, address, len)?;
+    if address.checked_add(len).is_none() {
+        return Err(Error::invalid(
+            operation,
+            "range wraps the address space",
+            address,
+            len,
+        ));
+    }
+    Ok(len)
+}
+
+/// Reserves `len` bytes of address space that no access may touch until committed.
+///
+/// The pages take no physical memory and no swap reservation (`MAP_NORESERVE`); after
+/// [`commit`] they read as zeros.
+///
+/// # Errors
+/// `len` is zero or overflows when rounded up to pages ([`Cause::InvalidInput`]); the OS
+/// refuses (`ENOMEM`: no address space left, or the mapping-count limit).
+pub fn reserve(len: usize) -> Result<NonNull<u8>> {
+    reserve_aligned(len, page_size())
+}
+
+/// Reserves `len` bytes aligned to `align`, a power of two (below a page means a page),
+/// with no access, as [`reserve`] does.
+///
+/// Above a page, this over-reserves by `align - page` and trims: one `mmap` and at most
+/// two `munmap`s.
+///
+/// # Errors
+/// As [`reserve`], and `align` not a power of two, or `len + align` overflowing.
+pub fn reserve_aligned(len: usize, align: usize) -> Result<NonNull<u8>> {
+    map(len, align, Protection::None)
+}
+
+/// Reserves `len` bytes aligned to `align` and commits them read-write in the same call:
+/// one `mmap` (plus the trims of [`reserve_aligned`]) instead of `mmap` and `mprotect`.
+/// The pages read as zeros and take physical memory only when first touched.
+///
+/// # Errors
+/// As [`reserve_aligned`].
+pub fn map_committed(len: usize, align: usize) -> Result<NonNull<u8>> {
+    map(len, align, Protection::ReadWrite)
+}
+
+fn map(len: usize, align: usize, protection: Protection) -> Result<NonNull<u8>> {
+    let len = page_len(Operation::Reserve, 0, len)?;
+    if !align.is_power_of_two() {
+        return Err(Error::invalid(
+            Operation::Reserve,
+            "alignment is not a power of two",
+            0,
+            len,
+        ));
+    }
+    let align = align.max(page_size());
+    if align == page_size() {
+        return platform::map(len, protection);
+    }
+    let padded = len.checked_add(align - page_size()).ok_or(Error::invalid(
+        Operation::Reserve,
+        "length plus alignment overflows",
+        0,
+        len,
+    ))?;
+    let start = platform::map_aligned(padded, align, protection)?;
+    let head = start.align_offset(align);
+    let tail = padded - head - len;
+    // SAFETY: `head < align` and `head + len <= padded`, so the result stays inside the
+    // mapping that was just made.
+    let aligned = unsafe { start.add(head) };
+    // SAFETY: head and tail are the unused, page-multiple ends of the mapping we own;
+    // nothing else refers to them.
+    let trimmed = unsafe {
+        let head_result = if head > 0 {
+            platform::release(start, head)
+        } else {
+            Ok(())
+        };
+        // SAFETY: `head + len <= padded`, inside the mapping.
+        let tail_result = if tail > 0 {
+            platform::release(aligned.add(len), tail)
+        } else {
+            Ok(())
+        };
+        head_result.and(tail_result)
+    };
+    if let Err(error) = trimmed {
+        // Give back whatever is still mapped; the range is ours either way. A failure
+        // here leaves address space reserved but nothing else to do.
+        // SAFETY: the aligned part is still mapped and owned by us.
+        let _ = unsafe { platform::release(aligned, len) };
+        return Err(error);
+    }
+    Ok(aligned)
+}
+
+/// Makes pages readable and writable. Never-touched pages read as zeros.
+///
+/// # Safety
+/// - `ptr..ptr + len` (rounded up to pages) lies inside one reservation that the caller
+///   owns, made by this module.
+///
+/// # Errors
+/// `ptr` not page-aligned, `len` zero or overflowing; the OS refuses (`ENOMEM` when the
+/// change would split the mapping past the mapping-count limit, or overcommit refuses).
+pub unsafe fn commit(ptr: NonNull<u8>, len: usize) -> Result<()> {
+    let len = page_range(Operation::Commit, ptr, len)?;
+    // SAFETY: forwarded from the caller; the range was validated above.
+    unsafe { platform::protect(ptr, len, Protection::ReadWrite, Operation::Commit) }
+}
+
+/// Gives the physical memory behind pages back to the OS; the pages stay reserved and
+/// accessible. Returns what the next touch of the pages reads.
+///
+/// [`Decommit::Lazy`] falls back to [`Decommit::Zero`] where the OS lacks `MADV_FREE`, and
+/// the result says so ([`Contents::Zeroed`]).
+///
+/// # Safety
+/// - `ptr..ptr + len` (rounded up to pages) lies inside one reservation that the caller
+///   owns, made by this module.
+/// - Nothing relies on the contents of the range any more (no live references into it).
+///
+/// # Errors
+/// Invalid arguments; the OS refuses.
+pub unsafe fn decommit(ptr: NonNull<u8>, len: usize, mode: Decommit) -> Result<Contents> {
+    let len = page_range(Operation::Decommit, ptr, len)?;
+    // SAFETY: forwarded from the caller; the range was validated above.
+    unsafe { platform::decommit(ptr, len, mode) }
+}
+
+/// Returns address space (and its physical memory) to the OS.
+///
+/// # Safety
+/// - `ptr..ptr + len` (rounded up to pages) lies inside reservations that the caller owns,
+///   made by this module, and nothing will access it again.
+///
+/// # Errors
+/// Invalid arguments; the OS refuses (`ENOMEM` when releasing the middle of a mapping
+/// would exceed the mapping-count limit; the range then stays reserved).
+pub unsafe fn release(ptr: NonNull<u8>, len: usize) -> Result<()> {
+    let len = page_range(Operation::Release, ptr, len)?;
+    // SAFETY: forwarded from the caller; the range was validated above.
+    unsafe { platform::release(ptr, len) }
+}
+
+/// Changes the access permissions of pages, e.g. to [`Protection::None`] for a guard page.
+///
+/// # Safety
+/// - `ptr..ptr + len` (rounded up to pages) lies inside one reservation that the caller
+///   owns, made by this module.
+/// - No live reference into the range relies on an access the new protection removes.
+///
+/// # Errors
+/// Invalid arguments; the OS refuses.
+pub unsafe fn protect(ptr: NonNull<u8>, len: usize, protection: Protection) -> Result<()> {
+    let len = page_range(Operation::Protect, ptr, len)?;
+    // SAFETY: forwarded from the caller; the range was validated above.
+    unsafe { platform::protect(ptr, len, protection, Operation::Protect) }
+}
+
+/// Advises the OS to prefer or avoid transparent huge pages for a range. Advice only:
+/// contents are unchanged.
+///
+/// # Safety
+/// - `ptr..ptr + len` (rounded up to pages) lies inside one reservation the caller owns.
+///
+/// # Errors
+/// Invalid arguments; [`Cause::Unsupported`] off Linux; the OS refuses (`EINVAL` when the
+/// kernel was built without transparent huge pages).
+pub unsafe fn advise_huge_pages(ptr: NonNull<u8>, len: usize, advice: HugePages) -> Result<()> {
+    let len = page_range(Operation::AdviseHugePages, ptr, len)?;
+    // SAFETY: forwarded from the caller; the range was validated above.
+    unsafe { platform::advise_huge_pages(ptr, len, advice) }
+}
+
+/// Pre-faults committed pages so that their first touch costs no page fault
+/// (`MADV_POPULATE_WRITE`, or a write-touch of each page where the kernel lacks it).
+/// Contents are unchanged.
+///
+/// # Safety
+/// - `ptr..ptr + len` (rounded up to pages) lies inside one reservation the caller owns,
+///   and is committed read-write.
+///
+/// # Errors
+/// Invalid arguments; the OS refuses (`ENOMEM` when memory runs out).
+pub unsafe fn populate(ptr: NonNull<u8>, len: usize) -> Result<()> {
+    let len = page_range(Operation::Populate, ptr, len)?;
+    // SAFETY: forwarded from the caller; the range was validated above.
+    unsafe { platform::populate(ptr, len) }
+}
+
+/// Binds the physical memory of a range to NUMA node `node` (`mbind` with `MPOL_BIND`).
+///
+/// # Safety
+/// - `ptr..ptr + len` (rounded up to pages) lies inside one reservation the caller owns.
+///
+/// # Errors
+/// Invalid arguments, `node` beyond 1023; [`Cause::Unsupported`] off Linux; the OS refuses
+/// (`EINVAL` for a node that does not exist, `ENOSYS` without NUMA support).
+pub unsafe fn bind_numa(ptr: NonNull<u8>, len: usize, node: u32) -> Result<()> {
+    let len = page_range(Operation::BindNuma, ptr, len)?;
+    // SAFETY: forwarded from the caller; the range was validated above.
+    unsafe { platform::bind_numa(ptr, len, node) }
+}
+
+/// Leaves a range out of core dumps (`MADV_DONTDUMP`), e.g. for large reservations or
+/// secrets.
+///
+/// # Safety
+/// - `ptr..ptr + len` (rounded up to pages) lies inside one reservation the caller owns.
+///
+/// # Errors
+/// Invalid arguments; [`Cause::Unsupported`] off Linux; the OS refuses.
+pub unsafe fn exclude_from_core_dump(ptr: NonNull<u8>, len: usize) -> Result<()> {
+    let len = page_range(Operation::ExcludeFromCoreDump, ptr, len)?;
+    // SAFETY: forwarded from the caller; the range was validated above.
+    unsafe { platform::exclude_from_core_dump(ptr, len) }
+}
+
+/// Resizes a mapping without copying its contents (`mremap`): growth in place when the
+/// address space after it is free, else (when `placement` allows) by moving page-table
+/// entries. New pages read as zeros and have the protection of the old mapping's last
+/// page; a shrink gives the tail back. Returns the mapping's new address.
+///
+/// # Safety
+/// - `ptr..ptr + old_len` (rounded up to pages) is one whole mapping made by this
+///   module and owned by the caller; on success the old range must no longer be used
+///   unless the returned address equals `ptr`.
+/// - With [`Placement::At`], `at..at + new_len` is a reservation the caller owns and
+///   gives up: it is replaced by the moved pages.
+///
+/// # Errors
+/// Invalid arguments; [`Cause::Unsupported`] off Linux (callers copy instead); the OS
+/// refuses (`ENOMEM` when there is no room in place and moving is not allowed). On error
+/// the old mapping is unchanged.
+pub unsafe fn remap(
+    ptr: NonNull<u8>,
+    old_len: usize,
+    new_len: usize,
+    placement: Placement,
+) -> Result<NonNull<u8>> {
+    let old_len = page_range(Operation::Remap, ptr, old_len)?;
+    let new_len = page_len(Operation::Remap, ptr.addr().get(), new_len)?;
+    if let Placement::At(at) = placement {
+        page_range(Operation::Remap, at, new_len)?;
+    }
+    // SAFETY: forwarded from the caller; the ranges were validated above.
+    unsafe { platform::remap(ptr, old_len, new_len, placement) }
+}
+
+/// Counts how many pages of a range are resident in physical memory (`mincore`).
+/// Without side effects; for tests and statistics.
+///
+/// # Safety
+/// - `ptr..ptr + len` (rounded up to pages) is mapped (reserved by this module).
+///
+/// # Errors
+/// Invalid arguments; [`Cause::Unsupported`] under miri; the OS refuses (`ENOMEM` when
+/// part of the range is not mapped).
+pub unsafe fn resident_pages(ptr: NonNull<u8>, len: usize) -> Result<usize> {
+    let len = page_range(Operation::Residency, ptr, len)?;
+    // SAFETY: forwarded from the caller; the range was validated above.
+    unsafe { platform::resident_pages(ptr, len) }
+}
+
+/// The error to give for an operation this platform cannot do.
+#[allow(dead_code, reason = "each platform uses a different subset")]
+pub(crate) fn unsupported(
+    operation: Operation,
+    why: &'static str,
+    ptr: NonNull<u8>,
+    len: usize,
+) -> Error {
+    Error::new(operation, Cause::Unsupported(why), ptr.addr().get(), len)
+}
