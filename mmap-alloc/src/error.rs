@@ -103,6 +103,10 @@ impl Error {
     }
 
     /// The error for the `errno` the last system call left behind.
+    #[cfg_attr(
+        miri,
+        allow(dead_code, reason = "the miri stand-in makes no system calls")
+    )]
     pub(crate) fn last_os_error(operation: Operation, address: usize, len: usize) -> Self {
         let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
         Error::new(operation, Cause::Os(errno), address, len)

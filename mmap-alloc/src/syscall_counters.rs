@@ -3,7 +3,7 @@
 //! `mmap` and at most two `munmap`s, a `realloc` is one `mremap`.
 //!
 //! Counts are per thread so that tests running in parallel do not see each other's calls.
-//! Without the feature, counting compiles to nothing and [`snapshot`] is absent.
+//! Without the feature, counting compiles to nothing and `snapshot` is absent.
 //!
 //! # Examples
 //!

@@ -17,6 +17,10 @@ use crate::syscall_counters::{Syscall, count};
 
 const PAGE_SIZE: usize = 4096;
 
+/// The largest mapping the stand-in makes; larger ones fail with `ENOMEM` as an OS would
+/// when out of address space (miri itself would stop the program instead).
+const LARGEST_MAPPING: usize = 1 << 32;
+
 struct Mapping {
     base: NonNull<u8>,
     layout: Layout,
@@ -51,6 +55,14 @@ pub(super) fn map_aligned(
     _protection: Protection,
 ) -> Result<NonNull<u8>> {
     count(Syscall::Mmap);
+    if len > LARGEST_MAPPING {
+        return Err(Error::new(
+            Operation::Reserve,
+            Cause::Os(libc::ENOMEM),
+            0,
+            len,
+        ));
+    }
     let layout = Layout::from_size_align(len, align)
         .map_err(|_| Error::invalid(Operation::Reserve, "layout too large", 0, len))?;
     // SAFETY: `len` is non-zero (validated by `sys`).

@@ -2,7 +2,7 @@
 //! system of the OS.
 //!
 //! Every function checks its documented preconditions first and returns
-//! [`Cause::InvalidInput`](crate::Cause::InvalidInput) without a system call when they do
+//! [`Cause::InvalidInput`] without a system call when they do
 //! not hold, so a bad argument is an error, never undefined behaviour inside the kernel
 //! interface. Results say what the OS guaranteed: [`Contents::Zeroed`] when the next
 //! touch of a page reads zeros, [`Contents::Unspecified`] when it may read old data.

@@ -1,0 +1,91 @@
+//! bumpalo, the arena Rust programmers use today: a control for the arena checks.
+
+use core::alloc::Layout;
+use core::fmt;
+use core::ptr::NonNull;
+
+use allocator_api2::alloc::Allocator;
+use bumpalo::Bump;
+
+use crate::subject::{Promises, Refused, Subject};
+
+/// A [`bumpalo::Bump`] under test, with its reset.
+pub struct BumpaloSubject {
+    bump: Bump,
+}
+
+impl BumpaloSubject {
+    /// A fresh, unlimited arena.
+    pub fn new() -> Self {
+        BumpaloSubject { bump: Bump::new() }
+    }
+}
+
+impl Default for BumpaloSubject {
+    fn default() -> Self {
+        BumpaloSubject::new()
+    }
+}
+
+impl fmt::Debug for BumpaloSubject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BumpaloSubject")
+            .field("allocated_bytes", &self.bump.allocated_bytes())
+            .finish()
+    }
+}
+
+// SAFETY: every call is forwarded to bumpalo unchanged.
+unsafe impl Subject for BumpaloSubject {
+    fn name(&self) -> String {
+        "bumpalo".to_owned()
+    }
+
+    fn promises(&self) -> Promises {
+        Promises {
+            reuses_freed_memory: false,
+            zero_sized: true,
+            max_align: 1 << 20,
+            ..Promises::default()
+        }
+    }
+
+    fn alloc(&mut self, layout: Layout) -> Result<NonNull<u8>, Refused> {
+        self.bump.try_alloc_layout(layout).map_err(|_| Refused)
+    }
+
+    fn alloc_zeroed(&mut self, layout: Layout) -> Result<NonNull<u8>, Refused> {
+        (&self.bump)
+            .allocate_zeroed(layout)
+            .map(NonNull::cast)
+            .map_err(|_| Refused)
+    }
+
+    unsafe fn dealloc(&mut self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: forwarded from the caller.
+        unsafe { (&self.bump).deallocate(ptr, layout) }
+    }
+
+    unsafe fn realloc(
+        &mut self,
+        ptr: NonNull<u8>,
+        layout: Layout,
+        new_size: usize,
+    ) -> Result<NonNull<u8>, Refused> {
+        let new = Layout::from_size_align(new_size, layout.align()).map_err(|_| Refused)?;
+        // SAFETY: forwarded from the caller; `new` has the block's alignment.
+        let result = unsafe {
+            if new_size >= layout.size() {
+                (&self.bump).grow(ptr, layout, new)
+            } else {
+                (&self.bump).shrink(ptr, layout, new)
+            }
+        };
+        result.map(NonNull::cast).map_err(|_| Refused)
+    }
+
+    fn reset(&mut self) -> bool {
+        self.bump.reset();
+        true
+    }
+}

@@ -1,0 +1,7 @@
+//! The suite run against every allocator of the workspace and the controls, and against
+//! deliberately broken adapters to show it catches them.
+
+mod broken_adapters;
+mod controls;
+mod stress_runs;
+mod workspace_allocators;
