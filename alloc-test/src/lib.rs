@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod adapters;
+pub mod bench;
 mod model;
 pub mod pattern;
 pub mod program;

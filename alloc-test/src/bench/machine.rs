@@ -1,0 +1,123 @@
+//! The machine a run happened on, written at the head of every page: the CPU, its cores,
+//! the kernel, the load, and whether two threads really run at once.
+
+use std::fs;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// What is known of the machine.
+#[derive(Clone, Debug)]
+pub struct Machine {
+    /// CPU model name.
+    pub cpu: String,
+    /// Logical cores available.
+    pub cores: usize,
+    /// Kernel release.
+    pub kernel: String,
+    /// Load average (1, 5, 15 minutes) when the run started.
+    pub load: String,
+    /// `rustc --version`.
+    pub rustc: String,
+    /// Two threads spinning together did this many times the work of one (2.0 is ideal).
+    pub two_thread_scaling: f64,
+}
+
+impl Machine {
+    /// Reads the machine's description and runs the two-thread spin control.
+    pub fn describe() -> Machine {
+        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find(|line| line.starts_with("model name"))
+            .and_then(|line| line.split_once(':'))
+            .map_or_else(|| "unknown".to_owned(), |(_, name)| name.trim().to_owned());
+        let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+        let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").map_or_else(
+            |_| "unknown".to_owned(),
+            |release| release.trim().to_owned(),
+        );
+        let load = fs::read_to_string("/proc/loadavg")
+            .map(|load| {
+                load.split_whitespace()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_else(|_| "unknown".to_owned());
+        let rustc = Command::new("rustc")
+            .arg("--version")
+            .output()
+            .ok()
+            .and_then(|output| String::from_utf8(output.stdout).ok())
+            .map_or_else(|| "unknown".to_owned(), |version| version.trim().to_owned());
+        Machine {
+            cpu,
+            cores,
+            kernel,
+            load,
+            rustc,
+            two_thread_scaling: two_thread_scaling(),
+        }
+    }
+
+    /// Whether multi-thread figures can be trusted: two spinning threads got at least
+    /// 1.8 times the work of one.
+    pub fn runs_two_threads_at_once(&self) -> bool {
+        self.two_thread_scaling >= 1.8
+    }
+
+    /// The markdown lines describing the machine.
+    pub fn markdown(&self) -> String {
+        let scaling = if self.runs_two_threads_at_once() {
+            format!(
+                "{:.2}x (multi-thread figures are reliable)",
+                self.two_thread_scaling
+            )
+        } else {
+            format!(
+                "{:.2}x: **multi-thread figures are unreliable** (the other core was busy)",
+                self.two_thread_scaling
+            )
+        };
+        format!(
+            "- CPU: {} ({} logical cores)\n- kernel: Linux {}\n- load average at start: {}\n\
+             - compiler: {}\n- two-thread spin control: {}\n",
+            self.cpu, self.cores, self.kernel, self.load, self.rustc, scaling
+        )
+    }
+}
+
+/// Spins one thread, then two, for the same time, and compares the work done.
+fn two_thread_scaling() -> f64 {
+    fn spin(threads: usize, duration: Duration) -> u64 {
+        let stop = AtomicBool::new(false);
+        let total = AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    let mut count = 0u64;
+                    let mut x = 1u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        for _ in 0..1000 {
+                            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                        }
+                        count += 1;
+                    }
+                    std::hint::black_box(x);
+                    total.fetch_add(count, Ordering::Relaxed);
+                });
+            }
+            let start = Instant::now();
+            while start.elapsed() < duration {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        total.into_inner()
+    }
+    let duration = Duration::from_millis(300);
+    let one = spin(1, duration).max(1);
+    let two = spin(2, duration);
+    two as f64 / one as f64
+}

@@ -1,0 +1,378 @@
+//! Pages of `info/`: tables of medians with their spread, ratios against the best peer,
+//! targets, and a plot per section.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::{fs, io};
+
+use super::machine::Machine;
+use super::measure::Measurement;
+use super::svg;
+
+/// Which way is better for a figure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Better {
+    /// Times, bytes: lower is better.
+    Lower,
+    /// Throughput, scaling: higher is better.
+    Higher,
+}
+
+/// Whom a target compares against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Against {
+    /// The best peer of the row.
+    BestPeer,
+    /// The named peer.
+    Peer(String),
+}
+
+/// A target from the issues: ours divided by the peer must be at most (for
+/// [`Better::Lower`]) or at least (for [`Better::Higher`]) `ratio`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Target {
+    /// Whom to compare with.
+    pub against: Against,
+    /// The bound on ours / theirs.
+    pub ratio: f64,
+}
+
+impl Target {
+    /// At most `ratio` times the best peer (lower is better).
+    pub fn at_most_best(ratio: f64) -> Target {
+        Target {
+            against: Against::BestPeer,
+            ratio,
+        }
+    }
+
+    /// At most `ratio` times the named peer.
+    pub fn at_most(peer: &str, ratio: f64) -> Target {
+        Target {
+            against: Against::Peer(peer.to_owned()),
+            ratio,
+        }
+    }
+}
+
+/// One workload measured on several implementations.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// What was measured.
+    pub workload: String,
+    /// Implementation name and its figure, ours first.
+    pub results: Vec<(String, Measurement)>,
+    /// Which way is better.
+    pub better: Better,
+    /// The target, if an issue names one.
+    pub target: Option<Target>,
+    /// The figure involves two threads and the machine's spin control did not scale.
+    pub unreliable: bool,
+}
+
+impl Row {
+    /// A row of lower-is-better figures with ours first.
+    pub fn new(workload: impl Into<String>, results: Vec<(String, Measurement)>) -> Row {
+        Row {
+            workload: workload.into(),
+            results,
+            better: Better::Lower,
+            target: None,
+            unreliable: false,
+        }
+    }
+
+    /// Sets the target.
+    pub fn target(mut self, target: Target) -> Row {
+        self.target = Some(target);
+        self
+    }
+
+    /// Marks which way is better.
+    pub fn better(mut self, better: Better) -> Row {
+        self.better = better;
+        self
+    }
+
+    /// Marks the row unreliable when the machine cannot run two threads at once.
+    pub fn multi_threaded(mut self, machine: &Machine) -> Row {
+        self.unreliable = !machine.runs_two_threads_at_once();
+        self
+    }
+
+    /// Our figure.
+    pub fn ours(&self) -> Option<&(String, Measurement)> {
+        self.results.first()
+    }
+
+    /// The best peer's name and figure.
+    pub fn best_peer(&self) -> Option<&(String, Measurement)> {
+        let peers = self.results.iter().skip(1);
+        match self.better {
+            Better::Lower => peers.min_by(|a, b| a.1.median.total_cmp(&b.1.median)),
+            Better::Higher => peers.max_by(|a, b| a.1.median.total_cmp(&b.1.median)),
+        }
+    }
+
+    /// Ours divided by the peer the target names (or the best peer).
+    pub fn ratio(&self) -> Option<(String, f64)> {
+        let ours = self.ours()?.1.median;
+        let peer = match self.target.as_ref().map(|target| &target.against) {
+            Some(Against::Peer(name)) => self.results.iter().find(|(peer, _)| peer == name)?,
+            _ => self.best_peer()?,
+        };
+        Some((peer.0.clone(), ours / peer.1.median))
+    }
+
+    /// Whether the target is met (`None` without a target).
+    pub fn met(&self) -> Option<bool> {
+        let target = self.target.as_ref()?;
+        let (_, ratio) = self.ratio()?;
+        Some(match self.better {
+            Better::Lower => ratio <= target.ratio,
+            Better::Higher => ratio >= target.ratio,
+        })
+    }
+
+    /// The target in words, e.g. "≤ 0.80x jemalloc".
+    pub fn target_text(&self) -> String {
+        match &self.target {
+            None => "-".to_owned(),
+            Some(target) => {
+                let bound = if self.better == Better::Lower {
+                    "≤"
+                } else {
+                    "≥"
+                };
+                let against = match &target.against {
+                    Against::BestPeer => "best peer".to_owned(),
+                    Against::Peer(peer) => peer.clone(),
+                };
+                format!("{bound} {:.2}x {against}", target.ratio)
+            }
+        }
+    }
+}
+
+/// A section of a page: one table and its plot.
+#[derive(Clone, Debug)]
+pub struct Section {
+    /// Heading.
+    pub title: String,
+    /// What is measured and how, in a few sentences.
+    pub description: String,
+    /// The unit of the figures, e.g. "ns per operation".
+    pub unit: String,
+    /// The rows.
+    pub rows: Vec<Row>,
+}
+
+/// A page of `info/`.
+#[derive(Clone, Debug)]
+pub struct Page {
+    /// The group's short name: the file is `info/<name>.md`.
+    pub name: String,
+    /// The page title.
+    pub title: String,
+    /// What the group measures.
+    pub introduction: String,
+    /// The sections.
+    pub sections: Vec<Section>,
+}
+
+/// Formats a figure with three significant digits.
+pub fn figure(value: f64) -> String {
+    // Whole numbers (counts) and large figures need no decimals.
+    if (value.fract() == 0.0 && value.abs() < 1e15) || value.abs() >= 100.0 {
+        format!("{value:.0}")
+    } else if value.abs() >= 10.0 {
+        format!("{value:.1}")
+    } else if value.abs() >= 1.0 {
+        format!("{value:.2}")
+    } else {
+        format!("{value:.3}")
+    }
+}
+
+/// A ratio of ours to a peer, with "N x faster" for clarity when ours is lower.
+fn ratio_text(better: Better, peer: &str, ratio: f64) -> String {
+    let faster = match better {
+        Better::Lower if ratio > 0.0 && ratio < 1.0 => {
+            format!(" ({}x faster)", figure(1.0 / ratio))
+        }
+        Better::Higher if ratio > 1.0 => format!(" ({}x more)", figure(ratio)),
+        _ => String::new(),
+    };
+    format!("{}x {peer}{faster}", figure(ratio))
+}
+
+fn cell(measurement: &Measurement) -> String {
+    if measurement.samples <= 1 {
+        figure(measurement.median)
+    } else {
+        format!(
+            "{} ({}–{})",
+            figure(measurement.median),
+            figure(measurement.low),
+            figure(measurement.high)
+        )
+    }
+}
+
+fn slug(text: &str) -> String {
+    let mut slug = String::new();
+    for character in text.chars() {
+        if character.is_ascii_alphanumeric() {
+            slug.push(character.to_ascii_lowercase());
+        } else if !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    slug.trim_matches('-').to_owned()
+}
+
+impl Page {
+    /// Writes `info/<name>.md` and one SVG plot per section into `directory`.
+    ///
+    /// # Errors
+    /// The files cannot be written.
+    pub fn write(
+        &self,
+        directory: &Path,
+        machine: &Machine,
+        command: &str,
+        date: &str,
+    ) -> io::Result<()> {
+        fs::create_dir_all(directory)?;
+        let mut page = String::new();
+        let _ = writeln!(page, "# {}\n", self.title);
+        let _ = writeln!(
+            page,
+            "Generated by `{command}` on {date}; do not edit by hand, run the command again.\n"
+        );
+        let _ = writeln!(page, "{}\n", self.introduction);
+        let _ = writeln!(page, "## Machine\n\n{}", machine.markdown());
+        for section in &self.sections {
+            let _ = writeln!(page, "## {}\n\n{}\n", section.title, section.description);
+            let _ = writeln!(
+                page,
+                "Figures in {}: median (10th–90th percentile).\n",
+                section.unit
+            );
+            let _ = writeln!(page, "Command: `{command}`\n");
+            page.push_str(&section_table(section));
+            let file = format!("{}-{}.svg", self.name, slug(&section.title));
+            let plotted: Vec<svg::Group> = section
+                .rows
+                .iter()
+                .map(|row| svg::Group {
+                    label: row.workload.clone(),
+                    bars: row
+                        .results
+                        .iter()
+                        .map(|(name, m)| (name.clone(), m.median))
+                        .collect(),
+                })
+                .collect();
+            fs::write(
+                directory.join(&file),
+                svg::grouped_bars(&section.title, &section.unit, &plotted),
+            )?;
+            let _ = writeln!(page, "\n![{}]({file})\n", section.title);
+        }
+        fs::write(directory.join(format!("{}.md", self.name)), page)
+    }
+}
+
+/// The markdown table of a section: one column per implementation, then the ratio,
+/// target and verdict.
+fn section_table(section: &Section) -> String {
+    let mut implementations: Vec<String> = Vec::new();
+    for row in &section.rows {
+        for (name, _) in &row.results {
+            if !implementations.contains(name) {
+                implementations.push(name.clone());
+            }
+        }
+    }
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "| workload | {} | ours / peer | target | met |",
+        implementations.join(" | ")
+    );
+    let _ = writeln!(
+        table,
+        "|---|{}---|---|---|",
+        "---|".repeat(implementations.len())
+    );
+    for row in &section.rows {
+        let cells: Vec<String> = implementations
+            .iter()
+            .map(|name| {
+                row.results
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map_or_else(|| "-".to_owned(), |(_, m)| cell(m))
+            })
+            .collect();
+        let ratio = row.ratio().map_or_else(
+            || "-".to_owned(),
+            |(peer, ratio)| ratio_text(row.better, &peer, ratio),
+        );
+        let met = match (row.met(), row.unreliable) {
+            (_, true) => "unreliable (machine)".to_owned(),
+            (Some(true), false) => "yes".to_owned(),
+            (Some(false), false) => "**no**".to_owned(),
+            (None, false) => "-".to_owned(),
+        };
+        let _ = writeln!(
+            table,
+            "| {} | {} | {ratio} | {} | {met} |",
+            row.workload,
+            cells.join(" | "),
+            row.target_text()
+        );
+    }
+    table
+}
+
+/// The summary table of `info/README.md`: every row that has a target, from every page.
+pub fn summary_table(pages: &[Page]) -> String {
+    let mut table =
+        String::from("| group | workload | ours | best peer | ours / peer | target | met |\n");
+    table.push_str("|---|---|---|---|---|---|---|\n");
+    for page in pages {
+        for section in &page.sections {
+            for row in section.rows.iter().filter(|row| row.target.is_some()) {
+                let ours = row
+                    .ours()
+                    .map_or_else(|| "-".to_owned(), |(_, m)| figure(m.median));
+                let best = row.best_peer().map_or_else(
+                    || "-".to_owned(),
+                    |(name, m)| format!("{name} {}", figure(m.median)),
+                );
+                let ratio = row.ratio().map_or_else(
+                    || "-".to_owned(),
+                    |(peer, r)| ratio_text(row.better, &peer, r),
+                );
+                let met = match (row.met(), row.unreliable) {
+                    (_, true) => "unreliable",
+                    (Some(true), _) => "yes",
+                    (Some(false), _) => "**no**",
+                    (None, _) => "-",
+                };
+                let _ = writeln!(
+                    table,
+                    "| [{}]({}.md) | {} ({}) | {ours} | {best} | {ratio} | {} | {met} |",
+                    page.name,
+                    page.name,
+                    row.workload,
+                    section.unit,
+                    row.target_text()
+                );
+            }
+        }
+    }
+    table
+}

@@ -1,0 +1,69 @@
+//! The benchmark groups, one page of `info/` each.
+
+pub mod limits;
+mod mmap;
+
+use alloc_test::bench::machine::Machine;
+use alloc_test::bench::measure::Settings;
+use alloc_test::bench::report::Page;
+
+use crate::progress::Progress;
+
+/// The groups, in the order they run.
+pub const NAMES: &[&str] = &["mmap"];
+
+/// How many progress steps a group takes.
+pub fn steps(name: &str, _settings: &Settings) -> usize {
+    match name {
+        "mmap" => mmap::STEPS,
+        _ => 0,
+    }
+}
+
+/// Runs a group and returns its page.
+pub fn run(
+    name: &str,
+    settings: &Settings,
+    machine: &Machine,
+    progress: &mut Progress,
+) -> Result<Page, String> {
+    match name {
+        "mmap" => mmap::run(*settings, machine, progress),
+        other => Err(format!("no group named {other:?}")),
+    }
+}
+
+/// Keeps a second thread alive while it exists, so that glibc's allocator does not take
+/// its single-thread shortcut while it is measured.
+#[derive(Debug)]
+pub struct SecondThread {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SecondThread {
+    /// Starts a thread that sleeps until dropped.
+    pub fn start() -> SecondThread {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::park_timeout(std::time::Duration::from_millis(50));
+            }
+        });
+        SecondThread {
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for SecondThread {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(handle) = self.handle.take() {
+            handle.thread().unpark();
+            let _ = handle.join();
+        }
+    }
+}

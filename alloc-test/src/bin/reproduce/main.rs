@@ -1,0 +1,199 @@
+//! `reproduce`: runs the comparative benchmarks and regenerates `info/`.
+//!
+//! ```text
+//! cargo run --release -p alloc-test --bin reproduce               # quick (a few minutes)
+//! cargo run --release -p alloc-test --bin reproduce -- --full     # the publication run
+//! cargo run --release -p alloc-test --bin reproduce -- --only mmap
+//! ```
+
+mod groups;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use alloc_test::bench::machine::Machine;
+use alloc_test::bench::measure::Settings;
+use alloc_test::bench::report::{self, Page};
+
+use crate::progress::Progress;
+
+const USAGE: &str = "\
+usage: reproduce [--full] [--only GROUP] [--out DIR]
+
+Runs the comparative benchmarks and writes the pages of info/.
+  --full        the publication run (longer samples; the default is a quick run)
+  --only GROUP  run one group: mmap, arena, slab, executor
+  --out DIR     write the pages to DIR instead of info/ at the workspace root";
+
+/// What the command line asked for.
+#[derive(Debug)]
+struct Options {
+    full: bool,
+    only: Option<String>,
+    out: PathBuf,
+}
+
+fn parse(arguments: impl Iterator<Item = String>) -> Result<Options, String> {
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut options = Options {
+        full: false,
+        only: None,
+        out: workspace.join("info"),
+    };
+    let mut arguments = arguments.skip(1);
+    while let Some(argument) = arguments.next() {
+        match argument.as_str() {
+            "--full" => options.full = true,
+            "--only" => {
+                let group = arguments.next().ok_or("--only needs a group name")?;
+                if !groups::NAMES.contains(&group.as_str()) {
+                    return Err(format!(
+                        "unknown group {group:?}; groups: {}",
+                        groups::NAMES.join(", ")
+                    ));
+                }
+                options.only = Some(group);
+            }
+            "--out" => {
+                options.out = PathBuf::from(arguments.next().ok_or("--out needs a directory")?)
+            }
+            "--help" | "-h" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(options)
+}
+
+fn today() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .and_then(|output| String::from_utf8(output.stdout).ok())
+        .map_or_else(
+            || "an unknown date".to_owned(),
+            |date| date.trim().to_owned(),
+        )
+}
+
+fn main() -> ExitCode {
+    let options = match parse(std::env::args()) {
+        Ok(options) => options,
+        Err(message) => {
+            if !message.is_empty() {
+                eprintln!("reproduce: {message}\n");
+            }
+            eprintln!("{USAGE}");
+            return if message.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            };
+        }
+    };
+    if cfg!(debug_assertions) {
+        eprintln!("reproduce: note: a debug build measures nothing useful; use --release");
+    }
+    let settings = if options.full {
+        Settings::FULL
+    } else {
+        Settings::QUICK
+    };
+    // The command as run, written above every table it produced.
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    let mut command = String::from("cargo run --release -p alloc-test --bin reproduce");
+    if !arguments.is_empty() {
+        command = format!("{command} -- {}", arguments.join(" "));
+    }
+    eprintln!("reproduce: describing the machine (two-thread spin control)...");
+    let machine = Machine::describe();
+    let selected: Vec<&str> = groups::NAMES
+        .iter()
+        .copied()
+        .filter(|name| options.only.as_deref().is_none_or(|only| only == *name))
+        .collect();
+    let mut progress = Progress::new(
+        selected
+            .iter()
+            .map(|name| groups::steps(name, &settings))
+            .sum(),
+    );
+    let mut pages: Vec<Page> = Vec::new();
+    for name in &selected {
+        match groups::run(name, &settings, &machine, &mut progress) {
+            Ok(page) => {
+                if let Err(error) = page.write(&options.out, &machine, &command, &today()) {
+                    progress.finish();
+                    eprintln!("reproduce: cannot write {}: {error}", options.out.display());
+                    return ExitCode::FAILURE;
+                }
+                pages.push(page);
+            }
+            Err(error) => {
+                progress.finish();
+                eprintln!("reproduce: the {name} group cannot run: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    progress.finish();
+    if options.only.is_none()
+        && let Err(error) = write_index(&options.out, &machine, &command, &pages, &settings)
+    {
+        eprintln!("reproduce: cannot write the index: {error}");
+        return ExitCode::FAILURE;
+    }
+    eprintln!(
+        "reproduce: wrote {} page(s) to {}",
+        pages.len(),
+        options.out.display()
+    );
+    print!("{}", report::summary_table(&pages));
+    ExitCode::SUCCESS
+}
+
+/// `info/README.md`: method, machine, physical limits, and the summary of every target.
+fn write_index(
+    directory: &std::path::Path,
+    machine: &Machine,
+    command: &str,
+    pages: &[Page],
+    settings: &Settings,
+) -> std::io::Result<()> {
+    let limits = groups::limits::table(*settings);
+    let mut index = String::new();
+    index.push_str("# Performance of the allocator workspace\n\n");
+    index.push_str(&format!(
+        "Generated by `{command}` on {}; do not edit by hand, run the command again. \
+         Every number in `info/` comes from that command.\n\n",
+        today()
+    ));
+    index.push_str(
+        "## Method\n\n\
+         Each figure is the median of many samples, each a batch of operations sized to a \
+         fixed duration, with the 10th and 90th percentiles as its spread. Peers run in the \
+         same process and the same run as ours, so ratios are meaningful on a shared, noisy \
+         machine even when absolute times drift. Peers are called through their \
+         `GlobalAlloc` directly. The system allocator is measured with a second thread \
+         alive (glibc takes a single-thread shortcut otherwise). Multi-thread figures are \
+         marked unreliable when a two-thread spin control does not reach 1.8x one thread.\n\n",
+    );
+    index.push_str(&format!("## Machine\n\n{}\n", machine.markdown()));
+    index.push_str(&format!(
+        "## Reproduce\n\n```sh\n{command}            # quick run, a few minutes\n\
+         cargo run --release -p alloc-test --bin reproduce -- --full    # publication run\n\
+         cargo run --release -p alloc-test --bin reproduce -- --only mmap\n```\n\n"
+    ));
+    index.push_str("## Summary: every target against its peer\n\n");
+    index.push_str(&format!("Command: `{command}`\n\n"));
+    index.push_str(&report::summary_table(pages));
+    index.push_str("\n## Physical limits on this machine\n\n");
+    index.push_str(&format!("Command: `{command}`\n\n"));
+    index.push_str(&limits);
+    index.push_str("\n## Pages\n\n");
+    for page in pages {
+        index.push_str(&format!("- [{}]({}.md)\n", page.title, page.name));
+    }
+    std::fs::write(directory.join("README.md"), index)
+}
