@@ -7,6 +7,8 @@ mod boxed;
 mod checkpoint;
 mod chunk;
 mod config;
+mod pool;
+mod router;
 mod stats;
 
 pub use allocator_api2::alloc::AllocError;
@@ -14,6 +16,8 @@ pub use arena::Arena;
 pub use boxed::ArenaBox;
 pub use checkpoint::{Checkpoint, CheckpointError};
 pub use config::ArenaConfig;
+pub use pool::{AcquireFuture, ArenaPool, PoolConfig, PoolError, PooledArena, SlotPages};
+pub use router::{ArenaGuard, ArenaRouter, MAX_POOLS, in_arena, outside_arena};
 pub use stats::{ArenaStats, PoolStats};
 
 /// The byte that feature `debug-poison` writes over freed and reset memory.

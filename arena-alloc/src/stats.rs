@@ -20,7 +20,7 @@ pub struct ArenaStats {
     pub limit_bytes: usize,
 }
 
-/// A snapshot of an `ArenaPool`. Counts are read one after the other
+/// A snapshot of an [`ArenaPool`](crate::ArenaPool). Counts are read one after the other
 /// without a lock, so under concurrent use they may not add up to `arenas`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
