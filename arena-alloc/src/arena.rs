@@ -76,6 +76,13 @@ pub struct Arena<S: PageSource = DefaultPages, const MIN_ALIGN: usize = 1> {
     /// The highest address the bump pointer reached in the current chunk since its
     /// pages were last decommitted: pages below it may hold data.
     high_water: Cell<usize>,
+    /// The highest address the bump pointer reached in the current chunk since the last
+    /// reset.
+    cycle_high: Cell<usize>,
+    /// Bytes from the current chunk's base that the previous reset cycle used: `reset`
+    /// keeps them committed (with the warm watermark), so that steady usage is never
+    /// decommitted and faulted in again every cycle; only a drop in usage is given back.
+    previous_cycle_bytes: Cell<usize>,
     /// The most bytes allocated at once, as of the last time `ptr` moved down.
     peak_bytes: Cell<usize>,
     /// Bumped by every reset: checkpoints from before a reset are stale.
@@ -154,6 +161,8 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
             oversize_chunks: Cell::new(0),
             retired_bytes: Cell::new(0),
             high_water: Cell::new(0),
+            cycle_high: Cell::new(0),
+            previous_cycle_bytes: Cell::new(0),
             peak_bytes: Cell::new(0),
             epoch: Cell::new(0),
             id: NEXT_ARENA_ID.fetch_add(1, Ordering::Relaxed),
@@ -263,8 +272,9 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     fn note_before_lowering(&self) {
         self.peak_bytes
             .set(self.peak_bytes.get().max(self.allocated_bytes()));
-        self.high_water
-            .set(self.high_water.get().max(self.ptr.get().addr().get()));
+        let address = self.ptr.get().addr().get();
+        self.high_water.set(self.high_water.get().max(address));
+        self.cycle_high.set(self.cycle_high.get().max(address));
     }
 
     /// The cold path: commit more of the current chunk, start a new chunk, or give the
@@ -343,6 +353,8 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
         // SAFETY: `pad + size <= span - HEADER_BYTES`, inside the committed part.
         let start = unsafe { data.add(pad) };
         self.high_water.set(data.addr().get());
+        self.cycle_high.set(data.addr().get());
+        self.previous_cycle_bytes.set(0);
         // SAFETY: as above.
         self.ptr.set(unsafe { start.add(size) });
         self.update_end();
@@ -757,6 +769,7 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
             if popped {
                 // The kept chunk was retired earlier: assume all its committed pages are used.
                 self.high_water.set(chunk.committed_end());
+                self.cycle_high.set(chunk.committed_end());
             }
             self.ptr.set(chunk.base().with_addr(chunk_address(address)));
         }
@@ -801,10 +814,13 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
         body(guard.0)
     }
 
-    /// Frees everything: keeps the current chunk, with its first
-    /// [`warm_bytes`](ArenaConfig::warm_bytes) committed and untouched, decommits the
-    /// pages above them that were used, and releases every other chunk. Values are not
-    /// dropped. O(1) in the number of allocations.
+    /// Frees everything: keeps the current chunk and releases every other chunk. Of the
+    /// kept chunk, the first [`warm_bytes`](ArenaConfig::warm_bytes), and as much as the
+    /// previous cycle used, stay committed and untouched; the used pages above that are
+    /// decommitted in one call ([`Decommit::Lazy`](mmap_alloc::Decommit::Lazy),
+    /// `MADV_FREE`, by default). So a steady workload never pays for decommitting and
+    /// faulting in the same pages every cycle; a spike is given back at the first reset
+    /// after it, a lasting drop in usage one cycle later. Values are not dropped. O(1) in the number of allocations.
     pub fn reset(&mut self) {
         // SAFETY: `&mut self`: nothing borrows the arena's allocations.
         unsafe { self.reset_unchecked() }
@@ -837,15 +853,21 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
             self.ptr.set(Self::chunk_start(current));
             self.poison_free_tail();
             let base = current.base().addr().get();
-            let warm = HEADER_BYTES.saturating_add(self.config.warm_bytes);
-            let used = self.high_water.get().max(data.addr().get()) - base;
-            if used > warm {
+            let floor = data.addr().get();
+            let dirty = self.high_water.get().max(floor) - base;
+            let used = self.cycle_high.get().max(floor) - base;
+            let keep = HEADER_BYTES
+                .saturating_add(self.config.warm_bytes)
+                .max(self.previous_cycle_bytes.get());
+            if dirty > keep {
                 // SAFETY: the caller promises nothing relies on the arena's contents.
-                unsafe { current.decommit_range(&self.source, warm, used, self.config.decommit) };
+                unsafe { current.decommit_range(&self.source, keep, dirty, self.config.decommit) };
                 let page = self.source.page_size();
                 self.high_water
-                    .set(base + round_up(warm, page).unwrap_or(warm).min(used));
+                    .set(base + round_up(keep, page).unwrap_or(keep).min(dirty));
             }
+            self.previous_cycle_bytes.set(used);
+            self.cycle_high.set(floor);
         }
         self.retired_bytes.set(0);
         self.epoch.set(self.epoch.get().wrapping_add(1));

@@ -62,7 +62,9 @@ impl ArenaConfig {
         self
     }
 
-    /// Bytes at the start of the kept chunk that `reset` leaves committed and untouched.
+    /// Bytes at the start of the kept chunk that `reset` always leaves committed and
+    /// untouched (it also keeps what the previous cycle used; see
+    /// [`Arena::reset`](crate::Arena::reset)).
     pub const fn warm_bytes(mut self, bytes: usize) -> Self {
         self.warm_bytes = bytes;
         self

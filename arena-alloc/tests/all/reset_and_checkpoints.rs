@@ -99,3 +99,35 @@ fn scope_frees_its_allocations_even_on_panic() {
     assert!(result.is_err());
     assert_eq!(arena.stats().allocated_bytes, 8);
 }
+
+#[test]
+#[cfg_attr(miri, ignore = "counts real madvise calls")]
+fn steady_usage_is_not_decommitted_every_cycle_but_a_spike_is() {
+    use mmap_alloc::{OsPages, syscall_counters};
+
+    let config = ArenaConfig::new()
+        .warm_bytes(64 << 10)
+        .chunk_bytes(16 << 20);
+    let mut arena = Arena::<OsPages>::with_source(OsPages, config);
+    let mut cycle = |bytes: usize| {
+        arena.alloc_slice_fill_with(bytes, |i| i as u8);
+        let before = syscall_counters::snapshot();
+        arena.reset();
+        syscall_counters::snapshot().since(&before).madvise
+    };
+    assert_eq!(
+        cycle(1 << 20),
+        1,
+        "the first cycle gives back what is above the warm mark"
+    );
+    assert_eq!(cycle(1 << 20), 0, "steady usage stays committed");
+    assert_eq!(cycle(1 << 20), 0);
+    assert_eq!(cycle(8 << 20), 1, "a spike is given back at once");
+    assert_eq!(cycle(1 << 20), 0);
+    assert_eq!(
+        cycle(100 << 10),
+        0,
+        "a drop in usage is given back one cycle later"
+    );
+    assert_eq!(cycle(100 << 10), 1);
+}
