@@ -820,7 +820,8 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     /// decommitted in one call ([`Decommit::Lazy`](mmap_alloc::Decommit::Lazy),
     /// `MADV_FREE`, by default). So a steady workload never pays for decommitting and
     /// faulting in the same pages every cycle; a spike is given back at the first reset
-    /// after it, a lasting drop in usage one cycle later. Values are not dropped. O(1) in the number of allocations.
+    /// after it, a lasting drop in usage one cycle later. Values are not dropped. O(1) in
+    /// the number of allocations.
     pub fn reset(&mut self) {
         // SAFETY: `&mut self`: nothing borrows the arena's allocations.
         unsafe { self.reset_unchecked() }
