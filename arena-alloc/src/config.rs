@@ -56,7 +56,9 @@ impl ArenaConfig {
         self
     }
 
-    /// Requests larger than this get a chunk of their own, released at the next reset.
+    /// Requests larger than this that do not fit in what the current chunk has committed
+    /// get a chunk of their own (released at the next reset) instead of growing the
+    /// current chunk.
     pub const fn oversize_bytes(mut self, bytes: usize) -> Self {
         self.oversize_bytes = bytes;
         self

@@ -674,11 +674,12 @@ impl ArenaPool {
             Some(waiter) => {
                 waiter.granted = Some(index);
                 match waiter.waker.take() {
-                    Some(waker) => {
-                        if let Some(slot) = wakeups.wakers.iter_mut().find(|slot| slot.is_none()) {
-                            *slot = Some(waker);
-                        }
-                    }
+                    Some(waker) => match wakeups.wakers.iter_mut().find(|slot| slot.is_none()) {
+                        Some(slot) => *slot = Some(waker),
+                        // No room to defer it (rare: many grants in one round): wake
+                        // now, under the lock, rather than lose it.
+                        None => waker.wake(),
+                    },
                     None => wakeups.notify_blocked = true,
                 }
             }

@@ -90,12 +90,12 @@ fn over_budget_request_spills_sets_the_flag_and_keeps_working() {
     let pool = pool(1, 64 << 10);
     let lease = pool.try_acquire().unwrap();
     let total = lease.run(|| {
-        let big: Vec<u64> = (0..100_000).collect();
+        let big: Vec<u64> = (0..20_000).collect();
         big.iter().sum::<u64>()
     });
-    assert_eq!(total, 4_999_950_000);
+    assert_eq!(total, 199_990_000);
     assert!(lease.is_over_budget());
-    assert!(lease.spilled_bytes() >= 800_000);
+    assert!(lease.spilled_bytes() >= 160_000);
     drop(lease);
     assert_eq!(pool.stats().free, 1);
 }
@@ -143,6 +143,8 @@ fn threads_spawned_inside_an_arena_send_data_back_and_forth() {
     assert_eq!((stats.free, stats.quarantined), (1, 0));
 }
 
+const REQUESTS: usize = if cfg!(miri) { 5 } else { 50 };
+
 #[test]
 fn many_requests_on_many_threads_share_a_pool() {
     let pool = pool(4, 256 << 10);
@@ -151,7 +153,7 @@ fn many_requests_on_many_threads_share_a_pool() {
         for worker in 0..4 {
             let sink = sink.clone();
             scope.spawn(move || {
-                for request in 0..50 {
+                for request in 0..REQUESTS {
                     let lease = pool.acquire();
                     let reply = lease.run(|| {
                         let mut body = String::new();
@@ -171,7 +173,7 @@ fn many_requests_on_many_threads_share_a_pool() {
             assert_eq!(reply.lines().count(), 20);
             count += 1;
         }
-        assert_eq!(count, 200);
+        assert_eq!(count, 4 * REQUESTS);
     });
     let stats = pool.stats();
     assert_eq!((stats.free, stats.in_use, stats.quarantined), (4, 0, 0));

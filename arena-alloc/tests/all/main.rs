@@ -2,6 +2,7 @@
 
 mod acquire_async;
 mod arena_basics;
+mod debug_aids;
 mod escapes;
 mod fault_injection;
 mod grow_in_place;

@@ -27,7 +27,7 @@ fn released_arena_starts_empty_and_keeps_its_address() {
     let pool = pool(1);
     let lease = pool.try_acquire().unwrap();
     let first = lease.alloc(1u64) as *mut u64 as usize;
-    lease.alloc_slice_fill_with(20_000, |i| i as u8);
+    lease.alloc_layout(core::alloc::Layout::array::<u8>(20_000).unwrap());
     drop(lease);
     let lease = pool.try_acquire().unwrap();
     assert_eq!(lease.stats().allocated_bytes, 0);
@@ -49,8 +49,9 @@ fn address_maps_to_its_arena() {
 fn arena_capacity_is_a_hard_limit_for_direct_allocations() {
     let pool = pool(1);
     let lease = pool.try_acquire().unwrap();
-    assert!(lease.try_alloc_slice_fill_with(60 << 10, |_| 1u8).is_ok());
-    assert!(lease.try_alloc_slice_fill_with(8 << 10, |_| 1u8).is_err());
+    let layout = |bytes| core::alloc::Layout::array::<u8>(bytes).unwrap();
+    assert!(lease.try_alloc_layout(layout(60 << 10)).is_ok());
+    assert!(lease.try_alloc_layout(layout(8 << 10)).is_err());
     assert!(lease.try_alloc(1u8).is_ok());
 }
 

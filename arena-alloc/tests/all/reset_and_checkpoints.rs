@@ -1,5 +1,7 @@
 //! Reset and rewind free what they should, keep what they should, and refuse stale marks.
 
+use core::alloc::Layout;
+
 use arena_alloc::{Arena, ArenaConfig, CheckpointError};
 
 #[test]
@@ -18,13 +20,14 @@ fn reset_reuses_the_same_memory_from_the_start() {
 fn reset_keeps_the_warm_watermark_and_decommits_the_rest() {
     let config = ArenaConfig::new().warm_bytes(64 << 10).chunk_bytes(4 << 20);
     let mut arena = Arena::with_config(config);
-    let block = arena.alloc_slice_fill_with(1 << 20, |i| i as u8);
+    let len = if cfg!(miri) { 64 << 10 } else { 1 << 20 };
+    let block = arena.alloc_slice_fill_with(len, |i| i as u8);
     assert_eq!(block[12345], (12345 % 256) as u8);
     let committed = arena.stats().committed_bytes;
     arena.reset();
     // Decommitted pages stay committed (read-write), so the next fill is cheap.
     assert_eq!(arena.stats().committed_bytes, committed);
-    let block = arena.alloc_slice_fill_with(1 << 20, |_| 9u8);
+    let block = arena.alloc_slice_fill_with(len, |_| 9u8);
     assert!(block.iter().all(|&b| b == 9));
 }
 
@@ -38,9 +41,14 @@ fn rewind_frees_only_what_came_after_the_checkpoint() {
     arena.alloc(1u32);
     let mark = arena.checkpoint();
     let before = arena.stats();
-    arena.alloc_slice_fill_with(100_000, |i| i as u8); // spills into new chunks
-    arena.alloc_slice_fill_with(40_000, |i| i as u8); // oversize
-    assert!(arena.stats().chunks > before.chunks || arena.stats().oversize_chunks > 0);
+    for _ in 0..7 {
+        // 70 KB in all: past the 64 KiB chunk, into a new one.
+        arena.alloc_layout(Layout::array::<u8>(10_000).unwrap());
+    }
+    // Oversize, and more than the chunk has committed: a dedicated chunk.
+    arena.alloc_layout(Layout::array::<u8>(100_000).unwrap());
+    assert_eq!(arena.stats().chunks, before.chunks + 1);
+    assert_eq!(arena.stats().oversize_chunks, 1);
     arena.rewind(mark).unwrap();
     let after = arena.stats();
     assert_eq!(after.allocated_bytes, before.allocated_bytes);
