@@ -771,9 +771,16 @@ impl ArenaPool {
             slot.state.store(LEAKED, Ordering::Relaxed);
             return;
         }
+        let outstanding = slot.local_live.get() as isize;
+        if outstanding == 0 {
+            // Every routed allocation was freed on the entering thread, so no other
+            // thread holds one to free: the slot is ours without touching the atomics.
+            // SAFETY: nothing allocated from the slot is live and the lease is gone.
+            router::outside_arena(|| unsafe { self.recycle(slot, Returned::FromRelease) });
+            return;
+        }
         slot.state.store(QUARANTINED, Ordering::Relaxed);
         self.quarantined.fetch_add(1, Ordering::Relaxed);
-        let outstanding = slot.local_live.get() as isize;
         if slot.remote_frees.fetch_sub(outstanding, Ordering::AcqRel) == outstanding {
             // SAFETY: the debt is settled (every routed allocation is freed) and the
             // lease is gone: this thread owns the slot.
