@@ -27,7 +27,7 @@ fn every_nth_request_failing_never_corrupts_contents() {
         let arena = failing_arena();
         arena.source().fail_nth(n);
         let mut kept = std::vec::Vec::new();
-        for i in 0..if cfg!(miri) { 300 } else { 2000u32 } {
+        for i in 0..if cfg!(miri) { 100 } else { 2000u32 } {
             if let Ok(slot) = arena.try_alloc_slice_fill_with(16, |_| i) {
                 kept.push((slot as *mut [u32], i));
             }

@@ -20,7 +20,7 @@ fn reset_reuses_the_same_memory_from_the_start() {
 fn reset_keeps_the_warm_watermark_and_decommits_the_rest() {
     let config = ArenaConfig::new().warm_bytes(64 << 10).chunk_bytes(4 << 20);
     let mut arena = Arena::with_config(config);
-    let len = if cfg!(miri) { 64 << 10 } else { 1 << 20 };
+    let len = if cfg!(miri) { 24 << 10 } else { 1 << 20 };
     let block = arena.alloc_slice_fill_with(len, |i| i as u8);
     assert_eq!(block[12345], (12345 % 256) as u8);
     let committed = arena.stats().committed_bytes;
