@@ -335,6 +335,10 @@ impl Wakeups {
         self.wakers.iter().all(Option::is_some)
     }
 
+    fn is_empty(&self) -> bool {
+        !self.notify_blocked && self.wakers.iter().all(Option::is_none)
+    }
+
     fn run(&mut self, pool: &ArenaPool) {
         if core::mem::take(&mut self.notify_blocked) {
             pool.granted.notify_all();
@@ -577,6 +581,7 @@ impl ArenaPool {
             let mut wakeups = Wakeups::new();
             let mut queue = lock(&self.queue);
             self.settle(&mut queue, &mut wakeups);
+            queue = self.flush(queue, &mut wakeups);
             if queue.waiters.is_empty() {
                 if let Some(index) = queue.free.pop() {
                     drop(queue);
@@ -618,6 +623,7 @@ impl ArenaPool {
                     }
                 };
                 self.settle(&mut queue, &mut wakeups);
+                queue = self.flush(queue, &mut wakeups);
             }
         })?;
         Some(self.lease(index))
@@ -631,6 +637,21 @@ impl ArenaPool {
             pool: self,
             ticket: None,
         }
+    }
+
+    /// Wakes whom a settle served before this thread goes on holding the lock (or waits
+    /// on the condition variable, which would hold the wake-ups back indefinitely).
+    fn flush<'a>(
+        &'a self,
+        queue: MutexGuard<'a, Queue>,
+        wakeups: &mut Wakeups,
+    ) -> MutexGuard<'a, Queue> {
+        if wakeups.is_empty() {
+            return queue;
+        }
+        drop(queue);
+        self.after_unlock(wakeups);
+        lock(&self.queue)
     }
 
     fn enqueue(&self, queue: &mut Queue, waker: Option<Waker>) -> u64 {
