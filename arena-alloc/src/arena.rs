@@ -65,6 +65,9 @@ pub struct Arena<S: PageSource = DefaultPages, const MIN_ALIGN: usize = 1> {
     end: Cell<usize>,
     /// The newest ordinary chunk, whose list links the older ones.
     current: Cell<Option<Chunk>>,
+    /// The committed end of `current` (a copy of its header's, so that `reset` and the
+    /// limit bookkeeping touch only this struct, not a chunk page that may be cold).
+    committed_end: Cell<usize>,
     /// Ordinary chunks in the list of `current`.
     chunks: Cell<usize>,
     /// The newest dedicated chunk of an oversize request.
@@ -156,6 +159,7 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
             ptr: Cell::new(dangling),
             end: Cell::new(dangling.addr().get()),
             current: Cell::new(None),
+            committed_end: Cell::new(0),
             chunks: Cell::new(0),
             oversize: Cell::new(None),
             oversize_chunks: Cell::new(0),
@@ -260,10 +264,10 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
 
     /// Recomputes `end` for the current chunk.
     fn update_end(&self) {
-        if let Some(chunk) = self.current.get() {
+        if self.current.get().is_some() {
             let address = self.ptr.get().addr().get();
             let limit_end = address.saturating_add(self.remaining_bytes());
-            self.end.set(chunk.committed_end().min(limit_end));
+            self.end.set(self.committed_end.get().min(limit_end));
         }
     }
 
@@ -306,6 +310,7 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
             if need <= chunk.reserved_end() - address {
                 let offset = address - chunk.base().addr().get() + need;
                 if chunk.commit_to(&self.source, offset).is_some() {
+                    self.committed_end.set(chunk.committed_end());
                     // SAFETY: `ptr + need` is now inside the committed part of the chunk.
                     let start = unsafe { ptr.add(pad) };
                     // SAFETY: as above.
@@ -347,6 +352,7 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
         self.note_before_lowering();
         self.retired_bytes.set(retiring);
         self.current.set(Some(chunk));
+        self.committed_end.set(chunk.committed_end());
         self.chunks.set(self.chunks.get() + 1);
         let data = chunk.data_start();
         let pad = data.addr().get().wrapping_neg() & (align - 1);
@@ -395,6 +401,7 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
             return None;
         }
         chunk.commit_to(&self.source, new_end - chunk.base().addr().get())?;
+        self.committed_end.set(chunk.committed_end());
         self.ptr.set(bump.with_addr(chunk_address(new_end)));
         self.update_end();
         Some(bump.with_addr(ptr.addr()))
@@ -766,6 +773,7 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
                 // mark, or by freeing the latest allocation) stays free.
                 checkpoint.address.min(self.ptr.get().addr().get())
             };
+            self.committed_end.set(chunk.committed_end());
             if popped {
                 // The kept chunk was retired earlier: assume all its committed pages are used.
                 self.high_water.set(chunk.committed_end());
@@ -840,16 +848,18 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
         }
         self.oversize_chunks.set(0);
         if let Some(current) = self.current.get() {
-            let mut older = current.older();
-            while let Some(chunk) = older {
-                older = chunk.older();
-                // SAFETY: as above.
-                unsafe { chunk.release(&self.source) };
+            if self.chunks.get() > 1 {
+                let mut older = current.older();
+                while let Some(chunk) = older {
+                    older = chunk.older();
+                    // SAFETY: as above.
+                    unsafe { chunk.release(&self.source) };
+                }
+                // The kept chunk forgets its older ones.
+                // SAFETY: the header is live; only this arena writes it.
+                unsafe { current.set_older(None) };
+                self.chunks.set(1);
             }
-            // The kept chunk forgets its older ones.
-            // SAFETY: the header is live; only this arena writes it.
-            unsafe { current.set_older(None) };
-            self.chunks.set(1);
             let data = current.data_start();
             self.ptr.set(Self::chunk_start(current));
             self.poison_free_tail();
@@ -951,6 +961,11 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
         assert_eq!(oversize, self.oversize_chunks.get(), "oversize chunk count");
         if let Some(current) = self.current.get() {
             let data = current.data_start().addr().get();
+            assert_eq!(
+                self.committed_end.get(),
+                current.committed_end(),
+                "cached committed end"
+            );
             assert!(
                 data <= ptr && end <= current.committed_end(),
                 "bump pointer {ptr:#x} / end {end:#x} outside the chunk {data:#x}..{:#x}",

@@ -7,6 +7,7 @@ mod boxed;
 mod checkpoint;
 mod chunk;
 mod config;
+mod free_stack;
 mod pool;
 mod router;
 mod stats;

@@ -25,14 +25,17 @@
 //! buckets are reset unconditionally at the end of a request, so memory that escaped the
 //! request is silently handed to the next one.
 //!
-//! Waiting: the pool lock guards the free list and a FIFO queue of waiters. A returned
-//! arena goes to the first waiter that has not been served yet ("granted"), else to the
-//! free list, always under the lock, and the waiter is woken after the lock is dropped:
-//! a waiter that checks "granted?" under the lock cannot miss a grant. Arenas recycled
-//! by a free on the routing path are flagged in a lock-free bitmap instead and handed
-//! on by whoever holds the lock next: that path only `try_lock`s, and every lock holder
-//! re-checks the bitmap after unlocking (Dekker-style, with `SeqCst` fences on both
-//! sides), so a flagged arena is never stranded.
+//! Free arenas sit on a lock-free stack ([`FreeStack`]): while nobody waits, acquiring
+//! and releasing an arena is one compare-and-swap each. Waiting: the pool lock guards a
+//! FIFO queue of waiters. A waiter registers (bumping `waiting`) and only then tries the
+//! stack; a releaser pushes and only then reads `waiting`, taking the lock to hand free
+//! arenas to waiters in order when there are any. With both sides `SeqCst`, either the
+//! waiter sees the arena or the releaser sees the waiter, so no wake-up is lost. A waiter
+//! checks "granted?" under the lock and is woken after the lock is dropped. Arenas
+//! recycled by a free on the routing path are pushed the same way, but that path only
+//! `try_lock`s: it raises `pending` first, and every lock holder re-checks `pending`
+//! after unlocking (Dekker-style, with `SeqCst` fences on both sides), so no arena is
+//! stranded while a waiter sleeps.
 
 use core::cell::{Cell, UnsafeCell};
 use core::fmt;
@@ -42,7 +45,7 @@ use core::num::NonZeroUsize;
 use core::ops::Deref;
 use core::pin::Pin;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering, fence};
+use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering, fence};
 use core::task::{Context, Poll, Waker};
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
@@ -52,6 +55,7 @@ use mmap_alloc::{Contents, Decommit, DefaultPages, PageSource};
 
 use crate::arena::Arena;
 use crate::config::ArenaConfig;
+use crate::free_stack::FreeStack;
 use crate::router;
 use crate::stats::PoolStats;
 
@@ -312,7 +316,6 @@ struct Waiter {
 }
 
 struct Queue {
-    free: Vec<u32>,
     waiters: VecDeque<Waiter>,
     next_ticket: u64,
 }
@@ -386,12 +389,12 @@ pub struct ArenaPool {
     queue: Mutex<Queue>,
     /// Blocking waiters wait here for a grant.
     granted: Condvar,
-    /// Slots recycled by a free that could not take the lock: bit `i` of word `i / 64`.
-    returned: Box<[AtomicU64]>,
-    /// Set when a bit of `returned` may be set.
-    returned_pending: AtomicBool,
-    in_use: AtomicUsize,
-    quarantined: AtomicUsize,
+    /// Free arenas (not granted to a waiter).
+    free: FreeStack,
+    /// Set by a free on the routing path that pushed an arena while someone waits and
+    /// could not take the lock: the next lock holder hands it on.
+    pending: AtomicBool,
+    /// Waiters registered in the queue.
     waiting: AtomicUsize,
     config: PoolConfig,
     /// Registered with the router (only `'static` pools can be).
@@ -465,7 +468,6 @@ impl ArenaPool {
                 protected_bytes: AtomicUsize::new(0),
             })
             .collect::<Box<[Slot]>>();
-        let words = config.arenas.div_ceil(64);
         Ok(ArenaPool {
             base,
             arena_bytes,
@@ -473,15 +475,13 @@ impl ArenaPool {
             slots,
             // Lowest index on top, so a lightly used pool keeps touching the same arenas.
             queue: Mutex::new(Queue {
-                free: (0..count).rev().collect(),
                 waiters: VecDeque::with_capacity(16),
                 next_ticket: 0,
             }),
             granted: Condvar::new(),
-            returned: (0..words).map(|_| AtomicU64::new(0)).collect(),
-            returned_pending: AtomicBool::new(false),
-            in_use: AtomicUsize::new(0),
-            quarantined: AtomicUsize::new(0),
+            // Lowest index on top, so a lightly used pool keeps touching the same arenas.
+            free: FreeStack::full(count),
+            pending: AtomicBool::new(false),
             waiting: AtomicUsize::new(0),
             config,
             registered: AtomicBool::new(false),
@@ -540,7 +540,6 @@ impl ArenaPool {
         #[cfg(feature = "debug-protect")]
         self.unprotect(slot, index);
         slot.state.store(LEASED, Ordering::Relaxed);
-        self.in_use.fetch_add(1, Ordering::Relaxed);
         PooledArena {
             pool: self,
             index,
@@ -548,14 +547,24 @@ impl ArenaPool {
         }
     }
 
-    /// A free arena, or `None` at once when every arena is in use.
+    /// A free arena, or `None` at once when every arena is in use (or others are
+    /// already waiting for one).
+    #[inline]
     pub fn try_acquire(&self) -> Option<PooledArena<'_>> {
+        if self.waiting.load(Ordering::SeqCst) == 0 {
+            return self.free.pop().map(|index| self.lease(index));
+        }
         let index = router::outside_arena(|| {
             let mut wakeups = Wakeups::new();
             let index = {
                 let mut queue = lock(&self.queue);
                 self.settle(&mut queue, &mut wakeups);
-                queue.free.pop()
+                // Arenas left after serving every waiter are up for grabs.
+                if queue.waiters.iter().all(|waiter| waiter.granted.is_some()) {
+                    self.free.pop()
+                } else {
+                    None
+                }
             };
             self.after_unlock(&mut wakeups);
             index
@@ -577,20 +586,18 @@ impl ArenaPool {
     }
 
     fn acquire_until(&self, deadline: Option<Instant>) -> Option<PooledArena<'_>> {
+        if self.waiting.load(Ordering::SeqCst) == 0 {
+            if let Some(index) = self.free.pop() {
+                return Some(self.lease(index));
+            }
+        }
         let index = router::outside_arena(|| {
             let mut wakeups = Wakeups::new();
             let mut queue = lock(&self.queue);
-            self.settle(&mut queue, &mut wakeups);
-            queue = self.flush(queue, &mut wakeups);
-            if queue.waiters.is_empty() {
-                if let Some(index) = queue.free.pop() {
-                    drop(queue);
-                    self.after_unlock(&mut wakeups);
-                    return Some(index);
-                }
-            }
             let ticket = self.enqueue(&mut queue, None);
             loop {
+                self.settle(&mut queue, &mut wakeups);
+                queue = self.flush(queue, &mut wakeups);
                 let position = queue
                     .waiters
                     .iter()
@@ -598,7 +605,7 @@ impl ArenaPool {
                     .expect("a waiter stays queued until it leaves");
                 if let Some(index) = queue.waiters[position].granted {
                     queue.waiters.remove(position);
-                    self.waiting.fetch_sub(1, Ordering::Relaxed);
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
                     drop(queue);
                     self.after_unlock(&mut wakeups);
                     return Some(index);
@@ -622,8 +629,6 @@ impl ArenaPool {
                             .0
                     }
                 };
-                self.settle(&mut queue, &mut wakeups);
-                queue = self.flush(queue, &mut wakeups);
             }
         })?;
         Some(self.lease(index))
@@ -662,7 +667,9 @@ impl ArenaPool {
             granted: None,
             waker,
         });
-        self.waiting.fetch_add(1, Ordering::Relaxed);
+        // SeqCst: a releaser that pushes after this reads a non-zero count (see the
+        // module docs); the caller tries the stack (`settle`) only after this.
+        self.waiting.fetch_add(1, Ordering::SeqCst);
         ticket
     }
 
@@ -678,15 +685,15 @@ impl ArenaPool {
                 .waiters
                 .remove(position)
                 .expect("position is in range");
-            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
             if let Some(index) = waiter.granted {
-                Self::hand_on(queue, index, wakeups);
+                self.hand_on(queue, index, wakeups);
             }
         }
     }
 
-    /// Gives a free arena to the first waiter not yet served, else to the free list.
-    fn hand_on(queue: &mut Queue, index: u32, wakeups: &mut Wakeups) {
+    /// Gives a free arena to the first waiter not yet served, else back to the stack.
+    fn hand_on(&self, queue: &mut Queue, index: u32, wakeups: &mut Wakeups) {
         match queue
             .waiters
             .iter_mut()
@@ -704,29 +711,23 @@ impl ArenaPool {
                     None => wakeups.notify_blocked = true,
                 }
             }
-            None => queue.free.push(index),
+            None => self.free.push(index),
         }
     }
 
-    /// Moves arenas flagged in `returned` to waiters or the free list (under the lock).
+    /// Grants free arenas to waiters not yet served, in order (under the lock).
     fn settle(&self, queue: &mut Queue, wakeups: &mut Wakeups) {
-        if !self.returned_pending.swap(false, Ordering::SeqCst) {
-            return;
-        }
-        for (word_index, word) in self.returned.iter().enumerate() {
-            let mut bits = word.swap(0, Ordering::AcqRel);
-            while bits != 0 {
-                if wakeups.is_full() {
-                    // Leave the rest for the next round.
-                    word.fetch_or(bits, Ordering::AcqRel);
-                    self.returned_pending.store(true, Ordering::SeqCst);
-                    return;
-                }
-                let bit = bits.trailing_zeros();
-                bits &= bits - 1;
-                let index = (word_index * 64) as u32 + bit;
-                Self::hand_on(queue, index, wakeups);
+        self.pending.store(false, Ordering::SeqCst);
+        while queue.waiters.iter().any(|waiter| waiter.granted.is_none()) {
+            if wakeups.is_full() {
+                // Wake these first; the next round serves the rest.
+                self.pending.store(true, Ordering::SeqCst);
+                return;
             }
+            let Some(index) = self.free.pop() else {
+                return;
+            };
+            self.hand_on(queue, index, wakeups);
         }
     }
 
@@ -736,7 +737,7 @@ impl ArenaPool {
         loop {
             wakeups.run(self);
             fence(Ordering::SeqCst);
-            if !self.returned_pending.load(Ordering::SeqCst) {
+            if !self.pending.load(Ordering::SeqCst) {
                 return;
             }
             // Never wait here: a thread that holds the lock will settle after unlocking.
@@ -761,31 +762,31 @@ impl ArenaPool {
         slot.remote_frees.store(0, Ordering::Relaxed);
         slot.spilled_bytes.store(0, Ordering::Relaxed);
         slot.over_budget.store(false, Ordering::Relaxed);
-        if slot.state.swap(FREE, Ordering::Relaxed) == QUARANTINED {
-            self.quarantined.fetch_sub(1, Ordering::Relaxed);
-        }
+        slot.state.store(FREE, Ordering::Relaxed);
         #[cfg(feature = "debug-protect")]
         self.protect(slot);
-        let mut wakeups = Wakeups::new();
-        match how {
-            Returned::FromRelease => {
-                let mut queue = lock(&self.queue);
-                self.settle(&mut queue, &mut wakeups);
-                Self::hand_on(&mut queue, index, &mut wakeups);
-            }
-            Returned::FromFree => {
-                self.returned[index as usize / 64].fetch_or(1 << (index % 64), Ordering::AcqRel);
-                self.returned_pending.store(true, Ordering::SeqCst);
-            }
+        self.free.push(index);
+        // The push is `SeqCst`; so is this load (module docs: no lost grant).
+        if self.waiting.load(Ordering::SeqCst) == 0 {
+            return;
         }
-        self.after_unlock(&mut wakeups);
+        router::outside_arena(|| {
+            let mut wakeups = Wakeups::new();
+            match how {
+                Returned::FromRelease => {
+                    let mut queue = lock(&self.queue);
+                    self.settle(&mut queue, &mut wakeups);
+                }
+                Returned::FromFree => self.pending.store(true, Ordering::SeqCst),
+            }
+            self.after_unlock(&mut wakeups);
+        });
     }
 
     /// Ends a lease: recycles the arena at once, or quarantines it while routed
     /// allocations from it are live.
     fn release(&self, index: u32) {
         let slot = &self.slots[index as usize];
-        self.in_use.fetch_sub(1, Ordering::Relaxed);
         if slot.entered.load(Ordering::Relaxed) != 0 {
             // A router guard was leaked (`mem::forget`): the thread may still route to
             // this arena, so it can never be reused safely.
@@ -797,15 +798,14 @@ impl ArenaPool {
             // Every routed allocation was freed on the entering thread, so no other
             // thread holds one to free: the slot is ours without touching the atomics.
             // SAFETY: nothing allocated from the slot is live and the lease is gone.
-            router::outside_arena(|| unsafe { self.recycle(slot, Returned::FromRelease) });
+            unsafe { self.recycle(slot, Returned::FromRelease) };
             return;
         }
         slot.state.store(QUARANTINED, Ordering::Relaxed);
-        self.quarantined.fetch_add(1, Ordering::Relaxed);
         if slot.remote_frees.fetch_sub(outstanding, Ordering::AcqRel) == outstanding {
             // SAFETY: the debt is settled (every routed allocation is freed) and the
             // lease is gone: this thread owns the slot.
-            router::outside_arena(|| unsafe { self.recycle(slot, Returned::FromRelease) });
+            unsafe { self.recycle(slot, Returned::FromRelease) };
         }
     }
 
@@ -851,22 +851,17 @@ impl ArenaPool {
 
     /// Statistics: arenas free, in use, quarantined; waiters; committed bytes.
     pub fn stats(&self) -> PoolStats {
-        let in_use = self.in_use.load(Ordering::Relaxed);
-        let quarantined = self.quarantined.load(Ordering::Relaxed);
-        let mut leaked = 0;
+        let mut counts = [0usize; 4];
         let mut committed = 0;
         for slot in self.slots.iter() {
-            leaked += usize::from(slot.state.load(Ordering::Relaxed) == LEAKED);
+            counts[usize::from(slot.state.load(Ordering::Relaxed)).min(3)] += 1;
             committed += slot.pages().committed.load(Ordering::Relaxed);
         }
         PoolStats {
             arenas: self.slots.len(),
-            free: self
-                .slots
-                .len()
-                .saturating_sub(in_use + quarantined + leaked),
-            in_use,
-            quarantined,
+            free: counts[usize::from(FREE)],
+            in_use: counts[usize::from(LEASED)],
+            quarantined: counts[usize::from(QUARANTINED)],
             waiting: self.waiting.load(Ordering::Relaxed),
             committed_bytes: committed,
         }
@@ -1009,39 +1004,37 @@ impl<'pool> Future for AcquireFuture<'pool> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let pool = self.pool;
         let ticket = self.ticket;
+        if ticket.is_none() && pool.waiting.load(Ordering::SeqCst) == 0 {
+            if let Some(index) = pool.free.pop() {
+                return Poll::Ready(pool.lease(index));
+            }
+        }
         let (index, ticket) = router::outside_arena(|| {
             let mut wakeups = Wakeups::new();
             let mut queue = lock(&pool.queue);
+            let ticket = match ticket {
+                Some(ticket) => ticket,
+                None => pool.enqueue(&mut queue, None),
+            };
             pool.settle(&mut queue, &mut wakeups);
-            let result = match ticket {
-                None if queue.waiters.is_empty() && !queue.free.is_empty() => {
-                    (queue.free.pop(), None)
+            let position = queue
+                .waiters
+                .iter()
+                .position(|waiter| waiter.ticket == ticket)
+                .expect("a waiter stays queued until it leaves");
+            let waiter = &mut queue.waiters[position];
+            let result = match waiter.granted {
+                Some(index) => {
+                    queue.waiters.remove(position);
+                    pool.waiting.fetch_sub(1, Ordering::SeqCst);
+                    (Some(index), None)
                 }
-                None => (
-                    None,
-                    Some(pool.enqueue(&mut queue, Some(cx.waker().clone()))),
-                ),
-                Some(ticket) => {
-                    let position = queue
-                        .waiters
-                        .iter()
-                        .position(|waiter| waiter.ticket == ticket)
-                        .expect("a waiter stays queued until it leaves");
-                    let waiter = &mut queue.waiters[position];
-                    match waiter.granted {
-                        Some(index) => {
-                            queue.waiters.remove(position);
-                            pool.waiting.fetch_sub(1, Ordering::Relaxed);
-                            (Some(index), None)
-                        }
-                        None => {
-                            match &mut waiter.waker {
-                                Some(waker) if waker.will_wake(cx.waker()) => {}
-                                waker => *waker = Some(cx.waker().clone()),
-                            }
-                            (None, Some(ticket))
-                        }
+                None => {
+                    match &mut waiter.waker {
+                        Some(waker) if waker.will_wake(cx.waker()) => {}
+                        waker => *waker = Some(cx.waker().clone()),
                     }
+                    (None, Some(ticket))
                 }
             };
             drop(queue);
