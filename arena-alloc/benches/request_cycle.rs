@@ -1,0 +1,105 @@
+//! A request's allocation cycle: acquire an arena from a pool, make 5 allocations of
+//! about 9 KB in all (what hyper makes per keep-alive request), free them, release the
+//! arena; against the same 5 allocations and frees on the system allocator, measured
+//! with a second thread alive (glibc takes a single-thread shortcut otherwise).
+//!
+//! `cargo bench -p arena-alloc --bench request_cycle -- --warm-up-time 1 --measurement-time 3`
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arena_alloc::{ArenaPool, ArenaRouter, PoolConfig};
+use criterion::Criterion;
+
+#[global_allocator]
+static GLOBAL: ArenaRouter<System> = ArenaRouter::new(System);
+
+/// About 8.9 KB in 5 requests.
+const SIZES: [usize; 5] = [4096, 4096, 400, 256, 64];
+
+fn layouts() -> [Layout; 5] {
+    SIZES.map(|size| Layout::from_size_align(size, 16).unwrap())
+}
+
+fn request_cycle(c: &mut Criterion) {
+    let layouts = layouts();
+    let pool = ArenaPool::new(PoolConfig::new(64, 1 << 20))
+        .unwrap()
+        .into_static()
+        .unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        // A second thread stays alive for the whole run (glibc's single-thread shortcut).
+        scope.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::park_timeout(std::time::Duration::from_millis(50));
+            }
+        });
+        let mut group = c.benchmark_group("request_cycle_5_allocs_9KB");
+        group.bench_function("system (alloc 5, free 5)", |b| {
+            b.iter(|| {
+                let mut blocks = [std::ptr::null_mut(); 5];
+                for (block, layout) in blocks.iter_mut().zip(layouts) {
+                    // SAFETY: non-zero layouts, freed below.
+                    *block = unsafe { System.alloc(layout) };
+                    // SAFETY: at least one byte.
+                    unsafe { block.write(1) };
+                }
+                black_box(&blocks);
+                for (block, layout) in blocks.into_iter().zip(layouts) {
+                    // SAFETY: allocated above with this layout.
+                    unsafe { System.dealloc(block, layout) };
+                }
+            })
+        });
+        group.bench_function("arena pool (acquire, 5 allocs + frees, release)", |b| {
+            b.iter(|| {
+                let lease = pool.try_acquire().unwrap();
+                let mut blocks = [std::ptr::NonNull::dangling(); 5];
+                for (block, layout) in blocks.iter_mut().zip(layouts) {
+                    *block = lease.alloc_layout(layout);
+                    // SAFETY: at least one byte.
+                    unsafe { block.write(1) };
+                }
+                black_box(&blocks);
+                for (block, layout) in blocks.into_iter().zip(layouts) {
+                    // SAFETY: allocated above with this layout.
+                    unsafe { lease.dealloc(block, layout) };
+                }
+                drop(lease);
+            })
+        });
+        group.bench_function(
+            "arena pool routed (acquire, enter, 5 global allocs + frees, release)",
+            |b| {
+                b.iter(|| {
+                    let lease = pool.try_acquire().unwrap();
+                    let guard = lease.enter();
+                    let mut blocks = [std::ptr::null_mut(); 5];
+                    for (block, layout) in blocks.iter_mut().zip(layouts) {
+                        // SAFETY: non-zero layouts, freed below.
+                        *block = unsafe { std::alloc::alloc(layout) };
+                        // SAFETY: at least one byte.
+                        unsafe { block.write(1) };
+                    }
+                    black_box(&blocks);
+                    for (block, layout) in blocks.into_iter().zip(layouts) {
+                        // SAFETY: allocated above with this layout.
+                        unsafe { std::alloc::dealloc(block, layout) };
+                    }
+                    drop(guard);
+                    drop(lease);
+                })
+            },
+        );
+        group.finish();
+        stop.store(true, Ordering::Relaxed);
+    });
+}
+
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    request_cycle(&mut criterion);
+    criterion.final_summary();
+}

@@ -1,0 +1,1073 @@
+//! [`ArenaPool`]: one reservation split into N arenas of fixed capacity, handed out as
+//! [`PooledArena`] leases, with counted reuse.
+//!
+//! # Safety
+//!
+//! Who owns what, per arena slot:
+//! - **Free** (on the free list or granted to a waiter): the pool, under its lock. The
+//!   arena's bump state is untouched; its counters are zero.
+//! - **Leased**: the lease. The arena's bump state (`Slot::arena`, `Slot::local_live`) is
+//!   used only by the thread that holds the lease, or that has entered it through the
+//!   router (the same thread: a lease is `!Sync` and its guards are `!Send`). Other
+//!   threads touch only atomics: `remote_frees`, `spilled_bytes`, `over_budget`.
+//! - **Quarantined**: released with routed allocations still live. Nobody uses the bump
+//!   state; each free is an atomic decrement of the debt, and the thread whose free
+//!   settles it (see below) owns the slot, resets it and returns it to the pool.
+//!
+//! Counted reuse: routed allocations made while the slot is entered are counted in
+//! `local_live` (plain, owner-only), frees on the entering thread decrement it, and frees
+//! from anywhere else increment `remote_frees` (atomic). On release the lease subtracts
+//! its outstanding count from `remote_frees` with one `fetch_sub`: the result is minus
+//! the number of allocations still live. Zero means none: the releaser recycles the slot.
+//! Otherwise every later free adds one, and exactly one of them brings the value to zero
+//! and recycles. `AcqRel` on these read-modify-writes orders every use of an allocation
+//! before the reset that reuses its memory. This is the difference from nea, whose
+//! buckets are reset unconditionally at the end of a request, so memory that escaped the
+//! request is silently handed to the next one.
+//!
+//! Free arenas sit on a lock-free stack ([`FreeStack`]): while nobody waits, acquiring
+//! and releasing an arena is one compare-and-swap each. Waiting: the pool lock guards a
+//! FIFO queue of waiters. A waiter registers (bumping `waiting`) and only then tries the
+//! stack; a releaser pushes and only then reads `waiting`, taking the lock to hand free
+//! arenas to waiters in order when there are any. With both sides `SeqCst`, either the
+//! waiter sees the arena or the releaser sees the waiter, so no wake-up is lost. A waiter
+//! checks "granted?" under the lock and is woken after the lock is dropped. Arenas
+//! recycled by a free on the routing path are pushed the same way, but that path only
+//! `try_lock`s: it raises `pending` first, and every lock holder re-checks `pending`
+//! after unlocking (Dekker-style, with `SeqCst` fences on both sides), so no arena is
+//! stranded while a waiter sleeps.
+
+use core::cell::{Cell, UnsafeCell};
+use core::fmt;
+use core::future::Future;
+use core::marker::PhantomData;
+use core::num::NonZeroUsize;
+use core::ops::Deref;
+use core::pin::Pin;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering, fence};
+use core::task::{Context, Poll, Waker};
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use mmap_alloc::{Contents, Decommit, DefaultPages, PageSource};
+
+use crate::arena::Arena;
+use crate::config::ArenaConfig;
+use crate::free_stack::FreeStack;
+use crate::router;
+use crate::stats::PoolStats;
+
+/// Sizes and policies of an [`ArenaPool`].
+///
+/// # Examples
+///
+/// ```
+/// use arena_alloc::PoolConfig;
+///
+/// let config = PoolConfig::new(64, 1 << 20).warm_bytes(16 << 10);
+/// assert_eq!(config.arenas(), 64);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolConfig {
+    arenas: usize,
+    arena_bytes: usize,
+    warm_bytes: usize,
+    commit_step_bytes: usize,
+    decommit: Decommit,
+    spill_limit_bytes: usize,
+}
+
+impl PoolConfig {
+    /// `arenas` arenas of `arena_bytes` each (rounded up to pages). By default 64 KiB of
+    /// each stays warm across reuse, and routed allocations that do not fit may spill
+    /// to the fallback allocator up to 16 times the arena's capacity.
+    pub const fn new(arenas: usize, arena_bytes: usize) -> Self {
+        PoolConfig {
+            arenas,
+            arena_bytes,
+            warm_bytes: 64 << 10,
+            commit_step_bytes: 64 << 10,
+            decommit: Decommit::Lazy,
+            spill_limit_bytes: arena_bytes.saturating_mul(16),
+        }
+    }
+
+    /// Bytes at the start of each arena kept committed and untouched on reuse.
+    pub const fn warm_bytes(mut self, bytes: usize) -> Self {
+        self.warm_bytes = bytes;
+        self
+    }
+
+    /// The first commit of an arena; later commits double.
+    pub const fn commit_step_bytes(mut self, bytes: usize) -> Self {
+        self.commit_step_bytes = bytes;
+        self
+    }
+
+    /// How memory above the warm watermark is given back on reuse.
+    pub const fn decommit(mut self, mode: Decommit) -> Self {
+        self.decommit = mode;
+        self
+    }
+
+    /// The hard cap of bytes a leased arena may spill to the router's fallback
+    /// allocator; beyond it routed allocations return null.
+    pub const fn spill_limit_bytes(mut self, bytes: usize) -> Self {
+        self.spill_limit_bytes = bytes;
+        self
+    }
+
+    /// The number of arenas.
+    pub const fn arenas(&self) -> usize {
+        self.arenas
+    }
+
+    /// The capacity of each arena as configured.
+    pub const fn arena_bytes(&self) -> usize {
+        self.arena_bytes
+    }
+}
+
+/// Why a pool could not be made or registered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PoolError {
+    /// Zero arenas, zero capacity, or sizes that overflow.
+    InvalidConfig,
+    /// The reservation failed.
+    Reserve(mmap_alloc::Error),
+    /// The router's registry of pools is full.
+    RegistryFull,
+}
+
+impl fmt::Display for PoolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PoolError::InvalidConfig => f.write_str("invalid pool configuration"),
+            PoolError::Reserve(error) => write!(f, "reserving the pool failed: {error}"),
+            PoolError::RegistryFull => write!(
+                f,
+                "the router's registry of {} pools is full",
+                router::MAX_POOLS
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PoolError {}
+
+/// The page source of one pool arena: hands out its slot of the pool's reservation once,
+/// and forwards commits and decommits to the pool's source.
+pub struct SlotPages {
+    base: NonNull<u8>,
+    len: usize,
+    taken: AtomicBool,
+    /// Bytes committed so far (commits never shrink: decommitted pages stay read-write).
+    committed: AtomicUsize,
+}
+
+// SAFETY: `SlotPages` is an address range and a flag; the pages it describes are used
+// under the ownership rules of the pool (module docs).
+unsafe impl Send for SlotPages {}
+// SAFETY: as above; the flag is atomic.
+unsafe impl Sync for SlotPages {}
+
+impl fmt::Debug for SlotPages {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlotPages")
+            .field("base", &self.base)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+fn slot_error(operation: mmap_alloc::Operation) -> mmap_alloc::Error {
+    mmap_alloc::Error::new(
+        operation,
+        mmap_alloc::Cause::InvalidInput("a pool arena has exactly one reservation, its slot"),
+        0,
+        0,
+    )
+}
+
+// SAFETY: the slot is a page-aligned part of the pool's live reservation that belongs to
+// this source alone, handed out at most once until released; commit and decommit are
+// forwarded to the pool's source for ranges inside it.
+unsafe impl PageSource for SlotPages {
+    fn page_size(&self) -> usize {
+        DefaultPages::default().page_size()
+    }
+
+    fn reserve(&self, len: usize, align: usize) -> mmap_alloc::Result<NonNull<u8>> {
+        if len > self.len || align > self.page_size() || self.taken.swap(true, Ordering::Relaxed) {
+            return Err(slot_error(mmap_alloc::Operation::Reserve));
+        }
+        Ok(self.base)
+    }
+
+    unsafe fn commit(&self, ptr: NonNull<u8>, len: usize) -> mmap_alloc::Result<()> {
+        // SAFETY: the caller's range lies in the slot, inside the pool's reservation.
+        unsafe { DefaultPages::default().commit(ptr, len) }?;
+        let end = ptr.addr().get() + len - self.base.addr().get();
+        self.committed.fetch_max(end, Ordering::Relaxed);
+        Ok(())
+    }
+
+    unsafe fn decommit(
+        &self,
+        ptr: NonNull<u8>,
+        len: usize,
+        mode: Decommit,
+    ) -> mmap_alloc::Result<Contents> {
+        // SAFETY: as for `commit`; the caller no longer needs the contents.
+        unsafe { DefaultPages::default().decommit(ptr, len, mode) }
+    }
+
+    unsafe fn release(
+        &self,
+        _ptr: NonNull<u8>,
+        _len: usize,
+        _align: usize,
+    ) -> mmap_alloc::Result<()> {
+        // The pages stay in the pool's reservation; the slot may be handed out again.
+        self.taken.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// The arena type of a pool slot.
+pub(crate) type SlotArena = Arena<SlotPages>;
+
+const FREE: u8 = 0;
+const LEASED: u8 = 1;
+const QUARANTINED: u8 = 2;
+const LEAKED: u8 = 3;
+
+/// One arena of the pool and its counters. See the module docs for who owns what.
+pub(crate) struct Slot {
+    /// The bump allocator over this slot's pages.
+    pub(crate) arena: UnsafeCell<SlotArena>,
+    /// Routed allocations made minus routed frees on the entering thread.
+    pub(crate) local_live: Cell<usize>,
+    /// Routed frees from other threads (before release), minus the outstanding count
+    /// (at release): zero after release means nothing is live.
+    pub(crate) remote_frees: AtomicIsize,
+    /// Guards of the router that entered this arena and are not dropped yet.
+    pub(crate) entered: AtomicUsize,
+    /// Bytes charged for routed allocations that spilled to the fallback allocator.
+    pub(crate) spilled_bytes: AtomicUsize,
+    /// Set by a spill: the request went over its budget.
+    pub(crate) over_budget: AtomicBool,
+    /// The hard cap of `spilled_bytes`.
+    pub(crate) spill_limit_bytes: usize,
+    /// `FREE`, `LEASED`, `QUARANTINED` or `LEAKED`, for statistics and checks.
+    state: core::sync::atomic::AtomicU8,
+    /// Bytes protected by `debug-protect` while free.
+    #[cfg_attr(not(feature = "debug-protect"), allow(dead_code))]
+    protected_bytes: AtomicUsize,
+}
+
+// SAFETY: the non-atomic fields are used by one thread at a time, as the module docs lay
+// out: the lease holder / entering thread while leased, the recycling thread after the
+// debt is settled, the pool under its lock while free.
+unsafe impl Sync for Slot {}
+// SAFETY: as above.
+unsafe impl Send for Slot {}
+
+impl Slot {
+    /// The arena, shared.
+    ///
+    /// # Safety
+    /// - The caller owns the slot's bump state (module docs).
+    #[inline(always)]
+    pub(crate) unsafe fn arena(&self) -> &SlotArena {
+        // SAFETY: only shared references to the arena are ever made.
+        unsafe { &*self.arena.get() }
+    }
+
+    /// A free routed from anywhere but the entering thread; recycles the slot when it
+    /// settles the debt of a released arena. `pool` is the slot's pool.
+    #[inline]
+    pub(crate) fn remote_free(&self, pool: &ArenaPool) {
+        if self.remote_frees.fetch_add(1, Ordering::AcqRel) == -1 {
+            // SAFETY: the debt is settled: nothing allocated from the slot is live and
+            // its lease is gone, so this thread owns it now.
+            unsafe { pool.recycle(self, Returned::FromFree) };
+        }
+    }
+}
+
+/// How a recycled arena reaches the pool.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Returned {
+    /// From a lease's release: may lock.
+    FromRelease,
+    /// From a free on the routing path: must not wait for the lock.
+    FromFree,
+}
+
+struct Waiter {
+    ticket: u64,
+    granted: Option<u32>,
+    /// The async waiter's waker; `None` for a blocking waiter.
+    waker: Option<Waker>,
+}
+
+struct Queue {
+    waiters: VecDeque<Waiter>,
+    next_ticket: u64,
+}
+
+/// Wakers collected under the lock, called after it is dropped (no allocation).
+struct Wakeups {
+    wakers: [Option<Waker>; 4],
+    notify_blocked: bool,
+}
+
+impl Wakeups {
+    const fn new() -> Self {
+        Wakeups {
+            wakers: [None, None, None, None],
+            notify_blocked: false,
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.wakers.iter().all(Option::is_some)
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.notify_blocked && self.wakers.iter().all(Option::is_none)
+    }
+
+    fn run(&mut self, pool: &ArenaPool) {
+        if core::mem::take(&mut self.notify_blocked) {
+            pool.granted.notify_all();
+        }
+        for waker in &mut self.wakers {
+            if let Some(waker) = waker.take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// One reservation split into arenas of fixed capacity, leased out one at a time and
+/// reused only when nothing allocated from them is alive.
+///
+/// Address to arena is one subtraction and one division. Leases come from
+/// [`try_acquire`](ArenaPool::try_acquire) (never waits), [`acquire`](ArenaPool::acquire)
+/// and [`acquire_timeout`](ArenaPool::acquire_timeout) (block the thread), and
+/// [`acquire_async`](ArenaPool::acquire_async) (a future, first come first served,
+/// cancellation-safe). To route a thread's global allocations to a lease, the pool must
+/// be `'static` and registered with the router: see [`ArenaPool::into_static`].
+///
+/// # Examples
+///
+/// ```
+/// use arena_alloc::{ArenaPool, PoolConfig};
+///
+/// let pool = ArenaPool::new(PoolConfig::new(4, 1 << 20))?;
+/// let lease = pool.try_acquire().expect("a free arena");
+/// let greeting = lease.alloc_str("hello");
+/// assert_eq!(&*greeting, "hello");
+/// assert_eq!(pool.stats().in_use, 1);
+/// drop(lease); // reset and back in the pool
+/// assert_eq!(pool.stats().free, 4);
+/// # Ok::<(), arena_alloc::PoolError>(())
+/// ```
+pub struct ArenaPool {
+    /// Start of the reservation: slot `i` is `base + i * arena_bytes`.
+    base: NonNull<u8>,
+    /// Bytes per slot: a multiple of the page size.
+    arena_bytes: NonZeroUsize,
+    /// `slots.len() * arena_bytes`.
+    reserved_bytes: usize,
+    slots: Box<[Slot]>,
+    queue: Mutex<Queue>,
+    /// Blocking waiters wait here for a grant.
+    granted: Condvar,
+    /// Free arenas (not granted to a waiter).
+    free: FreeStack,
+    /// Set by a free on the routing path that pushed an arena while someone waits and
+    /// could not take the lock: the next lock holder hands it on.
+    pending: AtomicBool,
+    /// Waiters registered in the queue.
+    waiting: AtomicUsize,
+    config: PoolConfig,
+    /// Registered with the router (only `'static` pools can be).
+    pub(crate) registered: AtomicBool,
+}
+
+// SAFETY: shared state is behind the lock or atomic; slots follow the module's rules.
+unsafe impl Sync for ArenaPool {}
+// SAFETY: the pool owns its reservation.
+unsafe impl Send for ArenaPool {}
+
+fn lock(mutex: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
+    // A panic while holding the lock cannot leave the queue inconsistent (every update
+    // is a single push or pop), so poisoning is ignored.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl ArenaPool {
+    /// Reserves `config.arenas() * config.arena_bytes()` bytes of address space (no
+    /// memory until used) and splits it into arenas.
+    ///
+    /// # Errors
+    /// An invalid configuration; the reservation fails.
+    pub fn new(config: PoolConfig) -> Result<ArenaPool, PoolError> {
+        router::outside_arena(|| ArenaPool::new_outside(config))
+    }
+
+    fn new_outside(config: PoolConfig) -> Result<ArenaPool, PoolError> {
+        let source = DefaultPages::default();
+        let page = source.page_size();
+        let arena_bytes = crate::chunk::round_up(config.arena_bytes, page)
+            .and_then(NonZeroUsize::new)
+            .ok_or(PoolError::InvalidConfig)?;
+        let count = u32::try_from(config.arenas)
+            .ok()
+            .filter(|&count| count > 0)
+            .ok_or(PoolError::InvalidConfig)?;
+        let reserved_bytes = arena_bytes
+            .get()
+            .checked_mul(config.arenas)
+            .ok_or(PoolError::InvalidConfig)?;
+        let base = source
+            .reserve(reserved_bytes, page)
+            .map_err(PoolError::Reserve)?;
+        let arena_config = ArenaConfig::new()
+            .chunk_bytes(arena_bytes.get())
+            .commit_step_bytes(config.commit_step_bytes)
+            .oversize_bytes(usize::MAX)
+            .warm_bytes(config.warm_bytes)
+            .decommit(config.decommit);
+        let slots = (0..config.arenas)
+            .map(|index| Slot {
+                arena: UnsafeCell::new(Arena::with_source(
+                    SlotPages {
+                        // SAFETY: `index * arena_bytes < reserved_bytes`: inside the
+                        // reservation.
+                        base: unsafe { base.add(index * arena_bytes.get()) },
+                        len: arena_bytes.get(),
+                        taken: AtomicBool::new(false),
+                        committed: AtomicUsize::new(0),
+                    },
+                    arena_config,
+                )),
+                local_live: Cell::new(0),
+                remote_frees: AtomicIsize::new(0),
+                entered: AtomicUsize::new(0),
+                spilled_bytes: AtomicUsize::new(0),
+                over_budget: AtomicBool::new(false),
+                spill_limit_bytes: config.spill_limit_bytes,
+                state: core::sync::atomic::AtomicU8::new(FREE),
+                protected_bytes: AtomicUsize::new(0),
+            })
+            .collect::<Box<[Slot]>>();
+        Ok(ArenaPool {
+            base,
+            arena_bytes,
+            reserved_bytes,
+            slots,
+            // Lowest index on top, so a lightly used pool keeps touching the same arenas.
+            queue: Mutex::new(Queue {
+                waiters: VecDeque::with_capacity(16),
+                next_ticket: 0,
+            }),
+            granted: Condvar::new(),
+            // Lowest index on top, so a lightly used pool keeps touching the same arenas.
+            free: FreeStack::full(count),
+            pending: AtomicBool::new(false),
+            waiting: AtomicUsize::new(0),
+            config,
+            registered: AtomicBool::new(false),
+        })
+    }
+
+    /// Leaks the pool and registers it with the router, so that its leases can be
+    /// [entered](PooledArena::enter) and frees of their memory are routed back to them
+    /// from any thread. A registered pool lives for the rest of the process. (A pool in
+    /// a `static` is registered the first time one of its leases is entered.)
+    ///
+    /// # Errors
+    /// [`PoolError::RegistryFull`] when [`MAX_POOLS`](crate::MAX_POOLS) pools are
+    /// registered already (the pool is then leaked but unused).
+    pub fn into_static(self) -> Result<&'static ArenaPool, PoolError> {
+        let pool: &'static ArenaPool = router::outside_arena(|| Box::leak(Box::new(self)));
+        if router::register(pool) {
+            Ok(pool)
+        } else {
+            Err(PoolError::RegistryFull)
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PoolConfig {
+        &self.config
+    }
+
+    /// The capacity of each arena in bytes (a multiple of the page size).
+    pub fn arena_bytes(&self) -> usize {
+        self.arena_bytes.get()
+    }
+
+    /// The slot holding `address`: one subtraction and one division (no panic path: the
+    /// divisor is non-zero and the index is in bounds by construction).
+    #[inline(always)]
+    pub(crate) fn slot_of(&self, address: usize) -> Option<&Slot> {
+        let offset = address.wrapping_sub(self.base.addr().get());
+        if offset < self.reserved_bytes {
+            let index = offset / self.arena_bytes;
+            // SAFETY: `offset < slots.len() * arena_bytes`, so `index < slots.len()`.
+            Some(unsafe { self.slots.get_unchecked(index) })
+        } else {
+            None
+        }
+    }
+
+    /// The index of the arena that holds `address`, if it lies in this pool.
+    pub fn arena_index_of(&self, address: usize) -> Option<usize> {
+        let offset = address.wrapping_sub(self.base.addr().get());
+        (offset < self.reserved_bytes).then(|| offset / self.arena_bytes)
+    }
+
+    fn lease(&self, index: u32) -> PooledArena<'_> {
+        let slot = &self.slots[index as usize];
+        #[cfg(feature = "debug-protect")]
+        self.unprotect(slot, index);
+        slot.state.store(LEASED, Ordering::Relaxed);
+        PooledArena {
+            pool: self,
+            index,
+            _not_sync: PhantomData,
+        }
+    }
+
+    /// A free arena, or `None` at once when every arena is in use (or others are
+    /// already waiting for one).
+    #[inline]
+    pub fn try_acquire(&self) -> Option<PooledArena<'_>> {
+        if self.waiting.load(Ordering::SeqCst) == 0 {
+            return self.free.pop().map(|index| self.lease(index));
+        }
+        let index = router::outside_arena(|| {
+            let mut wakeups = Wakeups::new();
+            let index = {
+                let mut queue = lock(&self.queue);
+                self.settle(&mut queue, &mut wakeups);
+                // Arenas left after serving every waiter are up for grabs.
+                if queue.waiters.iter().all(|waiter| waiter.granted.is_some()) {
+                    self.free.pop()
+                } else {
+                    None
+                }
+            };
+            self.after_unlock(&mut wakeups);
+            index
+        })?;
+        Some(self.lease(index))
+    }
+
+    /// A free arena, waiting as long as it takes (first come, first served).
+    pub fn acquire(&self) -> PooledArena<'_> {
+        match self.acquire_until(None) {
+            Some(lease) => lease,
+            None => unreachable!("waiting without a deadline ends with a grant"),
+        }
+    }
+
+    /// A free arena, waiting at most `timeout`.
+    pub fn acquire_timeout(&self, timeout: Duration) -> Option<PooledArena<'_>> {
+        self.acquire_until(Instant::now().checked_add(timeout))
+    }
+
+    fn acquire_until(&self, deadline: Option<Instant>) -> Option<PooledArena<'_>> {
+        if self.waiting.load(Ordering::SeqCst) == 0 {
+            if let Some(index) = self.free.pop() {
+                return Some(self.lease(index));
+            }
+        }
+        let index = router::outside_arena(|| {
+            let mut wakeups = Wakeups::new();
+            let mut queue = lock(&self.queue);
+            let ticket = self.enqueue(&mut queue, None);
+            loop {
+                self.settle(&mut queue, &mut wakeups);
+                queue = self.flush(queue, &mut wakeups);
+                let position = queue
+                    .waiters
+                    .iter()
+                    .position(|waiter| waiter.ticket == ticket)
+                    .expect("a waiter stays queued until it leaves");
+                if let Some(index) = queue.waiters[position].granted {
+                    queue.waiters.remove(position);
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    drop(queue);
+                    self.after_unlock(&mut wakeups);
+                    return Some(index);
+                }
+                queue = match deadline {
+                    None => self
+                        .granted
+                        .wait(queue)
+                        .unwrap_or_else(PoisonError::into_inner),
+                    Some(deadline) => {
+                        let now = Instant::now();
+                        if now >= deadline {
+                            self.leave(&mut queue, ticket, &mut wakeups);
+                            drop(queue);
+                            self.after_unlock(&mut wakeups);
+                            return None;
+                        }
+                        self.granted
+                            .wait_timeout(queue, deadline - now)
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0
+                    }
+                };
+            }
+        })?;
+        Some(self.lease(index))
+    }
+
+    /// A future that resolves to a free arena: waiters are served first come, first
+    /// served, and dropping the future before it resolves gives up its place (and any
+    /// arena already granted to it) without losing anything.
+    pub fn acquire_async(&self) -> AcquireFuture<'_> {
+        AcquireFuture {
+            pool: self,
+            ticket: None,
+        }
+    }
+
+    /// Wakes whom a settle served before this thread goes on holding the lock (or waits
+    /// on the condition variable, which would hold the wake-ups back indefinitely).
+    fn flush<'a>(
+        &'a self,
+        queue: MutexGuard<'a, Queue>,
+        wakeups: &mut Wakeups,
+    ) -> MutexGuard<'a, Queue> {
+        if wakeups.is_empty() {
+            return queue;
+        }
+        drop(queue);
+        self.after_unlock(wakeups);
+        lock(&self.queue)
+    }
+
+    fn enqueue(&self, queue: &mut Queue, waker: Option<Waker>) -> u64 {
+        let ticket = queue.next_ticket;
+        queue.next_ticket += 1;
+        queue.waiters.push_back(Waiter {
+            ticket,
+            granted: None,
+            waker,
+        });
+        // SeqCst: a releaser that pushes after this reads a non-zero count (see the
+        // module docs); the caller tries the stack (`settle`) only after this.
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        ticket
+    }
+
+    /// Removes a waiter that gives up; an arena granted to it goes to the next waiter or
+    /// the free list.
+    fn leave(&self, queue: &mut Queue, ticket: u64, wakeups: &mut Wakeups) {
+        if let Some(position) = queue
+            .waiters
+            .iter()
+            .position(|waiter| waiter.ticket == ticket)
+        {
+            let waiter = queue
+                .waiters
+                .remove(position)
+                .expect("position is in range");
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            if let Some(index) = waiter.granted {
+                self.hand_on(queue, index, wakeups);
+            }
+        }
+    }
+
+    /// Gives a free arena to the first waiter not yet served, else back to the stack.
+    fn hand_on(&self, queue: &mut Queue, index: u32, wakeups: &mut Wakeups) {
+        match queue
+            .waiters
+            .iter_mut()
+            .find(|waiter| waiter.granted.is_none())
+        {
+            Some(waiter) => {
+                waiter.granted = Some(index);
+                match waiter.waker.take() {
+                    Some(waker) => match wakeups.wakers.iter_mut().find(|slot| slot.is_none()) {
+                        Some(slot) => *slot = Some(waker),
+                        // No room to defer it (rare: many grants in one round): wake
+                        // now, under the lock, rather than lose it.
+                        None => waker.wake(),
+                    },
+                    None => wakeups.notify_blocked = true,
+                }
+            }
+            None => self.free.push(index),
+        }
+    }
+
+    /// Grants free arenas to waiters not yet served, in order (under the lock).
+    fn settle(&self, queue: &mut Queue, wakeups: &mut Wakeups) {
+        self.pending.store(false, Ordering::SeqCst);
+        while queue.waiters.iter().any(|waiter| waiter.granted.is_none()) {
+            if wakeups.is_full() {
+                // Wake these first; the next round serves the rest.
+                self.pending.store(true, Ordering::SeqCst);
+                return;
+            }
+            let Some(index) = self.free.pop() else {
+                return;
+            };
+            self.hand_on(queue, index, wakeups);
+        }
+    }
+
+    /// After dropping the lock: wake whom the last round served, then settle arenas
+    /// flagged meanwhile by frees that found the lock taken.
+    fn after_unlock(&self, wakeups: &mut Wakeups) {
+        loop {
+            wakeups.run(self);
+            fence(Ordering::SeqCst);
+            if !self.pending.load(Ordering::SeqCst) {
+                return;
+            }
+            // Never wait here: a thread that holds the lock will settle after unlocking.
+            let Ok(mut queue) = self.queue.try_lock() else {
+                return;
+            };
+            self.settle(&mut queue, wakeups);
+        }
+    }
+
+    /// Resets a slot whose lease is gone and whose allocations are all freed, and puts it
+    /// back: to a waiter or the free list.
+    ///
+    /// # Safety
+    /// - The caller owns the slot (module docs): its lease is gone and nothing allocated
+    ///   from it is live.
+    unsafe fn recycle(&self, slot: &Slot, how: Returned) {
+        let index = self.index_of_slot(slot);
+        // SAFETY: the caller owns the slot, and nothing allocated from it is used again.
+        unsafe { slot.arena().reset_unchecked() };
+        slot.local_live.set(0);
+        slot.remote_frees.store(0, Ordering::Relaxed);
+        slot.spilled_bytes.store(0, Ordering::Relaxed);
+        slot.over_budget.store(false, Ordering::Relaxed);
+        slot.state.store(FREE, Ordering::Relaxed);
+        #[cfg(feature = "debug-protect")]
+        self.protect(slot);
+        self.free.push(index);
+        // The push is `SeqCst`; so is this load (module docs: no lost grant).
+        if self.waiting.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        router::outside_arena(|| {
+            let mut wakeups = Wakeups::new();
+            match how {
+                Returned::FromRelease => {
+                    let mut queue = lock(&self.queue);
+                    self.settle(&mut queue, &mut wakeups);
+                }
+                Returned::FromFree => self.pending.store(true, Ordering::SeqCst),
+            }
+            self.after_unlock(&mut wakeups);
+        });
+    }
+
+    /// Ends a lease: recycles the arena at once, or quarantines it while routed
+    /// allocations from it are live.
+    fn release(&self, index: u32) {
+        let slot = &self.slots[index as usize];
+        if slot.entered.load(Ordering::Relaxed) != 0 {
+            // A router guard was leaked (`mem::forget`): the thread may still route to
+            // this arena, so it can never be reused safely.
+            slot.state.store(LEAKED, Ordering::Relaxed);
+            return;
+        }
+        let outstanding = slot.local_live.get() as isize;
+        if outstanding == 0 {
+            // Every routed allocation was freed on the entering thread, so no other
+            // thread holds one to free: the slot is ours without touching the atomics.
+            // SAFETY: nothing allocated from the slot is live and the lease is gone.
+            unsafe { self.recycle(slot, Returned::FromRelease) };
+            return;
+        }
+        slot.state.store(QUARANTINED, Ordering::Relaxed);
+        if slot.remote_frees.fetch_sub(outstanding, Ordering::AcqRel) == outstanding {
+            // SAFETY: the debt is settled (every routed allocation is freed) and the
+            // lease is gone: this thread owns the slot.
+            unsafe { self.recycle(slot, Returned::FromRelease) };
+        }
+    }
+
+    /// The index of a slot of this pool.
+    fn index_of_slot(&self, slot: &Slot) -> u32 {
+        // SAFETY: `slot` is an element of `self.slots` (slots only ever refer to their
+        // own pool), so both pointers are in the same allocation.
+        let index = unsafe { (slot as *const Slot).offset_from(self.slots.as_ptr()) };
+        index as u32
+    }
+
+    /// With feature `debug-protect`, makes a free slot's committed pages inaccessible, so
+    /// that a use after release faults at once.
+    #[cfg(feature = "debug-protect")]
+    fn protect(&self, slot: &Slot) {
+        if cfg!(miri) {
+            return;
+        }
+        let pages = slot.pages();
+        let committed = pages.committed.load(Ordering::Relaxed);
+        if committed > 0 {
+            slot.protected_bytes.store(committed, Ordering::Relaxed);
+            // SAFETY: the committed part of a free slot, inside the pool's reservation
+            // made through `sys`; nothing may touch it until it is leased again.
+            let _ = unsafe {
+                mmap_alloc::sys::protect(pages.base, committed, mmap_alloc::Protection::None)
+            };
+        }
+    }
+
+    /// Undoes [`protect`](Self::protect) before a slot is leased.
+    #[cfg(feature = "debug-protect")]
+    fn unprotect(&self, slot: &Slot, _index: u32) {
+        let protected = slot.protected_bytes.swap(0, Ordering::Relaxed);
+        if protected > 0 {
+            let base = slot.pages().base;
+            // SAFETY: the range protected by `protect`, inside the reservation.
+            let _ = unsafe {
+                mmap_alloc::sys::protect(base, protected, mmap_alloc::Protection::ReadWrite)
+            };
+        }
+    }
+
+    /// Statistics: arenas free, in use, quarantined; waiters; committed bytes.
+    pub fn stats(&self) -> PoolStats {
+        let mut counts = [0usize; 4];
+        let mut committed = 0;
+        for slot in self.slots.iter() {
+            counts[usize::from(slot.state.load(Ordering::Relaxed)).min(3)] += 1;
+            committed += slot.pages().committed.load(Ordering::Relaxed);
+        }
+        PoolStats {
+            arenas: self.slots.len(),
+            free: counts[usize::from(FREE)],
+            in_use: counts[usize::from(LEASED)],
+            quarantined: counts[usize::from(QUARANTINED)],
+            waiting: self.waiting.load(Ordering::Relaxed),
+            committed_bytes: committed,
+        }
+    }
+}
+
+impl Slot {
+    /// The slot's page source. Its fields are immutable or atomic, so reading them races
+    /// with nothing the owner of the bump state does.
+    fn pages(&self) -> &SlotPages {
+        // SAFETY: only the source is read through this reference (see above).
+        unsafe { self.arena().source() }
+    }
+}
+
+impl Drop for ArenaPool {
+    fn drop(&mut self) {
+        // Leases borrow the pool and registered pools are never dropped, so every slot
+        // is free here and nothing points into the reservation.
+        #[cfg(feature = "debug-protect")]
+        for (index, slot) in self.slots.iter().enumerate() {
+            self.unprotect(slot, index as u32);
+        }
+        // Release the arenas' bookkeeping first (their chunks are parts of the slots).
+        self.slots = Box::new([]);
+        let source = DefaultPages::default();
+        // SAFETY: the whole reservation made in `new`, unused from now on.
+        let _ = unsafe { source.release(self.base, self.reserved_bytes, source.page_size()) };
+    }
+}
+
+impl fmt::Debug for ArenaPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArenaPool")
+            .field("base", &self.base)
+            .field("arena_bytes", &self.arena_bytes)
+            .field("config", &self.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// A lease of one arena of an [`ArenaPool`]: dereferences to the [`Arena`], and gives it
+/// back when dropped (reset at once, or quarantined while routed allocations from it
+/// are live).
+///
+/// A lease is `Send` (a request may move between worker threads between polls) but not
+/// `Sync`: one thread uses the arena at a time.
+#[must_use = "dropping the lease gives the arena back at once"]
+pub struct PooledArena<'pool> {
+    pool: &'pool ArenaPool,
+    index: u32,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+// SAFETY: the lease owns the slot's bump state (module docs); moving it to another thread
+// moves that ownership, and no guard (which is `!Send` and borrows the lease) can be
+// alive across the move.
+unsafe impl Send for PooledArena<'_> {}
+
+impl<'pool> PooledArena<'pool> {
+    /// The pool this arena belongs to.
+    pub fn pool(&self) -> &'pool ArenaPool {
+        self.pool
+    }
+
+    /// The arena's index in its pool.
+    pub fn index(&self) -> usize {
+        self.index as usize
+    }
+
+    pub(crate) fn slot(&self) -> &'pool Slot {
+        &self.pool.slots[self.index as usize]
+    }
+
+    /// Whether a routed allocation spilled to the fallback allocator: the request went
+    /// over its budget, and an executor should cancel it at its next poll.
+    pub fn is_over_budget(&self) -> bool {
+        self.slot().over_budget.load(Ordering::Acquire)
+    }
+
+    /// Bytes of routed allocations that spilled to the fallback allocator since the lease
+    /// began.
+    pub fn spilled_bytes(&self) -> usize {
+        self.slot().spilled_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Routed allocations from this arena that are live: made while entered and not
+    /// freed yet (frees from other threads are counted too).
+    pub fn live_routed_allocations(&self) -> usize {
+        let slot = self.slot();
+        let remote = slot.remote_frees.load(Ordering::Acquire).max(0) as usize;
+        slot.local_live.get().saturating_sub(remote)
+    }
+
+    /// Gives the arena back (as dropping the lease does).
+    pub fn release(self) {
+        drop(self);
+    }
+}
+
+impl Deref for PooledArena<'_> {
+    type Target = Arena<SlotPages>;
+
+    fn deref(&self) -> &Self::Target {
+        // SAFETY: the lease owns the slot's bump state.
+        unsafe { self.slot().arena() }
+    }
+}
+
+impl Drop for PooledArena<'_> {
+    fn drop(&mut self) {
+        self.pool.release(self.index);
+    }
+}
+
+impl fmt::Debug for PooledArena<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PooledArena")
+            .field("index", &self.index)
+            .field("stats", &self.stats())
+            .field("over_budget", &self.is_over_budget())
+            .finish()
+    }
+}
+
+/// The future of [`ArenaPool::acquire_async`]: resolves to a lease, first come first
+/// served. Dropping it gives up its place in the queue, passing on an arena already
+/// granted to it.
+#[must_use = "futures do nothing unless polled"]
+pub struct AcquireFuture<'pool> {
+    pool: &'pool ArenaPool,
+    /// The place in the queue once the future has waited.
+    ticket: Option<u64>,
+}
+
+impl<'pool> Future for AcquireFuture<'pool> {
+    type Output = PooledArena<'pool>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let pool = self.pool;
+        let ticket = self.ticket;
+        if ticket.is_none() && pool.waiting.load(Ordering::SeqCst) == 0 {
+            if let Some(index) = pool.free.pop() {
+                return Poll::Ready(pool.lease(index));
+            }
+        }
+        let (index, ticket) = router::outside_arena(|| {
+            let mut wakeups = Wakeups::new();
+            let mut queue = lock(&pool.queue);
+            let ticket = match ticket {
+                Some(ticket) => ticket,
+                None => pool.enqueue(&mut queue, None),
+            };
+            pool.settle(&mut queue, &mut wakeups);
+            let position = queue
+                .waiters
+                .iter()
+                .position(|waiter| waiter.ticket == ticket)
+                .expect("a waiter stays queued until it leaves");
+            let waiter = &mut queue.waiters[position];
+            let result = match waiter.granted {
+                Some(index) => {
+                    queue.waiters.remove(position);
+                    pool.waiting.fetch_sub(1, Ordering::SeqCst);
+                    (Some(index), None)
+                }
+                None => {
+                    match &mut waiter.waker {
+                        Some(waker) if waker.will_wake(cx.waker()) => {}
+                        waker => *waker = Some(cx.waker().clone()),
+                    }
+                    (None, Some(ticket))
+                }
+            };
+            drop(queue);
+            pool.after_unlock(&mut wakeups);
+            result
+        });
+        self.ticket = ticket;
+        match index {
+            Some(index) => Poll::Ready(pool.lease(index)),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for AcquireFuture<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            let pool = self.pool;
+            router::outside_arena(|| {
+                let mut wakeups = Wakeups::new();
+                let mut queue = lock(&pool.queue);
+                pool.leave(&mut queue, ticket, &mut wakeups);
+                drop(queue);
+                pool.after_unlock(&mut wakeups);
+            });
+        }
+    }
+}
+
+impl fmt::Debug for AcquireFuture<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AcquireFuture")
+            .field("ticket", &self.ticket)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,17 @@
+//! Integration tests of arena-alloc, one module per topic.
+
+#![cfg_attr(feature = "nightly", feature(allocator_api))]
+
+mod acquire_async;
+mod arena_basics;
+mod debug_aids;
+mod escapes;
+mod fault_injection;
+mod grow_in_place;
+mod limits;
+mod model;
+#[cfg(feature = "nightly")]
+mod nightly_allocator;
+mod pool_leases;
+mod reset_and_checkpoints;
+mod router_routing;

@@ -1,0 +1,151 @@
+//! The router: routes by thread and address, spills over budget, caps, guards.
+
+use core::alloc::{GlobalAlloc, Layout};
+use std::alloc::System;
+
+use arena_alloc::{ArenaPool, ArenaRouter, PoolConfig, in_arena, outside_arena};
+
+static ROUTER: ArenaRouter<System> = ArenaRouter::new(System);
+
+fn static_pool(config: PoolConfig) -> &'static ArenaPool {
+    ArenaPool::new(config).unwrap().into_static().unwrap()
+}
+
+#[test]
+fn allocations_outside_any_arena_go_to_the_fallback() {
+    let layout = Layout::new::<u64>();
+    assert!(!in_arena());
+    // SAFETY: non-zero layout; freed below.
+    let ptr = unsafe { ROUTER.alloc(layout) };
+    assert!(!ptr.is_null());
+    // SAFETY: allocated above.
+    unsafe { ROUTER.dealloc(ptr, layout) };
+}
+
+#[test]
+fn over_budget_spills_to_the_fallback_then_hits_the_hard_cap() {
+    let pool = static_pool(PoolConfig::new(1, 64 << 10).spill_limit_bytes(256 << 10));
+    let lease = pool.try_acquire().unwrap();
+    let big = Layout::from_size_align(100 << 10, 8).unwrap();
+    lease.run(|| {
+        // SAFETY: non-zero layouts; every block is freed below.
+        unsafe {
+            let spilled = ROUTER.alloc(big);
+            assert!(!spilled.is_null());
+            assert_eq!(pool.arena_index_of(spilled.addr()), None);
+            assert!(lease.is_over_budget());
+            assert_eq!(lease.spilled_bytes(), 100 << 10);
+            let second = ROUTER.alloc(big);
+            assert!(!second.is_null());
+            // Beyond the hard cap: null, and the allocator stays usable.
+            assert!(ROUTER.alloc(big).is_null());
+            let small = ROUTER.alloc(Layout::new::<u64>());
+            assert_eq!(pool.arena_index_of(small.addr()), Some(0));
+            ROUTER.dealloc(small, Layout::new::<u64>());
+            ROUTER.dealloc(spilled, big);
+            ROUTER.dealloc(second, big);
+        }
+    });
+    drop(lease);
+    let lease = pool.try_acquire().unwrap();
+    assert!(!lease.is_over_budget(), "the flag is per lease");
+}
+
+#[test]
+fn guards_nest_and_restore_in_order() {
+    let pool = static_pool(PoolConfig::new(2, 64 << 10));
+    let outer = pool.try_acquire().unwrap();
+    let inner = pool.try_acquire().unwrap();
+    let layout = Layout::new::<u32>();
+    let outer_guard = outer.enter();
+    {
+        let _inner_guard = inner.enter();
+        // SAFETY: non-zero layout, freed below.
+        let ptr = unsafe { ROUTER.alloc(layout) };
+        assert_eq!(pool.arena_index_of(ptr.addr()), Some(inner.index()));
+        // SAFETY: allocated above.
+        unsafe { ROUTER.dealloc(ptr, layout) };
+        outside_arena(|| assert!(!in_arena()));
+        assert!(in_arena());
+    }
+    // SAFETY: as above.
+    let ptr = unsafe { ROUTER.alloc(layout) };
+    assert_eq!(pool.arena_index_of(ptr.addr()), Some(outer.index()));
+    // SAFETY: as above.
+    unsafe { ROUTER.dealloc(ptr, layout) };
+    drop(outer_guard);
+    assert!(!in_arena());
+}
+
+#[test]
+fn guard_dropped_out_of_order_switches_routing_off() {
+    let pool = static_pool(PoolConfig::new(2, 64 << 10));
+    let first = pool.try_acquire().unwrap();
+    let second = pool.try_acquire().unwrap();
+    let first_guard = first.enter();
+    let second_guard = second.enter();
+    drop(first_guard);
+    drop(second_guard);
+    assert!(!in_arena(), "never routes to an arena whose guard is gone");
+    drop(first);
+    drop(second);
+    assert_eq!(pool.stats().free, 2);
+}
+
+#[test]
+fn guard_restored_when_the_body_panics() {
+    let pool = static_pool(PoolConfig::new(1, 64 << 10));
+    let lease = pool.try_acquire().unwrap();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        lease.run(|| {
+            assert!(in_arena());
+            panic!("handler failed");
+        })
+    }));
+    assert!(result.is_err());
+    assert!(!in_arena());
+}
+
+#[test]
+fn forgotten_guard_leaks_the_arena_instead_of_reusing_it() {
+    let pool = static_pool(PoolConfig::new(1, 64 << 10));
+    let lease = pool.try_acquire().unwrap();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            core::mem::forget(lease.enter());
+            drop(lease);
+        });
+    });
+    assert!(pool.try_acquire().is_none());
+    assert_eq!(pool.stats().free, 0);
+}
+
+#[test]
+fn realloc_grows_in_place_and_moves_between_arena_and_fallback() {
+    let pool = static_pool(PoolConfig::new(1, 64 << 10));
+    let lease = pool.try_acquire().unwrap();
+    let layout = Layout::from_size_align(16, 8).unwrap();
+    // SAFETY: non-zero layouts, each block freed once.
+    unsafe {
+        let outside = ROUTER.alloc(layout);
+        outside.write_bytes(7, 16);
+        let inside = lease.run(|| {
+            let ptr = ROUTER.alloc(layout);
+            ptr.write_bytes(9, 16);
+            let grown = ROUTER.realloc(ptr, layout, 4096);
+            assert_eq!(grown, ptr, "the latest allocation grows in place");
+            // A fallback block reallocated inside the arena moves into it.
+            let moved = ROUTER.realloc(outside, layout, 32);
+            assert_eq!(pool.arena_index_of(moved.addr()), Some(0));
+            assert_eq!(*moved.add(15), 7);
+            ROUTER.dealloc(moved, Layout::from_size_align(32, 8).unwrap());
+            grown
+        });
+        // Outside the arena, an arena block moves to the fallback.
+        let out = ROUTER.realloc(inside, Layout::from_size_align(4096, 8).unwrap(), 8192);
+        assert_eq!(pool.arena_index_of(out.addr()), None);
+        assert_eq!(*out.add(15), 9);
+        ROUTER.dealloc(out, Layout::from_size_align(8192, 8).unwrap());
+    }
+    assert_eq!(lease.live_routed_allocations(), 0);
+}
