@@ -638,18 +638,20 @@ impl<S: PageSource> CacheCore<S> {
                 // SAFETY: lock held; free objects of ours.
                 unsafe { this.give_back_magazine(state, magazine) };
             }
-            for list in [
-                &mut state.partial as *mut SlabList,
-                &mut state.full,
-                &mut state.empty,
-            ] {
-                // SAFETY: `list` points into `state`, which we hold exclusively; the
-                // raw pointer lets `release_slab` borrow `state` too (it never touches
-                // the lists).
-                while let Some(slab) = unsafe { (*list).pop() } {
-                    // SAFETY: ours, off every list, nothing uses its objects any more.
-                    unsafe { this.release_slab(state, slab) };
-                }
+            loop {
+                // SAFETY: lock held (we are inside `locked`).
+                let slab = unsafe {
+                    match state.partial.pop() {
+                        Some(slab) => Some(slab),
+                        None => match state.full.pop() {
+                            Some(slab) => Some(slab),
+                            None => state.empty.pop(),
+                        },
+                    }
+                };
+                let Some(slab) = slab else { break };
+                // SAFETY: ours, off every list, nothing uses its objects any more.
+                unsafe { this.release_slab(state, slab) };
             }
         });
         // SAFETY: we own the core; the source is moved out once and the rest of the core

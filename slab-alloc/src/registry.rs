@@ -276,6 +276,7 @@ extern "C" fn thread_exit(data: *mut c_void) {
 }
 
 /// Calls `f` on every registered core; the registry lock must be held.
+#[cfg(not(miri))]
 fn for_each_core(mut f: impl FnMut(&CoreHeader)) {
     let mut core = CORES.load(Ordering::Relaxed);
     while let Some(entry) = NonNull::new(core) {
