@@ -7,9 +7,17 @@
 //!    read-modify-write;
 //! 2. the depot of full magazines ([`crate::depot`]), under the cache lock;
 //! 3. the slab layer ([`crate::slab`]): partial, full and empty slab lists, under the
-//!    same lock. Empty slabs are kept up to `max_empty_slabs`; when one more becomes
-//!    empty the list is trimmed to half the bound, so an allocation/free ping-pong at the
-//!    bound makes one source call per `max_empty_slabs / 2` slabs, not one per free.
+//!    same lock.
+//!
+//! Memory goes back by the working-set rule of the paper (section 3.3): every locked
+//! operation counts towards an epoch of [`EPOCH_EVENTS`]; at its end, the full
+//! magazines and the empty slabs that stayed unused during the whole epoch (the epoch's
+//! minimum) are surplus, and are returned to the slabs and released to the page source,
+//! keeping `max_empty_slabs` empty slabs. That is the hysteresis: an allocation/free
+//! ping-pong at any bound makes no source call, since what it uses is in use within
+//! every epoch. A hard cap (`8 * max_empty_slabs + 8` empty slabs, trimmed to half)
+//! bounds what a burst can leave behind between epochs. A cache that goes idle keeps
+//! its memory until its next operations or [`SlabCache::trim`].
 //!
 //! # Safety
 //! - A core lives at a fixed address (a block of its page source) from creation to
@@ -51,7 +59,18 @@ struct State {
     objects_out: usize,
     slabs_created: u64,
     slabs_released: u64,
+    /// Locked operations in the current working-set epoch.
+    epoch_events: u32,
+    /// Fewest empty slabs seen during the epoch.
+    empty_low: usize,
+    /// Fewest full magazines in the depot during the epoch.
+    depot_low: usize,
 }
+
+/// Locked operations per working-set epoch.
+pub(crate) const EPOCH_EVENTS: u32 = 1024;
+/// Full magazines the depot keeps whatever its working set.
+const DEPOT_FLOOR: usize = 4;
 
 /// The engine of a cache; see the module docs.
 #[repr(C)]
@@ -96,35 +115,39 @@ impl<S: PageSource> CacheCore<S> {
     /// # Safety
     /// - `place` is valid for writes of a `CacheCore<S>`, suitably aligned, and stays
     ///   allocated and unmoved until [`destroy`](Self::destroy).
+    /// - The bytes at `place` are all zero (as a fresh block of a page source is).
     pub(crate) unsafe fn init(place: NonNull<Self>, config: CoreConfig, source: S) {
-        let core = CacheCore {
-            header: CoreHeader::new(
+        let core = place.as_ptr();
+        // SAFETY: the caller gives us the place. Every field is written in place except
+        // the depot's magazine array, whose all-zero bytes (the zeroed block) already are
+        // empty magazines: the array is large and writing it would fault in its pages.
+        unsafe {
+            (&raw mut (*core).header).write(CoreHeader::new(
                 config.magazine_capacity.max(1),
                 config.geometry.link_offset,
                 Self::flush_magazine,
-            ),
-            geometry: config.geometry,
-            max_empty_slabs: config.max_empty_slabs,
-            drop_object: config.drop_object,
-            state: UnsafeCell::new(State {
-                partial: SlabList::new(ListKind::Partial),
-                full: SlabList::new(ListKind::Full),
-                empty: SlabList::new(ListKind::Empty),
-                depot: Depot::new(),
-                objects_out: 0,
-                slabs_created: 0,
-                slabs_released: 0,
-            }),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            source,
-        };
-        // SAFETY: the caller gives us the place; the header is then registered at its
-        // final address, which stays put until `destroy`.
-        unsafe {
-            place.write(core);
-            registry::register_core(place.cast::<CoreHeader>(), config.magazines);
+            ));
+            (&raw mut (*core).geometry).write(config.geometry);
+            (&raw mut (*core).max_empty_slabs).write(config.max_empty_slabs);
+            (&raw mut (*core).drop_object).write(config.drop_object);
+            (&raw mut (*core).hits).write(AtomicU64::new(0));
+            (&raw mut (*core).misses).write(AtomicU64::new(0));
+            (&raw mut (*core).source).write(source);
+            let state = UnsafeCell::raw_get(&raw const (*core).state);
+            (&raw mut (*state).partial).write(SlabList::new(ListKind::Partial));
+            (&raw mut (*state).full).write(SlabList::new(ListKind::Full));
+            (&raw mut (*state).empty).write(SlabList::new(ListKind::Empty));
+            Depot::init_zeroed(&raw mut (*state).depot);
+            (&raw mut (*state).objects_out).write(0);
+            (&raw mut (*state).slabs_created).write(0);
+            (&raw mut (*state).slabs_released).write(0);
+            (&raw mut (*state).epoch_events).write(0);
+            (&raw mut (*state).empty_low).write(0);
+            (&raw mut (*state).depot_low).write(0);
         }
+        // SAFETY: the header now sits at its final address, which stays put until
+        // `destroy`.
+        unsafe { registry::register_core(place.cast::<CoreHeader>(), config.magazines) };
     }
 
     /// Runs `f` with the state, under the lock.
@@ -138,6 +161,18 @@ impl<S: PageSource> CacheCore<S> {
         // SAFETY: still under the lock.
         Self::check_state(&self.geometry, unsafe { &*self.state.get() }, self);
         result
+    }
+
+    /// Runs `f` with the state under the lock, then counts the operation for the
+    /// working-set epoch (see [`tick`](Self::tick)).
+    #[inline]
+    fn locked_op<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        self.locked(|state| {
+            let result = f(state);
+            // SAFETY: we hold the lock (inside `locked`) and `state` is ours.
+            unsafe { self.tick(state) };
+            result
+        })
     }
 
     /// The page source.
@@ -204,7 +239,7 @@ impl<S: PageSource> CacheCore<S> {
                 let capacity = self.header.magazine_capacity;
                 slot.capacity.store(capacity, Relaxed);
                 let hits = slot.take_hits();
-                let mut loaded = self.locked(|state| {
+                let mut loaded = self.locked_op(|state| {
                     self.hits.fetch_add(u64::from(hits), Relaxed);
                     self.misses.fetch_add(1, Relaxed);
                     match state.depot.pop_full() {
@@ -223,7 +258,7 @@ impl<S: PageSource> CacheCore<S> {
             }
         }
         // No magazines for this thread or cache: straight to the slabs.
-        self.locked(|state| {
+        self.locked_op(|state| {
             self.misses.fetch_add(1, Relaxed);
             // SAFETY: we hold the lock.
             let mut magazine = unsafe { self.take_from_slabs(state, 1, construct) };
@@ -302,7 +337,7 @@ impl<S: PageSource> CacheCore<S> {
                 if previous.count > 0 {
                     // Both magazines full: the previous one goes to the depot.
                     let hits = slot.take_hits();
-                    self.locked(|state| {
+                    self.locked_op(|state| {
                         self.hits.fetch_add(u64::from(hits), Relaxed);
                         self.misses.fetch_add(1, Relaxed);
                         if let Err(magazine) = state.depot.push_full(previous) {
@@ -322,7 +357,7 @@ impl<S: PageSource> CacheCore<S> {
                 return;
             }
         }
-        self.locked(|state| {
+        self.locked_op(|state| {
             self.misses.fetch_add(1, Relaxed);
             // SAFETY: lock held; the object is free and ours (caller).
             unsafe { self.give_back(state, object) }
@@ -337,7 +372,7 @@ impl<S: PageSource> CacheCore<S> {
     unsafe fn flush_magazine(header: NonNull<CoreHeader>, magazine: Magazine) {
         // SAFETY: `header` is the first field of a `repr(C)` `CacheCore<S>` (caller).
         let core = unsafe { header.cast::<Self>().as_ref() };
-        core.locked(|state| {
+        core.locked_op(|state| {
             if let Err(magazine) = state.depot.push_full(magazine) {
                 // SAFETY: lock held; the objects are free (caller).
                 unsafe { core.give_back_magazine(state, magazine) };
@@ -444,10 +479,12 @@ impl<S: PageSource> CacheCore<S> {
                 }
                 state.empty.push(slab);
             }
-            if state.empty.len > self.max_empty_slabs {
-                // Hysteresis: trim to half the bound, not just one below it.
+            let hard_cap = self.max_empty_slabs * 8 + 8;
+            if state.empty.len > hard_cap {
+                // A burst beyond any working set: trim to half the cap at once (the
+                // halving is the hysteresis), without waiting for the epoch.
                 // SAFETY: lock held.
-                unsafe { self.release_empty(state, self.max_empty_slabs / 2) };
+                unsafe { self.release_empty(state, hard_cap / 2) };
             }
         } else if was == ListKind::Full {
             // SAFETY: lock held; the slab is on the full list.
@@ -456,6 +493,43 @@ impl<S: PageSource> CacheCore<S> {
                 state.partial.push(slab);
             }
         }
+    }
+
+    /// Counts a locked operation and, at the end of an epoch, applies the working-set
+    /// rule of Bonwick & Adams (2001, section 3.3): full magazines and empty slabs that
+    /// stayed unused for the whole epoch (the epoch's minimum) are surplus; the magazines
+    /// go back to the slabs, and empty slabs beyond `max_empty_slabs` are released.
+    /// Memory that was needed at any moment of the epoch is kept, so a program cycling
+    /// between allocating and freeing does not pay for it again each cycle.
+    ///
+    /// # Safety
+    /// - Lock held, `state` is ours.
+    unsafe fn tick(&self, state: &mut State) {
+        state.empty_low = state.empty_low.min(state.empty.len);
+        state.depot_low = state.depot_low.min(state.depot.magazines());
+        state.epoch_events += 1;
+        if state.epoch_events < EPOCH_EVENTS {
+            return;
+        }
+        let surplus_magazines = state.depot_low.saturating_sub(DEPOT_FLOOR);
+        for _ in 0..surplus_magazines {
+            let Some(magazine) = state.depot.pop_full() else {
+                break;
+            };
+            // SAFETY: lock held; depot objects are free objects of ours.
+            unsafe { self.give_back_magazine(state, magazine) };
+        }
+        let surplus_slabs = state.empty_low.saturating_sub(self.max_empty_slabs);
+        let keep = state
+            .empty
+            .len
+            .saturating_sub(surplus_slabs)
+            .max(self.max_empty_slabs);
+        // SAFETY: lock held.
+        unsafe { self.release_empty(state, keep) };
+        state.epoch_events = 0;
+        state.empty_low = state.empty.len;
+        state.depot_low = state.depot.magazines();
     }
 
     /// Releases empty slabs until at most `keep` remain.
@@ -615,8 +689,8 @@ impl<S: PageSource> CacheCore<S> {
             "objects out of slabs != sum of slab use"
         );
         assert!(
-            state.empty.len <= core.max_empty_slabs.max(1),
-            "more empty slabs than the bound"
+            state.empty.len <= core.max_empty_slabs * 8 + 8,
+            "more empty slabs than the hard cap"
         );
         assert!(state.depot.objects() <= state.objects_out);
     }

@@ -15,7 +15,7 @@
 use crate::magazine::Magazine;
 
 /// Full magazines a depot keeps at most.
-pub(crate) const DEPOT_MAGAZINES: usize = 16;
+pub(crate) const DEPOT_MAGAZINES: usize = 2048;
 
 /// A bounded stack of full magazines.
 #[derive(Debug)]
@@ -27,11 +27,16 @@ pub(crate) struct Depot {
 }
 
 impl Depot {
-    pub(crate) const fn new() -> Self {
-        Depot {
-            full: [Magazine::EMPTY; DEPOT_MAGAZINES],
-            len: 0,
-            objects: 0,
+    /// Initialises a depot in zeroed memory without writing its magazine array.
+    ///
+    /// # Safety
+    /// - `place` is valid for writes of a `Depot`, aligned, and all its bytes are zero
+    ///   (all-zero bytes are empty magazines: null head, count 0).
+    pub(crate) unsafe fn init_zeroed(place: *mut Depot) {
+        // SAFETY: the caller's obligations; the array stays as the zero bytes it is.
+        unsafe {
+            (&raw mut (*place).len).write(0);
+            (&raw mut (*place).objects).write(0);
         }
     }
 
