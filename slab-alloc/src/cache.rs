@@ -9,8 +9,8 @@
 //! 3. the slab layer ([`crate::slab`]): partial, full and empty slab lists, under the
 //!    same lock.
 //!
-//! Memory goes back by the working-set rule of the paper (section 3.3): every locked
-//! operation counts towards an epoch of [`EPOCH_EVENTS`]; at its end, the full
+//! Memory goes back by the working-set rule of the paper (section 3.3): an epoch lasts
+//! at least [`EPOCH_TIME`] and [`EPOCH_EVENTS`] locked operations; at its end, the full
 //! magazines and the empty slabs that stayed unused during the whole epoch (the epoch's
 //! minimum) are surplus, and are returned to the slabs and released to the page source,
 //! keeping `max_empty_slabs` empty slabs. That is the hysteresis: an allocation/free
@@ -34,6 +34,8 @@ use core::marker::PhantomData;
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use core::time::Duration;
+use std::time::Instant;
 
 use allocator_api2::alloc::AllocError;
 use mmap_alloc::{DefaultPages, PageSource};
@@ -65,10 +67,15 @@ struct State {
     empty_low: usize,
     /// Fewest full magazines in the depot during the epoch.
     depot_low: usize,
+    /// When the epoch started.
+    epoch_start: Instant,
 }
 
-/// Locked operations per working-set epoch.
+/// Locked operations a working-set epoch lasts at least.
 pub(crate) const EPOCH_EVENTS: u32 = 1024;
+/// Time a working-set epoch lasts at least: long against the cycles of a program (a
+/// phase that allocates then frees many objects), as the paper's 15 seconds are.
+pub(crate) const EPOCH_TIME: Duration = Duration::from_millis(500);
 /// Full magazines the depot keeps whatever its working set.
 const DEPOT_FLOOR: usize = 4;
 
@@ -144,6 +151,7 @@ impl<S: PageSource> CacheCore<S> {
             (&raw mut (*state).epoch_events).write(0);
             (&raw mut (*state).empty_low).write(0);
             (&raw mut (*state).depot_low).write(0);
+            (&raw mut (*state).epoch_start).write(Instant::now());
         }
         // SAFETY: the header now sits at its final address, which stays put until
         // `destroy`.
@@ -370,12 +378,22 @@ impl<S: PageSource> CacheCore<S> {
     /// - `header` is the header of a live `CacheCore<S>`.
     /// - `magazine` holds free objects of that cache that nobody else refers to.
     unsafe fn flush_magazine(header: NonNull<CoreHeader>, magazine: Magazine) {
-        // SAFETY: `header` is the first field of a `repr(C)` `CacheCore<S>` (caller).
+        // SAFETY: `header` is the first field of a `repr(C)` `CacheCore<S>` and carries
+        // the provenance of the whole core (caller).
         let core = unsafe { header.cast::<Self>().as_ref() };
-        core.locked_op(|state| {
+        // SAFETY: forwarded from the caller.
+        unsafe { core.take_back(magazine) };
+    }
+
+    /// Takes a magazine back into the depot (or the slabs when the depot is full).
+    ///
+    /// # Safety
+    /// - `magazine` holds free objects of this cache that nobody else refers to.
+    unsafe fn take_back(&self, magazine: Magazine) {
+        self.locked_op(|state| {
             if let Err(magazine) = state.depot.push_full(magazine) {
                 // SAFETY: lock held; the objects are free (caller).
-                unsafe { core.give_back_magazine(state, magazine) };
+                unsafe { self.give_back_magazine(state, magazine) };
             }
         });
     }
@@ -508,9 +526,15 @@ impl<S: PageSource> CacheCore<S> {
         state.empty_low = state.empty_low.min(state.empty.len);
         state.depot_low = state.depot_low.min(state.depot.magazines());
         state.epoch_events += 1;
-        if state.epoch_events < EPOCH_EVENTS {
+        if state.epoch_events < EPOCH_EVENTS || state.epoch_events % 256 != 0 {
             return;
         }
+        // Reading the clock costs a vDSO call: only every 256 operations.
+        let now = Instant::now();
+        if now.duration_since(state.epoch_start) < EPOCH_TIME {
+            return;
+        }
+        state.epoch_start = now;
         let surplus_magazines = state.depot_low.saturating_sub(DEPOT_FLOOR);
         for _ in 0..surplus_magazines {
             let Some(magazine) = state.depot.pop_full() else {
@@ -601,8 +625,8 @@ impl<S: PageSource> CacheCore<S> {
         self.hits.fetch_add(u64::from(hits), Relaxed);
         for magazine in [loaded, previous] {
             if magazine.count > 0 {
-                // SAFETY: our header; the magazine's objects are free and out of the slot.
-                unsafe { Self::flush_magazine(NonNull::from(&self.header), magazine) };
+                // SAFETY: the magazine's objects are free objects of ours, out of the slot.
+                unsafe { self.take_back(magazine) };
             }
         }
     }

@@ -22,8 +22,12 @@ fn empty_slabs_beyond_the_working_set_are_released_and_ping_pong_makes_no_source
 
     // Ping-pong a whole slab's worth across the bound: no request to the source.
     let requests = source.requests();
-    let rounds = 2 * 1024 / (2 * per_slab) + 2; // at least two epochs of operations
-    for _ in 0..rounds {
+    // Two epochs: each needs 1024 locked operations and half a second.
+    let rounds = 2 * 1024 / (2 * per_slab) + 2;
+    for round in 0..rounds {
+        if round % (rounds / 2) == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(600));
+        }
         let batch: Vec<_> = (0..per_slab).map(|_| cache.alloc()).collect();
         for object in batch {
             // SAFETY: allocated above, freed once.
