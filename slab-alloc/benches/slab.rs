@@ -1,0 +1,238 @@
+//! Criterion benchmarks of slab-alloc against System (glibc, with a second thread alive),
+//! mimalloc and jemalloc, each called through `GlobalAlloc` directly.
+//!
+//! ```sh
+//! cargo bench -p slab-alloc --bench slab -- --warm-up-time 1 --measurement-time 3
+//! ```
+
+use core::alloc::{GlobalAlloc, Layout};
+use std::hint::black_box;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use slab_alloc::{ObjectCache, SlabHeap};
+
+static SLAB: SlabHeap = SlabHeap::new();
+static MIMALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static JEMALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static SYSTEM: std::alloc::System = std::alloc::System;
+
+/// The allocators under comparison.
+fn allocators() -> [(&'static str, &'static (dyn GlobalAlloc + Sync)); 4] {
+    [
+        ("slab", &SLAB),
+        ("mimalloc", &MIMALLOC),
+        ("jemalloc", &JEMALLOC),
+        ("system", &SYSTEM),
+    ]
+}
+
+/// Keeps a second thread alive for the whole run: glibc's malloc takes a single-thread
+/// shortcut otherwise.
+fn keep_second_thread_alive() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        thread::spawn(|| {
+            loop {
+                thread::park();
+            }
+        });
+    });
+}
+
+const SMALL: Layout = match Layout::from_size_align(64, 8) {
+    Ok(layout) => layout,
+    Err(_) => panic!("bad layout"),
+};
+
+/// Calls `alloc` through the static's real type, so the fast path can inline.
+macro_rules! each_allocator {
+    ($body:ident, $($arg:expr),*) => {
+        $body("slab", &SLAB, $($arg),*);
+        $body("mimalloc", &MIMALLOC, $($arg),*);
+        $body("jemalloc", &JEMALLOC, $($arg),*);
+        $body("system", &SYSTEM, $($arg),*);
+    };
+}
+
+fn pair_64(c: &mut Criterion) {
+    keep_second_thread_alive();
+    let mut group = c.benchmark_group("pair_64B");
+    fn one<A: GlobalAlloc>(
+        name: &str,
+        allocator: &'static A,
+        group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    ) {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                // SAFETY: non-zero size; freed at once with the same layout.
+                unsafe {
+                    let block = allocator.alloc(SMALL);
+                    black_box(block).write(1);
+                    allocator.dealloc(block, SMALL);
+                }
+            })
+        });
+    }
+    each_allocator!(one, &mut group);
+    let cache = ObjectCache::with_constructor(|| [0u8; 64]).unwrap();
+    group.bench_function("object_cache", |b| {
+        b.iter(|| {
+            let mut object = cache.get();
+            black_box(&mut object)[0] = 1;
+            drop(object);
+        })
+    });
+    let plain = ObjectCache::<[u8; 64]>::new().unwrap();
+    group.bench_function("object_cache_plain_insert", |b| {
+        b.iter(|| {
+            let object = plain.insert([1u8; 64]);
+            drop(black_box(object));
+        })
+    });
+    group.finish();
+}
+
+fn batches(c: &mut Criterion) {
+    keep_second_thread_alive();
+    for count in [1_000usize, 100_000] {
+        let mut group = c.benchmark_group(format!("batch_{count}"));
+        group.throughput(Throughput::Elements(count as u64));
+        fn one<A: GlobalAlloc>(
+            name: &str,
+            allocator: &'static A,
+            group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+            count: usize,
+        ) {
+            let mut blocks: Vec<*mut u8> = Vec::with_capacity(count);
+            group.bench_with_input(BenchmarkId::from_parameter(name), &count, |b, &count| {
+                b.iter(|| {
+                    for _ in 0..count {
+                        // SAFETY: non-zero size.
+                        let block = unsafe { allocator.alloc(SMALL) };
+                        // SAFETY: a fresh 64-byte block.
+                        unsafe { block.write(1) };
+                        blocks.push(block);
+                    }
+                    for block in blocks.drain(..) {
+                        // SAFETY: allocated above with this layout, freed once.
+                        unsafe { allocator.dealloc(block, SMALL) };
+                    }
+                })
+            });
+        }
+        each_allocator!(one, &mut group, count);
+        group.finish();
+    }
+}
+
+/// A batch of pointers moving between threads.
+struct Batch(Vec<*mut u8>);
+// SAFETY: the blocks are owned by whoever holds the batch.
+unsafe impl Send for Batch {}
+
+fn cross_thread(c: &mut Criterion) {
+    keep_second_thread_alive();
+    const BATCH: usize = 1000;
+    let mut group = c.benchmark_group("cross_thread_free");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    for (name, allocator) in allocators() {
+        // A consumer thread frees what the benchmark thread allocates; batches go back and
+        // forth through two bounded channels (no allocation per message).
+        let (to_consumer, batches) = mpsc::sync_channel::<Option<Batch>>(2);
+        let (to_producer, empties) = mpsc::sync_channel::<Batch>(2);
+        let consumer = thread::spawn(move || {
+            while let Ok(Some(mut batch)) = batches.recv() {
+                for block in batch.0.drain(..) {
+                    // SAFETY: allocated by the producer with this layout, freed once.
+                    unsafe { allocator.dealloc(block, SMALL) };
+                }
+                to_producer.send(batch).unwrap();
+            }
+        });
+        let mut spare = vec![
+            Batch(Vec::with_capacity(BATCH)),
+            Batch(Vec::with_capacity(BATCH)),
+        ];
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut batch = spare.pop().unwrap_or_else(|| empties.recv().unwrap());
+                for _ in 0..BATCH {
+                    // SAFETY: non-zero size.
+                    let block = unsafe { allocator.alloc(SMALL) };
+                    // SAFETY: fresh block.
+                    unsafe { block.write(1) };
+                    batch.0.push(block);
+                }
+                to_consumer.send(Some(batch)).unwrap();
+            })
+        });
+        to_consumer.send(None).unwrap();
+        consumer.join().unwrap();
+    }
+    group.finish();
+}
+
+/// `rounds` batches of 100 allocations then 100 frees, on `threads` threads at once;
+/// returns the wall time.
+fn churn(allocator: &'static (dyn GlobalAlloc + Sync), threads: usize, rounds: u64) -> Duration {
+    let barrier = std::sync::Barrier::new(threads + 1);
+    thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    let mut blocks = [core::ptr::null_mut::<u8>(); 100];
+                    barrier.wait();
+                    for _ in 0..rounds {
+                        for (i, slot) in blocks.iter_mut().enumerate() {
+                            let layout = Layout::from_size_align(16 + (i % 8) * 16, 8).unwrap();
+                            // SAFETY: non-zero size.
+                            *slot = unsafe { allocator.alloc(layout) };
+                        }
+                        for (i, slot) in blocks.iter().enumerate() {
+                            let layout = Layout::from_size_align(16 + (i % 8) * 16, 8).unwrap();
+                            // SAFETY: allocated above with this layout.
+                            unsafe { allocator.dealloc(*slot, layout) };
+                        }
+                    }
+                    barrier.wait();
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        barrier.wait();
+        let elapsed = start.elapsed();
+        for handle in handles {
+            handle.join().unwrap();
+        }
+        elapsed
+    })
+}
+
+fn two_threads_churning(c: &mut Criterion) {
+    keep_second_thread_alive();
+    let mut group = c.benchmark_group("churn_batches_of_100");
+    for threads in [1usize, 2] {
+        // Throughput: operations of all threads (one allocation + one free = 2).
+        group.throughput(Throughput::Elements(200 * threads as u64));
+        for (name, allocator) in allocators() {
+            group.bench_function(BenchmarkId::new(name, format!("{threads}_threads")), |b| {
+                b.iter_custom(|iters| churn(allocator, threads, iters))
+            });
+        }
+    }
+    group.finish();
+}
+
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    pair_64(&mut criterion);
+    batches(&mut criterion);
+    cross_thread(&mut criterion);
+    two_threads_churning(&mut criterion);
+    criterion.final_summary();
+}

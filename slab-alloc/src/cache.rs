@@ -1,0 +1,1019 @@
+//! [`SlabCache`]: an untyped object cache for one (size, align), and [`CacheCore`], the
+//! engine every cache of this crate runs on (a [`SlabCache`], each class of a
+//! [`SlabHeap`](crate::SlabHeap), an [`ObjectCache`](crate::ObjectCache)).
+//!
+//! Three layers, as in Bonwick & Adams (2001):
+//! 1. per-thread magazines ([`crate::magazine`]): the fast path, no lock, no atomic
+//!    read-modify-write;
+//! 2. the depot of full magazines ([`crate::depot`]), under the cache lock;
+//! 3. the slab layer ([`crate::slab`]): partial, full and empty slab lists, under the
+//!    same lock.
+//!
+//! Memory goes back by the working-set rule of the paper (section 3.3): an epoch lasts
+//! at least [`EPOCH_TIME`] and [`EPOCH_EVENTS`] locked operations; at its end, the full
+//! magazines and the empty slabs that stayed unused during the whole epoch (the epoch's
+//! minimum) are surplus, and are returned to the slabs and released to the page source,
+//! keeping `max_empty_slabs` empty slabs. That is the hysteresis: an allocation/free
+//! ping-pong at any bound makes no source call, since what it uses is in use within
+//! every epoch. A hard cap (`8 * max_empty_slabs + 8` empty slabs, trimmed to half)
+//! bounds what a burst can leave behind between epochs. A cache that goes idle keeps
+//! its memory until its next operations or [`SlabCache::trim`].
+//!
+//! # Safety
+//! - A core lives at a fixed address (a block of its page source) from creation to
+//!   destruction and is registered with [`crate::registry`] in between.
+//! - `state` (slab lists, depot, counters) and every slab header of the cache are only
+//!   touched with `header.lock` held. The objects that state refers to are free.
+//! - An object is in exactly one of: a slab's free list or uncarved range; the depot; a
+//!   thread's magazine; the user's hands. `objects_out` counts all but the first.
+
+use core::alloc::Layout;
+use core::cell::UnsafeCell;
+use core::fmt;
+use core::marker::PhantomData;
+use core::mem::size_of;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use core::time::Duration;
+use std::time::Instant;
+
+use allocator_api2::alloc::AllocError;
+use mmap_alloc::{DefaultPages, PageSource};
+
+use crate::depot::Depot;
+use crate::magazine::{ACTIVE, Magazine, UNREGISTERED, with_magazines};
+use crate::registry::{self, CoreHeader, NO_ID};
+use crate::slab::{self, Geometry, ListKind, SLAB_BYTES, SlabHeader, SlabList, slab_of};
+use crate::stats::CacheStats;
+use crate::sync::AbortOnUnwind;
+
+/// A constructor run on fresh objects: writes a valid object at the pointer.
+pub(crate) type Construct<'a> = Option<&'a dyn Fn(NonNull<u8>)>;
+
+/// Everything guarded by the cache lock.
+#[derive(Debug)]
+struct State {
+    partial: SlabList,
+    full: SlabList,
+    empty: SlabList,
+    depot: Depot,
+    /// Objects out of the slabs (users, magazines, depot).
+    objects_out: usize,
+    slabs_created: u64,
+    slabs_released: u64,
+    /// Locked operations in the current working-set epoch.
+    epoch_events: u32,
+    /// Fewest empty slabs seen during the epoch.
+    empty_low: usize,
+    /// Fewest full magazines in the depot during the epoch.
+    depot_low: usize,
+    /// When the epoch started.
+    epoch_start: Instant,
+}
+
+/// Locked operations a working-set epoch lasts at least.
+pub(crate) const EPOCH_EVENTS: u32 = 1024;
+/// Time a working-set epoch lasts at least: long against the cycles of a program (a
+/// phase that allocates then frees many objects), as the paper's 15 seconds are.
+pub(crate) const EPOCH_TIME: Duration = Duration::from_millis(500);
+/// Full magazines the depot keeps whatever its working set.
+const DEPOT_FLOOR: usize = 4;
+
+/// The engine of a cache; see the module docs.
+#[repr(C)]
+pub(crate) struct CacheCore<S: PageSource> {
+    /// Registry-visible part; first, so a `*CoreHeader` is a `*CacheCore<S>`.
+    pub(crate) header: CoreHeader,
+    pub(crate) geometry: Geometry,
+    /// Empty slabs kept before trimming.
+    max_empty_slabs: usize,
+    /// Destroys a constructed object when its slab is reclaimed.
+    drop_object: Option<unsafe fn(NonNull<u8>)>,
+    state: UnsafeCell<State>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    source: S,
+}
+
+// SAFETY: the state is guarded by the lock (module docs); the raw pointers inside point to
+// slabs owned by the core; the source is shared as `&S` across threads, hence `S: Sync`.
+unsafe impl<S: PageSource + Sync> Sync for CacheCore<S> {}
+// SAFETY: as above; the core owns its slabs and source.
+unsafe impl<S: PageSource + Send> Send for CacheCore<S> {}
+
+/// How a cache is configured.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CoreConfig {
+    pub(crate) geometry: Geometry,
+    pub(crate) max_empty_slabs: usize,
+    pub(crate) magazine_capacity: u32,
+    pub(crate) magazines: bool,
+    pub(crate) drop_object: Option<unsafe fn(NonNull<u8>)>,
+}
+
+/// Default magazine size: about 64 KiB of objects, between 4 and 64 of them.
+pub(crate) fn default_magazine_capacity(slot_size: usize) -> u32 {
+    (64 * 1024 / slot_size).clamp(4, 64) as u32
+}
+
+impl<S: PageSource> CacheCore<S> {
+    /// Builds a core at `place` and registers it.
+    ///
+    /// # Safety
+    /// - `place` is valid for writes of a `CacheCore<S>`, suitably aligned, and stays
+    ///   allocated and unmoved until [`destroy`](Self::destroy).
+    /// - The bytes at `place` are all zero (as a fresh block of a page source is).
+    pub(crate) unsafe fn init(place: NonNull<Self>, config: CoreConfig, source: S) {
+        let core = place.as_ptr();
+        // SAFETY: the caller gives us the place. Every field is written in place except
+        // the depot's magazine array, whose all-zero bytes (the zeroed block) already are
+        // empty magazines: the array is large and writing it would fault in its pages.
+        unsafe {
+            (&raw mut (*core).header).write(CoreHeader::new(
+                config.magazine_capacity.max(1),
+                config.geometry.link_offset,
+                Self::flush_magazine,
+            ));
+            (&raw mut (*core).geometry).write(config.geometry);
+            (&raw mut (*core).max_empty_slabs).write(config.max_empty_slabs);
+            (&raw mut (*core).drop_object).write(config.drop_object);
+            (&raw mut (*core).hits).write(AtomicU64::new(0));
+            (&raw mut (*core).misses).write(AtomicU64::new(0));
+            (&raw mut (*core).source).write(source);
+            let state = UnsafeCell::raw_get(&raw const (*core).state);
+            (&raw mut (*state).partial).write(SlabList::new(ListKind::Partial));
+            (&raw mut (*state).full).write(SlabList::new(ListKind::Full));
+            (&raw mut (*state).empty).write(SlabList::new(ListKind::Empty));
+            Depot::init_zeroed(&raw mut (*state).depot);
+            (&raw mut (*state).objects_out).write(0);
+            (&raw mut (*state).slabs_created).write(0);
+            (&raw mut (*state).slabs_released).write(0);
+            (&raw mut (*state).epoch_events).write(0);
+            (&raw mut (*state).empty_low).write(0);
+            (&raw mut (*state).depot_low).write(0);
+            (&raw mut (*state).epoch_start).write(Instant::now());
+        }
+        // SAFETY: the header now sits at its final address, which stays put until
+        // `destroy`.
+        unsafe { registry::register_core(place.cast::<CoreHeader>(), config.magazines) };
+    }
+
+    /// Runs `f` with the state, under the lock.
+    #[inline]
+    fn locked<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let _guard = self.header.lock.guard();
+        // SAFETY: the lock is held for the whole call, and the state is only accessed
+        // under it, so this is the only reference.
+        let result = f(unsafe { &mut *self.state.get() });
+        #[cfg(feature = "invariant-checks")]
+        // SAFETY: still under the lock.
+        Self::check_state(&self.geometry, unsafe { &*self.state.get() }, self);
+        result
+    }
+
+    /// Runs `f` with the state under the lock, then counts the operation for the
+    /// working-set epoch (see [`tick`](Self::tick)).
+    #[inline]
+    fn locked_op<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        self.locked(|state| {
+            let result = f(state);
+            // SAFETY: we hold the lock (inside `locked`) and `state` is ours.
+            unsafe { self.tick(state) };
+            result
+        })
+    }
+
+    /// The page source.
+    pub(crate) fn source(&self) -> &S {
+        &self.source
+    }
+
+    /// Allocates an object (constructed with `construct` if it is fresh).
+    #[inline(always)]
+    pub(crate) fn alloc(&self, construct: Construct<'_>) -> Option<NonNull<u8>> {
+        let id = self.header.id;
+        let link_offset = self.header.link_offset;
+        let hit = with_magazines(|magazines| {
+            let slot = magazines.slot(id);
+            let head = NonNull::new(slot.loaded.load(Relaxed))?;
+            // SAFETY: the loaded magazine holds free objects of this cache chained by
+            // `Magazine::push` with this link offset (magazine module docs).
+            let next = unsafe { head.add(link_offset).cast::<*mut u8>().read() };
+            slot.loaded.store(next, Relaxed);
+            slot.loaded_count
+                .store(slot.loaded_count.load(Relaxed) - 1, Relaxed);
+            slot.hits
+                .store(slot.hits.load(Relaxed).wrapping_add(1), Relaxed);
+            Some(head)
+        });
+        // The slot of `NO_ID` is always empty, so no id test is needed above.
+        let object = match hit {
+            Some(object) => object,
+            None => self.alloc_slow(construct)?,
+        };
+        #[cfg(debug_assertions)]
+        // SAFETY: the object is in one of our slabs, which are mapped.
+        unsafe {
+            slab::debug_mark(object, &self.header, &self.geometry, true)
+        };
+        Some(object)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&self, construct: Construct<'_>) -> Option<NonNull<u8>> {
+        let id = self.header.id;
+        if id != NO_ID {
+            let outcome = with_magazines(|magazines| {
+                let slot = magazines.slot(id);
+                let previous = slot.previous();
+                if previous.count > 0 && slot.loaded().count == 0 {
+                    // Bonwick & Adams: previous is full, swap it in.
+                    let mut loaded = previous;
+                    slot.set_previous(slot.loaded());
+                    // SAFETY: a magazine of this cache's free objects.
+                    let object = unsafe { loaded.pop(self.header.link_offset) };
+                    slot.set_loaded(loaded);
+                    slot.hits
+                        .store(slot.hits.load(Relaxed).wrapping_add(1), Relaxed);
+                    return Some(object);
+                }
+                if magazines.state.load(Relaxed) == UNREGISTERED {
+                    registry::activate(magazines);
+                }
+                if magazines.state.load(Relaxed) != ACTIVE {
+                    return None;
+                }
+                let capacity = self.header.magazine_capacity;
+                slot.capacity.store(capacity, Relaxed);
+                let hits = slot.take_hits();
+                let mut loaded = self.locked_op(|state| {
+                    self.hits.fetch_add(u64::from(hits), Relaxed);
+                    self.misses.fetch_add(1, Relaxed);
+                    match state.depot.pop_full() {
+                        Some(full) => full,
+                        // SAFETY: we hold the lock (inside `locked`).
+                        None => unsafe { self.take_from_slabs(state, capacity, construct) },
+                    }
+                });
+                // SAFETY: a magazine of this cache's free objects, now ours.
+                let object = unsafe { loaded.pop(self.header.link_offset) };
+                slot.set_loaded(loaded);
+                Some(object)
+            });
+            if let Some(object) = outcome {
+                return object;
+            }
+        }
+        // No magazines for this thread or cache: straight to the slabs.
+        self.locked_op(|state| {
+            self.misses.fetch_add(1, Relaxed);
+            // SAFETY: we hold the lock.
+            let mut magazine = unsafe { self.take_from_slabs(state, 1, construct) };
+            // SAFETY: a chain of (at most) one object just built.
+            unsafe { magazine.pop(self.header.link_offset) }
+        })
+    }
+
+    /// Frees an object.
+    ///
+    /// # Safety
+    /// - `object` was allocated from this cache and is not used afterwards.
+    #[inline(always)]
+    pub(crate) unsafe fn free(&self, object: NonNull<u8>) {
+        #[cfg(debug_assertions)]
+        // SAFETY: a pointer this cache handed out lies in one of its mapped slabs; a
+        // foreign pointer is the caller's bug, which the check reports when it can.
+        unsafe {
+            slab::debug_mark(object, &self.header, &self.geometry, false)
+        };
+        let id = self.header.id;
+        let link_offset = self.header.link_offset;
+        let done = with_magazines(|magazines| {
+            let slot = magazines.slot(id);
+            let count = slot.loaded_count.load(Relaxed);
+            if count >= slot.capacity.load(Relaxed) {
+                return false;
+            }
+            // SAFETY: the object is free and ours (caller), its link word is ours.
+            unsafe {
+                object
+                    .add(link_offset)
+                    .cast::<*mut u8>()
+                    .write(slot.loaded.load(Relaxed))
+            };
+            slot.loaded.store(object.as_ptr(), Relaxed);
+            slot.loaded_count.store(count + 1, Relaxed);
+            slot.hits
+                .store(slot.hits.load(Relaxed).wrapping_add(1), Relaxed);
+            true
+        });
+        if !done {
+            // SAFETY: forwarded from the caller (the slot of `NO_ID` has capacity 0, so
+            // nothing was pushed above for a cache without magazines).
+            unsafe { self.free_slow(object) };
+        }
+    }
+
+    /// # Safety
+    /// As [`free`](Self::free).
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_slow(&self, object: NonNull<u8>) {
+        let id = self.header.id;
+        let link_offset = self.header.link_offset;
+        if id != NO_ID {
+            let done = with_magazines(|magazines| {
+                let slot = magazines.slot(id);
+                if slot.capacity.load(Relaxed) == 0 {
+                    if magazines.state.load(Relaxed) == UNREGISTERED {
+                        registry::activate(magazines);
+                    }
+                    if magazines.state.load(Relaxed) != ACTIVE {
+                        return false;
+                    }
+                    slot.capacity.store(self.header.magazine_capacity, Relaxed);
+                }
+                let mut loaded = slot.loaded();
+                if loaded.count < slot.capacity.load(Relaxed) {
+                    // SAFETY: a free object of ours (caller).
+                    unsafe { loaded.push(object, link_offset) };
+                    slot.set_loaded(loaded);
+                    return true;
+                }
+                let previous = slot.previous();
+                if previous.count > 0 {
+                    // Both magazines full: the previous one goes to the depot.
+                    let hits = slot.take_hits();
+                    self.locked_op(|state| {
+                        self.hits.fetch_add(u64::from(hits), Relaxed);
+                        self.misses.fetch_add(1, Relaxed);
+                        if let Err(magazine) = state.depot.push_full(previous) {
+                            // SAFETY: lock held; the magazine's objects are free.
+                            unsafe { self.give_back_magazine(state, magazine) };
+                        }
+                    });
+                }
+                slot.set_previous(loaded);
+                let mut fresh = Magazine::EMPTY;
+                // SAFETY: as above.
+                unsafe { fresh.push(object, link_offset) };
+                slot.set_loaded(fresh);
+                true
+            });
+            if done {
+                return;
+            }
+        }
+        self.locked_op(|state| {
+            self.misses.fetch_add(1, Relaxed);
+            // SAFETY: lock held; the object is free and ours (caller).
+            unsafe { self.give_back(state, object) }
+        });
+    }
+
+    /// The registry's flush callback: takes a magazine back into the depot or slabs.
+    ///
+    /// # Safety
+    /// - `header` is the header of a live `CacheCore<S>`.
+    /// - `magazine` holds free objects of that cache that nobody else refers to.
+    unsafe fn flush_magazine(header: NonNull<CoreHeader>, magazine: Magazine) {
+        // SAFETY: `header` is the first field of a `repr(C)` `CacheCore<S>` and carries
+        // the provenance of the whole core (caller).
+        let core = unsafe { header.cast::<Self>().as_ref() };
+        // SAFETY: forwarded from the caller.
+        unsafe { core.take_back(magazine) };
+    }
+
+    /// Takes a magazine back into the depot (or the slabs when the depot is full).
+    ///
+    /// # Safety
+    /// - `magazine` holds free objects of this cache that nobody else refers to.
+    unsafe fn take_back(&self, magazine: Magazine) {
+        self.locked_op(|state| {
+            if let Err(magazine) = state.depot.push_full(magazine) {
+                // SAFETY: lock held; the objects are free (caller).
+                unsafe { self.give_back_magazine(state, magazine) };
+            }
+        });
+    }
+
+    /// Takes up to `want` objects from the slabs, making slabs as needed. Fewer (maybe
+    /// none) if the source fails.
+    ///
+    /// # Safety
+    /// - The lock is held and `state` is this core's.
+    unsafe fn take_from_slabs(
+        &self,
+        state: &mut State,
+        want: u32,
+        construct: Construct<'_>,
+    ) -> Magazine {
+        let geometry = &self.geometry;
+        let mut magazine = Magazine::EMPTY;
+        while magazine.count < want {
+            let slab = if let Some(slab) = NonNull::new(state.partial.head) {
+                slab
+            } else {
+                // SAFETY: lock held.
+                let slab = match unsafe { state.empty.pop() } {
+                    Some(slab) => slab,
+                    None => match self.new_slab(state) {
+                        Some(slab) => slab,
+                        None => break,
+                    },
+                };
+                // SAFETY: lock held; the slab is on no list.
+                unsafe { state.partial.push(slab) };
+                slab
+            };
+            // SAFETY: lock held; slabs on our lists are live.
+            let header = unsafe { &mut *slab.as_ptr() };
+            while magazine.count < want {
+                // SAFETY: lock held, our geometry.
+                let Some((object, fresh)) = (unsafe { header.take(geometry) }) else {
+                    break;
+                };
+                if fresh && let Some(construct) = construct {
+                    let _abort = AbortOnUnwind {
+                        what: "an object constructor panicked inside the allocator",
+                    };
+                    construct(object);
+                }
+                state.objects_out += 1;
+                // SAFETY: the object is free and ours; its link word is ours.
+                unsafe { magazine.push(object, geometry.link_offset) };
+            }
+            if header.used == header.capacity {
+                // SAFETY: lock held; the slab is on the partial list.
+                unsafe {
+                    state.partial.remove(slab);
+                    state.full.push(slab);
+                }
+            }
+        }
+        magazine
+    }
+
+    /// Makes a fresh slab (on no list), or `None` when the source fails.
+    fn new_slab(&self, state: &mut State) -> Option<NonNull<SlabHeader>> {
+        let base = self.source.reserve_committed(SLAB_BYTES, SLAB_BYTES).ok()?;
+        state.slabs_created += 1;
+        // SAFETY: a fresh reservation of SLAB_BYTES aligned to SLAB_BYTES, all ours.
+        Some(unsafe { slab::init(base, &self.geometry, &self.header) })
+    }
+
+    /// Returns every object of a magazine to its slab.
+    ///
+    /// # Safety
+    /// - Lock held, `state` is ours; the magazine's objects are free objects of ours.
+    unsafe fn give_back_magazine(&self, state: &mut State, mut magazine: Magazine) {
+        // SAFETY: the chain was built with our link offset.
+        while let Some(object) = unsafe { magazine.pop(self.geometry.link_offset) } {
+            // SAFETY: forwarded.
+            unsafe { self.give_back(state, object) };
+        }
+    }
+
+    /// Returns one object to its slab and moves the slab between lists.
+    ///
+    /// # Safety
+    /// - Lock held, `state` is ours; `object` is a free object of ours.
+    unsafe fn give_back(&self, state: &mut State, object: NonNull<u8>) {
+        let slab = slab_of(object);
+        // SAFETY: the object's slab is one of ours (caller), guarded by the held lock.
+        let header = unsafe { &mut *slab.as_ptr() };
+        let was = header.list;
+        // SAFETY: lock held, our geometry, free object of this slab.
+        unsafe { header.give(&self.geometry, object) };
+        state.objects_out -= 1;
+        if header.used == 0 {
+            // SAFETY: lock held; the slab is on the list named by `was`.
+            unsafe {
+                match was {
+                    ListKind::Partial => state.partial.remove(slab),
+                    ListKind::Full => state.full.remove(slab),
+                    ListKind::Empty => unreachable!("a free into an empty slab"),
+                }
+                state.empty.push(slab);
+            }
+            let hard_cap = self.max_empty_slabs * 8 + 8;
+            if state.empty.len > hard_cap {
+                // A burst beyond any working set: trim to half the cap at once (the
+                // halving is the hysteresis), without waiting for the epoch.
+                // SAFETY: lock held.
+                unsafe { self.release_empty(state, hard_cap / 2) };
+            }
+        } else if was == ListKind::Full {
+            // SAFETY: lock held; the slab is on the full list.
+            unsafe {
+                state.full.remove(slab);
+                state.partial.push(slab);
+            }
+        }
+    }
+
+    /// Counts a locked operation and, at the end of an epoch, applies the working-set
+    /// rule of Bonwick & Adams (2001, section 3.3): full magazines and empty slabs that
+    /// stayed unused for the whole epoch (the epoch's minimum) are surplus; the magazines
+    /// go back to the slabs, and empty slabs beyond `max_empty_slabs` are released.
+    /// Memory that was needed at any moment of the epoch is kept, so a program cycling
+    /// between allocating and freeing does not pay for it again each cycle.
+    ///
+    /// # Safety
+    /// - Lock held, `state` is ours.
+    unsafe fn tick(&self, state: &mut State) {
+        state.empty_low = state.empty_low.min(state.empty.len);
+        state.depot_low = state.depot_low.min(state.depot.magazines());
+        state.epoch_events += 1;
+        if state.epoch_events < EPOCH_EVENTS || state.epoch_events % 256 != 0 {
+            return;
+        }
+        // Reading the clock costs a vDSO call: only every 256 operations.
+        let now = Instant::now();
+        if now.duration_since(state.epoch_start) < EPOCH_TIME {
+            return;
+        }
+        state.epoch_start = now;
+        let surplus_magazines = state.depot_low.saturating_sub(DEPOT_FLOOR);
+        for _ in 0..surplus_magazines {
+            let Some(magazine) = state.depot.pop_full() else {
+                break;
+            };
+            // SAFETY: lock held; depot objects are free objects of ours.
+            unsafe { self.give_back_magazine(state, magazine) };
+        }
+        let surplus_slabs = state.empty_low.saturating_sub(self.max_empty_slabs);
+        let keep = state
+            .empty
+            .len
+            .saturating_sub(surplus_slabs)
+            .max(self.max_empty_slabs);
+        // SAFETY: lock held.
+        unsafe { self.release_empty(state, keep) };
+        state.epoch_events = 0;
+        state.empty_low = state.empty.len;
+        state.depot_low = state.depot.magazines();
+    }
+
+    /// Releases empty slabs until at most `keep` remain.
+    ///
+    /// # Safety
+    /// - Lock held, `state` is ours.
+    unsafe fn release_empty(&self, state: &mut State, keep: usize) {
+        while state.empty.len > keep {
+            // SAFETY: lock held.
+            let Some(slab) = (unsafe { state.empty.pop() }) else {
+                break;
+            };
+            // SAFETY: an empty slab of ours, off every list.
+            unsafe { self.release_slab(state, slab) };
+        }
+    }
+
+    /// Destroys the constructed free objects of a slab and gives it back to the source.
+    ///
+    /// # Safety
+    /// - Lock held (or exclusive access); the slab is ours, on no list, and every object
+    ///   of it that is not free is never used again.
+    unsafe fn release_slab(&self, state: &mut State, slab: NonNull<SlabHeader>) {
+        // SAFETY: ours, lock held.
+        let header = unsafe { &mut *slab.as_ptr() };
+        if let Some(drop_object) = self.drop_object {
+            if header.used == 0 {
+                // SAFETY: every carved object is free and was constructed.
+                header.for_each_carved(&self.geometry, |object| unsafe { drop_object(object) });
+            } else {
+                // Only the free ones (the rest were leaked by their users).
+                // SAFETY: as for `check`: lock held, free objects carry links.
+                let mut free = slab::free_list_of(header);
+                while let Some(object) = NonNull::new(free) {
+                    // SAFETY: free objects of a constructed cache hold valid objects
+                    // and a link written by `give`.
+                    free = unsafe {
+                        object
+                            .add(self.geometry.link_offset)
+                            .cast::<*mut u8>()
+                            .read()
+                    };
+                    // SAFETY: as above.
+                    unsafe { drop_object(object) };
+                }
+            }
+        }
+        let base = slab.cast::<u8>();
+        let base = NonNull::new(header.base).unwrap_or(base);
+        // SAFETY: the slab is a reservation of SLAB_BYTES aligned to SLAB_BYTES made by
+        // our source and not used afterwards.
+        let _ = unsafe { self.source.release(base, SLAB_BYTES, SLAB_BYTES) };
+        state.slabs_released += 1;
+    }
+
+    /// Gives the calling thread's magazines back to the depot.
+    pub(crate) fn flush_thread(&self) {
+        let id = self.header.id;
+        if id == NO_ID {
+            return;
+        }
+        let (loaded, previous, hits) = with_magazines(|magazines| {
+            let slot = magazines.slot(id);
+            let capacity = slot.capacity.load(Relaxed);
+            let taken = slot.take_all();
+            slot.capacity.store(capacity, Relaxed);
+            (taken.0, taken.1, slot.take_hits())
+        });
+        self.hits.fetch_add(u64::from(hits), Relaxed);
+        for magazine in [loaded, previous] {
+            if magazine.count > 0 {
+                // SAFETY: the magazine's objects are free objects of ours, out of the slot.
+                unsafe { self.take_back(magazine) };
+            }
+        }
+    }
+
+    /// Empties the depot and releases every empty slab.
+    pub(crate) fn trim(&self) {
+        self.locked(|state| {
+            while let Some(magazine) = state.depot.pop_full() {
+                // SAFETY: lock held; depot objects are free objects of ours.
+                unsafe { self.give_back_magazine(state, magazine) };
+            }
+            // SAFETY: lock held.
+            unsafe { self.release_empty(state, 0) };
+        });
+    }
+
+    /// Statistics (flushes the calling thread's magazines first, so that its cached
+    /// objects do not count as live).
+    pub(crate) fn stats(&self) -> CacheStats {
+        self.flush_thread();
+        self.locked(|state| CacheStats {
+            object_size: self.geometry.slot_size,
+            objects_per_slab: self.geometry.capacity,
+            objects_live: state.objects_out - state.depot.objects(),
+            objects_in_depot: state.depot.objects(),
+            magazines_in_depot: state.depot.magazines(),
+            slabs_partial: state.partial.len,
+            slabs_full: state.full.len,
+            slabs_empty: state.empty.len,
+            bytes_committed: (state.partial.len + state.full.len + state.empty.len) * SLAB_BYTES,
+            slabs_created: state.slabs_created,
+            slabs_released: state.slabs_released,
+            magazine_hits: self.hits.load(Relaxed),
+            magazine_misses: self.misses.load(Relaxed),
+        })
+    }
+
+    /// Walks every list and checks every counter; panics on the first inconsistency.
+    pub(crate) fn check_invariants(&self) {
+        self.locked(|state| Self::check_state(&self.geometry, state, self));
+    }
+
+    fn check_state(geometry: &Geometry, state: &State, core: &Self) {
+        let mut used = 0usize;
+        for (list, kind) in [
+            (&state.partial, ListKind::Partial),
+            (&state.full, ListKind::Full),
+            (&state.empty, ListKind::Empty),
+        ] {
+            let mut count = 0;
+            let mut slab = list.head;
+            while let Some(current) = NonNull::new(slab) {
+                // SAFETY: slabs on our lists are live; the caller holds the lock.
+                let header = unsafe { current.as_ref() };
+                assert_eq!(header.list, kind, "slab {current:p} on the wrong list");
+                assert!(
+                    ptr::eq(header.owner, &core.header),
+                    "slab {current:p} has another owner"
+                );
+                header.check(geometry);
+                match kind {
+                    ListKind::Empty => {
+                        assert_eq!(header.used, 0, "empty slab {current:p} has objects out")
+                    }
+                    ListKind::Full => assert_eq!(
+                        header.used, header.capacity,
+                        "full slab {current:p} is not full"
+                    ),
+                    ListKind::Partial => assert!(
+                        header.used > 0 && header.used < header.capacity,
+                        "partial slab {current:p} is empty or full ({} of {})",
+                        header.used,
+                        header.capacity
+                    ),
+                }
+                used += header.used as usize;
+                count += 1;
+                slab = header.next;
+            }
+            assert_eq!(count, list.len, "list length of {kind:?} slabs is off");
+        }
+        assert_eq!(
+            used, state.objects_out,
+            "objects out of slabs != sum of slab use"
+        );
+        assert!(
+            state.empty.len <= core.max_empty_slabs * 8 + 8,
+            "more empty slabs than the hard cap"
+        );
+        assert!(state.depot.objects() <= state.objects_out);
+    }
+
+    /// Unregisters the core (taking back every thread's magazines), releases every slab
+    /// and the core's own block.
+    ///
+    /// # Safety
+    /// - `core` was initialised with [`init`](Self::init), nobody uses it concurrently or
+    ///   afterwards, and objects still out are never used again.
+    /// - `release_block` gives the core's memory back; it gets the core's source.
+    pub(crate) unsafe fn destroy(core: NonNull<Self>) -> S {
+        // SAFETY: initialised and registered (caller).
+        unsafe { registry::unregister_core(core.cast::<CoreHeader>()) };
+        // SAFETY: exclusive access from here on (caller).
+        let this = unsafe { core.as_ref() };
+        this.locked(|state| {
+            while let Some(magazine) = state.depot.pop_full() {
+                // SAFETY: lock held; free objects of ours.
+                unsafe { this.give_back_magazine(state, magazine) };
+            }
+            loop {
+                // SAFETY: lock held (we are inside `locked`).
+                let slab = unsafe {
+                    match state.partial.pop() {
+                        Some(slab) => Some(slab),
+                        None => match state.full.pop() {
+                            Some(slab) => Some(slab),
+                            None => state.empty.pop(),
+                        },
+                    }
+                };
+                let Some(slab) = slab else { break };
+                // SAFETY: ours, off every list, nothing uses its objects any more.
+                unsafe { this.release_slab(state, slab) };
+            }
+        });
+        // SAFETY: we own the core; the source is moved out once and the rest of the core
+        // has no destructor.
+        unsafe { ptr::read(&raw const (*core.as_ptr()).source) }
+    }
+}
+
+impl<S: PageSource> fmt::Debug for CacheCore<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheCore")
+            .field("id", &self.header.id)
+            .field("geometry", &self.geometry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a cache could not be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CacheError {
+    /// The size or alignment cannot be served by a slab: alignment not a power of two or
+    /// above 32 KiB, or an object larger than half a slab.
+    UnsupportedLayout,
+    /// The page source refused the cache's bookkeeping block.
+    Source(mmap_alloc::Error),
+}
+
+impl fmt::Display for CacheError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CacheError::UnsupportedLayout => f.write_str("object layout not supported by slabs"),
+            CacheError::Source(error) => write!(f, "page source failed: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for CacheError {}
+
+/// Reserves a block from `source` and builds a core in it.
+pub(crate) fn new_core<S: PageSource>(
+    config: CoreConfig,
+    source: S,
+) -> Result<NonNull<CacheCore<S>>, CacheError> {
+    let bytes = size_of::<CacheCore<S>>();
+    let align = align_of::<CacheCore<S>>();
+    let block = source
+        .reserve_committed(bytes, align)
+        .map_err(CacheError::Source)?;
+    let place = block.cast::<CacheCore<S>>();
+    // SAFETY: a fresh block of the right size and alignment (page-aligned), which the
+    // core owns until `free_core`.
+    unsafe { CacheCore::init(place, config, source) };
+    Ok(place)
+}
+
+/// Destroys a core made by [`new_core`] and releases its block.
+///
+/// # Safety
+/// - As [`CacheCore::destroy`].
+pub(crate) unsafe fn free_core<S: PageSource>(core: NonNull<CacheCore<S>>) {
+    // SAFETY: forwarded.
+    let source = unsafe { CacheCore::destroy(core) };
+    // SAFETY: the block was reserved by `new_core` from this very source with this size
+    // and alignment, and nothing uses it any more.
+    let _ = unsafe {
+        source.release(
+            core.cast::<u8>(),
+            size_of::<CacheCore<S>>(),
+            align_of::<CacheCore<S>>(),
+        )
+    };
+}
+
+/// An untyped object cache: allocates objects of one size and alignment from slabs,
+/// with per-thread magazines in front.
+///
+/// Frees may come from any thread; a free goes to the freeing thread's magazine.
+///
+/// # Examples
+///
+/// ```
+/// use slab_alloc::SlabCache;
+///
+/// let cache = SlabCache::new(48, 16)?;
+/// let object = cache.alloc();
+/// assert_eq!(object.addr().get() % 16, 0);
+/// // SAFETY: 48 writable bytes.
+/// unsafe { object.write_bytes(0xAB, 48) };
+/// // SAFETY: allocated from this cache above, not used afterwards.
+/// unsafe { cache.free(object) };
+/// assert_eq!(cache.stats().objects_live, 0);
+/// # Ok::<(), slab_alloc::CacheError>(())
+/// ```
+pub struct SlabCache<S: PageSource = DefaultPages> {
+    core: NonNull<CacheCore<S>>,
+    _owns: PhantomData<CacheCore<S>>,
+}
+
+// SAFETY: the core is Sync/Send under these bounds (see `CacheCore`).
+unsafe impl<S: PageSource + Sync + Send> Sync for SlabCache<S> {}
+// SAFETY: as above.
+unsafe impl<S: PageSource + Send> Send for SlabCache<S> {}
+
+/// Options of a [`SlabCache`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Bytes per object.
+    pub object_size: usize,
+    /// Alignment of every object (a power of two; at least the pointer size is used).
+    pub align: usize,
+    /// Empty slabs kept for reuse before some are released (the working-set bound).
+    pub max_empty_slabs: usize,
+    /// Objects per magazine; `None` picks one by object size (64 KiB worth, 4 to 64).
+    pub magazine_capacity: Option<u32>,
+    /// Whether threads get magazines (else every operation takes the cache lock).
+    pub magazines: bool,
+}
+
+impl CacheConfig {
+    /// The defaults for objects of `object_size` bytes aligned to `align`.
+    pub const fn new(object_size: usize, align: usize) -> Self {
+        CacheConfig {
+            object_size,
+            align,
+            max_empty_slabs: 4,
+            magazine_capacity: None,
+            magazines: true,
+        }
+    }
+}
+
+impl SlabCache<DefaultPages> {
+    /// A cache for objects of `object_size` bytes aligned to `align`, with pages from
+    /// the OS.
+    ///
+    /// # Errors
+    /// [`CacheError::UnsupportedLayout`] for layouts slabs cannot serve;
+    /// [`CacheError::Source`] if the bookkeeping block cannot be mapped.
+    pub fn new(object_size: usize, align: usize) -> Result<Self, CacheError> {
+        Self::with_config(
+            CacheConfig::new(object_size, align),
+            DefaultPages::default(),
+        )
+    }
+}
+
+impl<S: PageSource> SlabCache<S> {
+    /// A cache configured by `config` that takes its pages from `source`.
+    ///
+    /// # Errors
+    /// As [`SlabCache::new`].
+    pub fn with_config(config: CacheConfig, source: S) -> Result<Self, CacheError> {
+        let geometry = Geometry::new(config.object_size, config.align, false)
+            .ok_or(CacheError::UnsupportedLayout)?;
+        let core = new_core(
+            CoreConfig {
+                geometry,
+                max_empty_slabs: config.max_empty_slabs,
+                magazine_capacity: config
+                    .magazine_capacity
+                    .unwrap_or_else(|| default_magazine_capacity(geometry.slot_size)),
+                magazines: config.magazines,
+                drop_object: None,
+            },
+            source,
+        )?;
+        Ok(SlabCache {
+            core,
+            _owns: PhantomData,
+        })
+    }
+
+    fn core(&self) -> &CacheCore<S> {
+        // SAFETY: the core lives until `self` is dropped.
+        unsafe { self.core.as_ref() }
+    }
+
+    /// The layout of every object (size is the slot size, at least the requested one).
+    pub fn layout(&self) -> Layout {
+        let geometry = &self.core().geometry;
+        // The geometry was validated when the cache was made.
+        Layout::from_size_align(geometry.slot_size, geometry.align).unwrap_or(Layout::new::<u8>())
+    }
+
+    /// Allocates an object (uninitialised).
+    ///
+    /// # Errors
+    /// [`AllocError`] when the page source is exhausted.
+    #[inline(always)]
+    pub fn try_alloc(&self) -> Result<NonNull<u8>, AllocError> {
+        self.core().alloc(None).ok_or(AllocError)
+    }
+
+    /// Allocates an object (uninitialised); calls [`std::alloc::handle_alloc_error`]
+    /// when memory is exhausted.
+    #[inline(always)]
+    pub fn alloc(&self) -> NonNull<u8> {
+        match self.try_alloc() {
+            Ok(object) => object,
+            Err(AllocError) => self.alloc_failed(),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_failed(&self) -> ! {
+        std::alloc::handle_alloc_error(self.layout())
+    }
+
+    /// Frees an object, from any thread.
+    ///
+    /// # Safety
+    /// - `object` was allocated from this cache and not freed since.
+    /// - It is not used afterwards.
+    #[inline(always)]
+    pub unsafe fn free(&self, object: NonNull<u8>) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.core().free(object) }
+    }
+
+    /// Statistics. Objects cached in the calling thread's magazines are flushed to the
+    /// depot first; objects cached by other threads still count as live.
+    pub fn stats(&self) -> CacheStats {
+        self.core().stats()
+    }
+
+    /// Returns the calling thread's magazines to the depot.
+    pub fn flush_thread_cache(&self) {
+        self.core().flush_thread();
+    }
+
+    /// Empties the depot into the slabs and releases every empty slab.
+    pub fn trim(&self) {
+        self.core().trim();
+    }
+
+    /// Walks every slab list and free list and checks every counter.
+    ///
+    /// # Panics
+    /// On the first inconsistency, naming the slab.
+    pub fn check_invariants(&self) {
+        self.core().check_invariants();
+    }
+
+    /// The page source.
+    pub fn source(&self) -> &S {
+        self.core().source()
+    }
+}
+
+impl<S: PageSource> Drop for SlabCache<S> {
+    fn drop(&mut self) {
+        // SAFETY: we own the core; objects still out are the caller's to never use again
+        // (documented on `free`: they belong to the cache).
+        unsafe { free_core(self.core) };
+    }
+}
+
+impl<S: PageSource> fmt::Debug for SlabCache<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlabCache")
+            .field("layout", &self.layout())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}

@@ -1,0 +1,453 @@
+//! [`SlabHeap`]: a general-purpose allocator of size classes, each a slab cache with
+//! per-thread magazines; large blocks come from [`MmapAlloc`].
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::fmt;
+use core::mem::size_of;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use allocator_api2::alloc::{AllocError, Allocator};
+use mmap_alloc::{DefaultPages, MmapAlloc, PageSource};
+
+use crate::cache::{CacheCore, CoreConfig, default_magazine_capacity};
+use crate::size_class::{CLASS_COUNT, CLASS_SIZES, class_align, class_for};
+use crate::slab::Geometry;
+use crate::stats::HeapStats;
+
+/// The classes of a heap, in one block of its page source.
+type Classes<S> = [CacheCore<S>; CLASS_COUNT];
+
+/// A general-purpose allocator: 38 size classes up to 16 KiB (see
+/// [`size_class`](crate::size_class) for the table and its fragmentation bound), each a
+/// slab cache with per-thread magazines, and [`MmapAlloc`] above.
+///
+/// Usable as `#[global_allocator]` on stable Rust: [`SlabHeap::new`] is `const`, the
+/// classes are built on first use from the page source (never from the global
+/// allocator), the thread-local magazines are const-initialised without a destructor,
+/// and the exit hook is a pthread key registered with the thread's magazines switched
+/// off, so an allocation made while registering does not recurse. A thread's magazines
+/// go back to the depots when it exits; `fork` handlers keep every lock consistent, so a
+/// child can allocate.
+///
+/// `realloc` stays in place when the new size is in the same class; large blocks grow
+/// with `mremap`.
+///
+/// # Examples
+///
+/// ```
+/// use slab_alloc::SlabHeap;
+///
+/// #[global_allocator]
+/// static HEAP: SlabHeap = SlabHeap::new();
+///
+/// let numbers: Vec<u64> = (0..1000).collect();
+/// assert_eq!(numbers.iter().sum::<u64>(), 499_500);
+/// ```
+pub struct SlabHeap<S: PageSource + Clone = DefaultPages> {
+    source: S,
+    classes: AtomicPtr<Classes<S>>,
+    large_blocks: AtomicUsize,
+    large_bytes: AtomicUsize,
+}
+
+// SAFETY: the classes are `Sync` cores under these bounds; the rest are atomics.
+unsafe impl<S: PageSource + Clone + Sync + Send> Sync for SlabHeap<S> {}
+// SAFETY: as above.
+unsafe impl<S: PageSource + Clone + Send> Send for SlabHeap<S> {}
+
+impl SlabHeap<DefaultPages> {
+    /// A heap on OS pages (heap pages under miri). Builds nothing until first used.
+    pub const fn new() -> Self {
+        Self::with_source(DefaultPages {})
+    }
+}
+
+impl Default for SlabHeap<DefaultPages> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S: PageSource + Clone> SlabHeap<S> {
+    /// A heap whose slabs come from `source` (large blocks always from [`MmapAlloc`]).
+    pub const fn with_source(source: S) -> Self {
+        SlabHeap {
+            source,
+            classes: AtomicPtr::new(ptr::null_mut()),
+            large_blocks: AtomicUsize::new(0),
+            large_bytes: AtomicUsize::new(0),
+        }
+    }
+
+    /// The classes, built on first use; `None` if the source cannot supply their block.
+    #[inline(always)]
+    fn classes(&self) -> Option<&Classes<S>> {
+        let classes = self.classes.load(Ordering::Acquire);
+        if classes.is_null() {
+            return self.build_classes();
+        }
+        // SAFETY: once published the classes live until the heap is dropped.
+        Some(unsafe { &*classes })
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn build_classes(&self) -> Option<&Classes<S>> {
+        let bytes = size_of::<Classes<S>>();
+        let align = align_of::<Classes<S>>();
+        let block = self.source.reserve_committed(bytes, align).ok()?;
+        let place = block.cast::<CacheCore<S>>();
+        for (index, &size) in CLASS_SIZES.iter().enumerate() {
+            let geometry = Geometry::new(size, class_align(index), false)?;
+            // SAFETY: `index < CLASS_COUNT`, inside the fresh block, aligned; each core
+            // stays there until the heap is dropped (or until the loser of the race
+            // below destroys it).
+            unsafe {
+                CacheCore::init(
+                    place.add(index),
+                    CoreConfig {
+                        geometry,
+                        max_empty_slabs: if size <= 1024 { 4 } else { 2 },
+                        magazine_capacity: default_magazine_capacity(geometry.slot_size),
+                        magazines: true,
+                        drop_object: None,
+                    },
+                    self.source.clone(),
+                )
+            };
+        }
+        let built = block.cast::<Classes<S>>();
+        match self.classes.compare_exchange(
+            ptr::null_mut(),
+            built.as_ptr(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            // SAFETY: published, lives until the heap is dropped.
+            Ok(_) => Some(unsafe { built.as_ref() }),
+            Err(winner) => {
+                // SAFETY: nobody saw our classes; destroy them and use the winner's.
+                unsafe { Self::destroy_classes(&self.source, built) };
+                // SAFETY: published by the winner.
+                Some(unsafe { &*winner })
+            }
+        }
+    }
+
+    /// # Safety
+    /// - `classes` was built by `build_classes` from `source` and nothing uses it.
+    unsafe fn destroy_classes(source: &S, classes: NonNull<Classes<S>>) {
+        for index in 0..CLASS_COUNT {
+            // SAFETY: each class core was initialised and is unused (caller).
+            drop(unsafe { CacheCore::destroy(classes.cast::<CacheCore<S>>().add(index)) });
+        }
+        // SAFETY: the block was reserved from `source` with this size and alignment.
+        let _ = unsafe {
+            source.release(
+                classes.cast(),
+                size_of::<Classes<S>>(),
+                align_of::<Classes<S>>(),
+            )
+        };
+    }
+
+    /// Allocates a block for `layout` (non-zero size).
+    #[inline(always)]
+    fn alloc_nonzero(&self, layout: Layout) -> Option<NonNull<u8>> {
+        match class_for(layout.size(), layout.align()) {
+            Some(class) => self.classes()?[class].alloc(None),
+            None => self.alloc_large(layout, false),
+        }
+    }
+
+    #[cold]
+    fn alloc_large(&self, layout: Layout, zeroed: bool) -> Option<NonNull<u8>> {
+        // SAFETY: callers pass non-zero sizes.
+        let block = unsafe {
+            if zeroed {
+                MmapAlloc.alloc_zeroed(layout)
+            } else {
+                MmapAlloc.alloc(layout)
+            }
+        };
+        let block = NonNull::new(block)?;
+        self.large_blocks.fetch_add(1, Ordering::Relaxed);
+        self.large_bytes.fetch_add(layout.size(), Ordering::Relaxed);
+        Some(block)
+    }
+
+    /// Frees a block.
+    ///
+    /// # Safety
+    /// - `ptr` was allocated by this heap with `layout` (or a layout of the same class).
+    #[inline(always)]
+    unsafe fn free(&self, ptr: NonNull<u8>, layout: Layout) {
+        match class_for(layout.size(), layout.align()) {
+            Some(class) => {
+                let classes = self.classes.load(Ordering::Acquire);
+                // SAFETY: a block of ours means the classes were built and are live; the
+                // block came from this class (same layout, same class).
+                unsafe { (*classes)[class].free(ptr) }
+            }
+            None => {
+                self.large_blocks.fetch_sub(1, Ordering::Relaxed);
+                self.large_bytes.fetch_sub(layout.size(), Ordering::Relaxed);
+                // SAFETY: large layouts were allocated by `MmapAlloc` with this layout.
+                unsafe { MmapAlloc.dealloc(ptr.as_ptr(), layout) }
+            }
+        }
+    }
+
+    /// Resizes a block; `None` leaves the old one untouched.
+    ///
+    /// # Safety
+    /// - `ptr` was allocated by this heap with `old`; `new_size` is non-zero and, rounded
+    ///   up to `old.align()`, does not overflow `isize`.
+    unsafe fn resize(&self, ptr: NonNull<u8>, old: Layout, new_size: usize) -> Option<NonNull<u8>> {
+        let old_class = class_for(old.size(), old.align());
+        let new_class = class_for(new_size, old.align());
+        // SAFETY: the caller guarantees the new layout is valid.
+        let new = unsafe { Layout::from_size_align_unchecked(new_size, old.align()) };
+        match (old_class, new_class) {
+            (Some(a), Some(b)) if a == b => Some(ptr),
+            (None, None) => {
+                // SAFETY: a large block of `MmapAlloc` with layout `old`.
+                let moved =
+                    NonNull::new(unsafe { MmapAlloc.realloc(ptr.as_ptr(), old, new_size) })?;
+                self.large_bytes.fetch_add(new_size, Ordering::Relaxed);
+                self.large_bytes.fetch_sub(old.size(), Ordering::Relaxed);
+                Some(moved)
+            }
+            _ => {
+                let moved = self.alloc_nonzero(new)?;
+                // SAFETY: both blocks are live, distinct, and at least this long.
+                unsafe {
+                    ptr::copy_nonoverlapping(
+                        ptr.as_ptr(),
+                        moved.as_ptr(),
+                        old.size().min(new_size),
+                    );
+                    self.free(ptr, old);
+                }
+                Some(moved)
+            }
+        }
+    }
+
+    /// The bytes usable in a block allocated with `layout`.
+    pub fn usable_size(layout: Layout) -> usize {
+        match class_for(layout.size(), layout.align()) {
+            Some(class) => CLASS_SIZES[class],
+            None => MmapAlloc::usable_size(layout.size()).unwrap_or(layout.size()),
+        }
+    }
+
+    /// Statistics of every class and of the large blocks.
+    pub fn stats(&self) -> HeapStats {
+        let mut stats = HeapStats {
+            large_blocks: self.large_blocks.load(Ordering::Relaxed),
+            large_bytes: self.large_bytes.load(Ordering::Relaxed),
+            ..HeapStats::default()
+        };
+        if let Some(classes) = self.built() {
+            for class in classes {
+                stats.small.accumulate(&class.stats());
+            }
+        }
+        stats
+    }
+
+    /// Statistics of one size class (`None` before the heap is used).
+    pub fn class_stats(&self, class: usize) -> Option<crate::CacheStats> {
+        Some(self.built()?.get(class)?.stats())
+    }
+
+    fn built(&self) -> Option<&Classes<S>> {
+        let classes = self.classes.load(Ordering::Acquire);
+        // SAFETY: published classes live as long as the heap.
+        (!classes.is_null()).then(|| unsafe { &*classes })
+    }
+
+    /// Returns the calling thread's magazines of every class to the depots.
+    pub fn flush_thread_cache(&self) {
+        for class in self.built().into_iter().flatten() {
+            class.flush_thread();
+        }
+    }
+
+    /// Empties the depots and releases every empty slab.
+    pub fn trim(&self) {
+        for class in self.built().into_iter().flatten() {
+            class.trim();
+        }
+    }
+
+    /// Walks and checks every class.
+    ///
+    /// # Panics
+    /// On the first inconsistency.
+    pub fn check_invariants(&self) {
+        for class in self.built().into_iter().flatten() {
+            class.check_invariants();
+        }
+    }
+
+    /// The page source of the slabs.
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+}
+
+impl<S: PageSource + Clone> Drop for SlabHeap<S> {
+    fn drop(&mut self) {
+        if let Some(classes) = NonNull::new(*self.classes.get_mut()) {
+            // SAFETY: we own the heap; blocks still out die with it (the `Allocator`
+            // contract: they are valid only while the allocator lives).
+            unsafe { Self::destroy_classes(&self.source, classes) };
+        }
+    }
+}
+
+impl<S: PageSource + Clone> fmt::Debug for SlabHeap<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlabHeap")
+            .field("built", &self.built().is_some())
+            .field("large_blocks", &self.large_blocks.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+// SAFETY: blocks are at least `layout.size()` bytes aligned to `layout.align()` (class
+// sizes and alignments are chosen for the layout, large blocks come from `MmapAlloc`);
+// failures return null; nothing here unwinds (debug corruption checks abort).
+unsafe impl<S: PageSource + Clone> GlobalAlloc for SlabHeap<S> {
+    #[inline(always)]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.alloc_nonzero(layout)
+            .map_or(ptr::null_mut(), NonNull::as_ptr)
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let block = match class_for(layout.size(), layout.align()) {
+            Some(class) => self
+                .classes()
+                .and_then(|classes| classes[class].alloc(None)),
+            None => self.alloc_large(layout, true),
+        };
+        match block {
+            Some(block) => {
+                if layout.size() <= crate::size_class::MAX_SMALL {
+                    // SAFETY: the block holds at least `layout.size()` bytes.
+                    unsafe { block.write_bytes(0, layout.size()) };
+                }
+                block.as_ptr()
+            }
+            None => ptr::null_mut(),
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if let Some(ptr) = NonNull::new(ptr) {
+            // SAFETY: forwarded from the caller.
+            unsafe { self.free(ptr, layout) }
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let Some(block) = NonNull::new(ptr) else {
+            return ptr::null_mut();
+        };
+        // SAFETY: forwarded from the caller (non-zero, valid new size).
+        unsafe { self.resize(block, layout, new_size) }.map_or(ptr::null_mut(), NonNull::as_ptr)
+    }
+}
+
+/// A zero-sized block for `layout`.
+fn dangling(layout: Layout) -> NonNull<[u8]> {
+    let ptr = NonNull::<u8>::dangling().with_addr(
+        core::num::NonZeroUsize::new(layout.align()).unwrap_or(core::num::NonZeroUsize::MIN),
+    );
+    NonNull::slice_from_raw_parts(ptr, 0)
+}
+
+// SAFETY: as for `GlobalAlloc`; blocks report their usable size, and any layout between
+// the requested and the reported size maps to the same class (or to `MmapAlloc`, which
+// rounds to pages), so deallocation finds the block's class.
+unsafe impl<S: PageSource + Clone> Allocator for SlabHeap<S> {
+    #[inline]
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        if layout.size() == 0 {
+            return Ok(dangling(layout));
+        }
+        let block = self.alloc_nonzero(layout).ok_or(AllocError)?;
+        Ok(NonNull::slice_from_raw_parts(
+            block,
+            Self::usable_size(layout),
+        ))
+    }
+
+    #[inline]
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        if layout.size() != 0 {
+            // SAFETY: forwarded from the caller.
+            unsafe { self.free(ptr, layout) }
+        }
+    }
+
+    unsafe fn grow(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.resize_to(ptr, old, new) }
+    }
+
+    unsafe fn shrink(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.resize_to(ptr, old, new) }
+    }
+}
+
+impl<S: PageSource + Clone> SlabHeap<S> {
+    /// `grow` and `shrink` of [`Allocator`].
+    ///
+    /// # Safety
+    /// - `ptr` is a block of this heap allocated with `old` (`Allocator` contract).
+    unsafe fn resize_to(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        if old.size() == 0 {
+            return self.allocate(new);
+        }
+        if new.size() == 0 {
+            // SAFETY: forwarded.
+            unsafe { self.free(ptr, old) };
+            return Ok(dangling(new));
+        }
+        let block = if new.align() == old.align() {
+            // SAFETY: forwarded; `new` is a valid layout.
+            unsafe { self.resize(ptr, old, new.size()) }.ok_or(AllocError)?
+        } else {
+            let moved = self.alloc_nonzero(new).ok_or(AllocError)?;
+            // SAFETY: distinct live blocks, both at least this long.
+            unsafe {
+                ptr::copy_nonoverlapping(ptr.as_ptr(), moved.as_ptr(), old.size().min(new.size()));
+                self.free(ptr, old);
+            }
+            moved
+        };
+        Ok(NonNull::slice_from_raw_parts(block, Self::usable_size(new)))
+    }
+}

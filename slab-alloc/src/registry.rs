@@ -1,0 +1,316 @@
+//! The process-wide registry: every cache core (for the fork handlers), the cache ids
+//! that index the per-thread magazine slots, and every thread that has magazines (so a
+//! cache being dropped can take its objects back from them).
+//!
+//! # Safety
+//! - One spin lock, `REGISTRY`, guards the list of cores, the list of threads and the id
+//!   table. It is taken before any cache lock, never after one (lock order: registry,
+//!   then cache), and nothing allocates while holding it.
+//! - A thread links its [`ThreadMagazines`] here when it first uses a magazine and
+//!   unlinks them in its pthread-key destructor, so every listed entry is the live
+//!   thread-local storage of a live thread (or, in a forked child, of a thread that
+//!   existed in the parent: its memory is still mapped in the child and nothing else uses
+//!   it).
+//! - `fork`: the `prepare` handler takes the registry lock and then every cache lock;
+//!   `parent` and `child` release them. The child therefore starts with consistent
+//!   caches and free locks, and can allocate.
+//! - Registration may allocate (glibc's `pthread_setspecific` for high keys, and
+//!   `pthread_atfork`); it happens with no lock held and with the thread in state
+//!   [`REGISTERING`], in which the caches bypass the magazines, so a reentrant allocation
+//!   neither recurses into registration nor deadlocks.
+
+use core::ffi::c_void;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering};
+
+use crate::magazine::{
+    ACTIVE, MAX_CACHE_IDS, Magazine, REGISTERING, RETIRED, ThreadMagazines, UNREGISTERED,
+};
+use crate::sync::RawSpinLock;
+
+/// The id of caches without magazines: a slot index that is never given out, so its slot
+/// stays empty with capacity 0 in every thread and the fast paths fall through to the
+/// slow paths without testing the id.
+pub(crate) const NO_ID: u32 = (MAX_CACHE_IDS - 1) as u32;
+
+/// The type-erased, registry-visible head of every cache core.
+#[derive(Debug)]
+#[repr(C)]
+pub(crate) struct CoreHeader {
+    /// The cache id (index of the per-thread slot), or [`NO_ID`]. Set before the core is
+    /// shared and fixed afterwards.
+    pub(crate) id: u32,
+    /// Objects per magazine.
+    pub(crate) magazine_capacity: u32,
+    /// Byte offset of the link word inside a free object.
+    pub(crate) link_offset: usize,
+    /// Guards the cache's slabs and depot.
+    pub(crate) lock: RawSpinLock,
+    /// Takes back the objects of a magazine (takes `lock` itself).
+    pub(crate) flush: unsafe fn(NonNull<CoreHeader>, Magazine),
+    /// Next core in the registry (registry lock).
+    next: AtomicPtr<CoreHeader>,
+    /// Previous core in the registry (registry lock).
+    prev: AtomicPtr<CoreHeader>,
+}
+
+impl CoreHeader {
+    /// A header not yet registered.
+    pub(crate) const fn new(
+        magazine_capacity: u32,
+        link_offset: usize,
+        flush: unsafe fn(NonNull<CoreHeader>, Magazine),
+    ) -> Self {
+        CoreHeader {
+            id: NO_ID,
+            magazine_capacity,
+            link_offset,
+            lock: RawSpinLock::new(),
+            flush,
+            next: AtomicPtr::new(ptr::null_mut()),
+            prev: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
+}
+
+static REGISTRY: RawSpinLock = RawSpinLock::new();
+static CORES: AtomicPtr<CoreHeader> = AtomicPtr::new(ptr::null_mut());
+static THREADS: AtomicPtr<ThreadMagazines> = AtomicPtr::new(ptr::null_mut());
+static ID_OWNERS: [AtomicPtr<CoreHeader>; MAX_CACHE_IDS] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CACHE_IDS];
+
+/// Links a core into the registry and gives it a cache id if one is free (else
+/// [`NO_ID`]); `magazines` false asks for no id.
+///
+/// # Safety
+/// - `core` points to a header that stays at its address until
+///   [`unregister_core`] is called for it, and is not yet registered.
+/// - Nobody else accesses `(*core).id` until this returns.
+pub(crate) unsafe fn register_core(core: NonNull<CoreHeader>, magazines: bool) {
+    let _guard = REGISTRY.guard();
+    let mut id = NO_ID;
+    if magazines {
+        if let Some(free) = ID_OWNERS[..NO_ID as usize]
+            .iter()
+            .position(|owner| owner.load(Ordering::Relaxed).is_null())
+        {
+            ID_OWNERS[free].store(core.as_ptr(), Ordering::Relaxed);
+            id = free as u32;
+        }
+    }
+    // SAFETY: the caller gives us exclusive access to the header until we return.
+    let header = unsafe { &mut *core.as_ptr() };
+    header.id = id;
+    let head = CORES.load(Ordering::Relaxed);
+    header.next.store(head, Ordering::Relaxed);
+    header.prev.store(ptr::null_mut(), Ordering::Relaxed);
+    if let Some(head) = NonNull::new(head) {
+        // SAFETY: listed cores are live (registered and not yet unregistered); we hold
+        // the registry lock that guards the links.
+        unsafe { head.as_ref() }
+            .prev
+            .store(core.as_ptr(), Ordering::Relaxed);
+    }
+    CORES.store(core.as_ptr(), Ordering::Relaxed);
+}
+
+/// Unlinks a core and takes back, into it, the objects that every thread's magazines
+/// hold for it. Afterwards no thread holds objects of the cache in a magazine.
+///
+/// # Safety
+/// - `core` was registered with [`register_core`] and is not used concurrently by any
+///   other thread (its owner is dropping it).
+pub(crate) unsafe fn unregister_core(core: NonNull<CoreHeader>) {
+    let _guard = REGISTRY.guard();
+    // SAFETY: registered cores are live until unregistered (caller's obligation).
+    let header = unsafe { core.as_ref() };
+    if header.id != NO_ID {
+        let mut thread = THREADS.load(Ordering::Relaxed);
+        while let Some(entry) = NonNull::new(thread) {
+            // SAFETY: listed threads are live thread-local storage (module docs).
+            let magazines = unsafe { entry.as_ref() };
+            let (loaded, previous) = magazines.slot(header.id).take_all();
+            for magazine in [loaded, previous] {
+                if magazine.count > 0 {
+                    // SAFETY: the magazine holds free objects of this very cache, taken
+                    // out of the slot so nobody else refers to them.
+                    unsafe { (header.flush)(core, magazine) };
+                }
+            }
+            thread = magazines.next.load(Ordering::Relaxed);
+        }
+        ID_OWNERS[header.id as usize].store(ptr::null_mut(), Ordering::Relaxed);
+    }
+    let next = header.next.load(Ordering::Relaxed);
+    let prev = header.prev.load(Ordering::Relaxed);
+    if let Some(next) = NonNull::new(next) {
+        // SAFETY: a listed core, links guarded by the registry lock we hold.
+        unsafe { next.as_ref() }.prev.store(prev, Ordering::Relaxed);
+    }
+    match NonNull::new(prev) {
+        // SAFETY: as above.
+        Some(prev) => unsafe { prev.as_ref() }.next.store(next, Ordering::Relaxed),
+        None => CORES.store(next, Ordering::Relaxed),
+    }
+}
+
+/// Registration of the process-wide hooks: 0 not done, 1 in progress, 2 done, 3 failed.
+static HOOKS: AtomicU8 = AtomicU8::new(0);
+static HOOKS_LOCK: RawSpinLock = RawSpinLock::new();
+/// The pthread key whose destructor flushes an exiting thread's magazines.
+static EXIT_KEY: AtomicUsize = AtomicUsize::new(0);
+/// Threads registered so far (statistics).
+static THREADS_SEEN: AtomicU32 = AtomicU32::new(0);
+
+/// Creates the exit key and the fork handlers, once per process. Returns whether they
+/// exist.
+fn install_hooks() -> bool {
+    match HOOKS.load(Ordering::Acquire) {
+        2 => return true,
+        3 => return false,
+        _ => {}
+    }
+    let _guard = HOOKS_LOCK.guard();
+    match HOOKS.load(Ordering::Acquire) {
+        2 => return true,
+        3 => return false,
+        _ => {}
+    }
+    HOOKS.store(1, Ordering::Relaxed);
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is a valid out-pointer; the destructor has the required signature
+    // and never unwinds.
+    let created = unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } == 0;
+    if !created {
+        HOOKS.store(3, Ordering::Release);
+        return false;
+    }
+    EXIT_KEY.store(key as usize, Ordering::Relaxed);
+    #[cfg(not(miri))]
+    {
+        // SAFETY: the handlers are `extern "C"` functions that never unwind; registering
+        // may allocate, which is fine: no lock of ours is held but `HOOKS_LOCK`, which
+        // allocation never takes.
+        let _ = unsafe {
+            libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child))
+        };
+    }
+    HOOKS.store(2, Ordering::Release);
+    true
+}
+
+/// Gives the calling thread its magazines: registers the exit hook and links the thread
+/// into the registry. Leaves the state [`ACTIVE`] on success and [`RETIRED`] if the
+/// hooks cannot be installed (the thread then works without magazines).
+#[cold]
+#[inline(never)]
+pub(crate) fn activate(magazines: &ThreadMagazines) {
+    if magazines.state.load(Ordering::Relaxed) != UNREGISTERED {
+        return;
+    }
+    magazines.state.store(REGISTERING, Ordering::Relaxed);
+    if !install_hooks() {
+        magazines.state.store(RETIRED, Ordering::Relaxed);
+        return;
+    }
+    let key = EXIT_KEY.load(Ordering::Relaxed) as libc::pthread_key_t;
+    let entry = ptr::from_ref(magazines).cast_mut();
+    // SAFETY: the key was created by `install_hooks`; the value is non-null, so the
+    // destructor runs when this thread exits.
+    if unsafe { libc::pthread_setspecific(key, entry.cast::<c_void>()) } != 0 {
+        magazines.state.store(RETIRED, Ordering::Relaxed);
+        return;
+    }
+    {
+        let _guard = REGISTRY.guard();
+        let head = THREADS.load(Ordering::Relaxed);
+        magazines.next.store(head, Ordering::Relaxed);
+        magazines.prev.store(ptr::null_mut(), Ordering::Relaxed);
+        if let Some(head) = NonNull::new(head) {
+            // SAFETY: a listed, live thread entry; links guarded by the registry lock.
+            unsafe { head.as_ref() }
+                .prev
+                .store(entry, Ordering::Relaxed);
+        }
+        THREADS.store(entry, Ordering::Relaxed);
+    }
+    THREADS_SEEN.fetch_add(1, Ordering::Relaxed);
+    magazines.state.store(ACTIVE, Ordering::Relaxed);
+}
+
+/// The exit hook: returns every magazine of the exiting thread to its cache's depot and
+/// unlinks the thread.
+extern "C" fn thread_exit(data: *mut c_void) {
+    let Some(entry) = NonNull::new(data.cast::<ThreadMagazines>()) else {
+        return;
+    };
+    // SAFETY: the value was set by `activate` to this thread's own `ThreadMagazines`,
+    // which stays valid while the thread's destructors run.
+    let magazines = unsafe { entry.as_ref() };
+    magazines.state.store(RETIRED, Ordering::Relaxed);
+    let _guard = REGISTRY.guard();
+    for (id, slot) in magazines.slots.iter().enumerate() {
+        let (loaded, previous) = slot.take_all();
+        let Some(owner) = NonNull::new(ID_OWNERS[id].load(Ordering::Relaxed)) else {
+            continue;
+        };
+        for magazine in [loaded, previous] {
+            if magazine.count > 0 {
+                // SAFETY: id owners stay live while registered (registry lock held); the
+                // magazine holds free objects of that cache, now out of the slot.
+                unsafe { (owner.as_ref().flush)(owner, magazine) };
+            }
+        }
+    }
+    let next = magazines.next.load(Ordering::Relaxed);
+    let prev = magazines.prev.load(Ordering::Relaxed);
+    if let Some(next) = NonNull::new(next) {
+        // SAFETY: listed, live thread entry; registry lock held.
+        unsafe { next.as_ref() }.prev.store(prev, Ordering::Relaxed);
+    }
+    match NonNull::new(prev) {
+        // SAFETY: as above.
+        Some(prev) => unsafe { prev.as_ref() }.next.store(next, Ordering::Relaxed),
+        None => THREADS.store(next, Ordering::Relaxed),
+    }
+}
+
+/// Calls `f` on every registered core; the registry lock must be held.
+#[cfg(not(miri))]
+fn for_each_core(mut f: impl FnMut(&CoreHeader)) {
+    let mut core = CORES.load(Ordering::Relaxed);
+    while let Some(entry) = NonNull::new(core) {
+        // SAFETY: registered cores are live; the caller holds the registry lock.
+        let header = unsafe { entry.as_ref() };
+        f(header);
+        core = header.next.load(Ordering::Relaxed);
+    }
+}
+
+#[cfg(not(miri))]
+extern "C" fn fork_prepare() {
+    REGISTRY.lock();
+    for_each_core(|core| core.lock.lock());
+}
+
+#[cfg(not(miri))]
+extern "C" fn fork_parent() {
+    // SAFETY: `fork_prepare` took every one of these locks in this thread.
+    for_each_core(|core| unsafe { core.lock.unlock() });
+    // SAFETY: as above.
+    unsafe { REGISTRY.unlock() };
+}
+
+#[cfg(not(miri))]
+extern "C" fn fork_child() {
+    // SAFETY: the child's only thread is the one that ran `fork_prepare` in the parent
+    // and so holds every lock.
+    for_each_core(|core| unsafe { core.lock.unlock() });
+    // SAFETY: as above.
+    unsafe { REGISTRY.unlock() };
+}
+
+/// How many threads have registered magazines since the process started.
+pub(crate) fn threads_seen() -> u32 {
+    THREADS_SEEN.load(Ordering::Relaxed)
+}

@@ -1,0 +1,431 @@
+//! Slabs: fixed-size, size-aligned blocks carved into equal objects (Bonwick, "The Slab
+//! Allocator: An Object-Caching Kernel Memory Allocator", USENIX 1994).
+//!
+//! A slab is [`SLAB_BYTES`] long and aligned to [`SLAB_BYTES`], so masking the address
+//! of any object in it gives its [`SlabHeader`]: no hash table, no per-object header.
+//!
+//! ```text
+//! base                                                               base + SLAB_BYTES
+//! | SlabHeader | live bitmap (debug builds) | pad | obj 0 | obj 1 | ... | obj n-1 | tail |
+//!                                                ^ first_offset, a multiple of align
+//! ```
+//!
+//! Objects are carved lazily with a bump index (`carved`), so untouched pages of a new
+//! slab are never faulted in; returned objects go on an intrusive free list threaded
+//! through the link word of each object (at the cache's `link_offset`).
+//!
+//! # Safety
+//! All fields of a header are read and written only with the owning cache's lock held,
+//! except the live bitmap of debug builds, whose words are atomics that any thread may
+//! update for objects it owns.
+
+use core::mem::size_of;
+use core::ptr::{self, NonNull};
+#[cfg(debug_assertions)]
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::registry::CoreHeader;
+
+/// Bytes per slab (and their alignment).
+pub const SLAB_BYTES: usize = 256 * 1024;
+
+const MAGIC: u32 = 0x51AB_0A11;
+
+/// How a cache lays out its slabs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    /// Bytes from one object to the next, a multiple of `align`.
+    pub(crate) slot_size: usize,
+    /// The alignment of every object.
+    pub(crate) align: usize,
+    /// Where, inside a free object, the link word lives.
+    pub(crate) link_offset: usize,
+    /// Offset of object 0 from the slab base.
+    pub(crate) first_offset: usize,
+    /// Objects per slab.
+    pub(crate) capacity: usize,
+}
+
+/// Words of the live bitmap kept after the header in debug builds.
+fn live_words(capacity_bound: usize) -> usize {
+    if cfg!(debug_assertions) {
+        capacity_bound.div_ceil(64)
+    } else {
+        0
+    }
+}
+
+impl Geometry {
+    /// The layout for objects of `object_size` bytes aligned to `align` (a power of two).
+    /// With `link_after_object` the link word is placed after the object, so a free
+    /// object keeps its contents (constructed objects); otherwise it is the object's
+    /// first word. `None` if fewer than one object fits in a slab.
+    pub(crate) fn new(object_size: usize, align: usize, link_after_object: bool) -> Option<Self> {
+        if !align.is_power_of_two() || align > SLAB_BYTES / 8 {
+            return None;
+        }
+        let word = size_of::<*mut u8>();
+        let align = align.max(word);
+        let (link_offset, bytes) = if link_after_object {
+            let link = object_size.checked_next_multiple_of(word)?;
+            (link, link + word)
+        } else {
+            (0, object_size.max(word))
+        };
+        let slot_size = bytes.checked_next_multiple_of(align)?;
+        if slot_size > SLAB_BYTES / 2 {
+            return None;
+        }
+        let header = size_of::<SlabHeader>() + live_words(SLAB_BYTES / slot_size) * 8;
+        let first_offset = header.next_multiple_of(align);
+        let capacity = (SLAB_BYTES - first_offset) / slot_size;
+        (capacity >= 1 && capacity <= u32::MAX as usize).then_some(Geometry {
+            slot_size,
+            align,
+            link_offset,
+            first_offset,
+            capacity,
+        })
+    }
+}
+
+/// Which list of its cache a slab is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ListKind {
+    /// Some objects out, some available.
+    Partial,
+    /// Every object out.
+    Full,
+    /// No object out.
+    Empty,
+}
+
+/// The header at the start of every slab.
+#[derive(Debug)]
+#[repr(C)]
+pub(crate) struct SlabHeader {
+    /// [`MAGIC`], to catch pointers that are not ours in debug checks.
+    magic: u32,
+    /// Objects out of the slab: handed to users or held in magazines and the depot.
+    pub(crate) used: u32,
+    /// Objects carved so far; those at index `carved..capacity` were never used.
+    pub(crate) carved: u32,
+    /// Objects the slab holds.
+    pub(crate) capacity: u32,
+    /// The cache that owns the slab.
+    pub(crate) owner: *const CoreHeader,
+    /// The slab's base, with the provenance of the whole slab.
+    pub(crate) base: *mut u8,
+    /// Intrusive list of returned objects.
+    free: *mut u8,
+    /// The list the slab is on.
+    pub(crate) list: ListKind,
+    /// Neighbours on that list.
+    pub(crate) prev: *mut SlabHeader,
+    pub(crate) next: *mut SlabHeader,
+}
+
+/// The header of the slab holding `object` (the pointer keeps `object`'s provenance).
+#[inline(always)]
+pub(crate) fn slab_of(object: NonNull<u8>) -> NonNull<SlabHeader> {
+    object
+        .map_addr(|address| {
+            // The mask keeps the address inside the slab, which is non-null.
+            let masked = address.get() & !(SLAB_BYTES - 1);
+            core::num::NonZeroUsize::new(masked).unwrap_or(address)
+        })
+        .cast()
+}
+
+/// The head of a slab's free list.
+pub(crate) fn free_list_of(header: &SlabHeader) -> *mut u8 {
+    header.free
+}
+
+/// Writes the header of a fresh slab; it starts on no list (`list` says `Empty`).
+///
+/// # Safety
+/// - `base` is aligned to [`SLAB_BYTES`] and valid for writes of [`SLAB_BYTES`] bytes
+///   that nothing else uses.
+pub(crate) unsafe fn init(
+    base: NonNull<u8>,
+    geometry: &Geometry,
+    owner: *const CoreHeader,
+) -> NonNull<SlabHeader> {
+    let header = base.cast::<SlabHeader>();
+    // SAFETY: the header fits at the start of the slab, which the caller gives us.
+    unsafe {
+        header.write(SlabHeader {
+            magic: MAGIC,
+            used: 0,
+            carved: 0,
+            capacity: geometry.capacity as u32,
+            owner,
+            base: base.as_ptr(),
+            free: ptr::null_mut(),
+            list: ListKind::Empty,
+            prev: ptr::null_mut(),
+            next: ptr::null_mut(),
+        });
+    }
+    #[cfg(debug_assertions)]
+    {
+        let words = live_words(SLAB_BYTES / geometry.slot_size);
+        // SAFETY: the bitmap lies between the header and `first_offset`, inside the slab.
+        unsafe {
+            base.add(size_of::<SlabHeader>())
+                .cast::<u64>()
+                .write_bytes(0, words)
+        };
+    }
+    header
+}
+
+impl SlabHeader {
+    /// The object at `index`.
+    fn object(&self, geometry: &Geometry, index: usize) -> NonNull<u8> {
+        debug_assert!(index < self.capacity as usize);
+        let object = self
+            .base
+            .wrapping_add(geometry.first_offset + index * geometry.slot_size);
+        // `base` is non-null and the offset stays inside the slab (index < capacity).
+        NonNull::new(object).unwrap_or(NonNull::dangling())
+    }
+
+    /// Takes an available object; the bool says whether it was never used before (fresh
+    /// from the bump index). `None` when the slab is full.
+    ///
+    /// # Safety
+    /// - The caller holds the owning cache's lock and `geometry` is the cache's.
+    pub(crate) unsafe fn take(&mut self, geometry: &Geometry) -> Option<(NonNull<u8>, bool)> {
+        if let Some(object) = NonNull::new(self.free) {
+            // SAFETY: objects on the free list are free and their link word was written
+            // by `give`.
+            self.free = unsafe { object.add(geometry.link_offset).cast::<*mut u8>().read() };
+            self.used += 1;
+            return Some((object, false));
+        }
+        if self.carved < self.capacity {
+            let object = self.object(geometry, self.carved as usize);
+            self.carved += 1;
+            self.used += 1;
+            return Some((object, true));
+        }
+        None
+    }
+
+    /// Takes back an object.
+    ///
+    /// # Safety
+    /// - The caller holds the owning cache's lock and `geometry` is the cache's.
+    /// - `object` was taken from this slab and is free (nobody uses it any more).
+    pub(crate) unsafe fn give(&mut self, geometry: &Geometry, object: NonNull<u8>) {
+        debug_assert!(
+            self.used > 0,
+            "object {object:p} given back to slab {:p} with no object out",
+            self.base
+        );
+        // SAFETY: the link word lies inside the free object, which is ours again.
+        unsafe {
+            object
+                .add(geometry.link_offset)
+                .cast::<*mut u8>()
+                .write(self.free)
+        };
+        self.free = object.as_ptr();
+        self.used -= 1;
+    }
+
+    /// Calls `f` on every carved object (for destroying constructed objects when the
+    /// slab is reclaimed).
+    pub(crate) fn for_each_carved(&self, geometry: &Geometry, mut f: impl FnMut(NonNull<u8>)) {
+        for index in 0..self.carved as usize {
+            f(self.object(geometry, index));
+        }
+    }
+
+    /// Checks the free list against the counters; returns how many objects it holds.
+    pub(crate) fn check(&self, geometry: &Geometry) -> usize {
+        assert_eq!(self.magic, MAGIC, "slab {:p}: bad magic", self.base);
+        assert!(self.used <= self.carved && self.carved <= self.capacity);
+        let mut free = 0usize;
+        let mut object = self.free;
+        while let Some(current) = NonNull::new(object) {
+            let offset = current.addr().get() - self.base.addr();
+            assert!(
+                offset >= geometry.first_offset
+                    && (offset - geometry.first_offset) % geometry.slot_size == 0
+                    && (offset - geometry.first_offset) / geometry.slot_size < self.carved as usize,
+                "slab {:p}: free list holds {current:p}, not one of its carved objects",
+                self.base
+            );
+            free += 1;
+            assert!(
+                free <= self.carved as usize,
+                "slab {:p}: free list cycles",
+                self.base
+            );
+            // SAFETY: free objects carry the link written by `give`; we hold the lock.
+            object = unsafe { current.add(geometry.link_offset).cast::<*mut u8>().read() };
+        }
+        assert_eq!(
+            free + self.used as usize,
+            self.carved as usize,
+            "slab {:p}: free + used != carved",
+            self.base
+        );
+        free
+    }
+}
+
+/// Checks, in debug builds, that `object` is an object of a slab of `owner` and flips its
+/// live bit to `live`; aborts with a message on a foreign pointer, a double free, or
+/// handing out an object already out.
+///
+/// # Safety
+/// - `object` lies inside a mapped slab (its slab header is readable).
+#[cfg(debug_assertions)]
+pub(crate) unsafe fn debug_mark(
+    object: NonNull<u8>,
+    owner: *const CoreHeader,
+    geometry: &Geometry,
+    live: bool,
+) {
+    use crate::sync::fatal;
+    let slab = slab_of(object);
+    // SAFETY: the caller guarantees the header is mapped; `magic`, `owner` and `base` are
+    // written once when the slab is made and never change while it is in use.
+    let (magic, slab_owner, base) = unsafe {
+        let header = slab.as_ptr();
+        (
+            ptr::addr_of!((*header).magic).read(),
+            ptr::addr_of!((*header).owner).read(),
+            ptr::addr_of!((*header).base).read(),
+        )
+    };
+    if magic != MAGIC || slab_owner != owner {
+        fatal(
+            "free of a pointer this allocator did not hand out (object, cache)",
+            object.addr().get(),
+            owner.addr(),
+        );
+    }
+    let offset = object.addr().get() - base.addr();
+    if offset < geometry.first_offset || (offset - geometry.first_offset) % geometry.slot_size != 0
+    {
+        fatal(
+            "free of a pointer that is not the start of an object (object, slab)",
+            object.addr().get(),
+            base.addr(),
+        );
+    }
+    let index = (offset - geometry.first_offset) / geometry.slot_size;
+    if index >= geometry.capacity {
+        fatal(
+            "free of a pointer past the slab's objects (object, slab)",
+            object.addr().get(),
+            base.addr(),
+        );
+    }
+    // SAFETY: the bitmap words lie right after the header, inside the slab; they are
+    // atomics, and `index / 64` is below the bitmap's length (index < capacity).
+    let word = unsafe {
+        &*slab
+            .cast::<u8>()
+            .add(size_of::<SlabHeader>())
+            .cast::<AtomicU64>()
+            .add(index / 64)
+            .as_ptr()
+    };
+    let bit = 1u64 << (index % 64);
+    if live {
+        let before = word.fetch_or(bit, Ordering::Relaxed);
+        if before & bit != 0 {
+            fatal(
+                "object handed out twice (corrupted free list?) (object, slab)",
+                object.addr().get(),
+                base.addr(),
+            );
+        }
+    } else {
+        let before = word.fetch_and(!bit, Ordering::Relaxed);
+        if before & bit == 0 {
+            fatal(
+                "double free (object, slab)",
+                object.addr().get(),
+                base.addr(),
+            );
+        }
+    }
+}
+
+/// A doubly linked list of slabs through their headers.
+#[derive(Debug)]
+pub(crate) struct SlabList {
+    pub(crate) head: *mut SlabHeader,
+    pub(crate) len: usize,
+    kind: ListKind,
+}
+
+impl SlabList {
+    pub(crate) const fn new(kind: ListKind) -> Self {
+        SlabList {
+            head: ptr::null_mut(),
+            len: 0,
+            kind,
+        }
+    }
+
+    /// Pushes a slab that is on no list.
+    ///
+    /// # Safety
+    /// - The caller holds the owning cache's lock; `slab` is a live slab of that cache on
+    ///   no list.
+    pub(crate) unsafe fn push(&mut self, slab: NonNull<SlabHeader>) {
+        // SAFETY: the caller holds the lock that guards the header.
+        let header = unsafe { &mut *slab.as_ptr() };
+        header.list = self.kind;
+        header.prev = ptr::null_mut();
+        header.next = self.head;
+        if let Some(head) = NonNull::new(self.head) {
+            // SAFETY: slabs on the list are live; lock held.
+            unsafe { (*head.as_ptr()).prev = slab.as_ptr() };
+        }
+        self.head = slab.as_ptr();
+        self.len += 1;
+    }
+
+    /// Unlinks a slab that is on this list.
+    ///
+    /// # Safety
+    /// - The caller holds the owning cache's lock; `slab` is on this list.
+    pub(crate) unsafe fn remove(&mut self, slab: NonNull<SlabHeader>) {
+        // SAFETY: the caller holds the lock that guards the header.
+        let header = unsafe { &mut *slab.as_ptr() };
+        debug_assert_eq!(header.list, self.kind, "slab {slab:p} is not on this list");
+        if let Some(prev) = NonNull::new(header.prev) {
+            // SAFETY: a neighbour on the same list; lock held.
+            unsafe { (*prev.as_ptr()).next = header.next };
+        } else {
+            self.head = header.next;
+        }
+        if let Some(next) = NonNull::new(header.next) {
+            // SAFETY: as above.
+            unsafe { (*next.as_ptr()).prev = header.prev };
+        }
+        header.prev = ptr::null_mut();
+        header.next = ptr::null_mut();
+        self.len -= 1;
+    }
+
+    /// Removes and returns the first slab.
+    ///
+    /// # Safety
+    /// - The caller holds the owning cache's lock.
+    pub(crate) unsafe fn pop(&mut self) -> Option<NonNull<SlabHeader>> {
+        let head = NonNull::new(self.head)?;
+        // SAFETY: `head` is on this list; lock held (caller).
+        unsafe { self.remove(head) };
+        Some(head)
+    }
+}

@@ -1,0 +1,150 @@
+//! A spin lock that never allocates, never parks through the global allocator, and can
+//! be taken and released by raw calls (the fork handlers need that).
+
+use core::hint;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+/// A test-and-test-and-set lock. Holders keep it for a handful of list operations; a
+/// waiter spins briefly, then yields its time slice (`sched_yield`, which allocates
+/// nothing).
+#[derive(Debug)]
+pub(crate) struct RawSpinLock {
+    locked: AtomicBool,
+}
+
+impl RawSpinLock {
+    /// An unlocked lock.
+    pub(crate) const fn new() -> Self {
+        RawSpinLock {
+            locked: AtomicBool::new(false),
+        }
+    }
+
+    /// Takes the lock, waiting as long as it takes.
+    #[inline]
+    pub(crate) fn lock(&self) {
+        if self
+            .locked
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return;
+        }
+        self.lock_contended();
+    }
+
+    #[cold]
+    fn lock_contended(&self) {
+        let mut spins = 0u32;
+        loop {
+            while self.locked.load(Ordering::Relaxed) {
+                if spins < 64 {
+                    spins += 1;
+                    hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            if self
+                .locked
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Releases the lock.
+    ///
+    /// # Safety
+    /// - The caller holds the lock (took it with [`lock`](Self::lock) and has not
+    ///   released it), or is the only thread of a freshly forked child whose parent
+    ///   held it for the fork.
+    #[inline]
+    pub(crate) unsafe fn unlock(&self) {
+        debug_assert!(self.locked.load(Ordering::Relaxed), "unlock of a free lock");
+        self.locked.store(false, Ordering::Release);
+    }
+
+    /// Takes the lock and returns a guard that releases it when dropped (also when
+    /// unwinding).
+    #[inline]
+    pub(crate) fn guard(&self) -> LockGuard<'_> {
+        self.lock();
+        LockGuard { lock: self }
+    }
+}
+
+/// Holds a [`RawSpinLock`] until dropped.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+#[derive(Debug)]
+pub(crate) struct LockGuard<'a> {
+    lock: &'a RawSpinLock,
+}
+
+impl Drop for LockGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: the guard exists only while its lock is held by this thread.
+        unsafe { self.lock.unlock() };
+    }
+}
+
+/// Prints `message` and the given addresses to standard error without allocating, then
+/// aborts. For corruption detected inside the allocator, where unwinding is not allowed.
+#[cold]
+#[inline(never)]
+pub(crate) fn fatal(message: &str, first: usize, second: usize) -> ! {
+    fn write_all(bytes: &[u8]) {
+        // SAFETY: `bytes` is a valid slice for its length; fd 2 is stderr (a failed write
+        // is ignored: we are about to abort).
+        let _ = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
+    }
+    fn hex(value: usize) -> ([u8; 18], usize) {
+        let mut out = [b'0'; 18];
+        out[1] = b'x';
+        let mut digits = [0u8; 16];
+        let mut n = value;
+        let mut len = 0;
+        loop {
+            digits[len] = b"0123456789abcdef"[n & 15];
+            len += 1;
+            n >>= 4;
+            if n == 0 {
+                break;
+            }
+        }
+        for i in 0..len {
+            out[2 + i] = digits[len - 1 - i];
+        }
+        (out, 2 + len)
+    }
+    write_all(b"slab-alloc: fatal: ");
+    write_all(message.as_bytes());
+    let (text, len) = hex(first);
+    write_all(b" (");
+    write_all(&text[..len]);
+    let (text, len) = hex(second);
+    write_all(b", ");
+    write_all(&text[..len]);
+    write_all(b")\n");
+    std::process::abort()
+}
+
+/// Aborts the process if dropped while unwinding: wrap code that must not unwind (a
+/// user constructor run under a lock, the C ABI's entry points).
+#[derive(Debug)]
+pub struct AbortOnUnwind {
+    /// What the guarded code was doing, for the message.
+    pub what: &'static str,
+}
+
+impl Drop for AbortOnUnwind {
+    #[inline]
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            fatal(self.what, 0, 0);
+        }
+    }
+}

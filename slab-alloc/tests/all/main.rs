@@ -1,0 +1,63 @@
+//! Integration tests of slab-alloc, one module per topic.
+
+mod corruption;
+mod exhaustion;
+mod heap_programs;
+mod object_cache_programs;
+mod slab_cache_programs;
+mod threads;
+mod working_set;
+
+/// Proptest case count: smaller under miri.
+pub fn cases(normal: u32) -> u32 {
+    if cfg!(miri) { 4 } else { normal }
+}
+
+/// Fills `len` bytes at `ptr` with a pattern derived from `seed`.
+///
+/// # Safety
+/// - `ptr` is valid for writes of `len` bytes.
+pub unsafe fn fill(ptr: *mut u8, len: usize, seed: u64) {
+    for i in 0..len {
+        // SAFETY: inside the block (caller).
+        unsafe { ptr.add(i).write(pattern(seed, i)) };
+    }
+}
+
+/// Checks the pattern written by [`fill`]; panics naming the first wrong byte.
+///
+/// # Safety
+/// - `ptr` is valid for reads of `len` bytes.
+pub unsafe fn check(ptr: *const u8, len: usize, seed: u64) {
+    for i in 0..len {
+        // SAFETY: inside the block (caller).
+        let byte = unsafe { ptr.add(i).read() };
+        assert_eq!(
+            byte,
+            pattern(seed, i),
+            "block {ptr:p} byte {i} (seed {seed}) corrupted"
+        );
+    }
+}
+
+fn pattern(seed: u64, i: usize) -> u8 {
+    (seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(i as u64 * 31)
+        >> 7) as u8
+}
+
+/// Panics if any two `(address, len)` ranges overlap.
+pub fn assert_disjoint(blocks: &mut [(usize, usize)]) {
+    blocks.sort_unstable();
+    for pair in blocks.windows(2) {
+        assert!(
+            pair[0].0 + pair[0].1 <= pair[1].0,
+            "blocks {:#x}+{} and {:#x}+{} overlap",
+            pair[0].0,
+            pair[0].1,
+            pair[1].0,
+            pair[1].1
+        );
+    }
+}

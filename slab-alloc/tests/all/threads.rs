@@ -1,0 +1,211 @@
+//! Multi-threaded stress: cross-thread frees, churn, threads exiting with objects, a
+//! cache dropped while other threads still hold its magazines.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::NonNull;
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+use slab_alloc::{ObjectCache, SlabCache, SlabHeap};
+
+use crate::{check, fill};
+
+/// A pointer that may cross threads (ownership moves with it).
+struct Sent(NonNull<u8>, u64);
+// SAFETY: the pointee is owned by whoever holds the `Sent`.
+unsafe impl Send for Sent {}
+
+fn scale(normal: usize) -> usize {
+    if cfg!(miri) {
+        (normal / 100).max(8)
+    } else {
+        normal
+    }
+}
+
+#[test]
+fn producer_consumer_cross_thread_frees() {
+    let cache = SlabCache::new(64, 8).unwrap();
+    let count = scale(100_000);
+    let (sender, receiver) = mpsc::sync_channel::<Vec<Sent>>(16);
+    // Handles are joined explicitly: only a native join waits for the thread's exit hook
+    // (the end of a scope waits for the closures alone).
+    thread::scope(|scope| {
+        let producer = scope.spawn(|| {
+            let mut batch = Vec::new();
+            for i in 0..count {
+                let object = cache.alloc();
+                // SAFETY: a fresh 64-byte object.
+                unsafe { fill(object.as_ptr(), 64, i as u64) };
+                batch.push(Sent(object, i as u64));
+                if batch.len() == 100 {
+                    sender.send(std::mem::take(&mut batch)).unwrap();
+                }
+            }
+            sender.send(batch).unwrap();
+            drop(sender);
+        });
+        let consumer = scope.spawn(|| {
+            for batch in receiver {
+                for Sent(object, seed) in batch {
+                    // SAFETY: produced and filled by the other thread, freed once here.
+                    unsafe {
+                        check(object.as_ptr(), 64, seed);
+                        cache.free(object);
+                    }
+                }
+            }
+        });
+        producer.join().unwrap();
+        consumer.join().unwrap();
+    });
+    // Both threads exited: their magazines went back to the depot.
+    cache.check_invariants();
+    assert_eq!(cache.stats().objects_live, 0, "{:?}", cache.stats());
+}
+
+#[test]
+fn many_threads_churning_on_one_heap() {
+    let heap = SlabHeap::new();
+    let threads = if cfg!(miri) { 3 } else { 8 };
+    let rounds = scale(20_000);
+    thread::scope(|scope| {
+        let mut handles = Vec::new();
+        for t in 0..threads {
+            let heap = &heap;
+            handles.push(scope.spawn(move || {
+                let mut live: Vec<(NonNull<u8>, Layout, u64)> = Vec::new();
+                let mut state = t as u64 + 1;
+                for round in 0..rounds {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    if live.len() < 64 && state % 3 != 0 {
+                        let size = 1 + (state as usize >> 8) % 2000;
+                        let layout = Layout::from_size_align(size, 8).unwrap();
+                        // SAFETY: non-zero size.
+                        let block = NonNull::new(unsafe { heap.alloc(layout) }).unwrap();
+                        // SAFETY: fresh block of `size` bytes.
+                        unsafe { fill(block.as_ptr(), size.min(64), round as u64) };
+                        live.push((block, layout, round as u64));
+                    } else if !live.is_empty() {
+                        let (block, layout, seed) = live.swap_remove(state as usize % live.len());
+                        // SAFETY: our live block, freed once.
+                        unsafe {
+                            check(block.as_ptr(), layout.size().min(64), seed);
+                            heap.dealloc(block.as_ptr(), layout);
+                        }
+                    }
+                }
+                for (block, layout, _) in live {
+                    // SAFETY: live blocks, freed once.
+                    unsafe { heap.dealloc(block.as_ptr(), layout) };
+                }
+            }));
+        }
+        for handle in handles {
+            handle.join().unwrap();
+        }
+    });
+    heap.check_invariants();
+    assert_eq!(heap.stats().small.objects_live, 0);
+}
+
+#[test]
+fn threads_exit_while_holding_objects() {
+    let cache = Arc::new(SlabCache::new(200, 8).unwrap());
+    let per_thread = scale(5_000);
+    let mut handles = Vec::new();
+    for t in 0..4u64 {
+        let cache = Arc::clone(&cache);
+        handles.push(thread::spawn(move || {
+            // Churn (fills the magazines), then exit holding half of the objects.
+            let objects: Vec<_> = (0..per_thread).map(|_| cache.alloc()).collect();
+            let mut kept = Vec::new();
+            for (i, object) in objects.into_iter().enumerate() {
+                if i % 2 == 0 {
+                    // SAFETY: allocated above, freed once.
+                    unsafe { cache.free(object) };
+                } else {
+                    // SAFETY: 200-byte object.
+                    unsafe { fill(object.as_ptr(), 200, t * 1_000_000 + i as u64) };
+                    kept.push(Sent(object, t * 1_000_000 + i as u64));
+                }
+            }
+            kept
+        }));
+    }
+    let held: Vec<Sent> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    // The exited threads' magazines are back in the depot: only the held objects are live.
+    assert_eq!(cache.stats().objects_live, held.len());
+    for Sent(object, seed) in held {
+        // SAFETY: allocated by an exited thread, filled, freed once here.
+        unsafe {
+            check(object.as_ptr(), 200, seed);
+            cache.free(object);
+        }
+    }
+    assert_eq!(cache.stats().objects_live, 0);
+    cache.check_invariants();
+}
+
+#[test]
+fn dropping_a_cache_takes_back_other_threads_magazines() {
+    let rounds = if cfg!(miri) { 3 } else { 20 };
+    let (to_worker, from_main) = mpsc::channel::<Option<Arc<ObjectCache<[u64; 4]>>>>();
+    let (to_main, from_worker) = mpsc::channel::<()>();
+    let worker = thread::spawn(move || {
+        // Keeps running across caches: its slots must not leak objects from one to the next.
+        while let Some(cache) = from_main.recv().unwrap() {
+            let objects: Vec<_> = (0..100).map(|_| cache.get()).collect();
+            for object in &objects {
+                assert_eq!(**object, [7, 7, 7, 7], "an object of another cache");
+            }
+            drop(objects); // into this thread's magazines
+            drop(cache);
+            to_main.send(()).unwrap();
+        }
+    });
+    for _ in 0..rounds {
+        let cache = Arc::new(ObjectCache::with_constructor(|| [7; 4]).unwrap());
+        to_worker.send(Some(Arc::clone(&cache))).unwrap();
+        from_worker.recv().unwrap();
+        let stats = cache.stats();
+        // The worker's magazines still hold its objects (they count as live until the
+        // magazines go back to the depot).
+        assert!(stats.objects_live >= 100, "{stats:?}");
+        drop(cache); // sweeps the worker's slot
+        // A plain cache reusing the id sees nothing stale.
+        let other = SlabCache::new(32, 8).unwrap();
+        let object = other.alloc();
+        // SAFETY: allocated above.
+        unsafe { other.free(object) };
+    }
+    to_worker.send(None).unwrap();
+    worker.join().unwrap();
+}
+
+#[test]
+fn two_threads_hammer_one_object_cache() {
+    let cache = ObjectCache::with_constructor(|| 0u64).unwrap();
+    let barrier = Barrier::new(2);
+    let rounds = scale(50_000);
+    thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                barrier.wait();
+                for _ in 0..rounds {
+                    let mut a = cache.get();
+                    let mut b = cache.get();
+                    *a += 1;
+                    *b += 1;
+                }
+            });
+        }
+    });
+    cache.check_invariants();
+}
