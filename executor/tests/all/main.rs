@@ -1,0 +1,3 @@
+//! Integration tests of the executor over loopback, one module per scenario.
+
+fn main() {}
