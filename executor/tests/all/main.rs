@@ -1,3 +1,14 @@
-//! Integration tests of the executor over loopback, one module per scenario.
+//! Integration tests of the executor's HTTP server and client over loopback, one module
+//! per scenario. Servers bind 127.0.0.1 port 0; every wait is bounded.
 
-fn main() {}
+mod chunked;
+mod client;
+mod keep_alive;
+mod limits;
+mod malformed;
+mod panics;
+mod pipelining;
+mod proxy;
+mod shutdown;
+mod support;
+mod timeouts;
