@@ -2,17 +2,22 @@
 //!
 //! Each worker owns a `mio::Poll`. A socket registers once, edge-triggered, for both
 //! reads and writes, under a token that indexes the worker's [`IoTable`]. The table
-//! entry is an [`IoState`]: two "ready" flags and two wakers behind a short mutex (a
-//! socket may be used from a task on another worker, so the state is shared).
+//! entry is an [`IoState`]: one atomic word of readiness (a read bit, a write bit and an
+//! event counter) and two wakers behind a short mutex (a socket may be used from a task
+//! on another worker, so the state is shared).
 //!
-//! Readiness protocol, per direction: the task tries the operation; on `WouldBlock` it
-//! locks the state and, if an event arrived meanwhile (`ready` set), clears the flag and
-//! retries, otherwise stores its waker and returns `Pending`. The worker sets `ready` and
-//! takes the waker under the same lock. An event can therefore never fall between the
-//! failed attempt and the waker being stored (no lost wake-ups); the price of a stale
-//! `ready` flag is one extra system call.
+//! Readiness protocol, per direction. The worker, on an event, sets the direction's bit
+//! and bumps the counter, then takes and wakes the stored waker. A task whose bit is set
+//! tries the operation; when the operation shows the socket drained (`WouldBlock`, or a
+//! read or write shorter than asked) it clears the bit, but only if the counter still
+//! has the value it saw before the operation, so an event that arrived meanwhile is
+//! never lost. A task whose bit is clear stores its waker under the mutex and then
+//! re-reads the bits: either it sees an event that raced with it and retries, or the
+//! worker (which sets bits before locking) finds the waker. The short-read rule saves
+//! the `WouldBlock` system call that would otherwise end every read.
 
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -30,44 +35,79 @@ pub(crate) enum Direction {
     Write,
 }
 
+impl Direction {
+    fn bit(self) -> usize {
+        match self {
+            Self::Read => READ_READY,
+            Self::Write => WRITE_READY,
+        }
+    }
+}
+
+const READ_READY: usize = 1;
+const WRITE_READY: usize = 2;
+/// The event counter lives above the two readiness bits.
+const TICK: usize = 4;
+
+/// What an operation tells the readiness protocol about the socket.
+#[derive(Debug)]
+pub(crate) enum Outcome<R> {
+    /// Done; the socket may have more (keep the readiness bit).
+    More(R),
+    /// Done, and the socket is drained for now (clear the bit, event counter allowing).
+    Drained(R),
+}
+
 #[derive(Debug, Default)]
-struct Readiness {
-    read_ready: bool,
-    write_ready: bool,
-    read_waker: Option<Waker>,
-    write_waker: Option<Waker>,
+struct Wakers {
+    read: Option<Waker>,
+    write: Option<Waker>,
 }
 
 /// Readiness of one registered socket; see the module docs for the protocol.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct IoState {
-    readiness: Mutex<Readiness>,
+    /// `READ_READY | WRITE_READY` bits plus an event counter in units of `TICK`.
+    readiness: AtomicUsize,
+    wakers: Mutex<Wakers>,
 }
 
 impl IoState {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Readiness> {
-        // The guarded data is plain flags; a panic elsewhere cannot leave it inconsistent.
-        self.readiness
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn new() -> Self {
+        // Optimistically ready: the first operation is simply tried.
+        Self {
+            readiness: AtomicUsize::new(READ_READY | WRITE_READY),
+            wakers: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Wakers> {
+        // The guarded data is two `Option<Waker>`s; a panic cannot leave them torn.
+        self.wakers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Records an event and wakes the tasks waiting for it.
     pub(crate) fn on_event(&self, readable: bool, writable: bool) {
+        let mut bits = 0;
+        if readable {
+            bits |= READ_READY;
+        }
+        if writable {
+            bits |= WRITE_READY;
+        }
+        if bits == 0 {
+            return;
+        }
+        // Bits first, then the lock: see the module docs.
+        let _ = self
+            .readiness
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+                Some((current | bits).wrapping_add(TICK))
+            });
         let (read_waker, write_waker) = {
-            let mut readiness = self.lock();
-            readiness.read_ready |= readable;
-            readiness.write_ready |= writable;
-            let read = if readable {
-                readiness.read_waker.take()
-            } else {
-                None
-            };
-            let write = if writable {
-                readiness.write_waker.take()
-            } else {
-                None
-            };
+            let mut wakers = self.lock();
+            let read = if readable { wakers.read.take() } else { None };
+            let write = if writable { wakers.write.take() } else { None };
             (read, write)
         };
         if let Some(waker) = read_waker {
@@ -76,6 +116,16 @@ impl IoState {
         if let Some(waker) = write_waker {
             waker.wake();
         }
+    }
+
+    /// Clears `direction`'s bit unless an event arrived since `seen` was read.
+    fn clear(&self, direction: Direction, seen: usize) {
+        let _ = self.readiness.compare_exchange(
+            seen,
+            seen & !direction.bit(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
     }
 }
 
@@ -137,7 +187,7 @@ impl Registration {
         let worker = current_shared().ok_or_else(|| {
             io::Error::other("sockets must be created on an executor worker thread")
         })?;
-        let state = Arc::new(IoState::default());
+        let state = Arc::new(IoState::new());
         let token = worker.io_table().insert(Arc::clone(&state));
         if let Err(error) = worker.registry().register(
             source,
@@ -161,37 +211,46 @@ impl Registration {
         self.worker.io_table().remove(self.token);
     }
 
-    /// Runs `operation` until it stops failing with `WouldBlock`, or parks the task
-    /// until the next event in `direction` (see the module docs).
+    /// Runs `operation` when the socket may be ready, until it stops failing with
+    /// `WouldBlock`, or parks the task until the next event in `direction` (see the
+    /// module docs).
     pub(crate) fn poll_io<R>(
         &self,
         cx: &mut Context<'_>,
         direction: Direction,
-        mut operation: impl FnMut() -> io::Result<R>,
+        mut operation: impl FnMut() -> io::Result<Outcome<R>>,
     ) -> Poll<io::Result<R>> {
+        let state = &*self.state;
         loop {
-            match operation() {
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    let mut readiness = self.state.lock();
-                    let readiness = &mut *readiness;
-                    let (ready, waker) = match direction {
-                        Direction::Read => (&mut readiness.read_ready, &mut readiness.read_waker),
-                        Direction::Write => {
-                            (&mut readiness.write_ready, &mut readiness.write_waker)
-                        }
+            let seen = state.readiness.load(Ordering::Acquire);
+            if seen & direction.bit() == 0 {
+                {
+                    let mut wakers = state.lock();
+                    let slot = match direction {
+                        Direction::Read => &mut wakers.read,
+                        Direction::Write => &mut wakers.write,
                     };
-                    if *ready {
-                        *ready = false;
-                        continue;
-                    }
-                    match waker {
+                    match slot {
                         Some(stored) if stored.will_wake(cx.waker()) => {}
-                        _ => *waker = Some(cx.waker().clone()),
+                        _ => *slot = Some(cx.waker().clone()),
                     }
+                }
+                if state.readiness.load(Ordering::Acquire) & direction.bit() == 0 {
                     return Poll::Pending;
                 }
+                continue;
+            }
+            match operation() {
+                Ok(Outcome::More(result)) => return Poll::Ready(Ok(result)),
+                Ok(Outcome::Drained(result)) => {
+                    state.clear(direction, seen);
+                    return Poll::Ready(Ok(result));
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    state.clear(direction, seen);
+                }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                result => return Poll::Ready(result),
+                Err(error) => return Poll::Ready(Err(error)),
             }
         }
     }

@@ -6,7 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use crate::net::TcpStream;
-use crate::reactor::{Direction, Registration};
+use crate::reactor::{Direction, Outcome, Registration};
 
 /// A listening socket registered with the worker thread that created it.
 ///
@@ -78,8 +78,9 @@ impl TcpListener {
         &self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<io::Result<(mio::net::TcpStream, SocketAddr)>> {
-        self.registration
-            .poll_io(cx, Direction::Read, || self.inner.accept())
+        self.registration.poll_io(cx, Direction::Read, || {
+            self.inner.accept().map(Outcome::More)
+        })
     }
 
     /// Waits for the next connection; the stream is registered with the current worker.

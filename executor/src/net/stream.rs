@@ -8,7 +8,17 @@ use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::task::{Context, Poll};
 
-use crate::reactor::{Direction, Registration};
+use crate::reactor::{Direction, Outcome, Registration};
+
+/// A transfer shorter than asked means the socket is drained for now (end of stream
+/// aside, which stays ready so that every later read sees it).
+fn transfer_outcome(done: usize, asked: usize) -> Outcome<usize> {
+    if done > 0 && done < asked {
+        Outcome::Drained(done)
+    } else {
+        Outcome::More(done)
+    }
+}
 
 /// A TCP connection registered with the worker thread that created it. It may be used
 /// from tasks on any worker; readiness events arrive on the creating worker.
@@ -50,7 +60,7 @@ impl TcpStream {
                     return Err(error);
                 }
                 match stream.inner.peer_addr() {
-                    Ok(_) => Ok(()),
+                    Ok(_) => Ok(Outcome::More(())),
                     Err(error) if error.kind() == io::ErrorKind::NotConnected => {
                         Err(io::ErrorKind::WouldBlock.into())
                     }
@@ -92,8 +102,12 @@ impl TcpStream {
     /// As `recv`.
     pub async fn read(&self, buffer: &mut [u8]) -> io::Result<usize> {
         poll_fn(|cx| {
-            self.registration
-                .poll_io(cx, Direction::Read, || (&self.inner).read(buffer))
+            self.registration.poll_io(cx, Direction::Read, || {
+                let asked = buffer.len();
+                (&self.inner)
+                    .read(buffer)
+                    .map(|done| transfer_outcome(done, asked))
+            })
         })
         .await
     }
@@ -144,7 +158,8 @@ impl TcpStream {
     ) -> Poll<io::Result<usize>> {
         let fd = self.inner.as_raw_fd();
         self.registration.poll_io(cx, Direction::Read, || {
-            crate::sys::read_into_uninit(fd, buffer)
+            let asked = buffer.len();
+            crate::sys::read_into_uninit(fd, buffer).map(|done| transfer_outcome(done, asked))
         })
     }
 
@@ -153,8 +168,11 @@ impl TcpStream {
         cx: &mut Context<'_>,
         buffer: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.registration
-            .poll_io(cx, Direction::Write, || (&self.inner).write(buffer))
+        self.registration.poll_io(cx, Direction::Write, || {
+            (&self.inner)
+                .write(buffer)
+                .map(|done| transfer_outcome(done, buffer.len()))
+        })
     }
 
     pub(crate) fn poll_write_vectored_bytes(
@@ -162,8 +180,11 @@ impl TcpStream {
         cx: &mut Context<'_>,
         buffers: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        let asked: usize = buffers.iter().map(|buffer| buffer.len()).sum();
         self.registration.poll_io(cx, Direction::Write, || {
-            (&self.inner).write_vectored(buffers)
+            (&self.inner)
+                .write_vectored(buffers)
+                .map(|done| transfer_outcome(done, asked))
         })
     }
 }
