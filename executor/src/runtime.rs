@@ -144,12 +144,17 @@ impl Runtime {
     /// Runs `future` on worker 0 and blocks the calling thread until it finishes.
     ///
     /// # Panics
-    /// Re-raises the future's panic; panics if the runtime's worker died.
+    /// Re-raises the future's panic; panics if the runtime's worker died, and when
+    /// called on a worker thread (blocking a worker could deadlock it; `.await` there).
     pub fn block_on<F>(&self, future: F) -> F::Output
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        assert!(
+            crate::worker::with_local(|_| ()).is_none(),
+            "Runtime::block_on called on an executor worker thread; await the future instead"
+        );
         match block_on_thread(self.spawn_on(0, future)) {
             Ok(output) => output,
             Err(crate::JoinError::Panicked(payload)) => std::panic::resume_unwind(payload),

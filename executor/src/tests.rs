@@ -365,3 +365,37 @@ mod shutdown {
         ));
     }
 }
+
+mod runtime {
+    use super::*;
+
+    #[test]
+    fn block_on_inside_a_worker_is_refused_not_deadlocked() {
+        let outer = Arc::new(super::runtime(1));
+        let inner = Arc::clone(&outer);
+        let result = outer.block_on(async move {
+            let refused =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.block_on(async {})))
+                    .is_err();
+            // Released here, so the last reference (and the runtime's drop) stays outside.
+            drop(inner);
+            refused
+        });
+        assert!(result);
+    }
+
+    #[test]
+    fn spawn_is_round_robin_over_workers() {
+        let runtime = super::runtime(3);
+        let mut seen: Vec<usize> = (0..6)
+            .map(|_| {
+                runtime
+                    .block_on(runtime.spawn(async { crate::current_worker().unwrap() }))
+                    .unwrap()
+            })
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), 3);
+    }
+}
