@@ -17,7 +17,7 @@ mod worker;
 pub use hyper_rt::{HyperExecutor, HyperTimer};
 pub use join::{JoinError, JoinHandle};
 pub use runtime::{Builder, Runtime};
-pub use server::{Handler, RequestBody, ResponseBody, Server, ServerBuilder};
+pub use server::{Handler, RequestBody, ResponseBody, Server, ServerBuilder, ServerStats};
 pub use shutdown::{Shutdown, ShutdownWait, SignalWatcher};
 pub use task::{current_worker, spawn};
 pub use timer::{Elapsed, Sleep, Timeout, sleep, sleep_until, timeout};

@@ -14,7 +14,9 @@
 //! never lost. A task whose bit is clear stores its waker under the mutex and then
 //! re-reads the bits: either it sees an event that raced with it and retries, or the
 //! worker (which sets bits before locking) finds the waker. The short-read rule saves
-//! the `WouldBlock` system call that would otherwise end every read.
+//! the `WouldBlock` system call that would otherwise end every read. "Closed" bits
+//! (peer hung up, socket error) are sticky: once set, operations always run, so an end
+//! of stream that arrived with the last data is seen even after a short read.
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,18 +38,33 @@ pub(crate) enum Direction {
 }
 
 impl Direction {
+    /// The readiness bit an operation clears when it finds the socket drained.
     fn bit(self) -> usize {
         match self {
             Self::Read => READ_READY,
             Self::Write => WRITE_READY,
         }
     }
+
+    /// The bits that let an operation run: ready, or closed (sticky).
+    fn runnable(self) -> usize {
+        match self {
+            Self::Read => READ_READY | READ_CLOSED,
+            Self::Write => WRITE_READY | WRITE_CLOSED,
+        }
+    }
 }
 
 const READ_READY: usize = 1;
 const WRITE_READY: usize = 2;
-/// The event counter lives above the two readiness bits.
-const TICK: usize = 4;
+/// Sticky: the peer closed its half, or the socket has an error. Never cleared, because
+/// with edge-triggered events a short read that leaves a pending end of stream behind
+/// would otherwise wait for an event that never comes.
+const READ_CLOSED: usize = 4;
+/// Sticky, like [`READ_CLOSED`], for writes.
+const WRITE_CLOSED: usize = 8;
+/// The event counter lives above the readiness bits.
+const TICK: usize = 16;
 
 /// What an operation tells the readiness protocol about the socket.
 #[derive(Debug)]
@@ -87,17 +104,26 @@ impl IoState {
     }
 
     /// Records an event and wakes the tasks waiting for it.
-    pub(crate) fn on_event(&self, readable: bool, writable: bool) {
+    pub(crate) fn on_event(&self, event: &mio::event::Event) {
+        let error = event.is_error();
         let mut bits = 0;
-        if readable {
+        if event.is_readable() {
             bits |= READ_READY;
         }
-        if writable {
+        if event.is_writable() {
             bits |= WRITE_READY;
+        }
+        if event.is_read_closed() || error {
+            bits |= READ_READY | READ_CLOSED;
+        }
+        if event.is_write_closed() || error {
+            bits |= WRITE_READY | WRITE_CLOSED;
         }
         if bits == 0 {
             return;
         }
+        let readable = bits & READ_READY != 0;
+        let writable = bits & WRITE_READY != 0;
         // Bits first, then the lock: see the module docs.
         let _ = self
             .readiness
@@ -223,7 +249,7 @@ impl Registration {
         let state = &*self.state;
         loop {
             let seen = state.readiness.load(Ordering::Acquire);
-            if seen & direction.bit() == 0 {
+            if seen & direction.runnable() == 0 {
                 {
                     let mut wakers = state.lock();
                     let slot = match direction {
@@ -235,7 +261,7 @@ impl Registration {
                         _ => *slot = Some(cx.waker().clone()),
                     }
                 }
-                if state.readiness.load(Ordering::Acquire) & direction.bit() == 0 {
+                if state.readiness.load(Ordering::Acquire) & direction.runnable() == 0 {
                     return Poll::Pending;
                 }
                 continue;

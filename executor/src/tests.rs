@@ -72,6 +72,35 @@ mod reactor {
         assert_eq!(received, b"ping pong");
     }
 
+    /// Data and the peer's FIN arrive in one edge-triggered event; the first (short)
+    /// read must not leave the end of stream unseen.
+    #[test]
+    fn end_of_stream_behind_a_short_read_is_seen() {
+        let runtime = runtime(1);
+        let listener = std::net::TcpListener::bind(loopback()).unwrap();
+        let address = listener.local_addr().unwrap();
+        let peer = std::thread::spawn(move || {
+            use std::io::Write;
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.write_all(b"last words").unwrap();
+        });
+        let outcome = runtime.block_on(async move {
+            let stream = TcpStream::connect(address).await.unwrap();
+            // Let data and FIN both arrive before the first read.
+            sleep(Duration::from_millis(50)).await;
+            let mut buffer = [0; 1024];
+            let first = stream.read(&mut buffer).await.unwrap();
+            let second = timeout(Duration::from_secs(5), stream.read(&mut buffer)).await;
+            (first, second.map(Result::unwrap))
+        });
+        peer.join().unwrap();
+        assert_eq!(
+            outcome,
+            (10, Ok(0)),
+            "end of stream lost after a short read"
+        );
+    }
+
     #[test]
     fn stream_used_from_another_worker_gets_its_events() {
         let runtime = runtime(2);

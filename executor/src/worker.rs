@@ -292,11 +292,7 @@ impl Worker {
                         continue;
                     }
                     if let Some(state) = table.get(event.token().0) {
-                        let error = event.is_error();
-                        state.on_event(
-                            event.is_readable() || event.is_read_closed() || error,
-                            event.is_writable() || event.is_write_closed() || error,
-                        );
+                        state.on_event(event);
                     }
                 }
             }

@@ -4,24 +4,26 @@
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Instant;
 
 use crate::hyper_rt::HyperTimer;
 use crate::net::TcpStream;
 use crate::server::request_scope::{ConnectionActivity, HandlerService};
+use crate::server::stats::Counters;
 use crate::server::{Config, Handler};
 use crate::shutdown::Shutdown;
 use crate::timer::sleep;
 
 /// A slot under the connection limit, given back on drop.
 #[derive(Debug)]
-pub(crate) struct ConnectionPermit(Arc<AtomicUsize>);
+pub(crate) struct ConnectionPermit(Arc<Counters>);
 
 impl ConnectionPermit {
     /// Takes a slot if fewer than `max` connections are open.
-    pub(crate) fn try_acquire(open: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+    pub(crate) fn try_acquire(counters: &Arc<Counters>, max: usize) -> Option<Self> {
+        let open = &counters.open;
         let mut current = open.load(Ordering::Relaxed);
         loop {
             if current >= max {
@@ -33,7 +35,10 @@ impl ConnectionPermit {
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Some(Self(Arc::clone(open))),
+                Ok(_) => {
+                    counters.accepted.fetch_add(1, Ordering::Relaxed);
+                    return Some(Self(Arc::clone(counters)));
+                }
                 Err(actual) => current = actual,
             }
         }
@@ -42,7 +47,7 @@ impl ConnectionPermit {
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod connection;
 pub(crate) mod request_scope;
+mod stats;
 
 use std::fmt;
 use std::future::{Future, poll_fn};
@@ -9,7 +10,7 @@ use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,8 @@ use crate::net::TcpListener;
 use crate::runtime::{Runtime, block_on_thread};
 use crate::shutdown::Shutdown;
 use connection::ConnectionPermit;
+use stats::Counters;
+pub use stats::ServerStats;
 
 /// The body a handler receives: hyper's incoming body, cut off (with an error) past the
 /// server's maximum body size.
@@ -71,6 +74,8 @@ pub(crate) struct Config {
     pub(crate) max_connections: usize,
     pub(crate) max_header_bytes: usize,
     pub(crate) max_body_bytes: usize,
+    /// What the server has done so far; read through [`ServerStats`].
+    pub(crate) counters: Arc<Counters>,
 }
 
 /// hyper's smallest read buffer; the header limit cannot go below it.
@@ -97,6 +102,7 @@ impl Default for ServerBuilder {
                 max_connections: 10_000,
                 max_header_bytes: 16 * 1024,
                 max_body_bytes: 1024 * 1024,
+                counters: Arc::default(),
             },
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             reuse_port: cfg!(target_os = "linux"),
@@ -278,6 +284,11 @@ impl Server {
         self.local_addr
     }
 
+    /// Live counters of this server (open connections, refusals, requests).
+    pub fn stats(&self) -> ServerStats {
+        ServerStats::new(Arc::clone(&self.config.counters))
+    }
+
     /// The flag that starts a graceful shutdown when triggered (what SIGINT/SIGTERM do).
     pub fn shutdown_handle(&self) -> Shutdown {
         self.shutdown.clone()
@@ -303,7 +314,6 @@ impl Server {
             None
         };
         let handler = Arc::new(handler);
-        let open = Arc::new(AtomicUsize::new(0));
         for (index, listener) in listeners.into_iter().enumerate() {
             drop(runtime.spawn_on(
                 index,
@@ -312,13 +322,12 @@ impl Server {
                     Arc::clone(&config),
                     Arc::clone(&handler),
                     shutdown.clone(),
-                    Arc::clone(&open),
                 ),
             ));
         }
         block_on_thread(shutdown.wait());
         let deadline = Instant::now() + config.shutdown_deadline;
-        while open.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        while config.counters.open.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
         }
         drop(runtime);
@@ -331,7 +340,6 @@ async fn accept_loop<H: Handler>(
     config: Arc<Config>,
     handler: Arc<H>,
     shutdown: Shutdown,
-    open: Arc<AtomicUsize>,
 ) {
     let listener = match TcpListener::from_std(listener) {
         Ok(listener) => listener,
@@ -354,8 +362,10 @@ async fn accept_loop<H: Handler>(
             // Shutdown: dropping the listener closes it, so new connections are refused.
             None => return,
             Some(Ok((mut stream, _peer))) => {
-                let Some(permit) = ConnectionPermit::try_acquire(&open, config.max_connections)
+                let counters = &config.counters;
+                let Some(permit) = ConnectionPermit::try_acquire(counters, config.max_connections)
                 else {
+                    counters.refused.fetch_add(1, Ordering::Relaxed);
                     // Over the limit: a best-effort 503 on the fresh (empty) send buffer,
                     // then close. Never registered, so it costs the served ones nothing.
                     let _ = stream.write(REFUSAL);

@@ -200,6 +200,10 @@ impl<H: Handler> hyper::service::Service<Request<Incoming>> for HandlerService<H
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let in_flight = InFlight::new(&self.activity);
+        self.config
+            .counters
+            .requests
+            .fetch_add(1, Ordering::Relaxed);
         let max_body = self.config.max_body_bytes;
         let declared_too_large = request
             .headers()

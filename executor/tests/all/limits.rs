@@ -34,6 +34,7 @@ fn connections_past_the_maximum_are_refused_without_disturbing_served_ones() {
             "{response}"
         );
     }
+    assert_eq!(server.stats.refused_connections(), 10);
     // The served connections are untouched.
     assert_eq!(request_hello(&mut first, 2), Ended::Done);
     assert_eq!(request_hello(&mut second, 2), Ended::Done);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use executor::client::ClientConnection;
-use executor::{RequestBody, Runtime, ServerBuilder, Shutdown};
+use executor::{RequestBody, Runtime, ServerBuilder, ServerStats, Shutdown};
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
@@ -20,6 +20,7 @@ pub type TestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 pub struct TestServer {
     pub address: SocketAddr,
     pub shutdown: Shutdown,
+    pub stats: ServerStats,
     thread: Option<thread::JoinHandle<std::io::Result<()>>>,
 }
 
@@ -33,8 +34,27 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// Waits (bounded) until the server holds no connection: every scenario must end
+    /// with nothing leaked once its clients are gone.
+    pub fn assert_no_connection_left(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.stats.open_connections() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{} connections still open after the clients left",
+                self.stats.open_connections()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
+        if self.thread.is_some() && !thread::panicking() {
+            self.assert_no_connection_left();
+        }
         self.shutdown.trigger();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -60,10 +80,12 @@ pub fn start_with<H: executor::Handler>(builder: ServerBuilder, handler: H) -> T
     let server = builder.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
     let address = server.local_addr();
     let shutdown = server.shutdown_handle();
+    let stats = server.stats();
     let thread = thread::spawn(move || server.serve(handler));
     TestServer {
         address,
         shutdown,
+        stats,
         thread: Some(thread),
     }
 }
