@@ -155,14 +155,17 @@ mod timers {
     fn sleeps_complete_in_deadline_order_and_not_early() {
         let runtime = runtime(2);
         let order = Arc::new(Mutex::new(Vec::new()));
-        let start = Instant::now();
+        // Far enough ahead that every task registers before the first deadline (miri
+        // interprets slowly, and its clock keeps running meanwhile).
+        let start = Instant::now() + Duration::from_millis(if cfg!(miri) { 2000 } else { 50 });
         let handles: Vec<_> = [30u64, 10, 20, 0]
             .into_iter()
             .map(|millis| {
                 let order = Arc::clone(&order);
                 runtime.spawn_on(0, async move {
-                    sleep(Duration::from_millis(millis)).await;
-                    assert!(start.elapsed() >= Duration::from_millis(millis));
+                    // Absolute deadlines: the order must not depend on when tasks start.
+                    crate::sleep_until(start + Duration::from_millis(millis)).await;
+                    assert!(Instant::now() >= start + Duration::from_millis(millis));
                     order.lock().unwrap().push(millis);
                 })
             })
@@ -235,8 +238,6 @@ mod timers {
         });
         runtime.block_on(runtime.spawn_on(1, registered)).unwrap();
     }
-
-    use std::future::Future;
 }
 
 mod wakers {
@@ -426,5 +427,34 @@ mod runtime {
         seen.sort_unstable();
         seen.dedup();
         assert_eq!(seen.len(), 3);
+    }
+}
+
+mod hyper_glue {
+    use super::*;
+    use hyper::rt::{Executor, Timer};
+
+    #[test]
+    fn hyper_executor_spawns_and_hyper_timer_sleeps_and_resets() {
+        let runtime = super::runtime(1);
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&ran);
+        let waited = runtime.block_on(async move {
+            crate::HyperExecutor.execute(async move { flag.store(true, Ordering::SeqCst) });
+            let start = Instant::now();
+            let mut sleep = crate::HyperTimer.sleep(Duration::from_secs(3600));
+            // Register the long deadline, then pull it in: the reset must take effect.
+            poll_fn(|cx| {
+                assert!(sleep.as_mut().poll(cx).is_pending());
+                Poll::Ready(())
+            })
+            .await;
+            crate::HyperTimer.reset(&mut sleep, Instant::now() + Duration::from_millis(10));
+            sleep.await;
+            yield_now().await;
+            start.elapsed()
+        });
+        assert!(waited < Duration::from_secs(60));
+        assert!(ran.load(Ordering::SeqCst));
     }
 }
