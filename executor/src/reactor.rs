@@ -57,9 +57,10 @@ impl Direction {
 
 const READ_READY: usize = 1;
 const WRITE_READY: usize = 2;
-/// Sticky: the peer closed its half, or the socket has an error. Never cleared, because
-/// with edge-triggered events a short read that leaves a pending end of stream behind
-/// would otherwise wait for an event that never comes.
+/// Sticky: the peer closed its half, or the socket has an error. Not cleared by a short
+/// read, because with edge-triggered events a short read that leaves a pending end of
+/// stream behind would otherwise wait for an event that never comes; only `WouldBlock`
+/// (proof that nothing is pending) clears it.
 const READ_CLOSED: usize = 4;
 /// Sticky, like [`READ_CLOSED`], for writes.
 const WRITE_CLOSED: usize = 8;
@@ -144,11 +145,11 @@ impl IoState {
         }
     }
 
-    /// Clears `direction`'s bit unless an event arrived since `seen` was read.
-    fn clear(&self, direction: Direction, seen: usize) {
+    /// Clears `bits` unless an event arrived since `seen` was read.
+    fn clear(&self, bits: usize, seen: usize) {
         let _ = self.readiness.compare_exchange(
             seen,
-            seen & !direction.bit(),
+            seen & !bits,
             Ordering::AcqRel,
             Ordering::Acquire,
         );
@@ -269,15 +270,48 @@ impl Registration {
             match operation() {
                 Ok(Outcome::More(result)) => return Poll::Ready(Ok(result)),
                 Ok(Outcome::Drained(result)) => {
-                    state.clear(direction, seen);
+                    state.clear(direction.bit(), seen);
                     return Poll::Ready(Ok(result));
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    state.clear(direction, seen);
+                    // `WouldBlock` proves the socket neither ready nor closed: clear the
+                    // sticky bit too, so that a stray closed bit can never make this
+                    // loop spin.
+                    state.clear(direction.runnable(), seen);
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => return Poll::Ready(Err(error)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A closed bit that turns out to be stale (the operation says `WouldBlock`) is
+    /// cleared instead of making `poll_io` spin, and the task parks.
+    #[test]
+    fn stray_closed_bit_parks_instead_of_spinning() {
+        let runtime = crate::Runtime::builder().workers(1).build().unwrap();
+        let attempts = runtime.block_on(async {
+            let mut listener = mio::net::TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let registration = Registration::new(&mut listener).unwrap();
+            registration
+                .state
+                .readiness
+                .fetch_or(READ_CLOSED, Ordering::AcqRel);
+            let mut attempts = 0;
+            let mut cx = Context::from_waker(Waker::noop());
+            let polled = registration.poll_io(&mut cx, Direction::Read, || {
+                attempts += 1;
+                listener.accept().map(Outcome::More)
+            });
+            assert!(polled.is_pending());
+            registration.deregister(&mut listener);
+            attempts
+        });
+        assert_eq!(attempts, 1);
     }
 }
