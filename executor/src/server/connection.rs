@@ -90,14 +90,19 @@ pub(crate) async fn serve<H: Handler>(
             // header timeout): the connection is over either way.
             return Poll::Ready(());
         }
-        while Pin::new(&mut idle).poll(cx).is_ready() {
+        if Pin::new(&mut idle).poll(cx).is_ready() {
             let started = activity.started.load(Ordering::Relaxed);
             if activity.in_flight.load(Ordering::Relaxed) == 0 && started == started_at_arm {
                 // No request for a whole idle period: close.
                 return Poll::Ready(());
             }
+            // Busy, or a request started meanwhile: check again one period from now.
             started_at_arm = started;
             idle.reset(Instant::now() + config.idle_timeout);
+            if Pin::new(&mut idle).poll(cx).is_ready() {
+                // A tiny timeout already passed again: come back next turn, never spin.
+                cx.waker().wake_by_ref();
+            }
         }
         Poll::Pending
     })
