@@ -1,0 +1,65 @@
+//! Echoes a JSON request body: `POST /echo` with a valid JSON document gets it back
+//! (`application/json`); invalid JSON gets 400, a body over 64 KiB gets 413, anything
+//! else 404.
+//!
+//! `cargo run --release -p executor --example echo -- [PORT] [WORKERS]`, then
+//! `curl -d '{"hello":[1,2,3]}' http://127.0.0.1:8080/echo`
+
+mod common;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, LengthLimitError};
+
+fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, content_type.parse().unwrap());
+    response
+}
+
+async fn echo(request: Request<executor::RequestBody>) -> Response<Full<Bytes>> {
+    if request.method() != Method::POST || request.uri().path() != "/echo" {
+        return reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "POST JSON to /echo\n".into(),
+        );
+    }
+    let body = match request.into_body().collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(error) if error.is::<LengthLimitError>() => {
+            return reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "text/plain",
+                "body too large\n".into(),
+            );
+        }
+        Err(_) => return reply(StatusCode::BAD_REQUEST, "text/plain", "bad body\n".into()),
+    };
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(_) => reply(StatusCode::OK, "application/json", body),
+        Err(error) => reply(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            format!("invalid JSON: {error}\n").into(),
+        ),
+    }
+}
+
+fn main() -> std::io::Result<()> {
+    let (address, workers) = common::settings(8080);
+    let server = executor::Server::builder()
+        .workers(workers)
+        .max_body_bytes(64 * 1024)
+        .bind(address)?;
+    println!(
+        "echo: listening on http://{}/echo with {workers} workers",
+        server.local_addr()
+    );
+    server.serve(echo)?;
+    println!("echo: shut down");
+    Ok(())
+}

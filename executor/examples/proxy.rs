@@ -1,0 +1,67 @@
+//! A handler that calls another HTTP server: `GET /path` is forwarded to
+//! `UPSTREAM` (default `127.0.0.1:8080`, for example the `hello` example) with the
+//! executor's HTTP/1 client (non-blocking connect, 2 s timeout); upstream failures
+//! become 502, timeouts 504.
+//!
+//! `UPSTREAM=127.0.0.1:8080 cargo run --release -p executor --example proxy -- [PORT] [WORKERS]`
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use executor::client::{ClientError, send_request};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+
+fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response
+}
+
+async fn forward(
+    upstream: SocketAddr,
+    request: Request<executor::RequestBody>,
+) -> Response<Full<Bytes>> {
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |path| path.as_str());
+    let outbound = match Request::get(path)
+        .header("host", upstream.to_string())
+        .body(Empty::<Bytes>::new())
+    {
+        Ok(outbound) => outbound,
+        Err(_) => return plain(StatusCode::BAD_REQUEST, "bad path\n"),
+    };
+    let response = match send_request(upstream, outbound, Duration::from_secs(2)).await {
+        Ok(response) => response,
+        Err(ClientError::Timeout) => {
+            return plain(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n");
+        }
+        Err(_) => return plain(StatusCode::BAD_GATEWAY, "upstream failed\n"),
+    };
+    let (parts, body) = response.into_parts();
+    match body.collect().await {
+        Ok(body) => Response::from_parts(parts, Full::new(body.to_bytes())),
+        Err(_) => plain(StatusCode::BAD_GATEWAY, "upstream body failed\n"),
+    }
+}
+
+fn main() -> std::io::Result<()> {
+    let (address, workers) = common::settings(8081);
+    let upstream: SocketAddr = std::env::var("UPSTREAM")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let server = executor::Server::builder().workers(workers).bind(address)?;
+    println!(
+        "proxy: listening on http://{} with {workers} workers, forwarding to http://{upstream}",
+        server.local_addr()
+    );
+    server.serve(move |request| forward(upstream, request))?;
+    println!("proxy: shut down");
+    Ok(())
+}

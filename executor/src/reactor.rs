@@ -1,0 +1,317 @@
+//! The reactor half of a worker: readiness bookkeeping for registered sockets.
+//!
+//! Each worker owns a `mio::Poll`. A socket registers once, edge-triggered, for both
+//! reads and writes, under a token that indexes the worker's [`IoTable`]. The table
+//! entry is an [`IoState`]: one atomic word of readiness (a read bit, a write bit and an
+//! event counter) and two wakers behind a short mutex (a socket may be used from a task
+//! on another worker, so the state is shared).
+//!
+//! Readiness protocol, per direction. The worker, on an event, sets the direction's bit
+//! and bumps the counter, then takes and wakes the stored waker. A task whose bit is set
+//! tries the operation; when the operation shows the socket drained (`WouldBlock`, or a
+//! read or write shorter than asked) it clears the bit, but only if the counter still
+//! has the value it saw before the operation, so an event that arrived meanwhile is
+//! never lost. A task whose bit is clear stores its waker under the mutex and then
+//! re-reads the bits: either it sees an event that raced with it and retries, or the
+//! worker (which sets bits before locking) finds the waker. The short-read rule saves
+//! the `WouldBlock` system call that would otherwise end every read. "Closed" bits
+//! (peer hung up, socket error) are sticky: once set, operations always run, so an end
+//! of stream that arrived with the last data is seen even after a short read.
+
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use mio::event::Source;
+use mio::{Interest, Token};
+
+use crate::worker::{WorkerShared, current_shared};
+
+/// Which half of a socket an operation needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// Reading, accepting.
+    Read,
+    /// Writing, connecting.
+    Write,
+}
+
+impl Direction {
+    /// The readiness bit an operation clears when it finds the socket drained.
+    fn bit(self) -> usize {
+        match self {
+            Self::Read => READ_READY,
+            Self::Write => WRITE_READY,
+        }
+    }
+
+    /// The bits that let an operation run: ready, or closed (sticky).
+    fn runnable(self) -> usize {
+        match self {
+            Self::Read => READ_READY | READ_CLOSED,
+            Self::Write => WRITE_READY | WRITE_CLOSED,
+        }
+    }
+}
+
+const READ_READY: usize = 1;
+const WRITE_READY: usize = 2;
+/// Sticky: the peer closed its half, or the socket has an error. Not cleared by a short
+/// read, because with edge-triggered events a short read that leaves a pending end of
+/// stream behind would otherwise wait for an event that never comes; only `WouldBlock`
+/// (proof that nothing is pending) clears it.
+const READ_CLOSED: usize = 4;
+/// Sticky, like [`READ_CLOSED`], for writes.
+const WRITE_CLOSED: usize = 8;
+/// The event counter lives above the readiness bits.
+const TICK: usize = 16;
+
+/// What an operation tells the readiness protocol about the socket.
+#[derive(Debug)]
+pub(crate) enum Outcome<R> {
+    /// Done; the socket may have more (keep the readiness bit).
+    More(R),
+    /// Done, and the socket is drained for now (clear the bit, event counter allowing).
+    Drained(R),
+}
+
+#[derive(Debug, Default)]
+struct Wakers {
+    read: Option<Waker>,
+    write: Option<Waker>,
+}
+
+/// Readiness of one registered socket; see the module docs for the protocol.
+#[derive(Debug)]
+pub(crate) struct IoState {
+    /// `READ_READY | WRITE_READY` bits plus an event counter in units of `TICK`.
+    readiness: AtomicUsize,
+    wakers: Mutex<Wakers>,
+}
+
+impl IoState {
+    fn new() -> Self {
+        // Optimistically ready: the first operation is simply tried.
+        Self {
+            readiness: AtomicUsize::new(READ_READY | WRITE_READY),
+            wakers: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Wakers> {
+        // The guarded data is two `Option<Waker>`s; a panic cannot leave them torn.
+        self.wakers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records an event and wakes the tasks waiting for it.
+    pub(crate) fn on_event(&self, event: &mio::event::Event) {
+        let error = event.is_error();
+        let mut bits = 0;
+        if event.is_readable() {
+            bits |= READ_READY;
+        }
+        if event.is_writable() {
+            bits |= WRITE_READY;
+        }
+        if event.is_read_closed() || error {
+            bits |= READ_READY | READ_CLOSED;
+        }
+        if event.is_write_closed() || error {
+            bits |= WRITE_READY | WRITE_CLOSED;
+        }
+        if bits == 0 {
+            return;
+        }
+        let readable = bits & READ_READY != 0;
+        let writable = bits & WRITE_READY != 0;
+        // Bits first, then the lock: see the module docs.
+        let _ = self
+            .readiness
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+                Some((current | bits).wrapping_add(TICK))
+            });
+        let (read_waker, write_waker) = {
+            let mut wakers = self.lock();
+            let read = if readable { wakers.read.take() } else { None };
+            let write = if writable { wakers.write.take() } else { None };
+            (read, write)
+        };
+        if let Some(waker) = read_waker {
+            waker.wake();
+        }
+        if let Some(waker) = write_waker {
+            waker.wake();
+        }
+    }
+
+    /// Clears `bits` unless an event arrived since `seen` was read.
+    fn clear(&self, bits: usize, seen: usize) {
+        let _ = self.readiness.compare_exchange(
+            seen,
+            seen & !bits,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+}
+
+/// Token-indexed table of the sockets registered with one worker's `Poll`.
+#[derive(Debug, Default)]
+pub(crate) struct IoTable {
+    entries: Vec<Option<Arc<IoState>>>,
+    free: Vec<usize>,
+}
+
+impl IoTable {
+    fn insert(&mut self, state: Arc<IoState>) -> usize {
+        if let Some(index) = self.free.pop() {
+            self.entries[index] = Some(state);
+            index
+        } else {
+            self.entries.push(Some(state));
+            self.entries.len() - 1
+        }
+    }
+
+    fn remove(&mut self, index: usize) {
+        if let Some(entry) = self.entries.get_mut(index) {
+            if entry.take().is_some() {
+                self.free.push(index);
+            }
+        }
+    }
+
+    /// The state registered under `token`, if any. A token whose socket went away yields
+    /// `None`, or the state of a later socket that reused the index: a spurious event,
+    /// which the readiness protocol absorbs.
+    pub(crate) fn get(&self, token: usize) -> Option<&Arc<IoState>> {
+        self.entries.get(token)?.as_ref()
+    }
+
+    /// Registered sockets.
+    #[cfg(test)]
+    pub(crate) fn live(&self) -> usize {
+        self.entries.len() - self.free.len()
+    }
+}
+
+/// A socket's registration with the worker it was created on. Deregister before drop.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    worker: Arc<WorkerShared>,
+    token: usize,
+    state: Arc<IoState>,
+}
+
+impl Registration {
+    /// Registers `source` with the current thread's worker.
+    ///
+    /// # Errors
+    /// Outside a worker thread (an [`io::ErrorKind::Other`] error saying so), or when
+    /// `epoll_ctl` fails.
+    pub(crate) fn new<S: Source + ?Sized>(source: &mut S) -> io::Result<Self> {
+        let worker = current_shared().ok_or_else(|| {
+            io::Error::other("sockets must be created on an executor worker thread")
+        })?;
+        let state = Arc::new(IoState::new());
+        let token = worker.io_table().insert(Arc::clone(&state));
+        if let Err(error) = worker.registry().register(
+            source,
+            Token(token),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            worker.io_table().remove(token);
+            return Err(error);
+        }
+        Ok(Self {
+            worker,
+            token,
+            state,
+        })
+    }
+
+    /// Removes `source` from the worker's `Poll` and frees the token.
+    pub(crate) fn deregister<S: Source + ?Sized>(&self, source: &mut S) {
+        // Failure means the descriptor is already gone from epoll; nothing to undo.
+        let _ = self.worker.registry().deregister(source);
+        self.worker.io_table().remove(self.token);
+    }
+
+    /// Runs `operation` when the socket may be ready, until it stops failing with
+    /// `WouldBlock`, or parks the task until the next event in `direction` (see the
+    /// module docs).
+    pub(crate) fn poll_io<R>(
+        &self,
+        cx: &mut Context<'_>,
+        direction: Direction,
+        mut operation: impl FnMut() -> io::Result<Outcome<R>>,
+    ) -> Poll<io::Result<R>> {
+        let state = &*self.state;
+        loop {
+            let seen = state.readiness.load(Ordering::Acquire);
+            if seen & direction.runnable() == 0 {
+                {
+                    let mut wakers = state.lock();
+                    let slot = match direction {
+                        Direction::Read => &mut wakers.read,
+                        Direction::Write => &mut wakers.write,
+                    };
+                    match slot {
+                        Some(stored) if stored.will_wake(cx.waker()) => {}
+                        _ => *slot = Some(cx.waker().clone()),
+                    }
+                }
+                if state.readiness.load(Ordering::Acquire) & direction.runnable() == 0 {
+                    return Poll::Pending;
+                }
+                continue;
+            }
+            match operation() {
+                Ok(Outcome::More(result)) => return Poll::Ready(Ok(result)),
+                Ok(Outcome::Drained(result)) => {
+                    state.clear(direction.bit(), seen);
+                    return Poll::Ready(Ok(result));
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    // `WouldBlock` proves the socket neither ready nor closed: clear the
+                    // sticky bit too, so that a stray closed bit can never make this
+                    // loop spin.
+                    state.clear(direction.runnable(), seen);
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A closed bit that turns out to be stale (the operation says `WouldBlock`) is
+    /// cleared instead of making `poll_io` spin, and the task parks.
+    #[test]
+    fn stray_closed_bit_parks_instead_of_spinning() {
+        let runtime = crate::Runtime::builder().workers(1).build().unwrap();
+        let attempts = runtime.block_on(async {
+            let mut listener = mio::net::TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let registration = Registration::new(&mut listener).unwrap();
+            registration
+                .state
+                .readiness
+                .fetch_or(READ_CLOSED, Ordering::AcqRel);
+            let mut attempts = 0;
+            let mut cx = Context::from_waker(Waker::noop());
+            let polled = registration.poll_io(&mut cx, Direction::Read, || {
+                attempts += 1;
+                listener.accept().map(Outcome::More)
+            });
+            assert!(polled.is_pending());
+            registration.deregister(&mut listener);
+            attempts
+        });
+        assert_eq!(attempts, 1);
+    }
+}

@@ -1,0 +1,204 @@
+//! [`Runtime`]: starts the worker threads, hands work to them, stops them.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread;
+
+use crate::join::JoinHandle;
+use crate::task::package;
+use crate::worker::{Worker, WorkerShared, release_table_entry};
+
+/// Configures a [`Runtime`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct Builder {
+    workers: usize,
+    thread_name: String,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            workers: thread::available_parallelism().map_or(1, usize::from),
+            thread_name: "executor-worker".to_owned(),
+        }
+    }
+}
+
+impl Builder {
+    /// Number of worker threads; default: one per available core. Zero counts as one.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
+    }
+
+    /// Name prefix of the worker threads (the index is appended).
+    pub fn thread_name(mut self, name: impl Into<String>) -> Self {
+        self.thread_name = name.into();
+        self
+    }
+
+    /// Creates the workers' `Poll`s and starts their threads.
+    ///
+    /// # Errors
+    /// When a `Poll`, a `mio::Waker` or a thread cannot be created, or more than 1024
+    /// workers would be alive in the process.
+    pub fn build(self) -> std::io::Result<Runtime> {
+        let mut runtime = Runtime {
+            workers: Vec::new(),
+            next: AtomicUsize::new(0),
+        };
+        for index in 0..self.workers {
+            let worker = Worker::new()?;
+            let shared = Arc::clone(worker.shared());
+            // If the thread cannot start, the worker (and its Poll) is dropped here and
+            // `runtime`'s drop stops and releases the workers already started.
+            let spawned = thread::Builder::new()
+                .name(format!("{}-{index}", self.thread_name))
+                .spawn(move || worker.run());
+            match spawned {
+                Ok(thread) => runtime.workers.push(WorkerHandle {
+                    shared,
+                    thread: Some(thread),
+                }),
+                Err(error) => {
+                    release_table_entry(&shared);
+                    return Err(error);
+                }
+            }
+        }
+        Ok(runtime)
+    }
+}
+
+#[derive(Debug)]
+struct WorkerHandle {
+    shared: Arc<WorkerShared>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+/// A set of worker threads, each with its own reactor, run queue and timers.
+///
+/// Dropping the runtime stops the workers: tasks still running are dropped (their
+/// [`JoinHandle`]s report [`JoinError::Cancelled`](crate::JoinError::Cancelled)) and
+/// the threads are joined.
+///
+/// # Examples
+/// ```
+/// let runtime = executor::Runtime::builder().workers(2).build()?;
+/// let handle = runtime.spawn(async { 6 * 7 });
+/// assert_eq!(runtime.block_on(handle).unwrap(), 42);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct Runtime {
+    workers: Vec<WorkerHandle>,
+    /// Round-robin cursor for [`Runtime::spawn`].
+    next: AtomicUsize,
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("workers", &self.workers.len())
+            .finish()
+    }
+}
+
+impl Runtime {
+    /// A builder with the defaults (one worker per core).
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Number of worker threads.
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Spawns `future` on the next worker, round robin.
+    pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
+        self.spawn_on(index, future)
+    }
+
+    /// Spawns `future` on worker `index` (0-based, modulo the worker count).
+    pub fn spawn_on<F>(&self, index: usize, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (task, handle) = package(future);
+        self.workers[index % self.workers.len()]
+            .shared
+            .post_spawn(task);
+        handle
+    }
+
+    /// Runs `future` on worker 0 and blocks the calling thread until it finishes.
+    ///
+    /// # Panics
+    /// Re-raises the future's panic; panics if the runtime's worker died, and when
+    /// called on a worker thread (blocking a worker could deadlock it; `.await` there).
+    pub fn block_on<F>(&self, future: F) -> F::Output
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        assert!(
+            crate::worker::with_local(|_| ()).is_none(),
+            "Runtime::block_on called on an executor worker thread; await the future instead"
+        );
+        match block_on_thread(self.spawn_on(0, future)) {
+            Ok(output) => output,
+            Err(crate::JoinError::Panicked(payload)) => std::panic::resume_unwind(payload),
+            Err(crate::JoinError::Cancelled) => panic!("runtime stopped before block_on finished"),
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        for worker in &self.workers {
+            worker.shared.request_stop();
+        }
+        for worker in &mut self.workers {
+            if let Some(thread) = worker.thread.take() {
+                // A worker that panicked has already printed its message.
+                let _ = thread.join();
+            }
+            release_table_entry(&worker.shared);
+        }
+    }
+}
+
+struct ThreadUnparker(thread::Thread);
+
+impl Wake for ThreadUnparker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Polls `future` on the calling thread, parking between polls. The future must not
+/// need a worker (no sockets or timers of its own): it is for waiting on handles.
+pub(crate) fn block_on_thread<F: Future>(future: F) -> F::Output {
+    let waker = Waker::from(Arc::new(ThreadUnparker(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        thread::park();
+    }
+}

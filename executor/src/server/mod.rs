@@ -1,0 +1,394 @@
+//! [`Server`]: hyper's HTTP/1.1 server on this runtime, with limits and timeouts.
+
+mod connection;
+pub(crate) mod request_scope;
+mod stats;
+
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::io::{self, Write as _};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{Either, Full, Limited};
+use hyper::body::Incoming;
+
+use crate::net::TcpListener;
+use crate::runtime::{Runtime, block_on_thread};
+use crate::shutdown::Shutdown;
+use connection::ConnectionPermit;
+use stats::Counters;
+pub use stats::ServerStats;
+
+/// The body a handler receives: hyper's incoming body, cut off (with an error) past the
+/// server's maximum body size.
+pub type RequestBody = Limited<Incoming>;
+
+/// The body the server sends: the handler's own, or a short plain-text body for the
+/// responses the server makes itself (413, 500, 503).
+pub type ResponseBody<B> = Either<B, Full<Bytes>>;
+
+/// A request handler: any `Fn(Request<RequestBody>) -> impl Future<Output =
+/// Response<B>>` that can be shared between worker threads.
+pub trait Handler: Send + Sync + 'static {
+    /// The response body.
+    type Body: http_body::Body<Data = Bytes, Error = Self::BodyError> + Send + 'static;
+    /// The response body's error.
+    type BodyError: Into<Box<dyn std::error::Error + Send + Sync>>;
+    /// The future that produces the response.
+    type Future: Future<Output = Response<Self::Body>> + Send + 'static;
+
+    /// Starts handling `request`.
+    fn call(&self, request: Request<RequestBody>) -> Self::Future;
+}
+
+impl<F, Fut, B> Handler for F
+where
+    F: Fn(Request<RequestBody>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Body = B;
+    type BodyError = B::Error;
+    type Future = Fut;
+
+    fn call(&self, request: Request<RequestBody>) -> Fut {
+        self(request)
+    }
+}
+
+/// Limits and timeouts, shared by every connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) handler_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) shutdown_deadline: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) max_body_bytes: usize,
+    /// What the server has done so far; read through [`ServerStats`].
+    pub(crate) counters: Arc<Counters>,
+}
+
+/// hyper's smallest read buffer; the header limit cannot go below it.
+const MIN_HEADER_BYTES: usize = 8192;
+
+/// Configures a [`Server`]. Every limit has a safe default.
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `bind` is called"]
+pub struct ServerBuilder {
+    config: Config,
+    workers: usize,
+    reuse_port: bool,
+    handle_signals: bool,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        Self {
+            config: Config {
+                header_read_timeout: Duration::from_secs(10),
+                handler_timeout: Duration::from_secs(30),
+                idle_timeout: Duration::from_secs(60),
+                shutdown_deadline: Duration::from_secs(10),
+                max_connections: 10_000,
+                max_header_bytes: 16 * 1024,
+                max_body_bytes: 1024 * 1024,
+                counters: Arc::default(),
+            },
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
+            reuse_port: cfg!(target_os = "linux"),
+            handle_signals: true,
+        }
+    }
+}
+
+impl ServerBuilder {
+    /// Worker threads; default one per core.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
+    }
+
+    /// One listening socket per worker with `SO_REUSEPORT` (the kernel spreads
+    /// connections; default on Linux), or one socket shared by all workers.
+    pub fn reuse_port(mut self, enabled: bool) -> Self {
+        self.reuse_port = enabled;
+        self
+    }
+
+    /// Whether SIGINT/SIGTERM start a graceful shutdown (default: yes).
+    pub fn handle_signals(mut self, enabled: bool) -> Self {
+        self.handle_signals = enabled;
+        self
+    }
+
+    /// Time a client has to send a request's headers, counted from when the server
+    /// starts waiting for them (so it also bounds keep-alive idleness). Default 10 s.
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.config.header_read_timeout = timeout;
+        self
+    }
+
+    /// Time a handler has to produce its response; past it the handler is dropped and
+    /// the client gets 503. Default 30 s.
+    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+        self.config.handler_timeout = timeout;
+        self
+    }
+
+    /// A keep-alive connection with no new request for this long is closed. Default
+    /// 60 s (the header read timeout also applies to idle connections).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// After shutdown starts, how long in-flight requests get before the runtime drops
+    /// them. Default 10 s.
+    pub fn shutdown_deadline(mut self, deadline: Duration) -> Self {
+        self.config.shutdown_deadline = deadline;
+        self
+    }
+
+    /// Connections served at once; more are answered 503 and closed. Default 10 000.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.config.max_connections = max.max(1);
+        self
+    }
+
+    /// Largest request head (request line + headers); larger gets 431. At least 8 KiB
+    /// (hyper's minimum buffer). Default 16 KiB.
+    pub fn max_header_bytes(mut self, max: usize) -> Self {
+        self.config.max_header_bytes = max.max(MIN_HEADER_BYTES);
+        self
+    }
+
+    /// Largest request body. A larger declared `content-length` gets 413 without
+    /// calling the handler; a chunked body that grows past it makes the handler's body
+    /// reads fail. Default 1 MiB.
+    pub fn max_body_bytes(mut self, max: usize) -> Self {
+        self.config.max_body_bytes = max;
+        self
+    }
+
+    /// Binds the listening socket(s) and starts the workers.
+    ///
+    /// # Errors
+    /// When binding fails or the runtime cannot start.
+    pub fn bind(self, address: SocketAddr) -> io::Result<Server> {
+        let listeners = bind_listeners(address, self.workers, self.reuse_port)?;
+        let local_addr = listeners[0].local_addr()?;
+        let runtime = Runtime::builder().workers(self.workers).build()?;
+        Ok(Server {
+            runtime,
+            listeners,
+            local_addr,
+            config: Arc::new(self.config),
+            shutdown: Shutdown::new(),
+            handle_signals: self.handle_signals,
+        })
+    }
+}
+
+fn listening_socket(address: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    #[cfg(not(unix))]
+    let _ = reuse_port;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+fn bind_listeners(
+    address: SocketAddr,
+    workers: usize,
+    reuse_port: bool,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    let first = listening_socket(address, reuse_port)?;
+    // Port 0 picks a port once; the other sockets join that port.
+    let bound = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..workers {
+        let next = if reuse_port {
+            listening_socket(bound, true)?
+        } else {
+            listeners[0].try_clone()?
+        };
+        listeners.push(next);
+    }
+    Ok(listeners)
+}
+
+/// An HTTP/1.1 server: bound sockets and running workers, waiting for a handler.
+///
+/// # Examples
+/// ```no_run
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+///
+/// let server = executor::Server::builder().bind("127.0.0.1:8080".parse().unwrap())?;
+/// println!("listening on http://{}", server.local_addr());
+/// server.serve(|_request| async { http::Response::new(Full::new(Bytes::from("hello\n"))) })?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct Server {
+    runtime: Runtime,
+    listeners: Vec<std::net::TcpListener>,
+    local_addr: SocketAddr,
+    config: Arc<Config>,
+    shutdown: Shutdown,
+    handle_signals: bool,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .field("workers", &self.runtime.worker_count())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+const REFUSAL: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+
+impl Server {
+    /// A builder with the defaults.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// Where the server listens (the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Live counters of this server (open connections, refusals, requests).
+    pub fn stats(&self) -> ServerStats {
+        ServerStats::new(Arc::clone(&self.config.counters))
+    }
+
+    /// The flag that starts a graceful shutdown when triggered (what SIGINT/SIGTERM do).
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Serves `handler` until shutdown: blocks the calling thread, then stops accepting,
+    /// lets in-flight requests finish up to the shutdown deadline, and stops the workers.
+    ///
+    /// # Errors
+    /// When the signal watcher cannot be installed.
+    pub fn serve<H: Handler>(self, handler: H) -> io::Result<()> {
+        let Self {
+            runtime,
+            listeners,
+            config,
+            shutdown,
+            handle_signals,
+            ..
+        } = self;
+        let _signals = if handle_signals {
+            Some(shutdown.watch_signals()?)
+        } else {
+            None
+        };
+        let handler = Arc::new(handler);
+        for (index, listener) in listeners.into_iter().enumerate() {
+            drop(runtime.spawn_on(
+                index,
+                accept_loop(
+                    listener,
+                    Arc::clone(&config),
+                    Arc::clone(&handler),
+                    shutdown.clone(),
+                ),
+            ));
+        }
+        block_on_thread(shutdown.wait());
+        let deadline = Instant::now() + config.shutdown_deadline;
+        while config.counters.open.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        drop(runtime);
+        Ok(())
+    }
+}
+
+async fn accept_loop<H: Handler>(
+    listener: std::net::TcpListener,
+    config: Arc<Config>,
+    handler: Arc<H>,
+    shutdown: Shutdown,
+) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("executor: cannot register listener: {error}; shutting down");
+            shutdown.trigger();
+            return;
+        }
+    };
+    let mut stop = shutdown.wait();
+    loop {
+        let accepted = poll_fn(|cx| {
+            if Pin::new(&mut stop).poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            listener.poll_accept(cx).map(Some)
+        })
+        .await;
+        match accepted {
+            // Shutdown: dropping the listener closes it, so new connections are refused.
+            None => return,
+            Some(Ok((mut stream, _peer))) => {
+                let counters = &config.counters;
+                let Some(permit) = ConnectionPermit::try_acquire(counters, config.max_connections)
+                else {
+                    counters.refused.fetch_add(1, Ordering::Relaxed);
+                    // Over the limit: a best-effort 503 on the fresh (empty) send buffer,
+                    // then close. Never registered, so it costs the served ones nothing.
+                    let _ = stream.write(REFUSAL);
+                    continue;
+                };
+                match crate::net::TcpStream::from_mio(stream) {
+                    Ok(stream) => {
+                        drop(crate::spawn(connection::serve(
+                            stream,
+                            Arc::clone(&config),
+                            Arc::clone(&handler),
+                            shutdown.clone(),
+                            permit,
+                        )));
+                    }
+                    Err(error) => eprintln!("executor: cannot register connection: {error}"),
+                }
+            }
+            Some(Err(error)) => {
+                // Out of descriptors or similar: back off instead of spinning.
+                eprintln!("executor: accept failed: {error}");
+                crate::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Shutdown: a broadcast "stop now" flag that tasks can await, and the SIGINT/SIGTERM
+//! watcher that raises it.
+//!
+//! Sequence (driven by [`Server`](crate::Server)): the signal (or
+//! [`Shutdown::trigger`]) raises the flag; accept loops see it and drop their
+//! listeners, so new connections are refused; every connection asks hyper for a
+//! graceful shutdown (finish the request in flight, then close; idle keep-alive
+//! connections close at once); the server waits until no connection is left or the
+//! shutdown deadline passes, then stops the runtime, which drops whatever is left.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::thread;
+
+#[derive(Default)]
+struct Waiters {
+    wakers: Vec<Option<Waker>>,
+    free: Vec<usize>,
+}
+
+#[derive(Default)]
+struct Inner {
+    triggered: AtomicBool,
+    waiters: Mutex<Waiters>,
+}
+
+/// A cloneable shutdown flag: [`trigger`](Shutdown::trigger) it once, and every
+/// [`wait`](Shutdown::wait) completes.
+///
+/// # Examples
+/// ```
+/// let runtime = executor::Runtime::builder().workers(1).build()?;
+/// let shutdown = executor::Shutdown::new();
+/// let waiter = runtime.spawn(shutdown.wait());
+/// shutdown.trigger();
+/// runtime.block_on(waiter).unwrap();
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Shutdown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shutdown")
+            .field("triggered", &self.is_triggered())
+            .finish()
+    }
+}
+
+impl Shutdown {
+    /// A flag not yet raised.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiters> {
+        self.inner
+            .waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Raises the flag and wakes every waiter. Idempotent.
+    pub fn trigger(&self) {
+        if self.inner.triggered.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let wakers: Vec<Waker> = self
+            .lock()
+            .wakers
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    /// Whether the flag is raised.
+    pub fn is_triggered(&self) -> bool {
+        self.inner.triggered.load(Ordering::Acquire)
+    }
+
+    /// A future that completes once the flag is raised.
+    pub fn wait(&self) -> ShutdownWait {
+        ShutdownWait {
+            shutdown: self.clone(),
+            slot: None,
+        }
+    }
+
+    /// Raises the flag on the first SIGINT or SIGTERM, until the returned watcher is
+    /// dropped.
+    ///
+    /// # Errors
+    /// When the signal handlers cannot be installed or the watcher thread not started.
+    pub fn watch_signals(&self) -> std::io::Result<SignalWatcher> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+        let handle = signals.handle();
+        let shutdown = self.clone();
+        let thread = thread::Builder::new()
+            .name("executor-signals".to_owned())
+            .spawn(move || {
+                if signals.forever().next().is_some() {
+                    shutdown.trigger();
+                }
+            })?;
+        Ok(SignalWatcher {
+            handle,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// Waits for a [`Shutdown`] flag. Made by [`Shutdown::wait`].
+#[must_use = "futures do nothing unless polled"]
+#[derive(Debug)]
+pub struct ShutdownWait {
+    shutdown: Shutdown,
+    /// Index of this waiter's waker in the flag's table, once registered.
+    slot: Option<usize>,
+}
+
+impl Future for ShutdownWait {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if this.shutdown.is_triggered() {
+            return Poll::Ready(());
+        }
+        let mut waiters = this.shutdown.lock();
+        // Checked again under the lock: `trigger` sets the flag before taking the lock,
+        // so either we see it here or it sees our waker.
+        if this.shutdown.is_triggered() {
+            return Poll::Ready(());
+        }
+        let waker = Some(cx.waker().clone());
+        match this.slot {
+            Some(index) => waiters.wakers[index] = waker,
+            None => {
+                let index = match waiters.free.pop() {
+                    Some(index) => {
+                        waiters.wakers[index] = waker;
+                        index
+                    }
+                    None => {
+                        waiters.wakers.push(waker);
+                        waiters.wakers.len() - 1
+                    }
+                };
+                this.slot = Some(index);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for ShutdownWait {
+    fn drop(&mut self) {
+        if let Some(index) = self.slot {
+            let mut waiters = self.shutdown.lock();
+            waiters.wakers[index] = None;
+            waiters.free.push(index);
+        }
+    }
+}
+
+/// Watches SIGINT/SIGTERM for a [`Shutdown`]; dropping it uninstalls the watch.
+#[must_use = "dropping the watcher stops watching for signals"]
+pub struct SignalWatcher {
+    handle: signal_hook::iterator::Handle,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl fmt::Debug for SignalWatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignalWatcher").finish_non_exhaustive()
+    }
+}
+
+impl Drop for SignalWatcher {
+    fn drop(&mut self) {
+        self.handle.close();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Platform calls the portable code cannot express through `std` or `mio`.
+//!
+//! One documented function per operation; each states its preconditions and what the
+//! OS guaranteed on success.
+
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+pub(crate) use unix::read_into_uninit;

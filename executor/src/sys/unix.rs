@@ -1,0 +1,27 @@
+//! Unix implementation of the [`super`] functions.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::RawFd;
+
+/// Reads from the non-blocking socket `fd` into `buf`, which may be uninitialised.
+///
+/// Preconditions: `fd` is an open socket for the duration of the call (the caller
+/// borrows the object that owns it). `buf` may be empty.
+///
+/// On `Ok(n)` the OS guaranteed that the first `n` bytes of `buf` are initialised
+/// (`n <= buf.len()`); `Ok(0)` with a non-empty `buf` is end of stream. A socket with
+/// nothing to read gives an error of kind [`io::ErrorKind::WouldBlock`].
+pub(crate) fn read_into_uninit(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid, writable region of `buf.len()` bytes for the whole call
+    // (exclusively borrowed); `recv` writes at most that many bytes into it and does not
+    // read it, so its being uninitialised is fine. `fd` validity is the caller's
+    // precondition, and a stale descriptor would only make `recv` fail with EBADF.
+    let read = unsafe { libc::recv(fd, buf.as_mut_ptr().cast::<libc::c_void>(), buf.len(), 0) };
+    if read < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        // `read` is non-negative and at most `buf.len()`.
+        Ok(read.unsigned_abs())
+    }
+}

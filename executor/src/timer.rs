@@ -1,0 +1,353 @@
+//! Timers: a binary min-heap of deadlines per worker, and the [`Sleep`] /
+//! [`Timeout`] futures built on it.
+//!
+//! A [`Sleep`] registers lazily, on its first `Pending` poll, with the heap of the worker
+//! polling it. The heap holds a shared entry (deadline, fired/cancelled flags, waker);
+//! dropping or resetting the `Sleep` marks the entry cancelled, and cancelled entries are
+//! dropped when they reach the top or when the heap is compacted (whenever it has doubled
+//! since the last compaction), so memory stays bounded by twice the live timers even
+//! under hyper's one-timer-per-request pattern. The worker sleeps in `epoll_wait` until
+//! the earliest deadline (rounded up to a millisecond) and fires every due entry after
+//! each wake-up.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Default)]
+struct EntryState {
+    fired: bool,
+    cancelled: bool,
+    waker: Option<Waker>,
+}
+
+/// One registered deadline, shared by the heap and the `Sleep` that made it.
+#[derive(Debug, Default)]
+pub(crate) struct TimerEntry {
+    state: Mutex<EntryState>,
+}
+
+impl TimerEntry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, EntryState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.lock().cancelled
+    }
+}
+
+#[derive(Debug)]
+struct HeapItem {
+    deadline: Instant,
+    /// Insertion order, to break ties deterministically.
+    sequence: u64,
+    entry: Arc<TimerEntry>,
+}
+
+impl PartialEq for HeapItem {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for HeapItem {}
+impl PartialOrd for HeapItem {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for HeapItem {
+    /// Reversed: `BinaryHeap` is a max-heap and the earliest deadline must be on top.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.deadline, other.sequence).cmp(&(self.deadline, self.sequence))
+    }
+}
+
+const MIN_COMPACTION_LEN: usize = 64;
+
+/// A worker's timers. Only its own thread touches it.
+#[derive(Debug)]
+pub(crate) struct TimerHeap {
+    heap: BinaryHeap<HeapItem>,
+    next_sequence: u64,
+    /// Compact when the heap reaches this length.
+    compact_at: usize,
+}
+
+impl Default for TimerHeap {
+    fn default() -> Self {
+        Self {
+            heap: BinaryHeap::new(),
+            next_sequence: 0,
+            compact_at: MIN_COMPACTION_LEN,
+        }
+    }
+}
+
+impl TimerHeap {
+    /// Registers a deadline whose firing wakes `waker`.
+    pub(crate) fn insert(&mut self, deadline: Instant, waker: Waker) -> Arc<TimerEntry> {
+        if self.heap.len() >= self.compact_at {
+            self.heap.retain(|item| !item.entry.is_cancelled());
+            self.compact_at = (self.heap.len() * 2).max(MIN_COMPACTION_LEN);
+        }
+        let entry = Arc::new(TimerEntry::default());
+        entry.lock().waker = Some(waker);
+        self.heap.push(HeapItem {
+            deadline,
+            sequence: self.next_sequence,
+            entry: Arc::clone(&entry),
+        });
+        self.next_sequence += 1;
+        entry
+    }
+
+    /// The earliest deadline still pending, dropping cancelled entries found on top.
+    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(top) = self.heap.peek() {
+            if top.entry.is_cancelled() {
+                self.heap.pop();
+            } else {
+                return Some(top.deadline);
+            }
+        }
+        None
+    }
+
+    /// Fires every entry due at `now`; returns how many wakers were woken.
+    pub(crate) fn fire_due(&mut self, now: Instant) -> usize {
+        let mut woken = 0;
+        while let Some(top) = self.heap.peek() {
+            if top.deadline > now {
+                break;
+            }
+            let item = self.heap.pop().expect("peeked");
+            let waker = {
+                let mut state = item.entry.lock();
+                state.fired = true;
+                state.waker.take()
+            };
+            if let Some(waker) = waker {
+                waker.wake();
+                woken += 1;
+            }
+        }
+        woken
+    }
+
+    /// Entries in the heap, cancelled ones included.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Drops every entry (worker shutdown).
+    pub(crate) fn clear(&mut self) {
+        self.heap.clear();
+    }
+}
+
+/// A future that completes at a deadline. Made by [`sleep`] and [`sleep_until`].
+///
+/// It must be polled on an executor worker thread (it registers with that worker's
+/// timers); it may be moved between workers.
+#[must_use = "futures do nothing unless polled"]
+pub struct Sleep {
+    deadline: Instant,
+    entry: Option<Arc<TimerEntry>>,
+}
+
+impl fmt::Debug for Sleep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sleep")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Waits until `duration` has passed.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// let runtime = executor::Runtime::builder().workers(1).build()?;
+/// runtime.block_on(async { executor::sleep(Duration::from_millis(5)).await });
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn sleep(duration: Duration) -> Sleep {
+    sleep_until(Instant::now() + duration)
+}
+
+/// Waits until `deadline`.
+pub fn sleep_until(deadline: Instant) -> Sleep {
+    Sleep {
+        deadline,
+        entry: None,
+    }
+}
+
+impl Sleep {
+    /// When this sleep completes.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Moves the deadline (earlier or later) without making a new future.
+    pub fn reset(&mut self, deadline: Instant) {
+        self.cancel();
+        self.deadline = deadline;
+    }
+
+    fn cancel(&mut self) {
+        if let Some(entry) = self.entry.take() {
+            let mut state = entry.lock();
+            state.cancelled = true;
+            state.waker = None;
+        }
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if let Some(entry) = &this.entry {
+            let mut state = entry.lock();
+            if state.fired {
+                return Poll::Ready(());
+            }
+            match &state.waker {
+                Some(stored) if stored.will_wake(cx.waker()) => {}
+                _ => state.waker = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
+        }
+        if Instant::now() >= this.deadline {
+            return Poll::Ready(());
+        }
+        let entry = crate::worker::with_local(|local| {
+            local
+                .timers
+                .borrow_mut()
+                .insert(this.deadline, cx.waker().clone())
+        })
+        .expect("`Sleep` polled outside an executor worker thread");
+        this.entry = Some(entry);
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+/// The error of a [`timeout`] whose deadline passed first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Elapsed;
+
+impl fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("deadline elapsed")
+    }
+}
+
+impl std::error::Error for Elapsed {}
+
+/// A future bounded by a deadline. Made by [`timeout`].
+#[must_use = "futures do nothing unless polled"]
+#[derive(Debug)]
+pub struct Timeout<F> {
+    future: Pin<Box<F>>,
+    sleep: Sleep,
+}
+
+/// Runs `future` for at most `duration`; on expiry the future is dropped and
+/// `Err(Elapsed)` returned.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// let runtime = executor::Runtime::builder().workers(1).build()?;
+/// let result = runtime.block_on(async {
+///     executor::timeout(Duration::from_millis(5), std::future::pending::<()>()).await
+/// });
+/// assert_eq!(result, Err(executor::Elapsed));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
+    Timeout {
+        future: Box::pin(future),
+        sleep: sleep(duration),
+    }
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Poll::Ready(output) = this.future.as_mut().poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        match Pin::new(&mut this.sleep).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Wake;
+
+    struct Count(std::sync::atomic::AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn heap_fires_in_deadline_order_and_skips_cancelled() {
+        let count = Arc::new(Count(0.into()));
+        let waker = Waker::from(Arc::clone(&count));
+        let mut heap = TimerHeap::default();
+        let start = Instant::now();
+        let late = heap.insert(start + Duration::from_secs(2), waker.clone());
+        let early = heap.insert(start + Duration::from_secs(1), waker.clone());
+        let cancelled = heap.insert(start, waker.clone());
+        cancelled.lock().cancelled = true;
+        assert_eq!(heap.next_deadline(), Some(start + Duration::from_secs(1)));
+        assert_eq!(heap.fire_due(start + Duration::from_millis(1500)), 1);
+        assert!(early.lock().fired && !late.lock().fired);
+        assert_eq!(heap.fire_due(start + Duration::from_secs(3)), 1);
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(heap.next_deadline(), None);
+    }
+
+    #[test]
+    fn cancelled_entries_are_compacted() {
+        let waker = Waker::noop().clone();
+        let mut heap = TimerHeap::default();
+        let far = Instant::now() + Duration::from_secs(3600);
+        let count = if cfg!(miri) { 500 } else { 10_000 };
+        for _ in 0..count {
+            let entry = heap.insert(far, waker.clone());
+            entry.lock().cancelled = true;
+        }
+        assert!(
+            heap.len() <= 2 * MIN_COMPACTION_LEN,
+            "heap kept {} dead entries",
+            heap.len()
+        );
+    }
+}

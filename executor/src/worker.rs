@@ -1,0 +1,319 @@
+//! Worker threads: one `mio::Poll`, one run queue, one task store and one timer heap
+//! each, plus the process-wide worker table that wakers go through.
+//!
+//! # Safety of the shared state
+//! The run queue, task store and timer heap ([`Local`]) belong to the worker thread and
+//! are reached only through its thread-local context; user code never runs while one
+//! of their `RefCell`s is borrowed mutably (futures are moved out of the store to be
+//! polled and dropped outside any borrow). What other threads touch is in
+//! [`WorkerShared`]: the inbox (mutex), the `notified` flag (atomic), the `mio::Waker`
+//! and `Registry` (thread-safe) and the I/O table (mutex).
+//!
+//! # Loop
+//! Run the tasks queued at the start of the turn (those woken meanwhile wait for the
+//! next turn, so I/O is never starved), then `epoll_wait` (no wait when tasks are
+//! queued, else until the next timer), dispatch I/O events, drain the inbox of
+//! cross-thread wakes and spawns, fire due timers; repeat until told to stop.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use mio::{Events, Token};
+
+use crate::reactor::IoTable;
+use crate::task::store::{BoxFuture, TaskKey, TaskStore};
+use crate::timer::TimerHeap;
+use crate::waker::{MAX_WORKERS, task_waker};
+
+/// Token of the worker's `mio::Waker`; I/O tokens are table indices, far below it.
+const WAKER_TOKEN: Token = Token(usize::MAX);
+/// Events fetched per `epoll_wait`.
+const EVENT_CAPACITY: usize = 1024;
+
+/// Work posted to a worker by other threads.
+#[derive(Default)]
+struct Inbox {
+    wakes: Vec<TaskKey>,
+    spawns: Vec<BoxFuture>,
+}
+
+/// The part of a worker that other threads reach. See the module `# Safety` notes.
+#[derive(Debug)]
+pub(crate) struct WorkerShared {
+    /// Index in [`WORKER_TABLE`].
+    index: usize,
+    registry: mio::Registry,
+    waker: mio::Waker,
+    inbox: Mutex<Inbox>,
+    /// Set by whoever posts to the inbox and has woken (or will wake) the `Poll`;
+    /// cleared by the worker before it drains the inbox.
+    notified: AtomicBool,
+    io: Mutex<IoTable>,
+    stop: AtomicBool,
+}
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbox")
+            .field("wakes", &self.wakes.len())
+            .field("spawns", &self.spawns.len())
+            .finish()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Inbox and table updates are single pushes/pops; a panic cannot leave them torn.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl WorkerShared {
+    pub(crate) fn registry(&self) -> &mio::Registry {
+        &self.registry
+    }
+
+    pub(crate) fn io_table(&self) -> MutexGuard<'_, IoTable> {
+        lock(&self.io)
+    }
+
+    /// Index of this worker in the process-wide table.
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
+    fn post(&self, push: impl FnOnce(&mut Inbox)) {
+        push(&mut lock(&self.inbox));
+        if !self.notified.swap(true, Ordering::AcqRel) {
+            // A failed wake means the Poll is gone (worker exiting): nothing to do.
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Posts a spawn from another thread.
+    pub(crate) fn post_spawn(&self, future: BoxFuture) {
+        self.post(|inbox| inbox.spawns.push(future));
+    }
+
+    /// Tells the worker to leave its loop.
+    pub(crate) fn request_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.notified.store(true, Ordering::Release);
+        let _ = self.waker.wake();
+    }
+}
+
+/// Process-wide table of live workers, indexed by the worker bits of task wakers.
+static WORKER_TABLE: [RwLock<Option<Arc<WorkerShared>>>; MAX_WORKERS] =
+    [const { RwLock::new(None) }; MAX_WORKERS];
+/// Source of per-worker generation bases (see `TaskStore::new`).
+static GENERATION_SEED: AtomicU32 = AtomicU32::new(0);
+
+/// The worker-thread-only part of a worker.
+#[derive(Debug)]
+pub(crate) struct Local {
+    pub(crate) shared: Arc<WorkerShared>,
+    pub(crate) tasks: RefCell<TaskStore>,
+    pub(crate) run_queue: RefCell<VecDeque<TaskKey>>,
+    pub(crate) timers: RefCell<TimerHeap>,
+}
+
+thread_local! {
+    static CONTEXT: RefCell<Option<Rc<Local>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with the current thread's worker, or returns `None` off worker threads.
+pub(crate) fn with_local<R>(f: impl FnOnce(&Local) -> R) -> Option<R> {
+    CONTEXT
+        .try_with(|context| context.borrow().as_ref().map(|local| f(local)))
+        .ok()
+        .flatten()
+}
+
+/// The current thread's worker, shared part.
+pub(crate) fn current_shared() -> Option<Arc<WorkerShared>> {
+    with_local(|local| Arc::clone(&local.shared))
+}
+
+impl Local {
+    /// Spawns onto this worker.
+    pub(crate) fn spawn(&self, future: BoxFuture) {
+        let key = self.tasks.borrow_mut().insert(future);
+        self.run_queue.borrow_mut().push_back(key);
+    }
+
+    fn schedule(&self, key: TaskKey) {
+        if self.tasks.borrow_mut().schedule(key) {
+            self.run_queue.borrow_mut().push_back(key);
+        }
+    }
+
+    /// Polls one task; returns whether it finished.
+    fn run_task(&self, key: TaskKey) {
+        let Some(mut future) = self.tasks.borrow_mut().take_for_poll(key) else {
+            return;
+        };
+        let waker = task_waker(self.shared.index, key);
+        let mut cx = Context::from_waker(&waker);
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(()) => {
+                self.tasks.borrow_mut().remove(key);
+                drop(future);
+            }
+            Poll::Pending => self.tasks.borrow_mut().put_back(key, future),
+        }
+    }
+}
+
+/// Wakes task `key` of the worker at table index `worker`; see `waker.rs`.
+pub(crate) fn wake_task(worker: usize, key: TaskKey) {
+    let local = with_local(|local| {
+        if local.shared.index == worker {
+            local.schedule(key);
+            true
+        } else {
+            false
+        }
+    });
+    if local == Some(true) {
+        return;
+    }
+    let Some(entry) = WORKER_TABLE.get(worker) else {
+        return;
+    };
+    let guard = entry.read().unwrap_or_else(PoisonError::into_inner);
+    if let Some(shared) = guard.as_ref() {
+        shared.post(|inbox| inbox.wakes.push(key));
+    }
+}
+
+/// A worker before its thread starts.
+#[derive(Debug)]
+pub(crate) struct Worker {
+    poll: mio::Poll,
+    shared: Arc<WorkerShared>,
+}
+
+impl Worker {
+    /// Creates the `Poll` and claims a worker-table entry.
+    pub(crate) fn new() -> std::io::Result<Self> {
+        let poll = mio::Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let waker = mio::Waker::new(poll.registry(), WAKER_TOKEN)?;
+        for (index, entry) in WORKER_TABLE.iter().enumerate() {
+            let mut slot = entry.write().unwrap_or_else(PoisonError::into_inner);
+            if slot.is_none() {
+                let shared = Arc::new(WorkerShared {
+                    index,
+                    registry,
+                    waker,
+                    inbox: Mutex::default(),
+                    notified: AtomicBool::new(false),
+                    io: Mutex::default(),
+                    stop: AtomicBool::new(false),
+                });
+                *slot = Some(Arc::clone(&shared));
+                return Ok(Self { poll, shared });
+            }
+        }
+        Err(std::io::Error::other(format!(
+            "more than {MAX_WORKERS} executor workers alive"
+        )))
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<WorkerShared> {
+        &self.shared
+    }
+
+    /// The worker thread's body: installs the context, loops, then drops every task.
+    pub(crate) fn run(mut self) {
+        let base = GENERATION_SEED.fetch_add(0x9E37_79B9, Ordering::Relaxed);
+        let local = Rc::new(Local {
+            shared: Arc::clone(&self.shared),
+            tasks: RefCell::new(TaskStore::new(base)),
+            run_queue: RefCell::new(VecDeque::new()),
+            timers: RefCell::new(TimerHeap::default()),
+        });
+        CONTEXT.with(|context| *context.borrow_mut() = Some(Rc::clone(&local)));
+        self.event_loop(&local);
+        // Shutdown: drop tasks (their destructors may deregister sockets or wake others),
+        // repeating in case a destructor spawned more; bounded by a generous count.
+        for _ in 0..16 {
+            let inbox = std::mem::take(&mut *lock(&self.shared.inbox));
+            for future in inbox.spawns {
+                local.spawn(future);
+            }
+            let futures = local.tasks.borrow_mut().drain();
+            if futures.is_empty() {
+                break;
+            }
+            drop(futures);
+        }
+        local.run_queue.borrow_mut().clear();
+        local.timers.borrow_mut().clear();
+        CONTEXT.with(|context| context.borrow_mut().take());
+    }
+
+    fn event_loop(&mut self, local: &Local) {
+        let mut events = Events::with_capacity(EVENT_CAPACITY);
+        loop {
+            let queued = local.run_queue.borrow().len();
+            for _ in 0..queued {
+                let Some(key) = local.run_queue.borrow_mut().pop_front() else {
+                    break;
+                };
+                local.run_task(key);
+            }
+            if self.shared.stop.load(Ordering::Acquire) {
+                return;
+            }
+            let timeout = if local.run_queue.borrow().is_empty() {
+                local.timers.borrow_mut().next_deadline().map(|deadline| {
+                    // Round up so that a timer is never fired early and never spun on.
+                    let wait = deadline.saturating_duration_since(Instant::now());
+                    let millis = wait.as_nanos().div_ceil(1_000_000);
+                    Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX))
+                })
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(error) = self.poll.poll(&mut events, timeout) {
+                if error.kind() != std::io::ErrorKind::Interrupted {
+                    panic!("epoll_wait failed: {error}");
+                }
+            }
+            {
+                let table = self.shared.io_table();
+                for event in events.iter() {
+                    if event.token() == WAKER_TOKEN {
+                        continue;
+                    }
+                    if let Some(state) = table.get(event.token().0) {
+                        state.on_event(event);
+                    }
+                }
+            }
+            if self.shared.notified.swap(false, Ordering::AcqRel) {
+                let inbox = std::mem::take(&mut *lock(&self.shared.inbox));
+                for key in inbox.wakes {
+                    local.schedule(key);
+                }
+                for future in inbox.spawns {
+                    local.spawn(future);
+                }
+            }
+            local.timers.borrow_mut().fire_due(Instant::now());
+        }
+    }
+}
+
+/// Gives the worker-table entry back once the worker thread has exited.
+pub(crate) fn release_table_entry(shared: &WorkerShared) {
+    let mut slot = WORKER_TABLE[shared.index]
+        .write()
+        .unwrap_or_else(PoisonError::into_inner);
+    *slot = None;
+}

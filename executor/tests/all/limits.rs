@@ -1,0 +1,105 @@
+//! Connection, header and body limits.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+fn request_hello(stream: &mut std::net::TcpStream, round: usize) -> Ended {
+    let mut received = Vec::new();
+    stream
+        .write_all(b"GET /hello HTTP/1.1\r\nhost: t\r\n\r\n")
+        .unwrap();
+    let _ = round;
+    read_until(stream, &mut received, CLIENT_TIMEOUT, |bytes| {
+        count(bytes, "hello") == 1
+    })
+}
+
+#[test]
+fn connections_past_the_maximum_are_refused_without_disturbing_served_ones() {
+    let server = start(builder().max_connections(2));
+    let mut first = raw(server.address);
+    let mut second = raw(server.address);
+    assert_eq!(request_hello(&mut first, 1), Ended::Done);
+    assert_eq!(request_hello(&mut second, 1), Ended::Done);
+
+    // A small flood: each is answered 503 and closed.
+    for _ in 0..10 {
+        let (response, ended) =
+            raw_exchange(server.address, b"GET /hello HTTP/1.1\r\nhost: t\r\n\r\n");
+        assert_eq!(ended, Ended::Closed);
+        assert!(
+            response.is_empty() || response.starts_with("HTTP/1.1 503"),
+            "{response}"
+        );
+    }
+    assert_eq!(server.stats.refused_connections(), 10);
+    // The served connections are untouched.
+    assert_eq!(request_hello(&mut first, 2), Ended::Done);
+    assert_eq!(request_hello(&mut second, 2), Ended::Done);
+
+    // Closing one frees its slot (once the server has seen the close).
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut next = raw(server.address);
+        if request_hello(&mut next, 1) == Ended::Done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot never freed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn oversized_request_head_gets_431() {
+    let server = start(builder().max_header_bytes(8 * 1024));
+    let mut request = b"GET /hello HTTP/1.1\r\nhost: t\r\nx-big: ".to_vec();
+    request.extend(std::iter::repeat_n(b'a', 20 * 1024));
+    request.extend_from_slice(b"\r\n\r\n");
+    let (response, _) = raw_exchange(server.address, &request);
+    assert!(response.starts_with("HTTP/1.1 431"), "{response}");
+    // A normal request right after is fine.
+    assert_eq!(get(server.address, "/hello").0, http::StatusCode::OK);
+}
+
+#[test]
+fn declared_oversized_body_gets_413_without_the_handler() {
+    let server = start(builder().max_body_bytes(1000));
+    let (response, ended) = raw_exchange(
+        server.address,
+        b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 2000\r\n\r\n",
+    );
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    assert_eq!(
+        ended,
+        Ended::Closed,
+        "connection closed instead of draining the body"
+    );
+}
+
+#[test]
+fn chunked_body_growing_past_the_limit_fails_the_read() {
+    let server = start(builder().max_body_bytes(1000));
+    let mut request =
+        b"POST /echo HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+            .to_vec();
+    for _ in 0..3 {
+        request.extend_from_slice(b"200\r\n");
+        request.extend(std::iter::repeat_n(b'x', 0x200));
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    let (response, _) = raw_exchange(server.address, &request);
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    // Within the limit is fine.
+    let (response, _) = raw_exchange(
+        server.address,
+        b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\nconnection: close\r\n\r\nsmall",
+    );
+    assert!(
+        response.starts_with("HTTP/1.1 200") && response.ends_with("small"),
+        "{response}"
+    );
+}

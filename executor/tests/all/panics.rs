@@ -1,0 +1,58 @@
+//! A panicking handler gets a 500; everything else carries on.
+
+use std::time::Duration;
+
+use crate::support::*;
+use executor::client::ClientConnection;
+use http::StatusCode;
+
+#[test]
+fn panic_gets_500_while_concurrent_requests_succeed() {
+    let server = start(builder());
+    let address = server.address;
+    let results = client_runtime().block_on(async move {
+        let slow: Vec<_> = (0..8)
+            .map(|_| {
+                executor::spawn(async move {
+                    let mut connection = ClientConnection::connect(address, CLIENT_TIMEOUT)
+                        .await
+                        .unwrap();
+                    get_on(&mut connection, "/slow?ms=100").await
+                })
+            })
+            .collect();
+        executor::sleep(Duration::from_millis(20)).await;
+        let mut connection = ClientConnection::connect(address, CLIENT_TIMEOUT)
+            .await
+            .unwrap();
+        let panicked = get_on(&mut connection, "/panic").await;
+        // The same connection keeps working after the 500.
+        let after = get_on(&mut connection, "/hello").await;
+        let mut slow_results = Vec::new();
+        for handle in slow {
+            slow_results.push(handle.await.unwrap());
+        }
+        (panicked, after, slow_results)
+    });
+    let (panicked, after, slow) = results;
+    assert_eq!(panicked.0, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(after, (StatusCode::OK, bytes::Bytes::from_static(b"hello")));
+    assert_eq!(slow.len(), 8);
+    for (status, body) in slow {
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"slow"[..]));
+    }
+}
+
+#[test]
+fn handler_that_panics_before_returning_a_future_gets_500() {
+    let server = start_with(
+        builder(),
+        |_request| -> std::future::Ready<http::Response<TestBody>> {
+            panic!("the handler function itself panics")
+        },
+    );
+    for _ in 0..3 {
+        let (status, _) = get(server.address, "/");
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

@@ -1,0 +1,67 @@
+//! A handler that makes an outbound HTTP/1 request with the executor's client.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::support::*;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+
+fn proxy_to(
+    upstream: SocketAddr,
+) -> impl Fn(
+    Request<executor::RequestBody>,
+) -> std::pin::Pin<Box<dyn Future<Output = Response<TestBody>> + Send>>
++ Send
++ Sync
++ 'static {
+    move |request| {
+        Box::pin(async move {
+            let outbound = Request::get(request.uri().path())
+                .header("host", "upstream")
+                .body(Empty::<bytes::Bytes>::new())
+                .unwrap();
+            match executor::client::send_request(upstream, outbound, Duration::from_secs(2)).await {
+                Ok(response) => {
+                    let status = response.status();
+                    match response.into_body().collect().await {
+                        Ok(body) => text(status, body.to_bytes()),
+                        Err(_) => text(StatusCode::BAD_GATEWAY, "upstream body failed"),
+                    }
+                }
+                Err(executor::client::ClientError::Timeout) => {
+                    text(StatusCode::GATEWAY_TIMEOUT, "upstream timed out")
+                }
+                Err(_) => text(StatusCode::BAD_GATEWAY, "upstream failed"),
+            }
+        })
+    }
+}
+
+#[test]
+fn proxy_forwards_to_upstream_and_reports_its_failures() {
+    let upstream = start(builder());
+    let proxy = start_with(builder(), proxy_to(upstream.address));
+    for _ in 0..5 {
+        let (status, body) = get(proxy.address, "/hello");
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello"[..]));
+    }
+    let (status, _) = get(proxy.address, "/missing");
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let upstream_address = upstream.address;
+    upstream.stop();
+
+    // The upstream is gone: connecting is refused, the proxy answers 502.
+    let refused = start_with(builder(), proxy_to(upstream_address));
+    let (status, _) = get(refused.address, "/hello");
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+}
+
+#[test]
+fn outbound_request_to_a_silent_server_times_out() {
+    // Accepts (the kernel does) but never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = start_with(builder(), proxy_to(silent.local_addr().unwrap()));
+    let (status, _) = get(proxy.address, "/hello");
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+}

@@ -1,0 +1,87 @@
+//! Graceful shutdown: stop accepting, finish in-flight requests, respect the deadline.
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::support::*;
+
+#[test]
+fn in_flight_request_finishes_and_new_connections_are_refused() {
+    let server = start(builder().shutdown_deadline(Duration::from_secs(5)));
+    let address = server.address;
+    let mut busy = raw(address);
+    busy.write_all(b"GET /slow?ms=300 HTTP/1.1\r\nhost: t\r\n\r\n")
+        .unwrap();
+    let mut idle = raw(address);
+    idle.write_all(b"GET /hello HTTP/1.1\r\nhost: t\r\n\r\n")
+        .unwrap();
+    let mut idle_received = Vec::new();
+    assert_eq!(
+        read_until(&mut idle, &mut idle_received, CLIENT_TIMEOUT, |b| count(
+            b, "hello"
+        ) == 1),
+        Ended::Done
+    );
+    std::thread::sleep(Duration::from_millis(50));
+
+    let stopper = std::thread::spawn(move || server.stop());
+
+    // The idle keep-alive connection is closed promptly.
+    assert_eq!(
+        read_until(
+            &mut idle,
+            &mut idle_received,
+            Duration::from_secs(3),
+            |_| false
+        ),
+        Ended::Closed
+    );
+    // The in-flight request is answered, then its connection closes.
+    let mut received = Vec::new();
+    let ended = read_until(&mut busy, &mut received, Duration::from_secs(5), |_| false);
+    let text = String::from_utf8_lossy(&received);
+    assert!(
+        text.starts_with("HTTP/1.1 200 OK") && text.ends_with("slow"),
+        "{text}"
+    );
+    assert_eq!(ended, Ended::Closed);
+
+    let took = stopper.join().unwrap();
+    assert!(
+        took < Duration::from_secs(5),
+        "serve returned after {took:?}"
+    );
+    // Nothing listens any more.
+    match std::net::TcpStream::connect(address) {
+        Err(_) => {}
+        Ok(mut stream) => {
+            stream
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let _ = stream.write_all(b"GET /hello HTTP/1.1\r\nhost: t\r\n\r\n");
+            let mut buffer = [0; 64];
+            let read = std::io::Read::read(&mut stream, &mut buffer).unwrap_or(0);
+            assert_eq!(read, 0, "a connection was served after shutdown");
+        }
+    }
+}
+
+#[test]
+fn requests_past_the_deadline_are_dropped() {
+    let server = start(builder().shutdown_deadline(Duration::from_millis(100)));
+    let mut busy = raw(server.address);
+    busy.write_all(b"GET /slow?ms=60000 HTTP/1.1\r\nhost: t\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let took = server.stop();
+    assert!(
+        took < Duration::from_secs(3),
+        "serve returned after {took:?}"
+    );
+    let mut received = Vec::new();
+    assert_eq!(
+        read_until(&mut busy, &mut received, Duration::from_secs(3), |_| false),
+        Ended::Closed
+    );
+    assert!(received.is_empty());
+}

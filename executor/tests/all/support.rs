@@ -1,0 +1,260 @@
+//! Test servers, a client runtime and raw-socket helpers.
+
+use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use executor::client::ClientConnection;
+use executor::{RequestBody, Runtime, ServerBuilder, ServerStats, Shutdown};
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+
+pub type TestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// A server running on its own thread; shut down and joined on drop.
+pub struct TestServer {
+    pub address: SocketAddr,
+    pub shutdown: Shutdown,
+    pub stats: ServerStats,
+    thread: Option<thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    /// Triggers shutdown and waits for `serve` to return; returns how long that took.
+    pub fn stop(mut self) -> Duration {
+        let start = Instant::now();
+        self.shutdown.trigger();
+        self.thread.take().unwrap().join().unwrap().unwrap();
+        start.elapsed()
+    }
+}
+
+impl TestServer {
+    /// Waits (bounded) until the server holds no connection: every scenario must end
+    /// with nothing leaked once its clients are gone.
+    pub fn assert_no_connection_left(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.stats.open_connections() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{} connections still open after the clients left",
+                self.stats.open_connections()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if self.thread.is_some() && !thread::panicking() {
+            self.assert_no_connection_left();
+        }
+        self.shutdown.trigger();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Short test defaults: 2 workers, no signal handling.
+pub fn builder() -> ServerBuilder {
+    executor::Server::builder()
+        .workers(2)
+        .handle_signals(false)
+        .header_read_timeout(Duration::from_secs(5))
+        .idle_timeout(Duration::from_secs(5))
+        .shutdown_deadline(Duration::from_secs(2))
+}
+
+pub fn start(builder: ServerBuilder) -> TestServer {
+    start_with(builder, routes)
+}
+
+pub fn start_with<H: executor::Handler>(builder: ServerBuilder, handler: H) -> TestServer {
+    let server = builder.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+    let address = server.local_addr();
+    let shutdown = server.shutdown_handle();
+    let stats = server.stats();
+    let thread = thread::spawn(move || server.serve(handler));
+    TestServer {
+        address,
+        shutdown,
+        stats,
+        thread: Some(thread),
+    }
+}
+
+pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<TestBody> {
+    let mut response = Response::new(
+        Full::new(body.into())
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response
+}
+
+/// A response body that arrives in three frames (so hyper sends it chunked).
+struct ThreeChunks(u8);
+
+impl http_body::Body for ThreeChunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        let frame = match self.0 {
+            0 => "one,",
+            1 => "two,",
+            2 => "three",
+            _ => return std::task::Poll::Ready(None),
+        };
+        self.0 += 1;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
+            frame.as_bytes(),
+        )))))
+    }
+}
+
+fn query_millis(request: &Request<RequestBody>) -> u64 {
+    request
+        .uri()
+        .query()
+        .and_then(|query| query.strip_prefix("ms="))
+        .and_then(|millis| millis.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The routes most tests use.
+pub async fn routes(request: Request<RequestBody>) -> Response<TestBody> {
+    match request.uri().path() {
+        "/hello" => text(StatusCode::OK, "hello"),
+        "/echo" => match request.into_body().collect().await {
+            Ok(body) => text(StatusCode::OK, body.to_bytes()),
+            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+                text(StatusCode::PAYLOAD_TOO_LARGE, "body too large")
+            }
+            Err(_) => text(StatusCode::BAD_REQUEST, "bad body"),
+        },
+        "/slow" => {
+            executor::sleep(Duration::from_millis(query_millis(&request))).await;
+            text(StatusCode::OK, "slow")
+        }
+        "/panic" => panic!("handler panics on purpose"),
+        "/chunked" => {
+            let body = ThreeChunks(0).map_err(|never| match never {}).boxed();
+            Response::new(body)
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// A one-worker runtime shared by the tests' clients.
+pub fn client_runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| Runtime::builder().workers(1).build().unwrap())
+}
+
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// GET `path` on a fresh connection with hyper's client on the executor.
+pub fn get(address: SocketAddr, path: &str) -> (StatusCode, Bytes) {
+    let path = path.to_owned();
+    client_runtime().block_on(async move {
+        let mut connection = ClientConnection::<Empty<Bytes>>::connect(address, CLIENT_TIMEOUT)
+            .await
+            .unwrap();
+        get_on(&mut connection, &path).await
+    })
+}
+
+/// GET `path` on an open client connection.
+pub async fn get_on(
+    connection: &mut ClientConnection<Empty<Bytes>>,
+    path: &str,
+) -> (StatusCode, Bytes) {
+    let request = Request::get(path)
+        .header("host", "test")
+        .body(Empty::new())
+        .unwrap();
+    let response = connection.send(request, CLIENT_TIMEOUT).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, body)
+}
+
+/// A blocking loopback connection with a read timeout, for raw HTTP.
+pub fn raw(address: SocketAddr) -> std::net::TcpStream {
+    let stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    stream
+}
+
+/// What a raw read loop ended on.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// `done` returned true.
+    Done,
+    /// The server closed the connection (EOF or reset).
+    Closed,
+    /// The time limit passed.
+    TimedOut,
+}
+
+/// Reads into `received` until `done(received)`, the peer closes, or `limit` passes.
+pub fn read_until(
+    stream: &mut std::net::TcpStream,
+    received: &mut Vec<u8>,
+    limit: Duration,
+    done: impl Fn(&[u8]) -> bool,
+) -> Ended {
+    let deadline = Instant::now() + limit;
+    let mut buffer = [0u8; 4096];
+    loop {
+        if done(received) {
+            return Ended::Done;
+        }
+        if Instant::now() >= deadline {
+            return Ended::TimedOut;
+        }
+        match stream.read(&mut buffer) {
+            Ok(0) => return Ended::Closed,
+            Ok(read) => received.extend_from_slice(&buffer[..read]),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return Ended::Closed,
+        }
+    }
+}
+
+/// Sends `request` on a fresh raw connection and reads until the server closes (or 5 s).
+pub fn raw_exchange(address: SocketAddr, request: &[u8]) -> (String, Ended) {
+    let mut stream = raw(address);
+    stream.write_all(request).unwrap();
+    let mut received = Vec::new();
+    let ended = read_until(&mut stream, &mut received, Duration::from_secs(5), |_| {
+        false
+    });
+    (String::from_utf8_lossy(&received).into_owned(), ended)
+}
+
+/// Occurrences of `needle` in `haystack`.
+pub fn count(haystack: &[u8], needle: &str) -> usize {
+    haystack
+        .windows(needle.len())
+        .filter(|window| *window == needle.as_bytes())
+        .count()
+}
