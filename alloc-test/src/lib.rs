@@ -8,7 +8,10 @@ pub mod program;
 pub mod stress;
 mod subject;
 
-pub use adapters::{AllocatorSubject, BumpaloSubject, GlobalSubject};
+pub use adapters::{
+    AllocatorSubject, ArenaSubject, BumpaloSubject, GlobalSubject, ObjectCacheSubject,
+    PooledArenaSubject, RouterSubject, SlabCacheSubject,
+};
 pub use model::{Summary, Violation, run};
 pub use program::Op;
 pub use subject::{Mark, Promises, Refused, Subject};

@@ -357,7 +357,11 @@ impl<S: Subject + ?Sized> Model<'_, S> {
         self.summary.refusals += 1;
         let allowed = self.promises.may_refuse
             || self.promises.limit.is_some()
-            || layout.align() > self.promises.max_align;
+            || layout.align() > self.promises.max_align
+            || self
+                .promises
+                .max_size
+                .is_some_and(|max| layout.size() > max);
         if allowed {
             Ok(())
         } else {

@@ -85,30 +85,52 @@ pub fn producer_consumer<A: GlobalAlloc + Sync>(
     allocator: &A,
     blocks: usize,
 ) -> Result<(), String> {
+    producer_consumer_in(allocator, blocks, |produce| produce())
+}
+
+/// [`producer_consumer`] with the producer's loop run inside `scope` on the producing
+/// thread, e.g. inside an arena it has entered, so that the consumer frees blocks of an
+/// arena that another thread leased (and may already have released).
+///
+/// # Errors
+/// As [`producer_consumer`].
+pub fn producer_consumer_in<A: GlobalAlloc + Sync>(
+    allocator: &A,
+    blocks: usize,
+    scope: impl FnOnce(&mut dyn FnMut()) + Send,
+) -> Result<(), String> {
     let (sender, receiver) = mpsc::sync_channel::<Block>(256);
-    thread::scope(|scope| {
-        let consumer = scope.spawn(move || -> Result<(), String> {
+    thread::scope(|threads| {
+        let consumer = threads.spawn(move || -> Result<(), String> {
             for block in receiver {
                 free(allocator, block)?;
             }
             Ok(())
         });
-        let mut rng = Rng(0x1234_5678_9abc_def1);
-        let mut produced = Ok(());
-        for _ in 0..blocks {
-            match allocate(allocator, &mut rng) {
-                Ok(block) => {
-                    if sender.send(block).is_err() {
-                        break; // the consumer stopped on an error it will report
+        let producer = threads.spawn(move || -> Result<(), String> {
+            let mut produced = Ok(());
+            scope(&mut || {
+                let mut rng = Rng(0x1234_5678_9abc_def1);
+                for _ in 0..blocks {
+                    match allocate(allocator, &mut rng) {
+                        Ok(block) => {
+                            if sender.send(block).is_err() {
+                                break; // the consumer stopped on an error it will report
+                            }
+                        }
+                        Err(error) => {
+                            produced = Err(error);
+                            break;
+                        }
                     }
                 }
-                Err(error) => {
-                    produced = Err(error);
-                    break;
-                }
-            }
-        }
-        drop(sender);
+            });
+            drop(sender);
+            produced
+        });
+        let produced = producer
+            .join()
+            .unwrap_or_else(|_| Err("producer panicked".to_owned()));
         let consumed = consumer
             .join()
             .unwrap_or_else(|_| Err("consumer panicked".to_owned()));

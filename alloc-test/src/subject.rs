@@ -23,6 +23,8 @@ pub struct Promises {
     /// Zero-sized allocations are allowed (the `Allocator` contract); `GlobalAlloc`
     /// forbids them.
     pub zero_sized: bool,
+    /// The largest block it serves (a fixed-size cache); larger requests must be refused.
+    pub max_size: Option<usize>,
     /// Ordinary requests may be refused: the allocator draws on a source that fails (fault
     /// injection) or has a limit the model cannot compute exactly.
     pub may_refuse: bool,
@@ -36,6 +38,7 @@ impl Default for Promises {
             limit: None,
             reuses_freed_memory: true,
             zero_sized: false,
+            max_size: None,
             may_refuse: false,
         }
     }

@@ -1,4 +1,3 @@
-<<<<<<< HEAD
 //! Growing a touched 64 MiB block to 256 MiB: `MmapAlloc` (mremap, nothing copied)
 //! against `System` (glibc, measured with a second thread alive) at page alignment and at
 //! 16-byte alignment, and against an explicit allocate-copy-free.
@@ -114,8 +113,3 @@ fn large_realloc(c: &mut Criterion) {
 
 criterion_group!(benches, large_realloc);
 criterion_main!(benches);
-=======
-//! Benchmark placeholder: the measurements land with the benchmark suite.
-
-fn main() {}
->>>>>>> arena-alloc

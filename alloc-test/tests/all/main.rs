@@ -3,5 +3,6 @@
 
 mod broken_adapters;
 mod controls;
+mod fault_injection;
 mod stress_runs;
 mod workspace_allocators;

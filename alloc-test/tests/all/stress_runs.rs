@@ -40,3 +40,35 @@ fn mmap_alloc_survives_the_stress() {
     stress::churn(&MmapAlloc, 2, scale(2_000)).unwrap();
     stress::exiting_threads(&MmapAlloc, scale(20).max(2), 8).unwrap();
 }
+
+#[test]
+fn slab_heap_survives_the_stress() {
+    static HEAP: slab_alloc::SlabHeap = slab_alloc::SlabHeap::new();
+    stress::producer_consumer(&HEAP, scale(20_000)).unwrap();
+    stress::churn(&HEAP, 4, scale(20_000)).unwrap();
+    stress::exiting_threads(&HEAP, scale(200).max(2), 32).unwrap();
+}
+
+#[test]
+fn arena_router_survives_frees_from_other_threads() {
+    use arena_alloc::{ArenaPool, ArenaRouter, PoolConfig};
+    static ROUTER: ArenaRouter<std::alloc::System> = ArenaRouter::new(std::alloc::System);
+    let arena_bytes = if cfg!(miri) { 1 << 20 } else { 16 << 20 };
+    let pool = ArenaPool::new(PoolConfig::new(2, arena_bytes))
+        .unwrap()
+        .into_static()
+        .unwrap();
+    for _ in 0..3 {
+        // The producer leases an arena, allocates inside it and releases the lease while
+        // the consumer still holds blocks: the arena stays quarantined until the last is
+        // freed, and must then rejoin the pool.
+        stress::producer_consumer_in(&ROUTER, scale(5_000), |produce| {
+            let lease = pool.acquire();
+            lease.run(produce);
+        })
+        .unwrap();
+    }
+    let stats = pool.stats();
+    assert_eq!((stats.free, stats.quarantined), (2, 0), "{stats:?}");
+    stress::churn(&ROUTER, 4, scale(10_000)).unwrap();
+}

@@ -1,7 +1,12 @@
 //! Every allocator of the workspace passes, through each interface it offers.
 
-use alloc_test::{AllocatorSubject, GlobalSubject, Promises, check};
+use alloc_test::{
+    AllocatorSubject, ArenaSubject, GlobalSubject, ObjectCacheSubject, PooledArenaSubject,
+    Promises, RouterSubject, SlabCacheSubject, check,
+};
+use arena_alloc::ArenaConfig;
 use mmap_alloc::MmapAlloc;
+use slab_alloc::SlabHeap;
 
 fn mmap_promises() -> Promises {
     Promises {
@@ -18,4 +23,53 @@ fn mmap_alloc_passes_as_global_alloc() {
 #[test]
 fn mmap_alloc_passes_as_allocator() {
     check(|| AllocatorSubject::new("MmapAlloc (Allocator)", MmapAlloc, mmap_promises())).unwrap();
+}
+
+#[test]
+fn arena_passes() {
+    check(|| ArenaSubject::new(ArenaConfig::new())).unwrap();
+}
+
+#[test]
+fn arena_with_a_limit_honours_it() {
+    check(|| ArenaSubject::new(ArenaConfig::new().limit_bytes(64 << 10))).unwrap();
+}
+
+#[test]
+fn pooled_arena_passes() {
+    check(PooledArenaSubject::new).unwrap();
+}
+
+#[test]
+fn arena_router_passes() {
+    check(RouterSubject::new).unwrap();
+}
+
+#[test]
+fn slab_cache_passes() {
+    check(|| SlabCacheSubject::new(256, 16)).unwrap();
+    check(|| SlabCacheSubject::new(24, 8)).unwrap();
+}
+
+#[test]
+fn object_cache_passes() {
+    check(ObjectCacheSubject::new).unwrap();
+}
+
+#[test]
+fn slab_heap_passes_as_global_alloc() {
+    let promises = Promises {
+        max_align: 1 << 16,
+        ..Promises::default()
+    };
+    check(|| GlobalSubject::new("SlabHeap (GlobalAlloc)", SlabHeap::new(), promises)).unwrap();
+}
+
+#[test]
+fn slab_heap_passes_as_allocator() {
+    let promises = Promises {
+        max_align: 1 << 16,
+        ..Promises::default()
+    };
+    check(|| AllocatorSubject::new("SlabHeap (Allocator)", SlabHeap::new(), promises)).unwrap();
 }

@@ -1,0 +1,281 @@
+//! arena-alloc: a bare `Arena` (with reset and checkpoints), a pooled arena, and the
+//! `ArenaRouter` serving a thread that has entered a pooled arena.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::fmt;
+use core::ptr::NonNull;
+use std::alloc::System;
+use std::sync::OnceLock;
+
+use allocator_api2::alloc::Allocator;
+use arena_alloc::{
+    Arena, ArenaConfig, ArenaPool, ArenaRouter, Checkpoint, PoolConfig, PooledArena,
+};
+use mmap_alloc::{DefaultPages, PageSource};
+
+use crate::subject::{Mark, Promises, Refused, Subject};
+
+/// An [`Arena`] under test: bump allocation, growth of the latest block in place, reset and
+/// checkpoints.
+pub struct ArenaSubject<S: PageSource = DefaultPages> {
+    arena: Arena<S>,
+    checkpoints: Vec<Checkpoint>,
+    promises: Promises,
+}
+
+impl ArenaSubject<DefaultPages> {
+    /// An arena with `config` from the default page source.
+    pub fn new(config: ArenaConfig) -> Self {
+        ArenaSubject::with_source(DefaultPages::default(), config, false)
+    }
+}
+
+impl<S: PageSource> ArenaSubject<S> {
+    /// An arena over `source`; `may_refuse` when the source fails on purpose.
+    pub fn with_source(source: S, config: ArenaConfig, may_refuse: bool) -> Self {
+        let limit = (config.limit() != usize::MAX).then_some(config.limit());
+        let promises = Promises {
+            reuses_freed_memory: false,
+            zero_sized: true,
+            max_align: 1 << 16,
+            limit,
+            may_refuse,
+            ..Promises::default()
+        };
+        ArenaSubject {
+            arena: Arena::with_source(source, config),
+            checkpoints: Vec::new(),
+            promises,
+        }
+    }
+
+    /// The arena, for statistics and invariant checks.
+    pub fn arena(&self) -> &Arena<S> {
+        &self.arena
+    }
+}
+
+impl<S: PageSource> fmt::Debug for ArenaSubject<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArenaSubject")
+            .field("stats", &self.arena.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+// SAFETY: every call is forwarded to the arena unchanged.
+unsafe impl<S: PageSource> Subject for ArenaSubject<S> {
+    fn name(&self) -> String {
+        "Arena".to_owned()
+    }
+
+    fn promises(&self) -> Promises {
+        self.promises
+    }
+
+    fn alloc(&mut self, layout: Layout) -> Result<NonNull<u8>, Refused> {
+        self.arena.try_alloc_layout(layout).map_err(|_| Refused)
+    }
+
+    fn alloc_zeroed(&mut self, layout: Layout) -> Result<NonNull<u8>, Refused> {
+        (&self.arena)
+            .allocate_zeroed(layout)
+            .map(NonNull::cast)
+            .map_err(|_| Refused)
+    }
+
+    unsafe fn dealloc(&mut self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.arena.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(
+        &mut self,
+        ptr: NonNull<u8>,
+        layout: Layout,
+        new_size: usize,
+    ) -> Result<NonNull<u8>, Refused> {
+        let new = Layout::from_size_align(new_size, layout.align()).map_err(|_| Refused)?;
+        // SAFETY: forwarded from the caller.
+        unsafe { self.arena.try_realloc(ptr, layout, new) }.map_err(|_| Refused)
+    }
+
+    fn reset(&mut self) -> bool {
+        self.arena.reset();
+        self.checkpoints.clear();
+        true
+    }
+
+    fn checkpoint(&mut self) -> Option<Mark> {
+        self.checkpoints.push(self.arena.checkpoint());
+        Some(Mark(self.checkpoints.len() - 1))
+    }
+
+    unsafe fn rewind(&mut self, mark: Mark) {
+        if let Some(&checkpoint) = self.checkpoints.get(mark.0) {
+            self.checkpoints.truncate(mark.0);
+            // A refused rewind leaves the arena as it was, which the model then checks.
+            let _ = self.arena.rewind(checkpoint);
+        }
+    }
+}
+
+/// The pool every pooled subject of this process leases from: the router keeps a
+/// registry of a few pools, so tests share one.
+fn shared_pool() -> &'static ArenaPool {
+    static POOL: OnceLock<&'static ArenaPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let arena_bytes = if cfg!(miri) { 2 << 20 } else { 64 << 20 };
+        ArenaPool::new(PoolConfig::new(16, arena_bytes))
+            .and_then(ArenaPool::into_static)
+            .expect("a pool of 16 arenas")
+    })
+}
+
+/// A router over `System`, called directly (not installed as the global allocator).
+static ROUTER: ArenaRouter<System> = ArenaRouter::new(System);
+
+/// An arena leased from an [`ArenaPool`], through `&PooledArena` as an `Allocator`.
+pub struct PooledArenaSubject {
+    lease: PooledArena<'static>,
+}
+
+impl PooledArenaSubject {
+    /// Leases an arena from the shared pool, waiting for one if all are leased.
+    pub fn new() -> Self {
+        PooledArenaSubject {
+            lease: shared_pool().acquire(),
+        }
+    }
+}
+
+impl Default for PooledArenaSubject {
+    fn default() -> Self {
+        PooledArenaSubject::new()
+    }
+}
+
+impl fmt::Debug for PooledArenaSubject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PooledArenaSubject").finish_non_exhaustive()
+    }
+}
+
+// SAFETY: every call is forwarded to the leased arena unchanged.
+unsafe impl Subject for PooledArenaSubject {
+    fn name(&self) -> String {
+        "pooled Arena".to_owned()
+    }
+
+    fn promises(&self) -> Promises {
+        // A pooled arena has a fixed capacity: it refuses beyond it.
+        Promises {
+            reuses_freed_memory: false,
+            zero_sized: true,
+            max_align: 1 << 16,
+            may_refuse: true,
+            ..Promises::default()
+        }
+    }
+
+    fn alloc(&mut self, layout: Layout) -> Result<NonNull<u8>, Refused> {
+        self.lease.try_alloc_layout(layout).map_err(|_| Refused)
+    }
+
+    fn alloc_zeroed(&mut self, layout: Layout) -> Result<NonNull<u8>, Refused> {
+        let arena: &Arena<_> = &self.lease;
+        arena
+            .allocate_zeroed(layout)
+            .map(NonNull::cast)
+            .map_err(|_| Refused)
+    }
+
+    unsafe fn dealloc(&mut self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.lease.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(
+        &mut self,
+        ptr: NonNull<u8>,
+        layout: Layout,
+        new_size: usize,
+    ) -> Result<NonNull<u8>, Refused> {
+        let new = Layout::from_size_align(new_size, layout.align()).map_err(|_| Refused)?;
+        // SAFETY: forwarded from the caller.
+        unsafe { self.lease.try_realloc(ptr, layout, new) }.map_err(|_| Refused)
+    }
+}
+
+/// The [`ArenaRouter`] as a thread sees it after entering a pooled arena: allocations come
+/// from the arena (spilling to `System` beyond it, up to the hard cap), frees are routed
+/// by address.
+pub struct RouterSubject {
+    lease: PooledArena<'static>,
+}
+
+impl RouterSubject {
+    /// Leases an arena from the shared pool for the router to route to.
+    pub fn new() -> Self {
+        RouterSubject {
+            lease: shared_pool().acquire(),
+        }
+    }
+}
+
+impl Default for RouterSubject {
+    fn default() -> Self {
+        RouterSubject::new()
+    }
+}
+
+impl fmt::Debug for RouterSubject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouterSubject").finish_non_exhaustive()
+    }
+}
+
+// SAFETY: every call is forwarded to the router unchanged, inside the leased arena.
+unsafe impl Subject for RouterSubject {
+    fn name(&self) -> String {
+        "ArenaRouter".to_owned()
+    }
+
+    fn promises(&self) -> Promises {
+        // Beyond the arena it spills, and beyond the hard cap it refuses.
+        Promises {
+            max_align: 1 << 16,
+            may_refuse: true,
+            ..Promises::default()
+        }
+    }
+
+    fn alloc(&mut self, layout: Layout) -> Result<NonNull<u8>, Refused> {
+        // SAFETY: the model never asks for zero bytes through `GlobalAlloc`.
+        NonNull::new(self.lease.run(|| unsafe { ROUTER.alloc(layout) })).ok_or(Refused)
+    }
+
+    fn alloc_zeroed(&mut self, layout: Layout) -> Result<NonNull<u8>, Refused> {
+        // SAFETY: as for `alloc`.
+        NonNull::new(self.lease.run(|| unsafe { ROUTER.alloc_zeroed(layout) })).ok_or(Refused)
+    }
+
+    unsafe fn dealloc(&mut self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: forwarded from the caller; frees are routed by address.
+        unsafe { ROUTER.dealloc(ptr.as_ptr(), layout) }
+    }
+
+    unsafe fn realloc(
+        &mut self,
+        ptr: NonNull<u8>,
+        layout: Layout,
+        new_size: usize,
+    ) -> Result<NonNull<u8>, Refused> {
+        // SAFETY: forwarded from the caller.
+        NonNull::new(
+            self.lease
+                .run(|| unsafe { ROUTER.realloc(ptr.as_ptr(), layout, new_size) }),
+        )
+        .ok_or(Refused)
+    }
+}
