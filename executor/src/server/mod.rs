@@ -138,8 +138,9 @@ impl ServerBuilder {
         self
     }
 
-    /// Time a handler has to produce its response; past it the handler is dropped and
-    /// the client gets 503. Default 30 s.
+    /// Time a handler has to produce its response, counted from its first poll that
+    /// does not finish (a handler that never yields cannot be interrupted anyway); past
+    /// it the handler is dropped and the client gets 503. Default 30 s.
     pub fn handler_timeout(mut self, timeout: Duration) -> Self {
         self.config.handler_timeout = timeout;
         self
