@@ -105,7 +105,7 @@ impl Default for ServerBuilder {
                 counters: Arc::default(),
             },
             workers: std::thread::available_parallelism().map_or(1, usize::from),
-            reuse_port: cfg!(target_os = "linux"),
+            reuse_port: false,
             handle_signals: true,
         }
     }
@@ -119,7 +119,10 @@ impl ServerBuilder {
     }
 
     /// One listening socket per worker with `SO_REUSEPORT` (the kernel spreads
-    /// connections; default on Linux), or one socket shared by all workers.
+    /// connections by a hash of their addresses), or, by default, one socket shared by
+    /// all workers, registered with each worker's `Poll`: whichever worker is free
+    /// first accepts, which balanced keep-alive load better in our measurements (see
+    /// the README).
     pub fn reuse_port(mut self, enabled: bool) -> Self {
         self.reuse_port = enabled;
         self
