@@ -1,8 +1,8 @@
 //! Plaintext "Hello, World!" on every path.
 //!
 //! `cargo run --release -p executor --example hello -- [PORT] [WORKERS]`
-//! (or `PORT=8080 WORKERS=2`; `REUSE_PORT=0` shares one listening socket between the
-//! workers instead of one `SO_REUSEPORT` socket each); Ctrl-C shuts down gracefully.
+//! (or `PORT=8080 WORKERS=2`; `REUSE_PORT=1` gives each worker its own `SO_REUSEPORT`
+//! socket instead of sharing one); Ctrl-C shuts down gracefully.
 
 mod common;
 
@@ -14,7 +14,7 @@ fn main() -> std::io::Result<()> {
     let (address, workers) = common::settings(8080);
     let mut builder = executor::Server::builder().workers(workers);
     if let Ok(value) = std::env::var("REUSE_PORT") {
-        // REUSE_PORT=0: one listening socket shared by the workers.
+        // REUSE_PORT=1: one SO_REUSEPORT socket per worker (default: one shared socket).
         builder = builder.reuse_port(value != "0");
     }
     let server = builder.bind(address)?;

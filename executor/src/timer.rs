@@ -6,7 +6,10 @@
 //! dropping or resetting the `Sleep` marks the entry cancelled, and cancelled entries are
 //! dropped when they reach the top or when the heap is compacted (whenever it has doubled
 //! since the last compaction), so memory stays bounded by twice the live timers even
-//! under hyper's one-timer-per-request pattern. The worker sleeps in `epoll_wait` until
+//! under hyper's one-timer-per-request pattern. Entries that leave the heap with no
+//! `Sleep` holding them are reset and kept (up to a bound) for the next registration,
+//! so a steady stream of short-lived timers allocates nothing. The worker sleeps in
+//! `epoll_wait` until
 //! the earliest deadline (rounded up to a millisecond) and fires every due entry after
 //! each wake-up.
 
@@ -69,6 +72,8 @@ impl Ord for HeapItem {
 }
 
 const MIN_COMPACTION_LEN: usize = 64;
+/// Most reset entries kept for reuse.
+const MAX_SPARE_ENTRIES: usize = 1024;
 
 /// A worker's timers. Only its own thread touches it.
 #[derive(Debug)]
@@ -77,6 +82,8 @@ pub(crate) struct TimerHeap {
     next_sequence: u64,
     /// Compact when the heap reaches this length.
     compact_at: usize,
+    /// Reset entries nothing else references (`Arc::strong_count == 1`), for reuse.
+    spare: Vec<Arc<TimerEntry>>,
 }
 
 impl Default for TimerHeap {
@@ -85,18 +92,47 @@ impl Default for TimerHeap {
             heap: BinaryHeap::new(),
             next_sequence: 0,
             compact_at: MIN_COMPACTION_LEN,
+            spare: Vec::new(),
         }
     }
 }
 
 impl TimerHeap {
+    /// Keeps `entry` for reuse if nothing but the heap held it. The count cannot grow
+    /// behind our back: only the heap hands out references, and it is ours.
+    fn recycle(&mut self, entry: Arc<TimerEntry>) {
+        if self.spare.len() < MAX_SPARE_ENTRIES && Arc::strong_count(&entry) == 1 {
+            *entry.lock() = EntryState::default();
+            self.spare.push(entry);
+        }
+    }
+
+    /// Drops cancelled entries from the whole heap.
+    fn compact(&mut self) {
+        let items = std::mem::take(&mut self.heap).into_vec();
+        let mut kept = Vec::with_capacity(items.len());
+        for item in items {
+            if item.entry.is_cancelled() {
+                self.recycle(item.entry);
+            } else {
+                kept.push(item);
+            }
+        }
+        self.heap = BinaryHeap::from(kept);
+        self.compact_at = (self.heap.len() * 2).max(MIN_COMPACTION_LEN);
+    }
+
     /// Registers a deadline whose firing wakes `waker`.
     pub(crate) fn insert(&mut self, deadline: Instant, waker: Waker) -> Arc<TimerEntry> {
         if self.heap.len() >= self.compact_at {
-            self.heap.retain(|item| !item.entry.is_cancelled());
-            self.compact_at = (self.heap.len() * 2).max(MIN_COMPACTION_LEN);
+            self.compact();
         }
-        let entry = Arc::new(TimerEntry::default());
+        let entry = self.spare.pop().unwrap_or_default();
+        debug_assert_eq!(
+            Arc::strong_count(&entry),
+            1,
+            "spare timer entry still shared"
+        );
         entry.lock().waker = Some(waker);
         self.heap.push(HeapItem {
             deadline,
@@ -111,7 +147,8 @@ impl TimerHeap {
     pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
         while let Some(top) = self.heap.peek() {
             if top.entry.is_cancelled() {
-                self.heap.pop();
+                let item = self.heap.pop().expect("peeked");
+                self.recycle(item.entry);
             } else {
                 return Some(top.deadline);
             }
@@ -136,6 +173,7 @@ impl TimerHeap {
                 waker.wake();
                 woken += 1;
             }
+            self.recycle(item.entry);
         }
         woken
     }
@@ -332,6 +370,35 @@ mod tests {
         assert_eq!(heap.fire_due(start + Duration::from_secs(3)), 1);
         assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 2);
         assert_eq!(heap.next_deadline(), None);
+    }
+
+    #[test]
+    fn entries_nobody_holds_are_reused_and_held_ones_are_not() {
+        let waker = Waker::noop().clone();
+        let mut heap = TimerHeap::default();
+        let now = Instant::now();
+        let cancelled = heap.insert(now, waker.clone());
+        cancelled.lock().cancelled = true;
+        let cancelled_address = Arc::as_ptr(&cancelled);
+        drop(cancelled);
+        let fired_but_held = heap.insert(now, waker.clone());
+        assert_eq!(
+            heap.next_deadline(),
+            Some(now),
+            "the cancelled entry was popped"
+        );
+        heap.fire_due(now);
+        assert!(fired_but_held.lock().fired, "a held entry keeps its state");
+        let reused = heap.insert(now + Duration::from_secs(1), waker);
+        assert_eq!(
+            Arc::as_ptr(&reused),
+            cancelled_address,
+            "the free entry was reused"
+        );
+        assert!(
+            !reused.lock().fired && !reused.lock().cancelled,
+            "reused entries are reset"
+        );
     }
 
     #[test]

@@ -105,7 +105,7 @@ impl Default for ServerBuilder {
                 counters: Arc::default(),
             },
             workers: std::thread::available_parallelism().map_or(1, usize::from),
-            reuse_port: cfg!(target_os = "linux"),
+            reuse_port: false,
             handle_signals: true,
         }
     }
@@ -119,7 +119,10 @@ impl ServerBuilder {
     }
 
     /// One listening socket per worker with `SO_REUSEPORT` (the kernel spreads
-    /// connections; default on Linux), or one socket shared by all workers.
+    /// connections by a hash of their addresses), or, by default, one socket shared by
+    /// all workers, registered with each worker's `Poll`: whichever worker is free
+    /// first accepts, which balanced keep-alive load better in our measurements (see
+    /// the README).
     pub fn reuse_port(mut self, enabled: bool) -> Self {
         self.reuse_port = enabled;
         self
@@ -138,8 +141,9 @@ impl ServerBuilder {
         self
     }
 
-    /// Time a handler has to produce its response; past it the handler is dropped and
-    /// the client gets 503. Default 30 s.
+    /// Time a handler has to produce its response, counted from its first poll that
+    /// does not finish (a handler that never yields cannot be interrupted anyway); past
+    /// it the handler is dropped and the client gets 503. Default 30 s.
     pub fn handler_timeout(mut self, timeout: Duration) -> Self {
         self.config.handler_timeout = timeout;
         self

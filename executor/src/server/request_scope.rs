@@ -1,19 +1,29 @@
-//! The per-request wrapper: every poll of a user handler goes through [`RequestTask`].
+//! The per-request wrapper: every call and poll of a user handler goes through
+//! [`RequestTask`].
 //!
-//! This is the seam for per-request arenas. Today a request's life is: its future is
-//! created on the first poll (so the handler function itself runs inside the scope),
-//! each poll runs under `catch_unwind` (a panic becomes a 500 and the handler future is
-//! dropped), and a deadline cancels a handler that runs too long (503). Next, in
-//! [`RequestTask::poll`] only:
-//! 1. first poll: acquire an arena from the `ArenaPool` with `acquire_async`, waiting at
-//!    most a configured time, else answer 503 without calling the handler;
+//! This is the seam for per-request arenas. Today a request's life is: the handler is
+//! called when hyper hands over the request ([`RequestTask::start`]; calling it there,
+//! not at the first poll, lets the request head go before hyper's next read, which
+//! saves a buffer allocation and copy per request), each poll runs under
+//! `catch_unwind` (a panic, in the call or a poll, becomes a 500 and the handler future
+//! is dropped), and a deadline armed at the handler's first pending poll cancels a
+//! handler that runs too long (503). The handler future is stored inline (hyper keeps
+//! the `RequestTask` in a per-connection box), so a request costs no allocation here.
+//!
+//! Next, with arenas, only this file changes:
+//! 1. `start`: `ArenaPool::try_acquire`; on success enter the arena and call the handler
+//!    inside it (as today); otherwise keep the request in a new `WaitingForArena` state
+//!    whose poll drives `acquire_async`, bounded by a configured wait, then calls the
+//!    handler, or answers 503 without calling it;
 //! 2. every poll: enter the arena (router guard) around the handler poll;
 //! 3. after every poll: if the arena is over budget, drop the handler future (inside
-//!    the arena, destructors run) and answer 503 "request exceeded its memory budget";
+//!    the arena, so destructors run) and answer 503 "request exceeded its memory budget";
 //! 4. on completion or drop: leave and release the arena.
 //!
-//! The handler future is boxed when created: that box is the first allocation the
-//! arena will take over.
+//! # Safety
+//! `RequestTask` structurally pins its handler future (`State::Running`): the future is
+//! never moved once the task is pinned, only dropped in place (`drop_handler`:
+//! `drop_in_place`, then the state is overwritten). Other states hold no pinned data.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,6 +32,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
@@ -70,89 +81,111 @@ pub(crate) fn plain_response(status: StatusCode, body: &'static str) -> Response
 }
 
 enum State<H: Handler> {
-    /// The handler has not been called yet.
-    NotStarted {
-        handler: Arc<H>,
-        request: Request<RequestBody>,
-    },
-    /// The handler's future, polled once per `RequestTask` poll.
-    Running(Pin<Box<H::Future>>),
-    /// Answered without the handler (request refused up front).
-    Refused(Response<Full<Bytes>>),
+    /// The handler's future; structurally pinned (module `# Safety`).
+    Running(H::Future),
+    /// Answered without the handler (refused up front, or the handler call panicked).
+    Answered(Response<Full<Bytes>>),
     /// The response has been returned.
     Finished,
 }
 
+const PANIC_BODY: &str = "internal server error: the request handler panicked\n";
+
 /// One request's handler, run under the server's per-request rules. See the module docs.
 pub(crate) struct RequestTask<H: Handler> {
+    /// Pinned when `Running`; see the module `# Safety`.
     state: State<H>,
-    /// Cancels the handler when it fires; armed at the first poll.
+    /// Cancels the handler when it fires; armed at the handler's first pending poll.
     deadline: Option<Sleep>,
-    handler_timeout: std::time::Duration,
+    handler_timeout: Duration,
     _in_flight: InFlight,
-}
-
-impl<H: Handler> Unpin for RequestTask<H> {}
-
-impl<H: Handler> RequestTask<H> {
-    fn finish(
-        &mut self,
-        response: Response<ResponseBody<H::Body>>,
-    ) -> Poll<<Self as Future>::Output> {
-        if let State::Running(future) = std::mem::replace(&mut self.state, State::Finished) {
-            drop_quietly(future);
-        }
-        Poll::Ready(Ok(response))
-    }
-}
-
-/// Drops a handler future, containing a panic from its destructors.
-fn drop_quietly<T>(value: T) {
-    let _ = catch_unwind(AssertUnwindSafe(move || drop(value)));
 }
 
 fn refusal<B>(status: StatusCode, body: &'static str) -> Response<ResponseBody<B>> {
     plain_response(status, body).map(Either::Right)
 }
 
+impl<H: Handler> RequestTask<H> {
+    /// Calls the handler (containing a panic) and wraps its future.
+    fn start(
+        handler: &H,
+        request: Request<RequestBody>,
+        handler_timeout: Duration,
+        in_flight: InFlight,
+    ) -> Self {
+        let state = match catch_unwind(AssertUnwindSafe(|| handler.call(request))) {
+            Ok(future) => State::Running(future),
+            Err(_) => State::Answered(plain_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                PANIC_BODY,
+            )),
+        };
+        Self {
+            state,
+            deadline: None,
+            handler_timeout,
+            _in_flight: in_flight,
+        }
+    }
+
+    fn answered(response: Response<Full<Bytes>>, in_flight: InFlight) -> Self {
+        Self {
+            state: State::Answered(response),
+            deadline: None,
+            handler_timeout: Duration::ZERO,
+            _in_flight: in_flight,
+        }
+    }
+
+    /// Drops the handler future in place (never moving it, as pinning requires),
+    /// containing a panic from its destructors, and leaves the state `Finished`.
+    fn drop_handler(&mut self) {
+        if let State::Running(future) = &mut self.state {
+            let future: *mut H::Future = future;
+            // SAFETY: `future` points to the live handler future inside `self.state`
+            // (derived from a unique borrow that ends here). It is dropped exactly once:
+            // a panicking destructor still counts as the drop, and the state is then
+            // overwritten without being dropped again.
+            let _ = catch_unwind(AssertUnwindSafe(|| unsafe {
+                std::ptr::drop_in_place(future)
+            }));
+            // SAFETY: `self.state` is valid for writes; its only field was dropped above,
+            // so overwriting it without running its destructor again is exactly right.
+            unsafe { std::ptr::write(&mut self.state, State::Finished) };
+        }
+    }
+
+    fn finish(
+        &mut self,
+        response: Response<ResponseBody<H::Body>>,
+    ) -> Poll<<Self as Future>::Output> {
+        self.drop_handler();
+        Poll::Ready(Ok(response))
+    }
+}
+
 impl<H: Handler> Future for RequestTask<H> {
     type Output = Result<Response<ResponseBody<H::Body>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        // Arena seam (next session): acquire on the first poll, enter here.
-        if let State::NotStarted { .. } = this.state {
-            let State::NotStarted { handler, request } =
-                std::mem::replace(&mut this.state, State::Finished)
-            else {
-                unreachable!()
-            };
-            match catch_unwind(AssertUnwindSafe(|| Box::pin(handler.call(request)))) {
-                Ok(future) => this.state = State::Running(future),
-                Err(_) => {
-                    return this.finish(refusal(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal server error: the request handler panicked\n",
-                    ));
-                }
-            }
-            this.deadline = Some(sleep(this.handler_timeout));
-        }
+        // SAFETY: only `state`'s `Running` future is structurally pinned, and the code
+        // below never moves it: it is polled through `Pin::new_unchecked` on its place
+        // and dropped in place by `drop_handler`. `Answered` is moved out only while the
+        // state holds no future. No other field is pinned.
+        let this = unsafe { self.get_unchecked_mut() };
         match &mut this.state {
             State::Running(future) => {
-                match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+                // SAFETY: see above; the future stays at this address until dropped.
+                let future = unsafe { Pin::new_unchecked(future) };
+                // Arena seam: enter the request's arena around this poll.
+                match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
                     Ok(Poll::Ready(response)) => this.finish(response.map(Either::Left)),
-                    Err(_) => this.finish(refusal(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal server error: the request handler panicked\n",
-                    )),
+                    Err(_) => this.finish(refusal(StatusCode::INTERNAL_SERVER_ERROR, PANIC_BODY)),
                     // Arena seam: the over-budget check goes here, before `Pending`.
                     Ok(Poll::Pending) => {
-                        let expired = this
-                            .deadline
-                            .as_mut()
-                            .is_some_and(|deadline| Pin::new(deadline).poll(cx).is_ready());
-                        if expired {
+                        let timeout = this.handler_timeout;
+                        let deadline = this.deadline.get_or_insert_with(|| sleep(timeout));
+                        if Pin::new(deadline).poll(cx).is_ready() {
                             this.finish(refusal(
                                 StatusCode::SERVICE_UNAVAILABLE,
                                 "service unavailable: the request handler timed out\n",
@@ -163,26 +196,22 @@ impl<H: Handler> Future for RequestTask<H> {
                     }
                 }
             }
-            State::Refused(_) => {
-                let State::Refused(response) = std::mem::replace(&mut this.state, State::Finished)
+            State::Answered(_) => {
+                let State::Answered(response) = std::mem::replace(&mut this.state, State::Finished)
                 else {
-                    unreachable!()
+                    unreachable!("matched Answered above")
                 };
                 Poll::Ready(Ok(response.map(Either::Right)))
             }
-            State::NotStarted { .. } | State::Finished => {
-                panic!("RequestTask polled after completion")
-            }
+            State::Finished => panic!("RequestTask polled after completion"),
         }
     }
 }
 
 impl<H: Handler> Drop for RequestTask<H> {
     fn drop(&mut self) {
-        // The connection went away mid-request: drop the handler, containing panics.
-        if let State::Running(future) = std::mem::replace(&mut self.state, State::Finished) {
-            drop_quietly(future);
-        }
+        // The connection went away mid-request: drop the handler in place.
+        self.drop_handler();
     }
 }
 
@@ -211,7 +240,7 @@ impl<H: Handler> hyper::service::Service<Request<Incoming>> for HandlerService<H
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse::<u64>().ok())
             .is_some_and(|length| length > max_body as u64);
-        let state = if declared_too_large {
+        if declared_too_large {
             let mut response = plain_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload too large: the request body exceeds the server's limit\n",
@@ -221,19 +250,14 @@ impl<H: Handler> hyper::service::Service<Request<Incoming>> for HandlerService<H
                 header::CONNECTION,
                 header::HeaderValue::from_static("close"),
             );
-            State::Refused(response)
-        } else {
-            let request = request.map(|body| Limited::new(body, max_body));
-            State::NotStarted {
-                handler: Arc::clone(&self.handler),
-                request,
-            }
-        };
-        RequestTask {
-            state,
-            deadline: None,
-            handler_timeout: self.config.handler_timeout,
-            _in_flight: in_flight,
+            return RequestTask::answered(response, in_flight);
         }
+        let request = request.map(|body| Limited::new(body, max_body));
+        RequestTask::start(
+            &*self.handler,
+            request,
+            self.config.handler_timeout,
+            in_flight,
+        )
     }
 }

@@ -97,7 +97,9 @@ where
     handle
 }
 
-/// Index of the worker running the current thread, if it is one.
+/// The process-wide index of the worker running the current thread (the index task
+/// wakers carry; unique among live workers of all runtimes), or `None` off worker
+/// threads.
 pub fn current_worker() -> Option<usize> {
     crate::worker::with_local(|local| local.shared.index())
 }

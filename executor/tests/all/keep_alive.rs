@@ -42,3 +42,13 @@ fn raw_keep_alive_connection_stays_open_between_requests() {
     }
     assert_eq!(count(&received, "HTTP/1.1 200 OK"), 3);
 }
+
+#[test]
+fn per_worker_reuse_port_sockets_serve_every_connection() {
+    let server = start(builder().reuse_port(true));
+    for _ in 0..10 {
+        let (status, body) = get(server.address, "/hello");
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello"[..]));
+    }
+    assert_eq!(server.stats.accepted_connections(), 10);
+}

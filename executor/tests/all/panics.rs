@@ -56,3 +56,24 @@ fn handler_that_panics_before_returning_a_future_gets_500() {
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }
+
+#[test]
+fn handler_whose_destructor_panics_is_still_cancelled_cleanly() {
+    struct PanicOnDrop;
+    impl Drop for PanicOnDrop {
+        fn drop(&mut self) {
+            panic!("destructor panics on purpose");
+        }
+    }
+    let server = start_with(
+        builder().handler_timeout(Duration::from_millis(100)),
+        |_request| async {
+            let _guard = PanicOnDrop;
+            std::future::pending::<http::Response<TestBody>>().await
+        },
+    );
+    for _ in 0..3 {
+        let (status, _) = get(server.address, "/");
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+}
