@@ -542,6 +542,7 @@ impl ArenaPool {
         slot.state.store(LEASED, Ordering::Relaxed);
         PooledArena {
             pool: self,
+            slot,
             index,
             _not_sync: PhantomData,
         }
@@ -913,6 +914,8 @@ impl fmt::Debug for ArenaPool {
 #[must_use = "dropping the lease gives the arena back at once"]
 pub struct PooledArena<'pool> {
     pool: &'pool ArenaPool,
+    /// `&pool.slots[index]`, kept so that every use of the arena is one load.
+    slot: &'pool Slot,
     index: u32,
     _not_sync: PhantomData<Cell<()>>,
 }
@@ -933,8 +936,9 @@ impl<'pool> PooledArena<'pool> {
         self.index as usize
     }
 
+    #[inline(always)]
     pub(crate) fn slot(&self) -> &'pool Slot {
-        &self.pool.slots[self.index as usize]
+        self.slot
     }
 
     /// Whether a routed allocation spilled to the fallback allocator: the request went
@@ -966,6 +970,7 @@ impl<'pool> PooledArena<'pool> {
 impl Deref for PooledArena<'_> {
     type Target = Arena<SlotPages>;
 
+    #[inline(always)]
     fn deref(&self) -> &Self::Target {
         // SAFETY: the lease owns the slot's bump state.
         unsafe { self.slot().arena() }
