@@ -22,6 +22,45 @@ fn layouts() -> [Layout; 5] {
     SIZES.map(|size| Layout::from_size_align(size, 16).unwrap())
 }
 
+/// Runs `$alloc` for each of the five layouts, writes a byte into each block, hides the
+/// blocks from the optimiser, then runs `$free` on each (straight-line code, so the
+/// harness adds nothing but the calls being measured).
+macro_rules! five_allocations {
+    ($layouts:expr, |$layout:ident| $alloc:expr, |$block:ident, $free_layout:ident| $free:expr) => {{
+        let [l0, l1, l2, l3, l4] = $layouts;
+        let blocks = [
+            {
+                let $layout = l0;
+                $alloc
+            },
+            {
+                let $layout = l1;
+                $alloc
+            },
+            {
+                let $layout = l2;
+                $alloc
+            },
+            {
+                let $layout = l3;
+                $alloc
+            },
+            {
+                let $layout = l4;
+                $alloc
+            },
+        ];
+        for block in blocks {
+            // SAFETY: every block is at least one byte, fresh and writable.
+            unsafe { block.write(1) };
+        }
+        let [b0, b1, b2, b3, b4] = black_box(blocks);
+        for ($block, $free_layout) in [(b0, l0), (b1, l1), (b2, l2), (b3, l3), (b4, l4)] {
+            $free;
+        }
+    }};
+}
+
 fn request_cycle(c: &mut Criterion) {
     let layouts = layouts();
     let pool = ArenaPool::new(PoolConfig::new(64, 1 << 20))
@@ -39,34 +78,26 @@ fn request_cycle(c: &mut Criterion) {
         let mut group = c.benchmark_group("request_cycle_5_allocs_9KB");
         group.bench_function("system (alloc 5, free 5)", |b| {
             b.iter(|| {
-                let mut blocks = [std::ptr::null_mut(); 5];
-                for (block, layout) in blocks.iter_mut().zip(layouts) {
-                    // SAFETY: non-zero layouts, freed below.
-                    *block = unsafe { System.alloc(layout) };
-                    // SAFETY: at least one byte.
-                    unsafe { block.write(1) };
-                }
-                black_box(&blocks);
-                for (block, layout) in blocks.into_iter().zip(layouts) {
+                five_allocations!(
+                    layouts,
+                    // SAFETY: non-zero layouts; each block is freed below.
+                    |layout| unsafe { System.alloc(layout) },
                     // SAFETY: allocated above with this layout.
-                    unsafe { System.dealloc(block, layout) };
-                }
+                    |block, layout| unsafe { System.dealloc(block, layout) }
+                )
             })
         });
         group.bench_function("arena pool (acquire, 5 allocs + frees, release)", |b| {
             b.iter(|| {
                 let lease = pool.try_acquire().unwrap();
-                let mut blocks = [std::ptr::NonNull::dangling(); 5];
-                for (block, layout) in blocks.iter_mut().zip(layouts) {
-                    *block = lease.alloc_layout(layout);
-                    // SAFETY: at least one byte.
-                    unsafe { block.write(1) };
-                }
-                black_box(&blocks);
-                for (block, layout) in blocks.into_iter().zip(layouts) {
-                    // SAFETY: allocated above with this layout.
-                    unsafe { lease.dealloc(block, layout) };
-                }
+                five_allocations!(
+                    layouts,
+                    |layout| lease.alloc_layout(layout).as_ptr(),
+                    // SAFETY: allocated above from this arena with this layout.
+                    |block, layout| unsafe {
+                        lease.dealloc(std::ptr::NonNull::new_unchecked(block), layout)
+                    }
+                );
                 drop(lease);
             })
         });
@@ -76,18 +107,13 @@ fn request_cycle(c: &mut Criterion) {
                 b.iter(|| {
                     let lease = pool.try_acquire().unwrap();
                     let guard = lease.enter();
-                    let mut blocks = [std::ptr::null_mut(); 5];
-                    for (block, layout) in blocks.iter_mut().zip(layouts) {
-                        // SAFETY: non-zero layouts, freed below.
-                        *block = unsafe { std::alloc::alloc(layout) };
-                        // SAFETY: at least one byte.
-                        unsafe { block.write(1) };
-                    }
-                    black_box(&blocks);
-                    for (block, layout) in blocks.into_iter().zip(layouts) {
+                    five_allocations!(
+                        layouts,
+                        // SAFETY: non-zero layouts; each block is freed below.
+                        |layout| unsafe { std::alloc::alloc(layout) },
                         // SAFETY: allocated above with this layout.
-                        unsafe { std::alloc::dealloc(block, layout) };
-                    }
+                        |block, layout| unsafe { std::alloc::dealloc(block, layout) }
+                    );
                     drop(guard);
                     drop(lease);
                 })

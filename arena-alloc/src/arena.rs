@@ -86,8 +86,11 @@ pub struct Arena<S: PageSource = DefaultPages, const MIN_ALIGN: usize = 1> {
     /// keeps them committed (with the warm watermark), so that steady usage is never
     /// decommitted and faulted in again every cycle; only a drop in usage is given back.
     previous_cycle_bytes: Cell<usize>,
-    /// The most bytes allocated at once, as of the last time `ptr` moved down.
+    /// The most bytes allocated at once, as of the last fold (see `fold_marks`).
     peak_bytes: Cell<usize>,
+    /// The highest address the bump pointer reached in the current chunk since the last
+    /// fold: the only bookkeeping a free of the latest allocation does.
+    lowered_from: Cell<usize>,
     /// Bumped by every reset: checkpoints from before a reset are stale.
     epoch: Cell<u64>,
     id: u64,
@@ -168,6 +171,7 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
             cycle_high: Cell::new(0),
             previous_cycle_bytes: Cell::new(0),
             peak_bytes: Cell::new(0),
+            lowered_from: Cell::new(0),
             epoch: Cell::new(0),
             id: NEXT_ARENA_ID.fetch_add(1, Ordering::Relaxed),
             config,
@@ -271,14 +275,33 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
         }
     }
 
-    /// Records the peak and the high-water mark before the bump pointer moves down.
-    #[inline]
-    fn note_before_lowering(&self) {
-        self.peak_bytes
-            .set(self.peak_bytes.get().max(self.allocated_bytes()));
+    /// Records that the bump pointer is about to move down (a free or shrink of the
+    /// latest allocation): one compare, folded into the statistics later.
+    #[inline(always)]
+    fn note_lowering(&self) {
         let address = self.ptr.get().addr().get();
-        self.high_water.set(self.high_water.get().max(address));
-        self.cycle_high.set(self.cycle_high.get().max(address));
+        if address > self.lowered_from.get() {
+            self.lowered_from.set(address);
+        }
+    }
+
+    /// Folds the highest address reached since the last fold into the peak and the
+    /// high-water marks. Runs before the allocated total changes other than by bumping
+    /// (a new chunk, an oversize chunk, a reset or a rewind), so the peak is exact.
+    fn fold_marks(&self) {
+        let Some(chunk) = self.current.get() else {
+            return;
+        };
+        let top = self.lowered_from.get().max(self.ptr.get().addr().get());
+        let data = chunk.data_start().addr().get();
+        self.peak_bytes.set(
+            self.peak_bytes
+                .get()
+                .max(self.retired_bytes.get() + top - data),
+        );
+        self.high_water.set(self.high_water.get().max(top));
+        self.cycle_high.set(self.cycle_high.get().max(top));
+        self.lowered_from.set(0);
     }
 
     /// The cold path: commit more of the current chunk, start a new chunk, or give the
@@ -330,6 +353,7 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
             .checked_add(align - 1)
             .and_then(|bytes| bytes.checked_add(size))
             .ok_or(AllocError)?;
+        self.fold_marks();
         // 2. A dedicated chunk for an oversize request.
         if size > self.config.oversize_bytes {
             let chunk =
@@ -349,7 +373,6 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
         let chunk =
             Chunk::create(&self.source, reserve, commit, self.current.get()).ok_or(AllocError)?;
         let retiring = self.allocated_bytes();
-        self.note_before_lowering();
         self.retired_bytes.set(retiring);
         self.current.set(Some(chunk));
         self.committed_end.set(chunk.committed_end());
@@ -382,7 +405,7 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
         let new_end = start.checked_add(Self::padded_size(new_size))?;
         if new_end <= self.end.get() {
             if new_end < bump.addr().get() {
-                self.note_before_lowering();
+                self.note_lowering();
             }
             self.ptr.set(bump.with_addr(chunk_address(new_end)));
             return Some(bump.with_addr(ptr.addr()));
@@ -415,7 +438,7 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     #[inline]
     pub unsafe fn dealloc(&self, ptr: NonNull<u8>, layout: Layout) {
         if self.is_last(ptr, layout.size()) {
-            self.note_before_lowering();
+            self.note_lowering();
             self.ptr.set(self.ptr.get().with_addr(ptr.addr()));
         }
     }
@@ -743,7 +766,7 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
                 return Err(CheckpointError::Ahead);
             }
         }
-        self.note_before_lowering();
+        self.fold_marks();
         for _ in checkpoint.oversize_chunks..self.oversize_chunks.get() {
             let chunk = self.oversize.get().expect("counted oversize chunk");
             self.oversize.set(chunk.older());
@@ -839,8 +862,50 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     ///
     /// # Safety
     /// - No allocation of the arena is used afterwards.
+    #[inline]
     pub unsafe fn reset_unchecked(&self) {
-        self.note_before_lowering();
+        self.fold_marks();
+        if self.oversize_chunks.get() != 0 || self.chunks.get() > 1 {
+            // SAFETY: forwarded from the caller.
+            unsafe { self.release_all_but_current() };
+        }
+        self.retired_bytes.set(0);
+        self.epoch.set(self.epoch.get().wrapping_add(1));
+        let Some(current) = self.current.get() else {
+            return;
+        };
+        let data = current.data_start().addr().get();
+        self.ptr.set(Self::chunk_start(current));
+        self.poison_free_tail();
+        // Nothing is allocated now: the limit ends `limit_bytes` after the data start.
+        self.end.set(
+            self.committed_end
+                .get()
+                .min(data.saturating_add(self.config.limit_bytes)),
+        );
+        let base = current.base().addr().get();
+        let dirty = self.high_water.get().max(data) - base;
+        let used = self.cycle_high.get().max(data) - base;
+        let keep = HEADER_BYTES
+            .saturating_add(self.config.warm_bytes)
+            .max(self.previous_cycle_bytes.get());
+        self.previous_cycle_bytes.set(used);
+        self.cycle_high.set(data);
+        if dirty > keep {
+            // SAFETY: the caller promises nothing relies on the arena's contents.
+            unsafe { self.decommit_above(current, keep, dirty) };
+        }
+        self.maybe_check_invariants();
+    }
+
+    /// The cold part of a reset: releases oversize chunks and every ordinary chunk but
+    /// the current one.
+    ///
+    /// # Safety
+    /// - No allocation of the arena is used afterwards.
+    #[cold]
+    #[inline(never)]
+    unsafe fn release_all_but_current(&self) {
         while let Some(chunk) = self.oversize.get() {
             self.oversize.set(chunk.older());
             // SAFETY: the caller promises no allocation is used again.
@@ -848,42 +913,33 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
         }
         self.oversize_chunks.set(0);
         if let Some(current) = self.current.get() {
-            if self.chunks.get() > 1 {
-                let mut older = current.older();
-                while let Some(chunk) = older {
-                    older = chunk.older();
-                    // SAFETY: as above.
-                    unsafe { chunk.release(&self.source) };
-                }
-                // The kept chunk forgets its older ones.
-                // SAFETY: the header is live; only this arena writes it.
-                unsafe { current.set_older(None) };
-                self.chunks.set(1);
+            let mut older = current.older();
+            while let Some(chunk) = older {
+                older = chunk.older();
+                // SAFETY: as above.
+                unsafe { chunk.release(&self.source) };
             }
-            let data = current.data_start();
-            self.ptr.set(Self::chunk_start(current));
-            self.poison_free_tail();
-            let base = current.base().addr().get();
-            let floor = data.addr().get();
-            let dirty = self.high_water.get().max(floor) - base;
-            let used = self.cycle_high.get().max(floor) - base;
-            let keep = HEADER_BYTES
-                .saturating_add(self.config.warm_bytes)
-                .max(self.previous_cycle_bytes.get());
-            if dirty > keep {
-                // SAFETY: the caller promises nothing relies on the arena's contents.
-                unsafe { current.decommit_range(&self.source, keep, dirty, self.config.decommit) };
-                let page = self.source.page_size();
-                self.high_water
-                    .set(base + round_up(keep, page).unwrap_or(keep).min(dirty));
-            }
-            self.previous_cycle_bytes.set(used);
-            self.cycle_high.set(floor);
+            // The kept chunk forgets its older ones.
+            // SAFETY: the header is live; only this arena writes it.
+            unsafe { current.set_older(None) };
+            self.chunks.set(1);
         }
-        self.retired_bytes.set(0);
-        self.epoch.set(self.epoch.get().wrapping_add(1));
-        self.update_end();
-        self.maybe_check_invariants();
+    }
+
+    /// The cold part of a reset: decommits the used pages of `current` from offset
+    /// `keep` to offset `dirty`.
+    ///
+    /// # Safety
+    /// - Nothing relies on the contents of the chunk from `keep` on.
+    #[cold]
+    #[inline(never)]
+    unsafe fn decommit_above(&self, current: Chunk, keep: usize, dirty: usize) {
+        // SAFETY: forwarded from the caller.
+        unsafe { current.decommit_range(&self.source, keep, dirty, self.config.decommit) };
+        let page = self.source.page_size();
+        let base = current.base().addr().get();
+        self.high_water
+            .set(base + round_up(keep, page).unwrap_or(keep).min(dirty));
     }
 
     /// With feature `debug-poison`, fills the free part of the current chunk below the
@@ -906,6 +962,14 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
         }
     }
 
+    /// The peak since the last fold, without folding.
+    fn unfolded_peak(&self) -> usize {
+        self.current.get().map_or(0, |chunk| {
+            let data = chunk.data_start().addr().get();
+            self.retired_bytes.get() + self.lowered_from.get().saturating_sub(data)
+        })
+    }
+
     /// Statistics: bytes allocated, peak, chunks, reserved and committed bytes.
     pub fn stats(&self) -> ArenaStats {
         let allocated = self.allocated_bytes();
@@ -921,7 +985,11 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
         }
         ArenaStats {
             allocated_bytes: allocated,
-            peak_bytes: self.peak_bytes.get().max(allocated),
+            peak_bytes: self
+                .peak_bytes
+                .get()
+                .max(allocated)
+                .max(self.unfolded_peak()),
             chunks: self.chunks.get(),
             oversize_chunks: self.oversize_chunks.get(),
             reserved_bytes: reserved,

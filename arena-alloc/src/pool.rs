@@ -41,7 +41,6 @@ use core::cell::{Cell, UnsafeCell};
 use core::fmt;
 use core::future::Future;
 use core::marker::PhantomData;
-use core::num::NonZeroUsize;
 use core::ops::Deref;
 use core::pin::Pin;
 use core::ptr::NonNull;
@@ -254,8 +253,9 @@ pub(crate) struct Slot {
     /// Routed frees from other threads (before release), minus the outstanding count
     /// (at release): zero after release means nothing is live.
     pub(crate) remote_frees: AtomicIsize,
-    /// Guards of the router that entered this arena and are not dropped yet.
-    pub(crate) entered: AtomicUsize,
+    /// Guards of the router that entered this arena and are not dropped yet. Owned by
+    /// the lease holder (guards borrow the lease, which is `!Sync`).
+    pub(crate) entered: Cell<usize>,
     /// Bytes charged for routed allocations that spilled to the fallback allocator.
     pub(crate) spilled_bytes: AtomicUsize,
     /// Set by a spill: the request went over its budget.
@@ -379,11 +379,15 @@ impl Wakeups {
 /// # Ok::<(), arena_alloc::PoolError>(())
 /// ```
 pub struct ArenaPool {
-    /// Start of the reservation: slot `i` is `base + i * arena_bytes`.
+    /// Start of the reservation: slot `i` is `base + (i << stride_shift)`.
     base: NonNull<u8>,
-    /// Bytes per slot: a multiple of the page size.
-    arena_bytes: NonZeroUsize,
-    /// `slots.len() * arena_bytes`.
+    /// The capacity of each arena: a multiple of the page size.
+    arena_bytes: usize,
+    /// Slots are `1 << stride_shift` bytes apart: `arena_bytes` rounded up to a power of
+    /// two, so that address to arena is a subtraction and a shift (a division by a power
+    /// of two). The gap after each arena is address space only, never committed.
+    stride_shift: u32,
+    /// `slots.len() << stride_shift`.
     reserved_bytes: usize,
     slots: Box<[Slot]>,
     queue: Mutex<Queue>,
@@ -426,21 +430,23 @@ impl ArenaPool {
         let source = DefaultPages::default();
         let page = source.page_size();
         let arena_bytes = crate::chunk::round_up(config.arena_bytes, page)
-            .and_then(NonZeroUsize::new)
+            .filter(|&bytes| bytes > 0)
+            .ok_or(PoolError::InvalidConfig)?;
+        let stride = arena_bytes
+            .checked_next_power_of_two()
             .ok_or(PoolError::InvalidConfig)?;
         let count = u32::try_from(config.arenas)
             .ok()
             .filter(|&count| count > 0)
             .ok_or(PoolError::InvalidConfig)?;
-        let reserved_bytes = arena_bytes
-            .get()
+        let reserved_bytes = stride
             .checked_mul(config.arenas)
             .ok_or(PoolError::InvalidConfig)?;
         let base = source
             .reserve(reserved_bytes, page)
             .map_err(PoolError::Reserve)?;
         let arena_config = ArenaConfig::new()
-            .chunk_bytes(arena_bytes.get())
+            .chunk_bytes(arena_bytes)
             .commit_step_bytes(config.commit_step_bytes)
             .oversize_bytes(usize::MAX)
             .warm_bytes(config.warm_bytes)
@@ -449,10 +455,10 @@ impl ArenaPool {
             .map(|index| Slot {
                 arena: UnsafeCell::new(Arena::with_source(
                     SlotPages {
-                        // SAFETY: `index * arena_bytes < reserved_bytes`: inside the
+                        // SAFETY: `index * stride < reserved_bytes`: inside the
                         // reservation.
-                        base: unsafe { base.add(index * arena_bytes.get()) },
-                        len: arena_bytes.get(),
+                        base: unsafe { base.add(index * stride) },
+                        len: arena_bytes,
                         taken: AtomicBool::new(false),
                         committed: AtomicUsize::new(0),
                     },
@@ -460,7 +466,7 @@ impl ArenaPool {
                 )),
                 local_live: Cell::new(0),
                 remote_frees: AtomicIsize::new(0),
-                entered: AtomicUsize::new(0),
+                entered: Cell::new(0),
                 spilled_bytes: AtomicUsize::new(0),
                 over_budget: AtomicBool::new(false),
                 spill_limit_bytes: config.spill_limit_bytes,
@@ -471,6 +477,7 @@ impl ArenaPool {
         Ok(ArenaPool {
             base,
             arena_bytes,
+            stride_shift: stride.trailing_zeros(),
             reserved_bytes,
             slots,
             // Lowest index on top, so a lightly used pool keeps touching the same arenas.
@@ -512,17 +519,17 @@ impl ArenaPool {
 
     /// The capacity of each arena in bytes (a multiple of the page size).
     pub fn arena_bytes(&self) -> usize {
-        self.arena_bytes.get()
+        self.arena_bytes
     }
 
-    /// The slot holding `address`: one subtraction and one division (no panic path: the
-    /// divisor is non-zero and the index is in bounds by construction).
+    /// The slot holding `address`: one subtraction and one division, by a power of two,
+    /// so a shift (no panic path: the index is in bounds by construction).
     #[inline(always)]
     pub(crate) fn slot_of(&self, address: usize) -> Option<&Slot> {
         let offset = address.wrapping_sub(self.base.addr().get());
         if offset < self.reserved_bytes {
-            let index = offset / self.arena_bytes;
-            // SAFETY: `offset < slots.len() * arena_bytes`, so `index < slots.len()`.
+            let index = offset >> self.stride_shift;
+            // SAFETY: `offset < slots.len() << stride_shift`, so `index < slots.len()`.
             Some(unsafe { self.slots.get_unchecked(index) })
         } else {
             None
@@ -532,7 +539,7 @@ impl ArenaPool {
     /// The index of the arena that holds `address`, if it lies in this pool.
     pub fn arena_index_of(&self, address: usize) -> Option<usize> {
         let offset = address.wrapping_sub(self.base.addr().get());
-        (offset < self.reserved_bytes).then(|| offset / self.arena_bytes)
+        (offset < self.reserved_bytes).then(|| offset >> self.stride_shift)
     }
 
     fn lease(&self, index: u32) -> PooledArena<'_> {
@@ -542,6 +549,7 @@ impl ArenaPool {
         slot.state.store(LEASED, Ordering::Relaxed);
         PooledArena {
             pool: self,
+            slot,
             index,
             _not_sync: PhantomData,
         }
@@ -787,7 +795,7 @@ impl ArenaPool {
     /// allocations from it are live.
     fn release(&self, index: u32) {
         let slot = &self.slots[index as usize];
-        if slot.entered.load(Ordering::Relaxed) != 0 {
+        if slot.entered.get() != 0 {
             // A router guard was leaked (`mem::forget`): the thread may still route to
             // this arena, so it can never be reused safely.
             slot.state.store(LEAKED, Ordering::Relaxed);
@@ -913,6 +921,8 @@ impl fmt::Debug for ArenaPool {
 #[must_use = "dropping the lease gives the arena back at once"]
 pub struct PooledArena<'pool> {
     pool: &'pool ArenaPool,
+    /// `&pool.slots[index]`, kept so that every use of the arena is one load.
+    slot: &'pool Slot,
     index: u32,
     _not_sync: PhantomData<Cell<()>>,
 }
@@ -933,8 +943,9 @@ impl<'pool> PooledArena<'pool> {
         self.index as usize
     }
 
+    #[inline(always)]
     pub(crate) fn slot(&self) -> &'pool Slot {
-        &self.pool.slots[self.index as usize]
+        self.slot
     }
 
     /// Whether a routed allocation spilled to the fallback allocator: the request went
@@ -966,6 +977,7 @@ impl<'pool> PooledArena<'pool> {
 impl Deref for PooledArena<'_> {
     type Target = Arena<SlotPages>;
 
+    #[inline(always)]
     fn deref(&self) -> &Self::Target {
         // SAFETY: the lease owns the slot's bump state.
         unsafe { self.slot().arena() }

@@ -155,7 +155,7 @@ impl PooledArena<'static> {
             "arena-alloc: the router's registry of {MAX_POOLS} pools is full"
         );
         let slot = self.slot();
-        slot.entered.fetch_add(1, Ordering::Relaxed);
+        slot.entered.set(slot.entered.get() + 1);
         ArenaGuard {
             route: RouteGuard::push(slot),
             slot,
@@ -174,7 +174,7 @@ impl Drop for ArenaGuard<'_> {
     fn drop(&mut self) {
         // The route is restored right after, when the `route` field is dropped; the
         // lease stays borrowed until both are done.
-        self.slot.entered.fetch_sub(1, Ordering::Relaxed);
+        self.slot.entered.set(self.slot.entered.get() - 1);
     }
 }
 

@@ -23,7 +23,8 @@ fn first_chunk_failure_is_an_error_then_recovery_works() {
 
 #[test]
 fn every_nth_request_failing_never_corrupts_contents() {
-    for n in 1..6 {
+    // Under miri fewer bytes are allocated, so fewer requests reach the source.
+    for n in 1..if cfg!(miri) { 4 } else { 6 } {
         let arena = failing_arena();
         arena.source().fail_nth(n);
         let mut kept = std::vec::Vec::new();
