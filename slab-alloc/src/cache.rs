@@ -43,7 +43,8 @@ use mmap_alloc::{DefaultPages, PageSource};
 use crate::depot::Depot;
 use crate::magazine::{ACTIVE, Magazine, UNREGISTERED, with_magazines};
 use crate::registry::{self, CoreHeader, NO_ID};
-use crate::slab::{self, Geometry, ListKind, SLAB_BYTES, SlabHeader, SlabList, slab_of};
+use crate::slab::{self, Geometry, ListKind, SLAB_BYTES, SlabHeader, SlabList};
+use crate::slab_map;
 use crate::stats::CacheStats;
 use crate::sync::AbortOnUnwind;
 
@@ -458,9 +459,15 @@ impl<S: PageSource> CacheCore<S> {
     /// Makes a fresh slab (on no list), or `None` when the source fails.
     fn new_slab(&self, state: &mut State) -> Option<NonNull<SlabHeader>> {
         let base = self.source.reserve_committed(SLAB_BYTES, SLAB_BYTES).ok()?;
-        state.slabs_created += 1;
         // SAFETY: a fresh reservation of SLAB_BYTES aligned to SLAB_BYTES, all ours.
-        Some(unsafe { slab::init(base, &self.geometry, &self.header) })
+        let slab = unsafe { slab::init(base, &self.geometry, &self.header) };
+        if !slab_map::insert(base) {
+            // SAFETY: the reservation made above, unused.
+            let _ = unsafe { self.source.release(base, SLAB_BYTES, SLAB_BYTES) };
+            return None;
+        }
+        state.slabs_created += 1;
+        Some(slab)
     }
 
     /// Returns every object of a magazine to its slab.
@@ -480,7 +487,17 @@ impl<S: PageSource> CacheCore<S> {
     /// # Safety
     /// - Lock held, `state` is ours; `object` is a free object of ours.
     unsafe fn give_back(&self, state: &mut State, object: NonNull<u8>) {
-        let slab = slab_of(object);
+        // The object's pointer may carry only the object's provenance (a user's `Box`);
+        // header and free-list pointers are derived from the slab's base instead.
+        let Some(base) = slab_map::lookup(object.addr().get() & !(SLAB_BYTES - 1)) else {
+            crate::sync::fatal(
+                "free of a pointer in no slab (object, cache)",
+                object.addr().get(),
+                ptr::from_ref(&self.header).addr(),
+            );
+        };
+        let object = base.with_addr(object.addr());
+        let slab = base.cast::<SlabHeader>();
         // SAFETY: the object's slab is one of ours (caller), guarded by the held lock.
         let header = unsafe { &mut *slab.as_ptr() };
         let was = header.list;
@@ -603,6 +620,7 @@ impl<S: PageSource> CacheCore<S> {
         }
         let base = slab.cast::<u8>();
         let base = NonNull::new(header.base).unwrap_or(base);
+        slab_map::remove(base);
         // SAFETY: the slab is a reservation of SLAB_BYTES aligned to SLAB_BYTES made by
         // our source and not used afterwards.
         let _ = unsafe { self.source.release(base, SLAB_BYTES, SLAB_BYTES) };

@@ -8,6 +8,7 @@ mod object_cache;
 mod registry;
 pub mod size_class;
 mod slab;
+mod slab_map;
 mod stats;
 mod sync;
 

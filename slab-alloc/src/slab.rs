@@ -2,7 +2,9 @@
 //! Allocator: An Object-Caching Kernel Memory Allocator", USENIX 1994).
 //!
 //! A slab is [`SLAB_BYTES`] long and aligned to [`SLAB_BYTES`], so masking the address
-//! of any object in it gives its [`SlabHeader`]: no hash table, no per-object header.
+//! of any object in it gives the address of its [`SlabHeader`]: no per-object header.
+//! (The pointer to use for that address comes from [`crate::slab_map`], which keeps
+//! each slab's base pointer with its provenance.)
 //!
 //! ```text
 //! base                                                               base + SLAB_BYTES
@@ -123,18 +125,6 @@ pub(crate) struct SlabHeader {
     /// Neighbours on that list.
     pub(crate) prev: *mut SlabHeader,
     pub(crate) next: *mut SlabHeader,
-}
-
-/// The header of the slab holding `object` (the pointer keeps `object`'s provenance).
-#[inline(always)]
-pub(crate) fn slab_of(object: NonNull<u8>) -> NonNull<SlabHeader> {
-    object
-        .map_addr(|address| {
-            // The mask keeps the address inside the slab, which is non-null.
-            let masked = address.get() & !(SLAB_BYTES - 1);
-            core::num::NonZeroUsize::new(masked).unwrap_or(address)
-        })
-        .cast()
 }
 
 /// The head of a slab's free list.
@@ -292,7 +282,14 @@ pub(crate) unsafe fn debug_mark(
     live: bool,
 ) {
     use crate::sync::fatal;
-    let slab = slab_of(object);
+    let Some(base) = crate::slab_map::lookup(object.addr().get() & !(SLAB_BYTES - 1)) else {
+        fatal(
+            "free of a pointer this allocator did not hand out (object, cache)",
+            object.addr().get(),
+            owner.addr(),
+        );
+    };
+    let slab = base.cast::<SlabHeader>();
     // SAFETY: the caller guarantees the header is mapped; `magic`, `owner` and `base` are
     // written once when the slab is made and never change while it is in use.
     let (magic, slab_owner, base) = unsafe {

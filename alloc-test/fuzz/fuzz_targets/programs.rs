@@ -1,11 +1,14 @@
 //! Arbitrary bytes, decoded into operation programs, run against the workspace's
-//! allocators under the same model as the property tests.
+//! allocators under the same model as the property tests (and, as cargo-fuzz builds it,
+//! under AddressSanitizer).
 
 #![no_main]
 
-use alloc_test::{AllocatorSubject, Promises, Subject, program, run};
+use alloc_test::{AllocatorSubject, ArenaSubject, GlobalSubject, Promises, Subject, program, run};
+use arena_alloc::ArenaConfig;
 use libfuzzer_sys::fuzz_target;
 use mmap_alloc::MmapAlloc;
+use slab_alloc::SlabHeap;
 
 fn check(subject: &mut dyn Subject, program: &[alloc_test::Op], seed: u64) {
     if let Err(violation) = run(subject, program, seed) {
@@ -13,12 +16,16 @@ fn check(subject: &mut dyn Subject, program: &[alloc_test::Op], seed: u64) {
     }
 }
 
+
 fuzz_target!(|data: &[u8]| {
     let (seed, rest) = data.split_at(data.len().min(8));
     let mut seed_bytes = [0u8; 8];
     seed_bytes[..seed.len()].copy_from_slice(seed);
     let seed = u64::from_le_bytes(seed_bytes);
     let program = program::decode(rest);
-    let promises = Promises { max_align: 1 << 30, ..Promises::default() };
-    check(&mut AllocatorSubject::new("MmapAlloc", MmapAlloc, promises), &program, seed);
+    let large = Promises { max_align: 1 << 16, ..Promises::default() };
+    check(&mut GlobalSubject::new("SlabHeap", SlabHeap::new(), large), &program, seed);
+    check(&mut ArenaSubject::new(ArenaConfig::new()), &program, seed);
+    let mmap = Promises { max_align: 1 << 30, ..Promises::default() };
+    check(&mut AllocatorSubject::new("MmapAlloc", MmapAlloc, mmap), &program, seed);
 });

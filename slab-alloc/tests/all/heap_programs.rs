@@ -21,7 +21,7 @@ fn size() -> impl Strategy<Value = usize> {
         8 => 1usize..=256,
         4 => 257usize..=4096,
         2 => 4097usize..=16384,
-        1 => 16385usize..=if cfg!(miri) { 20_000 } else { 100_000 },
+        1 => 16385usize..=if cfg!(miri) { 17_000 } else { 100_000 },
     ]
 }
 
@@ -108,7 +108,7 @@ proptest! {
 
     #[test]
     fn global_alloc_programs_keep_blocks_aligned_disjoint_and_intact(
-        ops in prop::collection::vec(op(), 0..if cfg!(miri) { 40 } else { 300 }),
+        ops in prop::collection::vec(op(), 0..if cfg!(miri) { 24 } else { 300 }),
     ) {
         run_global(&ops);
     }

@@ -118,7 +118,7 @@ proptest! {
 
     #[test]
     fn constructed_objects_are_cached_and_dropped_on_reclaim(
-        ops in prop::collection::vec(op(), 0..if cfg!(miri) { 40 } else { 300 }),
+        ops in prop::collection::vec(op(), 0..if cfg!(miri) { 24 } else { 300 }),
     ) {
         run(&ops);
     }
@@ -133,7 +133,7 @@ fn constructor_runs_once_per_slot_across_reuse() {
         [0u8; 64]
     })
     .unwrap();
-    for _ in 0..1000 {
+    for _ in 0..if cfg!(miri) { 100 } else { 1000 } {
         let mut object = cache.get();
         object[0] = object[0].wrapping_add(1);
     }
@@ -154,7 +154,7 @@ fn constructor_runs_once_per_slot_across_reuse() {
 fn plain_cache_drops_values_on_put() {
     let dropped = Arc::new(Mutex::new(HashSet::new()));
     let cache = ObjectCache::new().unwrap();
-    for serial in 0..100 {
+    for serial in 0..if cfg!(miri) { 20 } else { 100 } {
         let value = Tracked {
             serial,
             uses: 0,
@@ -164,7 +164,10 @@ fn plain_cache_drops_values_on_put() {
         let boxed = cache.insert(value);
         assert_eq!(boxed.serial, serial);
     }
-    assert_eq!(dropped.lock().unwrap().len(), 100);
+    assert_eq!(
+        dropped.lock().unwrap().len(),
+        if cfg!(miri) { 20 } else { 100 }
+    );
     assert!(!cache.is_constructed());
     assert_eq!(cache.stats().objects_live, 0);
 }

@@ -74,7 +74,7 @@ proptest! {
         size in 1usize..600,
         align_log in 0u32..7,
         magazines in any::<bool>(),
-        ops in prop::collection::vec(op(), 0..if cfg!(miri) { 60 } else { 400 }),
+        ops in prop::collection::vec(op(), 0..if cfg!(miri) { 30 } else { 400 }),
     ) {
         run(size, 1 << align_log, magazines, &ops);
     }
@@ -82,7 +82,7 @@ proptest! {
 
 #[test]
 fn a_slab_worth_of_objects_and_more_round_trips() {
-    let count = if cfg!(miri) { 300 } else { 20_000 };
+    let count = if cfg!(miri) { 100 } else { 20_000 };
     let ops: Vec<Op> = (0..count)
         .map(|_| Op::Alloc)
         .chain((0..count).map(|_| Op::Free(0)))
