@@ -25,6 +25,8 @@ pub enum Against {
     BestPeer,
     /// The named peer.
     Peer(String),
+    /// A fixed value: ours itself must be at most (or at least) `ratio`.
+    Value,
 }
 
 /// A target from the issues: ours divided by the peer must be at most (for
@@ -51,6 +53,15 @@ impl Target {
         Target {
             against: Against::Peer(peer.to_owned()),
             ratio,
+        }
+    }
+
+    /// Our figure itself must reach `value` (a row whose figure is already a ratio, such
+    /// as scaling from one thread to two; used with [`Better::Higher`]).
+    pub fn at_least_value(value: f64) -> Target {
+        Target {
+            against: Against::Value,
+            ratio: value,
         }
     }
 }
@@ -119,6 +130,7 @@ impl Row {
         let ours = self.ours()?.1.median;
         let peer = match self.target.as_ref().map(|target| &target.against) {
             Some(Against::Peer(name)) => self.results.iter().find(|(peer, _)| peer == name)?,
+            Some(Against::Value) => return Some(("(itself)".to_owned(), ours)),
             _ => self.best_peer()?,
         };
         Some((peer.0.clone(), ours / peer.1.median))
@@ -147,6 +159,7 @@ impl Row {
                 let against = match &target.against {
                     Against::BestPeer => "best peer".to_owned(),
                     Against::Peer(peer) => peer.clone(),
+                    Against::Value => return format!("{bound} {:.2}", target.ratio),
                 };
                 format!("{bound} {:.2}x {against}", target.ratio)
             }
@@ -196,6 +209,9 @@ pub fn figure(value: f64) -> String {
 
 /// A ratio of ours to a peer, with "N x faster" for clarity when ours is lower.
 fn ratio_text(better: Better, peer: &str, ratio: f64) -> String {
+    if peer == "(itself)" {
+        return figure(ratio);
+    }
     let faster = match better {
         Better::Lower if ratio > 0.0 && ratio < 1.0 => {
             format!(" ({}x faster)", figure(1.0 / ratio))

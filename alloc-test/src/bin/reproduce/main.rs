@@ -23,7 +23,7 @@ usage: reproduce [--full] [--only GROUP] [--out DIR]
 
 Runs the comparative benchmarks and writes the pages of info/.
   --full        the publication run (longer samples; the default is a quick run)
-  --only GROUP  run one group: mmap, arena, slab, executor
+  --only GROUP  run one group: mmap, arena, slab
   --out DIR     write the pages to DIR instead of info/ at the workspace root";
 
 /// What the command line asked for.
@@ -78,6 +78,17 @@ fn today() -> String {
 }
 
 fn main() -> ExitCode {
+    // The fragmentation workload runs in a child process per allocator.
+    let arguments: Vec<String> = std::env::args().collect();
+    if arguments.len() == 3 && arguments[1] == "--fragmentation-child" {
+        return match groups::slab::fragmentation_child(&arguments[2]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("reproduce: fragmentation child: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let options = match parse(std::env::args()) {
         Ok(options) => options,
         Err(message) => {

@@ -1,7 +1,9 @@
 //! The benchmark groups, one page of `info/` each.
 
+mod arena;
 pub mod limits;
 mod mmap;
+pub mod slab;
 
 use alloc_test::bench::machine::Machine;
 use alloc_test::bench::measure::Settings;
@@ -10,12 +12,14 @@ use alloc_test::bench::report::Page;
 use crate::progress::Progress;
 
 /// The groups, in the order they run.
-pub const NAMES: &[&str] = &["mmap"];
+pub const NAMES: &[&str] = &["mmap", "arena", "slab"];
 
 /// How many progress steps a group takes.
 pub fn steps(name: &str, _settings: &Settings) -> usize {
     match name {
         "mmap" => mmap::STEPS,
+        "arena" => arena::STEPS,
+        "slab" => slab::STEPS,
         _ => 0,
     }
 }
@@ -29,6 +33,8 @@ pub fn run(
 ) -> Result<Page, String> {
     match name {
         "mmap" => mmap::run(*settings, machine, progress),
+        "arena" => arena::run(*settings, machine, progress),
+        "slab" => slab::run(*settings, machine, progress),
         other => Err(format!("no group named {other:?}")),
     }
 }

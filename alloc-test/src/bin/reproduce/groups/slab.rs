@@ -1,0 +1,419 @@
+//! slab: object caches and `SlabHeap` against mimalloc, jemalloc and the system allocator:
+//! alloc+free pairs, batches, cross-thread frees, two-thread scaling, fragmentation.
+
+use core::alloc::{GlobalAlloc, Layout};
+use std::alloc::System;
+use std::hint::black_box;
+use std::ptr::NonNull;
+use std::sync::Barrier;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use alloc_test::bench::machine::Machine;
+use alloc_test::bench::measure::{Measurement, Settings, measure_interleaved};
+use alloc_test::bench::report::{Better, Page, Row, Section, Target};
+use mimalloc::MiMalloc;
+use slab_alloc::{ObjectCache, SlabHeap};
+use tikv_jemallocator::Jemalloc;
+
+use super::SecondThread;
+use crate::progress::Progress;
+
+/// Progress steps of this group.
+pub const STEPS: usize = 7;
+
+static HEAP: SlabHeap = SlabHeap::new();
+
+/// The general-purpose allocators compared, ours first.
+fn heaps() -> [(&'static str, &'static (dyn GlobalAlloc + Sync)); 4] {
+    [
+        ("SlabHeap", &HEAP),
+        ("mimalloc", &MiMalloc),
+        ("jemalloc", &Jemalloc),
+        ("System", &System),
+    ]
+}
+
+const SMALL: Layout = match Layout::from_size_align(64, 8) {
+    Ok(layout) => layout,
+    Err(_) => panic!("a valid layout"),
+};
+
+fn pair(allocator: &dyn GlobalAlloc, n: u64) -> Duration {
+    let start = Instant::now();
+    for _ in 0..n {
+        // SAFETY: a non-zero layout; the block is written and freed at once.
+        unsafe {
+            let block = allocator.alloc(SMALL);
+            block.write(1);
+            allocator.dealloc(black_box(block), SMALL);
+        }
+    }
+    start.elapsed()
+}
+
+fn batch(allocator: &dyn GlobalAlloc, n: u64, size: usize, blocks: &mut Vec<*mut u8>) -> Duration {
+    let start = Instant::now();
+    let mut done = 0;
+    while done < n {
+        blocks.clear();
+        for _ in 0..size {
+            // SAFETY: a non-zero layout; freed below.
+            let block = unsafe { allocator.alloc(SMALL) };
+            // SAFETY: a fresh 64-byte block.
+            unsafe { block.write(1) };
+            blocks.push(block);
+        }
+        for &block in blocks.iter() {
+            // SAFETY: allocated above with this layout, freed once.
+            unsafe { allocator.dealloc(block, SMALL) };
+        }
+        done += 2 * size as u64;
+    }
+    // Whole batches only: scale to the `n` operations asked for.
+    start.elapsed().mul_f64(n as f64 / done as f64)
+}
+
+fn row_of(name: &str, figures: &[Measurement], names: &[&str]) -> Row {
+    Row::new(
+        name,
+        names
+            .iter()
+            .map(|n| n.to_string())
+            .zip(figures.iter().copied())
+            .collect(),
+    )
+}
+
+fn pairs(settings: Settings, progress: &mut Progress) -> Vec<Row> {
+    progress.step("slab: 64-byte alloc+free pairs");
+    let cache: ObjectCache<[u64; 8]> = ObjectCache::new().expect("an object cache");
+    let mut object_cache = |n: u64| {
+        let start = Instant::now();
+        for _ in 0..n {
+            let mut object = cache.insert([0; 8]);
+            object[0] = 1;
+            drop(black_box(object));
+        }
+        start.elapsed()
+    };
+    let [(_, slab), (_, mi), (_, je), (_, system)] = heaps();
+    let mut ours = |n| pair(slab, n);
+    let mut mimalloc = |n| pair(mi, n);
+    let mut jemalloc = |n| pair(je, n);
+    let mut glibc = |n| pair(system, n);
+    let figures = measure_interleaved(
+        settings,
+        &mut [
+            &mut object_cache,
+            &mut ours,
+            &mut mimalloc,
+            &mut jemalloc,
+            &mut glibc,
+        ],
+    );
+    let peers = ["mimalloc", "jemalloc", "System"];
+    let object_row = row_of(
+        "ObjectCache<[u64; 8]> insert + drop",
+        &[figures[0], figures[2], figures[3], figures[4]],
+        &["ObjectCache", peers[0], peers[1], peers[2]],
+    )
+    .target(Target::at_most("jemalloc", 0.8));
+    let heap_row = row_of(
+        "SlabHeap alloc + free, 64 B",
+        &figures[1..],
+        &["SlabHeap", peers[0], peers[1], peers[2]],
+    )
+    .target(Target::at_most_best(1.0));
+    vec![object_row, heap_row]
+}
+
+fn batches(settings: Settings, progress: &mut Progress) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for size in [1_000usize, 100_000] {
+        progress.step(&format!("slab: batches of {size}"));
+        let mut buffers: Vec<Vec<*mut u8>> = (0..4).map(|_| Vec::with_capacity(size)).collect();
+        let [b0, b1, b2, b3] = &mut buffers[..] else {
+            unreachable!("four buffers")
+        };
+        let [(_, slab), (_, mi), (_, je), (_, system)] = heaps();
+        let mut ours = |n| batch(slab, n, size, b0);
+        let mut mimalloc = |n| batch(mi, n, size, b1);
+        let mut jemalloc = |n| batch(je, n, size, b2);
+        let mut glibc = |n| batch(system, n, size, b3);
+        let figures = measure_interleaved(
+            settings,
+            &mut [&mut ours, &mut mimalloc, &mut jemalloc, &mut glibc],
+        );
+        rows.push(
+            row_of(
+                &format!("allocate {size} then free {size}, 64 B (per operation)"),
+                &figures,
+                &["SlabHeap", "mimalloc", "jemalloc", "System"],
+            )
+            .target(Target::at_most("mimalloc", 1.0)),
+        );
+    }
+    rows
+}
+
+/// A pointer handed to another thread.
+struct Sent(NonNull<u8>);
+// SAFETY: the block is owned by one thread at a time; the allocators allow remote frees.
+unsafe impl Send for Sent {}
+
+/// One thread allocates `n` blocks in batches of 1000, another frees them.
+fn cross_thread(allocator: &(dyn GlobalAlloc + Sync), n: u64) -> Duration {
+    let (sender, receiver) = mpsc::sync_channel::<Vec<Sent>>(4);
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for batch in receiver {
+                for Sent(block) in batch {
+                    // SAFETY: allocated by the other thread with this layout, freed once.
+                    unsafe { allocator.dealloc(block.as_ptr(), SMALL) };
+                }
+            }
+        });
+        let mut left = n;
+        while left > 0 {
+            let count = left.min(1000);
+            let batch = (0..count)
+                .map(|_| {
+                    // SAFETY: a non-zero layout; freed by the other thread.
+                    let block = unsafe { allocator.alloc(SMALL) };
+                    Sent(NonNull::new(block).expect("memory"))
+                })
+                .collect();
+            sender.send(batch).expect("the freeing thread is alive");
+            left -= count;
+        }
+        drop(sender);
+    });
+    start.elapsed()
+}
+
+fn cross_thread_row(settings: Settings, machine: &Machine, progress: &mut Progress) -> Row {
+    progress.step("slab: cross-thread free");
+    let [(_, slab), (_, mi), (_, je), (_, system)] = heaps();
+    let mut ours = |n| cross_thread(slab, n);
+    let mut mimalloc = |n| cross_thread(mi, n);
+    let mut jemalloc = |n| cross_thread(je, n);
+    let mut glibc = |n| cross_thread(system, n);
+    let settings = Settings {
+        sample_time: settings.sample_time * 5,
+        ..settings
+    };
+    let figures = measure_interleaved(
+        settings,
+        &mut [&mut ours, &mut mimalloc, &mut jemalloc, &mut glibc],
+    );
+    row_of(
+        "one thread allocates, another frees (per object)",
+        &figures,
+        &["SlabHeap", "mimalloc", "jemalloc", "System"],
+    )
+    .target(Target::at_most("mimalloc", 1.0))
+    .multi_threaded(machine)
+}
+
+/// `threads` threads each doing batches of 100 alloc/free pairs for `duration`; returns
+/// millions of operations per second.
+fn churn_throughput(
+    allocator: &(dyn GlobalAlloc + Sync),
+    threads: usize,
+    duration: Duration,
+) -> f64 {
+    let barrier = Barrier::new(threads);
+    let total: u64 = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    let mut blocks = Vec::with_capacity(100);
+                    let mut operations = 0u64;
+                    barrier.wait();
+                    let start = Instant::now();
+                    while start.elapsed() < duration {
+                        for _ in 0..20 {
+                            batch(allocator, 200, 100, &mut blocks);
+                            operations += 200;
+                        }
+                    }
+                    operations
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| worker.join().unwrap_or(0))
+            .sum()
+    });
+    total as f64 / duration.as_secs_f64() / 1e6
+}
+
+fn scaling(settings: Settings, machine: &Machine, progress: &mut Progress) -> Row {
+    progress.step("slab: one and two threads churning");
+    let duration = settings.sample_time * 25;
+    let mut results = Vec::new();
+    for (name, allocator) in heaps() {
+        let mut ratios: Vec<f64> = (0..5)
+            .map(|_| {
+                let one = churn_throughput(allocator, 1, duration);
+                let two = churn_throughput(allocator, 2, duration);
+                two / one
+            })
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let measurement = Measurement {
+            median: ratios[2],
+            low: ratios[0],
+            high: ratios[4],
+            samples: 5,
+            operations_per_sample: 1,
+        };
+        results.push((name.to_string(), measurement));
+    }
+    Row::new(
+        "two threads churning: throughput of two threads / one",
+        results,
+    )
+    .better(Better::Higher)
+    .target(Target::at_least_value(1.9))
+    .multi_threaded(machine)
+}
+
+/// Runs the fragmentation workload in a child process (so resident memory is the
+/// allocator's alone) and returns resident bytes / live bytes.
+fn fragmentation(progress: &mut Progress) -> Result<Row, String> {
+    progress.step("slab: fragmentation after freeing 90% of 1M objects");
+    let mut results = Vec::new();
+    for (name, _) in heaps() {
+        let output =
+            std::process::Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+                .args(["--fragmentation-child", name])
+                .output()
+                .map_err(|error| format!("cannot run the fragmentation child: {error}"))?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let ratio: f64 = text.trim().parse().map_err(|_| {
+            format!(
+                "fragmentation child for {name} printed {text:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })?;
+        results.push((name.to_string(), Measurement::exact(ratio)));
+    }
+    Ok(Row::new(
+        "resident bytes / live bytes after freeing a random 90% of 1M mixed-size objects",
+        results,
+    ))
+}
+
+/// The child side of [`fragmentation`]: allocates 1M objects of mixed sizes (16 B to
+/// 1 KiB) with the named allocator, frees a random 90%, and prints resident growth
+/// divided by live bytes.
+pub fn fragmentation_child(name: &str) -> Result<(), String> {
+    let allocator = heaps()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, a)| a)
+        .ok_or("unknown allocator")?;
+    let resident = || -> usize {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+        let pages: usize = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        pages * 4096
+    };
+    let mut blocks: Vec<(NonNull<u8>, Layout)> = Vec::with_capacity(1_000_000);
+    let before = resident();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..1_000_000 {
+        let size = 16 << (next() % 7); // 16 B .. 1 KiB
+        let layout = Layout::from_size_align(size as usize, 8).map_err(|e| e.to_string())?;
+        // SAFETY: a non-zero layout; freed below.
+        let block = NonNull::new(unsafe { allocator.alloc(layout) }).ok_or("out of memory")?;
+        // SAFETY: a fresh block of `size` bytes: touch it as a program would.
+        unsafe { block.write_bytes(1, layout.size()) };
+        blocks.push((block, layout));
+    }
+    let mut live = 0usize;
+    for (block, layout) in blocks {
+        if next() % 10 == 0 {
+            // Kept live until the process exits.
+            live += layout.size();
+        } else {
+            // SAFETY: allocated above with this layout, freed once.
+            unsafe { allocator.dealloc(block.as_ptr(), layout) };
+        }
+    }
+    let after = resident();
+    println!("{:.3}", after.saturating_sub(before) as f64 / live as f64);
+    Ok(())
+}
+
+/// Runs the group.
+pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Result<Page, String> {
+    let _second = SecondThread::start();
+    let mut single = pairs(settings, progress);
+    single.extend(batches(settings, progress));
+    let multi = vec![
+        cross_thread_row(settings, machine, progress),
+        scaling(settings, machine, progress),
+    ];
+    let memory = vec![fragmentation(progress)?];
+    Ok(Page {
+        name: "slab".into(),
+        title: "slab-alloc: object caches and SlabHeap".into(),
+        introduction: "Bonwick object caches with per-thread magazines, and SlabHeap, the \
+            general-purpose heap built from them, against mimalloc, jemalloc and glibc's \
+            malloc (System), all called through `GlobalAlloc` directly, interleaved in the \
+            same run, with a second thread alive."
+            .into(),
+        sections: vec![
+            Section {
+                title: "One thread".into(),
+                description: "Alloc+free pairs of one 64-byte block (LIFO), and batches that \
+                    allocate N blocks then free them all."
+                    .into(),
+                unit: "ns per operation".into(),
+                rows: single,
+            },
+            Section {
+                title: "Cross-thread free".into(),
+                description: "One thread allocates 64-byte blocks in batches of 1000 and hands \
+                    them to a second thread, which frees them."
+                    .into(),
+                unit: "ns per object".into(),
+                rows: vec![multi[0].clone()],
+            },
+            Section {
+                title: "Two-thread scaling".into(),
+                description: "Each thread runs batches of 100 allocations and frees of 64 \
+                    bytes; the figure is the throughput of two threads divided by that of one \
+                    (2.0 is perfect scaling), median of five runs."
+                    .into(),
+                unit: "x one thread".into(),
+                rows: vec![multi[1].clone()],
+            },
+            Section {
+                title: "Fragmentation".into(),
+                description: "In a child process per allocator: 1M objects of 16 B to 1 KiB \
+                    (powers of two), each written, then a random 90% freed. The figure is the \
+                    growth of resident memory divided by the bytes still live (1.0 is no \
+                    overhead at all)."
+                    .into(),
+                unit: "resident / live bytes".into(),
+                rows: memory,
+            },
+        ],
+    })
+}
