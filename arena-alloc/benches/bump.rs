@@ -2,6 +2,9 @@
 //! allocations with a write, a `Vec<u64>` pushed to 100k elements, and reset after 1 MiB.
 //!
 //! `cargo bench -p arena-alloc --bench bump -- --warm-up-time 1 --measurement-time 3`
+//!
+//! Each contender is made once, outside criterion's closure (which criterion calls once
+//! per sample), so that samples measure a warm arena, not the first touch of a fresh one.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -14,8 +17,8 @@ const BATCH: usize = 1024;
 fn alloc_32_bytes_with_write(c: &mut Criterion) {
     let mut group = c.benchmark_group("alloc_32B_write");
     group.throughput(Throughput::Elements(BATCH as u64));
+    let mut arena = Arena::new();
     group.bench_function("arena-alloc", |b| {
-        let mut arena = Arena::new();
         b.iter(|| {
             for i in 0..BATCH {
                 black_box(arena.alloc([i as u8; 32]));
@@ -23,8 +26,8 @@ fn alloc_32_bytes_with_write(c: &mut Criterion) {
             arena.reset();
         })
     });
+    let mut bump = bumpalo::Bump::new();
     group.bench_function("bumpalo", |b| {
-        let mut bump = bumpalo::Bump::new();
         b.iter(|| {
             for i in 0..BATCH {
                 black_box(bump.alloc([i as u8; 32]));
@@ -50,8 +53,8 @@ fn vec_push_100k(c: &mut Criterion) {
     // reallocation. Ours grows the latest allocation in place; bumpalo copies.
     let mut group = c.benchmark_group("vec_u64_push_100k_reserve_exact_1");
     group.sample_size(10);
+    let mut arena = Arena::new();
     group.bench_function("arena-alloc", |b| {
-        let mut arena = Arena::new();
         b.iter(|| {
             {
                 let mut vec = allocator_api2::vec::Vec::new_in(&arena);
@@ -64,8 +67,8 @@ fn vec_push_100k(c: &mut Criterion) {
             arena.reset();
         })
     });
+    let mut bump = bumpalo::Bump::new();
     group.bench_function("bumpalo", |b| {
-        let mut bump = bumpalo::Bump::new();
         b.iter(|| {
             {
                 let mut vec = bumpalo::collections::Vec::new_in(&bump);
@@ -82,8 +85,8 @@ fn vec_push_100k(c: &mut Criterion) {
 
     // Amortised doubling (plain `push`), for context.
     let mut group = c.benchmark_group("vec_u64_push_100k");
+    let mut arena = Arena::new();
     group.bench_function("arena-alloc", |b| {
-        let mut arena = Arena::new();
         b.iter(|| {
             {
                 let mut vec = allocator_api2::vec::Vec::new_in(&arena);
@@ -95,8 +98,8 @@ fn vec_push_100k(c: &mut Criterion) {
             arena.reset();
         })
     });
+    let mut bump = bumpalo::Bump::new();
     group.bench_function("bumpalo", |b| {
-        let mut bump = bumpalo::Bump::new();
         b.iter(|| {
             {
                 let mut vec = bumpalo::collections::Vec::new_in(&bump);
@@ -134,8 +137,8 @@ fn reset_after_1_mib(c: &mut Criterion) {
             ArenaConfig::new().warm_bytes(2 << 20),
         ),
     ] {
+        let arena = std::cell::RefCell::new(Arena::with_config(config));
         group.bench_function(name, |b| {
-            let arena = std::cell::RefCell::new(Arena::with_config(config));
             b.iter_custom(|iters| {
                 timed_resets(
                     iters,
@@ -150,8 +153,8 @@ fn reset_after_1_mib(c: &mut Criterion) {
             })
         });
     }
+    let bump = std::cell::RefCell::new(bumpalo::Bump::new());
     group.bench_function("bumpalo", |b| {
-        let bump = std::cell::RefCell::new(bumpalo::Bump::new());
         b.iter_custom(|iters| {
             timed_resets(
                 iters,

@@ -864,28 +864,42 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     /// - No allocation of the arena is used afterwards.
     #[inline]
     pub unsafe fn reset_unchecked(&self) {
-        self.fold_marks();
+        let Some(current) = self.current.get() else {
+            // No ordinary chunk yet: at most oversize chunks to release.
+            // SAFETY: forwarded from the caller.
+            unsafe { self.release_all_but_current() };
+            self.retired_bytes.set(0);
+            self.epoch.set(self.epoch.get().wrapping_add(1));
+            return;
+        };
+        // `fold_marks`, inlined: the highest address reached since the last fold.
+        let data = current.data_start().addr().get();
+        let top = self.lowered_from.get().max(self.ptr.get().addr().get());
+        self.peak_bytes.set(
+            self.peak_bytes
+                .get()
+                .max(self.retired_bytes.get() + top - data),
+        );
         if self.oversize_chunks.get() != 0 || self.chunks.get() > 1 {
             // SAFETY: forwarded from the caller.
             unsafe { self.release_all_but_current() };
         }
         self.retired_bytes.set(0);
+        self.lowered_from.set(0);
         self.epoch.set(self.epoch.get().wrapping_add(1));
-        let Some(current) = self.current.get() else {
-            return;
-        };
-        let data = current.data_start().addr().get();
         self.ptr.set(Self::chunk_start(current));
-        self.poison_free_tail();
         // Nothing is allocated now: the limit ends `limit_bytes` after the data start.
         self.end.set(
             self.committed_end
                 .get()
                 .min(data.saturating_add(self.config.limit_bytes)),
         );
-        let base = current.base().addr().get();
-        let dirty = self.high_water.get().max(data) - base;
-        let used = self.cycle_high.get().max(data) - base;
+        let base = data - HEADER_BYTES;
+        let dirty = self.high_water.get().max(top);
+        self.high_water.set(dirty);
+        self.poison_free_tail();
+        let dirty = dirty - base;
+        let used = self.cycle_high.get().max(top) - base;
         let keep = HEADER_BYTES
             .saturating_add(self.config.warm_bytes)
             .max(self.previous_cycle_bytes.get());

@@ -195,13 +195,14 @@ impl fmt::Debug for ArenaGuard<'_> {
 /// `alloc` reads one thread-local pointer: null means "not in an arena" and the request
 /// goes to the fallback `F`; otherwise it is a bump in the entered arena. `dealloc` and
 /// `realloc` find the arena of a pointer by address (a registered pool's range check,
-/// then one subtraction and one division), so memory is routed back correctly from any
-/// thread. The path takes no lock, allocates nothing and has no panic: thread-locals have
-/// `const` initialisers and no destructors, indexing is unchecked after a range check,
-/// counters wrap. The only blocking-free exception is the rare free that settles a
-/// quarantined arena: it resets the arena (an `madvise` for the pages above its warm
-/// watermark), flags it in a lock-free bitmap, `try_lock`s the pool (never waits) and may
-/// wake the waiter it hands the arena to.
+/// then one subtraction and one division by the power-of-two slot stride, a shift), so
+/// memory is routed back correctly from any thread. The path takes no lock, allocates
+/// nothing and has no panic: thread-locals have `const` initialisers and no destructors,
+/// indexing is unchecked after a range check, counters wrap. The one exception, still
+/// non-blocking, is the rare free that settles a quarantined arena: it resets the arena
+/// (an `madvise` for pages above its warm watermark, if any), pushes it on the pool's
+/// lock-free free stack and, only if someone is waiting for an arena, `try_lock`s the
+/// pool (never waits) and wakes the waiter it hands the arena to.
 ///
 /// # Budgets: why the router never unwinds and rarely returns null
 ///
