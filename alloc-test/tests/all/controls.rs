@@ -15,12 +15,14 @@ fn system_passes() {
 }
 
 #[test]
+#[cfg(feature = "peers")]
 #[cfg_attr(miri, ignore = "C code")]
 fn mimalloc_passes() {
     check(|| GlobalSubject::new("mimalloc", mimalloc::MiMalloc, large_alignments())).unwrap();
 }
 
 #[test]
+#[cfg(feature = "peers")]
 #[cfg_attr(miri, ignore = "C code")]
 fn jemalloc_passes() {
     check(|| GlobalSubject::new("jemalloc", tikv_jemallocator::Jemalloc, large_alignments()))

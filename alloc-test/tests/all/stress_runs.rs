@@ -16,6 +16,7 @@ fn system_survives_the_stress() {
 }
 
 #[test]
+#[cfg(feature = "peers")]
 #[cfg_attr(miri, ignore = "C code")]
 fn mimalloc_survives_the_stress() {
     let mimalloc = mimalloc::MiMalloc;
@@ -25,6 +26,7 @@ fn mimalloc_survives_the_stress() {
 }
 
 #[test]
+#[cfg(feature = "peers")]
 #[cfg_attr(miri, ignore = "C code")]
 fn jemalloc_survives_the_stress() {
     let jemalloc = tikv_jemallocator::Jemalloc;

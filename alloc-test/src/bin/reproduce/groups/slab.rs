@@ -365,10 +365,8 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
     let _second = SecondThread::start();
     let mut single = pairs(settings, progress);
     single.extend(batches(settings, progress));
-    let multi = vec![
-        cross_thread_row(settings, machine, progress),
-        scaling(settings, machine, progress),
-    ];
+    let cross = cross_thread_row(settings, machine, progress);
+    let scaled = scaling(settings, machine, progress);
     let memory = vec![fragmentation(progress)?];
     Ok(Page {
         name: "slab".into(),
@@ -393,7 +391,7 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
                     them to a second thread, which frees them."
                     .into(),
                 unit: "ns per object".into(),
-                rows: vec![multi[0].clone()],
+                rows: vec![cross],
             },
             Section {
                 title: "Two-thread scaling".into(),
@@ -402,7 +400,7 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
                     (2.0 is perfect scaling), median of five runs."
                     .into(),
                 unit: "x one thread".into(),
-                rows: vec![multi[1].clone()],
+                rows: vec![scaled],
             },
             Section {
                 title: "Fragmentation".into(),
