@@ -39,7 +39,7 @@ const SMALL: Layout = match Layout::from_size_align(64, 8) {
     Err(_) => panic!("a valid layout"),
 };
 
-fn pair(allocator: &dyn GlobalAlloc, n: u64) -> Duration {
+fn pair<A: GlobalAlloc>(allocator: &A, n: u64) -> Duration {
     let start = Instant::now();
     for _ in 0..n {
         // SAFETY: a non-zero layout; the block is written and freed at once.
@@ -52,7 +52,12 @@ fn pair(allocator: &dyn GlobalAlloc, n: u64) -> Duration {
     start.elapsed()
 }
 
-fn batch(allocator: &dyn GlobalAlloc, n: u64, size: usize, blocks: &mut Vec<*mut u8>) -> Duration {
+fn batch<A: GlobalAlloc + ?Sized>(
+    allocator: &A,
+    n: u64,
+    size: usize,
+    blocks: &mut Vec<*mut u8>,
+) -> Duration {
     let start = Instant::now();
     let mut done = 0;
     while done < n {
@@ -97,11 +102,11 @@ fn pairs(settings: Settings, progress: &mut Progress) -> Vec<Row> {
         }
         start.elapsed()
     };
-    let [(_, slab), (_, mi), (_, je), (_, system)] = heaps();
-    let mut ours = |n| pair(slab, n);
-    let mut mimalloc = |n| pair(mi, n);
-    let mut jemalloc = |n| pair(je, n);
-    let mut glibc = |n| pair(system, n);
+    // Called with static dispatch, as a `#[global_allocator]` would be.
+    let mut ours = |n| pair(&HEAP, n);
+    let mut mimalloc = |n| pair(&MiMalloc, n);
+    let mut jemalloc = |n| pair(&Jemalloc, n);
+    let mut glibc = |n| pair(&System, n);
     let figures = measure_interleaved(
         settings,
         &mut [
@@ -136,11 +141,10 @@ fn batches(settings: Settings, progress: &mut Progress) -> Vec<Row> {
         let [b0, b1, b2, b3] = &mut buffers[..] else {
             unreachable!("four buffers")
         };
-        let [(_, slab), (_, mi), (_, je), (_, system)] = heaps();
-        let mut ours = |n| batch(slab, n, size, b0);
-        let mut mimalloc = |n| batch(mi, n, size, b1);
-        let mut jemalloc = |n| batch(je, n, size, b2);
-        let mut glibc = |n| batch(system, n, size, b3);
+        let mut ours = |n| batch(&HEAP, n, size, b0);
+        let mut mimalloc = |n| batch(&MiMalloc, n, size, b1);
+        let mut jemalloc = |n| batch(&Jemalloc, n, size, b2);
+        let mut glibc = |n| batch(&System, n, size, b3);
         let figures = measure_interleaved(
             settings,
             &mut [&mut ours, &mut mimalloc, &mut jemalloc, &mut glibc],
@@ -163,7 +167,7 @@ struct Sent(NonNull<u8>);
 unsafe impl Send for Sent {}
 
 /// One thread allocates `n` blocks in batches of 1000, another frees them.
-fn cross_thread(allocator: &(dyn GlobalAlloc + Sync), n: u64) -> Duration {
+fn cross_thread<A: GlobalAlloc + Sync>(allocator: &A, n: u64) -> Duration {
     let (sender, receiver) = mpsc::sync_channel::<Vec<Sent>>(4);
     let start = Instant::now();
     std::thread::scope(|scope| {
@@ -195,11 +199,10 @@ fn cross_thread(allocator: &(dyn GlobalAlloc + Sync), n: u64) -> Duration {
 
 fn cross_thread_row(settings: Settings, machine: &Machine, progress: &mut Progress) -> Row {
     progress.step("slab: cross-thread free");
-    let [(_, slab), (_, mi), (_, je), (_, system)] = heaps();
-    let mut ours = |n| cross_thread(slab, n);
-    let mut mimalloc = |n| cross_thread(mi, n);
-    let mut jemalloc = |n| cross_thread(je, n);
-    let mut glibc = |n| cross_thread(system, n);
+    let mut ours = |n| cross_thread(&HEAP, n);
+    let mut mimalloc = |n| cross_thread(&MiMalloc, n);
+    let mut jemalloc = |n| cross_thread(&Jemalloc, n);
+    let mut glibc = |n| cross_thread(&System, n);
     let settings = Settings {
         sample_time: settings.sample_time * 5,
         ..settings
