@@ -81,7 +81,7 @@ fn pair_64(c: &mut Criterion) {
     group.bench_function("object_cache", |b| {
         b.iter(|| {
             let mut object = cache.get();
-            black_box(&mut object)[0] = 1;
+            black_box(&mut object[..])[0] = 1;
             drop(object);
         })
     });

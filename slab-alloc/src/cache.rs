@@ -184,6 +184,11 @@ impl<S: PageSource> CacheCore<S> {
         })
     }
 
+    /// The cache id and link offset, for callers of the `_hinted` fast paths.
+    pub(crate) fn hints(&self) -> (u32, usize) {
+        (self.header.id, self.header.link_offset)
+    }
+
     /// The page source.
     pub(crate) fn source(&self) -> &S {
         &self.source
@@ -192,8 +197,19 @@ impl<S: PageSource> CacheCore<S> {
     /// Allocates an object (constructed with `construct` if it is fresh).
     #[inline(always)]
     pub(crate) fn alloc(&self, construct: Construct<'_>) -> Option<NonNull<u8>> {
-        let id = self.header.id;
-        let link_offset = self.header.link_offset;
+        self.alloc_hinted(self.header.id, self.header.link_offset, construct)
+    }
+
+    /// [`alloc`](Self::alloc) with the header's `id` and `link_offset` given by a caller
+    /// that keeps copies (saves a dependent load on the fast path).
+    #[inline(always)]
+    pub(crate) fn alloc_hinted(
+        &self,
+        id: u32,
+        link_offset: usize,
+        construct: Construct<'_>,
+    ) -> Option<NonNull<u8>> {
+        debug_assert!(id == self.header.id && link_offset == self.header.link_offset);
         let hit = with_magazines(|magazines| {
             let slot = magazines.slot(id);
             let head = NonNull::new(slot.loaded.load(Relaxed))?;
@@ -282,14 +298,23 @@ impl<S: PageSource> CacheCore<S> {
     /// - `object` was allocated from this cache and is not used afterwards.
     #[inline(always)]
     pub(crate) unsafe fn free(&self, object: NonNull<u8>) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.free_hinted(self.header.id, self.header.link_offset, object) }
+    }
+
+    /// [`free`](Self::free) with the header's `id` and `link_offset` given by the caller.
+    ///
+    /// # Safety
+    /// As [`free`](Self::free); `id` and `link_offset` are this core's.
+    #[inline(always)]
+    pub(crate) unsafe fn free_hinted(&self, id: u32, link_offset: usize, object: NonNull<u8>) {
+        debug_assert!(id == self.header.id && link_offset == self.header.link_offset);
         #[cfg(debug_assertions)]
         // SAFETY: a pointer this cache handed out lies in one of its mapped slabs; a
         // foreign pointer is the caller's bug, which the check reports when it can.
         unsafe {
             slab::debug_mark(object, &self.header, &self.geometry, false)
         };
-        let id = self.header.id;
-        let link_offset = self.header.link_offset;
         let done = with_magazines(|magazines| {
             let slot = magazines.slot(id);
             let count = slot.loaded_count.load(Relaxed);

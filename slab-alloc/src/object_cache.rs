@@ -59,6 +59,9 @@ type Constructor<T> = Box<dyn Fn() -> T + Send + Sync>;
 /// ```
 pub struct ObjectCache<T, S: PageSource = DefaultPages> {
     core: NonNull<CacheCore<S>>,
+    /// Copies of the core's cache id and link offset, read on the fast paths.
+    id: u32,
+    link_offset: usize,
     constructor: Option<Constructor<T>>,
     _owns: PhantomData<(T, CacheCore<S>)>,
 }
@@ -126,8 +129,12 @@ impl<T, S: PageSource> ObjectCache<T, S> {
             },
             source,
         )?;
+        // SAFETY: just made, live until the cache is dropped.
+        let (id, link_offset) = unsafe { core.as_ref() }.hints();
         Ok(ObjectCache {
             core,
+            id,
+            link_offset,
             constructor,
             _owns: PhantomData,
         })
@@ -146,13 +153,14 @@ impl<T, S: PageSource> ObjectCache<T, S> {
     #[inline(always)]
     fn alloc_slot(&self) -> Result<NonNull<T>, AllocError> {
         let object = match &self.constructor {
-            None => self.core().alloc(None),
+            None => self.core().alloc_hinted(self.id, self.link_offset, None),
             Some(constructor) => {
                 let construct = |place: NonNull<u8>| {
                     // SAFETY: a fresh slot of this cache, sized and aligned for `T`.
                     unsafe { place.cast::<T>().write(constructor()) }
                 };
-                self.core().alloc(Some(&construct))
+                self.core()
+                    .alloc_hinted(self.id, self.link_offset, Some(&construct))
             }
         };
         object.map(NonNull::cast).ok_or(AllocError)
@@ -319,7 +327,11 @@ impl<T, S: PageSource> Drop for ObjectBox<'_, T, S> {
             unsafe { self.object.drop_in_place() };
         }
         // SAFETY: the slot came from this cache and the handle goes away with it.
-        unsafe { self.cache.core().free(self.object.cast()) };
+        unsafe {
+            self.cache
+                .core()
+                .free_hinted(self.cache.id, self.cache.link_offset, self.object.cast())
+        };
     }
 }
 

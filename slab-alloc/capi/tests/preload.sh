@@ -50,6 +50,18 @@ digest.update(text.encode())
 digest.update(repr(sorted(counts.items())).encode())
 digest.update(joined[::997].encode())
 digest.update(str(len(index)).encode())
+# Threads that allocate, hand objects to the main thread and exit.
+import threading
+results = [None] * 4
+def work(n):
+    local = {("k%d" % i): [n] * (i % 9) for i in range(20000)}
+    results[n] = sorted(local.items())[: 50]
+threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+digest.update(repr(results).encode())
 print("python checksum", digest.hexdigest(), len(back), len(counts))
 PY
 

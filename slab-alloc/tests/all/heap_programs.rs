@@ -7,7 +7,7 @@ use allocator_api2::alloc::Allocator;
 use proptest::prelude::*;
 use slab_alloc::SlabHeap;
 
-use crate::{assert_disjoint, cases, check, fill};
+use crate::{assert_disjoint, check, config, fill};
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -104,7 +104,7 @@ fn run_global(ops: &[Op]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(48)))]
+    #![proptest_config(config(48))]
 
     #[test]
     fn global_alloc_programs_keep_blocks_aligned_disjoint_and_intact(

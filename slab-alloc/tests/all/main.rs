@@ -8,9 +8,15 @@ mod slab_cache_programs;
 mod threads;
 mod working_set;
 
-/// Proptest case count: smaller under miri.
-pub fn cases(normal: u32) -> u32 {
-    if cfg!(miri) { 4 } else { normal }
+/// Proptest configuration: fewer cases under miri, and no failure-persistence file
+/// there (finding it needs `getcwd`, which miri's isolation forbids).
+pub fn config(normal_cases: u32) -> proptest::test_runner::Config {
+    let mut config =
+        proptest::test_runner::Config::with_cases(if cfg!(miri) { 4 } else { normal_cases });
+    if cfg!(miri) {
+        config.failure_persistence = None;
+    }
+    config
 }
 
 /// Fills `len` bytes at `ptr` with a pattern derived from `seed`.

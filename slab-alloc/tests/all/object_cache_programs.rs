@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use proptest::prelude::*;
 use slab_alloc::ObjectCache;
 
-use crate::cases;
+use crate::config;
 
 /// Records its construction serial and its drop.
 #[derive(Debug)]
@@ -114,7 +114,7 @@ fn run(ops: &[Op]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(48)))]
+    #![proptest_config(config(48))]
 
     #[test]
     fn constructed_objects_are_cached_and_dropped_on_reclaim(

@@ -5,7 +5,7 @@ use mmap_alloc::DefaultPages;
 use proptest::prelude::*;
 use slab_alloc::{CacheConfig, SlabCache};
 
-use crate::{assert_disjoint, cases, check, fill};
+use crate::{assert_disjoint, check, config, fill};
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -67,7 +67,7 @@ fn run(size: usize, align: usize, magazines: bool, ops: &[Op]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(64)))]
+    #![proptest_config(config(64))]
 
     #[test]
     fn programs_keep_objects_aligned_disjoint_and_intact(
