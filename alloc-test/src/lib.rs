@@ -31,7 +31,7 @@ pub fn cases() -> u32 {
 
 /// The longest program [`check`] generates (shorter under miri, which is slow).
 pub fn max_program_len() -> usize {
-    if cfg!(miri) { 24 } else { 160 }
+    if cfg!(miri) { 12 } else { 160 }
 }
 
 /// A failing program, shrunk to a minimal one, and what it broke.
