@@ -256,7 +256,7 @@ impl<S: Subject + ?Sized> Model<'_, S> {
     /// Alignment, containment, overlap and limit checks for a block about to be tracked.
     fn check_new_block(&mut self, ptr: NonNull<u8>, layout: Layout) -> Result<(), Violation> {
         let address = ptr.addr().get();
-        if address % layout.align() != 0 {
+        if !address.is_multiple_of(layout.align()) {
             return Err(Violation::Misaligned {
                 step: self.step,
                 address,

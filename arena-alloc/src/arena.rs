@@ -761,7 +761,7 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
             if chunk.base().addr().get() != checkpoint.chunk_base
                 || address < Self::chunk_start(chunk).addr().get()
                 || address > chunk.committed_end()
-                || address % MIN_ALIGN != 0
+                || !address.is_multiple_of(MIN_ALIGN)
             {
                 return Err(CheckpointError::Ahead);
             }

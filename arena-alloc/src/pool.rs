@@ -594,10 +594,10 @@ impl ArenaPool {
     }
 
     fn acquire_until(&self, deadline: Option<Instant>) -> Option<PooledArena<'_>> {
-        if self.waiting.load(Ordering::SeqCst) == 0 {
-            if let Some(index) = self.free.pop() {
-                return Some(self.lease(index));
-            }
+        if self.waiting.load(Ordering::SeqCst) == 0
+            && let Some(index) = self.free.pop()
+        {
+            return Some(self.lease(index));
         }
         let index = router::outside_arena(|| {
             let mut wakeups = Wakeups::new();
@@ -1016,10 +1016,11 @@ impl<'pool> Future for AcquireFuture<'pool> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let pool = self.pool;
         let ticket = self.ticket;
-        if ticket.is_none() && pool.waiting.load(Ordering::SeqCst) == 0 {
-            if let Some(index) = pool.free.pop() {
-                return Poll::Ready(pool.lease(index));
-            }
+        if ticket.is_none()
+            && pool.waiting.load(Ordering::SeqCst) == 0
+            && let Some(index) = pool.free.pop()
+        {
+            return Poll::Ready(pool.lease(index));
         }
         let (index, ticket) = router::outside_arena(|| {
             let mut wakeups = Wakeups::new();

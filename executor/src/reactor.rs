@@ -175,10 +175,10 @@ impl IoTable {
     }
 
     fn remove(&mut self, index: usize) {
-        if let Some(entry) = self.entries.get_mut(index) {
-            if entry.take().is_some() {
-                self.free.push(index);
-            }
+        if let Some(entry) = self.entries.get_mut(index)
+            && entry.take().is_some()
+        {
+            self.free.push(index);
         }
     }
 

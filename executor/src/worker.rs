@@ -280,10 +280,10 @@ impl Worker {
             } else {
                 Some(Duration::ZERO)
             };
-            if let Err(error) = self.poll.poll(&mut events, timeout) {
-                if error.kind() != std::io::ErrorKind::Interrupted {
-                    panic!("epoll_wait failed: {error}");
-                }
+            if let Err(error) = self.poll.poll(&mut events, timeout)
+                && error.kind() != std::io::ErrorKind::Interrupted
+            {
+                panic!("epoll_wait failed: {error}");
             }
             {
                 let table = self.shared.io_table();

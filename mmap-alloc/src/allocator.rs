@@ -285,7 +285,7 @@ unsafe impl Allocator for MmapAlloc {
         if old.size() == 0 {
             return self.allocate(new);
         }
-        let moved = if ptr.addr().get() % new.align() == 0 {
+        let moved = if ptr.addr().get().is_multiple_of(new.align()) {
             // SAFETY: the caller passes a live block allocated with `old`.
             unsafe { Self::resize(ptr, old, new.size()) }
         } else {
@@ -325,7 +325,7 @@ unsafe impl Allocator for MmapAlloc {
             unsafe { self.deallocate(ptr, old) };
             return Ok(Self::dangling(new));
         }
-        let moved = if ptr.addr().get() % new.align() == 0 {
+        let moved = if ptr.addr().get().is_multiple_of(new.align()) {
             // SAFETY: the caller passes a live block allocated with `old`.
             unsafe { Self::resize(ptr, old, new.size()) }
         } else {

@@ -568,7 +568,7 @@ impl<S: PageSource> CacheCore<S> {
         state.empty_low = state.empty_low.min(state.empty.len);
         state.depot_low = state.depot_low.min(state.depot.magazines());
         state.epoch_events += 1;
-        if state.epoch_events < EPOCH_EVENTS || state.epoch_events % 256 != 0 {
+        if state.epoch_events < EPOCH_EVENTS || !state.epoch_events.is_multiple_of(256) {
             return;
         }
         // Reading the clock costs a vDSO call: only every 256 operations.

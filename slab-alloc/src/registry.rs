@@ -89,14 +89,13 @@ static ID_OWNERS: [AtomicPtr<CoreHeader>; MAX_CACHE_IDS] =
 pub(crate) unsafe fn register_core(core: NonNull<CoreHeader>, magazines: bool) {
     let _guard = REGISTRY.guard();
     let mut id = NO_ID;
-    if magazines {
-        if let Some(free) = ID_OWNERS[..NO_ID as usize]
+    if magazines
+        && let Some(free) = ID_OWNERS[..NO_ID as usize]
             .iter()
             .position(|owner| owner.load(Ordering::Relaxed).is_null())
-        {
-            ID_OWNERS[free].store(core.as_ptr(), Ordering::Relaxed);
-            id = free as u32;
-        }
+    {
+        ID_OWNERS[free].store(core.as_ptr(), Ordering::Relaxed);
+        id = free as u32;
     }
     // SAFETY: the caller gives us exclusive access to the header until we return.
     let header = unsafe { &mut *core.as_ptr() };

@@ -244,7 +244,7 @@ impl SlabHeader {
             let offset = current.addr().get() - self.base.addr();
             assert!(
                 offset >= geometry.first_offset
-                    && (offset - geometry.first_offset) % geometry.slot_size == 0
+                    && (offset - geometry.first_offset).is_multiple_of(geometry.slot_size)
                     && (offset - geometry.first_offset) / geometry.slot_size < self.carved as usize,
                 "slab {:p}: free list holds {current:p}, not one of its carved objects",
                 self.base
@@ -308,7 +308,8 @@ pub(crate) unsafe fn debug_mark(
         );
     }
     let offset = object.addr().get() - base.addr();
-    if offset < geometry.first_offset || (offset - geometry.first_offset) % geometry.slot_size != 0
+    if offset < geometry.first_offset
+        || !(offset - geometry.first_offset).is_multiple_of(geometry.slot_size)
     {
         fatal(
             "free of a pointer that is not the start of an object (object, slab)",

@@ -72,14 +72,14 @@ fn run(ops: &[Op]) {
                     "handed out a dropped object"
                 );
                 let address = slab_alloc::ObjectBox::as_ptr(&object).addr().get();
-                if let Some(&previous) = serial_at.get(&address) {
-                    if previous != object.serial {
-                        // The slot was reconstructed: only after its slab was reclaimed.
-                        assert!(
-                            dropped.lock().unwrap().contains(&previous),
-                            "slot reconstructed without reclaim"
-                        );
-                    }
+                if let Some(&previous) = serial_at.get(&address)
+                    && previous != object.serial
+                {
+                    // The slot was reconstructed: only after its slab was reclaimed.
+                    assert!(
+                        dropped.lock().unwrap().contains(&previous),
+                        "slot reconstructed without reclaim"
+                    );
                 }
                 serial_at.insert(address, object.serial);
                 object.uses += 1;

@@ -81,7 +81,7 @@ fn many_threads_churning_on_one_heap() {
                     state ^= state << 13;
                     state ^= state >> 7;
                     state ^= state << 17;
-                    if live.len() < 64 && state % 3 != 0 {
+                    if live.len() < 64 && !state.is_multiple_of(3) {
                         let size = 1 + (state as usize >> 8) % 2000;
                         let layout = Layout::from_size_align(size, 8).unwrap();
                         // SAFETY: non-zero size.
