@@ -11,6 +11,10 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, LengthLimitError};
 
+// Routes each request's allocations to its own arena (see `executor::RequestAllocator`).
+#[global_allocator]
+static GLOBAL: executor::RequestAllocator = executor::request_allocator();
+
 fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;

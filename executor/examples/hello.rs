@@ -10,6 +10,10 @@ use bytes::Bytes;
 use http::{Response, header};
 use http_body_util::Full;
 
+// Routes each request's allocations to its own arena (see `executor::RequestAllocator`).
+#[global_allocator]
+static GLOBAL: executor::RequestAllocator = executor::request_allocator();
+
 fn main() -> std::io::Result<()> {
     let (address, workers) = common::settings(8080);
     let mut builder = executor::Server::builder().workers(workers);

@@ -13,7 +13,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use executor::client::{ClientError, send_request};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{Empty, Full};
+
+// Routes each request's allocations to its own arena (see `executor::RequestAllocator`).
+#[global_allocator]
+static GLOBAL: executor::RequestAllocator = executor::request_allocator();
 
 fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
@@ -36,17 +40,12 @@ async fn forward(
         Ok(outbound) => outbound,
         Err(_) => return plain(StatusCode::BAD_REQUEST, "bad path\n"),
     };
-    let response = match send_request(upstream, outbound, Duration::from_secs(2)).await {
-        Ok(response) => response,
-        Err(ClientError::Timeout) => {
-            return plain(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n");
-        }
-        Err(_) => return plain(StatusCode::BAD_GATEWAY, "upstream failed\n"),
-    };
-    let (parts, body) = response.into_parts();
-    match body.collect().await {
-        Ok(body) => Response::from_parts(parts, Full::new(body.to_bytes())),
-        Err(_) => plain(StatusCode::BAD_GATEWAY, "upstream body failed\n"),
+    // The exchange runs in this request's arena: the upstream's response counts
+    // against the request's budget.
+    match send_request(upstream, outbound, Duration::from_secs(2)).await {
+        Ok(response) => response.map(Full::new),
+        Err(ClientError::Timeout) => plain(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
+        Err(_) => plain(StatusCode::BAD_GATEWAY, "upstream failed\n"),
     }
 }
 

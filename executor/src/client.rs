@@ -2,11 +2,14 @@
 //! connect, bounded by a timeout. Usable from inside a request handler.
 
 use std::fmt;
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
@@ -53,7 +56,9 @@ impl From<Elapsed> for ClientError {
 /// A keep-alive HTTP/1 client connection; requests go one after another.
 ///
 /// The connection's I/O runs as a task spawned on the current worker; it ends when
-/// this value is dropped.
+/// this value is dropped. Being a task of its own, it is not part of any request: its
+/// memory does not count against a handler's arena budget. For an exchange charged to
+/// the calling request, use [`send_request`].
 pub struct ClientConnection<B> {
     sender: SendRequest<B>,
 }
@@ -118,23 +123,67 @@ where
     }
 }
 
-/// Connects to `address`, sends `request` and returns the response, all within
-/// `limit`. Set the `host` header yourself; the URI may be just a path.
+/// Connects to `address`, sends `request` and returns the response with its body read
+/// in full, all within `limit`, on a connection of its own that is closed afterwards.
+/// Set the `host` header yourself; the URI may be just a path.
+///
+/// The connection is driven by the calling future itself, not by a spawned task, so
+/// inside a request handler everything the exchange allocates (hyper's buffers, the
+/// response and its body) comes from the request's arena and counts against its
+/// budget: a response too large for the budget cancels the request like any other
+/// allocation past it.
 ///
 /// # Errors
-/// As [`ClientConnection::connect`] and [`ClientConnection::send`].
+/// As [`ClientConnection::connect`] and [`ClientConnection::send`]; a failure while
+/// reading the body is [`ClientError::Http`].
 pub async fn send_request<B>(
     address: SocketAddr,
     request: Request<B>,
     limit: Duration,
-) -> Result<Response<Incoming>, ClientError>
+) -> Result<Response<Bytes>, ClientError>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     timeout(limit, async move {
-        let mut connection = ClientConnection::connect(address, limit).await?;
-        connection.send(request, limit).await
+        let stream = TcpStream::connect(address)
+            .await
+            .map_err(ClientError::Connect)?;
+        let _ = stream.set_nodelay(true);
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(stream)
+            .await
+            .map_err(ClientError::Http)?;
+        let exchange = async move {
+            sender.ready().await.map_err(ClientError::Http)?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(ClientError::Http)?;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await.map_err(ClientError::Http)?.to_bytes();
+            Ok(Response::from_parts(parts, body))
+        };
+        drive_alongside(connection, exchange).await
     })
     .await?
+}
+
+/// Runs `main` to completion while also polling `driver` (a connection's I/O) until the
+/// driver finishes; the driver's own result is not needed: its failures reach `main`
+/// through the request channel.
+async fn drive_alongside<D, M, T>(driver: D, main: M) -> T
+where
+    D: Future,
+    M: Future<Output = T>,
+{
+    let mut driver = pin!(driver);
+    let mut main = pin!(main);
+    let mut driver_done = false;
+    poll_fn(|cx| {
+        if !driver_done && driver.as_mut().poll(cx).is_ready() {
+            driver_done = true;
+        }
+        main.as_mut().poll(cx)
+    })
+    .await
 }

@@ -214,8 +214,10 @@ impl Registration {
         let worker = current_shared().ok_or_else(|| {
             io::Error::other("sockets must be created on an executor worker thread")
         })?;
-        let state = Arc::new(IoState::new());
-        let token = worker.io_table().insert(Arc::clone(&state));
+        // The registration and the I/O table outlive any request: a socket opened by a
+        // handler is registered outside the request's arena.
+        let state = arena_alloc::outside_arena(|| Arc::new(IoState::new()));
+        let token = arena_alloc::outside_arena(|| worker.io_table().insert(Arc::clone(&state)));
         if let Err(error) = worker.registry().register(
             source,
             Token(token),

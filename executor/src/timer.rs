@@ -269,11 +269,15 @@ impl Future for Sleep {
         if Instant::now() >= this.deadline {
             return Poll::Ready(());
         }
-        let entry = crate::worker::with_local(|local| {
-            local
-                .timers
-                .borrow_mut()
-                .insert(this.deadline, cx.waker().clone())
+        // The timer heap outlives any request: a handler's sleep must not grow it (or
+        // make its entry) inside the request's arena.
+        let entry = arena_alloc::outside_arena(|| {
+            crate::worker::with_local(|local| {
+                local
+                    .timers
+                    .borrow_mut()
+                    .insert(this.deadline, cx.waker().clone())
+            })
         })
         .expect("`Sleep` polled outside an executor worker thread");
         this.entry = Some(entry);

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use arena_alloc::outside_arena;
 use mio::{Events, Token};
 
 use crate::reactor::IoTable;
@@ -86,7 +87,8 @@ impl WorkerShared {
     }
 
     fn post(&self, push: impl FnOnce(&mut Inbox)) {
-        push(&mut lock(&self.inbox));
+        // Runtime state outlives any request: never grow it inside a request's arena.
+        outside_arena(|| push(&mut lock(&self.inbox)));
         if !self.notified.swap(true, Ordering::AcqRel) {
             // A failed wake means the Poll is gone (worker exiting): nothing to do.
             let _ = self.waker.wake();
@@ -141,13 +143,17 @@ pub(crate) fn current_shared() -> Option<Arc<WorkerShared>> {
 impl Local {
     /// Spawns onto this worker.
     pub(crate) fn spawn(&self, future: BoxFuture) {
-        let key = self.tasks.borrow_mut().insert(future);
-        self.run_queue.borrow_mut().push_back(key);
+        // The store and queue outlive any request: grow them outside its arena.
+        outside_arena(|| {
+            let key = self.tasks.borrow_mut().insert(future);
+            self.run_queue.borrow_mut().push_back(key);
+        });
     }
 
     fn schedule(&self, key: TaskKey) {
         if self.tasks.borrow_mut().schedule(key) {
-            self.run_queue.borrow_mut().push_back(key);
+            // A handler may wake a task while its arena is entered.
+            outside_arena(|| self.run_queue.borrow_mut().push_back(key));
         }
     }
 

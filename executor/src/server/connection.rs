@@ -63,7 +63,7 @@ pub(crate) async fn serve<H: Handler>(
     let _permit = permit;
     // Responses are written whole; Nagle would only delay them.
     let _ = stream.set_nodelay(true);
-    let activity = Arc::new(ConnectionActivity::default());
+    let activity = Arc::new(ConnectionActivity::new(Arc::clone(&config.counters)));
     let service = HandlerService {
         handler,
         config: Arc::clone(&config),

@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use arena_alloc::{ArenaPool, PoolConfig};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{Either, Full, Limited};
@@ -74,9 +75,34 @@ pub(crate) struct Config {
     pub(crate) max_connections: usize,
     pub(crate) max_header_bytes: usize,
     pub(crate) max_body_bytes: usize,
+    /// How long a request waits for a free arena before it gets 503.
+    pub(crate) arena_wait: Duration,
+    /// Where requests lease their arenas.
+    pub(crate) pool: &'static ArenaPool,
     /// What the server has done so far; read through [`ServerStats`].
     pub(crate) counters: Arc<Counters>,
 }
+
+/// The limits and timeouts a builder collects; the pool is made (or taken) at bind.
+#[derive(Debug, Clone)]
+struct Settings {
+    header_read_timeout: Duration,
+    handler_timeout: Duration,
+    idle_timeout: Duration,
+    shutdown_deadline: Duration,
+    max_connections: usize,
+    max_header_bytes: usize,
+    max_body_bytes: usize,
+    arenas: usize,
+    arena_bytes: usize,
+    arena_wait: Duration,
+    pool: Option<&'static ArenaPool>,
+}
+
+/// Default number of request arenas.
+const DEFAULT_ARENAS: usize = 512;
+/// Default request budget (arena capacity).
+const DEFAULT_ARENA_BYTES: usize = 1 << 20;
 
 /// hyper's smallest read buffer; the header limit cannot go below it.
 const MIN_HEADER_BYTES: usize = 8192;
@@ -85,7 +111,7 @@ const MIN_HEADER_BYTES: usize = 8192;
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `bind` is called"]
 pub struct ServerBuilder {
-    config: Config,
+    config: Settings,
     workers: usize,
     reuse_port: bool,
     handle_signals: bool,
@@ -94,7 +120,7 @@ pub struct ServerBuilder {
 impl Default for ServerBuilder {
     fn default() -> Self {
         Self {
-            config: Config {
+            config: Settings {
                 header_read_timeout: Duration::from_secs(10),
                 handler_timeout: Duration::from_secs(30),
                 idle_timeout: Duration::from_secs(60),
@@ -102,7 +128,10 @@ impl Default for ServerBuilder {
                 max_connections: 10_000,
                 max_header_bytes: 16 * 1024,
                 max_body_bytes: 1024 * 1024,
-                counters: Arc::default(),
+                arenas: DEFAULT_ARENAS,
+                arena_bytes: DEFAULT_ARENA_BYTES,
+                arena_wait: Duration::from_secs(1),
+                pool: None,
             },
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             reuse_port: false,
@@ -184,19 +213,80 @@ impl ServerBuilder {
         self
     }
 
+    /// Arenas in the server's pool: how many requests can run their handlers at once
+    /// (others wait, see [`arena_wait`](Self::arena_wait)). Each reserves
+    /// [`arena_bytes`](Self::arena_bytes) of address space; memory is committed as
+    /// requests use it. Default 512.
+    pub fn arenas(mut self, count: usize) -> Self {
+        self.config.arenas = count.max(1);
+        self
+    }
+
+    /// Each request's memory budget: the capacity of its arena. A handler whose
+    /// allocations go past it is cancelled at its next poll and the client gets 503.
+    /// Default 1 MiB.
+    pub fn arena_bytes(mut self, bytes: usize) -> Self {
+        self.config.arena_bytes = bytes.max(1);
+        self
+    }
+
+    /// How long a request waits for a free arena, first come first served, before it
+    /// is answered 503 without calling the handler. Default 1 s.
+    pub fn arena_wait(mut self, wait: Duration) -> Self {
+        self.config.arena_wait = wait;
+        self
+    }
+
+    /// Leases request arenas from `pool` (which may be shared with other servers)
+    /// instead of a pool of [`arenas`](Self::arenas) x [`arena_bytes`](Self::arena_bytes)
+    /// made at bind. The pool must come from [`ArenaPool::into_static`], which
+    /// registers it with the router.
+    pub fn arena_pool(mut self, pool: &'static ArenaPool) -> Self {
+        self.config.pool = Some(pool);
+        self
+    }
+
     /// Binds the listening socket(s) and starts the workers.
     ///
+    /// The first bind in a process wraps the panic hook so that it runs outside any
+    /// request arena: reporting a handler's panic (a backtrace can take megabytes)
+    /// never counts against the request's budget. Without [`arena_pool`](Self::arena_pool), this makes the server's arena pool and
+    /// registers it with the router; a registered pool lives as long as the process,
+    /// and at most [`arena_alloc::MAX_POOLS`] can be registered, so a process that binds
+    /// many servers should share one pool between them.
+    ///
     /// # Errors
-    /// When binding fails or the runtime cannot start.
+    /// When binding fails, the runtime cannot start, or the arena pool cannot be made
+    /// (its address space reserved) or registered.
     pub fn bind(self, address: SocketAddr) -> io::Result<Server> {
+        let settings = self.config;
+        let pool = match settings.pool {
+            Some(pool) => pool,
+            None => ArenaPool::new(PoolConfig::new(settings.arenas, settings.arena_bytes))
+                .and_then(ArenaPool::into_static)
+                .map_err(|error| io::Error::other(format!("request arena pool: {error}")))?,
+        };
+        request_scope::report_panics_outside_arenas();
         let listeners = bind_listeners(address, self.workers, self.reuse_port)?;
         let local_addr = listeners[0].local_addr()?;
         let runtime = Runtime::builder().workers(self.workers).build()?;
+        let config = Config {
+            header_read_timeout: settings.header_read_timeout,
+            handler_timeout: settings.handler_timeout,
+            idle_timeout: settings.idle_timeout,
+            shutdown_deadline: settings.shutdown_deadline,
+            max_connections: settings.max_connections,
+            max_header_bytes: settings.max_header_bytes,
+            max_body_bytes: settings.max_body_bytes,
+            arena_wait: settings.arena_wait,
+            pool,
+            counters: Arc::default(),
+        };
         Ok(Server {
             runtime,
             listeners,
             local_addr,
-            config: Arc::new(self.config),
+            config: Arc::new(config),
             shutdown: Shutdown::new(),
             handle_signals: self.handle_signals,
         })
@@ -290,7 +380,7 @@ impl Server {
 
     /// Live counters of this server (open connections, refusals, requests).
     pub fn stats(&self) -> ServerStats {
-        ServerStats::new(Arc::clone(&self.config.counters))
+        ServerStats::new(Arc::clone(&self.config.counters), self.config.pool)
     }
 
     /// The flag that starts a graceful shutdown when triggered (what SIGINT/SIGTERM do).

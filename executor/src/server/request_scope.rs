@@ -1,24 +1,29 @@
 //! The per-request wrapper: every call and poll of a user handler goes through
-//! [`RequestTask`].
+//! [`RequestTask`], which runs it inside the request's own arena.
 //!
-//! This is the seam for per-request arenas. Today a request's life is: the handler is
-//! called when hyper hands over the request ([`RequestTask::start`]; calling it there,
-//! not at the first poll, lets the request head go before hyper's next read, which
-//! saves a buffer allocation and copy per request), each poll runs under
-//! `catch_unwind` (a panic, in the call or a poll, becomes a 500 and the handler future
-//! is dropped), and a deadline armed at the handler's first pending poll cancels a
-//! handler that runs too long (503). The handler future is stored inline (hyper keeps
-//! the `RequestTask` in a per-connection box), so a request costs no allocation here.
+//! A request's life:
+//! 1. [`RequestTask::start`] (when hyper hands over the request): lease an arena from the
+//!    server's [`ArenaPool`] without waiting. With one, the handler is called inside it
+//!    right away (calling it here, not at the first poll, lets the request head go before
+//!    hyper's next read, which saves a buffer allocation and copy per request). Without
+//!    one, the request waits in `WaitingForArena` (first come, first served, through
+//!    `acquire_async`) for at most the configured arena wait, then gets 503 without the
+//!    handler ever being called.
+//! 2. Every poll of the handler future enters the arena (the router's guard), so all its
+//!    global allocations are bump allocations in the arena, and runs under
+//!    `catch_unwind`: a panic, in the call or a poll, becomes a 500.
+//! 3. After a poll that leaves the handler pending, the arena's over-budget flag is
+//!    read: an allocation that did not fit spilled to the fallback heap and raised it.
+//!    The handler future is then dropped (inside the arena, so destructors run and free
+//!    into it) and the client gets 503 saying the request exceeded its memory budget.
+//!    A deadline armed at the first pending poll cancels a handler that runs too long.
+//! 4. When the handler is done or dropped, the lease is released. Whatever the request
+//!    allocated and is still alive (its response, until hyper has written it; anything
+//!    that escaped) keeps the arena quarantined, and the last free returns it to the
+//!    pool: no memory is reused while something allocated from it lives.
 //!
-//! Next, with arenas, only this file changes:
-//! 1. `start`: `ArenaPool::try_acquire`; on success enter the arena and call the handler
-//!    inside it (as today); otherwise keep the request in a new `WaitingForArena` state
-//!    whose poll drives `acquire_async`, bounded by a configured wait, then calls the
-//!    handler, or answers 503 without calling it;
-//! 2. every poll: enter the arena (router guard) around the handler poll;
-//! 3. after every poll: if the arena is over budget, drop the handler future (inside
-//!    the arena, so destructors run) and answer 503 "request exceeded its memory budget";
-//! 4. on completion or drop: leave and release the arena.
+//! Everything the server makes itself (these wrappers, refusal responses, timers, the
+//! runtime's queues) is allocated outside the arena.
 //!
 //! # Safety
 //! `RequestTask` structurally pins its handler future (`State::Running`): the future is
@@ -34,21 +39,36 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arena_alloc::{AcquireFuture, PooledArena};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
 
+use crate::server::stats::Counters;
 use crate::server::{Config, Handler, RequestBody, ResponseBody};
 use crate::timer::{Sleep, sleep};
 
-/// Counters one connection shares with its requests (for the idle watchdog).
-#[derive(Debug, Default)]
+/// Counters one connection shares with its requests (for the idle watchdog), and the
+/// server's counters.
+#[derive(Debug)]
 pub(crate) struct ConnectionActivity {
     /// Requests whose handler has not finished.
     pub(crate) in_flight: AtomicUsize,
     /// Requests started on this connection.
     pub(crate) started: AtomicU64,
+    /// The server's counters, for what a request's outcome adds to them.
+    counters: Arc<Counters>,
+}
+
+impl ConnectionActivity {
+    pub(crate) fn new(counters: Arc<Counters>) -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
+            counters,
+        }
+    }
 }
 
 /// Marks one request in flight for its whole life.
@@ -60,6 +80,10 @@ impl InFlight {
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
         activity.started.fetch_add(1, Ordering::Relaxed);
         Self(Arc::clone(activity))
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.0.counters
     }
 }
 
@@ -80,7 +104,35 @@ pub(crate) fn plain_response(status: StatusCode, body: &'static str) -> Response
     response
 }
 
+/// Makes the process's panic hook run outside any request arena (once per process).
+///
+/// A handler that panics does so inside its arena, and the hook that reports the panic
+/// (the default one prints it, and with `RUST_BACKTRACE` resolves a backtrace, which
+/// allocates megabytes) would otherwise be charged to the request, spill past the hard
+/// cap, and abort the process. The hook in place when the first server binds is kept
+/// and called as before, only outside the arena.
+pub(crate) fn report_panics_outside_arenas() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            arena_alloc::outside_arena(|| report(info));
+        }));
+    });
+}
+
+/// A request that found every arena in use, waiting (bounded) for one.
+struct Waiting<H> {
+    request: Request<RequestBody>,
+    handler: Arc<H>,
+    acquire: AcquireFuture<'static>,
+    /// Ends the wait; armed when the wait starts.
+    deadline: Sleep,
+}
+
 enum State<H: Handler> {
+    /// Every arena was in use when the request came; boxed, as it is the rare case.
+    WaitingForArena(Box<Waiting<H>>),
     /// The handler's future; structurally pinned (module `# Safety`).
     Running(H::Future),
     /// Answered without the handler (refused up front, or the handler call panicked).
@@ -90,58 +142,97 @@ enum State<H: Handler> {
 }
 
 const PANIC_BODY: &str = "internal server error: the request handler panicked\n";
+const OVER_BUDGET_BODY: &str =
+    "service unavailable: the request exceeded its memory budget and was cancelled\n";
+const NO_ARENA_BODY: &str =
+    "service unavailable: the server is at its limit of concurrent requests; retry later\n";
+const TIMED_OUT_BODY: &str = "service unavailable: the request handler timed out\n";
 
-/// One request's handler, run under the server's per-request rules. See the module docs.
+/// One request's handler, run in its own arena under the server's per-request rules.
+/// See the module docs.
 pub(crate) struct RequestTask<H: Handler> {
     /// Pinned when `Running`; see the module `# Safety`.
     state: State<H>,
+    /// The request's arena while the handler lives; released when it is done.
+    lease: Option<PooledArena<'static>>,
     /// Cancels the handler when it fires; armed at the handler's first pending poll.
     deadline: Option<Sleep>,
     handler_timeout: Duration,
-    _in_flight: InFlight,
+    in_flight: InFlight,
 }
 
 fn refusal<B>(status: StatusCode, body: &'static str) -> Response<ResponseBody<B>> {
     plain_response(status, body).map(Either::Right)
 }
 
-impl<H: Handler> RequestTask<H> {
-    /// Calls the handler (containing a panic) and wraps its future.
-    fn start(
-        handler: &H,
-        request: Request<RequestBody>,
-        handler_timeout: Duration,
-        in_flight: InFlight,
-    ) -> Self {
-        let state = match catch_unwind(AssertUnwindSafe(|| handler.call(request))) {
-            Ok(future) => State::Running(future),
-            Err(_) => State::Answered(plain_response(
+/// Calls the handler inside `lease`'s arena, containing a panic.
+fn call_in_arena<H: Handler>(
+    handler: &H,
+    request: Request<RequestBody>,
+    lease: &PooledArena<'static>,
+    counters: &Counters,
+) -> State<H> {
+    match lease.run(|| catch_unwind(AssertUnwindSafe(|| handler.call(request)))) {
+        Ok(future) => State::Running(future),
+        Err(_) => {
+            counters.panics.fetch_add(1, Ordering::Relaxed);
+            State::Answered(plain_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 PANIC_BODY,
-            )),
+            ))
+        }
+    }
+}
+
+impl<H: Handler> RequestTask<H> {
+    /// Leases an arena and calls the handler in it, or starts waiting for one.
+    fn start(
+        handler: &Arc<H>,
+        request: Request<RequestBody>,
+        config: &Config,
+        in_flight: InFlight,
+    ) -> Self {
+        let (state, lease) = match config.pool.try_acquire() {
+            Some(lease) => {
+                let state = call_in_arena(&**handler, request, &lease, in_flight.counters());
+                (state, Some(lease))
+            }
+            None => {
+                let waiting = Waiting {
+                    request,
+                    handler: Arc::clone(handler),
+                    acquire: config.pool.acquire_async(),
+                    deadline: sleep(config.arena_wait),
+                };
+                (State::WaitingForArena(Box::new(waiting)), None)
+            }
         };
         Self {
             state,
+            lease,
             deadline: None,
-            handler_timeout,
-            _in_flight: in_flight,
+            handler_timeout: config.handler_timeout,
+            in_flight,
         }
     }
 
     fn answered(response: Response<Full<Bytes>>, in_flight: InFlight) -> Self {
         Self {
             state: State::Answered(response),
+            lease: None,
             deadline: None,
             handler_timeout: Duration::ZERO,
-            _in_flight: in_flight,
+            in_flight,
         }
     }
 
-    /// Drops the handler future in place (never moving it, as pinning requires),
-    /// containing a panic from its destructors, and leaves the state `Finished`.
+    /// Drops the handler future in place (never moving it, as pinning requires) inside
+    /// the request's arena, containing a panic from its destructors, and leaves the
+    /// state `Finished`. Then releases the arena.
     fn drop_handler(&mut self) {
         if let State::Running(future) = &mut self.state {
             let future: *mut H::Future = future;
+            let _inside = self.lease.as_ref().map(PooledArena::enter);
             // SAFETY: `future` points to the live handler future inside `self.state`
             // (derived from a unique borrow that ends here). It is dropped exactly once:
             // a panicking destructor still counts as the drop, and the state is then
@@ -153,6 +244,9 @@ impl<H: Handler> RequestTask<H> {
             // so overwriting it without running its destructor again is exactly right.
             unsafe { std::ptr::write(&mut self.state, State::Finished) };
         }
+        // What the request still holds (its response, until written) keeps the arena
+        // quarantined; the last free hands it back to the pool.
+        self.lease = None;
     }
 
     fn finish(
@@ -162,6 +256,42 @@ impl<H: Handler> RequestTask<H> {
         self.drop_handler();
         Poll::Ready(Ok(response))
     }
+
+    /// Polls the running handler inside its arena and applies the per-request rules.
+    fn poll_handler(&mut self, cx: &mut Context<'_>) -> Poll<<Self as Future>::Output> {
+        let State::Running(future) = &mut self.state else {
+            unreachable!("poll_handler on a task that is not running")
+        };
+        // SAFETY: the future is structurally pinned (module `# Safety`): it stays at
+        // this address until `drop_handler` drops it in place.
+        let future = unsafe { Pin::new_unchecked(future) };
+        let outcome = {
+            let _inside = self.lease.as_ref().map(PooledArena::enter);
+            catch_unwind(AssertUnwindSafe(|| future.poll(cx)))
+        };
+        let counters = self.in_flight.counters();
+        match outcome {
+            Ok(Poll::Ready(response)) => self.finish(response.map(Either::Left)),
+            Err(_) => {
+                counters.panics.fetch_add(1, Ordering::Relaxed);
+                self.finish(refusal(StatusCode::INTERNAL_SERVER_ERROR, PANIC_BODY))
+            }
+            Ok(Poll::Pending) => {
+                if self.lease.as_ref().is_some_and(PooledArena::is_over_budget) {
+                    counters.over_budget.fetch_add(1, Ordering::Relaxed);
+                    return self.finish(refusal(StatusCode::SERVICE_UNAVAILABLE, OVER_BUDGET_BODY));
+                }
+                let timeout = self.handler_timeout;
+                let deadline = self.deadline.get_or_insert_with(|| sleep(timeout));
+                if Pin::new(deadline).poll(cx).is_ready() {
+                    counters.handler_timeouts.fetch_add(1, Ordering::Relaxed);
+                    self.finish(refusal(StatusCode::SERVICE_UNAVAILABLE, TIMED_OUT_BODY))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
 }
 
 impl<H: Handler> Future for RequestTask<H> {
@@ -170,37 +300,48 @@ impl<H: Handler> Future for RequestTask<H> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // SAFETY: only `state`'s `Running` future is structurally pinned, and the code
         // below never moves it: it is polled through `Pin::new_unchecked` on its place
-        // and dropped in place by `drop_handler`. `Answered` is moved out only while the
-        // state holds no future. No other field is pinned.
+        // and dropped in place by `drop_handler`. `Answered` and `WaitingForArena` are
+        // moved out only while the state holds no future. No other field is pinned.
         let this = unsafe { self.get_unchecked_mut() };
         match &mut this.state {
-            State::Running(future) => {
-                // SAFETY: see above; the future stays at this address until dropped.
-                let future = unsafe { Pin::new_unchecked(future) };
-                // Arena seam: enter the request's arena around this poll.
-                match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
-                    Ok(Poll::Ready(response)) => this.finish(response.map(Either::Left)),
-                    Err(_) => this.finish(refusal(StatusCode::INTERNAL_SERVER_ERROR, PANIC_BODY)),
-                    // Arena seam: the over-budget check goes here, before `Pending`.
-                    Ok(Poll::Pending) => {
-                        let timeout = this.handler_timeout;
-                        let deadline = this.deadline.get_or_insert_with(|| sleep(timeout));
-                        if Pin::new(deadline).poll(cx).is_ready() {
-                            this.finish(refusal(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "service unavailable: the request handler timed out\n",
-                            ))
-                        } else {
-                            Poll::Pending
-                        }
-                    }
+            State::Running(_) => this.poll_handler(cx),
+            State::WaitingForArena(waiting) => {
+                if let Poll::Ready(lease) = Pin::new(&mut waiting.acquire).poll(cx) {
+                    let State::WaitingForArena(waiting) =
+                        std::mem::replace(&mut this.state, State::Finished)
+                    else {
+                        unreachable!("matched WaitingForArena above")
+                    };
+                    let Waiting {
+                        request, handler, ..
+                    } = *waiting;
+                    this.state =
+                        call_in_arena(&*handler, request, &lease, this.in_flight.counters());
+                    this.lease = Some(lease);
+                    // Poll the new state at once: the handler's first poll, or the 500.
+                    // SAFETY: `this` is the pinned task; re-pinning it is sound.
+                    return unsafe { Pin::new_unchecked(this) }.poll(cx);
                 }
+                if Pin::new(&mut waiting.deadline).poll(cx).is_ready() {
+                    // Dropping the waiting state gives up its place in the queue.
+                    this.in_flight
+                        .counters()
+                        .arena_waits_timed_out
+                        .fetch_add(1, Ordering::Relaxed);
+                    this.state = State::Finished;
+                    return Poll::Ready(Ok(refusal(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        NO_ARENA_BODY,
+                    )));
+                }
+                Poll::Pending
             }
             State::Answered(_) => {
                 let State::Answered(response) = std::mem::replace(&mut this.state, State::Finished)
                 else {
                     unreachable!("matched Answered above")
                 };
+                this.lease = None;
                 Poll::Ready(Ok(response.map(Either::Right)))
             }
             State::Finished => panic!("RequestTask polled after completion"),
@@ -210,7 +351,7 @@ impl<H: Handler> Future for RequestTask<H> {
 
 impl<H: Handler> Drop for RequestTask<H> {
     fn drop(&mut self) {
-        // The connection went away mid-request: drop the handler in place.
+        // The connection went away mid-request: drop the handler in place, in its arena.
         self.drop_handler();
     }
 }
@@ -253,11 +394,6 @@ impl<H: Handler> hyper::service::Service<Request<Incoming>> for HandlerService<H
             return RequestTask::answered(response, in_flight);
         }
         let request = request.map(|body| Limited::new(body, max_body));
-        RequestTask::start(
-            &*self.handler,
-            request,
-            self.config.handler_timeout,
-            in_flight,
-        )
+        RequestTask::start(&self.handler, request, &self.config, in_flight)
     }
 }

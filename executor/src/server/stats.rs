@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use arena_alloc::{ArenaPool, PoolStats};
+
 /// The counters behind [`ServerStats`].
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -14,6 +16,14 @@ pub(crate) struct Counters {
     pub(crate) refused: AtomicU64,
     /// Requests handed to the request scope (handler or early refusal).
     pub(crate) requests: AtomicU64,
+    /// Handlers cancelled for going over their arena budget (503).
+    pub(crate) over_budget: AtomicU64,
+    /// Requests refused after waiting the configured time for a free arena (503).
+    pub(crate) arena_waits_timed_out: AtomicU64,
+    /// Handlers cancelled at the handler timeout (503).
+    pub(crate) handler_timeouts: AtomicU64,
+    /// Handlers that panicked (500).
+    pub(crate) panics: AtomicU64,
 }
 
 /// A live view of a [`Server`](crate::Server)'s counters; cheap to clone, valid after
@@ -21,11 +31,12 @@ pub(crate) struct Counters {
 #[derive(Debug, Clone)]
 pub struct ServerStats {
     counters: Arc<Counters>,
+    pool: &'static ArenaPool,
 }
 
 impl ServerStats {
-    pub(crate) fn new(counters: Arc<Counters>) -> Self {
-        Self { counters }
+    pub(crate) fn new(counters: Arc<Counters>, pool: &'static ArenaPool) -> Self {
+        Self { counters, pool }
     }
 
     /// Connections currently being served.
@@ -46,5 +57,33 @@ impl ServerStats {
     /// Requests received so far.
     pub fn requests(&self) -> u64 {
         self.counters.requests.load(Ordering::Relaxed)
+    }
+
+    /// Handlers cancelled so far because they went over their arena budget (each
+    /// answered 503).
+    pub fn over_budget(&self) -> u64 {
+        self.counters.over_budget.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused so far because no arena became free within the arena wait
+    /// (each answered 503 without calling the handler).
+    pub fn arena_waits_timed_out(&self) -> u64 {
+        self.counters.arena_waits_timed_out.load(Ordering::Relaxed)
+    }
+
+    /// Handlers cancelled so far at the handler timeout (each answered 503).
+    pub fn handler_timeouts(&self) -> u64 {
+        self.counters.handler_timeouts.load(Ordering::Relaxed)
+    }
+
+    /// Handlers that panicked so far (each answered 500).
+    pub fn panics(&self) -> u64 {
+        self.counters.panics.load(Ordering::Relaxed)
+    }
+
+    /// The request arenas: free, in use, quarantined (released while something they
+    /// hold is still alive, such as a response being written), committed bytes.
+    pub fn arenas(&self) -> PoolStats {
+        self.pool.stats()
     }
 }

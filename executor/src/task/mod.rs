@@ -91,7 +91,9 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let (task, handle) = package(future);
+    // A spawned task is not part of the request that spawns it: it may outlive it, so
+    // its memory comes from outside the request's arena.
+    let (task, handle) = arena_alloc::outside_arena(|| package(future));
     crate::worker::with_local(move |local| local.spawn(task))
         .expect("executor::spawn called outside an executor worker thread");
     handle

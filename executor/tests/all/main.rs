@@ -1,6 +1,13 @@
 //! Integration tests of the executor's HTTP server and client over loopback, one module
 //! per scenario. Servers bind 127.0.0.1 port 0; every wait is bounded.
+//!
+//! The binary's global allocator is the one a server installs, so requests really run
+//! in their arenas: budgets, escapes and the return of every arena are all exercised.
 
+#[global_allocator]
+static GLOBAL: executor::RequestAllocator = executor::request_allocator();
+
+mod arenas;
 mod chunked;
 mod client;
 mod keep_alive;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::support::*;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 
 fn proxy_to(
     upstream: SocketAddr,
@@ -22,13 +22,7 @@ fn proxy_to(
                 .body(Empty::<bytes::Bytes>::new())
                 .unwrap();
             match executor::client::send_request(upstream, outbound, Duration::from_secs(2)).await {
-                Ok(response) => {
-                    let status = response.status();
-                    match response.into_body().collect().await {
-                        Ok(body) => text(status, body.to_bytes()),
-                        Err(_) => text(StatusCode::BAD_GATEWAY, "upstream body failed"),
-                    }
-                }
+                Ok(response) => text(response.status(), response.into_body()),
                 Err(executor::client::ClientError::Timeout) => {
                     text(StatusCode::GATEWAY_TIMEOUT, "upstream timed out")
                 }
@@ -64,4 +58,17 @@ fn outbound_request_to_a_silent_server_times_out() {
     let proxy = start_with(builder(), proxy_to(silent.local_addr().unwrap()));
     let (status, _) = get(proxy.address, "/hello");
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+}
+
+#[test]
+fn outbound_response_counts_against_the_request_budget() {
+    let upstream = start(builder());
+    // 1 MiB from upstream cannot fit the proxy's 256 KiB request arenas.
+    let proxy = start_with(builder(), proxy_to(upstream.address));
+    let (status, body) = get(proxy.address, "/big");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(String::from_utf8_lossy(&body).contains("memory budget"));
+    assert_eq!(proxy.stats.over_budget(), 1);
+    // Small responses still go through.
+    assert_eq!(get(proxy.address, "/hello").0, StatusCode::OK);
 }

@@ -3,25 +3,27 @@
 use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use executor::client::ClientConnection;
-use executor::{RequestBody, Runtime, ServerBuilder, ServerStats, Shutdown};
+use executor::{ArenaPool, PoolConfig, RequestBody, Runtime, ServerBuilder, ServerStats, Shutdown};
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 
 pub type TestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
-/// A server running on its own thread; shut down and joined on drop.
+/// A server running on its own thread; shut down and joined on drop, which then checks
+/// that every request arena went back to the pool.
 pub struct TestServer {
     pub address: SocketAddr,
     pub shutdown: Shutdown,
     pub stats: ServerStats,
     thread: Option<thread::JoinHandle<std::io::Result<()>>>,
+    pool: Option<(PoolConfig, &'static ArenaPool)>,
 }
 
 impl TestServer {
@@ -32,9 +34,7 @@ impl TestServer {
         self.thread.take().unwrap().join().unwrap().unwrap();
         start.elapsed()
     }
-}
 
-impl TestServer {
     /// Waits (bounded) until the server holds no connection: every scenario must end
     /// with nothing leaked once its clients are gone.
     pub fn assert_no_connection_left(&self) {
@@ -44,6 +44,28 @@ impl TestServer {
                 Instant::now() < deadline,
                 "{} connections still open after the clients left",
                 self.stats.open_connections()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The server's pool of request arenas.
+    pub fn pool(&self) -> &'static ArenaPool {
+        self.pool.expect("a running test server has its pool").1
+    }
+
+    /// Waits (bounded) until every arena of the server's pool is free again: none in
+    /// use, none quarantined by memory a request left behind.
+    pub fn assert_arenas_returned(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let arenas = self.stats.arenas();
+            if arenas.free == arenas.arenas {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "request arenas not returned after the scenario: {arenas:?}"
             );
             thread::sleep(Duration::from_millis(5));
         }
@@ -59,7 +81,44 @@ impl Drop for TestServer {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        if !thread::panicking() {
+            self.assert_arenas_returned();
+            // Only a pool known to be whole is reused by the next server.
+            if let Some(pool) = self.pool.take() {
+                lock(&IDLE_POOLS).push(pool);
+            }
+        }
     }
+}
+
+/// Pools of request arenas that no running test server uses. A process can register at
+/// most `arena_alloc::MAX_POOLS` pools with the router, ever, so test servers share.
+static IDLE_POOLS: Mutex<Vec<(PoolConfig, &'static ArenaPool)>> = Mutex::new(Vec::new());
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The arena pool of test servers that don't ask for another: 16 arenas of 256 KiB.
+pub fn default_arenas() -> PoolConfig {
+    PoolConfig::new(16, 256 << 10)
+}
+
+/// An idle pool of exactly `config`, or a new one.
+fn take_pool(config: PoolConfig) -> &'static ArenaPool {
+    let reused = {
+        let mut idle = lock(&IDLE_POOLS);
+        idle.iter()
+            .position(|(idle_config, _)| *idle_config == config)
+            .map(|index| idle.swap_remove(index).1)
+    };
+    reused.unwrap_or_else(|| {
+        ArenaPool::new(config)
+            .and_then(ArenaPool::into_static)
+            .expect("a test arena pool")
+    })
 }
 
 /// Short test defaults: 2 workers, no signal handling.
@@ -77,7 +136,20 @@ pub fn start(builder: ServerBuilder) -> TestServer {
 }
 
 pub fn start_with<H: executor::Handler>(builder: ServerBuilder, handler: H) -> TestServer {
-    let server = builder.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+    start_with_arenas(builder, default_arenas(), handler)
+}
+
+/// Starts `handler` with request arenas from a pool of `arenas`.
+pub fn start_with_arenas<H: executor::Handler>(
+    builder: ServerBuilder,
+    arenas: PoolConfig,
+    handler: H,
+) -> TestServer {
+    let pool = take_pool(arenas);
+    let server = builder
+        .arena_pool(pool)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .expect("bind");
     let address = server.local_addr();
     let shutdown = server.shutdown_handle();
     let stats = server.stats();
@@ -87,6 +159,7 @@ pub fn start_with<H: executor::Handler>(builder: ServerBuilder, handler: H) -> T
         shutdown,
         stats,
         thread: Some(thread),
+        pool: Some((arenas, pool)),
     }
 }
 
@@ -149,6 +222,16 @@ pub async fn routes(request: Request<RequestBody>) -> Response<TestBody> {
             text(StatusCode::OK, "slow")
         }
         "/panic" => panic!("handler panics on purpose"),
+        "/big" => text(StatusCode::OK, vec![b'b'; 1 << 20]),
+        "/hog" => {
+            // Allocates without bound, yielding between allocations (a poll boundary
+            // each time), until the server cancels it for going over its budget.
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 64 << 10]);
+                executor::sleep(Duration::from_millis(1)).await;
+            }
+        }
         "/chunked" => {
             let body = ThreeChunks(0).map_err(|never| match never {}).boxed();
             Response::new(body)
