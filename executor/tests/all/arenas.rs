@@ -53,31 +53,18 @@ fn over_budget_gets_503_while_concurrent_requests_succeed() {
     let server = start(builder());
     let address = server.address;
     let (hog, after, healthy) = client_runtime().block_on(async move {
-        let healthy: Vec<_> = (0..8)
-            .map(|_| {
-                executor::spawn(async move {
-                    let mut connection = ClientConnection::connect(address, CLIENT_TIMEOUT)
-                        .await
-                        .unwrap();
-                    let mut results = Vec::new();
-                    for _ in 0..5 {
-                        results.push(get_on(&mut connection, "/slow?ms=5").await);
-                    }
-                    results
-                })
-            })
-            .collect();
-        let mut connection = ClientConnection::connect(address, CLIENT_TIMEOUT)
-            .await
-            .unwrap();
-        let hog = get_on(&mut connection, "/hog").await;
+        let healthy = spawn_clients(address, 8, "/slow?ms=5", 5);
         // The connection stays usable after the 503.
-        let after = get_on(&mut connection, "/hello").await;
+        let hog_then_hello = get_all_on_one_connection(address, ["/hog", "/hello"]).await;
         let mut results = Vec::new();
         for handle in healthy {
             results.extend(handle.await.unwrap());
         }
-        (hog, after, results)
+        (
+            hog_then_hello[0].clone(),
+            hog_then_hello[1].clone(),
+            results,
+        )
     });
     assert_eq!(hog.0, StatusCode::SERVICE_UNAVAILABLE);
     let reason = String::from_utf8_lossy(&hog.1);
@@ -97,18 +84,15 @@ fn over_budget_gets_503_while_concurrent_requests_succeed() {
 fn many_over_budget_requests_among_normal_ones_fail_alone() {
     let server = start(builder());
     let address = server.address;
-    let outcomes = client_runtime().block_on(async move {
-        let mut connection = ClientConnection::connect(address, CLIENT_TIMEOUT)
-            .await
-            .unwrap();
-        let mut outcomes = Vec::new();
-        for index in 0..200 {
-            let path = if index % 10 == 0 { "/hog" } else { "/hello" };
-            let (status, _) = get_on(&mut connection, path).await;
-            outcomes.push((path, status));
-        }
-        outcomes
-    });
+    let paths: Vec<&'static str> = (0..200)
+        .map(|index| if index % 10 == 0 { "/hog" } else { "/hello" })
+        .collect();
+    let statuses = client_runtime().block_on(get_all_on_one_connection(address, paths.clone()));
+    let outcomes: Vec<_> = paths
+        .iter()
+        .zip(statuses)
+        .map(|(path, (status, _))| (*path, status))
+        .collect();
     for (path, status) in &outcomes {
         let expected = if *path == "/hog" {
             StatusCode::SERVICE_UNAVAILABLE
@@ -130,12 +114,7 @@ fn request_waits_for_a_busy_arena_then_gets_503() {
     );
     let address = server.address;
     let (holder, refused, waited) = client_runtime().block_on(async move {
-        let holder = executor::spawn(async move {
-            let mut connection = ClientConnection::connect(address, CLIENT_TIMEOUT)
-                .await
-                .unwrap();
-            get_on(&mut connection, "/slow?ms=600").await
-        });
+        let holder = spawn_clients(address, 1, "/slow?ms=600", 1).remove(0);
         executor::sleep(Duration::from_millis(100)).await;
         let mut connection = ClientConnection::connect(address, CLIENT_TIMEOUT)
             .await
@@ -143,7 +122,7 @@ fn request_waits_for_a_busy_arena_then_gets_503() {
         let started = Instant::now();
         let refused = get_on(&mut connection, "/hello").await;
         let waited = started.elapsed();
-        (holder.await.unwrap(), refused, waited)
+        (holder.await.unwrap().remove(0), refused, waited)
     });
     assert_eq!(holder.0, StatusCode::OK);
     assert_eq!(refused.0, StatusCode::SERVICE_UNAVAILABLE);
@@ -166,19 +145,9 @@ fn waiting_request_gets_the_arena_when_it_is_released() {
     );
     let address = server.address;
     let results = client_runtime().block_on(async move {
-        let handles: Vec<_> = (0..4)
-            .map(|_| {
-                executor::spawn(async move {
-                    let mut connection = ClientConnection::connect(address, CLIENT_TIMEOUT)
-                        .await
-                        .unwrap();
-                    get_on(&mut connection, "/slow?ms=50").await
-                })
-            })
-            .collect();
         let mut results = Vec::new();
-        for handle in handles {
-            results.push(handle.await.unwrap());
+        for handle in spawn_clients(address, 4, "/slow?ms=50", 1) {
+            results.extend(handle.await.unwrap());
         }
         results
     });

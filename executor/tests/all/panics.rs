@@ -11,16 +11,7 @@ fn panic_gets_500_while_concurrent_requests_succeed() {
     let server = start(builder());
     let address = server.address;
     let results = client_runtime().block_on(async move {
-        let slow: Vec<_> = (0..8)
-            .map(|_| {
-                executor::spawn(async move {
-                    let mut connection = ClientConnection::connect(address, CLIENT_TIMEOUT)
-                        .await
-                        .unwrap();
-                    get_on(&mut connection, "/slow?ms=100").await
-                })
-            })
-            .collect();
+        let slow = spawn_clients(address, 8, "/slow?ms=100", 1);
         executor::sleep(Duration::from_millis(20)).await;
         let mut connection = ClientConnection::connect(address, CLIENT_TIMEOUT)
             .await
@@ -30,7 +21,7 @@ fn panic_gets_500_while_concurrent_requests_succeed() {
         let after = get_on(&mut connection, "/hello").await;
         let mut slow_results = Vec::new();
         for handle in slow {
-            slow_results.push(handle.await.unwrap());
+            slow_results.extend(handle.await.unwrap());
         }
         (panicked, after, slow_results)
     });

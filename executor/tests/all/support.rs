@@ -259,6 +259,39 @@ pub fn get(address: SocketAddr, path: &str) -> (StatusCode, Bytes) {
     })
 }
 
+/// GETs each of `paths` in turn on one new keep-alive connection (run inside the client
+/// runtime).
+pub async fn get_all_on_one_connection(
+    address: SocketAddr,
+    paths: impl IntoIterator<Item = &'static str>,
+) -> Vec<(StatusCode, Bytes)> {
+    let mut connection = ClientConnection::<Empty<Bytes>>::connect(address, CLIENT_TIMEOUT)
+        .await
+        .unwrap();
+    let mut results = Vec::new();
+    for path in paths {
+        results.push(get_on(&mut connection, path).await);
+    }
+    results
+}
+
+/// `clients` concurrent connections, each GETting `path` `times` times in turn.
+pub fn spawn_clients(
+    address: SocketAddr,
+    clients: usize,
+    path: &'static str,
+    times: usize,
+) -> Vec<executor::JoinHandle<Vec<(StatusCode, Bytes)>>> {
+    (0..clients)
+        .map(|_| {
+            executor::spawn(get_all_on_one_connection(
+                address,
+                std::iter::repeat_n(path, times),
+            ))
+        })
+        .collect()
+}
+
 /// GET `path` on an open client connection.
 pub async fn get_on(
     connection: &mut ClientConnection<Empty<Bytes>>,
