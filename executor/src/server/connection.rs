@@ -1,12 +1,15 @@
-//! One accepted connection: hyper's HTTP/1.1 server state machine, plus the idle
-//! keep-alive watchdog and the graceful-shutdown hook.
+//! One accepted connection: hyper's HTTP/1.1 server state machine, the arena its next
+//! request is read into, the header-read and idle keep-alive watchdogs, and the
+//! graceful-shutdown hook.
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::Poll;
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use arena_alloc::PooledArena;
 
 use crate::hyper_rt::HyperTimer;
 use crate::net::TcpStream;
@@ -14,7 +17,7 @@ use crate::server::request_scope::{ConnectionActivity, HandlerService};
 use crate::server::stats::Counters;
 use crate::server::{Config, Handler};
 use crate::shutdown::Shutdown;
-use crate::timer::sleep;
+use crate::timer::{Sleep, sleep};
 
 /// A slot under the connection limit, given back on drop.
 #[derive(Debug)]
@@ -53,6 +56,13 @@ impl Drop for ConnectionPermit {
 
 /// Serves `stream` until the client leaves, an error or timeout ends it, it stays idle
 /// past the idle timeout, or shutdown completes it.
+///
+/// Between requests the connection leases an arena and polls hyper inside it, so the
+/// next request's head is read and parsed into it and the request then runs in it
+/// (see `request_scope`): after the first request, which also sets up the connection's
+/// long-lived state (hyper's buffers) outside any arena, a request costs the fallback
+/// heap nothing. When no arena is free, hyper polls outside one and the request gets
+/// its own arena (or waits for one) instead.
 pub(crate) async fn serve<H: Handler>(
     stream: TcpStream,
     config: Arc<Config>,
@@ -61,6 +71,9 @@ pub(crate) async fn serve<H: Handler>(
     permit: ConnectionPermit,
 ) {
     let _permit = permit;
+    // Declared before `connection`, so dropped after it: a request dropped with the
+    // connection frees into its arena while the lease is still held.
+    let mut arena: Option<PooledArena<'static>> = None;
     // Responses are written whole; Nagle would only delay them.
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(ConnectionActivity::new(Arc::clone(&config.counters)));
@@ -70,9 +83,11 @@ pub(crate) async fn serve<H: Handler>(
         activity: Arc::clone(&activity),
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
+    // The header-read timeout is kept below rather than by hyper, whose timer would
+    // allocate a fresh `Sleep` for every request.
     builder
         .timer(HyperTimer)
-        .header_read_timeout(config.header_read_timeout)
+        .header_read_timeout(None)
         .max_buf_size(config.max_header_bytes)
         .keep_alive(true);
     let mut connection = pin!(builder.serve_connection(stream, service));
@@ -80,19 +95,51 @@ pub(crate) async fn serve<H: Handler>(
     let mut graceful = false;
     let mut idle = sleep(config.idle_timeout);
     let mut started_at_arm = 0;
+    let mut head_wait = HeadWait::new(config.header_read_timeout);
     poll_fn(|cx| {
         if !graceful && Pin::new(&mut shutdown_wait).poll(cx).is_ready() {
             graceful = true;
             connection.as_mut().graceful_shutdown();
         }
-        if let Poll::Ready(_result) = connection.as_mut().poll(cx) {
-            // Errors here are the client's (reset, bad request already answered,
-            // header timeout): the connection is over either way.
+        let between_requests = activity.in_flight.load(Ordering::Relaxed) == 0;
+        if arena.is_none() && between_requests && activity.started.load(Ordering::Relaxed) > 0 {
+            arena = config.pool.try_acquire();
+        }
+        let polled = match &arena {
+            Some(lease) => {
+                let _inside = lease.enter();
+                activity.in_connection_arena.store(true, Ordering::Relaxed);
+                let polled = connection.as_mut().poll(cx);
+                activity.in_connection_arena.store(false, Ordering::Relaxed);
+                polled
+            }
+            None => connection.as_mut().poll(cx),
+        };
+        if let Poll::Ready(_result) = polled {
+            // Errors here are the client's (reset, bad request already answered):
+            // the connection is over either way.
+            return Poll::Ready(());
+        }
+        let in_flight = activity.in_flight.load(Ordering::Relaxed);
+        if let Some(lease) = &arena {
+            if in_flight == 0 {
+                // The request is done: its arena goes back, and stays quarantined while
+                // hyper still holds its response.
+                arena = None;
+                activity.cancel_over_budget.store(false, Ordering::Relaxed);
+            } else if lease.is_over_budget() {
+                // Cancelled by the request itself at its next poll, which is now.
+                activity.cancel_over_budget.store(true, Ordering::Relaxed);
+                cx.waker().wake_by_ref();
+            }
+        }
+        let started = activity.started.load(Ordering::Relaxed);
+        if head_wait.timed_out(cx, in_flight, started) {
+            // Slow or silent client: no complete request head in time.
             return Poll::Ready(());
         }
         if Pin::new(&mut idle).poll(cx).is_ready() {
-            let started = activity.started.load(Ordering::Relaxed);
-            if activity.in_flight.load(Ordering::Relaxed) == 0 && started == started_at_arm {
+            if in_flight == 0 && started == started_at_arm {
                 // No request for a whole idle period: close.
                 return Poll::Ready(());
             }
@@ -107,4 +154,38 @@ pub(crate) async fn serve<H: Handler>(
         Poll::Pending
     })
     .await;
+}
+
+/// The header-read timeout: a client has this long to complete a request head, counted
+/// from when the connection starts waiting for one (its start, or the end of the
+/// previous request). One timer per connection, reset rather than reallocated.
+struct HeadWait {
+    timeout: Duration,
+    deadline: Sleep,
+    /// `started` when the current wait began; `None` while a request runs.
+    waiting_since: Option<u64>,
+}
+
+impl HeadWait {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            deadline: sleep(timeout),
+            waiting_since: Some(0),
+        }
+    }
+
+    /// Tracks the connection's state after a poll; true when a head is overdue.
+    fn timed_out(&mut self, cx: &mut Context<'_>, in_flight: usize, started: u64) -> bool {
+        if in_flight > 0 {
+            self.waiting_since = None;
+            return false;
+        }
+        if self.waiting_since != Some(started) {
+            // A request ended (or started and ended) since: a new wait begins.
+            self.waiting_since = Some(started);
+            self.deadline.reset(Instant::now() + self.timeout);
+        }
+        Pin::new(&mut self.deadline).poll(cx).is_ready()
+    }
 }
