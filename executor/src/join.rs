@@ -18,6 +18,8 @@ pub enum JoinError {
     Panicked(Box<dyn Any + Send + 'static>),
     /// The runtime shut down before the task finished.
     Cancelled,
+    /// There was no memory to store the task; it never ran.
+    OutOfMemory,
 }
 
 impl JoinError {
@@ -32,6 +34,7 @@ impl fmt::Debug for JoinError {
         match self {
             Self::Panicked(_) => f.write_str("JoinError::Panicked(..)"),
             Self::Cancelled => f.write_str("JoinError::Cancelled"),
+            Self::OutOfMemory => f.write_str("JoinError::OutOfMemory"),
         }
     }
 }
@@ -41,6 +44,7 @@ impl fmt::Display for JoinError {
         match self {
             Self::Panicked(_) => f.write_str("task panicked"),
             Self::Cancelled => f.write_str("task cancelled by runtime shutdown"),
+            Self::OutOfMemory => f.write_str("no memory to store the task; it never ran"),
         }
     }
 }

@@ -135,17 +135,20 @@ impl Runtime {
         F::Output: Send + 'static,
     {
         let (task, handle) = package(future);
-        self.workers[index % self.workers.len()]
-            .shared
-            .post_spawn(task);
+        if let Some(task) = task {
+            self.workers[index % self.workers.len()]
+                .shared
+                .post_spawn(task);
+        }
         handle
     }
 
     /// Runs `future` on worker 0 and blocks the calling thread until it finishes.
     ///
     /// # Panics
-    /// Re-raises the future's panic; panics if the runtime's worker died, and when
-    /// called on a worker thread (blocking a worker could deadlock it; `.await` there).
+    /// Re-raises the future's panic; panics if the runtime's worker died, if there is no
+    /// memory to store the task, and when called on a worker thread (blocking a worker
+    /// could deadlock it; `.await` there).
     pub fn block_on<F>(&self, future: F) -> F::Output
     where
         F: Future + Send + 'static,
@@ -159,6 +162,7 @@ impl Runtime {
             Ok(output) => output,
             Err(crate::JoinError::Panicked(payload)) => std::panic::resume_unwind(payload),
             Err(crate::JoinError::Cancelled) => panic!("runtime stopped before block_on finished"),
+            Err(crate::JoinError::OutOfMemory) => panic!("no memory to store the block_on task"),
         }
     }
 }

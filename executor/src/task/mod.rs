@@ -2,6 +2,7 @@
 //! worker-local [`store`] that owns them, and the `spawn` entry points.
 
 pub(crate) mod store;
+pub(crate) mod task_box;
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::join::{JoinError, JoinHandle, JoinState};
-use store::BoxFuture;
+use task_box::TaskBox;
 
 /// A spawned future plus the record its [`JoinHandle`] reads.
 struct TaskCell<F: Future> {
@@ -55,8 +56,10 @@ impl<F: Future> Drop for TaskCell<F> {
     }
 }
 
-/// Boxes `future` for a worker and makes its handle.
-pub(crate) fn package<F>(future: F) -> (BoxFuture, JoinHandle<F::Output>)
+/// Puts `future` in a task block for a worker and makes its handle. Without memory for
+/// the block, the future is dropped and the handle reports
+/// [`JoinError::OutOfMemory`] instead of the process aborting.
+pub(crate) fn package<F>(future: F) -> (Option<TaskBox>, JoinHandle<F::Output>)
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
@@ -67,7 +70,15 @@ where
         join: Arc::clone(&join),
         done: false,
     };
-    (Box::pin(cell), JoinHandle::new(join))
+    let task = match TaskBox::new(cell) {
+        Ok(task) => Some(task),
+        Err(mut cell) => {
+            cell.join.complete(Err(JoinError::OutOfMemory));
+            cell.done = true;
+            None
+        }
+    };
+    (task, JoinHandle::new(join))
 }
 
 /// Spawns `future` on the current worker thread.
@@ -94,8 +105,12 @@ where
     // A spawned task is not part of the request that spawns it: it may outlive it, so
     // its memory comes from outside the request's arena.
     let (task, handle) = arena_alloc::outside_arena(|| package(future));
-    crate::worker::with_local(move |local| local.spawn(task))
-        .expect("executor::spawn called outside an executor worker thread");
+    crate::worker::with_local(move |local| {
+        if let Some(task) = task {
+            local.spawn(task);
+        }
+    })
+    .expect("executor::spawn called outside an executor worker thread");
     handle
 }
 

@@ -5,15 +5,13 @@
 //! its slot, whatever task lives there now. This is the check that makes stale wakers
 //! harmless (see `waker.rs`).
 //!
-//! Planned change: this type is deliberately small (insert, schedule, take for poll,
-//! put back, remove, drain) so that its storage can become slab-alloc's
-//! `ObjectCache` without touching the rest of the runtime.
+//! The futures themselves live in the runtime's slab heap ([`TaskBox`]); the store
+//! holds the slots that name them.
 
-use std::future::Future;
-use std::pin::Pin;
+pub(crate) use crate::task::task_box::TaskBox;
 
-/// A spawned task as the worker stores it: type-erased, boxed, `Send`.
-pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+/// A spawned task as the worker stores it: type-erased, in the task heap, `Send`.
+pub(crate) type BoxFuture = TaskBox;
 
 /// Number of bits of a slot index; a worker holds at most `1 << SLOT_BITS` tasks.
 pub(crate) const SLOT_BITS: u32 = 22;
@@ -233,7 +231,7 @@ mod tests {
     use super::*;
 
     fn ready() -> BoxFuture {
-        Box::pin(async {})
+        TaskBox::new(async {}).unwrap_or_else(|_| panic!("task heap exhausted"))
     }
 
     #[test]
