@@ -57,10 +57,7 @@ unsafe impl<A: Allocator> Subject for AllocatorSubject<A> {
     }
 
     fn alloc_zeroed(&mut self, layout: Layout) -> Result<NonNull<u8>, Refused> {
-        self.allocator
-            .allocate_zeroed(layout)
-            .map(NonNull::cast)
-            .map_err(|_| Refused)
+        super::allocate_zeroed(&self.allocator, layout)
     }
 
     unsafe fn dealloc(&mut self, ptr: NonNull<u8>, layout: Layout) {
@@ -74,15 +71,7 @@ unsafe impl<A: Allocator> Subject for AllocatorSubject<A> {
         layout: Layout,
         new_size: usize,
     ) -> Result<NonNull<u8>, Refused> {
-        let new = Layout::from_size_align(new_size, layout.align()).map_err(|_| Refused)?;
-        // SAFETY: forwarded from the caller; `new` has the block's alignment.
-        let result = unsafe {
-            if new_size >= layout.size() {
-                self.allocator.grow(ptr, layout, new)
-            } else {
-                self.allocator.shrink(ptr, layout, new)
-            }
-        };
-        result.map(NonNull::cast).map_err(|_| Refused)
+        // SAFETY: forwarded from the caller.
+        unsafe { super::grow_or_shrink(&self.allocator, ptr, layout, new_size) }
     }
 }

@@ -7,7 +7,6 @@ use core::ptr::NonNull;
 use std::alloc::System;
 use std::sync::OnceLock;
 
-use allocator_api2::alloc::Allocator;
 use arena_alloc::{
     Arena, ArenaConfig, ArenaPool, ArenaRouter, Checkpoint, PoolConfig, PooledArena,
 };
@@ -78,10 +77,7 @@ unsafe impl<S: PageSource> Subject for ArenaSubject<S> {
     }
 
     fn alloc_zeroed(&mut self, layout: Layout) -> Result<NonNull<u8>, Refused> {
-        (&self.arena)
-            .allocate_zeroed(layout)
-            .map(NonNull::cast)
-            .map_err(|_| Refused)
+        super::allocate_zeroed(&self.arena, layout)
     }
 
     unsafe fn dealloc(&mut self, ptr: NonNull<u8>, layout: Layout) {
@@ -95,9 +91,8 @@ unsafe impl<S: PageSource> Subject for ArenaSubject<S> {
         layout: Layout,
         new_size: usize,
     ) -> Result<NonNull<u8>, Refused> {
-        let new = Layout::from_size_align(new_size, layout.align()).map_err(|_| Refused)?;
         // SAFETY: forwarded from the caller.
-        unsafe { self.arena.try_realloc(ptr, layout, new) }.map_err(|_| Refused)
+        unsafe { arena_realloc(&self.arena, ptr, layout, new_size) }
     }
 
     fn reset(&mut self) -> bool {
@@ -118,6 +113,21 @@ unsafe impl<S: PageSource> Subject for ArenaSubject<S> {
             let _ = self.arena.rewind(checkpoint);
         }
     }
+}
+
+/// An arena's own `try_realloc` (in place when it can), as a subject's `realloc`.
+///
+/// # Safety
+/// `ptr` is a live block of `layout` from `arena`.
+unsafe fn arena_realloc<S: PageSource>(
+    arena: &Arena<S>,
+    ptr: NonNull<u8>,
+    layout: Layout,
+    new_size: usize,
+) -> Result<NonNull<u8>, Refused> {
+    let new = super::resized(layout, new_size)?;
+    // SAFETY: forwarded from the caller.
+    unsafe { arena.try_realloc(ptr, layout, new) }.map_err(|_| Refused)
 }
 
 /// The pool every pooled subject of this process leases from: the router keeps a
@@ -184,10 +194,7 @@ unsafe impl Subject for PooledArenaSubject {
 
     fn alloc_zeroed(&mut self, layout: Layout) -> Result<NonNull<u8>, Refused> {
         let arena: &Arena<_> = &self.lease;
-        arena
-            .allocate_zeroed(layout)
-            .map(NonNull::cast)
-            .map_err(|_| Refused)
+        super::allocate_zeroed(arena, layout)
     }
 
     unsafe fn dealloc(&mut self, ptr: NonNull<u8>, layout: Layout) {
@@ -201,9 +208,8 @@ unsafe impl Subject for PooledArenaSubject {
         layout: Layout,
         new_size: usize,
     ) -> Result<NonNull<u8>, Refused> {
-        let new = Layout::from_size_align(new_size, layout.align()).map_err(|_| Refused)?;
         // SAFETY: forwarded from the caller.
-        unsafe { self.lease.try_realloc(ptr, layout, new) }.map_err(|_| Refused)
+        unsafe { arena_realloc(&self.lease, ptr, layout, new_size) }
     }
 }
 

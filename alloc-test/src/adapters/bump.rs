@@ -55,10 +55,7 @@ unsafe impl Subject for BumpaloSubject {
     }
 
     fn alloc_zeroed(&mut self, layout: Layout) -> Result<NonNull<u8>, Refused> {
-        (&self.bump)
-            .allocate_zeroed(layout)
-            .map(NonNull::cast)
-            .map_err(|_| Refused)
+        super::allocate_zeroed(&self.bump, layout)
     }
 
     unsafe fn dealloc(&mut self, ptr: NonNull<u8>, layout: Layout) {
@@ -72,16 +69,8 @@ unsafe impl Subject for BumpaloSubject {
         layout: Layout,
         new_size: usize,
     ) -> Result<NonNull<u8>, Refused> {
-        let new = Layout::from_size_align(new_size, layout.align()).map_err(|_| Refused)?;
-        // SAFETY: forwarded from the caller; `new` has the block's alignment.
-        let result = unsafe {
-            if new_size >= layout.size() {
-                (&self.bump).grow(ptr, layout, new)
-            } else {
-                (&self.bump).shrink(ptr, layout, new)
-            }
-        };
-        result.map(NonNull::cast).map_err(|_| Refused)
+        // SAFETY: forwarded from the caller.
+        unsafe { super::grow_or_shrink(&self.bump, ptr, layout, new_size) }
     }
 
     fn reset(&mut self) -> bool {

@@ -114,7 +114,7 @@ unsafe impl<S: PageSource> Subject for SlabCacheSubject<S> {
         layout: Layout,
         new_size: usize,
     ) -> Result<NonNull<u8>, Refused> {
-        let new = Layout::from_size_align(new_size, layout.align()).map_err(|_| Refused)?;
+        let new = super::resized(layout, new_size)?;
         if self.fits(new) {
             Ok(ptr)
         } else {
