@@ -3,6 +3,8 @@
 //! ports of the classic allocator workloads (larson, xmalloc-test, cache-scratch), thread
 //! churn and a mixed size distribution.
 
+#[cfg(test)]
+mod broken;
 mod cache_scratch;
 mod larson;
 mod random;

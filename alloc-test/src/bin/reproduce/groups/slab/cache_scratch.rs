@@ -276,3 +276,20 @@ pub fn rows(
     );
     Ok((timed, placement))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::broken::SameBlock;
+    use super::*;
+
+    #[test]
+    fn checks_pass_on_system_and_catch_a_block_handed_out_twice() {
+        let mut good = CacheScratch::new(&System);
+        good.run(1);
+        assert_eq!(good.finish(), Ok(()));
+        let broken = SameBlock::new();
+        let mut bad = CacheScratch::new(&broken);
+        bad.run(1);
+        assert!(bad.finish().is_err());
+    }
+}

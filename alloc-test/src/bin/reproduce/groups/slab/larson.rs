@@ -168,3 +168,20 @@ pub fn row(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
     .in_summary()
     .multi_threaded(machine))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::broken::SameBlock;
+    use super::*;
+
+    #[test]
+    fn checks_pass_on_system_and_catch_a_block_handed_out_twice() {
+        let mut good = Larson::new(&System);
+        good.run(1);
+        assert_eq!(good.finish(), Ok(()));
+        let broken = SameBlock::new();
+        let mut bad = Larson::new(&broken);
+        bad.run(1);
+        assert!(bad.finish().is_err());
+    }
+}

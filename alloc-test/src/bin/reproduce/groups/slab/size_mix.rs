@@ -143,3 +143,20 @@ pub fn row(settings: Settings, progress: &mut Progress) -> Result<Row, String> {
     .better(Better::Higher)
     .in_summary())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::broken::SameBlock;
+    use super::*;
+
+    #[test]
+    fn checks_pass_on_system_and_catch_a_block_handed_out_twice() {
+        let mut good = SizeMix::new(&System);
+        good.run(20_000);
+        assert_eq!(good.finish(), Ok(()));
+        let broken = SameBlock::new();
+        let mut bad = SizeMix::new(&broken);
+        bad.run(20_000);
+        assert!(bad.finish().is_err());
+    }
+}
