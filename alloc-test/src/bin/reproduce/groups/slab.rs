@@ -506,7 +506,9 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
                     it. An allocator that gives a worker the freed object, a neighbour of the \
                     other worker's in the same cache line, makes every write a cache-line \
                     transfer. The figure is the time of one whole run, threads started and \
-                    joined included."
+                    joined included. The effect shows only when both workers run at once: on \
+                    a busy machine (spin control below 1.8x) the next section's placement \
+                    count is the figure to read."
                     .into(),
                 unit: "ms per run".into(),
                 rows: vec![false_sharing],

@@ -10,6 +10,7 @@
 //! 5000 slots each, sizes 16 to 1024 bytes, 50 000 replacements per thread per round.
 
 use core::alloc::GlobalAlloc;
+use std::alloc::System;
 use std::time::{Duration, Instant};
 
 use alloc_test::bench::machine::Machine;
@@ -22,7 +23,6 @@ use super::random::Rng;
 use super::tagged::Tagged;
 use super::{HEAP, HEAP_NAMES, Workload, measure_workloads, row_of};
 use crate::progress::Progress;
-use std::alloc::System;
 
 const THREADS: usize = 2;
 const SLOTS: usize = 5000;
