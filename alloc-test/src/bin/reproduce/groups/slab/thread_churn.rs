@@ -7,7 +7,8 @@
 //! Parameters (the same in quick and full runs): threads started two at a time; each
 //! makes 400 allocations of 16 to 512 bytes, keeping at most 64 live (a random live
 //! block is freed once 64 are live), then frees all but 32, which it hands back to the
-//! joining thread.
+//! joining thread. For `SlabHeap`, the count of live objects must be the same before and
+//! after: the exited threads' magazines went back.
 
 use core::alloc::GlobalAlloc;
 use std::alloc::System;
@@ -153,6 +154,16 @@ impl<A: GlobalAlloc + Sync> Workload for ThreadChurn<'_, A> {
     }
 }
 
+/// Objects of `HEAP` handed out and not freed, with this thread's magazines flushed
+/// first (frees into a live thread's magazines count as live until they go back). No
+/// other thread holds `HEAP`'s magazines when this is called: the workloads' threads
+/// have all been joined.
+fn heap_objects_live() -> usize {
+    HEAP.flush_thread_cache();
+    let stats = HEAP.stats();
+    stats.small.objects_live + stats.large_blocks
+}
+
 /// Measures thread churn on every heap; the figure is microseconds per thread (start,
 /// work, exit, join, and freeing what it held).
 pub fn row(settings: Settings, machine: &Machine, progress: &mut Progress) -> Result<Row, String> {
@@ -161,6 +172,7 @@ pub fn row(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
         sample_time: settings.sample_time * 10,
         ..settings
     };
+    let before = heap_objects_live();
     let figures = measure_workloads(
         settings,
         (
@@ -170,6 +182,15 @@ pub fn row(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
             ThreadChurn::new(&System),
         ),
     )?;
+    // Every block the short-lived threads made is freed by now, and the threads have
+    // exited, so their magazines must have gone back to the depots.
+    let after = heap_objects_live();
+    if after != before {
+        return Err(format!(
+            "SlabHeap counts {after} objects live after thread churn, {before} before: \
+             exited threads did not give back what their magazines held"
+        ));
+    }
     let microseconds: Vec<_> = figures.iter().map(|m| m.scaled(1e-3)).collect();
     Ok(row_of(
         "thread churn: threads of 400 allocations of 16-512 B exit holding 32, 2 at a time",
