@@ -61,6 +61,36 @@ impl Measurement {
         }
     }
 
+    /// The same figure in another unit: every value multiplied by `factor` (e.g. 1e-3 to
+    /// turn nanoseconds into microseconds).
+    pub fn scaled(&self, factor: f64) -> Measurement {
+        Measurement {
+            median: self.median * factor,
+            low: self.low * factor,
+            high: self.high * factor,
+            ..*self
+        }
+    }
+
+    /// A time per operation in nanoseconds turned into a throughput in millions of
+    /// operations per second; the percentiles swap ends (the slowest sample is the
+    /// lowest throughput).
+    pub fn millions_per_second(&self) -> Measurement {
+        let rate = |nanoseconds: f64| {
+            if nanoseconds > 0.0 {
+                1e3 / nanoseconds
+            } else {
+                0.0
+            }
+        };
+        Measurement {
+            median: rate(self.median),
+            low: rate(self.high),
+            high: rate(self.low),
+            ..*self
+        }
+    }
+
     /// The spread as a fraction of the median.
     pub fn relative_spread(&self) -> f64 {
         if self.median == 0.0 {

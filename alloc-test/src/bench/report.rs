@@ -79,6 +79,9 @@ pub struct Row {
     pub target: Option<Target>,
     /// The figure involves two threads and the machine's spin control did not scale.
     pub unreliable: bool,
+    /// Listed in the summary table (with its ratio against the best peer) even without
+    /// a target.
+    pub in_summary: bool,
 }
 
 impl Row {
@@ -90,12 +93,20 @@ impl Row {
             better: Better::Lower,
             target: None,
             unreliable: false,
+            in_summary: false,
         }
     }
 
     /// Sets the target.
     pub fn target(mut self, target: Target) -> Row {
         self.target = Some(target);
+        self
+    }
+
+    /// Lists the row in the summary table even though no issue names a target for it:
+    /// its ratio against the best peer is shown with "-" as the target.
+    pub fn in_summary(mut self) -> Row {
+        self.in_summary = true;
         self
     }
 
@@ -125,7 +136,8 @@ impl Row {
         }
     }
 
-    /// Ours divided by the peer the target names (or the best peer).
+    /// Ours divided by the peer the target names (or the best peer); `None` when that
+    /// peer's figure is zero.
     pub fn ratio(&self) -> Option<(String, f64)> {
         let ours = self.ours()?.1.median;
         let peer = match self.target.as_ref().map(|target| &target.against) {
@@ -133,6 +145,10 @@ impl Row {
             Some(Against::Value) => return Some(("(itself)".to_owned(), ours)),
             _ => self.best_peer()?,
         };
+        // A peer at zero (a count that is zero) has no meaningful ratio.
+        if peer.1.median == 0.0 {
+            return None;
+        }
         Some((peer.0.clone(), ours / peer.1.median))
     }
 
@@ -353,14 +369,19 @@ fn section_table(section: &Section) -> String {
     table
 }
 
-/// The summary table of `info/README.md`: every row that has a target, from every page.
+/// The summary table of `info/README.md`: every row that has a target or asked to be
+/// listed ([`Row::in_summary`]), from every page.
 pub fn summary_table(pages: &[Page]) -> String {
     let mut table =
         String::from("| group | workload | ours | best peer | ours / peer | target | met |\n");
     table.push_str("|---|---|---|---|---|---|---|\n");
     for page in pages {
         for section in &page.sections {
-            for row in section.rows.iter().filter(|row| row.target.is_some()) {
+            for row in section
+                .rows
+                .iter()
+                .filter(|row| row.target.is_some() || row.in_summary)
+            {
                 let ours = row
                     .ours()
                     .map_or_else(|| "-".to_owned(), |(_, m)| figure(m.median));
@@ -391,4 +412,63 @@ pub fn summary_table(pages: &[Page]) -> String {
         }
     }
     table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Better, Page, Row, Section, summary_table};
+    use crate::bench::measure::Measurement;
+
+    fn row(ours: f64, peer: f64) -> Row {
+        Row::new(
+            "work",
+            vec![
+                ("ours".to_owned(), Measurement::exact(ours)),
+                ("peer".to_owned(), Measurement::exact(peer)),
+            ],
+        )
+    }
+
+    fn page(rows: Vec<Row>) -> Page {
+        Page {
+            name: "p".into(),
+            title: "P".into(),
+            introduction: String::new(),
+            sections: vec![Section {
+                title: "S".into(),
+                description: String::new(),
+                unit: "u".into(),
+                rows,
+            }],
+        }
+    }
+
+    #[test]
+    fn rows_asked_for_appear_in_the_summary_without_a_target() {
+        let listed = row(2.0, 4.0).better(Better::Higher).in_summary();
+        let summary = summary_table(&[page(vec![listed, row(1.0, 1.0)])]);
+        // The header, the rule, and the one row asked for.
+        assert_eq!(summary.lines().count(), 3, "{summary}");
+        assert!(summary.contains("| 0.500x peer | - | - |"), "{summary}");
+    }
+
+    #[test]
+    fn a_peer_at_zero_has_no_ratio() {
+        assert_eq!(row(5.0, 0.0).ratio(), None);
+        assert_eq!(row(5.0, 2.0).ratio(), Some(("peer".to_owned(), 2.5)));
+    }
+
+    #[test]
+    fn a_time_per_operation_becomes_a_throughput() {
+        let time = Measurement {
+            median: 20.0,
+            low: 10.0,
+            high: 40.0,
+            samples: 3,
+            operations_per_sample: 100,
+        };
+        let rate = time.millions_per_second();
+        assert_eq!((rate.median, rate.low, rate.high), (50.0, 25.0, 100.0));
+        assert_eq!(time.scaled(0.5).median, 10.0);
+    }
 }

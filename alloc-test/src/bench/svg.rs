@@ -43,7 +43,9 @@ pub fn grouped_bars(title: &str, unit: &str, groups: &[Group]) -> String {
         (low.min(v), high.max(v))
     });
     let (low, high) = if low > high { (1.0, 10.0) } else { (low, high) };
-    let log_low = low.log10().floor();
+    // A decade below the smallest figure when that figure is itself a power of ten, so
+    // its bar has a length (a bar at the axis origin reads as zero).
+    let log_low = (low.log10() - 1e-9).floor();
     let log_high = (high.log10().ceil()).max(log_low + 1.0);
     // About 6.5 pixels a character at font size 11: room for the longest label.
     let longest = groups
@@ -59,6 +61,10 @@ pub fn grouped_bars(title: &str, unit: &str, groups: &[Group]) -> String {
     let (top, width) = (50.0 + legend_height, left + plot_width + 110.0);
     let height = top + plot_height + 40.0;
     let x = |value: f64| {
+        // Zero (a count) has no place on a log axis: a bar of no length.
+        if value <= 0.0 {
+            return left;
+        }
         let fraction = (value.max(low).log10() - log_low) / (log_high - log_low);
         left + fraction * plot_width
     };
@@ -136,4 +142,23 @@ pub fn grouped_bars(title: &str, unit: &str, groups: &[Group]) -> String {
     );
     svg.push_str("</svg>\n");
     svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Group, grouped_bars};
+
+    #[test]
+    fn a_zero_gets_no_bar_and_a_power_of_ten_gets_a_visible_one() {
+        let svg = grouped_bars(
+            "t",
+            "%",
+            &[Group {
+                label: "shared".into(),
+                bars: vec![("a".into(), 100.0), ("b".into(), 0.0)],
+            }],
+        );
+        // Bars are 12 pixels high; only the zero's is the minimal 1 pixel wide.
+        assert_eq!(svg.matches(r#"width="1" height="12""#).count(), 1, "{svg}");
+    }
 }

@@ -196,7 +196,9 @@ fn write_index(
          cargo run --release -p alloc-test --bin reproduce -- --full    # publication run\n\
          cargo run --release -p alloc-test --bin reproduce -- --only mmap\n```\n\n"
     ));
-    index.push_str("## Summary: every target against its peer\n\n");
+    index.push_str(
+        "## Summary: every ratio against its peer, with the target where an issue names one\n\n",
+    );
     index.push_str(&format!("Command: `{command}`\n\n"));
     index.push_str(&report::summary_table(pages));
     index.push_str("\n## Physical limits on this machine\n\n");

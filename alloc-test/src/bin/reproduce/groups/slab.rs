@@ -1,5 +1,17 @@
 //! slab: object caches and `SlabHeap` against mimalloc, jemalloc and the system allocator:
-//! alloc+free pairs, batches, cross-thread frees, two-thread scaling, fragmentation.
+//! alloc+free pairs, batches, cross-thread frees, two-thread scaling, fragmentation, and
+//! ports of the classic allocator workloads (larson, xmalloc-test, cache-scratch), thread
+//! churn and a mixed size distribution.
+
+#[cfg(test)]
+mod broken;
+mod cache_scratch;
+mod larson;
+mod random;
+mod size_mix;
+mod tagged;
+mod thread_churn;
+mod xmalloc;
 
 use core::alloc::{GlobalAlloc, Layout};
 use std::alloc::System;
@@ -20,9 +32,13 @@ use super::SecondThread;
 use crate::progress::Progress;
 
 /// Progress steps of this group.
-pub const STEPS: usize = 7;
+pub const STEPS: usize = 12;
 
 static HEAP: SlabHeap = SlabHeap::new();
+
+/// The names of the general-purpose allocators compared, ours first, in the order of
+/// [`heaps`].
+const HEAP_NAMES: [&str; 4] = ["SlabHeap", "mimalloc", "jemalloc", "System"];
 
 /// The general-purpose allocators compared, ours first.
 fn heaps() -> [(&'static str, &'static (dyn GlobalAlloc + Sync)); 4] {
@@ -77,6 +93,45 @@ fn batch<A: GlobalAlloc + ?Sized>(
     }
     // Whole batches only: scale to the `n` operations asked for.
     start.elapsed().mul_f64(n as f64 / done as f64)
+}
+
+/// A workload run on one allocator, which keeps its own state (live blocks, counters)
+/// from one call to the next.
+trait Workload {
+    /// Performs `operations` operations (or whole rounds scaled to that many) and
+    /// returns how long they took, set-up left out.
+    fn run(&mut self, operations: u64) -> Duration;
+
+    /// Frees what is still live and reports what the workload's checks found.
+    ///
+    /// # Errors
+    /// A check failed: contents not read back, counts that do not add up.
+    fn finish(self) -> Result<(), String>;
+}
+
+/// Measures one workload on the four heaps of [`HEAP_NAMES`] (in that order), with their
+/// samples interleaved, then finishes each.
+///
+/// # Errors
+/// A heap failed the workload's checks: its figure cannot be trusted.
+fn measure_workloads<A: Workload, B: Workload, C: Workload, D: Workload>(
+    settings: Settings,
+    (mut a, mut b, mut c, mut d): (A, B, C, D),
+) -> Result<Vec<Measurement>, String> {
+    let figures = measure_interleaved(
+        settings,
+        &mut [
+            &mut |n| a.run(n),
+            &mut |n| b.run(n),
+            &mut |n| c.run(n),
+            &mut |n| d.run(n),
+        ],
+    );
+    let verdicts = [a.finish(), b.finish(), c.finish(), d.finish()];
+    for (name, verdict) in HEAP_NAMES.iter().zip(verdicts) {
+        verdict.map_err(|error| format!("{name} failed the workload's checks: {error}"))?;
+    }
+    Ok(figures)
 }
 
 fn row_of(name: &str, figures: &[Measurement], names: &[&str]) -> Row {
@@ -371,6 +426,13 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
     let cross = cross_thread_row(settings, machine, progress);
     let scaled = scaling(settings, machine, progress);
     let memory = vec![fragmentation(progress)?];
+    let throughput = vec![
+        larson::row(settings, machine, progress)?,
+        xmalloc::row(settings, machine, progress)?,
+        size_mix::row(settings, progress)?,
+    ];
+    let (false_sharing, placement) = cache_scratch::rows(settings, machine, progress)?;
+    let churn = thread_churn::row(settings, machine, progress)?;
     Ok(Page {
         name: "slab".into(),
         title: "slab-alloc: object caches and SlabHeap".into(),
@@ -414,6 +476,67 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
                     .into(),
                 unit: "resident / live bytes".into(),
                 rows: memory,
+            },
+            Section {
+                title: "Server workloads".into(),
+                description: "Rust ports of larson (Larson & Krishnan 1998: each of 2 \
+                    threads replaces random blocks of 16-1024 B in its own array of 5000; after \
+                    each round of 50 000 replacements per thread the arrays pass to newly \
+                    started threads, so blocks are freed by threads that did not allocate \
+                    them) and xmalloc-test (Lever & Boreham 2000: each of 2 threads allocates \
+                    batches of 64 objects of 16-128 B and queues them for the other, which \
+                    frees them), and a mixed size distribution on one thread (10 000 slots, \
+                    about half live; sizes 85% 16-256 B, 12% to 4 KiB, 2.5% to 16 KiB, 0.5% \
+                    to 64 KiB; a full slot is freed, or one time in ten resized by realloc). \
+                    Every block carries tag words (first and last word, one per 4 KiB page) \
+                    that are checked when it is freed or resized, and the counts of \
+                    allocations and frees must add up, or the run fails. An operation is one \
+                    replacement (larson), one object allocated and freed (xmalloc-test), or \
+                    one allocation, free or realloc (mixed sizes). Higher is better."
+                    .into(),
+                unit: "million operations per second".into(),
+                rows: throughput,
+            },
+            Section {
+                title: "Passive false sharing".into(),
+                description: "A Rust port of cache-scratch (Hoard, Berger et al. 2000): one \
+                    thread allocates an 8-byte object for each of 2 workers and hands them \
+                    over; each worker frees its object, then 100 times allocates an 8-byte \
+                    object, writes it 5000 times (each write read back and checked) and frees \
+                    it. An allocator that gives a worker the freed object, a neighbour of the \
+                    other worker's in the same cache line, makes every write a cache-line \
+                    transfer. The figure is the time of one whole run, threads started and \
+                    joined included. The effect shows only when both workers run at once: on \
+                    a busy machine (spin control below 1.8x) the next section's placement \
+                    count is the figure to read."
+                    .into(),
+                unit: "ms per run".into(),
+                rows: vec![false_sharing],
+            },
+            Section {
+                title: "Passive false sharing: placement".into(),
+                description: "The same hand-over as cache-scratch, untimed and without the \
+                    writes, with the two workers in lockstep (both allocate, then both free, \
+                    100 times). The figure counts the steps at which the two workers' live \
+                    objects lay in the same 64-byte cache line: it depends on where the \
+                    allocator places objects, not on how the threads are scheduled, so it \
+                    holds on a busy machine where the timed figure cannot show the effect. \
+                    Lower is better; 0 means no false sharing at all."
+                    .into(),
+                unit: "% of steps".into(),
+                rows: vec![placement],
+            },
+            Section {
+                title: "Thread churn".into(),
+                description: "Threads started two at a time and joined, over and over; each \
+                    makes 400 allocations of 16-512 B (a random one freed whenever 64 are \
+                    live), frees all but 32 and exits holding those, which the joining thread \
+                    checks and frees. The figure is the time per thread: start, work, exit \
+                    (the allocator's per-thread teardown), join, and the remote frees of what \
+                    it held."
+                    .into(),
+                unit: "µs per thread".into(),
+                rows: vec![churn],
             },
         ],
     })

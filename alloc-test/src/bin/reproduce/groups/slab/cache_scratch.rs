@@ -1,0 +1,295 @@
+//! A port of cache-scratch (from the Hoard benchmarks; Berger et al., "Hoard: a
+//! scalable memory allocator for multithreaded applications", ASPLOS 2000): passive
+//! false sharing. One thread allocates one small object per worker thread and hands
+//! them out; each worker frees the object it was given, then repeatedly allocates an
+//! object of the same size, writes to it many times and frees it. An allocator that
+//! gives the freed object (a neighbour of the other worker's object, in the same cache
+//! line) back to the worker makes the two workers fight over that line on every write.
+//!
+//! Parameters (the same in quick and full runs): 2 workers, 8-byte objects, 100
+//! allocations per worker, 5000 writes (each read back) per allocation.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::NonNull;
+use std::alloc::System;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use alloc_test::bench::machine::Machine;
+use alloc_test::bench::measure::{Measurement, Settings};
+use alloc_test::bench::report::Row;
+use mimalloc::MiMalloc;
+use tikv_jemallocator::Jemalloc;
+
+use super::{HEAP, HEAP_NAMES, Workload, measure_workloads, row_of};
+use crate::progress::Progress;
+
+const WORKERS: usize = 2;
+const OBJECT: Layout = match Layout::from_size_align(8, 8) {
+    Ok(layout) => layout,
+    Err(_) => panic!("a valid layout"),
+};
+const ALLOCATIONS: u64 = 100;
+const WRITES: u64 = 5000;
+
+/// An object handed from the allocating thread to a worker.
+struct Handed(NonNull<u64>);
+
+// SAFETY: the object is used by one thread at a time: the allocating thread writes it
+// before the hand-over, the worker alone afterwards; the allocators accept remote frees.
+unsafe impl Send for Handed {}
+
+impl Handed {
+    /// The object (a method, so that a closure captures the whole `Handed`, which is
+    /// `Send`, rather than its pointer field).
+    fn into_object(self) -> NonNull<u64> {
+        self.0
+    }
+}
+
+/// The value a worker's object holds after write `write` of allocation `allocation`.
+fn value(worker: usize, allocation: u64, write: u64) -> u64 {
+    ((worker as u64 + 1) << 56) | (allocation << 32) | write
+}
+
+/// One worker: frees the handed object, then allocates, writes and frees. Returns the
+/// writes done and the first wrong value read back.
+fn worker<A: GlobalAlloc + Sync>(
+    allocator: &A,
+    index: usize,
+    handed: Handed,
+) -> (u64, Option<String>) {
+    let mut failure = None;
+    // SAFETY: the object was written by the allocating thread before the hand-over.
+    let first = unsafe { handed.0.read_volatile() };
+    if first != value(index, 0, 0) {
+        failure = Some(format!(
+            "worker {index}'s handed object holds {first:#x}, not {:#x}",
+            value(index, 0, 0)
+        ));
+    }
+    // SAFETY: allocated by `allocator` with `OBJECT`, freed once, here.
+    unsafe { allocator.dealloc(handed.0.as_ptr().cast(), OBJECT) };
+    let mut writes = 0;
+    for allocation in 1..=ALLOCATIONS {
+        // SAFETY: a non-zero layout.
+        let Some(object) = NonNull::new(unsafe { allocator.alloc(OBJECT) }) else {
+            std::alloc::handle_alloc_error(OBJECT)
+        };
+        let object = object.cast::<u64>();
+        for write in 0..WRITES {
+            let expected = value(index, allocation, write);
+            // SAFETY: an 8-byte, 8-aligned object this worker owns. Volatile, so every
+            // write reaches the cache line, as the original's byte loop does.
+            let found = unsafe {
+                object.write_volatile(expected);
+                object.read_volatile()
+            };
+            writes += 1;
+            if found != expected && failure.is_none() {
+                failure = Some(format!(
+                    "worker {index} read {found:#x} back after writing {expected:#x}: \
+                     another thread writes the same object"
+                ));
+            }
+        }
+        // SAFETY: allocated above with `OBJECT`, freed once.
+        unsafe { allocator.dealloc(object.as_ptr().cast(), OBJECT) };
+    }
+    (writes, failure)
+}
+
+/// cache-scratch on one allocator: each operation is one whole run.
+struct CacheScratch<'a, A: GlobalAlloc + Sync> {
+    allocator: &'a A,
+    failure: Option<String>,
+}
+
+impl<'a, A: GlobalAlloc + Sync> CacheScratch<'a, A> {
+    fn new(allocator: &'a A) -> Self {
+        CacheScratch {
+            allocator,
+            failure: None,
+        }
+    }
+
+    fn once(&mut self) {
+        let allocator = self.allocator;
+        // The objects are allocated one after the other by this thread, so an allocator
+        // is free to put them side by side.
+        let handed: Vec<Handed> = (0..WORKERS)
+            .map(|index| {
+                // SAFETY: a non-zero layout.
+                let Some(object) = NonNull::new(unsafe { allocator.alloc(OBJECT) }) else {
+                    std::alloc::handle_alloc_error(OBJECT)
+                };
+                let object = object.cast::<u64>();
+                // SAFETY: a fresh 8-byte, 8-aligned object.
+                unsafe { object.write_volatile(value(index, 0, 0)) };
+                Handed(object)
+            })
+            .collect();
+        let results: Vec<(u64, Option<String>)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = handed
+                .into_iter()
+                .enumerate()
+                .map(|(index, handed)| scope.spawn(move || worker(allocator, index, handed)))
+                .collect();
+            workers
+                .into_iter()
+                .map(|worker| {
+                    worker
+                        .join()
+                        .unwrap_or_else(|_| (0, Some("a worker panicked".to_owned())))
+                })
+                .collect()
+        });
+        for (writes, failure) in results {
+            if let Some(failure) = failure {
+                self.failure.get_or_insert(failure);
+            }
+            if writes != ALLOCATIONS * WRITES {
+                self.failure.get_or_insert(format!(
+                    "a worker did {writes} writes instead of {}",
+                    ALLOCATIONS * WRITES
+                ));
+            }
+        }
+    }
+}
+
+impl<A: GlobalAlloc + Sync> Workload for CacheScratch<'_, A> {
+    fn run(&mut self, operations: u64) -> Duration {
+        let start = Instant::now();
+        for _ in 0..operations {
+            self.once();
+        }
+        start.elapsed()
+    }
+
+    fn finish(self) -> Result<(), String> {
+        self.failure.map_or(Ok(()), Err)
+    }
+}
+
+/// The share of steps, in percent, at which the two workers' live objects lie in the
+/// same 64-byte cache line: the run of cache-scratch without its writes and untimed,
+/// with the workers in lockstep (both allocate, then both free), so the count depends on
+/// the allocator's placement alone, not on how the threads happen to be scheduled.
+fn shared_lines<A: GlobalAlloc + Sync>(allocator: &A) -> Result<f64, String> {
+    const LINE: usize = 64;
+    let handed: Vec<Handed> = (0..WORKERS)
+        .map(|index| {
+            // SAFETY: a non-zero layout.
+            let Some(object) = NonNull::new(unsafe { allocator.alloc(OBJECT) }) else {
+                std::alloc::handle_alloc_error(OBJECT)
+            };
+            let object = object.cast::<u64>();
+            // SAFETY: a fresh 8-byte, 8-aligned object.
+            unsafe { object.write_volatile(value(index, 0, 0)) };
+            Handed(object)
+        })
+        .collect();
+    let lockstep = Barrier::new(WORKERS);
+    let lines: Vec<Vec<usize>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = handed
+            .into_iter()
+            .map(|handed| {
+                let lockstep = &lockstep;
+                scope.spawn(move || {
+                    let handed = handed.into_object();
+                    // SAFETY: allocated by `allocator` with `OBJECT`, freed once, here.
+                    unsafe { allocator.dealloc(handed.as_ptr().cast(), OBJECT) };
+                    let mut lines = Vec::with_capacity(ALLOCATIONS as usize);
+                    for allocation in 1..=ALLOCATIONS {
+                        // SAFETY: a non-zero layout.
+                        let Some(object) = NonNull::new(unsafe { allocator.alloc(OBJECT) }) else {
+                            std::alloc::handle_alloc_error(OBJECT)
+                        };
+                        // SAFETY: an 8-byte, 8-aligned object this worker owns.
+                        unsafe { object.cast::<u64>().write_volatile(allocation) };
+                        lines.push(object.as_ptr().addr() / LINE);
+                        // Both objects are live here.
+                        lockstep.wait();
+                        // SAFETY: allocated above with `OBJECT`, freed once.
+                        unsafe { allocator.dealloc(object.as_ptr(), OBJECT) };
+                        lockstep.wait();
+                    }
+                    lines
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| worker.join().unwrap_or_default())
+            .collect()
+    });
+    let [first, second] = &lines[..] else {
+        return Err("cache-scratch expects two workers".to_owned());
+    };
+    if first.len() != ALLOCATIONS as usize || second.len() != ALLOCATIONS as usize {
+        return Err("a cache-scratch worker did not finish its allocations".to_owned());
+    }
+    let shared = first.iter().zip(second).filter(|(a, b)| a == b).count();
+    Ok(100.0 * shared as f64 / ALLOCATIONS as f64)
+}
+
+/// Measures cache-scratch on every heap; the figure is milliseconds per run.
+pub fn rows(
+    settings: Settings,
+    machine: &Machine,
+    progress: &mut Progress,
+) -> Result<(Row, Row), String> {
+    progress.step("slab: cache-scratch (passive false sharing, 2 threads)");
+    let settings = Settings {
+        sample_time: settings.sample_time * 10,
+        ..settings
+    };
+    let figures = measure_workloads(
+        settings,
+        (
+            CacheScratch::new(&HEAP),
+            CacheScratch::new(&MiMalloc),
+            CacheScratch::new(&Jemalloc),
+            CacheScratch::new(&System),
+        ),
+    )?;
+    let milliseconds: Vec<_> = figures.iter().map(|m| m.scaled(1e-6)).collect();
+    let shared = [
+        shared_lines(&HEAP)?,
+        shared_lines(&MiMalloc)?,
+        shared_lines(&Jemalloc)?,
+        shared_lines(&System)?,
+    ]
+    .map(Measurement::exact);
+    let timed = row_of(
+        "cache-scratch: 2 threads free a handed 8 B object, then allocate and write 8 B objects",
+        &milliseconds,
+        &HEAP_NAMES,
+    )
+    .in_summary()
+    .multi_threaded(machine);
+    let placement = row_of(
+        "cache-scratch in lockstep: steps whose two live 8 B objects share a cache line",
+        &shared,
+        &HEAP_NAMES,
+    );
+    Ok((timed, placement))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::broken::SameBlock;
+    use super::*;
+
+    #[test]
+    fn checks_pass_on_system_and_catch_a_block_handed_out_twice() {
+        let mut good = CacheScratch::new(&System);
+        good.run(1);
+        assert_eq!(good.finish(), Ok(()));
+        let broken = SameBlock::new();
+        let mut bad = CacheScratch::new(&broken);
+        bad.run(1);
+        assert!(bad.finish().is_err());
+    }
+}

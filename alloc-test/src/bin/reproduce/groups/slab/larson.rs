@@ -1,0 +1,187 @@
+//! A port of larson (Larson & Krishnan, "Memory allocation for long-running server
+//! applications", ISMM 1998): a server simulation. Each thread owns an array of slots
+//! holding live blocks; it repeatedly frees the block of a random slot and allocates a
+//! block of random size into it. After a round the threads exit and new threads take
+//! the arrays over, each a different array than its predecessor's thread had, so blocks
+//! are freed by threads that did not allocate them, some after their allocating thread
+//! has exited.
+//!
+//! Parameters (the same in quick and full runs; only the sampling differs): 2 threads,
+//! 5000 slots each, sizes 16 to 1024 bytes, 50 000 replacements per thread per round.
+
+use core::alloc::GlobalAlloc;
+use std::alloc::System;
+use std::time::{Duration, Instant};
+
+use alloc_test::bench::machine::Machine;
+use alloc_test::bench::measure::Settings;
+use alloc_test::bench::report::{Better, Row};
+use mimalloc::MiMalloc;
+use tikv_jemallocator::Jemalloc;
+
+use super::random::Rng;
+use super::tagged::Tagged;
+use super::{HEAP, HEAP_NAMES, Workload, measure_workloads, row_of};
+use crate::progress::Progress;
+
+const THREADS: usize = 2;
+const SLOTS: usize = 5000;
+const MIN_SIZE: usize = 16;
+const MAX_SIZE: usize = 1024;
+const REPLACEMENTS_PER_ROUND: u64 = 50_000;
+
+/// The larson state of one allocator: the slot arrays survive from round to round.
+struct Larson<'a, A: GlobalAlloc + Sync> {
+    allocator: &'a A,
+    arrays: Vec<Vec<Tagged>>,
+    seed: u64,
+    failure: Option<String>,
+}
+
+impl<'a, A: GlobalAlloc + Sync> Larson<'a, A> {
+    fn new(allocator: &'a A) -> Self {
+        let mut rng = Rng::new(0x001a_750a);
+        let arrays = (0..THREADS)
+            .map(|_| {
+                (0..SLOTS)
+                    .map(|_| Tagged::new(allocator, rng.between(MIN_SIZE, MAX_SIZE), rng.next()))
+                    .collect()
+            })
+            .collect();
+        Larson {
+            allocator,
+            arrays,
+            seed: 1,
+            failure: None,
+        }
+    }
+
+    /// One round: a new thread per array, each replacing random slots.
+    fn round(&mut self) {
+        // Hand every array to the thread that follows its previous one.
+        self.arrays.rotate_left(1);
+        let allocator = self.allocator;
+        let first_seed = self.seed;
+        self.seed += THREADS as u64;
+        let results: Vec<(u64, Option<String>)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = self
+                .arrays
+                .iter_mut()
+                .enumerate()
+                .map(|(index, slots)| {
+                    let mut rng = Rng::new(first_seed + index as u64);
+                    scope.spawn(move || {
+                        let mut failure = None;
+                        for _ in 0..REPLACEMENTS_PER_ROUND {
+                            let slot = rng.below(slots.len());
+                            let size = rng.between(MIN_SIZE, MAX_SIZE);
+                            let fresh = Tagged::new(allocator, size, rng.next());
+                            let old = std::mem::replace(&mut slots[slot], fresh);
+                            if let Err(error) = old.free(allocator) {
+                                failure.get_or_insert(error);
+                            }
+                        }
+                        (REPLACEMENTS_PER_ROUND, failure)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|worker| {
+                    worker
+                        .join()
+                        .unwrap_or_else(|_| (0, Some("a larson thread panicked".to_owned())))
+                })
+                .collect()
+        });
+        let mut replaced = 0;
+        for (count, failure) in results {
+            replaced += count;
+            if let Some(failure) = failure {
+                self.failure.get_or_insert(failure);
+            }
+        }
+        if replaced != THREADS as u64 * REPLACEMENTS_PER_ROUND {
+            self.failure.get_or_insert(format!(
+                "a round replaced {replaced} blocks instead of {}",
+                THREADS as u64 * REPLACEMENTS_PER_ROUND
+            ));
+        }
+    }
+}
+
+impl<A: GlobalAlloc + Sync> Workload for Larson<'_, A> {
+    fn run(&mut self, operations: u64) -> Duration {
+        let per_round = THREADS as u64 * REPLACEMENTS_PER_ROUND;
+        let rounds = operations.div_ceil(per_round).max(1);
+        let start = Instant::now();
+        for _ in 0..rounds {
+            self.round();
+        }
+        // Whole rounds only: scale to the operations asked for.
+        start
+            .elapsed()
+            .mul_f64(operations as f64 / (rounds * per_round) as f64)
+    }
+
+    fn finish(mut self) -> Result<(), String> {
+        let allocator = self.allocator;
+        for slots in self.arrays.drain(..) {
+            if slots.len() != SLOTS {
+                self.failure
+                    .get_or_insert(format!("an array holds {} slots, not {SLOTS}", slots.len()));
+            }
+            for block in slots {
+                if let Err(error) = block.free(allocator) {
+                    self.failure.get_or_insert(error);
+                }
+            }
+        }
+        self.failure.map_or(Ok(()), Err)
+    }
+}
+
+/// Measures larson on every heap; the figure is millions of replacements (one free and
+/// one allocation) per second.
+pub fn row(settings: Settings, machine: &Machine, progress: &mut Progress) -> Result<Row, String> {
+    progress.step("slab: larson (server simulation, 2 threads)");
+    let settings = Settings {
+        sample_time: settings.sample_time * 15,
+        ..settings
+    };
+    let figures = measure_workloads(
+        settings,
+        (
+            Larson::new(&HEAP),
+            Larson::new(&MiMalloc),
+            Larson::new(&Jemalloc),
+            Larson::new(&System),
+        ),
+    )?;
+    let throughput: Vec<_> = figures.iter().map(|m| m.millions_per_second()).collect();
+    Ok(row_of(
+        "larson: 2 threads replace random blocks of 16-1024 B, arrays handed to new threads",
+        &throughput,
+        &HEAP_NAMES,
+    )
+    .better(Better::Higher)
+    .in_summary()
+    .multi_threaded(machine))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::broken::SameBlock;
+    use super::*;
+
+    #[test]
+    fn checks_pass_on_system_and_catch_a_block_handed_out_twice() {
+        let mut good = Larson::new(&System);
+        good.run(1);
+        assert_eq!(good.finish(), Ok(()));
+        let broken = SameBlock::new();
+        let mut bad = Larson::new(&broken);
+        bad.run(1);
+        assert!(bad.finish().is_err());
+    }
+}
