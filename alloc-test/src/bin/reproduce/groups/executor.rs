@@ -236,7 +236,9 @@ fn oom_mix(server: &ServerChild) -> Result<OomMix, String> {
     Ok(OomMix {
         normal_failed: outcome.normal.failed(),
         oom_answered_503: outcome.mixed.other_status,
-        over_budget: counters_after.over_budget - counters_before.over_budget,
+        over_budget: counters_after
+            .over_budget
+            .saturating_sub(counters_before.over_budget),
         before,
         after,
     })
