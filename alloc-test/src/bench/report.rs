@@ -56,6 +56,23 @@ impl Target {
         }
     }
 
+    /// At least `ratio` times the named peer (used with [`Better::Higher`]).
+    pub fn at_least(peer: &str, ratio: f64) -> Target {
+        Target {
+            against: Against::Peer(peer.to_owned()),
+            ratio,
+        }
+    }
+
+    /// Our figure itself must be at most `value` (a count or a size with an absolute
+    /// bound, such as zero heap calls per request; used with [`Better::Lower`]).
+    pub fn at_most_value(value: f64) -> Target {
+        Target {
+            against: Against::Value,
+            ratio: value,
+        }
+    }
+
     /// Our figure itself must reach `value` (a row whose figure is already a ratio, such
     /// as scaling from one thread to two; used with [`Better::Higher`]).
     pub fn at_least_value(value: f64) -> Target {

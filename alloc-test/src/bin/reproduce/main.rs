@@ -10,20 +10,37 @@ mod groups;
 mod progress;
 
 use std::path::PathBuf;
+
+use arena_alloc::ArenaRouter;
+use slab_alloc::SlabHeap;
 use std::process::ExitCode;
 
+use alloc_test::bench::counting::CountingHeap;
 use alloc_test::bench::machine::Machine;
 use alloc_test::bench::measure::Settings;
 use alloc_test::bench::report::{self, Page};
 
 use crate::progress::Progress;
 
+/// The global allocator of `reproduce` and of the servers it starts as its children:
+/// the executor's request allocator (`ArenaRouter` over `SlabHeap`) with the calls into
+/// the fallback heap counted. The allocator groups measure explicit instances, not this.
+#[global_allocator]
+static GLOBAL: ArenaRouter<CountingHeap<SlabHeap>> =
+    ArenaRouter::new(CountingHeap::new(SlabHeap::new()));
+
+/// Calls into the fallback heap (`alloc`, `alloc_zeroed`, `realloc` that reached
+/// `SlabHeap` rather than a request arena) made by this process so far.
+pub fn fallback_heap_calls() -> u64 {
+    GLOBAL.fallback().calls()
+}
+
 const USAGE: &str = "\
 usage: reproduce [--full] [--only GROUP] [--out DIR]
 
 Runs the comparative benchmarks and writes the pages of info/.
   --full        the publication run (longer samples; the default is a quick run)
-  --only GROUP  run one group: mmap, arena, slab
+  --only GROUP  run one group: mmap, arena, slab, executor
   --out DIR     write the pages to DIR instead of info/ at the workspace root";
 
 /// What the command line asked for.
@@ -85,6 +102,21 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("reproduce: fragmentation child: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    // The executor group's servers run in child processes too.
+    if arguments.len() == 5 && arguments[1] == "--http-server-child" && arguments[3] == "--workers"
+    {
+        let result = arguments[4]
+            .parse()
+            .map_err(|_| format!("--workers needs a number, not {:?}", arguments[4]))
+            .and_then(|workers| groups::executor::server_child(&arguments[2], workers));
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("reproduce: {} server child: {error}", arguments[2]);
                 ExitCode::FAILURE
             }
         };

@@ -1,6 +1,7 @@
 //! The benchmark groups, one page of `info/` each.
 
 mod arena;
+pub mod executor;
 pub mod limits;
 mod mmap;
 pub mod slab;
@@ -12,14 +13,15 @@ use alloc_test::bench::report::Page;
 use crate::progress::Progress;
 
 /// The groups, in the order they run.
-pub const NAMES: &[&str] = &["mmap", "arena", "slab"];
+pub const NAMES: &[&str] = &["mmap", "arena", "slab", "executor"];
 
 /// How many progress steps a group takes.
-pub fn steps(name: &str, _settings: &Settings) -> usize {
+pub fn steps(name: &str, settings: &Settings) -> usize {
     match name {
         "mmap" => mmap::STEPS,
         "arena" => arena::STEPS,
         "slab" => slab::STEPS,
+        "executor" => executor::steps(settings),
         _ => 0,
     }
 }
@@ -35,6 +37,7 @@ pub fn run(
         "mmap" => mmap::run(*settings, machine, progress),
         "arena" => arena::run(*settings, machine, progress),
         "slab" => slab::run(*settings, machine, progress),
+        "executor" => executor::run(*settings, machine, progress),
         other => Err(format!("no group named {other:?}")),
     }
 }

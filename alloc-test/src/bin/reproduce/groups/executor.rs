@@ -1,0 +1,458 @@
+//! executor: the HTTP benchmark. Our executor (per-request arenas over `SlabHeap`) and
+//! tokio + hyper serve the same "Hello, World!" service, each in a child process with
+//! the same number of workers, under the suite's own keep-alive load generator
+//! ([`alloc_test::bench::loadgen`]), in the same run with their rounds interleaved.
+
+mod server;
+
+use std::time::Duration;
+
+use alloc_test::bench::loadgen::{self, Load, Outcome, Stop};
+use alloc_test::bench::machine::Machine;
+use alloc_test::bench::measure::{Measurement, Settings};
+use alloc_test::bench::report::{Better, Page, Row, Section, Target};
+
+use crate::progress::Progress;
+use server::ServerChild;
+
+pub use server::child as server_child;
+
+/// Worker threads of each server.
+const WORKERS: usize = 2;
+/// Keep-alive connections of the load generator (over its two threads).
+const CONNECTIONS: usize = 64;
+/// Requests before the first resident-memory reading.
+const WARM_UP_REQUESTS: u64 = 10_000;
+/// Requests (warm-up and rounds included) before the second reading.
+const TOTAL_REQUESTS: u64 = 1_000_000;
+/// Normal requests of the oom mix.
+const OOM_NORMAL: u64 = 100_000;
+/// `/oom` requests of the oom mix, spread evenly among the normal ones.
+const OOM_HITS: u64 = 1_000;
+
+const OURS: &str = "executor";
+const TOKIO: &str = "tokio + hyper";
+
+/// How many timed rounds each server runs, and how long each lasts.
+fn rounds(settings: &Settings) -> (usize, Duration) {
+    // Quick: 5 rounds of 1.5 s; full: 17 rounds of 7.5 s.
+    ((settings.samples / 3) | 1, settings.sample_time * 375)
+}
+
+/// Progress steps of this group.
+pub fn steps(settings: &Settings) -> usize {
+    // Start and warm up, the rounds, the rest of the 1M requests, the oom mix.
+    1 + rounds(settings).0 + 1 + 1
+}
+
+/// A figure with its spread from one value per round.
+fn spread(mut values: Vec<f64>) -> Measurement {
+    values.sort_by(f64::total_cmp);
+    let at = |fraction: f64| values[((values.len() - 1) as f64 * fraction).round() as usize];
+    Measurement {
+        median: at(0.5),
+        low: at(0.1),
+        high: at(0.9),
+        samples: values.len(),
+        operations_per_sample: 1,
+    }
+}
+
+fn load(server: &ServerChild, stop: Stop) -> Load {
+    Load::new(server.address, CONNECTIONS, stop)
+}
+
+fn run_load(server: &ServerChild, load: &Load) -> Result<Outcome, String> {
+    loadgen::run(load).map_err(|error| format!("load on the {} server: {error}", server.kind))
+}
+
+/// What one timed round measured on one server.
+#[derive(Debug, Default)]
+struct Figures {
+    requests_per_second: Vec<f64>,
+    p50_micros: Vec<f64>,
+    p99_micros: Vec<f64>,
+    cpu_micros_per_request: Vec<f64>,
+    heap_calls_per_request: Vec<f64>,
+    /// Main-path requests not answered 2xx during the rounds.
+    failed: u64,
+    /// Responses received so far, warm-up included.
+    answered: u64,
+}
+
+fn round(server: &ServerChild, duration: Duration, figures: &mut Figures) -> Result<(), String> {
+    let counters_before = server.counters()?;
+    let cpu_before = server.cpu_time()?;
+    let outcome = run_load(server, &load(server, Stop::After(duration)))?;
+    let cpu = server.cpu_time()?.saturating_sub(cpu_before);
+    let counters_after = server.counters()?;
+    let answered = outcome.answered();
+    if answered == 0 {
+        return Err(format!(
+            "the {} server answered nothing in {duration:?}",
+            server.kind
+        ));
+    }
+    // Requests as the server counted them: the load's, the abandoned ones in flight at
+    // the end of the round, and one `/__counters` request.
+    let served = counters_after
+        .requests
+        .saturating_sub(counters_before.requests)
+        .max(1);
+    let heap_calls = counters_after
+        .heap_calls
+        .saturating_sub(counters_before.heap_calls);
+    figures
+        .requests_per_second
+        .push(outcome.requests_per_second());
+    figures
+        .p50_micros
+        .push(outcome.latency_micros.value_at_quantile(0.5) as f64);
+    figures
+        .p99_micros
+        .push(outcome.latency_micros.value_at_quantile(0.99) as f64);
+    figures
+        .cpu_micros_per_request
+        .push(cpu.as_secs_f64() * 1e6 / answered as f64);
+    figures
+        .heap_calls_per_request
+        .push(heap_calls as f64 / served as f64);
+    figures.failed += outcome.normal.failed();
+    figures.answered += answered;
+    Ok(())
+}
+
+/// Memory of a server at one moment, in KiB.
+#[derive(Clone, Copy, Debug, Default)]
+struct Memory {
+    /// `VmRSS`.
+    resident_kib: f64,
+    /// The part of it given back with `MADV_FREE` and not yet reclaimed.
+    lazy_free_kib: f64,
+}
+
+impl Memory {
+    fn of(server: &ServerChild) -> Result<Memory, String> {
+        Ok(Memory {
+            resident_kib: kib(server.resident_bytes()?),
+            lazy_free_kib: kib(server.lazy_free_bytes()?),
+        })
+    }
+
+    /// Resident memory the kernel cannot take back without the process's help.
+    fn held_kib(&self) -> f64 {
+        self.resident_kib - self.lazy_free_kib
+    }
+}
+
+/// Memory of one server after the warm-up and after 1M requests.
+#[derive(Debug, Default)]
+struct Resident {
+    warm: Memory,
+    million: Memory,
+}
+
+/// The oom mix on our server.
+#[derive(Debug)]
+struct OomMix {
+    normal_failed: u64,
+    oom_answered_503: u64,
+    over_budget: u64,
+    before: Memory,
+    after: Memory,
+}
+
+fn kib(bytes: u64) -> f64 {
+    bytes as f64 / 1024.0
+}
+
+/// Runs the group.
+pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Result<Page, String> {
+    let (round_count, round_time) = rounds(&settings);
+    progress.step(&format!(
+        "executor: starting both servers, {WARM_UP_REQUESTS} warm-up requests each"
+    ));
+    let servers = [
+        ServerChild::start("ours", WORKERS)?,
+        ServerChild::start("tokio", WORKERS)?,
+    ];
+    let mut figures = [Figures::default(), Figures::default()];
+    let mut resident = [Resident::default(), Resident::default()];
+    for (index, server) in servers.iter().enumerate() {
+        let outcome = run_load(server, &load(server, Stop::Requests(WARM_UP_REQUESTS)))?;
+        figures[index].answered += outcome.answered();
+        resident[index].warm = Memory::of(server)?;
+    }
+    for number in 0..round_count {
+        progress.step(&format!(
+            "executor: round {}/{round_count}, {round_time:?} on each server",
+            number + 1
+        ));
+        // Alternate who goes first, so neither always runs right after the other.
+        let order = if number % 2 == 0 { [0, 1] } else { [1, 0] };
+        for index in order {
+            round(&servers[index], round_time, &mut figures[index])?;
+        }
+    }
+    progress.step("executor: each server up to 1M requests");
+    for (index, server) in servers.iter().enumerate() {
+        let left = TOTAL_REQUESTS.saturating_sub(figures[index].answered);
+        if left > 0 {
+            let outcome = run_load(server, &load(server, Stop::Requests(left)))?;
+            figures[index].answered += outcome.answered();
+        }
+        resident[index].million = Memory::of(server)?;
+    }
+    progress.step("executor: the oom mix on our server");
+    let oom = oom_mix(&servers[0])?;
+    drop(servers);
+    Ok(page(
+        &figures,
+        &resident,
+        &oom,
+        round_count,
+        round_time,
+        machine,
+    ))
+}
+
+/// 100k normal requests with `/oom` as every 101st, on our server.
+fn oom_mix(server: &ServerChild) -> Result<OomMix, String> {
+    let before = Memory::of(server)?;
+    let counters_before = server.counters()?;
+    let total = OOM_NORMAL + OOM_HITS;
+    let load = load(server, Stop::Requests(total)).mix("/oom", total / OOM_HITS);
+    let outcome = run_load(server, &load)?;
+    let counters_after = server.counters()?;
+    let after = Memory::of(server)?;
+    if outcome.normal.answered() + outcome.normal.lost != OOM_NORMAL
+        || outcome.mixed.answered() + outcome.mixed.lost != OOM_HITS
+    {
+        return Err(format!(
+            "the oom mix sent {:?} normal and {:?} /oom requests, not {OOM_NORMAL} and {OOM_HITS}",
+            outcome.normal, outcome.mixed
+        ));
+    }
+    Ok(OomMix {
+        normal_failed: outcome.normal.failed(),
+        oom_answered_503: outcome.mixed.other_status,
+        over_budget: counters_after
+            .over_budget
+            .saturating_sub(counters_before.over_budget),
+        before,
+        after,
+    })
+}
+
+fn pair(ours: Measurement, tokio: Measurement) -> Vec<(String, Measurement)> {
+    vec![(OURS.to_owned(), ours), (TOKIO.to_owned(), tokio)]
+}
+
+fn page(
+    figures: &[Figures; 2],
+    resident: &[Resident; 2],
+    oom: &OomMix,
+    round_count: usize,
+    round_time: Duration,
+    machine: &Machine,
+) -> Page {
+    let both = |of: &dyn Fn(&Figures) -> &Vec<f64>| {
+        pair(
+            spread(of(&figures[0]).clone()),
+            spread(of(&figures[1]).clone()),
+        )
+    };
+    let exact = |value: f64| Measurement::exact(value);
+    let throughput = Row::new(
+        "requests per second, 64 keep-alive connections",
+        both(&|f| &f.requests_per_second),
+    )
+    .better(Better::Higher)
+    .target(Target::at_least(TOKIO, 1.0))
+    .multi_threaded(machine);
+    let latency = vec![
+        Row::new("p50 latency", both(&|f| &f.p50_micros)),
+        Row::new("p99 latency", both(&|f| &f.p99_micros)),
+    ];
+    let cpu = Row::new(
+        "server CPU time (user + system) per request",
+        both(&|f| &f.cpu_micros_per_request),
+    )
+    .target(Target::at_most(TOKIO, 1.0));
+    let heap = Row::new(
+        "calls into the fallback heap per request, steady state",
+        both(&|f| &f.heap_calls_per_request),
+    )
+    .target(Target::at_most_value(0.0));
+    let failures = Row::new(
+        "requests to / not answered 200 during the rounds",
+        pair(
+            exact(figures[0].failed as f64),
+            exact(figures[1].failed as f64),
+        ),
+    )
+    .target(Target::at_most_value(0.0));
+    let memory = vec![
+        Row::new(
+            format!("resident after the first {WARM_UP_REQUESTS} requests"),
+            pair(
+                exact(resident[0].warm.resident_kib),
+                exact(resident[1].warm.resident_kib),
+            ),
+        ),
+        Row::new(
+            "resident after 1M requests",
+            pair(
+                exact(resident[0].million.resident_kib),
+                exact(resident[1].million.resident_kib),
+            ),
+        ),
+        Row::new(
+            "growth from the first 10k requests to 1M",
+            pair(
+                exact(resident[0].million.resident_kib - resident[0].warm.resident_kib),
+                exact(resident[1].million.resident_kib - resident[1].warm.resident_kib),
+            ),
+        )
+        .target(Target::at_most_value(1024.0)),
+        Row::new(
+            "the same growth, lazily freed (MADV_FREE) pages left out",
+            pair(
+                exact(resident[0].million.held_kib() - resident[0].warm.held_kib()),
+                exact(resident[1].million.held_kib() - resident[1].warm.held_kib()),
+            ),
+        ),
+    ];
+    let ours_only = |name: &str, value: f64| Row::new(name, vec![(OURS.to_owned(), exact(value))]);
+    let oom_rows = vec![
+        ours_only(
+            &format!("normal requests not answered 200 (of {OOM_NORMAL})"),
+            oom.normal_failed as f64,
+        )
+        .target(Target::at_most_value(0.0)),
+        ours_only(
+            &format!("/oom requests answered 503 (of {OOM_HITS})"),
+            oom.oom_answered_503 as f64,
+        ),
+        ours_only(
+            "handlers cancelled over budget (server counter)",
+            oom.over_budget as f64,
+        ),
+        ours_only("resident before the mix (KiB)", oom.before.resident_kib),
+        ours_only("resident after the mix (KiB)", oom.after.resident_kib),
+        ours_only(
+            "resident growth over the mix (KiB)",
+            oom.after.resident_kib - oom.before.resident_kib,
+        )
+        .target(Target::at_most_value(1024.0)),
+        ours_only(
+            "lazily freed (MADV_FREE) pages in resident after the mix (KiB)",
+            oom.after.lazy_free_kib,
+        ),
+        ours_only(
+            "resident growth over the mix, lazily freed pages left out (KiB)",
+            oom.after.held_kib() - oom.before.held_kib(),
+        ),
+    ];
+    let rounds_text = format!(
+        "{round_count} rounds of {:.1} s per server, the two servers' rounds interleaved \
+         (who goes first alternates); the figure is the median round, the spread the \
+         10th–90th percentile of the rounds",
+        round_time.as_secs_f64()
+    );
+    Page {
+        name: "executor".into(),
+        title: "executor: HTTP hello against tokio + hyper".into(),
+        introduction: format!(
+            "The same plaintext \"Hello, World!\" service (hyper 1, HTTP/1.1 keep-alive) \
+             on our executor, where every request runs in its own arena from an arena pool \
+             ({} arenas of {} KiB) and everything else comes from SlabHeap, and on tokio's \
+             multi-thread runtime with hyper-util's `TokioIo`. Each server runs in a child \
+             process of `reproduce` (`reproduce --http-server-child ours|tokio --workers \
+             {WORKERS}`) with {WORKERS} worker threads; both processes have the same global \
+             allocator, `ArenaRouter` over a SlabHeap that counts the calls made into it. \
+             The load generator is part of the suite (`alloc_test::bench::loadgen`): \
+             {CONNECTIONS} keep-alive connections over 2 threads with mio, one request in \
+             flight per connection, latency from writing a request to its last byte. \
+             Server and load generator share the machine's cores, so absolute figures say \
+             little; compare the two servers in the same run. Each server first answers \
+             {WARM_UP_REQUESTS} warm-up requests, then runs its timed rounds, then is \
+             driven on to {TOTAL_REQUESTS} requests in all.",
+            server::ARENAS,
+            server::ARENA_BYTES >> 10
+        ),
+        sections: vec![
+            Section {
+                title: "Throughput".into(),
+                description: format!(
+                    "Responses received per second over each round ({rounds_text})."
+                ),
+                unit: "requests per second".into(),
+                rows: vec![throughput],
+            },
+            Section {
+                title: "Latency".into(),
+                description: format!(
+                    "Percentiles of each round's latency histogram ({rounds_text})."
+                ),
+                unit: "µs".into(),
+                rows: latency,
+            },
+            Section {
+                title: "Server CPU per request".into(),
+                description: format!(
+                    "The server process's user + system time over a round (`utime + stime` \
+                     of `/proc/PID/stat`, 10 ms ticks) divided by the responses of the \
+                     round ({rounds_text}). Most of it is the kernel's TCP path."
+                ),
+                unit: "µs per request".into(),
+                rows: vec![cpu],
+            },
+            Section {
+                title: "Calls into the fallback heap".into(),
+                description: format!(
+                    "Calls of `alloc`, `alloc_zeroed` and `realloc` that reach SlabHeap \
+                     under the router, per request the server received, over each round \
+                     ({rounds_text}); read from the server before and after the round \
+                     (`/__counters`). For ours these are the allocations made outside any \
+                     request arena (connection state, hyper's per-request work done in \
+                     the connection task, the runtime) and spills; allocations in a \
+                     request's arena are not counted. tokio has no arenas, so every \
+                     allocation it makes is one. The second row checks that the rounds \
+                     had no failures."
+                ),
+                unit: "calls per request (count for failures)".into(),
+                rows: vec![heap, failures],
+            },
+            Section {
+                title: "Resident memory".into(),
+                description: format!(
+                    "`VmRSS` of the server process (`/proc/PID/status`) after its \
+                     {WARM_UP_REQUESTS} warm-up requests and after {TOTAL_REQUESTS} \
+                     requests in all. The target: growth within 1 MiB. Pages an allocator \
+                     gave back with `MADV_FREE` stay in `VmRSS` until the kernel needs \
+                     them (`LazyFree` of `/proc/PID/smaps_rollup`); the last row leaves \
+                     them out."
+                ),
+                unit: "KiB".into(),
+                rows: memory,
+            },
+            Section {
+                title: "The oom mix".into(),
+                description: format!(
+                    "After the 1M requests, our server gets {OOM_NORMAL} requests to `/` \
+                     with `/oom` as one request in {} ({OOM_HITS} in all) over the same \
+                     {CONNECTIONS} connections. `/oom` allocates 64 KiB blocks without \
+                     bound, sleeping 1 ms between them, until the server cancels it at its \
+                     budget ({} KiB) with 503. The targets: no normal request fails, and \
+                     resident memory ends within 1 MiB of where it started. tokio has no \
+                     budget to enforce, so it does not run this mix.",
+                    (OOM_NORMAL + OOM_HITS) / OOM_HITS,
+                    server::ARENA_BYTES >> 10
+                ),
+                unit: "requests, or KiB as named".into(),
+                rows: oom_rows,
+            },
+        ],
+    }
+}

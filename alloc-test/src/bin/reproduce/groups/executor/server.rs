@@ -1,0 +1,326 @@
+//! The servers the executor group measures, each run in a child process of `reproduce`
+//! itself (`reproduce --http-server-child ours|tokio --workers N`), and the parent's
+//! handle on such a child.
+//!
+//! Both serve the same routes:
+//! - `/`: plaintext "Hello, World!";
+//! - `/oom` (ours only): allocates 64 KiB blocks without bound, sleeping 1 ms between
+//!   them, until the server cancels it with 503 for going over its arena budget;
+//! - `/__counters`: `heap_calls N`, `requests N` and `over_budget N` lines, where
+//!   `heap_calls` counts the calls into the process's fallback heap so far (see
+//!   [`crate::fallback_heap_calls`]).
+//!
+//! A child binds 127.0.0.1:0, prints its address on a line of standard output, and
+//! serves until its standard input closes (the parent exits or drops its handle).
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use alloc_test::bench::process;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
+
+/// Request arenas of our server: more than the connections, so no request waits.
+pub const ARENAS: usize = 256;
+/// Each request's budget (the executor's default).
+pub const ARENA_BYTES: usize = 1 << 20;
+
+/// How long a child may take to print its address.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The same "Hello, World!" response on both servers.
+fn hello() -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(b"Hello, World!")));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+}
+
+fn counters(requests: u64, over_budget: u64) -> Response<Full<Bytes>> {
+    text(
+        StatusCode::OK,
+        format!(
+            "heap_calls {}\nrequests {requests}\nover_budget {over_budget}\n",
+            crate::fallback_heap_calls()
+        ),
+    )
+}
+
+/// Exits the process when standard input closes, so a child never outlives its parent.
+fn exit_with_parent() {
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+        std::process::exit(0);
+    });
+}
+
+fn announce(address: SocketAddr) -> Result<(), String> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{address}")
+        .and_then(|()| stdout.flush())
+        .map_err(|error| format!("cannot print the address: {error}"))
+}
+
+/// The child side: serves as the `kind` server (`ours` or `tokio`) with `workers`
+/// worker threads until standard input closes.
+pub fn child(kind: &str, workers: usize) -> Result<(), String> {
+    exit_with_parent();
+    let address = SocketAddr::from(([127, 0, 0, 1], 0));
+    match kind {
+        "ours" => ours(address, workers),
+        "tokio" => tokio(address, workers),
+        other => Err(format!("no server named {other:?} (ours, tokio)")),
+    }
+}
+
+fn ours(address: SocketAddr, workers: usize) -> Result<(), String> {
+    let server = executor::Server::builder()
+        .workers(workers)
+        .arenas(ARENAS)
+        .arena_bytes(ARENA_BYTES)
+        .bind(address)
+        .map_err(|error| format!("cannot bind {address}: {error}"))?;
+    let stats = server.stats();
+    announce(server.local_addr())?;
+    server
+        .serve(move |request: Request<executor::RequestBody>| {
+            let stats = stats.clone();
+            async move {
+                match request.uri().path() {
+                    "/oom" => {
+                        let mut hoard: Vec<Vec<u8>> = Vec::new();
+                        loop {
+                            // Written, so the memory is really used.
+                            hoard.push(vec![0xA5; 64 << 10]);
+                            executor::sleep(Duration::from_millis(1)).await;
+                        }
+                    }
+                    "/__counters" => counters(stats.requests(), stats.over_budget()),
+                    _ => hello(),
+                }
+            }
+        })
+        .map_err(|error| format!("serve: {error}"))
+}
+
+fn tokio(address: SocketAddr, workers: usize) -> Result<(), String> {
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+
+    static REQUESTS: AtomicU64 = AtomicU64::new(0);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot build the runtime: {error}"))?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|error| format!("cannot bind {address}: {error}"))?;
+        announce(
+            listener
+                .local_addr()
+                .map_err(|error| format!("no local address: {error}"))?,
+        )?;
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let service = service_fn(|request: Request<hyper::body::Incoming>| async move {
+                    let requests = REQUESTS.fetch_add(1, Ordering::Relaxed) + 1;
+                    Ok::<_, Infallible>(match request.uri().path() {
+                        "/oom" => text(
+                            StatusCode::NOT_FOUND,
+                            "/oom is served by our executor only\n".into(),
+                        ),
+                        "/__counters" => counters(requests, 0),
+                        _ => hello(),
+                    })
+                });
+                let _ = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    })
+}
+
+/// What a server's `/__counters` said.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counters {
+    /// Calls into the fallback heap so far.
+    pub heap_calls: u64,
+    /// Requests received so far.
+    pub requests: u64,
+    /// Requests cancelled over their arena budget so far.
+    pub over_budget: u64,
+}
+
+/// A server running in a child process; stopped when dropped.
+#[derive(Debug)]
+pub struct ServerChild {
+    /// `ours` or `tokio`.
+    pub kind: &'static str,
+    /// Where it listens.
+    pub address: SocketAddr,
+    child: Child,
+    /// Held open: the child exits when it closes.
+    _stdin: ChildStdin,
+}
+
+impl ServerChild {
+    /// Starts the `kind` server with `workers` workers and waits for its address.
+    ///
+    /// # Errors
+    /// The child cannot be started, exits, or does not print an address in time.
+    pub fn start(kind: &'static str, workers: usize) -> Result<ServerChild, String> {
+        let executable = std::env::current_exe()
+            .map_err(|error| format!("cannot find the reproduce executable: {error}"))?;
+        let mut child = Command::new(executable)
+            .args([
+                "--http-server-child",
+                kind,
+                "--workers",
+                &workers.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|error| format!("cannot start the {kind} server: {error}"))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("the {kind} server has no pipes"));
+        };
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let read = reader.read_line(&mut line).map(|_| line);
+            let _ = sender.send(read);
+            // Drain the rest, so that a later print never meets a closed pipe.
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let line = receiver.recv_timeout(START_TIMEOUT);
+        let address = match line {
+            Ok(Ok(line)) => line.trim().parse::<SocketAddr>().map_err(|_| {
+                if line.is_empty() {
+                    let status = child.try_wait().ok().flatten();
+                    format!(
+                        "the {kind} server did not start (it exited{}; see its error above)",
+                        status.map_or_else(String::new, |status| format!(" with {status}"))
+                    )
+                } else {
+                    format!("the {kind} server printed {line:?} instead of its address")
+                }
+            }),
+            Ok(Err(error)) => Err(format!("cannot read the {kind} server's address: {error}")),
+            Err(_) => Err(format!(
+                "the {kind} server did not print its address within {START_TIMEOUT:?}"
+            )),
+        };
+        match address {
+            Ok(address) => Ok(ServerChild {
+                kind,
+                address,
+                child,
+                _stdin: stdin,
+            }),
+            Err(error) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(error)
+            }
+        }
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The child's CPU time so far (user + system).
+    pub fn cpu_time(&self) -> Result<Duration, String> {
+        process::cpu_time(self.pid())
+            .ok_or_else(|| format!("cannot read the {} server's CPU time", self.kind))
+    }
+
+    /// The child's resident memory in bytes.
+    pub fn resident_bytes(&self) -> Result<u64, String> {
+        process::resident_bytes(self.pid())
+            .ok_or_else(|| format!("cannot read the {} server's resident memory", self.kind))
+    }
+
+    /// The child's memory given back lazily (`MADV_FREE`) and not yet reclaimed, in bytes:
+    /// part of its resident memory.
+    pub fn lazy_free_bytes(&self) -> Result<u64, String> {
+        process::lazy_free_bytes(self.pid())
+            .ok_or_else(|| format!("cannot read the {} server's lazily freed memory", self.kind))
+    }
+
+    /// Asks the server for its counters.
+    pub fn counters(&self) -> Result<Counters, String> {
+        let failed = |error: std::io::Error| {
+            format!("cannot read the {} server's counters: {error}", self.kind)
+        };
+        let mut stream = TcpStream::connect(self.address).map_err(failed)?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(failed)?;
+        stream
+            .write_all(b"GET /__counters HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+            .map_err(failed)?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).map_err(failed)?;
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        let mut counters = Counters::default();
+        let mut found = 0;
+        for line in body.lines() {
+            let Some((name, value)) = line.split_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.trim().parse() else {
+                continue;
+            };
+            match name {
+                "heap_calls" => counters.heap_calls = value,
+                "requests" => counters.requests = value,
+                "over_budget" => counters.over_budget = value,
+                _ => continue,
+            }
+            found += 1;
+        }
+        if found < 3 {
+            return Err(format!(
+                "the {} server's counters are unreadable: {response:?}",
+                self.kind
+            ));
+        }
+        Ok(counters)
+    }
+}
+
+impl Drop for ServerChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
