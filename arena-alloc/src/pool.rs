@@ -302,7 +302,7 @@ impl Slot {
         if self.remote_frees.fetch_add(1, Ordering::AcqRel) == -1 {
             // SAFETY: the debt is settled: nothing allocated from the slot is live and
             // its lease is gone, so this thread owns it now.
-            unsafe { pool.recycle(self, Returned::FromFree) };
+            unsafe { pool.recycle_settled(self) };
         }
     }
 }
@@ -669,11 +669,19 @@ impl PoolCore {
 
     /// The index of a free arena, or `None` at once when every arena is in use (or
     /// others are already waiting for one).
-    #[inline]
+    #[inline(always)]
     fn try_acquire(&self) -> Option<u32> {
         if self.waiting.load(Ordering::SeqCst) == 0 {
             return self.free.pop();
         }
+        self.try_acquire_behind_waiters()
+    }
+
+    /// [`try_acquire`](Self::try_acquire) while others wait: serves them first, under
+    /// the lock, and takes what is left.
+    #[cold]
+    #[inline(never)]
+    fn try_acquire_behind_waiters(&self) -> Option<u32> {
         router::outside_arena(|| {
             let mut wakeups = Wakeups::new();
             let index = {
@@ -850,8 +858,13 @@ impl PoolCore {
     /// # Safety
     /// - The caller owns the slot (module docs): its lease is gone and nothing allocated
     ///   from it is live.
-    unsafe fn recycle(&self, slot: &Slot, how: Returned) {
-        let index = self.index_of_slot(slot);
+    #[inline]
+    unsafe fn recycle(&self, slot: &Slot, index: u32, how: Returned) {
+        debug_assert!(
+            core::ptr::eq(slot, &self.slots[index as usize]),
+            "slot {:p} is not number {index} of its pool",
+            slot
+        );
         // SAFETY: the caller owns the slot, and nothing allocated from it is used again.
         unsafe { slot.arena().reset_unchecked() };
         slot.local_live.set(0);
@@ -863,9 +876,16 @@ impl PoolCore {
         self.protect(slot);
         self.free.push(index);
         // The push is `SeqCst`; so is this load (module docs: no lost grant).
-        if self.waiting.load(Ordering::SeqCst) == 0 {
-            return;
+        if self.waiting.load(Ordering::SeqCst) != 0 {
+            self.serve_waiters(how);
         }
+    }
+
+    /// After an arena was pushed back: hands free arenas to waiters (or, on the routing
+    /// path, flags them for the lock holder), then wakes whom it served.
+    #[cold]
+    #[inline(never)]
+    fn serve_waiters(&self, how: Returned) {
         router::outside_arena(|| {
             let mut wakeups = Wakeups::new();
             match how {
@@ -879,8 +899,21 @@ impl PoolCore {
         });
     }
 
+    /// [`recycle`](Self::recycle) for a free on the routing path that settled the debt
+    /// of a quarantined slot: out of line, so the routing path stays small.
+    ///
+    /// # Safety
+    /// - As for `recycle`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn recycle_settled(&self, slot: &Slot) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.recycle(slot, self.index_of_slot(slot), Returned::FromFree) };
+    }
+
     /// Ends a lease: recycles the arena at once, or quarantines it while routed
     /// allocations from it are live.
+    #[inline]
     fn release(&self, index: u32) {
         let slot = &self.slots[index as usize];
         if slot.entered.get() != 0 {
@@ -894,14 +927,22 @@ impl PoolCore {
             // Every routed allocation was freed on the entering thread, so no other
             // thread holds one to free: the slot is ours without touching the atomics.
             // SAFETY: nothing allocated from the slot is live and the lease is gone.
-            unsafe { self.recycle(slot, Returned::FromRelease) };
+            unsafe { self.recycle(slot, index, Returned::FromRelease) };
             return;
         }
+        self.quarantine(slot, index, outstanding);
+    }
+
+    /// Ends a lease with `outstanding` routed allocations not freed on the entering
+    /// thread: the slot waits for them, unless other threads have freed them all.
+    #[cold]
+    #[inline(never)]
+    fn quarantine(&self, slot: &Slot, index: u32, outstanding: isize) {
         slot.state.store(QUARANTINED, Ordering::Relaxed);
         if slot.remote_frees.fetch_sub(outstanding, Ordering::AcqRel) == outstanding {
             // SAFETY: the debt is settled (every routed allocation is freed) and the
             // lease is gone: this thread owns the slot.
-            unsafe { self.recycle(slot, Returned::FromRelease) };
+            unsafe { self.recycle(slot, index, Returned::FromRelease) };
         }
     }
 
@@ -1078,6 +1119,7 @@ impl<P: PageSource> Deref for PooledArena<'_, P> {
 }
 
 impl<P: PageSource> Drop for PooledArena<'_, P> {
+    #[inline]
     fn drop(&mut self) {
         self.pool.core.release(self.index);
     }
