@@ -4,6 +4,11 @@
 //! with a second thread alive (glibc takes a single-thread shortcut otherwise).
 //!
 //! `cargo bench -p arena-alloc --bench request_cycle -- --warm-up-time 1 --measurement-time 3`
+//!
+//! The `reproduce` row of the same name (`alloc-test/src/bin/reproduce/groups/arena.rs`)
+//! uses the same straight-line harness and pool configuration, so the two agree up to
+//! noise: criterion runs the contenders one after the other, `reproduce` interleaves
+//! their samples.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -80,8 +85,12 @@ fn request_cycle(c: &mut Criterion) {
             b.iter(|| {
                 five_allocations!(
                     layouts,
-                    // SAFETY: non-zero layouts; each block is freed below.
-                    |layout| unsafe { System.alloc(layout) },
+                    |layout| {
+                        // SAFETY: a non-zero layout; freed below.
+                        let block = unsafe { System.alloc(layout) };
+                        assert!(!block.is_null(), "out of memory");
+                        block
+                    },
                     // SAFETY: allocated above with this layout.
                     |block, layout| unsafe { System.dealloc(block, layout) }
                 )
@@ -109,8 +118,12 @@ fn request_cycle(c: &mut Criterion) {
                     let guard = lease.enter();
                     five_allocations!(
                         layouts,
-                        // SAFETY: non-zero layouts; each block is freed below.
-                        |layout| unsafe { std::alloc::alloc(layout) },
+                        |layout| {
+                            // SAFETY: a non-zero layout; freed below.
+                            let block = unsafe { std::alloc::alloc(layout) };
+                            assert!(!block.is_null(), "out of memory");
+                            block
+                        },
                         // SAFETY: allocated above with this layout.
                         |block, layout| unsafe { std::alloc::dealloc(block, layout) }
                     );

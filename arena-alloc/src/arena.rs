@@ -1066,45 +1066,6 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
         #[cfg(feature = "invariant-checks")]
         self.check_invariants();
     }
-
-    // The allocator-trait operations, shared by the stable and the nightly trait.
-
-    #[inline(always)]
-    pub(crate) fn allocate_impl(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        let ptr = self.try_alloc_layout(layout)?;
-        Ok(NonNull::slice_from_raw_parts(ptr, layout.size()))
-    }
-
-    #[inline]
-    pub(crate) fn allocate_zeroed_impl(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        let ptr = self.try_alloc_layout(layout)?;
-        // SAFETY: fresh memory of `layout.size()` bytes (chunks may be reused dirty).
-        unsafe { ptr.write_bytes(0, layout.size()) };
-        Ok(NonNull::slice_from_raw_parts(ptr, layout.size()))
-    }
-
-    /// # Safety
-    /// As `Allocator::grow` (with `zero`: `grow_zeroed`).
-    #[inline]
-    pub(crate) unsafe fn grow_impl(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-        zero: bool,
-    ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: forwarded from the caller; `ptr` was allocated here with `old`.
-        let grown = unsafe { self.try_realloc(ptr, old, new)? };
-        if zero {
-            // SAFETY: `grown` has `new.size() >= old.size()` writable bytes.
-            unsafe {
-                grown
-                    .add(old.size())
-                    .write_bytes(0, new.size() - old.size())
-            };
-        }
-        Ok(NonNull::slice_from_raw_parts(grown, new.size()))
-    }
 }
 
 impl<S: PageSource, const MIN_ALIGN: usize> Drop for Arena<S, MIN_ALIGN> {

@@ -47,7 +47,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering, fence};
 use core::task::{Context, Poll, Waker};
 use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use mmap_alloc::{Contents, Decommit, DefaultPages, PageSource};
@@ -165,12 +165,17 @@ pub struct SlotPages {
     taken: AtomicBool,
     /// Bytes committed so far (commits never shrink: decommitted pages stay read-write).
     committed: AtomicUsize,
+    /// The page size of the pool's source.
+    page_size: usize,
+    /// The pool's source, which made the reservation the slot lies in.
+    source: Arc<dyn PageSource + Send + Sync>,
 }
 
-// SAFETY: `SlotPages` is an address range and a flag; the pages it describes are used
-// under the ownership rules of the pool (module docs).
+// SAFETY: `SlotPages` is an address range, atomics and a shared handle to a `Send + Sync`
+// source; the pages it describes are used under the ownership rules of the pool (module
+// docs).
 unsafe impl Send for SlotPages {}
-// SAFETY: as above; the flag is atomic.
+// SAFETY: as above.
 unsafe impl Sync for SlotPages {}
 
 impl fmt::Debug for SlotPages {
@@ -178,7 +183,8 @@ impl fmt::Debug for SlotPages {
         f.debug_struct("SlotPages")
             .field("base", &self.base)
             .field("len", &self.len)
-            .finish()
+            .field("committed", &self.committed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
     }
 }
 
@@ -193,10 +199,11 @@ fn slot_error(operation: mmap_alloc::Operation) -> mmap_alloc::Error {
 
 // SAFETY: the slot is a page-aligned part of the pool's live reservation that belongs to
 // this source alone, handed out at most once until released; commit and decommit are
-// forwarded to the pool's source for ranges inside it.
+// forwarded to the pool's source, which made the reservation, for ranges inside it.
 unsafe impl PageSource for SlotPages {
+    #[inline]
     fn page_size(&self) -> usize {
-        DefaultPages::default().page_size()
+        self.page_size
     }
 
     fn reserve(&self, len: usize, align: usize) -> mmap_alloc::Result<NonNull<u8>> {
@@ -207,8 +214,9 @@ unsafe impl PageSource for SlotPages {
     }
 
     unsafe fn commit(&self, ptr: NonNull<u8>, len: usize) -> mmap_alloc::Result<()> {
-        // SAFETY: the caller's range lies in the slot, inside the pool's reservation.
-        unsafe { DefaultPages::default().commit(ptr, len) }?;
+        // SAFETY: the caller's range lies in the slot, inside the pool's reservation of
+        // `self.source`, which this slot's arena owns.
+        unsafe { self.source.commit(ptr, len) }?;
         let end = ptr.addr().get() + len - self.base.addr().get();
         self.committed.fetch_max(end, Ordering::Relaxed);
         Ok(())
@@ -221,7 +229,7 @@ unsafe impl PageSource for SlotPages {
         mode: Decommit,
     ) -> mmap_alloc::Result<Contents> {
         // SAFETY: as for `commit`; the caller no longer needs the contents.
-        unsafe { DefaultPages::default().decommit(ptr, len, mode) }
+        unsafe { self.source.decommit(ptr, len, mode) }
     }
 
     unsafe fn release(
@@ -290,11 +298,11 @@ impl Slot {
     /// A free routed from anywhere but the entering thread; recycles the slot when it
     /// settles the debt of a released arena. `pool` is the slot's pool.
     #[inline]
-    pub(crate) fn remote_free(&self, pool: &ArenaPool) {
+    pub(crate) fn remote_free(&self, pool: &PoolCore) {
         if self.remote_frees.fetch_add(1, Ordering::AcqRel) == -1 {
             // SAFETY: the debt is settled: nothing allocated from the slot is live and
             // its lease is gone, so this thread owns it now.
-            unsafe { pool.recycle(self, Returned::FromFree) };
+            unsafe { pool.recycle_settled(self) };
         }
     }
 }
@@ -342,7 +350,7 @@ impl Wakeups {
         !self.notify_blocked && self.wakers.iter().all(Option::is_none)
     }
 
-    fn run(&mut self, pool: &ArenaPool) {
+    fn run(&mut self, pool: &PoolCore) {
         if core::mem::take(&mut self.notify_blocked) {
             pool.granted.notify_all();
         }
@@ -378,7 +386,20 @@ impl Wakeups {
 /// assert_eq!(pool.stats().free, 4);
 /// # Ok::<(), arena_alloc::PoolError>(())
 /// ```
-pub struct ArenaPool {
+///
+/// The pool takes its pages from a [`PageSource`], the OS ([`DefaultPages`]) unless
+/// made with [`with_source`](ArenaPool::with_source): tests run it over
+/// `mmap_alloc::FailingSource` to see what running out of memory does.
+pub struct ArenaPool<P: PageSource = DefaultPages> {
+    /// Everything but the source: what leases and the router use.
+    core: PoolCore,
+    /// The source of the reservation, shared with every slot's [`SlotPages`].
+    source: Arc<P>,
+}
+
+/// The part of an [`ArenaPool`] that does not depend on its page source: slots, free
+/// stack and waiters. The router registers this, so pools over any source route alike.
+pub(crate) struct PoolCore {
     /// Start of the reservation: slot `i` is `base + (i << stride_shift)`.
     base: NonNull<u8>,
     /// The capacity of each arena: a multiple of the page size.
@@ -406,9 +427,9 @@ pub struct ArenaPool {
 }
 
 // SAFETY: shared state is behind the lock or atomic; slots follow the module's rules.
-unsafe impl Sync for ArenaPool {}
+unsafe impl Sync for PoolCore {}
 // SAFETY: the pool owns its reservation.
-unsafe impl Send for ArenaPool {}
+unsafe impl Send for PoolCore {}
 
 fn lock(mutex: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
     // A panic while holding the lock cannot leave the queue inconsistent (every update
@@ -418,16 +439,38 @@ fn lock(mutex: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
 
 impl ArenaPool {
     /// Reserves `config.arenas() * config.arena_bytes()` bytes of address space (no
-    /// memory until used) and splits it into arenas.
+    /// memory until used) from the OS and splits it into arenas.
     ///
     /// # Errors
     /// An invalid configuration; the reservation fails.
     pub fn new(config: PoolConfig) -> Result<ArenaPool, PoolError> {
-        router::outside_arena(|| ArenaPool::new_outside(config))
+        ArenaPool::with_source(DefaultPages::default(), config)
+    }
+}
+
+impl<P: PageSource + Send + Sync + 'static> ArenaPool<P> {
+    /// Reserves the pool's address space from `source` and splits it into arenas, whose
+    /// commits and decommits go to `source` too.
+    ///
+    /// # Errors
+    /// An invalid configuration; the reservation fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use arena_alloc::{ArenaPool, PoolConfig};
+    /// use mmap_alloc::HeapPages;
+    ///
+    /// let pool = ArenaPool::with_source(HeapPages, PoolConfig::new(2, 64 << 10))?;
+    /// let lease = pool.try_acquire().expect("a free arena");
+    /// assert_eq!(*lease.alloc(7u32), 7);
+    /// # Ok::<(), arena_alloc::PoolError>(())
+    /// ```
+    pub fn with_source(source: P, config: PoolConfig) -> Result<ArenaPool<P>, PoolError> {
+        router::outside_arena(|| ArenaPool::new_outside(source, config))
     }
 
-    fn new_outside(config: PoolConfig) -> Result<ArenaPool, PoolError> {
-        let source = DefaultPages::default();
+    fn new_outside(source: P, config: PoolConfig) -> Result<ArenaPool<P>, PoolError> {
         let page = source.page_size();
         let arena_bytes = crate::chunk::round_up(config.arena_bytes, page)
             .filter(|&bytes| bytes > 0)
@@ -445,6 +488,8 @@ impl ArenaPool {
         let base = source
             .reserve(reserved_bytes, page)
             .map_err(PoolError::Reserve)?;
+        let source = Arc::new(source);
+        let shared: Arc<dyn PageSource + Send + Sync> = source.clone();
         let arena_config = ArenaConfig::new()
             .chunk_bytes(arena_bytes)
             .commit_step_bytes(config.commit_step_bytes)
@@ -461,6 +506,8 @@ impl ArenaPool {
                         len: arena_bytes,
                         taken: AtomicBool::new(false),
                         committed: AtomicUsize::new(0),
+                        page_size: page,
+                        source: shared.clone(),
                     },
                     arena_config,
                 )),
@@ -474,13 +521,12 @@ impl ArenaPool {
                 protected_bytes: AtomicUsize::new(0),
             })
             .collect::<Box<[Slot]>>();
-        Ok(ArenaPool {
+        let core = PoolCore {
             base,
             arena_bytes,
             stride_shift: stride.trailing_zeros(),
             reserved_bytes,
             slots,
-            // Lowest index on top, so a lightly used pool keeps touching the same arenas.
             queue: Mutex::new(Queue {
                 waiters: VecDeque::with_capacity(16),
                 next_ticket: 0,
@@ -492,7 +538,8 @@ impl ArenaPool {
             waiting: AtomicUsize::new(0),
             config,
             registered: AtomicBool::new(false),
-        })
+        };
+        Ok(ArenaPool { core, source })
     }
 
     /// Leaks the pool and registers it with the router, so that its leases can be
@@ -503,25 +550,93 @@ impl ArenaPool {
     /// # Errors
     /// [`PoolError::RegistryFull`] when [`MAX_POOLS`](crate::MAX_POOLS) pools are
     /// registered already (the pool is then leaked but unused).
-    pub fn into_static(self) -> Result<&'static ArenaPool, PoolError> {
-        let pool: &'static ArenaPool = router::outside_arena(|| Box::leak(Box::new(self)));
-        if router::register(pool) {
+    pub fn into_static(self) -> Result<&'static ArenaPool<P>, PoolError> {
+        let pool: &'static ArenaPool<P> = router::outside_arena(|| Box::leak(Box::new(self)));
+        if router::register(&pool.core) {
             Ok(pool)
         } else {
             Err(PoolError::RegistryFull)
         }
     }
+}
+
+impl<P: PageSource> ArenaPool<P> {
+    /// The page source the pool's reservation came from.
+    pub fn source(&self) -> &P {
+        &self.source
+    }
 
     /// The configuration.
     pub fn config(&self) -> &PoolConfig {
-        &self.config
+        &self.core.config
     }
 
     /// The capacity of each arena in bytes (a multiple of the page size).
     pub fn arena_bytes(&self) -> usize {
-        self.arena_bytes
+        self.core.arena_bytes
     }
 
+    /// The index of the arena that holds `address`, if it lies in this pool.
+    pub fn arena_index_of(&self, address: usize) -> Option<usize> {
+        self.core.arena_index_of(address)
+    }
+
+    /// The part of the pool the router registers.
+    pub(crate) fn core(&self) -> &PoolCore {
+        &self.core
+    }
+
+    #[inline]
+    fn lease(&self, index: u32) -> PooledArena<'_, P> {
+        PooledArena {
+            pool: self,
+            slot: self.core.lease(index),
+            index,
+            _not_sync: PhantomData,
+        }
+    }
+
+    /// A free arena, or `None` at once when every arena is in use (or others are
+    /// already waiting for one).
+    #[inline]
+    pub fn try_acquire(&self) -> Option<PooledArena<'_, P>> {
+        let index = self.core.try_acquire()?;
+        Some(self.lease(index))
+    }
+
+    /// A free arena, waiting as long as it takes (first come, first served).
+    pub fn acquire(&self) -> PooledArena<'_, P> {
+        match self.core.acquire_until(None) {
+            Some(index) => self.lease(index),
+            None => unreachable!("waiting without a deadline ends with a grant"),
+        }
+    }
+
+    /// A free arena, waiting at most `timeout`.
+    pub fn acquire_timeout(&self, timeout: Duration) -> Option<PooledArena<'_, P>> {
+        let index = self
+            .core
+            .acquire_until(Instant::now().checked_add(timeout))?;
+        Some(self.lease(index))
+    }
+
+    /// A future that resolves to a free arena: waiters are served first come, first
+    /// served, and dropping the future before it resolves gives up its place (and any
+    /// arena already granted to it) without losing anything.
+    pub fn acquire_async(&self) -> AcquireFuture<'_, P> {
+        AcquireFuture {
+            pool: self,
+            ticket: None,
+        }
+    }
+
+    /// Statistics: arenas free, in use, quarantined; waiters; committed bytes.
+    pub fn stats(&self) -> PoolStats {
+        self.core.stats()
+    }
+}
+
+impl PoolCore {
     /// The slot holding `address`: one subtraction and one division, by a power of two,
     /// so a shift (no panic path: the index is in bounds by construction).
     #[inline(always)]
@@ -537,32 +652,37 @@ impl ArenaPool {
     }
 
     /// The index of the arena that holds `address`, if it lies in this pool.
-    pub fn arena_index_of(&self, address: usize) -> Option<usize> {
+    fn arena_index_of(&self, address: usize) -> Option<usize> {
         let offset = address.wrapping_sub(self.base.addr().get());
         (offset < self.reserved_bytes).then(|| offset >> self.stride_shift)
     }
 
-    fn lease(&self, index: u32) -> PooledArena<'_> {
+    /// Marks a free slot, just taken off the stack or granted, leased.
+    #[inline]
+    fn lease(&self, index: u32) -> &Slot {
         let slot = &self.slots[index as usize];
         #[cfg(feature = "debug-protect")]
         self.unprotect(slot, index);
         slot.state.store(LEASED, Ordering::Relaxed);
-        PooledArena {
-            pool: self,
-            slot,
-            index,
-            _not_sync: PhantomData,
-        }
+        slot
     }
 
-    /// A free arena, or `None` at once when every arena is in use (or others are
-    /// already waiting for one).
-    #[inline]
-    pub fn try_acquire(&self) -> Option<PooledArena<'_>> {
+    /// The index of a free arena, or `None` at once when every arena is in use (or
+    /// others are already waiting for one).
+    #[inline(always)]
+    fn try_acquire(&self) -> Option<u32> {
         if self.waiting.load(Ordering::SeqCst) == 0 {
-            return self.free.pop().map(|index| self.lease(index));
+            return self.free.pop();
         }
-        let index = router::outside_arena(|| {
+        self.try_acquire_behind_waiters()
+    }
+
+    /// [`try_acquire`](Self::try_acquire) while others wait: serves them first, under
+    /// the lock, and takes what is left.
+    #[cold]
+    #[inline(never)]
+    fn try_acquire_behind_waiters(&self) -> Option<u32> {
+        router::outside_arena(|| {
             let mut wakeups = Wakeups::new();
             let index = {
                 let mut queue = lock(&self.queue);
@@ -576,30 +696,17 @@ impl ArenaPool {
             };
             self.after_unlock(&mut wakeups);
             index
-        })?;
-        Some(self.lease(index))
+        })
     }
 
-    /// A free arena, waiting as long as it takes (first come, first served).
-    pub fn acquire(&self) -> PooledArena<'_> {
-        match self.acquire_until(None) {
-            Some(lease) => lease,
-            None => unreachable!("waiting without a deadline ends with a grant"),
-        }
-    }
-
-    /// A free arena, waiting at most `timeout`.
-    pub fn acquire_timeout(&self, timeout: Duration) -> Option<PooledArena<'_>> {
-        self.acquire_until(Instant::now().checked_add(timeout))
-    }
-
-    fn acquire_until(&self, deadline: Option<Instant>) -> Option<PooledArena<'_>> {
+    /// The index of a free arena, waiting until `deadline` (`None`: for ever).
+    fn acquire_until(&self, deadline: Option<Instant>) -> Option<u32> {
         if self.waiting.load(Ordering::SeqCst) == 0
             && let Some(index) = self.free.pop()
         {
-            return Some(self.lease(index));
+            return Some(index);
         }
-        let index = router::outside_arena(|| {
+        router::outside_arena(|| {
             let mut wakeups = Wakeups::new();
             let mut queue = lock(&self.queue);
             let ticket = self.enqueue(&mut queue, None);
@@ -638,18 +745,7 @@ impl ArenaPool {
                     }
                 };
             }
-        })?;
-        Some(self.lease(index))
-    }
-
-    /// A future that resolves to a free arena: waiters are served first come, first
-    /// served, and dropping the future before it resolves gives up its place (and any
-    /// arena already granted to it) without losing anything.
-    pub fn acquire_async(&self) -> AcquireFuture<'_> {
-        AcquireFuture {
-            pool: self,
-            ticket: None,
-        }
+        })
     }
 
     /// Wakes whom a settle served before this thread goes on holding the lock (or waits
@@ -762,8 +858,13 @@ impl ArenaPool {
     /// # Safety
     /// - The caller owns the slot (module docs): its lease is gone and nothing allocated
     ///   from it is live.
-    unsafe fn recycle(&self, slot: &Slot, how: Returned) {
-        let index = self.index_of_slot(slot);
+    #[inline]
+    unsafe fn recycle(&self, slot: &Slot, index: u32, how: Returned) {
+        debug_assert!(
+            core::ptr::eq(slot, &self.slots[index as usize]),
+            "slot {:p} is not number {index} of its pool",
+            slot
+        );
         // SAFETY: the caller owns the slot, and nothing allocated from it is used again.
         unsafe { slot.arena().reset_unchecked() };
         slot.local_live.set(0);
@@ -775,9 +876,16 @@ impl ArenaPool {
         self.protect(slot);
         self.free.push(index);
         // The push is `SeqCst`; so is this load (module docs: no lost grant).
-        if self.waiting.load(Ordering::SeqCst) == 0 {
-            return;
+        if self.waiting.load(Ordering::SeqCst) != 0 {
+            self.serve_waiters(how);
         }
+    }
+
+    /// After an arena was pushed back: hands free arenas to waiters (or, on the routing
+    /// path, flags them for the lock holder), then wakes whom it served.
+    #[cold]
+    #[inline(never)]
+    fn serve_waiters(&self, how: Returned) {
         router::outside_arena(|| {
             let mut wakeups = Wakeups::new();
             match how {
@@ -791,8 +899,21 @@ impl ArenaPool {
         });
     }
 
+    /// [`recycle`](Self::recycle) for a free on the routing path that settled the debt
+    /// of a quarantined slot: out of line, so the routing path stays small.
+    ///
+    /// # Safety
+    /// - As for `recycle`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn recycle_settled(&self, slot: &Slot) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.recycle(slot, self.index_of_slot(slot), Returned::FromFree) };
+    }
+
     /// Ends a lease: recycles the arena at once, or quarantines it while routed
     /// allocations from it are live.
+    #[inline]
     fn release(&self, index: u32) {
         let slot = &self.slots[index as usize];
         if slot.entered.get() != 0 {
@@ -806,14 +927,22 @@ impl ArenaPool {
             // Every routed allocation was freed on the entering thread, so no other
             // thread holds one to free: the slot is ours without touching the atomics.
             // SAFETY: nothing allocated from the slot is live and the lease is gone.
-            unsafe { self.recycle(slot, Returned::FromRelease) };
+            unsafe { self.recycle(slot, index, Returned::FromRelease) };
             return;
         }
+        self.quarantine(slot, index, outstanding);
+    }
+
+    /// Ends a lease with `outstanding` routed allocations not freed on the entering
+    /// thread: the slot waits for them, unless other threads have freed them all.
+    #[cold]
+    #[inline(never)]
+    fn quarantine(&self, slot: &Slot, index: u32, outstanding: isize) {
         slot.state.store(QUARANTINED, Ordering::Relaxed);
         if slot.remote_frees.fetch_sub(outstanding, Ordering::AcqRel) == outstanding {
             // SAFETY: the debt is settled (every routed allocation is freed) and the
             // lease is gone: this thread owns the slot.
-            unsafe { self.recycle(slot, Returned::FromRelease) };
+            unsafe { self.recycle(slot, index, Returned::FromRelease) };
         }
     }
 
@@ -858,7 +987,7 @@ impl ArenaPool {
     }
 
     /// Statistics: arenas free, in use, quarantined; waiters; committed bytes.
-    pub fn stats(&self) -> PoolStats {
+    fn stats(&self) -> PoolStats {
         let mut counts = [0usize; 4];
         let mut committed = 0;
         for slot in self.slots.iter() {
@@ -885,28 +1014,33 @@ impl Slot {
     }
 }
 
-impl Drop for ArenaPool {
+impl<P: PageSource> Drop for ArenaPool<P> {
     fn drop(&mut self) {
         // Leases borrow the pool and registered pools are never dropped, so every slot
         // is free here and nothing points into the reservation.
         #[cfg(feature = "debug-protect")]
-        for (index, slot) in self.slots.iter().enumerate() {
-            self.unprotect(slot, index as u32);
+        for (index, slot) in self.core.slots.iter().enumerate() {
+            self.core.unprotect(slot, index as u32);
         }
         // Release the arenas' bookkeeping first (their chunks are parts of the slots).
-        self.slots = Box::new([]);
-        let source = DefaultPages::default();
-        // SAFETY: the whole reservation made in `new`, unused from now on.
-        let _ = unsafe { source.release(self.base, self.reserved_bytes, source.page_size()) };
+        self.core.slots = Box::new([]);
+        let page = self.source.page_size();
+        // SAFETY: the whole reservation made from this source in `new_outside`, with
+        // this alignment, unused from now on.
+        let _ = unsafe {
+            self.source
+                .release(self.core.base, self.core.reserved_bytes, page)
+        };
     }
 }
 
-impl fmt::Debug for ArenaPool {
+impl<P: PageSource + fmt::Debug> fmt::Debug for ArenaPool<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ArenaPool")
-            .field("base", &self.base)
-            .field("arena_bytes", &self.arena_bytes)
-            .field("config", &self.config)
+            .field("base", &self.core.base)
+            .field("arena_bytes", &self.core.arena_bytes)
+            .field("config", &self.core.config)
+            .field("source", &self.source)
             .field("stats", &self.stats())
             .finish()
     }
@@ -919,8 +1053,8 @@ impl fmt::Debug for ArenaPool {
 /// A lease is `Send` (a request may move between worker threads between polls) but not
 /// `Sync`: one thread uses the arena at a time.
 #[must_use = "dropping the lease gives the arena back at once"]
-pub struct PooledArena<'pool> {
-    pool: &'pool ArenaPool,
+pub struct PooledArena<'pool, P: PageSource = DefaultPages> {
+    pool: &'pool ArenaPool<P>,
     /// `&pool.slots[index]`, kept so that every use of the arena is one load.
     slot: &'pool Slot,
     index: u32,
@@ -930,11 +1064,11 @@ pub struct PooledArena<'pool> {
 // SAFETY: the lease owns the slot's bump state (module docs); moving it to another thread
 // moves that ownership, and no guard (which is `!Send` and borrows the lease) can be
 // alive across the move.
-unsafe impl Send for PooledArena<'_> {}
+unsafe impl<P: PageSource + Send + Sync> Send for PooledArena<'_, P> {}
 
-impl<'pool> PooledArena<'pool> {
+impl<'pool, P: PageSource> PooledArena<'pool, P> {
     /// The pool this arena belongs to.
-    pub fn pool(&self) -> &'pool ArenaPool {
+    pub fn pool(&self) -> &'pool ArenaPool<P> {
         self.pool
     }
 
@@ -974,7 +1108,7 @@ impl<'pool> PooledArena<'pool> {
     }
 }
 
-impl Deref for PooledArena<'_> {
+impl<P: PageSource> Deref for PooledArena<'_, P> {
     type Target = Arena<SlotPages>;
 
     #[inline(always)]
@@ -984,13 +1118,14 @@ impl Deref for PooledArena<'_> {
     }
 }
 
-impl Drop for PooledArena<'_> {
+impl<P: PageSource> Drop for PooledArena<'_, P> {
+    #[inline]
     fn drop(&mut self) {
-        self.pool.release(self.index);
+        self.pool.core.release(self.index);
     }
 }
 
-impl fmt::Debug for PooledArena<'_> {
+impl<P: PageSource> fmt::Debug for PooledArena<'_, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PooledArena")
             .field("index", &self.index)
@@ -1004,23 +1139,24 @@ impl fmt::Debug for PooledArena<'_> {
 /// served. Dropping it gives up its place in the queue, passing on an arena already
 /// granted to it.
 #[must_use = "futures do nothing unless polled"]
-pub struct AcquireFuture<'pool> {
-    pool: &'pool ArenaPool,
+pub struct AcquireFuture<'pool, P: PageSource = DefaultPages> {
+    pool: &'pool ArenaPool<P>,
     /// The place in the queue once the future has waited.
     ticket: Option<u64>,
 }
 
-impl<'pool> Future for AcquireFuture<'pool> {
-    type Output = PooledArena<'pool>;
+impl<'pool, P: PageSource> Future for AcquireFuture<'pool, P> {
+    type Output = PooledArena<'pool, P>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let pool = self.pool;
+        let outer = self.pool;
+        let pool = &outer.core;
         let ticket = self.ticket;
         if ticket.is_none()
             && pool.waiting.load(Ordering::SeqCst) == 0
             && let Some(index) = pool.free.pop()
         {
-            return Poll::Ready(pool.lease(index));
+            return Poll::Ready(outer.lease(index));
         }
         let (index, ticket) = router::outside_arena(|| {
             let mut wakeups = Wakeups::new();
@@ -1056,16 +1192,16 @@ impl<'pool> Future for AcquireFuture<'pool> {
         });
         self.ticket = ticket;
         match index {
-            Some(index) => Poll::Ready(pool.lease(index)),
+            Some(index) => Poll::Ready(outer.lease(index)),
             None => Poll::Pending,
         }
     }
 }
 
-impl Drop for AcquireFuture<'_> {
+impl<P: PageSource> Drop for AcquireFuture<'_, P> {
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket.take() {
-            let pool = self.pool;
+            let pool = &self.pool.core;
             router::outside_arena(|| {
                 let mut wakeups = Wakeups::new();
                 let mut queue = lock(&pool.queue);
@@ -1077,7 +1213,7 @@ impl Drop for AcquireFuture<'_> {
     }
 }
 
-impl fmt::Debug for AcquireFuture<'_> {
+impl<P: PageSource> fmt::Debug for AcquireFuture<'_, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AcquireFuture")
             .field("ticket", &self.ticket)

@@ -10,12 +10,16 @@ use core::marker::PhantomData;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
-use crate::pool::{ArenaPool, PooledArena, Slot};
+use mmap_alloc::PageSource;
+
+use crate::pool::{PoolCore, PooledArena, Slot};
 
 /// How many pools can be registered with the router.
 pub const MAX_POOLS: usize = 32;
 
-static POOLS: [AtomicPtr<ArenaPool>; MAX_POOLS] =
+/// The registered pools: their source-independent part, so pools over any page source
+/// share the registry and the routing path is the same for all.
+static POOLS: [AtomicPtr<PoolCore>; MAX_POOLS] =
     [const { AtomicPtr::new(ptr::null_mut()) }; MAX_POOLS];
 /// Registry entries claimed (may exceed `MAX_POOLS` after failed claims).
 static CLAIMED: AtomicUsize = AtomicUsize::new(0);
@@ -33,7 +37,7 @@ thread_local! {
 
 /// Registers a pool so that frees of its memory are routed to it; idempotent.
 /// Returns `false` when the registry is full.
-pub(crate) fn register(pool: &'static ArenaPool) -> bool {
+pub(crate) fn register(pool: &'static PoolCore) -> bool {
     if pool.registered.load(Ordering::Acquire) {
         return true;
     }
@@ -57,7 +61,7 @@ pub(crate) fn register(pool: &'static ArenaPool) -> bool {
 
 /// The registered pool and slot holding `address`, if any.
 #[inline(always)]
-fn locate(address: usize) -> Option<(&'static ArenaPool, &'static Slot)> {
+fn locate(address: usize) -> Option<(&'static PoolCore, &'static Slot)> {
     let published = PUBLISHED.load(Ordering::Acquire).min(MAX_POOLS);
     for entry in &POOLS[..published] {
         let pool = entry.load(Ordering::Acquire);
@@ -65,7 +69,7 @@ fn locate(address: usize) -> Option<(&'static ArenaPool, &'static Slot)> {
             continue;
         }
         // SAFETY: registered pools are `'static` and never dropped.
-        let pool: &'static ArenaPool = unsafe { &*pool };
+        let pool: &'static PoolCore = unsafe { &*pool };
         if let Some(slot) = pool.slot_of(address) {
             return Some((pool, slot));
         }
@@ -141,7 +145,7 @@ pub struct ArenaGuard<'lease> {
     _not_send: PhantomData<*const ()>,
 }
 
-impl PooledArena<'static> {
+impl<P: PageSource> PooledArena<'static, P> {
     /// Routes this thread's global allocations (through [`ArenaRouter`]) to the arena
     /// until the guard is dropped. Forgetting the guard leaks the arena: it is never
     /// reused, since the thread might still route to it.
@@ -151,7 +155,7 @@ impl PooledArena<'static> {
     /// [`MAX_POOLS`] others are.
     pub fn enter(&self) -> ArenaGuard<'_> {
         assert!(
-            register(self.pool()),
+            register(self.pool().core()),
             "arena-alloc: the router's registry of {MAX_POOLS} pools is full"
         );
         let slot = self.slot();
@@ -315,7 +319,7 @@ impl<F: GlobalAlloc> ArenaRouter<F> {
     /// # Safety
     /// - `ptr` is a live allocation of `layout` in `slot`, made through the router.
     #[inline]
-    unsafe fn free_routed(&self, pool: &ArenaPool, slot: &Slot, ptr: *mut u8, layout: Layout) {
+    unsafe fn free_routed(&self, pool: &PoolCore, slot: &Slot, ptr: *mut u8, layout: Layout) {
         #[cfg(feature = "debug-poison")]
         // SAFETY: the allocation is dead from now on and `layout.size()` bytes long.
         unsafe {

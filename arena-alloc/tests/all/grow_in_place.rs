@@ -91,3 +91,37 @@ fn growth_to_a_larger_alignment_moves_when_misaligned() {
         .cast::<u8>();
     assert_eq!(grown.addr().get() % 64, 0);
 }
+
+#[test]
+fn shrinking_an_older_allocation_stays_put_unless_it_needs_a_larger_alignment() {
+    let arena = Arena::new();
+    let allocator = &arena;
+    let _pad = arena.alloc(1u8);
+    let old = Layout::from_size_align(100, 1).unwrap();
+    let ptr = allocator.allocate(old).unwrap().cast::<u8>();
+    // SAFETY: 100 writable bytes.
+    unsafe { ptr.write_bytes(0x5A, 100) };
+    let _blocker = arena.alloc(1u8);
+    let allocated = arena.stats().allocated_bytes;
+    let smaller = Layout::from_size_align(40, 1).unwrap();
+    // SAFETY: `ptr` was allocated with `old`.
+    let shrunk = unsafe { allocator.shrink(ptr, old, smaller) }.unwrap();
+    assert_eq!(
+        shrunk.cast::<u8>(),
+        ptr,
+        "an older block shrinks where it is"
+    );
+    assert_eq!(shrunk.len(), 40);
+    assert_eq!(arena.stats().allocated_bytes, allocated);
+    // `ptr` is odd (after a 1-byte allocation), so a 64-byte alignment needs a move.
+    assert_ne!(ptr.addr().get() % 64, 0);
+    let aligned = Layout::from_size_align(20, 64).unwrap();
+    // SAFETY: `ptr` is now a block of `smaller`.
+    let moved = unsafe { allocator.shrink(ptr, smaller, aligned) }
+        .unwrap()
+        .cast::<u8>();
+    assert_eq!(moved.addr().get() % 64, 0);
+    // SAFETY: 20 bytes copied from the old block.
+    let bytes = unsafe { core::slice::from_raw_parts(moved.as_ptr(), 20) };
+    assert!(bytes.iter().all(|&b| b == 0x5A));
+}

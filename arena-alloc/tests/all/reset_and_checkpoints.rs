@@ -139,3 +139,31 @@ fn steady_usage_is_not_decommitted_every_cycle_but_a_spike_is() {
     );
     assert_eq!(cycle(100 << 10), 1);
 }
+
+#[test]
+#[cfg_attr(miri, ignore = "counts real system calls")]
+fn default_config_fill_of_1_mib_then_reset_makes_no_system_call_in_steady_state() {
+    use mmap_alloc::{OsPages, syscall_counters};
+
+    let mut arena = Arena::<OsPages>::with_source(OsPages, ArenaConfig::new());
+    let mut cycle = || {
+        let before = syscall_counters::snapshot();
+        for i in 0..1024 {
+            arena.alloc([i as u8; 1024]);
+        }
+        arena.reset();
+        syscall_counters::snapshot().since(&before)
+    };
+    let first = cycle();
+    assert_eq!(first.mmap, 1, "one reservation for the chunk");
+    assert_eq!(
+        first.madvise, 1,
+        "the first reset gives back what is above the 256 KiB warm mark"
+    );
+    // From then on the previous cycle's usage stays committed and untouched: the fill
+    // reuses the same pages and the reset is a few stores.
+    for round in 0..5 {
+        assert_eq!(cycle().total(), 0, "round {round}");
+    }
+    assert_eq!(arena.stats().chunks, 1);
+}
