@@ -912,6 +912,29 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
         self.maybe_check_invariants();
     }
 
+    /// [`reset_unchecked`](Arena::reset_unchecked), then gives back the warm pages as
+    /// well, down to the chunk header: for an arena whose last use was out of the
+    /// ordinary (a pool arena that went over its budget), so that it leaves nothing
+    /// resident behind and its next use starts as a fresh one.
+    ///
+    /// # Safety
+    /// - No allocation of the arena is used afterwards.
+    pub(crate) unsafe fn reset_cold(&self) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.reset_unchecked() };
+        let Some(current) = self.current.get() else {
+            return;
+        };
+        let base = current.base().addr().get();
+        let dirty = self.high_water.get().saturating_sub(base);
+        self.previous_cycle_bytes.set(0);
+        if dirty > HEADER_BYTES {
+            // SAFETY: forwarded from the caller; the header stays committed.
+            unsafe { self.decommit_above(current, HEADER_BYTES, dirty) };
+        }
+        self.maybe_check_invariants();
+    }
+
     /// The cold part of a reset: releases oversize chunks and every ordinary chunk but
     /// the current one.
     ///

@@ -93,7 +93,8 @@ impl PoolConfig {
         }
     }
 
-    /// Bytes at the start of each arena kept committed and untouched on reuse.
+    /// Bytes at the start of each arena kept committed and untouched on reuse. An arena
+    /// released over its budget (a spill raised its flag) gives these back as well.
     pub const fn warm_bytes(mut self, bytes: usize) -> Self {
         self.warm_bytes = bytes;
         self
@@ -866,7 +867,15 @@ impl PoolCore {
             slot
         );
         // SAFETY: the caller owns the slot, and nothing allocated from it is used again.
-        unsafe { slot.arena().reset_unchecked() };
+        // An arena that went over its budget (a runaway request) gives back its warm
+        // pages too: it is the exception, and what it filled should not stay resident.
+        unsafe {
+            if slot.over_budget.load(Ordering::Relaxed) {
+                slot.arena().reset_cold();
+            } else {
+                slot.arena().reset_unchecked();
+            }
+        }
         slot.local_live.set(0);
         slot.remote_frees.store(0, Ordering::Relaxed);
         slot.spilled_bytes.store(0, Ordering::Relaxed);

@@ -107,18 +107,21 @@ impl TimerHeap {
         }
     }
 
-    /// Drops cancelled entries from the whole heap.
+    /// Drops cancelled entries from the whole heap, in place: a reset timer (one per
+    /// request, for the header-read timeout) must not cost an allocation now and then.
     fn compact(&mut self) {
-        let items = std::mem::take(&mut self.heap).into_vec();
-        let mut kept = Vec::with_capacity(items.len());
-        for item in items {
-            if item.entry.is_cancelled() {
+        let mut items = std::mem::take(&mut self.heap).into_vec();
+        let mut index = 0;
+        while index < items.len() {
+            if items[index].entry.is_cancelled() {
+                let item = items.swap_remove(index);
                 self.recycle(item.entry);
             } else {
-                kept.push(item);
+                index += 1;
             }
         }
-        self.heap = BinaryHeap::from(kept);
+        // Rebuilds the heap in the same buffer.
+        self.heap = BinaryHeap::from(items);
         self.compact_at = (self.heap.len() * 2).max(MIN_COMPACTION_LEN);
     }
 

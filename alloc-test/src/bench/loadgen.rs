@@ -30,6 +30,9 @@ pub enum Stop {
     After(Duration),
     /// After this many requests have been sent and answered (or lost).
     Requests(u64),
+    /// After each connection has had this many requests answered: with 1, a load that
+    /// only opens its connections.
+    PerConnection(u64),
 }
 
 /// A second path that every `every`-th request goes to.
@@ -168,7 +171,7 @@ pub fn run(load: &Load) -> io::Result<Outcome> {
         tickets: &tickets,
         deadline: match load.stop {
             Stop::After(duration) => Some(started + duration),
-            Stop::Requests(_) => None,
+            Stop::Requests(_) | Stop::PerConnection(_) => None,
         },
     };
     let results: Vec<io::Result<ThreadOutcome>> = std::thread::scope(|scope| {
@@ -258,6 +261,8 @@ struct Connection {
     stream: TcpStream,
     state: State,
     received: Vec<u8>,
+    /// Requests sent on this connection.
+    sent: u64,
 }
 
 fn connect(poll: &Poll, target: SocketAddr, token: Token) -> io::Result<Connection> {
@@ -269,6 +274,7 @@ fn connect(poll: &Poll, target: SocketAddr, token: Token) -> io::Result<Connecti
         stream,
         state: State::Connecting,
         received: Vec::with_capacity(4096),
+        sent: 0,
     })
 }
 
@@ -282,10 +288,17 @@ fn send_next(shared: &Shared<'_>, connection: &mut Connection) -> bool {
         connection.state = State::Done;
         return true;
     }
+    if let Stop::PerConnection(limit) = shared.load.stop
+        && connection.sent >= limit
+    {
+        connection.state = State::Done;
+        return true;
+    }
     let Some(kind) = shared.next_request() else {
         connection.state = State::Done;
         return true;
     };
+    connection.sent += 1;
     connection.state = State::InFlight {
         kind,
         sent_at: Instant::now(),

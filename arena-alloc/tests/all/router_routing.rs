@@ -149,3 +149,58 @@ fn realloc_grows_in_place_and_moves_between_arena_and_fallback() {
     }
     assert_eq!(lease.live_routed_allocations(), 0);
 }
+
+#[test]
+#[cfg_attr(miri, ignore = "miri has no page residency")]
+fn over_budget_arena_gives_back_its_warm_pages_on_release() {
+    use mmap_alloc::{Decommit, sys};
+    let warm = 128 << 10;
+    let pool = static_pool(
+        PoolConfig::new(1, 256 << 10)
+            .warm_bytes(warm)
+            .decommit(Decommit::Zero),
+    );
+    let written = Layout::from_size_align(96 << 10, 4096).unwrap();
+    let residency = |lease: &arena_alloc::PooledArena<'static>, spill: bool| {
+        let block = lease.run(|| {
+            // SAFETY: non-zero layouts; the blocks are freed before the lease ends.
+            unsafe {
+                let block = ROUTER.alloc(written);
+                block.write_bytes(1, written.size());
+                if spill {
+                    let big = Layout::from_size_align(512 << 10, 8).unwrap();
+                    let spilled = ROUTER.alloc(big);
+                    assert!(!spilled.is_null());
+                    ROUTER.dealloc(spilled, big);
+                }
+                ROUTER.dealloc(block, written);
+                block
+            }
+        });
+        assert_eq!(lease.is_over_budget(), spill);
+        core::ptr::NonNull::new(block).unwrap()
+    };
+    let pages = written.size() / sys::page_size();
+    let resident = |block: core::ptr::NonNull<u8>| {
+        // SAFETY: the range lies in the pool's reservation.
+        unsafe { sys::resident_pages(block, written.size()) }.unwrap()
+    };
+
+    // A normal lease keeps its warm pages for the next one.
+    let lease = pool.try_acquire().unwrap();
+    let block = residency(&lease, false);
+    drop(lease);
+    assert_eq!(resident(block), pages);
+
+    // One that went over budget leaves nothing resident behind.
+    let lease = pool.try_acquire().unwrap();
+    let block = residency(&lease, true);
+    drop(lease);
+    assert_eq!(resident(block), 0);
+
+    // And the arena works as before.
+    let lease = pool.try_acquire().unwrap();
+    assert!(!lease.is_over_budget());
+    let text = lease.run(|| format!("{}", 42));
+    assert_eq!(text, "42");
+}

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
+use mmap_alloc::Decommit;
 
 use crate::net::TcpListener;
 use crate::runtime::{Runtime, block_on_thread};
@@ -262,9 +263,14 @@ impl ServerBuilder {
         let settings = self.config;
         let pool = match settings.pool {
             Some(pool) => pool,
-            None => ArenaPool::new(PoolConfig::new(settings.arenas, settings.arena_bytes))
-                .and_then(ArenaPool::into_static)
-                .map_err(|error| io::Error::other(format!("request arena pool: {error}")))?,
+            // Pages a request used above the warm watermark go back to the OS at once
+            // (`MADV_DONTNEED`): a request that used a lot leaves no resident memory
+            // behind, and the usual small request never reaches the watermark.
+            None => ArenaPool::new(
+                PoolConfig::new(settings.arenas, settings.arena_bytes).decommit(Decommit::Zero),
+            )
+            .and_then(ArenaPool::into_static)
+            .map_err(|error| io::Error::other(format!("request arena pool: {error}")))?,
         };
         request_scope::report_panics_outside_arenas();
         let listeners = bind_listeners(address, self.workers, self.reuse_port)?;

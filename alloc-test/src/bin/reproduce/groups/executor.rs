@@ -80,7 +80,32 @@ struct Figures {
     answered: u64,
 }
 
-fn round(server: &ServerChild, duration: Duration, figures: &mut Figures) -> Result<(), String> {
+/// Fallback-heap calls and requests of a load that only opens the connections (one
+/// request each): what every round pays besides its steady state.
+#[derive(Clone, Copy, Debug, Default)]
+struct SetUp {
+    heap_calls: u64,
+    served: u64,
+}
+
+impl SetUp {
+    fn of(server: &ServerChild) -> Result<SetUp, String> {
+        let before = server.counters()?;
+        run_load(server, &load(server, Stop::PerConnection(1)))?;
+        let after = server.counters()?;
+        Ok(SetUp {
+            heap_calls: after.heap_calls.saturating_sub(before.heap_calls),
+            served: after.requests.saturating_sub(before.requests),
+        })
+    }
+}
+
+fn round(
+    server: &ServerChild,
+    duration: Duration,
+    set_up: SetUp,
+    figures: &mut Figures,
+) -> Result<(), String> {
     let counters_before = server.counters()?;
     let cpu_before = server.cpu_time()?;
     let outcome = run_load(server, &load(server, Stop::After(duration)))?;
@@ -114,9 +139,14 @@ fn round(server: &ServerChild, duration: Duration, figures: &mut Figures) -> Res
     figures
         .cpu_micros_per_request
         .push(cpu.as_secs_f64() * 1e6 / answered as f64);
+    // Steady state: the round's calls and requests beyond those of opening its
+    // connections (and of the `/__counters` request), measured by a load that does only
+    // that.
+    let steady_calls = heap_calls.saturating_sub(set_up.heap_calls);
+    let steady_served = served.saturating_sub(set_up.served).max(1);
     figures
         .heap_calls_per_request
-        .push(heap_calls as f64 / served as f64);
+        .push(steady_calls as f64 / steady_served as f64);
     figures.failed += outcome.normal.failed();
     figures.answered += answered;
     Ok(())
@@ -178,9 +208,12 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
     ];
     let mut figures = [Figures::default(), Figures::default()];
     let mut resident = [Resident::default(), Resident::default()];
+    let mut set_up = [SetUp::default(), SetUp::default()];
     for (index, server) in servers.iter().enumerate() {
         let outcome = run_load(server, &load(server, Stop::Requests(WARM_UP_REQUESTS)))?;
         figures[index].answered += outcome.answered();
+        set_up[index] = SetUp::of(server)?;
+        figures[index].answered += set_up[index].served;
         resident[index].warm = Memory::of(server)?;
     }
     for number in 0..round_count {
@@ -191,7 +224,12 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
         // Alternate who goes first, so neither always runs right after the other.
         let order = if number % 2 == 0 { [0, 1] } else { [1, 0] };
         for index in order {
-            round(&servers[index], round_time, &mut figures[index])?;
+            round(
+                &servers[index],
+                round_time,
+                set_up[index],
+                &mut figures[index],
+            )?;
         }
     }
     progress.step("executor: each server up to 1M requests");
@@ -414,7 +452,9 @@ fn page(
                     "Calls of `alloc`, `alloc_zeroed` and `realloc` that reach SlabHeap \
                      under the router, per request the server received, over each round \
                      ({rounds_text}); read from the server before and after the round \
-                     (`/__counters`). For ours these are the allocations made outside any \
+                     (`/__counters`). Steady state: each round opens its 64 connections \
+                     afresh, so the calls and requests of a load that only opens them \
+                     (one request each, measured once per server) are subtracted. For ours these are the allocations made outside any \
                      request arena (connection state, hyper's per-request work done in \
                      the connection task, the runtime) and spills; allocations in a \
                      request's arena are not counted. tokio has no arenas, so every \
