@@ -10,10 +10,13 @@ use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use allocator_api2::alloc::{AllocError, Allocator};
 use mmap_alloc::{DefaultPages, MmapAlloc, PageSource};
 
-use crate::cache::{CacheCore, CoreConfig, default_magazine_capacity};
+use crate::cache::{
+    CacheCore, CoreConfig, default_magazine_capacity, default_max_magazine_capacity,
+};
 use crate::size_class::{CLASS_COUNT, CLASS_SIZES, class_align, class_for};
 use crate::slab::Geometry;
 use crate::stats::HeapStats;
+use crate::sync::CachePadded;
 
 /// The classes of a heap, in one block of its page source.
 type Classes<S> = [CacheCore<S>; CLASS_COUNT];
@@ -46,9 +49,18 @@ type Classes<S> = [CacheCore<S>; CLASS_COUNT];
 /// ```
 pub struct SlabHeap<S: PageSource + Clone = DefaultPages> {
     source: S,
+    /// Read by every operation, written once.
     classes: AtomicPtr<Classes<S>>,
-    large_blocks: AtomicUsize,
-    large_bytes: AtomicUsize,
+    /// Written by every large allocation and free, so on cache lines of their own, away
+    /// from `classes`.
+    large: CachePadded<LargeCounters>,
+}
+
+/// Statistics of the large blocks.
+#[derive(Debug)]
+struct LargeCounters {
+    blocks: AtomicUsize,
+    bytes: AtomicUsize,
 }
 
 // SAFETY: the classes are `Sync` cores under these bounds; the rest are atomics.
@@ -75,8 +87,10 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         SlabHeap {
             source,
             classes: AtomicPtr::new(ptr::null_mut()),
-            large_blocks: AtomicUsize::new(0),
-            large_bytes: AtomicUsize::new(0),
+            large: CachePadded::new(LargeCounters {
+                blocks: AtomicUsize::new(0),
+                bytes: AtomicUsize::new(0),
+            }),
         }
     }
 
@@ -110,6 +124,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
                         geometry,
                         max_empty_slabs: if size <= 1024 { 4 } else { 2 },
                         magazine_capacity: default_magazine_capacity(geometry.slot_size),
+                        max_magazine_capacity: default_max_magazine_capacity(geometry.slot_size),
                         magazines: true,
                         drop_object: None,
                     },
@@ -172,8 +187,8 @@ impl<S: PageSource + Clone> SlabHeap<S> {
             }
         };
         let block = NonNull::new(block)?;
-        self.large_blocks.fetch_add(1, Ordering::Relaxed);
-        self.large_bytes.fetch_add(layout.size(), Ordering::Relaxed);
+        self.large.blocks.fetch_add(1, Ordering::Relaxed);
+        self.large.bytes.fetch_add(layout.size(), Ordering::Relaxed);
         Some(block)
     }
 
@@ -200,8 +215,8 @@ impl<S: PageSource + Clone> SlabHeap<S> {
                 unsafe { (*classes)[class].free(ptr) }
             }
             None => {
-                self.large_blocks.fetch_sub(1, Ordering::Relaxed);
-                self.large_bytes.fetch_sub(layout.size(), Ordering::Relaxed);
+                self.large.blocks.fetch_sub(1, Ordering::Relaxed);
+                self.large.bytes.fetch_sub(layout.size(), Ordering::Relaxed);
                 // SAFETY: large layouts were allocated by `MmapAlloc` with this layout.
                 unsafe { MmapAlloc.dealloc(ptr.as_ptr(), layout) }
             }
@@ -224,8 +239,8 @@ impl<S: PageSource + Clone> SlabHeap<S> {
                 // SAFETY: a large block of `MmapAlloc` with layout `old`.
                 let moved =
                     NonNull::new(unsafe { MmapAlloc.realloc(ptr.as_ptr(), old, new_size) })?;
-                self.large_bytes.fetch_add(new_size, Ordering::Relaxed);
-                self.large_bytes.fetch_sub(old.size(), Ordering::Relaxed);
+                self.large.bytes.fetch_add(new_size, Ordering::Relaxed);
+                self.large.bytes.fetch_sub(old.size(), Ordering::Relaxed);
                 Some(moved)
             }
             _ => {
@@ -255,8 +270,8 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     /// Statistics of every class and of the large blocks.
     pub fn stats(&self) -> HeapStats {
         let mut stats = HeapStats {
-            large_blocks: self.large_blocks.load(Ordering::Relaxed),
-            large_bytes: self.large_bytes.load(Ordering::Relaxed),
+            large_blocks: self.large.blocks.load(Ordering::Relaxed),
+            large_bytes: self.large.bytes.load(Ordering::Relaxed),
             ..HeapStats::default()
         };
         if let Some(classes) = self.built() {
@@ -322,7 +337,7 @@ impl<S: PageSource + Clone> fmt::Debug for SlabHeap<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SlabHeap")
             .field("built", &self.built().is_some())
-            .field("large_blocks", &self.large_blocks.load(Ordering::Relaxed))
+            .field("large_blocks", &self.large.blocks.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }

@@ -3,6 +3,7 @@
 mod corruption;
 mod exhaustion;
 mod heap_programs;
+mod many_caches;
 mod object_cache_programs;
 mod slab_cache_programs;
 mod threads;
