@@ -94,15 +94,21 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         }
     }
 
-    /// The classes, built on first use; `None` if the source cannot supply their block.
+    /// Class `index` (below [`CLASS_COUNT`]), the classes being built on first use;
+    /// `None` if the source cannot supply their block.
+    ///
+    /// Only the class is borrowed, not the whole table (under miri a borrow costs in
+    /// proportion to the bytes it covers).
     #[inline(always)]
-    fn classes(&self) -> Option<&Classes<S>> {
-        let classes = self.classes.load(Ordering::Acquire);
+    fn class(&self, index: usize) -> Option<&CacheCore<S>> {
+        debug_assert!(index < CLASS_COUNT);
+        let mut classes = self.classes.load(Ordering::Acquire);
         if classes.is_null() {
-            return self.build_classes();
+            classes = ptr::from_ref(self.build_classes()?).cast_mut();
         }
-        // SAFETY: once published the classes live until the heap is dropped.
-        Some(unsafe { &*classes })
+        // SAFETY: once published the classes live until the heap is dropped; `index` is
+        // a class index (from `class_for`), inside the table.
+        Some(unsafe { &*classes.cast::<CacheCore<S>>().add(index) })
     }
 
     #[cold]
@@ -171,7 +177,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     #[inline(always)]
     fn alloc_nonzero(&self, layout: Layout) -> Option<NonNull<u8>> {
         match class_for(layout.size(), layout.align()) {
-            Some(class) => self.classes()?[class].alloc(None),
+            Some(class) => self.class(class)?.alloc(None),
             None => self.alloc_large(layout, false),
         }
     }
@@ -354,9 +360,7 @@ unsafe impl<S: PageSource + Clone> GlobalAlloc for SlabHeap<S> {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let block = match class_for(layout.size(), layout.align()) {
-            Some(class) => self
-                .classes()
-                .and_then(|classes| classes[class].alloc(None)),
+            Some(class) => self.class(class).and_then(|class| class.alloc(None)),
             None => self.alloc_large(layout, true),
         };
         match block {

@@ -44,12 +44,26 @@ use core::sync::atomic::{
 
 use mmap_alloc::{DefaultPages, PageSource};
 
-/// Slots inside every thread's thread-local block, indexed by the inlined fast paths.
+/// Slots inside every thread's thread-local block, indexed by the inlined fast paths (a
+/// power of two).
+///
+/// Under miri the tables are much smaller: every borrow of a thread's magazines makes
+/// miri visit each atomic in them, so their size sets the cost of every operation. The
+/// tests then reach the overflow chunks and the id limit with fewer caches.
+#[cfg(not(miri))]
 pub(crate) const INLINE_SLOTS: usize = 128;
 /// Slots per overflow chunk: one 4 KiB page.
+#[cfg(not(miri))]
 pub(crate) const CHUNK_SLOTS: usize = 128;
 /// Overflow chunks a thread can map.
+#[cfg(not(miri))]
 pub(crate) const CHUNKS: usize = 127;
+#[cfg(miri)]
+pub(crate) const INLINE_SLOTS: usize = 8;
+#[cfg(miri)]
+pub(crate) const CHUNK_SLOTS: usize = 8;
+#[cfg(miri)]
+pub(crate) const CHUNKS: usize = 7;
 /// The number of cache ids: caches beyond this many at once work without magazines
 /// (every operation takes the cache lock). One inline id, `NO_ID`, is never given out.
 pub(crate) const MAX_CACHE_IDS: usize = INLINE_SLOTS + CHUNKS * CHUNK_SLOTS;

@@ -48,9 +48,17 @@ pub unsafe fn check(ptr: *const u8, len: usize, seed: u64) {
 }
 
 /// Every byte index, or under miri (where each byte costs microseconds) the first and
-/// last 32 bytes and every 61st in between.
-fn sampled(len: usize) -> impl Iterator<Item = usize> {
-    (0..len).filter(move |&i| !cfg!(miri) || i < 32 || i + 32 >= len || i % 61 == 0)
+/// last 32 bytes and every 61st in between, generated without visiting the others (a
+/// filter over every index made a 16 KiB block cost seconds).
+pub fn sampled(len: usize) -> impl Iterator<Item = usize> {
+    let (head, step) = if cfg!(miri) {
+        (len.min(32), 61)
+    } else {
+        (len, 1)
+    };
+    let tail = len.saturating_sub(32).max(head);
+    let middle = (head.next_multiple_of(step)..tail).step_by(step);
+    (0..head).chain(middle).chain(tail..len)
 }
 
 fn pattern(seed: u64, i: usize) -> u8 {
