@@ -36,7 +36,17 @@ pub unsafe fn fill(ptr: *mut u8, len: usize, seed: u64) {
 /// # Safety
 /// - `ptr` is valid for reads of `len` bytes.
 pub unsafe fn check(ptr: *const u8, len: usize, seed: u64) {
-    for i in sampled(len) {
+    // SAFETY: forwarded.
+    unsafe { check_prefix(ptr, len, len, seed) }
+}
+
+/// Checks the first `kept` bytes of a block that [`fill`] wrote `filled` bytes of (a
+/// block that shrank or moved): the bytes `fill` sampled for `filled`, below `kept`.
+///
+/// # Safety
+/// - `ptr` is valid for reads of `kept` bytes.
+pub unsafe fn check_prefix(ptr: *const u8, filled: usize, kept: usize, seed: u64) {
+    for i in sampled(filled).take_while(|&i| i < kept) {
         // SAFETY: inside the block (caller).
         let byte = unsafe { ptr.add(i).read() };
         assert_eq!(
