@@ -4,7 +4,7 @@
 //!
 //! Three layers, as in Bonwick & Adams (2001):
 //! 1. per-thread magazines ([`crate::magazine`]): the fast path, no lock, no atomic
-//!    read-modify-write;
+//!    read-modify-write, no write to memory another thread uses;
 //! 2. the depot of full magazines ([`crate::depot`]), under the cache lock;
 //! 3. the slab layer ([`crate::slab`]): partial, full and empty slab lists, under the
 //!    same lock.
@@ -18,6 +18,14 @@
 //! every epoch. A hard cap (`8 * max_empty_slabs + 8` empty slabs, trimmed to half)
 //! bounds what a burst can leave behind between epochs. A cache that goes idle keeps
 //! its memory until its next operations or [`SlabCache::trim`].
+//!
+//! Magazines grow under contention, as in the paper (section 3.6): the lock is taken
+//! with one compare-and-swap and an attempt that finds it held counts as a contention;
+//! every [`CONTENTION_WINDOW`] locked operations, if at least [`CONTENTION_THRESHOLD`] of
+//! them met contention, the cache's magazine size doubles, up to its bound
+//! (`max_magazine_capacity`). Bigger magazines mean proportionally fewer depot
+//! exchanges per object. Threads take up the new size at their next depot exchange; the
+//! size never shrinks (a magazine holds at most the bound's worth of objects per thread).
 //!
 //! # Safety
 //! - A core lives at a fixed address (a block of its page source) from creation to
@@ -33,7 +41,7 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::Ordering::Relaxed;
 use core::time::Duration;
 use std::time::Instant;
 
@@ -41,7 +49,7 @@ use allocator_api2::alloc::AllocError;
 use mmap_alloc::{DefaultPages, PageSource};
 
 use crate::depot::Depot;
-use crate::magazine::{ACTIVE, Magazine, UNREGISTERED, with_magazines};
+use crate::magazine::{ACTIVE, Magazine, Slot, ThreadMagazines, UNREGISTERED, with_magazines};
 use crate::registry::{self, CoreHeader, NO_ID};
 use crate::slab::{self, Geometry, ListKind, SLAB_BYTES, SlabHeader, SlabList};
 use crate::slab_map;
@@ -70,6 +78,16 @@ struct State {
     depot_low: usize,
     /// When the epoch started.
     epoch_start: Instant,
+    /// Operations served by magazines without a lock (as reported at slow paths).
+    magazine_hits: u64,
+    /// Operations that reached the depot or the slabs.
+    magazine_misses: u64,
+    /// Locked operations that found the lock held by another thread.
+    lock_contentions: u64,
+    /// Contentions in the current window of [`CONTENTION_WINDOW`] locked operations.
+    window_contentions: u32,
+    /// Times the magazine size grew.
+    magazine_resizes: u32,
 }
 
 /// Locked operations a working-set epoch lasts at least.
@@ -79,21 +97,29 @@ pub(crate) const EPOCH_EVENTS: u32 = 1024;
 pub(crate) const EPOCH_TIME: Duration = Duration::from_millis(500);
 /// Full magazines the depot keeps whatever its working set.
 const DEPOT_FLOOR: usize = 4;
+/// Locked operations per window of the contention measure.
+pub(crate) const CONTENTION_WINDOW: u32 = 256;
+/// Contended locked operations in a window (about 3 %) that make the magazines grow.
+pub(crate) const CONTENTION_THRESHOLD: u32 = 8;
 
 /// The engine of a cache; see the module docs.
-#[repr(C)]
+///
+/// Aligned to 128 bytes, so the cores of a heap's classes, which sit side by side, share
+/// no cache line: the lock and the state written under it by one class do not slow down
+/// the fast-path reads of the next class's header.
+#[repr(C, align(128))]
 pub(crate) struct CacheCore<S: PageSource> {
     /// Registry-visible part; first, so a `*CoreHeader` is a `*CacheCore<S>`.
     pub(crate) header: CoreHeader,
     pub(crate) geometry: Geometry,
     /// Empty slabs kept before trimming.
     max_empty_slabs: usize,
+    /// The bound of the adaptive magazine size.
+    max_magazine_capacity: u32,
     /// Destroys a constructed object when its slab is reclaimed.
     drop_object: Option<unsafe fn(NonNull<u8>)>,
-    state: UnsafeCell<State>,
-    hits: AtomicU64,
-    misses: AtomicU64,
     source: S,
+    state: UnsafeCell<State>,
 }
 
 // SAFETY: the state is guarded by the lock (module docs); the raw pointers inside point to
@@ -108,6 +134,8 @@ pub(crate) struct CoreConfig {
     pub(crate) geometry: Geometry,
     pub(crate) max_empty_slabs: usize,
     pub(crate) magazine_capacity: u32,
+    /// Bound of the adaptive magazine size (at least `magazine_capacity` is used).
+    pub(crate) max_magazine_capacity: u32,
     pub(crate) magazines: bool,
     pub(crate) drop_object: Option<unsafe fn(NonNull<u8>)>,
 }
@@ -115,6 +143,12 @@ pub(crate) struct CoreConfig {
 /// Default magazine size: about 64 KiB of objects, between 4 and 64 of them.
 pub(crate) fn default_magazine_capacity(slot_size: usize) -> u32 {
     (64 * 1024 / slot_size).clamp(4, 64) as u32
+}
+
+/// Default bound of the adaptive magazine size: a slab's worth of objects (256 KiB),
+/// between 16 and 512 of them.
+pub(crate) fn default_max_magazine_capacity(slot_size: usize) -> u32 {
+    (SLAB_BYTES / slot_size).clamp(16, 512) as u32
 }
 
 impl<S: PageSource> CacheCore<S> {
@@ -137,9 +171,12 @@ impl<S: PageSource> CacheCore<S> {
             ));
             (&raw mut (*core).geometry).write(config.geometry);
             (&raw mut (*core).max_empty_slabs).write(config.max_empty_slabs);
+            (&raw mut (*core).max_magazine_capacity).write(
+                config
+                    .max_magazine_capacity
+                    .max(config.magazine_capacity.max(1)),
+            );
             (&raw mut (*core).drop_object).write(config.drop_object);
-            (&raw mut (*core).hits).write(AtomicU64::new(0));
-            (&raw mut (*core).misses).write(AtomicU64::new(0));
             (&raw mut (*core).source).write(source);
             let state = UnsafeCell::raw_get(&raw const (*core).state);
             (&raw mut (*state).partial).write(SlabList::new(ListKind::Partial));
@@ -153,6 +190,11 @@ impl<S: PageSource> CacheCore<S> {
             (&raw mut (*state).empty_low).write(0);
             (&raw mut (*state).depot_low).write(0);
             (&raw mut (*state).epoch_start).write(Instant::now());
+            (&raw mut (*state).magazine_hits).write(0);
+            (&raw mut (*state).magazine_misses).write(0);
+            (&raw mut (*state).lock_contentions).write(0);
+            (&raw mut (*state).window_contentions).write(0);
+            (&raw mut (*state).magazine_resizes).write(0);
         }
         // SAFETY: the header now sits at its final address, which stays put until
         // `destroy`.
@@ -173,20 +215,40 @@ impl<S: PageSource> CacheCore<S> {
     }
 
     /// Runs `f` with the state under the lock, then counts the operation for the
-    /// working-set epoch (see [`tick`](Self::tick)).
+    /// working-set epoch and the contention measure (see [`tick`](Self::tick)).
     #[inline]
     fn locked_op<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
-        self.locked(|state| {
-            let result = f(state);
-            // SAFETY: we hold the lock (inside `locked`) and `state` is ours.
-            unsafe { self.tick(state) };
-            result
-        })
+        let (_guard, contended) = self.header.lock.guard_noting_contention();
+        // SAFETY: the lock is held until the end of the function, and the state is only
+        // accessed under it, so this is the only reference.
+        let state = unsafe { &mut *self.state.get() };
+        let result = f(state);
+        // SAFETY: we hold the lock and `state` is ours.
+        unsafe { self.tick(state, contended) };
+        #[cfg(feature = "invariant-checks")]
+        Self::check_state(&self.geometry, state, self);
+        result
     }
 
-    /// The cache id and link offset, for callers of the `_hinted` fast paths.
+    /// The fast index and link offset, for callers of the `_hinted` fast paths.
     pub(crate) fn hints(&self) -> (u32, usize) {
-        (self.header.id, self.header.link_offset)
+        (self.header.fast_id, self.header.link_offset)
+    }
+
+    /// The calling thread's slot for this cache (registering the thread, or mapping an
+    /// overflow chunk, if needed); `None` if the thread has no magazines (registering,
+    /// exited, or the chunk could not be mapped) or the cache has none.
+    #[inline]
+    fn thread_slot<'m>(&self, magazines: &'m ThreadMagazines) -> Option<&'m Slot> {
+        if magazines.state.load(Relaxed) != ACTIVE {
+            if magazines.state.load(Relaxed) == UNREGISTERED {
+                registry::activate(magazines);
+            }
+            if magazines.state.load(Relaxed) != ACTIVE {
+                return None;
+            }
+        }
+        magazines.slot_or_map(self.header.id)
     }
 
     /// The page source.
@@ -197,7 +259,7 @@ impl<S: PageSource> CacheCore<S> {
     /// Allocates an object (constructed with `construct` if it is fresh).
     #[inline(always)]
     pub(crate) fn alloc(&self, construct: Construct<'_>) -> Option<NonNull<u8>> {
-        self.alloc_hinted(self.header.id, self.header.link_offset, construct)
+        self.alloc_hinted(self.header.fast_id, self.header.link_offset, construct)
     }
 
     /// [`alloc`](Self::alloc) with the header's `id` and `link_offset` given by a caller
@@ -209,7 +271,7 @@ impl<S: PageSource> CacheCore<S> {
         link_offset: usize,
         construct: Construct<'_>,
     ) -> Option<NonNull<u8>> {
-        debug_assert!(id == self.header.id && link_offset == self.header.link_offset);
+        debug_assert!(id == self.header.fast_id && link_offset == self.header.link_offset);
         let hit = with_magazines(|magazines| {
             let slot = magazines.slot(id);
             let head = NonNull::new(slot.loaded.load(Relaxed))?;
@@ -223,7 +285,8 @@ impl<S: PageSource> CacheCore<S> {
                 .store(slot.hits.load(Relaxed).wrapping_add(1), Relaxed);
             Some(head)
         });
-        // The slot of `NO_ID` is always empty, so no id test is needed above.
+        // The slot of `NO_ID` is always empty, so no id test is needed above (caches
+        // without magazines, and those with an overflow id, go to the slow path).
         let object = match hit {
             Some(object) => object,
             None => self.alloc_slow(construct)?,
@@ -239,42 +302,44 @@ impl<S: PageSource> CacheCore<S> {
     #[cold]
     #[inline(never)]
     fn alloc_slow(&self, construct: Construct<'_>) -> Option<NonNull<u8>> {
-        let id = self.header.id;
-        if id != NO_ID {
+        let link_offset = self.header.link_offset;
+        if self.header.id != NO_ID {
             let outcome = with_magazines(|magazines| {
-                let slot = magazines.slot(id);
+                let slot = self.thread_slot(magazines)?;
+                let mut loaded = slot.loaded();
+                // SAFETY: a magazine of this cache's free objects (magazine module docs).
+                if let Some(object) = unsafe { loaded.pop(link_offset) } {
+                    // Only for an overflow id: the inlined fast path serves inline ones.
+                    slot.set_loaded(loaded);
+                    slot.count_hit();
+                    return Some(Some(object));
+                }
                 let previous = slot.previous();
-                if previous.count > 0 && slot.loaded().count == 0 {
+                if previous.count > 0 {
                     // Bonwick & Adams: previous is full, swap it in.
                     let mut loaded = previous;
                     slot.set_previous(slot.loaded());
                     // SAFETY: a magazine of this cache's free objects.
-                    let object = unsafe { loaded.pop(self.header.link_offset) };
+                    let object = unsafe { loaded.pop(link_offset) };
                     slot.set_loaded(loaded);
-                    slot.hits
-                        .store(slot.hits.load(Relaxed).wrapping_add(1), Relaxed);
+                    slot.count_hit();
                     return Some(object);
                 }
-                if magazines.state.load(Relaxed) == UNREGISTERED {
-                    registry::activate(magazines);
-                }
-                if magazines.state.load(Relaxed) != ACTIVE {
-                    return None;
-                }
-                let capacity = self.header.magazine_capacity;
+                let capacity = self.header.magazine_capacity.load(Relaxed);
                 slot.capacity.store(capacity, Relaxed);
                 let hits = slot.take_hits();
                 let mut loaded = self.locked_op(|state| {
-                    self.hits.fetch_add(u64::from(hits), Relaxed);
-                    self.misses.fetch_add(1, Relaxed);
+                    state.magazine_hits += u64::from(hits);
+                    state.magazine_misses += 1;
                     match state.depot.pop_full() {
                         Some(full) => full,
-                        // SAFETY: we hold the lock (inside `locked`).
+                        // SAFETY: we hold the lock (inside `locked_op`).
                         None => unsafe { self.take_from_slabs(state, capacity, construct) },
                     }
                 });
-                // SAFETY: a magazine of this cache's free objects, now ours.
-                let object = unsafe { loaded.pop(self.header.link_offset) };
+                // SAFETY: a magazine of this cache's free objects, now ours (empty if the
+                // source failed: then the allocation fails).
+                let object = unsafe { loaded.pop(link_offset) };
                 slot.set_loaded(loaded);
                 Some(object)
             });
@@ -284,11 +349,11 @@ impl<S: PageSource> CacheCore<S> {
         }
         // No magazines for this thread or cache: straight to the slabs.
         self.locked_op(|state| {
-            self.misses.fetch_add(1, Relaxed);
+            state.magazine_misses += 1;
             // SAFETY: we hold the lock.
             let mut magazine = unsafe { self.take_from_slabs(state, 1, construct) };
             // SAFETY: a chain of (at most) one object just built.
-            unsafe { magazine.pop(self.header.link_offset) }
+            unsafe { magazine.pop(link_offset) }
         })
     }
 
@@ -299,7 +364,7 @@ impl<S: PageSource> CacheCore<S> {
     #[inline(always)]
     pub(crate) unsafe fn free(&self, object: NonNull<u8>) {
         // SAFETY: forwarded from the caller.
-        unsafe { self.free_hinted(self.header.id, self.header.link_offset, object) }
+        unsafe { self.free_hinted(self.header.fast_id, self.header.link_offset, object) }
     }
 
     /// [`free`](Self::free) with the header's `id` and `link_offset` given by the caller.
@@ -308,7 +373,7 @@ impl<S: PageSource> CacheCore<S> {
     /// As [`free`](Self::free); `id` and `link_offset` are this core's.
     #[inline(always)]
     pub(crate) unsafe fn free_hinted(&self, id: u32, link_offset: usize, object: NonNull<u8>) {
-        debug_assert!(id == self.header.id && link_offset == self.header.link_offset);
+        debug_assert!(id == self.header.fast_id && link_offset == self.header.link_offset);
         #[cfg(debug_assertions)]
         // SAFETY: a pointer this cache handed out lies in one of its mapped slabs; a
         // foreign pointer is the caller's bug, which the check reports when it can.
@@ -346,39 +411,41 @@ impl<S: PageSource> CacheCore<S> {
     #[cold]
     #[inline(never)]
     unsafe fn free_slow(&self, object: NonNull<u8>) {
-        let id = self.header.id;
         let link_offset = self.header.link_offset;
-        if id != NO_ID {
+        if self.header.id != NO_ID {
             let done = with_magazines(|magazines| {
-                let slot = magazines.slot(id);
-                if slot.capacity.load(Relaxed) == 0 {
-                    if magazines.state.load(Relaxed) == UNREGISTERED {
-                        registry::activate(magazines);
-                    }
-                    if magazines.state.load(Relaxed) != ACTIVE {
-                        return false;
-                    }
-                    slot.capacity.store(self.header.magazine_capacity, Relaxed);
+                let Some(slot) = self.thread_slot(magazines) else {
+                    return false;
+                };
+                let mut capacity = slot.capacity.load(Relaxed);
+                if capacity == 0 {
+                    capacity = self.header.magazine_capacity.load(Relaxed);
+                    slot.capacity.store(capacity, Relaxed);
                 }
                 let mut loaded = slot.loaded();
-                if loaded.count < slot.capacity.load(Relaxed) {
+                if loaded.count < capacity {
                     // SAFETY: a free object of ours (caller).
                     unsafe { loaded.push(object, link_offset) };
                     slot.set_loaded(loaded);
+                    slot.count_hit();
                     return true;
                 }
                 let previous = slot.previous();
                 if previous.count > 0 {
                     // Both magazines full: the previous one goes to the depot.
+                    slot.capacity
+                        .store(self.header.magazine_capacity.load(Relaxed), Relaxed);
                     let hits = slot.take_hits();
                     self.locked_op(|state| {
-                        self.hits.fetch_add(u64::from(hits), Relaxed);
-                        self.misses.fetch_add(1, Relaxed);
+                        state.magazine_hits += u64::from(hits);
+                        state.magazine_misses += 1;
                         if let Err(magazine) = state.depot.push_full(previous) {
                             // SAFETY: lock held; the magazine's objects are free.
                             unsafe { self.give_back_magazine(state, magazine) };
                         }
                     });
+                } else {
+                    slot.count_hit();
                 }
                 slot.set_previous(loaded);
                 let mut fresh = Magazine::EMPTY;
@@ -392,7 +459,7 @@ impl<S: PageSource> CacheCore<S> {
             }
         }
         self.locked_op(|state| {
-            self.misses.fetch_add(1, Relaxed);
+            state.magazine_misses += 1;
             // SAFETY: lock held; the object is free and ours (caller).
             unsafe { self.give_back(state, object) }
         });
@@ -564,10 +631,23 @@ impl<S: PageSource> CacheCore<S> {
     ///
     /// # Safety
     /// - Lock held, `state` is ours.
-    unsafe fn tick(&self, state: &mut State) {
+    ///
+    /// Every [`CONTENTION_WINDOW`] operations it also applies the contention rule (module
+    /// docs): `contended` says whether this operation found the lock held.
+    unsafe fn tick(&self, state: &mut State, contended: bool) {
+        if contended {
+            state.lock_contentions += 1;
+            state.window_contentions += 1;
+        }
         state.empty_low = state.empty_low.min(state.empty.len);
         state.depot_low = state.depot_low.min(state.depot.magazines());
         state.epoch_events += 1;
+        if state.epoch_events.is_multiple_of(CONTENTION_WINDOW) {
+            if state.window_contentions >= CONTENTION_THRESHOLD {
+                self.grow_magazines(state);
+            }
+            state.window_contentions = 0;
+        }
         if state.epoch_events < EPOCH_EVENTS || !state.epoch_events.is_multiple_of(256) {
             return;
         }
@@ -596,6 +676,16 @@ impl<S: PageSource> CacheCore<S> {
         state.epoch_events = 0;
         state.empty_low = state.empty.len;
         state.depot_low = state.depot.magazines();
+    }
+
+    /// Doubles the magazine size, up to its bound.
+    fn grow_magazines(&self, state: &mut State) {
+        let capacity = self.header.magazine_capacity.load(Relaxed);
+        if capacity < self.max_magazine_capacity {
+            let grown = capacity.saturating_mul(2).min(self.max_magazine_capacity);
+            self.header.magazine_capacity.store(grown, Relaxed);
+            state.magazine_resizes += 1;
+        }
     }
 
     /// Releases empty slabs until at most `keep` remain.
@@ -658,20 +748,26 @@ impl<S: PageSource> CacheCore<S> {
         if id == NO_ID {
             return;
         }
-        let (loaded, previous, hits) = with_magazines(|magazines| {
-            let slot = magazines.slot(id);
+        let taken = with_magazines(|magazines| {
+            let slot = magazines.existing_slot(id)?;
             let capacity = slot.capacity.load(Relaxed);
-            let taken = slot.take_all();
+            let (loaded, previous) = slot.take_all();
             slot.capacity.store(capacity, Relaxed);
-            (taken.0, taken.1, slot.take_hits())
+            Some((loaded, previous, slot.take_hits()))
         });
-        self.hits.fetch_add(u64::from(hits), Relaxed);
-        for magazine in [loaded, previous] {
-            if magazine.count > 0 {
-                // SAFETY: the magazine's objects are free objects of ours, out of the slot.
-                unsafe { self.take_back(magazine) };
+        let Some((loaded, previous, hits)) = taken else {
+            return;
+        };
+        self.locked_op(|state| {
+            state.magazine_hits += u64::from(hits);
+            for magazine in [loaded, previous] {
+                if let Err(magazine) = state.depot.push_full(magazine) {
+                    // SAFETY: lock held; the magazine's objects are free objects of ours,
+                    // out of the slot (an empty magazine gives back nothing).
+                    unsafe { self.give_back_magazine(state, magazine) };
+                }
             }
-        }
+        });
     }
 
     /// Empties the depot and releases every empty slab.
@@ -702,8 +798,11 @@ impl<S: PageSource> CacheCore<S> {
             bytes_committed: (state.partial.len + state.full.len + state.empty.len) * SLAB_BYTES,
             slabs_created: state.slabs_created,
             slabs_released: state.slabs_released,
-            magazine_hits: self.hits.load(Relaxed),
-            magazine_misses: self.misses.load(Relaxed),
+            magazine_hits: state.magazine_hits,
+            magazine_misses: state.magazine_misses,
+            magazine_capacity: self.header.magazine_capacity.load(Relaxed),
+            magazine_resizes: state.magazine_resizes,
+            lock_contentions: state.lock_contentions,
         })
     }
 
@@ -805,6 +904,10 @@ impl<S: PageSource> fmt::Debug for CacheCore<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheCore")
             .field("id", &self.header.id)
+            .field(
+                "magazine_capacity",
+                &self.header.magazine_capacity.load(Relaxed),
+            )
             .field("geometry", &self.geometry)
             .finish_non_exhaustive()
     }
@@ -906,8 +1009,13 @@ pub struct CacheConfig {
     pub align: usize,
     /// Empty slabs kept for reuse before some are released (the working-set bound).
     pub max_empty_slabs: usize,
-    /// Objects per magazine; `None` picks one by object size (64 KiB worth, 4 to 64).
+    /// Objects per magazine at first; `None` picks one by object size (64 KiB worth, 4
+    /// to 64).
     pub magazine_capacity: Option<u32>,
+    /// The bound up to which the magazine size grows when the cache lock is contended;
+    /// `None` picks one by object size (256 KiB worth, 16 to 512). A bound at or below
+    /// the first size turns the growth off.
+    pub max_magazine_capacity: Option<u32>,
     /// Whether threads get magazines (else every operation takes the cache lock).
     pub magazines: bool,
 }
@@ -920,6 +1028,7 @@ impl CacheConfig {
             align,
             max_empty_slabs: 4,
             magazine_capacity: None,
+            max_magazine_capacity: None,
             magazines: true,
         }
     }
@@ -955,6 +1064,9 @@ impl<S: PageSource> SlabCache<S> {
                 magazine_capacity: config
                     .magazine_capacity
                     .unwrap_or_else(|| default_magazine_capacity(geometry.slot_size)),
+                max_magazine_capacity: config
+                    .max_magazine_capacity
+                    .unwrap_or_else(|| default_max_magazine_capacity(geometry.slot_size)),
                 magazines: config.magazines,
                 drop_object: None,
             },
@@ -1058,5 +1170,115 @@ impl<S: PageSource> fmt::Debug for SlabCache<S> {
             .field("layout", &self.layout())
             .field("stats", &self.stats())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(initial: u32, bound: u32) -> SlabCache {
+        SlabCache::with_config(
+            CacheConfig {
+                magazine_capacity: Some(initial),
+                max_magazine_capacity: Some(bound),
+                ..CacheConfig::new(64, 8)
+            },
+            DefaultPages::default(),
+        )
+        .unwrap()
+    }
+
+    /// Makes one locked operation of `core` meet contention: the lock is held while
+    /// another thread attempts it (retried until that thread's first attempt did find
+    /// the lock held, which a slow thread start could prevent).
+    fn contended_op(core: &CacheCore<DefaultPages>) {
+        use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
+        loop {
+            let before = core.locked(|state| state.lock_contentions);
+            let guard = core.header.lock.guard();
+            let started = AtomicBool::new(false);
+            std::thread::scope(|scope| {
+                let waiter = scope.spawn(|| {
+                    started.store(true, SeqCst);
+                    core.locked_op(|_| ());
+                });
+                while !started.load(SeqCst) {
+                    std::thread::yield_now();
+                }
+                std::thread::sleep(Duration::from_millis(2));
+                drop(guard);
+                waiter.join().unwrap();
+            });
+            if core.locked(|state| state.lock_contentions) > before {
+                return;
+            }
+        }
+    }
+
+    /// Runs locked operations until the current contention window ends, `contended` of
+    /// them (from its start) contended.
+    fn window(core: &CacheCore<DefaultPages>, contended: u32) {
+        for _ in 0..contended {
+            contended_op(core);
+        }
+        let left = core.locked(|state| CONTENTION_WINDOW - state.epoch_events % CONTENTION_WINDOW);
+        for _ in 0..left {
+            core.locked_op(|_| ());
+        }
+    }
+
+    #[test]
+    fn contention_grows_magazines_up_to_the_bound() {
+        let cache = cache(4, 20);
+        let core = cache.core();
+        // Finish the window the cache creation may have started.
+        window(core, 0);
+        assert_eq!(cache.stats().magazine_capacity, 4);
+        window(core, CONTENTION_THRESHOLD - 1);
+        let stats = cache.stats();
+        assert_eq!(stats.magazine_capacity, 4, "below the threshold: no growth");
+        assert!(stats.lock_contentions >= u64::from(CONTENTION_THRESHOLD - 1));
+        window(core, CONTENTION_THRESHOLD);
+        assert_eq!(cache.stats().magazine_capacity, 8);
+        window(core, CONTENTION_THRESHOLD);
+        assert_eq!(cache.stats().magazine_capacity, 16);
+        window(core, CONTENTION_THRESHOLD);
+        assert_eq!(
+            cache.stats().magazine_capacity,
+            20,
+            "doubling stops at the bound"
+        );
+        window(core, CONTENTION_THRESHOLD);
+        let stats = cache.stats();
+        assert_eq!(stats.magazine_capacity, 20);
+        assert_eq!(stats.magazine_resizes, 3);
+
+        // A thread takes up the new size at its next depot exchange: it now caches 20
+        // objects per magazine, so 40 frees after 40 allocations reach the depot once
+        // (the previous magazine going back when both are full) at most.
+        let objects: Vec<_> = (0..40).map(|_| cache.alloc()).collect();
+        let misses = cache.stats().magazine_misses;
+        for object in objects {
+            // SAFETY: allocated above, freed once.
+            unsafe { cache.free(object) };
+        }
+        assert!(cache.stats().magazine_misses - misses <= 1);
+        with_magazines(|magazines| {
+            let slot = magazines.existing_slot(core.header.id).unwrap();
+            assert_eq!(slot.capacity.load(Relaxed), 20);
+        });
+        cache.check_invariants();
+    }
+
+    #[test]
+    fn a_bound_at_the_first_size_turns_growth_off() {
+        let cache = cache(8, 8);
+        window(cache.core(), 0);
+        window(cache.core(), CONTENTION_WINDOW / 8);
+        let stats = cache.stats();
+        assert_eq!(stats.magazine_capacity, 8);
+        assert_eq!(stats.magazine_resizes, 0);
+        assert!(stats.lock_contentions >= u64::from(CONTENTION_WINDOW / 8));
     }
 }

@@ -15,7 +15,12 @@
 use crate::magazine::Magazine;
 
 /// Full magazines a depot keeps at most.
+#[cfg(not(miri))]
 pub(crate) const DEPOT_MAGAZINES: usize = 2048;
+/// Under miri a small depot: the depot is inside the cache core, and every borrow of the
+/// core costs miri in proportion to its size (and the tests reach the bound sooner).
+#[cfg(miri)]
+pub(crate) const DEPOT_MAGAZINES: usize = 16;
 
 /// A bounded stack of full magazines.
 #[derive(Debug)]

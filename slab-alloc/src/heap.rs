@@ -10,10 +10,13 @@ use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use allocator_api2::alloc::{AllocError, Allocator};
 use mmap_alloc::{DefaultPages, MmapAlloc, PageSource};
 
-use crate::cache::{CacheCore, CoreConfig, default_magazine_capacity};
+use crate::cache::{
+    CacheCore, CoreConfig, default_magazine_capacity, default_max_magazine_capacity,
+};
 use crate::size_class::{CLASS_COUNT, CLASS_SIZES, class_align, class_for};
 use crate::slab::Geometry;
 use crate::stats::HeapStats;
+use crate::sync::CachePadded;
 
 /// The classes of a heap, in one block of its page source.
 type Classes<S> = [CacheCore<S>; CLASS_COUNT];
@@ -46,9 +49,18 @@ type Classes<S> = [CacheCore<S>; CLASS_COUNT];
 /// ```
 pub struct SlabHeap<S: PageSource + Clone = DefaultPages> {
     source: S,
+    /// Read by every operation, written once.
     classes: AtomicPtr<Classes<S>>,
-    large_blocks: AtomicUsize,
-    large_bytes: AtomicUsize,
+    /// Written by every large allocation and free, so on cache lines of their own, away
+    /// from `classes`.
+    large: CachePadded<LargeCounters>,
+}
+
+/// Statistics of the large blocks.
+#[derive(Debug)]
+struct LargeCounters {
+    blocks: AtomicUsize,
+    bytes: AtomicUsize,
 }
 
 // SAFETY: the classes are `Sync` cores under these bounds; the rest are atomics.
@@ -75,20 +87,28 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         SlabHeap {
             source,
             classes: AtomicPtr::new(ptr::null_mut()),
-            large_blocks: AtomicUsize::new(0),
-            large_bytes: AtomicUsize::new(0),
+            large: CachePadded::new(LargeCounters {
+                blocks: AtomicUsize::new(0),
+                bytes: AtomicUsize::new(0),
+            }),
         }
     }
 
-    /// The classes, built on first use; `None` if the source cannot supply their block.
+    /// Class `index` (below [`CLASS_COUNT`]), the classes being built on first use;
+    /// `None` if the source cannot supply their block.
+    ///
+    /// Only the class is borrowed, not the whole table (under miri a borrow costs in
+    /// proportion to the bytes it covers).
     #[inline(always)]
-    fn classes(&self) -> Option<&Classes<S>> {
-        let classes = self.classes.load(Ordering::Acquire);
+    fn class(&self, index: usize) -> Option<&CacheCore<S>> {
+        debug_assert!(index < CLASS_COUNT);
+        let mut classes = self.classes.load(Ordering::Acquire);
         if classes.is_null() {
-            return self.build_classes();
+            classes = ptr::from_ref(self.build_classes()?).cast_mut();
         }
-        // SAFETY: once published the classes live until the heap is dropped.
-        Some(unsafe { &*classes })
+        // SAFETY: once published the classes live until the heap is dropped; `index` is
+        // a class index (from `class_for`), inside the table.
+        Some(unsafe { &*classes.cast::<CacheCore<S>>().add(index) })
     }
 
     #[cold]
@@ -110,6 +130,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
                         geometry,
                         max_empty_slabs: if size <= 1024 { 4 } else { 2 },
                         magazine_capacity: default_magazine_capacity(geometry.slot_size),
+                        max_magazine_capacity: default_max_magazine_capacity(geometry.slot_size),
                         magazines: true,
                         drop_object: None,
                     },
@@ -156,7 +177,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     #[inline(always)]
     fn alloc_nonzero(&self, layout: Layout) -> Option<NonNull<u8>> {
         match class_for(layout.size(), layout.align()) {
-            Some(class) => self.classes()?[class].alloc(None),
+            Some(class) => self.class(class)?.alloc(None),
             None => self.alloc_large(layout, false),
         }
     }
@@ -172,8 +193,8 @@ impl<S: PageSource + Clone> SlabHeap<S> {
             }
         };
         let block = NonNull::new(block)?;
-        self.large_blocks.fetch_add(1, Ordering::Relaxed);
-        self.large_bytes.fetch_add(layout.size(), Ordering::Relaxed);
+        self.large.blocks.fetch_add(1, Ordering::Relaxed);
+        self.large.bytes.fetch_add(layout.size(), Ordering::Relaxed);
         Some(block)
     }
 
@@ -200,8 +221,8 @@ impl<S: PageSource + Clone> SlabHeap<S> {
                 unsafe { (*classes)[class].free(ptr) }
             }
             None => {
-                self.large_blocks.fetch_sub(1, Ordering::Relaxed);
-                self.large_bytes.fetch_sub(layout.size(), Ordering::Relaxed);
+                self.large.blocks.fetch_sub(1, Ordering::Relaxed);
+                self.large.bytes.fetch_sub(layout.size(), Ordering::Relaxed);
                 // SAFETY: large layouts were allocated by `MmapAlloc` with this layout.
                 unsafe { MmapAlloc.dealloc(ptr.as_ptr(), layout) }
             }
@@ -224,8 +245,8 @@ impl<S: PageSource + Clone> SlabHeap<S> {
                 // SAFETY: a large block of `MmapAlloc` with layout `old`.
                 let moved =
                     NonNull::new(unsafe { MmapAlloc.realloc(ptr.as_ptr(), old, new_size) })?;
-                self.large_bytes.fetch_add(new_size, Ordering::Relaxed);
-                self.large_bytes.fetch_sub(old.size(), Ordering::Relaxed);
+                self.large.bytes.fetch_add(new_size, Ordering::Relaxed);
+                self.large.bytes.fetch_sub(old.size(), Ordering::Relaxed);
                 Some(moved)
             }
             _ => {
@@ -255,8 +276,8 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     /// Statistics of every class and of the large blocks.
     pub fn stats(&self) -> HeapStats {
         let mut stats = HeapStats {
-            large_blocks: self.large_blocks.load(Ordering::Relaxed),
-            large_bytes: self.large_bytes.load(Ordering::Relaxed),
+            large_blocks: self.large.blocks.load(Ordering::Relaxed),
+            large_bytes: self.large.bytes.load(Ordering::Relaxed),
             ..HeapStats::default()
         };
         if let Some(classes) = self.built() {
@@ -322,7 +343,7 @@ impl<S: PageSource + Clone> fmt::Debug for SlabHeap<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SlabHeap")
             .field("built", &self.built().is_some())
-            .field("large_blocks", &self.large_blocks.load(Ordering::Relaxed))
+            .field("large_blocks", &self.large.blocks.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -339,9 +360,7 @@ unsafe impl<S: PageSource + Clone> GlobalAlloc for SlabHeap<S> {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let block = match class_for(layout.size(), layout.align()) {
-            Some(class) => self
-                .classes()
-                .and_then(|classes| classes[class].alloc(None)),
+            Some(class) => self.class(class).and_then(|class| class.alloc(None)),
             None => self.alloc_large(layout, true),
         };
         match block {

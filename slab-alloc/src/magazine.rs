@@ -7,7 +7,14 @@
 //! costs no memory, and moving a full one between a thread and the depot moves two words.
 //!
 //! Every thread has one [`Slot`] per cache id (see [`crate::registry`]) holding its
-//! *loaded* and *previous* magazines. The paper's invariants hold: the previous magazine
+//! *loaded* and *previous* magazines. The first [`INLINE_SLOTS`] slots live in the
+//! thread-local block itself and are what the inlined fast paths index; the slots of
+//! higher ids ([`MAX_CACHE_IDS`] in all) live in *overflow chunks* of [`CHUNK_SLOTS`]
+//! slots, one page each, that a thread maps from the OS the first time it uses one of
+//! their ids and gives back when it exits. A cache with an overflow id still has
+//! magazines: its operations miss the inlined fast path (its fast index is the
+//! always-empty slot of `NO_ID`) and are served from the chunk slot by the out-of-line
+//! slow path, without a lock. The paper's invariants hold: the previous magazine
 //! is always either empty or full, so a thread alternating allocations and frees at a
 //! magazine boundary swaps its two magazines instead of visiting the depot.
 //!
@@ -18,17 +25,48 @@
 //!   using the slot: the owner of a slot id is the cache being dropped, and dropping it
 //!   requires that no thread still borrows it, with the happens-before edge that ended
 //!   those borrows. Both (a) and (b) run under the registry lock.
+//! - An overflow chunk is mapped and published (`Release`) by its thread only, while the
+//!   thread is [`ACTIVE`]; it is unpublished and unmapped by the thread's exit hook, under
+//!   the registry lock and after the thread has left the registry's list, so the sweeps
+//!   of (b), which read the chunk pointers (`Acquire`) under the same lock, never see a
+//!   chunk being unmapped.
 //! - The fields are atomics accessed with `Relaxed` ordering, so that the sweeps of (b)
 //!   are data-race free; on the fast path they compile to plain loads and stores.
 //! - The objects of a magazine are free: nothing but the magazine refers to them, and the
 //!   link word of each belongs to the allocator until the object is handed out again.
 
+use core::mem::size_of;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, Ordering::Relaxed};
+use core::sync::atomic::{
+    AtomicPtr, AtomicU8, AtomicU32,
+    Ordering::{Acquire, Relaxed, Release},
+};
 
-/// The largest number of caches that can have per-thread magazines at once; caches made
-/// beyond it work without them (every operation takes the cache lock).
-pub(crate) const MAX_CACHE_IDS: usize = 128;
+use mmap_alloc::{DefaultPages, PageSource};
+
+/// Slots inside every thread's thread-local block, indexed by the inlined fast paths (a
+/// power of two).
+///
+/// Under miri the tables are much smaller: every borrow of a thread's magazines makes
+/// miri visit each atomic in them, so their size sets the cost of every operation. The
+/// tests then reach the overflow chunks and the id limit with fewer caches.
+#[cfg(not(miri))]
+pub(crate) const INLINE_SLOTS: usize = 128;
+/// Slots per overflow chunk: one 4 KiB page.
+#[cfg(not(miri))]
+pub(crate) const CHUNK_SLOTS: usize = 128;
+/// Overflow chunks a thread can map.
+#[cfg(not(miri))]
+pub(crate) const CHUNKS: usize = 127;
+#[cfg(miri)]
+pub(crate) const INLINE_SLOTS: usize = 8;
+#[cfg(miri)]
+pub(crate) const CHUNK_SLOTS: usize = 8;
+#[cfg(miri)]
+pub(crate) const CHUNKS: usize = 7;
+/// The number of cache ids: caches beyond this many at once work without magazines
+/// (every operation takes the cache lock). One inline id, `NO_ID`, is never given out.
+pub(crate) const MAX_CACHE_IDS: usize = INLINE_SLOTS + CHUNKS * CHUNK_SLOTS;
 
 /// A chain of free objects linked through the word at `link_offset` in each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,7 +115,7 @@ impl Magazine {
     }
 }
 
-/// One thread's magazines for one cache id.
+/// One thread's magazines for one cache id. All-zero bytes are a valid, empty slot.
 #[derive(Debug)]
 #[repr(C, align(32))]
 pub(crate) struct Slot {
@@ -149,6 +187,13 @@ impl Slot {
         taken
     }
 
+    /// Counts an operation served by the magazines.
+    #[inline(always)]
+    pub(crate) fn count_hit(&self) {
+        self.hits
+            .store(self.hits.load(Relaxed).wrapping_add(1), Relaxed);
+    }
+
     /// Takes the hit count (reset to zero).
     #[inline]
     pub(crate) fn take_hits(&self) -> u32 {
@@ -167,12 +212,22 @@ pub(crate) const ACTIVE: u8 = 2;
 /// The thread has exited (its destructor ran) or could not register: no magazines.
 pub(crate) const RETIRED: u8 = 3;
 
+/// A page of slots for the cache ids above the inline ones.
+#[derive(Debug)]
+#[repr(C)]
+pub(crate) struct SlotChunk {
+    slots: [Slot; CHUNK_SLOTS],
+}
+
 /// The magazines of one thread: one slot per cache id, its registration state, and its
 /// links in the registry's list of threads.
 #[derive(Debug)]
 pub(crate) struct ThreadMagazines {
-    /// Indexed by cache id.
-    pub(crate) slots: [Slot; MAX_CACHE_IDS],
+    /// Indexed by cache id (the fast index of every cache).
+    pub(crate) slots: [Slot; INLINE_SLOTS],
+    /// Overflow chunks: chunk `c` holds the slots of ids
+    /// `INLINE_SLOTS + c * CHUNK_SLOTS ..`; null until the thread first uses one of them.
+    chunks: [AtomicPtr<SlotChunk>; CHUNKS],
     /// [`UNREGISTERED`], [`REGISTERING`], [`ACTIVE`] or [`RETIRED`]; written by the
     /// thread only.
     pub(crate) state: AtomicU8,
@@ -185,17 +240,97 @@ pub(crate) struct ThreadMagazines {
 impl ThreadMagazines {
     const fn new() -> Self {
         ThreadMagazines {
-            slots: [const { Slot::new() }; MAX_CACHE_IDS],
+            slots: [const { Slot::new() }; INLINE_SLOTS],
+            chunks: [const { AtomicPtr::new(ptr::null_mut()) }; CHUNKS],
             state: AtomicU8::new(UNREGISTERED),
             next: AtomicPtr::new(ptr::null_mut()),
             prev: AtomicPtr::new(ptr::null_mut()),
         }
     }
 
-    /// The slot of cache `id` (masked, so no bounds check is needed).
+    /// The inline slot of fast index `id` (masked, so no bounds check is needed).
     #[inline(always)]
     pub(crate) fn slot(&self, id: u32) -> &Slot {
-        &self.slots[id as usize & (MAX_CACHE_IDS - 1)]
+        &self.slots[id as usize & (INLINE_SLOTS - 1)]
+    }
+
+    /// The chunk and index within it of an overflow id.
+    fn chunk_index(id: u32) -> Option<(usize, usize)> {
+        let above = (id as usize).checked_sub(INLINE_SLOTS)?;
+        let chunk = above / CHUNK_SLOTS;
+        (chunk < CHUNKS).then_some((chunk, above % CHUNK_SLOTS))
+    }
+
+    /// The slot of cache `id`, inline or in an overflow chunk; `None` if its chunk was
+    /// never mapped (then the slot is empty) or `id` is out of range.
+    pub(crate) fn existing_slot(&self, id: u32) -> Option<&Slot> {
+        if (id as usize) < INLINE_SLOTS {
+            return Some(&self.slots[id as usize]);
+        }
+        let (chunk, index) = Self::chunk_index(id)?;
+        let chunk = NonNull::new(self.chunks[chunk].load(Acquire))?;
+        // SAFETY: published chunks stay mapped until the exit hook unpublishes them
+        // (module docs); only the thread itself or the registry-lock holder calls this.
+        Some(unsafe { &(*chunk.as_ptr()).slots[index] })
+    }
+
+    /// The slot of cache `id`, mapping its overflow chunk if needed; `None` if the page
+    /// cannot be mapped or `id` is out of range.
+    ///
+    /// Only the owning thread calls this, while it is [`ACTIVE`].
+    #[cold]
+    pub(crate) fn slot_or_map(&self, id: u32) -> Option<&Slot> {
+        if let Some(slot) = self.existing_slot(id) {
+            return Some(slot);
+        }
+        let (chunk, _) = Self::chunk_index(id)?;
+        debug_assert_eq!(self.state.load(Relaxed), ACTIVE);
+        let page = DefaultPages::default()
+            .reserve_committed(size_of::<SlotChunk>(), align_of::<SlotChunk>())
+            .ok()?;
+        // Zeroed memory is a chunk of empty slots (`Slot` docs); publish it.
+        self.chunks[chunk].store(page.cast::<SlotChunk>().as_ptr(), Release);
+        self.existing_slot(id)
+    }
+
+    /// Calls `f` on every slot of the thread with its cache id.
+    pub(crate) fn for_each_slot(&self, mut f: impl FnMut(u32, &Slot)) {
+        for (id, slot) in self.slots.iter().enumerate() {
+            f(id as u32, slot);
+        }
+        for (chunk, pointer) in self.chunks.iter().enumerate() {
+            let Some(page) = NonNull::new(pointer.load(Acquire)) else {
+                continue;
+            };
+            // SAFETY: a published chunk, mapped until unpublished (module docs).
+            let slots = unsafe { &(*page.as_ptr()).slots };
+            for (index, slot) in slots.iter().enumerate() {
+                f((INLINE_SLOTS + chunk * CHUNK_SLOTS + index) as u32, slot);
+            }
+        }
+    }
+
+    /// Unpublishes and unmaps every overflow chunk.
+    ///
+    /// # Safety
+    /// - Called by the exit hook of the owning thread, after its slots were emptied and
+    ///   with the thread no longer reachable from the registry (no sweep can read the
+    ///   chunks any more); the thread is no longer [`ACTIVE`], so it maps no new chunk.
+    pub(crate) unsafe fn unmap_chunks(&self) {
+        for pointer in &self.chunks {
+            let page = pointer.swap(ptr::null_mut(), Acquire);
+            if let Some(page) = NonNull::new(page) {
+                // SAFETY: mapped by `slot_or_map` from this source with this size and
+                // alignment; nobody refers to it any more (caller).
+                let _ = unsafe {
+                    DefaultPages::default().release(
+                        page.cast(),
+                        size_of::<SlotChunk>(),
+                        align_of::<SlotChunk>(),
+                    )
+                };
+            }
+        }
     }
 }
 

@@ -18,7 +18,8 @@ use allocator_api2::alloc::AllocError;
 use mmap_alloc::{DefaultPages, PageSource};
 
 use crate::cache::{
-    CacheCore, CacheError, CoreConfig, default_magazine_capacity, free_core, new_core,
+    CacheCore, CacheError, CoreConfig, default_magazine_capacity, default_max_magazine_capacity,
+    free_core, new_core,
 };
 use crate::slab::Geometry;
 use crate::stats::CacheStats;
@@ -124,6 +125,7 @@ impl<T, S: PageSource> ObjectCache<T, S> {
                 geometry,
                 max_empty_slabs,
                 magazine_capacity: default_magazine_capacity(geometry.slot_size),
+                max_magazine_capacity: default_max_magazine_capacity(geometry.slot_size),
                 magazines: true,
                 drop_object: (constructed && needs_drop::<T>()).then_some(drop_object::<T>),
             },

@@ -24,34 +24,42 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
 use crate::magazine::{
-    ACTIVE, MAX_CACHE_IDS, Magazine, REGISTERING, RETIRED, ThreadMagazines, UNREGISTERED,
+    ACTIVE, INLINE_SLOTS, MAX_CACHE_IDS, Magazine, REGISTERING, RETIRED, ThreadMagazines,
+    UNREGISTERED,
 };
-use crate::sync::RawSpinLock;
+use crate::sync::{CachePadded, RawSpinLock};
 
-/// The id of caches without magazines: a slot index that is never given out, so its slot
-/// stays empty with capacity 0 in every thread and the fast paths fall through to the
-/// slow paths without testing the id.
-pub(crate) const NO_ID: u32 = (MAX_CACHE_IDS - 1) as u32;
+/// The id of caches without magazines: an inline slot index that is never given out, so
+/// its slot stays empty with capacity 0 in every thread and the fast paths fall through
+/// to the slow paths without testing the id. It is also the fast index of caches whose
+/// id is above the inline slots (their magazines are served by the slow paths).
+pub(crate) const NO_ID: u32 = (INLINE_SLOTS - 1) as u32;
 
 /// The type-erased, registry-visible head of every cache core.
+///
+/// The fields read by the fast paths (`fast_id`, `link_offset`) share no cache line with
+/// the lock, which other threads write whenever they reach the depot or the slabs.
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct CoreHeader {
     /// The cache id (index of the per-thread slot), or [`NO_ID`]. Set before the core is
     /// shared and fixed afterwards.
     pub(crate) id: u32,
-    /// Objects per magazine.
-    pub(crate) magazine_capacity: u32,
+    /// The index the inlined fast paths use: `id` if its slot is inline, else [`NO_ID`].
+    pub(crate) fast_id: u32,
     /// Byte offset of the link word inside a free object.
     pub(crate) link_offset: usize,
-    /// Guards the cache's slabs and depot.
-    pub(crate) lock: RawSpinLock,
+    /// Objects per magazine now; grows when the lock is contended (see
+    /// [`crate::cache`]). Threads pick it up at their next depot exchange.
+    pub(crate) magazine_capacity: AtomicU32,
     /// Takes back the objects of a magazine (takes `lock` itself).
     pub(crate) flush: unsafe fn(NonNull<CoreHeader>, Magazine),
     /// Next core in the registry (registry lock).
     next: AtomicPtr<CoreHeader>,
     /// Previous core in the registry (registry lock).
     prev: AtomicPtr<CoreHeader>,
+    /// Guards the cache's slabs and depot; on a cache line of its own.
+    pub(crate) lock: CachePadded<RawSpinLock>,
 }
 
 impl CoreHeader {
@@ -63,12 +71,13 @@ impl CoreHeader {
     ) -> Self {
         CoreHeader {
             id: NO_ID,
-            magazine_capacity,
+            fast_id: NO_ID,
             link_offset,
-            lock: RawSpinLock::new(),
+            magazine_capacity: AtomicU32::new(magazine_capacity),
             flush,
             next: AtomicPtr::new(ptr::null_mut()),
             prev: AtomicPtr::new(ptr::null_mut()),
+            lock: CachePadded::new(RawSpinLock::new()),
         }
     }
 }
@@ -76,8 +85,12 @@ impl CoreHeader {
 static REGISTRY: RawSpinLock = RawSpinLock::new();
 static CORES: AtomicPtr<CoreHeader> = AtomicPtr::new(ptr::null_mut());
 static THREADS: AtomicPtr<ThreadMagazines> = AtomicPtr::new(ptr::null_mut());
+/// The core owning each cache id (null: free). In zeroed static memory, so the pages of
+/// ids never used are never touched.
 static ID_OWNERS: [AtomicPtr<CoreHeader>; MAX_CACHE_IDS] =
     [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CACHE_IDS];
+/// No id below this one is free (registry lock): where the search for a free id starts.
+static FIRST_FREE_ID: AtomicUsize = AtomicUsize::new(0);
 
 /// Links a core into the registry and gives it a cache id if one is free (else
 /// [`NO_ID`]); `magazines` false asks for no id.
@@ -89,17 +102,26 @@ static ID_OWNERS: [AtomicPtr<CoreHeader>; MAX_CACHE_IDS] =
 pub(crate) unsafe fn register_core(core: NonNull<CoreHeader>, magazines: bool) {
     let _guard = REGISTRY.guard();
     let mut id = NO_ID;
-    if magazines
-        && let Some(free) = ID_OWNERS[..NO_ID as usize]
-            .iter()
-            .position(|owner| owner.load(Ordering::Relaxed).is_null())
-    {
-        ID_OWNERS[free].store(core.as_ptr(), Ordering::Relaxed);
-        id = free as u32;
+    if magazines {
+        let start = FIRST_FREE_ID.load(Ordering::Relaxed);
+        if let Some(free) = (start..MAX_CACHE_IDS).find(|&candidate| {
+            candidate != NO_ID as usize && ID_OWNERS[candidate].load(Ordering::Relaxed).is_null()
+        }) {
+            ID_OWNERS[free].store(core.as_ptr(), Ordering::Relaxed);
+            FIRST_FREE_ID.store(free + 1, Ordering::Relaxed);
+            id = free as u32;
+        } else {
+            FIRST_FREE_ID.store(MAX_CACHE_IDS, Ordering::Relaxed);
+        }
     }
     // SAFETY: the caller gives us exclusive access to the header until we return.
     let header = unsafe { &mut *core.as_ptr() };
     header.id = id;
+    header.fast_id = if (id as usize) < INLINE_SLOTS {
+        id
+    } else {
+        NO_ID
+    };
     let head = CORES.load(Ordering::Relaxed);
     header.next.store(head, Ordering::Relaxed);
     header.prev.store(ptr::null_mut(), Ordering::Relaxed);
@@ -128,17 +150,20 @@ pub(crate) unsafe fn unregister_core(core: NonNull<CoreHeader>) {
         while let Some(entry) = NonNull::new(thread) {
             // SAFETY: listed threads are live thread-local storage (module docs).
             let magazines = unsafe { entry.as_ref() };
-            let (loaded, previous) = magazines.slot(header.id).take_all();
-            for magazine in [loaded, previous] {
-                if magazine.count > 0 {
-                    // SAFETY: the magazine holds free objects of this very cache, taken
-                    // out of the slot so nobody else refers to them.
-                    unsafe { (header.flush)(core, magazine) };
+            if let Some(slot) = magazines.existing_slot(header.id) {
+                let (loaded, previous) = slot.take_all();
+                for magazine in [loaded, previous] {
+                    if magazine.count > 0 {
+                        // SAFETY: the magazine holds free objects of this very cache,
+                        // taken out of the slot so nobody else refers to them.
+                        unsafe { (header.flush)(core, magazine) };
+                    }
                 }
             }
             thread = magazines.next.load(Ordering::Relaxed);
         }
         ID_OWNERS[header.id as usize].store(ptr::null_mut(), Ordering::Relaxed);
+        FIRST_FREE_ID.fetch_min(header.id as usize, Ordering::Relaxed);
     }
     let next = header.next.load(Ordering::Relaxed);
     let prev = header.prev.load(Ordering::Relaxed);
@@ -247,11 +272,11 @@ extern "C" fn thread_exit(data: *mut c_void) {
     // which stays valid while the thread's destructors run.
     let magazines = unsafe { entry.as_ref() };
     magazines.state.store(RETIRED, Ordering::Relaxed);
-    let _guard = REGISTRY.guard();
-    for (id, slot) in magazines.slots.iter().enumerate() {
+    let guard = REGISTRY.guard();
+    magazines.for_each_slot(|id, slot| {
         let (loaded, previous) = slot.take_all();
-        let Some(owner) = NonNull::new(ID_OWNERS[id].load(Ordering::Relaxed)) else {
-            continue;
+        let Some(owner) = NonNull::new(ID_OWNERS[id as usize].load(Ordering::Relaxed)) else {
+            return;
         };
         for magazine in [loaded, previous] {
             if magazine.count > 0 {
@@ -260,7 +285,7 @@ extern "C" fn thread_exit(data: *mut c_void) {
                 unsafe { (owner.as_ref().flush)(owner, magazine) };
             }
         }
-    }
+    });
     let next = magazines.next.load(Ordering::Relaxed);
     let prev = magazines.prev.load(Ordering::Relaxed);
     if let Some(next) = NonNull::new(next) {
@@ -272,6 +297,10 @@ extern "C" fn thread_exit(data: *mut c_void) {
         Some(prev) => unsafe { prev.as_ref() }.next.store(next, Ordering::Relaxed),
         None => THREADS.store(next, Ordering::Relaxed),
     }
+    drop(guard);
+    // SAFETY: every slot was emptied above, the thread is off the registry's list (no
+    // sweep reaches it) and retired (it maps no new chunk).
+    unsafe { magazines.unmap_chunks() };
 }
 
 /// Calls `f` on every registered core; the registry lock must be held.

@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! base                                                               base + SLAB_BYTES
-//! | SlabHeader | live bitmap (debug builds) | pad | obj 0 | obj 1 | ... | obj n-1 | tail |
+//! | SlabHeader | owner + live bitmap (debug) | pad | obj 0 | obj 1 | ... | obj n-1 | tail |
 //!                                                ^ first_offset, a multiple of align
 //! ```
 //!
@@ -17,9 +17,11 @@
 //! through the link word of each object (at the cache's `link_offset`).
 //!
 //! # Safety
-//! All fields of a header are read and written only with the owning cache's lock held,
-//! except the live bitmap of debug builds, whose words are atomics that any thread may
-//! update for objects it owns.
+//! All fields of a header are read and written only with the owning cache's lock held
+//! (the holder borrows the header mutably). In debug builds the owner word and the live
+//! bitmap after the header are read without the lock: the owner word is written before
+//! the slab is published in the slab map and never changes, and the bitmap words are
+//! atomics that any thread may update for objects it owns.
 
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
@@ -48,10 +50,14 @@ pub(crate) struct Geometry {
     pub(crate) capacity: usize,
 }
 
-/// Words of the live bitmap kept after the header in debug builds.
-fn live_words(capacity_bound: usize) -> usize {
+/// Words kept after the header in debug builds: the owner word, then the live bitmap.
+///
+/// The owner is kept there, outside the header, for the lock-free checks of
+/// [`debug_mark`]: the lock holder borrows the whole header mutably (which the memory
+/// model counts as a write of all its bytes), so no other thread may read the header.
+fn debug_words(capacity_bound: usize) -> usize {
     if cfg!(debug_assertions) {
-        capacity_bound.div_ceil(64)
+        1 + capacity_bound.div_ceil(64)
     } else {
         0
     }
@@ -78,7 +84,7 @@ impl Geometry {
         if slot_size > SLAB_BYTES / 2 {
             return None;
         }
-        let header = size_of::<SlabHeader>() + live_words(SLAB_BYTES / slot_size) * 8;
+        let header = size_of::<SlabHeader>() + debug_words(SLAB_BYTES / slot_size) * 8;
         let first_offset = header.next_multiple_of(align);
         let capacity = (SLAB_BYTES - first_offset) / slot_size;
         (capacity >= 1 && capacity <= u32::MAX as usize).then_some(Geometry {
@@ -106,7 +112,7 @@ pub(crate) enum ListKind {
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct SlabHeader {
-    /// [`MAGIC`], to catch pointers that are not ours in debug checks.
+    /// [`MAGIC`], checked by `check`.
     magic: u32,
     /// Objects out of the slab: handed to users or held in magazines and the depot.
     pub(crate) used: u32,
@@ -160,12 +166,13 @@ pub(crate) unsafe fn init(
     }
     #[cfg(debug_assertions)]
     {
-        let words = live_words(SLAB_BYTES / geometry.slot_size);
-        // SAFETY: the bitmap lies between the header and `first_offset`, inside the slab.
+        let words = debug_words(SLAB_BYTES / geometry.slot_size);
+        // SAFETY: the owner word and the bitmap lie between the header and
+        // `first_offset`, inside the slab; nobody else sees the slab yet.
         unsafe {
-            base.add(size_of::<SlabHeader>())
-                .cast::<u64>()
-                .write_bytes(0, words)
+            let debug = base.add(size_of::<SlabHeader>()).cast::<u64>();
+            debug.write_bytes(0, words);
+            debug.cast::<*const CoreHeader>().write(owner);
         };
     }
     header
@@ -289,18 +296,13 @@ pub(crate) unsafe fn debug_mark(
             owner.addr(),
         );
     };
-    let slab = base.cast::<SlabHeader>();
-    // SAFETY: the caller guarantees the header is mapped; `magic`, `owner` and `base` are
-    // written once when the slab is made and never change while it is in use.
-    let (magic, slab_owner, base) = unsafe {
-        let header = slab.as_ptr();
-        (
-            ptr::addr_of!((*header).magic).read(),
-            ptr::addr_of!((*header).owner).read(),
-            ptr::addr_of!((*header).base).read(),
-        )
-    };
-    if magic != MAGIC || slab_owner != owner {
+    let base = base.as_ptr();
+    let debug = base.wrapping_add(size_of::<SlabHeader>());
+    // SAFETY: the caller guarantees the slab is mapped (the map says it is live); the
+    // owner word is written once before the slab is published in the map (release, our
+    // lookup acquires) and never changes while the slab is live.
+    let slab_owner = unsafe { debug.cast::<*const CoreHeader>().read() };
+    if slab_owner != owner {
         fatal(
             "free of a pointer this allocator did not hand out (object, cache)",
             object.addr().get(),
@@ -325,16 +327,9 @@ pub(crate) unsafe fn debug_mark(
             base.addr(),
         );
     }
-    // SAFETY: the bitmap words lie right after the header, inside the slab; they are
+    // SAFETY: the bitmap words lie right after the owner word, inside the slab; they are
     // atomics, and `index / 64` is below the bitmap's length (index < capacity).
-    let word = unsafe {
-        &*slab
-            .cast::<u8>()
-            .add(size_of::<SlabHeader>())
-            .cast::<AtomicU64>()
-            .add(index / 64)
-            .as_ptr()
-    };
+    let word = unsafe { &*debug.add(8).cast::<AtomicU64>().add(index / 64) };
     let bit = 1u64 << (index % 64);
     if live {
         let before = word.fetch_or(bit, Ordering::Relaxed);

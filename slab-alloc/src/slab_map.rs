@@ -11,9 +11,13 @@
 //! # Safety
 //! Entries are atomics. A slab's entry is set (release) after its header is written and
 //! before any of its objects is handed out, and cleared before the slab is released;
-//! readers load with acquire. Leaves are created on demand from [`OsPages`]-like default
-//! pages, published with a compare-exchange, and never freed (they stay reachable from
-//! the root).
+//! readers load with acquire. The root table and the leaves are created on demand from
+//! the default pages (zeroed: all entries null), published with a compare-exchange, and
+//! never freed (they stay reachable from the static root pointer).
+//!
+//! The root is mapped rather than static, and entries are borrowed one at a time, never
+//! a whole table: under miri a borrow of 32 768 atomics costs a visit of each, which made
+//! every free take tens of milliseconds.
 
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
@@ -30,9 +34,54 @@ const LEAF_BITS: u32 = 15;
 const ROOT_BITS: u32 = ADDRESS_BITS - SLAB_SHIFT - LEAF_BITS;
 
 type Leaf = [AtomicPtr<u8>; 1 << LEAF_BITS];
+type Root = [AtomicPtr<Leaf>; 1 << ROOT_BITS];
 
-static ROOT: [AtomicPtr<Leaf>; 1 << ROOT_BITS] =
-    [const { AtomicPtr::new(ptr::null_mut()) }; 1 << ROOT_BITS];
+/// The root table, null until the first slab is recorded.
+static ROOT: AtomicPtr<Root> = AtomicPtr::new(ptr::null_mut());
+
+/// The table `slot` points to; if there is none and `create` is set, a zeroed one is
+/// mapped and published (or the one another thread published first is used). `None` if
+/// there is none and none could be made.
+fn table<T>(slot: &AtomicPtr<T>, create: bool) -> Option<NonNull<T>> {
+    if let Some(existing) = NonNull::new(slot.load(Ordering::Acquire)) {
+        return Some(existing);
+    }
+    if !create {
+        return None;
+    }
+    let pages = DefaultPages::default();
+    let fresh = pages
+        .reserve_committed(size_of::<T>(), align_of::<T>())
+        .ok()?
+        .cast::<T>();
+    // Zeroed pages are a table of null entries.
+    match slot.compare_exchange(
+        ptr::null_mut(),
+        fresh.as_ptr(),
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        // Just published; lives forever.
+        Ok(_) => Some(fresh),
+        Err(winner) => {
+            // SAFETY: our unpublished table, reserved just above with this size/alignment.
+            let _ = unsafe { pages.release(fresh.cast(), size_of::<T>(), align_of::<T>()) };
+            // The winner's published table.
+            NonNull::new(winner)
+        }
+    }
+}
+
+/// Entry `index` of a published table of `N` atomics, borrowed alone.
+fn entry<E, const N: usize>(
+    table: NonNull<[AtomicPtr<E>; N]>,
+    index: usize,
+) -> &'static AtomicPtr<E> {
+    debug_assert!(index < N);
+    // SAFETY: published tables are never freed and only accessed through atomics; the
+    // index is inside the table (`split` masks or bounds it).
+    unsafe { &*table.cast::<AtomicPtr<E>>().as_ptr().add(index) }
+}
 
 /// Root and leaf index of the slab holding `address`, if the address is mappable.
 #[inline(always)]
@@ -42,37 +91,11 @@ fn split(address: usize) -> Option<(usize, usize)> {
     (root < (1 << ROOT_BITS)).then_some((root, index & ((1 << LEAF_BITS) - 1)))
 }
 
-/// The leaf for `root`, made if needed; `None` if the pages cannot be had.
-fn leaf(root: usize, create: bool) -> Option<&'static Leaf> {
-    let existing = ROOT[root].load(Ordering::Acquire);
-    if let Some(existing) = NonNull::new(existing) {
-        // SAFETY: published leaves are never freed and only accessed through atomics.
-        return Some(unsafe { existing.as_ref() });
-    }
-    if !create {
-        return None;
-    }
-    let pages = DefaultPages::default();
-    let fresh = pages
-        .reserve_committed(size_of::<Leaf>(), align_of::<Leaf>())
-        .ok()?
-        .cast::<Leaf>();
-    // Zeroed pages are a leaf of null entries.
-    match ROOT[root].compare_exchange(
-        ptr::null_mut(),
-        fresh.as_ptr(),
-        Ordering::AcqRel,
-        Ordering::Acquire,
-    ) {
-        // SAFETY: just published; lives forever.
-        Ok(_) => Some(unsafe { fresh.as_ref() }),
-        Err(winner) => {
-            // SAFETY: our unpublished leaf, reserved just above with this size/alignment.
-            let _ = unsafe { pages.release(fresh.cast(), size_of::<Leaf>(), align_of::<Leaf>()) };
-            // SAFETY: the winner's published leaf.
-            Some(unsafe { &*winner })
-        }
-    }
+/// The leaf for `root`, made if needed and `create` is set; `None` if the pages cannot
+/// be had.
+fn leaf(root: usize, create: bool) -> Option<NonNull<Leaf>> {
+    let table_of_leaves = table(&ROOT, create)?;
+    table(entry(table_of_leaves, root), create)
 }
 
 /// Records a slab; `false` if its address cannot be mapped or a leaf cannot be made
@@ -84,7 +107,7 @@ pub(crate) fn insert(base: NonNull<u8>) -> bool {
     let Some(leaf) = leaf(root, true) else {
         return false;
     };
-    leaf[index].store(base.as_ptr(), Ordering::Release);
+    entry(leaf, index).store(base.as_ptr(), Ordering::Release);
     true
 }
 
@@ -93,7 +116,7 @@ pub(crate) fn remove(base: NonNull<u8>) {
     if let Some((root, index)) = split(base.addr().get())
         && let Some(leaf) = leaf(root, false)
     {
-        leaf[index].store(ptr::null_mut(), Ordering::Release);
+        entry(leaf, index).store(ptr::null_mut(), Ordering::Release);
     }
 }
 
@@ -103,5 +126,5 @@ pub(crate) fn remove(base: NonNull<u8>) {
 pub(crate) fn lookup(address: usize) -> Option<NonNull<u8>> {
     let (root, index) = split(address)?;
     let leaf = leaf(root, false)?;
-    NonNull::new(leaf[index].load(Ordering::Acquire))
+    NonNull::new(entry(leaf, index).load(Ordering::Acquire))
 }

@@ -32,6 +32,13 @@ pub struct CacheStats {
     pub magazine_hits: u64,
     /// Allocations and frees that went to the depot or the slabs.
     pub magazine_misses: u64,
+    /// Objects per magazine now (it grows when the cache lock is contended).
+    pub magazine_capacity: u32,
+    /// Times the magazine size grew.
+    pub magazine_resizes: u32,
+    /// Locked operations (depot exchanges, slab operations) that found the cache lock
+    /// held by another thread.
+    pub lock_contentions: u64,
 }
 
 impl CacheStats {
@@ -46,7 +53,7 @@ impl CacheStats {
     }
 
     /// Adds another cache's figures to these (`object_size` and `objects_per_slab` are
-    /// kept from `self`).
+    /// kept from `self`, `magazine_capacity` is the larger of the two).
     pub fn accumulate(&mut self, other: &CacheStats) {
         self.objects_live += other.objects_live;
         self.objects_in_depot += other.objects_in_depot;
@@ -59,6 +66,9 @@ impl CacheStats {
         self.slabs_released += other.slabs_released;
         self.magazine_hits += other.magazine_hits;
         self.magazine_misses += other.magazine_misses;
+        self.magazine_capacity = self.magazine_capacity.max(other.magazine_capacity);
+        self.magazine_resizes += other.magazine_resizes;
+        self.lock_contentions += other.lock_contentions;
     }
 }
 

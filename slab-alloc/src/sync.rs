@@ -33,6 +33,20 @@ impl RawSpinLock {
         self.lock_contended();
     }
 
+    /// Takes the lock and returns a guard, and whether the lock was held by another
+    /// thread at the first attempt (contention, which the magazine layer measures).
+    #[inline]
+    pub(crate) fn guard_noting_contention(&self) -> (LockGuard<'_>, bool) {
+        let contended = self
+            .locked
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err();
+        if contended {
+            self.lock_contended();
+        }
+        (LockGuard { lock: self }, contended)
+    }
+
     #[cold]
     fn lock_contended(&self) {
         let mut spins = 0u32;
@@ -73,6 +87,31 @@ impl RawSpinLock {
     pub(crate) fn guard(&self) -> LockGuard<'_> {
         self.lock();
         LockGuard { lock: self }
+    }
+}
+
+/// A value alone on its cache lines (128 bytes: two 64-byte lines, since the adjacent-line
+/// prefetcher of x86 fetches lines in pairs), so writes to it do not slow down readers
+/// of neighbouring fields, and the other way round.
+#[derive(Debug)]
+#[repr(C, align(128))]
+pub(crate) struct CachePadded<T> {
+    value: T,
+}
+
+impl<T> CachePadded<T> {
+    /// Pads `value`.
+    pub(crate) const fn new(value: T) -> Self {
+        CachePadded { value }
+    }
+}
+
+impl<T> core::ops::Deref for CachePadded<T> {
+    type Target = T;
+
+    #[inline(always)]
+    fn deref(&self) -> &T {
+        &self.value
     }
 }
 

@@ -7,7 +7,6 @@ use mmap_alloc::{FailingSource, HeapPages};
 use slab_alloc::{CacheConfig, CacheError, ObjectCache, SlabCache, SlabHeap};
 
 #[test]
-#[cfg_attr(miri, ignore = "takes over ten minutes under miri")]
 fn slab_cache_fails_and_recovers() {
     let source = FailingSource::new(HeapPages);
     let cache = SlabCache::with_config(CacheConfig::new(1024, 8), &source).unwrap();
