@@ -240,5 +240,9 @@ fn write_index(
     for page in pages {
         index.push_str(&format!("- [{}]({}.md)\n", page.title, page.name));
     }
+    index.push_str(
+        "- [Design notes](design.md): the layers, the invariants each crate keeps, the \
+         papers they follow (written by hand, no figures)\n",
+    );
     std::fs::write(directory.join("README.md"), index)
 }
