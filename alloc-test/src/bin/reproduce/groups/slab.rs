@@ -3,6 +3,40 @@
 //! ports of the classic allocator workloads (larson, xmalloc-test, cache-scratch), thread
 //! churn and a mixed size distribution.
 
+/// The workload `new(&heap)` for each heap of [`HEAP_NAMES`], in that order: the tuple
+/// [`measure_workloads`] takes.
+macro_rules! on_every_heap {
+    ($new:path) => {
+        (
+            $new(&HEAP),
+            $new(&mimalloc::MiMalloc),
+            $new(&tikv_jemallocator::Jemalloc),
+            $new(&std::alloc::System),
+        )
+    };
+}
+
+/// A test that a workload's checks pass on `System` and fail on an allocator that hands
+/// a live block out again, so a broken allocator cannot post a figure.
+#[cfg(test)]
+macro_rules! checks_catch_a_block_handed_out_twice {
+    ($new:path) => {
+        checks_catch_a_block_handed_out_twice!($new, 1);
+    };
+    ($new:path, $operations:expr) => {
+        #[test]
+        fn checks_pass_on_system_and_catch_a_block_handed_out_twice() {
+            let mut good = $new(&std::alloc::System);
+            good.run($operations);
+            assert_eq!(good.finish(), Ok(()));
+            let broken = super::super::broken::SameBlock::new();
+            let mut bad = $new(&broken);
+            bad.run($operations);
+            assert!(bad.finish().is_err());
+        }
+    };
+}
+
 #[cfg(test)]
 mod broken;
 mod cache_scratch;

@@ -245,15 +245,7 @@ pub fn rows(
         sample_time: settings.sample_time * 10,
         ..settings
     };
-    let figures = measure_workloads(
-        settings,
-        (
-            CacheScratch::new(&HEAP),
-            CacheScratch::new(&MiMalloc),
-            CacheScratch::new(&Jemalloc),
-            CacheScratch::new(&System),
-        ),
-    )?;
+    let figures = measure_workloads(settings, on_every_heap!(CacheScratch::new))?;
     let milliseconds: Vec<_> = figures.iter().map(|m| m.scaled(1e-6)).collect();
     let shared = [
         shared_lines(&HEAP)?,
@@ -279,17 +271,7 @@ pub fn rows(
 
 #[cfg(test)]
 mod tests {
-    use super::super::broken::SameBlock;
     use super::*;
 
-    #[test]
-    fn checks_pass_on_system_and_catch_a_block_handed_out_twice() {
-        let mut good = CacheScratch::new(&System);
-        good.run(1);
-        assert_eq!(good.finish(), Ok(()));
-        let broken = SameBlock::new();
-        let mut bad = CacheScratch::new(&broken);
-        bad.run(1);
-        assert!(bad.finish().is_err());
-    }
+    checks_catch_a_block_handed_out_twice!(CacheScratch::new);
 }

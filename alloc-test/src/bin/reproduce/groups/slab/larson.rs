@@ -10,14 +10,11 @@
 //! 5000 slots each, sizes 16 to 1024 bytes, 50 000 replacements per thread per round.
 
 use core::alloc::GlobalAlloc;
-use std::alloc::System;
 use std::time::{Duration, Instant};
 
 use alloc_test::bench::machine::Machine;
 use alloc_test::bench::measure::Settings;
 use alloc_test::bench::report::{Better, Row};
-use mimalloc::MiMalloc;
-use tikv_jemallocator::Jemalloc;
 
 use super::random::Rng;
 use super::tagged::Tagged;
@@ -149,15 +146,7 @@ pub fn row(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
         sample_time: settings.sample_time * 15,
         ..settings
     };
-    let figures = measure_workloads(
-        settings,
-        (
-            Larson::new(&HEAP),
-            Larson::new(&MiMalloc),
-            Larson::new(&Jemalloc),
-            Larson::new(&System),
-        ),
-    )?;
+    let figures = measure_workloads(settings, on_every_heap!(Larson::new))?;
     let throughput: Vec<_> = figures.iter().map(|m| m.millions_per_second()).collect();
     Ok(row_of(
         "larson: 2 threads replace random blocks of 16-1024 B, arrays handed to new threads",
@@ -171,17 +160,7 @@ pub fn row(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
 
 #[cfg(test)]
 mod tests {
-    use super::super::broken::SameBlock;
     use super::*;
 
-    #[test]
-    fn checks_pass_on_system_and_catch_a_block_handed_out_twice() {
-        let mut good = Larson::new(&System);
-        good.run(1);
-        assert_eq!(good.finish(), Ok(()));
-        let broken = SameBlock::new();
-        let mut bad = Larson::new(&broken);
-        bad.run(1);
-        assert!(bad.finish().is_err());
-    }
+    checks_catch_a_block_handed_out_twice!(Larson::new);
 }

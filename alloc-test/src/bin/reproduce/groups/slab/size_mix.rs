@@ -10,13 +10,10 @@
 //! page), checked when freed and across every realloc.
 
 use core::alloc::GlobalAlloc;
-use std::alloc::System;
 use std::time::{Duration, Instant};
 
 use alloc_test::bench::measure::Settings;
 use alloc_test::bench::report::{Better, Row};
-use mimalloc::MiMalloc;
-use tikv_jemallocator::Jemalloc;
 
 use super::random::Rng;
 use super::tagged::Tagged;
@@ -125,15 +122,7 @@ pub fn row(settings: Settings, progress: &mut Progress) -> Result<Row, String> {
         sample_time: settings.sample_time * 5,
         ..settings
     };
-    let figures = measure_workloads(
-        settings,
-        (
-            SizeMix::new(&HEAP),
-            SizeMix::new(&MiMalloc),
-            SizeMix::new(&Jemalloc),
-            SizeMix::new(&System),
-        ),
-    )?;
+    let figures = measure_workloads(settings, on_every_heap!(SizeMix::new))?;
     let throughput: Vec<_> = figures.iter().map(|m| m.millions_per_second()).collect();
     Ok(row_of(
         "mixed sizes 16 B-64 KiB, 5k live, random frees, 1 in 10 resized (1 thread)",
@@ -146,17 +135,7 @@ pub fn row(settings: Settings, progress: &mut Progress) -> Result<Row, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::broken::SameBlock;
     use super::*;
 
-    #[test]
-    fn checks_pass_on_system_and_catch_a_block_handed_out_twice() {
-        let mut good = SizeMix::new(&System);
-        good.run(20_000);
-        assert_eq!(good.finish(), Ok(()));
-        let broken = SameBlock::new();
-        let mut bad = SizeMix::new(&broken);
-        bad.run(20_000);
-        assert!(bad.finish().is_err());
-    }
+    checks_catch_a_block_handed_out_twice!(SizeMix::new, 20_000);
 }

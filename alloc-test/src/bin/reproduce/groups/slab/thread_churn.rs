@@ -11,14 +11,11 @@
 //! after: the exited threads' magazines went back.
 
 use core::alloc::GlobalAlloc;
-use std::alloc::System;
 use std::time::{Duration, Instant};
 
 use alloc_test::bench::machine::Machine;
 use alloc_test::bench::measure::Settings;
 use alloc_test::bench::report::Row;
-use mimalloc::MiMalloc;
-use tikv_jemallocator::Jemalloc;
 
 use super::random::Rng;
 use super::tagged::Tagged;
@@ -173,15 +170,7 @@ pub fn row(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
         ..settings
     };
     let before = heap_objects_live();
-    let figures = measure_workloads(
-        settings,
-        (
-            ThreadChurn::new(&HEAP),
-            ThreadChurn::new(&MiMalloc),
-            ThreadChurn::new(&Jemalloc),
-            ThreadChurn::new(&System),
-        ),
-    )?;
+    let figures = measure_workloads(settings, on_every_heap!(ThreadChurn::new))?;
     // Every block the short-lived threads made is freed by now, and the threads have
     // exited, so their magazines must have gone back to the depots.
     let after = heap_objects_live();
@@ -203,17 +192,7 @@ pub fn row(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
 
 #[cfg(test)]
 mod tests {
-    use super::super::broken::SameBlock;
     use super::*;
 
-    #[test]
-    fn checks_pass_on_system_and_catch_a_block_handed_out_twice() {
-        let mut good = ThreadChurn::new(&System);
-        good.run(1);
-        assert_eq!(good.finish(), Ok(()));
-        let broken = SameBlock::new();
-        let mut bad = ThreadChurn::new(&broken);
-        bad.run(1);
-        assert!(bad.finish().is_err());
-    }
+    checks_catch_a_block_handed_out_twice!(ThreadChurn::new);
 }

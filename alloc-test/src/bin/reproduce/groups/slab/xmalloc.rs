@@ -10,15 +10,12 @@
 //! produced its share and freed as many objects as the other thread produced.
 
 use core::alloc::GlobalAlloc;
-use std::alloc::System;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use alloc_test::bench::machine::Machine;
 use alloc_test::bench::measure::Settings;
 use alloc_test::bench::report::{Better, Row};
-use mimalloc::MiMalloc;
-use tikv_jemallocator::Jemalloc;
 
 use super::random::Rng;
 use super::tagged::Tagged;
@@ -197,15 +194,7 @@ pub fn row(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
         sample_time: settings.sample_time * 15,
         ..settings
     };
-    let figures = measure_workloads(
-        settings,
-        (
-            Xmalloc::new(&HEAP),
-            Xmalloc::new(&MiMalloc),
-            Xmalloc::new(&Jemalloc),
-            Xmalloc::new(&System),
-        ),
-    )?;
+    let figures = measure_workloads(settings, on_every_heap!(Xmalloc::new))?;
     let throughput: Vec<_> = figures.iter().map(|m| m.millions_per_second()).collect();
     Ok(row_of(
         "xmalloc-test: 2 threads each allocate 16-128 B objects for the other to free",
