@@ -92,6 +92,7 @@ impl Shutdown {
         ShutdownWait {
             shutdown: self.clone(),
             slot: None,
+            registered: None,
         }
     }
 
@@ -126,6 +127,9 @@ pub struct ShutdownWait {
     shutdown: Shutdown,
     /// Index of this waiter's waker in the flag's table, once registered.
     slot: Option<usize>,
+    /// The waker stored in that slot: while a poll brings the same one, the table (a
+    /// lock every connection shares) is not touched.
+    registered: Option<Waker>,
 }
 
 impl Future for ShutdownWait {
@@ -135,6 +139,15 @@ impl Future for ShutdownWait {
         let this = self.get_mut();
         if this.shutdown.is_triggered() {
             return Poll::Ready(());
+        }
+        // Already registered with this waker: `trigger` raises the flag before it wakes
+        // the table, and the flag was clear just now, so the wake-up will come.
+        if this
+            .registered
+            .as_ref()
+            .is_some_and(|registered| registered.will_wake(cx.waker()))
+        {
+            return Poll::Pending;
         }
         let mut waiters = this.shutdown.lock();
         // Checked again under the lock: `trigger` sets the flag before taking the lock,
@@ -159,6 +172,7 @@ impl Future for ShutdownWait {
                 this.slot = Some(index);
             }
         }
+        this.registered = Some(cx.waker().clone());
         Poll::Pending
     }
 }

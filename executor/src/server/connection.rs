@@ -1,6 +1,5 @@
-//! One accepted connection: hyper's HTTP/1.1 server state machine, the arena its next
-//! request is read into, the header-read and idle keep-alive watchdogs, and the
-//! graceful-shutdown hook.
+//! One accepted connection: hyper's HTTP/1.1 server state machine, the header-read and
+//! idle keep-alive watchdogs, and the graceful-shutdown hook.
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
@@ -8,8 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-
-use arena_alloc::PooledArena;
 
 use crate::hyper_rt::HyperTimer;
 use crate::net::TcpStream;
@@ -57,12 +54,9 @@ impl Drop for ConnectionPermit {
 /// Serves `stream` until the client leaves, an error or timeout ends it, it stays idle
 /// past the idle timeout, or shutdown completes it.
 ///
-/// Between requests the connection leases an arena and polls hyper inside it, so the
-/// next request's head is read and parsed into it and the request then runs in it
-/// (see `request_scope`): after the first request, which also sets up the connection's
-/// long-lived state (hyper's buffers) outside any arena, a request costs the fallback
-/// heap nothing. When no arena is free, hyper polls outside one and the request gets
-/// its own arena (or waits for one) instead.
+/// hyper is polled outside any arena: what it allocates while reading and parsing
+/// (its buffers, the request head) belongs to the connection, not to a request. Each
+/// request's handler runs in an arena of its own (`request_scope`).
 pub(crate) async fn serve<H: Handler>(
     stream: TcpStream,
     config: Arc<Config>,
@@ -71,9 +65,6 @@ pub(crate) async fn serve<H: Handler>(
     permit: ConnectionPermit,
 ) {
     let _permit = permit;
-    // Declared before `connection`, so dropped after it: a request dropped with the
-    // connection frees into its arena while the lease is still held.
-    let mut arena: Option<PooledArena<'static>> = None;
     // Responses are written whole; Nagle would only delay them.
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(ConnectionActivity::new(Arc::clone(&config.counters)));
@@ -101,38 +92,12 @@ pub(crate) async fn serve<H: Handler>(
             graceful = true;
             connection.as_mut().graceful_shutdown();
         }
-        let between_requests = activity.in_flight.load(Ordering::Relaxed) == 0;
-        if arena.is_none() && between_requests && activity.started.load(Ordering::Relaxed) > 0 {
-            arena = config.pool.try_acquire();
-        }
-        let polled = match &arena {
-            Some(lease) => {
-                let _inside = lease.enter();
-                activity.in_connection_arena.store(true, Ordering::Relaxed);
-                let polled = connection.as_mut().poll(cx);
-                activity.in_connection_arena.store(false, Ordering::Relaxed);
-                polled
-            }
-            None => connection.as_mut().poll(cx),
-        };
-        if let Poll::Ready(_result) = polled {
+        if let Poll::Ready(_result) = connection.as_mut().poll(cx) {
             // Errors here are the client's (reset, bad request already answered):
             // the connection is over either way.
             return Poll::Ready(());
         }
         let in_flight = activity.in_flight.load(Ordering::Relaxed);
-        if let Some(lease) = &arena {
-            if in_flight == 0 {
-                // The request is done: its arena goes back, and stays quarantined while
-                // hyper still holds its response.
-                arena = None;
-                activity.cancel_over_budget.store(false, Ordering::Relaxed);
-            } else if lease.is_over_budget() {
-                // Cancelled by the request itself at its next poll, which is now.
-                activity.cancel_over_budget.store(true, Ordering::Relaxed);
-                cx.waker().wake_by_ref();
-            }
-        }
         let started = activity.started.load(Ordering::Relaxed);
         if head_wait.timed_out(cx, in_flight, started) {
             // Slow or silent client: no complete request head in time.
@@ -158,12 +123,16 @@ pub(crate) async fn serve<H: Handler>(
 
 /// The header-read timeout: a client has this long to complete a request head, counted
 /// from when the connection starts waiting for one (its start, or the end of the
-/// previous request). One timer per connection, reset rather than reallocated.
+/// previous request). One timer per connection, and no timer operation per request: a
+/// new wait only notes its start, and the timer, when it fires, checks the wait it finds
+/// and is moved to that wait's deadline if it is not due yet.
 struct HeadWait {
     timeout: Duration,
     deadline: Sleep,
     /// `started` when the current wait began; `None` while a request runs.
     waiting_since: Option<u64>,
+    /// When the current wait began.
+    began: Instant,
 }
 
 impl HeadWait {
@@ -172,6 +141,7 @@ impl HeadWait {
             timeout,
             deadline: sleep(timeout),
             waiting_since: Some(0),
+            began: Instant::now(),
         }
     }
 
@@ -184,8 +154,18 @@ impl HeadWait {
         if self.waiting_since != Some(started) {
             // A request ended (or started and ended) since: a new wait begins.
             self.waiting_since = Some(started);
-            self.deadline.reset(Instant::now() + self.timeout);
+            self.began = Instant::now();
         }
+        if Pin::new(&mut self.deadline).poll(cx).is_pending() {
+            return false;
+        }
+        // The timer was set for this wait or an earlier one: is this one due?
+        let due = self.began + self.timeout;
+        if Instant::now() >= due {
+            return true;
+        }
+        self.deadline.reset(due);
+        // Registers the timer again; due by now after all means timed out.
         Pin::new(&mut self.deadline).poll(cx).is_ready()
     }
 }

@@ -1,40 +1,30 @@
 //! The per-request wrapper: every call and poll of a user handler goes through
 //! [`RequestTask`], which runs it inside the request's own arena.
 //!
-//! A request's arena comes one of two ways:
-//! - **The connection's.** Between requests a connection leases an arena and polls
-//!   hyper inside it (`connection.rs`), so the next request's head is read and parsed
-//!   into it; [`RequestTask::start`] then sees `in_connection_arena` and the request
-//!   runs in that arena, which the connection enters around every poll of hyper (and
-//!   so of this task) and releases when the request is over. This is the steady
-//!   state of a keep-alive connection: the whole request, hyper's parse included,
-//!   costs the fallback heap nothing.
-//! - **Its own.** The first request of a connection (whose cycle also sets up hyper's
-//!   long-lived buffers, which must stay outside arenas), or any request that arrived
-//!   while no arena was free for its connection: `start` leases one without waiting
-//!   and enters it for the handler call and every poll. With none free, the request
-//!   waits in `WaitingForArena` (first come, first served, through `acquire_async`)
-//!   for at most the configured arena wait, then gets 503 without the handler ever
-//!   being called.
+//! A request's life:
+//! 1. [`RequestTask::start`] (when hyper hands over the request): lease an arena from
+//!    the server's pool without waiting, and call the handler inside it (calling it
+//!    here, not at the first poll, lets the request head go before hyper's next read).
+//!    With every arena in use, the request waits in `WaitingForArena` (first come,
+//!    first served, through `acquire_async`) for at most the configured arena wait,
+//!    then gets 503 without the handler ever being called.
+//! 2. Every poll of the handler enters the arena (the router's guard), so all its
+//!    global allocations are bump allocations in the arena, and runs under
+//!    `catch_unwind`: a panic, in the call or a poll, becomes a 500.
+//! 3. After a poll that leaves the handler pending, the arena's over-budget flag is
+//!    read: an allocation that did not fit spilled to the fallback heap and raised it.
+//!    The handler future is then dropped (inside the arena, so destructors run and free
+//!    into it) and the client gets 503 saying the request exceeded its memory budget.
+//!    A deadline armed at the first pending poll cancels a handler that runs too long.
+//! 4. When the handler is done or dropped, the lease is released. Whatever the request
+//!    allocated and is still alive (its response, until hyper has written it; anything
+//!    that escaped) keeps the arena quarantined, and the last free returns it to the
+//!    pool: no memory is reused while something allocated from it lives.
 //!
-//! Either way:
-//! 1. The handler is called when hyper hands over the request (not at the first poll:
-//!    that lets the request head go before hyper's next read) and polled inside the
-//!    arena under `catch_unwind`: a panic, in the call or a poll, becomes a 500.
-//! 2. An allocation that does not fit the arena spills to the fallback heap and raises
-//!    the arena's over-budget flag. The flag is read after each pending poll (own
-//!    arena) or by the connection after its poll, which then wakes the request
-//!    (connection's arena); at its next poll the handler future is dropped (inside the
-//!    arena, so destructors run and free into it) and the client gets 503 saying the
-//!    request exceeded its memory budget. A deadline armed at the first pending poll
-//!    cancels a handler that runs too long.
-//! 3. When the request is over, its arena is released. Whatever it allocated and is
-//!    still alive (its response, until hyper has written it; anything that escaped)
-//!    keeps the arena quarantined, and the last free returns it to the pool: no memory
-//!    is reused while something allocated from it lives.
-//!
-//! Pipelined requests that hyper reads in one poll of their connection share its
-//! arena, and so its budget.
+//! hyper's own work for a request (reading and parsing its head) happens in the
+//! connection's task, outside the arena: it also allocates connection state there (its
+//! read buffer), which inside an arena would pin that arena for as long as the
+//! connection lives.
 //!
 //! Everything the server makes itself (these wrappers, refusal responses, timers, the
 //! runtime's queues) is allocated outside the arena.
@@ -49,7 +39,7 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -71,12 +61,6 @@ pub(crate) struct ConnectionActivity {
     pub(crate) in_flight: AtomicUsize,
     /// Requests started on this connection.
     pub(crate) started: AtomicU64,
-    /// Set while the connection polls hyper inside its arena: a request that starts
-    /// then was read into that arena and runs in it.
-    pub(crate) in_connection_arena: AtomicBool,
-    /// Set by the connection when its arena went over budget while a request that runs
-    /// in it is in flight; that request cancels itself at its next poll.
-    pub(crate) cancel_over_budget: AtomicBool,
     /// The server's counters, for what a request's outcome adds to them.
     counters: Arc<Counters>,
 }
@@ -86,8 +70,6 @@ impl ConnectionActivity {
         Self {
             in_flight: AtomicUsize::new(0),
             started: AtomicU64::new(0),
-            in_connection_arena: AtomicBool::new(false),
-            cancel_over_budget: AtomicBool::new(false),
             counters,
         }
     }
@@ -106,10 +88,6 @@ impl InFlight {
 
     fn counters(&self) -> &Counters {
         &self.0.counters
-    }
-
-    fn activity(&self) -> &ConnectionActivity {
-        &self.0
     }
 }
 
@@ -179,11 +157,8 @@ const TIMED_OUT_BODY: &str = "service unavailable: the request handler timed out
 pub(crate) struct RequestTask<H: Handler> {
     /// Pinned when `Running`; see the module `# Safety`.
     state: State<H>,
-    /// The request's own arena while the handler lives; released when it is done.
+    /// The request's arena while the handler lives; released when it is done.
     lease: Option<PooledArena<'static>>,
-    /// The request runs in its connection's arena instead (which the connection enters
-    /// around every poll of hyper, and so of this task).
-    in_connection_arena: bool,
     /// Cancels the handler when it fires; armed at the handler's first pending poll.
     deadline: Option<Sleep>,
     handler_timeout: Duration,
@@ -194,15 +169,14 @@ fn refusal<B>(status: StatusCode, body: &'static str) -> Response<ResponseBody<B
     plain_response(status, body).map(Either::Right)
 }
 
-/// Calls the handler inside `lease`'s arena (or the arena already entered), containing
-/// a panic.
+/// Calls the handler inside `lease`'s arena, containing a panic.
 fn call_in_arena<H: Handler>(
     handler: &H,
     request: Request<RequestBody>,
-    lease: Option<&PooledArena<'static>>,
+    lease: &PooledArena<'static>,
     counters: &Counters,
 ) -> State<H> {
-    let _inside = lease.map(PooledArena::enter);
+    let _inside = lease.enter();
     match catch_unwind(AssertUnwindSafe(|| handler.call(request))) {
         Ok(future) => State::Running(future),
         Err(_) => {
@@ -216,32 +190,16 @@ fn call_in_arena<H: Handler>(
 }
 
 impl<H: Handler> RequestTask<H> {
-    /// Calls the handler in the connection's arena the request was read into, or leases
-    /// an arena and calls the handler in it, or starts waiting for one.
+    /// Leases an arena and calls the handler in it, or starts waiting for one.
     fn start(
         handler: &Arc<H>,
         request: Request<RequestBody>,
         config: &Config,
         in_flight: InFlight,
     ) -> Self {
-        if in_flight
-            .activity()
-            .in_connection_arena
-            .load(Ordering::Relaxed)
-        {
-            let state = call_in_arena(&**handler, request, None, in_flight.counters());
-            return Self {
-                state,
-                lease: None,
-                in_connection_arena: true,
-                deadline: None,
-                handler_timeout: config.handler_timeout,
-                in_flight,
-            };
-        }
         let (state, lease) = match config.pool.try_acquire() {
             Some(lease) => {
-                let state = call_in_arena(&**handler, request, Some(&lease), in_flight.counters());
+                let state = call_in_arena(&**handler, request, &lease, in_flight.counters());
                 (state, Some(lease))
             }
             None => {
@@ -257,7 +215,6 @@ impl<H: Handler> RequestTask<H> {
         Self {
             state,
             lease,
-            in_connection_arena: false,
             deadline: None,
             handler_timeout: config.handler_timeout,
             in_flight,
@@ -268,7 +225,6 @@ impl<H: Handler> RequestTask<H> {
         Self {
             state: State::Answered(response),
             lease: None,
-            in_connection_arena: false,
             deadline: None,
             handler_timeout: Duration::ZERO,
             in_flight,
@@ -316,15 +272,6 @@ impl<H: Handler> RequestTask<H> {
 
     /// Polls the running handler inside its arena and applies the per-request rules.
     fn poll_handler(&mut self, cx: &mut Context<'_>) -> Poll<<Self as Future>::Output> {
-        if self.in_connection_arena
-            && self
-                .in_flight
-                .activity()
-                .cancel_over_budget
-                .swap(false, Ordering::Relaxed)
-        {
-            return self.cancel_over_budget();
-        }
         let State::Running(future) = &mut self.state else {
             unreachable!("poll_handler on a task that is not running")
         };
@@ -381,7 +328,7 @@ impl<H: Handler> Future for RequestTask<H> {
                         request, handler, ..
                     } = *waiting;
                     this.state =
-                        call_in_arena(&*handler, request, Some(&lease), this.in_flight.counters());
+                        call_in_arena(&*handler, request, &lease, this.in_flight.counters());
                     this.lease = Some(lease);
                     // Poll the new state at once: the handler's first poll, or the 500.
                     // SAFETY: `this` is the pinned task; re-pinning it is sound.

@@ -36,8 +36,7 @@ static KEPT: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 #[test]
 fn handler_allocations_come_from_the_request_arena() {
     let server = start_with(builder(), probes);
-    // The first request of a connection gets an arena of its own; later ones are read
-    // into an arena the connection leased between requests and run in it.
+    // Every request on the connection runs in an arena of its own.
     let results = client_runtime().block_on(get_all_on_one_connection(
         server.address,
         ["/where", "/where", "/where"],
@@ -168,7 +167,7 @@ fn waiting_request_gets_the_arena_when_it_is_released() {
 #[test]
 fn escaped_memory_keeps_its_arena_quarantined_until_freed() {
     let server = start_with_arenas(builder(), PoolConfig::new(4, 64 << 10), probes);
-    // Second on its connection: the request runs in the connection's arena.
+    // Second on its connection, after one that left nothing behind.
     let results = client_runtime().block_on(get_all_on_one_connection(
         server.address,
         ["/hello", "/keep"],
@@ -190,4 +189,38 @@ fn escaped_memory_keeps_its_arena_quarantined_until_freed() {
     // Freed here, on a test thread: the arena rejoins the pool (checked on drop). KEPT's
     // own buffer grew inside the request too, so it goes as well: `clear` would not do.
     drop(std::mem::take(&mut *KEPT.lock().unwrap()));
+}
+
+#[test]
+fn idle_keep_alive_connections_hold_no_arena() {
+    let server = start_with_arenas(builder(), PoolConfig::new(8, 64 << 10), routes);
+    let address = server.address;
+    let pool = server.pool();
+    client_runtime().block_on(async move {
+        let mut connections = Vec::new();
+        for _ in 0..4 {
+            let mut connection = ClientConnection::connect(address, CLIENT_TIMEOUT)
+                .await
+                .unwrap();
+            for _ in 0..5 {
+                assert_eq!(get_on(&mut connection, "/hello").await.0, StatusCode::OK);
+            }
+            connections.push(connection);
+        }
+        // Four connections open and idle: every arena is free, none pinned by what hyper
+        // keeps for a connection between requests.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let arenas = pool.stats();
+            if arenas.free == arenas.arenas {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "idle connections pin arenas: {arenas:?}"
+            );
+            executor::sleep(Duration::from_millis(5)).await;
+        }
+        drop(connections);
+    });
 }
