@@ -145,31 +145,42 @@ fn shared_pool() -> &'static ArenaPool {
 /// A router over `System`, called directly (not installed as the global allocator).
 static ROUTER: ArenaRouter<System> = ArenaRouter::new(System);
 
-/// An arena leased from an [`ArenaPool`], through `&PooledArena` as an `Allocator`.
-pub struct PooledArenaSubject {
-    lease: PooledArena<'static>,
-}
-
-impl PooledArenaSubject {
-    /// Leases an arena from the shared pool, waiting for one if all are leased.
-    pub fn new() -> Self {
-        PooledArenaSubject {
-            lease: shared_pool().acquire(),
+/// A subject that holds one lease from the shared pool, taken when it is made (waiting
+/// for an arena if all are leased): the type, `new`, `Default` and `Debug`.
+macro_rules! leased_subject {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        pub struct $name {
+            lease: PooledArena<'static>,
         }
-    }
+
+        impl $name {
+            /// Leases an arena from the shared pool, waiting for one if all are leased.
+            pub fn new() -> Self {
+                $name {
+                    lease: shared_pool().acquire(),
+                }
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name::new()
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($name)).finish_non_exhaustive()
+            }
+        }
+    };
 }
 
-impl Default for PooledArenaSubject {
-    fn default() -> Self {
-        PooledArenaSubject::new()
-    }
-}
-
-impl fmt::Debug for PooledArenaSubject {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PooledArenaSubject").finish_non_exhaustive()
-    }
-}
+leased_subject!(
+    /// An arena leased from an [`ArenaPool`], through `&PooledArena` as an `Allocator`.
+    PooledArenaSubject
+);
 
 // SAFETY: every call is forwarded to the leased arena unchanged.
 unsafe impl Subject for PooledArenaSubject {
@@ -213,33 +224,12 @@ unsafe impl Subject for PooledArenaSubject {
     }
 }
 
-/// The [`ArenaRouter`] as a thread sees it after entering a pooled arena: allocations come
-/// from the arena (spilling to `System` beyond it, up to the hard cap), frees are routed
-/// by address.
-pub struct RouterSubject {
-    lease: PooledArena<'static>,
-}
-
-impl RouterSubject {
-    /// Leases an arena from the shared pool for the router to route to.
-    pub fn new() -> Self {
-        RouterSubject {
-            lease: shared_pool().acquire(),
-        }
-    }
-}
-
-impl Default for RouterSubject {
-    fn default() -> Self {
-        RouterSubject::new()
-    }
-}
-
-impl fmt::Debug for RouterSubject {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RouterSubject").finish_non_exhaustive()
-    }
-}
+leased_subject!(
+    /// The [`ArenaRouter`] as a thread sees it after entering a pooled arena: allocations
+    /// come from the arena (spilling to `System` beyond it, up to the hard cap), frees are
+    /// routed by address.
+    RouterSubject
+);
 
 // SAFETY: every call is forwarded to the router unchanged, inside the leased arena.
 unsafe impl Subject for RouterSubject {
