@@ -24,7 +24,11 @@
 //! hyper's own work for a request (reading and parsing its head) happens in the
 //! connection's task, outside the arena: it also allocates connection state there (its
 //! read buffer), which inside an arena would pin that arena for as long as the
-//! connection lives.
+//! connection lives. The head hyper parsed is copied into the arena before the handler
+//! sees it, and the header map it was parsed into goes back to the connection and out
+//! with the response, for hyper to parse the next request into ([`own_head`],
+//! [`ConnectionActivity::lend_header_map`]): in the steady state a request costs the
+//! fallback heap no allocation at all, and an idle connection holds nothing of an arena.
 //!
 //! Everything the server makes itself (these wrappers, refusal responses, timers, the
 //! runtime's queues) is allocated outside the arena.
@@ -38,14 +42,14 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arena_alloc::{AcquireFuture, PooledArena};
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, header, uri};
 use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
 
@@ -53,8 +57,8 @@ use crate::server::stats::Counters;
 use crate::server::{Config, Handler, RequestBody, ResponseBody};
 use crate::timer::{Sleep, sleep};
 
-/// Counters one connection shares with its requests (for the idle watchdog), and the
-/// server's counters.
+/// What one connection shares with its requests: counters (for the idle watchdog), the
+/// server's counters, and the connection's header map.
 #[derive(Debug)]
 pub(crate) struct ConnectionActivity {
     /// Requests whose handler has not finished.
@@ -63,6 +67,11 @@ pub(crate) struct ConnectionActivity {
     pub(crate) started: AtomicU64,
     /// The server's counters, for what a request's outcome adds to them.
     counters: Arc<Counters>,
+    /// The connection's own header map (allocated outside any arena) between the moment
+    /// a request's head is copied into its arena and the moment the response goes out
+    /// (see [`ConnectionActivity::lend_header_map`]). Only the connection's task touches
+    /// it, so the lock is never contended.
+    header_map: Mutex<Option<HeaderMap>>,
 }
 
 impl ConnectionActivity {
@@ -71,8 +80,105 @@ impl ConnectionActivity {
             in_flight: AtomicUsize::new(0),
             started: AtomicU64::new(0),
             counters,
+            header_map: Mutex::new(None),
         }
     }
+
+    /// Keeps `map`, the header map hyper parsed a request into, emptied, for the
+    /// connection's next response.
+    fn keep_header_map(&self, mut map: HeaderMap) {
+        map.clear();
+        *lock(&self.header_map) = Some(map);
+    }
+
+    /// Puts the connection's header map, holding `response`'s headers, into `response`.
+    ///
+    /// hyper keeps the header map of the response it has just written and parses the
+    /// connection's next request into it. A map the handler built lives in the
+    /// request's arena: kept by an idle keep-alive connection, it would pin that arena
+    /// (quarantined, not reusable) until the next request. So every response leaves with
+    /// the connection's own map, and the map cycles, allocation-free in the steady state:
+    /// hyper parses a request into it, [`own_head`] copies the head into the request's
+    /// arena and hands the map back here, the response carries it to hyper.
+    ///
+    /// Called outside any arena: if the connection has no map yet, or this response has
+    /// more headers than it holds, it grows on the fallback heap, as connection state.
+    fn lend_header_map(&self, response: &mut HeaderMap) {
+        let mut map = lock(&self.header_map).take().unwrap_or_default();
+        map.reserve(response.len());
+        let mut name = None;
+        for (next, value) in response.drain() {
+            // `drain` names a header once, before the first of its values.
+            if next.is_some() {
+                name = next;
+            }
+            if let Some(name) = &name {
+                map.append(name.clone(), value);
+            }
+        }
+        // The handler's (now empty) map is freed into its arena here.
+        *response = map;
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Copies `request`'s head into the current arena, leaving nothing that points into
+/// hyper's buffers, and gives the header map hyper parsed it into back to `activity`.
+///
+/// hyper parses a request without copying: its header values and URI are slices of the
+/// connection's read buffer. A handler holding them keeps that buffer shared, so hyper's
+/// next read cannot reuse it and allocates a new one (and its header map) on the
+/// fallback heap, every request. Copied into the arena (a few bump allocations), the
+/// head belongs to the request alone and the connection's buffers are reused.
+///
+/// Custom header names are an exception: hyper has already copied each into an
+/// allocation of its own while parsing (outside the arena); they are shared, not copied.
+fn own_head<B>(request: Request<B>, activity: &ConnectionActivity) -> Request<B> {
+    let (mut parts, body) = request.into_parts();
+    let parsed = std::mem::take(&mut parts.headers);
+    let mut headers = HeaderMap::with_capacity(parsed.len());
+    for (name, value) in &parsed {
+        headers.append(name.clone(), own_value(value));
+    }
+    parts.headers = headers;
+    parts.uri = own_uri(&parts.uri);
+    activity.keep_header_map(parsed);
+    Request::from_parts(parts, body)
+}
+
+/// A copy of `value` in its own (arena) allocation.
+fn own_value(value: &HeaderValue) -> HeaderValue {
+    match HeaderValue::from_bytes(value.as_bytes()) {
+        Ok(mut copy) => {
+            copy.set_sensitive(value.is_sensitive());
+            copy
+        }
+        // Cannot happen (the value was valid); sharing it is correct, only slower.
+        Err(_) => value.clone(),
+    }
+}
+
+/// A copy of `uri` whose parts are in their own (arena) allocations.
+fn own_uri(uri: &Uri) -> Uri {
+    if uri.scheme().is_none() && uri.authority().is_none() && uri == "/" {
+        return Uri::from_static("/");
+    }
+    let copy = |text: &str| Bytes::copy_from_slice(text.as_bytes());
+    let mut parts = uri::Parts::default();
+    parts.scheme = uri.scheme_str().and_then(|scheme| scheme.parse().ok());
+    parts.authority = uri
+        .authority()
+        .and_then(|authority| uri::Authority::from_maybe_shared(copy(authority.as_str())).ok());
+    parts.path_and_query = uri
+        .path_and_query()
+        .and_then(|path| uri::PathAndQuery::from_maybe_shared(copy(path.as_str())).ok());
+    // Cannot fail (the parts come from a valid URI); sharing it is correct, only slower.
+    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
 }
 
 /// Marks one request in flight for its whole life.
@@ -88,6 +194,10 @@ impl InFlight {
 
     fn counters(&self) -> &Counters {
         &self.0.counters
+    }
+
+    fn connection(&self) -> &ConnectionActivity {
+        &self.0
     }
 }
 
@@ -169,14 +279,17 @@ fn refusal<B>(status: StatusCode, body: &'static str) -> Response<ResponseBody<B
     plain_response(status, body).map(Either::Right)
 }
 
-/// Calls the handler inside `lease`'s arena, containing a panic.
+/// Copies the request's head into `lease`'s arena and calls the handler there,
+/// containing a panic.
 fn call_in_arena<H: Handler>(
     handler: &H,
     request: Request<RequestBody>,
     lease: &PooledArena<'static>,
-    counters: &Counters,
+    in_flight: &InFlight,
 ) -> State<H> {
     let _inside = lease.enter();
+    let counters = in_flight.counters();
+    let request = own_head(request, in_flight.connection());
     match catch_unwind(AssertUnwindSafe(|| handler.call(request))) {
         Ok(future) => State::Running(future),
         Err(_) => {
@@ -199,7 +312,7 @@ impl<H: Handler> RequestTask<H> {
     ) -> Self {
         let (state, lease) = match config.pool.try_acquire() {
             Some(lease) => {
-                let state = call_in_arena(&**handler, request, &lease, in_flight.counters());
+                let state = call_in_arena(&**handler, request, &lease, &in_flight);
                 (state, Some(lease))
             }
             None => {
@@ -309,7 +422,20 @@ impl<H: Handler> RequestTask<H> {
 impl<H: Handler> Future for RequestTask<H> {
     type Output = Result<Response<ResponseBody<H::Body>>, Infallible>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut outcome = self.as_mut().poll_response(cx);
+        if let Poll::Ready(Ok(response)) = &mut outcome {
+            self.in_flight
+                .connection()
+                .lend_header_map(response.headers_mut());
+        }
+        outcome
+    }
+}
+
+impl<H: Handler> RequestTask<H> {
+    /// The response, by the per-request rules (module docs).
+    fn poll_response(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<<Self as Future>::Output> {
         // SAFETY: only `state`'s `Running` future is structurally pinned, and the code
         // below never moves it: it is polled through `Pin::new_unchecked` on its place
         // and dropped in place by `drop_handler`. `Answered` and `WaitingForArena` are
@@ -327,12 +453,11 @@ impl<H: Handler> Future for RequestTask<H> {
                     let Waiting {
                         request, handler, ..
                     } = *waiting;
-                    this.state =
-                        call_in_arena(&*handler, request, &lease, this.in_flight.counters());
+                    this.state = call_in_arena(&*handler, request, &lease, &this.in_flight);
                     this.lease = Some(lease);
                     // Poll the new state at once: the handler's first poll, or the 500.
                     // SAFETY: `this` is the pinned task; re-pinning it is sound.
-                    return unsafe { Pin::new_unchecked(this) }.poll(cx);
+                    return unsafe { Pin::new_unchecked(this) }.poll_response(cx);
                 }
                 if Pin::new(&mut waiting.deadline).poll(cx).is_ready() {
                     // Dropping the waiting state gives up its place in the queue.
@@ -407,5 +532,123 @@ impl<H: Handler> hyper::service::Service<Request<Incoming>> for HandlerService<H
         }
         let request = request.map(|body| Limited::new(body, max_body));
         RequestTask::start(&self.handler, request, &self.config, in_flight)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn activity() -> ConnectionActivity {
+        ConnectionActivity::new(Arc::default())
+    }
+
+    /// Whether `inner` lies inside `outer`.
+    fn within(inner: &[u8], outer: &[u8]) -> bool {
+        let outer = outer.as_ptr_range();
+        outer.contains(&inner.as_ptr())
+    }
+
+    #[test]
+    fn the_head_is_copied_and_the_parsed_map_goes_back_to_the_connection() {
+        // A "read buffer" the head's parts are slices of, as hyper makes them.
+        let buffer = Bytes::from_static(b"/a/b?c=d example.com:8080 v1 v2 secret");
+        let slice = |text: &str| {
+            let start = buffer
+                .windows(text.len())
+                .position(|window| window == text.as_bytes())
+                .unwrap();
+            buffer.slice(start..start + text.len())
+        };
+        let mut parsed = HeaderMap::with_capacity(8);
+        parsed.append(
+            "x-multi",
+            HeaderValue::from_maybe_shared(slice("v1")).unwrap(),
+        );
+        parsed.append(
+            "x-multi",
+            HeaderValue::from_maybe_shared(slice("v2")).unwrap(),
+        );
+        let mut secret = HeaderValue::from_maybe_shared(slice("secret")).unwrap();
+        secret.set_sensitive(true);
+        parsed.insert(header::AUTHORIZATION, secret);
+        let parsed_capacity = parsed.capacity();
+        let mut request = Request::new(());
+        *request.headers_mut() = parsed;
+        *request.uri_mut() = Uri::from_maybe_shared(slice("/a/b?c=d")).unwrap();
+
+        let activity = activity();
+        let owned = own_head(request, &activity);
+        assert_eq!(owned.uri(), "/a/b?c=d");
+        assert_eq!(owned.uri().query(), Some("c=d"));
+        let multi: Vec<_> = owned.headers().get_all("x-multi").iter().collect();
+        assert_eq!(multi, ["v1", "v2"]);
+        let secret = &owned.headers()[header::AUTHORIZATION];
+        assert_eq!(secret, "secret");
+        assert!(secret.is_sensitive());
+        for value in owned.headers().values() {
+            assert!(!within(value.as_bytes(), &buffer), "{value:?} still shared");
+        }
+        assert!(!within(owned.uri().path().as_bytes(), &buffer));
+
+        // The connection has the parsed map back, empty, its capacity kept.
+        let kept = lock(&activity.header_map).take().unwrap();
+        assert!(kept.is_empty());
+        assert_eq!(kept.capacity(), parsed_capacity);
+    }
+
+    #[test]
+    fn every_form_of_uri_survives_the_copy() {
+        let activity = activity();
+        for text in [
+            "/",
+            "/plain",
+            "/q?x=1&y=%20",
+            "*",
+            "http://example.com/path?q",
+            "https://example.com:8443/",
+            "custom+scheme://user@host:1/p",
+            "example.com:443",
+        ] {
+            let mut request = Request::new(());
+            *request.uri_mut() = text.parse().unwrap();
+            let before = request.uri().clone();
+            let owned = own_head(request, &activity);
+            assert_eq!(owned.uri(), &before, "{text}");
+            assert_eq!(owned.uri().to_string(), before.to_string(), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_response_leaves_with_the_connection_map_and_all_its_headers() {
+        let activity = activity();
+        let mut connection_map = HeaderMap::with_capacity(16);
+        connection_map.insert("x-stale", HeaderValue::from_static("gone"));
+        activity.keep_header_map(connection_map);
+        let connection_capacity = lock(&activity.header_map).as_ref().unwrap().capacity();
+
+        let mut response = HeaderMap::new();
+        response.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        response.append(header::SET_COOKIE, HeaderValue::from_static("a=1"));
+        response.append(header::SET_COOKIE, HeaderValue::from_static("b=2"));
+        activity.lend_header_map(&mut response);
+
+        assert_eq!(
+            response.capacity(),
+            connection_capacity,
+            "the connection's map"
+        );
+        assert_eq!(response.len(), 3);
+        assert_eq!(response[header::CONTENT_TYPE], "text/plain");
+        let cookies: Vec<_> = response.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert!(!response.contains_key("x-stale"));
+        assert!(lock(&activity.header_map).is_none(), "lent out");
+
+        // With no map kept (the first response), one is made.
+        let mut response = HeaderMap::new();
+        response.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        activity.lend_header_map(&mut response);
+        assert_eq!(response.len(), 1);
     }
 }

@@ -202,14 +202,15 @@ fn idle_keep_alive_connections_hold_no_arena() {
             let mut connection = ClientConnection::connect(address, CLIENT_TIMEOUT)
                 .await
                 .unwrap();
-            for _ in 0..5 {
-                assert_eq!(get_on(&mut connection, "/hello").await.0, StatusCode::OK);
+            for path in ["/hello", "/typed", "/typed?x=1", "/hello", "/typed"] {
+                assert_eq!(get_on(&mut connection, path).await.0, StatusCode::OK);
             }
             connections.push(connection);
         }
         // Four connections open and idle: every arena is free, none pinned by what hyper
-        // keeps for a connection between requests.
-        let deadline = Instant::now() + Duration::from_secs(5);
+        // keeps for a connection between requests. (Well before the connections' own
+        // timeouts, 5 s, would close them and free whatever they hold.)
+        let deadline = Instant::now() + Duration::from_secs(1);
         loop {
             let arenas = pool.stats();
             if arenas.free == arenas.arenas {

@@ -210,6 +210,19 @@ fn query_millis(request: &Request<RequestBody>) -> u64 {
 pub async fn routes(request: Request<RequestBody>) -> Response<TestBody> {
     match request.uri().path() {
         "/hello" => text(StatusCode::OK, "hello"),
+        "/typed" => {
+            // Response headers of its own, and one copied from the request.
+            let mut response = text(StatusCode::OK, "typed");
+            let headers = response.headers_mut();
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain"),
+            );
+            if let Some(id) = request.headers().get("x-request-id") {
+                headers.insert("x-request-id", id.clone());
+            }
+            response
+        }
         "/echo" => match request.into_body().collect().await {
             Ok(body) => text(StatusCode::OK, body.to_bytes()),
             Err(error) if error.is::<http_body_util::LengthLimitError>() => {
