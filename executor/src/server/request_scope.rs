@@ -85,8 +85,12 @@ impl ConnectionActivity {
     }
 
     /// Keeps `map`, the header map hyper parsed a request into, emptied, for the
-    /// connection's next response.
+    /// connection's next response; a map grown past [`KEPT_HEADER_CAPACITY`] by an
+    /// unusually large head is freed instead, so an idle connection stays small.
     fn keep_header_map(&self, mut map: HeaderMap) {
+        if map.capacity() > KEPT_HEADER_CAPACITY {
+            return;
+        }
         map.clear();
         *lock(&self.header_map) = Some(map);
     }
@@ -120,6 +124,10 @@ impl ConnectionActivity {
         *response = map;
     }
 }
+
+/// The most headers a connection's kept header map holds room for (about 6 KiB); a
+/// larger one is not kept between requests.
+const KEPT_HEADER_CAPACITY: usize = 64;
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
@@ -644,6 +652,17 @@ mod tests {
         assert_eq!(cookies, ["a=1", "b=2"]);
         assert!(!response.contains_key("x-stale"));
         assert!(lock(&activity.header_map).is_none(), "lent out");
+
+        // A map grown by a large head is not kept.
+        let mut large = HeaderMap::new();
+        for index in 0..100 {
+            large.insert(
+                header::HeaderName::from_bytes(format!("x-{index}").as_bytes()).unwrap(),
+                HeaderValue::from_static("v"),
+            );
+        }
+        activity.keep_header_map(large);
+        assert!(lock(&activity.header_map).is_none(), "too large to keep");
 
         // With no map kept (the first response), one is made.
         let mut response = HeaderMap::new();
