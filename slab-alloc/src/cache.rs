@@ -297,15 +297,19 @@ impl<S: PageSource> CacheCore<S> {
         debug_assert!(id == self.header.fast_id && link_offset == self.header.link_offset);
         with_magazines(|magazines| {
             let slot = magazines.slot(id);
-            let head = NonNull::new(slot.loaded.load(Relaxed))?;
+            // SAFETY: the calling thread owns the slot.
+            let head = NonNull::new(unsafe { slot.owner_loaded() })?;
             // SAFETY: the loaded magazine holds free objects of this cache chained by
             // `Magazine::push` with this link offset (magazine module docs).
             let next = unsafe { head.add(link_offset).cast::<*mut u8>().read() };
-            slot.loaded.store(next, Relaxed);
-            // One fewer object, one more hit: a single add (see `Slot::counts`).
-            let counts = slot.counts.load(Relaxed);
-            debug_assert!(loaded_count(counts) > 0, "a loaded magazine counted empty");
-            slot.counts.store(counts.wrapping_add(ALLOC_HIT), Relaxed);
+            // SAFETY: the calling thread owns the slot. One fewer object, one more hit:
+            // a single add (see `Slot::counts`).
+            unsafe {
+                slot.owner_set_loaded(next);
+                let counts = slot.owner_counts();
+                debug_assert!(loaded_count(counts) > 0, "a loaded magazine counted empty");
+                slot.owner_set_counts(counts.wrapping_add(ALLOC_HIT));
+            }
             Some(head)
         })
         // The slot of `NO_ID` is always empty, so no id test is needed above (caches
@@ -408,20 +412,22 @@ impl<S: PageSource> CacheCore<S> {
         };
         let done = with_magazines(|magazines| {
             let slot = magazines.slot(id);
-            let counts = slot.counts.load(Relaxed);
-            if loaded_count(counts) >= slot.capacity.load(Relaxed) {
+            // SAFETY: the calling thread owns the slot.
+            let (counts, capacity) = unsafe { (slot.owner_counts(), slot.owner_capacity()) };
+            if loaded_count(counts) >= capacity {
                 return false;
             }
-            // SAFETY: the object is free and ours (caller), its link word is ours.
+            // SAFETY: the object is free and ours (caller), its link word is ours; the
+            // calling thread owns the slot. One more object, one more hit (see
+            // `Slot::counts`).
             unsafe {
                 object
                     .add(link_offset)
                     .cast::<*mut u8>()
-                    .write(slot.loaded.load(Relaxed))
-            };
-            slot.loaded.store(object.as_ptr(), Relaxed);
-            // One more object, one more hit (see `Slot::counts`).
-            slot.counts.store(counts.wrapping_add(FREE_HIT), Relaxed);
+                    .write(slot.owner_loaded());
+                slot.owner_set_loaded(object.as_ptr());
+                slot.owner_set_counts(counts.wrapping_add(FREE_HIT));
+            }
             true
         });
         if !done {

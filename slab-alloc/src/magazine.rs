@@ -30,8 +30,16 @@
 //!   the registry lock and after the thread has left the registry's list, so the sweeps
 //!   of (b), which read the chunk pointers (`Acquire`) under the same lock, never see a
 //!   chunk being unmapped.
-//! - The fields are atomics accessed with `Relaxed` ordering, so that the sweeps of (b)
-//!   are data-race free; on the fast path they compile to plain loads and stores.
+//! - The fields are atomics, accessed with `Relaxed` ordering by the slow paths and the
+//!   sweeps. The inlined fast paths of the owning thread read and write the loaded
+//!   magazine, its counts and the capacity as plain memory (through `as_ptr`): atomic
+//!   accesses, even relaxed ones, are barriers to the compiler (it can neither keep a
+//!   value in a register across them nor build a moved-in value in place), and the plain
+//!   accesses race with nothing: other threads touch a slot only in case (b), which
+//!   happens after every use of the cache (hence of the slot) by any thread, and before
+//!   any use of the slot by a later cache with the same id (that cache is registered
+//!   under the registry lock after the sweep, and reaches threads only through
+//!   synchronisation).
 //! - The objects of a magazine are free: nothing but the magazine refers to them, and the
 //!   link word of each belongs to the allocator until the object is handed out again.
 
@@ -161,6 +169,57 @@ impl Slot {
             previous_count: AtomicU32::new(0),
             previous: AtomicPtr::new(ptr::null_mut()),
         }
+    }
+
+    /// The head of the loaded magazine, for the owning thread's fast paths.
+    ///
+    /// # Safety
+    /// - The calling thread owns the slot (module docs, "Safety": plain accesses by the
+    ///   owner race with nothing).
+    #[inline(always)]
+    pub(crate) unsafe fn owner_loaded(&self) -> *mut u8 {
+        // SAFETY: the caller's obligation.
+        unsafe { self.loaded.as_ptr().read() }
+    }
+
+    /// Sets the head of the loaded magazine, for the owning thread's fast paths.
+    ///
+    /// # Safety
+    /// - As [`owner_loaded`](Self::owner_loaded).
+    #[inline(always)]
+    pub(crate) unsafe fn owner_set_loaded(&self, head: *mut u8) {
+        // SAFETY: the caller's obligation.
+        unsafe { self.loaded.as_ptr().write(head) }
+    }
+
+    /// The [`counts`](Self::counts) word, for the owning thread's fast paths.
+    ///
+    /// # Safety
+    /// - As [`owner_loaded`](Self::owner_loaded).
+    #[inline(always)]
+    pub(crate) unsafe fn owner_counts(&self) -> u64 {
+        // SAFETY: the caller's obligation.
+        unsafe { self.counts.as_ptr().read() }
+    }
+
+    /// Sets the [`counts`](Self::counts) word, for the owning thread's fast paths.
+    ///
+    /// # Safety
+    /// - As [`owner_loaded`](Self::owner_loaded).
+    #[inline(always)]
+    pub(crate) unsafe fn owner_set_counts(&self, counts: u64) {
+        // SAFETY: the caller's obligation.
+        unsafe { self.counts.as_ptr().write(counts) }
+    }
+
+    /// The magazine capacity, for the owning thread's fast paths.
+    ///
+    /// # Safety
+    /// - As [`owner_loaded`](Self::owner_loaded).
+    #[inline(always)]
+    pub(crate) unsafe fn owner_capacity(&self) -> u32 {
+        // SAFETY: the caller's obligation.
+        unsafe { self.capacity.as_ptr().read() }
     }
 
     /// The loaded magazine.

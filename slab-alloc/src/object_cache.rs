@@ -208,52 +208,31 @@ impl<T, S: PageSource> ObjectCache<T, S> {
     /// [`AllocError`] (with `value` dropped) when the page source is exhausted.
     #[inline(always)]
     pub fn try_insert(&self, value: T) -> Result<ObjectBox<'_, T, S>, AllocError> {
+        // Only the magazine pop is inline; the miss is a call that returns a slot, so
+        // the value is used once, by the move below: it is built in the slot rather
+        // than on the stack and copied.
+        let object = match self.core().alloc_fast_hinted(self.id, self.link_offset) {
+            Some(object) => object.cast::<T>(),
+            None => self.alloc_slot_missed()?,
+        };
         if self.is_constructed() {
-            return self.insert_constructed(value);
+            // SAFETY: slots of a constructed cache hold a valid `T`, replaced here.
+            unsafe { *object.as_ptr() = value };
+        } else {
+            // SAFETY: a fresh slot sized and aligned for `T`.
+            unsafe { object.write(value) };
         }
-        match self.core().alloc_fast_hinted(self.id, self.link_offset) {
-            Some(object) => {
-                // Nothing but the magazine pop between taking the slot and moving the
-                // value in (the miss is a call, out of line): the value is built in the
-                // slot rather than on the stack and copied.
-                let object = object.cast::<T>();
-                // SAFETY: a fresh slot sized and aligned for `T`.
-                unsafe { object.write(value) };
-                Ok(ObjectBox {
-                    cache: self,
-                    object,
-                })
-            }
-            None => self.insert_slow(value),
-        }
-    }
-
-    /// [`try_insert`](Self::try_insert) in a constructed cache. Out of line: its copy of
-    /// the value, which replaces a constructed one, would otherwise be merged with the
-    /// plain pool's fast path and keep the value on the stack there.
-    #[inline(never)]
-    fn insert_constructed(&self, value: T) -> Result<ObjectBox<'_, T, S>, AllocError> {
-        let object = self.alloc_slot()?;
-        // SAFETY: slots of a constructed cache hold a valid `T`, replaced here.
-        unsafe { *object.as_ptr() = value };
         Ok(ObjectBox {
             cache: self,
             object,
         })
     }
 
-    /// [`try_insert`](Self::try_insert) in a plain pool after a magazine miss.
+    /// A slot after a miss of the inlined magazine pop (out of line).
     #[cold]
     #[inline(never)]
-    fn insert_slow(&self, value: T) -> Result<ObjectBox<'_, T, S>, AllocError> {
-        let object = self.alloc_slot()?;
-        // SAFETY: a fresh slot sized and aligned for `T` (a plain pool's slots hold no
-        // value).
-        unsafe { object.write(value) };
-        Ok(ObjectBox {
-            cache: self,
-            object,
-        })
+    fn alloc_slot_missed(&self) -> Result<NonNull<T>, AllocError> {
+        self.alloc_slot()
     }
 
     /// Moves `value` into a slot; calls [`std::alloc::handle_alloc_error`] when memory
