@@ -92,6 +92,15 @@ fn pair_64(c: &mut Criterion) {
             drop(black_box(object));
         })
     });
+    // The workload of `reproduce` (slab group, "ObjectCache<[u64; 8]> insert + drop").
+    let words = ObjectCache::<[u64; 8]>::new().unwrap();
+    group.bench_function("object_cache_insert_write_u64x8", |b| {
+        b.iter(|| {
+            let mut object = words.insert([0; 8]);
+            object[0] = 1;
+            drop(black_box(object));
+        })
+    });
     group.finish();
 }
 

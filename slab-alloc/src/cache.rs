@@ -49,7 +49,10 @@ use allocator_api2::alloc::AllocError;
 use mmap_alloc::{DefaultPages, PageSource};
 
 use crate::depot::Depot;
-use crate::magazine::{ACTIVE, Magazine, Slot, ThreadMagazines, UNREGISTERED, with_magazines};
+use crate::magazine::{
+    ACTIVE, ALLOC_HIT, FREE_HIT, Magazine, Slot, ThreadMagazines, UNREGISTERED, loaded_count,
+    with_magazines,
+};
 use crate::registry::{self, CoreHeader, NO_ID};
 use crate::slab::{self, Geometry, ListKind, SLAB_BYTES, SlabHeader, SlabList};
 use crate::slab_map;
@@ -271,26 +274,53 @@ impl<S: PageSource> CacheCore<S> {
         link_offset: usize,
         construct: Construct<'_>,
     ) -> Option<NonNull<u8>> {
-        debug_assert!(id == self.header.fast_id && link_offset == self.header.link_offset);
-        let hit = with_magazines(|magazines| {
-            let slot = magazines.slot(id);
-            let head = NonNull::new(slot.loaded.load(Relaxed))?;
-            // SAFETY: the loaded magazine holds free objects of this cache chained by
-            // `Magazine::push` with this link offset (magazine module docs).
-            let next = unsafe { head.add(link_offset).cast::<*mut u8>().read() };
-            slot.loaded.store(next, Relaxed);
-            slot.loaded_count
-                .store(slot.loaded_count.load(Relaxed) - 1, Relaxed);
-            slot.hits
-                .store(slot.hits.load(Relaxed).wrapping_add(1), Relaxed);
-            Some(head)
-        });
-        // The slot of `NO_ID` is always empty, so no id test is needed above (caches
-        // without magazines, and those with an overflow id, go to the slow path).
-        let object = match hit {
+        let object = match self.alloc_fast(id, link_offset) {
             Some(object) => object,
             None => self.alloc_slow(construct)?,
         };
+        #[cfg(debug_assertions)]
+        // SAFETY: the object is in one of our slabs, which are mapped.
+        unsafe {
+            slab::debug_mark(object, &self.header, &self.geometry, true)
+        };
+        Some(object)
+    }
+
+    /// The fast path of [`alloc_hinted`](Self::alloc_hinted) alone: an object from the
+    /// calling thread's loaded magazine, or `None` (then the caller takes the slow path,
+    /// [`alloc_slow`](Self::alloc_slow)). Objects from here are not constructed afresh:
+    /// they are free objects that went through a magazine.
+    ///
+    /// In debug builds the object is not marked allocated yet: the callers do it.
+    #[inline(always)]
+    fn alloc_fast(&self, id: u32, link_offset: usize) -> Option<NonNull<u8>> {
+        debug_assert!(id == self.header.fast_id && link_offset == self.header.link_offset);
+        with_magazines(|magazines| {
+            let slot = magazines.slot(id);
+            // SAFETY: the calling thread owns the slot.
+            let head = NonNull::new(unsafe { slot.owner_loaded() })?;
+            // SAFETY: the loaded magazine holds free objects of this cache chained by
+            // `Magazine::push` with this link offset (magazine module docs).
+            let next = unsafe { head.add(link_offset).cast::<*mut u8>().read() };
+            // SAFETY: the calling thread owns the slot. One fewer object, one more hit:
+            // a single add (see `Slot::counts`).
+            unsafe {
+                slot.owner_set_loaded(next);
+                let counts = slot.owner_counts();
+                debug_assert!(loaded_count(counts) > 0, "a loaded magazine counted empty");
+                slot.owner_set_counts(counts.wrapping_add(ALLOC_HIT));
+            }
+            Some(head)
+        })
+        // The slot of `NO_ID` is always empty, so no id test is needed above (caches
+        // without magazines, and those with an overflow id, go to the slow path).
+    }
+
+    /// [`alloc_fast`](Self::alloc_fast) for a caller that handles the miss itself (by
+    /// calling [`alloc`](Self::alloc) out of line), with the debug-build marking done.
+    #[inline(always)]
+    pub(crate) fn alloc_fast_hinted(&self, id: u32, link_offset: usize) -> Option<NonNull<u8>> {
+        let object = self.alloc_fast(id, link_offset)?;
         #[cfg(debug_assertions)]
         // SAFETY: the object is in one of our slabs, which are mapped.
         unsafe {
@@ -382,21 +412,22 @@ impl<S: PageSource> CacheCore<S> {
         };
         let done = with_magazines(|magazines| {
             let slot = magazines.slot(id);
-            let count = slot.loaded_count.load(Relaxed);
-            if count >= slot.capacity.load(Relaxed) {
+            // SAFETY: the calling thread owns the slot.
+            let (counts, capacity) = unsafe { (slot.owner_counts(), slot.owner_capacity()) };
+            if loaded_count(counts) >= capacity {
                 return false;
             }
-            // SAFETY: the object is free and ours (caller), its link word is ours.
+            // SAFETY: the object is free and ours (caller), its link word is ours; the
+            // calling thread owns the slot. One more object, one more hit (see
+            // `Slot::counts`).
             unsafe {
                 object
                     .add(link_offset)
                     .cast::<*mut u8>()
-                    .write(slot.loaded.load(Relaxed))
-            };
-            slot.loaded.store(object.as_ptr(), Relaxed);
-            slot.loaded_count.store(count + 1, Relaxed);
-            slot.hits
-                .store(slot.hits.load(Relaxed).wrapping_add(1), Relaxed);
+                    .write(slot.owner_loaded());
+                slot.owner_set_loaded(object.as_ptr());
+                slot.owner_set_counts(counts.wrapping_add(FREE_HIT));
+            }
             true
         });
         if !done {

@@ -30,15 +30,23 @@
 //!   the registry lock and after the thread has left the registry's list, so the sweeps
 //!   of (b), which read the chunk pointers (`Acquire`) under the same lock, never see a
 //!   chunk being unmapped.
-//! - The fields are atomics accessed with `Relaxed` ordering, so that the sweeps of (b)
-//!   are data-race free; on the fast path they compile to plain loads and stores.
+//! - The fields are atomics, accessed with `Relaxed` ordering by the slow paths and the
+//!   sweeps. The inlined fast paths of the owning thread read and write the loaded
+//!   magazine, its counts and the capacity as plain memory (through `as_ptr`): atomic
+//!   accesses, even relaxed ones, are barriers to the compiler (it can neither keep a
+//!   value in a register across them nor build a moved-in value in place), and the plain
+//!   accesses race with nothing: other threads touch a slot only in case (b), which
+//!   happens after every use of the cache (hence of the slot) by any thread, and before
+//!   any use of the slot by a later cache with the same id (that cache is registered
+//!   under the registry lock after the sweep, and reaches threads only through
+//!   synchronisation).
 //! - The objects of a magazine are free: nothing but the magazine refers to them, and the
 //!   link word of each belongs to the allocator until the object is handed out again.
 
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{
-    AtomicPtr, AtomicU8, AtomicU32,
+    AtomicPtr, AtomicU8, AtomicU32, AtomicU64,
     Ordering::{Acquire, Relaxed, Release},
 };
 
@@ -116,34 +124,102 @@ impl Magazine {
 }
 
 /// One thread's magazines for one cache id. All-zero bytes are a valid, empty slot.
+///
+/// The loaded magazine's object count and the slot's hit count share one word,
+/// [`counts`](Self::counts): the count in the low 32 bits, the hits in the high 32. A
+/// fast-path operation updates both with one add and one store
+/// ([`ALLOC_HIT`] / [`FREE_HIT`]) instead of two read-modify-writes.
 #[derive(Debug)]
 #[repr(C, align(32))]
 pub(crate) struct Slot {
     /// Head of the loaded magazine (null when empty).
     pub(crate) loaded: AtomicPtr<u8>,
-    /// Objects in the loaded magazine.
-    pub(crate) loaded_count: AtomicU32,
+    /// Objects in the loaded magazine (low 32 bits) and operations served by the
+    /// magazines since the last slow path (high 32 bits, wrapping; for statistics).
+    pub(crate) counts: AtomicU64,
     /// How many objects a magazine of this slot holds; 0 while the thread has no
     /// magazines (not yet registered, registering, or exiting): every free then misses.
     pub(crate) capacity: AtomicU32,
-    /// Head of the previous magazine: either empty or full (`capacity` objects).
-    pub(crate) previous: AtomicPtr<u8>,
     /// Objects in the previous magazine.
     pub(crate) previous_count: AtomicU32,
-    /// Operations served by the magazines since the last slow path (for statistics).
-    pub(crate) hits: AtomicU32,
+    /// Head of the previous magazine: either empty or full (`capacity` objects).
+    pub(crate) previous: AtomicPtr<u8>,
+}
+
+/// Added to [`Slot::counts`] by a fast-path allocation: one object fewer in the loaded
+/// magazine (which holds at least one, so the low half borrows nothing from the high
+/// half: the carry out of the low half adds the hit), one hit more.
+pub(crate) const ALLOC_HIT: u64 = (1 << 32) - 1;
+/// Added to [`Slot::counts`] by a fast-path free: one object and one hit more (the
+/// loaded count stays below the capacity, a `u32`, so the low half does not overflow).
+pub(crate) const FREE_HIT: u64 = (1 << 32) + 1;
+
+/// The loaded magazine's object count in a [`Slot::counts`] word.
+#[inline(always)]
+pub(crate) const fn loaded_count(counts: u64) -> u32 {
+    counts as u32
 }
 
 impl Slot {
     const fn new() -> Slot {
         Slot {
             loaded: AtomicPtr::new(ptr::null_mut()),
-            loaded_count: AtomicU32::new(0),
+            counts: AtomicU64::new(0),
             capacity: AtomicU32::new(0),
-            previous: AtomicPtr::new(ptr::null_mut()),
             previous_count: AtomicU32::new(0),
-            hits: AtomicU32::new(0),
+            previous: AtomicPtr::new(ptr::null_mut()),
         }
+    }
+
+    /// The head of the loaded magazine, for the owning thread's fast paths.
+    ///
+    /// # Safety
+    /// - The calling thread owns the slot (module docs, "Safety": plain accesses by the
+    ///   owner race with nothing).
+    #[inline(always)]
+    pub(crate) unsafe fn owner_loaded(&self) -> *mut u8 {
+        // SAFETY: the caller's obligation.
+        unsafe { self.loaded.as_ptr().read() }
+    }
+
+    /// Sets the head of the loaded magazine, for the owning thread's fast paths.
+    ///
+    /// # Safety
+    /// - As [`owner_loaded`](Self::owner_loaded).
+    #[inline(always)]
+    pub(crate) unsafe fn owner_set_loaded(&self, head: *mut u8) {
+        // SAFETY: the caller's obligation.
+        unsafe { self.loaded.as_ptr().write(head) }
+    }
+
+    /// The [`counts`](Self::counts) word, for the owning thread's fast paths.
+    ///
+    /// # Safety
+    /// - As [`owner_loaded`](Self::owner_loaded).
+    #[inline(always)]
+    pub(crate) unsafe fn owner_counts(&self) -> u64 {
+        // SAFETY: the caller's obligation.
+        unsafe { self.counts.as_ptr().read() }
+    }
+
+    /// Sets the [`counts`](Self::counts) word, for the owning thread's fast paths.
+    ///
+    /// # Safety
+    /// - As [`owner_loaded`](Self::owner_loaded).
+    #[inline(always)]
+    pub(crate) unsafe fn owner_set_counts(&self, counts: u64) {
+        // SAFETY: the caller's obligation.
+        unsafe { self.counts.as_ptr().write(counts) }
+    }
+
+    /// The magazine capacity, for the owning thread's fast paths.
+    ///
+    /// # Safety
+    /// - As [`owner_loaded`](Self::owner_loaded).
+    #[inline(always)]
+    pub(crate) unsafe fn owner_capacity(&self) -> u32 {
+        // SAFETY: the caller's obligation.
+        unsafe { self.capacity.as_ptr().read() }
     }
 
     /// The loaded magazine.
@@ -151,15 +227,16 @@ impl Slot {
     pub(crate) fn loaded(&self) -> Magazine {
         Magazine {
             head: self.loaded.load(Relaxed),
-            count: self.loaded_count.load(Relaxed),
+            count: loaded_count(self.counts.load(Relaxed)),
         }
     }
 
-    /// Replaces the loaded magazine.
+    /// Replaces the loaded magazine (the hit count is kept).
     #[inline(always)]
     pub(crate) fn set_loaded(&self, magazine: Magazine) {
         self.loaded.store(magazine.head, Relaxed);
-        self.loaded_count.store(magazine.count, Relaxed);
+        let hits = self.counts.load(Relaxed) & !u64::from(u32::MAX);
+        self.counts.store(hits | u64::from(magazine.count), Relaxed);
     }
 
     /// The previous magazine.
@@ -190,16 +267,16 @@ impl Slot {
     /// Counts an operation served by the magazines.
     #[inline(always)]
     pub(crate) fn count_hit(&self) {
-        self.hits
-            .store(self.hits.load(Relaxed).wrapping_add(1), Relaxed);
+        self.counts
+            .store(self.counts.load(Relaxed).wrapping_add(1 << 32), Relaxed);
     }
 
     /// Takes the hit count (reset to zero).
     #[inline]
     pub(crate) fn take_hits(&self) -> u32 {
-        let hits = self.hits.load(Relaxed);
-        self.hits.store(0, Relaxed);
-        hits
+        let counts = self.counts.load(Relaxed);
+        self.counts.store(u64::from(loaded_count(counts)), Relaxed);
+        (counts >> 32) as u32
     }
 }
 

@@ -208,7 +208,13 @@ impl<T, S: PageSource> ObjectCache<T, S> {
     /// [`AllocError`] (with `value` dropped) when the page source is exhausted.
     #[inline(always)]
     pub fn try_insert(&self, value: T) -> Result<ObjectBox<'_, T, S>, AllocError> {
-        let object = self.alloc_slot()?;
+        // Only the magazine pop is inline; the miss is a call that returns a slot, so
+        // the value is used once, by the move below: it is built in the slot rather
+        // than on the stack and copied.
+        let object = match self.core().alloc_fast_hinted(self.id, self.link_offset) {
+            Some(object) => object.cast::<T>(),
+            None => self.alloc_slot_missed()?,
+        };
         if self.is_constructed() {
             // SAFETY: slots of a constructed cache hold a valid `T`, replaced here.
             unsafe { *object.as_ptr() = value };
@@ -220,6 +226,13 @@ impl<T, S: PageSource> ObjectCache<T, S> {
             cache: self,
             object,
         })
+    }
+
+    /// A slot after a miss of the inlined magazine pop (out of line).
+    #[cold]
+    #[inline(never)]
+    fn alloc_slot_missed(&self) -> Result<NonNull<T>, AllocError> {
+        self.alloc_slot()
     }
 
     /// Moves `value` into a slot; calls [`std::alloc::handle_alloc_error`] when memory
