@@ -119,6 +119,8 @@ pub(crate) struct CacheCore<S: PageSource> {
     max_magazine_capacity: u32,
     /// Full magazines the depot keeps at most (at most `DEPOT_MAGAZINES`).
     max_depot_magazines: usize,
+    /// Whether an object that goes back to its slab gives back its whole pages.
+    purge_free_objects: bool,
     /// Destroys a constructed object when its slab is reclaimed.
     drop_object: Option<unsafe fn(NonNull<u8>)>,
     source: S,
@@ -141,6 +143,11 @@ pub(crate) struct CoreConfig {
     pub(crate) max_magazine_capacity: u32,
     /// Full magazines the depot keeps at most (`DEPOT_MAGAZINES` caps it).
     pub(crate) max_depot_magazines: usize,
+    /// Whether an object that goes back to its slab (not to a magazine or the depot)
+    /// gives the whole pages it spans, after its link word, back to the page source
+    /// (`Decommit::Zero`): for big objects, so that the free objects of a partial slab
+    /// cost no memory. Only for caches whose link word is an object's first word.
+    pub(crate) purge_free_objects: bool,
     pub(crate) magazines: bool,
     pub(crate) drop_object: Option<unsafe fn(NonNull<u8>)>,
 }
@@ -182,6 +189,8 @@ impl<S: PageSource> CacheCore<S> {
                     .max(config.magazine_capacity.max(1)),
             );
             (&raw mut (*core).max_depot_magazines).write(config.max_depot_magazines);
+            (&raw mut (*core).purge_free_objects)
+                .write(config.purge_free_objects && config.geometry.link_offset == 0);
             (&raw mut (*core).drop_object).write(config.drop_object);
             (&raw mut (*core).source).write(source);
             let state = UnsafeCell::raw_get(&raw const (*core).state);
@@ -613,6 +622,9 @@ impl<S: PageSource> CacheCore<S> {
         // SAFETY: lock held, our geometry, free object of this slab.
         unsafe { header.give(&self.geometry, object) };
         state.objects_out -= 1;
+        if self.purge_free_objects {
+            self.purge(object);
+        }
         if header.used == 0 {
             // SAFETY: lock held; the slab is on the list named by `was`.
             unsafe {
@@ -636,6 +648,25 @@ impl<S: PageSource> CacheCore<S> {
                 state.full.remove(slab);
                 state.partial.push(slab);
             }
+        }
+    }
+
+    /// Gives back the whole pages of a free object after its link word (its first word);
+    /// a failure only leaves them resident.
+    fn purge(&self, object: NonNull<u8>) {
+        let page = mmap_alloc::sys::page_size();
+        let start = (object.addr().get() + size_of::<*mut u8>()).next_multiple_of(page);
+        let end = (object.addr().get() + self.geometry.slot_size) & !(page - 1);
+        if start < end {
+            let pages =
+                object.with_addr(core::num::NonZeroUsize::new(start).unwrap_or(object.addr()));
+            // SAFETY: the range is page-aligned and inside the object, which is free and
+            // in its slab (the link word before `start` is not touched), inside a live
+            // reservation of our source; `object` has the slab's provenance.
+            let _ = unsafe {
+                self.source
+                    .decommit(pages, end - start, mmap_alloc::Decommit::Zero)
+            };
         }
     }
 
@@ -1095,6 +1126,7 @@ impl<S: PageSource> SlabCache<S> {
                     .max_magazine_capacity
                     .unwrap_or_else(|| default_max_magazine_capacity(geometry.slot_size)),
                 max_depot_magazines: DEPOT_MAGAZINES,
+                purge_free_objects: false,
                 magazines: config.magazines,
                 drop_object: None,
             },

@@ -62,7 +62,7 @@ pub struct SlabHeap<S: PageSource + Clone = DefaultPages> {
 
 /// The most bytes of objects the depot of a class above 16 KiB keeps (in full
 /// magazines).
-pub(crate) const LARGE_CLASS_DEPOT_BYTES: usize = 4 << 20;
+pub(crate) const LARGE_CLASS_DEPOT_BYTES: usize = 1 << 20;
 
 /// How the cache of a class with `geometry` is configured.
 ///
@@ -75,7 +75,9 @@ pub(crate) const LARGE_CLASS_DEPOT_BYTES: usize = 4 << 20;
 /// The depot of a class above 16 KiB holds at most [`LARGE_CLASS_DEPOT_BYTES`] of
 /// objects: a burst of large blocks freed at once goes back to the slabs, where the
 /// hard cap on empty slabs releases it, instead of waiting in the depot for the end of
-/// the working-set epoch.
+/// the working-set epoch; and each object that goes back to its slab gives back its
+/// whole pages (`purge_free_objects`), so that the free objects of partial slabs cost
+/// no memory. Blocks freed and reallocated through the magazines make no system call.
 fn class_config(geometry: Geometry) -> CoreConfig {
     let size = geometry.slot_size;
     let max_magazine_capacity =
@@ -97,6 +99,7 @@ fn class_config(geometry: Geometry) -> CoreConfig {
             (LARGE_CLASS_DEPOT_BYTES / (size * max_magazine_capacity as usize))
                 .clamp(1, DEPOT_MAGAZINES)
         },
+        purge_free_objects: size > 16 * 1024,
         magazines: true,
         drop_object: None,
     }
