@@ -110,7 +110,10 @@ fn realloc_within_a_large_class_stays_in_place_and_beyond_the_classes_uses_mrema
         let old = Layout::from_size_align(200 * 1024, align).unwrap();
         let (bigger, cost) = cost_of(|| heap.realloc(big, old, 4 << 20));
         assert!(!bigger.is_null());
-        assert_eq!((cost.mremap, cost.mmap), (1, 0), "{cost:?}");
+        // (Miri has no mremap: `MmapAlloc` maps and copies there.)
+        if !cfg!(miri) {
+            assert_eq!((cost.mremap, cost.mmap), (1, 0), "{cost:?}");
+        }
         assert_eq!(bigger.add(100).read(), 7);
         heap.dealloc(bigger, Layout::from_size_align(4 << 20, align).unwrap());
     }
@@ -157,7 +160,10 @@ fn trim_releases_the_slabs_of_every_large_class() {
         stats.small.slabs_released, stats.small.slabs_created,
         "{stats:?}"
     );
-    assert!(cost.munmap >= 12, "{cost:?}");
+    // (Under miri the slabs are heap pages, whose release is not a counted call.)
+    if !cfg!(miri) {
+        assert!(cost.munmap >= 12, "{cost:?}");
+    }
     heap.check_invariants();
 }
 
