@@ -15,9 +15,10 @@
 //! minimum) are surplus, and are returned to the slabs and released to the page source,
 //! keeping `max_empty_slabs` empty slabs. That is the hysteresis: an allocation/free
 //! ping-pong at any bound makes no source call, since what it uses is in use within
-//! every epoch. A hard cap (`8 * max_empty_slabs + 8` empty slabs, trimmed to half)
-//! bounds what a burst can leave behind between epochs. A cache that goes idle keeps
-//! its memory until its next operations or [`SlabCache::trim`].
+//! every epoch. A hard cap (the bytes of `8 * max_empty_slabs + 8` empty slabs of
+//! [`SLAB_BYTES`], trimmed to half) bounds what a burst can leave behind between
+//! epochs. A cache that goes idle keeps its memory until its next operations or
+//! [`SlabCache::trim`].
 //!
 //! Magazines grow under contention, as in the paper (section 3.6): the lock is taken
 //! with one compare-and-swap and an attempt that finds it held counts as a contention;
@@ -48,7 +49,7 @@ use std::time::Instant;
 use allocator_api2::alloc::AllocError;
 use mmap_alloc::{DefaultPages, PageSource};
 
-use crate::depot::Depot;
+use crate::depot::{DEPOT_MAGAZINES, Depot};
 use crate::magazine::{
     ACTIVE, ALLOC_HIT, FREE_HIT, Magazine, Slot, ThreadMagazines, UNREGISTERED, loaded_count,
     with_magazines,
@@ -119,6 +120,10 @@ pub(crate) struct CacheCore<S: PageSource> {
     max_empty_slabs: usize,
     /// The bound of the adaptive magazine size.
     max_magazine_capacity: u32,
+    /// Full magazines the depot keeps at most (at most `DEPOT_MAGAZINES`).
+    max_depot_magazines: usize,
+    /// Whether an object that goes back to its slab gives back its whole pages.
+    purge_free_objects: bool,
     /// Destroys a constructed object when its slab is reclaimed.
     drop_object: Option<unsafe fn(NonNull<u8>)>,
     source: S,
@@ -139,6 +144,13 @@ pub(crate) struct CoreConfig {
     pub(crate) magazine_capacity: u32,
     /// Bound of the adaptive magazine size (at least `magazine_capacity` is used).
     pub(crate) max_magazine_capacity: u32,
+    /// Full magazines the depot keeps at most (`DEPOT_MAGAZINES` caps it).
+    pub(crate) max_depot_magazines: usize,
+    /// Whether an object that goes back to its slab (not to a magazine or the depot)
+    /// gives the whole pages it spans, after its link word, back to the page source
+    /// (`Decommit::Zero`): for big objects, so that the free objects of a partial slab
+    /// cost no memory. Only for caches whose link word is an object's first word.
+    pub(crate) purge_free_objects: bool,
     pub(crate) magazines: bool,
     pub(crate) drop_object: Option<unsafe fn(NonNull<u8>)>,
 }
@@ -179,6 +191,9 @@ impl<S: PageSource> CacheCore<S> {
                     .max_magazine_capacity
                     .max(config.magazine_capacity.max(1)),
             );
+            (&raw mut (*core).max_depot_magazines).write(config.max_depot_magazines);
+            (&raw mut (*core).purge_free_objects)
+                .write(config.purge_free_objects && config.geometry.link_offset == 0);
             (&raw mut (*core).drop_object).write(config.drop_object);
             (&raw mut (*core).source).write(source);
             let state = UnsafeCell::raw_get(&raw const (*core).state);
@@ -470,7 +485,7 @@ impl<S: PageSource> CacheCore<S> {
                     self.locked_op(|state| {
                         state.magazine_hits += u64::from(hits);
                         state.magazine_misses += 1;
-                        if let Err(magazine) = state.depot.push_full(previous) {
+                        if let Err(magazine) = self.deposit(state, previous) {
                             // SAFETY: lock held; the magazine's objects are free.
                             unsafe { self.give_back_magazine(state, magazine) };
                         }
@@ -509,13 +524,22 @@ impl<S: PageSource> CacheCore<S> {
         unsafe { core.take_back(magazine) };
     }
 
+    /// Stores a full magazine in the depot, or gives it back when the depot holds
+    /// `max_depot_magazines`.
+    fn deposit(&self, state: &mut State, magazine: Magazine) -> Result<(), Magazine> {
+        if state.depot.magazines() >= self.max_depot_magazines {
+            return Err(magazine);
+        }
+        state.depot.push_full(magazine)
+    }
+
     /// Takes a magazine back into the depot (or the slabs when the depot is full).
     ///
     /// # Safety
     /// - `magazine` holds free objects of this cache that nobody else refers to.
     unsafe fn take_back(&self, magazine: Magazine) {
         self.locked_op(|state| {
-            if let Err(magazine) = state.depot.push_full(magazine) {
+            if let Err(magazine) = self.deposit(state, magazine) {
                 // SAFETY: lock held; the objects are free (caller).
                 unsafe { self.give_back_magazine(state, magazine) };
             }
@@ -581,12 +605,14 @@ impl<S: PageSource> CacheCore<S> {
 
     /// Makes a fresh slab (on no list), or `None` when the source fails.
     fn new_slab(&self, state: &mut State) -> Option<NonNull<SlabHeader>> {
-        let base = self.source.reserve_committed(SLAB_BYTES, SLAB_BYTES).ok()?;
-        // SAFETY: a fresh reservation of SLAB_BYTES aligned to SLAB_BYTES, all ours.
+        let bytes = self.geometry.slab_bytes;
+        let base = self.source.reserve_committed(bytes, SLAB_BYTES).ok()?;
+        // SAFETY: a fresh reservation of the geometry's slab bytes aligned to SLAB_BYTES,
+        // all ours.
         let slab = unsafe { slab::init(base, &self.geometry, &self.header) };
-        if !slab_map::insert(base) {
+        if !slab_map::insert(base, bytes) {
             // SAFETY: the reservation made above, unused.
-            let _ = unsafe { self.source.release(base, SLAB_BYTES, SLAB_BYTES) };
+            let _ = unsafe { self.source.release(base, bytes, SLAB_BYTES) };
             return None;
         }
         state.slabs_created += 1;
@@ -627,6 +653,9 @@ impl<S: PageSource> CacheCore<S> {
         // SAFETY: lock held, our geometry, free object of this slab.
         unsafe { header.give(&self.geometry, object) };
         state.objects_out -= 1;
+        if self.purge_free_objects {
+            self.purge(object);
+        }
         if header.used == 0 {
             // SAFETY: lock held; the slab is on the list named by `was`.
             unsafe {
@@ -637,7 +666,7 @@ impl<S: PageSource> CacheCore<S> {
                 }
                 state.empty.push(slab);
             }
-            let hard_cap = self.max_empty_slabs * 8 + 8;
+            let hard_cap = self.empty_slabs_hard_cap();
             if state.empty.len > hard_cap {
                 // A burst beyond any working set: trim to half the cap at once (the
                 // halving is the hysteresis), without waiting for the epoch.
@@ -650,6 +679,25 @@ impl<S: PageSource> CacheCore<S> {
                 state.full.remove(slab);
                 state.partial.push(slab);
             }
+        }
+    }
+
+    /// Gives back the whole pages of a free object after its link word (its first word);
+    /// a failure only leaves them resident.
+    fn purge(&self, object: NonNull<u8>) {
+        let page = mmap_alloc::sys::page_size();
+        let start = (object.addr().get() + size_of::<*mut u8>()).next_multiple_of(page);
+        let end = (object.addr().get() + self.geometry.slot_size) & !(page - 1);
+        if start < end {
+            let pages =
+                object.with_addr(core::num::NonZeroUsize::new(start).unwrap_or(object.addr()));
+            // SAFETY: the range is page-aligned and inside the object, which is free and
+            // in its slab (the link word before `start` is not touched), inside a live
+            // reservation of our source; `object` has the slab's provenance.
+            let _ = unsafe {
+                self.source
+                    .decommit(pages, end - start, mmap_alloc::Decommit::Zero)
+            };
         }
     }
 
@@ -709,6 +757,14 @@ impl<S: PageSource> CacheCore<S> {
         state.depot_low = state.depot.magazines();
     }
 
+    /// The most empty slabs kept between epochs: `8 * max_empty_slabs + 8` slabs of
+    /// [`SLAB_BYTES`], in bytes, so a cache of bigger slabs keeps fewer of them (but never
+    /// fewer than `max_empty_slabs + 1`).
+    fn empty_slabs_hard_cap(&self) -> usize {
+        let slabs = self.max_empty_slabs * 8 + 8;
+        (slabs * SLAB_BYTES / self.geometry.slab_bytes).max(self.max_empty_slabs + 1)
+    }
+
     /// Doubles the magazine size, up to its bound.
     fn grow_magazines(&self, state: &mut State) {
         let capacity = self.header.magazine_capacity.load(Relaxed);
@@ -766,10 +822,11 @@ impl<S: PageSource> CacheCore<S> {
         }
         let base = slab.cast::<u8>();
         let base = NonNull::new(header.base).unwrap_or(base);
-        slab_map::remove(base);
-        // SAFETY: the slab is a reservation of SLAB_BYTES aligned to SLAB_BYTES made by
-        // our source and not used afterwards.
-        let _ = unsafe { self.source.release(base, SLAB_BYTES, SLAB_BYTES) };
+        let bytes = self.geometry.slab_bytes;
+        slab_map::remove(base, bytes);
+        // SAFETY: the slab is a reservation of the geometry's slab bytes aligned to
+        // SLAB_BYTES made by our source (`new_slab`) and not used afterwards.
+        let _ = unsafe { self.source.release(base, bytes, SLAB_BYTES) };
         state.slabs_released += 1;
     }
 
@@ -792,7 +849,7 @@ impl<S: PageSource> CacheCore<S> {
         self.locked_op(|state| {
             state.magazine_hits += u64::from(hits);
             for magazine in [loaded, previous] {
-                if let Err(magazine) = state.depot.push_full(magazine) {
+                if let Err(magazine) = self.deposit(state, magazine) {
                     // SAFETY: lock held; the magazine's objects are free objects of ours,
                     // out of the slot (an empty magazine gives back nothing).
                     unsafe { self.give_back_magazine(state, magazine) };
@@ -826,7 +883,8 @@ impl<S: PageSource> CacheCore<S> {
             slabs_partial: state.partial.len,
             slabs_full: state.full.len,
             slabs_empty: state.empty.len,
-            bytes_committed: (state.partial.len + state.full.len + state.empty.len) * SLAB_BYTES,
+            bytes_committed: (state.partial.len + state.full.len + state.empty.len)
+                * self.geometry.slab_bytes,
             slabs_created: state.slabs_created,
             slabs_released: state.slabs_released,
             magazine_hits: state.magazine_hits,
@@ -886,7 +944,7 @@ impl<S: PageSource> CacheCore<S> {
             "objects out of slabs != sum of slab use"
         );
         assert!(
-            state.empty.len <= core.max_empty_slabs * 8 + 8,
+            state.empty.len <= core.empty_slabs_hard_cap(),
             "more empty slabs than the hard cap"
         );
         assert!(state.depot.objects() <= state.objects_out);
@@ -1098,6 +1156,8 @@ impl<S: PageSource> SlabCache<S> {
                 max_magazine_capacity: config
                     .max_magazine_capacity
                     .unwrap_or_else(|| default_max_magazine_capacity(geometry.slot_size)),
+                max_depot_magazines: DEPOT_MAGAZINES,
+                purge_free_objects: false,
                 magazines: config.magazines,
                 drop_object: None,
             },

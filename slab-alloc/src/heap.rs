@@ -13,17 +13,21 @@ use mmap_alloc::{DefaultPages, MmapAlloc, PageSource};
 use crate::cache::{
     CacheCore, CoreConfig, default_magazine_capacity, default_max_magazine_capacity,
 };
+use crate::depot::DEPOT_MAGAZINES;
 use crate::size_class::{CLASS_COUNT, CLASS_SIZES, class_align, class_for};
-use crate::slab::Geometry;
+use crate::slab::{Geometry, SLAB_BYTES, slab_bytes_for};
 use crate::stats::HeapStats;
 use crate::sync::CachePadded;
 
 /// The classes of a heap, in one block of its page source.
 type Classes<S> = [CacheCore<S>; CLASS_COUNT];
 
-/// A general-purpose allocator: 38 size classes up to 16 KiB (see
+/// A general-purpose allocator: 50 size classes up to 128 KiB (see
 /// [`size_class`](crate::size_class) for the table and its fragmentation bound), each a
-/// slab cache with per-thread magazines, and [`MmapAlloc`] above.
+/// slab cache with per-thread magazines, and [`MmapAlloc`] above. The classes above
+/// 16 KiB have bigger slabs (at least eight objects each), keep fewer empty slabs and
+/// smaller magazines, so that a block they cache costs little memory while a program
+/// that allocates and frees such blocks makes no system call.
 ///
 /// Usable as `#[global_allocator]` on stable Rust: [`SlabHeap::new`] is `const`, the
 /// classes are built on first use from the page source (never from the global
@@ -33,8 +37,8 @@ type Classes<S> = [CacheCore<S>; CLASS_COUNT];
 /// go back to the depots when it exits; `fork` handlers keep every lock consistent, so a
 /// child can allocate.
 ///
-/// `realloc` stays in place when the new size is in the same class; large blocks grow
-/// with `mremap`.
+/// `realloc` stays in place when the new size is in the same class; blocks above
+/// [`MAX_SMALL`](crate::size_class::MAX_SMALL) grow with `mremap`.
 ///
 /// # Examples
 ///
@@ -54,6 +58,51 @@ pub struct SlabHeap<S: PageSource + Clone = DefaultPages> {
     /// Written by every large allocation and free, so on cache lines of their own, away
     /// from `classes`.
     large: CachePadded<LargeCounters>,
+}
+
+/// The most bytes of objects the depot of a class above 16 KiB keeps (in full
+/// magazines).
+pub(crate) const LARGE_CLASS_DEPOT_BYTES: usize = 1 << 20;
+
+/// How the cache of a class with `geometry` is configured.
+///
+/// Classes up to 1 KiB keep four empty slabs, up to 16 KiB two, above one (their slabs
+/// are 256 KiB to 2 MiB). Magazines hold about 64 KiB of objects (at least 4), and under
+/// contention grow to about [`SLAB_BYTES`] of objects: between 16 and 512 objects up to
+/// 16 KiB, between 4 and 12 above (a thread then caches at most two magazines of four
+/// 128 KiB blocks in that class).
+///
+/// The depot of a class above 16 KiB holds at most [`LARGE_CLASS_DEPOT_BYTES`] of
+/// objects: a burst of large blocks freed at once goes back to the slabs, where the
+/// hard cap on empty slabs releases it, instead of waiting in the depot for the end of
+/// the working-set epoch; and each object that goes back to its slab gives back its
+/// whole pages (`purge_free_objects`), so that the free objects of partial slabs cost
+/// no memory. Blocks freed and reallocated through the magazines make no system call.
+fn class_config(geometry: Geometry) -> CoreConfig {
+    let size = geometry.slot_size;
+    let max_magazine_capacity =
+        default_max_magazine_capacity(size).min((SLAB_BYTES / size).max(4) as u32);
+    CoreConfig {
+        geometry,
+        max_empty_slabs: if size <= 1024 {
+            4
+        } else if size <= 16 * 1024 {
+            2
+        } else {
+            1
+        },
+        magazine_capacity: default_magazine_capacity(size),
+        max_magazine_capacity,
+        max_depot_magazines: if size <= 16 * 1024 {
+            DEPOT_MAGAZINES
+        } else {
+            (LARGE_CLASS_DEPOT_BYTES / (size * max_magazine_capacity as usize))
+                .clamp(1, DEPOT_MAGAZINES)
+        },
+        purge_free_objects: size > 16 * 1024,
+        magazines: true,
+        drop_object: None,
+    }
 }
 
 /// Statistics of the large blocks.
@@ -119,24 +168,14 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         let block = self.source.reserve_committed(bytes, align).ok()?;
         let place = block.cast::<CacheCore<S>>();
         for (index, &size) in CLASS_SIZES.iter().enumerate() {
-            let geometry = Geometry::new(size, class_align(index), false)?;
+            let align = class_align(index);
+            let geometry =
+                Geometry::with_slab_bytes(size, align, false, slab_bytes_for(size, align))?;
+            let config = class_config(geometry);
             // SAFETY: `index < CLASS_COUNT`, inside the fresh block, aligned; each core
             // stays there until the heap is dropped (or until the loser of the race
             // below destroys it).
-            unsafe {
-                CacheCore::init(
-                    place.add(index),
-                    CoreConfig {
-                        geometry,
-                        max_empty_slabs: if size <= 1024 { 4 } else { 2 },
-                        magazine_capacity: default_magazine_capacity(geometry.slot_size),
-                        max_magazine_capacity: default_max_magazine_capacity(geometry.slot_size),
-                        magazines: true,
-                        drop_object: None,
-                    },
-                    self.source.clone(),
-                )
-            };
+            unsafe { CacheCore::init(place.add(index), config, self.source.clone()) };
         }
         let built = block.cast::<Classes<S>>();
         match self.classes.compare_exchange(

@@ -126,6 +126,8 @@ impl<T, S: PageSource> ObjectCache<T, S> {
                 max_empty_slabs,
                 magazine_capacity: default_magazine_capacity(geometry.slot_size),
                 max_magazine_capacity: default_max_magazine_capacity(geometry.slot_size),
+                max_depot_magazines: crate::depot::DEPOT_MAGAZINES,
+                purge_free_objects: false,
                 magazines: true,
                 drop_object: (constructed && needs_drop::<T>()).then_some(drop_object::<T>),
             },

@@ -6,8 +6,16 @@
 //! (The pointer to use for that address comes from [`crate::slab_map`], which keeps
 //! each slab's base pointer with its provenance.)
 //!
+//! The largest size classes of [`SlabHeap`](crate::SlabHeap) (objects above 28 KiB) use
+//! bigger slabs, a power-of-two multiple of [`SLAB_BYTES`] chosen by [`slab_bytes_for`]
+//! so that at least [`MIN_OBJECTS_PER_SLAB`] objects fit (as mimalloc's medium pages
+//! and jemalloc's multi-page slabs do). Such a slab is aligned to [`SLAB_BYTES`] only:
+//! masking an object's address gives one of its [`SLAB_BYTES`] granules, and the slab
+//! map records the slab's base for every granule, so the lookup is the same for every
+//! slab.
+//!
 //! ```text
-//! base                                                               base + SLAB_BYTES
+//! base                                                         base + geometry.slab_bytes
 //! | SlabHeader | owner + live bitmap (debug) | pad | obj 0 | obj 1 | ... | obj n-1 | tail |
 //!                                                ^ first_offset, a multiple of align
 //! ```
@@ -30,8 +38,30 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::registry::CoreHeader;
 
-/// Bytes per slab (and their alignment).
+/// Bytes per slab (and their alignment); the granule of the slab map. Slabs of the
+/// largest heap classes are a power-of-two multiple of it (see [`slab_bytes_for`]).
 pub const SLAB_BYTES: usize = 256 * 1024;
+
+/// Objects a slab of a heap class holds at least: [`slab_bytes_for`] doubles the slab
+/// until this many fit.
+pub(crate) const MIN_OBJECTS_PER_SLAB: usize = 8;
+
+/// The largest slab [`slab_bytes_for`] picks.
+pub(crate) const MAX_SLAB_BYTES: usize = 8 * SLAB_BYTES;
+
+/// The slab size for objects of `slot_size` bytes aligned to `align`: the smallest
+/// power-of-two multiple of [`SLAB_BYTES`] (at most [`MAX_SLAB_BYTES`]) that holds at
+/// least [`MIN_OBJECTS_PER_SLAB`] of them after the header.
+pub(crate) fn slab_bytes_for(slot_size: usize, align: usize) -> usize {
+    let mut slab_bytes = SLAB_BYTES;
+    while slab_bytes < MAX_SLAB_BYTES {
+        match Geometry::with_slab_bytes(slot_size, align, false, slab_bytes) {
+            Some(geometry) if geometry.capacity >= MIN_OBJECTS_PER_SLAB => break,
+            _ => slab_bytes *= 2,
+        }
+    }
+    slab_bytes
+}
 
 const MAGIC: u32 = 0x51AB_0A11;
 
@@ -48,6 +78,9 @@ pub(crate) struct Geometry {
     pub(crate) first_offset: usize,
     /// Objects per slab.
     pub(crate) capacity: usize,
+    /// Bytes per slab: [`SLAB_BYTES`] times a power of two. Slabs are aligned to
+    /// [`SLAB_BYTES`] only.
+    pub(crate) slab_bytes: usize,
 }
 
 /// Words kept after the header in debug builds: the owner word, then the live bitmap.
@@ -67,9 +100,25 @@ impl Geometry {
     /// The layout for objects of `object_size` bytes aligned to `align` (a power of two).
     /// With `link_after_object` the link word is placed after the object, so a free
     /// object keeps its contents (constructed objects); otherwise it is the object's
-    /// first word. `None` if fewer than one object fits in a slab.
+    /// first word. Slabs are [`SLAB_BYTES`] long. `None` if an object takes more than
+    /// half a slab.
     pub(crate) fn new(object_size: usize, align: usize, link_after_object: bool) -> Option<Self> {
-        if !align.is_power_of_two() || align > SLAB_BYTES / 8 {
+        Self::with_slab_bytes(object_size, align, link_after_object, SLAB_BYTES)
+    }
+
+    /// As [`new`](Self::new), with slabs of `slab_bytes` (a power-of-two multiple of
+    /// [`SLAB_BYTES`]).
+    pub(crate) fn with_slab_bytes(
+        object_size: usize,
+        align: usize,
+        link_after_object: bool,
+        slab_bytes: usize,
+    ) -> Option<Self> {
+        if !align.is_power_of_two()
+            || align > SLAB_BYTES / 8
+            || !slab_bytes.is_multiple_of(SLAB_BYTES)
+            || !(slab_bytes / SLAB_BYTES).is_power_of_two()
+        {
             return None;
         }
         let word = size_of::<*mut u8>();
@@ -81,18 +130,19 @@ impl Geometry {
             (0, object_size.max(word))
         };
         let slot_size = bytes.checked_next_multiple_of(align)?;
-        if slot_size > SLAB_BYTES / 2 {
+        if slot_size > slab_bytes / 2 {
             return None;
         }
-        let header = size_of::<SlabHeader>() + debug_words(SLAB_BYTES / slot_size) * 8;
+        let header = size_of::<SlabHeader>() + debug_words(slab_bytes / slot_size) * 8;
         let first_offset = header.next_multiple_of(align);
-        let capacity = (SLAB_BYTES - first_offset) / slot_size;
+        let capacity = (slab_bytes - first_offset) / slot_size;
         (capacity >= 1 && capacity <= u32::MAX as usize).then_some(Geometry {
             slot_size,
             align,
             link_offset,
             first_offset,
             capacity,
+            slab_bytes,
         })
     }
 }
@@ -141,8 +191,8 @@ pub(crate) fn free_list_of(header: &SlabHeader) -> *mut u8 {
 /// Writes the header of a fresh slab; it starts on no list (`list` says `Empty`).
 ///
 /// # Safety
-/// - `base` is aligned to [`SLAB_BYTES`] and valid for writes of [`SLAB_BYTES`] bytes
-///   that nothing else uses.
+/// - `base` is aligned to [`SLAB_BYTES`] and valid for writes of `geometry.slab_bytes`
+///   bytes that nothing else uses.
 pub(crate) unsafe fn init(
     base: NonNull<u8>,
     geometry: &Geometry,
@@ -166,7 +216,7 @@ pub(crate) unsafe fn init(
     }
     #[cfg(debug_assertions)]
     {
-        let words = debug_words(SLAB_BYTES / geometry.slot_size);
+        let words = debug_words(geometry.slab_bytes / geometry.slot_size);
         // SAFETY: the owner word and the bitmap lie between the header and
         // `first_offset`, inside the slab; nobody else sees the slab yet.
         unsafe {

@@ -98,25 +98,38 @@ fn leaf(root: usize, create: bool) -> Option<NonNull<Leaf>> {
     table(entry(table_of_leaves, root), create)
 }
 
-/// Records a slab; `false` if its address cannot be mapped or a leaf cannot be made
-/// (the slab must then not be used).
-pub(crate) fn insert(base: NonNull<u8>) -> bool {
-    let Some((root, index)) = split(base.addr().get()) else {
-        return false;
-    };
-    let Some(leaf) = leaf(root, true) else {
-        return false;
-    };
-    entry(leaf, index).store(base.as_ptr(), Ordering::Release);
+/// Records a slab of `bytes` (a non-zero multiple of [`SLAB_BYTES`]) at `base` (aligned
+/// to [`SLAB_BYTES`]): every granule it covers maps to `base`. `false` if an address
+/// cannot be mapped or a leaf cannot be made (nothing is then recorded and the slab
+/// must not be used).
+pub(crate) fn insert(base: NonNull<u8>, bytes: usize) -> bool {
+    debug_assert!(bytes >= SLAB_BYTES && bytes.is_multiple_of(SLAB_BYTES));
+    let start = base.addr().get();
+    for offset in (0..bytes).step_by(SLAB_BYTES) {
+        let entry = start
+            .checked_add(offset)
+            .and_then(split)
+            .and_then(|(root, index)| Some(entry(leaf(root, true)?, index)));
+        let Some(entry) = entry else {
+            // Undo the granules recorded so far.
+            remove(base, offset);
+            return false;
+        };
+        entry.store(base.as_ptr(), Ordering::Release);
+    }
     true
 }
 
-/// Forgets a slab (before it is released).
-pub(crate) fn remove(base: NonNull<u8>) {
-    if let Some((root, index)) = split(base.addr().get())
-        && let Some(leaf) = leaf(root, false)
-    {
-        entry(leaf, index).store(ptr::null_mut(), Ordering::Release);
+/// Forgets the first `bytes` (a multiple of [`SLAB_BYTES`]) of a slab recorded at `base`
+/// (before it is released).
+pub(crate) fn remove(base: NonNull<u8>, bytes: usize) {
+    let start = base.addr().get();
+    for offset in (0..bytes).step_by(SLAB_BYTES) {
+        if let Some((root, index)) = start.checked_add(offset).and_then(split)
+            && let Some(leaf) = leaf(root, false)
+        {
+            entry(leaf, index).store(ptr::null_mut(), Ordering::Release);
+        }
     }
 }
 

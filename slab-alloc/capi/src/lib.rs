@@ -362,4 +362,31 @@ mod tests {
             free(ptr::null_mut());
         }
     }
+
+    #[test]
+    fn blocks_of_the_classes_above_16_kib_report_their_class_and_grow_in_place() {
+        // SAFETY: C ABI calls with valid arguments; every block is freed once.
+        unsafe {
+            // 40 000 bytes and the prefix fit the 40 KiB class.
+            let block = malloc(40_000).cast::<u8>();
+            assert!(!block.is_null());
+            let usable = malloc_usable_size(block.cast());
+            assert_eq!(usable, 40 * 1024 - PREFIX);
+            block.add(usable - 1).write(9);
+            let grown = realloc(block.cast(), usable).cast::<u8>();
+            assert_eq!(grown, block);
+            assert_eq!(grown.add(usable - 1).read(), 9);
+            // One byte more moves it to the 48 KiB class.
+            let moved = realloc(grown.cast(), usable + 1).cast::<u8>();
+            assert_ne!(moved, block);
+            assert_eq!(moved.add(usable - 1).read(), 9);
+            assert_eq!(malloc_usable_size(moved.cast()), 48 * 1024 - PREFIX);
+            free(moved.cast());
+            // Above 128 KiB: a mapping of its own, usable to the end of its pages.
+            let big = malloc(200_000);
+            assert!(malloc_usable_size(big) >= 200_000);
+            assert_eq!((malloc_usable_size(big) + PREFIX) % page_size(), 0);
+            free(big);
+        }
+    }
 }

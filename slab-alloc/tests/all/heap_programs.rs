@@ -6,6 +6,7 @@ use core::ptr::NonNull;
 use allocator_api2::alloc::Allocator;
 use proptest::prelude::*;
 use slab_alloc::SlabHeap;
+use slab_alloc::size_class::MAX_SMALL;
 
 use crate::{assert_disjoint, check, check_prefix, config, fill};
 
@@ -21,7 +22,9 @@ fn size() -> impl Strategy<Value = usize> {
         8 => 1usize..=256,
         4 => 257usize..=4096,
         2 => 4097usize..=16384,
-        1 => 16385usize..=if cfg!(miri) { 17_000 } else { 100_000 },
+        // The classes above 16 KiB (with their bigger slabs), then blocks of their own.
+        2 => 16385usize..=if cfg!(miri) { 70_000 } else { MAX_SMALL },
+        1 => MAX_SMALL + 1..=if cfg!(miri) { MAX_SMALL + 5000 } else { 300_000 },
     ]
 }
 

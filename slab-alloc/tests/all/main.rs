@@ -3,6 +3,7 @@
 mod corruption;
 mod exhaustion;
 mod heap_programs;
+mod large_blocks_without_syscalls;
 mod many_caches;
 mod object_cache_programs;
 mod slab_cache_programs;

@@ -1,0 +1,255 @@
+//! Blocks between 16 and 128 KiB come from size classes: a program that allocates and
+//! frees them over and over makes no system call once warm, `realloc` within their class
+//! stays in place, and `trim`, the working-set caps and the purge of objects that go
+//! back to their slabs still give their memory back.
+//! Blocks above 128 KiB keep their own mappings (and `mremap` growth).
+
+use core::alloc::{GlobalAlloc, Layout};
+
+use mmap_alloc::syscall_counters::{self, SyscallCounts};
+use slab_alloc::SlabHeap;
+use slab_alloc::size_class::{CLASS_SIZES, MAX_SMALL, class_for};
+
+fn cost_of<T>(operation: impl FnOnce() -> T) -> (T, SyscallCounts) {
+    let before = syscall_counters::snapshot();
+    let result = operation();
+    (result, syscall_counters::snapshot().since(&before))
+}
+
+/// Allocates and frees `rounds` times a batch of `batch` blocks of `layout`, writing the
+/// first and last byte of each.
+fn churn(heap: &SlabHeap, layout: Layout, batch: usize, rounds: usize) {
+    let mut blocks = Vec::with_capacity(batch);
+    for _ in 0..rounds {
+        for _ in 0..batch {
+            // SAFETY: non-zero size.
+            let block = unsafe { heap.alloc(layout) };
+            assert!(!block.is_null());
+            // SAFETY: the block holds `layout.size()` bytes.
+            unsafe {
+                block.write(1);
+                block.add(layout.size() - 1).write(2);
+            }
+            blocks.push(block);
+        }
+        for block in blocks.drain(..) {
+            // SAFETY: allocated above with `layout`, freed once.
+            unsafe { heap.dealloc(block, layout) };
+        }
+    }
+}
+
+#[test]
+fn a_steady_loop_of_40_kib_blocks_makes_no_system_call_after_warm_up() {
+    let heap = SlabHeap::new();
+    let layout = Layout::from_size_align(40 * 1024, 8).unwrap();
+    let rounds = if cfg!(miri) { 20 } else { 10_000 };
+    for batch in [1, 3, 16] {
+        churn(&heap, layout, batch, 2);
+        let ((), cost) = cost_of(|| churn(&heap, layout, batch, rounds));
+        assert_eq!(
+            (cost.mmap, cost.munmap, cost.mremap, cost.total()),
+            (0, 0, 0, 0),
+            "batches of {batch}: {cost:?}"
+        );
+    }
+    heap.check_invariants();
+    let stats = heap.stats();
+    assert_eq!((stats.large_blocks, stats.small.objects_live), (0, 0));
+}
+
+#[test]
+fn blocks_above_the_classes_still_map_each_time() {
+    // The counterpart of the test above: proves the counters see the heap's calls.
+    let heap = SlabHeap::new();
+    let layout = Layout::from_size_align(MAX_SMALL + 1, 8).unwrap();
+    churn(&heap, layout, 1, 1);
+    let ((), cost) = cost_of(|| churn(&heap, layout, 1, 4));
+    assert_eq!((cost.mmap, cost.munmap), (4, 4), "{cost:?}");
+}
+
+#[test]
+fn realloc_within_a_large_class_stays_in_place_and_beyond_the_classes_uses_mremap() {
+    let heap = SlabHeap::new();
+    let align = 16;
+    // SAFETY: live blocks with their layouts, each reallocated or freed once.
+    unsafe {
+        let layout = Layout::from_size_align(33 * 1024, align).unwrap();
+        let block = heap.alloc(layout);
+        assert!(!block.is_null());
+        block.add(100).write(7);
+        // 33 KiB and 40 KiB are both in the 40 KiB class.
+        let ((grown, shrunk), cost) = cost_of(|| {
+            let grown = heap.realloc(block, layout, 40 * 1024);
+            let shrunk = heap.realloc(
+                grown,
+                Layout::from_size_align(40 * 1024, align).unwrap(),
+                32 * 1024 + 1,
+            );
+            (grown, shrunk)
+        });
+        assert_eq!((grown, shrunk), (block, block));
+        assert_eq!(cost.total(), 0, "{cost:?}");
+        assert_eq!(
+            SlabHeap::<mmap_alloc::DefaultPages>::usable_size(layout),
+            40 * 1024
+        );
+        // Into the next class: moved, contents kept.
+        let moved = heap.realloc(
+            shrunk,
+            Layout::from_size_align(32 * 1024 + 1, align).unwrap(),
+            41 * 1024,
+        );
+        assert_ne!(moved, block);
+        assert_eq!(moved.add(100).read(), 7);
+        // Out of the classes: a mapping of its own, which then grows with one mremap.
+        let old = Layout::from_size_align(41 * 1024, align).unwrap();
+        let big = heap.realloc(moved, old, 200 * 1024);
+        assert_eq!(big.add(100).read(), 7);
+        assert_eq!(heap.stats().large_blocks, 1);
+        let old = Layout::from_size_align(200 * 1024, align).unwrap();
+        let (bigger, cost) = cost_of(|| heap.realloc(big, old, 4 << 20));
+        assert!(!bigger.is_null());
+        // (Miri has no mremap: `MmapAlloc` maps and copies there.)
+        if !cfg!(miri) {
+            assert_eq!((cost.mremap, cost.mmap), (1, 0), "{cost:?}");
+        }
+        assert_eq!(bigger.add(100).read(), 7);
+        heap.dealloc(bigger, Layout::from_size_align(4 << 20, align).unwrap());
+    }
+    assert_eq!(heap.stats().large_blocks, 0);
+}
+
+#[test]
+fn trim_releases_the_slabs_of_every_large_class() {
+    let heap = SlabHeap::new();
+    let count = if cfg!(miri) { 12 } else { 64 };
+    let sizes: Vec<usize> = CLASS_SIZES
+        .iter()
+        .copied()
+        .filter(|&size| size > 16 * 1024)
+        .collect();
+    assert_eq!(sizes.len(), 12);
+    let layouts: Vec<Layout> = sizes
+        .iter()
+        .map(|&size| Layout::from_size_align(size - 100, 8).unwrap())
+        .collect();
+    let mut blocks = Vec::new();
+    for &layout in &layouts {
+        for _ in 0..count {
+            // SAFETY: non-zero size.
+            let block = unsafe { heap.alloc(layout) };
+            assert!(!block.is_null());
+            blocks.push((block, layout));
+        }
+    }
+    let committed = heap.stats().small.bytes_committed;
+    assert!(
+        committed >= count * sizes.iter().sum::<usize>(),
+        "{committed}"
+    );
+    for (block, layout) in blocks {
+        // SAFETY: allocated above, freed once.
+        unsafe { heap.dealloc(block, layout) };
+    }
+    heap.flush_thread_cache();
+    let ((), cost) = cost_of(|| heap.trim());
+    let stats = heap.stats();
+    assert_eq!(stats.small.bytes_committed, 0, "{stats:?}");
+    assert_eq!(
+        stats.small.slabs_released, stats.small.slabs_created,
+        "{stats:?}"
+    );
+    // (Under miri the slabs are heap pages, whose release is not a counted call.)
+    if !cfg!(miri) {
+        assert!(cost.munmap >= 12, "{cost:?}");
+    }
+    heap.check_invariants();
+}
+
+#[test]
+fn a_burst_of_large_blocks_leaves_at_most_a_few_empty_slabs() {
+    // The hard cap on empty slabs counts bytes: 16 slabs of 256 KiB for a class keeping
+    // one empty slab, so four of the 1 MiB slabs of the 112 KiB class.
+    let heap = SlabHeap::new();
+    let layout = Layout::from_size_align(100_000, 8).unwrap();
+    let class = class_for(layout.size(), layout.align()).unwrap();
+    let count = if cfg!(miri) { 40 } else { 400 };
+    let blocks: Vec<_> = (0..count)
+        // SAFETY: non-zero size.
+        .map(|_| unsafe { heap.alloc(layout) })
+        .collect();
+    assert!(blocks.iter().all(|block| !block.is_null()));
+    let stats = heap.class_stats(class).unwrap();
+    assert_eq!(stats.object_size, 114_688);
+    assert_eq!(stats.objects_per_slab, 9);
+    let created = stats.slabs_full + stats.slabs_partial;
+    assert!(created >= count / 9, "{stats:?}");
+    let ((), cost) = cost_of(|| {
+        for block in blocks {
+            // SAFETY: allocated above, freed once.
+            unsafe { heap.dealloc(block, layout) };
+        }
+    });
+    let stats = heap.class_stats(class).unwrap();
+    assert!(stats.slabs_empty <= 4, "{stats:?}");
+    // The objects that went back to their slabs gave back their pages, one call each
+    // (the released slabs were unmapped after that): all but those of the thread's two
+    // magazines and of the depot's two (1 MiB of 112 KiB objects), four each.
+    if !cfg!(miri) {
+        assert!(cost.madvise >= count as u64 - 16, "{cost:?} {stats:?}");
+    }
+    // What stays: the capped empty slabs and those holding the objects of the depot's
+    // bounded magazines (1 MiB of objects) and of this thread's two magazines.
+    assert!(stats.objects_in_depot * 114_688 <= 4 << 20, "{stats:?}");
+    let kept = stats.slabs_empty + stats.slabs_partial + stats.slabs_full;
+    assert!(kept <= 4 + 6, "{stats:?}");
+    heap.check_invariants();
+}
+
+/// A block handed to another thread to free.
+struct Sent(*mut u8, Layout);
+
+// SAFETY: the block is owned by whoever holds the `Sent`; the heap is `Sync`.
+unsafe impl Send for Sent {}
+
+#[test]
+fn large_class_blocks_freed_by_other_threads_come_back_intact() {
+    let heap = SlabHeap::new();
+    let rounds = if cfg!(miri) { 2 } else { 50 };
+    let per_round = if cfg!(miri) { 6 } else { 40 };
+    std::thread::scope(|scope| {
+        let (sender, receiver) = std::sync::mpsc::channel::<Sent>();
+        let heap = &heap;
+        scope.spawn(move || {
+            for Sent(block, layout) in receiver {
+                // SAFETY: a live block sent by the allocating thread, freed once here.
+                unsafe {
+                    assert_eq!(block.read(), layout.size() as u8);
+                    assert_eq!(block.add(layout.size() - 1).read(), 0xA5);
+                    heap.dealloc(block, layout);
+                }
+            }
+            // The scope may end before this thread's exit hook has run.
+            heap.flush_thread_cache();
+        });
+        for round in 0..rounds {
+            for index in 0..per_round {
+                let size =
+                    16 * 1024 + 1 + (round * per_round + index) * 2711 % (MAX_SMALL - 16 * 1024);
+                let layout = Layout::from_size_align(size, 16).unwrap();
+                // SAFETY: non-zero size; first and last byte written.
+                let block = unsafe { heap.alloc(layout) };
+                assert!(!block.is_null());
+                // SAFETY: the block holds `size` bytes.
+                unsafe {
+                    block.write(size as u8);
+                    block.add(size - 1).write(0xA5);
+                }
+                sender.send(Sent(block, layout)).unwrap();
+            }
+        }
+    });
+    heap.check_invariants();
+    assert_eq!(heap.stats().small.objects_live, 0);
+}
