@@ -39,7 +39,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::registry::CoreHeader;
 
 /// Bytes per slab (and their alignment); the granule of the slab map. Slabs of the
-/// largest heap classes are a power-of-two multiple of it (see [`slab_bytes_for`]).
+/// largest heap classes are a power-of-two multiple of it, chosen per class so that at
+/// least `MIN_OBJECTS_PER_SLAB` objects fit.
 pub const SLAB_BYTES: usize = 256 * 1024;
 
 /// Objects a slab of a heap class holds at least: [`slab_bytes_for`] doubles the slab
