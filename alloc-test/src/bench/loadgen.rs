@@ -182,14 +182,7 @@ pub fn run(load: &Load) -> io::Result<Outcome> {
                 scope.spawn(move || load_thread(shared, share))
             })
             .collect();
-        workers
-            .into_iter()
-            .map(|worker| {
-                worker
-                    .join()
-                    .unwrap_or_else(|_| Err(io::Error::other("a load thread panicked")))
-            })
-            .collect()
+        crate::bench::threads::join_all(workers, || Err(io::Error::other("a load thread panicked")))
     });
     let elapsed = started.elapsed();
     let mut outcome = Outcome {

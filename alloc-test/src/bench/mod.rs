@@ -11,3 +11,4 @@ pub mod measure;
 pub mod process;
 pub mod report;
 pub mod svg;
+pub mod threads;

@@ -9,6 +9,7 @@
 //! Parameters (the same in quick and full runs): 2 workers, 8-byte objects, 100
 //! allocations per worker, 5000 writes (each read back) per allocation.
 
+use alloc_test::bench::threads::join_all;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
 use std::alloc::System;
@@ -115,34 +116,14 @@ impl<'a, A: GlobalAlloc + Sync> CacheScratch<'a, A> {
 
     fn once(&mut self) {
         let allocator = self.allocator;
-        // The objects are allocated one after the other by this thread, so an allocator
-        // is free to put them side by side.
-        let handed: Vec<Handed> = (0..WORKERS)
-            .map(|index| {
-                // SAFETY: a non-zero layout.
-                let Some(object) = NonNull::new(unsafe { allocator.alloc(OBJECT) }) else {
-                    std::alloc::handle_alloc_error(OBJECT)
-                };
-                let object = object.cast::<u64>();
-                // SAFETY: a fresh 8-byte, 8-aligned object.
-                unsafe { object.write_volatile(value(index, 0, 0)) };
-                Handed(object)
-            })
-            .collect();
+        let handed = hand_out(allocator);
         let results: Vec<(u64, Option<String>)> = std::thread::scope(|scope| {
             let workers: Vec<_> = handed
                 .into_iter()
                 .enumerate()
                 .map(|(index, handed)| scope.spawn(move || worker(allocator, index, handed)))
                 .collect();
-            workers
-                .into_iter()
-                .map(|worker| {
-                    worker
-                        .join()
-                        .unwrap_or_else(|_| (0, Some("a worker panicked".to_owned())))
-                })
-                .collect()
+            join_all(workers, || (0, Some("a worker panicked".to_owned())))
         });
         for (writes, failure) in results {
             if let Some(failure) = failure {
@@ -172,13 +153,10 @@ impl<A: GlobalAlloc + Sync> Workload for CacheScratch<'_, A> {
     }
 }
 
-/// The share of steps, in percent, at which the two workers' live objects lie in the
-/// same 64-byte cache line: the run of cache-scratch without its writes and untimed,
-/// with the workers in lockstep (both allocate, then both free), so the count depends on
-/// the allocator's placement alone, not on how the threads happen to be scheduled.
-fn shared_lines<A: GlobalAlloc + Sync>(allocator: &A) -> Result<f64, String> {
-    const LINE: usize = 64;
-    let handed: Vec<Handed> = (0..WORKERS)
+/// One object per worker, allocated one after the other by the calling thread (so an
+/// allocator is free to put them side by side) and written with the worker's tag.
+fn hand_out<A: GlobalAlloc>(allocator: &A) -> Vec<Handed> {
+    (0..WORKERS)
         .map(|index| {
             // SAFETY: a non-zero layout.
             let Some(object) = NonNull::new(unsafe { allocator.alloc(OBJECT) }) else {
@@ -189,7 +167,16 @@ fn shared_lines<A: GlobalAlloc + Sync>(allocator: &A) -> Result<f64, String> {
             unsafe { object.write_volatile(value(index, 0, 0)) };
             Handed(object)
         })
-        .collect();
+        .collect()
+}
+
+/// The share of steps, in percent, at which the two workers' live objects lie in the
+/// same 64-byte cache line: the run of cache-scratch without its writes and untimed,
+/// with the workers in lockstep (both allocate, then both free), so the count depends on
+/// the allocator's placement alone, not on how the threads happen to be scheduled.
+fn shared_lines<A: GlobalAlloc + Sync>(allocator: &A) -> Result<f64, String> {
+    const LINE: usize = 64;
+    let handed = hand_out(allocator);
     let lockstep = Barrier::new(WORKERS);
     let lines: Vec<Vec<usize>> = std::thread::scope(|scope| {
         let workers: Vec<_> = handed
@@ -219,10 +206,7 @@ fn shared_lines<A: GlobalAlloc + Sync>(allocator: &A) -> Result<f64, String> {
                 })
             })
             .collect();
-        workers
-            .into_iter()
-            .map(|worker| worker.join().unwrap_or_default())
-            .collect()
+        join_all(workers, Vec::new)
     });
     let [first, second] = &lines[..] else {
         return Err("cache-scratch expects two workers".to_owned());

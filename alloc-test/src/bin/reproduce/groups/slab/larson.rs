@@ -9,6 +9,7 @@
 //! Parameters (the same in quick and full runs; only the sampling differs): 2 threads,
 //! 5000 slots each, sizes 16 to 1024 bytes, 50 000 replacements per thread per round.
 
+use alloc_test::bench::threads::join_all;
 use core::alloc::GlobalAlloc;
 use std::time::{Duration, Instant};
 
@@ -82,14 +83,7 @@ impl<'a, A: GlobalAlloc + Sync> Larson<'a, A> {
                     })
                 })
                 .collect();
-            workers
-                .into_iter()
-                .map(|worker| {
-                    worker
-                        .join()
-                        .unwrap_or_else(|_| (0, Some("a larson thread panicked".to_owned())))
-                })
-                .collect()
+            join_all(workers, || (0, Some("a larson thread panicked".to_owned())))
         });
         let mut replaced = 0;
         for (count, failure) in results {

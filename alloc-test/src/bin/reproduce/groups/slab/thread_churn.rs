@@ -10,6 +10,7 @@
 //! joining thread. For `SlabHeap`, the count of live objects must be the same before and
 //! after: the exited threads' magazines went back.
 
+use alloc_test::bench::threads::join_all;
 use core::alloc::GlobalAlloc;
 use std::time::{Duration, Instant};
 
@@ -94,17 +95,12 @@ impl<'a, A: GlobalAlloc + Sync> ThreadChurn<'a, A> {
             let threads: Vec<_> = (0..AT_ONCE)
                 .map(|index| scope.spawn(move || short_life(allocator, first_seed + index as u64)))
                 .collect();
-            threads
-                .into_iter()
-                .map(|thread| {
-                    thread.join().unwrap_or_else(|_| Exit {
-                        allocated: 0,
-                        freed: 0,
-                        held: Vec::new(),
-                        failure: Some("a short-lived thread panicked".to_owned()),
-                    })
-                })
-                .collect()
+            join_all(threads, || Exit {
+                allocated: 0,
+                freed: 0,
+                held: Vec::new(),
+                failure: Some("a short-lived thread panicked".to_owned()),
+            })
         });
         for exit in exits {
             if let Some(failure) = exit.failure {

@@ -9,6 +9,7 @@
 //! the batches it pops from the other thread's queue. A thread stops once it has
 //! produced its share and freed as many objects as the other thread produced.
 
+use alloc_test::bench::threads::join_all;
 use core::alloc::GlobalAlloc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -142,15 +143,10 @@ impl<A: GlobalAlloc + Sync> Workload for Xmalloc<'_, A> {
                     })
                 })
                 .collect();
-            workers
-                .into_iter()
-                .map(|worker| {
-                    worker.join().unwrap_or_else(|_| Tally {
-                        failure: Some("an xmalloc-test thread panicked".to_owned()),
-                        ..Tally::default()
-                    })
-                })
-                .collect()
+            join_all(workers, || Tally {
+                failure: Some("an xmalloc-test thread panicked".to_owned()),
+                ..Tally::default()
+            })
         });
         let elapsed = start.elapsed();
         let expected = batches * BATCH as u64;
