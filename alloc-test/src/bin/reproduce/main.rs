@@ -43,6 +43,9 @@ Runs the comparative benchmarks and writes the pages of info/.
   --only GROUP  run one group: mmap, arena, slab, executor
   --out DIR     write the pages to DIR instead of info/ at the workspace root";
 
+/// The command of a quick run of every group.
+const QUICK_COMMAND: &str = "cargo run --release -p alloc-test --bin reproduce";
+
 /// What the command line asked for.
 #[derive(Debug)]
 struct Options {
@@ -143,9 +146,16 @@ fn main() -> ExitCode {
     } else {
         Settings::QUICK
     };
-    // The command as run, written above every table it produced.
-    let arguments: Vec<String> = std::env::args().skip(1).collect();
-    let mut command = String::from("cargo run --release -p alloc-test --bin reproduce");
+    // The command that reproduces the figures, written above every table it produced:
+    // the options that change them (`--out` only changes where they go).
+    let mut arguments = Vec::new();
+    if options.full {
+        arguments.push("--full".to_owned());
+    }
+    if let Some(only) = &options.only {
+        arguments.extend(["--only".to_owned(), only.clone()]);
+    }
+    let mut command = String::from(QUICK_COMMAND);
     if !arguments.is_empty() {
         command = format!("{command} -- {}", arguments.join(" "));
     }
@@ -224,9 +234,9 @@ fn write_index(
     );
     index.push_str(&format!("## Machine\n\n{}\n", machine.markdown()));
     index.push_str(&format!(
-        "## Reproduce\n\n```sh\n{command}            # quick run, a few minutes\n\
-         cargo run --release -p alloc-test --bin reproduce -- --full    # publication run\n\
-         cargo run --release -p alloc-test --bin reproduce -- --only mmap\n```\n\n"
+        "## Reproduce\n\n```sh\n{QUICK_COMMAND}            # quick run, a few minutes\n\
+         {QUICK_COMMAND} -- --full    # publication run\n\
+         {QUICK_COMMAND} -- --only mmap\n```\n\n"
     ));
     index.push_str(
         "## Summary: every ratio against its peer, with the target where an issue names one\n\n",
