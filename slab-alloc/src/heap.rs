@@ -14,8 +14,8 @@ use crate::cache::{
     CacheCore, CoreConfig, default_magazine_capacity, default_max_magazine_capacity,
 };
 use crate::depot::DEPOT_MAGAZINES;
-use crate::size_class::{CLASS_COUNT, CLASS_SIZES, class_align, class_for};
-use crate::slab::{Geometry, SLAB_BYTES, slab_bytes_for};
+use crate::size_class::{CLASS_COUNT, CLASS_SIZES, MAX_MEDIUM, class_align, class_for};
+use crate::slab::{Geometry, SLAB_BYTES, heap_class_geometry};
 use crate::stats::HeapStats;
 use crate::sync::CachePadded;
 
@@ -86,20 +86,20 @@ fn class_config(geometry: Geometry) -> CoreConfig {
         geometry,
         max_empty_slabs: if size <= 1024 {
             4
-        } else if size <= 16 * 1024 {
+        } else if size <= MAX_MEDIUM {
             2
         } else {
             1
         },
         magazine_capacity: default_magazine_capacity(size),
         max_magazine_capacity,
-        max_depot_magazines: if size <= 16 * 1024 {
+        max_depot_magazines: if size <= MAX_MEDIUM {
             DEPOT_MAGAZINES
         } else {
             (LARGE_CLASS_DEPOT_BYTES / (size * max_magazine_capacity as usize))
                 .clamp(1, DEPOT_MAGAZINES)
         },
-        purge_free_objects: size > 16 * 1024,
+        purge_free_objects: size > MAX_MEDIUM,
         magazines: true,
         drop_object: None,
     }
@@ -168,10 +168,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         let block = self.source.reserve_committed(bytes, align).ok()?;
         let place = block.cast::<CacheCore<S>>();
         for (index, &size) in CLASS_SIZES.iter().enumerate() {
-            let align = class_align(index);
-            let geometry =
-                Geometry::with_slab_bytes(size, align, false, slab_bytes_for(size, align))?;
-            let config = class_config(geometry);
+            let config = class_config(heap_class_geometry(size, class_align(index))?);
             // SAFETY: `index < CLASS_COUNT`, inside the fresh block, aligned; each core
             // stays there until the heap is dropped (or until the loser of the race
             // below destroys it).

@@ -13,10 +13,14 @@
 //! The classes above 16 KiB (as mimalloc's medium and jemalloc's largest small classes)
 //! keep blocks that programs allocate and free over and over off the system calls of
 //! `MmapAlloc`: their objects come from slabs and per-thread magazines like all others.
-//! Their slabs are bigger (see `slab_bytes_for` in the slab module: 512 KiB to 2 MiB,
+//! Their slabs are bigger (see `heap_class_geometry` in the slab module: 512 KiB to 2 MiB,
 //! at least eight objects each), and, carved lazily, commit only the objects used.
 //! Requests above [`MAX_SMALL`] get a mapping of their own, which `realloc` grows with
 //! `mremap` instead of copying.
+
+/// The largest class of the small and medium tables; the classes above it (to
+/// [`MAX_SMALL`]) are the large classes, with bigger slabs and smaller caches.
+pub const MAX_MEDIUM: usize = 16 * 1024;
 
 /// The largest request served by size classes; larger ones go to `MmapAlloc`.
 pub const MAX_SMALL: usize = 128 * 1024;
@@ -68,7 +72,7 @@ const fn build_table<const N: usize>(step: usize) -> [u8; N] {
 pub fn class_for(size: usize, align: usize) -> Option<usize> {
     let mut class = if size <= 1024 {
         SMALL_TABLE[(size + 7) >> 3] as usize
-    } else if size <= 16 * 1024 {
+    } else if size <= MAX_MEDIUM {
         MEDIUM_TABLE[(size + 127) >> 7] as usize
     } else if size <= MAX_SMALL {
         LARGE_TABLE[(size + 1023) >> 10] as usize
@@ -136,7 +140,7 @@ mod tests {
     #[test]
     fn requests_between_16_and_128_kib_get_their_class_bound() {
         for (size, block) in [
-            (16 * 1024 + 1, 20480),
+            (MAX_MEDIUM + 1, 20480),
             (20480, 20480),
             (20481, 24576),
             (40 * 1024, 40960),
@@ -159,18 +163,20 @@ mod tests {
 
     #[test]
     fn every_class_has_a_slab_of_at_least_eight_objects_and_little_slack() {
-        use crate::slab::{Geometry, MAX_SLAB_BYTES, MIN_OBJECTS_PER_SLAB, SLAB_BYTES};
+        use crate::slab::{
+            Geometry, MAX_SLAB_BYTES, MIN_OBJECTS_PER_SLAB, SLAB_BYTES, heap_class_geometry,
+        };
         for (index, &size) in CLASS_SIZES.iter().enumerate() {
             let align = class_align(index);
-            let slab_bytes = crate::slab::slab_bytes_for(size, align);
-            let geometry = Geometry::with_slab_bytes(size, align, false, slab_bytes).unwrap();
+            let geometry = heap_class_geometry(size, align).unwrap();
+            let slab_bytes = geometry.slab_bytes;
             assert_eq!(geometry.slot_size, size);
             assert!(
                 geometry.capacity >= MIN_OBJECTS_PER_SLAB,
                 "{size}: {geometry:?}"
             );
             assert!(slab_bytes <= MAX_SLAB_BYTES);
-            if size <= 16 * 1024 {
+            if size <= MAX_MEDIUM {
                 // The small classes keep their slabs.
                 assert_eq!(slab_bytes, SLAB_BYTES, "{size}");
             }

@@ -7,7 +7,7 @@
 //! each slab's base pointer with its provenance.)
 //!
 //! The largest size classes of [`SlabHeap`](crate::SlabHeap) (objects above 28 KiB) use
-//! bigger slabs, a power-of-two multiple of [`SLAB_BYTES`] chosen by [`slab_bytes_for`]
+//! bigger slabs, a power-of-two multiple of [`SLAB_BYTES`] chosen by [`heap_class_geometry`]
 //! so that at least [`MIN_OBJECTS_PER_SLAB`] objects fit (as mimalloc's medium pages
 //! and jemalloc's multi-page slabs do). Such a slab is aligned to [`SLAB_BYTES`] only:
 //! masking an object's address gives one of its [`SLAB_BYTES`] granules, and the slab
@@ -43,25 +43,27 @@ use crate::registry::CoreHeader;
 /// least `MIN_OBJECTS_PER_SLAB` objects fit.
 pub const SLAB_BYTES: usize = 256 * 1024;
 
-/// Objects a slab of a heap class holds at least: [`slab_bytes_for`] doubles the slab
+/// Objects a slab of a heap class holds at least: [`heap_class_geometry`] doubles the slab
 /// until this many fit.
 pub(crate) const MIN_OBJECTS_PER_SLAB: usize = 8;
 
-/// The largest slab [`slab_bytes_for`] picks.
+/// The largest slab [`heap_class_geometry`] picks.
 pub(crate) const MAX_SLAB_BYTES: usize = 8 * SLAB_BYTES;
 
-/// The slab size for objects of `slot_size` bytes aligned to `align`: the smallest
-/// power-of-two multiple of [`SLAB_BYTES`] (at most [`MAX_SLAB_BYTES`]) that holds at
-/// least [`MIN_OBJECTS_PER_SLAB`] of them after the header.
-pub(crate) fn slab_bytes_for(slot_size: usize, align: usize) -> usize {
+/// The layout of a heap class's slabs for objects of `slot_size` bytes aligned to
+/// `align`: the smallest power-of-two multiple of [`SLAB_BYTES`] (at most
+/// [`MAX_SLAB_BYTES`]) that holds at least [`MIN_OBJECTS_PER_SLAB`] of them after the
+/// header. `None` if not even [`MAX_SLAB_BYTES`] holds one.
+pub(crate) fn heap_class_geometry(slot_size: usize, align: usize) -> Option<Geometry> {
     let mut slab_bytes = SLAB_BYTES;
-    while slab_bytes < MAX_SLAB_BYTES {
-        match Geometry::with_slab_bytes(slot_size, align, false, slab_bytes) {
-            Some(geometry) if geometry.capacity >= MIN_OBJECTS_PER_SLAB => break,
-            _ => slab_bytes *= 2,
+    loop {
+        let geometry = Geometry::with_slab_bytes(slot_size, align, false, slab_bytes);
+        let enough = geometry.is_some_and(|geometry| geometry.capacity >= MIN_OBJECTS_PER_SLAB);
+        if enough || slab_bytes >= MAX_SLAB_BYTES {
+            return geometry;
         }
+        slab_bytes *= 2;
     }
-    slab_bytes
 }
 
 const MAGIC: u32 = 0x51AB_0A11;
