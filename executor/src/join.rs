@@ -9,7 +9,7 @@ use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 /// Why a task produced no value.
@@ -75,7 +75,7 @@ impl<T> JoinState<T> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Slot<T>> {
-        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.slot)
     }
 
     /// Records the outcome (the first one wins) and wakes the handle.

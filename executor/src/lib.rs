@@ -8,6 +8,7 @@ mod reactor;
 mod runtime;
 mod server;
 mod shutdown;
+mod sync;
 mod sys;
 mod task;
 mod timer;

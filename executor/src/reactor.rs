@@ -20,7 +20,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use mio::event::Source;
@@ -101,7 +101,7 @@ impl IoState {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Wakers> {
         // The guarded data is two `Option<Waker>`s; a panic cannot leave them torn.
-        self.wakers.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.wakers)
     }
 
     /// Records an event and wakes the tasks waiting for it.

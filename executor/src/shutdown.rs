@@ -12,7 +12,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::thread;
 
@@ -60,10 +60,7 @@ impl Shutdown {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Waiters> {
-        self.inner
-            .waiters
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.inner.waiters)
     }
 
     /// Raises the flag and wakes every waiter. Idempotent.

@@ -27,6 +27,7 @@ use arena_alloc::outside_arena;
 use mio::{Events, Token};
 
 use crate::reactor::IoTable;
+use crate::sync::lock;
 use crate::task::store::{BoxFuture, TaskKey, TaskStore};
 use crate::timer::TimerHeap;
 use crate::waker::{MAX_WORKERS, task_waker};
@@ -65,11 +66,6 @@ impl std::fmt::Debug for Inbox {
             .field("spawns", &self.spawns.len())
             .finish()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Inbox and table updates are single pushes/pops; a panic cannot leave them torn.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl WorkerShared {

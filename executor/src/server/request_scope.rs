@@ -55,6 +55,7 @@ use hyper::body::Incoming;
 
 use crate::server::stats::Counters;
 use crate::server::{Config, Handler, RequestBody, ResponseBody};
+use crate::sync::lock;
 use crate::timer::{Sleep, sleep};
 
 /// What one connection shares with its requests: counters (for the idle watchdog), the
@@ -128,12 +129,6 @@ impl ConnectionActivity {
 /// The most headers a connection's kept header map holds room for (about 6 KiB); a
 /// larger one is not kept between requests.
 const KEPT_HEADER_CAPACITY: usize = 64;
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// Copies `request`'s head into the current arena, leaving nothing that points into
 /// hyper's buffers, and gives the header map hyper parsed it into back to `activity`.
