@@ -49,6 +49,9 @@ impl Builder {
     pub fn build(self) -> std::io::Result<Runtime> {
         let mut runtime = Runtime {
             workers: Vec::new(),
+            spawner: Spawner {
+                workers: Arc::from([]),
+            },
             next: AtomicUsize::new(0),
         };
         for index in 0..self.workers {
@@ -70,6 +73,13 @@ impl Builder {
                 }
             }
         }
+        runtime.spawner = Spawner {
+            workers: runtime
+                .workers
+                .iter()
+                .map(|worker| Arc::clone(&worker.shared))
+                .collect(),
+        };
         Ok(runtime)
     }
 }
@@ -95,6 +105,8 @@ struct WorkerHandle {
 /// ```
 pub struct Runtime {
     workers: Vec<WorkerHandle>,
+    /// The same workers, for spawning from tasks.
+    spawner: Spawner,
     /// Round-robin cursor for [`Runtime::spawn`].
     next: AtomicUsize,
 }
@@ -134,13 +146,12 @@ impl Runtime {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let (task, handle) = package(future);
-        if let Some(task) = task {
-            self.workers[index % self.workers.len()]
-                .shared
-                .post_spawn(task);
-        }
-        handle
+        self.spawner.spawn_on(index, future)
+    }
+
+    /// A handle that spawns onto this runtime's workers from anywhere, tasks included.
+    pub(crate) fn spawner(&self) -> Spawner {
+        self.spawner.clone()
     }
 
     /// Runs `future` on worker 0 and blocks the calling thread until it finishes.
@@ -179,6 +190,35 @@ impl Drop for Runtime {
             }
             release_table_entry(&worker.shared);
         }
+    }
+}
+
+/// Spawns onto a runtime's workers by index; cheap to clone. Spawning onto a worker that
+/// has stopped drops the future at once (its handle reports a cancellation).
+#[derive(Clone, Debug)]
+pub(crate) struct Spawner {
+    workers: Arc<[Arc<WorkerShared>]>,
+}
+
+impl Spawner {
+    /// Number of workers.
+    pub(crate) fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Spawns `future` on worker `index` (modulo the worker count).
+    pub(crate) fn spawn_on<F>(&self, index: usize, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (task, handle) = package(future);
+        if let Some(task) = task
+            && let Err(refused) = self.workers[index % self.workers.len()].post_spawn(task)
+        {
+            drop(refused);
+        }
+        handle
     }
 }
 

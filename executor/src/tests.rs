@@ -428,6 +428,32 @@ mod runtime {
         seen.dedup();
         assert_eq!(seen.len(), 3);
     }
+
+    #[test]
+    fn spawning_onto_a_stopped_runtime_cancels_at_once() {
+        let runtime = super::runtime(2);
+        let spawner = runtime.spawner();
+        drop(runtime);
+        let dropped = Arc::new(AtomicBool::new(false));
+        struct SetOnDrop(Arc<AtomicBool>);
+        impl Drop for SetOnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Release);
+            }
+        }
+        let guard = SetOnDrop(Arc::clone(&dropped));
+        let handle = spawner.spawn_on(1, async move {
+            let _guard = guard;
+        });
+        assert!(
+            dropped.load(Ordering::Acquire),
+            "the future was dropped, not kept"
+        );
+        assert!(matches!(
+            crate::runtime::block_on_thread(handle),
+            Err(JoinError::Cancelled)
+        ));
+    }
 }
 
 mod hyper_glue {

@@ -42,6 +42,8 @@ const EVENT_CAPACITY: usize = 1024;
 struct Inbox {
     wakes: Vec<TaskKey>,
     spawns: Vec<BoxFuture>,
+    /// The worker has exited: nothing posted now would ever run.
+    closed: bool,
 }
 
 /// The part of a worker that other threads reach. See the module `# Safety` notes.
@@ -82,18 +84,27 @@ impl WorkerShared {
         self.index
     }
 
-    fn post(&self, push: impl FnOnce(&mut Inbox)) {
-        // Runtime state outlives any request: never grow it inside a request's arena.
-        outside_arena(|| push(&mut lock(&self.inbox)));
+    /// Puts work in the inbox (unless the worker has exited) and wakes the worker.
+    fn post<T>(&self, work: T, push: impl FnOnce(&mut Inbox, T)) -> Result<(), T> {
+        {
+            let mut inbox = lock(&self.inbox);
+            if inbox.closed {
+                return Err(work);
+            }
+            // Runtime state outlives any request: never grow it inside a request's arena.
+            outside_arena(|| push(&mut inbox, work));
+        }
         if !self.notified.swap(true, Ordering::AcqRel) {
             // A failed wake means the Poll is gone (worker exiting): nothing to do.
             let _ = self.waker.wake();
         }
+        Ok(())
     }
 
-    /// Posts a spawn from another thread.
-    pub(crate) fn post_spawn(&self, future: BoxFuture) {
-        self.post(|inbox| inbox.spawns.push(future));
+    /// Posts a spawn from another thread; gives the future back when the worker has
+    /// exited.
+    pub(crate) fn post_spawn(&self, future: BoxFuture) -> Result<(), BoxFuture> {
+        self.post(future, |inbox, future| inbox.spawns.push(future))
     }
 
     /// Tells the worker to leave its loop.
@@ -188,7 +199,8 @@ pub(crate) fn wake_task(worker: usize, key: TaskKey) {
     };
     let guard = entry.read().unwrap_or_else(PoisonError::into_inner);
     if let Some(shared) = guard.as_ref() {
-        shared.post(|inbox| inbox.wakes.push(key));
+        // A worker that has exited has no task left to wake.
+        let _ = shared.post(key, |inbox, key| inbox.wakes.push(key));
     }
 }
 
@@ -254,6 +266,15 @@ impl Worker {
             }
             drop(futures);
         }
+        // From now on posts are refused; what arrived since the last drain is dropped
+        // here, where its destructors can still reach this worker.
+        let late = {
+            let mut inbox = lock(&self.shared.inbox);
+            inbox.closed = true;
+            std::mem::take(&mut inbox.spawns)
+        };
+        drop(late);
+        drop(local.tasks.borrow_mut().drain());
         local.run_queue.borrow_mut().clear();
         local.timers.borrow_mut().clear();
         CONTEXT.with(|context| context.borrow_mut().take());

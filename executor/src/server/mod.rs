@@ -1,6 +1,7 @@
 //! [`Server`]: hyper's HTTP/1.1 server on this runtime, with limits and timeouts.
 
 mod connection;
+mod dispatch;
 pub(crate) mod request_scope;
 mod stats;
 
@@ -25,6 +26,7 @@ use crate::net::TcpListener;
 use crate::runtime::{Runtime, block_on_thread};
 use crate::shutdown::Shutdown;
 use connection::ConnectionPermit;
+use dispatch::Dispatch;
 use stats::Counters;
 pub use stats::ServerStats;
 
@@ -148,11 +150,11 @@ impl ServerBuilder {
         self
     }
 
-    /// One listening socket per worker with `SO_REUSEPORT` (the kernel spreads
-    /// connections by a hash of their addresses), or, by default, one socket shared by
-    /// all workers, registered with each worker's `Poll`: whichever worker is free
-    /// first accepts, which balanced keep-alive load better in our measurements (see
-    /// the README).
+    /// One listening socket per worker with `SO_REUSEPORT` (the kernel picks the
+    /// socket by a hash of the connection's addresses), or, by default, one socket
+    /// shared by all workers, registered with each worker's `Poll` (whichever worker is
+    /// free first accepts). Either way each connection is then served by the worker
+    /// serving the fewest connections (see the README).
     pub fn reuse_port(mut self, enabled: bool) -> Self {
         self.reuse_port = enabled;
         self
@@ -414,16 +416,16 @@ impl Server {
             None
         };
         let handler = Arc::new(handler);
+        let dispatch = Arc::new(Dispatch::new(runtime.spawner()));
         for (index, listener) in listeners.into_iter().enumerate() {
-            drop(runtime.spawn_on(
-                index,
-                accept_loop(
-                    listener,
-                    Arc::clone(&config),
-                    Arc::clone(&handler),
-                    shutdown.clone(),
-                ),
-            ));
+            let accepting = Accepting {
+                worker: index,
+                config: Arc::clone(&config),
+                handler: Arc::clone(&handler),
+                shutdown: shutdown.clone(),
+                dispatch: Arc::clone(&dispatch),
+            };
+            drop(runtime.spawn_on(index, accept_loop(listener, accepting)));
         }
         block_on_thread(shutdown.wait());
         let deadline = Instant::now() + config.shutdown_deadline;
@@ -435,12 +437,44 @@ impl Server {
     }
 }
 
-async fn accept_loop<H: Handler>(
-    listener: std::net::TcpListener,
+/// What an accept loop needs besides its listener.
+struct Accepting<H> {
+    /// The runtime's index of the worker the loop runs on.
+    worker: usize,
     config: Arc<Config>,
     handler: Arc<H>,
     shutdown: Shutdown,
-) {
+    dispatch: Arc<Dispatch>,
+}
+
+impl<H: Handler> Accepting<H> {
+    /// Starts serving `stream` on the worker [`Dispatch`] picks: registered with that
+    /// worker's `Poll` and counted against it until the connection ends.
+    fn start(&self, stream: mio::net::TcpStream, permit: ConnectionPermit) {
+        let assignment = self.dispatch.assign(self.worker);
+        let worker = assignment.worker();
+        let config = Arc::clone(&self.config);
+        let handler = Arc::clone(&self.handler);
+        let shutdown = self.shutdown.clone();
+        let serving = async move {
+            let _counted = assignment;
+            match crate::net::TcpStream::from_mio(stream) {
+                Ok(stream) => connection::serve(stream, config, handler, shutdown, permit).await,
+                Err(error) => eprintln!("executor: cannot register connection: {error}"),
+            }
+        };
+        if worker == self.worker {
+            drop(crate::spawn(serving));
+        } else {
+            self.dispatch.spawn_on(worker, serving);
+        }
+    }
+}
+
+async fn accept_loop<H: Handler>(listener: std::net::TcpListener, accepting: Accepting<H>) {
+    let Accepting {
+        config, shutdown, ..
+    } = &accepting;
     let listener = match TcpListener::from_std(listener) {
         Ok(listener) => listener,
         Err(error) => {
@@ -471,18 +505,7 @@ async fn accept_loop<H: Handler>(
                     let _ = stream.write(REFUSAL);
                     continue;
                 };
-                match crate::net::TcpStream::from_mio(stream) {
-                    Ok(stream) => {
-                        drop(crate::spawn(connection::serve(
-                            stream,
-                            Arc::clone(&config),
-                            Arc::clone(&handler),
-                            shutdown.clone(),
-                            permit,
-                        )));
-                    }
-                    Err(error) => eprintln!("executor: cannot register connection: {error}"),
-                }
+                accepting.start(stream, permit);
             }
             Some(Err(error)) => {
                 // Out of descriptors or similar: back off instead of spinning.

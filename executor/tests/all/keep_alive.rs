@@ -52,3 +52,55 @@ fn per_worker_reuse_port_sockets_serve_every_connection() {
     }
     assert_eq!(server.stats.accepted_connections(), 10);
 }
+
+/// Opens `count` connections one after another (each answered before the next opens)
+/// and returns them with the worker that served each.
+fn connections_and_their_workers(
+    address: std::net::SocketAddr,
+    count: usize,
+) -> Vec<(std::net::TcpStream, String)> {
+    use std::io::Write;
+    (0..count)
+        .map(|_| {
+            let mut stream = raw(address);
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+                .unwrap();
+            let mut received = Vec::new();
+            let ended = read_until(&mut stream, &mut received, CLIENT_TIMEOUT, |bytes| {
+                bytes.ends_with(b";")
+            });
+            assert_eq!(ended, Ended::Done);
+            let text = String::from_utf8(received).unwrap();
+            let worker = text.rsplit_once("worker ").unwrap().1;
+            (stream, worker.trim_end_matches(';').to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn connections_are_spread_evenly_over_the_workers_whichever_accepts() {
+    let server = start_with(builder(), |_request| async {
+        let worker = executor::current_worker().expect("handlers run on workers");
+        text(StatusCode::OK, format!("worker {worker};"))
+    });
+    for _round in 0..2 {
+        let connections = connections_and_their_workers(server.address, 8);
+        let mut served = std::collections::BTreeMap::new();
+        for (_, worker) in &connections {
+            *served.entry(worker.clone()).or_insert(0) += 1;
+        }
+        assert_eq!(
+            served.values().copied().collect::<Vec<_>>(),
+            [4, 4],
+            "connections per worker: {served:?}"
+        );
+        // Closed connections no longer count: the next round balances afresh.
+        drop(connections);
+        let deadline = std::time::Instant::now() + CLIENT_TIMEOUT;
+        while server.stats.open_connections() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(server.stats.open_connections(), 0);
+    }
+}
