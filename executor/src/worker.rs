@@ -282,6 +282,7 @@ impl Worker {
 
     fn event_loop(&mut self, local: &Local) {
         let mut events = Events::with_capacity(EVENT_CAPACITY);
+        let mut drained = Inbox::default();
         loop {
             let queued = local.run_queue.borrow().len();
             for _ in 0..queued {
@@ -320,11 +321,18 @@ impl Worker {
                 }
             }
             if self.shared.notified.swap(false, Ordering::AcqRel) {
-                let inbox = std::mem::take(&mut *lock(&self.shared.inbox));
-                for key in inbox.wakes {
+                // Swap the posted work with the emptied vectors of the last drain, so
+                // that neither side allocates again once both have grown to the usual
+                // batch.
+                {
+                    let mut inbox = lock(&self.shared.inbox);
+                    std::mem::swap(&mut inbox.wakes, &mut drained.wakes);
+                    std::mem::swap(&mut inbox.spawns, &mut drained.spawns);
+                }
+                for key in drained.wakes.drain(..) {
                     local.schedule(key);
                 }
-                for future in inbox.spawns {
+                for future in drained.spawns.drain(..) {
                     local.spawn(future);
                 }
             }
