@@ -14,9 +14,10 @@
 //! and is replaced by a new one. A load where no response arrives for
 //! [`Load::stall_timeout`] fails with [`io::ErrorKind::TimedOut`].
 
+use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -152,6 +153,40 @@ fn histogram() -> Histogram<u64> {
 /// A connection cannot be opened, the poll fails, or no response arrives for
 /// [`Load::stall_timeout`].
 pub fn run(load: &Load) -> io::Result<Outcome> {
+    run_observed(
+        load,
+        SteadyState {
+            begins: &|| {},
+            ends: &|| {},
+        },
+    )
+}
+
+/// Calls a load makes at the edges of its steady state, where what a server spends on
+/// opening and closing connections is behind it or still ahead.
+#[derive(Clone, Copy)]
+pub struct SteadyState<'a> {
+    /// Called once, from a load thread, as soon as every connection is open and has had
+    /// its first response. The other load threads keep going meanwhile.
+    pub begins: &'a (dyn Fn() + Sync),
+    /// Called once after the load has stopped sending and before any of its
+    /// connections closes (requests still in flight then are abandoned).
+    pub ends: &'a (dyn Fn() + Sync),
+}
+
+impl fmt::Debug for SteadyState<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SteadyState").finish_non_exhaustive()
+    }
+}
+
+/// Runs `load` to its end like [`run`], calling `steady` at the edges of its steady
+/// state. `begins` is not called when some connection never gets a response; `ends`
+/// is not called when the load fails.
+///
+/// # Errors
+/// As [`run`].
+pub fn run_observed(load: &Load, steady: SteadyState<'_>) -> io::Result<Outcome> {
     let threads = load.threads.max(1);
     let connections = load.connections.max(threads);
     let requests = [
@@ -165,10 +200,14 @@ pub fn run(load: &Load) -> io::Result<Outcome> {
     ];
     let tickets = AtomicU64::new(0);
     let started = Instant::now();
+    let opened = AtomicUsize::new(0);
     let shared = Shared {
         load,
         requests: &requests,
         tickets: &tickets,
+        connections,
+        opened: &opened,
+        steady_state_begins: steady.begins,
         deadline: match load.stop {
             Stop::After(duration) => Some(started + duration),
             Stop::Requests(_) | Stop::PerConnection(_) => None,
@@ -191,8 +230,13 @@ pub fn run(load: &Load) -> io::Result<Outcome> {
         elapsed,
         latency_micros: histogram(),
     };
+    let mut threads = Vec::with_capacity(results.len());
     for result in results {
-        let thread = result?;
+        threads.push(result?);
+    }
+    // Every thread has stopped; their connections are still open.
+    (steady.ends)();
+    for thread in threads {
         outcome.normal.add(&thread.counts[0]);
         outcome.mixed.add(&thread.counts[1]);
         outcome
@@ -214,6 +258,12 @@ struct Shared<'a> {
     requests: &'a [Vec<u8>; 2],
     /// Requests numbered so far, across threads.
     tickets: &'a AtomicU64,
+    /// Connections of the load, across threads.
+    connections: usize,
+    /// Connections that have had their first response, across threads.
+    opened: &'a AtomicUsize,
+    /// Called when `opened` reaches `connections`.
+    steady_state_begins: &'a (dyn Fn() + Sync),
     deadline: Option<Instant>,
 }
 
@@ -238,6 +288,9 @@ impl Shared<'_> {
 struct ThreadOutcome {
     counts: [PathCounts; 2],
     latency_micros: Histogram<u64>,
+    /// The thread's connections, handed over open so that they close only after
+    /// [`SteadyState::ends`].
+    connections: Vec<Connection>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,6 +309,8 @@ struct Connection {
     received: Vec<u8>,
     /// Requests sent on this connection.
     sent: u64,
+    /// A response has arrived on this connection.
+    answered: bool,
 }
 
 fn connect(poll: &Poll, target: SocketAddr, token: Token) -> io::Result<Connection> {
@@ -268,6 +323,7 @@ fn connect(poll: &Poll, target: SocketAddr, token: Token) -> io::Result<Connecti
         state: State::Connecting,
         received: Vec::with_capacity(4096),
         sent: 0,
+        answered: false,
     })
 }
 
@@ -300,9 +356,9 @@ fn send_next(shared: &Shared<'_>, connection: &mut Connection) -> bool {
     connection.stream.write_all(&shared.requests[kind]).is_ok()
 }
 
-/// The length of the complete response at the start of `bytes` and its status, if it is
-/// all there.
-fn complete_response(bytes: &[u8]) -> Option<(usize, u16)> {
+/// The length of the complete HTTP/1.1 response at the start of `bytes` (head and a
+/// `content-length` body) and its status, if it is all there.
+pub fn complete_response(bytes: &[u8]) -> Option<(usize, u16)> {
     let head_end = bytes.windows(4).position(|window| window == b"\r\n\r\n")? + 4;
     let head = std::str::from_utf8(&bytes[..head_end]).ok()?;
     let status = head
@@ -332,6 +388,7 @@ fn load_thread(shared: &Shared<'_>, connections: usize) -> io::Result<ThreadOutc
     let mut outcome = ThreadOutcome {
         counts: [PathCounts::default(); 2],
         latency_micros: histogram(),
+        connections: Vec::new(),
     };
     let mut events = Events::with_capacity(1024);
     let mut buffer = vec![0u8; 64 * 1024];
@@ -401,6 +458,14 @@ fn load_thread(shared: &Shared<'_>, connections: usize) -> io::Result<ThreadOutc
                         .latency_micros
                         .saturating_record(u64::try_from(micros).unwrap_or(u64::MAX).max(1));
                 }
+                if !connection.answered {
+                    connection.answered = true;
+                    // Replacements of broken connections count too, but only the
+                    // count reaching the total calls back, so that happens once.
+                    if shared.opened.fetch_add(1, Ordering::AcqRel) + 1 == shared.connections {
+                        (shared.steady_state_begins)();
+                    }
+                }
                 if !send_next(shared, connection) {
                     broken = true;
                     break;
@@ -415,12 +480,14 @@ fn load_thread(shared: &Shared<'_>, connections: usize) -> io::Result<ThreadOutc
             }
         }
     }
+    outcome.connections = open;
     Ok(outcome)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
 
     #[test]
     fn parses_complete_responses_only() {
@@ -434,12 +501,31 @@ mod tests {
         assert_eq!(complete_response(b"HTTP/1.1 200 OK\r\n"), None);
     }
 
-    /// A tiny blocking keep-alive server: answers every request on a connection with
-    /// 200, or 503 for `/busy`.
-    fn serve_forever(listener: std::net::TcpListener) {
+    /// Connections a test server has accepted, and those whose client closed them.
+    #[derive(Default)]
+    struct ServerCounts {
+        accepted: AtomicUsize,
+        closed: AtomicUsize,
+    }
+
+    /// A tiny blocking keep-alive server on another thread: answers every request on a
+    /// connection with 200, or 503 for `/busy`.
+    fn start_server() -> (SocketAddr, Arc<ServerCounts>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let target = listener.local_addr().expect("an address");
+        let counts = Arc::new(ServerCounts::default());
+        let server_counts = Arc::clone(&counts);
+        std::thread::spawn(move || serve_forever(listener, &server_counts));
+        (target, counts)
+    }
+
+    fn serve_forever(listener: std::net::TcpListener, counts: &Arc<ServerCounts>) {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
+            counts.accepted.fetch_add(1, Ordering::SeqCst);
+            let counts = Arc::clone(counts);
             std::thread::spawn(move || {
+                let _closed = CountOnDrop(&counts.closed);
                 let mut pending = Vec::new();
                 let mut buffer = [0u8; 4096];
                 loop {
@@ -467,16 +553,63 @@ mod tests {
         }
     }
 
+    /// Counts the end of a connection's thread, however it ends.
+    struct CountOnDrop<'a>(&'a AtomicUsize);
+
+    impl Drop for CountOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
     #[test]
     fn counts_a_mix_to_the_request() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
-        let target = listener.local_addr().expect("an address");
-        std::thread::spawn(move || serve_forever(listener));
+        let (target, _) = start_server();
         let load = Load::new(target, 4, Stop::Requests(1_000)).mix("/busy", 10);
         let outcome = run(&load).expect("the load runs");
         assert_eq!(outcome.normal.ok, 900);
         assert_eq!(outcome.mixed.other_status, 100);
         assert_eq!(outcome.normal.failed() + outcome.mixed.lost, 0);
         assert_eq!(outcome.latency_micros.len(), 900);
+    }
+
+    #[test]
+    fn steady_state_begins_with_every_connection_open_and_ends_before_any_closes() {
+        let (target, server) = start_server();
+        let mut load = Load::new(target, 6, Stop::Requests(300));
+        load.threads = 2;
+        let begins = Mutex::new(Vec::new());
+        let ends = Mutex::new(Vec::new());
+        let outcome = run_observed(
+            &load,
+            SteadyState {
+                begins: &|| {
+                    begins
+                        .lock()
+                        .unwrap()
+                        .push(server.accepted.load(Ordering::SeqCst))
+                },
+                ends: &|| {
+                    // Time for the server to see a close, had there been one.
+                    std::thread::sleep(Duration::from_millis(50));
+                    ends.lock()
+                        .unwrap()
+                        .push(server.closed.load(Ordering::SeqCst))
+                },
+            },
+        )
+        .unwrap();
+        assert_eq!(outcome.normal.ok, 300);
+        assert_eq!(*begins.lock().unwrap(), [6], "once, with all six accepted");
+        assert_eq!(*ends.lock().unwrap(), [0], "once, with none closed yet");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.closed.load(Ordering::SeqCst) < 6 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            server.closed.load(Ordering::SeqCst),
+            6,
+            "closed after the load"
+        );
     }
 }

@@ -5,9 +5,10 @@
 
 mod server;
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use alloc_test::bench::loadgen::{self, Load, Outcome, Stop};
+use alloc_test::bench::loadgen::{self, Load, Outcome, SteadyState, Stop};
 use alloc_test::bench::machine::Machine;
 use alloc_test::bench::measure::{Measurement, Settings};
 use alloc_test::bench::report::{Better, Page, Row, Section, Target};
@@ -80,37 +81,33 @@ struct Figures {
     answered: u64,
 }
 
-/// Fallback-heap calls and requests of a load that only opens the connections (one
-/// request each): what every round pays besides its steady state.
-#[derive(Clone, Copy, Debug, Default)]
-struct SetUp {
-    heap_calls: u64,
-    served: u64,
+/// Locks `mutex`, poisoned or not (it only holds readings).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl SetUp {
-    fn of(server: &ServerChild) -> Result<SetUp, String> {
-        let before = server.counters()?;
-        run_load(server, &load(server, Stop::PerConnection(1)))?;
-        let after = server.counters()?;
-        Ok(SetUp {
-            heap_calls: after.heap_calls.saturating_sub(before.heap_calls),
-            served: after.requests.saturating_sub(before.requests),
-        })
-    }
-}
-
-fn round(
-    server: &ServerChild,
-    duration: Duration,
-    set_up: SetUp,
-    figures: &mut Figures,
-) -> Result<(), String> {
-    let counters_before = server.counters()?;
+fn round(server: &ServerChild, duration: Duration, figures: &mut Figures) -> Result<(), String> {
     let cpu_before = server.cpu_time()?;
-    let outcome = run_load(server, &load(server, Stop::After(duration)))?;
+    // The heap figure counts the steady state only: from when every connection of the
+    // round is open and has had its first response to when the load has stopped, before
+    // its connections close. What opening and closing them costs varies from round to
+    // round (with the high-water marks of the servers' tables) and stays out.
+    let reading = || {
+        server
+            .counters()
+            .map(|counters| (counters, server.counters_connections_opened()))
+    };
+    let begins = Mutex::new(None);
+    let ends = Mutex::new(None);
+    let outcome = loadgen::run_observed(
+        &load(server, Stop::After(duration)),
+        SteadyState {
+            begins: &|| *lock(&begins) = Some(reading()),
+            ends: &|| *lock(&ends) = Some(reading()),
+        },
+    )
+    .map_err(|error| format!("load on the {} server: {error}", server.kind))?;
     let cpu = server.cpu_time()?.saturating_sub(cpu_before);
-    let counters_after = server.counters()?;
     let answered = outcome.answered();
     if answered == 0 {
         return Err(format!(
@@ -118,8 +115,26 @@ fn round(
             server.kind
         ));
     }
-    // Requests as the server counted them: the load's, the abandoned ones in flight at
-    // the end of the round, and one `/__counters` request.
+    let (Some(begins), Some(ends)) = (
+        begins.into_inner().unwrap_or_else(PoisonError::into_inner),
+        ends.into_inner().unwrap_or_else(PoisonError::into_inner),
+    ) else {
+        return Err(format!(
+            "the {} server never had all {CONNECTIONS} connections answered in {duration:?}",
+            server.kind
+        ));
+    };
+    let ((counters_before, opened_before), (counters_after, opened_after)) = (begins?, ends?);
+    if opened_after != opened_before {
+        // The counters connection was opened again in between, inside the window.
+        return Err(format!(
+            "the {} server closed the idle connection the counters are read over \
+             within a round of {duration:?}",
+            server.kind
+        ));
+    }
+    // Requests as the server counted them: the load's and the `/__counters` request that
+    // ends the window.
     let served = counters_after
         .requests
         .saturating_sub(counters_before.requests)
@@ -139,14 +154,9 @@ fn round(
     figures
         .cpu_micros_per_request
         .push(cpu.as_secs_f64() * 1e6 / answered as f64);
-    // Steady state: the round's calls and requests beyond those of opening its
-    // connections (and of the `/__counters` request), measured by a load that does only
-    // that.
-    let steady_calls = heap_calls.saturating_sub(set_up.heap_calls);
-    let steady_served = served.saturating_sub(set_up.served).max(1);
     figures
         .heap_calls_per_request
-        .push(steady_calls as f64 / steady_served as f64);
+        .push(heap_calls as f64 / served as f64);
     figures.failed += outcome.normal.failed();
     figures.answered += answered;
     Ok(())
@@ -208,12 +218,9 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
     ];
     let mut figures = [Figures::default(), Figures::default()];
     let mut resident = [Resident::default(), Resident::default()];
-    let mut set_up = [SetUp::default(), SetUp::default()];
     for (index, server) in servers.iter().enumerate() {
         let outcome = run_load(server, &load(server, Stop::Requests(WARM_UP_REQUESTS)))?;
         figures[index].answered += outcome.answered();
-        set_up[index] = SetUp::of(server)?;
-        figures[index].answered += set_up[index].served;
         resident[index].warm = Memory::of(server)?;
     }
     for number in 0..round_count {
@@ -224,12 +231,7 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
         // Alternate who goes first, so neither always runs right after the other.
         let order = if number % 2 == 0 { [0, 1] } else { [1, 0] };
         for index in order {
-            round(
-                &servers[index],
-                round_time,
-                set_up[index],
-                &mut figures[index],
-            )?;
+            round(&servers[index], round_time, &mut figures[index])?;
         }
     }
     progress.step("executor: each server up to 1M requests");
@@ -451,10 +453,11 @@ fn page(
                 description: format!(
                     "Calls of `alloc`, `alloc_zeroed` and `realloc` that reach SlabHeap \
                      under the router, per request the server received, over each round \
-                     ({rounds_text}); read from the server before and after the round \
-                     (`/__counters`). Steady state: each round opens its 64 connections \
-                     afresh, so the calls and requests of a load that only opens them \
-                     (one request each, measured once per server) are subtracted. For ours these are the allocations made outside any \
+                     ({rounds_text}), in steady state: read from the server \
+                     (`/__counters`, over a keep-alive connection of its own) once all \
+                     64 connections of the round are open and have had a response, and \
+                     after the round, so what opening the connections costs is left out. \
+                     For ours these are the allocations made outside any \
                      request arena (connection state, hyper's per-request work done in \
                      the connection task, the runtime) and spills; allocations in a \
                      request's arena are not counted. tokio has no arenas, so every \

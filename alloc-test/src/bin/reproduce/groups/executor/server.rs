@@ -18,10 +18,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::Duration;
 
-use alloc_test::bench::process;
+use alloc_test::bench::{loadgen, process};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -183,6 +183,10 @@ pub struct ServerChild {
     child: Child,
     /// Held open: the child exits when it closes.
     _stdin: ChildStdin,
+    /// The keep-alive connection `/__counters` is read over (see [`ServerChild::counters`]).
+    counters_connection: Mutex<Option<TcpStream>>,
+    /// Connections opened for `/__counters` so far.
+    counters_connections_opened: AtomicU64,
 }
 
 impl ServerChild {
@@ -243,6 +247,8 @@ impl ServerChild {
                 address,
                 child,
                 _stdin: stdin,
+                counters_connection: Mutex::new(None),
+                counters_connections_opened: AtomicU64::new(0),
             }),
             Err(error) => {
                 let _ = child.kill();
@@ -276,20 +282,46 @@ impl ServerChild {
             .ok_or_else(|| format!("cannot read the {} server's lazily freed memory", self.kind))
     }
 
-    /// Asks the server for its counters.
+    /// Asks the server for its counters, over one keep-alive connection kept for this:
+    /// opening a connection makes a server allocate, so only the first reading (and one
+    /// after the server closed the idle connection) pays for that, before the server
+    /// reads its counters. [`ServerChild::counters_connections_opened`] tells when a
+    /// connection was opened between two readings.
     pub fn counters(&self) -> Result<Counters, String> {
         let failed = |error: std::io::Error| {
             format!("cannot read the {} server's counters: {error}", self.kind)
         };
-        let mut stream = TcpStream::connect(self.address).map_err(failed)?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(failed)?;
-        stream
-            .write_all(b"GET /__counters HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
-            .map_err(failed)?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).map_err(failed)?;
+        let mut connection = self
+            .counters_connection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut attempts = 0;
+        let response = loop {
+            attempts += 1;
+            let stream = match connection.as_mut() {
+                Some(stream) => stream,
+                None => {
+                    let stream = TcpStream::connect(self.address).map_err(failed)?;
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(10)))
+                        .map_err(failed)?;
+                    self.counters_connections_opened
+                        .fetch_add(1, Ordering::Relaxed);
+                    connection.insert(stream)
+                }
+            };
+            match exchange_counters(stream) {
+                Ok(response) => break response,
+                Err(error) => {
+                    *connection = None;
+                    // A kept connection the server has closed meanwhile (its keep-alive
+                    // timeout) gets one more try on a fresh one.
+                    if attempts > 1 || !closed_by_peer(&error) {
+                        return Err(failed(error));
+                    }
+                }
+            }
+        };
         let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
         let mut counters = Counters::default();
         let mut found = 0;
@@ -315,6 +347,39 @@ impl ServerChild {
             ));
         }
         Ok(counters)
+    }
+
+    /// Connections opened so far to read the counters.
+    pub fn counters_connections_opened(&self) -> u64 {
+        self.counters_connections_opened.load(Ordering::Relaxed)
+    }
+}
+
+/// Whether `error` says the peer closed the connection.
+fn closed_by_peer(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(
+        error.kind(),
+        UnexpectedEof | BrokenPipe | ConnectionReset | ConnectionAborted
+    )
+}
+
+/// One `/__counters` request and its whole response on a keep-alive connection.
+fn exchange_counters(stream: &mut TcpStream) -> std::io::Result<String> {
+    stream.write_all(b"GET /__counters HTTP/1.1\r\nhost: localhost\r\n\r\n")?;
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        if let Some((length, _status)) = loadgen::complete_response(&received) {
+            received.truncate(length);
+            return Ok(String::from_utf8_lossy(&received).into_owned());
+        }
+        match stream.read(&mut buffer) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(read) => received.extend_from_slice(&buffer[..read]),
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
     }
 }
 
