@@ -285,7 +285,7 @@ impl ServerChild {
     /// Asks the server for its counters, over one keep-alive connection kept for this:
     /// opening a connection makes a server allocate, so only the first reading (and one
     /// after the server closed the idle connection) pays for that, before the server
-    /// reads its counters. [`ServerChild::counters_connections_opened`] tells when a
+    /// reads its counters (a fresh connection's first answer is not used). [`ServerChild::counters_connections_opened`] tells when a
     /// connection was opened between two readings.
     pub fn counters(&self) -> Result<Counters, String> {
         let failed = |error: std::io::Error| {
@@ -307,7 +307,16 @@ impl ServerChild {
                         .map_err(failed)?;
                     self.counters_connections_opened
                         .fetch_add(1, Ordering::Relaxed);
-                    connection.insert(stream)
+                    let stream = connection.insert(stream);
+                    // A server finishes setting up a connection (its timers, buffers)
+                    // while answering the first request: a reading taken on a fresh
+                    // connection would leave some of that after it, so the first
+                    // answer is thrown away.
+                    if let Err(error) = exchange_counters(stream) {
+                        *connection = None;
+                        return Err(failed(error));
+                    }
+                    stream
                 }
             };
             match exchange_counters(stream) {
