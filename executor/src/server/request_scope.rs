@@ -144,9 +144,11 @@ const KEPT_HEADER_CAPACITY: usize = 64;
 fn own_head<B>(request: Request<B>, activity: &ConnectionActivity) -> Request<B> {
     let (mut parts, body) = request.into_parts();
     let parsed = std::mem::take(&mut parts.headers);
-    let mut headers = HeaderMap::with_capacity(parsed.len());
-    for (name, value) in &parsed {
-        headers.append(name.clone(), own_value(value));
+    // A clone keeps the parsed map's layout (no name is hashed again); its values still
+    // share hyper's buffer until each is replaced by a copy of its own.
+    let mut headers = parsed.clone();
+    for value in headers.values_mut() {
+        *value = own_value(value);
     }
     parts.headers = headers;
     parts.uri = own_uri(&parts.uri);
