@@ -62,9 +62,7 @@ pub(crate) async fn serve<H: Handler>(
     config: Arc<Config>,
     handler: Arc<H>,
     shutdown: Shutdown,
-    permit: ConnectionPermit,
 ) {
-    let _permit = permit;
     // Responses are written whole; Nagle would only delay them.
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(ConnectionActivity::new(Arc::clone(&config.counters)));

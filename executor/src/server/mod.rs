@@ -457,9 +457,12 @@ impl<H: Handler> Accepting<H> {
         let handler = Arc::clone(&self.handler);
         let shutdown = self.shutdown.clone();
         let serving = async move {
+            // Dropped in reverse order: the worker's count goes down before the open
+            // connections do, so a server seen with none open has settled its counts.
+            let _permit = permit;
             let _counted = assignment;
             match crate::net::TcpStream::from_mio(stream) {
-                Ok(stream) => connection::serve(stream, config, handler, shutdown, permit).await,
+                Ok(stream) => connection::serve(stream, config, handler, shutdown).await,
                 Err(error) => eprintln!("executor: cannot register connection: {error}"),
             }
         };
