@@ -214,7 +214,7 @@ impl Spawner {
     {
         let (task, handle) = package(future);
         if let Some(task) = task
-            && let Err(refused) = self.workers[index % self.workers.len()].post_spawn(task)
+            && let Err(refused) = self.workers[index % self.workers.len()].spawn(task)
         {
             drop(refused);
         }

@@ -101,10 +101,32 @@ impl WorkerShared {
         Ok(())
     }
 
-    /// Posts a spawn from another thread; gives the future back when the worker has
-    /// exited.
-    pub(crate) fn post_spawn(&self, future: BoxFuture) -> Result<(), BoxFuture> {
-        self.post(future, |inbox, future| inbox.spawns.push(future))
+    /// Spawns onto this worker from any thread: straight into its store on the worker's
+    /// own thread, through the inbox from others. Gives the future back when the worker
+    /// has exited.
+    pub(crate) fn spawn(&self, future: BoxFuture) -> Result<(), BoxFuture> {
+        let mut future = Some(future);
+        with_local(|local| {
+            if local.shared.index == self.index
+                && let Some(future) = future.take()
+            {
+                local.spawn(future);
+            }
+        });
+        match future {
+            None => Ok(()),
+            Some(future) => self.post(future, |inbox, future| inbox.spawns.push(future)),
+        }
+    }
+
+    /// Moves what was posted into `into` (whose vectors the caller has emptied) by
+    /// swapping vectors, so that neither side allocates again once both have grown to
+    /// the usual batch. With `close`, every later post is refused.
+    fn take_posted(&self, into: &mut Inbox, close: bool) {
+        let mut inbox = lock(&self.inbox);
+        std::mem::swap(&mut inbox.wakes, &mut into.wakes);
+        std::mem::swap(&mut inbox.spawns, &mut into.spawns);
+        inbox.closed |= close;
     }
 
     /// Tells the worker to leave its loop.
@@ -255,9 +277,13 @@ impl Worker {
         self.event_loop(&local);
         // Shutdown: drop tasks (their destructors may deregister sockets or wake others),
         // repeating in case a destructor spawned more; bounded by a generous count.
+        // The inbox closes at the first drain: later posts are refused (their futures
+        // dropped by whoever posts them), so nothing is left behind in it.
+        let mut posted = Inbox::default();
         for _ in 0..16 {
-            let inbox = std::mem::take(&mut *lock(&self.shared.inbox));
-            for future in inbox.spawns {
+            self.shared.take_posted(&mut posted, true);
+            posted.wakes.clear();
+            for future in posted.spawns.drain(..) {
                 local.spawn(future);
             }
             let futures = local.tasks.borrow_mut().drain();
@@ -266,15 +292,6 @@ impl Worker {
             }
             drop(futures);
         }
-        // From now on posts are refused; what arrived since the last drain is dropped
-        // here, where its destructors can still reach this worker.
-        let late = {
-            let mut inbox = lock(&self.shared.inbox);
-            inbox.closed = true;
-            std::mem::take(&mut inbox.spawns)
-        };
-        drop(late);
-        drop(local.tasks.borrow_mut().drain());
         local.run_queue.borrow_mut().clear();
         local.timers.borrow_mut().clear();
         CONTEXT.with(|context| context.borrow_mut().take());
@@ -321,14 +338,7 @@ impl Worker {
                 }
             }
             if self.shared.notified.swap(false, Ordering::AcqRel) {
-                // Swap the posted work with the emptied vectors of the last drain, so
-                // that neither side allocates again once both have grown to the usual
-                // batch.
-                {
-                    let mut inbox = lock(&self.shared.inbox);
-                    std::mem::swap(&mut inbox.wakes, &mut drained.wakes);
-                    std::mem::swap(&mut inbox.spawns, &mut drained.spawns);
-                }
+                self.shared.take_posted(&mut drained, false);
                 for key in drained.wakes.drain(..) {
                     local.schedule(key);
                 }

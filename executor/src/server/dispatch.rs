@@ -62,7 +62,7 @@ impl Dispatch {
         }
     }
 
-    /// Spawns `future` on worker `worker` from another worker's thread.
+    /// Spawns `future` on worker `worker` (directly when that is the calling worker).
     pub(crate) fn spawn_on<F>(&self, worker: usize, future: F)
     where
         F: Future<Output = ()> + Send + 'static,

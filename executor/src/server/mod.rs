@@ -466,11 +466,7 @@ impl<H: Handler> Accepting<H> {
                 Err(error) => eprintln!("executor: cannot register connection: {error}"),
             }
         };
-        if worker == self.worker {
-            drop(crate::spawn(serving));
-        } else {
-            self.dispatch.spawn_on(worker, serving);
-        }
+        self.dispatch.spawn_on(worker, serving);
     }
 }
 
