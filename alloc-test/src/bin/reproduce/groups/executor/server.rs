@@ -285,52 +285,13 @@ impl ServerChild {
     /// Asks the server for its counters, over one keep-alive connection kept for this:
     /// opening a connection makes a server allocate, so only the first reading (and one
     /// after the server closed the idle connection) pays for that, before the server
-    /// reads its counters (a fresh connection's first answer is not used). [`ServerChild::counters_connections_opened`] tells when a
+    /// reads its counters. [`ServerChild::counters_connections_opened`] tells when a
     /// connection was opened between two readings.
     pub fn counters(&self) -> Result<Counters, String> {
         let failed = |error: std::io::Error| {
             format!("cannot read the {} server's counters: {error}", self.kind)
         };
-        let mut connection = self
-            .counters_connection
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut attempts = 0;
-        let response = loop {
-            attempts += 1;
-            let stream = match connection.as_mut() {
-                Some(stream) => stream,
-                None => {
-                    let stream = TcpStream::connect(self.address).map_err(failed)?;
-                    stream
-                        .set_read_timeout(Some(Duration::from_secs(10)))
-                        .map_err(failed)?;
-                    self.counters_connections_opened
-                        .fetch_add(1, Ordering::Relaxed);
-                    let stream = connection.insert(stream);
-                    // A server finishes setting up a connection (its timers, buffers)
-                    // while answering the first request: a reading taken on a fresh
-                    // connection would leave some of that after it, so the first
-                    // answer is thrown away.
-                    if let Err(error) = exchange_counters(stream) {
-                        *connection = None;
-                        return Err(failed(error));
-                    }
-                    stream
-                }
-            };
-            match exchange_counters(stream) {
-                Ok(response) => break response,
-                Err(error) => {
-                    *connection = None;
-                    // A kept connection the server has closed meanwhile (its keep-alive
-                    // timeout) gets one more try on a fresh one.
-                    if attempts > 1 || !closed_by_peer(&error) {
-                        return Err(failed(error));
-                    }
-                }
-            }
-        };
+        let response = self.counters_response().map_err(failed)?;
         let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
         let mut counters = Counters::default();
         let mut found = 0;
@@ -356,6 +317,41 @@ impl ServerChild {
             ));
         }
         Ok(counters)
+    }
+
+    /// One `/__counters` response, on the kept connection or, when there is none or the
+    /// server has closed it meanwhile (its keep-alive timeout), on a fresh one.
+    fn counters_response(&self) -> std::io::Result<String> {
+        let mut kept = self
+            .counters_connection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(stream) = kept.as_mut() {
+            match exchange_counters(stream) {
+                Ok(response) => return Ok(response),
+                Err(error) => {
+                    *kept = None;
+                    if !closed_by_peer(&error) {
+                        return Err(error);
+                    }
+                }
+            }
+        }
+        let stream = kept.insert(self.open_counters_connection()?);
+        exchange_counters(stream).inspect_err(|_| *kept = None)
+    }
+
+    /// A connection to read the counters over. A server finishes setting up a
+    /// connection (its timers, buffers) while answering the first request, so that
+    /// answer is thrown away: a reading taken then would leave some of the set-up after
+    /// it.
+    fn open_counters_connection(&self) -> std::io::Result<TcpStream> {
+        let mut stream = TcpStream::connect(self.address)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        self.counters_connections_opened
+            .fetch_add(1, Ordering::Relaxed);
+        exchange_counters(&mut stream)?;
+        Ok(stream)
     }
 
     /// Connections opened so far to read the counters.
