@@ -533,7 +533,11 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     /// When the allocation fails.
     #[inline]
     pub fn alloc_box<T>(&self, value: T) -> ArenaBox<'_, T> {
-        ArenaBox::from_mut(self.alloc(value))
+        let place = self
+            .alloc_layout(Layout::new::<T>())
+            .cast::<MaybeUninit<T>>();
+        // SAFETY: fresh memory, aligned and large enough for a `T`, owned by the borrow.
+        ArenaBox::new_in(unsafe { &mut *place.as_ptr() }, value)
     }
 
     /// Allocates `value` in an [`ArenaBox`].
@@ -542,7 +546,8 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     /// As [`try_alloc`](Arena::try_alloc).
     #[inline]
     pub fn try_alloc_box<T>(&self, value: T) -> Result<ArenaBox<'_, T>, AllocError> {
-        self.try_alloc(value).map(ArenaBox::from_mut)
+        let place = self.try_alloc_uninit::<T>()?;
+        Ok(ArenaBox::new_in(place, value))
     }
 
     /// Uninitialised room for `len` values of `T`.

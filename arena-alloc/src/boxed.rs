@@ -2,6 +2,7 @@
 
 use core::fmt;
 use core::marker::PhantomData;
+use core::mem::MaybeUninit;
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
 
@@ -38,7 +39,23 @@ unsafe impl<T: ?Sized + Sync> Sync for ArenaBox<'_, T> {}
 
 impl<'arena, T: ?Sized> ArenaBox<'arena, T> {
     /// Takes ownership of the value behind `value`: it will be dropped with the box.
-    pub fn from_mut(value: &'arena mut T) -> Self {
+    ///
+    /// A reference does not prove ownership (the value's owner drops it too), so this is
+    /// `unsafe`; [`ArenaBox::new_in`] and [`Arena::alloc_box`](crate::Arena::alloc_box)
+    /// are the safe ways to make a box. Calling it from safe code does not compile:
+    ///
+    /// ```compile_fail,E0133
+    /// use arena_alloc::ArenaBox;
+    ///
+    /// let mut owned = String::from("dropped by its owner");
+    /// drop(ArenaBox::from_mut(&mut owned)); // would drop `owned` a second time
+    /// ```
+    ///
+    /// # Safety
+    /// - Nothing else drops the value behind `value`, or reads it after the box is
+    ///   dropped: it is a value written into arena memory (or a `ManuallyDrop`) that the
+    ///   caller hands over, not one that an owner still holds.
+    pub unsafe fn from_mut(value: &'arena mut T) -> Self {
         ArenaBox {
             ptr: NonNull::from(value),
             _owns: PhantomData,
@@ -51,6 +68,30 @@ impl<'arena, T: ?Sized> ArenaBox<'arena, T> {
         core::mem::forget(boxed);
         // SAFETY: the box owned the value exclusively for `'arena` and now hands that on.
         unsafe { &mut *ptr.as_ptr() }
+    }
+}
+
+impl<'arena, T> ArenaBox<'arena, T> {
+    /// Moves `value` into `place` and owns it there: it is dropped with the box. After
+    /// the box is gone `place` holds a dropped value, which `MaybeUninit` never reads
+    /// without `unsafe`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use arena_alloc::{Arena, ArenaBox};
+    ///
+    /// let arena = Arena::new();
+    /// let place = arena.try_alloc_uninit::<String>().expect("room for a String");
+    /// let boxed = ArenaBox::new_in(place, String::from("owned by the box"));
+    /// assert_eq!(boxed.len(), 16);
+    /// drop(boxed); // drops the String, once
+    /// ```
+    pub fn new_in(place: &'arena mut MaybeUninit<T>, value: T) -> Self {
+        let value = place.write(value);
+        // SAFETY: `place` was just initialised, and nothing else can drop it: a
+        // `MaybeUninit` never drops its contents and the box borrows it for `'arena`.
+        unsafe { ArenaBox::from_mut(value) }
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod acquire_async;
 mod arena_basics;
+mod box_from_owned_value;
 mod debug_aids;
 mod escapes;
 mod fault_injection;
