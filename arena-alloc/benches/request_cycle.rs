@@ -114,8 +114,7 @@ fn request_cycle(c: &mut Criterion) {
             "arena pool routed (acquire, enter, 5 global allocs + frees, release)",
             |b| {
                 b.iter(|| {
-                    let lease = pool.try_acquire().unwrap();
-                    let guard = lease.enter();
+                    let guard = pool.try_acquire().unwrap().enter();
                     five_allocations!(
                         layouts,
                         |layout| {
@@ -128,7 +127,6 @@ fn request_cycle(c: &mut Criterion) {
                         |block, layout| unsafe { std::alloc::dealloc(block, layout) }
                     );
                     drop(guard);
-                    drop(lease);
                 })
             },
         );

@@ -251,7 +251,6 @@ pub(crate) type SlotArena = Arena<SlotPages>;
 const FREE: u8 = 0;
 const LEASED: u8 = 1;
 const QUARANTINED: u8 = 2;
-const LEAKED: u8 = 3;
 
 /// One arena of the pool and its counters. See the module docs for who owns what.
 pub(crate) struct Slot {
@@ -262,16 +261,13 @@ pub(crate) struct Slot {
     /// Routed frees from other threads (before release), minus the outstanding count
     /// (at release): zero after release means nothing is live.
     pub(crate) remote_frees: AtomicIsize,
-    /// Guards of the router that entered this arena and are not dropped yet. Owned by
-    /// the lease holder (guards borrow the lease, which is `!Sync`).
-    pub(crate) entered: Cell<usize>,
     /// Bytes charged for routed allocations that spilled to the fallback allocator.
     pub(crate) spilled_bytes: AtomicUsize,
     /// Set by a spill: the request went over its budget.
     pub(crate) over_budget: AtomicBool,
     /// The hard cap of `spilled_bytes`.
     pub(crate) spill_limit_bytes: usize,
-    /// `FREE`, `LEASED`, `QUARANTINED` or `LEAKED`, for statistics and checks.
+    /// `FREE`, `LEASED` or `QUARANTINED`, for statistics and checks.
     state: core::sync::atomic::AtomicU8,
     /// Bytes protected by `debug-protect` while free.
     #[cfg_attr(not(feature = "debug-protect"), allow(dead_code))]
@@ -514,7 +510,6 @@ impl<P: PageSource + Send + Sync + 'static> ArenaPool<P> {
                 )),
                 local_live: Cell::new(0),
                 remote_frees: AtomicIsize::new(0),
-                entered: Cell::new(0),
                 spilled_bytes: AtomicUsize::new(0),
                 over_budget: AtomicBool::new(false),
                 spill_limit_bytes: config.spill_limit_bytes,
@@ -924,13 +919,10 @@ impl PoolCore {
     /// allocations from it are live.
     #[inline]
     fn release(&self, index: u32) {
+        // No thread routes to the slot any more: a route to it lives only inside `run`
+        // (which borrows the lease) or inside an `ArenaGuard` (which owns the lease and
+        // leaves the route before dropping it).
         let slot = &self.slots[index as usize];
-        if slot.entered.get() != 0 {
-            // A router guard was leaked (`mem::forget`): the thread may still route to
-            // this arena, so it can never be reused safely.
-            slot.state.store(LEAKED, Ordering::Relaxed);
-            return;
-        }
         let outstanding = slot.local_live.get() as isize;
         if outstanding == 0 {
             // Every routed allocation was freed on the entering thread, so no other
@@ -997,10 +989,10 @@ impl PoolCore {
 
     /// Statistics: arenas free, in use, quarantined; waiters; committed bytes.
     fn stats(&self) -> PoolStats {
-        let mut counts = [0usize; 4];
+        let mut counts = [0usize; 3];
         let mut committed = 0;
         for slot in self.slots.iter() {
-            counts[usize::from(slot.state.load(Ordering::Relaxed)).min(3)] += 1;
+            counts[usize::from(slot.state.load(Ordering::Relaxed)).min(2)] += 1;
             committed += slot.pages().committed.load(Ordering::Relaxed);
         }
         PoolStats {
@@ -1071,8 +1063,9 @@ pub struct PooledArena<'pool, P: PageSource = DefaultPages> {
 }
 
 // SAFETY: the lease owns the slot's bump state (module docs); moving it to another thread
-// moves that ownership, and no guard (which is `!Send` and borrows the lease) can be
-// alive across the move.
+// moves that ownership. No thread routes to the slot while the lease can move: a route
+// lives inside `run`, which borrows the lease, or inside an `ArenaGuard`, which owns the
+// lease and is `!Send` (forgetting the guard forgets the lease with it).
 unsafe impl<P: PageSource + Send + Sync> Send for PooledArena<'_, P> {}
 
 impl<'pool, P: PageSource> PooledArena<'pool, P> {

@@ -7,10 +7,11 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::cell::Cell;
 use core::fmt;
 use core::marker::PhantomData;
+use core::ops::Deref;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
-use mmap_alloc::PageSource;
+use mmap_alloc::{DefaultPages, PageSource};
 
 use crate::pool::{PoolCore, PooledArena, Slot};
 
@@ -134,59 +135,132 @@ impl Drop for RouteGuard {
     }
 }
 
-/// While alive, the thread's global allocations come from a leased arena. Dropping it
-/// (also during unwinding) restores the previous route. Guards nest; dropping them out
-/// of order switches routing off for the thread until the next `enter`.
-#[must_use = "the arena is entered only while the guard is alive"]
-pub struct ArenaGuard<'lease> {
+/// An entered lease: while the guard is alive, the thread's global allocations (through
+/// [`ArenaRouter`]) come from the lease's arena. Made by [`PooledArena::enter`], which
+/// moves the lease into the guard; [`exit`](ArenaGuard::exit) gives it back, and
+/// dropping the guard (also during unwinding) leaves the arena and then releases the
+/// lease.
+///
+/// The guard owns the lease and is `!Send`, so while the thread routes to the arena no
+/// other thread can reach the lease, and the lease cannot be released. Forgetting the
+/// guard (`mem::forget`) forgets the lease inside it: the thread may go on routing to
+/// the arena, and the arena is never used by anyone else nor reused. Memory leaks;
+/// nothing races.
+///
+/// Guards nest; dropping them out of order switches routing off for the thread (until
+/// the next `enter` or [`run`](PooledArena::run)), so a thread never routes to an arena
+/// whose guard is gone.
+///
+/// # Examples
+///
+/// ```
+/// use arena_alloc::{ArenaPool, PoolConfig, in_arena};
+///
+/// let pool = ArenaPool::new(PoolConfig::new(1, 1 << 20))?.into_static()?;
+/// let guard = pool.try_acquire().expect("a free arena").enter();
+/// assert!(in_arena());
+/// let lease = guard.exit();
+/// assert!(!in_arena());
+/// drop(lease);
+/// # Ok::<(), arena_alloc::PoolError>(())
+/// ```
+///
+/// The lease is in the guard, so it cannot be moved to another thread while entered,
+/// not even after the guard is forgotten:
+///
+/// ```compile_fail,E0382
+/// use arena_alloc::{ArenaPool, PoolConfig};
+///
+/// let pool = ArenaPool::new(PoolConfig::new(1, 1 << 20))?.into_static()?;
+/// let lease = pool.try_acquire().expect("a free arena");
+/// std::mem::forget(lease.enter());
+/// std::thread::spawn(move || lease.alloc(1u8)); // `lease` was moved into the guard
+/// # Ok::<(), arena_alloc::PoolError>(())
+/// ```
+#[must_use = "dropping the guard leaves the arena and releases the lease"]
+pub struct ArenaGuard<P: PageSource + 'static = DefaultPages> {
+    /// Declared first, so dropped first: the route is gone before the lease is released.
     route: RouteGuard,
-    slot: &'lease Slot,
+    lease: PooledArena<'static, P>,
     /// The route is this thread's: the guard must stay on it.
     _not_send: PhantomData<*const ()>,
 }
 
-impl<P: PageSource> PooledArena<'static, P> {
+impl<P: PageSource + 'static> PooledArena<'static, P> {
     /// Routes this thread's global allocations (through [`ArenaRouter`]) to the arena
-    /// until the guard is dropped. Forgetting the guard leaks the arena: it is never
-    /// reused, since the thread might still route to it.
+    /// until the returned guard is dropped or [exits](ArenaGuard::exit). The lease moves
+    /// into the guard, which stays on this thread.
     ///
     /// # Panics
     /// When the pool cannot be registered with the router because
     /// [`MAX_POOLS`] others are.
-    pub fn enter(&self) -> ArenaGuard<'_> {
+    pub fn enter(self) -> ArenaGuard<P> {
         assert!(
             register(self.pool().core()),
             "arena-alloc: the router's registry of {MAX_POOLS} pools is full"
         );
-        let slot = self.slot();
-        slot.entered.set(slot.entered.get() + 1);
         ArenaGuard {
-            route: RouteGuard::push(slot),
-            slot,
+            route: RouteGuard::push(self.slot()),
+            lease: self,
             _not_send: PhantomData,
         }
     }
 
-    /// Runs `body` inside the arena (see [`enter`](PooledArena::enter)).
+    /// Runs `body` with this thread's global allocations routed to the arena, and
+    /// restores the previous route afterwards, also when `body` unwinds. The lease stays
+    /// borrowed for the call, so it can be neither moved nor released meanwhile, and
+    /// `body` cannot keep the route.
+    ///
+    /// # Panics
+    /// When the pool cannot be registered with the router because
+    /// [`MAX_POOLS`] others are.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use arena_alloc::{ArenaPool, PoolConfig, in_arena};
+    ///
+    /// let pool = ArenaPool::new(PoolConfig::new(1, 1 << 20))?.into_static()?;
+    /// let lease = pool.try_acquire().expect("a free arena");
+    /// assert!(lease.run(in_arena));
+    /// assert!(!in_arena());
+    /// # Ok::<(), arena_alloc::PoolError>(())
+    /// ```
     pub fn run<R>(&self, body: impl FnOnce() -> R) -> R {
-        let _guard = self.enter();
+        assert!(
+            register(self.pool().core()),
+            "arena-alloc: the router's registry of {MAX_POOLS} pools is full"
+        );
+        let _route = RouteGuard::push(self.slot());
         body()
     }
 }
 
-impl Drop for ArenaGuard<'_> {
-    fn drop(&mut self) {
-        // The route is restored right after, when the `route` field is dropped; the
-        // lease stays borrowed until both are done.
-        self.slot.entered.set(self.slot.entered.get() - 1);
+impl<P: PageSource + 'static> ArenaGuard<P> {
+    /// Leaves the arena (restoring the previous route, or switching routing off if
+    /// guards were dropped out of order) and gives the lease back.
+    pub fn exit(self) -> PooledArena<'static, P> {
+        let ArenaGuard { route, lease, .. } = self;
+        drop(route);
+        lease
     }
 }
 
-impl fmt::Debug for ArenaGuard<'_> {
+impl<P: PageSource + 'static> Deref for ArenaGuard<P> {
+    type Target = PooledArena<'static, P>;
+
+    #[inline]
+    fn deref(&self) -> &Self::Target {
+        &self.lease
+    }
+}
+
+impl<P: PageSource + 'static> fmt::Debug for ArenaGuard<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ArenaGuard")
             .field("token", &self.route.token)
-            .finish_non_exhaustive()
+            .field("lease", &self.lease)
+            .finish()
     }
 }
 

@@ -8,6 +8,7 @@ mod box_from_owned_value;
 mod debug_aids;
 mod escapes;
 mod fault_injection;
+mod forgotten_guard_moved_lease;
 mod grow_in_place;
 mod limits;
 mod model;

@@ -292,18 +292,27 @@ fn call_in_arena<H: Handler>(
     lease: &PooledArena<'static>,
     in_flight: &InFlight,
 ) -> State<H> {
-    let _inside = lease.enter();
-    let counters = in_flight.counters();
-    let request = own_head(request, in_flight.connection());
-    match catch_unwind(AssertUnwindSafe(|| handler.call(request))) {
-        Ok(future) => State::Running(future),
-        Err(_) => {
-            counters.panics.fetch_add(1, Ordering::Relaxed);
-            State::Answered(plain_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                PANIC_BODY,
-            ))
+    lease.run(|| {
+        let counters = in_flight.counters();
+        let request = own_head(request, in_flight.connection());
+        match catch_unwind(AssertUnwindSafe(|| handler.call(request))) {
+            Ok(future) => State::Running(future),
+            Err(_) => {
+                counters.panics.fetch_add(1, Ordering::Relaxed);
+                State::Answered(plain_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    PANIC_BODY,
+                ))
+            }
         }
+    })
+}
+
+/// Runs `body` inside the request's arena, if it has one.
+fn in_lease<R>(lease: Option<&PooledArena<'static>>, body: impl FnOnce() -> R) -> R {
+    match lease {
+        Some(lease) => lease.run(body),
+        None => body(),
     }
 }
 
@@ -355,14 +364,15 @@ impl<H: Handler> RequestTask<H> {
     fn drop_handler(&mut self) {
         if let State::Running(future) = &mut self.state {
             let future: *mut H::Future = future;
-            let _inside = self.lease.as_ref().map(PooledArena::enter);
-            // SAFETY: `future` points to the live handler future inside `self.state`
-            // (derived from a unique borrow that ends here). It is dropped exactly once:
-            // a panicking destructor still counts as the drop, and the state is then
-            // overwritten without being dropped again.
-            let _ = catch_unwind(AssertUnwindSafe(|| unsafe {
-                std::ptr::drop_in_place(future)
-            }));
+            in_lease(self.lease.as_ref(), || {
+                // SAFETY: `future` points to the live handler future inside `self.state`
+                // (derived from a unique borrow that ends here). It is dropped exactly
+                // once: a panicking destructor still counts as the drop, and the state is
+                // then overwritten without being dropped again.
+                let _ = catch_unwind(AssertUnwindSafe(|| unsafe {
+                    std::ptr::drop_in_place(future)
+                }));
+            });
             // SAFETY: `self.state` is valid for writes; its only field was dropped above,
             // so overwriting it without running its destructor again is exactly right.
             unsafe { std::ptr::write(&mut self.state, State::Finished) };
@@ -396,10 +406,9 @@ impl<H: Handler> RequestTask<H> {
         // SAFETY: the future is structurally pinned (module `# Safety`): it stays at
         // this address until `drop_handler` drops it in place.
         let future = unsafe { Pin::new_unchecked(future) };
-        let outcome = {
-            let _inside = self.lease.as_ref().map(PooledArena::enter);
+        let outcome = in_lease(self.lease.as_ref(), || {
             catch_unwind(AssertUnwindSafe(|| future.poll(cx)))
-        };
+        });
         let counters = self.in_flight.counters();
         match outcome {
             Ok(Poll::Ready(response)) => self.finish(response.map(Either::Left)),
