@@ -345,7 +345,21 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
                 // a fresh reservation; try it below.
             }
         }
-        if size > self.remaining_bytes() {
+        // The padding at the start of a fresh chunk counts against the limit too: its
+        // base is page-aligned, so for alignments up to a page the padding after the
+        // header is known in advance; beyond a page, assume the worst.
+        let fresh_pad = if align <= self.source.page_size() {
+            HEADER_BYTES.wrapping_neg() & (align - 1)
+        } else {
+            align - 1
+        };
+        let charged = if size > self.config.oversize_bytes {
+            // Oversize chunks are charged their request only (see below).
+            size
+        } else {
+            fresh_pad.checked_add(size).ok_or(AllocError)?
+        };
+        if charged > self.remaining_bytes() {
             return Err(AllocError);
         }
         // Worst case of a fresh chunk: header, padding to `align`, the request.
@@ -892,13 +906,14 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
         self.retired_bytes.set(0);
         self.lowered_from.set(0);
         self.epoch.set(self.epoch.get().wrapping_add(1));
-        self.ptr.set(Self::chunk_start(current));
-        // Nothing is allocated now: the limit ends `limit_bytes` after the data start.
-        self.end.set(
-            self.committed_end
-                .get()
-                .min(data.saturating_add(self.config.limit_bytes)),
-        );
+        let start = Self::chunk_start(current);
+        self.ptr.set(start);
+        // Nothing is allocated now but the padding to `MIN_ALIGN` at the chunk's start
+        // (counted by `allocated_bytes`): the limit ends `limit_bytes` after the data
+        // start, and never before the bump pointer.
+        let start = start.addr().get();
+        let limit_end = start.saturating_add(self.config.limit_bytes.saturating_sub(start - data));
+        self.end.set(self.committed_end.get().min(limit_end));
         let base = data - HEADER_BYTES;
         let dirty = self.high_water.get().max(top);
         self.high_water.set(dirty);

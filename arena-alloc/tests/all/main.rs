@@ -10,6 +10,7 @@ mod escapes;
 mod fault_injection;
 mod forgotten_guard_moved_lease;
 mod grow_in_place;
+mod limit_overrun_by_alignment_padding;
 mod limits;
 mod model;
 #[cfg(feature = "nightly")]
