@@ -720,10 +720,8 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
             arena_id: self.id,
             epoch: self.epoch.get(),
             chunks: self.chunks.get(),
-            chunk_base: self
-                .current
-                .get()
-                .map_or(0, |chunk| chunk.base().addr().get()),
+            chunk_serial: self.current.get().map_or(0, Chunk::serial),
+            oversize_serial: self.oversize.get().map_or(0, Chunk::serial),
             address: self.ptr.get().addr().get(),
             oversize_chunks: self.oversize_chunks.get(),
             retired_bytes: self.retired_bytes.get(),
@@ -764,8 +762,22 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
         {
             return Err(CheckpointError::Ahead);
         }
-        // The chunk that was current at the checkpoint must still be in the list, and
-        // the bump pointer must not be behind the checkpoint within it.
+        // The mark must be on the path to the current state: the newest oversize chunk
+        // at the mark is still in its list, at the same depth. (Chunk lists only grow
+        // and shrink at the head and serials are never reused, so that chunk being there
+        // means the whole list below it is as it was.) Counts alone do not tell: a rewind
+        // past the mark and a new chunk bring them back.
+        if checkpoint.oversize_chunks > 0 {
+            let mut chunk = self.oversize.get();
+            for _ in checkpoint.oversize_chunks..self.oversize_chunks.get() {
+                chunk = chunk.and_then(Chunk::older);
+            }
+            if chunk.map(Chunk::serial) != Some(checkpoint.oversize_serial) {
+                return Err(CheckpointError::Ahead);
+            }
+        }
+        // Likewise the chunk that was current at the checkpoint, and the mark must lie
+        // inside what it has committed.
         if checkpoint.chunks > 0 {
             let mut chunk = self.current.get();
             for _ in checkpoint.chunks..self.chunks.get() {
@@ -774,10 +786,8 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
             let Some(chunk) = chunk else {
                 return Err(CheckpointError::Ahead);
             };
-            // A chunk popped by an earlier rewind may have been replaced by a new one at
-            // the same address: the mark must also lie inside what it has committed.
             let address = checkpoint.address;
-            if chunk.base().addr().get() != checkpoint.chunk_base
+            if chunk.serial() != checkpoint.chunk_serial
                 || address < Self::chunk_start(chunk).addr().get()
                 || address > chunk.committed_end()
                 || !address.is_multiple_of(MIN_ALIGN)

@@ -10,7 +10,10 @@ pub struct Checkpoint {
     pub(crate) arena_id: u64,
     pub(crate) epoch: u64,
     pub(crate) chunks: usize,
-    pub(crate) chunk_base: usize,
+    /// The serial of the current ordinary chunk (0: none yet).
+    pub(crate) chunk_serial: u64,
+    /// The serial of the newest oversize chunk (0: none).
+    pub(crate) oversize_serial: u64,
     pub(crate) address: usize,
     pub(crate) oversize_chunks: usize,
     pub(crate) retired_bytes: usize,
@@ -24,7 +27,9 @@ pub enum CheckpointError {
     OtherArena,
     /// The arena was reset after the checkpoint was taken.
     Stale,
-    /// The arena was rewound to an earlier point since: the checkpoint's state is gone.
+    /// The arena was rewound to an earlier point since (the checkpoint's state is gone,
+    /// even if the arena has grown back to the same size): the mark is not on the path
+    /// from the arena's start to its current state.
     Ahead,
 }
 

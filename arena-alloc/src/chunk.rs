@@ -7,6 +7,7 @@
 //! up to the end of the reservation without moving.
 
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use mmap_alloc::{Decommit, PageSource};
 
@@ -24,7 +25,13 @@ pub(crate) struct ChunkHeader {
     /// Bytes from the base that are committed read-write: a multiple of the page size,
     /// at least [`HEADER_BYTES`], at most `reserved`.
     committed: usize,
+    /// Unique among all chunks ever made in the process (never 0): a chunk made at the
+    /// address of a released one is still told apart from it (checkpoints rely on it).
+    serial: u64,
 }
+
+/// Source of chunk serials.
+static NEXT_CHUNK_SERIAL: AtomicU64 = AtomicU64::new(1);
 
 const _: () = assert!(size_of::<ChunkHeader>() <= HEADER_BYTES);
 
@@ -73,6 +80,7 @@ impl Chunk {
                 older,
                 reserved,
                 committed,
+                serial: NEXT_CHUNK_SERIAL.fetch_add(1, Ordering::Relaxed),
             })
         };
         Some(Chunk(header))
@@ -110,6 +118,12 @@ impl Chunk {
     pub(crate) unsafe fn set_older(self, older: Option<Chunk>) {
         // SAFETY: the header is live; the caller owns the list.
         unsafe { (*self.0.as_ptr()).older = older };
+    }
+
+    /// The chunk's serial: unique among all chunks ever made in the process.
+    #[inline]
+    pub(crate) fn serial(self) -> u64 {
+        self.header().serial
     }
 
     /// Bytes reserved.

@@ -18,3 +18,4 @@ mod nightly_allocator;
 mod pool_leases;
 mod reset_and_checkpoints;
 mod router_routing;
+mod stale_checkpoint_after_rewind;
