@@ -10,6 +10,7 @@ mod config;
 mod free_stack;
 mod pool;
 mod router;
+mod spill;
 mod stats;
 
 pub use allocator_api2::alloc::AllocError;

@@ -9,7 +9,7 @@
 //! - **Leased**: the lease. The arena's bump state (`Slot::arena`, `Slot::local_live`) is
 //!   used only by the thread that holds the lease, or that has entered it through the
 //!   router (the same thread: a lease is `!Sync` and its guards are `!Send`). Other
-//!   threads touch only atomics: `remote_frees`, `spilled_bytes`, `over_budget`.
+//!   threads touch only atomics: `remote_frees`, `spill_account`, `over_budget`.
 //! - **Quarantined**: released with routed allocations still live. Nobody uses the bump
 //!   state; each free is an atomic decrement of the debt, and the thread whose free
 //!   settles it (see below) owns the slot, resets it and returns it to the pool.
@@ -44,7 +44,7 @@ use core::marker::PhantomData;
 use core::ops::Deref;
 use core::pin::Pin;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering, fence};
+use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering, fence};
 use core::task::{Context, Poll, Waker};
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -248,6 +248,11 @@ unsafe impl PageSource for SlotPages {
 /// The arena type of a pool slot.
 pub(crate) type SlotArena = Arena<SlotPages>;
 
+/// Bits of a slot's spill account that hold live bytes; the rest hold the generation.
+const SPILL_BYTES_BITS: u32 = 48;
+const SPILL_BYTES_MASK: u64 = (1 << SPILL_BYTES_BITS) - 1;
+const SPILL_GENERATION_MASK: u64 = (1 << (64 - SPILL_BYTES_BITS)) - 1;
+
 const FREE: u8 = 0;
 const LEASED: u8 = 1;
 const QUARANTINED: u8 = 2;
@@ -261,8 +266,11 @@ pub(crate) struct Slot {
     /// Routed frees from other threads (before release), minus the outstanding count
     /// (at release): zero after release means nothing is live.
     pub(crate) remote_frees: AtomicIsize,
-    /// Bytes charged for routed allocations that spilled to the fallback allocator.
-    pub(crate) spilled_bytes: AtomicUsize,
+    /// The spill account of the current lease: its generation (the top 16 bits, bumped
+    /// by every lease) and the live bytes of routed allocations that spilled to the
+    /// fallback allocator (the low 48 bits). Packed, so that a credit for a block spilled
+    /// by an earlier lease is recognised and dropped in the same atomic step.
+    spill_account: AtomicU64,
     /// Set by a spill: the request went over its budget.
     pub(crate) over_budget: AtomicBool,
     /// The hard cap of `spilled_bytes`.
@@ -290,6 +298,51 @@ impl Slot {
     pub(crate) unsafe fn arena(&self) -> &SlotArena {
         // SAFETY: only shared references to the arena are ever made.
         unsafe { &*self.arena.get() }
+    }
+
+    /// Starts the spill account of a new lease: the next generation, nothing charged.
+    fn begin_spill_account(&self) {
+        let generation = self.spill_account.load(Ordering::Relaxed) >> SPILL_BYTES_BITS;
+        let next = (generation + 1) & SPILL_GENERATION_MASK;
+        self.spill_account
+            .store(next << SPILL_BYTES_BITS, Ordering::Release);
+    }
+
+    /// The generation of the current lease's spill account.
+    #[inline]
+    pub(crate) fn spill_generation(&self) -> u64 {
+        self.spill_account.load(Ordering::Acquire) >> SPILL_BYTES_BITS
+    }
+
+    /// Live bytes of the current lease's spills.
+    #[inline]
+    pub(crate) fn spilled_bytes(&self) -> usize {
+        (self.spill_account.load(Ordering::Acquire) & SPILL_BYTES_MASK) as usize
+    }
+
+    /// Charges `bytes` more spilled bytes to the current lease, unless that would take
+    /// its live spills past the hard cap. Returns whether it did.
+    pub(crate) fn charge_spill(&self, bytes: usize) -> bool {
+        let limit = (self.spill_limit_bytes as u64).min(SPILL_BYTES_MASK);
+        self.spill_account
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |account| {
+                let charged = (account & SPILL_BYTES_MASK).checked_add(bytes as u64)?;
+                (charged <= limit).then_some((account & !SPILL_BYTES_MASK) | charged)
+            })
+            .is_ok()
+    }
+
+    /// Credits `bytes` of spills freed or shrunk, if they were charged to the lease of
+    /// `generation` and it is still the current one (an earlier lease's account is gone).
+    pub(crate) fn credit_spill(&self, generation: u64, bytes: usize) {
+        let _ = self
+            .spill_account
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |account| {
+                (account >> SPILL_BYTES_BITS == generation).then(|| {
+                    let left = (account & SPILL_BYTES_MASK).saturating_sub(bytes as u64);
+                    (account & !SPILL_BYTES_MASK) | left
+                })
+            });
     }
 
     /// A free routed from anywhere but the entering thread; recycles the slot when it
@@ -510,7 +563,7 @@ impl<P: PageSource + Send + Sync + 'static> ArenaPool<P> {
                 )),
                 local_live: Cell::new(0),
                 remote_frees: AtomicIsize::new(0),
-                spilled_bytes: AtomicUsize::new(0),
+                spill_account: AtomicU64::new(0),
                 over_budget: AtomicBool::new(false),
                 spill_limit_bytes: config.spill_limit_bytes,
                 state: core::sync::atomic::AtomicU8::new(FREE),
@@ -659,6 +712,7 @@ impl PoolCore {
         let slot = &self.slots[index as usize];
         #[cfg(feature = "debug-protect")]
         self.unprotect(slot, index);
+        slot.begin_spill_account();
         slot.state.store(LEASED, Ordering::Relaxed);
         slot
     }
@@ -873,7 +927,6 @@ impl PoolCore {
         }
         slot.local_live.set(0);
         slot.remote_frees.store(0, Ordering::Relaxed);
-        slot.spilled_bytes.store(0, Ordering::Relaxed);
         slot.over_budget.store(false, Ordering::Relaxed);
         slot.state.store(FREE, Ordering::Relaxed);
         #[cfg(feature = "debug-protect")]
@@ -1090,10 +1143,12 @@ impl<'pool, P: PageSource> PooledArena<'pool, P> {
         self.slot().over_budget.load(Ordering::Acquire)
     }
 
-    /// Bytes of routed allocations that spilled to the fallback allocator since the lease
-    /// began.
+    /// Live bytes of routed allocations of this lease that spilled to the fallback
+    /// allocator: charged when spilled, credited when freed or shrunk (spills smaller
+    /// than 4 KiB stay charged until the lease ends). The hard cap
+    /// ([`PoolConfig::spill_limit_bytes`]) bounds it.
     pub fn spilled_bytes(&self) -> usize {
-        self.slot().spilled_bytes.load(Ordering::Relaxed)
+        self.slot().spilled_bytes()
     }
 
     /// Routed allocations from this arena that are live: made while entered and not

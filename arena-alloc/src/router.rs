@@ -14,6 +14,7 @@ use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use mmap_alloc::{DefaultPages, PageSource};
 
 use crate::pool::{PoolCore, PooledArena, Slot};
+use crate::spill;
 
 /// How many pools can be registered with the router.
 pub const MAX_POOLS: usize = 32;
@@ -264,6 +265,15 @@ impl<P: PageSource + 'static> fmt::Debug for ArenaGuard<P> {
     }
 }
 
+/// Records a spill of the current lease of `slot` so that freeing it credits the lease;
+/// small spills, and large ones when the table is full, stay charged until it ends.
+#[inline]
+fn record_spill(ptr: *mut u8, bytes: usize, slot: &'static Slot) {
+    if bytes >= spill::TRACKED_MIN_BYTES {
+        let _ = spill::record(ptr.addr(), bytes, slot, slot.spill_generation());
+    }
+}
+
 /// A [`GlobalAlloc`] that serves each thread's allocations from the arena it has entered
 /// ([`PooledArena::enter`]) and all others from `F`; frees and reallocations are routed
 /// by address from any thread.
@@ -360,18 +370,13 @@ impl<F: GlobalAlloc> ArenaRouter<F> {
     ///
     /// # Safety
     /// - `layout` has a non-zero size (as `GlobalAlloc::alloc` requires).
+    /// - `slot` is the slot this thread has entered.
     #[cold]
     #[inline(never)]
     unsafe fn spill(&self, slot: &Slot, layout: Layout, zeroed: bool) -> *mut u8 {
         slot.over_budget.store(true, Ordering::Release);
         let size = layout.size();
-        let before = slot.spilled_bytes.fetch_add(size, Ordering::Relaxed);
-        let limit = slot.spill_limit_bytes;
-        if before
-            .checked_add(size)
-            .is_none_or(|charged| charged > limit)
-        {
-            slot.spilled_bytes.fetch_sub(size, Ordering::Relaxed);
+        if !slot.charge_spill(size) {
             return ptr::null_mut();
         }
         // SAFETY: forwarded from the caller.
@@ -383,9 +388,51 @@ impl<F: GlobalAlloc> ArenaRouter<F> {
             }
         };
         if ptr.is_null() {
-            slot.spilled_bytes.fetch_sub(size, Ordering::Relaxed);
+            slot.credit_spill(slot.spill_generation(), size);
+        } else {
+            // SAFETY: a slot this thread has entered belongs to a registered pool, which
+            // is `'static`.
+            let slot: &'static Slot = unsafe { &*ptr::from_ref(slot) };
+            record_spill(ptr, size, slot);
         }
         ptr
+    }
+
+    /// Reallocates a spilled block `spill` of the entered slot's current lease in `F`,
+    /// charging or crediting only the difference in size.
+    ///
+    /// # Safety
+    /// - As `GlobalAlloc::realloc`, for `ptr`, `layout` and `new_size`; `spill` was taken
+    ///   from the table for `ptr`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn realloc_spilled(
+        &self,
+        spill: spill::Spill,
+        ptr: *mut u8,
+        layout: Layout,
+        new_size: usize,
+    ) -> *mut u8 {
+        let slot = spill.slot;
+        let old = spill.bytes;
+        if new_size > old && !slot.charge_spill(new_size - old) {
+            record_spill(ptr, old, slot);
+            return ptr::null_mut();
+        }
+        // SAFETY: forwarded from the caller; `F` made the block.
+        let moved = unsafe { self.fallback.realloc(ptr, layout, new_size) };
+        if moved.is_null() {
+            if new_size > old {
+                slot.credit_spill(spill.lease, new_size - old);
+            }
+            record_spill(ptr, old, slot);
+            return moved;
+        }
+        if new_size < old {
+            slot.credit_spill(spill.lease, old - new_size);
+        }
+        record_spill(moved, new_size, slot);
+        moved
     }
 
     /// Frees routed memory.
@@ -457,8 +504,13 @@ unsafe impl<F: GlobalAlloc> GlobalAlloc for ArenaRouter<F> {
         match locate(ptr.addr()) {
             // SAFETY: `ptr` is a live allocation in that slot, made through the router.
             Some((pool, slot)) => unsafe { self.free_routed(pool, slot, ptr, layout) },
-            // SAFETY: not arena memory, so `F` made it.
-            None => unsafe { self.fallback.dealloc(ptr, layout) },
+            None => {
+                if let Some(spill) = spill::take(ptr.addr(), layout.size()) {
+                    spill.slot.credit_spill(spill.lease, spill.bytes);
+                }
+                // SAFETY: not arena memory, so `F` made it.
+                unsafe { self.fallback.dealloc(ptr, layout) }
+            }
         }
     }
 
@@ -480,9 +532,22 @@ unsafe impl<F: GlobalAlloc> GlobalAlloc for ArenaRouter<F> {
                     return moved.as_ptr();
                 }
             }
-            None if current.is_null() => {
-                // SAFETY: not arena memory and no route: `F` reallocates its own block.
-                return unsafe { self.fallback.realloc(ptr, layout, new_size) };
+            None => {
+                if let Some(spill) = spill::take(ptr.addr(), layout.size()) {
+                    if ptr::eq(current, spill.slot) && spill.slot.spill_generation() == spill.lease
+                    {
+                        // SAFETY: forwarded from the caller.
+                        return unsafe { self.realloc_spilled(spill, ptr, layout, new_size) };
+                    }
+                    // Leaving the lease it was charged to: credit it; the block is moved
+                    // below, or reallocated as plain fallback memory.
+                    spill.slot.credit_spill(spill.lease, spill.bytes);
+                }
+                if current.is_null() {
+                    // SAFETY: not arena memory and no route: `F` reallocates its own
+                    // block.
+                    return unsafe { self.fallback.realloc(ptr, layout, new_size) };
+                }
             }
             _ => {}
         }

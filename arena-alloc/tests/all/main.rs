@@ -18,4 +18,5 @@ mod nightly_allocator;
 mod pool_leases;
 mod reset_and_checkpoints;
 mod router_routing;
+mod spill_cap_counts_live_bytes;
 mod stale_checkpoint_after_rewind;
