@@ -91,11 +91,18 @@ fn over_budget_request_spills_sets_the_flag_and_keeps_working() {
     let lease = pool.try_acquire().unwrap();
     let total = lease.run(|| {
         let big: Vec<u64> = (0..20_000).collect();
+        assert!(
+            lease.spilled_bytes() >= 160_000,
+            "the live spill is charged"
+        );
         big.iter().sum::<u64>()
     });
     assert_eq!(total, 199_990_000);
     assert!(lease.is_over_budget());
-    assert!(lease.spilled_bytes() >= 160_000);
+    assert!(
+        lease.spilled_bytes() < 160_000,
+        "the freed spill is credited back"
+    );
     drop(lease);
     assert_eq!(pool.stats().free, 1);
 }
