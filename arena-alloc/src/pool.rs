@@ -30,12 +30,23 @@
 //! FIFO queue of waiters. A waiter registers (bumping `waiting`) and only then tries the
 //! stack; a releaser pushes and only then reads `waiting`, taking the lock to hand free
 //! arenas to waiters in order when there are any. With both sides `SeqCst`, either the
-//! waiter sees the arena or the releaser sees the waiter, so no wake-up is lost. A waiter
-//! checks "granted?" under the lock and is woken after the lock is dropped. Arenas
-//! recycled by a free on the routing path are pushed the same way, but that path only
-//! `try_lock`s: it raises `pending` first, and every lock holder re-checks `pending`
-//! after unlocking (Dekker-style, with `SeqCst` fences on both sides), so no arena is
-//! stranded while a waiter sleeps.
+//! waiter sees the arena or the releaser sees the waiter, so no grant is lost.
+//!
+//! Arenas recycled by a free on the routing path (inside `GlobalAlloc::dealloc`) are
+//! pushed the same way, but that path never waits for the lock and never calls a waker:
+//! it raises `pending` and `try_lock`s. Every lock holder drops the lock through
+//! `after_unlock`, which re-checks `pending` (Dekker-style, with `SeqCst` on both sides),
+//! so no arena is stranded while a waiter sleeps: either the freer gets the lock and
+//! hands the arena on itself, or the holder sees the flag after unlocking. Blocking
+//! waiters park their thread and are unparked by whoever grants them an arena (no user
+//! code, so the freer may do it); a blocking waiter drops the lock through
+//! `after_unlock` before it parks, so it never sleeps with a flagged arena unserved.
+//! Async waiters are woken by calling their `Waker`, which is user code: a grant made
+//! inside the allocator leaves the waker with the waiter and unparks the pool's
+//! *servant*, a thread that a registered pool runs while async waiters wait, which
+//! calls it (containing a panic). Any lock holder outside the allocator also calls the
+//! wakers still owed. If the servant thread cannot be made, owed wakers are called by
+//! the next operation on the pool outside the allocator.
 
 use core::cell::{Cell, UnsafeCell};
 use core::fmt;
@@ -43,11 +54,13 @@ use core::future::Future;
 use core::marker::PhantomData;
 use core::ops::Deref;
 use core::pin::Pin;
-use core::ptr::NonNull;
+use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering, fence};
 use core::task::{Context, Poll, Waker};
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use mmap_alloc::{Contents, Decommit, DefaultPages, PageSource};
@@ -369,44 +382,89 @@ enum Returned {
 struct Waiter {
     ticket: u64,
     granted: Option<u32>,
-    /// The async waiter's waker; `None` for a blocking waiter.
+    /// The async waiter's waker, until it is woken for its grant; `None` for a blocking
+    /// waiter. A granted waiter that still has its waker is owed a wake-up (deferred by
+    /// a grant made inside the allocator).
     waker: Option<Waker>,
+    /// The blocking waiter's thread, parked until its grant; `None` for an async waiter.
+    thread: Option<Thread>,
+}
+
+impl Waiter {
+    /// An async waiter that is not served yet, or is owed a wake-up.
+    fn needs_servant(&self) -> bool {
+        self.thread.is_none() && (self.granted.is_none() || self.waker.is_some())
+    }
 }
 
 struct Queue {
     waiters: VecDeque<Waiter>,
     next_ticket: u64,
+    /// The pool's servant thread while one runs (registered pools with async waiters
+    /// only): it wakes async waiters granted an arena inside the allocator.
+    servant: Option<Thread>,
 }
 
-/// Wakers collected under the lock, called after it is dropped (no allocation).
+/// Wake-ups collected under the lock, done after it is dropped (no allocation).
+///
+/// Unparking a thread runs no user code, so it is done from anywhere, the allocator
+/// included. Calling a `Waker` runs user code, so inside the allocator
+/// (`defer_wakers`) grants to async waiters leave the waker in the queue and unpark the
+/// pool's servant thread instead, which calls it.
 struct Wakeups {
     wakers: [Option<Waker>; 4],
-    notify_blocked: bool,
+    threads: [Option<Thread>; 4],
+    /// The servant, to unpark after the lock is dropped.
+    servant: Option<Thread>,
+    /// Set inside the allocator: no waker may be called.
+    defer_wakers: bool,
+    /// Set on the servant thread: a waker that panics does not stop the others (nor the
+    /// servant).
+    contain_panics: bool,
 }
 
 impl Wakeups {
     const fn new() -> Self {
         Wakeups {
             wakers: [None, None, None, None],
-            notify_blocked: false,
+            threads: [None, None, None, None],
+            servant: None,
+            defer_wakers: false,
+            contain_panics: false,
         }
+    }
+
+    /// For a hand-off inside the allocator (see the type's docs).
+    const fn inside_allocator() -> Self {
+        let mut wakeups = Wakeups::new();
+        wakeups.defer_wakers = true;
+        wakeups
     }
 
     fn is_full(&self) -> bool {
-        self.wakers.iter().all(Option::is_some)
+        self.wakers.iter().all(Option::is_some) || self.threads.iter().all(Option::is_some)
     }
 
-    fn is_empty(&self) -> bool {
-        !self.notify_blocked && self.wakers.iter().all(Option::is_none)
-    }
-
-    fn run(&mut self, pool: &PoolCore) {
-        if core::mem::take(&mut self.notify_blocked) {
-            pool.granted.notify_all();
+    fn run(&mut self) {
+        for thread in &mut self.threads {
+            if let Some(thread) = thread.take() {
+                thread.unpark();
+            }
         }
+        if let Some(servant) = self.servant.take() {
+            servant.unpark();
+        }
+        debug_assert!(
+            !self.defer_wakers || self.wakers.iter().all(Option::is_none),
+            "a waker collected inside the allocator"
+        );
         for waker in &mut self.wakers {
             if let Some(waker) = waker.take() {
-                waker.wake();
+                if self.contain_panics {
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| waker.wake()));
+                } else {
+                    waker.wake();
+                }
             }
         }
     }
@@ -462,8 +520,6 @@ pub(crate) struct PoolCore {
     reserved_bytes: usize,
     slots: Box<[Slot]>,
     queue: Mutex<Queue>,
-    /// Blocking waiters wait here for a grant.
-    granted: Condvar,
     /// Free arenas (not granted to a waiter).
     free: FreeStack,
     /// Set by a free on the routing path that pushed an arena while someone waits and
@@ -579,8 +635,8 @@ impl<P: PageSource + Send + Sync + 'static> ArenaPool<P> {
             queue: Mutex::new(Queue {
                 waiters: VecDeque::with_capacity(16),
                 next_ticket: 0,
+                servant: None,
             }),
-            granted: Condvar::new(),
             // Lowest index on top, so a lightly used pool keeps touching the same arenas.
             free: FreeStack::full(count),
             pending: AtomicBool::new(false),
@@ -750,6 +806,12 @@ impl PoolCore {
     }
 
     /// The index of a free arena, waiting until `deadline` (`None`: for ever).
+    ///
+    /// The waiter parks its thread, and whoever grants it an arena unparks it. It never
+    /// sleeps with the lock's duties undone: it drops the lock through
+    /// [`after_unlock`](Self::after_unlock), which hands on arenas that frees flagged
+    /// while it held the lock, before it parks (a grant meanwhile makes `park` return at
+    /// once).
     fn acquire_until(&self, deadline: Option<Instant>) -> Option<u32> {
         if self.waiting.load(Ordering::SeqCst) == 0
             && let Some(index) = self.free.pop()
@@ -757,12 +819,11 @@ impl PoolCore {
             return Some(index);
         }
         router::outside_arena(|| {
-            let mut wakeups = Wakeups::new();
             let mut queue = lock(&self.queue);
-            let ticket = self.enqueue(&mut queue, None);
+            let ticket = self.enqueue(&mut queue, None, Some(std::thread::current()));
             loop {
+                let mut wakeups = Wakeups::new();
                 self.settle(&mut queue, &mut wakeups);
-                queue = self.flush(queue, &mut wakeups);
                 let position = queue
                     .waiters
                     .iter()
@@ -775,51 +836,32 @@ impl PoolCore {
                     self.after_unlock(&mut wakeups);
                     return Some(index);
                 }
-                queue = match deadline {
-                    None => self
-                        .granted
-                        .wait(queue)
-                        .unwrap_or_else(PoisonError::into_inner),
-                    Some(deadline) => {
-                        let now = Instant::now();
-                        if now >= deadline {
-                            self.leave(&mut queue, ticket, &mut wakeups);
-                            drop(queue);
-                            self.after_unlock(&mut wakeups);
-                            return None;
-                        }
-                        self.granted
-                            .wait_timeout(queue, deadline - now)
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .0
-                    }
-                };
+                let now = Instant::now();
+                if deadline.is_some_and(|deadline| now >= deadline) {
+                    self.leave(&mut queue, ticket, &mut wakeups);
+                    drop(queue);
+                    self.after_unlock(&mut wakeups);
+                    return None;
+                }
+                drop(queue);
+                self.after_unlock(&mut wakeups);
+                match deadline {
+                    None => std::thread::park(),
+                    Some(deadline) => std::thread::park_timeout(deadline - now),
+                }
+                queue = lock(&self.queue);
             }
         })
     }
 
-    /// Wakes whom a settle served before this thread goes on holding the lock (or waits
-    /// on the condition variable, which would hold the wake-ups back indefinitely).
-    fn flush<'a>(
-        &'a self,
-        queue: MutexGuard<'a, Queue>,
-        wakeups: &mut Wakeups,
-    ) -> MutexGuard<'a, Queue> {
-        if wakeups.is_empty() {
-            return queue;
-        }
-        drop(queue);
-        self.after_unlock(wakeups);
-        lock(&self.queue)
-    }
-
-    fn enqueue(&self, queue: &mut Queue, waker: Option<Waker>) -> u64 {
+    fn enqueue(&self, queue: &mut Queue, waker: Option<Waker>, thread: Option<Thread>) -> u64 {
         let ticket = queue.next_ticket;
         queue.next_ticket += 1;
         queue.waiters.push_back(Waiter {
             ticket,
             granted: None,
             waker,
+            thread,
         });
         // SeqCst: a releaser that pushes after this reads a non-zero count (see the
         // module docs); the caller tries the stack (`settle`) only after this.
@@ -843,35 +885,62 @@ impl PoolCore {
             if let Some(index) = waiter.granted {
                 self.hand_on(queue, index, wakeups);
             }
+            // The servant may have nothing left to serve: let it see that and stop.
+            wakeups.servant.clone_from(&queue.servant);
         }
     }
 
     /// Gives a free arena to the first waiter not yet served, else back to the stack.
     fn hand_on(&self, queue: &mut Queue, index: u32, wakeups: &mut Wakeups) {
-        match queue
+        let Some(waiter) = queue
             .waiters
             .iter_mut()
             .find(|waiter| waiter.granted.is_none())
-        {
-            Some(waiter) => {
-                waiter.granted = Some(index);
-                match waiter.waker.take() {
-                    Some(waker) => match wakeups.wakers.iter_mut().find(|slot| slot.is_none()) {
-                        Some(slot) => *slot = Some(waker),
-                        // No room to defer it (rare: many grants in one round): wake
-                        // now, under the lock, rather than lose it.
-                        None => waker.wake(),
-                    },
-                    None => wakeups.notify_blocked = true,
-                }
+        else {
+            self.free.push(index);
+            return;
+        };
+        waiter.granted = Some(index);
+        if let Some(thread) = &waiter.thread {
+            match wakeups.threads.iter_mut().find(|slot| slot.is_none()) {
+                Some(slot) => *slot = Some(thread.clone()),
+                // No room to defer it (many grants in one round): unpark now, which runs
+                // no user code and does not block.
+                None => thread.unpark(),
             }
-            None => self.free.push(index),
+        } else if wakeups.defer_wakers {
+            // Inside the allocator: the waker stays with the waiter, and the servant
+            // calls it (see `Wakeups`).
+            wakeups.servant.clone_from(&queue.servant);
+        } else {
+            Self::take_waker(waiter, wakeups);
         }
     }
 
-    /// Grants free arenas to waiters not yet served, in order (under the lock).
+    /// Moves a granted async waiter's waker into `wakeups`, or calls it now, under the
+    /// lock, if there is no room (rare: many grants in one round), rather than lose it.
+    /// Never inside the allocator.
+    fn take_waker(waiter: &mut Waiter, wakeups: &mut Wakeups) {
+        debug_assert!(!wakeups.defer_wakers, "a waker taken inside the allocator");
+        if let Some(waker) = waiter.waker.take() {
+            match wakeups.wakers.iter_mut().find(|slot| slot.is_none()) {
+                Some(slot) => *slot = Some(waker),
+                None => waker.wake(),
+            }
+        }
+    }
+
+    /// Grants free arenas to waiters not yet served, in order (under the lock). Outside
+    /// the allocator it also collects wake-ups owed to async waiters granted inside it.
     fn settle(&self, queue: &mut Queue, wakeups: &mut Wakeups) {
         self.pending.store(false, Ordering::SeqCst);
+        if !wakeups.defer_wakers {
+            for waiter in queue.waiters.iter_mut() {
+                if waiter.granted.is_some() && waiter.waker.is_some() {
+                    Self::take_waker(waiter, wakeups);
+                }
+            }
+        }
         while queue.waiters.iter().any(|waiter| waiter.granted.is_none()) {
             if wakeups.is_full() {
                 // Wake these first; the next round serves the rest.
@@ -885,11 +954,48 @@ impl PoolCore {
         }
     }
 
+    /// The servant of a registered pool: wakes async waiters that were granted an arena
+    /// inside the allocator, and hands on arenas that frees flagged, until no async waiter
+    /// is left to serve. Runs on its own thread, outside any arena.
+    fn serve(&'static self) {
+        loop {
+            let mut wakeups = Wakeups::new();
+            wakeups.contain_panics = true;
+            let mut queue = lock(&self.queue);
+            self.settle(&mut queue, &mut wakeups);
+            let owed = queue.waiters.iter().any(|waiter| waiter.needs_servant());
+            if !owed {
+                queue.servant = None;
+            }
+            drop(queue);
+            self.after_unlock(&mut wakeups);
+            if !owed {
+                return;
+            }
+            std::thread::park();
+        }
+    }
+
+    /// Makes sure a registered pool with async waiters has a servant (under the lock).
+    fn ensure_servant(&'static self, queue: &mut Queue) {
+        if queue.servant.is_some() {
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("arena-pool-servant".into())
+            .spawn(move || self.serve());
+        // If the thread cannot be made, grants made inside the allocator are woken by the
+        // next operation on the pool outside it (degraded, documented in the module).
+        if let Ok(handle) = spawned {
+            queue.servant = Some(handle.thread().clone());
+        }
+    }
+
     /// After dropping the lock: wake whom the last round served, then settle arenas
     /// flagged meanwhile by frees that found the lock taken.
     fn after_unlock(&self, wakeups: &mut Wakeups) {
         loop {
-            wakeups.run(self);
+            wakeups.run();
             fence(Ordering::SeqCst);
             if !self.pending.load(Ordering::SeqCst) {
                 return;
@@ -943,16 +1049,21 @@ impl PoolCore {
     #[cold]
     #[inline(never)]
     fn serve_waiters(&self, how: Returned) {
-        router::outside_arena(|| {
-            let mut wakeups = Wakeups::new();
-            match how {
-                Returned::FromRelease => {
-                    let mut queue = lock(&self.queue);
-                    self.settle(&mut queue, &mut wakeups);
-                }
-                Returned::FromFree => self.pending.store(true, Ordering::SeqCst),
+        router::outside_arena(|| match how {
+            Returned::FromRelease => {
+                let mut wakeups = Wakeups::new();
+                let mut queue = lock(&self.queue);
+                self.settle(&mut queue, &mut wakeups);
+                drop(queue);
+                self.after_unlock(&mut wakeups);
             }
-            self.after_unlock(&mut wakeups);
+            Returned::FromFree => {
+                // Inside the allocator: flag the arena for whoever holds the lock, or
+                // hand it on ourselves if nobody does, calling no waker (see `Wakeups`).
+                let mut wakeups = Wakeups::inside_allocator();
+                self.pending.store(true, Ordering::SeqCst);
+                self.after_unlock(&mut wakeups);
+            }
         });
     }
 
@@ -1220,19 +1331,40 @@ impl<'pool, P: PageSource> Future for AcquireFuture<'pool, P> {
             let mut queue = lock(&pool.queue);
             let ticket = match ticket {
                 Some(ticket) => ticket,
-                None => pool.enqueue(&mut queue, None),
+                None => {
+                    let ticket = pool.enqueue(&mut queue, None, None);
+                    if pool.registered.load(Ordering::Acquire) {
+                        // SAFETY: only `'static` pools are registered (`into_static`, or
+                        // a pool in a `static`), and they are never dropped.
+                        let pool: &'static PoolCore = unsafe { &*ptr::from_ref(pool) };
+                        pool.ensure_servant(&mut queue);
+                    }
+                    ticket
+                }
             };
+            let position = |queue: &Queue| {
+                queue
+                    .waiters
+                    .iter()
+                    .position(|waiter| waiter.ticket == ticket)
+                    .expect("a waiter stays queued until it leaves")
+            };
+            // This waiter's own wake-up, if one is still owed, is moot: it is being
+            // polled. Dropped after the lock.
+            let mut own_waker = None;
+            let own = position(&queue);
+            if queue.waiters[own].granted.is_some() {
+                own_waker = queue.waiters[own].waker.take();
+            }
             pool.settle(&mut queue, &mut wakeups);
-            let position = queue
-                .waiters
-                .iter()
-                .position(|waiter| waiter.ticket == ticket)
-                .expect("a waiter stays queued until it leaves");
+            let position = position(&queue);
             let waiter = &mut queue.waiters[position];
             let result = match waiter.granted {
                 Some(index) => {
                     queue.waiters.remove(position);
                     pool.waiting.fetch_sub(1, Ordering::SeqCst);
+                    // The servant may have nothing left to serve: let it see that.
+                    wakeups.servant.clone_from(&queue.servant);
                     (Some(index), None)
                 }
                 None => {
@@ -1244,6 +1376,7 @@ impl<'pool, P: PageSource> Future for AcquireFuture<'pool, P> {
                 }
             };
             drop(queue);
+            drop(own_waker);
             pool.after_unlock(&mut wakeups);
             result
         });

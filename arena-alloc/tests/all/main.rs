@@ -20,3 +20,4 @@ mod reset_and_checkpoints;
 mod router_routing;
 mod spill_cap_counts_live_bytes;
 mod stale_checkpoint_after_rewind;
+mod waiters_and_routed_frees;
