@@ -94,7 +94,7 @@ pub struct PoolConfig {
 impl PoolConfig {
     /// `arenas` arenas of `arena_bytes` each (rounded up to pages). By default 64 KiB of
     /// each stays warm across reuse, and routed allocations that do not fit may spill
-    /// to the fallback allocator up to 16 times the arena's capacity.
+    /// to the fallback allocator, holding up to 64 times the arena's capacity live.
     pub const fn new(arenas: usize, arena_bytes: usize) -> Self {
         PoolConfig {
             arenas,
@@ -102,7 +102,7 @@ impl PoolConfig {
             warm_bytes: 64 << 10,
             commit_step_bytes: 64 << 10,
             decommit: Decommit::Lazy,
-            spill_limit_bytes: arena_bytes.saturating_mul(16),
+            spill_limit_bytes: arena_bytes.saturating_mul(64),
         }
     }
 
@@ -125,8 +125,12 @@ impl PoolConfig {
         self
     }
 
-    /// The hard cap of bytes a leased arena may spill to the router's fallback
-    /// allocator; beyond it routed allocations return null.
+    /// The hard cap of live bytes a lease may hold spilled to the router's fallback
+    /// allocator (spills are charged when made and credited when freed or shrunk; those
+    /// under 4 KiB stay charged until the lease ends). Beyond it routed allocations
+    /// return null. It is the process's safety net, not a request's budget (the arena
+    /// is that): at most `arenas * spill_limit_bytes` bytes are spilled at once, so size
+    /// it such that this, plus the arenas, fits the memory the process may use.
     pub const fn spill_limit_bytes(mut self, bytes: usize) -> Self {
         self.spill_limit_bytes = bytes;
         self
