@@ -87,7 +87,7 @@ fn past_the_hard_cap_a_fallible_request_gets_an_error_and_the_arena_goes_on() {
         let mut big: Vec<u8> = Vec::new();
         assert!(big.try_reserve_exact(8 * MIB).is_err(), "over the cap");
         assert!(big.try_reserve_exact(3 * MIB).is_ok(), "under it");
-        let small = vec![1u8; 100];
+        let small: Vec<u8> = (0..100).collect();
         assert_eq!(pool.arena_index_of(small.as_ptr().addr()), Some(0));
     });
     assert!(lease.is_over_budget());
