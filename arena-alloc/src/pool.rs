@@ -7,9 +7,11 @@
 //! - **Free** (on the free list or granted to a waiter): the pool, under its lock. The
 //!   arena's bump state is untouched; its counters are zero.
 //! - **Leased**: the lease. The arena's bump state (`Slot::arena`, `Slot::local_live`) is
-//!   used only by the thread that holds the lease, or that has entered it through the
-//!   router (the same thread: a lease is `!Sync` and its guards are `!Send`). Other
-//!   threads touch only atomics: `remote_frees`, `spill_account`, `over_budget`.
+//!   used only by the thread that holds the lease, or that routes to it through the
+//!   router: the same thread, since a route lives only inside `run` (which borrows the
+//!   lease, which is `!Sync`) or an `ArenaGuard` (which owns the lease and is `!Send`;
+//!   forgetting it forgets the lease). Other threads touch only atomics:
+//!   `remote_frees`, `spill_account`, `over_budget`.
 //! - **Quarantined**: released with routed allocations still live. Nobody uses the bump
 //!   state; each free is an atomic decrement of the debt, and the thread whose free
 //!   settles it (see below) owns the slot, resets it and returns it to the pool.

@@ -290,22 +290,25 @@ fn record_spill(ptr: *mut u8, bytes: usize, slot: &'static Slot) {
 /// non-blocking, is the rare free that settles a quarantined arena: it resets the arena
 /// (an `madvise` for pages above its warm watermark, if any), pushes it on the pool's
 /// lock-free free stack and, only if someone is waiting for an arena, `try_lock`s the
-/// pool (never waits) and wakes the waiter it hands the arena to.
+/// pool (never waits) to hand it on, unparking a blocking waiter or the pool's servant
+/// thread. It never calls a `Waker` or any other user code (see the crate docs,
+/// "Leases, guards and quarantine").
 ///
 /// # Budgets: why the router never unwinds and rarely returns null
 ///
 /// Unwinding out of `GlobalAlloc` is undefined behaviour, and Rust aborts the process
 /// when an infallible allocation (`Box::new`, `Vec::push`) gets null. So running out of
 /// arena must be neither a panic nor, in the usual case, a null. Instead an allocation
-/// that does not fit spills to `F`, is charged to the arena ([`PooledArena::spilled_bytes`])
-/// and raises the arena's over-budget flag ([`PooledArena::is_over_budget`]). The
-/// executor reads the flag and cancels the request at its next poll (its future is
-/// dropped, destructors run, the client gets an error): handlers await between
-/// allocations, so that comes soon. Fallible paths (`try_reserve`, the arena's `try_*`)
-/// see errors directly. Only beyond the pool's hard cap
-/// ([`PoolConfig::spill_limit_bytes`](crate::PoolConfig::spill_limit_bytes)), set well
-/// above any request budget as the process's safety net, does a routed allocation
-/// return null.
+/// that does not fit spills to `F`, is charged to the lease in live bytes
+/// ([`PooledArena::spilled_bytes`]: credited when freed, a reallocation charges only the
+/// difference) and raises the arena's over-budget flag
+/// ([`PooledArena::is_over_budget`]). The executor reads the flag and cancels the
+/// request at its next poll (its future is dropped, destructors run, the client gets an
+/// error). Fallible paths (`try_reserve`, the arena's `try_*`) see errors directly. Only
+/// beyond the hard cap ([`PoolConfig::spill_limit_bytes`](crate::PoolConfig::spill_limit_bytes),
+/// the process's safety net, by default 64 times the arena) does a routed allocation
+/// return null; an infallible one then aborts the process, as any allocation failure
+/// does in Rust.
 ///
 /// # Examples
 ///
