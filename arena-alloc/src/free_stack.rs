@@ -1,7 +1,9 @@
 //! [`FreeStack`]: a lock-free stack of slot indices (Treiber, "Systems Programming:
 //! Coping with Parallelism", IBM RJ 5118, 1986), with a tag in the head against ABA.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
+
+use crate::sync::{AtomicU32, AtomicU64};
 
 /// A lock-free LIFO of the indices `0..capacity`, each present at most once.
 ///

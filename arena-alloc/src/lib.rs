@@ -12,6 +12,7 @@ mod pool;
 mod router;
 mod spill;
 mod stats;
+mod sync;
 
 pub use allocator_api2::alloc::AllocError;
 pub use arena::Arena;

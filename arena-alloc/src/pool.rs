@@ -57,12 +57,11 @@ use core::marker::PhantomData;
 use core::ops::Deref;
 use core::pin::Pin;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering, fence};
+use core::sync::atomic::Ordering;
 use core::task::{Context, Poll, Waker};
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::Thread;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use mmap_alloc::{Contents, Decommit, DefaultPages, PageSource};
@@ -72,6 +71,10 @@ use crate::config::ArenaConfig;
 use crate::free_stack::FreeStack;
 use crate::router;
 use crate::stats::PoolStats;
+use crate::sync::{
+    AtomicBool, AtomicIsize, AtomicU8, AtomicU64, AtomicUsize, Builder, Mutex, MutexGuard, Thread,
+    fence,
+};
 
 /// Sizes and policies of an [`ArenaPool`].
 ///
@@ -295,7 +298,7 @@ pub(crate) struct Slot {
     /// The hard cap of `spilled_bytes`.
     pub(crate) spill_limit_bytes: usize,
     /// `FREE`, `LEASED` or `QUARANTINED`, for statistics and checks.
-    state: core::sync::atomic::AtomicU8,
+    state: AtomicU8,
     /// Bytes protected by `debug-protect` while free.
     #[cfg_attr(not(feature = "debug-protect"), allow(dead_code))]
     protected_bytes: AtomicUsize,
@@ -628,7 +631,7 @@ impl<P: PageSource + Send + Sync + 'static> ArenaPool<P> {
                 spill_account: AtomicU64::new(0),
                 over_budget: AtomicBool::new(false),
                 spill_limit_bytes: config.spill_limit_bytes,
-                state: core::sync::atomic::AtomicU8::new(FREE),
+                state: AtomicU8::new(FREE),
                 protected_bytes: AtomicUsize::new(0),
             })
             .collect::<Box<[Slot]>>();
@@ -826,7 +829,7 @@ impl PoolCore {
         }
         router::outside_arena(|| {
             let mut queue = lock(&self.queue);
-            let ticket = self.enqueue(&mut queue, None, Some(std::thread::current()));
+            let ticket = self.enqueue(&mut queue, None, Some(crate::sync::current()));
             loop {
                 let mut wakeups = Wakeups::new();
                 self.settle(&mut queue, &mut wakeups);
@@ -852,8 +855,8 @@ impl PoolCore {
                 drop(queue);
                 self.after_unlock(&mut wakeups);
                 match deadline {
-                    None => std::thread::park(),
-                    Some(deadline) => std::thread::park_timeout(deadline - now),
+                    None => crate::sync::park(),
+                    Some(deadline) => crate::sync::park_timeout(deadline - now),
                 }
                 queue = lock(&self.queue);
             }
@@ -872,6 +875,12 @@ impl PoolCore {
         // SeqCst: a releaser that pushes after this reads a non-zero count (see the
         // module docs); the caller tries the stack (`settle`) only after this.
         self.waiting.fetch_add(1, Ordering::SeqCst);
+        // The waiter's side of the Dekker pattern with `recycle`: the stack is read
+        // (`settle`, an `Acquire` load when it is empty) only after this fence, so either
+        // that read sees an arena pushed before the releaser read `waiting`, or the
+        // releaser's `SeqCst` load sees this waiter. Without it an empty-stack read may
+        // be ordered before the increment (on Arm), and both would miss each other.
+        fence(Ordering::SeqCst);
         ticket
     }
 
@@ -939,7 +948,12 @@ impl PoolCore {
     /// Grants free arenas to waiters not yet served, in order (under the lock). Outside
     /// the allocator it also collects wake-ups owed to async waiters granted inside it.
     fn settle(&self, queue: &mut Queue, wakeups: &mut Wakeups) {
-        self.pending.store(false, Ordering::SeqCst);
+        // A read-modify-write, not a store: if a free raised the flag, this reads it and
+        // so sees the arena that free pushed before it (the stack is read below). A plain
+        // store could overwrite the flag while the read of the stack missed the push, and
+        // the lock holder would then find the flag down after unlocking: the arena would
+        // sit on the stack while the waiter sleeps (found by the loom models).
+        self.pending.swap(false, Ordering::SeqCst);
         if !wakeups.defer_wakers {
             for waiter in queue.waiters.iter_mut() {
                 if waiter.granted.is_some() && waiter.waker.is_some() {
@@ -978,7 +992,7 @@ impl PoolCore {
             if !owed {
                 return;
             }
-            std::thread::park();
+            crate::sync::park();
         }
     }
 
@@ -987,7 +1001,7 @@ impl PoolCore {
         if queue.servant.is_some() {
             return;
         }
-        let spawned = std::thread::Builder::new()
+        let spawned = Builder::new()
             .name("arena-pool-servant".into())
             .spawn(move || self.serve());
         // If the thread cannot be made, grants made inside the allocator are woken by the
@@ -1044,7 +1058,11 @@ impl PoolCore {
         #[cfg(feature = "debug-protect")]
         self.protect(slot);
         self.free.push(index);
-        // The push is `SeqCst`; so is this load (module docs: no lost grant).
+        // The push is `SeqCst`; so is this load (module docs: no lost grant). Loom models
+        // `SeqCst` accesses as `AcqRel`, so its models need the fence the C++ model does
+        // not.
+        #[cfg(loom)]
+        fence(Ordering::SeqCst);
         if self.waiting.load(Ordering::SeqCst) != 0 {
             self.serve_waiters(how);
         }
@@ -1416,3 +1434,6 @@ impl<P: PageSource> fmt::Debug for AcquireFuture<'_, P> {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom_models;
