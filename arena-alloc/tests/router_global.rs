@@ -137,12 +137,19 @@ fn threads_spawned_inside_an_arena_send_data_back_and_forth() {
         assert_eq!(replies[4], "0+1+2+3");
         drop(replies);
         drop(from_worker);
-        // The first blocking `recv` inside the arena made std create this thread's
-        // channel context (a thread-local `Arc`) in the arena: that memory escaped the
-        // request, so the arena must stay quarantined until the thread exits.
-        assert!(lease.live_routed_allocations() > 0);
+        // A `recv` that blocked inside the arena made std create this thread's channel
+        // context (a thread-local `Arc`) in the arena: that memory escaped the request,
+        // so the arena must stay quarantined until the thread exits. Whether a `recv`
+        // blocked depends on the schedule (under miri's, sometimes none does): then
+        // nothing escaped and the arena is free at once.
+        let escaped = lease.live_routed_allocations() > 0;
         drop(lease);
-        assert_eq!(pool.stats().quarantined, 1);
+        let stats = pool.stats();
+        if escaped {
+            assert_eq!((stats.free, stats.quarantined), (0, 1));
+        } else {
+            assert_eq!((stats.free, stats.quarantined), (1, 0));
+        }
     });
     request.join().unwrap();
     // The thread's exit freed the context from its thread-local destructor.
