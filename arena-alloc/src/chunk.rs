@@ -24,6 +24,11 @@ pub(crate) struct ChunkHeader {
     /// Bytes from the base that are committed read-write: a multiple of the page size,
     /// at least [`HEADER_BYTES`], at most `reserved`.
     committed: usize,
+    /// The address one past the chunk's last allocation, written when the chunk stops
+    /// being the one the arena bumps through (an ordinary chunk retired by a newer one, an
+    /// oversize chunk at creation); the arena's bump pointer says it for the current
+    /// chunk. Read by [`Arena::iter_allocated_chunks`](crate::Arena::iter_allocated_chunks).
+    used_end: usize,
 }
 
 const _: () = assert!(size_of::<ChunkHeader>() <= HEADER_BYTES);
@@ -73,6 +78,7 @@ impl Chunk {
                 older,
                 reserved,
                 committed,
+                used_end: base.addr().get() + HEADER_BYTES,
             })
         };
         Some(Chunk(header))
@@ -110,6 +116,28 @@ impl Chunk {
     pub(crate) unsafe fn set_older(self, older: Option<Chunk>) {
         // SAFETY: the header is live; the caller owns the list.
         unsafe { (*self.0.as_ptr()).older = older };
+    }
+
+    /// The address one past the last allocation, as last recorded by
+    /// [`set_used_end`](Chunk::set_used_end).
+    pub(crate) fn used_end(self) -> usize {
+        self.header().used_end
+    }
+
+    /// Records the address one past the chunk's last allocation.
+    ///
+    /// # Safety
+    /// - The caller owns the list this chunk is in (no other handle reads or writes the
+    ///   header meanwhile).
+    pub(crate) unsafe fn set_used_end(self, address: usize) {
+        debug_assert!(
+            (self.data_start().addr().get()..=self.committed_end()).contains(&address),
+            "used end {address:#x} outside the chunk {:#x}..{:#x}",
+            self.data_start().addr(),
+            self.committed_end()
+        );
+        // SAFETY: the header is live; the caller owns the list.
+        unsafe { (*self.0.as_ptr()).used_end = address };
     }
 
     /// Bytes reserved.

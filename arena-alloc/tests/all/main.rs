@@ -3,15 +3,22 @@
 #![cfg_attr(feature = "nightly", feature(allocator_api))]
 
 mod acquire_async;
+mod alloc_try_with;
 mod arena_basics;
+mod arena_string;
+mod chunk_iteration;
 mod debug_aids;
 mod escapes;
 mod fault_injection;
 mod grow_in_place;
+mod limit_at_run_time;
 mod limits;
 mod model;
 #[cfg(feature = "nightly")]
 mod nightly_allocator;
+mod pinned_boxes;
 mod pool_leases;
 mod reset_and_checkpoints;
 mod router_routing;
+mod slice_fills;
+mod with_capacity;
