@@ -25,8 +25,8 @@ use crate::boxed::ArenaBox;
 
 impl<T: ?Sized> ArenaBox<'static, T> {
     /// Pins the box's value where it is. Only a box whose memory is never reused before
-    /// its value is dropped can be pinned, which `'static` proves (module docs of
-    /// [`alloc_box_pinned`](Arena::alloc_box_pinned)).
+    /// its value is dropped can be pinned, which `'static` proves (see "Why only
+    /// `'static`" at [`alloc_box_pinned`](Arena::alloc_box_pinned)).
     ///
     /// # Examples
     ///
@@ -64,9 +64,20 @@ impl<T: ?Sized> From<ArenaBox<'static, T>> for Pin<ArenaBox<'static, T>> {
 impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     /// Allocates `value` in a pinned [`ArenaBox`], which drops it in place when dropped.
     ///
-    /// The arena must be borrowed for `'static` (leaked, for instance): only then is its
-    /// memory never reused under a pinned value whose box was forgotten (see
-    /// [`ArenaBox::into_pin`]).
+    /// The arena must be borrowed for `'static` (leaked, for instance), and so must the
+    /// value be.
+    ///
+    /// # Why only `'static`
+    ///
+    /// `Pin`'s drop guarantee: the memory of a pinned value is not reused or freed before
+    /// its `drop` has run. The box drops the value in place, but `mem::forget` is safe:
+    /// forgetting the box ends its borrow of the arena without running `drop`, and an
+    /// arena borrowed for less than `'static` could then be reset, rewound or dropped and
+    /// its memory reused under the value, which code relying on the guarantee (an
+    /// intrusive list the value is linked into) would still follow. An arena borrowed for
+    /// `'static` is never reset, rewound or dropped by safe code, so a forgotten pinned
+    /// box only leaks. bumpalo's `Box::pin_in` has this hole (fitzgen/bumpalo#186); std's
+    /// `Box::pin_in` requires `A: 'static` for the same reason.
     ///
     /// # Panics
     /// When the allocation fails.
