@@ -265,3 +265,38 @@ fn an_iterator_lying_after_other_allocations_stays_in_bounds() {
     }
     arena.check_invariants();
 }
+
+#[test]
+fn a_fill_with_closure_that_panics_halfway_leaves_the_arena_consistent() {
+    let mut arena = Arena::new();
+    for fallible in [false, true] {
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let make = |index: usize| {
+                assert!(index != 3, "element 3 fails");
+                index as u64
+            };
+            if fallible {
+                let _ = arena.try_alloc_slice_fill_with(10, make);
+            } else {
+                arena.alloc_slice_fill_with(10, make);
+            }
+        }));
+        assert!(result.is_err());
+        assert_usable(&mut arena);
+    }
+}
+
+#[test]
+fn the_try_form_handles_lying_iterators_too() {
+    let arena = Arena::new();
+    let short = arena
+        .try_alloc_slice_fill_iter(LyingLength::new(9, 2))
+        .unwrap();
+    assert_eq!(short, &[10, 20]);
+    let mut long = LyingLength::new(1, 9);
+    let slice = arena.try_alloc_slice_fill_iter(&mut long).unwrap();
+    assert_eq!(slice, &[10]);
+    assert_eq!(long.yielded, 1);
+    assert_eq!(arena.stats().allocated_bytes, 3 * 8);
+    arena.check_invariants();
+}
