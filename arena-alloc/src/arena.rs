@@ -740,8 +740,9 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     /// # Safety
     /// - Nothing allocated from the arena after `checkpoint` was taken is used afterwards
     ///   (no reference, box, collection or pointer into it remains in use).
-    /// - No pinned value ([`alloc_box_pinned`](Arena::alloc_box_pinned)) was allocated
-    ///   after `checkpoint` was taken.
+    /// - No pinned value that was not dropped (from
+    ///   [`alloc_box_pinned`](Arena::alloc_box_pinned) or [`pin_scope`](Arena::pin_scope))
+    ///   was allocated after `checkpoint` was taken.
     ///
     /// # Errors
     /// As [`rewind`](Arena::rewind).
@@ -874,8 +875,8 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     ///
     /// # Safety
     /// - No allocation of the arena is used afterwards.
-    /// - The arena holds no pinned value that was not dropped: an arena that handed out
-    ///   a pinned box ([`alloc_box_pinned`](Arena::alloc_box_pinned)) is never reset.
+    /// - The arena holds no pinned value that was not dropped (from
+    ///   [`alloc_box_pinned`](Arena::alloc_box_pinned) or [`pin_scope`](Arena::pin_scope)).
     #[inline]
     pub unsafe fn reset_unchecked(&self) {
         let Some(current) = self.current.get() else {

@@ -1,4 +1,5 @@
 //! Pinned [`ArenaBox`]es: `Pin<ArenaBox<'static, T>>` from an arena that lives forever.
+//! (`pin_scope.rs` pins values in any arena.)
 //!
 //! # Why only `'static`
 //!
@@ -65,7 +66,7 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     /// Allocates `value` in a pinned [`ArenaBox`], which drops it in place when dropped.
     ///
     /// The arena must be borrowed for `'static` (leaked, for instance), and so must the
-    /// value be.
+    /// value be; [`pin_scope`](Arena::pin_scope) pins values in any arena.
     ///
     /// # Why only `'static`
     ///
