@@ -70,6 +70,26 @@ impl<'a, S: PageSource, const MIN_ALIGN: usize> ArenaString<'a, S, MIN_ALIGN> {
 
     /// An empty string with room for `bytes` bytes.
     ///
+    /// # Panics
+    /// When the allocation fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use arena_alloc::{Arena, ArenaString};
+    ///
+    /// let arena = Arena::new();
+    /// let mut text = ArenaString::with_capacity_in(16, &arena);
+    /// text.push_str("sixteen bytes ok");
+    /// assert_eq!((text.len(), text.capacity()), (16, 16));
+    /// ```
+    pub fn with_capacity_in(bytes: usize, arena: &'a Arena<S, MIN_ALIGN>) -> Self {
+        ArenaString::try_with_capacity_in(bytes, arena)
+            .unwrap_or_else(|AllocError| string_failed(bytes))
+    }
+
+    /// An empty string with room for `bytes` bytes.
+    ///
     /// # Errors
     /// As [`Arena::try_alloc`].
     pub fn try_with_capacity_in(
