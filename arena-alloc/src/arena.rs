@@ -93,6 +93,9 @@ pub struct Arena<S: PageSource = DefaultPages, const MIN_ALIGN: usize = 1> {
     lowered_from: Cell<usize>,
     /// Bumped by every reset: checkpoints from before a reset are stale.
     epoch: Cell<u64>,
+    /// What was allocated when the limit was last lowered below it (0 otherwise): the
+    /// total stays at most the larger of the limit and this (see `set_limit_bytes`).
+    limit_floor_bytes: usize,
     id: u64,
     config: ArenaConfig,
     source: S,
@@ -173,6 +176,7 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
             peak_bytes: Cell::new(0),
             lowered_from: Cell::new(0),
             epoch: Cell::new(0),
+            limit_floor_bytes: 0,
             id: NEXT_ARENA_ID.fetch_add(1, Ordering::Relaxed),
             config,
             source,
@@ -374,6 +378,8 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
                 Chunk::create(&self.source, span, span, self.oversize.get()).ok_or(AllocError)?;
             let data = chunk.data_start();
             let pad = data.addr().get().wrapping_neg() & (align - 1);
+            // SAFETY: the arena owns its chunk lists.
+            unsafe { chunk.set_used_end(data.addr().get() + pad + size) };
             self.oversize.set(Some(chunk));
             self.oversize_chunks.set(self.oversize_chunks.get() + 1);
             self.retired_bytes.set(self.retired_bytes.get() + size);
@@ -387,6 +393,10 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
         let chunk =
             Chunk::create(&self.source, reserve, commit, self.current.get()).ok_or(AllocError)?;
         let retiring = self.allocated_bytes();
+        if let Some(retired) = self.current.get() {
+            // SAFETY: the arena owns its chunk lists.
+            unsafe { retired.set_used_end(self.ptr.get().addr().get()) };
+        }
         self.retired_bytes.set(retiring);
         self.current.set(Some(chunk));
         self.committed_end.set(chunk.committed_end());
@@ -747,6 +757,9 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     /// # Safety
     /// - Nothing allocated from the arena after `checkpoint` was taken is used afterwards
     ///   (no reference, box, collection or pointer into it remains in use).
+    /// - No pinned value that was not dropped (from
+    ///   [`alloc_box_pinned`](Arena::alloc_box_pinned) or [`pin_scope`](Arena::pin_scope))
+    ///   was allocated after `checkpoint` was taken.
     ///
     /// # Errors
     /// As [`rewind`](Arena::rewind).
@@ -891,6 +904,8 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     ///
     /// # Safety
     /// - No allocation of the arena is used afterwards.
+    /// - The arena holds no pinned value that was not dropped (from
+    ///   [`alloc_box_pinned`](Arena::alloc_box_pinned) or [`pin_scope`](Arena::pin_scope)).
     #[inline]
     pub unsafe fn reset_unchecked(&self) {
         let Some(current) = self.current.get() else {
@@ -1065,6 +1080,54 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
         }
     }
 
+    /// Sets the allocation limit (see [`set_allocation_limit`](Arena::set_allocation_limit)):
+    /// when it is below what is allocated, the total may not grow past what it is now.
+    pub(crate) fn set_limit_bytes(&mut self, bytes: usize) {
+        let allocated = self.allocated_bytes();
+        self.config.limit_bytes = bytes;
+        self.limit_floor_bytes = if allocated > bytes { allocated } else { 0 };
+        self.update_end();
+        self.maybe_check_invariants();
+    }
+
+    /// Starts the arena's first ordinary chunk with room for `bytes` of allocations
+    /// committed (see [`try_with_capacity`](Arena::try_with_capacity)).
+    ///
+    /// # Errors
+    /// The size overflows or the page source refuses the chunk; the arena is unchanged.
+    pub(crate) fn try_start_chunk(&self, bytes: usize) -> Result<(), AllocError> {
+        if self.current.get().is_some() {
+            return Ok(());
+        }
+        // The chunk's data may need up to `MIN_ALIGN - 1` bytes of padding first; a span
+        // beyond `isize::MAX` could never be a valid allocation, so it is refused before
+        // the source is asked.
+        let span = HEADER_BYTES
+            .checked_add(MIN_ALIGN - 1)
+            .and_then(|span| span.checked_add(bytes))
+            .filter(|&span| span <= isize::MAX as usize)
+            .ok_or(AllocError)?;
+        let reserve = span.max(self.config.chunk_bytes);
+        let chunk = Chunk::create(&self.source, reserve, span, None).ok_or(AllocError)?;
+        let data = chunk.data_start().addr().get();
+        self.current.set(Some(chunk));
+        self.committed_end.set(chunk.committed_end());
+        self.chunks.set(1);
+        self.high_water.set(data);
+        self.cycle_high.set(data);
+        self.ptr.set(Self::chunk_start(chunk));
+        self.update_end();
+        self.maybe_check_invariants();
+        Ok(())
+    }
+
+    /// The chunk lists and the bump pointer, for
+    /// [`iter_allocated_chunks`](Arena::iter_allocated_chunks): the current ordinary
+    /// chunk (whose used part ends at the bump pointer) and the newest oversize chunk.
+    pub(crate) fn chunk_lists(&self) -> (Option<Chunk>, NonNull<u8>, Option<Chunk>) {
+        (self.current.get(), self.ptr.get(), self.oversize.get())
+    }
+
     /// Checks the arena's invariants, panicking with the pointers involved when one is
     /// broken. For tests, and after every slow-path operation with feature
     /// `invariant-checks`.
@@ -1108,7 +1171,7 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
             );
             assert_eq!(ptr % MIN_ALIGN, 0, "bump pointer {ptr:#x} below MIN_ALIGN");
             assert!(
-                self.allocated_bytes() <= self.config.limit_bytes,
+                self.allocated_bytes() <= self.config.limit_bytes.max(self.limit_floor_bytes),
                 "limit exceeded"
             );
         }

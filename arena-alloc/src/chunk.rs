@@ -28,6 +28,11 @@ pub(crate) struct ChunkHeader {
     /// Unique among all chunks ever made in the process (never 0): a chunk made at the
     /// address of a released one is still told apart from it (checkpoints rely on it).
     serial: u64,
+    /// The address one past the chunk's last allocation, written when the chunk stops
+    /// being the one the arena bumps through (an ordinary chunk retired by a newer one, an
+    /// oversize chunk at creation); the arena's bump pointer says it for the current
+    /// chunk. Read by [`Arena::iter_allocated_chunks`](crate::Arena::iter_allocated_chunks).
+    used_end: usize,
 }
 
 /// Source of chunk serials.
@@ -81,6 +86,7 @@ impl Chunk {
                 reserved,
                 committed,
                 serial: NEXT_CHUNK_SERIAL.fetch_add(1, Ordering::Relaxed),
+                used_end: base.addr().get() + HEADER_BYTES,
             })
         };
         Some(Chunk(header))
@@ -124,6 +130,28 @@ impl Chunk {
     #[inline]
     pub(crate) fn serial(self) -> u64 {
         self.header().serial
+    }
+
+    /// The address one past the last allocation, as last recorded by
+    /// [`set_used_end`](Chunk::set_used_end).
+    pub(crate) fn used_end(self) -> usize {
+        self.header().used_end
+    }
+
+    /// Records the address one past the chunk's last allocation.
+    ///
+    /// # Safety
+    /// - The caller owns the list this chunk is in (no other handle reads or writes the
+    ///   header meanwhile).
+    pub(crate) unsafe fn set_used_end(self, address: usize) {
+        debug_assert!(
+            (self.data_start().addr().get()..=self.committed_end()).contains(&address),
+            "used end {address:#x} outside the chunk {:#x}..{:#x}",
+            self.data_start().addr(),
+            self.committed_end()
+        );
+        // SAFETY: the header is live; the caller owns the list.
+        unsafe { (*self.0.as_ptr()).used_end = address };
     }
 
     /// Bytes reserved.
