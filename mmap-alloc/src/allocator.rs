@@ -121,7 +121,8 @@ impl MmapAlloc {
             new_size,
         ))?;
         if new_len == old_len {
-            return Ok(ptr);
+            // In place, possibly grown: return a pointer that reaches the whole mapping.
+            return Ok(sys::whole_mapping(ptr));
         }
         if new_len < old_len {
             // SAFETY: the tail `new_len..old_len` belongs to the block and the caller
