@@ -17,8 +17,10 @@ fn refused(result: mmap_alloc::Result<Contents>) {
 /// # Safety
 /// The range is readable.
 unsafe fn all_equal(ptr: NonNull<u8>, len: usize, value: u8) -> bool {
-    // SAFETY: readable (caller).
-    (0..len).all(|offset| unsafe { ptr.add(offset).read() } == value)
+    // SAFETY: readable (caller), and no `&mut` to it exists meanwhile.
+    let bytes = unsafe { core::slice::from_raw_parts(ptr.as_ptr(), len) };
+    // One comparison of slices, which miri runs as a single `memcmp`.
+    bytes == vec![value; len].as_slice()
 }
 
 fn decommit_takes_whole_pages_only<S: PageSource>(source: &S) {
