@@ -224,7 +224,8 @@ mod mach {
         let mut info = [0 as libc::c_int; 16];
         let mut info_count = VM_REGION_BASIC_INFO_COUNT_64;
         let mut object_name: libc::mach_port_t = 0;
-        // SAFETY: every out-pointer is valid for writes of its type, and `info` holds at
+        // SAFETY: `mach_task_self_` is set by libSystem before any Rust code runs and never
+        // changes; every out-pointer is valid for writes of its type, and `info` holds at
         // least `info_count` ints; the call only reads the address space.
         let result = unsafe {
             mach_vm_region(
