@@ -33,8 +33,9 @@ const PAGE_SIZE: usize = 4096;
 /// would stop the program instead).
 const LARGEST_MAPPING: usize = crate::HeapPages::LARGEST_RESERVATION;
 
-/// The most mapped pieces the table holds at once (the OS's mapping-count limit).
-const MAX_PIECES: usize = 1 << 12;
+/// The most mapped pieces the table holds at once (the OS's mapping-count limit). Kept
+/// small: every lock borrows the whole table, which miri pays for by its size.
+const MAX_PIECES: usize = 1 << 10;
 
 /// A mapped, page-aligned part `start..end` of the heap block at `block`.
 #[derive(Clone, Copy)]
