@@ -100,12 +100,18 @@ impl MmapAlloc {
         unsafe { sys::release(ptr, len) }
     }
 
-    /// Resizes a block to `new_size` (non-zero) keeping its alignment `old.align()`.
-    /// Returns the block's new address; on error the old block is unchanged.
+    /// Resizes a block to `new_size` (non-zero) at an address aligned to `align`, which
+    /// `ptr` already meets (`old.align()` for `realloc`, the new layout's for `grow` and
+    /// `shrink`). Returns the block's new address; on error the old block is unchanged.
     ///
     /// # Safety
-    /// - `ptr` is a live block of this allocator allocated with `old`.
-    unsafe fn resize(ptr: NonNull<u8>, old: Layout, new_size: usize) -> Result<NonNull<u8>> {
+    /// - `ptr` is a live block of this allocator allocated with `old`, aligned to `align`.
+    unsafe fn resize(
+        ptr: NonNull<u8>,
+        old: Layout,
+        new_size: usize,
+        align: usize,
+    ) -> Result<NonNull<u8>> {
         let address = ptr.addr().get();
         let old_len = Self::usable_size(old.size()).unwrap_or(old.size());
         let new_len = Self::usable_size(new_size).ok_or(Error::invalid(
@@ -115,7 +121,8 @@ impl MmapAlloc {
             new_size,
         ))?;
         if new_len == old_len {
-            return Ok(ptr);
+            // In place, possibly grown: return a pointer that reaches the whole mapping.
+            return Ok(sys::whole_mapping(ptr));
         }
         if new_len < old_len {
             // SAFETY: the tail `new_len..old_len` belongs to the block and the caller
@@ -124,16 +131,17 @@ impl MmapAlloc {
             return Ok(ptr);
         }
         // SAFETY: forwarded from the caller.
-        match unsafe { Self::grow_by_remap(ptr, old_len, new_len, old.align()) } {
+        match unsafe { Self::grow_by_remap(ptr, old_len, new_len, align) } {
             Err(error) if matches!(error.cause(), Cause::Unsupported(_)) => {
                 // SAFETY: forwarded from the caller.
-                unsafe { Self::grow_by_copy(ptr, old, new_size) }
+                unsafe { Self::grow_by_copy(ptr, old, new_size, align) }
             }
             result => result,
         }
     }
 
-    /// Grows a block by moving page-table entries, never copying.
+    /// Grows a block by moving page-table entries, never copying; the result is aligned
+    /// to `align`, which `ptr` already meets.
     ///
     /// # Safety
     /// - `ptr` is a live block of this allocator of `old_len` bytes (whole pages).
@@ -155,7 +163,7 @@ impl MmapAlloc {
             Err(error) if error.raw_os_error() == Some(libc::ENOMEM) => {}
             result => return result,
         }
-        let target = sys::reserve_aligned(new_len, align)?;
+        let target = sys::reserve_aligned(new_len, Self::mapping_align(new_len, align))?;
         // SAFETY: `target` is a fresh reservation of `new_len` bytes that we give up.
         let moved = unsafe { sys::remap(ptr, old_len, new_len, Placement::At(target)) };
         if moved.is_err() {
@@ -165,12 +173,18 @@ impl MmapAlloc {
         moved
     }
 
-    /// Grows a block by mapping a new one and copying (where `mremap` does not exist).
+    /// Grows a block by mapping a new one aligned to `align` and copying (where `mremap`
+    /// does not exist).
     ///
     /// # Safety
     /// - `ptr` is a live block of this allocator allocated with `old`.
-    unsafe fn grow_by_copy(ptr: NonNull<u8>, old: Layout, new_size: usize) -> Result<NonNull<u8>> {
-        let new_ptr = Self::map(Layout::from_size_align(new_size, old.align()).map_err(|_| {
+    unsafe fn grow_by_copy(
+        ptr: NonNull<u8>,
+        old: Layout,
+        new_size: usize,
+        align: usize,
+    ) -> Result<NonNull<u8>> {
+        let new_ptr = Self::map(Layout::from_size_align(new_size, align).map_err(|_| {
             Error::invalid(
                 Operation::Reserve,
                 "size too large for its alignment",
@@ -248,8 +262,9 @@ unsafe impl GlobalAlloc for MmapAlloc {
         if new_size == 0 || layout.size() == 0 {
             return ptr::null_mut();
         }
-        // SAFETY: the caller passes a live block with its layout.
-        unsafe { Self::resize(block, layout, new_size) }.map_or(ptr::null_mut(), NonNull::as_ptr)
+        // SAFETY: the caller passes a live block with its layout, aligned to it.
+        unsafe { Self::resize(block, layout, new_size, layout.align()) }
+            .map_or(ptr::null_mut(), NonNull::as_ptr)
     }
 }
 
@@ -286,8 +301,11 @@ unsafe impl Allocator for MmapAlloc {
             return self.allocate(new);
         }
         let moved = if ptr.addr().get().is_multiple_of(new.align()) {
-            // SAFETY: the caller passes a live block allocated with `old`.
-            unsafe { Self::resize(ptr, old, new.size()) }
+            // The block meets the new alignment and must keep meeting it wherever it moves,
+            // even where the old alignment was weaker.
+            // SAFETY: the caller passes a live block allocated with `old`; it is aligned
+            // to `new.align()`, as just checked.
+            unsafe { Self::resize(ptr, old, new.size(), new.align()) }
         } else {
             // SAFETY: as above.
             unsafe { Self::relocate(ptr, old, new) }
@@ -326,8 +344,11 @@ unsafe impl Allocator for MmapAlloc {
             return Ok(Self::dangling(new));
         }
         let moved = if ptr.addr().get().is_multiple_of(new.align()) {
-            // SAFETY: the caller passes a live block allocated with `old`.
-            unsafe { Self::resize(ptr, old, new.size()) }
+            // The block meets the new alignment and must keep meeting it wherever it moves,
+            // even where the old alignment was weaker.
+            // SAFETY: the caller passes a live block allocated with `old`; it is aligned
+            // to `new.align()`, as just checked.
+            unsafe { Self::resize(ptr, old, new.size(), new.align()) }
         } else {
             // SAFETY: as above.
             unsafe { Self::relocate(ptr, old, new) }

@@ -186,11 +186,13 @@ impl Region {
     /// Pre-faults a committed part so its first touch costs no page fault.
     ///
     /// # Safety
-    /// - The part is committed read-write (on kernels without `MADV_POPULATE_WRITE` each
-    ///   page is written to).
+    /// - The part is committed read-write, unless the kernel has `MADV_POPULATE_WRITE`
+    ///   (Linux 5.14+), which refuses other pages; older kernels and macOS write to each
+    ///   page.
     ///
     /// # Errors
-    /// The part is outside the region or not page-aligned; the OS refuses.
+    /// The part is outside the region or not page-aligned; the OS refuses (`EINVAL` for
+    /// pages that are not read-write).
     pub unsafe fn populate(&self, offset: usize, len: usize) -> io::Result<()> {
         let ptr = self.part(Operation::Populate, offset, len)?;
         // SAFETY: the part lies inside our reservation and is committed (caller).

@@ -25,8 +25,10 @@ use crate::sys::{self, Contents, Decommit};
 /// - After a successful `reserve_committed`, or `commit` of a part, that part is valid for
 ///   reads and writes until it is decommitted or the reservation released, and its bytes
 ///   never touched before read as zeros.
-/// - `decommit` keeps the part valid for reads and writes if it was committed, and its
-///   returned [`Contents`] is truthful.
+/// - `decommit` acts on whole pages only (see [`decommit`](PageSource::decommit)): it
+///   refuses a range that does not start and end on a page boundary and changes nothing
+///   then. It keeps the part valid for reads and writes if it was committed, keeps the
+///   protection of a part that was not, and its returned [`Contents`] is truthful.
 /// - Memory is never handed out again while its reservation is live.
 pub unsafe trait PageSource {
     /// The granularity of this source, a power of two.
@@ -68,15 +70,22 @@ pub unsafe trait PageSource {
     unsafe fn commit(&self, ptr: NonNull<u8>, len: usize) -> Result<()>;
 
     /// Gives back the physical memory of `ptr..ptr + len`; returns what the next read of
-    /// it sees.
+    /// every byte of it sees ([`Contents::Zeroed`]: zeros).
+    ///
+    /// The range is whole pages: `ptr` page-aligned and `len` a non-zero multiple of
+    /// [`page_size`](PageSource::page_size). A partial page is refused, not rounded: the
+    /// OS gives memory back a page at a time, so decommitting part of a page would also
+    /// drop bytes the caller did not give up. Every source makes these checks before
+    /// anything changes, so the same call succeeds or fails the same way on each.
     ///
     /// # Safety
-    /// - `ptr` is page-aligned and `ptr..ptr + len` lies inside one live reservation of
-    ///   this source owned by the caller.
+    /// - `ptr..ptr + len` lies inside one live reservation of this source owned by the
+    ///   caller.
     /// - Nothing relies on the contents of the range.
     ///
     /// # Errors
-    /// Invalid arguments; the OS refuses.
+    /// [`Cause::InvalidInput`] for an unaligned `ptr`, a `len` that is zero or not a
+    /// multiple of the page size, or a range that wraps; the OS refuses.
     unsafe fn decommit(&self, ptr: NonNull<u8>, len: usize, mode: Decommit) -> Result<Contents>;
 
     /// Releases a whole reservation.
@@ -163,6 +172,7 @@ unsafe impl PageSource for OsPages {
     }
 
     unsafe fn decommit(&self, ptr: NonNull<u8>, len: usize, mode: Decommit) -> Result<Contents> {
+        whole_pages(ptr, len)?;
         // SAFETY: forwarded from the caller.
         unsafe { sys::decommit(ptr, len, mode) }
     }
@@ -173,16 +183,50 @@ unsafe impl PageSource for OsPages {
     }
 }
 
+/// Checks the range of a [`PageSource::decommit`]: page-aligned, non-zero, whole pages,
+/// not wrapping.
+fn whole_pages(ptr: NonNull<u8>, len: usize) -> Result<()> {
+    if len & (sys::page_size() - 1) != 0 {
+        return Err(Error::invalid(
+            Operation::Decommit,
+            "length is not a whole number of pages",
+            ptr.addr().get(),
+            len,
+        ));
+    }
+    sys::page_range(Operation::Decommit, ptr, len).map(drop)
+}
+
 /// Page-aligned blocks from the system heap ([`System`]): always accessible, zeroed when
 /// reserved. Commit does nothing; [`Decommit::Zero`] zeroes and [`Decommit::Lazy`] leaves
-/// the bytes as they are.
+/// the bytes as they are. Commit and decommit check their ranges as [`OsPages`] does.
 ///
 /// This is the source under miri (see [`DefaultPages`]) and a portable one for tests; it
-/// never gives memory back to the OS before release.
+/// never gives memory back to the OS before release. Its memory is real at once (a
+/// reservation is a zeroed heap block), so a reservation is at most
+/// [`HeapPages::LARGEST_RESERVATION`] bytes: larger ones fail with `ENOMEM`, as the OS
+/// refuses a reservation beyond its address space, instead of asking the heap for it.
+///
+/// # Examples
+///
+/// ```
+/// use mmap_alloc::{Cause, HeapPages, PageSource};
+///
+/// let error = HeapPages.reserve(1 << 40, 4096).unwrap_err();
+/// assert_eq!(error.cause(), Cause::Os(libc::ENOMEM));
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HeapPages;
 
-/// Page size of [`HeapPages`]: that of the OS, so code tuned for one works with the other.
+impl HeapPages {
+    /// The largest reservation, in bytes (4 GiB), that [`HeapPages`] makes; the OS
+    /// stand-in under miri has the same limit.
+    pub const LARGEST_RESERVATION: usize = 1 << 32;
+}
+
+/// The layout of a [`HeapPages`] reservation: the length rounded up to whole pages,
+/// aligned to at least a page (that of the OS, so code tuned for one works with the
+/// other).
 fn heap_layout(operation: Operation, len: usize, align: usize) -> Result<Layout> {
     if len == 0 {
         return Err(Error::invalid(operation, "zero length", 0, len));
@@ -201,6 +245,9 @@ fn heap_layout(operation: Operation, len: usize, align: usize) -> Result<Layout>
         0,
         len,
     ))?;
+    if len > HeapPages::LARGEST_RESERVATION {
+        return Err(Error::new(operation, Cause::Os(libc::ENOMEM), 0, len));
+    }
     Layout::from_size_align(len, align.max(sys::page_size()))
         .map_err(|_| Error::invalid(operation, "length plus alignment overflows", 0, len))
 }
@@ -225,26 +272,11 @@ unsafe impl PageSource for HeapPages {
     }
 
     unsafe fn commit(&self, ptr: NonNull<u8>, len: usize) -> Result<()> {
-        if len == 0 {
-            return Err(Error::invalid(
-                Operation::Commit,
-                "zero length",
-                ptr.addr().get(),
-                len,
-            ));
-        }
-        Ok(())
+        sys::page_range(Operation::Commit, ptr, len).map(drop)
     }
 
     unsafe fn decommit(&self, ptr: NonNull<u8>, len: usize, mode: Decommit) -> Result<Contents> {
-        if len == 0 {
-            return Err(Error::invalid(
-                Operation::Decommit,
-                "zero length",
-                ptr.addr().get(),
-                len,
-            ));
-        }
+        whole_pages(ptr, len)?;
         match mode {
             Decommit::Zero => {
                 // SAFETY: the caller owns the range inside a live block and no longer needs

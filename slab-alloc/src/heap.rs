@@ -276,7 +276,14 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         // SAFETY: the caller guarantees the new layout is valid.
         let new = unsafe { Layout::from_size_align_unchecked(new_size, old.align()) };
         match (old_class, new_class) {
-            (Some(a), Some(b)) if a == b => Some(ptr),
+            (Some(a), Some(b)) if a == b => {
+                // In place. The caller's pointer may carry provenance for the old size
+                // only (a `Box<[T]>` turned back into a `Vec` is retagged to its length),
+                // so writes to the grown part through it would be undefined: hand back
+                // the block with the slab's provenance, which covers the whole slot.
+                let slab = crate::slab_map::lookup(ptr.addr().get() & !(crate::SLAB_BYTES - 1));
+                Some(slab.map_or(ptr, |base| base.with_addr(ptr.addr())))
+            }
             (None, None) => {
                 // SAFETY: a large block of `MmapAlloc` with layout `old`.
                 let moved =

@@ -27,11 +27,14 @@ fn collections_and_formatting_run_on_the_heap() {
     let total: u64 = map.values().map(|v| v.iter().sum::<u64>()).sum();
     assert_eq!(total, (0..n).map(|i| i * (i % 17)).sum::<u64>());
     assert_eq!(tree[&(n / 2)], (n / 2).to_string());
-    let big = vec![1u8; 1 << 17]; // a large block
-    assert_eq!(big.iter().map(|&b| b as usize).sum::<usize>(), 1 << 17);
+    // A large block: one byte above the largest small class (128 KiB).
+    const LARGE: usize = (128 << 10) + 1;
+    let big = vec![1u8; LARGE];
+    assert_eq!(big.iter().map(|&b| b as usize).sum::<usize>(), LARGE);
     let stats = HEAP.stats();
     assert!(stats.small.objects_live as u64 > n, "{stats:?}");
     assert!(stats.large_blocks >= 1, "{stats:?}");
+    assert!(stats.large_bytes >= LARGE, "{stats:?}");
 }
 
 #[test]

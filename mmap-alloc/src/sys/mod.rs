@@ -119,7 +119,7 @@ fn page_len(operation: Operation, address: usize, len: usize) -> Result<usize> {
 }
 
 /// Validates an address and a length; returns the length rounded up to whole pages.
-fn page_range(operation: Operation, ptr: NonNull<u8>, len: usize) -> Result<usize> {
+pub(crate) fn page_range(operation: Operation, ptr: NonNull<u8>, len: usize) -> Result<usize> {
     let address = ptr.addr().get();
     if address & (page_size() - 1) != 0 {
         return Err(Error::invalid(
@@ -310,12 +310,19 @@ pub unsafe fn advise_huge_pages(ptr: NonNull<u8>, len: usize, advice: HugePages)
 /// (`MADV_POPULATE_WRITE`, or a write-touch of each page where the kernel lacks it).
 /// Contents are unchanged.
 ///
+/// On Linux 5.14 and later the kernel checks the protection: pages that are not
+/// read-write (reserved, guard or read-only pages) are refused with `EINVAL`, never
+/// written. Older kernels and macOS write each page, so there the range must be
+/// read-write.
+///
 /// # Safety
-/// - `ptr..ptr + len` (rounded up to pages) lies inside one reservation the caller owns,
-///   and is committed read-write.
+/// - `ptr..ptr + len` (rounded up to pages) lies inside one reservation the caller owns.
+/// - It is committed read-write, unless the kernel has `MADV_POPULATE_WRITE` (Linux
+///   5.14+), which refuses the range otherwise.
 ///
 /// # Errors
-/// Invalid arguments; the OS refuses (`ENOMEM` when memory runs out).
+/// Invalid arguments; the OS refuses (`EINVAL` for pages that are not read-write,
+/// `ENOMEM` when memory runs out or part of the range is not mapped).
 pub unsafe fn populate(ptr: NonNull<u8>, len: usize) -> Result<()> {
     let len = page_range(Operation::Populate, ptr, len)?;
     // SAFETY: forwarded from the caller; the range was validated above.
@@ -394,6 +401,14 @@ pub unsafe fn resident_pages(ptr: NonNull<u8>, len: usize) -> Result<usize> {
     let len = page_range(Operation::Residency, ptr, len)?;
     // SAFETY: forwarded from the caller; the range was validated above.
     unsafe { platform::resident_pages(ptr, len) }
+}
+
+/// `ptr` with the provenance of the whole mapping that holds it, for a block resized in
+/// place: the caller's pointer may reach only the old size (a `Box<[T]>` is retagged to
+/// its length). Natively the OS's pointers carry no narrower provenance and `ptr` is
+/// returned as is; under miri the stand-in derives it from its heap block.
+pub(crate) fn whole_mapping(ptr: NonNull<u8>) -> NonNull<u8> {
+    platform::whole_mapping(ptr)
 }
 
 /// The error to give for an operation this platform cannot do.

@@ -57,6 +57,11 @@ pub(super) fn map_aligned(
     map(len, protection)
 }
 
+/// Mappings made by the kernel are reached by any pointer to them.
+pub(super) fn whole_mapping(ptr: NonNull<u8>) -> NonNull<u8> {
+    ptr
+}
+
 /// # Safety
 /// The range is owned by the caller and unused afterwards.
 pub(super) unsafe fn release(ptr: NonNull<u8>, len: usize) -> Result<()> {
@@ -141,27 +146,113 @@ unsafe fn decommit_zero(ptr: NonNull<u8>, len: usize) -> Result<Contents> {
 #[cfg(not(target_os = "linux"))]
 unsafe fn decommit_zero(ptr: NonNull<u8>, len: usize) -> Result<Contents> {
     // macOS' MADV_DONTNEED keeps contents; mapping fresh anonymous pages over the range is
-    // the portable way to drop them and read zeros afterwards.
-    count(Syscall::Mmap);
-    // SAFETY: MAP_FIXED replaces only the caller's own range.
-    let address = unsafe {
-        libc::mmap(
-            ptr.as_ptr().cast(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            MAP_FLAGS | libc::MAP_FIXED,
-            -1,
-            0,
-        )
-    };
-    if address == libc::MAP_FAILED {
-        return Err(Error::last_os_error(
+    // the portable way to drop them and read zeros afterwards. Fresh pages would be
+    // read-write, which would open reserved and guard pages (Linux keeps protection): each
+    // part of the range is mapped again with the protection the kernel reports for it.
+    let end = ptr.addr().get() + len;
+    let mut part = ptr;
+    while part.addr().get() < end {
+        // A part that is not mapped is refused as `madvise` refuses it.
+        let (part_end, protection) = mach::protection_at(part).ok_or(Error::new(
             Operation::Decommit,
-            ptr.addr().get(),
+            crate::error::Cause::Os(libc::ENOMEM),
+            part.addr().get(),
             len,
-        ));
+        ))?;
+        let part_len = part_end.min(end) - part.addr().get();
+        count(Syscall::Mmap);
+        // SAFETY: MAP_FIXED replaces only `part..part + part_len`, inside the caller's own
+        // range, with the protection it had.
+        let address = unsafe {
+            libc::mmap(
+                part.as_ptr().cast(),
+                part_len,
+                protection,
+                MAP_FLAGS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if address == libc::MAP_FAILED {
+            return Err(Error::last_os_error(
+                Operation::Decommit,
+                part.addr().get(),
+                part_len,
+            ));
+        }
+        // SAFETY: `part_len` bytes further is at most the end of the caller's range.
+        part = unsafe { part.add(part_len) };
     }
     Ok(Contents::Zeroed)
+}
+
+/// The one query of the Mach VM interface this module needs (the libc crate leaves Mach
+/// to other crates).
+#[cfg(not(target_os = "linux"))]
+mod mach {
+    use core::ptr::NonNull;
+
+    /// `VM_REGION_BASIC_INFO_64` of `<mach/vm_region.h>`.
+    const VM_REGION_BASIC_INFO_64: libc::c_int = 9;
+    /// `VM_REGION_BASIC_INFO_COUNT_64`: the size of `vm_region_basic_info_64` in `int`s.
+    const VM_REGION_BASIC_INFO_COUNT_64: libc::mach_msg_type_number_t = 9;
+
+    unsafe extern "C" {
+        /// The task port of this process (`mach_task_self()` reads it).
+        static mach_task_self_: libc::mach_port_t;
+
+        /// `mach_vm_region` of `<mach/mach_vm.h>`: the first region at or after
+        /// `*address`, its bounds written back to `*address` and `*size`.
+        fn mach_vm_region(
+            target_task: libc::mach_port_t,
+            address: *mut libc::mach_vm_address_t,
+            size: *mut libc::mach_vm_size_t,
+            flavor: libc::c_int,
+            info: *mut libc::c_int,
+            info_count: *mut libc::mach_msg_type_number_t,
+            object_name: *mut libc::mach_port_t,
+        ) -> libc::kern_return_t;
+    }
+
+    /// The end of the mapped region that holds `ptr` and its protection as `PROT_*`
+    /// flags; `None` when `ptr` is not mapped.
+    pub(super) fn protection_at(ptr: NonNull<u8>) -> Option<(usize, libc::c_int)> {
+        let wanted = ptr.addr().get() as libc::mach_vm_address_t;
+        let mut address = wanted;
+        let mut size: libc::mach_vm_size_t = 0;
+        // Room to spare over the nine `int`s the kernel writes.
+        let mut info = [0 as libc::c_int; 16];
+        let mut info_count = VM_REGION_BASIC_INFO_COUNT_64;
+        let mut object_name: libc::mach_port_t = 0;
+        // SAFETY: `mach_task_self_` is set by libSystem before any Rust code runs and never
+        // changes; every out-pointer is valid for writes of its type, and `info` holds at
+        // least `info_count` ints; the call only reads the address space.
+        let result = unsafe {
+            mach_vm_region(
+                mach_task_self_,
+                &mut address,
+                &mut size,
+                VM_REGION_BASIC_INFO_64,
+                info.as_mut_ptr(),
+                &mut info_count,
+                &mut object_name,
+            )
+        };
+        if result != libc::KERN_SUCCESS || address > wanted {
+            return None;
+        }
+        // `protection` is the first field of `vm_region_basic_info_64`.
+        let protection = info[0];
+        let mut flags = libc::PROT_NONE;
+        if protection & libc::VM_PROT_READ != 0 {
+            flags |= libc::PROT_READ;
+        }
+        if protection & libc::VM_PROT_WRITE != 0 {
+            flags |= libc::PROT_WRITE;
+        }
+        let end = usize::try_from(address.saturating_add(size)).unwrap_or(usize::MAX);
+        Some((end, flags))
+    }
 }
 
 /// # Safety
@@ -200,15 +291,33 @@ pub(super) unsafe fn advise_huge_pages(
 #[cfg(target_os = "linux")]
 const MADV_POPULATE_WRITE: libc::c_int = 23;
 
+/// Whether the kernel knows `MADV_POPULATE_WRITE`: advice on zero bytes succeeds when it
+/// does and touches nothing; an unknown advice is refused with `EINVAL` before the
+/// length is looked at. `ptr` is any page-aligned address.
+#[cfg(target_os = "linux")]
+fn knows_populate_write(ptr: NonNull<u8>) -> bool {
+    count(Syscall::Madvise);
+    // SAFETY: advice on an empty range changes nothing.
+    unsafe { libc::madvise(ptr.as_ptr().cast(), 0, MADV_POPULATE_WRITE) == 0 }
+}
+
 /// # Safety
-/// The range is owned by the caller and committed read-write.
+/// The range is owned by the caller, and committed read-write unless the kernel knows
+/// `MADV_POPULATE_WRITE` (which checks the protection).
 pub(super) unsafe fn populate(ptr: NonNull<u8>, len: usize) -> Result<()> {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: forwarded from the caller.
         match unsafe { advise(ptr, len, MADV_POPULATE_WRITE, Operation::Populate) } {
             Ok(()) => return Ok(()),
-            Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {}
+            // EINVAL is both "unknown advice" (before Linux 5.14) and "the range is not
+            // writable" (PROT_NONE or read-only pages): only the first may fall back to
+            // writing the pages, which would fault in the second.
+            Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
+                if knows_populate_write(ptr) {
+                    return Err(error);
+                }
+            }
             Err(error) => return Err(error),
         }
     }
@@ -241,9 +350,12 @@ pub(super) unsafe fn bind_numa(ptr: NonNull<u8>, len: usize, node: u32) -> Resul
     }
     let mut mask = [0 as libc::c_ulong; (MAX_NODES / libc::c_ulong::BITS) as usize];
     mask[(node / libc::c_ulong::BITS) as usize] |= 1 << (node % libc::c_ulong::BITS);
+    // The kernel reads `maxnode - 1` bits of the mask (a quirk kept for compatibility):
+    // one more than the mask holds, or node 1023 would be dropped.
+    let maxnode = libc::c_ulong::from(MAX_NODES) + 1;
     count(Syscall::Mbind);
-    // SAFETY: mbind reads `mask` (MAX_NODES bits) and changes the policy of the caller's
-    // own range only.
+    // SAFETY: mbind reads `maxnode - 1` = MAX_NODES bits of `mask`, all of it, and changes
+    // the policy of the caller's own range only.
     let result = unsafe {
         libc::syscall(
             libc::SYS_mbind,
@@ -251,7 +363,7 @@ pub(super) unsafe fn bind_numa(ptr: NonNull<u8>, len: usize, node: u32) -> Resul
             len,
             libc::MPOL_BIND,
             mask.as_ptr(),
-            libc::c_ulong::from(MAX_NODES),
+            maxnode,
             0 as libc::c_uint,
         )
     };

@@ -6,6 +6,7 @@ mod heap_programs;
 mod large_blocks_without_syscalls;
 mod many_caches;
 mod object_cache_programs;
+mod realloc_in_place_provenance;
 mod slab_cache_programs;
 mod threads;
 mod working_set;
