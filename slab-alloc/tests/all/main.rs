@@ -7,6 +7,7 @@ mod heap_programs;
 mod large_blocks_without_syscalls;
 mod many_caches;
 mod object_cache_programs;
+mod realloc_past_the_requested_size;
 mod slab_cache_programs;
 mod threads;
 mod working_set;
