@@ -2,6 +2,7 @@
 
 mod corruption;
 mod exhaustion;
+mod extreme_settings;
 mod fork_from_allocating_threads;
 mod heap_programs;
 mod large_blocks_without_syscalls;
