@@ -9,6 +9,7 @@ mod large_blocks_without_syscalls;
 mod many_caches;
 mod object_cache_programs;
 mod realloc_past_the_requested_size;
+mod requests_beyond_memory;
 mod slab_cache_programs;
 mod threads;
 mod working_set;
