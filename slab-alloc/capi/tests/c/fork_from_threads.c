@@ -16,8 +16,8 @@
 #include <unistd.h>
 
 #define PARENT_THREADS 8
-#define FORKS 30
-#define BLOCKS 20000
+#define FORKS 10
+#define BLOCKS 5000
 
 static atomic_int stop;
 
@@ -63,8 +63,8 @@ static int distinct_blocks(size_t size, int count) {
 
 static void *child_work(void *arg) {
     (void)arg;
-    int ok = distinct_blocks(48, BLOCKS / 4) && distinct_blocks(1000, 500) &&
-             distinct_blocks(20000, 50);
+    int ok = distinct_blocks(48, BLOCKS / 4) && distinct_blocks(1000, 200) &&
+             distinct_blocks(20000, 20);
     return ok ? (void *)1 : NULL;
 }
 
@@ -94,7 +94,7 @@ static int run_thread(size_t stack, void *(*body)(void *), void *arg) {
 
 static int child(void) {
     alarm(20);
-    if (!distinct_blocks(48, BLOCKS) || !distinct_blocks(3000, 2000)) return 1;
+    if (!distinct_blocks(48, BLOCKS) || !distinct_blocks(3000, 500)) return 1;
     if (!run_thread((size_t)32 << 20, child_work, NULL)) return 2;
     pthread_t threads[4];
     for (uintptr_t t = 0; t < 4; t++)
