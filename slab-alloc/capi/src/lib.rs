@@ -17,7 +17,7 @@
 //!
 //! No function unwinds: each runs under an [`AbortOnUnwind`] guard. Failures return
 //! null and set `errno` to `ENOMEM` (or `EINVAL` for bad alignments), as C expects;
-//! `free` and `posix_memalign` leave `errno` alone.
+//! `free` leaves `errno` alone, even when unmapping a block fails (POSIX 2024).
 //!
 //! # As glibc documents them
 //!
@@ -55,7 +55,7 @@ use core::ffi::{c_int, c_void};
 use core::fmt::{self, Write as _};
 use core::ptr;
 
-use slab_alloc::size_class::{CLASS_COUNT, class_for};
+use slab_alloc::size_class::{CLASS_COUNT, MAX_SMALL, class_for};
 use slab_alloc::{AbortOnUnwind, SlabHeap};
 
 static HEAP: SlabHeap = SlabHeap::new();
@@ -190,7 +190,14 @@ pub unsafe extern "C" fn free(pointer: *mut c_void) {
     }
     // SAFETY: a live block of ours (caller).
     let (base, layout) = unsafe { block_of(pointer) };
-    if class_for(layout.size(), layout.align()).is_some() {
+    // Two compares instead of `class_for`: a layout has a class unless it is above
+    // `MAX_SMALL` or aligned above a page (the largest class alignment).
+    let own_mapping = layout.size() > MAX_SMALL || layout.align() > 4096;
+    debug_assert_eq!(
+        own_mapping,
+        class_for(layout.size(), layout.align()).is_none()
+    );
+    if !own_mapping {
         // SAFETY: the heap block behind it, with its layout.
         unsafe { HEAP.dealloc(base, layout) };
     } else {
@@ -306,11 +313,9 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
     if !align.is_power_of_two() || !align.is_multiple_of(size_of::<*mut c_void>()) {
         return libc::EINVAL;
     }
-    let saved = errno();
     let block = allocate(size, align, false);
     if block.is_null() {
-        // The error is the result; `errno` stays as it was.
-        set_errno(saved);
+        // `errno` is ENOMEM too, as glibc leaves it.
         return libc::ENOMEM;
     }
     // SAFETY: `out` is writable (caller).

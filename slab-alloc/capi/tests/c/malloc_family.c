@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 static const char *errno_name(int e) {
@@ -54,6 +55,58 @@ static void posix_case(size_t align, size_t size) {
         free(out);
     }
     printf("\n");
+}
+
+/* glibc's tst-free-errno: `free` of a block with a mapping of its own keeps errno even
+ * when its munmap fails. Pages mapped right before and after the block merge with its
+ * mapping, and the process's mapping count is then used up, so that unmapping the block
+ * alone would split a mapping in three: munmap fails with ENOMEM. (In glibc, as in
+ * slab-alloc, the block's mapping runs from a 16-byte header before `p` to
+ * `p + malloc_usable_size(p)`.) */
+static void *pages[1 << 17];
+
+/* Whether one line of /proc/self/maps strictly contains start..end. */
+static int inside_one_mapping(char *start, char *end) {
+    FILE *maps = fopen("/proc/self/maps", "r");
+    unsigned long low, high;
+    char line[512];
+    int inside = 0;
+    while (maps && fgets(line, sizeof line, maps))
+        if (sscanf(line, "%lx-%lx", &low, &high) == 2)
+            inside |= low < (uintptr_t)start && (uintptr_t)end < high;
+    if (maps) fclose(maps);
+    return inside;
+}
+
+static void free_keeps_errno_when_munmap_fails(void) {
+    long page = sysconf(_SC_PAGESIZE);
+    /* Above glibc's largest dynamic mmap threshold (32 MiB): a mapping of its own. */
+    char *block = malloc(40 << 20);
+    memset(block, 1, 1 << 20);
+    char *start = block - 16, *end = block + malloc_usable_size(block);
+    /* A page just before and just after the mapping, where those addresses are free
+     * (where they are not, a neighbouring mapping may already be merged). */
+    char *neighbours[] = {start - page, end};
+    for (int i = 0; i < 2; i++)
+        mmap(neighbours[i], (size_t)page, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    int merged = inside_one_mapping(start, end);
+    size_t count = 0;
+    while (merged && count < sizeof pages / sizeof *pages) {
+        /* Alternate protections so that neighbours never merge. */
+        void *p = mmap(NULL, (size_t)page, count % 2 ? PROT_READ : PROT_NONE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) break;
+        pages[count++] = p;
+    }
+    errno = 1789;
+    free(block);
+    int kept = errno == 1789;
+    for (size_t i = 0; i < count; i++) munmap(pages[i], (size_t)page);
+    /* The block's pages stay mapped if munmap failed: leave them. */
+    printf("free keeps errno when munmap fails: %s\n",
+           !merged ? "(the block's mapping could not be merged: not checked)"
+                   : kept ? "1" : "0");
 }
 
 int main(void) {
@@ -182,5 +235,7 @@ int main(void) {
 
     /* malloc_usable_size of NULL is 0. */
     printf("malloc_usable_size(NULL) = %zu\n", malloc_usable_size(NULL));
+
+    free_keeps_errno_when_munmap_fails();
     return 0;
 }
