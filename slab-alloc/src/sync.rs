@@ -88,6 +88,7 @@ impl RawSpinLock {
     /// - The caller is the only thread of a freshly forked child, so the holder, if any,
     ///   was another thread of the parent, which does not exist in the child, and the
     ///   state the lock guards is consistent (or made so by the caller).
+    #[cfg(not(miri))]
     pub(crate) unsafe fn reset_in_forked_child(&self) {
         self.locked.store(false, Ordering::Release);
     }
