@@ -13,7 +13,7 @@ use std::thread;
 use slab_alloc::{CacheConfig, SlabCache, SlabHeap};
 
 /// Objects the child allocates in each check.
-const OBJECTS: usize = 4_000;
+const OBJECTS: usize = 2_000;
 
 /// A cache whose magazines hold two objects, so that frees reach the slow path (and its
 /// depot exchange) every few operations: a fork then often stops a parent thread inside
@@ -152,15 +152,15 @@ fn a_child_forked_from_allocating_threads_allocates_starts_threads_and_drops_cac
     let churners: Vec<_> = (0..8)
         .map(|seed| thread::spawn(move || churn(heap, cache, stop, seed)))
         .collect();
-    for round in 0..10 {
+    for round in 0..6 {
         thread::sleep(std::time::Duration::from_millis(2));
         // SAFETY: the child runs only the checks below and ends with `_exit`; the locks
         // it needs are the allocator's (fork handlers) and glibc's.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork failed");
         if pid == 0 {
-            // SAFETY: ends a hung child after 20 s (SIGALRM).
-            unsafe { libc::alarm(20) };
+            // SAFETY: ends a hung child after 60 s (SIGALRM).
+            unsafe { libc::alarm(60) };
             let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| child(heap, cache)))
                 .is_ok();
             if ok {

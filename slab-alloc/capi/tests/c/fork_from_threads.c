@@ -3,7 +3,7 @@
  * allocates, starts a thread with a 32 MiB stack (which makes glibc unmap or reuse the
  * cached stacks of the parent's threads), then four ordinary threads that free each
  * other's blocks and exit, and checks that no block was handed out twice. A child that
- * crashes, hangs (20 s alarm) or finds a shared block fails the run. */
+ * crashes, hangs (60 s alarm) or finds a shared block fails the run. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <signal.h>
@@ -93,7 +93,7 @@ static int run_thread(size_t stack, void *(*body)(void *), void *arg) {
 }
 
 static int child(void) {
-    alarm(20);
+    alarm(60);
     if (!distinct_blocks(48, BLOCKS) || !distinct_blocks(3000, 500)) return 1;
     if (!run_thread((size_t)32 << 20, child_work, NULL)) return 2;
     pthread_t threads[4];
