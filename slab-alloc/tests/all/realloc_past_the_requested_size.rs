@@ -32,15 +32,16 @@ unsafe fn fill(block: NonNull<u8>, len: usize) {
     }
 }
 
-/// Checks the pattern over `len` bytes; panics naming the first lost byte.
+/// Checks the first `kept` bytes of a block that [`fill`] wrote `filled` bytes of (the
+/// bytes it sampled); panics naming the first lost byte.
 ///
 /// # Safety
-/// - `block` is valid for reads of `len` bytes.
-unsafe fn check(block: NonNull<u8>, len: usize, what: &str) {
-    for index in crate::sampled(len) {
+/// - `block` is valid for reads of `kept` bytes.
+unsafe fn check(block: NonNull<u8>, filled: usize, kept: usize, what: &str) {
+    for index in crate::sampled(filled).take_while(|&index| index < kept) {
         // SAFETY: inside the block (caller).
         let read = unsafe { block.add(index).read() };
-        assert_eq!(read, byte(index), "{what}: byte {index} of {len} lost");
+        assert_eq!(read, byte(index), "{what}: byte {index} of {kept} lost");
     }
 }
 
@@ -65,11 +66,8 @@ fn allocator_grow_and_shrink_keep_the_whole_slice() {
                 }
                 .unwrap()
                 .cast::<u8>();
-                check(
-                    moved,
-                    usable.min(new_size),
-                    &format!("{old_size} -> {new_size}"),
-                );
+                let kept = usable.min(new_size);
+                check(moved, usable, kept, &format!("{old_size} -> {new_size}"));
                 heap.deallocate(moved, new);
             }
         }
@@ -90,11 +88,8 @@ fn global_realloc_keeps_the_usable_size() {
                 let block = NonNull::new(heap.alloc(old)).unwrap();
                 fill(block, usable);
                 let moved = NonNull::new(heap.realloc(block.as_ptr(), old, new_size)).unwrap();
-                check(
-                    moved,
-                    usable.min(new_size),
-                    &format!("{old_size} -> {new_size}"),
-                );
+                let kept = usable.min(new_size);
+                check(moved, usable, kept, &format!("{old_size} -> {new_size}"));
                 heap.dealloc(
                     moved.as_ptr(),
                     Layout::from_size_align(new_size, 8).unwrap(),
