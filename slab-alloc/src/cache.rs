@@ -175,22 +175,27 @@ impl<S: PageSource> CacheCore<S> {
     /// - The bytes at `place` are all zero (as a fresh block of a page source is).
     pub(crate) unsafe fn init(place: NonNull<Self>, config: CoreConfig, source: S) {
         let core = place.as_ptr();
+        // A magazine holds between one object and a slab's worth: a miss fills a whole
+        // magazine from the slabs at once, under the lock.
+        let slab_objects = u32::try_from(config.geometry.capacity)
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let magazine_capacity = config.magazine_capacity.clamp(1, slab_objects);
+        let max_magazine_capacity = config
+            .max_magazine_capacity
+            .clamp(magazine_capacity, slab_objects);
         // SAFETY: the caller gives us the place. Every field is written in place except
         // the depot's magazine array, whose all-zero bytes (the zeroed block) already are
         // empty magazines: the array is large and writing it would fault in its pages.
         unsafe {
             (&raw mut (*core).header).write(CoreHeader::new(
-                config.magazine_capacity.max(1),
+                magazine_capacity,
                 config.geometry.link_offset,
                 Self::flush_magazine,
             ));
             (&raw mut (*core).geometry).write(config.geometry);
             (&raw mut (*core).max_empty_slabs).write(config.max_empty_slabs);
-            (&raw mut (*core).max_magazine_capacity).write(
-                config
-                    .max_magazine_capacity
-                    .max(config.magazine_capacity.max(1)),
-            );
+            (&raw mut (*core).max_magazine_capacity).write(max_magazine_capacity);
             (&raw mut (*core).max_depot_magazines).write(config.max_depot_magazines);
             (&raw mut (*core).purge_free_objects)
                 .write(config.purge_free_objects && config.geometry.link_offset == 0);
@@ -760,9 +765,12 @@ impl<S: PageSource> CacheCore<S> {
     /// The most empty slabs kept between epochs: `8 * max_empty_slabs + 8` slabs of
     /// [`SLAB_BYTES`], in bytes, so a cache of bigger slabs keeps fewer of them (but never
     /// fewer than `max_empty_slabs + 1`).
+    ///
+    /// Saturates: a `max_empty_slabs` near `usize::MAX` means no cap.
     fn empty_slabs_hard_cap(&self) -> usize {
-        let slabs = self.max_empty_slabs * 8 + 8;
-        (slabs * SLAB_BYTES / self.geometry.slab_bytes).max(self.max_empty_slabs + 1)
+        let slabs = self.max_empty_slabs.saturating_mul(8).saturating_add(8);
+        (slabs.saturating_mul(SLAB_BYTES) / self.geometry.slab_bytes)
+            .max(self.max_empty_slabs.saturating_add(1))
     }
 
     /// Doubles the magazine size, up to its bound.
@@ -1096,14 +1104,17 @@ pub struct CacheConfig {
     pub object_size: usize,
     /// Alignment of every object (a power of two; at least the pointer size is used).
     pub align: usize,
-    /// Empty slabs kept for reuse before some are released (the working-set bound).
+    /// Empty slabs kept for reuse before some are released (the working-set bound). Any
+    /// value works: 0 keeps none beyond the hard cap's hysteresis, `usize::MAX` keeps
+    /// every empty slab until [`SlabCache::trim`].
     pub max_empty_slabs: usize,
     /// Objects per magazine at first; `None` picks one by object size (64 KiB worth, 4
-    /// to 64).
+    /// to 64). Clamped to between 1 and the objects of one slab.
     pub magazine_capacity: Option<u32>,
     /// The bound up to which the magazine size grows when the cache lock is contended;
     /// `None` picks one by object size (256 KiB worth, 16 to 512). A bound at or below
-    /// the first size turns the growth off.
+    /// the first size turns the growth off; above the objects of one slab, that many is
+    /// the bound.
     pub max_magazine_capacity: Option<u32>,
     /// Whether threads get magazines (else every operation takes the cache lock).
     pub magazines: bool,

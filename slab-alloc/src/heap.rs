@@ -38,7 +38,9 @@ type Classes<S> = [CacheCore<S>; CLASS_COUNT];
 /// child can allocate.
 ///
 /// `realloc` stays in place when the new size is in the same class; blocks above
-/// [`MAX_SMALL`](crate::size_class::MAX_SMALL) grow with `mremap`.
+/// [`MAX_SMALL`](crate::size_class::MAX_SMALL) grow with `mremap`. A block that moves
+/// keeps every byte of its old usable size ([`usable_size`](Self::usable_size)) that fits
+/// the new one, not only the bytes of the old layout.
 ///
 /// # Examples
 ///
@@ -294,12 +296,16 @@ impl<S: PageSource + Clone> SlabHeap<S> {
             }
             _ => {
                 let moved = self.alloc_nonzero(new)?;
-                // SAFETY: both blocks are live, distinct, and at least this long.
+                // Every byte of the old block's usable size may hold data (C callers are
+                // promised them by `malloc_usable_size`, `Allocator` callers by the
+                // length of the slice they got).
+                // SAFETY: both blocks are live and distinct; the old one spans its usable
+                // size, the new one at least `new_size` bytes.
                 unsafe {
                     ptr::copy_nonoverlapping(
                         ptr.as_ptr(),
                         moved.as_ptr(),
-                        old.size().min(new_size),
+                        Self::usable_size(old).min(new_size),
                     );
                     self.free(ptr, old);
                 }
@@ -512,9 +518,14 @@ impl<S: PageSource + Clone> SlabHeap<S> {
             unsafe { self.resize(ptr, old, new.size()) }.ok_or(AllocError)?
         } else {
             let moved = self.alloc_nonzero(new).ok_or(AllocError)?;
-            // SAFETY: distinct live blocks, both at least this long.
+            // SAFETY: distinct live blocks; the old one spans its usable size (which the
+            // caller was given and may have filled), the new one at least `new.size()`.
             unsafe {
-                ptr::copy_nonoverlapping(ptr.as_ptr(), moved.as_ptr(), old.size().min(new.size()));
+                ptr::copy_nonoverlapping(
+                    ptr.as_ptr(),
+                    moved.as_ptr(),
+                    Self::usable_size(old).min(new.size()),
+                );
                 self.free(ptr, old);
             }
             moved

@@ -8,12 +8,22 @@
 //!   then cache), and nothing allocates while holding it.
 //! - A thread links its [`ThreadMagazines`] here when it first uses a magazine and
 //!   unlinks them in its pthread-key destructor, so every listed entry is the live
-//!   thread-local storage of a live thread (or, in a forked child, of a thread that
-//!   existed in the parent: its memory is still mapped in the child and nothing else uses
-//!   it).
+//!   thread-local storage of a live thread of this process.
 //! - `fork`: the `prepare` handler takes the registry lock and then every cache lock;
 //!   `parent` and `child` release them. The child therefore starts with consistent
-//!   caches and free locks, and can allocate.
+//!   caches (no thread was inside a locked section) and free locks, and can allocate.
+//! - In the child, only the thread that called `fork` exists. The other threads'
+//!   entries live in their thread-local storage, inside stacks that glibc's stack cache
+//!   in the child reuses for new threads (zeroing their thread-local blocks) or unmaps,
+//!   so the `child` handler drops them from the list, which then holds the forking
+//!   thread alone (if it was listed), and nothing reads them again. Their magazines are
+//!   abandoned: the free objects they held stay counted as out of their slabs and are
+//!   never handed out in the child (at most two magazines per cache and parent thread;
+//!   glibc leaves the other threads' tcache chunks in the child the same way). They
+//!   could not be adopted safely anyway: a thread can be stopped by the fork anywhere in
+//!   its lock-free magazine code, for instance in `free_slow` after its previous
+//!   magazine went to the depot and before the slot forgot it, so that the slot and the
+//!   depot name one chain; adopting it would free every object of the chain twice.
 //! - Registration may allocate (glibc's `pthread_setspecific` for high keys, and
 //!   `pthread_atfork`); it happens with no lock held and with the thread in state
 //!   [`REGISTERING`], in which the caches bypass the magazines, so a reentrant allocation
@@ -331,6 +341,30 @@ extern "C" fn fork_parent() {
 
 #[cfg(not(miri))]
 extern "C" fn fork_child() {
+    // The registry lock is held (by this thread, from `fork_prepare`): forget the
+    // parent's other threads (module docs), keeping this thread's entry if it is listed.
+    // Its state is ACTIVE exactly while it is listed (set after linking, cleared before
+    // unlinking, both by this thread, which is here rather than in either).
+    let own = crate::magazine::with_magazines(|magazines| {
+        (magazines.state.load(Ordering::Relaxed) == ACTIVE)
+            .then(|| ptr::from_ref(magazines).cast_mut())
+    });
+    if let Some(entry) = NonNull::new(own.unwrap_or(ptr::null_mut())) {
+        // SAFETY: this thread's own, live thread-local entry; registry lock held.
+        let magazines = unsafe { entry.as_ref() };
+        magazines.next.store(ptr::null_mut(), Ordering::Relaxed);
+        magazines.prev.store(ptr::null_mut(), Ordering::Relaxed);
+    }
+    THREADS.store(own.unwrap_or(ptr::null_mut()), Ordering::Relaxed);
+    // A parent thread may have been between `pthread_atfork` (which these handlers prove
+    // succeeded) and the end of `install_hooks`: finish its work, and free the lock it
+    // held, or the child's threads would wait for it forever.
+    if HOOKS.load(Ordering::Relaxed) == 1 {
+        HOOKS.store(2, Ordering::Release);
+    }
+    // SAFETY: this is the only thread of the child; a holder of `HOOKS_LOCK` was another
+    // thread of the parent, and the state it guards is complete (above).
+    unsafe { HOOKS_LOCK.reset_in_forked_child() };
     // SAFETY: the child's only thread is the one that ran `fork_prepare` in the parent
     // and so holds every lock.
     for_each_core(|core| unsafe { core.lock.unlock() });

@@ -143,8 +143,8 @@ pub(crate) fn page_range(operation: Operation, ptr: NonNull<u8>, len: usize) -> 
 
 /// Reserves `len` bytes of address space that no access may touch until committed.
 ///
-/// The pages take no physical memory and no swap reservation (`MAP_NORESERVE`); after
-/// [`commit`] they read as zeros.
+/// The pages take no physical memory and are not charged to the kernel's commit account
+/// (no access means nothing to account); after [`commit`] they read as zeros.
 ///
 /// # Errors
 /// `len` is zero or overflows when rounded up to pages ([`Cause::InvalidInput`]); the OS
@@ -169,8 +169,11 @@ pub fn reserve_aligned(len: usize, align: usize) -> Result<NonNull<u8>> {
 /// one `mmap` (plus the trims of [`reserve_aligned`]) instead of `mmap` and `mprotect`.
 /// The pages read as zeros and take physical memory only when first touched.
 ///
+/// The mapping passes the kernel's overcommit check, as [`commit`] does: on Linux with
+/// the default heuristic a length beyond RAM plus swap fails with `ENOMEM`.
+///
 /// # Errors
-/// As [`reserve_aligned`].
+/// As [`reserve_aligned`], and `ENOMEM` when overcommit refuses.
 pub fn map_committed(len: usize, align: usize) -> Result<NonNull<u8>> {
     map(len, align, Protection::ReadWrite)
 }

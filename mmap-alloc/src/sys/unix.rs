@@ -25,8 +25,14 @@ fn prot_flags(protection: Protection) -> libc::c_int {
     }
 }
 
-/// Anonymous private mapping flags; reservations claim no swap.
-const MAP_FLAGS: libc::c_int = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+/// Anonymous private mapping flags. Without `MAP_NORESERVE`: Linux charges a private
+/// mapping to the commit account only while it is writable, so a reservation (no access)
+/// is free, while a committed mapping, and the commit of part of a reservation, pass the
+/// kernel's overcommit check as glibc's mappings do (with the default heuristic, a
+/// request larger than RAM plus swap fails with `ENOMEM` at once instead of being granted
+/// and ending in the OOM killer). `MAP_NORESERVE` would mark the mapping unaccounted for
+/// good, commits included.
+const MAP_FLAGS: libc::c_int = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
 
 pub(super) fn map(len: usize, protection: Protection) -> Result<NonNull<u8>> {
     count(Syscall::Mmap);

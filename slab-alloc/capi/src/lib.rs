@@ -1,7 +1,8 @@
 //! The C allocation ABI on [`SlabHeap`]: `malloc`, `free`, `calloc`, `realloc`,
 //! `reallocarray`, `posix_memalign`, `aligned_alloc`, `memalign`, `valloc`, `pvalloc`
-//! and `malloc_usable_size`, built as a `cdylib` so that C programs run on slab-alloc
-//! with `LD_PRELOAD`:
+//! and `malloc_usable_size`, and glibc's extensions `cfree`, `malloc_trim`, `mallinfo`,
+//! `mallinfo2`, `malloc_stats`, `malloc_info` and `mallopt`, built as a `cdylib` so that
+//! C programs run on slab-alloc with `LD_PRELOAD`:
 //!
 //! ```sh
 //! cargo build --release -p slab-alloc-capi
@@ -15,12 +16,46 @@
 //! placed `A` bytes into its heap block, so the prefix always fits.
 //!
 //! No function unwinds: each runs under an [`AbortOnUnwind`] guard. Failures return
-//! null and set `errno` to `ENOMEM` (or `EINVAL` for bad alignments), as C expects.
+//! null and set `errno` to `ENOMEM` (or `EINVAL` for bad alignments), as C expects;
+//! `free` leaves `errno` alone, even when unmapping a block fails (POSIX 2024).
+//!
+//! # As glibc documents them
+//!
+//! `slab-alloc/capi/tests/run-c-tests.sh` runs C programs under glibc and under this
+//! library and requires the same output (`tests/c/`): every case below is in them.
+//!
+//! - Requests beyond the machine's memory fail with `ENOMEM` (the mappings pass the
+//!   kernel's overcommit check), as do sizes that overflow.
+//! - `memalign` and `aligned_alloc` take any alignment up to `SIZE_MAX / 2 + 1`, rounded
+//!   up to a power of two (0 and 24 work), as glibc 2.36 does; larger ones fail with
+//!   `EINVAL`. `posix_memalign` requires a power of two multiple of `sizeof(void *)`.
+//! - `realloc` keeps every byte of the old block's `malloc_usable_size` that fits.
+//! - `cfree` is `free` (glibc keeps it as a compat symbol, `cfree@GLIBC_2.2.5`, that old
+//!   binaries still bind).
+//! - `malloc_trim` returns the calling thread's cached blocks to the depots, empties the
+//!   depots into the slabs and releases every empty slab; it returns 1 when that gave
+//!   memory back, else 0. Its `pad` argument is ignored (the heap has no top to pad).
+//! - `mallinfo2` (and `mallinfo`, saturated to `int`) reports the heap's own counters:
+//!   `arena` the bytes of slabs held, `uordblks` the bytes of blocks in use (those freed
+//!   into other threads' magazines included), `fordblks = arena - uordblks`, `smblks` /
+//!   `fsmblks` the blocks / bytes cached in the depots, `ordblks` the free blocks inside
+//!   slabs, `keepcost` the bytes of empty slabs (what `malloc_trim` releases besides the
+//!   depots), `hblks` / `hblkhd` the blocks above 128 KiB (their own mappings) and their
+//!   bytes; `usmblks` is 0, as in glibc. The calling thread's magazines are flushed first.
+//! - `malloc_stats` prints the same totals to standard error in glibc's layout;
+//!   `malloc_info(0, stream)` writes them as glibc's XML document (one entry per size
+//!   class); other options return `EINVAL`.
+//! - `mallopt` accepts every parameter and returns 1, except `M_MXFAST` outside 0..=160,
+//!   which glibc refuses (0). None changes this heap: its size classes, its limit for
+//!   blocks of their own (128 KiB) and its rule for giving memory back (the working set)
+//!   are fixed, and it has no arenas, fastbins, heap top or checking modes to tune.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ffi::{c_int, c_void};
+use core::fmt::{self, Write as _};
 use core::ptr;
 
+use slab_alloc::size_class::{CLASS_COUNT, MAX_SMALL, class_for};
 use slab_alloc::{AbortOnUnwind, SlabHeap};
 
 static HEAP: SlabHeap = SlabHeap::new();
@@ -32,17 +67,24 @@ const MIN_ALIGN: usize = 16;
 /// Xored into the stored alignment.
 const MAGIC: usize = 0x5AB1_A11C;
 
-fn set_errno(value: c_int) {
+/// This thread's `errno`.
+fn errno_location() -> *mut c_int {
     #[cfg(target_os = "linux")]
-    // SAFETY: `__errno_location` returns this thread's errno, always valid.
-    unsafe {
-        *libc::__errno_location() = value
-    };
+    // SAFETY: `__errno_location` has no preconditions.
+    return unsafe { libc::__errno_location() };
     #[cfg(target_vendor = "apple")]
-    // SAFETY: `__error` returns this thread's errno, always valid.
-    unsafe {
-        *libc::__error() = value
-    };
+    // SAFETY: `__error` has no preconditions.
+    return unsafe { libc::__error() };
+}
+
+fn set_errno(value: c_int) {
+    // SAFETY: this thread's errno, always valid for writes.
+    unsafe { errno_location().write(value) };
+}
+
+fn errno() -> c_int {
+    // SAFETY: this thread's errno, always valid for reads.
+    unsafe { errno_location().read() }
 }
 
 fn guard(what: &'static str) -> AbortOnUnwind {
@@ -148,8 +190,35 @@ pub unsafe extern "C" fn free(pointer: *mut c_void) {
     }
     // SAFETY: a live block of ours (caller).
     let (base, layout) = unsafe { block_of(pointer) };
-    // SAFETY: the heap block behind it, with its layout.
-    unsafe { HEAP.dealloc(base, layout) };
+    // Two compares instead of `class_for`: a layout has a class unless it is above
+    // `MAX_SMALL` or aligned above a page (the largest class alignment).
+    let own_mapping = layout.size() > MAX_SMALL || layout.align() > 4096;
+    debug_assert_eq!(
+        own_mapping,
+        class_for(layout.size(), layout.align()).is_none()
+    );
+    if !own_mapping {
+        // SAFETY: the heap block behind it, with its layout.
+        unsafe { HEAP.dealloc(base, layout) };
+    } else {
+        // A block of its own mapping: `munmap` may fail (splitting a mapping past the
+        // mapping-count limit) and set `errno`, which `free` must keep (POSIX 2024).
+        let saved = errno();
+        // SAFETY: as above.
+        unsafe { HEAP.dealloc(base, layout) };
+        set_errno(saved);
+    }
+}
+
+/// glibc's `cfree`: [`free`]. glibc keeps it as a compat symbol (`cfree@GLIBC_2.2.5`)
+/// that binaries linked before glibc 2.26 still call.
+///
+/// # Safety
+/// As [`free`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cfree(pointer: *mut c_void) {
+    // SAFETY: forwarded.
+    unsafe { free(pointer) }
 }
 
 /// C `calloc`: zeroed, and null (`ENOMEM`) when `count * size` overflows.
@@ -221,13 +290,16 @@ pub unsafe extern "C" fn reallocarray(
     }
 }
 
-/// Allocation aligned to `align`, which must be a power of two.
+/// Allocation aligned to `align` rounded up to a power of two (glibc 2.36's `memalign`
+/// and `aligned_alloc`); null with `EINVAL` above `SIZE_MAX / 2 + 1`.
 fn allocate_aligned(align: usize, size: usize) -> *mut c_void {
-    if !align.is_power_of_two() {
-        set_errno(libc::EINVAL);
-        return ptr::null_mut();
+    match align.checked_next_power_of_two() {
+        Some(align) => allocate(size, align, false),
+        None => {
+            set_errno(libc::EINVAL);
+            ptr::null_mut()
+        }
     }
-    allocate(size, align, false)
 }
 
 /// POSIX `posix_memalign`: `EINVAL` unless `align` is a power of two multiple of the
@@ -243,6 +315,7 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
     }
     let block = allocate(size, align, false);
     if block.is_null() {
+        // `errno` is ENOMEM too, as glibc leaves it.
         return libc::ENOMEM;
     }
     // SAFETY: `out` is writable (caller).
@@ -250,7 +323,8 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
     0
 }
 
-/// C11 `aligned_alloc`.
+/// C11 `aligned_alloc`: as [`memalign`] (glibc 2.36 accepts any alignment and rounds
+/// it up to a power of two).
 ///
 /// # Safety
 /// Always safe to call.
@@ -260,7 +334,9 @@ pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void
     allocate_aligned(align, size)
 }
 
-/// Obsolete `memalign`.
+/// Obsolete `memalign`: `align` is rounded up to a power of two (0 and 1 mean the
+/// default 16); null with `EINVAL` above `SIZE_MAX / 2 + 1`, with `ENOMEM` on
+/// exhaustion.
 ///
 /// # Safety
 /// Always safe to call.
@@ -318,6 +394,322 @@ pub unsafe extern "C" fn malloc_usable_size(pointer: *mut c_void) -> usize {
     <SlabHeap>::usable_size(layout) - layout.align().max(PREFIX)
 }
 
+/// Totals of the heap, from its own counters (the calling thread's magazines flushed).
+#[derive(Clone, Copy, Debug, Default)]
+struct Totals {
+    /// Bytes of slabs held.
+    slab_bytes: usize,
+    /// Bytes of small blocks in use (blocks cached by other threads included).
+    used_bytes: usize,
+    /// Blocks and bytes cached in the depots.
+    cached_blocks: usize,
+    cached_bytes: usize,
+    /// Free blocks inside slabs.
+    free_blocks: usize,
+    /// Bytes of empty slabs.
+    empty_slab_bytes: usize,
+    /// Blocks with a mapping of their own, and their bytes.
+    mapped_blocks: usize,
+    mapped_bytes: usize,
+}
+
+/// One size class's figures, for [`malloc_info`].
+struct ClassTotals {
+    size: usize,
+    cached: usize,
+    free: usize,
+}
+
+/// Walks the classes (`each` gets each one's figures) and sums them.
+fn totals(mut each: impl FnMut(ClassTotals)) -> Totals {
+    let mut totals = Totals::default();
+    for class in 0..CLASS_COUNT {
+        let Some(stats) = HEAP.class_stats(class) else {
+            break;
+        };
+        let slabs = stats.slabs_partial + stats.slabs_full + stats.slabs_empty;
+        let slab_bytes = stats.bytes_committed.checked_div(slabs).unwrap_or(0);
+        let free = (stats.objects_per_slab * slabs)
+            .saturating_sub(stats.objects_live + stats.objects_in_depot);
+        totals.slab_bytes += stats.bytes_committed;
+        totals.used_bytes += stats.objects_live * stats.object_size;
+        totals.cached_blocks += stats.objects_in_depot;
+        totals.cached_bytes += stats.objects_in_depot * stats.object_size;
+        totals.free_blocks += free;
+        totals.empty_slab_bytes += stats.slabs_empty * slab_bytes;
+        each(ClassTotals {
+            size: stats.object_size,
+            cached: stats.objects_in_depot,
+            free,
+        });
+    }
+    let heap = HEAP.stats();
+    totals.mapped_blocks = heap.large_blocks;
+    totals.mapped_bytes = heap.large_bytes;
+    totals
+}
+
+/// glibc's `malloc_trim`: gives back every free page the heap can (the calling thread's
+/// cached blocks, the depots, every empty slab); 1 if memory went back, else 0. `pad` is
+/// ignored.
+///
+/// # Safety
+/// Always safe to call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn malloc_trim(pad: usize) -> c_int {
+    let _guard = guard("panic in malloc_trim");
+    let _ = pad;
+    let before = HEAP.stats().small.slabs_released;
+    HEAP.flush_thread_cache();
+    HEAP.trim();
+    c_int::from(HEAP.stats().small.slabs_released > before)
+}
+
+/// glibc's `struct mallinfo2`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MallInfo2 {
+    /// Bytes of slabs held (glibc: non-mmapped space).
+    pub arena: usize,
+    /// Free blocks inside slabs.
+    pub ordblks: usize,
+    /// Blocks cached in the depots (glibc: fastbin blocks).
+    pub smblks: usize,
+    /// Blocks with a mapping of their own.
+    pub hblks: usize,
+    /// Bytes of blocks with a mapping of their own.
+    pub hblkhd: usize,
+    /// Always 0, as in glibc.
+    pub usmblks: usize,
+    /// Bytes cached in the depots.
+    pub fsmblks: usize,
+    /// Bytes of small blocks in use.
+    pub uordblks: usize,
+    /// `arena - uordblks`.
+    pub fordblks: usize,
+    /// Bytes of empty slabs.
+    pub keepcost: usize,
+}
+
+/// glibc's deprecated `struct mallinfo`: [`MallInfo2`] in `int`s.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MallInfo {
+    /// As in [`MallInfo2`], saturated to `INT_MAX`.
+    pub arena: c_int,
+    /// As in [`MallInfo2`], saturated.
+    pub ordblks: c_int,
+    /// As in [`MallInfo2`], saturated.
+    pub smblks: c_int,
+    /// As in [`MallInfo2`], saturated.
+    pub hblks: c_int,
+    /// As in [`MallInfo2`], saturated.
+    pub hblkhd: c_int,
+    /// 0.
+    pub usmblks: c_int,
+    /// As in [`MallInfo2`], saturated.
+    pub fsmblks: c_int,
+    /// As in [`MallInfo2`], saturated.
+    pub uordblks: c_int,
+    /// As in [`MallInfo2`], saturated.
+    pub fordblks: c_int,
+    /// As in [`MallInfo2`], saturated.
+    pub keepcost: c_int,
+}
+
+fn info() -> MallInfo2 {
+    let totals = totals(|_| {});
+    MallInfo2 {
+        arena: totals.slab_bytes,
+        ordblks: totals.free_blocks,
+        smblks: totals.cached_blocks,
+        hblks: totals.mapped_blocks,
+        hblkhd: totals.mapped_bytes,
+        usmblks: 0,
+        fsmblks: totals.cached_bytes,
+        uordblks: totals.used_bytes,
+        fordblks: totals.slab_bytes.saturating_sub(totals.used_bytes),
+        keepcost: totals.empty_slab_bytes,
+    }
+}
+
+/// glibc's `mallinfo2`: the heap's counters (see the crate docs).
+///
+/// # Safety
+/// Always safe to call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mallinfo2() -> MallInfo2 {
+    let _guard = guard("panic in mallinfo2");
+    info()
+}
+
+/// glibc's deprecated `mallinfo`: [`mallinfo2`] saturated to `int`.
+///
+/// # Safety
+/// Always safe to call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mallinfo() -> MallInfo {
+    let _guard = guard("panic in mallinfo");
+    let info = info();
+    let int = |value: usize| c_int::try_from(value).unwrap_or(c_int::MAX);
+    MallInfo {
+        arena: int(info.arena),
+        ordblks: int(info.ordblks),
+        smblks: int(info.smblks),
+        hblks: int(info.hblks),
+        hblkhd: int(info.hblkhd),
+        usmblks: 0,
+        fsmblks: int(info.fsmblks),
+        uordblks: int(info.uordblks),
+        fordblks: int(info.fordblks),
+        keepcost: int(info.keepcost),
+    }
+}
+
+/// Formatted text in a stack buffer, handed to `sink` whenever it fills and at the end:
+/// formatting allocates nothing.
+struct Text<F: FnMut(&[u8])> {
+    buffer: [u8; 256],
+    len: usize,
+    sink: F,
+}
+
+impl<F: FnMut(&[u8])> Text<F> {
+    fn new(sink: F) -> Self {
+        Text {
+            buffer: [0; 256],
+            len: 0,
+            sink,
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.len > 0 {
+            (self.sink)(&self.buffer[..self.len]);
+            self.len = 0;
+        }
+    }
+}
+
+impl<F: FnMut(&[u8])> fmt::Write for Text<F> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        for chunk in text.as_bytes().chunks(self.buffer.len()) {
+            if self.len + chunk.len() > self.buffer.len() {
+                self.flush();
+            }
+            self.buffer[self.len..self.len + chunk.len()].copy_from_slice(chunk);
+            self.len += chunk.len();
+        }
+        Ok(())
+    }
+}
+
+/// glibc's `malloc_stats`: the heap's totals on standard error, in glibc's layout (the
+/// slabs as "Arena 0", then the totals with the blocks of their own mappings).
+///
+/// # Safety
+/// Always safe to call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn malloc_stats() {
+    let _guard = guard("panic in malloc_stats");
+    let info = info();
+    let mut text = Text::new(|bytes: &[u8]| {
+        // SAFETY: writes initialised bytes to stderr; a short write only cuts the text.
+        let _ = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
+    });
+    let _ = write!(
+        text,
+        "Arena 0:\nsystem bytes     = {:>10}\nin use bytes     = {:>10}\n\
+         Total (incl. mmap):\nsystem bytes     = {:>10}\nin use bytes     = {:>10}\n\
+         mmap regions     = {:>10}\nmmap bytes       = {:>10}\n",
+        info.arena,
+        info.uordblks,
+        info.arena + info.hblkhd,
+        info.uordblks + info.hblkhd,
+        info.hblks,
+        info.hblkhd,
+    );
+    text.flush();
+}
+
+/// glibc's `malloc_info`: the heap's state as glibc's XML document, one `<size>` per
+/// size class (its cached and free blocks). `options` must be 0, else `EINVAL` is
+/// returned (as glibc does, without setting `errno`).
+///
+/// # Safety
+/// - `stream` is an open, writable `FILE`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn malloc_info(options: c_int, stream: *mut libc::FILE) -> c_int {
+    let _guard = guard("panic in malloc_info");
+    if options != 0 {
+        return libc::EINVAL;
+    }
+    let mut text = Text::new(|bytes: &[u8]| {
+        // SAFETY: `stream` is writable (caller); the bytes are initialised.
+        let _ = unsafe { libc::fwrite(bytes.as_ptr().cast(), 1, bytes.len(), stream) };
+    });
+    let _ = text.write_str("<malloc version=\"1\">\n<heap nr=\"0\">\n<sizes>\n");
+    let totals = totals(|class| {
+        if class.cached + class.free > 0 {
+            let _ = writeln!(
+                text,
+                "  <size from=\"{0}\" to=\"{0}\" total=\"{1}\" count=\"{2}\"/>",
+                class.size,
+                class.size * (class.cached + class.free),
+                class.cached + class.free,
+            );
+        }
+    });
+    let free_bytes = totals.slab_bytes.saturating_sub(totals.used_bytes);
+    let _ = write!(
+        text,
+        "</sizes>\n<total type=\"fast\" count=\"{}\" size=\"{}\"/>\n\
+         <total type=\"rest\" count=\"{}\" size=\"{}\"/>\n\
+         <system type=\"current\" size=\"{}\"/>\n\
+         <aspace type=\"total\" size=\"{}\"/>\n</heap>\n\
+         <total type=\"fast\" count=\"{}\" size=\"{}\"/>\n\
+         <total type=\"rest\" count=\"{}\" size=\"{}\"/>\n\
+         <total type=\"mmap\" count=\"{}\" size=\"{}\"/>\n\
+         <system type=\"current\" size=\"{}\"/>\n\
+         <aspace type=\"total\" size=\"{}\"/>\n</malloc>\n",
+        totals.cached_blocks,
+        totals.cached_bytes,
+        totals.free_blocks,
+        free_bytes,
+        totals.slab_bytes,
+        totals.slab_bytes,
+        totals.cached_blocks,
+        totals.cached_bytes,
+        totals.free_blocks,
+        free_bytes,
+        totals.mapped_blocks,
+        totals.mapped_bytes,
+        totals.slab_bytes + totals.mapped_bytes,
+        totals.slab_bytes + totals.mapped_bytes,
+    );
+    text.flush();
+    0
+}
+
+/// glibc's `M_MXFAST`, the one parameter whose values glibc refuses.
+const M_MXFAST: c_int = 1;
+/// The largest `M_MXFAST` glibc accepts on 64-bit targets (`80 * sizeof(size_t) / 4`).
+const MAX_FAST_SIZE: c_int = 160;
+
+/// glibc's `mallopt`: 1 (accepted) for every parameter, 0 for an `M_MXFAST` outside
+/// `0..=160` as glibc refuses it. No parameter changes this heap (see the crate docs).
+///
+/// # Safety
+/// Always safe to call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mallopt(param: c_int, value: c_int) -> c_int {
+    let _guard = guard("panic in mallopt");
+    match param {
+        M_MXFAST => c_int::from((0..=MAX_FAST_SIZE).contains(&value)),
+        _ => 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,7 +743,13 @@ mod tests {
             }
             let mut out = ptr::null_mut();
             assert_eq!(posix_memalign(&mut out, 24, 8), libc::EINVAL);
-            assert!(memalign(3, 8).is_null());
+            let rounded = memalign(3, 8);
+            assert!(!rounded.is_null() && rounded.addr().is_multiple_of(16));
+            free(rounded);
+            let rounded = aligned_alloc(24, 8);
+            assert!(!rounded.is_null() && rounded.addr().is_multiple_of(32));
+            free(rounded);
+            assert!(memalign(usize::MAX / 2 + 2, 8).is_null());
             let page = valloc(10);
             assert_eq!(page.addr() % page_size(), 0);
             free(page);

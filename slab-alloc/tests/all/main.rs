@@ -2,11 +2,15 @@
 
 mod corruption;
 mod exhaustion;
+mod extreme_settings;
+mod fork_from_allocating_threads;
 mod heap_programs;
 mod large_blocks_without_syscalls;
 mod many_caches;
 mod object_cache_programs;
 mod realloc_in_place_provenance;
+mod realloc_past_the_requested_size;
+mod requests_beyond_memory;
 mod slab_cache_programs;
 mod threads;
 mod working_set;
