@@ -293,7 +293,7 @@ impl<S: PageSource> CacheCore<S> {
             Some(object) => object,
             None => self.alloc_slow(construct)?,
         };
-        #[cfg(debug_assertions)]
+        #[cfg(any(debug_assertions, feature = "hardened"))]
         // SAFETY: the object is in one of our slabs, which are mapped.
         unsafe {
             slab::debug_mark(object, &self.header, &self.geometry, true)
@@ -336,7 +336,7 @@ impl<S: PageSource> CacheCore<S> {
     #[inline(always)]
     pub(crate) fn alloc_fast_hinted(&self, id: u32, link_offset: usize) -> Option<NonNull<u8>> {
         let object = self.alloc_fast(id, link_offset)?;
-        #[cfg(debug_assertions)]
+        #[cfg(any(debug_assertions, feature = "hardened"))]
         // SAFETY: the object is in one of our slabs, which are mapped.
         unsafe {
             slab::debug_mark(object, &self.header, &self.geometry, true)
@@ -419,7 +419,7 @@ impl<S: PageSource> CacheCore<S> {
     #[inline(always)]
     pub(crate) unsafe fn free_hinted(&self, id: u32, link_offset: usize, object: NonNull<u8>) {
         debug_assert!(id == self.header.fast_id && link_offset == self.header.link_offset);
-        #[cfg(debug_assertions)]
+        #[cfg(any(debug_assertions, feature = "hardened"))]
         // SAFETY: a pointer this cache handed out lies in one of its mapped slabs; a
         // foreign pointer is the caller's bug, which the check reports when it can.
         unsafe {

@@ -359,6 +359,69 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         }
     }
 
+    /// Reports a bad free of `pointer` on standard error, naming the address and what
+    /// is wrong with it, and aborts the process (no allocation, no unwinding).
+    ///
+    /// For a caller that keeps its own bookkeeping beside the heap's blocks (the C ABI's
+    /// prefix) and found it invalid: the heap then says why. With the `hardened` feature
+    /// (and in debug builds) it tells a double free (the object holding `pointer` is
+    /// free), a pointer into a block that is not its start (or whose caller bookkeeping
+    /// was overwritten), a pointer into a slab of another heap or cache, and a pointer
+    /// into no slab at all; without it, only the last from the others.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let heap = slab_alloc::SlabHeap::new();
+    /// // A pointer this heap never handed out: prints a message and aborts.
+    /// heap.report_bad_free(std::ptr::dangling::<u8>());
+    /// ```
+    #[cold]
+    #[inline(never)]
+    pub fn report_bad_free(&self, pointer: *const u8) -> ! {
+        use crate::sync::fatal;
+        let address = pointer.addr();
+        let Some(base) = crate::slab_map::lookup(address & !(SLAB_BYTES - 1)) else {
+            fatal(
+                "free of a pointer this allocator did not hand out (pointer, 0)",
+                address,
+                0,
+            );
+        };
+        #[cfg(any(debug_assertions, feature = "hardened"))]
+        {
+            // SAFETY: `base` is a live slab's base from the slab map.
+            let owner = unsafe { crate::slab::debug_owner(base) };
+            let class = self
+                .built()
+                .and_then(|classes| classes.iter().find(|class| ptr::eq(&class.header, owner)));
+            let Some(class) = class else {
+                fatal(
+                    "free into the wrong heap: the pointer is in a slab of another heap or \
+                     cache (pointer, slab)",
+                    address,
+                    base.addr().get(),
+                );
+            };
+            let geometry = &class.geometry;
+            let offset = address - base.addr().get();
+            if offset >= geometry.first_offset {
+                let index = (offset - geometry.first_offset) / geometry.slot_size;
+                // SAFETY: a live slab of this class, `index` checked against its capacity.
+                if index < geometry.capacity && !unsafe { crate::slab::debug_is_live(base, index) }
+                {
+                    fatal("double free (pointer, slab)", address, base.addr().get());
+                }
+            }
+        }
+        fatal(
+            "free of a pointer that is not the start of a block: an interior or misaligned \
+             pointer, or the block's header was overwritten (pointer, slab)",
+            address,
+            base.addr().get(),
+        )
+    }
+
     /// The page source of the slabs.
     pub fn source(&self) -> &S {
         &self.source

@@ -67,8 +67,10 @@ unsafe fn finish(base: *mut u8, layout: Layout) -> *mut c_void {
     unsafe {
         let user = base.add(offset);
         let prefix = user.sub(PREFIX).cast::<usize>();
-        prefix.write(layout.size());
-        prefix.add(1).write(layout.align() ^ MAGIC);
+        // The alignment first: a free block's link word overwrites it, so that a second
+        // free of the block finds an invalid prefix (and no size to trust).
+        prefix.write(layout.align() ^ MAGIC);
+        prefix.add(1).write(layout.size());
         user.cast()
     }
 }
@@ -81,10 +83,12 @@ unsafe fn finish(base: *mut u8, layout: Layout) -> *mut c_void {
 ///   fault, or the pointer is reported and the process aborted).
 unsafe fn block_of(user: *mut c_void) -> (*mut u8, Layout) {
     let user = user.cast::<u8>();
+    #[cfg(feature = "hardened")]
+    check_prefix_is_mapped(user);
     // SAFETY: blocks of this library have a 16-byte prefix just before them.
     let (size, align) = unsafe {
         let prefix = user.sub(PREFIX).cast::<usize>();
-        (prefix.read(), prefix.add(1).read() ^ MAGIC)
+        (prefix.add(1).read(), prefix.read() ^ MAGIC)
     };
     let offset = align.max(PREFIX);
     let layout = match Layout::from_size_align(size, align) {
@@ -95,13 +99,41 @@ unsafe fn block_of(user: *mut c_void) -> (*mut u8, Layout) {
     (unsafe { user.sub(offset) }, layout)
 }
 
+/// Reports a pointer whose prefix is invalid, saying why (a double free, an interior
+/// pointer, a foreign pointer: see [`SlabHeap::report_bad_free`]), and aborts.
 #[cold]
 fn invalid_pointer(user: *mut u8) -> ! {
-    let message = b"slab-alloc-capi: free(): invalid pointer (not from this allocator, or its prefix was overwritten)\n";
-    // SAFETY: writes a static message to stderr; the result is irrelevant before abort.
-    let _ = unsafe { libc::write(2, message.as_ptr().cast(), message.len()) };
-    let _ = user;
-    std::process::abort()
+    HEAP.report_bad_free(user)
+}
+
+/// The hardened build's check before a prefix is read: the pointer and its prefix lie in
+/// a slab (a small block), or the prefix's page is mapped and the pointer sits where a
+/// large block's would (16 bytes, or its power-of-two alignment, past a page boundary).
+/// Else the pointer is reported (a wild pointer, or a large block already unmapped).
+#[cfg(feature = "hardened")]
+fn check_prefix_is_mapped(user: *mut u8) {
+    let prefix = user.wrapping_sub(PREFIX);
+    if slab_alloc::is_in_a_slab(user) && slab_alloc::is_in_a_slab(prefix) {
+        return;
+    }
+    let page = page_size();
+    let in_page = user.addr() & (page - 1);
+    let placed =
+        in_page == PREFIX || in_page == 0 || (in_page > PREFIX && in_page.is_power_of_two());
+    let mut resident = 0u8;
+    // SAFETY: `mincore` only inspects the mapping of the page-aligned range (it fails
+    // with ENOMEM when part of it is unmapped) and writes one byte to `resident`.
+    let mapped = placed
+        && unsafe {
+            libc::mincore(
+                prefix.map_addr(|address| address & !(page - 1)).cast(),
+                1,
+                &raw mut resident,
+            )
+        } == 0;
+    if !mapped {
+        HEAP.report_bad_free(user);
+    }
 }
 
 /// Allocates a C block; null with `errno = ENOMEM` on failure.
