@@ -5,7 +5,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::fmt;
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 use allocator_api2::alloc::{AllocError, Allocator};
 use mmap_alloc::{DefaultPages, MmapAlloc, PageSource};
@@ -58,6 +58,10 @@ pub struct SlabHeap<S: PageSource + Clone = DefaultPages> {
     /// Written by every large allocation and free, so on cache lines of their own, away
     /// from `classes`.
     large: CachePadded<LargeCounters>,
+    /// Called at every decay pass driven by operations ([`SlabHeap::on_decay_pass`]).
+    decay_hook: Option<fn()>,
+    /// The process that runs this heap's decay thread (0: none started).
+    decay_thread_pid: AtomicU32,
 }
 
 /// The most bytes of objects the depot of a class above 16 KiB keeps (in full
@@ -140,7 +144,32 @@ impl<S: PageSource + Clone> SlabHeap<S> {
                 blocks: AtomicUsize::new(0),
                 bytes: AtomicUsize::new(0),
             }),
+            decay_hook: None,
+            decay_thread_pid: AtomicU32::new(0),
         }
+    }
+
+    /// The same heap, calling `hook` at every decay pass its operations drive (at most
+    /// once per [`DECAY_INTERVAL`](crate::DECAY_INTERVAL)), outside any lock of the heap,
+    /// from the thread whose operation found the pass due: for instance to start the
+    /// decay thread of a `static` heap once the program is running (as the C ABI does
+    /// when `SLAB_DECAY_THREAD=1`). The hook may allocate from the heap.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use slab_alloc::SlabHeap;
+    ///
+    /// static HEAP: SlabHeap = SlabHeap::new().on_decay_pass(start);
+    ///
+    /// fn start() {
+    ///     let _ = HEAP.start_decay_thread();
+    /// }
+    /// # let _ = &HEAP;
+    /// ```
+    pub const fn on_decay_pass(mut self, hook: fn()) -> Self {
+        self.decay_hook = Some(hook);
+        self
     }
 
     /// Class `index` (below [`CLASS_COUNT`]), the classes being built on first use;
@@ -174,6 +203,9 @@ impl<S: PageSource + Clone> SlabHeap<S> {
             // below destroys it).
             unsafe { CacheCore::init(place.add(index), config, self.source.clone()) };
         }
+        // SAFETY: the classes were all initialised in one block just above, which lives
+        // as long as they do, and nobody else sees them yet.
+        unsafe { CacheCore::set_siblings(place, CLASS_COUNT, self.decay_hook) };
         let built = block.cast::<Classes<S>>();
         match self.classes.compare_exchange(
             ptr::null_mut(),
@@ -195,7 +227,8 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     /// # Safety
     /// - `classes` was built by `build_classes` from `source` and nothing uses it.
     unsafe fn destroy_classes(source: &S, classes: NonNull<Classes<S>>) {
-        for index in 0..CLASS_COUNT {
+        // The first class, whose decay clock the others read, goes last.
+        for index in (0..CLASS_COUNT).rev() {
             // SAFETY: each class core was initialised and is unused (caller).
             drop(unsafe { CacheCore::destroy(classes.cast::<CacheCore<S>>().add(index)) });
         }
@@ -349,6 +382,55 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         }
     }
 
+    /// Starts a thread that runs a decay pass over the heap's classes every
+    /// [`DECAY_INTERVAL`](crate::DECAY_INTERVAL), so that a freed peak goes back to the
+    /// system even when the program makes no further allocation at all (decay passes
+    /// are otherwise driven by the heap's own operations; see the README). Returns
+    /// without starting another when this process already runs one (a child made by
+    /// `fork` has none, and may start its own). The thread takes no lock that is held
+    /// and never allocates from the heap.
+    ///
+    /// # Errors
+    /// The error of [`std::thread::Builder::spawn`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use slab_alloc::SlabHeap;
+    ///
+    /// static HEAP: SlabHeap = SlabHeap::new();
+    ///
+    /// HEAP.start_decay_thread()?;
+    /// HEAP.start_decay_thread()?; // already running: nothing more
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn start_decay_thread(&'static self) -> std::io::Result<()>
+    where
+        S: Sync + Send,
+    {
+        let pid = std::process::id();
+        if self.decay_thread_pid.swap(pid, Ordering::Relaxed) == pid {
+            return Ok(());
+        }
+        let spawned = std::thread::Builder::new()
+            .name("slab-decay".to_owned())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(crate::DECAY_INTERVAL);
+                    if let Some(classes) = self.built() {
+                        classes[0].decay_siblings(std::time::Instant::now());
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                self.decay_thread_pid.store(0, Ordering::Relaxed);
+                Err(error)
+            }
+        }
+    }
+
     /// Walks and checks every class.
     ///
     /// # Panics
@@ -383,7 +465,8 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         let address = pointer.addr();
         let Some(base) = crate::slab_map::lookup(address & !(SLAB_BYTES - 1)) else {
             fatal(
-                "free of a pointer this allocator did not hand out (pointer, 0)",
+                "free of a pointer this allocator did not hand out, or of a large block \
+                 already freed (pointer, 0)",
                 address,
                 0,
             );

@@ -12,7 +12,7 @@ mod slab_map;
 mod stats;
 mod sync;
 
-pub use cache::{CacheConfig, CacheError, SlabCache};
+pub use cache::{CacheConfig, CacheError, DECAY_INTERVAL, SlabCache};
 pub use heap::SlabHeap;
 pub use object_cache::{ObjectBox, ObjectCache};
 pub use slab::SLAB_BYTES;

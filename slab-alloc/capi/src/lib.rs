@@ -20,10 +20,34 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::ffi::{c_int, c_void};
 use core::ptr;
+use core::sync::atomic::{AtomicU8, Ordering};
 
 use slab_alloc::{AbortOnUnwind, SlabHeap};
 
-static HEAP: SlabHeap = SlabHeap::new();
+static HEAP: SlabHeap = SlabHeap::new().on_decay_pass(decay_thread_if_asked);
+
+/// Whether `SLAB_DECAY_THREAD=1` was set: 0 not read yet, 1 no, 2 yes.
+static DECAY_THREAD: AtomicU8 = AtomicU8::new(0);
+
+/// Starts the heap's decay thread when the environment asks for it
+/// (`SLAB_DECAY_THREAD=1`, read once). Called at the heap's decay passes, so the thread
+/// starts once the program runs and allocates (never from a library constructor), and
+/// again in a child made by `fork`, which does not inherit it.
+fn decay_thread_if_asked() {
+    let mut asked = DECAY_THREAD.load(Ordering::Relaxed);
+    if asked == 0 {
+        // SAFETY: a NUL-terminated name; `getenv` allocates nothing and the value is
+        // only read here, at once.
+        let value = unsafe { libc::getenv(c"SLAB_DECAY_THREAD".as_ptr()) };
+        // SAFETY: a non-null result of `getenv` is a NUL-terminated string.
+        let on = !value.is_null() && unsafe { core::ffi::CStr::from_ptr(value) } == c"1";
+        asked = if on { 2 } else { 1 };
+        DECAY_THREAD.store(asked, Ordering::Relaxed);
+    }
+    if asked == 2 {
+        let _ = HEAP.start_decay_thread();
+    }
+}
 
 /// Bytes of the prefix before every block.
 const PREFIX: usize = 16;

@@ -2,6 +2,7 @@
 
 mod corruption;
 mod exhaustion;
+mod freed_peak_stays_resident;
 mod heap_programs;
 mod large_blocks_without_syscalls;
 mod many_caches;
