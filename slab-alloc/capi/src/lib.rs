@@ -9,10 +9,18 @@
 //! ```
 //!
 //! C's `free` gets no size, so every block carries a 16-byte prefix just before the
-//! pointer handed out: the size of the underlying heap block and its alignment (xored
-//! with a magic number, so that a pointer this library did not hand out is reported and
-//! the process aborted instead of corrupting the heap). A block aligned to `A > 16` is
-//! placed `A` bytes into its heap block, so the prefix always fits.
+//! pointer handed out: the alignment of the underlying heap block (xored with a magic
+//! number, so that a pointer this library did not hand out is reported and the process
+//! aborted instead of corrupting the heap), then its size. The alignment comes first
+//! because a freed block's link word overwrites it: a second free finds it invalid. A
+//! block aligned to `A > 16` is placed `A` bytes into its heap block, so the prefix
+//! always fits.
+//!
+//! The `hardened` feature builds the library on slab-alloc's hardened mode: double,
+//! interior, misaligned and foreign frees abort with a message naming the address (see
+//! slab-alloc's README). `SLAB_DECAY_THREAD=1` in the environment starts the heap's
+//! decay thread at its first decay pass, so that a freed peak goes back to the system
+//! even while the program makes no further allocation.
 //!
 //! No function unwinds: each runs under an [`AbortOnUnwind`] guard. Failures return
 //! null and set `errno` to `ENOMEM` (or `EINVAL` for bad alignments), as C expects.
