@@ -116,7 +116,7 @@ unsafe fn finish(base: *mut u8, layout: Layout) -> *mut c_void {
 unsafe fn block_of(user: *mut c_void) -> (*mut u8, Layout) {
     let user = user.cast::<u8>();
     #[cfg(feature = "hardened")]
-    check_prefix_is_mapped(user);
+    let in_slab = check_prefix_is_mapped(user);
     // SAFETY: blocks of this library have a 16-byte prefix just before them.
     let (size, align) = unsafe {
         let prefix = user.sub(PREFIX).cast::<usize>();
@@ -127,6 +127,12 @@ unsafe fn block_of(user: *mut c_void) -> (*mut u8, Layout) {
         Ok(layout) if align >= MIN_ALIGN && size >= offset => layout,
         _ => invalid_pointer(user),
     };
+    // A prefix overwritten into another valid one (a write just before the block): a
+    // block in a slab must have a small size, one outside a large size.
+    #[cfg(feature = "hardened")]
+    if in_slab != slab_alloc::size_class::class_for(size, align).is_some() {
+        invalid_pointer(user);
+    }
     // SAFETY: the block starts `offset` bytes before the pointer.
     (unsafe { user.sub(offset) }, layout)
 }
@@ -142,11 +148,12 @@ fn invalid_pointer(user: *mut u8) -> ! {
 /// a slab (a small block), or the prefix's page is mapped and the pointer sits where a
 /// large block's would (16 bytes, or its power-of-two alignment, past a page boundary).
 /// Else the pointer is reported (a wild pointer, or a large block already unmapped).
+/// Returns whether the pointer is in a slab.
 #[cfg(feature = "hardened")]
-fn check_prefix_is_mapped(user: *mut u8) {
+fn check_prefix_is_mapped(user: *mut u8) -> bool {
     let prefix = user.wrapping_sub(PREFIX);
     if slab_alloc::is_in_a_slab(user) && slab_alloc::is_in_a_slab(prefix) {
-        return;
+        return true;
     }
     let page = page_size();
     let in_page = user.addr() & (page - 1);
@@ -166,6 +173,7 @@ fn check_prefix_is_mapped(user: *mut u8) {
     if !mapped {
         HEAP.report_bad_free(user);
     }
+    false
 }
 
 /// Allocates a C block; null with `errno = ENOMEM` on failure.

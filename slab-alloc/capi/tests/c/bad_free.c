@@ -30,6 +30,9 @@ int main(int argc, char **argv) {
         q[0] = 1;
         do_free(q);
         do_free(q);
+    } else if (!strcmp(mode, "underflow")) {
+        p[-1] ^= 'A'; /* the top byte of the size in the prefix */
+        do_free(p);
     } else if (!strcmp(mode, "interior")) {
         do_free(p + 32);
     } else if (!strcmp(mode, "unaligned")) {
