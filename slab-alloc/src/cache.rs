@@ -17,8 +17,22 @@
 //! ping-pong at any bound makes no source call, since what it uses is in use within
 //! every epoch. A hard cap (the bytes of `8 * max_empty_slabs + 8` empty slabs of
 //! [`SLAB_BYTES`], trimmed to half) bounds what a burst can leave behind between
-//! epochs. A cache that goes idle keeps its memory until its next operations or
-//! [`SlabCache::trim`].
+//! epochs.
+//!
+//! A cache's own operations end its epochs only while it is busy, so memory also goes
+//! back by **decay**, driven by the operations of any cache of a heap (the classes of a
+//! [`SlabHeap`](crate::SlabHeap) are siblings; a lone cache is its own): every
+//! [`CLOCK_EVENTS`] locked operations a cache reads the clock, and once per
+//! [`DECAY_INTERVAL`] the first to see it due runs a *decay pass* over all the siblings
+//! after its operation, outside any lock. The pass skips a sibling whose lock is held (it
+//! is busy, and runs its own epochs); a sibling that made no locked operation since the
+//! previous pass is *idle*: the calling thread's magazines of it, its depot and all its
+//! empty slabs go back at once; any other sibling whose epoch is older than
+//! [`EPOCH_TIME`] ends it by the working-set rule. A peak freed in one class is
+//! therefore returned within about two intervals while the program works in any class,
+//! with no system call on the free paths. A background thread
+//! ([`SlabHeap::start_decay_thread`](crate::SlabHeap::start_decay_thread)) runs the
+//! same pass for a program that makes no operation at all.
 //!
 //! Magazines grow under contention, as in the paper (section 3.6): the lock is taken
 //! with one compare-and-swap and an attempt that finds it held counts as a contention;
@@ -43,6 +57,7 @@ use core::marker::PhantomData;
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::Ordering::Relaxed;
+use core::sync::atomic::{AtomicBool, AtomicU64};
 use core::time::Duration;
 use std::time::Instant;
 
@@ -88,6 +103,10 @@ struct State {
     magazine_misses: u64,
     /// Locked operations that found the lock held by another thread.
     lock_contentions: u64,
+    /// Locked operations ever (wrapping), for the idle test of the decay pass.
+    ops: u64,
+    /// `ops` at the previous decay pass.
+    ops_at_decay: u64,
     /// Contentions in the current window of [`CONTENTION_WINDOW`] locked operations.
     window_contentions: u32,
     /// Times the magazine size grew.
@@ -101,6 +120,10 @@ pub(crate) const EPOCH_EVENTS: u32 = 1024;
 pub(crate) const EPOCH_TIME: Duration = Duration::from_millis(500);
 /// Full magazines the depot keeps whatever its working set.
 const DEPOT_FLOOR: usize = 4;
+/// Time between two decay passes over the siblings (module docs).
+pub const DECAY_INTERVAL: Duration = Duration::from_millis(250);
+/// Locked operations of a cache between two looks at the clock (a vDSO call).
+const CLOCK_EVENTS: u32 = 64;
 /// Locked operations per window of the contention measure.
 pub(crate) const CONTENTION_WINDOW: u32 = 256;
 /// Contended locked operations in a window (about 3 %) that make the magazines grow.
@@ -127,7 +150,27 @@ pub(crate) struct CacheCore<S: PageSource> {
     /// Destroys a constructed object when its slab is reclaimed.
     drop_object: Option<unsafe fn(NonNull<u8>)>,
     source: S,
+    /// The first of this core's siblings (the classes of its heap, or itself), with the
+    /// provenance of all of them; they live as long as this core. Written before the
+    /// core is shared.
+    siblings: *const CacheCore<S>,
+    /// How many siblings there are (at least 1).
+    sibling_count: usize,
+    /// The decay clock; the first sibling's is the one used.
+    clock: DecayClock,
     state: UnsafeCell<State>,
+}
+
+/// When the next decay pass is due, shared by siblings (see the module docs).
+struct DecayClock {
+    /// When the core was made; `due_nanos` counts from it.
+    base: Instant,
+    /// Nanoseconds after `base` when the next pass is due.
+    due_nanos: AtomicU64,
+    /// Set by the operation that found the pass due; taken by the slow path that runs it.
+    requested: AtomicBool,
+    /// Called outside any lock at every decay pass driven by operations.
+    hook: Option<fn()>,
 }
 
 // SAFETY: the state is guarded by the lock (module docs); the raw pointers inside point to
@@ -201,6 +244,14 @@ impl<S: PageSource> CacheCore<S> {
                 .write(config.purge_free_objects && config.geometry.link_offset == 0);
             (&raw mut (*core).drop_object).write(config.drop_object);
             (&raw mut (*core).source).write(source);
+            (&raw mut (*core).siblings).write(place.as_ptr());
+            (&raw mut (*core).sibling_count).write(1);
+            (&raw mut (*core).clock).write(DecayClock {
+                base: Instant::now(),
+                due_nanos: AtomicU64::new(DECAY_INTERVAL.as_nanos() as u64),
+                requested: AtomicBool::new(false),
+                hook: None,
+            });
             let state = UnsafeCell::raw_get(&raw const (*core).state);
             (&raw mut (*state).partial).write(SlabList::new(ListKind::Partial));
             (&raw mut (*state).full).write(SlabList::new(ListKind::Full));
@@ -218,10 +269,32 @@ impl<S: PageSource> CacheCore<S> {
             (&raw mut (*state).lock_contentions).write(0);
             (&raw mut (*state).window_contentions).write(0);
             (&raw mut (*state).magazine_resizes).write(0);
+            (&raw mut (*state).ops).write(0);
+            (&raw mut (*state).ops_at_decay).write(0);
         }
         // SAFETY: the header now sits at its final address, which stays put until
         // `destroy`.
         unsafe { registry::register_core(place.cast::<CoreHeader>(), config.magazines) };
+    }
+
+    /// Makes the `count` cores from `first` on siblings that decay together, the first
+    /// one's clock calling `hook` at every pass.
+    ///
+    /// # Safety
+    /// - `first` points to `count` initialised cores in one allocation (with its
+    ///   provenance), that live and stay put as long as any of them, and none of them is
+    ///   shared with another thread yet.
+    pub(crate) unsafe fn set_siblings(first: NonNull<Self>, count: usize, hook: Option<fn()>) {
+        for index in 0..count {
+            // SAFETY: inside the allocation, not shared yet (caller).
+            unsafe {
+                let core = first.as_ptr().add(index);
+                (*core).siblings = first.as_ptr();
+                (*core).sibling_count = count;
+            }
+        }
+        // SAFETY: as above.
+        unsafe { (*first.as_ptr()).clock.hook = hook };
     }
 
     /// Runs `f` with the state, under the lock.
@@ -298,7 +371,7 @@ impl<S: PageSource> CacheCore<S> {
             Some(object) => object,
             None => self.alloc_slow(construct)?,
         };
-        #[cfg(debug_assertions)]
+        #[cfg(any(debug_assertions, feature = "hardened"))]
         // SAFETY: the object is in one of our slabs, which are mapped.
         unsafe {
             slab::debug_mark(object, &self.header, &self.geometry, true)
@@ -341,7 +414,7 @@ impl<S: PageSource> CacheCore<S> {
     #[inline(always)]
     pub(crate) fn alloc_fast_hinted(&self, id: u32, link_offset: usize) -> Option<NonNull<u8>> {
         let object = self.alloc_fast(id, link_offset)?;
-        #[cfg(debug_assertions)]
+        #[cfg(any(debug_assertions, feature = "hardened"))]
         // SAFETY: the object is in one of our slabs, which are mapped.
         unsafe {
             slab::debug_mark(object, &self.header, &self.geometry, true)
@@ -352,6 +425,14 @@ impl<S: PageSource> CacheCore<S> {
     #[cold]
     #[inline(never)]
     fn alloc_slow(&self, construct: Construct<'_>) -> Option<NonNull<u8>> {
+        let object = self.alloc_slow_locked(construct);
+        self.decay_if_requested();
+        object
+    }
+
+    /// [`alloc_slow`](Self::alloc_slow) but for the decay pass.
+    #[inline(always)]
+    fn alloc_slow_locked(&self, construct: Construct<'_>) -> Option<NonNull<u8>> {
         let link_offset = self.header.link_offset;
         if self.header.id != NO_ID {
             let outcome = with_magazines(|magazines| {
@@ -424,7 +505,7 @@ impl<S: PageSource> CacheCore<S> {
     #[inline(always)]
     pub(crate) unsafe fn free_hinted(&self, id: u32, link_offset: usize, object: NonNull<u8>) {
         debug_assert!(id == self.header.fast_id && link_offset == self.header.link_offset);
-        #[cfg(debug_assertions)]
+        #[cfg(any(debug_assertions, feature = "hardened"))]
         // SAFETY: a pointer this cache handed out lies in one of its mapped slabs; a
         // foreign pointer is the caller's bug, which the check reports when it can.
         unsafe {
@@ -462,6 +543,17 @@ impl<S: PageSource> CacheCore<S> {
     #[cold]
     #[inline(never)]
     unsafe fn free_slow(&self, object: NonNull<u8>) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.free_slow_locked(object) };
+        self.decay_if_requested();
+    }
+
+    /// [`free_slow`](Self::free_slow) but for the decay pass.
+    ///
+    /// # Safety
+    /// As [`free`](Self::free).
+    #[inline(always)]
+    unsafe fn free_slow_locked(&self, object: NonNull<u8>) {
         let link_offset = self.header.link_offset;
         if self.header.id != NO_ID {
             let done = with_magazines(|magazines| {
@@ -725,21 +817,32 @@ impl<S: PageSource> CacheCore<S> {
         }
         state.empty_low = state.empty_low.min(state.empty.len);
         state.depot_low = state.depot_low.min(state.depot.magazines());
-        state.epoch_events += 1;
+        state.epoch_events = state.epoch_events.wrapping_add(1);
         if state.epoch_events.is_multiple_of(CONTENTION_WINDOW) {
             if state.window_contentions >= CONTENTION_THRESHOLD {
                 self.grow_magazines(state);
             }
             state.window_contentions = 0;
         }
-        if state.epoch_events < EPOCH_EVENTS || !state.epoch_events.is_multiple_of(256) {
+        state.ops = state.ops.wrapping_add(1);
+        if !state.epoch_events.is_multiple_of(CLOCK_EVENTS) {
             return;
         }
-        // Reading the clock costs a vDSO call: only every 256 operations.
+        // Reading the clock costs a vDSO call: only every `CLOCK_EVENTS` operations.
         let now = Instant::now();
-        if now.duration_since(state.epoch_start) < EPOCH_TIME {
-            return;
+        self.request_decay_if_due(now);
+        if state.epoch_events >= EPOCH_EVENTS && now.duration_since(state.epoch_start) >= EPOCH_TIME
+        {
+            // SAFETY: forwarded (lock held).
+            unsafe { self.end_epoch(state, now) };
         }
+    }
+
+    /// Ends the working-set epoch (see [`tick`](Self::tick)).
+    ///
+    /// # Safety
+    /// - Lock held, `state` is ours.
+    unsafe fn end_epoch(&self, state: &mut State, now: Instant) {
         state.epoch_start = now;
         let surplus_magazines = state.depot_low.saturating_sub(DEPOT_FLOOR);
         for _ in 0..surplus_magazines {
@@ -760,6 +863,107 @@ impl<S: PageSource> CacheCore<S> {
         state.epoch_events = 0;
         state.empty_low = state.empty.len;
         state.depot_low = state.depot.magazines();
+    }
+
+    /// The first sibling (whose clock is the one used).
+    fn first_sibling(&self) -> &Self {
+        // SAFETY: siblings live as long as this core (`set_siblings`); `siblings` is
+        // this core itself for a lone cache.
+        unsafe { &*self.siblings }
+    }
+
+    /// Asks for a decay pass if one is due at `now` (only one caller per interval wins).
+    fn request_decay_if_due(&self, now: Instant) {
+        let clock = &self.first_sibling().clock;
+        let elapsed =
+            u64::try_from(now.saturating_duration_since(clock.base).as_nanos()).unwrap_or(u64::MAX);
+        let due = clock.due_nanos.load(Relaxed);
+        if elapsed >= due
+            && clock
+                .due_nanos
+                .compare_exchange(
+                    due,
+                    elapsed.saturating_add(DECAY_INTERVAL.as_nanos() as u64),
+                    Relaxed,
+                    Relaxed,
+                )
+                .is_ok()
+        {
+            clock.requested.store(true, Relaxed);
+        }
+    }
+
+    /// Runs the decay pass an operation asked for, if any: called at the end of the slow
+    /// paths, with no lock held and no magazine borrowed.
+    #[inline]
+    fn decay_if_requested(&self) {
+        let clock = &self.first_sibling().clock;
+        if clock.requested.load(Relaxed) && clock.requested.swap(false, Relaxed) {
+            if let Some(hook) = clock.hook {
+                hook();
+            }
+            self.decay_siblings(Instant::now());
+        }
+    }
+
+    /// A decay pass over every sibling (module docs). Takes no lock that is held.
+    pub(crate) fn decay_siblings(&self, now: Instant) {
+        for index in 0..self.sibling_count {
+            // SAFETY: `index < sibling_count`, siblings live as long as this core.
+            let sibling = unsafe { &*self.siblings.add(index) };
+            sibling.decay(now);
+        }
+    }
+
+    /// This cache's part of a decay pass: an idle cache (no locked operation since the
+    /// previous pass) gives back the calling thread's magazines of it, its depot and its
+    /// empty slabs; a busy one ends an epoch older than [`EPOCH_TIME`].
+    fn decay(&self, now: Instant) {
+        let Some(_guard) = self.header.lock.try_guard() else {
+            return;
+        };
+        // SAFETY: the lock is held until the end of the function; the state is only
+        // accessed under it.
+        let state = unsafe { &mut *self.state.get() };
+        let idle = state.ops == state.ops_at_decay;
+        state.ops_at_decay = state.ops;
+        if idle {
+            let id = self.header.id;
+            let own = with_magazines(|magazines| {
+                let slot = magazines.existing_slot(id).filter(|_| id != NO_ID)?;
+                if slot.loaded().count == 0 && slot.previous().count == 0 {
+                    return None;
+                }
+                let capacity = slot.capacity.load(Relaxed);
+                let (loaded, previous) = slot.take_all();
+                slot.capacity.store(capacity, Relaxed);
+                Some((loaded, previous, slot.take_hits()))
+            });
+            if let Some((loaded, previous, hits)) = own {
+                state.magazine_hits += u64::from(hits);
+                // SAFETY: lock held; the magazines held free objects of ours and are out
+                // of the calling thread's slot.
+                unsafe {
+                    self.give_back_magazine(state, loaded);
+                    self.give_back_magazine(state, previous);
+                }
+            }
+            while let Some(magazine) = state.depot.pop_full() {
+                // SAFETY: lock held; depot objects are free objects of ours.
+                unsafe { self.give_back_magazine(state, magazine) };
+            }
+            // SAFETY: lock held.
+            unsafe { self.release_empty(state, 0) };
+            state.epoch_start = now;
+            state.epoch_events = 0;
+            state.empty_low = 0;
+            state.depot_low = 0;
+        } else if now.saturating_duration_since(state.epoch_start) >= EPOCH_TIME {
+            // SAFETY: lock held.
+            unsafe { self.end_epoch(state, now) };
+        }
+        #[cfg(feature = "invariant-checks")]
+        Self::check_state(&self.geometry, state, self);
     }
 
     /// The most empty slabs kept between epochs: `8 * max_empty_slabs + 8` slabs of
@@ -854,6 +1058,11 @@ impl<S: PageSource> CacheCore<S> {
         let Some((loaded, previous, hits)) = taken else {
             return;
         };
+        if loaded.count == 0 && previous.count == 0 && hits == 0 {
+            // Nothing to flush: not an operation of the cache (a thread that reads the
+            // statistics does not keep an idle cache from decaying).
+            return;
+        }
         self.locked_op(|state| {
             state.magazine_hits += u64::from(hits);
             for magazine in [loaded, previous] {

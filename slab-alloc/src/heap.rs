@@ -5,7 +5,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::fmt;
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 use allocator_api2::alloc::{AllocError, Allocator};
 use mmap_alloc::{DefaultPages, MmapAlloc, PageSource};
@@ -60,6 +60,10 @@ pub struct SlabHeap<S: PageSource + Clone = DefaultPages> {
     /// Written by every large allocation and free, so on cache lines of their own, away
     /// from `classes`.
     large: CachePadded<LargeCounters>,
+    /// Called at every decay pass driven by operations ([`SlabHeap::on_decay_pass`]).
+    decay_hook: Option<fn()>,
+    /// The process that runs this heap's decay thread (0: none started).
+    decay_thread_pid: AtomicU32,
 }
 
 /// The most bytes of objects the depot of a class above 16 KiB keeps (in full
@@ -142,7 +146,32 @@ impl<S: PageSource + Clone> SlabHeap<S> {
                 blocks: AtomicUsize::new(0),
                 bytes: AtomicUsize::new(0),
             }),
+            decay_hook: None,
+            decay_thread_pid: AtomicU32::new(0),
         }
+    }
+
+    /// The same heap, calling `hook` at every decay pass its operations drive (at most
+    /// once per [`DECAY_INTERVAL`](crate::DECAY_INTERVAL)), outside any lock of the heap,
+    /// from the thread whose operation found the pass due: for instance to start the
+    /// decay thread of a `static` heap once the program is running (as the C ABI does
+    /// when `SLAB_DECAY_THREAD=1`). The hook may allocate from the heap.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use slab_alloc::SlabHeap;
+    ///
+    /// static HEAP: SlabHeap = SlabHeap::new().on_decay_pass(start);
+    ///
+    /// fn start() {
+    ///     let _ = HEAP.start_decay_thread();
+    /// }
+    /// # let _ = &HEAP;
+    /// ```
+    pub const fn on_decay_pass(mut self, hook: fn()) -> Self {
+        self.decay_hook = Some(hook);
+        self
     }
 
     /// Class `index` (below [`CLASS_COUNT`]), the classes being built on first use;
@@ -176,6 +205,9 @@ impl<S: PageSource + Clone> SlabHeap<S> {
             // below destroys it).
             unsafe { CacheCore::init(place.add(index), config, self.source.clone()) };
         }
+        // SAFETY: the classes were all initialised in one block just above, which lives
+        // as long as they do, and nobody else sees them yet.
+        unsafe { CacheCore::set_siblings(place, CLASS_COUNT, self.decay_hook) };
         let built = block.cast::<Classes<S>>();
         match self.classes.compare_exchange(
             ptr::null_mut(),
@@ -197,7 +229,8 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     /// # Safety
     /// - `classes` was built by `build_classes` from `source` and nothing uses it.
     unsafe fn destroy_classes(source: &S, classes: NonNull<Classes<S>>) {
-        for index in 0..CLASS_COUNT {
+        // The first class, whose decay clock the others read, goes last.
+        for index in (0..CLASS_COUNT).rev() {
             // SAFETY: each class core was initialised and is unused (caller).
             drop(unsafe { CacheCore::destroy(classes.cast::<CacheCore<S>>().add(index)) });
         }
@@ -362,6 +395,55 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         }
     }
 
+    /// Starts a thread that runs a decay pass over the heap's classes every
+    /// [`DECAY_INTERVAL`](crate::DECAY_INTERVAL), so that a freed peak goes back to the
+    /// system even when the program makes no further allocation at all (decay passes
+    /// are otherwise driven by the heap's own operations; see the README). Returns
+    /// without starting another when this process already runs one (a child made by
+    /// `fork` has none, and may start its own). The thread takes no lock that is held
+    /// and never allocates from the heap.
+    ///
+    /// # Errors
+    /// The error of [`std::thread::Builder::spawn`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use slab_alloc::SlabHeap;
+    ///
+    /// static HEAP: SlabHeap = SlabHeap::new();
+    ///
+    /// HEAP.start_decay_thread()?;
+    /// HEAP.start_decay_thread()?; // already running: nothing more
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn start_decay_thread(&'static self) -> std::io::Result<()>
+    where
+        S: Sync + Send,
+    {
+        let pid = std::process::id();
+        if self.decay_thread_pid.swap(pid, Ordering::Relaxed) == pid {
+            return Ok(());
+        }
+        let spawned = std::thread::Builder::new()
+            .name("slab-decay".to_owned())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(crate::DECAY_INTERVAL);
+                    if let Some(classes) = self.built() {
+                        classes[0].decay_siblings(std::time::Instant::now());
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                self.decay_thread_pid.store(0, Ordering::Relaxed);
+                Err(error)
+            }
+        }
+    }
+
     /// Walks and checks every class.
     ///
     /// # Panics
@@ -370,6 +452,70 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         for class in self.built().into_iter().flatten() {
             class.check_invariants();
         }
+    }
+
+    /// Reports a bad free of `pointer` on standard error, naming the address and what
+    /// is wrong with it, and aborts the process (no allocation, no unwinding).
+    ///
+    /// For a caller that keeps its own bookkeeping beside the heap's blocks (the C ABI's
+    /// prefix) and found it invalid: the heap then says why. With the `hardened` feature
+    /// (and in debug builds) it tells a double free (the object holding `pointer` is
+    /// free), a pointer into a block that is not its start (or whose caller bookkeeping
+    /// was overwritten), a pointer into a slab of another heap or cache, and a pointer
+    /// into no slab at all; without it, only the last from the others.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let heap = slab_alloc::SlabHeap::new();
+    /// // A pointer this heap never handed out: prints a message and aborts.
+    /// heap.report_bad_free(std::ptr::dangling::<u8>());
+    /// ```
+    #[cold]
+    #[inline(never)]
+    pub fn report_bad_free(&self, pointer: *const u8) -> ! {
+        use crate::sync::fatal;
+        let address = pointer.addr();
+        let Some(base) = crate::slab_map::lookup(address & !(SLAB_BYTES - 1)) else {
+            fatal(
+                "free of a pointer this allocator did not hand out, or of a large block \
+                 already freed (pointer, 0)",
+                address,
+                0,
+            );
+        };
+        #[cfg(any(debug_assertions, feature = "hardened"))]
+        {
+            // SAFETY: `base` is a live slab's base from the slab map.
+            let owner = unsafe { crate::slab::debug_owner(base) };
+            let class = self
+                .built()
+                .and_then(|classes| classes.iter().find(|class| ptr::eq(&class.header, owner)));
+            let Some(class) = class else {
+                fatal(
+                    "free into the wrong heap: the pointer is in a slab of another heap or \
+                     cache (pointer, slab)",
+                    address,
+                    base.addr().get(),
+                );
+            };
+            let geometry = &class.geometry;
+            let offset = address - base.addr().get();
+            if offset >= geometry.first_offset {
+                let index = (offset - geometry.first_offset) / geometry.slot_size;
+                // SAFETY: a live slab of this class, `index` checked against its capacity.
+                if index < geometry.capacity && !unsafe { crate::slab::debug_is_live(base, index) }
+                {
+                    fatal("double free (pointer, slab)", address, base.addr().get());
+                }
+            }
+        }
+        fatal(
+            "free of a pointer that is not the start of a block: an interior or misaligned \
+             pointer, or the block's header was overwritten (pointer, slab)",
+            address,
+            base.addr().get(),
+        )
     }
 
     /// The page source of the slabs.

@@ -12,12 +12,31 @@ mod slab_map;
 mod stats;
 mod sync;
 
-pub use cache::{CacheConfig, CacheError, SlabCache};
+pub use cache::{CacheConfig, CacheError, DECAY_INTERVAL, SlabCache};
 pub use heap::SlabHeap;
 pub use object_cache::{ObjectBox, ObjectCache};
 pub use slab::SLAB_BYTES;
 pub use stats::{CacheStats, HeapStats};
 pub use sync::AbortOnUnwind;
+
+/// Whether `pointer` lies in a live slab of any cache or heap of this process (where
+/// small blocks live), as opposed to a large block or memory this crate never handed
+/// out. One lookup in the slab map, no lock.
+///
+/// # Examples
+///
+/// ```
+/// let cache = slab_alloc::SlabCache::new(64, 8)?;
+/// let object = cache.alloc();
+/// assert!(slab_alloc::is_in_a_slab(object.as_ptr()));
+/// assert!(!slab_alloc::is_in_a_slab(&0u64 as *const u64 as *const u8));
+/// // SAFETY: allocated above, freed once.
+/// unsafe { cache.free(object) };
+/// # Ok::<(), slab_alloc::CacheError>(())
+/// ```
+pub fn is_in_a_slab(pointer: *const u8) -> bool {
+    slab_map::lookup(pointer.addr() & !(SLAB_BYTES - 1)).is_some()
+}
 
 /// How many threads have registered per-thread magazines since the process started.
 pub fn threads_registered() -> u32 {

@@ -26,14 +26,14 @@
 //!
 //! # Safety
 //! All fields of a header are read and written only with the owning cache's lock held
-//! (the holder borrows the header mutably). In debug builds the owner word and the live
-//! bitmap after the header are read without the lock: the owner word is written before
+//! (the holder borrows the header mutably). In debug builds and with the `hardened`
+//! feature the owner word and the live bitmap after the header are read without the lock: the owner word is written before
 //! the slab is published in the slab map and never changes, and the bitmap words are
 //! atomics that any thread may update for objects it owns.
 
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
-#[cfg(debug_assertions)]
+#[cfg(any(debug_assertions, feature = "hardened"))]
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::registry::CoreHeader;
@@ -86,13 +86,14 @@ pub(crate) struct Geometry {
     pub(crate) slab_bytes: usize,
 }
 
-/// Words kept after the header in debug builds: the owner word, then the live bitmap.
+/// Words kept after the header in debug builds and with the `hardened` feature: the
+/// owner word, then the live bitmap.
 ///
 /// The owner is kept there, outside the header, for the lock-free checks of
 /// [`debug_mark`]: the lock holder borrows the whole header mutably (which the memory
 /// model counts as a write of all its bytes), so no other thread may read the header.
 fn debug_words(capacity_bound: usize) -> usize {
-    if cfg!(debug_assertions) {
+    if cfg!(any(debug_assertions, feature = "hardened")) {
         1 + capacity_bound.div_ceil(64)
     } else {
         0
@@ -217,7 +218,7 @@ pub(crate) unsafe fn init(
             next: ptr::null_mut(),
         });
     }
-    #[cfg(debug_assertions)]
+    #[cfg(any(debug_assertions, feature = "hardened"))]
     {
         let words = debug_words(geometry.slab_bytes / geometry.slot_size);
         // SAFETY: the owner word and the bitmap lie between the header and
@@ -328,13 +329,13 @@ impl SlabHeader {
     }
 }
 
-/// Checks, in debug builds, that `object` is an object of a slab of `owner` and flips its
+/// Checks, in debug builds and with the `hardened` feature, that `object` is an object of a slab of `owner` and flips its
 /// live bit to `live`; aborts with a message on a foreign pointer, a double free, or
 /// handing out an object already out.
 ///
 /// # Safety
 /// - `object` lies inside a mapped slab (its slab header is readable).
-#[cfg(debug_assertions)]
+#[cfg(any(debug_assertions, feature = "hardened"))]
 pub(crate) unsafe fn debug_mark(
     object: NonNull<u8>,
     owner: *const CoreHeader,
@@ -357,7 +358,8 @@ pub(crate) unsafe fn debug_mark(
     let slab_owner = unsafe { debug.cast::<*const CoreHeader>().read() };
     if slab_owner != owner {
         fatal(
-            "free of a pointer this allocator did not hand out (object, cache)",
+            "free into the wrong heap: this cache or heap did not hand out the pointer, \
+             another one did (object, cache)",
             object.addr().get(),
             owner.addr(),
         );
@@ -403,6 +405,41 @@ pub(crate) unsafe fn debug_mark(
             );
         }
     }
+}
+
+/// The owner word of the live slab at `base` (debug builds and `hardened`).
+///
+/// # Safety
+/// - `base` is the base pointer of a live slab, as [`crate::slab_map::lookup`] gives it.
+#[cfg(any(debug_assertions, feature = "hardened"))]
+pub(crate) unsafe fn debug_owner(base: NonNull<u8>) -> *const CoreHeader {
+    // SAFETY: the owner word follows the header inside the live slab (caller); it is
+    // written before the slab is published and never changes while the slab is live.
+    unsafe {
+        base.add(size_of::<SlabHeader>())
+            .cast::<*const CoreHeader>()
+            .read()
+    }
+}
+
+/// Whether object `index` (below the geometry's capacity) of the live slab at `base` is
+/// handed out, by the live bitmap (debug builds and `hardened`).
+///
+/// # Safety
+/// - `base` is the base pointer of a live slab of a cache with a geometry whose
+///   capacity is above `index`.
+#[cfg(any(debug_assertions, feature = "hardened"))]
+pub(crate) unsafe fn debug_is_live(base: NonNull<u8>, index: usize) -> bool {
+    // SAFETY: the bitmap words follow the owner word inside the slab and are atomics;
+    // `index / 64` is inside the bitmap (caller).
+    let word = unsafe {
+        &*base
+            .add(size_of::<SlabHeader>() + 8)
+            .cast::<AtomicU64>()
+            .add(index / 64)
+            .as_ptr()
+    };
+    word.load(Ordering::Relaxed) & (1u64 << (index % 64)) != 0
 }
 
 /// A doubly linked list of slabs through their headers.

@@ -93,6 +93,16 @@ impl RawSpinLock {
         self.locked.store(false, Ordering::Release);
     }
 
+    /// Takes the lock if it is free, without waiting.
+    #[inline]
+    pub(crate) fn try_guard(&self) -> Option<LockGuard<'_>> {
+        self.locked
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+            // Lazily: a guard made for a failed attempt would release another's lock.
+            .then(|| LockGuard { lock: self })
+    }
+
     /// Takes the lock and returns a guard that releases it when dropped (also when
     /// unwinding).
     #[inline]

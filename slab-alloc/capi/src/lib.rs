@@ -10,10 +10,18 @@
 //! ```
 //!
 //! C's `free` gets no size, so every block carries a 16-byte prefix just before the
-//! pointer handed out: the size of the underlying heap block and its alignment (xored
-//! with a magic number, so that a pointer this library did not hand out is reported and
-//! the process aborted instead of corrupting the heap). A block aligned to `A > 16` is
-//! placed `A` bytes into its heap block, so the prefix always fits.
+//! pointer handed out: the alignment of the underlying heap block (xored with a magic
+//! number, so that a pointer this library did not hand out is reported and the process
+//! aborted instead of corrupting the heap), then its size. The alignment comes first
+//! because a freed block's link word overwrites it: a second free finds it invalid. A
+//! block aligned to `A > 16` is placed `A` bytes into its heap block, so the prefix
+//! always fits.
+//!
+//! The `hardened` feature builds the library on slab-alloc's hardened mode: double,
+//! interior, misaligned and foreign frees abort with a message naming the address (see
+//! slab-alloc's README). `SLAB_DECAY_THREAD=1` in the environment starts the heap's
+//! decay thread at its first decay pass, so that a freed peak goes back to the system
+//! even while the program makes no further allocation.
 //!
 //! No function unwinds: each runs under an [`AbortOnUnwind`] guard. Failures return
 //! null and set `errno` to `ENOMEM` (or `EINVAL` for bad alignments), as C expects;
@@ -54,11 +62,35 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ffi::{c_int, c_void};
 use core::fmt::{self, Write as _};
 use core::ptr;
+use core::sync::atomic::{AtomicU8, Ordering};
 
 use slab_alloc::size_class::{CLASS_COUNT, MAX_SMALL, class_for};
 use slab_alloc::{AbortOnUnwind, SlabHeap};
 
-static HEAP: SlabHeap = SlabHeap::new();
+static HEAP: SlabHeap = SlabHeap::new().on_decay_pass(decay_thread_if_asked);
+
+/// Whether `SLAB_DECAY_THREAD=1` was set: 0 not read yet, 1 no, 2 yes.
+static DECAY_THREAD: AtomicU8 = AtomicU8::new(0);
+
+/// Starts the heap's decay thread when the environment asks for it
+/// (`SLAB_DECAY_THREAD=1`, read once). Called at the heap's decay passes, so the thread
+/// starts once the program runs and allocates (never from a library constructor), and
+/// again in a child made by `fork`, which does not inherit it.
+fn decay_thread_if_asked() {
+    let mut asked = DECAY_THREAD.load(Ordering::Relaxed);
+    if asked == 0 {
+        // SAFETY: a NUL-terminated name; `getenv` allocates nothing and the value is
+        // only read here, at once.
+        let value = unsafe { libc::getenv(c"SLAB_DECAY_THREAD".as_ptr()) };
+        // SAFETY: a non-null result of `getenv` is a NUL-terminated string.
+        let on = !value.is_null() && unsafe { core::ffi::CStr::from_ptr(value) } == c"1";
+        asked = if on { 2 } else { 1 };
+        DECAY_THREAD.store(asked, Ordering::Relaxed);
+    }
+    if asked == 2 {
+        let _ = HEAP.start_decay_thread();
+    }
+}
 
 /// Bytes of the prefix before every block.
 const PREFIX: usize = 16;
@@ -109,8 +141,10 @@ unsafe fn finish(base: *mut u8, layout: Layout) -> *mut c_void {
     unsafe {
         let user = base.add(offset);
         let prefix = user.sub(PREFIX).cast::<usize>();
-        prefix.write(layout.size());
-        prefix.add(1).write(layout.align() ^ MAGIC);
+        // The alignment first: a free block's link word overwrites it, so that a second
+        // free of the block finds an invalid prefix (and no size to trust).
+        prefix.write(layout.align() ^ MAGIC);
+        prefix.add(1).write(layout.size());
         user.cast()
     }
 }
@@ -123,27 +157,65 @@ unsafe fn finish(base: *mut u8, layout: Layout) -> *mut c_void {
 ///   fault, or the pointer is reported and the process aborted).
 unsafe fn block_of(user: *mut c_void) -> (*mut u8, Layout) {
     let user = user.cast::<u8>();
+    #[cfg(feature = "hardened")]
+    let in_slab = check_prefix_is_mapped(user);
     // SAFETY: blocks of this library have a 16-byte prefix just before them.
     let (size, align) = unsafe {
         let prefix = user.sub(PREFIX).cast::<usize>();
-        (prefix.read(), prefix.add(1).read() ^ MAGIC)
+        (prefix.add(1).read(), prefix.read() ^ MAGIC)
     };
     let offset = align.max(PREFIX);
     let layout = match Layout::from_size_align(size, align) {
         Ok(layout) if align >= MIN_ALIGN && size >= offset => layout,
         _ => invalid_pointer(user),
     };
+    // A prefix overwritten into another valid one (a write just before the block): a
+    // block in a slab must have a small size, one outside a large size.
+    #[cfg(feature = "hardened")]
+    if in_slab != slab_alloc::size_class::class_for(size, align).is_some() {
+        invalid_pointer(user);
+    }
     // SAFETY: the block starts `offset` bytes before the pointer.
     (unsafe { user.sub(offset) }, layout)
 }
 
+/// Reports a pointer whose prefix is invalid, saying why (a double free, an interior
+/// pointer, a foreign pointer: see [`SlabHeap::report_bad_free`]), and aborts.
 #[cold]
 fn invalid_pointer(user: *mut u8) -> ! {
-    let message = b"slab-alloc-capi: free(): invalid pointer (not from this allocator, or its prefix was overwritten)\n";
-    // SAFETY: writes a static message to stderr; the result is irrelevant before abort.
-    let _ = unsafe { libc::write(2, message.as_ptr().cast(), message.len()) };
-    let _ = user;
-    std::process::abort()
+    HEAP.report_bad_free(user)
+}
+
+/// The hardened build's check before a prefix is read: the pointer and its prefix lie in
+/// a slab (a small block), or the prefix's page is mapped and the pointer sits where a
+/// large block's would (16 bytes, or its power-of-two alignment, past a page boundary).
+/// Else the pointer is reported (a wild pointer, or a large block already unmapped).
+/// Returns whether the pointer is in a slab.
+#[cfg(feature = "hardened")]
+fn check_prefix_is_mapped(user: *mut u8) -> bool {
+    let prefix = user.wrapping_sub(PREFIX);
+    if slab_alloc::is_in_a_slab(user) && slab_alloc::is_in_a_slab(prefix) {
+        return true;
+    }
+    let page = page_size();
+    let in_page = user.addr() & (page - 1);
+    let placed =
+        in_page == PREFIX || in_page == 0 || (in_page > PREFIX && in_page.is_power_of_two());
+    let mut resident = 0u8;
+    // SAFETY: `mincore` only inspects the mapping of the page-aligned range (it fails
+    // with ENOMEM when part of it is unmapped) and writes one byte to `resident`.
+    let mapped = placed
+        && unsafe {
+            libc::mincore(
+                prefix.map_addr(|address| address & !(page - 1)).cast(),
+                1,
+                &raw mut resident,
+            )
+        } == 0;
+    if !mapped {
+        HEAP.report_bad_free(user);
+    }
+    false
 }
 
 /// Allocates a C block; null with `errno = ENOMEM` on failure.

@@ -1,5 +1,9 @@
-//! Debug builds detect double frees and foreign pointers, with a clear message and an
-//! abort (never an unwind through the allocator). Each case runs in a child process.
+//! Debug builds and the `hardened` feature detect double frees, interior and foreign
+//! pointers and frees into the wrong heap, with a clear message naming the address and
+//! an abort (never an unwind through the allocator). Each case runs in a child process.
+//!
+//! `cargo test --release -p slab-alloc --features hardened --test all corruption` runs
+//! them against the hardened release build.
 
 use std::process::Command;
 
@@ -86,21 +90,21 @@ fn child_other_cache() {
 }
 
 #[test]
-#[cfg(debug_assertions)]
+#[cfg(any(debug_assertions, feature = "hardened"))]
 #[cfg_attr(miri, ignore = "spawns processes")]
 fn double_free_is_detected() {
     expect_abort("corruption::child_double_free", "double free");
 }
 
 #[test]
-#[cfg(debug_assertions)]
+#[cfg(any(debug_assertions, feature = "hardened"))]
 #[cfg_attr(miri, ignore = "spawns processes")]
 fn heap_double_free_is_detected() {
     expect_abort("corruption::child_heap_double_free", "double free");
 }
 
 #[test]
-#[cfg(debug_assertions)]
+#[cfg(any(debug_assertions, feature = "hardened"))]
 #[cfg_attr(miri, ignore = "spawns processes")]
 fn interior_pointer_free_is_detected() {
     expect_abort(
@@ -110,8 +114,108 @@ fn interior_pointer_free_is_detected() {
 }
 
 #[test]
-#[cfg(debug_assertions)]
+#[cfg(any(debug_assertions, feature = "hardened"))]
 #[cfg_attr(miri, ignore = "spawns processes")]
 fn other_cache_pointer_free_is_detected() {
     expect_abort("corruption::child_other_cache", "did not hand out");
+}
+
+#[test]
+#[ignore = "child process of heap_free_into_the_wrong_heap_is_detected"]
+fn child_heap_wrong_heap() {
+    if in_child() {
+        use core::alloc::{GlobalAlloc, Layout};
+        let first = slab_alloc::SlabHeap::new();
+        let second = slab_alloc::SlabHeap::new();
+        let layout = Layout::from_size_align(4000, 8).unwrap();
+        // SAFETY: deliberately wrong: a block of `first` freed into `second` (both built).
+        unsafe {
+            let other = second.alloc(layout);
+            let block = first.alloc(layout);
+            second.dealloc(block, layout);
+            second.dealloc(other, layout);
+        }
+    }
+}
+
+#[test]
+#[ignore = "child process of heap_misaligned_free_is_detected"]
+fn child_heap_misaligned() {
+    if in_child() {
+        use core::alloc::{GlobalAlloc, Layout};
+        let heap = slab_alloc::SlabHeap::new();
+        let layout = Layout::from_size_align(64, 8).unwrap();
+        // SAFETY: deliberately wrong: one byte past the block's start.
+        unsafe {
+            let block = heap.alloc(layout);
+            heap.dealloc(block.add(1), layout);
+        }
+    }
+}
+
+#[test]
+#[ignore = "child process of heap_free_of_a_pointer_from_nowhere_is_detected"]
+fn child_heap_nowhere() {
+    if in_child() {
+        use core::alloc::{GlobalAlloc, Layout};
+        let heap = slab_alloc::SlabHeap::new();
+        let layout = Layout::from_size_align(64, 8).unwrap();
+        let mut local = [0u64; 8];
+        // SAFETY: deliberately wrong: a stack pointer the heap never handed out.
+        unsafe {
+            let block = heap.alloc(layout);
+            heap.dealloc(local.as_mut_ptr().cast(), layout);
+            heap.dealloc(block, layout);
+        }
+    }
+}
+
+#[test]
+#[ignore = "child process of report_bad_free_names_a_double_free"]
+fn child_report_double_free() {
+    if in_child() {
+        use core::alloc::{GlobalAlloc, Layout};
+        let heap = slab_alloc::SlabHeap::new();
+        let layout = Layout::from_size_align(48, 16).unwrap();
+        // SAFETY: the block is freed once; the report only reads the slab's bitmap.
+        unsafe {
+            let block = heap.alloc(layout);
+            heap.dealloc(block, layout);
+            heap.report_bad_free(block.add(16));
+        }
+    }
+}
+
+#[test]
+#[cfg(any(debug_assertions, feature = "hardened"))]
+#[cfg_attr(miri, ignore = "spawns processes")]
+fn heap_free_into_the_wrong_heap_is_detected() {
+    expect_abort(
+        "corruption::child_heap_wrong_heap",
+        "free into the wrong heap",
+    );
+}
+
+#[test]
+#[cfg(any(debug_assertions, feature = "hardened"))]
+#[cfg_attr(miri, ignore = "spawns processes")]
+fn heap_misaligned_free_is_detected() {
+    expect_abort(
+        "corruption::child_heap_misaligned",
+        "not the start of an object",
+    );
+}
+
+#[test]
+#[cfg(any(debug_assertions, feature = "hardened"))]
+#[cfg_attr(miri, ignore = "spawns processes")]
+fn heap_free_of_a_pointer_from_nowhere_is_detected() {
+    expect_abort("corruption::child_heap_nowhere", "did not hand out");
+}
+
+#[test]
+#[cfg(any(debug_assertions, feature = "hardened"))]
+#[cfg_attr(miri, ignore = "spawns processes")]
+fn report_bad_free_names_a_double_free() {
+    expect_abort("corruption::child_report_double_free", "double free");
 }

@@ -109,6 +109,20 @@ fn main() -> ExitCode {
             }
         };
     }
+    // So does the freed-peak workload.
+    if arguments.len() == 4 && arguments[1] == "--freed-peak-child" {
+        let result = arguments[3]
+            .parse()
+            .map_err(|_| format!("bad block count {}", arguments[3]))
+            .and_then(|blocks| groups::slab::freed_peak::run_child(&arguments[2], blocks));
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("reproduce: freed-peak child: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // The executor group's servers run in child processes too.
     if arguments.len() == 5 && arguments[1] == "--http-server-child" && arguments[3] == "--workers"
     {

@@ -1,0 +1,65 @@
+/* Frees that the hardened build must stop: each mode is one mistake, which must end in
+ * abort() with a message on stderr naming the address (checked by hardened.sh). */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Keeps the compiler from seeing through the mistakes. */
+static void *(*volatile do_malloc)(size_t) = malloc;
+static void (*volatile do_free)(void *) = free;
+
+int main(int argc, char **argv) {
+    const char *mode = argc > 1 ? argv[1] : "";
+    char *p = do_malloc(100);
+    memset(p, 1, 100);
+    if (!strcmp(mode, "double")) {
+        do_free(p);
+        do_free(p);
+    } else if (!strcmp(mode, "double-delayed")) {
+        do_free(p);
+        for (int i = 0; i < 1024; i++) do_free(do_malloc(100 + i % 50));
+        do_free(p);
+    } else if (!strcmp(mode, "double-aligned")) {
+        void *q = NULL;
+        if (posix_memalign(&q, 256, 1000)) return 2;
+        do_free(q);
+        do_free(q);
+    } else if (!strcmp(mode, "double-large")) {
+        char *q = do_malloc(1 << 20);
+        q[0] = 1;
+        do_free(q);
+        do_free(q);
+    } else if (!strcmp(mode, "underflow")) {
+        p[-1] ^= 'A'; /* the top byte of the size in the prefix */
+        do_free(p);
+    } else if (!strcmp(mode, "interior")) {
+        do_free(p + 32);
+    } else if (!strcmp(mode, "unaligned")) {
+        do_free(p + 1);
+    } else if (!strcmp(mode, "stack")) {
+        char local[64];
+        memset(local, 0, sizeof local);
+        do_free(local + 16);
+    } else if (!strcmp(mode, "wild")) {
+        do_free((void *)1);
+    } else if (!strcmp(mode, "far")) {
+        do_free(p + ((size_t)1 << 30));
+    } else if (!strcmp(mode, "fine")) {
+        /* Correct use: must run to the end. */
+        for (int round = 0; round < 100; round++) {
+            void *blocks[64];
+            for (int i = 0; i < 64; i++) blocks[i] = do_malloc((size_t)(i * 97 + round) % 5000 + 1);
+            for (int i = 0; i < 64; i++) blocks[i] = realloc(blocks[i], (size_t)(i * 31) % 300000 + 1);
+            for (int i = 63; i >= 0; i--) do_free(blocks[i]);
+        }
+        do_free(p);
+        puts("fine");
+        return 0;
+    } else {
+        fprintf(stderr, "unknown mode %s\n", mode);
+        return 2;
+    }
+    puts("NOT CAUGHT");
+    return 0;
+}

@@ -1,0 +1,72 @@
+/* A peak of 400 MiB of 4000-byte blocks is freed; resident memory must come back within
+ * 10 % of its level before the peak while the program keeps working in other size
+ * classes ("work"), or while it does nothing at all after the freeing thread exited
+ * ("idle", under SLAB_DECAY_THREAD=1). Polls up to 5 s; prints the figures. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static void *(*volatile do_malloc)(size_t) = malloc;
+
+static long resident_kib(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    long size = 0, resident = 0;
+    if (!f || fscanf(f, "%ld %ld", &size, &resident) != 2) exit(3);
+    fclose(f);
+    return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+static size_t peak_blocks = 100 * 1024;
+
+static void *peak(void *unused) {
+    (void)unused;
+    char **blocks = do_malloc(peak_blocks * sizeof *blocks);
+    for (size_t i = 0; i < peak_blocks; i++) {
+        blocks[i] = do_malloc(4000);
+        memset(blocks[i], 0xA5, 4000);
+    }
+    for (size_t i = 0; i < peak_blocks; i++) free(blocks[i]);
+    free(blocks);
+    return NULL;
+}
+
+static void work(void) {
+    void *blocks[1000];
+    for (int i = 0; i < 1000; i++) { blocks[i] = do_malloc(64 + i % 3 * 100); memset(blocks[i], 1, 8); }
+    for (int i = 0; i < 1000; i++) free(blocks[i]);
+}
+
+int main(int argc, char **argv) {
+    int idle = argc > 1 && !strcmp(argv[1], "idle");
+    if (argc > 2) peak_blocks = strtoul(argv[2], NULL, 10);
+    for (int i = 0; i < 100; i++) work();
+    long before = resident_kib();
+    if (idle) {
+        pthread_t thread;
+        if (pthread_create(&thread, NULL, peak, NULL) || pthread_join(thread, NULL)) return 3;
+    } else {
+        peak(NULL);
+    }
+    long after_free = resident_kib();
+    double start = now();
+    long rss = after_free;
+    /* 10 %, or 1 MiB for a small process (glibc itself stays about 250 KiB above). */
+    long bound = before + (before / 10 > 1024 ? before / 10 : 1024);
+    while (rss > bound && now() - start < 5.0) {
+        if (idle) usleep(20000);
+        else for (int i = 0; i < 20; i++) work();
+        rss = resident_kib();
+    }
+    printf("%s: before the peak %ld KiB, after the frees %ld KiB, %.2f s later %ld KiB\n",
+           idle ? "idle" : "work", before, after_free, now() - start, rss);
+    return rss <= bound ? 0 : 1;
+}

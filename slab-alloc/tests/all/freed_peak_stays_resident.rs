@@ -1,0 +1,142 @@
+//! A peak of 4000-byte blocks, freed, must go back to the page source within about a
+//! second whatever the program does next: work in other size classes (decay passes
+//! driven by those operations), or nothing at all (the decay thread). Before decay, the
+//! class's depot (up to 2048 magazines) and empty slabs were trimmed only by the class's
+//! own operations, so the memory stayed.
+//!
+//! The figures are the heap's own statistics (bytes of slabs held from the page source),
+//! read from a thread without magazines of the heap, so the reading is not an operation.
+//! The tests poll for up to 5 s: a behavioural check that stays robust on a loaded
+//! machine, not a timing benchmark.
+
+use core::alloc::{GlobalAlloc, Layout};
+use std::time::{Duration, Instant};
+
+use slab_alloc::SlabHeap;
+
+/// Blocks in the peak: 64 MiB of 4000-byte blocks (more than the depot of the 4096-byte
+/// class keeps, which is 128 MiB, would not show it).
+const PEAK_BLOCKS: usize = 16 * 1024;
+const PEAK_LAYOUT: Layout = match Layout::from_size_align(4000, 8) {
+    Ok(layout) => layout,
+    Err(_) => panic!("bad layout"),
+};
+/// How long the condition may take on a loaded machine.
+const PATIENCE: Duration = Duration::from_secs(5);
+
+/// Bytes of slabs the heap holds, read from a fresh thread (no magazines of the heap, so
+/// reading flushes nothing and is no operation of any class).
+fn bytes_held(heap: &SlabHeap) -> usize {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| heap.stats().small.bytes_committed)
+            .join()
+            .unwrap()
+    })
+}
+
+/// Allocates the peak (every block written) and frees it.
+fn peak_and_free(heap: &SlabHeap) {
+    let blocks: Vec<*mut u8> = (0..PEAK_BLOCKS)
+        .map(|_| {
+            // SAFETY: a non-zero layout.
+            let block = unsafe { heap.alloc(PEAK_LAYOUT) };
+            assert!(!block.is_null());
+            // SAFETY: 4000 writable bytes.
+            unsafe { block.write_bytes(0xA5, PEAK_LAYOUT.size()) };
+            block
+        })
+        .collect();
+    for block in blocks {
+        // SAFETY: allocated above with this layout, freed once.
+        unsafe { heap.dealloc(block, PEAK_LAYOUT) };
+    }
+}
+
+/// Allocates and frees a batch of small objects in two classes far from the peak's.
+fn work_in_other_classes(heap: &SlabHeap) {
+    let mut blocks = Vec::with_capacity(1000);
+    for (size, count) in [(64, 1000), (200, 300)] {
+        let layout = Layout::from_size_align(size, 8).unwrap();
+        for _ in 0..count {
+            // SAFETY: non-zero layout.
+            let block = unsafe { heap.alloc(layout) };
+            assert!(!block.is_null());
+            // SAFETY: `size` writable bytes.
+            unsafe { block.write(1) };
+            blocks.push(block);
+        }
+        for block in blocks.drain(..) {
+            // SAFETY: allocated above with this layout, freed once.
+            unsafe { heap.dealloc(block, layout) };
+        }
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "64 MiB and seconds of waiting")]
+fn a_freed_peak_goes_back_while_the_program_works_in_other_classes() {
+    let heap = SlabHeap::new();
+    // Warm: the working set of the other classes is part of the baseline.
+    let warm_until = Instant::now() + Duration::from_millis(100);
+    while Instant::now() < warm_until {
+        work_in_other_classes(&heap);
+    }
+    let before = bytes_held(&heap);
+    peak_and_free(&heap);
+    let peak = bytes_held(&heap);
+    assert!(
+        peak >= PEAK_BLOCKS * 4096 / 2,
+        "the freed peak should still be held right after the frees ({peak} bytes)"
+    );
+    let start = Instant::now();
+    let mut held = peak;
+    let mut rounds = 0u32;
+    while held > before + before / 10 && start.elapsed() < PATIENCE {
+        work_in_other_classes(&heap);
+        rounds += 1;
+        if rounds.is_multiple_of(16) {
+            held = bytes_held(&heap);
+        }
+    }
+    assert!(
+        held <= before + before / 10,
+        "after {:?} of work in other classes the heap still holds {held} bytes \
+         (before the peak: {before}, after the frees: {peak})",
+        start.elapsed()
+    );
+    heap.check_invariants();
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "64 MiB and seconds of waiting")]
+fn a_freed_peak_goes_back_with_no_activity_at_all_under_the_decay_thread() {
+    let heap: &'static SlabHeap = Box::leak(Box::new(SlabHeap::new()));
+    heap.start_decay_thread().unwrap();
+    // One small block on this thread, so the heap is built and holds something.
+    let small = Layout::from_size_align(64, 8).unwrap();
+    // SAFETY: non-zero layout; freed at the end.
+    let kept = unsafe { heap.alloc(small) };
+    assert!(!kept.is_null());
+    let before = bytes_held(heap);
+    // The peak on a thread that exits (its magazines go back to the depots); this thread
+    // then makes no operation of the heap at all.
+    std::thread::spawn(move || peak_and_free(heap))
+        .join()
+        .unwrap();
+    let start = Instant::now();
+    let mut held = bytes_held(heap);
+    let peak = held;
+    while held > before + before / 10 && start.elapsed() < PATIENCE {
+        std::thread::sleep(Duration::from_millis(50));
+        held = bytes_held(heap);
+    }
+    assert!(
+        held <= before + before / 10,
+        "after {:?} without activity the heap still holds {held} bytes \
+         (before the peak: {before}, after the frees: {peak})",
+        start.elapsed()
+    );
+    // SAFETY: allocated above with this layout, freed once.
+    unsafe { heap.dealloc(kept, small) };
+}
