@@ -10,6 +10,7 @@
 
 use std::alloc::Layout;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::ptr::NonNull;
 
@@ -62,11 +63,22 @@ impl TaskBox {
 }
 
 impl Drop for TaskBox {
+    /// Drops the future (a finished task's leftovers, its output when its handle is
+    /// gone, or an unfinished task being cancelled): user code, so a panic in it is
+    /// contained here and the worker goes on. The block is freed either way.
     fn drop(&mut self) {
         // SAFETY: the future is live; its layout comes from its own vtable.
         let layout = block_layout(Layout::for_value(unsafe { self.future.as_ref() }));
-        // SAFETY: dropped exactly once, in place, as pinning requires.
-        unsafe { std::ptr::drop_in_place(self.future.as_ptr()) };
+        let future = self.future.as_ptr();
+        // SAFETY: dropped exactly once, in place, as pinning requires; a destructor that
+        // panics still counts as the drop (`drop_in_place` drops the remaining fields
+        // while unwinding) and the block is not touched again but to be freed.
+        let dropped = catch_unwind(AssertUnwindSafe(|| unsafe {
+            std::ptr::drop_in_place(future)
+        }));
+        if let Err(payload) = dropped {
+            crate::sync::discard_panic(payload);
+        }
         // SAFETY: the block came from `TASK_HEAP` with this layout and is dead now.
         unsafe { TASK_HEAP.deallocate(self.future.cast(), layout) };
     }
