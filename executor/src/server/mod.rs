@@ -582,16 +582,23 @@ const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// Longest pause after a failed accept.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// One accept loop's run of failed accepts (an episode: from the first failure to the
-/// next accept that works). An episode is logged once when it starts and once when it
-/// ends, with its count, however many accepts fail in it: running out of descriptors
-/// under a flood must not flood the log too.
+/// How long accepts must have worked before a run of failures counts as over.
+const ACCEPT_EPISODE_QUIET: Duration = Duration::from_secs(1);
+
+/// One accept loop's run of failed accepts (an episode: from the first failure until
+/// accepts have worked, without a failure, for a second; while descriptors are short,
+/// each closing connection lets one accept through between failures, which does not
+/// end it). An episode is logged once when it starts and once when it ends, with
+/// its count, however many accepts fail in it: running out of descriptors under a
+/// flood must not flood the log too.
 #[derive(Debug, Default)]
 struct AcceptFailures {
     /// Failed accepts in the current episode; 0 outside one.
     count: u64,
     /// The pause after the last failure.
     backoff: Duration,
+    /// When accepts started working again without a failure since, in an episode.
+    working_since: Option<Instant>,
 }
 
 impl AcceptFailures {
@@ -607,17 +614,24 @@ impl AcceptFailures {
             self.backoff = (self.backoff * 2).min(ACCEPT_BACKOFF_MAX);
         }
         self.count += 1;
+        self.working_since = None;
         self.backoff
     }
 
-    /// Ends an episode, if one is running, with its count.
+    /// An accept worked: ends the episode, if one is running and accepts have worked
+    /// long enough, with its count.
     fn recovered(&mut self, worker: usize) {
-        if self.count > 0 {
+        if self.count == 0 {
+            return;
+        }
+        let since = *self.working_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= ACCEPT_EPISODE_QUIET {
             eprintln!(
                 "executor: worker {worker}: accepting again after {} failed accepts",
                 self.count
             );
             self.count = 0;
+            self.working_since = None;
         }
     }
 }

@@ -8,8 +8,11 @@
 static GLOBAL: executor::RequestAllocator = executor::request_allocator();
 
 mod arenas;
+mod budget;
+mod child;
 mod chunked;
 mod client;
+mod descriptors;
 mod keep_alive;
 mod limits;
 mod malformed;
