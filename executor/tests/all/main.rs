@@ -20,5 +20,8 @@ mod panics;
 mod pipelining;
 mod proxy;
 mod shutdown;
+mod sockets;
+mod streaming;
 mod support;
 mod timeouts;
+mod timers;
