@@ -13,6 +13,7 @@ mod child;
 mod chunked;
 mod client;
 mod descriptors;
+mod edges;
 mod keep_alive;
 mod limits;
 mod malformed;
