@@ -11,15 +11,20 @@
 //! 2. Every poll of the handler enters the arena (the router's guard), so all its
 //!    global allocations are bump allocations in the arena, and runs under
 //!    `catch_unwind`: a panic, in the call or a poll, becomes a 500.
-//! 3. After a poll that leaves the handler pending, the arena's over-budget flag is
-//!    read: an allocation that did not fit spilled to the fallback heap and raised it.
-//!    The handler future is then dropped (inside the arena, so destructors run and free
-//!    into it) and the client gets 503 saying the request exceeded its memory budget.
-//!    A deadline armed at the first pending poll cancels a handler that runs too long.
-//! 4. When the handler is done or dropped, the lease is released. Whatever the request
-//!    allocated and is still alive (its response, until hyper has written it; anything
-//!    that escaped) keeps the arena quarantined, and the last free returns it to the
-//!    pool: no memory is reused while something allocated from it lives.
+//! 3. After every poll of the handler, pending or finished, the arena's over-budget
+//!    flag is read: an allocation that did not fit spilled to the fallback heap and
+//!    raised it. The handler future (or the response it just returned) is then dropped
+//!    (inside the arena, so destructors run and free into it) and the client gets 503
+//!    saying the request exceeded its memory budget. A deadline armed at the first
+//!    pending poll cancels a handler that runs too long.
+//! 4. The handler's response body ([`ResponseBody`]) keeps the lease and is polled by
+//!    the same rules (arena entered, `catch_unwind`, over-budget flag); a body that
+//!    panics or goes over budget ends with an error, which cuts the response off.
+//! 5. When the body is done (or the handler dropped, or the server answered instead),
+//!    the lease is released. Whatever the request allocated and is still alive (frames
+//!    not yet written; anything that escaped) keeps the arena quarantined, and the last
+//!    free returns it to the pool: no memory is reused while something allocated from
+//!    it lives.
 //!
 //! hyper's own work for a request (reading and parsing its head) happens in the
 //! connection's task, outside the arena: it also allocates connection state there (its
@@ -37,6 +42,8 @@
 //! `RequestTask` structurally pins its handler future (`State::Running`): the future is
 //! never moved once the task is pinned, only dropped in place (`drop_handler`:
 //! `drop_in_place`, then the state is overwritten). Other states hold no pinned data.
+//! `ResponseBody` pins the handler's body (`BodyKind::Handler`) the same way
+//! (`drop_body`).
 
 use std::convert::Infallible;
 use std::future::Future;
