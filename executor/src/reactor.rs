@@ -358,6 +358,59 @@ impl Registration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    struct Counter(AtomicUsize);
+
+    impl std::task::Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Every distinct waiter is kept (an equal waker once), all are woken, and the
+    /// list stays bounded by waking the oldest early.
+    #[test]
+    fn waiters_keep_every_task_once_and_stay_bounded() {
+        let counters: Vec<_> = (0..MAX_EXTRA_WAITERS + 3)
+            .map(|_| Arc::new(Counter(AtomicUsize::new(0))))
+            .collect();
+        let wakers: Vec<Waker> = counters
+            .iter()
+            .map(|counter| Waker::from(Arc::clone(counter)))
+            .collect();
+        let mut waiters = Waiters::default();
+        assert!(waiters.register(&wakers[0]).is_none());
+        assert!(
+            waiters.register(&wakers[0]).is_none(),
+            "an equal waker is kept once"
+        );
+        assert!(waiters.register(&wakers[1]).is_none());
+        assert!(waiters.register(&wakers[1]).is_none());
+        assert_eq!(waiters.rest.len(), 1);
+        for waker in &wakers[2..=MAX_EXTRA_WAITERS] {
+            assert!(waiters.register(waker).is_none());
+        }
+        // One more than the bound: the oldest extra waiter is handed back to be woken.
+        let evicted = waiters
+            .register(&wakers[MAX_EXTRA_WAITERS + 1])
+            .expect("evicted");
+        assert!(evicted.will_wake(&wakers[1]));
+        evicted.wake();
+        waiters.take().wake();
+        let woken: Vec<_> = counters
+            .iter()
+            .map(|counter| counter.0.load(Ordering::Relaxed))
+            .collect();
+        assert!(
+            woken[..=MAX_EXTRA_WAITERS + 1]
+                .iter()
+                .all(|count| *count == 1),
+            "{woken:?}"
+        );
+        assert_eq!(woken[MAX_EXTRA_WAITERS + 2], 0, "never registered");
+        assert!(waiters.first.is_none() && waiters.rest.is_empty());
+    }
 
     /// A closed bit that turns out to be stale (the operation says `WouldBlock`) is
     /// cleared instead of making `poll_io` spin, and the task parks.

@@ -126,6 +126,35 @@ mod tests {
     }
 
     #[test]
+    fn a_destructor_that_panics_is_contained_and_the_rest_dropped() {
+        struct PanicsOnDrop;
+        impl Drop for PanicsOnDrop {
+            fn drop(&mut self) {
+                panic!("a destructor panics on purpose");
+            }
+        }
+        let drops = Arc::new(AtomicUsize::new(0));
+        let counted = CountsDrops(Arc::clone(&drops), [1, 2, 3, 4, 5]);
+        let guard = PanicsOnDrop;
+        let task = TaskBox::new(async move {
+            let _first = guard;
+            let _second = counted;
+            std::future::pending::<()>().await;
+        })
+        .unwrap_or_else(|_| panic!("task heap exhausted"));
+        let mut task = task;
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(task.as_mut().poll(&mut cx).is_pending());
+        // Unwinding out of a drop here would take the worker with it.
+        drop(task);
+        assert_eq!(
+            drops.load(Ordering::Relaxed),
+            1,
+            "the other local was dropped"
+        );
+    }
+
+    #[test]
     fn zero_sized_and_overaligned_futures_get_blocks() {
         #[repr(align(256))]
         struct Aligned(u8);
