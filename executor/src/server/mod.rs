@@ -570,8 +570,17 @@ async fn accept_loop<H: Handler>(listener: std::net::TcpListener, accepting: Acc
                 // Out of descriptors or similar: the connection stays in the backlog, so
                 // back off (longer while it lasts) instead of spinning, and keep serving
                 // the connections already open meanwhile.
-                let pause = failures.failed(accepting.worker, &error);
-                crate::sleep(pause).await;
+                let mut pause = crate::sleep(failures.failed(accepting.worker, &error));
+                let stopped = poll_fn(|cx| {
+                    if Pin::new(&mut stop).poll(cx).is_ready() {
+                        return Poll::Ready(true);
+                    }
+                    Pin::new(&mut pause).poll(cx).map(|()| false)
+                })
+                .await;
+                if stopped {
+                    return;
+                }
             }
         }
     }
