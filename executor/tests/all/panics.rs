@@ -94,8 +94,18 @@ fn bounded<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Opti
 #[test]
 fn a_task_output_that_panics_on_drop_does_not_kill_its_worker() {
     let runtime = std::sync::Arc::new(executor::Runtime::builder().workers(1).build().unwrap());
-    // Detached: nobody takes the output, so the worker drops it with the task.
-    drop(runtime.spawn(async { PanicsOnDrop }));
+    // Detached before it finishes: nobody takes the output, so the worker drops it
+    // with the task.
+    let detached = |runtime: &executor::Runtime| {
+        let go = executor::Shutdown::new();
+        let wait = go.wait();
+        drop(runtime.spawn(async move {
+            wait.await;
+            PanicsOnDrop
+        }));
+        go.trigger();
+    };
+    detached(&runtime);
     // A finished task's future that panics on drop (a hand-written one: it is dropped
     // only when the task is freed), and a cancelled one that panics when dropped.
     drop(runtime.spawn(async {
@@ -108,7 +118,7 @@ fn a_task_output_that_panics_on_drop_does_not_kill_its_worker() {
     assert_eq!(answer, Some(42), "the worker died with the destructor");
     // The worker goes on with more tasks, each dropped with a panic.
     for _ in 0..3 {
-        drop(runtime.spawn(async { PanicsOnDrop }));
+        detached(&runtime);
     }
     let running = std::sync::Arc::clone(&runtime);
     assert_eq!(bounded(move || running.block_on(async { 7 })), Some(7));
