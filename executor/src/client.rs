@@ -4,7 +4,8 @@
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -56,9 +57,12 @@ impl From<Elapsed> for ClientError {
 /// A keep-alive HTTP/1 client connection; requests go one after another.
 ///
 /// The connection's I/O runs as a task spawned on the current worker; it ends when
-/// this value is dropped. Being a task of its own, it is not part of any request: its
-/// memory does not count against a handler's arena budget. For an exchange charged to
-/// the calling request, use [`send_request`].
+/// this value is dropped. It is not part of any request, even when a handler makes it:
+/// the connect, the handshake (hyper's buffers and channels), the connection's task
+/// and every [`send`](Self::send) run outside the calling request's arena, so a
+/// handler may keep the connection (in a pool, say) past its request without holding
+/// that request's arena, and its memory does not count against the handler's budget.
+/// For an exchange charged to the calling request, use [`send_request`].
 pub struct ClientConnection<B> {
     sender: SendRequest<B>,
 }
@@ -83,21 +87,25 @@ where
     /// [`ClientError::Connect`] when the connection fails, [`ClientError::Timeout`]
     /// when `limit` passes first.
     pub async fn connect(address: SocketAddr, limit: Duration) -> Result<Self, ClientError> {
-        timeout(limit, async move {
-            let stream = TcpStream::connect(address)
-                .await
-                .map_err(ClientError::Connect)?;
-            let _ = stream.set_nodelay(true);
-            let (sender, connection) = hyper::client::conn::http1::handshake(stream)
-                .await
-                .map_err(ClientError::Http)?;
-            // Drives the socket; finishes when `sender` is dropped.
-            drop(crate::spawn(async move {
-                let _ = connection.await;
-            }));
-            Ok(Self { sender })
-        })
-        .await?
+        // Built and polled outside the caller's arena: everything the connection keeps
+        // is allocated while this future runs.
+        let connecting = arena_alloc::outside_arena(|| {
+            Box::pin(timeout(limit, async move {
+                let stream = TcpStream::connect(address)
+                    .await
+                    .map_err(ClientError::Connect)?;
+                let _ = stream.set_nodelay(true);
+                let (sender, connection) = hyper::client::conn::http1::handshake(stream)
+                    .await
+                    .map_err(ClientError::Http)?;
+                // Drives the socket; finishes when `sender` is dropped.
+                drop(crate::spawn(async move {
+                    let _ = connection.await;
+                }));
+                Ok(Self { sender })
+            }))
+        });
+        OutsideArena(connecting).await?
     }
 
     /// Sends `request` and waits for the response head within `limit` (the body then
@@ -112,14 +120,18 @@ where
         limit: Duration,
     ) -> Result<Response<Incoming>, ClientError> {
         let sender = &mut self.sender;
-        timeout(limit, async move {
-            sender.ready().await.map_err(ClientError::Http)?;
-            sender
-                .send_request(request)
-                .await
-                .map_err(ClientError::Http)
-        })
-        .await?
+        // Outside the caller's arena: sending grows the connection's queue, which
+        // lives as long as the connection.
+        let sending = arena_alloc::outside_arena(|| {
+            Box::pin(timeout(limit, async move {
+                sender.ready().await.map_err(ClientError::Http)?;
+                sender
+                    .send_request(request)
+                    .await
+                    .map_err(ClientError::Http)
+            }))
+        });
+        OutsideArena(sending).await?
     }
 }
 
@@ -166,6 +178,19 @@ where
         drive_alongside(connection, exchange).await
     })
     .await?
+}
+
+/// Polls a future outside any request's arena: what it allocates while polled is not
+/// charged to (nor pins) the arena of the request that awaits it.
+struct OutsideArena<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for OutsideArena<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let future = self.0.as_mut();
+        arena_alloc::outside_arena(|| future.poll(cx))
+    }
 }
 
 /// Runs `main` to completion while also polling `driver` (a connection's I/O) until the

@@ -19,10 +19,12 @@ pub use arena_alloc::{ArenaPool, PoolConfig, PoolStats};
 pub use hyper_rt::{HyperExecutor, HyperTimer};
 pub use join::{JoinError, JoinHandle};
 pub use runtime::{Builder, Runtime};
-pub use server::{Handler, RequestBody, ResponseBody, Server, ServerBuilder, ServerStats};
+pub use server::{
+    ClientAddr, Handler, RequestBody, ResponseBody, Server, ServerBuilder, ServerStats,
+};
 pub use shutdown::{Shutdown, ShutdownWait, SignalWatcher};
 pub use task::{current_worker, spawn};
-pub use timer::{Elapsed, Sleep, Timeout, sleep, sleep_until, timeout};
+pub use timer::{Elapsed, Sleep, Timeout, YieldNow, sleep, sleep_until, timeout, yield_now};
 
 /// The global allocator a server binary installs so that each request's allocations
 /// come from its own arena: [`ArenaRouter`](arena_alloc::ArenaRouter) over

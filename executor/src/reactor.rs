@@ -3,11 +3,13 @@
 //! Each worker owns a `mio::Poll`. A socket registers once, edge-triggered, for both
 //! reads and writes, under a token that indexes the worker's [`IoTable`]. The table
 //! entry is an [`IoState`]: one atomic word of readiness (a read bit, a write bit and an
-//! event counter) and two wakers behind a short mutex (a socket may be used from a task
+//! event counter) and the waiting tasks of each direction behind a short mutex (a socket may be used from a task
 //! on another worker, so the state is shared).
 //!
 //! Readiness protocol, per direction. The worker, on an event, sets the direction's bit
-//! and bumps the counter, then takes and wakes the stored waker. A task whose bit is set
+//! and bumps the counter, then takes and wakes every stored waker (several tasks may
+//! wait on one direction, for example two tasks reading one shared stream; none is
+//! ever replaced by another). A task whose bit is set
 //! tries the operation; when the operation shows the socket drained (`WouldBlock`, or a
 //! read or write shorter than asked) it clears the bit, but only if the counter still
 //! has the value it saw before the operation, so an event that arrived meanwhile is
@@ -76,10 +78,67 @@ pub(crate) enum Outcome<R> {
     Drained(R),
 }
 
+/// Most wakers one direction keeps besides its first; registering one more wakes the
+/// oldest (a spurious wake-up, which it tolerates: it registers again when polled).
+const MAX_EXTRA_WAITERS: usize = 32;
+
+/// The tasks waiting for one direction of a socket. Any number of tasks may wait: each
+/// registration adds its waker unless an equal one is already there, and an event
+/// wakes them all. The usual single waiter lives in `first` and costs no allocation.
+#[derive(Debug, Default)]
+struct Waiters {
+    first: Option<Waker>,
+    /// Further waiters (two tasks reading one stream, say); rarely used.
+    rest: Vec<Waker>,
+}
+
+impl Waiters {
+    /// Adds `waker` unless it is there already; returns a waker evicted to keep the
+    /// list bounded, for the caller to wake outside the lock.
+    fn register(&mut self, waker: &Waker) -> Option<Waker> {
+        match &self.first {
+            None => {
+                self.first = Some(waker.clone());
+                return None;
+            }
+            Some(first) if first.will_wake(waker) => return None,
+            Some(_) => {}
+        }
+        if self.rest.iter().any(|stored| stored.will_wake(waker)) {
+            return None;
+        }
+        let evicted = if self.rest.len() >= MAX_EXTRA_WAITERS {
+            Some(self.rest.remove(0))
+        } else {
+            None
+        };
+        // Reactor state outlives any request: never grow it inside a request's arena.
+        arena_alloc::outside_arena(|| self.rest.push(waker.clone()));
+        evicted
+    }
+
+    /// Takes every waiter, leaving the list empty.
+    fn take(&mut self) -> Waiters {
+        Waiters {
+            first: self.first.take(),
+            rest: std::mem::take(&mut self.rest),
+        }
+    }
+
+    fn wake(self) {
+        if let Some(first) = self.first {
+            first.wake();
+        }
+        for waker in self.rest {
+            waker.wake();
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Wakers {
-    read: Option<Waker>,
-    write: Option<Waker>,
+    read: Waiters,
+    write: Waiters,
 }
 
 /// Readiness of one registered socket; see the module docs for the protocol.
@@ -131,18 +190,26 @@ impl IoState {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
                 Some((current | bits).wrapping_add(TICK))
             });
-        let (read_waker, write_waker) = {
+        let (read_waiters, write_waiters) = {
             let mut wakers = self.lock();
-            let read = if readable { wakers.read.take() } else { None };
-            let write = if writable { wakers.write.take() } else { None };
+            let read = if readable {
+                wakers.read.take()
+            } else {
+                Waiters::default()
+            };
+            let write = if writable {
+                wakers.write.take()
+            } else {
+                Waiters::default()
+            };
             (read, write)
         };
-        if let Some(waker) = read_waker {
-            waker.wake();
-        }
-        if let Some(waker) = write_waker {
-            waker.wake();
-        }
+        // Outside the lock: a waker is user code. The vectors are freed outside any
+        // request's arena, where they were allocated.
+        arena_alloc::outside_arena(|| {
+            read_waiters.wake();
+            write_waiters.wake();
+        });
     }
 
     /// Clears `bits` unless an event arrived since `seen` was read.
@@ -253,16 +320,16 @@ impl Registration {
         loop {
             let seen = state.readiness.load(Ordering::Acquire);
             if seen & direction.runnable() == 0 {
-                {
+                let evicted = {
                     let mut wakers = state.lock();
-                    let slot = match direction {
+                    let waiters = match direction {
                         Direction::Read => &mut wakers.read,
                         Direction::Write => &mut wakers.write,
                     };
-                    match slot {
-                        Some(stored) if stored.will_wake(cx.waker()) => {}
-                        _ => *slot = Some(cx.waker().clone()),
-                    }
+                    waiters.register(cx.waker())
+                };
+                if let Some(evicted) = evicted {
+                    evicted.wake();
                 }
                 if state.readiness.load(Ordering::Acquire) & direction.runnable() == 0 {
                     return Poll::Pending;
@@ -291,6 +358,59 @@ impl Registration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    struct Counter(AtomicUsize);
+
+    impl std::task::Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Every distinct waiter is kept (an equal waker once), all are woken, and the
+    /// list stays bounded by waking the oldest early.
+    #[test]
+    fn waiters_keep_every_task_once_and_stay_bounded() {
+        let counters: Vec<_> = (0..MAX_EXTRA_WAITERS + 3)
+            .map(|_| Arc::new(Counter(AtomicUsize::new(0))))
+            .collect();
+        let wakers: Vec<Waker> = counters
+            .iter()
+            .map(|counter| Waker::from(Arc::clone(counter)))
+            .collect();
+        let mut waiters = Waiters::default();
+        assert!(waiters.register(&wakers[0]).is_none());
+        assert!(
+            waiters.register(&wakers[0]).is_none(),
+            "an equal waker is kept once"
+        );
+        assert!(waiters.register(&wakers[1]).is_none());
+        assert!(waiters.register(&wakers[1]).is_none());
+        assert_eq!(waiters.rest.len(), 1);
+        for waker in &wakers[2..=MAX_EXTRA_WAITERS] {
+            assert!(waiters.register(waker).is_none());
+        }
+        // One more than the bound: the oldest extra waiter is handed back to be woken.
+        let evicted = waiters
+            .register(&wakers[MAX_EXTRA_WAITERS + 1])
+            .expect("evicted");
+        assert!(evicted.will_wake(&wakers[1]));
+        evicted.wake();
+        waiters.take().wake();
+        let woken: Vec<_> = counters
+            .iter()
+            .map(|counter| counter.0.load(Ordering::Relaxed))
+            .collect();
+        assert!(
+            woken[..=MAX_EXTRA_WAITERS + 1]
+                .iter()
+                .all(|count| *count == 1),
+            "{woken:?}"
+        );
+        assert_eq!(woken[MAX_EXTRA_WAITERS + 2], 0, "never registered");
+        assert!(waiters.first.is_none() && waiters.rest.is_empty());
+    }
 
     /// A closed bit that turns out to be stale (the operation says `WouldBlock`) is
     /// cleared instead of making `poll_io` spin, and the task parks.

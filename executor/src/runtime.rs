@@ -172,9 +172,61 @@ impl Runtime {
         match block_on_thread(self.spawn_on(0, future)) {
             Ok(output) => output,
             Err(crate::JoinError::Panicked(payload)) => std::panic::resume_unwind(payload),
-            Err(crate::JoinError::Cancelled) => panic!("runtime stopped before block_on finished"),
+            Err(crate::JoinError::Cancelled) => {
+                panic!("the runtime's worker stopped or died before block_on finished")
+            }
             Err(crate::JoinError::OutOfMemory) => panic!("no memory to store the block_on task"),
         }
+    }
+}
+
+impl Runtime {
+    /// Stops the workers as dropping the runtime does, but waits at most `grace` for
+    /// them: a worker still running then (blocked in a task that never yields) is left
+    /// behind, detached, and this returns anyway. Returns how many workers were left.
+    ///
+    /// A detached worker keeps its thread (and its worker-table entry) until it
+    /// returns from the blocking task, stops and drops its tasks; or until the process
+    /// exits, which does not wait for it.
+    ///
+    /// # Examples
+    /// ```
+    /// let runtime = executor::Runtime::builder().workers(2).build()?;
+    /// let left = runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    /// assert_eq!(left, 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn shutdown_timeout(mut self, grace: std::time::Duration) -> usize {
+        for worker in &self.workers {
+            worker.shared.request_stop();
+        }
+        let deadline = crate::timer::deadline_after(std::time::Instant::now(), grace);
+        while self.workers.iter().any(|worker| {
+            worker
+                .thread
+                .as_ref()
+                .is_some_and(|thread| !thread.is_finished())
+        }) && std::time::Instant::now() < deadline
+        {
+            thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let mut left = 0;
+        for worker in std::mem::take(&mut self.workers) {
+            match worker.thread {
+                Some(thread) if !thread.is_finished() => {
+                    // Detached: its table entry stays claimed while the thread lives.
+                    left += 1;
+                    drop(thread);
+                }
+                thread => {
+                    if let Some(thread) = thread {
+                        let _ = thread.join();
+                    }
+                    release_table_entry(&worker.shared);
+                }
+            }
+        }
+        left
     }
 }
 
@@ -204,6 +256,11 @@ impl Spawner {
     /// Number of workers.
     pub(crate) fn worker_count(&self) -> usize {
         self.workers.len()
+    }
+
+    /// Whether worker `index` died (its loop panicked); it takes no new work.
+    pub(crate) fn is_dead(&self, index: usize) -> bool {
+        self.workers[index % self.workers.len()].is_dead()
     }
 
     /// Spawns `future` on worker `index` (modulo the worker count).

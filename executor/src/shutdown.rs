@@ -94,7 +94,9 @@ impl Shutdown {
     }
 
     /// Raises the flag on the first SIGINT or SIGTERM, until the returned watcher is
-    /// dropped.
+    /// dropped. A second SIGINT or SIGTERM while the watcher lives ends the process at
+    /// once, as that signal's default action does (the way out of a shutdown that
+    /// waits for a stuck request).
     ///
     /// # Errors
     /// When the signal handlers cannot be installed or the watcher thread not started.
@@ -106,8 +108,16 @@ impl Shutdown {
         let thread = thread::Builder::new()
             .name("executor-signals".to_owned())
             .spawn(move || {
-                if signals.forever().next().is_some() {
+                let mut received = signals.forever();
+                if received.next().is_some() {
                     shutdown.trigger();
+                }
+                if let Some(signal) = received.next() {
+                    eprintln!("executor: second termination signal: exiting at once");
+                    // Restores the default action and raises the signal again: the process
+                    // ends as if no handler had been installed.
+                    let _ = signal_hook::low_level::emulate_default_handler(signal);
+                    std::process::exit(128 + signal);
                 }
             })?;
         Ok(SignalWatcher {

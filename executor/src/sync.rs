@@ -10,3 +10,16 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
+
+/// Drops a caught panic's payload, containing a panic of its own destructor (user code,
+/// in principle): that second payload is leaked instead, as nothing sensible is left to
+/// do with it.
+///
+/// A payload is usually a string allocated where the panic happened, in a request's
+/// arena for a handler: it must be freed, or it would keep that arena quarantined.
+pub(crate) fn discard_panic(payload: Box<dyn std::any::Any + Send>) {
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(payload)));
+    if let Err(again) = dropped {
+        std::mem::forget(again);
+    }
+}

@@ -238,6 +238,24 @@ mod timers {
         });
         runtime.block_on(runtime.spawn_on(1, registered)).unwrap();
     }
+
+    #[test]
+    fn a_due_sleep_yields_once_and_a_max_sleep_waits() {
+        let runtime = runtime(1);
+        let (first, second, max) = runtime.block_on(async {
+            let mut zero = sleep(Duration::ZERO);
+            let mut max = sleep(Duration::MAX);
+            poll_fn(|cx| {
+                let first = std::pin::Pin::new(&mut zero).poll(cx).is_ready();
+                let second = std::pin::Pin::new(&mut zero).poll(cx).is_ready();
+                let max = std::pin::Pin::new(&mut max).poll(cx).is_pending();
+                Poll::Ready((first, second, max))
+            })
+            .await
+        });
+        assert_eq!((first, second, max), (false, true, true));
+        assert!(crate::timer::deadline_after(Instant::now(), Duration::MAX) > Instant::now());
+    }
 }
 
 mod wakers {

@@ -201,6 +201,9 @@ impl TimerHeap {
 pub struct Sleep {
     deadline: Instant,
     entry: Option<Arc<TimerEntry>>,
+    /// Whether this sleep has been polled: a sleep already due at its first poll still
+    /// yields once (see [`sleep`]).
+    polled: bool,
 }
 
 impl fmt::Debug for Sleep {
@@ -211,7 +214,24 @@ impl fmt::Debug for Sleep {
     }
 }
 
+/// How far ahead the farthest deadline lies: about 30 years. A longer duration
+/// (`Duration::MAX` included) means the same as this one, "not in this process's life",
+/// instead of overflowing `Instant`.
+pub(crate) const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// `now + duration`, clamped to [`FAR_FUTURE`] from `now`: every duration is a valid
+/// "at most that long".
+pub(crate) fn deadline_after(now: Instant, duration: Duration) -> Instant {
+    now + duration.min(FAR_FUTURE)
+}
+
 /// Waits until `duration` has passed.
+///
+/// Any duration is accepted: one longer than about 30 years (`Duration::MAX`
+/// included) waits about 30 years. A sleep that is already due when first polled
+/// (`Duration::ZERO`) still yields once: the task is woken and goes to the back of its
+/// worker's run queue, so a loop of `sleep(Duration::ZERO).await` lets every other task
+/// run (as [`yield_now`] does).
 ///
 /// # Examples
 /// ```
@@ -221,14 +241,56 @@ impl fmt::Debug for Sleep {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn sleep(duration: Duration) -> Sleep {
-    sleep_until(Instant::now() + duration)
+    sleep_until(deadline_after(Instant::now(), duration))
 }
 
-/// Waits until `deadline`.
+/// Waits until `deadline`. A deadline already passed yields once, as
+/// [`sleep(Duration::ZERO)`](sleep) does.
 pub fn sleep_until(deadline: Instant) -> Sleep {
     Sleep {
         deadline,
         entry: None,
+        polled: false,
+    }
+}
+
+/// Yields once: the task is woken at once and goes to the back of its worker's run
+/// queue, so every task queued before it runs first.
+///
+/// # Examples
+/// ```
+/// let runtime = executor::Runtime::builder().workers(1).build()?;
+/// runtime.block_on(async {
+///     let (sender, receiver) = std::sync::mpsc::channel();
+///     let other = executor::spawn(async move { sender.send(()).unwrap() });
+///     // The spawned task has not run yet; yielding lets it.
+///     executor::yield_now().await;
+///     assert!(receiver.try_recv().is_ok());
+///     other.await.unwrap();
+/// });
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn yield_now() -> YieldNow {
+    YieldNow { yielded: false }
+}
+
+/// The future of [`yield_now`].
+#[must_use = "futures do nothing unless polled"]
+#[derive(Debug)]
+pub struct YieldNow {
+    yielded: bool,
+}
+
+impl Future for YieldNow {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.yielded {
+            return Poll::Ready(());
+        }
+        self.yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 
@@ -270,8 +332,15 @@ impl Future for Sleep {
             return Poll::Pending;
         }
         if Instant::now() >= this.deadline {
-            return Poll::Ready(());
+            if this.polled {
+                return Poll::Ready(());
+            }
+            // Due at the first poll: yield once all the same (see `sleep`).
+            this.polled = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
+        this.polled = true;
         // The timer heap outlives any request: a handler's sleep must not grow it (or
         // make its entry) inside the request's arena.
         let entry = arena_alloc::outside_arena(|| {
@@ -315,7 +384,8 @@ pub struct Timeout<F> {
 }
 
 /// Runs `future` for at most `duration`; on expiry the future is dropped and
-/// `Err(Elapsed)` returned.
+/// `Err(Elapsed)` returned. Any duration is accepted; past about 30 years
+/// (`Duration::MAX` included) it means the same as 30 years (see [`sleep`]).
 ///
 /// # Examples
 /// ```

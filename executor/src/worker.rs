@@ -59,6 +59,9 @@ pub(crate) struct WorkerShared {
     notified: AtomicBool,
     io: Mutex<IoTable>,
     stop: AtomicBool,
+    /// The worker's loop panicked (a waker or the reactor failed; task polls and drops
+    /// are contained and never get here): it has dropped its tasks and takes no work.
+    dead: AtomicBool,
 }
 
 impl std::fmt::Debug for Inbox {
@@ -127,6 +130,12 @@ impl WorkerShared {
         std::mem::swap(&mut inbox.wakes, &mut into.wakes);
         std::mem::swap(&mut inbox.spawns, &mut into.spawns);
         inbox.closed |= close;
+    }
+
+    /// Whether the worker's loop died of a panic (see [`Worker::run`]); such a worker
+    /// has failed its tasks and refuses new ones.
+    pub(crate) fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire)
     }
 
     /// Tells the worker to leave its loop.
@@ -250,6 +259,7 @@ impl Worker {
                     notified: AtomicBool::new(false),
                     io: Mutex::default(),
                     stop: AtomicBool::new(false),
+                    dead: AtomicBool::new(false),
                 });
                 *slot = Some(Arc::clone(&shared));
                 return Ok(Self { poll, shared });
@@ -274,7 +284,28 @@ impl Worker {
             timers: RefCell::new(TimerHeap::default()),
         });
         CONTEXT.with(|context| *context.borrow_mut() = Some(Rc::clone(&local)));
-        self.event_loop(&local);
+        // Task polls and drops contain their own panics; what still unwinds out of the
+        // loop (a waker that panics, a failed `epoll_wait`) ends this worker, but not
+        // silently: it is marked dead (the server hands it no more connections), its
+        // inbox closes (spawns onto it are refused, their handles see `Cancelled`) and
+        // its tasks are dropped below (their connections close, their handles see
+        // `Cancelled`), instead of work piling up on a thread that no longer runs.
+        let looped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.event_loop(&local);
+        }));
+        if let Err(payload) = looped {
+            self.shared.dead.store(true, Ordering::Release);
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-text panic".to_owned());
+            crate::sync::discard_panic(payload);
+            eprintln!(
+                "executor: worker {} died ({message}); its tasks are cancelled and it takes no new work",
+                self.shared.index
+            );
+        }
         // Shutdown: drop tasks (their destructors may deregister sockets or wake others),
         // repeating in case a destructor spawned more; bounded by a generous count.
         // The inbox closes at the first drain: later posts are refused (their futures

@@ -1,7 +1,10 @@
-//! One accepted connection: hyper's HTTP/1.1 server state machine, the header-read and
-//! idle keep-alive watchdogs, and the graceful-shutdown hook.
+//! One accepted connection: hyper's HTTP/1.1 server state machine, its watchdog (the
+//! header-read and idle keep-alive timeouts while it waits for a request, the response
+//! write timeout while it writes one), and the graceful-shutdown hook.
 
 use std::future::{Future, poll_fn};
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,7 +17,7 @@ use crate::server::request_scope::{ConnectionActivity, HandlerService};
 use crate::server::stats::Counters;
 use crate::server::{Config, Handler};
 use crate::shutdown::Shutdown;
-use crate::timer::{Sleep, sleep};
+use crate::timer::{Sleep, deadline_after, sleep_until};
 
 /// A slot under the connection limit, given back on drop.
 #[derive(Debug)]
@@ -59,16 +62,24 @@ impl Drop for ConnectionPermit {
 /// request's handler runs in an arena of its own (`request_scope`).
 pub(crate) async fn serve<H: Handler>(
     stream: TcpStream,
+    peer: SocketAddr,
     config: Arc<Config>,
     handler: Arc<H>,
     shutdown: Shutdown,
 ) {
     // Responses are written whole; Nagle would only delay them.
     let _ = stream.set_nodelay(true);
-    let activity = Arc::new(ConnectionActivity::new(Arc::clone(&config.counters)));
+    let activity = Arc::new(ConnectionActivity::new(
+        Arc::clone(&config.counters),
+        Some(peer),
+    ));
     let service = HandlerService {
         handler,
         config: Arc::clone(&config),
+        activity: Arc::clone(&activity),
+    };
+    let stream = WatchedStream {
+        stream,
         activity: Arc::clone(&activity),
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -82,88 +93,193 @@ pub(crate) async fn serve<H: Handler>(
     let mut connection = pin!(builder.serve_connection(stream, service));
     let mut shutdown_wait = shutdown.wait();
     let mut graceful = false;
-    let mut idle = sleep(config.idle_timeout);
-    let mut started_at_arm = 0;
-    let mut head_wait = HeadWait::new(config.header_read_timeout);
+    let mut watchdog = Watchdog::new();
+    // Waiting for a request head: the header read timeout and the idle timeout both
+    // count from the same moment (the connection's start, or the end of the last
+    // response), so the shorter one decides.
+    let waiting_limit = match (config.header_read_timeout, config.idle_timeout) {
+        (Some(header), Some(idle)) => Some(header.min(idle)),
+        (header, idle) => header.or(idle),
+    };
     poll_fn(|cx| {
         if !graceful && Pin::new(&mut shutdown_wait).poll(cx).is_ready() {
             graceful = true;
             connection.as_mut().graceful_shutdown();
         }
         if let Poll::Ready(_result) = connection.as_mut().poll(cx) {
-            // Errors here are the client's (reset, bad request already answered):
-            // the connection is over either way.
+            // Errors here are the client's (reset, bad request already answered), or a
+            // response body's (cut off): the connection is over either way.
             return Poll::Ready(());
         }
-        let in_flight = activity.in_flight.load(Ordering::Relaxed);
+        let phase = Phase::of(&activity);
+        let limit = match phase {
+            Phase::Waiting => waiting_limit,
+            Phase::Handling => None,
+            Phase::Responding => config.response_write_timeout,
+        };
         let started = activity.started.load(Ordering::Relaxed);
-        if head_wait.timed_out(cx, in_flight, started) {
-            // Slow or silent client: no complete request head in time.
+        if watchdog.expired(cx, (phase, started), limit) {
+            if phase == Phase::Responding {
+                config
+                    .counters
+                    .response_write_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            // Slow or silent client (no complete request head in time), idle
+            // keep-alive connection, or a response the client does not take.
             return Poll::Ready(());
-        }
-        if Pin::new(&mut idle).poll(cx).is_ready() {
-            if in_flight == 0 && started == started_at_arm {
-                // No request for a whole idle period: close.
-                return Poll::Ready(());
-            }
-            // Busy, or a request started meanwhile: check again one period from now.
-            started_at_arm = started;
-            idle.reset(Instant::now() + config.idle_timeout);
-            if Pin::new(&mut idle).poll(cx).is_ready() {
-                // A tiny timeout already passed again: come back next turn, never spin.
-                cx.waker().wake_by_ref();
-            }
         }
         Poll::Pending
     })
     .await;
 }
 
-/// The header-read timeout: a client has this long to complete a request head, counted
-/// from when the connection starts waiting for one (its start, or the end of the
-/// previous request). One timer per connection, and no timer operation per request: a
-/// new wait only notes its start, and the timer, when it fires, checks the wait it finds
-/// and is moved to that wait's deadline if it is not due yet.
-struct HeadWait {
-    timeout: Duration,
-    deadline: Sleep,
-    /// `started` when the current wait began; `None` while a request runs.
-    waiting_since: Option<u64>,
-    /// When the current wait began.
-    began: Instant,
+/// What a connection is doing, for its timers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for a request head (idle, or reading one): the header read and idle
+    /// timeouts run.
+    Waiting,
+    /// A handler is running: its own timeout runs, in the request's task.
+    Handling,
+    /// A response is being written (its body streamed, or bytes the client has not
+    /// taken yet): only the response write timeout runs.
+    Responding,
 }
 
-impl HeadWait {
-    fn new(timeout: Duration) -> Self {
+impl Phase {
+    fn of(activity: &ConnectionActivity) -> Self {
+        if activity.handling.load(Ordering::Relaxed) > 0 {
+            Self::Handling
+        } else if activity.in_flight.load(Ordering::Relaxed) > 0
+            || activity.write_blocked.load(Ordering::Relaxed)
+        {
+            Self::Responding
+        } else {
+            Self::Waiting
+        }
+    }
+}
+
+/// The connection's one timer: it bounds the phase the connection is in (a phase and
+/// the count of requests started name one occurrence of it). No timer operation per
+/// request: a new phase only notes its start (and only when it has a limit), and the
+/// timer, when it fires or when it is set later than the current phase's due time,
+/// is moved to that time.
+struct Watchdog {
+    timer: Sleep,
+    /// Whether `timer` is armed (set to a deadline that has not been seen firing).
+    armed: bool,
+    /// The phase occurrence being timed.
+    current: (Phase, u64),
+    /// When it began, noted the first time it is seen with a limit.
+    began: Option<Instant>,
+}
+
+impl Watchdog {
+    fn new() -> Self {
         Self {
-            timeout,
-            deadline: sleep(timeout),
-            waiting_since: Some(0),
-            began: Instant::now(),
+            timer: sleep_until(Instant::now()),
+            armed: false,
+            current: (Phase::Waiting, 0),
+            began: Some(Instant::now()),
         }
     }
 
-    /// Tracks the connection's state after a poll; true when a head is overdue.
-    fn timed_out(&mut self, cx: &mut Context<'_>, in_flight: usize, started: u64) -> bool {
-        if in_flight > 0 {
-            self.waiting_since = None;
+    /// Tracks the connection's phase after a poll; true when it has lasted past
+    /// `limit` (`None`: no limit).
+    fn expired(
+        &mut self,
+        cx: &mut Context<'_>,
+        phase: (Phase, u64),
+        limit: Option<Duration>,
+    ) -> bool {
+        if self.current != phase {
+            self.current = phase;
+            self.began = None;
+        }
+        let Some(limit) = limit else {
             return false;
+        };
+        let began = *self.began.get_or_insert_with(Instant::now);
+        let due = deadline_after(began, limit);
+        if self.armed && self.timer.deadline() <= due {
+            if Pin::new(&mut self.timer).poll(cx).is_pending() {
+                return false;
+            }
+            self.armed = false;
         }
-        if self.waiting_since != Some(started) {
-            // A request ended (or started and ended) since: a new wait begins.
-            self.waiting_since = Some(started);
-            self.began = Instant::now();
-        }
-        if Pin::new(&mut self.deadline).poll(cx).is_pending() {
-            return false;
-        }
-        // The timer was set for this wait or an earlier one: is this one due?
-        let due = self.began + self.timeout;
+        // The timer fired (for this phase or an earlier one), is not armed, or is set
+        // later than this phase is due.
         if Instant::now() >= due {
             return true;
         }
-        self.deadline.reset(due);
-        // Registers the timer again; due by now after all means timed out.
-        Pin::new(&mut self.deadline).poll(cx).is_ready()
+        self.timer.reset(due);
+        self.armed = true;
+        // Registers the timer; due by now after all means expired.
+        if Pin::new(&mut self.timer).poll(cx).is_ready() {
+            self.armed = false;
+            return Instant::now() >= due;
+        }
+        false
+    }
+}
+
+/// The connection's socket as hyper sees it: notes whether hyper's last write was
+/// refused (the client is not taking the response as fast as it is written), for the
+/// connection's timers.
+struct WatchedStream {
+    stream: TcpStream,
+    activity: Arc<ConnectionActivity>,
+}
+
+impl WatchedStream {
+    fn note<T>(&self, polled: Poll<T>) -> Poll<T> {
+        self.activity
+            .write_blocked
+            .store(polled.is_pending(), Ordering::Relaxed);
+        polled
+    }
+}
+
+impl hyper::rt::Read for WatchedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buffer: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buffer)
+    }
+}
+
+impl hyper::rt::Write for WatchedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buffer: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buffer);
+        self.note(polled)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        hyper::rt::Write::is_write_vectored(&self.stream)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buffers: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, buffers);
+        self.note(polled)
     }
 }

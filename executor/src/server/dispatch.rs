@@ -45,12 +45,19 @@ impl Dispatch {
     /// Two workers assigning at once may both pick the same worker; the next
     /// assignment corrects that, so the counts never drift more than a connection or
     /// two per concurrent accept.
+    ///
+    /// A worker that died (its loop panicked) is never picked: its connections were
+    /// failed when it died, and a connection handed to it would never be served.
     pub(crate) fn assign(self: &Arc<Self>, accepting: usize) -> Assignment {
         let mut worker = accepting;
-        let mut least = self.served[accepting].load(Ordering::Relaxed);
+        let mut least = if self.spawner.is_dead(accepting) {
+            usize::MAX
+        } else {
+            self.served[accepting].load(Ordering::Relaxed)
+        };
         for (index, served) in self.served.iter().enumerate() {
             let served = served.load(Ordering::Relaxed);
-            if served < least {
+            if served < least && !self.spawner.is_dead(index) {
                 worker = index;
                 least = served;
             }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use arena_alloc::{ArenaPool, PoolConfig};
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{Either, Full, Limited};
+use http_body_util::Limited;
 use hyper::body::Incoming;
 use mmap_alloc::Decommit;
 
@@ -34,9 +34,24 @@ pub use stats::ServerStats;
 /// server's maximum body size.
 pub type RequestBody = Limited<Incoming>;
 
-/// The body the server sends: the handler's own, or a short plain-text body for the
-/// responses the server makes itself (413, 500, 503).
-pub type ResponseBody<B> = Either<B, Full<Bytes>>;
+pub use request_scope::ResponseBody;
+
+/// The client's address, in every request's extensions.
+///
+/// # Examples
+/// ```no_run
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+///
+/// let server = executor::Server::builder().bind("127.0.0.1:8080".parse().unwrap())?;
+/// server.serve(|request: http::Request<executor::RequestBody>| async move {
+///     let executor::ClientAddr(client) = *request.extensions().get().unwrap();
+///     http::Response::new(Full::new(Bytes::from(format!("you are {client}\n"))))
+/// })?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ClientAddr(pub SocketAddr);
 
 /// A request handler: any `Fn(Request<RequestBody>) -> impl Future<Output =
 /// Response<B>>` that can be shared between worker threads.
@@ -68,18 +83,21 @@ where
     }
 }
 
-/// Limits and timeouts, shared by every connection.
+/// Limits and timeouts, shared by every connection. `None` is "no limit".
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
-    pub(crate) header_read_timeout: Duration,
-    pub(crate) handler_timeout: Duration,
-    pub(crate) idle_timeout: Duration,
-    pub(crate) shutdown_deadline: Duration,
+    pub(crate) header_read_timeout: Option<Duration>,
+    pub(crate) handler_timeout: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
+    /// How long a response may take to write, from the handler's return to its last
+    /// byte handed to the socket.
+    pub(crate) response_write_timeout: Option<Duration>,
+    pub(crate) shutdown_deadline: Option<Duration>,
     pub(crate) max_connections: usize,
     pub(crate) max_header_bytes: usize,
     pub(crate) max_body_bytes: usize,
     /// How long a request waits for a free arena before it gets 503.
-    pub(crate) arena_wait: Duration,
+    pub(crate) arena_wait: Option<Duration>,
     /// Where requests lease their arenas.
     pub(crate) pool: &'static ArenaPool,
     /// What the server has done so far; read through [`ServerStats`].
@@ -89,16 +107,17 @@ pub(crate) struct Config {
 /// The limits and timeouts a builder collects; the pool is made (or taken) at bind.
 #[derive(Debug, Clone)]
 struct Settings {
-    header_read_timeout: Duration,
-    handler_timeout: Duration,
-    idle_timeout: Duration,
-    shutdown_deadline: Duration,
+    header_read_timeout: Option<Duration>,
+    handler_timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
+    response_write_timeout: Option<Duration>,
+    shutdown_deadline: Option<Duration>,
     max_connections: usize,
     max_header_bytes: usize,
     max_body_bytes: usize,
     arenas: usize,
     arena_bytes: usize,
-    arena_wait: Duration,
+    arena_wait: Option<Duration>,
     pool: Option<&'static ArenaPool>,
 }
 
@@ -124,16 +143,17 @@ impl Default for ServerBuilder {
     fn default() -> Self {
         Self {
             config: Settings {
-                header_read_timeout: Duration::from_secs(10),
-                handler_timeout: Duration::from_secs(30),
-                idle_timeout: Duration::from_secs(60),
-                shutdown_deadline: Duration::from_secs(10),
+                header_read_timeout: Some(Duration::from_secs(10)),
+                handler_timeout: Some(Duration::from_secs(30)),
+                idle_timeout: Some(Duration::from_secs(60)),
+                response_write_timeout: None,
+                shutdown_deadline: Some(Duration::from_secs(10)),
                 max_connections: 10_000,
                 max_header_bytes: 16 * 1024,
                 max_body_bytes: 1024 * 1024,
                 arenas: DEFAULT_ARENAS,
                 arena_bytes: DEFAULT_ARENA_BYTES,
-                arena_wait: Duration::from_secs(1),
+                arena_wait: Some(Duration::from_secs(1)),
                 pool: None,
             },
             workers: std::thread::available_parallelism().map_or(1, usize::from),
@@ -167,31 +187,48 @@ impl ServerBuilder {
     }
 
     /// Time a client has to send a request's headers, counted from when the server
-    /// starts waiting for them (so it also bounds keep-alive idleness). Default 10 s.
-    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
-        self.config.header_read_timeout = timeout;
+    /// starts waiting for them (the connection's start, or the end of the previous
+    /// response), so it also bounds keep-alive idleness. Never counts while a handler
+    /// runs or a response is being written. Default 10 s.
+    ///
+    /// Every limit of the builder takes a `Duration` or `None` ("no limit"); a duration
+    /// too long to represent (`Duration::MAX`) means about 30 years, in effect none.
+    pub fn header_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.config.header_read_timeout = timeout.into();
         self
     }
 
     /// Time a handler has to produce its response, counted from its first poll that
     /// does not finish (a handler that never yields cannot be interrupted anyway); past
-    /// it the handler is dropped and the client gets 503. Default 30 s.
-    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
-        self.config.handler_timeout = timeout;
+    /// it the handler is dropped and the client gets 503. `None`: no limit. Default 30 s.
+    pub fn handler_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.config.handler_timeout = timeout.into();
         self
     }
 
-    /// A keep-alive connection with no new request for this long is closed. Default
-    /// 60 s (the header read timeout also applies to idle connections).
-    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.config.idle_timeout = timeout;
+    /// A keep-alive connection with no new request for this long is closed; as for
+    /// the header read timeout, the wait starts when a response has been written, so a
+    /// response in progress is never cut by it. `None`: no limit. Default 60 s.
+    pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.config.idle_timeout = timeout.into();
+        self
+    }
+
+    /// How long a response may take to write, from the moment the handler returns it
+    /// until its last byte is handed to the socket (a streamed body included); past it
+    /// the connection is closed. Bounds clients that stop reading. Default: `None`, no
+    /// limit (downloads, server-sent events and long polls may take as long as they
+    /// take).
+    pub fn response_write_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.config.response_write_timeout = timeout.into();
         self
     }
 
     /// After shutdown starts, how long in-flight requests get before the runtime drops
-    /// them. Default 10 s.
-    pub fn shutdown_deadline(mut self, deadline: Duration) -> Self {
-        self.config.shutdown_deadline = deadline;
+    /// them; a worker blocked in a handler that never yields is left behind then (see
+    /// [`Server::serve`]). `None`: wait for every connection to end. Default 10 s.
+    pub fn shutdown_deadline(mut self, deadline: impl Into<Option<Duration>>) -> Self {
+        self.config.shutdown_deadline = deadline.into();
         self
     }
 
@@ -234,9 +271,9 @@ impl ServerBuilder {
     }
 
     /// How long a request waits for a free arena, first come first served, before it
-    /// is answered 503 without calling the handler. Default 1 s.
-    pub fn arena_wait(mut self, wait: Duration) -> Self {
-        self.config.arena_wait = wait;
+    /// is answered 503 without calling the handler. `None`: no limit. Default 1 s.
+    pub fn arena_wait(mut self, wait: impl Into<Option<Duration>>) -> Self {
+        self.config.arena_wait = wait.into();
         self
     }
 
@@ -282,6 +319,7 @@ impl ServerBuilder {
             header_read_timeout: settings.header_read_timeout,
             handler_timeout: settings.handler_timeout,
             idle_timeout: settings.idle_timeout,
+            response_write_timeout: settings.response_write_timeout,
             shutdown_deadline: settings.shutdown_deadline,
             max_connections: settings.max_connections,
             max_header_bytes: settings.max_header_bytes,
@@ -372,6 +410,10 @@ impl fmt::Debug for Server {
     }
 }
 
+/// How long the workers get to stop after the shutdown deadline before `serve` leaves
+/// a blocked one behind.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
 const REFUSAL: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 
@@ -398,6 +440,12 @@ impl Server {
 
     /// Serves `handler` until shutdown: blocks the calling thread, then stops accepting,
     /// lets in-flight requests finish up to the shutdown deadline, and stops the workers.
+    ///
+    /// The deadline holds even against a handler that blocks its worker thread: the
+    /// workers get one more second to drop what is left, and a worker still stuck then
+    /// is left behind (detached) and `serve` returns, so a `main` that returns from it
+    /// ends the process. With signal handling on, a second SIGINT/SIGTERM during the
+    /// shutdown ends the process at once.
     ///
     /// # Errors
     /// When the signal watcher cannot be installed.
@@ -428,11 +476,21 @@ impl Server {
             drop(runtime.spawn_on(index, accept_loop(listener, accepting)));
         }
         block_on_thread(shutdown.wait());
-        let deadline = Instant::now() + config.shutdown_deadline;
-        while config.counters.open.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        let deadline = config
+            .shutdown_deadline
+            .map(|deadline| crate::timer::deadline_after(Instant::now(), deadline));
+        while config.counters.open.load(Ordering::Acquire) > 0
+            && deadline.is_none_or(|deadline| Instant::now() < deadline)
+        {
             std::thread::sleep(Duration::from_millis(2));
         }
-        drop(runtime);
+        let left = runtime.shutdown_timeout(STOP_GRACE);
+        if left > 0 {
+            eprintln!(
+                "executor: {left} worker(s) still blocked in a handler {STOP_GRACE:?} after the \
+                 shutdown deadline; left behind"
+            );
+        }
         Ok(())
     }
 }
@@ -450,7 +508,7 @@ struct Accepting<H> {
 impl<H: Handler> Accepting<H> {
     /// Starts serving `stream` on the worker [`Dispatch`] picks: registered with that
     /// worker's `Poll` and counted against it until the connection ends.
-    fn start(&self, stream: mio::net::TcpStream, permit: ConnectionPermit) {
+    fn start(&self, stream: mio::net::TcpStream, peer: SocketAddr, permit: ConnectionPermit) {
         let assignment = self.dispatch.assign(self.worker);
         let worker = assignment.worker();
         let config = Arc::clone(&self.config);
@@ -462,7 +520,7 @@ impl<H: Handler> Accepting<H> {
             let _permit = permit;
             let _counted = assignment;
             match crate::net::TcpStream::from_mio(stream) {
-                Ok(stream) => connection::serve(stream, config, handler, shutdown).await,
+                Ok(stream) => connection::serve(stream, peer, config, handler, shutdown).await,
                 Err(error) => eprintln!("executor: cannot register connection: {error}"),
             }
         };
@@ -483,6 +541,7 @@ async fn accept_loop<H: Handler>(listener: std::net::TcpListener, accepting: Acc
         }
     };
     let mut stop = shutdown.wait();
+    let mut failures = AcceptFailures::default();
     loop {
         let accepted = poll_fn(|cx| {
             if Pin::new(&mut stop).poll(cx).is_ready() {
@@ -494,7 +553,8 @@ async fn accept_loop<H: Handler>(listener: std::net::TcpListener, accepting: Acc
         match accepted {
             // Shutdown: dropping the listener closes it, so new connections are refused.
             None => return,
-            Some(Ok((mut stream, _peer))) => {
+            Some(Ok((mut stream, peer))) => {
+                failures.recovered(accepting.worker);
                 let counters = &config.counters;
                 let Some(permit) = ConnectionPermit::try_acquire(counters, config.max_connections)
                 else {
@@ -504,13 +564,83 @@ async fn accept_loop<H: Handler>(listener: std::net::TcpListener, accepting: Acc
                     let _ = stream.write(REFUSAL);
                     continue;
                 };
-                accepting.start(stream, permit);
+                accepting.start(stream, peer, permit);
             }
             Some(Err(error)) => {
-                // Out of descriptors or similar: back off instead of spinning.
-                eprintln!("executor: accept failed: {error}");
-                crate::sleep(Duration::from_millis(10)).await;
+                // Out of descriptors or similar: the connection stays in the backlog, so
+                // back off (longer while it lasts) instead of spinning, and keep serving
+                // the connections already open meanwhile.
+                let mut pause = crate::sleep(failures.failed(accepting.worker, &error));
+                let stopped = poll_fn(|cx| {
+                    if Pin::new(&mut stop).poll(cx).is_ready() {
+                        return Poll::Ready(true);
+                    }
+                    Pin::new(&mut pause).poll(cx).map(|()| false)
+                })
+                .await;
+                if stopped {
+                    return;
+                }
             }
+        }
+    }
+}
+
+/// Shortest pause after a failed accept.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest pause after a failed accept.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// How long accepts must have worked before a run of failures counts as over.
+const ACCEPT_EPISODE_QUIET: Duration = Duration::from_secs(1);
+
+/// One accept loop's run of failed accepts (an episode: from the first failure until
+/// accepts have worked, without a failure, for a second; while descriptors are short,
+/// each closing connection lets one accept through between failures, which does not
+/// end it). An episode is logged once when it starts and once when it ends, with
+/// its count, however many accepts fail in it: running out of descriptors under a
+/// flood must not flood the log too.
+#[derive(Debug, Default)]
+struct AcceptFailures {
+    /// Failed accepts in the current episode; 0 outside one.
+    count: u64,
+    /// The pause after the last failure.
+    backoff: Duration,
+    /// When accepts started working again without a failure since, in an episode.
+    working_since: Option<Instant>,
+}
+
+impl AcceptFailures {
+    /// Counts a failure (logging it if it starts an episode); returns how long to pause.
+    fn failed(&mut self, worker: usize, error: &io::Error) -> Duration {
+        if self.count == 0 {
+            eprintln!(
+                "executor: worker {worker}: accept failed: {error}; backing off, \
+                 logged again when accepting works"
+            );
+            self.backoff = ACCEPT_BACKOFF_MIN;
+        } else {
+            self.backoff = (self.backoff * 2).min(ACCEPT_BACKOFF_MAX);
+        }
+        self.count += 1;
+        self.working_since = None;
+        self.backoff
+    }
+
+    /// An accept worked: ends the episode, if one is running and accepts have worked
+    /// long enough, with its count.
+    fn recovered(&mut self, worker: usize) {
+        if self.count == 0 {
+            return;
+        }
+        let since = *self.working_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= ACCEPT_EPISODE_QUIET {
+            eprintln!(
+                "executor: worker {worker}: accepting again after {} failed accepts",
+                self.count
+            );
+            self.count = 0;
+            self.working_since = None;
         }
     }
 }

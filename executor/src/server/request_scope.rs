@@ -11,15 +11,20 @@
 //! 2. Every poll of the handler enters the arena (the router's guard), so all its
 //!    global allocations are bump allocations in the arena, and runs under
 //!    `catch_unwind`: a panic, in the call or a poll, becomes a 500.
-//! 3. After a poll that leaves the handler pending, the arena's over-budget flag is
-//!    read: an allocation that did not fit spilled to the fallback heap and raised it.
-//!    The handler future is then dropped (inside the arena, so destructors run and free
-//!    into it) and the client gets 503 saying the request exceeded its memory budget.
-//!    A deadline armed at the first pending poll cancels a handler that runs too long.
-//! 4. When the handler is done or dropped, the lease is released. Whatever the request
-//!    allocated and is still alive (its response, until hyper has written it; anything
-//!    that escaped) keeps the arena quarantined, and the last free returns it to the
-//!    pool: no memory is reused while something allocated from it lives.
+//! 3. After every poll of the handler, pending or finished, the arena's over-budget
+//!    flag is read: an allocation that did not fit spilled to the fallback heap and
+//!    raised it. The handler future (or the response it just returned) is then dropped
+//!    (inside the arena, so destructors run and free into it) and the client gets 503
+//!    saying the request exceeded its memory budget. A deadline armed at the first
+//!    pending poll cancels a handler that runs too long.
+//! 4. The handler's response body ([`ResponseBody`]) keeps the lease and is polled by
+//!    the same rules (arena entered, `catch_unwind`, over-budget flag); a body that
+//!    panics or goes over budget ends with an error, which cuts the response off.
+//! 5. When the body is done (or the handler dropped, or the server answered instead),
+//!    the lease is released. Whatever the request allocated and is still alive (frames
+//!    not yet written; anything that escaped) keeps the arena quarantined, and the last
+//!    free returns it to the pool: no memory is reused while something allocated from
+//!    it lives.
 //!
 //! hyper's own work for a request (reading and parsing its head) happens in the
 //! connection's task, outside the arena: it also allocates connection state there (its
@@ -37,12 +42,15 @@
 //! `RequestTask` structurally pins its handler future (`State::Running`): the future is
 //! never moved once the task is pinned, only dropped in place (`drop_handler`:
 //! `drop_in_place`, then the state is overwritten). Other states hold no pinned data.
+//! `ResponseBody` pins the handler's body (`BodyKind::Handler`) the same way
+//! (`drop_body`).
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -50,11 +58,11 @@ use std::time::Duration;
 use arena_alloc::{AcquireFuture, PooledArena};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, header, uri};
-use http_body_util::{Either, Full, Limited};
+use http_body_util::{Full, Limited};
 use hyper::body::Incoming;
 
 use crate::server::stats::Counters;
-use crate::server::{Config, Handler, RequestBody, ResponseBody};
+use crate::server::{ClientAddr, Config, Handler, RequestBody};
 use crate::sync::lock;
 use crate::timer::{Sleep, sleep};
 
@@ -62,10 +70,19 @@ use crate::timer::{Sleep, sleep};
 /// server's counters, and the connection's header map.
 #[derive(Debug)]
 pub(crate) struct ConnectionActivity {
-    /// Requests whose handler has not finished.
+    /// Requests whose response has not been written yet (from hyper's call until the
+    /// response body is done and dropped).
     pub(crate) in_flight: AtomicUsize,
+    /// Requests whose handler has not finished (a subset of `in_flight`).
+    pub(crate) handling: AtomicUsize,
     /// Requests started on this connection.
     pub(crate) started: AtomicU64,
+    /// hyper's last write was refused for lack of room in the socket's send buffer:
+    /// it holds response bytes the client has not taken yet. Set by the connection's
+    /// stream; read by its watchdog.
+    pub(crate) write_blocked: AtomicBool,
+    /// The client's address, given to every handler (`ClientAddr`).
+    peer: Option<SocketAddr>,
     /// The server's counters, for what a request's outcome adds to them.
     counters: Arc<Counters>,
     /// The connection's own header map (allocated outside any arena) between the moment
@@ -76,10 +93,13 @@ pub(crate) struct ConnectionActivity {
 }
 
 impl ConnectionActivity {
-    pub(crate) fn new(counters: Arc<Counters>) -> Self {
+    pub(crate) fn new(counters: Arc<Counters>, peer: Option<SocketAddr>) -> Self {
         Self {
             in_flight: AtomicUsize::new(0),
+            handling: AtomicUsize::new(0),
             started: AtomicU64::new(0),
+            write_blocked: AtomicBool::new(false),
+            peer,
             counters,
             header_map: Mutex::new(None),
         }
@@ -186,29 +206,44 @@ fn own_uri(uri: &Uri) -> Uri {
     Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
 }
 
-/// Marks one request in flight for its whole life.
+/// Marks one request in flight until its response is written (moved from its
+/// [`RequestTask`] into its [`ResponseBody`]), and its handler running until
+/// [`InFlight::handler_done`].
 #[derive(Debug)]
-struct InFlight(Arc<ConnectionActivity>);
+pub(crate) struct InFlight {
+    activity: Arc<ConnectionActivity>,
+    /// The handler is still counted in `handling`.
+    handling: bool,
+}
 
 impl InFlight {
     fn new(activity: &Arc<ConnectionActivity>) -> Self {
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        activity.handling.fetch_add(1, Ordering::Relaxed);
         activity.started.fetch_add(1, Ordering::Relaxed);
-        Self(Arc::clone(activity))
+        Self {
+            activity: Arc::clone(activity),
+            handling: true,
+        }
     }
 
     fn counters(&self) -> &Counters {
-        &self.0.counters
+        &self.activity.counters
     }
 
-    fn connection(&self) -> &ConnectionActivity {
-        &self.0
+    /// The handler has produced the response (or been dropped): from now on the
+    /// request is a response being written.
+    fn handler_done(&mut self) {
+        if std::mem::take(&mut self.handling) {
+            self.activity.handling.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.handler_done();
+        self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -245,8 +280,8 @@ struct Waiting<H> {
     request: Request<RequestBody>,
     handler: Arc<H>,
     acquire: AcquireFuture<'static>,
-    /// Ends the wait; armed when the wait starts.
-    deadline: Sleep,
+    /// Ends the wait; armed when the wait starts (none: wait as long as it takes).
+    deadline: Option<Sleep>,
 }
 
 enum State<H: Handler> {
@@ -272,29 +307,33 @@ const TIMED_OUT_BODY: &str = "service unavailable: the request handler timed out
 pub(crate) struct RequestTask<H: Handler> {
     /// Pinned when `Running`; see the module `# Safety`.
     state: State<H>,
-    /// The request's arena while the handler lives; released when it is done.
+    /// The request's arena while the handler lives; handed to the response body with
+    /// the handler's response, or released.
     lease: Option<PooledArena<'static>>,
     /// Cancels the handler when it fires; armed at the handler's first pending poll.
     deadline: Option<Sleep>,
-    handler_timeout: Duration,
-    in_flight: InFlight,
+    handler_timeout: Option<Duration>,
+    /// Moves into the response body when the response is returned.
+    in_flight: Option<InFlight>,
+    /// The connection, for the counters (also reachable through `in_flight` until the
+    /// response goes).
+    activity: Arc<ConnectionActivity>,
 }
 
-fn refusal<B>(status: StatusCode, body: &'static str) -> Response<ResponseBody<B>> {
-    plain_response(status, body).map(Either::Right)
-}
-
-/// Copies the request's head into `lease`'s arena and calls the handler there,
-/// containing a panic.
+/// Copies the request's head into `lease`'s arena, gives it the client's address, and
+/// calls the handler there, containing a panic.
 fn call_in_arena<H: Handler>(
     handler: &H,
     request: Request<RequestBody>,
     lease: &PooledArena<'static>,
-    in_flight: &InFlight,
+    activity: &ConnectionActivity,
 ) -> State<H> {
     lease.run(|| {
-        let counters = in_flight.counters();
-        let request = own_head(request, in_flight.connection());
+        let counters = &activity.counters;
+        let mut request = own_head(request, activity);
+        if let Some(peer) = activity.peer {
+            request.extensions_mut().insert(ClientAddr(peer));
+        }
         match catch_unwind(AssertUnwindSafe(|| handler.call(request))) {
             Ok(future) => State::Running(future),
             Err(_) => {
@@ -316,6 +355,16 @@ fn in_lease<R>(lease: Option<&PooledArena<'static>>, body: impl FnOnce() -> R) -
     }
 }
 
+/// Drops `value` inside `lease`'s arena (where it was allocated), containing a panic
+/// of its destructors (user code).
+fn drop_contained<T>(value: T, lease: Option<&PooledArena<'static>>) {
+    in_lease(lease, move || {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
+            crate::sync::discard_panic(payload);
+        }
+    });
+}
+
 impl<H: Handler> RequestTask<H> {
     /// Leases an arena and calls the handler in it, or starts waiting for one.
     fn start(
@@ -324,9 +373,10 @@ impl<H: Handler> RequestTask<H> {
         config: &Config,
         in_flight: InFlight,
     ) -> Self {
+        let activity = Arc::clone(&in_flight.activity);
         let (state, lease) = match config.pool.try_acquire() {
             Some(lease) => {
-                let state = call_in_arena(&**handler, request, &lease, &in_flight);
+                let state = call_in_arena(&**handler, request, &lease, &activity);
                 (state, Some(lease))
             }
             None => {
@@ -334,7 +384,7 @@ impl<H: Handler> RequestTask<H> {
                     request,
                     handler: Arc::clone(handler),
                     acquire: config.pool.acquire_async(),
-                    deadline: sleep(config.arena_wait),
+                    deadline: config.arena_wait.map(sleep),
                 };
                 (State::WaitingForArena(Box::new(waiting)), None)
             }
@@ -344,7 +394,8 @@ impl<H: Handler> RequestTask<H> {
             lease,
             deadline: None,
             handler_timeout: config.handler_timeout,
-            in_flight,
+            in_flight: Some(in_flight),
+            activity,
         }
     }
 
@@ -353,14 +404,19 @@ impl<H: Handler> RequestTask<H> {
             state: State::Answered(response),
             lease: None,
             deadline: None,
-            handler_timeout: Duration::ZERO,
-            in_flight,
+            handler_timeout: None,
+            activity: Arc::clone(&in_flight.activity),
+            in_flight: Some(in_flight),
         }
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.activity.counters
     }
 
     /// Drops the handler future in place (never moving it, as pinning requires) inside
     /// the request's arena, containing a panic from its destructors, and leaves the
-    /// state `Finished`. Then releases the arena.
+    /// state `Finished`. The lease stays.
     fn drop_handler(&mut self) {
         if let State::Running(future) = &mut self.state {
             let future: *mut H::Future = future;
@@ -369,33 +425,52 @@ impl<H: Handler> RequestTask<H> {
                 // (derived from a unique borrow that ends here). It is dropped exactly
                 // once: a panicking destructor still counts as the drop, and the state is
                 // then overwritten without being dropped again.
-                let _ = catch_unwind(AssertUnwindSafe(|| unsafe {
+                let dropped = catch_unwind(AssertUnwindSafe(|| unsafe {
                     std::ptr::drop_in_place(future)
                 }));
+                if let Err(payload) = dropped {
+                    crate::sync::discard_panic(payload);
+                }
             });
             // SAFETY: `self.state` is valid for writes; its only field was dropped above,
             // so overwriting it without running its destructor again is exactly right.
             unsafe { std::ptr::write(&mut self.state, State::Finished) };
         }
-        // What the request still holds (its response, until written) keeps the arena
-        // quarantined; the last free hands it back to the pool.
-        self.lease = None;
     }
 
-    fn finish(
-        &mut self,
-        response: Response<ResponseBody<H::Body>>,
-    ) -> Poll<<Self as Future>::Output> {
+    /// Ends the handler and returns `response`: the handler's own (whose body goes on
+    /// in the request's arena, under its budget, see [`ResponseBody`]) or one the
+    /// server made (the lease is released: what the request still holds keeps the
+    /// arena quarantined, and the last free hands it back to the pool).
+    fn finish(&mut self, response: Response<BodyKind<H::Body>>) -> Poll<<Self as Future>::Output> {
         self.drop_handler();
-        Poll::Ready(Ok(response))
+        let mut in_flight = self.in_flight.take().expect("a request task finishes once");
+        in_flight.handler_done();
+        let lease = match response.body() {
+            BodyKind::Handler(_) => self.lease.take(),
+            BodyKind::Server(_) | BodyKind::Finished => {
+                self.lease = None;
+                None
+            }
+        };
+        Poll::Ready(Ok(response.map(|body| ResponseBody {
+            kind: body,
+            lease,
+            in_flight,
+        })))
+    }
+
+    fn refuse(&mut self, status: StatusCode, body: &'static str) -> Poll<<Self as Future>::Output> {
+        self.finish(plain_response(status, body).map(BodyKind::Server))
     }
 
     fn cancel_over_budget(&mut self) -> Poll<<Self as Future>::Output> {
-        self.in_flight
-            .counters()
-            .over_budget
-            .fetch_add(1, Ordering::Relaxed);
-        self.finish(refusal(StatusCode::SERVICE_UNAVAILABLE, OVER_BUDGET_BODY))
+        self.counters().over_budget.fetch_add(1, Ordering::Relaxed);
+        self.refuse(StatusCode::SERVICE_UNAVAILABLE, OVER_BUDGET_BODY)
+    }
+
+    fn is_over_budget(&self) -> bool {
+        self.lease.as_ref().is_some_and(PooledArena::is_over_budget)
     }
 
     /// Polls the running handler inside its arena and applies the per-request rules.
@@ -409,22 +484,33 @@ impl<H: Handler> RequestTask<H> {
         let outcome = in_lease(self.lease.as_ref(), || {
             catch_unwind(AssertUnwindSafe(|| future.poll(cx)))
         });
-        let counters = self.in_flight.counters();
         match outcome {
-            Ok(Poll::Ready(response)) => self.finish(response.map(Either::Left)),
-            Err(_) => {
-                counters.panics.fetch_add(1, Ordering::Relaxed);
-                self.finish(refusal(StatusCode::INTERNAL_SERVER_ERROR, PANIC_BODY))
-            }
-            Ok(Poll::Pending) => {
-                if self.lease.as_ref().is_some_and(PooledArena::is_over_budget) {
+            Ok(Poll::Ready(response)) => {
+                if self.is_over_budget() {
+                    // Finished in the very poll that went over: over budget all the
+                    // same. The response goes, in its arena, and the client gets 503.
+                    drop_contained(response, self.lease.as_ref());
                     return self.cancel_over_budget();
                 }
-                let timeout = self.handler_timeout;
+                self.finish(response.map(BodyKind::Handler))
+            }
+            Err(_) => {
+                self.counters().panics.fetch_add(1, Ordering::Relaxed);
+                self.refuse(StatusCode::INTERNAL_SERVER_ERROR, PANIC_BODY)
+            }
+            Ok(Poll::Pending) => {
+                if self.is_over_budget() {
+                    return self.cancel_over_budget();
+                }
+                let Some(timeout) = self.handler_timeout else {
+                    return Poll::Pending;
+                };
                 let deadline = self.deadline.get_or_insert_with(|| sleep(timeout));
                 if Pin::new(deadline).poll(cx).is_ready() {
-                    counters.handler_timeouts.fetch_add(1, Ordering::Relaxed);
-                    self.finish(refusal(StatusCode::SERVICE_UNAVAILABLE, TIMED_OUT_BODY))
+                    self.counters()
+                        .handler_timeouts
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.refuse(StatusCode::SERVICE_UNAVAILABLE, TIMED_OUT_BODY)
                 } else {
                     Poll::Pending
                 }
@@ -439,9 +525,7 @@ impl<H: Handler> Future for RequestTask<H> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut outcome = self.as_mut().poll_response(cx);
         if let Poll::Ready(Ok(response)) = &mut outcome {
-            self.in_flight
-                .connection()
-                .lend_header_map(response.headers_mut());
+            self.activity.lend_header_map(response.headers_mut());
         }
         outcome
     }
@@ -467,23 +551,21 @@ impl<H: Handler> RequestTask<H> {
                     let Waiting {
                         request, handler, ..
                     } = *waiting;
-                    this.state = call_in_arena(&*handler, request, &lease, &this.in_flight);
+                    this.state = call_in_arena(&*handler, request, &lease, &this.activity);
                     this.lease = Some(lease);
                     // Poll the new state at once: the handler's first poll, or the 500.
                     // SAFETY: `this` is the pinned task; re-pinning it is sound.
                     return unsafe { Pin::new_unchecked(this) }.poll_response(cx);
                 }
-                if Pin::new(&mut waiting.deadline).poll(cx).is_ready() {
+                if let Some(deadline) = &mut waiting.deadline
+                    && Pin::new(deadline).poll(cx).is_ready()
+                {
                     // Dropping the waiting state gives up its place in the queue.
-                    this.in_flight
-                        .counters()
+                    this.counters()
                         .arena_waits_timed_out
                         .fetch_add(1, Ordering::Relaxed);
                     this.state = State::Finished;
-                    return Poll::Ready(Ok(refusal(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        NO_ARENA_BODY,
-                    )));
+                    return this.refuse(StatusCode::SERVICE_UNAVAILABLE, NO_ARENA_BODY);
                 }
                 Poll::Pending
             }
@@ -492,8 +574,7 @@ impl<H: Handler> RequestTask<H> {
                 else {
                     unreachable!("matched Answered above")
                 };
-                this.lease = None;
-                Poll::Ready(Ok(response.map(Either::Right)))
+                this.finish(response.map(BodyKind::Server))
             }
             State::Finished => panic!("RequestTask polled after completion"),
         }
@@ -504,6 +585,192 @@ impl<H: Handler> Drop for RequestTask<H> {
     fn drop(&mut self) {
         // The connection went away mid-request: drop the handler in place, in its arena.
         self.drop_handler();
+    }
+}
+
+/// What a [`ResponseBody`] holds.
+enum BodyKind<B> {
+    /// The handler's body; structurally pinned (see [`ResponseBody`]).
+    Handler(B),
+    /// A short body the server made itself (413, 500, 503).
+    Server(Full<Bytes>),
+    /// Done, failed or dropped.
+    Finished,
+}
+
+/// The body the server sends: the handler's own, or a short plain-text body for the
+/// responses the server makes itself (413, 500, 503).
+///
+/// The handler's body is polled exactly as the handler was: inside the request's
+/// arena (which it keeps until the body is done), under `catch_unwind`, and against
+/// the request's budget. A body that panics or goes over budget is dropped in its
+/// arena and ends with an error: the response is cut off and its connection closed
+/// (its head is already on its way, so no 500 or 503 can replace it), and the server's
+/// counters say why. Until it is dropped the body also marks its request as in flight,
+/// so the connection's header and idle timers do not run while a response is still
+/// being written.
+pub struct ResponseBody<B> {
+    /// Structurally pinned in `Handler`: never moved, dropped in place.
+    kind: BodyKind<B>,
+    /// The request's arena while the handler's body lives.
+    lease: Option<PooledArena<'static>>,
+    in_flight: InFlight,
+}
+
+impl<B> std::fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            BodyKind::Handler(_) => "handler",
+            BodyKind::Server(_) => "server",
+            BodyKind::Finished => "finished",
+        };
+        f.debug_struct("ResponseBody")
+            .field("kind", &kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the server cut a response body off.
+#[derive(Debug)]
+enum BodyCutOff {
+    Panicked,
+    OverBudget,
+}
+
+impl std::fmt::Display for BodyCutOff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Panicked => "the response body panicked",
+            Self::OverBudget => "the response body exceeded the request's memory budget",
+        })
+    }
+}
+
+impl std::error::Error for BodyCutOff {}
+
+/// The error of a [`ResponseBody`].
+type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<B> ResponseBody<B> {
+    /// Drops the handler's body in place inside its arena (containing a panic), then
+    /// releases the arena.
+    fn drop_body(&mut self) {
+        if let BodyKind::Handler(body) = &mut self.kind {
+            let body: *mut B = body;
+            in_lease(self.lease.as_ref(), || {
+                // SAFETY: `body` points to the live body inside `self.kind`, dropped
+                // exactly once (a panicking destructor still counts as the drop); the
+                // state is then overwritten without dropping it again.
+                let dropped = catch_unwind(AssertUnwindSafe(|| unsafe {
+                    std::ptr::drop_in_place(body)
+                }));
+                if let Err(payload) = dropped {
+                    crate::sync::discard_panic(payload);
+                }
+            });
+            // SAFETY: `self.kind` is valid for writes and its field was dropped above.
+            unsafe { std::ptr::write(&mut self.kind, BodyKind::Finished) };
+        }
+        self.lease = None;
+    }
+
+    fn cut_off(
+        &mut self,
+        why: BodyCutOff,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BodyError>>> {
+        let counter = match why {
+            BodyCutOff::Panicked => &self.in_flight.counters().panics,
+            BodyCutOff::OverBudget => &self.in_flight.counters().over_budget,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.drop_body();
+        Poll::Ready(Some(Err(Box::new(why))))
+    }
+}
+
+impl<B> http_body::Body for ResponseBody<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BodyError>,
+{
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BodyError>>> {
+        // SAFETY: only `kind`'s `Handler` body is structurally pinned; it is polled in
+        // place through `Pin::new_unchecked` and dropped in place by `drop_body`, never
+        // moved. No other field is pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        let body = match &mut this.kind {
+            BodyKind::Handler(body) => body,
+            BodyKind::Server(body) => {
+                return Pin::new(body)
+                    .poll_frame(cx)
+                    .map_err(|never| match never {});
+            }
+            BodyKind::Finished => return Poll::Ready(None),
+        };
+        // SAFETY: see above; the body stays in place until `drop_body`.
+        let body = unsafe { Pin::new_unchecked(body) };
+        let outcome = in_lease(this.lease.as_ref(), || {
+            catch_unwind(AssertUnwindSafe(|| body.poll_frame(cx)))
+        });
+        let Ok(polled) = outcome else {
+            return this.cut_off(BodyCutOff::Panicked);
+        };
+        if this.lease.as_ref().is_some_and(PooledArena::is_over_budget) {
+            drop_contained(polled, this.lease.as_ref());
+            return this.cut_off(BodyCutOff::OverBudget);
+        }
+        match polled {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(Some(Err(error))) => {
+                this.drop_body();
+                Poll::Ready(Some(Err(error.into())))
+            }
+            Poll::Ready(None) => {
+                // Done: the body goes and the arena with it (once the frames sent are
+                // freed).
+                this.drop_body();
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Handler(body) => {
+                // A panic here says nothing: poll the body to find out.
+                in_lease(self.lease.as_ref(), || {
+                    catch_unwind(AssertUnwindSafe(|| body.is_end_stream())).unwrap_or(false)
+                })
+            }
+            BodyKind::Server(body) => body.is_end_stream(),
+            BodyKind::Finished => true,
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match &self.kind {
+            BodyKind::Handler(body) => {
+                in_lease(self.lease.as_ref(), || {
+                    catch_unwind(AssertUnwindSafe(|| body.size_hint())).unwrap_or_default()
+                })
+            }
+            BodyKind::Server(body) => body.size_hint(),
+            BodyKind::Finished => http_body::SizeHint::with_exact(0),
+        }
+    }
+}
+
+impl<B> Drop for ResponseBody<B> {
+    fn drop(&mut self) {
+        // Written, or the connection went away: the body goes, in its arena.
+        self.drop_body();
     }
 }
 
@@ -554,7 +821,7 @@ mod tests {
     use super::*;
 
     fn activity() -> ConnectionActivity {
-        ConnectionActivity::new(Arc::default())
+        ConnectionActivity::new(Arc::default(), None)
     }
 
     /// Whether `inner` lies inside `outer`.

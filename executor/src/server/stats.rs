@@ -22,8 +22,11 @@ pub(crate) struct Counters {
     pub(crate) arena_waits_timed_out: AtomicU64,
     /// Handlers cancelled at the handler timeout (503).
     pub(crate) handler_timeouts: AtomicU64,
-    /// Handlers that panicked (500).
+    /// Handlers (or their response bodies) that panicked.
     pub(crate) panics: AtomicU64,
+    /// Connections closed because a response took longer than the response write
+    /// timeout to write.
+    pub(crate) response_write_timeouts: AtomicU64,
 }
 
 /// A live view of a [`Server`](crate::Server)'s counters; cheap to clone, valid after
@@ -60,7 +63,7 @@ impl ServerStats {
     }
 
     /// Handlers cancelled so far because they went over their arena budget (each
-    /// answered 503).
+    /// answered 503), and streamed response bodies cut off for it.
     pub fn over_budget(&self) -> u64 {
         self.counters.over_budget.load(Ordering::Relaxed)
     }
@@ -76,9 +79,18 @@ impl ServerStats {
         self.counters.handler_timeouts.load(Ordering::Relaxed)
     }
 
-    /// Handlers that panicked so far (each answered 500).
+    /// Handlers that panicked so far (each answered 500), and response bodies that
+    /// panicked while streaming (each response cut off, its connection closed).
     pub fn panics(&self) -> u64 {
         self.counters.panics.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed so far because a response took longer than the response
+    /// write timeout to write.
+    pub fn response_write_timeouts(&self) -> u64 {
+        self.counters
+            .response_write_timeouts
+            .load(Ordering::Relaxed)
     }
 
     /// The request arenas: free, in use, quarantined (released while something they

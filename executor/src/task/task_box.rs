@@ -10,6 +10,7 @@
 
 use std::alloc::Layout;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::ptr::NonNull;
 
@@ -62,11 +63,22 @@ impl TaskBox {
 }
 
 impl Drop for TaskBox {
+    /// Drops the future (a finished task's leftovers, its output when its handle is
+    /// gone, or an unfinished task being cancelled): user code, so a panic in it is
+    /// contained here and the worker goes on. The block is freed either way.
     fn drop(&mut self) {
         // SAFETY: the future is live; its layout comes from its own vtable.
         let layout = block_layout(Layout::for_value(unsafe { self.future.as_ref() }));
-        // SAFETY: dropped exactly once, in place, as pinning requires.
-        unsafe { std::ptr::drop_in_place(self.future.as_ptr()) };
+        let future = self.future.as_ptr();
+        // SAFETY: dropped exactly once, in place, as pinning requires; a destructor that
+        // panics still counts as the drop (`drop_in_place` drops the remaining fields
+        // while unwinding) and the block is not touched again but to be freed.
+        let dropped = catch_unwind(AssertUnwindSafe(|| unsafe {
+            std::ptr::drop_in_place(future)
+        }));
+        if let Err(payload) = dropped {
+            crate::sync::discard_panic(payload);
+        }
         // SAFETY: the block came from `TASK_HEAP` with this layout and is dead now.
         unsafe { TASK_HEAP.deallocate(self.future.cast(), layout) };
     }
@@ -111,6 +123,35 @@ mod tests {
         assert_eq!(drops.load(Ordering::Relaxed), 0);
         drop(task);
         assert_eq!(drops.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_destructor_that_panics_is_contained_and_the_rest_dropped() {
+        struct PanicsOnDrop;
+        impl Drop for PanicsOnDrop {
+            fn drop(&mut self) {
+                panic!("a destructor panics on purpose");
+            }
+        }
+        let drops = Arc::new(AtomicUsize::new(0));
+        let counted = CountsDrops(Arc::clone(&drops), [1, 2, 3, 4, 5]);
+        let guard = PanicsOnDrop;
+        let task = TaskBox::new(async move {
+            let _first = guard;
+            let _second = counted;
+            std::future::pending::<()>().await;
+        })
+        .unwrap_or_else(|_| panic!("task heap exhausted"));
+        let mut task = task;
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(task.as_mut().poll(&mut cx).is_pending());
+        // Unwinding out of a drop here would take the worker with it.
+        drop(task);
+        assert_eq!(
+            drops.load(Ordering::Relaxed),
+            1,
+            "the other local was dropped"
+        );
     }
 
     #[test]

@@ -104,3 +104,26 @@ fn connections_are_spread_evenly_over_the_workers_whichever_accepts() {
         assert_eq!(server.stats.open_connections(), 0);
     }
 }
+
+#[test]
+fn the_handler_sees_the_client_address() {
+    let server = start_with(
+        builder(),
+        |request: http::Request<executor::RequestBody>| async move {
+            let address = request
+                .extensions()
+                .get::<executor::ClientAddr>()
+                .map_or_else(|| "none".to_owned(), |client| client.0.to_string());
+            text(http::StatusCode::OK, address)
+        },
+    );
+    let mut stream = raw(server.address);
+    let local = stream.local_addr().unwrap();
+    std::io::Write::write_all(&mut stream, b"GET / HTTP/1.1\r\nhost: t\r\n\r\n").unwrap();
+    let mut received = Vec::new();
+    let expected = local.to_string();
+    let ended = read_until(&mut stream, &mut received, CLIENT_TIMEOUT, |bytes| {
+        String::from_utf8_lossy(bytes).ends_with(&expected)
+    });
+    assert_eq!(ended, Ended::Done, "{}", String::from_utf8_lossy(&received));
+}

@@ -8,8 +8,12 @@
 static GLOBAL: executor::RequestAllocator = executor::request_allocator();
 
 mod arenas;
+mod budget;
+mod child;
 mod chunked;
 mod client;
+mod descriptors;
+mod edges;
 mod keep_alive;
 mod limits;
 mod malformed;
@@ -17,5 +21,8 @@ mod panics;
 mod pipelining;
 mod proxy;
 mod shutdown;
+mod sockets;
+mod streaming;
 mod support;
 mod timeouts;
+mod timers;

@@ -68,3 +68,178 @@ fn handler_whose_destructor_panics_is_still_cancelled_cleanly() {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     }
 }
+
+/// Panics when dropped.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("a destructor panics on purpose");
+    }
+}
+
+/// Waits (bounded) for `work` on another thread; `None` if it did not finish in time.
+fn bounded<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)));
+    });
+    match receiver.recv_timeout(Duration::from_secs(10)) {
+        Ok(Ok(output)) => Some(output),
+        Ok(Err(payload)) => std::panic::resume_unwind(payload),
+        Err(_) => None,
+    }
+}
+
+#[test]
+fn a_task_output_that_panics_on_drop_does_not_kill_its_worker() {
+    let runtime = std::sync::Arc::new(executor::Runtime::builder().workers(1).build().unwrap());
+    // Detached before it finishes: nobody takes the output, so the worker drops it
+    // with the task.
+    let detached = |runtime: &executor::Runtime| {
+        let go = executor::Shutdown::new();
+        let wait = go.wait();
+        drop(runtime.spawn(async move {
+            wait.await;
+            PanicsOnDrop
+        }));
+        go.trigger();
+    };
+    detached(&runtime);
+    // A finished task's future that panics on drop (a hand-written one: it is dropped
+    // only when the task is freed), and a cancelled one that panics when dropped.
+    drop(runtime.spawn(async {
+        let guard = PanicsOnDrop;
+        executor::sleep(Duration::from_millis(1)).await;
+        std::mem::forget(guard);
+    }));
+    let running = std::sync::Arc::clone(&runtime);
+    let answer = bounded(move || running.block_on(async { 42 }));
+    assert_eq!(answer, Some(42), "the worker died with the destructor");
+    // The worker goes on with more tasks, each dropped with a panic.
+    for _ in 0..3 {
+        detached(&runtime);
+    }
+    let running = std::sync::Arc::clone(&runtime);
+    assert_eq!(bounded(move || running.block_on(async { 7 })), Some(7));
+}
+
+#[test]
+fn a_cancelled_task_that_panics_on_drop_reports_cancelled_and_the_rest_are_dropped() {
+    let runtime = executor::Runtime::builder().workers(1).build().unwrap();
+    let first = runtime.spawn(async {
+        let _guard = PanicsOnDrop;
+        std::future::pending::<()>().await;
+    });
+    let second = runtime.spawn(async {
+        let _guard = PanicsOnDrop;
+        std::future::pending::<()>().await;
+    });
+    let (dropped_sender, dropped) = std::sync::mpsc::channel::<()>();
+    let third = runtime.spawn(async move {
+        let _noted = dropped_sender;
+        std::future::pending::<()>().await;
+    });
+    // Let all three start, then stop the runtime: every task is dropped.
+    std::thread::sleep(Duration::from_millis(50));
+    drop(runtime);
+    assert_eq!(
+        dropped.recv_timeout(Duration::from_secs(5)),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected),
+        "the third task was never dropped"
+    );
+    let client = client_runtime();
+    for handle in [first, second, third] {
+        let result = client.block_on(handle);
+        assert!(
+            matches!(result, Err(executor::JoinError::Cancelled)),
+            "{result:?}"
+        );
+    }
+}
+
+/// A waker that panics when woken: the one piece of user code a worker runs outside
+/// a task's poll or drop (its timers and reactor wake wakers).
+struct PanickingWaker;
+
+impl std::task::Wake for PanickingWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        panic!("a waker panics on purpose");
+    }
+}
+
+/// Registers a 10 ms timer of the current worker with a waker that panics: when it
+/// fires, the worker's loop unwinds.
+/// Allocated outside any request's arena: it is leaked on purpose.
+async fn arm_a_panicking_waker() {
+    arena_alloc::outside_arena(|| {
+        let waker = std::task::Waker::from(std::sync::Arc::new(PanickingWaker));
+        let mut context = std::task::Context::from_waker(&waker);
+        let mut sleep = Box::pin(executor::sleep(Duration::from_millis(10)));
+        assert!(sleep.as_mut().poll(&mut context).is_pending());
+        // Kept registered: the sleep is leaked, so the timer is never cancelled.
+        std::mem::forget(sleep);
+    });
+}
+
+#[test]
+fn block_on_a_dead_worker_panics_instead_of_hanging() {
+    let runtime = std::sync::Arc::new(executor::Runtime::builder().workers(1).build().unwrap());
+    let pending = runtime.spawn(std::future::pending::<()>());
+    runtime.block_on(arm_a_panicking_waker());
+    std::thread::sleep(Duration::from_millis(100));
+    let running = std::sync::Arc::clone(&runtime);
+    let outcome = bounded(move || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            running.block_on(async { 1 })
+        }))
+    });
+    let outcome = outcome.expect("block_on hangs on a dead worker");
+    let payload = outcome.expect_err("block_on on a dead worker must panic");
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    assert!(message.contains("died"), "{message}");
+    // The dead worker's tasks were failed, not left hanging.
+    let result = client_runtime().block_on(pending);
+    assert!(
+        matches!(result, Err(executor::JoinError::Cancelled)),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn a_worker_that_dies_gets_no_more_connections() {
+    let server = start_with(
+        builder(),
+        |request: http::Request<executor::RequestBody>| async move {
+            if request.uri().path() == "/kill-worker" {
+                arm_a_panicking_waker().await;
+                return text(StatusCode::OK, "armed");
+            }
+            routes(request).await
+        },
+    );
+    // One of the two workers dies 10 ms after answering.
+    assert_eq!(get(server.address, "/kill-worker").0, StatusCode::OK);
+    std::thread::sleep(Duration::from_millis(100));
+    // Every new connection goes to the live worker and is served, even while the
+    // dead one serves fewer: kept open at once, they would otherwise be spread.
+    let mut open = Vec::new();
+    for _ in 0..6 {
+        let mut stream = raw(server.address);
+        std::io::Write::write_all(&mut stream, b"GET /hello HTTP/1.1\r\nhost: t\r\n\r\n").unwrap();
+        let mut received = Vec::new();
+        let ended = read_until(
+            &mut stream,
+            &mut received,
+            Duration::from_secs(5),
+            |bytes| count(bytes, "hello") == 1,
+        );
+        assert_eq!(ended, Ended::Done, "a connection went to the dead worker");
+        open.push(stream);
+    }
+    drop(open);
+}

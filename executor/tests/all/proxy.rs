@@ -62,7 +62,8 @@ fn outbound_request_to_a_silent_server_times_out() {
 
 #[test]
 fn outbound_response_counts_against_the_request_budget() {
-    let upstream = start(builder());
+    // The upstream's own requests have room for its 1 MiB response.
+    let upstream = start_with_arenas(builder(), executor::PoolConfig::new(2, 4 << 20), routes);
     // 1 MiB from upstream cannot fit the proxy's 256 KiB request arenas.
     let proxy = start_with(builder(), proxy_to(upstream.address));
     let (status, body) = get(proxy.address, "/big");

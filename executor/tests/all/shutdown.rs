@@ -85,3 +85,55 @@ fn requests_past_the_deadline_are_dropped() {
     );
     assert!(received.is_empty());
 }
+
+/// Sends `path` on a fresh raw connection to `child` and waits for the child to say
+/// its handler got it.
+fn start_request(child: &mut ChildServer, path: &str, announced: &str) -> std::net::TcpStream {
+    let mut stream = raw(child.address);
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nhost: t\r\n\r\n").as_bytes())
+        .unwrap();
+    child.wait_for_line(announced);
+    stream
+}
+
+#[test]
+fn a_handler_blocking_its_worker_cannot_hold_shutdown_past_the_deadline() {
+    // Deadline 300 ms; the handler blocks its thread for an hour.
+    let mut child = ChildServer::start("stuck");
+    let _blocked = start_request(&mut child, "/block", "blocking");
+    let signalled = std::time::Instant::now();
+    child.signal(libc::SIGTERM);
+    let status = child.wait_exit(Duration::from_secs(10));
+    assert!(
+        status.is_some(),
+        "the process still runs 10 s after SIGTERM (deadline 300 ms)"
+    );
+    // The deadline, then at most a second's grace for the workers to stop.
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        signalled.elapsed()
+    );
+    let stderr = child.stderr();
+    assert!(stderr.contains("left behind"), "{stderr}");
+}
+
+#[test]
+fn a_second_signal_ends_the_process_at_once() {
+    // Deadline 600 s; the request awaits for an hour: the first signal starts a
+    // graceful shutdown that would wait for it.
+    let mut child = ChildServer::start("patient");
+    let _waiting = start_request(&mut child, "/await", "awaiting");
+    child.signal(libc::SIGTERM);
+    assert!(
+        child.wait_exit(Duration::from_millis(500)).is_none(),
+        "the first signal must drain, not exit"
+    );
+    child.signal(libc::SIGINT);
+    let status = child
+        .wait_exit(Duration::from_secs(5))
+        .expect("the second signal did not end the process");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
+}

@@ -387,3 +387,110 @@ pub fn count(haystack: &[u8], needle: &str) -> usize {
         .filter(|window| *window == needle.as_bytes())
         .count()
 }
+
+/// The environment variable that makes this test binary's `child::entry` run a
+/// scenario (a server) instead of skipping.
+pub const CHILD_SCENARIO: &str = "EXECUTOR_TEST_CHILD_SCENARIO";
+
+/// A server scenario running in a child process (this test binary again, running the
+/// ignored `child::entry` test): signals, process exits and descriptor limits cannot
+/// be tried on the test process itself. Killed on drop if still running.
+pub struct ChildServer {
+    pub process: std::process::Child,
+    pub address: SocketAddr,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl ChildServer {
+    /// Starts `scenario` and waits (bounded) for it to say where it listens.
+    pub fn start(scenario: &str) -> Self {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut process = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "child::entry",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_SCENARIO, scenario)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("re-run the test binary");
+        let mut stdout = std::io::BufReader::new(process.stdout.take().unwrap());
+        let mut line = String::new();
+        let address = loop {
+            line.clear();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "the child ended before listening"
+            );
+            // The test harness may have started the line ("test child::entry ... ").
+            if let Some((_, address)) = line.trim().split_once("listening on ") {
+                break address.parse().unwrap();
+            }
+        };
+        Self {
+            process,
+            address,
+            stdout,
+        }
+    }
+
+    /// Waits for the next line of the child's output that contains `prefix` (the
+    /// child's scenarios announce what they do before they do it).
+    pub fn wait_for_line(&mut self, prefix: &str) -> String {
+        use std::io::BufRead;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(
+                self.stdout.read_line(&mut line).unwrap() > 0,
+                "the child ended before printing {prefix:?}"
+            );
+            if line.contains(prefix) {
+                return line.trim().to_owned();
+            }
+        }
+    }
+
+    /// Sends `signal` to the child.
+    pub fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.process.id()).unwrap();
+        // SAFETY: `kill` has no memory-safety preconditions; the pid is our child's.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    /// Waits up to `limit` for the child to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.process.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Everything the child wrote to stderr (call once it has exited).
+    pub fn stderr(&mut self) -> String {
+        let mut text = String::new();
+        if let Some(mut stderr) = self.process.stderr.take() {
+            let _ = stderr.read_to_string(&mut text);
+        }
+        text
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}

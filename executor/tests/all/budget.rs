@@ -1,0 +1,59 @@
+//! Budgets enforced whatever the handler does between awaits: a handler that goes
+//! over its budget and finishes in the same poll is still over budget, and one request
+//! allocating far past it never takes the process down.
+
+use std::time::Duration;
+
+use crate::support::*;
+use http::{Request, Response, StatusCode};
+
+/// `/once?kib=N`: allocates N KiB and answers in its first poll, never awaiting.
+async fn in_one_poll(request: Request<executor::RequestBody>) -> Response<TestBody> {
+    let kib: usize = request
+        .uri()
+        .query()
+        .and_then(|query| query.strip_prefix("kib="))
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(0);
+    let block = vec![7u8; kib << 10];
+    text(StatusCode::OK, format!("{}", block.len()))
+}
+
+#[test]
+fn going_over_budget_in_the_poll_that_finishes_still_gets_503() {
+    // 256 KiB budgets.
+    let server = start_with(builder(), in_one_poll);
+    let (status, body) = get(server.address, "/once?kib=512");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(String::from_utf8_lossy(&body).contains("memory budget"));
+    assert_eq!(server.stats.over_budget(), 1);
+    // Within the budget it is served, and the server carries on.
+    let (status, body) = get(server.address, "/once?kib=64");
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"65536"[..]));
+    assert_eq!(server.stats.over_budget(), 1);
+}
+
+#[test]
+#[ignore = "needs live-byte spill accounting in arena-alloc"]
+fn growing_far_past_the_budget_without_awaiting_gets_503_and_the_process_lives() {
+    // 1 MiB budgets; `/grow` builds a 20 MiB vector in one poll (past the arena's spill
+    // cap of 16 times the budget, which today makes the allocation fail and Rust's
+    // collections abort the process).
+    let mut child = ChildServer::start("budget");
+    let address = child.address;
+    let (status, body) = get(address, "/grow");
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(child.wait_exit(Duration::from_millis(100)).is_none());
+    // The other requests (the same worker among them) are answered.
+    for _ in 0..8 {
+        assert_eq!(get(address, "/hello").0, StatusCode::OK);
+    }
+    child.signal(libc::SIGTERM);
+    let status = child.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert!(status.success(), "{status:?}");
+}

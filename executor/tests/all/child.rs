@@ -1,0 +1,92 @@
+//! The scenarios other tests run in a child process (see `support::ChildServer`):
+//! `entry` is this binary's only ignored test, and does nothing unless the child's
+//! environment names a scenario.
+
+use std::time::Duration;
+
+use crate::support::*;
+use http::{Request, Response, StatusCode};
+
+/// Serves `handler` with signal handling on, printing where it listens; returns when
+/// the server has shut down.
+fn serve<H: executor::Handler>(builder: executor::ServerBuilder, handler: H) {
+    let server = builder
+        .workers(2)
+        .handle_signals(true)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .expect("bind");
+    println!("listening on {}", server.local_addr());
+    server.serve(handler).expect("serve");
+    println!("served");
+}
+
+/// `/block` blocks its worker thread for an hour (announcing it first), `/await`
+/// awaits an hour; anything else is the usual routes.
+async fn stuck(request: Request<executor::RequestBody>) -> Response<TestBody> {
+    match request.uri().path() {
+        "/block" => {
+            println!("blocking");
+            std::thread::sleep(Duration::from_secs(3600));
+            text(StatusCode::OK, "unblocked")
+        }
+        "/await" => {
+            println!("awaiting");
+            executor::sleep(Duration::from_secs(3600)).await;
+            text(StatusCode::OK, "awaited")
+        }
+        "/grow" => {
+            // 20 MiB in one poll, far past the budget (and the arena's spill cap).
+            let mut grown = Vec::new();
+            for _ in 0..(20 << 20) / 4096 {
+                grown.extend_from_slice(&[1u8; 4096]);
+            }
+            text(StatusCode::OK, format!("{}", grown.len()))
+        }
+        _ => routes(request).await,
+    }
+}
+
+/// Lowers this process's soft limit of open descriptors to `extra` above those open.
+fn limit_descriptors(extra: u64) {
+    let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+    let limit = libc::rlimit {
+        rlim_cur: open + extra,
+        rlim_max: open + extra,
+    };
+    // SAFETY: `limit` is a valid `rlimit` for the call.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+}
+
+#[test]
+#[ignore = "a server scenario, run in a child process by other tests"]
+fn entry() {
+    let Ok(scenario) = std::env::var(CHILD_SCENARIO) else {
+        return;
+    };
+    let builder = executor::Server::builder();
+    match scenario.as_str() {
+        "stuck" => serve(builder.shutdown_deadline(Duration::from_millis(300)), stuck),
+        "patient" => serve(builder.shutdown_deadline(Duration::from_secs(600)), stuck),
+        "few-descriptors" => {
+            // Room for the workers' and the listener's descriptors, and a handful of
+            // connections.
+            let server = builder
+                .workers(1)
+                .handle_signals(true)
+                .bind("127.0.0.1:0".parse().unwrap())
+                .expect("bind");
+            limit_descriptors(8);
+            println!("listening on {}", server.local_addr());
+            server.serve(routes).expect("serve");
+            println!("served");
+        }
+        "budget" => serve(
+            builder
+                .arena_bytes(1 << 20)
+                .arenas(4)
+                .shutdown_deadline(Duration::from_secs(1)),
+            stuck,
+        ),
+        other => panic!("no child scenario {other:?}"),
+    }
+}
