@@ -63,11 +63,12 @@ pub enum Op {
 /// The number of threads a program can switch between.
 pub const THREADS: usize = 4;
 
-/// The largest size the generators ask for: 4 MiB and one byte (above 256 KiB, so that
-/// page-granular large blocks run), 512 bytes under miri, which checks every byte of
-/// every fill pattern one by one.
+/// The largest size the generators ask for: 1 MiB and one page (well above 256 KiB and
+/// `SlabHeap`'s 128 KiB, so that page-granular large blocks run, and small enough that
+/// filling and checking every byte stays quick), 512 bytes under miri, which checks
+/// every byte of every fill pattern one by one.
 pub fn largest_size() -> usize {
-    if cfg!(miri) { 512 } else { (4 << 20) + 1 }
+    if cfg!(miri) { 512 } else { (1 << 20) + 4096 }
 }
 
 /// Sizes at the edges where allocators change behaviour, up to `cap`: 0 and 1, every

@@ -310,6 +310,12 @@ unsafe impl Subject for RouterSubject {
             .run(|| unsafe { ROUTER.realloc(ptr.as_ptr(), layout, new.size()) });
         routed(moved, new.size())
     }
+
+    fn threaded(&mut self) -> Option<&mut (dyn Subject + Send)> {
+        // The lease moves between threads: each call enters the arena on the thread
+        // that makes it, and frees are routed by address from any thread.
+        Some(self)
+    }
 }
 
 /// The router's answer as a block of `size` bytes, or a refusal for null.

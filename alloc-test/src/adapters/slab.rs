@@ -23,6 +23,8 @@ pub struct SlabCacheSubject<S: PageSource = MeteredPages> {
     promises: Promises,
     /// What the cache holds from its source, where the source can tell.
     footprint: Option<fn(&S) -> usize>,
+    /// The subject as one that may move between threads (a `Send` source).
+    threaded: Option<fn(&mut Self) -> &mut (dyn Subject + Send)>,
 }
 
 impl SlabCacheSubject<MeteredPages> {
@@ -42,7 +44,10 @@ impl<S: PageSource> SlabCacheSubject<S> {
     ///
     /// # Panics
     /// When `object_size` and `align` are not a valid cache configuration.
-    pub fn with_source(object_size: usize, align: usize, source: S, may_refuse: bool) -> Self {
+    pub fn with_source(object_size: usize, align: usize, source: S, may_refuse: bool) -> Self
+    where
+        S: Send + Sync,
+    {
         let layout = Layout::from_size_align(object_size, align).expect("a valid object layout");
         let cache = SlabCache::with_config(CacheConfig::new(object_size, align), source);
         assert!(
@@ -61,6 +66,7 @@ impl<S: PageSource> SlabCacheSubject<S> {
             layout,
             promises,
             footprint: None,
+            threaded: Some(|subject| subject),
         }
     }
 
@@ -146,6 +152,10 @@ unsafe impl<S: PageSource> Subject for SlabCacheSubject<S> {
         let (cache, footprint) = (self.cache.as_ref()?, self.footprint?);
         Some(footprint(cache.source()))
     }
+
+    fn threaded(&mut self) -> Option<&mut (dyn Subject + Send)> {
+        self.threaded.map(|threaded| threaded(self))
+    }
 }
 
 /// An object of the [`ObjectCacheSubject`]: 64 bytes, 8-aligned.
@@ -217,6 +227,10 @@ unsafe impl Subject for ObjectCacheSubject {
     unsafe fn dealloc(&mut self, ptr: NonNull<u8>, _layout: Layout) {
         // Dropping the handle returns the object to its cache.
         drop(self.live.remove(&ptr.addr().get()));
+    }
+
+    fn threaded(&mut self) -> Option<&mut (dyn Subject + Send)> {
+        Some(self)
     }
 
     unsafe fn realloc(
