@@ -57,17 +57,18 @@ fn size_program(size: usize) -> Vec<Op> {
     program
 }
 
-/// The program for one alignment: small sizes only above 64 KiB (memory use stays sane).
+/// The program for one alignment: small sizes only above 64 KiB (memory use stays sane),
+/// and none above [`largest_size`].
 fn align_program(align_shift: u8, zero_sized: bool) -> Vec<Op> {
     let align = 1usize << align_shift;
     let mut sizes = vec![1, 24];
     if zero_sized {
         sizes.push(0);
     }
-    if align_shift <= 16 {
+    if align_shift <= 16 && align < largest_size() {
         sizes.extend([align, align + 1]);
     } else {
-        sizes.push(4096);
+        sizes.push(4096.min(largest_size()));
     }
     let mut program = Vec::new();
     for &size in &sizes {
