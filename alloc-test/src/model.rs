@@ -6,8 +6,10 @@ use core::fmt;
 use core::ptr::NonNull;
 use std::collections::BTreeMap;
 
+use core::cell::Cell;
+
 use crate::pattern;
-use crate::program::Op;
+use crate::program::{Op, THREADS};
 use crate::subject::{Mark, Promises, Subject};
 
 /// A broken promise, with what the model knew when it saw it.
@@ -85,6 +87,29 @@ pub enum Violation {
         /// Step of the program.
         step: usize,
     },
+    /// A block's reported length is shorter than the size asked for.
+    ShortBlock {
+        /// Step of the program.
+        step: usize,
+        /// The block's address.
+        address: usize,
+        /// The size asked for.
+        size: usize,
+        /// The length reported.
+        len: usize,
+    },
+    /// What the subject holds from its source kept growing while the same blocks were
+    /// allocated and freed over and over: freed memory is not reused.
+    Leak {
+        /// Step (the number of rounds run).
+        step: usize,
+        /// Bytes held after the second round.
+        held_after_second: usize,
+        /// Bytes held after the last round.
+        held_after_last: usize,
+        /// Bytes one round allocates (and frees).
+        round_bytes: usize,
+    },
 }
 
 impl Violation {
@@ -99,6 +124,8 @@ impl Violation {
             | Violation::NotZeroed { step, .. }
             | Violation::LimitExceeded { step, .. }
             | Violation::UnexpectedRefusal { step, .. }
+            | Violation::ShortBlock { step, .. }
+            | Violation::Leak { step, .. }
             | Violation::ImpossibleServed { step } => step,
         }
     }
@@ -123,6 +150,8 @@ pub struct Summary {
     pub bytes_checked: usize,
     /// The largest number of bytes live at once.
     pub peak_live_bytes: usize,
+    /// Blocks freed or resized by a thread other than the one that allocated them.
+    pub remote_frees: usize,
 }
 
 /// What the model knows of a live block.
@@ -130,9 +159,14 @@ pub struct Summary {
 struct Live {
     ptr: NonNull<u8>,
     layout: Layout,
+    /// The length the subject reported (at least `layout.size()`): every byte of it is
+    /// filled and checked.
+    len: usize,
     tag: u64,
     /// When it was allocated (or last resized), to know what a rewind takes away.
     sequence: usize,
+    /// The thread that owns it: the one that allocated or last resized it.
+    owner: usize,
 }
 
 /// The largest request of a program; impossible requests are far beyond it.
@@ -140,6 +174,8 @@ const IMPOSSIBLE_SIZE: usize = isize::MAX as usize / 2;
 
 struct Model<'a, S: Subject + ?Sized> {
     subject: &'a mut S,
+    /// The thread that makes the next call, for subjects called from several threads.
+    thread: Option<&'a Cell<usize>>,
     promises: Promises,
     seed: u64,
     live: Vec<Live>,
@@ -162,9 +198,26 @@ pub fn run<S: Subject + ?Sized>(
     program: &[Op],
     seed: u64,
 ) -> Result<Summary, Violation> {
+    let switches = program
+        .iter()
+        .any(|op| matches!(*op, Op::Switch { thread } if usize::from(thread) % THREADS != 0));
+    if switches && let Some(threaded) = subject.threaded() {
+        return crate::threads::run(threaded, program, seed);
+    }
+    run_on(subject, None, program, seed)
+}
+
+/// [`run`] with the calls made on the thread `thread` names, where it is given.
+pub(crate) fn run_on<S: Subject + ?Sized>(
+    subject: &mut S,
+    thread: Option<&Cell<usize>>,
+    program: &[Op],
+    seed: u64,
+) -> Result<Summary, Violation> {
     let promises = subject.promises();
     let mut model = Model {
         subject,
+        thread,
         promises,
         seed,
         live: Vec::new(),
@@ -193,7 +246,12 @@ impl<S: Subject + ?Sized> Model<'_, S> {
                 zeroed,
             } => self.alloc(op, size, align_shift, zeroed),
             Op::Dealloc { index } => self.dealloc(index),
-            Op::Realloc { index, new_size } => self.realloc(op, index, new_size),
+            Op::Realloc {
+                index,
+                new_size,
+                align_shift,
+                zeroed,
+            } => self.realloc(op, index, new_size, align_shift, zeroed),
             Op::ResizeInPlace { index, new_size } => self.resize_in_place(index, new_size),
             Op::Reset => {
                 if self.subject.reset() {
@@ -209,6 +267,26 @@ impl<S: Subject + ?Sized> Model<'_, S> {
             }
             Op::Rewind => self.rewind(),
             Op::Impossible => self.impossible(),
+            Op::Switch { thread } => {
+                if let Some(current) = self.thread {
+                    current.set(usize::from(thread) % THREADS);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The thread making the calls now.
+    fn current_thread(&self) -> usize {
+        self.thread.map_or(0, Cell::get)
+    }
+
+    /// `size`, or 1 where zero-sized blocks are not allowed.
+    fn size(&self, size: usize) -> usize {
+        if size == 0 && !self.promises.zero_sized {
+            1
+        } else {
+            size
         }
     }
 
@@ -219,12 +297,10 @@ impl<S: Subject + ?Sized> Model<'_, S> {
         align_shift: u8,
         zeroed: bool,
     ) -> Result<(), Violation> {
-        let size = if size == 0 && !self.promises.zero_sized {
-            1
-        } else {
-            size
+        let size = self.size(size);
+        let Some(align) = 1usize.checked_shl(u32::from(align_shift)) else {
+            return Ok(());
         };
-        let align = 1usize << align_shift;
         let Ok(layout) = Layout::from_size_align(size, align) else {
             return Ok(());
         };
@@ -234,28 +310,55 @@ impl<S: Subject + ?Sized> Model<'_, S> {
         } else {
             self.subject.alloc(layout)
         };
-        let Ok(ptr) = result else {
+        let Ok(block) = result else {
             return self.refused(op, layout);
         };
-        self.check_new_block(ptr, layout)?;
+        let (ptr, len) = (block.cast::<u8>(), block.len());
+        self.check_new_block(ptr, layout, len)?;
         if zeroed {
-            // SAFETY: a fresh block of `size` bytes.
-            let first = unsafe { pattern::first_difference_from_zero(ptr, size) };
-            if let Some(offset) = first {
-                return Err(Violation::NotZeroed {
-                    step: self.step,
-                    address: ptr.addr().get(),
-                    offset,
-                });
-            }
+            self.check_zeroed(ptr, 0..len)?;
         }
-        self.track(ptr, layout);
+        self.track(ptr, layout, len);
         Ok(())
     }
 
-    /// Alignment, containment, overlap and limit checks for a block about to be tracked.
-    fn check_new_block(&mut self, ptr: NonNull<u8>, layout: Layout) -> Result<(), Violation> {
+    /// Checks that `range` of a fresh block is zero.
+    fn check_zeroed(
+        &mut self,
+        ptr: NonNull<u8>,
+        range: core::ops::Range<usize>,
+    ) -> Result<(), Violation> {
+        // SAFETY: inside a fresh block of at least `range.end` bytes.
+        let first = unsafe {
+            pattern::first_difference_from_zero(ptr.add(range.start), range.end - range.start)
+        };
+        match first {
+            Some(offset) => Err(Violation::NotZeroed {
+                step: self.step,
+                address: ptr.addr().get(),
+                offset: range.start + offset,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Length, alignment, containment, overlap and limit checks for a block about to be
+    /// tracked; overlap and containment cover its whole reported length.
+    fn check_new_block(
+        &mut self,
+        ptr: NonNull<u8>,
+        layout: Layout,
+        len: usize,
+    ) -> Result<(), Violation> {
         let address = ptr.addr().get();
+        if len < layout.size() {
+            return Err(Violation::ShortBlock {
+                step: self.step,
+                address,
+                size: layout.size(),
+                len,
+            });
+        }
         if !address.is_multiple_of(layout.align()) {
             return Err(Violation::Misaligned {
                 step: self.step,
@@ -263,17 +366,17 @@ impl<S: Subject + ?Sized> Model<'_, S> {
                 align: layout.align(),
             });
         }
-        if layout.size() == 0 {
+        if len == 0 {
             return Ok(());
         }
-        if self.subject.owns(ptr, layout.size()) == Some(false) {
+        if self.subject.owns(ptr, len) == Some(false) {
             return Err(Violation::OutsideOwned {
                 step: self.step,
                 address,
-                size: layout.size(),
+                size: len,
             });
         }
-        let end = address + layout.size();
+        let end = address + len;
         if let Some((&start, &live_end)) = self.ranges.range(..end).next_back()
             && live_end > address
         {
@@ -295,24 +398,26 @@ impl<S: Subject + ?Sized> Model<'_, S> {
         Ok(())
     }
 
-    /// Starts tracking a block: fills it with its pattern.
-    fn track(&mut self, ptr: NonNull<u8>, layout: Layout) {
+    /// Starts tracking a block: fills its whole reported length with its pattern.
+    fn track(&mut self, ptr: NonNull<u8>, layout: Layout, len: usize) {
         let tag = pattern::tag(ptr.addr().get(), self.seed);
-        // SAFETY: a live block of `layout.size()` bytes that the model owns.
-        unsafe { pattern::fill(ptr, 0..layout.size(), tag) };
-        if layout.size() > 0 {
-            self.ranges
-                .insert(ptr.addr().get(), ptr.addr().get() + layout.size());
+        // SAFETY: a live block of `len` usable bytes that the model owns.
+        unsafe { pattern::fill(ptr, 0..len, tag) };
+        if len > 0 {
+            self.ranges.insert(ptr.addr().get(), ptr.addr().get() + len);
         }
         self.live_bytes += layout.size();
         self.summary.peak_live_bytes = self.summary.peak_live_bytes.max(self.live_bytes);
         self.summary.allocations += 1;
         let sequence = self.next_sequence();
+        let owner = self.current_thread();
         self.live.push(Live {
             ptr,
             layout,
+            len,
             tag,
             sequence,
+            owner,
         });
     }
 
@@ -377,35 +482,69 @@ impl<S: Subject + ?Sized> Model<'_, S> {
             return Ok(());
         }
         let block = self.untrack(index % self.live.len());
-        self.verify(&block, block.layout.size(), "dealloc")?;
+        self.verify(&block, block.len, "dealloc")?;
+        if block.owner != self.current_thread() {
+            self.summary.remote_frees += 1;
+        }
         // SAFETY: a live block of the subject with its layout, freed once.
         unsafe { self.subject.dealloc(block.ptr, block.layout) };
         Ok(())
     }
 
-    fn realloc(&mut self, op: &Op, index: usize, new_size: usize) -> Result<(), Violation> {
+    fn realloc(
+        &mut self,
+        op: &Op,
+        index: usize,
+        new_size: usize,
+        align_shift: Option<u8>,
+        zeroed: bool,
+    ) -> Result<(), Violation> {
         if self.live.is_empty() {
             return Ok(());
         }
         let position = index % self.live.len();
         let block = self.live[position];
-        self.verify(&block, block.layout.size(), "before realloc")?;
-        let Ok(new_layout) = Layout::from_size_align(new_size, block.layout.align()) else {
+        self.verify(&block, block.len, "before realloc")?;
+        let new_size = self.size(new_size);
+        let align = match align_shift {
+            Some(shift) if self.promises.realign => 1usize.checked_shl(u32::from(shift)),
+            _ => Some(block.layout.align()),
+        };
+        let Some(Ok(new_layout)) = align.map(|align| Layout::from_size_align(new_size, align))
+        else {
             return Ok(());
         };
-        // SAFETY: a live block of the subject with its layout.
-        let result = unsafe { self.subject.realloc(block.ptr, block.layout, new_size) };
-        let Ok(ptr) = result else {
+        let grow_zeroed = zeroed && self.promises.grow_zeroed && new_size >= block.layout.size();
+        // SAFETY: a live block of the subject with its layout; the new layout keeps the
+        // alignment unless the subject may change it, and is non-zero unless zero-sized
+        // blocks are allowed; `grow_zeroed` only grows.
+        let result = unsafe {
+            if grow_zeroed {
+                self.subject
+                    .grow_zeroed(block.ptr, block.layout, new_layout)
+            } else {
+                self.subject.realloc(block.ptr, block.layout, new_layout)
+            }
+        };
+        let Ok(moved) = result else {
             self.refused(op, new_layout)?;
             // The old block must be intact after a refusal.
-            return self.verify(&block, block.layout.size(), "after refused realloc");
+            return self.verify(&block, block.len, "after refused realloc");
         };
+        let (ptr, len) = (moved.cast::<u8>(), moved.len());
         self.untrack(position);
+        if block.owner != self.current_thread() {
+            self.summary.remote_frees += 1;
+        }
         let kept = block.layout.size().min(new_size);
         let moved = Live { ptr, ..block };
-        self.verify(&moved, kept, "realloc")?;
-        self.check_new_block(ptr, new_layout)?;
-        self.track(ptr, new_layout);
+        self.verify(&moved, kept.min(len), "realloc")?;
+        self.check_new_block(ptr, new_layout, len)?;
+        if grow_zeroed && len > block.len {
+            // `Allocator::grow_zeroed`: zero from the old block's length to the new one's.
+            self.check_zeroed(ptr, block.len..len)?;
+        }
+        self.track(ptr, new_layout, len);
         Ok(())
     }
 
@@ -415,6 +554,7 @@ impl<S: Subject + ?Sized> Model<'_, S> {
         }
         let position = index % self.live.len();
         let block = self.live[position];
+        let new_size = self.size(new_size);
         let Ok(new_layout) = Layout::from_size_align(new_size, block.layout.align()) else {
             return Ok(());
         };
@@ -423,12 +563,12 @@ impl<S: Subject + ?Sized> Model<'_, S> {
             self.subject
                 .resize_in_place(block.ptr, block.layout, new_size)
         } {
-            return self.verify(&block, block.layout.size(), "after refused resize");
+            return self.verify(&block, block.len, "after refused resize");
         }
         self.untrack(position);
         self.verify(&block, block.layout.size().min(new_size), "resize in place")?;
-        self.check_new_block(block.ptr, new_layout)?;
-        self.track(block.ptr, new_layout);
+        self.check_new_block(block.ptr, new_layout, new_size)?;
+        self.track(block.ptr, new_layout, new_size);
         Ok(())
     }
 
@@ -448,7 +588,7 @@ impl<S: Subject + ?Sized> Model<'_, S> {
             }
         }
         for block in self.live.clone() {
-            self.verify(&block, block.layout.size(), "after rewind")?;
+            self.verify(&block, block.len, "after rewind")?;
         }
         Ok(())
     }
@@ -460,7 +600,10 @@ impl<S: Subject + ?Sized> Model<'_, S> {
             return Ok(());
         }
         let layout = Layout::from_size_align(IMPOSSIBLE_SIZE, 8).expect("a valid layout");
-        match self.subject.alloc(layout) {
+        // The answer goes through `black_box`: an optimiser that sees a block dropped
+        // unused may assume the allocation succeeded and remove the call (LLVM does so
+        // with `malloc` in release builds), which would report a refusal as served.
+        match core::hint::black_box(self.subject.alloc(layout)) {
             Ok(_) => Err(Violation::ImpossibleServed { step: self.step }),
             Err(_) => {
                 self.summary.refusals += 1;
@@ -473,7 +616,7 @@ impl<S: Subject + ?Sized> Model<'_, S> {
     fn finish(&mut self) -> Result<(), Violation> {
         while let Some(block) = self.live.last().copied() {
             self.untrack(self.live.len() - 1);
-            self.verify(&block, block.layout.size(), "end")?;
+            self.verify(&block, block.len, "end")?;
             // SAFETY: a live block of the subject with its layout, freed once.
             unsafe { self.subject.dealloc(block.ptr, block.layout) };
         }

@@ -3,13 +3,15 @@
 
 use proptest::prelude::*;
 
+use crate::subject::Promises;
+
 /// One step of a program. Indices pick among the live blocks modulo their number, so any
 /// program is valid whatever happened before it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     /// Allocate `size` bytes aligned to `1 << align_shift`, zeroed if asked.
     Alloc {
-        /// Bytes requested.
+        /// Bytes requested (0 is asked as 1 of subjects without zero-sized blocks).
         size: usize,
         /// log2 of the alignment.
         align_shift: u8,
@@ -25,8 +27,14 @@ pub enum Op {
     Realloc {
         /// Which live block.
         index: usize,
-        /// The new size (non-zero).
+        /// The new size (0 is asked as 1 of subjects without zero-sized blocks).
         new_size: usize,
+        /// log2 of a new alignment, for subjects whose `realloc` may change it
+        /// ([`Promises::realign`]); others keep the block's.
+        align_shift: Option<u8>,
+        /// Grow with `grow_zeroed` (subjects with [`Promises::grow_zeroed`], when the new
+        /// size is not smaller).
+        zeroed: bool,
     },
     /// Resize a live block without moving it, where the allocator can.
     ResizeInPlace {
@@ -43,42 +51,157 @@ pub enum Op {
     Rewind,
     /// A request no allocator can serve: it must be refused, not crash.
     Impossible,
+    /// Make the following calls from thread `thread % 4` (0 is the thread that runs the
+    /// program), for subjects that can be called from other threads
+    /// ([`Subject::threaded`](crate::Subject::threaded)); a no-op for others.
+    Switch {
+        /// Which thread.
+        thread: u8,
+    },
 }
 
-/// Sizes: mostly small, sometimes a few pages, rarely large. Under miri, which checks
-/// every byte of every fill pattern one by one, at most 512 bytes.
-fn size() -> impl Strategy<Value = usize> {
-    let (medium, large): (usize, usize) = if cfg!(miri) {
-        (512, 512)
-    } else {
-        (8192, 256 << 10)
-    };
+/// The number of threads a program can switch between.
+pub const THREADS: usize = 4;
+
+/// The largest size the generators ask for: 1 MiB and one page (well above 256 KiB and
+/// `SlabHeap`'s 128 KiB, so that page-granular large blocks run, and small enough that
+/// filling and checking every byte stays quick), 512 bytes under miri, which checks
+/// every byte of every fill pattern one by one.
+pub fn largest_size() -> usize {
+    if cfg!(miri) { 512 } else { (1 << 20) + 4096 }
+}
+
+/// Sizes at the edges where allocators change behaviour, up to `cap`: 0 and 1, every
+/// power of two with its neighbours, page multiples with theirs, every size class of
+/// `SlabHeap` with the byte above it (the classes and `MAX_SMALL`, the edge of its large
+/// blocks), and the edges of `MmapAlloc`'s large blocks.
+pub fn edge_sizes(cap: usize) -> Vec<usize> {
+    use slab_alloc::size_class::{CLASS_SIZES, MAX_SMALL};
+    let mut sizes = vec![0, 1, 2, 3];
+    for shift in 2..=usize::BITS - 2 {
+        let power = 1usize << shift;
+        if power - 1 > cap {
+            break;
+        }
+        sizes.extend([power - 1, power, power + 1]);
+    }
+    for pages in 1..=4 {
+        let bytes = pages * 4096;
+        sizes.extend([bytes - 1, bytes, bytes + 1]);
+    }
+    for &class in &CLASS_SIZES {
+        sizes.extend([class - 1, class, class + 1]);
+    }
+    // Above 256 KiB (page-granular blocks everywhere), the powers of two alone, one more
+    // than a mebibyte, and the cap.
+    sizes.retain(|&size| size <= (256 << 10) + 1 || size.is_power_of_two());
+    sizes.extend([
+        MAX_SMALL,
+        MAX_SMALL + 1,
+        (256 << 10) + 1,
+        (1 << 20) + 4095,
+        cap,
+    ]);
+    sizes.retain(|&size| size <= cap);
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
+}
+
+/// The sizes a subject with `promises` is asked for at its edges: [`edge_sizes`] up to
+/// [`largest_size`], and its own largest block or limit with the byte above it.
+pub fn edge_sizes_for(promises: &Promises) -> Vec<usize> {
+    let mut sizes = edge_sizes(largest_size());
+    for bound in [promises.max_size, promises.limit].into_iter().flatten() {
+        if bound <= largest_size() {
+            sizes.extend([bound, bound + 1]);
+        }
+    }
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
+}
+
+/// log2 of the largest alignment the generators ask a subject with `promises` for: one
+/// above its promise (which it must refuse or serve correctly), at most 2^30 (2^29
+/// under miri, the most it supports).
+pub fn top_align_shift(promises: &Promises) -> u8 {
+    let promised = promises.max_align.max(1).trailing_zeros() as u8;
+    (promised + 1).min(if cfg!(miri) { 29 } else { 30 })
+}
+
+/// Sizes: a quarter at the edges ([`edge_sizes_for`]), the rest mostly small, sometimes
+/// a few pages, rarely up to [`largest_size`] (spread evenly over the powers of two, so
+/// that a large block is more often 300 KiB than 3 MiB), now and then zero.
+fn size(promises: &Promises) -> impl Strategy<Value = usize> + use<> {
+    let largest = largest_size();
+    let medium = largest.min(16 << 10);
+    let top_shift = usize::BITS - largest.leading_zeros();
+    let large = (9..top_shift).prop_flat_map(move |shift| {
+        let low = 1usize << (shift - 1);
+        low..=(low << 1).min(largest)
+    });
     prop_oneof![
-        8 => 1..=256usize,
-        3 => 257..=medium,
-        1 => 257..=large,
+        4 => proptest::sample::select(edge_sizes_for(promises)),
+        7 => 1..=256usize.min(largest),
+        3 => 1..=medium,
+        1 => large,
+        1 => Just(0usize),
     ]
 }
 
-/// One operation, weighted toward allocation so that programs build up live blocks.
-pub fn op() -> impl Strategy<Value = Op> {
+/// Alignments: mostly up to 8, often up to a page, and now and then up to one above the
+/// subject's promise.
+fn align_shift(promises: &Promises) -> impl Strategy<Value = u8> + use<> {
+    let top = top_align_shift(promises);
     prop_oneof![
-        10 => (size(), 0..=12u8, proptest::bool::weighted(0.2))
-            .prop_map(|(size, align_shift, zeroed)| Op::Alloc { size, align_shift, zeroed }),
+        8 => 0..=3u8.min(top),
+        4 => 0..=12u8.min(top),
+        1 => 0..=top,
+    ]
+}
+
+/// Keeps memory use sane: a block aligned to more than 64 KiB is at most a page.
+fn sane(size: usize, align_shift: u8) -> usize {
+    if align_shift > 16 { size % 4097 } else { size }
+}
+
+/// One operation for a subject with `promises`, weighted toward allocation so that
+/// programs build up live blocks.
+pub fn op(promises: &Promises) -> impl Strategy<Value = Op> + use<> {
+    prop_oneof![
+        10 => (size(promises), align_shift(promises), proptest::bool::weighted(0.2))
+            .prop_map(|(size, align_shift, zeroed)| Op::Alloc {
+                size: sane(size, align_shift),
+                align_shift,
+                zeroed,
+            }),
         6 => any::<usize>().prop_map(|index| Op::Dealloc { index }),
-        4 => (any::<usize>(), size()).prop_map(|(index, new_size)| Op::Realloc { index, new_size }),
-        2 => (any::<usize>(), size())
+        4 => (
+            any::<usize>(),
+            size(promises),
+            proptest::option::weighted(0.2, align_shift(promises)),
+            proptest::bool::weighted(0.3),
+        )
+            .prop_map(|(index, new_size, align_shift, zeroed)| Op::Realloc {
+                index,
+                new_size: sane(new_size, align_shift.unwrap_or(0)),
+                align_shift,
+                zeroed,
+            }),
+        2 => (any::<usize>(), size(promises))
             .prop_map(|(index, new_size)| Op::ResizeInPlace { index, new_size }),
         1 => Just(Op::Reset),
         1 => Just(Op::Checkpoint),
         1 => Just(Op::Rewind),
         1 => Just(Op::Impossible),
+        3 => (0..THREADS as u8).prop_map(|thread| Op::Switch { thread }),
     ]
 }
 
-/// Programs of up to `max_len` operations.
-pub fn programs(max_len: usize) -> impl Strategy<Value = Vec<Op>> {
-    proptest::collection::vec(op(), 1..=max_len)
+/// Programs of up to `max_len` operations for a subject with `promises`.
+pub fn programs(promises: &Promises, max_len: usize) -> impl Strategy<Value = Vec<Op>> + use<> {
+    proptest::collection::vec(op(promises), 1..=max_len)
 }
 
 /// Decodes arbitrary bytes (from a fuzzer) into a program: every byte string is a valid
@@ -104,12 +227,15 @@ pub fn decode(bytes: &[u8]) -> Vec<Op> {
             10 | 11 => Op::Realloc {
                 index: usize::from(a),
                 new_size: size,
+                align_shift: (kind & 0x40 != 0).then_some(c % 17),
+                zeroed: kind & 0x80 != 0,
             },
             12 => Op::ResizeInPlace {
                 index: usize::from(a),
                 new_size: size,
             },
-            13 => Op::Reset,
+            13 if a & 1 == 0 => Op::Reset,
+            13 => Op::Switch { thread: b },
             14 => {
                 if a & 1 == 0 {
                     Op::Checkpoint

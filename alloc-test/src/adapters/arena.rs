@@ -39,6 +39,8 @@ impl<S: PageSource> ArenaSubject<S> {
             max_align: 1 << 16,
             limit,
             may_refuse,
+            realign: true,
+            grow_zeroed: true,
             ..Promises::default()
         };
         ArenaSubject {
@@ -72,11 +74,14 @@ unsafe impl<S: PageSource> Subject for ArenaSubject<S> {
         self.promises
     }
 
-    fn alloc(&mut self, layout: Layout) -> Result<NonNull<u8>, Refused> {
-        self.arena.try_alloc_layout(layout).map_err(|_| Refused)
+    fn alloc(&mut self, layout: Layout) -> Result<NonNull<[u8]>, Refused> {
+        self.arena
+            .try_alloc_layout(layout)
+            .map(|ptr| NonNull::slice_from_raw_parts(ptr, layout.size()))
+            .map_err(|_| Refused)
     }
 
-    fn alloc_zeroed(&mut self, layout: Layout) -> Result<NonNull<u8>, Refused> {
+    fn alloc_zeroed(&mut self, layout: Layout) -> Result<NonNull<[u8]>, Refused> {
         super::allocate_zeroed(&self.arena, layout)
     }
 
@@ -89,10 +94,20 @@ unsafe impl<S: PageSource> Subject for ArenaSubject<S> {
         &mut self,
         ptr: NonNull<u8>,
         layout: Layout,
-        new_size: usize,
-    ) -> Result<NonNull<u8>, Refused> {
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, Refused> {
         // SAFETY: forwarded from the caller.
-        unsafe { arena_realloc(&self.arena, ptr, layout, new_size) }
+        unsafe { arena_realloc(&self.arena, ptr, layout, new) }
+    }
+
+    unsafe fn grow_zeroed(
+        &mut self,
+        ptr: NonNull<u8>,
+        layout: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, Refused> {
+        // SAFETY: forwarded from the caller.
+        unsafe { super::grow_zeroed(&self.arena, ptr, layout, new) }
     }
 
     fn reset(&mut self) -> bool {
@@ -123,11 +138,12 @@ unsafe fn arena_realloc<S: PageSource>(
     arena: &Arena<S>,
     ptr: NonNull<u8>,
     layout: Layout,
-    new_size: usize,
-) -> Result<NonNull<u8>, Refused> {
-    let new = super::resized(layout, new_size)?;
+    new: Layout,
+) -> Result<NonNull<[u8]>, Refused> {
     // SAFETY: forwarded from the caller.
-    unsafe { arena.try_realloc(ptr, layout, new) }.map_err(|_| Refused)
+    unsafe { arena.try_realloc(ptr, layout, new) }
+        .map(|ptr| NonNull::slice_from_raw_parts(ptr, new.size()))
+        .map_err(|_| Refused)
 }
 
 /// The pool every pooled subject of this process leases from: the router keeps a
@@ -195,15 +211,20 @@ unsafe impl Subject for PooledArenaSubject {
             zero_sized: true,
             max_align: 1 << 16,
             may_refuse: true,
+            realign: true,
+            grow_zeroed: true,
             ..Promises::default()
         }
     }
 
-    fn alloc(&mut self, layout: Layout) -> Result<NonNull<u8>, Refused> {
-        self.lease.try_alloc_layout(layout).map_err(|_| Refused)
+    fn alloc(&mut self, layout: Layout) -> Result<NonNull<[u8]>, Refused> {
+        self.lease
+            .try_alloc_layout(layout)
+            .map(|ptr| NonNull::slice_from_raw_parts(ptr, layout.size()))
+            .map_err(|_| Refused)
     }
 
-    fn alloc_zeroed(&mut self, layout: Layout) -> Result<NonNull<u8>, Refused> {
+    fn alloc_zeroed(&mut self, layout: Layout) -> Result<NonNull<[u8]>, Refused> {
         let arena: &Arena<_> = &self.lease;
         super::allocate_zeroed(arena, layout)
     }
@@ -217,10 +238,21 @@ unsafe impl Subject for PooledArenaSubject {
         &mut self,
         ptr: NonNull<u8>,
         layout: Layout,
-        new_size: usize,
-    ) -> Result<NonNull<u8>, Refused> {
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, Refused> {
         // SAFETY: forwarded from the caller.
-        unsafe { arena_realloc(&self.lease, ptr, layout, new_size) }
+        unsafe { arena_realloc(&self.lease, ptr, layout, new) }
+    }
+
+    unsafe fn grow_zeroed(
+        &mut self,
+        ptr: NonNull<u8>,
+        layout: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, Refused> {
+        let arena: &Arena<_> = &self.lease;
+        // SAFETY: forwarded from the caller.
+        unsafe { super::grow_zeroed(arena, ptr, layout, new) }
     }
 }
 
@@ -238,22 +270,26 @@ unsafe impl Subject for RouterSubject {
     }
 
     fn promises(&self) -> Promises {
-        // Beyond the arena it spills, and beyond the hard cap it refuses.
+        // Beyond the arena it spills, and beyond the hard cap it refuses. Blocks routed
+        // to the arena are reclaimed only when the lease ends.
         Promises {
             max_align: 1 << 16,
             may_refuse: true,
+            reuses_freed_memory: false,
             ..Promises::default()
         }
     }
 
-    fn alloc(&mut self, layout: Layout) -> Result<NonNull<u8>, Refused> {
+    fn alloc(&mut self, layout: Layout) -> Result<NonNull<[u8]>, Refused> {
         // SAFETY: the model never asks for zero bytes through `GlobalAlloc`.
-        NonNull::new(self.lease.run(|| unsafe { ROUTER.alloc(layout) })).ok_or(Refused)
+        let ptr = self.lease.run(|| unsafe { ROUTER.alloc(layout) });
+        routed(ptr, layout.size())
     }
 
-    fn alloc_zeroed(&mut self, layout: Layout) -> Result<NonNull<u8>, Refused> {
+    fn alloc_zeroed(&mut self, layout: Layout) -> Result<NonNull<[u8]>, Refused> {
         // SAFETY: as for `alloc`.
-        NonNull::new(self.lease.run(|| unsafe { ROUTER.alloc_zeroed(layout) })).ok_or(Refused)
+        let ptr = self.lease.run(|| unsafe { ROUTER.alloc_zeroed(layout) });
+        routed(ptr, layout.size())
     }
 
     unsafe fn dealloc(&mut self, ptr: NonNull<u8>, layout: Layout) {
@@ -265,13 +301,26 @@ unsafe impl Subject for RouterSubject {
         &mut self,
         ptr: NonNull<u8>,
         layout: Layout,
-        new_size: usize,
-    ) -> Result<NonNull<u8>, Refused> {
-        // SAFETY: forwarded from the caller.
-        NonNull::new(
-            self.lease
-                .run(|| unsafe { ROUTER.realloc(ptr.as_ptr(), layout, new_size) }),
-        )
-        .ok_or(Refused)
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, Refused> {
+        // SAFETY: forwarded from the caller (the alignment is kept: `realign` is not
+        // promised).
+        let moved = self
+            .lease
+            .run(|| unsafe { ROUTER.realloc(ptr.as_ptr(), layout, new.size()) });
+        routed(moved, new.size())
     }
+
+    fn threaded(&mut self) -> Option<&mut (dyn Subject + Send)> {
+        // The lease moves between threads: each call enters the arena on the thread
+        // that makes it, and frees are routed by address from any thread.
+        Some(self)
+    }
+}
+
+/// The router's answer as a block of `size` bytes, or a refusal for null.
+fn routed(ptr: *mut u8, size: usize) -> Result<NonNull<[u8]>, Refused> {
+    NonNull::new(ptr)
+        .map(|ptr| NonNull::slice_from_raw_parts(ptr, size))
+        .ok_or(Refused)
 }

@@ -46,15 +46,17 @@ unsafe impl Subject for BumpaloSubject {
             reuses_freed_memory: false,
             zero_sized: true,
             max_align: 1 << 20,
+            realign: true,
+            grow_zeroed: true,
             ..Promises::default()
         }
     }
 
-    fn alloc(&mut self, layout: Layout) -> Result<NonNull<u8>, Refused> {
-        self.bump.try_alloc_layout(layout).map_err(|_| Refused)
+    fn alloc(&mut self, layout: Layout) -> Result<NonNull<[u8]>, Refused> {
+        (&self.bump).allocate(layout).map_err(|_| Refused)
     }
 
-    fn alloc_zeroed(&mut self, layout: Layout) -> Result<NonNull<u8>, Refused> {
+    fn alloc_zeroed(&mut self, layout: Layout) -> Result<NonNull<[u8]>, Refused> {
         super::allocate_zeroed(&self.bump, layout)
     }
 
@@ -67,10 +69,20 @@ unsafe impl Subject for BumpaloSubject {
         &mut self,
         ptr: NonNull<u8>,
         layout: Layout,
-        new_size: usize,
-    ) -> Result<NonNull<u8>, Refused> {
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, Refused> {
         // SAFETY: forwarded from the caller.
-        unsafe { super::grow_or_shrink(&self.bump, ptr, layout, new_size) }
+        unsafe { super::grow_or_shrink(&self.bump, ptr, layout, new) }
+    }
+
+    unsafe fn grow_zeroed(
+        &mut self,
+        ptr: NonNull<u8>,
+        layout: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, Refused> {
+        // SAFETY: forwarded from the caller.
+        unsafe { super::grow_zeroed(&self.bump, ptr, layout, new) }
     }
 
     fn reset(&mut self) -> bool {

@@ -20,6 +20,7 @@ pub struct GlobalSubject<A> {
     name: &'static str,
     allocator: A,
     promises: Promises,
+    footprint: Option<fn(&A) -> usize>,
 }
 
 impl<A: GlobalAlloc> GlobalSubject<A> {
@@ -29,7 +30,36 @@ impl<A: GlobalAlloc> GlobalSubject<A> {
             name,
             allocator,
             promises,
+            footprint: None,
         }
+    }
+
+    /// Reports `footprint(&allocator)` as the subject's footprint (the bytes it holds
+    /// from its source), for the footprint check.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use alloc_test::{GlobalSubject, MeteredPages, Promises, check};
+    /// use slab_alloc::SlabHeap;
+    ///
+    /// let heap = || {
+    ///     GlobalSubject::new("SlabHeap", SlabHeap::with_source(MeteredPages::default()), Promises::default())
+    ///         .with_footprint(|heap| heap.source().held_bytes() + heap.stats().large_bytes)
+    /// };
+    /// check(heap).unwrap();
+    /// ```
+    #[must_use = "returns the subject with its footprint"]
+    pub fn with_footprint(self, footprint: fn(&A) -> usize) -> Self {
+        GlobalSubject {
+            footprint: Some(footprint),
+            ..self
+        }
+    }
+
+    /// The allocator.
+    pub fn allocator(&self) -> &A {
+        &self.allocator
     }
 }
 
@@ -41,8 +71,9 @@ impl<A> fmt::Debug for GlobalSubject<A> {
     }
 }
 
-// SAFETY: every call is forwarded unchanged.
-unsafe impl<A: GlobalAlloc> Subject for GlobalSubject<A> {
+// SAFETY: every call is forwarded unchanged. A `GlobalAlloc` is shared by every thread:
+// the subject runs the programs on several threads.
+unsafe impl<A: GlobalAlloc + Send + Sync> Subject for GlobalSubject<A> {
     fn name(&self) -> String {
         self.name.to_owned()
     }
@@ -51,15 +82,18 @@ unsafe impl<A: GlobalAlloc> Subject for GlobalSubject<A> {
         self.promises
     }
 
-    fn alloc(&mut self, layout: Layout) -> Result<NonNull<u8>, Refused> {
+    fn alloc(&mut self, layout: Layout) -> Result<NonNull<[u8]>, Refused> {
         // SAFETY: the model never asks a `GlobalAlloc` for zero bytes (`zero_sized` is
         // false for these subjects).
-        NonNull::new(unsafe { self.allocator.alloc(layout) }).ok_or(Refused)
+        block(unsafe { self.allocator.alloc(layout) }, layout.size())
     }
 
-    fn alloc_zeroed(&mut self, layout: Layout) -> Result<NonNull<u8>, Refused> {
+    fn alloc_zeroed(&mut self, layout: Layout) -> Result<NonNull<[u8]>, Refused> {
         // SAFETY: as for `alloc`.
-        NonNull::new(unsafe { self.allocator.alloc_zeroed(layout) }).ok_or(Refused)
+        block(
+            unsafe { self.allocator.alloc_zeroed(layout) },
+            layout.size(),
+        )
     }
 
     unsafe fn dealloc(&mut self, ptr: NonNull<u8>, layout: Layout) {
@@ -71,10 +105,27 @@ unsafe impl<A: GlobalAlloc> Subject for GlobalSubject<A> {
         &mut self,
         ptr: NonNull<u8>,
         layout: Layout,
-        new_size: usize,
-    ) -> Result<NonNull<u8>, Refused> {
-        // SAFETY: forwarded from the caller; the model's sizes are non-zero.
-        NonNull::new(unsafe { self.allocator.realloc(ptr.as_ptr(), layout, new_size) })
-            .ok_or(Refused)
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, Refused> {
+        debug_assert_eq!(new.align(), layout.align(), "`realign` is not promised");
+        // SAFETY: forwarded from the caller; the model's sizes are non-zero and keep the
+        // alignment (`realign` is not promised).
+        let moved = unsafe { self.allocator.realloc(ptr.as_ptr(), layout, new.size()) };
+        block(moved, new.size())
     }
+
+    fn footprint(&self) -> Option<usize> {
+        self.footprint.map(|footprint| footprint(&self.allocator))
+    }
+
+    fn threaded(&mut self) -> Option<&mut (dyn Subject + Send)> {
+        Some(self)
+    }
+}
+
+/// A `GlobalAlloc`'s answer as a block of `size` bytes, or a refusal for null.
+fn block(ptr: *mut u8, size: usize) -> Result<NonNull<[u8]>, Refused> {
+    NonNull::new(ptr)
+        .map(|ptr| NonNull::slice_from_raw_parts(ptr, size))
+        .ok_or(Refused)
 }

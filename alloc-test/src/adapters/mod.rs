@@ -21,17 +21,9 @@ use allocator_api2::alloc::Allocator;
 
 use crate::subject::Refused;
 
-/// The layout of a block of `layout` resized to `new_size` (alignment kept).
-fn resized(layout: Layout, new_size: usize) -> Result<Layout, Refused> {
-    Layout::from_size_align(new_size, layout.align()).map_err(|_| Refused)
-}
-
 /// `allocate_zeroed` through `allocator`, as a subject's answer.
-fn allocate_zeroed(allocator: impl Allocator, layout: Layout) -> Result<NonNull<u8>, Refused> {
-    allocator
-        .allocate_zeroed(layout)
-        .map(NonNull::cast)
-        .map_err(|_| Refused)
+fn allocate_zeroed(allocator: impl Allocator, layout: Layout) -> Result<NonNull<[u8]>, Refused> {
+    allocator.allocate_zeroed(layout).map_err(|_| Refused)
 }
 
 /// Resizes through `allocator`'s `grow` or `shrink`, as a subject's `realloc`.
@@ -43,16 +35,30 @@ unsafe fn grow_or_shrink(
     allocator: impl Allocator,
     ptr: NonNull<u8>,
     layout: Layout,
-    new_size: usize,
-) -> Result<NonNull<u8>, Refused> {
-    let new = resized(layout, new_size)?;
-    // SAFETY: forwarded from the caller; `new` has the block's alignment.
+    new: Layout,
+) -> Result<NonNull<[u8]>, Refused> {
+    // SAFETY: forwarded from the caller; `grow` for a size at least the old one,
+    // `shrink` for a smaller one, as their contracts ask.
     let result = unsafe {
-        if new_size >= layout.size() {
+        if new.size() >= layout.size() {
             allocator.grow(ptr, layout, new)
         } else {
             allocator.shrink(ptr, layout, new)
         }
     };
-    result.map(NonNull::cast).map_err(|_| Refused)
+    result.map_err(|_| Refused)
+}
+
+/// `grow_zeroed` through `allocator`, as a subject's.
+///
+/// # Safety
+/// As [`Subject::grow_zeroed`](crate::Subject::grow_zeroed).
+unsafe fn grow_zeroed(
+    allocator: impl Allocator,
+    ptr: NonNull<u8>,
+    layout: Layout,
+    new: Layout,
+) -> Result<NonNull<[u8]>, Refused> {
+    // SAFETY: forwarded from the caller (the new size is not smaller).
+    unsafe { allocator.grow_zeroed(ptr, layout, new) }.map_err(|_| Refused)
 }

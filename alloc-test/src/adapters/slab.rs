@@ -6,25 +6,35 @@ use core::fmt;
 use core::ptr::NonNull;
 use std::collections::HashMap;
 
-use mmap_alloc::{DefaultPages, PageSource};
+use mmap_alloc::PageSource;
+
+use crate::metered::MeteredPages;
 use slab_alloc::{CacheConfig, ObjectBox, ObjectCache, SlabCache};
 
 use crate::subject::{Promises, Refused, Subject};
 
 /// A [`SlabCache`] of `object_size`-byte objects: requests that fit are served from it,
 /// larger ones refused (as its promises say); growth within the object is in place.
-pub struct SlabCacheSubject<S: PageSource = DefaultPages> {
+pub struct SlabCacheSubject<S: PageSource = MeteredPages> {
     /// `None` when the cache could not be created (its source refused): every request is
     /// then refused.
     cache: Option<SlabCache<S>>,
     layout: Layout,
     promises: Promises,
+    /// What the cache holds from its source, where the source can tell.
+    footprint: Option<fn(&S) -> usize>,
+    /// The subject as one that may move between threads (a `Send` source).
+    threaded: Option<fn(&mut Self) -> &mut (dyn Subject + Send)>,
 }
 
-impl SlabCacheSubject<DefaultPages> {
-    /// A cache of objects of `object_size` bytes aligned to `align`.
+impl SlabCacheSubject<MeteredPages> {
+    /// A cache of objects of `object_size` bytes aligned to `align`, over OS pages
+    /// counted for the footprint check.
     pub fn new(object_size: usize, align: usize) -> Self {
-        SlabCacheSubject::with_source(object_size, align, DefaultPages::default(), false)
+        SlabCacheSubject {
+            footprint: Some(MeteredPages::held_bytes),
+            ..SlabCacheSubject::with_source(object_size, align, MeteredPages::default(), false)
+        }
     }
 }
 
@@ -34,7 +44,10 @@ impl<S: PageSource> SlabCacheSubject<S> {
     ///
     /// # Panics
     /// When `object_size` and `align` are not a valid cache configuration.
-    pub fn with_source(object_size: usize, align: usize, source: S, may_refuse: bool) -> Self {
+    pub fn with_source(object_size: usize, align: usize, source: S, may_refuse: bool) -> Self
+    where
+        S: Send + Sync,
+    {
         let layout = Layout::from_size_align(object_size, align).expect("a valid object layout");
         let cache = SlabCache::with_config(CacheConfig::new(object_size, align), source);
         assert!(
@@ -52,6 +65,8 @@ impl<S: PageSource> SlabCacheSubject<S> {
             cache: cache.ok(),
             layout,
             promises,
+            footprint: None,
+            threaded: Some(|subject| subject),
         }
     }
 
@@ -86,19 +101,22 @@ unsafe impl<S: PageSource> Subject for SlabCacheSubject<S> {
         self.promises
     }
 
-    fn alloc(&mut self, layout: Layout) -> Result<NonNull<u8>, Refused> {
+    fn alloc(&mut self, layout: Layout) -> Result<NonNull<[u8]>, Refused> {
         match &self.cache {
-            Some(cache) if self.fits(layout) => cache.try_alloc().map_err(|_| Refused),
+            Some(cache) if self.fits(layout) => cache
+                .try_alloc()
+                .map(|ptr| NonNull::slice_from_raw_parts(ptr, layout.size()))
+                .map_err(|_| Refused),
             _ => Err(Refused),
         }
     }
 
-    fn alloc_zeroed(&mut self, layout: Layout) -> Result<NonNull<u8>, Refused> {
-        let ptr = self.alloc(layout)?;
+    fn alloc_zeroed(&mut self, layout: Layout) -> Result<NonNull<[u8]>, Refused> {
+        let block = self.alloc(layout)?;
         // SAFETY: a fresh object of at least `layout.size()` bytes. A slab cache hands out
         // objects as freed (Bonwick), so zeroing is the caller's, as here.
-        unsafe { ptr.write_bytes(0, layout.size()) };
-        Ok(ptr)
+        unsafe { block.cast::<u8>().write_bytes(0, layout.size()) };
+        Ok(block)
     }
 
     unsafe fn dealloc(&mut self, ptr: NonNull<u8>, _layout: Layout) {
@@ -111,12 +129,11 @@ unsafe impl<S: PageSource> Subject for SlabCacheSubject<S> {
     unsafe fn realloc(
         &mut self,
         ptr: NonNull<u8>,
-        layout: Layout,
-        new_size: usize,
-    ) -> Result<NonNull<u8>, Refused> {
-        let new = super::resized(layout, new_size)?;
+        _layout: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, Refused> {
         if self.fits(new) {
-            Ok(ptr)
+            Ok(NonNull::slice_from_raw_parts(ptr, new.size()))
         } else {
             Err(Refused)
         }
@@ -129,6 +146,15 @@ unsafe impl<S: PageSource> Subject for SlabCacheSubject<S> {
         new_size: usize,
     ) -> bool {
         Layout::from_size_align(new_size, layout.align()).is_ok_and(|new| self.fits(new))
+    }
+
+    fn footprint(&self) -> Option<usize> {
+        let (cache, footprint) = (self.cache.as_ref()?, self.footprint?);
+        Some(footprint(cache.source()))
+    }
+
+    fn threaded(&mut self) -> Option<&mut (dyn Subject + Send)> {
+        self.threaded.map(|threaded| threaded(self))
     }
 }
 
@@ -181,21 +207,21 @@ unsafe impl Subject for ObjectCacheSubject {
         }
     }
 
-    fn alloc(&mut self, layout: Layout) -> Result<NonNull<u8>, Refused> {
+    fn alloc(&mut self, layout: Layout) -> Result<NonNull<[u8]>, Refused> {
         if layout.size() > size_of::<Object>() || layout.align() > align_of::<Object>() {
             return Err(Refused);
         }
         let object = self.cache.try_get().map_err(|_| Refused)?;
         let ptr = ObjectBox::as_ptr(&object).cast::<u8>();
         self.live.insert(ptr.addr().get(), object);
-        Ok(ptr)
+        Ok(NonNull::slice_from_raw_parts(ptr, layout.size()))
     }
 
-    fn alloc_zeroed(&mut self, layout: Layout) -> Result<NonNull<u8>, Refused> {
-        let ptr = self.alloc(layout)?;
+    fn alloc_zeroed(&mut self, layout: Layout) -> Result<NonNull<[u8]>, Refused> {
+        let block = self.alloc(layout)?;
         // SAFETY: a live object of at least `layout.size()` bytes, owned by the model.
-        unsafe { ptr.write_bytes(0, layout.size()) };
-        Ok(ptr)
+        unsafe { block.cast::<u8>().write_bytes(0, layout.size()) };
+        Ok(block)
     }
 
     unsafe fn dealloc(&mut self, ptr: NonNull<u8>, _layout: Layout) {
@@ -203,14 +229,18 @@ unsafe impl Subject for ObjectCacheSubject {
         drop(self.live.remove(&ptr.addr().get()));
     }
 
+    fn threaded(&mut self) -> Option<&mut (dyn Subject + Send)> {
+        Some(self)
+    }
+
     unsafe fn realloc(
         &mut self,
         ptr: NonNull<u8>,
-        layout: Layout,
-        new_size: usize,
-    ) -> Result<NonNull<u8>, Refused> {
-        if new_size <= size_of::<Object>() && layout.align() <= align_of::<Object>() {
-            Ok(ptr)
+        _layout: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, Refused> {
+        if new.size() <= size_of::<Object>() && new.align() <= align_of::<Object>() {
+            Ok(NonNull::slice_from_raw_parts(ptr, new.size()))
         } else {
             Err(Refused)
         }

@@ -1,8 +1,8 @@
 //! Every allocator of the workspace passes, through each interface it offers.
 
 use alloc_test::{
-    AllocatorSubject, ArenaSubject, GlobalSubject, ObjectCacheSubject, PooledArenaSubject,
-    Promises, RouterSubject, SlabCacheSubject, check,
+    AllocatorSubject, ArenaSubject, GlobalSubject, MeteredPages, ObjectCacheSubject,
+    PooledArenaSubject, Promises, RouterSubject, SlabCacheSubject, check,
 };
 use arena_alloc::ArenaConfig;
 use mmap_alloc::MmapAlloc;
@@ -56,20 +56,34 @@ fn object_cache_passes() {
     check(ObjectCacheSubject::new).unwrap();
 }
 
-#[test]
-fn slab_heap_passes_as_global_alloc() {
-    let promises = Promises {
+/// What a heap holds: its slabs' reservations and its large blocks.
+fn slab_heap_footprint(heap: &SlabHeap<MeteredPages>) -> usize {
+    heap.source().held_bytes() + heap.stats().large_bytes
+}
+
+fn slab_heap_promises() -> Promises {
+    Promises {
         max_align: 1 << 16,
         ..Promises::default()
-    };
-    check(|| GlobalSubject::new("SlabHeap (GlobalAlloc)", SlabHeap::new(), promises)).unwrap();
+    }
+}
+
+#[test]
+fn slab_heap_passes_as_global_alloc() {
+    check(|| {
+        let heap = SlabHeap::with_source(MeteredPages::default());
+        GlobalSubject::new("SlabHeap (GlobalAlloc)", heap, slab_heap_promises())
+            .with_footprint(slab_heap_footprint)
+    })
+    .unwrap();
 }
 
 #[test]
 fn slab_heap_passes_as_allocator() {
-    let promises = Promises {
-        max_align: 1 << 16,
-        ..Promises::default()
-    };
-    check(|| AllocatorSubject::new("SlabHeap (Allocator)", SlabHeap::new(), promises)).unwrap();
+    check(|| {
+        let heap = SlabHeap::with_source(MeteredPages::default());
+        AllocatorSubject::new("SlabHeap (Allocator)", heap, slab_heap_promises())
+            .with_footprint(slab_heap_footprint)
+    })
+    .unwrap();
 }
