@@ -18,8 +18,8 @@ mod pool;
 mod router;
 mod spill;
 mod stats;
-mod sync;
 mod string;
+mod sync;
 mod try_with;
 
 pub use allocator_api2::alloc::AllocError;

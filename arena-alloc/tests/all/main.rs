@@ -5,16 +5,16 @@
 mod acquire_async;
 mod alloc_try_with;
 mod arena_basics;
-mod box_from_owned_value;
 mod arena_string;
+mod box_from_owned_value;
 mod chunk_iteration;
 mod debug_aids;
 mod escapes;
 mod fault_injection;
 mod forgotten_guard_moved_lease;
 mod grow_in_place;
-mod limit_overrun_by_alignment_padding;
 mod limit_at_run_time;
+mod limit_overrun_by_alignment_padding;
 mod limits;
 mod model;
 #[cfg(feature = "nightly")]
@@ -23,8 +23,8 @@ mod pinned_boxes;
 mod pool_leases;
 mod reset_and_checkpoints;
 mod router_routing;
+mod slice_fills;
 mod spill_cap_counts_live_bytes;
 mod stale_checkpoint_after_rewind;
 mod waiters_and_routed_frees;
-mod slice_fills;
 mod with_capacity;

@@ -756,11 +756,9 @@ where
 
     fn size_hint(&self) -> http_body::SizeHint {
         match &self.kind {
-            BodyKind::Handler(body) => {
-                in_lease(self.lease.as_ref(), || {
-                    catch_unwind(AssertUnwindSafe(|| body.size_hint())).unwrap_or_default()
-                })
-            }
+            BodyKind::Handler(body) => in_lease(self.lease.as_ref(), || {
+                catch_unwind(AssertUnwindSafe(|| body.size_hint())).unwrap_or_default()
+            }),
             BodyKind::Server(body) => body.size_hint(),
             BodyKind::Finished => http_body::SizeHint::with_exact(0),
         }
