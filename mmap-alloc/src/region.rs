@@ -132,19 +132,27 @@ impl Region {
     }
 
     /// Gives a part's physical memory back to the OS; it stays accessible. Returns what
-    /// the next read of it sees.
+    /// the next read of it sees. Whole pages only, as for every
+    /// [`PageSource`](crate::PageSource): a length that is not a multiple of the page
+    /// size is refused, never rounded, so no byte the caller kept is dropped.
     ///
     /// # Safety
     /// - Nothing relies on the part's contents (no live references into it).
     ///
     /// # Errors
-    /// The part is outside the region or not page-aligned; the OS refuses.
+    /// The part is outside the region, not page-aligned or not whole pages; the OS
+    /// refuses.
     pub unsafe fn decommit(
         &self,
         offset: usize,
         len: usize,
         mode: Decommit,
     ) -> io::Result<Contents> {
+        if len & (sys::page_size() - 1) != 0 {
+            let address = self.ptr.addr().get().wrapping_add(offset);
+            let why = "length is not whole pages";
+            return Err(Error::invalid(Operation::Decommit, why, address, len).into());
+        }
         let ptr = self.part(Operation::Decommit, offset, len)?;
         // SAFETY: the part lies inside our reservation; the caller gave up its contents.
         Ok(unsafe { sys::decommit(ptr, len, mode) }?)

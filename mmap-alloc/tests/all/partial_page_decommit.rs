@@ -96,3 +96,20 @@ fn every_source_checks_commit_ranges_alike() {
     check(&HeapPages);
     check(&FailingSource::new(HeapPages));
 }
+
+#[test]
+fn region_decommit_refuses_a_partial_page_and_keeps_its_bytes() {
+    let page = mmap_alloc::sys::page_size();
+    let region = mmap_alloc::Region::reserve(4 * page).unwrap();
+    region.commit(0, page).unwrap();
+    // SAFETY: the first page is committed read-write and nothing else refers to it.
+    unsafe { region.as_ptr().as_ptr().write_bytes(0xAB, page) };
+    for len in [100, page - 1, page + 1] {
+        // SAFETY: inside the region; the call is refused before it changes anything.
+        let result = unsafe { region.decommit(0, len, Decommit::Zero) };
+        let error = result.expect_err("a length that is not whole pages");
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{error}");
+    }
+    // SAFETY: the page is committed and readable.
+    assert!(unsafe { all_equal(region.as_ptr(), page, 0xAB) });
+}
