@@ -12,14 +12,24 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Drops a caught panic's payload, containing a panic of its own destructor (user code,
-/// in principle): that second payload is leaked instead, as nothing sensible is left to
-/// do with it.
+/// in principle), and the payload of that panic in turn, and so on; only a payload nested
+/// [`PAYLOAD_DEPTH`] deep is leaked instead, as nothing sensible is left to do with it.
 ///
 /// A payload is usually a string allocated where the panic happened, in a request's
-/// arena for a handler: it must be freed, or it would keep that arena quarantined.
+/// arena for a handler: it must be freed, or it would keep that arena quarantined. The
+/// payload of a destructor's panic is usually such a string too, allocated in the same
+/// arena, so it is freed as well rather than leaked.
 pub(crate) fn discard_panic(payload: Box<dyn std::any::Any + Send>) {
-    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(payload)));
-    if let Err(again) = dropped {
-        std::mem::forget(again);
+    let mut payload = payload;
+    for _ in 0..PAYLOAD_DEPTH {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(payload))) {
+            Ok(()) => return,
+            Err(again) => payload = again,
+        }
     }
+    std::mem::forget(payload);
 }
+
+/// How many payloads, each thrown by the destructor of the one before, [`discard_panic`]
+/// drops before it leaks the next one.
+const PAYLOAD_DEPTH: usize = 8;

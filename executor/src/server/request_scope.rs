@@ -336,7 +336,9 @@ fn call_in_arena<H: Handler>(
         }
         match catch_unwind(AssertUnwindSafe(|| handler.call(request))) {
             Ok(future) => State::Running(future),
-            Err(_) => {
+            Err(payload) => {
+                // The payload is user code too: its destructor may panic.
+                crate::sync::discard_panic(payload);
                 counters.panics.fetch_add(1, Ordering::Relaxed);
                 State::Answered(plain_response(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -494,7 +496,9 @@ impl<H: Handler> RequestTask<H> {
                 }
                 self.finish(response.map(BodyKind::Handler))
             }
-            Err(_) => {
+            Err(payload) => {
+                // Freed in the arena it was allocated in, containing its destructor.
+                in_lease(self.lease.as_ref(), || crate::sync::discard_panic(payload));
                 self.counters().panics.fetch_add(1, Ordering::Relaxed);
                 self.refuse(StatusCode::INTERNAL_SERVER_ERROR, PANIC_BODY)
             }
@@ -718,8 +722,12 @@ where
         let outcome = in_lease(this.lease.as_ref(), || {
             catch_unwind(AssertUnwindSafe(|| body.poll_frame(cx)))
         });
-        let Ok(polled) = outcome else {
-            return this.cut_off(BodyCutOff::Panicked);
+        let polled = match outcome {
+            Ok(polled) => polled,
+            Err(payload) => {
+                in_lease(this.lease.as_ref(), || crate::sync::discard_panic(payload));
+                return this.cut_off(BodyCutOff::Panicked);
+            }
         };
         if this.lease.as_ref().is_some_and(PooledArena::is_over_budget) {
             drop_contained(polled, this.lease.as_ref());
@@ -746,7 +754,12 @@ where
             BodyKind::Handler(body) => {
                 // A panic here says nothing: poll the body to find out.
                 in_lease(self.lease.as_ref(), || {
-                    catch_unwind(AssertUnwindSafe(|| body.is_end_stream())).unwrap_or(false)
+                    catch_unwind(AssertUnwindSafe(|| body.is_end_stream())).unwrap_or_else(
+                        |payload| {
+                            crate::sync::discard_panic(payload);
+                            false
+                        },
+                    )
                 })
             }
             BodyKind::Server(body) => body.is_end_stream(),
@@ -757,7 +770,10 @@ where
     fn size_hint(&self) -> http_body::SizeHint {
         match &self.kind {
             BodyKind::Handler(body) => in_lease(self.lease.as_ref(), || {
-                catch_unwind(AssertUnwindSafe(|| body.size_hint())).unwrap_or_default()
+                catch_unwind(AssertUnwindSafe(|| body.size_hint())).unwrap_or_else(|payload| {
+                    crate::sync::discard_panic(payload);
+                    http_body::SizeHint::default()
+                })
             }),
             BodyKind::Server(body) => body.size_hint(),
             BodyKind::Finished => http_body::SizeHint::with_exact(0),

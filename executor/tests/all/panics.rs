@@ -243,3 +243,81 @@ fn a_worker_that_dies_gets_no_more_connections() {
     }
     drop(open);
 }
+
+/// `/call` panics in the handler call, `/poll` in the handler's first poll, `/body` in
+/// the response body's second poll, each with a payload whose destructor panics
+/// ([`PanicsOnDrop`]); anything else is the usual routes.
+fn panics_with_a_payload_that_panics_on_drop(
+    request: http::Request<executor::RequestBody>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = http::Response<TestBody>> + Send>> {
+    use http_body_util::BodyExt;
+    match request.uri().path() {
+        "/call" => std::panic::panic_any(PanicsOnDrop),
+        "/poll" => Box::pin(async { std::panic::panic_any(PanicsOnDrop) }),
+        "/body" => Box::pin(async {
+            http::Response::new(SecondFramePanics(0).map_err(|never| match never {}).boxed())
+        }),
+        _ => Box::pin(routes(request)),
+    }
+}
+
+/// A response body whose first frame is "first\n" and whose second poll panics with a
+/// [`PanicsOnDrop`] payload.
+struct SecondFramePanics(u8);
+
+impl http_body::Body for SecondFramePanics {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.0 += 1;
+        if self.0 > 1 {
+            std::panic::panic_any(PanicsOnDrop);
+        }
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from_static(
+            b"first\n",
+        )))))
+    }
+}
+
+#[test]
+fn a_panic_whose_payload_panics_on_drop_still_gets_500() {
+    // The payload is user code like the handler: dropping it must be contained too, or
+    // the second panic takes the connection down with the 500 unsent.
+    let server = start_with(builder(), panics_with_a_payload_that_panics_on_drop);
+    let address = server.address;
+    let results = client_runtime().block_on(async move {
+        let mut connection = ClientConnection::connect(address, CLIENT_TIMEOUT)
+            .await
+            .unwrap();
+        let mut results = Vec::new();
+        for path in ["/call", "/poll", "/hello"] {
+            results.push(get_on(&mut connection, path).await.0);
+        }
+        results
+    });
+    assert_eq!(
+        results,
+        [
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::OK
+        ]
+    );
+    // A response body that panics so is cut off, counted, and the server carries on.
+    let mut stream = raw(address);
+    std::io::Write::write_all(&mut stream, b"GET /body HTTP/1.1\r\nhost: t\r\n\r\n").unwrap();
+    let mut received = Vec::new();
+    let ended = read_until(&mut stream, &mut received, CLIENT_TIMEOUT, |_| false);
+    // (The head may not have gone: hyper polls the body before it writes.)
+    assert_eq!(ended, Ended::Closed);
+    assert!(
+        !received.ends_with(b"0\r\n\r\n"),
+        "a cut-off body must not look complete"
+    );
+    assert_eq!(server.stats.panics(), 3);
+    assert_eq!(get(address, "/hello").0, StatusCode::OK);
+}
