@@ -14,6 +14,7 @@ mod chunked;
 mod client;
 mod descriptors;
 mod edges;
+mod examples;
 mod keep_alive;
 mod limits;
 mod malformed;

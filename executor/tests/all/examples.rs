@@ -1,0 +1,129 @@
+//! The examples keep the promises their documentation makes, run as a user runs them:
+//! the example's own binary, driven over loopback.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use crate::support::*;
+
+/// The example binary `name`, next to this test binary (`cargo test -p executor` builds
+/// the examples with the tests); built first when only this test binary was.
+fn example(name: &str) -> PathBuf {
+    let deps = std::env::current_exe().unwrap();
+    let profile = deps.parent().unwrap().parent().unwrap();
+    let binary = profile.join("examples").join(name);
+    if !binary.exists() {
+        // The profile this test binary was built with, named as cargo names it.
+        let profile = match profile.file_name().and_then(|name| name.to_str()) {
+            Some("debug") | None => "dev",
+            Some(other) => other,
+        };
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "-p",
+                "executor",
+                "--example",
+                name,
+                "--profile",
+                profile,
+            ])
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "cannot build example {name}");
+    }
+    binary
+}
+
+/// An example server on a free port with 2 workers; killed on drop.
+struct Example(Child);
+
+impl Example {
+    /// Starts example `name` and returns it with the address it printed.
+    fn start(name: &str) -> (Self, SocketAddr) {
+        let mut child = Command::new(example(name))
+            .args(["0", "2"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the example");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let address = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|address| address.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        (Self(child), address)
+    }
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// POSTs `body` to `/echo`; the status line and the response body.
+fn post_echo(address: SocketAddr, body: &[u8]) -> (String, Vec<u8>) {
+    let mut request = format!(
+        "POST /echo HTTP/1.1\r\nhost: t\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    let (response, ended) = raw_exchange(address, &request);
+    assert_eq!(ended, Ended::Closed, "{response}");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    (status, body.as_bytes().to_vec())
+}
+
+#[test]
+fn the_echo_example_echoes_every_valid_body_within_its_limit() {
+    // "a valid JSON document gets it back; invalid JSON gets 400, a body over 64 KiB
+    // gets 413": the largest documents within the limit, of the shapes that take the
+    // most memory once parsed, are valid too.
+    let (_echo, address) = Example::start("echo");
+    let limit = 64 << 10;
+    let mut numbers = b"[0".to_vec();
+    while numbers.len() + 3 <= limit {
+        numbers.extend_from_slice(b",0");
+    }
+    numbers.push(b']');
+    let mut arrays = b"[[]".to_vec();
+    while arrays.len() + 4 <= limit {
+        arrays.extend_from_slice(b",[]");
+    }
+    arrays.push(b']');
+    let mut objects = b"[{}".to_vec();
+    while objects.len() + 4 <= limit {
+        objects.extend_from_slice(b",{}");
+    }
+    objects.push(b']');
+    for document in [&numbers, &arrays, &objects] {
+        assert!(document.len() <= limit);
+        let (status, body) = post_echo(address, document);
+        assert_eq!(
+            status,
+            "HTTP/1.1 200 OK",
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        assert!(body == **document, "the echo differs from the document");
+    }
+    let (status, _) = post_echo(address, b"{\"unclosed\": [1, 2");
+    assert_eq!(status, "HTTP/1.1 400 Bad Request");
+    let mut too_large = numbers.clone();
+    too_large.truncate(numbers.len() - 1);
+    too_large.extend_from_slice(b",0,0]");
+    assert!(too_large.len() > limit);
+    let (status, _) = post_echo(address, &too_large);
+    assert_eq!(status, "HTTP/1.1 413 Payload Too Large");
+}
