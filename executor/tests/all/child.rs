@@ -1,6 +1,6 @@
 //! The scenarios other tests run in a child process (see `support::ChildServer`):
-//! `entry` is this binary's only ignored test, and does nothing unless the child's
-//! environment names a scenario.
+//! `entry` is ignored, and does nothing unless the child's environment names a
+//! scenario.
 
 use std::time::Duration;
 
@@ -41,6 +41,11 @@ async fn stuck(request: Request<executor::RequestBody>) -> Response<TestBody> {
                 grown.extend_from_slice(&[1u8; 4096]);
             }
             text(StatusCode::OK, format!("{}", grown.len()))
+        }
+        "/huge" => {
+            // 100 MiB in one allocation, past the spill cap (64 times the 1 MiB arena).
+            let huge = vec![1u8; 100 << 20];
+            text(StatusCode::OK, format!("{}", huge.len()))
         }
         _ => routes(request).await,
     }
