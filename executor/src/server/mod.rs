@@ -297,9 +297,16 @@ impl ServerBuilder {
     ///
     /// # Errors
     /// When binding fails, the runtime cannot start, or the arena pool cannot be made
-    /// (its address space reserved) or registered.
+    /// (its address space reserved) or registered. A failed bind registers no pool, so a
+    /// server may retry a taken port for as long as it likes.
     pub fn bind(self, address: SocketAddr) -> io::Result<Server> {
         let settings = self.config;
+        // Sockets and workers first: a bind that fails (the port is taken, say) must
+        // not have made a pool, which stays registered for the life of the process
+        // (only `MAX_POOLS` can be), so a server that retries its port would run out.
+        let listeners = bind_listeners(address, self.workers, self.reuse_port)?;
+        let local_addr = listeners[0].local_addr()?;
+        let runtime = Runtime::builder().workers(self.workers).build()?;
         let pool = match settings.pool {
             Some(pool) => pool,
             // Pages a request used above the warm watermark go back to the OS at once
@@ -312,9 +319,6 @@ impl ServerBuilder {
             .map_err(|error| io::Error::other(format!("request arena pool: {error}")))?,
         };
         request_scope::report_panics_outside_arenas();
-        let listeners = bind_listeners(address, self.workers, self.reuse_port)?;
-        let local_addr = listeners[0].local_addr()?;
-        let runtime = Runtime::builder().workers(self.workers).build()?;
         let config = Config {
             header_read_timeout: settings.header_read_timeout,
             handler_timeout: settings.handler_timeout,

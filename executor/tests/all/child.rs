@@ -92,6 +92,21 @@ fn entry() {
                 .shutdown_deadline(Duration::from_secs(1)),
             stuck,
         ),
+        "bind-retries" => {
+            // A port taken by someone else: binding it fails, again and again, as a
+            // server waiting for its port to be free retries. Then another port.
+            let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let address = taken.local_addr().unwrap();
+            for _ in 0..2 * arena_alloc::MAX_POOLS {
+                let refused = executor::Server::builder()
+                    .workers(1)
+                    .arenas(2)
+                    .arena_bytes(64 << 10)
+                    .bind(address);
+                assert!(refused.is_err(), "the port is taken");
+            }
+            serve(builder.arenas(2).arena_bytes(64 << 10), routes);
+        }
         other => panic!("no child scenario {other:?}"),
     }
 }

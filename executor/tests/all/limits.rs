@@ -103,3 +103,15 @@ fn chunked_body_growing_past_the_limit_fails_the_read() {
         "{response}"
     );
 }
+
+#[test]
+fn a_bind_that_fails_takes_nothing_from_the_process() {
+    // A server retrying a taken port, twice as many times as the process can register
+    // arena pools, then binding another one: every failed bind must have left the
+    // process as it found it (a registered pool is never given back).
+    let mut child = ChildServer::start("bind-retries");
+    assert_eq!(get(child.address, "/hello").0, http::StatusCode::OK);
+    child.signal(libc::SIGTERM);
+    let status = child.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert!(status.success(), "{status:?}");
+}
