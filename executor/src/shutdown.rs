@@ -98,10 +98,15 @@ impl Shutdown {
     /// once, as that signal's default action does (the way out of a shutdown that
     /// waits for a stuck request).
     ///
+    /// Once the last watcher of the process is dropped, a signal whose action was the
+    /// default before the first watcher was made has its default action again (a
+    /// program that goes on after its server is done can still be interrupted).
+    ///
     /// # Errors
     /// When the signal handlers cannot be installed or the watcher thread not started.
     pub fn watch_signals(&self) -> std::io::Result<SignalWatcher> {
         use signal_hook::consts::{SIGINT, SIGTERM};
+        let watching = Watching::start()?;
         let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
         let handle = signals.handle();
         let shutdown = self.clone();
@@ -123,7 +128,66 @@ impl Shutdown {
         Ok(SignalWatcher {
             handle,
             thread: Some(thread),
+            _watching: watching,
         })
+    }
+}
+
+/// The process's live [`SignalWatcher`]s, and whether none is alive.
+///
+/// signal-hook never uninstalls its handler: once every watcher is gone, a signal it
+/// handled would be ignored for the rest of the process. So the first watcher
+/// registers, for each of SIGINT and SIGTERM whose action was still the default, one
+/// more action that performs the default action whenever `unwatched` is set.
+struct WatcherCount {
+    live: usize,
+    /// Set while no watcher is alive; read by the signal actions.
+    unwatched: Arc<AtomicBool>,
+    /// The default-action fallbacks are registered.
+    fallbacks_registered: bool,
+}
+
+static WATCHERS: Mutex<Option<WatcherCount>> = Mutex::new(None);
+
+/// One live watcher, counted in [`WATCHERS`] until dropped.
+struct Watching;
+
+impl Watching {
+    fn start() -> std::io::Result<Self> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut watchers = crate::sync::lock(&WATCHERS);
+        let count = watchers.get_or_insert_with(|| WatcherCount {
+            live: 0,
+            unwatched: Arc::new(AtomicBool::new(true)),
+            fallbacks_registered: false,
+        });
+        if !count.fallbacks_registered {
+            // Read before signal-hook installs its handler for the first watcher.
+            for signal in [SIGINT, SIGTERM] {
+                if crate::sys::has_default_action(signal)? {
+                    signal_hook::flag::register_conditional_default(
+                        signal,
+                        Arc::clone(&count.unwatched),
+                    )?;
+                }
+            }
+            count.fallbacks_registered = true;
+        }
+        count.live += 1;
+        count.unwatched.store(false, Ordering::SeqCst);
+        Ok(Self)
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let mut watchers = crate::sync::lock(&WATCHERS);
+        if let Some(count) = watchers.as_mut() {
+            count.live -= 1;
+            if count.live == 0 {
+                count.unwatched.store(true, Ordering::SeqCst);
+            }
+        }
     }
 }
 
@@ -199,6 +263,8 @@ impl Drop for ShutdownWait {
 pub struct SignalWatcher {
     handle: signal_hook::iterator::Handle,
     thread: Option<thread::JoinHandle<()>>,
+    /// Counted among the live watchers until the watch is over (dropped last).
+    _watching: Watching,
 }
 
 impl fmt::Debug for SignalWatcher {

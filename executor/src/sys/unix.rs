@@ -25,3 +25,23 @@ pub(crate) fn read_into_uninit(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Re
         Ok(read.unsigned_abs())
     }
 }
+
+/// Whether `signal`'s disposition is the default action (`SIG_DFL`): no handler
+/// installed and not ignored.
+///
+/// Preconditions: `signal` is a valid signal number (an invalid one gives an error of
+/// kind [`io::ErrorKind::InvalidInput`], `EINVAL`). Only reads the disposition; a
+/// handler installed by another thread at the same time may or may not be seen.
+pub(crate) fn has_default_action(signal: libc::c_int) -> io::Result<bool> {
+    let mut current = MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: a null `act` makes `sigaction` only read the disposition into `oldact`,
+    // which points to writable memory of the right type for the whole call.
+    let result = unsafe { libc::sigaction(signal, std::ptr::null(), current.as_mut_ptr()) };
+    if result != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `sigaction` succeeded, so it filled `oldact` in; it was zeroed before
+    // anyway, and every field of `sigaction` is valid when zeroed.
+    let current = unsafe { current.assume_init() };
+    Ok(current.sa_sigaction == libc::SIG_DFL)
+}

@@ -107,6 +107,12 @@ fn entry() {
             }
             serve(builder.arenas(2).arena_bytes(64 << 10), routes);
         }
+        "lingering" => {
+            // Goes on after the server is done, as a program that cleans up does.
+            serve(builder.shutdown_deadline(Duration::from_secs(1)), routes);
+            println!("lingering");
+            std::thread::sleep(Duration::from_secs(60));
+        }
         other => panic!("no child scenario {other:?}"),
     }
 }

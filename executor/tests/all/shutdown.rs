@@ -137,3 +137,21 @@ fn a_second_signal_ends_the_process_at_once() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
 }
+
+#[test]
+fn after_serve_returns_a_termination_signal_has_its_default_action_again() {
+    // The server's signal handling ends with `serve`: a program that goes on
+    // afterwards (cleaning up, or stuck) must still be ended by SIGTERM or SIGINT.
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let mut child = ChildServer::start("lingering");
+        assert_eq!(get(child.address, "/hello").0, http::StatusCode::OK);
+        child.signal(libc::SIGTERM);
+        child.wait_for_line("lingering");
+        child.signal(signal);
+        let status = child
+            .wait_exit(Duration::from_secs(5))
+            .expect("the signal was ignored after serve returned");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(signal), "{status:?}");
+    }
+}
