@@ -349,6 +349,31 @@ fn call_in_arena<H: Handler>(
     })
 }
 
+/// Drops the extensions of the handler's `response` here, in its arena, containing a
+/// panic of their destructors (user code), instead of leaving them to hyper, which
+/// drops them once it has written the head, where a panic would take the connection
+/// down with the response unsent. The one extension hyper reads from a response, its
+/// reason phrase, is kept.
+fn contain_extensions<B>(response: &mut Response<B>, lease: Option<&PooledArena<'static>>) {
+    if response.extensions().is_empty() {
+        return;
+    }
+    let mut extensions = std::mem::take(response.extensions_mut());
+    let reason = extensions.get::<hyper::ext::ReasonPhrase>().cloned();
+    // Emptied first: a panic while the map drops its values would leak its table (an
+    // allocation in the arena, keeping it quarantined for good), where a panic while
+    // it is cleared leaves the table to the map, freed below.
+    in_lease(lease, || {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| extensions.clear())) {
+            crate::sync::discard_panic(payload);
+        }
+    });
+    drop_contained(extensions, lease);
+    if let Some(reason) = reason {
+        response.extensions_mut().insert(reason);
+    }
+}
+
 /// Runs `body` inside the request's arena, if it has one.
 fn in_lease<R>(lease: Option<&PooledArena<'static>>, body: impl FnOnce() -> R) -> R {
     match lease {
@@ -444,8 +469,14 @@ impl<H: Handler> RequestTask<H> {
     /// in the request's arena, under its budget, see [`ResponseBody`]) or one the
     /// server made (the lease is released: what the request still holds keeps the
     /// arena quarantined, and the last free hands it back to the pool).
-    fn finish(&mut self, response: Response<BodyKind<H::Body>>) -> Poll<<Self as Future>::Output> {
+    fn finish(
+        &mut self,
+        mut response: Response<BodyKind<H::Body>>,
+    ) -> Poll<<Self as Future>::Output> {
         self.drop_handler();
+        if matches!(response.body(), BodyKind::Handler(_)) {
+            contain_extensions(&mut response, self.lease.as_ref());
+        }
         let mut in_flight = self.in_flight.take().expect("a request task finishes once");
         in_flight.handler_done();
         let lease = match response.body() {

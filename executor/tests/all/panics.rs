@@ -321,3 +321,50 @@ fn a_panic_whose_payload_panics_on_drop_still_gets_500() {
     assert_eq!(server.stats.panics(), 3);
     assert_eq!(get(address, "/hello").0, StatusCode::OK);
 }
+
+/// A response extension whose destructor panics.
+#[derive(Clone)]
+struct ExtensionPanicsOnDrop;
+
+impl Drop for ExtensionPanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("a response extension's destructor panics on purpose");
+    }
+}
+
+#[test]
+fn a_response_extension_that_panics_on_drop_does_not_cut_the_connection() {
+    // hyper drops a response's extensions once it has written the head, outside any
+    // panic guard; the server drops them itself, in the request's arena, keeping the
+    // one hyper reads (a custom reason phrase).
+    let server = start_with(
+        builder(),
+        |request: http::Request<executor::RequestBody>| async move {
+            if request.uri().path() != "/extension" {
+                return routes(request).await;
+            }
+            let mut response = text(StatusCode::OK, "extended");
+            response.extensions_mut().insert(ExtensionPanicsOnDrop);
+            response
+                .extensions_mut()
+                .insert(hyper::ext::ReasonPhrase::from_static(b"Fine Thanks"));
+            response
+        },
+    );
+    let mut stream = raw(server.address);
+    std::io::Write::write_all(
+        &mut stream,
+        b"GET /extension HTTP/1.1\r\nhost: t\r\n\r\n\
+          GET /hello HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut received = Vec::new();
+    let ended = read_until(&mut stream, &mut received, CLIENT_TIMEOUT, |_| false);
+    let text = String::from_utf8_lossy(&received);
+    assert_eq!(ended, Ended::Closed);
+    assert!(
+        text.starts_with("HTTP/1.1 200 Fine Thanks") && text.contains("extended"),
+        "{text}"
+    );
+    assert_eq!(count(&received, "HTTP/1.1 200"), 2, "{text}");
+}
