@@ -225,3 +225,36 @@ fn idle_keep_alive_connections_hold_no_arena() {
         drop(connections);
     });
 }
+
+#[test]
+fn two_servers_share_one_pool_and_one_stops_while_the_other_serves() {
+    let pool = own_servers_pool();
+    let one = builder()
+        .arena_pool(pool)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let two = builder()
+        .arena_pool(pool)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let (first, second) = (one.local_addr(), two.local_addr());
+    let (stop_one, stop_two) = (one.shutdown_handle(), two.shutdown_handle());
+    let serving_one = std::thread::spawn(move || one.serve(routes));
+    let serving_two = std::thread::spawn(move || two.serve(routes));
+    assert_eq!(get(first, "/hello").0, StatusCode::OK);
+    assert_eq!(get(second, "/hello").0, StatusCode::OK);
+    // A request of the second server in flight while the first stops.
+    let slow = std::thread::spawn(move || get(second, "/slow?ms=300"));
+    stop_one.trigger();
+    serving_one.join().unwrap().unwrap();
+    assert_eq!(slow.join().unwrap().0, StatusCode::OK);
+    assert_eq!(get(second, "/hello").0, StatusCode::OK);
+    assert_eq!(get(second, "/hog").0, StatusCode::SERVICE_UNAVAILABLE);
+    stop_two.trigger();
+    serving_two.join().unwrap().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pool.stats().free != 8 {
+        assert!(Instant::now() < deadline, "{:?}", pool.stats());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -86,3 +86,23 @@ fn one_allocation_past_the_spill_cap_gets_503_and_the_process_lives() {
     let status = child.wait_exit(Duration::from_secs(10)).expect("exits");
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn many_small_allocations_past_the_budget_without_awaiting_get_503() {
+    // 256 KiB budgets; 60,000 boxes of 64 bytes (about 4 MiB with the vector) in one
+    // poll.
+    let server = start_with(
+        builder(),
+        |request: Request<executor::RequestBody>| async move {
+            if request.uri().path() != "/boxes" {
+                return routes(request).await;
+            }
+            let boxes: Vec<Box<[u8; 64]>> = (0..60_000).map(|_| Box::new([1u8; 64])).collect();
+            text(StatusCode::OK, format!("{}", boxes.len()))
+        },
+    );
+    let (status, body) = get(server.address, "/boxes");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body:?}");
+    assert_eq!(server.stats.over_budget(), 1);
+    assert_eq!(get(server.address, "/hello").0, StatusCode::OK);
+}

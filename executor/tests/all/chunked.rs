@@ -42,3 +42,30 @@ fn streamed_response_is_sent_chunked_and_decoded_by_the_client() {
     });
     assert_eq!(&body[..], b"one,two,three");
 }
+
+#[test]
+fn expect_100_continue_gets_the_go_ahead_then_the_answer() {
+    let server = start(builder());
+    let mut stream = raw(server.address);
+    stream
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n",
+        )
+        .unwrap();
+    let mut received = Vec::new();
+    let ended = read_until(&mut stream, &mut received, CLIENT_TIMEOUT, |bytes| {
+        count(bytes, "HTTP/1.1 100 Continue") == 1
+    });
+    assert_eq!(ended, Ended::Done, "{}", String::from_utf8_lossy(&received));
+    stream.write_all(b"hello").unwrap();
+    let ended = read_until(&mut stream, &mut received, CLIENT_TIMEOUT, |bytes| {
+        count(bytes, "hello") == 1
+    });
+    assert_eq!(ended, Ended::Done, "{}", String::from_utf8_lossy(&received));
+    // A declared body past the limit is refused without the go-ahead.
+    let (response, _) = raw_exchange(
+        server.address,
+        b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 2000000\r\nexpect: 100-continue\r\n\r\n",
+    );
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+}

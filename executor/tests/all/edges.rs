@@ -158,3 +158,34 @@ fn arena_bytes_within_and_past() {
     );
     assert_eq!(server.stats.over_budget(), 1);
 }
+
+#[test]
+fn usize_max_for_every_size_setting() {
+    // Limits at usize::MAX serve as "no limit"; sizes that cannot be reserved make
+    // `bind` fail with an error instead of panicking.
+    let server = start(
+        builder()
+            .max_header_bytes(usize::MAX)
+            .max_body_bytes(usize::MAX)
+            .max_connections(usize::MAX),
+    );
+    assert_eq!(get(server.address, "/hello").0, StatusCode::OK);
+    let (response, _) = raw_exchange(
+        server.address,
+        b"POST /echo HTTP/1.1\r\nhost: t\r\nconnection: close\r\ncontent-length: 3\r\n\r\nabc",
+    );
+    assert!(
+        response.starts_with("HTTP/1.1 200") && response.ends_with("abc"),
+        "{response}"
+    );
+    for builder in [
+        executor::Server::builder().arenas(usize::MAX),
+        executor::Server::builder().arena_bytes(usize::MAX),
+    ] {
+        let bound = builder
+            .workers(1)
+            .handle_signals(false)
+            .bind("127.0.0.1:0".parse().unwrap());
+        assert!(bound.is_err(), "{bound:?}");
+    }
+}

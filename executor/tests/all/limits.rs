@@ -115,3 +115,24 @@ fn a_bind_that_fails_takes_nothing_from_the_process() {
     let status = child.wait_exit(Duration::from_secs(10)).expect("exits");
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn fifteen_hundred_connections_at_once_are_all_served() {
+    let server = start(builder());
+    let mut streams: Vec<std::net::TcpStream> = (0..1500)
+        .map(|_| std::net::TcpStream::connect(server.address).unwrap())
+        .collect();
+    for stream in &mut streams {
+        stream
+            .write_all(b"GET /hello HTTP/1.1\r\nhost: t\r\n\r\n")
+            .unwrap();
+    }
+    for stream in &mut streams {
+        let mut received = Vec::new();
+        let ended = read_until(stream, &mut received, CLIENT_TIMEOUT, |bytes| {
+            count(bytes, "hello") == 1
+        });
+        assert_eq!(ended, Ended::Done);
+    }
+    assert_eq!(server.stats.accepted_connections(), 1500);
+}

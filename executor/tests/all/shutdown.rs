@@ -155,3 +155,75 @@ fn after_serve_returns_a_termination_signal_has_its_default_action_again() {
         assert_eq!(status.signal(), Some(signal), "{status:?}");
     }
 }
+
+/// A response body without end: a frame every 50 ms, for ever.
+struct Endless(Option<executor::Sleep>);
+
+impl http_body::Body for Endless {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        use std::future::Future;
+        let pause = self
+            .0
+            .get_or_insert_with(|| executor::sleep(Duration::from_millis(50)));
+        if std::pin::Pin::new(pause).poll(cx).is_pending() {
+            return std::task::Poll::Pending;
+        }
+        self.0 = None;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from_static(
+            b"tick\n",
+        )))))
+    }
+}
+
+#[test]
+fn an_endless_streamed_response_is_cut_at_the_shutdown_deadline() {
+    use http_body_util::BodyExt;
+    let server = start_with(
+        builder().shutdown_deadline(Duration::from_millis(300)),
+        |_request: http::Request<executor::RequestBody>| async {
+            http::Response::new(Endless(None).map_err(|never| match never {}).boxed())
+        },
+    );
+    let mut stream = raw(server.address);
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+        .unwrap();
+    let mut received = Vec::new();
+    let streaming = read_until(&mut stream, &mut received, CLIENT_TIMEOUT, |bytes| {
+        count(bytes, "tick") >= 2
+    });
+    assert_eq!(streaming, Ended::Done);
+    let took = server.stop();
+    assert!(
+        took < Duration::from_secs(3),
+        "serve returned after {took:?}"
+    );
+    assert_eq!(
+        read_until(&mut stream, &mut received, Duration::from_secs(3), |_| {
+            false
+        }),
+        Ended::Closed
+    );
+    assert!(
+        !received.ends_with(b"0\r\n\r\n"),
+        "a cut-off body must not look complete"
+    );
+}
+
+#[test]
+fn a_server_shut_down_before_it_serves_returns_from_serve() {
+    let server = builder()
+        .arena_pool(own_servers_pool())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let address = server.local_addr();
+    server.shutdown_handle().trigger();
+    server.serve(routes).unwrap();
+    assert!(std::net::TcpStream::connect(address).is_err());
+}

@@ -121,6 +121,18 @@ fn take_pool(config: PoolConfig) -> &'static ArenaPool {
     })
 }
 
+/// One pool of 8 arenas of 256 KiB, made once, for tests that bind servers of their
+/// own (sharing it between servers, or binding several in turn): a process can
+/// register only `arena_alloc::MAX_POOLS` pools, ever.
+pub fn own_servers_pool() -> &'static ArenaPool {
+    static POOL: OnceLock<&'static ArenaPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        ArenaPool::new(PoolConfig::new(8, 256 << 10))
+            .and_then(ArenaPool::into_static)
+            .expect("a test arena pool")
+    })
+}
+
 /// Short test defaults: 2 workers, no signal handling.
 pub fn builder() -> ServerBuilder {
     executor::Server::builder()

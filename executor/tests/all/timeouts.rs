@@ -95,3 +95,40 @@ fn busy_connection_is_not_closed_as_idle() {
     let (status, _) = get(server.address, "/slow?ms=300");
     assert_eq!(status, StatusCode::OK);
 }
+
+#[test]
+fn a_long_poll_and_a_slow_upload_outlive_the_header_and_idle_timeouts() {
+    // Both timers 300 ms: a handler that waits 1.2 s, and a body (length-delimited,
+    // then chunked) trickling in for about a second while the handler reads it.
+    let server = start(
+        builder()
+            .header_read_timeout(Duration::from_millis(300))
+            .idle_timeout(Duration::from_millis(300)),
+    );
+    assert_eq!(get(server.address, "/slow?ms=1200").0, StatusCode::OK);
+    for (head, piece, end) in [
+        (
+            &b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 10\r\n\r\n"[..],
+            &b"u"[..],
+            &b""[..],
+        ),
+        (
+            &b"POST /echo HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n"[..],
+            &b"1\r\nu\r\n"[..],
+            &b"0\r\n\r\n"[..],
+        ),
+    ] {
+        let mut stream = raw(server.address);
+        stream.write_all(head).unwrap();
+        for _ in 0..10 {
+            std::thread::sleep(Duration::from_millis(100));
+            stream.write_all(piece).unwrap();
+        }
+        stream.write_all(end).unwrap();
+        let mut received = Vec::new();
+        let ended = read_until(&mut stream, &mut received, CLIENT_TIMEOUT, |bytes| {
+            count(bytes, "uuuuuuuuuu") == 1
+        });
+        assert_eq!(ended, Ended::Done, "{}", String::from_utf8_lossy(&received));
+    }
+}

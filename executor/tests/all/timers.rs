@@ -94,3 +94,28 @@ fn every_server_duration_takes_max_and_none() {
         assert!(server.stop() < Duration::from_secs(5));
     }
 }
+
+#[test]
+fn zero_past_and_far_deadlines() {
+    let outcomes = client_runtime().block_on(async {
+        // A zero timeout lets a ready future through and stops a pending one.
+        let ready = executor::timeout(Duration::ZERO, async { 5 }).await;
+        let pending = executor::timeout(Duration::ZERO, std::future::pending::<()>()).await;
+        // A deadline an hour past completes; so does a sleep reset to now.
+        executor::sleep_until(std::time::Instant::now() - Duration::from_secs(3600)).await;
+        let mut sleep = executor::sleep(Duration::from_secs(3600));
+        sleep.reset(std::time::Instant::now());
+        (&mut sleep).await;
+        // A deadline two centuries ahead (past the 30 years `sleep` clamps to) waits.
+        let far = std::time::Instant::now() + Duration::from_secs(200 * 365 * 24 * 3600);
+        let until_far =
+            executor::timeout(Duration::from_millis(20), executor::sleep_until(far)).await;
+        sleep.reset(far);
+        let reset_far = executor::timeout(Duration::from_millis(20), &mut sleep).await;
+        (ready, pending, until_far, reset_far)
+    });
+    assert_eq!(outcomes.0, Ok(5));
+    assert_eq!(outcomes.1, Err(executor::Elapsed));
+    assert_eq!(outcomes.2, Err(executor::Elapsed));
+    assert_eq!(outcomes.3, Err(executor::Elapsed));
+}
