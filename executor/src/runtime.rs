@@ -94,7 +94,8 @@ struct WorkerHandle {
 ///
 /// Dropping the runtime stops the workers: tasks still running are dropped (their
 /// [`JoinHandle`]s report [`JoinError::Cancelled`](crate::JoinError::Cancelled)) and
-/// the threads are joined.
+/// the threads are joined, but for the one dropping it when one of the runtime's own
+/// tasks does: that worker stops once the task's poll returns, detached.
 ///
 /// # Examples
 /// ```
@@ -235,8 +236,17 @@ impl Drop for Runtime {
         for worker in &self.workers {
             worker.shared.request_stop();
         }
+        let current = thread::current().id();
         for worker in &mut self.workers {
             if let Some(thread) = worker.thread.take() {
+                if thread.thread().id() == current {
+                    // Dropped by one of its own tasks: this worker cannot wait for
+                    // itself. It is left to stop once the task's poll returns, detached
+                    // (as `shutdown_timeout` leaves a blocked one): its table entry stays
+                    // claimed while its thread runs.
+                    drop(thread);
+                    continue;
+                }
                 // A worker that panicked has already printed its message.
                 let _ = thread.join();
             }

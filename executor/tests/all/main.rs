@@ -21,6 +21,7 @@ mod malformed;
 mod panics;
 mod pipelining;
 mod proxy;
+mod runtimes;
 mod shutdown;
 mod sockets;
 mod streaming;
