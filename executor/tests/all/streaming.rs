@@ -64,7 +64,7 @@ static LARGE: [u8; 16 << 20] = [b'x'; 16 << 20];
 
 /// `/ticks`: 8 short chunks 100 ms apart; `/large`: 16 MiB in one frame (static, no
 /// allocation); `/panics`: a chunk, then the body panics; `/hog`: 64 KiB chunks
-/// allocated one per poll, without end.
+/// allocated one per poll, without end; `/forever`: a tick every 100 ms, without end.
 async fn streams(request: Request<executor::RequestBody>) -> Response<TestBody> {
     match request.uri().path() {
         "/ticks" => paced(8, Duration::from_millis(100), |index| {
@@ -77,6 +77,9 @@ async fn streams(request: Request<executor::RequestBody>) -> Response<TestBody> 
         }),
         "/hog" => paced(1 << 20, Duration::ZERO, |_| {
             Bytes::from(vec![b'h'; 64 << 10])
+        }),
+        "/forever" => paced(usize::MAX, Duration::from_millis(100), |_| {
+            Bytes::from_static(b"tick\n")
         }),
         _ => routes(request).await,
     }
@@ -269,4 +272,22 @@ fn response_bytes_whose_owner_panics_on_drop_leave_the_connection_usable() {
     let text = String::from_utf8_lossy(&received);
     assert_eq!(ended, Ended::Closed);
     assert_eq!(count(&received, "HTTP/1.1 200"), 2, "{text}");
+}
+
+#[test]
+fn clients_leaving_an_endless_stream_free_its_connection_and_arena() {
+    // Nothing is read from them and nothing ends the stream: the server finds out at
+    // its next write, closes the connection and drops the body in its arena.
+    let server = start_with(builder(), streams);
+    for _ in 0..5 {
+        let mut stream = request(&server, "/forever");
+        let mut received = Vec::new();
+        let ended = read_until(&mut stream, &mut received, CLIENT_TIMEOUT, |bytes| {
+            count(bytes, "tick") >= 1
+        });
+        assert_eq!(ended, Ended::Done);
+        drop(stream);
+    }
+    server.assert_no_connection_left();
+    server.assert_arenas_returned();
 }
