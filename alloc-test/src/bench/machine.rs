@@ -1,5 +1,7 @@
 //! The machine a run happened on, written at the head of every page: the CPU, its cores,
-//! the kernel, the load, and whether two threads really run at once.
+//! the kernel, the load, and whether two threads really run at once. The load and the
+//! two-thread spin control are taken again before every group ([`Machine::recheck`]), so
+//! each page says what the machine was doing when its figures were measured.
 
 use std::fs;
 use std::process::Command;
@@ -15,7 +17,7 @@ pub struct Machine {
     pub cores: usize,
     /// Kernel release.
     pub kernel: String,
-    /// Load average (1, 5, 15 minutes) when the run started.
+    /// Load average (1, 5, 15 minutes) when the machine was last checked.
     pub load: String,
     /// `rustc --version`.
     pub rustc: String,
@@ -37,14 +39,6 @@ impl Machine {
             |_| "unknown".to_owned(),
             |release| release.trim().to_owned(),
         );
-        let load = fs::read_to_string("/proc/loadavg")
-            .map(|load| {
-                load.split_whitespace()
-                    .take(3)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_else(|_| "unknown".to_owned());
         let rustc = Command::new("rustc")
             .arg("--version")
             .output()
@@ -55,10 +49,29 @@ impl Machine {
             cpu,
             cores,
             kernel,
-            load,
+            load: load_average(),
             rustc,
             two_thread_scaling: two_thread_scaling(),
         }
+    }
+
+    /// The same machine checked again now: the load average (read before the spin
+    /// control, which would raise it) and the two-thread spin control. Run before each
+    /// group.
+    pub fn recheck(&self) -> Machine {
+        let load = load_average();
+        Machine {
+            load,
+            two_thread_scaling: two_thread_scaling(),
+            ..self.clone()
+        }
+    }
+
+    /// Whether the machine was busy when last checked: the spin control found the
+    /// second core taken. Then every timed figure, one-thread ones too, is marked
+    /// unreliable (a busy core preempts a lone thread as well).
+    pub fn busy(&self) -> bool {
+        !self.runs_two_threads_at_once()
     }
 
     /// Whether multi-thread figures can be trusted: two spinning threads got at least
@@ -71,21 +84,35 @@ impl Machine {
     pub fn markdown(&self) -> String {
         let scaling = if self.runs_two_threads_at_once() {
             format!(
-                "{:.2}x (multi-thread figures are reliable)",
+                "{:.2}x (two threads ran at once: the machine was not busy)",
                 self.two_thread_scaling
             )
         } else {
             format!(
-                "{:.2}x: **multi-thread figures are unreliable** (the other core was busy)",
+                "{:.2}x: **the machine was busy: every timed figure is unreliable** (the \
+                 other core was taken)",
                 self.two_thread_scaling
             )
         };
         format!(
-            "- CPU: {} ({} logical cores)\n- kernel: Linux {}\n- load average at start: {}\n\
-             - compiler: {}\n- two-thread spin control: {}\n",
+            "- CPU: {} ({} logical cores); the figures hold for this CPU, not for another\n\
+             - kernel: Linux {}\n- load average (1, 5, 15 min) before these figures: {}\n\
+             - compiler: {}\n- two-thread spin control before these figures: {}\n",
             self.cpu, self.cores, self.kernel, self.load, self.rustc, scaling
         )
     }
+}
+
+/// The load average (1, 5, 15 minutes), or "unknown".
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|load| {
+            load.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 /// Spins one thread, then two, for the same time, and compares the work done.
