@@ -23,6 +23,9 @@ pub struct Machine {
     pub rustc: String,
     /// Two threads spinning together did this many times the work of one (2.0 is ideal).
     pub two_thread_scaling: f64,
+    /// The spin control and load average of the further process launches whose rounds
+    /// were merged into the same figures (`--full`), in launch order.
+    pub other_launches: Vec<(f64, String)>,
 }
 
 impl Machine {
@@ -52,6 +55,7 @@ impl Machine {
             load: load_average(),
             rustc,
             two_thread_scaling: two_thread_scaling(),
+            other_launches: Vec::new(),
         }
     }
 
@@ -72,12 +76,33 @@ impl Machine {
     /// unreliable (a busy core preempts a lone thread as well).
     pub fn busy(&self) -> bool {
         !self.runs_two_threads_at_once()
+            || self
+                .other_launches
+                .iter()
+                .any(|(scaling, _)| *scaling < Self::QUIET_SCALING)
     }
+
+    /// The line a further launch prints for the launch that merges it: its spin control
+    /// and load average.
+    pub fn launch_line(&self) -> String {
+        format!("machine {} {}", self.two_thread_scaling, self.load)
+    }
+
+    /// Reads a [`Machine::launch_line`] back: (spin control, load average).
+    pub fn parse_launch_line(line: &str) -> Option<(f64, String)> {
+        let rest = line.strip_prefix("machine ")?;
+        let (scaling, load) = rest.split_once(' ')?;
+        Some((scaling.parse().ok()?, load.to_owned()))
+    }
+
+    /// Two spinning threads must get this many times the work of one for the machine
+    /// to count as quiet.
+    pub const QUIET_SCALING: f64 = 1.8;
 
     /// Whether multi-thread figures can be trusted: two spinning threads got at least
     /// 1.8 times the work of one.
     pub fn runs_two_threads_at_once(&self) -> bool {
-        self.two_thread_scaling >= 1.8
+        self.two_thread_scaling >= Self::QUIET_SCALING
     }
 
     /// The markdown lines describing the machine.
@@ -94,10 +119,22 @@ impl Machine {
                 self.two_thread_scaling
             )
         };
+        let mut launches = String::new();
+        for (number, (scaling, load)) in self.other_launches.iter().enumerate() {
+            launches.push_str(&format!(
+                "- launch {} of this group: load average {load}, spin control {scaling:.2}x{}\n",
+                number + 2,
+                if *scaling < Self::QUIET_SCALING {
+                    " (**busy**)"
+                } else {
+                    ""
+                }
+            ));
+        }
         format!(
             "- CPU: {} ({} logical cores); the figures hold for this CPU, not for another\n\
              - kernel: Linux {}\n- load average (1, 5, 15 min) before these figures: {}\n\
-             - compiler: {}\n- two-thread spin control before these figures: {}\n",
+             - compiler: {}\n- two-thread spin control before these figures: {}\n{launches}",
             self.cpu, self.cores, self.kernel, self.load, self.rustc, scaling
         )
     }
@@ -147,4 +184,39 @@ fn two_thread_scaling() -> f64 {
     let one = spin(1, duration).max(1);
     let two = spin(2, duration);
     two as f64 / one as f64
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::Machine;
+
+    pub(crate) fn machine(two_thread_scaling: f64) -> Machine {
+        Machine {
+            cpu: "a CPU".into(),
+            cores: 2,
+            kernel: "6.1".into(),
+            load: "0.10 0.20 0.30".into(),
+            rustc: "rustc".into(),
+            two_thread_scaling,
+            other_launches: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_launch_line_reads_back_and_a_busy_launch_makes_the_group_busy() {
+        let quiet = machine(1.97);
+        let line = quiet.launch_line();
+        assert_eq!(
+            Machine::parse_launch_line(&line),
+            Some((1.97, "0.10 0.20 0.30".to_owned()))
+        );
+        assert_eq!(Machine::parse_launch_line("0 0 0: 1.0"), None);
+        assert!(!quiet.busy());
+        let mut merged = quiet.clone();
+        merged.other_launches.push((1.3, "1.9 1.5 1.2".into()));
+        assert!(merged.busy());
+        assert!(merged.markdown().contains("launch 2 of this group"));
+        assert!(machine(1.2).busy());
+        assert!(quiet.markdown().contains("CPU: a CPU"));
+    }
 }

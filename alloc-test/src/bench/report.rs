@@ -625,6 +625,25 @@ mod tests {
     }
 
     #[test]
+    fn a_busy_machine_flags_one_thread_rows_too_but_not_exact_figures() {
+        let mut busy = page(vec![
+            paired(vec![1.0, 1.1], vec![2.0, 2.1]).target(Target::at_most("peer", 1.0)),
+            row(1.0, 2.0),
+        ]);
+        let mut machine = crate::bench::machine::tests::machine(1.97);
+        busy.flag_busy(&machine);
+        assert!(!busy.sections[0].rows[0].unreliable);
+        machine.two_thread_scaling = 1.1;
+        busy.flag_busy(&machine);
+        assert!(busy.sections[0].rows[0].unreliable);
+        assert!(!busy.sections[0].rows[1].unreliable);
+        assert_eq!(
+            busy.sections[0].rows[0].verdict_text(),
+            "met (unreliable: machine busy)"
+        );
+    }
+
+    #[test]
     fn launches_merge_by_place_and_refuse_what_does_not_match() {
         let mut first = page(vec![paired(vec![1.0, 2.0], vec![2.0, 2.0])]);
         let second = page(vec![paired(vec![3.0], vec![4.0])]);

@@ -211,13 +211,15 @@ fn main() -> ExitCode {
     let mut pages: Vec<Page> = Vec::new();
     for name in &selected {
         // The machine as it is before this group: its load and the spin control.
-        let checked = machine.recheck();
+        let mut checked = machine.recheck();
         let page = groups::run(name, &settings, &checked, &mut progress).and_then(|mut page| {
             for launch in 2..=launches {
                 progress.step(&format!(
                     "{name}: launch {launch}/{launches} in a fresh process"
                 ));
-                page.add_launch(&further_launch(name)?)?;
+                let (launch_machine, rounds) = further_launch(name)?;
+                checked.other_launches.push(launch_machine);
+                page.add_launch(&rounds)?;
             }
             page.flag_busy(&checked);
             Ok(page)
@@ -259,8 +261,9 @@ fn main() -> ExitCode {
 /// heaps were placed, which core ran what) counts in the interval.
 const FULL_LAUNCHES: usize = 3;
 
-/// Runs `name` again in a fresh `reproduce` process and returns its rounds.
-fn further_launch(name: &str) -> Result<String, String> {
+/// Runs `name` again in a fresh `reproduce` process and returns its machine check (spin
+/// control, load average) and its rounds.
+fn further_launch(name: &str) -> Result<((f64, String), String), String> {
     let executable = std::env::current_exe().map_err(|error| error.to_string())?;
     let output = std::process::Command::new(executable)
         .args(["--launch-child", name, "--full"])
@@ -273,7 +276,11 @@ fn further_launch(name: &str) -> Result<String, String> {
             output.status
         ));
     }
-    String::from_utf8(output.stdout).map_err(|error| error.to_string())
+    let text = String::from_utf8(output.stdout).map_err(|error| error.to_string())?;
+    let (first, rounds) = text.split_once('\n').unwrap_or((&text, ""));
+    let machine = Machine::parse_launch_line(first)
+        .ok_or_else(|| format!("a further launch of {name} printed {first:?} first"))?;
+    Ok((machine, rounds.to_owned()))
 }
 
 /// The child side of [`further_launch`]: runs the group and prints its rounds.
@@ -287,6 +294,7 @@ fn launch_child(name: &str, full: bool) -> Result<(), String> {
     let mut progress = Progress::new(groups::steps(name, &settings));
     let page = groups::run(name, &settings, &machine, &mut progress)?;
     progress.finish();
+    println!("{}", machine.launch_line());
     print!("{}", page.rounds_text());
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! slab: object caches and `SlabHeap` against mimalloc, jemalloc and the system allocator:
-//! alloc+free pairs, batches, cross-thread frees, two-thread scaling, fragmentation, and
-//! ports of the classic allocator workloads (larson, xmalloc-test, cache-scratch), thread
-//! churn and a mixed size distribution.
+//! alloc+free pairs, batches, cross-thread frees, two-thread scaling, fragmentation,
+//! workloads written after the classic allocator benchmarks (larson, xmalloc-test,
+//! cache-scratch; named for what they do, since they differ from the originals), thread
+//! churn and a mixed size distribution; and the same pairs, batches, cross-thread frees
+//! and server workloads through the C interface (`c_interface`).
 
 /// The workload `new(&heap)` for each heap of [`HEAP_NAMES`], in that order: the tuple
 /// [`measure_workloads`] takes.
