@@ -110,7 +110,16 @@ fn main() -> ExitCode {
             }
         };
     }
-    // And the placement count of the passive false sharing workload.
+    // And the passive false sharing workload, timed and counted.
+    if arguments.len() == 3 && arguments[1] == "--false-sharing-child" {
+        return match groups::slab::cache_scratch::false_sharing_child(&arguments[2]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("reproduce: false-sharing child: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if arguments.len() == 3 && arguments[1] == "--placement-child" {
         return match groups::slab::cache_scratch::placement_child(&arguments[2]) {
             Ok(()) => ExitCode::SUCCESS,

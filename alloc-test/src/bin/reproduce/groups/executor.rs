@@ -209,7 +209,7 @@ fn kib(bytes: u64) -> f64 {
 pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Result<Page, String> {
     let (round_count, round_time) = rounds(&settings);
     progress.step(&format!(
-        "executor: starting both servers, {WARM_UP_REQUESTS} warm-up requests each"
+        "executor: starting the three servers, {WARM_UP_REQUESTS} warm-up requests each"
     ));
     let servers = SERVERS
         .iter()
@@ -462,9 +462,10 @@ fn page(
                      For ours these are the allocations made outside any \
                      request arena (connection state, hyper's per-request work done in \
                      the connection task, the runtime) and spills; allocations in a \
-                     request's arena are not counted. tokio has no arenas, so every \
-                     allocation it makes is one. The second row checks that the rounds \
-                     had no failures."
+                     request's arena are not counted. The peers run as deployed, on \
+                     allocators that count nothing, so the first row has ours only (tokio \
+                     has no arenas: every allocation it makes would be one). The second \
+                     row checks that the rounds had no failures."
                 ),
                 unit: "calls per request (count for failures)".into(),
                 rows: vec![heap, failures],

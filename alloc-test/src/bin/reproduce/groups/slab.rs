@@ -594,7 +594,10 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
                     object, writes it 5000 times (each write read back and checked) and frees \
                     it. An allocator that gives a worker the freed object, a neighbour of the \
                     other worker's in the same cache line, makes every write a cache-line \
-                    transfer. The figure is the time of one whole run, threads started and \
+                    transfer. Each allocator runs in a fresh \
+                    process of its own (placement depends on what a process did before), \
+                    the processes' rounds interleaved. The figure is the time of one whole \
+                    run, threads started and \
                     joined included. The effect shows only when both workers run at once: on \
                     a busy machine (spin control below 1.8x) the next section's placement \
                     count is the figure to read."

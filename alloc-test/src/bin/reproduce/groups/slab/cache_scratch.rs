@@ -20,10 +20,11 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use alloc_test::bench::machine::Machine;
-use alloc_test::bench::measure::{Measurement, Settings};
+use alloc_test::bench::measure::{Measurement, Settings, measure_interleaved};
 use alloc_test::bench::report::Row;
+use std::io::Write as _;
 
-use super::{HEAP, HEAP_NAMES, JEMALLOC, MIMALLOC, SYSTEM, Workload, measure_workloads, row_of};
+use super::{HEAP_NAMES, Workload, row_of};
 use crate::progress::Progress;
 
 const WORKERS: usize = 2;
@@ -56,7 +57,7 @@ fn value(worker: usize, allocation: u64, write: u64) -> u64 {
 
 /// One worker: frees the handed object, then allocates, writes and frees. Returns the
 /// writes done and the first wrong value read back.
-fn worker<A: GlobalAlloc + Sync>(
+fn worker<A: GlobalAlloc + Sync + ?Sized>(
     allocator: &A,
     index: usize,
     handed: Handed,
@@ -102,12 +103,12 @@ fn worker<A: GlobalAlloc + Sync>(
 }
 
 /// cache-scratch on one allocator: each operation is one whole run.
-struct CacheScratch<'a, A: GlobalAlloc + Sync> {
+struct CacheScratch<'a, A: GlobalAlloc + Sync + ?Sized> {
     allocator: &'a A,
     failure: Option<String>,
 }
 
-impl<'a, A: GlobalAlloc + Sync> CacheScratch<'a, A> {
+impl<'a, A: GlobalAlloc + Sync + ?Sized> CacheScratch<'a, A> {
     fn new(allocator: &'a A) -> Self {
         CacheScratch {
             allocator,
@@ -140,7 +141,7 @@ impl<'a, A: GlobalAlloc + Sync> CacheScratch<'a, A> {
     }
 }
 
-impl<A: GlobalAlloc + Sync> Workload for CacheScratch<'_, A> {
+impl<A: GlobalAlloc + Sync + ?Sized> Workload for CacheScratch<'_, A> {
     fn run(&mut self, operations: u64) -> Duration {
         let start = Instant::now();
         for _ in 0..operations {
@@ -255,8 +256,118 @@ pub fn placement_child(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Measures the passive false sharing workload on every heap; the figure is
-/// milliseconds per run.
+/// A fresh `reproduce` process running the timed workload on one heap on request
+/// (`--false-sharing-child NAME`): the placement the workload is sensitive to is then
+/// that of a program that starts with it, not of one that ran every other benchmark
+/// first. Its rounds stay interleaved with the other heaps' processes.
+struct FreshProcess {
+    name: &'static str,
+    child: std::process::Child,
+    input: Option<std::process::ChildStdin>,
+    output: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl FreshProcess {
+    fn start(name: &'static str) -> Result<FreshProcess, String> {
+        let executable = std::env::current_exe().map_err(|error| error.to_string())?;
+        let mut child = std::process::Command::new(executable)
+            .args(["--false-sharing-child", name])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|error| format!("cannot start the {name} false-sharing child: {error}"))?;
+        let (Some(input), Some(output)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("the {name} false-sharing child has no pipes"));
+        };
+        Ok(FreshProcess {
+            name,
+            child,
+            input: Some(input),
+            output: std::io::BufReader::new(output),
+        })
+    }
+
+    fn line(&mut self) -> Result<String, String> {
+        let mut line = String::new();
+        match std::io::BufRead::read_line(&mut self.output, &mut line) {
+            Ok(0) | Err(_) => Err(format!("the {} false-sharing child stopped", self.name)),
+            Ok(_) => Ok(line.trim().to_owned()),
+        }
+    }
+
+    /// Runs `operations` whole runs in the child and returns how long they took.
+    fn run(&mut self, operations: u64) -> Result<Duration, String> {
+        let input = self.input.as_mut().ok_or("the child's input is closed")?;
+        writeln!(input, "{operations}")
+            .and_then(|()| input.flush())
+            .map_err(|error| format!("cannot reach the {} child: {error}", self.name))?;
+        let line = self.line()?;
+        let nanoseconds: u64 = line
+            .parse()
+            .map_err(|_| format!("the {} false-sharing child said {line:?}", self.name))?;
+        Ok(Duration::from_nanos(nanoseconds))
+    }
+
+    /// Closes the child's input and reads its checks' verdict.
+    fn finish(mut self) -> Result<(), String> {
+        self.input = None;
+        let verdict = self.line();
+        let _ = self.child.wait();
+        match verdict?.as_str() {
+            "ok" => Ok(()),
+            failure => Err(format!(
+                "{} failed the false-sharing workload's checks: {failure}",
+                self.name
+            )),
+        }
+    }
+}
+
+impl Drop for FreshProcess {
+    fn drop(&mut self) {
+        self.input = None;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The child side of [`FreshProcess`]: reads operation counts, one a line, runs them on
+/// the heap `name` and prints the nanoseconds they took; at the end of its input prints
+/// `ok` or what the workload's checks found.
+///
+/// # Errors
+/// No heap has that name, or the parent went away.
+pub fn false_sharing_child(name: &str) -> Result<(), String> {
+    let (_, heap) = super::heaps()
+        .into_iter()
+        .find(|(heap, _)| *heap == name)
+        .ok_or_else(|| format!("no heap named {name:?}"))?;
+    // As in the parent: glibc must not take its single-thread shortcut.
+    let _second = super::super::SecondThread::start();
+    let mut workload = CacheScratch::new(heap);
+    let mut stdout = std::io::stdout().lock();
+    for line in std::io::stdin().lines() {
+        let line = line.map_err(|error| error.to_string())?;
+        let operations: u64 = line
+            .trim()
+            .parse()
+            .map_err(|_| format!("not an operation count: {line:?}"))?;
+        let elapsed = workload.run(operations);
+        writeln!(stdout, "{}", elapsed.as_nanos())
+            .and_then(|()| stdout.flush())
+            .map_err(|error| error.to_string())?;
+    }
+    match workload.finish() {
+        Ok(()) => writeln!(stdout, "ok"),
+        Err(failure) => writeln!(stdout, "{failure}"),
+    }
+    .map_err(|error| error.to_string())
+}
+
+/// Measures the passive false sharing workload on every heap, each in a fresh process
+/// of its own, their rounds interleaved; the figure is milliseconds per run.
 pub fn rows(
     settings: Settings,
     machine: &Machine,
@@ -267,7 +378,38 @@ pub fn rows(
         sample_time: settings.sample_time * 10,
         ..settings
     };
-    let figures = measure_workloads(settings, on_every_heap!(CacheScratch::new))?;
+    let mut processes = HEAP_NAMES
+        .iter()
+        .map(|name| FreshProcess::start(name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let failure = std::cell::RefCell::new(None);
+    let figures = {
+        let [a, b, c, d] = &mut processes[..] else {
+            unreachable!("four heaps")
+        };
+        let mut run = |process: &mut FreshProcess, operations: u64| {
+            process.run(operations).unwrap_or_else(|error| {
+                failure.borrow_mut().get_or_insert(error);
+                Duration::from_millis(1)
+            })
+        };
+        let run = std::cell::RefCell::new(&mut run);
+        measure_interleaved(
+            settings,
+            &mut [
+                &mut |n| (run.borrow_mut())(a, n),
+                &mut |n| (run.borrow_mut())(b, n),
+                &mut |n| (run.borrow_mut())(c, n),
+                &mut |n| (run.borrow_mut())(d, n),
+            ],
+        )
+    };
+    if let Some(error) = failure.into_inner() {
+        return Err(error);
+    }
+    for process in processes {
+        process.finish()?;
+    }
     let milliseconds: Vec<_> = figures.iter().map(|m| m.scaled(1e-6)).collect();
     let mut shared = Vec::new();
     for name in HEAP_NAMES {
