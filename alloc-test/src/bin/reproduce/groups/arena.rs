@@ -172,7 +172,14 @@ fn vector_growth(settings: Settings, progress: &mut Progress) -> Vec<Row> {
         .target(Target::at_most_best(0.1)),
         Row::new(
             "Vec<u64> pushed to 100k elements, ordinary push (doubling) for all (per push)",
-            named(&["Arena", "bumpalo", "std Vec (System)"], pick(&[4, 2, 3])),
+            named(
+                &[
+                    "Arena, push (doubling)",
+                    "bumpalo, push (doubling)",
+                    "std Vec, push (doubling)",
+                ],
+                pick(&[4, 2, 3]),
+            ),
         )
         .in_summary(),
     ]
