@@ -263,10 +263,14 @@ pub fn rows(
     let throughput: Vec<_> = figures.iter().map(|m| m.millions_per_second()).collect();
     let mut server = Vec::new();
     server.push(
-        row_of(Larson::<CAllocator>::NAME, &throughput, &HEAP_NAMES)
-            .better(alloc_test::bench::report::Better::Higher)
-            .in_summary()
-            .multi_threaded(machine),
+        row_of(
+            &format!("C: {}", Larson::<CAllocator>::NAME),
+            &throughput,
+            &HEAP_NAMES,
+        )
+        .better(alloc_test::bench::report::Better::Higher)
+        .in_summary()
+        .multi_threaded(machine),
     );
     let figures = measure_workloads(
         workload_settings,
@@ -279,10 +283,14 @@ pub fn rows(
     )?;
     let throughput: Vec<_> = figures.iter().map(|m| m.millions_per_second()).collect();
     server.push(
-        row_of(Xmalloc::<CAllocator>::NAME, &throughput, &HEAP_NAMES)
-            .better(alloc_test::bench::report::Better::Higher)
-            .in_summary()
-            .multi_threaded(machine),
+        row_of(
+            &format!("C: {}", Xmalloc::<CAllocator>::NAME),
+            &throughput,
+            &HEAP_NAMES,
+        )
+        .better(alloc_test::bench::report::Better::Higher)
+        .in_summary()
+        .multi_threaded(machine),
     );
     Ok((rows, server))
 }
