@@ -5,6 +5,13 @@
 //! cargo run --release -p alloc-test --bin reproduce -- --full     # the publication run
 //! cargo run --release -p alloc-test --bin reproduce -- --only mmap
 //! ```
+//!
+//! `reproduce` also starts itself as child processes, so that a measurement runs in a
+//! fresh process: `--launch-child GROUP --full` (the 2nd and 3rd launches of a group in
+//! a `--full` run: prints its machine check and rounds for the parent to merge),
+//! `--fragmentation-child`, `--freed-peak-child`, `--placement-child` and
+//! `--false-sharing-child` (one allocator each), and `--http-server-child ours` (our
+//! HTTP server; the tokio + hyper peer is the `tokio-hello` executables).
 
 mod groups;
 mod progress;
