@@ -1,5 +1,7 @@
 //! The machine a run happened on, written at the head of every page: the CPU, its cores,
-//! the kernel, the load, and whether two threads really run at once.
+//! the kernel, the load, and whether two threads really run at once. The load and the
+//! two-thread spin control are taken again before every group ([`Machine::recheck`]), so
+//! each page says what the machine was doing when its figures were measured.
 
 use std::fs;
 use std::process::Command;
@@ -15,12 +17,15 @@ pub struct Machine {
     pub cores: usize,
     /// Kernel release.
     pub kernel: String,
-    /// Load average (1, 5, 15 minutes) when the run started.
+    /// Load average (1, 5, 15 minutes) when the machine was last checked.
     pub load: String,
     /// `rustc --version`.
     pub rustc: String,
     /// Two threads spinning together did this many times the work of one (2.0 is ideal).
     pub two_thread_scaling: f64,
+    /// The spin control and load average of the further process launches whose rounds
+    /// were merged into the same figures (`--full`), in launch order.
+    pub other_launches: Vec<(f64, String)>,
 }
 
 impl Machine {
@@ -37,14 +42,6 @@ impl Machine {
             |_| "unknown".to_owned(),
             |release| release.trim().to_owned(),
         );
-        let load = fs::read_to_string("/proc/loadavg")
-            .map(|load| {
-                load.split_whitespace()
-                    .take(3)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_else(|_| "unknown".to_owned());
         let rustc = Command::new("rustc")
             .arg("--version")
             .output()
@@ -55,37 +52,104 @@ impl Machine {
             cpu,
             cores,
             kernel,
-            load,
+            load: load_average(),
             rustc,
             two_thread_scaling: two_thread_scaling(),
+            other_launches: Vec::new(),
         }
     }
+
+    /// The same machine checked again now: the load average (read before the spin
+    /// control, which would raise it) and the two-thread spin control. Run before each
+    /// group.
+    pub fn recheck(&self) -> Machine {
+        let load = load_average();
+        Machine {
+            load,
+            two_thread_scaling: two_thread_scaling(),
+            ..self.clone()
+        }
+    }
+
+    /// Whether the machine was busy when last checked: the spin control found the
+    /// second core taken. Then every timed figure, one-thread ones too, is marked
+    /// unreliable (a busy core preempts a lone thread as well).
+    pub fn busy(&self) -> bool {
+        !self.runs_two_threads_at_once()
+            || self
+                .other_launches
+                .iter()
+                .any(|(scaling, _)| *scaling < Self::QUIET_SCALING)
+    }
+
+    /// The line a further launch prints for the launch that merges it: its spin control
+    /// and load average.
+    pub fn launch_line(&self) -> String {
+        format!("machine {} {}", self.two_thread_scaling, self.load)
+    }
+
+    /// Reads a [`Machine::launch_line`] back: (spin control, load average).
+    pub fn parse_launch_line(line: &str) -> Option<(f64, String)> {
+        let rest = line.strip_prefix("machine ")?;
+        let (scaling, load) = rest.split_once(' ')?;
+        Some((scaling.parse().ok()?, load.to_owned()))
+    }
+
+    /// Two spinning threads must get this many times the work of one for the machine
+    /// to count as quiet.
+    pub const QUIET_SCALING: f64 = 1.8;
 
     /// Whether multi-thread figures can be trusted: two spinning threads got at least
     /// 1.8 times the work of one.
     pub fn runs_two_threads_at_once(&self) -> bool {
-        self.two_thread_scaling >= 1.8
+        self.two_thread_scaling >= Self::QUIET_SCALING
     }
 
     /// The markdown lines describing the machine.
     pub fn markdown(&self) -> String {
         let scaling = if self.runs_two_threads_at_once() {
             format!(
-                "{:.2}x (multi-thread figures are reliable)",
+                "{:.2}x (two threads ran at once: the machine was not busy)",
                 self.two_thread_scaling
             )
         } else {
             format!(
-                "{:.2}x: **multi-thread figures are unreliable** (the other core was busy)",
+                "{:.2}x: **the machine was busy: every timed figure is unreliable** (the \
+                 other core was taken)",
                 self.two_thread_scaling
             )
         };
+        let mut launches = String::new();
+        for (number, (scaling, load)) in self.other_launches.iter().enumerate() {
+            launches.push_str(&format!(
+                "- launch {} of this group: load average {load}, spin control {scaling:.2}x{}\n",
+                number + 2,
+                if *scaling < Self::QUIET_SCALING {
+                    " (**busy**)"
+                } else {
+                    ""
+                }
+            ));
+        }
         format!(
-            "- CPU: {} ({} logical cores)\n- kernel: Linux {}\n- load average at start: {}\n\
-             - compiler: {}\n- two-thread spin control: {}\n",
+            "- CPU: {} ({} logical cores); the figures hold for this CPU, not for another\n\
+             - kernel: Linux {}\n- load average (1, 5, 15 min) before these figures: {}\n\
+             - compiler: {}\n- two-thread spin control before these figures: {}\n{launches}",
             self.cpu, self.cores, self.kernel, self.load, self.rustc, scaling
         )
     }
+}
+
+/// The load average (1, 5, 15 minutes), or "unknown".
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|load| {
+            load.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 /// Spins one thread, then two, for the same time, and compares the work done.
@@ -120,4 +184,39 @@ fn two_thread_scaling() -> f64 {
     let one = spin(1, duration).max(1);
     let two = spin(2, duration);
     two as f64 / one as f64
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::Machine;
+
+    pub(crate) fn machine(two_thread_scaling: f64) -> Machine {
+        Machine {
+            cpu: "a CPU".into(),
+            cores: 2,
+            kernel: "6.1".into(),
+            load: "0.10 0.20 0.30".into(),
+            rustc: "rustc".into(),
+            two_thread_scaling,
+            other_launches: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_launch_line_reads_back_and_a_busy_launch_makes_the_group_busy() {
+        let quiet = machine(1.97);
+        let line = quiet.launch_line();
+        assert_eq!(
+            Machine::parse_launch_line(&line),
+            Some((1.97, "0.10 0.20 0.30".to_owned()))
+        );
+        assert_eq!(Machine::parse_launch_line("0 0 0: 1.0"), None);
+        assert!(!quiet.busy());
+        let mut merged = quiet.clone();
+        merged.other_launches.push((1.3, "1.9 1.5 1.2".into()));
+        assert!(merged.busy());
+        assert!(merged.markdown().contains("launch 2 of this group"));
+        assert!(machine(1.2).busy());
+        assert!(quiet.markdown().contains("CPU: a CPU"));
+    }
 }

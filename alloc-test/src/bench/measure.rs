@@ -4,6 +4,11 @@
 //! can keep set-up and clean-up out of the timed part. Batches are sized to a target
 //! duration so that timer resolution does not matter; the median of the per-operation
 //! times of all samples is the figure, with the 10th and 90th percentiles as its spread.
+//!
+//! Subjects compared with each other are measured in rounds ([`measure_interleaved`]):
+//! each round runs every subject once, in an order rotated from round to round, and each
+//! [`Measurement`] keeps its figure of every round in round order, so that a ratio can be
+//! taken within each round ([`super::stats`]).
 
 use std::time::{Duration, Instant};
 
@@ -35,7 +40,7 @@ impl Settings {
 }
 
 /// A measured figure: nanoseconds per operation.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Measurement {
     /// Median over the samples.
     pub median: f64,
@@ -47,6 +52,10 @@ pub struct Measurement {
     pub samples: usize,
     /// Operations per sample.
     pub operations_per_sample: u64,
+    /// The figure of every round, in round order, one list per process launch: what
+    /// paired ratios are taken from. Empty for a figure that was not measured in rounds
+    /// interleaved with its peers.
+    pub rounds: Vec<Vec<f64>>,
 }
 
 impl Measurement {
@@ -58,37 +67,76 @@ impl Measurement {
             high: value,
             samples: 1,
             operations_per_sample: 1,
+            rounds: Vec::new(),
+        }
+    }
+
+    /// The figure of rounds given in round order (one launch): the median, with the 10th
+    /// and 90th percentiles as its spread, and the rounds kept for pairing.
+    pub fn from_rounds(rounds: Vec<f64>, operations_per_sample: u64) -> Measurement {
+        let mut sorted = rounds.clone();
+        sorted.sort_by(f64::total_cmp);
+        let at = |fraction: f64| {
+            sorted
+                .get(((sorted.len().max(1) - 1) as f64 * fraction).round() as usize)
+                .copied()
+                .unwrap_or(0.0)
+        };
+        Measurement {
+            median: at(0.5),
+            low: at(0.1),
+            high: at(0.9),
+            samples: sorted.len(),
+            operations_per_sample,
+            rounds: vec![rounds],
+        }
+    }
+
+    /// The same figure with the rounds of another launch of the same measurement added:
+    /// median and spread over all rounds.
+    pub fn with_launch(&self, rounds: Vec<f64>) -> Measurement {
+        let mut launches = self.rounds.clone();
+        launches.push(rounds);
+        let mut merged = Measurement::from_rounds(launches.concat(), self.operations_per_sample);
+        merged.rounds = launches;
+        merged
+    }
+
+    /// Applies `map` to the figure of every round (and to the median and spread; a
+    /// decreasing `map` swaps the ends of the spread).
+    pub fn map(&self, map: impl Fn(f64) -> f64) -> Measurement {
+        let (low, high) = (map(self.low), map(self.high));
+        Measurement {
+            median: map(self.median),
+            low: low.min(high),
+            high: low.max(high),
+            samples: self.samples,
+            operations_per_sample: self.operations_per_sample,
+            rounds: self
+                .rounds
+                .iter()
+                .map(|launch| launch.iter().map(|&value| map(value)).collect())
+                .collect(),
         }
     }
 
     /// The same figure in another unit: every value multiplied by `factor` (e.g. 1e-3 to
     /// turn nanoseconds into microseconds).
     pub fn scaled(&self, factor: f64) -> Measurement {
-        Measurement {
-            median: self.median * factor,
-            low: self.low * factor,
-            high: self.high * factor,
-            ..*self
-        }
+        self.map(|value| value * factor)
     }
 
     /// A time per operation in nanoseconds turned into a throughput in millions of
     /// operations per second; the percentiles swap ends (the slowest sample is the
     /// lowest throughput).
     pub fn millions_per_second(&self) -> Measurement {
-        let rate = |nanoseconds: f64| {
+        self.map(|nanoseconds: f64| {
             if nanoseconds > 0.0 {
                 1e3 / nanoseconds
             } else {
                 0.0
             }
-        };
-        Measurement {
-            median: rate(self.median),
-            low: rate(self.high),
-            high: rate(self.low),
-            ..*self
-        }
+        })
     }
 
     /// The spread as a fraction of the median.
@@ -133,6 +181,7 @@ pub fn measure(settings: Settings, mut routine: impl FnMut(u64) -> Duration) -> 
         high: at(0.9),
         samples: per_operation.len(),
         operations_per_sample: operations,
+        rounds: Vec::new(),
     }
 }
 
@@ -165,12 +214,23 @@ pub fn measure_single<T>(
         high: at(0.9),
         samples: times.len(),
         operations_per_sample: 1,
+        rounds: Vec::new(),
     }
 }
 
-/// Measures several routines that do the same work (ours and its peers) with their
-/// samples interleaved, so that a change in machine load during the run shifts all of
-/// them alike instead of favouring whichever ran in the quiet moment.
+/// The order in which round `round` runs `subjects` subjects: rotated by one each round,
+/// so that every subject runs first, second, ... equally often (with as many rounds as
+/// subjects, or a multiple), and none always follows the same neighbour's cache and heap
+/// state.
+pub fn rotated_order(round: usize, subjects: usize) -> impl Iterator<Item = usize> {
+    (0..subjects).map(move |position| (position + round) % subjects.max(1))
+}
+
+/// Measures several routines that do the same work (ours and its peers) in rounds: each
+/// round runs every routine once, in an order rotated from round to round
+/// ([`rotated_order`]), so that a change in machine load during the run shifts all of
+/// them alike, and no routine always runs first or right after the same one. Each
+/// figure keeps its value of every round ([`Measurement::rounds`]) for paired ratios.
 pub fn measure_interleaved(
     settings: Settings,
     routines: &mut [&mut dyn FnMut(u64) -> Duration],
@@ -187,26 +247,80 @@ pub fn measure_interleaved(
         );
         operations.push(calibration.operations_per_sample);
     }
+    // Each routine gets one value per round, pushed in round order.
     let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(settings.samples); routines.len()];
-    for _ in 0..settings.samples {
-        for (index, routine) in routines.iter_mut().enumerate() {
-            let elapsed = routine(operations[index]);
+    for round in 0..settings.samples {
+        for index in rotated_order(round, routines.len()) {
+            let elapsed = routines[index](operations[index]);
             samples[index].push(elapsed.as_secs_f64() * 1e9 / operations[index] as f64);
         }
     }
     samples
         .into_iter()
         .zip(operations)
-        .map(|(mut times, operations_per_sample)| {
-            times.sort_by(f64::total_cmp);
-            let at = |fraction: f64| times[((times.len() - 1) as f64 * fraction).round() as usize];
-            Measurement {
-                median: at(0.5),
-                low: at(0.1),
-                high: at(0.9),
-                samples: times.len(),
-                operations_per_sample,
-            }
+        .map(|(rounds, operations_per_sample)| {
+            Measurement::from_rounds(rounds, operations_per_sample)
         })
         .collect()
+}
+
+/// Measures operations too slow or too stateful to batch on several subjects in rounds,
+/// as [`measure_interleaved`] does: each round prepares a fresh input for every subject
+/// with `set_up(subject)` (not timed) and times one `operation(subject, input)`, the
+/// subjects in rotated order.
+pub fn measure_single_interleaved<T>(
+    samples: usize,
+    subjects: usize,
+    mut set_up: impl FnMut(usize) -> T,
+    mut operation: impl FnMut(usize, T) -> Duration,
+) -> Vec<Measurement> {
+    // One untimed run of each warms caches and the allocator.
+    for subject in 0..subjects {
+        let input = set_up(subject);
+        operation(subject, input);
+    }
+    let samples = samples.max(1);
+    // Each subject gets one value per round, pushed in round order.
+    let mut times = vec![Vec::with_capacity(samples); subjects];
+    for round in 0..samples {
+        for subject in rotated_order(round, subjects) {
+            let input = set_up(subject);
+            times[subject].push(operation(subject, input).as_secs_f64() * 1e9);
+        }
+    }
+    times
+        .into_iter()
+        .map(|rounds| Measurement::from_rounds(rounds, 1))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Measurement, rotated_order};
+
+    #[test]
+    fn every_subject_runs_in_every_position_once_per_cycle() {
+        let orders: Vec<Vec<usize>> = (0..4)
+            .map(|round| rotated_order(round, 4).collect())
+            .collect();
+        for position in 0..4 {
+            let mut seen: Vec<usize> = orders.iter().map(|order| order[position]).collect();
+            seen.sort_unstable();
+            assert_eq!(seen, [0, 1, 2, 3]);
+        }
+        assert_eq!(orders[1], [1, 2, 3, 0]);
+    }
+
+    #[test]
+    fn rounds_keep_their_order_and_follow_a_change_of_unit() {
+        let measured = Measurement::from_rounds(vec![4.0, 1.0, 2.0], 10);
+        assert_eq!(measured.median, 2.0);
+        assert_eq!(measured.rounds, vec![vec![4.0, 1.0, 2.0]]);
+        let rate = measured.millions_per_second();
+        assert_eq!(rate.rounds, vec![vec![250.0, 1000.0, 500.0]]);
+        assert_eq!((rate.low, rate.median, rate.high), (250.0, 500.0, 1000.0));
+        let merged = measured.with_launch(vec![3.0]);
+        assert_eq!(merged.rounds.len(), 2);
+        assert_eq!(merged.samples, 4);
+    }
 }

@@ -1,8 +1,11 @@
-//! What `reproduce` is made of: a measurement harness ([`measure`]), a description of
+//! What `reproduce` is made of: a measurement harness ([`measure`]), the call boundary
+//! every allocator is measured behind ([`boundary`]), a description of
 //! the machine ([`machine`]), pages of tables and SVG plots ([`report`]), a heap that
-//! counts the calls made into it ([`counting`]), `/proc` readings of another process
+//! counts the calls made into it ([`counting`]), paired-round statistics ([`stats`]),
+//! `/proc` readings of another process
 //! ([`process`]) and, with the `peers` feature, an HTTP load generator (`loadgen`).
 
+pub mod boundary;
 pub mod counting;
 #[cfg(feature = "peers")]
 pub mod loadgen;
@@ -10,5 +13,6 @@ pub mod machine;
 pub mod measure;
 pub mod process;
 pub mod report;
+pub mod stats;
 pub mod svg;
 pub mod threads;

@@ -7,6 +7,7 @@ use std::{fs, io};
 
 use super::machine::Machine;
 use super::measure::Measurement;
+use super::stats::{Estimate, Verdict, bootstrap_median, paired_ratios};
 use super::svg;
 
 /// Which way is better for a figure.
@@ -42,6 +43,14 @@ pub struct Target {
 impl Target {
     /// At most `ratio` times the best peer (lower is better).
     pub fn at_most_best(ratio: f64) -> Target {
+        Target {
+            against: Against::BestPeer,
+            ratio,
+        }
+    }
+
+    /// At least `ratio` times the best peer (used with [`Better::Higher`]).
+    pub fn at_least_best(ratio: f64) -> Target {
         Target {
             against: Against::BestPeer,
             ratio,
@@ -144,7 +153,7 @@ impl Row {
         self.results.first()
     }
 
-    /// The best peer's name and figure.
+    /// The best peer's name and figure: the strongest peer for the job, by median.
     pub fn best_peer(&self) -> Option<&(String, Measurement)> {
         let peers = self.results.iter().skip(1);
         match self.better {
@@ -153,30 +162,51 @@ impl Row {
         }
     }
 
-    /// Ours divided by the peer the target names (or the best peer); `None` when that
-    /// peer's figure is zero.
-    pub fn ratio(&self) -> Option<(String, f64)> {
-        let ours = self.ours()?.1.median;
+    /// Ours divided by the peer the target names (or the best peer), with its interval:
+    /// the median of the per-round ratios and a bootstrap interval over the rounds (and
+    /// launches) when both figures were measured in the same interleaved rounds, else
+    /// the ratio of the two figures, with no width. `None` when that peer's figure is
+    /// zero.
+    pub fn ratio(&self) -> Option<(String, Estimate)> {
+        let ours = &self.ours()?.1;
         let peer = match self.target.as_ref().map(|target| &target.against) {
             Some(Against::Peer(name)) => self.results.iter().find(|(peer, _)| peer == name)?,
-            Some(Against::Value) => return Some(("(itself)".to_owned(), ours)),
+            Some(Against::Value) => {
+                let itself = bootstrap_median(&ours.rounds).unwrap_or(Estimate::exact(ours.median));
+                return Some(("(itself)".to_owned(), itself));
+            }
             _ => self.best_peer()?,
         };
         // A peer at zero (a count that is zero) has no meaningful ratio.
         if peer.1.median == 0.0 {
             return None;
         }
-        Some((peer.0.clone(), ours / peer.1.median))
+        let estimate = paired_ratios(&ours.rounds, &peer.1.rounds)
+            .and_then(|ratios| bootstrap_median(&ratios))
+            .unwrap_or(Estimate::exact(ours.median / peer.1.median));
+        Some((peer.0.clone(), estimate))
     }
 
-    /// Whether the target is met (`None` without a target).
-    pub fn met(&self) -> Option<bool> {
+    /// What the interval of the ratio says about the target (`None` without a target):
+    /// met only when the whole interval clears it, unclear when it straddles it.
+    pub fn met(&self) -> Option<Verdict> {
         let target = self.target.as_ref()?;
         let (_, ratio) = self.ratio()?;
-        Some(match self.better {
-            Better::Lower => ratio <= target.ratio,
-            Better::Higher => ratio >= target.ratio,
-        })
+        Some(Verdict::of(
+            ratio,
+            target.ratio,
+            self.better == Better::Lower,
+        ))
+    }
+
+    /// The verdict column: met / unclear / no, with the machine's warning.
+    pub fn verdict_text(&self) -> String {
+        match (self.met(), self.unreliable) {
+            (Some(verdict), true) => format!("{} (unreliable: machine busy)", verdict.text()),
+            (None, true) => "unreliable (machine busy)".to_owned(),
+            (Some(verdict), false) => verdict.text().to_owned(),
+            (None, false) => "-".to_owned(),
+        }
     }
 
     /// The target in words, e.g. "≤ 0.80x jemalloc".
@@ -240,19 +270,25 @@ pub fn figure(value: f64) -> String {
     }
 }
 
-/// A ratio of ours to a peer, with "N x faster" for clarity when ours is lower.
-fn ratio_text(better: Better, peer: &str, ratio: f64) -> String {
+/// A ratio of ours to a peer with its interval in brackets, and "N x faster" for
+/// clarity when ours is lower.
+fn ratio_text(better: Better, peer: &str, ratio: Estimate) -> String {
+    let interval = if ratio.is_exact() {
+        String::new()
+    } else {
+        format!(" [{}–{}]", figure(ratio.low), figure(ratio.high))
+    };
     if peer == "(itself)" {
-        return figure(ratio);
+        return format!("{}{interval}", figure(ratio.value));
     }
     let faster = match better {
-        Better::Lower if ratio > 0.0 && ratio < 1.0 => {
-            format!(" ({}x faster)", figure(1.0 / ratio))
+        Better::Lower if ratio.value > 0.0 && ratio.value < 1.0 => {
+            format!(" ({}x faster)", figure(1.0 / ratio.value))
         }
-        Better::Higher if ratio > 1.0 => format!(" ({}x more)", figure(ratio)),
+        Better::Higher if ratio.value > 1.0 => format!(" ({}x more)", figure(ratio.value)),
         _ => String::new(),
     };
-    format!("{}x {peer}{faster}", figure(ratio))
+    format!("{}x{interval} {peer}{faster}", figure(ratio.value))
 }
 
 fn cell(measurement: &Measurement) -> String {
@@ -281,6 +317,78 @@ fn slug(text: &str) -> String {
 }
 
 impl Page {
+    /// Marks every timed row unreliable when the machine check made before the group
+    /// found it busy ([`Machine::busy`]): one-thread figures too, since a busy core
+    /// preempts a single thread as well.
+    pub fn flag_busy(&mut self, machine: &Machine) {
+        if !machine.busy() {
+            return;
+        }
+        for row in self
+            .sections
+            .iter_mut()
+            .flat_map(|section| &mut section.rows)
+        {
+            if row.results.iter().any(|(_, figure)| figure.samples > 1) {
+                row.unreliable = true;
+            }
+        }
+    }
+
+    /// The rounds of every figure measured in rounds, one line each
+    /// (`section row result: value value ...`), for [`Page::add_launch`] in the process
+    /// that merges launches.
+    pub fn rounds_text(&self) -> String {
+        let mut text = String::new();
+        for (s, section) in self.sections.iter().enumerate() {
+            for (r, row) in section.rows.iter().enumerate() {
+                for (k, (_, figure)) in row.results.iter().enumerate() {
+                    if let Some(rounds) = figure.rounds.last() {
+                        let values: Vec<String> =
+                            rounds.iter().map(|value| format!("{value:e}")).collect();
+                        let _ = writeln!(text, "{s} {r} {k}: {}", values.join(" "));
+                    }
+                }
+            }
+        }
+        text
+    }
+
+    /// Adds the rounds of another launch of the same group ([`Page::rounds_text`] of
+    /// that launch) to the figures measured in rounds; exact figures keep this launch's
+    /// value.
+    ///
+    /// # Errors
+    /// A line does not parse or names a figure this page does not have in rounds.
+    pub fn add_launch(&mut self, text: &str) -> Result<(), String> {
+        for line in text.lines().filter(|line| !line.trim().is_empty()) {
+            let bad = || format!("a launch's rounds do not match this page: {line:?}");
+            let (place, values) = line.split_once(':').ok_or_else(bad)?;
+            let place: Vec<usize> = place
+                .split_whitespace()
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .map_err(|_| bad())?;
+            let [s, r, k] = place[..] else {
+                return Err(bad());
+            };
+            let values: Vec<f64> = values
+                .split_whitespace()
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .map_err(|_| bad())?;
+            let figure = self
+                .sections
+                .get_mut(s)
+                .and_then(|section| section.rows.get_mut(r))
+                .and_then(|row| row.results.get_mut(k))
+                .map(|(_, figure)| figure)
+                .filter(|figure| !figure.rounds.is_empty())
+                .ok_or_else(bad)?;
+            *figure = figure.with_launch(values);
+        }
+        Ok(())
+    }
     /// Writes `info/<name>.md` and one SVG plot per section into `directory`.
     ///
     /// # Errors
@@ -305,7 +413,12 @@ impl Page {
             let _ = writeln!(page, "## {}\n\n{}\n", section.title, section.description);
             let _ = writeln!(
                 page,
-                "Figures in {}: median (10th–90th percentile).\n",
+                "Figures in {}: median (10th–90th percentile) over the rounds. The ratio is \
+                 the median of the per-round ratios of ours to the peer named (each round \
+                 runs every subject once, in rotated order), with its 95% bootstrap \
+                 interval in brackets; \"met\" only when the whole interval clears the \
+                 target, \"unclear\" when it straddles it. A ratio without brackets is of \
+                 figures that are exact or not measured in shared rounds.\n",
                 section.unit
             );
             let _ = writeln!(page, "Command: `{command}`\n");
@@ -347,7 +460,7 @@ fn section_table(section: &Section) -> String {
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "| workload | {} | ours / peer | target | met |",
+        "| workload | {} | ours / peer [95% interval] | target | met |",
         implementations.join(" | ")
     );
     let _ = writeln!(
@@ -369,12 +482,7 @@ fn section_table(section: &Section) -> String {
             || "-".to_owned(),
             |(peer, ratio)| ratio_text(row.better, &peer, ratio),
         );
-        let met = match (row.met(), row.unreliable) {
-            (_, true) => "unreliable (machine)".to_owned(),
-            (Some(true), false) => "yes".to_owned(),
-            (Some(false), false) => "**no**".to_owned(),
-            (None, false) => "-".to_owned(),
-        };
+        let met = row.verdict_text();
         let _ = writeln!(
             table,
             "| {} | {} | {ratio} | {} | {met} |",
@@ -389,8 +497,9 @@ fn section_table(section: &Section) -> String {
 /// The summary table of `info/README.md`: every row that has a target or asked to be
 /// listed ([`Row::in_summary`]), from every page.
 pub fn summary_table(pages: &[Page]) -> String {
-    let mut table =
-        String::from("| group | workload | ours | best peer | ours / peer | target | met |\n");
+    let mut table = String::from(
+        "| group | workload | ours | best peer | ours / peer [95% interval] | target | met |\n",
+    );
     table.push_str("|---|---|---|---|---|---|---|\n");
     for page in pages {
         for section in &page.sections {
@@ -410,12 +519,7 @@ pub fn summary_table(pages: &[Page]) -> String {
                     || "-".to_owned(),
                     |(peer, r)| ratio_text(row.better, &peer, r),
                 );
-                let met = match (row.met(), row.unreliable) {
-                    (_, true) => "unreliable",
-                    (Some(true), _) => "yes",
-                    (Some(false), _) => "**no**",
-                    (None, _) => "-",
-                };
+                let met = row.verdict_text();
                 let _ = writeln!(
                     table,
                     "| [{}]({}.md) | {} ({}) | {ours} | {best} | {ratio} | {} | {met} |",
@@ -433,8 +537,9 @@ pub fn summary_table(pages: &[Page]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{Better, Page, Row, Section, summary_table};
+    use super::{Better, Page, Row, Section, Target, summary_table};
     use crate::bench::measure::Measurement;
+    use crate::bench::stats::{Estimate, Verdict};
 
     fn row(ours: f64, peer: f64) -> Row {
         Row::new(
@@ -472,7 +577,85 @@ mod tests {
     #[test]
     fn a_peer_at_zero_has_no_ratio() {
         assert_eq!(row(5.0, 0.0).ratio(), None);
-        assert_eq!(row(5.0, 2.0).ratio(), Some(("peer".to_owned(), 2.5)));
+        assert_eq!(
+            row(5.0, 2.0).ratio(),
+            Some(("peer".to_owned(), Estimate::exact(2.5)))
+        );
+    }
+
+    fn paired(ours: Vec<f64>, peer: Vec<f64>) -> Row {
+        Row::new(
+            "work",
+            vec![
+                ("ours".to_owned(), Measurement::from_rounds(ours, 1)),
+                ("peer".to_owned(), Measurement::from_rounds(peer, 1)),
+            ],
+        )
+    }
+
+    #[test]
+    fn the_ratio_is_the_median_of_per_round_ratios_not_a_ratio_of_medians() {
+        // The machine slowed down for the last two rounds: both subjects' figures
+        // doubled, the peer's one round earlier. Per round ours is 0.8x, 0.4x, 0.8x the
+        // peer (median 0.8x); the medians taken apart would give 8 / 20 = 0.4x.
+        let row = paired(vec![8.0, 8.0, 16.0], vec![10.0, 20.0, 20.0])
+            .target(Target::at_most("peer", 0.9));
+        let (_, ratio) = row.ratio().expect("a ratio");
+        assert_eq!(ratio.value, 0.8);
+        let steady = paired(vec![8.0, 8.1, 7.9, 8.0, 8.0], vec![10.0; 5])
+            .target(Target::at_most("peer", 0.9));
+        let (_, ratio) = steady.ratio().expect("a ratio");
+        assert_eq!(ratio.value, 0.8);
+        assert_eq!(steady.met(), Some(Verdict::Met));
+    }
+
+    #[test]
+    fn a_ratio_whose_interval_straddles_the_target_is_unclear_and_printed_with_it() {
+        let ours: Vec<f64> = (0..15).map(|i| 9.0 + f64::from(i % 5) * 0.5).collect();
+        let row = paired(ours, vec![10.0; 15]).target(Target::at_most("peer", 1.0));
+        assert_eq!(row.met(), Some(Verdict::Unclear));
+        let summary = summary_table(&[page(vec![row])]);
+        assert!(summary.contains("| unclear |"), "{summary}");
+        assert!(
+            summary.contains("x ["),
+            "the interval is printed: {summary}"
+        );
+        let slow = paired(vec![12.0; 9], vec![10.0; 9]).target(Target::at_most("peer", 1.0));
+        assert_eq!(slow.met(), Some(Verdict::No));
+    }
+
+    #[test]
+    fn a_busy_machine_flags_one_thread_rows_too_but_not_exact_figures() {
+        let mut busy = page(vec![
+            paired(vec![1.0, 1.1], vec![2.0, 2.1]).target(Target::at_most("peer", 1.0)),
+            row(1.0, 2.0),
+        ]);
+        let mut machine = crate::bench::machine::tests::machine(1.97);
+        busy.flag_busy(&machine);
+        assert!(!busy.sections[0].rows[0].unreliable);
+        machine.two_thread_scaling = 1.1;
+        busy.flag_busy(&machine);
+        assert!(busy.sections[0].rows[0].unreliable);
+        assert!(!busy.sections[0].rows[1].unreliable);
+        assert_eq!(
+            busy.sections[0].rows[0].verdict_text(),
+            "met (unreliable: machine busy)"
+        );
+    }
+
+    #[test]
+    fn launches_merge_by_place_and_refuse_what_does_not_match() {
+        let mut first = page(vec![paired(vec![1.0, 2.0], vec![2.0, 2.0])]);
+        let second = page(vec![paired(vec![3.0], vec![4.0])]);
+        first
+            .add_launch(&second.rounds_text())
+            .expect("the same page");
+        let figure = &first.sections[0].rows[0].results[0].1;
+        assert_eq!(figure.rounds, vec![vec![1.0, 2.0], vec![3.0]]);
+        assert!(first.add_launch("0 5 0: 1.0").is_err());
+        assert!(first.add_launch("nonsense").is_err());
+        let mut exact = page(vec![row(1.0, 2.0)]);
+        assert!(exact.add_launch("0 0 0: 1.0").is_err());
     }
 
     #[test]
@@ -483,6 +666,7 @@ mod tests {
             high: 40.0,
             samples: 3,
             operations_per_sample: 100,
+            rounds: Vec::new(),
         };
         let rate = time.millions_per_second();
         assert_eq!((rate.median, rate.low, rate.high), (50.0, 25.0, 100.0));

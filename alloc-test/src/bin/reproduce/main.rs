@@ -5,6 +5,13 @@
 //! cargo run --release -p alloc-test --bin reproduce -- --full     # the publication run
 //! cargo run --release -p alloc-test --bin reproduce -- --only mmap
 //! ```
+//!
+//! `reproduce` also starts itself as child processes, so that a measurement runs in a
+//! fresh process: `--launch-child GROUP --full` (the 2nd and 3rd launches of a group in
+//! a `--full` run: prints its machine check and rounds for the parent to merge),
+//! `--fragmentation-child`, `--freed-peak-child`, `--placement-child` and
+//! `--false-sharing-child` (one allocator each), and `--http-server-child ours` (our
+//! HTTP server; the tokio + hyper peer is the `tokio-hello` executables).
 
 mod groups;
 mod progress;
@@ -39,7 +46,8 @@ const USAGE: &str = "\
 usage: reproduce [--full] [--only GROUP] [--out DIR]
 
 Runs the comparative benchmarks and writes the pages of info/.
-  --full        the publication run (longer samples; the default is a quick run)
+  --full        the publication run (longer samples, every group in 3 process
+                launches; the default is a quick run in one)
   --only GROUP  run one group: mmap, arena, slab, executor
   --out DIR     write the pages to DIR instead of info/ at the workspace root";
 
@@ -109,6 +117,25 @@ fn main() -> ExitCode {
             }
         };
     }
+    // And the passive false sharing workload, timed and counted.
+    if arguments.len() == 3 && arguments[1] == "--false-sharing-child" {
+        return match groups::slab::cache_scratch::false_sharing_child(&arguments[2]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("reproduce: false-sharing child: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if arguments.len() == 3 && arguments[1] == "--placement-child" {
+        return match groups::slab::cache_scratch::placement_child(&arguments[2]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("reproduce: placement child: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // So does the freed-peak workload.
     if arguments.len() == 4 && arguments[1] == "--freed-peak-child" {
         let result = arguments[3]
@@ -134,6 +161,16 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("reproduce: {} server child: {error}", arguments[2]);
+                ExitCode::FAILURE
+            }
+        };
+    }
+    // A further launch of one group (`--full`): runs it and prints its rounds.
+    if arguments.len() >= 3 && arguments[1] == "--launch-child" {
+        return match launch_child(&arguments[2], arguments[3..].iter().any(|a| a == "--full")) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("reproduce: launch of the {} group: {error}", arguments[2]);
                 ExitCode::FAILURE
             }
         };
@@ -180,17 +217,32 @@ fn main() -> ExitCode {
         .copied()
         .filter(|name| options.only.as_deref().is_none_or(|only| only == *name))
         .collect();
+    let launches = if options.full { FULL_LAUNCHES } else { 1 };
     let mut progress = Progress::new(
         selected
             .iter()
-            .map(|name| groups::steps(name, &settings))
+            .map(|name| groups::steps(name, &settings) + (launches - 1))
             .sum(),
     );
     let mut pages: Vec<Page> = Vec::new();
     for name in &selected {
-        match groups::run(name, &settings, &machine, &mut progress) {
+        // The machine as it is before this group: its load and the spin control.
+        let mut checked = machine.recheck();
+        let page = groups::run(name, &settings, &checked, &mut progress).and_then(|mut page| {
+            for launch in 2..=launches {
+                progress.step(&format!(
+                    "{name}: launch {launch}/{launches} in a fresh process"
+                ));
+                let (launch_machine, rounds) = further_launch(name)?;
+                checked.other_launches.push(launch_machine);
+                page.add_launch(&rounds)?;
+            }
+            page.flag_busy(&checked);
+            Ok(page)
+        });
+        match page {
             Ok(page) => {
-                if let Err(error) = page.write(&options.out, &machine, &command, &today()) {
+                if let Err(error) = page.write(&options.out, &checked, &command, &today()) {
                     progress.finish();
                     eprintln!("reproduce: cannot write {}: {error}", options.out.display());
                     return ExitCode::FAILURE;
@@ -218,6 +270,49 @@ fn main() -> ExitCode {
     );
     print!("{}", report::summary_table(&pages));
     ExitCode::SUCCESS
+}
+
+/// Process launches of every group in a `--full` run: the bootstrap intervals resample
+/// launches as well as rounds, so what differs from one process to the next (where the
+/// heaps were placed, which core ran what) counts in the interval.
+const FULL_LAUNCHES: usize = 3;
+
+/// Runs `name` again in a fresh `reproduce` process and returns its machine check (spin
+/// control, load average) and its rounds.
+fn further_launch(name: &str) -> Result<((f64, String), String), String> {
+    let executable = std::env::current_exe().map_err(|error| error.to_string())?;
+    let output = std::process::Command::new(executable)
+        .args(["--launch-child", name, "--full"])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|error| format!("cannot launch the {name} group again: {error}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "a further launch of the {name} group failed ({})",
+            output.status
+        ));
+    }
+    let text = String::from_utf8(output.stdout).map_err(|error| error.to_string())?;
+    let (first, rounds) = text.split_once('\n').unwrap_or((&text, ""));
+    let machine = Machine::parse_launch_line(first)
+        .ok_or_else(|| format!("a further launch of {name} printed {first:?} first"))?;
+    Ok((machine, rounds.to_owned()))
+}
+
+/// The child side of [`further_launch`]: runs the group and prints its rounds.
+fn launch_child(name: &str, full: bool) -> Result<(), String> {
+    let settings = if full {
+        Settings::FULL
+    } else {
+        Settings::QUICK
+    };
+    let machine = Machine::describe();
+    let mut progress = Progress::new(groups::steps(name, &settings));
+    let page = groups::run(name, &settings, &machine, &mut progress)?;
+    progress.finish();
+    println!("{}", machine.launch_line());
+    print!("{}", page.rounds_text());
+    Ok(())
 }
 
 /// `info/README.md`: method, machine, physical limits, and the summary of every target.

@@ -7,7 +7,7 @@ mod mmap;
 pub mod slab;
 
 use alloc_test::bench::machine::Machine;
-use alloc_test::bench::measure::Settings;
+use alloc_test::bench::measure::{Measurement, Settings};
 use alloc_test::bench::report::Page;
 
 use crate::progress::Progress;
@@ -75,4 +75,13 @@ impl Drop for SecondThread {
             let _ = handle.join();
         }
     }
+}
+
+/// Names the figures of a row, in order.
+pub fn named(names: &[&str], figures: Vec<Measurement>) -> Vec<(String, Measurement)> {
+    names
+        .iter()
+        .map(|name| name.to_string())
+        .zip(figures)
+        .collect()
 }

@@ -1,19 +1,20 @@
-//! The servers the executor group measures, each run in a child process of `reproduce`
-//! itself (`reproduce --http-server-child ours|tokio --workers N`), and the parent's
-//! handle on such a child.
+//! The servers the executor group measures, each in a child process: ours in
+//! `reproduce` itself (`reproduce --http-server-child ours --workers N`), the tokio +
+//! hyper peer in its own executables (`tokio-hello --workers N` on the system allocator,
+//! `tokio-hello-mimalloc --workers N` on mimalloc; `src/bin/tokio-hello/`), built by
+//! cargo when first needed; and the parent's handle on such a child.
 //!
-//! Both serve the same routes:
+//! All serve the same routes:
 //! - `/`: plaintext "Hello, World!";
 //! - `/oom` (ours only): allocates 64 KiB blocks without bound, sleeping 1 ms between
 //!   them, until the server cancels it with 503 for going over its arena budget;
-//! - `/__counters`: `heap_calls N`, `requests N` and `over_budget N` lines, where
-//!   `heap_calls` counts the calls into the process's fallback heap so far (see
-//!   [`crate::fallback_heap_calls`]).
+//! - `/__counters`: `requests N` and `over_budget N` lines, and for ours `heap_calls N`,
+//!   the calls into the process's fallback heap so far (see
+//!   [`crate::fallback_heap_calls`]); the peers' allocators count nothing.
 //!
 //! A child binds 127.0.0.1:0, prints its address on a line of standard output, and
 //! serves until its standard input closes (the parent exits or drops its handle).
 
-use std::convert::Infallible;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -74,15 +75,17 @@ fn announce(address: SocketAddr) -> Result<(), String> {
         .map_err(|error| format!("cannot print the address: {error}"))
 }
 
-/// The child side: serves as the `kind` server (`ours` or `tokio`) with `workers`
-/// worker threads until standard input closes.
+/// The child side: serves as our server with `workers` worker threads until standard
+/// input closes.
 pub fn child(kind: &str, workers: usize) -> Result<(), String> {
     exit_with_parent();
     let address = SocketAddr::from(([127, 0, 0, 1], 0));
     match kind {
         "ours" => ours(address, workers),
-        "tokio" => tokio(address, workers),
-        other => Err(format!("no server named {other:?} (ours, tokio)")),
+        other => Err(format!(
+            "no server named {other:?} here (ours; the tokio peers are the tokio-hello \
+             executables)"
+        )),
     }
 }
 
@@ -116,56 +119,49 @@ fn ours(address: SocketAddr, workers: usize) -> Result<(), String> {
         .map_err(|error| format!("serve: {error}"))
 }
 
-fn tokio(address: SocketAddr, workers: usize) -> Result<(), String> {
-    use hyper::server::conn::http1;
-    use hyper::service::service_fn;
-    use hyper_util::rt::{TokioIo, TokioTimer};
-
-    static REQUESTS: AtomicU64 = AtomicU64::new(0);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .map_err(|error| format!("cannot build the runtime: {error}"))?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .map_err(|error| format!("cannot bind {address}: {error}"))?;
-        announce(
-            listener
-                .local_addr()
-                .map_err(|error| format!("no local address: {error}"))?,
-        )?;
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(async move {
-                let service = service_fn(|request: Request<hyper::body::Incoming>| async move {
-                    let requests = REQUESTS.fetch_add(1, Ordering::Relaxed) + 1;
-                    Ok::<_, Infallible>(match request.uri().path() {
-                        "/oom" => text(
-                            StatusCode::NOT_FOUND,
-                            "/oom is served by our executor only\n".into(),
-                        ),
-                        "/__counters" => counters(requests, 0),
-                        _ => hello(),
-                    })
-                });
-                let _ = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+/// The command that starts the `kind` server: `reproduce` itself for ours, the peer's
+/// own executable (built with the profile of this one when needed) for the others.
+fn server_command(kind: &str, workers: usize) -> Result<Command, String> {
+    let reproduce = std::env::current_exe()
+        .map_err(|error| format!("cannot find the reproduce executable: {error}"))?;
+    let peer = match kind {
+        "ours" => {
+            let mut command = Command::new(reproduce);
+            command.args(["--http-server-child", "ours"]);
+            command.args(["--workers", &workers.to_string()]);
+            return Ok(command);
         }
-    })
+        "tokio" => "tokio-hello",
+        "tokio-mimalloc" => "tokio-hello-mimalloc",
+        other => return Err(format!("no server named {other:?}")),
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "-p", "alloc-test", "--bin", peer]);
+    if !cfg!(debug_assertions) {
+        build.arg("--release");
+    }
+    let status = build
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|error| format!("cannot run cargo to build {peer}: {error}"))?;
+    let executable = reproduce.with_file_name(peer);
+    if !status.success() || !executable.exists() {
+        return Err(format!(
+            "cannot build {peer} ({status}): run `cargo build --release -p alloc-test \
+             --bin {peer}`"
+        ));
+    }
+    let mut command = Command::new(executable);
+    command.args(["--workers", &workers.to_string()]);
+    Ok(command)
 }
 
 /// What a server's `/__counters` said.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Counters {
-    /// Calls into the fallback heap so far.
+    /// Calls into the fallback heap so far (0 for a server that does not count them).
     pub heap_calls: u64,
     /// Requests received so far.
     pub requests: u64,
@@ -176,7 +172,7 @@ pub struct Counters {
 /// A server running in a child process; stopped when dropped.
 #[derive(Debug)]
 pub struct ServerChild {
-    /// `ours` or `tokio`.
+    /// `ours`, `tokio` or `tokio-mimalloc`.
     pub kind: &'static str,
     /// Where it listens.
     pub address: SocketAddr,
@@ -195,15 +191,7 @@ impl ServerChild {
     /// # Errors
     /// The child cannot be started, exits, or does not print an address in time.
     pub fn start(kind: &'static str, workers: usize) -> Result<ServerChild, String> {
-        let executable = std::env::current_exe()
-            .map_err(|error| format!("cannot find the reproduce executable: {error}"))?;
-        let mut child = Command::new(executable)
-            .args([
-                "--http-server-child",
-                kind,
-                "--workers",
-                &workers.to_string(),
-            ])
+        let mut child = server_command(kind, workers)?
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -310,7 +298,8 @@ impl ServerChild {
             }
             found += 1;
         }
-        if found < 3 {
+        // `heap_calls` is ours alone.
+        if found < 2 {
             return Err(format!(
                 "the {} server's counters are unreadable: {response:?}",
                 self.kind

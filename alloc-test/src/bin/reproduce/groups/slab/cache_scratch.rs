@@ -1,6 +1,10 @@
-//! A port of cache-scratch (from the Hoard benchmarks; Berger et al., "Hoard: a
-//! scalable memory allocator for multithreaded applications", ASPLOS 2000): passive
-//! false sharing. One thread allocates one small object per worker thread and hands
+//! A passive false sharing workload after cache-scratch (from the Hoard benchmarks;
+//! Berger et al., "Hoard: a scalable memory allocator for multithreaded applications",
+//! ASPLOS 2000), named "passive false sharing" in the pages because it is not the
+//! original: cache-scratch uses 1-byte objects and (as mimalloc-bench runs it) 1000
+//! allocations of 2 000 000 writes each per thread; this one uses 8-byte objects and 100
+//! allocations of 5000 writes, checked, so a run lasts about a millisecond including the
+//! thread starts. One thread allocates one small object per worker thread and hands
 //! them out; each worker frees the object it was given, then repeatedly allocates an
 //! object of the same size, writes to it many times and frees it. An allocator that
 //! gives the freed object (a neighbour of the other worker's object, in the same cache
@@ -12,17 +16,15 @@
 use alloc_test::bench::threads::join_all;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
-use std::alloc::System;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use alloc_test::bench::machine::Machine;
-use alloc_test::bench::measure::{Measurement, Settings};
+use alloc_test::bench::measure::{Measurement, Settings, measure_interleaved};
 use alloc_test::bench::report::Row;
-use mimalloc::MiMalloc;
-use tikv_jemallocator::Jemalloc;
+use std::io::Write as _;
 
-use super::{HEAP, HEAP_NAMES, Workload, measure_workloads, row_of};
+use super::{HEAP_NAMES, Workload, row_of};
 use crate::progress::Progress;
 
 const WORKERS: usize = 2;
@@ -55,7 +57,7 @@ fn value(worker: usize, allocation: u64, write: u64) -> u64 {
 
 /// One worker: frees the handed object, then allocates, writes and frees. Returns the
 /// writes done and the first wrong value read back.
-fn worker<A: GlobalAlloc + Sync>(
+fn worker<A: GlobalAlloc + Sync + ?Sized>(
     allocator: &A,
     index: usize,
     handed: Handed,
@@ -101,12 +103,12 @@ fn worker<A: GlobalAlloc + Sync>(
 }
 
 /// cache-scratch on one allocator: each operation is one whole run.
-struct CacheScratch<'a, A: GlobalAlloc + Sync> {
+struct CacheScratch<'a, A: GlobalAlloc + Sync + ?Sized> {
     allocator: &'a A,
     failure: Option<String>,
 }
 
-impl<'a, A: GlobalAlloc + Sync> CacheScratch<'a, A> {
+impl<'a, A: GlobalAlloc + Sync + ?Sized> CacheScratch<'a, A> {
     fn new(allocator: &'a A) -> Self {
         CacheScratch {
             allocator,
@@ -139,7 +141,7 @@ impl<'a, A: GlobalAlloc + Sync> CacheScratch<'a, A> {
     }
 }
 
-impl<A: GlobalAlloc + Sync> Workload for CacheScratch<'_, A> {
+impl<A: GlobalAlloc + Sync + ?Sized> Workload for CacheScratch<'_, A> {
     fn run(&mut self, operations: u64) -> Duration {
         let start = Instant::now();
         for _ in 0..operations {
@@ -155,7 +157,7 @@ impl<A: GlobalAlloc + Sync> Workload for CacheScratch<'_, A> {
 
 /// One object per worker, allocated one after the other by the calling thread (so an
 /// allocator is free to put them side by side) and written with the worker's tag.
-fn hand_out<A: GlobalAlloc>(allocator: &A) -> Vec<Handed> {
+fn hand_out<A: GlobalAlloc + ?Sized>(allocator: &A) -> Vec<Handed> {
     (0..WORKERS)
         .map(|index| {
             // SAFETY: a non-zero layout.
@@ -174,7 +176,7 @@ fn hand_out<A: GlobalAlloc>(allocator: &A) -> Vec<Handed> {
 /// same 64-byte cache line: the run of cache-scratch without its writes and untimed,
 /// with the workers in lockstep (both allocate, then both free), so the count depends on
 /// the allocator's placement alone, not on how the threads happen to be scheduled.
-fn shared_lines<A: GlobalAlloc + Sync>(allocator: &A) -> Result<f64, String> {
+fn shared_lines<A: GlobalAlloc + Sync + ?Sized>(allocator: &A) -> Result<f64, String> {
     const LINE: usize = 64;
     let handed = hand_out(allocator);
     let lockstep = Barrier::new(WORKERS);
@@ -218,7 +220,154 @@ fn shared_lines<A: GlobalAlloc + Sync>(allocator: &A) -> Result<f64, String> {
     Ok(100.0 * shared as f64 / ALLOCATIONS as f64)
 }
 
-/// Measures cache-scratch on every heap; the figure is milliseconds per run.
+/// The placement count of [`shared_lines`] for the heap `name`, measured in a fresh
+/// `reproduce` process (`--placement-child NAME`): where an allocator places the first
+/// objects of a thread depends on what the process did before, so a count taken late in
+/// a long-lived process says little about a program that starts with it.
+fn placement_in_fresh_process(name: &str) -> Result<f64, String> {
+    let executable = std::env::current_exe().map_err(|error| error.to_string())?;
+    let output = std::process::Command::new(executable)
+        .args(["--placement-child", name])
+        .output()
+        .map_err(|error| format!("cannot run the placement child: {error}"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.trim().parse().map_err(|_| {
+        format!(
+            "the placement child for {name} printed {text:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// The child side of [`placement_in_fresh_process`]: prints the placement count of the
+/// heap `name`.
+///
+/// # Errors
+/// No heap has that name, or the workload failed.
+pub fn placement_child(name: &str) -> Result<(), String> {
+    let (_, heap) = super::heaps()
+        .into_iter()
+        .find(|(heap, _)| *heap == name)
+        .ok_or_else(|| format!("no heap named {name:?}"))?;
+    // glibc takes its single-thread shortcut without a second thread; the workers
+    // start only after the objects are handed out.
+    let _second = super::super::SecondThread::start();
+    println!("{}", shared_lines(heap)?);
+    Ok(())
+}
+
+/// A fresh `reproduce` process running the timed workload on one heap on request
+/// (`--false-sharing-child NAME`): the placement the workload is sensitive to is then
+/// that of a program that starts with it, not of one that ran every other benchmark
+/// first. Its rounds stay interleaved with the other heaps' processes.
+struct FreshProcess {
+    name: &'static str,
+    child: std::process::Child,
+    input: Option<std::process::ChildStdin>,
+    output: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl FreshProcess {
+    fn start(name: &'static str) -> Result<FreshProcess, String> {
+        let executable = std::env::current_exe().map_err(|error| error.to_string())?;
+        let mut child = std::process::Command::new(executable)
+            .args(["--false-sharing-child", name])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|error| format!("cannot start the {name} false-sharing child: {error}"))?;
+        let (Some(input), Some(output)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("the {name} false-sharing child has no pipes"));
+        };
+        Ok(FreshProcess {
+            name,
+            child,
+            input: Some(input),
+            output: std::io::BufReader::new(output),
+        })
+    }
+
+    fn line(&mut self) -> Result<String, String> {
+        let mut line = String::new();
+        match std::io::BufRead::read_line(&mut self.output, &mut line) {
+            Ok(0) | Err(_) => Err(format!("the {} false-sharing child stopped", self.name)),
+            Ok(_) => Ok(line.trim().to_owned()),
+        }
+    }
+
+    /// Runs `operations` whole runs in the child and returns how long they took.
+    fn run(&mut self, operations: u64) -> Result<Duration, String> {
+        let input = self.input.as_mut().ok_or("the child's input is closed")?;
+        writeln!(input, "{operations}")
+            .and_then(|()| input.flush())
+            .map_err(|error| format!("cannot reach the {} child: {error}", self.name))?;
+        let line = self.line()?;
+        let nanoseconds: u64 = line
+            .parse()
+            .map_err(|_| format!("the {} false-sharing child said {line:?}", self.name))?;
+        Ok(Duration::from_nanos(nanoseconds))
+    }
+
+    /// Closes the child's input and reads its checks' verdict.
+    fn finish(mut self) -> Result<(), String> {
+        self.input = None;
+        let verdict = self.line();
+        let _ = self.child.wait();
+        match verdict?.as_str() {
+            "ok" => Ok(()),
+            failure => Err(format!(
+                "{} failed the false-sharing workload's checks: {failure}",
+                self.name
+            )),
+        }
+    }
+}
+
+impl Drop for FreshProcess {
+    fn drop(&mut self) {
+        self.input = None;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The child side of [`FreshProcess`]: reads operation counts, one a line, runs them on
+/// the heap `name` and prints the nanoseconds they took; at the end of its input prints
+/// `ok` or what the workload's checks found.
+///
+/// # Errors
+/// No heap has that name, or the parent went away.
+pub fn false_sharing_child(name: &str) -> Result<(), String> {
+    let (_, heap) = super::heaps()
+        .into_iter()
+        .find(|(heap, _)| *heap == name)
+        .ok_or_else(|| format!("no heap named {name:?}"))?;
+    // As in the parent: glibc must not take its single-thread shortcut.
+    let _second = super::super::SecondThread::start();
+    let mut workload = CacheScratch::new(heap);
+    let mut stdout = std::io::stdout().lock();
+    for line in std::io::stdin().lines() {
+        let line = line.map_err(|error| error.to_string())?;
+        let operations: u64 = line
+            .trim()
+            .parse()
+            .map_err(|_| format!("not an operation count: {line:?}"))?;
+        let elapsed = workload.run(operations);
+        writeln!(stdout, "{}", elapsed.as_nanos())
+            .and_then(|()| stdout.flush())
+            .map_err(|error| error.to_string())?;
+    }
+    match workload.finish() {
+        Ok(()) => writeln!(stdout, "ok"),
+        Err(failure) => writeln!(stdout, "{failure}"),
+    }
+    .map_err(|error| error.to_string())
+}
+
+/// Measures the passive false sharing workload on every heap, each in a fresh process
+/// of its own, their rounds interleaved; the figure is milliseconds per run.
 pub fn rows(
     settings: Settings,
     machine: &Machine,
@@ -229,24 +378,54 @@ pub fn rows(
         sample_time: settings.sample_time * 10,
         ..settings
     };
-    let figures = measure_workloads(settings, on_every_heap!(CacheScratch::new))?;
+    let mut processes = HEAP_NAMES
+        .iter()
+        .map(|name| FreshProcess::start(name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let failure = std::cell::RefCell::new(None);
+    let figures = {
+        let [a, b, c, d] = &mut processes[..] else {
+            unreachable!("four heaps")
+        };
+        let mut run = |process: &mut FreshProcess, operations: u64| {
+            process.run(operations).unwrap_or_else(|error| {
+                failure.borrow_mut().get_or_insert(error);
+                Duration::from_millis(1)
+            })
+        };
+        let run = std::cell::RefCell::new(&mut run);
+        measure_interleaved(
+            settings,
+            &mut [
+                &mut |n| (run.borrow_mut())(a, n),
+                &mut |n| (run.borrow_mut())(b, n),
+                &mut |n| (run.borrow_mut())(c, n),
+                &mut |n| (run.borrow_mut())(d, n),
+            ],
+        )
+    };
+    if let Some(error) = failure.into_inner() {
+        return Err(error);
+    }
+    for process in processes {
+        process.finish()?;
+    }
     let milliseconds: Vec<_> = figures.iter().map(|m| m.scaled(1e-6)).collect();
-    let shared = [
-        shared_lines(&HEAP)?,
-        shared_lines(&MiMalloc)?,
-        shared_lines(&Jemalloc)?,
-        shared_lines(&System)?,
-    ]
-    .map(Measurement::exact);
+    let mut shared = Vec::new();
+    for name in HEAP_NAMES {
+        shared.push(Measurement::exact(placement_in_fresh_process(name)?));
+    }
     let timed = row_of(
-        "cache-scratch: 2 threads free a handed 8 B object, then allocate and write 8 B objects",
+        "passive false sharing (after cache-scratch, not the original): 2 threads free a \
+         handed 8 B object, then allocate and write 8 B objects",
         &milliseconds,
         &HEAP_NAMES,
     )
     .in_summary()
     .multi_threaded(machine);
     let placement = row_of(
-        "cache-scratch in lockstep: steps whose two live 8 B objects share a cache line",
+        "passive false sharing in lockstep, each allocator in a fresh process: steps whose \
+         two live 8 B objects share a cache line",
         &shared,
         &HEAP_NAMES,
     );

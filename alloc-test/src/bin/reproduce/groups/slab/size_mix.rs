@@ -17,7 +17,7 @@ use alloc_test::bench::report::{Better, Row};
 
 use super::random::Rng;
 use super::tagged::Tagged;
-use super::{HEAP, HEAP_NAMES, Workload, measure_workloads, row_of};
+use super::{HEAP, HEAP_NAMES, JEMALLOC, MIMALLOC, SYSTEM, Workload, measure_workloads, row_of};
 use crate::progress::Progress;
 
 const SLOTS: usize = 10_000;

@@ -20,7 +20,7 @@ use alloc_test::bench::report::Row;
 
 use super::random::Rng;
 use super::tagged::Tagged;
-use super::{HEAP, HEAP_NAMES, Workload, measure_workloads, row_of};
+use super::{HEAP, HEAP_NAMES, JEMALLOC, MIMALLOC, SYSTEM, Workload, measure_workloads, row_of};
 use crate::progress::Progress;
 
 const AT_ONCE: usize = 2;
@@ -152,8 +152,8 @@ impl<A: GlobalAlloc + Sync> Workload for ThreadChurn<'_, A> {
 /// other thread holds `HEAP`'s magazines when this is called: the workloads' threads
 /// have all been joined.
 fn heap_objects_live() -> usize {
-    HEAP.flush_thread_cache();
-    let stats = HEAP.stats();
+    HEAP.0.flush_thread_cache();
+    let stats = HEAP.0.stats();
     stats.small.objects_live + stats.large_blocks
 }
 

@@ -1,0 +1,343 @@
+//! The C-interface rows: every allocator called through `malloc` and `free`, as C
+//! programs (and the originals of the ported workloads) call them.
+//!
+//! Ours is slab-alloc-capi's `malloc`/`free`, from its shared library loaded with
+//! `dlopen(RTLD_LOCAL)`: loaded that way, its symbols do not replace glibc's `malloc` for
+//! the rest of the process, so glibc stays measurable in the same process. mimalloc is
+//! `mi_malloc`/`mi_free` (what its `malloc`/`free` are when it replaces the system's),
+//! jemalloc its `malloc`/`free` (prefixed `_rjem_` by tikv-jemalloc-sys), glibc its own.
+//! Every one is called through a function pointer: the same indirect call for all, as a
+//! call into a shared library's `malloc` through the PLT is.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ffi::{CStr, c_void};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use alloc_test::bench::machine::Machine;
+use alloc_test::bench::measure::{Settings, measure_interleaved};
+use alloc_test::bench::report::{Row, Section, Target};
+
+use super::larson::Larson;
+use super::xmalloc::Xmalloc;
+use super::{HEAP_NAMES, batch, cross_thread, measure_workloads, pair, row_of};
+use crate::progress::Progress;
+
+/// Progress steps of these rows.
+pub const STEPS: usize = 5;
+
+/// C's `malloc`.
+type Malloc = unsafe extern "C" fn(usize) -> *mut c_void;
+/// C's `free`.
+type Free = unsafe extern "C" fn(*mut c_void);
+
+/// An allocator reached through its C `malloc` and `free`. As a `GlobalAlloc` it serves
+/// layouts aligned to at most 16 bytes (what `malloc` promises on x86-64 and AArch64
+/// Linux); every workload here asks for 8.
+#[derive(Clone, Copy, Debug)]
+pub struct CAllocator {
+    malloc: Malloc,
+    free: Free,
+}
+
+/// The alignment `malloc` guarantees.
+const MALLOC_ALIGN: usize = 16;
+
+// SAFETY: `malloc` returns null or a block of at least `size` bytes aligned to 16, which
+// covers every layout this accepts (larger alignments get null, a refusal); `free` takes
+// any block its `malloc` returned, from any thread.
+unsafe impl GlobalAlloc for CAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.align() > MALLOC_ALIGN {
+            return core::ptr::null_mut();
+        }
+        // SAFETY: `malloc` takes any size.
+        unsafe { (self.malloc)(layout.size()) }.cast()
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+        // SAFETY: the caller passes a live block of this allocator: one its `malloc`
+        // returned.
+        unsafe { (self.free)(ptr.cast()) }
+    }
+}
+
+/// glibc's `malloc` and `free`.
+fn glibc() -> CAllocator {
+    CAllocator {
+        malloc: libc::malloc,
+        free: libc::free,
+    }
+}
+
+/// mimalloc's `mi_malloc` and `mi_free`.
+fn mimalloc() -> CAllocator {
+    CAllocator {
+        malloc: libmimalloc_sys::mi_malloc,
+        free: libmimalloc_sys::mi_free,
+    }
+}
+
+/// jemalloc's `malloc` and `free`.
+fn jemalloc() -> CAllocator {
+    CAllocator {
+        malloc: tikv_jemalloc_sys::malloc,
+        free: tikv_jemalloc_sys::free,
+    }
+}
+
+/// Where slab-alloc-capi's shared library is: next to this executable
+/// (`target/release/libslab_alloc_capi.so`).
+fn capi_library() -> Result<PathBuf, String> {
+    let executable = std::env::current_exe().map_err(|error| error.to_string())?;
+    let directory = executable
+        .parent()
+        .ok_or("the reproduce executable has no directory")?;
+    Ok(directory.join("libslab_alloc_capi.so"))
+}
+
+/// Builds slab-alloc-capi's shared library with the profile this executable was built
+/// with (a no-op when it is up to date), so the C rows never measure a stale library.
+fn build_capi(library: &std::path::Path) -> Result<(), String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    command.args(["build", "-p", "slab-alloc-capi"]);
+    if !cfg!(debug_assertions) {
+        command.arg("--release");
+    }
+    let status = command
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|error| format!("cannot run cargo to build slab-alloc-capi: {error}"))?;
+    if !status.success() || !library.exists() {
+        return Err(format!(
+            "cannot build {} ({status}): run `cargo build --release -p slab-alloc-capi`",
+            library.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The last `dlerror()` message.
+fn dl_error() -> String {
+    // SAFETY: `dlerror` returns null or a NUL-terminated message valid until the next
+    // `dl*` call on this thread, copied at once.
+    let message = unsafe { libc::dlerror() };
+    if message.is_null() {
+        "unknown error".to_owned()
+    } else {
+        // SAFETY: as above: a live NUL-terminated string.
+        unsafe { CStr::from_ptr(message) }
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// Our `malloc` and `free`: slab-alloc-capi's, from its shared library loaded with
+/// `RTLD_LOCAL` (the library stays loaded for the rest of the process).
+fn ours() -> Result<CAllocator, String> {
+    let library = capi_library()?;
+    build_capi(&library)?;
+    let path = std::ffi::CString::new(library.as_os_str().as_encoded_bytes())
+        .map_err(|_| "the library's path holds a NUL byte")?;
+    // SAFETY: a NUL-terminated path; loading runs the library's initialisers, which set
+    // nothing up beyond its own statics. RTLD_LOCAL keeps its `malloc` out of the
+    // process's symbol lookup, so glibc's stays the process's.
+    let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    if handle.is_null() {
+        return Err(format!("cannot load {}: {}", library.display(), dl_error()));
+    }
+    let symbol = |name: &CStr| {
+        // SAFETY: a live handle and a NUL-terminated name.
+        let address = unsafe { libc::dlsym(handle, name.as_ptr()) };
+        if address.is_null() {
+            Err(format!(
+                "{} has no {name:?}: {}",
+                library.display(),
+                dl_error()
+            ))
+        } else {
+            Ok(address)
+        }
+    };
+    let (malloc, free) = (symbol(c"malloc")?, symbol(c"free")?);
+    // SAFETY: slab-alloc-capi defines `malloc` and `free` with exactly C's signatures
+    // (`extern "C" fn(usize) -> *mut c_void` and `extern "C" fn(*mut c_void)`), and the
+    // library is never unloaded, so the addresses stay valid.
+    let (malloc, free) = unsafe {
+        (
+            core::mem::transmute::<*mut c_void, Malloc>(malloc),
+            core::mem::transmute::<*mut c_void, Free>(free),
+        )
+    };
+    Ok(CAllocator { malloc, free })
+}
+
+/// Every allocator through its C interface, in the order of [`HEAP_NAMES`].
+fn allocators() -> Result<[CAllocator; 4], String> {
+    Ok([ours()?, mimalloc(), jemalloc(), glibc()])
+}
+
+/// Measures four routines, one per allocator of `allocators`, in shared rounds.
+fn on_each(
+    settings: Settings,
+    allocators: &[CAllocator; 4],
+    mut routine: impl FnMut(&CAllocator, u64) -> Duration,
+) -> Vec<alloc_test::bench::measure::Measurement> {
+    let routine = &mut routine;
+    let [a, b, c, d] = allocators;
+    // Each closure borrows `routine` in turn: they run one at a time.
+    let cell = std::cell::RefCell::new(routine);
+    measure_interleaved(
+        settings,
+        &mut [
+            &mut |n| (cell.borrow_mut())(a, n),
+            &mut |n| (cell.borrow_mut())(b, n),
+            &mut |n| (cell.borrow_mut())(c, n),
+            &mut |n| (cell.borrow_mut())(d, n),
+        ],
+    )
+}
+
+/// The C-interface rows: times per operation, then the server workloads' throughput.
+pub fn rows(
+    settings: Settings,
+    machine: &Machine,
+    progress: &mut Progress,
+) -> Result<(Vec<Row>, Vec<Row>), String> {
+    progress.step("slab: C interface, loading slab-alloc-capi; 64-byte malloc+free pairs");
+    let allocators = allocators()?;
+    let mut rows = Vec::new();
+    let figures = on_each(settings, &allocators, pair);
+    rows.push(
+        row_of("C: malloc + free, 64 B", &figures, &HEAP_NAMES).target(Target::at_most_best(1.0)),
+    );
+    for size in [1_000usize, 100_000] {
+        progress.step(&format!("slab: C interface, batches of {size}"));
+        let mut blocks = Vec::with_capacity(size);
+        let figures = on_each(settings, &allocators, |allocator, n| {
+            batch(allocator, n, size, &mut blocks)
+        });
+        rows.push(
+            row_of(
+                &format!("C: malloc {size} then free {size}, 64 B (per operation)"),
+                &figures,
+                &HEAP_NAMES,
+            )
+            .target(Target::at_most_best(1.0)),
+        );
+    }
+    progress.step("slab: C interface, cross-thread free");
+    let cross_settings = Settings {
+        sample_time: settings.sample_time * 5,
+        ..settings
+    };
+    let figures = on_each(cross_settings, &allocators, |allocator, n| {
+        cross_thread(allocator, n)
+    });
+    rows.push(
+        row_of(
+            "C: one thread mallocs, another frees (per object)",
+            &figures,
+            &HEAP_NAMES,
+        )
+        .target(Target::at_most_best(1.0))
+        .multi_threaded(machine),
+    );
+    progress.step("slab: C interface, server workloads");
+    let workload_settings = Settings {
+        sample_time: settings.sample_time * 15,
+        ..settings
+    };
+    let [a, b, c, d] = &allocators;
+    let figures = measure_workloads(
+        workload_settings,
+        (
+            Larson::new(a),
+            Larson::new(b),
+            Larson::new(c),
+            Larson::new(d),
+        ),
+    )?;
+    let throughput: Vec<_> = figures.iter().map(|m| m.millions_per_second()).collect();
+    let mut server = Vec::new();
+    server.push(
+        row_of(
+            &format!("C: {}", Larson::<CAllocator>::NAME),
+            &throughput,
+            &HEAP_NAMES,
+        )
+        .better(alloc_test::bench::report::Better::Higher)
+        .in_summary()
+        .multi_threaded(machine),
+    );
+    let figures = measure_workloads(
+        workload_settings,
+        (
+            Xmalloc::new(a),
+            Xmalloc::new(b),
+            Xmalloc::new(c),
+            Xmalloc::new(d),
+        ),
+    )?;
+    let throughput: Vec<_> = figures.iter().map(|m| m.millions_per_second()).collect();
+    server.push(
+        row_of(
+            &format!("C: {}", Xmalloc::<CAllocator>::NAME),
+            &throughput,
+            &HEAP_NAMES,
+        )
+        .better(alloc_test::bench::report::Better::Higher)
+        .in_summary()
+        .multi_threaded(machine),
+    );
+    Ok((rows, server))
+}
+
+/// The sections of the C-interface rows.
+pub fn sections((rows, server): (Vec<Row>, Vec<Row>)) -> [Section; 2] {
+    [
+        Section {
+            title: "C interface: every allocator through malloc and free".into(),
+            description: "The same workloads as the Rust rows of the sections \"One \
+                thread\" and \"Cross-thread free\", but every allocator is called through \
+                its C `malloc` and `free`, through a function pointer: ours is \
+                slab-alloc-capi's `malloc`/`free` (its shared library loaded with \
+                `dlopen(RTLD_LOCAL)`, so glibc stays the process's malloc), mimalloc \
+                `mi_malloc`/`mi_free`, jemalloc its `malloc`/`free`, System glibc's. `free` \
+                gets no size: ours finds it from the block, as the others do from their \
+                own metadata."
+                .into(),
+            unit: "ns per operation".into(),
+            rows,
+        },
+        Section {
+            title: "C interface: server workloads".into(),
+            description: "The two server workloads of the section \"Server workloads\", \
+                every allocator called through `malloc` and `free` as above. Higher is \
+                better."
+                .into(),
+            unit: "million operations per second".into(),
+            rows: server,
+        },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Workload;
+    use super::*;
+
+    #[test]
+    fn every_c_peer_serves_and_frees_through_malloc_and_free() {
+        for allocator in [glibc(), mimalloc(), jemalloc()] {
+            let mut workload = Larson::new(&allocator);
+            workload.run(1);
+            assert_eq!(workload.finish(), Ok(()));
+            let aligned = Layout::from_size_align(64, 64).expect("layout");
+            // SAFETY: a non-zero layout; a refusal is null, which is not freed.
+            assert!(unsafe { allocator.alloc(aligned) }.is_null());
+        }
+    }
+}
