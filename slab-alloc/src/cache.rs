@@ -295,6 +295,14 @@ impl<S: PageSource> CacheCore<S> {
         }
         // SAFETY: as above.
         unsafe { (*first.as_ptr()).clock.hook = hook };
+        if hook.is_some() {
+            // The first pass, and with it the hook, is due at once: at the heap's first
+            // clock reading, not `DECAY_INTERVAL` later. A hook that starts the decay
+            // thread must run even if the program frees its peak within that interval
+            // and then goes idle (no later operation would drive a pass).
+            // SAFETY: as above.
+            unsafe { (*first.as_ptr()).clock.due_nanos.store(0, Relaxed) };
+        }
     }
 
     /// Runs `f` with the state, under the lock.
