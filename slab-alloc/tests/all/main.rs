@@ -4,6 +4,7 @@ mod corruption;
 mod exhaustion;
 mod extreme_settings;
 mod fork_from_allocating_threads;
+mod fork_handlers_that_allocate;
 mod freed_peak_stays_resident;
 mod heap_programs;
 mod large_blocks_without_syscalls;
