@@ -908,6 +908,11 @@ impl<S: PageSource> CacheCore<S> {
         let clock = &self.first_sibling().clock;
         if clock.requested.load(Relaxed) && clock.requested.swap(false, Relaxed) {
             if let Some(hook) = clock.hook {
+                // The hook is user code inside an allocation or free: a panic in it must
+                // not unwind out of `GlobalAlloc` (undefined behaviour).
+                let _abort = AbortOnUnwind {
+                    what: "a decay hook panicked inside the allocator",
+                };
                 hook();
             }
             self.decay_siblings(Instant::now());

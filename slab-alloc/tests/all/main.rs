@@ -10,6 +10,7 @@ mod heap_programs;
 mod large_blocks_without_syscalls;
 mod many_caches;
 mod object_cache_programs;
+mod panicking_decay_hook;
 mod realloc_in_place_provenance;
 mod realloc_past_the_requested_size;
 mod requests_beyond_memory;
