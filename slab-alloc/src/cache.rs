@@ -295,6 +295,14 @@ impl<S: PageSource> CacheCore<S> {
         }
         // SAFETY: as above.
         unsafe { (*first.as_ptr()).clock.hook = hook };
+        if hook.is_some() {
+            // The first pass, and with it the hook, is due at once: at the heap's first
+            // clock reading, not `DECAY_INTERVAL` later. A hook that starts the decay
+            // thread must run even if the program frees its peak within that interval
+            // and then goes idle (no later operation would drive a pass).
+            // SAFETY: as above.
+            unsafe { (*first.as_ptr()).clock.due_nanos.store(0, Relaxed) };
+        }
     }
 
     /// Runs `f` with the state, under the lock.
@@ -900,6 +908,11 @@ impl<S: PageSource> CacheCore<S> {
         let clock = &self.first_sibling().clock;
         if clock.requested.load(Relaxed) && clock.requested.swap(false, Relaxed) {
             if let Some(hook) = clock.hook {
+                // The hook is user code inside an allocation or free: a panic in it must
+                // not unwind out of `GlobalAlloc` (undefined behaviour).
+                let _abort = AbortOnUnwind {
+                    what: "a decay hook panicked inside the allocator",
+                };
                 hook();
             }
             self.decay_siblings(Instant::now());

@@ -155,7 +155,13 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     /// once per [`DECAY_INTERVAL`](crate::DECAY_INTERVAL)), outside any lock of the heap,
     /// from the thread whose operation found the pass due: for instance to start the
     /// decay thread of a `static` heap once the program is running (as the C ABI does
-    /// when `SLAB_DECAY_THREAD=1`). The hook may allocate from the heap.
+    /// when `SLAB_DECAY_THREAD=1`). The hook may allocate from the heap; a panic in it
+    /// aborts the process with a message (it would otherwise unwind out of the
+    /// allocator). The first pass
+    /// of a heap with a hook is due at once: it runs at the heap's first clock reading
+    /// (a class reads the clock every 64 locked operations), so a decay thread started by
+    /// the hook also runs for a program that frees its peak within the first
+    /// `DECAY_INTERVAL` and then stays idle.
     ///
     /// # Examples
     ///

@@ -327,16 +327,26 @@ fn for_each_core(mut f: impl FnMut(&CoreHeader)) {
 
 #[cfg(not(miri))]
 extern "C" fn fork_prepare() {
+    // Not re-entered: `FORKING` is clear until the end of this handler.
     REGISTRY.lock();
-    for_each_core(|core| core.lock.lock());
+    // SAFETY: taken just above, for the fork.
+    unsafe { REGISTRY.mark_held_for_fork() };
+    for_each_core(|core| {
+        core.lock.lock();
+        // SAFETY: as above.
+        unsafe { core.lock.mark_held_for_fork() };
+    });
+    // The prepare handlers registered before ours run next, and may allocate.
+    crate::sync::set_forking(true);
 }
 
 #[cfg(not(miri))]
 extern "C" fn fork_parent() {
-    // SAFETY: `fork_prepare` took every one of these locks in this thread.
-    for_each_core(|core| unsafe { core.lock.unlock() });
+    crate::sync::set_forking(false);
+    // SAFETY: `fork_prepare` took and marked these locks in this thread.
+    for_each_core(|core| unsafe { core.lock.release_after_fork() });
     // SAFETY: as above.
-    unsafe { REGISTRY.unlock() };
+    unsafe { REGISTRY.release_after_fork() };
 }
 
 #[cfg(not(miri))]
@@ -365,11 +375,12 @@ extern "C" fn fork_child() {
     // SAFETY: this is the only thread of the child; a holder of `HOOKS_LOCK` was another
     // thread of the parent, and the state it guards is complete (above).
     unsafe { HOOKS_LOCK.reset_in_forked_child() };
+    crate::sync::set_forking(false);
     // SAFETY: the child's only thread is the one that ran `fork_prepare` in the parent
-    // and so holds every lock.
-    for_each_core(|core| unsafe { core.lock.unlock() });
+    // and so holds every lock it marked.
+    for_each_core(|core| unsafe { core.lock.release_after_fork() });
     // SAFETY: as above.
-    unsafe { REGISTRY.unlock() };
+    unsafe { REGISTRY.release_after_fork() };
 }
 
 /// How many threads have registered magazines since the process started.

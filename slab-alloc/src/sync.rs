@@ -10,6 +10,25 @@ use core::sync::atomic::{AtomicBool, Ordering};
 #[derive(Debug)]
 pub(crate) struct RawSpinLock {
     locked: AtomicBool,
+    /// Whether the lock is held by the thread that is forking, taken by the registry's
+    /// `prepare` handler: set right after taking it there, cleared before the `parent`
+    /// or `child` handler releases it. Together with that thread's [`FORKING`] flag it
+    /// lets the forking thread re-enter the lock (see [`RawSpinLock::mark_held_for_fork`]).
+    held_for_fork: AtomicBool,
+}
+
+std::thread_local! {
+    /// Whether this thread is between the registry's `prepare` handler and its `parent`
+    /// or `child` handler, holding every lock marked [`RawSpinLock::held_for_fork`].
+    /// Const-initialised, no destructor: reading it allocates nothing.
+    static FORKING: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+/// Records that the calling thread now holds (`true`) or no longer holds (`false`)
+/// the locks taken for `fork` by the registry's handlers.
+#[cfg(not(miri))]
+pub(crate) fn set_forking(forking: bool) {
+    FORKING.with(|flag| flag.set(forking));
 }
 
 impl RawSpinLock {
@@ -17,20 +36,23 @@ impl RawSpinLock {
     pub(crate) const fn new() -> Self {
         RawSpinLock {
             locked: AtomicBool::new(false),
+            held_for_fork: AtomicBool::new(false),
         }
     }
 
-    /// Takes the lock, waiting as long as it takes.
+    /// Takes the lock, waiting as long as it takes, and returns `true`; or returns
+    /// `false` at once, taking nothing, if the calling thread is forking and already holds
+    /// the lock for the fork (see [`mark_held_for_fork`](Self::mark_held_for_fork)).
     #[inline]
-    pub(crate) fn lock(&self) {
+    pub(crate) fn lock(&self) -> bool {
         if self
             .locked
             .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
-            return;
+            return true;
         }
-        self.lock_contended();
+        self.lock_contended()
     }
 
     /// Takes the lock and returns a guard, and whether the lock was held by another
@@ -41,14 +63,23 @@ impl RawSpinLock {
             .locked
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_err();
-        if contended {
-            self.lock_contended();
-        }
-        (LockGuard { lock: self }, contended)
+        let release = !contended || self.lock_contended();
+        (
+            LockGuard {
+                lock: self,
+                release,
+            },
+            contended,
+        )
     }
 
+    /// The waiting part of [`lock`](Self::lock): `true` once the lock is taken, `false`
+    /// if the calling thread holds it for a fork (nothing taken).
     #[cold]
-    fn lock_contended(&self) {
+    fn lock_contended(&self) -> bool {
+        if self.held_for_fork.load(Ordering::Relaxed) && FORKING.with(core::cell::Cell::get) {
+            return false;
+        }
         let mut spins = 0u32;
         loop {
             while self.locked.load(Ordering::Relaxed) {
@@ -64,8 +95,40 @@ impl RawSpinLock {
                 .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
-                return;
+                return true;
             }
+        }
+    }
+
+    /// Marks the lock, which the calling thread has just taken with
+    /// [`lock`](Self::lock) in a `fork` prepare handler, as held for the fork: until
+    /// [`release_after_fork`](Self::release_after_fork), this thread re-enters it
+    /// (taking it returns at once, releasing the guard leaves it held) once it has called
+    /// [`set_forking`]`(true)`. glibc runs the prepare handlers in the reverse order of
+    /// registration, so those registered before the registry's run after it, and may
+    /// allocate: the forking thread then holds every lock, so no other thread is inside a
+    /// section they guard, and working on the state without taking them again is sound.
+    ///
+    /// # Safety
+    /// - The calling thread holds the lock, taken for the fork.
+    #[cfg(not(miri))]
+    pub(crate) unsafe fn mark_held_for_fork(&self) {
+        self.held_for_fork.store(true, Ordering::Relaxed);
+    }
+
+    /// Releases a lock taken for a fork: clears the mark and unlocks it, if
+    /// [`mark_held_for_fork`](Self::mark_held_for_fork) marked it; leaves it alone if
+    /// not (a lock that appeared during the fork, for instance of a cache created by a
+    /// prepare handler, was never taken for it).
+    ///
+    /// # Safety
+    /// - The caller is the thread that marked the lock (in the parent, or the only
+    ///   thread of the child), in a `parent` or `child` handler.
+    #[cfg(not(miri))]
+    pub(crate) unsafe fn release_after_fork(&self) {
+        if self.held_for_fork.swap(false, Ordering::Relaxed) {
+            // SAFETY: marked, so held by this thread for the fork (caller).
+            unsafe { self.unlock() };
         }
     }
 
@@ -100,15 +163,21 @@ impl RawSpinLock {
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
             // Lazily: a guard made for a failed attempt would release another's lock.
-            .then(|| LockGuard { lock: self })
+            .then(|| LockGuard {
+                lock: self,
+                release: true,
+            })
     }
 
     /// Takes the lock and returns a guard that releases it when dropped (also when
     /// unwinding).
     #[inline]
     pub(crate) fn guard(&self) -> LockGuard<'_> {
-        self.lock();
-        LockGuard { lock: self }
+        let release = self.lock();
+        LockGuard {
+            lock: self,
+            release,
+        }
     }
 }
 
@@ -142,13 +211,19 @@ impl<T> core::ops::Deref for CachePadded<T> {
 #[derive(Debug)]
 pub(crate) struct LockGuard<'a> {
     lock: &'a RawSpinLock,
+    /// Whether dropping the guard releases the lock: `false` for a lock re-entered by
+    /// the forking thread, which keeps it until the fork's `parent` or `child` handler.
+    release: bool,
 }
 
 impl Drop for LockGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        // SAFETY: the guard exists only while its lock is held by this thread.
-        unsafe { self.lock.unlock() };
+        if self.release {
+            // SAFETY: a releasing guard exists only while its lock is held by this
+            // thread, which took it for the guard.
+            unsafe { self.lock.unlock() };
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 # A C program frees a 400 MiB peak of 4000-byte blocks, under LD_PRELOAD of slab-alloc:
 # its resident memory must come back within 10 % (at least 1 MiB) of the level before
 # the peak, polled for up to 5 s, while it keeps working in other size classes (decay
-# driven by operations), and, under SLAB_DECAY_THREAD=1, while it does nothing at all.
+# driven by operations), and, under SLAB_DECAY_THREAD=1, while it does nothing at all
+# (also after a 20 MB peak freed before the heap's first decay pass).
 #
 # Usage: slab-alloc/capi/tests/decay.sh [blocks]   (from anywhere; needs gcc)
 set -euo pipefail
@@ -22,4 +23,8 @@ gcc -O2 -o "$work/decay" slab-alloc/capi/tests/c/decay.c -lpthread
 
 LD_PRELOAD="$lib" "$work/decay" work "$blocks" || fail "memory not returned while working in other classes"
 SLAB_DECAY_THREAD=1 LD_PRELOAD="$lib" "$work/decay" idle "$blocks" || fail "memory not returned by the decay thread"
+# A small peak, allocated and freed before the heap's first decay pass was due (its
+# first 250 ms): the decay thread must be running all the same.
+SLAB_DECAY_THREAD=1 LD_PRELOAD="$lib" "$work/decay" idle 5000 ||
+    fail "memory of a peak freed in the first 250 ms not returned by the decay thread"
 echo "decay.sh: freed peaks returned"
