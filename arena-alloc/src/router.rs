@@ -54,7 +54,9 @@ fn record_spill(ptr: *mut u8, bytes: usize, account: SpillAccount) {
 /// beyond the hard cap ([`PoolConfig::spill_limit_bytes`](crate::PoolConfig::spill_limit_bytes),
 /// the process's safety net, by default 64 times the arena) does a routed allocation
 /// return null; an infallible one then aborts the process, as any allocation failure
-/// does in Rust.
+/// does in Rust. With feature `fail-over-budget`, for nightly builds whose allocation
+/// error hook panics, the first routed allocation past the arena fails instead, so the
+/// request unwinds there (see the crate docs, "Budgets").
 ///
 /// # Examples
 ///
@@ -97,9 +99,19 @@ impl<F: fmt::Debug> fmt::Debug for ArenaRouter<F> {
     }
 }
 
+/// Whether a spill that the hard cap refuses is made all the same, uncharged: with
+/// feature `fail-over-budget`, while the thread panics, so that what the panic allocates
+/// (its message, the panic hook's backtrace, destructors) does not fail again and abort
+/// the process. Without the feature the cap's null aborts the process anyway.
+#[inline]
+fn spill_past_the_cap() -> bool {
+    cfg!(feature = "fail-over-budget") && std::thread::panicking()
+}
+
 impl<F: GlobalAlloc> ArenaRouter<F> {
     /// Serves a routed request that does not fit the entered arena from `F`, charging
-    /// the lease.
+    /// the lease; with feature `fail-over-budget`, fails the first one of the lease
+    /// instead (the crate docs, "Budgets").
     ///
     /// # Safety
     /// - `layout` has a non-zero size (as `GlobalAlloc::alloc` requires).
@@ -107,9 +119,13 @@ impl<F: GlobalAlloc> ArenaRouter<F> {
     #[inline(never)]
     unsafe fn spill(&self, entered: Entered, layout: Layout, zeroed: bool) -> *mut u8 {
         let account = entered.account();
-        account.raise_over_budget();
+        let was_over_budget = account.raise_over_budget();
+        if cfg!(feature = "fail-over-budget") && !was_over_budget {
+            return ptr::null_mut();
+        }
         let size = layout.size();
-        if !account.charge(size) {
+        let charged = account.charge(size);
+        if !charged && !spill_past_the_cap() {
             return ptr::null_mut();
         }
         // SAFETY: forwarded from the caller.
@@ -120,10 +136,12 @@ impl<F: GlobalAlloc> ArenaRouter<F> {
                 self.fallback.alloc(layout)
             }
         };
-        if ptr.is_null() {
-            account.credit(account.generation(), size);
-        } else {
-            record_spill(ptr, size, account);
+        if charged {
+            if ptr.is_null() {
+                account.credit(account.generation(), size);
+            } else {
+                record_spill(ptr, size, account);
+            }
         }
         ptr
     }
@@ -145,15 +163,17 @@ impl<F: GlobalAlloc> ArenaRouter<F> {
     ) -> *mut u8 {
         let account = spill.account;
         let old = spill.bytes;
-        if new_size > old && !account.charge(new_size - old) {
+        let growth = new_size.saturating_sub(old);
+        let charged = growth == 0 || account.charge(growth);
+        if !charged && !spill_past_the_cap() {
             record_spill(ptr, old, account);
             return ptr::null_mut();
         }
         // SAFETY: forwarded from the caller; `F` made the block.
         let moved = unsafe { self.fallback.realloc(ptr, layout, new_size) };
         if moved.is_null() {
-            if new_size > old {
-                account.credit(spill.lease, new_size - old);
+            if growth > 0 && charged {
+                account.credit(spill.lease, growth);
             }
             record_spill(ptr, old, account);
             return moved;
@@ -161,7 +181,8 @@ impl<F: GlobalAlloc> ArenaRouter<F> {
         if new_size < old {
             account.credit(spill.lease, old - new_size);
         }
-        record_spill(moved, new_size, account);
+        // An uncharged growth stays uncharged: the block is credited as it was charged.
+        record_spill(moved, if charged { new_size } else { old }, account);
         moved
     }
 }
