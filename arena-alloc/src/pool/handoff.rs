@@ -131,6 +131,8 @@ struct Wakeups {
     /// The first panic of a waker (when panics are not contained), resumed once the pool
     /// is in order again.
     panic: Option<Box<dyn Any + Send>>,
+    /// The waker of a waiter that gave up, dropped after the lock (its drop is user code).
+    stale: Option<Waker>,
 }
 
 impl Wakeups {
@@ -142,6 +144,7 @@ impl Wakeups {
             defer_wakers: false,
             contain_panics: false,
             panic: None,
+            stale: None,
         }
     }
 
@@ -171,18 +174,26 @@ impl Wakeups {
             !self.defer_wakers || self.wakers.iter().all(Option::is_none),
             "a waker collected inside the allocator"
         );
-        for waker in &mut self.wakers {
-            if let Some(waker) = waker.take()
-                && let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| waker.wake()))
-                && !self.contain_panics
-            {
-                self.panic.get_or_insert(panic);
+        for index in 0..self.wakers.len() {
+            if let Some(waker) = self.wakers[index].take() {
+                self.wake_now(waker);
             }
         }
     }
 
-    /// Resumes the first panic of a waker, if one panicked.
-    fn finish(self) {
+    /// Calls `waker` now, keeping its panic (if any, and unless panics are contained) for
+    /// [`finish`](Self::finish).
+    fn wake_now(&mut self, waker: Waker) {
+        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| waker.wake()))
+            && !self.contain_panics
+        {
+            self.panic.get_or_insert(panic);
+        }
+    }
+
+    /// Drops a stale waker, then resumes the first panic of a waker, if one panicked.
+    fn finish(mut self) {
+        drop(self.stale.take());
         if let Some(panic) = self.panic {
             std::panic::resume_unwind(panic);
         }
@@ -205,6 +216,9 @@ impl PoolCore {
 
     /// Drops the lock taken by [`lock_counted`](Self::lock_counted), leaves the count
     /// (settling flagged arenas as the last holder out), and wakes whom it served.
+    ///
+    /// Between the two no user code runs (wakers are cloned before, and called or dropped
+    /// after, or under `catch_unwind`), so a thread never unwinds while counted.
     fn unlock(&self, queue: MutexGuard<'_, Queue>, mut wakeups: Wakeups) {
         drop(queue);
         let before = self.handoff.fetch_sub(HOLDER, Ordering::SeqCst);
@@ -343,6 +357,9 @@ impl PoolCore {
             return Ok(index);
         }
         outside_arena(|| {
+            // Cloning a waker runs user code: not under the lock, where a panic would
+            // leave this thread counted as a holder for ever.
+            let mut fresh = Some(cx.waker().clone());
             let mut wakeups = Wakeups::new();
             let mut queue = self.lock_counted();
             let ticket = match ticket {
@@ -372,15 +389,20 @@ impl PoolCore {
                     Ok(index)
                 }
                 None => {
-                    waiter.waker = match own_waker.take() {
-                        Some(waker) if waker.will_wake(cx.waker()) => Some(waker),
-                        _ => Some(cx.waker().clone()),
-                    };
+                    // The waker that is not kept is dropped after the lock.
+                    waiter.waker = Some(match own_waker.take() {
+                        Some(waker) if waker.will_wake(cx.waker()) => waker,
+                        old => {
+                            own_waker = old;
+                            fresh.take().expect("cloned above")
+                        }
+                    });
                     Err(ticket)
                 }
             };
             self.unlock(queue, wakeups);
             drop(own_waker);
+            drop(fresh);
             result
         })
     }
@@ -433,6 +455,7 @@ impl PoolCore {
             if let Some(index) = waiter.granted {
                 self.hand_on(queue, index, wakeups);
             }
+            wakeups.stale = waiter.waker;
             // The servant may have nothing left to serve: let it see that and stop.
             wakeups.servant.clone_from(&queue.servant);
         }
@@ -473,7 +496,8 @@ impl PoolCore {
         if let Some(waker) = waiter.waker.take() {
             match wakeups.wakers.iter_mut().find(|slot| slot.is_none()) {
                 Some(slot) => *slot = Some(waker),
-                None => waker.wake(),
+                // Under the lock, so a panic is kept for after it (see `unlock`).
+                None => wakeups.wake_now(waker),
             }
         }
     }
