@@ -414,6 +414,9 @@ impl PoolCore {
             let mut wakeups = Wakeups::new();
             let mut queue = self.lock_counted();
             self.give_up(&mut queue, ticket, &mut wakeups);
+            // Like every holder, hand on what is flagged (not needed for correctness:
+            // the last holder out does, but it spares the freeing thread a retry).
+            self.settle(&mut queue, &mut wakeups);
             self.unlock(queue, wakeups);
         });
     }

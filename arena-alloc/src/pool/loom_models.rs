@@ -188,3 +188,40 @@ fn two_blocking_waiters_and_a_release() {
         assert_eq!(pool.stats().free, 1);
     });
 }
+
+/// The hand-off word with a holder that is not a waiter: a blocking waiter wants both
+/// arenas of a pool, one coming back from a release (which takes the lock, counted) and
+/// the other from the recycling free (which finds that holder counted, or nobody). The
+/// waiter gets both, and both end up free.
+#[test]
+fn blocking_waiter_against_a_release_and_the_recycling_free() {
+    loom::model(|| {
+        let pool = Arc::new(
+            ArenaPool::with_source(HeapPages, PoolConfig::new(2, 64 << 10).warm_bytes(0)).unwrap(),
+        );
+        // Arena 0 quarantined (one routed allocation out), arena 1 leased.
+        let quarantined = pool.core.try_acquire().expect("two arenas are free");
+        pool.core.lease(quarantined).local_live.set(1);
+        let leased = pool.core.try_acquire().expect("one arena is free");
+        let _ = pool.core.lease(leased);
+        pool.core.release(quarantined);
+        let releaser = {
+            let pool = Arc::clone(&pool);
+            loom::thread::spawn(move || pool.core.release(leased))
+        };
+        let freer = {
+            let pool = Arc::clone(&pool);
+            loom::thread::spawn(move || {
+                pool.core.slots[quarantined as usize].remote_free(&pool.core);
+            })
+        };
+        let first = pool.core.acquire_until(None).expect("no deadline");
+        let second = pool.core.acquire_until(None).expect("no deadline");
+        assert_ne!(first, second);
+        releaser.join().unwrap();
+        freer.join().unwrap();
+        pool.core.release(first);
+        pool.core.release(second);
+        assert_eq!(pool.stats().free, 2);
+    });
+}
