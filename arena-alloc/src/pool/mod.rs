@@ -79,6 +79,7 @@ use crate::stats::PoolStats;
 use crate::sync::{AtomicBool, AtomicIsize, AtomicU8, AtomicU64, AtomicUsize, Mutex};
 use handoff::Queue;
 use slot::{FREE, LEASED, QUARANTINED, Slot};
+
 /// Sizes and policies of an [`ArenaPool`].
 ///
 /// # Examples
