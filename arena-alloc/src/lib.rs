@@ -29,8 +29,11 @@ pub use checkpoint::{Checkpoint, CheckpointError};
 pub use chunks::AllocatedChunks;
 pub use config::ArenaConfig;
 pub use pin_scope::{PinScope, PinnedBox};
-pub use pool::{AcquireFuture, ArenaPool, PoolConfig, PoolError, PooledArena, SlotPages};
-pub use router::{ArenaGuard, ArenaRouter, MAX_POOLS, in_arena, outside_arena};
+pub use pool::{
+    AcquireFuture, ArenaGuard, ArenaPool, MAX_POOLS, PoolConfig, PoolError, PooledArena, SlotPages,
+    in_arena, outside_arena,
+};
+pub use router::ArenaRouter;
 pub use stats::{ArenaStats, PoolStats};
 pub use string::ArenaString;
 pub use try_with::AllocOrInitError;

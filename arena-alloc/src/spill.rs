@@ -3,7 +3,7 @@
 //!
 //! A spilled block is memory of the router's fallback allocator, so its address says
 //! nothing about the arena it was charged to. Blocks of at least [`TRACKED_MIN_BYTES`]
-//! are therefore recorded here, by address, with their slot, the lease they were charged
+//! are therefore recorded here, by address, with their spill account, the lease they were charged
 //! to and their size; a free of a fallback block that large looks it up (only while the
 //! table holds anything) and credits the lease if it is still the slot's current one.
 //! Smaller spills are not recorded: they stay charged until the lease ends, which bounds
@@ -16,13 +16,13 @@
 //! published by a `Release` store of its address; a free takes it back with a
 //! compare-and-swap of the address to 0, reads the fields (written before the publish it
 //! acquired) and releases the claim. A block is freed once, so at most one thread takes
-//! an entry back. The table holds only integers and pointers to slots of `'static`
-//! pools, which live for the rest of the process.
+//! an entry back. The table holds only integers and spill accounts of slots of
+//! `'static` pools, which live for the rest of the process.
 
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
-use crate::pool::Slot;
+use crate::pool::SpillAccount;
 
 /// Spills of at least this many bytes are recorded, and credited when freed.
 pub(crate) const TRACKED_MIN_BYTES: usize = 4096;
@@ -34,7 +34,8 @@ struct Entry {
     claimed: AtomicBool,
     /// The block's address, or 0 while the entry is free or being filled.
     address: AtomicUsize,
-    slot: AtomicPtr<Slot>,
+    /// The spill account charged, as [`SpillAccount::into_raw`] keeps it.
+    account: AtomicPtr<()>,
     lease: AtomicU64,
     bytes: AtomicUsize,
 }
@@ -43,7 +44,7 @@ static TABLE: [Entry; ENTRIES] = [const {
     Entry {
         claimed: AtomicBool::new(false),
         address: AtomicUsize::new(0),
-        slot: AtomicPtr::new(ptr::null_mut()),
+        account: AtomicPtr::new(ptr::null_mut()),
         lease: AtomicU64::new(0),
         bytes: AtomicUsize::new(0),
     }
@@ -54,15 +55,15 @@ static PUBLISHED: AtomicUsize = AtomicUsize::new(0);
 
 /// A recorded spill taken back from the table.
 pub(crate) struct Spill {
-    pub(crate) slot: &'static Slot,
+    pub(crate) account: SpillAccount,
     pub(crate) lease: u64,
     pub(crate) bytes: usize,
 }
 
-/// Records the live spill `address` of `bytes` charged to `slot`'s lease `lease`.
+/// Records the live spill `address` of `bytes` charged to `account`'s lease `lease`.
 /// Returns `false` when the table is full (the spill then stays charged until the lease
 /// ends).
-pub(crate) fn record(address: usize, bytes: usize, slot: &'static Slot, lease: u64) -> bool {
+pub(crate) fn record(address: usize, bytes: usize, account: SpillAccount, lease: u64) -> bool {
     for entry in &TABLE {
         if entry.claimed.load(Ordering::Relaxed)
             || entry
@@ -72,9 +73,7 @@ pub(crate) fn record(address: usize, bytes: usize, slot: &'static Slot, lease: u
         {
             continue;
         }
-        entry
-            .slot
-            .store(ptr::from_ref(slot).cast_mut(), Ordering::Relaxed);
+        entry.account.store(account.into_raw(), Ordering::Relaxed);
         entry.lease.store(lease, Ordering::Relaxed);
         entry.bytes.store(bytes, Ordering::Relaxed);
         PUBLISHED.fetch_add(1, Ordering::Release);
@@ -107,11 +106,11 @@ fn take_slow(address: usize) -> Option<Spill> {
         {
             continue;
         }
-        let slot = entry.slot.load(Ordering::Relaxed);
+        let account = entry.account.load(Ordering::Relaxed);
         let spill = Spill {
-            // SAFETY: recorded from a `&'static Slot` (slots of registered pools, which
-            // are never dropped), published before the address this thread acquired.
-            slot: unsafe { &*slot },
+            // SAFETY: recorded by `SpillAccount::into_raw`, published before the address
+            // this thread acquired.
+            account: unsafe { SpillAccount::from_raw(account) },
             lease: entry.lease.load(Ordering::Relaxed),
             bytes: entry.bytes.load(Ordering::Relaxed),
         };

@@ -5,6 +5,16 @@
 //!
 //! The models drive the pool's own code (the primitives are loom's through
 //! `crate::sync`); a lost wake-up shows up as a deadlock, which loom reports.
+//!
+//! The two models of a waiter against the free that recycles the arena reported a
+//! deadlock against the earlier hand-off (a flag written with a plain `store`, cleared
+//! with `swap`, and a `try_lock` whose failure was argued through `SeqCst` fences). Its
+//! trace was an artefact of loom's model, not a lost wake-up: the waiter's `swap(false)`
+//! read the flag's initial value, yet the freeing thread's later `store(true)` was placed
+//! before that swap in modification order, so the freeing thread read `false` back after
+//! its own store, which C++ forbids (a read-modify-write reads the last value before it).
+//! The hand-off now changes its word only by read-modify-writes, and never reasons about
+//! a failed `try_lock` (see `handoff.rs`), so it is correct in loom's model as well.
 
 use core::pin::pin;
 use core::task::{Context, Poll, Waker};
@@ -38,7 +48,6 @@ fn last_remote_free(pool: &ArenaPool<HeapPages>) {
 /// Item 3 of the soundness issue: a blocking waiter and the routed free that recycles the
 /// arena. The waiter must get it (a lost wake-up is a deadlock).
 #[test]
-#[ignore = "loom reports a deadlock here: a free that finds the lock taken relies on its failed try_lock reading the lock word before the holder's unlock (with SeqCst fences on both sides, C++20 then makes one of them see the other); loom does not model the mutex word as an atomic, so this is not proved yet"]
 fn blocking_acquire_against_the_recycling_free() {
     loom::model(|| {
         let pool = one_arena_pool();
@@ -82,7 +91,6 @@ impl Wake for Recorder {
 /// pool (so with the servant thread). The waiter is woken, and never from inside the
 /// free.
 #[test]
-#[ignore = "loom reports a deadlock here: a free that finds the lock taken relies on its failed try_lock reading the lock word before the holder's unlock (with SeqCst fences on both sides, C++20 then makes one of them see the other); loom does not model the mutex word as an atomic, so this is not proved yet"]
 fn async_acquire_against_the_recycling_free_wakes_outside_it() {
     loom::model(|| {
         let pool = one_arena_pool();
@@ -122,7 +130,7 @@ fn async_acquire_against_the_recycling_free_wakes_outside_it() {
         assert_eq!(pool.stats().free, 1);
         // The servant borrows the pool as if it were registered (`'static`): wait for it
         // to stop before the pool goes.
-        while super::lock(&pool.core.queue).servant.is_some() {
+        while pool.core.queue.lock().unwrap().has_servant() {
             loom::thread::yield_now();
         }
     });
@@ -178,5 +186,42 @@ fn two_blocking_waiters_and_a_release() {
         waiter.join().unwrap();
         releaser.join().unwrap();
         assert_eq!(pool.stats().free, 1);
+    });
+}
+
+/// The hand-off word with a holder that is not a waiter: a blocking waiter wants both
+/// arenas of a pool, one coming back from a release (which takes the lock, counted) and
+/// the other from the recycling free (which finds that holder counted, or nobody). The
+/// waiter gets both, and both end up free.
+#[test]
+fn blocking_waiter_against_a_release_and_the_recycling_free() {
+    loom::model(|| {
+        let pool = Arc::new(
+            ArenaPool::with_source(HeapPages, PoolConfig::new(2, 64 << 10).warm_bytes(0)).unwrap(),
+        );
+        // Arena 0 quarantined (one routed allocation out), arena 1 leased.
+        let quarantined = pool.core.try_acquire().expect("two arenas are free");
+        pool.core.lease(quarantined).local_live.set(1);
+        let leased = pool.core.try_acquire().expect("one arena is free");
+        let _ = pool.core.lease(leased);
+        pool.core.release(quarantined);
+        let releaser = {
+            let pool = Arc::clone(&pool);
+            loom::thread::spawn(move || pool.core.release(leased))
+        };
+        let freer = {
+            let pool = Arc::clone(&pool);
+            loom::thread::spawn(move || {
+                pool.core.slots[quarantined as usize].remote_free(&pool.core);
+            })
+        };
+        let first = pool.core.acquire_until(None).expect("no deadline");
+        let second = pool.core.acquire_until(None).expect("no deadline");
+        assert_ne!(first, second);
+        releaser.join().unwrap();
+        freer.join().unwrap();
+        pool.core.release(first);
+        pool.core.release(second);
+        assert_eq!(pool.stats().free, 2);
     });
 }
