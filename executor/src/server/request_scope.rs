@@ -354,12 +354,24 @@ fn call_in_arena<H: Handler>(
 /// drops them once it has written the head, where a panic would take the connection
 /// down with the response unsent. The one extension hyper reads from a response, its
 /// reason phrase, is kept.
+///
+/// A destructor that panics ends the map's clearing: the values it had not reached
+/// yet, in an order set by their `TypeId`s, are forgotten, not dropped (hashbrown's
+/// `clear`), and `http::Extensions` has no way to drop them one at a time. So the
+/// reason phrase is taken out of the map before any of the handler's destructors
+/// runs: left in it, its box (allocated in the arena when the handler inserted it)
+/// was forgotten whenever a panicking extension came first, and kept the arena
+/// quarantined for good. Another extension of the handler's that a panicking one
+/// comes before is forgotten all the same, as any value is that a panicking
+/// destructor leaves behind in a `HashMap` the handler owns.
 fn contain_extensions<B>(response: &mut Response<B>, lease: Option<&PooledArena<'static>>) {
     if response.extensions().is_empty() {
         return;
     }
     let mut extensions = std::mem::take(response.extensions_mut());
-    let reason = extensions.get::<hyper::ext::ReasonPhrase>().cloned();
+    // Moved out (its box freed into the arena), before any destructor of the
+    // handler's runs; hyper's own type, whose destructor does not panic.
+    let reason = extensions.remove::<hyper::ext::ReasonPhrase>();
     // Emptied first: a panic while the map drops its values would leak its table (an
     // allocation in the arena, keeping it quarantined for good), where a panic while
     // it is cleared leaves the table to the map, freed below.

@@ -368,3 +368,127 @@ fn a_response_extension_that_panics_on_drop_does_not_cut_the_connection() {
     );
     assert_eq!(count(&received, "HTTP/1.1 200"), 2, "{text}");
 }
+
+/// A response extension whose destructor panics, one type for each `N`. It holds no
+/// data, so a map that forgets one leaks no memory.
+#[derive(Clone)]
+struct NumberedExtensionPanicsOnDrop<const N: usize>;
+
+impl<const N: usize> Drop for NumberedExtensionPanicsOnDrop<N> {
+    fn drop(&mut self) {
+        panic!("response extension {N} panics on drop on purpose");
+    }
+}
+
+fn insert_panicking<const N: usize>(extensions: &mut http::Extensions) {
+    extensions.insert(NumberedExtensionPanicsOnDrop::<N>);
+}
+
+/// Panicking extensions of sixteen types, for a handler to insert one by one.
+const PANICKING_EXTENSIONS: [fn(&mut http::Extensions); 16] = [
+    insert_panicking::<0>,
+    insert_panicking::<1>,
+    insert_panicking::<2>,
+    insert_panicking::<3>,
+    insert_panicking::<4>,
+    insert_panicking::<5>,
+    insert_panicking::<6>,
+    insert_panicking::<7>,
+    insert_panicking::<8>,
+    insert_panicking::<9>,
+    insert_panicking::<10>,
+    insert_panicking::<11>,
+    insert_panicking::<12>,
+    insert_panicking::<13>,
+    insert_panicking::<14>,
+    insert_panicking::<15>,
+];
+
+/// Whether clearing `extensions` meets a panicking destructor before it reaches the
+/// reason phrase: `Debug` lists the values in the map's order, which is the order its
+/// `clear` drops them in.
+fn reason_phrase_behind_a_panic(extensions: &http::Extensions) -> bool {
+    let listed = format!("{extensions:?}");
+    match (
+        listed.find("NumberedExtensionPanicsOnDrop"),
+        listed.find("ReasonPhrase"),
+    ) {
+        (Some(panicking), Some(reason)) => panicking < reason,
+        _ => false,
+    }
+}
+
+#[test]
+fn a_reason_phrase_behind_an_extension_that_panics_on_drop_is_freed() {
+    // A map's `clear` stops at a destructor that panics and forgets the values it has
+    // not reached. Their order is the `TypeId`s', which each build sets, so the handler
+    // adds panicking extensions until one comes before its reason phrase: whatever the
+    // build, the reason phrase's box (in the request's arena) is behind a panic.
+    let server = start_with(
+        builder(),
+        |request: http::Request<executor::RequestBody>| async move {
+            if request.uri().path() != "/reason" {
+                return routes(request).await;
+            }
+            let mut response = text(StatusCode::OK, "reasoned");
+            let extensions = response.extensions_mut();
+            extensions.insert(hyper::ext::ReasonPhrase::from_static(b"Behind A Panic"));
+            for insert in PANICKING_EXTENSIONS {
+                insert(extensions);
+                if reason_phrase_behind_a_panic(extensions) {
+                    return response;
+                }
+            }
+            let extensions = std::mem::take(response.extensions_mut());
+            let mut refusal = text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no panicking extension came before the reason phrase",
+            );
+            *refusal.extensions_mut() = extensions;
+            refusal
+        },
+    );
+    let mut stream = raw(server.address);
+    std::io::Write::write_all(
+        &mut stream,
+        b"GET /reason HTTP/1.1\r\nhost: t\r\n\r\n\
+          GET /hello HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut received = Vec::new();
+    let ended = read_until(&mut stream, &mut received, CLIENT_TIMEOUT, |_| false);
+    let text = String::from_utf8_lossy(&received);
+    assert_eq!(ended, Ended::Closed);
+    assert!(
+        text.starts_with("HTTP/1.1 200 Behind A Panic") && text.contains("reasoned"),
+        "{text}"
+    );
+    assert_eq!(count(&received, "HTTP/1.1 200"), 2, "{text}");
+    // Dropping the server checks that the request's arena went back to the pool: the
+    // reason phrase's box was freed, not forgotten with the extensions behind the panic.
+}
+
+/// A worker that dies hands its work to the others: a task sleeping on its timers is
+/// woken to register again elsewhere and finishes on the live worker, and work spawned
+/// on the dead worker afterwards runs there too.
+#[test]
+fn a_dead_workers_sleeping_task_finishes_on_the_other_worker() {
+    let runtime = std::sync::Arc::new(executor::Runtime::builder().workers(2).build().unwrap());
+    // Registered with worker 0's timers, due long after worker 0 dies.
+    let sleeper = runtime.spawn_on(0, async {
+        executor::sleep(Duration::from_millis(200)).await;
+        executor::current_worker().unwrap()
+    });
+    // Worker 0 dies 10 ms from now.
+    runtime.block_on(arm_a_panicking_waker());
+    let outcome = bounded(move || client_runtime().block_on(sleeper));
+    let finished_on = outcome.expect("the sleeping task was lost with its worker");
+    assert_eq!(finished_on.unwrap(), 1);
+    let running = std::sync::Arc::clone(&runtime);
+    let later = bounded(move || running.block_on(async { executor::current_worker().unwrap() }));
+    assert_eq!(
+        later,
+        Some(1),
+        "block_on after the death runs on the live worker"
+    );
+}
