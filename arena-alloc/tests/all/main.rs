@@ -30,3 +30,4 @@ mod spill_cap_counts_live_bytes;
 mod stale_checkpoint_after_rewind;
 mod waiters_and_routed_frees;
 mod with_capacity;
+mod zero_sized_requests_need_no_memory;
