@@ -31,5 +31,6 @@ mod spill_cap_counts_live_bytes;
 mod stale_checkpoint_after_rewind;
 mod user_code_allocating_in_the_same_arena;
 mod waiters_and_routed_frees;
+mod waiters_of_every_kind_in_one_queue;
 mod with_capacity;
 mod zero_sized_requests_need_no_memory;
