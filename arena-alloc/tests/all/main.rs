@@ -18,6 +18,7 @@ mod grow_in_place;
 mod limit_at_run_time;
 mod limit_overrun_by_alignment_padding;
 mod limits;
+mod many_wakers_owed_by_routed_frees;
 mod model;
 #[cfg(feature = "nightly")]
 mod nightly_allocator;
