@@ -126,3 +126,11 @@ fn acquire_timeout_of_zero_one_nanosecond_and_duration_max() {
     assert!(pool.acquire_timeout(Duration::ZERO).is_some());
     assert_eq!((pool.stats().free, pool.stats().waiting), (1, 0));
 }
+
+#[test]
+#[ignore = "ArenaPool::new aborts the process: the slot table of a pool whose reservation succeeds (MAP_NORESERVE) is collected with an infallible allocation, and 2^30 slots need hundreds of GiB (src/pool.rs, new_outside)"]
+fn a_pool_of_more_arenas_than_memory_can_describe_is_an_error() {
+    // 2^30 arenas of one page: 4 TiB of address space, which the OS reserves, but a slot
+    // table far beyond this machine's memory.
+    assert!(ArenaPool::new(PoolConfig::new(1 << 30, 4096)).is_err());
+}
