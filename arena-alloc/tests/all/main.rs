@@ -33,5 +33,6 @@ mod stale_checkpoint_after_rewind;
 mod user_code_allocating_in_the_same_arena;
 mod waiters_and_routed_frees;
 mod waiters_of_every_kind_in_one_queue;
+mod wakers_dropped_under_the_pool_lock;
 mod with_capacity;
 mod zero_sized_requests_need_no_memory;
