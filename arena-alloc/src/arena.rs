@@ -158,9 +158,8 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     /// An empty arena over `source`. No memory is reserved until the first allocation.
     pub fn with_source(source: S, config: ArenaConfig) -> Self {
         let () = Self::MIN_ALIGN_OK;
-        // Aligned to `MIN_ALIGN`, so zero-size requests on the fast path are aligned too.
-        let dangling = NonNull::new(ptr::without_provenance_mut::<u8>(MIN_ALIGN))
-            .unwrap_or(NonNull::dangling());
+        // Aligned to `MIN_ALIGN`, as the bump pointer always is.
+        let dangling = dangling_aligned(MIN_ALIGN);
         Arena {
             ptr: Cell::new(dangling),
             end: Cell::new(dangling.addr().get()),
@@ -229,12 +228,21 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
         }
     }
 
-    /// Allocates memory for `layout`; its contents are unspecified.
+    /// Allocates memory for `layout`; its contents are unspecified. A zero-sized
+    /// layout takes no memory and always succeeds, whatever its alignment and the limit.
     ///
     /// # Errors
     /// The allocation limit would be exceeded, or the page source is exhausted.
     #[inline(always)]
     pub fn try_alloc_layout(&self, layout: Layout) -> Result<NonNull<u8>, AllocError> {
+        if layout.size() == 0 {
+            // No memory is needed, so nothing is charged, padded, reserved or committed:
+            // any non-null address with the alignment will do (a check the compiler
+            // removes for the constant layouts of typed requests). Freeing or resizing
+            // it is sound: it is the latest allocation only if its address is the bump
+            // pointer's, and then growing it bumps from there.
+            return Ok(dangling_aligned(layout.align().max(MIN_ALIGN)));
+        }
         match self.try_bump(layout) {
             Some(ptr) => Ok(ptr),
             None => self.alloc_slow(layout),
@@ -1206,6 +1214,13 @@ impl<S: PageSource + fmt::Debug, const MIN_ALIGN: usize> fmt::Debug for Arena<S,
             .field("stats", &self.stats())
             .finish()
     }
+}
+
+/// A non-null pointer without provenance at the address `align`, a power of two: a valid
+/// zero-sized block of that alignment.
+#[inline]
+fn dangling_aligned(align: usize) -> NonNull<u8> {
+    NonNull::dangling().with_addr(NonZeroUsize::new(align).unwrap_or(NonZeroUsize::MIN))
 }
 
 /// An address inside or one past a chunk as a `NonZeroUsize`.

@@ -63,7 +63,9 @@ impl Chunk {
     ) -> Option<Chunk> {
         let page = source.page_size();
         let reserved = round_up(reserve.max(HEADER_BYTES), page)?;
-        let committed = round_up(commit.max(HEADER_BYTES), page)?.min(reserved);
+        // Clamped before rounding: a step past the last page (`usize::MAX`: "commit
+        // whole chunks") commits the whole reservation instead of overflowing.
+        let committed = round_up(commit.max(HEADER_BYTES).min(reserved), page)?;
         let base = if committed == reserved {
             source.reserve_committed(reserved, page).ok()?
         } else {
