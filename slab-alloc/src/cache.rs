@@ -124,6 +124,20 @@ const DEPOT_FLOOR: usize = 4;
 pub const DECAY_INTERVAL: Duration = Duration::from_millis(250);
 /// Locked operations of a cache between two looks at the clock (a vDSO call).
 const CLOCK_EVENTS: u32 = 64;
+/// Magazine hits of one thread on one cache between two looks at the clock from the
+/// fast paths (a power of two). Locked operations look at the clock themselves (every
+/// [`CLOCK_EVENTS`]); without this, a program whose work is all served by its magazines
+/// would never run a decay pass, and a peak it freed earlier would stay resident.
+const HITS_PER_CLOCK: u32 = 4096;
+
+/// Whether the hit count in a [`Slot::counts`] word has just reached a multiple of
+/// [`HITS_PER_CLOCK`]: an AND and a branch almost never taken on the fast paths (each
+/// hit adds one, so no multiple is skipped).
+#[inline(always)]
+fn hits_reach_clock(counts: u64) -> bool {
+    ((counts >> 32) as u32) & (HITS_PER_CLOCK - 1) == 0
+}
+
 /// Locked operations per window of the contention measure.
 pub(crate) const CONTENTION_WINDOW: u32 = 256;
 /// Contended locked operations in a window (about 3 %) that make the magazines grow.
@@ -396,7 +410,8 @@ impl<S: PageSource> CacheCore<S> {
     #[inline(always)]
     fn alloc_fast(&self, id: u32, link_offset: usize) -> Option<NonNull<u8>> {
         debug_assert!(id == self.header.fast_id && link_offset == self.header.link_offset);
-        with_magazines(|magazines| {
+        let mut clock_due = false;
+        let object = with_magazines(|magazines| {
             let slot = magazines.slot(id);
             // SAFETY: the calling thread owns the slot.
             let head = NonNull::new(unsafe { slot.owner_loaded() })?;
@@ -409,10 +424,16 @@ impl<S: PageSource> CacheCore<S> {
                 slot.owner_set_loaded(next);
                 let counts = slot.owner_counts();
                 debug_assert!(loaded_count(counts) > 0, "a loaded magazine counted empty");
-                slot.owner_set_counts(counts.wrapping_add(ALLOC_HIT));
+                let counts = counts.wrapping_add(ALLOC_HIT);
+                slot.owner_set_counts(counts);
+                clock_due = hits_reach_clock(counts);
             }
             Some(head)
-        })
+        });
+        if clock_due {
+            self.clock_from_magazines();
+        }
+        object
         // The slot of `NO_ID` is always empty, so no id test is needed above (caches
         // without magazines, and those with an overflow id, go to the slow path).
     }
@@ -519,6 +540,7 @@ impl<S: PageSource> CacheCore<S> {
         unsafe {
             slab::debug_mark(object, &self.header, &self.geometry, false)
         };
+        let mut clock_due = false;
         let done = with_magazines(|magazines| {
             let slot = magazines.slot(id);
             // SAFETY: the calling thread owns the slot.
@@ -535,10 +557,15 @@ impl<S: PageSource> CacheCore<S> {
                     .cast::<*mut u8>()
                     .write(slot.owner_loaded());
                 slot.owner_set_loaded(object.as_ptr());
-                slot.owner_set_counts(counts.wrapping_add(FREE_HIT));
+                let counts = counts.wrapping_add(FREE_HIT);
+                slot.owner_set_counts(counts);
+                clock_due = hits_reach_clock(counts);
             }
             true
         });
+        if clock_due {
+            self.clock_from_magazines();
+        }
         if !done {
             // SAFETY: forwarded from the caller (the slot of `NO_ID` has capacity 0, so
             // nothing was pushed above for a cache without magazines).
@@ -878,6 +905,17 @@ impl<S: PageSource> CacheCore<S> {
         // SAFETY: siblings live as long as this core (`set_siblings`); `siblings` is
         // this core itself for a lone cache.
         unsafe { &*self.siblings }
+    }
+
+    /// The clock look of a thread whose operations on this cache hit its magazines (see
+    /// [`hits_reach_clock`]): asks for a decay pass if one is due and runs it, so that a
+    /// freed peak goes back while a program works from its magazines alone. Called with
+    /// no lock held and no magazine borrowed.
+    #[cold]
+    #[inline(never)]
+    fn clock_from_magazines(&self) {
+        self.request_decay_if_due(Instant::now());
+        self.decay_if_requested();
     }
 
     /// Asks for a decay pass if one is due at `now` (only one caller per interval wins).

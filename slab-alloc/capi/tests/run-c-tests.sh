@@ -49,11 +49,8 @@ compare() {
     printf 'run-c-tests.sh: %s ok (%d run(s), same output as glibc)\n' "$name" "$runs"
 }
 
-# Not in the list yet: decay_after_peak_with_cached_work (a freed peak stays resident
-# while the program's later work never leaves the per-thread magazines: decay passes
-# are started only by locked operations). Add it once the fast path drives decay.
 for program in malloc_family malloc_family_size_edges glibc_extensions fork_from_threads \
-    fork_handlers_that_allocate fork_vfork_spawn thread_exit_handoff; do
+    fork_handlers_that_allocate fork_vfork_spawn thread_exit_handoff decay_after_peak_with_cached_work; do
     build "$program"
 done
 compare malloc_family 1
@@ -63,4 +60,5 @@ compare fork_from_threads "$fork_runs"
 compare fork_handlers_that_allocate 1
 compare fork_vfork_spawn 1
 compare thread_exit_handoff 1
+compare decay_after_peak_with_cached_work 1
 echo "run-c-tests.sh: every C program behaved under LD_PRELOAD as under glibc"

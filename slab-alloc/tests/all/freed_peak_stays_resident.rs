@@ -159,8 +159,7 @@ fn work_one_block_at_a_time(heap: &SlabHeap) {
 }
 
 #[test]
-#[ignore = "decay passes are started only by locked operations: work that stays in the \
-            magazines (allocate/free pairs) drives none, so the peak stays"]
+#[cfg_attr(miri, ignore = "seconds of waiting")]
 fn a_freed_peak_goes_back_while_the_program_works_one_block_at_a_time() {
     let heap = SlabHeap::new();
     let warm_until = Instant::now() + Duration::from_millis(100);
