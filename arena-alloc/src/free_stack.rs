@@ -22,15 +22,25 @@ const INDEX_MASK: u64 = u32::MAX as u64;
 
 impl FreeStack {
     /// A stack holding every index of `0..capacity`, lowest on top.
+    #[cfg(test)]
     pub(crate) fn full(capacity: u32) -> Self {
+        Self::try_full(capacity).expect("a small table")
+    }
+
+    /// A stack holding every index of `0..capacity`, lowest on top; `None` when its table
+    /// cannot be allocated (it takes four bytes an index).
+    pub(crate) fn try_full(capacity: u32) -> Option<Self> {
+        let mut next = Vec::new();
+        next.try_reserve_exact(capacity as usize).ok()?;
+        next.extend((0..capacity).map(|_| AtomicU32::new(0)));
         let stack = FreeStack {
             head: AtomicU64::new(0),
-            next: (0..capacity).map(|_| AtomicU32::new(0)).collect(),
+            next: next.into_boxed_slice(),
         };
         for index in (0..capacity).rev() {
             stack.push(index);
         }
-        stack
+        Some(stack)
     }
 
     /// Pushes `index`, which must not be on the stack.

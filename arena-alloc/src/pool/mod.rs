@@ -166,6 +166,9 @@ pub enum PoolError {
     Reserve(mmap_alloc::Error),
     /// The router's registry of pools is full.
     RegistryFull,
+    /// The pool's table of its arenas could not be allocated (too many arenas for the
+    /// memory available).
+    OutOfMemory,
 }
 
 impl fmt::Display for PoolError {
@@ -176,6 +179,7 @@ impl fmt::Display for PoolError {
             PoolError::RegistryFull => {
                 write!(f, "the router's registry of {} pools is full", MAX_POOLS)
             }
+            PoolError::OutOfMemory => f.write_str("out of memory for the pool's table of arenas"),
         }
     }
 }
@@ -255,7 +259,9 @@ impl ArenaPool {
     /// memory until used) from the OS and splits it into arenas.
     ///
     /// # Errors
-    /// An invalid configuration; the reservation fails.
+    /// [`PoolError::InvalidConfig`] for an invalid configuration, [`PoolError::Reserve`]
+    /// when the reservation fails, [`PoolError::OutOfMemory`] when the table of the
+    /// arenas cannot be allocated.
     pub fn new(config: PoolConfig) -> Result<ArenaPool, PoolError> {
         ArenaPool::with_source(DefaultPages::default(), config)
     }
@@ -266,7 +272,9 @@ impl<P: PageSource + Send + Sync + 'static> ArenaPool<P> {
     /// commits and decommits go to `source` too.
     ///
     /// # Errors
-    /// An invalid configuration; the reservation fails.
+    /// [`PoolError::InvalidConfig`] for an invalid configuration, [`PoolError::Reserve`]
+    /// when the reservation fails, [`PoolError::OutOfMemory`] when the table of the
+    /// arenas cannot be allocated.
     ///
     /// # Examples
     ///
@@ -298,6 +306,14 @@ impl<P: PageSource + Send + Sync + 'static> ArenaPool<P> {
         let reserved_bytes = stride
             .checked_mul(config.arenas)
             .ok_or(PoolError::InvalidConfig)?;
+        // The tables are allocated fallibly, and before the reservation (which then never
+        // needs giving back): a pool of many small arenas may be reservable (address
+        // space) while its tables exceed the memory.
+        let mut slots = Vec::new();
+        slots
+            .try_reserve_exact(config.arenas)
+            .map_err(|_| PoolError::OutOfMemory)?;
+        let free = FreeStack::try_full(count).ok_or(PoolError::OutOfMemory)?;
         let base = source
             .reserve(reserved_bytes, page)
             .map_err(PoolError::Reserve)?;
@@ -309,30 +325,29 @@ impl<P: PageSource + Send + Sync + 'static> ArenaPool<P> {
             .oversize_bytes(usize::MAX)
             .warm_bytes(config.warm_bytes)
             .decommit(config.decommit);
-        let slots = (0..config.arenas)
-            .map(|index| Slot {
-                arena: UnsafeCell::new(Arena::with_source(
-                    SlotPages {
-                        // SAFETY: `index * stride < reserved_bytes`: inside the
-                        // reservation.
-                        base: unsafe { base.add(index * stride) },
-                        len: arena_bytes,
-                        taken: AtomicBool::new(false),
-                        committed: AtomicUsize::new(0),
-                        page_size: page,
-                        source: shared.clone(),
-                    },
-                    arena_config,
-                )),
-                local_live: Cell::new(0),
-                remote_frees: AtomicIsize::new(0),
-                spill_account: AtomicU64::new(0),
-                over_budget: AtomicBool::new(false),
-                spill_limit_bytes: config.spill_limit_bytes,
-                state: AtomicU8::new(FREE),
-                protected_bytes: AtomicUsize::new(0),
-            })
-            .collect::<Box<[Slot]>>();
+        slots.extend((0..config.arenas).map(|index| Slot {
+            arena: UnsafeCell::new(Arena::with_source(
+                SlotPages {
+                    // SAFETY: `index * stride < reserved_bytes`: inside the
+                    // reservation.
+                    base: unsafe { base.add(index * stride) },
+                    len: arena_bytes,
+                    taken: AtomicBool::new(false),
+                    committed: AtomicUsize::new(0),
+                    page_size: page,
+                    source: shared.clone(),
+                },
+                arena_config,
+            )),
+            local_live: Cell::new(0),
+            remote_frees: AtomicIsize::new(0),
+            spill_account: AtomicU64::new(0),
+            over_budget: AtomicBool::new(false),
+            spill_limit_bytes: config.spill_limit_bytes,
+            state: AtomicU8::new(FREE),
+            protected_bytes: AtomicUsize::new(0),
+        }));
+        let slots = slots.into_boxed_slice();
         let core = PoolCore {
             base,
             arena_bytes,
@@ -341,7 +356,7 @@ impl<P: PageSource + Send + Sync + 'static> ArenaPool<P> {
             slots,
             queue: Mutex::new(Queue::new()),
             // Lowest index on top, so a lightly used pool keeps touching the same arenas.
-            free: FreeStack::full(count),
+            free,
             handoff: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
             config,
