@@ -26,6 +26,10 @@ fn record_spill(ptr: *mut u8, bytes: usize, account: SpillAccount) {
 ///
 /// # The routing path
 ///
+/// While the thread panics (from the panic, through the panic hook, until it is caught)
+/// every allocation goes to `F`: the hook's message and backtrace, and what std caches
+/// for good while symbolising it, must neither fill the arena nor keep it quarantined.
+///
 /// `alloc` reads one thread-local pointer: null means "not in an arena" and the request
 /// goes to the fallback `F`; otherwise it is a bump in the entered arena. `dealloc` and
 /// `realloc` find the arena of a pointer by address (a registered pool's range check,
@@ -99,15 +103,6 @@ impl<F: fmt::Debug> fmt::Debug for ArenaRouter<F> {
     }
 }
 
-/// Whether a spill that the hard cap refuses is made all the same, uncharged: with
-/// feature `fail-over-budget`, while the thread panics, so that what the panic allocates
-/// (its message, the panic hook's backtrace, destructors) does not fail again and abort
-/// the process. Without the feature the cap's null aborts the process anyway.
-#[inline]
-fn spill_past_the_cap() -> bool {
-    cfg!(feature = "fail-over-budget") && std::thread::panicking()
-}
-
 impl<F: GlobalAlloc> ArenaRouter<F> {
     /// Serves a routed request that does not fit the entered arena from `F`, charging
     /// the lease; with feature `fail-over-budget`, fails the first one of the lease
@@ -124,8 +119,7 @@ impl<F: GlobalAlloc> ArenaRouter<F> {
             return ptr::null_mut();
         }
         let size = layout.size();
-        let charged = account.charge(size);
-        if !charged && !spill_past_the_cap() {
+        if !account.charge(size) {
             return ptr::null_mut();
         }
         // SAFETY: forwarded from the caller.
@@ -136,12 +130,10 @@ impl<F: GlobalAlloc> ArenaRouter<F> {
                 self.fallback.alloc(layout)
             }
         };
-        if charged {
-            if ptr.is_null() {
-                account.credit(account.generation(), size);
-            } else {
-                record_spill(ptr, size, account);
-            }
+        if ptr.is_null() {
+            account.credit(account.generation(), size);
+        } else {
+            record_spill(ptr, size, account);
         }
         ptr
     }
@@ -164,15 +156,14 @@ impl<F: GlobalAlloc> ArenaRouter<F> {
         let account = spill.account;
         let old = spill.bytes;
         let growth = new_size.saturating_sub(old);
-        let charged = growth == 0 || account.charge(growth);
-        if !charged && !spill_past_the_cap() {
+        if growth > 0 && !account.charge(growth) {
             record_spill(ptr, old, account);
             return ptr::null_mut();
         }
         // SAFETY: forwarded from the caller; `F` made the block.
         let moved = unsafe { self.fallback.realloc(ptr, layout, new_size) };
         if moved.is_null() {
-            if growth > 0 && charged {
+            if growth > 0 {
                 account.credit(spill.lease, growth);
             }
             record_spill(ptr, old, account);
@@ -181,8 +172,7 @@ impl<F: GlobalAlloc> ArenaRouter<F> {
         if new_size < old {
             account.credit(spill.lease, old - new_size);
         }
-        // An uncharged growth stays uncharged: the block is credited as it was charged.
-        record_spill(moved, if charged { new_size } else { old }, account);
+        record_spill(moved, new_size, account);
         moved
     }
 }
@@ -194,7 +184,7 @@ impl<F: GlobalAlloc> ArenaRouter<F> {
 unsafe impl<F: GlobalAlloc> GlobalAlloc for ArenaRouter<F> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        match pool::current() {
+        match pool::current_for_alloc() {
             // SAFETY: forwarded from the caller.
             None => unsafe { self.fallback.alloc(layout) },
             Some(entered) => match entered.try_alloc(layout) {
@@ -207,7 +197,7 @@ unsafe impl<F: GlobalAlloc> GlobalAlloc for ArenaRouter<F> {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        match pool::current() {
+        match pool::current_for_alloc() {
             // SAFETY: forwarded from the caller.
             None => unsafe { self.fallback.alloc_zeroed(layout) },
             Some(entered) => match entered.try_alloc(layout) {
@@ -252,7 +242,9 @@ unsafe impl<F: GlobalAlloc> GlobalAlloc for ArenaRouter<F> {
         // SAFETY: the caller promises `new_size`, rounded up to `layout.align()`, does not
         // overflow `isize`.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        let current = pool::current();
+        // While the thread panics, `None`: a routed block is moved to the fallback
+        // allocator rather than grown in the arena.
+        let current = pool::current_for_alloc();
         match pool::locate(ptr.addr()) {
             Some(routed) => {
                 // SAFETY: a located pointer lies inside a slot, so it is not null.

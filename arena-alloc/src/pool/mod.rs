@@ -68,7 +68,7 @@ use mmap_alloc::{Decommit, DefaultPages, PageSource};
 pub use registry::MAX_POOLS;
 pub(crate) use registry::locate;
 pub use route::{ArenaGuard, in_arena, outside_arena};
-pub(crate) use route::{Entered, current};
+pub(crate) use route::{Entered, current, current_for_alloc};
 pub(crate) use slot::SpillAccount;
 pub use slot_pages::SlotPages;
 

@@ -109,6 +109,27 @@ impl Entered {
     }
 }
 
+/// The slot this thread's *allocations* go to: as [`current`], but `None` while the
+/// thread panics. The panic hook runs before unwinding leaves the routed scope, and what
+/// a panicking thread allocates (the hook's message and backtrace, symbol caches std
+/// keeps for good, destructors' work) must neither fill the arena nor keep it
+/// quarantined; so it goes to the fallback allocator. Frees keep using [`current`].
+///
+/// The check costs the routed path one relaxed load of std's global panic count (its
+/// inlined fast path) and a branch that is never taken; the unrouted path is unchanged.
+#[inline(always)]
+pub(crate) fn current_for_alloc() -> Option<Entered> {
+    let slot = CURRENT.get();
+    if slot.is_null() || std::thread::panicking() {
+        return None;
+    }
+    Some(Entered {
+        // SAFETY: as in `current`.
+        slot: unsafe { &*slot },
+        _not_send: PhantomData,
+    })
+}
+
 /// Runs `body` with routing switched off on this thread: its allocations come from the
 /// fallback allocator and may outlive the arena (caches, connection state, anything that
 /// outlives the request). Restored afterwards, also when `body` unwinds.
@@ -124,9 +145,11 @@ pub fn outside_arena<R>(body: impl FnOnce() -> R) -> R {
     body()
 }
 
-/// Whether this thread currently routes its allocations to an arena.
+/// Whether this thread currently routes its allocations to an arena. Never while the
+/// thread panics: from the panic (the panic hook included) until it is caught, a
+/// thread's allocations go to the fallback allocator.
 pub fn in_arena() -> bool {
-    !CURRENT.get().is_null()
+    !CURRENT.get().is_null() && !std::thread::panicking()
 }
 
 /// Sets the thread's route and restores the previous one when dropped, if (and only if)
