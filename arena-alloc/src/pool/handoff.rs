@@ -41,6 +41,13 @@
 //! Any lock holder outside the allocator also calls the wakers still owed. If the
 //! servant thread cannot be made, owed wakers are called by the next operation on the
 //! pool outside the allocator.
+//!
+//! No waker is ever called under the lock: a holder collects a few at a time, calls them
+//! after dropping the lock (each under `catch_unwind`, so a panicking one does not stop
+//! the others), and takes the lock again for the rest, which stay with their waiters
+//! meanwhile, so none is lost however many are owed. A waker may itself park and be
+//! unparked (a blocking channel does), consuming an unpark meant for the servant, so
+//! the servant does not park after a round that called one: it looks again first.
 
 use core::sync::atomic::Ordering;
 use core::task::{Context, Waker};
@@ -133,6 +140,12 @@ struct Wakeups {
     panic: Option<Box<dyn Any + Send>>,
     /// The waker of a waiter that gave up, dropped after the lock (its drop is user code).
     stale: Option<Waker>,
+    /// Wakers are owed that did not fit in `wakers`: they stay with their waiters, and
+    /// the holder collects them in another round after calling these (see `unlock`).
+    more_owed: bool,
+    /// A waker was called (user code ran, which may have consumed this thread's unpark
+    /// token: the servant then looks again before it parks).
+    called: bool,
 }
 
 impl Wakeups {
@@ -145,6 +158,8 @@ impl Wakeups {
             contain_panics: false,
             panic: None,
             stale: None,
+            more_owed: false,
+            called: false,
         }
     }
 
@@ -184,6 +199,7 @@ impl Wakeups {
     /// Calls `waker` now, keeping its panic (if any, and unless panics are contained) for
     /// [`finish`](Self::finish).
     fn wake_now(&mut self, waker: Waker) {
+        self.called = true;
         if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| waker.wake()))
             && !self.contain_panics
         {
@@ -192,11 +208,13 @@ impl Wakeups {
     }
 
     /// Drops a stale waker, then resumes the first panic of a waker, if one panicked.
-    fn finish(mut self) {
+    /// Returns whether a waker was called.
+    fn finish(mut self) -> bool {
         drop(self.stale.take());
         if let Some(panic) = self.panic {
             std::panic::resume_unwind(panic);
         }
+        self.called
     }
 }
 
@@ -219,14 +237,32 @@ impl PoolCore {
     ///
     /// Between the two no user code runs (wakers are cloned before, and called or dropped
     /// after, or under `catch_unwind`), so a thread never unwinds while counted.
-    fn unlock(&self, queue: MutexGuard<'_, Queue>, mut wakeups: Wakeups) {
-        drop(queue);
-        let before = self.handoff.fetch_sub(HOLDER, Ordering::SeqCst);
-        wakeups.run();
-        if before == HOLDER | PENDING {
-            self.settle_as_last(&mut wakeups);
+    ///
+    /// Wakers owed beyond what one round collects (`Wakeups::more_owed`) stay with their
+    /// waiters; this takes the lock again, counted, to collect them, until none is left.
+    /// So none is called under the lock, none is lost, and a panicking one (caught) does
+    /// not stop the others. Returns whether a waker was called.
+    fn unlock(&self, queue: MutexGuard<'_, Queue>, mut wakeups: Wakeups) -> bool {
+        debug_assert!(
+            !wakeups.defer_wakers,
+            "unlock is never inside the allocator"
+        );
+        let mut queue = Some(queue);
+        loop {
+            drop(queue.take());
+            let before = self.handoff.fetch_sub(HOLDER, Ordering::SeqCst);
+            wakeups.run();
+            if before == HOLDER | PENDING {
+                self.settle_as_last(&mut wakeups);
+            }
+            if !core::mem::take(&mut wakeups.more_owed) {
+                break;
+            }
+            let mut relocked = self.lock_counted();
+            self.settle(&mut relocked, &mut wakeups);
+            queue = Some(relocked);
         }
-        wakeups.finish();
+        wakeups.finish()
     }
 
     /// Settles arenas flagged while nobody (else) is counted: counts itself the one
@@ -491,17 +527,18 @@ impl PoolCore {
         }
     }
 
-    /// Moves a granted async waiter's waker into `wakeups`, or calls it now, under the
-    /// lock, if there is no room (rare: many grants in one round), rather than lose it.
-    /// Never inside the allocator.
+    /// Moves a granted async waiter's waker into `wakeups`; if there is no room (many
+    /// grants in one round), leaves it with the waiter, still owed, and notes that the
+    /// holder must come back for it after the lock (`unlock`). Never calls it: no waker
+    /// runs under the lock. Never inside the allocator.
     fn take_waker(waiter: &mut Waiter, wakeups: &mut Wakeups) {
         debug_assert!(!wakeups.defer_wakers, "a waker taken inside the allocator");
-        if let Some(waker) = waiter.waker.take() {
-            match wakeups.wakers.iter_mut().find(|slot| slot.is_none()) {
-                Some(slot) => *slot = Some(waker),
-                // Under the lock, so a panic is kept for after it (see `unlock`).
-                None => wakeups.wake_now(waker),
-            }
+        if waiter.waker.is_none() {
+            return;
+        }
+        match wakeups.wakers.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = waiter.waker.take(),
+            None => wakeups.more_owed = true,
         }
     }
 
@@ -545,11 +582,16 @@ impl PoolCore {
             if !owed {
                 queue.servant = None;
             }
-            self.unlock(queue, wakeups);
+            let called = self.unlock(queue, wakeups);
             if !owed {
                 return;
             }
-            crate::sync::park();
+            // A waker is user code and may park and be unparked itself (a blocking channel
+            // does), consuming the unpark of a grant made meanwhile: after calling one,
+            // look again (a round that calls none) before parking.
+            if !called {
+                crate::sync::park();
+            }
         }
     }
 

@@ -77,7 +77,6 @@ fn pending(future: &mut AcquireFuture<'static>, waker: &Waker) {
 }
 
 #[test]
-#[ignore = "the servant calls the fifth owed waker under the pool lock, outside catch_unwind: a panic there kills the servant and the four wakers it holds are never called (src/pool.rs, PoolCore::settle / take_waker)"]
 fn five_async_waiters_granted_inside_the_allocator_are_all_woken() {
     const ARENAS: usize = 6;
     let pool: &'static ArenaPool = ArenaPool::new(PoolConfig::new(ARENAS, 64 << 10))
