@@ -59,7 +59,6 @@ fn full_pool() -> (
 }
 
 #[test]
-#[ignore = "AcquireFuture::drop removes its waiter under the pool lock (PoolCore::leave) and drops its waker there: a lease released by that drop relocks the pool and the thread deadlocks (src/pool.rs)"]
 fn dropping_a_waiting_future_drops_its_waker_outside_the_lock() {
     let (pool, owned, held) = full_pool();
     let finished = finishes(move || {
@@ -81,7 +80,6 @@ fn dropping_a_waiting_future_drops_its_waker_outside_the_lock() {
 }
 
 #[test]
-#[ignore = "AcquireFuture::poll replaces a waiter's waker under the pool lock and drops the old one there: a lease released by that drop relocks the pool and the thread deadlocks (src/pool.rs)"]
 fn polling_with_a_new_waker_drops_the_old_one_outside_the_lock() {
     let (pool, owned, held) = full_pool();
     let finished = finishes(move || {
