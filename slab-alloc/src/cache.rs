@@ -373,9 +373,7 @@ impl<S: PageSource> CacheCore<S> {
                 let object = self.alloc_slow(construct)?;
                 #[cfg(any(debug_assertions, feature = "hardened"))]
                 // SAFETY: the object was just taken out of its chain, for the caller.
-                unsafe {
-                    slab::mark_handed_out(object, &self.header, &self.geometry)
-                };
+                let object = unsafe { slab::mark_handed_out(object, &self.header, &self.geometry) };
                 object
             }
         };
@@ -399,9 +397,7 @@ impl<S: PageSource> CacheCore<S> {
             let head = NonNull::new(unsafe { slot.owner_loaded() })?;
             #[cfg(any(debug_assertions, feature = "hardened"))]
             // SAFETY: the object is taken out of its chain below, for the caller.
-            unsafe {
-                slab::mark_handed_out(head, &self.header, &self.geometry)
-            };
+            let head = unsafe { slab::mark_handed_out(head, &self.header, &self.geometry) };
             // SAFETY: the loaded magazine holds free objects of this cache chained by
             // `Magazine::push` with this link offset (magazine module docs).
             let next = unsafe { head.add(link_offset).cast::<*mut u8>().read() };

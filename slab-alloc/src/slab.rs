@@ -560,7 +560,10 @@ pub(crate) fn check_free(
     object
 }
 
-/// [`check_free`], then marks the object handed out (clears its tag).
+/// [`check_free`], then marks the object handed out (clears its tag). Returns the
+/// object with the slab's provenance, which is what must be handed out: the tag was
+/// written through it, which (under Stacked Borrows) ends the access of the pointers
+/// of the object's previous owner to the tag word.
 ///
 /// Not inlined: the allocation fast path calls it inside its thread-local closure,
 /// which must stay small to be inlined itself.
@@ -573,10 +576,11 @@ pub(crate) unsafe fn mark_handed_out(
     object: NonNull<u8>,
     owner: *const CoreHeader,
     geometry: &Geometry,
-) {
+) -> NonNull<u8> {
     let object = check_free(object, owner, geometry);
     // SAFETY: checked to be a free object of ours, now the caller's.
     unsafe { write_tag(object, geometry.link_offset, TagState::HandedOut) };
+    object
 }
 
 /// The owner word of the live slab at `base` (debug builds and `hardened`).
