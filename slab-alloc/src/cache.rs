@@ -521,7 +521,8 @@ impl<S: PageSource> CacheCore<S> {
     pub(crate) unsafe fn free_hinted(&self, id: u32, link_offset: usize, object: NonNull<u8>) {
         debug_assert!(id == self.header.fast_id && link_offset == self.header.link_offset);
         #[cfg(any(debug_assertions, feature = "hardened"))]
-        // SAFETY: the caller frees the object (a foreign pointer is reported).
+        // SAFETY: the caller frees the object (a foreign pointer is reported), through a
+        // pointer that covers its free words (ours, or the heap's for short blocks).
         unsafe {
             slab::mark_free(object, &self.header, &self.geometry)
         };

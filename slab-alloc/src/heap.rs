@@ -277,10 +277,11 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     unsafe fn free(&self, ptr: NonNull<u8>, layout: Layout) {
         match class_for(layout.size(), layout.align()) {
             Some(class) => {
-                // A block smaller than a pointer gets its link word written beyond the
-                // requested bytes, which the caller's pointer may not cover (a `Box<u8>`):
-                // use the slab's provenance for it.
-                let ptr = if layout.size() < size_of::<*mut u8>() {
+                // A block smaller than its free words (a pointer; two, with the free
+                // tag, in checked builds) gets them written beyond the requested bytes,
+                // which the caller's pointer may not cover (a `Box<u8>`): use the
+                // slab's provenance for it.
+                let ptr = if layout.size() < crate::slab::FREE_WORDS * size_of::<*mut u8>() {
                     crate::slab_map::lookup(ptr.addr().get() & !(crate::SLAB_BYTES - 1))
                         .map_or(ptr, |base| base.with_addr(ptr.addr()))
                 } else {
