@@ -391,12 +391,13 @@ impl<S: PageSource> CacheCore<S> {
     ) -> Option<NonNull<u8>> {
         let object = match self.alloc_fast(id, link_offset) {
             Some(object) => object,
-            None => self.alloc_slow(construct)?,
-        };
-        #[cfg(any(debug_assertions, feature = "hardened"))]
-        // SAFETY: the object is in one of our slabs, which are mapped.
-        unsafe {
-            slab::debug_mark(object, &self.header, &self.geometry, true)
+            None => {
+                let object = self.alloc_slow(construct)?;
+                #[cfg(any(debug_assertions, feature = "hardened"))]
+                // SAFETY: the object was just taken out of its chain, for the caller.
+                let object = unsafe { slab::mark_handed_out(object, &self.header, &self.geometry) };
+                object
+            }
         };
         Some(object)
     }
@@ -406,7 +407,9 @@ impl<S: PageSource> CacheCore<S> {
     /// [`alloc_slow`](Self::alloc_slow)). Objects from here are not constructed afresh:
     /// they are free objects that went through a magazine.
     ///
-    /// In debug builds the object is not marked allocated yet: the callers do it.
+    /// In debug builds and with the `hardened` feature the object is checked (a free
+    /// object of ours, with its free tag) before its link word is read, and marked handed
+    /// out.
     #[inline(always)]
     fn alloc_fast(&self, id: u32, link_offset: usize) -> Option<NonNull<u8>> {
         debug_assert!(id == self.header.fast_id && link_offset == self.header.link_offset);
@@ -415,6 +418,9 @@ impl<S: PageSource> CacheCore<S> {
             let slot = magazines.slot(id);
             // SAFETY: the calling thread owns the slot.
             let head = NonNull::new(unsafe { slot.owner_loaded() })?;
+            #[cfg(any(debug_assertions, feature = "hardened"))]
+            // SAFETY: the object is taken out of its chain below, for the caller.
+            let head = unsafe { slab::mark_handed_out(head, &self.header, &self.geometry) };
             // SAFETY: the loaded magazine holds free objects of this cache chained by
             // `Magazine::push` with this link offset (magazine module docs).
             let next = unsafe { head.add(link_offset).cast::<*mut u8>().read() };
@@ -439,16 +445,10 @@ impl<S: PageSource> CacheCore<S> {
     }
 
     /// [`alloc_fast`](Self::alloc_fast) for a caller that handles the miss itself (by
-    /// calling [`alloc`](Self::alloc) out of line), with the debug-build marking done.
+    /// calling [`alloc`](Self::alloc) out of line).
     #[inline(always)]
     pub(crate) fn alloc_fast_hinted(&self, id: u32, link_offset: usize) -> Option<NonNull<u8>> {
-        let object = self.alloc_fast(id, link_offset)?;
-        #[cfg(any(debug_assertions, feature = "hardened"))]
-        // SAFETY: the object is in one of our slabs, which are mapped.
-        unsafe {
-            slab::debug_mark(object, &self.header, &self.geometry, true)
-        };
-        Some(object)
+        self.alloc_fast(id, link_offset)
     }
 
     #[cold]
@@ -462,13 +462,12 @@ impl<S: PageSource> CacheCore<S> {
     /// [`alloc_slow`](Self::alloc_slow) but for the decay pass.
     #[inline(always)]
     fn alloc_slow_locked(&self, construct: Construct<'_>) -> Option<NonNull<u8>> {
-        let link_offset = self.header.link_offset;
         if self.header.id != NO_ID {
             let outcome = with_magazines(|magazines| {
                 let slot = self.thread_slot(magazines)?;
                 let mut loaded = slot.loaded();
                 // SAFETY: a magazine of this cache's free objects (magazine module docs).
-                if let Some(object) = unsafe { loaded.pop(link_offset) } {
+                if let Some(object) = unsafe { self.pop(&mut loaded) } {
                     // Only for an overflow id: the inlined fast path serves inline ones.
                     slot.set_loaded(loaded);
                     slot.count_hit();
@@ -480,7 +479,7 @@ impl<S: PageSource> CacheCore<S> {
                     let mut loaded = previous;
                     slot.set_previous(slot.loaded());
                     // SAFETY: a magazine of this cache's free objects.
-                    let object = unsafe { loaded.pop(link_offset) };
+                    let object = unsafe { self.pop(&mut loaded) };
                     slot.set_loaded(loaded);
                     slot.count_hit();
                     return Some(object);
@@ -499,7 +498,7 @@ impl<S: PageSource> CacheCore<S> {
                 });
                 // SAFETY: a magazine of this cache's free objects, now ours (empty if the
                 // source failed: then the allocation fails).
-                let object = unsafe { loaded.pop(link_offset) };
+                let object = unsafe { self.pop(&mut loaded) };
                 slot.set_loaded(loaded);
                 Some(object)
             });
@@ -513,8 +512,24 @@ impl<S: PageSource> CacheCore<S> {
             // SAFETY: we hold the lock.
             let mut magazine = unsafe { self.take_from_slabs(state, 1, construct) };
             // SAFETY: a chain of (at most) one object just built.
-            unsafe { magazine.pop(link_offset) }
+            unsafe { self.pop(&mut magazine) }
         })
+    }
+
+    /// Pops an object from a magazine of this cache's free objects; in debug builds and
+    /// with the `hardened` feature the object is checked first (a free object of ours,
+    /// with its free tag), so an overwritten link word is reported, not followed.
+    ///
+    /// # Safety
+    /// - `magazine` is a chain of this cache's free objects (magazine module docs).
+    #[inline(always)]
+    unsafe fn pop(&self, magazine: &mut Magazine) -> Option<NonNull<u8>> {
+        #[cfg(any(debug_assertions, feature = "hardened"))]
+        if let Some(head) = NonNull::new(magazine.head) {
+            slab::check_free(head, &self.header, &self.geometry);
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { magazine.pop(self.geometry.link_offset) }
     }
 
     /// Frees an object.
@@ -535,10 +550,10 @@ impl<S: PageSource> CacheCore<S> {
     pub(crate) unsafe fn free_hinted(&self, id: u32, link_offset: usize, object: NonNull<u8>) {
         debug_assert!(id == self.header.fast_id && link_offset == self.header.link_offset);
         #[cfg(any(debug_assertions, feature = "hardened"))]
-        // SAFETY: a pointer this cache handed out lies in one of its mapped slabs; a
-        // foreign pointer is the caller's bug, which the check reports when it can.
+        // SAFETY: the caller frees the object (a foreign pointer is reported), through a
+        // pointer that covers its free words (ours, or the heap's for short blocks).
         unsafe {
-            slab::debug_mark(object, &self.header, &self.geometry, false)
+            slab::mark_free(object, &self.header, &self.geometry)
         };
         let mut clock_due = false;
         let done = with_magazines(|magazines| {
@@ -756,8 +771,8 @@ impl<S: PageSource> CacheCore<S> {
     /// # Safety
     /// - Lock held, `state` is ours; the magazine's objects are free objects of ours.
     unsafe fn give_back_magazine(&self, state: &mut State, mut magazine: Magazine) {
-        // SAFETY: the chain was built with our link offset.
-        while let Some(object) = unsafe { magazine.pop(self.geometry.link_offset) } {
+        // SAFETY: a chain of free objects of ours (caller).
+        while let Some(object) = unsafe { self.pop(&mut magazine) } {
             // SAFETY: forwarded.
             unsafe { self.give_back(state, object) };
         }
@@ -814,11 +829,12 @@ impl<S: PageSource> CacheCore<S> {
         }
     }
 
-    /// Gives back the whole pages of a free object after its link word (its first word);
-    /// a failure only leaves them resident.
+    /// Gives back the whole pages of a free object after its free words (its first
+    /// words: link and, when checked, free tag); a failure only leaves them resident.
     fn purge(&self, object: NonNull<u8>) {
         let page = mmap_alloc::sys::page_size();
-        let start = (object.addr().get() + size_of::<*mut u8>()).next_multiple_of(page);
+        let free_words = slab::FREE_WORDS * size_of::<*mut u8>();
+        let start = (object.addr().get() + free_words).next_multiple_of(page);
         let end = (object.addr().get() + self.geometry.slot_size) & !(page - 1);
         if start < end {
             let pages =
@@ -1122,6 +1138,42 @@ impl<S: PageSource> CacheCore<S> {
                     // out of the slot (an empty magazine gives back nothing).
                     unsafe { self.give_back_magazine(state, magazine) };
                 }
+            }
+        });
+    }
+
+    /// Checks the free words a write past the end of a block reaches first: the frontier
+    /// of every slab that has one (the first object never carved, which follows the
+    /// last one carved) and every object of the calling thread's magazines. Aborts with
+    /// a message naming the object on the first overwritten one.
+    #[cfg(any(debug_assertions, feature = "hardened"))]
+    pub(crate) fn check_free_words(&self) {
+        self.locked(|state| {
+            for list in [&state.partial, &state.empty] {
+                let mut slab = list.head;
+                while let Some(current) = NonNull::new(slab) {
+                    // SAFETY: slabs on our lists are live; the lock is held.
+                    let header = unsafe { current.as_ref() };
+                    if let Some(frontier) = header.frontier(&self.geometry) {
+                        slab::check_free(frontier, &self.header, &self.geometry);
+                    }
+                    slab = header.next;
+                }
+            }
+        });
+        let id = self.header.id;
+        if id == NO_ID {
+            return;
+        }
+        with_magazines(|magazines| {
+            let Some(slot) = magazines.existing_slot(id) else {
+                return;
+            };
+            for mut magazine in [slot.loaded(), slot.previous()] {
+                // SAFETY: a copy of the calling thread's magazine: a chain of free objects
+                // of ours, walked (each checked before its link word is read) and left
+                // as it is.
+                while unsafe { self.pop(&mut magazine) }.is_some() {}
             }
         });
     }

@@ -283,10 +283,11 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     unsafe fn free(&self, ptr: NonNull<u8>, layout: Layout) {
         match class_for(layout.size(), layout.align()) {
             Some(class) => {
-                // A block smaller than a pointer gets its link word written beyond the
-                // requested bytes, which the caller's pointer may not cover (a `Box<u8>`):
-                // use the slab's provenance for it.
-                let ptr = if layout.size() < size_of::<*mut u8>() {
+                // A block smaller than its free words (a pointer; two, with the free
+                // tag, in checked builds) gets them written beyond the requested bytes,
+                // which the caller's pointer may not cover (a `Box<u8>`): use the
+                // slab's provenance for it.
+                let ptr = if layout.size() < crate::slab::FREE_WORDS * size_of::<*mut u8>() {
                     crate::slab_map::lookup(ptr.addr().get() & !(crate::SLAB_BYTES - 1))
                         .map_or(ptr, |base| base.with_addr(ptr.addr()))
                 } else {
@@ -460,6 +461,40 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         }
     }
 
+    /// With the `hardened` feature (and in debug builds), checks the free blocks that a
+    /// write past the end of a block reaches first, and aborts with a message naming the
+    /// block if one was overwritten; without it, does nothing.
+    ///
+    /// Every free block carries a tag that is checked when the block is handed out
+    /// again, so a write past the end of a block into a free neighbour is caught at the
+    /// neighbour's next allocation; a neighbour that is handed out is the caller's to
+    /// check (the C ABI checks its prefix at every free). This catches the rest, for a
+    /// program that stops before either happens: the first object never carved of every
+    /// slab (the neighbour of the last one carved) and the calling thread's cached
+    /// blocks. The C ABI's hardened build runs it when the process exits.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::alloc::{GlobalAlloc, Layout};
+    ///
+    /// let heap = slab_alloc::SlabHeap::new();
+    /// let layout = Layout::from_size_align(24, 8).unwrap();
+    /// // SAFETY: a valid layout; the block is written within its size and freed once.
+    /// unsafe {
+    ///     let block = heap.alloc(layout);
+    ///     block.write_bytes(7, 24);
+    ///     heap.dealloc(block, layout);
+    /// }
+    /// heap.check_free_blocks(); // nothing was overwritten: returns
+    /// ```
+    pub fn check_free_blocks(&self) {
+        #[cfg(any(debug_assertions, feature = "hardened"))]
+        for class in self.built().into_iter().flatten() {
+            class.check_free_words();
+        }
+    }
+
     /// Reports a bad free of `pointer` on standard error, naming the address and what
     /// is wrong with it, and aborts the process (no allocation, no unwinding).
     ///
@@ -509,8 +544,15 @@ impl<S: PageSource + Clone> SlabHeap<S> {
             let offset = address - base.addr().get();
             if offset >= geometry.first_offset {
                 let index = (offset - geometry.first_offset) / geometry.slot_size;
-                // SAFETY: a live slab of this class, `index` checked against its capacity.
-                if index < geometry.capacity && !unsafe { crate::slab::debug_is_live(base, index) }
+                let object = base.with_addr(
+                    base.addr()
+                        .saturating_add(geometry.first_offset + index * geometry.slot_size),
+                );
+                if index < geometry.capacity
+                    // SAFETY: the start of an object of a live slab of this class (`index`
+                    // checked against its capacity), whose words nobody may write while
+                    // its block is being freed.
+                    && unsafe { crate::slab::debug_is_free(object, geometry) }
                 {
                     fatal("double free (pointer, slab)", address, base.addr().get());
                 }

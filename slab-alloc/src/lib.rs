@@ -34,6 +34,7 @@ pub use sync::AbortOnUnwind;
 /// unsafe { cache.free(object) };
 /// # Ok::<(), slab_alloc::CacheError>(())
 /// ```
+#[inline]
 pub fn is_in_a_slab(pointer: *const u8) -> bool {
     slab_map::lookup(pointer.addr() & !(SLAB_BYTES - 1)).is_some()
 }

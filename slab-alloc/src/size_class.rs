@@ -43,20 +43,23 @@ pub const fn class_align(index: usize) -> usize {
     if natural > 4096 { 4096 } else { natural }
 }
 
-/// Class of sizes 1..=1024, indexed by `(size + 7) / 8`.
-static SMALL_TABLE: [u8; 129] = build_table::<129>(8);
-/// Class of sizes 1025..=16384, indexed by `(size + 127) / 128`.
-static MEDIUM_TABLE: [u8; 129] = build_table::<129>(128);
-/// Class of sizes 16385..=131072, indexed by `(size + 1023) / 1024`.
-static LARGE_TABLE: [u8; 129] = build_table::<129>(1024);
+/// Class of sizes 1..=1024, indexed by `(size + 7) / 8`: for alignments up to 8 (row
+/// 0) and for 16 (row 1, the classes of 8 and 24 bytes skipped).
+static SMALL_TABLE: [[u8; 129]; 2] = [build_table::<129>(8, 8), build_table::<129>(8, 16)];
+/// Class of sizes 1025..=16384, indexed by `(size + 127) / 128` (rows as above).
+static MEDIUM_TABLE: [[u8; 129]; 2] = [build_table::<129>(128, 8), build_table::<129>(128, 16)];
+/// Class of sizes 16385..=131072, indexed by `(size + 1023) / 1024` (rows as above).
+static LARGE_TABLE: [[u8; 129]; 2] = [build_table::<129>(1024, 8), build_table::<129>(1024, 16)];
 
-const fn build_table<const N: usize>(step: usize) -> [u8; N] {
+/// The smallest class of objects aligned to at least `align` for each size `index *
+/// step`.
+const fn build_table<const N: usize>(step: usize, align: usize) -> [u8; N] {
     let mut table = [0u8; N];
     let mut index = 0;
     while index < N {
         let size = index * step;
         let mut class = 0;
-        while CLASS_SIZES[class] < size {
+        while CLASS_SIZES[class] < size || class_align(class) < align {
             class += 1;
         }
         table[index] = class as u8;
@@ -68,18 +71,22 @@ const fn build_table<const N: usize>(step: usize) -> [u8; N] {
 /// The smallest class whose size holds `size` bytes and whose objects are aligned to
 /// `align`, or `None` for large requests (above [`MAX_SMALL`] or aligned to more than a
 /// page).
+///
+/// Alignments up to 16 (every block of the C ABI, most Rust types) take one table
+/// lookup; larger ones then walk up to the first class aligned enough.
 #[inline(always)]
 pub fn class_for(size: usize, align: usize) -> Option<usize> {
+    let row = usize::from(align > 8);
     let mut class = if size <= 1024 {
-        SMALL_TABLE[(size + 7) >> 3] as usize
+        SMALL_TABLE[row][(size + 7) >> 3] as usize
     } else if size <= MAX_MEDIUM {
-        MEDIUM_TABLE[(size + 127) >> 7] as usize
+        MEDIUM_TABLE[row][(size + 127) >> 7] as usize
     } else if size <= MAX_SMALL {
-        LARGE_TABLE[(size + 1023) >> 10] as usize
+        LARGE_TABLE[row][(size + 1023) >> 10] as usize
     } else {
         return None;
     };
-    if align > 8 {
+    if align > 16 {
         if align > 4096 {
             return None;
         }
@@ -170,7 +177,9 @@ mod tests {
             let align = class_align(index);
             let geometry = heap_class_geometry(size, align).unwrap();
             let slab_bytes = geometry.slab_bytes;
-            assert_eq!(geometry.slot_size, size);
+            // (Debug builds give a free object a second word, its free tag.)
+            let word = size_of::<*mut u8>();
+            assert_eq!(geometry.slot_size, size.max(crate::slab::FREE_WORDS * word));
             assert!(
                 geometry.capacity >= MIN_OBJECTS_PER_SLAB,
                 "{size}: {geometry:?}"
@@ -187,8 +196,22 @@ mod tests {
             }
             // Space after the last object (never touched, so never resident) is less
             // than one object plus the header page.
-            let used = geometry.first_offset + geometry.capacity * size;
-            assert!(slab_bytes - used < size, "{size}: {geometry:?}");
+            let slot = geometry.slot_size;
+            let used = geometry.first_offset + geometry.capacity * slot;
+            assert!(slab_bytes - used < slot, "{size}: {geometry:?}");
+        }
+    }
+
+    #[test]
+    fn the_tables_for_16_byte_alignment_give_the_smallest_class_aligned_to_16() {
+        for size in 1..=MAX_SMALL {
+            let class = class_for(size, 16).unwrap();
+            assert!(
+                class_align(class) >= 16 && CLASS_SIZES[class] >= size,
+                "{size}"
+            );
+            let smaller = (0..class).find(|&c| CLASS_SIZES[c] >= size && class_align(c) >= 16);
+            assert_eq!(smaller, None, "{size}");
         }
     }
 

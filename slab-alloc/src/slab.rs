@@ -16,7 +16,7 @@
 //!
 //! ```text
 //! base                                                         base + geometry.slab_bytes
-//! | SlabHeader | owner + live bitmap (debug) | pad | obj 0 | obj 1 | ... | obj n-1 | tail |
+//! | SlabHeader | owner (debug) | pad | obj 0 | obj 1 | ... | obj n-1 | tail |
 //!                                                ^ first_offset, a multiple of align
 //! ```
 //!
@@ -24,17 +24,30 @@
 //! slab are never faulted in; returned objects go on an intrusive free list threaded
 //! through the link word of each object (at the cache's `link_offset`).
 //!
+//! In debug builds and with the `hardened` feature every object that is not handed out
+//! carries a *free tag* (a word derived from its address and a random secret of the
+//! process) in the word after its link word, and so does the first object never carved
+//! (the *frontier*). A free checks that the tag is absent (else it is a double free) and
+//! writes it; handing an object out checks that it is present (else the free object was
+//! overwritten: a write past the end of the block before it, or a write after free)
+//! before its link word is read, and clears it. The checks touch only the object's own
+//! words, which the operation touches anyway, and the slab's owner word, which is never
+//! written after the slab is made (so it stays in every core's cache): no atomic
+//! read-modify-write and no write to a line that other threads' operations use.
+//!
 //! # Safety
 //! All fields of a header are read and written only with the owning cache's lock held
 //! (the holder borrows the header mutably). In debug builds and with the `hardened`
-//! feature the owner word and the live bitmap after the header are read without the lock: the owner word is written before
-//! the slab is published in the slab map and never changes, and the bitmap words are
-//! atomics that any thread may update for objects it owns.
+//! feature the owner word after the header is read without the lock: it is written before
+//! the slab is published in the slab map and never changes. A free object's tag word is
+//! written by the thread that frees it and read by the one that takes it out of a
+//! magazine, the depot or the slab: the object moves between them through the same
+//! synchronisation as its link word.
 
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
 #[cfg(any(debug_assertions, feature = "hardened"))]
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::registry::CoreHeader;
 
@@ -84,21 +97,32 @@ pub(crate) struct Geometry {
     /// Bytes per slab: [`SLAB_BYTES`] times a power of two. Slabs are aligned to
     /// [`SLAB_BYTES`] only.
     pub(crate) slab_bytes: usize,
+    /// `ceil(2^64 / slot_size)`: an offset below 2^32 divided by `slot_size` is
+    /// `(offset * slot_divisor) >> 64` (Lemire, Kaser and Kurz, "Faster remainder by
+    /// direct computation", 2019), a multiplication instead of a division.
+    pub(crate) slot_divisor: u64,
 }
 
 /// Words kept after the header in debug builds and with the `hardened` feature: the
-/// owner word, then the live bitmap.
+/// owner word.
 ///
 /// The owner is kept there, outside the header, for the lock-free checks of
-/// [`debug_mark`]: the lock holder borrows the whole header mutably (which the memory
-/// model counts as a write of all its bytes), so no other thread may read the header.
-fn debug_words(capacity_bound: usize) -> usize {
-    if cfg!(any(debug_assertions, feature = "hardened")) {
-        1 + capacity_bound.div_ceil(64)
-    } else {
-        0
-    }
-}
+/// [`mark_free`] and [`mark_handed_out`]: the lock holder borrows the whole header
+/// mutably (which the memory model counts as a write of all its bytes), so no other
+/// thread may read the header.
+const DEBUG_WORDS: usize = if cfg!(any(debug_assertions, feature = "hardened")) {
+    1
+} else {
+    0
+};
+
+/// Words a free object needs: its link word, and in debug builds and with the
+/// `hardened` feature its free tag after it (module docs).
+pub(crate) const FREE_WORDS: usize = if cfg!(any(debug_assertions, feature = "hardened")) {
+    2
+} else {
+    1
+};
 
 impl Geometry {
     /// The layout for objects of `object_size` bytes aligned to `align` (a power of two).
@@ -129,15 +153,15 @@ impl Geometry {
         let align = align.max(word);
         let (link_offset, bytes) = if link_after_object {
             let link = object_size.checked_next_multiple_of(word)?;
-            (link, link + word)
+            (link, link + FREE_WORDS * word)
         } else {
-            (0, object_size.max(word))
+            (0, object_size.max(FREE_WORDS * word))
         };
         let slot_size = bytes.checked_next_multiple_of(align)?;
         if slot_size > slab_bytes / 2 {
             return None;
         }
-        let header = size_of::<SlabHeader>() + debug_words(slab_bytes / slot_size) * 8;
+        let header = size_of::<SlabHeader>() + DEBUG_WORDS * word;
         let first_offset = header.next_multiple_of(align);
         let capacity = (slab_bytes - first_offset) / slot_size;
         (capacity >= 1 && capacity <= u32::MAX as usize).then_some(Geometry {
@@ -147,6 +171,7 @@ impl Geometry {
             first_offset,
             capacity,
             slab_bytes,
+            slot_divisor: (u64::MAX / slot_size as u64).wrapping_add(1),
         })
     }
 }
@@ -220,13 +245,18 @@ pub(crate) unsafe fn init(
     }
     #[cfg(any(debug_assertions, feature = "hardened"))]
     {
-        let words = debug_words(geometry.slab_bytes / geometry.slot_size);
-        // SAFETY: the owner word and the bitmap lie between the header and
-        // `first_offset`, inside the slab; nobody else sees the slab yet.
+        init_secret();
+        // SAFETY: the owner word lies between the header and `first_offset`, and object
+        // 0 (the frontier) after it, inside the slab; nobody else sees the slab yet.
         unsafe {
-            let debug = base.add(size_of::<SlabHeader>()).cast::<u64>();
-            debug.write_bytes(0, words);
-            debug.cast::<*const CoreHeader>().write(owner);
+            base.add(size_of::<SlabHeader>())
+                .cast::<*const CoreHeader>()
+                .write(owner);
+            write_tag(
+                base.add(geometry.first_offset),
+                geometry.link_offset,
+                TagState::Free,
+            );
         };
     }
     header
@@ -250,6 +280,10 @@ impl SlabHeader {
     /// - The caller holds the owning cache's lock and `geometry` is the cache's.
     pub(crate) unsafe fn take(&mut self, geometry: &Geometry) -> Option<(NonNull<u8>, bool)> {
         if let Some(object) = NonNull::new(self.free) {
+            // A free-list entry that is not a free object of this slab's cache (an
+            // overwritten link word) is reported before its link word is read.
+            #[cfg(any(debug_assertions, feature = "hardened"))]
+            check_free(object, self.owner, geometry);
             // SAFETY: objects on the free list are free and their link word was written
             // by `give`.
             self.free = unsafe { object.add(geometry.link_offset).cast::<*mut u8>().read() };
@@ -258,11 +292,30 @@ impl SlabHeader {
         }
         if self.carved < self.capacity {
             let object = self.object(geometry, self.carved as usize);
+            // The frontier carries the free tag (the block before it may have run over
+            // it); it moves to the next object.
+            #[cfg(any(debug_assertions, feature = "hardened"))]
+            // SAFETY: the next object is inside this slab, which the caller's lock gives
+            // us, and is not handed out.
+            unsafe {
+                check_free(object, self.owner, geometry);
+                if self.carved + 1 < self.capacity {
+                    let next = self.object(geometry, self.carved as usize + 1);
+                    write_tag(next, geometry.link_offset, TagState::Free);
+                }
+            }
             self.carved += 1;
             self.used += 1;
             return Some((object, true));
         }
         None
+    }
+
+    /// The first object never carved, if any (it carries the free tag in debug builds
+    /// and with the `hardened` feature).
+    #[cfg(any(debug_assertions, feature = "hardened"))]
+    pub(crate) fn frontier(&self, geometry: &Geometry) -> Option<NonNull<u8>> {
+        (self.carved < self.capacity).then(|| self.object(geometry, self.carved as usize))
     }
 
     /// Takes back an object.
@@ -329,82 +382,216 @@ impl SlabHeader {
     }
 }
 
-/// Checks, in debug builds and with the `hardened` feature, that `object` is an object of a slab of `owner` and flips its
-/// live bit to `live`; aborts with a message on a foreign pointer, a double free, or
-/// handing out an object already out.
+/// The secret the free tags are derived from: random per process, set (non-zero) when
+/// the first slab is made.
+#[cfg(any(debug_assertions, feature = "hardened"))]
+static SECRET: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets [`SECRET`] if it is not set yet. Allocates nothing (the keys of `RandomState`
+/// come from the OS into a thread-local without destructor).
+#[cfg(any(debug_assertions, feature = "hardened"))]
+fn init_secret() {
+    use std::hash::BuildHasher;
+    if SECRET.load(Ordering::Relaxed) == 0 {
+        let random = std::collections::hash_map::RandomState::new().hash_one(0x51AB_u64);
+        let _ = SECRET.compare_exchange(
+            0,
+            (random as usize) | 1,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// The free tag of the object at `address` (module docs).
+#[cfg(any(debug_assertions, feature = "hardened"))]
+#[inline(always)]
+fn free_tag(address: usize) -> usize {
+    SECRET.load(Ordering::Relaxed) ^ address.rotate_left(29)
+}
+
+/// What a tag word is set to.
+#[cfg(any(debug_assertions, feature = "hardened"))]
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TagState {
+    /// The object is free (or is the frontier).
+    Free,
+    /// The object is handed out.
+    HandedOut,
+}
+
+/// The tag word of the object at `object` (after its link word).
+#[cfg(any(debug_assertions, feature = "hardened"))]
+#[inline(always)]
+fn tag_word(object: NonNull<u8>, link_offset: usize) -> *mut usize {
+    object
+        .as_ptr()
+        .wrapping_add(link_offset + size_of::<*mut u8>())
+        .cast::<usize>()
+}
+
+/// Writes the tag word of an object.
 ///
 /// # Safety
-/// - `object` lies inside a mapped slab (its slab header is readable).
+/// - `object` is an object (with the slab's provenance) of a live slab whose geometry
+///   has `link_offset`, and the caller may write its free words.
 #[cfg(any(debug_assertions, feature = "hardened"))]
-pub(crate) unsafe fn debug_mark(
+#[inline(always)]
+unsafe fn write_tag(object: NonNull<u8>, link_offset: usize, state: TagState) {
+    let value = match state {
+        TagState::Free => free_tag(object.addr().get()),
+        TagState::HandedOut => 0,
+    };
+    // SAFETY: the free words lie inside the object's slot (caller).
+    unsafe { tag_word(object, link_offset).write(value) };
+}
+
+/// Locates `object` in the slab map and checks that it is the start of an object of a
+/// slab of `owner`; aborts with a message naming the problem otherwise. Returns the
+/// object with the slab's provenance, and the slab's base.
+#[cfg(any(debug_assertions, feature = "hardened"))]
+#[inline(always)]
+fn locate(
     object: NonNull<u8>,
     owner: *const CoreHeader,
     geometry: &Geometry,
-    live: bool,
-) {
+) -> (NonNull<u8>, NonNull<u8>) {
     use crate::sync::fatal;
-    let Some(base) = crate::slab_map::lookup(object.addr().get() & !(SLAB_BYTES - 1)) else {
+    let address = object.addr().get();
+    let Some(base) = crate::slab_map::lookup(address & !(SLAB_BYTES - 1)) else {
         fatal(
             "free of a pointer this allocator did not hand out (object, cache)",
-            object.addr().get(),
+            address,
             owner.addr(),
         );
     };
-    let base = base.as_ptr();
-    let debug = base.wrapping_add(size_of::<SlabHeader>());
-    // SAFETY: the caller guarantees the slab is mapped (the map says it is live); the
-    // owner word is written once before the slab is published in the map (release, our
-    // lookup acquires) and never changes while the slab is live.
-    let slab_owner = unsafe { debug.cast::<*const CoreHeader>().read() };
-    if slab_owner != owner {
+    // SAFETY: `base` is a live slab's base from the slab map.
+    if unsafe { debug_owner(base) } != owner {
         fatal(
             "free into the wrong heap: this cache or heap did not hand out the pointer, \
              another one did (object, cache)",
-            object.addr().get(),
+            address,
             owner.addr(),
         );
     }
-    let offset = object.addr().get() - base.addr();
-    if offset < geometry.first_offset
-        || !(offset - geometry.first_offset).is_multiple_of(geometry.slot_size)
-    {
+    let offset = address - base.addr().get();
+    let Some(relative) = offset.checked_sub(geometry.first_offset) else {
         fatal(
             "free of a pointer that is not the start of an object (object, slab)",
-            object.addr().get(),
-            base.addr(),
+            address,
+            base.addr().get(),
+        );
+    };
+    // Slabs are at most a few MiB: the offset is below 2^32, where the multiplication
+    // gives the exact quotient.
+    let index = ((u128::from(geometry.slot_divisor) * relative as u128) >> 64) as usize;
+    if index * geometry.slot_size != relative {
+        fatal(
+            "free of a pointer that is not the start of an object (object, slab)",
+            address,
+            base.addr().get(),
         );
     }
-    let index = (offset - geometry.first_offset) / geometry.slot_size;
     if index >= geometry.capacity {
         fatal(
             "free of a pointer past the slab's objects (object, slab)",
-            object.addr().get(),
-            base.addr(),
+            address,
+            base.addr().get(),
         );
     }
-    // SAFETY: the bitmap words lie right after the owner word, inside the slab; they are
-    // atomics, and `index / 64` is below the bitmap's length (index < capacity).
-    let word = unsafe { &*debug.add(8).cast::<AtomicU64>().add(index / 64) };
-    let bit = 1u64 << (index % 64);
-    if live {
-        let before = word.fetch_or(bit, Ordering::Relaxed);
-        if before & bit != 0 {
-            fatal(
-                "object handed out twice (corrupted free list?) (object, slab)",
-                object.addr().get(),
-                base.addr(),
-            );
-        }
-    } else {
-        let before = word.fetch_and(!bit, Ordering::Relaxed);
-        if before & bit == 0 {
-            fatal(
-                "double free (object, slab)",
-                object.addr().get(),
-                base.addr(),
-            );
-        }
+    (base.with_addr(object.addr()), base)
+}
+
+/// Checks, in debug builds and with the `hardened` feature, that `object` is an object
+/// of a slab of `owner` that is handed out, and marks it free (writes its free tag);
+/// aborts with a message on a foreign, interior or misaligned pointer, and on a double
+/// free.
+///
+/// An object whose tag word holds its free tag while handed out (its owner wrote exactly
+/// that word there) would be reported as a double free: with a random secret, a chance
+/// of 2^-64 for data that does not depend on the secret.
+///
+/// # Safety
+/// - If `object` is the start of an object of a live slab of `owner`, the caller owns
+///   it (it is being freed), and `object` may write its first `link_offset + 16`
+///   bytes.
+#[cfg(any(debug_assertions, feature = "hardened"))]
+#[inline(always)]
+pub(crate) unsafe fn mark_free(object: NonNull<u8>, owner: *const CoreHeader, geometry: &Geometry) {
+    // The tag word is reached through the caller's pointer, not the slab's: a `Box`
+    // being freed is protected for the length of the call, so (under Stacked Borrows)
+    // an access to its bytes through another pointer would be undefined. The heap gives
+    // the slab's pointer for a block too short to cover the tag word.
+    let (_, base) = locate(object, owner, geometry);
+    // Under miri, which tracks uninitialised bytes, the word is not read: a live
+    // object's owner may have left it uninitialised (or copied padding into it), and
+    // reading that as an integer is undefined behaviour in the abstract machine. The
+    // double-free check then runs natively only (the death tests spawn processes, which
+    // miri does not run anyway); everything else is checked alike.
+    #[cfg(not(miri))]
+    // SAFETY: an object of a live slab of ours, at a slot start (checked), which the
+    // caller owns: its free words are inside its slot.
+    if unsafe { tag_word(object, geometry.link_offset).read() } == free_tag(object.addr().get()) {
+        crate::sync::fatal(
+            "double free (object, slab)",
+            object.addr().get(),
+            base.addr().get(),
+        );
     }
+    #[cfg(miri)]
+    let _ = base;
+    // SAFETY: as above.
+    unsafe { write_tag(object, geometry.link_offset, TagState::Free) };
+}
+
+/// Checks that `object`, taken from a chain of free objects of `owner` (a magazine, the
+/// depot or a slab's free list), is a free object of a slab of `owner`: at the start of
+/// an object and carrying its free tag. Aborts otherwise: the object (or the link word
+/// that led to it) was overwritten, by a write past the end of the block before it or a
+/// write after free. Called before the object's link word is read.
+/// Returns the object with the slab's provenance.
+#[cfg(any(debug_assertions, feature = "hardened"))]
+#[inline(always)]
+pub(crate) fn check_free(
+    object: NonNull<u8>,
+    owner: *const CoreHeader,
+    geometry: &Geometry,
+) -> NonNull<u8> {
+    let (object, base) = locate(object, owner, geometry);
+    // SAFETY: an object of a live slab of ours (checked): its tag word is inside its
+    // slot, and free objects' words belong to the allocator.
+    if unsafe { tag_word(object, geometry.link_offset).read() } != free_tag(object.addr().get()) {
+        crate::sync::fatal(
+            "a free block was overwritten: a write past the end of the block before it, \
+             or a write after free (object, slab)",
+            object.addr().get(),
+            base.addr().get(),
+        );
+    }
+    object
+}
+
+/// [`check_free`], then marks the object handed out (clears its tag). Returns the
+/// object with the slab's provenance, which is what must be handed out: the tag was
+/// written through it, which (under Stacked Borrows) ends the access of the pointers
+/// of the object's previous owner to the tag word.
+///
+/// Not inlined: the allocation fast path calls it inside its thread-local closure,
+/// which must stay small to be inlined itself.
+///
+/// # Safety
+/// - The caller takes `object` out of its chain (it is being handed out).
+#[cfg(any(debug_assertions, feature = "hardened"))]
+#[inline(never)]
+pub(crate) unsafe fn mark_handed_out(
+    object: NonNull<u8>,
+    owner: *const CoreHeader,
+    geometry: &Geometry,
+) -> NonNull<u8> {
+    let object = check_free(object, owner, geometry);
+    // SAFETY: checked to be a free object of ours, now the caller's.
+    unsafe { write_tag(object, geometry.link_offset, TagState::HandedOut) };
+    object
 }
 
 /// The owner word of the live slab at `base` (debug builds and `hardened`).
@@ -412,6 +599,7 @@ pub(crate) unsafe fn debug_mark(
 /// # Safety
 /// - `base` is the base pointer of a live slab, as [`crate::slab_map::lookup`] gives it.
 #[cfg(any(debug_assertions, feature = "hardened"))]
+#[inline(always)]
 pub(crate) unsafe fn debug_owner(base: NonNull<u8>) -> *const CoreHeader {
     // SAFETY: the owner word follows the header inside the live slab (caller); it is
     // written before the slab is published and never changes while the slab is live.
@@ -422,24 +610,16 @@ pub(crate) unsafe fn debug_owner(base: NonNull<u8>) -> *const CoreHeader {
     }
 }
 
-/// Whether object `index` (below the geometry's capacity) of the live slab at `base` is
-/// handed out, by the live bitmap (debug builds and `hardened`).
+/// Whether the object at `object` (the start of an object of a live slab with
+/// `geometry`, with the slab's provenance) carries its free tag (debug builds and
+/// `hardened`).
 ///
 /// # Safety
-/// - `base` is the base pointer of a live slab of a cache with a geometry whose
-///   capacity is above `index`.
+/// - As stated; nobody writes the object's words meanwhile.
 #[cfg(any(debug_assertions, feature = "hardened"))]
-pub(crate) unsafe fn debug_is_live(base: NonNull<u8>, index: usize) -> bool {
-    // SAFETY: the bitmap words follow the owner word inside the slab and are atomics;
-    // `index / 64` is inside the bitmap (caller).
-    let word = unsafe {
-        &*base
-            .add(size_of::<SlabHeader>() + 8)
-            .cast::<AtomicU64>()
-            .add(index / 64)
-            .as_ptr()
-    };
-    word.load(Ordering::Relaxed) & (1u64 << (index % 64)) != 0
+pub(crate) unsafe fn debug_is_free(object: NonNull<u8>, geometry: &Geometry) -> bool {
+    // SAFETY: the tag word is inside the object's slot (caller).
+    unsafe { tag_word(object, geometry.link_offset).read() == free_tag(object.addr().get()) }
 }
 
 /// A doubly linked list of slabs through their headers.

@@ -73,6 +73,7 @@ fn table<T>(slot: &AtomicPtr<T>, create: bool) -> Option<NonNull<T>> {
 }
 
 /// Entry `index` of a published table of `N` atomics, borrowed alone.
+#[inline(always)]
 fn entry<E, const N: usize>(
     table: NonNull<[AtomicPtr<E>; N]>,
     index: usize,
@@ -135,9 +136,12 @@ pub(crate) fn remove(base: NonNull<u8>, bytes: usize) {
 
 /// The base pointer (with the whole slab's provenance) of the live slab holding
 /// `address`, if any.
-#[inline]
+///
+/// Three loads, inlined (the checks of the hardened mode make one per operation).
+#[inline(always)]
 pub(crate) fn lookup(address: usize) -> Option<NonNull<u8>> {
     let (root, index) = split(address)?;
-    let leaf = leaf(root, false)?;
+    let table_of_leaves = NonNull::new(ROOT.load(Ordering::Acquire))?;
+    let leaf = NonNull::new(entry(table_of_leaves, root).load(Ordering::Acquire))?;
     NonNull::new(entry(leaf, index).load(Ordering::Acquire))
 }

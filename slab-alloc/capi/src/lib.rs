@@ -92,6 +92,23 @@ fn decay_thread_if_asked() {
     }
 }
 
+/// The hardened build checks the heap's free blocks when the process exits, for a
+/// write past the end of a block that no later operation noticed (see
+/// [`SlabHeap::check_free_blocks`]): glibc finds such a write at its next `malloc`, in
+/// the size field of the next chunk, and the security tests of mimalloc-bench exit
+/// right after it.
+#[cfg(all(feature = "hardened", target_os = "linux"))]
+#[used]
+#[unsafe(link_section = ".fini_array")]
+static CHECK_AT_EXIT: extern "C" fn() = check_at_exit;
+
+/// Runs [`SlabHeap::check_free_blocks`] (from the `.fini_array` of the library).
+#[cfg(all(feature = "hardened", target_os = "linux"))]
+extern "C" fn check_at_exit() {
+    let _guard = guard("panic in the check at exit");
+    HEAP.check_free_blocks();
+}
+
 /// Bytes of the prefix before every block.
 const PREFIX: usize = 16;
 /// Alignment of every block (that of `max_align_t` on the 64-bit targets we build for).
@@ -155,6 +172,7 @@ unsafe fn finish(base: *mut u8, layout: Layout) -> *mut c_void {
 /// # Safety
 /// - `user` is non-null and was returned by this library (else the prefix read may
 ///   fault, or the pointer is reported and the process aborted).
+#[inline(always)]
 unsafe fn block_of(user: *mut c_void) -> (*mut u8, Layout) {
     let user = user.cast::<u8>();
     #[cfg(feature = "hardened")]
@@ -176,7 +194,33 @@ unsafe fn block_of(user: *mut c_void) -> (*mut u8, Layout) {
         invalid_pointer(user);
     }
     // SAFETY: the block starts `offset` bytes before the pointer.
-    (unsafe { user.sub(offset) }, layout)
+    let base = unsafe { user.sub(offset) };
+    if has_own_mapping(layout) {
+        check_own_mapping(user, base);
+    }
+    (base, layout)
+}
+
+/// Whether a block of `layout` has a mapping of its own (no size class): two compares
+/// instead of `class_for`, since a layout has a class unless it is above `MAX_SMALL`
+/// or aligned above a page (the largest class alignment).
+#[inline(always)]
+fn has_own_mapping(layout: Layout) -> bool {
+    let own = layout.size() > MAX_SMALL || layout.align() > 4096;
+    debug_assert_eq!(own, class_for(layout.size(), layout.align()).is_none());
+    own
+}
+
+/// The check of every build for a block whose prefix names a mapping of its own: such
+/// a block starts on a page boundary and lies in no slab. A small block whose prefix
+/// was overwritten (a write just before it) fails it and is reported instead of being
+/// unmapped with a size it never had. Cold: such blocks cost a system call anyway.
+#[cold]
+#[inline(never)]
+fn check_own_mapping(user: *mut u8, base: *mut u8) {
+    if !base.addr().is_multiple_of(page_size()) || slab_alloc::is_in_a_slab(user) {
+        invalid_pointer(user);
+    }
 }
 
 /// Reports a pointer whose prefix is invalid, saying why (a double free, an interior
@@ -192,11 +236,25 @@ fn invalid_pointer(user: *mut u8) -> ! {
 /// Else the pointer is reported (a wild pointer, or a large block already unmapped).
 /// Returns whether the pointer is in a slab.
 #[cfg(feature = "hardened")]
+#[inline(always)]
 fn check_prefix_is_mapped(user: *mut u8) -> bool {
-    let prefix = user.wrapping_sub(PREFIX);
-    if slab_alloc::is_in_a_slab(user) && slab_alloc::is_in_a_slab(prefix) {
+    // The prefix lies in the pointer's slab unless the pointer is within 16 bytes of
+    // the start of a slab granule: one lookup in the slab map does for both.
+    if slab_alloc::is_in_a_slab(user)
+        && (user.addr() & (slab_alloc::SLAB_BYTES - 1) >= PREFIX
+            || slab_alloc::is_in_a_slab(user.wrapping_sub(PREFIX)))
+    {
         return true;
     }
+    check_large_prefix_is_mapped(user)
+}
+
+/// The part of [`check_prefix_is_mapped`] for a pointer outside the slabs.
+#[cfg(feature = "hardened")]
+#[cold]
+#[inline(never)]
+fn check_large_prefix_is_mapped(user: *mut u8) -> bool {
+    let prefix = user.wrapping_sub(PREFIX);
     let page = page_size();
     let in_page = user.addr() & (page - 1);
     let placed =
@@ -262,14 +320,7 @@ pub unsafe extern "C" fn free(pointer: *mut c_void) {
     }
     // SAFETY: a live block of ours (caller).
     let (base, layout) = unsafe { block_of(pointer) };
-    // Two compares instead of `class_for`: a layout has a class unless it is above
-    // `MAX_SMALL` or aligned above a page (the largest class alignment).
-    let own_mapping = layout.size() > MAX_SMALL || layout.align() > 4096;
-    debug_assert_eq!(
-        own_mapping,
-        class_for(layout.size(), layout.align()).is_none()
-    );
-    if !own_mapping {
+    if !has_own_mapping(layout) {
         // SAFETY: the heap block behind it, with its layout.
         unsafe { HEAP.dealloc(base, layout) };
     } else {

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Runs C programs that free wrongly (double, delayed double, aligned and large double
 # frees, a byte written before the block, interior, misaligned, stack, wild and far
-# pointers) under LD_PRELOAD of the hardened build (`--features hardened`): each must
-# abort (SIGABRT) with a message on stderr that names the mistake and the address; a
-# correct program must run to its end under it.
+# pointers) or write past a block (into a free neighbour, or just before exiting, as
+# mimalloc-bench's 32_byte_memcpy_overflow) under LD_PRELOAD of the hardened build
+# (`--features hardened`): each must abort (SIGABRT) with a message on stderr that
+# names the mistake and the address; a correct program must run to its end under it.
+# The default build must stop the byte written before an 8-byte block too (mimalloc-
+# bench's one_byte_underflow, which glibc stops).
 #
 # Usage: slab-alloc/capi/tests/hardened.sh   (from anywhere; needs gcc)
 set -euo pipefail
@@ -31,6 +34,9 @@ cases=(
     "double-aligned|double free"
     "double-large|did not hand out"
     "underflow|the block's header was overwritten"
+    "underflow-8|the block's header was overwritten"
+    "overflow-at-exit|a free block was overwritten"
+    "overflow-into-free|a free block was overwritten"
     "interior|not the start of a block"
     "unaligned|not the start of a block"
     "stack|did not hand out"
@@ -49,3 +55,12 @@ for case in "${cases[@]}"; do
     printf 'hardened.sh: %-15s %s\n' "$mode" "$(head -c 160 "$work/err")"
 done
 echo "hardened.sh: all bad frees caught"
+
+# The default build: the byte written before an 8-byte block.
+cargo build --release -p slab-alloc-capi
+default_lib="$target_dir/release/libslab_alloc_capi.so"
+status=0
+LD_PRELOAD="$default_lib" "$work/bad_free" underflow-8 >"$work/out" 2>"$work/err" || status=$?
+[ "$status" -eq 134 ] || fail "default build, underflow-8: exit status $status, not SIGABRT"
+grep -q "the block's header was overwritten" "$work/err" || fail "default build, underflow-8: $(cat "$work/err")"
+echo "hardened.sh: the default build stops underflow-8 too"

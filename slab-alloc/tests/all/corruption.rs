@@ -177,7 +177,7 @@ fn child_report_double_free() {
         use core::alloc::{GlobalAlloc, Layout};
         let heap = slab_alloc::SlabHeap::new();
         let layout = Layout::from_size_align(48, 16).unwrap();
-        // SAFETY: the block is freed once; the report only reads the slab's bitmap.
+        // SAFETY: the block is freed once; the report only reads its free tag.
         unsafe {
             let block = heap.alloc(layout);
             heap.dealloc(block, layout);
@@ -218,4 +218,62 @@ fn heap_free_of_a_pointer_from_nowhere_is_detected() {
 #[cfg_attr(miri, ignore = "spawns processes")]
 fn report_bad_free_names_a_double_free() {
     expect_abort("corruption::child_report_double_free", "double free");
+}
+
+#[test]
+#[ignore = "child process of a_write_into_a_free_neighbour_is_caught_at_its_allocation"]
+fn child_write_into_a_free_neighbour() {
+    if in_child() {
+        use core::alloc::{GlobalAlloc, Layout};
+        let heap = slab_alloc::SlabHeap::new();
+        let layout = Layout::from_size_align(32, 16).unwrap();
+        // SAFETY: deliberately wrong: 32 bytes written past the lower of two neighbours
+        // after the upper one was freed; the next allocation hands the upper one out.
+        unsafe {
+            let (a, b) = (heap.alloc(layout), heap.alloc(layout));
+            let (low, high) = if a < b { (a, b) } else { (b, a) };
+            assert_eq!(high.addr() - low.addr(), 32);
+            heap.dealloc(high, layout);
+            low.write_bytes(0, 64);
+            let _ = heap.alloc(layout);
+        }
+    }
+}
+
+#[test]
+#[cfg(any(debug_assertions, feature = "hardened"))]
+#[cfg_attr(miri, ignore = "spawns processes")]
+fn a_write_into_a_free_neighbour_is_caught_at_its_allocation() {
+    expect_abort(
+        "corruption::child_write_into_a_free_neighbour",
+        "a free block was overwritten",
+    );
+}
+
+#[test]
+#[ignore = "child process of a_write_past_the_last_block_carved_is_caught_by_the_check"]
+fn child_write_past_the_last_block_carved() {
+    if in_child() {
+        use core::alloc::{GlobalAlloc, Layout};
+        let heap = slab_alloc::SlabHeap::new();
+        let layout = Layout::from_size_align(32, 16).unwrap();
+        // SAFETY: deliberately wrong: the first block of a fresh heap is the last one
+        // carved of its magazine's batch; 32 zero bytes written past it reach the first
+        // object never carved.
+        unsafe {
+            let block = heap.alloc(layout);
+            block.write_bytes(0, 64);
+        }
+        heap.check_free_blocks();
+    }
+}
+
+#[test]
+#[cfg(any(debug_assertions, feature = "hardened"))]
+#[cfg_attr(miri, ignore = "spawns processes")]
+fn a_write_past_the_last_block_carved_is_caught_by_the_check() {
+    expect_abort(
+        "corruption::child_write_past_the_last_block_carved",
+        "a free block was overwritten",
+    );
 }

@@ -8,6 +8,9 @@
 /* Keeps the compiler from seeing through the mistakes. */
 static void *(*volatile do_malloc)(size_t) = malloc;
 static void (*volatile do_free)(void *) = free;
+static void *(*volatile do_memcpy)(void *, const void *, size_t) = memcpy;
+
+static const char zeros[40];
 
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "";
@@ -33,6 +36,24 @@ int main(int argc, char **argv) {
     } else if (!strcmp(mode, "underflow")) {
         p[-1] ^= 'A'; /* the top byte of the size in the prefix */
         do_free(p);
+    } else if (!strcmp(mode, "underflow-8")) {
+        /* mimalloc-bench's one_byte_underflow_small. */
+        char *q = do_malloc(8);
+        q[-1] ^= 'A';
+        do_free(q);
+    } else if (!strcmp(mode, "overflow-at-exit")) {
+        /* mimalloc-bench's 32_byte_memcpy_overflow_small: 32 bytes (of zeros) past an
+         * 8-byte block, then the program exits; caught by the check at exit. */
+        char *q = do_malloc(8);
+        do_memcpy(q, zeros, sizeof zeros);
+    } else if (!strcmp(mode, "overflow-into-free")) {
+        /* The same into a free neighbour: caught when the neighbour is handed out. */
+        char *a = do_malloc(8), *b = do_malloc(8);
+        char *low = a < b ? a : b, *high = a < b ? b : a;
+        if (high - low != 32) return 3;
+        do_free(high);
+        do_memcpy(low, zeros, sizeof zeros);
+        do_free(do_malloc(8));
     } else if (!strcmp(mode, "interior")) {
         do_free(p + 32);
     } else if (!strcmp(mode, "unaligned")) {
