@@ -467,28 +467,3 @@ fn a_reason_phrase_behind_an_extension_that_panics_on_drop_is_freed() {
     // Dropping the server checks that the request's arena went back to the pool: the
     // reason phrase's box was freed, not forgotten with the extensions behind the panic.
 }
-
-/// A worker that dies hands its work to the others: a task sleeping on its timers is
-/// woken to register again elsewhere and finishes on the live worker, and work spawned
-/// on the dead worker afterwards runs there too.
-#[test]
-fn a_dead_workers_sleeping_task_finishes_on_the_other_worker() {
-    let runtime = std::sync::Arc::new(executor::Runtime::builder().workers(2).build().unwrap());
-    // Registered with worker 0's timers, due long after worker 0 dies.
-    let sleeper = runtime.spawn_on(0, async {
-        executor::sleep(Duration::from_millis(200)).await;
-        executor::current_worker().unwrap()
-    });
-    // Worker 0 dies 10 ms from now.
-    runtime.block_on(arm_a_panicking_waker());
-    let outcome = bounded(move || client_runtime().block_on(sleeper));
-    let finished_on = outcome.expect("the sleeping task was lost with its worker");
-    assert_eq!(finished_on.unwrap(), 1);
-    let running = std::sync::Arc::clone(&runtime);
-    let later = bounded(move || running.block_on(async { executor::current_worker().unwrap() }));
-    assert_eq!(
-        later,
-        Some(1),
-        "block_on after the death runs on the live worker"
-    );
-}
