@@ -417,8 +417,23 @@ impl ChildServer {
     /// Starts `scenario` and waits (bounded) for it to say where it listens.
     pub fn start(scenario: &str) -> Self {
         use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
         use std::process::{Command, Stdio};
-        let mut process = Command::new(std::env::current_exe().unwrap())
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        // SAFETY: between fork and exec the closure only calls `signal`, which is
+        // async-signal-safe, and allocates nothing.
+        unsafe {
+            command.pre_exec(|| {
+                // The child starts with the default actions of the termination signals,
+                // as a program started from a terminal does, whatever the test runner
+                // inherited (a background job of a script ignores SIGINT).
+                for signal in [libc::SIGINT, libc::SIGTERM] {
+                    libc::signal(signal, libc::SIG_DFL);
+                }
+                Ok(())
+            })
+        };
+        let mut process = command
             .args([
                 "--exact",
                 "child::entry",
