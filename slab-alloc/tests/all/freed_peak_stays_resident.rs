@@ -35,9 +35,9 @@ fn bytes_held(heap: &SlabHeap) -> usize {
     })
 }
 
-/// Allocates the peak (every block written) and frees it.
-fn peak_and_free(heap: &SlabHeap) {
-    let blocks: Vec<*mut u8> = (0..PEAK_BLOCKS)
+/// Allocates a peak of `count` blocks (every one written) and frees it.
+fn peak_and_free(heap: &SlabHeap, count: usize) {
+    let blocks: Vec<*mut u8> = (0..count)
         .map(|_| {
             // SAFETY: a non-zero layout.
             let block = unsafe { heap.alloc(PEAK_LAYOUT) };
@@ -51,6 +51,30 @@ fn peak_and_free(heap: &SlabHeap) {
         // SAFETY: allocated above with this layout, freed once.
         unsafe { heap.dealloc(block, PEAK_LAYOUT) };
     }
+}
+
+/// Runs `keep_going` (what the program does after the peak: work, or wait) until the
+/// heap holds at most 10% more than `before`, and fails after [`PATIENCE`]. `peak` is
+/// what it held right after the frees, for the message.
+fn assert_goes_back(
+    heap: &SlabHeap,
+    before: usize,
+    peak: usize,
+    what: &str,
+    mut keep_going: impl FnMut(),
+) {
+    let start = Instant::now();
+    let mut held = peak;
+    while held > before + before / 10 && start.elapsed() < PATIENCE {
+        keep_going();
+        held = bytes_held(heap);
+    }
+    assert!(
+        held <= before + before / 10,
+        "after {:?} {what} the heap still holds {held} bytes \
+         (before the peak: {before}, after the frees: {peak})",
+        start.elapsed()
+    );
 }
 
 /// Allocates and frees a batch of small objects in two classes far from the peak's.
@@ -83,28 +107,17 @@ fn a_freed_peak_goes_back_while_the_program_works_in_other_classes() {
         work_in_other_classes(&heap);
     }
     let before = bytes_held(&heap);
-    peak_and_free(&heap);
+    peak_and_free(&heap, PEAK_BLOCKS);
     let peak = bytes_held(&heap);
     assert!(
         peak >= PEAK_BLOCKS * 4096 / 2,
         "the freed peak should still be held right after the frees ({peak} bytes)"
     );
-    let start = Instant::now();
-    let mut held = peak;
-    let mut rounds = 0u32;
-    while held > before + before / 10 && start.elapsed() < PATIENCE {
-        work_in_other_classes(&heap);
-        rounds += 1;
-        if rounds.is_multiple_of(16) {
-            held = bytes_held(&heap);
+    assert_goes_back(&heap, before, peak, "of work in other classes", || {
+        for _ in 0..16 {
+            work_in_other_classes(&heap);
         }
-    }
-    assert!(
-        held <= before + before / 10,
-        "after {:?} of work in other classes the heap still holds {held} bytes \
-         (before the peak: {before}, after the frees: {peak})",
-        start.elapsed()
-    );
+    });
     heap.check_invariants();
 }
 
@@ -121,22 +134,13 @@ fn a_freed_peak_goes_back_with_no_activity_at_all_under_the_decay_thread() {
     let before = bytes_held(heap);
     // The peak on a thread that exits (its magazines go back to the depots); this thread
     // then makes no operation of the heap at all.
-    std::thread::spawn(move || peak_and_free(heap))
+    std::thread::spawn(move || peak_and_free(heap, PEAK_BLOCKS))
         .join()
         .unwrap();
-    let start = Instant::now();
-    let mut held = bytes_held(heap);
-    let peak = held;
-    while held > before + before / 10 && start.elapsed() < PATIENCE {
+    let peak = bytes_held(heap);
+    assert_goes_back(heap, before, peak, "without activity", || {
         std::thread::sleep(Duration::from_millis(50));
-        held = bytes_held(heap);
-    }
-    assert!(
-        held <= before + before / 10,
-        "after {:?} without activity the heap still holds {held} bytes \
-         (before the peak: {before}, after the frees: {peak})",
-        start.elapsed()
-    );
+    });
     // SAFETY: allocated above with this layout, freed once.
     unsafe { heap.dealloc(kept, small) };
 }
@@ -169,23 +173,14 @@ fn a_freed_peak_goes_back_while_the_program_works_one_block_at_a_time() {
     let before = bytes_held(&heap);
     // The peak on threads that exit, as a worker pool does.
     std::thread::scope(|scope| {
-        scope.spawn(|| peak_and_free(&heap));
+        scope.spawn(|| peak_and_free(&heap, PEAK_BLOCKS));
     });
     let peak = bytes_held(&heap);
-    let start = Instant::now();
-    let mut held = peak;
-    while held > before + before / 10 && start.elapsed() < PATIENCE {
+    assert_goes_back(&heap, before, peak, "of allocate/free pairs", || {
         for _ in 0..16 {
             work_one_block_at_a_time(&heap);
         }
-        held = bytes_held(&heap);
-    }
-    assert!(
-        held <= before + before / 10,
-        "after {:?} of allocate/free pairs the heap still holds {held} bytes \
-         (before the peak: {before}, after the frees: {peak})",
-        start.elapsed()
-    );
+    });
 }
 
 /// The decay thread of [`EARLY_PEAK_HEAP`], started from its decay hook as the C ABI
@@ -208,37 +203,13 @@ fn a_peak_freed_before_the_first_decay_interval_goes_back_under_a_hook_started_t
     // The whole peak takes far less than `DECAY_INTERVAL` (250 ms) on a quiet machine,
     // on a thread that exits; nothing operates on the heap afterwards. The first decay
     // pass, and so the hook, used to be due only 250 ms after the heap was built.
-    std::thread::spawn(|| {
-        let blocks: Vec<*mut u8> = (0..PEAK_BLOCKS / 4)
-            .map(|_| {
-                // SAFETY: a non-zero layout.
-                let block = unsafe { EARLY_PEAK_HEAP.alloc(PEAK_LAYOUT) };
-                assert!(!block.is_null());
-                // SAFETY: 4000 writable bytes.
-                unsafe { block.write_bytes(0xA5, PEAK_LAYOUT.size()) };
-                block
-            })
-            .collect();
-        for block in blocks {
-            // SAFETY: allocated above with this layout, freed once.
-            unsafe { EARLY_PEAK_HEAP.dealloc(block, PEAK_LAYOUT) };
-        }
-    })
-    .join()
-    .unwrap();
-    let start = Instant::now();
-    let mut held = bytes_held(heap);
-    let peak = held;
-    while held > before + before / 10 && start.elapsed() < PATIENCE {
+    std::thread::spawn(|| peak_and_free(&EARLY_PEAK_HEAP, PEAK_BLOCKS / 4))
+        .join()
+        .unwrap();
+    let peak = bytes_held(heap);
+    assert_goes_back(heap, before, peak, "without activity", || {
         std::thread::sleep(Duration::from_millis(50));
-        held = bytes_held(heap);
-    }
-    assert!(
-        held <= before + before / 10,
-        "after {:?} without activity the heap still holds {held} bytes \
-         (before the peak: {before}, after the frees: {peak})",
-        start.elapsed()
-    );
+    });
     // SAFETY: allocated above with this layout, freed once.
     unsafe { heap.dealloc(kept, small) };
 }
