@@ -221,7 +221,11 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
             // chunk (or `pad + size == 0` before the first chunk).
             let start = unsafe { ptr.add(pad) };
             // SAFETY: as above.
-            self.ptr.set(unsafe { start.add(size) });
+            let end = unsafe { start.add(size) };
+            // A zero-sized request takes no memory, not even its padding: the bump
+            // pointer stays (a conditional move, not a branch, on the fast path).
+            let next = if size == 0 { ptr } else { end };
+            self.ptr.set(next);
             Some(start)
         } else {
             None
@@ -235,14 +239,6 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     /// The allocation limit would be exceeded, or the page source is exhausted.
     #[inline(always)]
     pub fn try_alloc_layout(&self, layout: Layout) -> Result<NonNull<u8>, AllocError> {
-        if layout.size() == 0 {
-            // No memory is needed, so nothing is charged, padded, reserved or committed:
-            // any non-null address with the alignment will do (a check the compiler
-            // removes for the constant layouts of typed requests). Freeing or resizing
-            // it is sound: it is the latest allocation only if its address is the bump
-            // pointer's, and then growing it bumps from there.
-            return Ok(dangling_aligned(layout.align().max(MIN_ALIGN)));
-        }
         match self.try_bump(layout) {
             Some(ptr) => Ok(ptr),
             None => self.alloc_slow(layout),
@@ -321,6 +317,14 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     #[cold]
     #[inline(never)]
     fn alloc_slow(&self, layout: Layout) -> Result<NonNull<u8>, AllocError> {
+        if layout.size() == 0 {
+            // No memory is needed, so nothing is charged, padded, reserved or committed:
+            // any non-null address with the alignment will do. (The fast path serves a
+            // zero-sized request that fits the current chunk without moving the bump
+            // pointer.) Freeing or resizing it is sound: it is the latest allocation only
+            // if its address is the bump pointer's, and then growing it bumps from there.
+            return Ok(dangling_aligned(layout.align().max(MIN_ALIGN)));
+        }
         let align = layout.align().max(MIN_ALIGN);
         let size = Self::padded_size(layout.size());
         let result = self.alloc_slow_inner(align, size);
