@@ -351,17 +351,7 @@ fn a_response_extension_that_panics_on_drop_does_not_cut_the_connection() {
             response
         },
     );
-    let mut stream = raw(server.address);
-    std::io::Write::write_all(
-        &mut stream,
-        b"GET /extension HTTP/1.1\r\nhost: t\r\n\r\n\
-          GET /hello HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
-    )
-    .unwrap();
-    let mut received = Vec::new();
-    let ended = read_until(&mut stream, &mut received, CLIENT_TIMEOUT, |_| false);
-    let text = String::from_utf8_lossy(&received);
-    assert_eq!(ended, Ended::Closed);
+    let (received, text) = get_then_hello(server.address, "/extension");
     assert!(
         text.starts_with("HTTP/1.1 200 Fine Thanks") && text.contains("extended"),
         "{text}"
@@ -448,17 +438,7 @@ fn a_reason_phrase_behind_an_extension_that_panics_on_drop_is_freed() {
             refusal
         },
     );
-    let mut stream = raw(server.address);
-    std::io::Write::write_all(
-        &mut stream,
-        b"GET /reason HTTP/1.1\r\nhost: t\r\n\r\n\
-          GET /hello HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
-    )
-    .unwrap();
-    let mut received = Vec::new();
-    let ended = read_until(&mut stream, &mut received, CLIENT_TIMEOUT, |_| false);
-    let text = String::from_utf8_lossy(&received);
-    assert_eq!(ended, Ended::Closed);
+    let (received, text) = get_then_hello(server.address, "/reason");
     assert!(
         text.starts_with("HTTP/1.1 200 Behind A Panic") && text.contains("reasoned"),
         "{text}"

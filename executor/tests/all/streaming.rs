@@ -260,17 +260,7 @@ fn response_bytes_whose_owner_panics_on_drop_leave_the_connection_usable() {
             )
         },
     );
-    let mut stream = raw(server.address);
-    stream
-        .write_all(
-            b"GET /owned HTTP/1.1\r\nhost: t\r\n\r\n\
-              GET /hello HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
-        )
-        .unwrap();
-    let mut received = Vec::new();
-    let ended = read_until(&mut stream, &mut received, CLIENT_TIMEOUT, |_| false);
-    let text = String::from_utf8_lossy(&received);
-    assert_eq!(ended, Ended::Closed);
+    let (received, text) = get_then_hello(server.address, "/owned");
     assert_eq!(count(&received, "HTTP/1.1 200"), 2, "{text}");
 }
 
