@@ -948,8 +948,9 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
         // Nothing is allocated now but the padding to `MIN_ALIGN` at the chunk's start
         // (counted by `allocated_bytes`): the limit ends `limit_bytes` after the data
         // start, and never before the bump pointer.
-        let start = start.addr().get();
-        let limit_end = start.saturating_add(self.config.limit_bytes.saturating_sub(start - data));
+        let limit_end = data
+            .saturating_add(self.config.limit_bytes)
+            .max(start.addr().get());
         self.end.set(self.committed_end.get().min(limit_end));
         let base = data - HEADER_BYTES;
         let dirty = self.high_water.get().max(top);

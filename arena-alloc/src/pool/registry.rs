@@ -22,10 +22,15 @@ static PUBLISHED: AtomicUsize = AtomicUsize::new(0);
 
 /// Registers a pool so that frees of its memory are routed to it; idempotent.
 /// Returns `false` when the registry is full.
+#[inline]
 pub(super) fn register(pool: &'static PoolCore) -> bool {
-    if pool.registered.load(Ordering::Acquire) {
-        return true;
-    }
+    // Every `run` and `enter` asks: after the first, one load.
+    pool.registered.load(Ordering::Acquire) || register_first(pool)
+}
+
+#[cold]
+#[inline(never)]
+fn register_first(pool: &'static PoolCore) -> bool {
     // Serialise registrations of this pool: only one thread may claim an entry for it.
     static REGISTERING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _serial = REGISTERING

@@ -47,7 +47,7 @@ pub(super) struct Slot {
     /// (at release): zero after release means nothing is live.
     pub(super) remote_frees: AtomicIsize,
     /// The spill account of the current lease: its generation (the top 16 bits, bumped
-    /// by every lease) and the live bytes of routed allocations that spilled to the
+    /// when a lease ends with spills still charged) and the live bytes of routed allocations that spilled to the
     /// fallback allocator (the low 48 bits). Packed, so that a credit for a block spilled
     /// by an earlier lease is recognised and dropped in the same atomic step.
     pub(super) spill_account: AtomicU64,
@@ -80,12 +80,19 @@ impl Slot {
         unsafe { &*self.arena.get() }
     }
 
-    /// Starts the spill account of a new lease: the next generation, nothing charged.
-    pub(super) fn begin_spill_account(&self) {
-        let generation = self.spill_account.load(Ordering::Relaxed) >> SPILL_BYTES_BITS;
-        let next = (generation + 1) & SPILL_GENERATION_MASK;
-        self.spill_account
-            .store(next << SPILL_BYTES_BITS, Ordering::Release);
+    /// Closes the spill account of a lease that is over: when spills it charged are
+    /// still live (their frees may come during the next lease), the next lease gets the
+    /// next generation, with nothing charged, so their credits are recognised and
+    /// dropped. When nothing is charged no credit can come, and the generation stays: the
+    /// common case costs one load.
+    #[inline]
+    pub(super) fn end_spill_account(&self) {
+        let account = self.spill_account.load(Ordering::Relaxed);
+        if account & SPILL_BYTES_MASK != 0 {
+            let next = ((account >> SPILL_BYTES_BITS) + 1) & SPILL_GENERATION_MASK;
+            self.spill_account
+                .store(next << SPILL_BYTES_BITS, Ordering::Release);
+        }
     }
 
     /// The generation of the current lease's spill account.
@@ -222,7 +229,6 @@ impl PoolCore {
         let slot = &self.slots[index as usize];
         #[cfg(feature = "debug-protect")]
         self.unprotect(slot, index);
-        slot.begin_spill_account();
         slot.state.store(LEASED, Ordering::Relaxed);
         slot
     }
@@ -252,6 +258,7 @@ impl PoolCore {
         }
         slot.local_live.set(0);
         slot.remote_frees.store(0, Ordering::Relaxed);
+        slot.end_spill_account();
         slot.over_budget.store(false, Ordering::Relaxed);
         slot.state.store(FREE, Ordering::Relaxed);
         #[cfg(feature = "debug-protect")]
