@@ -12,22 +12,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "measure.h"
+
 #define THREADS 4
 #define BLOCKS 25000
-
-static long resident_kib(void) {
-    FILE *f = fopen("/proc/self/statm", "r");
-    long size = 0, resident = 0;
-    if (!f || fscanf(f, "%ld %ld", &size, &resident) != 2) exit(3);
-    fclose(f);
-    return resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec / 1e9;
-}
 
 static void **blocks[THREADS];
 static pthread_barrier_t barrier;

@@ -13,17 +13,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "measure.h"
+
 #define BLOCKS 3000
 #define GENERATIONS 300
 #define KEY_THREADS 500
-
-static long resident_kib(void) {
-    FILE *f = fopen("/proc/self/statm", "r");
-    long size = 0, resident = 0;
-    if (!f || fscanf(f, "%ld %ld", &size, &resident) != 2) exit(3);
-    fclose(f);
-    return resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
 
 static int corrupt;
 
