@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Wake;
 use std::time::Duration;
 
-use arena_alloc::{ArenaPool, PoolConfig, PooledArena};
+use arena_alloc::{AcquireFuture, ArenaPool, PoolConfig, PooledArena};
 
 /// A waker that owns a lease, as a task's waker owns the task and its lease.
 struct OwnsALease(Mutex<Option<PooledArena<'static>>>);
@@ -60,6 +60,22 @@ fn full_pool() -> (
     )
 }
 
+/// A future waiting for an arena of `pool`, polled once with a waker that owns `owned`;
+/// the pool's queue holds the waker's last reference.
+fn waiting_with_a_waker_that_owns(
+    pool: &'static ArenaPool,
+    owned: PooledArena<'static>,
+) -> AcquireFuture<'static> {
+    let waker = Waker::from(Arc::new(OwnsALease(Mutex::new(Some(owned)))));
+    let mut future = pool.acquire_async();
+    assert!(
+        Pin::new(&mut future)
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending()
+    );
+    future
+}
+
 #[test]
 fn dropping_a_waiting_future_drops_its_waker_outside_the_lock() {
     let (pool, owned, held) = full_pool();
@@ -67,14 +83,7 @@ fn dropping_a_waiting_future_drops_its_waker_outside_the_lock() {
         let mut context = Context::from_waker(Waker::noop());
         let mut other = pool.acquire_async();
         assert!(Pin::new(&mut other).poll(&mut context).is_pending());
-        let waker = Waker::from(Arc::new(OwnsALease(Mutex::new(Some(owned)))));
-        let mut future = pool.acquire_async();
-        assert!(
-            Pin::new(&mut future)
-                .poll(&mut Context::from_waker(&waker))
-                .is_pending()
-        );
-        drop(waker); // the queue holds the last reference
+        let future = waiting_with_a_waker_that_owns(pool, owned);
         drop(future); // drops the waker, which releases the lease to `other`
         assert!(Pin::new(&mut other).poll(&mut context).is_ready());
     });
@@ -85,14 +94,7 @@ fn dropping_a_waiting_future_drops_its_waker_outside_the_lock() {
 fn polling_with_a_new_waker_drops_the_old_one_outside_the_lock() {
     let (pool, owned, held) = full_pool();
     let finished = finishes(move || {
-        let waker = Waker::from(Arc::new(OwnsALease(Mutex::new(Some(owned)))));
-        let mut future = pool.acquire_async();
-        assert!(
-            Pin::new(&mut future)
-                .poll(&mut Context::from_waker(&waker))
-                .is_pending()
-        );
-        drop(waker); // the queue holds the last reference
+        let mut future = waiting_with_a_waker_that_owns(pool, owned);
         // A new waker replaces it: the old one is dropped, releasing the lease.
         let mut context = Context::from_waker(Waker::noop());
         let polled = Pin::new(&mut future).poll(&mut context);
