@@ -12,14 +12,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-static const char *errno_name(int e) {
-    switch (e) {
-    case 0: return "0";
-    case ENOMEM: return "ENOMEM";
-    case EINVAL: return "EINVAL";
-    default: return "other";
-    }
-}
+#include "errno_name.h"
 
 /* Reports a block: null and errno, or "ok" with alignment and usable-size checks. A
  * block of up to 16 MiB is written over its whole usable size (a larger one is left

@@ -14,14 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static const char *errno_name(int e) {
-    switch (e) {
-    case 0: return "0";
-    case ENOMEM: return "ENOMEM";
-    case EINVAL: return "EINVAL";
-    default: return "other";
-    }
-}
+#include "errno_name.h"
 
 #define CASE(call)                                                                      \
     do {                                                                                \
