@@ -71,7 +71,7 @@ pub(crate) async fn serve<H: Handler>(
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(ConnectionActivity::new(
         Arc::clone(&config.counters),
-        Some(peer),
+        config.client_addr.then_some(peer),
     ));
     let service = HandlerService {
         handler,

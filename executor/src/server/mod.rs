@@ -36,14 +36,17 @@ pub type RequestBody = Limited<Incoming>;
 
 pub use request_scope::ResponseBody;
 
-/// The client's address, in every request's extensions.
+/// The client's address, in every request's extensions when the server was built with
+/// [`ServerBuilder::client_addr`]`(true)`.
 ///
 /// # Examples
 /// ```no_run
 /// use bytes::Bytes;
 /// use http_body_util::Full;
 ///
-/// let server = executor::Server::builder().bind("127.0.0.1:8080".parse().unwrap())?;
+/// let server = executor::Server::builder()
+///     .client_addr(true)
+///     .bind("127.0.0.1:8080".parse().unwrap())?;
 /// server.serve(|request: http::Request<executor::RequestBody>| async move {
 ///     let executor::ClientAddr(client) = *request.extensions().get().unwrap();
 ///     http::Response::new(Full::new(Bytes::from(format!("you are {client}\n"))))
@@ -100,6 +103,8 @@ pub(crate) struct Config {
     pub(crate) arena_wait: Option<Duration>,
     /// Where requests lease their arenas.
     pub(crate) pool: &'static ArenaPool,
+    /// Whether every request carries a [`ClientAddr`] extension.
+    pub(crate) client_addr: bool,
     /// What the server has done so far; read through [`ServerStats`].
     pub(crate) counters: Arc<Counters>,
 }
@@ -119,6 +124,7 @@ struct Settings {
     arena_bytes: usize,
     arena_wait: Option<Duration>,
     pool: Option<&'static ArenaPool>,
+    client_addr: bool,
 }
 
 /// Default number of request arenas.
@@ -155,6 +161,7 @@ impl Default for ServerBuilder {
                 arena_bytes: DEFAULT_ARENA_BYTES,
                 arena_wait: Some(Duration::from_secs(1)),
                 pool: None,
+                client_addr: false,
             },
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             reuse_port: false,
@@ -177,6 +184,16 @@ impl ServerBuilder {
     /// serving the fewest connections (see the README).
     pub fn reuse_port(mut self, enabled: bool) -> Self {
         self.reuse_port = enabled;
+        self
+    }
+
+    /// Whether every request carries the client's address as a [`ClientAddr`] extension
+    /// (default: no). Off, a request has no extension the server put there; on, each
+    /// costs building the extension map in the request's arena (about 5% of the server's
+    /// own work per request for a small response), which is why handlers that want the
+    /// address ask for it, as axum's `ConnectInfo` does.
+    pub fn client_addr(mut self, enabled: bool) -> Self {
+        self.config.client_addr = enabled;
         self
     }
 
@@ -330,6 +347,7 @@ impl ServerBuilder {
             max_body_bytes: settings.max_body_bytes,
             arena_wait: settings.arena_wait,
             pool,
+            client_addr: settings.client_addr,
             counters: Arc::default(),
         };
         Ok(Server {

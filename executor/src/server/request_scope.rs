@@ -81,7 +81,8 @@ pub(crate) struct ConnectionActivity {
     /// it holds response bytes the client has not taken yet. Set by the connection's
     /// stream; read by its watchdog.
     pub(crate) write_blocked: AtomicBool,
-    /// The client's address, given to every handler (`ClientAddr`).
+    /// The client's address, given to every handler (`ClientAddr`) when the server was
+    /// built to.
     peer: Option<SocketAddr>,
     /// The server's counters, for what a request's outcome adds to them.
     counters: Arc<Counters>,

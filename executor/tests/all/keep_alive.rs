@@ -108,7 +108,7 @@ fn connections_are_spread_evenly_over_the_workers_whichever_accepts() {
 #[test]
 fn the_handler_sees_the_client_address() {
     let server = start_with(
-        builder(),
+        builder().client_addr(true),
         |request: http::Request<executor::RequestBody>| async move {
             let address = request
                 .extensions()
@@ -126,4 +126,18 @@ fn the_handler_sees_the_client_address() {
         String::from_utf8_lossy(bytes).ends_with(&expected)
     });
     assert_eq!(ended, Ended::Done, "{}", String::from_utf8_lossy(&received));
+}
+
+#[test]
+fn without_asking_the_handler_gets_no_client_address() {
+    let server = start_with(
+        builder(),
+        |request: http::Request<executor::RequestBody>| async move {
+            let seen = request.extensions().get::<executor::ClientAddr>().is_some();
+            text(http::StatusCode::OK, format!("client address: {seen}"))
+        },
+    );
+    let (status, body) = get(server.address, "/");
+    assert_eq!(status, http::StatusCode::OK);
+    assert_eq!(body, "client address: false");
 }
