@@ -26,7 +26,7 @@
 //!   router: the same thread, since a route lives only inside `run` (which borrows the
 //!   lease, which is `!Sync`) or an `ArenaGuard` (which owns the lease and is `!Send`;
 //!   forgetting it forgets the lease). Other threads touch only atomics:
-//!   `remote_frees`, `spill_account`, `over_budget`.
+//!   `remote_frees`, `spill_account`, `spill_generation`, `over_budget`.
 //! - **Quarantined**: released with routed allocations still live. Nobody uses the bump
 //!   state; each free is an atomic decrement of the debt, and the thread whose free
 //!   settles it (see below) owns the slot, resets it and returns it to the pool.
@@ -342,6 +342,7 @@ impl<P: PageSource + Send + Sync + 'static> ArenaPool<P> {
             local_live: Cell::new(0),
             remote_frees: AtomicIsize::new(0),
             spill_account: AtomicU64::new(0),
+            spill_generation: AtomicU64::new(0),
             over_budget: AtomicBool::new(false),
             spill_limit_bytes: config.spill_limit_bytes,
             state: AtomicU8::new(FREE),

@@ -46,11 +46,16 @@ pub(super) struct Slot {
     /// Routed frees from other threads (before release), minus the outstanding count
     /// (at release): zero after release means nothing is live.
     pub(super) remote_frees: AtomicIsize,
-    /// The spill account of the current lease: its generation (the top 16 bits, bumped
-    /// when a lease ends with spills still charged) and the live bytes of routed allocations that spilled to the
+    /// The spill account of the current lease: the low 16 bits of its generation
+    /// (`spill_generation`) in the top 16 bits, and the live bytes of routed allocations that spilled to the
     /// fallback allocator (the low 48 bits). Packed, so that a credit for a block spilled
     /// by an earlier lease is recognised and dropped in the same atomic step.
     pub(super) spill_account: AtomicU64,
+    /// The generation of the current lease's spill account, whole: bumped (before the
+    /// account) when a lease ends with spills still charged. A credit must match both it
+    /// and the account's 16 bits, so a spill of a lease 2^16 generations back is not
+    /// taken for the current lease's own.
+    pub(super) spill_generation: AtomicU64,
     /// Set by a spill: the request went over its budget.
     pub(super) over_budget: AtomicBool,
     /// The hard cap of `spilled_bytes`.
@@ -89,16 +94,22 @@ impl Slot {
     pub(super) fn end_spill_account(&self) {
         let account = self.spill_account.load(Ordering::Relaxed);
         if account & SPILL_BYTES_MASK != 0 {
-            let next = ((account >> SPILL_BYTES_BITS) + 1) & SPILL_GENERATION_MASK;
-            self.spill_account
-                .store(next << SPILL_BYTES_BITS, Ordering::Release);
+            let next = self
+                .spill_generation
+                .load(Ordering::Relaxed)
+                .wrapping_add(1);
+            self.spill_generation.store(next, Ordering::Release);
+            self.spill_account.store(
+                (next & SPILL_GENERATION_MASK) << SPILL_BYTES_BITS,
+                Ordering::Release,
+            );
         }
     }
 
     /// The generation of the current lease's spill account.
     #[inline]
     pub(super) fn spill_generation(&self) -> u64 {
-        self.spill_account.load(Ordering::Acquire) >> SPILL_BYTES_BITS
+        self.spill_generation.load(Ordering::Acquire)
     }
 
     /// Live bytes of the current lease's spills.
@@ -125,7 +136,12 @@ impl Slot {
         let _ = self
             .spill_account
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |account| {
-                (account >> SPILL_BYTES_BITS == generation).then(|| {
+                // The whole generation tells leases apart; the account's 16 bits make the
+                // check and the subtraction one step against a lease ending meanwhile
+                // (which changes the account, so this update is tried again).
+                let current = account >> SPILL_BYTES_BITS == generation & SPILL_GENERATION_MASK
+                    && self.spill_generation.load(Ordering::Acquire) == generation;
+                current.then(|| {
                     let left = (account & SPILL_BYTES_MASK).saturating_sub(bytes as u64);
                     (account & !SPILL_BYTES_MASK) | left
                 })

@@ -98,3 +98,76 @@ fn a_spill_freed_after_its_lease_ended_does_not_credit_the_next_lease() {
     unsafe { ROUTER.dealloc(held, big) };
     assert_eq!(lease.spilled_bytes(), 0);
 }
+
+/// 2^16 leases of one arena in a row, each charged a small spill (under the size the
+/// table records, so it stays charged until its lease ends): the account's 16-bit
+/// generation comes back to where it was at the first lease.
+fn wrap_the_generation_with_small_spills(pool: &'static ArenaPool) {
+    let small = Layout::from_size_align(4090, 8).unwrap();
+    for round in 0..(1u32 << 16) - 1 {
+        let lease = pool.try_acquire().unwrap();
+        assert_eq!(lease.spilled_bytes(), 0, "round {round}");
+        // SAFETY: a non-zero layout; freed at once.
+        lease.run(|| unsafe {
+            let block = ROUTER.alloc(small);
+            assert!(!block.is_null());
+            ROUTER.dealloc(block, small);
+        });
+        assert_eq!(lease.spilled_bytes(), 4090, "small spills stay charged");
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "65,536 leases")]
+fn a_spill_of_a_lease_two_to_the_sixteen_leases_back_does_not_credit_the_current_one() {
+    // 4 KiB arenas: the 4090-byte requests spill.
+    let pool = static_pool(PoolConfig::new(1, 4096).spill_limit_bytes(1 << 20));
+    let big = Layout::from_size_align(8192, 8).unwrap();
+    let lease = pool.try_acquire().unwrap();
+    // SAFETY: a non-zero layout; freed below.
+    let escaped = lease.run(|| unsafe { ROUTER.alloc(big) });
+    assert!(!escaped.is_null());
+    drop(lease);
+    wrap_the_generation_with_small_spills(pool);
+    let lease = pool.try_acquire().unwrap();
+    // SAFETY: as above.
+    let held = lease.run(|| unsafe { ROUTER.alloc(big) });
+    assert!(!held.is_null());
+    assert_eq!(lease.spilled_bytes(), 8192);
+    // SAFETY: allocated above through the router with `big`, freed once.
+    unsafe { ROUTER.dealloc(escaped, big) };
+    assert_eq!(
+        lease.spilled_bytes(),
+        8192,
+        "a spill of an earlier lease credited the current one"
+    );
+    // SAFETY: as above.
+    unsafe { ROUTER.dealloc(held, big) };
+    assert_eq!(lease.spilled_bytes(), 0);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "65,536 leases")]
+fn a_spill_of_a_lease_two_to_the_sixteen_leases_back_moved_by_the_current_one_is_charged_in_full() {
+    let pool = static_pool(PoolConfig::new(1, 4096).spill_limit_bytes(1 << 20));
+    let big = Layout::from_size_align(8192, 8).unwrap();
+    let lease = pool.try_acquire().unwrap();
+    // SAFETY: a non-zero layout; reallocated below.
+    let escaped = lease.run(|| unsafe { ROUTER.alloc(big) });
+    assert!(!escaped.is_null());
+    drop(lease);
+    wrap_the_generation_with_small_spills(pool);
+    let lease = pool.try_acquire().unwrap();
+    // SAFETY: allocated above through the router with `big`; not used again.
+    let moved = lease.run(|| unsafe { ROUTER.realloc(escaped, big, 16384) });
+    assert!(!moved.is_null());
+    assert_eq!(
+        lease.spilled_bytes(),
+        16384,
+        "the moved block, now this lease's, is charged in full"
+    );
+    let grown = Layout::from_size_align(16384, 8).unwrap();
+    // SAFETY: reallocated above to this layout, freed once.
+    lease.run(|| unsafe { ROUTER.dealloc(moved, grown) });
+    assert_eq!(lease.spilled_bytes(), 0);
+}
