@@ -99,10 +99,23 @@ fn a_spill_freed_after_its_lease_ended_does_not_credit_the_next_lease() {
     assert_eq!(lease.spilled_bytes(), 0);
 }
 
-/// 2^16 leases of one arena in a row, each charged a small spill (under the size the
-/// table records, so it stays charged until its lease ends): the account's 16-bit
-/// generation comes back to where it was at the first lease.
-fn wrap_the_generation_with_small_spills(pool: &'static ArenaPool) {
+/// 8 KiB blocks: spills of a 4 KiB arena large enough for the table to record.
+const BIG: Layout = match Layout::from_size_align(8192, 8) {
+    Ok(layout) => layout,
+    Err(_) => panic!("bad layout"),
+};
+
+/// A pool of one 4 KiB arena whose first lease spilled a `BIG` block that is still live
+/// (returned), followed by 2^16 - 1 leases each charged a small spill (under the size
+/// the table records, so it stays charged until its lease ends): the account's 16-bit
+/// generation is back where it was at the first lease.
+fn a_spill_live_across_a_generation_wrap() -> (&'static ArenaPool, *mut u8) {
+    let pool = static_pool(PoolConfig::new(1, 4096).spill_limit_bytes(1 << 20));
+    let lease = pool.try_acquire().unwrap();
+    // SAFETY: a non-zero layout; the caller frees it.
+    let escaped = lease.run(|| unsafe { ROUTER.alloc(BIG) });
+    assert!(!escaped.is_null());
+    drop(lease);
     let small = Layout::from_size_align(4090, 8).unwrap();
     for round in 0..(1u32 << 16) - 1 {
         let lease = pool.try_acquire().unwrap();
@@ -115,51 +128,37 @@ fn wrap_the_generation_with_small_spills(pool: &'static ArenaPool) {
         });
         assert_eq!(lease.spilled_bytes(), 4090, "small spills stay charged");
     }
+    (pool, escaped)
 }
 
 #[test]
 #[cfg_attr(miri, ignore = "65,536 leases")]
 fn a_spill_of_a_lease_two_to_the_sixteen_leases_back_does_not_credit_the_current_one() {
-    // 4 KiB arenas: the 4090-byte requests spill.
-    let pool = static_pool(PoolConfig::new(1, 4096).spill_limit_bytes(1 << 20));
-    let big = Layout::from_size_align(8192, 8).unwrap();
+    let (pool, escaped) = a_spill_live_across_a_generation_wrap();
     let lease = pool.try_acquire().unwrap();
     // SAFETY: a non-zero layout; freed below.
-    let escaped = lease.run(|| unsafe { ROUTER.alloc(big) });
-    assert!(!escaped.is_null());
-    drop(lease);
-    wrap_the_generation_with_small_spills(pool);
-    let lease = pool.try_acquire().unwrap();
-    // SAFETY: as above.
-    let held = lease.run(|| unsafe { ROUTER.alloc(big) });
+    let held = lease.run(|| unsafe { ROUTER.alloc(BIG) });
     assert!(!held.is_null());
     assert_eq!(lease.spilled_bytes(), 8192);
-    // SAFETY: allocated above through the router with `big`, freed once.
-    unsafe { ROUTER.dealloc(escaped, big) };
+    // SAFETY: allocated through the router with `BIG`, freed once.
+    unsafe { ROUTER.dealloc(escaped, BIG) };
     assert_eq!(
         lease.spilled_bytes(),
         8192,
         "a spill of an earlier lease credited the current one"
     );
     // SAFETY: as above.
-    unsafe { ROUTER.dealloc(held, big) };
+    unsafe { ROUTER.dealloc(held, BIG) };
     assert_eq!(lease.spilled_bytes(), 0);
 }
 
 #[test]
 #[cfg_attr(miri, ignore = "65,536 leases")]
 fn a_spill_of_a_lease_two_to_the_sixteen_leases_back_moved_by_the_current_one_is_charged_in_full() {
-    let pool = static_pool(PoolConfig::new(1, 4096).spill_limit_bytes(1 << 20));
-    let big = Layout::from_size_align(8192, 8).unwrap();
+    let (pool, escaped) = a_spill_live_across_a_generation_wrap();
     let lease = pool.try_acquire().unwrap();
-    // SAFETY: a non-zero layout; reallocated below.
-    let escaped = lease.run(|| unsafe { ROUTER.alloc(big) });
-    assert!(!escaped.is_null());
-    drop(lease);
-    wrap_the_generation_with_small_spills(pool);
-    let lease = pool.try_acquire().unwrap();
-    // SAFETY: allocated above through the router with `big`; not used again.
-    let moved = lease.run(|| unsafe { ROUTER.realloc(escaped, big, 16384) });
+    // SAFETY: allocated through the router with `BIG`; not used again.
+    let moved = lease.run(|| unsafe { ROUTER.realloc(escaped, BIG, 16384) });
     assert!(!moved.is_null());
     assert_eq!(
         lease.spilled_bytes(),
