@@ -47,9 +47,10 @@ pub(super) struct Slot {
     /// (at release): zero after release means nothing is live.
     pub(super) remote_frees: AtomicIsize,
     /// The spill account of the current lease: the low 16 bits of its generation
-    /// (`spill_generation`) in the top 16 bits, and the live bytes of routed allocations that spilled to the
-    /// fallback allocator (the low 48 bits). Packed, so that a credit for a block spilled
-    /// by an earlier lease is recognised and dropped in the same atomic step.
+    /// (`spill_generation`) in the top 16 bits, and the live bytes of routed allocations
+    /// that spilled to the fallback allocator (the low 48 bits). Packed, so that a credit
+    /// for a block spilled by an earlier lease is recognised and dropped in the same
+    /// atomic step.
     pub(super) spill_account: AtomicU64,
     /// The generation of the current lease's spill account, whole: bumped (before the
     /// account) when a lease ends with spills still charged. A credit must match both it
