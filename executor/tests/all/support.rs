@@ -393,21 +393,17 @@ pub fn raw_exchange(address: SocketAddr, request: &[u8]) -> (String, Ended) {
 }
 
 /// Sends `GET path`, then `GET /hello` with `connection: close`, pipelined on one raw
-/// connection, and reads until the server closes it (failing if it does not): the
-/// second answer shows that the connection outlived whatever the first did. Returns the
-/// bytes received and their text.
-pub fn get_then_hello(address: SocketAddr, path: &str) -> (Vec<u8>, String) {
-    let mut stream = raw(address);
+/// connection ([`raw_exchange`]), and fails unless the server closes it: the second
+/// answer shows that the connection outlived whatever the first did. Returns the text
+/// received.
+pub fn get_then_hello(address: SocketAddr, path: &str) -> String {
     let requests = format!(
         "GET {path} HTTP/1.1\r\nhost: t\r\n\r\n\
          GET /hello HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
     );
-    stream.write_all(requests.as_bytes()).unwrap();
-    let mut received = Vec::new();
-    let ended = read_until(&mut stream, &mut received, CLIENT_TIMEOUT, |_| false);
-    let text = String::from_utf8_lossy(&received).into_owned();
+    let (text, ended) = raw_exchange(address, requests.as_bytes());
     assert_eq!(ended, Ended::Closed, "{text}");
-    (received, text)
+    text
 }
 
 /// Occurrences of `needle` in `haystack`.
