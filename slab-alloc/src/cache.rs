@@ -419,8 +419,9 @@ impl<S: PageSource> CacheCore<S> {
             // SAFETY: the calling thread owns the slot.
             let head = NonNull::new(unsafe { slot.owner_loaded() })?;
             #[cfg(any(debug_assertions, feature = "hardened"))]
-            // SAFETY: the object is taken out of its chain below, for the caller.
-            let head = unsafe { slab::mark_handed_out(head, &self.header, &self.geometry) };
+            // SAFETY: the head of the calling thread's loaded magazine, taken out of it
+            // below, for the caller.
+            let head = unsafe { slab::take_from_magazine(head, link_offset) };
             // SAFETY: the loaded magazine holds free objects of this cache chained by
             // `Magazine::push` with this link offset (magazine module docs).
             let next = unsafe { head.add(link_offset).cast::<*mut u8>().read() };

@@ -190,7 +190,7 @@ unsafe fn block_of(user: *mut c_void) -> (*mut u8, Layout) {
     // A prefix overwritten into another valid one (a write just before the block): a
     // block in a slab must have a small size, one outside a large size.
     #[cfg(feature = "hardened")]
-    if in_slab != slab_alloc::size_class::class_for(size, align).is_some() {
+    if in_slab == has_own_mapping(layout) {
         invalid_pointer(user);
     }
     // SAFETY: the block starts `offset` bytes before the pointer.
