@@ -517,6 +517,7 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
                     .into(),
                 unit: "ns per operation".into(),
                 rows: single,
+                line_plot: None,
             },
             Section {
                 title: "Cross-thread free".into(),
@@ -525,6 +526,7 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
                     .into(),
                 unit: "ns per object".into(),
                 rows: vec![cross],
+                line_plot: None,
             },
             Section {
                 title: "Two-thread scaling".into(),
@@ -536,6 +538,7 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
                     .into(),
                 unit: "x one thread".into(),
                 rows: vec![scaled],
+                line_plot: None,
             },
             Section {
                 title: "Fragmentation".into(),
@@ -546,6 +549,7 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
                     .into(),
                 unit: "resident / live bytes".into(),
                 rows: memory,
+                line_plot: None,
             },
             Section {
                 title: "Memory after a freed peak".into(),
@@ -558,6 +562,7 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
                     .into(),
                 unit: "MiB".into(),
                 rows: freed_peak,
+                line_plot: None,
             },
             Section {
                 title: "Server workloads".into(),
@@ -584,6 +589,7 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
                     .into(),
                 unit: "million operations per second".into(),
                 rows: throughput,
+                line_plot: None,
             },
             Section {
                 title: "Passive false sharing".into(),
@@ -604,6 +610,7 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
                     .into(),
                 unit: "ms per run".into(),
                 rows: vec![false_sharing],
+                line_plot: None,
             },
             Section {
                 title: "Passive false sharing: placement".into(),
@@ -619,6 +626,7 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
                     .into(),
                 unit: "% of steps".into(),
                 rows: vec![placement],
+                line_plot: None,
             },
             Section {
                 title: "Thread churn".into(),
@@ -631,6 +639,7 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
                     .into(),
                 unit: "µs per thread".into(),
                 rows: vec![churn],
+                line_plot: None,
             },
         ],
     };
