@@ -230,6 +230,20 @@ impl Row {
     }
 }
 
+/// A line chart drawn under a section's table and bar chart: figures followed over time
+/// (or another continuous quantity), one line per implementation.
+#[derive(Clone, Debug)]
+pub struct LinePlot {
+    /// The plot's title; the file is `<page>-<title as a slug>.svg`.
+    pub title: String,
+    /// What the x axis measures, with its unit, e.g. "seconds since the frees".
+    pub x_unit: String,
+    /// What the y axis measures, with its unit.
+    pub y_unit: String,
+    /// One line per implementation, ours first.
+    pub series: Vec<svg::Series>,
+}
+
 /// A section of a page: one table and its plot.
 #[derive(Clone, Debug)]
 pub struct Section {
@@ -241,6 +255,8 @@ pub struct Section {
     pub unit: String,
     /// The rows.
     pub rows: Vec<Row>,
+    /// A line chart drawn after the bar chart of the rows, if the section has one.
+    pub line_plot: Option<LinePlot>,
 }
 
 /// A page of `info/`.
@@ -389,7 +405,8 @@ impl Page {
         }
         Ok(())
     }
-    /// Writes `info/<name>.md` and one SVG plot per section into `directory`.
+    /// Writes `info/<name>.md` and one SVG plot per section (two for a section with a
+    /// [`LinePlot`]) into `directory`.
     ///
     /// # Errors
     /// The files cannot be written.
@@ -441,6 +458,14 @@ impl Page {
                 svg::grouped_bars(&section.title, &section.unit, &plotted),
             )?;
             let _ = writeln!(page, "\n![{}]({file})\n", section.title);
+            if let Some(plot) = &section.line_plot {
+                let file = format!("{}-{}.svg", self.name, slug(&plot.title));
+                fs::write(
+                    directory.join(&file),
+                    svg::lines(&plot.title, &plot.x_unit, &plot.y_unit, &plot.series),
+                )?;
+                let _ = writeln!(page, "![{}]({file})\n", plot.title);
+            }
         }
         fs::write(directory.join(format!("{}.md", self.name)), page)
     }
@@ -561,6 +586,7 @@ mod tests {
                 description: String::new(),
                 unit: "u".into(),
                 rows,
+                line_plot: None,
             }],
         }
     }

@@ -435,6 +435,7 @@ pub fn run(
                 .into(),
             unit: "ns per operation".into(),
             rows,
+            line_plot: None,
         }],
     })
 }

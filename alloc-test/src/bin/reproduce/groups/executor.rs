@@ -431,6 +431,7 @@ fn page(
                 ),
                 unit: "requests per second".into(),
                 rows: vec![throughput],
+                line_plot: None,
             },
             Section {
                 title: "Latency".into(),
@@ -439,6 +440,7 @@ fn page(
                 ),
                 unit: "µs".into(),
                 rows: latency,
+                line_plot: None,
             },
             Section {
                 title: "Server CPU per request".into(),
@@ -449,6 +451,7 @@ fn page(
                 ),
                 unit: "µs per request".into(),
                 rows: vec![cpu],
+                line_plot: None,
             },
             Section {
                 title: "Calls into the fallback heap".into(),
@@ -469,6 +472,7 @@ fn page(
                 ),
                 unit: "calls per request (count for failures)".into(),
                 rows: vec![heap, failures],
+                line_plot: None,
             },
             Section {
                 title: "Resident memory".into(),
@@ -482,6 +486,7 @@ fn page(
                 ),
                 unit: "KiB".into(),
                 rows: memory,
+                line_plot: None,
             },
             Section {
                 title: "The oom mix".into(),
@@ -498,6 +503,7 @@ fn page(
                 ),
                 unit: "requests, or KiB as named".into(),
                 rows: oom_rows,
+                line_plot: None,
             },
         ],
     }

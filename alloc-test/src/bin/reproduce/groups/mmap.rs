@@ -82,6 +82,7 @@ fn cycles(settings: Settings, progress: &mut Progress) -> Section {
             .into(),
         unit: "ns per cycle".into(),
         rows,
+        line_plot: None,
     }
 }
 
@@ -119,6 +120,7 @@ fn syscalls(progress: &mut Progress) -> Section {
             row("MmapAlloc realloc 64 MiB -> 256 MiB", grow),
             row("MmapAlloc dealloc 256 MiB", dealloc),
         ],
+        line_plot: None,
     }
 }
 
@@ -208,6 +210,7 @@ fn large_realloc(settings: Settings, progress: &mut Progress) -> Section {
             )
             .target(Target::at_most_best(0.1)),
         ],
+        line_plot: None,
     }
 }
 

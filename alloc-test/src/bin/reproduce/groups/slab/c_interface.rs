@@ -311,6 +311,7 @@ pub fn sections((rows, server): (Vec<Row>, Vec<Row>)) -> [Section; 2] {
                 .into(),
             unit: "ns per operation".into(),
             rows,
+            line_plot: None,
         },
         Section {
             title: "C interface: server workloads".into(),
@@ -320,6 +321,7 @@ pub fn sections((rows, server): (Vec<Row>, Vec<Row>)) -> [Section; 2] {
                 .into(),
             unit: "million operations per second".into(),
             rows: server,
+            line_plot: None,
         },
     ]
 }
