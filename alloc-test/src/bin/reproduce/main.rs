@@ -333,13 +333,18 @@ fn write_index(
     ));
     index.push_str(
         "## Method\n\n\
-         Each figure is the median of many samples, each a batch of operations sized to a \
-         fixed duration, with the 10th and 90th percentiles as its spread. Peers run in the \
-         same process and the same run as ours, so ratios are meaningful on a shared, noisy \
-         machine even when absolute times drift. Peers are called through their \
-         `GlobalAlloc` directly. The system allocator is measured with a second thread \
-         alive (glibc takes a single-thread shortcut otherwise). Multi-thread figures are \
-         marked unreliable when a two-thread spin control does not reach 1.8x one thread.\n\n",
+         Subjects are measured in paired rounds: each round runs every subject once, in an \
+         order rotated from round to round, and a ratio is taken per round. A ratio is the \
+         median of those, with a 95% bootstrap interval over the rounds (and, with \
+         `--full`, over 3 launches of the command); a target is met only when the interval \
+         clears it, and unclear when the interval straddles it. Every allocator of a Rust \
+         row is called behind the same non-inlined call boundary (its `GlobalAlloc`); rows \
+         named \"C:\" call each allocator through `malloc` and `free`. The tokio + hyper \
+         peer runs as its own executable, on the system allocator and on mimalloc. \
+         Placement-sensitive workloads run each allocator in a fresh process. The system \
+         allocator is measured with a second thread alive (glibc takes a single-thread \
+         shortcut otherwise). A two-thread spin control and the load average are taken \
+         before each group; a busy launch marks its group's rows.\n\n",
     );
     index.push_str(&format!("## Machine\n\n{}\n", machine.markdown()));
     index.push_str(&format!(
