@@ -69,17 +69,7 @@ pub fn grouped_bars(title: &str, unit: &str, groups: &[Group]) -> String {
         let fraction = (value.max(low).log10() - log_low) / (log_high - log_low);
         left + fraction * plot_width
     };
-    let mut svg = String::new();
-    let _ = writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">"#
-    );
-    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        svg,
-        r#"<text x="10" y="20" font-size="14" font-weight="bold">{}</text>"#,
-        escape(title)
-    );
+    let mut svg = open_svg(width, height, title);
     for (index, name) in names.iter().enumerate() {
         let (column, line) = (index % 3, index / 3);
         let (lx, ly) = (10.0 + column as f64 * 220.0, 38.0 + line as f64 * 20.0);
@@ -239,17 +229,7 @@ pub fn lines(title: &str, x_unit: &str, y_unit: &str, series: &[Series]) -> Stri
     let x = |value: f64| left + (value - x_low) / (x_high - x_low) * plot_width;
     let y = |value: f64| top + plot_height - (value - y_first) / (y_last - y_first) * plot_height;
     let colour = |index: usize| COLOURS[index % COLOURS.len()];
-    let mut svg = String::new();
-    let _ = writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">"#
-    );
-    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        svg,
-        r#"<text x="10" y="20" font-size="14" font-weight="bold">{}</text>"#,
-        escape(title)
-    );
+    let mut svg = open_svg(width, height, title);
     for (index, (one, points)) in series.iter().zip(&plotted).enumerate() {
         let (column, line) = (index % columns, index / columns);
         let (lx, ly) = (
@@ -348,6 +328,23 @@ pub fn lines(title: &str, x_unit: &str, y_unit: &str, series: &[Series]) -> Stri
         escape(y_unit)
     );
     svg.push_str("</svg>\n");
+    svg
+}
+
+/// The start of a chart: the `<svg>` element of `width` by `height`, a white
+/// background and the title.
+fn open_svg(width: f64, height: f64, title: &str) -> String {
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">"#
+    );
+    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        svg,
+        r#"<text x="10" y="20" font-size="14" font-weight="bold">{}</text>"#,
+        escape(title)
+    );
     svg
 }
 
