@@ -123,10 +123,17 @@ impl ConnectionActivity {
     /// never replaced, so after a connection's first request its requests still make no
     /// call into the fallback heap, whatever the paths; a request for another path
     /// gets a copy in its arena (see [`own_uri`]).
+    ///
+    /// Only a path of at most [`KEPT_PATH_BYTES`] is kept: the copy lives as long as the
+    /// connection and no budget counts it, so a long one is copied into each request's
+    /// arena (and charged to it) instead.
     fn share_path(&self, uri: &Uri) -> Option<Uri> {
         let path = uri.path_and_query()?;
         if let Some(kept) = self.kept_path.get() {
             return (kept.path_and_query() == Some(path)).then(|| kept.clone());
+        }
+        if path.as_str().len() > KEPT_PATH_BYTES {
+            return None;
         }
         let copy = arena_alloc::outside_arena(|| {
             // An owner's reference count: sharing the copy never allocates.
@@ -158,9 +165,17 @@ impl ConnectionActivity {
     ///
     /// Called outside any arena: if the connection has no map yet, or this response has
     /// more headers than it holds, it grows on the fallback heap, as connection state.
+    ///
+    /// Room is reserved for the response's names, not its values: many values of one
+    /// name (30,000 `set-cookie` lines) take one slot each in a map of any size, while
+    /// slots for 30,000 names are more than a `HeaderMap` can have. A response whose
+    /// names alone do not fit keeps the handler's map.
     fn lend_header_map(&self, response: &mut HeaderMap) {
         let mut map = lock(&self.header_map).take().unwrap_or_default();
-        map.reserve(response.len());
+        if map.try_reserve(response.keys_len()).is_err() {
+            *lock(&self.header_map) = Some(map);
+            return;
+        }
         let mut name = None;
         for (next, value) in response.drain() {
             // `drain` names a header once, before the first of its values.
@@ -175,6 +190,10 @@ impl ConnectionActivity {
         *response = map;
     }
 }
+
+/// The longest path (with its query) a connection keeps a copy of, outside any arena,
+/// for its later requests (see [`ConnectionActivity::share_path`]).
+const KEPT_PATH_BYTES: usize = 256;
 
 /// The most headers a connection's kept header map holds room for (about 6 KiB); a
 /// larger one is not kept between requests.
@@ -224,7 +243,8 @@ fn own_value(value: &HeaderValue) -> HeaderValue {
 /// URI is copied into its own (arena) allocations.
 fn own_uri(uri: &Uri, activity: &ConnectionActivity) -> Uri {
     if uri.scheme().is_none() && uri.authority().is_none() {
-        if uri == "/" {
+        // Not `uri == "/"`, which holds for `/?` too (an empty query compares equal).
+        if uri.path_and_query().map(uri::PathAndQuery::as_str) == Some("/") {
             return Uri::from_static("/");
         }
         if let Some(shared) = activity.share_path(uri) {
@@ -1003,10 +1023,34 @@ mod tests {
     }
 
     #[test]
+    fn a_long_path_is_not_kept_but_copied_into_each_request() {
+        let long = format!("/{}", "x".repeat(KEPT_PATH_BYTES));
+        let activity = activity();
+        let request = || {
+            let mut request = Request::new(());
+            *request.uri_mut() = long.parse().unwrap();
+            request
+        };
+        let first = own_head(request(), &activity);
+        let second = own_head(request(), &activity);
+        assert_eq!(first.uri().path(), long);
+        assert_eq!(second.uri().path(), long);
+        assert!(activity.kept_path.get().is_none(), "nothing kept");
+        assert_ne!(first.uri().path().as_ptr(), second.uri().path().as_ptr());
+        // A short path later on the same connection is kept.
+        let mut short = Request::new(());
+        *short.uri_mut() = Uri::from_static("/short");
+        own_head(short, &activity);
+        assert_eq!(activity.kept_path.get().unwrap(), "/short");
+    }
+
+    #[test]
     fn every_form_of_uri_survives_the_copy() {
         let activity = activity();
         for text in [
             "/",
+            "/?",
+            "/?x",
             "/plain",
             "/q?x=1&y=%20",
             "*",
@@ -1022,6 +1066,29 @@ mod tests {
             assert_eq!(owned.uri(), &before, "{text}");
             assert_eq!(owned.uri().to_string(), before.to_string(), "{text}");
         }
+    }
+
+    #[test]
+    fn a_response_with_more_values_than_a_map_has_slots_keeps_them_all() {
+        let activity = activity();
+        activity.keep_header_map(HeaderMap::with_capacity(16));
+        // 30,000 values of one name: more than `reserve` could make room for as slots.
+        let mut response = HeaderMap::new();
+        for index in 0..30_000 {
+            response.append(
+                header::SET_COOKIE,
+                HeaderValue::from_str(&format!("c{index}=1")).unwrap(),
+            );
+        }
+        activity.lend_header_map(&mut response);
+        assert_eq!(response.len(), 30_000);
+        assert_eq!(response.keys_len(), 1);
+        let last = response
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .next_back()
+            .unwrap();
+        assert_eq!(last, "c29999=1");
     }
 
     #[test]

@@ -136,3 +136,41 @@ fn fifteen_hundred_connections_at_once_are_all_served() {
     }
     assert_eq!(server.stats.accepted_connections(), 1500);
 }
+
+/// A response may carry more values of one header than a header map has slots for
+/// names (`set-cookie` 30,000 times, with a budget that fits them): it is sent whole,
+/// and the connection serves its next request. It used to panic while the response was
+/// moved into the connection's header map, and the client got an empty reply.
+#[test]
+fn a_response_with_30000_values_of_one_header_is_sent_whole() {
+    const COOKIES: usize = 30_000;
+    let server = start_with_arenas(
+        builder(),
+        arena_alloc::PoolConfig::new(2, 8 << 20),
+        |request: http::Request<executor::RequestBody>| async move {
+            let mut response = text(http::StatusCode::OK, "done");
+            if request.uri().path() == "/cookies" {
+                // Static values: no allocation per value (debug builds of the arena
+                // check every allocation).
+                for _ in 0..COOKIES {
+                    response.headers_mut().append(
+                        http::header::SET_COOKIE,
+                        http::HeaderValue::from_static("c=1"),
+                    );
+                }
+            }
+            response
+        },
+    );
+    let mut stream = raw(server.address);
+    stream
+        .write_all(b"GET /cookies HTTP/1.1\r\nhost: t\r\n\r\nGET /next HTTP/1.1\r\nhost: t\r\n\r\n")
+        .unwrap();
+    let mut received = Vec::new();
+    let ended = read_until(&mut stream, &mut received, CLIENT_TIMEOUT, |bytes| {
+        count(bytes, "done") == 2
+    });
+    assert_eq!(ended, Ended::Done, "{} bytes received", received.len());
+    assert_eq!(count(&received, "HTTP/1.1 200 OK"), 2);
+    assert_eq!(count(&received, "set-cookie: c=1\r\n"), COOKIES);
+}

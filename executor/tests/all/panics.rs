@@ -374,8 +374,10 @@ fn insert_panicking<const N: usize>(extensions: &mut http::Extensions) {
     extensions.insert(NumberedExtensionPanicsOnDrop::<N>);
 }
 
-/// Panicking extensions of sixteen types, for a handler to insert one by one.
-const PANICKING_EXTENSIONS: [fn(&mut http::Extensions); 16] = [
+/// Panicking extensions of 64 types, for a handler to insert one by one (enough that,
+/// whatever order a build's `TypeId`s give the map, one comes before the reason phrase:
+/// with sixteen, one build in about seventeen had none).
+const PANICKING_EXTENSIONS: [fn(&mut http::Extensions); 64] = [
     insert_panicking::<0>,
     insert_panicking::<1>,
     insert_panicking::<2>,
@@ -392,6 +394,54 @@ const PANICKING_EXTENSIONS: [fn(&mut http::Extensions); 16] = [
     insert_panicking::<13>,
     insert_panicking::<14>,
     insert_panicking::<15>,
+    insert_panicking::<16>,
+    insert_panicking::<17>,
+    insert_panicking::<18>,
+    insert_panicking::<19>,
+    insert_panicking::<20>,
+    insert_panicking::<21>,
+    insert_panicking::<22>,
+    insert_panicking::<23>,
+    insert_panicking::<24>,
+    insert_panicking::<25>,
+    insert_panicking::<26>,
+    insert_panicking::<27>,
+    insert_panicking::<28>,
+    insert_panicking::<29>,
+    insert_panicking::<30>,
+    insert_panicking::<31>,
+    insert_panicking::<32>,
+    insert_panicking::<33>,
+    insert_panicking::<34>,
+    insert_panicking::<35>,
+    insert_panicking::<36>,
+    insert_panicking::<37>,
+    insert_panicking::<38>,
+    insert_panicking::<39>,
+    insert_panicking::<40>,
+    insert_panicking::<41>,
+    insert_panicking::<42>,
+    insert_panicking::<43>,
+    insert_panicking::<44>,
+    insert_panicking::<45>,
+    insert_panicking::<46>,
+    insert_panicking::<47>,
+    insert_panicking::<48>,
+    insert_panicking::<49>,
+    insert_panicking::<50>,
+    insert_panicking::<51>,
+    insert_panicking::<52>,
+    insert_panicking::<53>,
+    insert_panicking::<54>,
+    insert_panicking::<55>,
+    insert_panicking::<56>,
+    insert_panicking::<57>,
+    insert_panicking::<58>,
+    insert_panicking::<59>,
+    insert_panicking::<60>,
+    insert_panicking::<61>,
+    insert_panicking::<62>,
+    insert_panicking::<63>,
 ];
 
 /// Whether clearing `extensions` meets a panicking destructor before it reaches the
