@@ -249,6 +249,7 @@ impl<S: PageSource> CacheCore<S> {
                 magazine_capacity,
                 config.geometry.link_offset,
                 Self::flush_magazine,
+                Self::reclaim_magazine,
             ));
             (&raw mut (*core).geometry).write(config.geometry);
             (&raw mut (*core).max_empty_slabs).write(config.max_empty_slabs);
@@ -672,6 +673,22 @@ impl<S: PageSource> CacheCore<S> {
         unsafe { core.take_back(magazine) };
     }
 
+    /// The registry's reclaim callback: gives a magazine taken from an idle thread back to
+    /// the slabs. Not counted as an operation of the cache, so a class nobody uses still
+    /// counts as idle in the decay pass that follows, which then releases its slabs.
+    ///
+    /// # Safety
+    /// - As [`flush_magazine`](Self::flush_magazine).
+    unsafe fn reclaim_magazine(header: NonNull<CoreHeader>, magazine: Magazine) {
+        // SAFETY: as in `flush_magazine`.
+        let core = unsafe { header.cast::<Self>().as_ref() };
+        core.locked(|state| {
+            // SAFETY: lock held; the objects are free objects of ours that nobody else
+            // refers to (caller).
+            unsafe { core.give_back_magazine(state, magazine) }
+        });
+    }
+
     /// Stores a full magazine in the depot, or gives it back when the depot holds
     /// `max_depot_magazines`.
     fn deposit(&self, state: &mut State, magazine: Magazine) -> Result<(), Magazine> {
@@ -975,7 +992,11 @@ impl<S: PageSource> CacheCore<S> {
     }
 
     /// A decay pass over every sibling (module docs). Takes no lock that is held.
+    ///
+    /// It first takes back the magazines of threads that stayed idle since the previous
+    /// pass, of every cache ([`registry::reclaim_threads`]).
     pub(crate) fn decay_siblings(&self, now: Instant) {
+        registry::reclaim_threads(registry::Reclaim::Idle(now));
         for index in 0..self.sibling_count {
             // SAFETY: `index < sibling_count`, siblings live as long as this core.
             let sibling = unsafe { &*self.siblings.add(index) };

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod asymmetric_fence;
 mod cache;
 mod depot;
 mod heap;

@@ -20,11 +20,15 @@
 //!
 //! # Safety
 //! - A slot is read and written only by its thread, except (a) when the thread exits and
-//!   its destructor flushes the slot, which is the thread itself, and (b) when a cache is
-//!   dropped and sweeps the slots of its id in every thread. In case (b) no thread can be
-//!   using the slot: the owner of a slot id is the cache being dropped, and dropping it
-//!   requires that no thread still borrows it, with the happens-before edge that ended
-//!   those borrows. Both (a) and (b) run under the registry lock.
+//!   its destructor flushes the slot, which is the thread itself, (b) when a cache is
+//!   dropped and sweeps the slots of its id in every thread, and (c) when a decay pass
+//!   takes the magazines of an idle thread ([`crate::registry::reclaim_threads`]).
+//!   In case (b) no thread can be using the slot: the owner of a slot id is the cache
+//!   being dropped, and dropping it requires that no thread still borrows it, with the
+//!   happens-before edge that ended those borrows. In case (c) the thread and the pass
+//!   exclude each other through [`ThreadMagazines::in_use`] and
+//!   [`ThreadMagazines::reclaiming`] (see [`with_magazines`]). All three run under the
+//!   registry lock.
 //! - An overflow chunk is mapped and published (`Release`) by its thread only, while the
 //!   thread is [`ACTIVE`]; it is unpublished and unmapped by the thread's exit hook, under
 //!   the registry lock and after the thread has left the registry's list, so the sweeps
@@ -39,14 +43,16 @@
 //!   happens after every use of the cache (hence of the slot) by any thread, and before
 //!   any use of the slot by a later cache with the same id (that cache is registered
 //!   under the registry lock after the sweep, and reaches threads only through
-//!   synchronisation).
+//!   synchronisation), or in case (c), which happens after the thread's last use of its
+//!   magazines (its `Release` store of `in_use`, read with `Acquire`) and before its next
+//!   (its `Acquire` load of `reclaiming`, cleared with `Release`).
 //! - The objects of a magazine are free: nothing but the magazine refers to them, and the
 //!   link word of each belongs to the allocator until the object is handed out again.
 
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{
-    AtomicPtr, AtomicU8, AtomicU32, AtomicU64,
+    AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64,
     Ordering::{Acquire, Relaxed, Release},
 };
 
@@ -312,6 +318,15 @@ pub(crate) struct ThreadMagazines {
     pub(crate) next: AtomicPtr<ThreadMagazines>,
     /// Previous thread in the registry (registry lock).
     pub(crate) prev: AtomicPtr<ThreadMagazines>,
+    /// 1 while the thread is inside [`with_magazines`], 0 outside; written by the thread
+    /// only, read by a decay pass that reclaims idle threads' magazines.
+    pub(crate) in_use: AtomicU8,
+    /// Set by a decay pass, under the registry lock, while it may be taking this
+    /// thread's magazines; [`with_magazines`] waits for it to clear.
+    pub(crate) reclaiming: AtomicBool,
+    /// What [`fingerprint`](Self::fingerprint) was at the previous decay pass (registry
+    /// lock): the same value now means that the thread made no magazine operation since.
+    pub(crate) idle_mark: AtomicU64,
 }
 
 impl ThreadMagazines {
@@ -322,6 +337,9 @@ impl ThreadMagazines {
             state: AtomicU8::new(UNREGISTERED),
             next: AtomicPtr::new(ptr::null_mut()),
             prev: AtomicPtr::new(ptr::null_mut()),
+            in_use: AtomicU8::new(0),
+            reclaiming: AtomicBool::new(false),
+            idle_mark: AtomicU64::new(0),
         }
     }
 
@@ -387,6 +405,24 @@ impl ThreadMagazines {
         }
     }
 
+    /// A value that changes with every operation of the thread's magazines: the slots'
+    /// heads and counts (whose high halves count the fast paths' hits), mixed. Read by a
+    /// decay pass while the thread is kept out of its magazines.
+    pub(crate) fn fingerprint(&self) -> u64 {
+        let mut mixed = 0u64;
+        self.for_each_slot(|_, slot| {
+            for word in [
+                slot.loaded.load(Relaxed).addr() as u64,
+                slot.counts.load(Relaxed),
+                slot.previous.load(Relaxed).addr() as u64,
+                u64::from(slot.previous_count.load(Relaxed)),
+            ] {
+                mixed = (mixed.rotate_left(7) ^ word).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            }
+        });
+        mixed
+    }
+
     /// Unpublishes and unmaps every overflow chunk.
     ///
     /// # Safety
@@ -418,7 +454,54 @@ std::thread_local! {
 }
 
 /// Runs `f` on the calling thread's magazines.
+///
+/// The thread marks itself [`in_use`](ThreadMagazines::in_use), then checks that no
+/// decay pass is taking its magazines ([`reclaiming`](ThreadMagazines::reclaiming)),
+/// and waits if one is. The pass stores `reclaiming`, then reads `in_use`, and takes the
+/// magazines only if the thread is out. An asymmetric fence between each side's store
+/// and load ([`crate::asymmetric_fence`]) makes at least one side see the other, so the
+/// two never use the slots at once; the thread's side costs a load, two stores and a
+/// compiler fence. A nested call (a constructor that allocates, a signal handler) finds
+/// `in_use` set, skips the check (a pass that started since saw the outer call's mark and
+/// leaves the thread alone) and leaves the mark set.
 #[inline(always)]
 pub(crate) fn with_magazines<R>(f: impl FnOnce(&ThreadMagazines) -> R) -> R {
-    MAGAZINES.with(f)
+    MAGAZINES.with(|magazines| {
+        let outer = magazines.in_use.load(Relaxed);
+        magazines.in_use.store(1, Relaxed);
+        crate::asymmetric_fence::light();
+        if magazines.reclaiming.load(Acquire) {
+            wait_while_reclaimed(magazines, outer);
+        }
+        let result = f(magazines);
+        magazines.in_use.store(outer, Release);
+        result
+    })
+}
+
+/// The calling thread's magazines, as an address (to tell them apart from others').
+pub(crate) fn own_magazines() -> *const ThreadMagazines {
+    MAGAZINES.with(ptr::from_ref)
+}
+
+/// Waits until the decay pass that flagged the thread is done with its magazines. The
+/// pass holds the flag for a bounded walk over the thread's slots and takes no lock
+/// meanwhile, so this waits for no lock the caller may hold.
+/// A nested call (`outer` set) does not wait: the pass saw the outer call's mark.
+#[cold]
+#[inline(never)]
+fn wait_while_reclaimed(magazines: &ThreadMagazines, outer: u8) {
+    if outer != 0 {
+        return;
+    }
+    let mut spins = 0u32;
+    while magazines.reclaiming.load(Acquire) {
+        if spins < 64 {
+            spins += 1;
+            core::hint::spin_loop();
+        } else {
+            // `sched_yield`, which allocates nothing.
+            std::thread::yield_now();
+        }
+    }
 }

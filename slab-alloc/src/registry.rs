@@ -31,7 +31,8 @@
 
 use core::ffi::c_void;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
 
 use crate::magazine::{
     ACTIVE, INLINE_SLOTS, MAX_CACHE_IDS, Magazine, REGISTERING, RETIRED, ThreadMagazines,
@@ -64,6 +65,9 @@ pub(crate) struct CoreHeader {
     pub(crate) magazine_capacity: AtomicU32,
     /// Takes back the objects of a magazine (takes `lock` itself).
     pub(crate) flush: unsafe fn(NonNull<CoreHeader>, Magazine),
+    /// Takes back the objects of a magazine taken from an idle thread, without counting
+    /// an operation of the cache (takes `lock` itself).
+    pub(crate) reclaim: unsafe fn(NonNull<CoreHeader>, Magazine),
     /// Next core in the registry (registry lock).
     next: AtomicPtr<CoreHeader>,
     /// Previous core in the registry (registry lock).
@@ -78,6 +82,7 @@ impl CoreHeader {
         magazine_capacity: u32,
         link_offset: usize,
         flush: unsafe fn(NonNull<CoreHeader>, Magazine),
+        reclaim: unsafe fn(NonNull<CoreHeader>, Magazine),
     ) -> Self {
         CoreHeader {
             id: NO_ID,
@@ -85,6 +90,7 @@ impl CoreHeader {
             link_offset,
             magazine_capacity: AtomicU32::new(magazine_capacity),
             flush,
+            reclaim,
             next: AtomicPtr::new(ptr::null_mut()),
             prev: AtomicPtr::new(ptr::null_mut()),
             lock: CachePadded::new(RawSpinLock::new()),
@@ -186,6 +192,129 @@ pub(crate) unsafe fn unregister_core(core: NonNull<CoreHeader>) {
         Some(prev) => unsafe { prev.as_ref() }.next.store(next, Ordering::Relaxed),
         None => CORES.store(next, Ordering::Relaxed),
     }
+}
+
+/// The most magazines one pass takes from idle threads (on the stack of the pass); an
+/// idle thread holding more gives up the rest in the next passes.
+const RECLAIM_BATCH: usize = 64;
+
+/// When [`reclaim_threads`] last ran for idle threads, in nanoseconds after [`RECLAIM_EPOCH`]
+/// (registry lock).
+static RECLAIM_LAST: AtomicU64 = AtomicU64::new(0);
+static RECLAIM_EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// Which threads' magazines [`reclaim_threads`] takes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Reclaim {
+    /// Those of threads that made no magazine operation since the previous such call,
+    /// made at the given time; at most once per [`DECAY_INTERVAL`](crate::DECAY_INTERVAL)
+    /// (a call sooner does nothing). For the decay pass.
+    Idle(Instant),
+    /// Those of every thread not inside an operation at the moment. For `trim`.
+    Every,
+}
+
+/// Takes back the magazines of other threads (see [`Reclaim`]): the objects go back to
+/// their caches' slabs, so the decay pass that follows (or `trim`) can release them. A
+/// thread that holds magazines and then blocks, sleeps or waits for work would otherwise
+/// keep them until it exits.
+///
+/// Every listed thread but the caller is flagged `reclaiming`, one asymmetric fence
+/// ([`crate::asymmetric_fence::heavy`]) orders that before reading each thread's
+/// `in_use` (see [`with_magazines`](crate::magazine::with_magazines)), and the threads
+/// found out of their magazines are examined. Under [`Reclaim::Idle`], one whose
+/// [`fingerprint`](ThreadMagazines::fingerprint) equals the one recorded at the
+/// previous call is idle. The magazines of the threads chosen are taken, up to
+/// [`RECLAIM_BATCH`] per round. Each flag is cleared before any lock is taken (a flagged
+/// thread may be waiting with a cache lock held), then the magazines go back. A round
+/// costs one `membarrier` system call and a walk over the threads' slots; `Idle` makes
+/// one round, `Every` as many as it takes. Does nothing if the fence is not available
+/// here, or, for `Idle`, if the registry lock is held.
+pub(crate) fn reclaim_threads(which: Reclaim) {
+    let _guard = match which {
+        Reclaim::Idle(now) => {
+            let epoch = *RECLAIM_EPOCH.get_or_init(|| now);
+            let Some(guard) = REGISTRY.try_guard() else {
+                return;
+            };
+            let at =
+                u64::try_from(now.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX);
+            let last = RECLAIM_LAST.load(Ordering::Relaxed);
+            let interval = u64::try_from(crate::DECAY_INTERVAL.as_nanos()).unwrap_or(u64::MAX);
+            if last != 0 && at.saturating_sub(last) < interval {
+                return;
+            }
+            RECLAIM_LAST.store(at.max(1), Ordering::Relaxed);
+            guard
+        }
+        Reclaim::Every => REGISTRY.guard(),
+    };
+    while reclaim_round(which) == RECLAIM_BATCH && matches!(which, Reclaim::Every) {}
+}
+
+/// One round of [`reclaim_threads`], with the registry lock held; returns how many
+/// magazines it took.
+fn reclaim_round(which: Reclaim) -> usize {
+    let own = crate::magazine::own_magazines();
+    let others = |f: &mut dyn FnMut(&ThreadMagazines)| {
+        let mut thread = THREADS.load(Ordering::Relaxed);
+        while let Some(entry) = NonNull::new(thread) {
+            // SAFETY: listed threads are live thread-local storage (module docs).
+            let magazines = unsafe { entry.as_ref() };
+            thread = magazines.next.load(Ordering::Relaxed);
+            if !ptr::eq(magazines, own) {
+                f(magazines);
+            }
+        }
+    };
+    others(&mut |magazines| magazines.reclaiming.store(true, Ordering::Relaxed));
+    let fenced = crate::asymmetric_fence::heavy();
+    let mut taken = [(0u32, Magazine::EMPTY); RECLAIM_BATCH];
+    let mut count = 0;
+    others(&mut |magazines| {
+        // `Acquire`: the thread's last use of its slots happens before what follows.
+        if fenced && magazines.in_use.load(Ordering::Acquire) == 0 {
+            let chosen = match which {
+                Reclaim::Idle(_) => {
+                    magazines.fingerprint() == magazines.idle_mark.load(Ordering::Relaxed)
+                }
+                Reclaim::Every => true,
+            };
+            if chosen {
+                magazines.for_each_slot(|id, slot| {
+                    let (loaded, previous) = (slot.loaded(), slot.previous());
+                    let wanted = usize::from(loaded.count > 0) + usize::from(previous.count > 0);
+                    if wanted == 0 || count + wanted > RECLAIM_BATCH {
+                        return;
+                    }
+                    let capacity = slot.capacity.load(Ordering::Relaxed);
+                    slot.take_all();
+                    slot.capacity.store(capacity, Ordering::Relaxed);
+                    for magazine in [loaded, previous] {
+                        if magazine.count > 0 {
+                            taken[count] = (id, magazine);
+                            count += 1;
+                        }
+                    }
+                });
+            }
+            magazines
+                .idle_mark
+                .store(magazines.fingerprint(), Ordering::Relaxed);
+        }
+        // `Release`: what the pass did to the slots happens before the thread's next use.
+        magazines.reclaiming.store(false, Ordering::Release);
+    });
+    for &(id, magazine) in &taken[..count] {
+        // A slot holds objects only of a registered cache (dropping a cache sweeps its
+        // slots under this lock).
+        if let Some(owner) = NonNull::new(ID_OWNERS[id as usize].load(Ordering::Relaxed)) {
+            // SAFETY: id owners stay live while registered (registry lock held); the
+            // magazine holds free objects of that cache, now out of every slot.
+            unsafe { (owner.as_ref().reclaim)(owner, magazine) };
+        }
+    }
+    count
 }
 
 /// Registration of the process-wide hooks: 0 not done, 1 in progress, 2 done, 3 failed.

@@ -3,7 +3,9 @@
 # its resident memory must come back within 10 % (at least 1 MiB) of the level before
 # the peak, polled for up to 5 s, while it keeps working in other size classes (decay
 # driven by operations), and, under SLAB_DECAY_THREAD=1, while it does nothing at all
-# (also after a 20 MB peak freed before the heap's first decay pass).
+# (also after a 20 MB peak freed before the heap's first decay pass). And the blocks that
+# eight blocked threads keep in their caches come back: at once on malloc_trim(0), and
+# within the same 5 s while the program works, or sleeps under SLAB_DECAY_THREAD=1.
 #
 # Usage: slab-alloc/capi/tests/decay.sh [blocks]   (from anywhere; needs gcc)
 set -euo pipefail
@@ -20,6 +22,7 @@ lib="$target_dir/release/libslab_alloc_capi.so"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 gcc -O2 -o "$work/decay" slab-alloc/capi/tests/c/decay.c -lpthread
+gcc -O2 -o "$work/idle_threads" slab-alloc/capi/tests/c/idle_threads.c -lpthread
 
 LD_PRELOAD="$lib" "$work/decay" work "$blocks" || fail "memory not returned while working in other classes"
 SLAB_DECAY_THREAD=1 LD_PRELOAD="$lib" "$work/decay" idle "$blocks" || fail "memory not returned by the decay thread"
@@ -27,4 +30,8 @@ SLAB_DECAY_THREAD=1 LD_PRELOAD="$lib" "$work/decay" idle "$blocks" || fail "memo
 # first 250 ms): the decay thread must be running all the same.
 SLAB_DECAY_THREAD=1 LD_PRELOAD="$lib" "$work/decay" idle 5000 ||
     fail "memory of a peak freed in the first 250 ms not returned by the decay thread"
-echo "decay.sh: freed peaks returned"
+LD_PRELOAD="$lib" "$work/idle_threads" trim || fail "malloc_trim left blocked threads' caches resident"
+LD_PRELOAD="$lib" "$work/idle_threads" work || fail "blocked threads' caches not returned while working"
+SLAB_DECAY_THREAD=1 LD_PRELOAD="$lib" "$work/idle_threads" idle ||
+    fail "blocked threads' caches not returned by the decay thread"
+echo "decay.sh: freed peaks and blocked threads' caches returned"

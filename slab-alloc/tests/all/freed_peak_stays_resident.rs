@@ -61,20 +61,36 @@ fn assert_goes_back(
     before: usize,
     peak: usize,
     what: &str,
-    mut keep_going: impl FnMut(),
+    keep_going: impl FnMut(),
 ) {
+    if let Err(message) = goes_back(heap, before, peak, what, keep_going) {
+        panic!("{message}");
+    }
+}
+
+/// [`assert_goes_back`], returning the failure instead of panicking (for a caller that
+/// must first let its threads go).
+fn goes_back(
+    heap: &SlabHeap,
+    before: usize,
+    peak: usize,
+    what: &str,
+    mut keep_going: impl FnMut(),
+) -> Result<(), String> {
     let start = Instant::now();
     let mut held = peak;
     while held > before + before / 10 && start.elapsed() < PATIENCE {
         keep_going();
         held = bytes_held(heap);
     }
-    assert!(
-        held <= before + before / 10,
+    if held <= before + before / 10 {
+        return Ok(());
+    }
+    Err(format!(
         "after {:?} {what} the heap still holds {held} bytes \
          (before the peak: {before}, after the frees: {peak})",
         start.elapsed()
-    );
+    ))
 }
 
 /// Allocates and frees a batch of small objects in two classes far from the peak's.
@@ -212,4 +228,113 @@ fn a_peak_freed_before_the_first_decay_interval_goes_back_under_a_hook_started_t
     });
     // SAFETY: allocated above with this layout, freed once.
     unsafe { heap.dealloc(kept, small) };
+}
+
+/// Block sizes of [`fill_magazines`]: four classes, none used by the main thread's work.
+const MAGAZINE_SIZES: [usize; 4] = [512, 1024, 2048, 4000];
+/// Threads that fill their magazines and then wait.
+const IDLE_THREADS: usize = 4;
+
+/// Allocates and frees 64 blocks in each of [`MAGAZINE_SIZES`]: what the thread frees
+/// last stays in its magazines.
+fn fill_magazines(heap: &SlabHeap) {
+    for size in MAGAZINE_SIZES {
+        let layout = Layout::from_size_align(size, 8).unwrap();
+        let blocks: Vec<*mut u8> = (0..64)
+            .map(|_| {
+                // SAFETY: non-zero layout.
+                let block = unsafe { heap.alloc(layout) };
+                assert!(!block.is_null());
+                // SAFETY: `size` writable bytes.
+                unsafe { block.write_bytes(0x5A, size) };
+                block
+            })
+            .collect();
+        for block in blocks {
+            // SAFETY: allocated above with this layout, freed once.
+            unsafe { heap.dealloc(block, layout) };
+        }
+    }
+}
+
+/// [`IDLE_THREADS`] threads fill their magazines and then wait on a barrier (blocked,
+/// no operation of the heap) while `keep_going` runs; the slabs their magazines keep
+/// must go back all the same. Before idle threads' magazines were reclaimed by the
+/// decay pass, they stayed until the threads exited.
+fn idle_threads_give_back(heap: &SlabHeap, what: &str, keep_going: impl FnMut()) {
+    let before = bytes_held(heap);
+    let ready = std::sync::Barrier::new(IDLE_THREADS + 1);
+    let finish = std::sync::Barrier::new(IDLE_THREADS + 1);
+    std::thread::scope(|scope| {
+        for _ in 0..IDLE_THREADS {
+            scope.spawn(|| {
+                fill_magazines(heap);
+                ready.wait();
+                // Idle: blocked until the main thread is done.
+                finish.wait();
+                // Then the thread uses its magazines again: they must still work.
+                fill_magazines(heap);
+            });
+        }
+        ready.wait();
+        let held = bytes_held(heap);
+        let outcome = if held > before + before / 10 {
+            goes_back(heap, before, held, what, keep_going)
+        } else {
+            Err(format!(
+                "the threads' magazines should keep slabs ({held} bytes, {before} before)"
+            ))
+        };
+        // Let the threads go before failing, or the scope would wait for them forever.
+        finish.wait();
+        outcome
+    })
+    .unwrap_or_else(|message| panic!("{message}"));
+    heap.check_invariants();
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "seconds of waiting")]
+fn the_magazines_of_idle_threads_go_back_while_the_program_works() {
+    let heap = SlabHeap::new();
+    let warm_until = Instant::now() + Duration::from_millis(100);
+    while Instant::now() < warm_until {
+        work_one_block_at_a_time(&heap);
+    }
+    idle_threads_give_back(&heap, "of allocate/free pairs", || {
+        for _ in 0..16 {
+            work_one_block_at_a_time(&heap);
+        }
+    });
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "seconds of waiting")]
+fn the_magazines_of_idle_threads_go_back_with_no_activity_under_the_decay_thread() {
+    let heap: &'static SlabHeap = Box::leak(Box::new(SlabHeap::new()));
+    heap.start_decay_thread().unwrap();
+    let small = Layout::from_size_align(64, 8).unwrap();
+    // SAFETY: non-zero layout; freed at the end.
+    let kept = unsafe { heap.alloc(small) };
+    assert!(!kept.is_null());
+    idle_threads_give_back(heap, "without activity", || {
+        std::thread::sleep(Duration::from_millis(50));
+    });
+    // SAFETY: allocated above with this layout, freed once.
+    unsafe { heap.dealloc(kept, small) };
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "threads that block on barriers for seconds")]
+fn trim_takes_back_the_magazines_of_other_threads_at_once() {
+    let heap = SlabHeap::new();
+    work_one_block_at_a_time(&heap);
+    // No decay pass runs here (nothing operates on the heap while the threads wait):
+    // the first trim alone must give the memory back.
+    let mut trims = 0;
+    idle_threads_give_back(&heap, "of trims", || {
+        trims += 1;
+        heap.trim();
+    });
+    assert_eq!(trims, 1, "one trim should have been enough");
 }
