@@ -4,7 +4,7 @@
 //! A thread's magazines are used by the thread on every allocation and free, and taken
 //! from it by a decay pass only when the thread has been idle for a while
 //! ([`crate::registry::reclaim_threads`]). The two sides exclude each other as in
-//! Dekker's algorithm: each stores its own flag, fences, then loads the other's flag, and
+//! Dekker's algorithm ([`crate::handshake`]): each stores its own flag, fences, then loads the other's flag, and
 //! the fences guarantee that at least one of them sees the other's store. Two `SeqCst`
 //! fences would do, but a full fence on every allocation costs more than the allocation.
 //! So the owner's half, [`light`], is a compiler fence only, and the pass's half,

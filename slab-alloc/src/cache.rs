@@ -1216,6 +1216,9 @@ impl<S: PageSource> CacheCore<S> {
     /// objects do not count as live).
     pub(crate) fn stats(&self) -> CacheStats {
         self.flush_thread();
+        // Objects a pass took from a thread's magazines are counted out until the pass
+        // gives them back: let any such pass finish (it may have taken this thread's).
+        registry::wait_for_reclaims();
         self.locked(|state| CacheStats {
             object_size: self.geometry.slot_size,
             objects_per_slab: self.geometry.capacity,

@@ -3,6 +3,7 @@
 mod asymmetric_fence;
 mod cache;
 mod depot;
+mod handshake;
 mod heap;
 mod magazine;
 mod object_cache;

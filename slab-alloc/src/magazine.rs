@@ -26,8 +26,8 @@
 //!   In case (b) no thread can be using the slot: the owner of a slot id is the cache
 //!   being dropped, and dropping it requires that no thread still borrows it, with the
 //!   happens-before edge that ended those borrows. In case (c) the thread and the pass
-//!   exclude each other through [`ThreadMagazines::in_use`] and
-//!   [`ThreadMagazines::reclaiming`] (see [`with_magazines`]). All three run under the
+//!   exclude each other through [`ThreadMagazines::handshake`] (see
+//!   [`crate::handshake`]). All three run under the
 //!   registry lock.
 //! - An overflow chunk is mapped and published (`Release`) by its thread only, while the
 //!   thread is [`ACTIVE`]; it is unpublished and unmapped by the thread's exit hook, under
@@ -44,19 +44,21 @@
 //!   any use of the slot by a later cache with the same id (that cache is registered
 //!   under the registry lock after the sweep, and reaches threads only through
 //!   synchronisation), or in case (c), which happens after the thread's last use of its
-//!   magazines (its `Release` store of `in_use`, read with `Acquire`) and before its next
-//!   (its `Acquire` load of `reclaiming`, cleared with `Release`).
+//!   magazines (its `Release` store of the in-use mark, read with `Acquire`) and before
+//!   its next (its `Acquire` load of the reclaiming flag, cleared with `Release`).
 //! - The objects of a magazine are free: nothing but the magazine refers to them, and the
 //!   link word of each belongs to the allocator until the object is handed out again.
 
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{
-    AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64,
+    AtomicPtr, AtomicU8, AtomicU32, AtomicU64,
     Ordering::{Acquire, Relaxed, Release},
 };
 
 use mmap_alloc::{DefaultPages, PageSource};
+
+use crate::handshake::{self, ThreadFlags};
 
 /// Slots inside every thread's thread-local block, indexed by the inlined fast paths (a
 /// power of two).
@@ -318,12 +320,10 @@ pub(crate) struct ThreadMagazines {
     pub(crate) next: AtomicPtr<ThreadMagazines>,
     /// Previous thread in the registry (registry lock).
     pub(crate) prev: AtomicPtr<ThreadMagazines>,
-    /// 1 while the thread is inside [`with_magazines`], 0 outside; written by the thread
-    /// only, read by a decay pass that reclaims idle threads' magazines.
-    pub(crate) in_use: AtomicU8,
-    /// Set by a decay pass, under the registry lock, while it may be taking this
-    /// thread's magazines; [`with_magazines`] waits for it to clear.
-    pub(crate) reclaiming: AtomicBool,
+    /// The thread's in-use mark (set inside [`with_magazines`]) and the reclaiming flag
+    /// a decay pass sets, under the registry lock, while it may be taking the thread's
+    /// magazines (see [`crate::handshake`]).
+    pub(crate) handshake: ThreadFlags,
     /// What [`fingerprint`](Self::fingerprint) was at the previous decay pass (registry
     /// lock): the same value now means that the thread made no magazine operation since.
     pub(crate) idle_mark: AtomicU64,
@@ -337,8 +337,7 @@ impl ThreadMagazines {
             state: AtomicU8::new(UNREGISTERED),
             next: AtomicPtr::new(ptr::null_mut()),
             prev: AtomicPtr::new(ptr::null_mut()),
-            in_use: AtomicU8::new(0),
-            reclaiming: AtomicBool::new(false),
+            handshake: ThreadFlags::new(),
             idle_mark: AtomicU64::new(0),
         }
     }
@@ -455,26 +454,15 @@ std::thread_local! {
 
 /// Runs `f` on the calling thread's magazines.
 ///
-/// The thread marks itself [`in_use`](ThreadMagazines::in_use), then checks that no
-/// decay pass is taking its magazines ([`reclaiming`](ThreadMagazines::reclaiming)),
-/// and waits if one is. The pass stores `reclaiming`, then reads `in_use`, and takes the
-/// magazines only if the thread is out. An asymmetric fence between each side's store
-/// and load ([`crate::asymmetric_fence`]) makes at least one side see the other, so the
-/// two never use the slots at once; the thread's side costs a load, two stores and a
-/// compiler fence. A nested call (a constructor that allocates, a signal handler) finds
-/// `in_use` set, skips the check (a pass that started since saw the outer call's mark and
-/// leaves the thread alone) and leaves the mark set.
+/// Around `f` the thread holds its magazines against a decay pass that would take them
+/// ([`handshake::enter`] and [`handshake::leave`]): a load, two stores, a compiler fence
+/// and a branch.
 #[inline(always)]
 pub(crate) fn with_magazines<R>(f: impl FnOnce(&ThreadMagazines) -> R) -> R {
     MAGAZINES.with(|magazines| {
-        let outer = magazines.in_use.load(Relaxed);
-        magazines.in_use.store(1, Relaxed);
-        crate::asymmetric_fence::light();
-        if magazines.reclaiming.load(Acquire) {
-            wait_while_reclaimed(magazines, outer);
-        }
+        let outer = handshake::enter(&magazines.handshake);
         let result = f(magazines);
-        magazines.in_use.store(outer, Release);
+        handshake::leave(&magazines.handshake, outer);
         result
     })
 }
@@ -482,26 +470,4 @@ pub(crate) fn with_magazines<R>(f: impl FnOnce(&ThreadMagazines) -> R) -> R {
 /// The calling thread's magazines, as an address (to tell them apart from others').
 pub(crate) fn own_magazines() -> *const ThreadMagazines {
     MAGAZINES.with(ptr::from_ref)
-}
-
-/// Waits until the decay pass that flagged the thread is done with its magazines. The
-/// pass holds the flag for a bounded walk over the thread's slots and takes no lock
-/// meanwhile, so this waits for no lock the caller may hold.
-/// A nested call (`outer` set) does not wait: the pass saw the outer call's mark.
-#[cold]
-#[inline(never)]
-fn wait_while_reclaimed(magazines: &ThreadMagazines, outer: u8) {
-    if outer != 0 {
-        return;
-    }
-    let mut spins = 0u32;
-    while magazines.reclaiming.load(Acquire) {
-        if spins < 64 {
-            spins += 1;
-            core::hint::spin_loop();
-        } else {
-            // `sched_yield`, which allocates nothing.
-            std::thread::yield_now();
-        }
-    }
 }

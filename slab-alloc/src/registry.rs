@@ -34,6 +34,7 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
+use crate::handshake::{self, ThreadFlags};
 use crate::magazine::{
     ACTIVE, INLINE_SLOTS, MAX_CACHE_IDS, Magazine, REGISTERING, RETIRED, ThreadMagazines,
     UNREGISTERED,
@@ -219,10 +220,9 @@ pub(crate) enum Reclaim {
 /// thread that holds magazines and then blocks, sleeps or waits for work would otherwise
 /// keep them until it exits.
 ///
-/// Every listed thread but the caller is flagged `reclaiming`, one asymmetric fence
-/// ([`crate::asymmetric_fence::heavy`]) orders that before reading each thread's
-/// `in_use` (see [`with_magazines`](crate::magazine::with_magazines)), and the threads
-/// found out of their magazines are examined. Under [`Reclaim::Idle`], one whose
+/// Every listed thread but the caller is flagged ([`crate::handshake`]), one asymmetric
+/// fence ([`crate::asymmetric_fence::heavy`]) orders that before reading each thread's
+/// in-use mark, and the threads found out of their magazines are examined. Under [`Reclaim::Idle`], one whose
 /// [`fingerprint`](ThreadMagazines::fingerprint) equals the one recorded at the
 /// previous call is idle. The magazines of the threads chosen are taken, up to
 /// [`RECLAIM_BATCH`] per round. Each flag is cleared before any lock is taken (a flagged
@@ -252,6 +252,12 @@ pub(crate) fn reclaim_threads(which: Reclaim) {
     while reclaim_round(which) == RECLAIM_BATCH && matches!(which, Reclaim::Every) {}
 }
 
+/// Returns once no [`reclaim_threads`] call is in progress: the magazines one took are
+/// back in their caches.
+pub(crate) fn wait_for_reclaims() {
+    drop(REGISTRY.guard());
+}
+
 /// One round of [`reclaim_threads`], with the registry lock held; returns how many
 /// magazines it took.
 fn reclaim_round(which: Reclaim) -> usize {
@@ -267,13 +273,12 @@ fn reclaim_round(which: Reclaim) -> usize {
             }
         }
     };
-    others(&mut |magazines| magazines.reclaiming.store(true, Ordering::Relaxed));
-    let fenced = crate::asymmetric_fence::heavy();
+    others(&mut |magazines| handshake::flag(&magazines.handshake));
+    let fenced = <ThreadFlags as handshake::Flags>::heavy_fence();
     let mut taken = [(0u32, Magazine::EMPTY); RECLAIM_BATCH];
     let mut count = 0;
     others(&mut |magazines| {
-        // `Acquire`: the thread's last use of its slots happens before what follows.
-        if fenced && magazines.in_use.load(Ordering::Acquire) == 0 {
+        if fenced && handshake::owner_out(&magazines.handshake) {
             let chosen = match which {
                 Reclaim::Idle(_) => {
                     magazines.fingerprint() == magazines.idle_mark.load(Ordering::Relaxed)
@@ -302,8 +307,7 @@ fn reclaim_round(which: Reclaim) -> usize {
                 .idle_mark
                 .store(magazines.fingerprint(), Ordering::Relaxed);
         }
-        // `Release`: what the pass did to the slots happens before the thread's next use.
-        magazines.reclaiming.store(false, Ordering::Release);
+        handshake::unflag(&magazines.handshake);
     });
     for &(id, magazine) in &taken[..count] {
         // A slot holds objects only of a registered cache (dropping a cache sweeps its

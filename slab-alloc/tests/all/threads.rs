@@ -268,3 +268,48 @@ fn trim_races_threads_that_use_their_magazines() {
     });
     heap.check_invariants();
 }
+
+/// A thread that has freed every block it allocated reads no live object in the
+/// statistics, even while another thread trims without pause (and so takes the
+/// thread's magazines now and then, holding their objects for a moment before it gives
+/// them back to the slabs): the statistics wait for such a trim to finish.
+#[test]
+fn statistics_after_freeing_everything_show_nothing_live_while_another_thread_trims() {
+    let heap = SlabHeap::new();
+    let rounds = if cfg!(miri) { 8 } else { 3_000 };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    thread::scope(|scope| {
+        let trimmer = scope.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                heap.trim();
+            }
+        });
+        let mut blocks = Vec::with_capacity(256);
+        for round in 0..rounds {
+            // Several classes, so that a trim that took the magazines gives them back
+            // over several cache locks, which the statistics read one by one.
+            for size in [24, 64, 200, 1000, 3000] {
+                let layout = Layout::from_size_align(size, 8).unwrap();
+                for _ in 0..48 {
+                    // SAFETY: non-zero layout.
+                    let block = unsafe { heap.alloc(layout) };
+                    assert!(!block.is_null());
+                    blocks.push((block, layout));
+                }
+            }
+            for (block, layout) in blocks.drain(..) {
+                // SAFETY: allocated above with this layout, freed once.
+                unsafe { heap.dealloc(block, layout) };
+            }
+            // Out of the magazines for a moment: the trimmer may take them now.
+            thread::yield_now();
+            let live = heap.stats().small.objects_live;
+            if live != 0 {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                panic!("round {round}: {live} objects live after every block was freed");
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        trimmer.join().unwrap();
+    });
+}

@@ -1,0 +1,268 @@
+//! The handshake between a thread using its magazines and a decay pass (or `trim`)
+//! taking them from it ([`crate::registry::reclaim_threads`]).
+//!
+//! It is Dekker's: each side stores its own flag, fences, then loads the other's. The
+//! thread marks itself *in use* ([`enter`]) and then checks the *reclaiming* flag; the
+//! pass sets that flag ([`flag`]) and then reads the mark ([`owner_out`]). The fences
+//! guarantee that at least one side sees the other's store: a thread that sees the flag
+//! waits until the pass clears it ([`unflag`]); a pass that sees the mark leaves the
+//! thread alone. The fences are asymmetric ([`crate::asymmetric_fence`]): a compiler
+//! fence on the thread's side, which runs on every allocation and free, and a
+//! `membarrier` system call on the pass's side, which runs once per pass.
+//!
+//! The protocol is written once, over [`Flags`], so that the loom model at the end of
+//! this file checks the very functions the allocator runs (with `SeqCst` fences on both
+//! sides, which is what the asymmetric pair provides).
+
+use core::sync::atomic::Ordering::{self, Acquire, Relaxed, Release};
+use core::sync::atomic::{AtomicBool, AtomicU8};
+
+/// One thread's two handshake flags, and the fences and the pause the sides use.
+pub(crate) trait Flags {
+    /// Loads the in-use mark (1 inside [`enter`]..[`leave`], else 0).
+    fn load_in_use(&self, order: Ordering) -> u8;
+    /// Stores the in-use mark.
+    fn store_in_use(&self, mark: u8, order: Ordering);
+    /// Loads the reclaiming flag.
+    fn load_reclaiming(&self, order: Ordering) -> bool;
+    /// Stores the reclaiming flag.
+    fn store_reclaiming(&self, flag: bool, order: Ordering);
+    /// The thread's half of the fence.
+    fn light_fence();
+    /// The pass's half of the fence; `false` if it cannot be had here.
+    fn heavy_fence() -> bool;
+    /// What a waiting thread does between two looks at the flag.
+    fn pause(spins: u32);
+}
+
+/// The flags of a thread's magazines, on the standard atomics. All-zero bytes are a valid
+/// value (out of use, not flagged).
+#[derive(Debug)]
+pub(crate) struct ThreadFlags {
+    in_use: AtomicU8,
+    reclaiming: AtomicBool,
+}
+
+impl ThreadFlags {
+    pub(crate) const fn new() -> Self {
+        ThreadFlags {
+            in_use: AtomicU8::new(0),
+            reclaiming: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Flags for ThreadFlags {
+    #[inline(always)]
+    fn load_in_use(&self, order: Ordering) -> u8 {
+        self.in_use.load(order)
+    }
+    #[inline(always)]
+    fn store_in_use(&self, mark: u8, order: Ordering) {
+        self.in_use.store(mark, order);
+    }
+    #[inline(always)]
+    fn load_reclaiming(&self, order: Ordering) -> bool {
+        self.reclaiming.load(order)
+    }
+    #[inline(always)]
+    fn store_reclaiming(&self, flag: bool, order: Ordering) {
+        self.reclaiming.store(flag, order);
+    }
+    #[inline(always)]
+    fn light_fence() {
+        crate::asymmetric_fence::light();
+    }
+    fn heavy_fence() -> bool {
+        crate::asymmetric_fence::heavy()
+    }
+    fn pause(spins: u32) {
+        if spins < 64 {
+            core::hint::spin_loop();
+        } else {
+            // `sched_yield`, which allocates nothing.
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// The thread's side, before it touches its magazines: marks them in use, then waits
+/// while a pass holds them. Returns the mark to restore in [`leave`]: a nested call (a
+/// constructor that allocates) finds the mark set, does not wait (a pass that started
+/// since saw the outer mark and leaves the thread alone) and keeps it set.
+#[inline(always)]
+pub(crate) fn enter<F: Flags>(flags: &F) -> u8 {
+    let outer = flags.load_in_use(Relaxed);
+    flags.store_in_use(1, Relaxed);
+    F::light_fence();
+    // `Acquire`: a pass's changes to the slots, published by its `unflag`, are seen.
+    if flags.load_reclaiming(Acquire) {
+        wait_while_flagged(flags, outer);
+    }
+    outer
+}
+
+/// The thread's side, after its last touch of its magazines.
+#[inline(always)]
+pub(crate) fn leave<F: Flags>(flags: &F, outer: u8) {
+    // `Release`: the thread's uses of its slots happen before a pass's (`owner_out`).
+    flags.store_in_use(outer, Release);
+}
+
+/// Waits until the pass that flagged the thread clears the flag. The pass holds it for a
+/// bounded walk over the thread's slots and takes no lock meanwhile, so this waits for
+/// no lock the caller may hold.
+#[cold]
+#[inline(never)]
+fn wait_while_flagged<F: Flags>(flags: &F, outer: u8) {
+    if outer != 0 {
+        return;
+    }
+    let mut spins = 0u32;
+    while flags.load_reclaiming(Acquire) {
+        F::pause(spins);
+        spins = spins.saturating_add(1);
+    }
+}
+
+/// The pass's side, first: flags the thread. Then [`F::heavy_fence`](Flags::heavy_fence)
+/// (once for all the threads flagged), then [`owner_out`].
+pub(crate) fn flag<F: Flags>(flags: &F) {
+    flags.store_reclaiming(true, Relaxed);
+}
+
+/// Whether the thread is out of its magazines, after [`flag`] and the heavy fence: then
+/// the pass may use the thread's slots until [`unflag`].
+pub(crate) fn owner_out<F: Flags>(flags: &F) -> bool {
+    // `Acquire`: the thread's last use of its slots (its `leave`) happens before.
+    flags.load_in_use(Acquire) == 0
+}
+
+/// The pass's side, last: lets the thread go on.
+pub(crate) fn unflag<F: Flags>(flags: &F) {
+    // `Release`: the pass's changes to the slots happen before the thread's next use.
+    flags.store_reclaiming(false, Release);
+}
+
+/// A loom model of the handshake: whatever the interleaving, the thread and the pass
+/// never use the slots at once (loom's `UnsafeCell` checks every access), the thread
+/// sees what the pass did, and nested calls neither wait nor end the outer mark.
+/// `RUSTFLAGS="--cfg loom" cargo test -p slab-alloc --release --lib loom_model`.
+#[cfg(all(test, loom))]
+mod loom_model {
+    use super::{Flags, enter, flag, leave, owner_out, unflag};
+    use core::sync::atomic::Ordering;
+    use loom::cell::UnsafeCell;
+    use loom::sync::Arc;
+    use loom::sync::atomic::{AtomicBool, AtomicU8, fence};
+
+    struct LoomFlags {
+        in_use: AtomicU8,
+        reclaiming: AtomicBool,
+    }
+
+    impl Flags for LoomFlags {
+        fn load_in_use(&self, order: Ordering) -> u8 {
+            self.in_use.load(order)
+        }
+        fn store_in_use(&self, mark: u8, order: Ordering) {
+            self.in_use.store(mark, order);
+        }
+        fn load_reclaiming(&self, order: Ordering) -> bool {
+            self.reclaiming.load(order)
+        }
+        fn store_reclaiming(&self, flag: bool, order: Ordering) {
+            self.reclaiming.store(flag, order);
+        }
+        fn light_fence() {
+            fence(Ordering::SeqCst);
+        }
+        fn heavy_fence() -> bool {
+            fence(Ordering::SeqCst);
+            true
+        }
+        fn pause(_spins: u32) {
+            loom::thread::yield_now();
+        }
+    }
+
+    /// A thread's slot: the number of objects its magazine holds.
+    struct Shared {
+        flags: LoomFlags,
+        slot: UnsafeCell<u32>,
+    }
+
+    fn shared() -> Arc<Shared> {
+        Arc::new(Shared {
+            flags: LoomFlags {
+                in_use: AtomicU8::new(0),
+                reclaiming: AtomicBool::new(false),
+            },
+            slot: UnsafeCell::new(4),
+        })
+    }
+
+    /// The pass: takes the slot's objects if the thread is out; returns how many.
+    fn pass(shared: &Shared) -> u32 {
+        flag(&shared.flags);
+        assert!(LoomFlags::heavy_fence());
+        let taken = if owner_out(&shared.flags) {
+            // SAFETY: (model) exclusive by the handshake, which loom checks.
+            shared
+                .slot
+                .with_mut(|slot| unsafe { core::mem::take(&mut *slot) })
+        } else {
+            0
+        };
+        unflag(&shared.flags);
+        taken
+    }
+
+    #[test]
+    fn the_thread_and_a_pass_never_use_the_slot_at_once() {
+        loom::model(|| {
+            let shared = shared();
+            let reclaimer = {
+                let shared = Arc::clone(&shared);
+                loom::thread::spawn(move || pass(&shared))
+            };
+            // The thread: two operations, each takes one object if there is one.
+            let mut used = 0;
+            for _ in 0..2 {
+                let outer = enter(&shared.flags);
+                // SAFETY: (model) as above.
+                shared.slot.with_mut(|slot| unsafe {
+                    if *slot > 0 {
+                        *slot -= 1;
+                        used += 1;
+                    }
+                });
+                leave(&shared.flags, outer);
+            }
+            let taken = reclaimer.join().unwrap();
+            // SAFETY: (model) both sides are done.
+            let left = shared.slot.with(|slot| unsafe { *slot });
+            assert_eq!(used + taken + left, 4, "no object lost or handed out twice");
+        });
+    }
+
+    #[test]
+    fn a_nested_use_keeps_the_outer_mark() {
+        loom::model(|| {
+            let shared = shared();
+            let reclaimer = {
+                let shared = Arc::clone(&shared);
+                loom::thread::spawn(move || pass(&shared))
+            };
+            let outer = enter(&shared.flags);
+            // A constructor that allocates, in the middle of the outer use.
+            let inner = enter(&shared.flags);
+            assert_eq!(inner, 1);
+            leave(&shared.flags, inner);
+            // SAFETY: (model) still inside the outer use.
+            shared.slot.with_mut(|slot| unsafe { *slot += 1 });
+            leave(&shared.flags, outer);
+            reclaimer.join().unwrap();
+        });
+    }
+}
