@@ -77,19 +77,17 @@ impl Flags for ThreadFlags {
         crate::asymmetric_fence::heavy()
     }
     fn pause(spins: u32) {
-        if spins < 64 {
-            core::hint::spin_loop();
-        } else {
-            // `sched_yield`, which allocates nothing.
-            std::thread::yield_now();
-        }
+        crate::sync::back_off(spins);
     }
 }
 
 /// The thread's side, before it touches its magazines: marks them in use, then waits
-/// while a pass holds them. Returns the mark to restore in [`leave`]: a nested call (a
-/// constructor that allocates) finds the mark set, does not wait (a pass that started
-/// since saw the outer mark and leaves the thread alone) and keeps it set.
+/// while a pass holds them. Returns the mark to restore in [`leave`], so that a nested
+/// call (a constructor that allocates, a signal handler) keeps the outer call's mark.
+/// A nested call waits like any other: a signal handler may run while the outer call
+/// waits, or between the outer call's mark and its check, when a pass may be taking
+/// the magazines; waiting never deadlocks, since the pass takes no lock while any
+/// thread is flagged.
 #[inline(always)]
 pub(crate) fn enter<F: Flags>(flags: &F) -> u8 {
     let outer = flags.load_in_use(Relaxed);
@@ -97,7 +95,7 @@ pub(crate) fn enter<F: Flags>(flags: &F) -> u8 {
     F::light_fence();
     // `Acquire`: a pass's changes to the slots, published by its `unflag`, are seen.
     if flags.load_reclaiming(Acquire) {
-        wait_while_flagged(flags, outer);
+        wait_while_flagged(flags);
     }
     outer
 }
@@ -114,10 +112,7 @@ pub(crate) fn leave<F: Flags>(flags: &F, outer: u8) {
 /// no lock the caller may hold.
 #[cold]
 #[inline(never)]
-fn wait_while_flagged<F: Flags>(flags: &F, outer: u8) {
-    if outer != 0 {
-        return;
-    }
+fn wait_while_flagged<F: Flags>(flags: &F) {
     let mut spins = 0u32;
     while flags.load_reclaiming(Acquire) {
         F::pause(spins);
@@ -258,10 +253,43 @@ mod loom_model {
             // A constructor that allocates, in the middle of the outer use.
             let inner = enter(&shared.flags);
             assert_eq!(inner, 1);
+            // SAFETY: (model) inside the nested use.
+            shared.slot.with_mut(|slot| unsafe { *slot += 1 });
             leave(&shared.flags, inner);
             // SAFETY: (model) still inside the outer use.
             shared.slot.with_mut(|slot| unsafe { *slot += 1 });
             leave(&shared.flags, outer);
+            reclaimer.join().unwrap();
+        });
+    }
+
+    /// A signal handler that runs between the outer call's mark and its check (the
+    /// window of the outer `enter`): modelled as a nested use that starts right after
+    /// the outer mark is stored, before the outer call looks at the flag.
+    #[test]
+    fn a_use_nested_inside_the_outer_calls_check_is_still_excluded() {
+        loom::model(|| {
+            let shared = shared();
+            let reclaimer = {
+                let shared = Arc::clone(&shared);
+                loom::thread::spawn(move || pass(&shared))
+            };
+            let flags = &shared.flags;
+            let outer = flags.load_in_use(Ordering::Relaxed);
+            flags.store_in_use(1, Ordering::Relaxed);
+            // The handler.
+            let inner = enter(flags);
+            // SAFETY: (model) inside the nested use.
+            shared.slot.with_mut(|slot| unsafe { *slot += 1 });
+            leave(flags, inner);
+            // The rest of the outer `enter`, and its use.
+            LoomFlags::light_fence();
+            while flags.load_reclaiming(Ordering::Acquire) {
+                loom::thread::yield_now();
+            }
+            // SAFETY: (model) inside the outer use.
+            shared.slot.with_mut(|slot| unsafe { *slot += 1 });
+            leave(flags, outer);
             reclaimer.join().unwrap();
         });
     }

@@ -195,9 +195,14 @@ pub(crate) unsafe fn unregister_core(core: NonNull<CoreHeader>) {
     }
 }
 
-/// The most magazines one pass takes from idle threads (on the stack of the pass); an
-/// idle thread holding more gives up the rest in the next passes.
-const RECLAIM_BATCH: usize = 64;
+/// The most magazines one round of [`reclaim_threads`] takes (on the stack of the pass)
+/// before it gives them back and goes on.
+const RECLAIM_BATCH: usize = 128;
+
+/// The most rounds a decay pass makes over idle threads (so at most 2,048 magazines):
+/// the pass runs inside some thread's allocation, whose latency it adds to; what is left
+/// goes back in the next passes. `trim` makes as many rounds as it takes.
+const IDLE_ROUNDS: usize = 16;
 
 /// When [`reclaim_threads`] last ran for idle threads, in nanoseconds after [`RECLAIM_EPOCH`]
 /// (registry lock).
@@ -220,18 +225,21 @@ pub(crate) enum Reclaim {
 /// thread that holds magazines and then blocks, sleeps or waits for work would otherwise
 /// keep them until it exits.
 ///
-/// Every listed thread but the caller is flagged ([`crate::handshake`]), one asymmetric
-/// fence ([`crate::asymmetric_fence::heavy`]) orders that before reading each thread's
-/// in-use mark, and the threads found out of their magazines are examined. Under [`Reclaim::Idle`], one whose
-/// [`fingerprint`](ThreadMagazines::fingerprint) equals the one recorded at the
-/// previous call is idle. The magazines of the threads chosen are taken, up to
-/// [`RECLAIM_BATCH`] per round. Each flag is cleared before any lock is taken (a flagged
-/// thread may be waiting with a cache lock held), then the magazines go back. A round
-/// costs one `membarrier` system call and a walk over the threads' slots; `Idle` makes
-/// one round, `Every` as many as it takes. Does nothing if the fence is not available
-/// here, or, for `Idle`, if the registry lock is held.
+/// It works in rounds ([`reclaim_round`]). In each, the listed threads not yet examined
+/// (but the caller) are flagged ([`crate::handshake`]), one asymmetric fence
+/// ([`crate::asymmetric_fence::heavy`]) orders that before reading each thread's in-use
+/// mark, and the threads found out of their magazines are examined in order. Under
+/// [`Reclaim::Idle`], one whose [`fingerprint`](ThreadMagazines::fingerprint) equals the
+/// one recorded at the previous call is idle. The magazines of the threads chosen are
+/// taken until [`RECLAIM_BATCH`] would be exceeded; each flag is cleared as soon as its
+/// thread is done, all of them before any lock is taken (a flagged thread may be
+/// waiting with a cache lock held); then the magazines go back, and the next round
+/// starts at the thread where the batch filled. So every thread is examined about once,
+/// and a round costs one `membarrier` system call; `Idle` makes at most [`IDLE_ROUNDS`]
+/// rounds, `Every` as many as it takes. Does nothing if the fence is not available here,
+/// or, for `Idle`, if the registry lock is held.
 pub(crate) fn reclaim_threads(which: Reclaim) {
-    let _guard = match which {
+    let (_guard, most_rounds) = match which {
         Reclaim::Idle(now) => {
             let epoch = *RECLAIM_EPOCH.get_or_init(|| now);
             let Some(guard) = REGISTRY.try_guard() else {
@@ -245,11 +253,17 @@ pub(crate) fn reclaim_threads(which: Reclaim) {
                 return;
             }
             RECLAIM_LAST.store(at.max(1), Ordering::Relaxed);
-            guard
+            (guard, IDLE_ROUNDS)
         }
-        Reclaim::Every => REGISTRY.guard(),
+        Reclaim::Every => (REGISTRY.guard(), usize::MAX),
     };
-    while reclaim_round(which) == RECLAIM_BATCH && matches!(which, Reclaim::Every) {}
+    let mut from = THREADS.load(Ordering::Relaxed);
+    for _ in 0..most_rounds {
+        match reclaim_round(which, from) {
+            Some(resume) => from = resume.as_ptr(),
+            None => break,
+        }
+    }
 }
 
 /// Returns once no [`reclaim_threads`] call is in progress: the magazines one took are
@@ -258,26 +272,39 @@ pub(crate) fn wait_for_reclaims() {
     drop(REGISTRY.guard());
 }
 
-/// One round of [`reclaim_threads`], with the registry lock held; returns how many
-/// magazines it took.
-fn reclaim_round(which: Reclaim) -> usize {
+/// One round of [`reclaim_threads`], with the registry lock held, over the listed
+/// threads from `from` on (the list cannot change under the lock): flags them, fences
+/// once, examines them in order and takes magazines until [`RECLAIM_BATCH`] would be
+/// exceeded, clears every flag, then gives the magazines back. Returns the thread to
+/// resume from (the one whose magazines did not all fit), or `None` when the round
+/// reached the end of the list.
+fn reclaim_round(which: Reclaim, from: *mut ThreadMagazines) -> Option<NonNull<ThreadMagazines>> {
     let own = crate::magazine::own_magazines();
-    let others = |f: &mut dyn FnMut(&ThreadMagazines)| {
-        let mut thread = THREADS.load(Ordering::Relaxed);
+    let each_from = |start: *mut ThreadMagazines, f: &mut dyn FnMut(&ThreadMagazines) -> bool| {
+        let mut thread = start;
         while let Some(entry) = NonNull::new(thread) {
             // SAFETY: listed threads are live thread-local storage (module docs).
             let magazines = unsafe { entry.as_ref() };
             thread = magazines.next.load(Ordering::Relaxed);
-            if !ptr::eq(magazines, own) {
-                f(magazines);
+            if !ptr::eq(magazines, own) && !f(magazines) {
+                return;
             }
         }
     };
-    others(&mut |magazines| handshake::flag(&magazines.handshake));
+    each_from(from, &mut |magazines| {
+        handshake::flag(&magazines.handshake);
+        true
+    });
     let fenced = <ThreadFlags as handshake::Flags>::heavy_fence();
     let mut taken = [(0u32, Magazine::EMPTY); RECLAIM_BATCH];
     let mut count = 0;
-    others(&mut |magazines| {
+    let mut resume = None;
+    each_from(from, &mut |magazines| {
+        if resume.is_some() {
+            // Past the point where the batch filled: let the thread go untouched.
+            handshake::unflag(&magazines.handshake);
+            return true;
+        }
         if fenced && handshake::owner_out(&magazines.handshake) {
             let chosen = match which {
                 Reclaim::Idle(_) => {
@@ -285,11 +312,16 @@ fn reclaim_round(which: Reclaim) -> usize {
                 }
                 Reclaim::Every => true,
             };
+            let mut full = false;
             if chosen {
                 magazines.for_each_slot(|id, slot| {
                     let (loaded, previous) = (slot.loaded(), slot.previous());
                     let wanted = usize::from(loaded.count > 0) + usize::from(previous.count > 0);
-                    if wanted == 0 || count + wanted > RECLAIM_BATCH {
+                    if wanted == 0 || full {
+                        return;
+                    }
+                    if count + wanted > RECLAIM_BATCH {
+                        full = true;
                         return;
                     }
                     let capacity = slot.capacity.load(Ordering::Relaxed);
@@ -303,11 +335,19 @@ fn reclaim_round(which: Reclaim) -> usize {
                     }
                 });
             }
-            magazines
-                .idle_mark
-                .store(magazines.fingerprint(), Ordering::Relaxed);
+            if matches!(which, Reclaim::Idle(_)) {
+                // What was taken changed the fingerprint: an idle thread resumed in the
+                // next round still counts as idle.
+                magazines
+                    .idle_mark
+                    .store(magazines.fingerprint(), Ordering::Relaxed);
+            }
+            if full {
+                resume = Some(NonNull::from(magazines));
+            }
         }
         handshake::unflag(&magazines.handshake);
+        true
     });
     for &(id, magazine) in &taken[..count] {
         // A slot holds objects only of a registered cache (dropping a cache sweeps its
@@ -318,7 +358,7 @@ fn reclaim_round(which: Reclaim) -> usize {
             unsafe { (owner.as_ref().reclaim)(owner, magazine) };
         }
     }
-    count
+    resume
 }
 
 /// Registration of the process-wide hooks: 0 not done, 1 in progress, 2 done, 3 failed.

@@ -4,9 +4,23 @@
 use core::hint;
 use core::sync::atomic::{AtomicBool, Ordering};
 
+/// What a thread waiting for another does at its `spins`-th look: spins, then yields its
+/// time slice (`sched_yield`), then sleeps 50 µs (`nanosleep`); none allocates. The
+/// sleep matters for a thread of a real-time class: yielding leaves it runnable at its
+/// higher priority, so a holder of lower priority on the same processor would never run
+/// again (until the kernel's real-time throttling, up to a second later).
+pub(crate) fn back_off(spins: u32) {
+    if spins < 64 {
+        hint::spin_loop();
+    } else if spins < 128 {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(core::time::Duration::from_micros(50));
+    }
+}
+
 /// A test-and-test-and-set lock. Holders keep it for a handful of list operations; a
-/// waiter spins briefly, then yields its time slice (`sched_yield`, which allocates
-/// nothing).
+/// waiter backs off ([`back_off`]).
 #[derive(Debug)]
 pub(crate) struct RawSpinLock {
     locked: AtomicBool,
@@ -83,12 +97,8 @@ impl RawSpinLock {
         let mut spins = 0u32;
         loop {
             while self.locked.load(Ordering::Relaxed) {
-                if spins < 64 {
-                    spins += 1;
-                    hint::spin_loop();
-                } else {
-                    std::thread::yield_now();
-                }
+                back_off(spins);
+                spins = spins.saturating_add(1);
             }
             if self
                 .locked

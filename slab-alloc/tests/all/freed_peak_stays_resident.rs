@@ -262,11 +262,21 @@ fn fill_magazines(heap: &SlabHeap) {
 /// must go back all the same. Before idle threads' magazines were reclaimed by the
 /// decay pass, they stayed until the threads exited.
 fn idle_threads_give_back(heap: &SlabHeap, what: &str, keep_going: impl FnMut()) {
+    some_idle_threads_give_back(heap, IDLE_THREADS, what, keep_going);
+}
+
+/// [`idle_threads_give_back`] with `threads` threads.
+fn some_idle_threads_give_back(
+    heap: &SlabHeap,
+    threads: usize,
+    what: &str,
+    keep_going: impl FnMut(),
+) {
     let before = bytes_held(heap);
-    let ready = std::sync::Barrier::new(IDLE_THREADS + 1);
-    let finish = std::sync::Barrier::new(IDLE_THREADS + 1);
+    let ready = std::sync::Barrier::new(threads + 1);
+    let finish = std::sync::Barrier::new(threads + 1);
     std::thread::scope(|scope| {
-        for _ in 0..IDLE_THREADS {
+        for _ in 0..threads {
             scope.spawn(|| {
                 fill_magazines(heap);
                 ready.wait();
@@ -337,4 +347,63 @@ fn trim_takes_back_the_magazines_of_other_threads_at_once() {
         heap.trim();
     });
     assert_eq!(trims, 1, "one trim should have been enough");
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "seventy threads blocked on barriers")]
+fn one_trim_takes_back_every_magazine_whatever_their_count() {
+    // 69 threads keep two magazines each of 1000-byte blocks and the newest thread one:
+    // 139 magazines, more than a round takes (128), and the first round, which starts
+    // at the newest thread, cannot end exactly full. Trim used to stop after such a round.
+    const PAIRS: usize = 69;
+    let heap = SlabHeap::new();
+    work_one_block_at_a_time(&heap);
+    let before = bytes_held(&heap);
+    let layout = Layout::from_size_align(1000, 8).unwrap();
+    let churn = |count: usize| {
+        let blocks: Vec<*mut u8> = (0..count)
+            // SAFETY: non-zero layout.
+            .map(|_| unsafe { heap.alloc(layout) })
+            .collect();
+        for block in blocks {
+            assert!(!block.is_null());
+            // SAFETY: allocated above with this layout, freed once.
+            unsafe { heap.dealloc(block, layout) };
+        }
+    };
+    let pairs_ready = std::sync::Barrier::new(PAIRS + 1);
+    let finish = std::sync::Barrier::new(PAIRS + 2);
+    let outcome = std::thread::scope(|scope| {
+        for _ in 0..PAIRS {
+            scope.spawn(|| {
+                // Far more than a magazine holds: the last two stay with the thread.
+                churn(512);
+                pairs_ready.wait();
+                finish.wait();
+            });
+        }
+        pairs_ready.wait();
+        let (one_ready, go) = std::sync::mpsc::channel();
+        let (finish, churn) = (&finish, &churn);
+        scope.spawn(move || {
+            churn(2);
+            one_ready.send(()).unwrap();
+            finish.wait();
+        });
+        go.recv().unwrap();
+        let held = bytes_held(&heap);
+        heap.trim();
+        let after = bytes_held(&heap);
+        finish.wait();
+        (held, after)
+    });
+    let (held, after) = outcome;
+    assert!(
+        held > before + before / 10,
+        "the magazines should keep slabs ({held} bytes)"
+    );
+    assert!(
+        after <= before + before / 10,
+        "one trim left {after} bytes (before the threads: {before}, with their magazines: {held})"
+    );
 }
