@@ -67,7 +67,7 @@ use mmap_alloc::{DefaultPages, PageSource};
 use crate::depot::{DEPOT_MAGAZINES, Depot};
 use crate::magazine::{
     ACTIVE, ALLOC_HIT, FREE_HIT, Magazine, Slot, ThreadMagazines, UNREGISTERED, loaded_count,
-    with_magazines,
+    try_with_magazines, with_magazines,
 };
 use crate::registry::{self, CoreHeader, NO_ID};
 use crate::slab::{self, Geometry, ListKind, SLAB_BYTES, SlabHeader, SlabList};
@@ -415,7 +415,7 @@ impl<S: PageSource> CacheCore<S> {
     fn alloc_fast(&self, id: u32, link_offset: usize) -> Option<NonNull<u8>> {
         debug_assert!(id == self.header.fast_id && link_offset == self.header.link_offset);
         let mut clock_due = false;
-        let object = with_magazines(|magazines| {
+        let object = try_with_magazines(|magazines| {
             let slot = magazines.slot(id);
             // SAFETY: the calling thread owns the slot.
             let head = NonNull::new(unsafe { slot.owner_loaded() })?;
@@ -437,7 +437,8 @@ impl<S: PageSource> CacheCore<S> {
                 clock_due = hits_reach_clock(counts);
             }
             Some(head)
-        });
+        })
+        .flatten();
         if clock_due {
             self.clock_from_magazines();
         }
@@ -558,7 +559,7 @@ impl<S: PageSource> CacheCore<S> {
             slab::mark_free(object, &self.header, &self.geometry)
         };
         let mut clock_due = false;
-        let done = with_magazines(|magazines| {
+        let done = try_with_magazines(|magazines| {
             let slot = magazines.slot(id);
             // SAFETY: the calling thread owns the slot.
             let (counts, capacity) = unsafe { (slot.owner_counts(), slot.owner_capacity()) };
@@ -579,7 +580,8 @@ impl<S: PageSource> CacheCore<S> {
                 clock_due = hits_reach_clock(counts);
             }
             true
-        });
+        })
+        .unwrap_or(false);
         if clock_due {
             self.clock_from_magazines();
         }

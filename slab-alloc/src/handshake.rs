@@ -2,8 +2,19 @@
 //! taking them from it ([`crate::registry::reclaim_threads`]).
 //!
 //! It is Dekker's: each side stores its own flag, fences, then loads the other's. The
-//! thread marks itself *in use* ([`enter`]) and then checks the *reclaiming* flag; the
-//! pass sets that flag ([`flag`]) and then reads the mark ([`owner_out`]). The fences
+//! thread marks itself *in use* ([`enter`], [`try_enter_fast`]) and then checks the
+//! *reclaiming* flag; the pass sets that flag ([`flag`]) and then reads the marks
+//! ([`owner_out`]).
+//!
+//! The thread has two marks. The inlined fast paths set and clear the *fast* mark with
+//! two stores and never load it: a load of a mark the previous operation has just
+//! stored would chain every operation to the one before through store forwarding
+//! (measured: 20 to 45% on allocate/free loops). The slow paths use the *slow* mark,
+//! which they restore to its previous value on the way out, since they may nest (a
+//! constructor or a destructor that allocates runs inside one); a fast path nested in a
+//! slow one leaves the slow mark set. A fast path cannot nest in a fast path, short of a
+//! signal handler that allocates, which interrupting any allocator's fast path does not
+//! survive either. The fences
 //! guarantee that at least one side sees the other's store: a thread that sees the flag
 //! waits until the pass clears it ([`unflag`]); a pass that sees the mark leaves the
 //! thread alone. The fences are asymmetric ([`crate::asymmetric_fence`]): a compiler
@@ -14,15 +25,23 @@
 //! this file checks the very functions the allocator runs (with `SeqCst` fences on both
 //! sides, which is what the asymmetric pair provides).
 
+// Without the `reclaim-idle-threads` feature only the pass side is compiled in (and
+// does nothing); the loom model still checks the whole protocol.
+#![cfg_attr(not(feature = "reclaim-idle-threads"), allow(dead_code))]
+
 use core::sync::atomic::Ordering::{self, Acquire, Relaxed, Release};
 use core::sync::atomic::{AtomicBool, AtomicU8};
 
-/// One thread's two handshake flags, and the fences and the pause the sides use.
+/// One thread's handshake flags, and the fences and the pause the sides use.
 pub(crate) trait Flags {
-    /// Loads the in-use mark (1 inside [`enter`]..[`leave`], else 0).
-    fn load_in_use(&self, order: Ordering) -> u8;
-    /// Stores the in-use mark.
-    fn store_in_use(&self, mark: u8, order: Ordering);
+    /// Loads the fast paths' mark (1 inside a fast path, else 0).
+    fn load_fast(&self, order: Ordering) -> u8;
+    /// Stores the fast paths' mark.
+    fn store_fast(&self, mark: u8, order: Ordering);
+    /// Loads the slow paths' mark (1 inside [`enter`]..[`leave`], else 0).
+    fn load_slow(&self, order: Ordering) -> u8;
+    /// Stores the slow paths' mark.
+    fn store_slow(&self, mark: u8, order: Ordering);
     /// Loads the reclaiming flag.
     fn load_reclaiming(&self, order: Ordering) -> bool;
     /// Stores the reclaiming flag.
@@ -39,14 +58,16 @@ pub(crate) trait Flags {
 /// value (out of use, not flagged).
 #[derive(Debug)]
 pub(crate) struct ThreadFlags {
-    in_use: AtomicU8,
+    fast: AtomicU8,
+    slow: AtomicU8,
     reclaiming: AtomicBool,
 }
 
 impl ThreadFlags {
     pub(crate) const fn new() -> Self {
         ThreadFlags {
-            in_use: AtomicU8::new(0),
+            fast: AtomicU8::new(0),
+            slow: AtomicU8::new(0),
             reclaiming: AtomicBool::new(false),
         }
     }
@@ -54,12 +75,20 @@ impl ThreadFlags {
 
 impl Flags for ThreadFlags {
     #[inline(always)]
-    fn load_in_use(&self, order: Ordering) -> u8 {
-        self.in_use.load(order)
+    fn load_fast(&self, order: Ordering) -> u8 {
+        self.fast.load(order)
     }
     #[inline(always)]
-    fn store_in_use(&self, mark: u8, order: Ordering) {
-        self.in_use.store(mark, order);
+    fn store_fast(&self, mark: u8, order: Ordering) {
+        self.fast.store(mark, order);
+    }
+    #[inline(always)]
+    fn load_slow(&self, order: Ordering) -> u8 {
+        self.slow.load(order)
+    }
+    #[inline(always)]
+    fn store_slow(&self, mark: u8, order: Ordering) {
+        self.slow.store(mark, order);
     }
     #[inline(always)]
     fn load_reclaiming(&self, order: Ordering) -> bool {
@@ -81,17 +110,17 @@ impl Flags for ThreadFlags {
     }
 }
 
-/// The thread's side, before it touches its magazines: marks them in use, then waits
-/// while a pass holds them. Returns the mark to restore in [`leave`], so that a nested
-/// call (a constructor that allocates, a signal handler) keeps the outer call's mark.
-/// A nested call waits like any other: a signal handler may run while the outer call
-/// waits, or between the outer call's mark and its check, when a pass may be taking
-/// the magazines; waiting never deadlocks, since the pass takes no lock while any
+/// The slow paths' side, before they touch the magazines: set the slow mark, then wait
+/// while a pass holds the magazines. Returns the mark to restore in [`leave`], so that
+/// a nested call (a constructor that allocates, a signal handler) keeps the outer
+/// call's mark. A nested call waits like any other: a signal handler may run while the
+/// outer call waits, or between the outer call's mark and its check, when a pass may be
+/// taking the magazines; waiting never deadlocks, since the pass takes no lock while any
 /// thread is flagged.
 #[inline(always)]
 pub(crate) fn enter<F: Flags>(flags: &F) -> u8 {
-    let outer = flags.load_in_use(Relaxed);
-    flags.store_in_use(1, Relaxed);
+    let outer = flags.load_slow(Relaxed);
+    flags.store_slow(1, Relaxed);
     F::light_fence();
     // `Acquire`: a pass's changes to the slots, published by its `unflag`, are seen.
     if flags.load_reclaiming(Acquire) {
@@ -100,11 +129,32 @@ pub(crate) fn enter<F: Flags>(flags: &F) -> u8 {
     outer
 }
 
-/// The thread's side, after its last touch of its magazines.
+/// The slow paths' side, after their last touch of the magazines.
 #[inline(always)]
 pub(crate) fn leave<F: Flags>(flags: &F, outer: u8) {
     // `Release`: the thread's uses of its slots happen before a pass's (`owner_out`).
-    flags.store_in_use(outer, Release);
+    flags.store_slow(outer, Release);
+}
+
+/// The fast paths' side: sets the fast mark and returns `true`, or, while a pass holds
+/// the magazines, clears it again and returns `false` (the caller then takes its slow
+/// path, which waits). Two stores and a load, no call: the fast paths save no registers.
+#[inline(always)]
+pub(crate) fn try_enter_fast<F: Flags>(flags: &F) -> bool {
+    flags.store_fast(1, Relaxed);
+    F::light_fence();
+    if flags.load_reclaiming(Acquire) {
+        flags.store_fast(0, Relaxed);
+        return false;
+    }
+    true
+}
+
+/// The fast paths' side, after their last touch of the magazines.
+#[inline(always)]
+pub(crate) fn leave_fast<F: Flags>(flags: &F) {
+    // `Release`: as in `leave`.
+    flags.store_fast(0, Release);
 }
 
 /// Waits until the pass that flagged the thread clears the flag. The pass holds it for a
@@ -126,11 +176,11 @@ pub(crate) fn flag<F: Flags>(flags: &F) {
     flags.store_reclaiming(true, Relaxed);
 }
 
-/// Whether the thread is out of its magazines, after [`flag`] and the heavy fence: then
-/// the pass may use the thread's slots until [`unflag`].
+/// Whether the thread is out of its magazines (neither mark set), after [`flag`] and
+/// the heavy fence: then the pass may use the thread's slots until [`unflag`].
 pub(crate) fn owner_out<F: Flags>(flags: &F) -> bool {
     // `Acquire`: the thread's last use of its slots (its `leave`) happens before.
-    flags.load_in_use(Acquire) == 0
+    flags.load_fast(Acquire) == 0 && flags.load_slow(Acquire) == 0
 }
 
 /// The pass's side, last: lets the thread go on.
@@ -145,23 +195,30 @@ pub(crate) fn unflag<F: Flags>(flags: &F) {
 /// `RUSTFLAGS="--cfg loom" cargo test -p slab-alloc --release --lib loom_model`.
 #[cfg(all(test, loom))]
 mod loom_model {
-    use super::{Flags, enter, flag, leave, owner_out, unflag};
+    use super::{Flags, enter, flag, leave, leave_fast, owner_out, try_enter_fast, unflag};
     use core::sync::atomic::Ordering;
     use loom::cell::UnsafeCell;
     use loom::sync::Arc;
     use loom::sync::atomic::{AtomicBool, AtomicU8, fence};
 
     struct LoomFlags {
-        in_use: AtomicU8,
+        fast: AtomicU8,
+        slow: AtomicU8,
         reclaiming: AtomicBool,
     }
 
     impl Flags for LoomFlags {
-        fn load_in_use(&self, order: Ordering) -> u8 {
-            self.in_use.load(order)
+        fn load_fast(&self, order: Ordering) -> u8 {
+            self.fast.load(order)
         }
-        fn store_in_use(&self, mark: u8, order: Ordering) {
-            self.in_use.store(mark, order);
+        fn store_fast(&self, mark: u8, order: Ordering) {
+            self.fast.store(mark, order);
+        }
+        fn load_slow(&self, order: Ordering) -> u8 {
+            self.slow.load(order)
+        }
+        fn store_slow(&self, mark: u8, order: Ordering) {
+            self.slow.store(mark, order);
         }
         fn load_reclaiming(&self, order: Ordering) -> bool {
             self.reclaiming.load(order)
@@ -190,7 +247,8 @@ mod loom_model {
     fn shared() -> Arc<Shared> {
         Arc::new(Shared {
             flags: LoomFlags {
-                in_use: AtomicU8::new(0),
+                fast: AtomicU8::new(0),
+                slow: AtomicU8::new(0),
                 reclaiming: AtomicBool::new(false),
             },
             slot: UnsafeCell::new(4),
@@ -213,6 +271,36 @@ mod loom_model {
         taken
     }
 
+    /// One fast-path operation: takes an object if there is one; `false` if it had to
+    /// go to the slow path instead.
+    fn fast_operation(shared: &Shared, used: &mut u32) -> bool {
+        if !try_enter_fast(&shared.flags) {
+            return false;
+        }
+        // SAFETY: (model) inside the fast path's mark, checked by loom.
+        shared.slot.with_mut(|slot| unsafe {
+            if *slot > 0 {
+                *slot -= 1;
+                *used += 1;
+            }
+        });
+        leave_fast(&shared.flags);
+        true
+    }
+
+    /// One slow-path operation: the same, after waiting for the pass.
+    fn slow_operation(shared: &Shared, used: &mut u32) {
+        let outer = enter(&shared.flags);
+        // SAFETY: (model) inside the slow path's mark.
+        shared.slot.with_mut(|slot| unsafe {
+            if *slot > 0 {
+                *slot -= 1;
+                *used += 1;
+            }
+        });
+        leave(&shared.flags, outer);
+    }
+
     #[test]
     fn the_thread_and_a_pass_never_use_the_slot_at_once() {
         loom::model(|| {
@@ -221,18 +309,12 @@ mod loom_model {
                 let shared = Arc::clone(&shared);
                 loom::thread::spawn(move || pass(&shared))
             };
-            // The thread: two operations, each takes one object if there is one.
+            // Two operations, each through the fast path or, when flagged, the slow one.
             let mut used = 0;
             for _ in 0..2 {
-                let outer = enter(&shared.flags);
-                // SAFETY: (model) as above.
-                shared.slot.with_mut(|slot| unsafe {
-                    if *slot > 0 {
-                        *slot -= 1;
-                        used += 1;
-                    }
-                });
-                leave(&shared.flags, outer);
+                if !fast_operation(&shared, &mut used) {
+                    slow_operation(&shared, &mut used);
+                }
             }
             let taken = reclaimer.join().unwrap();
             // SAFETY: (model) both sides are done.
@@ -242,7 +324,7 @@ mod loom_model {
     }
 
     #[test]
-    fn a_nested_use_keeps_the_outer_mark() {
+    fn a_fast_path_nested_in_a_slow_one_keeps_the_slow_mark() {
         loom::model(|| {
             let shared = shared();
             let reclaimer = {
@@ -250,24 +332,23 @@ mod loom_model {
                 loom::thread::spawn(move || pass(&shared))
             };
             let outer = enter(&shared.flags);
-            // A constructor that allocates, in the middle of the outer use.
-            let inner = enter(&shared.flags);
-            assert_eq!(inner, 1);
-            // SAFETY: (model) inside the nested use.
-            shared.slot.with_mut(|slot| unsafe { *slot += 1 });
-            leave(&shared.flags, inner);
-            // SAFETY: (model) still inside the outer use.
+            // A constructor or destructor that allocates, in the middle of the slow path.
+            let mut used = 0;
+            if !fast_operation(&shared, &mut used) {
+                slow_operation(&shared, &mut used);
+            }
+            // SAFETY: (model) still inside the outer slow path.
             shared.slot.with_mut(|slot| unsafe { *slot += 1 });
             leave(&shared.flags, outer);
             reclaimer.join().unwrap();
         });
     }
 
-    /// A signal handler that runs between the outer call's mark and its check (the
-    /// window of the outer `enter`): modelled as a nested use that starts right after
-    /// the outer mark is stored, before the outer call looks at the flag.
+    /// A signal handler that runs between a slow path's mark and its check: modelled as
+    /// a nested slow path that starts right after the outer mark is stored, before the
+    /// outer call looks at the flag.
     #[test]
-    fn a_use_nested_inside_the_outer_calls_check_is_still_excluded() {
+    fn a_slow_path_nested_inside_the_outer_check_is_still_excluded() {
         loom::model(|| {
             let shared = shared();
             let reclaimer = {
@@ -275,13 +356,11 @@ mod loom_model {
                 loom::thread::spawn(move || pass(&shared))
             };
             let flags = &shared.flags;
-            let outer = flags.load_in_use(Ordering::Relaxed);
-            flags.store_in_use(1, Ordering::Relaxed);
+            let outer = flags.load_slow(Ordering::Relaxed);
+            flags.store_slow(1, Ordering::Relaxed);
             // The handler.
-            let inner = enter(flags);
-            // SAFETY: (model) inside the nested use.
-            shared.slot.with_mut(|slot| unsafe { *slot += 1 });
-            leave(flags, inner);
+            let mut used = 0;
+            slow_operation(&shared, &mut used);
             // The rest of the outer `enter`, and its use.
             LoomFlags::light_fence();
             while flags.load_reclaiming(Ordering::Acquire) {

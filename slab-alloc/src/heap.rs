@@ -395,10 +395,10 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         }
     }
 
-    /// Empties the depots and releases every empty slab, after taking back the magazines
-    /// of every other thread that is not inside an allocation or free at that moment (of
-    /// every cache of the process; on Linux, see the README) and the calling thread's
-    /// magazines of this heap.
+    /// Empties the depots and releases every empty slab, after taking back the calling
+    /// thread's magazines of this heap and, with the `reclaim-idle-threads` feature (on
+    /// Linux; see the README), the magazines of every other thread that is not inside an
+    /// allocation or free at that moment (of every cache of the process).
     pub fn trim(&self) {
         crate::registry::reclaim_threads(crate::registry::Reclaim::Every);
         self.flush_thread_cache();

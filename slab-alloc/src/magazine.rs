@@ -58,7 +58,9 @@ use core::sync::atomic::{
 
 use mmap_alloc::{DefaultPages, PageSource};
 
-use crate::handshake::{self, ThreadFlags};
+#[cfg(feature = "reclaim-idle-threads")]
+use crate::handshake;
+use crate::handshake::ThreadFlags;
 
 /// Slots inside every thread's thread-local block, indexed by the inlined fast paths (a
 /// power of two).
@@ -452,18 +454,44 @@ std::thread_local! {
     static MAGAZINES: ThreadMagazines = const { ThreadMagazines::new() };
 }
 
-/// Runs `f` on the calling thread's magazines.
-///
-/// Around `f` the thread holds its magazines against a decay pass that would take them
-/// ([`handshake::enter`] and [`handshake::leave`]): a load, two stores, a compiler fence
-/// and a branch.
+/// Runs `f` on the calling thread's magazines, for the slow paths. With the
+/// `reclaim-idle-threads` feature, around `f` the thread holds its magazines against a
+/// decay pass that would take them, waiting if one holds them now
+/// ([`handshake::enter`], [`handshake::leave`]).
 #[inline(always)]
 pub(crate) fn with_magazines<R>(f: impl FnOnce(&ThreadMagazines) -> R) -> R {
+    #[cfg(not(feature = "reclaim-idle-threads"))]
+    {
+        MAGAZINES.with(f)
+    }
+    #[cfg(feature = "reclaim-idle-threads")]
     MAGAZINES.with(|magazines| {
         let outer = handshake::enter(&magazines.handshake);
         let result = f(magazines);
         handshake::leave(&magazines.handshake, outer);
         result
+    })
+}
+
+/// [`with_magazines`] for the inlined fast paths: with the `reclaim-idle-threads`
+/// feature, `None`, without running `f`, while a decay pass holds the magazines (the
+/// caller then takes its slow path, which waits).
+/// Costs two stores, a load, a compiler fence and a branch ([`handshake::try_enter_fast`]).
+/// `f` must not allocate or free (a fast path cannot nest in another).
+#[inline(always)]
+pub(crate) fn try_with_magazines<R>(f: impl FnOnce(&ThreadMagazines) -> R) -> Option<R> {
+    #[cfg(not(feature = "reclaim-idle-threads"))]
+    {
+        Some(MAGAZINES.with(f))
+    }
+    #[cfg(feature = "reclaim-idle-threads")]
+    MAGAZINES.with(|magazines| {
+        if !handshake::try_enter_fast(&magazines.handshake) {
+            return None;
+        }
+        let result = f(magazines);
+        handshake::leave_fast(&magazines.handshake);
+        Some(result)
     })
 }
 

@@ -220,7 +220,8 @@ pub(crate) enum Reclaim {
     Every,
 }
 
-/// Takes back the magazines of other threads (see [`Reclaim`]): the objects go back to
+/// With the `reclaim-idle-threads` feature (else it does nothing), takes back the
+/// magazines of other threads (see [`Reclaim`]): the objects go back to
 /// their caches' slabs, so the decay pass that follows (or `trim`) can release them. A
 /// thread that holds magazines and then blocks, sleeps or waits for work would otherwise
 /// keep them until it exits.
@@ -239,6 +240,10 @@ pub(crate) enum Reclaim {
 /// rounds, `Every` as many as it takes. Does nothing if the fence is not available here,
 /// or, for `Idle`, if the registry lock is held.
 pub(crate) fn reclaim_threads(which: Reclaim) {
+    if cfg!(not(feature = "reclaim-idle-threads")) {
+        // Without the handshake on the fast paths, other threads' slots are theirs.
+        return;
+    }
     let (_guard, most_rounds) = match which {
         Reclaim::Idle(now) => {
             let epoch = *RECLAIM_EPOCH.get_or_init(|| now);

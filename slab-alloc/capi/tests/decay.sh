@@ -3,9 +3,10 @@
 # its resident memory must come back within 10 % (at least 1 MiB) of the level before
 # the peak, polled for up to 5 s, while it keeps working in other size classes (decay
 # driven by operations), and, under SLAB_DECAY_THREAD=1, while it does nothing at all
-# (also after a 20 MB peak freed before the heap's first decay pass). And the blocks that
-# eight blocked threads keep in their caches come back: at once on malloc_trim(0), and
-# within the same 5 s while the program works, or sleeps under SLAB_DECAY_THREAD=1.
+# (also after a 20 MB peak freed before the heap's first decay pass). And, with the
+# reclaim-idle-threads feature, the blocks that eight blocked threads keep in their
+# caches come back: at once on malloc_trim(0), and within the same 5 s while the program
+# works, or sleeps under SLAB_DECAY_THREAD=1.
 #
 # Usage: slab-alloc/capi/tests/decay.sh [blocks]   (from anywhere; needs gcc)
 set -euo pipefail
@@ -30,8 +31,14 @@ SLAB_DECAY_THREAD=1 LD_PRELOAD="$lib" "$work/decay" idle "$blocks" || fail "memo
 # first 250 ms): the decay thread must be running all the same.
 SLAB_DECAY_THREAD=1 LD_PRELOAD="$lib" "$work/decay" idle 5000 ||
     fail "memory of a peak freed in the first 250 ms not returned by the decay thread"
-LD_PRELOAD="$lib" "$work/idle_threads" trim || fail "malloc_trim left blocked threads' caches resident"
-LD_PRELOAD="$lib" "$work/idle_threads" work || fail "blocked threads' caches not returned while working"
-SLAB_DECAY_THREAD=1 LD_PRELOAD="$lib" "$work/idle_threads" idle ||
+# Blocked threads' caches: the library built with the reclaim-idle-threads feature (in
+# a target directory of its own, so the default build above stays as it is).
+CARGO_TARGET_DIR="$target_dir/reclaim-idle-threads" \
+    cargo build --release -p slab-alloc-capi --features reclaim-idle-threads
+reclaim_lib="$target_dir/reclaim-idle-threads/release/libslab_alloc_capi.so"
+[ -f "$reclaim_lib" ] || fail "$reclaim_lib was not built"
+LD_PRELOAD="$reclaim_lib" "$work/idle_threads" trim || fail "malloc_trim left blocked threads' caches resident"
+LD_PRELOAD="$reclaim_lib" "$work/idle_threads" work || fail "blocked threads' caches not returned while working"
+SLAB_DECAY_THREAD=1 LD_PRELOAD="$reclaim_lib" "$work/idle_threads" idle ||
     fail "blocked threads' caches not returned by the decay thread"
 echo "decay.sh: freed peaks and blocked threads' caches returned"

@@ -230,11 +230,14 @@ fn a_peak_freed_before_the_first_decay_interval_goes_back_under_a_hook_started_t
     unsafe { heap.dealloc(kept, small) };
 }
 
+#[cfg(feature = "reclaim-idle-threads")]
 /// Block sizes of [`fill_magazines`]: four classes, none used by the main thread's work.
 const MAGAZINE_SIZES: [usize; 4] = [512, 1024, 2048, 4000];
+#[cfg(feature = "reclaim-idle-threads")]
 /// Threads that fill their magazines and then wait.
 const IDLE_THREADS: usize = 4;
 
+#[cfg(feature = "reclaim-idle-threads")]
 /// Allocates and frees 64 blocks in each of [`MAGAZINE_SIZES`]: what the thread frees
 /// last stays in its magazines.
 fn fill_magazines(heap: &SlabHeap) {
@@ -257,6 +260,7 @@ fn fill_magazines(heap: &SlabHeap) {
     }
 }
 
+#[cfg(feature = "reclaim-idle-threads")]
 /// [`IDLE_THREADS`] threads fill their magazines and then wait on a barrier (blocked,
 /// no operation of the heap) while `keep_going` runs; the slabs their magazines keep
 /// must go back all the same. Before idle threads' magazines were reclaimed by the
@@ -265,6 +269,7 @@ fn idle_threads_give_back(heap: &SlabHeap, what: &str, keep_going: impl FnMut())
     some_idle_threads_give_back(heap, IDLE_THREADS, what, keep_going);
 }
 
+#[cfg(feature = "reclaim-idle-threads")]
 /// [`idle_threads_give_back`] with `threads` threads.
 fn some_idle_threads_give_back(
     heap: &SlabHeap,
@@ -303,6 +308,7 @@ fn some_idle_threads_give_back(
     heap.check_invariants();
 }
 
+#[cfg(feature = "reclaim-idle-threads")]
 #[test]
 #[cfg_attr(miri, ignore = "seconds of waiting")]
 fn the_magazines_of_idle_threads_go_back_while_the_program_works() {
@@ -318,6 +324,7 @@ fn the_magazines_of_idle_threads_go_back_while_the_program_works() {
     });
 }
 
+#[cfg(feature = "reclaim-idle-threads")]
 #[test]
 #[cfg_attr(miri, ignore = "seconds of waiting")]
 fn the_magazines_of_idle_threads_go_back_with_no_activity_under_the_decay_thread() {
@@ -334,6 +341,7 @@ fn the_magazines_of_idle_threads_go_back_with_no_activity_under_the_decay_thread
     unsafe { heap.dealloc(kept, small) };
 }
 
+#[cfg(feature = "reclaim-idle-threads")]
 #[test]
 #[cfg_attr(miri, ignore = "threads that block on barriers for seconds")]
 fn trim_takes_back_the_magazines_of_other_threads_at_once() {
@@ -349,6 +357,7 @@ fn trim_takes_back_the_magazines_of_other_threads_at_once() {
     assert_eq!(trims, 1, "one trim should have been enough");
 }
 
+#[cfg(feature = "reclaim-idle-threads")]
 #[test]
 #[cfg_attr(miri, ignore = "seventy threads blocked on barriers")]
 fn one_trim_takes_back_every_magazine_whatever_their_count() {
