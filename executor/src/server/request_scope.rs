@@ -1069,6 +1069,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "30,000 header values take minutes under miri")]
     fn a_response_with_more_values_than_a_map_has_slots_keeps_them_all() {
         let activity = activity();
         activity.keep_header_map(HeaderMap::with_capacity(16));
