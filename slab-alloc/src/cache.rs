@@ -1220,6 +1220,7 @@ impl<S: PageSource> CacheCore<S> {
         self.flush_thread();
         // Objects a pass took from a thread's magazines are counted out until the pass
         // gives them back: let any such pass finish (it may have taken this thread's).
+        #[cfg(feature = "reclaim-idle-threads")]
         registry::wait_for_reclaims();
         self.locked(|state| CacheStats {
             object_size: self.geometry.slot_size,

@@ -273,6 +273,7 @@ pub(crate) fn reclaim_threads(which: Reclaim) {
 
 /// Returns once no [`reclaim_threads`] call is in progress: the magazines one took are
 /// back in their caches.
+#[cfg(feature = "reclaim-idle-threads")]
 pub(crate) fn wait_for_reclaims() {
     drop(REGISTRY.guard());
 }
