@@ -239,12 +239,12 @@ pub(crate) fn run(
     let shared: Shared<'_> = Mutex::new(subject);
     let current = Cell::new(0);
     thread::scope(|scope| {
-        let workers = (1..THREADS)
+        let (workers, handles): (Vec<Worker>, Vec<_>) = (1..THREADS)
             .map(|index| {
                 let (calls, incoming) = channel::<Call>();
                 let (outgoing, answers) = channel::<Answer>();
                 let shared = &shared;
-                thread::Builder::new()
+                let handle = thread::Builder::new()
                     .name(format!("alloc-test worker {index}"))
                     .spawn_scoped(scope, move || {
                         for call in incoming {
@@ -256,9 +256,9 @@ pub(crate) fn run(
                         }
                     })
                     .expect("a worker thread");
-                Worker { calls, answers }
+                (Worker { calls, answers }, handle)
             })
-            .collect();
+            .unzip();
         let mut on_threads = OnThreads {
             shared: &shared,
             workers,
@@ -267,7 +267,17 @@ pub(crate) fn run(
             promises,
         };
         let current = on_threads.current;
-        run_on(&mut on_threads, Some(current), program, seed)
-        // Dropping `on_threads` closes the workers' channels: they exit and are joined.
+        let result = run_on(&mut on_threads, Some(current), program, seed);
+        // Closing the channels lets the workers exit. They are joined here rather than
+        // left to the scope, which waits only for their closures to return: a thread's
+        // locals (the channel's wait context among them) are destroyed after that, and a
+        // leak checker that runs once `run` returns would see them as leaked.
+        drop(on_threads);
+        for handle in handles {
+            if let Err(panic) = handle.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        result
     })
 }
