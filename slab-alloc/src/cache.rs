@@ -65,6 +65,7 @@ use allocator_api2::alloc::AllocError;
 use mmap_alloc::{DefaultPages, PageSource};
 
 use crate::depot::{DEPOT_MAGAZINES, Depot};
+use crate::large_cache::LargeCache;
 use crate::magazine::{
     ACTIVE, ALLOC_HIT, FREE_HIT, Magazine, Slot, ThreadMagazines, UNREGISTERED, loaded_count,
     try_with_magazines, with_magazines,
@@ -205,6 +206,9 @@ struct DecayClock {
     requested: AtomicBool,
     /// Called outside any lock at every decay pass driven by operations.
     hook: Option<fn()>,
+    /// The large blocks the siblings' heap keeps, which each pass expires (null for a
+    /// lone cache).
+    large: *const LargeCache,
 }
 
 /// Runs a heap's decay hook, user code inside an allocation or free: a panic in it must
@@ -299,6 +303,7 @@ impl<S: PageSource> CacheCore<S> {
                 due_nanos: AtomicU64::new(DECAY_INTERVAL.as_nanos() as u64),
                 requested: AtomicBool::new(false),
                 hook: None,
+                large: ptr::null(),
             });
             let state = UnsafeCell::raw_get(&raw const (*core).state);
             (&raw mut (*state).partial).write(SlabList::new(ListKind::Partial));
@@ -326,13 +331,21 @@ impl<S: PageSource> CacheCore<S> {
     }
 
     /// Makes the `count` cores from `first` on siblings that decay together, the first
-    /// one's clock calling `hook` at every pass.
+    /// one's clock calling `hook` at every pass and expiring the large blocks of `large`
+    /// (whose lock the `fork` handlers then take with the first core's).
     ///
     /// # Safety
     /// - `first` points to `count` initialised cores in one allocation (with its
     ///   provenance), that live and stay put as long as any of them, and none of them is
     ///   shared with another thread yet.
-    pub(crate) unsafe fn set_siblings(first: NonNull<Self>, count: usize, hook: Option<fn()>) {
+    /// - `large`, if given, lives at its address as long as the first core is
+    ///   registered.
+    pub(crate) unsafe fn set_siblings(
+        first: NonNull<Self>,
+        count: usize,
+        hook: Option<fn()>,
+        large: Option<&LargeCache>,
+    ) {
         for index in 0..count {
             // SAFETY: inside the allocation, not shared yet (caller).
             unsafe {
@@ -343,6 +356,14 @@ impl<S: PageSource> CacheCore<S> {
         }
         // SAFETY: as above.
         unsafe { (*first.as_ptr()).clock.hook = hook };
+        if let Some(large) = large {
+            // SAFETY: as above; the first core is registered (at `init`), and `large`
+            // lives as long as it is (caller).
+            unsafe {
+                (*first.as_ptr()).clock.large = large;
+                registry::add_fork_companion(&(*first.as_ptr()).header, large.lock());
+            }
+        }
         if hook.is_some() {
             // The first pass, and with it the hook, is due at once: at the heap's first
             // clock reading, not `DECAY_INTERVAL` later. A hook that starts the decay
@@ -1024,6 +1045,10 @@ impl<S: PageSource> CacheCore<S> {
             // SAFETY: `index < sibling_count`, siblings live as long as this core.
             let sibling = unsafe { &*self.siblings.add(index) };
             sibling.decay(now);
+        }
+        // SAFETY: set by `set_siblings` to a cache that lives as long as the siblings.
+        if let Some(large) = unsafe { self.first_sibling().clock.large.as_ref() } {
+            large.decay(now);
         }
     }
 

@@ -14,13 +14,23 @@ use crate::cache::{
     CacheCore, CoreConfig, default_magazine_capacity, default_max_magazine_capacity,
 };
 use crate::depot::DEPOT_MAGAZINES;
+use crate::large_cache::LargeCache;
 use crate::size_class::{CLASS_COUNT, CLASS_SIZES, MAX_MEDIUM, class_align, class_for};
 use crate::slab::{Geometry, SLAB_BYTES, heap_class_geometry};
 use crate::stats::HeapStats;
 use crate::sync::CachePadded;
 
-/// The classes of a heap, in one block of its page source.
+/// The classes of a heap.
 type Classes<S> = [CacheCore<S>; CLASS_COUNT];
+
+/// What a heap builds on first use, in one block of its page source: its classes, and
+/// the freed large blocks it keeps for reuse (see `large_cache`), which the classes'
+/// decay passes expire.
+#[repr(C)]
+struct Built<S: PageSource + Clone> {
+    classes: Classes<S>,
+    large: LargeCache,
+}
 
 /// A general-purpose allocator: 50 size classes up to 128 KiB (see
 /// [`size_class`](crate::size_class) for the table and its fragmentation bound), each a
@@ -56,7 +66,7 @@ type Classes<S> = [CacheCore<S>; CLASS_COUNT];
 pub struct SlabHeap<S: PageSource + Clone = DefaultPages> {
     source: S,
     /// Read by every operation, written once.
-    classes: AtomicPtr<Classes<S>>,
+    built: AtomicPtr<Built<S>>,
     /// Written by every large allocation and free, so on cache lines of their own, away
     /// from `classes`.
     large: CachePadded<LargeCounters>,
@@ -141,7 +151,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     pub const fn with_source(source: S) -> Self {
         SlabHeap {
             source,
-            classes: AtomicPtr::new(ptr::null_mut()),
+            built: AtomicPtr::new(ptr::null_mut()),
             large: CachePadded::new(LargeCounters {
                 blocks: AtomicUsize::new(0),
                 bytes: AtomicUsize::new(0),
@@ -188,21 +198,28 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     #[inline(always)]
     fn class(&self, index: usize) -> Option<&CacheCore<S>> {
         debug_assert!(index < CLASS_COUNT);
-        let mut classes = self.classes.load(Ordering::Acquire);
-        if classes.is_null() {
-            classes = ptr::from_ref(self.build_classes()?).cast_mut();
+        let mut built = self.built.load(Ordering::Acquire);
+        if built.is_null() {
+            built = ptr::from_ref(self.build()?).cast_mut();
         }
         // SAFETY: once published the classes live until the heap is dropped; `index` is
-        // a class index (from `class_for`), inside the table.
-        Some(unsafe { &*classes.cast::<CacheCore<S>>().add(index) })
+        // a class index (from `class_for`), inside the table, which starts the block.
+        Some(unsafe { &*built.cast::<CacheCore<S>>().add(index) })
     }
 
     #[cold]
     #[inline(never)]
-    fn build_classes(&self) -> Option<&Classes<S>> {
-        let bytes = size_of::<Classes<S>>();
-        let align = align_of::<Classes<S>>();
+    fn build(&self) -> Option<&Built<S>> {
+        let bytes = size_of::<Built<S>>();
+        let align = align_of::<Built<S>>();
         let block = self.source.reserve_committed(bytes, align).ok()?;
+        let built = block.cast::<Built<S>>();
+        // SAFETY: inside the fresh block, aligned; it stays there as long as the classes.
+        let large = unsafe {
+            let large = &raw mut (*built.as_ptr()).large;
+            large.write(LargeCache::new());
+            &*large
+        };
         let place = block.cast::<CacheCore<S>>();
         for (index, &size) in CLASS_SIZES.iter().enumerate() {
             let config = class_config(heap_class_geometry(size, class_align(index))?);
@@ -213,9 +230,8 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         }
         // SAFETY: the classes were all initialised in one block just above, which lives
         // as long as they do, and nobody else sees them yet.
-        unsafe { CacheCore::set_siblings(place, CLASS_COUNT, self.decay_hook) };
-        let built = block.cast::<Classes<S>>();
-        match self.classes.compare_exchange(
+        unsafe { CacheCore::set_siblings(place, CLASS_COUNT, self.decay_hook, Some(large)) };
+        match self.built.compare_exchange(
             ptr::null_mut(),
             built.as_ptr(),
             Ordering::AcqRel,
@@ -225,7 +241,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
             Ok(_) => Some(unsafe { built.as_ref() }),
             Err(winner) => {
                 // SAFETY: nobody saw our classes; destroy them and use the winner's.
-                unsafe { Self::destroy_classes(&self.source, built) };
+                unsafe { Self::destroy(&self.source, built) };
                 // SAFETY: published by the winner.
                 Some(unsafe { &*winner })
             }
@@ -233,21 +249,19 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     }
 
     /// # Safety
-    /// - `classes` was built by `build_classes` from `source` and nothing uses it.
-    unsafe fn destroy_classes(source: &S, classes: NonNull<Classes<S>>) {
-        // The first class, whose decay clock the others read, goes last.
+    /// - `built` was built by `build` from `source` and nothing uses it.
+    unsafe fn destroy(source: &S, built: NonNull<Built<S>>) {
+        // The first class, whose decay clock the others read, goes last; the large
+        // blocks after it (whose lock the fork handlers reach through it).
         for index in (0..CLASS_COUNT).rev() {
             // SAFETY: each class core was initialised and is unused (caller).
-            drop(unsafe { CacheCore::destroy(classes.cast::<CacheCore<S>>().add(index)) });
+            drop(unsafe { CacheCore::destroy(built.cast::<CacheCore<S>>().add(index)) });
         }
+        // SAFETY: initialised by `build`, unused (caller); dropping it unmaps the blocks.
+        unsafe { ptr::drop_in_place(&raw mut (*built.as_ptr()).large) };
         // SAFETY: the block was reserved from `source` with this size and alignment.
-        let _ = unsafe {
-            source.release(
-                classes.cast(),
-                size_of::<Classes<S>>(),
-                align_of::<Classes<S>>(),
-            )
-        };
+        let _ =
+            unsafe { source.release(built.cast(), size_of::<Built<S>>(), align_of::<Built<S>>()) };
     }
 
     /// Allocates a block for `layout` (non-zero size).
@@ -261,18 +275,51 @@ impl<S: PageSource + Clone> SlabHeap<S> {
 
     #[cold]
     fn alloc_large(&self, layout: Layout, zeroed: bool) -> Option<NonNull<u8>> {
-        // SAFETY: callers pass non-zero sizes.
-        let block = unsafe {
-            if zeroed {
-                MmapAlloc.alloc_zeroed(layout)
-            } else {
-                MmapAlloc.alloc(layout)
-            }
+        let block = match self.kept_large(layout, zeroed) {
+            Some(kept) => kept,
+            // SAFETY: callers pass non-zero sizes.
+            None => NonNull::new(unsafe {
+                if zeroed {
+                    MmapAlloc.alloc_zeroed(layout)
+                } else {
+                    MmapAlloc.alloc(layout)
+                }
+            })?,
         };
-        let block = NonNull::new(block)?;
         self.large.blocks.fetch_add(1, Ordering::Relaxed);
         self.large.bytes.fetch_add(layout.size(), Ordering::Relaxed);
         Some(block)
+    }
+
+    /// A kept large block for `layout` (see `large_cache`), if the request may have one:
+    /// not zeroed, aligned to at most a page.
+    fn kept_large(&self, layout: Layout, zeroed: bool) -> Option<NonNull<u8>> {
+        if zeroed || layout.align() > mmap_alloc::sys::page_size() {
+            return None;
+        }
+        let len = MmapAlloc::usable_size(layout.size())?;
+        self.class(0)?;
+        self.built()?.large.take(len)
+    }
+
+    /// Keeps a freed large block for reuse (see `large_cache`); `false` if it was not
+    /// kept and the caller must unmap it.
+    ///
+    /// # Safety
+    /// - `ptr` is a live large block of this heap allocated with `layout`, given up by
+    ///   the caller.
+    #[cold]
+    unsafe fn keep_large(&self, ptr: NonNull<u8>, layout: Layout) -> bool {
+        if layout.align() > mmap_alloc::sys::page_size() {
+            return false;
+        }
+        let (Some(built), Some(len)) = (self.built(), MmapAlloc::usable_size(layout.size())) else {
+            return false;
+        };
+        // SAFETY: a large block is a whole mapping of its usable size (`MmapAlloc`, or a
+        // piece of `len` bytes from `kept_large`), given up by the caller, here with the
+        // provenance of the whole mapping.
+        unsafe { built.large.give(mmap_alloc::sys::whole_mapping(ptr), len) }
     }
 
     /// Frees a block.
@@ -293,16 +340,19 @@ impl<S: PageSource + Clone> SlabHeap<S> {
                 } else {
                     ptr
                 };
-                let classes = self.classes.load(Ordering::Acquire);
+                let built = self.built.load(Ordering::Acquire);
                 // SAFETY: a block of ours means the classes were built and are live; the
                 // block came from this class (same layout, same class).
-                unsafe { (*classes)[class].free(ptr) }
+                unsafe { (*built).classes[class].free(ptr) }
             }
             None => {
                 self.large.blocks.fetch_sub(1, Ordering::Relaxed);
                 self.large.bytes.fetch_sub(layout.size(), Ordering::Relaxed);
-                // SAFETY: large layouts were allocated by `MmapAlloc` with this layout.
-                unsafe { MmapAlloc.dealloc(ptr.as_ptr(), layout) }
+                // SAFETY: a large block with its layout, which the caller gives up.
+                if !unsafe { self.keep_large(ptr, layout) } {
+                    // SAFETY: large blocks are `MmapAlloc` blocks of their layout.
+                    unsafe { MmapAlloc.dealloc(ptr.as_ptr(), layout) }
+                }
             }
         }
     }
@@ -369,8 +419,9 @@ impl<S: PageSource + Clone> SlabHeap<S> {
             large_bytes: self.large.bytes.load(Ordering::Relaxed),
             ..HeapStats::default()
         };
-        if let Some(classes) = self.built() {
-            for class in classes {
+        if let Some(built) = self.built() {
+            stats.large_bytes_kept = built.large.kept_bytes();
+            for class in &built.classes {
                 stats.small.accumulate(&class.stats());
             }
         }
@@ -379,31 +430,40 @@ impl<S: PageSource + Clone> SlabHeap<S> {
 
     /// Statistics of one size class (`None` before the heap is used).
     pub fn class_stats(&self, class: usize) -> Option<crate::CacheStats> {
-        Some(self.built()?.get(class)?.stats())
+        Some(self.built()?.classes.get(class)?.stats())
     }
 
-    fn built(&self) -> Option<&Classes<S>> {
-        let classes = self.classes.load(Ordering::Acquire);
+    fn built(&self) -> Option<&Built<S>> {
+        let built = self.built.load(Ordering::Acquire);
         // SAFETY: published classes live as long as the heap.
-        (!classes.is_null()).then(|| unsafe { &*classes })
+        (!built.is_null()).then(|| unsafe { &*built })
+    }
+
+    /// The classes, if built.
+    fn classes(&self) -> impl Iterator<Item = &CacheCore<S>> {
+        self.built().into_iter().flat_map(|built| &built.classes)
     }
 
     /// Returns the calling thread's magazines of every class to the depots.
     pub fn flush_thread_cache(&self) {
-        for class in self.built().into_iter().flatten() {
+        for class in self.classes() {
             class.flush_thread();
         }
     }
 
-    /// Empties the depots and releases every empty slab, after taking back the calling
-    /// thread's magazines of this heap and, with the `reclaim-idle-threads` feature (on
-    /// Linux; see the README), the magazines of every other thread that is not inside an
-    /// allocation or free at that moment (of every cache of the process).
+    /// Empties the depots and releases every empty slab and every freed large block
+    /// kept for reuse, after taking back the calling thread's magazines of this heap and,
+    /// with the `reclaim-idle-threads` feature (on Linux; see the README), the magazines
+    /// of every other thread that is not inside an allocation or free at that moment (of
+    /// every cache of the process).
     pub fn trim(&self) {
         crate::registry::reclaim_threads(crate::registry::Reclaim::Every);
         self.flush_thread_cache();
-        for class in self.built().into_iter().flatten() {
+        for class in self.classes() {
             class.trim();
+        }
+        if let Some(built) = self.built() {
+            built.large.release_all();
         }
     }
 
@@ -442,8 +502,8 @@ impl<S: PageSource + Clone> SlabHeap<S> {
             .spawn(move || {
                 loop {
                     std::thread::sleep(crate::DECAY_INTERVAL);
-                    if let Some(classes) = self.built() {
-                        classes[0].decay_siblings(std::time::Instant::now());
+                    if let Some(built) = self.built() {
+                        built.classes[0].decay_siblings(std::time::Instant::now());
                     }
                 }
             });
@@ -461,7 +521,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     /// # Panics
     /// On the first inconsistency.
     pub fn check_invariants(&self) {
-        for class in self.built().into_iter().flatten() {
+        for class in self.classes() {
             class.check_invariants();
         }
     }
@@ -495,7 +555,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     /// ```
     pub fn check_free_blocks(&self) {
         #[cfg(any(debug_assertions, feature = "hardened"))]
-        for class in self.built().into_iter().flatten() {
+        for class in self.classes() {
             class.check_free_words();
         }
     }
@@ -534,9 +594,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         {
             // SAFETY: `base` is a live slab's base from the slab map.
             let owner = unsafe { crate::slab::debug_owner(base) };
-            let class = self
-                .built()
-                .and_then(|classes| classes.iter().find(|class| ptr::eq(&class.header, owner)));
+            let class = self.classes().find(|class| ptr::eq(&class.header, owner));
             let Some(class) = class else {
                 fatal(
                     "free into the wrong heap: the pointer is in a slab of another heap or \
@@ -579,10 +637,10 @@ impl<S: PageSource + Clone> SlabHeap<S> {
 
 impl<S: PageSource + Clone> Drop for SlabHeap<S> {
     fn drop(&mut self) {
-        if let Some(classes) = NonNull::new(*self.classes.get_mut()) {
+        if let Some(built) = NonNull::new(*self.built.get_mut()) {
             // SAFETY: we own the heap; blocks still out die with it (the `Allocator`
             // contract: they are valid only while the allocator lives).
-            unsafe { Self::destroy_classes(&self.source, classes) };
+            unsafe { Self::destroy(&self.source, built) };
         }
     }
 }

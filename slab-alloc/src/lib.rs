@@ -5,6 +5,7 @@ mod cache;
 mod depot;
 mod handshake;
 mod heap;
+mod large_cache;
 mod magazine;
 mod object_cache;
 mod registry;

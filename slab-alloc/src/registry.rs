@@ -75,6 +75,10 @@ pub(crate) struct CoreHeader {
     prev: AtomicPtr<CoreHeader>,
     /// Guards the cache's slabs and depot; on a cache line of its own.
     pub(crate) lock: CachePadded<RawSpinLock>,
+    /// Another lock the `fork` handlers take with `lock` (null: none): the lock of the
+    /// large blocks its heap keeps, named by the heap's first class. Set under the
+    /// registry lock ([`add_fork_companion`]).
+    fork_companion: AtomicPtr<RawSpinLock>,
 }
 
 impl CoreHeader {
@@ -95,6 +99,7 @@ impl CoreHeader {
             next: AtomicPtr::new(ptr::null_mut()),
             prev: AtomicPtr::new(ptr::null_mut()),
             lock: CachePadded::new(RawSpinLock::new()),
+            fork_companion: AtomicPtr::new(ptr::null_mut()),
         }
     }
 }
@@ -108,6 +113,25 @@ static ID_OWNERS: [AtomicPtr<CoreHeader>; MAX_CACHE_IDS] =
     [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CACHE_IDS];
 /// No id below this one is free (registry lock): where the search for a free id starts.
 static FIRST_FREE_ID: AtomicUsize = AtomicUsize::new(0);
+
+/// Makes the `fork` handlers take `companion` with the lock of `core` (and release it
+/// with it).
+///
+/// # Safety
+/// - `core` is registered, and `companion` lives at its address until `core` is
+///   unregistered.
+pub(crate) unsafe fn add_fork_companion(core: &CoreHeader, companion: &RawSpinLock) {
+    let _guard = REGISTRY.guard();
+    core.fork_companion
+        .store(ptr::from_ref(companion).cast_mut(), Ordering::Relaxed);
+}
+
+/// The companion lock of a registered core (registry lock held), if it has one.
+#[cfg(not(miri))]
+fn fork_companion(core: &CoreHeader) -> Option<&RawSpinLock> {
+    // SAFETY: a companion lives as long as its core is registered (`add_fork_companion`).
+    NonNull::new(core.fork_companion.load(Ordering::Relaxed)).map(|lock| unsafe { lock.as_ref() })
+}
 
 /// Links a core into the registry and gives it a cache id if one is free (else
 /// [`NO_ID`]); `magazines` false asks for no id.
@@ -504,6 +528,21 @@ fn for_each_core(mut f: impl FnMut(&CoreHeader)) {
     }
 }
 
+/// Releases the locks of `core` that `fork_prepare` took, in the thread that took them
+/// (in the parent) or the child's only thread.
+#[cfg(not(miri))]
+fn release_after_fork(core: &CoreHeader) {
+    // SAFETY: called by the `parent` and `child` handlers, in the thread that ran
+    // `fork_prepare`, which took and marked these locks (a lock it did not mark is left
+    // alone).
+    unsafe {
+        if let Some(companion) = fork_companion(core) {
+            companion.release_after_fork();
+        }
+        core.lock.release_after_fork();
+    }
+}
+
 #[cfg(not(miri))]
 extern "C" fn fork_prepare() {
     // Not re-entered: `FORKING` is clear until the end of this handler.
@@ -514,6 +553,11 @@ extern "C" fn fork_prepare() {
         core.lock.lock();
         // SAFETY: as above.
         unsafe { core.lock.mark_held_for_fork() };
+        if let Some(companion) = fork_companion(core) {
+            companion.lock();
+            // SAFETY: as above.
+            unsafe { companion.mark_held_for_fork() };
+        }
     });
     // The prepare handlers registered before ours run next, and may allocate.
     crate::sync::set_forking(true);
@@ -522,8 +566,7 @@ extern "C" fn fork_prepare() {
 #[cfg(not(miri))]
 extern "C" fn fork_parent() {
     crate::sync::set_forking(false);
-    // SAFETY: `fork_prepare` took and marked these locks in this thread.
-    for_each_core(|core| unsafe { core.lock.release_after_fork() });
+    for_each_core(release_after_fork);
     // SAFETY: as above.
     unsafe { REGISTRY.release_after_fork() };
 }
@@ -555,9 +598,9 @@ extern "C" fn fork_child() {
     // thread of the parent, and the state it guards is complete (above).
     unsafe { HOOKS_LOCK.reset_in_forked_child() };
     crate::sync::set_forking(false);
-    // SAFETY: the child's only thread is the one that ran `fork_prepare` in the parent
-    // and so holds every lock it marked.
-    for_each_core(|core| unsafe { core.lock.release_after_fork() });
+    // The child's only thread is the one that ran `fork_prepare` in the parent and so
+    // holds every lock it marked.
+    for_each_core(release_after_fork);
     // SAFETY: as above.
     unsafe { REGISTRY.release_after_fork() };
 }

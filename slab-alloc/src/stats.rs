@@ -81,4 +81,7 @@ pub struct HeapStats {
     pub large_blocks: usize,
     /// Bytes requested by those large blocks.
     pub large_bytes: usize,
+    /// Bytes of freed large blocks kept mapped for reuse (at most 64 MiB, each for at
+    /// most half a second unused; [`trim`](crate::SlabHeap::trim) releases them).
+    pub large_bytes_kept: usize,
 }

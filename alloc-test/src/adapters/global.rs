@@ -45,7 +45,7 @@ impl<A: GlobalAlloc> GlobalSubject<A> {
     ///
     /// let heap = || {
     ///     GlobalSubject::new("SlabHeap", SlabHeap::with_source(MeteredPages::default()), Promises::default())
-    ///         .with_footprint(|heap| heap.source().held_bytes() + heap.stats().large_bytes)
+    ///         .with_footprint(|heap| heap.source().held_bytes() + heap.stats().large_bytes + heap.stats().large_bytes_kept)
     /// };
     /// check(heap).unwrap();
     /// ```

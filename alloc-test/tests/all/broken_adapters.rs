@@ -113,7 +113,11 @@ impl Broken {
                         ..Promises::default()
                     },
                 )
-                .with_footprint(|heap| heap.source().held_bytes() + heap.stats().large_bytes),
+                .with_footprint(|heap| {
+                    heap.source().held_bytes()
+                        + heap.stats().large_bytes
+                        + heap.stats().large_bytes_kept
+                }),
             ),
             Defect::DanglingZeroSize => {
                 Box::new(AllocatorSubject::new("Global", Global, large_alignments()))

@@ -56,9 +56,10 @@ fn object_cache_passes() {
     check(ObjectCacheSubject::new).unwrap();
 }
 
-/// What a heap holds: its slabs' reservations and its large blocks.
+/// What a heap holds: its slabs' reservations and its large blocks, live and kept for reuse.
 fn slab_heap_footprint(heap: &SlabHeap<MeteredPages>) -> usize {
-    heap.source().held_bytes() + heap.stats().large_bytes
+    let stats = heap.stats();
+    heap.source().held_bytes() + stats.large_bytes + stats.large_bytes_kept
 }
 
 fn slab_heap_promises() -> Promises {

@@ -407,10 +407,25 @@ pub unsafe fn resident_pages(ptr: NonNull<u8>, len: usize) -> Result<usize> {
 }
 
 /// `ptr` with the provenance of the whole mapping that holds it, for a block resized in
-/// place: the caller's pointer may reach only the old size (a `Box<[T]>` is retagged to
-/// its length). Natively the OS's pointers carry no narrower provenance and `ptr` is
-/// returned as is; under miri the stand-in derives it from its heap block.
-pub(crate) fn whole_mapping(ptr: NonNull<u8>) -> NonNull<u8> {
+/// place or kept for reuse: the caller's pointer may reach only the size it asked for (a
+/// `Box<[T]>` is retagged to its length). Natively the OS's pointers carry no narrower
+/// provenance and `ptr` is returned as is; under miri the stand-in derives it from its
+/// heap block.
+///
+/// # Examples
+///
+/// ```
+/// let block = mmap_alloc::sys::map_committed(8192, 4096)?;
+/// // A pointer that reaches only the first byte, as a `Box<u8>` would.
+/// let narrow = core::ptr::NonNull::from(unsafe { &mut *block.as_ptr() });
+/// let whole = mmap_alloc::sys::whole_mapping(narrow);
+/// // SAFETY: the second page belongs to the same mapping, reached through `whole`.
+/// unsafe { whole.add(4096).write(1) };
+/// // SAFETY: mapped above, not used afterwards.
+/// unsafe { mmap_alloc::sys::release(block, 8192) }?;
+/// # Ok::<(), mmap_alloc::Error>(())
+/// ```
+pub fn whole_mapping(ptr: NonNull<u8>) -> NonNull<u8> {
     platform::whole_mapping(ptr)
 }
 

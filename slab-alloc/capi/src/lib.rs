@@ -41,14 +41,14 @@
 //! - `cfree` is `free` (glibc keeps it as a compat symbol, `cfree@GLIBC_2.2.5`, that old
 //!   binaries still bind).
 //! - `malloc_trim` returns the calling thread's cached blocks to the depots, empties the
-//!   depots into the slabs and releases every empty slab; it returns 1 when that gave
-//!   memory back, else 0. Its `pad` argument is ignored (the heap has no top to pad).
+//!   depots into the slabs and releases every empty slab and the freed large blocks kept
+//!   for reuse; it returns 1 when that gave memory back, else 0. Its `pad` argument is ignored (the heap has no top to pad).
 //! - `mallinfo2` (and `mallinfo`, saturated to `int`) reports the heap's own counters:
 //!   `arena` the bytes of slabs held, `uordblks` the bytes of blocks in use (those freed
 //!   into other threads' magazines included), `fordblks = arena - uordblks`, `smblks` /
 //!   `fsmblks` the blocks / bytes cached in the depots, `ordblks` the free blocks inside
-//!   slabs, `keepcost` the bytes of empty slabs (what `malloc_trim` releases besides the
-//!   depots), `hblks` / `hblkhd` the blocks above 128 KiB (their own mappings) and their
+//!   slabs, `keepcost` the bytes of empty slabs and of freed large blocks kept for reuse
+//!   (what `malloc_trim` releases besides the depots), `hblks` / `hblkhd` the blocks above 128 KiB (their own mappings) and their
 //!   bytes; `usmblks` is 0, as in glibc. The calling thread's magazines are flushed first.
 //! - `malloc_stats` prints the same totals to standard error in glibc's layout;
 //!   `malloc_info(0, stream)` writes them as glibc's XML document (one entry per size
@@ -327,6 +327,10 @@ pub unsafe extern "C" fn free(pointer: *mut c_void) {
         // A block of its own mapping: `munmap` may fail (splitting a mapping past the
         // mapping-count limit) and set `errno`, which `free` must keep (POSIX 2024).
         let saved = errno();
+        // SAFETY: the prefix word just before the pointer is the block's (`block_of`
+        // read it). Cleared, so that a second free of a block the heap keeps mapped for
+        // reuse finds an invalid prefix and is reported, as one already unmapped faults.
+        unsafe { pointer.cast::<u8>().sub(PREFIX).cast::<usize>().write(0) };
         // SAFETY: as above.
         unsafe { HEAP.dealloc(base, layout) };
         set_errno(saved);
@@ -534,6 +538,8 @@ struct Totals {
     /// Blocks with a mapping of their own, and their bytes.
     mapped_blocks: usize,
     mapped_bytes: usize,
+    /// Bytes of freed large blocks kept for reuse.
+    kept_large_bytes: usize,
 }
 
 /// One size class's figures, for [`malloc_info`].
@@ -569,12 +575,13 @@ fn totals(mut each: impl FnMut(ClassTotals)) -> Totals {
     let heap = HEAP.stats();
     totals.mapped_blocks = heap.large_blocks;
     totals.mapped_bytes = heap.large_bytes;
+    totals.kept_large_bytes = heap.large_bytes_kept;
     totals
 }
 
 /// glibc's `malloc_trim`: gives back every free page the heap can (the calling thread's
-/// cached blocks, the depots, every empty slab); 1 if memory went back, else 0. `pad` is
-/// ignored.
+/// cached blocks, the depots, every empty slab, the freed large blocks kept for reuse);
+/// 1 if memory went back, else 0. `pad` is ignored.
 ///
 /// # Safety
 /// Always safe to call.
@@ -582,10 +589,14 @@ fn totals(mut each: impl FnMut(ClassTotals)) -> Totals {
 pub unsafe extern "C" fn malloc_trim(pad: usize) -> c_int {
     let _guard = guard("panic in malloc_trim");
     let _ = pad;
-    let before = HEAP.stats().small.slabs_released;
+    let before = HEAP.stats();
     HEAP.flush_thread_cache();
     HEAP.trim();
-    c_int::from(HEAP.stats().small.slabs_released > before)
+    let after = HEAP.stats();
+    c_int::from(
+        after.small.slabs_released > before.small.slabs_released
+            || after.large_bytes_kept < before.large_bytes_kept,
+    )
 }
 
 /// glibc's `struct mallinfo2`.
@@ -652,7 +663,7 @@ fn info() -> MallInfo2 {
         fsmblks: totals.cached_bytes,
         uordblks: totals.used_bytes,
         fordblks: totals.slab_bytes.saturating_sub(totals.used_bytes),
-        keepcost: totals.empty_slab_bytes,
+        keepcost: totals.empty_slab_bytes + totals.kept_large_bytes,
     }
 }
 

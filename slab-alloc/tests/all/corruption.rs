@@ -277,3 +277,31 @@ fn a_write_past_the_last_block_carved_is_caught_by_the_check() {
         "a free block was overwritten",
     );
 }
+
+#[test]
+#[ignore = "child process of a_large_block_freed_twice_is_detected_in_every_build"]
+fn child_heap_large_double_free() {
+    if in_child() {
+        use core::alloc::{GlobalAlloc, Layout};
+        let heap = slab_alloc::SlabHeap::new();
+        let layout = Layout::from_size_align(1 << 20, 8).unwrap();
+        // SAFETY: deliberately wrong: freed twice. The first free keeps the block mapped
+        // for reuse; kept twice it would be handed out twice.
+        unsafe {
+            let block = heap.alloc(layout);
+            heap.dealloc(block, layout);
+            heap.dealloc(block, layout);
+        }
+    }
+}
+
+/// Not only in checked builds: the heap compares a freed large block with those it
+/// keeps anyway (a few compares on a path that is rare and dear).
+#[test]
+#[cfg_attr(miri, ignore = "spawns processes")]
+fn a_large_block_freed_twice_is_detected_in_every_build() {
+    expect_abort(
+        "corruption::child_heap_large_double_free",
+        "double free of a large block",
+    );
+}

@@ -2,7 +2,9 @@
 //! servers): the child has only the forking thread, and the other threads' magazines live
 //! in stacks that the child's glibc reuses for new threads or unmaps. The child must be
 //! able to allocate, start threads (one with a 32 MiB stack, which makes glibc trim its
-//! stack cache), let them exit, and drop caches, with no object handed out twice.
+//! stack cache), let them exit, and drop caches, with no object handed out twice. The
+//! parent's threads also free and reallocate large blocks, which the heap keeps for reuse
+//! under a lock of its own: the child must find that lock free too.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
@@ -35,10 +37,24 @@ fn churn(heap: &SlabHeap, cache: &SlabCache, stop: &AtomicBool, seed: usize) {
     let mut kept: Vec<(NonNull<u8>, Layout)> = Vec::with_capacity(64);
     let mut objects = Vec::with_capacity(64);
     let mut round = seed;
+    let mut large: Option<(NonNull<u8>, Layout)> = None;
     while !stop.load(Ordering::Relaxed) {
         round = round
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1);
+        if round.is_multiple_of(4) {
+            // A large block (kept for reuse when freed), 132 KiB to 4 MiB.
+            let layout =
+                Layout::from_size_align((132 << 10) + (round >> 20) % (4 << 20), 8).unwrap();
+            // SAFETY: non-zero size.
+            let block = NonNull::new(unsafe { heap.alloc(layout) }).unwrap();
+            // SAFETY: the block holds `layout.size()` bytes.
+            unsafe { block.add(layout.size() - 1).write(1) };
+            if let Some((old, old_layout)) = large.replace((block, layout)) {
+                // SAFETY: allocated above with this layout, freed once.
+                unsafe { heap.dealloc(old.as_ptr(), old_layout) };
+            }
+        }
         let layout = Layout::from_size_align(8 + (round >> 40) % 3000, 8).unwrap();
         // SAFETY: non-zero size.
         let block = NonNull::new(unsafe { heap.alloc(layout) }).unwrap();
@@ -55,7 +71,7 @@ fn churn(heap: &SlabHeap, cache: &SlabCache, stop: &AtomicBool, seed: usize) {
             }
         }
     }
-    for (block, layout) in kept {
+    for (block, layout) in kept.into_iter().chain(large) {
         // SAFETY: as above.
         unsafe { heap.dealloc(block.as_ptr(), layout) };
     }
@@ -109,9 +125,37 @@ fn distinct_objects(heap: &SlabHeap, cache: &SlabCache) {
     }
 }
 
+/// Allocates large blocks of several sizes (some from the blocks the parent's threads
+/// freed), fills each with its index, checks them all, and frees them.
+fn distinct_large_blocks(heap: &SlabHeap) {
+    let blocks: Vec<(NonNull<u8>, Layout)> = (0..12)
+        .map(|index| {
+            let layout = Layout::from_size_align((200 << 10) * (index + 1), 8).unwrap();
+            // SAFETY: non-zero size.
+            let block = NonNull::new(unsafe { heap.alloc(layout) }).unwrap();
+            // SAFETY: the block holds `layout.size()` bytes.
+            unsafe { block.write_bytes(index as u8, layout.size()) };
+            (block, layout)
+        })
+        .collect();
+    for (index, &(block, layout)) in blocks.iter().enumerate() {
+        // SAFETY: filled above, still live.
+        let bytes = unsafe { core::slice::from_raw_parts(block.as_ptr(), layout.size()) };
+        assert!(
+            bytes.iter().all(|&byte| byte == index as u8),
+            "large block {block:p} shared"
+        );
+    }
+    for (block, layout) in blocks {
+        // SAFETY: allocated above with this layout, freed once.
+        unsafe { heap.dealloc(block.as_ptr(), layout) };
+    }
+}
+
 /// The child's work; panics on the first failure.
 fn child(heap: &'static SlabHeap, cache: &'static SlabCache) {
     distinct_objects(heap, cache);
+    distinct_large_blocks(heap);
     let big_stack = thread::Builder::new()
         .stack_size(32 << 20)
         .spawn(move || distinct_objects(heap, cache))

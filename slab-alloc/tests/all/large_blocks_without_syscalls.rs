@@ -2,7 +2,9 @@
 //! frees them over and over makes no system call once warm, `realloc` within their class
 //! stays in place, and `trim`, the working-set caps and the purge of objects that go
 //! back to their slabs still give their memory back.
-//! Blocks above 128 KiB keep their own mappings (and `mremap` growth).
+//! Blocks above 128 KiB keep their own mappings (and `mremap` growth), and once freed are
+//! kept for the next large requests (split or grown to fit), within a bound in bytes and
+//! for at most half a second unused.
 
 use core::alloc::{GlobalAlloc, Layout};
 
@@ -59,13 +61,107 @@ fn a_steady_loop_of_40_kib_blocks_makes_no_system_call_after_warm_up() {
 }
 
 #[test]
-fn blocks_above_the_classes_still_map_each_time() {
-    // The counterpart of the test above: proves the counters see the heap's calls.
+fn blocks_above_the_classes_are_kept_and_reused_without_system_calls() {
+    let heap = SlabHeap::new();
+    for size in [MAX_SMALL + 1, 1 << 20, 5 << 20, 25 << 20] {
+        let layout = Layout::from_size_align(size, 8).unwrap();
+        churn(&heap, layout, 1, 1);
+        assert!(heap.stats().large_bytes_kept >= size, "{:?}", heap.stats());
+        let ((), cost) = cost_of(|| churn(&heap, layout, 1, 4));
+        assert_eq!(cost.total(), 0, "{size} bytes: {cost:?}");
+    }
+    heap.trim();
+    assert_eq!(heap.stats().large_bytes_kept, 0);
+}
+
+#[test]
+fn zeroed_large_blocks_are_fresh_mappings_that_read_as_zeros() {
+    // The counterpart of the test above: proves the counters see the heap's calls. A kept
+    // block holds old bytes, so zeroed requests map a fresh one (which costs no clearing).
     let heap = SlabHeap::new();
     let layout = Layout::from_size_align(MAX_SMALL + 1, 8).unwrap();
     churn(&heap, layout, 1, 1);
-    let ((), cost) = cost_of(|| churn(&heap, layout, 1, 4));
-    assert_eq!((cost.mmap, cost.munmap), (4, 4), "{cost:?}");
+    let ((), cost) = cost_of(|| {
+        for _ in 0..4 {
+            // SAFETY: non-zero size; freed once below.
+            unsafe {
+                let block = heap.alloc_zeroed(layout);
+                assert!(!block.is_null());
+                let bytes = core::slice::from_raw_parts(block, layout.size());
+                assert!(bytes.iter().all(|&byte| byte == 0));
+                block.write_bytes(0xAB, layout.size());
+                heap.dealloc(block, layout);
+            }
+        }
+    });
+    assert_eq!(cost.mmap, 4, "{cost:?}");
+}
+
+#[test]
+fn a_kept_block_is_split_for_smaller_requests_and_grown_for_larger_ones() {
+    let heap = SlabHeap::new();
+    let mib = |n: usize| Layout::from_size_align(n << 20, 8).unwrap();
+    // SAFETY: each block is allocated with its layout, written within it, freed once.
+    unsafe {
+        let big = heap.alloc(mib(20));
+        assert!(!big.is_null());
+        big.write_bytes(1, 20 << 20);
+        heap.dealloc(big, mib(20));
+        // Two blocks carved from the kept 20 MiB, without a system call.
+        let ((first, second), cost) = cost_of(|| (heap.alloc(mib(8)), heap.alloc(mib(12))));
+        assert_eq!(cost.total(), 0, "{cost:?}");
+        assert!(!first.is_null() && !second.is_null());
+        first.write_bytes(2, 8 << 20);
+        second.write_bytes(3, 12 << 20);
+        assert_eq!((first.read(), second.read()), (2, 3));
+        assert_eq!(heap.stats().large_bytes_kept, 0);
+        heap.dealloc(first, mib(8));
+        heap.trim();
+        // A shorter kept block grows (mremap keeps its pages) instead of a fresh mapping.
+        heap.dealloc(second, mib(12));
+        let (grown, cost) = cost_of(|| heap.alloc(mib(16)));
+        assert!(!grown.is_null());
+        grown.write_bytes(4, 16 << 20);
+        if !cfg!(miri) {
+            assert_eq!((cost.mmap, cost.mremap), (0, 1), "{cost:?}");
+        }
+        heap.dealloc(grown, mib(16));
+    }
+    heap.trim();
+    let stats = heap.stats();
+    assert_eq!(
+        (stats.large_blocks, stats.large_bytes_kept),
+        (0, 0),
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn kept_large_blocks_are_bounded_and_go_back_when_old() {
+    let heap = SlabHeap::new();
+    let layout = |mib: usize| Layout::from_size_align(mib << 20, 8).unwrap();
+    // SAFETY: each block is allocated with its layout and freed once.
+    let blocks: Vec<(*mut u8, Layout)> = [30, 30, 30, 100]
+        .into_iter()
+        .map(|mib| (unsafe { heap.alloc(layout(mib)) }, layout(mib)))
+        .collect();
+    let ((), cost) = cost_of(|| {
+        for &(block, layout) in &blocks {
+            assert!(!block.is_null());
+            // SAFETY: as above.
+            unsafe { heap.dealloc(block, layout) };
+        }
+    });
+    // At most 64 MiB kept: of three 30 MiB blocks the oldest goes, and a block above
+    // the bound is never kept.
+    assert_eq!(cost.munmap, 2, "{cost:?}");
+    assert_eq!(heap.stats().large_bytes_kept, 60 << 20);
+    // A decay pass after half a second unused (here the one a statistics read makes)
+    // releases the rest.
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let (stats, cost) = cost_of(|| heap.stats());
+    assert_eq!(stats.large_bytes_kept, 0, "{stats:?}");
+    assert_eq!(cost.munmap, 2, "{cost:?}");
 }
 
 #[test]

@@ -73,8 +73,12 @@ static int inside_one_mapping(char *start, char *end) {
 
 static void free_keeps_errno_when_munmap_fails(void) {
     long page = sysconf(_SC_PAGESIZE);
-    /* Above glibc's largest dynamic mmap threshold (32 MiB): a mapping of its own. */
-    char *block = malloc(40 << 20);
+    /* Above glibc's largest dynamic mmap threshold (32 MiB), and above the 64 MiB of
+     * freed large blocks that slab-alloc keeps for reuse, so that `free` unmaps it: a
+     * fresh mapping of its own (malloc_trim first releases the blocks kept, which
+     * `malloc` could otherwise grow into this one). */
+    malloc_trim(0);
+    char *block = malloc(80 << 20);
     memset(block, 1, 1 << 20);
     char *start = block - 16, *end = block + malloc_usable_size(block);
     /* A page just before and just after the mapping, where those addresses are free

@@ -1,0 +1,284 @@
+//! The large blocks a heap keeps after they are freed, for its next large allocations.
+//!
+//! A block above [`MAX_SMALL`](crate::size_class::MAX_SMALL) is a mapping of its own
+//! (from [`MmapAlloc`]). Mapping one costs a system call and then a page fault, with the
+//! kernel clearing the page, for every page the program touches; unmapping it costs
+//! another call and a TLB shootdown. A program that allocates and fills such blocks over
+//! and over (mimalloc-bench's `malloc-large`: 5 to 25 MiB, 20 live) paid all of that at
+//! every allocation, while allocators with a heap top (glibc) reuse the pages.
+//!
+//! So a freed large block is kept, mapped and resident, and the next large request takes
+//! a kept mapping: the best fit among them, split when it is longer (a mapping can be
+//! unmapped in pieces, so the tail stays kept as a mapping of its own), or, when every
+//! kept one is shorter, the longest grown with `mremap` (its pages stay; only the new
+//! ones fault). Requests aligned to more than a page, and zeroed ones, skip the cache: a
+//! fresh mapping reads as zeros for free, where a kept one would have to be cleared, which
+//! costs the most for the large, sparsely used tables that programs `calloc`.
+//!
+//! Bounds: at most [`ENTRIES`] mappings and [`MAX_BYTES`] in all (a larger block is never
+//! kept), the oldest going first to make room; a mapping kept longer than [`MAX_AGE`]
+//! goes back to the system at the heap's next large operation or decay pass (the decay
+//! thread's too), and every one at once on `trim`. So a freed peak of large blocks leaves
+//! within a second, as the slabs do. The system calls that release mappings are made after
+//! the lock is dropped.
+//!
+//! The lock is taken by the registry's `fork` handlers with the heap's class locks (the
+//! first class's header names it), so a child never finds it held by a thread it does not
+//! have.
+
+use core::cell::UnsafeCell;
+use core::ptr::NonNull;
+use std::time::{Duration, Instant};
+
+use mmap_alloc::sys::{self, Placement};
+
+use crate::sync::RawSpinLock;
+
+/// The most mappings kept at once.
+pub(crate) const ENTRIES: usize = 8;
+
+/// The most bytes kept in all; a larger block is unmapped when freed.
+pub(crate) const MAX_BYTES: usize = 64 << 20;
+
+/// How long a mapping is kept unused before it goes back to the system.
+pub(crate) const MAX_AGE: Duration = Duration::from_millis(500);
+
+/// A kept mapping: `len` bytes (whole pages) from `block`, unused since `since`.
+#[derive(Clone, Copy, Debug)]
+struct Kept {
+    /// With the provenance of the whole mapping.
+    block: NonNull<u8>,
+    len: usize,
+    since: Instant,
+}
+
+/// The kept mappings of one heap (module docs).
+#[derive(Debug)]
+pub(crate) struct LargeCache {
+    lock: RawSpinLock,
+    kept: UnsafeCell<[Option<Kept>; ENTRIES]>,
+}
+
+// SAFETY: the kept mappings are owned by the cache and touched only under its lock.
+unsafe impl Sync for LargeCache {}
+// SAFETY: as above; the mappings belong to the process, not to a thread.
+unsafe impl Send for LargeCache {}
+
+/// Mappings taken out of the cache under its lock, unmapped when this is dropped, after
+/// the lock (declare it before the guard).
+struct ToRelease {
+    blocks: [Option<(NonNull<u8>, usize)>; ENTRIES],
+}
+
+impl ToRelease {
+    fn new() -> Self {
+        ToRelease {
+            blocks: [None; ENTRIES],
+        }
+    }
+
+    fn push(&mut self, kept: Kept) {
+        // Each kept mapping leaves the cache once per call, and it holds at most
+        // `ENTRIES`, so there is always a free place.
+        if let Some(place) = self.blocks.iter_mut().find(|place| place.is_none()) {
+            *place = Some((kept.block, kept.len));
+        }
+    }
+}
+
+impl Drop for ToRelease {
+    fn drop(&mut self) {
+        for (block, len) in self.blocks.iter().flatten() {
+            // SAFETY: a kept mapping, taken out of the cache: nobody else owns or uses it.
+            // Unmapping whole pages of a mapping does not fail; nothing could be done if
+            // it did but leave it mapped.
+            let _ = unsafe { sys::release(*block, *len) };
+        }
+    }
+}
+
+impl LargeCache {
+    /// An empty cache.
+    pub(crate) const fn new() -> Self {
+        LargeCache {
+            lock: RawSpinLock::new(),
+            kept: UnsafeCell::new([None; ENTRIES]),
+        }
+    }
+
+    /// The lock, for the registry's `fork` handlers.
+    pub(crate) fn lock(&self) -> &RawSpinLock {
+        &self.lock
+    }
+
+    /// Runs `f` on the kept mappings under the lock, after moving those older than
+    /// [`MAX_AGE`] into `released`.
+    fn locked<R>(
+        &self,
+        now: Instant,
+        released: &mut ToRelease,
+        f: impl FnOnce(&mut [Option<Kept>; ENTRIES], &mut ToRelease) -> R,
+    ) -> R {
+        let _guard = self.lock.guard();
+        // SAFETY: the lock is held until the end of the function and the array is only
+        // accessed under it, so this is the only reference.
+        let kept = unsafe { &mut *self.kept.get() };
+        for slot in kept.iter_mut() {
+            if slot.is_some_and(|old| now.saturating_duration_since(old.since) >= MAX_AGE) {
+                released.push(slot.take().expect("checked above"));
+            }
+        }
+        f(kept, released)
+    }
+
+    /// A mapping of exactly `len` bytes (a block length of [`MmapAlloc`]: whole pages)
+    /// made of kept pages, or `None` when none is kept (or growing one failed).
+    ///
+    /// [`MmapAlloc`]: mmap_alloc::MmapAlloc
+    pub(crate) fn take(&self, len: usize) -> Option<NonNull<u8>> {
+        if len > MAX_BYTES {
+            return None;
+        }
+        let mut released = ToRelease::new();
+        let (block, kept_len) = self.locked(Instant::now(), &mut released, |kept, _| {
+            // The shortest that is long enough, else the longest.
+            let lengths = kept
+                .iter()
+                .enumerate()
+                .filter_map(|(index, slot)| slot.map(|kept| (index, kept.len)));
+            let (index, _) = lengths
+                .clone()
+                .filter(|&(_, kept_len)| kept_len >= len)
+                .min_by_key(|&(_, kept_len)| kept_len)
+                .or_else(|| lengths.max_by_key(|&(_, kept_len)| kept_len))?;
+            let chosen = kept[index].take()?;
+            if chosen.len > len {
+                // The tail stays kept, as a mapping of its own.
+                kept[index] = Some(Kept {
+                    // SAFETY: `len < chosen.len`: inside the kept mapping.
+                    block: unsafe { chosen.block.add(len) },
+                    len: chosen.len - len,
+                    since: chosen.since,
+                });
+                return Some((chosen.block, len));
+            }
+            Some((chosen.block, chosen.len))
+        })?;
+        if kept_len == len {
+            return Some(block);
+        }
+        // Shorter: grow it, keeping its pages (in place, or by moving page tables).
+        // SAFETY: a kept mapping of `kept_len` bytes, taken out of the cache: ours.
+        match unsafe { sys::remap(block, kept_len, len, Placement::MayMove) } {
+            Ok(grown) => Some(grown),
+            Err(_) => {
+                // No `mremap` (miri, macOS), or no room: give it back to the system and
+                // let the caller map a fresh block.
+                released.push(Kept {
+                    block,
+                    len: kept_len,
+                    since: Instant::now(),
+                });
+                None
+            }
+        }
+    }
+
+    /// Keeps `block`, a freed mapping of `len` bytes (whole pages) that the caller owns
+    /// and gives up, making room by releasing the oldest kept ones; returns `false`,
+    /// keeping nothing, if it is longer than [`MAX_BYTES`]. A block that overlaps one
+    /// already kept (a large block freed twice) is reported and the process aborted:
+    /// kept twice, it would be handed out twice.
+    ///
+    /// # Safety
+    /// - `block` is a whole mapping (or a whole piece of one) of `len` bytes made by
+    ///   `mmap_alloc`, owned by the caller, with the provenance of the whole mapping, and
+    ///   not used after this call.
+    pub(crate) unsafe fn give(&self, block: NonNull<u8>, len: usize) -> bool {
+        if len > MAX_BYTES {
+            return false;
+        }
+        let now = Instant::now();
+        let mut released = ToRelease::new();
+        self.locked(now, &mut released, |kept, released| {
+            let end = block.addr().get() + len;
+            if let Some(overlap) = kept.iter().flatten().find(|kept| {
+                kept.block.addr().get() < end
+                    && block.addr().get() < kept.block.addr().get() + kept.len
+            }) {
+                // Kept twice, it would be handed out twice: stop here instead.
+                crate::sync::fatal(
+                    "double free of a large block, already freed and kept for reuse \
+                     (pointer, kept block)",
+                    block.addr().get(),
+                    overlap.block.addr().get(),
+                );
+            }
+            let mut total: usize = kept.iter().flatten().map(|kept| kept.len).sum();
+            loop {
+                let free = kept.iter().position(Option::is_none);
+                if let Some(free) = free
+                    && total + len <= MAX_BYTES
+                {
+                    kept[free] = Some(Kept {
+                        block,
+                        len,
+                        since: now,
+                    });
+                    return;
+                }
+                // `len <= MAX_BYTES`, so some mapping is kept here: release the oldest.
+                let Some(oldest) = (0..ENTRIES)
+                    .filter(|&index| kept[index].is_some())
+                    .min_by_key(|&index| kept[index].map(|kept| kept.since))
+                else {
+                    return;
+                };
+                let gone = kept[oldest].take().expect("found above");
+                total -= gone.len;
+                released.push(gone);
+            }
+        });
+        true
+    }
+
+    /// A decay pass: releases the mappings kept longer than [`MAX_AGE`].
+    pub(crate) fn decay(&self, now: Instant) {
+        let mut released = ToRelease::new();
+        self.locked(now, &mut released, |_, _| ());
+    }
+
+    /// Releases every kept mapping; `true` if there was one.
+    pub(crate) fn release_all(&self) -> bool {
+        let mut released = ToRelease::new();
+        self.locked(Instant::now(), &mut released, |kept, released| {
+            let mut any = false;
+            for slot in kept.iter_mut() {
+                if let Some(gone) = slot.take() {
+                    released.push(gone);
+                    any = true;
+                }
+            }
+            any
+        })
+    }
+
+    /// The bytes kept.
+    pub(crate) fn kept_bytes(&self) -> usize {
+        let mut released = ToRelease::new();
+        self.locked(Instant::now(), &mut released, |kept, _| {
+            kept.iter().flatten().map(|kept| kept.len).sum()
+        })
+    }
+}
+
+impl Drop for LargeCache {
+    fn drop(&mut self) {
+        let mut released = ToRelease::new();
+        for slot in self.kept.get_mut().iter_mut() {
+            if let Some(gone) = slot.take() {
+                released.push(gone);
+            }
+        }
+    }
+}
