@@ -272,7 +272,21 @@ pub struct Page {
     pub sections: Vec<Section>,
 }
 
-/// Formats a figure with three significant digits.
+/// Formats a figure with three significant digits (whole numbers and figures of 100 or
+/// more without decimals). A small non-zero figure keeps its three digits (0.000200, not
+/// 0.000), so that a verdict against a bound of zero can be read off the table.
+///
+/// # Examples
+///
+/// ```
+/// use alloc_test::bench::report::figure;
+///
+/// assert_eq!(figure(1234.5), "1234");
+/// assert_eq!(figure(3.14159), "3.14");
+/// assert_eq!(figure(0.5), "0.500");
+/// assert_eq!(figure(0.000_2), "0.000200");
+/// assert_eq!(figure(0.0), "0");
+/// ```
 pub fn figure(value: f64) -> String {
     // Whole numbers (counts) and large figures need no decimals.
     if (value.fract() == 0.0 && value.abs() < 1e15) || value.abs() >= 100.0 {
@@ -282,7 +296,9 @@ pub fn figure(value: f64) -> String {
     } else if value.abs() >= 1.0 {
         format!("{value:.2}")
     } else {
-        format!("{value:.3}")
+        // Below 1: as many decimals as three significant digits need (at most 12).
+        let decimals = (2.0 - value.abs().log10().floor()).clamp(3.0, 12.0) as usize;
+        format!("{value:.decimals$}")
     }
 }
 
