@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "measure.h"
+#include "work.h"
 
 static void *(*volatile do_malloc)(size_t) = malloc;
 
@@ -27,16 +28,10 @@ static void *peak(void *unused) {
     return NULL;
 }
 
-static void work(void) {
-    void *blocks[1000];
-    for (int i = 0; i < 1000; i++) { blocks[i] = do_malloc(64 + i % 3 * 100); memset(blocks[i], 1, 8); }
-    for (int i = 0; i < 1000; i++) free(blocks[i]);
-}
-
 int main(int argc, char **argv) {
     int idle = argc > 1 && !strcmp(argv[1], "idle");
     if (argc > 2) peak_blocks = strtoul(argv[2], NULL, 10);
-    for (int i = 0; i < 100; i++) work();
+    for (int i = 0; i < 100; i++) small_class_work();
     long before = resident_kib();
     if (idle) {
         pthread_t thread;
@@ -51,7 +46,7 @@ int main(int argc, char **argv) {
     long bound = before + (before / 10 > 1024 ? before / 10 : 1024);
     while (rss > bound && now() - start < 5.0) {
         if (idle) usleep(20000);
-        else for (int i = 0; i < 20; i++) work();
+        else for (int i = 0; i < 20; i++) small_class_work();
         rss = resident_kib();
     }
     printf("%s: before the peak %ld KiB, after the frees %ld KiB, %.2f s later %ld KiB\n",

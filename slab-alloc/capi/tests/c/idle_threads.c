@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "measure.h"
+#include "work.h"
 
 #define THREADS 8
 #define BLOCKS 1000
@@ -36,15 +37,9 @@ static void *fill_caches(void *unused) {
     return NULL;
 }
 
-static void work(void) {
-    void *blocks[1000];
-    for (int i = 0; i < 1000; i++) { blocks[i] = do_malloc(64 + i % 3 * 100); memset(blocks[i], 1, 8); }
-    for (int i = 0; i < 1000; i++) free(blocks[i]);
-}
-
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "work";
-    for (int i = 0; i < 100; i++) work();
+    for (int i = 0; i < 100; i++) small_class_work();
     long before = resident_kib();
     pthread_t threads[THREADS];
     if (pthread_barrier_init(&ready, NULL, THREADS + 1) || pthread_barrier_init(&finish, NULL, THREADS + 1)) return 3;
@@ -61,7 +56,7 @@ int main(int argc, char **argv) {
     } else {
         while (rss > bound && now() - start < 5.0) {
             if (!strcmp(mode, "idle")) usleep(20000);
-            else for (int i = 0; i < 20; i++) work();
+            else for (int i = 0; i < 20; i++) small_class_work();
             rss = resident_kib();
         }
     }
