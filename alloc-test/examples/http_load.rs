@@ -1,8 +1,8 @@
 //! Drives an HTTP/1.1 server with the suite's keep-alive load generator
-//! ([`alloc_test::bench::loadgen`]) and prints what it measured.
+//! ([`pagekeep_alloc_test::bench::loadgen`]) and prints what it measured.
 //!
 //! ```sh
-//! cargo run --release -p alloc-test --example http_load -- ADDRESS [SECONDS] [CONNECTIONS] [THREADS]
+//! cargo run --release -p pagekeep-alloc-test --example http_load -- ADDRESS [SECONDS] [CONNECTIONS] [THREADS]
 //! ```
 //!
 //! Defaults: 5 seconds, 64 connections, 2 threads; each connection sends `GET /` with
@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use alloc_test::bench::loadgen::{self, Load, Stop};
+use pagekeep_alloc_test::bench::loadgen::{self, Load, Stop};
 
 const USAGE: &str = "usage: http_load ADDRESS [SECONDS] [CONNECTIONS] [THREADS]";
 

@@ -11,7 +11,7 @@
 
 use crate::program::{Op, edge_sizes_for, largest_size, top_align_shift};
 use crate::subject::Promises;
-use slab_alloc::size_class::MAX_SMALL;
+use pagekeep_slab::size_class::MAX_SMALL;
 
 fn alloc(size: usize, align_shift: u8, zeroed: bool) -> Op {
     Op::Alloc {

@@ -83,7 +83,7 @@ impl std::error::Error for Failure {}
 /// # Examples
 ///
 /// ```
-/// use alloc_test::{BumpaloSubject, check};
+/// use pagekeep_alloc_test::{BumpaloSubject, check};
 ///
 /// check(BumpaloSubject::new).unwrap();
 /// ```

@@ -7,7 +7,7 @@ use core::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use mmap_alloc::{Contents, Decommit, DefaultPages, PageSource};
+use pagekeep_mmap::{Contents, Decommit, DefaultPages, PageSource};
 
 /// A [`PageSource`] that forwards to `S` and counts the bytes reserved from it and not
 /// released. Clones share the count.
@@ -15,8 +15,8 @@ use mmap_alloc::{Contents, Decommit, DefaultPages, PageSource};
 /// # Examples
 ///
 /// ```
-/// use alloc_test::MeteredPages;
-/// use slab_alloc::SlabHeap;
+/// use pagekeep_alloc_test::MeteredPages;
+/// use pagekeep_slab::SlabHeap;
 /// use std::alloc::{GlobalAlloc, Layout};
 ///
 /// let heap = SlabHeap::with_source(MeteredPages::default());
@@ -67,19 +67,19 @@ unsafe impl<S: PageSource> PageSource for MeteredPages<S> {
         self.inner.page_size()
     }
 
-    fn reserve(&self, len: usize, align: usize) -> mmap_alloc::Result<NonNull<u8>> {
+    fn reserve(&self, len: usize, align: usize) -> pagekeep_mmap::Result<NonNull<u8>> {
         let ptr = self.inner.reserve(len, align)?;
         self.held.fetch_add(len, Ordering::SeqCst);
         Ok(ptr)
     }
 
-    fn reserve_committed(&self, len: usize, align: usize) -> mmap_alloc::Result<NonNull<u8>> {
+    fn reserve_committed(&self, len: usize, align: usize) -> pagekeep_mmap::Result<NonNull<u8>> {
         let ptr = self.inner.reserve_committed(len, align)?;
         self.held.fetch_add(len, Ordering::SeqCst);
         Ok(ptr)
     }
 
-    unsafe fn commit(&self, ptr: NonNull<u8>, len: usize) -> mmap_alloc::Result<()> {
+    unsafe fn commit(&self, ptr: NonNull<u8>, len: usize) -> pagekeep_mmap::Result<()> {
         // SAFETY: forwarded from the caller.
         unsafe { self.inner.commit(ptr, len) }
     }
@@ -89,12 +89,17 @@ unsafe impl<S: PageSource> PageSource for MeteredPages<S> {
         ptr: NonNull<u8>,
         len: usize,
         mode: Decommit,
-    ) -> mmap_alloc::Result<Contents> {
+    ) -> pagekeep_mmap::Result<Contents> {
         // SAFETY: forwarded from the caller.
         unsafe { self.inner.decommit(ptr, len, mode) }
     }
 
-    unsafe fn release(&self, ptr: NonNull<u8>, len: usize, align: usize) -> mmap_alloc::Result<()> {
+    unsafe fn release(
+        &self,
+        ptr: NonNull<u8>,
+        len: usize,
+        align: usize,
+    ) -> pagekeep_mmap::Result<()> {
         // SAFETY: forwarded from the caller.
         unsafe { self.inner.release(ptr, len, align) }?;
         self.held.fetch_sub(len, Ordering::SeqCst);

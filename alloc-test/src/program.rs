@@ -76,7 +76,7 @@ pub fn largest_size() -> usize {
 /// `SlabHeap` with the byte above it (the classes and `MAX_SMALL`, the edge of its large
 /// blocks), and the edges of `MmapAlloc`'s large blocks.
 pub fn edge_sizes(cap: usize) -> Vec<usize> {
-    use slab_alloc::size_class::{CLASS_SIZES, MAX_SMALL};
+    use pagekeep_slab::size_class::{CLASS_SIZES, MAX_SMALL};
     let mut sizes = vec![0, 1, 2, 3];
     for shift in 2..=usize::BITS - 2 {
         let power = 1usize << shift;

@@ -245,7 +245,7 @@ pub(crate) fn run(
                 let (outgoing, answers) = channel::<Answer>();
                 let shared = &shared;
                 let handle = thread::Builder::new()
-                    .name(format!("alloc-test worker {index}"))
+                    .name(format!("pagekeep-alloc-test worker {index}"))
                     .spawn_scoped(scope, move || {
                         for call in incoming {
                             // SAFETY: the model's calls meet their contracts.

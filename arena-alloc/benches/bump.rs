@@ -1,7 +1,7 @@
 //! Bump allocation against bumpalo (and typed-arena) in the same run: 32-byte
 //! allocations with a write, a `Vec<u64>` pushed to 100k elements, and reset after 1 MiB.
 //!
-//! `cargo bench -p arena-alloc --bench bump -- --warm-up-time 1 --measurement-time 3`
+//! `cargo bench -p pagekeep-arena --bench bump -- --warm-up-time 1 --measurement-time 3`
 //!
 //! Each contender is made once, outside criterion's closure (which criterion calls once
 //! per sample), so that samples measure a warm arena, not the first touch of a fresh one.
@@ -10,8 +10,8 @@ use std::alloc::Layout;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use arena_alloc::{Arena, ArenaConfig};
 use criterion::{Criterion, Throughput};
+use pagekeep_arena::{Arena, ArenaConfig};
 
 const BATCH: usize = 1024;
 
@@ -19,7 +19,7 @@ fn alloc_32_bytes_with_write(c: &mut Criterion) {
     let mut group = c.benchmark_group("alloc_32B_write");
     group.throughput(Throughput::Elements(BATCH as u64));
     let mut arena = Arena::new();
-    group.bench_function("arena-alloc", |b| {
+    group.bench_function("pagekeep-arena", |b| {
         b.iter(|| {
             for i in 0..BATCH {
                 black_box(arena.alloc([i as u8; 32]));
@@ -55,7 +55,7 @@ fn vec_push_100k(c: &mut Criterion) {
     let mut group = c.benchmark_group("vec_u64_push_100k_reserve_exact_1");
     group.sample_size(10);
     let mut arena = Arena::new();
-    group.bench_function("arena-alloc", |b| {
+    group.bench_function("pagekeep-arena", |b| {
         b.iter(|| {
             {
                 let mut vec = allocator_api2::vec::Vec::new_in(&arena);
@@ -87,7 +87,7 @@ fn vec_push_100k(c: &mut Criterion) {
     // Amortised doubling (plain `push`), for context.
     let mut group = c.benchmark_group("vec_u64_push_100k");
     let mut arena = Arena::new();
-    group.bench_function("arena-alloc", |b| {
+    group.bench_function("pagekeep-arena", |b| {
         b.iter(|| {
             {
                 let mut vec = allocator_api2::vec::Vec::new_in(&arena);
@@ -173,11 +173,11 @@ fn reset_after_1_mib(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(1));
     for (name, config) in [
         (
-            "arena-alloc (default: 256 KiB warm, MADV_FREE above)",
+            "pagekeep-arena (default: 256 KiB warm, MADV_FREE above)",
             ArenaConfig::new(),
         ),
         (
-            "arena-alloc (2 MiB warm)",
+            "pagekeep-arena (2 MiB warm)",
             ArenaConfig::new().warm_bytes(2 << 20),
         ),
     ] {

@@ -3,7 +3,7 @@
 //! arena; against the same 5 allocations and frees on the system allocator, measured
 //! with a second thread alive (glibc takes a single-thread shortcut otherwise).
 //!
-//! `cargo bench -p arena-alloc --bench request_cycle -- --warm-up-time 1 --measurement-time 3`
+//! `cargo bench -p pagekeep-arena --bench request_cycle -- --warm-up-time 1 --measurement-time 3`
 //!
 //! The `reproduce` row of the same name (`alloc-test/src/bin/reproduce/groups/arena.rs`)
 //! uses the same straight-line harness and pool configuration, so the two agree up to
@@ -14,8 +14,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use arena_alloc::{ArenaPool, ArenaRouter, PoolConfig};
 use criterion::Criterion;
+use pagekeep_arena::{ArenaPool, ArenaRouter, PoolConfig};
 
 #[global_allocator]
 static GLOBAL: ArenaRouter<System> = ArenaRouter::new(System);

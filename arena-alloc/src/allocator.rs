@@ -9,7 +9,7 @@ use core::alloc::Layout;
 use core::ptr::NonNull;
 
 use allocator_api2::alloc::AllocError;
-use mmap_alloc::PageSource;
+use pagekeep_mmap::PageSource;
 
 use crate::arena::Arena;
 

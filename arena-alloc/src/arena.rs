@@ -17,7 +17,7 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use allocator_api2::alloc::AllocError;
-use mmap_alloc::{DefaultPages, PageSource};
+use pagekeep_mmap::{DefaultPages, PageSource};
 
 use crate::boxed::ArenaBox;
 use crate::checkpoint::{Checkpoint, CheckpointError};
@@ -39,7 +39,7 @@ static NEXT_ARENA_ID: AtomicU64 = AtomicU64::new(1);
 /// # Examples
 ///
 /// ```
-/// use arena_alloc::Arena;
+/// use pagekeep_arena::Arena;
 /// use allocator_api2::vec::Vec;
 ///
 /// let mut arena = Arena::new();
@@ -871,7 +871,7 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     /// # Examples
     ///
     /// ```
-    /// use arena_alloc::Arena;
+    /// use pagekeep_arena::Arena;
     ///
     /// let mut arena = Arena::new();
     /// let kept = arena.alloc(1u32) as *const u32;
@@ -902,7 +902,7 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     /// Frees everything: keeps the current chunk and releases every other chunk. Of the
     /// kept chunk, the first [`warm_bytes`](ArenaConfig::warm_bytes), and as much as the
     /// previous cycle used, stay committed and untouched; the used pages above that are
-    /// decommitted in one call ([`Decommit::Lazy`](mmap_alloc::Decommit::Lazy),
+    /// decommitted in one call ([`Decommit::Lazy`](pagekeep_mmap::Decommit::Lazy),
     /// `MADV_FREE`, by default). So a steady workload never pays for decommitting and
     /// faulting in the same pages every cycle; a spike is given back at the first reset
     /// after it, a lasting drop in usage one cycle later. Values are not dropped. O(1) in

@@ -14,7 +14,7 @@ use core::ptr::NonNull;
 /// # Examples
 ///
 /// ```
-/// use arena_alloc::Arena;
+/// use pagekeep_arena::Arena;
 /// use std::rc::Rc;
 ///
 /// let arena = Arena::new();
@@ -45,7 +45,7 @@ impl<'arena, T: ?Sized> ArenaBox<'arena, T> {
     /// are the safe ways to make a box. Calling it from safe code does not compile:
     ///
     /// ```compile_fail,E0133
-    /// use arena_alloc::ArenaBox;
+    /// use pagekeep_arena::ArenaBox;
     ///
     /// let mut owned = String::from("dropped by its owner");
     /// drop(ArenaBox::from_mut(&mut owned)); // would drop `owned` a second time
@@ -79,7 +79,7 @@ impl<'arena, T> ArenaBox<'arena, T> {
     /// # Examples
     ///
     /// ```
-    /// use arena_alloc::{Arena, ArenaBox};
+    /// use pagekeep_arena::{Arena, ArenaBox};
     ///
     /// let arena = Arena::new();
     /// let place = arena.try_alloc_uninit::<String>().expect("room for a String");

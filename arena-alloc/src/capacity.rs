@@ -1,7 +1,7 @@
 //! [`Arena::with_capacity`]: an arena whose first chunk is committed up front.
 
 use allocator_api2::alloc::AllocError;
-use mmap_alloc::{DefaultPages, PageSource};
+use pagekeep_mmap::{DefaultPages, PageSource};
 
 use crate::arena::Arena;
 use crate::config::ArenaConfig;
@@ -18,7 +18,7 @@ impl Arena {
     /// # Examples
     ///
     /// ```
-    /// use arena_alloc::Arena;
+    /// use pagekeep_arena::Arena;
     ///
     /// let arena = Arena::with_capacity(64 << 10);
     /// assert!(arena.stats().committed_bytes >= 64 << 10);
@@ -43,7 +43,7 @@ impl Arena {
     /// # Examples
     ///
     /// ```
-    /// use arena_alloc::Arena;
+    /// use pagekeep_arena::Arena;
     ///
     /// assert!(Arena::try_with_capacity(usize::MAX).is_err());
     /// let arena = Arena::try_with_capacity(4096).expect("a page");
@@ -65,8 +65,8 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     /// # Examples
     ///
     /// ```
-    /// use arena_alloc::{Arena, ArenaConfig};
-    /// use mmap_alloc::HeapPages;
+    /// use pagekeep_arena::{Arena, ArenaConfig};
+    /// use pagekeep_mmap::HeapPages;
     ///
     /// let config = ArenaConfig::new().limit_bytes(1 << 20);
     /// let arena: Arena<HeapPages, 16> =

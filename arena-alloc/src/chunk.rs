@@ -9,7 +9,7 @@
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use mmap_alloc::{Decommit, PageSource};
+use pagekeep_mmap::{Decommit, PageSource};
 
 /// Bytes at the start of every chunk kept for its header; allocations start after them.
 /// A multiple of 64, so the first allocation of a chunk is 64-byte aligned.

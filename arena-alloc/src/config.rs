@@ -1,6 +1,6 @@
 //! [`ArenaConfig`]: the sizes and policies of an [`Arena`](crate::Arena).
 
-use mmap_alloc::Decommit;
+use pagekeep_mmap::Decommit;
 
 /// Sizes and policies of an [`Arena`](crate::Arena), built with `const` setters.
 ///
@@ -11,7 +11,7 @@ use mmap_alloc::Decommit;
 /// # Examples
 ///
 /// ```
-/// use arena_alloc::{Arena, ArenaConfig};
+/// use pagekeep_arena::{Arena, ArenaConfig};
 ///
 /// let config = ArenaConfig::new().limit_bytes(1 << 20).warm_bytes(64 << 10);
 /// let arena = Arena::with_config(config);

@@ -9,7 +9,7 @@ use core::alloc::Layout;
 use core::ptr::NonNull;
 
 use allocator_api2::alloc::AllocError;
-use mmap_alloc::PageSource;
+use pagekeep_mmap::PageSource;
 
 use crate::arena::Arena;
 
@@ -33,7 +33,7 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     /// # Examples
     ///
     /// ```
-    /// use arena_alloc::Arena;
+    /// use pagekeep_arena::Arena;
     ///
     /// let arena = Arena::new();
     /// assert_eq!(arena.alloc_slice_fill_copy(3, 7u16), &[7, 7, 7]);
@@ -53,12 +53,12 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     /// # Examples
     ///
     /// ```
-    /// use arena_alloc::Arena;
+    /// use pagekeep_arena::Arena;
     ///
     /// let arena = Arena::new();
     /// assert!(arena.try_alloc_slice_fill_copy(usize::MAX, 0u32).is_err());
     /// assert_eq!(arena.try_alloc_slice_fill_copy(2, 'x')?, &['x', 'x']);
-    /// # Ok::<(), arena_alloc::AllocError>(())
+    /// # Ok::<(), pagekeep_arena::AllocError>(())
     /// ```
     #[allow(clippy::mut_from_ref, reason = "each call hands out fresh memory")]
     pub fn try_alloc_slice_fill_copy<T: Copy>(
@@ -79,7 +79,7 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     /// # Examples
     ///
     /// ```
-    /// use arena_alloc::Arena;
+    /// use pagekeep_arena::Arena;
     ///
     /// let arena = Arena::new();
     /// let names = arena.alloc_slice_fill_clone(2, &String::from("anon"));
@@ -103,7 +103,7 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     /// # Examples
     ///
     /// ```
-    /// use arena_alloc::{Arena, ArenaConfig};
+    /// use pagekeep_arena::{Arena, ArenaConfig};
     /// use std::rc::Rc;
     ///
     /// let arena = Arena::with_config(ArenaConfig::new().limit_bytes(64));
@@ -129,7 +129,7 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     /// # Examples
     ///
     /// ```
-    /// use arena_alloc::Arena;
+    /// use pagekeep_arena::Arena;
     ///
     /// let arena = Arena::new();
     /// let counters = arena.alloc_slice_fill_default::<u64>(4);
@@ -153,11 +153,11 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     /// # Examples
     ///
     /// ```
-    /// use arena_alloc::Arena;
+    /// use pagekeep_arena::Arena;
     ///
     /// let arena = Arena::new();
     /// assert_eq!(arena.try_alloc_slice_fill_default::<bool>(2)?, &[false, false]);
-    /// # Ok::<(), arena_alloc::AllocError>(())
+    /// # Ok::<(), pagekeep_arena::AllocError>(())
     /// ```
     #[allow(clippy::mut_from_ref, reason = "each call hands out fresh memory")]
     pub fn try_alloc_slice_fill_default<T: Default>(
@@ -182,7 +182,7 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     /// # Examples
     ///
     /// ```
-    /// use arena_alloc::Arena;
+    /// use pagekeep_arena::Arena;
     ///
     /// let arena = Arena::new();
     /// let squares = arena.alloc_slice_fill_iter((1..5u32).map(|n| n * n));
@@ -213,12 +213,12 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     /// # Examples
     ///
     /// ```
-    /// use arena_alloc::{Arena, ArenaConfig};
+    /// use pagekeep_arena::{Arena, ArenaConfig};
     ///
     /// let arena = Arena::with_config(ArenaConfig::new().limit_bytes(16));
     /// assert!(arena.try_alloc_slice_fill_iter((0..100u32).map(u64::from)).is_err());
     /// assert_eq!(arena.try_alloc_slice_fill_iter([3u64, 4])?, &[3, 4]);
-    /// # Ok::<(), arena_alloc::AllocError>(())
+    /// # Ok::<(), pagekeep_arena::AllocError>(())
     /// ```
     #[allow(clippy::mut_from_ref, reason = "each call hands out fresh memory")]
     pub fn try_alloc_slice_fill_iter<I>(&self, items: I) -> Result<&mut [I::Item], AllocError>

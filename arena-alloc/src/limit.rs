@@ -1,6 +1,6 @@
 //! [`Arena::set_allocation_limit`]: the allocation limit, changed at run time.
 
-use mmap_alloc::PageSource;
+use pagekeep_mmap::PageSource;
 
 use crate::arena::Arena;
 
@@ -11,7 +11,7 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     /// # Examples
     ///
     /// ```
-    /// use arena_alloc::{Arena, ArenaConfig};
+    /// use pagekeep_arena::{Arena, ArenaConfig};
     ///
     /// assert_eq!(Arena::new().allocation_limit(), None);
     /// let arena = Arena::with_config(ArenaConfig::new().limit_bytes(4096));
@@ -40,7 +40,7 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     /// # Examples
     ///
     /// ```
-    /// use arena_alloc::Arena;
+    /// use pagekeep_arena::Arena;
     ///
     /// let mut arena = Arena::new();
     /// arena.alloc_slice_fill_copy(1000, 0u8);

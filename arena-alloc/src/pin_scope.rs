@@ -8,7 +8,7 @@ use core::pin::Pin;
 use core::ptr::NonNull;
 
 use allocator_api2::alloc::AllocError;
-use mmap_alloc::PageSource;
+use pagekeep_mmap::PageSource;
 
 use crate::arena::Arena;
 
@@ -131,7 +131,7 @@ impl<S: PageSource + Default, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     /// # Examples
     ///
     /// ```
-    /// use arena_alloc::Arena;
+    /// use pagekeep_arena::Arena;
     /// use std::future::Future;
     /// use std::task::{Context, Poll, Waker};
     ///

@@ -19,7 +19,7 @@
 use core::pin::Pin;
 
 use allocator_api2::alloc::AllocError;
-use mmap_alloc::PageSource;
+use pagekeep_mmap::PageSource;
 
 use crate::arena::Arena;
 use crate::boxed::ArenaBox;
@@ -32,7 +32,7 @@ impl<T: ?Sized> ArenaBox<'static, T> {
     /// # Examples
     ///
     /// ```
-    /// use arena_alloc::{Arena, ArenaBox};
+    /// use pagekeep_arena::{Arena, ArenaBox};
     /// use std::marker::PhantomPinned;
     ///
     /// # let raw = Box::into_raw(Box::new(Arena::new()));
@@ -86,7 +86,7 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     /// # Examples
     ///
     /// ```
-    /// use arena_alloc::Arena;
+    /// use pagekeep_arena::Arena;
     /// use std::future::Future;
     /// use std::pin::Pin;
     /// use std::task::{Context, Poll, Waker};

@@ -65,7 +65,7 @@ fn record_spill(ptr: *mut u8, bytes: usize, account: SpillAccount) {
 /// # Examples
 ///
 /// ```no_run
-/// use arena_alloc::{ArenaPool, ArenaRouter, PoolConfig};
+/// use pagekeep_arena::{ArenaPool, ArenaRouter, PoolConfig};
 /// use std::alloc::System;
 ///
 /// #[global_allocator]
@@ -77,7 +77,7 @@ fn record_spill(ptr: *mut u8, bytes: usize, account: SpillAccount) {
 /// assert_eq!(text, "42 in an arena");
 /// drop(text); // freed back into the arena from outside it
 /// drop(lease);
-/// # Ok::<(), arena_alloc::PoolError>(())
+/// # Ok::<(), pagekeep_arena::PoolError>(())
 /// ```
 pub struct ArenaRouter<F> {
     fallback: F,

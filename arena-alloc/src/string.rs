@@ -5,7 +5,7 @@ use core::ops::{Deref, DerefMut};
 
 use allocator_api2::alloc::AllocError;
 use allocator_api2::vec::Vec;
-use mmap_alloc::{DefaultPages, PageSource};
+use pagekeep_mmap::{DefaultPages, PageSource};
 
 use crate::arena::Arena;
 
@@ -25,7 +25,7 @@ use crate::arena::Arena;
 /// # Examples
 ///
 /// ```
-/// use arena_alloc::{Arena, ArenaString, arena_format};
+/// use pagekeep_arena::{Arena, ArenaString, arena_format};
 /// use core::fmt::Write;
 ///
 /// let arena = Arena::new();
@@ -76,7 +76,7 @@ impl<'a, S: PageSource, const MIN_ALIGN: usize> ArenaString<'a, S, MIN_ALIGN> {
     /// # Examples
     ///
     /// ```
-    /// use arena_alloc::{Arena, ArenaString};
+    /// use pagekeep_arena::{Arena, ArenaString};
     ///
     /// let arena = Arena::new();
     /// let mut text = ArenaString::with_capacity_in(16, &arena);
@@ -112,7 +112,7 @@ impl<'a, S: PageSource, const MIN_ALIGN: usize> ArenaString<'a, S, MIN_ALIGN> {
     /// # Examples
     ///
     /// ```
-    /// use arena_alloc::{Arena, ArenaString};
+    /// use pagekeep_arena::{Arena, ArenaString};
     ///
     /// let arena = Arena::new();
     /// let name = ArenaString::from_str_in("arena", &arena);
@@ -143,7 +143,7 @@ impl<'a, S: PageSource, const MIN_ALIGN: usize> ArenaString<'a, S, MIN_ALIGN> {
     /// # Examples
     ///
     /// ```
-    /// use arena_alloc::{Arena, ArenaString};
+    /// use pagekeep_arena::{Arena, ArenaString};
     ///
     /// let arena = Arena::new();
     /// let status = ArenaString::from_fmt(&arena, format_args!("{} {}", 404, "Not Found"));
@@ -165,14 +165,14 @@ impl<'a, S: PageSource, const MIN_ALIGN: usize> ArenaString<'a, S, MIN_ALIGN> {
     /// # Examples
     ///
     /// ```
-    /// use arena_alloc::{Arena, ArenaConfig, ArenaString};
+    /// use pagekeep_arena::{Arena, ArenaConfig, ArenaString};
     ///
     /// let arena = Arena::with_config(ArenaConfig::new().limit_bytes(16));
     /// assert!(ArenaString::try_from_fmt(&arena, format_args!("{:>40}", "wide")).is_err());
     /// assert_eq!(arena.stats().allocated_bytes, 0);
     /// let short = ArenaString::try_from_fmt(&arena, format_args!("{}", 12))?;
     /// assert_eq!(short, "12");
-    /// # Ok::<(), arena_alloc::AllocError>(())
+    /// # Ok::<(), pagekeep_arena::AllocError>(())
     /// ```
     pub fn try_from_fmt(
         arena: &'a Arena<S, MIN_ALIGN>,
@@ -224,14 +224,14 @@ impl<'a, S: PageSource, const MIN_ALIGN: usize> ArenaString<'a, S, MIN_ALIGN> {
     /// # Examples
     ///
     /// ```
-    /// use arena_alloc::{Arena, ArenaConfig, ArenaString};
+    /// use pagekeep_arena::{Arena, ArenaConfig, ArenaString};
     ///
     /// let arena = Arena::with_config(ArenaConfig::new().limit_bytes(4));
     /// let mut word = ArenaString::new_in(&arena);
     /// word.try_push_str("abc")?;
     /// assert!(word.try_push_str("de").is_err());
     /// assert_eq!(word, "abc");
-    /// # Ok::<(), arena_alloc::AllocError>(())
+    /// # Ok::<(), pagekeep_arena::AllocError>(())
     /// ```
     pub fn try_push_str(&mut self, text: &str) -> Result<(), AllocError> {
         // Doubling when there is room for it, exactly what is needed when there is not
@@ -296,7 +296,7 @@ impl<'a, S: PageSource, const MIN_ALIGN: usize> ArenaString<'a, S, MIN_ALIGN> {
     /// # Examples
     ///
     /// ```
-    /// use arena_alloc::{Arena, arena_format};
+    /// use pagekeep_arena::{Arena, arena_format};
     ///
     /// let arena = Arena::new();
     /// let greeting: &str = arena_format!(in &arena, "hello, {}", "world").into_str();
@@ -322,7 +322,7 @@ impl<'a, S: PageSource, const MIN_ALIGN: usize> ArenaString<'a, S, MIN_ALIGN> {
 /// # Examples
 ///
 /// ```
-/// use arena_alloc::{Arena, arena_format};
+/// use pagekeep_arena::{Arena, arena_format};
 ///
 /// let arena = Arena::new();
 /// let path = arena_format!(in &arena, "/users/{}/posts/{}", 17, 4);

@@ -6,7 +6,7 @@ use core::fmt;
 use core::ptr::NonNull;
 
 use allocator_api2::alloc::AllocError;
-use mmap_alloc::PageSource;
+use pagekeep_mmap::PageSource;
 
 use crate::arena::Arena;
 
@@ -88,7 +88,7 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     /// # Examples
     ///
     /// ```
-    /// use arena_alloc::Arena;
+    /// use pagekeep_arena::Arena;
     ///
     /// let arena = Arena::new();
     /// let port = arena.alloc_try_with(|| "8080".parse::<u16>())?;
@@ -119,7 +119,7 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     /// # Examples
     ///
     /// ```
-    /// use arena_alloc::{AllocOrInitError, Arena, ArenaConfig};
+    /// use pagekeep_arena::{AllocOrInitError, Arena, ArenaConfig};
     ///
     /// let arena = Arena::with_config(ArenaConfig::new().limit_bytes(8));
     /// let made = arena.try_alloc_try_with(|| Ok::<_, ()>([0u8; 16]));

@@ -7,7 +7,7 @@
 use std::alloc::System;
 use std::hint::black_box;
 
-use arena_alloc::{ArenaPool, ArenaRouter, PoolConfig};
+use pagekeep_arena::{ArenaPool, ArenaRouter, PoolConfig};
 
 #[global_allocator]
 static GLOBAL: ArenaRouter<System> = ArenaRouter::new(System);

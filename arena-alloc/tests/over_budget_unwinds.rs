@@ -5,7 +5,7 @@
 //! before is intact, every routed allocation is accounted for, and the arena goes back
 //! to the pool.
 //!
-//! Run with `cargo +nightly test -p arena-alloc --features fail-over-budget --test
+//! Run with `cargo +nightly test -p pagekeep-arena --features fail-over-budget --test
 //! over_budget_unwinds` (the test binary needs nightly for the hook).
 
 #![feature(alloc_error_hook)]
@@ -14,7 +14,7 @@ use std::alloc::{Layout, System};
 use std::hint::black_box;
 use std::panic::{self, AssertUnwindSafe};
 
-use arena_alloc::{ArenaPool, ArenaRouter, PoolConfig};
+use pagekeep_arena::{ArenaPool, ArenaRouter, PoolConfig};
 
 #[global_allocator]
 static GLOBAL: ArenaRouter<System> = ArenaRouter::new(System);

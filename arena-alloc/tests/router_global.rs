@@ -6,7 +6,7 @@ use std::alloc::System;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc;
 
-use arena_alloc::{ArenaPool, ArenaRouter, PoolConfig, in_arena, outside_arena};
+use pagekeep_arena::{ArenaPool, ArenaRouter, PoolConfig, in_arena, outside_arena};
 
 #[global_allocator]
 static GLOBAL: ArenaRouter<System> = ArenaRouter::new(System);

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use arena_alloc::{ArenaPool, ArenaRouter, PoolConfig, in_arena, outside_arena};
+use pagekeep_arena::{ArenaPool, ArenaRouter, PoolConfig, in_arena, outside_arena};
 
 #[global_allocator]
 static GLOBAL: ArenaRouter<System> = ArenaRouter::new(System);

@@ -2,7 +2,7 @@
 //! (`application/json`); invalid JSON gets 400, a body over 64 KiB gets 413, anything
 //! else 404.
 //!
-//! `cargo run --release -p executor --example echo -- [PORT] [WORKERS]`, then
+//! `cargo run --release -p pagekeep-executor --example echo -- [PORT] [WORKERS]`, then
 //! `curl -d '{"hello":[1,2,3]}' http://127.0.0.1:8080/echo`
 
 mod common;
@@ -11,9 +11,9 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, LengthLimitError};
 
-// Routes each request's allocations to its own arena (see `executor::RequestAllocator`).
+// Routes each request's allocations to its own arena (see `pagekeep_executor::RequestAllocator`).
 #[global_allocator]
-static GLOBAL: executor::RequestAllocator = executor::request_allocator();
+static GLOBAL: pagekeep_executor::RequestAllocator = pagekeep_executor::request_allocator();
 
 fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body));
@@ -24,7 +24,7 @@ fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Respons
     response
 }
 
-async fn echo(request: Request<executor::RequestBody>) -> Response<Full<Bytes>> {
+async fn echo(request: Request<pagekeep_executor::RequestBody>) -> Response<Full<Bytes>> {
     if request.method() != Method::POST || request.uri().path() != "/echo" {
         return reply(
             StatusCode::NOT_FOUND,
@@ -59,7 +59,7 @@ async fn echo(request: Request<executor::RequestBody>) -> Response<Full<Bytes>> 
 
 fn main() -> std::io::Result<()> {
     let (address, workers) = common::settings(8080);
-    let server = executor::Server::builder()
+    let server = pagekeep_executor::Server::builder()
         .workers(workers)
         .max_body_bytes(64 * 1024)
         .bind(address)?;

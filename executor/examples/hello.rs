@@ -1,6 +1,6 @@
 //! Plaintext "Hello, World!" on every path.
 //!
-//! `cargo run --release -p executor --example hello -- [PORT] [WORKERS]`
+//! `cargo run --release -p pagekeep-executor --example hello -- [PORT] [WORKERS]`
 //! (or `PORT=8080 WORKERS=2`; `REUSE_PORT=1` gives each worker its own `SO_REUSEPORT`
 //! socket instead of sharing one); Ctrl-C shuts down gracefully.
 
@@ -10,13 +10,13 @@ use bytes::Bytes;
 use http::{Response, header};
 use http_body_util::Full;
 
-// Routes each request's allocations to its own arena (see `executor::RequestAllocator`).
+// Routes each request's allocations to its own arena (see `pagekeep_executor::RequestAllocator`).
 #[global_allocator]
-static GLOBAL: executor::RequestAllocator = executor::request_allocator();
+static GLOBAL: pagekeep_executor::RequestAllocator = pagekeep_executor::request_allocator();
 
 fn main() -> std::io::Result<()> {
     let (address, workers) = common::settings(8080);
-    let mut builder = executor::Server::builder().workers(workers);
+    let mut builder = pagekeep_executor::Server::builder().workers(workers);
     if let Ok(value) = std::env::var("REUSE_PORT") {
         // REUSE_PORT=1: one SO_REUSEPORT socket per worker (default: one shared socket).
         builder = builder.reuse_port(value != "0");

@@ -7,7 +7,7 @@
 //! poll (its destructors free the list) and the client gets 503 saying the request
 //! exceeded its memory budget. Every other path answers "Hello, World!" meanwhile.
 //!
-//! `cargo run --release -p executor --example oom -- [PORT] [WORKERS]`, then
+//! `cargo run --release -p pagekeep-executor --example oom -- [PORT] [WORKERS]`, then
 //! `curl -i http://127.0.0.1:8082/oom` and `curl http://127.0.0.1:8082/`.
 
 mod common;
@@ -20,15 +20,15 @@ use http_body_util::Full;
 
 // Routes each request's allocations to its arena; without it budgets are not enforced.
 #[global_allocator]
-static GLOBAL: executor::RequestAllocator = executor::request_allocator();
+static GLOBAL: pagekeep_executor::RequestAllocator = pagekeep_executor::request_allocator();
 
-async fn handle(request: Request<executor::RequestBody>) -> Response<Full<Bytes>> {
+async fn handle(request: Request<pagekeep_executor::RequestBody>) -> Response<Full<Bytes>> {
     if request.uri().path() == "/oom" {
         let mut hoard: Vec<Vec<u8>> = Vec::new();
         loop {
             // Written, so the memory is really used.
             hoard.push(vec![0xA5; 64 << 10]);
-            executor::sleep(Duration::from_millis(1)).await;
+            pagekeep_executor::sleep(Duration::from_millis(1)).await;
         }
     }
     let mut response = Response::new(Full::new(Bytes::from_static(b"Hello, World!")));
@@ -45,7 +45,7 @@ fn main() -> std::io::Result<()> {
         .ok()
         .and_then(|value| value.parse().ok())
         .unwrap_or(1 << 20);
-    let server = executor::Server::builder()
+    let server = pagekeep_executor::Server::builder()
         .workers(workers)
         .arena_bytes(arena_bytes)
         .bind(address)?;

@@ -3,7 +3,7 @@
 //! executor's HTTP/1 client (non-blocking connect, 2 s timeout); upstream failures
 //! become 502, timeouts 504.
 //!
-//! `UPSTREAM=127.0.0.1:8080 cargo run --release -p executor --example proxy -- [PORT] [WORKERS]`
+//! `UPSTREAM=127.0.0.1:8080 cargo run --release -p pagekeep-executor --example proxy -- [PORT] [WORKERS]`
 
 mod common;
 
@@ -11,13 +11,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use executor::client::{ClientError, send_request};
 use http::{Request, Response, StatusCode};
 use http_body_util::{Empty, Full};
+use pagekeep_executor::client::{ClientError, send_request};
 
-// Routes each request's allocations to its own arena (see `executor::RequestAllocator`).
+// Routes each request's allocations to its own arena (see `pagekeep_executor::RequestAllocator`).
 #[global_allocator]
-static GLOBAL: executor::RequestAllocator = executor::request_allocator();
+static GLOBAL: pagekeep_executor::RequestAllocator = pagekeep_executor::request_allocator();
 
 fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
@@ -27,7 +27,7 @@ fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 
 async fn forward(
     upstream: SocketAddr,
-    request: Request<executor::RequestBody>,
+    request: Request<pagekeep_executor::RequestBody>,
 ) -> Response<Full<Bytes>> {
     let path = request
         .uri()
@@ -55,7 +55,9 @@ fn main() -> std::io::Result<()> {
         .ok()
         .and_then(|value| value.parse().ok())
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-    let server = executor::Server::builder().workers(workers).bind(address)?;
+    let server = pagekeep_executor::Server::builder()
+        .workers(workers)
+        .bind(address)?;
     println!(
         "proxy: listening on http://{} with {workers} workers, forwarding to http://{upstream}",
         server.local_addr()

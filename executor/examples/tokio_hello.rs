@@ -1,7 +1,7 @@
 //! The `hello` service on tokio + hyper (multi-thread runtime, same worker count), for
 //! comparison with `examples/hello.rs` in the same run.
 //!
-//! `cargo run --release -p executor --example tokio_hello -- [PORT] [WORKERS]`
+//! `cargo run --release -p pagekeep-executor --example tokio_hello -- [PORT] [WORKERS]`
 
 mod common;
 

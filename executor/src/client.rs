@@ -89,7 +89,7 @@ where
     pub async fn connect(address: SocketAddr, limit: Duration) -> Result<Self, ClientError> {
         // Built and polled outside the caller's arena: everything the connection keeps
         // is allocated while this future runs.
-        let connecting = arena_alloc::outside_arena(|| {
+        let connecting = pagekeep_arena::outside_arena(|| {
             Box::pin(timeout(limit, async move {
                 let stream = TcpStream::connect(address)
                     .await
@@ -122,7 +122,7 @@ where
         let sender = &mut self.sender;
         // Outside the caller's arena: sending grows the connection's queue, which
         // lives as long as the connection.
-        let sending = arena_alloc::outside_arena(|| {
+        let sending = pagekeep_arena::outside_arena(|| {
             Box::pin(timeout(limit, async move {
                 sender.ready().await.map_err(ClientError::Http)?;
                 sender
@@ -189,7 +189,7 @@ impl<F: Future> Future for OutsideArena<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let future = self.0.as_mut();
-        arena_alloc::outside_arena(|| future.poll(cx))
+        pagekeep_arena::outside_arena(|| future.poll(cx))
     }
 }
 

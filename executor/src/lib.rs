@@ -15,9 +15,9 @@ mod timer;
 mod waker;
 mod worker;
 
-pub use arena_alloc::{ArenaPool, PoolConfig, PoolStats};
 pub use hyper_rt::{HyperExecutor, HyperTimer};
 pub use join::{JoinError, JoinHandle};
+pub use pagekeep_arena::{ArenaPool, PoolConfig, PoolStats};
 pub use runtime::{Builder, Runtime};
 pub use server::{
     ClientAddr, Handler, RequestBody, ResponseBody, Server, ServerBuilder, ServerStats,
@@ -27,8 +27,8 @@ pub use task::{current_worker, spawn};
 pub use timer::{Elapsed, Sleep, Timeout, YieldNow, sleep, sleep_until, timeout, yield_now};
 
 /// The global allocator a server binary installs so that each request's allocations
-/// come from its own arena: [`ArenaRouter`](arena_alloc::ArenaRouter) over
-/// [`SlabHeap`](slab_alloc::SlabHeap), which serves everything outside requests
+/// come from its own arena: [`ArenaRouter`](pagekeep_arena::ArenaRouter) over
+/// [`SlabHeap`](pagekeep_slab::SlabHeap), which serves everything outside requests
 /// (connection state, the runtime) and spills of requests over their budget.
 ///
 /// Without it the server still works, leasing an arena per request, but requests
@@ -39,16 +39,16 @@ pub use timer::{Elapsed, Sleep, Timeout, YieldNow, sleep, sleep_until, timeout, 
 ///
 /// ```
 /// #[global_allocator]
-/// static GLOBAL: executor::RequestAllocator = executor::request_allocator();
+/// static GLOBAL: pagekeep_executor::RequestAllocator = pagekeep_executor::request_allocator();
 ///
 /// let words: Vec<String> = vec!["allocated".into(), "outside".into(), "any".into(), "arena".into()];
 /// assert_eq!(words.join(" "), "allocated outside any arena");
 /// ```
-pub type RequestAllocator = arena_alloc::ArenaRouter<slab_alloc::SlabHeap>;
+pub type RequestAllocator = pagekeep_arena::ArenaRouter<pagekeep_slab::SlabHeap>;
 
 /// A [`RequestAllocator`], for `#[global_allocator]`.
 pub const fn request_allocator() -> RequestAllocator {
-    arena_alloc::ArenaRouter::new(slab_alloc::SlabHeap::new())
+    pagekeep_arena::ArenaRouter::new(pagekeep_slab::SlabHeap::new())
 }
 
 #[cfg(test)]

@@ -113,7 +113,7 @@ impl Waiters {
             None
         };
         // Reactor state outlives any request: never grow it inside a request's arena.
-        arena_alloc::outside_arena(|| self.rest.push(waker.clone()));
+        pagekeep_arena::outside_arena(|| self.rest.push(waker.clone()));
         evicted
     }
 
@@ -206,7 +206,7 @@ impl IoState {
         };
         // Outside the lock: a waker is user code. The vectors are freed outside any
         // request's arena, where they were allocated.
-        arena_alloc::outside_arena(|| {
+        pagekeep_arena::outside_arena(|| {
             read_waiters.wake();
             write_waiters.wake();
         });
@@ -283,8 +283,8 @@ impl Registration {
         })?;
         // The registration and the I/O table outlive any request: a socket opened by a
         // handler is registered outside the request's arena.
-        let state = arena_alloc::outside_arena(|| Arc::new(IoState::new()));
-        let token = arena_alloc::outside_arena(|| worker.io_table().insert(Arc::clone(&state)));
+        let state = pagekeep_arena::outside_arena(|| Arc::new(IoState::new()));
+        let token = pagekeep_arena::outside_arena(|| worker.io_table().insert(Arc::clone(&state)));
         if let Err(error) = worker.registry().register(
             source,
             Token(token),

@@ -99,7 +99,7 @@ struct WorkerHandle {
 ///
 /// # Examples
 /// ```
-/// let runtime = executor::Runtime::builder().workers(2).build()?;
+/// let runtime = pagekeep_executor::Runtime::builder().workers(2).build()?;
 /// let handle = runtime.spawn(async { 6 * 7 });
 /// assert_eq!(runtime.block_on(handle).unwrap(), 42);
 /// # Ok::<(), std::io::Error>(())
@@ -192,7 +192,7 @@ impl Runtime {
     ///
     /// # Examples
     /// ```
-    /// let runtime = executor::Runtime::builder().workers(2).build()?;
+    /// let runtime = pagekeep_executor::Runtime::builder().workers(2).build()?;
     /// let left = runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     /// assert_eq!(left, 0);
     /// # Ok::<(), std::io::Error>(())

@@ -33,8 +33,8 @@ struct Inner {
 ///
 /// # Examples
 /// ```
-/// let runtime = executor::Runtime::builder().workers(1).build()?;
-/// let shutdown = executor::Shutdown::new();
+/// let runtime = pagekeep_executor::Runtime::builder().workers(1).build()?;
+/// let shutdown = pagekeep_executor::Shutdown::new();
 /// let waiter = runtime.spawn(shutdown.wait());
 /// shutdown.trigger();
 /// runtime.block_on(waiter).unwrap();

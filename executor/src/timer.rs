@@ -236,8 +236,8 @@ pub(crate) fn deadline_after(now: Instant, duration: Duration) -> Instant {
 /// # Examples
 /// ```
 /// use std::time::Duration;
-/// let runtime = executor::Runtime::builder().workers(1).build()?;
-/// runtime.block_on(async { executor::sleep(Duration::from_millis(5)).await });
+/// let runtime = pagekeep_executor::Runtime::builder().workers(1).build()?;
+/// runtime.block_on(async { pagekeep_executor::sleep(Duration::from_millis(5)).await });
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn sleep(duration: Duration) -> Sleep {
@@ -259,12 +259,12 @@ pub fn sleep_until(deadline: Instant) -> Sleep {
 ///
 /// # Examples
 /// ```
-/// let runtime = executor::Runtime::builder().workers(1).build()?;
+/// let runtime = pagekeep_executor::Runtime::builder().workers(1).build()?;
 /// runtime.block_on(async {
 ///     let (sender, receiver) = std::sync::mpsc::channel();
-///     let other = executor::spawn(async move { sender.send(()).unwrap() });
+///     let other = pagekeep_executor::spawn(async move { sender.send(()).unwrap() });
 ///     // The spawned task has not run yet; yielding lets it.
-///     executor::yield_now().await;
+///     pagekeep_executor::yield_now().await;
 ///     assert!(receiver.try_recv().is_ok());
 ///     other.await.unwrap();
 /// });
@@ -343,7 +343,7 @@ impl Future for Sleep {
         this.polled = true;
         // The timer heap outlives any request: a handler's sleep must not grow it (or
         // make its entry) inside the request's arena.
-        let entry = arena_alloc::outside_arena(|| {
+        let entry = pagekeep_arena::outside_arena(|| {
             crate::worker::with_local(|local| {
                 local
                     .timers
@@ -390,11 +390,11 @@ pub struct Timeout<F> {
 /// # Examples
 /// ```
 /// use std::time::Duration;
-/// let runtime = executor::Runtime::builder().workers(1).build()?;
+/// let runtime = pagekeep_executor::Runtime::builder().workers(1).build()?;
 /// let result = runtime.block_on(async {
-///     executor::timeout(Duration::from_millis(5), std::future::pending::<()>()).await
+///     pagekeep_executor::timeout(Duration::from_millis(5), std::future::pending::<()>()).await
 /// });
-/// assert_eq!(result, Err(executor::Elapsed));
+/// assert_eq!(result, Err(pagekeep_executor::Elapsed));
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {

@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use arena_alloc::outside_arena;
 use mio::{Events, Token};
+use pagekeep_arena::outside_arena;
 
 use crate::reactor::IoTable;
 use crate::sync::lock;

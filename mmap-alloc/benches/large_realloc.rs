@@ -3,7 +3,7 @@
 //! 16-byte alignment, and against an explicit allocate-copy-free.
 //!
 //! Target: at least 10x faster than `System`. Run:
-//! `cargo bench -p mmap-alloc --bench large_realloc`.
+//! `cargo bench -p pagekeep-mmap --bench large_realloc`.
 
 #![allow(
     missing_docs,
@@ -16,7 +16,7 @@ use std::alloc::System;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use mmap_alloc::MmapAlloc;
+use pagekeep_mmap::MmapAlloc;
 
 const FROM: usize = 64 << 20;
 const TO: usize = 256 << 20;
@@ -88,7 +88,7 @@ fn large_realloc(c: &mut Criterion) {
     group
         .sample_size(20)
         .warm_up_time(Duration::from_millis(500));
-    group.bench_function("mmap_alloc", |b| {
+    group.bench_function("pagekeep_mmap", |b| {
         b.iter_batched(|| touched(MmapAlloc, 4096), grow, BatchSize::PerIteration)
     });
     // Page-aligned, as `MmapAlloc`'s blocks are: Rust's `System` then allocates, copies

@@ -3,7 +3,7 @@
 //! kernel places a mapping (and whether a first touch faults in a huge page) does not
 //! swamp the cost of the layer.
 //!
-//! Target: within 5% of the raw calls. Run: `cargo bench -p mmap-alloc --bench page_cycles`.
+//! Target: within 5% of the raw calls. Run: `cargo bench -p pagekeep-mmap --bench page_cycles`.
 
 #![allow(
     missing_docs,
@@ -14,7 +14,7 @@ use core::hint::black_box;
 use core::ptr;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use mmap_alloc::{Decommit, OsPages, PageSource, Region};
+use pagekeep_mmap::{Decommit, OsPages, PageSource, Region};
 
 const SIZES: [(usize, &str); 3] = [(64 << 10, "64KiB"), (2 << 20, "2MiB"), (64 << 20, "64MiB")];
 

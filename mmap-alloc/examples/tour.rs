@@ -1,13 +1,13 @@
-//! A tour of mmap-alloc: reserve address space, commit and touch part of it, watch the
+//! A tour of pagekeep-mmap: reserve address space, commit and touch part of it, watch the
 //! resident page count, give memory back both ways, and grow a block without copying.
 //!
-//! Run: `cargo run --release -p mmap-alloc --example tour`
+//! Run: `cargo run --release -p pagekeep-mmap --example tour`
 
 use core::alloc::{GlobalAlloc, Layout};
 use std::alloc::System;
 use std::time::Instant;
 
-use mmap_alloc::{Decommit, MmapAlloc, Region, sys};
+use pagekeep_mmap::{Decommit, MmapAlloc, Region, sys};
 
 fn main() -> std::io::Result<()> {
     let page = sys::page_size();

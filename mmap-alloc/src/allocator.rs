@@ -33,7 +33,7 @@ const HUGE_FRAME: usize = 2 << 20;
 ///
 /// ```
 /// use core::alloc::{GlobalAlloc, Layout};
-/// use mmap_alloc::MmapAlloc;
+/// use pagekeep_mmap::MmapAlloc;
 ///
 /// let layout = Layout::from_size_align(1 << 20, 4096).unwrap();
 /// // SAFETY: the layout has a non-zero size.

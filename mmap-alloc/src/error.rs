@@ -75,7 +75,7 @@ pub enum Cause {
 /// # Examples
 ///
 /// ```
-/// use mmap_alloc::{sys, Cause};
+/// use pagekeep_mmap::{sys, Cause};
 ///
 /// // A zero-sized reservation is refused before any system call is made.
 /// let error = sys::reserve(0).unwrap_err();

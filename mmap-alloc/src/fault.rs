@@ -21,7 +21,7 @@ const NEVER: u64 = u64::MAX;
 /// # Examples
 ///
 /// ```
-/// use mmap_alloc::{FailingSource, HeapPages, PageSource};
+/// use pagekeep_mmap::{FailingSource, HeapPages, PageSource};
 ///
 /// let source = FailingSource::new(HeapPages);
 /// source.fail_nth(2);
@@ -34,7 +34,7 @@ const NEVER: u64 = u64::MAX;
 ///     source.release(first, 4096, 4096)?;
 ///     source.release(third, 4096, 4096)?;
 /// }
-/// # Ok::<(), mmap_alloc::Error>(())
+/// # Ok::<(), pagekeep_mmap::Error>(())
 /// ```
 pub struct FailingSource<S> {
     inner: S,

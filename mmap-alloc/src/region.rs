@@ -17,7 +17,7 @@ use crate::sys::{self, Contents, Decommit, HugePages, Protection};
 /// # Examples
 ///
 /// ```
-/// use mmap_alloc::{Decommit, Region, sys};
+/// use pagekeep_mmap::{Decommit, Region, sys};
 ///
 /// let page = sys::page_size();
 /// // Reserve 1 MiB aligned to 1 MiB: address space only, no memory yet.

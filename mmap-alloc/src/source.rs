@@ -136,7 +136,7 @@ unsafe impl<S: PageSource + ?Sized> PageSource for &S {
 /// # Examples
 ///
 /// ```
-/// use mmap_alloc::{OsPages, PageSource};
+/// use pagekeep_mmap::{OsPages, PageSource};
 ///
 /// let pages = OsPages;
 /// let ptr = pages.reserve_committed(1 << 16, 1 << 16)?;
@@ -145,7 +145,7 @@ unsafe impl<S: PageSource + ?Sized> PageSource for &S {
 /// unsafe { ptr.write(7) };
 /// // SAFETY: the reservation made above, released once.
 /// unsafe { pages.release(ptr, 1 << 16, 1 << 16)? };
-/// # Ok::<(), mmap_alloc::Error>(())
+/// # Ok::<(), pagekeep_mmap::Error>(())
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OsPages;
@@ -210,7 +210,7 @@ fn whole_pages(ptr: NonNull<u8>, len: usize) -> Result<()> {
 /// # Examples
 ///
 /// ```
-/// use mmap_alloc::{Cause, HeapPages, PageSource};
+/// use pagekeep_mmap::{Cause, HeapPages, PageSource};
 ///
 /// let error = HeapPages.reserve(1 << 40, 4096).unwrap_err();
 /// assert_eq!(error.cause(), Cause::Os(libc::ENOMEM));

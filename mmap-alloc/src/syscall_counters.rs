@@ -9,7 +9,7 @@
 //!
 //! ```
 //! # #[cfg(feature = "syscall-counters")] {
-//! use mmap_alloc::{Region, syscall_counters};
+//! use pagekeep_mmap::{Region, syscall_counters};
 //!
 //! let before = syscall_counters::snapshot();
 //! let region = Region::reserve_aligned(1 << 20, 1 << 20)?;

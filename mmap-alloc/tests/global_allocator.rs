@@ -9,7 +9,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::cell::Cell;
 use std::alloc::System;
 
-use mmap_alloc::{Decommit, MmapAlloc, sys};
+use pagekeep_mmap::{Decommit, MmapAlloc, sys};
 
 struct Counting;
 

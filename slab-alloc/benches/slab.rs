@@ -1,8 +1,8 @@
-//! Criterion benchmarks of slab-alloc against System (glibc, with a second thread alive),
+//! Criterion benchmarks of pagekeep-slab against System (glibc, with a second thread alive),
 //! mimalloc and jemalloc, each called through `GlobalAlloc` directly.
 //!
 //! ```sh
-//! cargo bench -p slab-alloc --bench slab -- --warm-up-time 1 --measurement-time 3
+//! cargo bench -p pagekeep-slab --bench slab -- --warm-up-time 1 --measurement-time 3
 //! ```
 
 use core::alloc::{GlobalAlloc, Layout};
@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use slab_alloc::{ObjectCache, SlabHeap};
+use pagekeep_slab::{ObjectCache, SlabHeap};
 
 static SLAB: SlabHeap = SlabHeap::new();
 static MIMALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -4,13 +4,13 @@
 //! their footprints do not mix.
 //!
 //! ```sh
-//! cargo run --release -p slab-alloc --example fragmentation
+//! cargo run --release -p pagekeep-slab --example fragmentation
 //! ```
 
 use core::alloc::{GlobalAlloc, Layout};
 use std::process::Command;
 
-use slab_alloc::SlabHeap;
+use pagekeep_slab::SlabHeap;
 
 static SLAB: SlabHeap = SlabHeap::new();
 

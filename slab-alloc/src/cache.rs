@@ -62,7 +62,7 @@ use core::time::Duration;
 use std::time::Instant;
 
 use allocator_api2::alloc::AllocError;
-use mmap_alloc::{DefaultPages, PageSource};
+use pagekeep_mmap::{DefaultPages, PageSource};
 
 use crate::depot::{DEPOT_MAGAZINES, Depot};
 use crate::large_cache::LargeCache;
@@ -899,7 +899,7 @@ impl<S: PageSource> CacheCore<S> {
     /// Gives back the whole pages of a free object after its free words (its first
     /// words: link and, when checked, free tag); a failure only leaves them resident.
     fn purge(&self, object: NonNull<u8>) {
-        let page = mmap_alloc::sys::page_size();
+        let page = pagekeep_mmap::sys::page_size();
         let free_words = slab::FREE_WORDS * size_of::<*mut u8>();
         let start = (object.addr().get() + free_words).next_multiple_of(page);
         let end = (object.addr().get() + self.geometry.slot_size) & !(page - 1);
@@ -911,7 +911,7 @@ impl<S: PageSource> CacheCore<S> {
             // reservation of our source; `object` has the slab's provenance.
             let _ = unsafe {
                 self.source
-                    .decommit(pages, end - start, mmap_alloc::Decommit::Zero)
+                    .decommit(pages, end - start, pagekeep_mmap::Decommit::Zero)
             };
         }
     }
@@ -1416,7 +1416,7 @@ pub enum CacheError {
     /// above 32 KiB, or an object larger than half a slab.
     UnsupportedLayout,
     /// The page source refused the cache's bookkeeping block.
-    Source(mmap_alloc::Error),
+    Source(pagekeep_mmap::Error),
 }
 
 impl fmt::Display for CacheError {
@@ -1473,7 +1473,7 @@ pub(crate) unsafe fn free_core<S: PageSource>(core: NonNull<CacheCore<S>>) {
 /// # Examples
 ///
 /// ```
-/// use slab_alloc::SlabCache;
+/// use pagekeep_slab::SlabCache;
 ///
 /// let cache = SlabCache::new(48, 16)?;
 /// let object = cache.alloc();
@@ -1483,7 +1483,7 @@ pub(crate) unsafe fn free_core<S: PageSource>(core: NonNull<CacheCore<S>>) {
 /// // SAFETY: allocated from this cache above, not used afterwards.
 /// unsafe { cache.free(object) };
 /// assert_eq!(cache.stats().objects_live, 0);
-/// # Ok::<(), slab_alloc::CacheError>(())
+/// # Ok::<(), pagekeep_slab::CacheError>(())
 /// ```
 pub struct SlabCache<S: PageSource = DefaultPages> {
     core: NonNull<CacheCore<S>>,

@@ -192,7 +192,7 @@ pub(crate) fn unflag<F: Flags>(flags: &F) {
 /// A loom model of the handshake: whatever the interleaving, the thread and the pass
 /// never use the slots at once (loom's `UnsafeCell` checks every access), the thread
 /// sees what the pass did, and nested calls neither wait nor end the outer mark.
-/// `RUSTFLAGS="--cfg loom" cargo test -p slab-alloc --release --lib loom_model`.
+/// `RUSTFLAGS="--cfg loom" cargo test -p pagekeep-slab --release --lib loom_model`.
 #[cfg(all(test, loom))]
 mod loom_model {
     use super::{Flags, enter, flag, leave, leave_fast, owner_out, try_enter_fast, unflag};

@@ -8,7 +8,7 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 use allocator_api2::alloc::{AllocError, Allocator};
-use mmap_alloc::{DefaultPages, MmapAlloc, PageSource};
+use pagekeep_mmap::{DefaultPages, MmapAlloc, PageSource};
 
 use crate::cache::{
     CacheCore, CoreConfig, default_magazine_capacity, default_max_magazine_capacity,
@@ -55,7 +55,7 @@ struct Built<S: PageSource + Clone> {
 /// # Examples
 ///
 /// ```
-/// use slab_alloc::SlabHeap;
+/// use pagekeep_slab::SlabHeap;
 ///
 /// #[global_allocator]
 /// static HEAP: SlabHeap = SlabHeap::new();
@@ -176,7 +176,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     /// # Examples
     ///
     /// ```
-    /// use slab_alloc::SlabHeap;
+    /// use pagekeep_slab::SlabHeap;
     ///
     /// static HEAP: SlabHeap = SlabHeap::new().on_decay_pass(start);
     ///
@@ -294,7 +294,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     /// A kept large block for `layout` (see `large_cache`), if the request may have one:
     /// not zeroed, aligned to at most a page.
     fn kept_large(&self, layout: Layout, zeroed: bool) -> Option<NonNull<u8>> {
-        if zeroed || layout.align() > mmap_alloc::sys::page_size() {
+        if zeroed || layout.align() > pagekeep_mmap::sys::page_size() {
             return None;
         }
         let len = MmapAlloc::usable_size(layout.size())?;
@@ -310,7 +310,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     ///   the caller.
     #[cold]
     unsafe fn keep_large(&self, ptr: NonNull<u8>, layout: Layout) -> bool {
-        if layout.align() > mmap_alloc::sys::page_size() {
+        if layout.align() > pagekeep_mmap::sys::page_size() {
             return false;
         }
         let (Some(built), Some(len)) = (self.built(), MmapAlloc::usable_size(layout.size())) else {
@@ -319,7 +319,11 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         // SAFETY: a large block is a whole mapping of its usable size (`MmapAlloc`, or a
         // piece of `len` bytes from `kept_large`), given up by the caller, here with the
         // provenance of the whole mapping.
-        unsafe { built.large.give(mmap_alloc::sys::whole_mapping(ptr), len) }
+        unsafe {
+            built
+                .large
+                .give(pagekeep_mmap::sys::whole_mapping(ptr), len)
+        }
     }
 
     /// Frees a block.
@@ -481,7 +485,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     /// # Examples
     ///
     /// ```
-    /// use slab_alloc::SlabHeap;
+    /// use pagekeep_slab::SlabHeap;
     ///
     /// static HEAP: SlabHeap = SlabHeap::new();
     ///
@@ -543,7 +547,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     /// ```
     /// use core::alloc::{GlobalAlloc, Layout};
     ///
-    /// let heap = slab_alloc::SlabHeap::new();
+    /// let heap = pagekeep_slab::SlabHeap::new();
     /// let layout = Layout::from_size_align(24, 8).unwrap();
     /// // SAFETY: a valid layout; the block is written within its size and freed once.
     /// unsafe {
@@ -573,7 +577,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     /// # Examples
     ///
     /// ```no_run
-    /// let heap = slab_alloc::SlabHeap::new();
+    /// let heap = pagekeep_slab::SlabHeap::new();
     /// // A pointer this heap never handed out: prints a message and aborts.
     /// heap.report_bad_free(std::ptr::dangling::<u8>());
     /// ```

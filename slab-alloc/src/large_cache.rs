@@ -30,7 +30,7 @@ use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use mmap_alloc::sys::{self, Placement};
+use pagekeep_mmap::sys::{self, Placement};
 
 use crate::sync::RawSpinLock;
 
@@ -134,7 +134,7 @@ impl LargeCache {
     /// A mapping of exactly `len` bytes (a block length of [`MmapAlloc`]: whole pages)
     /// made of kept pages, or `None` when none is kept (or growing one failed).
     ///
-    /// [`MmapAlloc`]: mmap_alloc::MmapAlloc
+    /// [`MmapAlloc`]: pagekeep_mmap::MmapAlloc
     pub(crate) fn take(&self, len: usize) -> Option<NonNull<u8>> {
         if len > MAX_BYTES {
             return None;
@@ -192,7 +192,7 @@ impl LargeCache {
     ///
     /// # Safety
     /// - `block` is a whole mapping (or a whole piece of one) of `len` bytes made by
-    ///   `mmap_alloc`, owned by the caller, with the provenance of the whole mapping, and
+    ///   `pagekeep_mmap`, owned by the caller, with the provenance of the whole mapping, and
     ///   not used after this call.
     pub(crate) unsafe fn give(&self, block: NonNull<u8>, len: usize) -> bool {
         if len > MAX_BYTES {

@@ -29,13 +29,13 @@ pub use sync::AbortOnUnwind;
 /// # Examples
 ///
 /// ```
-/// let cache = slab_alloc::SlabCache::new(64, 8)?;
+/// let cache = pagekeep_slab::SlabCache::new(64, 8)?;
 /// let object = cache.alloc();
-/// assert!(slab_alloc::is_in_a_slab(object.as_ptr()));
-/// assert!(!slab_alloc::is_in_a_slab(&0u64 as *const u64 as *const u8));
+/// assert!(pagekeep_slab::is_in_a_slab(object.as_ptr()));
+/// assert!(!pagekeep_slab::is_in_a_slab(&0u64 as *const u64 as *const u8));
 /// // SAFETY: allocated above, freed once.
 /// unsafe { cache.free(object) };
-/// # Ok::<(), slab_alloc::CacheError>(())
+/// # Ok::<(), pagekeep_slab::CacheError>(())
 /// ```
 #[inline]
 pub fn is_in_a_slab(pointer: *const u8) -> bool {

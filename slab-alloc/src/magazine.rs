@@ -56,7 +56,7 @@ use core::sync::atomic::{
     Ordering::{Acquire, Relaxed, Release},
 };
 
-use mmap_alloc::{DefaultPages, PageSource};
+use pagekeep_mmap::{DefaultPages, PageSource};
 
 #[cfg(feature = "reclaim-idle-threads")]
 use crate::handshake;

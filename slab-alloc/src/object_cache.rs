@@ -15,7 +15,7 @@ use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
 
 use allocator_api2::alloc::AllocError;
-use mmap_alloc::{DefaultPages, PageSource};
+use pagekeep_mmap::{DefaultPages, PageSource};
 
 use crate::cache::{
     CacheCore, CacheError, CoreConfig, default_magazine_capacity, default_max_magazine_capacity,
@@ -34,7 +34,7 @@ type Constructor<T> = Box<dyn Fn() -> T + Send + Sync>;
 /// Object caching: the constructor runs once per slot, not once per `get`.
 ///
 /// ```
-/// use slab_alloc::ObjectCache;
+/// use pagekeep_slab::ObjectCache;
 ///
 /// let cache = ObjectCache::with_constructor(|| Vec::<u8>::with_capacity(4096))?;
 /// {
@@ -45,18 +45,18 @@ type Constructor<T> = Box<dyn Fn() -> T + Send + Sync>;
 /// } // back to the cache, not dropped: its capacity is kept
 /// let again = cache.get();
 /// assert!(again.capacity() >= 4096);
-/// # Ok::<(), slab_alloc::CacheError>(())
+/// # Ok::<(), pagekeep_slab::CacheError>(())
 /// ```
 ///
 /// A typed pool:
 ///
 /// ```
-/// use slab_alloc::ObjectCache;
+/// use pagekeep_slab::ObjectCache;
 ///
 /// let cache = ObjectCache::<String>::new()?;
 /// let name = cache.insert(String::from("slab"));
 /// assert_eq!(&*name, "slab");
-/// # Ok::<(), slab_alloc::CacheError>(())
+/// # Ok::<(), pagekeep_slab::CacheError>(())
 /// ```
 pub struct ObjectCache<T, S: PageSource = DefaultPages> {
     core: NonNull<CacheCore<S>>,

@@ -23,7 +23,7 @@ use core::mem::size_of;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, Ordering};
 
-use mmap_alloc::{DefaultPages, PageSource};
+use pagekeep_mmap::{DefaultPages, PageSource};
 
 use crate::slab::SLAB_BYTES;
 

@@ -266,7 +266,7 @@ pub(crate) fn fatal(message: &str, first: usize, second: usize) -> ! {
         }
         (out, 2 + len)
     }
-    write_all(b"slab-alloc: fatal: ");
+    write_all(b"pagekeep-slab: fatal: ");
     write_all(message.as_bytes());
     let (text, len) = hex(first);
     write_all(b" (");

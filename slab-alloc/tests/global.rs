@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc;
 use std::thread;
 
-use slab_alloc::SlabHeap;
+use pagekeep_slab::SlabHeap;
 
 #[global_allocator]
 static HEAP: SlabHeap = SlabHeap::new();
@@ -39,7 +39,7 @@ fn collections_and_formatting_run_on_the_heap() {
 
 #[test]
 fn threads_allocate_exit_and_free_across_threads() {
-    let before = slab_alloc::threads_registered();
+    let before = pagekeep_slab::threads_registered();
     let (sender, receiver) = mpsc::channel::<Vec<String>>();
     let threads = if cfg!(miri) { 3 } else { 8 };
     let per_thread = scale(2_000) as usize;
@@ -65,7 +65,7 @@ fn threads_allocate_exit_and_free_across_threads() {
         producer.join().unwrap();
     }
     assert_eq!(count, threads * per_thread);
-    assert!(slab_alloc::threads_registered() >= before + threads as u32);
+    assert!(pagekeep_slab::threads_registered() >= before + threads as u32);
     HEAP.check_invariants();
 }
 

@@ -4,18 +4,22 @@
 
 #![no_main]
 
-use alloc_test::{AllocatorSubject, ArenaSubject, GlobalSubject, Promises, Subject, program, run};
-use arena_alloc::ArenaConfig;
 use libfuzzer_sys::fuzz_target;
-use mmap_alloc::MmapAlloc;
-use slab_alloc::SlabHeap;
+use pagekeep_alloc_test::{
+    AllocatorSubject, ArenaSubject, GlobalSubject, Promises, Subject, program, run,
+};
+use pagekeep_arena::ArenaConfig;
+use pagekeep_mmap::MmapAlloc;
+use pagekeep_slab::SlabHeap;
 
-fn check(subject: &mut dyn Subject, program: &[alloc_test::Op], seed: u64) {
+fn check(subject: &mut dyn Subject, program: &[pagekeep_alloc_test::Op], seed: u64) {
     if let Err(violation) = run(subject, program, seed) {
-        panic!("{} broke a promise: {violation}\nprogram: {program:?}", subject.name());
+        panic!(
+            "{} broke a promise: {violation}\nprogram: {program:?}",
+            subject.name()
+        );
     }
 }
-
 
 fuzz_target!(|data: &[u8]| {
     let (seed, rest) = data.split_at(data.len().min(8));
@@ -23,9 +27,23 @@ fuzz_target!(|data: &[u8]| {
     seed_bytes[..seed.len()].copy_from_slice(seed);
     let seed = u64::from_le_bytes(seed_bytes);
     let program = program::decode(rest);
-    let large = Promises { max_align: 1 << 16, ..Promises::default() };
-    check(&mut GlobalSubject::new("SlabHeap", SlabHeap::new(), large), &program, seed);
+    let large = Promises {
+        max_align: 1 << 16,
+        ..Promises::default()
+    };
+    check(
+        &mut GlobalSubject::new("SlabHeap", SlabHeap::new(), large),
+        &program,
+        seed,
+    );
     check(&mut ArenaSubject::new(ArenaConfig::new()), &program, seed);
-    let mmap = Promises { max_align: 1 << 30, ..Promises::default() };
-    check(&mut AllocatorSubject::new("MmapAlloc", MmapAlloc, mmap), &program, seed);
+    let mmap = Promises {
+        max_align: 1 << 30,
+        ..Promises::default()
+    };
+    check(
+        &mut AllocatorSubject::new("MmapAlloc", MmapAlloc, mmap),
+        &program,
+        seed,
+    );
 });

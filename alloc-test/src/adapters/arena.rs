@@ -1,4 +1,4 @@
-//! arena-alloc: a bare `Arena` (with reset and checkpoints), a pooled arena, and the
+//! pagekeep-arena: a bare `Arena` (with reset and checkpoints), a pooled arena, and the
 //! `ArenaRouter` serving a thread that has entered a pooled arena.
 
 use core::alloc::{GlobalAlloc, Layout};
@@ -7,10 +7,10 @@ use core::ptr::NonNull;
 use std::alloc::System;
 use std::sync::OnceLock;
 
-use arena_alloc::{
+use pagekeep_arena::{
     Arena, ArenaConfig, ArenaPool, ArenaRouter, Checkpoint, PoolConfig, PooledArena,
 };
-use mmap_alloc::{DefaultPages, PageSource};
+use pagekeep_mmap::{DefaultPages, PageSource};
 
 use crate::subject::{Mark, Promises, Refused, Subject};
 

@@ -11,7 +11,7 @@ use crate::subject::{Promises, Refused, Subject};
 /// # Examples
 ///
 /// ```
-/// use alloc_test::{GlobalSubject, Promises, check};
+/// use pagekeep_alloc_test::{GlobalSubject, Promises, check};
 ///
 /// let system = || GlobalSubject::new("System", std::alloc::System, Promises::default());
 /// check(system).unwrap();
@@ -40,8 +40,8 @@ impl<A: GlobalAlloc> GlobalSubject<A> {
     /// # Examples
     ///
     /// ```
-    /// use alloc_test::{GlobalSubject, MeteredPages, Promises, check};
-    /// use slab_alloc::SlabHeap;
+    /// use pagekeep_alloc_test::{GlobalSubject, MeteredPages, Promises, check};
+    /// use pagekeep_slab::SlabHeap;
     ///
     /// let heap = || {
     ///     GlobalSubject::new("SlabHeap", SlabHeap::with_source(MeteredPages::default()), Promises::default())

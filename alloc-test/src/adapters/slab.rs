@@ -1,4 +1,4 @@
-//! slab-alloc: a `SlabCache` of one size, an `ObjectCache` of 64-byte objects.
+//! pagekeep-slab: a `SlabCache` of one size, an `ObjectCache` of 64-byte objects.
 //! (`SlabHeap` needs no adapter of its own: it is a `GlobalAlloc` and an `Allocator`.)
 
 use core::alloc::Layout;
@@ -6,10 +6,10 @@ use core::fmt;
 use core::ptr::NonNull;
 use std::collections::HashMap;
 
-use mmap_alloc::PageSource;
+use pagekeep_mmap::PageSource;
 
 use crate::metered::MeteredPages;
-use slab_alloc::{CacheConfig, ObjectBox, ObjectCache, SlabCache};
+use pagekeep_slab::{CacheConfig, ObjectBox, ObjectCache, SlabCache};
 
 use crate::subject::{Promises, Refused, Subject};
 

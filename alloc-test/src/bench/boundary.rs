@@ -16,7 +16,7 @@ use core::alloc::{GlobalAlloc, Layout};
 /// # Examples
 ///
 /// ```
-/// use alloc_test::bench::boundary::Shim;
+/// use pagekeep_alloc_test::bench::boundary::Shim;
 /// use core::alloc::{GlobalAlloc, Layout};
 ///
 /// let shim = Shim(std::alloc::System);

@@ -52,7 +52,7 @@ fn stripe_index() -> usize {
 ///
 /// ```
 /// use core::alloc::{GlobalAlloc, Layout};
-/// use alloc_test::bench::counting::CountingHeap;
+/// use pagekeep_alloc_test::bench::counting::CountingHeap;
 ///
 /// static HEAP: CountingHeap<std::alloc::System> = CountingHeap::new(std::alloc::System);
 /// let before = HEAP.calls();

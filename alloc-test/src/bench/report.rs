@@ -279,7 +279,7 @@ pub struct Page {
 /// # Examples
 ///
 /// ```
-/// use alloc_test::bench::report::figure;
+/// use pagekeep_alloc_test::bench::report::figure;
 ///
 /// assert_eq!(figure(1234.5), "1234");
 /// assert_eq!(figure(3.14159), "3.14");

@@ -109,7 +109,7 @@ impl Estimate {
 /// # Examples
 ///
 /// ```
-/// use alloc_test::bench::stats::bootstrap_median;
+/// use pagekeep_alloc_test::bench::stats::bootstrap_median;
 ///
 /// let rounds = vec![vec![0.9, 1.0, 1.1, 1.0, 0.95, 1.05, 1.0]];
 /// let estimate = bootstrap_median(&rounds).unwrap();
@@ -191,7 +191,7 @@ impl Verdict {
     /// # Examples
     ///
     /// ```
-    /// use alloc_test::bench::stats::{Estimate, Verdict};
+    /// use pagekeep_alloc_test::bench::stats::{Estimate, Verdict};
     ///
     /// let straddles = Estimate { value: 0.98, low: 0.95, high: 1.02 };
     /// assert_eq!(Verdict::of(straddles, 1.0, true), Verdict::Unclear);

@@ -8,7 +8,7 @@ use std::thread::ScopedJoinHandle;
 /// # Examples
 ///
 /// ```
-/// use alloc_test::bench::threads::join_all;
+/// use pagekeep_alloc_test::bench::threads::join_all;
 ///
 /// let results = std::thread::scope(|scope| {
 ///     let threads = vec![scope.spawn(|| Ok(1)), scope.spawn(|| panic!("lost"))];

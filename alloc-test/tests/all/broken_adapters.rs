@@ -9,12 +9,12 @@ use std::alloc::System;
 use std::collections::HashMap;
 use std::thread::{self, ThreadId};
 
-use alloc_test::{
+use allocator_api2::alloc::{AllocError, Allocator, Global};
+use pagekeep_alloc_test::{
     AllocatorSubject, Failure, GlobalSubject, MeteredPages, Promises, Refused, Subject, cases,
     check_cases,
 };
-use allocator_api2::alloc::{AllocError, Allocator, Global};
-use slab_alloc::SlabHeap;
+use pagekeep_slab::SlabHeap;
 
 /// One defect, put on top of a correct allocator.
 #[derive(Clone, Debug)]

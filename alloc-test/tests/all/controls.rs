@@ -1,6 +1,6 @@
 //! Allocators known to be right pass: if one failed, the suite would be wrong.
 
-use alloc_test::{BumpaloSubject, GlobalSubject, Promises, check};
+use pagekeep_alloc_test::{BumpaloSubject, GlobalSubject, Promises, check};
 
 fn large_alignments() -> Promises {
     Promises {

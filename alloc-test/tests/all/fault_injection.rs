@@ -3,13 +3,13 @@
 
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-use alloc_test::{
+use core::ptr::NonNull;
+use pagekeep_alloc_test::{
     ArenaSubject, GlobalSubject, Promises, SlabCacheSubject, Subject, check_cases, run,
 };
-use arena_alloc::ArenaConfig;
-use core::ptr::NonNull;
-use mmap_alloc::{Contents, Decommit, DefaultPages, FailingSource, PageSource};
-use slab_alloc::SlabHeap;
+use pagekeep_arena::ArenaConfig;
+use pagekeep_mmap::{Contents, Decommit, DefaultPages, FailingSource, PageSource};
+use pagekeep_slab::SlabHeap;
 
 /// Counts the reservations a source has live, to show nothing leaks.
 #[derive(Debug, Default)]
@@ -23,17 +23,17 @@ unsafe impl<S: PageSource> PageSource for Counting<S> {
     fn page_size(&self) -> usize {
         self.inner.page_size()
     }
-    fn reserve(&self, len: usize, align: usize) -> mmap_alloc::Result<NonNull<u8>> {
+    fn reserve(&self, len: usize, align: usize) -> pagekeep_mmap::Result<NonNull<u8>> {
         let ptr = self.inner.reserve(len, align)?;
         self.live.fetch_add(1, Ordering::SeqCst);
         Ok(ptr)
     }
-    fn reserve_committed(&self, len: usize, align: usize) -> mmap_alloc::Result<NonNull<u8>> {
+    fn reserve_committed(&self, len: usize, align: usize) -> pagekeep_mmap::Result<NonNull<u8>> {
         let ptr = self.inner.reserve_committed(len, align)?;
         self.live.fetch_add(1, Ordering::SeqCst);
         Ok(ptr)
     }
-    unsafe fn commit(&self, ptr: NonNull<u8>, len: usize) -> mmap_alloc::Result<()> {
+    unsafe fn commit(&self, ptr: NonNull<u8>, len: usize) -> pagekeep_mmap::Result<()> {
         // SAFETY: forwarded.
         unsafe { self.inner.commit(ptr, len) }
     }
@@ -42,11 +42,16 @@ unsafe impl<S: PageSource> PageSource for Counting<S> {
         ptr: NonNull<u8>,
         len: usize,
         mode: Decommit,
-    ) -> mmap_alloc::Result<Contents> {
+    ) -> pagekeep_mmap::Result<Contents> {
         // SAFETY: forwarded.
         unsafe { self.inner.decommit(ptr, len, mode) }
     }
-    unsafe fn release(&self, ptr: NonNull<u8>, len: usize, align: usize) -> mmap_alloc::Result<()> {
+    unsafe fn release(
+        &self,
+        ptr: NonNull<u8>,
+        len: usize,
+        align: usize,
+    ) -> pagekeep_mmap::Result<()> {
         self.live.fetch_sub(1, Ordering::SeqCst);
         // SAFETY: forwarded.
         unsafe { self.inner.release(ptr, len, align) }
@@ -72,7 +77,7 @@ fn fails_then_recovers<S: Subject>(source: &'static Source, make: impl Fn() -> S
     source.recover();
     let mut subject = make();
     let program = vec![
-        alloc_test::Op::Alloc {
+        pagekeep_alloc_test::Op::Alloc {
             size: 64,
             align_shift: 3,
             zeroed: false

@@ -1,7 +1,7 @@
 //! The multi-threaded stress against every thread-safe allocator.
 
-use alloc_test::stress;
-use mmap_alloc::MmapAlloc;
+use pagekeep_alloc_test::stress;
+use pagekeep_mmap::MmapAlloc;
 
 fn scale(count: usize) -> usize {
     if cfg!(miri) { count / 100 } else { count }
@@ -45,7 +45,7 @@ fn mmap_alloc_survives_the_stress() {
 
 #[test]
 fn slab_heap_survives_the_stress() {
-    static HEAP: slab_alloc::SlabHeap = slab_alloc::SlabHeap::new();
+    static HEAP: pagekeep_slab::SlabHeap = pagekeep_slab::SlabHeap::new();
     stress::producer_consumer(&HEAP, scale(20_000)).unwrap();
     stress::churn(&HEAP, 4, scale(20_000)).unwrap();
     stress::exiting_threads(&HEAP, scale(200).max(2), 32).unwrap();
@@ -53,7 +53,7 @@ fn slab_heap_survives_the_stress() {
 
 #[test]
 fn arena_router_survives_frees_from_other_threads() {
-    use arena_alloc::{ArenaPool, ArenaRouter, PoolConfig};
+    use pagekeep_arena::{ArenaPool, ArenaRouter, PoolConfig};
     static ROUTER: ArenaRouter<std::alloc::System> = ArenaRouter::new(std::alloc::System);
     let arena_bytes = if cfg!(miri) { 1 << 20 } else { 16 << 20 };
     let pool = ArenaPool::new(PoolConfig::new(2, arena_bytes))

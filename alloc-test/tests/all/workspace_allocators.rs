@@ -1,12 +1,12 @@
 //! Every allocator of the workspace passes, through each interface it offers.
 
-use alloc_test::{
+use pagekeep_alloc_test::{
     AllocatorSubject, ArenaSubject, GlobalSubject, MeteredPages, ObjectCacheSubject,
     PooledArenaSubject, Promises, RouterSubject, SlabCacheSubject, check,
 };
-use arena_alloc::ArenaConfig;
-use mmap_alloc::MmapAlloc;
-use slab_alloc::SlabHeap;
+use pagekeep_arena::ArenaConfig;
+use pagekeep_mmap::MmapAlloc;
+use pagekeep_slab::SlabHeap;
 
 fn mmap_promises() -> Promises {
     Promises {

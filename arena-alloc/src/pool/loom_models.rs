@@ -1,7 +1,7 @@
 //! Loom models of the pool's state machine: acquiring (try, blocking, async with
 //! cancellation), releasing, quarantine, the last remote free that recycles an arena,
 //! and the hand-off to waiters, over two or three threads. Run with
-//! `RUSTFLAGS="--cfg loom" cargo test -p arena-alloc --release --lib loom_models`.
+//! `RUSTFLAGS="--cfg loom" cargo test -p pagekeep-arena --release --lib loom_models`.
 //!
 //! The models drive the pool's own code (the primitives are loom's through
 //! `crate::sync`); a lost wake-up shows up as a deadlock, which loom reports.
@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::task::Wake;
 
 use loom::sync::atomic::{AtomicBool, Ordering as LoomOrdering};
-use mmap_alloc::HeapPages;
+use pagekeep_mmap::HeapPages;
 
 use super::{ArenaPool, PoolConfig};
 

@@ -63,7 +63,7 @@ use core::task::{Context, Poll};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mmap_alloc::{Decommit, DefaultPages, PageSource};
+use pagekeep_mmap::{Decommit, DefaultPages, PageSource};
 
 pub use registry::MAX_POOLS;
 pub(crate) use registry::locate;
@@ -85,7 +85,7 @@ use slot::{FREE, LEASED, QUARANTINED, Slot};
 /// # Examples
 ///
 /// ```
-/// use arena_alloc::PoolConfig;
+/// use pagekeep_arena::PoolConfig;
 ///
 /// let config = PoolConfig::new(64, 1 << 20).warm_bytes(16 << 10);
 /// assert_eq!(config.arenas(), 64);
@@ -163,7 +163,7 @@ pub enum PoolError {
     /// Zero arenas, zero capacity, or sizes that overflow.
     InvalidConfig,
     /// The reservation failed.
-    Reserve(mmap_alloc::Error),
+    Reserve(pagekeep_mmap::Error),
     /// The router's registry of pools is full.
     RegistryFull,
     /// The pool's table of its arenas could not be allocated (too many arenas for the
@@ -199,7 +199,7 @@ impl std::error::Error for PoolError {}
 /// # Examples
 ///
 /// ```
-/// use arena_alloc::{ArenaPool, PoolConfig};
+/// use pagekeep_arena::{ArenaPool, PoolConfig};
 ///
 /// let pool = ArenaPool::new(PoolConfig::new(4, 1 << 20))?;
 /// let lease = pool.try_acquire().expect("a free arena");
@@ -208,12 +208,12 @@ impl std::error::Error for PoolError {}
 /// assert_eq!(pool.stats().in_use, 1);
 /// drop(lease); // reset and back in the pool
 /// assert_eq!(pool.stats().free, 4);
-/// # Ok::<(), arena_alloc::PoolError>(())
+/// # Ok::<(), pagekeep_arena::PoolError>(())
 /// ```
 ///
 /// The pool takes its pages from a [`PageSource`], the OS ([`DefaultPages`]) unless
 /// made with [`with_source`](ArenaPool::with_source): tests run it over
-/// `mmap_alloc::FailingSource` to see what running out of memory does.
+/// `pagekeep_mmap::FailingSource` to see what running out of memory does.
 pub struct ArenaPool<P: PageSource = DefaultPages> {
     /// Everything but the source: what leases and the router use.
     core: PoolCore,
@@ -279,13 +279,13 @@ impl<P: PageSource + Send + Sync + 'static> ArenaPool<P> {
     /// # Examples
     ///
     /// ```
-    /// use arena_alloc::{ArenaPool, PoolConfig};
-    /// use mmap_alloc::HeapPages;
+    /// use pagekeep_arena::{ArenaPool, PoolConfig};
+    /// use pagekeep_mmap::HeapPages;
     ///
     /// let pool = ArenaPool::with_source(HeapPages, PoolConfig::new(2, 64 << 10))?;
     /// let lease = pool.try_acquire().expect("a free arena");
     /// assert_eq!(*lease.alloc(7u32), 7);
-    /// # Ok::<(), arena_alloc::PoolError>(())
+    /// # Ok::<(), pagekeep_arena::PoolError>(())
     /// ```
     pub fn with_source(source: P, config: PoolConfig) -> Result<ArenaPool<P>, PoolError> {
         outside_arena(|| ArenaPool::new_outside(source, config))

@@ -11,7 +11,7 @@ use core::ops::Deref;
 use core::ptr::{self, NonNull};
 
 use allocator_api2::alloc::AllocError;
-use mmap_alloc::{DefaultPages, PageSource};
+use pagekeep_mmap::{DefaultPages, PageSource};
 
 use super::PooledArena;
 use super::registry::{MAX_POOLS, register};
@@ -137,7 +137,7 @@ pub(crate) fn current_for_alloc() -> Option<Entered> {
 /// # Examples
 ///
 /// ```
-/// let kept: Vec<u8> = arena_alloc::outside_arena(|| vec![1, 2, 3]);
+/// let kept: Vec<u8> = pagekeep_arena::outside_arena(|| vec![1, 2, 3]);
 /// assert_eq!(kept.len(), 3);
 /// ```
 pub fn outside_arena<R>(body: impl FnOnce() -> R) -> R {
@@ -215,7 +215,7 @@ impl Drop for RouteGuard<'_> {
 /// # Examples
 ///
 /// ```
-/// use arena_alloc::{ArenaPool, PoolConfig, in_arena};
+/// use pagekeep_arena::{ArenaPool, PoolConfig, in_arena};
 ///
 /// let pool = ArenaPool::new(PoolConfig::new(1, 1 << 20))?.into_static()?;
 /// let guard = pool.try_acquire().expect("a free arena").enter();
@@ -223,20 +223,20 @@ impl Drop for RouteGuard<'_> {
 /// let lease = guard.exit();
 /// assert!(!in_arena());
 /// drop(lease);
-/// # Ok::<(), arena_alloc::PoolError>(())
+/// # Ok::<(), pagekeep_arena::PoolError>(())
 /// ```
 ///
 /// The lease is in the guard, so it cannot be moved to another thread while entered,
 /// not even after the guard is forgotten:
 ///
 /// ```compile_fail,E0382
-/// use arena_alloc::{ArenaPool, PoolConfig};
+/// use pagekeep_arena::{ArenaPool, PoolConfig};
 ///
 /// let pool = ArenaPool::new(PoolConfig::new(1, 1 << 20))?.into_static()?;
 /// let lease = pool.try_acquire().expect("a free arena");
 /// std::mem::forget(lease.enter());
 /// std::thread::spawn(move || lease.alloc(1u8)); // `lease` was moved into the guard
-/// # Ok::<(), arena_alloc::PoolError>(())
+/// # Ok::<(), pagekeep_arena::PoolError>(())
 /// ```
 #[must_use = "dropping the guard leaves the arena and releases the lease"]
 pub struct ArenaGuard<P: PageSource + 'static = DefaultPages> {
@@ -258,7 +258,7 @@ impl<P: PageSource + 'static> PooledArena<'static, P> {
     pub fn enter(self) -> ArenaGuard<P> {
         assert!(
             register(self.pool().core()),
-            "arena-alloc: the router's registry of {MAX_POOLS} pools is full"
+            "pagekeep-arena: the router's registry of {MAX_POOLS} pools is full"
         );
         ArenaGuard {
             route: RouteGuard::push(Some(self.slot())),
@@ -279,18 +279,18 @@ impl<P: PageSource + 'static> PooledArena<'static, P> {
     /// # Examples
     ///
     /// ```
-    /// use arena_alloc::{ArenaPool, PoolConfig, in_arena};
+    /// use pagekeep_arena::{ArenaPool, PoolConfig, in_arena};
     ///
     /// let pool = ArenaPool::new(PoolConfig::new(1, 1 << 20))?.into_static()?;
     /// let lease = pool.try_acquire().expect("a free arena");
     /// assert!(lease.run(in_arena));
     /// assert!(!in_arena());
-    /// # Ok::<(), arena_alloc::PoolError>(())
+    /// # Ok::<(), pagekeep_arena::PoolError>(())
     /// ```
     pub fn run<R>(&self, body: impl FnOnce() -> R) -> R {
         assert!(
             register(self.pool().core()),
-            "arena-alloc: the router's registry of {MAX_POOLS} pools is full"
+            "pagekeep-arena: the router's registry of {MAX_POOLS} pools is full"
         );
         let _route = RouteGuard::push(Some(self.slot_borrowed()));
         body()

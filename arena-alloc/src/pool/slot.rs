@@ -357,7 +357,7 @@ impl PoolCore {
             // SAFETY: the committed part of a free slot, inside the pool's reservation
             // made through `sys`; nothing may touch it until it is leased again.
             let _ = unsafe {
-                mmap_alloc::sys::protect(pages.base, committed, mmap_alloc::Protection::None)
+                pagekeep_mmap::sys::protect(pages.base, committed, pagekeep_mmap::Protection::None)
             };
         }
     }
@@ -370,7 +370,7 @@ impl PoolCore {
             let base = slot.pages().base;
             // SAFETY: the range protected by `protect`, inside the reservation.
             let _ = unsafe {
-                mmap_alloc::sys::protect(base, protected, mmap_alloc::Protection::ReadWrite)
+                pagekeep_mmap::sys::protect(base, protected, pagekeep_mmap::Protection::ReadWrite)
             };
         }
     }

@@ -5,7 +5,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use mmap_alloc::{Contents, Decommit, PageSource};
+use pagekeep_mmap::{Contents, Decommit, PageSource};
 
 use crate::sync::{AtomicBool, AtomicUsize};
 
@@ -40,10 +40,10 @@ impl fmt::Debug for SlotPages {
     }
 }
 
-fn slot_error(operation: mmap_alloc::Operation) -> mmap_alloc::Error {
-    mmap_alloc::Error::new(
+fn slot_error(operation: pagekeep_mmap::Operation) -> pagekeep_mmap::Error {
+    pagekeep_mmap::Error::new(
         operation,
-        mmap_alloc::Cause::InvalidInput("a pool arena has exactly one reservation, its slot"),
+        pagekeep_mmap::Cause::InvalidInput("a pool arena has exactly one reservation, its slot"),
         0,
         0,
     )
@@ -58,14 +58,14 @@ unsafe impl PageSource for SlotPages {
         self.page_size
     }
 
-    fn reserve(&self, len: usize, align: usize) -> mmap_alloc::Result<NonNull<u8>> {
+    fn reserve(&self, len: usize, align: usize) -> pagekeep_mmap::Result<NonNull<u8>> {
         if len > self.len || align > self.page_size() || self.taken.swap(true, Ordering::Relaxed) {
-            return Err(slot_error(mmap_alloc::Operation::Reserve));
+            return Err(slot_error(pagekeep_mmap::Operation::Reserve));
         }
         Ok(self.base)
     }
 
-    unsafe fn commit(&self, ptr: NonNull<u8>, len: usize) -> mmap_alloc::Result<()> {
+    unsafe fn commit(&self, ptr: NonNull<u8>, len: usize) -> pagekeep_mmap::Result<()> {
         // SAFETY: the caller's range lies in the slot, inside the pool's reservation of
         // `self.source`, which this slot's arena owns.
         unsafe { self.source.commit(ptr, len) }?;
@@ -79,7 +79,7 @@ unsafe impl PageSource for SlotPages {
         ptr: NonNull<u8>,
         len: usize,
         mode: Decommit,
-    ) -> mmap_alloc::Result<Contents> {
+    ) -> pagekeep_mmap::Result<Contents> {
         // SAFETY: as for `commit`; the caller no longer needs the contents.
         unsafe { self.source.decommit(ptr, len, mode) }
     }
@@ -89,7 +89,7 @@ unsafe impl PageSource for SlotPages {
         _ptr: NonNull<u8>,
         _len: usize,
         _align: usize,
-    ) -> mmap_alloc::Result<()> {
+    ) -> pagekeep_mmap::Result<()> {
         // The pages stay in the pool's reservation; the slot may be handed out again.
         self.taken.store(false, Ordering::Relaxed);
         Ok(())

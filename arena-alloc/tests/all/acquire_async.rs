@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
-use arena_alloc::{ArenaPool, PoolConfig};
+use pagekeep_arena::{ArenaPool, PoolConfig};
 
 struct CountingWaker(AtomicUsize);
 

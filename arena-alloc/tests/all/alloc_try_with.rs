@@ -2,7 +2,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use arena_alloc::{AllocOrInitError, Arena, ArenaConfig};
+use pagekeep_arena::{AllocOrInitError, Arena, ArenaConfig};
 
 #[test]
 fn ok_stores_the_value() {
@@ -59,7 +59,7 @@ fn try_form_distinguishes_the_two_errors() {
     });
     assert_eq!(
         made.map(|value| value.len()),
-        Err(AllocOrInitError::Alloc(arena_alloc::AllocError))
+        Err(AllocOrInitError::Alloc(pagekeep_arena::AllocError))
     );
     assert!(!called, "make is not called without room");
     let made = arena.try_alloc_try_with(|| Err::<[u8; 32], _>(17));
@@ -100,7 +100,7 @@ fn a_panicking_constructor_gives_the_room_back() {
 
 #[test]
 fn errors_display_and_chain() {
-    let alloc: AllocOrInitError<std::num::ParseIntError> = arena_alloc::AllocError.into();
+    let alloc: AllocOrInitError<std::num::ParseIntError> = pagekeep_arena::AllocError.into();
     assert!(alloc.to_string().starts_with("arena allocation failed"));
     let parse = "x".parse::<u8>().unwrap_err();
     let init = AllocOrInitError::Init(parse.clone());

@@ -3,8 +3,8 @@
 use core::alloc::Layout;
 use std::cell::Cell;
 
-use arena_alloc::{Arena, ArenaBox, ArenaConfig};
-use mmap_alloc::HeapPages;
+use pagekeep_arena::{Arena, ArenaBox, ArenaConfig};
+use pagekeep_mmap::HeapPages;
 
 #[test]
 fn values_of_every_method_keep_their_contents() {

@@ -3,7 +3,7 @@
 use core::fmt::{self, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use arena_alloc::{Arena, ArenaConfig, ArenaPool, ArenaString, PoolConfig, arena_format};
+use pagekeep_arena::{Arena, ArenaConfig, ArenaPool, ArenaString, PoolConfig, arena_format};
 
 #[test]
 fn pushes_grow_in_place_while_the_string_is_the_latest_allocation() {

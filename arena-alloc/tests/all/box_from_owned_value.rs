@@ -4,7 +4,7 @@
 
 use std::cell::Cell;
 
-use arena_alloc::{Arena, ArenaBox};
+use pagekeep_arena::{Arena, ArenaBox};
 
 struct Counted<'a>(&'a Cell<usize>);
 

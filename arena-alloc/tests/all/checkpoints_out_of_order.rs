@@ -2,7 +2,7 @@
 //! an allocation limit lowered below what is allocated: a mark that is no longer on the
 //! arena's path is refused, every other rewind keeps the invariants.
 
-use arena_alloc::{Arena, ArenaConfig, ArenaString};
+use pagekeep_arena::{Arena, ArenaConfig, ArenaString};
 
 #[test]
 fn marks_across_chunks_rewound_out_of_order() {

@@ -3,8 +3,8 @@
 use core::alloc::Layout;
 use core::mem::MaybeUninit;
 
-use arena_alloc::{Arena, ArenaConfig};
-use mmap_alloc::HeapPages;
+use pagekeep_arena::{Arena, ArenaConfig};
+use pagekeep_mmap::HeapPages;
 
 /// The initialised bytes of `chunk` (every test writes all the bytes it allocates and
 /// allocates only byte-aligned values, so there is no padding).

@@ -3,7 +3,7 @@
 //! to pages before being clamped to the chunk, which overflowed, so every chunk was
 //! refused and the arena could allocate nothing.)
 
-use arena_alloc::{Arena, ArenaConfig, ArenaPool, PoolConfig};
+use pagekeep_arena::{Arena, ArenaConfig, ArenaPool, PoolConfig};
 
 #[test]
 fn an_arena_whose_commit_step_is_usize_max_commits_whole_chunks() {

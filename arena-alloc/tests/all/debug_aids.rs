@@ -3,8 +3,8 @@
 #[cfg(feature = "debug-poison")]
 #[test]
 fn reset_poisons_what_was_allocated() {
-    use arena_alloc::{Arena, POISON_BYTE};
     use core::alloc::Layout;
+    use pagekeep_arena::{Arena, POISON_BYTE};
 
     let mut arena = Arena::new();
     let layout = Layout::array::<u8>(64).unwrap();
@@ -23,7 +23,7 @@ fn reset_poisons_what_was_allocated() {
 #[test]
 #[cfg_attr(miri, ignore = "needs mprotect and a child process")]
 fn use_after_release_faults_in_a_protected_pool() {
-    use arena_alloc::{ArenaPool, PoolConfig};
+    use pagekeep_arena::{ArenaPool, PoolConfig};
     use std::os::unix::process::ExitStatusExt;
 
     const CHILD: &str = "ARENA_ALLOC_PROTECT_CHILD";
@@ -52,7 +52,7 @@ fn use_after_release_faults_in_a_protected_pool() {
 
 #[test]
 fn check_invariants_holds_on_a_fresh_and_a_used_arena() {
-    let arena = arena_alloc::Arena::new();
+    let arena = pagekeep_arena::Arena::new();
     arena.check_invariants();
     arena.alloc_slice_copy(&[1u8; 100]);
     arena.check_invariants();

@@ -4,7 +4,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 use std::alloc::System;
 
-use arena_alloc::{ArenaPool, ArenaRouter, PoolConfig};
+use pagekeep_arena::{ArenaPool, ArenaRouter, PoolConfig};
 
 static ROUTER: ArenaRouter<System> = ArenaRouter::new(System);
 

@@ -1,7 +1,7 @@
 //! A failing page source makes allocations fail cleanly; the arena keeps working.
 
-use arena_alloc::{Arena, ArenaConfig};
-use mmap_alloc::{FailingSource, HeapPages};
+use pagekeep_arena::{Arena, ArenaConfig};
+use pagekeep_mmap::{FailingSource, HeapPages};
 
 fn failing_arena() -> Arena<FailingSource<HeapPages>> {
     let config = ArenaConfig::new()
@@ -63,8 +63,8 @@ mod pool {
     use core::alloc::{GlobalAlloc, Layout};
     use std::alloc::System;
 
-    use arena_alloc::{ArenaPool, ArenaRouter, PoolConfig, PoolError};
-    use mmap_alloc::{Cause, DefaultPages, FailingSource, Operation};
+    use pagekeep_arena::{ArenaPool, ArenaRouter, PoolConfig, PoolError};
+    use pagekeep_mmap::{Cause, DefaultPages, FailingSource, Operation};
 
     type Source = FailingSource<DefaultPages>;
 
@@ -81,7 +81,7 @@ mod pool {
     }
 
     /// Every arena is back in the pool and nothing waits.
-    fn assert_all_free(stats: arena_alloc::PoolStats, arenas: usize) {
+    fn assert_all_free(stats: pagekeep_arena::PoolStats, arenas: usize) {
         assert_eq!(
             (stats.free, stats.in_use, stats.quarantined, stats.waiting),
             (arenas, 0, 0, 0),

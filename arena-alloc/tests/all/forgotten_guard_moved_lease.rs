@@ -9,7 +9,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use std::alloc::System;
 use std::sync::Barrier;
 
-use arena_alloc::{ArenaPool, ArenaRouter, PoolConfig, in_arena};
+use pagekeep_arena::{ArenaPool, ArenaRouter, PoolConfig, in_arena};
 
 static ROUTER: ArenaRouter<System> = ArenaRouter::new(System);
 

@@ -5,7 +5,7 @@ use core::alloc::Layout;
 
 use allocator_api2::alloc::Allocator;
 use allocator_api2::vec::Vec;
-use arena_alloc::{Arena, ArenaConfig};
+use pagekeep_arena::{Arena, ArenaConfig};
 
 #[test]
 fn vec_pushed_one_at_a_time_never_moves() {

@@ -3,7 +3,7 @@
 use core::alloc::Layout;
 
 use allocator_api2::vec::Vec;
-use arena_alloc::{Arena, ArenaConfig};
+use pagekeep_arena::{Arena, ArenaConfig};
 
 #[test]
 fn raising_and_removing_the_limit_admits_more() {

@@ -4,8 +4,8 @@
 
 use core::alloc::Layout;
 
-use arena_alloc::{Arena, ArenaConfig};
-use mmap_alloc::DefaultPages;
+use pagekeep_arena::{Arena, ArenaConfig};
+use pagekeep_mmap::DefaultPages;
 
 #[test]
 fn a_page_aligned_request_in_a_fresh_chunk_stays_within_the_limit() {

@@ -3,7 +3,7 @@
 use core::alloc::Layout;
 
 use allocator_api2::vec::Vec;
-use arena_alloc::{Arena, ArenaConfig};
+use pagekeep_arena::{Arena, ArenaConfig};
 
 #[test]
 fn try_alloc_past_the_limit_is_an_error_and_the_arena_recovers() {

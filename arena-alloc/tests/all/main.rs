@@ -1,4 +1,4 @@
-//! Integration tests of arena-alloc, one module per topic.
+//! Integration tests of pagekeep-arena, one module per topic.
 
 #![cfg_attr(feature = "nightly", feature(allocator_api))]
 

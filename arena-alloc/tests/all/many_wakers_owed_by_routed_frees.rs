@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::task::Wake;
 use std::time::Duration;
 
-use arena_alloc::{AcquireFuture, ArenaPool, ArenaRouter, PoolConfig};
+use pagekeep_arena::{AcquireFuture, ArenaPool, ArenaRouter, PoolConfig};
 
 static ROUTER: ArenaRouter<System> = ArenaRouter::new(System);
 

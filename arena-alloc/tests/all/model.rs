@@ -5,8 +5,8 @@ use core::alloc::Layout;
 use core::ptr::NonNull;
 
 use allocator_api2::alloc::Allocator;
-use arena_alloc::{Arena, ArenaConfig, Checkpoint};
-use mmap_alloc::{HeapPages, PageSource};
+use pagekeep_arena::{Arena, ArenaConfig, Checkpoint};
+use pagekeep_mmap::{HeapPages, PageSource};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]

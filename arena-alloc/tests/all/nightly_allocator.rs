@@ -1,6 +1,6 @@
 //! With feature `nightly`, std's own collections live in the arena.
 
-use arena_alloc::Arena;
+use pagekeep_arena::Arena;
 
 #[test]
 fn std_vec_and_box_use_the_arena_through_the_nightly_trait() {

@@ -8,7 +8,7 @@ use core::task::{Context, Poll, Waker};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use arena_alloc::{Arena, ArenaBox, ArenaConfig};
+use pagekeep_arena::{Arena, ArenaBox, ArenaConfig};
 
 /// A leaked arena, handed back for freeing once the test is done with it.
 struct Leaked(*mut Arena);
@@ -227,7 +227,7 @@ fn a_pin_scope_with_a_forgotten_box_abandons_the_memory_under_it() {
     assert_eq!(arena.stats().allocated_bytes, 0);
     assert_eq!(
         arena.rewind(mark),
-        Err(arena_alloc::CheckpointError::OtherArena)
+        Err(pagekeep_arena::CheckpointError::OtherArena)
     );
     for i in 0..1000u64 {
         let fresh = core::ptr::from_ref(arena.alloc(i)).addr();

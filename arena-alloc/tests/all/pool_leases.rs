@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use arena_alloc::{ArenaPool, PoolConfig, PoolError};
+use pagekeep_arena::{ArenaPool, PoolConfig, PoolError};
 
 fn pool(arenas: usize) -> ArenaPool {
     ArenaPool::new(PoolConfig::new(arenas, 64 << 10).warm_bytes(4096)).unwrap()

@@ -2,7 +2,7 @@
 
 use core::alloc::Layout;
 
-use arena_alloc::{Arena, ArenaConfig, CheckpointError};
+use pagekeep_arena::{Arena, ArenaConfig, CheckpointError};
 
 #[test]
 fn reset_reuses_the_same_memory_from_the_start() {
@@ -111,7 +111,7 @@ fn scope_frees_its_allocations_even_on_panic() {
 #[test]
 #[cfg_attr(miri, ignore = "counts real madvise calls")]
 fn steady_usage_is_not_decommitted_every_cycle_but_a_spike_is() {
-    use mmap_alloc::{OsPages, syscall_counters};
+    use pagekeep_mmap::{OsPages, syscall_counters};
 
     let config = ArenaConfig::new()
         .warm_bytes(64 << 10)
@@ -143,7 +143,7 @@ fn steady_usage_is_not_decommitted_every_cycle_but_a_spike_is() {
 #[test]
 #[cfg_attr(miri, ignore = "counts real system calls")]
 fn default_config_fill_of_1_mib_then_reset_makes_no_system_call_in_steady_state() {
-    use mmap_alloc::{OsPages, syscall_counters};
+    use pagekeep_mmap::{OsPages, syscall_counters};
 
     let mut arena = Arena::<OsPages>::with_source(OsPages, ArenaConfig::new());
     let mut cycle = || {

@@ -3,7 +3,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 use std::alloc::System;
 
-use arena_alloc::{ArenaPool, ArenaRouter, PoolConfig, in_arena, outside_arena};
+use pagekeep_arena::{ArenaPool, ArenaRouter, PoolConfig, in_arena, outside_arena};
 
 static ROUTER: ArenaRouter<System> = ArenaRouter::new(System);
 
@@ -139,7 +139,7 @@ fn realloc_grows_in_place_and_moves_between_arena_and_fallback() {
 #[test]
 #[cfg_attr(miri, ignore = "miri has no page residency")]
 fn over_budget_arena_gives_back_its_warm_pages_on_release() {
-    use mmap_alloc::{Decommit, sys};
+    use pagekeep_mmap::{Decommit, sys};
     let warm = 128 << 10;
     let pool = static_pool(
         PoolConfig::new(1, 256 << 10)
@@ -147,7 +147,7 @@ fn over_budget_arena_gives_back_its_warm_pages_on_release() {
             .decommit(Decommit::Zero),
     );
     let written = Layout::from_size_align(96 << 10, 4096).unwrap();
-    let residency = |lease: &arena_alloc::PooledArena<'static>, spill: bool| {
+    let residency = |lease: &pagekeep_arena::PooledArena<'static>, spill: bool| {
         let block = lease.run(|| {
             // SAFETY: non-zero layouts; the blocks are freed before the lease ends.
             unsafe {

@@ -7,7 +7,7 @@
 use core::alloc::Layout;
 use std::time::Duration;
 
-use arena_alloc::{Arena, ArenaConfig, ArenaPool, PoolConfig, PoolError};
+use pagekeep_arena::{Arena, ArenaConfig, ArenaPool, PoolConfig, PoolError};
 
 const LARGEST_ALIGNMENT_LOG: u32 = 29;
 

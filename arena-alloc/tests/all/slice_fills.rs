@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 
-use arena_alloc::{Arena, ArenaConfig};
+use pagekeep_arena::{Arena, ArenaConfig};
 
 #[test]
 fn fills_make_the_values_asked_for() {

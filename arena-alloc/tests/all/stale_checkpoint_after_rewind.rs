@@ -4,7 +4,7 @@
 
 use core::alloc::Layout;
 
-use arena_alloc::{Arena, ArenaConfig, CheckpointError};
+use pagekeep_arena::{Arena, ArenaConfig, CheckpointError};
 
 fn oversize(bytes: usize) -> Layout {
     Layout::from_size_align(bytes, 8).unwrap()

@@ -9,7 +9,7 @@ use core::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use allocator_api2::vec::Vec as ArenaVec;
-use arena_alloc::{Arena, ArenaString};
+use pagekeep_arena::{Arena, ArenaString};
 
 /// Writes half its text, allocates a value in the arena, writes the rest.
 struct AllocatingDisplay<'a> {

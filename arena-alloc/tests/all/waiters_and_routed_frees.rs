@@ -13,7 +13,7 @@ use std::sync::{Arc, Barrier, Condvar, Mutex};
 use std::task::Wake;
 use std::time::Duration;
 
-use arena_alloc::{ArenaPool, ArenaRouter, PoolConfig};
+use pagekeep_arena::{ArenaPool, ArenaRouter, PoolConfig};
 
 static ROUTER: ArenaRouter<System> = ArenaRouter::new(System);
 

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::mpsc::channel;
 use std::time::Duration;
 
-use arena_alloc::{ArenaPool, PoolConfig};
+use pagekeep_arena::{ArenaPool, PoolConfig};
 
 fn wait_for_waiters(pool: &ArenaPool, waiting: usize) {
     while pool.stats().waiting != waiting {

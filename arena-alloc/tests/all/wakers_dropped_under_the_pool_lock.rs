@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Wake;
 use std::time::Duration;
 
-use arena_alloc::{AcquireFuture, ArenaPool, PoolConfig, PooledArena};
+use pagekeep_arena::{AcquireFuture, ArenaPool, PoolConfig, PooledArena};
 
 /// A waker that owns a lease, as a task's waker owns the task and its lease.
 struct OwnsALease(Mutex<Option<PooledArena<'static>>>);

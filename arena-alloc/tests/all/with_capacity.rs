@@ -1,7 +1,7 @@
 //! `with_capacity` commits up front, and refuses impossible sizes with an error.
 
-use arena_alloc::{Arena, ArenaConfig};
-use mmap_alloc::{FailingSource, HeapPages};
+use pagekeep_arena::{Arena, ArenaConfig};
+use pagekeep_mmap::{FailingSource, HeapPages};
 
 #[test]
 fn the_capacity_is_allocated_without_asking_the_source_again() {

@@ -7,7 +7,7 @@
 use core::alloc::Layout;
 
 use allocator_api2::alloc::Allocator;
-use arena_alloc::{Arena, ArenaConfig};
+use pagekeep_arena::{Arena, ArenaConfig};
 
 const LARGEST_ALIGNMENT_LOG: u32 = 29;
 

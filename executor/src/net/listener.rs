@@ -12,12 +12,12 @@ use crate::reactor::{Direction, Outcome, Registration};
 ///
 /// # Examples
 /// ```
-/// let runtime = executor::Runtime::builder().workers(1).build()?;
+/// let runtime = pagekeep_executor::Runtime::builder().workers(1).build()?;
 /// runtime.block_on(async {
-///     let listener = executor::net::TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+///     let listener = pagekeep_executor::net::TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
 ///     let address = listener.local_addr()?;
-///     let client = executor::spawn(async move {
-///         executor::net::TcpStream::connect(address).await.map(|_| ())
+///     let client = pagekeep_executor::spawn(async move {
+///         pagekeep_executor::net::TcpStream::connect(address).await.map(|_| ())
 ///     });
 ///     let (_stream, _peer) = listener.accept().await?;
 ///     client.await.unwrap()

@@ -15,12 +15,12 @@ use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use arena_alloc::{ArenaPool, PoolConfig};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Limited;
 use hyper::body::Incoming;
-use mmap_alloc::Decommit;
+use pagekeep_arena::{ArenaPool, PoolConfig};
+use pagekeep_mmap::Decommit;
 
 use crate::net::TcpListener;
 use crate::runtime::{Runtime, block_on_thread};
@@ -44,11 +44,11 @@ pub use request_scope::ResponseBody;
 /// use bytes::Bytes;
 /// use http_body_util::Full;
 ///
-/// let server = executor::Server::builder()
+/// let server = pagekeep_executor::Server::builder()
 ///     .client_addr(true)
 ///     .bind("127.0.0.1:8080".parse().unwrap())?;
-/// server.serve(|request: http::Request<executor::RequestBody>| async move {
-///     let executor::ClientAddr(client) = *request.extensions().get().unwrap();
+/// server.serve(|request: http::Request<pagekeep_executor::RequestBody>| async move {
+///     let pagekeep_executor::ClientAddr(client) = *request.extensions().get().unwrap();
 ///     http::Response::new(Full::new(Bytes::from(format!("you are {client}\n"))))
 /// })?;
 /// # Ok::<(), std::io::Error>(())
@@ -309,7 +309,7 @@ impl ServerBuilder {
     /// request arena: reporting a handler's panic (a backtrace can take megabytes)
     /// never counts against the request's budget. Without [`arena_pool`](Self::arena_pool), this makes the server's arena pool and
     /// registers it with the router; a registered pool lives as long as the process,
-    /// and at most [`arena_alloc::MAX_POOLS`] can be registered, so a process that binds
+    /// and at most [`pagekeep_arena::MAX_POOLS`] can be registered, so a process that binds
     /// many servers should share one pool between them.
     ///
     /// # Errors
@@ -408,7 +408,7 @@ fn bind_listeners(
 /// use bytes::Bytes;
 /// use http_body_util::Full;
 ///
-/// let server = executor::Server::builder().bind("127.0.0.1:8080".parse().unwrap())?;
+/// let server = pagekeep_executor::Server::builder().bind("127.0.0.1:8080".parse().unwrap())?;
 /// println!("listening on http://{}", server.local_addr());
 /// server.serve(|_request| async { http::Response::new(Full::new(Bytes::from("hello\n"))) })?;
 /// # Ok::<(), std::io::Error>(())

@@ -55,11 +55,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use arena_alloc::{AcquireFuture, PooledArena};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, header, uri};
 use http_body_util::{Full, Limited};
 use hyper::body::Incoming;
+use pagekeep_arena::{AcquireFuture, PooledArena};
 
 use crate::server::stats::Counters;
 use crate::server::{ClientAddr, Config, Handler, RequestBody};
@@ -135,7 +135,7 @@ impl ConnectionActivity {
         if path.as_str().len() > KEPT_PATH_BYTES {
             return None;
         }
-        let copy = arena_alloc::outside_arena(|| {
+        let copy = pagekeep_arena::outside_arena(|| {
             // An owner's reference count: sharing the copy never allocates.
             Uri::from_maybe_shared(Bytes::from_owner(path.as_str().to_owned())).ok()
         })?;
@@ -328,7 +328,7 @@ pub(crate) fn report_panics_outside_arenas() {
     INSTALLED.call_once(|| {
         let report = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            arena_alloc::outside_arena(|| report(info));
+            pagekeep_arena::outside_arena(|| report(info));
         }));
     });
 }

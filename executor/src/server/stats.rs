@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use arena_alloc::{ArenaPool, PoolStats};
+use pagekeep_arena::{ArenaPool, PoolStats};
 
 /// The counters behind [`ServerStats`].
 #[derive(Debug, Default)]

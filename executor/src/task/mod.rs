@@ -89,9 +89,9 @@ where
 ///
 /// # Examples
 /// ```
-/// let runtime = executor::Runtime::builder().workers(1).build()?;
+/// let runtime = pagekeep_executor::Runtime::builder().workers(1).build()?;
 /// let sum = runtime.block_on(async {
-///     let child = executor::spawn(async { 20 + 1 });
+///     let child = pagekeep_executor::spawn(async { 20 + 1 });
 ///     child.await.unwrap() * 2
 /// });
 /// assert_eq!(sum, 42);
@@ -104,13 +104,13 @@ where
 {
     // A spawned task is not part of the request that spawns it: it may outlive it, so
     // its memory comes from outside the request's arena.
-    let (task, handle) = arena_alloc::outside_arena(|| package(future));
+    let (task, handle) = pagekeep_arena::outside_arena(|| package(future));
     crate::worker::with_local(move |local| {
         if let Some(task) = task {
             local.spawn(task);
         }
     })
-    .expect("executor::spawn called outside an executor worker thread");
+    .expect("pagekeep_executor::spawn called outside an executor worker thread");
     handle
 }
 

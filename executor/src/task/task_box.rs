@@ -2,7 +2,7 @@
 //! heap, not of the global allocator.
 //!
 //! Futures of every type are spawned, so tasks are type-erased and come in many sizes:
-//! slab-alloc's `SlabHeap`, a set of slab caches by size class with per-thread
+//! pagekeep-slab's `SlabHeap`, a set of slab caches by size class with per-thread
 //! magazines, is the slab that fits (an `ObjectCache` holds one type). A dedicated heap
 //! keeps task memory apart from request arenas and from the rest of the process: a
 //! connection's task is allocated and freed on its worker's thread, from that
@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::ptr::NonNull;
 
 use allocator_api2::alloc::Allocator;
-use slab_alloc::SlabHeap;
+use pagekeep_slab::SlabHeap;
 
 /// The runtime's task heap, shared by every worker.
 static TASK_HEAP: SlabHeap = SlabHeap::new();

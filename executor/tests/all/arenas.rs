@@ -6,20 +6,20 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
-use executor::PoolConfig;
-use executor::client::ClientConnection;
 use http::{Request, Response, StatusCode};
+use pagekeep_executor::PoolConfig;
+use pagekeep_executor::client::ClientConnection;
 
 /// `/where`: the address of a fresh heap allocation and whether the thread routes to
 /// an arena; `/keep`: leaves a vector in `KEPT` (memory escaping the request).
-async fn probes(request: Request<executor::RequestBody>) -> Response<TestBody> {
+async fn probes(request: Request<pagekeep_executor::RequestBody>) -> Response<TestBody> {
     match request.uri().path() {
         "/where" => {
             let probe = Box::new([7u8; 100]);
             let address = probe.as_ptr().addr();
             text(
                 StatusCode::OK,
-                format!("{address} {}", arena_alloc::in_arena()),
+                format!("{address} {}", pagekeep_arena::in_arena()),
             )
         }
         "/keep" => {
@@ -121,7 +121,7 @@ fn request_waits_for_a_busy_arena_then_gets_503() {
     let address = server.address;
     let (holder, refused, waited) = client_runtime().block_on(async move {
         let holder = spawn_clients(address, 1, "/slow?ms=600", 1).remove(0);
-        executor::sleep(Duration::from_millis(100)).await;
+        pagekeep_executor::sleep(Duration::from_millis(100)).await;
         let mut connection = ClientConnection::connect(address, CLIENT_TIMEOUT)
             .await
             .unwrap();
@@ -220,7 +220,7 @@ fn idle_keep_alive_connections_hold_no_arena() {
                 Instant::now() < deadline,
                 "idle connections pin arenas: {arenas:?}"
             );
-            executor::sleep(Duration::from_millis(5)).await;
+            pagekeep_executor::sleep(Duration::from_millis(5)).await;
         }
         drop(connections);
     });

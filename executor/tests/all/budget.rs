@@ -8,7 +8,7 @@ use crate::support::*;
 use http::{Request, Response, StatusCode};
 
 /// `/once?kib=N`: allocates N KiB and answers in its first poll, never awaiting.
-async fn in_one_poll(request: Request<executor::RequestBody>) -> Response<TestBody> {
+async fn in_one_poll(request: Request<pagekeep_executor::RequestBody>) -> Response<TestBody> {
     let kib: usize = request
         .uri()
         .query()
@@ -74,7 +74,7 @@ fn one_allocation_past_the_spill_cap_gets_503_and_the_process_lives() {
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
     let answer = client_runtime().block_on(async move {
-        executor::client::send_request(address, request, CLIENT_TIMEOUT).await
+        pagekeep_executor::client::send_request(address, request, CLIENT_TIMEOUT).await
     });
     let alive = child.wait_exit(Duration::from_millis(200)).is_none();
     assert!(alive, "the server died: {}", child.stderr());
@@ -93,7 +93,7 @@ fn many_small_allocations_past_the_budget_without_awaiting_get_503() {
     // poll.
     let server = start_with(
         builder(),
-        |request: Request<executor::RequestBody>| async move {
+        |request: Request<pagekeep_executor::RequestBody>| async move {
             if request.uri().path() != "/boxes" {
                 return routes(request).await;
             }

@@ -9,7 +9,7 @@ use http::{Request, Response, StatusCode};
 
 /// Serves `handler` with signal handling on, printing where it listens; returns when
 /// the server has shut down.
-fn serve<H: executor::Handler>(builder: executor::ServerBuilder, handler: H) {
+fn serve<H: pagekeep_executor::Handler>(builder: pagekeep_executor::ServerBuilder, handler: H) {
     let server = builder
         .workers(2)
         .handle_signals(true)
@@ -22,7 +22,7 @@ fn serve<H: executor::Handler>(builder: executor::ServerBuilder, handler: H) {
 
 /// `/block` blocks its worker thread for an hour (announcing it first), `/await`
 /// awaits an hour; anything else is the usual routes.
-async fn stuck(request: Request<executor::RequestBody>) -> Response<TestBody> {
+async fn stuck(request: Request<pagekeep_executor::RequestBody>) -> Response<TestBody> {
     match request.uri().path() {
         "/block" => {
             println!("blocking");
@@ -31,7 +31,7 @@ async fn stuck(request: Request<executor::RequestBody>) -> Response<TestBody> {
         }
         "/await" => {
             println!("awaiting");
-            executor::sleep(Duration::from_secs(3600)).await;
+            pagekeep_executor::sleep(Duration::from_secs(3600)).await;
             text(StatusCode::OK, "awaited")
         }
         "/grow" => {
@@ -68,7 +68,7 @@ fn entry() {
     let Ok(scenario) = std::env::var(CHILD_SCENARIO) else {
         return;
     };
-    let builder = executor::Server::builder();
+    let builder = pagekeep_executor::Server::builder();
     match scenario.as_str() {
         "stuck" => serve(builder.shutdown_deadline(Duration::from_millis(300)), stuck),
         "patient" => serve(builder.shutdown_deadline(Duration::from_secs(600)), stuck),
@@ -97,8 +97,8 @@ fn entry() {
             // server waiting for its port to be free retries. Then another port.
             let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let address = taken.local_addr().unwrap();
-            for _ in 0..2 * arena_alloc::MAX_POOLS {
-                let refused = executor::Server::builder()
+            for _ in 0..2 * pagekeep_arena::MAX_POOLS {
+                let refused = pagekeep_executor::Server::builder()
                     .workers(1)
                     .arenas(2)
                     .arena_bytes(64 << 10)

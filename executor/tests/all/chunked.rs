@@ -35,7 +35,7 @@ fn streamed_response_is_sent_chunked_and_decoded_by_the_client() {
             .header("host", "t")
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .unwrap();
-        let response = executor::client::send_request(address, request, CLIENT_TIMEOUT)
+        let response = pagekeep_executor::client::send_request(address, request, CLIENT_TIMEOUT)
             .await
             .unwrap();
         response.into_body()

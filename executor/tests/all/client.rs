@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use crate::support::*;
-use executor::client::{ClientConnection, ClientError};
 use http_body_util::Empty;
+use pagekeep_executor::client::{ClientConnection, ClientError};
 
 #[test]
 fn connect_refused_is_a_connect_error() {
@@ -29,7 +29,7 @@ fn response_that_never_comes_times_out() {
             .header("host", "t")
             .body(Empty::<bytes::Bytes>::new())
             .unwrap();
-        executor::client::send_request(address, request, Duration::from_millis(200))
+        pagekeep_executor::client::send_request(address, request, Duration::from_millis(200))
             .await
             .map(|_| ())
     });
@@ -52,8 +52,8 @@ fn kept_client_connections_hold_no_request_arena() {
     // it; anything else is the usual routes.
     let server = start_with_arenas(
         builder().arena_wait(Duration::from_millis(200)),
-        executor::PoolConfig::new(4, 256 << 10),
-        move |request: http::Request<executor::RequestBody>| async move {
+        pagekeep_executor::PoolConfig::new(4, 256 << 10),
+        move |request: http::Request<pagekeep_executor::RequestBody>| async move {
             if request.uri().path() != "/keep" {
                 return routes(request).await;
             }
@@ -132,7 +132,7 @@ fn a_server_that_closes_resets_or_cuts_the_response_fails_the_exchange_at_once()
                 .header("host", "t")
                 .body(Empty::<bytes::Bytes>::new())
                 .unwrap();
-            executor::client::send_request(address, request, CLIENT_TIMEOUT)
+            pagekeep_executor::client::send_request(address, request, CLIENT_TIMEOUT)
                 .await
                 .map(|_| ())
         });
@@ -163,7 +163,7 @@ fn a_kept_connection_reports_a_body_cut_short_and_a_server_gone_idle() {
             .body(Empty::new())
             .unwrap();
         let response = connection.send(request, CLIENT_TIMEOUT).await.unwrap();
-        let body = executor::timeout(CLIENT_TIMEOUT, response.into_body().collect())
+        let body = pagekeep_executor::timeout(CLIENT_TIMEOUT, response.into_body().collect())
             .await
             .map(|collected| collected.map(|_| ()));
         let request = http::Request::get("/")
@@ -190,9 +190,9 @@ fn a_kept_connection_reports_a_body_cut_short_and_a_server_gone_idle() {
             http::StatusCode::OK
         );
         // Until the server has closed it.
-        let closed = executor::timeout(CLIENT_TIMEOUT, async {
+        let closed = pagekeep_executor::timeout(CLIENT_TIMEOUT, async {
             while stats.open_connections() > 0 {
-                executor::sleep(Duration::from_millis(10)).await;
+                pagekeep_executor::sleep(Duration::from_millis(10)).await;
             }
         });
         closed

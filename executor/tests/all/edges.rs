@@ -137,7 +137,7 @@ fn arena_bytes_within_and_past() {
     // 256 KiB budgets: `/hold?kib=N` holds N KiB across an await.
     let server = start_with(
         builder(),
-        |request: http::Request<executor::RequestBody>| async move {
+        |request: http::Request<pagekeep_executor::RequestBody>| async move {
             let kib: usize = request
                 .uri()
                 .query()
@@ -145,7 +145,7 @@ fn arena_bytes_within_and_past() {
                 .and_then(|kib| kib.parse().ok())
                 .unwrap_or(0);
             let held = vec![1u8; kib << 10];
-            executor::sleep(Duration::from_millis(1)).await;
+            pagekeep_executor::sleep(Duration::from_millis(1)).await;
             text(StatusCode::OK, format!("{}", held.len()))
         },
     );
@@ -179,8 +179,8 @@ fn usize_max_for_every_size_setting() {
         "{response}"
     );
     for builder in [
-        executor::Server::builder().arenas(usize::MAX),
-        executor::Server::builder().arena_bytes(usize::MAX),
+        pagekeep_executor::Server::builder().arenas(usize::MAX),
+        pagekeep_executor::Server::builder().arena_bytes(usize::MAX),
     ] {
         let bound = builder
             .workers(1)

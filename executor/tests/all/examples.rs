@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 
 use crate::support::*;
 
-/// The example binary `name`, next to this test binary (`cargo test -p executor` builds
+/// The example binary `name`, next to this test binary (`cargo test -p pagekeep-executor` builds
 /// the examples with the tests); built first when only this test binary was.
 fn example(name: &str) -> PathBuf {
     let deps = std::env::current_exe().unwrap();
@@ -24,7 +24,7 @@ fn example(name: &str) -> PathBuf {
             .args([
                 "build",
                 "-p",
-                "executor",
+                "pagekeep-executor",
                 "--example",
                 name,
                 "--profile",

@@ -1,8 +1,8 @@
 //! Many requests on one keep-alive connection.
 
 use crate::support::*;
-use executor::client::ClientConnection;
 use http::StatusCode;
+use pagekeep_executor::client::ClientConnection;
 
 #[test]
 fn twenty_requests_share_one_connection() {
@@ -81,7 +81,7 @@ fn connections_and_their_workers(
 #[test]
 fn connections_are_spread_evenly_over_the_workers_whichever_accepts() {
     let server = start_with(builder(), |_request| async {
-        let worker = executor::current_worker().expect("handlers run on workers");
+        let worker = pagekeep_executor::current_worker().expect("handlers run on workers");
         text(StatusCode::OK, format!("worker {worker};"))
     });
     for _round in 0..2 {
@@ -109,10 +109,10 @@ fn connections_are_spread_evenly_over_the_workers_whichever_accepts() {
 fn the_handler_sees_the_client_address() {
     let server = start_with(
         builder().client_addr(true),
-        |request: http::Request<executor::RequestBody>| async move {
+        |request: http::Request<pagekeep_executor::RequestBody>| async move {
             let address = request
                 .extensions()
-                .get::<executor::ClientAddr>()
+                .get::<pagekeep_executor::ClientAddr>()
                 .map_or_else(|| "none".to_owned(), |client| client.0.to_string());
             text(http::StatusCode::OK, address)
         },
@@ -132,8 +132,11 @@ fn the_handler_sees_the_client_address() {
 fn without_asking_the_handler_gets_no_client_address() {
     let server = start_with(
         builder(),
-        |request: http::Request<executor::RequestBody>| async move {
-            let seen = request.extensions().get::<executor::ClientAddr>().is_some();
+        |request: http::Request<pagekeep_executor::RequestBody>| async move {
+            let seen = request
+                .extensions()
+                .get::<pagekeep_executor::ClientAddr>()
+                .is_some();
             text(http::StatusCode::OK, format!("client address: {seen}"))
         },
     );

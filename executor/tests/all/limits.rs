@@ -146,8 +146,8 @@ fn a_response_with_30000_values_of_one_header_is_sent_whole() {
     const COOKIES: usize = 30_000;
     let server = start_with_arenas(
         builder(),
-        arena_alloc::PoolConfig::new(2, 8 << 20),
-        |request: http::Request<executor::RequestBody>| async move {
+        pagekeep_arena::PoolConfig::new(2, 8 << 20),
+        |request: http::Request<pagekeep_executor::RequestBody>| async move {
             let mut response = text(http::StatusCode::OK, "done");
             if request.uri().path() == "/cookies" {
                 // Static values: no allocation per value (debug builds of the arena

@@ -5,7 +5,7 @@
 //! in their arenas: budgets, escapes and the return of every arena are all exercised.
 
 #[global_allocator]
-static GLOBAL: executor::RequestAllocator = executor::request_allocator();
+static GLOBAL: pagekeep_executor::RequestAllocator = pagekeep_executor::request_allocator();
 
 mod arenas;
 mod budget;

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use crate::support::*;
-use executor::client::ClientConnection;
 use http::StatusCode;
+use pagekeep_executor::client::ClientConnection;
 
 #[test]
 fn panic_gets_500_while_concurrent_requests_succeed() {
@@ -12,7 +12,7 @@ fn panic_gets_500_while_concurrent_requests_succeed() {
     let address = server.address;
     let results = client_runtime().block_on(async move {
         let slow = spawn_clients(address, 8, "/slow?ms=100", 1);
-        executor::sleep(Duration::from_millis(20)).await;
+        pagekeep_executor::sleep(Duration::from_millis(20)).await;
         let mut connection = ClientConnection::connect(address, CLIENT_TIMEOUT)
             .await
             .unwrap();
@@ -93,11 +93,16 @@ fn bounded<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Opti
 
 #[test]
 fn a_task_output_that_panics_on_drop_does_not_kill_its_worker() {
-    let runtime = std::sync::Arc::new(executor::Runtime::builder().workers(1).build().unwrap());
+    let runtime = std::sync::Arc::new(
+        pagekeep_executor::Runtime::builder()
+            .workers(1)
+            .build()
+            .unwrap(),
+    );
     // Detached before it finishes: nobody takes the output, so the worker drops it
     // with the task.
-    let detached = |runtime: &executor::Runtime| {
-        let go = executor::Shutdown::new();
+    let detached = |runtime: &pagekeep_executor::Runtime| {
+        let go = pagekeep_executor::Shutdown::new();
         let wait = go.wait();
         drop(runtime.spawn(async move {
             wait.await;
@@ -110,7 +115,7 @@ fn a_task_output_that_panics_on_drop_does_not_kill_its_worker() {
     // only when the task is freed), and a cancelled one that panics when dropped.
     drop(runtime.spawn(async {
         let guard = PanicsOnDrop;
-        executor::sleep(Duration::from_millis(1)).await;
+        pagekeep_executor::sleep(Duration::from_millis(1)).await;
         std::mem::forget(guard);
     }));
     let running = std::sync::Arc::clone(&runtime);
@@ -126,7 +131,10 @@ fn a_task_output_that_panics_on_drop_does_not_kill_its_worker() {
 
 #[test]
 fn a_cancelled_task_that_panics_on_drop_reports_cancelled_and_the_rest_are_dropped() {
-    let runtime = executor::Runtime::builder().workers(1).build().unwrap();
+    let runtime = pagekeep_executor::Runtime::builder()
+        .workers(1)
+        .build()
+        .unwrap();
     let first = runtime.spawn(async {
         let _guard = PanicsOnDrop;
         std::future::pending::<()>().await;
@@ -152,7 +160,7 @@ fn a_cancelled_task_that_panics_on_drop_reports_cancelled_and_the_rest_are_dropp
     for handle in [first, second, third] {
         let result = client.block_on(handle);
         assert!(
-            matches!(result, Err(executor::JoinError::Cancelled)),
+            matches!(result, Err(pagekeep_executor::JoinError::Cancelled)),
             "{result:?}"
         );
     }
@@ -172,10 +180,10 @@ impl std::task::Wake for PanickingWaker {
 /// fires, the worker's loop unwinds.
 /// Allocated outside any request's arena: it is leaked on purpose.
 async fn arm_a_panicking_waker() {
-    arena_alloc::outside_arena(|| {
+    pagekeep_arena::outside_arena(|| {
         let waker = std::task::Waker::from(std::sync::Arc::new(PanickingWaker));
         let mut context = std::task::Context::from_waker(&waker);
-        let mut sleep = Box::pin(executor::sleep(Duration::from_millis(10)));
+        let mut sleep = Box::pin(pagekeep_executor::sleep(Duration::from_millis(10)));
         assert!(sleep.as_mut().poll(&mut context).is_pending());
         // Kept registered: the sleep is leaked, so the timer is never cancelled.
         std::mem::forget(sleep);
@@ -184,7 +192,12 @@ async fn arm_a_panicking_waker() {
 
 #[test]
 fn block_on_a_dead_worker_panics_instead_of_hanging() {
-    let runtime = std::sync::Arc::new(executor::Runtime::builder().workers(1).build().unwrap());
+    let runtime = std::sync::Arc::new(
+        pagekeep_executor::Runtime::builder()
+            .workers(1)
+            .build()
+            .unwrap(),
+    );
     let pending = runtime.spawn(std::future::pending::<()>());
     runtime.block_on(arm_a_panicking_waker());
     std::thread::sleep(Duration::from_millis(100));
@@ -205,7 +218,7 @@ fn block_on_a_dead_worker_panics_instead_of_hanging() {
     // The dead worker's tasks were failed, not left hanging.
     let result = client_runtime().block_on(pending);
     assert!(
-        matches!(result, Err(executor::JoinError::Cancelled)),
+        matches!(result, Err(pagekeep_executor::JoinError::Cancelled)),
         "{result:?}"
     );
 }
@@ -214,7 +227,7 @@ fn block_on_a_dead_worker_panics_instead_of_hanging() {
 fn a_worker_that_dies_gets_no_more_connections() {
     let server = start_with(
         builder(),
-        |request: http::Request<executor::RequestBody>| async move {
+        |request: http::Request<pagekeep_executor::RequestBody>| async move {
             if request.uri().path() == "/kill-worker" {
                 arm_a_panicking_waker().await;
                 return text(StatusCode::OK, "armed");
@@ -248,7 +261,7 @@ fn a_worker_that_dies_gets_no_more_connections() {
 /// the response body's second poll, each with a payload whose destructor panics
 /// ([`PanicsOnDrop`]); anything else is the usual routes.
 fn panics_with_a_payload_that_panics_on_drop(
-    request: http::Request<executor::RequestBody>,
+    request: http::Request<pagekeep_executor::RequestBody>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = http::Response<TestBody>> + Send>> {
     use http_body_util::BodyExt;
     match request.uri().path() {
@@ -339,7 +352,7 @@ fn a_response_extension_that_panics_on_drop_does_not_cut_the_connection() {
     // one hyper reads (a custom reason phrase).
     let server = start_with(
         builder(),
-        |request: http::Request<executor::RequestBody>| async move {
+        |request: http::Request<pagekeep_executor::RequestBody>| async move {
             if request.uri().path() != "/extension" {
                 return routes(request).await;
             }
@@ -466,7 +479,7 @@ fn a_reason_phrase_behind_an_extension_that_panics_on_drop_is_freed() {
     // build, the reason phrase's box (in the request's arena) is behind a panic.
     let server = start_with(
         builder(),
-        |request: http::Request<executor::RequestBody>| async move {
+        |request: http::Request<pagekeep_executor::RequestBody>| async move {
             if request.uri().path() != "/reason" {
                 return routes(request).await;
             }

@@ -10,7 +10,7 @@ use http_body_util::Empty;
 fn proxy_to(
     upstream: SocketAddr,
 ) -> impl Fn(
-    Request<executor::RequestBody>,
+    Request<pagekeep_executor::RequestBody>,
 ) -> std::pin::Pin<Box<dyn Future<Output = Response<TestBody>> + Send>>
 + Send
 + Sync
@@ -21,9 +21,15 @@ fn proxy_to(
                 .header("host", "upstream")
                 .body(Empty::<bytes::Bytes>::new())
                 .unwrap();
-            match executor::client::send_request(upstream, outbound, Duration::from_secs(2)).await {
+            match pagekeep_executor::client::send_request(
+                upstream,
+                outbound,
+                Duration::from_secs(2),
+            )
+            .await
+            {
                 Ok(response) => text(response.status(), response.into_body()),
-                Err(executor::client::ClientError::Timeout) => {
+                Err(pagekeep_executor::client::ClientError::Timeout) => {
                     text(StatusCode::GATEWAY_TIMEOUT, "upstream timed out")
                 }
                 Err(_) => text(StatusCode::BAD_GATEWAY, "upstream failed"),
@@ -63,7 +69,11 @@ fn outbound_request_to_a_silent_server_times_out() {
 #[test]
 fn outbound_response_counts_against_the_request_budget() {
     // The upstream's own requests have room for its 1 MiB response.
-    let upstream = start_with_arenas(builder(), executor::PoolConfig::new(2, 4 << 20), routes);
+    let upstream = start_with_arenas(
+        builder(),
+        pagekeep_executor::PoolConfig::new(2, 4 << 20),
+        routes,
+    );
     // 1 MiB from upstream cannot fit the proxy's 256 KiB request arenas.
     let proxy = start_with(builder(), proxy_to(upstream.address));
     let (status, body) = get(proxy.address, "/big");

@@ -8,7 +8,7 @@ use std::time::Duration;
 fn fifteen_hundred_runtimes_in_turn_each_get_their_workers() {
     // The process-wide worker table has 1024 entries: a dropped runtime gives its back.
     for round in 0..1500 {
-        let runtime = executor::Runtime::builder()
+        let runtime = pagekeep_executor::Runtime::builder()
             .workers(1)
             .build()
             .unwrap_or_else(|error| panic!("runtime {round}: {error}"));
@@ -18,11 +18,16 @@ fn fifteen_hundred_runtimes_in_turn_each_get_their_workers() {
 
 #[test]
 fn a_runtime_dropped_by_its_own_task_does_not_hang() {
-    let runtime = Arc::new(executor::Runtime::builder().workers(2).build().unwrap());
+    let runtime = Arc::new(
+        pagekeep_executor::Runtime::builder()
+            .workers(2)
+            .build()
+            .unwrap(),
+    );
     let kept = Arc::clone(&runtime);
     let (sender, receiver) = std::sync::mpsc::channel();
     drop(runtime.spawn(async move {
-        executor::sleep(Duration::from_millis(20)).await;
+        pagekeep_executor::sleep(Duration::from_millis(20)).await;
         // The last handle goes on one of the runtime's own workers.
         drop(kept);
         let _ = sender.send(());

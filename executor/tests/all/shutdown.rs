@@ -157,7 +157,7 @@ fn after_serve_returns_a_termination_signal_has_its_default_action_again() {
 }
 
 /// A response body without end: a frame every 50 ms, for ever.
-struct Endless(Option<executor::Sleep>);
+struct Endless(Option<pagekeep_executor::Sleep>);
 
 impl http_body::Body for Endless {
     type Data = bytes::Bytes;
@@ -170,7 +170,7 @@ impl http_body::Body for Endless {
         use std::future::Future;
         let pause = self
             .0
-            .get_or_insert_with(|| executor::sleep(Duration::from_millis(50)));
+            .get_or_insert_with(|| pagekeep_executor::sleep(Duration::from_millis(50)));
         if std::pin::Pin::new(pause).poll(cx).is_pending() {
             return std::task::Poll::Pending;
         }
@@ -186,7 +186,7 @@ fn an_endless_streamed_response_is_cut_at_the_shutdown_deadline() {
     use http_body_util::BodyExt;
     let server = start_with(
         builder().shutdown_deadline(Duration::from_millis(300)),
-        |_request: http::Request<executor::RequestBody>| async {
+        |_request: http::Request<pagekeep_executor::RequestBody>| async {
             http::Response::new(Endless(None).map_err(|never| match never {}).boxed())
         },
     );

@@ -8,12 +8,15 @@ use crate::support::*;
 
 #[test]
 fn two_tasks_reading_one_stream_are_both_woken() {
-    let runtime = executor::Runtime::builder().workers(1).build().unwrap();
+    let runtime = pagekeep_executor::Runtime::builder()
+        .workers(1)
+        .build()
+        .unwrap();
     let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = peer.local_addr().unwrap();
     let stream = Arc::new(
         runtime
-            .block_on(async move { executor::net::TcpStream::connect(address).await })
+            .block_on(async move { pagekeep_executor::net::TcpStream::connect(address).await })
             .unwrap(),
     );
     let (mut writer, _) = peer.accept().unwrap();
@@ -35,8 +38,9 @@ fn two_tasks_reading_one_stream_are_both_woken() {
     writer.write_all(b"b").unwrap();
     let mut got: Vec<u8> = Vec::new();
     for reader in readers {
-        let read = client_runtime()
-            .block_on(async move { executor::timeout(Duration::from_secs(5), reader).await });
+        let read = client_runtime().block_on(async move {
+            pagekeep_executor::timeout(Duration::from_secs(5), reader).await
+        });
         let (count, byte) = read.expect("a reader was never woken").unwrap().unwrap();
         assert_eq!(count, 1);
         got.push(byte);

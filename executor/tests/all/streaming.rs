@@ -20,7 +20,7 @@ struct Paced {
     frames: usize,
     sent: usize,
     interval: Duration,
-    pause: Option<executor::Sleep>,
+    pause: Option<pagekeep_executor::Sleep>,
     make: fn(usize) -> Bytes,
 }
 
@@ -37,7 +37,9 @@ impl http_body::Body for Paced {
         }
         if self.sent > 0 {
             let interval = self.interval;
-            let pause = self.pause.get_or_insert_with(|| executor::sleep(interval));
+            let pause = self
+                .pause
+                .get_or_insert_with(|| pagekeep_executor::sleep(interval));
             if Pin::new(pause).poll(cx).is_pending() {
                 return Poll::Pending;
             }
@@ -65,7 +67,7 @@ static LARGE: [u8; 16 << 20] = [b'x'; 16 << 20];
 /// `/ticks`: 8 short chunks 100 ms apart; `/large`: 16 MiB in one frame (static, no
 /// allocation); `/panics`: a chunk, then the body panics; `/hog`: 64 KiB chunks
 /// allocated one per poll, without end; `/forever`: a tick every 100 ms, without end.
-async fn streams(request: Request<executor::RequestBody>) -> Response<TestBody> {
+async fn streams(request: Request<pagekeep_executor::RequestBody>) -> Response<TestBody> {
     match request.uri().path() {
         "/ticks" => paced(8, Duration::from_millis(100), |index| {
             Bytes::from(format!("tick {index}\n"))
@@ -250,7 +252,7 @@ impl Drop for OwnerPanicsOnDrop {
 fn response_bytes_whose_owner_panics_on_drop_leave_the_connection_usable() {
     let server = start_with(
         builder(),
-        |request: Request<executor::RequestBody>| async move {
+        |request: Request<pagekeep_executor::RequestBody>| async move {
             if request.uri().path() != "/owned" {
                 return routes(request).await;
             }

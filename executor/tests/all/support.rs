@@ -8,11 +8,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use executor::client::ClientConnection;
-use executor::{ArenaPool, PoolConfig, RequestBody, Runtime, ServerBuilder, ServerStats, Shutdown};
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
+use pagekeep_executor::client::ClientConnection;
+use pagekeep_executor::{
+    ArenaPool, PoolConfig, RequestBody, Runtime, ServerBuilder, ServerStats, Shutdown,
+};
 
 pub type TestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -92,7 +94,7 @@ impl Drop for TestServer {
 }
 
 /// Pools of request arenas that no running test server uses. A process can register at
-/// most `arena_alloc::MAX_POOLS` pools with the router, ever, so test servers share.
+/// most `pagekeep_arena::MAX_POOLS` pools with the router, ever, so test servers share.
 static IDLE_POOLS: Mutex<Vec<(PoolConfig, &'static ArenaPool)>> = Mutex::new(Vec::new());
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -123,7 +125,7 @@ fn take_pool(config: PoolConfig) -> &'static ArenaPool {
 
 /// One pool of 8 arenas of 256 KiB, made once, for tests that bind servers of their
 /// own (sharing it between servers, or binding several in turn): a process can
-/// register only `arena_alloc::MAX_POOLS` pools, ever.
+/// register only `pagekeep_arena::MAX_POOLS` pools, ever.
 pub fn own_servers_pool() -> &'static ArenaPool {
     static POOL: OnceLock<&'static ArenaPool> = OnceLock::new();
     POOL.get_or_init(|| {
@@ -135,7 +137,7 @@ pub fn own_servers_pool() -> &'static ArenaPool {
 
 /// Short test defaults: 2 workers, no signal handling.
 pub fn builder() -> ServerBuilder {
-    executor::Server::builder()
+    pagekeep_executor::Server::builder()
         .workers(2)
         .handle_signals(false)
         .header_read_timeout(Duration::from_secs(5))
@@ -147,12 +149,12 @@ pub fn start(builder: ServerBuilder) -> TestServer {
     start_with(builder, routes)
 }
 
-pub fn start_with<H: executor::Handler>(builder: ServerBuilder, handler: H) -> TestServer {
+pub fn start_with<H: pagekeep_executor::Handler>(builder: ServerBuilder, handler: H) -> TestServer {
     start_with_arenas(builder, default_arenas(), handler)
 }
 
 /// Starts `handler` with request arenas from a pool of `arenas`.
-pub fn start_with_arenas<H: executor::Handler>(
+pub fn start_with_arenas<H: pagekeep_executor::Handler>(
     builder: ServerBuilder,
     arenas: PoolConfig,
     handler: H,
@@ -243,7 +245,7 @@ pub async fn routes(request: Request<RequestBody>) -> Response<TestBody> {
             Err(_) => text(StatusCode::BAD_REQUEST, "bad body"),
         },
         "/slow" => {
-            executor::sleep(Duration::from_millis(query_millis(&request))).await;
+            pagekeep_executor::sleep(Duration::from_millis(query_millis(&request))).await;
             text(StatusCode::OK, "slow")
         }
         "/panic" => panic!("handler panics on purpose"),
@@ -254,7 +256,7 @@ pub async fn routes(request: Request<RequestBody>) -> Response<TestBody> {
             let mut hoard: Vec<Vec<u8>> = Vec::new();
             loop {
                 hoard.push(vec![1u8; 64 << 10]);
-                executor::sleep(Duration::from_millis(1)).await;
+                pagekeep_executor::sleep(Duration::from_millis(1)).await;
             }
         }
         "/chunked" => {
@@ -306,10 +308,10 @@ pub fn spawn_clients(
     clients: usize,
     path: &'static str,
     times: usize,
-) -> Vec<executor::JoinHandle<Vec<(StatusCode, Bytes)>>> {
+) -> Vec<pagekeep_executor::JoinHandle<Vec<(StatusCode, Bytes)>>> {
     (0..clients)
         .map(|_| {
-            executor::spawn(get_all_on_one_connection(
+            pagekeep_executor::spawn(get_all_on_one_connection(
                 address,
                 std::iter::repeat_n(path, times),
             ))

@@ -10,16 +10,19 @@ use http::StatusCode;
 
 #[test]
 fn sleep_and_timeout_accept_duration_max() {
-    let runtime = executor::Runtime::builder().workers(1).build().unwrap();
+    let runtime = pagekeep_executor::Runtime::builder()
+        .workers(1)
+        .build()
+        .unwrap();
     let outcome = runtime.block_on(async {
         // A sleep of `Duration::MAX` is pending, not a panic.
-        let mut forever = Box::pin(executor::sleep(Duration::MAX));
+        let mut forever = Box::pin(pagekeep_executor::sleep(Duration::MAX));
         let pending = std::future::poll_fn(|cx| {
             std::task::Poll::Ready(forever.as_mut().poll(cx).is_pending())
         })
         .await;
-        let bounded = executor::timeout(Duration::MAX, async { 5 }).await;
-        let secs = executor::timeout(Duration::from_secs(u64::MAX), async { 6 }).await;
+        let bounded = pagekeep_executor::timeout(Duration::MAX, async { 5 }).await;
+        let secs = pagekeep_executor::timeout(Duration::from_secs(u64::MAX), async { 6 }).await;
         (pending, bounded, secs)
     });
     assert_eq!(outcome, (true, Ok(5), Ok(6)));
@@ -27,19 +30,22 @@ fn sleep_and_timeout_accept_duration_max() {
 
 #[test]
 fn a_loop_of_zero_sleeps_lets_other_tasks_run() {
-    let runtime = executor::Runtime::builder().workers(1).build().unwrap();
+    let runtime = pagekeep_executor::Runtime::builder()
+        .workers(1)
+        .build()
+        .unwrap();
     let flag = Arc::new(AtomicBool::new(false));
     let spins = runtime.block_on({
         let flag = Arc::clone(&flag);
         async move {
-            let setter = executor::spawn({
+            let setter = pagekeep_executor::spawn({
                 let flag = Arc::clone(&flag);
                 async move { flag.store(true, Ordering::Release) }
             });
             // Without a yield this loop would never let `setter` run.
             let mut spins = 0u32;
             while !flag.load(Ordering::Acquire) && spins < 1_000_000 {
-                executor::sleep(Duration::ZERO).await;
+                pagekeep_executor::sleep(Duration::ZERO).await;
                 spins += 1;
             }
             setter.await.unwrap();
@@ -54,11 +60,11 @@ fn a_loop_of_zero_sleeps_lets_other_tasks_run() {
     let ran = runtime.block_on({
         let flag = Arc::clone(&flag);
         async move {
-            let setter = executor::spawn({
+            let setter = pagekeep_executor::spawn({
                 let flag = Arc::clone(&flag);
                 async move { flag.store(true, Ordering::Release) }
             });
-            executor::yield_now().await;
+            pagekeep_executor::yield_now().await;
             let ran = flag.load(Ordering::Acquire);
             setter.await.unwrap();
             ran
@@ -99,23 +105,27 @@ fn every_server_duration_takes_max_and_none() {
 fn zero_past_and_far_deadlines() {
     let outcomes = client_runtime().block_on(async {
         // A zero timeout lets a ready future through and stops a pending one.
-        let ready = executor::timeout(Duration::ZERO, async { 5 }).await;
-        let pending = executor::timeout(Duration::ZERO, std::future::pending::<()>()).await;
+        let ready = pagekeep_executor::timeout(Duration::ZERO, async { 5 }).await;
+        let pending =
+            pagekeep_executor::timeout(Duration::ZERO, std::future::pending::<()>()).await;
         // A deadline an hour past completes; so does a sleep reset to now.
-        executor::sleep_until(std::time::Instant::now() - Duration::from_secs(3600)).await;
-        let mut sleep = executor::sleep(Duration::from_secs(3600));
+        pagekeep_executor::sleep_until(std::time::Instant::now() - Duration::from_secs(3600)).await;
+        let mut sleep = pagekeep_executor::sleep(Duration::from_secs(3600));
         sleep.reset(std::time::Instant::now());
         (&mut sleep).await;
         // A deadline two centuries ahead (past the 30 years `sleep` clamps to) waits.
         let far = std::time::Instant::now() + Duration::from_secs(200 * 365 * 24 * 3600);
-        let until_far =
-            executor::timeout(Duration::from_millis(20), executor::sleep_until(far)).await;
+        let until_far = pagekeep_executor::timeout(
+            Duration::from_millis(20),
+            pagekeep_executor::sleep_until(far),
+        )
+        .await;
         sleep.reset(far);
-        let reset_far = executor::timeout(Duration::from_millis(20), &mut sleep).await;
+        let reset_far = pagekeep_executor::timeout(Duration::from_millis(20), &mut sleep).await;
         (ready, pending, until_far, reset_far)
     });
     assert_eq!(outcomes.0, Ok(5));
-    assert_eq!(outcomes.1, Err(executor::Elapsed));
-    assert_eq!(outcomes.2, Err(executor::Elapsed));
-    assert_eq!(outcomes.3, Err(executor::Elapsed));
+    assert_eq!(outcomes.1, Err(pagekeep_executor::Elapsed));
+    assert_eq!(outcomes.2, Err(pagekeep_executor::Elapsed));
+    assert_eq!(outcomes.3, Err(pagekeep_executor::Elapsed));
 }

@@ -28,7 +28,7 @@ mod unix;
 use unix as platform;
 
 #[cfg(not(any(unix, miri)))]
-compile_error!("mmap-alloc supports Unix targets (Linux and macOS) and miri");
+compile_error!("pagekeep-mmap supports Unix targets (Linux and macOS) and miri");
 
 /// Access permissions of pages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -415,15 +415,15 @@ pub unsafe fn resident_pages(ptr: NonNull<u8>, len: usize) -> Result<usize> {
 /// # Examples
 ///
 /// ```
-/// let block = mmap_alloc::sys::map_committed(8192, 4096)?;
+/// let block = pagekeep_mmap::sys::map_committed(8192, 4096)?;
 /// // A pointer that reaches only the first byte, as a `Box<u8>` would.
 /// let narrow = core::ptr::NonNull::from(unsafe { &mut *block.as_ptr() });
-/// let whole = mmap_alloc::sys::whole_mapping(narrow);
+/// let whole = pagekeep_mmap::sys::whole_mapping(narrow);
 /// // SAFETY: the second page belongs to the same mapping, reached through `whole`.
 /// unsafe { whole.add(4096).write(1) };
 /// // SAFETY: mapped above, not used afterwards.
-/// unsafe { mmap_alloc::sys::release(block, 8192) }?;
-/// # Ok::<(), mmap_alloc::Error>(())
+/// unsafe { pagekeep_mmap::sys::release(block, 8192) }?;
+/// # Ok::<(), pagekeep_mmap::Error>(())
 /// ```
 pub fn whole_mapping(ptr: NonNull<u8>) -> NonNull<u8> {
     platform::whole_mapping(ptr)

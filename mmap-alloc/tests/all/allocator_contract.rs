@@ -5,7 +5,7 @@ use core::alloc::Layout;
 
 use allocator_api2::alloc::Allocator;
 use allocator_api2::vec::Vec as ApiVec;
-use mmap_alloc::{MmapAlloc, sys};
+use pagekeep_mmap::{MmapAlloc, sys};
 
 #[test]
 fn zero_sized_blocks_are_dangling_and_aligned() {

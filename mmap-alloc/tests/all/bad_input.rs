@@ -6,12 +6,12 @@ use core::ptr::NonNull;
 use std::io;
 
 use allocator_api2::alloc::Allocator;
-use mmap_alloc::{
+use pagekeep_mmap::{
     Cause, Decommit, HeapPages, MmapAlloc, Operation, OsPages, PageSource, Protection, Region, sys,
     syscall_counters,
 };
 
-fn assert_invalid<T: std::fmt::Debug>(result: mmap_alloc::Result<T>) {
+fn assert_invalid<T: std::fmt::Debug>(result: pagekeep_mmap::Result<T>) {
     let error = result.expect_err("bad input must be refused");
     assert!(matches!(error.cause(), Cause::InvalidInput(_)), "{error}");
     assert_eq!(error.kind(), io::ErrorKind::InvalidInput);

@@ -5,7 +5,7 @@
 //! give them the protection the range had.
 #![cfg(all(target_os = "linux", not(miri)))]
 
-use mmap_alloc::{Decommit, Protection, Region, sys};
+use pagekeep_mmap::{Decommit, Protection, Region, sys};
 
 use crate::util::{in_child, permissions_at};
 

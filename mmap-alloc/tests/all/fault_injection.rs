@@ -5,7 +5,7 @@ use core::cell::Cell;
 use core::ptr::NonNull;
 use std::io;
 
-use mmap_alloc::{
+use pagekeep_mmap::{
     Cause, Contents, Decommit, DefaultPages, FailingSource, HeapPages, Operation, PageSource,
 };
 
@@ -74,13 +74,13 @@ unsafe impl PageSource for CommitAlwaysFails {
     fn page_size(&self) -> usize {
         HeapPages.page_size()
     }
-    fn reserve(&self, len: usize, align: usize) -> mmap_alloc::Result<NonNull<u8>> {
+    fn reserve(&self, len: usize, align: usize) -> pagekeep_mmap::Result<NonNull<u8>> {
         let ptr = HeapPages.reserve(len, align)?;
         self.live.set(self.live.get() + 1);
         Ok(ptr)
     }
-    unsafe fn commit(&self, ptr: NonNull<u8>, len: usize) -> mmap_alloc::Result<()> {
-        Err(mmap_alloc::Error::new(
+    unsafe fn commit(&self, ptr: NonNull<u8>, len: usize) -> pagekeep_mmap::Result<()> {
+        Err(pagekeep_mmap::Error::new(
             Operation::Commit,
             Cause::Injected,
             ptr.addr().get(),
@@ -92,11 +92,16 @@ unsafe impl PageSource for CommitAlwaysFails {
         ptr: NonNull<u8>,
         len: usize,
         mode: Decommit,
-    ) -> mmap_alloc::Result<Contents> {
+    ) -> pagekeep_mmap::Result<Contents> {
         // SAFETY: forwarded from the caller.
         unsafe { HeapPages.decommit(ptr, len, mode) }
     }
-    unsafe fn release(&self, ptr: NonNull<u8>, len: usize, align: usize) -> mmap_alloc::Result<()> {
+    unsafe fn release(
+        &self,
+        ptr: NonNull<u8>,
+        len: usize,
+        align: usize,
+    ) -> pagekeep_mmap::Result<()> {
         self.live.set(self.live.get() - 1);
         // SAFETY: forwarded from the caller.
         unsafe { HeapPages.release(ptr, len, align) }

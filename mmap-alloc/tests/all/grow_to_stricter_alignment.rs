@@ -7,7 +7,7 @@ use core::alloc::Layout;
 use core::ptr::NonNull;
 
 use allocator_api2::alloc::Allocator;
-use mmap_alloc::MmapAlloc;
+use pagekeep_mmap::MmapAlloc;
 
 use crate::util::{fill, first_mismatch};
 
@@ -52,7 +52,7 @@ fn block_meeting(size: usize, old_align: usize, new_align: usize) -> NonNull<u8>
 /// it to be unmapped, or `None` when something is mapped there already.
 #[cfg(all(target_os = "linux", not(miri)))]
 fn occupy_after(ptr: NonNull<u8>, len: usize) -> Option<NonNull<u8>> {
-    let page = mmap_alloc::sys::page_size();
+    let page = pagekeep_mmap::sys::page_size();
     let after = ptr.as_ptr().wrapping_add(len);
     // SAFETY: MAP_FIXED_NOREPLACE maps only where nothing is mapped, or fails.
     let mapped = unsafe {
@@ -108,7 +108,7 @@ fn grow_keeps_new_alignment(old_align: usize) {
         // SAFETY: `grown` is live with `new`.
         unsafe { MmapAlloc.deallocate(grown, new) };
         if let Some(blocker) = blocker {
-            let page = mmap_alloc::sys::page_size();
+            let page = pagekeep_mmap::sys::page_size();
             // SAFETY: the page mapped by `occupy_after`, unused.
             assert_eq!(unsafe { libc::munmap(blocker.as_ptr().cast(), page) }, 0);
         }

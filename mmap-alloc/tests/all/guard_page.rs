@@ -1,7 +1,7 @@
 //! A guard page faults when touched, and only the guard does.
 #![cfg(all(target_os = "linux", not(miri)))]
 
-use mmap_alloc::{Protection, Region, sys};
+use pagekeep_mmap::{Protection, Region, sys};
 
 use crate::util::in_child;
 

@@ -2,7 +2,7 @@
 //! beyond its address space, instead of asking the heap (under miri, a 1 TiB request
 //! would get the interpreter killed).
 
-use mmap_alloc::{Cause, HeapPages, Operation, PageSource, sys};
+use pagekeep_mmap::{Cause, HeapPages, Operation, PageSource, sys};
 
 #[test]
 fn heap_pages_refuse_reservations_beyond_their_cap() {

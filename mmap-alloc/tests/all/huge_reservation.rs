@@ -4,7 +4,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use std::io;
 
 use allocator_api2::alloc::Allocator;
-use mmap_alloc::{MmapAlloc, OsPages, PageSource, Region, sys};
+use pagekeep_mmap::{MmapAlloc, OsPages, PageSource, Region, sys};
 
 const TWO_TO_THE_62: usize = 1 << 62;
 

@@ -1,4 +1,4 @@
-//! Integration tests of mmap-alloc, one module per scenario they try to break.
+//! Integration tests of pagekeep-mmap, one module per scenario they try to break.
 
 mod allocator_contract;
 mod bad_input;

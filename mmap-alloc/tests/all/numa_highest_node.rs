@@ -6,7 +6,7 @@
 //! by whether the node exists.
 #![cfg(all(target_os = "linux", not(miri)))]
 
-use mmap_alloc::{Region, sys};
+use pagekeep_mmap::{Region, sys};
 
 use crate::util::in_child;
 

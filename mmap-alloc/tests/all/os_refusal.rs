@@ -3,7 +3,7 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 
-use mmap_alloc::{Cause, MmapAlloc, sys};
+use pagekeep_mmap::{Cause, MmapAlloc, sys};
 
 use crate::util::in_child;
 

@@ -4,7 +4,7 @@
 
 use core::ptr::NonNull;
 
-use mmap_alloc::{Contents, Decommit, HeapPages, OsPages, PageSource};
+use pagekeep_mmap::{Contents, Decommit, HeapPages, OsPages, PageSource};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]

@@ -5,9 +5,9 @@
 
 use core::ptr::NonNull;
 
-use mmap_alloc::{Cause, Contents, Decommit, FailingSource, HeapPages, OsPages, PageSource};
+use pagekeep_mmap::{Cause, Contents, Decommit, FailingSource, HeapPages, OsPages, PageSource};
 
-fn refused(result: mmap_alloc::Result<Contents>) {
+fn refused(result: pagekeep_mmap::Result<Contents>) {
     let error = result.expect_err("a range that is not whole pages");
     assert!(matches!(error.cause(), Cause::InvalidInput(_)), "{error}");
 }
@@ -99,8 +99,8 @@ fn every_source_checks_commit_ranges_alike() {
 
 #[test]
 fn region_decommit_refuses_a_partial_page_and_keeps_its_bytes() {
-    let page = mmap_alloc::sys::page_size();
-    let region = mmap_alloc::Region::reserve(4 * page).unwrap();
+    let page = pagekeep_mmap::sys::page_size();
+    let region = pagekeep_mmap::Region::reserve(4 * page).unwrap();
     region.commit(0, page).unwrap();
     // SAFETY: the first page is committed read-write and nothing else refers to it.
     unsafe { region.as_ptr().as_ptr().write_bytes(0xAB, page) };

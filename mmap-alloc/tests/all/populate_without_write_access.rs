@@ -3,7 +3,7 @@
 //! dies of SIGSEGV: only a kernel that does not know the advice gets the fallback.
 #![cfg(all(target_os = "linux", not(miri)))]
 
-use mmap_alloc::{Protection, Region, sys};
+use pagekeep_mmap::{Protection, Region, sys};
 
 use crate::util::in_child;
 

@@ -5,7 +5,7 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 
-use mmap_alloc::MmapAlloc;
+use pagekeep_mmap::MmapAlloc;
 
 #[test]
 fn growing_within_the_pages_returns_a_pointer_to_the_whole_block() {

@@ -1,7 +1,7 @@
 //! Reservations of any power-of-two alignment, from a page to 1 GiB, cost one `mmap`
 //! and at most two `munmap`s.
 
-use mmap_alloc::{OsPages, PageSource, Region, sys, syscall_counters};
+use pagekeep_mmap::{OsPages, PageSource, Region, sys, syscall_counters};
 
 /// Alignments tested: every power of two from a page up to 1 GiB (256 KiB under miri, whose
 /// heap-backed stand-in would have to zero the padding).

@@ -1,7 +1,7 @@
 //! Reserve, commit and protect set the permissions `/proc/self/maps` reports.
 #![cfg(all(target_os = "linux", not(miri)))]
 
-use mmap_alloc::{Protection, Region, sys};
+use pagekeep_mmap::{Protection, Region, sys};
 
 use crate::util::permissions_at;
 

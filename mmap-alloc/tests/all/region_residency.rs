@@ -2,7 +2,7 @@
 //! checked with `mincore` and `/proc/self/smaps`.
 #![cfg(all(target_os = "linux", not(miri)))]
 
-use mmap_alloc::{Contents, Decommit, Region, sys};
+use pagekeep_mmap::{Contents, Decommit, Region, sys};
 
 /// The lines of `/proc/self/smaps` describing the mapping that holds `address`.
 fn smaps_of(address: usize) -> Vec<String> {

@@ -9,7 +9,7 @@
 
 use core::ptr::NonNull;
 
-use mmap_alloc::sys;
+use pagekeep_mmap::sys;
 
 use crate::util::{fill, first_mismatch};
 
@@ -21,7 +21,7 @@ use crate::util::{fill, first_mismatch};
 unsafe fn assert_unmapped(ptr: NonNull<u8>, len: usize) {
     #[cfg(miri)]
     {
-        use mmap_alloc::{Cause, Decommit, Protection};
+        use pagekeep_mmap::{Cause, Decommit, Protection};
         let page = sys::page_size();
         for offset in (0..len).step_by(page) {
             // SAFETY: the range was released and nothing else can be mapped there while

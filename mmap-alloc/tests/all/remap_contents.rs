@@ -4,7 +4,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
 
-use mmap_alloc::{MmapAlloc, sys};
+use pagekeep_mmap::{MmapAlloc, sys};
 
 use crate::util::{fill, first_mismatch};
 

@@ -2,7 +2,7 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 
-use mmap_alloc::{Decommit, MmapAlloc, OsPages, PageSource, Region, sys, syscall_counters};
+use pagekeep_mmap::{Decommit, MmapAlloc, OsPages, PageSource, Region, sys, syscall_counters};
 
 fn cost_of<T>(operation: impl FnOnce() -> T) -> (T, syscall_counters::SyscallCounts) {
     let before = syscall_counters::snapshot();

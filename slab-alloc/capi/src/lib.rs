@@ -2,11 +2,11 @@
 //! `reallocarray`, `posix_memalign`, `aligned_alloc`, `memalign`, `valloc`, `pvalloc`
 //! and `malloc_usable_size`, and glibc's extensions `cfree`, `malloc_trim`, `mallinfo`,
 //! `mallinfo2`, `malloc_stats`, `malloc_info` and `mallopt`, built as a `cdylib` so that
-//! C programs run on slab-alloc with `LD_PRELOAD`:
+//! C programs run on pagekeep-slab with `LD_PRELOAD`:
 //!
 //! ```sh
-//! cargo build --release -p slab-alloc-capi
-//! LD_PRELOAD=target/release/libslab_alloc_capi.so python3 -c 'print(sum(range(10)))'
+//! cargo build --release -p pagekeep-slab-capi
+//! LD_PRELOAD=target/release/libpagekeep_slab_capi.so python3 -c 'print(sum(range(10)))'
 //! ```
 //!
 //! C's `free` gets no size, so every block carries a 16-byte prefix just before the
@@ -17,9 +17,9 @@
 //! block aligned to `A > 16` is placed `A` bytes into its heap block, so the prefix
 //! always fits.
 //!
-//! The `hardened` feature builds the library on slab-alloc's hardened mode: double,
+//! The `hardened` feature builds the library on pagekeep-slab's hardened mode: double,
 //! interior, misaligned and foreign frees abort with a message naming the address (see
-//! slab-alloc's README). `SLAB_DECAY_THREAD=1` in the environment starts the heap's
+//! pagekeep-slab's README). `SLAB_DECAY_THREAD=1` in the environment starts the heap's
 //! decay thread at its first decay pass, so that a freed peak goes back to the system
 //! even while the program makes no further allocation.
 //!
@@ -64,8 +64,8 @@ use core::fmt::{self, Write as _};
 use core::ptr;
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use slab_alloc::size_class::{CLASS_COUNT, MAX_SMALL, class_for};
-use slab_alloc::{AbortOnUnwind, SlabHeap};
+use pagekeep_slab::size_class::{CLASS_COUNT, MAX_SMALL, class_for};
+use pagekeep_slab::{AbortOnUnwind, SlabHeap};
 
 static HEAP: SlabHeap = SlabHeap::new().on_decay_pass(decay_thread_if_asked);
 
@@ -218,7 +218,7 @@ fn has_own_mapping(layout: Layout) -> bool {
 #[cold]
 #[inline(never)]
 fn check_own_mapping(user: *mut u8, base: *mut u8) {
-    if !base.addr().is_multiple_of(page_size()) || slab_alloc::is_in_a_slab(user) {
+    if !base.addr().is_multiple_of(page_size()) || pagekeep_slab::is_in_a_slab(user) {
         invalid_pointer(user);
     }
 }
@@ -240,9 +240,9 @@ fn invalid_pointer(user: *mut u8) -> ! {
 fn check_prefix_is_mapped(user: *mut u8) -> bool {
     // The prefix lies in the pointer's slab unless the pointer is within 16 bytes of
     // the start of a slab granule: one lookup in the slab map does for both.
-    if slab_alloc::is_in_a_slab(user)
-        && (user.addr() & (slab_alloc::SLAB_BYTES - 1) >= PREFIX
-            || slab_alloc::is_in_a_slab(user.wrapping_sub(PREFIX)))
+    if pagekeep_slab::is_in_a_slab(user)
+        && (user.addr() & (pagekeep_slab::SLAB_BYTES - 1) >= PREFIX
+            || pagekeep_slab::is_in_a_slab(user.wrapping_sub(PREFIX)))
     {
         return true;
     }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A C program frees a 400 MiB peak of 4000-byte blocks, under LD_PRELOAD of slab-alloc:
+# A C program frees a 400 MiB peak of 4000-byte blocks, under LD_PRELOAD of pagekeep-slab:
 # its resident memory must come back within 10 % (at least 1 MiB) of the level before
 # the peak, polled for up to 5 s, while it keeps working in other size classes (decay
 # driven by operations), and, under SLAB_DECAY_THREAD=1, while it does nothing at all
@@ -15,9 +15,9 @@ cd "$(dirname "$0")/../../.."
 fail() { printf 'decay.sh: FAILED: %s\n' "$*" >&2; exit 1; }
 
 blocks=${1:-102400}
-cargo build --release -p slab-alloc-capi
+cargo build --release -p pagekeep-slab-capi
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-lib="$target_dir/release/libslab_alloc_capi.so"
+lib="$target_dir/release/libpagekeep_slab_capi.so"
 [ -f "$lib" ] || fail "$lib was not built"
 
 work=$(mktemp -d)
@@ -34,8 +34,8 @@ SLAB_DECAY_THREAD=1 LD_PRELOAD="$lib" "$work/decay" idle 5000 ||
 # Blocked threads' caches: the library built with the reclaim-idle-threads feature (in
 # a target directory of its own, so the default build above stays as it is).
 CARGO_TARGET_DIR="$target_dir/reclaim-idle-threads" \
-    cargo build --release -p slab-alloc-capi --features reclaim-idle-threads
-reclaim_lib="$target_dir/reclaim-idle-threads/release/libslab_alloc_capi.so"
+    cargo build --release -p pagekeep-slab-capi --features reclaim-idle-threads
+reclaim_lib="$target_dir/reclaim-idle-threads/release/libpagekeep_slab_capi.so"
 [ -f "$reclaim_lib" ] || fail "$reclaim_lib was not built"
 LD_PRELOAD="$reclaim_lib" "$work/idle_threads" trim || fail "malloc_trim left blocked threads' caches resident"
 LD_PRELOAD="$reclaim_lib" "$work/idle_threads" work || fail "blocked threads' caches not returned while working"

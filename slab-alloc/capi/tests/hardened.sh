@@ -16,8 +16,8 @@ fail() { printf 'hardened.sh: FAILED: %s\n' "$*" >&2; exit 1; }
 
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 # A target directory of its own, so the hardened library does not replace the default one.
-CARGO_TARGET_DIR="$target_dir/hardened" cargo build --release -p slab-alloc-capi --features hardened
-lib="$target_dir/hardened/release/libslab_alloc_capi.so"
+CARGO_TARGET_DIR="$target_dir/hardened" cargo build --release -p pagekeep-slab-capi --features hardened
+lib="$target_dir/hardened/release/libpagekeep_slab_capi.so"
 [ -f "$lib" ] || fail "$lib was not built"
 
 work=$(mktemp -d)
@@ -57,8 +57,8 @@ done
 echo "hardened.sh: all bad frees caught"
 
 # The default build: the byte written before an 8-byte block.
-cargo build --release -p slab-alloc-capi
-default_lib="$target_dir/release/libslab_alloc_capi.so"
+cargo build --release -p pagekeep-slab-capi
+default_lib="$target_dir/release/libpagekeep_slab_capi.so"
 status=0
 LD_PRELOAD="$default_lib" "$work/bad_free" underflow-8 >"$work/out" 2>"$work/err" || status=$?
 [ "$status" -eq 134 ] || fail "default build, underflow-8: exit status $status, not SIGABRT"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs real C programs on slab-alloc through LD_PRELOAD and compares their output with a
+# Runs real C programs on pagekeep-slab through LD_PRELOAD and compares their output with a
 # run on the system allocator: python3 (dicts, lists, strings, a JSON round trip) and
 # sqlite3 (tables, thousands of inserts, indexes, aggregate queries). Fails loudly on any
 # difference, crash or non-zero exit.
@@ -10,9 +10,9 @@ cd "$(dirname "$0")/../../.."
 
 fail() { printf 'preload.sh: FAILED: %s\n' "$*" >&2; exit 1; }
 
-cargo build --release -p slab-alloc-capi
+cargo build --release -p pagekeep-slab-capi
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-lib="$target_dir/release/libslab_alloc_capi.so"
+lib="$target_dir/release/libpagekeep_slab_capi.so"
 [ -f "$lib" ] || fail "$lib was not built"
 command -v sqlite3 >/dev/null || fail "sqlite3 is not installed (apt-get install -y sqlite3)"
 python=$(python3 -c 'import sys; print(sys.executable)')
@@ -106,7 +106,7 @@ run() { # name, then the command; writes $work/$name.{plain,preload}
 }
 
 # Proof that the library is really in use: malloc_usable_size of a 1-byte block is
-# 16 on slab-alloc (class 32 minus the 16-byte prefix), 24 on glibc.
+# 16 on pagekeep-slab (class 32 minus the 16-byte prefix), 24 on glibc.
 usable=$(env LD_PRELOAD="$lib" "$python" -c 'import ctypes; c = ctypes.CDLL(None); c.malloc.restype = ctypes.c_void_p; c.malloc_usable_size.argtypes = [ctypes.c_void_p]; print(c.malloc_usable_size(c.malloc(1)))')
 [ "$usable" = 16 ] || fail "LD_PRELOAD did not take effect (malloc_usable_size(malloc(1)) = $usable)"
 

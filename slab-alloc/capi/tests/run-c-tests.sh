@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the C programs of tests/c/ under glibc's malloc and under slab-alloc (LD_PRELOAD)
+# Runs the C programs of tests/c/ under glibc's malloc and under pagekeep-slab (LD_PRELOAD)
 # and requires the same output and a zero exit status from both: each program prints only
 # properties that glibc documents (null or not, errno, alignment, bytes kept), never
 # sizes or addresses. The fork program runs FORK_RUNS times (default 20) in a row.
@@ -13,9 +13,9 @@ fail() { printf 'run-c-tests.sh: FAILED: %s\n' "$*" >&2; exit 1; }
 
 command -v gcc >/dev/null || fail "gcc is not installed"
 if [ -z "${SLAB_ALLOC_CAPI_LIB:-}" ]; then
-    cargo build --release -p slab-alloc-capi
+    cargo build --release -p pagekeep-slab-capi
     target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-    SLAB_ALLOC_CAPI_LIB="$target_dir/release/libslab_alloc_capi.so"
+    SLAB_ALLOC_CAPI_LIB="$target_dir/release/libpagekeep_slab_capi.so"
 fi
 lib=$(realpath "$SLAB_ALLOC_CAPI_LIB")
 [ -f "$lib" ] || fail "$lib was not built"

@@ -2,7 +2,7 @@
 //! pointers and frees into the wrong heap, with a clear message naming the address and
 //! an abort (never an unwind through the allocator). Each case runs in a child process.
 //!
-//! `cargo test --release -p slab-alloc --features hardened --test all corruption` runs
+//! `cargo test --release -p pagekeep-slab --features hardened --test all corruption` runs
 //! them against the hardened release build.
 
 use std::process::Command;
@@ -40,7 +40,7 @@ fn expect_abort(name: &str, message: &str) {
 #[ignore = "child process of double_free_is_detected"]
 fn child_double_free() {
     if in_child() {
-        let cache = slab_alloc::SlabCache::new(64, 8).unwrap();
+        let cache = pagekeep_slab::SlabCache::new(64, 8).unwrap();
         let object = cache.alloc();
         // SAFETY: deliberately wrong: freed twice, which the debug check must catch.
         unsafe {
@@ -55,7 +55,7 @@ fn child_double_free() {
 fn child_heap_double_free() {
     if in_child() {
         use core::alloc::{GlobalAlloc, Layout};
-        let heap = slab_alloc::SlabHeap::new();
+        let heap = pagekeep_slab::SlabHeap::new();
         let layout = Layout::from_size_align(100, 8).unwrap();
         // SAFETY: deliberately wrong: freed twice.
         unsafe {
@@ -70,7 +70,7 @@ fn child_heap_double_free() {
 #[ignore = "child process of interior_pointer_free_is_detected"]
 fn child_interior_pointer() {
     if in_child() {
-        let cache = slab_alloc::SlabCache::new(64, 8).unwrap();
+        let cache = pagekeep_slab::SlabCache::new(64, 8).unwrap();
         let object = cache.alloc();
         // SAFETY: deliberately wrong: not a pointer the cache handed out.
         unsafe { cache.free(object.add(8)) };
@@ -81,8 +81,8 @@ fn child_interior_pointer() {
 #[ignore = "child process of other_cache_pointer_free_is_detected"]
 fn child_other_cache() {
     if in_child() {
-        let a = slab_alloc::SlabCache::new(64, 8).unwrap();
-        let b = slab_alloc::SlabCache::new(64, 8).unwrap();
+        let a = pagekeep_slab::SlabCache::new(64, 8).unwrap();
+        let b = pagekeep_slab::SlabCache::new(64, 8).unwrap();
         let object = a.alloc();
         // SAFETY: deliberately wrong: freed into a cache that did not allocate it.
         unsafe { b.free(object) };
@@ -125,8 +125,8 @@ fn other_cache_pointer_free_is_detected() {
 fn child_heap_wrong_heap() {
     if in_child() {
         use core::alloc::{GlobalAlloc, Layout};
-        let first = slab_alloc::SlabHeap::new();
-        let second = slab_alloc::SlabHeap::new();
+        let first = pagekeep_slab::SlabHeap::new();
+        let second = pagekeep_slab::SlabHeap::new();
         let layout = Layout::from_size_align(4000, 8).unwrap();
         // SAFETY: deliberately wrong: a block of `first` freed into `second` (both built).
         unsafe {
@@ -143,7 +143,7 @@ fn child_heap_wrong_heap() {
 fn child_heap_misaligned() {
     if in_child() {
         use core::alloc::{GlobalAlloc, Layout};
-        let heap = slab_alloc::SlabHeap::new();
+        let heap = pagekeep_slab::SlabHeap::new();
         let layout = Layout::from_size_align(64, 8).unwrap();
         // SAFETY: deliberately wrong: one byte past the block's start.
         unsafe {
@@ -158,7 +158,7 @@ fn child_heap_misaligned() {
 fn child_heap_nowhere() {
     if in_child() {
         use core::alloc::{GlobalAlloc, Layout};
-        let heap = slab_alloc::SlabHeap::new();
+        let heap = pagekeep_slab::SlabHeap::new();
         let layout = Layout::from_size_align(64, 8).unwrap();
         let mut local = [0u64; 8];
         // SAFETY: deliberately wrong: a stack pointer the heap never handed out.
@@ -175,7 +175,7 @@ fn child_heap_nowhere() {
 fn child_report_double_free() {
     if in_child() {
         use core::alloc::{GlobalAlloc, Layout};
-        let heap = slab_alloc::SlabHeap::new();
+        let heap = pagekeep_slab::SlabHeap::new();
         let layout = Layout::from_size_align(48, 16).unwrap();
         // SAFETY: the block is freed once; the report only reads its free tag.
         unsafe {
@@ -225,7 +225,7 @@ fn report_bad_free_names_a_double_free() {
 fn child_write_into_a_free_neighbour() {
     if in_child() {
         use core::alloc::{GlobalAlloc, Layout};
-        let heap = slab_alloc::SlabHeap::new();
+        let heap = pagekeep_slab::SlabHeap::new();
         let layout = Layout::from_size_align(32, 16).unwrap();
         // SAFETY: deliberately wrong: 32 bytes written past the lower of two neighbours
         // after the upper one was freed; the next allocation hands the upper one out.
@@ -255,7 +255,7 @@ fn a_write_into_a_free_neighbour_is_caught_at_its_allocation() {
 fn child_write_past_the_last_block_carved() {
     if in_child() {
         use core::alloc::{GlobalAlloc, Layout};
-        let heap = slab_alloc::SlabHeap::new();
+        let heap = pagekeep_slab::SlabHeap::new();
         let layout = Layout::from_size_align(32, 16).unwrap();
         // SAFETY: deliberately wrong: the first block of a fresh heap is the last one
         // carved of its magazine's batch; 32 zero bytes written past it reach the first
@@ -283,7 +283,7 @@ fn a_write_past_the_last_block_carved_is_caught_by_the_check() {
 fn child_heap_large_double_free() {
     if in_child() {
         use core::alloc::{GlobalAlloc, Layout};
-        let heap = slab_alloc::SlabHeap::new();
+        let heap = pagekeep_slab::SlabHeap::new();
         let layout = Layout::from_size_align(1 << 20, 8).unwrap();
         // SAFETY: deliberately wrong: freed twice. The first free keeps the block mapped
         // for reuse; kept twice it would be handed out twice.

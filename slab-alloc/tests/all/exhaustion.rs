@@ -3,8 +3,8 @@
 use core::alloc::{GlobalAlloc, Layout};
 
 use allocator_api2::alloc::Allocator;
-use mmap_alloc::{FailingSource, HeapPages};
-use slab_alloc::{CacheConfig, CacheError, ObjectCache, SlabCache, SlabHeap};
+use pagekeep_mmap::{FailingSource, HeapPages};
+use pagekeep_slab::{CacheConfig, CacheError, ObjectCache, SlabCache, SlabHeap};
 
 #[test]
 fn slab_cache_fails_and_recovers() {

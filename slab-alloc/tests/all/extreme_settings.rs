@@ -3,8 +3,8 @@
 
 use core::ptr::NonNull;
 
-use mmap_alloc::{FailingSource, HeapPages};
-use slab_alloc::{CacheConfig, CacheError, ObjectCache, SlabCache};
+use pagekeep_mmap::{FailingSource, HeapPages};
+use pagekeep_slab::{CacheConfig, CacheError, ObjectCache, SlabCache};
 
 /// Objects freed in a burst: several slabs of 64-byte objects.
 fn burst() -> usize {

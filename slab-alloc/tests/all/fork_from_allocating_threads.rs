@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
-use slab_alloc::{CacheConfig, SlabCache, SlabHeap};
+use pagekeep_slab::{CacheConfig, SlabCache, SlabHeap};
 
 /// Objects the child allocates in each check.
 const OBJECTS: usize = 2_000;
@@ -27,7 +27,7 @@ fn small_magazine_cache() -> SlabCache {
             max_magazine_capacity: Some(2),
             ..CacheConfig::new(48, 8)
         },
-        mmap_alloc::DefaultPages::default(),
+        pagekeep_mmap::DefaultPages::default(),
     )
     .unwrap()
 }

@@ -3,7 +3,7 @@
 //! reverse order of registration, so the heap's prepare handler, which takes every lock
 //! of the heap, runs first, and the program's prepare handler then allocates (and its
 //! parent and child handlers free) while the forking thread holds those locks. glibc's
-//! own malloc allows this. The scenario needs a process in which slab-alloc has not
+//! own malloc allows this. The scenario needs a process in which pagekeep-slab has not
 //! registered its handlers yet: it runs in a child process of this test binary, which a
 //! deadlock would hang (it is killed after 60 s).
 
@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::time::{Duration, Instant};
 
-use slab_alloc::SlabHeap;
+use pagekeep_slab::SlabHeap;
 
 static HEAP: SlabHeap = SlabHeap::new();
 
@@ -51,8 +51,8 @@ fn child_atfork_handlers_registered_first() {
         return;
     }
     assert!(
-        slab_alloc::threads_registered() == 0,
-        "slab-alloc was used in this process before the test"
+        pagekeep_slab::threads_registered() == 0,
+        "pagekeep-slab was used in this process before the test"
     );
     // SAFETY: the handlers are `extern "C"`, never unwind, and use only the heap.
     let registered = unsafe {

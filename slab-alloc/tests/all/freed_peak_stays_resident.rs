@@ -12,7 +12,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 use std::time::{Duration, Instant};
 
-use slab_alloc::SlabHeap;
+use pagekeep_slab::SlabHeap;
 
 /// Blocks in the peak: 64 MiB of 4000-byte blocks (more than the depot of the 4096-byte
 /// class keeps, which is 128 MiB, would not show it).

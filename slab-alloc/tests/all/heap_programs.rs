@@ -4,9 +4,9 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
 
 use allocator_api2::alloc::Allocator;
+use pagekeep_slab::SlabHeap;
+use pagekeep_slab::size_class::MAX_SMALL;
 use proptest::prelude::*;
-use slab_alloc::SlabHeap;
-use slab_alloc::size_class::MAX_SMALL;
 
 use crate::{assert_disjoint, check, check_prefix, config, fill};
 
@@ -53,7 +53,7 @@ fn run_global(ops: &[Op]) {
                 // SAFETY: non-zero size.
                 let ptr = NonNull::new(unsafe { heap.alloc(layout) }).expect("allocation failed");
                 assert_eq!(ptr.addr().get() % layout.align(), 0);
-                assert!(SlabHeap::<mmap_alloc::DefaultPages>::usable_size(layout) >= size);
+                assert!(SlabHeap::<pagekeep_mmap::DefaultPages>::usable_size(layout) >= size);
                 // SAFETY: a fresh block of `size` bytes.
                 unsafe { fill(ptr.as_ptr(), size, seed) };
                 live.push(Block { ptr, layout, seed });

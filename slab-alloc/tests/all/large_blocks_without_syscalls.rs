@@ -8,9 +8,9 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 
-use mmap_alloc::syscall_counters::{self, SyscallCounts};
-use slab_alloc::SlabHeap;
-use slab_alloc::size_class::{CLASS_SIZES, MAX_SMALL, class_for};
+use pagekeep_mmap::syscall_counters::{self, SyscallCounts};
+use pagekeep_slab::SlabHeap;
+use pagekeep_slab::size_class::{CLASS_SIZES, MAX_SMALL, class_for};
 
 fn cost_of<T>(operation: impl FnOnce() -> T) -> (T, SyscallCounts) {
     let before = syscall_counters::snapshot();
@@ -187,7 +187,7 @@ fn realloc_within_a_large_class_stays_in_place_and_beyond_the_classes_uses_mrema
         assert_eq!((grown, shrunk), (block, block));
         assert_eq!(cost.total(), 0, "{cost:?}");
         assert_eq!(
-            SlabHeap::<mmap_alloc::DefaultPages>::usable_size(layout),
+            SlabHeap::<pagekeep_mmap::DefaultPages>::usable_size(layout),
             40 * 1024
         );
         // Into the next class: moved, contents kept.

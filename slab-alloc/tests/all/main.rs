@@ -1,4 +1,4 @@
-//! Integration tests of slab-alloc, one module per topic.
+//! Integration tests of pagekeep-slab, one module per topic.
 
 mod corruption;
 mod exhaustion;

@@ -5,7 +5,7 @@
 use std::sync::mpsc;
 use std::thread;
 
-use slab_alloc::{CacheStats, ObjectCache, SlabCache};
+use pagekeep_slab::{CacheStats, ObjectCache, SlabCache};
 
 /// More than the inline slots, so that some caches get overflow ids whatever other tests
 /// running at the same time hold. (Under miri the crate keeps 8 inline slots and 64 ids,

@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use pagekeep_slab::ObjectCache;
 use proptest::prelude::*;
-use slab_alloc::ObjectCache;
 
 use crate::config;
 
@@ -71,7 +71,7 @@ fn run(ops: &[Op]) {
                     !dropped.lock().unwrap().contains(&object.serial),
                     "handed out a dropped object"
                 );
-                let address = slab_alloc::ObjectBox::as_ptr(&object).addr().get();
+                let address = pagekeep_slab::ObjectBox::as_ptr(&object).addr().get();
                 if let Some(&previous) = serial_at.get(&address)
                     && previous != object.serial
                 {

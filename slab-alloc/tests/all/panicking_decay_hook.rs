@@ -6,7 +6,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 use std::process::Command;
 
-use slab_alloc::SlabHeap;
+use pagekeep_slab::SlabHeap;
 
 fn panicking_hook() {
     panic!("the decay hook panicked");

@@ -6,7 +6,7 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 
-use slab_alloc::SlabHeap;
+use pagekeep_slab::SlabHeap;
 
 #[test]
 fn growing_in_place_returns_a_pointer_to_the_whole_block() {

@@ -6,7 +6,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
 
 use allocator_api2::alloc::Allocator;
-use slab_alloc::SlabHeap;
+use pagekeep_slab::SlabHeap;
 
 /// Sizes in the small classes, the classes above 16 KiB, and large blocks.
 fn sizes() -> &'static [usize] {
@@ -81,7 +81,7 @@ fn global_realloc_keeps_the_usable_size() {
     for &old_size in sizes() {
         for &new_size in sizes() {
             let old = Layout::from_size_align(old_size, 8).unwrap();
-            let usable = SlabHeap::<mmap_alloc::DefaultPages>::usable_size(old);
+            let usable = SlabHeap::<pagekeep_mmap::DefaultPages>::usable_size(old);
             // SAFETY: non-zero sizes; the block is written within its usable size,
             // reallocated with its layout and freed once with the new one.
             unsafe {

@@ -5,7 +5,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 
 use allocator_api2::alloc::Allocator;
-use slab_alloc::SlabHeap;
+use pagekeep_slab::SlabHeap;
 
 /// RAM plus swap in bytes, if the kernel refuses single mappings larger than that
 /// (overcommit mode 0, the heuristic, or 2, strict); `None` in mode 1 (always grant), or

@@ -1,9 +1,9 @@
 //! Operation programs on `SlabCache`: alloc / free in random order, checked for
 //! alignment, overlap and contents.
 
-use mmap_alloc::DefaultPages;
+use pagekeep_mmap::DefaultPages;
+use pagekeep_slab::{CacheConfig, SlabCache};
 use proptest::prelude::*;
-use slab_alloc::{CacheConfig, SlabCache};
 
 use crate::{assert_disjoint, check, config, fill};
 
@@ -93,7 +93,7 @@ fn a_slab_worth_of_objects_and_more_round_trips() {
 #[test]
 fn unsupported_layouts_are_refused() {
     assert!(SlabCache::new(8, 3).is_err());
-    assert!(SlabCache::new(slab_alloc::SLAB_BYTES, 8).is_err());
+    assert!(SlabCache::new(pagekeep_slab::SLAB_BYTES, 8).is_err());
     assert!(SlabCache::new(64, 1 << 20).is_err());
 }
 

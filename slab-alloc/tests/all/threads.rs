@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use slab_alloc::{ObjectCache, SlabCache, SlabHeap};
+use pagekeep_slab::{ObjectCache, SlabCache, SlabHeap};
 
 use crate::{check, fill};
 

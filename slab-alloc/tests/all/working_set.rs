@@ -1,7 +1,7 @@
 //! The working-set bound on empty slabs, and its hysteresis.
 
-use mmap_alloc::{FailingSource, HeapPages};
-use slab_alloc::{CacheConfig, SlabCache};
+use pagekeep_mmap::{FailingSource, HeapPages};
+use pagekeep_slab::{CacheConfig, SlabCache};
 
 #[test]
 fn empty_slabs_beyond_the_working_set_are_released_and_ping_pong_makes_no_source_calls() {

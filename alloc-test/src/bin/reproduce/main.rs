@@ -1,9 +1,9 @@
 //! `reproduce`: runs the comparative benchmarks and regenerates `info/`.
 //!
 //! ```text
-//! cargo run --release -p alloc-test --bin reproduce               # quick (a few minutes)
-//! cargo run --release -p alloc-test --bin reproduce -- --full     # the publication run
-//! cargo run --release -p alloc-test --bin reproduce -- --only mmap
+//! cargo run --release -p pagekeep-alloc-test --bin reproduce               # quick (a few minutes)
+//! cargo run --release -p pagekeep-alloc-test --bin reproduce -- --full     # the publication run
+//! cargo run --release -p pagekeep-alloc-test --bin reproduce -- --only mmap
 //! ```
 //!
 //! `reproduce` also starts itself as child processes, so that a measurement runs in a
@@ -18,14 +18,14 @@ mod progress;
 
 use std::path::PathBuf;
 
-use arena_alloc::ArenaRouter;
-use slab_alloc::SlabHeap;
+use pagekeep_arena::ArenaRouter;
+use pagekeep_slab::SlabHeap;
 use std::process::ExitCode;
 
-use alloc_test::bench::counting::CountingHeap;
-use alloc_test::bench::machine::Machine;
-use alloc_test::bench::measure::Settings;
-use alloc_test::bench::report::{self, Page};
+use pagekeep_alloc_test::bench::counting::CountingHeap;
+use pagekeep_alloc_test::bench::machine::Machine;
+use pagekeep_alloc_test::bench::measure::Settings;
+use pagekeep_alloc_test::bench::report::{self, Page};
 
 use crate::progress::Progress;
 
@@ -52,7 +52,7 @@ Runs the comparative benchmarks and writes the pages of info/.
   --out DIR     write the pages to DIR instead of info/ at the workspace root";
 
 /// The command of a quick run of every group.
-const QUICK_COMMAND: &str = "cargo run --release -p alloc-test --bin reproduce";
+const QUICK_COMMAND: &str = "cargo run --release -p pagekeep-alloc-test --bin reproduce";
 
 /// What the command line asked for.
 #[derive(Debug)]

@@ -54,7 +54,7 @@ static void posix_case(size_t align, size_t size) {
  * when its munmap fails. Pages mapped right before and after the block merge with its
  * mapping, and the process's mapping count is then used up, so that unmapping the block
  * alone would split a mapping in three: munmap fails with ENOMEM. (In glibc, as in
- * slab-alloc, the block's mapping runs from a 16-byte header before `p` to
+ * pagekeep-slab, the block's mapping runs from a 16-byte header before `p` to
  * `p + malloc_usable_size(p)`.) */
 static void *pages[1 << 17];
 
@@ -74,7 +74,7 @@ static int inside_one_mapping(char *start, char *end) {
 static void free_keeps_errno_when_munmap_fails(void) {
     long page = sysconf(_SC_PAGESIZE);
     /* Above glibc's largest dynamic mmap threshold (32 MiB), and above the 64 MiB of
-     * freed large blocks that slab-alloc keeps for reuse, so that `free` unmaps it: a
+     * freed large blocks that pagekeep-slab keeps for reuse, so that `free` unmaps it: a
      * fresh mapping of its own (malloc_trim first releases the blocks kept, which
      * `malloc` could otherwise grow into this one). */
     malloc_trim(0);

@@ -7,12 +7,12 @@ use std::hint::black_box;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use alloc_test::bench::boundary::Shim;
-use alloc_test::bench::machine::Machine;
-use alloc_test::bench::measure::{Measurement, Settings, measure_interleaved};
-use alloc_test::bench::report::{Page, Row, Section, Target};
-use arena_alloc::{Arena, ArenaPool, PoolConfig, PooledArena};
 use mimalloc::MiMalloc;
+use pagekeep_alloc_test::bench::boundary::Shim;
+use pagekeep_alloc_test::bench::machine::Machine;
+use pagekeep_alloc_test::bench::measure::{Measurement, Settings, measure_interleaved};
+use pagekeep_alloc_test::bench::report::{Page, Row, Section, Target};
+use pagekeep_arena::{Arena, ArenaPool, PoolConfig, PooledArena};
 use tikv_jemallocator::Jemalloc;
 
 use super::{SecondThread, named};
@@ -410,7 +410,7 @@ pub fn run(
     rows.push(request_cycle(settings, progress)?);
     Ok(Page {
         name: "arena".into(),
-        title: "arena-alloc: per-request arenas".into(),
+        title: "pagekeep-arena: per-request arenas".into(),
         introduction: "Bump allocation, growth of the latest allocation in place, reset, and \
             the whole allocation cycle of a request (lease an arena from a pool, allocate, \
             release), against bumpalo, typed-arena, and mimalloc, jemalloc and the system \

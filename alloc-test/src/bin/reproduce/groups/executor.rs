@@ -2,17 +2,17 @@
 //! tokio + hyper as deployed (its own executable, on the system allocator and on
 //! mimalloc) serve the same "Hello, World!" service, each in a child process with the
 //! same number of workers, under the suite's own keep-alive load generator
-//! ([`alloc_test::bench::loadgen`]), in the same run with their rounds interleaved.
+//! ([`pagekeep_alloc_test::bench::loadgen`]), in the same run with their rounds interleaved.
 
 mod server;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use alloc_test::bench::loadgen::{self, Load, Outcome, SteadyState, Stop};
-use alloc_test::bench::machine::Machine;
-use alloc_test::bench::measure::{Measurement, Settings, rotated_order};
-use alloc_test::bench::report::{Better, Page, Row, Section, Target};
+use pagekeep_alloc_test::bench::loadgen::{self, Load, Outcome, SteadyState, Stop};
+use pagekeep_alloc_test::bench::machine::Machine;
+use pagekeep_alloc_test::bench::measure::{Measurement, Settings, rotated_order};
+use pagekeep_alloc_test::bench::report::{Better, Page, Row, Section, Target};
 
 use crate::progress::Progress;
 use server::ServerChild;
@@ -413,7 +413,7 @@ fn page(
              global allocator is `ArenaRouter` over a SlabHeap that counts the calls made \
              into it; the peers' allocators count nothing. Every server has {WORKERS} \
              worker threads, and ratios are against the strongest peer. \
-             The load generator is part of the suite (`alloc_test::bench::loadgen`): \
+             The load generator is part of the suite (`pagekeep_alloc_test::bench::loadgen`): \
              {CONNECTIONS} keep-alive connections over 2 threads with mio, one request in \
              flight per connection, latency from writing a request to its last byte. \
              Server and load generator share the machine's cores, so absolute figures say \

@@ -4,9 +4,9 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use alloc_test::bench::measure::{Settings, measure, measure_single};
-use alloc_test::bench::report::figure;
-use mmap_alloc::{Decommit, Region, sys};
+use pagekeep_alloc_test::bench::measure::{Settings, measure, measure_single};
+use pagekeep_alloc_test::bench::report::figure;
+use pagekeep_mmap::{Decommit, Region, sys};
 
 /// Measures the limits and returns them as a markdown table.
 pub fn measure_limits(settings: Settings) -> Vec<(&'static str, f64, &'static str)> {

@@ -7,13 +7,13 @@ use std::hint::black_box;
 use std::ptr;
 use std::time::Instant;
 
-use alloc_test::bench::boundary::Shim;
-use alloc_test::bench::machine::Machine;
-use alloc_test::bench::measure::{
+use pagekeep_alloc_test::bench::boundary::Shim;
+use pagekeep_alloc_test::bench::machine::Machine;
+use pagekeep_alloc_test::bench::measure::{
     Measurement, Settings, measure_interleaved, measure_single_interleaved, time_each,
 };
-use alloc_test::bench::report::{Page, Row, Section, Target};
-use mmap_alloc::{Decommit, MmapAlloc, OsPages, PageSource, Region, syscall_counters};
+use pagekeep_alloc_test::bench::report::{Page, Row, Section, Target};
+use pagekeep_mmap::{Decommit, MmapAlloc, OsPages, PageSource, Region, syscall_counters};
 
 use super::{SecondThread, named};
 use crate::progress::Progress;
@@ -108,7 +108,7 @@ fn syscalls(progress: &mut Progress) -> Section {
     let dealloc = count(&mut || unsafe { MmapAlloc.dealloc(block, grown) });
     Section {
         title: "System calls per operation".into(),
-        description: "Counted by the `syscall-counters` feature of mmap-alloc on the running \
+        description: "Counted by the `syscall-counters` feature of pagekeep-mmap on the running \
             thread. An aligned reservation over-reserves and trims: one mmap and at most two \
             munmaps."
             .into(),
@@ -227,9 +227,9 @@ pub fn run(
     ];
     Ok(Page {
         name: "mmap".into(),
-        title: "mmap-alloc: pages from the OS".into(),
+        title: "pagekeep-mmap: pages from the OS".into(),
         introduction: "What reserving, committing, decommitting and releasing pages costs \
-            through mmap-alloc against the raw system calls, how many system calls each \
+            through pagekeep-mmap against the raw system calls, how many system calls each \
             operation makes, and how large blocks grow."
             .into(),
         sections,

@@ -6,9 +6,9 @@ pub mod limits;
 mod mmap;
 pub mod slab;
 
-use alloc_test::bench::machine::Machine;
-use alloc_test::bench::measure::{Measurement, Settings};
-use alloc_test::bench::report::Page;
+use pagekeep_alloc_test::bench::machine::Machine;
+use pagekeep_alloc_test::bench::measure::{Measurement, Settings};
+use pagekeep_alloc_test::bench::report::Page;
 
 use crate::progress::Progress;
 

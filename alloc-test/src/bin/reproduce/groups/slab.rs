@@ -54,12 +54,14 @@ use std::sync::Barrier;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use alloc_test::bench::boundary::Shim;
-use alloc_test::bench::machine::Machine;
-use alloc_test::bench::measure::{Measurement, Settings, measure_interleaved, rotated_order};
-use alloc_test::bench::report::{Better, Page, Row, Section, Target};
 use mimalloc::MiMalloc;
-use slab_alloc::{ObjectCache, SlabHeap};
+use pagekeep_alloc_test::bench::boundary::Shim;
+use pagekeep_alloc_test::bench::machine::Machine;
+use pagekeep_alloc_test::bench::measure::{
+    Measurement, Settings, measure_interleaved, rotated_order,
+};
+use pagekeep_alloc_test::bench::report::{Better, Page, Row, Section, Target};
+use pagekeep_slab::{ObjectCache, SlabHeap};
 use tikv_jemallocator::Jemalloc;
 
 use super::SecondThread;
@@ -185,13 +187,13 @@ fn row_of(name: &str, figures: &[Measurement], names: &[&str]) -> Row {
 fn cache_insert(
     cache: &ObjectCache<[u64; 8]>,
     value: [u64; 8],
-) -> slab_alloc::ObjectBox<'_, [u64; 8]> {
+) -> pagekeep_slab::ObjectBox<'_, [u64; 8]> {
     cache.insert(value)
 }
 
 /// An object cache drop (the object goes back to the cache), behind the same boundary.
 #[inline(never)]
-fn cache_drop(object: slab_alloc::ObjectBox<'_, [u64; 8]>) {
+fn cache_drop(object: pagekeep_slab::ObjectBox<'_, [u64; 8]>) {
     drop(object);
 }
 
@@ -497,7 +499,7 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
     let c_sections = c_interface::sections(c_interface::rows(settings, machine, progress)?);
     let mut page = Page {
         name: "slab".into(),
-        title: "slab-alloc: object caches and SlabHeap".into(),
+        title: "pagekeep-slab: object caches and SlabHeap".into(),
         introduction: "Bonwick object caches with per-thread magazines, and SlabHeap, the \
             general-purpose heap built from them, against mimalloc, jemalloc and glibc's \
             malloc (System), in the same rounds (rotated order), with a second thread alive. \
@@ -506,7 +508,7 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
             `GlobalAlloc` shim (the boundary a `#[global_allocator]` is reached through; \
             the object cache's insert and drop sit behind non-inlined functions too); the \
             last section, \"C interface\", calls every allocator through `malloc` and \
-            `free` (ours through slab-alloc-capi's), as C programs and the originals of \
+            `free` (ours through pagekeep-slab-capi's), as C programs and the originals of \
             the ported workloads do. Every ratio is against the strongest peer of its row."
             .into(),
         sections: vec![

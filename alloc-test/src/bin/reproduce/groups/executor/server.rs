@@ -22,10 +22,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, mpsc};
 use std::time::Duration;
 
-use alloc_test::bench::{loadgen, process};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
+use pagekeep_alloc_test::bench::{loadgen, process};
 
 /// Request arenas of our server: more than the connections, so no request waits.
 pub const ARENAS: usize = 256;
@@ -90,7 +90,7 @@ pub fn child(kind: &str, workers: usize) -> Result<(), String> {
 }
 
 fn ours(address: SocketAddr, workers: usize) -> Result<(), String> {
-    let server = executor::Server::builder()
+    let server = pagekeep_executor::Server::builder()
         .workers(workers)
         .arenas(ARENAS)
         .arena_bytes(ARENA_BYTES)
@@ -99,7 +99,7 @@ fn ours(address: SocketAddr, workers: usize) -> Result<(), String> {
     let stats = server.stats();
     announce(server.local_addr())?;
     server
-        .serve(move |request: Request<executor::RequestBody>| {
+        .serve(move |request: Request<pagekeep_executor::RequestBody>| {
             let stats = stats.clone();
             async move {
                 match request.uri().path() {
@@ -108,7 +108,7 @@ fn ours(address: SocketAddr, workers: usize) -> Result<(), String> {
                         loop {
                             // Written, so the memory is really used.
                             hoard.push(vec![0xA5; 64 << 10]);
-                            executor::sleep(Duration::from_millis(1)).await;
+                            pagekeep_executor::sleep(Duration::from_millis(1)).await;
                         }
                     }
                     "/__counters" => counters(stats.requests(), stats.over_budget()),
@@ -137,7 +137,7 @@ fn server_command(kind: &str, workers: usize) -> Result<Command, String> {
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
-    build.args(["build", "-p", "alloc-test", "--bin", peer]);
+    build.args(["build", "-p", "pagekeep-alloc-test", "--bin", peer]);
     if !cfg!(debug_assertions) {
         build.arg("--release");
     }
@@ -149,7 +149,7 @@ fn server_command(kind: &str, workers: usize) -> Result<Command, String> {
     let executable = reproduce.with_file_name(peer);
     if !status.success() || !executable.exists() {
         return Err(format!(
-            "cannot build {peer} ({status}): run `cargo build --release -p alloc-test \
+            "cannot build {peer} ({status}): run `cargo build --release -p pagekeep-alloc-test \
              --bin {peer}`"
         ));
     }

@@ -1,7 +1,7 @@
 //! The C-interface rows: every allocator called through `malloc` and `free`, as C
 //! programs (and the originals of the ported workloads) call them.
 //!
-//! Ours is slab-alloc-capi's `malloc`/`free`, from its shared library loaded with
+//! Ours is pagekeep-slab-capi's `malloc`/`free`, from its shared library loaded with
 //! `dlopen(RTLD_LOCAL)`: loaded that way, its symbols do not replace glibc's `malloc` for
 //! the rest of the process, so glibc stays measurable in the same process. mimalloc is
 //! `mi_malloc`/`mi_free` (what its `malloc`/`free` are when it replaces the system's),
@@ -14,9 +14,9 @@ use core::ffi::{CStr, c_void};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use alloc_test::bench::machine::Machine;
-use alloc_test::bench::measure::{Settings, measure_interleaved};
-use alloc_test::bench::report::{Row, Section, Target};
+use pagekeep_alloc_test::bench::machine::Machine;
+use pagekeep_alloc_test::bench::measure::{Settings, measure_interleaved};
+use pagekeep_alloc_test::bench::report::{Row, Section, Target};
 
 use super::larson::Larson;
 use super::xmalloc::Xmalloc;
@@ -86,22 +86,22 @@ fn jemalloc() -> CAllocator {
     }
 }
 
-/// Where slab-alloc-capi's shared library is: next to this executable
-/// (`target/release/libslab_alloc_capi.so`).
+/// Where pagekeep-slab-capi's shared library is: next to this executable
+/// (`target/release/libpagekeep_slab_capi.so`).
 fn capi_library() -> Result<PathBuf, String> {
     let executable = std::env::current_exe().map_err(|error| error.to_string())?;
     let directory = executable
         .parent()
         .ok_or("the reproduce executable has no directory")?;
-    Ok(directory.join("libslab_alloc_capi.so"))
+    Ok(directory.join("libpagekeep_slab_capi.so"))
 }
 
-/// Builds slab-alloc-capi's shared library with the profile this executable was built
+/// Builds pagekeep-slab-capi's shared library with the profile this executable was built
 /// with (a no-op when it is up to date), so the C rows never measure a stale library.
 fn build_capi(library: &std::path::Path) -> Result<(), String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = std::process::Command::new(cargo);
-    command.args(["build", "-p", "slab-alloc-capi"]);
+    command.args(["build", "-p", "pagekeep-slab-capi"]);
     if !cfg!(debug_assertions) {
         command.arg("--release");
     }
@@ -109,10 +109,10 @@ fn build_capi(library: &std::path::Path) -> Result<(), String> {
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .stdout(std::process::Stdio::null())
         .status()
-        .map_err(|error| format!("cannot run cargo to build slab-alloc-capi: {error}"))?;
+        .map_err(|error| format!("cannot run cargo to build pagekeep-slab-capi: {error}"))?;
     if !status.success() || !library.exists() {
         return Err(format!(
-            "cannot build {} ({status}): run `cargo build --release -p slab-alloc-capi`",
+            "cannot build {} ({status}): run `cargo build --release -p pagekeep-slab-capi`",
             library.display()
         ));
     }
@@ -134,7 +134,7 @@ fn dl_error() -> String {
     }
 }
 
-/// Our `malloc` and `free`: slab-alloc-capi's, from its shared library loaded with
+/// Our `malloc` and `free`: pagekeep-slab-capi's, from its shared library loaded with
 /// `RTLD_LOCAL` (the library stays loaded for the rest of the process).
 fn ours() -> Result<CAllocator, String> {
     let library = capi_library()?;
@@ -162,7 +162,7 @@ fn ours() -> Result<CAllocator, String> {
         }
     };
     let (malloc, free) = (symbol(c"malloc")?, symbol(c"free")?);
-    // SAFETY: slab-alloc-capi defines `malloc` and `free` with exactly C's signatures
+    // SAFETY: pagekeep-slab-capi defines `malloc` and `free` with exactly C's signatures
     // (`extern "C" fn(usize) -> *mut c_void` and `extern "C" fn(*mut c_void)`), and the
     // library is never unloaded, so the addresses stay valid.
     let (malloc, free) = unsafe {
@@ -184,7 +184,7 @@ fn on_each(
     settings: Settings,
     allocators: &[CAllocator; 4],
     mut routine: impl FnMut(&CAllocator, u64) -> Duration,
-) -> Vec<alloc_test::bench::measure::Measurement> {
+) -> Vec<pagekeep_alloc_test::bench::measure::Measurement> {
     let routine = &mut routine;
     let [a, b, c, d] = allocators;
     // Each closure borrows `routine` in turn: they run one at a time.
@@ -206,7 +206,7 @@ pub fn rows(
     machine: &Machine,
     progress: &mut Progress,
 ) -> Result<(Vec<Row>, Vec<Row>), String> {
-    progress.step("slab: C interface, loading slab-alloc-capi; 64-byte malloc+free pairs");
+    progress.step("slab: C interface, loading pagekeep-slab-capi; 64-byte malloc+free pairs");
     let allocators = allocators()?;
     let mut rows = Vec::new();
     let figures = on_each(settings, &allocators, pair);
@@ -268,7 +268,7 @@ pub fn rows(
             &throughput,
             &HEAP_NAMES,
         )
-        .better(alloc_test::bench::report::Better::Higher)
+        .better(pagekeep_alloc_test::bench::report::Better::Higher)
         .in_summary()
         .multi_threaded(machine),
     );
@@ -288,7 +288,7 @@ pub fn rows(
             &throughput,
             &HEAP_NAMES,
         )
-        .better(alloc_test::bench::report::Better::Higher)
+        .better(pagekeep_alloc_test::bench::report::Better::Higher)
         .in_summary()
         .multi_threaded(machine),
     );
@@ -303,7 +303,7 @@ pub fn sections((rows, server): (Vec<Row>, Vec<Row>)) -> [Section; 2] {
             description: "The same workloads as the Rust rows of the sections \"One \
                 thread\" and \"Cross-thread free\", but every allocator is called through \
                 its C `malloc` and `free`, through a function pointer: ours is \
-                slab-alloc-capi's `malloc`/`free` (its shared library loaded with \
+                pagekeep-slab-capi's `malloc`/`free` (its shared library loaded with \
                 `dlopen(RTLD_LOCAL)`, so glibc stays the process's malloc), mimalloc \
                 `mi_malloc`/`mi_free`, jemalloc its `malloc`/`free`, System glibc's. `free` \
                 gets no size: ours finds it from the block, as the others do from their \

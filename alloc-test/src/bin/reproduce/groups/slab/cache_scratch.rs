@@ -13,15 +13,15 @@
 //! Parameters (the same in quick and full runs): 2 workers, 8-byte objects, 100
 //! allocations per worker, 5000 writes (each read back) per allocation.
 
-use alloc_test::bench::threads::join_all;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
+use pagekeep_alloc_test::bench::threads::join_all;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use alloc_test::bench::machine::Machine;
-use alloc_test::bench::measure::{Measurement, Settings, measure_interleaved};
-use alloc_test::bench::report::Row;
+use pagekeep_alloc_test::bench::machine::Machine;
+use pagekeep_alloc_test::bench::measure::{Measurement, Settings, measure_interleaved};
+use pagekeep_alloc_test::bench::report::Row;
 use std::io::Write as _;
 
 use super::{HEAP_NAMES, Workload, row_of};

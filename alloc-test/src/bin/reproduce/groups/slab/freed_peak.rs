@@ -11,9 +11,9 @@ use core::alloc::{GlobalAlloc, Layout};
 use std::io::Read as _;
 use std::time::{Duration, Instant};
 
-use alloc_test::bench::measure::Measurement;
-use alloc_test::bench::report::{LinePlot, Row};
-use alloc_test::bench::svg::Series;
+use pagekeep_alloc_test::bench::measure::Measurement;
+use pagekeep_alloc_test::bench::report::{LinePlot, Row};
+use pagekeep_alloc_test::bench::svg::Series;
 
 use super::heaps;
 use crate::progress::Progress;

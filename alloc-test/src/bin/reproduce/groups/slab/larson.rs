@@ -12,19 +12,19 @@
 //! Parameters (the same in quick and full runs; only the sampling differs): 2 threads,
 //! 5000 slots each, sizes 16 to 1024 bytes, 50 000 replacements per thread per round.
 
-use alloc_test::bench::threads::join_all;
 use core::alloc::GlobalAlloc;
+use pagekeep_alloc_test::bench::threads::join_all;
 use std::time::{Duration, Instant};
 
-use alloc_test::bench::machine::Machine;
-use alloc_test::bench::measure::Settings;
-use alloc_test::bench::report::{Better, Row};
+use pagekeep_alloc_test::bench::machine::Machine;
+use pagekeep_alloc_test::bench::measure::Settings;
+use pagekeep_alloc_test::bench::report::{Better, Row};
 
 use super::random::Rng;
 use super::tagged::Tagged;
 use super::{HEAP, HEAP_NAMES, JEMALLOC, MIMALLOC, SYSTEM, Workload, measure_workloads, row_of};
 use crate::progress::Progress;
-use slab_alloc::SlabHeap;
+use pagekeep_slab::SlabHeap;
 
 const THREADS: usize = 2;
 const SLOTS: usize = 5000;

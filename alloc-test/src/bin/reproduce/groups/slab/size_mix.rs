@@ -12,8 +12,8 @@
 use core::alloc::GlobalAlloc;
 use std::time::{Duration, Instant};
 
-use alloc_test::bench::measure::Settings;
-use alloc_test::bench::report::{Better, Row};
+use pagekeep_alloc_test::bench::measure::Settings;
+use pagekeep_alloc_test::bench::report::{Better, Row};
 
 use super::random::Rng;
 use super::tagged::Tagged;

@@ -10,13 +10,13 @@
 //! joining thread. For `SlabHeap`, the count of live objects must be the same before and
 //! after: the exited threads' magazines went back.
 
-use alloc_test::bench::threads::join_all;
 use core::alloc::GlobalAlloc;
+use pagekeep_alloc_test::bench::threads::join_all;
 use std::time::{Duration, Instant};
 
-use alloc_test::bench::machine::Machine;
-use alloc_test::bench::measure::Settings;
-use alloc_test::bench::report::Row;
+use pagekeep_alloc_test::bench::machine::Machine;
+use pagekeep_alloc_test::bench::measure::Settings;
+use pagekeep_alloc_test::bench::report::Row;
 
 use super::random::Rng;
 use super::tagged::Tagged;

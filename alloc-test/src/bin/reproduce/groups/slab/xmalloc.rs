@@ -13,20 +13,20 @@
 //! the batches it pops from the other thread's queue. A thread stops once it has
 //! produced its share and freed as many objects as the other thread produced.
 
-use alloc_test::bench::threads::join_all;
 use core::alloc::GlobalAlloc;
+use pagekeep_alloc_test::bench::threads::join_all;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use alloc_test::bench::machine::Machine;
-use alloc_test::bench::measure::Settings;
-use alloc_test::bench::report::{Better, Row};
+use pagekeep_alloc_test::bench::machine::Machine;
+use pagekeep_alloc_test::bench::measure::Settings;
+use pagekeep_alloc_test::bench::report::{Better, Row};
 
 use super::random::Rng;
 use super::tagged::Tagged;
 use super::{HEAP, HEAP_NAMES, JEMALLOC, MIMALLOC, SYSTEM, Workload, measure_workloads, row_of};
 use crate::progress::Progress;
-use slab_alloc::SlabHeap;
+use pagekeep_slab::SlabHeap;
 
 const BATCH: usize = 64;
 const QUEUE_CAPACITY: usize = 16;
