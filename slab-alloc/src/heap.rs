@@ -121,6 +121,14 @@ fn class_config(geometry: Geometry) -> CoreConfig {
     }
 }
 
+/// The bytes a large block of `size` requested bytes counts for in the statistics: its
+/// usable size, whole pages. The same for any size between the request and that usable
+/// size, which is what an `Allocator` caller may free the block with, so the counter
+/// goes back to zero.
+fn large_block_bytes(size: usize) -> usize {
+    MmapAlloc::usable_size(size).unwrap_or(size)
+}
+
 /// Statistics of the large blocks.
 #[derive(Debug)]
 struct LargeCounters {
@@ -268,26 +276,45 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     #[inline(always)]
     fn alloc_nonzero(&self, layout: Layout) -> Option<NonNull<u8>> {
         match class_for(layout.size(), layout.align()) {
-            Some(class) => self.class(class)?.alloc(None),
+            Some(class) => {
+                let class = self.class(class)?;
+                class
+                    .alloc(None)
+                    .or_else(|| self.release_kept_large().then(|| class.alloc(None))?)
+            }
             None => self.alloc_large(layout, false),
         }
     }
 
+    /// Releases every freed large block kept for reuse, for an allocation that the system
+    /// refused (an address-space limit, strict overcommit, a cgroup): `true` if there was
+    /// one, and the allocation is worth trying again.
+    #[cold]
+    #[inline(never)]
+    fn release_kept_large(&self) -> bool {
+        self.built().is_some_and(|built| built.large.release_all())
+    }
+
     #[cold]
     fn alloc_large(&self, layout: Layout, zeroed: bool) -> Option<NonNull<u8>> {
-        let block = match self.kept_large(layout, zeroed) {
-            Some(kept) => kept,
+        let map = || {
             // SAFETY: callers pass non-zero sizes.
-            None => NonNull::new(unsafe {
+            NonNull::new(unsafe {
                 if zeroed {
                     MmapAlloc.alloc_zeroed(layout)
                 } else {
                     MmapAlloc.alloc(layout)
                 }
-            })?,
+            })
+        };
+        let block = match self.kept_large(layout, zeroed) {
+            Some(kept) => kept,
+            None => map().or_else(|| self.release_kept_large().then(map)?)?,
         };
         self.large.blocks.fetch_add(1, Ordering::Relaxed);
-        self.large.bytes.fetch_add(layout.size(), Ordering::Relaxed);
+        self.large
+            .bytes
+            .fetch_add(large_block_bytes(layout.size()), Ordering::Relaxed);
         Some(block)
     }
 
@@ -351,7 +378,9 @@ impl<S: PageSource + Clone> SlabHeap<S> {
             }
             None => {
                 self.large.blocks.fetch_sub(1, Ordering::Relaxed);
-                self.large.bytes.fetch_sub(layout.size(), Ordering::Relaxed);
+                self.large
+                    .bytes
+                    .fetch_sub(large_block_bytes(layout.size()), Ordering::Relaxed);
                 // SAFETY: a large block with its layout, which the caller gives up.
                 if !unsafe { self.keep_large(ptr, layout) } {
                     // SAFETY: large blocks are `MmapAlloc` blocks of their layout.
@@ -381,11 +410,17 @@ impl<S: PageSource + Clone> SlabHeap<S> {
                 Some(slab.map_or(ptr, |base| base.with_addr(ptr.addr())))
             }
             (None, None) => {
-                // SAFETY: a large block of `MmapAlloc` with layout `old`.
-                let moved =
-                    NonNull::new(unsafe { MmapAlloc.realloc(ptr.as_ptr(), old, new_size) })?;
-                self.large.bytes.fetch_add(new_size, Ordering::Relaxed);
-                self.large.bytes.fetch_sub(old.size(), Ordering::Relaxed);
+                // SAFETY: a large block of `MmapAlloc` with layout `old`; a failed realloc
+                // leaves it untouched, so it may be tried again.
+                let remap =
+                    || NonNull::new(unsafe { MmapAlloc.realloc(ptr.as_ptr(), old, new_size) });
+                let moved = remap().or_else(|| self.release_kept_large().then(remap)?)?;
+                self.large
+                    .bytes
+                    .fetch_add(large_block_bytes(new_size), Ordering::Relaxed);
+                self.large
+                    .bytes
+                    .fetch_sub(large_block_bytes(old.size()), Ordering::Relaxed);
                 Some(moved)
             }
             _ => {
@@ -670,7 +705,11 @@ unsafe impl<S: PageSource + Clone> GlobalAlloc for SlabHeap<S> {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let block = match class_for(layout.size(), layout.align()) {
-            Some(class) => self.class(class).and_then(|class| class.alloc(None)),
+            Some(class) => self.class(class).and_then(|class| {
+                class
+                    .alloc(None)
+                    .or_else(|| self.release_kept_large().then(|| class.alloc(None))?)
+            }),
             None => self.alloc_large(layout, true),
         };
         match block {

@@ -18,7 +18,8 @@
 //! Bounds: at most [`ENTRIES`] mappings and [`MAX_BYTES`] in all (a larger block is never
 //! kept), the oldest going first to make room; a mapping kept longer than [`MAX_AGE`]
 //! goes back to the system at the heap's next large operation or decay pass (the decay
-//! thread's too), and every one at once on `trim`. So a freed peak of large blocks leaves
+//! thread's too), and every one at once on `trim` and when the system refuses one of
+//! the heap's allocations (which the heap then tries once more). So a freed peak of large blocks leaves
 //! within a second, as the slabs do. The system calls that release mappings are made after
 //! the lock is dropped.
 //!
@@ -97,6 +98,15 @@ impl Drop for ToRelease {
     }
 }
 
+/// Moves the mappings kept longer than [`MAX_AGE`] at `now` into `released`.
+fn expire(kept: &mut [Option<Kept>; ENTRIES], now: Instant, released: &mut ToRelease) {
+    for slot in kept.iter_mut() {
+        if slot.is_some_and(|old| now.saturating_duration_since(old.since) >= MAX_AGE) {
+            released.push(slot.take().expect("checked above"));
+        }
+    }
+}
+
 impl LargeCache {
     /// An empty cache.
     pub(crate) const fn new() -> Self {
@@ -119,16 +129,18 @@ impl LargeCache {
         released: &mut ToRelease,
         f: impl FnOnce(&mut [Option<Kept>; ENTRIES], &mut ToRelease) -> R,
     ) -> R {
+        self.locked_as_is(|kept| {
+            expire(kept, now, released);
+            f(kept, released)
+        })
+    }
+
+    /// Runs `f` on the kept mappings under the lock, expiring none.
+    fn locked_as_is<R>(&self, f: impl FnOnce(&mut [Option<Kept>; ENTRIES]) -> R) -> R {
         let _guard = self.lock.guard();
         // SAFETY: the lock is held until the end of the function and the array is only
         // accessed under it, so this is the only reference.
-        let kept = unsafe { &mut *self.kept.get() };
-        for slot in kept.iter_mut() {
-            if slot.is_some_and(|old| now.saturating_duration_since(old.since) >= MAX_AGE) {
-                released.push(slot.take().expect("checked above"));
-            }
-        }
-        f(kept, released)
+        f(unsafe { &mut *self.kept.get() })
     }
 
     /// A mapping of exactly `len` bytes (a block length of [`MmapAlloc`]: whole pages)
@@ -200,7 +212,10 @@ impl LargeCache {
         }
         let now = Instant::now();
         let mut released = ToRelease::new();
-        self.locked(now, &mut released, |kept, released| {
+        self.locked_as_is(|kept| {
+            // Against every kept mapping, old ones included, before any is released: a
+            // block freed twice after its first copy aged would otherwise be kept again
+            // as its pages are unmapped.
             let end = block.addr().get() + len;
             if let Some(overlap) = kept.iter().flatten().find(|kept| {
                 kept.block.addr().get() < end
@@ -214,6 +229,7 @@ impl LargeCache {
                     overlap.block.addr().get(),
                 );
             }
+            expire(kept, now, &mut released);
             let mut total: usize = kept.iter().flatten().map(|kept| kept.len).sum();
             loop {
                 let free = kept.iter().position(Option::is_none);
@@ -263,12 +279,9 @@ impl LargeCache {
         })
     }
 
-    /// The bytes kept.
+    /// The bytes kept (those due to go back included: reading releases nothing).
     pub(crate) fn kept_bytes(&self) -> usize {
-        let mut released = ToRelease::new();
-        self.locked(Instant::now(), &mut released, |kept, _| {
-            kept.iter().flatten().map(|kept| kept.len).sum()
-        })
+        self.locked_as_is(|kept| kept.iter().flatten().map(|kept| kept.len).sum())
     }
 }
 

@@ -79,7 +79,9 @@ pub struct HeapStats {
     pub small: CacheStats,
     /// Large blocks (served by `MmapAlloc`) live.
     pub large_blocks: usize,
-    /// Bytes requested by those large blocks.
+    /// Bytes of those large blocks: their usable sizes (whole pages; 2 MiB frames from
+    /// 2 MiB on), so freeing a block with any size between its request and its usable
+    /// size, as `Allocator` callers may, takes off what its allocation added.
     pub large_bytes: usize,
     /// Bytes of freed large blocks kept mapped for reuse (at most 64 MiB, each for at
     /// most half a second unused; [`trim`](crate::SlabHeap::trim) releases them).

@@ -386,9 +386,20 @@ pub unsafe extern "C" fn realloc(pointer: *mut c_void, size: usize) -> *mut c_vo
         set_errno(libc::ENOMEM);
         return ptr::null_mut();
     };
+    // A block of its own mapping that moves into a size class is freed inside, and kept
+    // mapped for reuse: its prefix is cleared first, as `free` does, so that a later
+    // free of the old pointer is reported. Put back if nothing moved.
+    let prefix = pointer.cast::<u8>().wrapping_sub(PREFIX).cast::<usize>();
+    let own = has_own_mapping(layout);
+    // SAFETY: the block's prefix word, just before the pointer (`block_of` read it).
+    let alignment_word = own.then(|| unsafe { prefix.replace(0) });
     // SAFETY: the heap block with its layout; the new size is valid (from a `Layout`).
     let moved = unsafe { HEAP.realloc(base, layout, new.size()) };
     if moved.is_null() {
+        if let Some(word) = alignment_word {
+            // SAFETY: the block is untouched by a failed realloc, its prefix ours again.
+            unsafe { prefix.write(word) };
+        }
         set_errno(libc::ENOMEM);
         return ptr::null_mut();
     }

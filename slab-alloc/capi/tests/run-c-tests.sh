@@ -51,7 +51,7 @@ compare() {
 
 for program in malloc_family malloc_family_size_edges glibc_extensions fork_from_threads \
     fork_handlers_that_allocate fork_vfork_spawn thread_exit_handoff decay_after_peak_with_cached_work \
-    large_blocks_reused; do
+    large_blocks_reused large_blocks_under_address_limit; do
     build "$program"
 done
 compare malloc_family 1
@@ -63,4 +63,5 @@ compare fork_vfork_spawn 1
 compare thread_exit_handoff 1
 compare decay_after_peak_with_cached_work 1
 compare large_blocks_reused 1
+compare large_blocks_under_address_limit 1
 echo "run-c-tests.sh: every C program behaved under LD_PRELOAD as under glibc"

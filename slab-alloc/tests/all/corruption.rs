@@ -295,6 +295,28 @@ fn child_heap_large_double_free() {
     }
 }
 
+#[test]
+#[ignore = "child process of a_large_block_freed_twice_after_its_kept_copy_aged_is_detected"]
+fn child_heap_large_double_free_after_aging() {
+    if in_child() {
+        use core::alloc::{GlobalAlloc, Layout};
+        let heap = pagekeep_slab::SlabHeap::new();
+        let layout = Layout::from_size_align(1 << 20, 8).unwrap();
+        // SAFETY: deliberately wrong: freed twice, the second time after the kept copy
+        // is due to go back (which the second free itself would release first).
+        unsafe {
+            let block = heap.alloc(layout);
+            heap.dealloc(block, layout);
+            std::thread::sleep(std::time::Duration::from_millis(600));
+            heap.dealloc(block, layout);
+            // Were it kept again, both would get the same block.
+            let zeroed = heap.alloc_zeroed(layout);
+            let plain = heap.alloc(layout);
+            assert_ne!(zeroed, plain, "one block handed out twice");
+        }
+    }
+}
+
 /// Not only in checked builds: the heap compares a freed large block with those it
 /// keeps anyway (a few compares on a path that is rare and dear).
 #[test]
@@ -302,6 +324,18 @@ fn child_heap_large_double_free() {
 fn a_large_block_freed_twice_is_detected_in_every_build() {
     expect_abort(
         "corruption::child_heap_large_double_free",
+        "double free of a large block",
+    );
+}
+
+/// The comparison comes before the blocks kept too long are released: the second free
+/// of a block whose kept copy has aged used to release that copy, then keep the block
+/// again, unmapped.
+#[test]
+#[cfg_attr(miri, ignore = "spawns processes")]
+fn a_large_block_freed_twice_after_its_kept_copy_aged_is_detected() {
+    expect_abort(
+        "corruption::child_heap_large_double_free_after_aging",
         "double free of a large block",
     );
 }
