@@ -5,7 +5,7 @@
 
 use core::ptr::NonNull;
 
-use pagekeep_mmap::{Cause, Contents, Decommit, FailingSource, HeapPages, OsPages, PageSource};
+use pagekeep_mmap::{Cause, Contents, Decommit, HeapPages, OsPages, PageSource};
 
 fn refused(result: pagekeep_mmap::Result<Contents>) {
     let error = result.expect_err("a range that is not whole pages");
@@ -71,8 +71,10 @@ fn heap_pages_decommit_whole_pages_only() {
     decommit_takes_whole_pages_only(&HeapPages);
 }
 
+#[cfg(feature = "fault-injection")]
 #[test]
 fn failing_sources_decommit_whole_pages_only() {
+    use pagekeep_mmap::FailingSource;
     decommit_takes_whole_pages_only(&FailingSource::new(OsPages));
     decommit_takes_whole_pages_only(&FailingSource::new(HeapPages));
 }
@@ -94,7 +96,8 @@ fn every_source_checks_commit_ranges_alike() {
     }
     check(&OsPages);
     check(&HeapPages);
-    check(&FailingSource::new(HeapPages));
+    #[cfg(feature = "fault-injection")]
+    check(&pagekeep_mmap::FailingSource::new(HeapPages));
 }
 
 #[test]

@@ -2,6 +2,21 @@
 
 use core::ptr::NonNull;
 
+/// Runs `operation` and, where the crate counts system calls (feature
+/// `syscall-counters`), asserts that it made none.
+pub fn without_syscalls<T>(operation: impl FnOnce() -> T) -> T {
+    #[cfg(feature = "syscall-counters")]
+    {
+        let before = pagekeep_mmap::syscall_counters::snapshot();
+        let result = operation();
+        let cost = pagekeep_mmap::syscall_counters::snapshot().since(&before);
+        assert_eq!(cost.total(), 0, "{cost:?}");
+        result
+    }
+    #[cfg(not(feature = "syscall-counters"))]
+    operation()
+}
+
 /// The permission string (`rw-p`, `---p`, ...) of the mapping that holds `ptr`, read from
 /// `/proc/self/maps`.
 #[cfg(all(target_os = "linux", not(miri)))]
