@@ -278,12 +278,19 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         match class_for(layout.size(), layout.align()) {
             Some(class) => {
                 let class = self.class(class)?;
-                class
-                    .alloc(None)
-                    .or_else(|| self.release_kept_large().then(|| class.alloc(None))?)
+                class.alloc(None).or_else(|| self.alloc_small_again(class))
             }
             None => self.alloc_large(layout, false),
         }
+    }
+
+    /// A small allocation that `class` could not serve, tried once more if releasing the
+    /// kept large blocks gave memory back. Out of line, so the inlined allocation path
+    /// does not carry a second copy of the class's.
+    #[cold]
+    #[inline(never)]
+    fn alloc_small_again(&self, class: &CacheCore<S>) -> Option<NonNull<u8>> {
+        self.release_kept_large().then(|| class.alloc(None))?
     }
 
     /// Releases every freed large block kept for reuse, for an allocation that the system
@@ -705,11 +712,9 @@ unsafe impl<S: PageSource + Clone> GlobalAlloc for SlabHeap<S> {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let block = match class_for(layout.size(), layout.align()) {
-            Some(class) => self.class(class).and_then(|class| {
-                class
-                    .alloc(None)
-                    .or_else(|| self.release_kept_large().then(|| class.alloc(None))?)
-            }),
+            Some(class) => self
+                .class(class)
+                .and_then(|class| class.alloc(None).or_else(|| self.alloc_small_again(class))),
             None => self.alloc_large(layout, true),
         };
         match block {
