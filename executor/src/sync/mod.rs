@@ -12,6 +12,13 @@
 //! The futures may be polled from any task on any worker, or from outside the runtime:
 //! the primitives need no timer or reactor.
 //!
+//! A waiter list is a `Vec` searched by id, so waiting costs time linear in the number
+//! of futures waiting on the same primitive: these are built for a handful of waiters
+//! each, as channels between tasks and shutdown signals have. A waiting future leaked
+//! with `mem::forget` (safe code, the futures being `Unpin`) keeps its entry until the
+//! primitive is dropped, and a "wake one" (`notify_one`, a freed slot) that chooses it
+//! is lost with it: drop futures, do not forget them.
+//!
 //! Crate-private: `lock`, the one way the runtime takes its mutexes, and
 //! `discard_panic`.
 

@@ -428,8 +428,12 @@ impl<T> Sender<T> {
     /// If the future is dropped before it completes, the value was not sent, and it is
     /// dropped with the future. Waiting senders are woken in the order they started
     /// waiting, but a dropped one loses its place: to keep both value and place across
-    /// a `select!`, use [`try_send`](Self::try_send) in a loop with another wake-up, or
-    /// keep the future alive between the `select!`s.
+    /// `select!`s, keep the future alive (pinned outside the loop, or by `&mut`)
+    /// between them.
+    ///
+    /// The order is not strict: a send (or `try_send`) that finds room when it is first
+    /// polled takes it, even if others are waiting; a woken sender that finds the room
+    /// taken waits again in its place.
     pub fn send(&self, value: T) -> SendFuture<'_, T> {
         SendFuture {
             chan: &self.chan,

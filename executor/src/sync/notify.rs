@@ -317,6 +317,51 @@ mod tests {
     }
 
     #[test]
+    fn dropping_both_waiters_in_either_order_keeps_the_one_notification() {
+        for chosen_first in [true, false] {
+            let notify = Notify::new();
+            let (waker, _) = CountingWaker::new();
+            let mut a = notify.notified();
+            let mut b = notify.notified();
+            assert!(poll_once(&mut a, &waker).is_pending());
+            assert!(poll_once(&mut b, &waker).is_pending());
+            notify.notify_one(); // chooses A
+            if chosen_first {
+                drop(a); // passes it to B
+                drop(b); // passes it to the permit
+            } else {
+                drop(b);
+                drop(a);
+            }
+            assert_eq!(lock(&notify.state).waiters.len(), 0);
+            let mut c = notify.notified();
+            assert!(poll_once(&mut c, &waker).is_ready(), "kept as the permit");
+            let mut d = notify.notified();
+            assert!(poll_once(&mut d, &waker).is_pending(), "and only once");
+        }
+    }
+
+    #[test]
+    fn a_forgotten_waiter_swallows_only_the_notify_one_that_chooses_it() {
+        let notify = Notify::new();
+        let (waker, count) = CountingWaker::new();
+        let mut forgotten = notify.notified();
+        assert!(poll_once(&mut forgotten, &waker).is_pending());
+        std::mem::forget(forgotten);
+        let mut other = notify.notified();
+        assert!(poll_once(&mut other, &waker).is_pending());
+        // notify_waiters still reaches the live waiter.
+        notify.notify_waiters();
+        assert!(poll_once(&mut other, &waker).is_ready());
+        // The forgotten entry was marked by that broadcast, so the next notify_one
+        // finds nobody waiting and stores the permit.
+        notify.notify_one();
+        let mut last = notify.notified();
+        assert!(poll_once(&mut last, &waker).is_ready());
+        assert_eq!(count.get(), 2);
+    }
+
+    #[test]
     fn a_repoll_with_another_waker_is_woken_through_the_new_one() {
         let notify = Notify::new();
         let (old, old_count) = CountingWaker::new();
