@@ -2,13 +2,14 @@
 
 pub mod client;
 mod hyper_rt;
+mod interval;
 mod join;
 pub mod net;
 mod reactor;
 mod runtime;
 mod server;
 mod shutdown;
-mod sync;
+pub mod sync;
 mod sys;
 mod task;
 mod timer;
@@ -16,6 +17,7 @@ mod waker;
 mod worker;
 
 pub use hyper_rt::{HyperExecutor, HyperTimer};
+pub use interval::{Interval, MissedTickBehavior, Tick, interval, interval_at};
 pub use join::{JoinError, JoinHandle};
 pub use pagekeep_arena::{ArenaPool, PoolConfig, PoolStats};
 pub use runtime::{Builder, Runtime};

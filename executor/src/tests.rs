@@ -502,3 +502,155 @@ mod hyper_glue {
         assert!(ran.load(Ordering::SeqCst));
     }
 }
+
+/// The `sync` primitives between tasks on different workers, with futures cancelled
+/// by timeouts while they wait: a lost wake-up would hang, so each test runs under a
+/// generous overall timeout.
+mod cross_worker {
+    use super::*;
+    use crate::sync::{Notify, mpsc, oneshot};
+
+    /// Long enough never to fire on a working channel, short enough to end a hung test.
+    const HANG: Duration = Duration::from_secs(60);
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn a_one_slot_channel_with_cancelled_sends_delivers_every_sent_value_once() {
+        let runtime = super::runtime(2);
+        let (sender, mut receiver) = mpsc::channel::<u64>(1);
+        let producers: Vec<_> = (0..4u64)
+            .map(|producer| {
+                let sender = sender.clone();
+                runtime.spawn(async move {
+                    let (mut sent, mut sum) = (0u64, 0u64);
+                    for index in 0..400 {
+                        let value = producer * 1_000 + index;
+                        // A short timeout cancels some sends while they wait for room.
+                        match timeout(Duration::from_micros(100), sender.send(value)).await {
+                            Ok(Ok(())) => {
+                                sent += 1;
+                                sum += value;
+                            }
+                            Ok(Err(_)) => panic!("the receiver is alive"),
+                            Err(_) => {}
+                        }
+                    }
+                    (sent, sum)
+                })
+            })
+            .collect();
+        drop(sender);
+        let consumer = runtime.spawn(async move {
+            let (mut received, mut sum) = (0u64, 0u64);
+            while let Some(value) = receiver.recv().await {
+                received += 1;
+                sum += value;
+                if received % 7 == 0 {
+                    yield_now().await;
+                }
+                if received % 100 == 0 {
+                    // Long enough for the waiting sends' timeouts to fire.
+                    sleep(Duration::from_millis(2)).await;
+                }
+            }
+            (received, sum)
+        });
+        let ((sent, sent_sum), (received, received_sum)) = runtime.block_on(async move {
+            timeout(HANG, async move {
+                let (mut sent, mut sum) = (0, 0);
+                for producer in producers {
+                    let (count, total) = producer.await.unwrap();
+                    sent += count;
+                    sum += total;
+                }
+                ((sent, sum), consumer.await.unwrap())
+            })
+            .await
+            .expect("a lost wake-up hung the channel")
+        });
+        assert!(sent > 0);
+        assert_eq!((received, received_sum), (sent, sent_sum));
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn notify_one_is_never_lost_to_a_cancelled_waiter() {
+        let runtime = super::runtime(2);
+        let ping = Arc::new(Notify::new());
+        let pong = Arc::new(Notify::new());
+        const ROUNDS: usize = 300;
+        let waiter = {
+            let (ping, pong) = (Arc::clone(&ping), Arc::clone(&pong));
+            runtime.spawn(async move {
+                for _ in 0..ROUNDS {
+                    // Cancelled now and then, possibly after notify_one chose it: the
+                    // notification must come back as the permit.
+                    while timeout(Duration::from_micros(200), ping.notified())
+                        .await
+                        .is_err()
+                    {}
+                    pong.notify_one();
+                }
+            })
+        };
+        let notifier = runtime.spawn(async move {
+            for round in 0..ROUNDS {
+                if round % 20 == 0 {
+                    // Long enough for the waiter's timeouts to fire.
+                    sleep(Duration::from_millis(2)).await;
+                }
+                ping.notify_one();
+                pong.notified().await;
+            }
+        });
+        runtime.block_on(async move {
+            timeout(HANG, async move {
+                waiter.await.unwrap();
+                notifier.await.unwrap();
+            })
+            .await
+            .expect("a notification was lost");
+        });
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn oneshot_replies_cross_workers() {
+        let runtime = super::runtime(2);
+        let (requests, mut incoming) = mpsc::unbounded_channel::<(u32, oneshot::Sender<u32>)>();
+        let server = runtime.spawn(async move {
+            while let Some((value, reply)) = incoming.recv().await {
+                if value % 5 == 0 {
+                    drop(reply); // refused: the client sees `RecvError`
+                } else {
+                    reply.send(value * 2).unwrap();
+                }
+            }
+        });
+        let client = runtime.spawn(async move {
+            let mut answered = 0;
+            for value in 1..=200u32 {
+                let (reply, answer) = oneshot::channel();
+                requests.send((value, reply)).unwrap();
+                match answer.await {
+                    Ok(doubled) => {
+                        assert_eq!(doubled, value * 2);
+                        answered += 1;
+                    }
+                    Err(oneshot::RecvError) => assert_eq!(value % 5, 0),
+                }
+            }
+            answered
+        });
+        let answered = runtime.block_on(async move {
+            timeout(HANG, async move {
+                let answered = client.await.unwrap();
+                server.await.unwrap();
+                answered
+            })
+            .await
+            .expect("a reply was lost")
+        });
+        assert_eq!(answered, 160);
+    }
+}

@@ -1,4 +1,35 @@
-//! [`lock`]: the one way the runtime takes its mutexes.
+//! Synchronization between tasks: [`mpsc`] channels (bounded and unbounded),
+//! [`oneshot`] channels and [`Notify`].
+//!
+//! Each primitive keeps its state behind one `std::sync::Mutex` and its waiting futures
+//! in a list where each future has one entry, found again by an id when the future is
+//! polled again and removed when it is dropped. No waker is woken and no value of the
+//! user's type is dropped while a lock is held: what is needed is taken out, the guard
+//! dropped, then the wakers are woken and the values dropped. Every future is `Unpin`
+//! and may be used in a `select!`; its docs say whether dropping it before it completes
+//! loses anything (whether it is cancel safe).
+//!
+//! The futures may be polled from any task on any worker, or from outside the runtime:
+//! the primitives need no timer or reactor.
+//!
+//! A waiter list is a `Vec` searched by id, so waiting costs time linear in the number
+//! of futures waiting on the same primitive: these are built for a handful of waiters
+//! each, as channels between tasks and shutdown signals have. A waiting future leaked
+//! with `mem::forget` (safe code, the futures being `Unpin`) keeps its entry until the
+//! primitive is dropped, and a "wake one" (`notify_one`, a freed slot) that chooses it
+//! is lost with it: drop futures, do not forget them.
+//!
+//! Crate-private: `lock`, the one way the runtime takes its mutexes, and
+//! `discard_panic`.
+
+pub mod mpsc;
+mod notify;
+pub mod oneshot;
+#[cfg(test)]
+mod test_support;
+mod wait_list;
+
+pub use notify::{Notified, Notify};
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -53,6 +84,22 @@ mod tests {
             }
             panic!("the innermost destructor panics");
         }
+    }
+
+    fn unpin_and_send<F: Unpin + Send>() {}
+
+    /// Every future can go in a `select!` without pinning, and across threads, whatever
+    /// the value type (`PhantomPinned` is `!Unpin`).
+    #[test]
+    fn futures_are_unpin_and_send() {
+        use std::marker::PhantomPinned;
+        unpin_and_send::<mpsc::SendFuture<'static, PhantomPinned>>();
+        unpin_and_send::<mpsc::RecvFuture<'static, PhantomPinned>>();
+        unpin_and_send::<mpsc::ClosedFuture<'static, PhantomPinned>>();
+        unpin_and_send::<oneshot::Receiver<PhantomPinned>>();
+        unpin_and_send::<oneshot::Closed<'static, PhantomPinned>>();
+        unpin_and_send::<Notified<'static>>();
+        unpin_and_send::<crate::Tick<'static>>();
     }
 
     /// Every nested payload is dropped, none leaked (miri's leak check sees to the

@@ -1,0 +1,249 @@
+//! [`WaitList`]: the futures waiting on a primitive, each known by an id, and
+//! [`WakeBatch`], which carries their wakers out of the lock to be woken.
+//!
+//! A waiting future keeps its id in an `Option<u64>`: a re-poll finds its own entry and
+//! replaces the waker there (when it would not wake the same task), a dropped future
+//! removes its entry. The entries live in one `Vec` that keeps its capacity, so waiting
+//! allocates nothing once the list has been as long as it gets. An entry is removed
+//! only by its future (when it completes or is dropped), never by a notification: a
+//! notified entry stays, marked, until its future sees the mark, so a future dropped
+//! after it was chosen by a "wake one" can pass the notification on.
+
+use std::task::Waker;
+
+/// Where a waiting future stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WaiterState {
+    /// Waiting; the entry holds its waker.
+    Waiting,
+    /// Chosen by a "wake one": the future owes the notification to someone else if it
+    /// is dropped without consuming it.
+    NotifiedOne,
+    /// Woken by a "wake all" (a broadcast, or a channel's closing); nothing is owed.
+    NotifiedAll,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    id: u64,
+    state: WaiterState,
+    /// `Some` while `Waiting`; taken by the notification (or by [`WaitList::take_notified_all`]).
+    waker: Option<Waker>,
+}
+
+/// The futures waiting on one primitive, first come first in the list.
+#[derive(Debug)]
+pub(crate) struct WaitList {
+    entries: Vec<Waiter>,
+    next_id: u64,
+}
+
+impl WaitList {
+    pub(crate) const fn new() -> Self {
+        Self {
+            entries: Vec::new(),
+            next_id: 0,
+        }
+    }
+
+    fn position(&self, id: u64) -> Option<usize> {
+        self.entries.iter().position(|waiter| waiter.id == id)
+    }
+
+    /// The state of waiter `id`, or `None` if it has no entry.
+    pub(crate) fn state(&self, id: u64) -> Option<WaiterState> {
+        self.position(id).map(|index| self.entries[index].state)
+    }
+
+    /// Puts the future whose id is in `slot` in the `Waiting` state with `waker`: its
+    /// entry if it has one (keeping its place), a new entry at the end otherwise (its id
+    /// stored in `slot`).
+    ///
+    /// Returns the waker it replaced, to be dropped after the lock is released.
+    #[must_use = "the replaced waker is to be dropped after the lock"]
+    pub(crate) fn wait(&mut self, slot: &mut Option<u64>, waker: &Waker) -> Option<Waker> {
+        if let Some(index) = slot.and_then(|id| self.position(id)) {
+            let entry = &mut self.entries[index];
+            entry.state = WaiterState::Waiting;
+            return replace_waker(&mut entry.waker, waker);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        if self.entries.len() == self.entries.capacity() {
+            // The list belongs to a primitive that usually outlives the request whose
+            // task waits on it: its growth must not come from (and pin) that request's
+            // arena.
+            pagekeep_arena::outside_arena(|| self.entries.reserve(1));
+        }
+        self.entries.push(Waiter {
+            id,
+            state: WaiterState::Waiting,
+            waker: Some(waker.clone()),
+        });
+        *slot = Some(id);
+        None
+    }
+
+    /// Removes waiter `id`'s entry; returns the state it was in, `None` if it had none.
+    /// The waker it may still hold is returned to be dropped after the lock.
+    pub(crate) fn remove(&mut self, id: u64) -> Option<(WaiterState, Option<Waker>)> {
+        let index = self.position(id)?;
+        let entry = self.entries.remove(index);
+        Some((entry.state, entry.waker))
+    }
+
+    /// Chooses the first `Waiting` future: marks it `NotifiedOne` and returns its waker,
+    /// to be woken after the lock is released. `None` if nobody waits.
+    pub(crate) fn notify_one(&mut self) -> Option<Waker> {
+        let entry = self
+            .entries
+            .iter_mut()
+            .find(|waiter| waiter.state == WaiterState::Waiting)?;
+        entry.state = WaiterState::NotifiedOne;
+        entry.waker.take()
+    }
+
+    /// Marks every `Waiting` future `NotifiedAll`. Their wakers stay in the list until
+    /// [`take_notified_all`](Self::take_notified_all) carries them out.
+    pub(crate) fn notify_all(&mut self) {
+        for entry in &mut self.entries {
+            if entry.state == WaiterState::Waiting {
+                entry.state = WaiterState::NotifiedAll;
+            }
+        }
+    }
+
+    /// Moves the wakers of `NotifiedAll` entries into `batch` until it is full; returns
+    /// whether some may be left (the batch filled up). The caller wakes the batch after
+    /// releasing the lock, and calls again while this returns `true`. The loop ends: a
+    /// `NotifiedAll` future never stores a waker again.
+    pub(crate) fn take_notified_all(&mut self, batch: &mut WakeBatch) -> bool {
+        for entry in &mut self.entries {
+            if batch.is_full() {
+                return true;
+            }
+            if entry.state == WaiterState::NotifiedAll
+                && let Some(waker) = entry.waker.take()
+            {
+                batch.push(waker);
+            }
+        }
+        false
+    }
+
+    /// Entries in the list, notified ones included.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// Stores `waker` in `slot` unless the one there would wake the same task; returns the
+/// waker it replaced, to be dropped after the lock is released (a waker's destructor is
+/// the executor's code, not ours).
+#[must_use = "the replaced waker is to be dropped after the lock"]
+pub(crate) fn replace_waker(slot: &mut Option<Waker>, waker: &Waker) -> Option<Waker> {
+    match slot {
+        Some(stored) if stored.will_wake(waker) => None,
+        _ => slot.replace(waker.clone()),
+    }
+}
+
+/// How many wakers one [`WakeBatch`] carries.
+const BATCH: usize = 32;
+
+/// Wakers taken under a lock, to be woken once it is released.
+#[derive(Debug)]
+pub(crate) struct WakeBatch {
+    wakers: [Option<Waker>; BATCH],
+    len: usize,
+}
+
+impl WakeBatch {
+    pub(crate) const fn new() -> Self {
+        Self {
+            wakers: [const { None }; BATCH],
+            len: 0,
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.len == BATCH
+    }
+
+    fn push(&mut self, waker: Waker) {
+        debug_assert!(!self.is_full(), "wake batch overfilled");
+        self.wakers[self.len] = Some(waker);
+        self.len += 1;
+    }
+
+    /// Wakes every waker in the batch and empties it. Call with no lock held.
+    pub(crate) fn wake_all(&mut self) {
+        for slot in &mut self.wakers[..self.len] {
+            if let Some(waker) = slot.take() {
+                waker.wake();
+            }
+        }
+        self.len = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::test_support::CountingWaker;
+
+    #[test]
+    fn a_repoll_keeps_its_entry_and_a_removal_frees_it() {
+        let (first, first_count) = CountingWaker::new();
+        let (second, second_count) = CountingWaker::new();
+        let mut list = WaitList::new();
+        let mut slot = None;
+        assert!(list.wait(&mut slot, &first).is_none());
+        assert!(
+            list.wait(&mut slot, &second).is_some(),
+            "the first replaced"
+        );
+        // The same waker again: kept or replaced (`Waker::will_wake` is best effort,
+        // and under miri two uses of one vtable may compare unequal), either way in
+        // the same entry.
+        drop(list.wait(&mut slot, &second));
+        assert_eq!(list.len(), 1);
+        // The entry holds the latest waker.
+        list.notify_one().expect("one waiter").wake();
+        assert_eq!(first_count.get(), 0);
+        assert_eq!(second_count.get(), 1);
+        let id = slot.expect("registered");
+        assert_eq!(list.state(id), Some(WaiterState::NotifiedOne));
+        assert!(list.notify_one().is_none(), "nobody else waits");
+        assert_eq!(
+            list.remove(id).map(|(state, _)| state),
+            Some(WaiterState::NotifiedOne)
+        );
+        assert_eq!(list.len(), 0);
+    }
+
+    #[test]
+    fn wake_all_takes_every_waker_in_batches() {
+        let (waker, count) = CountingWaker::new();
+        let mut list = WaitList::new();
+        let mut slots = [None; BATCH + 3];
+        for slot in &mut slots {
+            assert!(list.wait(slot, &waker).is_none());
+        }
+        list.notify_all();
+        let mut batch = WakeBatch::new();
+        let mut rounds = 0;
+        loop {
+            let more = list.take_notified_all(&mut batch);
+            batch.wake_all();
+            rounds += 1;
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(rounds, 2);
+        assert_eq!(count.get(), BATCH + 3);
+        assert!(list.notify_one().is_none(), "all notified");
+    }
+}
