@@ -46,10 +46,7 @@ impl hyper::rt::Write for TcpStream {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.shutdown(std::net::Shutdown::Write) {
-            Err(error) if error.kind() != io::ErrorKind::NotConnected => Poll::Ready(Err(error)),
-            _ => Poll::Ready(Ok(())),
-        }
+        Poll::Ready(self.shutdown_write())
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -3,6 +3,11 @@
 //!
 //! The binary's global allocator is the one a server installs, so requests really run
 //! in their arenas: budgets, escapes and the return of every arena are all exercised.
+//!
+//! In the workspace, the crate's dev-dependency on itself turns on `tokio-io` and
+//! `futures-io`. A packaged copy (crates.io) has no such dev-dependency, as cargo drops a
+//! path dependency without a version: the tests that need those features are left out
+//! there (`cargo test --all-features` runs them).
 
 #[global_allocator]
 static GLOBAL: pagekeep_executor::RequestAllocator = pagekeep_executor::request_allocator();
@@ -15,16 +20,23 @@ mod client;
 mod descriptors;
 mod edges;
 mod examples;
+#[cfg(feature = "futures-io")]
+mod futures_io;
 mod keep_alive;
 mod limits;
 mod malformed;
 mod panics;
+mod peer_vanishes;
 mod pipelining;
 mod proxy;
 mod runtimes;
 mod shutdown;
+mod socket_options;
 mod sockets;
+mod split_halves;
 mod streaming;
 mod support;
 mod timeouts;
 mod timers;
+#[cfg(feature = "tokio-io")]
+mod tokio_io;
