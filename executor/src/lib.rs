@@ -1,8 +1,11 @@
 #![doc = include_str!("../README.md")]
 
+mod blocking;
 pub mod client;
+mod handle;
 mod hyper_rt;
 mod join;
+mod join_set;
 pub mod net;
 mod reactor;
 mod runtime;
@@ -15,8 +18,11 @@ mod timer;
 mod waker;
 mod worker;
 
+pub use blocking::spawn_blocking;
+pub use handle::{Handle, TryCurrentError};
 pub use hyper_rt::{HyperExecutor, HyperTimer};
-pub use join::{JoinError, JoinHandle};
+pub use join::{AbortHandle, JoinError, JoinHandle};
+pub use join_set::JoinSet;
 pub use pagekeep_arena::{ArenaPool, PoolConfig, PoolStats};
 pub use runtime::{Builder, Runtime};
 pub use server::{

@@ -26,5 +26,6 @@ mod shutdown;
 mod sockets;
 mod streaming;
 mod support;
+mod task_api_in_handlers;
 mod timeouts;
 mod timers;
