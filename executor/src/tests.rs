@@ -667,6 +667,94 @@ mod abort {
     }
 }
 
+mod abort_races {
+    use super::*;
+
+    /// Counts drops of the futures it is part of.
+    struct CountsDrop(Arc<AtomicUsize>);
+
+    impl Drop for CountsDrop {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The first poll and the abort race (spawned from a plain thread, aborted at once,
+    /// the task possibly already polled on another worker): the task never finishes by
+    /// itself, so only the abort's wake-up can end it; a lost wake-up would hang here.
+    #[test]
+    fn an_abort_racing_the_first_poll_is_never_lost() {
+        let runtime = runtime(2);
+        let drops = Arc::new(AtomicUsize::new(0));
+        let rounds = if cfg!(miri) { 20 } else { 2000 };
+        let tasks: Vec<_> = (0..rounds)
+            .map(|_| {
+                let guard = CountsDrop(Arc::clone(&drops));
+                let task = runtime.handle().spawn(async move {
+                    let _guard = guard;
+                    std::future::pending::<()>().await
+                });
+                task.abort();
+                task
+            })
+            .collect();
+        for task in tasks {
+            let result = runtime.block_on(timeout(WAIT, task)).expect("abort lost");
+            assert!(matches!(result, Err(JoinError::Aborted)), "{result:?}");
+        }
+        assert_eq!(drops.load(Ordering::SeqCst), rounds);
+    }
+
+    /// Aborts racing completions: every task ends exactly once, with its value or
+    /// aborted, and its future is dropped exactly once.
+    #[test]
+    fn aborts_racing_completions_end_every_task_once() {
+        let runtime = runtime(2);
+        let drops = Arc::new(AtomicUsize::new(0));
+        let rounds = if cfg!(miri) { 20 } else { 2000 };
+        let tasks: Vec<_> = (0..rounds)
+            .map(|n| {
+                let guard = CountsDrop(Arc::clone(&drops));
+                runtime.spawn(async move {
+                    let _guard = guard;
+                    for _ in 0..n % 5 {
+                        yield_now().await;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let aborter = {
+            let aborts: Vec<_> = tasks.iter().map(|task| task.abort_handle()).collect();
+            std::thread::spawn(move || {
+                for (n, abort) in aborts.iter().enumerate() {
+                    if n % 7 == 0 {
+                        std::thread::yield_now();
+                    }
+                    abort.abort();
+                }
+            })
+        };
+        let (mut values, mut aborted) = (0, 0);
+        for (n, task) in tasks.into_iter().enumerate() {
+            match runtime
+                .block_on(timeout(WAIT, task))
+                .expect("a task never ended")
+            {
+                Ok(value) => {
+                    assert_eq!(value, n);
+                    values += 1;
+                }
+                Err(JoinError::Aborted) => aborted += 1,
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        aborter.join().unwrap();
+        assert_eq!(values + aborted, rounds);
+        assert_eq!(drops.load(Ordering::SeqCst), rounds);
+    }
+}
+
 mod join_set {
     use super::*;
     use crate::JoinSet;
