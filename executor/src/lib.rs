@@ -1,9 +1,12 @@
 #![doc = include_str!("../README.md")]
 
+mod blocking;
 pub mod client;
+mod handle;
 mod hyper_rt;
 mod interval;
 mod join;
+mod join_set;
 pub mod net;
 mod reactor;
 mod runtime;
@@ -16,9 +19,12 @@ mod timer;
 mod waker;
 mod worker;
 
+pub use blocking::spawn_blocking;
+pub use handle::{Handle, TryCurrentError};
 pub use hyper_rt::{HyperExecutor, HyperTimer};
 pub use interval::{Interval, MissedTickBehavior, Tick, interval, interval_at};
-pub use join::{JoinError, JoinHandle};
+pub use join::{AbortHandle, JoinError, JoinHandle};
+pub use join_set::JoinSet;
 pub use pagekeep_arena::{ArenaPool, PoolConfig, PoolStats};
 pub use runtime::{Builder, Runtime};
 pub use server::{

@@ -3,10 +3,12 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
+use std::time::Duration;
 
+use crate::blocking::{BlockingPool, DEFAULT_KEEP_ALIVE, DEFAULT_MAX_BLOCKING_THREADS};
+use crate::handle::Handle;
 use crate::join::JoinHandle;
 use crate::task::package;
 use crate::worker::{Worker, WorkerShared, release_table_entry};
@@ -17,6 +19,8 @@ use crate::worker::{Worker, WorkerShared, release_table_entry};
 pub struct Builder {
     workers: usize,
     thread_name: String,
+    max_blocking_threads: usize,
+    keep_alive: Duration,
 }
 
 impl Default for Builder {
@@ -24,6 +28,8 @@ impl Default for Builder {
         Self {
             workers: thread::available_parallelism().map_or(1, usize::from),
             thread_name: "executor-worker".to_owned(),
+            max_blocking_threads: DEFAULT_MAX_BLOCKING_THREADS,
+            keep_alive: DEFAULT_KEEP_ALIVE,
         }
     }
 }
@@ -35,9 +41,51 @@ impl Builder {
         self
     }
 
-    /// Name prefix of the worker threads (the index is appended).
+    /// Name prefix of the worker threads (the index is appended); the blocking pool's
+    /// threads are named with `-blocking` appended.
     pub fn thread_name(mut self, name: impl Into<String>) -> Self {
         self.thread_name = name.into();
+        self
+    }
+
+    /// Most threads of the blocking pool ([`spawn_blocking`](crate::spawn_blocking))
+    /// alive at once; default 512 (tokio's). Threads start only when a closure needs
+    /// one; closures past the bound wait in a queue. Zero counts as one.
+    ///
+    /// # Examples
+    /// ```
+    /// let runtime = pagekeep_executor::Runtime::builder()
+    ///     .workers(1)
+    ///     .max_blocking_threads(2)
+    ///     .build()?;
+    /// let tasks: Vec<_> = (0..4u32)
+    ///     .map(|n| runtime.handle().spawn_blocking(move || n * 2))
+    ///     .collect();
+    /// let doubled: Vec<u32> = tasks.into_iter().map(|task| runtime.block_on(task).unwrap()).collect();
+    /// assert_eq!(doubled, [0, 2, 4, 6]);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn max_blocking_threads(mut self, threads: usize) -> Self {
+        self.max_blocking_threads = threads.max(1);
+        self
+    }
+
+    /// How long a blocking thread waits idle for a closure before it exits; default 10
+    /// seconds. `Duration::ZERO` retires a thread as soon as the queue is empty;
+    /// `Duration::MAX` keeps threads for good.
+    ///
+    /// # Examples
+    /// ```
+    /// let runtime = pagekeep_executor::Runtime::builder()
+    ///     .workers(1)
+    ///     .thread_keep_alive(std::time::Duration::from_millis(100))
+    ///     .build()?;
+    /// let task = runtime.handle().spawn_blocking(|| "done");
+    /// assert_eq!(runtime.block_on(task).unwrap(), "done");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn thread_keep_alive(mut self, keep_alive: Duration) -> Self {
+        self.keep_alive = keep_alive;
         self
     }
 
@@ -47,39 +95,60 @@ impl Builder {
     /// When a `Poll`, a `mio::Waker` or a thread cannot be created, or more than 1024
     /// workers would be alive in the process.
     pub fn build(self) -> std::io::Result<Runtime> {
+        let mut created = Vec::with_capacity(self.workers);
+        for _ in 0..self.workers {
+            match Worker::new() {
+                Ok(worker) => created.push(worker),
+                Err(error) => {
+                    for worker in &created {
+                        release_table_entry(worker.shared());
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        let spawner = Spawner {
+            workers: created
+                .iter()
+                .map(|worker| Arc::clone(worker.shared()))
+                .collect(),
+        };
+        let blocking = BlockingPool::new(
+            self.max_blocking_threads,
+            self.keep_alive,
+            format!("{}-blocking", self.thread_name),
+        );
         let mut runtime = Runtime {
             workers: Vec::new(),
-            spawner: Spawner {
-                workers: Arc::from([]),
-            },
-            next: AtomicUsize::new(0),
+            handle: Handle::new(spawner, blocking),
         };
-        for index in 0..self.workers {
-            let worker = Worker::new()?;
+        let mut created = created.into_iter().enumerate();
+        for (index, worker) in created.by_ref() {
             let shared = Arc::clone(worker.shared());
+            let handle = runtime.handle.clone();
             // If the thread cannot start, the worker (and its Poll) is dropped here and
             // `runtime`'s drop stops and releases the workers already started.
             let spawned = thread::Builder::new()
                 .name(format!("{}-{index}", self.thread_name))
-                .spawn(move || worker.run());
+                .spawn(move || worker.run(handle));
             match spawned {
                 Ok(thread) => runtime.workers.push(WorkerHandle {
                     shared,
                     thread: Some(thread),
                 }),
                 Err(error) => {
-                    release_table_entry(&shared);
+                    // This worker and the ones not started never run: refuse work
+                    // posted to them (handles see `Cancelled`) and free their entries.
+                    for shared in std::iter::once(shared)
+                        .chain(created.map(|(_, worker)| Arc::clone(worker.shared())))
+                    {
+                        shared.abandon();
+                        release_table_entry(&shared);
+                    }
                     return Err(error);
                 }
             }
         }
-        runtime.spawner = Spawner {
-            workers: runtime
-                .workers
-                .iter()
-                .map(|worker| Arc::clone(&worker.shared))
-                .collect(),
-        };
         Ok(runtime)
     }
 }
@@ -95,7 +164,10 @@ struct WorkerHandle {
 /// Dropping the runtime stops the workers: tasks still running are dropped (their
 /// [`JoinHandle`]s report [`JoinError::Cancelled`](crate::JoinError::Cancelled)) and
 /// the threads are joined, but for the one dropping it when one of the runtime's own
-/// tasks does: that worker stops once the task's poll returns, detached.
+/// tasks does: that worker stops once the task's poll returns, detached. The blocking
+/// pool stops taking closures: those queued are dropped (their handles report
+/// `Cancelled`), those running finish on their threads, which are not waited for.
+/// [`Handle`]s that outlive the runtime spawn nothing: their tasks are cancelled at once.
 ///
 /// # Examples
 /// ```
@@ -106,10 +178,8 @@ struct WorkerHandle {
 /// ```
 pub struct Runtime {
     workers: Vec<WorkerHandle>,
-    /// The same workers, for spawning from tasks.
-    spawner: Spawner,
-    /// Round-robin cursor for [`Runtime::spawn`].
-    next: AtomicUsize,
+    /// The same workers, for spawning from anywhere, and the blocking pool.
+    handle: Handle,
 }
 
 impl fmt::Debug for Runtime {
@@ -137,8 +207,21 @@ impl Runtime {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
-        self.spawn_on(index, future)
+        self.handle.spawn(future)
+    }
+
+    /// The runtime's [`Handle`]: clone it to spawn onto this runtime from other threads.
+    ///
+    /// # Examples
+    /// ```
+    /// let runtime = pagekeep_executor::Runtime::builder().workers(1).build()?;
+    /// let handle = runtime.handle().clone();
+    /// let task = std::thread::spawn(move || handle.spawn(async { 5 })).join().unwrap();
+    /// assert_eq!(runtime.block_on(task).unwrap(), 5);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn handle(&self) -> &Handle {
+        &self.handle
     }
 
     /// Spawns `future` on worker `index` (0-based, modulo the worker count).
@@ -147,12 +230,12 @@ impl Runtime {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.spawner.spawn_on(index, future)
+        self.handle.spawner().spawn_on(index, future)
     }
 
     /// A handle that spawns onto this runtime's workers from anywhere, tasks included.
     pub(crate) fn spawner(&self) -> Spawner {
-        self.spawner.clone()
+        self.handle.spawner().clone()
     }
 
     /// Runs `future` on worker 0 and blocks the calling thread until it finishes.
@@ -173,7 +256,7 @@ impl Runtime {
         match block_on_thread(self.spawn_on(0, future)) {
             Ok(output) => output,
             Err(crate::JoinError::Panicked(payload)) => std::panic::resume_unwind(payload),
-            Err(crate::JoinError::Cancelled) => {
+            Err(crate::JoinError::Cancelled | crate::JoinError::Aborted) => {
                 panic!("the runtime's worker stopped or died before block_on finished")
             }
             Err(crate::JoinError::OutOfMemory) => panic!("no memory to store the block_on task"),
@@ -198,6 +281,7 @@ impl Runtime {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn shutdown_timeout(mut self, grace: std::time::Duration) -> usize {
+        self.handle.blocking_pool().shutdown();
         for worker in &self.workers {
             worker.shared.request_stop();
         }
@@ -233,6 +317,7 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
+        self.handle.blocking_pool().shutdown();
         for worker in &self.workers {
             worker.shared.request_stop();
         }
@@ -279,7 +364,8 @@ impl Spawner {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let (task, handle) = package(future);
+        // The task may outlive whatever request spawns it: never in a request's arena.
+        let (task, handle) = pagekeep_arena::outside_arena(|| package(future));
         if let Some(task) = task
             && let Err(refused) = self.workers[index % self.workers.len()].spawn(task)
         {

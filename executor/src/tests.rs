@@ -654,3 +654,690 @@ mod cross_worker {
         assert_eq!(answered, 160);
     }
 }
+
+/// Where a value was dropped: the thread's name and its worker index, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DropSite {
+    thread: Option<String>,
+    worker: Option<usize>,
+}
+
+/// Records where it is dropped.
+struct RecordsDrop(std::sync::mpsc::Sender<DropSite>);
+
+impl Drop for RecordsDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(DropSite {
+            thread: std::thread::current().name().map(str::to_owned),
+            worker: crate::current_worker(),
+        });
+    }
+}
+
+/// A task that reports its worker once it runs, then waits for ever holding a
+/// [`RecordsDrop`].
+fn blocked_forever(
+    started: std::sync::mpsc::Sender<usize>,
+    dropped: std::sync::mpsc::Sender<DropSite>,
+) -> impl std::future::Future<Output = u32> + Send + 'static {
+    let recorder = RecordsDrop(dropped);
+    async move {
+        let _recorder = recorder;
+        let _ = started.send(crate::current_worker().unwrap());
+        std::future::pending::<u32>().await
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(10);
+
+mod abort {
+    use super::*;
+    use std::sync::mpsc::channel;
+
+    #[test]
+    fn a_task_blocked_forever_is_dropped_on_its_worker_from_a_plain_thread() {
+        let runtime = runtime(2);
+        let (started, on_worker) = channel();
+        let (dropped, drop_site) = channel();
+        let task = runtime.spawn(blocked_forever(started, dropped));
+        let worker = on_worker.recv_timeout(WAIT).unwrap();
+        let abort = task.abort_handle();
+        // A thread that is no part of the runtime aborts it.
+        std::thread::spawn(move || abort.abort()).join().unwrap();
+        let result = runtime.block_on(task);
+        assert!(matches!(result, Err(JoinError::Aborted)), "{result:?}");
+        // Dropped before the handle resolved, on the task's own worker thread.
+        let site = drop_site
+            .try_recv()
+            .expect("dropped before the handle resolved");
+        assert_eq!(site.worker, Some(worker));
+        assert!(
+            site.thread
+                .as_deref()
+                .is_some_and(|name| name.starts_with("executor-worker")),
+            "{site:?}"
+        );
+    }
+
+    #[test]
+    fn an_abort_from_another_worker_twice_and_after_the_handle_is_dropped() {
+        let runtime = runtime(2);
+        let (started, on_worker) = channel();
+        let (dropped, drop_site) = channel();
+        let task = runtime.spawn_on(0, blocked_forever(started, dropped));
+        let worker = on_worker.recv_timeout(WAIT).unwrap();
+        let abort = task.abort_handle();
+        drop(task);
+        let aborter = abort.clone();
+        let from = runtime
+            .block_on(runtime.spawn_on(1, async move {
+                aborter.abort();
+                aborter.abort();
+                crate::current_worker().unwrap()
+            }))
+            .unwrap();
+        assert_ne!(from, worker, "aborted from the other worker");
+        let site = drop_site
+            .recv_timeout(WAIT)
+            .expect("the future was dropped");
+        assert_eq!(site.worker, Some(worker));
+        abort.abort();
+        let deadline = Instant::now() + WAIT;
+        while !abort.is_finished() {
+            assert!(Instant::now() < deadline, "the task never finished");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_task_that_aborts_itself_is_dropped_at_its_next_turn() {
+        let runtime = runtime(1);
+        let (dropped, drop_site) = channel();
+        let (own_sender, own_receiver) = channel::<crate::AbortHandle>();
+        let recorder = RecordsDrop(dropped);
+        let task = runtime.spawn(async move {
+            let _recorder = recorder;
+            let own = own_receiver.recv().unwrap();
+            own.abort();
+            std::future::pending::<u32>().await
+        });
+        own_sender.send(task.abort_handle()).unwrap();
+        assert!(matches!(runtime.block_on(task), Err(JoinError::Aborted)));
+        assert_eq!(drop_site.try_recv().unwrap().worker, Some(0));
+    }
+
+    #[test]
+    fn aborting_a_finished_task_keeps_its_value() {
+        let runtime = runtime(1);
+        let task = runtime.spawn(async { 11 });
+        let deadline = Instant::now() + WAIT;
+        while !task.is_finished() {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        task.abort();
+        task.abort_handle().abort();
+        assert_eq!(runtime.block_on(task).unwrap(), 11);
+    }
+
+    #[test]
+    fn an_abort_after_the_runtime_is_gone_does_nothing_harmful() {
+        let runtime = runtime(2);
+        let (started, on_worker) = channel();
+        let (dropped, drop_site) = channel();
+        let task = runtime.spawn(blocked_forever(started, dropped));
+        on_worker.recv_timeout(WAIT).unwrap();
+        drop(runtime);
+        assert!(drop_site.recv_timeout(WAIT).is_ok());
+        // The task's word now names a released (or reused) worker entry.
+        let other = super::runtime(2);
+        task.abort();
+        let result = other.block_on(task);
+        assert!(matches!(result, Err(JoinError::Cancelled)), "{result:?}");
+    }
+
+    #[test]
+    fn many_tasks_aborted_while_others_wake_them() {
+        let runtime = runtime(2);
+        let tasks: Vec<_> = (0..500)
+            .map(|n| {
+                runtime.spawn(async move {
+                    loop {
+                        sleep(Duration::from_millis(n % 3)).await;
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(20));
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let result = runtime.block_on(task);
+            assert!(matches!(result, Err(JoinError::Aborted)), "{result:?}");
+        }
+    }
+}
+
+mod abort_races {
+    use super::*;
+
+    /// Counts drops of the futures it is part of.
+    struct CountsDrop(Arc<AtomicUsize>);
+
+    impl Drop for CountsDrop {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The first poll and the abort race (spawned from a plain thread, aborted at once,
+    /// the task possibly already polled on another worker): the task never finishes by
+    /// itself, so only the abort's wake-up can end it; a lost wake-up would hang here.
+    #[test]
+    fn an_abort_racing_the_first_poll_is_never_lost() {
+        let runtime = runtime(2);
+        let drops = Arc::new(AtomicUsize::new(0));
+        let rounds = if cfg!(miri) { 20 } else { 2000 };
+        let tasks: Vec<_> = (0..rounds)
+            .map(|_| {
+                let guard = CountsDrop(Arc::clone(&drops));
+                let task = runtime.handle().spawn(async move {
+                    let _guard = guard;
+                    std::future::pending::<()>().await
+                });
+                task.abort();
+                task
+            })
+            .collect();
+        for task in tasks {
+            let result = runtime.block_on(timeout(WAIT, task)).expect("abort lost");
+            assert!(matches!(result, Err(JoinError::Aborted)), "{result:?}");
+        }
+        assert_eq!(drops.load(Ordering::SeqCst), rounds);
+    }
+
+    /// Aborts racing completions: every task ends exactly once, with its value or
+    /// aborted, and its future is dropped exactly once.
+    #[test]
+    fn aborts_racing_completions_end_every_task_once() {
+        let runtime = runtime(2);
+        let drops = Arc::new(AtomicUsize::new(0));
+        let rounds = if cfg!(miri) { 20 } else { 2000 };
+        let tasks: Vec<_> = (0..rounds)
+            .map(|n| {
+                let guard = CountsDrop(Arc::clone(&drops));
+                runtime.spawn(async move {
+                    let _guard = guard;
+                    for _ in 0..n % 5 {
+                        yield_now().await;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let aborter = {
+            let aborts: Vec<_> = tasks.iter().map(|task| task.abort_handle()).collect();
+            std::thread::spawn(move || {
+                for (n, abort) in aborts.iter().enumerate() {
+                    if n % 7 == 0 {
+                        std::thread::yield_now();
+                    }
+                    abort.abort();
+                }
+            })
+        };
+        let (mut values, mut aborted) = (0, 0);
+        for (n, task) in tasks.into_iter().enumerate() {
+            match runtime
+                .block_on(timeout(WAIT, task))
+                .expect("a task never ended")
+            {
+                Ok(value) => {
+                    assert_eq!(value, n);
+                    values += 1;
+                }
+                Err(JoinError::Aborted) => aborted += 1,
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        aborter.join().unwrap();
+        assert_eq!(values + aborted, rounds);
+        assert_eq!(drops.load(Ordering::SeqCst), rounds);
+    }
+}
+
+mod join_set {
+    use super::*;
+    use crate::JoinSet;
+
+    #[test]
+    fn a_thousand_tasks_over_two_workers_are_all_joined_once() {
+        let runtime = runtime(2);
+        let handle = runtime.handle().clone();
+        let joined = runtime.block_on(async move {
+            let mut set = JoinSet::new();
+            for n in 0..1000_u32 {
+                let work = async move {
+                    for _ in 0..n % 4 {
+                        yield_now().await;
+                    }
+                    n
+                };
+                if n % 2 == 0 {
+                    set.spawn(work);
+                } else {
+                    set.spawn_on(work, &handle);
+                }
+            }
+            assert_eq!(set.len(), 1000);
+            let mut joined = Vec::new();
+            while let Some(result) = set.join_next().await {
+                joined.push(result.unwrap());
+            }
+            assert!(set.is_empty());
+            assert!(set.join_next().await.is_none());
+            joined
+        });
+        let mut sorted = joined.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..1000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn tasks_come_out_in_the_order_they_finish_not_the_order_spawned() {
+        let runtime = runtime(1);
+        let order = runtime.block_on(async {
+            let mut set = JoinSet::new();
+            for n in 0..5_u64 {
+                set.spawn(async move {
+                    sleep(Duration::from_millis(20 * (5 - n))).await;
+                    n
+                });
+            }
+            let mut order = Vec::new();
+            while let Some(result) = set.join_next().await {
+                order.push(result.unwrap());
+            }
+            order
+        });
+        assert_eq!(order, [4, 3, 2, 1, 0]);
+    }
+
+    #[test]
+    fn join_next_is_cancellation_safe() {
+        let runtime = runtime(1);
+        let value = runtime.block_on(async {
+            let mut set = JoinSet::new();
+            set.spawn(async {
+                sleep(Duration::from_millis(30)).await;
+                "kept"
+            });
+            // Dropped while pending: the outcome must not be lost.
+            assert!(
+                timeout(Duration::from_millis(1), set.join_next())
+                    .await
+                    .is_err()
+            );
+            sleep(Duration::from_millis(60)).await;
+            assert_eq!(set.len(), 1);
+            set.join_next().await.unwrap().unwrap()
+        });
+        assert_eq!(value, "kept");
+    }
+
+    #[test]
+    fn dropping_a_set_aborts_its_tasks_on_their_workers() {
+        let runtime = runtime(2);
+        let handle = runtime.handle().clone();
+        let (dropped, drop_sites) = std::sync::mpsc::channel();
+        let (started, on_worker) = std::sync::mpsc::channel();
+        let mut set = JoinSet::new();
+        for _ in 0..100 {
+            set.spawn_on(blocked_forever(started.clone(), dropped.clone()), &handle);
+        }
+        for _ in 0..100 {
+            on_worker.recv_timeout(WAIT).unwrap();
+        }
+        drop(dropped);
+        // Dropped on a thread that is no worker.
+        drop(set);
+        let sites: Vec<_> = drop_sites.iter().collect();
+        assert_eq!(sites.len(), 100, "every task's future was dropped");
+        assert!(sites.iter().all(|site| site.worker.is_some()), "{sites:?}");
+    }
+
+    #[test]
+    fn abort_all_shutdown_and_detach_all() {
+        let runtime = runtime(2);
+        let (sender, receiver) = std::sync::mpsc::channel();
+        runtime.block_on(async move {
+            let mut set = JoinSet::new();
+            set.spawn(async { 1 });
+            for _ in 0..3 {
+                set.spawn(std::future::pending());
+            }
+            sleep(Duration::from_millis(10)).await;
+            set.abort_all();
+            let (mut values, mut aborted) = (0, 0);
+            while let Some(result) = set.join_next().await {
+                match result {
+                    Ok(value) => values += value,
+                    Err(error) => aborted += usize::from(error.is_cancelled()),
+                }
+            }
+            assert_eq!((values, aborted), (1, 3));
+
+            for _ in 0..3 {
+                set.spawn(std::future::pending());
+            }
+            set.shutdown().await;
+            assert!(set.is_empty());
+
+            let detached = sender.clone();
+            set.spawn(async move {
+                sleep(Duration::from_millis(20)).await;
+                detached.send(7).unwrap();
+                0
+            });
+            set.detach_all();
+            assert!(set.is_empty() && set.try_join_next().is_none());
+            drop(set);
+        });
+        assert_eq!(
+            receiver.recv_timeout(WAIT),
+            Ok(7),
+            "a detached task runs on"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "outside an executor worker thread")]
+    fn spawn_off_a_worker_panics() {
+        let mut set = JoinSet::new();
+        set.spawn(async {});
+    }
+}
+
+mod handle {
+    use super::*;
+    use crate::Handle;
+
+    #[test]
+    fn current_panics_off_runtime_threads_and_try_current_says_why() {
+        let error = Handle::try_current().unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("not a pagekeep-executor runtime thread")
+        );
+        let payload = std::panic::catch_unwind(Handle::current).unwrap_err();
+        let message = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        assert!(message.contains("Handle::current"), "{message}");
+    }
+
+    #[test]
+    fn plain_threads_spawn_through_a_handle() {
+        let runtime = runtime(2);
+        let threads: Vec<_> = (0..4_u32)
+            .map(|thread| {
+                let handle = runtime.handle().clone();
+                std::thread::spawn(move || {
+                    (0..50_u32)
+                        .map(|n| {
+                            handle.spawn(async move { (thread * 50 + n, crate::current_worker()) })
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut values = Vec::new();
+        for thread in threads {
+            for task in thread.join().unwrap() {
+                let (value, worker) = runtime.block_on(task).unwrap();
+                assert!(worker.is_some());
+                values.push(value);
+            }
+        }
+        values.sort_unstable();
+        assert_eq!(values, (0..200).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_handle_that_outlives_its_runtime_cancels_at_once() {
+        let runtime = runtime(2);
+        let from_a_worker = runtime.block_on(async { Handle::current() });
+        drop(runtime);
+        let (dropped, drop_site) = std::sync::mpsc::channel();
+        let recorder = RecordsDrop(dropped);
+        let task = from_a_worker.spawn(async move {
+            let _recorder = recorder;
+            1
+        });
+        assert!(
+            drop_site.try_recv().is_ok(),
+            "the future was dropped at once"
+        );
+        assert!(matches!(
+            crate::runtime::block_on_thread(task),
+            Err(JoinError::Cancelled)
+        ));
+        let (dropped, drop_site) = std::sync::mpsc::channel();
+        let recorder = RecordsDrop(dropped);
+        let blocking = from_a_worker.spawn_blocking(move || {
+            let _recorder = recorder;
+            2
+        });
+        assert!(
+            drop_site.try_recv().is_ok(),
+            "the closure was dropped unrun"
+        );
+        assert!(matches!(
+            crate::runtime::block_on_thread(blocking),
+            Err(JoinError::Cancelled)
+        ));
+        // A later runtime that takes over the same worker-table entries is not reached.
+        let later = super::runtime(2);
+        let stale = from_a_worker.clone();
+        let result = later
+            .block_on(async move { crate::runtime::block_on_thread(stale.spawn(async { 3 })) });
+        assert!(matches!(result, Err(JoinError::Cancelled)), "{result:?}");
+    }
+}
+
+mod blocking {
+    use super::*;
+
+    #[test]
+    fn more_closures_than_threads_all_complete_within_the_bound() {
+        const MAX: usize = 3;
+        let runtime = Runtime::builder()
+            .workers(1)
+            .max_blocking_threads(MAX)
+            .build()
+            .unwrap();
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..24_usize)
+            .map(|n| {
+                let (running, most) = (Arc::clone(&running), Arc::clone(&most));
+                runtime.handle().spawn_blocking(move || {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(5));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    n
+                })
+            })
+            .collect();
+        for (n, task) in tasks.into_iter().enumerate() {
+            assert_eq!(runtime.block_on(task).unwrap(), n);
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!((1..=MAX).contains(&most), "{most} closures ran at once");
+        let (_, most_threads) = runtime.handle().blocking_pool().thread_counts();
+        assert!(most_threads <= MAX, "{most_threads} threads");
+    }
+
+    #[test]
+    fn a_panicking_closure_gives_panicked_and_the_pool_goes_on() {
+        let runtime = Runtime::builder()
+            .workers(1)
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        let result = runtime.block_on(on_blocking(|| -> u32 {
+            panic!("a blocking closure panics on purpose")
+        }));
+        assert!(result.unwrap_err().is_panic());
+        let after = runtime.block_on(on_blocking(|| 4));
+        assert_eq!(after.unwrap(), 4);
+    }
+
+    #[test]
+    fn blocking_threads_are_not_workers_and_know_their_runtime() {
+        let runtime = runtime(1);
+        let (worker, name, has_handle, spawn_refused) = runtime
+            .block_on(on_blocking(|| {
+                let refused = std::panic::catch_unwind(|| drop(spawn(async {}))).is_err();
+                (
+                    crate::current_worker(),
+                    std::thread::current().name().map(str::to_owned),
+                    crate::Handle::try_current().is_ok(),
+                    refused,
+                )
+            }))
+            .unwrap();
+        assert_eq!(worker, None);
+        assert_eq!(name.as_deref(), Some("executor-worker-blocking"));
+        assert!(has_handle && spawn_refused);
+    }
+
+    #[test]
+    fn idle_threads_retire_after_the_keep_alive() {
+        let runtime = Runtime::builder()
+            .workers(1)
+            .thread_keep_alive(Duration::from_millis(20))
+            .build()
+            .unwrap();
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                runtime
+                    .handle()
+                    .spawn_blocking(|| std::thread::sleep(Duration::from_millis(10)))
+            })
+            .collect();
+        for task in tasks {
+            runtime.block_on(task).unwrap();
+        }
+        let deadline = Instant::now() + WAIT;
+        while runtime.handle().blocking_pool().thread_counts().0 != 0 {
+            assert!(Instant::now() < deadline, "idle threads never retired");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The pool starts threads again when needed.
+        let again = runtime.handle().spawn_blocking(|| 5);
+        assert_eq!(runtime.block_on(again).unwrap(), 5);
+    }
+
+    #[test]
+    fn at_shutdown_the_running_closure_finishes_and_queued_ones_are_cancelled() {
+        let runtime = Runtime::builder()
+            .workers(1)
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (started_sender, started) = std::sync::mpsc::channel();
+        let running = runtime.handle().spawn_blocking(move || {
+            started_sender.send(()).unwrap();
+            released.recv().unwrap();
+            "finished"
+        });
+        started.recv_timeout(WAIT).unwrap();
+        let (dropped, drop_sites) = std::sync::mpsc::channel();
+        let queued: Vec<_> = (0..5)
+            .map(|_| {
+                let recorder = RecordsDrop(dropped.clone());
+                runtime.handle().spawn_blocking(move || drop(recorder))
+            })
+            .collect();
+        drop(dropped);
+        drop(runtime);
+        for task in queued {
+            let result = crate::runtime::block_on_thread(task);
+            assert!(matches!(result, Err(JoinError::Cancelled)), "{result:?}");
+        }
+        // Dropped unrun (on the dropping thread), not run.
+        let sites: Vec<_> = drop_sites.iter().collect();
+        assert_eq!(sites.len(), 5);
+        release.send(()).unwrap();
+        assert_eq!(
+            crate::runtime::block_on_thread(running).unwrap(),
+            "finished"
+        );
+    }
+
+    #[test]
+    fn zero_and_extreme_settings_still_run_every_closure() {
+        for (threads, keep_alive) in [
+            (0, Duration::ZERO),
+            (usize::MAX, Duration::MAX),
+            (1, Duration::MAX),
+            (usize::MAX, Duration::ZERO),
+        ] {
+            let runtime = Runtime::builder()
+                .workers(1)
+                .max_blocking_threads(threads)
+                .thread_keep_alive(keep_alive)
+                .build()
+                .unwrap();
+            let tasks: Vec<_> = (0..8_u32)
+                .map(|n| runtime.handle().spawn_blocking(move || n + 1))
+                .collect();
+            let total: u32 = tasks
+                .into_iter()
+                .map(|task| runtime.block_on(task).unwrap())
+                .sum();
+            assert_eq!(total, 36, "{threads} threads, keep-alive {keep_alive:?}");
+            let (_, most_threads) = runtime.handle().blocking_pool().thread_counts();
+            assert!((1..=8).contains(&most_threads), "{most_threads}");
+            // Idle threads kept for good must not hold up the runtime's drop.
+            drop(runtime);
+        }
+    }
+
+    #[test]
+    fn an_aborted_closure_that_has_not_started_never_runs() {
+        let runtime = Runtime::builder()
+            .workers(1)
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let first = runtime
+            .handle()
+            .spawn_blocking(move || released.recv().unwrap());
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&ran);
+        let second = runtime
+            .handle()
+            .spawn_blocking(move || flag.store(true, Ordering::SeqCst));
+        second.abort();
+        release.send(()).unwrap();
+        runtime.block_on(first).unwrap();
+        let result = runtime.block_on(second);
+        assert!(matches!(result, Err(JoinError::Aborted)), "{result:?}");
+        assert!(!ran.load(Ordering::SeqCst));
+    }
+}
+
+/// Runs `work` through the free [`crate::spawn_blocking`], called on a worker.
+async fn on_blocking<R: Send + 'static>(
+    work: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, JoinError> {
+    crate::spawn_blocking(work).await
+}

@@ -66,6 +66,12 @@ fn wake(data: *const ()) {
 
 fn drop(_data: *const ()) {}
 
+/// Whether `waker` is a task waker made by [`task_waker`] (its data word is then an
+/// [`encode`]d task name).
+pub(crate) fn is_task_waker(waker: &Waker) -> bool {
+    std::ptr::eq(waker.vtable(), &VTABLE)
+}
+
 /// The waker for task `key` of worker `worker`.
 pub(crate) fn task_waker(worker: usize, key: TaskKey) -> Waker {
     let data = core::ptr::without_provenance::<()>(encode(worker, key));

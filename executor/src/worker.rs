@@ -110,7 +110,9 @@ impl WorkerShared {
     pub(crate) fn spawn(&self, future: BoxFuture) -> Result<(), BoxFuture> {
         let mut future = Some(future);
         with_local(|local| {
-            if local.shared.index == self.index
+            // The same worker, not merely the same table index: a handle that outlived
+            // its runtime must not spawn onto a later worker that took over the entry.
+            if std::ptr::eq(Arc::as_ptr(&local.shared), self)
                 && let Some(future) = future.take()
             {
                 local.spawn(future);
@@ -138,6 +140,12 @@ impl WorkerShared {
         self.dead.load(Ordering::Acquire)
     }
 
+    /// Marks a worker whose thread never started: refuses posts, like an exited one.
+    pub(crate) fn abandon(&self) {
+        lock(&self.inbox).closed = true;
+        self.dead.store(true, Ordering::Release);
+    }
+
     /// Tells the worker to leave its loop.
     pub(crate) fn request_stop(&self) {
         self.stop.store(true, Ordering::Release);
@@ -156,6 +164,8 @@ static GENERATION_SEED: AtomicU32 = AtomicU32::new(0);
 #[derive(Debug)]
 pub(crate) struct Local {
     pub(crate) shared: Arc<WorkerShared>,
+    /// The worker's runtime, for [`Handle::current`](crate::Handle::current).
+    pub(crate) handle: crate::Handle,
     pub(crate) tasks: RefCell<TaskStore>,
     pub(crate) run_queue: RefCell<VecDeque<TaskKey>>,
     pub(crate) timers: RefCell<TimerHeap>,
@@ -275,10 +285,11 @@ impl Worker {
     }
 
     /// The worker thread's body: installs the context, loops, then drops every task.
-    pub(crate) fn run(mut self) {
+    pub(crate) fn run(mut self, handle: crate::Handle) {
         let base = GENERATION_SEED.fetch_add(0x9E37_79B9, Ordering::Relaxed);
         let local = Rc::new(Local {
             shared: Arc::clone(&self.shared),
+            handle,
             tasks: RefCell::new(TaskStore::new(base)),
             run_queue: RefCell::new(VecDeque::new()),
             timers: RefCell::new(TimerHeap::default()),

@@ -5,6 +5,7 @@ pub(crate) mod store;
 pub(crate) mod task_box;
 
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,11 +15,54 @@ use crate::join::{JoinError, JoinHandle, JoinState};
 use task_box::TaskBox;
 
 /// A spawned future plus the record its [`JoinHandle`] reads.
-struct TaskCell<F: Future> {
-    /// Structurally pinned: never moved out of the (boxed, pinned) cell.
-    future: F,
+pub(crate) struct TaskCell<F: Future> {
+    /// Structurally pinned: never moved out of the (boxed, pinned) cell; dropped in
+    /// place, once, by [`TaskCell::drop_future`] (when the task finishes, is aborted or
+    /// is dropped), so that its destructors have run before the handle sees the outcome.
+    future: ManuallyDrop<F>,
     join: Arc<JoinState<F::Output>>,
+    /// The outcome is recorded; the future is never polled again.
     done: bool,
+    /// `future` has been dropped.
+    future_dropped: bool,
+    /// The waker word has been published for aborts (first poll).
+    published: bool,
+}
+
+impl<F: Future> TaskCell<F> {
+    pub(crate) fn new(future: F, join: Arc<JoinState<F::Output>>) -> Self {
+        Self {
+            future: ManuallyDrop::new(future),
+            join,
+            done: false,
+            future_dropped: false,
+            published: false,
+        }
+    }
+
+    /// Drops the future in place, once; a destructor's panic is contained (user code,
+    /// on the worker).
+    fn drop_future(&mut self) {
+        if self.future_dropped {
+            return;
+        }
+        self.future_dropped = true;
+        let future = &mut self.future;
+        // SAFETY: `future_dropped` was clear, so the future is live and this is its one
+        // drop; it is dropped where it is, as pinning requires, and never touched again
+        // (`poll` checks `done`, set by every caller before or right after this).
+        let dropped = catch_unwind(AssertUnwindSafe(|| unsafe { ManuallyDrop::drop(future) }));
+        if let Err(payload) = dropped {
+            crate::sync::discard_panic(payload);
+        }
+    }
+
+    /// Records `result` after dropping the future.
+    fn finish(&mut self, result: Result<F::Output, JoinError>) {
+        self.done = true;
+        self.drop_future();
+        self.join.complete(result);
+    }
 }
 
 impl<F: Future> Future for TaskCell<F> {
@@ -26,14 +70,27 @@ impl<F: Future> Future for TaskCell<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         // SAFETY: `future` is structurally pinned: it is never moved out of the cell, and
-        // neither `Drop` below nor anything else hands out `&mut F` outside a `Pin`. The
+        // nothing hands out `&mut F` outside a `Pin` (it is only dropped in place). The
         // other fields are not pinned and are only read or written in place.
         let this = unsafe { self.get_unchecked_mut() };
         if this.done {
             return Poll::Ready(());
         }
-        // SAFETY: see above; `this.future` stays where it is until the cell is dropped.
-        let future = unsafe { Pin::new_unchecked(&mut this.future) };
+        if !this.published {
+            this.published = true;
+            // Only the runtime's own task wakers carry a word an abort can use; a task
+            // polled with another waker (a unit test's) is simply not woken by aborts.
+            if crate::waker::is_task_waker(cx.waker()) {
+                this.join.publish_task(cx.waker().data().addr());
+            }
+        }
+        if this.join.is_aborted() {
+            this.finish(Err(JoinError::Aborted));
+            return Poll::Ready(());
+        }
+        // SAFETY: see above; `this.future` is live (`done` is clear) and stays where it
+        // is until it is dropped in place.
+        let future = unsafe { Pin::new_unchecked(&mut *this.future) };
         // A panicking task must not take its worker down: catch it at the poll boundary,
         // report it to the handle, and never poll the future again.
         let outcome = catch_unwind(AssertUnwindSafe(|| future.poll(cx)));
@@ -42,15 +99,16 @@ impl<F: Future> Future for TaskCell<F> {
             Ok(Poll::Ready(output)) => Ok(output),
             Err(payload) => Err(JoinError::Panicked(payload)),
         };
-        this.done = true;
-        this.join.complete(result);
+        this.finish(result);
         Poll::Ready(())
     }
 }
 
 impl<F: Future> Drop for TaskCell<F> {
     fn drop(&mut self) {
+        self.drop_future();
         if !self.done {
+            self.done = true;
             self.join.complete(Err(JoinError::Cancelled));
         }
     }
@@ -65,16 +123,11 @@ where
     F::Output: Send + 'static,
 {
     let join = JoinState::new();
-    let cell = TaskCell {
-        future,
-        join: Arc::clone(&join),
-        done: false,
-    };
+    let cell = TaskCell::new(future, Arc::clone(&join));
     let task = match TaskBox::new(cell) {
         Ok(task) => Some(task),
         Err(mut cell) => {
-            cell.join.complete(Err(JoinError::OutOfMemory));
-            cell.done = true;
+            cell.finish(Err(JoinError::OutOfMemory));
             None
         }
     };

@@ -36,6 +36,7 @@ mod sockets;
 mod split_halves;
 mod streaming;
 mod support;
+mod task_api_in_handlers;
 mod timeouts;
 mod timers;
 #[cfg(feature = "tokio-io")]
