@@ -6,9 +6,11 @@
 # repository (a path dependency that packaging drops, a file left out of the package)
 # fails here.
 #
-# Every test is built; only pagekeep-mmap's are run, as the only crate whose test set
-# differs once packaged (its dev-dependency on itself, which turns on its test features,
-# is dropped). The others run the same tests as in the workspace, which CI already ran.
+# Every test is built. Two crates' tests are run: pagekeep-mmap's, whose test set differs
+# once packaged (its dev-dependency on itself, which turns on its test features, is
+# dropped), and pagekeep-executor's, which the workspace builds with a profile setting
+# (no debug assertions in the `http` crate) that a package does not carry. The others
+# run the same tests, built the same way, as in the workspace, which CI already ran.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 workspace=$PWD
@@ -48,3 +50,4 @@ cat Cargo.toml
 export CARGO_TARGET_DIR="$workspace/target"
 cargo test --workspace --no-run
 cargo test -p pagekeep-mmap
+cargo test -p pagekeep-executor

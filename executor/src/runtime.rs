@@ -240,6 +240,10 @@ impl Runtime {
 
     /// Runs `future` on worker 0 and blocks the calling thread until it finishes.
     ///
+    /// The future moves to that worker, so it must be `Send + 'static`, unlike tokio's
+    /// `block_on`, which polls on the calling thread: it cannot borrow the caller's
+    /// locals; move them in, or share them through an `Arc`.
+    ///
     /// # Panics
     /// Re-raises the future's panic; panics if the runtime's worker died, if there is no
     /// memory to store the task, and when called on a worker thread (blocking a worker
