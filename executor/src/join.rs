@@ -338,10 +338,14 @@ impl<T> Future for JoinHandle<T> {
     type Output = Result<T, JoinError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // With the task's budget spent, the output stays in the join record.
+        let coop = std::task::ready!(crate::coop::poll_proceed(cx));
         let replaced = {
             let mut slot = self.state.lock();
             if let Some(result) = slot.result.take() {
                 slot.taken = true;
+                drop(slot);
+                coop.made_progress();
                 return Poll::Ready(result);
             }
             assert!(!slot.taken, "JoinHandle polled after completion");

@@ -264,11 +264,15 @@ impl<T: Send + 'static> JoinSet<T> {
     }
 
     fn poll_join_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, JoinError>>> {
+        // With the task's budget spent, finished tasks stay on the ready list.
+        let coop = std::task::ready!(crate::coop::poll_proceed(cx));
         loop {
             if let Some(result) = self.try_join_next() {
+                coop.made_progress();
                 return Poll::Ready(Some(result));
             }
             if self.tasks.is_empty() {
+                coop.made_progress();
                 return Poll::Ready(None);
             }
             let replaced = {

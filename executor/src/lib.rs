@@ -2,6 +2,7 @@
 
 mod blocking;
 pub mod client;
+mod coop;
 mod handle;
 mod hyper_rt;
 mod interval;
@@ -14,7 +15,7 @@ mod server;
 mod shutdown;
 pub mod sync;
 mod sys;
-mod task;
+pub mod task;
 mod timer;
 mod waker;
 mod worker;

@@ -336,10 +336,18 @@ impl Registration {
                 }
                 continue;
             }
+            // Asked only when the operation is about to run (a poll that finds the socket
+            // not ready costs nothing); with the task's budget spent, the socket is left
+            // as it is for the next poll. `WouldBlock` gives the unit back.
+            let coop = std::task::ready!(crate::coop::poll_proceed(cx));
             match operation() {
-                Ok(Outcome::More(result)) => return Poll::Ready(Ok(result)),
+                Ok(Outcome::More(result)) => {
+                    coop.made_progress();
+                    return Poll::Ready(Ok(result));
+                }
                 Ok(Outcome::Drained(result)) => {
                     state.clear(direction.bit(), seen);
+                    coop.made_progress();
                     return Poll::Ready(Ok(result));
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
@@ -349,7 +357,10 @@ impl Registration {
                     state.clear(direction.runnable(), seen);
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => return Poll::Ready(Err(error)),
+                Err(error) => {
+                    coop.made_progress();
+                    return Poll::Ready(Err(error));
+                }
             }
         }
     }

@@ -754,18 +754,20 @@ mod abort {
         let runtime = runtime(1);
         let (dropped, drop_site) = channel();
         let (own_sender, own_receiver) = channel::<crate::AbortHandle>();
+        let (ran_on, worker) = channel();
         let recorder = RecordsDrop(dropped);
         let task = runtime.spawn(async move {
             let _recorder = recorder;
+            ran_on.send(crate::current_worker()).unwrap();
             let own = own_receiver.recv().unwrap();
             own.abort();
             std::future::pending::<u32>().await
         });
         own_sender.send(task.abort_handle()).unwrap();
         assert!(matches!(runtime.block_on(task), Err(JoinError::Aborted)));
-        // The runtime's one worker, by its process-wide index (other tests' runtimes
-        // hold other indices at the same time).
-        let worker = runtime.block_on(async { crate::current_worker() });
+        // The worker's index is process-wide (other tests' runtimes hold entries too),
+        // so compare with the one the task ran on, not with 0.
+        let worker = worker.try_recv().unwrap();
         assert!(worker.is_some());
         assert_eq!(drop_site.try_recv().unwrap().worker, worker);
     }

@@ -320,10 +320,14 @@ impl Future for Sleep {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        // The budget is only asked when the sleep is about to complete (so a pending
+        // poll, a timer per connection, costs nothing): with it spent, the elapsed sleep
+        // completes at the next poll.
         if let Some(entry) = &this.entry {
             let mut state = entry.lock();
             if state.fired {
-                return Poll::Ready(());
+                drop(state);
+                return crate::coop::poll_spend(cx);
             }
             match &state.waker {
                 Some(stored) if stored.will_wake(cx.waker()) => {}
@@ -333,7 +337,7 @@ impl Future for Sleep {
         }
         if Instant::now() >= this.deadline {
             if this.polled {
-                return Poll::Ready(());
+                return crate::coop::poll_spend(cx);
             }
             // Due at the first poll: yield once all the same (see `sleep`).
             this.polled = true;
@@ -412,7 +416,12 @@ impl<F: Future> Future for Timeout<F> {
         if let Poll::Ready(output) = this.future.as_mut().poll(cx) {
             return Poll::Ready(Ok(output));
         }
-        match Pin::new(&mut this.sleep).poll(cx) {
+        // The deadline is checked whatever the inner future spent of the budget (as
+        // tokio does): a future that always exhausts it must still time out.
+        let elapsed = crate::coop::with_budget(crate::coop::Budget::unconstrained(), || {
+            Pin::new(&mut this.sleep).poll(cx)
+        });
+        match elapsed {
             Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
             Poll::Pending => Poll::Pending,
         }

@@ -212,7 +212,12 @@ impl Local {
         };
         let waker = task_waker(self.shared.index, key);
         let mut cx = Context::from_waker(&waker);
-        match future.as_mut().poll(&mut cx) {
+        // Each poll starts with a full cooperative budget (see `coop`); the thread is
+        // unconstrained again between polls.
+        let polled = crate::coop::with_budget(crate::coop::Budget::initial(), || {
+            future.as_mut().poll(&mut cx)
+        });
+        match polled {
             Poll::Ready(()) => {
                 self.tasks.borrow_mut().remove(key);
                 drop(future);

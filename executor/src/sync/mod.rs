@@ -26,7 +26,7 @@ pub mod mpsc;
 mod notify;
 pub mod oneshot;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 mod wait_list;
 
 pub use notify::{Notified, Notify};

@@ -200,9 +200,13 @@ impl<T> Chan<T> {
     }
 
     fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        // With the task's budget spent, the value stays in the buffer for the next poll.
+        let coop = std::task::ready!(crate::coop::poll_proceed(cx));
         let mut state = self.lock();
         if state.buffer.is_empty() {
             if state.senders == 0 || state.closed {
+                drop(state);
+                coop.made_progress();
                 return Poll::Ready(None);
             }
             let replaced = replace_waker(&mut state.receiver_waker, cx.waker());
@@ -210,6 +214,7 @@ impl<T> Chan<T> {
             drop(replaced);
             return Poll::Pending;
         }
+        coop.made_progress();
         Poll::Ready(self.take_value(state))
     }
 
@@ -529,13 +534,18 @@ impl<T> Future for SendFuture<'_, T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let value = this
-            .value
-            .take()
-            .expect("`SendFuture` polled after it completed");
+        assert!(
+            this.value.is_some(),
+            "`SendFuture` polled after it completed"
+        );
+        // With the task's budget spent, the value stays in the future (and the future in
+        // its place among the waiting senders) for the next poll.
+        let coop = std::task::ready!(crate::coop::poll_proceed(cx));
+        let value = this.value.take().expect("checked above");
         let mut state = this.chan.lock();
         match this.chan.push(&mut state, value) {
             Ok(receiver) => {
+                coop.made_progress();
                 let stale = this
                     .waiter
                     .take()
@@ -548,6 +558,7 @@ impl<T> Future for SendFuture<'_, T> {
                 Poll::Ready(Ok(()))
             }
             Err(TrySendError::Closed(value)) => {
+                coop.made_progress();
                 let stale = this
                     .waiter
                     .take()

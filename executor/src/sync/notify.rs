@@ -175,6 +175,10 @@ impl Future for Notified<'_> {
         if this.done {
             return Poll::Ready(());
         }
+        // With the task's budget spent, a notification (the permit, the choice of
+        // `notify_one`, a newer generation) stays where it is for the next poll, or is
+        // passed on if this future is dropped first.
+        let coop = std::task::ready!(crate::coop::poll_proceed(cx));
         let mut state = lock(&this.notify.state);
         let notified = match this.waiter {
             Some(id) => match state.waiters.state(id) {
@@ -195,6 +199,7 @@ impl Future for Notified<'_> {
             drop(state);
             drop(stale);
             this.done = true;
+            coop.made_progress();
             return Poll::Ready(());
         }
         let replaced = state.waiters.wait(&mut this.waiter, cx.waker());

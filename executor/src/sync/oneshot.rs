@@ -258,11 +258,15 @@ impl<T> Future for Receiver<T> {
     type Output = Result<T, RecvError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // With the task's budget spent, the value stays in the channel for the next poll.
+        let coop = std::task::ready!(crate::coop::poll_proceed(cx));
         let mut state = self.shared.lock();
         if let Some(value) = state.value.take() {
+            coop.made_progress();
             return Poll::Ready(Ok(value));
         }
         if state.sender_done || state.receiver_closed {
+            coop.made_progress();
             return Poll::Ready(Err(RecvError));
         }
         let replaced = replace_waker(&mut state.receiver_waker, cx.waker());

@@ -1,5 +1,8 @@
-//! Tasks: the wrapper that connects a spawned future to its [`JoinHandle`], the
-//! worker-local [`store`] that owns them, and the `spawn` entry points.
+//! Tasks: [`spawn`], [`current_worker`] and [`unconstrained`] (which opts a future out
+//! of the cooperative budget; see the crate docs, Cooperative budget).
+//!
+//! Inside the crate: the wrapper that connects a spawned future to its [`JoinHandle`],
+//! the worker-local store that owns them, and the type-erased task block.
 
 pub(crate) mod store;
 pub(crate) mod task_box;
@@ -11,6 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+pub use crate::coop::{Unconstrained, unconstrained};
 use crate::join::{JoinError, JoinHandle, JoinState};
 use task_box::TaskBox;
 

@@ -12,6 +12,7 @@
 #[global_allocator]
 static GLOBAL: pagekeep_executor::RequestAllocator = pagekeep_executor::request_allocator();
 
+mod always_ready_tasks;
 mod arenas;
 mod budget;
 mod child;
