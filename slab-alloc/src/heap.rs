@@ -129,6 +129,16 @@ fn large_block_bytes(size: usize) -> usize {
     MmapAlloc::usable_size(size).unwrap_or(size)
 }
 
+/// `ptr` with the provenance of its slab, which covers the whole slot (a block shorter
+/// than its free words gets them written past its requested bytes); `ptr` as it is if
+/// it lies in no slab. Out of line: only such short blocks need it.
+#[cold]
+#[inline(never)]
+fn with_slab_provenance(ptr: NonNull<u8>) -> NonNull<u8> {
+    crate::slab_map::lookup(ptr.addr().get() & !(crate::SLAB_BYTES - 1))
+        .map_or(ptr, |base| base.with_addr(ptr.addr()))
+}
+
 /// Statistics of the large blocks.
 #[derive(Debug)]
 struct LargeCounters {
@@ -303,6 +313,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     }
 
     #[cold]
+    #[inline(never)]
     fn alloc_large(&self, layout: Layout, zeroed: bool) -> Option<NonNull<u8>> {
         let map = || {
             // SAFETY: callers pass non-zero sizes.
@@ -373,8 +384,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
                 // which the caller's pointer may not cover (a `Box<u8>`): use the
                 // slab's provenance for it.
                 let ptr = if layout.size() < crate::slab::FREE_WORDS * size_of::<*mut u8>() {
-                    crate::slab_map::lookup(ptr.addr().get() & !(crate::SLAB_BYTES - 1))
-                        .map_or(ptr, |base| base.with_addr(ptr.addr()))
+                    with_slab_provenance(ptr)
                 } else {
                     ptr
                 };
@@ -383,17 +393,28 @@ impl<S: PageSource + Clone> SlabHeap<S> {
                 // block came from this class (same layout, same class).
                 unsafe { (*built).classes[class].free(ptr) }
             }
-            None => {
-                self.large.blocks.fetch_sub(1, Ordering::Relaxed);
-                self.large
-                    .bytes
-                    .fetch_sub(large_block_bytes(layout.size()), Ordering::Relaxed);
-                // SAFETY: a large block with its layout, which the caller gives up.
-                if !unsafe { self.keep_large(ptr, layout) } {
-                    // SAFETY: large blocks are `MmapAlloc` blocks of their layout.
-                    unsafe { MmapAlloc.dealloc(ptr.as_ptr(), layout) }
-                }
-            }
+            // SAFETY: forwarded from the caller.
+            None => unsafe { self.free_large(ptr, layout) },
+        }
+    }
+
+    /// Frees a large block: kept for reuse, or unmapped. Out of line, as `alloc_large`
+    /// is: inlined, its calls make every free save and restore registers.
+    ///
+    /// # Safety
+    /// - `ptr` is a live large block of this heap allocated with `layout`, given up by
+    ///   the caller.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_large(&self, ptr: NonNull<u8>, layout: Layout) {
+        self.large.blocks.fetch_sub(1, Ordering::Relaxed);
+        self.large
+            .bytes
+            .fetch_sub(large_block_bytes(layout.size()), Ordering::Relaxed);
+        // SAFETY: a large block with its layout, which the caller gives up.
+        if !unsafe { self.keep_large(ptr, layout) } {
+            // SAFETY: large blocks are `MmapAlloc` blocks of their layout.
+            unsafe { MmapAlloc.dealloc(ptr.as_ptr(), layout) }
         }
     }
 
