@@ -42,3 +42,4 @@ mod timeouts;
 mod timers;
 #[cfg(feature = "tokio-io")]
 mod tokio_io;
+mod vectored_writes;
