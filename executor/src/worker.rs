@@ -339,6 +339,10 @@ impl Worker {
             }
             drop(futures);
         }
+        // Sockets that outlive the worker (moved to another runtime, or kept by a task
+        // elsewhere) will get no more events: their waiters are woken to fail instead of
+        // waiting for ever.
+        crate::reactor::shut_down(&self.shared.io);
         local.run_queue.borrow_mut().clear();
         local.timers.borrow_mut().clear();
         CONTEXT.with(|context| context.borrow_mut().take());

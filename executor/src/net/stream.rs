@@ -37,6 +37,11 @@ fn transfer_outcome(done: usize, asked: usize) -> Outcome<usize> {
 /// one task and write in another, [`split`](Self::split) the stream or
 /// [`into_split`](Self::into_split) it.
 ///
+/// Readiness comes from the creating worker only: once its runtime is dropped (or the
+/// worker dies), tasks waiting on the stream or its halves are woken, and every
+/// operation that would wait fails with an [`io::ErrorKind::Other`] error ("the runtime
+/// that registered this socket has shut down") instead of waiting for ever.
+///
 /// # Examples
 ///
 /// With the `tokio-io` feature, tokio's extension traits (and tokio-util's codecs) work
