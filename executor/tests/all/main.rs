@@ -26,6 +26,7 @@ mod futures_io;
 mod keep_alive;
 mod limits;
 mod malformed;
+mod moved_sleeps;
 mod outliving_the_runtime;
 mod panics;
 mod peer_vanishes;

@@ -64,3 +64,27 @@ fn a_read_waiting_when_the_registering_runtime_is_dropped_is_woken_with_an_error
     assert_driver_gone(&error);
     drop(server);
 }
+
+#[test]
+fn a_sleep_registered_on_a_dropped_runtime_fires_on_another() {
+    let first = runtime(1);
+    #[expect(
+        clippy::async_yields_async,
+        reason = "the registered sleep is handed to another worker, to be awaited there"
+    )]
+    let registered = first.block_on(async {
+        let mut sleep = Box::pin(pagekeep_executor::sleep(Duration::from_millis(50)));
+        let polled =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(sleep.as_mut().poll(cx).is_pending()))
+                .await;
+        assert!(polled, "the sleep completed at its first poll");
+        sleep
+    });
+    drop(first);
+    let second = runtime(1);
+    let fired = second.block_on(async move { timeout(LIMIT, registered).await });
+    assert!(
+        fired.is_ok(),
+        "the sleep waited for the heap of a runtime that is gone"
+    );
+}
