@@ -19,6 +19,13 @@
 //! the `WouldBlock` system call that would otherwise end every read. "Closed" bits
 //! (peer hung up, socket error) are sticky: once set, operations always run, so an end
 //! of stream that arrived with the last data is seen even after a short read.
+//!
+//! When the worker exits (its runtime dropped, or its loop died), no event will ever
+//! come: it sets the sticky "driver gone" bit of every socket still registered and
+//! wakes all their waiters. A task that then finds its direction not ready fails with
+//! an error instead of waiting for ever (a socket that is still ready, or closed, keeps
+//! working until it would block), as tokio's sockets do once their driver is gone. The
+//! bit is only read on the way to waiting, so a ready socket pays nothing for it.
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -66,8 +73,18 @@ const WRITE_READY: usize = 2;
 const READ_CLOSED: usize = 4;
 /// Sticky, like [`READ_CLOSED`], for writes.
 const WRITE_CLOSED: usize = 8;
+/// Sticky: the worker this socket is registered with has exited, so no event will come;
+/// an operation that would wait fails instead (see the module docs).
+const DRIVER_GONE: usize = 16;
 /// The event counter lives above the readiness bits.
-const TICK: usize = 16;
+const TICK: usize = 32;
+
+/// The error of an operation that would wait on a socket whose worker has exited.
+fn driver_gone_error() -> io::Error {
+    io::Error::other(
+        "the runtime that registered this socket has shut down: no readiness event will come",
+    )
+}
 
 /// What an operation tells the readiness protocol about the socket.
 #[derive(Debug)]
@@ -212,6 +229,22 @@ impl IoState {
         });
     }
 
+    /// Marks the socket's worker as gone (see the module docs) and wakes every waiting
+    /// task, so that each sees the error.
+    fn driver_gone(&self) {
+        // Bit first, then the lock, as for events: a task that registers its waker
+        // after we took the waiters re-reads the bits and sees this one.
+        self.readiness.fetch_or(DRIVER_GONE, Ordering::AcqRel);
+        let waiters = {
+            let mut wakers = self.lock();
+            (wakers.read.take(), wakers.write.take())
+        };
+        pagekeep_arena::outside_arena(|| {
+            waiters.0.wake();
+            waiters.1.wake();
+        });
+    }
+
     /// Clears `bits` unless an event arrived since `seen` was read.
     fn clear(&self, bits: usize, seen: usize) {
         let _ = self.readiness.compare_exchange(
@@ -256,10 +289,26 @@ impl IoTable {
         self.entries.get(token)?.as_ref()
     }
 
+    /// The state of every registered socket, for [`shut_down`].
+    fn live_states(&self) -> Vec<Arc<IoState>> {
+        self.entries.iter().flatten().cloned().collect()
+    }
+
     /// Registered sockets.
     #[cfg(test)]
     pub(crate) fn live(&self) -> usize {
         self.entries.len() - self.free.len()
+    }
+}
+
+/// Tells every socket still registered in `table` that its worker has exited: their
+/// waiting tasks are woken, and operations that would wait fail (see the module docs).
+/// Called once by the worker thread on its way out, when no task of its own is left.
+pub(crate) fn shut_down(table: &Mutex<IoTable>) {
+    // Copied out so that the wakers run (and the states drop) outside the table's lock.
+    let states = pagekeep_arena::outside_arena(|| crate::sync::lock(table).live_states());
+    for state in states {
+        state.driver_gone();
     }
 }
 
@@ -320,6 +369,9 @@ impl Registration {
         loop {
             let seen = state.readiness.load(Ordering::Acquire);
             if seen & direction.runnable() == 0 {
+                if seen & DRIVER_GONE != 0 {
+                    return Poll::Ready(Err(driver_gone_error()));
+                }
                 let evicted = {
                     let mut wakers = state.lock();
                     let waiters = match direction {
@@ -331,7 +383,11 @@ impl Registration {
                 if let Some(evicted) = evicted {
                     evicted.wake();
                 }
-                if state.readiness.load(Ordering::Acquire) & direction.runnable() == 0 {
+                let now = state.readiness.load(Ordering::Acquire);
+                if now & direction.runnable() == 0 {
+                    if now & DRIVER_GONE != 0 {
+                        return Poll::Ready(Err(driver_gone_error()));
+                    }
                     return Poll::Pending;
                 }
                 continue;

@@ -12,6 +12,13 @@
 //! `epoll_wait` until
 //! the earliest deadline (rounded up to a millisecond) and fires every due entry after
 //! each wake-up.
+//!
+//! A `Sleep` polled on another worker than the one whose heap holds its entry (moved to
+//! a task there, or its worker's runtime dropped) does not depend on that worker, which
+//! may be blocked or gone: it completes if its deadline has passed, and otherwise
+//! cancels the entry and registers again with the polling worker's heap. A worker that
+//! exits wakes the wakers of the entries left in its heap, so that their tasks re-poll
+//! and re-register.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -187,20 +194,31 @@ impl TimerHeap {
         self.heap.len()
     }
 
-    /// Drops every entry (worker shutdown).
-    pub(crate) fn clear(&mut self) {
-        self.heap.clear();
+    /// Drops every entry (worker shutdown), handing back the wakers of the pending
+    /// ones for the caller to wake once the heap is no longer borrowed.
+    pub(crate) fn clear(&mut self) -> Vec<Waker> {
+        let mut wakers = Vec::new();
+        for item in self.heap.drain() {
+            if let Some(waker) = item.entry.lock().waker.take() {
+                wakers.push(waker);
+            }
+        }
+        wakers
     }
 }
 
 /// A future that completes at a deadline. Made by [`sleep`] and [`sleep_until`].
 ///
 /// It must be polled on an executor worker thread (it registers with that worker's
-/// timers); it may be moved between workers.
+/// timers); it may be moved between workers, and between runtimes: polled on another
+/// worker than the one it registered with, it registers again there, so it never
+/// depends on a worker that is blocked or whose runtime was dropped.
 #[must_use = "futures do nothing unless polled"]
 pub struct Sleep {
     deadline: Instant,
     entry: Option<Arc<TimerEntry>>,
+    /// The [`id`](crate::worker::Local::id) of the worker whose heap holds `entry`.
+    worker: u64,
     /// Whether this sleep has been polled: a sleep already due at its first poll still
     /// yields once (see [`sleep`]).
     polled: bool,
@@ -250,6 +268,7 @@ pub fn sleep_until(deadline: Instant) -> Sleep {
     Sleep {
         deadline,
         entry: None,
+        worker: 0,
         polled: false,
     }
 }
@@ -324,16 +343,25 @@ impl Future for Sleep {
         // poll, a timer per connection, costs nothing): with it spent, the elapsed sleep
         // completes at the next poll.
         if let Some(entry) = &this.entry {
+            // Off a worker thread the entry is kept as it is.
+            let here = crate::worker::with_local(|local| local.id);
             let mut state = entry.lock();
             if state.fired {
                 drop(state);
                 return crate::coop::poll_spend(cx);
             }
-            match &state.waker {
-                Some(stored) if stored.will_wake(cx.waker()) => {}
-                _ => state.waker = Some(cx.waker().clone()),
+            if here.is_none() || here == Some(this.worker) {
+                match &state.waker {
+                    Some(stored) if stored.will_wake(cx.waker()) => {}
+                    _ => state.waker = Some(cx.waker().clone()),
+                }
+                return Poll::Pending;
             }
-            return Poll::Pending;
+            drop(state);
+            // Polled on another worker than the one whose heap holds the entry (which
+            // may be blocked, or gone with its runtime): leave that heap, and complete
+            // or register here below (`polled` is set, so no extra yield).
+            this.cancel();
         }
         if Instant::now() >= this.deadline {
             if this.polled {
@@ -347,15 +375,17 @@ impl Future for Sleep {
         this.polled = true;
         // The timer heap outlives any request: a handler's sleep must not grow it (or
         // make its entry) inside the request's arena.
-        let entry = pagekeep_arena::outside_arena(|| {
+        let (worker, entry) = pagekeep_arena::outside_arena(|| {
             crate::worker::with_local(|local| {
-                local
+                let entry = local
                     .timers
                     .borrow_mut()
-                    .insert(this.deadline, cx.waker().clone())
+                    .insert(this.deadline, cx.waker().clone());
+                (local.id, entry)
             })
         })
         .expect("`Sleep` polled outside an executor worker thread");
+        this.worker = worker;
         this.entry = Some(entry);
         Poll::Pending
     }
@@ -485,6 +515,29 @@ mod tests {
             !reused.lock().fired && !reused.lock().cancelled,
             "reused entries are reset"
         );
+    }
+
+    /// Clearing the heap at shutdown hands back the wakers of the pending entries (to
+    /// be woken, so their tasks re-register elsewhere), not those of cancelled ones.
+    #[test]
+    fn clear_hands_back_the_wakers_of_pending_entries() {
+        let count = Arc::new(Count(0.into()));
+        let waker = Waker::from(Arc::clone(&count));
+        let mut heap = TimerHeap::default();
+        let far = Instant::now() + Duration::from_secs(3600);
+        let pending = heap.insert(far, waker.clone());
+        let cancelled = heap.insert(far, waker);
+        {
+            let mut state = cancelled.lock();
+            state.cancelled = true;
+            state.waker = None;
+        }
+        let wakers = heap.clear();
+        assert_eq!(heap.len(), 0);
+        assert_eq!(wakers.len(), 1);
+        wakers.into_iter().for_each(Waker::wake);
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert!(pending.lock().waker.is_none() && !pending.lock().fired);
     }
 
     #[test]

@@ -18,7 +18,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -159,10 +159,16 @@ static WORKER_TABLE: [RwLock<Option<Arc<WorkerShared>>>; MAX_WORKERS] =
     [const { RwLock::new(None) }; MAX_WORKERS];
 /// Source of per-worker generation bases (see `TaskStore::new`).
 static GENERATION_SEED: AtomicU32 = AtomicU32::new(0);
+/// Source of [`Local::id`]s.
+static NEXT_WORKER_ID: AtomicU64 = AtomicU64::new(0);
 
 /// The worker-thread-only part of a worker.
 #[derive(Debug)]
 pub(crate) struct Local {
+    /// Unique over the process's life, unlike the table index (which a later worker
+    /// reuses): tells a [`Sleep`](crate::Sleep) whether its timer entry is in this
+    /// worker's heap.
+    pub(crate) id: u64,
     pub(crate) shared: Arc<WorkerShared>,
     /// The worker's runtime, for [`Handle::current`](crate::Handle::current).
     pub(crate) handle: crate::Handle,
@@ -293,6 +299,7 @@ impl Worker {
     pub(crate) fn run(mut self, handle: crate::Handle) {
         let base = GENERATION_SEED.fetch_add(0x9E37_79B9, Ordering::Relaxed);
         let local = Rc::new(Local {
+            id: NEXT_WORKER_ID.fetch_add(1, Ordering::Relaxed),
             shared: Arc::clone(&self.shared),
             handle,
             tasks: RefCell::new(TaskStore::new(base)),
@@ -339,8 +346,15 @@ impl Worker {
             }
             drop(futures);
         }
+        // Sockets that outlive the worker (moved to another runtime, or kept by a task
+        // elsewhere) will get no more events: their waiters are woken to fail instead of
+        // waiting for ever.
+        crate::reactor::shut_down(&self.shared.io);
         local.run_queue.borrow_mut().clear();
-        local.timers.borrow_mut().clear();
+        // Sleeps still in the heap belong to tasks elsewhere (this worker's own were
+        // dropped above): woken, they re-register with their own worker's heap.
+        let orphaned = local.timers.borrow_mut().clear();
+        outside_arena(|| orphaned.into_iter().for_each(std::task::Waker::wake));
         CONTEXT.with(|context| context.borrow_mut().take());
     }
 

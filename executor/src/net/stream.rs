@@ -14,9 +14,12 @@ use crate::net::split::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, WriteHalf};
 use crate::reactor::{Direction, Outcome, Registration};
 
 /// A transfer shorter than asked means the socket is drained for now (end of stream
-/// aside, which stays ready so that every later read sees it).
+/// aside, which stays ready so that every later read sees it). `asked` is what one call
+/// can move at most: the system's per-call cap applies (see
+/// [`MAX_TRANSFER_BYTES`](crate::sys::MAX_TRANSFER_BYTES)), since a transfer cut short
+/// by it leaves the socket ready with no event to come.
 fn transfer_outcome(done: usize, asked: usize) -> Outcome<usize> {
-    if done > 0 && done < asked {
+    if done > 0 && done < asked.min(crate::sys::MAX_TRANSFER_BYTES) {
         Outcome::Drained(done)
     } else {
         Outcome::More(done)
@@ -33,6 +36,11 @@ fn transfer_outcome(done: usize, asked: usize) -> Outcome<usize> {
 /// time, from different tasks: each direction keeps its own waiting tasks. To read in
 /// one task and write in another, [`split`](Self::split) the stream or
 /// [`into_split`](Self::into_split) it.
+///
+/// Readiness comes from the creating worker only: once its runtime is dropped (or the
+/// worker dies), tasks waiting on the stream or its halves are woken, and every
+/// operation that would wait fails with an [`io::ErrorKind::Other`] error ("the runtime
+/// that registered this socket has shut down") instead of waiting for ever.
 ///
 /// # Examples
 ///
@@ -381,7 +389,9 @@ impl TcpStream {
         Ok(())
     }
 
-    /// Writes from several buffers with one `writev`, returning how much.
+    /// Writes from several buffers with one `writev`, returning how much. One call
+    /// passes at most the system's limit of slices (1024 on Linux, as `std` does), so
+    /// write the rest in a loop, as with any partial write.
     ///
     /// # Errors
     /// As `writev`.
@@ -462,7 +472,12 @@ impl TcpStream {
         cx: &mut Context<'_>,
         buffers: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let asked: usize = buffers.iter().map(|buffer| buffer.len()).sum();
+        // Only the slices one `writev` takes count: `std` passes the first
+        // `MAX_WRITE_SLICES`, and a full write of those is no sign of a full socket.
+        let asked = buffers
+            .iter()
+            .take(crate::sys::MAX_WRITE_SLICES)
+            .fold(0usize, |total, buffer| total.saturating_add(buffer.len()));
         self.registration.poll_io(cx, Direction::Write, || {
             (&self.inner)
                 .write_vectored(buffers)

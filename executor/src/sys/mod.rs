@@ -6,4 +6,4 @@
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
-pub(crate) use unix::{has_default_action, read_into_uninit};
+pub(crate) use unix::{MAX_TRANSFER_BYTES, MAX_WRITE_SLICES, has_default_action, read_into_uninit};

@@ -4,6 +4,23 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
 
+/// Most slices one `writev` passes, as `std` caps them (`UIO_MAXIOV`, 1024 on Linux and
+/// Android). Elsewhere the POSIX minimum (`_XOPEN_IOV_MAX`, 16): an undercount is only
+/// ever a transfer taken for complete (one more attempt, which may say `WouldBlock`),
+/// while an overcount would take a full `writev` for a short one.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) const MAX_WRITE_SLICES: usize = libc::UIO_MAXIOV as usize;
+/// See the Linux definition.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) const MAX_WRITE_SLICES: usize = 16;
+
+/// Most bytes one `read`, `recv`, `write` or `writev` is counted on to transfer: Linux
+/// moves at most `MAX_RW_COUNT` (`INT_MAX` rounded down to a page, a little under 2 GiB
+/// whatever the page size) per call, and `std` caps lengths at `isize::MAX` (`INT_MAX`
+/// on Apple systems). 1 GiB lies below every such cap; a larger transfer is taken for
+/// complete, at the cost of at most one more attempt.
+pub(crate) const MAX_TRANSFER_BYTES: usize = 1 << 30;
+
 /// Reads from the non-blocking socket `fd` into `buf`, which may be uninitialised.
 ///
 /// Preconditions: `fd` is an open socket for the duration of the call (the caller

@@ -26,6 +26,8 @@ mod futures_io;
 mod keep_alive;
 mod limits;
 mod malformed;
+mod moved_sleeps;
+mod outliving_the_runtime;
 mod panics;
 mod peer_vanishes;
 mod pipelining;
@@ -42,3 +44,4 @@ mod timeouts;
 mod timers;
 #[cfg(feature = "tokio-io")]
 mod tokio_io;
+mod vectored_writes;
