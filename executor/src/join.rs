@@ -30,6 +30,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
+use crate::sync::replace_waker;
+
 /// Why a task produced no value.
 #[non_exhaustive]
 pub enum JoinError {
@@ -198,19 +200,19 @@ impl<T> JoinState<T> {
     /// Makes `waker` the one woken when the task finishes; wakes it at once when the
     /// task has finished already. For [`JoinSet`](crate::JoinSet), which never polls
     /// the handle.
-    pub(crate) fn register_waker(&self, waker: &Waker) {
+    pub(crate) fn register_waker(&self, waker: Waker) {
         let replaced = {
             let mut slot = self.lock();
             if slot.result.is_some() {
-                None
+                Err(waker)
             } else {
-                Some(slot.waker.replace(waker.clone()))
+                Ok(slot.waker.replace(waker))
             }
         };
         match replaced {
             // The old waker is dropped here, outside the lock.
-            Some(old) => drop(old),
-            None => waker.wake_by_ref(),
+            Ok(old) => drop(old),
+            Err(waker) => waker.wake(),
         }
     }
 
@@ -340,22 +342,25 @@ impl<T> Future for JoinHandle<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // With the task's budget spent, the output stays in the join record.
         let coop = std::task::ready!(crate::coop::poll_proceed(cx));
-        let replaced = {
+        // Cloned before the lock: a clone may panic, and must not with the lock held.
+        let waker = cx.waker().clone();
+        let unused = {
             let mut slot = self.state.lock();
             if let Some(result) = slot.result.take() {
                 slot.taken = true;
                 drop(slot);
+                drop(waker);
                 coop.made_progress();
                 return Poll::Ready(result);
             }
-            assert!(!slot.taken, "JoinHandle polled after completion");
-            match &slot.waker {
-                Some(stored) if stored.will_wake(cx.waker()) => None,
-                _ => slot.waker.replace(cx.waker().clone()),
+            if slot.taken {
+                drop(slot);
+                panic!("JoinHandle polled after completion");
             }
+            replace_waker(&mut slot.waker, waker)
         };
-        // A waker replaced is dropped outside the lock.
-        drop(replaced);
+        // The waker not kept is dropped outside the lock.
+        drop(unused);
         Poll::Pending
     }
 }
@@ -635,19 +640,19 @@ mod tests {
         let wakes = Arc::new(CountsWakes(AtomicUsize::new(0)));
         let waker = Waker::from(Arc::clone(&wakes));
         let join: Arc<JoinState<u8>> = JoinState::new();
-        join.register_waker(&waker);
+        join.register_waker(waker.clone());
         assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
         join.complete(Ok(1));
         join.complete(Ok(2));
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the first outcome wins");
-        join.register_waker(&waker);
+        join.register_waker(waker.clone());
         assert_eq!(wakes.0.load(Ordering::SeqCst), 2, "finished: woken at once");
         assert_eq!(join.take_result().and_then(Result::ok), Some(1));
         assert!(join.take_result().is_none());
         assert!(join.is_finished());
 
         let cleared: Arc<JoinState<u8>> = JoinState::new();
-        cleared.register_waker(&waker);
+        cleared.register_waker(waker.clone());
         cleared.clear_waker();
         cleared.complete(Ok(3));
         assert_eq!(
@@ -655,5 +660,21 @@ mod tests {
             2,
             "a cleared waker is not woken"
         );
+    }
+
+    /// A waker whose clone takes the join record's lock (and then panics): the clone is
+    /// made before the lock is taken.
+    #[test]
+    fn a_waker_clone_runs_outside_the_lock() {
+        let join: Arc<JoinState<u8>> = JoinState::new();
+        let mut handle = JoinHandle::new(Arc::clone(&join));
+        crate::sync::test_support::with_clone_hook(&|| assert!(!join.is_finished()), |waker| {
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let _ = Pin::new(&mut handle).poll(&mut Context::from_waker(waker));
+            }));
+            assert!(caught.is_err());
+        });
+        join.complete(Ok(4));
+        assert_eq!(outcome(handle).ok(), Some(4));
     }
 }

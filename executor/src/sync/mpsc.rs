@@ -202,20 +202,25 @@ impl<T> Chan<T> {
     fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         // With the task's budget spent, the value stays in the buffer for the next poll.
         let coop = std::task::ready!(crate::coop::poll_proceed(cx));
+        // Cloned before the lock: a clone may panic, and must not with the lock held.
+        let waker = cx.waker().clone();
         let mut state = self.lock();
         if state.buffer.is_empty() {
             if state.senders == 0 || state.closed {
                 drop(state);
+                drop(waker);
                 coop.made_progress();
                 return Poll::Ready(None);
             }
-            let replaced = replace_waker(&mut state.receiver_waker, cx.waker());
+            let unused = replace_waker(&mut state.receiver_waker, waker);
             drop(state);
-            drop(replaced);
+            drop(unused);
             return Poll::Pending;
         }
         coop.made_progress();
-        Poll::Ready(self.take_value(state))
+        let value = self.take_value(state);
+        drop(waker);
+        Poll::Ready(value)
     }
 
     fn try_recv(&self) -> Result<T, TryRecvError> {
@@ -293,16 +298,19 @@ impl<T> Chan<T> {
     }
 
     fn poll_closed(&self, waiter: &mut Option<u64>, cx: &mut Context<'_>) -> Poll<()> {
+        // Cloned before the lock: a clone may panic, and must not with the lock held.
+        let waker = cx.waker().clone();
         let mut state = self.lock();
         if state.closed {
             let stale = waiter.take().and_then(|id| state.close_waiters.remove(id));
             drop(state);
+            drop(waker);
             drop(stale);
             return Poll::Ready(());
         }
-        let replaced = state.close_waiters.wait(waiter, cx.waker());
+        let unused = state.close_waiters.wait(waiter, waker);
         drop(state);
-        drop(replaced);
+        drop(unused);
         Poll::Pending
     }
 
@@ -541,6 +549,10 @@ impl<T> Future for SendFuture<'_, T> {
         // With the task's budget spent, the value stays in the future (and the future in
         // its place among the waiting senders) for the next poll.
         let coop = std::task::ready!(crate::coop::poll_proceed(cx));
+        // Cloned before the lock: a clone may panic, and must not with the lock held
+        // (the value, a user type, would be dropped by the unwinding under the lock, and
+        // its destructor may take this very lock: a `Sender` of the same channel).
+        let waker = cx.waker().clone();
         let value = this.value.take().expect("checked above");
         let mut state = this.chan.lock();
         match this.chan.push(&mut state, value) {
@@ -552,8 +564,9 @@ impl<T> Future for SendFuture<'_, T> {
                     .and_then(|id| state.send_waiters.remove(id));
                 drop(state);
                 drop(stale);
-                if let Some(waker) = receiver {
-                    waker.wake();
+                drop(waker);
+                if let Some(receiver) = receiver {
+                    receiver.wake();
                 }
                 Poll::Ready(Ok(()))
             }
@@ -565,14 +578,16 @@ impl<T> Future for SendFuture<'_, T> {
                     .and_then(|id| state.send_waiters.remove(id));
                 drop(state);
                 drop(stale);
+                drop(waker);
                 Poll::Ready(Err(SendError(value)))
             }
             Err(TrySendError::Full(value)) => {
-                // Waits (again, in its place if it was chosen and the room was taken).
-                let replaced = state.send_waiters.wait(&mut this.waiter, cx.waker());
-                drop(state);
-                drop(replaced);
+                // Back in the future before anything else can panic.
                 this.value = Some(value);
+                // Waits (again, in its place if it was chosen and the room was taken).
+                let unused = state.send_waiters.wait(&mut this.waiter, waker);
+                drop(state);
+                drop(unused);
                 Poll::Pending
             }
         }
@@ -807,7 +822,9 @@ impl<T> fmt::Debug for UnboundedSender<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::test_support::{CountingWaker, DropCounter, poll_once};
+    use crate::sync::test_support::{
+        CountingWaker, DropCounter, expect_panic, poll_once, with_clone_hook,
+    };
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
@@ -1103,5 +1120,44 @@ mod tests {
         }
         producer.join().unwrap();
         assert_eq!(received, [0, 1, 2, 3]);
+    }
+
+    /// A value that holds a sender of its own channel: dropping it takes the channel's
+    /// lock.
+    struct HoldsSender(#[allow(dead_code)] Option<Sender<HoldsSender>>);
+
+    /// A send on a full channel polled with a waker whose clone takes the channel's lock
+    /// and then panics: the clone is made before the lock, so neither the clone nor the
+    /// unwinding (which, with the clone under the lock, dropped the value, whose
+    /// `Sender` takes the lock again: a self-deadlock miri reports) runs under the lock,
+    /// and the value stays in the future.
+    #[test]
+    fn a_waker_clone_that_panics_runs_no_user_code_under_the_lock() {
+        let (sender, mut receiver) = channel::<HoldsSender>(1);
+        sender.try_send(HoldsSender(None)).unwrap();
+        let mut send = sender.send(HoldsSender(Some(sender.clone())));
+        with_clone_hook(&|| assert!(!sender.is_closed()), |waker| {
+            let message = expect_panic(|| drop(poll_once(&mut send, waker)));
+            assert_eq!(message, "a waker's clone panics on purpose");
+            // `closed()`'s poll too.
+            expect_panic(|| {
+                let _ = poll_once(&mut sender.closed(), waker);
+            });
+        });
+        // And the receiver's (on an empty channel).
+        let (empty_sender, mut empty_receiver) = channel::<u8>(1);
+        with_clone_hook(&|| assert!(!empty_sender.is_closed()), |waker| {
+            expect_panic(|| {
+                let _ = poll_once(&mut empty_receiver.recv(), waker);
+            });
+        });
+        assert!(send.value.is_some(), "the value stays in the future");
+        assert_eq!(receiver.chan.lock().send_waiters.len(), 0);
+        // The channel still works: the buffered value out, the waiting one in.
+        assert!(receiver.try_recv().is_ok());
+        let (waker, _) = CountingWaker::new();
+        assert!(matches!(poll_once(&mut send, &waker), Poll::Ready(Ok(()))));
+        drop(send);
+        assert!(receiver.try_recv().is_ok());
     }
 }

@@ -179,6 +179,8 @@ impl Future for Notified<'_> {
         // `notify_one`, a newer generation) stays where it is for the next poll, or is
         // passed on if this future is dropped first.
         let coop = std::task::ready!(crate::coop::poll_proceed(cx));
+        // Cloned before the lock: a clone may panic, and must not with the lock held.
+        let waker = cx.waker().clone();
         let mut state = lock(&this.notify.state);
         let notified = match this.waiter {
             Some(id) => match state.waiters.state(id) {
@@ -197,14 +199,15 @@ impl Future for Notified<'_> {
         if notified {
             let stale = this.waiter.take().and_then(|id| state.waiters.remove(id));
             drop(state);
-            drop(stale);
             this.done = true;
+            drop(waker);
+            drop(stale);
             coop.made_progress();
             return Poll::Ready(());
         }
-        let replaced = state.waiters.wait(&mut this.waiter, cx.waker());
+        let unused = state.waiters.wait(&mut this.waiter, waker);
         drop(state);
-        drop(replaced);
+        drop(unused);
         Poll::Pending
     }
 }
@@ -237,7 +240,7 @@ impl Drop for Notified<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::test_support::{CountingWaker, poll_once};
+    use crate::sync::test_support::{CountingWaker, expect_panic, poll_once, with_clone_hook};
 
     #[test]
     fn notify_one_before_any_waiter_stores_one_permit() {
@@ -441,5 +444,23 @@ mod tests {
         notify.notify_one();
         waiting.join().unwrap();
         assert!(count.get() <= 1);
+    }
+
+    /// A waker whose clone takes the `Notify`'s lock (and then panics): the clone is
+    /// made before the lock is taken, so it neither deadlocks nor leaves anything
+    /// registered.
+    #[test]
+    fn a_waker_clone_runs_outside_the_lock() {
+        let notify = Notify::new();
+        let mut notified = notify.notified();
+        with_clone_hook(&|| drop(format!("{notify:?}")), |waker| {
+            expect_panic(|| {
+                let _ = poll_once(&mut notified, waker);
+            });
+        });
+        assert_eq!(lock(&notify.state).waiters.len(), 0);
+        notify.notify_one();
+        let (waker, _) = CountingWaker::new();
+        assert!(poll_once(&mut notified, &waker).is_ready());
     }
 }

@@ -8,6 +8,10 @@
 //! only by its future (when it completes or is dropped), never by a notification: a
 //! notified entry stays, marked, until its future sees the mark, so a future dropped
 //! after it was chosen by a "wake one" can pass the notification on.
+//!
+//! A waker's `clone`, `wake` and `drop` are the executor's code, not ours, and may
+//! panic: a waker is cloned before the lock is taken (the functions here take the
+//! clone and hand back the waker they did not keep).
 
 use std::task::Waker;
 
@@ -59,9 +63,11 @@ impl WaitList {
     /// entry if it has one (keeping its place), a new entry at the end otherwise (its id
     /// stored in `slot`).
     ///
-    /// Returns the waker it replaced, to be dropped after the lock is released.
-    #[must_use = "the replaced waker is to be dropped after the lock"]
-    pub(crate) fn wait(&mut self, slot: &mut Option<u64>, waker: &Waker) -> Option<Waker> {
+    /// `waker` is a clone made before the lock was taken (a clone may panic, and must
+    /// not do so with the lock held). Returns the waker it did not keep (the one it
+    /// replaced, or `waker` itself), to be dropped after the lock is released.
+    #[must_use = "the waker not kept is to be dropped after the lock"]
+    pub(crate) fn wait(&mut self, slot: &mut Option<u64>, waker: Waker) -> Option<Waker> {
         if let Some(index) = slot.and_then(|id| self.position(id)) {
             let entry = &mut self.entries[index];
             entry.state = WaiterState::Waiting;
@@ -78,7 +84,7 @@ impl WaitList {
         self.entries.push(Waiter {
             id,
             state: WaiterState::Waiting,
-            waker: Some(waker.clone()),
+            waker: Some(waker),
         });
         *slot = Some(id);
         None
@@ -138,14 +144,15 @@ impl WaitList {
     }
 }
 
-/// Stores `waker` in `slot` unless the one there would wake the same task; returns the
-/// waker it replaced, to be dropped after the lock is released (a waker's destructor is
-/// the executor's code, not ours).
-#[must_use = "the replaced waker is to be dropped after the lock"]
-pub(crate) fn replace_waker(slot: &mut Option<Waker>, waker: &Waker) -> Option<Waker> {
+/// Stores `waker` (a clone made before the lock was taken) in `slot` unless the one
+/// there would wake the same task; returns the waker it did not keep (the one it
+/// replaced, or `waker` itself), to be dropped after the lock is released (a waker's
+/// destructor is the executor's code, not ours).
+#[must_use = "the waker not kept is to be dropped after the lock"]
+pub(crate) fn replace_waker(slot: &mut Option<Waker>, waker: Waker) -> Option<Waker> {
     match slot {
-        Some(stored) if stored.will_wake(waker) => None,
-        _ => slot.replace(waker.clone()),
+        Some(stored) if stored.will_wake(&waker) => Some(waker),
+        _ => slot.replace(waker),
     }
 }
 
@@ -199,15 +206,14 @@ mod tests {
         let (second, second_count) = CountingWaker::new();
         let mut list = WaitList::new();
         let mut slot = None;
-        assert!(list.wait(&mut slot, &first).is_none());
-        assert!(
-            list.wait(&mut slot, &second).is_some(),
-            "the first replaced"
-        );
+        assert!(list.wait(&mut slot, first.clone()).is_none());
+        // The first replaced (handed back to be dropped after the lock); the wake-up below
+        // shows which one the entry holds.
+        assert!(list.wait(&mut slot, second.clone()).is_some());
         // The same waker again: kept or replaced (`Waker::will_wake` is best effort,
         // and under miri two uses of one vtable may compare unequal), either way in
         // the same entry.
-        drop(list.wait(&mut slot, &second));
+        drop(list.wait(&mut slot, second.clone()));
         assert_eq!(list.len(), 1);
         // The entry holds the latest waker.
         list.notify_one().expect("one waiter").wake();
@@ -229,7 +235,7 @@ mod tests {
         let mut list = WaitList::new();
         let mut slots = [None; BATCH + 3];
         for slot in &mut slots {
-            assert!(list.wait(slot, &waker).is_none());
+            assert!(list.wait(slot, waker.clone()).is_none());
         }
         list.notify_all();
         let mut batch = WakeBatch::new();
