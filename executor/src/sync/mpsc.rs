@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use super::lock;
-use super::wait_list::{WaitList, WaiterState, WakeBatch, replace_waker};
+use super::wait_list::{Unwinds, WaitList, WaiterState, WakeBatch, replace_waker};
 
 /// A sender's send failed: the receiver is gone or closed. Holds the value back.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -235,8 +235,16 @@ impl<T> Chan<T> {
         Ok(self.take_value(state).expect("buffer not empty"))
     }
 
-    /// Closes the channel for sending and wakes every waiting sender.
+    /// Closes the channel for sending and wakes every waiting sender, then resumes the
+    /// first panic of a waker, if any: every waiter is woken first.
     fn close(&self) {
+        let mut unwinds = Unwinds::new();
+        self.close_catching(&mut unwinds);
+        unwinds.finish();
+    }
+
+    /// Closes and wakes every waiting sender; the wakers' panics go to `unwinds`.
+    fn close_catching(&self, unwinds: &mut Unwinds) {
         {
             let mut state = self.lock();
             if state.closed {
@@ -246,28 +254,31 @@ impl<T> Chan<T> {
             state.send_waiters.notify_all();
             state.close_waiters.notify_all();
         }
-        self.wake_notified_all(|state| &mut state.send_waiters);
-        self.wake_notified_all(|state| &mut state.close_waiters);
+        self.wake_notified_all(|state| &mut state.send_waiters, unwinds);
+        self.wake_notified_all(|state| &mut state.close_waiters, unwinds);
     }
 
     /// Wakes, a batch at a time with the lock released, the `NotifiedAll` waiters of
-    /// one of the lists.
-    fn wake_notified_all(&self, list: fn(&mut State<T>) -> &mut WaitList) {
+    /// one of the lists, every one of them even if some wakers panic.
+    fn wake_notified_all(&self, list: fn(&mut State<T>) -> &mut WaitList, unwinds: &mut Unwinds) {
         let mut batch = WakeBatch::new();
         loop {
             let more = list(&mut self.lock()).take_notified_all(&mut batch);
-            batch.wake_all();
+            batch.wake_all(unwinds);
             if !more {
                 return;
             }
         }
     }
 
-    /// The receiver's drop: closes, then drops what is buffered (after the lock).
+    /// The receiver's drop: closes, then drops what is buffered (after the lock), then
+    /// resumes the first panic of a waker or a value's destructor, if any.
     fn close_and_drain(&self) {
-        self.close();
+        let mut unwinds = Unwinds::new();
+        self.close_catching(&mut unwinds);
         let buffered = std::mem::take(&mut self.lock().buffer);
-        drop(buffered);
+        unwinds.run(|| drop(buffered));
+        unwinds.finish();
     }
 
     fn add_sender(&self) {
@@ -563,11 +574,12 @@ impl<T> Future for SendFuture<'_, T> {
                     .take()
                     .and_then(|id| state.send_waiters.remove(id));
                 drop(state);
-                drop(stale);
-                drop(waker);
-                if let Some(receiver) = receiver {
-                    receiver.wake();
-                }
+                // The receiver is woken even if a drop panics, and the other way round.
+                let mut unwinds = Unwinds::new();
+                unwinds.wake(receiver);
+                unwinds.run(|| drop(stale));
+                unwinds.run(|| drop(waker));
+                unwinds.finish();
                 Poll::Ready(Ok(()))
             }
             Err(TrySendError::Closed(value)) => {
@@ -611,10 +623,11 @@ impl<T> Drop for SendFuture<'_, T> {
             };
             (removed, next)
         };
-        drop(removed);
-        if let Some(waker) = next {
-            waker.wake();
-        }
+        // The next sender is woken even if the stale waker's drop panics.
+        let mut unwinds = Unwinds::new();
+        unwinds.wake(next);
+        unwinds.run(|| drop(removed));
+        unwinds.finish();
         // `self.value`, if any, is dropped after this, with no lock held.
     }
 }
@@ -697,6 +710,12 @@ macro_rules! receiver_methods {
             /// Closes the channel for sending, without dropping what is buffered:
             /// sends fail from now on (waiting ones included), and
             /// [`recv`](Self::recv) returns the values already buffered, then `None`.
+            ///
+            /// # Panics
+            ///
+            /// If a waiting sender's waker panics when woken: the first such panic is
+            /// resumed once every waiting sender has been woken. Dropping the receiver
+            /// does the same, after it has dropped the buffered values too.
             pub fn close(&mut self) {
                 self.chan.close();
             }
@@ -823,7 +842,7 @@ impl<T> fmt::Debug for UnboundedSender<T> {
 mod tests {
     use super::*;
     use crate::sync::test_support::{
-        CountingWaker, DropCounter, expect_panic, poll_once, with_clone_hook,
+        CountingWaker, DropCounter, PanicsOnWake, expect_panic, poll_once, with_clone_hook,
     };
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -1159,5 +1178,35 @@ mod tests {
         assert!(matches!(poll_once(&mut send, &waker), Poll::Ready(Ok(()))));
         drop(send);
         assert!(receiver.try_recv().is_ok());
+    }
+
+    /// A waker that panics when the receiver's drop wakes it: every other waiting
+    /// sender and `closed()` future is woken all the same, the buffered values are
+    /// dropped, and the panic comes out of the drop only then.
+    #[test]
+    fn a_waker_that_panics_when_woken_does_not_stop_the_other_wake_ups() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let (sender, receiver) = channel(1);
+        sender.try_send(DropCounter(Arc::clone(&drops))).unwrap();
+        let mut a = sender.send(DropCounter(Arc::clone(&drops)));
+        let mut b = sender.send(DropCounter(Arc::clone(&drops)));
+        let mut c = sender.send(DropCounter(Arc::clone(&drops)));
+        let mut closed = sender.closed();
+        let (waker_b, wakes_b) = CountingWaker::new();
+        let (waker_closed, wakes_closed) = CountingWaker::new();
+        assert!(poll_once(&mut a, &PanicsOnWake::waker()).is_pending());
+        assert!(poll_once(&mut b, &waker_b).is_pending());
+        assert!(poll_once(&mut c, &PanicsOnWake::waker()).is_pending());
+        assert!(poll_once(&mut closed, &waker_closed).is_pending());
+        let message = expect_panic(|| drop(receiver));
+        assert_eq!(message, "a waker panics on purpose when woken");
+        assert_eq!((wakes_b.get(), wakes_closed.get()), (1, 1));
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            1,
+            "the buffered value dropped"
+        );
+        assert!(matches!(poll_once(&mut b, &waker_b), Poll::Ready(Err(_))));
+        assert!(poll_once(&mut closed, &waker_closed).is_ready());
     }
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use super::lock;
-use super::wait_list::replace_waker;
+use super::wait_list::{Unwinds, replace_waker};
 
 /// The sender was dropped without sending.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,10 +182,11 @@ impl<T> Drop for Sender<T> {
             state.sender_done = true;
             (state.receiver_waker.take(), state.sender_waker.take())
         };
-        drop(own);
-        if let Some(waker) = receiver {
-            waker.wake();
-        }
+        // The receiver is woken even if its own waker's drop panics.
+        let mut unwinds = Unwinds::new();
+        unwinds.wake(receiver);
+        unwinds.run(|| drop(own));
+        unwinds.finish();
     }
 }
 
@@ -288,14 +289,17 @@ impl<T> Future for Receiver<T> {
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
-        self.close();
-        // A value sent and never received is dropped here, after the lock.
+        // Closes, then drops a value sent and never received and its own waker, after
+        // the lock; each step runs even if one before it panics.
+        let mut unwinds = Unwinds::new();
+        unwinds.run(|| self.close());
         let (value, own) = {
             let mut state = self.shared.lock();
             (state.value.take(), state.receiver_waker.take())
         };
-        drop(own);
-        drop(value);
+        unwinds.run(|| drop(own));
+        unwinds.run(|| drop(value));
+        unwinds.finish();
     }
 }
 

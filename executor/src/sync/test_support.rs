@@ -77,6 +77,22 @@ pub(crate) fn with_clone_hook(hook: &(dyn Fn() + Sync), body: impl FnOnce(&Waker
     body(&waker);
 }
 
+/// Panics when woken.
+#[derive(Debug)]
+pub(crate) struct PanicsOnWake;
+
+impl PanicsOnWake {
+    pub(crate) fn waker() -> Waker {
+        Waker::from(Arc::new(PanicsOnWake))
+    }
+}
+
+impl Wake for PanicsOnWake {
+    fn wake(self: Arc<Self>) {
+        panic!("a waker panics on purpose when woken");
+    }
+}
+
 /// Runs `body`, expecting it to panic; returns the panic's message.
 pub(crate) fn expect_panic(body: impl FnOnce()) -> String {
     let payload =

@@ -11,8 +11,11 @@
 //!
 //! A waker's `clone`, `wake` and `drop` are the executor's code, not ours, and may
 //! panic: a waker is cloned before the lock is taken (the functions here take the
-//! clone and hand back the waker they did not keep).
+//! clone and hand back the waker they did not keep), and [`Unwinds`] lets a sequence
+//! of wake-ups and drops run to its end before the first panic goes on.
 
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::task::Waker;
 
 /// Where a waiting future stands.
@@ -156,6 +159,59 @@ pub(crate) fn replace_waker(slot: &mut Option<Waker>, waker: Waker) -> Option<Wa
     }
 }
 
+/// Runs steps that must all run (wake-ups, drops of wakers and values: the executor's
+/// and the user's code), catching their panics, and keeps the first panic's payload to
+/// be resumed by [`finish`](Self::finish) once every step has run. Later payloads are
+/// dropped with [`discard_panic`](super::discard_panic).
+pub(crate) struct Unwinds {
+    first: Option<Box<dyn Any + Send>>,
+}
+
+impl Unwinds {
+    pub(crate) const fn new() -> Self {
+        Self { first: None }
+    }
+
+    /// Runs `step`, keeping its panic for later.
+    pub(crate) fn run(&mut self, step: impl FnOnce()) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(step)) {
+            if self.first.is_none() {
+                self.first = Some(payload);
+            } else {
+                super::discard_panic(payload);
+            }
+        }
+    }
+
+    /// Wakes `waker`, if any, keeping a panic for later.
+    pub(crate) fn wake(&mut self, waker: Option<Waker>) {
+        if let Some(waker) = waker {
+            self.run(|| waker.wake());
+        }
+    }
+
+    /// Resumes the first panic caught, if any. While the thread is already unwinding
+    /// (this runs in a destructor called by that unwinding) a second panic would abort
+    /// the process: the payload is dropped instead.
+    pub(crate) fn finish(self) {
+        if let Some(payload) = self.first {
+            if std::thread::panicking() {
+                super::discard_panic(payload);
+            } else {
+                resume_unwind(payload);
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Unwinds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unwinds")
+            .field("panicked", &self.first.is_some())
+            .finish()
+    }
+}
+
 /// How many wakers one [`WakeBatch`] carries.
 const BATCH: usize = 32;
 
@@ -184,12 +240,11 @@ impl WakeBatch {
         self.len += 1;
     }
 
-    /// Wakes every waker in the batch and empties it. Call with no lock held.
-    pub(crate) fn wake_all(&mut self) {
+    /// Wakes every waker in the batch and empties it, even if some panic: their panics
+    /// go to `unwinds`, for the caller to resume when it is done. Call with no lock held.
+    pub(crate) fn wake_all(&mut self, unwinds: &mut Unwinds) {
         for slot in &mut self.wakers[..self.len] {
-            if let Some(waker) = slot.take() {
-                waker.wake();
-            }
+            unwinds.wake(slot.take());
         }
         self.len = 0;
     }
@@ -198,7 +253,7 @@ impl WakeBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::test_support::CountingWaker;
+    use crate::sync::test_support::{CountingWaker, PanicsOnWake, expect_panic};
 
     #[test]
     fn a_repoll_keeps_its_entry_and_a_removal_frees_it() {
@@ -242,7 +297,9 @@ mod tests {
         let mut rounds = 0;
         loop {
             let more = list.take_notified_all(&mut batch);
-            batch.wake_all();
+            let mut unwinds = Unwinds::new();
+            batch.wake_all(&mut unwinds);
+            unwinds.finish();
             rounds += 1;
             if !more {
                 break;
@@ -251,5 +308,29 @@ mod tests {
         assert_eq!(rounds, 2);
         assert_eq!(count.get(), BATCH + 3);
         assert!(list.notify_one().is_none(), "all notified");
+    }
+
+    /// A batch wakes every waker even if some panic; the first panic comes out after.
+    #[test]
+    fn a_panicking_waker_does_not_stop_the_batch() {
+        let (waker, count) = CountingWaker::new();
+        let mut list = WaitList::new();
+        let mut slots = [None; 4];
+        for (index, slot) in slots.iter_mut().enumerate() {
+            let waker = if index % 2 == 0 {
+                PanicsOnWake::waker()
+            } else {
+                waker.clone()
+            };
+            assert!(list.wait(slot, waker).is_none());
+        }
+        list.notify_all();
+        let mut batch = WakeBatch::new();
+        assert!(!list.take_notified_all(&mut batch));
+        let mut unwinds = Unwinds::new();
+        batch.wake_all(&mut unwinds);
+        assert_eq!(count.get(), 2);
+        let message = expect_panic(|| unwinds.finish());
+        assert_eq!(message, "a waker panics on purpose when woken");
     }
 }
