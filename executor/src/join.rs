@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-use crate::sync::replace_waker;
+use crate::sync::{Unwinds, replace_waker};
 
 /// Why a task produced no value.
 #[non_exhaustive]
@@ -115,8 +115,12 @@ impl std::error::Error for JoinError {}
 struct Slot<T> {
     result: Option<Result<T, JoinError>>,
     waker: Option<Waker>,
-    /// The result was taken by the handle.
+    /// The task has finished and its result is gone: taken by the handle, or dropped
+    /// because the handle is gone.
     taken: bool,
+    /// The handle is gone: an outcome recorded from now on is dropped at once (on the
+    /// task's side, its destructor's panic contained), as nobody will take it.
+    detached: bool,
 }
 
 /// Shared between a task and its [`JoinHandle`] (and [`AbortHandle`]s). See the module
@@ -138,6 +142,7 @@ impl<T> JoinState<T> {
                 result: None,
                 waker: None,
                 taken: false,
+                detached: false,
             }),
             aborted: AtomicBool::new(false),
             task_word: AtomicUsize::new(0),
@@ -149,12 +154,17 @@ impl<T> JoinState<T> {
         crate::sync::lock(&self.slot)
     }
 
-    /// Records the outcome (the first one wins) and wakes the handle.
+    /// Records the outcome (the first one wins) and wakes the handle. An outcome nobody
+    /// will take (a second one, or the handle is gone) is dropped here, after the lock,
+    /// a panic of its destructor contained.
     pub(crate) fn complete(&self, result: Result<T, JoinError>) {
         let waker = {
             let mut slot = self.lock();
-            if slot.result.is_some() || slot.taken {
-                // `result` (a user value) is dropped on return, after the guard.
+            if slot.result.is_some() || slot.taken || slot.detached {
+                // Finished all the same (for `is_finished` and aborts).
+                slot.taken = true;
+                drop(slot);
+                crate::sync::drop_contained(result);
                 return;
             }
             slot.result = Some(result);
@@ -216,6 +226,24 @@ impl<T> JoinState<T> {
         }
     }
 
+    /// The handle's drop: forgets its waker and drops an outcome waiting to be taken,
+    /// both after the lock, the outcome's destructor's panic contained (it is the task's
+    /// output, or a panic's payload: user code); an outcome recorded later is dropped by
+    /// [`complete`](Self::complete).
+    fn detach(&self) {
+        let (result, waker) = {
+            let mut slot = self.lock();
+            slot.detached = true;
+            let result = slot.result.take();
+            slot.taken |= result.is_some();
+            (result, slot.waker.take())
+        };
+        let mut unwinds = Unwinds::new();
+        unwinds.run(|| drop(waker));
+        crate::sync::drop_contained(result);
+        unwinds.finish();
+    }
+
     /// Forgets the registered waker (dropped outside the lock).
     pub(crate) fn clear_waker(&self) {
         let old = self.lock().waker.take();
@@ -246,7 +274,9 @@ impl<T: Send> TaskControl for JoinState<T> {
     }
 }
 
-/// Owned permission to await a spawned task's output. Dropping it detaches the task.
+/// Owned permission to await a spawned task's output. Dropping it detaches the task;
+/// an output nobody took (now, or when the task finishes later) is dropped with a panic
+/// of its destructor contained.
 ///
 /// # Examples
 /// ```
@@ -362,6 +392,14 @@ impl<T> Future for JoinHandle<T> {
         // The waker not kept is dropped outside the lock.
         drop(unused);
         Poll::Pending
+    }
+}
+
+impl<T> Drop for JoinHandle<T> {
+    /// Detaches the task; an output waiting to be taken is dropped here, a panic of its
+    /// destructor contained.
+    fn drop(&mut self) {
+        self.state.detach();
     }
 }
 
@@ -660,6 +698,40 @@ mod tests {
             2,
             "a cleared waker is not woken"
         );
+    }
+
+    /// An outcome nobody took is dropped with its handle (or, once the handle is gone,
+    /// when it is recorded), its destructor's panic contained: a task's output, a
+    /// panic's payload, and with an `AbortHandle` outliving both.
+    #[test]
+    fn an_outcome_whose_destructor_panics_is_dropped_contained() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let recorder = || Recorder {
+            drops: Arc::clone(&drops),
+            panic_on_drop: true,
+        };
+        let join = JoinState::new();
+        let handle = JoinHandle::new(Arc::clone(&join));
+        join.complete(Ok(recorder()));
+        drop(handle);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+
+        let join: Arc<JoinState<u8>> = JoinState::new();
+        let handle = JoinHandle::new(Arc::clone(&join));
+        join.complete(Err(JoinError::Panicked(Box::new(recorder()))));
+        drop(handle);
+        assert_eq!(drops.load(Ordering::SeqCst), 2);
+
+        let join = JoinState::new();
+        let handle = JoinHandle::new(Arc::clone(&join));
+        let abort = handle.abort_handle();
+        drop(handle);
+        join.complete(Ok(recorder()));
+        assert_eq!(drops.load(Ordering::SeqCst), 3);
+        assert!(abort.is_finished());
+        drop(join);
+        drop(abort);
+        assert_eq!(drops.load(Ordering::SeqCst), 3);
     }
 
     /// A waker whose clone takes the join record's lock (and then panics): the clone is

@@ -22,8 +22,8 @@
 //! primitive is dropped, and a "wake one" (`notify_one`, a freed slot) that chooses it
 //! is lost with it: drop futures, do not forget them.
 //!
-//! Crate-private: `lock`, the one way the runtime takes its mutexes, and
-//! `discard_panic`.
+//! Crate-private: `lock`, the one way the runtime takes its mutexes, `discard_panic`
+//! and `drop_contained`.
 
 pub mod mpsc;
 mod notify;
@@ -33,7 +33,7 @@ pub(crate) mod test_support;
 mod wait_list;
 
 pub use notify::{Notified, Notify};
-pub(crate) use wait_list::replace_waker;
+pub(crate) use wait_list::{Unwinds, replace_waker};
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -63,6 +63,17 @@ pub(crate) fn discard_panic(payload: Box<dyn std::any::Any + Send>) {
         }
     }
     std::mem::forget(payload);
+}
+
+/// Drops `value`, a user type whose destructor may panic, containing that panic (its
+/// payload dropped with [`discard_panic`]). For values nobody will take any more: a
+/// finished task's output when its handle is gone.
+pub(crate) fn drop_contained<T>(value: T) {
+    if let Err(payload) =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(value)))
+    {
+        discard_panic(payload);
+    }
 }
 
 /// How many payloads, each thrown by the destructor of the one before, [`discard_panic`]
