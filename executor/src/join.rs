@@ -30,6 +30,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
+use crate::sync::{Unwinds, replace_waker};
+
 /// Why a task produced no value.
 #[non_exhaustive]
 pub enum JoinError {
@@ -113,8 +115,12 @@ impl std::error::Error for JoinError {}
 struct Slot<T> {
     result: Option<Result<T, JoinError>>,
     waker: Option<Waker>,
-    /// The result was taken by the handle.
+    /// The task has finished and its result is gone: taken by the handle, or dropped
+    /// because the handle is gone.
     taken: bool,
+    /// The handle is gone: an outcome recorded from now on is dropped at once (on the
+    /// task's side, its destructor's panic contained), as nobody will take it.
+    detached: bool,
 }
 
 /// Shared between a task and its [`JoinHandle`] (and [`AbortHandle`]s). See the module
@@ -136,6 +142,7 @@ impl<T> JoinState<T> {
                 result: None,
                 waker: None,
                 taken: false,
+                detached: false,
             }),
             aborted: AtomicBool::new(false),
             task_word: AtomicUsize::new(0),
@@ -147,12 +154,17 @@ impl<T> JoinState<T> {
         crate::sync::lock(&self.slot)
     }
 
-    /// Records the outcome (the first one wins) and wakes the handle.
+    /// Records the outcome (the first one wins) and wakes the handle. An outcome nobody
+    /// will take (a second one, or the handle is gone) is dropped here, after the lock,
+    /// a panic of its destructor contained.
     pub(crate) fn complete(&self, result: Result<T, JoinError>) {
         let waker = {
             let mut slot = self.lock();
-            if slot.result.is_some() || slot.taken {
-                // `result` (a user value) is dropped on return, after the guard.
+            if slot.result.is_some() || slot.taken || slot.detached {
+                // Finished all the same (for `is_finished` and aborts).
+                slot.taken = true;
+                drop(slot);
+                crate::sync::drop_contained(result);
                 return;
             }
             slot.result = Some(result);
@@ -198,20 +210,38 @@ impl<T> JoinState<T> {
     /// Makes `waker` the one woken when the task finishes; wakes it at once when the
     /// task has finished already. For [`JoinSet`](crate::JoinSet), which never polls
     /// the handle.
-    pub(crate) fn register_waker(&self, waker: &Waker) {
+    pub(crate) fn register_waker(&self, waker: Waker) {
         let replaced = {
             let mut slot = self.lock();
             if slot.result.is_some() {
-                None
+                Err(waker)
             } else {
-                Some(slot.waker.replace(waker.clone()))
+                Ok(slot.waker.replace(waker))
             }
         };
         match replaced {
             // The old waker is dropped here, outside the lock.
-            Some(old) => drop(old),
-            None => waker.wake_by_ref(),
+            Ok(old) => drop(old),
+            Err(waker) => waker.wake(),
         }
+    }
+
+    /// The handle's drop: forgets its waker and drops an outcome waiting to be taken,
+    /// both after the lock, the outcome's destructor's panic contained (it is the task's
+    /// output, or a panic's payload: user code); an outcome recorded later is dropped by
+    /// [`complete`](Self::complete).
+    fn detach(&self) {
+        let (result, waker) = {
+            let mut slot = self.lock();
+            slot.detached = true;
+            let result = slot.result.take();
+            slot.taken |= result.is_some();
+            (result, slot.waker.take())
+        };
+        let mut unwinds = Unwinds::new();
+        unwinds.run(|| drop(waker));
+        crate::sync::drop_contained(result);
+        unwinds.finish();
     }
 
     /// Forgets the registered waker (dropped outside the lock).
@@ -244,7 +274,9 @@ impl<T: Send> TaskControl for JoinState<T> {
     }
 }
 
-/// Owned permission to await a spawned task's output. Dropping it detaches the task.
+/// Owned permission to await a spawned task's output. Dropping it detaches the task;
+/// an output nobody took (now, or when the task finishes later) is dropped with a panic
+/// of its destructor contained.
 ///
 /// # Examples
 /// ```
@@ -340,23 +372,34 @@ impl<T> Future for JoinHandle<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // With the task's budget spent, the output stays in the join record.
         let coop = std::task::ready!(crate::coop::poll_proceed(cx));
-        let replaced = {
+        // Cloned before the lock: a clone may panic, and must not with the lock held.
+        let waker = cx.waker().clone();
+        let unused = {
             let mut slot = self.state.lock();
             if let Some(result) = slot.result.take() {
                 slot.taken = true;
                 drop(slot);
+                drop(waker);
                 coop.made_progress();
                 return Poll::Ready(result);
             }
-            assert!(!slot.taken, "JoinHandle polled after completion");
-            match &slot.waker {
-                Some(stored) if stored.will_wake(cx.waker()) => None,
-                _ => slot.waker.replace(cx.waker().clone()),
+            if slot.taken {
+                drop(slot);
+                panic!("JoinHandle polled after completion");
             }
+            replace_waker(&mut slot.waker, waker)
         };
-        // A waker replaced is dropped outside the lock.
-        drop(replaced);
+        // The waker not kept is dropped outside the lock.
+        drop(unused);
         Poll::Pending
+    }
+}
+
+impl<T> Drop for JoinHandle<T> {
+    /// Detaches the task; an output waiting to be taken is dropped here, a panic of its
+    /// destructor contained.
+    fn drop(&mut self) {
+        self.state.detach();
     }
 }
 
@@ -635,19 +678,19 @@ mod tests {
         let wakes = Arc::new(CountsWakes(AtomicUsize::new(0)));
         let waker = Waker::from(Arc::clone(&wakes));
         let join: Arc<JoinState<u8>> = JoinState::new();
-        join.register_waker(&waker);
+        join.register_waker(waker.clone());
         assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
         join.complete(Ok(1));
         join.complete(Ok(2));
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the first outcome wins");
-        join.register_waker(&waker);
+        join.register_waker(waker.clone());
         assert_eq!(wakes.0.load(Ordering::SeqCst), 2, "finished: woken at once");
         assert_eq!(join.take_result().and_then(Result::ok), Some(1));
         assert!(join.take_result().is_none());
         assert!(join.is_finished());
 
         let cleared: Arc<JoinState<u8>> = JoinState::new();
-        cleared.register_waker(&waker);
+        cleared.register_waker(waker.clone());
         cleared.clear_waker();
         cleared.complete(Ok(3));
         assert_eq!(
@@ -655,5 +698,55 @@ mod tests {
             2,
             "a cleared waker is not woken"
         );
+    }
+
+    /// An outcome nobody took is dropped with its handle (or, once the handle is gone,
+    /// when it is recorded), its destructor's panic contained: a task's output, a
+    /// panic's payload, and with an `AbortHandle` outliving both.
+    #[test]
+    fn an_outcome_whose_destructor_panics_is_dropped_contained() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let recorder = || Recorder {
+            drops: Arc::clone(&drops),
+            panic_on_drop: true,
+        };
+        let join = JoinState::new();
+        let handle = JoinHandle::new(Arc::clone(&join));
+        join.complete(Ok(recorder()));
+        drop(handle);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+
+        let join: Arc<JoinState<u8>> = JoinState::new();
+        let handle = JoinHandle::new(Arc::clone(&join));
+        join.complete(Err(JoinError::Panicked(Box::new(recorder()))));
+        drop(handle);
+        assert_eq!(drops.load(Ordering::SeqCst), 2);
+
+        let join = JoinState::new();
+        let handle = JoinHandle::new(Arc::clone(&join));
+        let abort = handle.abort_handle();
+        drop(handle);
+        join.complete(Ok(recorder()));
+        assert_eq!(drops.load(Ordering::SeqCst), 3);
+        assert!(abort.is_finished());
+        drop(join);
+        drop(abort);
+        assert_eq!(drops.load(Ordering::SeqCst), 3);
+    }
+
+    /// A waker whose clone takes the join record's lock (and then panics): the clone is
+    /// made before the lock is taken.
+    #[test]
+    fn a_waker_clone_runs_outside_the_lock() {
+        let join: Arc<JoinState<u8>> = JoinState::new();
+        let mut handle = JoinHandle::new(Arc::clone(&join));
+        crate::sync::test_support::with_clone_hook(&|| assert!(!join.is_finished()), |waker| {
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let _ = Pin::new(&mut handle).poll(&mut Context::from_waker(waker));
+            }));
+            assert!(caught.is_err());
+        });
+        join.complete(Ok(4));
+        assert_eq!(outcome(handle).ok(), Some(4));
     }
 }

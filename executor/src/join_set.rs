@@ -23,7 +23,7 @@ use pagekeep_arena::outside_arena;
 
 use crate::handle::Handle;
 use crate::join::{AbortHandle, JoinError, JoinHandle};
-use crate::sync::lock;
+use crate::sync::{lock, replace_waker};
 
 /// Ids of finished tasks, in the order they finished, and the joiner's waker.
 #[derive(Default)]
@@ -228,7 +228,7 @@ impl<T: Send + 'static> JoinSet<T> {
             }))
         });
         // Wakes at once (queueing the id) when the task has already finished.
-        task.state().register_waker(&waker);
+        task.state().register_waker(waker);
         self.tasks.insert(id, task);
         abort
     }
@@ -275,18 +275,19 @@ impl<T: Send + 'static> JoinSet<T> {
                 coop.made_progress();
                 return Poll::Ready(None);
             }
-            let replaced = {
+            // Cloned before the lock: a clone may panic, and must not with the lock held.
+            let waker = cx.waker().clone();
+            let unused = {
                 let mut inner = lock(&self.ready.inner);
                 if !inner.ids.is_empty() {
                     // A task finished since `try_join_next` looked: take it.
+                    drop(inner);
+                    drop(waker);
                     continue;
                 }
-                match &inner.waker {
-                    Some(stored) if stored.will_wake(cx.waker()) => None,
-                    _ => inner.waker.replace(cx.waker().clone()),
-                }
+                replace_waker(&mut inner.waker, waker)
             };
-            drop(replaced);
+            drop(unused);
             return Poll::Pending;
         }
     }

@@ -917,6 +917,94 @@ mod join_set {
     use super::*;
     use crate::JoinSet;
 
+    /// A task's output whose destructor panics.
+    struct PanicsOnDrop(Arc<AtomicUsize>);
+
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            panic!("an output's destructor panics on purpose");
+        }
+    }
+
+    /// Outputs nobody took, whose destructors panic, dropped with their `JoinHandle`
+    /// (the task finished before or after), with their `JoinSet`, or by `detach_all`:
+    /// no panic comes out, inside `block_on` or outside, and the runtime goes on.
+    #[test]
+    fn an_output_whose_destructor_panics_is_contained_when_nobody_takes_it() {
+        let runtime = runtime(2);
+        let drops = Arc::new(AtomicUsize::new(0));
+        let output = {
+            let drops = Arc::clone(&drops);
+            move || PanicsOnDrop(Arc::clone(&drops))
+        };
+        let until_finished = |finished: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !finished() {
+                assert!(Instant::now() < deadline, "the task never finished");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        // Outside `block_on`: finished, then the handle dropped.
+        let task = runtime.spawn({
+            let output = output.clone();
+            async move { output() }
+        });
+        until_finished(&|| task.is_finished());
+        drop(task);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        runtime.block_on({
+            let output = output.clone();
+            let drops = Arc::clone(&drops);
+            async move {
+                // Inside `block_on`: finished, then the handle dropped.
+                let task = spawn({
+                    let output = output.clone();
+                    async move { output() }
+                });
+                while !task.is_finished() {
+                    yield_now().await;
+                }
+                drop(task);
+                assert_eq!(drops.load(Ordering::SeqCst), 2);
+                // The handle dropped first (an `AbortHandle` kept), then it finishes.
+                let (go, wait) = crate::sync::oneshot::channel::<()>();
+                let task = spawn({
+                    let output = output.clone();
+                    async move {
+                        let _ = wait.await;
+                        output()
+                    }
+                });
+                let abort = task.abort_handle();
+                drop(task);
+                go.send(()).unwrap();
+                while !abort.is_finished() {
+                    yield_now().await;
+                }
+                drop(abort);
+                // A set dropped, and a set detached, with finished tasks in it.
+                for detach in [false, true] {
+                    let mut set = JoinSet::new();
+                    let mut aborts = Vec::new();
+                    for _ in 0..3 {
+                        let output = output.clone();
+                        aborts.push(set.spawn(async move { output() }));
+                    }
+                    while !aborts.iter().all(crate::AbortHandle::is_finished) {
+                        yield_now().await;
+                    }
+                    if detach {
+                        set.detach_all();
+                    }
+                    drop(set);
+                }
+            }
+        });
+        assert_eq!(drops.load(Ordering::SeqCst), 9);
+        assert_eq!(runtime.block_on(runtime.spawn(async { 5 })).unwrap(), 5);
+    }
+
     #[test]
     fn a_thousand_tasks_over_two_workers_are_all_joined_once() {
         let runtime = runtime(2);

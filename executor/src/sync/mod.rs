@@ -3,9 +3,12 @@
 //!
 //! Each primitive keeps its state behind one `std::sync::Mutex` and its waiting futures
 //! in a list where each future has one entry, found again by an id when the future is
-//! polled again and removed when it is dropped. No waker is woken and no value of the
-//! user's type is dropped while a lock is held: what is needed is taken out, the guard
-//! dropped, then the wakers are woken and the values dropped. Every future is `Unpin`
+//! polled again and removed when it is dropped. No waker is cloned, woken or dropped
+//! and no value of the user's type is dropped while a lock is held, as each may run the
+//! executor's or the user's code, which may panic or take the same lock: a future clones
+//! its waker before it locks (one clone per poll, a copy of two words for this runtime's
+//! own wakers), and what is needed is taken out, the guard dropped, then the wakers are
+//! woken and the values dropped. Every future is `Unpin`
 //! and may be used in a `select!`; its docs say whether dropping it before it completes
 //! loses anything (whether it is cancel safe).
 //!
@@ -19,8 +22,8 @@
 //! primitive is dropped, and a "wake one" (`notify_one`, a freed slot) that chooses it
 //! is lost with it: drop futures, do not forget them.
 //!
-//! Crate-private: `lock`, the one way the runtime takes its mutexes, and
-//! `discard_panic`.
+//! Crate-private: `lock`, the one way the runtime takes its mutexes, `discard_panic`
+//! and `drop_contained`.
 
 pub mod mpsc;
 mod notify;
@@ -30,6 +33,7 @@ pub(crate) mod test_support;
 mod wait_list;
 
 pub use notify::{Notified, Notify};
+pub(crate) use wait_list::{Unwinds, replace_waker};
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -59,6 +63,17 @@ pub(crate) fn discard_panic(payload: Box<dyn std::any::Any + Send>) {
         }
     }
     std::mem::forget(payload);
+}
+
+/// Drops `value`, a user type whose destructor may panic, containing that panic (its
+/// payload dropped with [`discard_panic`]). For values nobody will take any more: a
+/// finished task's output when its handle is gone.
+pub(crate) fn drop_contained<T>(value: T) {
+    if let Err(payload) =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(value)))
+    {
+        discard_panic(payload);
+    }
 }
 
 /// How many payloads, each thrown by the destructor of the one before, [`discard_panic`]

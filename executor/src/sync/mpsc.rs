@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use super::lock;
-use super::wait_list::{WaitList, WaiterState, WakeBatch, replace_waker};
+use super::wait_list::{Unwinds, WaitList, WaiterState, WakeBatch, replace_waker};
 
 /// A sender's send failed: the receiver is gone or closed. Holds the value back.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -202,20 +202,25 @@ impl<T> Chan<T> {
     fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         // With the task's budget spent, the value stays in the buffer for the next poll.
         let coop = std::task::ready!(crate::coop::poll_proceed(cx));
+        // Cloned before the lock: a clone may panic, and must not with the lock held.
+        let waker = cx.waker().clone();
         let mut state = self.lock();
         if state.buffer.is_empty() {
             if state.senders == 0 || state.closed {
                 drop(state);
+                drop(waker);
                 coop.made_progress();
                 return Poll::Ready(None);
             }
-            let replaced = replace_waker(&mut state.receiver_waker, cx.waker());
+            let unused = replace_waker(&mut state.receiver_waker, waker);
             drop(state);
-            drop(replaced);
+            drop(unused);
             return Poll::Pending;
         }
         coop.made_progress();
-        Poll::Ready(self.take_value(state))
+        let value = self.take_value(state);
+        drop(waker);
+        Poll::Ready(value)
     }
 
     fn try_recv(&self) -> Result<T, TryRecvError> {
@@ -230,8 +235,16 @@ impl<T> Chan<T> {
         Ok(self.take_value(state).expect("buffer not empty"))
     }
 
-    /// Closes the channel for sending and wakes every waiting sender.
+    /// Closes the channel for sending and wakes every waiting sender, then resumes the
+    /// first panic of a waker, if any: every waiter is woken first.
     fn close(&self) {
+        let mut unwinds = Unwinds::new();
+        self.close_catching(&mut unwinds);
+        unwinds.finish();
+    }
+
+    /// Closes and wakes every waiting sender; the wakers' panics go to `unwinds`.
+    fn close_catching(&self, unwinds: &mut Unwinds) {
         {
             let mut state = self.lock();
             if state.closed {
@@ -241,28 +254,31 @@ impl<T> Chan<T> {
             state.send_waiters.notify_all();
             state.close_waiters.notify_all();
         }
-        self.wake_notified_all(|state| &mut state.send_waiters);
-        self.wake_notified_all(|state| &mut state.close_waiters);
+        self.wake_notified_all(|state| &mut state.send_waiters, unwinds);
+        self.wake_notified_all(|state| &mut state.close_waiters, unwinds);
     }
 
     /// Wakes, a batch at a time with the lock released, the `NotifiedAll` waiters of
-    /// one of the lists.
-    fn wake_notified_all(&self, list: fn(&mut State<T>) -> &mut WaitList) {
+    /// one of the lists, every one of them even if some wakers panic.
+    fn wake_notified_all(&self, list: fn(&mut State<T>) -> &mut WaitList, unwinds: &mut Unwinds) {
         let mut batch = WakeBatch::new();
         loop {
             let more = list(&mut self.lock()).take_notified_all(&mut batch);
-            batch.wake_all();
+            batch.wake_all(unwinds);
             if !more {
                 return;
             }
         }
     }
 
-    /// The receiver's drop: closes, then drops what is buffered (after the lock).
+    /// The receiver's drop: closes, then drops what is buffered (after the lock), then
+    /// resumes the first panic of a waker or a value's destructor, if any.
     fn close_and_drain(&self) {
-        self.close();
+        let mut unwinds = Unwinds::new();
+        self.close_catching(&mut unwinds);
         let buffered = std::mem::take(&mut self.lock().buffer);
-        drop(buffered);
+        unwinds.run(|| drop(buffered));
+        unwinds.finish();
     }
 
     fn add_sender(&self) {
@@ -293,16 +309,19 @@ impl<T> Chan<T> {
     }
 
     fn poll_closed(&self, waiter: &mut Option<u64>, cx: &mut Context<'_>) -> Poll<()> {
+        // Cloned before the lock: a clone may panic, and must not with the lock held.
+        let waker = cx.waker().clone();
         let mut state = self.lock();
         if state.closed {
             let stale = waiter.take().and_then(|id| state.close_waiters.remove(id));
             drop(state);
+            drop(waker);
             drop(stale);
             return Poll::Ready(());
         }
-        let replaced = state.close_waiters.wait(waiter, cx.waker());
+        let unused = state.close_waiters.wait(waiter, waker);
         drop(state);
-        drop(replaced);
+        drop(unused);
         Poll::Pending
     }
 
@@ -541,6 +560,10 @@ impl<T> Future for SendFuture<'_, T> {
         // With the task's budget spent, the value stays in the future (and the future in
         // its place among the waiting senders) for the next poll.
         let coop = std::task::ready!(crate::coop::poll_proceed(cx));
+        // Cloned before the lock: a clone may panic, and must not with the lock held
+        // (the value, a user type, would be dropped by the unwinding under the lock, and
+        // its destructor may take this very lock: a `Sender` of the same channel).
+        let waker = cx.waker().clone();
         let value = this.value.take().expect("checked above");
         let mut state = this.chan.lock();
         match this.chan.push(&mut state, value) {
@@ -551,10 +574,12 @@ impl<T> Future for SendFuture<'_, T> {
                     .take()
                     .and_then(|id| state.send_waiters.remove(id));
                 drop(state);
-                drop(stale);
-                if let Some(waker) = receiver {
-                    waker.wake();
-                }
+                // The receiver is woken even if a drop panics, and the other way round.
+                let mut unwinds = Unwinds::new();
+                unwinds.wake(receiver);
+                unwinds.run(|| drop(stale));
+                unwinds.run(|| drop(waker));
+                unwinds.finish();
                 Poll::Ready(Ok(()))
             }
             Err(TrySendError::Closed(value)) => {
@@ -565,14 +590,16 @@ impl<T> Future for SendFuture<'_, T> {
                     .and_then(|id| state.send_waiters.remove(id));
                 drop(state);
                 drop(stale);
+                drop(waker);
                 Poll::Ready(Err(SendError(value)))
             }
             Err(TrySendError::Full(value)) => {
-                // Waits (again, in its place if it was chosen and the room was taken).
-                let replaced = state.send_waiters.wait(&mut this.waiter, cx.waker());
-                drop(state);
-                drop(replaced);
+                // Back in the future before anything else can panic.
                 this.value = Some(value);
+                // Waits (again, in its place if it was chosen and the room was taken).
+                let unused = state.send_waiters.wait(&mut this.waiter, waker);
+                drop(state);
+                drop(unused);
                 Poll::Pending
             }
         }
@@ -596,10 +623,11 @@ impl<T> Drop for SendFuture<'_, T> {
             };
             (removed, next)
         };
-        drop(removed);
-        if let Some(waker) = next {
-            waker.wake();
-        }
+        // The next sender is woken even if the stale waker's drop panics.
+        let mut unwinds = Unwinds::new();
+        unwinds.wake(next);
+        unwinds.run(|| drop(removed));
+        unwinds.finish();
         // `self.value`, if any, is dropped after this, with no lock held.
     }
 }
@@ -682,6 +710,12 @@ macro_rules! receiver_methods {
             /// Closes the channel for sending, without dropping what is buffered:
             /// sends fail from now on (waiting ones included), and
             /// [`recv`](Self::recv) returns the values already buffered, then `None`.
+            ///
+            /// # Panics
+            ///
+            /// If a waiting sender's waker panics when woken: the first such panic is
+            /// resumed once every waiting sender has been woken. Dropping the receiver
+            /// does the same, after it has dropped the buffered values too.
             pub fn close(&mut self) {
                 self.chan.close();
             }
@@ -807,7 +841,9 @@ impl<T> fmt::Debug for UnboundedSender<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::test_support::{CountingWaker, DropCounter, poll_once};
+    use crate::sync::test_support::{
+        CountingWaker, DropCounter, PanicsOnWake, expect_panic, poll_once, with_clone_hook,
+    };
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
@@ -1103,5 +1139,74 @@ mod tests {
         }
         producer.join().unwrap();
         assert_eq!(received, [0, 1, 2, 3]);
+    }
+
+    /// A value that holds a sender of its own channel: dropping it takes the channel's
+    /// lock.
+    struct HoldsSender(#[allow(dead_code)] Option<Sender<HoldsSender>>);
+
+    /// A send on a full channel polled with a waker whose clone takes the channel's lock
+    /// and then panics: the clone is made before the lock, so neither the clone nor the
+    /// unwinding (which, with the clone under the lock, dropped the value, whose
+    /// `Sender` takes the lock again: a self-deadlock miri reports) runs under the lock,
+    /// and the value stays in the future.
+    #[test]
+    fn a_waker_clone_that_panics_runs_no_user_code_under_the_lock() {
+        let (sender, mut receiver) = channel::<HoldsSender>(1);
+        sender.try_send(HoldsSender(None)).unwrap();
+        let mut send = sender.send(HoldsSender(Some(sender.clone())));
+        with_clone_hook(&|| assert!(!sender.is_closed()), |waker| {
+            let message = expect_panic(|| drop(poll_once(&mut send, waker)));
+            assert_eq!(message, "a waker's clone panics on purpose");
+            // `closed()`'s poll too.
+            expect_panic(|| {
+                let _ = poll_once(&mut sender.closed(), waker);
+            });
+        });
+        // And the receiver's (on an empty channel).
+        let (empty_sender, mut empty_receiver) = channel::<u8>(1);
+        with_clone_hook(&|| assert!(!empty_sender.is_closed()), |waker| {
+            expect_panic(|| {
+                let _ = poll_once(&mut empty_receiver.recv(), waker);
+            });
+        });
+        assert!(send.value.is_some(), "the value stays in the future");
+        assert_eq!(receiver.chan.lock().send_waiters.len(), 0);
+        // The channel still works: the buffered value out, the waiting one in.
+        assert!(receiver.try_recv().is_ok());
+        let (waker, _) = CountingWaker::new();
+        assert!(matches!(poll_once(&mut send, &waker), Poll::Ready(Ok(()))));
+        drop(send);
+        assert!(receiver.try_recv().is_ok());
+    }
+
+    /// A waker that panics when the receiver's drop wakes it: every other waiting
+    /// sender and `closed()` future is woken all the same, the buffered values are
+    /// dropped, and the panic comes out of the drop only then.
+    #[test]
+    fn a_waker_that_panics_when_woken_does_not_stop_the_other_wake_ups() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let (sender, receiver) = channel(1);
+        sender.try_send(DropCounter(Arc::clone(&drops))).unwrap();
+        let mut a = sender.send(DropCounter(Arc::clone(&drops)));
+        let mut b = sender.send(DropCounter(Arc::clone(&drops)));
+        let mut c = sender.send(DropCounter(Arc::clone(&drops)));
+        let mut closed = sender.closed();
+        let (waker_b, wakes_b) = CountingWaker::new();
+        let (waker_closed, wakes_closed) = CountingWaker::new();
+        assert!(poll_once(&mut a, &PanicsOnWake::waker()).is_pending());
+        assert!(poll_once(&mut b, &waker_b).is_pending());
+        assert!(poll_once(&mut c, &PanicsOnWake::waker()).is_pending());
+        assert!(poll_once(&mut closed, &waker_closed).is_pending());
+        let message = expect_panic(|| drop(receiver));
+        assert_eq!(message, "a waker panics on purpose when woken");
+        assert_eq!((wakes_b.get(), wakes_closed.get()), (1, 1));
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            1,
+            "the buffered value dropped"
+        );
+        assert!(matches!(poll_once(&mut b, &waker_b), Poll::Ready(Err(_))));
+        assert!(poll_once(&mut closed, &waker_closed).is_ready());
     }
 }

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use super::lock;
-use super::wait_list::{WaitList, WaiterState, WakeBatch};
+use super::wait_list::{Unwinds, WaitList, WaiterState, WakeBatch};
 
 /// Notifies tasks of an event, carrying no data: a task awaits
 /// [`notified()`](Self::notified), another calls [`notify_one`](Self::notify_one) or
@@ -115,20 +115,27 @@ impl Notify {
 
     /// Notifies every task waiting now: each [`Notified`] future created before this
     /// call completes. Stores no permit; futures created later are not notified.
+    ///
+    /// # Panics
+    ///
+    /// If a waiting task's waker panics when woken: the first such panic is resumed
+    /// after every other waiter has been woken.
     pub fn notify_waiters(&self) {
         let mut batch = WakeBatch::new();
+        let mut unwinds = Unwinds::new();
         let mut state = lock(&self.state);
         self.generation.fetch_add(1, Ordering::SeqCst);
         state.waiters.notify_all();
         loop {
             let more = state.waiters.take_notified_all(&mut batch);
             drop(state);
-            batch.wake_all();
+            batch.wake_all(&mut unwinds);
             if !more {
-                return;
+                break;
             }
             state = lock(&self.state);
         }
+        unwinds.finish();
     }
 }
 
@@ -179,6 +186,8 @@ impl Future for Notified<'_> {
         // `notify_one`, a newer generation) stays where it is for the next poll, or is
         // passed on if this future is dropped first.
         let coop = std::task::ready!(crate::coop::poll_proceed(cx));
+        // Cloned before the lock: a clone may panic, and must not with the lock held.
+        let waker = cx.waker().clone();
         let mut state = lock(&this.notify.state);
         let notified = match this.waiter {
             Some(id) => match state.waiters.state(id) {
@@ -197,14 +206,15 @@ impl Future for Notified<'_> {
         if notified {
             let stale = this.waiter.take().and_then(|id| state.waiters.remove(id));
             drop(state);
-            drop(stale);
             this.done = true;
+            drop(waker);
+            drop(stale);
             coop.made_progress();
             return Poll::Ready(());
         }
-        let replaced = state.waiters.wait(&mut this.waiter, cx.waker());
+        let unused = state.waiters.wait(&mut this.waiter, waker);
         drop(state);
-        drop(replaced);
+        drop(unused);
         Poll::Pending
     }
 }
@@ -227,17 +237,20 @@ impl Drop for Notified<'_> {
             }
             (removed, next)
         };
-        drop(removed);
-        if let Some(waker) = next {
-            waker.wake();
-        }
+        // The next waiter is woken even if the stale waker's drop panics.
+        let mut unwinds = Unwinds::new();
+        unwinds.wake(next);
+        unwinds.run(|| drop(removed));
+        unwinds.finish();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::test_support::{CountingWaker, poll_once};
+    use crate::sync::test_support::{
+        CountingWaker, PanicsOnWake, expect_panic, poll_once, with_clone_hook,
+    };
 
     #[test]
     fn notify_one_before_any_waiter_stores_one_permit() {
@@ -441,5 +454,42 @@ mod tests {
         notify.notify_one();
         waiting.join().unwrap();
         assert!(count.get() <= 1);
+    }
+
+    /// A waker whose clone takes the `Notify`'s lock (and then panics): the clone is
+    /// made before the lock is taken, so it neither deadlocks nor leaves anything
+    /// registered.
+    #[test]
+    fn a_waker_clone_runs_outside_the_lock() {
+        let notify = Notify::new();
+        let mut notified = notify.notified();
+        with_clone_hook(&|| drop(format!("{notify:?}")), |waker| {
+            expect_panic(|| {
+                let _ = poll_once(&mut notified, waker);
+            });
+        });
+        assert_eq!(lock(&notify.state).waiters.len(), 0);
+        notify.notify_one();
+        let (waker, _) = CountingWaker::new();
+        assert!(poll_once(&mut notified, &waker).is_ready());
+    }
+
+    /// `notify_waiters` wakes every waiter even if the first one's waker panics, then
+    /// lets that panic out.
+    #[test]
+    fn notify_waiters_wakes_everyone_even_if_a_waker_panics() {
+        let notify = Notify::new();
+        let (waker, count) = CountingWaker::new();
+        let mut first = notify.notified();
+        let mut second = notify.notified();
+        let mut third = notify.notified();
+        assert!(poll_once(&mut first, &PanicsOnWake::waker()).is_pending());
+        assert!(poll_once(&mut second, &waker).is_pending());
+        assert!(poll_once(&mut third, &PanicsOnWake::waker()).is_pending());
+        let message = expect_panic(|| notify.notify_waiters());
+        assert_eq!(message, "a waker panics on purpose when woken");
+        assert_eq!(count.get(), 1);
+        assert!(poll_once(&mut second, &waker).is_ready());
+        assert!(poll_once(&mut first, &waker).is_ready());
     }
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use super::lock;
-use super::wait_list::replace_waker;
+use super::wait_list::{Unwinds, replace_waker};
 
 /// The sender was dropped without sending.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,13 +160,17 @@ impl<T> Sender<T> {
     /// Polls for the receiver's closing, as [`closed`](Self::closed) does, for
     /// hand-written futures. Only the waker of the last `Pending` call is woken.
     pub fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // Cloned before the lock: a clone may panic, and must not with the lock held.
+        let waker = cx.waker().clone();
         let mut state = self.shared.lock();
         if state.receiver_closed {
+            drop(state);
+            drop(waker);
             return Poll::Ready(());
         }
-        let replaced = replace_waker(&mut state.sender_waker, cx.waker());
+        let unused = replace_waker(&mut state.sender_waker, waker);
         drop(state);
-        drop(replaced);
+        drop(unused);
         Poll::Pending
     }
 }
@@ -178,10 +182,11 @@ impl<T> Drop for Sender<T> {
             state.sender_done = true;
             (state.receiver_waker.take(), state.sender_waker.take())
         };
-        drop(own);
-        if let Some(waker) = receiver {
-            waker.wake();
-        }
+        // The receiver is woken even if its own waker's drop panics.
+        let mut unwinds = Unwinds::new();
+        unwinds.wake(receiver);
+        unwinds.run(|| drop(own));
+        unwinds.finish();
     }
 }
 
@@ -260,32 +265,41 @@ impl<T> Future for Receiver<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // With the task's budget spent, the value stays in the channel for the next poll.
         let coop = std::task::ready!(crate::coop::poll_proceed(cx));
+        // Cloned before the lock: a clone may panic, and must not with the lock held.
+        let waker = cx.waker().clone();
         let mut state = self.shared.lock();
         if let Some(value) = state.value.take() {
+            drop(state);
+            drop(waker);
             coop.made_progress();
             return Poll::Ready(Ok(value));
         }
         if state.sender_done || state.receiver_closed {
+            drop(state);
+            drop(waker);
             coop.made_progress();
             return Poll::Ready(Err(RecvError));
         }
-        let replaced = replace_waker(&mut state.receiver_waker, cx.waker());
+        let unused = replace_waker(&mut state.receiver_waker, waker);
         drop(state);
-        drop(replaced);
+        drop(unused);
         Poll::Pending
     }
 }
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
-        self.close();
-        // A value sent and never received is dropped here, after the lock.
+        // Closes, then drops a value sent and never received and its own waker, after
+        // the lock; each step runs even if one before it panics.
+        let mut unwinds = Unwinds::new();
+        unwinds.run(|| self.close());
         let (value, own) = {
             let mut state = self.shared.lock();
             (state.value.take(), state.receiver_waker.take())
         };
-        drop(own);
-        drop(value);
+        unwinds.run(|| drop(own));
+        unwinds.run(|| drop(value));
+        unwinds.finish();
     }
 }
 
@@ -298,7 +312,9 @@ impl<T> fmt::Debug for Receiver<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::test_support::{CountingWaker, DropCounter, poll_once};
+    use crate::sync::test_support::{
+        CountingWaker, DropCounter, expect_panic, poll_once, with_clone_hook,
+    };
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
@@ -396,5 +412,24 @@ mod tests {
         };
         sending.join().unwrap().unwrap();
         assert_eq!(value.as_deref(), Ok("across"));
+    }
+
+    /// A waker whose clone takes the channel's lock (and then panics): the clone is made
+    /// before the lock, in the receiver's poll and in the sender's `poll_closed`.
+    #[test]
+    fn a_waker_clone_runs_outside_the_lock() {
+        let (mut sender, mut receiver) = channel::<u8>();
+        let shared = Arc::clone(&sender.shared);
+        with_clone_hook(&|| drop(shared.lock()), |waker| {
+            expect_panic(|| {
+                let _ = poll_once(&mut receiver, waker);
+            });
+            expect_panic(|| {
+                let _ = sender.poll_closed(&mut Context::from_waker(waker));
+            });
+        });
+        sender.send(5).unwrap();
+        let (waker, _) = CountingWaker::new();
+        assert_eq!(poll_once(&mut receiver, &waker), Poll::Ready(Ok(5)));
     }
 }

@@ -8,7 +8,14 @@
 //! only by its future (when it completes or is dropped), never by a notification: a
 //! notified entry stays, marked, until its future sees the mark, so a future dropped
 //! after it was chosen by a "wake one" can pass the notification on.
+//!
+//! A waker's `clone`, `wake` and `drop` are the executor's code, not ours, and may
+//! panic: a waker is cloned before the lock is taken (the functions here take the
+//! clone and hand back the waker they did not keep), and [`Unwinds`] lets a sequence
+//! of wake-ups and drops run to its end before the first panic goes on.
 
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::task::Waker;
 
 /// Where a waiting future stands.
@@ -59,9 +66,11 @@ impl WaitList {
     /// entry if it has one (keeping its place), a new entry at the end otherwise (its id
     /// stored in `slot`).
     ///
-    /// Returns the waker it replaced, to be dropped after the lock is released.
-    #[must_use = "the replaced waker is to be dropped after the lock"]
-    pub(crate) fn wait(&mut self, slot: &mut Option<u64>, waker: &Waker) -> Option<Waker> {
+    /// `waker` is a clone made before the lock was taken (a clone may panic, and must
+    /// not do so with the lock held). Returns the waker it did not keep (the one it
+    /// replaced, or `waker` itself), to be dropped after the lock is released.
+    #[must_use = "the waker not kept is to be dropped after the lock"]
+    pub(crate) fn wait(&mut self, slot: &mut Option<u64>, waker: Waker) -> Option<Waker> {
         if let Some(index) = slot.and_then(|id| self.position(id)) {
             let entry = &mut self.entries[index];
             entry.state = WaiterState::Waiting;
@@ -78,7 +87,7 @@ impl WaitList {
         self.entries.push(Waiter {
             id,
             state: WaiterState::Waiting,
-            waker: Some(waker.clone()),
+            waker: Some(waker),
         });
         *slot = Some(id);
         None
@@ -138,14 +147,68 @@ impl WaitList {
     }
 }
 
-/// Stores `waker` in `slot` unless the one there would wake the same task; returns the
-/// waker it replaced, to be dropped after the lock is released (a waker's destructor is
-/// the executor's code, not ours).
-#[must_use = "the replaced waker is to be dropped after the lock"]
-pub(crate) fn replace_waker(slot: &mut Option<Waker>, waker: &Waker) -> Option<Waker> {
+/// Stores `waker` (a clone made before the lock was taken) in `slot` unless the one
+/// there would wake the same task; returns the waker it did not keep (the one it
+/// replaced, or `waker` itself), to be dropped after the lock is released (a waker's
+/// destructor is the executor's code, not ours).
+#[must_use = "the waker not kept is to be dropped after the lock"]
+pub(crate) fn replace_waker(slot: &mut Option<Waker>, waker: Waker) -> Option<Waker> {
     match slot {
-        Some(stored) if stored.will_wake(waker) => None,
-        _ => slot.replace(waker.clone()),
+        Some(stored) if stored.will_wake(&waker) => Some(waker),
+        _ => slot.replace(waker),
+    }
+}
+
+/// Runs steps that must all run (wake-ups, drops of wakers and values: the executor's
+/// and the user's code), catching their panics, and keeps the first panic's payload to
+/// be resumed by [`finish`](Self::finish) once every step has run. Later payloads are
+/// dropped with [`discard_panic`](super::discard_panic).
+pub(crate) struct Unwinds {
+    first: Option<Box<dyn Any + Send>>,
+}
+
+impl Unwinds {
+    pub(crate) const fn new() -> Self {
+        Self { first: None }
+    }
+
+    /// Runs `step`, keeping its panic for later.
+    pub(crate) fn run(&mut self, step: impl FnOnce()) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(step)) {
+            if self.first.is_none() {
+                self.first = Some(payload);
+            } else {
+                super::discard_panic(payload);
+            }
+        }
+    }
+
+    /// Wakes `waker`, if any, keeping a panic for later.
+    pub(crate) fn wake(&mut self, waker: Option<Waker>) {
+        if let Some(waker) = waker {
+            self.run(|| waker.wake());
+        }
+    }
+
+    /// Resumes the first panic caught, if any. While the thread is already unwinding
+    /// (this runs in a destructor called by that unwinding) a second panic would abort
+    /// the process: the payload is dropped instead.
+    pub(crate) fn finish(self) {
+        if let Some(payload) = self.first {
+            if std::thread::panicking() {
+                super::discard_panic(payload);
+            } else {
+                resume_unwind(payload);
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Unwinds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unwinds")
+            .field("panicked", &self.first.is_some())
+            .finish()
     }
 }
 
@@ -177,12 +240,11 @@ impl WakeBatch {
         self.len += 1;
     }
 
-    /// Wakes every waker in the batch and empties it. Call with no lock held.
-    pub(crate) fn wake_all(&mut self) {
+    /// Wakes every waker in the batch and empties it, even if some panic: their panics
+    /// go to `unwinds`, for the caller to resume when it is done. Call with no lock held.
+    pub(crate) fn wake_all(&mut self, unwinds: &mut Unwinds) {
         for slot in &mut self.wakers[..self.len] {
-            if let Some(waker) = slot.take() {
-                waker.wake();
-            }
+            unwinds.wake(slot.take());
         }
         self.len = 0;
     }
@@ -191,7 +253,7 @@ impl WakeBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::test_support::CountingWaker;
+    use crate::sync::test_support::{CountingWaker, PanicsOnWake, expect_panic};
 
     #[test]
     fn a_repoll_keeps_its_entry_and_a_removal_frees_it() {
@@ -199,15 +261,14 @@ mod tests {
         let (second, second_count) = CountingWaker::new();
         let mut list = WaitList::new();
         let mut slot = None;
-        assert!(list.wait(&mut slot, &first).is_none());
-        assert!(
-            list.wait(&mut slot, &second).is_some(),
-            "the first replaced"
-        );
+        assert!(list.wait(&mut slot, first.clone()).is_none());
+        // The first replaced (handed back to be dropped after the lock); the wake-up below
+        // shows which one the entry holds.
+        assert!(list.wait(&mut slot, second.clone()).is_some());
         // The same waker again: kept or replaced (`Waker::will_wake` is best effort,
         // and under miri two uses of one vtable may compare unequal), either way in
         // the same entry.
-        drop(list.wait(&mut slot, &second));
+        drop(list.wait(&mut slot, second.clone()));
         assert_eq!(list.len(), 1);
         // The entry holds the latest waker.
         list.notify_one().expect("one waiter").wake();
@@ -229,14 +290,16 @@ mod tests {
         let mut list = WaitList::new();
         let mut slots = [None; BATCH + 3];
         for slot in &mut slots {
-            assert!(list.wait(slot, &waker).is_none());
+            assert!(list.wait(slot, waker.clone()).is_none());
         }
         list.notify_all();
         let mut batch = WakeBatch::new();
         let mut rounds = 0;
         loop {
             let more = list.take_notified_all(&mut batch);
-            batch.wake_all();
+            let mut unwinds = Unwinds::new();
+            batch.wake_all(&mut unwinds);
+            unwinds.finish();
             rounds += 1;
             if !more {
                 break;
@@ -245,5 +308,29 @@ mod tests {
         assert_eq!(rounds, 2);
         assert_eq!(count.get(), BATCH + 3);
         assert!(list.notify_one().is_none(), "all notified");
+    }
+
+    /// A batch wakes every waker even if some panic; the first panic comes out after.
+    #[test]
+    fn a_panicking_waker_does_not_stop_the_batch() {
+        let (waker, count) = CountingWaker::new();
+        let mut list = WaitList::new();
+        let mut slots = [None; 4];
+        for (index, slot) in slots.iter_mut().enumerate() {
+            let waker = if index % 2 == 0 {
+                PanicsOnWake::waker()
+            } else {
+                waker.clone()
+            };
+            assert!(list.wait(slot, waker).is_none());
+        }
+        list.notify_all();
+        let mut batch = WakeBatch::new();
+        assert!(!list.take_notified_all(&mut batch));
+        let mut unwinds = Unwinds::new();
+        batch.wake_all(&mut unwinds);
+        assert_eq!(count.get(), 2);
+        let message = expect_panic(|| unwinds.finish());
+        assert_eq!(message, "a waker panics on purpose when woken");
     }
 }
