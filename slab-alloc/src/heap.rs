@@ -442,7 +442,12 @@ impl<S: PageSource + Clone> SlabHeap<S> {
                 // leaves it untouched, so it may be tried again.
                 let remap =
                     || NonNull::new(unsafe { MmapAlloc.realloc(ptr.as_ptr(), old, new_size) });
-                let moved = remap().or_else(|| self.release_kept_large().then(remap)?)?;
+                let Some(moved) = remap().or_else(|| self.release_kept_large().then(remap)?) else {
+                    // A block made of kept pages moved together from several mappings
+                    // (`large_cache`) cannot grow with `mremap`: copy it.
+                    // SAFETY: forwarded from the caller.
+                    return unsafe { self.resize_by_copy(ptr, old, new) };
+                };
                 self.large
                     .bytes
                     .fetch_add(large_block_bytes(new_size), Ordering::Relaxed);
@@ -451,24 +456,36 @@ impl<S: PageSource + Clone> SlabHeap<S> {
                     .fetch_sub(large_block_bytes(old.size()), Ordering::Relaxed);
                 Some(moved)
             }
-            _ => {
-                let moved = self.alloc_nonzero(new)?;
-                // Every byte of the old block's usable size may hold data (C callers are
-                // promised them by `malloc_usable_size`, `Allocator` callers by the
-                // length of the slice they got).
-                // SAFETY: both blocks are live and distinct; the old one spans its usable
-                // size, the new one at least `new_size` bytes.
-                unsafe {
-                    ptr::copy_nonoverlapping(
-                        ptr.as_ptr(),
-                        moved.as_ptr(),
-                        Self::usable_size(old).min(new_size),
-                    );
-                    self.free(ptr, old);
-                }
-                Some(moved)
-            }
+            // SAFETY: forwarded from the caller.
+            _ => unsafe { self.resize_by_copy(ptr, old, new) },
         }
+    }
+
+    /// Resizes a block into a new one, copying; `None` leaves the old one untouched.
+    ///
+    /// # Safety
+    /// - `ptr` was allocated by this heap with `old`; `new` has a non-zero size.
+    unsafe fn resize_by_copy(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Option<NonNull<u8>> {
+        let moved = self.alloc_nonzero(new)?;
+        // Every byte of the old block's usable size may hold data (C callers are
+        // promised them by `malloc_usable_size`, `Allocator` callers by the length of
+        // the slice they got).
+        // SAFETY: both blocks are live and distinct; the old one spans its usable size,
+        // the new one at least `new.size()` bytes.
+        unsafe {
+            ptr::copy_nonoverlapping(
+                ptr.as_ptr(),
+                moved.as_ptr(),
+                Self::usable_size(old).min(new.size()),
+            );
+            self.free(ptr, old);
+        }
+        Some(moved)
     }
 
     /// The bytes usable in a block allocated with `layout`.

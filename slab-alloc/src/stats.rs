@@ -83,7 +83,7 @@ pub struct HeapStats {
     /// 2 MiB on), so freeing a block with any size between its request and its usable
     /// size, as `Allocator` callers may, takes off what its allocation added.
     pub large_bytes: usize,
-    /// Bytes of freed large blocks kept mapped for reuse (at most 64 MiB, each for at
+    /// Bytes of freed large blocks kept mapped for reuse (at most 128 MiB, each for at
     /// most half a second unused; [`trim`](crate::SlabHeap::trim) releases them).
     pub large_bytes_kept: usize,
 }
