@@ -644,6 +644,85 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         }
     }
 
+    /// The size class of the block at `ptr`, if it lies in a slab of this heap's
+    /// classes, and `ptr` with the provenance of that slab. One lookup in the slab map
+    /// and a read of the slab's header: how a caller that does not keep sizes (C's
+    /// `free`) finds a block.
+    ///
+    /// # Safety
+    /// - `ptr` is a live block of this heap, or lies in no live slab of any heap or
+    ///   cache of this process (a large block, or memory of another allocator).
+    #[inline(always)]
+    unsafe fn small_block(&self, ptr: *const u8) -> Option<(usize, NonNull<u8>)> {
+        let address = core::num::NonZeroUsize::new(ptr.addr())?;
+        let base = crate::slab_map::lookup(address.get() & !(SLAB_BYTES - 1))?;
+        let built = self.built.load(Ordering::Acquire);
+        if built.is_null() {
+            return None;
+        }
+        // SAFETY: the slab holding a live block is live (it has a used object), and a
+        // live slab's header sits at its base.
+        let owner = unsafe { (*base.cast::<crate::slab::SlabHeader>().as_ptr()).owner };
+        // The classes sit side by side at the start of `Built` (`repr(C)`), each
+        // starting with its header: the owner's offset from the first names the class.
+        let offset = owner.addr().wrapping_sub(built.addr());
+        let class = offset / size_of::<CacheCore<S>>();
+        (class < CLASS_COUNT && offset.is_multiple_of(size_of::<CacheCore<S>>()))
+            .then(|| (class, base.with_addr(address)))
+    }
+
+    /// The usable size of the block at `ptr` if it lies in a slab of this heap's size
+    /// classes (its class's size), else `None`: a large block, or none of this heap's.
+    /// For callers that keep no sizes, as C's `malloc_usable_size`.
+    ///
+    /// # Safety
+    /// - `ptr` is a live block of this heap, or lies in no live slab of any heap or
+    ///   cache of this process.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::alloc::{GlobalAlloc, Layout};
+    /// let heap = pagekeep_slab::SlabHeap::new();
+    /// let layout = Layout::from_size_align(20, 16).unwrap();
+    /// // SAFETY: a non-zero size; the block is freed once, by its address alone.
+    /// unsafe {
+    ///     let block = heap.alloc(layout);
+    ///     assert_eq!(heap.small_block_size(block), Some(32));
+    ///     assert!(heap.free_small_block(core::ptr::NonNull::new(block).unwrap()));
+    /// }
+    /// ```
+    #[inline]
+    pub unsafe fn small_block_size(&self, ptr: *const u8) -> Option<usize> {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.small_block(ptr) }.map(|(class, _)| CLASS_SIZES[class])
+    }
+
+    /// Frees the block at `ptr` if it lies in a slab of this heap's size classes,
+    /// finding its class from the slab (no size needed, as C's `free`); returns `false`,
+    /// doing nothing, otherwise (a large block, or none of this heap's).
+    ///
+    /// Without the `hardened` feature a pointer into a block that is not its start, or
+    /// a block freed twice, is not detected (as in mimalloc's and jemalloc's default
+    /// builds); with it, it is reported and the process aborted.
+    ///
+    /// # Safety
+    /// - `ptr` is a live block of this heap, not used after this call, or lies in no
+    ///   live slab of any heap or cache of this process.
+    #[inline(always)]
+    pub unsafe fn free_small_block(&self, ptr: NonNull<u8>) -> bool {
+        // SAFETY: forwarded from the caller.
+        let Some((class, block)) = (unsafe { self.small_block(ptr.as_ptr()) }) else {
+            return false;
+        };
+        let built = self.built.load(Ordering::Acquire);
+        // SAFETY: the block lies in a slab of this class (its owner), so the classes are
+        // built and live; the caller gives it up. `block` has the slab's provenance,
+        // which covers the free words written into it.
+        unsafe { (*built).classes[class].free(block) };
+        true
+    }
+
     /// Reports a bad free of `pointer` on standard error, naming the address and what
     /// is wrong with it, and aborts the process (no allocation, no unwinding).
     ///

@@ -9,16 +9,22 @@
 //! LD_PRELOAD=target/release/libpagekeep_slab_capi.so python3 -c 'print(sum(range(10)))'
 //! ```
 //!
-//! C's `free` gets no size, so every block carries a 16-byte prefix just before the
-//! pointer handed out: the alignment of the underlying heap block (xored with a magic
-//! number, so that a pointer this library did not hand out is reported and the process
-//! aborted instead of corrupting the heap), then its size. The alignment comes first
-//! because a freed block's link word overwrites it: a second free finds it invalid. A
-//! block aligned to `A > 16` is placed `A` bytes into its heap block, so the prefix
-//! always fits.
+//! C's `free` gets no size. A block of a size class (up to 128 KiB, aligned to at most a
+//! page) is handed out as it is: `free` finds its class from its slab
+//! ([`SlabHeap::free_small_block`]: one lookup in the slab map and the slab header's
+//! owner word), as mimalloc finds a block's page. Every other block (a mapping of its
+//! own) carries a 16-byte prefix just before the pointer handed out: the alignment of
+//! the underlying heap block (xored with a magic number, so that a pointer this library
+//! did not hand out is reported and the process aborted instead of corrupting the
+//! heap), then its size. A block aligned to `A > 16` is placed `A` bytes into its heap
+//! block, so the prefix always fits. Every build reports a pointer off the 16-byte
+//! alignment of all blocks; as in mimalloc's and jemalloc's default builds, a small
+//! block freed twice or a pointer into one is not detected.
 //!
-//! The `hardened` feature builds the library on pagekeep-slab's hardened mode: double,
-//! interior, misaligned and foreign frees abort with a message naming the address (see
+//! The `hardened` feature builds the library on pagekeep-slab's hardened mode, with a
+//! prefix on every block (the alignment word first: a freed block's link overwrites it,
+//! so a second free finds it invalid): double, interior, misaligned and foreign frees
+//! and a byte written before a block abort with a message naming the address (see
 //! pagekeep-slab's README). `SLAB_DECAY_THREAD=1` in the environment starts the heap's
 //! decay thread at its first decay pass, so that a freed peak goes back to the system
 //! even while the program makes no further allocation.
@@ -61,7 +67,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::ffi::{c_int, c_void};
 use core::fmt::{self, Write as _};
-use core::ptr;
+use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU8, Ordering};
 
 use pagekeep_slab::size_class::{CLASS_COUNT, MAX_SMALL, class_for};
@@ -109,7 +115,8 @@ extern "C" fn check_at_exit() {
     HEAP.check_free_blocks();
 }
 
-/// Bytes of the prefix before every block.
+/// Bytes of the prefix before every block with a mapping of its own (every block, in the
+/// hardened build).
 const PREFIX: usize = 16;
 /// Alignment of every block (that of `max_align_t` on the 64-bit targets we build for).
 const MIN_ALIGN: usize = 16;
@@ -223,6 +230,16 @@ fn check_own_mapping(user: *mut u8, base: *mut u8) {
     }
 }
 
+/// Every block this library hands out is aligned to 16: a pointer that is not (a
+/// pointer into a block, or none of ours) is reported before anything is read through
+/// it. Two instructions; in every build.
+#[inline(always)]
+fn check_alignment(pointer: *mut c_void) {
+    if !pointer.addr().is_multiple_of(MIN_ALIGN) {
+        invalid_pointer(pointer.cast());
+    }
+}
+
 /// Reports a pointer whose prefix is invalid, saying why (a double free, an interior
 /// pointer, a foreign pointer: see [`SlabHeap::report_bad_free`]), and aborts.
 #[cold]
@@ -276,8 +293,47 @@ fn check_large_prefix_is_mapped(user: *mut u8) -> bool {
     false
 }
 
+/// Whether a C block of `size` bytes aligned to `align` (a power of two) is a block of a
+/// size class, handed out as it is (without a prefix: see the crate docs). Two
+/// compares instead of `class_for`, as in [`has_own_mapping`].
+#[inline(always)]
+fn is_small(size: usize, align: usize) -> bool {
+    let small = !cfg!(feature = "hardened") && size <= MAX_SMALL && align <= 4096;
+    debug_assert!(
+        !small || class_for(size.max(1), align.max(MIN_ALIGN)).is_some(),
+        "{size} bytes aligned to {align}"
+    );
+    small
+}
+
 /// Allocates a C block; null with `errno = ENOMEM` on failure.
+#[inline(always)]
 fn allocate(size: usize, align: usize, zeroed: bool) -> *mut c_void {
+    if is_small(size, align) {
+        // A block of a size class, as it is: at least one byte (`malloc(0)` returns a
+        // unique pointer), aligned to at least 16.
+        // SAFETY: a non-zero size, and a power-of-two alignment of at most a page.
+        let layout =
+            unsafe { Layout::from_size_align_unchecked(size.max(1), align.max(MIN_ALIGN)) };
+        // SAFETY: a non-zero size.
+        let block = unsafe {
+            if zeroed {
+                HEAP.alloc_zeroed(layout)
+            } else {
+                HEAP.alloc(layout)
+            }
+        };
+        if block.is_null() {
+            set_errno(libc::ENOMEM);
+        }
+        return block.cast();
+    }
+    allocate_with_prefix(size, align, zeroed)
+}
+
+/// Allocates a C block with a prefix (a large block; every block in the hardened
+/// build); null with `errno = ENOMEM` on failure.
+fn allocate_with_prefix(size: usize, align: usize, zeroed: bool) -> *mut c_void {
     let Some(layout) = heap_layout(size, align) else {
         set_errno(libc::ENOMEM);
         return ptr::null_mut();
@@ -315,10 +371,17 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn free(pointer: *mut c_void) {
     let _guard = guard("panic in free");
-    if pointer.is_null() {
+    let Some(block) = NonNull::new(pointer.cast::<u8>()) else {
+        return;
+    };
+    check_alignment(pointer);
+    // SAFETY: a live block of ours (caller): a block of a size class, or a block with a
+    // prefix, which lies in no slab (large), or in the hardened build, where
+    // `free_small_block` is not used.
+    if !cfg!(feature = "hardened") && unsafe { HEAP.free_small_block(block) } {
         return;
     }
-    // SAFETY: a live block of ours (caller).
+    // SAFETY: a live block of ours with a prefix (caller; not a block of a size class).
     let (base, layout) = unsafe { block_of(pointer) };
     if !has_own_mapping(layout) {
         // SAFETY: the heap block behind it, with its layout.
@@ -380,7 +443,22 @@ pub unsafe extern "C" fn realloc(pointer: *mut c_void, size: usize) -> *mut c_vo
         unsafe { free(pointer) };
         return ptr::null_mut();
     }
-    // SAFETY: a live block of ours (caller).
+    check_alignment(pointer);
+    if !cfg!(feature = "hardened") {
+        // SAFETY: a live block of ours (caller), of a size class or with a prefix (large).
+        if let Some(usable) = unsafe { HEAP.small_block_size(pointer.cast()) } {
+            // SAFETY: as above, a block of a size class.
+            return unsafe { realloc_small(pointer, usable, size) };
+        }
+        if is_small(size, MIN_ALIGN) {
+            // A large block into a size class: the new block has no prefix.
+            // SAFETY: a live block of ours with a prefix (caller; not of a size class).
+            let usable = unsafe { malloc_usable_size(pointer) };
+            // SAFETY: a live block of ours (caller).
+            return unsafe { move_block(pointer, usable, size) };
+        }
+    }
+    // SAFETY: a live block of ours with a prefix (caller; not of a size class).
     let (base, layout) = unsafe { block_of(pointer) };
     let Some(new) = heap_layout(size, layout.align()) else {
         set_errno(libc::ENOMEM);
@@ -405,6 +483,47 @@ pub unsafe extern "C" fn realloc(pointer: *mut c_void, size: usize) -> *mut c_vo
     }
     // SAFETY: a live block with layout `new`.
     unsafe { finish(moved, new) }
+}
+
+/// `realloc` of a block of a size class (`usable` bytes) to `size` (non-zero) bytes: in
+/// place within its class, into another class by the heap, and into a block with a
+/// prefix (large) by [`move_block`].
+///
+/// # Safety
+/// - `pointer` is a live block of a size class of [`HEAP`] with `usable` bytes.
+unsafe fn realloc_small(pointer: *mut c_void, usable: usize, size: usize) -> *mut c_void {
+    if !is_small(size, MIN_ALIGN) {
+        // SAFETY: forwarded from the caller.
+        return unsafe { move_block(pointer, usable, size) };
+    }
+    // The block's class is that of its usable size at the C alignment (every class
+    // size a C block can have is a multiple of 16).
+    // SAFETY: a class size and alignment 16 form a valid layout.
+    let old = unsafe { Layout::from_size_align_unchecked(usable, MIN_ALIGN) };
+    // SAFETY: a live block of the class of `old`; the new size is non-zero and small.
+    let moved = unsafe { HEAP.realloc(pointer.cast(), old, size) };
+    if moved.is_null() {
+        set_errno(libc::ENOMEM);
+    }
+    moved.cast()
+}
+
+/// `realloc` into a new block from [`allocate`], copying the `usable` bytes of the old
+/// one that fit, then freeing it; on failure the old block is untouched.
+///
+/// # Safety
+/// - `pointer` is a live block of this library with `usable` bytes.
+unsafe fn move_block(pointer: *mut c_void, usable: usize, size: usize) -> *mut c_void {
+    let moved = allocate(size, MIN_ALIGN, false);
+    if !moved.is_null() {
+        // SAFETY: both blocks are live and distinct; the old one has `usable` bytes, the
+        // new one at least `size`.
+        unsafe {
+            ptr::copy_nonoverlapping(pointer.cast::<u8>(), moved.cast::<u8>(), usable.min(size));
+            free(pointer);
+        }
+    }
+    moved
 }
 
 /// `reallocarray`: `realloc` of `count * size` bytes, null (`ENOMEM`) on overflow.
@@ -527,7 +646,14 @@ pub unsafe extern "C" fn malloc_usable_size(pointer: *mut c_void) -> usize {
     if pointer.is_null() {
         return 0;
     }
-    // SAFETY: a live block of ours (caller).
+    check_alignment(pointer);
+    if !cfg!(feature = "hardened")
+        // SAFETY: a live block of ours (caller), of a size class or with a prefix.
+        && let Some(usable) = unsafe { HEAP.small_block_size(pointer.cast()) }
+    {
+        return usable;
+    }
+    // SAFETY: a live block of ours with a prefix (caller; not of a size class).
     let (_, layout) = unsafe { block_of(pointer) };
     <SlabHeap>::usable_size(layout) - layout.align().max(PREFIX)
 }
@@ -908,13 +1034,19 @@ mod tests {
 
     #[test]
     fn blocks_of_the_classes_above_16_kib_report_their_class_and_grow_in_place() {
+        // Blocks of a size class carry no prefix (in the default build).
+        let prefix = if cfg!(feature = "hardened") {
+            PREFIX
+        } else {
+            0
+        };
         // SAFETY: C ABI calls with valid arguments; every block is freed once.
         unsafe {
-            // 40 000 bytes and the prefix fit the 40 KiB class.
+            // 40 000 bytes (and the prefix) fit the 40 KiB class.
             let block = malloc(40_000).cast::<u8>();
             assert!(!block.is_null());
             let usable = malloc_usable_size(block.cast());
-            assert_eq!(usable, 40 * 1024 - PREFIX);
+            assert_eq!(usable, 40 * 1024 - prefix);
             block.add(usable - 1).write(9);
             let grown = realloc(block.cast(), usable).cast::<u8>();
             assert_eq!(grown, block);
@@ -923,13 +1055,54 @@ mod tests {
             let moved = realloc(grown.cast(), usable + 1).cast::<u8>();
             assert_ne!(moved, block);
             assert_eq!(moved.add(usable - 1).read(), 9);
-            assert_eq!(malloc_usable_size(moved.cast()), 48 * 1024 - PREFIX);
+            assert_eq!(malloc_usable_size(moved.cast()), 48 * 1024 - prefix);
             free(moved.cast());
             // Above 128 KiB: a mapping of its own, usable to the end of its pages.
             let big = malloc(200_000);
             assert!(malloc_usable_size(big) >= 200_000);
             assert_eq!((malloc_usable_size(big) + PREFIX) % page_size(), 0);
             free(big);
+        }
+    }
+
+    #[test]
+    fn blocks_move_between_the_classes_and_their_own_mappings_with_every_byte() {
+        // SAFETY: C ABI calls with valid arguments; every block is freed once.
+        unsafe {
+            // Small to large and back, through every kind of block: the bytes that fit
+            // the smaller usable size stay.
+            let mut block = malloc(20).cast::<u8>();
+            let mut usable = malloc_usable_size(block.cast());
+            block.write_bytes(1, usable);
+            for (size, byte) in [
+                (300_000, 2),
+                (50, 3),
+                (1 << 20, 4),
+                (128 * 1024, 5),
+                (16, 6),
+            ] {
+                let moved = realloc(block.cast(), size).cast::<u8>();
+                assert!(!moved.is_null());
+                let kept = usable.min(size);
+                let previous = byte - 1;
+                assert!(
+                    (0..kept).all(|i| moved.add(i).read() == previous),
+                    "to {size}"
+                );
+                usable = malloc_usable_size(moved.cast());
+                assert!(usable >= size);
+                moved.write_bytes(byte, usable);
+                block = moved;
+            }
+            free(block.cast());
+            // An aligned block of a class keeps its alignment's class when it grows
+            // within it, and frees by its address alone.
+            let aligned = memalign(256, 100).cast::<u8>();
+            assert_eq!(aligned.addr() % 256, 0);
+            let usable = malloc_usable_size(aligned.cast());
+            assert!(usable >= 100);
+            assert_eq!(realloc(aligned.cast(), usable).cast::<u8>(), aligned);
+            free(aligned.cast());
         }
     }
 }

@@ -5,6 +5,7 @@ mod exhaustion;
 mod extreme_settings;
 mod fork_from_allocating_threads;
 mod fork_handlers_that_allocate;
+mod free_by_address;
 mod freed_peak_stays_resident;
 mod heap_programs;
 mod large_blocks_without_syscalls;

@@ -1,0 +1,81 @@
+//! `SlabHeap::free_small_block` and `small_block_size`: a block of a size class is found
+//! and freed by its address alone (as the C ABI's `free` does); anything else, a large
+//! block, a block of another heap or of a slab cache, is left alone and reported as
+//! not the heap's.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::NonNull;
+
+use pagekeep_slab::size_class::{CLASS_COUNT, CLASS_SIZES, MAX_SMALL, class_for};
+use pagekeep_slab::{SlabCache, SlabHeap};
+
+#[test]
+fn every_class_is_found_and_freed_by_address_and_its_blocks_come_back() {
+    let heap = SlabHeap::new();
+    assert_eq!(CLASS_SIZES.len(), CLASS_COUNT);
+    for size in CLASS_SIZES {
+        for request in [size, size.saturating_sub(7).max(1)] {
+            let layout = Layout::from_size_align(request, 8).unwrap();
+            let expected = CLASS_SIZES[class_for(request, 8).unwrap()];
+            // SAFETY: a non-zero size; the block is freed once, by its address.
+            unsafe {
+                let block = heap.alloc(layout);
+                assert!(!block.is_null());
+                block.write_bytes(0xA5, request);
+                assert_eq!(
+                    heap.small_block_size(block),
+                    Some(expected),
+                    "{request} bytes"
+                );
+                assert!(heap.free_small_block(NonNull::new(block).unwrap()));
+                // The freed block is the next one of its class (the thread's magazine).
+                let again = heap.alloc(layout);
+                assert_eq!(again, block, "{request} bytes");
+                heap.dealloc(again, layout);
+            }
+        }
+    }
+    heap.flush_thread_cache();
+    heap.check_invariants();
+    assert_eq!(heap.stats().small.objects_live, 0);
+}
+
+#[test]
+fn large_blocks_and_blocks_of_other_heaps_and_caches_are_not_taken() {
+    let heap = SlabHeap::new();
+    let other = SlabHeap::new();
+    let cache = SlabCache::new(48, 8).unwrap();
+    let small = Layout::from_size_align(64, 16).unwrap();
+    let large = Layout::from_size_align(MAX_SMALL + 1, 16).unwrap();
+    // SAFETY: every block is live while asked about and freed once, with its layout.
+    unsafe {
+        // Before this heap has built its classes, and after.
+        let foreign = other.alloc(small);
+        assert_eq!(heap.small_block_size(foreign), None);
+        assert!(!heap.free_small_block(NonNull::new(foreign).unwrap()));
+        let own = heap.alloc(small);
+        assert_eq!(heap.small_block_size(foreign), None);
+        assert!(!heap.free_small_block(NonNull::new(foreign).unwrap()));
+        assert_eq!(other.small_block_size(foreign), Some(64));
+        other.dealloc(foreign, small);
+
+        let object = cache.alloc();
+        assert_eq!(heap.small_block_size(object.as_ptr()), None);
+        assert!(!heap.free_small_block(object));
+        cache.free(object);
+
+        let big = heap.alloc(large);
+        assert!(!big.is_null());
+        assert_eq!(heap.small_block_size(big), None);
+        assert!(!heap.free_small_block(NonNull::new(big).unwrap()));
+        heap.dealloc(big, large);
+
+        let on_stack = 0u64;
+        assert_eq!(heap.small_block_size((&raw const on_stack).cast()), None);
+        assert!(heap.free_small_block(NonNull::new(own).unwrap()));
+    }
+    heap.flush_thread_cache();
+    heap.check_invariants();
+    assert_eq!(heap.stats().small.objects_live, 0);
+    assert_eq!(other.stats().small.objects_live, 0);
+}
