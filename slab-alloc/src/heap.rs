@@ -644,8 +644,8 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         }
     }
 
-    /// The size class of the block at `ptr`, if it lies in a slab of this heap's
-    /// classes, and `ptr` with the provenance of that slab. One lookup in the slab map
+    /// The class (its index and core) of the block at `ptr`, if it lies in a slab of
+    /// this heap's classes, and `ptr` with the provenance of that slab. One lookup in the slab map
     /// and a read of the slab's header: how a caller that does not keep sizes (C's
     /// `free`) finds a block.
     ///
@@ -653,7 +653,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     /// - `ptr` is a live block of this heap, or lies in no live slab of any heap or
     ///   cache of this process (a large block, or memory of another allocator).
     #[inline(always)]
-    unsafe fn small_block(&self, ptr: *const u8) -> Option<(usize, NonNull<u8>)> {
+    unsafe fn small_block(&self, ptr: *const u8) -> Option<(usize, &CacheCore<S>, NonNull<u8>)> {
         let address = core::num::NonZeroUsize::new(ptr.addr())?;
         let base = crate::slab_map::lookup(address.get() & !(SLAB_BYTES - 1))?;
         let built = self.built.load(Ordering::Acquire);
@@ -664,11 +664,17 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         // live slab's header sits at its base.
         let owner = unsafe { (*base.cast::<crate::slab::SlabHeader>().as_ptr()).owner };
         // The classes sit side by side at the start of `Built` (`repr(C)`), each
-        // starting with its header: the owner's offset from the first names the class.
+        // starting with its header, and owners are headers: an owner inside that range
+        // is one of the classes.
         let offset = owner.addr().wrapping_sub(built.addr());
+        if offset >= CLASS_COUNT * size_of::<CacheCore<S>>() {
+            return None;
+        }
+        // SAFETY: a header of one of this heap's classes, which live as long as the heap
+        // (a `CoreHeader` is the first field of its `CacheCore`, `repr(C)`).
+        let core = unsafe { &*owner.cast::<CacheCore<S>>() };
         let class = offset / size_of::<CacheCore<S>>();
-        (class < CLASS_COUNT && offset.is_multiple_of(size_of::<CacheCore<S>>()))
-            .then(|| (class, base.with_addr(address)))
+        Some((class, core, base.with_addr(address)))
     }
 
     /// The usable size of the block at `ptr` if it lies in a slab of this heap's size
@@ -695,7 +701,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     #[inline]
     pub unsafe fn small_block_size(&self, ptr: *const u8) -> Option<usize> {
         // SAFETY: forwarded from the caller.
-        unsafe { self.small_block(ptr) }.map(|(class, _)| CLASS_SIZES[class])
+        unsafe { self.small_block(ptr) }.map(|(class, _, _)| CLASS_SIZES[class])
     }
 
     /// Frees the block at `ptr` if it lies in a slab of this heap's size classes,
@@ -712,14 +718,13 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     #[inline(always)]
     pub unsafe fn free_small_block(&self, ptr: NonNull<u8>) -> bool {
         // SAFETY: forwarded from the caller.
-        let Some((class, block)) = (unsafe { self.small_block(ptr.as_ptr()) }) else {
+        let Some((_, class, block)) = (unsafe { self.small_block(ptr.as_ptr()) }) else {
             return false;
         };
-        let built = self.built.load(Ordering::Acquire);
-        // SAFETY: the block lies in a slab of this class (its owner), so the classes are
-        // built and live; the caller gives it up. `block` has the slab's provenance,
-        // which covers the free words written into it.
-        unsafe { (*built).classes[class].free(block) };
+        // SAFETY: the block lies in a slab of this class (its owner); the caller gives it
+        // up. `block` has the slab's provenance, which covers the free words written
+        // into it.
+        unsafe { class.free(block) };
         true
     }
 
