@@ -111,8 +111,9 @@ static CHECK_AT_EXIT: extern "C" fn() = check_at_exit;
 /// Runs [`SlabHeap::check_free_blocks`] (from the `.fini_array` of the library).
 #[cfg(all(feature = "hardened", target_os = "linux"))]
 extern "C" fn check_at_exit() {
-    let _guard = guard("panic in the check at exit");
-    HEAP.check_free_blocks();
+    no_unwind("panic in the check at exit", || {
+        HEAP.check_free_blocks();
+    })
 }
 
 /// Bytes of the prefix before every block with a mapping of its own (every block, in the
@@ -143,8 +144,16 @@ fn errno() -> c_int {
     unsafe { errno_location().read() }
 }
 
-fn guard(what: &'static str) -> AbortOnUnwind {
-    AbortOnUnwind { what }
+/// Runs `f`, which must not unwind out of the C ABI: a panic in it aborts the process
+/// with `what` as the message. Free on the way out: the guard is forgotten there, so its
+/// check runs only on the unwinding path (a guard kept to its scope's end asked on every
+/// call whether the thread was panicking: four instructions, and two to store `what`).
+#[inline(always)]
+fn no_unwind<R>(what: &'static str, f: impl FnOnce() -> R) -> R {
+    let guard = AbortOnUnwind { what };
+    let result = f();
+    core::mem::forget(guard);
+    result
 }
 
 /// The heap layout of a C block of `size` bytes aligned to `align` (a power of two).
@@ -360,8 +369,7 @@ fn allocate_with_prefix(size: usize, align: usize, zeroed: bool) -> *mut c_void 
 /// Always safe to call; `unsafe` because it is the C ABI.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
-    let _guard = guard("panic in malloc");
-    allocate(size, MIN_ALIGN, false)
+    no_unwind("panic in malloc", || allocate(size, MIN_ALIGN, false))
 }
 
 /// C `free`.
@@ -370,34 +378,35 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
 /// - `pointer` is null or a live block of this library, not used afterwards.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn free(pointer: *mut c_void) {
-    let _guard = guard("panic in free");
-    let Some(block) = NonNull::new(pointer.cast::<u8>()) else {
-        return;
-    };
-    check_alignment(pointer);
-    // SAFETY: a live block of ours (caller): a block of a size class, or a block with a
-    // prefix, which lies in no slab (large), or in the hardened build, where
-    // `free_small_block` is not used.
-    if !cfg!(feature = "hardened") && unsafe { HEAP.free_small_block(block) } {
-        return;
-    }
-    // SAFETY: a live block of ours with a prefix (caller; not a block of a size class).
-    let (base, layout) = unsafe { block_of(pointer) };
-    if !has_own_mapping(layout) {
-        // SAFETY: the heap block behind it, with its layout.
-        unsafe { HEAP.dealloc(base, layout) };
-    } else {
-        // A block of its own mapping: `munmap` may fail (splitting a mapping past the
-        // mapping-count limit) and set `errno`, which `free` must keep (POSIX 2024).
-        let saved = errno();
-        // SAFETY: the prefix word just before the pointer is the block's (`block_of`
-        // read it). Cleared, so that a second free of a block the heap keeps mapped for
-        // reuse finds an invalid prefix and is reported, as one already unmapped faults.
-        unsafe { pointer.cast::<u8>().sub(PREFIX).cast::<usize>().write(0) };
-        // SAFETY: as above.
-        unsafe { HEAP.dealloc(base, layout) };
-        set_errno(saved);
-    }
+    no_unwind("panic in free", || {
+        let Some(block) = NonNull::new(pointer.cast::<u8>()) else {
+            return;
+        };
+        check_alignment(pointer);
+        // SAFETY: a live block of ours (caller): a block of a size class, or a block with a
+        // prefix, which lies in no slab (large), or in the hardened build, where
+        // `free_small_block` is not used.
+        if !cfg!(feature = "hardened") && unsafe { HEAP.free_small_block(block) } {
+            return;
+        }
+        // SAFETY: a live block of ours with a prefix (caller; not a block of a size class).
+        let (base, layout) = unsafe { block_of(pointer) };
+        if !has_own_mapping(layout) {
+            // SAFETY: the heap block behind it, with its layout.
+            unsafe { HEAP.dealloc(base, layout) };
+        } else {
+            // A block of its own mapping: `munmap` may fail (splitting a mapping past the
+            // mapping-count limit) and set `errno`, which `free` must keep (POSIX 2024).
+            let saved = errno();
+            // SAFETY: the prefix word just before the pointer is the block's (`block_of`
+            // read it). Cleared, so that a second free of a block the heap keeps mapped for
+            // reuse finds an invalid prefix and is reported, as one already unmapped faults.
+            unsafe { pointer.cast::<u8>().sub(PREFIX).cast::<usize>().write(0) };
+            // SAFETY: as above.
+            unsafe { HEAP.dealloc(base, layout) };
+            set_errno(saved);
+        }
+    })
 }
 
 /// glibc's `cfree`: [`free`]. glibc keeps it as a compat symbol (`cfree@GLIBC_2.2.5`)
@@ -417,14 +426,13 @@ pub unsafe extern "C" fn cfree(pointer: *mut c_void) {
 /// Always safe to call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn calloc(count: usize, size: usize) -> *mut c_void {
-    let _guard = guard("panic in calloc");
-    match count.checked_mul(size) {
+    no_unwind("panic in calloc", || match count.checked_mul(size) {
         Some(bytes) => allocate(bytes, MIN_ALIGN, true),
         None => {
             set_errno(libc::ENOMEM);
             ptr::null_mut()
         }
-    }
+    })
 }
 
 /// C `realloc`: `realloc(NULL, n)` is `malloc(n)`; `realloc(p, 0)` frees `p` and
@@ -434,55 +442,56 @@ pub unsafe extern "C" fn calloc(count: usize, size: usize) -> *mut c_void {
 /// - `pointer` is null or a live block of this library.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn realloc(pointer: *mut c_void, size: usize) -> *mut c_void {
-    let _guard = guard("panic in realloc");
-    if pointer.is_null() {
-        return allocate(size, MIN_ALIGN, false);
-    }
-    if size == 0 {
-        // SAFETY: forwarded from the caller.
-        unsafe { free(pointer) };
-        return ptr::null_mut();
-    }
-    check_alignment(pointer);
-    if !cfg!(feature = "hardened") {
-        // SAFETY: a live block of ours (caller), of a size class or with a prefix (large).
-        if let Some(usable) = unsafe { HEAP.small_block_size(pointer.cast()) } {
-            // SAFETY: as above, a block of a size class.
-            return unsafe { realloc_small(pointer, usable, size) };
+    no_unwind("panic in realloc", || {
+        if pointer.is_null() {
+            return allocate(size, MIN_ALIGN, false);
         }
-        if is_small(size, MIN_ALIGN) {
-            // A large block into a size class: the new block has no prefix.
-            // SAFETY: a live block of ours with a prefix (caller; not of a size class).
-            let usable = unsafe { malloc_usable_size(pointer) };
-            // SAFETY: a live block of ours (caller).
-            return unsafe { move_block(pointer, usable, size) };
+        if size == 0 {
+            // SAFETY: forwarded from the caller.
+            unsafe { free(pointer) };
+            return ptr::null_mut();
         }
-    }
-    // SAFETY: a live block of ours with a prefix (caller; not of a size class).
-    let (base, layout) = unsafe { block_of(pointer) };
-    let Some(new) = heap_layout(size, layout.align()) else {
-        set_errno(libc::ENOMEM);
-        return ptr::null_mut();
-    };
-    // A block of its own mapping that moves into a size class is freed inside, and kept
-    // mapped for reuse: its prefix is cleared first, as `free` does, so that a later
-    // free of the old pointer is reported. Put back if nothing moved.
-    let prefix = pointer.cast::<u8>().wrapping_sub(PREFIX).cast::<usize>();
-    let own = has_own_mapping(layout);
-    // SAFETY: the block's prefix word, just before the pointer (`block_of` read it).
-    let alignment_word = own.then(|| unsafe { prefix.replace(0) });
-    // SAFETY: the heap block with its layout; the new size is valid (from a `Layout`).
-    let moved = unsafe { HEAP.realloc(base, layout, new.size()) };
-    if moved.is_null() {
-        if let Some(word) = alignment_word {
-            // SAFETY: the block is untouched by a failed realloc, its prefix ours again.
-            unsafe { prefix.write(word) };
+        check_alignment(pointer);
+        if !cfg!(feature = "hardened") {
+            // SAFETY: a live block of ours (caller), of a size class or with a prefix (large).
+            if let Some(usable) = unsafe { HEAP.small_block_size(pointer.cast()) } {
+                // SAFETY: as above, a block of a size class.
+                return unsafe { realloc_small(pointer, usable, size) };
+            }
+            if is_small(size, MIN_ALIGN) {
+                // A large block into a size class: the new block has no prefix.
+                // SAFETY: a live block of ours with a prefix (caller; not of a size class).
+                let usable = unsafe { malloc_usable_size(pointer) };
+                // SAFETY: a live block of ours (caller).
+                return unsafe { move_block(pointer, usable, size) };
+            }
         }
-        set_errno(libc::ENOMEM);
-        return ptr::null_mut();
-    }
-    // SAFETY: a live block with layout `new`.
-    unsafe { finish(moved, new) }
+        // SAFETY: a live block of ours with a prefix (caller; not of a size class).
+        let (base, layout) = unsafe { block_of(pointer) };
+        let Some(new) = heap_layout(size, layout.align()) else {
+            set_errno(libc::ENOMEM);
+            return ptr::null_mut();
+        };
+        // A block of its own mapping that moves into a size class is freed inside, and kept
+        // mapped for reuse: its prefix is cleared first, as `free` does, so that a later
+        // free of the old pointer is reported. Put back if nothing moved.
+        let prefix = pointer.cast::<u8>().wrapping_sub(PREFIX).cast::<usize>();
+        let own = has_own_mapping(layout);
+        // SAFETY: the block's prefix word, just before the pointer (`block_of` read it).
+        let alignment_word = own.then(|| unsafe { prefix.replace(0) });
+        // SAFETY: the heap block with its layout; the new size is valid (from a `Layout`).
+        let moved = unsafe { HEAP.realloc(base, layout, new.size()) };
+        if moved.is_null() {
+            if let Some(word) = alignment_word {
+                // SAFETY: the block is untouched by a failed realloc, its prefix ours again.
+                unsafe { prefix.write(word) };
+            }
+            set_errno(libc::ENOMEM);
+            return ptr::null_mut();
+        }
+        // SAFETY: a live block with layout `new`.
+        unsafe { finish(moved, new) }
+    })
 }
 
 /// `realloc` of a block of a size class (`usable` bytes) to `size` (non-zero) bytes: in
@@ -536,15 +545,16 @@ pub unsafe extern "C" fn reallocarray(
     count: usize,
     size: usize,
 ) -> *mut c_void {
-    let _guard = guard("panic in reallocarray");
-    match count.checked_mul(size) {
-        // SAFETY: forwarded.
-        Some(bytes) => unsafe { realloc(pointer, bytes) },
-        None => {
-            set_errno(libc::ENOMEM);
-            ptr::null_mut()
+    no_unwind("panic in reallocarray", || {
+        match count.checked_mul(size) {
+            // SAFETY: forwarded.
+            Some(bytes) => unsafe { realloc(pointer, bytes) },
+            None => {
+                set_errno(libc::ENOMEM);
+                ptr::null_mut()
+            }
         }
-    }
+    })
 }
 
 /// Allocation aligned to `align` rounded up to a power of two (glibc 2.36's `memalign`
@@ -566,18 +576,19 @@ fn allocate_aligned(align: usize, size: usize) -> *mut c_void {
 /// - `out` is valid for a pointer write.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
-    let _guard = guard("panic in posix_memalign");
-    if !align.is_power_of_two() || !align.is_multiple_of(size_of::<*mut c_void>()) {
-        return libc::EINVAL;
-    }
-    let block = allocate(size, align, false);
-    if block.is_null() {
-        // `errno` is ENOMEM too, as glibc leaves it.
-        return libc::ENOMEM;
-    }
-    // SAFETY: `out` is writable (caller).
-    unsafe { out.write(block) };
-    0
+    no_unwind("panic in posix_memalign", || {
+        if !align.is_power_of_two() || !align.is_multiple_of(size_of::<*mut c_void>()) {
+            return libc::EINVAL;
+        }
+        let block = allocate(size, align, false);
+        if block.is_null() {
+            // `errno` is ENOMEM too, as glibc leaves it.
+            return libc::ENOMEM;
+        }
+        // SAFETY: `out` is writable (caller).
+        unsafe { out.write(block) };
+        0
+    })
 }
 
 /// C11 `aligned_alloc`: as [`memalign`] (glibc 2.36 accepts any alignment and rounds
@@ -587,8 +598,7 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
 /// Always safe to call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
-    let _guard = guard("panic in aligned_alloc");
-    allocate_aligned(align, size)
+    no_unwind("panic in aligned_alloc", || allocate_aligned(align, size))
 }
 
 /// Obsolete `memalign`: `align` is rounded up to a power of two (0 and 1 mean the
@@ -599,8 +609,7 @@ pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void
 /// Always safe to call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
-    let _guard = guard("panic in memalign");
-    allocate_aligned(align, size)
+    no_unwind("panic in memalign", || allocate_aligned(align, size))
 }
 
 fn page_size() -> usize {
@@ -615,8 +624,7 @@ fn page_size() -> usize {
 /// Always safe to call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
-    let _guard = guard("panic in valloc");
-    allocate_aligned(page_size(), size)
+    no_unwind("panic in valloc", || allocate_aligned(page_size(), size))
 }
 
 /// Obsolete `pvalloc`: page-aligned, size rounded up to whole pages.
@@ -625,15 +633,16 @@ pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
 /// Always safe to call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
-    let _guard = guard("panic in pvalloc");
-    let page = page_size();
-    match size.max(1).checked_next_multiple_of(page) {
-        Some(size) => allocate_aligned(page, size),
-        None => {
-            set_errno(libc::ENOMEM);
-            ptr::null_mut()
+    no_unwind("panic in pvalloc", || {
+        let page = page_size();
+        match size.max(1).checked_next_multiple_of(page) {
+            Some(size) => allocate_aligned(page, size),
+            None => {
+                set_errno(libc::ENOMEM);
+                ptr::null_mut()
+            }
         }
-    }
+    })
 }
 
 /// GNU `malloc_usable_size`: the bytes usable in a block (0 for null).
@@ -642,20 +651,21 @@ pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
 /// - `pointer` is null or a live block of this library.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn malloc_usable_size(pointer: *mut c_void) -> usize {
-    let _guard = guard("panic in malloc_usable_size");
-    if pointer.is_null() {
-        return 0;
-    }
-    check_alignment(pointer);
-    if !cfg!(feature = "hardened")
-        // SAFETY: a live block of ours (caller), of a size class or with a prefix.
-        && let Some(usable) = unsafe { HEAP.small_block_size(pointer.cast()) }
-    {
-        return usable;
-    }
-    // SAFETY: a live block of ours with a prefix (caller; not of a size class).
-    let (_, layout) = unsafe { block_of(pointer) };
-    <SlabHeap>::usable_size(layout) - layout.align().max(PREFIX)
+    no_unwind("panic in malloc_usable_size", || {
+        if pointer.is_null() {
+            return 0;
+        }
+        check_alignment(pointer);
+        if !cfg!(feature = "hardened")
+            // SAFETY: a live block of ours (caller), of a size class or with a prefix.
+            && let Some(usable) = unsafe { HEAP.small_block_size(pointer.cast()) }
+        {
+            return usable;
+        }
+        // SAFETY: a live block of ours with a prefix (caller; not of a size class).
+        let (_, layout) = unsafe { block_of(pointer) };
+        <SlabHeap>::usable_size(layout) - layout.align().max(PREFIX)
+    })
 }
 
 /// Totals of the heap, from its own counters (the calling thread's magazines flushed).
@@ -724,16 +734,17 @@ fn totals(mut each: impl FnMut(ClassTotals)) -> Totals {
 /// Always safe to call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn malloc_trim(pad: usize) -> c_int {
-    let _guard = guard("panic in malloc_trim");
-    let _ = pad;
-    let before = HEAP.stats();
-    HEAP.flush_thread_cache();
-    HEAP.trim();
-    let after = HEAP.stats();
-    c_int::from(
-        after.small.slabs_released > before.small.slabs_released
-            || after.large_bytes_kept < before.large_bytes_kept,
-    )
+    no_unwind("panic in malloc_trim", || {
+        let _ = pad;
+        let before = HEAP.stats();
+        HEAP.flush_thread_cache();
+        HEAP.trim();
+        let after = HEAP.stats();
+        c_int::from(
+            after.small.slabs_released > before.small.slabs_released
+                || after.large_bytes_kept < before.large_bytes_kept,
+        )
+    })
 }
 
 /// glibc's `struct mallinfo2`.
@@ -810,8 +821,7 @@ fn info() -> MallInfo2 {
 /// Always safe to call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mallinfo2() -> MallInfo2 {
-    let _guard = guard("panic in mallinfo2");
-    info()
+    no_unwind("panic in mallinfo2", info)
 }
 
 /// glibc's deprecated `mallinfo`: [`mallinfo2`] saturated to `int`.
@@ -820,21 +830,22 @@ pub unsafe extern "C" fn mallinfo2() -> MallInfo2 {
 /// Always safe to call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mallinfo() -> MallInfo {
-    let _guard = guard("panic in mallinfo");
-    let info = info();
-    let int = |value: usize| c_int::try_from(value).unwrap_or(c_int::MAX);
-    MallInfo {
-        arena: int(info.arena),
-        ordblks: int(info.ordblks),
-        smblks: int(info.smblks),
-        hblks: int(info.hblks),
-        hblkhd: int(info.hblkhd),
-        usmblks: 0,
-        fsmblks: int(info.fsmblks),
-        uordblks: int(info.uordblks),
-        fordblks: int(info.fordblks),
-        keepcost: int(info.keepcost),
-    }
+    no_unwind("panic in mallinfo", || {
+        let info = info();
+        let int = |value: usize| c_int::try_from(value).unwrap_or(c_int::MAX);
+        MallInfo {
+            arena: int(info.arena),
+            ordblks: int(info.ordblks),
+            smblks: int(info.smblks),
+            hblks: int(info.hblks),
+            hblkhd: int(info.hblkhd),
+            usmblks: 0,
+            fsmblks: int(info.fsmblks),
+            uordblks: int(info.uordblks),
+            fordblks: int(info.fordblks),
+            keepcost: int(info.keepcost),
+        }
+    })
 }
 
 /// Formatted text in a stack buffer, handed to `sink` whenever it fills and at the end:
@@ -882,25 +893,26 @@ impl<F: FnMut(&[u8])> fmt::Write for Text<F> {
 /// Always safe to call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn malloc_stats() {
-    let _guard = guard("panic in malloc_stats");
-    let info = info();
-    let mut text = Text::new(|bytes: &[u8]| {
-        // SAFETY: writes initialised bytes to stderr; a short write only cuts the text.
-        let _ = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
-    });
-    let _ = write!(
-        text,
-        "Arena 0:\nsystem bytes     = {:>10}\nin use bytes     = {:>10}\n\
-         Total (incl. mmap):\nsystem bytes     = {:>10}\nin use bytes     = {:>10}\n\
-         mmap regions     = {:>10}\nmmap bytes       = {:>10}\n",
-        info.arena,
-        info.uordblks,
-        info.arena + info.hblkhd,
-        info.uordblks + info.hblkhd,
-        info.hblks,
-        info.hblkhd,
-    );
-    text.flush();
+    no_unwind("panic in malloc_stats", || {
+        let info = info();
+        let mut text = Text::new(|bytes: &[u8]| {
+            // SAFETY: writes initialised bytes to stderr; a short write only cuts the text.
+            let _ = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
+        });
+        let _ = write!(
+            text,
+            "Arena 0:\nsystem bytes     = {:>10}\nin use bytes     = {:>10}\n\
+             Total (incl. mmap):\nsystem bytes     = {:>10}\nin use bytes     = {:>10}\n\
+             mmap regions     = {:>10}\nmmap bytes       = {:>10}\n",
+            info.arena,
+            info.uordblks,
+            info.arena + info.hblkhd,
+            info.uordblks + info.hblkhd,
+            info.hblks,
+            info.hblkhd,
+        );
+        text.flush();
+    })
 }
 
 /// glibc's `malloc_info`: the heap's state as glibc's XML document, one `<size>` per
@@ -911,55 +923,56 @@ pub unsafe extern "C" fn malloc_stats() {
 /// - `stream` is an open, writable `FILE`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn malloc_info(options: c_int, stream: *mut libc::FILE) -> c_int {
-    let _guard = guard("panic in malloc_info");
-    if options != 0 {
-        return libc::EINVAL;
-    }
-    let mut text = Text::new(|bytes: &[u8]| {
-        // SAFETY: `stream` is writable (caller); the bytes are initialised.
-        let _ = unsafe { libc::fwrite(bytes.as_ptr().cast(), 1, bytes.len(), stream) };
-    });
-    let _ = text.write_str("<malloc version=\"1\">\n<heap nr=\"0\">\n<sizes>\n");
-    let totals = totals(|class| {
-        if class.cached + class.free > 0 {
-            let _ = writeln!(
-                text,
-                "  <size from=\"{0}\" to=\"{0}\" total=\"{1}\" count=\"{2}\"/>",
-                class.size,
-                class.size * (class.cached + class.free),
-                class.cached + class.free,
-            );
+    no_unwind("panic in malloc_info", || {
+        if options != 0 {
+            return libc::EINVAL;
         }
-    });
-    let free_bytes = totals.slab_bytes.saturating_sub(totals.used_bytes);
-    let _ = write!(
-        text,
-        "</sizes>\n<total type=\"fast\" count=\"{}\" size=\"{}\"/>\n\
-         <total type=\"rest\" count=\"{}\" size=\"{}\"/>\n\
-         <system type=\"current\" size=\"{}\"/>\n\
-         <aspace type=\"total\" size=\"{}\"/>\n</heap>\n\
-         <total type=\"fast\" count=\"{}\" size=\"{}\"/>\n\
-         <total type=\"rest\" count=\"{}\" size=\"{}\"/>\n\
-         <total type=\"mmap\" count=\"{}\" size=\"{}\"/>\n\
-         <system type=\"current\" size=\"{}\"/>\n\
-         <aspace type=\"total\" size=\"{}\"/>\n</malloc>\n",
-        totals.cached_blocks,
-        totals.cached_bytes,
-        totals.free_blocks,
-        free_bytes,
-        totals.slab_bytes,
-        totals.slab_bytes,
-        totals.cached_blocks,
-        totals.cached_bytes,
-        totals.free_blocks,
-        free_bytes,
-        totals.mapped_blocks,
-        totals.mapped_bytes,
-        totals.slab_bytes + totals.mapped_bytes,
-        totals.slab_bytes + totals.mapped_bytes,
-    );
-    text.flush();
-    0
+        let mut text = Text::new(|bytes: &[u8]| {
+            // SAFETY: `stream` is writable (caller); the bytes are initialised.
+            let _ = unsafe { libc::fwrite(bytes.as_ptr().cast(), 1, bytes.len(), stream) };
+        });
+        let _ = text.write_str("<malloc version=\"1\">\n<heap nr=\"0\">\n<sizes>\n");
+        let totals = totals(|class| {
+            if class.cached + class.free > 0 {
+                let _ = writeln!(
+                    text,
+                    "  <size from=\"{0}\" to=\"{0}\" total=\"{1}\" count=\"{2}\"/>",
+                    class.size,
+                    class.size * (class.cached + class.free),
+                    class.cached + class.free,
+                );
+            }
+        });
+        let free_bytes = totals.slab_bytes.saturating_sub(totals.used_bytes);
+        let _ = write!(
+            text,
+            "</sizes>\n<total type=\"fast\" count=\"{}\" size=\"{}\"/>\n\
+             <total type=\"rest\" count=\"{}\" size=\"{}\"/>\n\
+             <system type=\"current\" size=\"{}\"/>\n\
+             <aspace type=\"total\" size=\"{}\"/>\n</heap>\n\
+             <total type=\"fast\" count=\"{}\" size=\"{}\"/>\n\
+             <total type=\"rest\" count=\"{}\" size=\"{}\"/>\n\
+             <total type=\"mmap\" count=\"{}\" size=\"{}\"/>\n\
+             <system type=\"current\" size=\"{}\"/>\n\
+             <aspace type=\"total\" size=\"{}\"/>\n</malloc>\n",
+            totals.cached_blocks,
+            totals.cached_bytes,
+            totals.free_blocks,
+            free_bytes,
+            totals.slab_bytes,
+            totals.slab_bytes,
+            totals.cached_blocks,
+            totals.cached_bytes,
+            totals.free_blocks,
+            free_bytes,
+            totals.mapped_blocks,
+            totals.mapped_bytes,
+            totals.slab_bytes + totals.mapped_bytes,
+            totals.slab_bytes + totals.mapped_bytes,
+        );
+        text.flush();
+        0
+    })
 }
 
 /// glibc's `M_MXFAST`, the one parameter whose values glibc refuses.
@@ -974,11 +987,10 @@ const MAX_FAST_SIZE: c_int = 160;
 /// Always safe to call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mallopt(param: c_int, value: c_int) -> c_int {
-    let _guard = guard("panic in mallopt");
-    match param {
+    no_unwind("panic in mallopt", || match param {
         M_MXFAST => c_int::from((0..=MAX_FAST_SIZE).contains(&value)),
         _ => 1,
-    }
+    })
 }
 
 #[cfg(test)]
