@@ -3,7 +3,8 @@
 //! the machine ([`machine`]), pages of tables and SVG plots ([`report`]), a heap that
 //! counts the calls made into it ([`counting`]), paired-round statistics ([`stats`]),
 //! `/proc` readings of another process
-//! ([`process`]) and, with the `peers` feature, an HTTP load generator (`loadgen`).
+//! ([`process`]), [`wrk`] as a second HTTP client and, with the `peers` feature, an HTTP
+//! load generator (`loadgen`).
 
 pub mod boundary;
 pub mod counting;
@@ -16,3 +17,4 @@ pub mod report;
 pub mod stats;
 pub mod svg;
 pub mod threads;
+pub mod wrk;

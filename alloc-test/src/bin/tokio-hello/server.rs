@@ -10,8 +10,8 @@
 //! ```
 //!
 //! binds 127.0.0.1:0, prints its address on a line of standard output, and serves
-//! "Hello, World!" (and `/__counters`: the requests so far) until its standard input
-//! closes.
+//! "Hello, World!" (and `/__counters`: the requests so far; `/spin`: the same after
+//! 2 ms of CPU) until its standard input closes.
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -24,6 +24,7 @@ use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use pagekeep_alloc_test::bench::wrk;
 
 /// hyper's buffer limit, as our executor's default `max_header_bytes`.
 const MAX_BUF_BYTES: usize = 16 * 1024;
@@ -105,6 +106,10 @@ fn serve(workers: usize) -> Result<(), String> {
                             StatusCode::OK,
                             format!("requests {requests}\nover_budget 0\n"),
                         ),
+                        wrk::SPIN_PATH => {
+                            wrk::spin(wrk::SPIN_TIME);
+                            hello()
+                        }
                         _ => hello(),
                     })
                 });

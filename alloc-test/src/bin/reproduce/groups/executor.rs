@@ -13,6 +13,7 @@ use pagekeep_alloc_test::bench::loadgen::{self, Load, Outcome, SteadyState, Stop
 use pagekeep_alloc_test::bench::machine::Machine;
 use pagekeep_alloc_test::bench::measure::{Measurement, Settings, rotated_order};
 use pagekeep_alloc_test::bench::report::{Better, Page, Row, Section, Target};
+use pagekeep_alloc_test::bench::wrk::{self, Shape};
 
 use crate::progress::Progress;
 use server::ServerChild;
@@ -40,6 +41,36 @@ const SERVERS: [(&str, &str); 3] = [
     ("tokio-mimalloc", "tokio + hyper (mimalloc)"),
 ];
 
+/// The wrk shapes: one client thread and two (the first leaves a core to the servers),
+/// 64 connections, and the imbalanced load (a quarter of the requests spin 2 ms).
+const WRK_SHAPES: [Shape; 3] = [
+    Shape {
+        threads: 1,
+        connections: CONNECTIONS,
+        spin_every: None,
+    },
+    Shape {
+        threads: 2,
+        connections: CONNECTIONS,
+        spin_every: None,
+    },
+    Shape {
+        threads: 2,
+        connections: CONNECTIONS,
+        spin_every: Some(4),
+    },
+];
+
+/// How many wrk rounds each server runs per shape, and how long each lasts (wrk takes
+/// whole seconds).
+fn wrk_rounds(settings: &Settings) -> (usize, Duration) {
+    if settings.samples > Settings::QUICK.samples {
+        (7, Duration::from_secs(5))
+    } else {
+        (3, Duration::from_secs(2))
+    }
+}
+
 /// How many timed rounds each server runs, and how long each lasts.
 fn rounds(settings: &Settings) -> (usize, Duration) {
     // Quick: 5 rounds of 1.5 s; full: 17 rounds of 7.5 s.
@@ -48,8 +79,9 @@ fn rounds(settings: &Settings) -> (usize, Duration) {
 
 /// Progress steps of this group.
 pub fn steps(settings: &Settings) -> usize {
-    // Start and warm up, the rounds, the rest of the 1M requests, the oom mix.
-    1 + rounds(settings).0 + 1 + 1
+    // Start and warm up, the rounds, the rest of the 1M requests, the oom mix, the wrk
+    // shapes.
+    1 + rounds(settings).0 + 1 + 1 + WRK_SHAPES.len()
 }
 
 /// A figure with its spread from one value per round, the rounds kept in order: the
@@ -161,6 +193,56 @@ fn round(server: &ServerChild, duration: Duration, figures: &mut Figures) -> Res
     Ok(())
 }
 
+/// What the wrk rounds of one shape measured on one server.
+#[derive(Debug, Default)]
+struct WrkFigures {
+    requests_per_second: Vec<f64>,
+    p50_micros: Vec<f64>,
+    p99_micros: Vec<f64>,
+    p999_micros: Vec<f64>,
+    errors: u64,
+}
+
+/// The wrk rounds of every shape on every server (`figures[shape][server]`), the
+/// servers' rounds interleaved as in the main rounds; `None` if wrk is not installed.
+fn wrk_shapes(
+    servers: &[ServerChild],
+    settings: &Settings,
+    progress: &mut Progress,
+) -> Result<Option<Vec<Vec<WrkFigures>>>, String> {
+    let (round_count, round_time) = wrk_rounds(settings);
+    let installed = wrk::available();
+    let mut all = Vec::new();
+    for shape in &WRK_SHAPES {
+        progress.step(&format!(
+            "executor: {}, {round_count} rounds of {round_time:?} on each server",
+            shape.describe()
+        ));
+        if !installed {
+            continue;
+        }
+        let mut figures: Vec<WrkFigures> = servers.iter().map(|_| WrkFigures::default()).collect();
+        for number in 0..round_count {
+            for index in rotated_order(number, servers.len()) {
+                let outcome =
+                    wrk::run(servers[index].address, shape, round_time).map_err(|error| {
+                        format!("wrk on the {} server: {error}", servers[index].kind)
+                    })?;
+                let figures = &mut figures[index];
+                figures
+                    .requests_per_second
+                    .push(outcome.requests_per_second);
+                figures.p50_micros.push(outcome.p50_micros);
+                figures.p99_micros.push(outcome.p99_micros);
+                figures.p999_micros.push(outcome.p999_micros);
+                figures.errors += outcome.errors;
+            }
+        }
+        all.push(figures);
+    }
+    Ok(installed.then_some(all))
+}
+
 /// Memory of a server at one moment, in KiB.
 #[derive(Clone, Copy, Debug, Default)]
 struct Memory {
@@ -243,15 +325,12 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
     }
     progress.step("executor: the oom mix on our server");
     let oom = oom_mix(&servers[0])?;
+    let wrk_figures = wrk_shapes(&servers, &settings, progress)?;
     drop(servers);
-    Ok(page(
-        &figures,
-        &resident,
-        &oom,
-        round_count,
-        round_time,
-        machine,
-    ))
+    let mut page = page(&figures, &resident, &oom, round_count, round_time, machine);
+    page.sections
+        .push(wrk_section(wrk_figures.as_deref(), &settings, machine));
+    Ok(page)
 }
 
 /// 100k normal requests with `/oom` as every 101st, on our server.
@@ -292,6 +371,80 @@ fn per_server(of: impl Fn(usize) -> Measurement) -> Vec<(String, Measurement)> {
 }
 
 const OURS: &str = SERVERS[0].1;
+
+/// The section of the wrk shapes: for each, throughput, latency percentiles and errors.
+fn wrk_section(
+    figures: Option<&[Vec<WrkFigures>]>,
+    settings: &Settings,
+    machine: &Machine,
+) -> Section {
+    let (round_count, round_time) = wrk_rounds(settings);
+    let mut description = format!(
+        "The same servers under wrk (Debian's `wrk` 4, a client this project did not \
+         write), run after the rounds above: {round_count} rounds of {} s per server and \
+         shape, the servers' rounds interleaved, the figure the median round. wrk's own \
+         latency percentiles (from sending a request to its response), printed by a Lua \
+         `done` hook. With one client thread a core is left to the servers, so a \
+         scheduler that leaves a descheduled worker's connections waiting shows in the \
+         tail; the imbalanced shape sends every fourth request of each client thread to \
+         `{}`, whose handler burns {} ms of CPU on the worker before answering.",
+        round_time.as_secs(),
+        wrk::SPIN_PATH,
+        wrk::SPIN_TIME.as_millis()
+    );
+    let mut rows = Vec::new();
+    match figures {
+        None => description.push_str(
+            " wrk is not installed on this machine (`apt-get install wrk`): not measured.",
+        ),
+        Some(figures) => {
+            for (shape, figures) in WRK_SHAPES.iter().zip(figures) {
+                let name = shape.describe();
+                let both = |of: &dyn Fn(&WrkFigures) -> &Vec<f64>| {
+                    per_server(|index| spread(of(&figures[index]).clone()))
+                };
+                rows.push(
+                    Row::new(
+                        format!("{name}: requests per second"),
+                        both(&|f| &f.requests_per_second),
+                    )
+                    .better(Better::Higher)
+                    .target(Target::at_least_best(1.0))
+                    .multi_threaded(machine),
+                );
+                rows.push(Row::new(
+                    format!("{name}: p50 latency (µs)"),
+                    both(&|f| &f.p50_micros),
+                ));
+                rows.push(
+                    Row::new(
+                        format!("{name}: p99 latency (µs)"),
+                        both(&|f| &f.p99_micros),
+                    )
+                    .target(Target::at_most_best(1.0)),
+                );
+                rows.push(Row::new(
+                    format!("{name}: p99.9 latency (µs)"),
+                    both(&|f| &f.p999_micros),
+                ));
+                rows.push(
+                    Row::new(
+                        format!("{name}: socket errors and non-2xx responses (count)"),
+                        per_server(|index| Measurement::exact(figures[index].errors as f64)),
+                    )
+                    .target(Target::at_most_value(0.0)),
+                );
+            }
+        }
+    }
+    Section {
+        title: "Under wrk".into(),
+        description,
+        unit: "requests per second, µs, or count as named".into(),
+        rows,
+        line_plot: None,
+    }
+}
 
 fn page(
     figures: &[Figures],

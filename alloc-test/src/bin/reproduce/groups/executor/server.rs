@@ -8,6 +8,8 @@
 //! - `/`: plaintext "Hello, World!";
 //! - `/oom` (ours only): allocates 64 KiB blocks without bound, sleeping 1 ms between
 //!   them, until the server cancels it with 503 for going over its arena budget;
+//! - `/spin`: "Hello, World!" after 2 ms of CPU (the imbalanced load of the wrk
+//!   shapes, [`wrk::spin`]);
 //! - `/__counters`: `requests N` and `over_budget N` lines, and for ours `heap_calls N`,
 //!   the calls into the process's fallback heap so far (see
 //!   [`crate::fallback_heap_calls`]); the peers' allocators count nothing.
@@ -25,7 +27,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
-use pagekeep_alloc_test::bench::{loadgen, process};
+use pagekeep_alloc_test::bench::{loadgen, process, wrk};
 
 /// Request arenas of our server: more than the connections, so no request waits.
 pub const ARENAS: usize = 256;
@@ -112,6 +114,10 @@ fn ours(address: SocketAddr, workers: usize) -> Result<(), String> {
                         }
                     }
                     "/__counters" => counters(stats.requests(), stats.over_budget()),
+                    wrk::SPIN_PATH => {
+                        wrk::spin(wrk::SPIN_TIME);
+                        hello()
+                    }
                     _ => hello(),
                 }
             }
