@@ -944,18 +944,8 @@ impl<S: PageSource + Clone> SlabHeap<S> {
             // SAFETY: forwarded; `new` is a valid layout.
             unsafe { self.resize(ptr, old, new.size()) }.ok_or(AllocError)?
         } else {
-            let moved = self.alloc_nonzero(new).ok_or(AllocError)?;
-            // SAFETY: distinct live blocks; the old one spans its usable size (which the
-            // caller was given and may have filled), the new one at least `new.size()`.
-            unsafe {
-                ptr::copy_nonoverlapping(
-                    ptr.as_ptr(),
-                    moved.as_ptr(),
-                    Self::usable_size(old).min(new.size()),
-                );
-                self.free(ptr, old);
-            }
-            moved
+            // SAFETY: a live block of this heap with `old` (caller); `new` is non-zero.
+            unsafe { self.resize_by_copy(ptr, old, new) }.ok_or(AllocError)?
         };
         Ok(NonNull::slice_from_raw_parts(block, Self::usable_size(new)))
     }

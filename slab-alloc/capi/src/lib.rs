@@ -324,20 +324,27 @@ fn allocate(size: usize, align: usize, zeroed: bool) -> *mut c_void {
         // SAFETY: a non-zero size, and a power-of-two alignment of at most a page.
         let layout =
             unsafe { Layout::from_size_align_unchecked(size.max(1), align.max(MIN_ALIGN)) };
-        // SAFETY: a non-zero size.
-        let block = unsafe {
-            if zeroed {
-                HEAP.alloc_zeroed(layout)
-            } else {
-                HEAP.alloc(layout)
-            }
-        };
+        let block = heap_alloc(layout, zeroed);
         if block.is_null() {
             set_errno(libc::ENOMEM);
         }
         return block.cast();
     }
     allocate_with_prefix(size, align, zeroed)
+}
+
+/// A heap block of `layout` (non-zero size), zeroed if asked; null on failure.
+#[inline(always)]
+fn heap_alloc(layout: Layout, zeroed: bool) -> *mut u8 {
+    debug_assert!(layout.size() > 0);
+    // SAFETY: a non-zero size.
+    unsafe {
+        if zeroed {
+            HEAP.alloc_zeroed(layout)
+        } else {
+            HEAP.alloc(layout)
+        }
+    }
 }
 
 /// Allocates a C block with a prefix (a large block; every block in the hardened
@@ -347,14 +354,8 @@ fn allocate_with_prefix(size: usize, align: usize, zeroed: bool) -> *mut c_void 
         set_errno(libc::ENOMEM);
         return ptr::null_mut();
     };
-    // SAFETY: the layout has a non-zero size (it includes the prefix).
-    let base = unsafe {
-        if zeroed {
-            HEAP.alloc_zeroed(layout)
-        } else {
-            HEAP.alloc(layout)
-        }
-    };
+    // The layout has a non-zero size (it includes the prefix).
+    let base = heap_alloc(layout, zeroed);
     if base.is_null() {
         set_errno(libc::ENOMEM);
         return ptr::null_mut();
