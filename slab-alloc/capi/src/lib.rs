@@ -1,8 +1,10 @@
 //! The C allocation ABI on [`SlabHeap`]: `malloc`, `free`, `calloc`, `realloc`,
 //! `reallocarray`, `posix_memalign`, `aligned_alloc`, `memalign`, `valloc`, `pvalloc`
 //! and `malloc_usable_size`, and glibc's extensions `cfree`, `malloc_trim`, `mallinfo`,
-//! `mallinfo2`, `malloc_stats`, `malloc_info` and `mallopt`, built as a `cdylib` so that
-//! C programs run on pagekeep-slab with `LD_PRELOAD`:
+//! `mallinfo2`, `malloc_stats`, `malloc_info` and `mallopt`, and C++'s `operator new`
+//! and `operator delete` in all their forms (see `cxx.rs`: libstdc++'s own call
+//! `malloc` and `free` one call further away), built as a `cdylib` so that C and C++
+//! programs run on pagekeep-slab with `LD_PRELOAD`:
 //!
 //! ```sh
 //! cargo build --release -p pagekeep-slab-capi
@@ -71,6 +73,8 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU8, Ordering};
 
 use pagekeep_slab::size_class::{CLASS_COUNT, MAX_SMALL, class_for};
+
+mod cxx;
 use pagekeep_slab::{AbortOnUnwind, SlabHeap};
 
 static HEAP: SlabHeap = SlabHeap::new().on_decay_pass(decay_thread_if_asked);

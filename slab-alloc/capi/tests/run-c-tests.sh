@@ -4,7 +4,10 @@
 # properties that glibc documents (null or not, errno, alignment, bytes kept), never
 # sizes or addresses. The fork program runs FORK_RUNS times (default 20) in a row.
 #
-# Usage: slab-alloc/capi/tests/run-c-tests.sh        (from anywhere; needs gcc)
+# The C++ program (cxx_operators.cpp) must also have its operator new and delete bound to
+# the library under LD_PRELOAD.
+#
+# Usage: slab-alloc/capi/tests/run-c-tests.sh        (from anywhere; needs gcc and g++)
 #        SLAB_ALLOC_CAPI_LIB=/path/to/lib.so ...      (to test another build of the library)
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -12,6 +15,7 @@ cd "$(dirname "$0")/../../.."
 fail() { printf 'run-c-tests.sh: FAILED: %s\n' "$*" >&2; exit 1; }
 
 command -v gcc >/dev/null || fail "gcc is not installed"
+command -v g++ >/dev/null || fail "g++ is not installed"
 if [ -z "${SLAB_ALLOC_CAPI_LIB:-}" ]; then
     cargo build --release -p pagekeep-slab-capi
     target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
@@ -34,6 +38,11 @@ build() {
         -Wno-deprecated-declarations -pthread -o "$work/$1" "$sources/$1.c"
 }
 
+# Compiles $1.cpp (C++17, for the aligned forms of operator new).
+build_cxx() {
+    g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -pthread -o "$work/$1" "$sources/$1.cpp"
+}
+
 # Runs program $1 (already built) under glibc once, then $2 times under the library.
 compare() {
     local name=$1 runs=$2 status=0
@@ -54,6 +63,7 @@ for program in malloc_family malloc_family_size_edges glibc_extensions fork_from
     large_blocks_reused large_blocks_under_address_limit; do
     build "$program"
 done
+build_cxx cxx_operators
 compare malloc_family 1
 compare malloc_family_size_edges 1
 compare glibc_extensions 1
@@ -64,4 +74,12 @@ compare thread_exit_handoff 1
 compare decay_after_peak_with_cached_work 1
 compare large_blocks_reused 1
 compare large_blocks_under_address_limit 1
+compare cxx_operators 1
+# The operators are the library's, not libstdc++'s wrappers around malloc and free.
+bindings=$(LD_DEBUG=bindings LD_PRELOAD="$lib" "$work/cxx_operators" 2>&1 >/dev/null)
+for symbol in _Znwm _ZdlPvm _ZnwmSt11align_val_t _ZdaPv; do
+    grep -q "to $lib .*normal symbol \`$symbol'" <<<"$bindings" \
+        || fail "cxx_operators: $symbol is not bound to the library under LD_PRELOAD"
+done
+echo "run-c-tests.sh: cxx_operators binds operator new and delete to the library"
 echo "run-c-tests.sh: every C program behaved under LD_PRELOAD as under glibc"
