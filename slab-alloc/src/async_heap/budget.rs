@@ -141,14 +141,21 @@ impl WakeBatch {
         self.len += 1;
     }
 
-    /// Wakes every collected waker (outside the lock).
+    /// Wakes every collected waker (outside the lock). If one panics, the batch's drop
+    /// (during the unwinding) wakes the rest: a granted waiter is never left unwoken.
     fn wake_all(&mut self) {
-        for waker in &mut self.wakers[..self.len] {
-            if let Some(waker) = waker.take() {
+        for index in 0..self.len {
+            if let Some(waker) = self.wakers[index].take() {
                 waker.wake();
             }
         }
         self.len = 0;
+    }
+}
+
+impl Drop for WakeBatch {
+    fn drop(&mut self) {
+        self.wake_all();
     }
 }
 
@@ -576,6 +583,47 @@ mod tests {
             0,
             "granted, nobody waits"
         );
+    }
+
+    /// A waker that panics when woken does not stop the others of its batch.
+    #[test]
+    fn a_panicking_waker_leaves_no_granted_waiter_unwoken() {
+        struct Panics;
+        impl Wake for Panics {
+            fn wake(self: Arc<Self>) {
+                panic!("a waker that panics");
+            }
+        }
+        let budget = Budget::new(2);
+        assert!(budget.try_acquire(2));
+        let panicking = Waker::from(Arc::new(Panics));
+        let counter = Arc::new(Counter(StdAtomicUsize::new(0)));
+        let counting = Waker::from(counter.clone());
+        let mut first = budget.acquire(1);
+        let mut second = budget.acquire(1);
+        assert!(
+            Pin::new(&mut first)
+                .poll(&mut Context::from_waker(&panicking))
+                .is_pending()
+        );
+        assert!(
+            Pin::new(&mut second)
+                .poll(&mut Context::from_waker(&counting))
+                .is_pending()
+        );
+        let freed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| budget.release(2)));
+        assert!(
+            freed.is_err(),
+            "the waker's panic reaches the freeing thread"
+        );
+        assert_eq!(
+            counter.0.load(Ordering::SeqCst),
+            1,
+            "the second waiter was not woken"
+        );
+        assert_eq!(budget.available(), 0);
+        drop((first, second));
+        assert_eq!(budget.available(), 2);
     }
 
     /// More waiters than a wake batch are all served by one free.
