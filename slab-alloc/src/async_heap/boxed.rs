@@ -57,6 +57,7 @@ impl<T: ?Sized, S: PageSource + Clone> Unpin for HeapBox<'_, T, S> {}
 
 impl<'h, T, S: PageSource + Clone> HeapBox<'h, T, S> {
     /// Moves `value` into `block`, which must have `T`'s layout.
+    #[inline]
     pub(super) fn write(block: HeapBlock<'h, S>, value: T) -> Self {
         debug_assert_eq!(block.layout(), Layout::new::<T>());
         let heap = block.heap();
@@ -135,6 +136,7 @@ impl<'h, T: ?Sized, S: PageSource + Clone> HeapBox<'h, T, S> {
 }
 
 impl<T: ?Sized, S: PageSource + Clone> Drop for HeapBox<'_, T, S> {
+    #[inline]
     fn drop(&mut self) {
         /// Frees the block even if the value's drop panics.
         struct Free<'a, S: PageSource + Clone> {
@@ -143,6 +145,7 @@ impl<T: ?Sized, S: PageSource + Clone> Drop for HeapBox<'_, T, S> {
             layout: Layout,
         }
         impl<S: PageSource + Clone> Drop for Free<'_, S> {
+            #[inline]
             fn drop(&mut self) {
                 // SAFETY: the box's block with the layout of its value, freed once.
                 unsafe { self.heap.dealloc(self.ptr, self.layout) };

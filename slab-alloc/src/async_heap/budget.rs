@@ -219,6 +219,7 @@ impl Budget {
     }
 
     /// The capacity in bytes.
+    #[inline]
     pub(crate) fn capacity(&self) -> usize {
         self.capacity
     }

@@ -71,7 +71,7 @@ use allocator_api2::alloc::AllocError;
 use pagekeep_mmap::{DefaultPages, PageSource};
 
 use crate::SlabHeap;
-use crate::size_class::class_for;
+use crate::size_class::{CLASS_SIZES, class_for};
 use budget::Budget;
 
 pub use arc::HeapArc;
@@ -144,6 +144,7 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
     }
 
     /// The capacity in bytes.
+    #[inline]
     pub fn capacity(&self) -> usize {
         self.budget.capacity()
     }
@@ -167,11 +168,12 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
     /// The bytes a block of `layout` counts against the capacity: its usable size (the
     /// size class of a small block, whole pages of a large one), 0 for a zero size.
     /// `None` if that is beyond the capacity (such a request could never be served).
+    #[inline]
     pub fn charge(&self, layout: Layout) -> Option<usize> {
         let bytes = if layout.size() == 0 {
             0
-        } else if class_for(layout.size(), layout.align()).is_some() {
-            SlabHeap::<S>::usable_size(layout)
+        } else if let Some(class) = class_for(layout.size(), layout.align()) {
+            CLASS_SIZES[class]
         } else {
             layout
                 .size()
@@ -220,7 +222,8 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
     /// ```
     pub async fn alloc_layout(&self, layout: Layout) -> HeapBlock<'_, S> {
         let bytes = self.charge_or_panic(layout);
-        if bytes != 0 {
+        // The fast path first, without building the waiting future.
+        if bytes != 0 && !self.budget.try_acquire(bytes) {
             self.budget.acquire(bytes).await;
         }
         self.block_for_granted(layout, bytes)
@@ -233,6 +236,7 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
     /// No room, someone waiting (see the FIFO rule in the [module
     /// docs](crate::async_heap)), a charge beyond the capacity, or the page source
     /// failing.
+    #[inline]
     pub fn try_alloc_layout(&self, layout: Layout) -> Result<HeapBlock<'_, S>, AllocError> {
         let bytes = self.charge(layout).ok_or(AllocError)?;
         if bytes != 0 && !self.budget.try_acquire(bytes) {
@@ -306,6 +310,7 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
 
     /// A block of `layout` for `bytes` already taken from the budget; gives them back if
     /// the block cannot be made.
+    #[inline]
     fn block_for_granted(
         &self,
         layout: Layout,
@@ -355,24 +360,26 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
     /// # Safety
     /// - `ptr` is a live block of this heap allocated with `layout` (through
     ///   [`HeapBlock::into_raw`] or a handle), freed once, unused afterwards.
+    #[inline]
     pub unsafe fn dealloc(&self, ptr: NonNull<u8>, layout: Layout) {
         if layout.size() == 0 {
             return;
         }
-        let bytes = self.charge(layout).expect("a live block's charge fits");
-        if class_for(layout.size(), layout.align()).is_some() {
+        if let Some(class) = class_for(layout.size(), layout.align()) {
             // SAFETY: a block of `slabs` with this layout (non-zero size), freed once
             // (caller).
             unsafe { self.slabs.free(ptr, layout) };
+            self.budget.release(CLASS_SIZES[class]);
         } else {
+            let bytes = self.charge(layout).expect("a live block's charge fits");
             let page = self.source.page_size();
             // SAFETY: the reservation `allocate_raw` made for this layout, with the same
             // length and alignment, released once and unused afterwards (caller).
             // A refused release leaks the pages; the budget still gets its bytes back,
             // as the block is gone for the program.
             let _ = unsafe { self.source.release(ptr, bytes, layout.align().max(page)) };
+            self.budget.release(bytes);
         }
-        self.budget.release(bytes);
     }
 }
 
@@ -428,12 +435,14 @@ impl<'h, S: PageSource + Clone> HeapBlock<'h, S> {
     }
 
     /// The heap the block belongs to.
+    #[inline]
     pub fn heap(&self) -> &'h AsyncHeap<S> {
         self.heap
     }
 
     /// Gives up the block without freeing it; free it with [`AsyncHeap::dealloc`]
     /// (or leak it, keeping its bytes taken).
+    #[inline]
     pub fn into_raw(self) -> (NonNull<u8>, Layout) {
         let block = core::mem::ManuallyDrop::new(self);
         (block.ptr, block.layout)
