@@ -39,12 +39,20 @@ fn every_block_lies_in_the_region_and_the_capacity_holds() {
 
 #[test]
 fn a_static_buffer_works_as_a_region() {
-    let buffer: &'static mut [u8] = Box::leak(vec![0xAAu8; 4 << 20].into_boxed_slice());
+    // Leaked for the `'static`, and taken back at the end (miri reports leaks).
+    let raw = Box::into_raw(vec![0xAAu8; 4 << 20].into_boxed_slice());
+    // SAFETY: the leaked box, unique until it is taken back below.
+    let buffer: &'static mut [u8] = unsafe { &mut *raw };
     let pages = RegionPages::from_static(buffer);
     let heap = AsyncHeap::with_source(pages.clone(), 64 * 1024);
     let copy = block_on(heap.alloc_slice_copy(b"bounded"));
     assert_eq!(&*copy, b"bounded");
     assert!(pages.contains(copy.as_ptr()));
+    drop(copy);
+    drop(heap);
+    drop(pages);
+    // SAFETY: every user of the buffer (the heap, the source and its clones) is gone.
+    drop(unsafe { Box::from_raw(raw) });
 }
 
 #[test]
