@@ -284,7 +284,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
 
     /// Allocates a block for `layout` (non-zero size).
     #[inline(always)]
-    fn alloc_nonzero(&self, layout: Layout) -> Option<NonNull<u8>> {
+    pub(crate) fn alloc_nonzero(&self, layout: Layout) -> Option<NonNull<u8>> {
         match class_for(layout.size(), layout.align()) {
             Some(class) => {
                 let class = self.class(class)?;
@@ -376,7 +376,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     /// # Safety
     /// - `ptr` was allocated by this heap with `layout` (or a layout of the same class).
     #[inline(always)]
-    unsafe fn free(&self, ptr: NonNull<u8>, layout: Layout) {
+    pub(crate) unsafe fn free(&self, ptr: NonNull<u8>, layout: Layout) {
         match class_for(layout.size(), layout.align()) {
             Some(class) => {
                 // A block smaller than its free words (a pointer; two, with the free

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod asymmetric_fence;
+pub mod async_heap;
 mod cache;
 mod depot;
 mod handshake;

@@ -1,5 +1,10 @@
 //! Integration tests of pagekeep-slab, one module per topic.
 
+mod async_heap_deadlock;
+mod async_heap_in_a_region;
+mod async_heap_lost_wake_up;
+mod async_heap_programs;
+mod async_support;
 mod corruption;
 mod exhaustion;
 mod extreme_settings;

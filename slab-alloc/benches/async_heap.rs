@@ -1,0 +1,203 @@
+//! Criterion benchmarks of the async heap: an uncontended allocation and drop of a
+//! 64-byte value against `Box::new` on `SlabHeap` and on `System` (glibc, with a second
+//! thread alive), in thread CPU time, and the time from a free to the waiter's wake-up
+//! (wall time).
+//!
+//! ```sh
+//! cargo bench -p pagekeep-slab --bench async_heap -- --warm-up-time 1 --measurement-time 3
+//! ```
+
+use core::future::Future;
+use core::pin::pin;
+use core::sync::atomic::{AtomicBool, Ordering};
+use core::task::{Context, Poll, Waker};
+use std::hint::black_box;
+use std::sync::{Arc, Barrier};
+use std::task::Wake;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use pagekeep_slab::SlabHeap;
+use pagekeep_slab::async_heap::AsyncHeap;
+
+/// The value allocated: 64 bytes.
+type Value = [u64; 8];
+
+/// Keeps a second thread alive for the whole run: glibc's malloc takes a single-thread
+/// shortcut otherwise.
+fn keep_second_thread_alive() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        thread::spawn(|| {
+            loop {
+                thread::park();
+            }
+        });
+    });
+}
+
+/// Polls a future that is expected to be ready at once.
+fn ready<F: Future>(future: F) -> F::Output {
+    let future = pin!(future);
+    match future.poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("an uncontended allocation waited"),
+    }
+}
+
+/// The CPU time this thread has used: unlike wall time, it does not count the time
+/// the thread waits for a processor, so a loaded (shared) machine distorts it less.
+fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write; the clock exists on Linux and macOS.
+    let result = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    assert_eq!(result, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+/// Runs `operation` `iterations` times; its thread CPU time.
+fn cpu_time_of(iterations: u64, mut operation: impl FnMut()) -> Duration {
+    let start = thread_cpu_time();
+    for _ in 0..iterations {
+        operation();
+    }
+    thread_cpu_time() - start
+}
+
+fn alloc_and_drop(c: &mut Criterion) {
+    keep_second_thread_alive();
+    // Measured in thread CPU time (see `thread_cpu_time`).
+    let mut group = c.benchmark_group("alloc_and_drop_64B");
+    let heap = AsyncHeap::new(1 << 30);
+    group.bench_function("async_heap_alloc_await", |b| {
+        b.iter_custom(|iterations| {
+            cpu_time_of(iterations, || {
+                drop(black_box(ready(heap.alloc(black_box([1u64; 8])))))
+            })
+        })
+    });
+    group.bench_function("async_heap_try_alloc", |b| {
+        b.iter_custom(|iterations| {
+            cpu_time_of(iterations, || {
+                drop(black_box(
+                    heap.try_alloc(black_box([1u64; 8]))
+                        .unwrap_or_else(|_| panic!("room")),
+                ))
+            })
+        })
+    });
+    let slab: SlabHeap = SlabHeap::new();
+    group.bench_function("box_new_in_slab_heap", |b| {
+        b.iter_custom(|iterations| {
+            cpu_time_of(iterations, || {
+                drop(black_box(allocator_api2::boxed::Box::new_in(
+                    black_box::<Value>([1u64; 8]),
+                    &slab,
+                )))
+            })
+        })
+    });
+    group.bench_function("box_new_system", |b| {
+        b.iter_custom(|iterations| {
+            cpu_time_of(iterations, || {
+                drop(black_box(Box::new(black_box::<Value>([1u64; 8]))))
+            })
+        })
+    });
+    group.finish();
+}
+
+/// Unparks a thread.
+struct Unparker(thread::Thread);
+
+impl Wake for Unparker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// The time from a free (in one thread) to the moment the waiter it lets in (parked in
+/// another) returns from its poll, summed over `iterations`; with `noise` another thread
+/// allocates and frees small blocks of the same heap all along (contention on its word).
+fn free_to_wake(iterations: u64, noise: bool) -> Duration {
+    // Room for the 1 KiB block one of the pair holds, and for the third thread's small
+    // blocks, but not for two 1 KiB blocks: the waiter waits for the free.
+    let heap = AsyncHeap::new(1024 + 64);
+    let barrier = Barrier::new(2);
+    let stop = AtomicBool::new(false);
+    let mut total = Duration::ZERO;
+    thread::scope(|scope| {
+        if noise {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(small) = heap.try_alloc(0u64) {
+                        drop(black_box(small));
+                    }
+                    thread::yield_now();
+                }
+            });
+        }
+        let (sender, receiver) = std::sync::mpsc::channel::<Instant>();
+        let (heap, barrier) = (&heap, &barrier);
+        let waiter = scope.spawn(move || {
+            let waker = Waker::from(Arc::new(Unparker(thread::current())));
+            let mut total = Duration::ZERO;
+            for _ in 0..iterations {
+                barrier.wait();
+                let mut future = pin!(heap.alloc([0u8; 1024]));
+                let block = loop {
+                    if let Poll::Ready(block) =
+                        future.as_mut().poll(&mut Context::from_waker(&waker))
+                    {
+                        break block;
+                    }
+                    thread::park();
+                };
+                let woken = Instant::now();
+                let freed = receiver.recv().expect("the freeing thread sent its time");
+                total += woken.saturating_duration_since(freed);
+                drop(block);
+                barrier.wait();
+            }
+            total
+        });
+        for _ in 0..iterations {
+            let held = heap
+                .try_alloc([0u8; 1024])
+                .unwrap_or_else(|_| panic!("room"));
+            barrier.wait();
+            while heap.waiters() == 0 {
+                std::hint::spin_loop();
+            }
+            let freed = Instant::now();
+            drop(held);
+            sender.send(freed).expect("the waiter is there");
+            barrier.wait();
+        }
+        total = waiter.join().expect("the waiter finished");
+        stop.store(true, Ordering::Relaxed);
+    });
+    total
+}
+
+fn wake_latency(c: &mut Criterion) {
+    let mut group = c.benchmark_group("free_to_wake");
+    group.bench_function("two_threads", |b| {
+        b.iter_custom(|iterations| free_to_wake(iterations, false))
+    });
+    group.bench_function("with_a_third_allocating", |b| {
+        b.iter_custom(|iterations| free_to_wake(iterations, true))
+    });
+    group.finish();
+}
+
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    alloc_and_drop(&mut criterion);
+    wake_latency(&mut criterion);
+    criterion.final_summary();
+}

@@ -1,0 +1,795 @@
+//! [`Budget`]: a counted number of bytes that requests take and frees give back, with a
+//! FIFO queue of the requests that wait for room.
+//!
+//! # Safety
+//!
+//! Everything the budget shares lives in one atomic word, [`Budget::state`], plus a
+//! queue guarded by a lock bit of that word:
+//!
+//! - bits `0..61`: the bytes available. Anyone adds to them (a free, with one
+//!   `fetch_add`); a request takes from them with a compare-and-swap, on its fast path
+//!   only while [`WAITING`] is clear (nobody queued, so taking cannot overtake anyone),
+//!   and otherwise only the holder of [`LOCKED`], for the head of the queue.
+//! - [`LOCKED`]: set by a compare-and-swap, cleared by its holder. Only the holder
+//!   touches [`Budget::queue`], clears [`PUMP`] and sets or clears [`WAITING`].
+//! - [`WAITING`]: set while the queue is not empty (and for the moment a holder
+//!   takes to enqueue).
+//! - [`PUMP`]: "the queue must be looked at again". A free that finds [`WAITING`]
+//!   sets it, then takes the lock if it is free and grants; if the lock is held, the
+//!   holder finds [`PUMP`] in the value its unlocking `fetch_and` returns, and grants
+//!   again. Because the bit, the bytes and the lock are one word, their orders are one
+//!   modification order: a free's bytes are added before its `PUMP`, and a holder
+//!   clears `PUMP` before it reads the bytes, so either the holder's grant sees the
+//!   bytes or the bit survives its clear and the holder (or the freeing thread) grants
+//!   again. That is why no wake-up is lost, in particular the one the seed's design
+//!   lost: a free landing between a waiter's look at the bytes and its registration
+//!   (here the waiter looks and registers under the lock, in one compare-and-swap that
+//!   sets [`WAITING`], and the free sees that bit).
+//!
+//! A free therefore never waits for the lock (it adds its bytes, and grants only if the
+//! lock is free), and no waker runs while the lock is held: the holder collects at most
+//! [`WAKE_BATCH`] wakers, unlocks, then wakes them.
+//!
+//! A waiter is known by a ticket, given in order; grants take the head of the queue
+//! only, so tickets are granted in increasing order and [`Queue::last_granted`] tells a
+//! waiter whether it was served. A waiter that is dropped removes its entry, or, if it
+//! was served and never saw it, gives the bytes back (and the grant loop runs again).
+
+use core::fmt;
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll, Waker};
+use std::collections::VecDeque;
+
+#[cfg(not(loom))]
+use core::sync::atomic::{AtomicUsize, Ordering};
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicUsize, Ordering};
+
+/// Set while the queue is not empty.
+const WAITING: usize = 1 << 63;
+/// Set by a free that found waiters; cleared by the lock holder before it grants.
+const PUMP: usize = 1 << 62;
+/// The queue's lock.
+const LOCKED: usize = 1 << 61;
+/// The bits that count available bytes.
+const BYTES: usize = LOCKED - 1;
+/// The largest capacity a budget can have.
+pub(crate) const MAX_CAPACITY: usize = BYTES;
+/// How many wakers a lock holder collects before it unlocks to wake them.
+const WAKE_BATCH: usize = 8;
+
+/// An `UnsafeCell` with loom's closure interface, so the same code runs under loom.
+#[cfg(not(loom))]
+#[derive(Debug)]
+struct QueueCell(core::cell::UnsafeCell<Queue>);
+
+#[cfg(not(loom))]
+impl QueueCell {
+    fn new(queue: Queue) -> Self {
+        QueueCell(core::cell::UnsafeCell::new(queue))
+    }
+    fn with_mut<R>(&self, f: impl FnOnce(*mut Queue) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+#[cfg(loom)]
+#[derive(Debug)]
+struct QueueCell(loom::cell::UnsafeCell<Queue>);
+
+#[cfg(loom)]
+impl QueueCell {
+    fn new(queue: Queue) -> Self {
+        QueueCell(loom::cell::UnsafeCell::new(queue))
+    }
+    fn with_mut<R>(&self, f: impl FnOnce(*mut Queue) -> R) -> R {
+        self.0.with_mut(f)
+    }
+}
+
+/// One waiting request.
+#[derive(Debug)]
+struct Entry {
+    ticket: u64,
+    bytes: usize,
+    /// The waker of its last poll; taken when granted.
+    waker: Option<Waker>,
+}
+
+/// The waiters, in ticket order.
+#[derive(Debug, Default)]
+struct Queue {
+    entries: VecDeque<Entry>,
+    /// The ticket the next waiter gets (tickets start at 1).
+    next_ticket: u64,
+    /// The ticket of the last waiter granted (0: none yet). Grants pop the head only, so
+    /// every queued ticket at most this one was granted.
+    last_granted: u64,
+}
+
+impl Queue {
+    /// The position of `ticket` in the queue.
+    fn position(&self, ticket: u64) -> Option<usize> {
+        self.entries
+            .binary_search_by_key(&ticket, |entry| entry.ticket)
+            .ok()
+    }
+}
+
+/// Wakers collected under the lock, woken after it is released.
+struct WakeBatch {
+    wakers: [Option<Waker>; WAKE_BATCH],
+    len: usize,
+}
+
+impl WakeBatch {
+    fn new() -> Self {
+        WakeBatch {
+            wakers: Default::default(),
+            len: 0,
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.len == WAKE_BATCH
+    }
+
+    fn push(&mut self, waker: Waker) {
+        debug_assert!(!self.is_full());
+        self.wakers[self.len] = Some(waker);
+        self.len += 1;
+    }
+
+    /// Wakes every collected waker (outside the lock). If one panics, the batch's drop
+    /// (during the unwinding) wakes the rest: a granted waiter is never left unwoken.
+    fn wake_all(&mut self) {
+        for index in 0..self.len {
+            if let Some(waker) = self.wakers[index].take() {
+                waker.wake();
+            }
+        }
+        self.len = 0;
+    }
+}
+
+impl Drop for WakeBatch {
+    fn drop(&mut self) {
+        self.wake_all();
+    }
+}
+
+/// A budget of bytes with a FIFO queue of waiting requests (see the module docs).
+pub(crate) struct Budget {
+    /// Available bytes and the flags [`WAITING`], [`PUMP`], [`LOCKED`].
+    state: AtomicUsize,
+    /// Accessed only by the holder of [`LOCKED`].
+    queue: QueueCell,
+    capacity: usize,
+}
+
+// SAFETY: the queue is only touched by the holder of the lock bit (module docs); what it
+// holds (wakers, numbers) is `Send`.
+unsafe impl Sync for Budget {}
+// SAFETY: as above.
+unsafe impl Send for Budget {}
+
+impl fmt::Debug for Budget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state.load(Ordering::Relaxed);
+        f.debug_struct("Budget")
+            .field("capacity", &self.capacity)
+            .field("available", &(state & BYTES))
+            .field("waiting", &(state & WAITING != 0))
+            .finish()
+    }
+}
+
+/// Holds the lock bit of a [`Budget`]; releasing it is explicit ([`Budget::unlock`]).
+struct Locked<'a> {
+    budget: &'a Budget,
+}
+
+impl Locked<'_> {
+    /// The queue.
+    fn with_queue<R>(&mut self, f: impl FnOnce(&mut Queue) -> R) -> R {
+        self.budget.queue.with_mut(|queue| {
+            // SAFETY: this guard holds the lock bit, which gives exclusive access to the
+            // queue (module docs); the reference does not outlive the closure.
+            f(unsafe { &mut *queue })
+        })
+    }
+}
+
+impl Budget {
+    /// A budget of `capacity` bytes, all available.
+    pub(crate) fn new(capacity: usize) -> Self {
+        assert!(
+            capacity <= MAX_CAPACITY,
+            "an async heap holds at most 2^61 - 1 bytes"
+        );
+        Budget {
+            state: AtomicUsize::new(capacity),
+            queue: QueueCell::new(Queue {
+                next_ticket: 1,
+                ..Queue::default()
+            }),
+            capacity,
+        }
+    }
+
+    /// The capacity in bytes.
+    #[inline]
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The bytes available now.
+    pub(crate) fn available(&self) -> usize {
+        self.state.load(Ordering::Acquire) & BYTES
+    }
+
+    /// How many requests wait.
+    pub(crate) fn waiters(&self) -> usize {
+        let mut locked = self.lock();
+        let waiters = locked.with_queue(|queue| queue.entries.len());
+        self.unlock(locked);
+        waiters
+    }
+
+    /// Takes `bytes` if nobody waits and they are available; never waits.
+    #[inline]
+    pub(crate) fn try_acquire(&self, bytes: usize) -> bool {
+        let mut state = self.state.load(Ordering::Relaxed);
+        loop {
+            if state & WAITING != 0 || state & BYTES < bytes {
+                return false;
+            }
+            match self.state.compare_exchange_weak(
+                state,
+                state - bytes,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => state = now,
+            }
+        }
+    }
+
+    /// A future that takes `bytes`, waiting in FIFO order for them.
+    ///
+    /// `bytes` is at most the capacity (checked by the caller).
+    pub(crate) fn acquire(&self, bytes: usize) -> Acquire<'_> {
+        debug_assert!(bytes <= self.capacity);
+        Acquire {
+            budget: self,
+            bytes,
+            state: AcquireState::Start,
+        }
+    }
+
+    /// Gives back `bytes`; never waits for the lock, never wakes anyone under it.
+    #[inline]
+    pub(crate) fn release(&self, bytes: usize) {
+        let before = self.state.fetch_add(bytes, Ordering::Release);
+        debug_assert!(
+            (before & BYTES) + bytes <= self.capacity,
+            "released more than was taken: {:#x} + {:#x}",
+            before & BYTES,
+            bytes
+        );
+        if before & WAITING != 0 {
+            self.pump();
+        }
+    }
+
+    /// Asks for a grant pass and runs it if the lock is free (cold: only with waiters).
+    #[cold]
+    #[inline(never)]
+    fn pump(&self) {
+        let before = self.state.fetch_or(PUMP, Ordering::AcqRel);
+        if before & LOCKED != 0 {
+            // The holder sees `PUMP` when it unlocks.
+            return;
+        }
+        if let Some(mut locked) = self.try_lock() {
+            let mut batch = WakeBatch::new();
+            self.grant(&mut locked, &mut batch);
+            self.unlock_and_wake(locked, batch);
+        }
+        // Else someone took the lock after our `fetch_or`: it sees `PUMP` at unlock.
+    }
+
+    /// Takes the lock bit if it is clear.
+    fn try_lock(&self) -> Option<Locked<'_>> {
+        let mut state = self.state.load(Ordering::Relaxed);
+        loop {
+            if state & LOCKED != 0 {
+                return None;
+            }
+            match self.state.compare_exchange_weak(
+                state,
+                state | LOCKED,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(Locked { budget: self }),
+                Err(now) => state = now,
+            }
+        }
+    }
+
+    /// Takes the lock bit, waiting for it (the waiting side only: holders keep it for a
+    /// few queue operations).
+    fn lock(&self) -> Locked<'_> {
+        let mut spins = 0u32;
+        loop {
+            if let Some(locked) = self.try_lock() {
+                return locked;
+            }
+            #[cfg(loom)]
+            loom::thread::yield_now();
+            #[cfg(not(loom))]
+            crate::sync::back_off(spins);
+            spins = spins.saturating_add(1);
+        }
+    }
+
+    /// Releases the lock; returns whether a grant pass was asked for meanwhile.
+    fn unlock(&self, locked: Locked<'_>) -> bool {
+        // The guard is consumed: no queue access through it after this point.
+        let Locked { budget: _ } = locked;
+        self.state.fetch_and(!LOCKED, Ordering::AcqRel) & PUMP != 0
+    }
+
+    /// Releases the lock, wakes `batch`, and runs the grant passes asked for meanwhile.
+    fn unlock_and_wake(&self, locked: Locked<'_>, mut batch: WakeBatch) {
+        let mut again = self.unlock(locked);
+        batch.wake_all();
+        while again {
+            let Some(mut locked) = self.try_lock() else {
+                // The holder sees `PUMP` when it unlocks.
+                return;
+            };
+            self.grant(&mut locked, &mut batch);
+            again = self.unlock(locked);
+            batch.wake_all();
+        }
+    }
+
+    /// Serves the head of the queue while its bytes are available, collecting the
+    /// wakers (up to a batch: then asks for another pass). Clears `WAITING` when the
+    /// queue is empty.
+    fn grant(&self, locked: &mut Locked<'_>, batch: &mut WakeBatch) {
+        self.state.fetch_and(!PUMP, Ordering::AcqRel);
+        locked.with_queue(|queue| {
+            loop {
+                let Some(head) = queue.entries.front() else {
+                    self.state.fetch_and(!WAITING, Ordering::AcqRel);
+                    return;
+                };
+                if batch.is_full() {
+                    self.state.fetch_or(PUMP, Ordering::AcqRel);
+                    return;
+                }
+                let bytes = head.bytes;
+                let mut state = self.state.load(Ordering::Relaxed);
+                loop {
+                    if state & BYTES < bytes {
+                        return;
+                    }
+                    match self.state.compare_exchange_weak(
+                        state,
+                        state - bytes,
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => break,
+                        Err(now) => state = now,
+                    }
+                }
+                let entry = queue.entries.pop_front().expect("the head was just seen");
+                queue.last_granted = entry.ticket;
+                if let Some(waker) = entry.waker {
+                    batch.push(waker);
+                }
+            }
+        });
+    }
+}
+
+/// Where an [`Acquire`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AcquireState {
+    /// Not polled yet.
+    Start,
+    /// Queued with this ticket.
+    Waiting(u64),
+    /// The bytes were handed to the caller.
+    Done,
+}
+
+/// A request for bytes of a [`Budget`]: resolves once they are taken. Dropped before,
+/// it leaves the queue, and gives back the bytes if it had been served.
+#[must_use = "a request does nothing unless polled"]
+pub(crate) struct Acquire<'a> {
+    budget: &'a Budget,
+    bytes: usize,
+    state: AcquireState,
+}
+
+impl fmt::Debug for Acquire<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Acquire")
+            .field("bytes", &self.bytes)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+impl Future for Acquire<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let budget = this.budget;
+        match this.state {
+            AcquireState::Done => Poll::Ready(()),
+            AcquireState::Start => {
+                if budget.try_acquire(this.bytes) {
+                    this.state = AcquireState::Done;
+                    return Poll::Ready(());
+                }
+                // Cloned before the lock is taken: a clone is the executor's code.
+                let waker = cx.waker().clone();
+                let mut locked = budget.lock();
+                let bytes = this.bytes;
+                let enqueued = locked.with_queue(|queue| {
+                    // Look at the bytes and register in one step: either they are taken
+                    // now (nobody queued) or `WAITING` is set, which every later free sees.
+                    let mut state = budget.state.load(Ordering::Relaxed);
+                    loop {
+                        let take = queue.entries.is_empty() && state & BYTES >= bytes;
+                        let next = if take { state - bytes } else { state | WAITING };
+                        match budget.state.compare_exchange_weak(
+                            state,
+                            next,
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                        ) {
+                            Ok(_) if take => return None,
+                            Ok(_) => break,
+                            Err(now) => state = now,
+                        }
+                    }
+                    let ticket = queue.next_ticket;
+                    queue.next_ticket += 1;
+                    queue.entries.push_back(Entry {
+                        ticket,
+                        bytes,
+                        waker: Some(waker),
+                    });
+                    Some(ticket)
+                });
+                // Nothing granted here, but a free may have asked for a pass.
+                budget.unlock_and_wake(locked, WakeBatch::new());
+                match enqueued {
+                    None => {
+                        this.state = AcquireState::Done;
+                        Poll::Ready(())
+                    }
+                    Some(ticket) => {
+                        this.state = AcquireState::Waiting(ticket);
+                        Poll::Pending
+                    }
+                }
+            }
+            AcquireState::Waiting(ticket) => {
+                let waker = cx.waker().clone();
+                let mut locked = budget.lock();
+                let (granted, old) = locked.with_queue(|queue| {
+                    if queue.last_granted >= ticket {
+                        (true, Some(waker))
+                    } else {
+                        let position = queue.position(ticket).expect("a waiter is queued");
+                        (false, queue.entries[position].waker.replace(waker))
+                    }
+                });
+                budget.unlock_and_wake(locked, WakeBatch::new());
+                // The replaced waker is dropped outside the lock.
+                drop(old);
+                if granted {
+                    this.state = AcquireState::Done;
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Acquire<'_> {
+    fn drop(&mut self) {
+        let AcquireState::Waiting(ticket) = self.state else {
+            return;
+        };
+        let budget = self.budget;
+        let mut locked = budget.lock();
+        let mut batch = WakeBatch::new();
+        let removed = locked.with_queue(|queue| {
+            if queue.last_granted >= ticket {
+                // Served but never told: give the bytes back.
+                budget.state.fetch_add(self.bytes, Ordering::Release);
+                None
+            } else {
+                let position = queue.position(ticket).expect("a waiter is queued");
+                let entry = queue.entries.remove(position).expect("found above");
+                Some(entry.waker)
+            }
+        });
+        // The head may have changed, or bytes come back: serve who fits now.
+        budget.grant(&mut locked, &mut batch);
+        budget.unlock_and_wake(locked, batch);
+        drop(removed);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize as StdAtomicUsize;
+    use std::task::Wake;
+
+    struct Counter(StdAtomicUsize);
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The seed's lost wake-up: a free landing while a waiter is between its look at the
+    /// bytes and its registration. Here that window is the queue's lock, held by the
+    /// waiter: the free must not wait for it, and the holder must serve the waiter when
+    /// it unlocks.
+    #[test]
+    fn free_while_the_lock_is_held_is_handed_to_the_holder() {
+        let budget = Budget::new(4);
+        assert!(budget.try_acquire(4));
+        let counter = Arc::new(Counter(StdAtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        let mut request = budget.acquire(2);
+        assert!(
+            Pin::new(&mut request)
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        let locked = budget.lock();
+        // Returns at once although the lock is held, leaving the grant to the holder.
+        budget.release(2);
+        assert_ne!(budget.state.load(Ordering::SeqCst) & PUMP, 0);
+        assert_eq!(counter.0.load(Ordering::SeqCst), 0, "woken under the lock");
+        budget.unlock_and_wake(locked, WakeBatch::new());
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1, "the wake-up was lost");
+        assert!(
+            Pin::new(&mut request)
+                .poll(&mut Context::from_waker(&waker))
+                .is_ready()
+        );
+        assert_eq!(
+            budget.state.load(Ordering::SeqCst),
+            0,
+            "granted, nobody waits"
+        );
+    }
+
+    /// A waker that panics when woken does not stop the others of its batch.
+    #[test]
+    fn a_panicking_waker_leaves_no_granted_waiter_unwoken() {
+        struct Panics;
+        impl Wake for Panics {
+            fn wake(self: Arc<Self>) {
+                panic!("a waker that panics");
+            }
+        }
+        let budget = Budget::new(2);
+        assert!(budget.try_acquire(2));
+        let panicking = Waker::from(Arc::new(Panics));
+        let counter = Arc::new(Counter(StdAtomicUsize::new(0)));
+        let counting = Waker::from(counter.clone());
+        let mut first = budget.acquire(1);
+        let mut second = budget.acquire(1);
+        assert!(
+            Pin::new(&mut first)
+                .poll(&mut Context::from_waker(&panicking))
+                .is_pending()
+        );
+        assert!(
+            Pin::new(&mut second)
+                .poll(&mut Context::from_waker(&counting))
+                .is_pending()
+        );
+        let freed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| budget.release(2)));
+        assert!(
+            freed.is_err(),
+            "the waker's panic reaches the freeing thread"
+        );
+        assert_eq!(
+            counter.0.load(Ordering::SeqCst),
+            1,
+            "the second waiter was not woken"
+        );
+        assert_eq!(budget.available(), 0);
+        drop((first, second));
+        assert_eq!(budget.available(), 2);
+    }
+
+    /// More waiters than a wake batch are all served by one free.
+    #[test]
+    fn one_free_serves_more_waiters_than_a_batch() {
+        let budget = Budget::new(64);
+        assert!(budget.try_acquire(64));
+        let counter = Arc::new(Counter(StdAtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        let mut requests: Vec<_> = (0..3 * WAKE_BATCH).map(|_| budget.acquire(1)).collect();
+        for request in &mut requests {
+            assert!(
+                Pin::new(request)
+                    .poll(&mut Context::from_waker(&waker))
+                    .is_pending()
+            );
+        }
+        budget.release(64);
+        assert_eq!(counter.0.load(Ordering::SeqCst), 3 * WAKE_BATCH);
+        assert_eq!(budget.available(), 64 - 3 * WAKE_BATCH);
+        for request in &mut requests {
+            assert!(
+                Pin::new(request)
+                    .poll(&mut Context::from_waker(&waker))
+                    .is_ready()
+            );
+        }
+    }
+}
+
+/// Loom models of the hand-offs between waiting, granting, cancelling and freeing.
+/// Run with `CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom"
+/// CARGO_PROFILE_RELEASE_LTO=false LOOM_MAX_PREEMPTIONS=2 cargo test -p pagekeep-slab
+/// --release --lib loom_model`.
+#[cfg(all(test, loom))]
+mod loom_model {
+    use super::*;
+    use loom::sync::Arc;
+
+    /// Unparks a loom thread.
+    struct Unparker(loom::thread::Thread);
+
+    impl std::task::Wake for Unparker {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+
+    /// Runs `future` on this loom thread, parking between polls: a lost wake-up leaves
+    /// it parked forever, which loom reports as a deadlock.
+    fn block_on<F: Future>(future: F) -> F::Output {
+        let waker = Waker::from(std::sync::Arc::new(Unparker(loom::thread::current())));
+        let mut future = core::pin::pin!(future);
+        loop {
+            if let Poll::Ready(output) = future.as_mut().poll(&mut Context::from_waker(&waker)) {
+                return output;
+            }
+            loom::thread::park();
+        }
+    }
+
+    /// Polls `future` once with a waker that does nothing.
+    fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
+        let mut cx = Context::from_waker(Waker::noop());
+        Pin::new(future).poll(&mut cx)
+    }
+
+    /// A waiter queued behind a full budget is woken by a free from another thread,
+    /// whatever the interleaving (the free may land before, during or after its
+    /// registration): `block_on` would hang (loom reports a deadlock) if the wake-up
+    /// were lost.
+    #[test]
+    fn free_wakes_a_waiter() {
+        loom::model(|| {
+            let budget = Arc::new(Budget::new(4));
+            assert!(budget.try_acquire(4));
+            let freer = {
+                let budget = budget.clone();
+                loom::thread::spawn(move || budget.release(3))
+            };
+            block_on(budget.acquire(3));
+            freer.join().unwrap();
+            assert_eq!(budget.available(), 0);
+            budget.release(4);
+            assert_eq!(budget.available(), 4);
+        });
+    }
+
+    /// Two waiters and two frees on three threads: both waiters are served, in order,
+    /// and the bytes add up.
+    #[test]
+    fn two_waiters_two_frees() {
+        loom::model(|| {
+            let budget = Arc::new(Budget::new(2));
+            assert!(budget.try_acquire(2));
+            let waiter = {
+                let budget = budget.clone();
+                loom::thread::spawn(move || {
+                    block_on(budget.acquire(1));
+                })
+            };
+            let freer = {
+                let budget = budget.clone();
+                loom::thread::spawn(move || {
+                    budget.release(1);
+                    budget.release(1);
+                })
+            };
+            block_on(budget.acquire(1));
+            waiter.join().unwrap();
+            freer.join().unwrap();
+            assert_eq!(budget.available(), 0);
+            assert_eq!(budget.state.load(Ordering::Relaxed) & (WAITING | LOCKED), 0);
+        });
+    }
+
+    /// A waiter cancelled while a free races to serve it: either it was served and the
+    /// bytes come back through its drop, or it left the queue first (or took the bytes
+    /// at once and gave them back, as their owner would); nothing leaks and the budget
+    /// is left unlocked with no waiter.
+    #[test]
+    fn cancel_races_a_free() {
+        loom::model(|| {
+            let budget = Arc::new(Budget::new(2));
+            assert!(budget.try_acquire(2));
+            let canceller = {
+                let budget = budget.clone();
+                loom::thread::spawn(move || {
+                    let mut request = budget.acquire(2);
+                    if poll_once(&mut request).is_ready() {
+                        drop(request);
+                        budget.release(2);
+                    } else {
+                        drop(request);
+                    }
+                })
+            };
+            budget.release(2);
+            canceller.join().unwrap();
+            assert_eq!(budget.available(), 2);
+            assert_eq!(budget.state.load(Ordering::Relaxed) & (WAITING | LOCKED), 0);
+            assert!(budget.try_acquire(2));
+        });
+    }
+
+    /// A big waiter at the head is not overtaken: a small request made after it waits,
+    /// even though its bytes are there, and the free that fills the head serves it.
+    #[test]
+    fn big_head_is_not_overtaken() {
+        loom::model(|| {
+            let budget = Arc::new(Budget::new(4));
+            assert!(budget.try_acquire(3));
+            let mut big = budget.acquire(4);
+            assert!(poll_once(&mut big).is_pending());
+            assert!(
+                !budget.try_acquire(1),
+                "the small request overtook the head"
+            );
+            let freer = {
+                let budget = budget.clone();
+                loom::thread::spawn(move || budget.release(3))
+            };
+            block_on(big);
+            freer.join().unwrap();
+            assert_eq!(budget.available(), 0);
+        });
+    }
+}

@@ -1,0 +1,467 @@
+//! [`AsyncHeap`]: a heap of bounded capacity whose allocations wait for room instead of
+//! failing, with [`HeapBox`], [`HeapArc`] and [`HeapVec`] handles, and [`RegionPages`],
+//! a page source over a caller-supplied region so that the heap runs in a fixed budget.
+//!
+//! # How waiting works
+//!
+//! The heap counts the bytes its live blocks take (their usable size: the size class of
+//! a small block, whole pages of a large one) against a capacity fixed at construction.
+//! A request that fits is served at once by one compare-and-swap; one that does not
+//! fit joins a queue and its future returns `Pending` until frees make room.
+//!
+//! - **FIFO, and fair to big requests.** The queue is strictly first come, first
+//!   served: while anyone waits, every new request queues behind it, even one that
+//!   would fit in the bytes available now (and [`try_alloc`](AsyncHeap::try_alloc)
+//!   fails). So a large request at the head is never overtaken by a stream of small
+//!   ones: frees accumulate until it fits. The price is head-of-line blocking: small
+//!   requests behind a large one wait for it.
+//! - **Cancellation-safe.** Dropping a waiting future removes it from the queue; if it
+//!   had been granted its bytes but not yet polled, the bytes go back and the next
+//!   waiters are served. A value passed to [`alloc`](AsyncHeap::alloc) is dropped with
+//!   the future.
+//! - **No lost wake-up**, in particular none when a free lands between a waiter's look
+//!   at the available bytes and its registration: the look and the registration are one
+//!   atomic step on the word that frees add to (see `budget.rs` for the protocol and
+//!   its loom models).
+//! - **A free never blocks, and never wakes under the lock.** A free gives its block
+//!   back to the slab heap (the thread's magazine: a cross-thread free is the normal
+//!   path there) and adds its bytes to one atomic word. If requests wait, it sets a
+//!   "pump" bit in that word and serves the queue only if the queue's lock is free;
+//!   otherwise the lock's holder sees the bit when it unlocks and serves the queue
+//!   itself. That bit is the lock-free hand-off: the blocks need no queue of their own
+//!   because the magazines already take frees from any thread without the heap's queue
+//!   lock, so only the byte count is handed over, and one atomic word carries it.
+//!   Wakers are collected under the lock and woken after it is released.
+//!
+//! # Deadlock
+//!
+//! A bounded heap can deadlock: if every task holds memory and waits for more that only
+//! another waiting task could free (two tasks holding 600 bytes of 1,000 and each asking
+//! for 500 more), none is ever served. The heap cannot tell this from a slow free, so
+//! it waits forever. Avoid it by:
+//! - asking for everything a task needs in one request (one [`alloc_layout`] or one
+//!   [`HeapVec::with_capacity`](HeapVec::with_capacity)) rather than holding some while
+//!   waiting for more;
+//! - keeping the sum of what the tasks that may wait at the same time hold below the
+//!   capacity minus the largest request;
+//! - using [`try_alloc`](AsyncHeap::try_alloc) (or a timeout around the future) when
+//!   already holding memory;
+//! - remembering that [`HeapVec`] growth holds the old buffer while it waits for the
+//!   new one.
+//!
+//! [`AsyncHeap::waiters`] and [`AsyncHeap::available`] help a watchdog spot the state.
+//! `tests/all/async_heap_deadlock.rs` shows the detection with a poll budget.
+//!
+//! [`alloc_layout`]: AsyncHeap::alloc_layout
+
+mod arc;
+mod boxed;
+mod budget;
+mod region;
+#[cfg(test)]
+mod tests;
+mod vec;
+
+use core::alloc::Layout;
+use core::fmt;
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+
+use allocator_api2::alloc::AllocError;
+use pagekeep_mmap::{DefaultPages, PageSource};
+
+use crate::SlabHeap;
+use crate::size_class::{CLASS_SIZES, class_for};
+use budget::Budget;
+
+pub use arc::HeapArc;
+pub use boxed::HeapBox;
+pub use region::RegionPages;
+pub use vec::HeapVec;
+
+/// The largest capacity, in bytes, an [`AsyncHeap`] can have (2^61 - 1).
+pub const MAX_CAPACITY: usize = budget::MAX_CAPACITY;
+
+/// A heap with a capacity in bytes whose allocations wait for room instead of failing.
+///
+/// Small blocks (up to [`MAX_SMALL`](crate::size_class::MAX_SMALL)) come from a
+/// [`SlabHeap`] over the page source `S`, large ones straight from `S` (whole pages), so
+/// with a [`RegionPages`] source every byte lives in the caller's region. Each live
+/// block counts its usable size against the capacity; see the [module
+/// docs](crate::async_heap) for the waiting rules and the deadlock a bound makes
+/// possible.
+///
+/// # Examples
+///
+/// ```
+/// use pagekeep_slab::async_heap::AsyncHeap;
+/// # fn block_on<F: core::future::Future>(future: F) -> F::Output {
+/// #     let mut future = core::pin::pin!(future);
+/// #     let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
+/// #     loop {
+/// #         if let core::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+/// #             return output;
+/// #         }
+/// #     }
+/// # }
+///
+/// let heap = AsyncHeap::new(4096);
+/// block_on(async {
+///     let answer = heap.alloc(42u64).await;
+///     assert_eq!(*answer, 42);
+///     assert!(heap.available() < 4096);
+///     drop(answer);
+///     assert_eq!(heap.available(), 4096);
+/// });
+/// ```
+pub struct AsyncHeap<S: PageSource + Clone = DefaultPages> {
+    slabs: SlabHeap<S>,
+    source: S,
+    budget: Budget,
+}
+
+impl AsyncHeap<DefaultPages> {
+    /// A heap of `capacity` bytes on OS pages (heap pages under miri).
+    ///
+    /// # Panics
+    /// If `capacity` is above [`MAX_CAPACITY`].
+    pub fn new(capacity: usize) -> Self {
+        Self::with_source(DefaultPages {}, capacity)
+    }
+}
+
+impl<S: PageSource + Clone> AsyncHeap<S> {
+    /// A heap of `capacity` bytes whose memory comes from `source`.
+    ///
+    /// # Panics
+    /// If `capacity` is above [`MAX_CAPACITY`].
+    pub fn with_source(source: S, capacity: usize) -> Self {
+        AsyncHeap {
+            slabs: SlabHeap::with_source(source.clone()),
+            source,
+            budget: Budget::new(capacity),
+        }
+    }
+
+    /// The capacity in bytes.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.budget.capacity()
+    }
+
+    /// The bytes not taken by live blocks (or granted to waiters that have not yet
+    /// run).
+    pub fn available(&self) -> usize {
+        self.budget.available()
+    }
+
+    /// How many requests wait for room.
+    pub fn waiters(&self) -> usize {
+        self.budget.waiters()
+    }
+
+    /// The page source.
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+
+    /// The bytes a block of `layout` counts against the capacity: its usable size (the
+    /// size class of a small block, whole pages of a large one), 0 for a zero size.
+    /// `None` if that is beyond the capacity (such a request could never be served).
+    #[inline]
+    pub fn charge(&self, layout: Layout) -> Option<usize> {
+        let bytes = if layout.size() == 0 {
+            0
+        } else if let Some(class) = class_for(layout.size(), layout.align()) {
+            CLASS_SIZES[class]
+        } else {
+            layout
+                .size()
+                .checked_next_multiple_of(self.source.page_size())?
+        };
+        (bytes <= self.capacity()).then_some(bytes)
+    }
+
+    /// The charge of `layout`, or a panic naming the capacity.
+    #[track_caller]
+    fn charge_or_panic(&self, layout: Layout) -> usize {
+        match self.charge(layout) {
+            Some(bytes) => bytes,
+            None => beyond_capacity(layout, self.capacity()),
+        }
+    }
+
+    /// Allocates a block of `layout`, waiting for room.
+    ///
+    /// # Panics
+    /// If the block's [charge](Self::charge) is beyond the capacity (it could never be
+    /// served). Aborts through [`handle_alloc_error`](std::alloc::handle_alloc_error)
+    /// if the page source cannot supply a block the capacity allows (a region too small
+    /// for the capacity: see [`RegionPages`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::alloc::Layout;
+    /// use pagekeep_slab::async_heap::AsyncHeap;
+    /// # fn block_on<F: core::future::Future>(future: F) -> F::Output {
+    /// #     let mut future = core::pin::pin!(future);
+    /// #     let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
+    /// #     loop {
+    /// #         if let core::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+    /// #             return output;
+    /// #         }
+    /// #     }
+    /// # }
+    ///
+    /// let heap = AsyncHeap::new(1 << 20);
+    /// let block = block_on(heap.alloc_layout(Layout::from_size_align(1000, 64)?));
+    /// assert_eq!(block.as_ptr().addr().get() % 64, 0);
+    /// assert_eq!(heap.available(), (1 << 20) - 1024);
+    /// # Ok::<(), core::alloc::LayoutError>(())
+    /// ```
+    pub async fn alloc_layout(&self, layout: Layout) -> HeapBlock<'_, S> {
+        let bytes = self.charge_or_panic(layout);
+        // The fast path first, without building the waiting future.
+        if bytes != 0 && !self.budget.try_acquire(bytes) {
+            self.budget.acquire(bytes).await;
+        }
+        self.block_for_granted(layout, bytes)
+            .unwrap_or_else(|AllocError| std::alloc::handle_alloc_error(layout))
+    }
+
+    /// Allocates a block of `layout` if there is room now and nobody waits; never waits.
+    ///
+    /// # Errors
+    /// No room, someone waiting (see the FIFO rule in the [module
+    /// docs](crate::async_heap)), a charge beyond the capacity, or the page source
+    /// failing.
+    #[inline]
+    pub fn try_alloc_layout(&self, layout: Layout) -> Result<HeapBlock<'_, S>, AllocError> {
+        let bytes = self.charge(layout).ok_or(AllocError)?;
+        if bytes != 0 && !self.budget.try_acquire(bytes) {
+            return Err(AllocError);
+        }
+        self.block_for_granted(layout, bytes)
+    }
+
+    /// Moves `value` into the heap, waiting for room.
+    ///
+    /// # Panics
+    /// As [`alloc_layout`](Self::alloc_layout).
+    pub async fn alloc<T>(&self, value: T) -> HeapBox<'_, T, S> {
+        let block = self.alloc_layout(Layout::new::<T>()).await;
+        HeapBox::write(block, value)
+    }
+
+    /// Moves `value` into the heap if there is room now and nobody waits; gives the value
+    /// back otherwise. Never waits.
+    ///
+    /// # Errors
+    /// As [`try_alloc_layout`](Self::try_alloc_layout), with the value.
+    #[inline]
+    pub fn try_alloc<T>(&self, value: T) -> Result<HeapBox<'_, T, S>, T> {
+        match self.try_alloc_layout(Layout::new::<T>()) {
+            Ok(block) => Ok(HeapBox::write(block, value)),
+            Err(AllocError) => Err(value),
+        }
+    }
+
+    /// Waits for room for a `T`, then builds it with `make` straight into the block. If
+    /// `make` panics, the block goes back.
+    ///
+    /// # Panics
+    /// As [`alloc_layout`](Self::alloc_layout), and if `make` panics.
+    pub async fn alloc_with<T>(&self, make: impl FnOnce() -> T) -> HeapBox<'_, T, S> {
+        let block = self.alloc_layout(Layout::new::<T>()).await;
+        // The block frees itself if `make` unwinds.
+        let value = make();
+        HeapBox::write(block, value)
+    }
+
+    /// Copies `slice` into the heap, waiting for room.
+    ///
+    /// # Panics
+    /// As [`alloc_layout`](Self::alloc_layout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pagekeep_slab::async_heap::AsyncHeap;
+    /// # fn block_on<F: core::future::Future>(future: F) -> F::Output {
+    /// #     let mut future = core::pin::pin!(future);
+    /// #     let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
+    /// #     loop {
+    /// #         if let core::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+    /// #             return output;
+    /// #         }
+    /// #     }
+    /// # }
+    ///
+    /// let heap = AsyncHeap::new(4096);
+    /// let copy = block_on(heap.alloc_slice_copy(b"hello"));
+    /// assert_eq!(&*copy, b"hello");
+    /// ```
+    pub async fn alloc_slice_copy<T: Copy>(&self, slice: &[T]) -> HeapBox<'_, [T], S> {
+        let layout = Layout::for_value(slice);
+        let block = self.alloc_layout(layout).await;
+        HeapBox::copy_slice(block, slice)
+    }
+
+    /// A block of `layout` for `bytes` already taken from the budget; gives them back if
+    /// the block cannot be made.
+    #[inline]
+    fn block_for_granted(
+        &self,
+        layout: Layout,
+        bytes: usize,
+    ) -> Result<HeapBlock<'_, S>, AllocError> {
+        match self.allocate_raw(layout) {
+            Ok(ptr) => Ok(HeapBlock {
+                heap: self,
+                ptr,
+                layout,
+                _not_send: PhantomData,
+            }),
+            Err(AllocError) => {
+                if bytes != 0 {
+                    self.budget.release(bytes);
+                }
+                Err(AllocError)
+            }
+        }
+    }
+
+    /// Memory for a block of `layout` (its charge already taken).
+    #[inline]
+    fn allocate_raw(&self, layout: Layout) -> Result<NonNull<u8>, AllocError> {
+        if layout.size() == 0 {
+            // Aligned, non-null and never dereferenced for a zero size.
+            return Ok(NonNull::<u8>::dangling().with_addr(
+                core::num::NonZeroUsize::new(layout.align()).expect("an alignment is non-zero"),
+            ));
+        }
+        if class_for(layout.size(), layout.align()).is_some() {
+            return self.slabs.alloc_nonzero(layout).ok_or(AllocError);
+        }
+        let page = self.source.page_size();
+        let len = layout
+            .size()
+            .checked_next_multiple_of(page)
+            .ok_or(AllocError)?;
+        self.source
+            .reserve_committed(len, layout.align().max(page))
+            .map_err(|_| AllocError)
+    }
+
+    /// Frees a block and gives its charge back (waking waiters it lets in, after any
+    /// lock is released).
+    ///
+    /// # Safety
+    /// - `ptr` is a live block of this heap allocated with `layout` (through
+    ///   [`HeapBlock::into_raw`] or a handle), freed once, unused afterwards.
+    #[inline]
+    pub unsafe fn dealloc(&self, ptr: NonNull<u8>, layout: Layout) {
+        if layout.size() == 0 {
+            return;
+        }
+        if let Some(class) = class_for(layout.size(), layout.align()) {
+            // SAFETY: a block of `slabs` with this layout (non-zero size), freed once
+            // (caller).
+            unsafe { self.slabs.free(ptr, layout) };
+            self.budget.release(CLASS_SIZES[class]);
+        } else {
+            let bytes = self.charge(layout).expect("a live block's charge fits");
+            let page = self.source.page_size();
+            // SAFETY: the reservation `allocate_raw` made for this layout, with the same
+            // length and alignment, released once and unused afterwards (caller).
+            // A refused release leaks the pages; the budget still gets its bytes back,
+            // as the block is gone for the program.
+            let _ = unsafe { self.source.release(ptr, bytes, layout.align().max(page)) };
+            self.budget.release(bytes);
+        }
+    }
+}
+
+impl<S: PageSource + Clone> fmt::Debug for AsyncHeap<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncHeap")
+            .field("capacity", &self.capacity())
+            .field("available", &self.available())
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The panic of a request that could never be served.
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn beyond_capacity(layout: Layout, capacity: usize) -> ! {
+    panic!(
+        "a block of {} bytes (alignment {}) counts for more than the heap's capacity of {} bytes",
+        layout.size(),
+        layout.align(),
+        capacity
+    )
+}
+
+/// A raw block of an [`AsyncHeap`]: freed (and its bytes given back) when dropped.
+#[must_use = "the block is freed at once if dropped"]
+pub struct HeapBlock<'h, S: PageSource + Clone = DefaultPages> {
+    heap: &'h AsyncHeap<S>,
+    ptr: NonNull<u8>,
+    layout: Layout,
+    /// Like the raw pointer it is: `Send`/`Sync` only as written below.
+    _not_send: PhantomData<*mut u8>,
+}
+
+// SAFETY: the block is owned memory (bytes, no value), so moving it to another thread
+// is fine if the heap may be used from there (`AsyncHeap: Sync`).
+unsafe impl<S: PageSource + Clone> Send for HeapBlock<'_, S> where AsyncHeap<S>: Sync {}
+// SAFETY: `&HeapBlock` gives only the pointer and layout.
+unsafe impl<S: PageSource + Clone> Sync for HeapBlock<'_, S> where AsyncHeap<S>: Sync {}
+
+impl<'h, S: PageSource + Clone> HeapBlock<'h, S> {
+    /// The start of the block (valid for reads and writes of
+    /// [`layout`](Self::layout)`.size()` bytes while the block lives).
+    pub fn as_ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+
+    /// The layout the block was allocated with.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// The heap the block belongs to.
+    #[inline]
+    pub fn heap(&self) -> &'h AsyncHeap<S> {
+        self.heap
+    }
+
+    /// Gives up the block without freeing it; free it with [`AsyncHeap::dealloc`]
+    /// (or leak it, keeping its bytes taken).
+    #[inline]
+    pub fn into_raw(self) -> (NonNull<u8>, Layout) {
+        let block = core::mem::ManuallyDrop::new(self);
+        (block.ptr, block.layout)
+    }
+}
+
+impl<S: PageSource + Clone> Drop for HeapBlock<'_, S> {
+    fn drop(&mut self) {
+        // SAFETY: the block is live, of this heap, with this layout, and owned by this
+        // handle, which is going away.
+        unsafe { self.heap.dealloc(self.ptr, self.layout) };
+    }
+}
+
+impl<S: PageSource + Clone> fmt::Debug for HeapBlock<'_, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeapBlock")
+            .field("ptr", &self.ptr)
+            .field("layout", &self.layout)
+            .finish()
+    }
+}
