@@ -991,12 +991,13 @@ impl<S: PageSource> CacheCore<S> {
     }
 
     /// The clock look of a thread whose operations on this cache hit its magazines (see
-    /// [`hits_reach_clock`]): asks for a decay pass if one is due and runs it, so that a
-    /// freed peak goes back while a program works from its magazines alone. Called with
-    /// no lock held and no magazine borrowed.
+    /// [`hits_reach_clock`]), or of a heap's large operation: asks for a decay pass if
+    /// one is due and runs it, so that a freed peak goes back while a program works from
+    /// its magazines alone (or with large blocks alone). Called with no lock held and no
+    /// magazine borrowed.
     #[cold]
     #[inline(never)]
-    fn clock_from_magazines(&self) {
+    pub(crate) fn clock_from_magazines(&self) {
         self.request_decay_if_due(Instant::now());
         self.decay_if_requested();
     }

@@ -333,7 +333,19 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         self.large
             .bytes
             .fetch_add(large_block_bytes(layout.size()), Ordering::Relaxed);
+        self.clock_from_large_operation();
         Some(block)
+    }
+
+    /// Large operations drive the heap's decay clock too, as the classes' do: a program
+    /// that works with large blocks alone has its kept ones expired and its decay hook
+    /// called (so the C ABI's decay thread starts, which then returns the kept blocks
+    /// while the program idles). A clock reading per large operation, which makes a
+    /// system call or takes the large cache's lock anyway.
+    fn clock_from_large_operation(&self) {
+        if let Some(first) = self.class(0) {
+            first.clock_from_magazines();
+        }
     }
 
     /// A kept large block for `layout` (see `large_cache`), if the request may have one:
@@ -416,6 +428,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
             // SAFETY: large blocks are `MmapAlloc` blocks of their layout.
             unsafe { MmapAlloc.dealloc(ptr.as_ptr(), layout) }
         }
+        self.clock_from_large_operation();
     }
 
     /// Resizes a block; `None` leaves the old one untouched.

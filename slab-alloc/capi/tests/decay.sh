@@ -3,7 +3,8 @@
 # its resident memory must come back within 10 % (at least 1 MiB) of the level before
 # the peak, polled for up to 5 s, while it keeps working in other size classes (decay
 # driven by operations), and, under SLAB_DECAY_THREAD=1, while it does nothing at all
-# (also after a 20 MB peak freed before the heap's first decay pass). And, with the
+# (also after a 20 MB peak freed before the heap's first decay pass, and after a peak of
+# large blocks in a program that never used the size classes). And, with the
 # reclaim-idle-threads feature, the blocks that eight blocked threads keep in their
 # caches come back: at once on malloc_trim(0), and within the same 5 s while the program
 # works, or sleeps under SLAB_DECAY_THREAD=1.
@@ -31,6 +32,10 @@ SLAB_DECAY_THREAD=1 LD_PRELOAD="$lib" "$work/decay" idle "$blocks" || fail "memo
 # first 250 ms): the decay thread must be running all the same.
 SLAB_DECAY_THREAD=1 LD_PRELOAD="$lib" "$work/decay" idle 5000 ||
     fail "memory of a peak freed in the first 250 ms not returned by the decay thread"
+# Large blocks alone: their operations must start the decay thread too, which then
+# returns the freed blocks the heap kept for reuse.
+SLAB_DECAY_THREAD=1 LD_PRELOAD="$lib" "$work/decay" idle-large ||
+    fail "large blocks kept for reuse not returned by the decay thread"
 # Blocked threads' caches: the library built with the reclaim-idle-threads feature (in
 # a target directory of its own, so the default build above stays as it is).
 CARGO_TARGET_DIR="$target_dir/reclaim-idle-threads" \

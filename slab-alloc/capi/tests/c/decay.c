@@ -1,7 +1,9 @@
 /* A peak of 400 MiB of 4000-byte blocks is freed; resident memory must come back within
  * 10 % of its level before the peak while the program keeps working in other size
  * classes ("work"), or while it does nothing at all after the freeing thread exited
- * ("idle", under SLAB_DECAY_THREAD=1). Polls up to 5 s; prints the figures. */
+ * ("idle", under SLAB_DECAY_THREAD=1). "idle-large": a program that never used the size
+ * classes frees a peak of 16 blocks of 6 MiB (which the heap keeps for reuse) and does
+ * nothing more, under SLAB_DECAY_THREAD=1. Polls up to 5 s; prints the figures. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +18,19 @@ static void *(*volatile do_malloc)(size_t) = malloc;
 
 static size_t peak_blocks = 100 * 1024;
 
+/* 16 blocks of 6 MiB, written, then freed. */
+static void *large_peak(void *unused) {
+    (void)unused;
+    void *blocks[16];
+    for (int i = 0; i < 16; i++) {
+        blocks[i] = do_malloc(6 << 20);
+        if (!blocks[i]) exit(4);
+        memset(blocks[i], 0xA5, 6 << 20);
+    }
+    for (int i = 0; i < 16; i++) free(blocks[i]);
+    return NULL;
+}
+
 static void *peak(void *unused) {
     (void)unused;
     char **blocks = do_malloc(peak_blocks * sizeof *blocks);
@@ -29,11 +44,15 @@ static void *peak(void *unused) {
 }
 
 int main(int argc, char **argv) {
-    int idle = argc > 1 && !strcmp(argv[1], "idle");
+    int large = argc > 1 && !strcmp(argv[1], "idle-large");
+    int idle = large || (argc > 1 && !strcmp(argv[1], "idle"));
     if (argc > 2) peak_blocks = strtoul(argv[2], NULL, 10);
-    for (int i = 0; i < 100; i++) small_class_work();
+    if (!large)
+        for (int i = 0; i < 100; i++) small_class_work();
     long before = resident_kib();
-    if (idle) {
+    if (large) {
+        large_peak(NULL);
+    } else if (idle) {
         pthread_t thread;
         if (pthread_create(&thread, NULL, peak, NULL) || pthread_join(thread, NULL)) return 3;
     } else {
@@ -50,6 +69,6 @@ int main(int argc, char **argv) {
         rss = resident_kib();
     }
     printf("%s: before the peak %ld KiB, after the frees %ld KiB, %.2f s later %ld KiB\n",
-           idle ? "idle" : "work", before, after_free, now() - start, rss);
+           large ? "idle-large" : idle ? "idle" : "work", before, after_free, now() - start, rss);
     return rss <= bound ? 0 : 1;
 }
