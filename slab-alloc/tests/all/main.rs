@@ -3,7 +3,10 @@
 mod corruption;
 mod exhaustion;
 mod extreme_settings;
+// Unix only: Windows has no `fork`.
+#[cfg(unix)]
 mod fork_from_allocating_threads;
+#[cfg(unix)]
 mod fork_handlers_that_allocate;
 mod freed_peak_stays_resident;
 mod heap_programs;
