@@ -7,9 +7,10 @@
 //!   table. It is taken before any cache lock, never after one (lock order: registry,
 //!   then cache), and nothing allocates while holding it.
 //! - A thread links its [`ThreadMagazines`] here when it first uses a magazine and
-//!   unlinks them in its pthread-key destructor, so every listed entry is the live
-//!   thread-local storage of a live thread of this process.
-//! - `fork`: the `prepare` handler takes the registry lock and then every cache lock;
+//!   unlinks them in its exit hook (a pthread-key destructor, or on Windows a fiber-local
+//!   storage callback: `crate::sys`), so every listed entry is the live thread-local
+//!   storage of a live thread of this process.
+//! - `fork` (Unix only): the `prepare` handler takes the registry lock and then every cache lock;
 //!   `parent` and `child` release them. The child therefore starts with consistent
 //!   caches (no thread was inside a locked section) and free locks, and can allocate.
 //! - In the child, only the thread that called `fork` exists. The other threads'
