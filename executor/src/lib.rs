@@ -31,7 +31,9 @@ pub use runtime::{Builder, Runtime};
 pub use server::{
     ClientAddr, Handler, RequestBody, ResponseBody, Server, ServerBuilder, ServerStats,
 };
-pub use shutdown::{Shutdown, ShutdownWait, SignalWatcher};
+#[cfg(unix)]
+pub use shutdown::SignalWatcher;
+pub use shutdown::{Shutdown, ShutdownWait};
 pub use task::{current_worker, spawn};
 pub use timer::{Elapsed, Sleep, Timeout, YieldNow, sleep, sleep_until, timeout, yield_now};
 

@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
+#[cfg(unix)]
 use std::thread;
 
 #[derive(Default)]
@@ -102,8 +103,13 @@ impl Shutdown {
     /// default before the first watcher was made has its default action again (a
     /// program that goes on after its server is done can still be interrupted).
     ///
+    /// Unix only: on Windows (no SIGTERM; Ctrl-C arrives through console control
+    /// handlers) there is no watcher yet; call [`trigger`](Self::trigger) from your own
+    /// Ctrl-C handling.
+    ///
     /// # Errors
     /// When the signal handlers cannot be installed or the watcher thread not started.
+    #[cfg(unix)]
     pub fn watch_signals(&self) -> std::io::Result<SignalWatcher> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         let watching = Watching::start()?;
@@ -139,6 +145,7 @@ impl Shutdown {
 /// handled would be ignored for the rest of the process. So the first watcher
 /// registers, for each of SIGINT and SIGTERM whose action was still the default, one
 /// more action that performs the default action whenever `unwatched` is set.
+#[cfg(unix)]
 struct WatcherCount {
     live: usize,
     /// Set while no watcher is alive; read by the signal actions.
@@ -147,11 +154,14 @@ struct WatcherCount {
     fallbacks_registered: bool,
 }
 
+#[cfg(unix)]
 static WATCHERS: Mutex<Option<WatcherCount>> = Mutex::new(None);
 
 /// One live watcher, counted in [`WATCHERS`] until dropped.
+#[cfg(unix)]
 struct Watching;
 
+#[cfg(unix)]
 impl Watching {
     fn start() -> std::io::Result<Self> {
         use signal_hook::consts::{SIGINT, SIGTERM};
@@ -179,6 +189,7 @@ impl Watching {
     }
 }
 
+#[cfg(unix)]
 impl Drop for Watching {
     fn drop(&mut self) {
         let mut watchers = crate::sync::lock(&WATCHERS);
@@ -258,7 +269,9 @@ impl Drop for ShutdownWait {
     }
 }
 
-/// Watches SIGINT/SIGTERM for a [`Shutdown`]; dropping it uninstalls the watch.
+/// Watches SIGINT/SIGTERM for a [`Shutdown`]; dropping it uninstalls the watch. Unix
+/// only (see [`Shutdown::watch_signals`]).
+#[cfg(unix)]
 #[must_use = "dropping the watcher stops watching for signals"]
 pub struct SignalWatcher {
     handle: signal_hook::iterator::Handle,
@@ -267,12 +280,14 @@ pub struct SignalWatcher {
     _watching: Watching,
 }
 
+#[cfg(unix)]
 impl fmt::Debug for SignalWatcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SignalWatcher").finish_non_exhaustive()
     }
 }
 
+#[cfg(unix)]
 impl Drop for SignalWatcher {
     fn drop(&mut self) {
         self.handle.close();

@@ -11,6 +11,7 @@
 )]
 
 use core::hint::black_box;
+#[cfg(unix)]
 use core::ptr;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -18,7 +19,9 @@ use pagekeep_mmap::{Decommit, OsPages, PageSource, Region};
 
 const SIZES: [(usize, &str); 3] = [(64 << 10, "64KiB"), (2 << 20, "2MiB"), (64 << 20, "64MiB")];
 
-/// One cycle by hand: mmap(PROT_NONE), mprotect(RW), madvise(MADV_FREE), munmap.
+/// One cycle by hand: mmap(PROT_NONE), mprotect(RW), madvise(MADV_FREE), munmap. Unix
+/// only: these are the calls the Unix layer makes.
+#[cfg(unix)]
 fn raw_cycle(len: usize) {
     // SAFETY: a fresh anonymous mapping, used within its length, unmapped once.
     unsafe {
@@ -59,6 +62,7 @@ fn region_cycle(len: usize) {
 fn page_cycles(c: &mut Criterion) {
     let mut group = c.benchmark_group("page_cycle");
     for (len, name) in SIZES {
+        #[cfg(unix)]
         group.bench_with_input(BenchmarkId::new("raw_libc", name), &len, |b, &len| {
             b.iter(|| raw_cycle(black_box(len)))
         });

@@ -192,8 +192,12 @@ impl MmapAlloc {
                 new_size,
             )
         })?)?;
-        // SAFETY: both blocks are live, distinct mappings, at least `old.size()` long.
-        unsafe { ptr::copy_nonoverlapping(ptr.as_ptr(), new_ptr.as_ptr(), old.size()) };
+        // Every byte of the old mapping may hold data (an `Allocator` caller was handed
+        // the whole usable length), as `mremap` would keep it.
+        let old_len = Self::usable_size(old.size()).unwrap_or(old.size());
+        // SAFETY: both blocks are live, distinct mappings, at least `old_len` long (the
+        // new one is longer).
+        unsafe { ptr::copy_nonoverlapping(ptr.as_ptr(), new_ptr.as_ptr(), old_len) };
         // SAFETY: the old block is live and no longer used.
         let _ = unsafe { Self::unmap(ptr, old) };
         Ok(new_ptr)
@@ -206,10 +210,11 @@ impl MmapAlloc {
     /// - `ptr` is a live block of this allocator allocated with `old`.
     unsafe fn relocate(ptr: NonNull<u8>, old: Layout, new: Layout) -> Result<NonNull<u8>> {
         let new_ptr = Self::map(new)?;
-        // SAFETY: both blocks are live, distinct, and at least this long.
-        unsafe {
-            ptr::copy_nonoverlapping(ptr.as_ptr(), new_ptr.as_ptr(), old.size().min(new.size()))
-        };
+        // The usable lengths: an `Allocator` caller was handed the whole old mapping.
+        let old_len = Self::usable_size(old.size()).unwrap_or(old.size());
+        let new_len = Self::usable_size(new.size()).unwrap_or(new.size());
+        // SAFETY: both blocks are live, distinct mappings, of at least these lengths.
+        unsafe { ptr::copy_nonoverlapping(ptr.as_ptr(), new_ptr.as_ptr(), old_len.min(new_len)) };
         // SAFETY: the old block is live and no longer used.
         let _ = unsafe { Self::unmap(ptr, old) };
         Ok(new_ptr)

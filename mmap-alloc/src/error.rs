@@ -38,6 +38,7 @@ pub enum Operation {
 
 impl Operation {
     /// The system call (or the library function, under miri) behind the operation.
+    #[cfg(not(all(windows, not(miri))))]
     pub fn call_name(self) -> &'static str {
         match self {
             Operation::Reserve => "mmap",
@@ -50,6 +51,21 @@ impl Operation {
             Operation::BindNuma => "mbind",
             Operation::Remap => "mremap",
             Operation::Residency => "mincore",
+        }
+    }
+
+    /// The Windows function behind the operation (none for those Windows cannot do).
+    #[cfg(all(windows, not(miri)))]
+    pub fn call_name(self) -> &'static str {
+        match self {
+            Operation::Reserve | Operation::Commit | Operation::Remap => "VirtualAlloc",
+            Operation::Decommit | Operation::Release => "VirtualFree",
+            Operation::Protect => "VirtualProtect",
+            Operation::AdviseHugePages => "(large pages are chosen when reserving)",
+            Operation::Populate => "(a write to each page)",
+            Operation::BindNuma => "VirtualAllocExNuma",
+            Operation::ExcludeFromCoreDump => "(no Windows equivalent)",
+            Operation::Residency => "QueryWorkingSetEx",
         }
     }
 }

@@ -75,7 +75,13 @@ fn main() {
             "| allocator | RSS at peak (MiB) | RSS after freeing 90% (MiB) | live (MiB) | RSS / live |"
         );
         println!("|---|---|---|---|---|");
-        for name in ["slab", "mimalloc", "jemalloc", "system"] {
+        for name in [
+            "slab",
+            "mimalloc",
+            #[cfg(unix)]
+            "jemalloc",
+            "system",
+        ] {
             let output = Command::new(std::env::current_exe().unwrap())
                 .arg(name)
                 .output()
@@ -88,6 +94,8 @@ fn main() {
     let (peak, after, live) = match which.as_str() {
         "slab" => measure(&SLAB),
         "mimalloc" => measure(&mimalloc::MiMalloc),
+        // jemalloc is built for Unix only (its build needs a Unix shell and make).
+        #[cfg(unix)]
         "jemalloc" => measure(&tikv_jemallocator::Jemalloc),
         _ => measure(&std::alloc::System),
     };

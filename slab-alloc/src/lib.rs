@@ -15,6 +15,7 @@ mod slab;
 mod slab_map;
 mod stats;
 mod sync;
+mod sys;
 
 pub use cache::{CacheConfig, CacheError, DECAY_INTERVAL, SlabCache};
 pub use heap::SlabHeap;

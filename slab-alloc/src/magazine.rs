@@ -450,7 +450,7 @@ impl ThreadMagazines {
 
 std::thread_local! {
     /// Const-initialised and without `Drop`, so touching it never allocates nor registers
-    /// a destructor; the exit hook is a separate pthread key (see [`crate::registry`]).
+    /// a destructor; the exit hook is a separate pthread key or fiber-local index (see [`crate::registry`]).
     static MAGAZINES: ThreadMagazines = const { ThreadMagazines::new() };
 }
 

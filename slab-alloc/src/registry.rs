@@ -7,9 +7,10 @@
 //!   table. It is taken before any cache lock, never after one (lock order: registry,
 //!   then cache), and nothing allocates while holding it.
 //! - A thread links its [`ThreadMagazines`] here when it first uses a magazine and
-//!   unlinks them in its pthread-key destructor, so every listed entry is the live
-//!   thread-local storage of a live thread of this process.
-//! - `fork`: the `prepare` handler takes the registry lock and then every cache lock;
+//!   unlinks them in its exit hook (a pthread-key destructor, or on Windows a fiber-local
+//!   storage callback: `crate::sys`), so every listed entry is the live thread-local
+//!   storage of a live thread of this process.
+//! - `fork` (Unix only): the `prepare` handler takes the registry lock and then every cache lock;
 //!   `parent` and `child` release them. The child therefore starts with consistent
 //!   caches (no thread was inside a locked section) and free locks, and can allocate.
 //! - In the child, only the thread that called `fork` exists. The other threads'
@@ -127,7 +128,7 @@ pub(crate) unsafe fn add_fork_companion(core: &CoreHeader, companion: &RawSpinLo
 }
 
 /// The companion lock of a registered core (registry lock held), if it has one.
-#[cfg(not(miri))]
+#[cfg(all(unix, not(miri)))]
 fn fork_companion(core: &CoreHeader) -> Option<&RawSpinLock> {
     // SAFETY: a companion lives as long as its core is registered (`add_fork_companion`).
     NonNull::new(core.fork_companion.load(Ordering::Relaxed)).map(|lock| unsafe { lock.as_ref() })
@@ -414,24 +415,15 @@ fn install_hooks() -> bool {
         _ => {}
     }
     HOOKS.store(1, Ordering::Relaxed);
-    let mut key: libc::pthread_key_t = 0;
-    // SAFETY: `key` is a valid out-pointer; the destructor has the required signature
-    // and never unwinds.
-    let created = unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } == 0;
-    if !created {
+    let Some(key) = crate::sys::create_exit_key() else {
         HOOKS.store(3, Ordering::Release);
         return false;
-    }
-    EXIT_KEY.store(key as usize, Ordering::Relaxed);
-    #[cfg(not(miri))]
-    {
-        // SAFETY: the handlers are `extern "C"` functions that never unwind; registering
-        // may allocate, which is fine: no lock of ours is held but `HOOKS_LOCK`, which
-        // allocation never takes.
-        let _ = unsafe {
-            libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child))
-        };
-    }
+    };
+    EXIT_KEY.store(key, Ordering::Relaxed);
+    // Registering may allocate, which is fine: no lock of ours is held but `HOOKS_LOCK`,
+    // which allocation never takes. (No `fork` on Windows, nor under miri.)
+    #[cfg(all(unix, not(miri)))]
+    let _ = crate::sys::install_fork_handlers(fork_prepare, fork_parent, fork_child);
     HOOKS.store(2, Ordering::Release);
     true
 }
@@ -450,11 +442,11 @@ pub(crate) fn activate(magazines: &ThreadMagazines) {
         magazines.state.store(RETIRED, Ordering::Relaxed);
         return;
     }
-    let key = EXIT_KEY.load(Ordering::Relaxed) as libc::pthread_key_t;
+    let key = EXIT_KEY.load(Ordering::Relaxed);
     let entry = ptr::from_ref(magazines).cast_mut();
-    // SAFETY: the key was created by `install_hooks`; the value is non-null, so the
-    // destructor runs when this thread exits.
-    if unsafe { libc::pthread_setspecific(key, entry.cast::<c_void>()) } != 0 {
+    // The key was created by `install_hooks`; the value is non-null, so the exit hook
+    // runs when this thread exits.
+    if !crate::sys::set_exit_value(key, entry.cast::<c_void>()) {
         magazines.state.store(RETIRED, Ordering::Relaxed);
         return;
     }
@@ -476,8 +468,9 @@ pub(crate) fn activate(magazines: &ThreadMagazines) {
 }
 
 /// The exit hook: returns every magazine of the exiting thread to its cache's depot and
-/// unlinks the thread.
-extern "C" fn thread_exit(data: *mut c_void) {
+/// unlinks the thread. Called by the platform (`crate::sys`) with the value `activate`
+/// set, when the thread exits.
+pub(crate) fn thread_exit(data: *mut c_void) {
     let Some(entry) = NonNull::new(data.cast::<ThreadMagazines>()) else {
         return;
     };
@@ -517,7 +510,7 @@ extern "C" fn thread_exit(data: *mut c_void) {
 }
 
 /// Calls `f` on every registered core; the registry lock must be held.
-#[cfg(not(miri))]
+#[cfg(all(unix, not(miri)))]
 fn for_each_core(mut f: impl FnMut(&CoreHeader)) {
     let mut core = CORES.load(Ordering::Relaxed);
     while let Some(entry) = NonNull::new(core) {
@@ -530,7 +523,7 @@ fn for_each_core(mut f: impl FnMut(&CoreHeader)) {
 
 /// Releases the locks of `core` that `fork_prepare` took, in the thread that took them
 /// (in the parent) or the child's only thread.
-#[cfg(not(miri))]
+#[cfg(all(unix, not(miri)))]
 fn release_after_fork(core: &CoreHeader) {
     // SAFETY: called by the `parent` and `child` handlers, in the thread that ran
     // `fork_prepare`, which took and marked these locks (a lock it did not mark is left
@@ -543,7 +536,7 @@ fn release_after_fork(core: &CoreHeader) {
     }
 }
 
-#[cfg(not(miri))]
+#[cfg(all(unix, not(miri)))]
 extern "C" fn fork_prepare() {
     // Not re-entered: `FORKING` is clear until the end of this handler.
     REGISTRY.lock();
@@ -563,7 +556,7 @@ extern "C" fn fork_prepare() {
     crate::sync::set_forking(true);
 }
 
-#[cfg(not(miri))]
+#[cfg(all(unix, not(miri)))]
 extern "C" fn fork_parent() {
     crate::sync::set_forking(false);
     for_each_core(release_after_fork);
@@ -571,7 +564,7 @@ extern "C" fn fork_parent() {
     unsafe { REGISTRY.release_after_fork() };
 }
 
-#[cfg(not(miri))]
+#[cfg(all(unix, not(miri)))]
 extern "C" fn fork_child() {
     // The registry lock is held (by this thread, from `fork_prepare`): forget the
     // parent's other threads (module docs), keeping this thread's entry if it is listed.

@@ -40,7 +40,7 @@ std::thread_local! {
 
 /// Records that the calling thread now holds (`true`) or no longer holds (`false`)
 /// the locks taken for `fork` by the registry's handlers.
-#[cfg(not(miri))]
+#[cfg(all(unix, not(miri)))]
 pub(crate) fn set_forking(forking: bool) {
     FORKING.with(|flag| flag.set(forking));
 }
@@ -121,7 +121,7 @@ impl RawSpinLock {
     ///
     /// # Safety
     /// - The calling thread holds the lock, taken for the fork.
-    #[cfg(not(miri))]
+    #[cfg(all(unix, not(miri)))]
     pub(crate) unsafe fn mark_held_for_fork(&self) {
         self.held_for_fork.store(true, Ordering::Relaxed);
     }
@@ -134,7 +134,7 @@ impl RawSpinLock {
     /// # Safety
     /// - The caller is the thread that marked the lock (in the parent, or the only
     ///   thread of the child), in a `parent` or `child` handler.
-    #[cfg(not(miri))]
+    #[cfg(all(unix, not(miri)))]
     pub(crate) unsafe fn release_after_fork(&self) {
         if self.held_for_fork.swap(false, Ordering::Relaxed) {
             // SAFETY: marked, so held by this thread for the fork (caller).
@@ -161,7 +161,7 @@ impl RawSpinLock {
     /// - The caller is the only thread of a freshly forked child, so the holder, if any,
     ///   was another thread of the parent, which does not exist in the child, and the
     ///   state the lock guards is consistent (or made so by the caller).
-    #[cfg(not(miri))]
+    #[cfg(all(unix, not(miri)))]
     pub(crate) unsafe fn reset_in_forked_child(&self) {
         self.locked.store(false, Ordering::Release);
     }
@@ -243,9 +243,8 @@ impl Drop for LockGuard<'_> {
 #[inline(never)]
 pub(crate) fn fatal(message: &str, first: usize, second: usize) -> ! {
     fn write_all(bytes: &[u8]) {
-        // SAFETY: `bytes` is a valid slice for its length; fd 2 is stderr (a failed write
-        // is ignored: we are about to abort).
-        let _ = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
+        // A failed write is ignored: we are about to abort.
+        crate::sys::write_stderr(bytes);
     }
     fn hex(value: usize) -> ([u8; 18], usize) {
         let mut out = [b'0'; 18];

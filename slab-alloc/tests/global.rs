@@ -69,6 +69,8 @@ fn threads_allocate_exit_and_free_across_threads() {
     HEAP.check_invariants();
 }
 
+// Unix only: Windows has no `fork`.
+#[cfg(unix)]
 #[test]
 #[cfg_attr(miri, ignore = "miri cannot fork")]
 fn a_forked_child_can_allocate() {

@@ -5,7 +5,10 @@ use std::future::poll_fn;
 use std::io::{self, IoSlice, Read as _, Write as _};
 use std::mem::MaybeUninit;
 use std::net::{Shutdown, SocketAddr};
+#[cfg(unix)]
 use std::os::fd::AsRawFd;
+#[cfg(windows)]
+use std::os::windows::io::AsRawSocket;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -216,14 +219,21 @@ impl TcpStream {
     /// [`set_keepalive`](Self::set_keepalive).
     ///
     /// # Errors
-    /// As `getsockopt`.
+    /// As `getsockopt`; on Windows, which cannot read the idle time back
+    /// (`SIO_KEEPALIVE_VALS` only sets it), [`io::ErrorKind::Unsupported`] when
+    /// keep-alive is on.
     pub fn keepalive(&self) -> io::Result<Option<Duration>> {
         let socket = socket2::SockRef::from(&self.inner);
-        if socket.keepalive()? {
-            socket.tcp_keepalive_time().map(Some)
-        } else {
-            Ok(None)
+        if !socket.keepalive()? {
+            return Ok(None);
         }
+        #[cfg(unix)]
+        return socket.tcp_keepalive_time().map(Some);
+        #[cfg(windows)]
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "Windows cannot read the keep-alive idle time back",
+        ));
     }
 
     /// Reads into `buffer` without taking the data off the socket: a later
@@ -448,7 +458,10 @@ impl TcpStream {
         cx: &mut Context<'_>,
         buffer: &mut [MaybeUninit<u8>],
     ) -> Poll<io::Result<usize>> {
+        #[cfg(unix)]
         let fd = self.inner.as_raw_fd();
+        #[cfg(windows)]
+        let fd = self.inner.as_raw_socket();
         self.registration.poll_io(cx, Direction::Read, || {
             let asked = buffer.len();
             crate::sys::read_into_uninit(fd, buffer).map(|done| transfer_outcome(done, asked))

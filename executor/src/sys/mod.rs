@@ -7,3 +7,8 @@
 mod unix;
 #[cfg(unix)]
 pub(crate) use unix::{MAX_TRANSFER_BYTES, MAX_WRITE_SLICES, has_default_action, read_into_uninit};
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub(crate) use windows::{MAX_TRANSFER_BYTES, MAX_WRITE_SLICES, read_into_uninit};

@@ -8,9 +8,13 @@
 //! touch of a page reads zeros, [`Contents::Unspecified`] when it may read old data.
 //!
 //! Lengths are rounded up to whole pages (as the kernel does); addresses must be
-//! page-aligned. Linux and macOS are supported (Linux is where the tests run); under miri
-//! a heap-backed shim stands in for the OS (see `sys/miri.rs`), so the code above it runs
-//! unchanged under the interpreter.
+//! page-aligned. Linux, macOS and Windows are supported (the tests run on Linux, and on
+//! Windows under wine); under miri a heap-backed shim stands in for the OS (see
+//! `sys/miri.rs`), so the code above it runs unchanged under the interpreter. On Windows
+//! (`sys/windows.rs`) a reservation is released whole by the OS: a release of part of one
+//! decommits that part and the reservation goes when its last part does (see that
+//! module's documentation for this and the other differences); error numbers there are
+//! Windows' own (`GetLastError`).
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -27,8 +31,13 @@ mod unix;
 #[cfg(all(unix, not(miri)))]
 use unix as platform;
 
-#[cfg(not(any(unix, miri)))]
-compile_error!("pagekeep-mmap supports Unix targets (Linux and macOS) and miri");
+#[cfg(all(windows, not(miri)))]
+mod windows;
+#[cfg(all(windows, not(miri)))]
+use windows as platform;
+
+#[cfg(not(any(unix, windows, miri)))]
+compile_error!("pagekeep-mmap supports Unix targets (Linux and macOS), Windows and miri");
 
 /// Access permissions of pages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -192,6 +201,19 @@ fn map(len: usize, align: usize, protection: Protection) -> Result<NonNull<u8>> 
     if align == page_size() {
         return platform::map(len, protection);
     }
+    map_aligned(len, align, protection)
+}
+
+/// Windows cannot release part of a reservation: it reserves the aligned range exactly,
+/// with nothing to trim.
+#[cfg(all(windows, not(miri)))]
+fn map_aligned(len: usize, align: usize, protection: Protection) -> Result<NonNull<u8>> {
+    platform::map_aligned(len, align, protection)
+}
+
+/// Over-reserves by `align - page` and trims both ends.
+#[cfg(not(all(windows, not(miri))))]
+fn map_aligned(len: usize, align: usize, protection: Protection) -> Result<NonNull<u8>> {
     let padded = len.checked_add(align - page_size()).ok_or(Error::invalid(
         Operation::Reserve,
         "length plus alignment overflows",

@@ -74,7 +74,7 @@ fn region_parts_outside_the_region_are_refused() {
     // The message names the call and the reason.
     let message = region.commit(0, 5 * page).unwrap_err().to_string();
     assert!(
-        message.contains("mprotect") && message.contains("outside the region"),
+        message.contains(Operation::Commit.call_name()) && message.contains("outside the region"),
         "{message}"
     );
     // The region still works afterwards.
@@ -138,7 +138,7 @@ fn errors_convert_to_io_errors_with_context() {
     assert_eq!(io.kind(), io::ErrorKind::InvalidInput);
     let message = io.to_string();
     assert!(
-        message.contains("mmap") && message.contains("zero length"),
+        message.contains(Operation::Reserve.call_name()) && message.contains("zero length"),
         "{message}"
     );
     // A one-byte request is a whole page.

@@ -28,3 +28,4 @@ mod remap_contents;
 #[cfg(feature = "syscall-counters")]
 mod syscall_costs;
 mod util;
+mod windows_pages;

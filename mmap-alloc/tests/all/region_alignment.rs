@@ -20,6 +20,11 @@ fn regions_are_aligned_from_a_page_to_a_gibibyte() {
         #[cfg(feature = "syscall-counters")]
         {
             let cost = pagekeep_mmap::syscall_counters::snapshot().since(&before);
+            // Windows reserves a probe, releases it and reserves the aligned range
+            // exactly (again if another thread took the address meanwhile).
+            #[cfg(windows)]
+            assert_eq!(cost.mmap, cost.munmap + 1, "alignment {align:#x}: {cost:?}");
+            #[cfg(not(windows))]
             assert_eq!(cost.mmap, 1, "alignment {align:#x}: {cost:?}");
             assert!(cost.munmap <= 2, "alignment {align:#x}: {cost:?}");
         }

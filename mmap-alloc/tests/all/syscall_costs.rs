@@ -45,7 +45,9 @@ fn decommitting_many_pages_is_one_call() {
     let region = Region::reserve_committed(len, 4096).unwrap();
     // SAFETY: nothing refers to the contents.
     let (_, cost) = cost_of(|| unsafe { region.decommit(0, len, Decommit::Zero).unwrap() });
-    assert_eq!(cost.total(), 1, "{cost:?}");
+    // Windows decommits and commits again (its decommitted pages are inaccessible).
+    let calls = if cfg!(windows) { 2 } else { 1 };
+    assert_eq!(cost.total(), calls, "{cost:?}");
 }
 
 #[test]

@@ -65,6 +65,11 @@
 //!   which glibc refuses (0). None changes this heap: its size classes, its limit for
 //!   blocks of their own (128 KiB) and its rule for giving memory back (the working set)
 //!   are fixed, and it has no arenas, fastbins, heap top or checking modes to tune.
+//!
+//! Unix only: the library replaces the C runtime's allocator through `LD_PRELOAD` (and
+//! exports glibc's extensions); Windows has no such interposition, so on Windows the
+//! crate is empty.
+#![cfg(unix)]
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ffi::{c_int, c_void};

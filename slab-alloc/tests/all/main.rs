@@ -8,7 +8,10 @@ mod async_support;
 mod corruption;
 mod exhaustion;
 mod extreme_settings;
+// Unix only: Windows has no `fork`.
+#[cfg(unix)]
 mod fork_from_allocating_threads;
+#[cfg(unix)]
 mod fork_handlers_that_allocate;
 mod free_by_address;
 mod freed_peak_stays_resident;

@@ -11,6 +11,11 @@ use pagekeep_slab::SlabHeap;
 /// (overcommit mode 0, the heuristic, or 2, strict); `None` in mode 1 (always grant), or
 /// where `/proc` cannot say.
 fn memory_the_kernel_checks_against() -> Option<usize> {
+    // Linux's check. (Windows charges commits to its own commit limit; under wine, `/proc`
+    // is the host's but wine's commits are not charged to the host's overcommit check.)
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
     let mode = std::fs::read_to_string("/proc/sys/vm/overcommit_memory").ok()?;
     if mode.trim() == "1" {
         return None;

@@ -1,0 +1,776 @@
+//! Windows, through `VirtualAlloc` and its relatives. Arguments arrive validated by
+//! `sys/mod.rs`: page-aligned addresses, non-zero lengths that are whole pages.
+//!
+//! # How Windows differs from `mmap`, and what this module does about it
+//!
+//! - **Reservations are made whole and released whole.** `VirtualFree(MEM_RELEASE)` takes
+//!   only the base of a reservation and frees all of it; there is no `munmap` of a part.
+//!   `release` of a part (the tail of a shrunk block, say) therefore decommits it
+//!   (`MEM_DECOMMIT`: the memory goes back at once and the pages fault on access, as
+//!   unmapped pages do) and records the released ranges in a fixed table keyed by the
+//!   reservation's base (ranges, so that a part released twice, which `munmap` allows,
+//!   counts once); when the released ranges cover the reservation, the whole
+//!   reservation is released. A release of a whole reservation that has no entry (the
+//!   usual case) is one `MEM_RELEASE` with no table look-up beyond an atomic load. A
+//!   release may span several reservations (a block grown in place is two) and skips
+//!   free address space, as `munmap` does. The released part stays reserved (address
+//!   space, no memory) until the rest of its reservation goes. The table holds
+//!   [`MAX_PARTIAL`] reservations with parts outstanding, each with up to [`MAX_RANGES`]
+//!   separate released ranges; past that, a partial release
+//!   fails with `ERROR_NOT_ENOUGH_MEMORY` and the range stays as it was, as `munmap`
+//!   fails with `ENOMEM` past the mapping-count limit.
+//! - **Aligned reservations are made exact** instead of trimmed: reserve `len + align`,
+//!   note the aligned address inside, release, and reserve exactly `len` there (retried
+//!   when another thread takes the address in between). Reservations are placed on the
+//!   allocation granularity (64 KiB), so alignments up to it cost nothing extra.
+//! - **Reserved pages cannot be protected, only committed.** `commit` and `protect` to
+//!   [`Protection::Read`] or [`Protection::ReadWrite`] commit the reserved parts of the
+//!   range (`MEM_COMMIT`) and change the protection of the committed parts
+//!   (`VirtualProtect`); `protect` to [`Protection::None`] changes the committed parts
+//!   only (reserved pages are inaccessible already).
+//! - **Decommitting makes pages inaccessible**, where `MADV_DONTNEED` keeps them mapped:
+//!   [`Decommit::Zero`] decommits each committed part and commits it again with its
+//!   protection (no memory is taken until the next touch, which reads zeros).
+//!   [`Decommit::Lazy`] is `MEM_RESET` (the contents may be discarded under pressure),
+//!   falling back to [`Decommit::Zero`] where it is refused.
+//! - **No `mremap`:** [`remap`] grows in place by reserving the address space right
+//!   after the block (possible when the block ends on the 64 KiB allocation granularity
+//!   and the space there is free), and otherwise answers [`Cause::Unsupported`] so that
+//!   callers allocate, copy and free. Shrinking releases the tail as above.
+//! - Huge pages: Windows chooses large pages when memory is reserved (`MEM_LARGE_PAGES`,
+//!   which needs `SeLockMemoryPrivilege`), never by advice on existing pages, so
+//!   [`advise_huge_pages`] answers [`Cause::Unsupported`], as macOS does.
+//! - NUMA: `VirtualAllocExNuma` with `MEM_COMMIT` sets the preferred node of the
+//!   committed parts of the range; Windows has no binding for pages not yet committed.
+//! - Residency is `QueryWorkingSetEx`; there is no `MADV_DONTDUMP` (unsupported).
+//!
+//! Error codes are Windows' (`GetLastError`), in [`Cause::Os`].
+
+use core::ffi::c_void;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use windows_sys::Win32::Foundation::{
+    ERROR_INVALID_ADDRESS, ERROR_INVALID_PARAMETER, ERROR_NOT_ENOUGH_MEMORY,
+};
+use windows_sys::Win32::System::Memory::{
+    MEM_COMMIT, MEM_DECOMMIT, MEM_FREE, MEM_RELEASE, MEM_RESERVE, MEM_RESET,
+    MEMORY_BASIC_INFORMATION, PAGE_NOACCESS, PAGE_PROTECTION_FLAGS, PAGE_READONLY, PAGE_READWRITE,
+    VirtualAlloc, VirtualAllocExNuma, VirtualFree, VirtualProtect, VirtualQuery,
+};
+use windows_sys::Win32::System::ProcessStatus::{
+    K32QueryWorkingSetEx, PSAPI_WORKING_SET_EX_INFORMATION,
+};
+use windows_sys::Win32::System::SystemInformation::{GetSystemInfo, SYSTEM_INFO};
+use windows_sys::Win32::System::Threading::{GetCurrentProcess, GetNumaHighestNodeNumber};
+
+use super::{Contents, Decommit, HugePages, Placement, Protection};
+use crate::error::{Cause, Error, Operation, Result};
+use crate::syscall_counters::{Syscall, count};
+
+fn system_info() -> SYSTEM_INFO {
+    // SAFETY: SYSTEM_INFO is plain data (integers and pointers) for which all zeros is
+    // a valid value.
+    let mut info: SYSTEM_INFO = unsafe { core::mem::zeroed() };
+    // SAFETY: `info` is valid for writes of a SYSTEM_INFO.
+    unsafe { GetSystemInfo(&mut info) };
+    info
+}
+
+pub(super) fn page_size() -> usize {
+    let size = system_info().dwPageSize as usize;
+    if size.is_power_of_two() { size } else { 4096 }
+}
+
+static GRANULARITY: AtomicUsize = AtomicUsize::new(0);
+
+/// The alignment of every reservation's base (64 KiB on every Windows so far).
+fn allocation_granularity() -> usize {
+    match GRANULARITY.load(Ordering::Relaxed) {
+        0 => {
+            let size = system_info().dwAllocationGranularity as usize;
+            let size = if size.is_power_of_two() {
+                size
+            } else {
+                64 << 10
+            };
+            GRANULARITY.store(size, Ordering::Relaxed);
+            size
+        }
+        size => size,
+    }
+}
+
+fn page_flags(protection: Protection) -> PAGE_PROTECTION_FLAGS {
+    match protection {
+        Protection::None => PAGE_NOACCESS,
+        Protection::Read => PAGE_READONLY,
+        Protection::ReadWrite => PAGE_READWRITE,
+    }
+}
+
+fn os_error(operation: Operation, code: u32, address: usize, len: usize) -> Error {
+    Error::new(operation, Cause::Os(code as i32), address, len)
+}
+
+/// One `VirtualAlloc` of `len` bytes at `at` (null: where the OS chooses): reserved, and
+/// committed too unless `protection` is [`Protection::None`].
+fn virtual_alloc(at: *const c_void, len: usize, protection: Protection) -> *mut c_void {
+    let kind = match protection {
+        Protection::None => MEM_RESERVE,
+        _ => MEM_RESERVE | MEM_COMMIT,
+    };
+    count(Syscall::Mmap);
+    // SAFETY: reserving fresh address space (at `at` only if it is free) touches no
+    // existing memory.
+    unsafe { VirtualAlloc(at, len, kind, page_flags(protection)) }
+}
+
+pub(super) fn map(len: usize, protection: Protection) -> Result<NonNull<u8>> {
+    NonNull::new(virtual_alloc(ptr::null(), len, protection).cast::<u8>()).ok_or_else(|| {
+        let error = Error::last_os_error(Operation::Reserve, 0, len);
+        if error.raw_os_error() == Some(ERROR_INVALID_PARAMETER as i32)
+            && len > user_address_space()
+        {
+            // Windows refuses a length beyond the user address space as an invalid
+            // parameter: that is the contract's out of address space.
+            return os_error(Operation::Reserve, ERROR_NOT_ENOUGH_MEMORY, 0, len);
+        }
+        error
+    })
+}
+
+/// The size in bytes of the address space open to the process.
+fn user_address_space() -> usize {
+    let info = system_info();
+    info.lpMaximumApplicationAddress
+        .addr()
+        .saturating_sub(info.lpMinimumApplicationAddress.addr())
+}
+
+/// How often [`map_aligned`] tries again when another thread takes the aligned address
+/// between its release and its reservation.
+const ALIGNED_ATTEMPTS: usize = 16;
+
+/// Reserves exactly `len` bytes aligned to `align`: nothing to trim (see the module
+/// documentation).
+pub(super) fn map_aligned(len: usize, align: usize, protection: Protection) -> Result<NonNull<u8>> {
+    if align <= allocation_granularity() {
+        return map(len, protection);
+    }
+    let padded = len.checked_add(align).ok_or(Error::invalid(
+        Operation::Reserve,
+        "length plus alignment overflows",
+        0,
+        len,
+    ))?;
+    for _ in 0..ALIGNED_ATTEMPTS {
+        let probe = map(padded, Protection::None)?;
+        let aligned = probe
+            .as_ptr()
+            .wrapping_add(probe.as_ptr().align_offset(align));
+        count(Syscall::Munmap);
+        // SAFETY: `probe` is the base of the reservation just made, used by nothing.
+        if unsafe { VirtualFree(probe.as_ptr().cast(), 0, MEM_RELEASE) } == 0 {
+            return Err(Error::last_os_error(
+                Operation::Reserve,
+                probe.addr().get(),
+                padded,
+            ));
+        }
+        if let Some(block) = NonNull::new(virtual_alloc(aligned.cast(), len, protection).cast()) {
+            return Ok(block);
+        }
+    }
+    Err(os_error(
+        Operation::Reserve,
+        ERROR_NOT_ENOUGH_MEMORY,
+        0,
+        len,
+    ))
+}
+
+/// Reservations made by the OS are reached by any pointer to them.
+pub(super) fn whole_mapping(ptr: NonNull<u8>) -> NonNull<u8> {
+    ptr
+}
+
+/// What `VirtualQuery` says about the pages from one address on.
+#[derive(Clone, Copy)]
+struct Span {
+    /// The first address the answer covers (the address asked about).
+    start: usize,
+    /// The end of the run of pages with the same state and protection.
+    end: usize,
+    /// The base of the reservation (0 for free address space).
+    allocation_base: usize,
+    /// `MEM_COMMIT`, `MEM_RESERVE` or `MEM_FREE`.
+    state: u32,
+    /// The protection of committed pages.
+    protect: PAGE_PROTECTION_FLAGS,
+}
+
+fn query(operation: Operation, at: NonNull<u8>) -> Result<Span> {
+    // SAFETY: MEMORY_BASIC_INFORMATION is plain data for which all zeros is valid.
+    let mut info: MEMORY_BASIC_INFORMATION = unsafe { core::mem::zeroed() };
+    // SAFETY: the query only reads the address space; `info` is valid for writes of its
+    // size.
+    let written = unsafe {
+        VirtualQuery(
+            at.as_ptr().cast(),
+            &mut info,
+            size_of::<MEMORY_BASIC_INFORMATION>(),
+        )
+    };
+    if written == 0 {
+        return Err(Error::last_os_error(operation, at.addr().get(), 0));
+    }
+    let base = info.BaseAddress.addr();
+    Ok(Span {
+        start: at.addr().get(),
+        end: base.saturating_add(info.RegionSize),
+        allocation_base: info.AllocationBase.addr(),
+        state: info.State,
+        protect: info.Protect,
+    })
+}
+
+/// Calls `each` for every run of pages in `ptr..ptr + len` with one state and
+/// protection, in order, with the run clipped to the range. Stops at the first error.
+fn for_each_span(
+    operation: Operation,
+    ptr: NonNull<u8>,
+    len: usize,
+    mut each: impl FnMut(NonNull<u8>, usize, Span) -> Result<()>,
+) -> Result<()> {
+    let end = ptr.addr().get() + len;
+    let mut cursor = ptr;
+    while cursor.addr().get() < end {
+        let span = query(operation, cursor)?;
+        let span_end = span.end.min(end);
+        if span_end <= span.start {
+            return Err(os_error(operation, ERROR_INVALID_ADDRESS, span.start, len));
+        }
+        each(cursor, span_end - span.start, span)?;
+        // SAFETY: `span_end <= end`, inside or at the end of the caller's range.
+        cursor = unsafe { cursor.add(span_end - span.start) };
+    }
+    Ok(())
+}
+
+/// The error for a range that is not wholly reserved (what `mmap`'s `ENOMEM` says).
+fn not_mapped(operation: Operation, at: NonNull<u8>, len: usize) -> Error {
+    os_error(operation, ERROR_INVALID_ADDRESS, at.addr().get(), len)
+}
+
+/// The most reservations with parts released but not all of them.
+const MAX_PARTIAL: usize = 1024;
+
+/// The most separate released ranges recorded for one reservation (adjacent and
+/// overlapping ranges merge into one).
+const MAX_RANGES: usize = 8;
+
+/// A reservation with some of its bytes released.
+#[derive(Clone, Copy)]
+struct Partial {
+    /// Its base (0: the entry is unused).
+    base: usize,
+    /// The released ranges, `start..end` addresses, disjoint and not adjacent, in
+    /// `ranges[..count]`: recorded as ranges rather than counted so that releasing pages
+    /// twice (which `munmap` allows) counts them once.
+    ranges: [(usize, usize); MAX_RANGES],
+    /// How many of `ranges` are in use.
+    count: usize,
+}
+
+const NO_PARTIAL: Partial = Partial {
+    base: 0,
+    ranges: [(0, 0); MAX_RANGES],
+    count: 0,
+};
+
+impl Partial {
+    /// How many bytes are released.
+    fn released(&self) -> usize {
+        self.ranges[..self.count]
+            .iter()
+            .map(|(start, end)| end - start)
+            .sum()
+    }
+
+    /// The entry with `start..end` released as well, or `None` when that takes more than
+    /// [`MAX_RANGES`] ranges.
+    fn with(&self, start: usize, end: usize) -> Option<Partial> {
+        let mut merged = Partial { count: 0, ..*self };
+        let (mut start, mut end) = (start, end);
+        for &(from, to) in &self.ranges[..self.count] {
+            if to < start || end < from {
+                *merged.ranges.get_mut(merged.count)? = (from, to);
+                merged.count += 1;
+            } else {
+                start = start.min(from);
+                end = end.max(to);
+            }
+        }
+        *merged.ranges.get_mut(merged.count)? = (start, end);
+        merged.count += 1;
+        Some(merged)
+    }
+}
+
+/// The reservations released in part (see the module documentation). A fixed array
+/// behind a lock: releasing never allocates, so an allocator built on this module may
+/// be the global allocator.
+static PARTIAL: Mutex<[Partial; MAX_PARTIAL]> = Mutex::new([NO_PARTIAL; MAX_PARTIAL]);
+
+/// How many entries of [`PARTIAL`] are in use: while it is zero, a whole release needs
+/// no look-up. Changed only under the lock.
+static PARTIAL_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// The length of the reservation whose base is `base`: the runs that share the base.
+fn reservation_len(base: NonNull<u8>) -> Result<usize> {
+    let mut cursor = base;
+    loop {
+        let span = query(Operation::Release, cursor)?;
+        if span.state == MEM_FREE || span.allocation_base != base.addr().get() {
+            return Ok(cursor.addr().get() - base.addr().get());
+        }
+        // SAFETY: `span.end` is the end of a run of this reservation (address space, no
+        // access is made through the pointer).
+        cursor = unsafe { cursor.add(span.end - span.start) };
+    }
+}
+
+/// Releases a whole reservation.
+///
+/// # Safety
+/// `base` is the base of a reservation the caller owns and never uses again.
+unsafe fn release_whole(base: NonNull<u8>, len: usize) -> Result<()> {
+    count(Syscall::Munmap);
+    // SAFETY: forwarded from the caller.
+    if unsafe { VirtualFree(base.as_ptr().cast(), 0, MEM_RELEASE) } == 0 {
+        return Err(Error::last_os_error(
+            Operation::Release,
+            base.addr().get(),
+            len,
+        ));
+    }
+    Ok(())
+}
+
+/// Releases `ptr..ptr + len`, which lies inside the reservation at `base` of
+/// `reservation` bytes.
+///
+/// # Safety
+/// The range is owned by the caller and never used again.
+unsafe fn release_in(
+    base: NonNull<u8>,
+    reservation: usize,
+    ptr: NonNull<u8>,
+    len: usize,
+) -> Result<()> {
+    let whole = ptr == base && len == reservation;
+    if whole && PARTIAL_COUNT.load(Ordering::Acquire) == 0 {
+        // SAFETY: forwarded from the caller: the range is the whole reservation.
+        return unsafe { release_whole(base, len) };
+    }
+    let mut table = PARTIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let found = table
+        .iter()
+        .position(|entry| entry.base == base.addr().get());
+    let before = found.map_or(NO_PARTIAL, |index| table[index]);
+    let out_of_room = os_error(
+        Operation::Release,
+        ERROR_NOT_ENOUGH_MEMORY,
+        ptr.addr().get(),
+        len,
+    );
+    let after = Partial {
+        base: base.addr().get(),
+        ..before
+    }
+    .with(ptr.addr().get(), ptr.addr().get() + len);
+    if whole || after.is_some_and(|after| after.released() >= reservation) {
+        // The last part goes (or the whole, parts of which were released before).
+        // SAFETY: every byte of the reservation has now been given up by the caller.
+        unsafe { release_whole(base, reservation) }?;
+        if let Some(index) = found {
+            table[index] = NO_PARTIAL;
+            PARTIAL_COUNT.fetch_sub(1, Ordering::Release);
+        }
+        return Ok(());
+    }
+    let after = after.ok_or(out_of_room)?;
+    let index = match found {
+        Some(index) => index,
+        None => table
+            .iter()
+            .position(|entry| entry.base == 0)
+            .ok_or(out_of_room)?,
+    };
+    count(Syscall::Madvise);
+    // SAFETY: the caller owns the range and gives it up; decommitting leaves it reserved,
+    // faulting on access.
+    if unsafe { VirtualFree(ptr.as_ptr().cast(), len, MEM_DECOMMIT) } == 0 {
+        return Err(Error::last_os_error(
+            Operation::Release,
+            ptr.addr().get(),
+            len,
+        ));
+    }
+    if found.is_none() {
+        PARTIAL_COUNT.fetch_add(1, Ordering::Release);
+    }
+    table[index] = after;
+    Ok(())
+}
+
+/// # Safety
+/// The reserved parts of the range are owned by the caller and unused afterwards.
+pub(super) unsafe fn release(ptr: NonNull<u8>, len: usize) -> Result<()> {
+    let end = ptr.addr().get() + len;
+    let mut cursor = ptr;
+    while cursor.addr().get() < end {
+        let span = query(Operation::Release, cursor)?;
+        if span.state == MEM_FREE {
+            // Not reserved: skipped, as `munmap` skips what is not mapped.
+            // SAFETY: address arithmetic inside the caller's range (no access).
+            cursor = unsafe { cursor.add(span.end.min(end) - span.start) };
+            continue;
+        }
+        let base = cursor.with_addr(
+            core::num::NonZeroUsize::new(span.allocation_base).ok_or(not_mapped(
+                Operation::Release,
+                cursor,
+                len,
+            ))?,
+        );
+        let reservation = reservation_len(base)?;
+        let piece_end = (span.allocation_base + reservation).min(end);
+        let piece = piece_end - cursor.addr().get();
+        // SAFETY: forwarded from the caller; the piece is the part of the range inside
+        // this one reservation.
+        unsafe { release_in(base, reservation, cursor, piece) }?;
+        // SAFETY: `piece_end <= end`, inside or at the end of the caller's range.
+        cursor = unsafe { cursor.add(piece) };
+    }
+    Ok(())
+}
+
+/// # Safety
+/// The range is owned by the caller; no reference relies on a removed access.
+pub(super) unsafe fn protect(
+    ptr: NonNull<u8>,
+    len: usize,
+    protection: Protection,
+    operation: Operation,
+) -> Result<()> {
+    let flags = page_flags(protection);
+    for_each_span(operation, ptr, len, |part, part_len, span| {
+        if span.state == MEM_FREE {
+            return Err(not_mapped(operation, part, part_len));
+        }
+        if span.state != MEM_COMMIT {
+            if protection == Protection::None {
+                // Reserved pages are inaccessible already.
+                return Ok(());
+            }
+            count(Syscall::Mprotect);
+            // SAFETY: the part is reserved by the caller; committing makes it readable
+            // (zeros) with the requested protection, as `mprotect` makes a reservation.
+            let done = unsafe { VirtualAlloc(part.as_ptr().cast(), part_len, MEM_COMMIT, flags) };
+            if done.is_null() {
+                return Err(Error::last_os_error(operation, part.addr().get(), part_len));
+            }
+            return Ok(());
+        }
+        if span.protect == flags {
+            return Ok(());
+        }
+        let mut old: PAGE_PROTECTION_FLAGS = 0;
+        count(Syscall::Mprotect);
+        // SAFETY: the part is committed and owned by the caller, who gave up the accesses
+        // the new protection removes.
+        if unsafe { VirtualProtect(part.as_ptr().cast(), part_len, flags, &mut old) } == 0 {
+            return Err(Error::last_os_error(operation, part.addr().get(), part_len));
+        }
+        Ok(())
+    })
+}
+
+/// Decommits a committed part and commits it again with its protection: it takes no
+/// memory until touched, and then reads zeros.
+///
+/// # Safety
+/// The part is committed, owned by the caller and its contents are no longer needed.
+unsafe fn decommit_zero(
+    part: NonNull<u8>,
+    len: usize,
+    protect: PAGE_PROTECTION_FLAGS,
+) -> Result<()> {
+    count(Syscall::Madvise);
+    // SAFETY: forwarded from the caller.
+    if unsafe { VirtualFree(part.as_ptr().cast(), len, MEM_DECOMMIT) } == 0 {
+        return Err(Error::last_os_error(
+            Operation::Decommit,
+            part.addr().get(),
+            len,
+        ));
+    }
+    count(Syscall::Mprotect);
+    // SAFETY: the part was committed by the caller a moment ago and is still reserved.
+    if unsafe { VirtualAlloc(part.as_ptr().cast(), len, MEM_COMMIT, protect) }.is_null() {
+        return Err(Error::last_os_error(
+            Operation::Decommit,
+            part.addr().get(),
+            len,
+        ));
+    }
+    Ok(())
+}
+
+/// # Safety
+/// The range is owned by the caller and its contents are no longer needed.
+pub(super) unsafe fn decommit(ptr: NonNull<u8>, len: usize, mode: Decommit) -> Result<Contents> {
+    let mut contents = match mode {
+        Decommit::Zero => Contents::Zeroed,
+        Decommit::Lazy => Contents::Unspecified,
+    };
+    let mut any_reset = false;
+    for_each_span(Operation::Decommit, ptr, len, |part, part_len, span| {
+        match span.state {
+            MEM_FREE => Err(not_mapped(Operation::Decommit, part, part_len)),
+            // Reserved pages hold nothing; they read as zeros once committed.
+            MEM_COMMIT => {
+                if mode == Decommit::Lazy {
+                    count(Syscall::Madvise);
+                    // SAFETY: the part is committed and its contents are no longer needed;
+                    // MEM_RESET lets the OS discard them, nothing else.
+                    let reset = unsafe {
+                        VirtualAlloc(part.as_ptr().cast(), part_len, MEM_RESET, PAGE_NOACCESS)
+                    };
+                    if !reset.is_null() {
+                        any_reset = true;
+                        return Ok(());
+                    }
+                }
+                // SAFETY: forwarded from the caller; the part is committed.
+                unsafe { decommit_zero(part, part_len, span.protect) }
+            }
+            _ => Ok(()),
+        }
+    })?;
+    if mode == Decommit::Lazy && !any_reset {
+        // Every committed part was zeroed (MEM_RESET refused, or nothing committed).
+        contents = Contents::Zeroed;
+    }
+    Ok(contents)
+}
+
+/// # Safety
+/// The range is owned by the caller.
+pub(super) unsafe fn advise_huge_pages(
+    ptr: NonNull<u8>,
+    len: usize,
+    _advice: HugePages,
+) -> Result<()> {
+    Err(super::unsupported(
+        Operation::AdviseHugePages,
+        "Windows chooses large pages when memory is reserved (MEM_LARGE_PAGES), not by advice",
+        ptr,
+        len,
+    ))
+}
+
+/// # Safety
+/// The range is owned by the caller. (The protection is checked here: pages that are not
+/// committed read-write are refused with `ERROR_INVALID_PARAMETER`, never written.)
+pub(super) unsafe fn populate(ptr: NonNull<u8>, len: usize) -> Result<()> {
+    for_each_span(
+        Operation::Populate,
+        ptr,
+        len,
+        |part, part_len, span| match (span.state, span.protect) {
+            (MEM_COMMIT, PAGE_READWRITE) => Ok(()),
+            (MEM_FREE, _) => Err(not_mapped(Operation::Populate, part, part_len)),
+            _ => Err(os_error(
+                Operation::Populate,
+                ERROR_INVALID_PARAMETER,
+                part.addr().get(),
+                part_len,
+            )),
+        },
+    )?;
+    // Fault every page in by a write that changes nothing: an atomic `fetch_or(0)` is a
+    // write to the OS and race-free with other threads' writes.
+    let page = super::page_size();
+    let mut offset = 0;
+    while offset < len {
+        // SAFETY: `offset < len` stays inside the range, committed read-write as just
+        // checked, and `AtomicU8` has the size and alignment of `u8`.
+        unsafe { AtomicU8::from_ptr(ptr.as_ptr().add(offset)).fetch_or(0, Ordering::Relaxed) };
+        offset += page;
+    }
+    Ok(())
+}
+
+/// # Safety
+/// The range is owned by the caller.
+pub(super) unsafe fn bind_numa(ptr: NonNull<u8>, len: usize, node: u32) -> Result<()> {
+    let mut highest = 0u32;
+    // SAFETY: `highest` is valid for writes of a u32.
+    if unsafe { GetNumaHighestNodeNumber(&mut highest) } == 0 {
+        return Err(Error::last_os_error(
+            Operation::BindNuma,
+            ptr.addr().get(),
+            len,
+        ));
+    }
+    if node > highest {
+        return Err(os_error(
+            Operation::BindNuma,
+            ERROR_INVALID_PARAMETER,
+            ptr.addr().get(),
+            len,
+        ));
+    }
+    for_each_span(Operation::BindNuma, ptr, len, |part, part_len, span| {
+        match span.state {
+            MEM_FREE => Err(not_mapped(Operation::BindNuma, part, part_len)),
+            MEM_COMMIT => {
+                count(Syscall::Mbind);
+                // SAFETY: committing pages that are committed already changes only their
+                // preferred node; the part is the caller's and keeps its protection.
+                let done = unsafe {
+                    VirtualAllocExNuma(
+                        GetCurrentProcess(),
+                        part.as_ptr().cast(),
+                        part_len,
+                        MEM_COMMIT,
+                        span.protect,
+                        node,
+                    )
+                };
+                if done.is_null() {
+                    return Err(Error::last_os_error(
+                        Operation::BindNuma,
+                        part.addr().get(),
+                        part_len,
+                    ));
+                }
+                Ok(())
+            }
+            // Reserved pages get no memory, hence no node, until they are committed.
+            _ => Ok(()),
+        }
+    })
+}
+
+/// # Safety
+/// The range is owned by the caller.
+pub(super) unsafe fn exclude_from_core_dump(ptr: NonNull<u8>, len: usize) -> Result<()> {
+    Err(super::unsupported(
+        Operation::ExcludeFromCoreDump,
+        "Windows has no per-range exclusion from crash dumps",
+        ptr,
+        len,
+    ))
+}
+
+/// The error of a growth this module cannot do in place: callers copy instead.
+fn cannot_move(ptr: NonNull<u8>, len: usize) -> Error {
+    super::unsupported(
+        Operation::Remap,
+        "Windows cannot move pages (no mremap), and the block cannot grow in place",
+        ptr,
+        len,
+    )
+}
+
+/// # Safety
+/// See `sys::remap`.
+pub(super) unsafe fn remap(
+    ptr: NonNull<u8>,
+    old_len: usize,
+    new_len: usize,
+    placement: Placement,
+) -> Result<NonNull<u8>> {
+    if matches!(placement, Placement::At(_)) {
+        return Err(cannot_move(ptr, old_len));
+    }
+    if new_len <= old_len {
+        if new_len < old_len {
+            // SAFETY: the tail belongs to the caller's mapping, which it gives up.
+            unsafe { release(ptr.add(new_len), old_len - new_len) }?;
+        }
+        return Ok(ptr);
+    }
+    // SAFETY: `old_len` bytes on is the end of the caller's mapping (no access is made).
+    let end = unsafe { ptr.add(old_len) };
+    if !end.addr().get().is_multiple_of(allocation_granularity()) {
+        // A reservation starts on the granularity: the rest of this one is in the way.
+        return Err(cannot_move(ptr, old_len));
+    }
+    // The new pages get the protection of the last page, as `mremap` gives them.
+    // SAFETY: `old_len` is at least a page: its last page is inside the mapping.
+    let last_page = unsafe { ptr.add(old_len - super::page_size()) };
+    let last = query(Operation::Remap, last_page).map_err(|_| cannot_move(ptr, old_len))?;
+    let protection = match (last.state, last.protect) {
+        (MEM_COMMIT, PAGE_READWRITE) => Protection::ReadWrite,
+        (MEM_COMMIT, PAGE_READONLY) => Protection::Read,
+        _ => Protection::None,
+    };
+    let grown = virtual_alloc(end.as_ptr().cast(), new_len - old_len, protection);
+    if grown.is_null() {
+        return Err(cannot_move(ptr, old_len));
+    }
+    Ok(ptr)
+}
+
+/// How many pages one `QueryWorkingSetEx` asks about.
+const RESIDENCY_BATCH: usize = 256;
+
+/// # Safety
+/// The range is mapped.
+pub(super) unsafe fn resident_pages(ptr: NonNull<u8>, len: usize) -> Result<usize> {
+    let page = super::page_size();
+    // A fixed buffer, asked in batches, so that the query never allocates.
+    // SAFETY: the entries are plain data for which all zeros is valid.
+    let mut entries: [PSAPI_WORKING_SET_EX_INFORMATION; RESIDENCY_BATCH] =
+        unsafe { core::mem::zeroed() };
+    let mut resident = 0;
+    let mut offset = 0;
+    while offset < len {
+        let pages = ((len - offset) / page).min(RESIDENCY_BATCH);
+        for (index, entry) in entries[..pages].iter_mut().enumerate() {
+            entry.VirtualAddress = ptr.as_ptr().wrapping_add(offset + index * page).cast();
+        }
+        count(Syscall::Mincore);
+        // SAFETY: `entries[..pages]` is valid for reads and writes of `pages` entries;
+        // the query only reads the address space.
+        let done = unsafe {
+            K32QueryWorkingSetEx(
+                GetCurrentProcess(),
+                entries.as_mut_ptr().cast(),
+                (pages * size_of::<PSAPI_WORKING_SET_EX_INFORMATION>()) as u32,
+            )
+        };
+        if done == 0 {
+            return Err(Error::last_os_error(
+                Operation::Residency,
+                ptr.addr().get() + offset,
+                pages * page,
+            ));
+        }
+        resident += entries[..pages]
+            .iter()
+            // SAFETY: every bit pattern is a valid `usize`; bit 0 is `Valid`.
+            .filter(|entry| unsafe { entry.VirtualAttributes.Flags } & 1 != 0)
+            .count();
+        offset += pages * page;
+    }
+    Ok(resident)
+}
