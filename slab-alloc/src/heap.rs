@@ -487,14 +487,15 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         let moved = self.alloc_nonzero(new)?;
         // Every byte of the old block's usable size may hold data (C callers are
         // promised them by `malloc_usable_size`, `Allocator` callers by the length of
-        // the slice they got).
-        // SAFETY: both blocks are live and distinct; the old one spans its usable size,
-        // the new one at least `new.size()` bytes.
+        // the slice they got), and all that fit the new block's usable size are kept,
+        // as a block resized in place keeps them.
+        // SAFETY: both blocks are live and distinct and span their usable sizes (the new
+        // one's pointer has the provenance of its slot or mapping).
         unsafe {
             ptr::copy_nonoverlapping(
                 ptr.as_ptr(),
                 moved.as_ptr(),
-                Self::usable_size(old).min(new.size()),
+                Self::usable_size(old).min(Self::usable_size(new)),
             );
             self.free(ptr, old);
         }

@@ -363,12 +363,16 @@ fn allocate_with_prefix(size: usize, align: usize, zeroed: bool) -> *mut c_void 
         set_errno(libc::ENOMEM);
         return ptr::null_mut();
     };
+    // A mapping refused on the way (then retried after the heap released what it kept)
+    // sets errno: a call that succeeds leaves it as it was, as glibc's does.
+    let saved = errno();
     // The layout has a non-zero size (it includes the prefix).
     let base = heap_alloc(layout, zeroed);
     if base.is_null() {
         set_errno(libc::ENOMEM);
         return ptr::null_mut();
     }
+    set_errno(saved);
     // SAFETY: a live block allocated with `layout`.
     unsafe { finish(base, layout) }
 }
@@ -536,9 +540,10 @@ unsafe fn move_block(pointer: *mut c_void, usable: usize, size: usize) -> *mut c
     let moved = allocate(size, MIN_ALIGN, false);
     if !moved.is_null() {
         // SAFETY: both blocks are live and distinct; the old one has `usable` bytes, the
-        // new one at least `size`.
+        // new one its own usable size (at least `size`): every byte that fits is kept.
         unsafe {
-            ptr::copy_nonoverlapping(pointer.cast::<u8>(), moved.cast::<u8>(), usable.min(size));
+            let fits = usable.min(malloc_usable_size(moved));
+            ptr::copy_nonoverlapping(pointer.cast::<u8>(), moved.cast::<u8>(), fits);
             free(pointer);
         }
     }

@@ -1,6 +1,6 @@
 //! A block that moves on `realloc`/`grow`/`shrink` keeps every byte of its old usable
-//! size: C programs fill what `malloc_usable_size` promised (Redis's `zmalloc_size`), and
-//! `Allocator` callers what the returned slice spans.
+//! size that fits its new one: C programs fill what `malloc_usable_size` promised
+//! (Redis's `zmalloc_size`), and `Allocator` callers what the returned slice spans.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
@@ -88,7 +88,11 @@ fn global_realloc_keeps_the_usable_size() {
                 let block = NonNull::new(heap.alloc(old)).unwrap();
                 fill(block, usable);
                 let moved = NonNull::new(heap.realloc(block.as_ptr(), old, new_size)).unwrap();
-                let kept = usable.min(new_size);
+                // Every byte that fits the new block's usable size, as in place.
+                let new_usable = SlabHeap::<pagekeep_mmap::DefaultPages>::usable_size(
+                    Layout::from_size_align(new_size, 8).unwrap(),
+                );
+                let kept = usable.min(new_usable);
                 check(moved, usable, kept, &format!("{old_size} -> {new_size}"));
                 heap.dealloc(
                     moved.as_ptr(),

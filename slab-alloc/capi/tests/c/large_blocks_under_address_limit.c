@@ -3,7 +3,8 @@
  * later request fail: 64 MiB of 8 MiB blocks are freed, then one 100 MiB block is asked
  * for, with room for it only once the 64 MiB are unmapped; then the same with 100 MiB
  * of small blocks, whose slabs are mapped one by one. Prints whether each request
- * succeeded. */
+ * succeeded, and whether the successful large one left errno as it was. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,8 +46,10 @@ int main(void) {
         return 2;
     }
     alloc_and_free_64_mib();
+    errno = 0;
     char *big = do_malloc((size_t)100 << 20);
-    printf("malloc(100 MiB) after freeing 64 MiB under the limit: %s\n", big ? "ok" : "NULL");
+    printf("malloc(100 MiB) after freeing 64 MiB under the limit: %s, errno %s\n",
+           big ? "ok" : "NULL", errno == 0 ? "untouched" : "set");
     if (big) {
         memset(big, 2, 4096);
         free(big);
