@@ -96,8 +96,9 @@ impl MmapAlloc {
     /// - `ptr` is a live block of this allocator allocated with `layout`'s size.
     unsafe fn unmap(ptr: NonNull<u8>, layout: Layout) -> Result<()> {
         let len = Self::usable_size(layout.size()).unwrap_or(layout.size());
-        // SAFETY: the block is one whole mapping of `len` bytes.
-        unsafe { sys::release(ptr, len) }
+        // SAFETY: the block is one whole mapping of `len` bytes, given up for good (its
+        // memory goes back even when the mapping cannot be released).
+        unsafe { sys::release_or_decommit(ptr, len) }
     }
 
     /// Resizes a block to `new_size` (non-zero) at an address aligned to `align`, which

@@ -98,9 +98,9 @@ impl Drop for ToRelease {
     fn drop(&mut self) {
         for (block, len) in self.blocks.iter().flatten() {
             // SAFETY: a kept mapping, taken out of the cache: nobody else owns or uses it.
-            // Unmapping whole pages of a mapping does not fail; nothing could be done if
-            // it did but leave it mapped.
-            let _ = unsafe { sys::release(*block, *len) };
+            // Unmapping a piece of a mapping fails at the mapping-count limit: its pages
+            // are then decommitted, so their memory goes back all the same.
+            let _ = unsafe { sys::release_or_decommit(*block, *len) };
         }
     }
 }

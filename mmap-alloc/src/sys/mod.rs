@@ -301,6 +301,26 @@ pub unsafe fn release(ptr: NonNull<u8>, len: usize) -> Result<()> {
     unsafe { platform::release(ptr, len) }
 }
 
+/// [`release`] for a range the caller gives up for good, whatever happens: when the OS
+/// refuses to release it (releasing the middle of a mapping at the mapping-count limit),
+/// its pages are decommitted instead ([`Decommit::Zero`]), so their memory goes back
+/// though the address range stays reserved. Returns `release`'s result.
+///
+/// # Safety
+/// - As [`release`]; the range's contents are not needed, even when this fails.
+///
+/// # Errors
+/// As [`release`].
+pub unsafe fn release_or_decommit(ptr: NonNull<u8>, len: usize) -> Result<()> {
+    // SAFETY: forwarded from the caller.
+    let released = unsafe { release(ptr, len) };
+    if released.is_err() {
+        // SAFETY: the caller gives up the range and its contents.
+        let _ = unsafe { decommit(ptr, len, Decommit::Zero) };
+    }
+    released
+}
+
 /// Changes the access permissions of pages, e.g. to [`Protection::None`] for a guard page.
 ///
 /// # Safety
