@@ -48,6 +48,7 @@ fn ready<F: Future>(future: F) -> F::Output {
 
 /// The CPU time this thread has used: unlike wall time, it does not count the time
 /// the thread waits for a processor, so a loaded (shared) machine distorts it less.
+#[cfg(unix)]
 fn thread_cpu_time() -> Duration {
     let mut now = libc::timespec {
         tv_sec: 0,
@@ -57,6 +58,13 @@ fn thread_cpu_time() -> Duration {
     let result = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
     assert_eq!(result, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
     Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+/// Elsewhere, wall time since the first call (no thread CPU clock through `libc`).
+#[cfg(not(unix))]
+fn thread_cpu_time() -> Duration {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed()
 }
 
 /// Runs `operation` `iterations` times; its thread CPU time.
