@@ -203,7 +203,7 @@ impl<T> JoinState<T> {
         }
         if self.task_published.load(Ordering::SeqCst) {
             let (worker, key) = crate::waker::decode(self.task_word.load(Ordering::Relaxed));
-            crate::worker::wake_task(worker, key);
+            crate::scheduler::wake_task(worker, key);
         }
     }
 

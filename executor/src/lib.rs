@@ -11,6 +11,7 @@ mod join_set;
 pub mod net;
 mod reactor;
 mod runtime;
+mod scheduler;
 mod server;
 mod shutdown;
 pub mod sync;
