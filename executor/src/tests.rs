@@ -433,14 +433,24 @@ mod runtime {
     }
 
     #[test]
-    fn spawn_is_round_robin_over_workers() {
+    fn spawns_from_outside_are_taken_by_every_worker() {
+        // From a thread that is no worker, spawns go to the runtime's injector; each
+        // wakes a sleeping worker, and busy ones take batches: all three run some.
         let runtime = super::runtime(3);
-        let mut seen: Vec<usize> = (0..6)
+        let tasks: Vec<_> = (0..48)
             .map(|_| {
-                runtime
-                    .block_on(runtime.spawn(async { crate::current_worker().unwrap() }))
-                    .unwrap()
+                runtime.spawn(async {
+                    let start = Instant::now();
+                    while start.elapsed() < Duration::from_millis(1) {
+                        std::hint::spin_loop();
+                    }
+                    crate::current_worker().unwrap()
+                })
             })
+            .collect();
+        let mut seen: Vec<usize> = tasks
+            .into_iter()
+            .map(|task| runtime.block_on(task).unwrap())
             .collect();
         seen.sort_unstable();
         seen.dedup();
