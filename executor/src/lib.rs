@@ -10,6 +10,7 @@ mod join;
 mod join_set;
 pub mod net;
 mod reactor;
+mod run_queue;
 mod runtime;
 mod scheduler;
 mod server;

@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use crossbeam_deque::{Injector, Steal, Stealer};
+use crate::run_queue::{Injector, Steal, Stealer, Worker as Deque};
 use pagekeep_arena::outside_arena;
 
 use crate::sync::lock;
@@ -186,10 +186,7 @@ impl Scheduler {
     }
 
     /// Takes a batch from the injector into `into`, returning one key to run.
-    pub(crate) fn steal_injected(
-        &self,
-        into: &crossbeam_deque::Worker<TaskKey>,
-    ) -> Option<TaskKey> {
+    pub(crate) fn steal_injected(&self, into: &Deque<TaskKey>) -> Option<TaskKey> {
         loop {
             match outside_arena(|| self.injector.steal_batch_and_pop(into)) {
                 Steal::Success(key) => return Some(key),
@@ -205,7 +202,7 @@ impl Scheduler {
         &self,
         thief: usize,
         start: usize,
-        into: &crossbeam_deque::Worker<TaskKey>,
+        into: &Deque<TaskKey>,
     ) -> Option<TaskKey> {
         let count = self.stealers.len();
         for offset in 0..count {

@@ -1522,6 +1522,33 @@ mod stealing {
     }
 
     #[test]
+    fn a_worker_whose_queue_never_empties_still_runs_what_other_threads_spawn() {
+        let runtime = runtime(1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let spinning = {
+            let stop = Arc::clone(&stop);
+            runtime.spawn(async move {
+                while !stop.load(Ordering::Acquire) {
+                    yield_now().await;
+                }
+            })
+        };
+        // From this thread: through the injector, behind a queue that is never empty.
+        let handle = runtime.handle().clone();
+        let spawned = std::thread::spawn(move || handle.spawn(async { 7 }))
+            .join()
+            .unwrap();
+        let deadline = Instant::now() + WAIT;
+        while !spawned.is_finished() {
+            assert!(Instant::now() < deadline, "the injected task never ran");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        stop.store(true, Ordering::Release);
+        runtime.block_on(spinning).unwrap();
+        assert_eq!(runtime.block_on(spawned).unwrap(), 7);
+    }
+
+    #[test]
     fn wakes_from_a_foreign_thread_reach_a_task_wherever_it_runs() {
         let runtime = runtime(2);
         let (sender, receiver) = std::sync::mpsc::channel::<Waker>();

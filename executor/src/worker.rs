@@ -174,7 +174,7 @@ pub(crate) struct Local {
     /// The worker's runtime, for [`Handle::current`](crate::Handle::current).
     pub(crate) handle: crate::Handle,
     /// The owning end of this worker's run queue (FIFO); others steal from it.
-    pub(crate) queue: crossbeam_deque::Worker<TaskKey>,
+    pub(crate) queue: crate::run_queue::Worker<TaskKey>,
     /// Keys posted to this worker (first polls that must run here), not stealable.
     pub(crate) pinned: RefCell<VecDeque<TaskKey>>,
     pub(crate) timers: RefCell<TimerHeap>,
@@ -201,8 +201,14 @@ pub(crate) fn current_shared() -> Option<Arc<WorkerShared>> {
 
 impl Local {
     /// The next task to poll: pinned, own queue, injector, another worker's queue.
-    fn next_task(&self) -> Option<TaskKey> {
+    /// With `injector_first` (the first pick of each turn) the injector goes before
+    /// the own queue, so that a worker whose queue never empties (a task that always
+    /// yields, on a one-worker runtime) still takes what other threads spawn and wake.
+    fn next_task(&self, injector_first: bool) -> Option<TaskKey> {
         if let Some(key) = self.pinned.borrow_mut().pop_front() {
+            return Some(key);
+        }
+        if injector_first && let Some(key) = self.scheduler.steal_injected(&self.queue) {
             return Some(key);
         }
         if let Some(key) = self.queue.pop() {
@@ -260,7 +266,7 @@ impl Local {
 pub(crate) struct Worker {
     poll: mio::Poll,
     shared: Arc<WorkerShared>,
-    queue: crossbeam_deque::Worker<TaskKey>,
+    queue: crate::run_queue::Worker<TaskKey>,
 }
 
 impl Worker {
@@ -285,7 +291,7 @@ impl Worker {
         Ok(Self {
             poll,
             shared,
-            queue: crossbeam_deque::Worker::new_fifo(),
+            queue: crate::run_queue::Worker::new_fifo(),
         })
     }
 
@@ -294,7 +300,7 @@ impl Worker {
     }
 
     /// The stealing end of this worker's run queue.
-    pub(crate) fn stealer(&self) -> crossbeam_deque::Stealer<TaskKey> {
+    pub(crate) fn stealer(&self) -> crate::run_queue::Stealer<TaskKey> {
         self.queue.stealer()
     }
 
@@ -306,7 +312,7 @@ impl Worker {
             shared: Arc::clone(&self.shared),
             scheduler,
             handle,
-            queue: std::mem::replace(&mut self.queue, crossbeam_deque::Worker::new_fifo()),
+            queue: std::mem::replace(&mut self.queue, crate::run_queue::Worker::new_fifo()),
             pinned: RefCell::new(VecDeque::new()),
             timers: RefCell::new(TimerHeap::default()),
             // Any odd seed does; the table index differs between workers.
@@ -347,6 +353,11 @@ impl Worker {
         if last || scheduler.tasks.is_closed() {
             scheduler.drain();
         }
+        // What the destructors woke here goes to the others too; from now on, wakes on
+        // this thread go through the injector (the context is gone).
+        let own: Vec<TaskKey> = std::iter::from_fn(|| local.queue.pop()).collect();
+        scheduler.requeue_orphans(own);
+        CONTEXT.with(|context| context.borrow_mut().take());
         // Sockets that outlive the worker (moved to another runtime, or kept by a task
         // elsewhere) will get no more events: their waiters are woken to fail instead of
         // waiting for ever.
@@ -355,7 +366,6 @@ impl Worker {
         // with their own worker's heap.
         let orphaned = local.timers.borrow_mut().clear();
         outside_arena(|| orphaned.into_iter().for_each(std::task::Waker::wake));
-        CONTEXT.with(|context| context.borrow_mut().take());
     }
 
     fn event_loop(&mut self, local: &Local) {
@@ -368,7 +378,7 @@ impl Worker {
             }
             let mut ran = 0;
             while ran < POLLS_PER_TURN {
-                let Some(key) = local.next_task() else {
+                let Some(key) = local.next_task(ran == 0) else {
                     break;
                 };
                 local.run_task(key);
