@@ -258,7 +258,8 @@ impl Runtime {
         &self.handle
     }
 
-    /// Spawns `future` on worker `index` (0-based, modulo the worker count).
+    /// Spawns `future` with its first poll on worker `index` (0-based, modulo the worker
+    /// count); after that it runs wherever it is woken or stolen, like any task.
     pub fn spawn_on<F>(&self, index: usize, future: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
@@ -278,7 +279,8 @@ impl Runtime {
         self.handle.spawner().clone()
     }
 
-    /// Runs `future` on worker 0 and blocks the calling thread until it finishes.
+    /// Runs `future` on the runtime (first polled on worker 0) and blocks the calling thread
+    /// until it finishes.
     ///
     /// The future moves to that worker, so it must be `Send + 'static`, unlike tokio's
     /// `block_on`, which polls on the calling thread: it cannot borrow the caller's
