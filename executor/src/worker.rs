@@ -10,7 +10,8 @@
 //! table (mutex).
 //!
 //! # Loop
-//! A turn polls up to [`POLLS_PER_TURN`] tasks, each taken from: the pinned queue
+//! A turn polls up to [`POLLS_PER_TURN`] tasks (or for up to 1 ms of polls), each taken
+//! from: the pinned queue
 //! (spawns aimed at this worker), the worker's own queue, a batch from the injector, a
 //! batch stolen from another worker. Then `epoll_wait`: without waiting when the turn
 //! ran tasks; when it found none, the worker lists itself as sleeping, looks at every
@@ -46,6 +47,8 @@ const EVENT_CAPACITY: usize = 1024;
 /// Task polls between two looks at I/O and timers while tasks are ready (tokio's
 /// number: a prime, so that it does not beat with a task's own period).
 pub(crate) const POLLS_PER_TURN: usize = 61;
+/// Time after which a turn ends early (see the loop).
+const TURN_TIME: Duration = Duration::from_millis(1);
 
 /// Keys of spawns aimed at one worker, posted by other threads.
 #[derive(Debug, Default)]
@@ -377,14 +380,23 @@ impl Worker {
                 return;
             }
             let mut ran = 0;
+            let mut full = false;
+            let turn_start = Instant::now();
             while ran < POLLS_PER_TURN {
                 let Some(key) = local.next_task(ran == 0) else {
                     break;
                 };
                 local.run_task(key);
                 ran += 1;
+                // A turn also ends after `TURN_TIME` of polls (long handlers), so that
+                // this worker's sockets, whose events only it collects, are not left
+                // waiting behind a run of slow polls.
+                if ran == POLLS_PER_TURN || turn_start.elapsed() >= TURN_TIME {
+                    full = true;
+                    break;
+                }
             }
-            let timeout = if ran == POLLS_PER_TURN {
+            let timeout = if full {
                 Some(Duration::ZERO)
             } else {
                 // Out of work: sleep, unless work arrived since the last look.
@@ -404,7 +416,7 @@ impl Worker {
                 }
             };
             let polled = self.poll.poll(&mut events, timeout);
-            if ran < POLLS_PER_TURN {
+            if !full {
                 local.scheduler.wake_up(me);
             }
             if let Err(error) = polled
