@@ -3,7 +3,6 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::blocking::BlockingPool;
 use crate::join::JoinHandle;
@@ -42,8 +41,6 @@ pub struct Handle {
 
 struct HandleInner {
     spawner: Spawner,
-    /// Round-robin cursor for [`Handle::spawn`].
-    next: AtomicUsize,
     blocking: BlockingPool,
 }
 
@@ -80,11 +77,7 @@ impl std::error::Error for TryCurrentError {}
 impl Handle {
     pub(crate) fn new(spawner: Spawner, blocking: BlockingPool) -> Self {
         Self {
-            inner: Arc::new(HandleInner {
-                spawner,
-                next: AtomicUsize::new(0),
-                blocking,
-            }),
+            inner: Arc::new(HandleInner { spawner, blocking }),
         }
     }
 
@@ -139,7 +132,8 @@ impl Handle {
             .ok_or(TryCurrentError(()))
     }
 
-    /// Spawns `future` on the runtime's next worker, round robin, from any thread; see
+    /// Spawns `future` onto the runtime from any thread: a worker of this runtime queues it
+    /// itself (idle workers steal it), any other thread through the runtime's injector; see
     /// the type's docs for a runtime that is gone.
     ///
     /// # Examples
@@ -163,8 +157,7 @@ impl Handle {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let index = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        self.inner.spawner.spawn_on(index, future)
+        self.inner.spawner.spawn(future)
     }
 
     /// Runs `work` on the runtime's blocking pool; see

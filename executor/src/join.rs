@@ -203,7 +203,7 @@ impl<T> JoinState<T> {
         }
         if self.task_published.load(Ordering::SeqCst) {
             let (worker, key) = crate::waker::decode(self.task_word.load(Ordering::Relaxed));
-            crate::worker::wake_task(worker, key);
+            crate::scheduler::wake_task(worker, key);
         }
     }
 
@@ -321,7 +321,7 @@ impl<T> JoinHandle<T> {
     }
 
     /// Aborts the task: unless it has finished, it is not polled again, its future is
-    /// dropped on its own worker thread at the next opportunity (it is woken for that,
+    /// dropped on a worker thread of its runtime at the next opportunity (it is woken for that,
     /// even if nothing else would ever wake it) and this handle resolves to
     /// [`JoinError::Aborted`]. A task that has finished keeps its output. A task aborted
     /// while it is being polled (by itself, say) is stopped before its next poll; if it

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 use std::time::Duration;
@@ -10,8 +11,13 @@ use std::time::Duration;
 use crate::blocking::{BlockingPool, DEFAULT_KEEP_ALIVE, DEFAULT_MAX_BLOCKING_THREADS};
 use crate::handle::Handle;
 use crate::join::JoinHandle;
+use crate::scheduler::{Scheduler, publish_table_entry, release_table_entry, reserve_table_entry};
 use crate::task::package;
-use crate::worker::{Worker, WorkerShared, release_table_entry};
+use crate::waker::MAX_WORKERS;
+use crate::worker::{Worker, WorkerShared};
+
+/// Source of per-runtime generation bases (see `TaskStore::new`).
+static GENERATION_SEED: AtomicU32 = AtomicU32::new(0);
 
 /// Configures a [`Runtime`].
 #[derive(Debug, Clone)]
@@ -95,23 +101,42 @@ impl Builder {
     /// When a `Poll`, a `mio::Waker` or a thread cannot be created, or more than 1024
     /// workers would be alive in the process.
     pub fn build(self) -> std::io::Result<Runtime> {
+        let mut indices = Vec::with_capacity(self.workers);
         let mut created = Vec::with_capacity(self.workers);
-        for _ in 0..self.workers {
-            match Worker::new() {
+        let mut failure = None;
+        for local_index in 0..self.workers {
+            let Some(index) = reserve_table_entry() else {
+                failure = Some(std::io::Error::other(format!(
+                    "more than {MAX_WORKERS} executor workers alive"
+                )));
+                break;
+            };
+            indices.push(index);
+            match Worker::new(index, local_index) {
                 Ok(worker) => created.push(worker),
                 Err(error) => {
-                    for worker in &created {
-                        release_table_entry(worker.shared());
-                    }
-                    return Err(error);
+                    failure = Some(error);
+                    break;
                 }
             }
         }
-        let spawner = Spawner {
-            workers: created
+        if let Some(error) = failure {
+            indices.into_iter().for_each(release_table_entry);
+            return Err(error);
+        }
+        let scheduler = Arc::new(Scheduler::new(
+            created
                 .iter()
                 .map(|worker| Arc::clone(worker.shared()))
                 .collect(),
+            created.iter().map(Worker::stealer).collect(),
+            GENERATION_SEED.fetch_add(0x9E37_79B9, Ordering::Relaxed),
+        ));
+        for &index in &indices {
+            publish_table_entry(index, &scheduler);
+        }
+        let spawner = Spawner {
+            scheduler: Arc::clone(&scheduler),
         };
         let blocking = BlockingPool::new(
             self.max_blocking_threads,
@@ -120,30 +145,37 @@ impl Builder {
         );
         let mut runtime = Runtime {
             workers: Vec::new(),
+            scheduler: Arc::clone(&scheduler),
             handle: Handle::new(spawner, blocking),
         };
         let mut created = created.into_iter().enumerate();
-        for (index, worker) in created.by_ref() {
+        for (local_index, worker) in created.by_ref() {
             let shared = Arc::clone(worker.shared());
             let handle = runtime.handle.clone();
+            let for_thread = Arc::clone(&scheduler);
+            // Counted in before the thread starts, so that no worker that leaves early
+            // takes itself for the last.
+            scheduler.enter();
             // If the thread cannot start, the worker (and its Poll) is dropped here and
             // `runtime`'s drop stops and releases the workers already started.
             let spawned = thread::Builder::new()
-                .name(format!("{}-{index}", self.thread_name))
-                .spawn(move || worker.run(handle));
+                .name(format!("{}-{local_index}", self.thread_name))
+                .spawn(move || worker.run(for_thread, handle));
             match spawned {
                 Ok(thread) => runtime.workers.push(WorkerHandle {
                     shared,
                     thread: Some(thread),
                 }),
                 Err(error) => {
+                    scheduler.leave();
                     // This worker and the ones not started never run: refuse work
-                    // posted to them (handles see `Cancelled`) and free their entries.
+                    // posted to them and free their entries (the runtime's drop frees
+                    // those of the started ones and drops every task).
                     for shared in std::iter::once(shared)
                         .chain(created.map(|(_, worker)| Arc::clone(worker.shared())))
                     {
                         shared.abandon();
-                        release_table_entry(&shared);
+                        release_table_entry(shared.index());
                     }
                     return Err(error);
                 }
@@ -178,6 +210,8 @@ struct WorkerHandle {
 /// ```
 pub struct Runtime {
     workers: Vec<WorkerHandle>,
+    /// The tasks and run queues all the workers share.
+    scheduler: Arc<Scheduler>,
     /// The same workers, for spawning from anywhere, and the blocking pool.
     handle: Handle,
 }
@@ -201,7 +235,7 @@ impl Runtime {
         self.workers.len()
     }
 
-    /// Spawns `future` on the next worker, round robin.
+    /// Spawns `future` onto the runtime: the first idle worker takes it.
     pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
@@ -224,7 +258,8 @@ impl Runtime {
         &self.handle
     }
 
-    /// Spawns `future` on worker `index` (0-based, modulo the worker count).
+    /// Spawns `future` with its first poll on worker `index` (0-based, modulo the worker
+    /// count); after that it runs wherever it is woken or stolen, like any task.
     pub fn spawn_on<F>(&self, index: usize, future: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
@@ -233,12 +268,19 @@ impl Runtime {
         self.handle.spawner().spawn_on(index, future)
     }
 
+    /// The scheduler, for tests that look at its tasks and workers.
+    #[cfg(test)]
+    pub(crate) fn scheduler_for_tests(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
     /// A handle that spawns onto this runtime's workers from anywhere, tasks included.
     pub(crate) fn spawner(&self) -> Spawner {
         self.handle.spawner().clone()
     }
 
-    /// Runs `future` on worker 0 and blocks the calling thread until it finishes.
+    /// Runs `future` on the runtime (first polled on worker 0) and blocks the calling thread
+    /// until it finishes.
     ///
     /// The future moves to that worker, so it must be `Send + 'static`, unlike tokio's
     /// `block_on`, which polls on the calling thread: it cannot borrow the caller's
@@ -286,6 +328,7 @@ impl Runtime {
     /// ```
     pub fn shutdown_timeout(mut self, grace: std::time::Duration) -> usize {
         self.handle.blocking_pool().shutdown();
+        self.scheduler.tasks.close();
         for worker in &self.workers {
             worker.shared.request_stop();
         }
@@ -311,21 +354,39 @@ impl Runtime {
                     if let Some(thread) = thread {
                         let _ = thread.join();
                     }
-                    release_table_entry(&worker.shared);
+                    self.release_entry(&worker.shared, left);
                 }
             }
         }
+        self.scheduler.drain();
         left
+    }
+
+    /// Gives back a stopped worker's table entry; but the home entry (the index task
+    /// wakers carry) while some worker is left running, so that no later runtime takes
+    /// it and has its wakes sent here. `left`: workers left running so far.
+    fn release_entry(&self, worker: &WorkerShared, left: usize) {
+        let detached = left > 0
+            || self
+                .workers
+                .iter()
+                .any(|other| other.thread.as_ref().is_some_and(|t| !t.is_finished()));
+        if worker.index() != self.scheduler.home || !detached {
+            release_table_entry(worker.index());
+        }
     }
 }
 
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.handle.blocking_pool().shutdown();
+        // Spawns are refused from now on; every worker drops the tasks as it leaves.
+        self.scheduler.tasks.close();
         for worker in &self.workers {
             worker.shared.request_stop();
         }
         let current = thread::current().id();
+        let mut detached = false;
         for worker in &mut self.workers {
             if let Some(thread) = worker.thread.take() {
                 if thread.thread().id() == current {
@@ -333,37 +394,63 @@ impl Drop for Runtime {
                     // itself. It is left to stop once the task's poll returns, detached
                     // (as `shutdown_timeout` leaves a blocked one): its table entry stays
                     // claimed while its thread runs.
+                    detached = true;
                     drop(thread);
                     continue;
                 }
                 // A worker that panicked has already printed its message.
                 let _ = thread.join();
             }
-            release_table_entry(&worker.shared);
+            if worker.shared.index() != self.scheduler.home || !detached {
+                release_table_entry(worker.shared.index());
+            }
+        }
+        if !detached {
+            // Tasks of workers that never started; the others drained as they left.
+            self.scheduler.drain();
         }
     }
 }
 
-/// Spawns onto a runtime's workers by index; cheap to clone. Spawning onto a worker that
-/// has stopped drops the future at once (its handle reports a cancellation).
+/// Spawns onto a runtime from anywhere; cheap to clone. Spawning onto a runtime that
+/// has shut down drops the future at once (its handle reports a cancellation).
 #[derive(Clone, Debug)]
 pub(crate) struct Spawner {
-    workers: Arc<[Arc<WorkerShared>]>,
+    scheduler: Arc<Scheduler>,
 }
 
 impl Spawner {
     /// Number of workers.
     pub(crate) fn worker_count(&self) -> usize {
-        self.workers.len()
+        self.scheduler.worker_count()
     }
 
-    /// Whether worker `index` died (its loop panicked); it takes no new work.
+    /// Whether worker `index` died (its loop panicked); it takes no new pinned work.
     pub(crate) fn is_dead(&self, index: usize) -> bool {
-        self.workers[index % self.workers.len()].is_dead()
+        self.scheduler.workers[index % self.scheduler.worker_count()].is_dead()
     }
 
-    /// Spawns `future` on worker `index` (modulo the worker count).
+    /// Spawns `future` with its first poll on worker `index` (modulo the worker count);
+    /// from then on it runs wherever it is woken or stolen.
     pub(crate) fn spawn_on<F>(&self, index: usize, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.spawn_pinned(Some(index), future)
+    }
+
+    /// Spawns `future` on whichever worker takes it first: the calling worker's queue
+    /// on a worker of this runtime, the injector elsewhere.
+    pub(crate) fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.spawn_pinned(None, future)
+    }
+
+    fn spawn_pinned<F>(&self, pin: Option<usize>, future: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
@@ -371,7 +458,7 @@ impl Spawner {
         // The task may outlive whatever request spawns it: never in a request's arena.
         let (task, handle) = pagekeep_arena::outside_arena(|| package(future));
         if let Some(task) = task
-            && let Err(refused) = self.workers[index % self.workers.len()].spawn(task)
+            && let Err(refused) = self.scheduler.spawn(task, pin)
         {
             drop(refused);
         }

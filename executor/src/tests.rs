@@ -433,14 +433,24 @@ mod runtime {
     }
 
     #[test]
-    fn spawn_is_round_robin_over_workers() {
+    fn spawns_from_outside_are_taken_by_every_worker() {
+        // From a thread that is no worker, spawns go to the runtime's injector; each
+        // wakes a sleeping worker, and busy ones take batches: all three run some.
         let runtime = super::runtime(3);
-        let mut seen: Vec<usize> = (0..6)
+        let tasks: Vec<_> = (0..48)
             .map(|_| {
-                runtime
-                    .block_on(runtime.spawn(async { crate::current_worker().unwrap() }))
-                    .unwrap()
+                runtime.spawn(async {
+                    let start = Instant::now();
+                    while start.elapsed() < Duration::from_millis(1) {
+                        std::hint::spin_loop();
+                    }
+                    crate::current_worker().unwrap()
+                })
             })
+            .collect();
+        let mut seen: Vec<usize> = tasks
+            .into_iter()
+            .map(|task| runtime.block_on(task).unwrap())
             .collect();
         seen.sort_unstable();
         seen.dedup();
@@ -706,11 +716,12 @@ mod abort {
         std::thread::spawn(move || abort.abort()).join().unwrap();
         let result = runtime.block_on(task);
         assert!(matches!(result, Err(JoinError::Aborted)), "{result:?}");
-        // Dropped before the handle resolved, on the task's own worker thread.
+        // Dropped before the handle resolved, on a worker thread (whichever took the
+        // woken task: with work stealing, not necessarily the one it started on).
         let site = drop_site
             .try_recv()
             .expect("dropped before the handle resolved");
-        assert_eq!(site.worker, Some(worker));
+        assert!(site.worker.is_some(), "{worker}: {site:?}");
         assert!(
             site.thread
                 .as_deref()
@@ -740,7 +751,8 @@ mod abort {
         let site = drop_site
             .recv_timeout(WAIT)
             .expect("the future was dropped");
-        assert_eq!(site.worker, Some(worker));
+        // On a worker thread: the one that woke it, or one that stole it.
+        assert!(site.worker.is_some(), "{worker}: {site:?}");
         abort.abort();
         let deadline = Instant::now() + WAIT;
         while !abort.is_finished() {
@@ -1434,4 +1446,289 @@ async fn on_blocking<R: Send + 'static>(
     work: impl FnOnce() -> R + Send + 'static,
 ) -> Result<R, JoinError> {
     crate::spawn_blocking(work).await
+}
+
+/// The work-stealing scheduler: tasks move to idle workers, wakes reach them wherever
+/// they run, no poll overlaps another of the same task, shutdown with work in flight.
+mod stealing {
+    use super::*;
+
+    /// Spins for `duration` of wall-clock time (a CPU-bound handler).
+    fn spin(duration: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < duration {
+            std::hint::spin_loop();
+        }
+    }
+
+    #[test]
+    fn tasks_spawned_on_one_busy_worker_are_stolen_by_the_idle_one() {
+        let runtime = runtime(2);
+        let workers = runtime
+            .block_on(runtime.spawn_on(0, async {
+                let tasks: Vec<_> = (0..64)
+                    .map(|_| {
+                        spawn(async {
+                            spin(Duration::from_millis(1));
+                            crate::current_worker().unwrap()
+                        })
+                    })
+                    .collect();
+                let mut workers = Vec::new();
+                for task in tasks {
+                    workers.push(task.await.unwrap());
+                }
+                workers
+            }))
+            .unwrap();
+        let mut distinct = workers.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 2, "both workers ran some: {workers:?}");
+        let polls: Vec<u64> = runtime
+            .scheduler_for_tests()
+            .workers
+            .iter()
+            .map(|worker| worker.polls())
+            .collect();
+        assert!(
+            polls.iter().all(|&polls| polls > 8),
+            "polls per worker: {polls:?}"
+        );
+    }
+
+    #[test]
+    fn a_worker_stuck_in_a_long_poll_has_its_queue_emptied_by_the_other() {
+        let runtime = runtime(2);
+        let done = runtime
+            .block_on(runtime.spawn_on(0, async {
+                // Queued behind a task that holds worker 0 for 300 ms.
+                let blocker = spawn(async { spin(Duration::from_millis(300)) });
+                let quick: Vec<_> = (0..8).map(|n| spawn(async move { n })).collect();
+                let started = Instant::now();
+                let mut sum = 0;
+                for task in quick {
+                    sum += task.await.unwrap();
+                }
+                let quick_elapsed = started.elapsed();
+                blocker.await.unwrap();
+                (sum, quick_elapsed)
+            }))
+            .unwrap();
+        assert_eq!(done.0, 28);
+        // Whichever worker holds the spinning task, the other one steals the quick ones
+        // from its queue instead of leaving them behind it.
+        assert!(done.1 < Duration::from_millis(250), "{:?}", done.1);
+    }
+
+    #[test]
+    fn a_worker_whose_queue_never_empties_still_runs_what_other_threads_spawn() {
+        let runtime = runtime(1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let spinning = {
+            let stop = Arc::clone(&stop);
+            runtime.spawn(async move {
+                while !stop.load(Ordering::Acquire) {
+                    yield_now().await;
+                }
+            })
+        };
+        // From this thread: through the injector, behind a queue that is never empty.
+        let handle = runtime.handle().clone();
+        let spawned = std::thread::spawn(move || handle.spawn(async { 7 }))
+            .join()
+            .unwrap();
+        let deadline = Instant::now() + WAIT;
+        while !spawned.is_finished() {
+            assert!(Instant::now() < deadline, "the injected task never ran");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        stop.store(true, Ordering::Release);
+        runtime.block_on(spinning).unwrap();
+        assert_eq!(runtime.block_on(spawned).unwrap(), 7);
+    }
+
+    #[test]
+    fn wakes_from_a_foreign_thread_reach_a_task_wherever_it_runs() {
+        let runtime = runtime(2);
+        let (sender, receiver) = std::sync::mpsc::channel::<Waker>();
+        let rounds = 2_000;
+        let waker_thread = std::thread::spawn(move || {
+            let mut woken = 0;
+            while let Ok(waker) = receiver.recv() {
+                waker.wake();
+                woken += 1;
+            }
+            woken
+        });
+        let polls = runtime.block_on(runtime.spawn(async move {
+            let mut count = 0;
+            let mut sent = 0;
+            poll_fn(|cx| {
+                count += 1;
+                if sent == rounds {
+                    return Poll::Ready(());
+                }
+                sent += 1;
+                sender.send(cx.waker().clone()).unwrap();
+                Poll::Pending
+            })
+            .await;
+            count
+        }));
+        assert_eq!(
+            polls.unwrap(),
+            rounds + 1,
+            "each wake polled once, none lost"
+        );
+        assert_eq!(waker_thread.join().unwrap(), rounds);
+    }
+
+    #[test]
+    fn no_two_polls_of_a_task_overlap_while_three_threads_wake_it() {
+        let runtime = runtime(2);
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let polling = Arc::new(AtomicBool::new(false));
+                let waker: Arc<Mutex<Option<Waker>>> = Arc::default();
+                let stored = Arc::clone(&waker);
+                let mut polls = 0;
+                let handle = runtime.spawn(poll_fn(move |cx| {
+                    assert!(!polling.swap(true, Ordering::AcqRel), "two polls at once");
+                    *stored.lock().unwrap() = Some(cx.waker().clone());
+                    spin(Duration::from_micros(20));
+                    polls += 1;
+                    polling.store(false, Ordering::Release);
+                    if polls == 200 {
+                        Poll::Ready(())
+                    } else {
+                        Poll::Pending
+                    }
+                }));
+                (handle, waker)
+            })
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let wakers: Vec<_> = tasks.iter().map(|(_, waker)| Arc::clone(waker)).collect();
+        let wakers = Arc::new(wakers);
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let wakers = Arc::clone(&wakers);
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Acquire) {
+                        for waker in wakers.iter() {
+                            if let Some(waker) = waker.lock().unwrap().clone() {
+                                waker.wake();
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for (handle, _) in tasks {
+            runtime.block_on(handle).unwrap();
+        }
+        stop.store(true, Ordering::Release);
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        runtime.scheduler_for_tests().tasks.check_invariants();
+    }
+
+    #[test]
+    fn wakes_racing_completion_never_poll_a_finished_or_later_task() {
+        let runtime = runtime(2);
+        let stale: Arc<Mutex<Vec<Waker>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let waking = {
+            let stale = Arc::clone(&stale);
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    let wakers = stale.lock().unwrap().clone();
+                    wakers.iter().for_each(Waker::wake_by_ref);
+                }
+            })
+        };
+        for _ in 0..500 {
+            let polls = Arc::new(AtomicUsize::new(0));
+            let counted = Arc::clone(&polls);
+            let keep = Arc::clone(&stale);
+            let task = runtime.spawn(poll_fn(move |cx| {
+                let n = counted.fetch_add(1, Ordering::AcqRel);
+                if n == 0 {
+                    keep.lock().unwrap().push(cx.waker().clone());
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                }
+            }));
+            runtime.block_on(task).unwrap();
+            // Finished after its second poll: stale wakes never poll it again (a third
+            // poll would count here) nor any later task in its slot.
+            assert_eq!(polls.load(Ordering::Acquire), 2);
+            let mut wakers = stale.lock().unwrap();
+            if wakers.len() > 32 {
+                wakers.drain(..16);
+            }
+        }
+        stop.store(true, Ordering::Release);
+        waking.join().unwrap();
+        runtime.scheduler_for_tests().tasks.check_invariants();
+    }
+
+    #[test]
+    fn dropping_the_runtime_with_tasks_queued_and_stolen_cancels_each_once() {
+        for _ in 0..20 {
+            let runtime = runtime(2);
+            let drops = Arc::new(AtomicUsize::new(0));
+            struct CountsDrop(Arc<AtomicUsize>);
+            impl Drop for CountsDrop {
+                fn drop(&mut self) {
+                    self.0.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+            let mut wakers = Vec::new();
+            let tasks: Vec<_> = (0..200)
+                .map(|n| {
+                    let guard = CountsDrop(Arc::clone(&drops));
+                    let (sender, receiver) = std::sync::mpsc::channel();
+                    wakers.push(receiver);
+                    runtime.spawn(async move {
+                        let _guard = guard;
+                        let mut sent = false;
+                        loop {
+                            if !sent {
+                                sent = true;
+                                let waker = poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
+                                let _ = sender.send(waker);
+                            }
+                            if n % 2 == 0 {
+                                spin(Duration::from_micros(50));
+                            }
+                            yield_now().await;
+                        }
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(2));
+            drop(runtime);
+            assert_eq!(
+                drops.load(Ordering::Acquire),
+                200,
+                "every task dropped once"
+            );
+            for task in tasks {
+                assert!(task.is_finished());
+            }
+            // Wakes after shutdown are no-ops.
+            for receiver in wakers {
+                if let Ok(waker) = receiver.try_recv() {
+                    waker.wake();
+                }
+            }
+        }
+    }
 }

@@ -1,19 +1,23 @@
 //! Task wakers that never allocate.
 //!
 //! A task's waker carries no pointer at all: its data word is the integer
-//! `worker << 54 | slot << 32 | generation`, stored with
-//! [`core::ptr::without_provenance`] (strict provenance: it is never dereferenced and
-//! never turned back into a pointer; [`pointer::addr`] reads it). Cloning copies the
-//! word; dropping does nothing; waking looks the worker up in the process-wide worker
-//! table (`worker::wake_task`) and either marks the task runnable directly (same
-//! thread) or posts the key to the worker's inbox (other threads).
+//! `home << 54 | slot << 32 | generation`, where `home` is the worker-table index of
+//! the runtime's worker 0 (any worker of the runtime would name the same shared task
+//! table), stored with [`core::ptr::without_provenance`] (strict provenance: it is
+//! never dereferenced and never turned back into a pointer; [`pointer::addr`] reads
+//! it). Cloning copies the word; dropping does nothing; waking
+//! (`scheduler::wake_task`) marks the task scheduled in its runtime's table and queues
+//! its key: on the calling worker's own run queue when the caller is a worker of that
+//! runtime (no table look-up), through the process-wide worker table and the runtime's
+//! injector otherwise.
 //!
-//! Stale wakers are harmless: the worker compares the generation in the key with the
-//! slot's current generation, which is bumped whenever a task finishes, so a waker kept
-//! past its task's end cannot wake a later task in the same slot. A waker kept past its
-//! whole runtime finds either an empty table entry or a worker whose generations start
-//! at a different base (see `TaskStore::new`); at worst that is a spurious wake-up,
-//! which every future must tolerate.
+//! Stale wakers are harmless: the slot's state word holds the generation, which is
+//! bumped whenever a task finishes, and a wake only sets the scheduled flag of a slot
+//! whose generation matches (one compare-and-swap), so a waker kept past its task's end
+//! cannot wake a later task in the same slot. A waker kept past its whole runtime finds
+//! either an empty table entry, a closed table, or a later runtime whose generations
+//! start at a different base (see `TaskStore::new`); at worst that is a spurious
+//! wake-up, which every future must tolerate.
 
 use std::task::{RawWaker, RawWakerVTable, Waker};
 
@@ -61,7 +65,7 @@ fn clone(data: *const ()) -> RawWaker {
 
 fn wake(data: *const ()) {
     let (worker, key) = decode(data.addr());
-    crate::worker::wake_task(worker, key);
+    crate::scheduler::wake_task(worker, key);
 }
 
 fn drop(_data: *const ()) {}
@@ -72,7 +76,7 @@ pub(crate) fn is_task_waker(waker: &Waker) -> bool {
     std::ptr::eq(waker.vtable(), &VTABLE)
 }
 
-/// The waker for task `key` of worker `worker`.
+/// The waker for task `key` of the runtime whose worker 0 has table index `worker`.
 pub(crate) fn task_waker(worker: usize, key: TaskKey) -> Waker {
     let data = core::ptr::without_provenance::<()>(encode(worker, key));
     // SAFETY: the `RawWaker` contract: every vtable function accepts any data word made

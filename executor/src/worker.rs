@@ -1,25 +1,32 @@
-//! Worker threads: one `mio::Poll`, one run queue, one task store and one timer heap
-//! each, plus the process-wide worker table that wakers go through.
+//! Worker threads: one `mio::Poll`, one run queue and one timer heap each; the tasks
+//! and the queues' stealing side are the runtime's [`Scheduler`].
 //!
 //! # Safety of the shared state
-//! The run queue, task store and timer heap ([`Local`]) belong to the worker thread and
-//! are reached only through its thread-local context; user code never runs while one
-//! of their `RefCell`s is borrowed mutably (futures are moved out of the store to be
-//! polled and dropped outside any borrow). What other threads touch is in
-//! [`WorkerShared`]: the inbox (mutex), the `notified` flag (atomic), the `mio::Waker`
-//! and `Registry` (thread-safe) and the I/O table (mutex).
+//! The run queue's owning end, the pinned queue and the timer heap ([`Local`]) belong
+//! to the worker thread and are reached only through its thread-local context; user
+//! code never runs while one of their `RefCell`s is borrowed mutably. What other
+//! threads touch is in [`WorkerShared`]: the inbox of pinned spawns (mutex), the
+//! `notified` flag (atomic), the `mio::Waker` and `Registry` (thread-safe) and the I/O
+//! table (mutex).
 //!
 //! # Loop
-//! Run the tasks queued at the start of the turn (those woken meanwhile wait for the
-//! next turn, so I/O is never starved), then `epoll_wait` (no wait when tasks are
-//! queued, else until the next timer), dispatch I/O events, drain the inbox of
-//! cross-thread wakes and spawns, fire due timers; repeat until told to stop.
+//! A turn polls up to [`POLLS_PER_TURN`] tasks (or for up to 1 ms of polls), each taken
+//! from: the pinned queue
+//! (spawns aimed at this worker), the worker's own queue, a batch from the injector, a
+//! batch stolen from another worker. Then `epoll_wait`: without waiting when the turn
+//! ran tasks; when it found none, the worker lists itself as sleeping, looks at every
+//! queue once more, and blocks until an event, a wake or the next timer. Then it
+//! dispatches I/O events, drains its inbox and fires due timers, until told to stop.
+//!
+//! A socket's events arrive on the worker whose `Poll` registered it, and wake its task
+//! wherever that task runs now; a [`Sleep`](crate::Sleep) moves to the worker that
+//! polls it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -27,30 +34,37 @@ use mio::{Events, Token};
 use pagekeep_arena::outside_arena;
 
 use crate::reactor::IoTable;
+use crate::scheduler::Scheduler;
 use crate::sync::lock;
-use crate::task::store::{BoxFuture, TaskKey, TaskStore};
+use crate::task::store::{AfterPoll, TaskKey};
 use crate::timer::TimerHeap;
-use crate::waker::{MAX_WORKERS, task_waker};
+use crate::waker::task_waker;
 
 /// Token of the worker's `mio::Waker`; I/O tokens are table indices, far below it.
 const WAKER_TOKEN: Token = Token(usize::MAX);
 /// Events fetched per `epoll_wait`.
 const EVENT_CAPACITY: usize = 1024;
+/// Task polls between two looks at I/O and timers while tasks are ready (tokio's
+/// number: a prime, so that it does not beat with a task's own period).
+pub(crate) const POLLS_PER_TURN: usize = 61;
+/// Time after which a turn ends early (see the loop).
+const TURN_TIME: Duration = Duration::from_millis(1);
 
-/// Work posted to a worker by other threads.
-#[derive(Default)]
+/// Keys of spawns aimed at one worker, posted by other threads.
+#[derive(Debug, Default)]
 struct Inbox {
-    wakes: Vec<TaskKey>,
-    spawns: Vec<BoxFuture>,
-    /// The worker has exited: nothing posted now would ever run.
+    keys: Vec<TaskKey>,
+    /// The worker has exited: nothing posted now would ever run here.
     closed: bool,
 }
 
 /// The part of a worker that other threads reach. See the module `# Safety` notes.
 #[derive(Debug)]
 pub(crate) struct WorkerShared {
-    /// Index in [`WORKER_TABLE`].
+    /// Index in the process-wide worker table.
     index: usize,
+    /// Index in its runtime.
+    local_index: usize,
     registry: mio::Registry,
     waker: mio::Waker,
     inbox: Mutex<Inbox>,
@@ -60,17 +74,10 @@ pub(crate) struct WorkerShared {
     io: Mutex<IoTable>,
     stop: AtomicBool,
     /// The worker's loop panicked (a waker or the reactor failed; task polls and drops
-    /// are contained and never get here): it has dropped its tasks and takes no work.
+    /// are contained and never get here): it takes no pinned work.
     dead: AtomicBool,
-}
-
-impl std::fmt::Debug for Inbox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inbox")
-            .field("wakes", &self.wakes.len())
-            .field("spawns", &self.spawns.len())
-            .finish()
-    }
+    /// Tasks this worker has polled (for tests and statistics).
+    polls: AtomicU64,
 }
 
 impl WorkerShared {
@@ -87,55 +94,56 @@ impl WorkerShared {
         self.index
     }
 
-    /// Puts work in the inbox (unless the worker has exited) and wakes the worker.
-    fn post<T>(&self, work: T, push: impl FnOnce(&mut Inbox, T)) -> Result<(), T> {
+    /// Tasks this worker has polled so far.
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by the tests only"))]
+    pub(crate) fn polls(&self) -> u64 {
+        self.polls.load(Ordering::Relaxed)
+    }
+
+    /// Makes the worker's `epoll_wait` return (now or at its next call).
+    pub(crate) fn wake_poll(&self) {
+        // A failed wake means the Poll is gone (worker exiting): nothing to do.
+        let _ = self.waker.wake();
+    }
+
+    /// Hands the worker the key of a task whose first poll must run here (unless the
+    /// worker has exited: then the key is given back).
+    pub(crate) fn post(&self, key: TaskKey) -> Result<(), TaskKey> {
+        let here = with_local(|local| {
+            if std::ptr::eq(Arc::as_ptr(&local.shared), self) {
+                outside_arena(|| local.pinned.borrow_mut().push_back(key));
+                true
+            } else {
+                false
+            }
+        });
+        if here == Some(true) {
+            return Ok(());
+        }
         {
             let mut inbox = lock(&self.inbox);
             if inbox.closed {
-                return Err(work);
+                return Err(key);
             }
             // Runtime state outlives any request: never grow it inside a request's arena.
-            outside_arena(|| push(&mut inbox, work));
+            outside_arena(|| inbox.keys.push(key));
         }
         if !self.notified.swap(true, Ordering::AcqRel) {
-            // A failed wake means the Poll is gone (worker exiting): nothing to do.
-            let _ = self.waker.wake();
+            self.wake_poll();
         }
         Ok(())
     }
 
-    /// Spawns onto this worker from any thread: straight into its store on the worker's
-    /// own thread, through the inbox from others. Gives the future back when the worker
-    /// has exited.
-    pub(crate) fn spawn(&self, future: BoxFuture) -> Result<(), BoxFuture> {
-        let mut future = Some(future);
-        with_local(|local| {
-            // The same worker, not merely the same table index: a handle that outlived
-            // its runtime must not spawn onto a later worker that took over the entry.
-            if std::ptr::eq(Arc::as_ptr(&local.shared), self)
-                && let Some(future) = future.take()
-            {
-                local.spawn(future);
-            }
-        });
-        match future {
-            None => Ok(()),
-            Some(future) => self.post(future, |inbox, future| inbox.spawns.push(future)),
-        }
-    }
-
-    /// Moves what was posted into `into` (whose vectors the caller has emptied) by
-    /// swapping vectors, so that neither side allocates again once both have grown to
-    /// the usual batch. With `close`, every later post is refused.
-    fn take_posted(&self, into: &mut Inbox, close: bool) {
+    /// Moves what was posted into `into` by swapping vectors (so that neither side
+    /// allocates again once both have grown to the usual batch). With `close`, every
+    /// later post is refused.
+    fn take_posted(&self, into: &mut Vec<TaskKey>, close: bool) {
         let mut inbox = lock(&self.inbox);
-        std::mem::swap(&mut inbox.wakes, &mut into.wakes);
-        std::mem::swap(&mut inbox.spawns, &mut into.spawns);
+        std::mem::swap(&mut inbox.keys, into);
         inbox.closed |= close;
     }
 
-    /// Whether the worker's loop died of a panic (see [`Worker::run`]); such a worker
-    /// has failed its tasks and refuses new ones.
+    /// Whether the worker's loop died of a panic (see [`Worker::run`]).
     pub(crate) fn is_dead(&self) -> bool {
         self.dead.load(Ordering::Acquire)
     }
@@ -150,17 +158,12 @@ impl WorkerShared {
     pub(crate) fn request_stop(&self) {
         self.stop.store(true, Ordering::Release);
         self.notified.store(true, Ordering::Release);
-        let _ = self.waker.wake();
+        self.wake_poll();
     }
 }
 
-/// Process-wide table of live workers, indexed by the worker bits of task wakers.
-static WORKER_TABLE: [RwLock<Option<Arc<WorkerShared>>>; MAX_WORKERS] =
-    [const { RwLock::new(None) }; MAX_WORKERS];
-/// Source of per-worker generation bases (see `TaskStore::new`).
-static GENERATION_SEED: AtomicU32 = AtomicU32::new(0);
 /// Source of [`Local::id`]s.
-static NEXT_WORKER_ID: AtomicU64 = AtomicU64::new(0);
+static NEXT_WORKER_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The worker-thread-only part of a worker.
 #[derive(Debug)]
@@ -170,11 +173,16 @@ pub(crate) struct Local {
     /// worker's heap.
     pub(crate) id: u64,
     pub(crate) shared: Arc<WorkerShared>,
+    pub(crate) scheduler: Arc<Scheduler>,
     /// The worker's runtime, for [`Handle::current`](crate::Handle::current).
     pub(crate) handle: crate::Handle,
-    pub(crate) tasks: RefCell<TaskStore>,
-    pub(crate) run_queue: RefCell<VecDeque<TaskKey>>,
+    /// The owning end of this worker's run queue (FIFO); others steal from it.
+    pub(crate) queue: crate::run_queue::Worker<TaskKey>,
+    /// Keys posted to this worker (first polls that must run here), not stealable.
+    pub(crate) pinned: RefCell<VecDeque<TaskKey>>,
     pub(crate) timers: RefCell<TimerHeap>,
+    /// State of the xorshift that picks the first victim to steal from.
+    random: Cell<u32>,
 }
 
 thread_local! {
@@ -195,28 +203,45 @@ pub(crate) fn current_shared() -> Option<Arc<WorkerShared>> {
 }
 
 impl Local {
-    /// Spawns onto this worker.
-    pub(crate) fn spawn(&self, future: BoxFuture) {
-        // The store and queue outlive any request: grow them outside its arena.
-        outside_arena(|| {
-            let key = self.tasks.borrow_mut().insert(future);
-            self.run_queue.borrow_mut().push_back(key);
-        });
-    }
-
-    fn schedule(&self, key: TaskKey) {
-        if self.tasks.borrow_mut().schedule(key) {
-            // A handler may wake a task while its arena is entered.
-            outside_arena(|| self.run_queue.borrow_mut().push_back(key));
+    /// The next task to poll: pinned, own queue, injector, another worker's queue.
+    /// With `injector_first` (the first pick of each turn) the injector goes before
+    /// the own queue, so that a worker whose queue never empties (a task that always
+    /// yields, on a one-worker runtime) still takes what other threads spawn and wake.
+    fn next_task(&self, injector_first: bool) -> Option<TaskKey> {
+        if let Some(key) = self.pinned.borrow_mut().pop_front() {
+            return Some(key);
         }
+        if injector_first && let Some(key) = self.scheduler.steal_injected(&self.queue) {
+            return Some(key);
+        }
+        if let Some(key) = self.queue.pop() {
+            return Some(key);
+        }
+        if let Some(key) = self.scheduler.steal_injected(&self.queue) {
+            return Some(key);
+        }
+        let count = self.scheduler.worker_count();
+        if count < 2 {
+            return None;
+        }
+        // xorshift32: a cheap spread of the first victim.
+        let mut x = self.random.get();
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.random.set(x);
+        self.scheduler
+            .steal_from_others(self.shared.local_index, x as usize % count, &self.queue)
     }
 
-    /// Polls one task; returns whether it finished.
+    /// Polls task `key` if it is still scheduled (a stale key does nothing).
     fn run_task(&self, key: TaskKey) {
-        let Some(mut future) = self.tasks.borrow_mut().take_for_poll(key) else {
+        let tasks = &self.scheduler.tasks;
+        let Some(mut future) = tasks.start(key) else {
             return;
         };
-        let waker = task_waker(self.shared.index, key);
+        self.shared.polls.fetch_add(1, Ordering::Relaxed);
+        let waker = task_waker(self.scheduler.home, key);
         let mut cx = Context::from_waker(&waker);
         // Each poll starts with a full cooperative budget (see `coop`); the thread is
         // unconstrained again between polls.
@@ -225,34 +250,17 @@ impl Local {
         });
         match polled {
             Poll::Ready(()) => {
-                self.tasks.borrow_mut().remove(key);
+                // SAFETY: `future` came from `start(key)` just above; this ends that poll.
+                unsafe { tasks.complete(key) };
                 drop(future);
             }
-            Poll::Pending => self.tasks.borrow_mut().put_back(key, future),
+            // SAFETY: as above.
+            Poll::Pending => match unsafe { tasks.end_poll(key, future) } {
+                AfterPoll::Idle => {}
+                AfterPoll::Requeue => outside_arena(|| self.queue.push(key)),
+                AfterPoll::Cancelled(future) => drop(future),
+            },
         }
-    }
-}
-
-/// Wakes task `key` of the worker at table index `worker`; see `waker.rs`.
-pub(crate) fn wake_task(worker: usize, key: TaskKey) {
-    let local = with_local(|local| {
-        if local.shared.index == worker {
-            local.schedule(key);
-            true
-        } else {
-            false
-        }
-    });
-    if local == Some(true) {
-        return;
-    }
-    let Some(entry) = WORKER_TABLE.get(worker) else {
-        return;
-    };
-    let guard = entry.read().unwrap_or_else(PoisonError::into_inner);
-    if let Some(shared) = guard.as_ref() {
-        // A worker that has exited has no task left to wake.
-        let _ = shared.post(key, |inbox, key| inbox.wakes.push(key));
     }
 }
 
@@ -261,58 +269,63 @@ pub(crate) fn wake_task(worker: usize, key: TaskKey) {
 pub(crate) struct Worker {
     poll: mio::Poll,
     shared: Arc<WorkerShared>,
+    queue: crate::run_queue::Worker<TaskKey>,
 }
 
 impl Worker {
-    /// Creates the `Poll` and claims a worker-table entry.
-    pub(crate) fn new() -> std::io::Result<Self> {
+    /// Creates the `Poll` and the run queue of the runtime's worker `local_index`,
+    /// which has worker-table entry `index`.
+    pub(crate) fn new(index: usize, local_index: usize) -> std::io::Result<Self> {
         let poll = mio::Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let waker = mio::Waker::new(poll.registry(), WAKER_TOKEN)?;
-        for (index, entry) in WORKER_TABLE.iter().enumerate() {
-            let mut slot = entry.write().unwrap_or_else(PoisonError::into_inner);
-            if slot.is_none() {
-                let shared = Arc::new(WorkerShared {
-                    index,
-                    registry,
-                    waker,
-                    inbox: Mutex::default(),
-                    notified: AtomicBool::new(false),
-                    io: Mutex::default(),
-                    stop: AtomicBool::new(false),
-                    dead: AtomicBool::new(false),
-                });
-                *slot = Some(Arc::clone(&shared));
-                return Ok(Self { poll, shared });
-            }
-        }
-        Err(std::io::Error::other(format!(
-            "more than {MAX_WORKERS} executor workers alive"
-        )))
+        let shared = Arc::new(WorkerShared {
+            index,
+            local_index,
+            registry,
+            waker,
+            inbox: Mutex::default(),
+            notified: AtomicBool::new(false),
+            io: Mutex::default(),
+            stop: AtomicBool::new(false),
+            dead: AtomicBool::new(false),
+            polls: AtomicU64::new(0),
+        });
+        Ok(Self {
+            poll,
+            shared,
+            queue: crate::run_queue::Worker::new_fifo(),
+        })
     }
 
     pub(crate) fn shared(&self) -> &Arc<WorkerShared> {
         &self.shared
     }
 
-    /// The worker thread's body: installs the context, loops, then drops every task.
-    pub(crate) fn run(mut self, handle: crate::Handle) {
-        let base = GENERATION_SEED.fetch_add(0x9E37_79B9, Ordering::Relaxed);
+    /// The stealing end of this worker's run queue.
+    pub(crate) fn stealer(&self) -> crate::run_queue::Stealer<TaskKey> {
+        self.queue.stealer()
+    }
+
+    /// The worker thread's body: installs the context, loops, then (at shutdown, or
+    /// as the runtime's last worker) drops the tasks.
+    pub(crate) fn run(mut self, scheduler: Arc<Scheduler>, handle: crate::Handle) {
         let local = Rc::new(Local {
             id: NEXT_WORKER_ID.fetch_add(1, Ordering::Relaxed),
             shared: Arc::clone(&self.shared),
+            scheduler,
             handle,
-            tasks: RefCell::new(TaskStore::new(base)),
-            run_queue: RefCell::new(VecDeque::new()),
+            queue: std::mem::replace(&mut self.queue, crate::run_queue::Worker::new_fifo()),
+            pinned: RefCell::new(VecDeque::new()),
             timers: RefCell::new(TimerHeap::default()),
+            // Any odd seed does; the table index differs between workers.
+            random: Cell::new(u32::try_from(self.shared.index).unwrap_or(0) * 2 + 0x9E37_79B9),
         });
         CONTEXT.with(|context| *context.borrow_mut() = Some(Rc::clone(&local)));
         // Task polls and drops contain their own panics; what still unwinds out of the
         // loop (a waker that panics, a failed `epoll_wait`) ends this worker, but not
-        // silently: it is marked dead (the server hands it no more connections), its
-        // inbox closes (spawns onto it are refused, their handles see `Cancelled`) and
-        // its tasks are dropped below (their connections close, their handles see
-        // `Cancelled`), instead of work piling up on a thread that no longer runs.
+        // silently: it is marked dead (the server hands it no more connections) and
+        // its inbox closes; the other workers run its tasks.
         let looped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.event_loop(&local);
         }));
@@ -325,64 +338,88 @@ impl Worker {
                 .unwrap_or_else(|| "a non-text panic".to_owned());
             crate::sync::discard_panic(payload);
             eprintln!(
-                "executor: worker {} died ({message}); its tasks are cancelled and it takes no new work",
+                "executor: worker {} died ({message}); the other workers take its tasks",
                 self.shared.index
             );
         }
-        // Shutdown: drop tasks (their destructors may deregister sockets or wake others),
-        // repeating in case a destructor spawned more; bounded by a generous count.
-        // The inbox closes at the first drain: later posts are refused (their futures
-        // dropped by whoever posts them), so nothing is left behind in it.
-        let mut posted = Inbox::default();
-        for _ in 0..16 {
-            self.shared.take_posted(&mut posted, true);
-            posted.wakes.clear();
-            for future in posted.spawns.drain(..) {
-                local.spawn(future);
-            }
-            let futures = local.tasks.borrow_mut().drain();
-            if futures.is_empty() {
-                break;
-            }
-            drop(futures);
+        let scheduler = &local.scheduler;
+        scheduler.wake_up(self.shared.local_index);
+        // Keys pinned here go to the others (or nowhere, at shutdown).
+        let mut posted = Vec::new();
+        self.shared.take_posted(&mut posted, true);
+        let pinned: Vec<TaskKey> = local.pinned.borrow_mut().drain(..).collect();
+        let own: Vec<TaskKey> = std::iter::from_fn(|| local.queue.pop()).collect();
+        scheduler.requeue_orphans(posted.into_iter().chain(pinned).chain(own));
+        let last = scheduler.leave();
+        // Shutdown (or the last worker gone): drop the tasks here, with this worker's
+        // context installed (their destructors may deregister sockets or wake others).
+        if last || scheduler.tasks.is_closed() {
+            scheduler.drain();
         }
+        // What the destructors woke here goes to the others too; from now on, wakes on
+        // this thread go through the injector (the context is gone).
+        let own: Vec<TaskKey> = std::iter::from_fn(|| local.queue.pop()).collect();
+        scheduler.requeue_orphans(own);
+        CONTEXT.with(|context| context.borrow_mut().take());
         // Sockets that outlive the worker (moved to another runtime, or kept by a task
         // elsewhere) will get no more events: their waiters are woken to fail instead of
         // waiting for ever.
         crate::reactor::shut_down(&self.shared.io);
-        local.run_queue.borrow_mut().clear();
-        // Sleeps still in the heap belong to tasks elsewhere (this worker's own were
-        // dropped above): woken, they re-register with their own worker's heap.
+        // Sleeps still in the heap belong to tasks elsewhere: woken, they re-register
+        // with their own worker's heap.
         let orphaned = local.timers.borrow_mut().clear();
         outside_arena(|| orphaned.into_iter().for_each(std::task::Waker::wake));
-        CONTEXT.with(|context| context.borrow_mut().take());
     }
 
     fn event_loop(&mut self, local: &Local) {
         let mut events = Events::with_capacity(EVENT_CAPACITY);
-        let mut drained = Inbox::default();
+        let mut drained = Vec::new();
+        let me = self.shared.local_index;
         loop {
-            let queued = local.run_queue.borrow().len();
-            for _ in 0..queued {
-                let Some(key) = local.run_queue.borrow_mut().pop_front() else {
-                    break;
-                };
-                local.run_task(key);
-            }
             if self.shared.stop.load(Ordering::Acquire) {
                 return;
             }
-            let timeout = if local.run_queue.borrow().is_empty() {
-                local.timers.borrow_mut().next_deadline().map(|deadline| {
-                    // Round up so that a timer is never fired early and never spun on.
-                    let wait = deadline.saturating_duration_since(Instant::now());
-                    let millis = wait.as_nanos().div_ceil(1_000_000);
-                    Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX))
-                })
-            } else {
+            let mut ran = 0;
+            let mut full = false;
+            let turn_start = Instant::now();
+            while ran < POLLS_PER_TURN {
+                let Some(key) = local.next_task(ran == 0) else {
+                    break;
+                };
+                local.run_task(key);
+                ran += 1;
+                // A turn also ends after `TURN_TIME` of polls (long handlers), so that
+                // this worker's sockets, whose events only it collects, are not left
+                // waiting behind a run of slow polls.
+                if ran == POLLS_PER_TURN || turn_start.elapsed() >= TURN_TIME {
+                    full = true;
+                    break;
+                }
+            }
+            let timeout = if full {
                 Some(Duration::ZERO)
+            } else {
+                // Out of work: sleep, unless work arrived since the last look.
+                local.scheduler.sleep(me);
+                if local.scheduler.has_work()
+                    || !local.queue.is_empty()
+                    || self.shared.notified.load(Ordering::Acquire)
+                {
+                    Some(Duration::ZERO)
+                } else {
+                    local.timers.borrow_mut().next_deadline().map(|deadline| {
+                        // Round up so that a timer is never fired early and never spun on.
+                        let wait = deadline.saturating_duration_since(Instant::now());
+                        let millis = wait.as_nanos().div_ceil(1_000_000);
+                        Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX))
+                    })
+                }
             };
-            if let Err(error) = self.poll.poll(&mut events, timeout)
+            let polled = self.poll.poll(&mut events, timeout);
+            if !full {
+                local.scheduler.wake_up(me);
+            }
+            if let Err(error) = polled
                 && error.kind() != std::io::ErrorKind::Interrupted
             {
                 panic!("epoll_wait failed: {error}");
@@ -400,22 +437,9 @@ impl Worker {
             }
             if self.shared.notified.swap(false, Ordering::AcqRel) {
                 self.shared.take_posted(&mut drained, false);
-                for key in drained.wakes.drain(..) {
-                    local.schedule(key);
-                }
-                for future in drained.spawns.drain(..) {
-                    local.spawn(future);
-                }
+                outside_arena(|| local.pinned.borrow_mut().extend(drained.drain(..)));
             }
             local.timers.borrow_mut().fire_due(Instant::now());
         }
     }
-}
-
-/// Gives the worker-table entry back once the worker thread has exited.
-pub(crate) fn release_table_entry(shared: &WorkerShared) {
-    let mut slot = WORKER_TABLE[shared.index]
-        .write()
-        .unwrap_or_else(PoisonError::into_inner);
-    *slot = None;
 }

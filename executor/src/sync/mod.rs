@@ -28,6 +28,7 @@
 pub mod mpsc;
 mod notify;
 pub mod oneshot;
+pub(crate) mod shim;
 #[cfg(test)]
 pub(crate) mod test_support;
 mod wait_list;

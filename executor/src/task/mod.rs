@@ -162,12 +162,14 @@ where
     // A spawned task is not part of the request that spawns it: it may outlive it, so
     // its memory comes from outside the request's arena.
     let (task, handle) = pagekeep_arena::outside_arena(|| package(future));
-    crate::worker::with_local(move |local| {
-        if let Some(task) = task {
-            local.spawn(task);
-        }
-    })
-    .expect("pagekeep_executor::spawn called outside an executor worker thread");
+    let scheduler = crate::worker::with_local(|local| Arc::clone(&local.scheduler))
+        .expect("pagekeep_executor::spawn called outside an executor worker thread");
+    if let Some(task) = task
+        && let Err(refused) = scheduler.spawn(task, None)
+    {
+        // The runtime is shutting down: the handle reports a cancellation.
+        drop(refused);
+    }
     handle
 }
 

@@ -1,0 +1,320 @@
+//! The runtime's shared scheduler: one task table, per-worker run queues with work
+//! stealing, a global injector, and the list of sleeping workers.
+//!
+//! Run queues are crossbeam-deque's (the Chase-Lev deque of Chase and Lev, "Dynamic
+//! Circular Work-Stealing Deque", SPAA 2005, with the memory orderings of Lê et al.,
+//! PPoPP 2013): each worker owns a FIFO [`crossbeam_deque::Worker`] of [`TaskKey`]s and
+//! publishes its [`Stealer`] here; spawns and wakes from threads that are not workers
+//! of this runtime go to the [`Injector`]. Only keys move between queues: tasks stay
+//! in their [`TaskStore`] slot, and the slot's state word decides who polls them (see
+//! `task::store`).
+//!
+//! # Safety of the shared state
+//! The store is shared by every worker (its own module explains who owns a slot when).
+//! The deque `Worker`s belong to their threads (in `worker::Local`); the stealers and
+//! the injector are thread-safe. `idle` (a mutex) lists the workers that are about to
+//! block in `epoll_wait`, and `sleeping` counts them so that a wake need not lock it.
+//!
+//! # No lost wake-up of a sleeping worker
+//! A worker going to sleep adds itself to `idle` (and `sleeping`), issues a `SeqCst`
+//! fence, and checks every queue once more before blocking. Whoever queues a key issues
+//! a `SeqCst` fence after the push and then reads `sleeping`. So either the sleeper
+//! sees the key, or the pusher sees the sleeper, takes it off `idle` and writes its
+//! `mio::Waker` (which makes the coming or current `epoll_wait` return).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering, fence};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use crate::run_queue::{Injector, Steal, Stealer, Worker as Deque};
+use pagekeep_arena::outside_arena;
+
+use crate::sync::lock;
+use crate::task::store::{BoxFuture, TaskKey, TaskStore};
+use crate::waker::MAX_WORKERS;
+use crate::worker::{WorkerShared, with_local};
+
+/// The part of a runtime every worker, handle and waker reaches.
+#[derive(Debug)]
+pub(crate) struct Scheduler {
+    pub(crate) tasks: TaskStore,
+    injector: Injector<TaskKey>,
+    /// By the runtime's worker index.
+    stealers: Box<[Stealer<TaskKey>]>,
+    /// By the runtime's worker index.
+    pub(crate) workers: Box<[Arc<WorkerShared>]>,
+    /// Runtime indices of the workers about to block or blocked in `epoll_wait`,
+    /// oldest first.
+    idle: Mutex<VecDeque<usize>>,
+    /// `idle.len()`, read without the lock.
+    sleeping: AtomicUsize,
+    /// Worker threads that have not left their loop yet.
+    live: AtomicUsize,
+    /// The worker-table index of worker 0: the one task wakers carry.
+    pub(crate) home: usize,
+}
+
+impl Scheduler {
+    pub(crate) fn new(
+        workers: Box<[Arc<WorkerShared>]>,
+        stealers: Box<[Stealer<TaskKey>]>,
+        generation_base: u32,
+    ) -> Self {
+        Self {
+            tasks: TaskStore::new(generation_base),
+            injector: Injector::new(),
+            stealers,
+            home: workers[0].index(),
+            idle: Mutex::new(VecDeque::with_capacity(workers.len())),
+            sleeping: AtomicUsize::new(0),
+            live: AtomicUsize::new(0),
+            workers,
+        }
+    }
+
+    /// Number of workers.
+    pub(crate) fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Spawns `future`: its first poll on worker `pin` (a runtime index, modulo the
+    /// count) when given, else wherever it is picked up first (the calling worker's
+    /// queue on a worker of this runtime, the injector elsewhere). Gives the future
+    /// back when the runtime is shutting down.
+    pub(crate) fn spawn(&self, future: BoxFuture, pin: Option<usize>) -> Result<(), BoxFuture> {
+        // The table and queues outlive any request: never grow them in its arena.
+        let key = outside_arena(|| self.tasks.insert(future))?;
+        match pin {
+            Some(index) => {
+                let target = &self.workers[index % self.workers.len()];
+                if target.post(key).is_err() {
+                    // That worker is gone (its loop died): anyone else runs the task.
+                    self.push(key);
+                }
+            }
+            None => self.push(key),
+        }
+        Ok(())
+    }
+
+    /// Wakes task `key` (from a waker): queues it unless it is already queued, being
+    /// polled (its runner queues it) or stale.
+    pub(crate) fn wake(&self, key: TaskKey) {
+        if self.tasks.schedule(key) {
+            self.push(key);
+        }
+    }
+
+    /// Queues a scheduled key: on the calling worker's own queue when it is a worker of
+    /// this runtime, in the injector otherwise; then wakes a sleeping worker if any,
+    /// unless the key went to a worker's empty queue.
+    ///
+    /// That exception keeps a lone task where it is: the worker that queues it (often
+    /// because the task's socket, registered there, became ready) polls it at its next
+    /// turn, while waking a sleeper to steal it would cost a system call on each side
+    /// and move the task's data to another core for nothing. A second key queued behind
+    /// it is backlog, and wakes a sleeper to steal. A worker that then stays busy in a
+    /// long poll holds at most the one key it queued itself.
+    fn push(&self, key: TaskKey) {
+        let local = with_local(|local| {
+            if std::ptr::eq(Arc::as_ptr(&local.scheduler), self) {
+                let backlog = !local.queue.is_empty();
+                outside_arena(|| local.queue.push(key));
+                Some(backlog)
+            } else {
+                None
+            }
+        })
+        .flatten();
+        match local {
+            Some(false) => {}
+            Some(true) => self.notify_one(),
+            None => {
+                outside_arena(|| self.injector.push(key));
+                self.notify_one();
+            }
+        }
+    }
+
+    /// Wakes one sleeping worker, if any (see the module docs).
+    pub(crate) fn notify_one(&self) {
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let woken = {
+            let mut idle = lock(&self.idle);
+            let woken = idle.pop_front();
+            if woken.is_some() {
+                self.sleeping.fetch_sub(1, Ordering::Relaxed);
+            }
+            woken
+        };
+        if let Some(index) = woken {
+            self.workers[index].wake_poll();
+        }
+    }
+
+    /// Lists worker `index` as going to sleep; the caller then checks
+    /// [`has_work`](Self::has_work) before it blocks.
+    pub(crate) fn sleep(&self, index: usize) {
+        {
+            let mut idle = lock(&self.idle);
+            if !idle.contains(&index) {
+                outside_arena(|| idle.push_back(index));
+                self.sleeping.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        fence(Ordering::SeqCst);
+    }
+
+    /// Takes worker `index` off the sleeping list (it is awake), if it is on it.
+    pub(crate) fn wake_up(&self, index: usize) {
+        if self.sleeping.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut idle = lock(&self.idle);
+        if let Some(position) = idle.iter().position(|&sleeper| sleeper == index) {
+            idle.remove(position);
+            self.sleeping.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether any shared queue holds a key (a sleeper's last look).
+    pub(crate) fn has_work(&self) -> bool {
+        !self.injector.is_empty() || self.stealers.iter().any(|stealer| !stealer.is_empty())
+    }
+
+    /// Takes a batch from the injector into `into`, returning one key to run.
+    pub(crate) fn steal_injected(&self, into: &Deque<TaskKey>) -> Option<TaskKey> {
+        loop {
+            match outside_arena(|| self.injector.steal_batch_and_pop(into)) {
+                Steal::Success(key) => return Some(key),
+                Steal::Empty => return None,
+                Steal::Retry => {}
+            }
+        }
+    }
+
+    /// Takes a batch from another worker's queue into `into`, trying every other
+    /// worker once, starting at `start`; returns one key to run.
+    pub(crate) fn steal_from_others(
+        &self,
+        thief: usize,
+        start: usize,
+        into: &Deque<TaskKey>,
+    ) -> Option<TaskKey> {
+        let count = self.stealers.len();
+        for offset in 0..count {
+            let victim = (start + offset) % count;
+            if victim == thief {
+                continue;
+            }
+            loop {
+                match outside_arena(|| self.stealers[victim].steal_batch_and_pop(into)) {
+                    Steal::Success(key) => return Some(key),
+                    Steal::Empty => break,
+                    Steal::Retry => {}
+                }
+            }
+        }
+        None
+    }
+
+    /// Queues keys that were pinned to a worker that is leaving.
+    pub(crate) fn requeue_orphans(&self, keys: impl IntoIterator<Item = TaskKey>) {
+        for key in keys {
+            outside_arena(|| self.injector.push(key));
+            self.notify_one();
+        }
+    }
+
+    /// Counts a worker thread in; see [`leave`](Self::leave).
+    pub(crate) fn enter(&self) {
+        self.live.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Counts a worker thread out; returns whether it was the last.
+    pub(crate) fn leave(&self) -> bool {
+        self.live.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+
+    /// Closes the task table and drops every task not being polled, repeating while
+    /// destructors add more (they cannot: spawns are refused once closed; the bound is
+    /// for safety). The caller drops the futures' user code on its thread.
+    pub(crate) fn drain(&self) {
+        for _ in 0..16 {
+            let futures = self.tasks.drain();
+            if futures.is_empty() {
+                break;
+            }
+            drop(futures);
+        }
+    }
+}
+
+/// An entry of the process-wide worker table.
+#[derive(Debug)]
+enum Entry {
+    Free,
+    /// Claimed by a runtime being built.
+    Reserved,
+    /// A live worker's runtime.
+    Live(Arc<Scheduler>),
+}
+
+/// Process-wide table of live workers: their runtimes, by the index task wakers carry.
+static WORKER_TABLE: [RwLock<Entry>; MAX_WORKERS] =
+    [const { RwLock::new(Entry::Free) }; MAX_WORKERS];
+
+/// Claims a free worker-table entry; `None` when all are taken.
+pub(crate) fn reserve_table_entry() -> Option<usize> {
+    WORKER_TABLE.iter().position(|entry| {
+        let mut entry = entry.write().unwrap_or_else(PoisonError::into_inner);
+        if matches!(*entry, Entry::Free) {
+            *entry = Entry::Reserved;
+            true
+        } else {
+            false
+        }
+    })
+}
+
+/// Points a reserved entry at its runtime.
+pub(crate) fn publish_table_entry(index: usize, scheduler: &Arc<Scheduler>) {
+    *WORKER_TABLE[index]
+        .write()
+        .unwrap_or_else(PoisonError::into_inner) = Entry::Live(Arc::clone(scheduler));
+}
+
+/// Gives a worker-table entry back (its worker has exited or never ran).
+pub(crate) fn release_table_entry(index: usize) {
+    *WORKER_TABLE[index]
+        .write()
+        .unwrap_or_else(PoisonError::into_inner) = Entry::Free;
+}
+
+/// Wakes task `key` of the runtime whose worker 0 has table index `home`; see
+/// `waker.rs`. On a worker of that runtime the key goes to the worker's own queue
+/// without touching the table.
+pub(crate) fn wake_task(home: usize, key: TaskKey) {
+    let here = with_local(|local| {
+        if local.scheduler.home == home {
+            local.scheduler.wake(key);
+            true
+        } else {
+            false
+        }
+    });
+    if here == Some(true) {
+        return;
+    }
+    let Some(entry) = WORKER_TABLE.get(home) else {
+        return;
+    };
+    let guard = entry.read().unwrap_or_else(PoisonError::into_inner);
+    if let Entry::Live(scheduler) = &*guard {
+        // A runtime that has shut down has no task left to wake: its store refuses.
+        scheduler.wake(key);
+    }
+}
