@@ -121,6 +121,9 @@ impl Queue {
 struct WakeBatch {
     wakers: [Option<Waker>; WAKE_BATCH],
     len: usize,
+    /// The first panic of a waker, raised by [`finish`](Self::finish) once every waker
+    /// was woken and every grant pass run.
+    panic: Option<Box<dyn core::any::Any + Send>>,
 }
 
 impl WakeBatch {
@@ -128,6 +131,7 @@ impl WakeBatch {
         WakeBatch {
             wakers: Default::default(),
             len: 0,
+            panic: None,
         }
     }
 
@@ -141,20 +145,40 @@ impl WakeBatch {
         self.len += 1;
     }
 
-    /// Wakes every collected waker (outside the lock). If one panics, the batch's drop
-    /// (during the unwinding) wakes the rest: a granted waiter is never left unwoken.
+    /// Wakes every collected waker (outside the lock). A waker is user code: one that
+    /// panics stops neither the other wakes nor the grant passes that follow (which
+    /// would strand waiters that fit); the first panic is kept for [`finish`].
+    ///
+    /// [`finish`]: Self::finish
     fn wake_all(&mut self) {
         for index in 0..self.len {
             if let Some(waker) = self.wakers[index].take() {
-                waker.wake();
+                let woken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()));
+                if let Err(payload) = woken {
+                    self.panic.get_or_insert(payload);
+                }
             }
         }
         self.len = 0;
+    }
+
+    /// Wakes what is left, then raises the first waker's panic in the thread that woke
+    /// it, unless that thread is already unwinding (a future dropped during a panic),
+    /// where a second panic would abort the process: the payload is dropped then.
+    fn finish(mut self) {
+        self.wake_all();
+        if let Some(payload) = self.panic.take()
+            && !std::thread::panicking()
+        {
+            std::panic::resume_unwind(payload);
+        }
     }
 }
 
 impl Drop for WakeBatch {
     fn drop(&mut self) {
+        // Reached only when something else unwinds with wakers collected: wake them
+        // all, swallowing their panics (the first unwinding goes on).
         self.wake_all();
     }
 }
@@ -350,12 +374,13 @@ impl Budget {
         while again {
             let Some(mut locked) = self.try_lock() else {
                 // The holder sees `PUMP` when it unlocks.
-                return;
+                break;
             };
             self.grant(&mut locked, &mut batch);
             again = self.unlock(locked);
             batch.wake_all();
         }
+        batch.finish();
     }
 
     /// Serves the head of the queue while its bytes are available, collecting the
@@ -625,6 +650,59 @@ mod tests {
         assert_eq!(budget.available(), 0);
         drop((first, second));
         assert_eq!(budget.available(), 2);
+    }
+
+    /// Found by a review: a waker that panicked in the first batch of a free stopped the
+    /// grant passes after it, stranding waiters that fit; and two panicking wakers
+    /// served by one free aborted the process (the second panicked while the first
+    /// unwound).
+    #[test]
+    fn panicking_wakers_strand_no_waiter_and_never_abort() {
+        struct Panics;
+        impl Wake for Panics {
+            fn wake(self: Arc<Self>) {
+                panic!("a waker that panics");
+            }
+        }
+        let waiters = 2 * WAKE_BATCH + 3;
+        let budget = Budget::new(waiters);
+        assert!(budget.try_acquire(waiters));
+        let panicking = Waker::from(Arc::new(Panics));
+        let counter = Arc::new(Counter(StdAtomicUsize::new(0)));
+        let counting = Waker::from(counter.clone());
+        let mut requests: Vec<_> = (0..waiters).map(|_| budget.acquire(1)).collect();
+        for (index, request) in requests.iter_mut().enumerate() {
+            // The first two, and one in the second batch, panic when woken.
+            let waker = if index < 2 || index == WAKE_BATCH + 1 {
+                &panicking
+            } else {
+                &counting
+            };
+            assert!(
+                Pin::new(request)
+                    .poll(&mut Context::from_waker(waker))
+                    .is_pending()
+            );
+        }
+        let freed =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| budget.release(waiters)));
+        assert!(
+            freed.is_err(),
+            "the first waker's panic reaches the freeing thread"
+        );
+        assert_eq!(
+            counter.0.load(Ordering::SeqCst),
+            waiters - 3,
+            "every waiter that fits was granted and woken"
+        );
+        assert_eq!((budget.available(), budget.waiters()), (0, 0));
+        for request in &mut requests {
+            assert!(
+                Pin::new(request)
+                    .poll(&mut Context::from_waker(&counting))
+                    .is_ready()
+            );
+        }
     }
 
     /// More waiters than a wake batch are all served by one free.

@@ -166,8 +166,10 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
     }
 
     /// The bytes a block of `layout` counts against the capacity: its usable size (the
-    /// size class of a small block, whole pages of a large one), 0 for a zero size.
-    /// `None` if that is beyond the capacity (such a request could never be served).
+    /// size class of a small block, whole pages of a large one, plus, for a large block
+    /// aligned beyond a page, the padding its alignment may cost in the source), 0 for a
+    /// zero size. `None` if that is beyond the capacity (such a request could never be
+    /// served).
     #[inline]
     pub fn charge(&self, layout: Layout) -> Option<usize> {
         let bytes = if layout.size() == 0 {
@@ -175,9 +177,14 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
         } else if let Some(class) = class_for(layout.size(), layout.align()) {
             CLASS_SIZES[class]
         } else {
+            let page = self.source.page_size();
+            // A source finds such a block in `size + align - page` bytes at worst
+            // (a region's free extents), which the capacity must bound.
+            let padding = layout.align().saturating_sub(page);
             layout
                 .size()
-                .checked_next_multiple_of(self.source.page_size())?
+                .checked_next_multiple_of(page)?
+                .checked_add(padding)?
         };
         (bytes <= self.capacity()).then_some(bytes)
     }
@@ -373,11 +380,14 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
         } else {
             let bytes = self.charge(layout).expect("a live block's charge fits");
             let page = self.source.page_size();
+            // The reservation's length: whole pages (the charge adds alignment padding,
+            // which is the source's, not the block's).
+            let len = layout.size().next_multiple_of(page);
             // SAFETY: the reservation `allocate_raw` made for this layout, with the same
             // length and alignment, released once and unused afterwards (caller).
             // A refused release leaks the pages; the budget still gets its bytes back,
             // as the block is gone for the program.
-            let _ = unsafe { self.source.release(ptr, bytes, layout.align().max(page)) };
+            let _ = unsafe { self.source.release(ptr, len, layout.align().max(page)) };
             self.budget.release(bytes);
         }
     }

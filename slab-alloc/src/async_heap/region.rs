@@ -22,7 +22,9 @@ use pagekeep_mmap::{Cause, Contents, Decommit, Error, Operation, PageSource, Reg
 /// the slab heap under it keeps: one block for its size classes (about 100 KiB), and for
 /// each size class in use a slab (256 KiB; up to 2 MiB for the classes above 16 KiB)
 /// plus the empty slabs it keeps (up to four per class), and large blocks (above
-/// 128 KiB) are whole pages aligned as asked. A region of the capacity plus 1 MiB per
+/// 128 KiB) are whole pages aligned as asked (their alignment padding counts against the
+/// capacity). A region of the capacity plus 2 MiB for the heap's own bookkeeping (its
+/// size classes' headers, taken from the source at the first allocation) plus 1 MiB per
 /// size class in use (2 MiB per class above 16 KiB) is enough. If the region runs out
 /// while the capacity allows a request, the waiting allocations abort through
 /// `handle_alloc_error` (the `try_` ones return an error).
@@ -34,7 +36,7 @@ use pagekeep_mmap::{Cause, Contents, Decommit, Error, Operation, PageSource, Reg
 /// use pagekeep_slab::async_heap::{AsyncHeap, RegionPages};
 ///
 /// let region = Region::reserve_committed(4 << 20, 1 << 21)?;
-/// let heap = AsyncHeap::with_source(RegionPages::from_region(region), 1 << 20);
+/// let heap = AsyncHeap::with_source(RegionPages::from_region(region)?, 1 << 20);
 /// let value = heap.try_alloc(7u32).unwrap();
 /// assert!(heap.source().contains(&*value as *const u32 as *const u8));
 /// # Ok::<(), std::io::Error>(())
@@ -97,15 +99,20 @@ impl RegionPages {
     }
 
     /// A source over a [`Region`], which it keeps until the last clone is dropped. The
-    /// region must be committed (as [`Region::reserve_committed`] makes it).
+    /// whole region is committed (made readable and writable) first: a region reserved
+    /// without access, or committed in part, is handed out only once it is usable.
+    ///
+    /// # Errors
+    /// The OS refuses to commit the region.
     ///
     /// # Panics
     /// If the region holds no whole page.
-    pub fn from_region(region: Region) -> Self {
+    pub fn from_region(region: Region) -> std::io::Result<Self> {
         let page = pagekeep_mmap::sys::page_size();
         let len = region.len() & !(page - 1);
         assert!(len != 0, "a region needs at least one whole page");
-        Self::with_parts(region.as_ptr(), len, Some(region))
+        region.commit(0, len)?;
+        Ok(Self::with_parts(region.as_ptr(), len, Some(region)))
     }
 
     fn with_parts(base: NonNull<u8>, len: usize, region: Option<Region>) -> Self {

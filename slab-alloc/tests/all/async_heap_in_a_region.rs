@@ -11,7 +11,7 @@ use crate::async_support::block_on;
 #[test]
 fn every_block_lies_in_the_region_and_the_capacity_holds() {
     let region = Region::reserve_committed(8 << 20, 1 << 21).unwrap();
-    let pages = RegionPages::from_region(region);
+    let pages = RegionPages::from_region(region).unwrap();
     // Scaled down under miri (an allocation costs milliseconds there).
     let capacity = if cfg!(miri) { 16 * 1024 } else { 1 << 20 };
     let heap = AsyncHeap::with_source(pages.clone(), capacity);
@@ -57,7 +57,8 @@ fn a_static_buffer_works_as_a_region() {
 
 #[test]
 fn region_pages_run_out_then_coalesce() {
-    let pages = RegionPages::from_region(Region::reserve_committed(1 << 20, 4096).unwrap());
+    let pages =
+        RegionPages::from_region(Region::reserve_committed(1 << 20, 4096).unwrap()).unwrap();
     let page = pages.page_size();
     let mut taken = Vec::new();
     loop {
@@ -88,4 +89,47 @@ fn region_pages_run_out_then_coalesce() {
     assert_eq!(unsafe { whole.read() }, 0);
     // SAFETY: the reservation just made, released once.
     unsafe { pages.release(whole, pages.len(), page).unwrap() };
+}
+
+#[test]
+fn a_region_reserved_without_access_is_committed_before_use() {
+    // Found by a review: a region reserved without access (safe `Region::reserve`) made
+    // the first allocation fault.
+    let region = Region::reserve(4 << 20).unwrap();
+    let heap = AsyncHeap::with_source(RegionPages::from_region(region).unwrap(), 1 << 20);
+    let value = heap.try_alloc(7u64).unwrap();
+    assert_eq!(*value, 7);
+}
+
+#[test]
+fn a_region_sized_by_the_documented_rule_serves_the_whole_capacity() {
+    // The capacity, 2 MiB of bookkeeping and 1 MiB for the one size class used.
+    let capacity = if cfg!(miri) { 16 * 1024 } else { 64 * 1024 };
+    let region = Region::reserve_committed(capacity + (3 << 20), 4096).unwrap();
+    let heap = AsyncHeap::with_source(RegionPages::from_region(region).unwrap(), capacity);
+    let mut held = Vec::new();
+    while let Ok(boxed) = heap.try_alloc(1u64) {
+        held.push(boxed);
+    }
+    assert_eq!(heap.available(), 0, "the capacity was served whole");
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "8 MiB region")]
+fn large_blocks_aligned_beyond_a_page_are_charged_their_padding() {
+    // Found by a review: 256 KiB blocks aligned to 2 MiB were charged 256 KiB each, so a
+    // region ran out (and a waiting allocation aborted) while the capacity allowed more.
+    let region = Region::reserve_committed(8 << 20, 4096).unwrap();
+    let heap = AsyncHeap::with_source(RegionPages::from_region(region).unwrap(), 5 << 20);
+    let layout = Layout::from_size_align(256 << 10, 2 << 20).unwrap();
+    let charge = heap.charge(layout).unwrap();
+    assert!(charge >= (256 << 10) + (2 << 20) - 4096, "charged {charge}");
+    let mut held = Vec::new();
+    while let Ok(block) = heap.try_alloc_layout(layout) {
+        assert!(block.as_ptr().addr().get().is_multiple_of(2 << 20));
+        held.push(block);
+    }
+    // The capacity ran out, not the region.
+    assert_eq!(held.len(), 2);
+    assert!(heap.available() < charge);
 }
