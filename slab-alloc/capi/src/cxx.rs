@@ -62,15 +62,6 @@ impl Next {
     }
 }
 
-static NEW: Next = Next::new(c"_Znwm");
-static NEW_ARRAY: Next = Next::new(c"_Znam");
-static NEW_NOTHROW: Next = Next::new(c"_ZnwmRKSt9nothrow_t");
-static NEW_ARRAY_NOTHROW: Next = Next::new(c"_ZnamRKSt9nothrow_t");
-static NEW_ALIGNED: Next = Next::new(c"_ZnwmSt11align_val_t");
-static NEW_ARRAY_ALIGNED: Next = Next::new(c"_ZnamSt11align_val_t");
-static NEW_ALIGNED_NOTHROW: Next = Next::new(c"_ZnwmSt11align_val_tRKSt9nothrow_t");
-static NEW_ARRAY_ALIGNED_NOTHROW: Next = Next::new(c"_ZnamSt11align_val_tRKSt9nothrow_t");
-
 type PlainNew = unsafe extern "C-unwind" fn(usize) -> *mut c_void;
 type NothrowNew = unsafe extern "C-unwind" fn(usize, *const c_void) -> *mut c_void;
 type AlignedNew = unsafe extern "C-unwind" fn(usize, usize) -> *mut c_void;
@@ -85,148 +76,63 @@ macro_rules! try_new {
     };
 }
 
-/// `operator new(size_t)`.
-///
-/// # Safety
-/// Always safe to call; `unsafe` because it is the C++ ABI.
-#[unsafe(no_mangle)]
-pub unsafe extern "C-unwind" fn _Znwm(size: usize) -> *mut c_void {
-    let block = try_new!(size, MIN_ALIGN);
-    if !block.is_null() {
-        return block;
-    }
-    // SAFETY: libstdc++'s definition of this very symbol, with its signature.
-    unsafe { core::mem::transmute::<*mut c_void, PlainNew>(NEW.get())(size) }
-}
-
-/// `operator new[](size_t)`.
-///
-/// # Safety
-/// As [`_Znwm`].
-#[unsafe(no_mangle)]
-pub unsafe extern "C-unwind" fn _Znam(size: usize) -> *mut c_void {
-    let block = try_new!(size, MIN_ALIGN);
-    if !block.is_null() {
-        return block;
-    }
-    // SAFETY: libstdc++'s definition of this very symbol, with its signature.
-    unsafe { core::mem::transmute::<*mut c_void, PlainNew>(NEW_ARRAY.get())(size) }
-}
-
-/// `operator new(size_t, const std::nothrow_t&)`.
-///
-/// # Safety
-/// As [`_Znwm`]; `tag` is passed on as it is.
-#[unsafe(no_mangle)]
-pub unsafe extern "C-unwind" fn _ZnwmRKSt9nothrow_t(
-    size: usize,
-    tag: *const c_void,
-) -> *mut c_void {
-    let block = try_new!(size, MIN_ALIGN);
-    if !block.is_null() {
-        return block;
-    }
-    // SAFETY: libstdc++'s definition of this very symbol, with its signature.
-    unsafe { core::mem::transmute::<*mut c_void, NothrowNew>(NEW_NOTHROW.get())(size, tag) }
-}
-
-/// `operator new[](size_t, const std::nothrow_t&)`.
-///
-/// # Safety
-/// As [`_ZnwmRKSt9nothrow_t`].
-#[unsafe(no_mangle)]
-pub unsafe extern "C-unwind" fn _ZnamRKSt9nothrow_t(
-    size: usize,
-    tag: *const c_void,
-) -> *mut c_void {
-    let block = try_new!(size, MIN_ALIGN);
-    if !block.is_null() {
-        return block;
-    }
-    // SAFETY: libstdc++'s definition of this very symbol, with its signature.
-    unsafe { core::mem::transmute::<*mut c_void, NothrowNew>(NEW_ARRAY_NOTHROW.get())(size, tag) }
-}
-
 /// The alignment of an aligned `new`, if the heap can serve it: a power of two (the
 /// standard requires one; anything else goes to libstdc++, which decides).
 fn aligned(align: usize) -> Option<usize> {
     align.is_power_of_two().then_some(align.max(MIN_ALIGN))
 }
 
-/// `operator new(size_t, std::align_val_t)`.
-///
-/// # Safety
-/// As [`_Znwm`].
-#[unsafe(no_mangle)]
-pub unsafe extern "C-unwind" fn _ZnwmSt11align_val_t(size: usize, align: usize) -> *mut c_void {
-    if let Some(block) = aligned(align).map(|align| try_new!(size, align))
-        && !block.is_null()
-    {
-        return block;
-    }
-    // SAFETY: libstdc++'s definition of this very symbol, with its signature.
-    unsafe { core::mem::transmute::<*mut c_void, AlignedNew>(NEW_ALIGNED.get())(size, align) }
+/// Defines the forms of `operator new`: each tries the heap with the alignment its
+/// `align` expression gives (none: straight to libstdc++), then hands the request, with
+/// all its arguments, to libstdc++'s definition of the same symbol (see the module docs).
+macro_rules! news {
+    ($(
+        $(#[$doc:meta])*
+        $name:ident($size:ident $(, $extra:ident: $ty:ty)*) as $fn:ty, align $align:expr;
+    )*) => {$(
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// Always safe to call; `unsafe` because it is the C++ ABI. The other arguments
+        /// are passed on as they are.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C-unwind" fn $name($size: usize $(, $extra: $ty)*) -> *mut c_void {
+            if let Some(block) = $align.map(|align| try_new!($size, align))
+                && !block.is_null()
+            {
+                return block;
+            }
+            static NEXT: Next = Next::new(
+                match CStr::from_bytes_with_nul(concat!(stringify!($name), "\0").as_bytes()) {
+                    Ok(name) => name,
+                    Err(_) => panic!("a symbol name has no NUL inside"),
+                },
+            );
+            // SAFETY: libstdc++'s definition of this very symbol, with its signature.
+            unsafe { core::mem::transmute::<*mut c_void, $fn>(NEXT.get())($size $(, $extra)*) }
+        }
+    )*};
 }
 
-/// `operator new[](size_t, std::align_val_t)`.
-///
-/// # Safety
-/// As [`_Znwm`].
-#[unsafe(no_mangle)]
-pub unsafe extern "C-unwind" fn _ZnamSt11align_val_t(size: usize, align: usize) -> *mut c_void {
-    if let Some(block) = aligned(align).map(|align| try_new!(size, align))
-        && !block.is_null()
-    {
-        return block;
-    }
-    // SAFETY: libstdc++'s definition of this very symbol, with its signature.
-    unsafe { core::mem::transmute::<*mut c_void, AlignedNew>(NEW_ARRAY_ALIGNED.get())(size, align) }
-}
-
-/// `operator new(size_t, std::align_val_t, const std::nothrow_t&)`.
-///
-/// # Safety
-/// As [`_ZnwmRKSt9nothrow_t`].
-#[unsafe(no_mangle)]
-pub unsafe extern "C-unwind" fn _ZnwmSt11align_val_tRKSt9nothrow_t(
-    size: usize,
-    align: usize,
-    tag: *const c_void,
-) -> *mut c_void {
-    if let Some(block) = aligned(align).map(|align| try_new!(size, align))
-        && !block.is_null()
-    {
-        return block;
-    }
-    // SAFETY: libstdc++'s definition of this very symbol, with its signature.
-    unsafe {
-        core::mem::transmute::<*mut c_void, AlignedNothrowNew>(NEW_ALIGNED_NOTHROW.get())(
-            size, align, tag,
-        )
-    }
-}
-
-/// `operator new[](size_t, std::align_val_t, const std::nothrow_t&)`.
-///
-/// # Safety
-/// As [`_ZnwmRKSt9nothrow_t`].
-#[unsafe(no_mangle)]
-pub unsafe extern "C-unwind" fn _ZnamSt11align_val_tRKSt9nothrow_t(
-    size: usize,
-    align: usize,
-    tag: *const c_void,
-) -> *mut c_void {
-    if let Some(block) = aligned(align).map(|align| try_new!(size, align))
-        && !block.is_null()
-    {
-        return block;
-    }
-    // SAFETY: libstdc++'s definition of this very symbol, with its signature.
-    unsafe {
-        core::mem::transmute::<*mut c_void, AlignedNothrowNew>(NEW_ARRAY_ALIGNED_NOTHROW.get())(
-            size, align, tag,
-        )
-    }
+news! {
+    /// `operator new(size_t)`.
+    _Znwm(size) as PlainNew, align Some(MIN_ALIGN);
+    /// `operator new[](size_t)`.
+    _Znam(size) as PlainNew, align Some(MIN_ALIGN);
+    /// `operator new(size_t, const std::nothrow_t&)`.
+    _ZnwmRKSt9nothrow_t(size, tag: *const c_void) as NothrowNew, align Some(MIN_ALIGN);
+    /// `operator new[](size_t, const std::nothrow_t&)`.
+    _ZnamRKSt9nothrow_t(size, tag: *const c_void) as NothrowNew, align Some(MIN_ALIGN);
+    /// `operator new(size_t, std::align_val_t)`.
+    _ZnwmSt11align_val_t(size, align: usize) as AlignedNew, align aligned(align);
+    /// `operator new[](size_t, std::align_val_t)`.
+    _ZnamSt11align_val_t(size, align: usize) as AlignedNew, align aligned(align);
+    /// `operator new(size_t, std::align_val_t, const std::nothrow_t&)`.
+    _ZnwmSt11align_val_tRKSt9nothrow_t(size, align: usize, tag: *const c_void)
+        as AlignedNothrowNew, align aligned(align);
+    /// `operator new[](size_t, std::align_val_t, const std::nothrow_t&)`.
+    _ZnamSt11align_val_tRKSt9nothrow_t(size, align: usize, tag: *const c_void)
+        as AlignedNothrowNew, align aligned(align);
 }
 
 /// Defines the forms of `operator delete`, each of which is `free` of its pointer.
