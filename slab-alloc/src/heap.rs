@@ -684,9 +684,16 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         if offset >= CLASS_COUNT * size_of::<CacheCore<S>>() {
             return None;
         }
+        // The owner word's provenance covers the class's header only: reach the whole
+        // core through `built`'s, at the owner's address.
+        let core = built
+            .cast::<u8>()
+            .with_addr(owner.addr())
+            .cast::<CacheCore<S>>();
         // SAFETY: a header of one of this heap's classes, which live as long as the heap
-        // (a `CoreHeader` is the first field of its `CacheCore`, `repr(C)`).
-        let core = unsafe { &*owner.cast::<CacheCore<S>>() };
+        // (a `CoreHeader` is the first field of its `CacheCore`, `repr(C)`), reached with
+        // the provenance of the block that holds them all.
+        let core = unsafe { &*core };
         let class = offset / size_of::<CacheCore<S>>();
         Some((class, core, base.with_addr(address)))
     }
