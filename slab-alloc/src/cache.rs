@@ -13,9 +13,10 @@
 //! at least [`EPOCH_TIME`] and [`EPOCH_EVENTS`] locked operations; at its end, the full
 //! magazines and the empty slabs that stayed unused during the whole epoch (the epoch's
 //! minimum) are surplus, and are returned to the slabs and released to the page source,
-//! keeping `max_empty_slabs` empty slabs. That is the hysteresis: an allocation/free
-//! ping-pong at any bound makes no source call, since what it uses is in use within
-//! every epoch. A hard cap (the bytes of `8 * max_empty_slabs + 8` empty slabs of
+//! keeping `max_empty_slabs` empty slabs (and [`DEPOT_FLOOR`] magazines) if the epoch
+//! drew on what was kept, none if it never did. That is the hysteresis: an
+//! allocation/free ping-pong at any bound makes no source call, since what it uses is in
+//! use within every epoch. A hard cap (the bytes of `8 * max_empty_slabs + 8` empty slabs of
 //! [`SLAB_BYTES`], trimmed to half) bounds what a burst can leave behind between
 //! epochs.
 //!
@@ -96,6 +97,10 @@ struct State {
     empty_low: usize,
     /// Fewest full magazines in the depot during the epoch.
     depot_low: usize,
+    /// Empty slabs and full depot magazines when the epoch started: a low under them
+    /// means the epoch drew on what was kept, so the floors are worth keeping.
+    empty_start: usize,
+    depot_start: usize,
     /// When the epoch started.
     epoch_start: Instant,
     /// Operations served by magazines without a lock (as reported at slow paths).
@@ -316,6 +321,8 @@ impl<S: PageSource> CacheCore<S> {
             (&raw mut (*state).epoch_events).write(0);
             (&raw mut (*state).empty_low).write(0);
             (&raw mut (*state).depot_low).write(0);
+            (&raw mut (*state).empty_start).write(0);
+            (&raw mut (*state).depot_start).write(0);
             (&raw mut (*state).epoch_start).write(Instant::now());
             (&raw mut (*state).magazine_hits).write(0);
             (&raw mut (*state).magazine_misses).write(0);
@@ -962,7 +969,17 @@ impl<S: PageSource> CacheCore<S> {
     /// - Lock held, `state` is ours.
     unsafe fn end_epoch(&self, state: &mut State, now: Instant) {
         state.epoch_start = now;
-        let surplus_magazines = state.depot_low.saturating_sub(DEPOT_FLOOR);
+        // The floors (DEPOT_FLOOR magazines, `max_empty_slabs` slabs) are hysteresis for
+        // a class that draws on what it keeps. One that never went below its starting
+        // level all epoch needs none: a busy class with a small working set would
+        // otherwise keep a freed peak's magazines (grown under contention to a slab's
+        // worth each) and slabs for good.
+        let depot_floor = if state.depot_low < state.depot_start {
+            DEPOT_FLOOR
+        } else {
+            0
+        };
+        let surplus_magazines = state.depot_low.saturating_sub(depot_floor);
         for _ in 0..surplus_magazines {
             let Some(magazine) = state.depot.pop_full() else {
                 break;
@@ -970,17 +987,24 @@ impl<S: PageSource> CacheCore<S> {
             // SAFETY: lock held; depot objects are free objects of ours.
             unsafe { self.give_back_magazine(state, magazine) };
         }
-        let surplus_slabs = state.empty_low.saturating_sub(self.max_empty_slabs);
+        let slab_floor = if state.empty_low < state.empty_start {
+            self.max_empty_slabs
+        } else {
+            0
+        };
+        let surplus_slabs = state.empty_low.saturating_sub(slab_floor);
         let keep = state
             .empty
             .len
             .saturating_sub(surplus_slabs)
-            .max(self.max_empty_slabs);
+            .max(slab_floor);
         // SAFETY: lock held.
         unsafe { self.release_empty(state, keep) };
         state.epoch_events = 0;
         state.empty_low = state.empty.len;
         state.depot_low = state.depot.magazines();
+        state.empty_start = state.empty_low;
+        state.depot_start = state.depot_low;
     }
 
     /// The first sibling (whose clock is the one used).
@@ -1108,6 +1132,8 @@ impl<S: PageSource> CacheCore<S> {
             state.epoch_events = 0;
             state.empty_low = 0;
             state.depot_low = 0;
+            state.empty_start = 0;
+            state.depot_start = 0;
         } else if now.saturating_duration_since(state.epoch_start) >= EPOCH_TIME {
             // SAFETY: lock held.
             unsafe { self.end_epoch(state, now) };

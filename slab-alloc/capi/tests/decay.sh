@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A C program frees a 400 MiB peak of 4000-byte blocks, under LD_PRELOAD of pagekeep-slab:
 # its resident memory must come back within 10 % (at least 1 MiB) of the level before
-# the peak, polled for up to 5 s, while it keeps working in other size classes (decay
-# driven by operations), and, under SLAB_DECAY_THREAD=1, while it does nothing at all
+# the peak, polled for up to 5 s, while it keeps working in other size classes (also with
+# one block of the peak's class in use at a time; decay driven by operations), and, under
+# SLAB_DECAY_THREAD=1, while it does nothing at all
 # (also after a 20 MB peak freed before the heap's first decay pass, and after a peak of
 # large blocks in a program that never used the size classes). And, with the
 # reclaim-idle-threads feature, the blocks that eight blocked threads keep in their
@@ -27,6 +28,9 @@ gcc -O2 -o "$work/decay" slab-alloc/capi/tests/c/decay.c -lpthread
 gcc -O2 -o "$work/idle_threads" slab-alloc/capi/tests/c/idle_threads.c -lpthread
 
 LD_PRELOAD="$lib" "$work/decay" work "$blocks" || fail "memory not returned while working in other classes"
+# The peak's class stays in use (one block at a time): its floors of kept magazines and
+# empty slabs must not keep the peak.
+LD_PRELOAD="$lib" "$work/decay" busy "$blocks" || fail "memory not returned while its class stays in use"
 SLAB_DECAY_THREAD=1 LD_PRELOAD="$lib" "$work/decay" idle "$blocks" || fail "memory not returned by the decay thread"
 # A small peak, allocated and freed before the heap's first decay pass was due (its
 # first 250 ms): the decay thread must be running all the same.
@@ -43,11 +47,8 @@ CARGO_TARGET_DIR="$target_dir/reclaim-idle-threads" \
 reclaim_lib="$target_dir/reclaim-idle-threads/release/libpagekeep_slab_capi.so"
 [ -f "$reclaim_lib" ] || fail "$reclaim_lib was not built"
 LD_PRELOAD="$reclaim_lib" "$work/idle_threads" trim || fail "malloc_trim left blocked threads' caches resident"
-# Known regression of session 13 (issue 14's closing note): 2.5 MB of the blocked
-# threads' 72 MB stay after 5 s of work with the reclaim-idle-threads build (3 of 3
-# runs), where the bound is 1 MiB. Reported, not yet failing CI, until it is fixed.
 LD_PRELOAD="$reclaim_lib" "$work/idle_threads" work ||
-    echo "decay.sh: KNOWN REGRESSION: blocked threads' caches not all returned while working (reclaim-idle-threads)" >&2
+    fail "blocked threads' caches not returned while the program works in their class"
 SLAB_DECAY_THREAD=1 LD_PRELOAD="$reclaim_lib" "$work/idle_threads" idle ||
     fail "blocked threads' caches not returned by the decay thread"
 echo "decay.sh: freed peaks and blocked threads' caches returned"

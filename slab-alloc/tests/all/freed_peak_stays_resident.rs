@@ -137,6 +137,52 @@ fn a_freed_peak_goes_back_while_the_program_works_in_other_classes() {
     heap.check_invariants();
 }
 
+/// The peak's class stays in use, one block at a time, beside the other classes' work:
+/// the class is busy at every decay pass, so only its epochs can give the peak back, and
+/// their floors (kept magazines and empty slabs) must not keep it. Two threads make the
+/// peak at once, so that its magazines may grow under contention, as in a C program's
+/// worker threads.
+#[test]
+#[cfg_attr(miri, ignore = "64 MiB and seconds of waiting")]
+fn a_freed_peak_goes_back_while_its_class_stays_in_use() {
+    let heap = SlabHeap::new();
+    let one_peak_block = || {
+        // SAFETY: a non-zero layout.
+        let block = unsafe { heap.alloc(PEAK_LAYOUT) };
+        assert!(!block.is_null());
+        // SAFETY: 4000 writable bytes; allocated just above with this layout, freed once.
+        unsafe {
+            block.write_bytes(0x5A, PEAK_LAYOUT.size());
+            heap.dealloc(block, PEAK_LAYOUT);
+        }
+    };
+    let warm_until = Instant::now() + Duration::from_millis(100);
+    while Instant::now() < warm_until {
+        work_in_other_classes(&heap);
+        one_peak_block();
+    }
+    let before = bytes_held(&heap);
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| peak_and_free(&heap, PEAK_BLOCKS / 2));
+        }
+    });
+    let peak = bytes_held(&heap);
+    assert_goes_back(
+        &heap,
+        before,
+        peak,
+        "of work that keeps the class in use",
+        || {
+            for _ in 0..16 {
+                work_in_other_classes(&heap);
+                one_peak_block();
+            }
+        },
+    );
+    heap.check_invariants();
+}
+
 #[test]
 #[cfg_attr(miri, ignore = "64 MiB and seconds of waiting")]
 fn a_freed_peak_goes_back_with_no_activity_at_all_under_the_decay_thread() {

@@ -1,6 +1,7 @@
 /* A peak of 400 MiB of 4000-byte blocks is freed; resident memory must come back within
  * 10 % of its level before the peak while the program keeps working in other size
- * classes ("work"), or while it does nothing at all after the freeing thread exited
+ * classes ("work"), while it also keeps one block of the peak's class in use at a time
+ * (so that class stays busy: "busy"), or while it does nothing at all after the freeing thread exited
  * ("idle", under SLAB_DECAY_THREAD=1). "idle-large": a program that never used the size
  * classes frees a peak of 16 blocks of 6 MiB (which the heap keeps for reuse) and does
  * nothing more, under SLAB_DECAY_THREAD=1. Polls up to 5 s; prints the figures. */
@@ -46,6 +47,7 @@ static void *peak(void *unused) {
 int main(int argc, char **argv) {
     int large = argc > 1 && !strcmp(argv[1], "idle-large");
     int idle = large || (argc > 1 && !strcmp(argv[1], "idle"));
+    int busy = argc > 1 && !strcmp(argv[1], "busy");
     if (argc > 2) peak_blocks = strtoul(argv[2], NULL, 10);
     if (!large)
         for (int i = 0; i < 100; i++) small_class_work();
@@ -65,10 +67,18 @@ int main(int argc, char **argv) {
     long bound = before + (before / 10 > 1024 ? before / 10 : 1024);
     while (rss > bound && now() - start < 5.0) {
         if (idle) usleep(20000);
-        else for (int i = 0; i < 20; i++) small_class_work();
+        else for (int i = 0; i < 20; i++) {
+            small_class_work();
+            if (busy) {
+                char *block = do_malloc(4000);
+                if (!block) return 3;
+                memset(block, 0x5A, 4000);
+                free(block);
+            }
+        }
         rss = resident_kib();
     }
     printf("%s: before the peak %ld KiB, after the frees %ld KiB, %.2f s later %ld KiB\n",
-           large ? "idle-large" : idle ? "idle" : "work", before, after_free, now() - start, rss);
+           large ? "idle-large" : idle ? "idle" : busy ? "busy" : "work", before, after_free, now() - start, rss);
     return rss <= bound ? 0 : 1;
 }
