@@ -65,8 +65,8 @@ pub(crate) const MIN_BODY_BUDGET_BYTES: usize = 4 * PIECE_BYTES;
 
 /// A bound on the request body bytes handlers hold, shared by every connection of the
 /// servers given it ([`ServerBuilder::body_budget`](crate::ServerBuilder::body_budget)).
-/// Cheap to clone (clones share the bound); see the [module docs](self) for what it
-/// bounds and the rules that keep it from deadlocking.
+/// Cheap to clone (clones share the bound). See the crate docs' "Request bodies under one
+/// budget" for what it bounds and the rules that keep it from deadlocking.
 ///
 /// # Examples
 /// ```no_run
@@ -245,7 +245,7 @@ unsafe impl Send for GrantedBlock {}
 
 /// The body a handler reads: hyper's incoming body whose data, when the server has a
 /// [`BodyBudget`], is copied into the budget piece by piece, each read waiting for
-/// room (see the [module docs](self)). Without a budget it is hyper's body as is.
+/// room (see [`BodyBudget`]). Without a budget it is hyper's body as is.
 ///
 /// Its errors are hyper's, or [`BodyOverBudget`].
 pub struct IncomingBody<B = Incoming> {

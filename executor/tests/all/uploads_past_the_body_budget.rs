@@ -338,9 +338,11 @@ fn peak_growth(scenario: &str) -> usize {
 }
 
 /// The bound stated in the README: the budget, plus hyper's buffers (3 x 16 KiB for
-/// each of the 8 uploading connections), plus 2 MiB for the budget heap's slab
-/// fragmentation and everything else a server touches for eight connections.
-const RESIDENT_ALLOWANCE: usize = 2 * MIB + 8 * 3 * (16 << 10);
+/// each of the 8 uploading connections), plus 3 MiB for the budget heap's slab
+/// fragmentation (pieces of many sizes, so many size classes' slabs) and everything
+/// else a server touches for eight connections (measured: 1.2 to 1.6 MiB above the
+/// budget in all, over six runs).
+const RESIDENT_ALLOWANCE: usize = 3 * MIB + 8 * 3 * (16 << 10);
 
 #[test]
 fn eight_uploads_keep_the_server_within_its_body_budget_in_resident_memory() {
