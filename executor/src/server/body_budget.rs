@@ -234,8 +234,14 @@ impl Drop for HeldChunk {
 }
 
 /// A read waiting for room: owns the heap's `Arc`, so it is `'static`; yields the
-/// granted block's raw parts.
-type WaitForRoom = Pin<Box<dyn Future<Output = GrantedBlock> + Send>>;
+/// granted block's raw parts. Only ever used through `&mut` (polled, dropped).
+struct WaitForRoom(Pin<Box<dyn Future<Output = GrantedBlock> + Send>>);
+
+// SAFETY: nothing of the future is reachable through `&WaitForRoom` (the field is
+// private and only used through `&mut self`), so sharing references between threads
+// shares nothing (as `sync_wrapper::SyncWrapper` argues); this keeps `RequestBody`
+// `Sync`, as hyper's `Incoming` is.
+unsafe impl Sync for WaitForRoom {}
 
 /// A granted block's raw parts, between the wait and the chunk.
 struct GrantedBlock(NonNull<u8>, Layout);
@@ -278,6 +284,16 @@ impl<B> IncomingBody<B> {
     }
 }
 
+impl Drop for Budgeted {
+    fn drop(&mut self) {
+        // Leaving the line (a cancelled handler, a vanished client) may give granted
+        // bytes back and wake the next reads: outside any arena, as a free is.
+        if let Some(waiting) = self.waiting.take() {
+            pagekeep_arena::outside_arena(|| drop(waiting));
+        }
+    }
+}
+
 impl Budgeted {
     /// The next piece of `pending` as a chunk of the budget, once there is room.
     fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes, BodyOverBudget>> {
@@ -297,8 +313,10 @@ impl Budgeted {
             .expect("a piece fits the smallest budget");
         let (ptr, layout) = match &mut self.waiting {
             Some(waiting) => {
-                let GrantedBlock(ptr, layout) =
-                    ready!(pagekeep_arena::outside_arena(|| waiting.as_mut().poll(cx)));
+                let GrantedBlock(ptr, layout) = ready!(pagekeep_arena::outside_arena(|| waiting
+                    .0
+                    .as_mut()
+                    .poll(cx)));
                 self.waiting = None;
                 (ptr, layout)
             }
@@ -318,14 +336,14 @@ impl Budgeted {
                     Ok(parts) => parts,
                     Err(_) => {
                         let heap = Arc::clone(heap);
-                        let mut waiting: WaitForRoom = pagekeep_arena::outside_arena(|| {
-                            Box::pin(async move {
+                        let mut waiting = pagekeep_arena::outside_arena(|| {
+                            WaitForRoom(Box::pin(async move {
                                 let (ptr, layout) = heap.alloc_layout(layout).await.into_raw();
                                 GrantedBlock(ptr, layout)
-                            })
+                            }))
                         });
                         // Queued (first come, first served) at this first poll.
-                        match pagekeep_arena::outside_arena(|| waiting.as_mut().poll(cx)) {
+                        match pagekeep_arena::outside_arena(|| waiting.0.as_mut().poll(cx)) {
                             Poll::Ready(GrantedBlock(ptr, layout)) => (ptr, layout),
                             Poll::Pending => {
                                 self.waiting = Some(waiting);
@@ -555,6 +573,15 @@ mod tests {
         assert_eq!(data.len(), PIECE_BYTES);
         drop((data, second, holder));
         assert_eq!(budget.available_bytes(), MIN_BODY_BUDGET_BYTES);
+    }
+
+    #[test]
+    fn the_body_is_send_and_sync_as_hyper_s_is() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<hyper::body::Incoming>();
+        send_sync::<IncomingBody>();
+        send_sync::<crate::RequestBody>();
+        send_sync::<BodyBudget>();
     }
 
     #[test]
