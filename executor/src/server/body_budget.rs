@@ -531,7 +531,12 @@ mod tests {
     #[test]
     fn a_streamed_body_larger_than_the_budget_passes_whole() {
         let budget = BodyBudget::new(MIN_BODY_BUDGET_BYTES);
-        let len = 1 << 20;
+        // Past the budget several times over (less under miri, for time).
+        let len = if cfg!(miri) {
+            3 * MIN_BODY_BUDGET_BYTES
+        } else {
+            1 << 20
+        };
         let mut streamed = body(&budget, len, 3);
         let mut seen = 0;
         loop {
@@ -573,6 +578,25 @@ mod tests {
         assert_eq!(data.len(), PIECE_BYTES);
         drop((data, second, holder));
         assert_eq!(budget.available_bytes(), MIN_BODY_BUDGET_BYTES);
+    }
+
+    #[test]
+    fn a_budget_of_zero_or_usize_max_is_clamped_to_one_that_works() {
+        let tiny = BodyBudget::new(0);
+        assert_eq!(tiny.capacity_bytes(), MIN_BODY_BUDGET_BYTES);
+        let mut streamed = body(&tiny, 2 * MIN_BODY_BUDGET_BYTES, 5);
+        let mut seen = 0;
+        while let Poll::Ready(Some(Ok(data))) = poll(&mut streamed) {
+            seen += data.len();
+        }
+        assert_eq!(seen, 2 * MIN_BODY_BUDGET_BYTES);
+        let huge = BodyBudget::new(usize::MAX);
+        assert_eq!(huge.capacity_bytes(), MAX_CAPACITY);
+        let mut held = body(&huge, 3 * PIECE_BYTES, 6);
+        let chunks: Vec<Bytes> = (0..3).map(|_| chunk(&mut held)).collect();
+        assert_eq!(huge.available_bytes(), MAX_CAPACITY - 3 * PIECE_BYTES);
+        drop(chunks);
+        assert_eq!(huge.available_bytes(), MAX_CAPACITY);
     }
 
     #[test]
