@@ -338,11 +338,11 @@ fn peak_growth(scenario: &str) -> usize {
 }
 
 /// The bound stated in the README: the budget, plus hyper's buffers (3 x 16 KiB for
-/// each of the 8 uploading connections), plus 3 MiB for the budget heap's slab
-/// fragmentation (pieces of many sizes, so many size classes' slabs) and everything
-/// else a server touches for eight connections (measured: 1.2 to 1.8 MiB above the
-/// budget in all, over seven runs).
-const RESIDENT_ALLOWANCE: usize = 3 * MIB + 8 * 3 * (16 << 10);
+/// each of the 8 uploading connections), plus 2 MiB for everything else a server
+/// touches for eight uploads (the requests' arenas, the consumers' queues, the budget
+/// heap's slab metadata). Measured: 1.1 to 1.3 MiB above the budget in all, over six
+/// runs.
+const RESIDENT_ALLOWANCE: usize = 2 * MIB + 8 * 3 * (16 << 10);
 
 #[test]
 fn eight_uploads_keep_the_server_within_its_body_budget_in_resident_memory() {
@@ -362,7 +362,7 @@ fn eight_uploads_without_a_budget_for_comparison() {
 }
 
 #[test]
-fn collecting_handlers_waiting_on_each_other_are_ended_by_the_handler_timeout() {
+fn collecting_handlers_waiting_on_each_other_are_freed_by_the_handler_timeout() {
     let budget = BodyBudget::new(512 << 10);
     let server = start_with(
         builder()
@@ -387,22 +387,30 @@ fn collecting_handlers_waiting_on_each_other_are_ended_by_the_handler_timeout() 
     let mut first_writer = first.try_clone().unwrap();
     let first_writing = thread::spawn(move || send_body(&mut first_writer, 1, 300 << 10, len));
     assert!(eventually(|| budget.waiters() == 2), "{budget:?}");
-    // Nobody gives anything back until the handler timeout drops both handlers.
+    // Nobody gives anything back until the handler timeout drops a handler: its bytes
+    // come back, and the other finishes (or is dropped too, if its timeout came first
+    // or at the same moment).
     let answers = [
         read_answer_or_reset(&mut first),
         read_answer_or_reset(&mut second),
     ];
     let _ = (first_writing.join(), second_writing.join());
-    assert!(
-        eventually(|| server.stats.handler_timeouts() == 2),
-        "both handlers timed out: {answers:?}"
-    );
-    for answer in &answers {
-        assert!(
-            answer.is_empty() || answer.contains(" 503 "),
-            "a 503 (or a reset after it): {answer:?}"
-        );
+    let timed_out = server.stats.handler_timeouts();
+    assert!(timed_out >= 1, "the deadlock was broken: {answers:?}");
+    let mut served = 0;
+    for (seed, answer) in [1u8, 2].into_iter().zip(&answers) {
+        if answer.contains(" 200 ") {
+            served += 1;
+            let sum = format!("\r\n\r\n{} {len}\n", expected_checksum(seed, len));
+            assert!(answer.ends_with(&sum), "upload {seed}: {answer:?}");
+        } else {
+            assert!(
+                answer.is_empty() || answer.contains(" 503 "),
+                "a 503 (or a reset after it): {answer:?}"
+            );
+        }
     }
+    assert_eq!(timed_out + served, 2, "{answers:?}");
     assert!(
         eventually(|| budget.available_bytes() == budget.capacity_bytes()),
         "the cancelled handlers' bytes came back: {budget:?}"
