@@ -660,6 +660,47 @@ mod tests {
     }
 
     #[test]
+    fn pieces_of_several_frames_fill_one_block_in_order() {
+        let budget = BodyBudget::new(MIN_BODY_BUDGET_BYTES);
+        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = (0..4u8)
+            .map(|seed| Ok(Frame::data(Bytes::from(vec![seed; 5000]))))
+            .collect();
+        let inner = http_body_util::StreamBody::new(futures::stream::iter(frames));
+        let mut body = IncomingBody::new(inner, Some(&budget));
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut pieces = Vec::new();
+        while let Poll::Ready(Some(frame)) = Pin::new(&mut body).poll_frame(&mut cx) {
+            pieces.push(frame.unwrap().into_data().unwrap());
+        }
+        // Three frames fit the first block; the fourth ends it and starts another.
+        let lengths: Vec<usize> = pieces.iter().map(Bytes::len).collect();
+        assert_eq!(
+            lengths,
+            [5000, 5000, 5000, PIECE_BYTES - 15000, 20000 - PIECE_BYTES]
+        );
+        assert_eq!(
+            budget.available_bytes(),
+            MIN_BODY_BUDGET_BYTES - 2 * PIECE_BYTES
+        );
+        let whole: Vec<u8> = pieces
+            .iter()
+            .flat_map(|piece| piece.iter().copied())
+            .collect();
+        let expected: Vec<u8> = (0..4u8).flat_map(|seed| [seed; 5000]).collect();
+        assert_eq!(whole, expected);
+        // The first block goes back only with its last piece.
+        let last = pieces.split_off(3);
+        drop(body);
+        drop(pieces);
+        assert_eq!(
+            budget.available_bytes(),
+            MIN_BODY_BUDGET_BYTES - 2 * PIECE_BYTES
+        );
+        drop(last);
+        assert_eq!(budget.available_bytes(), MIN_BODY_BUDGET_BYTES);
+    }
+
+    #[test]
     fn a_budget_of_zero_or_usize_max_is_clamped_to_one_that_works() {
         let tiny = BodyBudget::new(0);
         assert_eq!(tiny.capacity_bytes(), MIN_BODY_BUDGET_BYTES);
