@@ -31,7 +31,8 @@ pub use join_set::JoinSet;
 pub use pagekeep_arena::{ArenaPool, PoolConfig, PoolStats};
 pub use runtime::{Builder, Runtime};
 pub use server::{
-    ClientAddr, Handler, RequestBody, ResponseBody, Server, ServerBuilder, ServerStats,
+    BodyBudget, BodyOverBudget, ClientAddr, Handler, IncomingBody, RequestBody, ResponseBody,
+    Server, ServerBuilder, ServerStats,
 };
 #[cfg(unix)]
 pub use shutdown::SignalWatcher;

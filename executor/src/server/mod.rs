@@ -1,5 +1,6 @@
 //! [`Server`]: hyper's HTTP/1.1 server on this runtime, with limits and timeouts.
 
+pub(crate) mod body_budget;
 mod connection;
 mod dispatch;
 pub(crate) mod request_scope;
@@ -18,7 +19,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Limited;
-use hyper::body::Incoming;
 use pagekeep_arena::{ArenaPool, PoolConfig};
 use pagekeep_mmap::Decommit;
 
@@ -30,9 +30,12 @@ use dispatch::Dispatch;
 use stats::Counters;
 pub use stats::ServerStats;
 
-/// The body a handler receives: hyper's incoming body, cut off (with an error) past the
-/// server's maximum body size.
-pub type RequestBody = Limited<Incoming>;
+/// The body a handler receives: hyper's incoming body (its data taken from the server's
+/// [`BodyBudget`], if it has one), cut off (with an error) past the server's maximum body
+/// size.
+pub type RequestBody = Limited<IncomingBody>;
+
+pub use body_budget::{BodyBudget, BodyOverBudget, IncomingBody};
 
 pub use request_scope::ResponseBody;
 
@@ -105,6 +108,8 @@ pub(crate) struct Config {
     pub(crate) pool: &'static ArenaPool,
     /// Whether every request carries a [`ClientAddr`] extension.
     pub(crate) client_addr: bool,
+    /// Where request bodies' data is held, if bounded.
+    pub(crate) body_budget: Option<BodyBudget>,
     /// What the server has done so far; read through [`ServerStats`].
     pub(crate) counters: Arc<Counters>,
 }
@@ -125,6 +130,7 @@ struct Settings {
     arena_wait: Option<Duration>,
     pool: Option<&'static ArenaPool>,
     client_addr: bool,
+    body_budget: Option<BodyBudget>,
 }
 
 /// Default number of request arenas.
@@ -162,6 +168,7 @@ impl Default for ServerBuilder {
                 arena_wait: Some(Duration::from_secs(1)),
                 pool: None,
                 client_addr: false,
+                body_budget: None,
             },
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             reuse_port: false,
@@ -265,6 +272,24 @@ impl ServerBuilder {
         self
     }
 
+    /// Holds the data of every request body in `budget` (default: none, no bound but
+    /// hyper's own flow control per connection): a handler's body read copies each
+    /// piece into the budget, waiting for room when it is full, and while it waits its
+    /// connection's socket is not read, so TCP pushes the client back. A chunk goes back
+    /// when the handler drops it. Give several servers clones of one budget to bound
+    /// them together.
+    ///
+    /// Handlers should stream their bodies: a read that would take one body's live
+    /// chunks past the whole budget fails with [`BodyOverBudget`], and handlers that
+    /// each hold part of the budget while waiting for more wait until the handler
+    /// timeout cancels them (503), which gives their bytes back. Waiting for room counts
+    /// against the handler timeout, not the arena budget: body chunks live outside the
+    /// request's arena. See the README's "Request bodies under one budget".
+    pub fn body_budget(mut self, budget: impl Into<Option<BodyBudget>>) -> Self {
+        self.config.body_budget = budget.into();
+        self
+    }
+
     /// Largest request body. A larger declared `content-length` gets 413 without
     /// calling the handler; a chunked body that grows past it makes the handler's body
     /// reads fail. Default 1 MiB.
@@ -351,6 +376,7 @@ impl ServerBuilder {
             arena_wait: settings.arena_wait,
             pool,
             client_addr: settings.client_addr,
+            body_budget: settings.body_budget,
             counters: Arc::default(),
         };
         Ok(Server {

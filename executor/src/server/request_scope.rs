@@ -62,7 +62,7 @@ use hyper::body::Incoming;
 use pagekeep_arena::{AcquireFuture, PooledArena};
 
 use crate::server::stats::Counters;
-use crate::server::{ClientAddr, Config, Handler, RequestBody};
+use crate::server::{ClientAddr, Config, Handler, IncomingBody, RequestBody};
 use crate::sync::lock;
 use crate::timer::{Sleep, sleep};
 
@@ -927,7 +927,8 @@ impl<H: Handler> hyper::service::Service<Request<Incoming>> for HandlerService<H
             );
             return RequestTask::answered(response, in_flight);
         }
-        let request = request.map(|body| Limited::new(body, max_body));
+        let budget = self.config.body_budget.as_ref();
+        let request = request.map(|body| Limited::new(IncomingBody::new(body, budget), max_body));
         RequestTask::start(&self.handler, request, &self.config, in_flight)
     }
 }

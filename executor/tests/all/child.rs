@@ -107,6 +107,16 @@ fn entry() {
             }
             serve(builder.arenas(2).arena_bytes(64 << 10), routes);
         }
+        "body-budget" | "no-body-budget" => {
+            let budgeted = scenario == "body-budget";
+            serve(
+                builder
+                    .max_body_bytes(64 << 20)
+                    .handler_timeout(Duration::from_secs(60))
+                    .body_budget(budgeted.then(|| pagekeep_executor::BodyBudget::new(8 << 20))),
+                crate::uploads_past_the_body_budget::slow_checksum,
+            );
+        }
         "lingering" => {
             // Goes on after the server is done, as a program that cleans up does.
             serve(builder.shutdown_deadline(Duration::from_secs(1)), routes);

@@ -44,4 +44,5 @@ mod timeouts;
 mod timers;
 #[cfg(feature = "tokio-io")]
 mod tokio_io;
+mod uploads_past_the_body_budget;
 mod vectored_writes;
