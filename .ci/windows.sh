@@ -24,6 +24,8 @@ export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=wine
 export WINEDEBUG=-all
 # A wine prefix of our own, so that nothing of the user's ~/.wine is used or changed.
 export WINEPREFIX="$PWD/target/wine-prefix"
+# wine makes the prefix but not its parent (no target/ yet in a fresh checkout).
+mkdir -p "$(dirname "$WINEPREFIX")"
 
 step "wine prefix, with a bcryptprimitives.dll stand-in (wine 8 lacks it; Rust's std needs ProcessPrng)"
 wine cmd /c exit
