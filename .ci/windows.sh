@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI for Windows (issue 19): the allocator crates built for x86_64-pc-windows-gnu with
-# mingw-w64 and their tests run under wine (Debian's wine 8), with the number of tests
+# mingw-w64 and their tests run under wine, and the executor's unit tests (Debian's wine 8), with the number of tests
 # run and passed printed per crate; `cargo check` for x86_64-pc-windows-msvc. Any failure
 # (a failed test, a test binary that ends without its summary, as one that crashes under
 # wine does) fails the run.
@@ -37,8 +37,10 @@ cargo clippy --target x86_64-pc-windows-gnu --all-targets \
     -p pagekeep-mmap -p pagekeep-slab -p pagekeep-slab-capi -p pagekeep-arena -- -D warnings
 cargo clippy --target x86_64-pc-windows-gnu --all-targets --no-default-features \
     -p pagekeep-alloc-test -- -D warnings
-# The executor's library only: its tests use Unix APIs (README, "Platforms").
+# The executor's library and its unit tests: its integration tests use Unix APIs
+# (executor/README.md, "Platforms").
 cargo clippy --target x86_64-pc-windows-gnu -p pagekeep-executor -- -D warnings
+cargo clippy --target x86_64-pc-windows-gnu -p pagekeep-executor --lib --profile test -- -D warnings
 
 step "cargo check for x86_64-pc-windows-msvc (no linker needed)"
 cargo check --target x86_64-pc-windows-msvc -p pagekeep-mmap -p pagekeep-slab -p pagekeep-arena
@@ -94,6 +96,8 @@ run_tests pagekeep-arena
 # and the executor benchmark's tokio peers: the suite runs without them, as in the
 # release step of .ci/run.
 run_tests pagekeep-alloc-test --no-default-features
+# The executor's unit tests (the Ctrl-C watcher's among them); not its integration tests.
+run_tests pagekeep-executor --lib
 
 step "Windows: tests run and passed under wine (${SECONDS}s in all)"
 printf '%s' "$summary"

@@ -33,7 +33,7 @@ pub use runtime::{Builder, Runtime};
 pub use server::{
     ClientAddr, Handler, RequestBody, ResponseBody, Server, ServerBuilder, ServerStats,
 };
-#[cfg(unix)]
+#[cfg(any(unix, windows))]
 pub use shutdown::SignalWatcher;
 pub use shutdown::{Shutdown, ShutdownWait};
 pub use task::{current_worker, spawn};
