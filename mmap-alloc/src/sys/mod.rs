@@ -90,7 +90,7 @@ pub enum PageBacking {
     /// never paged out.
     Huge,
     /// Base pages only: the OS has no huge pages for it (a Linux kernel built without
-    /// transparent huge pages, macOS, miri's stand-in refusing; on Windows, the process
+    /// transparent huge pages, macOS; on Windows, the process
     /// lacks `SeLockMemoryPrivilege`, the processor has no large pages, or the OS found
     /// no free large pages). The mapping is an ordinary [`map_committed`] one.
     Base,
@@ -134,7 +134,9 @@ fn platform_huge_page_size() -> usize {
 /// - Linux: [`map_committed`] and [`advise_huge_pages`] with [`HugePages::Prefer`];
 ///   when the advice is refused (a kernel built without transparent huge pages) the
 ///   mapping stays, with base pages. Pages read as zeros and take memory when touched.
-/// - macOS and miri: [`map_committed`], with base pages.
+/// - macOS: [`map_committed`], with base pages (the advice is unsupported there).
+/// - miri: as Linux; the stand-in accepts the advice, so the answer is
+///   [`PageBacking::Huge`] though nothing changes.
 /// - Windows: `VirtualAlloc(MEM_RESERVE | MEM_COMMIT | MEM_LARGE_PAGES)` (large pages
 ///   must be committed when reserved, in multiples of `GetLargePageMinimum()`), after
 ///   enabling `SeLockMemoryPrivilege` in the process token once (it can only be enabled
