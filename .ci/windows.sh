@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI for Windows (issue 19): the allocator crates built for x86_64-pc-windows-gnu with
-# mingw-w64 and their tests run under wine (Debian's wine 8), with the number of tests
+# mingw-w64 and their tests run under wine, and the executor's unit tests (Debian's wine 8), with the number of tests
 # run and passed printed per crate; `cargo check` for x86_64-pc-windows-msvc. Any failure
 # (a failed test, a test binary that ends without its summary, as one that crashes under
 # wine does) fails the run.
@@ -24,6 +24,8 @@ export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=wine
 export WINEDEBUG=-all
 # A wine prefix of our own, so that nothing of the user's ~/.wine is used or changed.
 export WINEPREFIX="$PWD/target/wine-prefix"
+# wine makes the prefix but not its parent (no target/ yet in a fresh checkout).
+mkdir -p "$(dirname "$WINEPREFIX")"
 
 step "wine prefix, with a bcryptprimitives.dll stand-in (wine 8 lacks it; Rust's std needs ProcessPrng)"
 wine cmd /c exit
@@ -35,8 +37,9 @@ cargo clippy --target x86_64-pc-windows-gnu --all-targets \
     -p pagekeep-mmap -p pagekeep-slab -p pagekeep-slab-capi -p pagekeep-arena -- -D warnings
 cargo clippy --target x86_64-pc-windows-gnu --all-targets --no-default-features \
     -p pagekeep-alloc-test -- -D warnings
-# The executor's library only: its tests use Unix APIs (README, "Platforms").
-cargo clippy --target x86_64-pc-windows-gnu -p pagekeep-executor -- -D warnings
+# The executor: library, unit tests, examples and the integration tests that build on
+# Windows; only the unit tests run under wine (executor/README.md, "Platforms").
+cargo clippy --target x86_64-pc-windows-gnu -p pagekeep-executor --all-targets -- -D warnings
 
 step "cargo check for x86_64-pc-windows-msvc (no linker needed)"
 cargo check --target x86_64-pc-windows-msvc -p pagekeep-mmap -p pagekeep-slab -p pagekeep-arena
@@ -92,6 +95,8 @@ run_tests pagekeep-arena
 # and the executor benchmark's tokio peers: the suite runs without them, as in the
 # release step of .ci/run.
 run_tests pagekeep-alloc-test --no-default-features
+# The executor's unit tests (the Ctrl-C watcher's among them); not its integration tests.
+run_tests pagekeep-executor --lib
 
 step "Windows: tests run and passed under wine (${SECONDS}s in all)"
 printf '%s' "$summary"

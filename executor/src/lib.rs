@@ -34,7 +34,7 @@ pub use server::{
     BodyBudget, BodyOverBudget, ClientAddr, Handler, IncomingBody, RequestBody, ResponseBody,
     Server, ServerBuilder, ServerStats,
 };
-#[cfg(unix)]
+#[cfg(any(unix, windows))]
 pub use shutdown::SignalWatcher;
 pub use shutdown::{Shutdown, ShutdownWait};
 pub use task::{current_worker, spawn};

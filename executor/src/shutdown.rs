@@ -1,5 +1,5 @@
 //! Shutdown: a broadcast "stop now" flag that tasks can await, and the SIGINT/SIGTERM
-//! watcher that raises it.
+//! watcher that raises it (Ctrl-C on Windows, `sys/ctrl_c.rs`).
 //!
 //! Sequence (driven by [`Server`](crate::Server)): the signal (or
 //! [`Shutdown::trigger`]) raises the flag; accept loops see it and drop their
@@ -103,12 +103,16 @@ impl Shutdown {
     /// default before the first watcher was made has its default action again (a
     /// program that goes on after its server is done can still be interrupted).
     ///
-    /// Unix only: on Windows (no SIGTERM; Ctrl-C arrives through console control
-    /// handlers) there is no watcher yet; call [`trigger`](Self::trigger) from your own
-    /// Ctrl-C handling.
+    /// On Windows, which has no signals, Ctrl-C and Ctrl-Break (console control events,
+    /// through `SetConsoleCtrlHandler`) stand for SIGINT: the first raises the flag, a
+    /// second while a watcher lives ends the process with `STATUS_CONTROL_C_EXIT`, and
+    /// once the last watcher is dropped Ctrl-C has its default action again. There is
+    /// no SIGTERM: console close, logoff and system shutdown are not watched (the system
+    /// ends the process when its handlers return).
     ///
     /// # Errors
-    /// When the signal handlers cannot be installed or the watcher thread not started.
+    /// When the signal handlers (the console control handler on Windows) cannot be
+    /// installed or the watcher thread not started.
     #[cfg(unix)]
     pub fn watch_signals(&self) -> std::io::Result<SignalWatcher> {
         use signal_hook::consts::{SIGINT, SIGTERM};
@@ -135,6 +139,19 @@ impl Shutdown {
             handle,
             thread: Some(thread),
             _watching: watching,
+        })
+    }
+
+    /// Raises the flag on the first Ctrl-C or Ctrl-Break, until the returned watcher is
+    /// dropped (see the Unix version of this method for the whole contract; the watch
+    /// is `sys/ctrl_c.rs`).
+    ///
+    /// # Errors
+    /// When the console control handler cannot be installed.
+    #[cfg(windows)]
+    pub fn watch_signals(&self) -> std::io::Result<SignalWatcher> {
+        Ok(SignalWatcher {
+            _watch: crate::sys::watch_ctrl_c(self.clone())?,
         })
     }
 }
@@ -269,8 +286,8 @@ impl Drop for ShutdownWait {
     }
 }
 
-/// Watches SIGINT/SIGTERM for a [`Shutdown`]; dropping it uninstalls the watch. Unix
-/// only (see [`Shutdown::watch_signals`]).
+/// Watches SIGINT/SIGTERM for a [`Shutdown`]; dropping it uninstalls the watch (see
+/// [`Shutdown::watch_signals`]).
 #[cfg(unix)]
 #[must_use = "dropping the watcher stops watching for signals"]
 pub struct SignalWatcher {
@@ -278,6 +295,21 @@ pub struct SignalWatcher {
     thread: Option<thread::JoinHandle<()>>,
     /// Counted among the live watchers until the watch is over (dropped last).
     _watching: Watching,
+}
+
+/// Watches Ctrl-C and Ctrl-Break for a [`Shutdown`]; dropping it ends the watch (see
+/// [`Shutdown::watch_signals`]).
+#[cfg(windows)]
+#[must_use = "dropping the watcher stops watching for Ctrl-C"]
+pub struct SignalWatcher {
+    _watch: crate::sys::CtrlCWatch,
+}
+
+#[cfg(windows)]
+impl fmt::Debug for SignalWatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignalWatcher").finish_non_exhaustive()
+    }
 }
 
 #[cfg(unix)]

@@ -16,4 +16,4 @@ pub use error::{Cause, Error, Operation, Result};
 pub use fault::FailingSource;
 pub use region::Region;
 pub use source::{DefaultPages, HeapPages, OsPages, PageSource};
-pub use sys::{Contents, Decommit, HugePages, Placement, Protection};
+pub use sys::{Contents, Decommit, HugeMapping, HugePages, PageBacking, Placement, Protection};

@@ -172,8 +172,8 @@ impl Default for ServerBuilder {
             },
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             reuse_port: false,
-            // Signal handling is Unix only (see `Shutdown::watch_signals`).
-            handle_signals: cfg!(unix),
+            // SIGINT/SIGTERM on Unix, Ctrl-C on Windows (see `Shutdown::watch_signals`).
+            handle_signals: cfg!(any(unix, windows)),
         }
     }
 }
@@ -205,9 +205,8 @@ impl ServerBuilder {
         self
     }
 
-    /// Whether SIGINT/SIGTERM start a graceful shutdown (default: yes on Unix; on
-    /// Windows, where no signal watcher exists yet, no, and turning it on makes
-    /// [`Server::serve`] fail with [`io::ErrorKind::Unsupported`]).
+    /// Whether SIGINT/SIGTERM (on Windows, Ctrl-C and Ctrl-Break) start a graceful
+    /// shutdown (default: yes).
     pub fn handle_signals(mut self, enabled: bool) -> Self {
         self.handle_signals = enabled;
         self
@@ -509,19 +508,12 @@ impl Server {
             handle_signals,
             ..
         } = self;
-        #[cfg(unix)]
+        #[cfg(any(unix, windows))]
         let _signals = if handle_signals {
             Some(shutdown.watch_signals()?)
         } else {
             None
         };
-        #[cfg(windows)]
-        if handle_signals {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "no signal watcher on Windows: call Shutdown::trigger on Ctrl-C",
-            ));
-        }
         let handler = Arc::new(handler);
         let dispatch = Arc::new(Dispatch::new(runtime.spawner()));
         for (index, listener) in listeners.into_iter().enumerate() {

@@ -9,6 +9,10 @@ mod unix;
 pub(crate) use unix::{MAX_TRANSFER_BYTES, MAX_WRITE_SLICES, has_default_action, read_into_uninit};
 
 #[cfg(windows)]
+mod ctrl_c;
+#[cfg(windows)]
+pub(crate) use ctrl_c::{CtrlCWatch, watch as watch_ctrl_c};
+#[cfg(windows)]
 mod windows;
 #[cfg(windows)]
 pub(crate) use windows::{MAX_TRANSFER_BYTES, MAX_WRITE_SLICES, read_into_uninit};

@@ -1,6 +1,6 @@
 //! Windows implementation of the [`super`] functions (Winsock). Checked to build
-//! (`cargo check --target x86_64-pc-windows-gnu`); the executor's tests are not run on
-//! Windows yet (see the README's platform table).
+//! (`cargo clippy --target x86_64-pc-windows-gnu`); the executor's integration tests are
+//! not run on Windows (see the README's "Platforms").
 
 use std::io;
 use std::mem::MaybeUninit;

@@ -13,7 +13,9 @@ use crate::support::*;
 fn example(name: &str) -> PathBuf {
     let deps = std::env::current_exe().unwrap();
     let profile = deps.parent().unwrap().parent().unwrap();
-    let binary = profile.join("examples").join(name);
+    let binary = profile
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     if !binary.exists() {
         // The profile this test binary was built with, named as cargo names it.
         let profile = match profile.file_name().and_then(|name| name.to_str()) {

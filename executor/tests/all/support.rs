@@ -418,17 +418,21 @@ pub fn count(haystack: &[u8], needle: &str) -> usize {
 
 /// The environment variable that makes this test binary's `child::entry` run a
 /// scenario (a server) instead of skipping.
+#[cfg(unix)]
 pub const CHILD_SCENARIO: &str = "EXECUTOR_TEST_CHILD_SCENARIO";
 
 /// A server scenario running in a child process (this test binary again, running the
 /// ignored `child::entry` test): signals, process exits and descriptor limits cannot
-/// be tried on the test process itself. Killed on drop if still running.
+/// be tried on the test process itself. Killed on drop if still running. Unix only
+/// (`pre_exec`, `kill`).
+#[cfg(unix)]
 pub struct ChildServer {
     pub process: std::process::Child,
     pub address: SocketAddr,
     stdout: std::io::BufReader<std::process::ChildStdout>,
 }
 
+#[cfg(unix)]
 impl ChildServer {
     /// Starts `scenario` and waits (bounded) for it to say where it listens.
     pub fn start(scenario: &str) -> Self {
@@ -531,6 +535,7 @@ impl ChildServer {
     }
 }
 
+#[cfg(unix)]
 impl Drop for ChildServer {
     fn drop(&mut self) {
         let _ = self.process.kill();

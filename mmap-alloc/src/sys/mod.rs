@@ -80,6 +80,129 @@ pub enum HugePages {
     Avoid,
 }
 
+/// What backs a mapping made by [`map_committed_huge`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PageBacking {
+    /// Huge pages. On Linux the mapping is advised `MADV_HUGEPAGE` and the kernel accepted
+    /// the advice: transparent huge pages back its aligned frames where the kernel finds
+    /// free 2 MiB frames (at first touch or later, by `khugepaged`). On Windows it is
+    /// large-page memory (`MEM_LARGE_PAGES`): committed and resident from the start,
+    /// never paged out.
+    Huge,
+    /// Base pages only: the OS has no huge pages for it (a Linux kernel built without
+    /// transparent huge pages, macOS; on Windows, the process
+    /// lacks `SeLockMemoryPrivilege`, the processor has no large pages, or the OS found
+    /// no free large pages). The mapping is an ordinary [`map_committed`] one.
+    Base,
+}
+
+/// A committed read-write mapping from [`map_committed_huge`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[must_use = "the mapping must be given back with `release(ptr, len)`"]
+pub struct HugeMapping {
+    /// Its start, aligned to [`huge_page_size`].
+    pub ptr: NonNull<u8>,
+    /// Its length in bytes: the length asked for rounded up to whole huge pages.
+    pub len: usize,
+    /// Whether huge pages back it.
+    pub backing: PageBacking,
+}
+
+/// The size in bytes of a huge page: 2 MiB on Linux and macOS (the x86-64 PMD size, the
+/// unit of transparent huge pages); on Windows `GetLargePageMinimum()`, or 2 MiB when the
+/// processor has no large pages (it answers 0).
+pub fn huge_page_size() -> usize {
+    platform_huge_page_size()
+}
+
+#[cfg(all(windows, not(miri)))]
+fn platform_huge_page_size() -> usize {
+    platform::large_page_minimum().unwrap_or(2 << 20)
+}
+
+#[cfg(not(all(windows, not(miri))))]
+fn platform_huge_page_size() -> usize {
+    2 << 20
+}
+
+/// Reserves and commits `len` bytes read-write, rounded up to whole huge pages and
+/// aligned to [`huge_page_size`], backed by huge pages where the OS provides them, and
+/// by base pages otherwise: the result says which ([`PageBacking`]). Missing huge-page
+/// support is not an error, as [`Decommit::Lazy`] falling back to [`Decommit::Zero`]
+/// is not; an error means that not even base pages could be mapped.
+///
+/// - Linux: [`map_committed`] and [`advise_huge_pages`] with [`HugePages::Prefer`];
+///   when the advice is refused (a kernel built without transparent huge pages) the
+///   mapping stays, with base pages. Pages read as zeros and take memory when touched.
+/// - macOS: [`map_committed`], with base pages (the advice is unsupported there).
+/// - miri: as Linux; the stand-in accepts the advice, so the answer is
+///   [`PageBacking::Huge`] though nothing changes.
+/// - Windows: `VirtualAlloc(MEM_RESERVE | MEM_COMMIT | MEM_LARGE_PAGES)` (large pages
+///   must be committed when reserved, in multiples of `GetLargePageMinimum()`), after
+///   enabling `SeLockMemoryPrivilege` in the process token once (it can only be enabled
+///   when the account holds it: "Lock pages in memory" in the local security policy).
+///   Without the privilege, without large-page support, or when the OS has no free
+///   large pages (`ERROR_NO_SYSTEM_RESOURCES`: physical memory too fragmented), the
+///   mapping is made with base pages as [`map_committed`] makes it. Large pages are
+///   resident and zeroed from the start; Windows documents them as not pageable, so a
+///   decommit or a release of part of such a mapping may be refused (an error, the
+///   mapping unchanged); release it whole. Under wine the privilege is not granted and
+///   only the base-page path runs in the tests: the large-page path is untested here.
+///
+/// Give the mapping back with [`release`]`(ptr, len)`.
+///
+/// # Errors
+/// `len` zero, or overflowing when rounded up to huge pages ([`Cause::InvalidInput`]);
+/// the OS refuses base pages too (`ENOMEM`, `ERROR_NOT_ENOUGH_MEMORY`).
+///
+/// # Examples
+///
+/// ```
+/// use pagekeep_mmap::sys::{self, PageBacking};
+///
+/// let mapping = sys::map_committed_huge(1)?;
+/// assert_eq!(mapping.len, sys::huge_page_size());
+/// assert_eq!(mapping.ptr.addr().get() % sys::huge_page_size(), 0);
+/// // SAFETY: the mapping is committed read-write, whatever backs it.
+/// unsafe { mapping.ptr.write(7) };
+/// if mapping.backing == PageBacking::Base {
+///     // No huge pages here: an ordinary mapping, as `map_committed` makes.
+/// }
+/// // SAFETY: the whole mapping, not used afterwards.
+/// unsafe { sys::release(mapping.ptr, mapping.len) }?;
+/// # Ok::<(), pagekeep_mmap::Error>(())
+/// ```
+pub fn map_committed_huge(len: usize) -> Result<HugeMapping> {
+    let frame = huge_page_size();
+    let len = page_len(Operation::Reserve, 0, len)?
+        .checked_add(frame - 1)
+        .map(|padded| padded & !(frame - 1))
+        .ok_or(Error::invalid(
+            Operation::Reserve,
+            "length overflows when rounded up to whole huge pages",
+            0,
+            len,
+        ))?;
+    #[cfg(all(windows, not(miri)))]
+    if let Some(ptr) = platform::map_large_pages(len) {
+        return Ok(HugeMapping {
+            ptr,
+            len,
+            backing: PageBacking::Huge,
+        });
+    }
+    let ptr = map(len, frame, Protection::ReadWrite)?;
+    #[cfg(all(windows, not(miri)))]
+    let backing = PageBacking::Base;
+    #[cfg(not(all(windows, not(miri))))]
+    // SAFETY: the mapping was just made and is owned here; advice leaves its contents.
+    let backing = match unsafe { platform::advise_huge_pages(ptr, len, HugePages::Prefer) } {
+        Ok(()) => PageBacking::Huge,
+        Err(_) => PageBacking::Base,
+    };
+    Ok(HugeMapping { ptr, len, backing })
+}
+
 /// Where [`remap`] may put the resized mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Placement {

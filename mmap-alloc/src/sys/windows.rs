@@ -14,7 +14,10 @@
 //!   usual case) is one `MEM_RELEASE` with no table look-up beyond an atomic load. A
 //!   release may span several reservations (a block grown in place is two) and skips
 //!   free address space, as `munmap` does. The released part stays reserved (address
-//!   space, no memory) until the rest of its reservation goes. The table holds
+//!   space, no memory) until the rest of its reservation goes, and is treated as
+//!   unmapped meanwhile: commit, protect, decommit and populate refuse it
+//!   (`ERROR_INVALID_ADDRESS`, as `mprotect` and `madvise` answer `ENOMEM`) instead of
+//!   committing it again. The table holds
 //!   [`MAX_PARTIAL`] reservations with parts outstanding, each with up to [`MAX_RANGES`]
 //!   separate released ranges; past that, a partial release
 //!   fails with `ERROR_NOT_ENOUGH_MEMORY` and the range stays as it was, as `munmap`
@@ -40,6 +43,10 @@
 //! - Huge pages: Windows chooses large pages when memory is reserved (`MEM_LARGE_PAGES`,
 //!   which needs `SeLockMemoryPrivilege`), never by advice on existing pages, so
 //!   [`advise_huge_pages`] answers [`Cause::Unsupported`], as macOS does.
+//!   `sys::map_committed_huge` makes large-page mappings ([`map_large_pages`]: committed
+//!   at reservation, a multiple of `GetLargePageMinimum()`), and falls back to base
+//!   pages without the privilege or the support. Under wine the privilege is not
+//!   granted, so the large-page path is untested.
 //! - NUMA: `VirtualAllocExNuma` with `MEM_COMMIT` sets the preferred node of the
 //!   committed parts of the range; Windows has no binding for pages not yet committed.
 //! - Residency is `QueryWorkingSetEx`; there is no `MADV_DONTDUMP` (unsupported).
@@ -52,18 +59,26 @@ use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use windows_sys::Win32::Foundation::{
-    ERROR_INVALID_ADDRESS, ERROR_INVALID_PARAMETER, ERROR_NOT_ENOUGH_MEMORY,
+    CloseHandle, ERROR_INVALID_ADDRESS, ERROR_INVALID_PARAMETER, ERROR_NOT_ALL_ASSIGNED,
+    ERROR_NOT_ENOUGH_MEMORY, GetLastError, HANDLE, LUID,
+};
+use windows_sys::Win32::Security::{
+    AdjustTokenPrivileges, LUID_AND_ATTRIBUTES, LookupPrivilegeValueW, SE_LOCK_MEMORY_NAME,
+    SE_PRIVILEGE_ENABLED, TOKEN_ADJUST_PRIVILEGES, TOKEN_PRIVILEGES, TOKEN_QUERY,
 };
 use windows_sys::Win32::System::Memory::{
-    MEM_COMMIT, MEM_DECOMMIT, MEM_FREE, MEM_RELEASE, MEM_RESERVE, MEM_RESET,
-    MEMORY_BASIC_INFORMATION, PAGE_NOACCESS, PAGE_PROTECTION_FLAGS, PAGE_READONLY, PAGE_READWRITE,
-    VirtualAlloc, VirtualAllocExNuma, VirtualFree, VirtualProtect, VirtualQuery,
+    GetLargePageMinimum, MEM_COMMIT, MEM_DECOMMIT, MEM_FREE, MEM_LARGE_PAGES, MEM_RELEASE,
+    MEM_RESERVE, MEM_RESET, MEMORY_BASIC_INFORMATION, PAGE_NOACCESS, PAGE_PROTECTION_FLAGS,
+    PAGE_READONLY, PAGE_READWRITE, VirtualAlloc, VirtualAllocExNuma, VirtualFree, VirtualProtect,
+    VirtualQuery,
 };
 use windows_sys::Win32::System::ProcessStatus::{
     K32QueryWorkingSetEx, PSAPI_WORKING_SET_EX_INFORMATION,
 };
 use windows_sys::Win32::System::SystemInformation::{GetSystemInfo, SYSTEM_INFO};
-use windows_sys::Win32::System::Threading::{GetCurrentProcess, GetNumaHighestNodeNumber};
+use windows_sys::Win32::System::Threading::{
+    GetCurrentProcess, GetNumaHighestNodeNumber, OpenProcessToken,
+};
 
 use super::{Contents, Decommit, HugePages, Placement, Protection};
 use crate::error::{Cause, Error, Operation, Result};
@@ -247,7 +262,7 @@ fn for_each_span(
     let end = ptr.addr().get() + len;
     let mut cursor = ptr;
     while cursor.addr().get() < end {
-        let span = query(operation, cursor)?;
+        let span = without_released(query(operation, cursor)?);
         let span_end = span.end.min(end);
         if span_end <= span.start {
             return Err(os_error(operation, ERROR_INVALID_ADDRESS, span.start, len));
@@ -257,6 +272,36 @@ fn for_each_span(
         cursor = unsafe { cursor.add(span_end - span.start) };
     }
     Ok(())
+}
+
+/// `span` as `munmap` would have left it: a run of reserved pages that starts in a
+/// released part (decommitted, but reserved until the rest of its reservation goes) is
+/// free address space up to the end of that part, and one that starts before a
+/// released part ends where it begins. So commit, protect, decommit and populate refuse
+/// a released part as they refuse an unmapped range, instead of bringing it back.
+fn without_released(mut span: Span) -> Span {
+    // Released parts are decommitted: they are in reserved runs only.
+    if span.state != MEM_RESERVE || PARTIAL_COUNT.load(Ordering::Acquire) == 0 {
+        return span;
+    }
+    let table = PARTIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let Some(entry) = table
+        .iter()
+        .find(|entry| entry.base != 0 && entry.base == span.allocation_base)
+    else {
+        return span;
+    };
+    for &(from, to) in &entry.ranges[..entry.count] {
+        if (from..to).contains(&span.start) {
+            span.state = MEM_FREE;
+            span.end = span.end.min(to);
+        } else if span.start < from && from < span.end {
+            span.end = from;
+        }
+    }
+    span
 }
 
 /// The error for a range that is not wholly reserved (what `mmap`'s `ENOMEM` says).
@@ -540,9 +585,16 @@ pub(super) unsafe fn decommit(ptr: NonNull<u8>, len: usize, mode: Decommit) -> R
         Decommit::Lazy => Contents::Unspecified,
     };
     let mut any_reset = false;
+    // Linux's `madvise` advises the mapped parts of a range with holes and then fails
+    // with `ENOMEM`: so the memory of every mapped part goes back here too (as
+    // `release_or_decommit` relies on) before the hole is reported.
+    let mut unmapped = None;
     for_each_span(Operation::Decommit, ptr, len, |part, part_len, span| {
         match span.state {
-            MEM_FREE => Err(not_mapped(Operation::Decommit, part, part_len)),
+            MEM_FREE => {
+                unmapped.get_or_insert(not_mapped(Operation::Decommit, part, part_len));
+                Ok(())
+            }
             // Reserved pages hold nothing; they read as zeros once committed.
             MEM_COMMIT => {
                 if mode == Decommit::Lazy {
@@ -563,11 +615,108 @@ pub(super) unsafe fn decommit(ptr: NonNull<u8>, len: usize, mode: Decommit) -> R
             _ => Ok(()),
         }
     })?;
+    if let Some(error) = unmapped {
+        return Err(error);
+    }
     if mode == Decommit::Lazy && !any_reset {
         // Every committed part was zeroed (MEM_RESET refused, or nothing committed).
         contents = Contents::Zeroed;
     }
     Ok(contents)
+}
+
+/// The large-page size (`GetLargePageMinimum()`), or `None` when the processor has
+/// none.
+pub(super) fn large_page_minimum() -> Option<usize> {
+    // SAFETY: a query without arguments.
+    let size = unsafe { GetLargePageMinimum() };
+    (size.is_power_of_two() && size >= super::page_size()).then_some(size)
+}
+
+/// Whether `SeLockMemoryPrivilege` is enabled in the process token: 0 not tried yet,
+/// 1 enabled, 2 not held (or the token could not be changed).
+static LOCK_MEMORY_PRIVILEGE: AtomicU8 = AtomicU8::new(0);
+
+/// Enables `SeLockMemoryPrivilege` in the process token (tried once); true when it is
+/// enabled. `AdjustTokenPrivileges` succeeds without enabling a privilege the account
+/// does not hold, and says so with `ERROR_NOT_ALL_ASSIGNED`.
+fn lock_memory_privilege() -> bool {
+    match LOCK_MEMORY_PRIVILEGE.load(Ordering::Acquire) {
+        1 => return true,
+        2 => return false,
+        _ => {}
+    }
+    let enabled = enable_lock_memory_privilege();
+    LOCK_MEMORY_PRIVILEGE.store(if enabled { 1 } else { 2 }, Ordering::Release);
+    enabled
+}
+
+fn enable_lock_memory_privilege() -> bool {
+    let mut token: HANDLE = ptr::null_mut();
+    // SAFETY: the pseudo-handle of this process; `token` is valid for writes.
+    let opened = unsafe {
+        OpenProcessToken(
+            GetCurrentProcess(),
+            TOKEN_ADJUST_PRIVILEGES | TOKEN_QUERY,
+            &mut token,
+        )
+    };
+    if opened == 0 {
+        return false;
+    }
+    let mut privileges = TOKEN_PRIVILEGES {
+        PrivilegeCount: 1,
+        Privileges: [LUID_AND_ATTRIBUTES {
+            Luid: LUID {
+                LowPart: 0,
+                HighPart: 0,
+            },
+            Attributes: SE_PRIVILEGE_ENABLED,
+        }],
+    };
+    // SAFETY: `SE_LOCK_MEMORY_NAME` is a NUL-terminated UTF-16 string; the LUID is valid
+    // for writes.
+    let found = unsafe {
+        LookupPrivilegeValueW(
+            ptr::null(),
+            SE_LOCK_MEMORY_NAME,
+            &mut privileges.Privileges[0].Luid,
+        )
+    } != 0;
+    // SAFETY: `token` was opened with TOKEN_ADJUST_PRIVILEGES; `privileges` holds one
+    // entry, as its count says; no previous state is asked for.
+    let adjusted = found
+        && unsafe {
+            AdjustTokenPrivileges(token, 0, &privileges, 0, ptr::null_mut(), ptr::null_mut())
+        } != 0;
+    // Read at once: `CloseHandle` may change the last error.
+    // SAFETY: reads this thread's last-error value.
+    let all_assigned = adjusted && unsafe { GetLastError() } != ERROR_NOT_ALL_ASSIGNED;
+    // SAFETY: `token` was opened above and is closed once.
+    unsafe { CloseHandle(token) };
+    all_assigned
+}
+
+/// Reserves and commits `len` bytes (a multiple of [`large_page_minimum`]) of large-page
+/// memory, read-write; `None` when there is no large-page support, no
+/// `SeLockMemoryPrivilege`, or the OS refuses (no free large pages): the caller falls
+/// back to base pages.
+pub(super) fn map_large_pages(len: usize) -> Option<NonNull<u8>> {
+    let minimum = large_page_minimum()?;
+    if !len.is_multiple_of(minimum) || !lock_memory_privilege() {
+        return None;
+    }
+    count(Syscall::Mmap);
+    // SAFETY: reserving fresh address space touches no existing memory.
+    let block = unsafe {
+        VirtualAlloc(
+            ptr::null(),
+            len,
+            MEM_RESERVE | MEM_COMMIT | MEM_LARGE_PAGES,
+            PAGE_READWRITE,
+        )
+    };
+    NonNull::new(block.cast())
 }
 
 /// # Safety

@@ -13,6 +13,7 @@ mod fault_injection;
 mod grow_to_stricter_alignment;
 mod guard_page;
 mod heap_reservation_too_large;
+mod huge_pages_or_fallback;
 mod huge_reservation;
 mod numa_highest_node;
 mod os_refusal;
@@ -28,4 +29,5 @@ mod remap_contents;
 #[cfg(feature = "syscall-counters")]
 mod syscall_costs;
 mod util;
+mod windows_contract_edges;
 mod windows_pages;
