@@ -162,12 +162,11 @@ fn run(ops: Vec<Op>, seed: u64) {
                 done_sender.send(job()).expect("the main thread waits");
             }
         });
-        // Runs `job` on the second thread and waits for it.
-        let elsewhere = |job: Job<'_>| {
+        // `elsewhere` runs a job on the second thread and waits for it.
+        run_on(&heap, ops, seed, &|job| {
             jobs.send(job).expect("the second thread runs");
             done.recv().expect("the second thread answers")
-        };
-        run_on(&heap, ops, seed, &elsewhere);
+        });
     });
 }
 

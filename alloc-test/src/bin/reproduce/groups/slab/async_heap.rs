@@ -2,7 +2,7 @@
 //! allocation and drop against `Box` on `SlabHeap` and on `System`, and the time from a
 //! free to the wake-up of the request waiting for it.
 
-use std::alloc::System;
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
@@ -44,6 +44,22 @@ fn pairs(n: u64, mut allocate_and_drop: impl FnMut(Value)) -> Duration {
     start.elapsed()
 }
 
+/// What `Box::new` then drop do on `System` (the global allocator of this program is
+/// another): allocate, move the value in, free.
+fn box_on_system(value: Value) {
+    let layout = Layout::new::<Value>();
+    // SAFETY: a non-zero layout; the block is checked, written, then freed once with
+    // the same layout.
+    unsafe {
+        let block = System.alloc(layout).cast::<Value>();
+        if block.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        block.write(value);
+        System.dealloc(black_box(block).cast(), layout);
+    }
+}
+
 /// The uncontended rows: `try_alloc` and `alloc().await` (ready at its first poll) of an
 /// `AsyncHeap` against `Box` on `SlabHeap` and on `System`, in the same rounds.
 fn uncontended(settings: Settings, progress: &mut Progress) -> Vec<Row> {
@@ -66,11 +82,7 @@ fn uncontended(settings: Settings, progress: &mut Progress) -> Vec<Row> {
                     drop(black_box(allocator_api2::boxed::Box::new_in(value, &slab)))
                 })
             },
-            &mut |n| {
-                pairs(n, |value| {
-                    drop(black_box(allocator_api2::boxed::Box::new_in(value, System)))
-                })
-            },
+            &mut |n| pairs(n, box_on_system),
         ],
     );
     let peers = |ours: &str, figure: &Measurement| {
