@@ -57,7 +57,7 @@ impl<T: ?Sized, S: PageSource + Clone> Unpin for HeapBox<'_, T, S> {}
 
 impl<'h, T, S: PageSource + Clone> HeapBox<'h, T, S> {
     /// Moves `value` into `block`, which must have `T`'s layout.
-    #[inline]
+    #[inline(always)]
     pub(super) fn write(block: HeapBlock<'h, S>, value: T) -> Self {
         debug_assert_eq!(block.layout(), Layout::new::<T>());
         let heap = block.heap();
@@ -136,7 +136,7 @@ impl<'h, T: ?Sized, S: PageSource + Clone> HeapBox<'h, T, S> {
 }
 
 impl<T: ?Sized, S: PageSource + Clone> Drop for HeapBox<'_, T, S> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         /// Frees the block even if the value's drop panics.
         struct Free<'a, S: PageSource + Clone> {
@@ -145,7 +145,7 @@ impl<T: ?Sized, S: PageSource + Clone> Drop for HeapBox<'_, T, S> {
             layout: Layout,
         }
         impl<S: PageSource + Clone> Drop for Free<'_, S> {
-            #[inline]
+            #[inline(always)]
             fn drop(&mut self) {
                 // SAFETY: the box's block with the layout of its value, freed once.
                 unsafe { self.heap.dealloc(self.ptr, self.layout) };
@@ -153,6 +153,13 @@ impl<T: ?Sized, S: PageSource + Clone> Drop for HeapBox<'_, T, S> {
         }
         // SAFETY: the value is initialised (box invariant).
         let layout = Layout::for_value(unsafe { self.ptr.as_ref() });
+        if !core::mem::needs_drop::<T>() {
+            // Nothing to drop, nothing that can unwind: no guard (whose construction
+            // cost a store-forwarding stall on the fast path).
+            // SAFETY: the box's block with the layout of its value, freed once.
+            unsafe { self.heap.dealloc(self.ptr.cast(), layout) };
+            return;
+        }
         let _free = Free {
             heap: self.heap,
             ptr: self.ptr.cast(),

@@ -26,6 +26,25 @@
 //!   (here the waiter looks and registers under the lock, in one compare-and-swap that
 //!   sets [`WAITING`], and the free sees that bit).
 //!
+//! In front of the word sit the threads' credits (`credit.rs`): bytes a thread took
+//! from the word in a batch, with which it serves its requests and frees while
+//! [`WAITING`] is clear. The rules that keep FIFO and the wake-ups with them:
+//!
+//! - A new credit is taken from the word by a compare-and-swap that fails while
+//!   [`WAITING`] is set, and a request is served from a credit only after the thread's
+//!   look at [`WAITING`] inside its slot's mark: a waiter registers (sets [`WAITING`])
+//!   before its pass flags the slots, so a thread either sees the flag or the pass
+//!   sees the thread inside (then its request counts as made before the waiter's).
+//! - A waiter's pass (under the lock, right after it set [`WAITING`]) takes the credit
+//!   of every slot whose owner is out, adds it to the word and grants. An owner that
+//!   was inside looks at [`WAITING`] after it clears its mark (fence in between, the
+//!   pass fences between flagging and looking), so it sees the waiter and gives its
+//!   whole credit to the word, which pumps as a free does: no byte a waiter needs stays
+//!   in a credit.
+//! - Credits of threads that exited (or stay idle) are taken by the next pass;
+//!   [`try_acquire`](Budget::try_acquire) also runs one when the word is short but the
+//!   word and the credits together would do.
+//!
 //! A free therefore never waits for the lock (it adds its bytes, and grants only if the
 //! lock is free), and no waker runs while the lock is held: the holder collects at most
 //! [`WAKE_BATCH`] wakers, unlocks, then wakes them.
@@ -40,6 +59,8 @@ use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
 use std::collections::VecDeque;
+
+use super::credit::{self, SLOTS, Slot};
 
 #[cfg(not(loom))]
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -190,6 +211,11 @@ pub(crate) struct Budget {
     /// Accessed only by the holder of [`LOCKED`].
     queue: QueueCell,
     capacity: usize,
+    /// The bytes a thread takes into its credit at once; 0: credits are off (see
+    /// `credit.rs`), and only charges up to it use them.
+    batch: usize,
+    /// The threads' credits ([`SLOTS`] of them, or none when credits are off).
+    slots: Box<[Slot]>,
 }
 
 // SAFETY: the queue is only touched by the holder of the lock bit (module docs); what it
@@ -204,6 +230,7 @@ impl fmt::Debug for Budget {
         f.debug_struct("Budget")
             .field("capacity", &self.capacity)
             .field("available", &(state & BYTES))
+            .field("credits", &self.credits())
             .field("waiting", &(state & WAITING != 0))
             .finish()
     }
@@ -232,6 +259,29 @@ impl Budget {
             capacity <= MAX_CAPACITY,
             "an async heap holds at most 2^61 - 1 bytes"
         );
+        // Credits need the pass's fence; a batch too small for the smallest block is
+        // no use.
+        let batch = credit::batch_for(capacity);
+        let batch = if batch >= 8 && credit::heavy_fence() {
+            batch
+        } else {
+            0
+        };
+        Self::with_batch(capacity, batch)
+    }
+
+    /// A budget of `capacity` bytes whose threads take credits of `batch` bytes (0: no
+    /// credits).
+    pub(crate) fn with_batch(capacity: usize, batch: usize) -> Self {
+        assert!(
+            capacity <= MAX_CAPACITY,
+            "an async heap holds at most 2^61 - 1 bytes"
+        );
+        let slots = if batch == 0 {
+            Box::default()
+        } else {
+            (0..SLOTS).map(|_| Slot::new()).collect()
+        };
         Budget {
             state: AtomicUsize::new(capacity),
             queue: QueueCell::new(Queue {
@@ -239,6 +289,8 @@ impl Budget {
                 ..Queue::default()
             }),
             capacity,
+            batch,
+            slots,
         }
     }
 
@@ -248,9 +300,106 @@ impl Budget {
         self.capacity
     }
 
-    /// The bytes available now.
+    /// The bytes available now: in the shared word and in the threads' credits (a sum
+    /// of loads, exact when no thread allocates or frees meanwhile).
     pub(crate) fn available(&self) -> usize {
-        self.state.load(Ordering::Acquire) & BYTES
+        (self.state.load(Ordering::Acquire) & BYTES) + self.credits()
+    }
+
+    /// The bytes in the threads' credits.
+    fn credits(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|slot| slot.credit.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// The calling thread's slot, if it owns one.
+    #[inline(always)]
+    fn own_slot(&self) -> Option<&Slot> {
+        // `slots` is empty when credits are off.
+        let token = credit::thread_token();
+        let slot = self.slots.get(credit::slot_index(token))?;
+        (slot.owner.load(Ordering::Relaxed) == token).then_some(slot)
+    }
+
+    /// The calling thread's slot, claimed if nobody owns it.
+    fn own_or_claim_slot(&self) -> Option<&Slot> {
+        let token = credit::thread_token();
+        let slot = self.slots.get(credit::slot_index(token))?;
+        match slot
+            .owner
+            .compare_exchange(0, token, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => Some(slot),
+            Err(owner) => (owner == token).then_some(slot),
+        }
+    }
+
+    /// The owner's exit from its slot: if requests wait, its credit goes to the shared
+    /// word (a pass may have found it inside, and left the credit).
+    #[inline(always)]
+    fn leave_slot(&self, slot: &Slot) {
+        slot.leave();
+        if self.state.load(Ordering::Relaxed) & WAITING != 0 {
+            self.flush_credit(slot);
+        }
+    }
+
+    /// Gives the calling thread's whole credit (of `slot`, which it owns) to the shared
+    /// word.
+    #[cold]
+    #[inline(never)]
+    fn flush_credit(&self, slot: &Slot) {
+        slot.enter();
+        let credit = slot.credit.load(Ordering::Relaxed);
+        slot.credit.store(0, Ordering::Relaxed);
+        // Nothing left to flush: no second look at the waiting flag is needed.
+        slot.leave();
+        if credit != 0 {
+            self.release_shared(credit);
+        }
+    }
+
+    /// A pass (under the lock): takes the credit of every slot whose owner is out of it
+    /// into the shared word; returns the bytes taken. A slot whose owner is inside is
+    /// left: that owner gives its credit when it leaves if requests wait.
+    fn reclaim_credits(&self, _locked: &Locked<'_>) -> usize {
+        // Every owned slot, whatever its credit looks like now: an owner may be storing
+        // a refill it took before `WAITING` was set, which only the fence below makes
+        // visible (or makes the owner see `WAITING` when it leaves).
+        let mut flagged = false;
+        for slot in self.slots.iter() {
+            if slot.owner.load(Ordering::Acquire) != 0 {
+                slot.reclaiming.store(true, Ordering::Relaxed);
+                flagged = true;
+            }
+        }
+        if !flagged {
+            return 0;
+        }
+        // A failing fence (only if the system refused it after accepting it when the
+        // budget was made) leaves the credits: their owners give them when they next
+        // leave their slots with requests waiting.
+        let fenced = credit::heavy_fence();
+        let mut taken = 0;
+        for slot in self.slots.iter() {
+            if !slot.reclaiming.load(Ordering::Relaxed) {
+                continue;
+            }
+            // `Acquire`: the owner's last use of its credit happens before.
+            if fenced && slot.in_use.load(Ordering::Acquire) == 0 {
+                taken += slot.credit.load(Ordering::Relaxed);
+                slot.credit.store(0, Ordering::Relaxed);
+            }
+            // `Release`: the owner's next use sees the credit taken.
+            slot.reclaiming.store(false, Ordering::Release);
+        }
+        if taken != 0 {
+            // Under the lock: the grant pass that follows serves the queue.
+            self.state.fetch_add(taken, Ordering::AcqRel);
+        }
+        taken
     }
 
     /// How many requests wait.
@@ -261,9 +410,90 @@ impl Budget {
         waiters
     }
 
-    /// Takes `bytes` if nobody waits and they are available; never waits.
-    #[inline]
+    /// Takes `bytes` if nobody waits and they are available (in the shared word or the
+    /// calling thread's credit, or, taken back, in idle threads' credits); never waits.
+    ///
+    /// The fast path serves the request from the calling thread's credit, with no
+    /// locked instruction.
+    #[inline(always)]
     pub(crate) fn try_acquire(&self, bytes: usize) -> bool {
+        if bytes <= self.batch
+            && let Some(slot) = self.own_slot()
+            && slot.try_enter()
+        {
+            // FIFO: nobody waits (a waiter that registers meanwhile sees the mark, and
+            // this request counts as made before it).
+            let taken = self.state.load(Ordering::Relaxed) & WAITING == 0
+                && match slot.credit.load(Ordering::Relaxed).checked_sub(bytes) {
+                    Some(left) => {
+                        slot.credit.store(left, Ordering::Relaxed);
+                        true
+                    }
+                    None => false,
+                };
+            self.leave_slot(slot);
+            if taken {
+                return true;
+            }
+        }
+        self.try_acquire_slow(bytes)
+    }
+
+    /// [`try_acquire`](Self::try_acquire) without the thread's credit at hand: refills
+    /// the credit with a batch, or takes the bytes from the shared word, or, if they are
+    /// short there but the credits of idle threads would make them up, takes those back
+    /// (under the lock) and tries again.
+    #[cold]
+    #[inline(never)]
+    fn try_acquire_slow(&self, bytes: usize) -> bool {
+        if bytes <= self.batch
+            && let Some(slot) = self.own_or_claim_slot()
+        {
+            slot.enter();
+            let credit = slot.credit.load(Ordering::Relaxed);
+            let taken = if credit >= bytes {
+                // A pass had the slot when the fast path looked.
+                self.state.load(Ordering::Relaxed) & WAITING == 0
+            } else {
+                self.take_shared(self.batch)
+            };
+            if taken {
+                let refilled = if credit >= bytes {
+                    credit
+                } else {
+                    credit + self.batch
+                };
+                slot.credit.store(refilled - bytes, Ordering::Relaxed);
+            }
+            self.leave_slot(slot);
+            if taken {
+                return true;
+            }
+        }
+        if self.take_shared(bytes) {
+            return true;
+        }
+        let state = self.state.load(Ordering::Relaxed);
+        if state & WAITING != 0 || (state & BYTES) + self.credits() < bytes {
+            return false;
+        }
+        // Short in the shared word, not with the credits: take them back and look again.
+        let locked = self.lock();
+        let taken = self.reclaim_credits(&locked);
+        if taken != 0 {
+            // Nobody waited when we looked; a request may have queued since.
+            let mut locked = locked;
+            let mut batch = WakeBatch::new();
+            self.grant(&mut locked, &mut batch);
+            self.unlock_and_wake(locked, batch);
+        } else {
+            self.unlock_and_wake(locked, WakeBatch::new());
+        }
+        self.take_shared(bytes)
+    }
+
+    /// Takes `bytes` from the shared word if nobody waits and they are there.
+    fn take_shared(&self, bytes: usize) -> bool {
         let mut state = self.state.load(Ordering::Relaxed);
         loop {
             if state & WAITING != 0 || state & BYTES < bytes {
@@ -294,8 +524,49 @@ impl Budget {
     }
 
     /// Gives back `bytes`; never waits for the lock, never wakes anyone under it.
-    #[inline]
+    ///
+    /// The fast path adds them to the calling thread's credit, with no locked
+    /// instruction; a credit past twice the batch goes back to the shared word down to
+    /// one batch, and all of it if requests wait.
+    #[inline(always)]
     pub(crate) fn release(&self, bytes: usize) {
+        if bytes <= self.batch
+            && let Some(slot) = self.own_slot()
+            && slot.try_enter()
+        {
+            let credit = slot.credit.load(Ordering::Relaxed) + bytes;
+            let kept = credit <= 2 * self.batch;
+            if kept {
+                slot.credit.store(credit, Ordering::Relaxed);
+            }
+            // With requests waiting, this gives the whole credit to the shared word.
+            self.leave_slot(slot);
+            if kept {
+                return;
+            }
+        }
+        self.release_slow(bytes);
+    }
+
+    /// [`release`](Self::release) past the fast path: gives the credit beyond one batch
+    /// and the bytes to the shared word.
+    #[cold]
+    #[inline(never)]
+    fn release_slow(&self, bytes: usize) {
+        let mut bytes = bytes;
+        if let Some(slot) = self.own_slot() {
+            slot.enter();
+            let credit = slot.credit.load(Ordering::Relaxed);
+            let kept = credit.min(self.batch);
+            slot.credit.store(kept, Ordering::Relaxed);
+            bytes += credit - kept;
+            self.leave_slot(slot);
+        }
+        self.release_shared(bytes);
+    }
+
+    /// Adds `bytes` to the shared word, and asks for a grant pass if requests wait.
+    fn release_shared(&self, bytes: usize) {
         let before = self.state.fetch_add(bytes, Ordering::Release);
         debug_assert!(
             (before & BYTES) + bytes <= self.capacity,
@@ -470,6 +741,12 @@ impl Future for Acquire<'_> {
                 let waker = cx.waker().clone();
                 let mut locked = budget.lock();
                 let bytes = this.bytes;
+                // Bytes short in the shared word may sit in idle threads' credits.
+                let mut reclaimed = 0;
+                let shared = budget.state.load(Ordering::Relaxed) & BYTES;
+                if shared < bytes && shared + budget.credits() >= bytes {
+                    reclaimed += budget.reclaim_credits(&locked);
+                }
                 let enqueued = locked.with_queue(|queue| {
                     // Look at the bytes and register in one step: either they are taken
                     // now (nobody queued) or `WAITING` is set, which every later free sees.
@@ -497,16 +774,27 @@ impl Future for Acquire<'_> {
                     });
                     Some(ticket)
                 });
-                // Nothing granted here, but a free may have asked for a pass.
-                budget.unlock_and_wake(locked, WakeBatch::new());
-                match enqueued {
-                    None => {
-                        this.state = AcquireState::Done;
-                        Poll::Ready(())
+                let mut batch = WakeBatch::new();
+                let mut granted = false;
+                if let Some(ticket) = enqueued {
+                    // `WAITING` is set: no thread takes a new credit from now on, and
+                    // those in their slots give theirs when they leave. Take the others.
+                    reclaimed += budget.reclaim_credits(&locked);
+                    if reclaimed != 0 {
+                        budget.grant(&mut locked, &mut batch);
+                        granted = locked.with_queue(|queue| queue.last_granted >= ticket);
                     }
-                    Some(ticket) => {
+                }
+                // A free may have asked for a pass meanwhile.
+                budget.unlock_and_wake(locked, batch);
+                match enqueued {
+                    Some(ticket) if !granted => {
                         this.state = AcquireState::Waiting(ticket);
                         Poll::Pending
+                    }
+                    _ => {
+                        this.state = AcquireState::Done;
+                        Poll::Ready(())
                     }
                 }
             }
@@ -868,6 +1156,64 @@ mod loom_model {
             block_on(big);
             freer.join().unwrap();
             assert_eq!(budget.available(), 0);
+        });
+    }
+    /// Credit flush against waiter registration: a thread serves a request and a free
+    /// from its credit while another registers a request for the whole capacity, which
+    /// only that credit can make up. Whatever the interleaving (the owner inside its
+    /// slot while the pass looks, or out of it; the free before or after the
+    /// registration), the waiter is served (`block_on` would hang, and loom report a
+    /// deadlock, on a lost wake-up) and the bytes add up.
+    #[test]
+    fn credit_flush_races_a_waiter() {
+        loom::model(|| {
+            let budget = Arc::new(Budget::with_batch(4, 2));
+            let owner = {
+                let budget = budget.clone();
+                loom::thread::spawn(move || {
+                    if budget.try_acquire(1) {
+                        budget.release(1);
+                    }
+                })
+            };
+            block_on(budget.acquire(4));
+            owner.join().unwrap();
+            assert_eq!(budget.available(), 0);
+            budget.release(4);
+            assert_eq!(budget.available(), 4);
+            assert_eq!(budget.state.load(Ordering::Relaxed) & (WAITING | LOCKED), 0);
+        });
+    }
+
+    /// Two threads allocate from their credits while a third waits for what they
+    /// leave: the live bytes never exceed the capacity, the waiter is served, and at the
+    /// end every byte is back.
+    #[test]
+    fn credits_never_exceed_the_capacity() {
+        loom::model(|| {
+            let budget = Arc::new(Budget::with_batch(3, 1));
+            let live = Arc::new(loom::sync::atomic::AtomicUsize::new(0));
+            let spawn_user = || {
+                let (budget, live) = (budget.clone(), live.clone());
+                loom::thread::spawn(move || {
+                    if budget.try_acquire(1) {
+                        let before = live.fetch_add(1, Ordering::SeqCst);
+                        assert!(before < 3, "over capacity");
+                        live.fetch_sub(1, Ordering::SeqCst);
+                        budget.release(1);
+                    }
+                })
+            };
+            let users = [spawn_user(), spawn_user()];
+            block_on(budget.acquire(3));
+            let before = live.fetch_add(3, Ordering::SeqCst);
+            assert_eq!(before, 0, "over capacity");
+            live.fetch_sub(3, Ordering::SeqCst);
+            budget.release(3);
+            for user in users {
+                user.join().unwrap();
+            }
+            assert_eq!(budget.available(), 3);
         });
     }
 }

@@ -6,8 +6,19 @@
 //!
 //! The heap counts the bytes its live blocks take (their usable size: the size class of
 //! a small block, whole pages of a large one) against a capacity fixed at construction.
-//! A request that fits is served at once by one compare-and-swap; one that does not
-//! fit joins a queue and its future returns `Pending` until frees make room.
+//! A request that fits is served at once; one that does not fit joins a queue and its
+//! future returns `Pending` until frees make room.
+//!
+//! - **Uncontended, no shared atomic.** Each thread keeps a credit of bytes taken from
+//!   the heap's shared count in batches (a 64th of the capacity, at most 64 KiB): a
+//!   request is served from it, and a free adds to it, with plain loads and stores of
+//!   the thread's own cache line. The credit goes back to the shared count beyond two
+//!   batches, and all of it as soon as anyone waits: a waiter takes back the credits
+//!   of threads that are not using them (a Dekker handshake with an asymmetric fence,
+//!   see `credit.rs`) and the others give theirs when their current call ends. The
+//!   capacity bound stays exact (credits are taken from it); [`AsyncHeap::available`]
+//!   counts the credits too. Where the asymmetric fence is not available (Linux's
+//!   `membarrier`), there are no credits and every call uses the shared count.
 //!
 //! - **FIFO, and fair to big requests.** The queue is strictly first come, first
 //!   served: while anyone waits, every new request queues behind it, even one that
@@ -57,6 +68,7 @@
 mod arc;
 mod boxed;
 mod budget;
+mod credit;
 mod region;
 #[cfg(test)]
 mod tests;
@@ -170,23 +182,29 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
     /// aligned beyond a page, the padding its alignment may cost in the source), 0 for a
     /// zero size. `None` if that is beyond the capacity (such a request could never be
     /// served).
-    #[inline]
+    #[inline(always)]
     pub fn charge(&self, layout: Layout) -> Option<usize> {
         let bytes = if layout.size() == 0 {
             0
         } else if let Some(class) = class_for(layout.size(), layout.align()) {
             CLASS_SIZES[class]
         } else {
-            let page = self.source.page_size();
-            // A source finds such a block in `size + align - page` bytes at worst
-            // (a region's free extents), which the capacity must bound.
-            let padding = layout.align().saturating_sub(page);
-            layout
-                .size()
-                .checked_next_multiple_of(page)?
-                .checked_add(padding)?
+            self.large_charge(layout)?
         };
         (bytes <= self.capacity()).then_some(bytes)
+    }
+
+    /// The charge of a block beyond the size classes, before the capacity check.
+    #[inline(never)]
+    fn large_charge(&self, layout: Layout) -> Option<usize> {
+        let page = self.source.page_size();
+        // A source finds such a block in `size + align - page` bytes at worst
+        // (a region's free extents), which the capacity must bound.
+        let padding = layout.align().saturating_sub(page);
+        layout
+            .size()
+            .checked_next_multiple_of(page)?
+            .checked_add(padding)
     }
 
     /// The charge of `layout`, or a panic naming the capacity.
@@ -237,13 +255,17 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
             .unwrap_or_else(|AllocError| std::alloc::handle_alloc_error(layout))
     }
 
-    /// Allocates a block of `layout` if there is room now and nobody waits; never waits.
+    /// Allocates a block of `layout` if there is room now and nobody waits; never waits
+    /// for room. (When the room is only in other threads' credits, it takes the queue's
+    /// lock for a moment to take back those of threads that are not using them: room a
+    /// thread's credit holds while that thread is inside an allocation or a free does
+    /// not count.)
     ///
     /// # Errors
     /// No room, someone waiting (see the FIFO rule in the [module
     /// docs](crate::async_heap)), a charge beyond the capacity, or the page source
     /// failing.
-    #[inline]
+    #[inline(always)]
     pub fn try_alloc_layout(&self, layout: Layout) -> Result<HeapBlock<'_, S>, AllocError> {
         let bytes = self.charge(layout).ok_or(AllocError)?;
         if bytes != 0 && !self.budget.try_acquire(bytes) {
@@ -257,6 +279,16 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
     /// # Panics
     /// As [`alloc_layout`](Self::alloc_layout).
     pub async fn alloc<T>(&self, value: T) -> HeapBox<'_, T, S> {
+        // The fast path first, inlined into the caller's future: the waiting future
+        // (and a move of the value into it) only when there is no room at once.
+        match self.try_alloc(value) {
+            Ok(boxed) => boxed,
+            Err(value) => self.alloc_waiting(value).await,
+        }
+    }
+
+    /// [`alloc`](Self::alloc) past its fast path.
+    async fn alloc_waiting<T>(&self, value: T) -> HeapBox<'_, T, S> {
         let block = self.alloc_layout(Layout::new::<T>()).await;
         HeapBox::write(block, value)
     }
@@ -266,7 +298,7 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
     ///
     /// # Errors
     /// As [`try_alloc_layout`](Self::try_alloc_layout), with the value.
-    #[inline]
+    #[inline(always)]
     pub fn try_alloc<T>(&self, value: T) -> Result<HeapBox<'_, T, S>, T> {
         match self.try_alloc_layout(Layout::new::<T>()) {
             Ok(block) => Ok(HeapBox::write(block, value)),
@@ -317,7 +349,7 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
 
     /// A block of `layout` for `bytes` already taken from the budget; gives them back if
     /// the block cannot be made.
-    #[inline]
+    #[inline(always)]
     fn block_for_granted(
         &self,
         layout: Layout,
@@ -340,7 +372,7 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
     }
 
     /// Memory for a block of `layout` (its charge already taken).
-    #[inline]
+    #[inline(always)]
     fn allocate_raw(&self, layout: Layout) -> Result<NonNull<u8>, AllocError> {
         if layout.size() == 0 {
             // Aligned, non-null and never dereferenced for a zero size.
@@ -351,6 +383,12 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
         if class_for(layout.size(), layout.align()).is_some() {
             return self.slabs.alloc_nonzero(layout).ok_or(AllocError);
         }
+        self.allocate_large(layout)
+    }
+
+    /// Memory for a block of `layout` beyond the size classes: whole pages of the source.
+    #[inline(never)]
+    fn allocate_large(&self, layout: Layout) -> Result<NonNull<u8>, AllocError> {
         let page = self.source.page_size();
         let len = layout
             .size()
@@ -367,7 +405,7 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
     /// # Safety
     /// - `ptr` is a live block of this heap allocated with `layout` (through
     ///   [`HeapBlock::into_raw`] or a handle), freed once, unused afterwards.
-    #[inline]
+    #[inline(always)]
     pub unsafe fn dealloc(&self, ptr: NonNull<u8>, layout: Layout) {
         if layout.size() == 0 {
             return;
@@ -378,18 +416,28 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
             unsafe { self.slabs.free(ptr, layout) };
             self.budget.release(CLASS_SIZES[class]);
         } else {
-            let bytes = self.charge(layout).expect("a live block's charge fits");
-            let page = self.source.page_size();
-            // The reservation's length: whole pages (the charge adds alignment padding,
-            // which is the source's, not the block's).
-            let len = layout.size().next_multiple_of(page);
-            // SAFETY: the reservation `allocate_raw` made for this layout, with the same
-            // length and alignment, released once and unused afterwards (caller).
-            // A refused release leaks the pages; the budget still gets its bytes back,
-            // as the block is gone for the program.
-            let _ = unsafe { self.source.release(ptr, len, layout.align().max(page)) };
-            self.budget.release(bytes);
+            // SAFETY: forwarded from the caller.
+            unsafe { self.dealloc_large(ptr, layout) };
         }
+    }
+
+    /// [`dealloc`](Self::dealloc) of a block beyond the size classes.
+    ///
+    /// # Safety
+    /// - As [`dealloc`](Self::dealloc), for a block of non-zero size beyond the classes.
+    #[inline(never)]
+    unsafe fn dealloc_large(&self, ptr: NonNull<u8>, layout: Layout) {
+        let bytes = self.charge(layout).expect("a live block's charge fits");
+        let page = self.source.page_size();
+        // The reservation's length: whole pages (the charge adds alignment padding,
+        // which is the source's, not the block's).
+        let len = layout.size().next_multiple_of(page);
+        // SAFETY: the reservation `allocate_raw` made for this layout, with the same
+        // length and alignment, released once and unused afterwards (caller).
+        // A refused release leaks the pages; the budget still gets its bytes back,
+        // as the block is gone for the program.
+        let _ = unsafe { self.source.release(ptr, len, layout.align().max(page)) };
+        self.budget.release(bytes);
     }
 }
 

@@ -301,3 +301,60 @@ fn handles_are_send_and_sync_as_their_values() {
     send_sync::<HeapBlock<'static>>();
     send_sync::<RegionPages>();
 }
+
+/// The credit of a thread that exited is taken back for a request that needs it: the
+/// first poll of a request for the whole capacity is served, and `try_alloc` of the
+/// whole capacity succeeds.
+#[test]
+fn credits_of_exited_threads_are_taken_back() {
+    let capacity = 64 * 1024;
+    let heap = AsyncHeap::new(capacity);
+    std::thread::scope(|scope| {
+        scope.spawn(|| drop(heap.try_alloc(0u64).expect("room")));
+    });
+    assert_eq!(heap.available(), capacity, "credits count as available");
+    let layout = Layout::from_size_align(capacity, 1).unwrap();
+    let mut whole = pin!(heap.alloc_layout(layout));
+    let Poll::Ready(block) = poll_once(whole.as_mut()) else {
+        panic!("the exited thread's credit was not taken back");
+    };
+    assert_eq!(heap.available(), 0);
+    drop(block);
+    std::thread::scope(|scope| {
+        scope.spawn(|| drop(heap.try_alloc(0u64).expect("room")));
+    });
+    let block = heap.try_alloc_layout(layout).expect("credits taken back");
+    drop(block);
+    assert_eq!(heap.available(), capacity);
+}
+
+/// A waiter for the whole capacity is served when a thread that keeps a credit frees
+/// its block, whatever the thread does afterwards (here: nothing more with the heap).
+#[test]
+fn a_waiter_gets_the_credit_of_a_thread_that_frees() {
+    let capacity = 64 * 1024;
+    let heap = AsyncHeap::new(capacity);
+    let (taken_sender, taken) = std::sync::mpsc::channel();
+    let (free_sender, free) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let heap = &heap;
+        scope.spawn(move || {
+            let block = heap.try_alloc([0u8; 64]).expect("room");
+            taken_sender.send(()).unwrap();
+            free.recv().unwrap();
+            drop(block);
+            // Stays alive, idle, until the waiter is served.
+            free.recv().ok();
+        });
+        taken.recv().unwrap();
+        let layout = Layout::from_size_align(capacity, 1).unwrap();
+        let mut whole = pin!(heap.alloc_layout(layout));
+        assert!(poll_once(whole.as_mut()).is_pending(), "a block is live");
+        free_sender.send(()).unwrap();
+        let block = block_on(whole);
+        assert_eq!(heap.available(), 0);
+        drop(block);
+        drop(free_sender);
+    });
+    assert_eq!(heap.available(), capacity);
+}

@@ -48,7 +48,8 @@ usage: reproduce [--full] [--only GROUP] [--out DIR]
 Runs the comparative benchmarks and writes the pages of info/.
   --full        the publication run (longer samples, every group in 3 process
                 launches; the default is a quick run in one)
-  --only GROUP  run one group: mmap, arena, slab, executor
+  --only GROUP  run one group: mmap, arena, slab, executor; or one part of a group
+                alone: slab-async-heap (the async heap's sections of slab)
   --out DIR     write the pages to DIR instead of info/ at the workspace root";
 
 /// The command of a quick run of every group.
@@ -75,10 +76,13 @@ fn parse(arguments: impl Iterator<Item = String>) -> Result<Options, String> {
             "--full" => options.full = true,
             "--only" => {
                 let group = arguments.next().ok_or("--only needs a group name")?;
-                if !groups::NAMES.contains(&group.as_str()) {
+                if !groups::NAMES.contains(&group.as_str())
+                    && !groups::PARTS.contains(&group.as_str())
+                {
                     return Err(format!(
-                        "unknown group {group:?}; groups: {}",
-                        groups::NAMES.join(", ")
+                        "unknown group {group:?}; groups: {}; parts: {}",
+                        groups::NAMES.join(", "),
+                        groups::PARTS.join(", ")
                     ));
                 }
                 options.only = Some(group);
@@ -212,11 +216,10 @@ fn main() -> ExitCode {
     }
     eprintln!("reproduce: describing the machine (two-thread spin control)...");
     let machine = Machine::describe();
-    let selected: Vec<&str> = groups::NAMES
-        .iter()
-        .copied()
-        .filter(|name| options.only.as_deref().is_none_or(|only| only == *name))
-        .collect();
+    let selected: Vec<&str> = match options.only.as_deref() {
+        Some(only) => vec![only],
+        None => groups::NAMES.to_vec(),
+    };
     let launches = if options.full { FULL_LAUNCHES } else { 1 };
     let mut progress = Progress::new(
         selected

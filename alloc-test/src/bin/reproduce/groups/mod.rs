@@ -15,12 +15,16 @@ use crate::progress::Progress;
 /// The groups, in the order they run.
 pub const NAMES: &[&str] = &["mmap", "arena", "slab", "executor"];
 
+/// Parts of a group that `--only` can run alone (a page of their own, not in a full run).
+pub const PARTS: &[&str] = &["slab-async-heap"];
+
 /// How many progress steps a group takes.
 pub fn steps(name: &str, settings: &Settings) -> usize {
     match name {
         "mmap" => mmap::STEPS,
         "arena" => arena::STEPS,
         "slab" => slab::STEPS,
+        "slab-async-heap" => slab::ASYNC_HEAP_STEPS,
         "executor" => executor::steps(settings),
         _ => 0,
     }
@@ -37,6 +41,7 @@ pub fn run(
         "mmap" => mmap::run(*settings, machine, progress),
         "arena" => arena::run(*settings, machine, progress),
         "slab" => slab::run(*settings, machine, progress),
+        "slab-async-heap" => slab::async_heap_page(*settings, progress),
         "executor" => executor::run(*settings, machine, progress),
         other => Err(format!("no group named {other:?}")),
     }

@@ -34,6 +34,7 @@ macro_rules! checks_catch_a_block_handed_out_twice {
     };
 }
 
+mod async_heap;
 #[cfg(test)]
 mod broken;
 mod c_interface;
@@ -68,7 +69,7 @@ use super::SecondThread;
 use crate::progress::Progress;
 
 /// Progress steps of this group.
-pub const STEPS: usize = 13 + c_interface::STEPS;
+pub const STEPS: usize = 13 + async_heap::STEPS + c_interface::STEPS;
 
 /// Every heap of the Rust rows behind the same non-inlined `GlobalAlloc` boundary
 /// ([`Shim`]), ours included: the boundary a `#[global_allocator]` is called through.
@@ -496,6 +497,7 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
     ];
     let (false_sharing, placement) = cache_scratch::rows(settings, machine, progress)?;
     let churn = thread_churn::row(settings, machine, progress)?;
+    let async_sections = async_heap::sections(settings, progress);
     let c_sections = c_interface::sections(c_interface::rows(settings, machine, progress)?);
     let mut page = Page {
         name: "slab".into(),
@@ -646,6 +648,24 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
             },
         ],
     };
+    page.sections.extend(async_sections);
     page.sections.extend(c_sections);
     Ok(page)
+}
+
+/// Progress steps of [`async_heap_page`].
+pub const ASYNC_HEAP_STEPS: usize = async_heap::STEPS;
+
+/// The async heap's sections of the page alone (`--only slab-async-heap`), on a page of
+/// their own named `slab-async-heap`.
+pub fn async_heap_page(settings: Settings, progress: &mut Progress) -> Result<Page, String> {
+    let _second = SecondThread::start();
+    Ok(Page {
+        name: "slab-async-heap".into(),
+        title: "pagekeep-slab: the async heap".into(),
+        introduction: "The async heap's sections of the slab page, run alone, with a second \
+            thread alive."
+            .into(),
+        sections: async_heap::sections(settings, progress),
+    })
 }
