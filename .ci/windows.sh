@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CI for Windows (issue 19): the allocator crates built for x86_64-pc-windows-gnu with
-# mingw-w64 and their tests run under wine, and the executor's unit tests (Debian's wine 8), with the number of tests
-# run and passed printed per crate; `cargo check` for x86_64-pc-windows-msvc. Any failure
+# mingw-w64, their tests and the executor's unit tests run under wine (Debian's wine 8),
+# with the number of tests run and passed printed per crate; `cargo check` for
+# x86_64-pc-windows-msvc. Any failure
 # (a failed test, a test binary that ends without its summary, as one that crashes under
 # wine does) fails the run.
 #
