@@ -8,6 +8,7 @@ mod hyper_rt;
 mod interval;
 mod join;
 mod join_set;
+mod monitor;
 pub mod net;
 mod reactor;
 mod run_queue;

@@ -181,6 +181,10 @@ impl Builder {
                 }
             }
         }
+        if self.workers > 1 {
+            // On failure, dropping `runtime` stops the workers and frees their entries.
+            crate::monitor::start(&scheduler, format!("{}-monitor", self.thread_name))?;
+        }
         Ok(runtime)
     }
 }
@@ -329,6 +333,7 @@ impl Runtime {
     pub fn shutdown_timeout(mut self, grace: std::time::Duration) -> usize {
         self.handle.blocking_pool().shutdown();
         self.scheduler.tasks.close();
+        self.scheduler.monitor.stop();
         for worker in &self.workers {
             worker.shared.request_stop();
         }
@@ -382,6 +387,7 @@ impl Drop for Runtime {
         self.handle.blocking_pool().shutdown();
         // Spawns are refused from now on; every worker drops the tasks as it leaves.
         self.scheduler.tasks.close();
+        self.scheduler.monitor.stop();
         for worker in &self.workers {
             worker.shared.request_stop();
         }

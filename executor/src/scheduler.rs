@@ -25,10 +25,12 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Instant;
 
 use crate::run_queue::{Injector, Steal, Stealer, Worker as Deque};
 use pagekeep_arena::outside_arena;
 
+use crate::monitor::MonitorShared;
 use crate::sync::lock;
 use crate::task::store::{BoxFuture, TaskKey, TaskStore};
 use crate::waker::MAX_WORKERS;
@@ -52,6 +54,10 @@ pub(crate) struct Scheduler {
     live: AtomicUsize,
     /// The worker-table index of worker 0: the one task wakers carry.
     pub(crate) home: usize,
+    /// Origin of the workers' `turn_started` times.
+    epoch: Instant,
+    /// The thread that looks after held workers (see `monitor`).
+    pub(crate) monitor: MonitorShared,
 }
 
 impl Scheduler {
@@ -69,12 +75,33 @@ impl Scheduler {
             sleeping: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
             workers,
+            epoch: Instant::now(),
+            monitor: MonitorShared::default(),
         }
     }
 
     /// Number of workers.
     pub(crate) fn worker_count(&self) -> usize {
         self.workers.len()
+    }
+
+    /// `at` in nanoseconds since this scheduler was made, plus one (never 0, which
+    /// `WorkerShared::turn_started` keeps for "out of tasks").
+    pub(crate) fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1)
+            + 1
+    }
+
+    /// A worker started a turn after running out of tasks (see `monitor`).
+    pub(crate) fn turn_begun(&self) {
+        if self.workers.len() > 1 {
+            self.monitor.turn_begun();
+        }
+    }
+
+    /// Whether worker `index`'s own queue holds a key.
+    pub(crate) fn has_queued(&self, index: usize) -> bool {
+        !self.stealers[index].is_empty()
     }
 
     /// Spawns `future`: its first poll on worker `pin` (a runtime index, modulo the

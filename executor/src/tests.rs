@@ -218,7 +218,8 @@ mod timers {
                 })
                 .await;
             }
-            crate::worker::with_local(|local| local.timers.borrow_mut().len()).unwrap()
+            crate::worker::with_local(|local| crate::sync::lock(&local.shared.timers).len())
+                .unwrap()
         });
         assert!(heap_len <= 200, "{heap_len} cancelled timers kept");
     }
@@ -1732,6 +1733,97 @@ mod stealing {
                     waker.wake();
                 }
             }
+        }
+    }
+}
+
+/// A worker held by a task that never yields (issue 17): its timers, its queue and its
+/// sockets are served all the same (see `monitor`).
+mod held_worker {
+    use super::*;
+
+    /// Spins the thread for `duration` without yielding.
+    fn spin(duration: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < duration {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// 100 sleepers of 10 ms, some of them registered with the heap of the worker that a
+    /// 2 s computation then holds, all complete while it computes.
+    #[test]
+    fn sleeps_fire_behind_a_held_worker() {
+        let runtime = runtime(2);
+        let spinning = Arc::new(AtomicBool::new(true));
+        let late = Arc::new(AtomicUsize::new(0));
+        let (sleepers, spinner) = {
+            let spinning = Arc::clone(&spinning);
+            let late = Arc::clone(&late);
+            runtime.block_on(async move {
+                // Let the other worker settle into `epoll_wait`.
+                sleep(Duration::from_millis(20)).await;
+                let sleepers: Vec<_> = (0..100)
+                    .map(|_| {
+                        let spinning = Arc::clone(&spinning);
+                        let late = Arc::clone(&late);
+                        spawn(async move {
+                            sleep(Duration::from_millis(10)).await;
+                            if !spinning.load(Ordering::SeqCst) {
+                                late.fetch_add(1, Ordering::SeqCst);
+                            }
+                        })
+                    })
+                    .collect();
+                let spinner = spawn(async move {
+                    // Behind the sleepers on this worker's queue: those it polls
+                    // register with its heap before it computes.
+                    yield_now().await;
+                    spin(Duration::from_secs(2));
+                    spinning.store(false, Ordering::SeqCst);
+                });
+                (sleepers, spinner)
+            })
+        };
+        runtime.block_on(async move {
+            for sleeper in sleepers {
+                sleeper.await.unwrap();
+            }
+            spinner.await.unwrap();
+        });
+        assert_eq!(
+            late.load(Ordering::SeqCst),
+            0,
+            "sleeps waited for the held worker"
+        );
+    }
+
+    /// A task spawned onto the empty queue of a worker that then computes for 1 s
+    /// without yielding is stolen and runs during the computation (three times over,
+    /// as the other worker may happen to be awake at the spawn).
+    #[test]
+    fn a_lone_task_behind_a_held_worker_is_stolen() {
+        let runtime = runtime(2);
+        for round in 0..3 {
+            let ran_during = runtime.block_on(async {
+                sleep(Duration::from_millis(20)).await;
+                spawn(async {
+                    let spinning = Arc::new(AtomicBool::new(true));
+                    let lone = {
+                        let spinning = Arc::clone(&spinning);
+                        spawn(async move { spinning.load(Ordering::SeqCst) })
+                    };
+                    spin(Duration::from_secs(1));
+                    spinning.store(false, Ordering::SeqCst);
+                    lone.await.unwrap()
+                })
+                .await
+                .unwrap()
+            });
+            assert!(
+                ran_during,
+                "round {round}: the lone task waited for the held worker"
+            );
         }
     }
 }

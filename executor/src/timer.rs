@@ -82,7 +82,8 @@ const MIN_COMPACTION_LEN: usize = 64;
 /// Most reset entries kept for reuse.
 const MAX_SPARE_ENTRIES: usize = 1024;
 
-/// A worker's timers. Only its own thread touches it.
+/// A worker's timers, behind a mutex in `WorkerShared`: its own thread inserts and
+/// fires them, and the monitor fires them while a task holds the worker.
 #[derive(Debug)]
 pub(crate) struct TimerHeap {
     heap: BinaryHeap<HeapItem>,
@@ -377,9 +378,7 @@ impl Future for Sleep {
         // make its entry) inside the request's arena.
         let (worker, entry) = pagekeep_arena::outside_arena(|| {
             crate::worker::with_local(|local| {
-                let entry = local
-                    .timers
-                    .borrow_mut()
+                let entry = crate::sync::lock(&local.shared.timers)
                     .insert(this.deadline, cx.waker().clone());
                 (local.id, entry)
             })

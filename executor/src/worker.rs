@@ -2,12 +2,14 @@
 //! and the queues' stealing side are the runtime's [`Scheduler`].
 //!
 //! # Safety of the shared state
-//! The run queue's owning end, the pinned queue and the timer heap ([`Local`]) belong
-//! to the worker thread and are reached only through its thread-local context; user
-//! code never runs while one of their `RefCell`s is borrowed mutably. What other
-//! threads touch is in [`WorkerShared`]: the inbox of pinned spawns (mutex), the
-//! `notified` flag (atomic), the `mio::Waker` and `Registry` (thread-safe) and the I/O
-//! table (mutex).
+//! The run queue's owning end and the pinned queue ([`Local`]) belong to the worker
+//! thread and are reached only through its thread-local context; user code never runs
+//! while one of their `RefCell`s is borrowed mutably. What other threads touch is in
+//! [`WorkerShared`]: the inbox of pinned spawns (mutex), the `notified` flag (atomic),
+//! the `mio::Waker` and `Registry` (thread-safe), the I/O table (mutex), and, for the
+//! monitor when a task holds the worker (see `monitor`), the `Poll` and the timer heap
+//! (mutexes; the owner holds the `Poll`'s across `epoll_wait`, the monitor only
+//! `try_lock`s it) and the start time of the current turn (atomic).
 //!
 //! # Loop
 //! A turn polls up to [`POLLS_PER_TURN`] tasks (or for up to 1 ms of polls), each taken
@@ -78,6 +80,17 @@ pub(crate) struct WorkerShared {
     dead: AtomicBool,
     /// Tasks this worker has polled (for tests and statistics).
     polls: AtomicU64,
+    /// The worker's `Poll`: its owner holds the lock in `epoll_wait`; the monitor
+    /// takes it (`try_lock` only) to collect the events of a held worker.
+    poll: Mutex<mio::Poll>,
+    /// The worker's timers. Its own thread inserts and fires; the monitor fires those
+    /// of a held worker. Locked only briefly, never across a task poll.
+    pub(crate) timers: Mutex<TimerHeap>,
+    /// When the current turn started, in nanoseconds since the scheduler's epoch plus
+    /// one; 0 while the worker is out of tasks (about to block or blocked). A turn
+    /// older than [`HELD_AFTER`](crate::monitor::HELD_AFTER) means a task holds the
+    /// worker (see `monitor`).
+    turn_started: AtomicU64,
 }
 
 impl WorkerShared {
@@ -143,6 +156,53 @@ impl WorkerShared {
         inbox.closed |= close;
     }
 
+    /// Runtime index of this worker.
+    pub(crate) fn local_index(&self) -> usize {
+        self.local_index
+    }
+
+    /// When the worker's current turn started (in [`Scheduler::nanos`]), or `None` while
+    /// it is out of tasks.
+    pub(crate) fn turn_started(&self) -> Option<u64> {
+        match self.turn_started.load(Ordering::Acquire) {
+            0 => None,
+            started => Some(started),
+        }
+    }
+
+    /// Collects the pending I/O events of this worker's `Poll` without blocking and
+    /// dispatches them (their tasks are woken wherever they run), unless the owner is
+    /// using the `Poll` right now. For the monitor, on a held worker.
+    pub(crate) fn poll_events_for_owner(&self, events: &mut Events) {
+        let Ok(mut poll) = self.poll.try_lock() else {
+            return;
+        };
+        let polled = poll.poll(events, Some(Duration::ZERO));
+        drop(poll);
+        if polled.is_ok() {
+            self.dispatch(events);
+        }
+    }
+
+    /// Hands the events of this worker's `Poll` to their sockets' states.
+    fn dispatch(&self, events: &Events) {
+        let table = self.io_table();
+        for event in events.iter() {
+            if event.token() == WAKER_TOKEN {
+                continue;
+            }
+            if let Some(state) = table.get(event.token().0) {
+                state.on_event(event);
+            }
+        }
+    }
+
+    /// Moves the keys posted to this worker and not yet taken to `into` (the monitor
+    /// requeues those of a held worker for others to run).
+    pub(crate) fn take_posted_keys(&self, into: &mut Vec<TaskKey>) {
+        self.take_posted(into, false);
+    }
+
     /// Whether the worker's loop died of a panic (see [`Worker::run`]).
     pub(crate) fn is_dead(&self) -> bool {
         self.dead.load(Ordering::Acquire)
@@ -180,7 +240,6 @@ pub(crate) struct Local {
     pub(crate) queue: crate::run_queue::Worker<TaskKey>,
     /// Keys posted to this worker (first polls that must run here), not stealable.
     pub(crate) pinned: RefCell<VecDeque<TaskKey>>,
-    pub(crate) timers: RefCell<TimerHeap>,
     /// State of the xorshift that picks the first victim to steal from.
     random: Cell<u32>,
 }
@@ -267,7 +326,6 @@ impl Local {
 /// A worker before its thread starts.
 #[derive(Debug)]
 pub(crate) struct Worker {
-    poll: mio::Poll,
     shared: Arc<WorkerShared>,
     queue: crate::run_queue::Worker<TaskKey>,
 }
@@ -290,9 +348,11 @@ impl Worker {
             stop: AtomicBool::new(false),
             dead: AtomicBool::new(false),
             polls: AtomicU64::new(0),
+            poll: Mutex::new(poll),
+            timers: Mutex::new(TimerHeap::default()),
+            turn_started: AtomicU64::new(0),
         });
         Ok(Self {
-            poll,
             shared,
             queue: crate::run_queue::Worker::new_fifo(),
         })
@@ -317,7 +377,6 @@ impl Worker {
             handle,
             queue: std::mem::replace(&mut self.queue, crate::run_queue::Worker::new_fifo()),
             pinned: RefCell::new(VecDeque::new()),
-            timers: RefCell::new(TimerHeap::default()),
             // Any odd seed does; the table index differs between workers.
             random: Cell::new(u32::try_from(self.shared.index).unwrap_or(0) * 2 + 0x9E37_79B9),
         });
@@ -367,7 +426,8 @@ impl Worker {
         crate::reactor::shut_down(&self.shared.io);
         // Sleeps still in the heap belong to tasks elsewhere: woken, they re-register
         // with their own worker's heap.
-        let orphaned = local.timers.borrow_mut().clear();
+        self.shared.turn_started.store(0, Ordering::Release);
+        let orphaned = lock(&self.shared.timers).clear();
         outside_arena(|| orphaned.into_iter().for_each(std::task::Waker::wake));
     }
 
@@ -375,13 +435,24 @@ impl Worker {
         let mut events = Events::with_capacity(EVENT_CAPACITY);
         let mut drained = Vec::new();
         let me = self.shared.local_index;
+        // Whether the last turn ended out of tasks (the worker then blocked, or could).
+        let mut was_idle = true;
         loop {
             if self.shared.stop.load(Ordering::Acquire) {
+                self.shared.turn_started.store(0, Ordering::Release);
                 return;
             }
             let mut ran = 0;
             let mut full = false;
             let turn_start = Instant::now();
+            // Published for the monitor, which looks after a worker whose turn lasts
+            // (see `monitor`); a worker coming out of idleness makes sure it watches.
+            self.shared
+                .turn_started
+                .store(local.scheduler.nanos(turn_start), Ordering::Release);
+            if was_idle {
+                local.scheduler.turn_begun();
+            }
             while ran < POLLS_PER_TURN {
                 let Some(key) = local.next_task(ran == 0) else {
                     break;
@@ -396,6 +467,10 @@ impl Worker {
                     break;
                 }
             }
+            was_idle = !full;
+            if !full {
+                self.shared.turn_started.store(0, Ordering::Release);
+            }
             let timeout = if full {
                 Some(Duration::ZERO)
             } else {
@@ -407,7 +482,7 @@ impl Worker {
                 {
                     Some(Duration::ZERO)
                 } else {
-                    local.timers.borrow_mut().next_deadline().map(|deadline| {
+                    lock(&self.shared.timers).next_deadline().map(|deadline| {
                         // Round up so that a timer is never fired early and never spun on.
                         let wait = deadline.saturating_duration_since(Instant::now());
                         let millis = wait.as_nanos().div_ceil(1_000_000);
@@ -415,7 +490,7 @@ impl Worker {
                     })
                 }
             };
-            let polled = self.poll.poll(&mut events, timeout);
+            let polled = lock(&self.shared.poll).poll(&mut events, timeout);
             if !full {
                 local.scheduler.wake_up(me);
             }
@@ -424,22 +499,12 @@ impl Worker {
             {
                 panic!("epoll_wait failed: {error}");
             }
-            {
-                let table = self.shared.io_table();
-                for event in events.iter() {
-                    if event.token() == WAKER_TOKEN {
-                        continue;
-                    }
-                    if let Some(state) = table.get(event.token().0) {
-                        state.on_event(event);
-                    }
-                }
-            }
+            self.shared.dispatch(&events);
             if self.shared.notified.swap(false, Ordering::AcqRel) {
                 self.shared.take_posted(&mut drained, false);
                 outside_arena(|| local.pinned.borrow_mut().extend(drained.drain(..)));
             }
-            local.timers.borrow_mut().fire_due(Instant::now());
+            lock(&self.shared.timers).fire_due(Instant::now());
         }
     }
 }
