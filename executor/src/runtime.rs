@@ -436,6 +436,13 @@ impl Spawner {
         self.scheduler.workers[index % self.scheduler.worker_count()].is_dead()
     }
 
+    /// Whether worker `index` is held by a task that has not yielded for a while (see
+    /// `monitor`).
+    pub(crate) fn is_held(&self, index: usize) -> bool {
+        self.scheduler
+            .is_held(index % self.scheduler.worker_count())
+    }
+
     /// Spawns `future` with its first poll on worker `index` (modulo the worker count);
     /// from then on it runs wherever it is woken or stolen.
     pub(crate) fn spawn_on<F>(&self, index: usize, future: F) -> JoinHandle<F::Output>

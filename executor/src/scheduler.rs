@@ -30,7 +30,7 @@ use std::time::Instant;
 use crate::run_queue::{Injector, Steal, Stealer, Worker as Deque};
 use pagekeep_arena::outside_arena;
 
-use crate::monitor::MonitorShared;
+use crate::monitor::{HELD_AFTER, MonitorShared};
 use crate::sync::lock;
 use crate::task::store::{BoxFuture, TaskKey, TaskStore};
 use crate::waker::MAX_WORKERS;
@@ -122,6 +122,15 @@ impl Scheduler {
             None => self.push(key),
         }
         Ok(())
+    }
+
+    /// Whether worker `index` has been in one turn for [`HELD_AFTER`] or longer (a task
+    /// that does not yield holds it).
+    pub(crate) fn is_held(&self, index: usize) -> bool {
+        self.workers[index].turn_started().is_some_and(|started| {
+            let age = self.nanos(Instant::now()).saturating_sub(started);
+            u128::from(age) >= HELD_AFTER.as_nanos()
+        })
     }
 
     /// Wakes task `key` (from a waker): queues it unless it is already queued, being

@@ -1798,6 +1798,41 @@ mod held_worker {
         );
     }
 
+    /// First polls posted to a worker behind a task that then holds it for 1 s run on
+    /// the other worker during the computation: the monitor moves them from the held
+    /// worker's inbox to the injector.
+    #[test]
+    fn first_polls_posted_behind_a_held_worker_run_elsewhere() {
+        let runtime = runtime(2);
+        let ran_during = runtime.block_on(async {
+            let spawner = crate::Handle::current().spawner().clone();
+            let here = crate::worker::with_local(|local| local.shared.local_index()).unwrap();
+            let spinning = Arc::new(AtomicBool::new(true));
+            let spinner = {
+                let spinning = Arc::clone(&spinning);
+                spawner.spawn_on(here, async move {
+                    spin(Duration::from_secs(1));
+                    spinning.store(false, Ordering::SeqCst);
+                })
+            };
+            let posted: Vec<_> = (0..5)
+                .map(|_| {
+                    let spinning = Arc::clone(&spinning);
+                    spawner.spawn_on(here, async move { spinning.load(Ordering::SeqCst) })
+                })
+                .collect();
+            let mut during = 0;
+            for task in posted {
+                if task.await.unwrap() {
+                    during += 1;
+                }
+            }
+            spinner.await.unwrap();
+            during
+        });
+        assert_eq!(ran_during, 5, "first polls waited for the held worker");
+    }
+
     /// A task spawned onto the empty queue of a worker that then computes for 1 s
     /// without yielding is stolen and runs during the computation (three times over,
     /// as the other worker may happen to be awake at the spawn).

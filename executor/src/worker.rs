@@ -2,9 +2,8 @@
 //! and the queues' stealing side are the runtime's [`Scheduler`].
 //!
 //! # Safety of the shared state
-//! The run queue's owning end and the pinned queue ([`Local`]) belong to the worker
-//! thread and are reached only through its thread-local context; user code never runs
-//! while one of their `RefCell`s is borrowed mutably. What other threads touch is in
+//! The run queue's owning end ([`Local`]) belongs to the worker thread and is reached
+//! only through its thread-local context. What other threads touch is in
 //! [`WorkerShared`]: the inbox of pinned spawns (mutex), the `notified` flag (atomic),
 //! the `mio::Waker` and `Registry` (thread-safe), the I/O table (mutex), and, for the
 //! monitor when a task holds the worker (see `monitor`), the `Poll` and the timer heap
@@ -13,12 +12,12 @@
 //!
 //! # Loop
 //! A turn polls up to [`POLLS_PER_TURN`] tasks (or for up to 1 ms of polls), each taken
-//! from: the pinned queue
-//! (spawns aimed at this worker), the worker's own queue, a batch from the injector, a
-//! batch stolen from another worker. Then `epoll_wait`: without waiting when the turn
-//! ran tasks; when it found none, the worker lists itself as sleeping, looks at every
-//! queue once more, and blocks until an event, a wake or the next timer. Then it
-//! dispatches I/O events, drains its inbox and fires due timers, until told to stop.
+//! from: the inbox (spawns aimed at this worker, one at a time), the worker's own
+//! queue, a batch from the injector, a batch stolen from another worker. Then
+//! `epoll_wait`: without waiting when the turn ran tasks; when it found none, the
+//! worker lists itself as sleeping, looks at every queue once more, and blocks until
+//! an event, a wake or the next timer. Then it dispatches I/O events and fires due
+//! timers, until told to stop.
 //!
 //! A socket's events arrive on the worker whose `Poll` registered it, and wake its task
 //! wherever that task runs now; a [`Sleep`](crate::Sleep) moves to the worker that
@@ -27,7 +26,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -52,10 +51,12 @@ pub(crate) const POLLS_PER_TURN: usize = 61;
 /// Time after which a turn ends early (see the loop).
 const TURN_TIME: Duration = Duration::from_millis(1);
 
-/// Keys of spawns aimed at one worker, posted by other threads.
+/// Keys of spawns aimed at one worker (first polls that must run there), oldest
+/// first. The worker takes them one at a time, so that all but the one it polls stay
+/// here, where the monitor can move them elsewhere while a task holds the worker.
 #[derive(Debug, Default)]
 struct Inbox {
-    keys: Vec<TaskKey>,
+    keys: VecDeque<TaskKey>,
     /// The worker has exited: nothing posted now would ever run here.
     closed: bool,
 }
@@ -70,6 +71,9 @@ pub(crate) struct WorkerShared {
     registry: mio::Registry,
     waker: mio::Waker,
     inbox: Mutex<Inbox>,
+    /// `inbox.keys.len()`, written under the lock and read without it, so that a
+    /// worker with nothing posted does not lock the inbox at every pick.
+    posted: AtomicUsize,
     /// Set by whoever posts to the inbox and has woken (or will wake) the `Poll`;
     /// cleared by the worker before it drains the inbox.
     notified: AtomicBool,
@@ -122,37 +126,39 @@ impl WorkerShared {
     /// Hands the worker the key of a task whose first poll must run here (unless the
     /// worker has exited: then the key is given back).
     pub(crate) fn post(&self, key: TaskKey) -> Result<(), TaskKey> {
-        let here = with_local(|local| {
-            if std::ptr::eq(Arc::as_ptr(&local.shared), self) {
-                outside_arena(|| local.pinned.borrow_mut().push_back(key));
-                true
-            } else {
-                false
-            }
-        });
-        if here == Some(true) {
-            return Ok(());
-        }
         {
             let mut inbox = lock(&self.inbox);
             if inbox.closed {
                 return Err(key);
             }
             // Runtime state outlives any request: never grow it inside a request's arena.
-            outside_arena(|| inbox.keys.push(key));
+            outside_arena(|| inbox.keys.push_back(key));
+            self.posted.store(inbox.keys.len(), Ordering::Release);
         }
-        if !self.notified.swap(true, Ordering::AcqRel) {
+        let here = with_local(|local| std::ptr::eq(Arc::as_ptr(&local.shared), self));
+        // The worker itself picks the key at its next pick: no wake.
+        if here != Some(true) && !self.notified.swap(true, Ordering::AcqRel) {
             self.wake_poll();
         }
         Ok(())
     }
 
-    /// Moves what was posted into `into` by swapping vectors (so that neither side
-    /// allocates again once both have grown to the usual batch). With `close`, every
-    /// later post is refused.
+    /// Takes the oldest key posted, if any.
+    fn pop_posted(&self) -> Option<TaskKey> {
+        if self.posted.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut inbox = lock(&self.inbox);
+        let key = inbox.keys.pop_front();
+        self.posted.store(inbox.keys.len(), Ordering::Release);
+        key
+    }
+
+    /// Moves every key posted into `into`. With `close`, every later post is refused.
     fn take_posted(&self, into: &mut Vec<TaskKey>, close: bool) {
         let mut inbox = lock(&self.inbox);
-        std::mem::swap(&mut inbox.keys, into);
+        outside_arena(|| into.extend(inbox.keys.drain(..)));
+        self.posted.store(0, Ordering::Release);
         inbox.closed |= close;
     }
 
@@ -238,8 +244,6 @@ pub(crate) struct Local {
     pub(crate) handle: crate::Handle,
     /// The owning end of this worker's run queue (FIFO); others steal from it.
     pub(crate) queue: crate::run_queue::Worker<TaskKey>,
-    /// Keys posted to this worker (first polls that must run here), not stealable.
-    pub(crate) pinned: RefCell<VecDeque<TaskKey>>,
     /// State of the xorshift that picks the first victim to steal from.
     random: Cell<u32>,
 }
@@ -267,7 +271,7 @@ impl Local {
     /// the own queue, so that a worker whose queue never empties (a task that always
     /// yields, on a one-worker runtime) still takes what other threads spawn and wake.
     fn next_task(&self, injector_first: bool) -> Option<TaskKey> {
-        if let Some(key) = self.pinned.borrow_mut().pop_front() {
+        if let Some(key) = self.shared.pop_posted() {
             return Some(key);
         }
         if injector_first && let Some(key) = self.scheduler.steal_injected(&self.queue) {
@@ -343,6 +347,7 @@ impl Worker {
             registry,
             waker,
             inbox: Mutex::default(),
+            posted: AtomicUsize::new(0),
             notified: AtomicBool::new(false),
             io: Mutex::default(),
             stop: AtomicBool::new(false),
@@ -376,7 +381,6 @@ impl Worker {
             scheduler,
             handle,
             queue: std::mem::replace(&mut self.queue, crate::run_queue::Worker::new_fifo()),
-            pinned: RefCell::new(VecDeque::new()),
             // Any odd seed does; the table index differs between workers.
             random: Cell::new(u32::try_from(self.shared.index).unwrap_or(0) * 2 + 0x9E37_79B9),
         });
@@ -406,9 +410,8 @@ impl Worker {
         // Keys pinned here go to the others (or nowhere, at shutdown).
         let mut posted = Vec::new();
         self.shared.take_posted(&mut posted, true);
-        let pinned: Vec<TaskKey> = local.pinned.borrow_mut().drain(..).collect();
         let own: Vec<TaskKey> = std::iter::from_fn(|| local.queue.pop()).collect();
-        scheduler.requeue_orphans(posted.into_iter().chain(pinned).chain(own));
+        scheduler.requeue_orphans(posted.into_iter().chain(own));
         let last = scheduler.leave();
         // Shutdown (or the last worker gone): drop the tasks here, with this worker's
         // context installed (their destructors may deregister sockets or wake others).
@@ -433,7 +436,6 @@ impl Worker {
 
     fn event_loop(&mut self, local: &Local) {
         let mut events = Events::with_capacity(EVENT_CAPACITY);
-        let mut drained = Vec::new();
         let me = self.shared.local_index;
         // Whether the last turn ended out of tasks (the worker then blocked, or could).
         let mut was_idle = true;
@@ -479,6 +481,7 @@ impl Worker {
                 if local.scheduler.has_work()
                     || !local.queue.is_empty()
                     || self.shared.notified.load(Ordering::Acquire)
+                    || self.shared.posted.load(Ordering::Acquire) > 0
                 {
                     Some(Duration::ZERO)
                 } else {
@@ -500,10 +503,9 @@ impl Worker {
                 panic!("epoll_wait failed: {error}");
             }
             self.shared.dispatch(&events);
-            if self.shared.notified.swap(false, Ordering::AcqRel) {
-                self.shared.take_posted(&mut drained, false);
-                outside_arena(|| local.pinned.borrow_mut().extend(drained.drain(..)));
-            }
+            // The keys posted are picked from the inbox itself (see `Inbox`). A swap,
+            // not a store: reading the poster's `true` makes its `posted` count visible.
+            let _ = self.shared.notified.swap(false, Ordering::AcqRel);
             lock(&self.shared.timers).fire_due(Instant::now());
         }
     }

@@ -9,6 +9,13 @@
 //! the connections each worker serves and hands a new one to the least loaded (itself
 //! on a tie); the hand-off is one spawn into the other worker's inbox, once per
 //! connection, and the socket is registered with the serving worker's `Poll` there.
+//!
+//! A worker held by a task that does not yield (a handler computing for a second)
+//! serves few connections and would look the least loaded, so a held worker is passed
+//! over while another is not (see `monitor`). One that gets held after the hand-off
+//! does not keep the connection waiting: the monitor moves the keys still in a held
+//! worker's inbox to the injector (a worker takes its posted keys one at a time, so
+//! the inbox holds all but the one it polls), and collects its sockets' events.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,19 +54,28 @@ impl Dispatch {
     /// two per concurrent accept.
     ///
     /// A worker that died (its loop panicked) is never picked: its connections were
-    /// failed when it died, and a connection handed to it would never be served.
+    /// failed when it died, and a connection handed to it would never be served. A
+    /// worker held by a task is picked only when every live worker is held.
     pub(crate) fn assign(self: &Arc<Self>, accepting: usize) -> Assignment {
-        let mut worker = accepting;
-        let mut least = if self.spawner.is_dead(accepting) {
-            usize::MAX
-        } else {
-            self.served[accepting].load(Ordering::Relaxed)
+        // Lowest first: a live worker that is not held, a held one, a dead one; then
+        // the fewest connections.
+        let rank = |index: usize| {
+            let availability = if self.spawner.is_dead(index) {
+                2
+            } else if self.spawner.is_held(index) {
+                1
+            } else {
+                0
+            };
+            (availability, self.served[index].load(Ordering::Relaxed))
         };
-        for (index, served) in self.served.iter().enumerate() {
-            let served = served.load(Ordering::Relaxed);
-            if served < least && !self.spawner.is_dead(index) {
+        let mut worker = accepting;
+        let mut least = rank(accepting);
+        for index in 0..self.served.len() {
+            let candidate = rank(index);
+            if candidate < least {
                 worker = index;
-                least = served;
+                least = candidate;
             }
         }
         self.served[worker].fetch_add(1, Ordering::Relaxed);
@@ -142,5 +158,32 @@ mod tests {
             "both spawns on worker 1 ran on one thread"
         );
         assert_ne!(seen[0].1, seen[1].1, "worker 0 is another thread");
+    }
+
+    #[test]
+    fn passes_over_a_held_worker() {
+        let runtime = Runtime::builder().workers(2).build().unwrap();
+        let dispatch = Arc::new(Dispatch::new(runtime.spawner()));
+        let (held, release) = std::sync::mpsc::channel();
+        let spinner = runtime.spawn(async move {
+            held.send(crate::worker::with_local(|local| local.shared.local_index()).unwrap())
+                .unwrap();
+            let start = std::time::Instant::now();
+            while start.elapsed() < std::time::Duration::from_secs(2) {
+                std::hint::spin_loop();
+            }
+        });
+        let held = release.recv().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let free = 1 - held;
+        // The held worker serves none, the other several: the free one still gets them.
+        let assignments: Vec<_> = (0..4).map(|_| dispatch.assign(held)).collect();
+        assert!(
+            assignments
+                .iter()
+                .all(|assignment| assignment.worker() == free),
+            "a connection went to the held worker"
+        );
+        runtime.block_on(async move { spinner.await.unwrap() });
     }
 }

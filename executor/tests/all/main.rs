@@ -23,6 +23,7 @@ mod edges;
 mod examples;
 #[cfg(feature = "futures-io")]
 mod futures_io;
+mod held_worker;
 mod keep_alive;
 mod limits;
 mod malformed;
