@@ -13,6 +13,7 @@ use crate::handle::Handle;
 use crate::join::JoinHandle;
 use crate::scheduler::{Scheduler, publish_table_entry, release_table_entry, reserve_table_entry};
 use crate::task::package;
+use crate::task::store::MAX_SLOTS as MAX_TASKS;
 use crate::waker::MAX_WORKERS;
 use crate::worker::{Worker, WorkerShared};
 
@@ -27,6 +28,7 @@ pub struct Builder {
     thread_name: String,
     max_blocking_threads: usize,
     keep_alive: Duration,
+    max_tasks: usize,
 }
 
 impl Default for Builder {
@@ -36,6 +38,7 @@ impl Default for Builder {
             thread_name: "executor-worker".to_owned(),
             max_blocking_threads: DEFAULT_MAX_BLOCKING_THREADS,
             keep_alive: DEFAULT_KEEP_ALIVE,
+            max_tasks: MAX_TASKS,
         }
     }
 }
@@ -44,6 +47,28 @@ impl Builder {
     /// Number of worker threads; default: one per available core. Zero counts as one.
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers.max(1);
+        self
+    }
+
+    /// Most tasks alive at once (spawned and not finished, `block_on`'s included);
+    /// default and most: 4,194,240, the size of the task table. A spawn past it does
+    /// not run: its handle reports [`JoinError::TaskTableFull`](crate::JoinError::TaskTableFull)
+    /// (and `block_on` panics saying so). Zero counts as one; more than the default
+    /// counts as the default.
+    ///
+    /// # Examples
+    /// ```
+    /// let runtime = pagekeep_executor::Runtime::builder().workers(1).max_tasks(1).build()?;
+    /// let error = runtime.block_on(async {
+    ///     // The `block_on` task takes the only slot.
+    ///     pagekeep_executor::spawn(async {}).await.unwrap_err()
+    /// });
+    /// assert!(matches!(error, pagekeep_executor::JoinError::TaskTableFull));
+    /// assert!(error.to_string().contains("task table is full"));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn max_tasks(mut self, tasks: usize) -> Self {
+        self.max_tasks = tasks.clamp(1, MAX_TASKS);
         self
     }
 
@@ -131,6 +156,7 @@ impl Builder {
                 .collect(),
             created.iter().map(Worker::stealer).collect(),
             GENERATION_SEED.fetch_add(0x9E37_79B9, Ordering::Relaxed),
+            self.max_tasks,
         ));
         for &index in &indices {
             publish_table_entry(index, &scheduler);
@@ -310,6 +336,9 @@ impl Runtime {
                 panic!("the runtime's worker stopped or died before block_on finished")
             }
             Err(crate::JoinError::OutOfMemory) => panic!("no memory to store the block_on task"),
+            Err(crate::JoinError::TaskTableFull) => {
+                panic!("the runtime's task table is full: no room for the block_on task")
+            }
         }
     }
 }
@@ -473,7 +502,7 @@ impl Spawner {
         if let Some(task) = task
             && let Err(refused) = self.scheduler.spawn(task, pin)
         {
-            drop(refused);
+            crate::task::refuse(&handle, refused);
         }
         handle
     }

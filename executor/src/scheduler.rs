@@ -32,7 +32,7 @@ use pagekeep_arena::outside_arena;
 
 use crate::monitor::{HELD_AFTER, MonitorShared};
 use crate::sync::lock;
-use crate::task::store::{BoxFuture, TaskKey, TaskStore};
+use crate::task::store::{BoxFuture, Refused, TaskKey, TaskStore};
 use crate::waker::MAX_WORKERS;
 use crate::worker::{WorkerShared, with_local};
 
@@ -65,9 +65,10 @@ impl Scheduler {
         workers: Box<[Arc<WorkerShared>]>,
         stealers: Box<[Stealer<TaskKey>]>,
         generation_base: u32,
+        max_tasks: usize,
     ) -> Self {
         Self {
-            tasks: TaskStore::new(generation_base),
+            tasks: TaskStore::with_capacity(generation_base, max_tasks),
             injector: Injector::new(),
             stealers,
             home: workers[0].index(),
@@ -107,8 +108,8 @@ impl Scheduler {
     /// Spawns `future`: its first poll on worker `pin` (a runtime index, modulo the
     /// count) when given, else wherever it is picked up first (the calling worker's
     /// queue on a worker of this runtime, the injector elsewhere). Gives the future
-    /// back when the runtime is shutting down.
-    pub(crate) fn spawn(&self, future: BoxFuture, pin: Option<usize>) -> Result<(), BoxFuture> {
+    /// back when the runtime is shutting down or its task table is full, saying which.
+    pub(crate) fn spawn(&self, future: BoxFuture, pin: Option<usize>) -> Result<(), Refused> {
         // The table and queues outlive any request: never grow them in its arena.
         let key = outside_arena(|| self.tasks.insert(future))?;
         match pin {

@@ -1862,3 +1862,70 @@ mod held_worker {
         }
     }
 }
+
+/// A full task table (`Builder::max_tasks`, shrunk from the 4,194,240 slots of the
+/// real table) is an error that says so, not a cancellation (issue 17).
+mod full_task_table {
+    use super::*;
+
+    fn small_runtime(tasks: usize) -> Runtime {
+        Runtime::builder()
+            .workers(2)
+            .max_tasks(tasks)
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn a_spawn_past_the_table_reports_task_table_full() {
+        let runtime = small_runtime(8);
+        let (error, earlier) = runtime.block_on(async {
+            // With the block_on task, 8 alive: the table is full.
+            let earlier: Vec<_> = (0..7)
+                .map(|_| spawn(std::future::pending::<()>()))
+                .collect();
+            (spawn(async {}).await.unwrap_err(), earlier)
+        });
+        assert!(matches!(error, JoinError::TaskTableFull), "{error:?}");
+        assert!(!error.is_cancelled());
+        assert!(error.to_string().contains("task table is full"), "{error}");
+        // Freed slots take spawns again.
+        earlier.iter().for_each(crate::JoinHandle::abort);
+        let aborted = runtime.block_on(async move {
+            let mut aborted = 0;
+            for task in earlier {
+                if matches!(task.await, Err(JoinError::Aborted)) {
+                    aborted += 1;
+                }
+            }
+            aborted
+        });
+        assert_eq!(aborted, 7);
+        assert_eq!(
+            runtime.block_on(async { spawn(async { 5 }).await.unwrap() }),
+            5
+        );
+    }
+
+    #[test]
+    fn block_on_with_a_full_table_says_the_table_is_full() {
+        let runtime = small_runtime(4);
+        let pending: Vec<_> = (0..4)
+            .map(|_| runtime.spawn(std::future::pending::<()>()))
+            .collect();
+        let outside = runtime.spawn(async {});
+        let error = crate::runtime::block_on_thread(outside).unwrap_err();
+        assert!(matches!(error, JoinError::TaskTableFull), "{error:?}");
+        let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime.block_on(async {});
+        }))
+        .expect_err("block_on with no room for its task");
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        assert!(message.contains("task table is full"), "{message}");
+        drop(pending);
+    }
+}
