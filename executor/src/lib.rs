@@ -5,6 +5,7 @@ pub mod client;
 mod coop;
 mod handle;
 mod hyper_rt;
+mod inbox;
 mod interval;
 mod join;
 mod join_set;

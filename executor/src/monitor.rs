@@ -30,7 +30,7 @@
 //! `parked`. So either the monitor sees the turn and does not park, or the worker sees
 //! `parked` and unparks it (an unpark before the park is kept by `std::thread`).
 
-use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
@@ -39,6 +39,7 @@ use mio::Events;
 
 use crate::scheduler::Scheduler;
 use crate::sync::lock;
+use crate::sync::shim;
 
 /// Age of a turn after which its worker counts as held by a task.
 pub(crate) const HELD_AFTER: Duration = Duration::from_millis(4);
@@ -48,13 +49,39 @@ pub(crate) const HELD_CHECK: Duration = Duration::from_millis(1);
 /// Events collected per look at a held worker's `Poll`.
 const EVENT_CAPACITY: usize = 256;
 
+/// The handshake that keeps a parked monitor from missing a turn (see the module
+/// docs), apart so that the loom model checks this code.
+#[derive(Debug, Default)]
+pub(crate) struct ParkGate {
+    /// Set by the monitor before its last look and its park with no deadline.
+    parked: shim::AtomicBool,
+}
+
+impl ParkGate {
+    /// Worker side, after storing its `turn_started`: whether to unpark the monitor.
+    pub(crate) fn worker_must_unpark(&self) -> bool {
+        shim::fence(Ordering::SeqCst);
+        self.parked.load(Ordering::Relaxed)
+    }
+
+    /// Monitor side, before its last look at the workers' `turn_started`.
+    pub(crate) fn monitor_parking(&self) {
+        self.parked.store(true, Ordering::Relaxed);
+        shim::fence(Ordering::SeqCst);
+    }
+
+    /// Monitor side: no longer parked (or not parking after all).
+    pub(crate) fn monitor_awake(&self) {
+        self.parked.store(false, Ordering::Relaxed);
+    }
+}
+
 /// The scheduler's side of the monitor: its thread, to unpark it, and whether it is
 /// parked for lack of busy workers.
 #[derive(Debug, Default)]
 pub(crate) struct MonitorShared {
     thread: Mutex<Option<Thread>>,
-    /// Set by the monitor before it parks with no deadline (see the module docs).
-    parked: AtomicBool,
+    gate: ParkGate,
     stop: AtomicBool,
 }
 
@@ -62,8 +89,7 @@ impl MonitorShared {
     /// A worker started a turn after running out of tasks: unparks the monitor if it
     /// is parked with no deadline. The caller has stored its `turn_started`.
     pub(crate) fn turn_begun(&self) {
-        fence(Ordering::SeqCst);
-        if self.parked.load(Ordering::Relaxed) {
+        if self.gate.worker_must_unpark() {
             self.unpark();
         }
     }
@@ -113,8 +139,7 @@ fn run(scheduler: &Weak<Scheduler>) {
                 thread::park_timeout(wait);
             }
             None => {
-                monitor.parked.store(true, Ordering::Relaxed);
-                fence(Ordering::SeqCst);
+                monitor.gate.monitor_parking();
                 let busy = look(&scheduler, &mut events, &mut posted).is_some();
                 let stopping = monitor.stop.load(Ordering::Acquire);
                 if !busy && !stopping {
@@ -123,10 +148,10 @@ fn run(scheduler: &Weak<Scheduler>) {
                     drop(scheduler);
                     thread::park();
                     if let Some(scheduler) = monitor_alive.upgrade() {
-                        scheduler.monitor.parked.store(false, Ordering::Relaxed);
+                        scheduler.monitor.gate.monitor_awake();
                     }
                 } else {
-                    monitor.parked.store(false, Ordering::Relaxed);
+                    monitor.gate.monitor_awake();
                 }
             }
         }
@@ -166,4 +191,40 @@ fn look(
         wait = Some(wait.map_or(next, |wait| wait.min(next)));
     }
     wait
+}
+
+/// Loom model of the park handshake: a worker publishing a turn and the monitor
+/// parking never miss each other.
+///
+/// `CARGO_TARGET_DIR=target/loom-executor RUSTFLAGS="--cfg pagekeep_executor_loom"
+/// LOOM_MAX_PREEMPTIONS=2 cargo test -p pagekeep-executor --release --lib loom_models`
+#[cfg(all(test, pagekeep_executor_loom))]
+mod loom_models {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    #[test]
+    fn a_turn_begun_as_the_monitor_parks_is_seen_or_unparks_it() {
+        loom::model(|| {
+            let gate = Arc::new(ParkGate::default());
+            // A worker's `turn_started`, 0 while it is out of tasks.
+            let turn_started = Arc::new(shim::AtomicU64::new(0));
+            let worker = {
+                let gate = Arc::clone(&gate);
+                let turn_started = Arc::clone(&turn_started);
+                thread::spawn(move || {
+                    turn_started.store(5, Ordering::Release);
+                    gate.worker_must_unpark()
+                })
+            };
+            gate.monitor_parking();
+            let seen_busy = turn_started.load(Ordering::Acquire) != 0;
+            let unparked = worker.join().unwrap();
+            assert!(
+                seen_busy || unparked,
+                "the monitor parks with no deadline and nobody unparks it"
+            );
+        });
+    }
 }

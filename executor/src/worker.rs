@@ -4,7 +4,7 @@
 //! # Safety of the shared state
 //! The run queue's owning end ([`Local`]) belongs to the worker thread and is reached
 //! only through its thread-local context. What other threads touch is in
-//! [`WorkerShared`]: the inbox of pinned spawns (mutex), the `notified` flag (atomic),
+//! [`WorkerShared`]: the inbox of pinned spawns (see `inbox`),
 //! the `mio::Waker` and `Registry` (thread-safe), the I/O table (mutex), and, for the
 //! monitor when a task holds the worker (see `monitor`), the `Poll` and the timer heap
 //! (mutexes; the owner holds the `Poll`'s across `epoll_wait`, the monitor only
@@ -24,9 +24,8 @@
 //! polls it.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -34,6 +33,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Token};
 use pagekeep_arena::outside_arena;
 
+use crate::inbox::Inbox;
 use crate::reactor::IoTable;
 use crate::scheduler::Scheduler;
 use crate::sync::lock;
@@ -51,16 +51,6 @@ pub(crate) const POLLS_PER_TURN: usize = 61;
 /// Time after which a turn ends early (see the loop).
 const TURN_TIME: Duration = Duration::from_millis(1);
 
-/// Keys of spawns aimed at one worker (first polls that must run there), oldest
-/// first. The worker takes them one at a time, so that all but the one it polls stay
-/// here, where the monitor can move them elsewhere while a task holds the worker.
-#[derive(Debug, Default)]
-struct Inbox {
-    keys: VecDeque<TaskKey>,
-    /// The worker has exited: nothing posted now would ever run here.
-    closed: bool,
-}
-
 /// The part of a worker that other threads reach. See the module `# Safety` notes.
 #[derive(Debug)]
 pub(crate) struct WorkerShared {
@@ -70,13 +60,8 @@ pub(crate) struct WorkerShared {
     local_index: usize,
     registry: mio::Registry,
     waker: mio::Waker,
-    inbox: Mutex<Inbox>,
-    /// `inbox.keys.len()`, written under the lock and read without it, so that a
-    /// worker with nothing posted does not lock the inbox at every pick.
-    posted: AtomicUsize,
-    /// Set by whoever posts to the inbox and has woken (or will wake) the `Poll`;
-    /// cleared by the worker before it drains the inbox.
-    notified: AtomicBool,
+    /// Keys of first polls aimed at this worker (see `inbox`).
+    inbox: Inbox<TaskKey>,
     io: Mutex<IoTable>,
     stop: AtomicBool,
     /// The worker's loop panicked (a waker or the reactor failed; task polls and drops
@@ -126,40 +111,12 @@ impl WorkerShared {
     /// Hands the worker the key of a task whose first poll must run here (unless the
     /// worker has exited: then the key is given back).
     pub(crate) fn post(&self, key: TaskKey) -> Result<(), TaskKey> {
-        {
-            let mut inbox = lock(&self.inbox);
-            if inbox.closed {
-                return Err(key);
-            }
-            // Runtime state outlives any request: never grow it inside a request's arena.
-            outside_arena(|| inbox.keys.push_back(key));
-            self.posted.store(inbox.keys.len(), Ordering::Release);
-        }
         let here = with_local(|local| std::ptr::eq(Arc::as_ptr(&local.shared), self));
         // The worker itself picks the key at its next pick: no wake.
-        if here != Some(true) && !self.notified.swap(true, Ordering::AcqRel) {
+        if self.inbox.post(key, here == Some(true))? {
             self.wake_poll();
         }
         Ok(())
-    }
-
-    /// Takes the oldest key posted, if any.
-    fn pop_posted(&self) -> Option<TaskKey> {
-        if self.posted.load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        let mut inbox = lock(&self.inbox);
-        let key = inbox.keys.pop_front();
-        self.posted.store(inbox.keys.len(), Ordering::Release);
-        key
-    }
-
-    /// Moves every key posted into `into`. With `close`, every later post is refused.
-    fn take_posted(&self, into: &mut Vec<TaskKey>, close: bool) {
-        let mut inbox = lock(&self.inbox);
-        outside_arena(|| into.extend(inbox.keys.drain(..)));
-        self.posted.store(0, Ordering::Release);
-        inbox.closed |= close;
     }
 
     /// Runtime index of this worker.
@@ -206,7 +163,7 @@ impl WorkerShared {
     /// Moves the keys posted to this worker and not yet taken to `into` (the monitor
     /// requeues those of a held worker for others to run).
     pub(crate) fn take_posted_keys(&self, into: &mut Vec<TaskKey>) {
-        self.take_posted(into, false);
+        self.inbox.take_all(into, false);
     }
 
     /// Whether the worker's loop died of a panic (see [`Worker::run`]).
@@ -216,14 +173,14 @@ impl WorkerShared {
 
     /// Marks a worker whose thread never started: refuses posts, like an exited one.
     pub(crate) fn abandon(&self) {
-        lock(&self.inbox).closed = true;
+        self.inbox.close();
         self.dead.store(true, Ordering::Release);
     }
 
     /// Tells the worker to leave its loop.
     pub(crate) fn request_stop(&self) {
         self.stop.store(true, Ordering::Release);
-        self.notified.store(true, Ordering::Release);
+        self.inbox.notify();
         self.wake_poll();
     }
 }
@@ -271,7 +228,7 @@ impl Local {
     /// the own queue, so that a worker whose queue never empties (a task that always
     /// yields, on a one-worker runtime) still takes what other threads spawn and wake.
     fn next_task(&self, injector_first: bool) -> Option<TaskKey> {
-        if let Some(key) = self.shared.pop_posted() {
+        if let Some(key) = self.shared.inbox.pop() {
             return Some(key);
         }
         if injector_first && let Some(key) = self.scheduler.steal_injected(&self.queue) {
@@ -346,9 +303,7 @@ impl Worker {
             local_index,
             registry,
             waker,
-            inbox: Mutex::default(),
-            posted: AtomicUsize::new(0),
-            notified: AtomicBool::new(false),
+            inbox: Inbox::default(),
             io: Mutex::default(),
             stop: AtomicBool::new(false),
             dead: AtomicBool::new(false),
@@ -409,7 +364,7 @@ impl Worker {
         scheduler.wake_up(self.shared.local_index);
         // Keys pinned here go to the others (or nowhere, at shutdown).
         let mut posted = Vec::new();
-        self.shared.take_posted(&mut posted, true);
+        self.shared.inbox.take_all(&mut posted, true);
         let own: Vec<TaskKey> = std::iter::from_fn(|| local.queue.pop()).collect();
         scheduler.requeue_orphans(posted.into_iter().chain(own));
         let last = scheduler.leave();
@@ -480,8 +435,7 @@ impl Worker {
                 local.scheduler.sleep(me);
                 if local.scheduler.has_work()
                     || !local.queue.is_empty()
-                    || self.shared.notified.load(Ordering::Acquire)
-                    || self.shared.posted.load(Ordering::Acquire) > 0
+                    || self.shared.inbox.pending()
                 {
                     Some(Duration::ZERO)
                 } else {
@@ -503,9 +457,8 @@ impl Worker {
                 panic!("epoll_wait failed: {error}");
             }
             self.shared.dispatch(&events);
-            // The keys posted are picked from the inbox itself (see `Inbox`). A swap,
-            // not a store: reading the poster's `true` makes its `posted` count visible.
-            let _ = self.shared.notified.swap(false, Ordering::AcqRel);
+            // The keys posted are picked from the inbox itself (see `inbox`).
+            self.shared.inbox.woken();
             lock(&self.shared.timers).fire_due(Instant::now());
         }
     }
