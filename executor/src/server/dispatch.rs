@@ -164,26 +164,28 @@ mod tests {
     fn passes_over_a_held_worker() {
         let runtime = Runtime::builder().workers(2).build().unwrap();
         let dispatch = Arc::new(Dispatch::new(runtime.spawner()));
-        let (held, release) = std::sync::mpsc::channel();
-        let spinner = runtime.spawn(async move {
-            held.send(crate::worker::with_local(|local| local.shared.local_index()).unwrap())
-                .unwrap();
-            let start = std::time::Instant::now();
-            while start.elapsed() < std::time::Duration::from_secs(2) {
-                std::hint::spin_loop();
-            }
+        let (held_sender, held) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        // Holds its worker without yielding until released (a blocking receive, not a
+        // spin, so that it is quick under miri too).
+        let holder = runtime.spawn(async move {
+            let index = crate::worker::with_local(|local| local.shared.local_index());
+            held_sender.send(index.unwrap()).unwrap();
+            released.recv().unwrap();
         });
-        let held = release.recv().unwrap();
+        let held = held.recv().unwrap();
+        // Well past `HELD_AFTER`.
         std::thread::sleep(std::time::Duration::from_millis(50));
         let free = 1 - held;
         // The held worker serves none, the other several: the free one still gets them.
         let assignments: Vec<_> = (0..4).map(|_| dispatch.assign(held)).collect();
+        release.send(()).unwrap();
+        runtime.block_on(async move { holder.await.unwrap() });
         assert!(
             assignments
                 .iter()
                 .all(|assignment| assignment.worker() == free),
             "a connection went to the held worker"
         );
-        runtime.block_on(async move { spinner.await.unwrap() });
     }
 }

@@ -321,7 +321,10 @@ fn locate(index: usize) -> (usize, usize) {
 
 impl TaskStore {
     /// An empty store whose slots start at generation `generation_base`.
-    #[cfg_attr(not(test), expect(dead_code, reason = "used by the tests only"))]
+    #[cfg_attr(
+        any(not(test), pagekeep_executor_loom),
+        expect(dead_code, reason = "used by the tests only")
+    )]
     pub(crate) fn new(generation_base: u32) -> Self {
         Self::with_capacity(generation_base, MAX_SLOTS)
     }
@@ -338,7 +341,10 @@ impl TaskStore {
     }
 
     /// Most tasks the store holds at once.
-    #[cfg_attr(not(test), expect(dead_code, reason = "used by the tests only"))]
+    #[cfg_attr(
+        any(not(test), pagekeep_executor_loom),
+        expect(dead_code, reason = "used by the tests only")
+    )]
     pub(crate) fn capacity(&self) -> usize {
         self.capacity
     }
