@@ -112,13 +112,16 @@ impl MonitorShared {
 ///
 /// # Errors
 /// When the thread cannot be created.
-pub(crate) fn start(scheduler: &Arc<Scheduler>, name: String) -> std::io::Result<()> {
+pub(crate) fn start(
+    scheduler: &Arc<Scheduler>,
+    name: String,
+) -> std::io::Result<thread::JoinHandle<()>> {
     let weak = Arc::downgrade(scheduler);
     let thread = thread::Builder::new()
         .name(name)
         .spawn(move || run(&weak))?;
     *lock(&scheduler.monitor.thread) = Some(thread.thread().clone());
-    Ok(())
+    Ok(thread)
 }
 
 fn run(scheduler: &Weak<Scheduler>) {

@@ -173,6 +173,7 @@ impl Builder {
             workers: Vec::new(),
             scheduler: Arc::clone(&scheduler),
             handle: Handle::new(spawner, blocking),
+            monitor: None,
         };
         let mut created = created.into_iter().enumerate();
         for (local_index, worker) in created.by_ref() {
@@ -209,7 +210,10 @@ impl Builder {
         }
         if self.workers > 1 {
             // On failure, dropping `runtime` stops the workers and frees their entries.
-            crate::monitor::start(&scheduler, format!("{}-monitor", self.thread_name))?;
+            runtime.monitor = Some(crate::monitor::start(
+                &scheduler,
+                format!("{}-monitor", self.thread_name),
+            )?);
         }
         Ok(runtime)
     }
@@ -244,6 +248,9 @@ pub struct Runtime {
     scheduler: Arc<Scheduler>,
     /// The same workers, for spawning from anywhere, and the blocking pool.
     handle: Handle,
+    /// The thread that looks after held workers (see `monitor`), with two workers or
+    /// more; joined when the runtime is dropped.
+    monitor: Option<thread::JoinHandle<()>>,
 }
 
 impl fmt::Debug for Runtime {
@@ -417,6 +424,11 @@ impl Drop for Runtime {
         // Spawns are refused from now on; every worker drops the tasks as it leaves.
         self.scheduler.tasks.close();
         self.scheduler.monitor.stop();
+        // It never waits on a worker (it only `try_lock`s their `Poll`s), so this is
+        // quick, even from one of the runtime's own tasks.
+        if let Some(monitor) = self.monitor.take() {
+            let _ = monitor.join();
+        }
         for worker in &self.workers {
             worker.shared.request_stop();
         }
