@@ -122,6 +122,18 @@ mod tests {
     fn assigns_the_least_loaded_worker_preferring_the_accepting_one() {
         let runtime = Runtime::builder().workers(3).build().unwrap();
         let dispatch = Arc::new(Dispatch::new(runtime.spawner()));
+        // A worker still in its first turn after 4 ms (a slow machine, miri) counts as
+        // held and is passed over: wait until every worker is out of tasks.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while runtime
+            .scheduler_for_tests()
+            .workers
+            .iter()
+            .any(|worker| worker.turn_started().is_some())
+        {
+            assert!(std::time::Instant::now() < deadline, "workers never idle");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         let first = dispatch.assign(1);
         assert_eq!(
             first.worker(),
