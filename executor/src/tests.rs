@@ -1833,6 +1833,44 @@ mod held_worker {
         assert_eq!(ran_during, 5, "first polls waited for the held worker");
     }
 
+    /// A socket registered with a worker that then computes for 1 s without yielding
+    /// still gets its readiness: the monitor collects the held worker's events, and
+    /// the reading task runs on the other worker.
+    #[test]
+    fn a_socket_of_a_held_worker_still_gets_its_events() {
+        let runtime = runtime(2);
+        let listener = std::net::TcpListener::bind(loopback()).unwrap();
+        let address = listener.local_addr().unwrap();
+        let writer = std::thread::spawn(move || {
+            let (mut peer, _) = listener.accept().unwrap();
+            // Once the reader waits and the worker computes.
+            std::thread::sleep(Duration::from_millis(100));
+            std::io::Write::write_all(&mut peer, b"ping").unwrap();
+            peer
+        });
+        let read_during = runtime.block_on(async move {
+            // Registered with this worker's `Poll`.
+            let stream = TcpStream::connect(address).await.unwrap();
+            let spinning = Arc::new(AtomicBool::new(true));
+            let reader = {
+                let spinning = Arc::clone(&spinning);
+                spawn(async move {
+                    let mut buffer = [0; 4];
+                    let read = stream.read(&mut buffer).await.unwrap();
+                    assert_eq!(&buffer[..read], b"ping"[..read].as_ref());
+                    spinning.load(Ordering::SeqCst)
+                })
+            };
+            // The reader's first poll, here or stolen: it waits for the socket.
+            yield_now().await;
+            spin(Duration::from_secs(1));
+            spinning.store(false, Ordering::SeqCst);
+            reader.await.unwrap()
+        });
+        drop(writer.join().unwrap());
+        assert!(read_during, "the socket's event waited for the held worker");
+    }
+
     /// A task spawned onto the empty queue of a worker that then computes for 1 s
     /// without yielding is stolen and runs during the computation (three times over,
     /// as the other worker may happen to be awake at the spawn).
