@@ -9,7 +9,9 @@
 //! when its current turn started ([`WorkerShared::turn_started`]); a turn older than
 //! [`HELD_AFTER`] means the worker is held, and then every [`HELD_CHECK`] the monitor
 //! - collects the held worker's I/O events without blocking (`try_lock` on its `Poll`:
-//!   when the owner has it, it is not held any more) and dispatches them,
+//!   when the owner has it, it is not held any more) and dispatches them; a wake of
+//!   the worker's own `mio::Waker` collected so is written again, as the worker may
+//!   have ended its turn meanwhile and be about to block counting on it,
 //! - fires its due timers (the heap is behind a mutex, locked briefly by its owner),
 //! - moves the keys posted to it (first polls aimed at it) to the injector, and
 //! - wakes a sleeping worker when the held worker's queue has keys, to steal them.
@@ -41,8 +43,13 @@ use crate::scheduler::Scheduler;
 use crate::sync::lock;
 use crate::sync::shim;
 
-/// Age of a turn after which its worker counts as held by a task.
-pub(crate) const HELD_AFTER: Duration = Duration::from_millis(4);
+/// Age of a turn after which its worker counts as held by a task. Under miri, which
+/// runs code far slower on a clock of its own, every turn would look held: 1 s there.
+pub(crate) const HELD_AFTER: Duration = if cfg!(miri) {
+    Duration::from_secs(1)
+} else {
+    Duration::from_millis(4)
+};
 /// How often the monitor serves a held worker (a held worker's timers fire up to this
 /// late).
 pub(crate) const HELD_CHECK: Duration = Duration::from_millis(1);
@@ -178,7 +185,7 @@ fn look(
         };
         let age = now_nanos.saturating_sub(started);
         let next = if age >= held_after {
-            worker.poll_events_for_owner(events);
+            worker.poll_events_for_owner(started, events);
             lock(&worker.timers).fire_due(Instant::now());
             worker.take_posted_keys(posted);
             if !posted.is_empty() {

@@ -135,15 +135,26 @@ impl WorkerShared {
 
     /// Collects the pending I/O events of this worker's `Poll` without blocking and
     /// dispatches them (their tasks are woken wherever they run), unless the owner is
-    /// using the `Poll` right now. For the monitor, on a held worker.
-    pub(crate) fn poll_events_for_owner(&self, events: &mut Events) {
+    /// using the `Poll` right now or has left the turn that started at `turn` (in
+    /// [`Scheduler::nanos`]). For the monitor, on a held worker.
+    ///
+    /// A wake of the worker's own `mio::Waker` collected here is written again: the
+    /// worker may have ended its turn meanwhile and be about to block, counting on it
+    /// (a sleeper woken to take a key, see `Scheduler::notify_one`).
+    pub(crate) fn poll_events_for_owner(&self, turn: u64, events: &mut Events) {
         let Ok(mut poll) = self.poll.try_lock() else {
             return;
         };
+        if self.turn_started() != Some(turn) {
+            return;
+        }
         let polled = poll.poll(events, Some(Duration::ZERO));
         drop(poll);
         if polled.is_ok() {
             self.dispatch(events);
+            if events.iter().any(|event| event.token() == WAKER_TOKEN) {
+                self.wake_poll();
+            }
         }
     }
 

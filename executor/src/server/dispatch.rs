@@ -187,7 +187,7 @@ mod tests {
         });
         let held = held.recv().unwrap();
         // Well past `HELD_AFTER`.
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::thread::sleep(crate::monitor::HELD_AFTER * 2 + std::time::Duration::from_millis(50));
         let free = 1 - held;
         // The held worker serves none, the other several: the free one still gets them.
         let assignments: Vec<_> = (0..4).map(|_| dispatch.assign(held)).collect();
