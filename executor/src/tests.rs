@@ -9,7 +9,7 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::net::{TcpListener, TcpStream};
-use crate::{JoinError, Runtime, Shutdown, sleep, spawn, timeout};
+use crate::{JoinError, Runtime, Shutdown, sleep, sleep_until, spawn, timeout};
 
 fn runtime(workers: usize) -> Runtime {
     Runtime::builder()
@@ -1059,9 +1059,13 @@ mod join_set {
         let runtime = runtime(1);
         let order = runtime.block_on(async {
             let mut set = JoinSet::new();
-            for n in 0..5_u64 {
+            // Deadlines from one instant, and far apart under miri, whose clock counts
+            // the work done: the time spawning takes must not reorder them.
+            let start = Instant::now();
+            let step = Duration::from_millis(if cfg!(miri) { 2000 } else { 20 });
+            for n in 0..5_u32 {
                 set.spawn(async move {
-                    sleep(Duration::from_millis(20 * (5 - n))).await;
+                    sleep_until(start + step * (5 - n)).await;
                     n
                 });
             }
