@@ -45,6 +45,9 @@ pub enum JoinError {
     Aborted,
     /// There was no memory to store the task; it never ran.
     OutOfMemory,
+    /// The runtime's task table was full (as many tasks alive as
+    /// [`Builder::max_tasks`](crate::Builder::max_tasks) allows); the task never ran.
+    TaskTableFull,
 }
 
 impl JoinError {
@@ -93,6 +96,7 @@ impl fmt::Debug for JoinError {
             Self::Cancelled => f.write_str("JoinError::Cancelled"),
             Self::Aborted => f.write_str("JoinError::Aborted"),
             Self::OutOfMemory => f.write_str("JoinError::OutOfMemory"),
+            Self::TaskTableFull => f.write_str("JoinError::TaskTableFull"),
         }
     }
 }
@@ -106,6 +110,9 @@ impl fmt::Display for JoinError {
             }
             Self::Aborted => f.write_str("task aborted"),
             Self::OutOfMemory => f.write_str("no memory to store the task; it never ran"),
+            Self::TaskTableFull => {
+                f.write_str("the runtime's task table is full; the task never ran")
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::handle::Handle;
 use crate::join::JoinHandle;
 use crate::scheduler::{Scheduler, publish_table_entry, release_table_entry, reserve_table_entry};
 use crate::task::package;
+use crate::task::store::MAX_SLOTS as MAX_TASKS;
 use crate::waker::MAX_WORKERS;
 use crate::worker::{Worker, WorkerShared};
 
@@ -27,6 +28,7 @@ pub struct Builder {
     thread_name: String,
     max_blocking_threads: usize,
     keep_alive: Duration,
+    max_tasks: usize,
 }
 
 impl Default for Builder {
@@ -36,6 +38,7 @@ impl Default for Builder {
             thread_name: "executor-worker".to_owned(),
             max_blocking_threads: DEFAULT_MAX_BLOCKING_THREADS,
             keep_alive: DEFAULT_KEEP_ALIVE,
+            max_tasks: MAX_TASKS,
         }
     }
 }
@@ -44,6 +47,28 @@ impl Builder {
     /// Number of worker threads; default: one per available core. Zero counts as one.
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers.max(1);
+        self
+    }
+
+    /// Most tasks alive at once (spawned and not finished, `block_on`'s included);
+    /// default and most: 4,194,240, the size of the task table. A spawn past it does
+    /// not run: its handle reports [`JoinError::TaskTableFull`](crate::JoinError::TaskTableFull)
+    /// (and `block_on` panics saying so). Zero counts as one; more than the default
+    /// counts as the default.
+    ///
+    /// # Examples
+    /// ```
+    /// let runtime = pagekeep_executor::Runtime::builder().workers(1).max_tasks(1).build()?;
+    /// let error = runtime.block_on(async {
+    ///     // The `block_on` task takes the only slot.
+    ///     pagekeep_executor::spawn(async {}).await.unwrap_err()
+    /// });
+    /// assert!(matches!(error, pagekeep_executor::JoinError::TaskTableFull));
+    /// assert!(error.to_string().contains("task table is full"));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn max_tasks(mut self, tasks: usize) -> Self {
+        self.max_tasks = tasks.clamp(1, MAX_TASKS);
         self
     }
 
@@ -131,6 +156,7 @@ impl Builder {
                 .collect(),
             created.iter().map(Worker::stealer).collect(),
             GENERATION_SEED.fetch_add(0x9E37_79B9, Ordering::Relaxed),
+            self.max_tasks,
         ));
         for &index in &indices {
             publish_table_entry(index, &scheduler);
@@ -147,6 +173,7 @@ impl Builder {
             workers: Vec::new(),
             scheduler: Arc::clone(&scheduler),
             handle: Handle::new(spawner, blocking),
+            monitor: None,
         };
         let mut created = created.into_iter().enumerate();
         for (local_index, worker) in created.by_ref() {
@@ -181,6 +208,13 @@ impl Builder {
                 }
             }
         }
+        if self.workers > 1 {
+            // On failure, dropping `runtime` stops the workers and frees their entries.
+            runtime.monitor = Some(crate::monitor::start(
+                &scheduler,
+                format!("{}-monitor", self.thread_name),
+            )?);
+        }
         Ok(runtime)
     }
 }
@@ -214,6 +248,9 @@ pub struct Runtime {
     scheduler: Arc<Scheduler>,
     /// The same workers, for spawning from anywhere, and the blocking pool.
     handle: Handle,
+    /// The thread that looks after held workers (see `monitor`), with two workers or
+    /// more; joined when the runtime is dropped.
+    monitor: Option<thread::JoinHandle<()>>,
 }
 
 impl fmt::Debug for Runtime {
@@ -306,6 +343,9 @@ impl Runtime {
                 panic!("the runtime's worker stopped or died before block_on finished")
             }
             Err(crate::JoinError::OutOfMemory) => panic!("no memory to store the block_on task"),
+            Err(crate::JoinError::TaskTableFull) => {
+                panic!("the runtime's task table is full: no room for the block_on task")
+            }
         }
     }
 }
@@ -329,6 +369,7 @@ impl Runtime {
     pub fn shutdown_timeout(mut self, grace: std::time::Duration) -> usize {
         self.handle.blocking_pool().shutdown();
         self.scheduler.tasks.close();
+        self.scheduler.monitor.stop();
         for worker in &self.workers {
             worker.shared.request_stop();
         }
@@ -382,6 +423,12 @@ impl Drop for Runtime {
         self.handle.blocking_pool().shutdown();
         // Spawns are refused from now on; every worker drops the tasks as it leaves.
         self.scheduler.tasks.close();
+        self.scheduler.monitor.stop();
+        // It never waits on a worker (it only `try_lock`s their `Poll`s), so this is
+        // quick, even from one of the runtime's own tasks.
+        if let Some(monitor) = self.monitor.take() {
+            let _ = monitor.join();
+        }
         for worker in &self.workers {
             worker.shared.request_stop();
         }
@@ -430,6 +477,13 @@ impl Spawner {
         self.scheduler.workers[index % self.scheduler.worker_count()].is_dead()
     }
 
+    /// Whether worker `index` is held by a task that has not yielded for a while (see
+    /// `monitor`).
+    pub(crate) fn is_held(&self, index: usize) -> bool {
+        self.scheduler
+            .is_held(index % self.scheduler.worker_count())
+    }
+
     /// Spawns `future` with its first poll on worker `index` (modulo the worker count);
     /// from then on it runs wherever it is woken or stolen.
     pub(crate) fn spawn_on<F>(&self, index: usize, future: F) -> JoinHandle<F::Output>
@@ -460,7 +514,7 @@ impl Spawner {
         if let Some(task) = task
             && let Err(refused) = self.scheduler.spawn(task, pin)
         {
-            drop(refused);
+            crate::task::refuse(&handle, refused);
         }
         handle
     }

@@ -25,12 +25,14 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Instant;
 
 use crate::run_queue::{Injector, Steal, Stealer, Worker as Deque};
 use pagekeep_arena::outside_arena;
 
+use crate::monitor::{HELD_AFTER, MonitorShared};
 use crate::sync::lock;
-use crate::task::store::{BoxFuture, TaskKey, TaskStore};
+use crate::task::store::{BoxFuture, Refused, TaskKey, TaskStore};
 use crate::waker::MAX_WORKERS;
 use crate::worker::{WorkerShared, with_local};
 
@@ -52,6 +54,10 @@ pub(crate) struct Scheduler {
     live: AtomicUsize,
     /// The worker-table index of worker 0: the one task wakers carry.
     pub(crate) home: usize,
+    /// Origin of the workers' `turn_started` times.
+    epoch: Instant,
+    /// The thread that looks after held workers (see `monitor`).
+    pub(crate) monitor: MonitorShared,
 }
 
 impl Scheduler {
@@ -59,9 +65,10 @@ impl Scheduler {
         workers: Box<[Arc<WorkerShared>]>,
         stealers: Box<[Stealer<TaskKey>]>,
         generation_base: u32,
+        max_tasks: usize,
     ) -> Self {
         Self {
-            tasks: TaskStore::new(generation_base),
+            tasks: TaskStore::with_capacity(generation_base, max_tasks),
             injector: Injector::new(),
             stealers,
             home: workers[0].index(),
@@ -69,6 +76,8 @@ impl Scheduler {
             sleeping: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
             workers,
+            epoch: Instant::now(),
+            monitor: MonitorShared::default(),
         }
     }
 
@@ -77,11 +86,30 @@ impl Scheduler {
         self.workers.len()
     }
 
+    /// `at` in nanoseconds since this scheduler was made, plus one (never 0, which
+    /// `WorkerShared::turn_started` keeps for "out of tasks").
+    pub(crate) fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1)
+            + 1
+    }
+
+    /// A worker started a turn after running out of tasks (see `monitor`).
+    pub(crate) fn turn_begun(&self) {
+        if self.workers.len() > 1 {
+            self.monitor.turn_begun();
+        }
+    }
+
+    /// Whether worker `index`'s own queue holds a key.
+    pub(crate) fn has_queued(&self, index: usize) -> bool {
+        !self.stealers[index].is_empty()
+    }
+
     /// Spawns `future`: its first poll on worker `pin` (a runtime index, modulo the
     /// count) when given, else wherever it is picked up first (the calling worker's
     /// queue on a worker of this runtime, the injector elsewhere). Gives the future
-    /// back when the runtime is shutting down.
-    pub(crate) fn spawn(&self, future: BoxFuture, pin: Option<usize>) -> Result<(), BoxFuture> {
+    /// back when the runtime is shutting down or its task table is full, saying which.
+    pub(crate) fn spawn(&self, future: BoxFuture, pin: Option<usize>) -> Result<(), Refused> {
         // The table and queues outlive any request: never grow them in its arena.
         let key = outside_arena(|| self.tasks.insert(future))?;
         match pin {
@@ -95,6 +123,15 @@ impl Scheduler {
             None => self.push(key),
         }
         Ok(())
+    }
+
+    /// Whether worker `index` has been in one turn for [`HELD_AFTER`] or longer (a task
+    /// that does not yield holds it).
+    pub(crate) fn is_held(&self, index: usize) -> bool {
+        self.workers[index].turn_started().is_some_and(|started| {
+            let age = self.nanos(Instant::now()).saturating_sub(started);
+            u128::from(age) >= HELD_AFTER.as_nanos()
+        })
     }
 
     /// Wakes task `key` (from a waker): queues it unless it is already queued, being

@@ -9,7 +9,7 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::net::{TcpListener, TcpStream};
-use crate::{JoinError, Runtime, Shutdown, sleep, spawn, timeout};
+use crate::{JoinError, Runtime, Shutdown, sleep, sleep_until, spawn, timeout};
 
 fn runtime(workers: usize) -> Runtime {
     Runtime::builder()
@@ -218,7 +218,8 @@ mod timers {
                 })
                 .await;
             }
-            crate::worker::with_local(|local| local.timers.borrow_mut().len()).unwrap()
+            crate::worker::with_local(|local| crate::sync::lock(&local.shared.timers).len())
+                .unwrap()
         });
         assert!(heap_len <= 200, "{heap_len} cancelled timers kept");
     }
@@ -1058,9 +1059,13 @@ mod join_set {
         let runtime = runtime(1);
         let order = runtime.block_on(async {
             let mut set = JoinSet::new();
-            for n in 0..5_u64 {
+            // Deadlines from one instant, and far apart under miri, whose clock counts
+            // the work done: the time spawning takes must not reorder them.
+            let start = Instant::now();
+            let step = Duration::from_millis(if cfg!(miri) { 2000 } else { 20 });
+            for n in 0..5_u32 {
                 set.spawn(async move {
-                    sleep(Duration::from_millis(20 * (5 - n))).await;
+                    sleep_until(start + step * (5 - n)).await;
                     n
                 });
             }
@@ -1733,5 +1738,238 @@ mod stealing {
                 }
             }
         }
+    }
+}
+
+/// A worker held by a task that never yields (issue 17): its timers, its queue and its
+/// sockets are served all the same (see `monitor`).
+mod held_worker {
+    use super::*;
+
+    /// Spins the thread for `duration` without yielding.
+    fn spin(duration: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < duration {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// 100 sleepers of 10 ms, some of them registered with the heap of the worker that a
+    /// 2 s computation then holds, all complete while it computes.
+    #[test]
+    fn sleeps_fire_behind_a_held_worker() {
+        let runtime = runtime(2);
+        let spinning = Arc::new(AtomicBool::new(true));
+        let late = Arc::new(AtomicUsize::new(0));
+        let (sleepers, spinner) = {
+            let spinning = Arc::clone(&spinning);
+            let late = Arc::clone(&late);
+            runtime.block_on(async move {
+                // Let the other worker settle into `epoll_wait`.
+                sleep(Duration::from_millis(20)).await;
+                let sleepers: Vec<_> = (0..100)
+                    .map(|_| {
+                        let spinning = Arc::clone(&spinning);
+                        let late = Arc::clone(&late);
+                        spawn(async move {
+                            sleep(Duration::from_millis(10)).await;
+                            if !spinning.load(Ordering::SeqCst) {
+                                late.fetch_add(1, Ordering::SeqCst);
+                            }
+                        })
+                    })
+                    .collect();
+                let spinner = spawn(async move {
+                    // Behind the sleepers on this worker's queue: those it polls
+                    // register with its heap before it computes.
+                    yield_now().await;
+                    spin(Duration::from_secs(2));
+                    spinning.store(false, Ordering::SeqCst);
+                });
+                (sleepers, spinner)
+            })
+        };
+        runtime.block_on(async move {
+            for sleeper in sleepers {
+                sleeper.await.unwrap();
+            }
+            spinner.await.unwrap();
+        });
+        assert_eq!(
+            late.load(Ordering::SeqCst),
+            0,
+            "sleeps waited for the held worker"
+        );
+    }
+
+    /// First polls posted to a worker behind a task that then holds it for 1 s run on
+    /// the other worker during the computation: the monitor moves them from the held
+    /// worker's inbox to the injector.
+    #[test]
+    fn first_polls_posted_behind_a_held_worker_run_elsewhere() {
+        let runtime = runtime(2);
+        let ran_during = runtime.block_on(async {
+            let spawner = crate::Handle::current().spawner().clone();
+            let here = crate::worker::with_local(|local| local.shared.local_index()).unwrap();
+            let spinning = Arc::new(AtomicBool::new(true));
+            let spinner = {
+                let spinning = Arc::clone(&spinning);
+                spawner.spawn_on(here, async move {
+                    spin(Duration::from_secs(1));
+                    spinning.store(false, Ordering::SeqCst);
+                })
+            };
+            let posted: Vec<_> = (0..5)
+                .map(|_| {
+                    let spinning = Arc::clone(&spinning);
+                    spawner.spawn_on(here, async move { spinning.load(Ordering::SeqCst) })
+                })
+                .collect();
+            let mut during = 0;
+            for task in posted {
+                if task.await.unwrap() {
+                    during += 1;
+                }
+            }
+            spinner.await.unwrap();
+            during
+        });
+        assert_eq!(ran_during, 5, "first polls waited for the held worker");
+    }
+
+    /// A socket registered with a worker that then computes for 1 s without yielding
+    /// still gets its readiness: the monitor collects the held worker's events, and
+    /// the reading task runs on the other worker.
+    #[test]
+    fn a_socket_of_a_held_worker_still_gets_its_events() {
+        let runtime = runtime(2);
+        let listener = std::net::TcpListener::bind(loopback()).unwrap();
+        let address = listener.local_addr().unwrap();
+        let writer = std::thread::spawn(move || {
+            let (mut peer, _) = listener.accept().unwrap();
+            // Once the reader waits and the worker computes.
+            std::thread::sleep(Duration::from_millis(100));
+            std::io::Write::write_all(&mut peer, b"ping").unwrap();
+            peer
+        });
+        let read_during = runtime.block_on(async move {
+            // Registered with this worker's `Poll`.
+            let stream = TcpStream::connect(address).await.unwrap();
+            let spinning = Arc::new(AtomicBool::new(true));
+            let reader = {
+                let spinning = Arc::clone(&spinning);
+                spawn(async move {
+                    let mut buffer = [0; 4];
+                    let read = stream.read(&mut buffer).await.unwrap();
+                    assert_eq!(&buffer[..read], b"ping"[..read].as_ref());
+                    spinning.load(Ordering::SeqCst)
+                })
+            };
+            // The reader's first poll, here or stolen: it waits for the socket.
+            yield_now().await;
+            spin(Duration::from_secs(1));
+            spinning.store(false, Ordering::SeqCst);
+            reader.await.unwrap()
+        });
+        drop(writer.join().unwrap());
+        assert!(read_during, "the socket's event waited for the held worker");
+    }
+
+    /// A task spawned onto the empty queue of a worker that then computes for 1 s
+    /// without yielding is stolen and runs during the computation (three times over,
+    /// as the other worker may happen to be awake at the spawn).
+    #[test]
+    fn a_lone_task_behind_a_held_worker_is_stolen() {
+        let runtime = runtime(2);
+        for round in 0..3 {
+            let ran_during = runtime.block_on(async {
+                sleep(Duration::from_millis(20)).await;
+                spawn(async {
+                    let spinning = Arc::new(AtomicBool::new(true));
+                    let lone = {
+                        let spinning = Arc::clone(&spinning);
+                        spawn(async move { spinning.load(Ordering::SeqCst) })
+                    };
+                    spin(Duration::from_secs(1));
+                    spinning.store(false, Ordering::SeqCst);
+                    lone.await.unwrap()
+                })
+                .await
+                .unwrap()
+            });
+            assert!(
+                ran_during,
+                "round {round}: the lone task waited for the held worker"
+            );
+        }
+    }
+}
+
+/// A full task table (`Builder::max_tasks`, shrunk from the 4,194,240 slots of the
+/// real table) is an error that says so, not a cancellation (issue 17).
+mod full_task_table {
+    use super::*;
+
+    fn small_runtime(tasks: usize) -> Runtime {
+        Runtime::builder()
+            .workers(2)
+            .max_tasks(tasks)
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn a_spawn_past_the_table_reports_task_table_full() {
+        let runtime = small_runtime(8);
+        let (error, respawned) = runtime.block_on(async {
+            // With the block_on task, 8 alive: the table is full.
+            let earlier: Vec<_> = (0..7)
+                .map(|_| spawn(std::future::pending::<()>()))
+                .collect();
+            let error = spawn(async {}).await.unwrap_err();
+            // Freed slots take spawns again (a slot is freed just after its task's
+            // last poll, which may be a little after its handle has the outcome).
+            for task in earlier {
+                task.abort();
+                assert!(matches!(task.await, Err(JoinError::Aborted)));
+            }
+            let mut respawned = None;
+            for _ in 0..1000 {
+                match spawn(async { 5 }).await {
+                    Err(JoinError::TaskTableFull) => sleep(Duration::from_millis(1)).await,
+                    outcome => {
+                        respawned = Some(outcome.unwrap());
+                        break;
+                    }
+                }
+            }
+            (error, respawned)
+        });
+        assert!(matches!(error, JoinError::TaskTableFull), "{error:?}");
+        assert!(!error.is_cancelled());
+        assert!(error.to_string().contains("task table is full"), "{error}");
+        assert_eq!(respawned, Some(5));
+    }
+
+    #[test]
+    fn block_on_with_a_full_table_says_the_table_is_full() {
+        let runtime = small_runtime(4);
+        let pending: Vec<_> = (0..4)
+            .map(|_| runtime.spawn(std::future::pending::<()>()))
+            .collect();
+        let outside = runtime.spawn(async {});
+        let error = crate::runtime::block_on_thread(outside).unwrap_err();
+        assert!(matches!(error, JoinError::TaskTableFull), "{error:?}");
+        let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime.block_on(async {});
+        }))
+        .expect_err("block_on with no room for its task");
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        assert!(message.contains("task table is full"), "{message}");
+        drop(pending);
     }
 }

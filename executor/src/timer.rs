@@ -34,9 +34,14 @@ struct EntryState {
     fired: bool,
     cancelled: bool,
     waker: Option<Waker>,
+    /// Bumped at every registration: heap items of earlier ones are stale.
+    generation: u64,
 }
 
-/// One registered deadline, shared by the heap and the `Sleep` that made it.
+/// A `Sleep`'s registration, shared by the heaps that hold items of it and the `Sleep`,
+/// which keeps it across resets and moves between workers (each registration pushes an
+/// item, not a new entry: a connection's timer allocates once, not once per request or
+/// per move).
 #[derive(Debug, Default)]
 pub(crate) struct TimerEntry {
     state: Mutex<EntryState>,
@@ -46,10 +51,6 @@ impl TimerEntry {
     fn lock(&self) -> std::sync::MutexGuard<'_, EntryState> {
         crate::sync::lock(&self.state)
     }
-
-    fn is_cancelled(&self) -> bool {
-        self.lock().cancelled
-    }
 }
 
 #[derive(Debug)]
@@ -58,6 +59,16 @@ struct HeapItem {
     /// Insertion order, to break ties deterministically.
     sequence: u64,
     entry: Arc<TimerEntry>,
+    /// The entry's registration this item stands for.
+    generation: u64,
+}
+
+impl HeapItem {
+    /// Whether the item is still its entry's current, uncancelled registration.
+    fn is_live(&self) -> bool {
+        let state = self.entry.lock();
+        !state.cancelled && state.generation == self.generation
+    }
 }
 
 impl PartialEq for HeapItem {
@@ -82,7 +93,8 @@ const MIN_COMPACTION_LEN: usize = 64;
 /// Most reset entries kept for reuse.
 const MAX_SPARE_ENTRIES: usize = 1024;
 
-/// A worker's timers. Only its own thread touches it.
+/// A worker's timers, behind a mutex in `WorkerShared`: its own thread inserts and
+/// fires them, and the monitor fires them while a task holds the worker.
 #[derive(Debug)]
 pub(crate) struct TimerHeap {
     heap: BinaryHeap<HeapItem>,
@@ -105,9 +117,10 @@ impl Default for TimerHeap {
 }
 
 impl TimerHeap {
-    /// Keeps `entry` for reuse if nothing but the heap held it. The count cannot grow
-    /// behind our back: only the heap hands out references, and it is ours.
-    fn recycle(&mut self, entry: Arc<TimerEntry>) {
+    /// Keeps `entry` for reuse if nothing but the caller holds it. The count cannot grow
+    /// behind our back: references come only from a `Sleep` and the heap items it made,
+    /// and the caller's is the last.
+    pub(crate) fn recycle(&mut self, entry: Arc<TimerEntry>) {
         if self.spare.len() < MAX_SPARE_ENTRIES && Arc::strong_count(&entry) == 1 {
             *entry.lock() = EntryState::default();
             self.spare.push(entry);
@@ -120,7 +133,7 @@ impl TimerHeap {
         let mut items = std::mem::take(&mut self.heap).into_vec();
         let mut index = 0;
         while index < items.len() {
-            if items[index].entry.is_cancelled() {
+            if !items[index].is_live() {
                 let item = items.swap_remove(index);
                 self.recycle(item.entry);
             } else {
@@ -132,31 +145,52 @@ impl TimerHeap {
         self.compact_at = (self.heap.len() * 2).max(MIN_COMPACTION_LEN);
     }
 
-    /// Registers a deadline whose firing wakes `waker`.
-    pub(crate) fn insert(&mut self, deadline: Instant, waker: Waker) -> Arc<TimerEntry> {
-        if self.heap.len() >= self.compact_at {
-            self.compact();
-        }
+    /// A fresh entry: a spare one if any.
+    pub(crate) fn take_entry(&mut self) -> Arc<TimerEntry> {
         let entry = self.spare.pop().unwrap_or_default();
         debug_assert_eq!(
             Arc::strong_count(&entry),
             1,
             "spare timer entry still shared"
         );
-        entry.lock().waker = Some(waker);
+        entry
+    }
+
+    /// Registers `entry` for `deadline`, whose firing wakes `waker`. Its earlier
+    /// registrations, in this heap or another, become stale.
+    pub(crate) fn arm(&mut self, deadline: Instant, entry: &Arc<TimerEntry>, waker: Waker) {
+        if self.heap.len() >= self.compact_at {
+            self.compact();
+        }
+        let generation = {
+            let mut state = entry.lock();
+            state.generation = state.generation.wrapping_add(1);
+            state.fired = false;
+            state.cancelled = false;
+            state.waker = Some(waker);
+            state.generation
+        };
         self.heap.push(HeapItem {
             deadline,
             sequence: self.next_sequence,
-            entry: Arc::clone(&entry),
+            entry: Arc::clone(entry),
+            generation,
         });
         self.next_sequence += 1;
+    }
+
+    /// Registers a deadline whose firing wakes `waker`, on a fresh entry.
+    #[cfg(test)]
+    pub(crate) fn insert(&mut self, deadline: Instant, waker: Waker) -> Arc<TimerEntry> {
+        let entry = self.take_entry();
+        self.arm(deadline, &entry, waker);
         entry
     }
 
     /// The earliest deadline still pending, dropping cancelled entries found on top.
     pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
         while let Some(top) = self.heap.peek() {
-            if top.entry.is_cancelled() {
+            if !top.is_live() {
                 let item = self.heap.pop().expect("peeked");
                 self.recycle(item.entry);
             } else {
@@ -176,8 +210,12 @@ impl TimerHeap {
             let item = self.heap.pop().expect("peeked");
             let waker = {
                 let mut state = item.entry.lock();
-                state.fired = true;
-                state.waker.take()
+                if state.cancelled || state.generation != item.generation {
+                    None
+                } else {
+                    state.fired = true;
+                    state.waker.take()
+                }
             };
             if let Some(waker) = waker {
                 waker.wake();
@@ -199,8 +237,9 @@ impl TimerHeap {
     pub(crate) fn clear(&mut self) -> Vec<Waker> {
         let mut wakers = Vec::new();
         for item in self.heap.drain() {
-            if let Some(waker) = item.entry.lock().waker.take() {
-                wakers.push(waker);
+            let mut state = item.entry.lock();
+            if !state.cancelled && state.generation == item.generation {
+                wakers.extend(state.waker.take());
             }
         }
         wakers
@@ -216,7 +255,10 @@ impl TimerHeap {
 #[must_use = "futures do nothing unless polled"]
 pub struct Sleep {
     deadline: Instant,
+    /// Made at the first registration, kept until the sleep is dropped.
     entry: Option<Arc<TimerEntry>>,
+    /// Whether `entry` is registered (in the heap of `worker`) for `deadline`.
+    armed: bool,
     /// The [`id`](crate::worker::Local::id) of the worker whose heap holds `entry`.
     worker: u64,
     /// Whether this sleep has been polled: a sleep already due at its first poll still
@@ -268,6 +310,7 @@ pub fn sleep_until(deadline: Instant) -> Sleep {
     Sleep {
         deadline,
         entry: None,
+        armed: false,
         worker: 0,
         polled: false,
     }
@@ -325,8 +368,13 @@ impl Sleep {
         self.deadline = deadline;
     }
 
+    /// Withdraws the registration; the entry is kept for the next one.
     fn cancel(&mut self) {
-        if let Some(entry) = self.entry.take() {
+        if !self.armed {
+            return;
+        }
+        self.armed = false;
+        if let Some(entry) = &self.entry {
             let mut state = entry.lock();
             state.cancelled = true;
             state.waker = None;
@@ -342,7 +390,7 @@ impl Future for Sleep {
         // The budget is only asked when the sleep is about to complete (so a pending
         // poll, a timer per connection, costs nothing): with it spent, the elapsed sleep
         // completes at the next poll.
-        if let Some(entry) = &this.entry {
+        if let Some(entry) = this.entry.as_ref().filter(|_| this.armed) {
             // Off a worker thread the entry is kept as it is.
             let here = crate::worker::with_local(|local| local.id);
             let mut state = entry.lock();
@@ -375,18 +423,18 @@ impl Future for Sleep {
         this.polled = true;
         // The timer heap outlives any request: a handler's sleep must not grow it (or
         // make its entry) inside the request's arena.
-        let (worker, entry) = pagekeep_arena::outside_arena(|| {
+        let (deadline, entry) = (this.deadline, &mut this.entry);
+        let worker = pagekeep_arena::outside_arena(|| {
             crate::worker::with_local(|local| {
-                let entry = local
-                    .timers
-                    .borrow_mut()
-                    .insert(this.deadline, cx.waker().clone());
-                (local.id, entry)
+                let mut heap = crate::sync::lock(&local.shared.timers);
+                let entry = entry.get_or_insert_with(|| heap.take_entry());
+                heap.arm(deadline, entry, cx.waker().clone());
+                local.id
             })
         })
         .expect("`Sleep` polled outside an executor worker thread");
         this.worker = worker;
-        this.entry = Some(entry);
+        this.armed = true;
         Poll::Pending
     }
 }
@@ -394,6 +442,21 @@ impl Future for Sleep {
 impl Drop for Sleep {
     fn drop(&mut self) {
         self.cancel();
+        let Some(entry) = self.entry.take() else {
+            return;
+        };
+        // No heap item left (it fired, or went stale and was dropped): the entry goes
+        // to this worker's spares rather than back to the allocator. Only with the heap
+        // free at once: a waker run while it fires may drop a sleep on this thread.
+        if Arc::strong_count(&entry) == 1 {
+            pagekeep_arena::outside_arena(|| {
+                crate::worker::with_local(|local| {
+                    if let Ok(mut heap) = local.shared.timers.try_lock() {
+                        heap.recycle(entry);
+                    }
+                })
+            });
+        }
     }
 }
 
@@ -538,6 +601,86 @@ mod tests {
         wakers.into_iter().for_each(Waker::wake);
         assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 1);
         assert!(pending.lock().waker.is_none() && !pending.lock().fired);
+    }
+
+    /// A registration made again on the same entry (a reset, or a move to another
+    /// worker) leaves the earlier item stale: it neither fires nor hands back a waker,
+    /// and it is dropped from the heap.
+    #[test]
+    fn an_entry_armed_again_fires_once_for_its_last_registration() {
+        let count = Arc::new(Count(0.into()));
+        let waker = Waker::from(Arc::clone(&count));
+        let mut heap = TimerHeap::default();
+        let mut other = TimerHeap::default();
+        let start = Instant::now();
+        let entry = heap.insert(start, waker.clone());
+        heap.arm(start + Duration::from_secs(1), &entry, waker.clone());
+        other.arm(start + Duration::from_secs(2), &entry, waker.clone());
+        assert_eq!(heap.fire_due(start + Duration::from_secs(5)), 0);
+        assert!(!entry.lock().fired, "stale items do not fire");
+        assert_eq!(heap.next_deadline(), None);
+        assert!(heap.clear().is_empty(), "stale items hand back no waker");
+        assert_eq!(other.fire_due(start + Duration::from_secs(5)), 1);
+        assert!(entry.lock().fired);
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(Arc::strong_count(&entry), 1, "the heaps let go of it");
+    }
+
+    /// A `Sleep` keeps its entry across a firing, resets and re-registrations, and its
+    /// entry goes to the worker's spares when it is dropped: a connection's timer, reset
+    /// every request and firing now and then, allocates nothing after the first.
+    #[test]
+    fn a_sleep_keeps_one_entry_through_firings_and_resets() {
+        let runtime = crate::Runtime::builder().workers(1).build().unwrap();
+        // Long under miri, whose clock counts the work done: each sleep must still be
+        // pending at its first poll, so that it registers.
+        let unit = Duration::from_millis(if cfg!(miri) { 1000 } else { 1 });
+        runtime.block_on(async move {
+            let mut sleep = Box::pin(sleep(unit));
+            sleep.as_mut().await;
+            // An address, as a number: the future must be `Send`.
+            let first = Arc::as_ptr(sleep.entry.as_ref().expect("registered")).addr();
+            for round in 0..3 {
+                let deadline = Instant::now() + unit * (1 + round);
+                sleep.as_mut().get_mut().reset(deadline);
+                assert!(sleep.entry.is_some(), "the entry is kept through a reset");
+                sleep.as_mut().await;
+                assert_eq!(Arc::as_ptr(sleep.entry.as_ref().unwrap()).addr(), first);
+            }
+            // Reset far ahead and polled once (registered), then reset near: the far
+            // item goes stale and only the near one completes the sleep.
+            sleep
+                .as_mut()
+                .get_mut()
+                .reset(Instant::now() + Duration::from_secs(3600));
+            assert!(futures_poll_once(sleep.as_mut()).is_pending());
+            sleep
+                .as_mut()
+                .get_mut()
+                .reset(Instant::now() + Duration::from_millis(1));
+            sleep.as_mut().await;
+            assert_eq!(Arc::as_ptr(sleep.entry.as_ref().unwrap()).addr(), first);
+            drop(sleep);
+            // The dropped sleep's entry (the far item still holds it until compaction
+            // or the top of the heap) is reused once free: a fresh sleep gets a spare.
+            let fresh = crate::worker::with_local(|local| {
+                let mut heap = crate::sync::lock(&local.shared.timers);
+                heap.next_deadline();
+                heap.compact();
+                heap.take_entry()
+            })
+            .unwrap();
+            assert_eq!(
+                Arc::as_ptr(&fresh).addr(),
+                first,
+                "the entry went to the spares"
+            );
+        });
+    }
+
+    fn futures_poll_once<F: Future + ?Sized>(future: Pin<&mut F>) -> Poll<F::Output> {
+        let mut cx = Context::from_waker(Waker::noop());
+        future.poll(&mut cx)
     }
 
     #[test]

@@ -2,28 +2,28 @@
 //! and the queues' stealing side are the runtime's [`Scheduler`].
 //!
 //! # Safety of the shared state
-//! The run queue's owning end, the pinned queue and the timer heap ([`Local`]) belong
-//! to the worker thread and are reached only through its thread-local context; user
-//! code never runs while one of their `RefCell`s is borrowed mutably. What other
-//! threads touch is in [`WorkerShared`]: the inbox of pinned spawns (mutex), the
-//! `notified` flag (atomic), the `mio::Waker` and `Registry` (thread-safe) and the I/O
-//! table (mutex).
+//! The run queue's owning end ([`Local`]) belongs to the worker thread and is reached
+//! only through its thread-local context. What other threads touch is in
+//! [`WorkerShared`]: the inbox of pinned spawns (see `inbox`),
+//! the `mio::Waker` and `Registry` (thread-safe), the I/O table (mutex), and, for the
+//! monitor when a task holds the worker (see `monitor`), the `Poll` and the timer heap
+//! (mutexes; the owner holds the `Poll`'s across `epoll_wait`, the monitor only
+//! `try_lock`s it) and the start time of the current turn (atomic).
 //!
 //! # Loop
 //! A turn polls up to [`POLLS_PER_TURN`] tasks (or for up to 1 ms of polls), each taken
-//! from: the pinned queue
-//! (spawns aimed at this worker), the worker's own queue, a batch from the injector, a
-//! batch stolen from another worker. Then `epoll_wait`: without waiting when the turn
-//! ran tasks; when it found none, the worker lists itself as sleeping, looks at every
-//! queue once more, and blocks until an event, a wake or the next timer. Then it
-//! dispatches I/O events, drains its inbox and fires due timers, until told to stop.
+//! from: the inbox (spawns aimed at this worker, one at a time), the worker's own
+//! queue, a batch from the injector, a batch stolen from another worker. Then
+//! `epoll_wait`: without waiting when the turn ran tasks; when it found none, the
+//! worker lists itself as sleeping, looks at every queue once more, and blocks until
+//! an event, a wake or the next timer. Then it dispatches I/O events and fires due
+//! timers, until told to stop.
 //!
 //! A socket's events arrive on the worker whose `Poll` registered it, and wake its task
 //! wherever that task runs now; a [`Sleep`](crate::Sleep) moves to the worker that
 //! polls it.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Token};
 use pagekeep_arena::outside_arena;
 
+use crate::inbox::Inbox;
 use crate::reactor::IoTable;
 use crate::scheduler::Scheduler;
 use crate::sync::lock;
@@ -50,14 +51,6 @@ pub(crate) const POLLS_PER_TURN: usize = 61;
 /// Time after which a turn ends early (see the loop).
 const TURN_TIME: Duration = Duration::from_millis(1);
 
-/// Keys of spawns aimed at one worker, posted by other threads.
-#[derive(Debug, Default)]
-struct Inbox {
-    keys: Vec<TaskKey>,
-    /// The worker has exited: nothing posted now would ever run here.
-    closed: bool,
-}
-
 /// The part of a worker that other threads reach. See the module `# Safety` notes.
 #[derive(Debug)]
 pub(crate) struct WorkerShared {
@@ -67,10 +60,8 @@ pub(crate) struct WorkerShared {
     local_index: usize,
     registry: mio::Registry,
     waker: mio::Waker,
-    inbox: Mutex<Inbox>,
-    /// Set by whoever posts to the inbox and has woken (or will wake) the `Poll`;
-    /// cleared by the worker before it drains the inbox.
-    notified: AtomicBool,
+    /// Keys of first polls aimed at this worker (see `inbox`).
+    inbox: Inbox<TaskKey>,
     io: Mutex<IoTable>,
     stop: AtomicBool,
     /// The worker's loop panicked (a waker or the reactor failed; task polls and drops
@@ -78,6 +69,17 @@ pub(crate) struct WorkerShared {
     dead: AtomicBool,
     /// Tasks this worker has polled (for tests and statistics).
     polls: AtomicU64,
+    /// The worker's `Poll`: its owner holds the lock in `epoll_wait`; the monitor
+    /// takes it (`try_lock` only) to collect the events of a held worker.
+    poll: Mutex<mio::Poll>,
+    /// The worker's timers. Its own thread inserts and fires; the monitor fires those
+    /// of a held worker. Locked only briefly, never across a task poll.
+    pub(crate) timers: Mutex<TimerHeap>,
+    /// When the current turn started, in nanoseconds since the scheduler's epoch plus
+    /// one; 0 while the worker is out of tasks (about to block or blocked). A turn
+    /// older than [`HELD_AFTER`](crate::monitor::HELD_AFTER) means a task holds the
+    /// worker (see `monitor`).
+    turn_started: AtomicU64,
 }
 
 impl WorkerShared {
@@ -109,38 +111,70 @@ impl WorkerShared {
     /// Hands the worker the key of a task whose first poll must run here (unless the
     /// worker has exited: then the key is given back).
     pub(crate) fn post(&self, key: TaskKey) -> Result<(), TaskKey> {
-        let here = with_local(|local| {
-            if std::ptr::eq(Arc::as_ptr(&local.shared), self) {
-                outside_arena(|| local.pinned.borrow_mut().push_back(key));
-                true
-            } else {
-                false
-            }
-        });
-        if here == Some(true) {
-            return Ok(());
-        }
-        {
-            let mut inbox = lock(&self.inbox);
-            if inbox.closed {
-                return Err(key);
-            }
-            // Runtime state outlives any request: never grow it inside a request's arena.
-            outside_arena(|| inbox.keys.push(key));
-        }
-        if !self.notified.swap(true, Ordering::AcqRel) {
+        let here = with_local(|local| std::ptr::eq(Arc::as_ptr(&local.shared), self));
+        // The worker itself picks the key at its next pick: no wake.
+        if self.inbox.post(key, here == Some(true))? {
             self.wake_poll();
         }
         Ok(())
     }
 
-    /// Moves what was posted into `into` by swapping vectors (so that neither side
-    /// allocates again once both have grown to the usual batch). With `close`, every
-    /// later post is refused.
-    fn take_posted(&self, into: &mut Vec<TaskKey>, close: bool) {
-        let mut inbox = lock(&self.inbox);
-        std::mem::swap(&mut inbox.keys, into);
-        inbox.closed |= close;
+    /// Runtime index of this worker.
+    pub(crate) fn local_index(&self) -> usize {
+        self.local_index
+    }
+
+    /// When the worker's current turn started (in [`Scheduler::nanos`]), or `None` while
+    /// it is out of tasks.
+    pub(crate) fn turn_started(&self) -> Option<u64> {
+        match self.turn_started.load(Ordering::Acquire) {
+            0 => None,
+            started => Some(started),
+        }
+    }
+
+    /// Collects the pending I/O events of this worker's `Poll` without blocking and
+    /// dispatches them (their tasks are woken wherever they run), unless the owner is
+    /// using the `Poll` right now or has left the turn that started at `turn` (in
+    /// [`Scheduler::nanos`]). For the monitor, on a held worker.
+    ///
+    /// A wake of the worker's own `mio::Waker` collected here is written again: the
+    /// worker may have ended its turn meanwhile and be about to block, counting on it
+    /// (a sleeper woken to take a key, see `Scheduler::notify_one`).
+    pub(crate) fn poll_events_for_owner(&self, turn: u64, events: &mut Events) {
+        let Ok(mut poll) = self.poll.try_lock() else {
+            return;
+        };
+        if self.turn_started() != Some(turn) {
+            return;
+        }
+        let polled = poll.poll(events, Some(Duration::ZERO));
+        drop(poll);
+        if polled.is_ok() {
+            self.dispatch(events);
+            if events.iter().any(|event| event.token() == WAKER_TOKEN) {
+                self.wake_poll();
+            }
+        }
+    }
+
+    /// Hands the events of this worker's `Poll` to their sockets' states.
+    fn dispatch(&self, events: &Events) {
+        let table = self.io_table();
+        for event in events.iter() {
+            if event.token() == WAKER_TOKEN {
+                continue;
+            }
+            if let Some(state) = table.get(event.token().0) {
+                state.on_event(event);
+            }
+        }
+    }
+
+    /// Moves the keys posted to this worker and not yet taken to `into` (the monitor
+    /// requeues those of a held worker for others to run).
+    pub(crate) fn take_posted_keys(&self, into: &mut Vec<TaskKey>) {
+        self.inbox.take_all(into, false);
     }
 
     /// Whether the worker's loop died of a panic (see [`Worker::run`]).
@@ -150,14 +184,14 @@ impl WorkerShared {
 
     /// Marks a worker whose thread never started: refuses posts, like an exited one.
     pub(crate) fn abandon(&self) {
-        lock(&self.inbox).closed = true;
+        self.inbox.close();
         self.dead.store(true, Ordering::Release);
     }
 
     /// Tells the worker to leave its loop.
     pub(crate) fn request_stop(&self) {
         self.stop.store(true, Ordering::Release);
-        self.notified.store(true, Ordering::Release);
+        self.inbox.notify();
         self.wake_poll();
     }
 }
@@ -178,9 +212,6 @@ pub(crate) struct Local {
     pub(crate) handle: crate::Handle,
     /// The owning end of this worker's run queue (FIFO); others steal from it.
     pub(crate) queue: crate::run_queue::Worker<TaskKey>,
-    /// Keys posted to this worker (first polls that must run here), not stealable.
-    pub(crate) pinned: RefCell<VecDeque<TaskKey>>,
-    pub(crate) timers: RefCell<TimerHeap>,
     /// State of the xorshift that picks the first victim to steal from.
     random: Cell<u32>,
 }
@@ -208,7 +239,7 @@ impl Local {
     /// the own queue, so that a worker whose queue never empties (a task that always
     /// yields, on a one-worker runtime) still takes what other threads spawn and wake.
     fn next_task(&self, injector_first: bool) -> Option<TaskKey> {
-        if let Some(key) = self.pinned.borrow_mut().pop_front() {
+        if let Some(key) = self.shared.inbox.pop() {
             return Some(key);
         }
         if injector_first && let Some(key) = self.scheduler.steal_injected(&self.queue) {
@@ -267,7 +298,6 @@ impl Local {
 /// A worker before its thread starts.
 #[derive(Debug)]
 pub(crate) struct Worker {
-    poll: mio::Poll,
     shared: Arc<WorkerShared>,
     queue: crate::run_queue::Worker<TaskKey>,
 }
@@ -284,15 +314,16 @@ impl Worker {
             local_index,
             registry,
             waker,
-            inbox: Mutex::default(),
-            notified: AtomicBool::new(false),
+            inbox: Inbox::default(),
             io: Mutex::default(),
             stop: AtomicBool::new(false),
             dead: AtomicBool::new(false),
             polls: AtomicU64::new(0),
+            poll: Mutex::new(poll),
+            timers: Mutex::new(TimerHeap::default()),
+            turn_started: AtomicU64::new(0),
         });
         Ok(Self {
-            poll,
             shared,
             queue: crate::run_queue::Worker::new_fifo(),
         })
@@ -316,8 +347,6 @@ impl Worker {
             scheduler,
             handle,
             queue: std::mem::replace(&mut self.queue, crate::run_queue::Worker::new_fifo()),
-            pinned: RefCell::new(VecDeque::new()),
-            timers: RefCell::new(TimerHeap::default()),
             // Any odd seed does; the table index differs between workers.
             random: Cell::new(u32::try_from(self.shared.index).unwrap_or(0) * 2 + 0x9E37_79B9),
         });
@@ -346,10 +375,9 @@ impl Worker {
         scheduler.wake_up(self.shared.local_index);
         // Keys pinned here go to the others (or nowhere, at shutdown).
         let mut posted = Vec::new();
-        self.shared.take_posted(&mut posted, true);
-        let pinned: Vec<TaskKey> = local.pinned.borrow_mut().drain(..).collect();
+        self.shared.inbox.take_all(&mut posted, true);
         let own: Vec<TaskKey> = std::iter::from_fn(|| local.queue.pop()).collect();
-        scheduler.requeue_orphans(posted.into_iter().chain(pinned).chain(own));
+        scheduler.requeue_orphans(posted.into_iter().chain(own));
         let last = scheduler.leave();
         // Shutdown (or the last worker gone): drop the tasks here, with this worker's
         // context installed (their destructors may deregister sockets or wake others).
@@ -367,21 +395,32 @@ impl Worker {
         crate::reactor::shut_down(&self.shared.io);
         // Sleeps still in the heap belong to tasks elsewhere: woken, they re-register
         // with their own worker's heap.
-        let orphaned = local.timers.borrow_mut().clear();
+        self.shared.turn_started.store(0, Ordering::Release);
+        let orphaned = lock(&self.shared.timers).clear();
         outside_arena(|| orphaned.into_iter().for_each(std::task::Waker::wake));
     }
 
     fn event_loop(&mut self, local: &Local) {
         let mut events = Events::with_capacity(EVENT_CAPACITY);
-        let mut drained = Vec::new();
         let me = self.shared.local_index;
+        // Whether the last turn ended out of tasks (the worker then blocked, or could).
+        let mut was_idle = true;
         loop {
             if self.shared.stop.load(Ordering::Acquire) {
+                self.shared.turn_started.store(0, Ordering::Release);
                 return;
             }
             let mut ran = 0;
             let mut full = false;
             let turn_start = Instant::now();
+            // Published for the monitor, which looks after a worker whose turn lasts
+            // (see `monitor`); a worker coming out of idleness makes sure it watches.
+            self.shared
+                .turn_started
+                .store(local.scheduler.nanos(turn_start), Ordering::Release);
+            if was_idle {
+                local.scheduler.turn_begun();
+            }
             while ran < POLLS_PER_TURN {
                 let Some(key) = local.next_task(ran == 0) else {
                     break;
@@ -396,6 +435,10 @@ impl Worker {
                     break;
                 }
             }
+            was_idle = !full;
+            if !full {
+                self.shared.turn_started.store(0, Ordering::Release);
+            }
             let timeout = if full {
                 Some(Duration::ZERO)
             } else {
@@ -403,11 +446,11 @@ impl Worker {
                 local.scheduler.sleep(me);
                 if local.scheduler.has_work()
                     || !local.queue.is_empty()
-                    || self.shared.notified.load(Ordering::Acquire)
+                    || self.shared.inbox.pending()
                 {
                     Some(Duration::ZERO)
                 } else {
-                    local.timers.borrow_mut().next_deadline().map(|deadline| {
+                    lock(&self.shared.timers).next_deadline().map(|deadline| {
                         // Round up so that a timer is never fired early and never spun on.
                         let wait = deadline.saturating_duration_since(Instant::now());
                         let millis = wait.as_nanos().div_ceil(1_000_000);
@@ -415,7 +458,7 @@ impl Worker {
                     })
                 }
             };
-            let polled = self.poll.poll(&mut events, timeout);
+            let polled = lock(&self.shared.poll).poll(&mut events, timeout);
             if !full {
                 local.scheduler.wake_up(me);
             }
@@ -424,22 +467,10 @@ impl Worker {
             {
                 panic!("epoll_wait failed: {error}");
             }
-            {
-                let table = self.shared.io_table();
-                for event in events.iter() {
-                    if event.token() == WAKER_TOKEN {
-                        continue;
-                    }
-                    if let Some(state) = table.get(event.token().0) {
-                        state.on_event(event);
-                    }
-                }
-            }
-            if self.shared.notified.swap(false, Ordering::AcqRel) {
-                self.shared.take_posted(&mut drained, false);
-                outside_arena(|| local.pinned.borrow_mut().extend(drained.drain(..)));
-            }
-            local.timers.borrow_mut().fire_due(Instant::now());
+            self.shared.dispatch(&events);
+            // The keys posted are picked from the inbox itself (see `inbox`).
+            self.shared.inbox.woken();
+            lock(&self.shared.timers).fire_due(Instant::now());
         }
     }
 }

@@ -9,6 +9,13 @@
 //! the connections each worker serves and hands a new one to the least loaded (itself
 //! on a tie); the hand-off is one spawn into the other worker's inbox, once per
 //! connection, and the socket is registered with the serving worker's `Poll` there.
+//!
+//! A worker held by a task that does not yield (a handler computing for a second)
+//! serves few connections and would look the least loaded, so a held worker is passed
+//! over while another is not (see `monitor`). One that gets held after the hand-off
+//! does not keep the connection waiting: the monitor moves the keys still in a held
+//! worker's inbox to the injector (a worker takes its posted keys one at a time, so
+//! the inbox holds all but the one it polls), and collects its sockets' events.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,19 +54,28 @@ impl Dispatch {
     /// two per concurrent accept.
     ///
     /// A worker that died (its loop panicked) is never picked: its connections were
-    /// failed when it died, and a connection handed to it would never be served.
+    /// failed when it died, and a connection handed to it would never be served. A
+    /// worker held by a task is picked only when every live worker is held.
     pub(crate) fn assign(self: &Arc<Self>, accepting: usize) -> Assignment {
-        let mut worker = accepting;
-        let mut least = if self.spawner.is_dead(accepting) {
-            usize::MAX
-        } else {
-            self.served[accepting].load(Ordering::Relaxed)
+        // Lowest first: a live worker that is not held, a held one, a dead one; then
+        // the fewest connections.
+        let rank = |index: usize| {
+            let availability = if self.spawner.is_dead(index) {
+                2
+            } else if self.spawner.is_held(index) {
+                1
+            } else {
+                0
+            };
+            (availability, self.served[index].load(Ordering::Relaxed))
         };
-        for (index, served) in self.served.iter().enumerate() {
-            let served = served.load(Ordering::Relaxed);
-            if served < least && !self.spawner.is_dead(index) {
+        let mut worker = accepting;
+        let mut least = rank(accepting);
+        for index in 0..self.served.len() {
+            let candidate = rank(index);
+            if candidate < least {
                 worker = index;
-                least = served;
+                least = candidate;
             }
         }
         self.served[worker].fetch_add(1, Ordering::Relaxed);
@@ -106,6 +122,18 @@ mod tests {
     fn assigns_the_least_loaded_worker_preferring_the_accepting_one() {
         let runtime = Runtime::builder().workers(3).build().unwrap();
         let dispatch = Arc::new(Dispatch::new(runtime.spawner()));
+        // A worker still in its first turn after 4 ms (a slow machine, miri) counts as
+        // held and is passed over: wait until every worker is out of tasks.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while runtime
+            .scheduler_for_tests()
+            .workers
+            .iter()
+            .any(|worker| worker.turn_started().is_some())
+        {
+            assert!(std::time::Instant::now() < deadline, "workers never idle");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         let first = dispatch.assign(1);
         assert_eq!(
             first.worker(),
@@ -142,5 +170,34 @@ mod tests {
             "both spawns on worker 1 ran on one thread"
         );
         assert_ne!(seen[0].1, seen[1].1, "worker 0 is another thread");
+    }
+
+    #[test]
+    fn passes_over_a_held_worker() {
+        let runtime = Runtime::builder().workers(2).build().unwrap();
+        let dispatch = Arc::new(Dispatch::new(runtime.spawner()));
+        let (held_sender, held) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        // Holds its worker without yielding until released (a blocking receive, not a
+        // spin, so that it is quick under miri too).
+        let holder = runtime.spawn(async move {
+            let index = crate::worker::with_local(|local| local.shared.local_index());
+            held_sender.send(index.unwrap()).unwrap();
+            released.recv().unwrap();
+        });
+        let held = held.recv().unwrap();
+        // Well past `HELD_AFTER`.
+        std::thread::sleep(crate::monitor::HELD_AFTER * 2 + std::time::Duration::from_millis(50));
+        let free = 1 - held;
+        // The held worker serves none, the other several: the free one still gets them.
+        let assignments: Vec<_> = (0..4).map(|_| dispatch.assign(held)).collect();
+        release.send(()).unwrap();
+        runtime.block_on(async move { holder.await.unwrap() });
+        assert!(
+            assignments
+                .iter()
+                .all(|assignment| assignment.worker() == free),
+            "a connection went to the held worker"
+        );
     }
 }

@@ -9,10 +9,14 @@
 //! dev-dependency on loom) they would not build.
 
 #[cfg(not(all(test, pagekeep_executor_loom)))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, fence};
+pub(crate) use std::sync::Mutex;
+#[cfg(not(all(test, pagekeep_executor_loom)))]
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, fence};
 
 #[cfg(all(test, pagekeep_executor_loom))]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, fence};
+pub(crate) use loom::sync::Mutex;
+#[cfg(all(test, pagekeep_executor_loom))]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, fence};
 
 /// An `UnsafeCell` with loom's closure API, so that loom checks every access.
 #[cfg(not(all(test, pagekeep_executor_loom)))]

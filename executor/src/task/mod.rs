@@ -167,10 +167,20 @@ where
     if let Some(task) = task
         && let Err(refused) = scheduler.spawn(task, None)
     {
-        // The runtime is shutting down: the handle reports a cancellation.
-        drop(refused);
+        refuse(&handle, refused);
     }
     handle
+}
+
+/// Drops a future the task table refused, its handle reporting why: a full table as
+/// [`JoinError::TaskTableFull`], a runtime shutting down as a cancellation (what the
+/// dropped task reports itself).
+pub(crate) fn refuse<T>(handle: &JoinHandle<T>, refused: store::Refused) {
+    if refused.reason == store::Refusal::Full {
+        // The first outcome recorded wins: the dropped task's `Cancelled` is discarded.
+        handle.state().complete(Err(JoinError::TaskTableFull));
+    }
+    drop(refused.future);
 }
 
 /// The process-wide index of the worker running the current thread (the index task

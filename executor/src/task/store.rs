@@ -282,6 +282,22 @@ struct Alloc {
     closed: bool,
 }
 
+/// Why [`TaskStore::insert`] refused a future.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The store is closed (its runtime is shutting down).
+    Closed,
+    /// Every slot up to the store's capacity is occupied.
+    Full,
+}
+
+/// A future [`TaskStore::insert`] gives back, and why.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    pub(crate) future: BoxFuture,
+    pub(crate) reason: Refusal,
+}
+
 /// The runtime's task table. See the module docs.
 #[derive(Debug)]
 pub(crate) struct TaskStore {
@@ -292,6 +308,8 @@ pub(crate) struct TaskStore {
     /// First generation of every slot, so that two runtimes (one dropped, one later
     /// claiming the same worker-table entry) do not hand out the same keys.
     generation_base: u32,
+    /// Most slots occupied at once: 1 to [`MAX_SLOTS`].
+    capacity: usize,
 }
 
 /// Page and offset of slot `index`.
@@ -303,13 +321,32 @@ fn locate(index: usize) -> (usize, usize) {
 
 impl TaskStore {
     /// An empty store whose slots start at generation `generation_base`.
+    #[cfg_attr(
+        any(not(test), pagekeep_executor_loom),
+        expect(dead_code, reason = "used by the tests only")
+    )]
     pub(crate) fn new(generation_base: u32) -> Self {
+        Self::with_capacity(generation_base, MAX_SLOTS)
+    }
+
+    /// An empty store of at most `capacity` tasks (clamped to 1 to [`MAX_SLOTS`]).
+    pub(crate) fn with_capacity(generation_base: u32, capacity: usize) -> Self {
         Self {
             pages: [const { OnceLock::new() }; PAGES],
             alloc: Mutex::default(),
             closed: AtomicBool::new(false),
             generation_base,
+            capacity: capacity.clamp(1, MAX_SLOTS),
         }
+    }
+
+    /// Most tasks the store holds at once.
+    #[cfg_attr(
+        any(not(test), pagekeep_executor_loom),
+        expect(dead_code, reason = "used by the tests only")
+    )]
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
     }
 
     fn slot(&self, index: u32) -> Option<&Slot<BoxFuture>> {
@@ -318,15 +355,24 @@ impl TaskStore {
     }
 
     /// Stores `future` as a scheduled task and returns its key; the caller queues it.
-    /// Gives the future back when the store is closed or full.
-    pub(crate) fn insert(&self, future: BoxFuture) -> Result<TaskKey, BoxFuture> {
+    /// Gives the future back when the store is closed or full, saying which.
+    pub(crate) fn insert(&self, future: BoxFuture) -> Result<TaskKey, Refused> {
         let mut alloc = lock(&self.alloc);
         if alloc.closed {
-            return Err(future);
+            return Err(Refused {
+                future,
+                reason: Refusal::Closed,
+            });
+        }
+        if alloc.live >= self.capacity {
+            return Err(Refused {
+                future,
+                reason: Refusal::Full,
+            });
         }
         let index = match alloc.free.pop() {
             Some(index) => index,
-            None if (alloc.fresh as usize) < MAX_SLOTS => {
+            None if (alloc.fresh as usize) < self.capacity => {
                 let index = alloc.fresh;
                 let (page, _) = locate(index as usize);
                 let base = self.generation_base;
@@ -338,7 +384,12 @@ impl TaskStore {
                 alloc.fresh += 1;
                 index
             }
-            None => return Err(future),
+            None => {
+                return Err(Refused {
+                    future,
+                    reason: Refusal::Full,
+                });
+            }
         };
         // Reserve room for the slot's return now, so that completing a task never
         // allocates (it may run inside a request's arena).
@@ -512,6 +563,28 @@ mod tests {
         }));
         assert!(store.schedule(second), "idle: the waker queues it");
         store.check_invariants();
+    }
+
+    #[test]
+    fn a_full_store_says_so_and_takes_again_once_a_slot_is_free() {
+        let store = TaskStore::with_capacity(0, 3);
+        let keys: Vec<_> = (0..3).map(|_| store.insert(ready()).unwrap()).collect();
+        let refused = store.insert(ready()).unwrap_err();
+        assert_eq!(refused.reason, Refusal::Full);
+        let future = store.start(keys[1]).unwrap();
+        // SAFETY: started just above.
+        unsafe { store.complete(keys[1]) };
+        drop(future);
+        let again = store.insert(ready()).unwrap();
+        assert_eq!(again.slot, keys[1].slot, "the freed slot is reused");
+        assert_eq!(store.insert(ready()).unwrap_err().reason, Refusal::Full);
+        drop(store.drain());
+        assert_eq!(store.insert(ready()).unwrap_err().reason, Refusal::Closed);
+        assert_eq!(TaskStore::with_capacity(0, 0).capacity(), 1);
+        assert_eq!(
+            TaskStore::with_capacity(0, usize::MAX).capacity(),
+            MAX_SLOTS
+        );
     }
 
     #[test]

@@ -31,6 +31,7 @@ mod edges;
 mod examples;
 #[cfg(feature = "futures-io")]
 mod futures_io;
+mod held_worker;
 mod keep_alive;
 #[cfg(unix)]
 mod limits;
