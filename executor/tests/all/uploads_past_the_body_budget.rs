@@ -302,6 +302,7 @@ fn a_body_collected_past_the_budget_gets_413_and_streamed_it_passes() {
 }
 
 /// `VmHWM` (peak) and `VmRSS` of process `pid`, in bytes.
+#[cfg(unix)] // a child process and /proc (README, "Platforms")
 fn resident(pid: u32) -> (usize, usize) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let field = |name: &str| {
@@ -318,6 +319,7 @@ fn resident(pid: u32) -> (usize, usize) {
 
 /// The server's peak resident memory during eight 4 MiB uploads, above what it had
 /// after a first small upload, in a child process running `scenario`.
+#[cfg(unix)]
 fn peak_growth(scenario: &str) -> usize {
     let child = ChildServer::start(scenario);
     // Warm up (workers, arenas, buffers, the budget's first slabs) with a small upload.
@@ -342,8 +344,10 @@ fn peak_growth(scenario: &str) -> usize {
 /// touches for eight uploads (the requests' arenas, the consumers' queues, the budget
 /// heap's slab metadata). Measured: 1.1 to 1.3 MiB above the budget in all, over six
 /// runs.
+#[cfg(unix)] // a child process and /proc (README, "Platforms")
 const RESIDENT_ALLOWANCE: usize = 2 * MIB + 8 * 3 * (16 << 10);
 
+#[cfg(unix)] // a child process and /proc (README, "Platforms")
 #[test]
 fn eight_uploads_keep_the_server_within_its_body_budget_in_resident_memory() {
     let growth = peak_growth("body-budget");
@@ -355,6 +359,7 @@ fn eight_uploads_keep_the_server_within_its_body_budget_in_resident_memory() {
     );
 }
 
+#[cfg(unix)] // a child process and /proc (README, "Platforms")
 #[test]
 #[ignore = "a measurement for comparison: without a budget the server holds what the client sends"]
 fn eight_uploads_without_a_budget_for_comparison() {
