@@ -785,13 +785,32 @@ impl Future for Acquire<'_> {
                         granted = locked.with_queue(|queue| queue.last_granted >= ticket);
                     }
                 }
-                // A free may have asked for a pass meanwhile.
-                budget.unlock_and_wake(locked, batch);
-                match enqueued {
-                    Some(ticket) if !granted => {
-                        this.state = AcquireState::Waiting(ticket);
-                        Poll::Pending
+                #[cfg(all(test, not(loom)))]
+                if let Some(hook) = tests::BEFORE_START_UNLOCK.with(std::cell::Cell::take) {
+                    hook(budget);
+                }
+                // Queued (granted or not): from here on, dropping the request leaves the
+                // queue or gives the bytes back, even if the wake below panics.
+                if let Some(ticket) = enqueued {
+                    this.state = AcquireState::Waiting(ticket);
+                }
+                // A free may have asked for a pass meanwhile. Its wakes may re-raise a
+                // waiter's waker panic: bytes taken directly then go back, since the
+                // caller never sees them.
+                let woken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    budget.unlock_and_wake(locked, batch)
+                }));
+                if let Err(payload) = woken {
+                    if enqueued.is_none() {
+                        // The second panic, if any, is the same kind: the first is raised.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            budget.release(bytes)
+                        }));
                     }
+                    std::panic::resume_unwind(payload);
+                }
+                match enqueued {
+                    Some(_) if !granted => Poll::Pending,
                     _ => {
                         this.state = AcquireState::Done;
                         Poll::Ready(())
@@ -855,6 +874,52 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::AtomicUsize as StdAtomicUsize;
     use std::task::Wake;
+
+    std::thread_local! {
+        /// Run by a request's first poll with the queue's lock held, just before it
+        /// unlocks (and serves what frees asked for meanwhile).
+        pub(super) static BEFORE_START_UNLOCK: std::cell::Cell<Option<fn(&Budget)>> =
+            const { std::cell::Cell::new(None) };
+    }
+
+    struct PanickingWaker;
+
+    impl Wake for PanickingWaker {
+        fn wake(self: Arc<Self>) {
+            panic!("a waiter's waker panics");
+        }
+    }
+
+    /// A request's first poll queues it, and its unlock then serves a waiter ahead of it
+    /// (a free landed while the lock was held) whose waker panics. The request must be
+    /// queued as far as its drop is concerned: it used to stay at its start, so its drop
+    /// left its entry in the queue, and the bytes later granted to it were lost.
+    #[test]
+    fn a_first_poll_whose_unlock_panics_leaves_no_entry_behind() {
+        let budget = Budget::with_batch(64, 0);
+        assert!(budget.try_acquire(64));
+        let panicking = Waker::from(Arc::new(PanickingWaker));
+        let mut ahead = Box::pin(budget.acquire(32));
+        assert!(
+            ahead
+                .as_mut()
+                .poll(&mut Context::from_waker(&panicking))
+                .is_pending()
+        );
+        BEFORE_START_UNLOCK.with(|hook| hook.set(Some(|budget| budget.release(32))));
+        let mut behind = Box::pin(budget.acquire(16));
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            behind
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+        }));
+        assert!(polled.is_err(), "the waker's panic comes out of the poll");
+        drop(behind);
+        drop(ahead);
+        budget.release(32);
+        assert_eq!(budget.waiters(), 0, "no entry left in the queue");
+        assert_eq!(budget.available(), 64, "every byte came back");
+    }
 
     struct Counter(StdAtomicUsize);
 

@@ -284,13 +284,17 @@ impl<'h, T, S: PageSource + Clone> HeapVec<'h, T, S> {
         // SAFETY: distinct live blocks; the old one holds `len` initialised elements,
         // the new one has room for them.
         unsafe { ptr::copy_nonoverlapping(self.ptr.as_ptr(), new.as_ptr(), self.len) };
-        if self.capacity != 0 {
-            // SAFETY: the old buffer, a block of this heap with this layout, freed once:
-            // its elements were moved out above.
-            unsafe { self.heap.dealloc(self.ptr.cast(), old) };
-        }
+        let (old_ptr, old_capacity) = (self.ptr, self.capacity);
+        // The vector owns the new buffer before the old one is freed: the free can
+        // panic (it re-raises the panic of a waiter's waker it wakes), and the vector
+        // must then still be whole.
         self.ptr = new;
         self.capacity = capacity;
+        if old_capacity != 0 {
+            // SAFETY: the old buffer, a block of this heap with this layout, freed once:
+            // its elements were moved out above, and the vector no longer points at it.
+            unsafe { self.heap.dealloc(old_ptr.cast(), old) };
+        }
     }
 }
 

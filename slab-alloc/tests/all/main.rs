@@ -3,6 +3,7 @@
 mod async_heap_deadlock;
 mod async_heap_in_a_region;
 mod async_heap_lost_wake_up;
+mod async_heap_panicking_wakers;
 mod async_support;
 mod corruption;
 mod exhaustion;
