@@ -32,8 +32,10 @@
 //! `parked`. So either the monitor sees the turn and does not park, or the worker sees
 //! `parked` and unparks it (an unpark before the park is kept by `std::thread`).
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::Waker;
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
@@ -134,6 +136,7 @@ pub(crate) fn start(
 fn run(scheduler: &Weak<Scheduler>) {
     let mut events = Events::with_capacity(EVENT_CAPACITY);
     let mut posted = Vec::new();
+    let mut wakers = Vec::new();
     loop {
         // Weak: the monitor does not keep a dropped runtime's scheduler alive.
         let Some(scheduler) = scheduler.upgrade() else {
@@ -143,14 +146,14 @@ fn run(scheduler: &Weak<Scheduler>) {
         if monitor.stop.load(Ordering::Acquire) {
             return;
         }
-        match look(&scheduler, &mut events, &mut posted) {
+        match look(&scheduler, &mut events, &mut posted, &mut wakers) {
             Some(wait) => {
                 drop(scheduler);
                 thread::park_timeout(wait);
             }
             None => {
                 monitor.gate.monitor_parking();
-                let busy = look(&scheduler, &mut events, &mut posted).is_some();
+                let busy = look(&scheduler, &mut events, &mut posted, &mut wakers).is_some();
                 let stopping = monitor.stop.load(Ordering::Acquire);
                 if !busy && !stopping {
                     // Not holding the scheduler while parked (its runtime may be dropped).
@@ -168,12 +171,22 @@ fn run(scheduler: &Weak<Scheduler>) {
     }
 }
 
+/// Says on standard error that a waker panicked on the monitor thread (a worker that
+/// meets one dies, and says so; the monitor goes on).
+#[cold]
+fn report_panicking_waker() {
+    use std::io::Write;
+    let _ = std::io::stderr()
+        .write_all(b"executor: a waker panicked when the monitor woke it; the monitor goes on\n");
+}
+
 /// Serves the held workers; returns how long to wait before the next look, or `None`
 /// when no worker is in a turn.
 fn look(
     scheduler: &Scheduler,
     events: &mut Events,
     posted: &mut Vec<crate::task::store::TaskKey>,
+    wakers: &mut Vec<Waker>,
 ) -> Option<Duration> {
     let now = Instant::now();
     let now_nanos = scheduler.nanos(now);
@@ -186,12 +199,21 @@ fn look(
         let age = now_nanos.saturating_sub(started);
         let next = if age >= held_after {
             worker.poll_events_for_owner(started, events);
-            lock(&worker.timers).fire_due(Instant::now());
+            lock(&worker.timers).fire_due(Instant::now(), wakers);
+            for waker in wakers.drain(..) {
+                // A waker that panics here must not end the monitor (every held worker
+                // would then go unserved): it is reported and the others are woken.
+                if std::panic::catch_unwind(AssertUnwindSafe(|| waker.wake())).is_err() {
+                    report_panicking_waker();
+                }
+            }
             worker.take_posted_keys(posted);
             if !posted.is_empty() {
                 scheduler.requeue_orphans(posted.drain(..));
             }
-            if scheduler.has_queued(worker.local_index()) {
+            if scheduler.has_queued(worker.local_index())
+                && scheduler.move_queued_to_injector(worker.local_index()) != 0
+            {
                 scheduler.notify_one();
             }
             HELD_CHECK

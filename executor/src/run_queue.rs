@@ -83,6 +83,13 @@ mod stand_in {
             lock(&self.queue).is_empty()
         }
 
+        pub(crate) fn steal(&self) -> Steal<T> {
+            match lock(&self.queue).pop_front() {
+                Some(value) => Steal::Success(value),
+                None => Steal::Empty,
+            }
+        }
+
         pub(crate) fn steal_batch_and_pop(&self, into: &Worker<T>) -> Steal<T> {
             if Arc::ptr_eq(&self.queue, &into.queue) {
                 return Steal::Empty;

@@ -105,6 +105,23 @@ impl Scheduler {
         !self.stealers[index].is_empty()
     }
 
+    /// Moves the keys queued on worker `index` (held by a task) to the injector, which
+    /// every worker looks at first in each turn: a busy worker never empties its own
+    /// queue, so it would not steal them. Returns how many moved.
+    pub(crate) fn move_queued_to_injector(&self, index: usize) -> usize {
+        let mut moved = 0;
+        loop {
+            match self.stealers[index].steal() {
+                Steal::Success(key) => {
+                    outside_arena(|| self.injector.push(key));
+                    moved += 1;
+                }
+                Steal::Retry => {}
+                Steal::Empty => return moved,
+            }
+        }
+    }
+
     /// Spawns `future`: its first poll on worker `pin` (a runtime index, modulo the
     /// count) when given, else wherever it is picked up first (the calling worker's
     /// queue on a worker of this runtime, the injector elsewhere). Gives the future

@@ -151,6 +151,55 @@ mod reactor {
 mod timers {
     use super::*;
 
+    /// Polls a sleep of its own when woken (on the worker, while it fires timers).
+    struct PollsASleep {
+        sleep: Mutex<Option<std::pin::Pin<Box<crate::Sleep>>>>,
+        woken: AtomicBool,
+    }
+
+    impl std::task::Wake for PollsASleep {
+        fn wake(self: Arc<Self>) {
+            if let Some(mut sleep) = crate::sync::lock(&self.sleep).take() {
+                let _ = sleep
+                    .as_mut()
+                    .poll(&mut std::task::Context::from_waker(Waker::noop()));
+            }
+            self.woken.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A waker that polls a `Sleep` (which registers with the worker's timer heap) when
+    /// its own timer fires: the worker wakes due timers with the heap unlocked, so this
+    /// neither deadlocks the worker nor panics. It used to deadlock.
+    #[test]
+    fn a_waker_may_poll_a_sleep_when_its_timer_fires() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = runtime(1);
+            let woken = runtime.block_on(async {
+                let waker = Arc::new(PollsASleep {
+                    sleep: Mutex::new(Some(Box::pin(sleep(Duration::from_secs(10))))),
+                    woken: AtomicBool::new(false),
+                });
+                let mut fires = Box::pin(sleep(Duration::from_millis(20)));
+                let polled =
+                    fires
+                        .as_mut()
+                        .poll(&mut std::task::Context::from_waker(&Waker::from(
+                            Arc::clone(&waker),
+                        )));
+                assert!(polled.is_pending());
+                sleep(Duration::from_millis(100)).await;
+                waker.woken.load(Ordering::SeqCst)
+            });
+            let _ = done.send(woken);
+        });
+        let woken = finished
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the worker deadlocked in the waker");
+        assert!(woken, "the timer's waker ran");
+    }
+
     #[test]
     fn sleeps_complete_in_deadline_order_and_not_early() {
         // One worker: each worker fires its own heap's timers, and tasks move between
@@ -1902,6 +1951,120 @@ mod held_worker {
                 "round {round}: the lone task waited for the held worker"
             );
         }
+    }
+
+    /// A task queued on a worker that then computes for 1 s without yielding runs during
+    /// the computation even while the other worker stays busy with a task that yields
+    /// all the time: that worker never empties its own queue, so it never steals; the
+    /// monitor moves the held worker's queue to the injector, which every worker looks
+    /// at first in each turn.
+    #[test]
+    fn a_task_queued_behind_a_held_worker_runs_while_the_others_are_busy() {
+        let runtime = runtime(2);
+        let ran_during = runtime.block_on(async {
+            let spawner = crate::Handle::current().spawner().clone();
+            let here = crate::worker::with_local(|local| local.shared.local_index()).unwrap();
+            let busy = Arc::new(AtomicBool::new(true));
+            let busy_task = {
+                let busy = Arc::clone(&busy);
+                spawner.spawn_on(1 - here, async move {
+                    while busy.load(Ordering::SeqCst) {
+                        spin(Duration::from_micros(20));
+                        yield_now().await;
+                    }
+                })
+            };
+            sleep(Duration::from_millis(20)).await;
+            let ran_during = spawner
+                .spawn_on(here, async {
+                    let spinning = Arc::new(AtomicBool::new(true));
+                    let queued = {
+                        let spinning = Arc::clone(&spinning);
+                        spawn(async move { spinning.load(Ordering::SeqCst) })
+                    };
+                    spin(Duration::from_secs(1));
+                    spinning.store(false, Ordering::SeqCst);
+                    queued.await.unwrap()
+                })
+                .await
+                .unwrap();
+            busy.store(false, Ordering::SeqCst);
+            busy_task.await.unwrap();
+            ran_during
+        });
+        assert!(
+            ran_during,
+            "the queued task waited for the held worker while the other one was busy"
+        );
+    }
+
+    /// Notes whether it was woken while `spinning` was set.
+    struct NotesWake {
+        spinning: Arc<AtomicBool>,
+        during: Arc<AtomicBool>,
+    }
+
+    impl std::task::Wake for NotesWake {
+        fn wake(self: Arc<Self>) {
+            if self.spinning.load(Ordering::SeqCst) {
+                self.during.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// A waker that panics when the monitor fires its timer does not end the monitor: a
+    /// sleep registered with a worker that is then held for 1 s still fires during the
+    /// hold afterwards.
+    #[test]
+    fn the_monitor_survives_a_panicking_waker() {
+        struct Panicking;
+        impl std::task::Wake for Panicking {
+            fn wake(self: Arc<Self>) {
+                panic!("a waker that panics");
+            }
+        }
+        let runtime = runtime(2);
+        let fired_during = runtime.block_on(async {
+            let spawner = crate::Handle::current().spawner().clone();
+            let here = crate::worker::with_local(|local| local.shared.local_index()).unwrap();
+            // A sleep polled with the panicking waker, on a worker then held for 300 ms:
+            // the monitor fires it.
+            spawner
+                .spawn_on(here, async {
+                    let mut doomed = Box::pin(sleep(Duration::from_millis(20)));
+                    let waker = Waker::from(Arc::new(Panicking));
+                    let polled = doomed
+                        .as_mut()
+                        .poll(&mut std::task::Context::from_waker(&waker));
+                    assert!(polled.is_pending());
+                    spin(Duration::from_millis(300));
+                    drop(doomed);
+                })
+                .await
+                .unwrap();
+            // Then a sleep registered with a worker that this task then holds: only the
+            // monitor can fire it during the hold.
+            spawner
+                .spawn_on(here, async {
+                    let spinning = Arc::new(AtomicBool::new(true));
+                    let during = Arc::new(AtomicBool::new(false));
+                    let waker = Waker::from(Arc::new(NotesWake {
+                        spinning: Arc::clone(&spinning),
+                        during: Arc::clone(&during),
+                    }));
+                    let mut sleeper = Box::pin(sleep(Duration::from_millis(50)));
+                    let polled = sleeper
+                        .as_mut()
+                        .poll(&mut std::task::Context::from_waker(&waker));
+                    assert!(polled.is_pending());
+                    spin(Duration::from_secs(1));
+                    spinning.store(false, Ordering::SeqCst);
+                    during.load(Ordering::SeqCst)
+                })
+                .await
+                .unwrap()
+        });
+        assert!(fired_during, "the sleep waited for the held worker");
     }
 }
 

@@ -200,30 +200,26 @@ impl TimerHeap {
         None
     }
 
-    /// Fires every entry due at `now`; returns how many wakers were woken.
-    pub(crate) fn fire_due(&mut self, now: Instant) -> usize {
-        let mut woken = 0;
+    /// Takes every entry due at `now`, pushing the wakers to wake onto `wakers`; the
+    /// caller wakes them once the heap is unlocked (a waker may poll or drop a `Sleep`,
+    /// which locks it). Returns how many it pushed.
+    pub(crate) fn fire_due(&mut self, now: Instant, wakers: &mut Vec<Waker>) -> usize {
+        let before = wakers.len();
         while let Some(top) = self.heap.peek() {
             if top.deadline > now {
                 break;
             }
             let item = self.heap.pop().expect("peeked");
-            let waker = {
+            {
                 let mut state = item.entry.lock();
-                if state.cancelled || state.generation != item.generation {
-                    None
-                } else {
+                if !state.cancelled && state.generation == item.generation {
                     state.fired = true;
-                    state.waker.take()
+                    wakers.extend(state.waker.take());
                 }
-            };
-            if let Some(waker) = waker {
-                waker.wake();
-                woken += 1;
             }
             self.recycle(item.entry);
         }
-        woken
+        wakers.len() - before
     }
 
     /// Entries in the heap, cancelled ones included.
@@ -533,6 +529,14 @@ mod tests {
         }
     }
 
+    /// Fires the due entries of `heap` and wakes their wakers, as a worker does.
+    fn fire(heap: &mut TimerHeap, now: Instant) -> usize {
+        let mut wakers = Vec::new();
+        let fired = heap.fire_due(now, &mut wakers);
+        wakers.into_iter().for_each(Waker::wake);
+        fired
+    }
+
     #[test]
     fn heap_fires_in_deadline_order_and_skips_cancelled() {
         let count = Arc::new(Count(0.into()));
@@ -544,9 +548,9 @@ mod tests {
         let cancelled = heap.insert(start, waker.clone());
         cancelled.lock().cancelled = true;
         assert_eq!(heap.next_deadline(), Some(start + Duration::from_secs(1)));
-        assert_eq!(heap.fire_due(start + Duration::from_millis(1500)), 1);
+        assert_eq!(fire(&mut heap, start + Duration::from_millis(1500)), 1);
         assert!(early.lock().fired && !late.lock().fired);
-        assert_eq!(heap.fire_due(start + Duration::from_secs(3)), 1);
+        assert_eq!(fire(&mut heap, start + Duration::from_secs(3)), 1);
         assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 2);
         assert_eq!(heap.next_deadline(), None);
     }
@@ -566,7 +570,7 @@ mod tests {
             Some(now),
             "the cancelled entry was popped"
         );
-        heap.fire_due(now);
+        fire(&mut heap, now);
         assert!(fired_but_held.lock().fired, "a held entry keeps its state");
         let reused = heap.insert(now + Duration::from_secs(1), waker);
         assert_eq!(
@@ -616,11 +620,11 @@ mod tests {
         let entry = heap.insert(start, waker.clone());
         heap.arm(start + Duration::from_secs(1), &entry, waker.clone());
         other.arm(start + Duration::from_secs(2), &entry, waker.clone());
-        assert_eq!(heap.fire_due(start + Duration::from_secs(5)), 0);
+        assert_eq!(fire(&mut heap, start + Duration::from_secs(5)), 0);
         assert!(!entry.lock().fired, "stale items do not fire");
         assert_eq!(heap.next_deadline(), None);
         assert!(heap.clear().is_empty(), "stale items hand back no waker");
-        assert_eq!(other.fire_due(start + Duration::from_secs(5)), 1);
+        assert_eq!(fire(&mut other, start + Duration::from_secs(5)), 1);
         assert!(entry.lock().fired);
         assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 1);
         assert_eq!(Arc::strong_count(&entry), 1, "the heaps let go of it");

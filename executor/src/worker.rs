@@ -27,7 +27,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Token};
@@ -402,6 +402,8 @@ impl Worker {
 
     fn event_loop(&mut self, local: &Local) {
         let mut events = Events::with_capacity(EVENT_CAPACITY);
+        // The wakers of the timers due at each look, reused.
+        let mut due: Vec<Waker> = Vec::new();
         let me = self.shared.local_index;
         // Whether the last turn ended out of tasks (the worker then blocked, or could).
         let mut was_idle = true;
@@ -470,7 +472,9 @@ impl Worker {
             self.shared.dispatch(&events);
             // The keys posted are picked from the inbox itself (see `inbox`).
             self.shared.inbox.woken();
-            lock(&self.shared.timers).fire_due(Instant::now());
+            // Woken once the heap is unlocked: a waker may poll or drop a `Sleep`.
+            lock(&self.shared.timers).fire_due(Instant::now(), &mut due);
+            due.drain(..).for_each(Waker::wake);
         }
     }
 }
