@@ -17,8 +17,19 @@ fn empty_slabs_beyond_the_working_set_are_released_and_ping_pong_makes_no_source
         // SAFETY: allocated above, freed once.
         unsafe { cache.free(object) };
     }
-    // Just emptied: kept for now (they were in use during this epoch).
-    assert_eq!(cache.stats().slabs_empty, 8);
+    // Just emptied: kept for now (they were in use during this epoch). Under miri, whose
+    // clock counts the work done, a whole epoch can pass while they are freed: the
+    // slabs emptied before it went unused all that epoch and go back (no floor is kept
+    // for an epoch that never drew on its empty slabs).
+    let stats = cache.stats();
+    assert_eq!(
+        stats.slabs_empty + usize::try_from(stats.slabs_released).unwrap(),
+        8,
+        "{stats:?}"
+    );
+    if !cfg!(miri) {
+        assert_eq!(stats.slabs_empty, 8, "{stats:?}");
+    }
 
     // Ping-pong a whole slab's worth across the bound: no request to the source.
     let requests = source.requests();
