@@ -84,3 +84,27 @@ pub fn in_child(child: impl FnOnce() -> i32) -> Result<i32, i32> {
         Ok(libc::WEXITSTATUS(status))
     }
 }
+
+/// `(state, protection of committed pages or 0, reservation base)` of the page at `ptr`,
+/// read back with `VirtualQuery`.
+#[cfg(all(windows, not(miri)))]
+pub fn page_state(ptr: NonNull<u8>) -> (u32, u32, usize) {
+    use windows_sys::Win32::System::Memory::{MEM_COMMIT, MEMORY_BASIC_INFORMATION, VirtualQuery};
+    // SAFETY: plain data; all zeros is a valid value.
+    let mut info: MEMORY_BASIC_INFORMATION = unsafe { core::mem::zeroed() };
+    // SAFETY: the query only reads the address space; `info` is valid for writes.
+    let written = unsafe {
+        VirtualQuery(
+            ptr.as_ptr().cast(),
+            &mut info,
+            size_of::<MEMORY_BASIC_INFORMATION>(),
+        )
+    };
+    assert_ne!(written, 0, "VirtualQuery of {ptr:p}");
+    let protect = if info.State == MEM_COMMIT {
+        info.Protect
+    } else {
+        0
+    };
+    (info.State, protect, info.AllocationBase.addr())
+}

@@ -6,37 +6,13 @@
 //! `VirtualQuery`.
 #![cfg(all(windows, not(miri)))]
 
-use core::ptr::NonNull;
-
 use pagekeep_mmap::{Cause, Contents, Decommit, Placement, Protection, Region, sys};
 use windows_sys::Win32::Foundation::ERROR_INVALID_PARAMETER;
 use windows_sys::Win32::System::Memory::{
-    MEM_COMMIT, MEM_FREE, MEM_RESERVE, MEMORY_BASIC_INFORMATION, PAGE_NOACCESS, PAGE_READONLY,
-    PAGE_READWRITE, VirtualQuery,
+    MEM_COMMIT, MEM_FREE, MEM_RESERVE, PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE,
 };
 
-use crate::util::{fill, first_mismatch};
-
-/// `(state, protection of committed pages or 0, reservation base)` of the page at `ptr`.
-fn state_at(ptr: NonNull<u8>) -> (u32, u32, usize) {
-    // SAFETY: plain data; all zeros is a valid value.
-    let mut info: MEMORY_BASIC_INFORMATION = unsafe { core::mem::zeroed() };
-    // SAFETY: the query only reads the address space; `info` is valid for writes.
-    let written = unsafe {
-        VirtualQuery(
-            ptr.as_ptr().cast(),
-            &mut info,
-            size_of::<MEMORY_BASIC_INFORMATION>(),
-        )
-    };
-    assert_ne!(written, 0, "VirtualQuery of {ptr:p}");
-    let protect = if info.State == MEM_COMMIT {
-        info.Protect
-    } else {
-        0
-    };
-    (info.State, protect, info.AllocationBase.addr())
-}
+use crate::util::{fill, first_mismatch, page_state as state_at};
 
 #[test]
 fn a_reservation_released_in_parts_goes_with_its_last_part() {
