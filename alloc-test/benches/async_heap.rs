@@ -4,20 +4,18 @@
 //! (wall time).
 //!
 //! ```sh
-//! cargo bench -p pagekeep-slab --bench async_heap -- --warm-up-time 1 --measurement-time 3
+//! cargo bench -p pagekeep-alloc-test --bench async_heap -- --warm-up-time 1 --measurement-time 3
 //! ```
 
 use core::future::Future;
 use core::pin::pin;
-use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::{Context, Poll, Waker};
 use std::hint::black_box;
-use std::sync::{Arc, Barrier};
-use std::task::Wake;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::Criterion;
+use pagekeep_alloc_test::bench::async_heap;
 use pagekeep_slab::SlabHeap;
 use pagekeep_slab::async_heap::AsyncHeap;
 
@@ -119,77 +117,13 @@ fn alloc_and_drop(c: &mut Criterion) {
     group.finish();
 }
 
-/// Unparks a thread.
-struct Unparker(thread::Thread);
-
-impl Wake for Unparker {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// The time from a free (in one thread) to the moment the waiter it lets in (parked in
-/// another) returns from its poll, summed over `iterations`; with `noise` another thread
-/// allocates and frees small blocks of the same heap all along (contention on its word).
-fn free_to_wake(iterations: u64, noise: bool) -> Duration {
-    // Room for the 1 KiB block one of the pair holds, and for the third thread's small
-    // blocks, but not for two 1 KiB blocks: the waiter waits for the free.
-    let heap = AsyncHeap::new(1024 + 64);
-    let barrier = Barrier::new(2);
-    let stop = AtomicBool::new(false);
-    let mut total = Duration::ZERO;
-    thread::scope(|scope| {
-        if noise {
-            scope.spawn(|| {
-                while !stop.load(Ordering::Relaxed) {
-                    if let Ok(small) = heap.try_alloc(0u64) {
-                        drop(black_box(small));
-                    }
-                    thread::yield_now();
-                }
-            });
-        }
-        let (sender, receiver) = std::sync::mpsc::channel::<Instant>();
-        let (heap, barrier) = (&heap, &barrier);
-        let waiter = scope.spawn(move || {
-            let waker = Waker::from(Arc::new(Unparker(thread::current())));
-            let mut total = Duration::ZERO;
-            for _ in 0..iterations {
-                barrier.wait();
-                let mut future = pin!(heap.alloc([0u8; 1024]));
-                let block = loop {
-                    if let Poll::Ready(block) =
-                        future.as_mut().poll(&mut Context::from_waker(&waker))
-                    {
-                        break block;
-                    }
-                    thread::park();
-                };
-                let woken = Instant::now();
-                let freed = receiver.recv().expect("the freeing thread sent its time");
-                total += woken.saturating_duration_since(freed);
-                drop(block);
-                barrier.wait();
-            }
-            total
-        });
-        for _ in 0..iterations {
-            let held = heap
-                .try_alloc([0u8; 1024])
-                .unwrap_or_else(|_| panic!("room"));
-            barrier.wait();
-            while heap.waiters() == 0 {
-                std::hint::spin_loop();
-            }
-            let freed = Instant::now();
-            drop(held);
-            sender.send(freed).expect("the waiter is there");
-            barrier.wait();
-        }
-        total = waiter.join().expect("the waiter finished");
-        stop.store(true, Ordering::Relaxed);
-    });
-    total
+/// The free-to-wake time summed over `iterations` hand-offs (see
+/// [`async_heap::free_to_wake`]).
+fn free_to_wake(iterations: u64, with_a_third_allocating: bool) -> Duration {
+    let hand_offs = usize::try_from(iterations).expect("iterations fit in usize");
+    async_heap::free_to_wake(hand_offs, with_a_third_allocating)
+        .into_iter()
+        .sum()
 }
 
 fn wake_latency(c: &mut Criterion) {

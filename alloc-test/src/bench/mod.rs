@@ -4,8 +4,9 @@
 //! counts the calls made into it ([`counting`]), paired-round statistics ([`stats`]),
 //! `/proc` readings of another process
 //! ([`process`]), [`wrk`] as a second HTTP client and, with the `peers` feature, an HTTP
-//! load generator (`loadgen`).
+//! load generator (`loadgen`); the async heap's free-to-wake hand-off ([`async_heap`]).
 
+pub mod async_heap;
 pub mod boundary;
 pub mod counting;
 #[cfg(feature = "peers")]

@@ -6,10 +6,11 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use pagekeep_alloc_test::bench::async_heap::free_to_wake;
 use pagekeep_alloc_test::bench::measure::{Measurement, Settings, measure_interleaved};
 use pagekeep_alloc_test::bench::report::{Row, Section, Target};
 use pagekeep_slab::SlabHeap;
@@ -106,63 +107,6 @@ fn uncontended(settings: Settings, progress: &mut Progress) -> Vec<Row> {
     ]
 }
 
-/// Unparks a thread.
-struct Unparker(thread::Thread);
-
-impl Wake for Unparker {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// The time from a free (in one thread) to the return of the poll that hands the waiter
-/// (parked in another thread) its block, `hand_offs` times: one 1 KiB block fits in the
-/// heap, one thread holds it and frees it once the other waits for one.
-fn free_to_wake(hand_offs: usize) -> Vec<Duration> {
-    let heap = AsyncHeap::new(1024);
-    let barrier = Barrier::new(2);
-    let (sender, receiver) = mpsc::channel::<Instant>();
-    thread::scope(|scope| {
-        let (heap, barrier) = (&heap, &barrier);
-        let waiter = scope.spawn(move || {
-            let waker = Waker::from(Arc::new(Unparker(thread::current())));
-            let mut times = Vec::with_capacity(hand_offs);
-            for _ in 0..hand_offs {
-                barrier.wait();
-                let mut future = std::pin::pin!(heap.alloc([0u8; 1024]));
-                let block = loop {
-                    if let Poll::Ready(block) =
-                        future.as_mut().poll(&mut Context::from_waker(&waker))
-                    {
-                        break block;
-                    }
-                    thread::park();
-                };
-                let woken = Instant::now();
-                let freed = receiver.recv().expect("the freeing thread sent its time");
-                times.push(woken.saturating_duration_since(freed));
-                drop(block);
-                barrier.wait();
-            }
-            times
-        });
-        for _ in 0..hand_offs {
-            let held = heap
-                .try_alloc([0u8; 1024])
-                .unwrap_or_else(|_| panic!("room"));
-            barrier.wait();
-            while heap.waiters() == 0 {
-                std::hint::spin_loop();
-            }
-            let freed = Instant::now();
-            drop(held);
-            sender.send(freed).expect("the waiter is there");
-            barrier.wait();
-        }
-        waiter.join().expect("the waiter finished")
-    })
-}
-
 /// The control: the time from `Thread::unpark` to the return of the `park` it ends,
 /// the floor under any wake-up through a thread-parking waker.
 fn unpark_to_return(hand_offs: usize) -> Vec<Duration> {
@@ -219,7 +163,7 @@ fn quantile(times: &mut [Duration], fraction: f64) -> f64 {
 /// unpark control.
 fn wake_latency(progress: &mut Progress) -> Vec<Row> {
     progress.step("slab: async heap, free to wake-up");
-    let mut heap = free_to_wake(HAND_OFFS);
+    let mut heap = free_to_wake(HAND_OFFS, false);
     let mut control = unpark_to_return(HAND_OFFS);
     [("median", 0.5), ("99th percentile", 0.99)]
         .into_iter()
