@@ -19,6 +19,8 @@ static GLOBAL: pagekeep_executor::RequestAllocator = pagekeep_executor::request_
 
 mod always_ready_tasks;
 mod arenas;
+#[cfg(feature = "tower")]
+mod axum_app;
 #[cfg(unix)]
 mod budget;
 #[cfg(unix)]
