@@ -363,3 +363,20 @@ fn a_body_past_the_server_limit_gets_413_declared_or_chunked() {
     });
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 }
+
+#[test]
+fn the_client_address_is_an_extension_for_axum_extractors() {
+    use pagekeep_executor::ClientAddr;
+    let app = Router::new().route(
+        "/me",
+        get(
+            |Extension(ClientAddr(client)): Extension<ClientAddr>| async move {
+                client.ip().to_string()
+            },
+        ),
+    );
+    let server = start_with(builder().client_addr(true), ServiceHandler::new(app));
+    let answers = exchange_on_one_connection(server.address, vec![get_request("/me")]);
+    assert_eq!(answers[0].status, StatusCode::OK, "{answers:?}");
+    assert_eq!(answers[0].body, "127.0.0.1");
+}
