@@ -336,6 +336,7 @@ pub async fn get_on(
 
 /// What [`exchange_on_one_connection`] got back for one request.
 #[derive(Debug)]
+#[cfg_attr(not(feature = "tower"), allow(dead_code))] // Used by the tower tests.
 pub struct Answer {
     pub status: StatusCode,
     pub headers: http::HeaderMap,
@@ -344,6 +345,7 @@ pub struct Answer {
 
 /// Sends each of `requests` in turn on one new keep-alive connection with hyper's client
 /// on the executor, reading each response in full.
+#[cfg_attr(not(feature = "tower"), allow(dead_code))] // Used by the tower tests.
 pub fn exchange_on_one_connection(
     address: SocketAddr,
     requests: Vec<Request<Full<Bytes>>>,
@@ -367,7 +369,8 @@ pub fn exchange_on_one_connection(
     })
 }
 
-/// A request to `path` with `body` (a GET when `method` is, with an empty body).
+/// A `method` request to `path` with `body` (and a JSON content type).
+#[cfg_attr(not(feature = "tower"), allow(dead_code))] // Used by the tower tests.
 pub fn request(method: http::Method, path: &str, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
     Request::builder()
         .method(method)
