@@ -36,6 +36,8 @@ pub use server::{
     BodyBudget, BodyOverBudget, ClientAddr, Handler, IncomingBody, RequestBody, ResponseBody,
     Server, ServerBuilder, ServerStats,
 };
+#[cfg(feature = "tower")]
+pub use server::{ServiceBody, ServiceFuture, ServiceHandler};
 #[cfg(any(unix, windows))]
 pub use shutdown::SignalWatcher;
 pub use shutdown::{Shutdown, ShutdownWait};

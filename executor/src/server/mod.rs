@@ -4,6 +4,8 @@ pub(crate) mod body_budget;
 mod connection;
 mod dispatch;
 pub(crate) mod request_scope;
+#[cfg(feature = "tower")]
+mod service;
 mod stats;
 
 use std::fmt;
@@ -38,6 +40,9 @@ pub type RequestBody = Limited<IncomingBody>;
 pub use body_budget::{BodyBudget, BodyOverBudget, IncomingBody};
 
 pub use request_scope::ResponseBody;
+
+#[cfg(feature = "tower")]
+pub use service::{ServiceBody, ServiceFuture, ServiceHandler};
 
 /// The client's address, in every request's extensions when the server was built with
 /// [`ServerBuilder::client_addr`]`(true)`.
@@ -543,6 +548,41 @@ impl Server {
             );
         }
         Ok(())
+    }
+
+    /// Serves a tower `Service` (feature `tower`), an `axum::Router` for instance, as
+    /// [`serve`](Self::serve) serves a closure: every request's call of the service
+    /// (routing, extractors, middleware, the handler, the response body) runs in that
+    /// request's arena, under its budget (503 past it), the handler timeout, and 500 on
+    /// a panic. Each request calls a clone of `service` once it is ready; a service
+    /// error is logged and answered 500. See [`ServiceHandler`].
+    ///
+    /// # Examples
+    /// ```no_run
+    /// use axum::{Router, routing::get};
+    ///
+    /// let app = Router::new().route("/", get(|| async { "hello\n" }));
+    /// let server = pagekeep_executor::Server::builder().bind("127.0.0.1:8080".parse().unwrap())?;
+    /// server.serve_service(app)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`serve`](Self::serve).
+    #[cfg(feature = "tower")]
+    pub fn serve_service<S, B>(self, service: S) -> io::Result<()>
+    where
+        S: tower_service::Service<Request<RequestBody>, Response = Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.serve(ServiceHandler::new(service))
     }
 }
 

@@ -45,23 +45,25 @@ struct Example(Child);
 impl Example {
     /// Starts example `name` and returns it with the address it printed.
     fn start(name: &str) -> (Self, SocketAddr) {
-        let mut child = Command::new(example(name))
+        let child = Command::new(example(name))
             .args(["0", "2"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start the example");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        // Killed on drop from here on, a failed start included.
+        let mut example = Self(child);
+        let mut stdout = BufReader::new(example.0.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
         let address = line
             .split("http://")
             .nth(1)
-            .and_then(|rest| rest.split('/').next())
+            .and_then(|rest| rest.split(['/', ' ']).next())
             .and_then(|address| address.trim().parse().ok())
             .unwrap_or_else(|| panic!("no address in {line:?}"));
-        (Self(child), address)
+        (example, address)
     }
 }
 
@@ -128,4 +130,54 @@ fn the_echo_example_echoes_every_valid_body_within_its_limit() {
     assert!(too_large.len() > limit);
     let (status, _) = post_echo(address, &too_large);
     assert_eq!(status, "HTTP/1.1 413 Payload Too Large");
+}
+
+#[cfg(feature = "tower")]
+#[test]
+fn the_axum_example_serves_its_routes_through_its_middleware() {
+    use http::Method;
+    let (_axum, address) = Example::start("axum");
+    let get = |path: &str| request(Method::GET, path, "");
+    let answers = exchange_on_one_connection(
+        address,
+        vec![
+            get("/"),
+            get("/hello/you"),
+            request(Method::POST, "/users", r#"{"name": "ada"}"#),
+            get("/users/1"),
+            get("/users/2"),
+            request(Method::POST, "/users", r#"{"nom": "ada"}"#),
+            get("/stream?lines=3"),
+            get("/stats"),
+        ],
+    );
+    let statuses: Vec<u16> = answers
+        .iter()
+        .map(|answer| answer.status.as_u16())
+        .collect();
+    assert_eq!(
+        statuses,
+        [200, 200, 201, 200, 404, 422, 200, 200],
+        "{answers:?}"
+    );
+    assert_eq!(answers[0].body, "Hello from axum on pagekeep-executor!\n");
+    assert_eq!(answers[1].body, "Hello, you!\n");
+    let created: serde_json::Value = serde_json::from_slice(&answers[2].body).unwrap();
+    assert_eq!(created, serde_json::json!({"id": 1, "name": "ada"}));
+    let stored: serde_json::Value = serde_json::from_slice(&answers[3].body).unwrap();
+    assert_eq!(stored, created);
+    assert_eq!(answers[6].body, "line 0\nline 1\nline 2\n");
+    assert_eq!(
+        answers[6].headers.get("transfer-encoding").unwrap(),
+        "chunked"
+    );
+    // The middleware counted the seven requests before this one, and this one.
+    assert_eq!(answers[7].body, "8 requests\n");
+    for answer in &answers {
+        assert_eq!(
+            answer.headers.get("x-served-by").unwrap(),
+            "pagekeep-executor",
+            "{answer:?}"
+        );
+    }
 }

@@ -4,8 +4,8 @@
 //! The binary's global allocator is the one a server installs, so requests really run
 //! in their arenas: budgets, escapes and the return of every arena are all exercised.
 //!
-//! In the workspace, the crate's dev-dependency on itself turns on `tokio-io` and
-//! `futures-io`. A packaged copy (crates.io) has no such dev-dependency, as cargo drops a
+//! In the workspace, the crate's dev-dependency on itself turns on `tokio-io`,
+//! `futures-io` and `tower`. A packaged copy (crates.io) has no such dev-dependency, as cargo drops a
 //! path dependency without a version: the tests that need those features are left out
 //! there (`cargo test --all-features` runs them).
 //!
@@ -19,6 +19,8 @@ static GLOBAL: pagekeep_executor::RequestAllocator = pagekeep_executor::request_
 
 mod always_ready_tasks;
 mod arenas;
+#[cfg(feature = "tower")]
+mod axum_app;
 #[cfg(unix)]
 mod budget;
 #[cfg(unix)]
@@ -55,5 +57,7 @@ mod timeouts;
 mod timers;
 #[cfg(feature = "tokio-io")]
 mod tokio_io;
+#[cfg(feature = "tower")]
+mod tower_services;
 mod uploads_past_the_body_budget;
 mod vectored_writes;

@@ -334,6 +334,53 @@ pub async fn get_on(
     (status, body)
 }
 
+/// What [`exchange_on_one_connection`] got back for one request.
+#[derive(Debug)]
+#[cfg_attr(not(feature = "tower"), allow(dead_code))] // Used by the tower tests.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+/// Sends each of `requests` in turn on one new keep-alive connection with hyper's client
+/// on the executor, reading each response in full.
+#[cfg_attr(not(feature = "tower"), allow(dead_code))] // Used by the tower tests.
+pub fn exchange_on_one_connection(
+    address: SocketAddr,
+    requests: Vec<Request<Full<Bytes>>>,
+) -> Vec<Answer> {
+    client_runtime().block_on(async move {
+        let mut connection = ClientConnection::<Full<Bytes>>::connect(address, CLIENT_TIMEOUT)
+            .await
+            .unwrap();
+        let mut answers = Vec::new();
+        for request in requests {
+            let response = connection.send(request, CLIENT_TIMEOUT).await.unwrap();
+            let (head, body) = response.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            answers.push(Answer {
+                status: head.status,
+                headers: head.headers,
+                body,
+            });
+        }
+        answers
+    })
+}
+
+/// A `method` request to `path` with `body` (and a JSON content type).
+#[cfg_attr(not(feature = "tower"), allow(dead_code))] // Used by the tower tests.
+pub fn request(method: http::Method, path: &str, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "test")
+        .header("content-type", "application/json")
+        .body(Full::new(body.into()))
+        .unwrap()
+}
+
 /// A blocking loopback connection with a read timeout, for raw HTTP.
 pub fn raw(address: SocketAddr) -> std::net::TcpStream {
     let stream = std::net::TcpStream::connect(address).unwrap();
