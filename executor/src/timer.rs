@@ -8,7 +8,9 @@
 //! since the last compaction), so memory stays bounded by twice the live timers even
 //! under hyper's one-timer-per-request pattern. Entries that leave the heap with no
 //! `Sleep` holding them are reset and kept (up to a bound) for the next registration,
-//! so a steady stream of short-lived timers allocates nothing. The worker sleeps in
+//! so a steady stream of short-lived timers allocates nothing; a heap with more spares
+//! than its bound hands half to a shared pool that a heap out of spares draws from, so
+//! entries taken on one worker and let go of on another (stolen tasks) come back. The worker sleeps in
 //! `epoll_wait` until
 //! the earliest deadline (rounded up to a millisecond) and fires every due entry after
 //! each wake-up.
@@ -92,8 +94,20 @@ impl Ord for HeapItem {
 }
 
 const MIN_COMPACTION_LEN: usize = 64;
-/// Most reset entries kept for reuse.
+/// Most reset entries a heap keeps for reuse.
 const MAX_SPARE_ENTRIES: usize = 1024;
+/// Most reset entries kept in [`SHARED_SPARES`].
+const MAX_SHARED_SPARES: usize = 4 * MAX_SPARE_ENTRIES;
+/// Entries a heap whose spares ran out takes from [`SHARED_SPARES`] at once.
+const SPARE_BATCH: usize = 64;
+
+/// Reset entries handed between heaps: a heap whose spares are full moves half of them
+/// here, and one whose spares ran out takes a batch from here before it allocates.
+/// Entries are taken from the spares of the heap that registers a sleep and go back to
+/// those of the worker that lets go of it last (a stolen task's), so without this one
+/// worker would allocate an entry for every sleep while another freed its surplus.
+/// Locked once per batch, after a heap's own lock (never the other way round).
+static SHARED_SPARES: Mutex<Vec<Arc<TimerEntry>>> = Mutex::new(Vec::new());
 
 /// A worker's timers, behind a mutex in `WorkerShared`: its own thread inserts and
 /// fires them, and the monitor fires them while a task holds the worker.
@@ -105,6 +119,9 @@ pub(crate) struct TimerHeap {
     compact_at: usize,
     /// Reset entries nothing else references (`Arc::strong_count == 1`), for reuse.
     spare: Vec<Arc<TimerEntry>>,
+    /// Entries this heap allocated (its spares and the shared ones were empty).
+    #[cfg(test)]
+    allocated: usize,
 }
 
 impl Default for TimerHeap {
@@ -121,6 +138,8 @@ impl TimerHeap {
             next_sequence: 0,
             compact_at: MIN_COMPACTION_LEN,
             spare: Vec::new(),
+            #[cfg(test)]
+            allocated: 0,
         }
     }
 
@@ -128,10 +147,36 @@ impl TimerHeap {
     /// behind our back: references come only from a `Sleep` and the heap items it made,
     /// and the caller's is the last.
     pub(crate) fn recycle(&mut self, entry: Arc<TimerEntry>) {
-        if self.spare.len() < MAX_SPARE_ENTRIES && Arc::strong_count(&entry) == 1 {
-            *entry.lock() = EntryState::default();
-            self.spare.push(entry);
+        if Arc::strong_count(&entry) != 1 {
+            return;
         }
+        if self.spare.len() >= MAX_SPARE_ENTRIES && !self.spill() {
+            return;
+        }
+        *entry.lock() = EntryState::default();
+        self.spare.push(entry);
+    }
+
+    /// Moves half the spares to [`SHARED_SPARES`], as many as it has room for; returns
+    /// whether any moved.
+    #[cold]
+    fn spill(&mut self) -> bool {
+        let mut shared = crate::sync::lock(&SHARED_SPARES);
+        let room = MAX_SHARED_SPARES
+            .saturating_sub(shared.len())
+            .min(MAX_SPARE_ENTRIES / 2);
+        let from = self.spare.len() - room.min(self.spare.len());
+        // Runtime state: never grown inside a request's arena.
+        pagekeep_arena::outside_arena(|| shared.extend(self.spare.drain(from..)));
+        room > 0
+    }
+
+    /// Takes up to [`SPARE_BATCH`] entries from [`SHARED_SPARES`] into the spares.
+    #[cold]
+    fn refill(&mut self) {
+        let mut shared = crate::sync::lock(&SHARED_SPARES);
+        let from = shared.len().saturating_sub(SPARE_BATCH);
+        pagekeep_arena::outside_arena(|| self.spare.extend(shared.drain(from..)));
     }
 
     /// Drops cancelled entries from the whole heap, in place: a reset timer (one per
@@ -152,9 +197,18 @@ impl TimerHeap {
         self.compact_at = (self.heap.len() * 2).max(MIN_COMPACTION_LEN);
     }
 
-    /// A fresh entry: a spare one if any.
+    /// A fresh entry: a spare one if any, this heap's or a shared one.
     pub(crate) fn take_entry(&mut self) -> Arc<TimerEntry> {
-        let entry = self.spare.pop().unwrap_or_default();
+        if self.spare.is_empty() {
+            self.refill();
+        }
+        let entry = self.spare.pop().unwrap_or_else(|| {
+            #[cfg(test)]
+            {
+                self.allocated += 1;
+            }
+            Arc::default()
+        });
         debug_assert_eq!(
             Arc::strong_count(&entry),
             1,
@@ -979,6 +1033,59 @@ mod tests {
         );
         drop((doomed, far));
         fallback::wait_until_idle();
+    }
+
+    /// Entries taken on one worker and let go on another (a task that registers its
+    /// sleeps on one worker and ends on the other, as stolen tasks do) do not make the
+    /// first allocate one for every sleep while the other frees its surplus: spares
+    /// past a heap's bound go to a shared pool that an empty heap draws from. With the
+    /// spares per worker only, 4,096 such sleeps allocated 4,096 entries.
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "4,096 sleeps and 64 task hand-offs take minutes under miri"
+    )]
+    fn entries_let_go_on_another_worker_come_back_to_the_one_that_takes_them() {
+        const BATCH: usize = 64;
+        const ROUNDS: usize = 64;
+        let runtime = crate::Runtime::builder().workers(2).build().unwrap();
+        runtime.block_on(async {
+            let spawner = crate::Handle::current().spawner().clone();
+            for _ in 0..ROUNDS {
+                // Registered on worker 0 (a task's first poll runs where it is pinned)...
+                let batch = spawner
+                    .spawn_on(0, async {
+                        let mut batch: Vec<_> = (0..BATCH)
+                            .map(|_| Box::pin(sleep(Duration::from_millis(1))))
+                            .collect();
+                        for sleep in &mut batch {
+                            assert!(futures_poll_once(sleep.as_mut()).is_pending());
+                        }
+                        for sleep in &mut batch {
+                            sleep.as_mut().await;
+                        }
+                        batch
+                    })
+                    .await
+                    .unwrap();
+                // ...and let go of on worker 1, once fired.
+                spawner
+                    .spawn_on(1, async move { drop(batch) })
+                    .await
+                    .unwrap();
+            }
+        });
+        let allocated: usize = runtime
+            .scheduler_for_tests()
+            .workers
+            .iter()
+            .map(|worker| crate::sync::lock(&worker.timers).allocated)
+            .sum();
+        assert!(
+            allocated <= BATCH * ROUNDS / 2,
+            "{allocated} entries allocated for {} sleeps",
+            BATCH * ROUNDS
+        );
     }
 
     #[test]
