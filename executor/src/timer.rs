@@ -510,9 +510,9 @@ impl Future for Sleep {
         // make its entry) inside the request's arena. The waker is cloned, and the one
         // it replaces dropped, with no heap locked (either may run a waker's code).
         let (deadline, entry) = (this.deadline, &mut this.entry);
-        let mut waker = Some(cx.waker().clone());
-        let (worker, displaced) = pagekeep_arena::outside_arena(|| {
-            crate::worker::with_local(|local| {
+        let worker = pagekeep_arena::outside_arena(|| {
+            let mut waker = Some(cx.waker().clone());
+            let (worker, displaced) = crate::worker::with_local(|local| {
                 let mut heap = crate::sync::lock(&local.shared.timers);
                 let entry = entry.get_or_insert_with(|| heap.take_entry());
                 let displaced = heap.arm(deadline, entry, waker.take().expect("unused"));
@@ -523,9 +523,10 @@ impl Future for Sleep {
                 // the process-wide fallback timer serves it.
                 let displaced = fallback::arm(deadline, entry, waker.take().expect("unused"));
                 (FALLBACK_ID, displaced)
-            })
+            });
+            drop(displaced);
+            worker
         });
-        drop(displaced);
         this.worker = worker;
         this.armed = true;
         Poll::Pending
