@@ -40,6 +40,57 @@ fn loopback() -> SocketAddr {
 mod reactor {
     use super::*;
 
+    /// A worker that meets a panicking I/O waker dies (as documented), but wakes the
+    /// other wakers of the same look first: a task waiting on the same event is not
+    /// left unwoken. The panic used to unwind past them, dropping them unwoken.
+    #[test]
+    fn a_panicking_io_waker_does_not_swallow_the_other_wakes() {
+        struct Panicking;
+        impl std::task::Wake for Panicking {
+            fn wake(self: Arc<Self>) {
+                panic!("an I/O waker that panics on purpose");
+            }
+        }
+        struct Flag(AtomicBool);
+        impl std::task::Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let runtime = runtime(1);
+        let listener = std::net::TcpListener::bind(loopback()).unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waiting = Arc::clone(&flag);
+        let (socket, registration) = runtime.block_on(async move {
+            use std::io::Read;
+            let mut socket = mio::net::TcpStream::from_std(server);
+            let registration = crate::reactor::Registration::new(&mut socket).unwrap();
+            for waker in [Waker::from(Arc::new(Panicking)), Waker::from(waiting)] {
+                let polled = registration.poll_io(
+                    &mut std::task::Context::from_waker(&waker),
+                    crate::reactor::Direction::Read,
+                    || socket.read(&mut [0; 16]).map(crate::reactor::Outcome::More),
+                );
+                assert!(polled.is_pending());
+            }
+            (socket, registration)
+        });
+        std::io::Write::write_all(&mut client, b"ready").unwrap();
+        let start = Instant::now();
+        while !flag.0.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(
+            flag.0.load(Ordering::SeqCst),
+            "the other waiter was never woken"
+        );
+        let mut socket = socket;
+        registration.deregister(&mut socket);
+    }
+
     #[test]
     fn echo_over_loopback_between_workers() {
         let runtime = runtime(2);

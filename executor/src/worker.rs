@@ -480,14 +480,34 @@ impl Worker {
                 panic!("epoll_wait failed: {error}");
             }
             // Woken once the I/O table is unlocked. A waker that panics here ends this
-            // worker, as one of its timers' does (see `run`).
+            // worker, as one of its timers' does (see `run`), once the others are woken.
             self.shared.dispatch(&events, &mut due);
-            due.drain(..).for_each(Waker::wake);
+            wake_all(&mut due);
             // The keys posted are picked from the inbox itself (see `inbox`).
             self.shared.inbox.woken();
             // Woken once the heap is unlocked: a waker may poll or drop a `Sleep`.
             lock(&self.shared.timers).fire_due(Instant::now(), &mut due);
-            due.drain(..).for_each(Waker::wake);
+            wake_all(&mut due);
         }
+    }
+}
+
+/// Wakes every waker of `wakers`, leaving it empty. A waker that panics does not keep
+/// the others from being woken: the first panic is raised again once they all are (it
+/// then ends the worker, see [`Worker::run`]), and any later one is discarded.
+fn wake_all(wakers: &mut Vec<Waker>) {
+    let mut first_panic = None;
+    for waker in wakers.drain(..) {
+        if let Err(payload) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()))
+        {
+            match first_panic {
+                None => first_panic = Some(payload),
+                Some(_) => crate::sync::discard_panic(payload),
+            }
+        }
+    }
+    if let Some(payload) = first_panic {
+        std::panic::resume_unwind(payload);
     }
 }
