@@ -55,8 +55,8 @@ impl MissedTickBehavior {
 
 /// Ticks every `period`; made by [`interval`] and [`interval_at`].
 ///
-/// It must be polled on an executor worker thread (its [`Sleep`] registers with that
-/// worker's timers).
+/// Its [`Sleep`] registers with the timers of the worker that polls it, or, polled on no
+/// worker (a plain thread, the blocking pool), with the process-wide fallback timer.
 pub struct Interval {
     sleep: Sleep,
     /// Non-zero, and at most [`FAR_FUTURE`].

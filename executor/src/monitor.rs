@@ -9,10 +9,13 @@
 //! when its current turn started ([`WorkerShared::turn_started`]); a turn older than
 //! [`HELD_AFTER`] means the worker is held, and then every [`HELD_CHECK`] the monitor
 //! - collects the held worker's I/O events without blocking (`try_lock` on its `Poll`:
-//!   when the owner has it, it is not held any more) and dispatches them; a wake of
+//!   when the owner has it, it is not held any more) and dispatches them (their
+//!   wakers run like the timers', below); a wake of
 //!   the worker's own `mio::Waker` collected so is written again, as the worker may
 //!   have ended its turn meanwhile and be about to block counting on it,
-//! - fires its due timers (the heap is behind a mutex, locked briefly by its owner),
+//! - fires its due timers (the heap is behind a mutex, locked briefly by its owner);
+//!   the wakers of the events and timers run with the table and heap unlocked, each
+//!   under `catch_unwind`: one that panics is reported and the monitor goes on,
 //! - moves the keys posted to it (first polls aimed at it) to the injector, and
 //! - wakes a sleeping worker when the held worker's queue has keys, to steal them.
 //!
@@ -198,11 +201,14 @@ fn look(
         };
         let age = now_nanos.saturating_sub(started);
         let next = if age >= held_after {
-            worker.poll_events_for_owner(started, events);
+            // The wakers of the I/O events and of the due timers, run once the I/O
+            // table and the heap are unlocked.
+            worker.poll_events_for_owner(started, events, wakers);
             lock(&worker.timers).fire_due(Instant::now(), wakers);
             for waker in wakers.drain(..) {
-                // A waker that panics here must not end the monitor (every held worker
-                // would then go unserved): it is reported and the others are woken.
+                // A waker that panics here (an I/O waker or a timer's) must not end the
+                // monitor (every held worker would then go unserved): it is reported and
+                // the others are woken.
                 if std::panic::catch_unwind(AssertUnwindSafe(|| waker.wake())).is_err() {
                     report_panicking_waker();
                 }

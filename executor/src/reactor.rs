@@ -7,7 +7,8 @@
 //! on another worker, so the state is shared).
 //!
 //! Readiness protocol, per direction. The worker, on an event, sets the direction's bit
-//! and bumps the counter, then takes and wakes every stored waker (several tasks may
+//! and bumps the counter, then takes every stored waker and wakes it once the I/O table
+//! is unlocked (several tasks may
 //! wait on one direction, for example two tasks reading one shared stream; none is
 //! ever replaced by another). A task whose bit is set
 //! tries the operation; when the operation shows the socket drained (`WouldBlock`, or a
@@ -150,6 +151,12 @@ impl Waiters {
             waker.wake();
         }
     }
+
+    /// Moves every waiter onto `wakers`, for the caller to wake.
+    fn move_into(self, wakers: &mut Vec<Waker>) {
+        wakers.extend(self.first);
+        wakers.extend(self.rest);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -180,8 +187,10 @@ impl IoState {
         crate::sync::lock(&self.wakers)
     }
 
-    /// Records an event and wakes the tasks waiting for it.
-    pub(crate) fn on_event(&self, event: &mio::event::Event) {
+    /// Records an event and pushes the wakers of the tasks waiting for it onto
+    /// `wakers`, for the caller to wake once no lock is held (a waker is user code: it
+    /// may panic, or drop a socket, which locks the I/O table).
+    pub(crate) fn on_event(&self, event: &mio::event::Event, wakers: &mut Vec<Waker>) {
         let error = event.is_error();
         let mut bits = 0;
         if event.is_readable() {
@@ -221,11 +230,11 @@ impl IoState {
             };
             (read, write)
         };
-        // Outside the lock: a waker is user code. The vectors are freed outside any
-        // request's arena, where they were allocated.
+        // Outside the lock: a waker is user code. The lists, and `wakers` if it grows,
+        // are freed and allocated outside any request's arena, where they belong.
         pagekeep_arena::outside_arena(|| {
-            read_waiters.wake();
-            write_waiters.wake();
+            read_waiters.move_into(wakers);
+            write_waiters.move_into(wakers);
         });
     }
 

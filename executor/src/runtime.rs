@@ -296,7 +296,8 @@ impl Runtime {
     }
 
     /// Spawns `future` with its first poll on worker `index` (0-based, modulo the worker
-    /// count); after that it runs wherever it is woken or stolen, like any task.
+    /// count); after that it runs wherever it is woken or stolen, like any task. If that
+    /// worker died (a waker panicked on it), the first poll runs on a live worker.
     pub fn spawn_on<F>(&self, index: usize, future: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
@@ -324,7 +325,8 @@ impl Runtime {
     /// locals; move them in, or share them through an `Arc`.
     ///
     /// # Panics
-    /// Re-raises the future's panic; panics if the runtime's worker died, if there is no
+    /// Re-raises the future's panic; panics if every worker of the runtime died (with
+    /// worker 0 dead and another alive, the future runs there), if there is no
     /// memory to store the task, and when called on a worker thread (blocking a worker
     /// could deadlock it; `.await` there).
     pub fn block_on<F>(&self, future: F) -> F::Output

@@ -40,6 +40,57 @@ fn loopback() -> SocketAddr {
 mod reactor {
     use super::*;
 
+    /// A worker that meets a panicking I/O waker dies (as documented), but wakes the
+    /// other wakers of the same look first: a task waiting on the same event is not
+    /// left unwoken. The panic used to unwind past them, dropping them unwoken.
+    #[test]
+    fn a_panicking_io_waker_does_not_swallow_the_other_wakes() {
+        struct Panicking;
+        impl std::task::Wake for Panicking {
+            fn wake(self: Arc<Self>) {
+                panic!("an I/O waker that panics on purpose");
+            }
+        }
+        struct Flag(AtomicBool);
+        impl std::task::Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let runtime = runtime(1);
+        let listener = std::net::TcpListener::bind(loopback()).unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waiting = Arc::clone(&flag);
+        let (socket, registration) = runtime.block_on(async move {
+            use std::io::Read;
+            let mut socket = mio::net::TcpStream::from_std(server);
+            let registration = crate::reactor::Registration::new(&mut socket).unwrap();
+            for waker in [Waker::from(Arc::new(Panicking)), Waker::from(waiting)] {
+                let polled = registration.poll_io(
+                    &mut std::task::Context::from_waker(&waker),
+                    crate::reactor::Direction::Read,
+                    || socket.read(&mut [0; 16]).map(crate::reactor::Outcome::More),
+                );
+                assert!(polled.is_pending());
+            }
+            (socket, registration)
+        });
+        std::io::Write::write_all(&mut client, b"ready").unwrap();
+        let start = Instant::now();
+        while !flag.0.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(
+            flag.0.load(Ordering::SeqCst),
+            "the other waiter was never woken"
+        );
+        let mut socket = socket;
+        registration.deregister(&mut socket);
+    }
+
     #[test]
     fn echo_over_loopback_between_workers() {
         let runtime = runtime(2);
@@ -2010,6 +2061,98 @@ mod held_worker {
                 self.during.store(true, Ordering::SeqCst);
             }
         }
+    }
+
+    /// Sets its flag when woken.
+    struct Flag(AtomicBool);
+
+    impl std::task::Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Spins the thread until `flag` is set or `limit` has passed; returns the flag.
+    fn spin_until(flag: &AtomicBool, limit: Duration) -> bool {
+        let start = Instant::now();
+        while !flag.load(Ordering::SeqCst) && start.elapsed() < limit {
+            std::hint::spin_loop();
+        }
+        flag.load(Ordering::SeqCst)
+    }
+
+    /// An I/O waker that panics when the monitor dispatches a held worker's socket
+    /// event is caught and reported, as a timer's is: the other task waiting on the same
+    /// event is still woken during the hold, and the monitor still serves the worker's
+    /// timers afterwards. The panic used to unwind out of the monitor's thread, dropping
+    /// the other waker unwoken and ending the monitor.
+    #[test]
+    fn the_monitor_survives_a_panicking_io_waker() {
+        struct Panicking;
+        impl std::task::Wake for Panicking {
+            fn wake(self: Arc<Self>) {
+                panic!("an I/O waker that panics on purpose");
+            }
+        }
+        let runtime = runtime(2);
+        let listener = std::net::TcpListener::bind(loopback()).unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let (woken_during, fired_during) = runtime.block_on(async move {
+            let spawner = crate::Handle::current().spawner().clone();
+            let here = crate::worker::with_local(|local| local.shared.local_index()).unwrap();
+            // Two wakers wait for the socket to be readable, the panicking one first; the
+            // worker is then held while the peer writes: only the monitor sees the event.
+            let woken_during = spawner
+                .spawn_on(here, async move {
+                    use std::io::{Read, Write};
+                    let mut socket = mio::net::TcpStream::from_std(server);
+                    let registration = crate::reactor::Registration::new(&mut socket).unwrap();
+                    let flag = Arc::new(Flag(AtomicBool::new(false)));
+                    for waker in [
+                        Waker::from(Arc::new(Panicking)),
+                        Waker::from(Arc::clone(&flag)),
+                    ] {
+                        let polled = registration.poll_io(
+                            &mut std::task::Context::from_waker(&waker),
+                            crate::reactor::Direction::Read,
+                            || socket.read(&mut [0; 16]).map(crate::reactor::Outcome::More),
+                        );
+                        assert!(polled.is_pending());
+                    }
+                    client.write_all(b"ready").unwrap();
+                    let woken = spin_until(&flag.0, Duration::from_secs(10));
+                    registration.deregister(&mut socket);
+                    woken
+                })
+                .await
+                .unwrap();
+            // Then a sleep registered with a worker that this task then holds: only the
+            // monitor can fire it during the hold.
+            let fired_during = spawner
+                .spawn_on(here, async {
+                    let flag = Arc::new(Flag(AtomicBool::new(false)));
+                    let waker = Waker::from(Arc::clone(&flag));
+                    let mut sleeper = Box::pin(sleep(Duration::from_millis(20)));
+                    let polled = sleeper
+                        .as_mut()
+                        .poll(&mut std::task::Context::from_waker(&waker));
+                    assert!(polled.is_pending());
+                    spin_until(&flag.0, Duration::from_secs(10))
+                })
+                .await
+                .unwrap();
+            (woken_during, fired_during)
+        });
+        assert!(
+            woken_during,
+            "the second I/O waker was not woken during the hold"
+        );
+        assert!(
+            fired_during,
+            "the monitor no longer fires a held worker's sleeps"
+        );
     }
 
     /// A waker that panics when the monitor fires its timer does not end the monitor: a

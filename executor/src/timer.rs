@@ -8,7 +8,9 @@
 //! since the last compaction), so memory stays bounded by twice the live timers even
 //! under hyper's one-timer-per-request pattern. Entries that leave the heap with no
 //! `Sleep` holding them are reset and kept (up to a bound) for the next registration,
-//! so a steady stream of short-lived timers allocates nothing. The worker sleeps in
+//! so a steady stream of short-lived timers allocates nothing; a heap with more spares
+//! than its bound hands half to a shared pool that a heap out of spares draws from, so
+//! entries taken on one worker and let go of on another (stolen tasks) come back. The worker sleeps in
 //! `epoll_wait` until
 //! the earliest deadline (rounded up to a millisecond) and fires every due entry after
 //! each wake-up.
@@ -18,7 +20,9 @@
 //! may be blocked or gone: it completes if its deadline has passed, and otherwise
 //! cancels the entry and registers again with the polling worker's heap. A worker that
 //! exits wakes the wakers of the entries left in its heap, so that their tasks re-poll
-//! and re-register.
+//! and re-register. A `Sleep` polled on no worker at all (a plain thread, the blocking
+//! pool, a runtime dropped under it) registers with the fallback timer (see
+//! `fallback`): one process-wide heap served by a thread of its own.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -90,8 +94,20 @@ impl Ord for HeapItem {
 }
 
 const MIN_COMPACTION_LEN: usize = 64;
-/// Most reset entries kept for reuse.
+/// Most reset entries a heap keeps for reuse.
 const MAX_SPARE_ENTRIES: usize = 1024;
+/// Most reset entries kept in [`SHARED_SPARES`].
+const MAX_SHARED_SPARES: usize = 4 * MAX_SPARE_ENTRIES;
+/// Entries a heap whose spares ran out takes from [`SHARED_SPARES`] at once.
+const SPARE_BATCH: usize = 64;
+
+/// Reset entries handed between heaps: a heap whose spares are full moves half of them
+/// here, and one whose spares ran out takes a batch from here before it allocates.
+/// Entries are taken from the spares of the heap that registers a sleep and go back to
+/// those of the worker that lets go of it last (a stolen task's), so without this one
+/// worker would allocate an entry for every sleep while another freed its surplus.
+/// Locked once per batch, after a heap's own lock (never the other way round).
+static SHARED_SPARES: Mutex<Vec<Arc<TimerEntry>>> = Mutex::new(Vec::new());
 
 /// A worker's timers, behind a mutex in `WorkerShared`: its own thread inserts and
 /// fires them, and the monitor fires them while a task holds the worker.
@@ -103,28 +119,64 @@ pub(crate) struct TimerHeap {
     compact_at: usize,
     /// Reset entries nothing else references (`Arc::strong_count == 1`), for reuse.
     spare: Vec<Arc<TimerEntry>>,
+    /// Entries this heap allocated (its spares and the shared ones were empty).
+    #[cfg(test)]
+    allocated: usize,
 }
 
 impl Default for TimerHeap {
     fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TimerHeap {
+    /// An empty heap (`const`, for the fallback timer's static).
+    const fn new() -> Self {
         Self {
             heap: BinaryHeap::new(),
             next_sequence: 0,
             compact_at: MIN_COMPACTION_LEN,
             spare: Vec::new(),
+            #[cfg(test)]
+            allocated: 0,
         }
     }
-}
 
-impl TimerHeap {
     /// Keeps `entry` for reuse if nothing but the caller holds it. The count cannot grow
     /// behind our back: references come only from a `Sleep` and the heap items it made,
     /// and the caller's is the last.
     pub(crate) fn recycle(&mut self, entry: Arc<TimerEntry>) {
-        if self.spare.len() < MAX_SPARE_ENTRIES && Arc::strong_count(&entry) == 1 {
-            *entry.lock() = EntryState::default();
-            self.spare.push(entry);
+        if Arc::strong_count(&entry) != 1 {
+            return;
         }
+        if self.spare.len() >= MAX_SPARE_ENTRIES && !self.spill() {
+            return;
+        }
+        *entry.lock() = EntryState::default();
+        self.spare.push(entry);
+    }
+
+    /// Moves half the spares to [`SHARED_SPARES`], as many as it has room for; returns
+    /// whether any moved.
+    #[cold]
+    fn spill(&mut self) -> bool {
+        let mut shared = crate::sync::lock(&SHARED_SPARES);
+        let room = MAX_SHARED_SPARES
+            .saturating_sub(shared.len())
+            .min(MAX_SPARE_ENTRIES / 2);
+        let from = self.spare.len() - room.min(self.spare.len());
+        // Runtime state: never grown inside a request's arena.
+        pagekeep_arena::outside_arena(|| shared.extend(self.spare.drain(from..)));
+        room > 0
+    }
+
+    /// Takes up to [`SPARE_BATCH`] entries from [`SHARED_SPARES`] into the spares.
+    #[cold]
+    fn refill(&mut self) {
+        let mut shared = crate::sync::lock(&SHARED_SPARES);
+        let from = shared.len().saturating_sub(SPARE_BATCH);
+        pagekeep_arena::outside_arena(|| self.spare.extend(shared.drain(from..)));
     }
 
     /// Drops cancelled entries from the whole heap, in place: a reset timer (one per
@@ -145,9 +197,18 @@ impl TimerHeap {
         self.compact_at = (self.heap.len() * 2).max(MIN_COMPACTION_LEN);
     }
 
-    /// A fresh entry: a spare one if any.
+    /// A fresh entry: a spare one if any, this heap's or a shared one.
     pub(crate) fn take_entry(&mut self) -> Arc<TimerEntry> {
-        let entry = self.spare.pop().unwrap_or_default();
+        if self.spare.is_empty() {
+            self.refill();
+        }
+        let entry = self.spare.pop().unwrap_or_else(|| {
+            #[cfg(test)]
+            {
+                self.allocated += 1;
+            }
+            Arc::default()
+        });
         debug_assert_eq!(
             Arc::strong_count(&entry),
             1,
@@ -157,18 +218,25 @@ impl TimerHeap {
     }
 
     /// Registers `entry` for `deadline`, whose firing wakes `waker`. Its earlier
-    /// registrations, in this heap or another, become stale.
-    pub(crate) fn arm(&mut self, deadline: Instant, entry: &Arc<TimerEntry>, waker: Waker) {
+    /// registrations, in this heap or another, become stale. Returns the waker the
+    /// entry held before, for the caller to drop once the heap is unlocked (dropping a
+    /// waker runs its code).
+    #[must_use = "the displaced waker is to be dropped once the heap is unlocked"]
+    pub(crate) fn arm(
+        &mut self,
+        deadline: Instant,
+        entry: &Arc<TimerEntry>,
+        waker: Waker,
+    ) -> Option<Waker> {
         if self.heap.len() >= self.compact_at {
             self.compact();
         }
-        let generation = {
+        let (generation, displaced) = {
             let mut state = entry.lock();
             state.generation = state.generation.wrapping_add(1);
             state.fired = false;
             state.cancelled = false;
-            state.waker = Some(waker);
-            state.generation
+            (state.generation, state.waker.replace(waker))
         };
         self.heap.push(HeapItem {
             deadline,
@@ -177,13 +245,14 @@ impl TimerHeap {
             generation,
         });
         self.next_sequence += 1;
+        displaced
     }
 
     /// Registers a deadline whose firing wakes `waker`, on a fresh entry.
     #[cfg(test)]
     pub(crate) fn insert(&mut self, deadline: Instant, waker: Waker) -> Arc<TimerEntry> {
         let entry = self.take_entry();
-        self.arm(deadline, &entry, waker);
+        drop(self.arm(deadline, &entry, waker));
         entry
     }
 
@@ -244,10 +313,14 @@ impl TimerHeap {
 
 /// A future that completes at a deadline. Made by [`sleep`] and [`sleep_until`].
 ///
-/// It must be polled on an executor worker thread (it registers with that worker's
-/// timers); it may be moved between workers, and between runtimes: polled on another
-/// worker than the one it registered with, it registers again there, so it never
-/// depends on a worker that is blocked or whose runtime was dropped.
+/// Polled on an executor worker thread, it registers with that worker's timers; it may
+/// be moved between workers, and between runtimes: polled on another worker than the
+/// one it registered with, it registers again there, so it never depends on a worker
+/// that is blocked or whose runtime was dropped. Polled on no worker (a plain thread
+/// under another executor's `block_on`, a closure on the blocking pool, or after its
+/// runtime was dropped), it registers with the process-wide fallback timer, a thread
+/// started at the first such registration that leaves when it has no sleep left, and
+/// completes at its deadline all the same.
 #[must_use = "futures do nothing unless polled"]
 pub struct Sleep {
     deadline: Instant,
@@ -371,9 +444,13 @@ impl Sleep {
         }
         self.armed = false;
         if let Some(entry) = &self.entry {
-            let mut state = entry.lock();
-            state.cancelled = true;
-            state.waker = None;
+            let displaced = {
+                let mut state = entry.lock();
+                state.cancelled = true;
+                state.waker.take()
+            };
+            // Dropped with the entry unlocked: dropping a waker runs its code.
+            drop(displaced);
         }
     }
 }
@@ -387,24 +464,36 @@ impl Future for Sleep {
         // poll, a timer per connection, costs nothing): with it spent, the elapsed sleep
         // completes at the next poll.
         if let Some(entry) = this.entry.as_ref().filter(|_| this.armed) {
-            // Off a worker thread the entry is kept as it is.
-            let here = crate::worker::with_local(|local| local.id);
-            let mut state = entry.lock();
+            // Off any worker thread, the fallback timer stands for the worker.
+            let here = crate::worker::with_local(|local| local.id).unwrap_or(FALLBACK_ID);
+            let state = entry.lock();
             if state.fired {
                 drop(state);
                 return crate::coop::poll_spend(cx);
             }
-            if here.is_none() || here == Some(this.worker) {
-                match &state.waker {
-                    Some(stored) if stored.will_wake(cx.waker()) => {}
-                    _ => state.waker = Some(cx.waker().clone()),
+            if here == this.worker {
+                let stored = state.waker.as_ref();
+                if !stored.is_some_and(|stored| stored.will_wake(cx.waker())) {
+                    // Cloned, and the stored one dropped, with the entry unlocked.
+                    drop(state);
+                    let waker = cx.waker().clone();
+                    let mut state = entry.lock();
+                    if state.fired {
+                        // Fired meanwhile, its waker taken: nobody would wake this one.
+                        drop(state);
+                        drop(waker);
+                        return crate::coop::poll_spend(cx);
+                    }
+                    let displaced = state.waker.replace(waker);
+                    drop(state);
+                    drop(displaced);
                 }
                 return Poll::Pending;
             }
             drop(state);
             // Polled on another worker than the one whose heap holds the entry (which
-            // may be blocked, or gone with its runtime): leave that heap, and complete
-            // or register here below (`polled` is set, so no extra yield).
+            // may be blocked, or gone with its runtime), or on none: leave that heap,
+            // and complete or register here below (`polled` is set, so no extra yield).
             this.cancel();
         }
         if Instant::now() >= this.deadline {
@@ -418,20 +507,179 @@ impl Future for Sleep {
         }
         this.polled = true;
         // The timer heap outlives any request: a handler's sleep must not grow it (or
-        // make its entry) inside the request's arena.
+        // make its entry) inside the request's arena. The waker is cloned, and the one
+        // it replaces dropped, with no heap locked (either may run a waker's code).
         let (deadline, entry) = (this.deadline, &mut this.entry);
         let worker = pagekeep_arena::outside_arena(|| {
-            crate::worker::with_local(|local| {
+            let mut waker = Some(cx.waker().clone());
+            let (worker, displaced) = crate::worker::with_local(|local| {
                 let mut heap = crate::sync::lock(&local.shared.timers);
                 let entry = entry.get_or_insert_with(|| heap.take_entry());
-                heap.arm(deadline, entry, cx.waker().clone());
-                local.id
+                let displaced = heap.arm(deadline, entry, waker.take().expect("unused"));
+                (local.id, displaced)
             })
-        })
-        .expect("`Sleep` polled outside an executor worker thread");
+            .unwrap_or_else(|| {
+                // On no worker (a plain thread, the blocking pool, another executor):
+                // the process-wide fallback timer serves it.
+                let displaced = fallback::arm(deadline, entry, waker.take().expect("unused"));
+                (FALLBACK_ID, displaced)
+            });
+            drop(displaced);
+            worker
+        });
         this.worker = worker;
         this.armed = true;
         Poll::Pending
+    }
+}
+
+/// What a [`Sleep`] registered with the fallback timer records as its worker's id
+/// ([`Local::id`](crate::worker::Local::id)s count up from 0 and never reach it).
+const FALLBACK_ID: u64 = u64::MAX;
+
+/// The fallback timer: one process-wide heap, served by a thread of its own, for the
+/// sleeps polled on no worker of any runtime (on a plain thread under another
+/// executor's `block_on`, on the blocking pool, or after their runtime was dropped).
+///
+/// The thread is started by the first registration and leaves as soon as the heap is
+/// empty, so a process that never polls a sleep off a worker never has it, and one
+/// that did has it only while such sleeps wait. A registration that becomes the
+/// earliest deadline unparks it (an unpark before its park is kept by `std::thread`).
+/// The wakers of due entries run on that thread with the heap unlocked, each under
+/// `catch_unwind`: one that panics is reported on standard error and the others are
+/// still woken, as on the monitor.
+mod fallback {
+    use super::{Arc, Instant, TimerEntry, TimerHeap, Waker};
+    use crate::sync::lock;
+    use std::panic::AssertUnwindSafe;
+    use std::sync::Mutex;
+    use std::thread;
+
+    #[derive(Debug)]
+    struct State {
+        heap: TimerHeap,
+        /// Whether the thread is serving the heap (it clears this, under the lock, when
+        /// it leaves on an empty heap).
+        running: bool,
+        /// The thread started last (for the tests to wait for it to leave).
+        thread: Option<thread::JoinHandle<()>>,
+    }
+
+    static STATE: Mutex<State> = Mutex::new(State {
+        heap: TimerHeap::new(),
+        running: false,
+        thread: None,
+    });
+
+    /// Registers `entry` (made here if `None`) for `deadline`, whose firing wakes
+    /// `waker`; starts the thread if it is not running. Returns the waker the entry held
+    /// before, for the caller to drop.
+    ///
+    /// # Panics
+    /// When the thread cannot be started (the sleep could never complete).
+    pub(super) fn arm(
+        deadline: Instant,
+        entry: &mut Option<Arc<TimerEntry>>,
+        waker: Waker,
+    ) -> Option<Waker> {
+        let mut state = lock(&STATE);
+        let state = &mut *state;
+        let entry = entry.get_or_insert_with(|| state.heap.take_entry());
+        let displaced = state.heap.arm(deadline, entry, waker);
+        if !state.running {
+            // Started under the lock: it takes the lock first thing, so it finds the
+            // entry; and `thread` always names the one running.
+            match thread::Builder::new()
+                .name("pagekeep-timer".to_owned())
+                .spawn(run)
+            {
+                Ok(handle) => {
+                    state.running = true;
+                    state.thread = Some(handle);
+                }
+                Err(error) => panic!(
+                    "a `Sleep` polled on no executor worker needs the fallback timer thread, \
+                     which could not be started: {error}"
+                ),
+            }
+        } else if state.heap.next_deadline() == Some(deadline)
+            && let Some(handle) = &state.thread
+        {
+            handle.thread().unpark();
+        }
+        displaced
+    }
+
+    /// Takes `entry` for the spares if the heap is free at once (a waker run by the
+    /// thread may drop a sleep).
+    pub(super) fn recycle(entry: Arc<TimerEntry>) {
+        if let Ok(mut state) = STATE.try_lock() {
+            state.heap.recycle(entry);
+        }
+    }
+
+    /// The thread: fires due entries, wakes their wakers with the heap unlocked, and
+    /// parks until the next deadline; leaves when the heap is empty.
+    fn run() {
+        let mut wakers = Vec::new();
+        loop {
+            let wait = {
+                let mut state = lock(&STATE);
+                state.heap.fire_due(Instant::now(), &mut wakers);
+                let next = state.heap.next_deadline();
+                if next.is_none() {
+                    state.running = false;
+                }
+                next.map(|deadline| deadline.saturating_duration_since(Instant::now()))
+            };
+            for waker in wakers.drain(..) {
+                if std::panic::catch_unwind(AssertUnwindSafe(|| waker.wake())).is_err() {
+                    report_panicking_waker();
+                }
+            }
+            match wait {
+                Some(wait) => thread::park_timeout(wait),
+                None => return,
+            }
+        }
+    }
+
+    #[cold]
+    fn report_panicking_waker() {
+        use std::io::Write;
+        let _ = std::io::stderr().write_all(
+            b"executor: a waker panicked when the fallback timer woke it; the timer goes on\n",
+        );
+    }
+
+    /// Waits until the thread has left (the heap is empty), for tests that must end
+    /// with no thread of theirs running (miri requires it). The thread is unparked at
+    /// each look, so that it drops the cancelled entries on top of its heap at once
+    /// instead of at their deadlines.
+    #[cfg(test)]
+    pub(super) fn wait_until_idle() {
+        loop {
+            let handle = {
+                let mut state = lock(&STATE);
+                if state.running {
+                    if let Some(handle) = &state.thread {
+                        handle.thread().unpark();
+                    }
+                    None
+                } else {
+                    Some(state.thread.take())
+                }
+            };
+            match handle {
+                Some(handle) => {
+                    if let Some(handle) = handle {
+                        handle.join().expect("the fallback timer thread panicked");
+                    }
+                    return;
+                }
+                None => thread::sleep(std::time::Duration::from_millis(1)),
+            }
+        }
     }
 }
 
@@ -446,11 +694,13 @@ impl Drop for Sleep {
         // free at once: a waker run while it fires may drop a sleep on this thread.
         if Arc::strong_count(&entry) == 1 {
             pagekeep_arena::outside_arena(|| {
+                let mut entry = Some(entry);
                 crate::worker::with_local(|local| {
                     if let Ok(mut heap) = local.shared.timers.try_lock() {
-                        heap.recycle(entry);
+                        heap.recycle(entry.take().expect("unused"));
                     }
                 })
+                .unwrap_or_else(|| fallback::recycle(entry.take().expect("unused")));
             });
         }
     }
@@ -618,8 +868,8 @@ mod tests {
         let mut other = TimerHeap::default();
         let start = Instant::now();
         let entry = heap.insert(start, waker.clone());
-        heap.arm(start + Duration::from_secs(1), &entry, waker.clone());
-        other.arm(start + Duration::from_secs(2), &entry, waker.clone());
+        drop(heap.arm(start + Duration::from_secs(1), &entry, waker.clone()));
+        drop(other.arm(start + Duration::from_secs(2), &entry, waker.clone()));
         assert_eq!(fire(&mut heap, start + Duration::from_secs(5)), 0);
         assert!(!entry.lock().fired, "stale items do not fire");
         assert_eq!(heap.next_deadline(), None);
@@ -685,6 +935,158 @@ mod tests {
     fn futures_poll_once<F: Future + ?Sized>(future: Pin<&mut F>) -> Poll<F::Output> {
         let mut cx = Context::from_waker(Waker::noop());
         future.poll(&mut cx)
+    }
+
+    /// Runs `body` on a thread of its own and waits at most `limit` for its answer:
+    /// `None` when it has not answered (it hangs; the thread is left behind).
+    fn within<T: Send + 'static>(
+        limit: Duration,
+        body: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = sender.send(body());
+        });
+        receiver.recv_timeout(limit).ok()
+    }
+
+    /// A sleep registered with a runtime's worker and polled after that runtime was
+    /// dropped, by an executor that is no runtime's (a `block_on` that parks a plain
+    /// thread, as `futures::executor::block_on` does), completes at its deadline. It used to stay pending for ever: its
+    /// entry was left in the dead worker's heap, which nothing serves.
+    #[test]
+    fn a_sleep_outliving_its_runtime_completes_off_any_worker() {
+        let unit = Duration::from_millis(if cfg!(miri) { 1000 } else { 50 });
+        let runtime = crate::Runtime::builder().workers(1).build().unwrap();
+        // In a struct: the runtime hands back a value, not a future to await.
+        struct Kept(Pin<Box<Sleep>>);
+        let Kept(mut kept) = runtime.block_on(async move {
+            let mut kept = Box::pin(sleep(unit));
+            assert!(futures_poll_once(kept.as_mut()).is_pending(), "registered");
+            Kept(kept)
+        });
+        drop(runtime);
+        let deadline = kept.deadline();
+        let done = within(Duration::from_secs(60), move || {
+            crate::runtime::block_on_thread(kept.as_mut());
+            Instant::now()
+        });
+        let done = done.expect("a sleep outliving its runtime hangs");
+        assert!(done >= deadline, "completed before its deadline");
+        fallback::wait_until_idle();
+    }
+
+    /// A sleep polled on no worker at all (a plain thread, and the blocking pool)
+    /// completes at its deadline. It used to panic: "`Sleep` polled outside an executor
+    /// worker thread".
+    #[test]
+    fn a_sleep_polled_off_any_worker_completes() {
+        let unit = Duration::from_millis(if cfg!(miri) { 1000 } else { 20 });
+        let done = within(Duration::from_secs(60), move || {
+            let start = Instant::now();
+            crate::runtime::block_on_thread(sleep(unit));
+            start.elapsed()
+        });
+        assert!(done.expect("hangs") >= unit);
+        let runtime = crate::Runtime::builder().workers(1).build().unwrap();
+        let blocking = runtime.handle().spawn_blocking(move || {
+            let start = Instant::now();
+            crate::runtime::block_on_thread(sleep(unit));
+            start.elapsed()
+        });
+        let waited = runtime
+            .block_on(blocking)
+            .expect("the sleep on the blocking pool");
+        assert!(waited >= unit);
+        drop(runtime);
+        fallback::wait_until_idle();
+    }
+
+    /// The fallback timer's thread, parked until a far deadline, is unparked by an
+    /// earlier one, and a waker that panics there is reported and does not end it:
+    /// the sleeps registered after it still complete.
+    #[test]
+    fn the_fallback_timer_serves_an_earlier_deadline_and_survives_a_panicking_waker() {
+        struct Panicking;
+        impl Wake for Panicking {
+            fn wake(self: Arc<Self>) {
+                panic!("a waker that panics on purpose");
+            }
+        }
+        let unit = Duration::from_millis(if cfg!(miri) { 1000 } else { 20 });
+        let far_away = if cfg!(miri) { 600 } else { 2 };
+        let mut far = Box::pin(sleep(Duration::from_secs(far_away)));
+        assert!(futures_poll_once(far.as_mut()).is_pending());
+        let mut doomed = Box::pin(sleep(unit));
+        let panicking = Waker::from(Arc::new(Panicking));
+        assert!(
+            doomed
+                .as_mut()
+                .poll(&mut Context::from_waker(&panicking))
+                .is_pending()
+        );
+        let done = within(Duration::from_secs(60), move || {
+            crate::runtime::block_on_thread(sleep(2 * unit));
+        });
+        assert!(
+            done.is_some(),
+            "the fallback timer died or kept waiting for the far deadline"
+        );
+        drop((doomed, far));
+        fallback::wait_until_idle();
+    }
+
+    /// Entries taken on one worker and let go on another (a task that registers its
+    /// sleeps on one worker and ends on the other, as stolen tasks do) do not make the
+    /// first allocate one for every sleep while the other frees its surplus: spares
+    /// past a heap's bound go to a shared pool that an empty heap draws from. With the
+    /// spares per worker only, 4,096 such sleeps allocated 4,096 entries.
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "4,096 sleeps and 64 task hand-offs take minutes under miri"
+    )]
+    fn entries_let_go_on_another_worker_come_back_to_the_one_that_takes_them() {
+        const BATCH: usize = 64;
+        const ROUNDS: usize = 64;
+        let runtime = crate::Runtime::builder().workers(2).build().unwrap();
+        runtime.block_on(async {
+            let spawner = crate::Handle::current().spawner().clone();
+            for _ in 0..ROUNDS {
+                // Registered on worker 0 (a task's first poll runs where it is pinned)...
+                let batch = spawner
+                    .spawn_on(0, async {
+                        let mut batch: Vec<_> = (0..BATCH)
+                            .map(|_| Box::pin(sleep(Duration::from_millis(1))))
+                            .collect();
+                        for sleep in &mut batch {
+                            assert!(futures_poll_once(sleep.as_mut()).is_pending());
+                        }
+                        for sleep in &mut batch {
+                            sleep.as_mut().await;
+                        }
+                        batch
+                    })
+                    .await
+                    .unwrap();
+                // ...and let go of on worker 1, once fired.
+                spawner
+                    .spawn_on(1, async move { drop(batch) })
+                    .await
+                    .unwrap();
+            }
+        });
+        let allocated: usize = runtime
+            .scheduler_for_tests()
+            .workers
+            .iter()
+            .map(|worker| crate::sync::lock(&worker.timers).allocated)
+            .sum();
+        assert!(
+            allocated <= BATCH * ROUNDS / 2,
+            "{allocated} entries allocated for {} sleeps",
+            BATCH * ROUNDS
+        );
     }
 
     #[test]

@@ -141,7 +141,15 @@ impl WorkerShared {
     /// A wake of the worker's own `mio::Waker` collected here is written again: the
     /// worker may have ended its turn meanwhile and be about to block, counting on it
     /// (a sleeper woken to take a key, see `Scheduler::notify_one`).
-    pub(crate) fn poll_events_for_owner(&self, turn: u64, events: &mut Events) {
+    ///
+    /// The wakers of the tasks the events concern are pushed onto `wakers`, for the
+    /// monitor to wake each under `catch_unwind` (as it does its timers' wakers).
+    pub(crate) fn poll_events_for_owner(
+        &self,
+        turn: u64,
+        events: &mut Events,
+        wakers: &mut Vec<Waker>,
+    ) {
         let Ok(mut poll) = self.poll.try_lock() else {
             return;
         };
@@ -151,22 +159,24 @@ impl WorkerShared {
         let polled = poll.poll(events, Some(Duration::ZERO));
         drop(poll);
         if polled.is_ok() {
-            self.dispatch(events);
+            self.dispatch(events, wakers);
             if events.iter().any(|event| event.token() == WAKER_TOKEN) {
                 self.wake_poll();
             }
         }
     }
 
-    /// Hands the events of this worker's `Poll` to their sockets' states.
-    fn dispatch(&self, events: &Events) {
+    /// Hands the events of this worker's `Poll` to their sockets' states, pushing the
+    /// wakers of the tasks they concern onto `wakers`: the caller wakes them once the
+    /// I/O table is unlocked (a waker may drop a socket, which locks it).
+    fn dispatch(&self, events: &Events, wakers: &mut Vec<Waker>) {
         let table = self.io_table();
         for event in events.iter() {
             if event.token() == WAKER_TOKEN {
                 continue;
             }
             if let Some(state) = table.get(event.token().0) {
-                state.on_event(event);
+                state.on_event(event, wakers);
             }
         }
     }
@@ -402,7 +412,7 @@ impl Worker {
 
     fn event_loop(&mut self, local: &Local) {
         let mut events = Events::with_capacity(EVENT_CAPACITY);
-        // The wakers of the timers due at each look, reused.
+        // The wakers of the sockets' events and of the timers due at each look, reused.
         let mut due: Vec<Waker> = Vec::new();
         let me = self.shared.local_index;
         // Whether the last turn ended out of tasks (the worker then blocked, or could).
@@ -469,12 +479,35 @@ impl Worker {
             {
                 panic!("epoll_wait failed: {error}");
             }
-            self.shared.dispatch(&events);
+            // Woken once the I/O table is unlocked. A waker that panics here ends this
+            // worker, as one of its timers' does (see `run`), once the others are woken.
+            self.shared.dispatch(&events, &mut due);
+            wake_all(&mut due);
             // The keys posted are picked from the inbox itself (see `inbox`).
             self.shared.inbox.woken();
             // Woken once the heap is unlocked: a waker may poll or drop a `Sleep`.
             lock(&self.shared.timers).fire_due(Instant::now(), &mut due);
-            due.drain(..).for_each(Waker::wake);
+            wake_all(&mut due);
         }
+    }
+}
+
+/// Wakes every waker of `wakers`, leaving it empty. A waker that panics does not keep
+/// the others from being woken: the first panic is raised again once they all are (it
+/// then ends the worker, see [`Worker::run`]), and any later one is discarded.
+fn wake_all(wakers: &mut Vec<Waker>) {
+    let mut first_panic = None;
+    for waker in wakers.drain(..) {
+        if let Err(payload) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()))
+        {
+            match first_panic {
+                None => first_panic = Some(payload),
+                Some(_) => crate::sync::discard_panic(payload),
+            }
+        }
+    }
+    if let Some(payload) = first_panic {
+        std::panic::resume_unwind(payload);
     }
 }

@@ -223,6 +223,53 @@ fn block_on_a_dead_worker_panics_instead_of_hanging() {
     );
 }
 
+/// On a runtime with a live worker left, a spawn aimed at a dead worker is not refused:
+/// its first poll runs on a live worker (a pin names where a task starts, not where it
+/// must run), so `block_on`, which aims at worker 0, and `spawn_on(0, ..)` still work
+/// once worker 0 died.
+#[test]
+fn spawns_aimed_at_a_dead_worker_run_on_a_live_one() {
+    let runtime = std::sync::Arc::new(
+        pagekeep_executor::Runtime::builder()
+            .workers(2)
+            .build()
+            .unwrap(),
+    );
+    // Worker 0 (`block_on` polls there first) dies 10 ms after this returns.
+    let worker_0 = runtime.block_on(async {
+        arm_a_panicking_waker().await;
+        pagekeep_executor::current_worker().unwrap()
+    });
+    // `block_on` runs on worker 0 until it dies, then on the other one.
+    let start = std::time::Instant::now();
+    loop {
+        let running = std::sync::Arc::clone(&runtime);
+        let worker =
+            bounded(move || running.block_on(async { pagekeep_executor::current_worker() }))
+                .expect("block_on hangs with worker 0 dead")
+                .expect("on a worker");
+        if worker != worker_0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "worker 0 never died"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let running = std::sync::Arc::clone(&runtime);
+    let ran_on = bounded(move || {
+        let task = running.spawn_on(0, async { pagekeep_executor::current_worker() });
+        running.block_on(task)
+    })
+    .expect("a spawn aimed at the dead worker hangs");
+    let ran_on = ran_on.expect("a spawn aimed at the dead worker was refused");
+    assert!(
+        ran_on.is_some_and(|worker| worker != worker_0),
+        "{ran_on:?}"
+    );
+}
+
 #[test]
 fn a_worker_that_dies_gets_no_more_connections() {
     let server = start_with(
