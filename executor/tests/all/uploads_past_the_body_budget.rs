@@ -5,6 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -121,9 +122,37 @@ async fn collect(request: Request<RequestBody>) -> Response<TestBody> {
     text(StatusCode::OK, format!("{} {length}\n", sum.0))
 }
 
+/// The bytes the slow clients' handlers (`/slow-hold`, `/slow-stream`) have read: only
+/// `slow_clients_that_sent_a_few_bytes_leave_the_budget_to_a_normal_upload` uses them.
+static SLOW_BYTES_READ: AtomicUsize = AtomicUsize::new(0);
+
+/// Reads the body and counts its bytes in [`SLOW_BYTES_READ`] as they come; holds
+/// every chunk until the end (`/slow-hold`) or drops it at once (`/slow-stream`).
+async fn count_slow(request: Request<RequestBody>) -> Response<TestBody> {
+    let hold = request.uri().path() == "/slow-hold";
+    let mut body = request.into_body();
+    let (mut held, mut length) = (Vec::new(), 0);
+    while let Some(frame) = body.frame().await {
+        match frame.map(http_body::Frame::into_data) {
+            Ok(Ok(data)) => {
+                length += data.len();
+                SLOW_BYTES_READ.fetch_add(data.len(), Ordering::Relaxed);
+                if hold {
+                    held.push(data);
+                }
+            }
+            Ok(Err(_trailers)) => {}
+            Err(error) => return text(StatusCode::BAD_REQUEST, format!("{error}\n")),
+        }
+    }
+    drop(held);
+    text(StatusCode::OK, format!("{length}\n"))
+}
+
 async fn by_path(request: Request<RequestBody>) -> Response<TestBody> {
     match request.uri().path() {
         "/collect" => collect(request).await,
+        "/slow-hold" | "/slow-stream" => count_slow(request).await,
         "/inline" => inline_checksum(request).await,
         _ => slow_checksum(request).await,
     }
@@ -298,6 +327,61 @@ fn a_body_collected_past_the_budget_gets_413_and_streamed_it_passes() {
     assert!(eventually(
         || budget.available_bytes() == budget.capacity_bytes()
     ));
+    server.assert_no_connection_left();
+}
+
+/// Found by a review: a body waiting for its client's next bytes kept the partly filled
+/// 16 KiB block it was filling, so each slow client that had sent a kilobyte and a half
+/// took 16 KiB of the budget for as long as it liked: four of them took a 64 KiB
+/// budget, and every other upload waited behind them. Now a body that waits for its
+/// client holds nothing itself: a slow client costs only the chunks its handler holds,
+/// each charged at most twice its frame and its 112 bytes of bookkeeping.
+#[test]
+fn slow_clients_that_sent_a_few_bytes_leave_the_budget_to_a_normal_upload() {
+    const SLOW: usize = 12;
+    const SENT: usize = 1500;
+    let budget = BodyBudget::new(64 << 10);
+    let server = budget_server(&budget);
+    // Half the slow clients' handlers hold what they read, half stream it.
+    let slow: Vec<_> = (0..SLOW)
+        .map(|index| {
+            let path = if index % 2 == 0 {
+                "/slow-hold"
+            } else {
+                "/slow-stream"
+            };
+            let mut stream = start_upload(server.address, path, MIB);
+            assert!(send_body(&mut stream, index as u8, 0, SENT));
+            stream
+        })
+        .collect();
+    assert!(
+        eventually(|| SLOW_BYTES_READ.load(Ordering::Relaxed) == SLOW * SENT),
+        "every slow client's bytes were read, none waits for room: {} of {} bytes, {budget:?}",
+        SLOW_BYTES_READ.load(Ordering::Relaxed),
+        SLOW * SENT
+    );
+    // A holding handler's 1,500 bytes (in one frame, or two if hyper's reads split
+    // them): at most 2 x (1,500 + 2 x 112) bytes; a streaming one's nothing.
+    let charged = budget.capacity_bytes() - budget.available_bytes();
+    let per_holding_client = 2 * (SENT + 2 * 112);
+    eprintln!(
+        "{SLOW} slow clients (half holding their {SENT} bytes) hold {charged} bytes of the budget"
+    );
+    assert!(
+        charged <= SLOW / 2 * per_holding_client,
+        "{charged} bytes charged for {SLOW} slow clients: {budget:?}"
+    );
+    // A normal upload of many times the budget passes while they wait.
+    let len = MIB;
+    let (status, body) = upload(server.address, "/inline", 12, len);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, format!("{} {len}\n", expected_checksum(12, len)));
+    drop(slow);
+    assert!(
+        eventually(|| budget.available_bytes() == budget.capacity_bytes()),
+        "the slow clients' bytes came back: {budget:?}"
+    );
     server.assert_no_connection_left();
 }
 
