@@ -16,18 +16,22 @@
 //!
 //! # Blocks sized by what arrives
 //!
-//! A body fills a block in order, piece after piece, only while frames keep coming:
-//! whenever it waits for its client (hyper's body is `Pending`) and when the body ends,
-//! it lets go of the block, which goes back with its last piece. The next block is
-//! sized afresh by the frame it starts with (the frame and its bookkeeping, rounded up
-//! to its size class up to 1 KiB, to a power of two above, at most 16 KiB), and each
-//! block started while frames keep coming is at least twice the one before it (which
-//! they filled). So:
+//! A body fills a block in order, piece after piece, but holds it only while frames
+//! keep coming: whenever it waits for its client (hyper's body is `Pending`) it keeps
+//! only a weak reference, so the block goes back with its last piece; if the handler
+//! still holds a piece of it when the next frame comes (the block is charged anyway),
+//! the body takes it back and fills its room. At the end of the body it lets go for
+//! good. A new block is sized by the frame that starts it (the frame and its
+//! bookkeeping, rounded up to its size class up to 1 KiB, to a power of two above, at
+//! most 16 KiB), and is at least twice the block before it while that one is alive
+//! (full, its pieces held or frames still coming). So:
 //! - a body waiting for its client, or ended, holds nothing of the budget: a slow
-//!   client costs the budget only the chunks its handler holds, each charged at most
-//!   its block, at most twice the frame and its bookkeeping when the frame came after a
-//!   wait (a 1,500-byte frame: a 2 KiB block);
-//! - a fast upload fills 16 KiB blocks nearly whole (16,272 bytes of data each).
+//!   client costs the budget only the blocks of the chunks its handler holds; a
+//!   streaming handler holds none, and one that holds what a slow client sent is
+//!   charged those bytes, their bookkeeping, and at most one partly filled block
+//!   (1,500 bytes after a wait: a 2 KiB block);
+//! - a handler that collects a body gets its pieces packed in blocks that grow to
+//!   16 KiB (16,272 bytes of data each), whatever the frames' sizes and timing.
 //!
 //! # What the budget bounds
 //!
@@ -36,9 +40,9 @@
 //! block's room ([`PIECE_BOOKKEEPING_BYTES`], [`BLOCK_BOOKKEEPING_BYTES`]), which cover
 //! the piece's owner box in `Bytes` (32 bytes) and the block's `Arc` (56 bytes) with
 //! the global allocator's rounding. So chunks alive anywhere take at most the capacity
-//! in the heap and at most as much again in bookkeeping (a body of one-byte frames: a
-//! 128-byte block per frame, 88 bytes beside it), whatever the number of connections
-//! and however small the frames. (The `Bytes` handles themselves, 32 bytes each, live
+//! in the heap and at most as much again in bookkeeping (a body of one-byte frames held
+//! by its handler: about 49 bytes of budget a frame, packed in shared blocks), whatever
+//! the number of connections and however small the frames. (The `Bytes` handles themselves, 32 bytes each, live
 //! where the handler keeps them.) Beside it each connection with a body in progress
 //! holds hyper's read buffer and at most two of its chunks (one waiting in the body,
 //! one in hyper's channel), so about 3 x `max_header_bytes` per uploading connection,
@@ -73,8 +77,8 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::ptr::NonNull;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
@@ -290,6 +294,15 @@ impl Filling {
         }
     }
 
+    /// Lets go of the block, keeping where it is filled to.
+    fn park(self) -> Parked {
+        Parked {
+            block: Arc::downgrade(&self.block),
+            written: self.written,
+            room: self.room,
+        }
+    }
+
     /// Whether a piece of at least one byte still fits.
     fn has_room(&self) -> bool {
         self.room > PIECE_BOOKKEEPING_BYTES
@@ -324,6 +337,24 @@ impl Filling {
             start,
             len,
         }
+    }
+}
+
+/// A [`Filling`] the body does not hold: its block goes back with its last piece.
+struct Parked {
+    block: Weak<SharedBlock>,
+    written: usize,
+    room: usize,
+}
+
+impl Parked {
+    /// The filling again, if a piece still holds the block.
+    fn take_back(self) -> Option<Filling> {
+        Some(Filling {
+            block: self.block.upgrade()?,
+            written: self.written,
+            room: self.room,
+        })
     }
 }
 
@@ -381,16 +412,16 @@ struct Budgeted {
     /// The read waiting for room for the next piece of `pending`.
     waiting: Option<WaitForRoom>,
     /// The block being filled, if it has room left, only while frames keep coming:
-    /// let go of whenever the body waits for its client, and at the end of the body
-    /// (then its unused room goes back with its last piece).
+    /// parked whenever the body waits for its client or fills it, and let go of at the
+    /// end of the body (then its unused room goes back with its last piece).
     filling: Option<Filling>,
-    /// The size of the block started last, as long as the body has not waited for its
-    /// client since (0 after a wait): the next block, needed because that one is full,
-    /// is at least twice as large (up to [`BLOCK_BYTES`]).
+    /// The last block filled, without holding it: taken back for the next frame only
+    /// if the handler still holds a piece of it (it is charged anyway).
+    parked: Option<Parked>,
+    /// The size of the last block started: while it lives (frames kept coming, or the
+    /// handler holds its pieces), the next block is at least twice as large (up to
+    /// [`BLOCK_BYTES`]); 0 once it has gone back.
     last_block_bytes: usize,
-    /// `pending` is the rest of a frame that filled a block: its block is sized by it
-    /// alone (so that the tail of a large frame does not take a large block).
-    rest_of_frame: bool,
 }
 
 impl<B> IncomingBody<B> {
@@ -403,8 +434,8 @@ impl<B> IncomingBody<B> {
                 pending: Bytes::new(),
                 waiting: None,
                 filling: None,
+                parked: None,
                 last_block_bytes: 0,
-                rest_of_frame: false,
             }),
         }
     }
@@ -423,16 +454,18 @@ impl Drop for Budgeted {
 impl Budgeted {
     /// The next piece of `pending` as a chunk of the budget, once there is room.
     fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes, BodyOverBudget>> {
-        if !self.filling.as_ref().is_some_and(Filling::has_room) {
+        if self.filling.is_none() {
+            self.take_back_parked();
+        }
+        if self.filling.is_none() {
             let filling = ready!(self.poll_block(cx))?;
             self.filling = Some(filling);
         }
         let filling = self.filling.as_mut().expect("a block to fill");
         let piece = filling.piece(&self.pending);
         self.pending.advance(piece.len);
-        self.rest_of_frame = !self.pending.is_empty();
         if !filling.has_room() {
-            self.filling = None;
+            self.park();
         }
         if self.pending.is_empty() {
             // An empty slice still shares hyper's read buffer, which hyper could then
@@ -445,20 +478,41 @@ impl Budgeted {
         })))
     }
 
-    /// The body waits for its client (or has ended): it lets go of the block it fills,
-    /// which goes back with its last piece, and its next block is sized afresh.
+    /// The body waits for its client, or has filled its block: it keeps only a weak
+    /// reference to the block, which goes back with its last piece.
+    fn park(&mut self) {
+        if let Some(filling) = self.filling.take() {
+            self.parked = Some(filling.park());
+        }
+    }
+
+    /// Takes back the parked block, if the handler still holds a piece of it and it has
+    /// room; if it has gone back, the next block is sized afresh.
+    fn take_back_parked(&mut self) {
+        let Some(parked) = self.parked.take() else {
+            return;
+        };
+        match parked.take_back() {
+            Some(filling) if filling.has_room() => self.filling = Some(filling),
+            // Full, and alive: the next block grows.
+            Some(filling) => self.parked = Some(filling.park()),
+            None => self.last_block_bytes = 0,
+        }
+    }
+
+    /// The body has ended: it lets go of its blocks for good.
     fn let_go(&mut self) {
         self.filling = None;
+        self.parked = None;
         self.last_block_bytes = 0;
     }
 
     /// The size of the next block for `pending`: what the frame needs with its
     /// bookkeeping (its size class up to [`CLASS_BLOCK_BYTES`], a power of two above,
-    /// at most [`BLOCK_BYTES`]), and, for a block that a new frame starts, at least
-    /// twice the block before it if frames have kept coming since that one started (it
-    /// is full): blocks grow while a body streams and start small after each wait, so
-    /// that a block is sized by what arrives. The rest of a frame that filled a block
-    /// gets a block of its own size.
+    /// at most [`BLOCK_BYTES`]), and at least twice the block before it if that one is
+    /// still alive (full, and frames kept coming or the handler holds its pieces):
+    /// blocks grow while a body's pieces accumulate and start small when they have gone
+    /// back, so that a block is sized by what arrives.
     fn block_bytes(&self, heap: &AsyncHeap) -> usize {
         let needed = self
             .pending
@@ -472,9 +526,6 @@ impl Budgeted {
         } else {
             needed.next_power_of_two().min(BLOCK_BYTES)
         };
-        if self.rest_of_frame {
-            return fitting;
-        }
         fitting.max(self.last_block_bytes.saturating_mul(2).min(BLOCK_BYTES))
     }
 
@@ -580,7 +631,7 @@ where
                 // Waiting for the client, which may take its time: the body keeps
                 // nothing of the budget meanwhile (a slow client costs only the chunks
                 // its handler holds).
-                budget.let_go();
+                budget.park();
                 return Poll::Pending;
             };
             match frame {
@@ -801,31 +852,14 @@ mod tests {
             pieces.push(frame.unwrap().into_data().unwrap());
         }
         // The first frame gets an 8 KiB block (5000 bytes and bookkeeping, rounded to a
-        // power of two); each next frame fills the room left and its rest gets a block
-        // of its own size: 4 KiB for the rest of the second and of the third, 8 KiB
-        // for the rest of the fourth.
-        let room = |block: usize, written: usize, pieces: usize| {
-            block - BLOCK_BOOKKEEPING_BYTES - (pieces + 1) * PIECE_BOOKKEEPING_BYTES - written
-        };
-        let second = room(8192, 5000, 1);
-        let third = room(4096, 5000 - second, 1);
-        let fourth = room(4096, 5000 - third, 1);
+        // power of two); the second fills it, and its rest starts a block twice as
+        // large (the first is alive), which the next frames share.
+        let second = 8192 - BLOCK_BOOKKEEPING_BYTES - 2 * PIECE_BOOKKEEPING_BYTES - 5000;
         let lengths: Vec<usize> = pieces.iter().map(Bytes::len).collect();
-        assert_eq!(
-            lengths,
-            [
-                5000,
-                second,
-                5000 - second,
-                third,
-                5000 - third,
-                fourth,
-                5000 - fourth
-            ]
-        );
+        assert_eq!(lengths, [5000, second, 5000 - second, 5000, 5000]);
         assert_eq!(
             budget.available_bytes(),
-            MIN_BODY_BUDGET_BYTES - 8192 - 4096 - 4096 - 8192
+            MIN_BODY_BUDGET_BYTES - 8192 - BLOCK_BYTES
         );
         let whole: Vec<u8> = pieces
             .iter()
@@ -838,7 +872,7 @@ mod tests {
         drop(pieces);
         assert_eq!(
             budget.available_bytes(),
-            MIN_BODY_BUDGET_BYTES - 4096 - 4096 - 8192
+            MIN_BODY_BUDGET_BYTES - BLOCK_BYTES
         );
         drop(later);
         assert_eq!(budget.available_bytes(), MIN_BODY_BUDGET_BYTES);

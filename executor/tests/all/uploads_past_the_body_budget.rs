@@ -385,6 +385,66 @@ fn slow_clients_that_sent_a_few_bytes_leave_the_budget_to_a_normal_upload() {
     server.assert_no_connection_left();
 }
 
+/// Uploads bytes `0..len` of pattern `seed` to `path` in one-byte chunks of chunked
+/// transfer-encoding, each written alone with `TCP_NODELAY` (hyper gives each chunk as a
+/// frame of its own); returns the status and body text.
+fn upload_in_one_byte_chunks(
+    address: SocketAddr,
+    path: &str,
+    seed: u8,
+    len: usize,
+) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let writing = thread::spawn(move || {
+        for index in 0..len {
+            let chunk = [b'1', b'\r', b'\n', pattern(seed, index), b'\r', b'\n'];
+            if writer.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+        let _ = writer.write_all(b"0\r\n\r\n");
+    });
+    let answer = read_answer(stream);
+    let _ = writing.join();
+    answer
+}
+
+/// Found by a review: a one-byte frame was charged 8 bytes while about 88 bytes of
+/// bookkeeping sat outside the budget, so a handler could hold ten times the budget
+/// in memory through one-byte chunks. Now each frame counts its bookkeeping: a handler
+/// collecting 4,096 one-byte chunks under a 64 KiB budget is told the body is over
+/// budget (before, at 8 bytes a frame, the 32 KiB they were charged fit), and the same
+/// body streamed passes whole.
+#[test]
+fn one_byte_chunks_count_their_bookkeeping_against_the_budget() {
+    let budget = BodyBudget::new(64 << 10);
+    let server = budget_server(&budget);
+    let len = 4096;
+    let (status, body) = upload_in_one_byte_chunks(server.address, "/collect", 13, len);
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        eventually(|| budget.available_bytes() == budget.capacity_bytes()),
+        "{budget:?}"
+    );
+    let (status, body) = upload_in_one_byte_chunks(server.address, "/inline", 13, len);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, format!("{} {len}\n", expected_checksum(13, len)));
+    assert!(
+        eventually(|| budget.available_bytes() == budget.capacity_bytes()),
+        "{budget:?}"
+    );
+    server.assert_no_connection_left();
+}
+
 /// `VmHWM` (peak) and `VmRSS` of process `pid`, in bytes.
 #[cfg(unix)] // a child process and /proc (README, "Platforms")
 fn resident(pid: u32) -> (usize, usize) {
