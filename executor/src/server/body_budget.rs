@@ -69,7 +69,10 @@
 //! only by the body that owns its [`Filling`], and only past `written`: each
 //! [`BlockPiece`] reads a range below `written` that was written before the piece was
 //! made and is never written again, so pieces on other threads never see a write. A
-//! block let go of by its body is never written again.
+//! parked block (the body keeps only a [`Weak`] and where it is filled to) is written
+//! again only through a strong reference the body got by upgrading it, so only while
+//! the block is alive, and still only past `written`; a block that has gone back cannot
+//! be upgraded.
 
 use std::alloc::Layout;
 use std::error::Error;
@@ -976,6 +979,38 @@ mod tests {
             );
             drop(slow);
         }
+    }
+
+    /// A waiting body keeps no hold on its block: the next frame fills the same block
+    /// only if the handler still holds a piece of it, and a block that has gone back
+    /// is never written again (a fresh one is taken).
+    #[test]
+    fn a_parked_block_is_filled_again_only_while_a_piece_holds_it() {
+        let budget = BodyBudget::new(MIN_BODY_BUDGET_BYTES);
+        let charged = || budget.capacity_bytes() - budget.available_bytes();
+        let frames = (1..=4u8).map(|seed| Bytes::from(vec![seed; 100]));
+        let mut body = IncomingBody::new(Trickle::new(frames, false), Some(&budget));
+        // 100 bytes and 112 of bookkeeping: the 224-byte class, full after it.
+        let first = next_frame(&mut body).unwrap().unwrap();
+        assert_eq!(charged(), 224);
+        // The first block is alive (held): the next is twice as large.
+        let second = next_frame(&mut body).unwrap().unwrap();
+        assert_eq!(charged(), 224 + 448);
+        // Held by the handler across the wait: the third frame packs after the second.
+        let third = next_frame(&mut body).unwrap().unwrap();
+        assert_eq!(third.as_ptr(), second.as_ptr().wrapping_add(100));
+        assert_eq!(charged(), 224 + 448, "no new block");
+        // Dropped: the waiting body holds nothing, and the blocks go back.
+        drop((first, second, third));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(Pin::new(&mut body).poll_frame(&mut cx).is_pending());
+        assert_eq!(charged(), 0);
+        // A fresh block, sized for the frame alone.
+        let fourth = next_frame(&mut body).unwrap().unwrap();
+        assert_eq!(fourth, vec![4u8; 100]);
+        assert_eq!(charged(), 224);
+        drop((fourth, body));
+        assert_eq!(charged(), 0);
     }
 
     /// Slow clients (each has sent 1,500 bytes and waits) cost the budget only the
