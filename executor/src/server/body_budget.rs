@@ -156,7 +156,7 @@ pub struct BodyBudget {
 }
 
 impl BodyBudget {
-    /// A budget of `bytes` (at least 64 KiB, room for four 16 KiB pieces; at most
+    /// A budget of `bytes` (at least 64 KiB, room for four 16 KiB blocks; at most
     /// 2^61 - 1).
     /// Memory is taken from the OS as bodies come, not reserved up front.
     pub fn new(bytes: usize) -> Self {
