@@ -385,15 +385,8 @@ fn slow_clients_that_sent_a_few_bytes_leave_the_budget_to_a_normal_upload() {
     server.assert_no_connection_left();
 }
 
-/// Uploads bytes `0..len` of pattern `seed` to `path` in one-byte chunks of chunked
-/// transfer-encoding, each written alone with `TCP_NODELAY` (hyper gives each chunk as a
-/// frame of its own); returns the status and body text.
-fn upload_in_one_byte_chunks(
-    address: SocketAddr,
-    path: &str,
-    seed: u8,
-    len: usize,
-) -> (u16, String) {
+/// A connection that has sent a request head for a chunked body, with `TCP_NODELAY`.
+fn start_chunked_upload(address: SocketAddr, path: &str) -> std::net::TcpStream {
     let mut stream = std::net::TcpStream::connect(address).unwrap();
     stream.set_nodelay(true).unwrap();
     stream
@@ -403,16 +396,33 @@ fn upload_in_one_byte_chunks(
         "POST {path} HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).unwrap();
-    let mut writer = stream.try_clone().unwrap();
-    let writing = thread::spawn(move || {
-        for index in 0..len {
-            let chunk = [b'1', b'\r', b'\n', pattern(seed, index), b'\r', b'\n'];
-            if writer.write_all(&chunk).is_err() {
-                return;
-            }
+    stream
+}
+
+/// Writes bytes `0..len` of pattern `seed` in one-byte chunks, each written alone
+/// (hyper gives each chunk as a frame of its own), then the last chunk; stops if the
+/// server stopped taking them.
+fn send_one_byte_chunks(stream: &mut std::net::TcpStream, seed: u8, len: usize) {
+    for index in 0..len {
+        let chunk = [b'1', b'\r', b'\n', pattern(seed, index), b'\r', b'\n'];
+        if stream.write_all(&chunk).is_err() {
+            return;
         }
-        let _ = writer.write_all(b"0\r\n\r\n");
-    });
+    }
+    let _ = stream.write_all(b"0\r\n\r\n");
+}
+
+/// Uploads bytes `0..len` of pattern `seed` to `path` in one-byte chunks; returns the
+/// status and body text.
+fn upload_in_one_byte_chunks(
+    address: SocketAddr,
+    path: &str,
+    seed: u8,
+    len: usize,
+) -> (u16, String) {
+    let stream = start_chunked_upload(address, path);
+    let mut writer = stream.try_clone().unwrap();
+    let writing = thread::spawn(move || send_one_byte_chunks(&mut writer, seed, len));
     let answer = read_answer(stream);
     let _ = writing.join();
     answer
@@ -508,6 +518,45 @@ fn eight_uploads_keep_the_server_within_its_body_budget_in_resident_memory() {
 #[ignore = "a measurement for comparison: without a budget the server holds what the client sends"]
 fn eight_uploads_without_a_budget_for_comparison() {
     peak_growth("no-body-budget");
+}
+
+/// The server's peak resident memory while a client sends a 1 MiB body in one-byte
+/// chunks to the slow consumer of the 8 MiB budget (in a child process): the chunks
+/// pile up in the consumer's queue until the budget, which counts their bookkeeping,
+/// is full, then the server stops reading. A measurement: it prints the growth once the
+/// resident memory has stopped moving (or after 20 s).
+#[cfg(unix)] // a child process and /proc (README, "Platforms")
+#[test]
+#[ignore = "a measurement: one-byte chunks piling up under the budget"]
+fn one_byte_chunks_piling_up_under_the_budget_for_measurement() {
+    let child = ChildServer::start("body-budget");
+    let (status, body) = upload(child.address, "/", 0, 256 << 10);
+    assert_eq!(status, 200, "{body}");
+    let pid = child.process.id();
+    let (_, before) = resident(pid);
+    let address = child.address;
+    // Ends when the child is killed.
+    thread::spawn(move || send_one_byte_chunks(&mut start_chunked_upload(address, "/"), 1, MIB));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut last, mut stable) = (0, 0);
+    while Instant::now() < deadline && stable < 4 {
+        thread::sleep(Duration::from_millis(500));
+        let (_, now) = resident(pid);
+        stable = if now.abs_diff(last) < 64 << 10 {
+            stable + 1
+        } else {
+            0
+        };
+        last = now;
+    }
+    let (peak, now) = resident(pid);
+    eprintln!(
+        "one-byte chunks: VmRSS {} KiB before, VmHWM {} KiB, VmRSS {} KiB at the end: peak growth {} KiB",
+        before >> 10,
+        peak >> 10,
+        now >> 10,
+        peak.saturating_sub(before) >> 10
+    );
 }
 
 #[test]
