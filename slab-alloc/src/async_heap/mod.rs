@@ -44,6 +44,48 @@
 //!   lock, so only the byte count is handed over, and one atomic word carries it.
 //!   Wakers are collected under the lock and woken after it is released.
 //!
+//! # A free can panic
+//!
+//! A free (dropping a [`HeapBox`], the last [`HeapArc`], a [`HeapVec`] or a
+//! [`HeapBlock`], or [`AsyncHeap::dealloc`]) that gives bytes back while requests wait
+//! may serve the queue and wake the waiters it lets in, after releasing the lock. A
+//! waker is user code, and `Waker::wake` may panic. When one does, the operation that
+//! ran the wakes still wakes every other waiter it served and runs the grant passes
+//! asked for meanwhile, then re-raises the first waker's panic
+//! ([`resume_unwind`](std::panic::resume_unwind)) to its caller; a thread that is
+//! already unwinding (a handle dropped during a panic) drops the payload instead, so a
+//! second panic never aborts the process. By then the block is freed and its bytes are
+//! counted back: the heap stays whole and usable. The panic comes out of whichever
+//! operation served the queue: usually the free, but also a poll of an allocation
+//! future (whose first poll may serve the queue), [`try_alloc`](AsyncHeap::try_alloc)
+//! and its kin when they take back other threads' credits, the drop of a waiting future
+//! (which gives its place, and any bytes granted to it, back), or any operation that
+//! held the queue's lock when a free asked for a pass. A free that stays in the
+//! thread's credit wakes no one and never panics. Wakers that never panic (those of
+//! the usual executors) make every free panic-free.
+//!
+//! # Leaked allocations
+//!
+//! A handle given up without a free (`mem::forget` of a [`HeapBox`], [`HeapArc`],
+//! [`HeapVec`] or [`HeapBlock`], a [`HeapBox::leak`], a [`HeapArc`] cycle, a
+//! [`HeapBlock::into_raw`] never given to [`AsyncHeap::dealloc`]) leaks its block: its
+//! charge stays taken from the capacity for the heap's life, so the heap has that much
+//! less room for good (forgetting allocations in a loop ends with every request
+//! waiting). The heap stays sound: a leaked block is never reused, and the handles
+//! borrow the heap, so none outlives it.
+//!
+//! # Threads beyond 64
+//!
+//! A heap has 64 credit slots. A thread gets a number the first time it uses any async
+//! heap (never reused) and may own the slot of that number modulo 64: it claims it at
+//! its first request or free on the heap and keeps it for the heap's life, even after
+//! it exits (its credit, at most two batches, stays there, counted as available, until
+//! a waiting request takes it back). A thread whose slot another thread owns (every
+//! thread past the 64th to use the heap, and some earlier ones whose numbers share a
+//! remainder) has no credit: its requests and frees use the shared atomic word, one
+//! locked read-modify-write each, as every thread does where credits are off. That is
+//! correct, only slower under contention.
+//!
 //! # Deadlock
 //!
 //! A bounded heap can deadlock: if every task holds memory and waits for more that only
@@ -220,7 +262,9 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
     ///
     /// # Panics
     /// If the block's [charge](Self::charge) is beyond the capacity (it could never be
-    /// served). Aborts through [`handle_alloc_error`](std::alloc::handle_alloc_error)
+    /// served). A poll (or the drop of the waiting future) that serves the queue
+    /// re-raises a waiter's waker panic, as a free does ("A free can panic" in the
+    /// [module docs](crate::async_heap)). Aborts through [`handle_alloc_error`](std::alloc::handle_alloc_error)
     /// if the page source cannot supply a block the capacity allows (a region too small
     /// for the capacity: see [`RegionPages`]).
     ///
@@ -402,6 +446,12 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
     /// Frees a block and gives its charge back (waking waiters it lets in, after any
     /// lock is released).
     ///
+    /// # Panics
+    /// If a waiter's waker panics when this free wakes it: the block is freed, its
+    /// bytes are back and every other waiter served is woken first; then the first
+    /// waker's panic is re-raised (not while the thread is already unwinding). See
+    /// "A free can panic" in the [module docs](crate::async_heap).
+    ///
     /// # Safety
     /// - `ptr` is a live block of this heap allocated with `layout` (through
     ///   [`HeapBlock::into_raw`] or a handle), freed once, unused afterwards.
@@ -499,7 +549,8 @@ impl<'h, S: PageSource + Clone> HeapBlock<'h, S> {
     }
 
     /// Gives up the block without freeing it; free it with [`AsyncHeap::dealloc`]
-    /// (or leak it, keeping its bytes taken).
+    /// (or leak it, keeping its bytes taken from the capacity for the heap's life, as
+    /// `mem::forget` of the block does).
     #[inline]
     pub fn into_raw(self) -> (NonNull<u8>, Layout) {
         let block = core::mem::ManuallyDrop::new(self);
