@@ -209,14 +209,28 @@ struct DecayClock {
     due_nanos: AtomicU64,
     /// Set by the operation that found the pass due; taken by the slow path that runs it.
     requested: AtomicBool,
-    /// Called outside any lock at every decay pass driven by operations.
+    /// Called outside any lock at every decay pass driven by operations, from an
+    /// allocation (see [`Operation`]).
     hook: Option<fn()>,
+    /// A pass ran in a free and left its call of the hook to the next allocation's.
+    hook_pending: AtomicBool,
     /// The large blocks the siblings' heap keeps, which each pass expires (null for a
     /// lone cache).
     large: *const LargeCache,
 }
 
-/// Runs a heap's decay hook, user code inside an allocation or free: a panic in it must
+/// What the operation that runs a decay pass is: the pass runs in either, the hook only
+/// in an allocation. A C runtime frees from inside its own locked sections, where a hook
+/// that starts a thread would wait for ever: glibc's `pthread_join` frees a finished
+/// thread's TLS blocks holding the stack-cache lock that `pthread_create` takes. It
+/// makes its allocations outside that lock.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Operation {
+    Allocation,
+    Free,
+}
+
+/// Runs a heap's decay hook, user code inside an allocation: a panic in it must
 /// not unwind out of `GlobalAlloc` (undefined behaviour), so it aborts. Out of line: the
 /// guard's unwinding cleanup would otherwise be inlined into the slow paths of every
 /// operation (and cost the fast paths that inline them a frame).
@@ -308,6 +322,7 @@ impl<S: PageSource> CacheCore<S> {
                 due_nanos: AtomicU64::new(DECAY_INTERVAL.as_nanos() as u64),
                 requested: AtomicBool::new(false),
                 hook: None,
+                hook_pending: AtomicBool::new(false),
                 large: ptr::null(),
             });
             let state = UnsafeCell::raw_get(&raw const (*core).state);
@@ -512,7 +527,7 @@ impl<S: PageSource> CacheCore<S> {
     #[inline(never)]
     fn alloc_slow(&self, construct: Construct<'_>) -> Option<NonNull<u8>> {
         let object = self.alloc_slow_locked(construct);
-        self.decay_if_requested();
+        self.decay_if_requested(Operation::Allocation);
         object
     }
 
@@ -637,7 +652,7 @@ impl<S: PageSource> CacheCore<S> {
         })
         .unwrap_or(false);
         if clock_due {
-            self.clock_from_magazines();
+            self.clock_from_magazines(Operation::Free);
         }
         if !done {
             // SAFETY: forwarded from the caller (the slot of `NO_ID` has capacity 0, so
@@ -653,7 +668,7 @@ impl<S: PageSource> CacheCore<S> {
     unsafe fn free_slow(&self, object: NonNull<u8>) {
         // SAFETY: forwarded from the caller.
         unsafe { self.free_slow_locked(object) };
-        self.decay_if_requested();
+        self.decay_if_requested(Operation::Free);
     }
 
     /// [`free_slow`](Self::free_slow) but for the decay pass.
@@ -1021,9 +1036,9 @@ impl<S: PageSource> CacheCore<S> {
     /// magazine borrowed.
     #[cold]
     #[inline(never)]
-    pub(crate) fn clock_from_magazines(&self) {
+    pub(crate) fn clock_from_magazines(&self, operation: Operation) {
         self.request_decay_if_due(Instant::now());
-        self.decay_if_requested();
+        self.decay_if_requested(operation);
     }
 
     /// Asks for a decay pass if one is due at `now` (only one caller per interval wins).
@@ -1047,16 +1062,24 @@ impl<S: PageSource> CacheCore<S> {
         }
     }
 
-    /// Runs the decay pass an operation asked for, if any: called at the end of the slow
-    /// paths, with no lock held and no magazine borrowed.
+    /// Runs the decay pass an operation asked for, if any, and the hook if `operation`
+    /// is an allocation (a free leaves it to the next allocation's slow path): called at
+    /// the end of the slow paths, with no lock held and no magazine borrowed.
     #[inline]
-    fn decay_if_requested(&self) {
+    fn decay_if_requested(&self, operation: Operation) {
         let clock = &self.first_sibling().clock;
         if clock.requested.load(Relaxed) && clock.requested.swap(false, Relaxed) {
-            if let Some(hook) = clock.hook {
-                run_decay_hook(hook);
+            if clock.hook.is_some() {
+                clock.hook_pending.store(true, Relaxed);
             }
             self.decay_siblings(Instant::now());
+        }
+        if operation == Operation::Allocation
+            && clock.hook_pending.load(Relaxed)
+            && clock.hook_pending.swap(false, Relaxed)
+            && let Some(hook) = clock.hook
+        {
+            run_decay_hook(hook);
         }
     }
 

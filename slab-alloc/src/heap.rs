@@ -11,7 +11,7 @@ use allocator_api2::alloc::{AllocError, Allocator};
 use pagekeep_mmap::{DefaultPages, MmapAlloc, PageSource};
 
 use crate::cache::{
-    CacheCore, CoreConfig, default_magazine_capacity, default_max_magazine_capacity,
+    CacheCore, CoreConfig, Operation, default_magazine_capacity, default_max_magazine_capacity,
 };
 use crate::depot::DEPOT_MAGAZINES;
 use crate::large_cache::LargeCache;
@@ -181,7 +181,10 @@ impl<S: PageSource + Clone> SlabHeap<S> {
 
     /// The same heap, calling `hook` at every decay pass its operations drive (at most
     /// once per [`DECAY_INTERVAL`](crate::DECAY_INTERVAL)), outside any lock of the heap,
-    /// from the thread whose operation found the pass due: for instance to start the
+    /// from the thread whose allocation found the pass due, or from the next allocation
+    /// when a free did: a C runtime frees from inside its own locked sections (glibc's
+    /// `pthread_join` frees a finished thread's TLS holding the lock `pthread_create`
+    /// takes), where a hook that starts a thread would wait for ever. For instance to start the
     /// decay thread of a `static` heap once the program is running (as the C ABI does
     /// when `SLAB_DECAY_THREAD=1`). The hook may allocate from the heap; a panic in it
     /// aborts the process with a message (it would otherwise unwind out of the
@@ -333,7 +336,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         self.large
             .bytes
             .fetch_add(large_block_bytes(layout.size()), Ordering::Relaxed);
-        self.clock_from_large_operation();
+        self.clock_from_large_operation(Operation::Allocation);
         Some(block)
     }
 
@@ -342,9 +345,9 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     /// called (so the C ABI's decay thread starts, which then returns the kept blocks
     /// while the program idles). A clock reading per large operation, which makes a
     /// system call or takes the large cache's lock anyway.
-    fn clock_from_large_operation(&self) {
+    fn clock_from_large_operation(&self, operation: Operation) {
         if let Some(first) = self.class(0) {
-            first.clock_from_magazines();
+            first.clock_from_magazines(operation);
         }
     }
 
@@ -428,7 +431,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
             // SAFETY: large blocks are `MmapAlloc` blocks of their layout.
             unsafe { MmapAlloc.dealloc(ptr.as_ptr(), layout) }
         }
-        self.clock_from_large_operation();
+        self.clock_from_large_operation(Operation::Free);
     }
 
     /// Resizes a block; `None` leaves the old one untouched.

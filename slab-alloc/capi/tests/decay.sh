@@ -8,7 +8,8 @@
 # large blocks in a program that never used the size classes). And, with the
 # reclaim-idle-threads feature, the blocks that eight blocked threads keep in their
 # caches come back: at once on malloc_trim(0), and within the same 5 s while the program
-# works, or sleeps under SLAB_DECAY_THREAD=1.
+# works, or sleeps under SLAB_DECAY_THREAD=1. A forked child starts its own decay thread
+# and does not hang when its first pass runs inside glibc's pthread_join.
 #
 # Usage: slab-alloc/capi/tests/decay.sh [blocks]   (from anywhere; needs gcc)
 set -euo pipefail
@@ -26,6 +27,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 gcc -O2 -o "$work/decay" slab-alloc/capi/tests/c/decay.c -lpthread
 gcc -O2 -o "$work/idle_threads" slab-alloc/capi/tests/c/idle_threads.c -lpthread
+gcc -O2 -shared -fPIC -o "$work/big_tls.so" slab-alloc/capi/tests/c/big_tls.c
+gcc -O2 -o "$work/decay_thread_after_fork" slab-alloc/capi/tests/c/decay_thread_after_fork.c -ldl -lpthread
 
 LD_PRELOAD="$lib" "$work/decay" work "$blocks" || fail "memory not returned while working in other classes"
 # The peak's class stays in use (one block at a time): its floors of kept magazines and
@@ -40,6 +43,11 @@ SLAB_DECAY_THREAD=1 LD_PRELOAD="$lib" "$work/decay" idle 5000 ||
 # returns the freed blocks the heap kept for reuse.
 SLAB_DECAY_THREAD=1 LD_PRELOAD="$lib" "$work/decay" idle-large ||
     fail "large blocks kept for reuse not returned by the decay thread"
+# In a child made by fork, whose first decay pass runs in a free glibc makes holding the
+# lock pthread_create takes (pthread_join freeing a thread's TLS): the decay thread must
+# start again, later, and the child must not hang.
+SLAB_DECAY_THREAD=1 LD_PRELOAD="$lib" "$work/decay_thread_after_fork" "$work/big_tls.so" 5 ||
+    fail "a forked child hung or found no decay thread under SLAB_DECAY_THREAD=1"
 # Blocked threads' caches: the library built with the reclaim-idle-threads feature (in
 # a target directory of its own, so the default build above stays as it is).
 CARGO_TARGET_DIR="$target_dir/reclaim-idle-threads" \

@@ -6,6 +6,7 @@ mod async_heap_lost_wake_up;
 mod async_heap_panicking_wakers;
 mod async_support;
 mod corruption;
+mod decay_hook_only_in_allocations;
 mod exhaustion;
 mod extreme_settings;
 // Unix only: Windows has no `fork`.
