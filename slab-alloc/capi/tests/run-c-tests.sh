@@ -2,7 +2,8 @@
 # Runs the C programs of tests/c/ under glibc's malloc and under pagekeep-slab (LD_PRELOAD)
 # and requires the same output and a zero exit status from both: each program prints only
 # properties that glibc documents (null or not, errno, alignment, bytes kept), never
-# sizes or addresses. The fork program runs FORK_RUNS times (default 20) in a row.
+# sizes or addresses. The fork program runs FORK_RUNS times (default 20) in a row. One
+# more loads the library with dlopen and closes it while a thread that used it lives.
 #
 # The C++ program (cxx_operators.cpp) must also have its operator new and delete bound to
 # the library under LD_PRELOAD.
@@ -83,4 +84,8 @@ for symbol in _Znwm _ZdlPvm _ZnwmSt11align_val_t _ZdaPv; do
         || fail "cxx_operators: $symbol is not bound to the library under LD_PRELOAD"
 done
 echo "run-c-tests.sh: cxx_operators binds operator new and delete to the library"
+# Loaded with dlopen instead, used by a thread, dlclose'd, then the thread exits: the
+# library stays mapped (linked with -z nodelete), so its thread-exit hook is still there.
+build dlclose_while_a_thread_used_it
+"$work/dlclose_while_a_thread_used_it" "$lib" || fail "a thread that used the library crashed after dlclose"
 echo "run-c-tests.sh: every C program behaved under LD_PRELOAD as under glibc"
