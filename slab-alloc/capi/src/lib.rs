@@ -133,6 +133,19 @@ const MIN_ALIGN: usize = 16;
 /// Xored into the stored alignment.
 const MAGIC: usize = 0x5AB1_A11C;
 
+/// What the prefix's alignment is xored with. In the hardened build, also with the
+/// address of this copy's heap: a block of another copy of the library (loaded with
+/// `dlopen`, or linked into another shared library), whose prefix is otherwise as
+/// valid as ours, fails the check at a free here instead of being taken in. One
+/// address computation, no load.
+#[inline(always)]
+fn magic() -> usize {
+    #[cfg(feature = "hardened")]
+    return MAGIC ^ (&raw const HEAP).addr();
+    #[cfg(not(feature = "hardened"))]
+    return MAGIC;
+}
+
 /// This thread's `errno`.
 fn errno_location() -> *mut c_int {
     #[cfg(target_os = "linux")]
@@ -185,7 +198,7 @@ unsafe fn finish(base: *mut u8, layout: Layout) -> *mut c_void {
         let prefix = user.sub(PREFIX).cast::<usize>();
         // The alignment first: a free block's link word overwrites it, so that a second
         // free of the block finds an invalid prefix (and no size to trust).
-        prefix.write(layout.align() ^ MAGIC);
+        prefix.write(layout.align() ^ magic());
         prefix.add(1).write(layout.size());
         user.cast()
     }
@@ -205,7 +218,7 @@ unsafe fn block_of(user: *mut c_void) -> (*mut u8, Layout) {
     // SAFETY: blocks of this library have a 16-byte prefix just before them.
     let (size, align) = unsafe {
         let prefix = user.sub(PREFIX).cast::<usize>();
-        (prefix.add(1).read(), prefix.read() ^ MAGIC)
+        (prefix.add(1).read(), prefix.read() ^ magic())
     };
     let offset = align.max(PREFIX);
     let layout = match Layout::from_size_align(size, align) {

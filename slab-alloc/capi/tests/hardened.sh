@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs C programs that free wrongly (double, delayed double, aligned and large double
 # frees, a byte written before the block, interior, misaligned, stack, wild and far
-# pointers) or write past a block (into a free neighbour, or just before exiting, as
+# pointers, a large block of another copy of the library) or write past a block (into a free neighbour, or just before exiting, as
 # mimalloc-bench's 32_byte_memcpy_overflow) under LD_PRELOAD of the hardened build
 # (`--features hardened`): each must abort (SIGABRT) with a message on stderr that
 # names the mistake and the address; a correct program must run to its end under it.
@@ -21,7 +21,10 @@ lib="$target_dir/hardened/release/libpagekeep_slab_capi.so"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-gcc -O2 -o "$work/bad_free" slab-alloc/capi/tests/c/bad_free.c
+gcc -O2 -o "$work/bad_free" slab-alloc/capi/tests/c/bad_free.c -ldl
+# A second copy of the library (another heap) for "other-copy-large".
+cp "$lib" "$work/other_copy.so"
+export OTHER_COPY="$work/other_copy.so"
 
 out=$(LD_PRELOAD="$lib" "$work/bad_free" fine) || fail "a correct program failed under the hardened build"
 [ "$out" = fine ] || fail "a correct program printed $out"
@@ -32,6 +35,7 @@ cases=(
     "double-delayed|double free"
     "double-aligned|double free"
     "double-large|did not hand out"
+    "other-copy-large|did not hand out"
     "underflow|the block's header was overwritten"
     "underflow-8|the block's header was overwritten"
     "overflow-at-exit|a free block was overwritten"

@@ -1,5 +1,8 @@
 /* Frees that the hardened build must stop: each mode is one mistake, which must end in
- * abort() with a message on stderr naming the address (checked by hardened.sh). */
+ * abort() with a message on stderr naming the address (checked by hardened.sh).
+ * "other-copy-large" frees a large block of another copy of the library (its own heap),
+ * loaded with dlopen from the path in OTHER_COPY. */
+#include <dlfcn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +61,16 @@ int main(int argc, char **argv) {
         do_free(p + 32);
     } else if (!strcmp(mode, "unaligned")) {
         do_free(p + 1);
+    } else if (!strcmp(mode, "other-copy-large")) {
+        const char *path = getenv("OTHER_COPY");
+        void *other = path != NULL ? dlopen(path, RTLD_NOW | RTLD_LOCAL) : NULL;
+        if (other == NULL) return 2;
+        void *(*other_malloc)(size_t) = (void *(*)(size_t))dlsym(other, "malloc");
+        if (other_malloc == NULL) return 2;
+        char *q = other_malloc(300000);
+        if (q == NULL) return 2;
+        q[0] = 1;
+        do_free(q);
     } else if (!strcmp(mode, "stack")) {
         char local[64];
         memset(local, 0, sizeof local);
