@@ -25,7 +25,8 @@
 //!   would fit in the bytes available now (and [`try_alloc`](AsyncHeap::try_alloc)
 //!   fails). So a large request at the head is never overtaken by a stream of small
 //!   ones: frees accumulate until it fits. The price is head-of-line blocking: small
-//!   requests behind a large one wait for it.
+//!   requests behind a large one wait for it. (Zero-sized requests charge nothing and
+//!   never queue.)
 //! - **Cancellation-safe.** Dropping a waiting future removes it from the queue; if it
 //!   had been granted its bytes but not yet polled, the bytes go back and the next
 //!   waiters are served. A value passed to [`alloc`](AsyncHeap::alloc) is dropped with
@@ -73,6 +74,12 @@
 //! less room for good (forgetting allocations in a loop ends with every request
 //! waiting). The heap stays sound: a leaked block is never reused, and the handles
 //! borrow the heap, so none outlives it.
+//!
+//! A waiting future leaked the same way (`mem::forget` of a boxed, pinned future, or a
+//! task an executor leaks) keeps its place at the head of the queue: the requests
+//! behind it wait, and once frees make room it is granted its bytes, which nobody
+//! takes, so they too are lost for good (as a leaked waiter of a semaphore keeps the
+//! permits it is given). Drop a future you no longer want; never leak one.
 //!
 //! # Threads beyond 64
 //!
