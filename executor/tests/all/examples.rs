@@ -40,11 +40,11 @@ fn example(name: &str) -> PathBuf {
 }
 
 /// An example server on a free port with 2 workers; killed on drop.
-struct Example(Child);
+pub(crate) struct Example(Child);
 
 impl Example {
     /// Starts example `name` and returns it with the address it printed.
-    fn start(name: &str) -> (Self, SocketAddr) {
+    pub(crate) fn start(name: &str) -> (Self, SocketAddr) {
         let child = Command::new(example(name))
             .args(["0", "2"])
             .stdin(Stdio::null())
