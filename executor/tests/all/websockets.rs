@@ -301,3 +301,32 @@ fn a_websocket_client_that_vanishes_gives_its_slot_back() {
     assert_eq!(status, StatusCode::OK);
     // Dropping the server checks that no connection is left and every arena returned.
 }
+
+#[test]
+fn shutdown_waits_for_an_open_websocket_until_its_deadline_then_drops_it() {
+    let server = start_with(
+        builder().shutdown_deadline(Duration::from_secs(3)),
+        upgrading_handler,
+    );
+    let address = server.address;
+    let stats = server.stats.clone();
+    let runtime = tokio_runtime();
+    let mut client = on(&runtime, async {
+        let mut client = connect(address).await;
+        round_trip(&mut client, Message::text("before")).await;
+        client
+    });
+    server.shutdown.trigger();
+    // Shutdown under way: the open WebSocket is still served, and counted.
+    on(&runtime, round_trip(&mut client, Message::text("during")));
+    assert_eq!(stats.open_connections(), 1);
+    server.stop();
+    // Past the deadline the runtime dropped the task, and with it the socket and its slot.
+    assert_eq!(stats.open_connections(), 0);
+    on(&runtime, async {
+        match client.next().await {
+            None | Some(Err(_)) => {}
+            Some(Ok(message)) => panic!("{message:?} from a server that shut down"),
+        }
+    });
+}
