@@ -330,3 +330,36 @@ fn shutdown_waits_for_an_open_websocket_until_its_deadline_then_drops_it() {
         }
     });
 }
+
+#[test]
+fn websockets_count_against_max_connections_until_they_close() {
+    let server = start_with(builder().max_connections(2), upgrading_handler);
+    let address = server.address;
+    let runtime = tokio_runtime();
+    let (first, mut second) = on(&runtime, async {
+        let mut first = connect(address).await;
+        let mut second = connect(address).await;
+        round_trip(&mut first, Message::text("first")).await;
+        round_trip(&mut second, Message::text("second")).await;
+        (first, second)
+    });
+    // Both slots held by upgraded sockets: a third connection is refused.
+    let (response, ended) = raw_exchange(address, b"GET / HTTP/1.1\r\nhost: t\r\n\r\n");
+    assert_eq!(ended, Ended::Closed);
+    assert!(
+        response.is_empty() || response.starts_with("HTTP/1.1 503"),
+        "{response}"
+    );
+    assert_eq!(server.stats.refused_connections(), 1);
+    // One closes: its slot comes back and a plain request is served again.
+    on(&runtime, close(first));
+    eventually("a slot freed by the closed WebSocket", || {
+        server.stats.open_connections() == 1
+    });
+    let (status, _) = get(address, "/");
+    assert_eq!(status, StatusCode::OK);
+    on(&runtime, async {
+        round_trip(&mut second, Message::text("still served")).await;
+        close(second).await;
+    });
+}
