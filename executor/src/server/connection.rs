@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::hyper_rt::HyperTimer;
 use crate::net::TcpStream;
+use crate::server::dispatch::Assignment;
 use crate::server::request_scope::{ConnectionActivity, HandlerService};
 use crate::server::stats::Counters;
 use crate::server::{Config, Handler};
@@ -54,14 +55,29 @@ impl Drop for ConnectionPermit {
     }
 }
 
+/// What an open connection holds until its socket is dropped: its worker's count and
+/// its slot under `max_connections`. The socket carries it (in [`WatchedStream`]), so
+/// a connection a handler upgraded keeps both for as long as the upgraded socket
+/// lives, whichever task holds it.
+#[derive(Debug)]
+pub(crate) struct ConnectionSlot {
+    /// Dropped first: the worker's count goes down before the open connections do, so
+    /// a server seen with none open has settled its counts.
+    pub(crate) _counted: Assignment,
+    pub(crate) _permit: ConnectionPermit,
+}
+
 /// Serves `stream` until the client leaves, an error or timeout ends it, it stays idle
-/// past the idle timeout, or shutdown completes it.
+/// past the idle timeout, shutdown completes it, or a handler upgrades it (the socket
+/// then belongs to whoever awaits `hyper::upgrade::on`, and its slot under
+/// `max_connections` is given back).
 ///
 /// hyper is polled outside any arena: what it allocates while reading and parsing
 /// (its buffers, the request head) belongs to the connection, not to a request. Each
 /// request's handler runs in an arena of its own (`request_scope`).
 pub(crate) async fn serve<H: Handler>(
     stream: TcpStream,
+    slot: ConnectionSlot,
     peer: SocketAddr,
     config: Arc<Config>,
     handler: Arc<H>,
@@ -81,6 +97,7 @@ pub(crate) async fn serve<H: Handler>(
     let stream = WatchedStream {
         stream,
         activity: Arc::clone(&activity),
+        _slot: slot,
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
     // The header-read timeout is kept below rather than by hyper, whose timer would
@@ -90,7 +107,10 @@ pub(crate) async fn serve<H: Handler>(
         .header_read_timeout(None)
         .max_buf_size(config.max_header_bytes)
         .keep_alive(true);
-    let mut connection = pin!(builder.serve_connection(stream, service));
+    // Upgrades on: a handler that answers 101 Switching Protocols (or 2xx to CONNECT)
+    // gets the socket through `hyper::upgrade::on`, and this task ends once hyper has
+    // handed it over (the README's "Upgrades and WebSocket").
+    let mut connection = pin!(builder.serve_connection(stream, service).with_upgrades());
     let mut shutdown_wait = shutdown.wait();
     let mut graceful = false;
     let mut watchdog = Watchdog::new();
@@ -228,9 +248,13 @@ impl Watchdog {
 /// The connection's socket as hyper sees it: notes whether hyper's last write was
 /// refused (the client is not taking the response as fast as it is written), for the
 /// connection's timers.
+///
+/// It also holds the connection's [`ConnectionSlot`]: after an upgrade it is the
+/// upgraded socket (inside `hyper::upgrade::Upgraded`), and the slot goes with it.
 struct WatchedStream {
     stream: TcpStream,
     activity: Arc<ConnectionActivity>,
+    _slot: ConnectionSlot,
 }
 
 impl WatchedStream {

@@ -27,7 +27,7 @@ use pagekeep_mmap::Decommit;
 use crate::net::TcpListener;
 use crate::runtime::{Runtime, block_on_thread};
 use crate::shutdown::Shutdown;
-use connection::ConnectionPermit;
+use connection::{ConnectionPermit, ConnectionSlot};
 use dispatch::Dispatch;
 use stats::Counters;
 pub use stats::ServerStats;
@@ -606,12 +606,14 @@ impl<H: Handler> Accepting<H> {
         let handler = Arc::clone(&self.handler);
         let shutdown = self.shutdown.clone();
         let serving = async move {
-            // Dropped in reverse order: the worker's count goes down before the open
-            // connections do, so a server seen with none open has settled its counts.
-            let _permit = permit;
-            let _counted = assignment;
+            let slot = ConnectionSlot {
+                _counted: assignment,
+                _permit: permit,
+            };
             match crate::net::TcpStream::from_mio(stream) {
-                Ok(stream) => connection::serve(stream, peer, config, handler, shutdown).await,
+                Ok(stream) => {
+                    connection::serve(stream, slot, peer, config, handler, shutdown).await;
+                }
                 Err(error) => eprintln!("executor: cannot register connection: {error}"),
             }
         };

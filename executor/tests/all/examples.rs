@@ -9,14 +9,22 @@ use std::process::{Child, Command, Stdio};
 use crate::support::*;
 
 /// The example binary `name`, next to this test binary (`cargo test -p pagekeep-executor` builds
-/// the examples with the tests); built first when only this test binary was.
+/// the examples with the tests); built first when only this test binary was, or when
+/// it is older than this test binary (`cargo test --test all` after a change to the
+/// crate would otherwise run an example built before the change; when it is fresh,
+/// cargo finds nothing to do).
 fn example(name: &str) -> PathBuf {
-    let deps = std::env::current_exe().unwrap();
-    let profile = deps.parent().unwrap().parent().unwrap();
+    let test_binary = std::env::current_exe().unwrap();
+    let profile = test_binary.parent().unwrap().parent().unwrap();
     let binary = profile
         .join("examples")
         .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    if !binary.exists() {
+    let modified = |path: &std::path::Path| path.metadata().and_then(|meta| meta.modified()).ok();
+    let stale = match (modified(&binary), modified(&test_binary)) {
+        (Some(example), Some(test)) => example < test,
+        _ => true,
+    };
+    if stale {
         // The profile this test binary was built with, named as cargo names it.
         let profile = match profile.file_name().and_then(|name| name.to_str()) {
             Some("debug") | None => "dev",
@@ -40,11 +48,11 @@ fn example(name: &str) -> PathBuf {
 }
 
 /// An example server on a free port with 2 workers; killed on drop.
-struct Example(Child);
+pub(crate) struct Example(Child);
 
 impl Example {
     /// Starts example `name` and returns it with the address it printed.
-    fn start(name: &str) -> (Self, SocketAddr) {
+    pub(crate) fn start(name: &str) -> (Self, SocketAddr) {
         let child = Command::new(example(name))
             .args(["0", "2"])
             .stdin(Stdio::null())

@@ -61,3 +61,4 @@ mod tokio_io;
 mod tower_services;
 mod uploads_past_the_body_budget;
 mod vectored_writes;
+mod websockets;
