@@ -219,13 +219,25 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     #[inline(always)]
     fn class(&self, index: usize) -> Option<&CacheCore<S>> {
         debug_assert!(index < CLASS_COUNT);
-        let mut built = self.built.load(Ordering::Acquire);
+        let built = self.built.load(Ordering::Acquire);
         if built.is_null() {
-            built = ptr::from_ref(self.build()?).cast_mut();
+            return self.class_after_build(index);
         }
         // SAFETY: once published the classes live until the heap is dropped; `index` is
         // a class index (from `class_for`), inside the table, which starts the block.
         Some(unsafe { &*built.cast::<CacheCore<S>>().add(index) })
+    }
+
+    /// [`class`](Self::class) at the heap's first use: builds the classes. Out of line
+    /// with the index, so the inlined fast paths keep nothing across the call (the
+    /// index kept for after it made every allocation save and restore a register).
+    #[cold]
+    #[inline(never)]
+    fn class_after_build(&self, index: usize) -> Option<&CacheCore<S>> {
+        let built = ptr::from_ref(self.build()?).cast::<CacheCore<S>>();
+        // SAFETY: as in `class`: the classes just built or published by another thread
+        // live until the heap is dropped; `index` is inside the table.
+        Some(unsafe { &*built.add(index) })
     }
 
     #[cold]
@@ -291,10 +303,22 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         match class_for(layout.size(), layout.align()) {
             Some(class) => {
                 let class = self.class(class)?;
-                class.alloc(None).or_else(|| self.alloc_small_again(class))
+                let header = &class.header;
+                match class.alloc_fast_hinted(header.fast_id, header.link_offset) {
+                    Some(object) => Some(object),
+                    None => self.alloc_small_miss(class),
+                }
             }
             None => self.alloc_large(layout, false),
         }
+    }
+
+    /// A small allocation that missed the thread's loaded magazine. Out of line as a
+    /// whole, so that nothing the inlined fast path computed is needed after a call.
+    #[cold]
+    #[inline(never)]
+    fn alloc_small_miss(&self, class: &CacheCore<S>) -> Option<NonNull<u8>> {
+        class.alloc(None).or_else(|| self.alloc_small_again(class))
     }
 
     /// A small allocation that `class` could not serve, tried once more if releasing the

@@ -72,7 +72,7 @@ type AlignedNothrowNew = unsafe extern "C-unwind" fn(usize, usize, *const c_void
 /// own, inlined as `malloc`'s is (one closure shared by eight callers stayed a call).
 macro_rules! try_new {
     ($size:expr, $align:expr) => {
-        no_unwind("panic in operator new", || allocate($size, $align, false))
+        no_unwind!("panic in operator new", || allocate($size, $align, false))
     };
 }
 

@@ -31,7 +31,7 @@
 //! decay thread at its first decay pass, so that a freed peak goes back to the system
 //! even while the program makes no further allocation.
 //!
-//! No function unwinds: each runs under an [`AbortOnUnwind`] guard. Failures return
+//! No function unwinds: each runs under an [`AbortOnUnwind`](pagekeep_slab::AbortOnUnwind) guard. Failures return
 //! null and set `errno` to `ENOMEM` (or `EINVAL` for bad alignments), as C expects;
 //! `free` leaves `errno` alone, even when unmapping a block fails (POSIX 2024).
 //!
@@ -80,7 +80,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use pagekeep_slab::size_class::{CLASS_COUNT, MAX_SMALL, class_for};
 
 mod cxx;
-use pagekeep_slab::{AbortOnUnwind, SlabHeap};
+use pagekeep_slab::SlabHeap;
 
 static HEAP: SlabHeap = SlabHeap::new().on_decay_pass(decay_thread_if_asked);
 
@@ -120,7 +120,7 @@ static CHECK_AT_EXIT: extern "C" fn() = check_at_exit;
 /// Runs [`SlabHeap::check_free_blocks`] (from the `.fini_array` of the library).
 #[cfg(all(feature = "hardened", target_os = "linux"))]
 extern "C" fn check_at_exit() {
-    no_unwind("panic in the check at exit", || {
+    no_unwind!("panic in the check at exit", || {
         HEAP.check_free_blocks();
     })
 }
@@ -166,17 +166,30 @@ fn errno() -> c_int {
     unsafe { errno_location().read() }
 }
 
-/// Runs `f`, which must not unwind out of the C ABI: a panic in it aborts the process
-/// with `what` as the message. Free on the way out: the guard is forgotten there, so its
-/// check runs only on the unwinding path (a guard kept to its scope's end asked on every
-/// call whether the thread was panicking: four instructions, and two to store `what`).
-#[inline(always)]
-fn no_unwind<R>(what: &'static str, f: impl FnOnce() -> R) -> R {
-    let guard = AbortOnUnwind { what };
-    let result = f();
-    core::mem::forget(guard);
-    result
+/// Runs `f` (a closure expression), which must not unwind out of the C ABI: a panic in
+/// it aborts the process with `what` (a string literal) as the message. Free on the way
+/// out: the guard is forgotten there, so its check runs only on the unwinding path (a
+/// guard kept to its scope's end asked on every call whether the thread was panicking:
+/// four instructions). A macro, so that the guard is a type of its own without fields:
+/// one holding `what` cost every call three instructions to store it on the stack for
+/// the unwinding path (and `malloc` a stack frame).
+macro_rules! no_unwind {
+    ($what:literal, $f:expr) => {{
+        /// Aborts with the message when dropped, which happens only while unwinding.
+        struct Guard;
+        impl Drop for Guard {
+            #[cold]
+            fn drop(&mut self) {
+                drop(pagekeep_slab::AbortOnUnwind { what: $what });
+            }
+        }
+        let guard = Guard;
+        let result = ($f)();
+        core::mem::forget(guard);
+        result
+    }};
 }
+pub(crate) use no_unwind;
 
 /// The heap layout of a C block of `size` bytes aligned to `align` (a power of two).
 fn heap_layout(size: usize, align: usize) -> Option<Layout> {
@@ -396,7 +409,7 @@ fn allocate_with_prefix(size: usize, align: usize, zeroed: bool) -> *mut c_void 
 /// Always safe to call; `unsafe` because it is the C ABI.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
-    no_unwind("panic in malloc", || allocate(size, MIN_ALIGN, false))
+    no_unwind!("panic in malloc", || allocate(size, MIN_ALIGN, false))
 }
 
 /// C `free`.
@@ -405,7 +418,7 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
 /// - `pointer` is null or a live block of this library, not used afterwards.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn free(pointer: *mut c_void) {
-    no_unwind("panic in free", || {
+    no_unwind!("panic in free", || {
         let Some(block) = NonNull::new(pointer.cast::<u8>()) else {
             return;
         };
@@ -417,23 +430,35 @@ pub unsafe extern "C" fn free(pointer: *mut c_void) {
             return;
         }
         // SAFETY: a live block of ours with a prefix (caller; not a block of a size class).
-        let (base, layout) = unsafe { block_of(pointer) };
-        if !has_own_mapping(layout) {
-            // SAFETY: the heap block behind it, with its layout.
-            unsafe { HEAP.dealloc(base, layout) };
-        } else {
-            // A block of its own mapping: `munmap` may fail (splitting a mapping past the
-            // mapping-count limit) and set `errno`, which `free` must keep (POSIX 2024).
-            let saved = errno();
-            // SAFETY: the prefix word just before the pointer is the block's (`block_of`
-            // read it). Cleared, so that a second free of a block the heap keeps mapped for
-            // reuse finds an invalid prefix and is reported, as one already unmapped faults.
-            unsafe { pointer.cast::<u8>().sub(PREFIX).cast::<usize>().write(0) };
-            // SAFETY: as above.
-            unsafe { HEAP.dealloc(base, layout) };
-            set_errno(saved);
-        }
+        unsafe { free_with_prefix(pointer) }
     })
+}
+
+/// The part of [`free`] for a block with a prefix (a large block; every block in the
+/// hardened build). Out of line in the default build: inlined, its registers made every
+/// free of a small block save and restore five of them (twelve instructions).
+///
+/// # Safety
+/// - `pointer` is a live block of this library with a prefix, not used afterwards.
+#[cfg_attr(not(feature = "hardened"), inline(never))]
+unsafe fn free_with_prefix(pointer: *mut c_void) {
+    // SAFETY: a live block of ours with a prefix (caller).
+    let (base, layout) = unsafe { block_of(pointer) };
+    if !has_own_mapping(layout) {
+        // SAFETY: the heap block behind it, with its layout.
+        unsafe { HEAP.dealloc(base, layout) };
+    } else {
+        // A block of its own mapping: `munmap` may fail (splitting a mapping past the
+        // mapping-count limit) and set `errno`, which `free` must keep (POSIX 2024).
+        let saved = errno();
+        // SAFETY: the prefix word just before the pointer is the block's (`block_of`
+        // read it). Cleared, so that a second free of a block the heap keeps mapped for
+        // reuse finds an invalid prefix and is reported, as one already unmapped faults.
+        unsafe { pointer.cast::<u8>().sub(PREFIX).cast::<usize>().write(0) };
+        // SAFETY: as above.
+        unsafe { HEAP.dealloc(base, layout) };
+        set_errno(saved);
+    }
 }
 
 /// glibc's `cfree`: [`free`]. glibc keeps it as a compat symbol (`cfree@GLIBC_2.2.5`)
@@ -453,7 +478,7 @@ pub unsafe extern "C" fn cfree(pointer: *mut c_void) {
 /// Always safe to call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn calloc(count: usize, size: usize) -> *mut c_void {
-    no_unwind("panic in calloc", || match count.checked_mul(size) {
+    no_unwind!("panic in calloc", || match count.checked_mul(size) {
         Some(bytes) => allocate(bytes, MIN_ALIGN, true),
         None => {
             set_errno(libc::ENOMEM);
@@ -469,7 +494,7 @@ pub unsafe extern "C" fn calloc(count: usize, size: usize) -> *mut c_void {
 /// - `pointer` is null or a live block of this library.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn realloc(pointer: *mut c_void, size: usize) -> *mut c_void {
-    no_unwind("panic in realloc", || {
+    no_unwind!("panic in realloc", || {
         if pointer.is_null() {
             return allocate(size, MIN_ALIGN, false);
         }
@@ -573,7 +598,7 @@ pub unsafe extern "C" fn reallocarray(
     count: usize,
     size: usize,
 ) -> *mut c_void {
-    no_unwind("panic in reallocarray", || {
+    no_unwind!("panic in reallocarray", || {
         match count.checked_mul(size) {
             // SAFETY: forwarded.
             Some(bytes) => unsafe { realloc(pointer, bytes) },
@@ -604,7 +629,7 @@ fn allocate_aligned(align: usize, size: usize) -> *mut c_void {
 /// - `out` is valid for a pointer write.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
-    no_unwind("panic in posix_memalign", || {
+    no_unwind!("panic in posix_memalign", || {
         if !align.is_power_of_two() || !align.is_multiple_of(size_of::<*mut c_void>()) {
             return libc::EINVAL;
         }
@@ -626,7 +651,7 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
 /// Always safe to call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
-    no_unwind("panic in aligned_alloc", || allocate_aligned(align, size))
+    no_unwind!("panic in aligned_alloc", || allocate_aligned(align, size))
 }
 
 /// Obsolete `memalign`: `align` is rounded up to a power of two (0 and 1 mean the
@@ -637,7 +662,7 @@ pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void
 /// Always safe to call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
-    no_unwind("panic in memalign", || allocate_aligned(align, size))
+    no_unwind!("panic in memalign", || allocate_aligned(align, size))
 }
 
 fn page_size() -> usize {
@@ -652,7 +677,7 @@ fn page_size() -> usize {
 /// Always safe to call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
-    no_unwind("panic in valloc", || allocate_aligned(page_size(), size))
+    no_unwind!("panic in valloc", || allocate_aligned(page_size(), size))
 }
 
 /// Obsolete `pvalloc`: page-aligned, size rounded up to whole pages.
@@ -661,7 +686,7 @@ pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
 /// Always safe to call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
-    no_unwind("panic in pvalloc", || {
+    no_unwind!("panic in pvalloc", || {
         let page = page_size();
         match size.max(1).checked_next_multiple_of(page) {
             Some(size) => allocate_aligned(page, size),
@@ -679,7 +704,7 @@ pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
 /// - `pointer` is null or a live block of this library.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn malloc_usable_size(pointer: *mut c_void) -> usize {
-    no_unwind("panic in malloc_usable_size", || {
+    no_unwind!("panic in malloc_usable_size", || {
         if pointer.is_null() {
             return 0;
         }
@@ -762,7 +787,7 @@ fn totals(mut each: impl FnMut(ClassTotals)) -> Totals {
 /// Always safe to call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn malloc_trim(pad: usize) -> c_int {
-    no_unwind("panic in malloc_trim", || {
+    no_unwind!("panic in malloc_trim", || {
         let _ = pad;
         let before = HEAP.stats();
         HEAP.flush_thread_cache();
@@ -849,7 +874,7 @@ fn info() -> MallInfo2 {
 /// Always safe to call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mallinfo2() -> MallInfo2 {
-    no_unwind("panic in mallinfo2", info)
+    no_unwind!("panic in mallinfo2", info)
 }
 
 /// glibc's deprecated `mallinfo`: [`mallinfo2`] saturated to `int`.
@@ -858,7 +883,7 @@ pub unsafe extern "C" fn mallinfo2() -> MallInfo2 {
 /// Always safe to call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mallinfo() -> MallInfo {
-    no_unwind("panic in mallinfo", || {
+    no_unwind!("panic in mallinfo", || {
         let info = info();
         let int = |value: usize| c_int::try_from(value).unwrap_or(c_int::MAX);
         MallInfo {
@@ -921,7 +946,7 @@ impl<F: FnMut(&[u8])> fmt::Write for Text<F> {
 /// Always safe to call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn malloc_stats() {
-    no_unwind("panic in malloc_stats", || {
+    no_unwind!("panic in malloc_stats", || {
         let info = info();
         let mut text = Text::new(|bytes: &[u8]| {
             // SAFETY: writes initialised bytes to stderr; a short write only cuts the text.
@@ -951,7 +976,7 @@ pub unsafe extern "C" fn malloc_stats() {
 /// - `stream` is an open, writable `FILE`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn malloc_info(options: c_int, stream: *mut libc::FILE) -> c_int {
-    no_unwind("panic in malloc_info", || {
+    no_unwind!("panic in malloc_info", || {
         if options != 0 {
             return libc::EINVAL;
         }
@@ -1015,7 +1040,7 @@ const MAX_FAST_SIZE: c_int = 160;
 /// Always safe to call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mallopt(param: c_int, value: c_int) -> c_int {
-    no_unwind("panic in mallopt", || match param {
+    no_unwind!("panic in mallopt", || match param {
         M_MXFAST => c_int::from((0..=MAX_FAST_SIZE).contains(&value)),
         _ => 1,
     })
