@@ -21,7 +21,11 @@ step "Rust targets"
 rustup target add x86_64-pc-windows-gnu x86_64-pc-windows-msvc
 
 export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc
-export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=wine
+# Each test binary runs under a timeout, so that a hang (a deadlock, or wine waiting on
+# something it never delivers) fails that binary, which `run_tests` reports as failed
+# (nonzero status, no summary), instead of hanging CI. cargo splits the runner at spaces.
+# `--kill-after` ends a binary that ignores the TERM.
+export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="timeout --kill-after=30 600 wine"
 export WINEDEBUG=-all
 # A wine prefix of our own, so that nothing of the user's ~/.wine is used or changed.
 export WINEPREFIX="$PWD/target/wine-prefix"
