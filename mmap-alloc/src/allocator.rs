@@ -161,7 +161,7 @@ impl MmapAlloc {
         // into a reservation that already has the alignment.
         // SAFETY: the block is one whole mapping that we own.
         match unsafe { sys::remap(ptr, old_len, new_len, Placement::InPlace) } {
-            Err(error) if error.raw_os_error() == Some(libc::ENOMEM) => {}
+            Err(error) if sys::is_no_room_in_place(&error) => {}
             result => return result,
         }
         let target = sys::reserve_aligned(new_len, Self::mapping_align(new_len, align))?;

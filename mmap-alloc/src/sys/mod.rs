@@ -556,6 +556,22 @@ pub unsafe fn remap(
     unsafe { platform::remap(ptr, old_len, new_len, placement) }
 }
 
+/// Whether `error`, from [`remap`] with [`Placement::InPlace`], says only that there is
+/// no room to grow in place (so moving into a new reservation may work): `ENOMEM` from
+/// `mremap` (and from the miri stand-in). Windows reports that case as
+/// [`Cause::Unsupported`] (callers copy instead), and its OS error codes are not errno
+/// values (12, `ENOMEM`'s number, is `ERROR_INVALID_ACCESS` there), so no OS error means
+/// it.
+pub(crate) fn is_no_room_in_place(error: &Error) -> bool {
+    #[cfg(any(unix, miri))]
+    return error.raw_os_error() == Some(libc::ENOMEM);
+    #[cfg(all(windows, not(miri)))]
+    return {
+        let _ = error;
+        false
+    };
+}
+
 /// Counts how many pages of a range are resident in physical memory (`mincore`).
 /// Without side effects; for tests and statistics.
 ///
@@ -603,4 +619,24 @@ pub(crate) fn unsupported(
     len: usize,
 ) -> Error {
     Error::new(operation, Cause::Unsupported(why), ptr.addr().get(), len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Error 12 is `ENOMEM` on Unix but `ERROR_INVALID_ACCESS` on Windows: only on Unix
+    /// (and under miri) does it mean "no room to grow in place".
+    #[test]
+    fn error_12_means_no_room_in_place_only_where_it_is_enomem() {
+        let twelve = Error::new(Operation::Remap, Cause::Os(12), 0, 4096);
+        assert_eq!(is_no_room_in_place(&twelve), cfg!(any(unix, miri)));
+        let unsupported = unsupported(
+            Operation::Remap,
+            "cannot grow in place",
+            NonNull::dangling(),
+            4096,
+        );
+        assert!(!is_no_room_in_place(&unsupported));
+    }
 }
