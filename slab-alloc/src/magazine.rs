@@ -329,6 +329,12 @@ pub(crate) struct ThreadMagazines {
     /// What [`fingerprint`](Self::fingerprint) was at the previous decay pass (registry
     /// lock): the same value now means that the thread made no magazine operation since.
     pub(crate) idle_mark: AtomicU64,
+    /// Windows: the id (`GetCurrentThreadId`) of the thread that owns these magazines,
+    /// set by [`crate::registry::activate`] before the exit hook is registered. The
+    /// fiber-local callback runs on fiber deletion too, possibly on another thread: it
+    /// acts only on the owner (see [`crate::registry::thread_exit`]).
+    #[cfg(windows)]
+    pub(crate) owner_thread: AtomicU32,
 }
 
 impl ThreadMagazines {
@@ -341,6 +347,8 @@ impl ThreadMagazines {
             prev: AtomicPtr::new(ptr::null_mut()),
             handshake: ThreadFlags::new(),
             idle_mark: AtomicU64::new(0),
+            #[cfg(windows)]
+            owner_thread: AtomicU32::new(0),
         }
     }
 
@@ -452,6 +460,13 @@ std::thread_local! {
     /// Const-initialised and without `Drop`, so touching it never allocates nor registers
     /// a destructor; the exit hook is a separate pthread key or fiber-local index (see [`crate::registry`]).
     static MAGAZINES: ThreadMagazines = const { ThreadMagazines::new() };
+}
+
+/// Whether `entry` is the calling thread's own magazines (compared by address, never
+/// read). Touching [`MAGAZINES`] never allocates nor fails, even while the thread exits.
+#[cfg(windows)]
+pub(crate) fn is_current_thread(entry: *const ThreadMagazines) -> bool {
+    MAGAZINES.with(|magazines| ptr::eq(magazines, entry))
 }
 
 /// Runs `f` on the calling thread's magazines, for the slow paths. With the

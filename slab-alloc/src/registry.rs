@@ -442,8 +442,21 @@ pub(crate) fn activate(magazines: &ThreadMagazines) {
         magazines.state.store(RETIRED, Ordering::Relaxed);
         return;
     }
+    // A thread that is a fiber would register the hook with the running fiber, which
+    // may be deleted on another thread and is not the one running when the thread
+    // exits: such a thread works without magazines (see `thread_exit`).
+    #[cfg(windows)]
+    if crate::sys::running_on_a_fiber() {
+        magazines.state.store(RETIRED, Ordering::Relaxed);
+        return;
+    }
     let key = EXIT_KEY.load(Ordering::Relaxed);
     let entry = ptr::from_ref(magazines).cast_mut();
+    // Before the hook can run: it acts only on the thread that owns the magazines.
+    #[cfg(windows)]
+    magazines
+        .owner_thread
+        .store(crate::sys::current_thread_id(), Ordering::Relaxed);
     // The key was created by `install_hooks`; the value is non-null, so the exit hook
     // runs when this thread exits.
     if !crate::sys::set_exit_value(key, entry.cast::<c_void>()) {
@@ -470,13 +483,37 @@ pub(crate) fn activate(magazines: &ThreadMagazines) {
 /// The exit hook: returns every magazine of the exiting thread to its cache's depot and
 /// unlinks the thread. Called by the platform (`crate::sys`) with the value `activate`
 /// set, when the thread exits.
+///
+/// On Windows the value lives in fiber-local storage, whose callback also runs when a
+/// fiber is deleted (`DeleteFiber`), on whatever thread deletes it, and when a thread
+/// that became a fiber converts back or exits. The value is the magazines of the thread
+/// on which the fiber first allocated: the hook does nothing unless they are the calling
+/// thread's own (by address, so a pointer to another thread's magazines, live or gone,
+/// is never read) and that thread is their owner (`GetCurrentThreadId`). So deleting a
+/// fiber on another thread never retires a live thread's magazines. A thread that is
+/// already a fiber when it first needs magazines gets none ([`activate`]), so the value
+/// is only ever a plain thread's. Known gap: a thread that registered, then became a
+/// fiber (`ConvertThreadToFiber`) and exits while another of its fibers runs gets no
+/// hook (the value is its first fiber's), and its entry stays on the registry's list
+/// after its thread-local memory is gone.
 pub(crate) fn thread_exit(data: *mut c_void) {
     let Some(entry) = NonNull::new(data.cast::<ThreadMagazines>()) else {
         return;
     };
-    // SAFETY: the value was set by `activate` to this thread's own `ThreadMagazines`,
-    // which stays valid while the thread's destructors run.
+    #[cfg(windows)]
+    if !crate::magazine::is_current_thread(entry.as_ptr()) {
+        return;
+    }
+    // SAFETY: the value was set by `activate` to this thread's own `ThreadMagazines`
+    // (on Windows, checked just above), which stays valid while the thread's
+    // destructors run.
     let magazines = unsafe { entry.as_ref() };
+    #[cfg(windows)]
+    if magazines.owner_thread.load(Ordering::Relaxed) != crate::sys::current_thread_id()
+        || magazines.state.load(Ordering::Relaxed) != ACTIVE
+    {
+        return;
+    }
     magazines.state.store(RETIRED, Ordering::Relaxed);
     let guard = REGISTRY.guard();
     magazines.for_each_slot(|id, slot| {
@@ -601,4 +638,204 @@ extern "C" fn fork_child() {
 /// How many threads have registered magazines since the process started.
 pub(crate) fn threads_seen() -> u32 {
     THREADS_SEEN.load(Ordering::Relaxed)
+}
+
+#[cfg(all(test, windows, not(miri)))]
+mod windows_tests {
+    use core::ffi::c_void;
+    use std::sync::mpsc;
+    use std::thread;
+
+    use windows_sys::Win32::System::Threading::{
+        ConvertFiberToThread, ConvertThreadToFiber, CreateFiber, DeleteFiber, SwitchToFiber,
+    };
+
+    use super::*;
+    use crate::SlabCache;
+    use crate::magazine::with_magazines;
+
+    /// Whether `entry` is on the registry's list of threads.
+    fn listed(entry: usize) -> bool {
+        let _guard = REGISTRY.guard();
+        let mut thread = THREADS.load(Ordering::Relaxed);
+        while let Some(listed) = NonNull::new(thread) {
+            if listed.addr().get() == entry {
+                return true;
+            }
+            // SAFETY: listed entries are live; the registry lock is held.
+            thread = unsafe { listed.as_ref() }.next.load(Ordering::Relaxed);
+        }
+        false
+    }
+
+    /// The calling thread's magazines: address and state.
+    fn own_magazines() -> (usize, u8) {
+        with_magazines(|magazines| {
+            (
+                ptr::from_ref(magazines).addr(),
+                magazines.state.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// What the fiber needs: the fiber to switch back to and the cache to allocate from.
+    struct FiberStart {
+        back: *mut c_void,
+        cache: *const SlabCache,
+    }
+
+    /// Allocates, then switches back for good (it is deleted, never resumed).
+    unsafe extern "system" fn allocate_on_a_fiber(start: *mut c_void) {
+        // SAFETY: the creator passes a `FiberStart` that outlives the fiber's run.
+        let start = unsafe { &*start.cast::<FiberStart>() };
+        // SAFETY: the cache outlives the fiber's run (the creator waits for it).
+        let cache = unsafe { &*start.cache };
+        let object = cache.alloc();
+        // SAFETY: allocated just above from this cache.
+        unsafe { cache.free(object) };
+        // SAFETY: `back` is the creating thread's fiber, not running.
+        unsafe { SwitchToFiber(start.back) };
+        unreachable!("the fiber is deleted, never resumed");
+    }
+
+    /// A thread-local pointer handed to another thread (only compared there, or passed
+    /// to the hook, which must not read it there).
+    struct Sent(*mut c_void);
+    // SAFETY: the pointee is only read by the thread that owns it.
+    unsafe impl Send for Sent {}
+
+    /// The fiber-local callback runs on fiber deletion, possibly on another thread: with
+    /// a live thread's magazines it must leave them alone. Then that thread becomes a
+    /// fiber, one of its fibers is deleted on another thread, and its exit still returns
+    /// its magazines.
+    #[test]
+    fn the_hook_on_another_thread_keeps_the_owners_magazines() {
+        let cache = SlabCache::new(64, 8).unwrap();
+        let cache = &cache;
+        let (sent_tx, sent_rx) = mpsc::channel::<(Sent, usize)>();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        thread::scope(|scope| {
+            let owner = scope.spawn(move || {
+                let object = cache.alloc();
+                // SAFETY: allocated just above from this cache.
+                unsafe { cache.free(object) };
+                let (entry, state) = own_magazines();
+                assert_eq!(state, ACTIVE);
+                assert!(listed(entry));
+                let pointer =
+                    with_magazines(|magazines| ptr::from_ref(magazines).cast_mut().cast());
+                // SAFETY: the thread is not a fiber yet.
+                let main_fiber = unsafe { ConvertThreadToFiber(ptr::null()) };
+                assert!(!main_fiber.is_null());
+                let mut start = FiberStart {
+                    back: main_fiber,
+                    cache,
+                };
+                // SAFETY: the routine never returns; `start` outlives its run.
+                let fiber = unsafe {
+                    CreateFiber(
+                        0,
+                        Some(allocate_on_a_fiber),
+                        ptr::from_mut(&mut start).cast(),
+                    )
+                };
+                assert!(!fiber.is_null());
+                // SAFETY: a fresh fiber, not running; we are a fiber.
+                unsafe { SwitchToFiber(fiber) };
+                sent_tx.send((Sent(pointer), fiber.addr())).unwrap();
+                done_rx.recv().unwrap();
+                // Still this thread's, still listed, still working.
+                assert_eq!(
+                    own_magazines(),
+                    (entry, ACTIVE),
+                    "retired by another thread"
+                );
+                assert!(listed(entry), "unlinked by another thread");
+                for _ in 0..1000 {
+                    let object = cache.alloc();
+                    // SAFETY: allocated just above from this cache.
+                    unsafe { cache.free(object) };
+                }
+                // SAFETY: the thread was converted above.
+                assert_ne!(unsafe { ConvertFiberToThread() }, 0);
+                entry
+            });
+            let (pointer, fiber) = sent_rx.recv().unwrap();
+            // What the callback does when the system deletes, on this thread, a fiber
+            // whose value is the owner's magazines.
+            thread_exit(pointer.0);
+            // SAFETY: the owner's fiber, not running (it switched away for good).
+            unsafe { DeleteFiber(ptr::without_provenance_mut(fiber)) };
+            done_tx.send(()).unwrap();
+            let entry = owner.join().unwrap();
+            assert!(!listed(entry), "the owner's exit hook did not run");
+        });
+    }
+
+    /// A thread that is a fiber before its first allocation works without magazines
+    /// (its hook would belong to one fiber), also once that fiber is deleted elsewhere.
+    #[test]
+    fn a_thread_that_allocates_first_on_a_fiber_goes_without_magazines() {
+        let cache = SlabCache::new(64, 8).unwrap();
+        let cache = &cache;
+        let (fiber_tx, fiber_rx) = mpsc::channel::<usize>();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        thread::scope(|scope| {
+            let owner = scope.spawn(move || {
+                // SAFETY: the thread is not a fiber yet.
+                let main_fiber = unsafe { ConvertThreadToFiber(ptr::null()) };
+                assert!(!main_fiber.is_null());
+                let mut start = FiberStart {
+                    back: main_fiber,
+                    cache,
+                };
+                // SAFETY: the routine never returns; `start` outlives its run.
+                let fiber = unsafe {
+                    CreateFiber(
+                        0,
+                        Some(allocate_on_a_fiber),
+                        ptr::from_mut(&mut start).cast(),
+                    )
+                };
+                assert!(!fiber.is_null());
+                // SAFETY: a fresh fiber, not running; we are a fiber.
+                unsafe { SwitchToFiber(fiber) };
+                let (entry, state) = own_magazines();
+                assert_eq!(state, RETIRED);
+                assert!(!listed(entry));
+                fiber_tx.send(fiber.addr()).unwrap();
+                done_rx.recv().unwrap();
+                for _ in 0..1000 {
+                    let object = cache.alloc();
+                    // SAFETY: allocated just above from this cache.
+                    unsafe { cache.free(object) };
+                }
+                // SAFETY: the thread was converted above.
+                assert_ne!(unsafe { ConvertFiberToThread() }, 0);
+            });
+            let fiber = fiber_rx.recv().unwrap();
+            // SAFETY: the owner's fiber, not running (it switched away for good).
+            unsafe { DeleteFiber(ptr::without_provenance_mut(fiber)) };
+            done_tx.send(()).unwrap();
+            owner.join().unwrap();
+        });
+    }
+
+    /// A thread that exits normally still returns its magazines.
+    #[test]
+    fn a_thread_that_exits_runs_its_hook() {
+        let cache = SlabCache::new(64, 8).unwrap();
+        let entry = thread::spawn(move || {
+            let object = cache.alloc();
+            // SAFETY: allocated just above from this cache.
+            unsafe { cache.free(object) };
+            let (entry, state) = own_magazines();
+            assert_eq!(state, ACTIVE);
+            assert!(listed(entry));
+            entry
+        })
+        .join()
+        .unwrap();
+        assert!(!listed(entry), "the exit hook did not run");
+    }
 }

@@ -7,7 +7,13 @@
 //!   `pthread_atfork`.
 //! - Windows: a fiber-local storage index (`FlsAlloc` / `FlsSetValue`), whose callback
 //!   runs when the thread exits, as a pthread key's destructor does (for threads that
-//!   never became fibers, fiber-local and thread-local storage are the same).
+//!   never became fibers, fiber-local and thread-local storage are the same). It also
+//!   runs when a fiber is deleted, on the deleting thread, and when a thread converts
+//!   back from a fiber: the registry's hook acts only on the calling thread's own
+//!   magazines (see [`crate::registry::thread_exit`]). During process shutdown
+//!   (`RtlDllShutdownInProgress`) the callback returns at once: the other threads were
+//!   killed, possibly holding a lock the hook would wait for forever, and the memory is
+//!   about to go anyway.
 
 use core::ffi::c_void;
 
@@ -17,10 +23,42 @@ extern "C" fn exit_hook(data: *mut c_void) {
     crate::registry::thread_exit(data);
 }
 
-/// The exit hook the platform calls with the value set by [`set_exit_value`].
+/// The exit hook the platform calls with the value set by [`set_exit_value`]: on thread
+/// exit, on fiber deletion (possibly on another thread) and during process shutdown,
+/// when it does nothing.
 #[cfg(windows)]
 unsafe extern "system" fn exit_hook(data: *const c_void) {
+    if process_shutting_down() {
+        return;
+    }
     crate::registry::thread_exit(data.cast_mut());
+}
+
+/// Whether the process is exiting (`ExitProcess` has killed the other threads and runs
+/// the DLL detach and fiber-local callbacks).
+#[cfg(windows)]
+fn process_shutting_down() -> bool {
+    // Not in windows-sys 0.61: declared as ntdll exports it (a BOOLEAN result).
+    #[link(name = "ntdll")]
+    unsafe extern "system" {
+        fn RtlDllShutdownInProgress() -> u8;
+    }
+    // SAFETY: no arguments; only reads the loader's shutdown flag.
+    unsafe { RtlDllShutdownInProgress() != 0 }
+}
+
+/// Whether the calling thread is a fiber (`IsThreadAFiber`).
+#[cfg(windows)]
+pub(crate) fn running_on_a_fiber() -> bool {
+    // SAFETY: no arguments, no preconditions.
+    unsafe { windows_sys::Win32::System::Threading::IsThreadAFiber() != 0 }
+}
+
+/// The id of the calling thread (`GetCurrentThreadId`).
+#[cfg(windows)]
+pub(crate) fn current_thread_id() -> u32 {
+    // SAFETY: no arguments, no preconditions.
+    unsafe { windows_sys::Win32::System::Threading::GetCurrentThreadId() }
 }
 
 /// Creates the key whose destructor is the registry's exit hook; `None` when the
