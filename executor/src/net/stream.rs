@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::net::resolve::{ToSocketAddrs, resolve, target};
 use crate::net::split::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, WriteHalf};
 use crate::reactor::{Direction, Outcome, Registration};
 
@@ -109,9 +110,63 @@ impl TcpStream {
     /// non-blocking, `connect` returns `EINPROGRESS`, and the task waits for the socket
     /// to become writable, then checks `SO_ERROR` and the peer address.
     ///
+    /// `address` is a [`SocketAddr`] or anything else [`ToSocketAddrs`] takes:
+    /// `"localhost:8080"`, `("example.com", 80)`. A host name is resolved on the
+    /// runtime's blocking pool ([`spawn_blocking`](crate::spawn_blocking)), never on the
+    /// worker, and each of its addresses is tried in turn until one connects.
+    ///
     /// # Errors
-    /// Outside a worker thread, or when the connection is refused or fails.
-    pub async fn connect(address: SocketAddr) -> io::Result<Self> {
+    /// Outside a worker thread; an address that does not parse
+    /// ([`io::ErrorKind::InvalidInput`]); a name that does not resolve (the error names
+    /// the host); when no address connects, the last address's error (its kind kept),
+    /// its message naming the target and how many addresses were tried.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pagekeep_executor::net::{TcpListener, TcpStream};
+    ///
+    /// let runtime = pagekeep_executor::Runtime::builder().workers(1).build()?;
+    /// runtime.block_on(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    ///     let port = listener.local_addr()?.port();
+    ///     // By name: "localhost" is resolved on the blocking pool.
+    ///     let stream = TcpStream::connect(("localhost", port)).await?;
+    ///     assert_eq!(stream.peer_addr()?.port(), port);
+    ///     let stream = TcpStream::connect(format!("127.0.0.1:{port}")).await?;
+    ///     assert!(stream.peer_addr()?.ip().is_loopback());
+    ///     let unknown = TcpStream::connect("no-such-host.invalid:80").await.unwrap_err();
+    ///     assert!(unknown.to_string().contains("no-such-host.invalid"), "{unknown}");
+    ///     Ok::<_, std::io::Error>(())
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub async fn connect<A: ToSocketAddrs>(address: A) -> io::Result<Self> {
+        let target = target(&address)?;
+        drop(address);
+        let (target, addresses) = resolve(target).await?;
+        let mut last_error = None;
+        for &candidate in &addresses {
+            match Self::connect_to(candidate).await {
+                Ok(stream) => return Ok(stream),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        let error = last_error.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to")
+        });
+        Err(io::Error::new(
+            error.kind(),
+            format!(
+                "could not connect to {target} ({} address{} tried): {error}",
+                addresses.len(),
+                if addresses.len() == 1 { "" } else { "es" },
+            ),
+        ))
+    }
+
+    /// Connects to one address; see [`connect`](Self::connect).
+    async fn connect_to(address: SocketAddr) -> io::Result<Self> {
         let stream = Self::from_mio(mio::net::TcpStream::connect(address)?)?;
         poll_fn(|cx| {
             stream.registration.poll_io(cx, Direction::Write, || {

@@ -27,6 +27,7 @@ mod budget;
 mod child;
 mod chunked;
 mod client;
+mod connect_by_name;
 #[cfg(unix)]
 mod descriptors;
 mod edges;
