@@ -27,6 +27,7 @@ mod budget;
 mod child;
 mod chunked;
 mod client;
+mod client_pool;
 mod connect_by_name;
 #[cfg(unix)]
 mod descriptors;
