@@ -61,6 +61,8 @@ mod timers;
 mod tokio_io;
 #[cfg(feature = "tower")]
 mod tower_services;
+#[cfg(unix)]
+mod unix_sockets;
 mod uploads_past_the_body_budget;
 mod vectored_writes;
 mod websockets;
