@@ -10,8 +10,11 @@
 //! A connection is lent for one exchange: it goes back to the idle list when the
 //! response's body has been read to its end, and is closed instead when the body is
 //! dropped unread, fails, or the request fails. Idle connections are taken most recent
-//! first; one idle past the idle timeout, or that hyper saw close, is closed when the
-//! pool next looks at its host.
+//! first; one idle past the idle timeout, or that hyper saw close, is closed at the next
+//! checkout (each checkout looks at every host's idle list, and forgets hosts with
+//! nothing open: a cost in the number of hosts, under the lock). No task reaps idle
+//! connections meanwhile; one the server closed has already lost its socket (its
+//! connection task ended), one past the timeout keeps its socket until then.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -61,8 +64,10 @@ impl Default for ClientBuilder {
 
 impl ClientBuilder {
     /// Most connections open to one `host:port` at once (idle, in use and connecting);
-    /// a request that finds them all in use waits, first come first served, for one to
-    /// come back or close, within its request timeout. Default 32; 0 is taken as 1.
+    /// a request that finds them all in use waits for one to come back or close,
+    /// within its request timeout. Every waiting request is woken when one does, and
+    /// the first to run takes it: there is no strict first-come order. Default 32; 0
+    /// is taken as 1.
     #[must_use]
     pub fn max_connections_per_host(mut self, connections: usize) -> Self {
         self.max_per_host = connections.max(1);
@@ -242,7 +247,13 @@ impl Shared {
             let mut hosts = self.lock();
             self.expire(&mut hosts, now, closed);
             let max = self.config.max_per_host;
-            let host = hosts.entry(key.to_owned()).or_default();
+            // The key is copied only for a host not in the map yet.
+            if !hosts.contains_key(key) {
+                hosts.insert(key.to_owned(), Host::default());
+            }
+            let Some(host) = hosts.get_mut(key) else {
+                unreachable!("the host was just inserted");
+            };
             if let Some(idle) = host.idle.pop() {
                 return Poll::Ready(Checkout::Reuse(idle.sender));
             }

@@ -292,6 +292,29 @@ fn a_response_cut_short_or_dropped_unread_closes_its_connection_and_frees_its_sl
 }
 
 #[test]
+fn a_response_held_unread_keeps_its_slot_and_a_request_past_the_bound_times_out() {
+    let server = start(builder());
+    let url = format!("http://127.0.0.1:{}/hello", server.address.port());
+    let client = Client::builder()
+        .max_connections_per_host(1)
+        .request_timeout(Duration::from_millis(200))
+        .build();
+    let (waited, after) = client_runtime().block_on({
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let held = client.get(&url).await.unwrap();
+            let waited = client.get(&url).await.map(|_| ());
+            drop(held);
+            (waited, fetch(&client, &url).await)
+        }
+    });
+    assert!(matches!(waited, Err(ClientError::Timeout)), "{waited:?}");
+    assert_eq!(after.unwrap().1, "hello");
+    drop(client);
+}
+
+#[test]
 fn requests_in_flight_finish_when_the_client_is_dropped() {
     let server = start(builder());
     let url = format!("http://127.0.0.1:{}/slow?ms=100", server.address.port());
