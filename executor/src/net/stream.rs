@@ -101,7 +101,9 @@ impl TcpStream {
     /// `address` is a [`SocketAddr`] or anything else [`ToSocketAddrs`] takes:
     /// `"localhost:8080"`, `("example.com", 80)`. A host name is resolved on the
     /// runtime's blocking pool ([`spawn_blocking`](crate::spawn_blocking)), never on the
-    /// worker, and each of its addresses is tried in turn until one connects.
+    /// worker, and each of its addresses is tried in turn until one connects. A
+    /// resolution cannot be interrupted: if the connect is dropped meanwhile (a timeout),
+    /// the lookup still runs to its end on its blocking thread and its result is dropped.
     ///
     /// # Errors
     /// Outside a worker thread; an address that does not parse
