@@ -319,6 +319,32 @@ fn a_response_held_unread_keeps_its_slot_and_a_request_past_the_bound_times_out(
 }
 
 #[test]
+fn connections_pooled_on_a_runtime_that_is_gone_are_not_reused() {
+    let server = start(builder());
+    let url = format!("http://127.0.0.1:{}/hello", server.address.port());
+    let client = Client::new();
+    // Each connection's task runs on the runtime that opened it.
+    let first = pagekeep_executor::Runtime::builder()
+        .workers(1)
+        .build()
+        .unwrap();
+    let answer = first.block_on({
+        let (client, url) = (client.clone(), url.clone());
+        async move { fetch(&client, &url).await }
+    });
+    assert_eq!(answer.unwrap().1, "hello");
+    assert_eq!(client.idle_connections(), 1);
+    drop(first);
+    let answer = client_runtime().block_on({
+        let (client, url) = (client.clone(), url.clone());
+        async move { fetch(&client, &url).await }
+    });
+    assert_eq!(answer.unwrap().1, "hello");
+    assert_eq!(server.stats.accepted_connections(), 2);
+    drop(client);
+}
+
+#[test]
 fn requests_in_flight_finish_when_the_client_is_dropped() {
     let server = start(builder());
     let url = format!("http://127.0.0.1:{}/slow?ms=100", server.address.port());
