@@ -1,19 +1,19 @@
 //! A handler that calls another HTTP server: `GET /path` is forwarded to
-//! `UPSTREAM` (default `127.0.0.1:8080`, for example the `hello` example) with the
-//! executor's HTTP/1 client (non-blocking connect, 2 s timeout); upstream failures
-//! become 502, timeouts 504.
+//! `UPSTREAM` (`host:port`, a name or an address; default `127.0.0.1:8080`, for example
+//! the `hello` example) with the executor's pooled HTTP/1 client (keep-alive
+//! connections reused across requests, at most 64 per upstream, 2 s request timeout);
+//! upstream failures become 502, timeouts 504.
 //!
-//! `UPSTREAM=127.0.0.1:8080 cargo run --release -p pagekeep-executor --example proxy -- [PORT] [WORKERS]`
+//! `UPSTREAM=localhost:8080 cargo run --release -p pagekeep-executor --example proxy -- [PORT] [WORKERS]`
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{Empty, Full};
-use pagekeep_executor::client::{ClientError, send_request};
+use http_body_util::{BodyExt, Full};
+use pagekeep_executor::client::{Client, ClientError};
 
 // Routes each request's allocations to its own arena (see `pagekeep_executor::RequestAllocator`).
 #[global_allocator]
@@ -26,35 +26,43 @@ fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 }
 
 async fn forward(
-    upstream: SocketAddr,
+    client: Client,
+    upstream: &str,
     request: Request<pagekeep_executor::RequestBody>,
 ) -> Response<Full<Bytes>> {
     let path = request
         .uri()
         .path_and_query()
         .map_or("/", |path| path.as_str());
-    let outbound = match Request::get(path)
-        .header("host", upstream.to_string())
-        .body(Empty::<Bytes>::new())
-    {
-        Ok(outbound) => outbound,
-        Err(_) => return plain(StatusCode::BAD_REQUEST, "bad path\n"),
+    // The pool's connections live outside this request's arena; the response, read
+    // here, counts against the request's budget.
+    let response = match client.get(&format!("http://{upstream}{path}")).await {
+        Ok(response) => response,
+        Err(ClientError::Timeout | ClientError::ConnectTimeout) => {
+            return plain(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n");
+        }
+        Err(_) => return plain(StatusCode::BAD_GATEWAY, "upstream failed\n"),
     };
-    // The exchange runs in this request's arena: the upstream's response counts
-    // against the request's budget.
-    match send_request(upstream, outbound, Duration::from_secs(2)).await {
-        Ok(response) => response.map(Full::new),
-        Err(ClientError::Timeout) => plain(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
-        Err(_) => plain(StatusCode::BAD_GATEWAY, "upstream failed\n"),
+    let (parts, body) = response.into_parts();
+    // Read to its end, the body gives the connection back to the pool.
+    match pagekeep_executor::timeout(Duration::from_secs(2), body.collect()).await {
+        Ok(Ok(body)) => Response::from_parts(parts, Full::new(body.to_bytes())),
+        Ok(Err(_)) => plain(StatusCode::BAD_GATEWAY, "upstream failed\n"),
+        Err(_) => plain(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
     }
 }
 
 fn main() -> std::io::Result<()> {
     let (address, workers) = common::settings(8081);
-    let upstream: SocketAddr = std::env::var("UPSTREAM")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let upstream: &'static str = Box::leak(
+        std::env::var("UPSTREAM")
+            .unwrap_or_else(|_| "127.0.0.1:8080".to_owned())
+            .into_boxed_str(),
+    );
+    let client = Client::builder()
+        .max_connections_per_host(64)
+        .request_timeout(Duration::from_secs(2))
+        .build();
     let server = pagekeep_executor::Server::builder()
         .workers(workers)
         .bind(address)?;
@@ -62,7 +70,7 @@ fn main() -> std::io::Result<()> {
         "proxy: listening on http://{} with {workers} workers, forwarding to http://{upstream}",
         server.local_addr()
     );
-    server.serve(move |request| forward(upstream, request))?;
+    server.serve(move |request| forward(client.clone(), upstream, request))?;
     println!("proxy: shut down");
     Ok(())
 }

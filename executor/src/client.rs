@@ -1,5 +1,12 @@
-//! Outbound HTTP/1: hyper's client connection over a non-blocking [`TcpStream`]
-//! connect, bounded by a timeout. Usable from inside a request handler.
+//! Outbound HTTP/1: [`Client`], requests by URL over a pool of keep-alive
+//! connections; [`ClientConnection`], one connection of your own; [`send_request`], one
+//! exchange charged to the calling request. All run on hyper's HTTP/1 client over a
+//! non-blocking [`TcpStream`] connect, bounded by timeouts, and are usable from inside
+//! a request handler.
+
+mod pool;
+
+pub use pool::{Client, ClientBody, ClientBuilder};
 
 use std::fmt;
 use std::future::{Future, poll_fn};
@@ -19,13 +26,23 @@ use crate::timer::{Elapsed, timeout};
 
 /// Why an outbound request failed.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ClientError {
-    /// The TCP connection could not be opened.
+    /// The TCP connection could not be opened: the host did not resolve, or no address
+    /// of it accepted (the message names the host).
     Connect(std::io::Error),
     /// hyper reported a protocol or I/O error.
     Http(hyper::Error),
-    /// The timeout passed first.
+    /// The timeout passed first (for [`Client`], its request timeout).
     Timeout,
+    /// [`Client`]'s connect timeout passed before the connection was open.
+    ConnectTimeout,
+    /// The URL is not one [`Client`] can request: not absolute, no host, user
+    /// information. The message says which.
+    InvalidUrl(String),
+    /// The URL's scheme is not `http`: `https` needs TLS, which the client does not
+    /// have. The message says which.
+    UnsupportedScheme(String),
 }
 
 impl fmt::Display for ClientError {
@@ -34,6 +51,9 @@ impl fmt::Display for ClientError {
             Self::Connect(error) => write!(f, "connect failed: {error}"),
             Self::Http(error) => write!(f, "HTTP error: {error}"),
             Self::Timeout => f.write_str("request timed out"),
+            Self::ConnectTimeout => f.write_str("connect timed out"),
+            Self::InvalidUrl(message) => write!(f, "invalid URL {message}"),
+            Self::UnsupportedScheme(message) => write!(f, "unsupported scheme: {message}"),
         }
     }
 }
@@ -43,7 +63,10 @@ impl std::error::Error for ClientError {
         match self {
             Self::Connect(error) => Some(error),
             Self::Http(error) => Some(error),
-            Self::Timeout => None,
+            Self::Timeout
+            | Self::ConnectTimeout
+            | Self::InvalidUrl(_)
+            | Self::UnsupportedScheme(_) => None,
         }
     }
 }

@@ -1,6 +1,7 @@
-//! The halves of a [`TcpStream`]: borrowed ([`ReadHalf`], [`WriteHalf`], from
-//! [`TcpStream::split`]) and owned ([`OwnedReadHalf`], [`OwnedWriteHalf`], from
-//! [`TcpStream::into_split`]).
+//! The halves of a [`TcpStream`] (or, on Unix, a `UnixStream`; the types are generic
+//! over the stream, [`Socket`], with `TcpStream` as the default): borrowed
+//! ([`ReadHalf`], [`WriteHalf`], from [`TcpStream::split`]) and owned
+//! ([`OwnedReadHalf`], [`OwnedWriteHalf`], from [`TcpStream::into_split`]).
 //!
 //! A half is only a handle on the stream: every operation takes the stream by shared
 //! reference, and the reactor keeps the waiting tasks of each direction apart (see
@@ -14,13 +15,14 @@ use std::net::Shutdown;
 use std::sync::Arc;
 
 use crate::net::TcpStream;
+use crate::net::socket::{self, Socket};
 
 /// The read half of a [`TcpStream`], borrowed from it by [`TcpStream::split`].
 ///
 /// With the `tokio-io` or `futures-io` feature it implements that crate's `AsyncRead`.
 #[derive(Debug)]
-pub struct ReadHalf<'stream> {
-    stream: &'stream TcpStream,
+pub struct ReadHalf<'stream, S: Socket = TcpStream> {
+    stream: &'stream S,
 }
 
 /// The write half of a [`TcpStream`], borrowed from it by [`TcpStream::split`].
@@ -30,8 +32,8 @@ pub struct ReadHalf<'stream> {
 /// it does nothing to the stream; without the features,
 /// `half.as_ref().shutdown(Shutdown::Write)` shuts the write direction down.
 #[derive(Debug)]
-pub struct WriteHalf<'stream> {
-    stream: &'stream TcpStream,
+pub struct WriteHalf<'stream, S: Socket = TcpStream> {
+    stream: &'stream S,
 }
 
 /// The read half of a [`TcpStream`], owned: made by [`TcpStream::into_split`], `Send`
@@ -40,8 +42,8 @@ pub struct WriteHalf<'stream> {
 /// With the `tokio-io` or `futures-io` feature it implements that crate's `AsyncRead`.
 /// The socket closes when both halves are dropped.
 #[derive(Debug)]
-pub struct OwnedReadHalf {
-    stream: Arc<TcpStream>,
+pub struct OwnedReadHalf<S: Socket = TcpStream> {
+    stream: Arc<S>,
 }
 
 /// The write half of a [`TcpStream`], owned: made by [`TcpStream::into_split`], `Send`
@@ -52,8 +54,8 @@ pub struct OwnedReadHalf {
 /// stream while the read half goes on reading. The socket closes when both halves are
 /// dropped.
 #[derive(Debug)]
-pub struct OwnedWriteHalf {
-    stream: Arc<TcpStream>,
+pub struct OwnedWriteHalf<S: Socket = TcpStream> {
+    stream: Arc<S>,
     /// Cleared only by a successful reunion, which hands the stream back whole.
     shutdown_on_drop: bool,
 }
@@ -61,18 +63,25 @@ pub struct OwnedWriteHalf {
 /// [`OwnedReadHalf::reunite`] or [`OwnedWriteHalf::reunite`] was given halves of two
 /// different streams; both are handed back unchanged.
 #[derive(Debug)]
-pub struct ReuniteError(pub OwnedReadHalf, pub OwnedWriteHalf);
+pub struct ReuniteError<S: Socket = TcpStream>(pub OwnedReadHalf<S>, pub OwnedWriteHalf<S>);
 
-impl fmt::Display for ReuniteError {
+impl<S: Socket> fmt::Display for ReuniteError<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("tried to reunite halves of two different TCP streams")
+        write!(
+            f,
+            "tried to reunite halves of two different {} streams",
+            <S as socket::sealed::Io>::KIND
+        )
     }
 }
 
-impl Error for ReuniteError {}
+impl<S: Socket> Error for ReuniteError<S> {}
 
 /// Puts two owned halves back together; see [`OwnedReadHalf::reunite`].
-fn reunite(read: OwnedReadHalf, mut write: OwnedWriteHalf) -> Result<TcpStream, ReuniteError> {
+fn reunite<S: Socket>(
+    read: OwnedReadHalf<S>,
+    mut write: OwnedWriteHalf<S>,
+) -> Result<S, ReuniteError<S>> {
     if !Arc::ptr_eq(&read.stream, &write.stream) {
         return Err(ReuniteError(read, write));
     }
@@ -87,20 +96,20 @@ fn reunite(read: OwnedReadHalf, mut write: OwnedWriteHalf) -> Result<TcpStream, 
     )
 }
 
-impl<'stream> ReadHalf<'stream> {
-    pub(crate) fn new(stream: &'stream TcpStream) -> Self {
+impl<'stream, S: Socket> ReadHalf<'stream, S> {
+    pub(crate) fn new(stream: &'stream S) -> Self {
         Self { stream }
     }
 }
 
-impl<'stream> WriteHalf<'stream> {
-    pub(crate) fn new(stream: &'stream TcpStream) -> Self {
+impl<'stream, S: Socket> WriteHalf<'stream, S> {
+    pub(crate) fn new(stream: &'stream S) -> Self {
         Self { stream }
     }
 }
 
-impl OwnedReadHalf {
-    pub(crate) fn new(stream: Arc<TcpStream>) -> Self {
+impl<S: Socket> OwnedReadHalf<S> {
+    pub(crate) fn new(stream: Arc<S>) -> Self {
         Self { stream }
     }
 
@@ -132,13 +141,13 @@ impl OwnedReadHalf {
     /// })?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn reunite(self, write: OwnedWriteHalf) -> Result<TcpStream, ReuniteError> {
+    pub fn reunite(self, write: OwnedWriteHalf<S>) -> Result<S, ReuniteError<S>> {
         reunite(self, write)
     }
 }
 
-impl OwnedWriteHalf {
-    pub(crate) fn new(stream: Arc<TcpStream>) -> Self {
+impl<S: Socket> OwnedWriteHalf<S> {
+    pub(crate) fn new(stream: Arc<S>) -> Self {
         Self {
             stream,
             shutdown_on_drop: true,
@@ -150,31 +159,31 @@ impl OwnedWriteHalf {
     /// # Errors
     /// [`ReuniteError`], holding both halves unchanged, when `read` is the read half of
     /// another stream.
-    pub fn reunite(self, read: OwnedReadHalf) -> Result<TcpStream, ReuniteError> {
+    pub fn reunite(self, read: OwnedReadHalf<S>) -> Result<S, ReuniteError<S>> {
         reunite(read, self)
     }
 }
 
-impl Drop for OwnedWriteHalf {
+impl<S: Socket> Drop for OwnedWriteHalf<S> {
     fn drop(&mut self) {
         if self.shutdown_on_drop {
             // Nothing to report to: a peer already gone (`NotConnected`) or any other
             // failure leaves the socket to close when the read half goes.
-            let _ = self.stream.shutdown(Shutdown::Write);
+            let _ = socket::sealed::Io::shutdown(&*self.stream, Shutdown::Write);
         }
     }
 }
 
 /// The methods every read half has, delegating to the stream.
 macro_rules! read_half_methods {
-    ($half:ty) => {
-        impl $half {
+    ([$($generics:tt)*] $half:ty) => {
+        impl<$($generics)*> $half {
             /// Reads into `buffer`; `Ok(0)` is end of stream. See [`TcpStream::read`].
             ///
             /// # Errors
             /// As `recv`.
             pub async fn read(&self, buffer: &mut [u8]) -> io::Result<usize> {
-                self.stream.read(buffer).await
+                socket::read(&*self.stream, buffer).await
             }
 
             /// Reads into `buffer` without taking the data off the socket. See
@@ -183,30 +192,30 @@ macro_rules! read_half_methods {
             /// # Errors
             /// As `recv` with `MSG_PEEK`.
             pub async fn peek(&self, buffer: &mut [u8]) -> io::Result<usize> {
-                self.stream.peek(buffer).await
+                socket::peek(&*self.stream, buffer).await
             }
         }
 
-        impl AsRef<TcpStream> for $half {
-            fn as_ref(&self) -> &TcpStream {
+        impl<$($generics)*> AsRef<S> for $half {
+            fn as_ref(&self) -> &S {
                 &self.stream
             }
         }
 
-        crate::net::io_traits::impl_async_read!($half, this => &this.stream);
+        crate::net::io_traits::impl_async_read!([$($generics)*] $half, this => &*this.stream);
     };
 }
 
 /// The methods every write half has, delegating to the stream.
 macro_rules! write_half_methods {
-    ($half:ty) => {
-        impl $half {
+    ([$($generics:tt)*] $half:ty) => {
+        impl<$($generics)*> $half {
             /// Writes part of `buffer`, returning how much. See [`TcpStream::write`].
             ///
             /// # Errors
             /// As `send`.
             pub async fn write(&self, buffer: &[u8]) -> io::Result<usize> {
-                self.stream.write(buffer).await
+                socket::write(&*self.stream, buffer).await
             }
 
             /// Writes all of `buffer`. See [`TcpStream::write_all`].
@@ -215,7 +224,7 @@ macro_rules! write_half_methods {
             /// As `send`; a zero-length write is reported as
             /// [`io::ErrorKind::WriteZero`].
             pub async fn write_all(&self, buffer: &[u8]) -> io::Result<()> {
-                self.stream.write_all(buffer).await
+                socket::write_all(&*self.stream, buffer).await
             }
 
             /// Writes from several buffers with one `writev`, returning how much. See
@@ -224,21 +233,21 @@ macro_rules! write_half_methods {
             /// # Errors
             /// As `writev`.
             pub async fn write_vectored(&self, buffers: &[IoSlice<'_>]) -> io::Result<usize> {
-                self.stream.write_vectored(buffers).await
+                socket::write_vectored(&*self.stream, buffers).await
             }
         }
 
-        impl AsRef<TcpStream> for $half {
-            fn as_ref(&self) -> &TcpStream {
+        impl<$($generics)*> AsRef<S> for $half {
+            fn as_ref(&self) -> &S {
                 &self.stream
             }
         }
 
-        crate::net::io_traits::impl_async_write!($half, this => &this.stream);
+        crate::net::io_traits::impl_async_write!([$($generics)*] $half, this => &*this.stream);
     };
 }
 
-read_half_methods!(ReadHalf<'_>);
-read_half_methods!(OwnedReadHalf);
-write_half_methods!(WriteHalf<'_>);
-write_half_methods!(OwnedWriteHalf);
+read_half_methods!([S: Socket] ReadHalf<'_, S>);
+read_half_methods!([S: Socket] OwnedReadHalf<S>);
+write_half_methods!([S: Socket] WriteHalf<'_, S>);
+write_half_methods!([S: Socket] OwnedWriteHalf<S>);

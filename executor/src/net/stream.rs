@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::future::poll_fn;
-use std::io::{self, IoSlice, Read as _, Write as _};
+use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::net::{Shutdown, SocketAddr};
 #[cfg(unix)]
@@ -13,21 +13,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::net::resolve::{ToSocketAddrs, resolve, target};
+use crate::net::socket;
 use crate::net::split::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, WriteHalf};
 use crate::reactor::{Direction, Outcome, Registration};
-
-/// A transfer shorter than asked means the socket is drained for now (end of stream
-/// aside, which stays ready so that every later read sees it). `asked` is what one call
-/// can move at most: the system's per-call cap applies (see
-/// [`MAX_TRANSFER_BYTES`](crate::sys::MAX_TRANSFER_BYTES)), since a transfer cut short
-/// by it leaves the socket ready with no event to come.
-fn transfer_outcome(done: usize, asked: usize) -> Outcome<usize> {
-    if done > 0 && done < asked.min(crate::sys::MAX_TRANSFER_BYTES) {
-        Outcome::Drained(done)
-    } else {
-        Outcome::More(done)
-    }
-}
 
 /// A TCP connection registered with the worker thread that created it. It may be used
 /// from tasks on any worker; readiness events arrive on the creating worker.
@@ -109,9 +98,65 @@ impl TcpStream {
     /// non-blocking, `connect` returns `EINPROGRESS`, and the task waits for the socket
     /// to become writable, then checks `SO_ERROR` and the peer address.
     ///
+    /// `address` is a [`SocketAddr`] or anything else [`ToSocketAddrs`] takes:
+    /// `"localhost:8080"`, `("example.com", 80)`. A host name is resolved on the
+    /// runtime's blocking pool ([`spawn_blocking`](crate::spawn_blocking)), never on the
+    /// worker, and each of its addresses is tried in turn until one connects. A
+    /// resolution cannot be interrupted: if the connect is dropped meanwhile (a timeout),
+    /// the lookup still runs to its end on its blocking thread and its result is dropped.
+    ///
     /// # Errors
-    /// Outside a worker thread, or when the connection is refused or fails.
-    pub async fn connect(address: SocketAddr) -> io::Result<Self> {
+    /// Outside a worker thread; an address that does not parse
+    /// ([`io::ErrorKind::InvalidInput`]); a name that does not resolve (the error names
+    /// the host); when no address connects, the last address's error (its kind kept),
+    /// its message naming the target and how many addresses were tried.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pagekeep_executor::net::{TcpListener, TcpStream};
+    ///
+    /// let runtime = pagekeep_executor::Runtime::builder().workers(1).build()?;
+    /// runtime.block_on(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+    ///     let port = listener.local_addr()?.port();
+    ///     // By name: "localhost" is resolved on the blocking pool.
+    ///     let stream = TcpStream::connect(("localhost", port)).await?;
+    ///     assert_eq!(stream.peer_addr()?.port(), port);
+    ///     let stream = TcpStream::connect(format!("127.0.0.1:{port}")).await?;
+    ///     assert!(stream.peer_addr()?.ip().is_loopback());
+    ///     let unknown = TcpStream::connect("no-such-host.invalid:80").await.unwrap_err();
+    ///     assert!(unknown.to_string().contains("no-such-host.invalid"), "{unknown}");
+    ///     Ok::<_, std::io::Error>(())
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub async fn connect<A: ToSocketAddrs>(address: A) -> io::Result<Self> {
+        let target = target(&address)?;
+        drop(address);
+        let (target, addresses) = resolve(target).await?;
+        let mut last_error = None;
+        for &candidate in &addresses {
+            match Self::connect_to(candidate).await {
+                Ok(stream) => return Ok(stream),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        let error = last_error.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to")
+        });
+        Err(io::Error::new(
+            error.kind(),
+            format!(
+                "could not connect to {target} ({} address{} tried): {error}",
+                addresses.len(),
+                if addresses.len() == 1 { "" } else { "es" },
+            ),
+        ))
+    }
+
+    /// Connects to one address; see [`connect`](Self::connect).
+    async fn connect_to(address: SocketAddr) -> io::Result<Self> {
         let stream = Self::from_mio(mio::net::TcpStream::connect(address)?)?;
         poll_fn(|cx| {
             stream.registration.poll_io(cx, Direction::Write, || {
@@ -267,7 +312,7 @@ impl TcpStream {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub async fn peek(&self, buffer: &mut [u8]) -> io::Result<usize> {
-        poll_fn(|cx| self.poll_peek(cx, buffer)).await
+        socket::peek(self, buffer).await
     }
 
     /// Splits the stream into a read half and a write half that borrow it, to read and
@@ -373,7 +418,7 @@ impl TcpStream {
     /// # Errors
     /// As `recv`.
     pub async fn read(&self, buffer: &mut [u8]) -> io::Result<usize> {
-        poll_fn(|cx| self.poll_read_bytes(cx, buffer)).await
+        socket::read(self, buffer).await
     }
 
     /// Writes part of `buffer`, returning how much.
@@ -381,22 +426,15 @@ impl TcpStream {
     /// # Errors
     /// As `send`.
     pub async fn write(&self, buffer: &[u8]) -> io::Result<usize> {
-        poll_fn(|cx| self.poll_write_bytes(cx, buffer)).await
+        socket::write(self, buffer).await
     }
 
     /// Writes all of `buffer`.
     ///
     /// # Errors
     /// As `send`; a zero-length write is reported as [`io::ErrorKind::WriteZero`].
-    pub async fn write_all(&self, mut buffer: &[u8]) -> io::Result<()> {
-        while !buffer.is_empty() {
-            let written = self.write(buffer).await?;
-            if written == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            buffer = &buffer[written..];
-        }
-        Ok(())
+    pub async fn write_all(&self, buffer: &[u8]) -> io::Result<()> {
+        socket::write_all(self, buffer).await
     }
 
     /// Writes from several buffers with one `writev`, returning how much. One call
@@ -406,7 +444,7 @@ impl TcpStream {
     /// # Errors
     /// As `writev`.
     pub async fn write_vectored(&self, buffers: &[IoSlice<'_>]) -> io::Result<usize> {
-        poll_fn(|cx| self.poll_write_vectored_bytes(cx, buffers)).await
+        socket::write_vectored(self, buffers).await
     }
 
     /// Shuts down the read, write or both halves.
@@ -421,10 +459,7 @@ impl TcpStream {
     /// `poll_close` (hyper's, tokio's, futures'): a peer that already went away
     /// (`NotConnected`) is no error.
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
-        match self.shutdown(Shutdown::Write) {
-            Err(error) if error.kind() == io::ErrorKind::NotConnected => Ok(()),
-            result => result,
-        }
+        socket::shutdown_write(self)
     }
 
     pub(crate) fn poll_read_bytes(
@@ -432,12 +467,7 @@ impl TcpStream {
         cx: &mut Context<'_>,
         buffer: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        self.registration.poll_io(cx, Direction::Read, || {
-            let asked = buffer.len();
-            (&self.inner)
-                .read(buffer)
-                .map(|done| transfer_outcome(done, asked))
-        })
+        socket::poll_read(&self.registration, &self.inner, cx, buffer)
     }
 
     pub(crate) fn poll_peek(
@@ -445,12 +475,7 @@ impl TcpStream {
         cx: &mut Context<'_>,
         buffer: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        // Never `Drained`: a peek leaves the data it saw on the socket, and no further
-        // event will announce it, so clearing the read bit after a short peek would
-        // leave the next read waiting for ever. Only `WouldBlock` clears it.
-        self.registration.poll_io(cx, Direction::Read, || {
-            self.inner.peek(buffer).map(Outcome::More)
-        })
+        socket::poll_peek(&self.registration, cx, || self.inner.peek(buffer))
     }
 
     pub(crate) fn poll_read_uninit(
@@ -459,13 +484,10 @@ impl TcpStream {
         buffer: &mut [MaybeUninit<u8>],
     ) -> Poll<io::Result<usize>> {
         #[cfg(unix)]
-        let fd = self.inner.as_raw_fd();
+        let raw = self.inner.as_raw_fd();
         #[cfg(windows)]
-        let fd = self.inner.as_raw_socket();
-        self.registration.poll_io(cx, Direction::Read, || {
-            let asked = buffer.len();
-            crate::sys::read_into_uninit(fd, buffer).map(|done| transfer_outcome(done, asked))
-        })
+        let raw = self.inner.as_raw_socket();
+        socket::poll_read_uninit(&self.registration, raw, cx, buffer)
     }
 
     pub(crate) fn poll_write_bytes(
@@ -473,11 +495,7 @@ impl TcpStream {
         cx: &mut Context<'_>,
         buffer: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.registration.poll_io(cx, Direction::Write, || {
-            (&self.inner)
-                .write(buffer)
-                .map(|done| transfer_outcome(done, buffer.len()))
-        })
+        socket::poll_write(&self.registration, &self.inner, cx, buffer)
     }
 
     pub(crate) fn poll_write_vectored_bytes(
@@ -485,17 +503,45 @@ impl TcpStream {
         cx: &mut Context<'_>,
         buffers: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        // Only the slices one `writev` takes count: `std` passes the first
-        // `MAX_WRITE_SLICES`, and a full write of those is no sign of a full socket.
-        let asked = buffers
-            .iter()
-            .take(crate::sys::MAX_WRITE_SLICES)
-            .fold(0usize, |total, buffer| total.saturating_add(buffer.len()));
-        self.registration.poll_io(cx, Direction::Write, || {
-            (&self.inner)
-                .write_vectored(buffers)
-                .map(|done| transfer_outcome(done, asked))
-        })
+        socket::poll_write_vectored(&self.registration, &self.inner, cx, buffers)
+    }
+}
+
+impl socket::Socket for TcpStream {}
+
+impl socket::sealed::Io for TcpStream {
+    const KIND: &'static str = "TCP";
+
+    fn poll_read_bytes(&self, cx: &mut Context<'_>, buffer: &mut [u8]) -> Poll<io::Result<usize>> {
+        Self::poll_read_bytes(self, cx, buffer)
+    }
+
+    fn poll_peek(&self, cx: &mut Context<'_>, buffer: &mut [u8]) -> Poll<io::Result<usize>> {
+        Self::poll_peek(self, cx, buffer)
+    }
+
+    fn poll_read_uninit(
+        &self,
+        cx: &mut Context<'_>,
+        buffer: &mut [MaybeUninit<u8>],
+    ) -> Poll<io::Result<usize>> {
+        Self::poll_read_uninit(self, cx, buffer)
+    }
+
+    fn poll_write_bytes(&self, cx: &mut Context<'_>, buffer: &[u8]) -> Poll<io::Result<usize>> {
+        Self::poll_write_bytes(self, cx, buffer)
+    }
+
+    fn poll_write_vectored_bytes(
+        &self,
+        cx: &mut Context<'_>,
+        buffers: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Self::poll_write_vectored_bytes(self, cx, buffers)
+    }
+
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        Self::shutdown(self, how)
     }
 }
 

@@ -27,6 +27,8 @@ mod budget;
 mod child;
 mod chunked;
 mod client;
+mod client_pool;
+mod connect_by_name;
 #[cfg(unix)]
 mod descriptors;
 mod edges;
@@ -59,6 +61,8 @@ mod timers;
 mod tokio_io;
 #[cfg(feature = "tower")]
 mod tower_services;
+#[cfg(unix)]
+mod unix_sockets;
 mod uploads_past_the_body_budget;
 mod vectored_writes;
 mod websockets;
