@@ -106,7 +106,8 @@ impl Shutdown {
     /// On Windows, which has no signals, Ctrl-C and Ctrl-Break (console control events,
     /// through `SetConsoleCtrlHandler`) stand for SIGINT: the first raises the flag, a
     /// second while a watcher lives ends the process with `STATUS_CONTROL_C_EXIT`, and
-    /// once the last watcher is dropped Ctrl-C has its default action again. There is
+    /// once the last watcher is dropped Ctrl-C has its default action again (the handler
+    /// stays installed and passes the event on). There is
     /// no SIGTERM: console close, logoff and system shutdown are not watched (the system
     /// ends the process when its handlers return).
     ///
