@@ -698,6 +698,31 @@ mod windows_tests {
         unreachable!("the fiber is deleted, never resumed");
     }
 
+    /// Converts the calling thread to a fiber, then runs a new fiber that allocates from
+    /// `cache` and switches back for good; returns that fiber (never to be resumed).
+    fn become_a_fiber_and_allocate_on_another(cache: &SlabCache) -> *mut c_void {
+        // SAFETY: the thread is not a fiber yet (callers).
+        let main_fiber = unsafe { ConvertThreadToFiber(ptr::null()) };
+        assert!(!main_fiber.is_null());
+        let mut start = FiberStart {
+            back: main_fiber,
+            cache,
+        };
+        // SAFETY: the routine never returns; `start` outlives its run, which ends
+        // before the switch below returns.
+        let fiber = unsafe {
+            CreateFiber(
+                0,
+                Some(allocate_on_a_fiber),
+                ptr::from_mut(&mut start).cast(),
+            )
+        };
+        assert!(!fiber.is_null());
+        // SAFETY: a fresh fiber, not running; we are a fiber.
+        unsafe { SwitchToFiber(fiber) };
+        fiber
+    }
+
     /// A thread-local pointer handed to another thread (only compared there, or passed
     /// to the hook, which must not read it there).
     struct Sent(*mut c_void);
@@ -724,24 +749,7 @@ mod windows_tests {
                 assert!(listed(entry));
                 let pointer =
                     with_magazines(|magazines| ptr::from_ref(magazines).cast_mut().cast());
-                // SAFETY: the thread is not a fiber yet.
-                let main_fiber = unsafe { ConvertThreadToFiber(ptr::null()) };
-                assert!(!main_fiber.is_null());
-                let mut start = FiberStart {
-                    back: main_fiber,
-                    cache,
-                };
-                // SAFETY: the routine never returns; `start` outlives its run.
-                let fiber = unsafe {
-                    CreateFiber(
-                        0,
-                        Some(allocate_on_a_fiber),
-                        ptr::from_mut(&mut start).cast(),
-                    )
-                };
-                assert!(!fiber.is_null());
-                // SAFETY: a fresh fiber, not running; we are a fiber.
-                unsafe { SwitchToFiber(fiber) };
+                let fiber = become_a_fiber_and_allocate_on_another(cache);
                 sent_tx.send((Sent(pointer), fiber.addr())).unwrap();
                 done_rx.recv().unwrap();
                 // Still this thread's, still listed, still working.
@@ -782,24 +790,7 @@ mod windows_tests {
         let (done_tx, done_rx) = mpsc::channel::<()>();
         thread::scope(|scope| {
             let owner = scope.spawn(move || {
-                // SAFETY: the thread is not a fiber yet.
-                let main_fiber = unsafe { ConvertThreadToFiber(ptr::null()) };
-                assert!(!main_fiber.is_null());
-                let mut start = FiberStart {
-                    back: main_fiber,
-                    cache,
-                };
-                // SAFETY: the routine never returns; `start` outlives its run.
-                let fiber = unsafe {
-                    CreateFiber(
-                        0,
-                        Some(allocate_on_a_fiber),
-                        ptr::from_mut(&mut start).cast(),
-                    )
-                };
-                assert!(!fiber.is_null());
-                // SAFETY: a fresh fiber, not running; we are a fiber.
-                unsafe { SwitchToFiber(fiber) };
+                let fiber = become_a_fiber_and_allocate_on_another(cache);
                 let (entry, state) = own_magazines();
                 assert_eq!(state, RETIRED);
                 assert!(!listed(entry));

@@ -12,8 +12,6 @@ use std::thread;
 
 use pagekeep_slab::{DECAY_INTERVAL, SlabHeap};
 
-static HEAP: SlabHeap = SlabHeap::new().on_decay_pass(record_call);
-
 /// Hook calls, and those made while this test's thread was inside a free.
 static CALLS: AtomicUsize = AtomicUsize::new(0);
 static CALLS_IN_A_FREE: AtomicUsize = AtomicUsize::new(0);
@@ -33,11 +31,11 @@ fn record_call() {
 const BLOCKS: usize = 8;
 const BLOCK_BYTES: usize = 200_000;
 
-fn allocate_all(layout: Layout) -> Vec<*mut u8> {
+fn allocate_all(heap: &SlabHeap, layout: Layout) -> Vec<*mut u8> {
     (0..BLOCKS)
         .map(|_| {
             // SAFETY: a non-zero size.
-            let block = unsafe { HEAP.alloc(layout) };
+            let block = unsafe { heap.alloc(layout) };
             assert!(!block.is_null());
             block
         })
@@ -46,8 +44,11 @@ fn allocate_all(layout: Layout) -> Vec<*mut u8> {
 
 #[test]
 fn a_pass_due_in_a_free_leaves_the_hook_to_the_next_allocation() {
+    // A heap of the test's own, not a static: its classes' cache ids go back when it is
+    // dropped (under miri the crate has 64, and other tests of this binary need them).
+    let heap = SlabHeap::new().on_decay_pass(record_call);
     let layout = Layout::from_size_align(BLOCK_BYTES, 8).unwrap();
-    let blocks = allocate_all(layout);
+    let blocks = allocate_all(&heap, layout);
     // Passes of a hooked heap start at its first clock reading: the allocations ran one.
     assert!(
         CALLS.load(Ordering::Relaxed) >= 1,
@@ -59,7 +60,7 @@ fn a_pass_due_in_a_free_leaves_the_hook_to_the_next_allocation() {
     IN_A_FREE.with(|in_a_free| in_a_free.set(true));
     for block in blocks {
         // SAFETY: allocated above with `layout`, freed once.
-        unsafe { HEAP.dealloc(block, layout) };
+        unsafe { heap.dealloc(block, layout) };
     }
     IN_A_FREE.with(|in_a_free| in_a_free.set(false));
     assert_eq!(
@@ -69,13 +70,13 @@ fn a_pass_due_in_a_free_leaves_the_hook_to_the_next_allocation() {
     );
 
     let before = CALLS.load(Ordering::Relaxed);
-    let blocks = allocate_all(layout);
+    let blocks = allocate_all(&heap, layout);
     assert!(
         CALLS.load(Ordering::Relaxed) > before,
         "the pass the frees ran left no hook call to the allocations after them"
     );
     for block in blocks {
         // SAFETY: as above.
-        unsafe { HEAP.dealloc(block, layout) };
+        unsafe { heap.dealloc(block, layout) };
     }
 }
