@@ -7,8 +7,6 @@ use std::mem::MaybeUninit;
 use std::net::{Shutdown, SocketAddr};
 #[cfg(unix)]
 use std::os::fd::AsRawFd;
-#[cfg(windows)]
-use std::os::windows::io::AsRawSocket;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -21,7 +19,15 @@ use crate::reactor::{Direction, Outcome, Registration};
 /// can move at most: the system's per-call cap applies (see
 /// [`MAX_TRANSFER_BYTES`](crate::sys::MAX_TRANSFER_BYTES)), since a transfer cut short
 /// by it leaves the socket ready with no event to come.
+///
+/// On Windows a short transfer is never taken as drained: mio's readiness there comes
+/// from a one-shot AFD poll that it arms again only when a transfer it runs answers
+/// `WouldBlock`, so after a short one no event would come however much arrives; the
+/// socket is read or written again until it answers `WouldBlock`.
 fn transfer_outcome(done: usize, asked: usize) -> Outcome<usize> {
+    if cfg!(windows) {
+        return Outcome::More(done);
+    }
     if done > 0 && done < asked.min(crate::sys::MAX_TRANSFER_BYTES) {
         Outcome::Drained(done)
     } else {
@@ -460,8 +466,9 @@ impl TcpStream {
     ) -> Poll<io::Result<usize>> {
         #[cfg(unix)]
         let fd = self.inner.as_raw_fd();
+        // On Windows the read goes through mio (`sys::read_into_uninit` says why).
         #[cfg(windows)]
-        let fd = self.inner.as_raw_socket();
+        let fd = &self.inner;
         self.registration.poll_io(cx, Direction::Read, || {
             let asked = buffer.len();
             crate::sys::read_into_uninit(fd, buffer).map(|done| transfer_outcome(done, asked))
@@ -485,6 +492,10 @@ impl TcpStream {
         cx: &mut Context<'_>,
         buffers: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        // On Windows `std` passes every slice to `WSASend`, and wine refuses more than the
+        // host's `IOV_MAX` (`WSAEMSGSIZE`): at most `MAX_WRITE_SLICES` are passed there.
+        #[cfg(windows)]
+        let buffers = &buffers[..buffers.len().min(crate::sys::MAX_WRITE_SLICES)];
         // Only the slices one `writev` takes count: `std` passes the first
         // `MAX_WRITE_SLICES`, and a full write of those is no sign of a full socket.
         let asked = buffers
