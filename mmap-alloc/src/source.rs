@@ -84,7 +84,7 @@ pub unsafe trait PageSource {
     /// - Nothing relies on the contents of the range.
     /// - No thread reads or writes the range until the call returns (on Windows a
     ///   zeroing decommit makes the pages fault for a moment: see
-    ///   [`sys::decommit`](crate::sys::decommit)).
+    ///   [`sys::decommit`]).
     ///
     /// # Errors
     /// [`Cause::InvalidInput`] for an unaligned `ptr`, a `len` that is zero or not a
