@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI for Windows (issue 19): the allocator crates built for x86_64-pc-windows-gnu with
-# mingw-w64, their tests and the executor's unit tests run under wine (Debian's wine 8),
+# mingw-w64, their tests and the executor's unit and integration tests run under wine (Debian's wine 8),
 # with the number of tests run and passed printed per crate; `cargo check` for
 # x86_64-pc-windows-msvc. Any failure
 # (a failed test, a test binary that ends without its summary, as one that crashes under
@@ -43,7 +43,7 @@ cargo clippy --target x86_64-pc-windows-gnu --all-targets \
 cargo clippy --target x86_64-pc-windows-gnu --all-targets --no-default-features \
     -p pagekeep-alloc-test -- -D warnings
 # The executor: library, unit tests, examples and the integration tests that build on
-# Windows; only the unit tests run under wine (executor/README.md, "Platforms").
+# Windows (executor/README.md, "Platforms").
 cargo clippy --target x86_64-pc-windows-gnu -p pagekeep-executor --all-targets -- -D warnings
 
 step "cargo check for x86_64-pc-windows-msvc (no linker needed)"
@@ -100,8 +100,13 @@ run_tests pagekeep-arena
 # and the executor benchmark's tokio peers: the suite runs without them, as in the
 # release step of .ci/run.
 run_tests pagekeep-alloc-test --no-default-features
-# The executor's unit tests (the Ctrl-C watcher's among them); not its integration tests.
-run_tests pagekeep-executor --lib
+# The executor's unit tests (the Ctrl-C watcher's among them) and its integration tests
+# (those that build on Windows: executor/README.md, "Platforms"). The examples are built
+# after the test binary: the example tests run them, and under wine the test binary
+# cannot run the host's cargo to build them.
+cargo test --target x86_64-pc-windows-gnu -p pagekeep-executor --lib --test all --no-run
+cargo build --target x86_64-pc-windows-gnu -p pagekeep-executor --examples
+run_tests pagekeep-executor --lib --test all
 
 step "Windows: tests run and passed under wine (${SECONDS}s in all)"
 printf '%s' "$summary"

@@ -138,6 +138,9 @@ impl Region {
     ///
     /// # Safety
     /// - Nothing relies on the part's contents (no live references into it).
+    /// - No thread reads or writes the part until the call returns (on Windows the pages
+    ///   are decommitted and committed again, and fault in between: see
+    ///   [`sys::decommit`]).
     ///
     /// # Errors
     /// The part is outside the region, not page-aligned or not whole pages; the OS

@@ -82,6 +82,9 @@ pub unsafe trait PageSource {
     /// - `ptr..ptr + len` lies inside one live reservation of this source owned by the
     ///   caller.
     /// - Nothing relies on the contents of the range.
+    /// - No thread reads or writes the range until the call returns (on Windows a
+    ///   zeroing decommit makes the pages fault for a moment: see
+    ///   [`sys::decommit`]).
     ///
     /// # Errors
     /// [`Cause::InvalidInput`] for an unaligned `ptr`, a `len` that is zero or not a

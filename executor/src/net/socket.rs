@@ -55,7 +55,15 @@ use sealed::Io;
 /// can move at most: the system's per-call cap applies (see
 /// [`MAX_TRANSFER_BYTES`](crate::sys::MAX_TRANSFER_BYTES)), since a transfer cut short
 /// by it leaves the socket ready with no event to come.
+///
+/// On Windows a short transfer is never taken as drained: mio's readiness there comes
+/// from a one-shot AFD poll that it arms again only when a transfer it runs answers
+/// `WouldBlock`, so after a short one no event would come however much arrives; the
+/// socket is read or written again until it answers `WouldBlock`.
 fn transfer_outcome(done: usize, asked: usize) -> Outcome<usize> {
+    if cfg!(windows) {
+        return Outcome::More(done);
+    }
     if done > 0 && done < asked.min(crate::sys::MAX_TRANSFER_BYTES) {
         Outcome::Drained(done)
     } else {
@@ -99,7 +107,7 @@ pub(crate) fn poll_peek(
 pub(crate) fn poll_read_uninit(
     registration: &Registration,
     #[cfg(unix)] raw: std::os::fd::RawFd,
-    #[cfg(windows)] raw: std::os::windows::io::RawSocket,
+    #[cfg(windows)] raw: &mio::net::TcpStream,
     cx: &mut Context<'_>,
     buffer: &mut [MaybeUninit<u8>],
 ) -> Poll<io::Result<usize>> {
@@ -137,6 +145,10 @@ pub(crate) fn poll_write_vectored<M>(
 where
     for<'a> &'a M: Write,
 {
+    // On Windows `std` passes every slice to `WSASend`, and wine refuses more than the
+    // host's `IOV_MAX` (`WSAEMSGSIZE`): at most `MAX_WRITE_SLICES` are passed there.
+    #[cfg(windows)]
+    let buffers = &buffers[..buffers.len().min(crate::sys::MAX_WRITE_SLICES)];
     // Only the slices one `writev` takes count: `std` passes the first
     // `MAX_WRITE_SLICES`, and a full write of those is no sign of a full socket.
     let asked = buffers

@@ -7,8 +7,6 @@ use std::mem::MaybeUninit;
 use std::net::{Shutdown, SocketAddr};
 #[cfg(unix)]
 use std::os::fd::AsRawFd;
-#[cfg(windows)]
-use std::os::windows::io::AsRawSocket;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -485,8 +483,9 @@ impl TcpStream {
     ) -> Poll<io::Result<usize>> {
         #[cfg(unix)]
         let raw = self.inner.as_raw_fd();
+        // On Windows the read goes through mio (`sys::read_into_uninit` says why).
         #[cfg(windows)]
-        let raw = self.inner.as_raw_socket();
+        let raw = &self.inner;
         socket::poll_read_uninit(&self.registration, raw, cx, buffer)
     }
 

@@ -401,12 +401,16 @@ fn listening_socket(address: SocketAddr, reuse_port: bool) -> io::Result<std::ne
         Type::STREAM,
         Some(Protocol::TCP),
     )?;
-    socket.set_reuse_address(true)?;
+    // Neither on Windows: there `SO_REUSEADDR` lets another socket bind the port while
+    // this one listens (the port could be stolen), and there is no `SO_REUSEPORT`.
     #[cfg(unix)]
-    if reuse_port {
-        socket.set_reuse_port(true)?;
+    {
+        socket.set_reuse_address(true)?;
+        if reuse_port {
+            socket.set_reuse_port(true)?;
+        }
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
     let _ = reuse_port;
     socket.bind(&address.into())?;
     socket.listen(1024)?;
@@ -419,6 +423,8 @@ fn bind_listeners(
     workers: usize,
     reuse_port: bool,
 ) -> io::Result<Vec<std::net::TcpListener>> {
+    // Windows has no `SO_REUSEPORT`: its workers share one socket, as documented.
+    let reuse_port = reuse_port && cfg!(unix);
     let first = listening_socket(address, reuse_port)?;
     // Port 0 picks a port once; the other sockets join that port.
     let bound = first.local_addr()?;

@@ -79,6 +79,12 @@ fn connections_and_their_workers(
 }
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "under wine a worker's turn often outlasts the 4 ms after which it counts as \
+              held, and a held worker is passed over, so the split is uneven (the \
+              executor's README, \"Platforms\")"
+)]
 fn connections_are_spread_evenly_over_the_workers_whichever_accepts() {
     let server = start_with(builder(), |_request| async {
         let worker = pagekeep_executor::current_worker().expect("handlers run on workers");

@@ -11,7 +11,7 @@
 //!
 //! The modules that run a server in a child process (`budget`, `child`, `descriptors`,
 //! `limits`, `shutdown`: `pre_exec`, signals, `setrlimit`, `/proc`) are Unix only; the
-//! rest build on Windows, where they do not all pass under wine yet (the README's
+//! rest run on Windows under wine, two of them skipped there (the README's
 //! "Platforms").
 
 #[global_allocator]

@@ -130,6 +130,11 @@ fn nodelay_and_ttl_read_back_and_refused_values_change_nothing() {
 }
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "Windows cannot read the keep-alive idle time back (`SIO_KEEPALIVE_VALS` only \
+              sets it): `keepalive` answers `Unsupported` there, as documented"
+)]
 fn keepalive_rounds_up_to_whole_seconds_and_refused_values_change_nothing() {
     let runtime = Runtime::builder().workers(1).build().unwrap();
     let (stream, _peer) = connected(&runtime);
@@ -173,4 +178,19 @@ fn keepalive_rounds_up_to_whole_seconds_and_refused_values_change_nothing() {
             stream.set_keepalive(None).unwrap();
         }
     }
+}
+
+/// Windows sets the keep-alive idle time (`SIO_KEEPALIVE_VALS`) but cannot read it back:
+/// `keepalive` says so while keep-alive is on, and answers `None` once it is off.
+#[cfg(windows)]
+#[test]
+fn keepalive_is_set_but_not_read_back_on_windows() {
+    let runtime = Runtime::builder().workers(1).build().unwrap();
+    let (stream, _peer) = connected(&runtime);
+    assert_eq!(stream.keepalive().unwrap(), None, "off by default");
+    stream.set_keepalive(Some(Duration::from_secs(30))).unwrap();
+    let error = stream.keepalive().unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::Unsupported, "{error}");
+    stream.set_keepalive(None).unwrap();
+    assert_eq!(stream.keepalive().unwrap(), None);
 }

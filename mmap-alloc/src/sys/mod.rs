@@ -400,6 +400,11 @@ pub unsafe fn commit(ptr: NonNull<u8>, len: usize) -> Result<()> {
 /// - `ptr..ptr + len` (rounded up to pages) lies inside one reservation that the caller
 ///   owns, made by this module.
 /// - Nothing relies on the contents of the range any more (no live references into it).
+/// - No thread reads or writes the range until the call returns. On Windows a zeroing
+///   decommit is not atomic: it decommits the pages and commits them again (no call
+///   does both), and an access in between faults; on Linux the access would read old
+///   bytes or zeros. Once the call returns, the pages are accessible with their old
+///   protection everywhere.
 ///
 /// # Errors
 /// Invalid arguments; the OS refuses.
@@ -430,7 +435,8 @@ pub unsafe fn release(ptr: NonNull<u8>, len: usize) -> Result<()> {
 /// though the address range stays reserved. Returns `release`'s result.
 ///
 /// # Safety
-/// - As [`release`]; the range's contents are not needed, even when this fails.
+/// - As [`release`]; the range's contents are not needed, even when this fails, and no
+///   thread accesses the range (as for [`decommit`]).
 ///
 /// # Errors
 /// As [`release`].

@@ -7,24 +7,25 @@
 //!   only the base of a reservation and frees all of it; there is no `munmap` of a part.
 //!   `release` of a part (the tail of a shrunk block, say) therefore decommits it
 //!   (`MEM_DECOMMIT`: the memory goes back at once and the pages fault on access, as
-//!   unmapped pages do) and records the released ranges in a fixed table keyed by the
-//!   reservation's base (ranges, so that a part released twice, which `munmap` allows,
-//!   counts once); when the released ranges cover the reservation, the whole
-//!   reservation is released. A release of a whole reservation that has no entry (the
-//!   usual case) is one `MEM_RELEASE` with no table look-up beyond an atomic load. A
-//!   release may span several reservations (a block grown in place is two) and skips
+//!   unmapped pages do) and records the released part in a table of released ranges
+//!   (ranges, so that a part released twice, which `munmap` allows, counts once);
+//!   when the released ranges cover the reservation, the whole reservation is released
+//!   and its ranges leave the table. A release of a whole reservation when the table is
+//!   empty (the usual case) is one `MEM_RELEASE` with no look-up beyond an atomic load.
+//!   A release may span several reservations (a block grown in place is two) and skips
 //!   free address space, as `munmap` does. The released part stays reserved (address
 //!   space, no memory) until the rest of its reservation goes, and is treated as
 //!   unmapped meanwhile: commit, protect, decommit and populate refuse it
 //!   (`ERROR_INVALID_ADDRESS`, as `mprotect` and `madvise` answer `ENOMEM`) instead of
-//!   committing it again. The table holds
-//!   [`MAX_PARTIAL`] reservations with parts outstanding, each with up to [`MAX_RANGES`]
-//!   separate released ranges; past that, a partial release
-//!   fails with `ERROR_NOT_ENOUGH_MEMORY` and the range stays as it was, as `munmap`
-//!   fails with `ENOMEM` past the mapping-count limit.
+//!   committing it again. The table has no fixed size: it lives in pages of its own
+//!   from the OS (never the global allocator, which may be built on this module),
+//!   doubled when full. A partial release fails (`ERROR_NOT_ENOUGH_MEMORY`, the range
+//!   as it was, as `munmap` fails with `ENOMEM`) only when the OS refuses the table
+//!   more pages.
 //! - **Aligned reservations are made exact** instead of trimmed: reserve `len + align`,
 //!   note the aligned address inside, release, and reserve exactly `len` there (retried
-//!   when another thread takes the address in between). Reservations are placed on the
+//!   when another thread takes the address in between, `ERROR_INVALID_ADDRESS`; any
+//!   other refusal, such as the commit charge's, is returned at once with its code). Reservations are placed on the
 //!   allocation granularity (64 KiB), so alignments up to it cost nothing extra.
 //! - **Reserved pages cannot be protected, only committed.** `commit` and `protect` to
 //!   [`Protection::Read`] or [`Protection::ReadWrite`] commit the reserved parts of the
@@ -33,7 +34,9 @@
 //!   only (reserved pages are inaccessible already).
 //! - **Decommitting makes pages inaccessible**, where `MADV_DONTNEED` keeps them mapped:
 //!   [`Decommit::Zero`] decommits each committed part and commits it again with its
-//!   protection (no memory is taken until the next touch, which reads zeros).
+//!   protection (no memory is taken until the next touch, which reads zeros). Windows
+//!   has no call that does both, so an access by another thread in between faults:
+//!   `sys::decommit` forbids accesses during the call, on every platform.
 //!   [`Decommit::Lazy`] is `MEM_RESET` (the contents may be discarded under pressure),
 //!   falling back to [`Decommit::Zero`] where it is refused.
 //! - **No `mremap`:** [`remap`] grows in place by reserving the address space right
@@ -47,8 +50,9 @@
 //!   at reservation, a multiple of `GetLargePageMinimum()`), and falls back to base
 //!   pages without the privilege or the support. Under wine the privilege is not
 //!   granted, so the large-page path is untested.
-//! - NUMA: `VirtualAllocExNuma` with `MEM_COMMIT` sets the preferred node of the
-//!   committed parts of the range; Windows has no binding for pages not yet committed.
+//! - NUMA: [`bind_numa`] answers [`Cause::Unsupported`], as on macOS: Windows prefers a
+//!   node only for pages as `VirtualAllocExNuma` commits them, and binds no existing
+//!   range (see that function).
 //! - Residency is `QueryWorkingSetEx`; there is no `MADV_DONTDUMP` (unsupported).
 //!
 //! Error codes are Windows' (`GetLastError`), in [`Cause::Os`].
@@ -69,16 +73,13 @@ use windows_sys::Win32::Security::{
 use windows_sys::Win32::System::Memory::{
     GetLargePageMinimum, MEM_COMMIT, MEM_DECOMMIT, MEM_FREE, MEM_LARGE_PAGES, MEM_RELEASE,
     MEM_RESERVE, MEM_RESET, MEMORY_BASIC_INFORMATION, PAGE_NOACCESS, PAGE_PROTECTION_FLAGS,
-    PAGE_READONLY, PAGE_READWRITE, VirtualAlloc, VirtualAllocExNuma, VirtualFree, VirtualProtect,
-    VirtualQuery,
+    PAGE_READONLY, PAGE_READWRITE, VirtualAlloc, VirtualFree, VirtualProtect, VirtualQuery,
 };
 use windows_sys::Win32::System::ProcessStatus::{
     K32QueryWorkingSetEx, PSAPI_WORKING_SET_EX_INFORMATION,
 };
 use windows_sys::Win32::System::SystemInformation::{GetSystemInfo, SYSTEM_INFO};
-use windows_sys::Win32::System::Threading::{
-    GetCurrentProcess, GetNumaHighestNodeNumber, OpenProcessToken,
-};
+use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
 
 use super::{Contents, Decommit, HugePages, Placement, Protection};
 use crate::error::{Cause, Error, Operation, Result};
@@ -180,6 +181,7 @@ pub(super) fn map_aligned(len: usize, align: usize, protection: Protection) -> R
         0,
         len,
     ))?;
+    let mut taken = None;
     for _ in 0..ALIGNED_ATTEMPTS {
         let probe = map(padded, Protection::None)?;
         let aligned = probe
@@ -197,13 +199,16 @@ pub(super) fn map_aligned(len: usize, align: usize, protection: Protection) -> R
         if let Some(block) = NonNull::new(virtual_alloc(aligned.cast(), len, protection).cast()) {
             return Ok(block);
         }
+        let error = Error::last_os_error(Operation::Reserve, aligned.addr(), len);
+        if error.raw_os_error() != Some(ERROR_INVALID_ADDRESS as i32) {
+            // Not a lost race for the address (the commit charge refused, say): the
+            // OS's answer, at once.
+            return Err(error);
+        }
+        taken = Some(error);
     }
-    Err(os_error(
-        Operation::Reserve,
-        ERROR_NOT_ENOUGH_MEMORY,
-        0,
-        len,
-    ))
+    // Another thread took the address every time: the OS's last answer.
+    Err(taken.unwrap_or_else(|| os_error(Operation::Reserve, ERROR_NOT_ENOUGH_MEMORY, 0, len)))
 }
 
 /// Reservations made by the OS are reached by any pointer to them.
@@ -281,25 +286,25 @@ fn for_each_span(
 /// a released part as they refuse an unmapped range, instead of bringing it back.
 fn without_released(mut span: Span) -> Span {
     // Released parts are decommitted: they are in reserved runs only.
-    if span.state != MEM_RESERVE || PARTIAL_COUNT.load(Ordering::Acquire) == 0 {
+    if span.state != MEM_RESERVE || RELEASED_COUNT.load(Ordering::Acquire) == 0 {
         return span;
     }
-    let table = PARTIAL
+    let table = RELEASED
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let Some(entry) = table
-        .iter()
-        .find(|entry| entry.base != 0 && entry.base == span.allocation_base)
-    else {
-        return span;
-    };
-    for &(from, to) in &entry.ranges[..entry.count] {
-        if (from..to).contains(&span.start) {
-            span.state = MEM_FREE;
-            span.end = span.end.min(to);
-        } else if span.start < from && from < span.end {
-            span.end = from;
-        }
+    let records = table.records();
+    // A run lies inside one reservation, and a record's range inside its own: the record
+    // that holds (or follows) the run's start is of this reservation, if any is.
+    let after = records.partition_point(|record| record.start <= span.start);
+    if let Some(holding) = after.checked_sub(1).map(|index| records[index])
+        && span.start < holding.end
+    {
+        span.state = MEM_FREE;
+        span.end = span.end.min(holding.end);
+    } else if let Some(next) = records.get(after)
+        && next.start < span.end
+    {
+        span.end = next.start;
     }
     span
 }
@@ -309,69 +314,128 @@ fn not_mapped(operation: Operation, at: NonNull<u8>, len: usize) -> Error {
     os_error(operation, ERROR_INVALID_ADDRESS, at.addr().get(), len)
 }
 
-/// The most reservations with parts released but not all of them.
-const MAX_PARTIAL: usize = 1024;
-
-/// The most separate released ranges recorded for one reservation (adjacent and
-/// overlapping ranges merge into one).
-const MAX_RANGES: usize = 8;
-
-/// A reservation with some of its bytes released.
-#[derive(Clone, Copy)]
-struct Partial {
-    /// Its base (0: the entry is unused).
+/// A released part of a reservation: `start..end`, inside the reservation at `base`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Released {
+    /// The base of the reservation.
     base: usize,
-    /// The released ranges, `start..end` addresses, disjoint and not adjacent, in
-    /// `ranges[..count]`: recorded as ranges rather than counted so that releasing pages
-    /// twice (which `munmap` allows) counts them once.
-    ranges: [(usize, usize); MAX_RANGES],
-    /// How many of `ranges` are in use.
-    count: usize,
+    /// The first address of the part.
+    start: usize,
+    /// The end of the part (exclusive).
+    end: usize,
 }
 
-const NO_PARTIAL: Partial = Partial {
-    base: 0,
-    ranges: [(0, 0); MAX_RANGES],
-    count: 0,
-};
+/// The released parts of every reservation released in part (see the module
+/// documentation), in pages of its own from the OS, so that releasing never calls the
+/// global allocator (an allocator built on this module may be it) and has no fixed
+/// limit: the table doubles when it is full, and fails only when the OS refuses it
+/// memory.
+///
+/// The parts are sorted by address and disjoint; two parts of one reservation are
+/// never adjacent (they merge). Reservations do not overlap, so the parts of one
+/// reservation are consecutive.
+#[derive(Debug)]
+struct ReleasedTable {
+    /// The table's pages (null while `capacity` is zero): `capacity` records, zeroed by
+    /// the OS where not written, the first `len` of them in use.
+    records: *mut Released,
+    /// How many records fit in the pages.
+    capacity: usize,
+    /// How many records are in use.
+    len: usize,
+}
 
-impl Partial {
-    /// How many bytes are released.
-    fn released(&self) -> usize {
-        self.ranges[..self.count]
-            .iter()
-            .map(|(start, end)| end - start)
-            .sum()
-    }
+// SAFETY: the table owns its pages (nothing else refers to them) and is reached only
+// through the lock of `RELEASED`.
+unsafe impl Send for ReleasedTable {}
 
-    /// The entry with `start..end` released as well, or `None` when that takes more than
-    /// [`MAX_RANGES`] ranges.
-    fn with(&self, start: usize, end: usize) -> Option<Partial> {
-        let mut merged = Partial { count: 0, ..*self };
-        let (mut start, mut end) = (start, end);
-        for &(from, to) in &self.ranges[..self.count] {
-            if to < start || end < from {
-                *merged.ranges.get_mut(merged.count)? = (from, to);
-                merged.count += 1;
-            } else {
-                start = start.min(from);
-                end = end.max(to);
-            }
+impl ReleasedTable {
+    /// The records in use.
+    fn records(&self) -> &[Released] {
+        if self.capacity == 0 {
+            return &[];
         }
-        *merged.ranges.get_mut(merged.count)? = (start, end);
-        merged.count += 1;
-        Some(merged)
+        // SAFETY: `records` points to `capacity >= len` initialised records (zeros are
+        // valid integers), owned by the table, which is borrowed.
+        unsafe { core::slice::from_raw_parts(self.records, self.len) }
+    }
+
+    /// Every record the pages hold, in use or not.
+    fn all_mut(&mut self) -> &mut [Released] {
+        if self.capacity == 0 {
+            return &mut [];
+        }
+        // SAFETY: as in `records`, borrowed mutably.
+        unsafe { core::slice::from_raw_parts_mut(self.records, self.capacity) }
+    }
+
+    /// Makes room for one more record; false when the OS refuses the pages for it.
+    fn make_room(&mut self) -> bool {
+        if self.len < self.capacity {
+            return true;
+        }
+        let page = super::page_size();
+        let Some(bytes) = self
+            .capacity
+            .checked_mul(2 * size_of::<Released>())
+            .map(|bytes| bytes.max(page))
+        else {
+            return false;
+        };
+        // The table's own pages: not counted as the caller's system calls.
+        // SAFETY: reserving fresh address space touches no existing memory.
+        let pages =
+            unsafe { VirtualAlloc(ptr::null(), bytes, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE) };
+        if pages.is_null() {
+            return false;
+        }
+        let records = pages.cast::<Released>();
+        if self.capacity != 0 {
+            // SAFETY: the old pages hold `len` records; the new ones, fresh and
+            // disjoint, have room for more.
+            unsafe { ptr::copy_nonoverlapping(self.records, records, self.len) };
+            // SAFETY: the old pages are the table's own reservation, not used again.
+            unsafe { VirtualFree(self.records.cast(), 0, MEM_RELEASE) };
+        }
+        self.records = records;
+        self.capacity = bytes / size_of::<Released>();
+        true
+    }
+
+    /// Puts `record` in at `index` (there must be room).
+    fn insert(&mut self, index: usize, record: Released) {
+        let len = self.len;
+        let all = self.all_mut();
+        all[index..=len].rotate_right(1);
+        all[index] = record;
+        self.len += 1;
+    }
+
+    /// Takes out the records at `indices`.
+    fn remove(&mut self, indices: core::ops::Range<usize>) {
+        let len = self.len;
+        self.all_mut().copy_within(indices.end..len, indices.start);
+        self.len -= indices.len();
+    }
+
+    /// The indices of the records of the reservation `base..end`.
+    fn reservation(&self, base: usize, end: usize) -> core::ops::Range<usize> {
+        let records = self.records();
+        records.partition_point(|record| record.start < base)
+            ..records.partition_point(|record| record.start < end)
     }
 }
 
-/// The reservations released in part (see the module documentation). A fixed array
-/// behind a lock: releasing never allocates, so an allocator built on this module may
-/// be the global allocator.
-static PARTIAL: Mutex<[Partial; MAX_PARTIAL]> = Mutex::new([NO_PARTIAL; MAX_PARTIAL]);
+/// The reservations released in part.
+static RELEASED: Mutex<ReleasedTable> = Mutex::new(ReleasedTable {
+    records: ptr::null_mut(),
+    capacity: 0,
+    len: 0,
+});
 
-/// How many entries of [`PARTIAL`] are in use: while it is zero, a whole release needs
-/// no look-up. Changed only under the lock.
-static PARTIAL_COUNT: AtomicUsize = AtomicUsize::new(0);
+/// How many records [`RELEASED`] holds: while it is zero, a whole release needs no
+/// look-up. Changed only under the lock.
+static RELEASED_COUNT: AtomicUsize = AtomicUsize::new(0);
 
 /// The length of the reservation whose base is `base`: the runs that share the base.
 fn reservation_len(base: NonNull<u8>) -> Result<usize> {
@@ -416,60 +480,69 @@ unsafe fn release_in(
     len: usize,
 ) -> Result<()> {
     let whole = ptr == base && len == reservation;
-    if whole && PARTIAL_COUNT.load(Ordering::Acquire) == 0 {
+    if whole && RELEASED_COUNT.load(Ordering::Acquire) == 0 {
         // SAFETY: forwarded from the caller: the range is the whole reservation.
         return unsafe { release_whole(base, len) };
     }
-    let mut table = PARTIAL
+    let mut table = RELEASED
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let found = table
-        .iter()
-        .position(|entry| entry.base == base.addr().get());
-    let before = found.map_or(NO_PARTIAL, |index| table[index]);
-    let out_of_room = os_error(
-        Operation::Release,
-        ERROR_NOT_ENOUGH_MEMORY,
-        ptr.addr().get(),
-        len,
+    let (base_address, reservation_end) = (base.addr().get(), base.addr().get() + reservation);
+    let (start, end) = (ptr.addr().get(), ptr.addr().get() + len);
+    let parts = table.reservation(base_address, reservation_end);
+    let records = &table.records()[parts.clone()];
+    // The parts that the new one overlaps or touches merge with it.
+    let first = parts.start + records.partition_point(|record| record.end < start);
+    let past = parts.start + records.partition_point(|record| record.start <= end);
+    let merged = table.records()[first..past].iter().fold(
+        Released {
+            base: base_address,
+            start,
+            end,
+        },
+        |merged, record| Released {
+            start: merged.start.min(record.start),
+            end: merged.end.max(record.end),
+            ..merged
+        },
     );
-    let after = Partial {
-        base: base.addr().get(),
-        ..before
-    }
-    .with(ptr.addr().get(), ptr.addr().get() + len);
-    if whole || after.is_some_and(|after| after.released() >= reservation) {
+    let released_before: usize = records.iter().map(|record| record.end - record.start).sum();
+    let released_merging: usize = table.records()[first..past]
+        .iter()
+        .map(|record| record.end - record.start)
+        .sum();
+    let released_after = released_before - released_merging + (merged.end - merged.start);
+    if whole || released_after >= reservation {
         // The last part goes (or the whole, parts of which were released before).
         // SAFETY: every byte of the reservation has now been given up by the caller.
         unsafe { release_whole(base, reservation) }?;
-        if let Some(index) = found {
-            table[index] = NO_PARTIAL;
-            PARTIAL_COUNT.fetch_sub(1, Ordering::Release);
-        }
+        table.remove(parts);
+        RELEASED_COUNT.store(table.len, Ordering::Release);
         return Ok(());
     }
-    let after = after.ok_or(out_of_room)?;
-    let index = match found {
-        Some(index) => index,
-        None => table
-            .iter()
-            .position(|entry| entry.base == 0)
-            .ok_or(out_of_room)?,
-    };
+    if first == past && !table.make_room() {
+        // No memory for the table: the range stays as it was, as `munmap` fails with
+        // `ENOMEM` when it cannot split a mapping.
+        return Err(os_error(
+            Operation::Release,
+            ERROR_NOT_ENOUGH_MEMORY,
+            start,
+            len,
+        ));
+    }
     count(Syscall::Madvise);
     // SAFETY: the caller owns the range and gives it up; decommitting leaves it reserved,
     // faulting on access.
     if unsafe { VirtualFree(ptr.as_ptr().cast(), len, MEM_DECOMMIT) } == 0 {
-        return Err(Error::last_os_error(
-            Operation::Release,
-            ptr.addr().get(),
-            len,
-        ));
+        return Err(Error::last_os_error(Operation::Release, start, len));
     }
-    if found.is_none() {
-        PARTIAL_COUNT.fetch_add(1, Ordering::Release);
+    if first == past {
+        table.insert(first, merged);
+    } else {
+        table.all_mut()[first] = merged;
+        table.remove(first + 1..past);
     }
-    table[index] = after;
+    RELEASED_COUNT.store(table.len, Ordering::Release);
     Ok(())
 }
 
@@ -754,7 +827,12 @@ pub(super) unsafe fn populate(ptr: NonNull<u8>, len: usize) -> Result<()> {
         },
     )?;
     // Fault every page in by a write that changes nothing: an atomic `fetch_or(0)` is a
-    // write to the OS and race-free with other threads' writes.
+    // write to the OS and race-free with other threads' writes. Only pages checked above
+    // to be committed read-write (no guard flag, not read-only) get here.
+    // `PrefetchVirtualMemory` would not do: it reads pages from their backing store into
+    // the standby cache without adding them to the working set, and fresh committed
+    // pages have no backing store (their first touch makes a zeroed page), so the first
+    // touch would still fault.
     let page = super::page_size();
     let mut offset = 0;
     while offset < len {
@@ -766,56 +844,23 @@ pub(super) unsafe fn populate(ptr: NonNull<u8>, len: usize) -> Result<()> {
     Ok(())
 }
 
+/// Unsupported: Windows has no binding of an existing range to a node.
+/// `VirtualAllocExNuma` names a preferred node only for pages it commits; asked to
+/// commit pages that are committed already it succeeds and changes nothing (the pages
+/// keep the memory they have, and pages decommitted later and committed again by
+/// [`decommit`] or [`protect`] get no preference). Answering `Ok` would claim a binding
+/// that was not made.
+///
 /// # Safety
 /// The range is owned by the caller.
-pub(super) unsafe fn bind_numa(ptr: NonNull<u8>, len: usize, node: u32) -> Result<()> {
-    let mut highest = 0u32;
-    // SAFETY: `highest` is valid for writes of a u32.
-    if unsafe { GetNumaHighestNodeNumber(&mut highest) } == 0 {
-        return Err(Error::last_os_error(
-            Operation::BindNuma,
-            ptr.addr().get(),
-            len,
-        ));
-    }
-    if node > highest {
-        return Err(os_error(
-            Operation::BindNuma,
-            ERROR_INVALID_PARAMETER,
-            ptr.addr().get(),
-            len,
-        ));
-    }
-    for_each_span(Operation::BindNuma, ptr, len, |part, part_len, span| {
-        match span.state {
-            MEM_FREE => Err(not_mapped(Operation::BindNuma, part, part_len)),
-            MEM_COMMIT => {
-                count(Syscall::Mbind);
-                // SAFETY: committing pages that are committed already changes only their
-                // preferred node; the part is the caller's and keeps its protection.
-                let done = unsafe {
-                    VirtualAllocExNuma(
-                        GetCurrentProcess(),
-                        part.as_ptr().cast(),
-                        part_len,
-                        MEM_COMMIT,
-                        span.protect,
-                        node,
-                    )
-                };
-                if done.is_null() {
-                    return Err(Error::last_os_error(
-                        Operation::BindNuma,
-                        part.addr().get(),
-                        part_len,
-                    ));
-                }
-                Ok(())
-            }
-            // Reserved pages get no memory, hence no node, until they are committed.
-            _ => Ok(()),
-        }
-    })
+pub(super) unsafe fn bind_numa(ptr: NonNull<u8>, len: usize, _node: u32) -> Result<()> {
+    Err(super::unsupported(
+        Operation::BindNuma,
+        "Windows binds no existing range to a NUMA node (VirtualAllocExNuma prefers a node \
+         only for the pages it commits)",
+        ptr,
+        len,
+    ))
 }
 
 /// # Safety
@@ -922,4 +967,97 @@ pub(super) unsafe fn resident_pages(ptr: NonNull<u8>, len: usize) -> Result<usiz
         offset += pages * page;
     }
     Ok(resident)
+}
+
+/// The large-page path as far as a test can take it. Under wine the process never holds
+/// `SeLockMemoryPrivilege` (`AdjustTokenPrivileges` answers `ERROR_NOT_ALL_ASSIGNED`) and
+/// wine refuses `MEM_LARGE_PAGES` outright (`ERROR_INVALID_PARAMETER`), so only the
+/// refusal and the fallback run there; the mapping made with the privilege (resident
+/// from the start, released whole) runs only on a Windows account granted "Lock pages in
+/// memory".
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_length_off_the_large_page_size_is_refused_before_the_os_is_asked() {
+        let Some(minimum) = large_page_minimum() else {
+            return;
+        };
+        assert_eq!(map_large_pages(minimum + super::super::page_size()), None);
+        assert_eq!(map_large_pages(minimum / 2), None);
+    }
+
+    #[test]
+    fn large_pages_are_mapped_only_with_the_lock_memory_privilege() {
+        let Some(minimum) = large_page_minimum() else {
+            return;
+        };
+        let privileged = lock_memory_privilege();
+        // The answer is kept: the token is adjusted once.
+        let expected = if privileged { 1 } else { 2 };
+        assert_eq!(LOCK_MEMORY_PRIVILEGE.load(Ordering::Acquire), expected);
+        assert_eq!(lock_memory_privilege(), privileged);
+        match map_large_pages(minimum) {
+            None => {
+                // Without the privilege the OS is not asked; with it, the OS may have
+                // no free large pages. `map_committed_huge` then falls back.
+                let mapping = super::super::map_committed_huge(minimum).unwrap();
+                assert_eq!(mapping.backing, super::super::PageBacking::Base);
+                assert_eq!(mapping.len, minimum);
+                // SAFETY: the whole mapping, committed read-write, not used afterwards.
+                unsafe {
+                    mapping.ptr.write(1);
+                    release(mapping.ptr, mapping.len).unwrap();
+                }
+            }
+            Some(block) => {
+                assert!(privileged, "large pages mapped without the privilege");
+                let page = super::super::page_size();
+                // SAFETY: the mapping is ours, committed read-write, released whole
+                // and not used afterwards.
+                unsafe {
+                    assert_eq!(resident_pages(block, minimum).unwrap(), minimum / page);
+                    assert_eq!(block.add(minimum - 1).read(), 0);
+                    block.add(minimum - 1).write(7);
+                    release(block, minimum).unwrap();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_released_table_grows_past_its_first_page_and_forgets_reservations_that_go() {
+        let page = super::super::page_size();
+        let records_per_page = page / size_of::<Released>();
+        let count = 2 * records_per_page + 3;
+        let bases: std::vec::Vec<NonNull<u8>> = (0..count)
+            .map(|_| map(2 * page, Protection::ReadWrite).unwrap())
+            .collect();
+        let recorded = |base: NonNull<u8>| {
+            let table = RELEASED.lock().unwrap();
+            table
+                .records()
+                .iter()
+                .filter(|record| record.base == base.addr().get())
+                .count()
+        };
+        for &base in &bases {
+            // SAFETY: the second page of our reservation, given up.
+            unsafe { release(base.add(page), page) }.unwrap();
+            assert_eq!(recorded(base), 1);
+        }
+        assert!(RELEASED.lock().unwrap().capacity >= count);
+        for &base in &bases {
+            // SAFETY: the rest of our reservation, given up.
+            unsafe { release(base, page) }.unwrap();
+            assert_eq!(recorded(base), 0);
+        }
+        let table = RELEASED.lock().unwrap();
+        let records = table.records();
+        assert!(
+            records.windows(2).all(|pair| pair[0].end <= pair[1].start),
+            "sorted and disjoint"
+        );
+    }
 }

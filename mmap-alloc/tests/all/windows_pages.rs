@@ -1,8 +1,10 @@
 //! The Windows layer keeps the contract of the Unix one where `VirtualAlloc` differs from
 //! `mmap`: a part of a reservation released alone is decommitted and the reservation goes
 //! when its last part does (released twice, a part counts once); decommitted pages stay
-//! accessible with their protection; `populate` refuses pages that are not read-write;
-//! growth in place adds pages that read as zeros. Page states are read back with
+//! accessible with their protection; `populate` refuses pages that are not read-write
+//! (read-only and guard pages among them) and writes none; growth in place adds pages
+//! that read as zeros; NUMA binding, which Windows cannot do for an existing range, is
+//! refused as unsupported. Page states are read back with
 //! `VirtualQuery`.
 #![cfg(all(windows, not(miri)))]
 
@@ -168,9 +170,59 @@ fn growth_in_place_adds_zeroed_pages_or_is_unsupported() {
 }
 
 #[test]
-fn numa_binding_accepts_node_zero_and_refuses_absent_nodes() {
+fn numa_binding_is_unsupported_rather_than_a_silent_success() {
     let page = sys::page_size();
     let region = Region::reserve_committed(2 * page, page).unwrap();
-    region.bind_numa(0, 2 * page, 0).unwrap();
-    assert!(region.bind_numa(0, 2 * page, 1 << 20).is_err());
+    for node in [0, 1 << 20] {
+        // SAFETY: the region's pages.
+        let error = unsafe { sys::bind_numa(region.as_ptr(), 2 * page, node) }.unwrap_err();
+        assert!(matches!(error.cause(), Cause::Unsupported(_)), "{error}");
+        let error = region.bind_numa(0, 2 * page, node).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::Unsupported, "{error}");
+    }
+}
+
+#[test]
+fn populate_writes_no_read_only_or_guard_page() {
+    use windows_sys::Win32::System::Memory::{PAGE_GUARD, VirtualProtect};
+
+    let page = sys::page_size();
+    let region = Region::reserve_committed(3 * page, page).unwrap();
+    // SAFETY: committed read-write.
+    unsafe { fill(region.as_ptr(), 3 * page, 3) };
+    // SAFETY: nothing refers to the pages.
+    unsafe { region.protect(0, page, Protection::Read) }.unwrap();
+    let mut old = 0;
+    // SAFETY: the second page is the region's; a guard page faults once on access,
+    // and nothing accesses it before its guard is taken off below.
+    let guarded = unsafe {
+        VirtualProtect(
+            region.as_ptr().add(page).as_ptr().cast(),
+            page,
+            PAGE_READWRITE | PAGE_GUARD,
+            &mut old,
+        )
+    };
+    assert_ne!(guarded, 0);
+    for (offset, len) in [(0, page), (page, page), (0, 3 * page), (page, 2 * page)] {
+        // SAFETY: the region's pages; populate must refuse before writing any.
+        let error = unsafe { sys::populate(region.as_ptr().add(offset), len) }.unwrap_err();
+        assert_eq!(
+            error.raw_os_error(),
+            Some(ERROR_INVALID_PARAMETER as i32),
+            "{offset}+{len}: {error}"
+        );
+    }
+    // The guard is still armed (no access went through it), and the bytes unchanged.
+    // SAFETY: address arithmetic inside the region.
+    let second = unsafe { region.as_ptr().add(page) };
+    assert_eq!(state_at(second).1, PAGE_READWRITE | PAGE_GUARD);
+    // SAFETY: the guard is taken off before the page is read.
+    let unguarded =
+        unsafe { VirtualProtect(second.as_ptr().cast(), page, PAGE_READWRITE, &mut old) };
+    assert_ne!(unguarded, 0);
+    // SAFETY: the pages are readable now.
+    let mismatch = unsafe { first_mismatch(region.as_ptr(), 3 * page, 3) };
+    assert_eq!(mismatch, None);
+    assert_eq!(state_at(region.as_ptr()).1, PAGE_READONLY);
 }
