@@ -34,6 +34,8 @@ mod examples;
 #[cfg(feature = "futures-io")]
 mod futures_io;
 mod held_worker;
+#[cfg(feature = "http2")]
+mod http2;
 mod keep_alive;
 #[cfg(unix)]
 mod limits;
@@ -55,6 +57,8 @@ mod support;
 mod task_api_in_handlers;
 mod timeouts;
 mod timers;
+#[cfg(feature = "tls")]
+mod tls;
 #[cfg(feature = "tokio-io")]
 mod tokio_io;
 #[cfg(feature = "tower")]
