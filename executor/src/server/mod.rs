@@ -369,8 +369,11 @@ impl ServerBuilder {
     ///
     /// # Examples
     /// ```no_run
-    /// # fn certificate() -> (Vec<rustls::pki_types::CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>) { unimplemented!() }
-    /// let (chain, key) = certificate();
+    /// // A certificate chain and its key (here a self-signed one, made by rcgen).
+    /// let certified = rcgen::generate_simple_self_signed(["localhost".to_owned()]).unwrap();
+    /// let chain = vec![certified.cert.der().clone()];
+    /// let key = rustls::pki_types::PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
+    /// let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key);
     /// let tls = rustls::ServerConfig::builder()
     ///     .with_no_client_auth()
     ///     .with_single_cert(chain, key)
