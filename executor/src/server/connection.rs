@@ -11,8 +11,9 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "http2")]
+use crate::hyper_rt::HyperExecutor;
 use crate::hyper_rt::HyperTimer;
-use crate::net::TcpStream;
 use crate::server::dispatch::Assignment;
 use crate::server::request_scope::{ConnectionActivity, HandlerService};
 use crate::server::stats::Counters;
@@ -67,24 +68,35 @@ pub(crate) struct ConnectionSlot {
     pub(crate) _permit: ConnectionPermit,
 }
 
+/// What hyper reads requests from and writes responses to: the socket, or a TLS
+/// stream over it.
+pub(crate) trait Io: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static {}
+
+impl<S: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static> Io for S {}
+
 /// Serves `stream` until the client leaves, an error or timeout ends it, it stays idle
 /// past the idle timeout, shutdown completes it, or a handler upgrades it (the socket
 /// then belongs to whoever awaits `hyper::upgrade::on`, and its slot under
 /// `max_connections` is given back).
 ///
+/// Without the `http2` feature the connection speaks HTTP/1.1. With it, hyper-util's
+/// server reads the client's first bytes: the HTTP/2 connection preface makes it an
+/// HTTP/2 connection (h2c with prior knowledge, or h2 after ALPN over TLS), anything
+/// else HTTP/1.1. That read is bounded by the header read timeout, as a request head
+/// is.
+///
 /// hyper is polled outside any arena: what it allocates while reading and parsing
-/// (its buffers, the request head) belongs to the connection, not to a request. Each
-/// request's handler runs in an arena of its own (`request_scope`).
-pub(crate) async fn serve<H: Handler>(
-    stream: TcpStream,
+/// (its buffers, the request head, HTTP/2's streams and frames) belongs to the
+/// connection, not to a request. Each request's (each stream's) handler runs in an
+/// arena of its own (`request_scope`).
+pub(crate) async fn serve<H: Handler, S: Io>(
+    stream: S,
     slot: ConnectionSlot,
     peer: SocketAddr,
     config: Arc<Config>,
     handler: Arc<H>,
     shutdown: Shutdown,
 ) {
-    // Responses are written whole; Nagle would only delay them.
-    let _ = stream.set_nodelay(true);
     let activity = Arc::new(ConnectionActivity::new(
         Arc::clone(&config.counters),
         config.client_addr.then_some(peer),
@@ -99,20 +111,70 @@ pub(crate) async fn serve<H: Handler>(
         activity: Arc::clone(&activity),
         _slot: slot,
     };
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    // The header-read timeout is kept below rather than by hyper, whose timer would
-    // allocate a fresh `Sleep` for every request.
-    builder
-        .timer(HyperTimer)
-        .header_read_timeout(None)
-        .max_buf_size(config.max_header_bytes)
-        .keep_alive(true);
-    // Upgrades on: a handler that answers 101 Switching Protocols (or 2xx to CONNECT)
-    // gets the socket through `hyper::upgrade::on`, and this task ends once hyper has
-    // handed it over (the README's "Upgrades and WebSocket").
-    let mut connection = pin!(builder.serve_connection(stream, service).with_upgrades());
+    #[cfg(not(feature = "http2"))]
+    {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        // The header-read timeout is kept below rather than by hyper, whose timer would
+        // allocate a fresh `Sleep` for every request.
+        builder
+            .timer(HyperTimer)
+            .header_read_timeout(None)
+            .max_buf_size(config.max_header_bytes)
+            .keep_alive(true);
+        // Upgrades on: a handler that answers 101 Switching Protocols (or 2xx to
+        // CONNECT) gets the socket through `hyper::upgrade::on`, and this task ends once
+        // hyper has handed it over (the README's "Upgrades and WebSocket").
+        let connection = pin!(builder.serve_connection(stream, service).with_upgrades());
+        watch(
+            connection,
+            |connection| connection.graceful_shutdown(),
+            &activity,
+            &config,
+            &shutdown,
+        )
+        .await;
+    }
+    #[cfg(feature = "http2")]
+    {
+        let mut builder = hyper_util::server::conn::auto::Builder::new(HyperExecutor);
+        // As above: the header-read timeout is the watchdog's; upgrades are on.
+        builder
+            .http1()
+            .timer(HyperTimer)
+            .header_read_timeout(None)
+            .max_buf_size(config.max_header_bytes)
+            .keep_alive(true);
+        // Each stream's request is handed to `HandlerService` in this task; its
+        // `RequestTask` and response body then run in a task of their own on this
+        // runtime (`HyperExecutor`), still each in the request's arena.
+        builder
+            .http2()
+            .timer(HyperTimer)
+            .max_concurrent_streams(config.max_concurrent_streams)
+            .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
+        let connection = pin!(builder.serve_connection_with_upgrades(stream, service));
+        watch(
+            connection,
+            |connection| connection.graceful_shutdown(),
+            &activity,
+            &config,
+            &shutdown,
+        )
+        .await;
+    }
+}
+
+/// Drives `connection` to its end under the connection's timers, starting its graceful
+/// shutdown (`graceful`) when the server's shutdown starts.
+async fn watch<C: Future>(
+    mut connection: Pin<&mut C>,
+    graceful: impl Fn(Pin<&mut C>),
+    activity: &ConnectionActivity,
+    config: &Config,
+    shutdown: &Shutdown,
+) {
     let mut shutdown_wait = shutdown.wait();
-    let mut graceful = false;
+    let mut shutting_down = false;
     let mut watchdog = Watchdog::new();
     // Waiting for a request head: the header read timeout and the idle timeout both
     // count from the same moment (the connection's start, or the end of the last
@@ -122,16 +184,20 @@ pub(crate) async fn serve<H: Handler>(
         (header, idle) => header.or(idle),
     };
     poll_fn(|cx| {
-        if !graceful && Pin::new(&mut shutdown_wait).poll(cx).is_ready() {
-            graceful = true;
-            connection.as_mut().graceful_shutdown();
+        if !shutting_down && Pin::new(&mut shutdown_wait).poll(cx).is_ready() {
+            shutting_down = true;
+            graceful(connection.as_mut());
         }
         if let Poll::Ready(_result) = connection.as_mut().poll(cx) {
             // Errors here are the client's (reset, bad request already answered), or a
             // response body's (cut off): the connection is over either way.
             return Poll::Ready(());
         }
-        let phase = Phase::of(&activity);
+        // An HTTP/2 connection's requests run in tasks of their own: the one whose
+        // end changes the phase wakes this task (`ConnectionActivity::watch`).
+        #[cfg(feature = "http2")]
+        activity.watch(cx.waker());
+        let phase = Phase::of(activity);
         let limit = match phase {
             Phase::Waiting => waiting_limit,
             Phase::Handling => None,
@@ -251,13 +317,13 @@ impl Watchdog {
 ///
 /// It also holds the connection's [`ConnectionSlot`]: after an upgrade it is the
 /// upgraded socket (inside `hyper::upgrade::Upgraded`), and the slot goes with it.
-struct WatchedStream {
-    stream: TcpStream,
+struct WatchedStream<S> {
+    stream: S,
     activity: Arc<ConnectionActivity>,
     _slot: ConnectionSlot,
 }
 
-impl WatchedStream {
+impl<S> WatchedStream<S> {
     fn note<T>(&self, polled: Poll<T>) -> Poll<T> {
         self.activity
             .write_blocked
@@ -266,7 +332,7 @@ impl WatchedStream {
     }
 }
 
-impl hyper::rt::Read for WatchedStream {
+impl<S: Io> hyper::rt::Read for WatchedStream<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -276,7 +342,7 @@ impl hyper::rt::Read for WatchedStream {
     }
 }
 
-impl hyper::rt::Write for WatchedStream {
+impl<S: Io> hyper::rt::Write for WatchedStream<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -7,6 +7,8 @@ pub(crate) mod request_scope;
 #[cfg(feature = "tower")]
 mod service;
 mod stats;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::fmt;
 use std::future::{Future, poll_fn};
@@ -117,6 +119,12 @@ pub(crate) struct Config {
     pub(crate) body_budget: Option<BodyBudget>,
     /// What the server has done so far; read through [`ServerStats`].
     pub(crate) counters: Arc<Counters>,
+    /// Streams an HTTP/2 connection may have open at once.
+    #[cfg(feature = "http2")]
+    pub(crate) max_concurrent_streams: u32,
+    /// Serve over TLS with this configuration.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<tls::Tls>,
 }
 
 /// The limits and timeouts a builder collects; the pool is made (or taken) at bind.
@@ -136,12 +144,20 @@ struct Settings {
     pool: Option<&'static ArenaPool>,
     client_addr: bool,
     body_budget: Option<BodyBudget>,
+    #[cfg(feature = "http2")]
+    max_concurrent_streams: u32,
+    #[cfg(feature = "tls")]
+    tls: Option<tls::Tls>,
 }
 
 /// Default number of request arenas.
 const DEFAULT_ARENAS: usize = 512;
 /// Default request budget (arena capacity).
 const DEFAULT_ARENA_BYTES: usize = 1 << 20;
+
+/// Default bound on an HTTP/2 connection's concurrent streams.
+#[cfg(feature = "http2")]
+const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
 
 /// hyper's smallest read buffer; the header limit cannot go below it.
 const MIN_HEADER_BYTES: usize = 8192;
@@ -174,6 +190,10 @@ impl Default for ServerBuilder {
                 pool: None,
                 client_addr: false,
                 body_budget: None,
+                #[cfg(feature = "http2")]
+                max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+                #[cfg(feature = "tls")]
+                tls: None,
             },
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             reuse_port: false,
@@ -335,6 +355,52 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves every connection over TLS with `config` (feature `tls`; default: plain
+    /// TCP). The handshake runs in the connection's task, outside every request arena,
+    /// and must be done within the [header read timeout](Self::header_read_timeout),
+    /// counted from the connection's start, or the connection is closed: a client that
+    /// connects and sends nothing holds its slot no longer than that. Shutdown abandons
+    /// handshakes in progress.
+    ///
+    /// If `config` names no ALPN protocols, the server offers `h2` (with the `http2`
+    /// feature) and `http/1.1`; a list set in `config` is used as it is. Either way the
+    /// connection's protocol is then told by its first bytes (an HTTP/2 client starts
+    /// with the connection preface), as on a cleartext connection.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// // A certificate chain and its key (here a self-signed one, made by rcgen).
+    /// let certified = rcgen::generate_simple_self_signed(["localhost".to_owned()]).unwrap();
+    /// let chain = vec![certified.cert.der().clone()];
+    /// let key = rustls::pki_types::PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
+    /// let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key);
+    /// let tls = rustls::ServerConfig::builder()
+    ///     .with_no_client_auth()
+    ///     .with_single_cert(chain, key)
+    ///     .unwrap();
+    /// let server = pagekeep_executor::Server::builder()
+    ///     .tls(tls)
+    ///     .bind("127.0.0.1:8443".parse().unwrap())?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: rustls::ServerConfig) -> Self {
+        self.config.tls = Some(tls::Tls::new(config));
+        self
+    }
+
+    /// Streams an HTTP/2 connection may have open at once (feature `http2`), announced
+    /// to the client in the server's SETTINGS; a client that opens more gets them
+    /// refused (`RST_STREAM` with `REFUSED_STREAM`). Each open stream whose handler runs
+    /// holds an arena of the server's pool, so the arenas bound the handlers running at
+    /// once across all connections, as for HTTP/1.1 (the rest wait up to the
+    /// [arena wait](Self::arena_wait)). At least 1; default 100.
+    #[cfg(feature = "http2")]
+    pub fn max_concurrent_streams(mut self, max: u32) -> Self {
+        self.config.max_concurrent_streams = max.max(1);
+        self
+    }
+
     /// Binds the listening socket(s) and starts the workers.
     ///
     /// The first bind in a process wraps the panic hook so that it runs outside any
@@ -382,6 +448,10 @@ impl ServerBuilder {
             client_addr: settings.client_addr,
             body_budget: settings.body_budget,
             counters: Arc::default(),
+            #[cfg(feature = "http2")]
+            max_concurrent_streams: settings.max_concurrent_streams,
+            #[cfg(feature = "tls")]
+            tls: settings.tls,
         };
         Ok(Server {
             runtime,
@@ -616,12 +686,24 @@ impl<H: Handler> Accepting<H> {
                 _counted: assignment,
                 _permit: permit,
             };
-            match crate::net::TcpStream::from_mio(stream) {
-                Ok(stream) => {
+            let stream = match crate::net::TcpStream::from_mio(stream) {
+                Ok(stream) => stream,
+                Err(error) => {
+                    eprintln!("executor: cannot register connection: {error}");
+                    return;
+                }
+            };
+            // Responses are written whole; Nagle would only delay them.
+            let _ = stream.set_nodelay(true);
+            #[cfg(feature = "tls")]
+            if let Some(tls) = &config.tls {
+                if let Some(stream) = tls::handshake(tls, stream, &config, &shutdown).await {
+                    let stream = hyper_util::rt::TokioIo::new(stream);
                     connection::serve(stream, slot, peer, config, handler, shutdown).await;
                 }
-                Err(error) => eprintln!("executor: cannot register connection: {error}"),
+                return;
             }
+            connection::serve(stream, slot, peer, config, handler, shutdown).await;
         };
         self.dispatch.spawn_on(worker, serving);
     }

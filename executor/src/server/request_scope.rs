@@ -88,9 +88,17 @@ pub(crate) struct ConnectionActivity {
     counters: Arc<Counters>,
     /// The connection's own header map (allocated outside any arena) between the moment
     /// a request's head is copied into its arena and the moment the response goes out
-    /// (see [`ConnectionActivity::lend_header_map`]). Only the connection's task touches
-    /// it, so the lock is never contended.
+    /// (see [`ConnectionActivity::lend_header_map`]). On an HTTP/1.1 connection only the
+    /// connection's task touches it, so the lock is never contended; an HTTP/2
+    /// connection's streams, each in a task of its own, take turns.
     header_map: Mutex<Option<HeaderMap>>,
+    /// The connection is HTTP/2: its requests run in tasks of their own, and the end of
+    /// one wakes the connection's task ([`ConnectionActivity::watch`]).
+    #[cfg(feature = "http2")]
+    multiplexed: AtomicBool,
+    /// The connection task's waker, on an HTTP/2 connection.
+    #[cfg(feature = "http2")]
+    watcher: Mutex<Option<std::task::Waker>>,
     /// The URI of the connection's first request in origin form with a path other than
     /// `/`, copied outside any arena when that request came (see
     /// [`ConnectionActivity::share_path`]).
@@ -108,6 +116,39 @@ impl ConnectionActivity {
             counters,
             header_map: Mutex::new(None),
             kept_path: OnceLock::new(),
+            #[cfg(feature = "http2")]
+            multiplexed: AtomicBool::new(false),
+            #[cfg(feature = "http2")]
+            watcher: Mutex::new(None),
+        }
+    }
+
+    /// Notes the connection task's `waker`, on an HTTP/2 connection, for the requests
+    /// whose end changes what the connection's timers measure.
+    ///
+    /// An HTTP/1.1 connection polls its request in its own task and sees every change
+    /// as it happens. An HTTP/2 stream's request runs in a task of its own, which may
+    /// finish after the connection task's last poll: without a wake-up, the connection
+    /// would go on believing a request is in flight, and its idle timeout would never
+    /// start.
+    #[cfg(feature = "http2")]
+    pub(crate) fn watch(&self, waker: &std::task::Waker) {
+        if !self.multiplexed.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut watcher = lock(&self.watcher);
+        if !watcher.as_ref().is_some_and(|kept| kept.will_wake(waker)) {
+            *watcher = Some(waker.clone());
+        }
+    }
+
+    /// Wakes the connection's task on an HTTP/2 connection (see [`Self::watch`]).
+    #[cfg(feature = "http2")]
+    fn wake_watcher(&self) {
+        if self.multiplexed.load(Ordering::Relaxed)
+            && let Some(waker) = lock(&self.watcher).as_ref()
+        {
+            waker.wake_by_ref();
         }
     }
 
@@ -293,7 +334,11 @@ impl InFlight {
     /// request is a response being written.
     fn handler_done(&mut self) {
         if std::mem::take(&mut self.handling) {
-            self.activity.handling.fetch_sub(1, Ordering::Relaxed);
+            let _was = self.activity.handling.fetch_sub(1, Ordering::Relaxed);
+            #[cfg(feature = "http2")]
+            if _was == 1 {
+                self.activity.wake_watcher();
+            }
         }
     }
 }
@@ -301,7 +346,11 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.handler_done();
-        self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let _was = self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+        #[cfg(feature = "http2")]
+        if _was == 1 {
+            self.activity.wake_watcher();
+        }
     }
 }
 
@@ -903,6 +952,10 @@ impl<H: Handler> hyper::service::Service<Request<Incoming>> for HandlerService<H
     type Future = RequestTask<H>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
+        #[cfg(feature = "http2")]
+        if request.version() == http::Version::HTTP_2 {
+            self.activity.multiplexed.store(true, Ordering::Relaxed);
+        }
         let in_flight = InFlight::new(&self.activity);
         self.config
             .counters

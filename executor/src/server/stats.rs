@@ -27,6 +27,13 @@ pub(crate) struct Counters {
     /// Connections closed because a response took longer than the response write
     /// timeout to write.
     pub(crate) response_write_timeouts: AtomicU64,
+    /// TLS connections closed because the handshake was not done within the header
+    /// read timeout.
+    #[cfg(feature = "tls")]
+    pub(crate) tls_handshake_timeouts: AtomicU64,
+    /// TLS connections whose handshake failed.
+    #[cfg(feature = "tls")]
+    pub(crate) tls_handshake_failures: AtomicU64,
 }
 
 /// A live view of a [`Server`](crate::Server)'s counters; cheap to clone, valid after
@@ -91,6 +98,20 @@ impl ServerStats {
         self.counters
             .response_write_timeouts
             .load(Ordering::Relaxed)
+    }
+
+    /// TLS connections closed so far because their handshake was not done within the
+    /// header read timeout (feature `tls`).
+    #[cfg(feature = "tls")]
+    pub fn tls_handshake_timeouts(&self) -> u64 {
+        self.counters.tls_handshake_timeouts.load(Ordering::Relaxed)
+    }
+
+    /// TLS connections whose handshake failed so far (not TLS, a certificate the client
+    /// refused, a reset) (feature `tls`).
+    #[cfg(feature = "tls")]
+    pub fn tls_handshake_failures(&self) -> u64 {
+        self.counters.tls_handshake_failures.load(Ordering::Relaxed)
     }
 
     /// The request arenas: free, in use, quarantined (released while something they

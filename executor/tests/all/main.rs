@@ -36,6 +36,8 @@ mod examples;
 #[cfg(feature = "futures-io")]
 mod futures_io;
 mod held_worker;
+#[cfg(feature = "http2")]
+mod http2;
 mod keep_alive;
 #[cfg(unix)]
 mod limits;
@@ -57,6 +59,8 @@ mod support;
 mod task_api_in_handlers;
 mod timeouts;
 mod timers;
+#[cfg(feature = "tls")]
+mod tls;
 #[cfg(feature = "tokio-io")]
 mod tokio_io;
 #[cfg(feature = "tower")]
