@@ -627,6 +627,38 @@ impl<S: PageSource> CacheCore<S> {
         unsafe {
             slab::mark_free(object, &self.header, &self.geometry)
         };
+        // SAFETY: forwarded from the caller; checked and marked free above in checked
+        // builds.
+        unsafe { self.put_freed(id, link_offset, object) }
+    }
+
+    /// [`free`](Self::free) for a caller that located the object's slab itself (the
+    /// slab at `base`, whose owner word names this cache): the object is checked to be
+    /// at a slot start of that slab and not free already (else the process aborts with
+    /// a message), then freed.
+    ///
+    /// # Safety
+    /// - `base` is the base of a live slab of this cache, `object` lies in it, and if
+    ///   `object` is the start of one of its objects, that object was allocated from
+    ///   this cache and is not used afterwards.
+    #[cfg(any(debug_assertions, feature = "hardened"))]
+    #[inline(always)]
+    pub(crate) unsafe fn free_in_slab(&self, object: NonNull<u8>, base: NonNull<u8>) {
+        // SAFETY: forwarded from the caller.
+        unsafe { slab::mark_free_in_slab(object, base, &self.geometry) };
+        // SAFETY: an object of ours at a slot start, just marked free (a double free
+        // aborted above), given up by the caller.
+        unsafe { self.put_freed(self.header.fast_id, self.header.link_offset, object) }
+    }
+
+    /// The part of [`free_hinted`](Self::free_hinted) after the checks: the object goes
+    /// into the calling thread's loaded magazine, or down the slow path.
+    ///
+    /// # Safety
+    /// As [`free_hinted`](Self::free_hinted); in checked builds the object was marked
+    /// free.
+    #[inline(always)]
+    unsafe fn put_freed(&self, id: u32, link_offset: usize, object: NonNull<u8>) {
         let mut clock_due = false;
         let done = try_with_magazines(|magazines| {
             let slot = magazines.slot(id);

@@ -776,6 +776,71 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         true
     }
 
+    /// Finds the slab of this heap's size classes that `ptr` lies in, from the slab map
+    /// and the slab's owner word (both kept for the checked builds' lock-free reads):
+    /// `None` if it lies in no slab, or in a slab of another heap or cache. For a caller
+    /// that checks bookkeeping of its own beside the block (the C ABI's hardened build
+    /// checks its prefix) before it frees the block with
+    /// [`free_located`](Self::free_located): one lookup for both.
+    ///
+    /// Nothing is read through `ptr`, and nothing of the block: any address may be
+    /// given.
+    #[cfg(any(debug_assertions, feature = "hardened"))]
+    #[inline(always)]
+    pub fn locate_small_block(&self, ptr: *const u8) -> Option<LocatedBlock<'_, S>> {
+        let address = ptr.addr();
+        let base = crate::slab_map::lookup(address & !(SLAB_BYTES - 1))?;
+        let built = self.built.load(Ordering::Acquire);
+        if built.is_null() {
+            return None;
+        }
+        // SAFETY: `base` is a live slab's base from the slab map.
+        let owner = unsafe { crate::slab::debug_owner(base) };
+        // As in `small_block`: the classes sit side by side at the start of `Built`.
+        let offset = owner.addr().wrapping_sub(built.addr());
+        if offset >= CLASS_COUNT * size_of::<CacheCore<S>>() {
+            return None;
+        }
+        let core = built
+            .cast::<u8>()
+            .with_addr(owner.addr())
+            .cast::<CacheCore<S>>();
+        // SAFETY: a header of one of this heap's classes (see `small_block`), reached
+        // with the provenance of the block that holds them all.
+        let core = unsafe { &*core };
+        Some(LocatedBlock {
+            core,
+            class: offset / size_of::<CacheCore<S>>(),
+            base,
+            offset_in_slab: address - base.addr().get(),
+        })
+    }
+
+    /// Frees the block of a size class that starts at `start`, in the slab `located`
+    /// (from [`locate_small_block`](Self::locate_small_block)). The block is checked,
+    /// as every free of the checked builds is: `start` must be the start of an object
+    /// of that slab, and not free already; else the process aborts with a message
+    /// naming the address and what was wrong.
+    ///
+    /// # Safety
+    /// - If `start` is the start of an object of the located slab, that object is a
+    ///   live block of this heap, not used after this call.
+    #[cfg(any(debug_assertions, feature = "hardened"))]
+    #[inline(always)]
+    pub unsafe fn free_located(&self, located: LocatedBlock<'_, S>, start: usize) {
+        let Some(start) = core::num::NonZeroUsize::new(start) else {
+            self.report_bad_free(ptr::null())
+        };
+        // SAFETY: `base` is a live slab of `core` (its owner word), the object is checked
+        // to be at one of its slot starts before anything is written, and the caller
+        // gives it up.
+        unsafe {
+            located
+                .core
+                .free_in_slab(located.base.with_addr(start), located.base)
+        }
+    }
+
     /// Reports a bad free of `pointer` on standard error, naming the address and what
     /// is wrong with it, and aborts the process (no allocation, no unwinding).
     ///
@@ -848,6 +913,41 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     /// The page source of the slabs.
     pub fn source(&self) -> &S {
         &self.source
+    }
+}
+
+/// A block of one of a heap's size classes, found from an address alone by
+/// [`SlabHeap::locate_small_block`], to be freed with [`SlabHeap::free_located`]
+/// (debug builds and the `hardened` feature).
+#[cfg(any(debug_assertions, feature = "hardened"))]
+pub struct LocatedBlock<'heap, S: PageSource + Clone> {
+    core: &'heap CacheCore<S>,
+    class: usize,
+    base: NonNull<u8>,
+    offset_in_slab: usize,
+}
+
+#[cfg(any(debug_assertions, feature = "hardened"))]
+impl<S: PageSource + Clone> LocatedBlock<'_, S> {
+    /// The size of the block's class: the most a block of it holds.
+    pub fn class_size(&self) -> usize {
+        CLASS_SIZES[self.class]
+    }
+
+    /// Bytes from the start of the block's slab to the address it was located by.
+    pub fn offset_in_slab(&self) -> usize {
+        self.offset_in_slab
+    }
+}
+
+#[cfg(any(debug_assertions, feature = "hardened"))]
+impl<S: PageSource + Clone> fmt::Debug for LocatedBlock<'_, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocatedBlock")
+            .field("class_size", &self.class_size())
+            .field("slab", &self.base)
+            .field("offset_in_slab", &self.offset_in_slab)
+            .finish()
     }
 }
 

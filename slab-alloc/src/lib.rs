@@ -18,6 +18,8 @@ mod sync;
 mod sys;
 
 pub use cache::{CacheConfig, CacheError, DECAY_INTERVAL, SlabCache};
+#[cfg(any(debug_assertions, feature = "hardened"))]
+pub use heap::LocatedBlock;
 pub use heap::SlabHeap;
 pub use object_cache::{ObjectBox, ObjectCache};
 pub use slab::SLAB_BYTES;

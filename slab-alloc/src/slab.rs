@@ -474,8 +474,24 @@ fn locate(
             owner.addr(),
         );
     }
-    let offset = address - base.addr().get();
-    let Some(relative) = offset.checked_sub(geometry.first_offset) else {
+    (check_slot(object, base, geometry), base)
+}
+
+/// Checks that `object`, which lies in the live slab at `base` with `geometry`, is the
+/// start of one of its objects; aborts with a message naming the problem otherwise.
+/// Returns the object with the slab's provenance.
+#[cfg(any(debug_assertions, feature = "hardened"))]
+#[inline(always)]
+fn check_slot(object: NonNull<u8>, base: NonNull<u8>, geometry: &Geometry) -> NonNull<u8> {
+    use crate::sync::fatal;
+    let address = object.addr().get();
+    let offset = address.wrapping_sub(base.addr().get());
+    // A pointer before the slab's first object, or past the slab (possible only for a
+    // caller that located the slab itself), is at no object's start.
+    let Some(relative) = offset
+        .checked_sub(geometry.first_offset)
+        .filter(|&relative| relative < geometry.slab_bytes)
+    else {
         fatal(
             "free of a pointer that is not the start of an object (object, slab)",
             address,
@@ -499,7 +515,7 @@ fn locate(
             base.addr().get(),
         );
     }
-    (base.with_addr(object.addr()), base)
+    base.with_addr(object.addr())
 }
 
 /// Checks, in debug builds and with the `hardened` feature, that `object` is an object
@@ -518,20 +534,61 @@ fn locate(
 #[cfg(any(debug_assertions, feature = "hardened"))]
 #[inline(always)]
 pub(crate) unsafe fn mark_free(object: NonNull<u8>, owner: *const CoreHeader, geometry: &Geometry) {
+    let (_, base) = locate(object, owner, geometry);
+    // SAFETY: an object of a live slab of ours at a slot start (checked), which the
+    // caller owns.
+    unsafe { write_free_tag(object, base, geometry) }
+}
+
+/// [`mark_free`] for a caller that located the object's slab itself (the C ABI's
+/// hardened `free`, which looks the pointer up once for its own checks): checks that
+/// `object` is at the start of an object of the slab at `base`, and that it is not free
+/// already, then marks it free. Aborts with a message otherwise.
+///
+/// # Safety
+/// - `base` is the base of a live slab of the cache that frees `object`, with `geometry`
+///   (from the slab map, and the slab's owner word checked by the caller), and `object`
+///   lies in that slab.
+/// - If `object` is the start of an object of that slab, the caller owns it (it is
+///   being freed), and `object` may write its first `link_offset + 16` bytes.
+#[cfg(any(debug_assertions, feature = "hardened"))]
+#[inline(always)]
+pub(crate) unsafe fn mark_free_in_slab(
+    object: NonNull<u8>,
+    base: NonNull<u8>,
+    geometry: &Geometry,
+) {
+    check_slot(object, base, geometry);
+    // SAFETY: at a slot start of a live slab of the freeing cache (checked, caller),
+    // owned by the caller.
+    unsafe { write_free_tag(object, base, geometry) }
+}
+
+/// The double-free check and the free tag of [`mark_free`], for an object already found
+/// at a slot start of the live slab at `base`.
+///
+/// # Safety
+/// - `object` is at a slot start of the live slab at `base` with `geometry`, owned by
+///   the caller, and may write its first `link_offset + 16` bytes.
+#[cfg(any(debug_assertions, feature = "hardened"))]
+#[inline(always)]
+unsafe fn write_free_tag(object: NonNull<u8>, base: NonNull<u8>, geometry: &Geometry) {
     // The tag word is reached through the caller's pointer, not the slab's: a `Box`
     // being freed is protected for the length of the call, so (under Stacked Borrows)
     // an access to its bytes through another pointer would be undefined. The heap gives
     // the slab's pointer for a block too short to cover the tag word.
-    let (_, base) = locate(object, owner, geometry);
+    //
     // Under miri, which tracks uninitialised bytes, the word is not read: a live
     // object's owner may have left it uninitialised (or copied padding into it), and
     // reading that as an integer is undefined behaviour in the abstract machine. The
     // double-free check then runs natively only (the death tests spawn processes, which
     // miri does not run anyway); everything else is checked alike.
+    let tag = free_tag(object.addr().get());
+    let word = tag_word(object, geometry.link_offset);
     #[cfg(not(miri))]
-    // SAFETY: an object of a live slab of ours, at a slot start (checked), which the
+    // SAFETY: an object of a live slab of ours, at a slot start (caller), which the
     // caller owns: its free words are inside its slot.
-    if unsafe { tag_word(object, geometry.link_offset).read() } == free_tag(object.addr().get()) {
+    if unsafe { word.read() } == tag {
         crate::sync::fatal(
             "double free (object, slab)",
             object.addr().get(),
@@ -541,7 +598,7 @@ pub(crate) unsafe fn mark_free(object: NonNull<u8>, owner: *const CoreHeader, ge
     #[cfg(miri)]
     let _ = base;
     // SAFETY: as above.
-    unsafe { write_tag(object, geometry.link_offset, TagState::Free) };
+    unsafe { word.write(tag) };
 }
 
 /// Checks that `object`, taken from a chain of free objects of `owner` (a magazine, the

@@ -365,6 +365,24 @@ fn allocate(size: usize, align: usize, zeroed: bool) -> *mut c_void {
         }
         return block.cast();
     }
+    #[cfg(feature = "hardened")]
+    if align <= MIN_ALIGN && size <= MAX_SMALL - PREFIX {
+        // The hardened build's blocks of a size class aligned to 16 (most blocks): a
+        // heap block of the prefix and the request. As for the default build's small
+        // blocks, `errno` is set only on failure (a slab mapping refused and then
+        // retried is not undone).
+        // SAFETY: a non-zero size (at least the prefix) below the largest class, and a
+        // power-of-two alignment.
+        let layout = unsafe { Layout::from_size_align_unchecked(size + PREFIX, MIN_ALIGN) };
+        let block = heap_alloc(layout, zeroed);
+        if block.is_null() {
+            set_errno(libc::ENOMEM);
+            return ptr::null_mut();
+        }
+        // SAFETY: a live heap block allocated with `layout`, which `heap_layout` would
+        // give for this request.
+        return unsafe { finish(block, layout) };
+    }
     allocate_with_prefix(size, align, zeroed)
 }
 
@@ -423,6 +441,11 @@ pub unsafe extern "C" fn free(pointer: *mut c_void) {
             return;
         };
         check_alignment(pointer);
+        #[cfg(feature = "hardened")]
+        // SAFETY: a live block of ours (caller), or a pointer the checks report.
+        if unsafe { free_small_hardened(block) } {
+            return;
+        }
         // SAFETY: a live block of ours (caller): a block of a size class, or a block with a
         // prefix, which lies in no slab (large), or in the hardened build, where
         // `free_small_block` is not used.
@@ -434,13 +457,54 @@ pub unsafe extern "C" fn free(pointer: *mut c_void) {
     })
 }
 
-/// The part of [`free`] for a block with a prefix (a large block; every block in the
-/// hardened build). Out of line in the default build: inlined, its registers made every
-/// free of a small block save and restore five of them (twelve instructions).
+/// The hardened build's `free` of a block of a size class aligned to 16 (what `malloc`,
+/// `calloc` and `realloc` hand out): one lookup in the slab map serves the check that
+/// the prefix may be read (it lies in the block's slab), the prefix check, and the
+/// heap's own (the block's start at a slot start of its slab, not free already, see
+/// [`SlabHeap::free_located`]). Returns `false`, doing nothing, for every other pointer
+/// (a large block, a block aligned above 16, a wild pointer, a second free whose link
+/// overwrote the prefix): the general path, [`free_with_prefix`], then frees or reports
+/// it.
+///
+/// # Safety
+/// - `user` is a live block of ours given up by the caller, or a pointer whose free is
+///   reported.
+#[cfg(feature = "hardened")]
+#[inline(always)]
+unsafe fn free_small_hardened(user: NonNull<u8>) -> bool {
+    let Some(located) = HEAP.locate_small_block(user.as_ptr()) else {
+        return false;
+    };
+    if located.offset_in_slab() < PREFIX {
+        return false;
+    }
+    // SAFETY: the prefix's 16 bytes lie in the same live slab as the pointer (checked
+    // just above): mapped, and either the block's prefix or bytes of the slab that the
+    // checks below reject.
+    let (align, size) = unsafe {
+        let prefix = user.as_ptr().sub(PREFIX).cast::<usize>();
+        (prefix.read() ^ magic(), prefix.add(1).read())
+    };
+    // What `allocate` wrote for a block aligned to 16: the heap block's alignment (16)
+    // and size (at least the prefix, at most the class's size).
+    if align != MIN_ALIGN || size < PREFIX || size > located.class_size() {
+        return false;
+    }
+    // SAFETY: the heap block starts 16 bytes before the pointer, as its prefix says; the
+    // heap checks that it is a block's start and not free before it writes anything,
+    // and the caller gives the block up.
+    unsafe { HEAP.free_located(located, user.addr().get() - PREFIX) };
+    true
+}
+
+/// The part of [`free`] for a block with a prefix (a large block; in the hardened
+/// build, any block that `free_small_hardened` leaves to it). Out of line: inlined, its
+/// registers made every free of a small block save and restore five of them (twelve
+/// instructions).
 ///
 /// # Safety
 /// - `pointer` is a live block of this library with a prefix, not used afterwards.
-#[cfg_attr(not(feature = "hardened"), inline(never))]
+#[inline(never)]
 unsafe fn free_with_prefix(pointer: *mut c_void) {
     // SAFETY: a live block of ours with a prefix (caller).
     let (base, layout) = unsafe { block_of(pointer) };

@@ -339,3 +339,76 @@ fn a_large_block_freed_twice_after_its_kept_copy_aged_is_detected() {
         "double free of a large block",
     );
 }
+
+/// `free_located` checks the start it is given as every checked free does: an interior
+/// start, a start outside the located slab and a second free abort with a message.
+#[cfg(any(debug_assertions, feature = "hardened"))]
+mod located {
+    use super::{expect_abort, in_child};
+    use core::alloc::{GlobalAlloc, Layout};
+
+    /// In a child: allocates a 64-byte block, frees it through `free_located` from the
+    /// start `start(block, slab_offset)` gives, `times` times.
+    fn free_located_from(start: impl Fn(usize, usize) -> usize, times: usize) {
+        let heap = pagekeep_slab::SlabHeap::new();
+        let layout = Layout::from_size_align(64, 16).unwrap();
+        // SAFETY: deliberately wrong, as each test says; the heap must abort.
+        unsafe {
+            let block = heap.alloc(layout);
+            for _ in 0..times {
+                let located = heap.locate_small_block(block.add(16)).unwrap();
+                let offset = located.offset_in_slab() - 16;
+                heap.free_located(located, start(block.addr(), offset));
+            }
+        }
+    }
+
+    #[test]
+    #[ignore = "child process of an_interior_start_is_detected"]
+    fn child_interior_start() {
+        if in_child() {
+            free_located_from(|block, _| block + 16, 1);
+        }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "spawns processes")]
+    fn an_interior_start_is_detected() {
+        expect_abort(
+            "corruption::located::child_interior_start",
+            "not the start of an object",
+        );
+    }
+
+    #[test]
+    #[ignore = "child process of a_start_outside_the_slab_is_detected"]
+    fn child_start_outside_the_slab() {
+        if in_child() {
+            // The address just before the slab: in no object of it.
+            free_located_from(|block, offset| block - offset - 64, 1);
+        }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "spawns processes")]
+    fn a_start_outside_the_slab_is_detected() {
+        expect_abort(
+            "corruption::located::child_start_outside_the_slab",
+            "not the start of an object",
+        );
+    }
+
+    #[test]
+    #[ignore = "child process of a_second_free_is_detected"]
+    fn child_second_free() {
+        if in_child() {
+            free_located_from(|block, _| block, 2);
+        }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "spawns processes")]
+    fn a_second_free_is_detected() {
+        expect_abort("corruption::located::child_second_free", "double free");
+    }
+}

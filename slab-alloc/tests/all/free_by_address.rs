@@ -79,3 +79,86 @@ fn large_blocks_and_blocks_of_other_heaps_and_caches_are_not_taken() {
     assert_eq!(heap.stats().small.objects_live, 0);
     assert_eq!(other.stats().small.objects_live, 0);
 }
+
+/// `locate_small_block` and `free_located` (checked builds): the C ABI's hardened `free`
+/// locates a block by the address it handed out (16 bytes into the block, after its
+/// prefix), checks its own prefix, and frees the block from its start.
+#[cfg(any(debug_assertions, feature = "hardened"))]
+mod located {
+    use super::*;
+
+    #[test]
+    fn every_class_is_located_from_inside_a_block_and_freed_from_its_start() {
+        let heap = SlabHeap::new();
+        for (class, &size) in CLASS_SIZES.iter().enumerate() {
+            let layout = Layout::from_size_align(size, 16).unwrap();
+            if class_for(size, 16) != Some(class) {
+                continue;
+            }
+            // SAFETY: a non-zero size; the block is freed once, from its start.
+            unsafe {
+                let block = heap.alloc(layout);
+                assert!(!block.is_null());
+                block.write_bytes(0x5A, size);
+                let inside = block.wrapping_add(size.min(16));
+                let located = heap.locate_small_block(inside).expect("a block of a class");
+                assert_eq!(located.class_size(), size);
+                let again = heap.locate_small_block(block).unwrap();
+                assert_eq!(
+                    located.offset_in_slab() - again.offset_in_slab(),
+                    size.min(16)
+                );
+                heap.free_located(located, block.addr());
+                // The freed block is the next one of its class (the thread's magazine).
+                let next = heap.alloc(layout);
+                assert_eq!(next, block, "{size} bytes");
+                heap.dealloc(next, layout);
+            }
+        }
+        heap.flush_thread_cache();
+        heap.check_invariants();
+        assert_eq!(heap.stats().small.objects_live, 0);
+    }
+
+    #[test]
+    fn large_blocks_and_blocks_of_other_heaps_caches_and_the_stack_are_not_located() {
+        let heap = SlabHeap::new();
+        let other = SlabHeap::new();
+        let cache = SlabCache::new(48, 8).unwrap();
+        let small = Layout::from_size_align(64, 16).unwrap();
+        let large = Layout::from_size_align(MAX_SMALL + 1, 16).unwrap();
+        // SAFETY: every block is live while located and freed once, with its layout.
+        unsafe {
+            let foreign = other.alloc(small);
+            // Before this heap built its classes, and after.
+            assert!(heap.locate_small_block(foreign).is_none());
+            let own = heap.alloc(small);
+            assert!(heap.locate_small_block(foreign).is_none());
+            assert!(other.locate_small_block(foreign).is_some());
+            other.dealloc(foreign, small);
+
+            let object = cache.alloc();
+            assert!(heap.locate_small_block(object.as_ptr()).is_none());
+            cache.free(object);
+
+            let big = heap.alloc(large);
+            assert!(heap.locate_small_block(big).is_none());
+            heap.dealloc(big, large);
+
+            let on_stack = 0u64;
+            assert!(
+                heap.locate_small_block((&raw const on_stack).cast())
+                    .is_none()
+            );
+            assert!(heap.locate_small_block(core::ptr::null()).is_none());
+            assert!(
+                heap.locate_small_block(core::ptr::without_provenance(usize::MAX))
+                    .is_none()
+            );
+            heap.dealloc(own, small);
+        }
+        heap.flush_thread_cache();
+        heap.check_invariants();
+        assert_eq!(heap.stats().small.objects_live, 0);
+    }
+}
