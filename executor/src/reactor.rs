@@ -143,15 +143,6 @@ impl Waiters {
         }
     }
 
-    fn wake(self) {
-        if let Some(first) = self.first {
-            first.wake();
-        }
-        for waker in self.rest {
-            waker.wake();
-        }
-    }
-
     /// Moves every waiter onto `wakers`, for the caller to wake.
     fn move_into(self, wakers: &mut Vec<Waker>) {
         wakers.extend(self.first);
@@ -238,19 +229,20 @@ impl IoState {
         });
     }
 
-    /// Marks the socket's worker as gone (see the module docs) and wakes every waiting
-    /// task, so that each sees the error.
-    fn driver_gone(&self) {
+    /// Marks the socket's worker as gone (see the module docs) and pushes the wakers of
+    /// every waiting task onto `wakers`, for the caller to wake (so that each sees the
+    /// error) once no lock is held.
+    fn driver_gone(&self, wakers: &mut Vec<Waker>) {
         // Bit first, then the lock, as for events: a task that registers its waker
         // after we took the waiters re-reads the bits and sees this one.
         self.readiness.fetch_or(DRIVER_GONE, Ordering::AcqRel);
-        let waiters = {
-            let mut wakers = self.lock();
-            (wakers.read.take(), wakers.write.take())
+        let (read, write) = {
+            let mut waiters = self.lock();
+            (waiters.read.take(), waiters.write.take())
         };
         pagekeep_arena::outside_arena(|| {
-            waiters.0.wake();
-            waiters.1.wake();
+            read.move_into(wakers);
+            write.move_into(wakers);
         });
     }
 
@@ -310,14 +302,16 @@ impl IoTable {
     }
 }
 
-/// Tells every socket still registered in `table` that its worker has exited: their
-/// waiting tasks are woken, and operations that would wait fail (see the module docs).
-/// Called once by the worker thread on its way out, when no task of its own is left.
-pub(crate) fn shut_down(table: &Mutex<IoTable>) {
-    // Copied out so that the wakers run (and the states drop) outside the table's lock.
+/// Tells every socket still registered in `table` that its worker has exited:
+/// operations that would wait fail (see the module docs), and the wakers of their
+/// waiting tasks are pushed onto `wakers`, for the caller to wake (each may panic: the
+/// worker wakes them one by one, see `worker`). Called once by the worker thread on
+/// its way out, when no task of its own is left.
+pub(crate) fn shut_down(table: &Mutex<IoTable>, wakers: &mut Vec<Waker>) {
+    // Copied out so that the states drop outside the table's lock.
     let states = pagekeep_arena::outside_arena(|| crate::sync::lock(table).live_states());
     for state in states {
-        state.driver_gone();
+        state.driver_gone(wakers);
     }
 }
 
@@ -473,7 +467,9 @@ mod tests {
             .expect("evicted");
         assert!(evicted.will_wake(&wakers[1]));
         evicted.wake();
-        waiters.take().wake();
+        let mut taken = Vec::new();
+        waiters.take().move_into(&mut taken);
+        taken.into_iter().for_each(Waker::wake);
         let woken: Vec<_> = counters
             .iter()
             .map(|counter| counter.0.load(Ordering::Relaxed))

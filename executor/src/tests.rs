@@ -91,6 +91,84 @@ mod reactor {
         registration.deregister(&mut socket);
     }
 
+    /// A worker that exits wakes the waiters of every socket still registered with it,
+    /// then its leftover sleeps, even when a socket's waiter panics: each waker is
+    /// caught and reported, and the exit goes on. The panic used to unwind out of the
+    /// exit path at the first socket, leaving the other socket's waiter and the sleep
+    /// unwoken (they waited for ever).
+    #[test]
+    fn an_exiting_worker_wakes_every_orphaned_socket_and_sleep_past_a_panicking_waker() {
+        struct Panicking;
+        impl std::task::Wake for Panicking {
+            fn wake(self: Arc<Self>) {
+                panic!("a socket's waker that panics on purpose");
+            }
+        }
+        struct Flag(AtomicBool);
+        impl std::task::Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let runtime = runtime(1);
+        let listener = std::net::TcpListener::bind(loopback()).unwrap();
+        let mut pairs = Vec::new();
+        for _ in 0..2 {
+            let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (server, _) = listener.accept().unwrap();
+            server.set_nonblocking(true).unwrap();
+            pairs.push((client, server));
+        }
+        let socket_flag = Arc::new(Flag(AtomicBool::new(false)));
+        let sleep_flag = Arc::new(Flag(AtomicBool::new(false)));
+        let servers: Vec<_> = pairs
+            .iter()
+            .map(|(_, server)| server.try_clone().unwrap())
+            .collect();
+        let (socket_waker, sleep_waker) = (
+            Waker::from(Arc::clone(&socket_flag)),
+            Waker::from(Arc::clone(&sleep_flag)),
+        );
+        let (kept, sleeper) = runtime.block_on(async move {
+            use std::io::Read;
+            let mut kept = Vec::new();
+            // The panicking waiter's socket registers first, so it is woken first.
+            for (server, waker) in servers
+                .into_iter()
+                .zip([Waker::from(Arc::new(Panicking)), socket_waker])
+            {
+                let mut socket = mio::net::TcpStream::from_std(server);
+                let registration = crate::reactor::Registration::new(&mut socket).unwrap();
+                let polled = registration.poll_io(
+                    &mut std::task::Context::from_waker(&waker),
+                    crate::reactor::Direction::Read,
+                    || socket.read(&mut [0; 16]).map(crate::reactor::Outcome::More),
+                );
+                assert!(polled.is_pending());
+                kept.push((socket, registration));
+            }
+            let mut sleeper = Box::pin(sleep(Duration::from_secs(3600)));
+            let polled = sleeper
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(&sleep_waker));
+            assert!(polled.is_pending());
+            (kept, sleeper)
+        });
+        drop(runtime);
+        assert!(
+            socket_flag.0.load(Ordering::SeqCst),
+            "the other socket's waiter was not woken"
+        );
+        assert!(
+            sleep_flag.0.load(Ordering::SeqCst),
+            "the leftover sleep was not woken"
+        );
+        for (mut socket, registration) in kept {
+            registration.deregister(&mut socket);
+        }
+        drop((sleeper, pairs));
+    }
+
     #[test]
     fn echo_over_loopback_between_workers() {
         let runtime = runtime(2);
@@ -484,6 +562,63 @@ mod wakers {
 
 mod shutdown {
     use super::*;
+
+    /// Panics when woken.
+    struct Panicking;
+
+    impl std::task::Wake for Panicking {
+        fn wake(self: Arc<Self>) {
+            panic!("a waker that panics on purpose");
+        }
+    }
+
+    /// Counts its wakes.
+    struct Counting(AtomicUsize);
+
+    impl std::task::Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A worker that exits wakes every sleep left in its heap even when some of their
+    /// wakers panic: each is caught and reported, and the exit goes on. The first
+    /// panicking waker (the earliest deadline, woken first) used to unwind out of the
+    /// worker's exit path, dropping the later wakers unwoken.
+    #[test]
+    fn an_exiting_worker_wakes_every_leftover_sleep_past_a_panicking_waker() {
+        let runtime = runtime(1);
+        let counting = Arc::new(Counting(AtomicUsize::new(0)));
+        let counted = Waker::from(Arc::clone(&counting));
+        // In a struct: the runtime hands back a value, not futures to await.
+        struct Kept(Vec<std::pin::Pin<Box<crate::Sleep>>>);
+        let Kept(sleeps) = runtime.block_on(async move {
+            let panicking = Waker::from(Arc::new(Panicking));
+            let mut sleeps = Vec::new();
+            // Registered in deadline order, the panicking ones first and third.
+            for (hours, waker) in [
+                (1, &panicking),
+                (2, &counted),
+                (3, &panicking),
+                (4, &counted),
+            ] {
+                let mut sleeper = Box::pin(sleep(Duration::from_secs(3600 * hours)));
+                let polled = sleeper
+                    .as_mut()
+                    .poll(&mut std::task::Context::from_waker(waker));
+                assert!(polled.is_pending());
+                sleeps.push(sleeper);
+            }
+            Kept(sleeps)
+        });
+        drop(runtime);
+        assert_eq!(
+            counting.0.load(Ordering::SeqCst),
+            2,
+            "a leftover sleep was not woken"
+        );
+        drop(sleeps);
+    }
 
     #[test]
     fn trigger_wakes_every_waiter_and_late_waiters_complete_at_once() {
