@@ -478,10 +478,7 @@ mod tests {
         let mut register = |waker: &Waker| match waiters.install(waker.clone()) {
             Installed::Stored => None,
             Installed::Evicted(evicted) => Some(evicted),
-            Installed::Duplicate(duplicate) => {
-                assert!(duplicate.will_wake(waker));
-                None
-            }
+            Installed::Duplicate(_) => None,
         };
         assert!(register(&wakers[0]).is_none());
         assert!(
@@ -496,8 +493,14 @@ mod tests {
         // One more than the bound: the oldest extra waiter is handed back to be woken.
         let evicted = register(&wakers[MAX_EXTRA_WAITERS + 1]).expect("evicted");
         assert_eq!(waiters.rest.len(), MAX_EXTRA_WAITERS);
-        assert!(evicted.will_wake(&wakers[1]));
+        // (Which waker it is shows in the counts: `will_wake` compares vtable
+        // addresses, which miri does not keep equal between a waker and its clone.)
         evicted.wake();
+        assert_eq!(
+            counters[1].0.load(Ordering::Relaxed),
+            1,
+            "the oldest extra one"
+        );
         let mut taken = Vec::new();
         waiters.take().move_into(&mut taken);
         taken.into_iter().for_each(Waker::wake);

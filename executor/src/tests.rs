@@ -2414,3 +2414,250 @@ mod full_task_table {
         drop(pending);
     }
 }
+
+/// Misuse a user could try, each expected to end without a hang, a panic out of the
+/// runtime or a lost wake-up.
+mod misuse {
+    use super::*;
+    use crate::sync::{Notify, mpsc};
+    use crate::{JoinSet, interval, spawn_blocking};
+
+    /// A task whose value spawns from its destructor, dropped by the runtime's
+    /// shutdown: the spawn is refused (its future dropped unpolled, its handle
+    /// cancelled); nothing panics or hangs.
+    #[test]
+    fn a_spawn_from_a_destructor_run_by_the_shutdown_is_dropped_unpolled() {
+        struct SpawnsOnDrop {
+            polled: Arc<AtomicBool>,
+            dropped: Arc<AtomicBool>,
+            cancelled: Arc<AtomicBool>,
+        }
+        struct Flags(Arc<AtomicBool>, Arc<AtomicBool>);
+        impl Drop for Flags {
+            fn drop(&mut self) {
+                self.1.store(true, Ordering::SeqCst);
+            }
+        }
+        impl Drop for SpawnsOnDrop {
+            fn drop(&mut self) {
+                let flags = Flags(Arc::clone(&self.polled), Arc::clone(&self.dropped));
+                let handle = spawn(async move {
+                    flags.0.store(true, Ordering::SeqCst);
+                });
+                // Awaited off the runtime: a refused spawn says so at once.
+                let joined = crate::runtime::block_on_thread(handle);
+                self.cancelled.store(
+                    matches!(joined, Err(JoinError::Cancelled)),
+                    Ordering::SeqCst,
+                );
+            }
+        }
+        let (polled, dropped, cancelled) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let runtime = runtime(2);
+        let guard = SpawnsOnDrop {
+            polled: Arc::clone(&polled),
+            dropped: Arc::clone(&dropped),
+            cancelled: Arc::clone(&cancelled),
+        };
+        let task = runtime.spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        });
+        runtime.block_on(yield_now());
+        drop(runtime);
+        assert!(matches!(
+            crate::runtime::block_on_thread(task),
+            Err(JoinError::Cancelled)
+        ));
+        assert!(
+            !polled.load(Ordering::SeqCst),
+            "spawned after the shutdown, and polled"
+        );
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the refused future was not dropped"
+        );
+        assert!(
+            cancelled.load(Ordering::SeqCst),
+            "the refused spawn's handle"
+        );
+    }
+
+    /// A `JoinSet` dropped while its tasks panic on both workers: every task ends
+    /// exactly once (panicked, or aborted before it could), each panic contained,
+    /// and the runtime goes on.
+    #[test]
+    fn a_join_set_dropped_while_its_tasks_panic() {
+        struct Ends(Arc<AtomicUsize>);
+        impl Drop for Ends {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let runtime = runtime(2);
+        let ended = Arc::new(AtomicUsize::new(0));
+        let count = if cfg!(miri) { 8 } else { 200 };
+        let after = runtime.block_on({
+            let ended = Arc::clone(&ended);
+            async move {
+                let mut set = JoinSet::new();
+                for index in 0..count {
+                    // Moved into the task: dropped whether it runs or is aborted.
+                    let ends = Ends(Arc::clone(&ended));
+                    set.spawn(async move {
+                        let _ends = ends;
+                        if index % 2 == 0 {
+                            yield_now().await;
+                        }
+                        panic!("a task that panics on purpose");
+                    });
+                }
+                yield_now().await;
+                drop(set);
+                spawn(async { 7 }).await.unwrap()
+            }
+        });
+        assert_eq!(after, 7);
+        drop(runtime);
+        assert_eq!(ended.load(Ordering::SeqCst), count);
+    }
+
+    /// `interval` with `Duration::MAX` ticks at once, then waits (about 30 years, not
+    /// an overflow); `timeout(Duration::MAX, ..)` passes its future's output.
+    #[test]
+    fn max_durations_for_interval_and_timeout() {
+        let runtime = runtime(1);
+        runtime.block_on(async {
+            let mut ticks = interval(Duration::MAX);
+            let first = ticks.tick().await;
+            assert!(first <= Instant::now());
+            let second = timeout(Duration::from_millis(5), ticks.tick()).await;
+            assert!(second.is_err(), "a second tick came at once");
+            assert_eq!(timeout(Duration::MAX, async { 3 }).await, Ok(3));
+            assert_eq!(
+                timeout(Duration::MAX, sleep(Duration::from_millis(1))).await,
+                Ok(())
+            );
+        });
+    }
+
+    /// `spawn_blocking` past its bound while every blocking thread is blocked: the
+    /// closures queue, and run once a thread is free; the runtime's drop does not
+    /// wait for a closure still blocked (it is let go afterwards), and cancels the one
+    /// queued behind it.
+    #[test]
+    fn spawn_blocking_past_its_bound_with_every_thread_blocked() {
+        let runtime = Runtime::builder()
+            .workers(1)
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        let (release, blocked) = std::sync::mpsc::channel::<()>();
+        let first = runtime
+            .handle()
+            .spawn_blocking(move || blocked.recv().is_ok());
+        let queued: Vec<_> = (0..3)
+            .map(|index| runtime.handle().spawn_blocking(move || index))
+            .collect();
+        runtime.block_on(sleep(Duration::from_millis(5)));
+        release.send(()).unwrap();
+        assert!(runtime.block_on(first).unwrap());
+        for (index, handle) in queued.into_iter().enumerate() {
+            assert_eq!(runtime.block_on(handle).unwrap(), index);
+        }
+        // Now a closure blocked for ever, and one queued behind it, at the drop.
+        let (unblock, forever) = std::sync::mpsc::channel::<()>();
+        let (started, has_started) = std::sync::mpsc::channel::<()>();
+        let stuck = runtime.handle().spawn_blocking(move || {
+            started.send(()).unwrap();
+            forever.recv().is_ok()
+        });
+        has_started.recv().unwrap();
+        // Queued by the free function, on the runtime's worker.
+        let (sender, receiver) = std::sync::mpsc::channel();
+        runtime.block_on(async move { sender.send(spawn_blocking(|| 1)).unwrap() });
+        let behind = receiver.recv().unwrap();
+        drop(runtime);
+        assert!(matches!(
+            crate::runtime::block_on_thread(behind),
+            Err(JoinError::Cancelled)
+        ));
+        // Let go, so that the thread ends (miri requires it).
+        drop(unblock);
+        assert!(!crate::runtime::block_on_thread(stuck).unwrap());
+    }
+
+    /// `Notify` with two waiters, one of them cancelled after `notify_one` chose it:
+    /// the notification passes to the other.
+    #[test]
+    fn notify_one_with_two_waiters_one_cancelled() {
+        let runtime = runtime(1);
+        runtime.block_on(async {
+            let notify = Notify::new();
+            let mut first = Box::pin(notify.notified());
+            let mut second = Box::pin(notify.notified());
+            let mut cx = std::task::Context::from_waker(Waker::noop());
+            assert!(first.as_mut().poll(&mut cx).is_pending());
+            assert!(second.as_mut().poll(&mut cx).is_pending());
+            notify.notify_one();
+            drop(first);
+            assert!(
+                second.as_mut().poll(&mut cx).is_ready(),
+                "the notification was lost"
+            );
+            // And the other order: the one left is notified first, then dropped.
+            let mut third = Box::pin(notify.notified());
+            let mut fourth = Box::pin(notify.notified());
+            assert!(third.as_mut().poll(&mut cx).is_pending());
+            assert!(fourth.as_mut().poll(&mut cx).is_pending());
+            drop(fourth);
+            notify.notify_one();
+            assert!(third.as_mut().poll(&mut cx).is_ready());
+        });
+    }
+
+    /// A bounded channel whose receiver is dropped while senders wait for room: every
+    /// waiting sender is woken and gets its value back.
+    #[test]
+    fn mpsc_receiver_dropped_while_senders_wait() {
+        let runtime = runtime(2);
+        runtime.block_on(async {
+            let (sender, receiver) = mpsc::channel::<usize>(1);
+            sender.send(0).await.unwrap();
+            let waiting: Vec<_> = (1..4)
+                .map(|value| {
+                    let sender = sender.clone();
+                    spawn(async move { sender.send(value).await.map_err(|error| error.0) })
+                })
+                .collect();
+            for _ in 0..4 {
+                yield_now().await;
+            }
+            drop(receiver);
+            let mut back = Vec::new();
+            for task in waiting {
+                back.push(task.await.unwrap().unwrap_err());
+            }
+            back.sort_unstable();
+            assert_eq!(back, [1, 2, 3]);
+            assert!(sender.is_closed());
+        });
+    }
+
+    /// `block_on` inside `block_on`'s future is refused (see
+    /// `runtime::block_on_inside_a_worker_is_refused_not_deadlocked`); from a closure
+    /// on the runtime's blocking pool, which is no worker, it runs.
+    #[test]
+    fn block_on_from_a_blocking_thread_of_the_same_runtime() {
+        let runtime = Arc::new(runtime(1));
+        let inner = Arc::clone(&runtime);
+        let handle = runtime
+            .handle()
+            .spawn_blocking(move || inner.block_on(async { 5 }));
+        assert_eq!(runtime.block_on(handle).unwrap(), 5);
+    }
+}
