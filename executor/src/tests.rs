@@ -1705,6 +1705,10 @@ mod stealing {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "its 64 wall-clock spins of 1 ms take minutes under miri"
+    )]
     fn tasks_spawned_on_one_busy_worker_are_stolen_by_the_idle_one() {
         let runtime = runtime(2);
         let workers = runtime
@@ -1741,6 +1745,10 @@ mod stealing {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "bounds wall-clock time, which miri's interpretation stretches"
+    )]
     fn a_worker_stuck_in_a_long_poll_has_its_queue_emptied_by_the_other() {
         let runtime = runtime(2);
         let done = runtime
@@ -1795,7 +1803,7 @@ mod stealing {
     fn wakes_from_a_foreign_thread_reach_a_task_wherever_it_runs() {
         let runtime = runtime(2);
         let (sender, receiver) = std::sync::mpsc::channel::<Waker>();
-        let rounds = 2_000;
+        let rounds = if cfg!(miri) { 20 } else { 2_000 };
         let waker_thread = std::thread::spawn(move || {
             let mut woken = 0;
             while let Ok(waker) = receiver.recv() {
@@ -1830,7 +1838,8 @@ mod stealing {
     #[test]
     fn no_two_polls_of_a_task_overlap_while_three_threads_wake_it() {
         let runtime = runtime(2);
-        let tasks: Vec<_> = (0..16)
+        let (count, last_poll) = if cfg!(miri) { (4, 10) } else { (16, 200) };
+        let tasks: Vec<_> = (0..count)
             .map(|_| {
                 let polling = Arc::new(AtomicBool::new(false));
                 let waker: Arc<Mutex<Option<Waker>>> = Arc::default();
@@ -1842,7 +1851,7 @@ mod stealing {
                     spin(Duration::from_micros(20));
                     polls += 1;
                     polling.store(false, Ordering::Release);
-                    if polls == 200 {
+                    if polls == last_poll {
                         Poll::Ready(())
                     } else {
                         Poll::Pending
@@ -1894,7 +1903,7 @@ mod stealing {
                 }
             })
         };
-        for _ in 0..500 {
+        for _ in 0..if cfg!(miri) { 10 } else { 500 } {
             let polls = Arc::new(AtomicUsize::new(0));
             let counted = Arc::clone(&polls);
             let keep = Arc::clone(&stale);
@@ -1924,7 +1933,8 @@ mod stealing {
 
     #[test]
     fn dropping_the_runtime_with_tasks_queued_and_stolen_cancels_each_once() {
-        for _ in 0..20 {
+        let (rounds, count) = if cfg!(miri) { (2, 16) } else { (20, 200) };
+        for _ in 0..rounds {
             let runtime = runtime(2);
             let drops = Arc::new(AtomicUsize::new(0));
             struct CountsDrop(Arc<AtomicUsize>);
@@ -1934,7 +1944,7 @@ mod stealing {
                 }
             }
             let mut wakers = Vec::new();
-            let tasks: Vec<_> = (0..200)
+            let tasks: Vec<_> = (0..count)
                 .map(|n| {
                     let guard = CountsDrop(Arc::clone(&drops));
                     let (sender, receiver) = std::sync::mpsc::channel();
@@ -1960,7 +1970,7 @@ mod stealing {
             drop(runtime);
             assert_eq!(
                 drops.load(Ordering::Acquire),
-                200,
+                count,
                 "every task dropped once"
             );
             for task in tasks {
