@@ -2302,13 +2302,20 @@ mod held_worker {
 
     /// A waker that panics when the monitor fires its timer does not end the monitor: a
     /// sleep registered with a worker that is then held for 1 s still fires during the
-    /// hold afterwards.
+    /// hold afterwards. The waker panics with a payload whose destructor panics too:
+    /// that payload used to be dropped outside any catch, ending the monitor.
     #[test]
     fn the_monitor_survives_a_panicking_waker() {
+        struct Bomb;
+        impl Drop for Bomb {
+            fn drop(&mut self) {
+                panic!("a panic payload whose destructor panics on purpose");
+            }
+        }
         struct Panicking;
         impl std::task::Wake for Panicking {
             fn wake(self: Arc<Self>) {
-                panic!("a waker that panics");
+                std::panic::panic_any(Bomb);
             }
         }
         let runtime = runtime(2);

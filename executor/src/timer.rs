@@ -666,7 +666,9 @@ mod fallback {
                 next.map(|deadline| deadline.saturating_duration_since(Instant::now()))
             };
             for waker in wakers.drain(..) {
-                if std::panic::catch_unwind(AssertUnwindSafe(|| waker.wake())).is_err() {
+                if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| waker.wake())) {
+                    // Its payload's destructor is user code too, and may panic.
+                    crate::sync::discard_panic(payload);
                     report_panicking_waker();
                 }
             }
@@ -1131,6 +1133,41 @@ mod tests {
             "the fallback timer thread stayed parked until a reset deadline"
         );
         drop(moved);
+    }
+
+    /// A waker that panics with a payload whose destructor panics too does not end
+    /// the fallback timer's thread: a sleep registered after it still completes. The
+    /// payload used to be dropped outside any catch: its panic ended the thread, which
+    /// still counted as running, so no sleep off the workers ever completed again.
+    #[test]
+    fn the_fallback_timer_survives_a_panic_payload_that_panics_when_dropped() {
+        struct Bomb;
+        impl Drop for Bomb {
+            fn drop(&mut self) {
+                panic!("a panic payload whose destructor panics on purpose");
+            }
+        }
+        struct Throws;
+        impl Wake for Throws {
+            fn wake(self: Arc<Self>) {
+                std::panic::panic_any(Bomb);
+            }
+        }
+        let unit = Duration::from_millis(if cfg!(miri) { 1000 } else { 20 });
+        let mut doomed = Box::pin(sleep(unit));
+        let throws = Waker::from(Arc::new(Throws));
+        assert!(
+            doomed
+                .as_mut()
+                .poll(&mut Context::from_waker(&throws))
+                .is_pending()
+        );
+        let done = within(Duration::from_secs(60), move || {
+            crate::runtime::block_on_thread(sleep(2 * unit));
+        });
+        assert!(done.is_some(), "the fallback timer thread died");
+        drop(doomed);
+        fallback::wait_until_idle();
     }
 
     /// Entries taken on one worker and let go on another (a task that registers its
