@@ -209,7 +209,9 @@ fn look(
                 // A waker that panics here (an I/O waker or a timer's) must not end the
                 // monitor (every held worker would then go unserved): it is reported and
                 // the others are woken.
-                if std::panic::catch_unwind(AssertUnwindSafe(|| waker.wake())).is_err() {
+                if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| waker.wake())) {
+                    // Its payload's destructor is user code too, and may panic.
+                    crate::sync::discard_panic(payload);
                     report_panicking_waker();
                 }
             }

@@ -14,7 +14,8 @@
 //! tries the operation; when the operation shows the socket drained (`WouldBlock`, or a
 //! read or write shorter than asked) it clears the bit, but only if the counter still
 //! has the value it saw before the operation, so an event that arrived meanwhile is
-//! never lost. A task whose bit is clear stores its waker under the mutex and then
+//! never lost. A task whose bit is clear stores its waker under the mutex (cloned before
+//! the mutex is taken: a clone is user code, which may re-enter the socket) and then
 //! re-reads the bits: either it sees an event that raced with it and retries, or the
 //! worker (which sets bits before locking) finds the waker. The short-read rule saves
 //! the `WouldBlock` system call that would otherwise end every read. "Closed" bits
@@ -110,20 +111,30 @@ struct Waiters {
     rest: Vec<Waker>,
 }
 
+/// What [`Waiters::install`] leaves the caller to do once the lock is released (waking
+/// and dropping a waker run its code).
+#[derive(Debug)]
+enum Installed {
+    /// The waker is stored.
+    Stored,
+    /// The waker is stored, and this one, the oldest extra waiter, was evicted to keep
+    /// the list bounded: wake it (a spurious wake-up: it registers again when polled).
+    Evicted(Waker),
+    /// An equal waker was there already: drop this one.
+    Duplicate(Waker),
+}
+
 impl Waiters {
-    /// Adds `waker` unless it is there already; returns a waker evicted to keep the
-    /// list bounded, for the caller to wake outside the lock.
-    fn register(&mut self, waker: &Waker) -> Option<Waker> {
-        match &self.first {
-            None => {
-                self.first = Some(waker.clone());
-                return None;
-            }
-            Some(first) if first.will_wake(waker) => return None,
-            Some(_) => {}
-        }
-        if self.rest.iter().any(|stored| stored.will_wake(waker)) {
-            return None;
+    /// Adds `waker`, a clone the caller made with no lock held, unless an equal one is
+    /// there already. Runs no user code: [`Waker::will_wake`] compares the wakers'
+    /// data and vtable pointers.
+    fn install(&mut self, waker: Waker) -> Installed {
+        let Some(first) = &self.first else {
+            self.first = Some(waker);
+            return Installed::Stored;
+        };
+        if first.will_wake(&waker) || self.rest.iter().any(|stored| stored.will_wake(&waker)) {
+            return Installed::Duplicate(waker);
         }
         let evicted = if self.rest.len() >= MAX_EXTRA_WAITERS {
             Some(self.rest.remove(0))
@@ -131,8 +142,8 @@ impl Waiters {
             None
         };
         // Reactor state outlives any request: never grow it inside a request's arena.
-        pagekeep_arena::outside_arena(|| self.rest.push(waker.clone()));
-        evicted
+        pagekeep_arena::outside_arena(|| self.rest.push(waker));
+        evicted.map_or(Installed::Stored, Installed::Evicted)
     }
 
     /// Takes every waiter, leaving the list empty.
@@ -140,15 +151,6 @@ impl Waiters {
         Waiters {
             first: self.first.take(),
             rest: std::mem::take(&mut self.rest),
-        }
-    }
-
-    fn wake(self) {
-        if let Some(first) = self.first {
-            first.wake();
-        }
-        for waker in self.rest {
-            waker.wake();
         }
     }
 
@@ -238,20 +240,45 @@ impl IoState {
         });
     }
 
-    /// Marks the socket's worker as gone (see the module docs) and wakes every waiting
-    /// task, so that each sees the error.
-    fn driver_gone(&self) {
+    /// Marks the socket's worker as gone (see the module docs) and pushes the wakers of
+    /// every waiting task onto `wakers`, for the caller to wake (so that each sees the
+    /// error) once no lock is held.
+    fn driver_gone(&self, wakers: &mut Vec<Waker>) {
         // Bit first, then the lock, as for events: a task that registers its waker
         // after we took the waiters re-reads the bits and sees this one.
         self.readiness.fetch_or(DRIVER_GONE, Ordering::AcqRel);
-        let waiters = {
-            let mut wakers = self.lock();
-            (wakers.read.take(), wakers.write.take())
+        let (read, write) = {
+            let mut waiters = self.lock();
+            (waiters.read.take(), waiters.write.take())
         };
         pagekeep_arena::outside_arena(|| {
-            waiters.0.wake();
-            waiters.1.wake();
+            read.move_into(wakers);
+            write.move_into(wakers);
         });
+    }
+
+    /// Stores `waker` as a waiter for `direction` (see [`Waiters`]). It is cloned
+    /// before the lock is taken and the evicted or duplicate waker is woken or dropped
+    /// after it is released: a waker's clone, wake and drop are user code, which may
+    /// re-enter this socket (register, or wake it) or panic, and must neither deadlock
+    /// nor poison the lock. A task waker's clone and drop cost nothing; the usual single
+    /// waiter allocates nothing. The caller re-reads the readiness bits afterwards (see
+    /// the module docs).
+    fn park(&self, direction: Direction, waker: &Waker) {
+        let waker = waker.clone();
+        let installed = {
+            let mut wakers = self.lock();
+            let waiters = match direction {
+                Direction::Read => &mut wakers.read,
+                Direction::Write => &mut wakers.write,
+            };
+            waiters.install(waker)
+        };
+        match installed {
+            Installed::Stored => {}
+            Installed::Evicted(evicted) => evicted.wake(),
+            Installed::Duplicate(duplicate) => drop(duplicate),
+        }
     }
 
     /// Clears `bits` unless an event arrived since `seen` was read.
@@ -310,14 +337,16 @@ impl IoTable {
     }
 }
 
-/// Tells every socket still registered in `table` that its worker has exited: their
-/// waiting tasks are woken, and operations that would wait fail (see the module docs).
-/// Called once by the worker thread on its way out, when no task of its own is left.
-pub(crate) fn shut_down(table: &Mutex<IoTable>) {
-    // Copied out so that the wakers run (and the states drop) outside the table's lock.
+/// Tells every socket still registered in `table` that its worker has exited:
+/// operations that would wait fail (see the module docs), and the wakers of their
+/// waiting tasks are pushed onto `wakers`, for the caller to wake (each may panic: the
+/// worker wakes them one by one, see `worker`). Called once by the worker thread on
+/// its way out, when no task of its own is left.
+pub(crate) fn shut_down(table: &Mutex<IoTable>, wakers: &mut Vec<Waker>) {
+    // Copied out so that the states drop outside the table's lock.
     let states = pagekeep_arena::outside_arena(|| crate::sync::lock(table).live_states());
     for state in states {
-        state.driver_gone();
+        state.driver_gone(wakers);
     }
 }
 
@@ -381,17 +410,7 @@ impl Registration {
                 if seen & DRIVER_GONE != 0 {
                     return Poll::Ready(Err(driver_gone_error()));
                 }
-                let evicted = {
-                    let mut wakers = state.lock();
-                    let waiters = match direction {
-                        Direction::Read => &mut wakers.read,
-                        Direction::Write => &mut wakers.write,
-                    };
-                    waiters.register(cx.waker())
-                };
-                if let Some(evicted) = evicted {
-                    evicted.wake();
-                }
+                state.park(direction, cx.waker());
                 let now = state.readiness.load(Ordering::Acquire);
                 if now & direction.runnable() == 0 {
                     if now & DRIVER_GONE != 0 {
@@ -456,24 +475,35 @@ mod tests {
             .map(|counter| Waker::from(Arc::clone(counter)))
             .collect();
         let mut waiters = Waiters::default();
-        assert!(waiters.register(&wakers[0]).is_none());
+        let mut register = |waker: &Waker| match waiters.install(waker.clone()) {
+            Installed::Stored => None,
+            Installed::Evicted(evicted) => Some(evicted),
+            Installed::Duplicate(_) => None,
+        };
+        assert!(register(&wakers[0]).is_none());
         assert!(
-            waiters.register(&wakers[0]).is_none(),
+            register(&wakers[0]).is_none(),
             "an equal waker is kept once"
         );
-        assert!(waiters.register(&wakers[1]).is_none());
-        assert!(waiters.register(&wakers[1]).is_none());
-        assert_eq!(waiters.rest.len(), 1);
+        assert!(register(&wakers[1]).is_none());
+        assert!(register(&wakers[1]).is_none());
         for waker in &wakers[2..=MAX_EXTRA_WAITERS] {
-            assert!(waiters.register(waker).is_none());
+            assert!(register(waker).is_none());
         }
         // One more than the bound: the oldest extra waiter is handed back to be woken.
-        let evicted = waiters
-            .register(&wakers[MAX_EXTRA_WAITERS + 1])
-            .expect("evicted");
-        assert!(evicted.will_wake(&wakers[1]));
+        let evicted = register(&wakers[MAX_EXTRA_WAITERS + 1]).expect("evicted");
+        assert_eq!(waiters.rest.len(), MAX_EXTRA_WAITERS);
+        // (Which waker it is shows in the counts: `will_wake` compares vtable
+        // addresses, which miri does not keep equal between a waker and its clone.)
         evicted.wake();
-        waiters.take().wake();
+        assert_eq!(
+            counters[1].0.load(Ordering::Relaxed),
+            1,
+            "the oldest extra one"
+        );
+        let mut taken = Vec::new();
+        waiters.take().move_into(&mut taken);
+        taken.into_iter().for_each(Waker::wake);
         let woken: Vec<_> = counters
             .iter()
             .map(|counter| counter.0.load(Ordering::Relaxed))
@@ -488,9 +518,161 @@ mod tests {
         assert!(waiters.first.is_none() && waiters.rest.is_empty());
     }
 
+    /// A waker whose clone is user code that re-enters the socket it is being
+    /// registered with: it notes whether the socket's waiter lock is held during the
+    /// clone, then (the lock being free; on a held one it would deadlock) registers
+    /// `other` for the same direction, or panics.
+    struct Reentrant {
+        state: Arc<IoState>,
+        other: Waker,
+        clone_panics: bool,
+        clones: AtomicUsize,
+        lock_held_during_clone: std::sync::atomic::AtomicBool,
+        woken: AtomicUsize,
+    }
+
+    static REENTRANT: std::task::RawWakerVTable = std::task::RawWakerVTable::new(
+        reentrant_clone,
+        reentrant_wake,
+        reentrant_wake_by_ref,
+        reentrant_drop,
+    );
+
+    /// A waker on `probe`: its data pointer is an `Arc<Reentrant>` strong count, one
+    /// per waker, given back by `reentrant_wake` and `reentrant_drop`.
+    fn reentrant_waker(probe: Arc<Reentrant>) -> Waker {
+        let data = Arc::into_raw(probe).cast::<()>();
+        // SAFETY: the vtable's functions take `data` for what it is, a pointer from
+        // `Arc::into_raw` that owns one strong count of a live `Reentrant` (which is
+        // `Send + Sync`); each clone takes a count of its own, and wake or drop gives it
+        // back exactly once.
+        unsafe { Waker::from_raw(std::task::RawWaker::new(data, &REENTRANT)) }
+    }
+
+    /// # Safety
+    /// `data` comes from a waker of [`reentrant_waker`] that is still alive.
+    unsafe fn reentrant_clone(data: *const ()) -> std::task::RawWaker {
+        let probe = data.cast::<Reentrant>();
+        // SAFETY: the waker being cloned owns a strong count, so the `Reentrant` lives
+        // at least as long as this call.
+        let reentrant = unsafe { &*probe };
+        reentrant.clones.fetch_add(1, Ordering::SeqCst);
+        let held = matches!(
+            reentrant.state.wakers.try_lock(),
+            Err(std::sync::TryLockError::WouldBlock)
+        );
+        reentrant
+            .lock_held_during_clone
+            .fetch_or(held, Ordering::SeqCst);
+        assert!(
+            !reentrant.clone_panics,
+            "a waker clone that panics on purpose"
+        );
+        if !held {
+            reentrant.state.park(Direction::Read, &reentrant.other);
+        }
+        // SAFETY: `probe` comes from `Arc::into_raw` and its count is held (above); the
+        // new count belongs to the clone made here.
+        unsafe { Arc::increment_strong_count(probe) };
+        std::task::RawWaker::new(data, &REENTRANT)
+    }
+
+    /// # Safety
+    /// `data` comes from a waker of [`reentrant_waker`], whose count this call takes.
+    unsafe fn reentrant_wake(data: *const ()) {
+        // SAFETY: the waker being woken owns this count and gives it up here.
+        let probe = unsafe { Arc::from_raw(data.cast::<Reentrant>()) };
+        probe.woken.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// # Safety
+    /// `data` comes from a waker of [`reentrant_waker`] that is still alive.
+    unsafe fn reentrant_wake_by_ref(data: *const ()) {
+        // SAFETY: the waker owns a count and outlives this call.
+        let probe = unsafe { &*data.cast::<Reentrant>() };
+        probe.woken.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// # Safety
+    /// `data` comes from a waker of [`reentrant_waker`], whose count this call takes.
+    unsafe fn reentrant_drop(data: *const ()) {
+        // SAFETY: the waker being dropped owns this count and gives it up here.
+        drop(unsafe { Arc::from_raw(data.cast::<Reentrant>()) });
+    }
+
+    fn reentrant(state: &Arc<IoState>, other: Waker, clone_panics: bool) -> Arc<Reentrant> {
+        Arc::new(Reentrant {
+            state: Arc::clone(state),
+            other,
+            clone_panics,
+            clones: AtomicUsize::new(0),
+            lock_held_during_clone: std::sync::atomic::AtomicBool::new(false),
+            woken: AtomicUsize::new(0),
+        })
+    }
+
+    /// Takes every waiter of `state`, as the worker's exit does, and wakes them.
+    fn wake_waiters(state: &IoState) -> usize {
+        let mut wakers = Vec::new();
+        state.driver_gone(&mut wakers);
+        let count = wakers.len();
+        wakers.into_iter().for_each(Waker::wake);
+        count
+    }
+
+    /// A waker is cloned with the socket's waiter lock free: a clone that registers
+    /// another waker on the same socket (user code may) neither deadlocks nor loses
+    /// either registration, and both are woken. The clone used to run under the lock:
+    /// such a waker deadlocked on it (the probe, seeing the lock held, records it
+    /// instead).
+    #[test]
+    fn a_waker_whose_clone_reenters_the_socket_neither_deadlocks_nor_is_lost() {
+        let state = Arc::new(IoState::new());
+        let other = Arc::new(Counter(AtomicUsize::new(0)));
+        let probe = reentrant(&state, Waker::from(Arc::clone(&other)), false);
+        let waker = reentrant_waker(Arc::clone(&probe));
+        state.park(Direction::Read, &waker);
+        assert!(
+            !probe.lock_held_during_clone.load(Ordering::SeqCst),
+            "the waker was cloned with the socket's waiter lock held"
+        );
+        assert_eq!(probe.clones.load(Ordering::SeqCst), 1);
+        // Registered again (a task polled twice): an equal waker is kept once.
+        state.park(Direction::Read, &waker);
+        assert_eq!(wake_waiters(&state), 2, "both wakers are stored, once each");
+        assert_eq!(probe.woken.load(Ordering::SeqCst), 1);
+        assert_eq!(other.0.load(Ordering::Relaxed), 1);
+        drop(waker);
+    }
+
+    /// A waker whose clone panics leaves the socket as it was: the panic reaches the
+    /// poller, the waiter lock is not poisoned, and later waiters are stored and woken.
+    /// The clone used to panic with the lock held, poisoning it.
+    #[test]
+    fn a_waker_whose_clone_panics_leaves_the_socket_usable() {
+        let state = Arc::new(IoState::new());
+        let probe = reentrant(&state, Waker::noop().clone(), true);
+        let waker = reentrant_waker(Arc::clone(&probe));
+        let parked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            state.park(Direction::Read, &waker);
+        }));
+        assert!(parked.is_err(), "the clone's panic reaches the poller");
+        assert!(
+            !state.wakers.is_poisoned(),
+            "the clone panicked with the waiter lock held"
+        );
+        let later = Arc::new(Counter(AtomicUsize::new(0)));
+        state.park(Direction::Read, &Waker::from(Arc::clone(&later)));
+        assert_eq!(wake_waiters(&state), 1);
+        assert_eq!(later.0.load(Ordering::Relaxed), 1);
+        assert_eq!(probe.woken.load(Ordering::SeqCst), 0);
+        drop(waker);
+    }
+
     /// A closed bit that turns out to be stale (the operation says `WouldBlock`) is
     /// cleared instead of making `poll_io` spin, and the task parks.
     #[test]
+    #[cfg_attr(miri, ignore = "opens a socket, which miri cannot")]
     fn stray_closed_bit_parks_instead_of_spinning() {
         let runtime = crate::Runtime::builder().workers(1).build().unwrap();
         let attempts = runtime.block_on(async {

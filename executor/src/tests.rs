@@ -91,6 +91,84 @@ mod reactor {
         registration.deregister(&mut socket);
     }
 
+    /// A worker that exits wakes the waiters of every socket still registered with it,
+    /// then its leftover sleeps, even when a socket's waiter panics: each waker is
+    /// caught and reported, and the exit goes on. The panic used to unwind out of the
+    /// exit path at the first socket, leaving the other socket's waiter and the sleep
+    /// unwoken (they waited for ever).
+    #[test]
+    fn an_exiting_worker_wakes_every_orphaned_socket_and_sleep_past_a_panicking_waker() {
+        struct Panicking;
+        impl std::task::Wake for Panicking {
+            fn wake(self: Arc<Self>) {
+                panic!("a socket's waker that panics on purpose");
+            }
+        }
+        struct Flag(AtomicBool);
+        impl std::task::Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let runtime = runtime(1);
+        let listener = std::net::TcpListener::bind(loopback()).unwrap();
+        let mut pairs = Vec::new();
+        for _ in 0..2 {
+            let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (server, _) = listener.accept().unwrap();
+            server.set_nonblocking(true).unwrap();
+            pairs.push((client, server));
+        }
+        let socket_flag = Arc::new(Flag(AtomicBool::new(false)));
+        let sleep_flag = Arc::new(Flag(AtomicBool::new(false)));
+        let servers: Vec<_> = pairs
+            .iter()
+            .map(|(_, server)| server.try_clone().unwrap())
+            .collect();
+        let (socket_waker, sleep_waker) = (
+            Waker::from(Arc::clone(&socket_flag)),
+            Waker::from(Arc::clone(&sleep_flag)),
+        );
+        let (kept, sleeper) = runtime.block_on(async move {
+            use std::io::Read;
+            let mut kept = Vec::new();
+            // The panicking waiter's socket registers first, so it is woken first.
+            for (server, waker) in servers
+                .into_iter()
+                .zip([Waker::from(Arc::new(Panicking)), socket_waker])
+            {
+                let mut socket = mio::net::TcpStream::from_std(server);
+                let registration = crate::reactor::Registration::new(&mut socket).unwrap();
+                let polled = registration.poll_io(
+                    &mut std::task::Context::from_waker(&waker),
+                    crate::reactor::Direction::Read,
+                    || socket.read(&mut [0; 16]).map(crate::reactor::Outcome::More),
+                );
+                assert!(polled.is_pending());
+                kept.push((socket, registration));
+            }
+            let mut sleeper = Box::pin(sleep(Duration::from_secs(3600)));
+            let polled = sleeper
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(&sleep_waker));
+            assert!(polled.is_pending());
+            (kept, sleeper)
+        });
+        drop(runtime);
+        assert!(
+            socket_flag.0.load(Ordering::SeqCst),
+            "the other socket's waiter was not woken"
+        );
+        assert!(
+            sleep_flag.0.load(Ordering::SeqCst),
+            "the leftover sleep was not woken"
+        );
+        for (mut socket, registration) in kept {
+            registration.deregister(&mut socket);
+        }
+        drop((sleeper, pairs));
+    }
+
     #[test]
     fn echo_over_loopback_between_workers() {
         let runtime = runtime(2);
@@ -484,6 +562,63 @@ mod wakers {
 
 mod shutdown {
     use super::*;
+
+    /// Panics when woken.
+    struct Panicking;
+
+    impl std::task::Wake for Panicking {
+        fn wake(self: Arc<Self>) {
+            panic!("a waker that panics on purpose");
+        }
+    }
+
+    /// Counts its wakes.
+    struct Counting(AtomicUsize);
+
+    impl std::task::Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A worker that exits wakes every sleep left in its heap even when some of their
+    /// wakers panic: each is caught and reported, and the exit goes on. The first
+    /// panicking waker (the earliest deadline, woken first) used to unwind out of the
+    /// worker's exit path, dropping the later wakers unwoken.
+    #[test]
+    fn an_exiting_worker_wakes_every_leftover_sleep_past_a_panicking_waker() {
+        let runtime = runtime(1);
+        let counting = Arc::new(Counting(AtomicUsize::new(0)));
+        let counted = Waker::from(Arc::clone(&counting));
+        // In a struct: the runtime hands back a value, not futures to await.
+        struct Kept(Vec<std::pin::Pin<Box<crate::Sleep>>>);
+        let Kept(sleeps) = runtime.block_on(async move {
+            let panicking = Waker::from(Arc::new(Panicking));
+            let mut sleeps = Vec::new();
+            // Registered in deadline order, the panicking ones first and third.
+            for (hours, waker) in [
+                (1, &panicking),
+                (2, &counted),
+                (3, &panicking),
+                (4, &counted),
+            ] {
+                let mut sleeper = Box::pin(sleep(Duration::from_secs(3600 * hours)));
+                let polled = sleeper
+                    .as_mut()
+                    .poll(&mut std::task::Context::from_waker(waker));
+                assert!(polled.is_pending());
+                sleeps.push(sleeper);
+            }
+            Kept(sleeps)
+        });
+        drop(runtime);
+        assert_eq!(
+            counting.0.load(Ordering::SeqCst),
+            2,
+            "a leftover sleep was not woken"
+        );
+        drop(sleeps);
+    }
 
     #[test]
     fn trigger_wakes_every_waiter_and_late_waiters_complete_at_once() {
@@ -1570,6 +1705,10 @@ mod stealing {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "its 64 wall-clock spins of 1 ms take minutes under miri"
+    )]
     fn tasks_spawned_on_one_busy_worker_are_stolen_by_the_idle_one() {
         let runtime = runtime(2);
         let workers = runtime
@@ -1606,6 +1745,10 @@ mod stealing {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "bounds wall-clock time, which miri's interpretation stretches"
+    )]
     fn a_worker_stuck_in_a_long_poll_has_its_queue_emptied_by_the_other() {
         let runtime = runtime(2);
         let done = runtime
@@ -1660,7 +1803,7 @@ mod stealing {
     fn wakes_from_a_foreign_thread_reach_a_task_wherever_it_runs() {
         let runtime = runtime(2);
         let (sender, receiver) = std::sync::mpsc::channel::<Waker>();
-        let rounds = 2_000;
+        let rounds = if cfg!(miri) { 20 } else { 2_000 };
         let waker_thread = std::thread::spawn(move || {
             let mut woken = 0;
             while let Ok(waker) = receiver.recv() {
@@ -1695,7 +1838,8 @@ mod stealing {
     #[test]
     fn no_two_polls_of_a_task_overlap_while_three_threads_wake_it() {
         let runtime = runtime(2);
-        let tasks: Vec<_> = (0..16)
+        let (count, last_poll) = if cfg!(miri) { (4, 10) } else { (16, 200) };
+        let tasks: Vec<_> = (0..count)
             .map(|_| {
                 let polling = Arc::new(AtomicBool::new(false));
                 let waker: Arc<Mutex<Option<Waker>>> = Arc::default();
@@ -1707,7 +1851,7 @@ mod stealing {
                     spin(Duration::from_micros(20));
                     polls += 1;
                     polling.store(false, Ordering::Release);
-                    if polls == 200 {
+                    if polls == last_poll {
                         Poll::Ready(())
                     } else {
                         Poll::Pending
@@ -1759,7 +1903,7 @@ mod stealing {
                 }
             })
         };
-        for _ in 0..500 {
+        for _ in 0..if cfg!(miri) { 10 } else { 500 } {
             let polls = Arc::new(AtomicUsize::new(0));
             let counted = Arc::clone(&polls);
             let keep = Arc::clone(&stale);
@@ -1789,7 +1933,8 @@ mod stealing {
 
     #[test]
     fn dropping_the_runtime_with_tasks_queued_and_stolen_cancels_each_once() {
-        for _ in 0..20 {
+        let (rounds, count) = if cfg!(miri) { (2, 16) } else { (20, 200) };
+        for _ in 0..rounds {
             let runtime = runtime(2);
             let drops = Arc::new(AtomicUsize::new(0));
             struct CountsDrop(Arc<AtomicUsize>);
@@ -1799,7 +1944,7 @@ mod stealing {
                 }
             }
             let mut wakers = Vec::new();
-            let tasks: Vec<_> = (0..200)
+            let tasks: Vec<_> = (0..count)
                 .map(|n| {
                     let guard = CountsDrop(Arc::clone(&drops));
                     let (sender, receiver) = std::sync::mpsc::channel();
@@ -1825,7 +1970,7 @@ mod stealing {
             drop(runtime);
             assert_eq!(
                 drops.load(Ordering::Acquire),
-                200,
+                count,
                 "every task dropped once"
             );
             for task in tasks {
@@ -2157,13 +2302,20 @@ mod held_worker {
 
     /// A waker that panics when the monitor fires its timer does not end the monitor: a
     /// sleep registered with a worker that is then held for 1 s still fires during the
-    /// hold afterwards.
+    /// hold afterwards. The waker panics with a payload whose destructor panics too:
+    /// that payload used to be dropped outside any catch, ending the monitor.
     #[test]
     fn the_monitor_survives_a_panicking_waker() {
+        struct Bomb;
+        impl Drop for Bomb {
+            fn drop(&mut self) {
+                panic!("a panic payload whose destructor panics on purpose");
+            }
+        }
         struct Panicking;
         impl std::task::Wake for Panicking {
             fn wake(self: Arc<Self>) {
-                panic!("a waker that panics");
+                std::panic::panic_any(Bomb);
             }
         }
         let runtime = runtime(2);
@@ -2277,5 +2429,252 @@ mod full_task_table {
             .unwrap_or_default();
         assert!(message.contains("task table is full"), "{message}");
         drop(pending);
+    }
+}
+
+/// Misuse a user could try, each expected to end without a hang, a panic out of the
+/// runtime or a lost wake-up.
+mod misuse {
+    use super::*;
+    use crate::sync::{Notify, mpsc};
+    use crate::{JoinSet, interval, spawn_blocking};
+
+    /// A task whose value spawns from its destructor, dropped by the runtime's
+    /// shutdown: the spawn is refused (its future dropped unpolled, its handle
+    /// cancelled); nothing panics or hangs.
+    #[test]
+    fn a_spawn_from_a_destructor_run_by_the_shutdown_is_dropped_unpolled() {
+        struct SpawnsOnDrop {
+            polled: Arc<AtomicBool>,
+            dropped: Arc<AtomicBool>,
+            cancelled: Arc<AtomicBool>,
+        }
+        struct Flags(Arc<AtomicBool>, Arc<AtomicBool>);
+        impl Drop for Flags {
+            fn drop(&mut self) {
+                self.1.store(true, Ordering::SeqCst);
+            }
+        }
+        impl Drop for SpawnsOnDrop {
+            fn drop(&mut self) {
+                let flags = Flags(Arc::clone(&self.polled), Arc::clone(&self.dropped));
+                let handle = spawn(async move {
+                    flags.0.store(true, Ordering::SeqCst);
+                });
+                // Awaited off the runtime: a refused spawn says so at once.
+                let joined = crate::runtime::block_on_thread(handle);
+                self.cancelled.store(
+                    matches!(joined, Err(JoinError::Cancelled)),
+                    Ordering::SeqCst,
+                );
+            }
+        }
+        let (polled, dropped, cancelled) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let runtime = runtime(2);
+        let guard = SpawnsOnDrop {
+            polled: Arc::clone(&polled),
+            dropped: Arc::clone(&dropped),
+            cancelled: Arc::clone(&cancelled),
+        };
+        let task = runtime.spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        });
+        runtime.block_on(yield_now());
+        drop(runtime);
+        assert!(matches!(
+            crate::runtime::block_on_thread(task),
+            Err(JoinError::Cancelled)
+        ));
+        assert!(
+            !polled.load(Ordering::SeqCst),
+            "spawned after the shutdown, and polled"
+        );
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the refused future was not dropped"
+        );
+        assert!(
+            cancelled.load(Ordering::SeqCst),
+            "the refused spawn's handle"
+        );
+    }
+
+    /// A `JoinSet` dropped while its tasks panic on both workers: every task ends
+    /// exactly once (panicked, or aborted before it could), each panic contained,
+    /// and the runtime goes on.
+    #[test]
+    fn a_join_set_dropped_while_its_tasks_panic() {
+        struct Ends(Arc<AtomicUsize>);
+        impl Drop for Ends {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let runtime = runtime(2);
+        let ended = Arc::new(AtomicUsize::new(0));
+        let count = if cfg!(miri) { 8 } else { 200 };
+        let after = runtime.block_on({
+            let ended = Arc::clone(&ended);
+            async move {
+                let mut set = JoinSet::new();
+                for index in 0..count {
+                    // Moved into the task: dropped whether it runs or is aborted.
+                    let ends = Ends(Arc::clone(&ended));
+                    set.spawn(async move {
+                        let _ends = ends;
+                        if index % 2 == 0 {
+                            yield_now().await;
+                        }
+                        panic!("a task that panics on purpose");
+                    });
+                }
+                yield_now().await;
+                drop(set);
+                spawn(async { 7 }).await.unwrap()
+            }
+        });
+        assert_eq!(after, 7);
+        drop(runtime);
+        assert_eq!(ended.load(Ordering::SeqCst), count);
+    }
+
+    /// `interval` with `Duration::MAX` ticks at once, then waits (about 30 years, not
+    /// an overflow); `timeout(Duration::MAX, ..)` passes its future's output.
+    #[test]
+    fn max_durations_for_interval_and_timeout() {
+        let runtime = runtime(1);
+        runtime.block_on(async {
+            let mut ticks = interval(Duration::MAX);
+            let first = ticks.tick().await;
+            assert!(first <= Instant::now());
+            let second = timeout(Duration::from_millis(5), ticks.tick()).await;
+            assert!(second.is_err(), "a second tick came at once");
+            assert_eq!(timeout(Duration::MAX, async { 3 }).await, Ok(3));
+            assert_eq!(
+                timeout(Duration::MAX, sleep(Duration::from_millis(1))).await,
+                Ok(())
+            );
+        });
+    }
+
+    /// `spawn_blocking` past its bound while every blocking thread is blocked: the
+    /// closures queue, and run once a thread is free; the runtime's drop does not
+    /// wait for a closure still blocked (it is let go afterwards), and cancels the one
+    /// queued behind it.
+    #[test]
+    fn spawn_blocking_past_its_bound_with_every_thread_blocked() {
+        let runtime = Runtime::builder()
+            .workers(1)
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        let (release, blocked) = std::sync::mpsc::channel::<()>();
+        let first = runtime
+            .handle()
+            .spawn_blocking(move || blocked.recv().is_ok());
+        let queued: Vec<_> = (0..3)
+            .map(|index| runtime.handle().spawn_blocking(move || index))
+            .collect();
+        runtime.block_on(sleep(Duration::from_millis(5)));
+        release.send(()).unwrap();
+        assert!(runtime.block_on(first).unwrap());
+        for (index, handle) in queued.into_iter().enumerate() {
+            assert_eq!(runtime.block_on(handle).unwrap(), index);
+        }
+        // Now a closure blocked for ever, and one queued behind it, at the drop.
+        let (unblock, forever) = std::sync::mpsc::channel::<()>();
+        let (started, has_started) = std::sync::mpsc::channel::<()>();
+        let stuck = runtime.handle().spawn_blocking(move || {
+            started.send(()).unwrap();
+            forever.recv().is_ok()
+        });
+        has_started.recv().unwrap();
+        // Queued by the free function, on the runtime's worker.
+        let (sender, receiver) = std::sync::mpsc::channel();
+        runtime.block_on(async move { sender.send(spawn_blocking(|| 1)).unwrap() });
+        let behind = receiver.recv().unwrap();
+        drop(runtime);
+        assert!(matches!(
+            crate::runtime::block_on_thread(behind),
+            Err(JoinError::Cancelled)
+        ));
+        // Let go, so that the thread ends (miri requires it).
+        drop(unblock);
+        assert!(!crate::runtime::block_on_thread(stuck).unwrap());
+    }
+
+    /// `Notify` with two waiters, one of them cancelled after `notify_one` chose it:
+    /// the notification passes to the other.
+    #[test]
+    fn notify_one_with_two_waiters_one_cancelled() {
+        let runtime = runtime(1);
+        runtime.block_on(async {
+            let notify = Notify::new();
+            let mut first = Box::pin(notify.notified());
+            let mut second = Box::pin(notify.notified());
+            let mut cx = std::task::Context::from_waker(Waker::noop());
+            assert!(first.as_mut().poll(&mut cx).is_pending());
+            assert!(second.as_mut().poll(&mut cx).is_pending());
+            notify.notify_one();
+            drop(first);
+            assert!(
+                second.as_mut().poll(&mut cx).is_ready(),
+                "the notification was lost"
+            );
+            // And the other order: the one left is notified first, then dropped.
+            let mut third = Box::pin(notify.notified());
+            let mut fourth = Box::pin(notify.notified());
+            assert!(third.as_mut().poll(&mut cx).is_pending());
+            assert!(fourth.as_mut().poll(&mut cx).is_pending());
+            drop(fourth);
+            notify.notify_one();
+            assert!(third.as_mut().poll(&mut cx).is_ready());
+        });
+    }
+
+    /// A bounded channel whose receiver is dropped while senders wait for room: every
+    /// waiting sender is woken and gets its value back.
+    #[test]
+    fn mpsc_receiver_dropped_while_senders_wait() {
+        let runtime = runtime(2);
+        runtime.block_on(async {
+            let (sender, receiver) = mpsc::channel::<usize>(1);
+            sender.send(0).await.unwrap();
+            let waiting: Vec<_> = (1..4)
+                .map(|value| {
+                    let sender = sender.clone();
+                    spawn(async move { sender.send(value).await.map_err(|error| error.0) })
+                })
+                .collect();
+            for _ in 0..4 {
+                yield_now().await;
+            }
+            drop(receiver);
+            let mut back = Vec::new();
+            for task in waiting {
+                back.push(task.await.unwrap().unwrap_err());
+            }
+            back.sort_unstable();
+            assert_eq!(back, [1, 2, 3]);
+            assert!(sender.is_closed());
+        });
+    }
+
+    /// `block_on` inside `block_on`'s future is refused (see
+    /// `runtime::block_on_inside_a_worker_is_refused_not_deadlocked`); from a closure
+    /// on the runtime's blocking pool, which is no worker, it runs.
+    #[test]
+    fn block_on_from_a_blocking_thread_of_the_same_runtime() {
+        let runtime = Arc::new(runtime(1));
+        let inner = Arc::clone(&runtime);
+        let handle = runtime
+            .handle()
+            .spawn_blocking(move || inner.block_on(async { 5 }));
+        assert_eq!(runtime.block_on(handle).unwrap(), 5);
     }
 }

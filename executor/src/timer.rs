@@ -451,6 +451,9 @@ impl Sleep {
             };
             // Dropped with the entry unlocked: dropping a waker runs its code.
             drop(displaced);
+            if self.worker == FALLBACK_ID {
+                fallback::withdrawn(self.deadline);
+            }
         }
     }
 }
@@ -544,7 +547,11 @@ const FALLBACK_ID: u64 = u64::MAX;
 /// The thread is started by the first registration and leaves as soon as the heap is
 /// empty, so a process that never polls a sleep off a worker never has it, and one
 /// that did has it only while such sleeps wait. A registration that becomes the
-/// earliest deadline unparks it (an unpark before its park is kept by `std::thread`).
+/// earliest deadline unparks it (an unpark before its park is kept by `std::thread`),
+/// and so does the cancellation of the earliest one (a sleep dropped or reset, or
+/// moved to a worker): the thread then re-reads its heap, and leaves if it is empty,
+/// instead of staying parked until a deadline nobody waits for (30 years away for
+/// `Duration::MAX`).
 /// The wakers of due entries run on that thread with the heap unlocked, each under
 /// `catch_unwind`: one that panics is reported on standard error and the others are
 /// still woken, as on the monitor.
@@ -563,12 +570,17 @@ mod fallback {
         running: bool,
         /// The thread started last (for the tests to wait for it to leave).
         thread: Option<thread::JoinHandle<()>>,
+        /// Times a thread has looked at the heap (for the tests to wait for a look).
+        #[cfg(test)]
+        looks: u64,
     }
 
     static STATE: Mutex<State> = Mutex::new(State {
         heap: TimerHeap::new(),
         running: false,
         thread: None,
+        #[cfg(test)]
+        looks: 0,
     });
 
     /// Registers `entry` (made here if `None`) for `deadline`, whose firing wakes
@@ -610,6 +622,23 @@ mod fallback {
         displaced
     }
 
+    /// Says that the entry of a sleep registered here for `deadline` was cancelled.
+    /// When no earlier deadline is left in the heap, the thread may be parked until
+    /// this one: it is unparked to re-read the heap (and leave if it is empty). The
+    /// cancelled entries on top are dropped here already.
+    pub(super) fn withdrawn(deadline: Instant) {
+        let mut state = lock(&STATE);
+        if !state.running {
+            return;
+        }
+        let next = state.heap.next_deadline();
+        if next.is_none_or(|next| next > deadline)
+            && let Some(handle) = &state.thread
+        {
+            handle.thread().unpark();
+        }
+    }
+
     /// Takes `entry` for the spares if the heap is free at once (a waker run by the
     /// thread may drop a sleep).
     pub(super) fn recycle(entry: Arc<TimerEntry>) {
@@ -625,6 +654,10 @@ mod fallback {
         loop {
             let wait = {
                 let mut state = lock(&STATE);
+                #[cfg(test)]
+                {
+                    state.looks += 1;
+                }
                 state.heap.fire_due(Instant::now(), &mut wakers);
                 let next = state.heap.next_deadline();
                 if next.is_none() {
@@ -633,7 +666,9 @@ mod fallback {
                 next.map(|deadline| deadline.saturating_duration_since(Instant::now()))
             };
             for waker in wakers.drain(..) {
-                if std::panic::catch_unwind(AssertUnwindSafe(|| waker.wake())).is_err() {
+                if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| waker.wake())) {
+                    // Its payload's destructor is user code too, and may panic.
+                    crate::sync::discard_panic(payload);
                     report_panicking_waker();
                 }
             }
@@ -653,30 +688,58 @@ mod fallback {
     }
 
     /// Waits until the thread has left (the heap is empty), for tests that must end
-    /// with no thread of theirs running (miri requires it). The thread is unparked at
-    /// each look, so that it drops the cancelled entries on top of its heap at once
-    /// instead of at their deadlines.
+    /// with no thread of theirs running (miri requires it).
+    ///
+    /// # Panics
+    /// When it has not left within a minute.
     #[cfg(test)]
     pub(super) fn wait_until_idle() {
+        assert!(
+            left_within(std::time::Duration::from_secs(60)),
+            "the fallback timer thread is still running a minute later"
+        );
+    }
+
+    /// Times a thread has looked at the heap so far.
+    #[cfg(test)]
+    pub(super) fn looks() -> u64 {
+        lock(&STATE).looks
+    }
+
+    /// Waits until a thread has looked at the heap since [`looks`] said `seen`.
+    ///
+    /// # Panics
+    /// When none has within a minute.
+    #[cfg(test)]
+    pub(super) fn wait_for_a_look_since(seen: u64) {
+        let start = Instant::now();
+        while looks() == seen {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(60),
+                "the fallback timer thread has not looked at its heap for a minute"
+            );
+            thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// Whether the thread has left (the heap is empty) within `limit`; joins it if
+    /// so. The thread is never unparked here: it must see the cancellations by itself.
+    #[cfg(test)]
+    pub(super) fn left_within(limit: std::time::Duration) -> bool {
+        let start = Instant::now();
         loop {
             let handle = {
                 let mut state = lock(&STATE);
-                if state.running {
-                    if let Some(handle) = &state.thread {
-                        handle.thread().unpark();
-                    }
-                    None
-                } else {
-                    Some(state.thread.take())
-                }
+                (!state.running).then(|| state.thread.take())
             };
             match handle {
                 Some(handle) => {
                     if let Some(handle) = handle {
                         handle.join().expect("the fallback timer thread panicked");
                     }
-                    return;
+                    return true;
                 }
+                None if start.elapsed() >= limit => return false,
                 None => thread::sleep(std::time::Duration::from_millis(1)),
             }
         }
@@ -1033,6 +1096,77 @@ mod tests {
             "the fallback timer died or kept waiting for the far deadline"
         );
         drop((doomed, far));
+        fallback::wait_until_idle();
+    }
+
+    /// Far-off sleeps served by the fallback timer and dropped let its thread leave
+    /// at once: `Duration::MAX` (30 years) and an hour, the earlier dropped first, so
+    /// that the thread, unparked, parks again until the later one, which is then
+    /// dropped too. The thread used to stay parked until the cancelled deadline (an
+    /// hour), a thread kept for nothing.
+    #[test]
+    fn dropped_far_sleeps_let_the_fallback_thread_leave() {
+        let mut forever = Box::pin(sleep(Duration::MAX));
+        let mut hour = Box::pin(sleep(Duration::from_secs(3600)));
+        // Each registration is seen by the thread before the next step, so that it is
+        // parked (or about to park) until the earliest deadline when that is dropped.
+        let seen = fallback::looks();
+        assert!(futures_poll_once(forever.as_mut()).is_pending());
+        fallback::wait_for_a_look_since(seen);
+        let seen = fallback::looks();
+        assert!(futures_poll_once(hour.as_mut()).is_pending());
+        fallback::wait_for_a_look_since(seen);
+        drop(hour);
+        drop(forever);
+        assert!(
+            fallback::left_within(Duration::from_secs(60)),
+            "the fallback timer thread stayed parked until a cancelled deadline"
+        );
+        // A reset is a cancellation too.
+        let mut moved = Box::pin(sleep(Duration::from_secs(3600)));
+        let seen = fallback::looks();
+        assert!(futures_poll_once(moved.as_mut()).is_pending());
+        fallback::wait_for_a_look_since(seen);
+        moved.reset(Instant::now() + Duration::from_secs(7200));
+        assert!(
+            fallback::left_within(Duration::from_secs(60)),
+            "the fallback timer thread stayed parked until a reset deadline"
+        );
+        drop(moved);
+    }
+
+    /// A waker that panics with a payload whose destructor panics too does not end
+    /// the fallback timer's thread: a sleep registered after it still completes. The
+    /// payload used to be dropped outside any catch: its panic ended the thread, which
+    /// still counted as running, so no sleep off the workers ever completed again.
+    #[test]
+    fn the_fallback_timer_survives_a_panic_payload_that_panics_when_dropped() {
+        struct Bomb;
+        impl Drop for Bomb {
+            fn drop(&mut self) {
+                panic!("a panic payload whose destructor panics on purpose");
+            }
+        }
+        struct Throws;
+        impl Wake for Throws {
+            fn wake(self: Arc<Self>) {
+                std::panic::panic_any(Bomb);
+            }
+        }
+        let unit = Duration::from_millis(if cfg!(miri) { 1000 } else { 20 });
+        let mut doomed = Box::pin(sleep(unit));
+        let throws = Waker::from(Arc::new(Throws));
+        assert!(
+            doomed
+                .as_mut()
+                .poll(&mut Context::from_waker(&throws))
+                .is_pending()
+        );
+        let done = within(Duration::from_secs(60), move || {
+            crate::runtime::block_on_thread(sleep(2 * unit));
+        });
+        assert!(done.is_some(), "the fallback timer thread died");
+        drop(doomed);
         fallback::wait_until_idle();
     }
 

@@ -402,12 +402,14 @@ impl Worker {
         // Sockets that outlive the worker (moved to another runtime, or kept by a task
         // elsewhere) will get no more events: their waiters are woken to fail instead of
         // waiting for ever.
-        crate::reactor::shut_down(&self.shared.io);
+        let mut orphaned = Vec::new();
+        crate::reactor::shut_down(&self.shared.io, &mut orphaned);
+        wake_each_on_exit(&mut orphaned);
         // Sleeps still in the heap belong to tasks elsewhere: woken, they re-register
         // with their own worker's heap.
         self.shared.turn_started.store(0, Ordering::Release);
-        let orphaned = lock(&self.shared.timers).clear();
-        outside_arena(|| orphaned.into_iter().for_each(std::task::Waker::wake));
+        let mut orphaned = lock(&self.shared.timers).clear();
+        wake_each_on_exit(&mut orphaned);
     }
 
     fn event_loop(&mut self, local: &Local) {
@@ -490,6 +492,32 @@ impl Worker {
             wake_all(&mut due);
         }
     }
+}
+
+/// Wakes every waker of `wakers` (those of an exiting worker's orphaned sockets and
+/// sleeps), leaving it empty, each under `catch_unwind`: one that panics is reported on
+/// standard error, as on the monitor, and the exit goes on (the other wakers are woken,
+/// the timers after the sockets), since nothing is left to end but this thread.
+fn wake_each_on_exit(wakers: &mut Vec<Waker>) {
+    outside_arena(|| {
+        for waker in wakers.drain(..) {
+            if let Err(payload) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()))
+            {
+                crate::sync::discard_panic(payload);
+                report_panicking_waker_on_exit();
+            }
+        }
+    });
+}
+
+/// Says on standard error that a waker panicked when an exiting worker woke it.
+#[cold]
+fn report_panicking_waker_on_exit() {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(
+        b"executor: a waker panicked when an exiting worker woke it; the exit goes on\n",
+    );
 }
 
 /// Wakes every waker of `wakers`, leaving it empty. A waker that panics does not keep

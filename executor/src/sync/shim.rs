@@ -1,5 +1,6 @@
 //! The primitives of the scheduler's task-state machine behind one name, so that the
-//! loom models (`--cfg pagekeep_executor_loom`, see `scheduler::loom_models`) check the
+//! loom models (`--cfg pagekeep_executor_loom`, see `task::store::loom_models` and
+//! `monitor::loom_models`) check the
 //! same code that runs: std's by default, loom's in the crate's own
 //! test build under that cfg (the copy of the library the integration tests link keeps
 //! std's).
