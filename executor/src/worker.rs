@@ -69,6 +69,9 @@ pub(crate) struct WorkerShared {
     dead: AtomicBool,
     /// Tasks this worker has polled (for tests and statistics).
     polls: AtomicU64,
+    /// I/O events this worker collected from other workers' `Poll`s before blocking
+    /// (for tests and statistics).
+    peer_events: AtomicU64,
     /// The worker's `Poll`: its owner holds the lock in `epoll_wait`; the monitor
     /// takes it (`try_lock` only) to collect the events of a held worker.
     poll: Mutex<mio::Poll>,
@@ -100,6 +103,12 @@ impl WorkerShared {
     #[cfg_attr(not(test), expect(dead_code, reason = "read by the tests only"))]
     pub(crate) fn polls(&self) -> u64 {
         self.polls.load(Ordering::Relaxed)
+    }
+
+    /// I/O events this worker collected from other workers' `Poll`s so far.
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by the tests only"))]
+    pub(crate) fn peer_events(&self) -> u64 {
+        self.peer_events.load(Ordering::Relaxed)
     }
 
     /// Makes the worker's `epoll_wait` return (now or at its next call).
@@ -164,6 +173,38 @@ impl WorkerShared {
                 self.wake_poll();
             }
         }
+    }
+
+    /// Collects the pending I/O events of this worker's `Poll` without blocking and
+    /// dispatches them (their tasks are woken on the calling thread: on another worker
+    /// of the runtime they go to that worker's queue), unless the owner is using the
+    /// `Poll` right now (it is in `epoll_wait`, and takes them itself). For a peer
+    /// worker about to block while this one is in a turn: the owner may be preempted
+    /// by the kernel, or held by a task, with its sockets' readiness waiting in its own
+    /// `epoll` instance, which only it would otherwise collect before the monitor's
+    /// look. Returns how many events were collected.
+    ///
+    /// A wake of the owner's `mio::Waker` collected here is written again (the owner
+    /// may be about to block, counting on it). The wakers of the tasks concerned are
+    /// pushed onto `wakers`, for the caller to wake with the I/O table unlocked.
+    pub(crate) fn poll_events_for_peer(
+        &self,
+        events: &mut Events,
+        wakers: &mut Vec<Waker>,
+    ) -> usize {
+        let Ok(mut poll) = self.poll.try_lock() else {
+            return 0;
+        };
+        let polled = poll.poll(events, Some(Duration::ZERO));
+        drop(poll);
+        if polled.is_err() {
+            return 0;
+        }
+        self.dispatch(events, wakers);
+        if events.iter().any(|event| event.token() == WAKER_TOKEN) {
+            self.wake_poll();
+        }
+        events.iter().count()
     }
 
     /// Hands the events of this worker's `Poll` to their sockets' states, pushing the
@@ -275,6 +316,20 @@ impl Local {
             .steal_from_others(self.shared.local_index, x as usize % count, &self.queue)
     }
 
+    /// Collects the pending I/O events of every other worker of the runtime that is in
+    /// a turn (the others are blocked in, or on their way to, their own `epoll_wait`),
+    /// pushing the wakers they concern onto `wakers`. Returns how many events came.
+    fn collect_peer_events(&self, events: &mut Events, wakers: &mut Vec<Waker>) -> usize {
+        let mut collected = 0;
+        for peer in self.scheduler.workers.iter() {
+            if peer.local_index == self.shared.local_index || peer.turn_started().is_none() {
+                continue;
+            }
+            collected += peer.poll_events_for_peer(events, wakers);
+        }
+        collected
+    }
+
     /// Polls task `key` if it is still scheduled (a stale key does nothing).
     fn run_task(&self, key: TaskKey) {
         let tasks = &self.scheduler.tasks;
@@ -329,6 +384,7 @@ impl Worker {
             stop: AtomicBool::new(false),
             dead: AtomicBool::new(false),
             polls: AtomicU64::new(0),
+            peer_events: AtomicU64::new(0),
             poll: Mutex::new(poll),
             timers: Mutex::new(TimerHeap::default()),
             turn_started: AtomicU64::new(0),
@@ -450,6 +506,19 @@ impl Worker {
             was_idle = !full;
             if !full {
                 self.shared.turn_started.store(0, Ordering::Release);
+            }
+            if !full {
+                // Out of tasks: before blocking, take the pending I/O events of the
+                // workers still in a turn (see `WorkerShared::poll_events_for_peer`);
+                // the tasks they wake land in this worker's queue.
+                let collected = local.collect_peer_events(&mut events, &mut due);
+                wake_all(&mut due);
+                if collected != 0 {
+                    local
+                        .shared
+                        .peer_events
+                        .fetch_add(collected as u64, Ordering::Relaxed);
+                }
             }
             let timeout = if full {
                 Some(Duration::ZERO)
