@@ -7,19 +7,21 @@
 //! [`WorkerShared`]: the inbox of pinned spawns (see `inbox`),
 //! the `mio::Waker` and `Registry` (thread-safe), the I/O table (mutex), and, for the
 //! monitor when a task holds the worker (see `monitor`), the `Poll` and the timer heap
-//! (mutexes; the owner holds the `Poll`'s across `epoll_wait`, the monitor only
-//! `try_lock`s it) and the start time of the current turn (atomic).
+//! (mutexes; the owner holds the `Poll`'s across `epoll_wait`, the monitor and the
+//! other workers only `try_lock` it) and the start time of the current turn (atomic).
 //!
 //! # Loop
 //! A turn polls up to [`POLLS_PER_TURN`] tasks (or for up to 1 ms of polls), each taken
 //! from: the inbox (spawns aimed at this worker, one at a time), the worker's own
 //! queue, a batch from the injector, a batch stolen from another worker. Then
 //! `epoll_wait`: without waiting when the turn ran tasks; when it found none, the
-//! worker lists itself as sleeping, looks at every queue once more, and blocks until
-//! an event, a wake or the next timer. Then it dispatches I/O events and fires due
+//! worker collects the pending I/O events of the other workers still in a turn (see
+//! `WorkerShared::poll_events_for_peer`), lists itself as sleeping, looks at every
+//! queue once more, and blocks until an event, a wake or the next timer. Then it dispatches I/O events and fires due
 //! timers, until told to stop.
 //!
-//! A socket's events arrive on the worker whose `Poll` registered it, and wake its task
+//! A socket's events arrive on the worker whose `Poll` registered it (or are taken from
+//! it by an idle worker, or the monitor, while it is in a turn), and wake its task
 //! wherever that task runs now; a [`Sleep`](crate::Sleep) moves to the worker that
 //! polls it.
 
@@ -73,7 +75,8 @@ pub(crate) struct WorkerShared {
     /// (for tests and statistics).
     peer_events: AtomicU64,
     /// The worker's `Poll`: its owner holds the lock in `epoll_wait`; the monitor
-    /// takes it (`try_lock` only) to collect the events of a held worker.
+    /// takes it (`try_lock` only) to collect the events of a held worker, and another
+    /// worker running out of tasks to collect those of a worker in a turn.
     poll: Mutex<mio::Poll>,
     /// The worker's timers. Its own thread inserts and fires; the monitor fires those
     /// of a held worker. Locked only briefly, never across a task poll.
