@@ -2120,6 +2120,75 @@ mod held_worker {
         assert!(read_during, "the socket's event waited for the held worker");
     }
 
+    /// A worker that runs out of tasks collects, before it blocks, the pending I/O
+    /// events of a worker still in a turn (one preempted by the kernel, or held by a
+    /// task), and runs the tasks they wake. The monitor, which would otherwise collect
+    /// them once the turn is 4 ms old, is stopped here, so only the idle worker can:
+    /// the socket's event used to wait for the end of the hold.
+    #[test]
+    fn an_idle_worker_collects_the_events_of_a_busy_one_before_it_blocks() {
+        let runtime = runtime(2);
+        runtime.scheduler_for_tests().monitor.stop();
+        let listener = std::net::TcpListener::bind(loopback()).unwrap();
+        let address = listener.local_addr().unwrap();
+        let (go, told) = std::sync::mpsc::channel::<()>();
+        let handle = runtime.handle().clone();
+        let writer = std::thread::spawn(move || {
+            let (mut peer, _) = listener.accept().unwrap();
+            told.recv().unwrap();
+            std::io::Write::write_all(&mut peer, b"ping").unwrap();
+            // The event is now in the holding worker's `epoll`. Something for the idle
+            // worker to do: it wakes, runs it, and looks at the busy worker's events
+            // on its way back to sleep.
+            drop(handle.spawn(async {}));
+            peer
+        });
+        let read_during = runtime.block_on(async move {
+            // Registered with this worker's `Poll`.
+            let stream = TcpStream::connect(address).await.unwrap();
+            let spinning = Arc::new(AtomicBool::new(true));
+            let started = Arc::new(AtomicBool::new(false));
+            let read = Arc::new(AtomicBool::new(false));
+            let reader = {
+                let (spinning, started, read) = (
+                    Arc::clone(&spinning),
+                    Arc::clone(&started),
+                    Arc::clone(&read),
+                );
+                spawn(async move {
+                    let mut buffer = [0; 4];
+                    started.store(true, Ordering::SeqCst);
+                    let count = stream.read(&mut buffer).await.unwrap();
+                    assert_eq!(&buffer[..count], b"ping"[..count].as_ref());
+                    read.store(true, Ordering::SeqCst);
+                    spinning.load(Ordering::SeqCst)
+                })
+            };
+            // The reader's first poll, here or stolen: it waits for the socket.
+            while !started.load(Ordering::SeqCst) {
+                yield_now().await;
+            }
+            yield_now().await;
+            go.send(()).unwrap();
+            // Held without yielding until the reader has read (or for 2 s).
+            let start = Instant::now();
+            while !read.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(2) {
+                std::hint::spin_loop();
+            }
+            spinning.store(false, Ordering::SeqCst);
+            reader.await.unwrap()
+        });
+        drop(writer.join().unwrap());
+        assert!(read_during, "the socket's event waited for the held worker");
+        let collected: u64 = runtime
+            .scheduler_for_tests()
+            .workers
+            .iter()
+            .map(|worker| worker.peer_events())
+            .sum();
+        assert!(collected >= 1, "no worker collected another's events");
+    }
+
     /// A task spawned onto the empty queue of a worker that then computes for 1 s
     /// without yielding is stolen and runs during the computation (three times over,
     /// as the other worker may happen to be awake at the spawn).

@@ -7,19 +7,21 @@
 //! [`WorkerShared`]: the inbox of pinned spawns (see `inbox`),
 //! the `mio::Waker` and `Registry` (thread-safe), the I/O table (mutex), and, for the
 //! monitor when a task holds the worker (see `monitor`), the `Poll` and the timer heap
-//! (mutexes; the owner holds the `Poll`'s across `epoll_wait`, the monitor only
-//! `try_lock`s it) and the start time of the current turn (atomic).
+//! (mutexes; the owner holds the `Poll`'s across `epoll_wait`, the monitor and the
+//! other workers only `try_lock` it) and the start time of the current turn (atomic).
 //!
 //! # Loop
 //! A turn polls up to [`POLLS_PER_TURN`] tasks (or for up to 1 ms of polls), each taken
 //! from: the inbox (spawns aimed at this worker, one at a time), the worker's own
 //! queue, a batch from the injector, a batch stolen from another worker. Then
 //! `epoll_wait`: without waiting when the turn ran tasks; when it found none, the
-//! worker lists itself as sleeping, looks at every queue once more, and blocks until
-//! an event, a wake or the next timer. Then it dispatches I/O events and fires due
+//! worker collects the pending I/O events of the other workers still in a turn (see
+//! `WorkerShared::poll_events_for_peer`), lists itself as sleeping, looks at every
+//! queue once more, and blocks until an event, a wake or the next timer. Then it dispatches I/O events and fires due
 //! timers, until told to stop.
 //!
-//! A socket's events arrive on the worker whose `Poll` registered it, and wake its task
+//! A socket's events arrive on the worker whose `Poll` registered it (or are taken from
+//! it by an idle worker, or the monitor, while it is in a turn), and wake its task
 //! wherever that task runs now; a [`Sleep`](crate::Sleep) moves to the worker that
 //! polls it.
 
@@ -69,8 +71,12 @@ pub(crate) struct WorkerShared {
     dead: AtomicBool,
     /// Tasks this worker has polled (for tests and statistics).
     polls: AtomicU64,
+    /// I/O events this worker collected from other workers' `Poll`s before blocking
+    /// (for tests and statistics).
+    peer_events: AtomicU64,
     /// The worker's `Poll`: its owner holds the lock in `epoll_wait`; the monitor
-    /// takes it (`try_lock` only) to collect the events of a held worker.
+    /// takes it (`try_lock` only) to collect the events of a held worker, and another
+    /// worker running out of tasks to collect those of a worker in a turn.
     poll: Mutex<mio::Poll>,
     /// The worker's timers. Its own thread inserts and fires; the monitor fires those
     /// of a held worker. Locked only briefly, never across a task poll.
@@ -100,6 +106,12 @@ impl WorkerShared {
     #[cfg_attr(not(test), expect(dead_code, reason = "read by the tests only"))]
     pub(crate) fn polls(&self) -> u64 {
         self.polls.load(Ordering::Relaxed)
+    }
+
+    /// I/O events this worker collected from other workers' `Poll`s so far.
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by the tests only"))]
+    pub(crate) fn peer_events(&self) -> u64 {
+        self.peer_events.load(Ordering::Relaxed)
     }
 
     /// Makes the worker's `epoll_wait` return (now or at its next call).
@@ -164,6 +176,38 @@ impl WorkerShared {
                 self.wake_poll();
             }
         }
+    }
+
+    /// Collects the pending I/O events of this worker's `Poll` without blocking and
+    /// dispatches them (their tasks are woken on the calling thread: on another worker
+    /// of the runtime they go to that worker's queue), unless the owner is using the
+    /// `Poll` right now (it is in `epoll_wait`, and takes them itself). For a peer
+    /// worker about to block while this one is in a turn: the owner may be preempted
+    /// by the kernel, or held by a task, with its sockets' readiness waiting in its own
+    /// `epoll` instance, which only it would otherwise collect before the monitor's
+    /// look. Returns how many events were collected.
+    ///
+    /// A wake of the owner's `mio::Waker` collected here is written again (the owner
+    /// may be about to block, counting on it). The wakers of the tasks concerned are
+    /// pushed onto `wakers`, for the caller to wake with the I/O table unlocked.
+    pub(crate) fn poll_events_for_peer(
+        &self,
+        events: &mut Events,
+        wakers: &mut Vec<Waker>,
+    ) -> usize {
+        let Ok(mut poll) = self.poll.try_lock() else {
+            return 0;
+        };
+        let polled = poll.poll(events, Some(Duration::ZERO));
+        drop(poll);
+        if polled.is_err() {
+            return 0;
+        }
+        self.dispatch(events, wakers);
+        if events.iter().any(|event| event.token() == WAKER_TOKEN) {
+            self.wake_poll();
+        }
+        events.iter().count()
     }
 
     /// Hands the events of this worker's `Poll` to their sockets' states, pushing the
@@ -275,6 +319,20 @@ impl Local {
             .steal_from_others(self.shared.local_index, x as usize % count, &self.queue)
     }
 
+    /// Collects the pending I/O events of every other worker of the runtime that is in
+    /// a turn (the others are blocked in, or on their way to, their own `epoll_wait`),
+    /// pushing the wakers they concern onto `wakers`. Returns how many events came.
+    fn collect_peer_events(&self, events: &mut Events, wakers: &mut Vec<Waker>) -> usize {
+        let mut collected = 0;
+        for peer in self.scheduler.workers.iter() {
+            if peer.local_index == self.shared.local_index || peer.turn_started().is_none() {
+                continue;
+            }
+            collected += peer.poll_events_for_peer(events, wakers);
+        }
+        collected
+    }
+
     /// Polls task `key` if it is still scheduled (a stale key does nothing).
     fn run_task(&self, key: TaskKey) {
         let tasks = &self.scheduler.tasks;
@@ -329,6 +387,7 @@ impl Worker {
             stop: AtomicBool::new(false),
             dead: AtomicBool::new(false),
             polls: AtomicU64::new(0),
+            peer_events: AtomicU64::new(0),
             poll: Mutex::new(poll),
             timers: Mutex::new(TimerHeap::default()),
             turn_started: AtomicU64::new(0),
@@ -452,6 +511,19 @@ impl Worker {
             was_idle = !full;
             if !full {
                 self.shared.turn_started.store(0, Ordering::Release);
+            }
+            if !full {
+                // Out of tasks: before blocking, take the pending I/O events of the
+                // workers still in a turn (see `WorkerShared::poll_events_for_peer`);
+                // the tasks they wake land in this worker's queue.
+                let collected = local.collect_peer_events(&mut events, &mut due);
+                wake_all(&mut due);
+                if collected != 0 {
+                    local
+                        .shared
+                        .peer_events
+                        .fetch_add(collected as u64, Ordering::Relaxed);
+                }
             }
             let timeout = if full {
                 Some(Duration::ZERO)
