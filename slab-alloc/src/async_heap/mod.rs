@@ -302,27 +302,57 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
         if bytes != 0 && !self.budget.try_acquire(bytes) {
             self.budget.acquire(bytes).await;
         }
-        self.block_for_granted(layout, bytes)
-            .unwrap_or_else(|AllocError| std::alloc::handle_alloc_error(layout))
+        let ptr = match self.allocate_raw(layout) {
+            Ok(ptr) => ptr,
+            // A zero-sized block never fails, so `bytes` is not 0 here.
+            Err(AllocError) => {
+                self.budget
+                    .supply(bytes, || self.allocate_reclaiming(layout))
+                    .await
+            }
+        };
+        HeapBlock {
+            heap: self,
+            ptr,
+            layout,
+            _not_send: PhantomData,
+        }
     }
 
     /// Allocates a block of `layout` if there is room now and nobody waits; never waits
     /// for room. (When the room is only in other threads' credits, it takes the queue's
     /// lock for a moment to take back those of threads that are not using them: room a
     /// thread's credit holds while that thread is inside an allocation or a free does
-    /// not count.)
+    /// not count.) If the page source cannot supply the block, the heap's caches are
+    /// given back to it ([`SlabHeap::trim`]) and the block is tried once more.
     ///
     /// # Errors
     /// No room, someone waiting (see the FIFO rule in the [module
     /// docs](crate::async_heap)), a charge beyond the capacity, or the page source
-    /// failing.
+    /// failing twice.
     #[inline(always)]
     pub fn try_alloc_layout(&self, layout: Layout) -> Result<HeapBlock<'_, S>, AllocError> {
         let bytes = self.charge(layout).ok_or(AllocError)?;
         if bytes != 0 && !self.budget.try_acquire(bytes) {
             return Err(AllocError);
         }
-        self.block_for_granted(layout, bytes)
+        let ptr = match self.allocate_raw(layout) {
+            Ok(ptr) => ptr,
+            Err(AllocError) => match self.allocate_reclaiming(layout) {
+                Some(ptr) => ptr,
+                None => {
+                    // `bytes` is not 0: a zero-sized block never fails.
+                    self.budget.release(bytes);
+                    return Err(AllocError);
+                }
+            },
+        };
+        Ok(HeapBlock {
+            heap: self,
+            ptr,
+            layout,
+            _not_send: PhantomData,
+        })
     }
 
     /// Moves `value` into the heap, waiting for room.
@@ -398,28 +428,14 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
         HeapBox::copy_slice(block, slice)
     }
 
-    /// A block of `layout` for `bytes` already taken from the budget; gives them back if
-    /// the block cannot be made.
-    #[inline(always)]
-    fn block_for_granted(
-        &self,
-        layout: Layout,
-        bytes: usize,
-    ) -> Result<HeapBlock<'_, S>, AllocError> {
-        match self.allocate_raw(layout) {
-            Ok(ptr) => Ok(HeapBlock {
-                heap: self,
-                ptr,
-                layout,
-                _not_send: PhantomData,
-            }),
-            Err(AllocError) => {
-                if bytes != 0 {
-                    self.budget.release(bytes);
-                }
-                Err(AllocError)
-            }
-        }
+    /// Gives the heap's caches back to the page source (the calling thread's magazines,
+    /// every depot, every empty slab and kept large block: [`SlabHeap::trim`]), then
+    /// tries the block again.
+    #[cold]
+    #[inline(never)]
+    fn allocate_reclaiming(&self, layout: Layout) -> Option<NonNull<u8>> {
+        self.slabs.trim();
+        self.allocate_raw(layout).ok()
     }
 
     /// Memory for a block of `layout` (its charge already taken).
@@ -468,10 +484,19 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
             return;
         }
         if let Some(class) = class_for(layout.size(), layout.align()) {
-            // SAFETY: a block of `slabs` with this layout (non-zero size), freed once
-            // (caller).
-            unsafe { self.slabs.free(ptr, layout) };
-            self.budget.release(CLASS_SIZES[class]);
+            // While a request is starved the block goes past the magazines, so that its
+            // slab, once empty, is back in the source before the request is told.
+            self.budget
+                .free_then_release(CLASS_SIZES[class], |starved| {
+                    if starved {
+                        // SAFETY: a block of `slabs` with this layout (non-zero size, of a
+                        // size class), freed once (caller).
+                        unsafe { self.slabs.free_to_slab(ptr, layout) }
+                    } else {
+                        // SAFETY: as above.
+                        unsafe { self.slabs.free(ptr, layout) }
+                    }
+                });
         } else {
             // SAFETY: forwarded from the caller.
             unsafe { self.dealloc_large(ptr, layout) };
@@ -489,12 +514,13 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
         // The reservation's length: whole pages (the charge adds alignment padding,
         // which is the source's, not the block's).
         let len = layout.size().next_multiple_of(page);
-        // SAFETY: the reservation `allocate_raw` made for this layout, with the same
-        // length and alignment, released once and unused afterwards (caller).
-        // A refused release leaks the pages; the budget still gets its bytes back,
-        // as the block is gone for the program.
-        let _ = unsafe { self.source.release(ptr, len, layout.align().max(page)) };
-        self.budget.release(bytes);
+        self.budget.free_then_release(bytes, |_| {
+            // SAFETY: the reservation `allocate_raw` made for this layout, with the same
+            // length and alignment, released once and unused afterwards (caller).
+            // A refused release leaks the pages; the budget still gets its bytes back,
+            // as the block is gone for the program.
+            let _ = unsafe { self.source.release(ptr, len, layout.align().max(page)) };
+        });
     }
 }
 
