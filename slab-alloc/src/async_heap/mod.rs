@@ -45,6 +45,57 @@
 //!   lock, so only the byte count is handed over, and one atomic word carries it.
 //!   Wakers are collected under the lock and woken after it is released.
 //!
+//! # When the region runs short
+//!
+//! The capacity bounds the bytes of live blocks, not the memory the page source must
+//! hold for them (see "Sizing" below). When a request's bytes are granted but the
+//! source cannot supply its block (a [`RegionPages`] region full of partly used slabs,
+//! or of the caches' blocks), the request does not fail and does not abort:
+//!
+//! - it gives its bytes back and waits as a **starved** request. While any request is
+//!   starved, every free of the heap is a *source event*: it bypasses the magazines (the
+//!   block, and the freeing thread's magazines of its class, go back to their slabs, and
+//!   a slab left empty goes back to the source inside the free), then wakes the starved
+//!   requests;
+//! - after an event, a starved request takes its bytes again (ahead of the ordinary
+//!   queue: it was granted first), gives the heap's caches back to the source
+//!   ([`SlabHeap::trim`]: the calling thread's magazines, every depot, every empty slab)
+//!   and tries once more. One attempt per starved request per event, no busy loop; every
+//!   starved request retries on each event (each costs a trim, 50 class locks, plus the
+//!   allocation). An eligible request whose bytes are short is the head of the queue
+//!   until frees give them back;
+//! - a starved request that has seen no event since its last attempt holds up nobody:
+//!   ordinary requests are served past it. Counted in [`AsyncHeap::waiters`], it makes
+//!   [`try_alloc`](AsyncHeap::try_alloc) and its kin fail (someone waits);
+//! - dropped, it leaves the list (its bytes are already back);
+//! - the `try_` calls never wait: when the source fails they trim and try once more,
+//!   then return `Err`.
+//!
+//! What it does not promise: blocks another thread freed *before* the shortage and that
+//! still sit in that thread's two magazines of a class stay out of reach until that
+//! thread frees on this heap again (its next free empties its magazines of that class),
+//! exits, or, with the `reclaim-idle-threads` feature, until the next attempt's trim
+//! takes them. Their bytes are counted back already, so a request can wait while
+//! [`available`](AsyncHeap::available) is large. And a request the source can never
+//! supply (a large block longer than any free run of the region once everything else is
+//! freed) waits for good.
+//!
+//! ## Sizing the page source
+//!
+//! No bound from the capacity alone is worth stating: a slab goes back only when all its
+//! blocks are free, so a size class holds as much memory as its own peak needed until
+//! that peak is freed nearly slab by slab. A class holds at most about **1.07 × its peak
+//! live bytes + 2 slabs + 2 magazines per thread** (a slab is 256 KiB, up to 2 MiB for
+//! the classes above 16 KiB; a magazine holds up to about 64 KiB of blocks, growing
+//! under contention to about 256 KiB). With the heap's own 2 MiB of bookkeeping, a
+//! region of 2 MiB + that sum over the classes used is always enough for small blocks.
+//! Each class's peak is at most the capacity, so a program that fills the capacity in
+//! K classes one after another needs up to **K × capacity** (up to 50 × for all the
+//! classes). Large blocks need contiguous pages on top: give them headroom (at least
+//! the largest block plus its alignment), or a heap and region of their own. Below the
+//! rule the heap still works: requests wait as starved ones until frees give region
+//! back, as above.
+//!
 //! # A free can panic
 //!
 //! A free (dropping a [`HeapBox`], the last [`HeapArc`], a [`HeapVec`] or a
@@ -271,9 +322,9 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
     /// If the block's [charge](Self::charge) is beyond the capacity (it could never be
     /// served). A poll (or the drop of the waiting future) that serves the queue
     /// re-raises a waiter's waker panic, as a free does ("A free can panic" in the
-    /// [module docs](crate::async_heap)). Aborts through [`handle_alloc_error`](std::alloc::handle_alloc_error)
-    /// if the page source cannot supply a block the capacity allows (a region too small
-    /// for the capacity: see [`RegionPages`]).
+    /// [module docs](crate::async_heap)). Never aborts or fails when the page source
+    /// cannot supply a block the capacity allows: the request waits for frees to give
+    /// memory back to the source ("When the region runs short" in the module docs).
     ///
     /// # Examples
     ///
