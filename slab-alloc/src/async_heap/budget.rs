@@ -49,6 +49,15 @@
 //! lock is free), and no waker runs while the lock is held: the holder collects at most
 //! [`WAKE_BATCH`] wakers, unlocks, then wakes them.
 //!
+//! Requests whose bytes were granted but whose memory the page source could not supply
+//! wait in a second list of the queue, the starved list ([`Budget::supply`]), under the
+//! same lock bit, with `WAITING` set while it is not empty. They gave their bytes back to
+//! the word when they registered; a grant pass gives them their bytes again, ahead of the
+//! ordinary queue, once a source event (counted in [`Shortage::events`] by a free made
+//! while a request is starved, before that free's `Release` add of its bytes to the word)
+//! came after their last attempt; until then they hold up nobody. Such frees go to the
+//! word, never to a credit, and always pump, so the event is seen as the bytes are.
+//!
 //! A waiter is known by a ticket, given in order; grants take the head of the queue
 //! only, so tickets are granted in increasing order and [`Queue::last_granted`] tells a
 //! waiter whether it was served. A waiter that is dropped removes its entry, or, if it
