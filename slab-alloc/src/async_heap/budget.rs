@@ -1371,6 +1371,47 @@ mod tests {
         }
     }
 
+    /// A starved request that saw no event holds up nobody (an ordinary request made
+    /// after it is served with the bytes in the word); once an event makes it eligible
+    /// it is the head: an ordinary waiter whose bytes are there waits behind it until
+    /// frees make up the starved request's bytes.
+    #[test]
+    fn an_eligible_starved_request_is_the_head_an_ineligible_one_is_not() {
+        let budget = Budget::with_batch(4, 0);
+        let supplied = std::cell::Cell::new(false);
+        assert!(budget.try_acquire(1));
+        assert!(budget.try_acquire(1));
+        assert!(budget.try_acquire(2));
+        let mut starved = Box::pin(budget.supply(2, || supplied.get().then_some(())));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(starved.as_mut().poll(&mut cx).is_pending());
+        let mut first = budget.acquire(2);
+        assert!(
+            Pin::new(&mut first).poll(&mut cx).is_ready(),
+            "held up by a starved request that saw no event"
+        );
+        let mut second = budget.acquire(1);
+        assert!(Pin::new(&mut second).poll(&mut cx).is_pending());
+        supplied.set(true);
+        // An event with 1 byte: the starved request is eligible and short.
+        budget.free_then_release(1, |starved| assert!(starved));
+        assert_eq!(budget.available(), 1);
+        assert!(
+            Pin::new(&mut second).poll(&mut cx).is_pending(),
+            "the ordinary waiter overtook an eligible starved request"
+        );
+        // The first's block is freed: the starved request's bytes are there, then the
+        // waiter's.
+        budget.release(2);
+        assert!(starved.as_mut().poll(&mut cx).is_ready());
+        assert!(Pin::new(&mut second).poll(&mut cx).is_ready());
+        drop((starved, first, second));
+        // The starved request's, the second's and the one block left of the first two.
+        budget.release(2 + 1 + 1);
+        assert_eq!((budget.available(), budget.waiters()), (4, 0));
+        assert_eq!(budget.shortage.starved.load(Ordering::Relaxed), 0);
+    }
+
     /// More waiters than a wake batch are all served by one free.
     #[test]
     fn one_free_serves_more_waiters_than_a_batch() {
