@@ -163,21 +163,43 @@ fn child_frees_from_another_thread() {
     let capacity = 16 << 20;
     let (heap, pages) = heap_over(capacity + (4 << 20), capacity);
     let (kept, medium) = fragment(&heap);
-    // The kept blocks move to a thread that frees them one by one; their frees must
-    // bypass that thread's magazines, or the slabs never empty and the request hangs.
+    // The kept blocks of the lowest slab move to a thread that frees them, then stays
+    // alive and idle: its frees must bypass its magazines (where nothing would take
+    // them back), or the slab never empties and the request waits for good.
+    let mut by_slab: BTreeMap<usize, Vec<_>> = BTreeMap::new();
+    for block in kept {
+        by_slab
+            .entry(block.as_ptr().addr() / SLAB_BYTES)
+            .or_default()
+            .push(block);
+    }
+    let (_, first) = by_slab.pop_first().unwrap();
+    let (done, idle) = std::sync::mpsc::channel::<()>();
     let heap = &heap;
+    // Starved before the first free, so that every one of them bypasses the magazines.
+    let mut waiting = pin!(heap.alloc([9u8; 128]));
+    let noop = core::task::Waker::noop();
+    assert!(
+        waiting
+            .as_mut()
+            .poll(&mut Context::from_waker(noop))
+            .is_pending()
+    );
     let block = std::thread::scope(|scope| {
         scope.spawn(move || {
-            for block in kept {
+            for block in first {
                 drop(block);
                 std::thread::yield_now();
             }
+            idle.recv().ok();
         });
-        block_on_for(heap.alloc([9u8; 128]), Duration::from_secs(30))
+        let block = block_on_for(waiting.as_mut(), Duration::from_secs(10));
+        drop(done);
+        block
     });
     let block = block.expect("the starved request was never served");
     assert!(pages.contains(block.as_ptr().cast()));
-    drop((block, medium));
+    drop((block, medium, by_slab));
     assert_eq!((heap.available(), heap.waiters()), (capacity, 0));
 }
 
