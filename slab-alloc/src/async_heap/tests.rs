@@ -437,3 +437,42 @@ fn starved_requests_cancel_cleanly_and_large_blocks_starve_too() {
     assert_eq!(heap.available(), heap.capacity(), "every byte came back");
     assert!(heap.try_alloc([0u8; 300]).is_ok(), "the heap stays usable");
 }
+
+/// A starved request's waker that panics when a free's event serves it: the free
+/// re-raises the panic once its block and bytes are back, and the request, granted,
+/// completes on its next poll; the heap is whole afterwards.
+#[test]
+fn a_starved_request_whose_waker_panics_leaves_the_heap_whole() {
+    struct Panics;
+    impl Wake for Panics {
+        fn wake(self: Arc<Self>) {
+            panic!("a starved request's waker panics");
+        }
+    }
+    let source = pagekeep_mmap::FailingSource::new(pagekeep_mmap::HeapPages);
+    let heap = failing_heap(&source);
+    let mut boxes: Vec<_> = (0..2u8)
+        .map(|value| heap.try_alloc(value).unwrap())
+        .collect();
+    source.set_failing(true);
+    let mut starved = pin!(heap.alloc([3u8; 100]));
+    let panicking = Waker::from(Arc::new(Panics));
+    assert!(
+        starved
+            .as_mut()
+            .poll(&mut Context::from_waker(&panicking))
+            .is_pending()
+    );
+    source.set_failing(false);
+    let freed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(boxes.pop())));
+    assert!(
+        freed.is_err(),
+        "the waker's panic reaches the freeing thread"
+    );
+    let Poll::Ready(block) = poll_once(starved.as_mut()) else {
+        panic!("the granted request did not complete");
+    };
+    assert_eq!(*block, [3u8; 100]);
+    drop((block, boxes));
+    assert_eq!((heap.available(), heap.waiters()), (heap.capacity(), 0));
+}
