@@ -262,12 +262,13 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
     }
 
     /// The bytes not taken by live blocks (or granted to waiters that have not yet
-    /// run).
+    /// run). Starved requests' bytes count as available while they wait.
     pub fn available(&self) -> usize {
         self.budget.available()
     }
 
-    /// How many requests wait for room.
+    /// How many requests wait: for room, or, starved, for the page source to have their
+    /// block ("When the region runs short" in the [module docs](crate::async_heap)).
     pub fn waiters(&self) -> usize {
         self.budget.waiters()
     }
