@@ -693,6 +693,49 @@ impl<S: PageSource> CacheCore<S> {
         }
     }
 
+    /// Frees an object past the magazines, for a caller that needs its memory back in
+    /// the page source at once (an async heap whose requests are starved): the object,
+    /// and the calling thread's magazines of this cache, go back to their slabs, and
+    /// every empty slab is released to the source, before this returns.
+    ///
+    /// # Safety
+    /// As [`free`](Self::free).
+    #[cold]
+    #[inline(never)]
+    pub(crate) unsafe fn free_to_slab(&self, object: NonNull<u8>) {
+        #[cfg(any(debug_assertions, feature = "hardened"))]
+        // SAFETY: the caller frees the object (a foreign pointer is reported), through a
+        // pointer that covers its free words (ours, or the heap's for short blocks).
+        unsafe {
+            slab::mark_free(object, &self.header, &self.geometry)
+        };
+        let id = self.header.id;
+        // Objects this thread freed before, still in its magazines of this cache.
+        let own = with_magazines(|magazines| {
+            let slot = magazines.existing_slot(id).filter(|_| id != NO_ID)?;
+            let capacity = slot.capacity.load(Relaxed);
+            let (loaded, previous) = slot.take_all();
+            slot.capacity.store(capacity, Relaxed);
+            Some((loaded, previous, slot.take_hits()))
+        });
+        self.locked_op(|state| {
+            state.magazine_misses += 1;
+            // SAFETY: lock held; a free object of ours (caller).
+            unsafe { self.give_back(state, object) };
+            if let Some((loaded, previous, hits)) = own {
+                state.magazine_hits += u64::from(hits);
+                // SAFETY: lock held; the magazines held free objects of ours and are out
+                // of the calling thread's slot (an empty magazine gives back nothing).
+                unsafe {
+                    self.give_back_magazine(state, loaded);
+                    self.give_back_magazine(state, previous);
+                }
+            }
+            // SAFETY: lock held.
+            unsafe { self.release_empty(state, 0) };
+        });
+    }
+
     /// # Safety
     /// As [`free`](Self::free).
     #[cold]

@@ -437,6 +437,28 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         }
     }
 
+    /// Frees a small block past the magazines: the block, and the calling thread's
+    /// magazines of its class, go back to their slabs, and the class's empty slabs go
+    /// back to the page source at once (see [`CacheCore::free_to_slab`]).
+    ///
+    /// # Safety
+    /// - `ptr` was allocated by this heap with `layout` (or a layout of the same class),
+    ///   a layout of one of the size classes.
+    pub(crate) unsafe fn free_to_slab(&self, ptr: NonNull<u8>, layout: Layout) {
+        let class = class_for(layout.size(), layout.align())
+            .expect("free_to_slab is for blocks of the size classes");
+        // A block smaller than its free words: the slab's provenance (as in `free`).
+        let ptr = if layout.size() < crate::slab::FREE_WORDS * size_of::<*mut u8>() {
+            with_slab_provenance(ptr)
+        } else {
+            ptr
+        };
+        let built = self.built.load(Ordering::Acquire);
+        // SAFETY: a block of ours means the classes were built and are live; the block
+        // came from this class (same layout, same class), and is freed once (caller).
+        unsafe { (*built).classes[class].free_to_slab(ptr) }
+    }
+
     /// Frees a large block: kept for reuse, or unmapped. Out of line, as `alloc_large`
     /// is: inlined, its calls make every free save and restore registers.
     ///

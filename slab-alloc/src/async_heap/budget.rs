@@ -49,6 +49,15 @@
 //! lock is free), and no waker runs while the lock is held: the holder collects at most
 //! [`WAKE_BATCH`] wakers, unlocks, then wakes them.
 //!
+//! Requests whose bytes were granted but whose memory the page source could not supply
+//! wait in a second list of the queue, the starved list ([`Budget::supply`]), under the
+//! same lock bit, with `WAITING` set while it is not empty. They gave their bytes back to
+//! the word when they registered; a grant pass gives them their bytes again, ahead of the
+//! ordinary queue, once a source event (counted in [`Shortage::events`] by a free made
+//! while a request is starved, before that free's `Release` add of its bytes to the word)
+//! came after their last attempt; until then they hold up nobody. Such frees go to the
+//! word, never to a credit, and always pump, so the event is seen as the bytes are.
+//!
 //! A waiter is known by a ticket, given in order; grants take the head of the queue
 //! only, so tickets are granted in increasing order and [`Queue::last_granted`] tells a
 //! waiter whether it was served. A waiter that is dropped removes its entry, or, if it
@@ -63,9 +72,11 @@ use std::collections::VecDeque;
 use super::credit::{self, SLOTS, Slot};
 
 #[cfg(not(loom))]
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 #[cfg(loom)]
-use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::sync::CachePadded;
 
 /// Set while the queue is not empty.
 const WAITING: usize = 1 << 63;
@@ -118,6 +129,20 @@ struct Entry {
     waker: Option<Waker>,
 }
 
+/// One starved request: granted its bytes once, it found the source unable to supply
+/// its block, gave the bytes back and waits for a source event (see [`Budget::supply`]).
+#[derive(Debug)]
+struct StarvedEntry {
+    /// Its place among the starved requests, kept across its retries.
+    ticket: u64,
+    bytes: usize,
+    /// The source events counted before its last attempt: it is eligible for another
+    /// once [`Shortage::events`] has moved past this.
+    seen: u64,
+    /// The waker of its last poll; taken when granted.
+    waker: Option<Waker>,
+}
+
 /// The waiters, in ticket order.
 #[derive(Debug, Default)]
 struct Queue {
@@ -127,9 +152,20 @@ struct Queue {
     /// The ticket of the last waiter granted (0: none yet). Grants pop the head only, so
     /// every queued ticket at most this one was granted.
     last_granted: u64,
+    /// The starved requests, in the order of their tickets (of their own numbering). An
+    /// entry leaves only when granted or when its request is dropped.
+    starved: VecDeque<StarvedEntry>,
+    /// The ticket the next starved request gets.
+    next_starved_ticket: u64,
 }
 
 impl Queue {
+    /// The position of the starved request `ticket`, or where it goes.
+    fn starved_position(&self, ticket: u64) -> Result<usize, usize> {
+        self.starved
+            .binary_search_by_key(&ticket, |entry| entry.ticket)
+    }
+
     /// The position of `ticket` in the queue.
     fn position(&self, ticket: u64) -> Option<usize> {
         self.entries
@@ -216,6 +252,19 @@ pub(crate) struct Budget {
     batch: usize,
     /// The threads' credits ([`SLOTS`] of them, or none when credits are off).
     slots: Box<[Slot]>,
+    /// What frees look at to tell whether a request is starved (read by every free, so
+    /// on a line of its own, written only while a request is starved).
+    shortage: CachePadded<Shortage>,
+}
+
+/// The counters of the starved requests' protocol (see [`Budget::supply`]).
+struct Shortage {
+    /// Requests inside [`Budget::supply`]: from just after their first failed attempt to
+    /// their success or drop.
+    starved: AtomicUsize,
+    /// Source events: one for every free that gave memory back while `starved` was not
+    /// zero.
+    events: AtomicU64,
 }
 
 // SAFETY: the queue is only touched by the holder of the lock bit (module docs); what it
@@ -286,11 +335,16 @@ impl Budget {
             state: AtomicUsize::new(capacity),
             queue: QueueCell::new(Queue {
                 next_ticket: 1,
+                next_starved_ticket: 1,
                 ..Queue::default()
             }),
             capacity,
             batch,
             slots,
+            shortage: CachePadded::new(Shortage {
+                starved: AtomicUsize::new(0),
+                events: AtomicU64::new(0),
+            }),
         }
     }
 
@@ -402,10 +456,10 @@ impl Budget {
         taken
     }
 
-    /// How many requests wait.
+    /// How many requests wait (for bytes, or starved).
     pub(crate) fn waiters(&self) -> usize {
         let mut locked = self.lock();
-        let waiters = locked.with_queue(|queue| queue.entries.len());
+        let waiters = locked.with_queue(|queue| queue.entries.len() + queue.starved.len());
         self.unlock(locked);
         waiters
     }
@@ -654,36 +708,56 @@ impl Budget {
         batch.finish();
     }
 
-    /// Serves the head of the queue while its bytes are available, collecting the
-    /// wakers (up to a batch: then asks for another pass). Clears `WAITING` when the
-    /// queue is empty.
+    /// Serves the queue, collecting the wakers (up to a batch: then asks for another
+    /// pass): first the starved requests that a source event made eligible, in ticket
+    /// order (one whose bytes are short stops the pass: it is the head until frees give
+    /// them back), skipping those that saw no event since their last attempt; then the
+    /// head of the ordinary queue while its bytes are available. Clears `WAITING` when
+    /// both are empty.
     fn grant(&self, locked: &mut Locked<'_>, batch: &mut WakeBatch) {
         self.state.fetch_and(!PUMP, Ordering::AcqRel);
         locked.with_queue(|queue| {
+            if !queue.starved.is_empty() {
+                // After the `AcqRel` clear above: an event whose free added its bytes to
+                // the word before that clear is seen (the free's `Release` add follows
+                // its count of the event); a later one sets `PUMP` again.
+                let events = self.shortage.events.load(Ordering::Relaxed);
+                let mut index = 0;
+                while index < queue.starved.len() {
+                    if queue.starved[index].seen == events {
+                        // No event since its attempt: it holds up nobody.
+                        index += 1;
+                        continue;
+                    }
+                    if batch.is_full() {
+                        self.state.fetch_or(PUMP, Ordering::AcqRel);
+                        return;
+                    }
+                    if !self.take_for_grant(queue.starved[index].bytes) {
+                        return;
+                    }
+                    let entry = queue
+                        .starved
+                        .remove(index)
+                        .expect("the entry was just seen");
+                    if let Some(waker) = entry.waker {
+                        batch.push(waker);
+                    }
+                }
+            }
             loop {
                 let Some(head) = queue.entries.front() else {
-                    self.state.fetch_and(!WAITING, Ordering::AcqRel);
+                    if queue.starved.is_empty() {
+                        self.state.fetch_and(!WAITING, Ordering::AcqRel);
+                    }
                     return;
                 };
                 if batch.is_full() {
                     self.state.fetch_or(PUMP, Ordering::AcqRel);
                     return;
                 }
-                let bytes = head.bytes;
-                let mut state = self.state.load(Ordering::Relaxed);
-                loop {
-                    if state & BYTES < bytes {
-                        return;
-                    }
-                    match self.state.compare_exchange_weak(
-                        state,
-                        state - bytes,
-                        Ordering::Acquire,
-                        Ordering::Relaxed,
-                    ) {
-                        Ok(_) => break,
-                        Err(now) => state = now,
-                    }
+                if !self.take_for_grant(head.bytes) {
+                    return;
                 }
                 let entry = queue.entries.pop_front().expect("the head was just seen");
                 queue.last_granted = entry.ticket;
@@ -692,6 +766,201 @@ impl Budget {
                 }
             }
         });
+    }
+
+    /// Takes `bytes` from the shared word for a grant, if they are there (under the lock).
+    fn take_for_grant(&self, bytes: usize) -> bool {
+        let mut state = self.state.load(Ordering::Relaxed);
+        loop {
+            if state & BYTES < bytes {
+                return false;
+            }
+            match self.state.compare_exchange_weak(
+                state,
+                state - bytes,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => state = now,
+            }
+        }
+    }
+
+    /// Gives back `bytes` of a free that gave its memory back to the source (`free` is
+    /// told whether a request is starved: it should then put the memory where an
+    /// attempt finds it, past the caches). Outside a shortage this is `free` and
+    /// [`release`](Self::release); during one, the bytes and a source event go to the
+    /// shared word (see [`supply`](Self::supply)).
+    #[inline(always)]
+    pub(crate) fn free_then_release(&self, bytes: usize, free: impl FnOnce(bool)) {
+        let short = self.shortage.starved.load(Ordering::Relaxed) != 0;
+        free(short);
+        // A second look, after the memory is back: a request that became starved meanwhile
+        // and whose attempt came after this free in the lock that both took (a class
+        // lock, the source's) is seen now, and counted the events before this one.
+        if short || self.shortage.starved.load(Ordering::Relaxed) != 0 {
+            self.release_after_source_free(bytes);
+        } else {
+            self.release(bytes);
+        }
+    }
+
+    /// [`free_then_release`](Self::free_then_release) during a shortage: counts a source
+    /// event, then adds the bytes to the shared word (never to a credit: the event rides
+    /// on that add) and asks for a grant pass.
+    #[cold]
+    #[inline(never)]
+    fn release_after_source_free(&self, bytes: usize) {
+        self.shortage.events.fetch_add(1, Ordering::Relaxed);
+        // `Release`: a grant pass whose `AcqRel` clear of `PUMP` comes after this add in
+        // the word's order sees the event; one before it is followed by the pump below.
+        let before = self.state.fetch_add(bytes, Ordering::Release);
+        debug_assert!(
+            (before & BYTES) + bytes <= self.capacity,
+            "released more than was taken: {:#x} + {:#x}",
+            before & BYTES,
+            bytes
+        );
+        self.pump();
+    }
+
+    /// Serves a request whose `bytes` are taken from the budget but whose memory the
+    /// source could not supply: runs `attempt` (with the bytes held), and after each
+    /// failure gives the bytes back and waits, as a starved request, for a source event
+    /// (a free made while a request is starved) since that attempt; then takes its bytes
+    /// back (ahead of the ordinary queue) and tries again. Resolves to the first
+    /// successful attempt's value, with the bytes taken.
+    ///
+    /// A starved request that saw no event since its last attempt holds up nobody; an
+    /// eligible one whose bytes are short is the head of the queue until frees give them
+    /// back. Dropped, it gives back the bytes it holds (none while registered, as they are
+    /// in the word then). If `attempt` panics, the bytes go back.
+    ///
+    /// No wake-up is lost: the request counts itself starved before its attempt, and
+    /// reads the events before it; a free that gave back memory the attempt could not
+    /// see came after the attempt in a lock both took, so it sees the count and adds an
+    /// event the request did not read. That event reaches the word with the free's bytes
+    /// in one `Release` add, which the registration's compare-and-swap or a later grant
+    /// pass reads (the same argument as for bytes, module docs).
+    pub(crate) async fn supply<T>(
+        &self,
+        bytes: usize,
+        mut attempt: impl FnMut() -> Option<T>,
+    ) -> T {
+        debug_assert!(bytes != 0 && bytes <= self.capacity);
+        let _starved = StarvedCount::new(self);
+        let mut ticket = None;
+        loop {
+            let held = Held {
+                budget: self,
+                bytes,
+            };
+            let seen = self.shortage.events.load(Ordering::Relaxed);
+            if let Some(value) = attempt() {
+                // The bytes are the value's charge now.
+                core::mem::forget(held);
+                return value;
+            }
+            // The registration takes the bytes over.
+            core::mem::forget(held);
+            let wait = self.wait_for_source(bytes, seen, ticket);
+            if let AcquireState::Starved(starved) = wait.state {
+                ticket = Some(starved);
+            }
+            wait.await;
+        }
+    }
+
+    /// Registers a starved request of `bytes` whose last attempt came after `seen`
+    /// events (with its old `ticket` on a retry): gives its bytes to the shared word and
+    /// queues it, in one step under the lock, then runs a grant pass (an event may have
+    /// come since the attempt). The future resolves when the request is granted its
+    /// bytes again.
+    fn wait_for_source(&self, bytes: usize, seen: u64, ticket: Option<u64>) -> Acquire<'_> {
+        let mut locked = self.lock();
+        let ticket = locked.with_queue(|queue| {
+            // The bytes and `WAITING` in one step: a free after it sees `WAITING`.
+            let mut state = self.state.load(Ordering::Relaxed);
+            loop {
+                match self.state.compare_exchange_weak(
+                    state,
+                    (state + bytes) | WAITING,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => break,
+                    Err(now) => state = now,
+                }
+            }
+            debug_assert!((state & BYTES) + bytes <= self.capacity);
+            let ticket = ticket.unwrap_or_else(|| {
+                let ticket = queue.next_starved_ticket;
+                queue.next_starved_ticket += 1;
+                ticket
+            });
+            let position = queue
+                .starved_position(ticket)
+                .expect_err("a starved request is registered once at a time");
+            queue.starved.insert(
+                position,
+                StarvedEntry {
+                    ticket,
+                    bytes,
+                    seen,
+                    waker: None,
+                },
+            );
+            ticket
+        });
+        let mut batch = WakeBatch::new();
+        self.grant(&mut locked, &mut batch);
+        // Registered (granted or not): from here on, dropping the request leaves the list
+        // or gives the bytes back, even if the wake below panics.
+        let wait = Acquire {
+            budget: self,
+            bytes,
+            state: AcquireState::Starved(ticket),
+        };
+        let woken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.unlock_and_wake(locked, batch)
+        }));
+        if let Err(payload) = woken {
+            // The second panic, if any, is the same kind: the first is raised.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(wait)));
+            std::panic::resume_unwind(payload);
+        }
+        wait
+    }
+}
+
+/// Counts a request in [`Shortage::starved`] for its life.
+struct StarvedCount<'a> {
+    budget: &'a Budget,
+}
+
+impl<'a> StarvedCount<'a> {
+    fn new(budget: &'a Budget) -> Self {
+        budget.shortage.starved.fetch_add(1, Ordering::Relaxed);
+        StarvedCount { budget }
+    }
+}
+
+impl Drop for StarvedCount<'_> {
+    fn drop(&mut self) {
+        self.budget.shortage.starved.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Bytes a starved request holds during its attempt: given back if the attempt unwinds.
+struct Held<'a> {
+    budget: &'a Budget,
+    bytes: usize,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
     }
 }
 
@@ -702,6 +971,8 @@ enum AcquireState {
     Start,
     /// Queued with this ticket.
     Waiting(u64),
+    /// Registered as a starved request with this ticket (see [`Budget::supply`]).
+    Starved(u64),
     /// The bytes were handed to the caller.
     Done,
 }
@@ -752,7 +1023,9 @@ impl Future for Acquire<'_> {
                     // now (nobody queued) or `WAITING` is set, which every later free sees.
                     let mut state = budget.state.load(Ordering::Relaxed);
                     loop {
-                        let take = queue.entries.is_empty() && state & BYTES >= bytes;
+                        let take = queue.entries.is_empty()
+                            && queue.starved.is_empty()
+                            && state & BYTES >= bytes;
                         let next = if take { state - bytes } else { state | WAITING };
                         match budget.state.compare_exchange_weak(
                             state,
@@ -780,7 +1053,10 @@ impl Future for Acquire<'_> {
                     // `WAITING` is set: no thread takes a new credit from now on, and
                     // those in their slots give theirs when they leave. Take the others.
                     reclaimed += budget.reclaim_credits(&locked);
-                    if reclaimed != 0 {
+                    // Starved requests that saw no event hold up nobody: serve this one
+                    // past them if its bytes are there.
+                    let starved = locked.with_queue(|queue| !queue.starved.is_empty());
+                    if reclaimed != 0 || starved {
                         budget.grant(&mut locked, &mut batch);
                         granted = locked.with_queue(|queue| queue.last_granted >= ticket);
                     }
@@ -817,6 +1093,25 @@ impl Future for Acquire<'_> {
                     }
                 }
             }
+            AcquireState::Starved(ticket) => {
+                let waker = cx.waker().clone();
+                let mut locked = budget.lock();
+                let (granted, old) =
+                    locked.with_queue(|queue| match queue.starved_position(ticket) {
+                        // Entries leave only when granted or dropped.
+                        Err(_) => (true, Some(waker)),
+                        Ok(position) => (false, queue.starved[position].waker.replace(waker)),
+                    });
+                budget.unlock_and_wake(locked, WakeBatch::new());
+                // The replaced waker is dropped outside the lock.
+                drop(old);
+                if granted {
+                    this.state = AcquireState::Done;
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            }
             AcquireState::Waiting(ticket) => {
                 let waker = cx.waker().clone();
                 let mut locked = budget.lock();
@@ -844,10 +1139,28 @@ impl Future for Acquire<'_> {
 
 impl Drop for Acquire<'_> {
     fn drop(&mut self) {
-        let AcquireState::Waiting(ticket) = self.state else {
-            return;
-        };
         let budget = self.budget;
+        let ticket = match self.state {
+            AcquireState::Waiting(ticket) => ticket,
+            AcquireState::Starved(ticket) => {
+                let mut locked = budget.lock();
+                let mut batch = WakeBatch::new();
+                let removed = locked.with_queue(|queue| match queue.starved_position(ticket) {
+                    // Its bytes are in the word already.
+                    Ok(position) => queue.starved.remove(position).and_then(|entry| entry.waker),
+                    Err(_) => {
+                        // Granted but never told: give the bytes back.
+                        budget.state.fetch_add(self.bytes, Ordering::Release);
+                        None
+                    }
+                });
+                budget.grant(&mut locked, &mut batch);
+                budget.unlock_and_wake(locked, batch);
+                drop(removed);
+                return;
+            }
+            AcquireState::Start | AcquireState::Done => return,
+        };
         let mut locked = budget.lock();
         let mut batch = WakeBatch::new();
         let removed = locked.with_queue(|queue| {
@@ -1056,6 +1369,47 @@ mod tests {
                     .is_ready()
             );
         }
+    }
+
+    /// A starved request that saw no event holds up nobody (an ordinary request made
+    /// after it is served with the bytes in the word); once an event makes it eligible
+    /// it is the head: an ordinary waiter whose bytes are there waits behind it until
+    /// frees make up the starved request's bytes.
+    #[test]
+    fn an_eligible_starved_request_is_the_head_an_ineligible_one_is_not() {
+        let budget = Budget::with_batch(4, 0);
+        let supplied = std::cell::Cell::new(false);
+        assert!(budget.try_acquire(1));
+        assert!(budget.try_acquire(1));
+        assert!(budget.try_acquire(2));
+        let mut starved = Box::pin(budget.supply(2, || supplied.get().then_some(())));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(starved.as_mut().poll(&mut cx).is_pending());
+        let mut first = budget.acquire(2);
+        assert!(
+            Pin::new(&mut first).poll(&mut cx).is_ready(),
+            "held up by a starved request that saw no event"
+        );
+        let mut second = budget.acquire(1);
+        assert!(Pin::new(&mut second).poll(&mut cx).is_pending());
+        supplied.set(true);
+        // An event with 1 byte: the starved request is eligible and short.
+        budget.free_then_release(1, |starved| assert!(starved));
+        assert_eq!(budget.available(), 1);
+        assert!(
+            Pin::new(&mut second).poll(&mut cx).is_pending(),
+            "the ordinary waiter overtook an eligible starved request"
+        );
+        // The first's block is freed: the starved request's bytes are there, then the
+        // waiter's.
+        budget.release(2);
+        assert!(starved.as_mut().poll(&mut cx).is_ready());
+        assert!(Pin::new(&mut second).poll(&mut cx).is_ready());
+        drop((starved, first, second));
+        // The starved request's, the second's and the one block left of the first two.
+        budget.release(2 + 1 + 1);
+        assert_eq!((budget.available(), budget.waiters()), (4, 0));
+        assert_eq!(budget.shortage.starved.load(Ordering::Relaxed), 0);
     }
 
     /// More waiters than a wake batch are all served by one free.
@@ -1279,6 +1633,156 @@ mod loom_model {
                 user.join().unwrap();
             }
             assert_eq!(budget.available(), 3);
+        });
+    }
+
+    /// The source of the starved-request models: `units` free blocks behind a mutex (the
+    /// class lock and the region's mutex that a real attempt and a real free both take).
+    fn take_unit(units: &loom::sync::Mutex<usize>) -> Option<()> {
+        let mut units = units.lock().unwrap();
+        (*units > 0).then(|| *units -= 1)
+    }
+
+    /// The flags, both lists and the starved count are clear.
+    fn assert_quiet(budget: &Budget) {
+        assert_eq!(
+            budget.state.load(Ordering::Relaxed) & (WAITING | LOCKED | PUMP),
+            0
+        );
+        assert_eq!(budget.shortage.starved.load(Ordering::Relaxed), 0);
+        assert_eq!(budget.waiters(), 0);
+    }
+
+    /// A request whose source is empty and a free that gives a block back to it, from
+    /// another thread: the free may land before the request counts itself starved,
+    /// between that and its attempt, between its attempt and its registration, or after
+    /// it. The request always completes (`block_on` would hang, and loom report a
+    /// deadlock, on a lost event) and the bytes add up.
+    fn a_source_free_wakes_a_starved_request_with(batch: usize) {
+        loom::model(move || {
+            let budget = Arc::new(Budget::with_batch(4, batch));
+            let units = Arc::new(loom::sync::Mutex::new(0usize));
+            // The block the free gives back.
+            assert!(budget.try_acquire(2));
+            let freer = {
+                let (budget, units) = (budget.clone(), units.clone());
+                loom::thread::spawn(move || {
+                    budget.free_then_release(2, |_| *units.lock().unwrap() += 1)
+                })
+            };
+            block_on(async {
+                assert!(budget.try_acquire(2));
+                budget.supply(2, || take_unit(&units)).await
+            });
+            freer.join().unwrap();
+            assert_eq!(budget.available(), 2);
+            budget.release(2);
+            assert_eq!(budget.available(), 4);
+            assert_quiet(&budget);
+        });
+    }
+
+    #[test]
+    fn a_source_free_wakes_a_starved_request() {
+        a_source_free_wakes_a_starved_request_with(0);
+    }
+
+    /// As above with credits: the free's bytes, when it sees no starved request, go to
+    /// its thread's credit, not the shared word.
+    #[test]
+    fn a_source_free_wakes_a_starved_request_with_credits() {
+        a_source_free_wakes_a_starved_request_with(2);
+    }
+
+    /// A starved request polled once and dropped while a free races it: whether it was
+    /// served (its bytes are then given back as their owner would), granted and never
+    /// told, or still registered, nothing leaks and the budget is left quiet.
+    #[test]
+    fn a_cancelled_starved_request_leaks_nothing() {
+        loom::model(|| {
+            let budget = Arc::new(Budget::new(4));
+            let units = Arc::new(loom::sync::Mutex::new(0usize));
+            assert!(budget.try_acquire(2));
+            let waiter = {
+                let (budget, units) = (budget.clone(), units.clone());
+                loom::thread::spawn(move || {
+                    assert!(budget.try_acquire(2));
+                    let mut request = Box::pin(budget.supply(2, || take_unit(&units)));
+                    if poll_once(&mut request).is_ready() {
+                        drop(request);
+                        // The block it got goes back.
+                        budget.free_then_release(2, |_| *units.lock().unwrap() += 1);
+                    } else {
+                        drop(request);
+                    }
+                })
+            };
+            budget.free_then_release(2, |_| *units.lock().unwrap() += 1);
+            waiter.join().unwrap();
+            assert_eq!(budget.available(), 4);
+            assert_quiet(&budget);
+            assert!(budget.try_acquire(4));
+        });
+    }
+
+    /// Two starved requests and one free that gives back two blocks: that one event
+    /// serves both (a pass that let only one retry would leave the other parked).
+    #[test]
+    fn one_free_serves_every_starved_request() {
+        loom::model(|| {
+            let budget = Arc::new(Budget::with_batch(4, 0));
+            let units = Arc::new(loom::sync::Mutex::new(0usize));
+            // The two blocks the free gives back.
+            assert!(budget.try_acquire(2));
+            let spawn_starved = || {
+                let (budget, units) = (budget.clone(), units.clone());
+                loom::thread::spawn(move || {
+                    block_on(async {
+                        // Not `try_acquire`: it fails while the other request is starved
+                        // (someone waits); a request past a starved one is served.
+                        budget.acquire(1).await;
+                        budget.supply(1, || take_unit(&units)).await
+                    });
+                    budget.release(1);
+                })
+            };
+            let starved = [spawn_starved(), spawn_starved()];
+            budget.free_then_release(2, |_| *units.lock().unwrap() += 2);
+            for thread in starved {
+                thread.join().unwrap();
+            }
+            assert_eq!(budget.available(), 4);
+            assert_quiet(&budget);
+        });
+    }
+
+    /// A starved request that saw no event holds up nobody: an ordinary request made
+    /// after it is served with the bytes in the word, with no free; then a free serves
+    /// the starved one.
+    #[test]
+    fn an_ordinary_request_is_not_held_by_a_starved_one() {
+        loom::model(|| {
+            let budget = Arc::new(Budget::with_batch(4, 0));
+            let units = Arc::new(loom::sync::Mutex::new(0usize));
+            // The block the free gives back at the end.
+            assert!(budget.try_acquire(1));
+            assert!(budget.try_acquire(2));
+            let mut starved = Box::pin(budget.supply(2, || take_unit(&units)));
+            assert!(poll_once(&mut starved).is_pending());
+            let ordinary = {
+                let budget = budget.clone();
+                loom::thread::spawn(move || {
+                    block_on(budget.acquire(1));
+                    budget.release(1);
+                })
+            };
+            ordinary.join().unwrap();
+            budget.free_then_release(1, |_| *units.lock().unwrap() += 1);
+            assert!(poll_once(&mut starved).is_ready());
+            drop(starved);
+            budget.release(2);
+            assert_eq!(budget.available(), 4);
+            assert_quiet(&budget);
         });
     }
 }

@@ -45,6 +45,57 @@
 //!   lock, so only the byte count is handed over, and one atomic word carries it.
 //!   Wakers are collected under the lock and woken after it is released.
 //!
+//! # When the region runs short
+//!
+//! The capacity bounds the bytes of live blocks, not the memory the page source must
+//! hold for them (see "Sizing" below). When a request's bytes are granted but the
+//! source cannot supply its block (a [`RegionPages`] region full of partly used slabs,
+//! or of the caches' blocks), the request does not fail and does not abort:
+//!
+//! - it gives its bytes back and waits as a **starved** request. While any request is
+//!   starved, every free of the heap is a *source event*: it bypasses the magazines (the
+//!   block, and the freeing thread's magazines of its class, go back to their slabs, and
+//!   a slab left empty goes back to the source inside the free), then wakes the starved
+//!   requests;
+//! - after an event, a starved request takes its bytes again (ahead of the ordinary
+//!   queue: it was granted first), gives the heap's caches back to the source
+//!   ([`SlabHeap::trim`]: the calling thread's magazines, every depot, every empty slab)
+//!   and tries once more. One attempt per starved request per event, no busy loop; every
+//!   starved request retries on each event (each costs a trim, 50 class locks, plus the
+//!   allocation). An eligible request whose bytes are short is the head of the queue
+//!   until frees give them back;
+//! - a starved request that has seen no event since its last attempt holds up nobody:
+//!   ordinary requests are served past it. Counted in [`AsyncHeap::waiters`], it makes
+//!   [`try_alloc`](AsyncHeap::try_alloc) and its kin fail (someone waits);
+//! - dropped, it leaves the list (its bytes are already back);
+//! - the `try_` calls never wait: when the source fails they trim and try once more,
+//!   then return `Err`.
+//!
+//! What it does not promise: blocks another thread freed *before* the shortage and that
+//! still sit in that thread's two magazines of a class stay out of reach until that
+//! thread frees on this heap again (its next free empties its magazines of that class),
+//! exits, or, with the `reclaim-idle-threads` feature, until the next attempt's trim
+//! takes them. Their bytes are counted back already, so a request can wait while
+//! [`available`](AsyncHeap::available) is large. And a request the source can never
+//! supply (a large block longer than any free run of the region once everything else is
+//! freed) waits for good.
+//!
+//! ## Sizing the page source
+//!
+//! No bound from the capacity alone is worth stating: a slab goes back only when all its
+//! blocks are free, so a size class holds as much memory as its own peak needed until
+//! that peak is freed nearly slab by slab. A class holds at most about **1.07 × its peak
+//! live bytes + 2 slabs + 2 magazines per thread** (a slab is 256 KiB, up to 2 MiB for
+//! the classes above 16 KiB; a magazine holds up to about 64 KiB of blocks, growing
+//! under contention to about 256 KiB). With the heap's own 2 MiB of bookkeeping, a
+//! region of 2 MiB + that sum over the classes used is always enough for small blocks.
+//! Each class's peak is at most the capacity, so a program that fills the capacity in
+//! K classes one after another needs up to **K × capacity** (up to 50 × for all the
+//! classes). Large blocks need contiguous pages on top: give them headroom (at least
+//! the largest block plus its alignment), or a heap and region of their own. Below the
+//! rule the heap still works: requests wait as starved ones until frees give region
+//! back, as above.
+//!
 //! # A free can panic
 //!
 //! A free (dropping a [`HeapBox`], the last [`HeapArc`], a [`HeapVec`] or a
@@ -211,12 +262,13 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
     }
 
     /// The bytes not taken by live blocks (or granted to waiters that have not yet
-    /// run).
+    /// run). Starved requests' bytes count as available while they wait.
     pub fn available(&self) -> usize {
         self.budget.available()
     }
 
-    /// How many requests wait for room.
+    /// How many requests wait: for room, or, starved, for the page source to have their
+    /// block ("When the region runs short" in the [module docs](crate::async_heap)).
     pub fn waiters(&self) -> usize {
         self.budget.waiters()
     }
@@ -271,9 +323,9 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
     /// If the block's [charge](Self::charge) is beyond the capacity (it could never be
     /// served). A poll (or the drop of the waiting future) that serves the queue
     /// re-raises a waiter's waker panic, as a free does ("A free can panic" in the
-    /// [module docs](crate::async_heap)). Aborts through [`handle_alloc_error`](std::alloc::handle_alloc_error)
-    /// if the page source cannot supply a block the capacity allows (a region too small
-    /// for the capacity: see [`RegionPages`]).
+    /// [module docs](crate::async_heap)). Never aborts or fails when the page source
+    /// cannot supply a block the capacity allows: the request waits for frees to give
+    /// memory back to the source ("When the region runs short" in the module docs).
     ///
     /// # Examples
     ///
@@ -302,27 +354,57 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
         if bytes != 0 && !self.budget.try_acquire(bytes) {
             self.budget.acquire(bytes).await;
         }
-        self.block_for_granted(layout, bytes)
-            .unwrap_or_else(|AllocError| std::alloc::handle_alloc_error(layout))
+        let ptr = match self.allocate_raw(layout) {
+            Ok(ptr) => ptr,
+            // A zero-sized block never fails, so `bytes` is not 0 here.
+            Err(AllocError) => {
+                self.budget
+                    .supply(bytes, || self.allocate_reclaiming(layout))
+                    .await
+            }
+        };
+        HeapBlock {
+            heap: self,
+            ptr,
+            layout,
+            _not_send: PhantomData,
+        }
     }
 
     /// Allocates a block of `layout` if there is room now and nobody waits; never waits
     /// for room. (When the room is only in other threads' credits, it takes the queue's
     /// lock for a moment to take back those of threads that are not using them: room a
     /// thread's credit holds while that thread is inside an allocation or a free does
-    /// not count.)
+    /// not count.) If the page source cannot supply the block, the heap's caches are
+    /// given back to it ([`SlabHeap::trim`]) and the block is tried once more.
     ///
     /// # Errors
     /// No room, someone waiting (see the FIFO rule in the [module
     /// docs](crate::async_heap)), a charge beyond the capacity, or the page source
-    /// failing.
+    /// failing twice.
     #[inline(always)]
     pub fn try_alloc_layout(&self, layout: Layout) -> Result<HeapBlock<'_, S>, AllocError> {
         let bytes = self.charge(layout).ok_or(AllocError)?;
         if bytes != 0 && !self.budget.try_acquire(bytes) {
             return Err(AllocError);
         }
-        self.block_for_granted(layout, bytes)
+        let ptr = match self.allocate_raw(layout) {
+            Ok(ptr) => ptr,
+            Err(AllocError) => match self.allocate_reclaiming(layout) {
+                Some(ptr) => ptr,
+                None => {
+                    // `bytes` is not 0: a zero-sized block never fails.
+                    self.budget.release(bytes);
+                    return Err(AllocError);
+                }
+            },
+        };
+        Ok(HeapBlock {
+            heap: self,
+            ptr,
+            layout,
+            _not_send: PhantomData,
+        })
     }
 
     /// Moves `value` into the heap, waiting for room.
@@ -398,28 +480,14 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
         HeapBox::copy_slice(block, slice)
     }
 
-    /// A block of `layout` for `bytes` already taken from the budget; gives them back if
-    /// the block cannot be made.
-    #[inline(always)]
-    fn block_for_granted(
-        &self,
-        layout: Layout,
-        bytes: usize,
-    ) -> Result<HeapBlock<'_, S>, AllocError> {
-        match self.allocate_raw(layout) {
-            Ok(ptr) => Ok(HeapBlock {
-                heap: self,
-                ptr,
-                layout,
-                _not_send: PhantomData,
-            }),
-            Err(AllocError) => {
-                if bytes != 0 {
-                    self.budget.release(bytes);
-                }
-                Err(AllocError)
-            }
-        }
+    /// Gives the heap's caches back to the page source (the calling thread's magazines,
+    /// every depot, every empty slab and kept large block: [`SlabHeap::trim`]), then
+    /// tries the block again.
+    #[cold]
+    #[inline(never)]
+    fn allocate_reclaiming(&self, layout: Layout) -> Option<NonNull<u8>> {
+        self.slabs.trim();
+        self.allocate_raw(layout).ok()
     }
 
     /// Memory for a block of `layout` (its charge already taken).
@@ -468,10 +536,19 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
             return;
         }
         if let Some(class) = class_for(layout.size(), layout.align()) {
-            // SAFETY: a block of `slabs` with this layout (non-zero size), freed once
-            // (caller).
-            unsafe { self.slabs.free(ptr, layout) };
-            self.budget.release(CLASS_SIZES[class]);
+            // While a request is starved the block goes past the magazines, so that its
+            // slab, once empty, is back in the source before the request is told.
+            self.budget
+                .free_then_release(CLASS_SIZES[class], |starved| {
+                    if starved {
+                        // SAFETY: a block of `slabs` with this layout (non-zero size, of a
+                        // size class), freed once (caller).
+                        unsafe { self.slabs.free_to_slab(ptr, layout) }
+                    } else {
+                        // SAFETY: as above.
+                        unsafe { self.slabs.free(ptr, layout) }
+                    }
+                });
         } else {
             // SAFETY: forwarded from the caller.
             unsafe { self.dealloc_large(ptr, layout) };
@@ -489,12 +566,13 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
         // The reservation's length: whole pages (the charge adds alignment padding,
         // which is the source's, not the block's).
         let len = layout.size().next_multiple_of(page);
-        // SAFETY: the reservation `allocate_raw` made for this layout, with the same
-        // length and alignment, released once and unused afterwards (caller).
-        // A refused release leaks the pages; the budget still gets its bytes back,
-        // as the block is gone for the program.
-        let _ = unsafe { self.source.release(ptr, len, layout.align().max(page)) };
-        self.budget.release(bytes);
+        self.budget.free_then_release(bytes, |_| {
+            // SAFETY: the reservation `allocate_raw` made for this layout, with the same
+            // length and alignment, released once and unused afterwards (caller).
+            // A refused release leaks the pages; the budget still gets its bytes back,
+            // as the block is gone for the program.
+            let _ = unsafe { self.source.release(ptr, len, layout.align().max(page)) };
+        });
     }
 }
 

@@ -18,16 +18,23 @@ use pagekeep_mmap::{Cause, Contents, Decommit, Error, Operation, PageSource, Reg
 ///
 /// # Sizing the region for an [`AsyncHeap`](super::AsyncHeap)
 ///
-/// The heap's capacity counts the bytes of live blocks; the region must also hold what
-/// the slab heap under it keeps: one block for its size classes (about 100 KiB), and for
-/// each size class in use a slab (256 KiB; up to 2 MiB for the classes above 16 KiB)
-/// plus the empty slabs it keeps (up to four per class), and large blocks (above
-/// 128 KiB) are whole pages aligned as asked (their alignment padding counts against the
-/// capacity). A region of the capacity plus 2 MiB for the heap's own bookkeeping (its
-/// size classes' headers, taken from the source at the first allocation) plus 1 MiB per
-/// size class in use (2 MiB per class above 16 KiB) is enough. If the region runs out
-/// while the capacity allows a request, the waiting allocations abort through
-/// `handle_alloc_error` (the `try_` ones return an error).
+/// The heap's capacity bounds live bytes, not the region a slab heap needs for them. A
+/// slab is given back only when all its blocks are free, so a size class holds as much
+/// region as its own peak needed, until that peak is freed nearly slab by slab.
+///
+/// A region of 2 MiB (the heap's bookkeeping: its size classes' headers and depots,
+/// taken from the source at the first allocation) plus, for each size class used,
+/// about 1.07 × that class's peak live bytes + 2 slabs (256 KiB each; up to 2 MiB for
+/// the classes above 16 KiB) + 2 magazines per thread that uses the heap (up to about
+/// 256 KiB each) is always enough for small blocks. A class's peak is at most the
+/// capacity, so a program that fills the capacity in several classes one after another
+/// needs up to that many times the capacity. Large blocks (above 128 KiB) are whole
+/// pages aligned as asked, in contiguous runs of a first-fit list: give them headroom
+/// (at least the largest block plus its alignment), or a heap and region of their own.
+///
+/// When the region runs short anyway, allocations do not abort: `alloc` and the other
+/// waiting calls wait until frees give region back (see "When the region runs short" in
+/// the [module docs](super)), and the `try_` calls return an error.
 ///
 /// # Examples
 ///

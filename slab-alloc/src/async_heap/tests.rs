@@ -358,3 +358,121 @@ fn a_waiter_gets_the_credit_of_a_thread_that_frees() {
     });
     assert_eq!(heap.available(), capacity);
 }
+
+/// A heap over a source that fails on demand (heap pages, so it runs under miri).
+fn failing_heap(
+    source: &pagekeep_mmap::FailingSource<pagekeep_mmap::HeapPages>,
+) -> AsyncHeap<&pagekeep_mmap::FailingSource<pagekeep_mmap::HeapPages>> {
+    AsyncHeap::with_source(source, 1 << 20)
+}
+
+/// Issue 21: a request whose bytes are granted but whose block the source cannot supply
+/// waits (it aborted the process), retries once per free and no more (no busy loop),
+/// and completes once a free comes after the source recovers. Frees of short blocks go
+/// past the magazines during the shortage (`free_to_slab`, with the slab's provenance).
+#[test]
+fn a_starved_request_retries_once_per_free_then_completes() {
+    let source = pagekeep_mmap::FailingSource::new(pagekeep_mmap::HeapPages);
+    let heap = failing_heap(&source);
+    let mut boxes: Vec<_> = (0..4u8)
+        .map(|value| heap.try_alloc(value).unwrap())
+        .collect();
+    let available = heap.available();
+    source.set_failing(true);
+    // A class never used: it needs a slab from the source.
+    assert!(heap.try_alloc([0u8; 100]).is_err(), "the source fails");
+    assert_eq!(heap.available(), available, "the bytes went back");
+    let mut starved = pin!(heap.alloc([7u8; 100]));
+    assert!(poll_once(starved.as_mut()).is_pending());
+    assert_eq!(heap.waiters(), 1);
+    assert!(heap.try_alloc(1u8).is_err(), "someone waits");
+    let requests = source.requests();
+    for _ in 0..3 {
+        assert!(poll_once(starved.as_mut()).is_pending());
+    }
+    assert_eq!(source.requests(), requests, "no attempt without a free");
+    drop(boxes.pop());
+    assert!(poll_once(starved.as_mut()).is_pending());
+    let after_one_free = source.requests();
+    assert!(after_one_free > requests, "a free brings an attempt");
+    source.set_failing(false);
+    assert!(poll_once(starved.as_mut()).is_pending());
+    assert_eq!(source.requests(), after_one_free, "one attempt per free");
+    drop(boxes.pop());
+    let Poll::Ready(block) = poll_once(starved.as_mut()) else {
+        panic!("the free after the source recovered did not serve the request");
+    };
+    assert_eq!(*block, [7u8; 100]);
+    assert_eq!(heap.waiters(), 0);
+    drop((block, boxes));
+    assert_eq!(heap.available(), heap.capacity());
+}
+
+/// A starved request dropped while it waits leaves no entry and no bytes behind; one
+/// granted by a free and dropped before it runs gives its bytes back. Large blocks
+/// starve and come back the same way (their free counts an event).
+#[test]
+fn starved_requests_cancel_cleanly_and_large_blocks_starve_too() {
+    let source = pagekeep_mmap::FailingSource::new(pagekeep_mmap::HeapPages);
+    let heap = failing_heap(&source);
+    let keep = heap.try_alloc(1u64).unwrap();
+    let large = heap
+        .try_alloc_layout(Layout::from_size_align(200 << 10, 8).unwrap())
+        .unwrap();
+    source.set_failing(true);
+    {
+        let mut starved = pin!(heap.alloc([0u8; 300]));
+        assert!(poll_once(starved.as_mut()).is_pending());
+    }
+    assert_eq!(heap.waiters(), 0, "the dropped request left");
+    {
+        let mut starved = pin!(heap.alloc_layout(Layout::from_size_align(300 << 10, 8).unwrap()));
+        assert!(poll_once(starved.as_mut()).is_pending());
+        // Granted its bytes by this free's event, dropped before it runs.
+        drop(large);
+    }
+    assert_eq!(heap.waiters(), 0);
+    source.set_failing(false);
+    drop(keep);
+    assert_eq!(heap.available(), heap.capacity(), "every byte came back");
+    assert!(heap.try_alloc([0u8; 300]).is_ok(), "the heap stays usable");
+}
+
+/// A starved request's waker that panics when a free's event serves it: the free
+/// re-raises the panic once its block and bytes are back, and the request, granted,
+/// completes on its next poll; the heap is whole afterwards.
+#[test]
+fn a_starved_request_whose_waker_panics_leaves_the_heap_whole() {
+    struct Panics;
+    impl Wake for Panics {
+        fn wake(self: Arc<Self>) {
+            panic!("a starved request's waker panics");
+        }
+    }
+    let source = pagekeep_mmap::FailingSource::new(pagekeep_mmap::HeapPages);
+    let heap = failing_heap(&source);
+    let mut boxes: Vec<_> = (0..2u8)
+        .map(|value| heap.try_alloc(value).unwrap())
+        .collect();
+    source.set_failing(true);
+    let mut starved = pin!(heap.alloc([3u8; 100]));
+    let panicking = Waker::from(Arc::new(Panics));
+    assert!(
+        starved
+            .as_mut()
+            .poll(&mut Context::from_waker(&panicking))
+            .is_pending()
+    );
+    source.set_failing(false);
+    let freed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(boxes.pop())));
+    assert!(
+        freed.is_err(),
+        "the waker's panic reaches the freeing thread"
+    );
+    let Poll::Ready(block) = poll_once(starved.as_mut()) else {
+        panic!("the granted request did not complete");
+    };
+    assert_eq!(*block, [3u8; 100]);
+    drop((block, boxes));
+    assert_eq!((heap.available(), heap.waiters()), (heap.capacity(), 0));
+}
