@@ -1033,13 +1033,16 @@ impl<S: PageSource> CacheCore<S> {
         state.empty_low = state.empty_low.min(state.empty.len);
         state.depot_low = state.depot_low.min(state.depot.magazines());
         state.epoch_events = state.epoch_events.wrapping_add(1);
-        if state.epoch_events.is_multiple_of(CONTENTION_WINDOW) {
+        state.ops = state.ops.wrapping_add(1);
+        // Windows count `ops`, which an epoch's end does not reset (it resets
+        // `epoch_events`, at any multiple of `CLOCK_EVENTS`): a window cut short by it
+        // would leave its contentions to the next window.
+        if state.ops.is_multiple_of(u64::from(CONTENTION_WINDOW)) {
             if state.window_contentions >= CONTENTION_THRESHOLD {
                 self.grow_magazines(state);
             }
             state.window_contentions = 0;
         }
-        state.ops = state.ops.wrapping_add(1);
         if !state.epoch_events.is_multiple_of(CLOCK_EVENTS) {
             return;
         }
@@ -1847,7 +1850,8 @@ mod tests {
         for _ in 0..contended {
             contended_op(core);
         }
-        let left = core.locked(|state| CONTENTION_WINDOW - state.epoch_events % CONTENTION_WINDOW);
+        let window = u64::from(CONTENTION_WINDOW);
+        let left = core.locked(|state| window - state.ops % window);
         for _ in 0..left {
             core.locked_op(|_| ());
         }
@@ -1894,6 +1898,32 @@ mod tests {
             assert_eq!(slot.capacity.load(Relaxed), 20);
         });
         cache.check_invariants();
+    }
+
+    #[test]
+    fn an_epoch_ending_in_the_middle_of_a_window_keeps_its_contentions() {
+        let cache = cache(4, 20);
+        let core = cache.core();
+        window(core, 0);
+        // The epoch is long enough in events and overdue in time: the next clock read
+        // (at a multiple of `CLOCK_EVENTS` epoch events) ends it, 64 operations into the
+        // window below.
+        core.locked(|state| {
+            state.epoch_events = EPOCH_EVENTS;
+            state.epoch_start = Instant::now()
+                .checked_sub(EPOCH_TIME * 2)
+                .unwrap_or(state.epoch_start);
+        });
+        window(core, CONTENTION_THRESHOLD);
+        assert!(
+            core.locked(|state| state.epoch_events) < EPOCH_EVENTS,
+            "the epoch ended"
+        );
+        assert_eq!(
+            cache.stats().magazine_capacity,
+            8,
+            "the window's contentions counted"
+        );
     }
 
     #[test]
