@@ -192,10 +192,16 @@ macro_rules! no_unwind {
 pub(crate) use no_unwind;
 
 /// The heap layout of a C block of `size` bytes aligned to `align` (a power of two).
+///
+/// At least one byte follows the prefix, even for `size == 0`: the pointer handed out
+/// then lies inside its heap block, never at its end, which may be the start of the
+/// next slab granule or of another mapping (`free` would find the pointer in the wrong
+/// place: a false alarm in the hardened build, and in the default build a
+/// `memalign(8192, 0)` block taken for a block of the slab mapped after it).
 fn heap_layout(size: usize, align: usize) -> Option<Layout> {
     let align = align.max(MIN_ALIGN);
     let offset = align.max(PREFIX);
-    Layout::from_size_align(size.checked_add(offset)?, align).ok()
+    Layout::from_size_align(size.max(1).checked_add(offset)?, align).ok()
 }
 
 /// Writes the prefix into a heap block and returns the C pointer.
@@ -373,7 +379,8 @@ fn allocate(size: usize, align: usize, zeroed: bool) -> *mut c_void {
         // retried is not undone).
         // SAFETY: a non-zero size (at least the prefix) below the largest class, and a
         // power-of-two alignment.
-        let layout = unsafe { Layout::from_size_align_unchecked(size + PREFIX, MIN_ALIGN) };
+        // At least one byte after the prefix, as in `heap_layout`.
+        let layout = unsafe { Layout::from_size_align_unchecked(size.max(1) + PREFIX, MIN_ALIGN) };
         let block = heap_alloc(layout, zeroed);
         if block.is_null() {
             set_errno(libc::ENOMEM);

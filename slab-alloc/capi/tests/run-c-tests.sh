@@ -61,7 +61,7 @@ compare() {
 
 for program in malloc_family malloc_family_size_edges glibc_extensions fork_from_threads \
     fork_handlers_that_allocate fork_vfork_spawn thread_exit_handoff decay_after_peak_with_cached_work \
-    large_blocks_reused large_blocks_under_address_limit mapping_limit; do
+    large_blocks_reused large_blocks_under_address_limit mapping_limit zero_size_blocks; do
     build "$program"
 done
 build_cxx cxx_operators
@@ -76,6 +76,7 @@ compare decay_after_peak_with_cached_work 1
 compare large_blocks_reused 1
 compare large_blocks_under_address_limit 1
 compare mapping_limit 1
+compare zero_size_blocks 1
 compare cxx_operators 1
 # The operators are the library's, not libstdc++'s wrappers around malloc and free.
 bindings=$(LD_DEBUG=bindings LD_PRELOAD="$lib" "$work/cxx_operators" 2>&1 >/dev/null)
