@@ -516,6 +516,14 @@ unsafe fn free_with_prefix(pointer: *mut c_void) {
     // SAFETY: a live block of ours with a prefix (caller).
     let (base, layout) = unsafe { block_of(pointer) };
     if !has_own_mapping(layout) {
+        // A block of a size class (the hardened build: the default one hands those out
+        // without a prefix). Its prefix is cleared: for a block aligned above 16 it lies
+        // past the words a free overwrites, and a later block in the same slot would
+        // carry it, valid, inside its own bytes (a free of a pointer into that block,
+        // where this one started, would pass).
+        // SAFETY: the prefix word just before the pointer is the block's (`block_of`
+        // read it), and the block is being freed.
+        unsafe { pointer.cast::<u8>().sub(PREFIX).cast::<usize>().write(0) };
         // SAFETY: the heap block behind it, with its layout.
         unsafe { HEAP.dealloc(base, layout) };
     } else {
@@ -595,20 +603,19 @@ pub unsafe extern "C" fn realloc(pointer: *mut c_void, size: usize) -> *mut c_vo
             set_errno(libc::ENOMEM);
             return ptr::null_mut();
         };
-        // A block of its own mapping that moves into a size class is freed inside, and kept
-        // mapped for reuse: its prefix is cleared first, as `free` does, so that a later
-        // free of the old pointer is reported. Put back if nothing moved.
+        // The prefix is cleared first, as `free` does, and put back if nothing moved: a
+        // block of its own mapping that moves into a size class is freed inside and kept
+        // mapped for reuse, and an old block of a size class (the hardened build) keeps
+        // its slot's bytes, so a later free of the old pointer must find no valid prefix
+        // there. A block resized in place gets its prefix again from `finish`.
         let prefix = pointer.cast::<u8>().wrapping_sub(PREFIX).cast::<usize>();
-        let own = has_own_mapping(layout);
         // SAFETY: the block's prefix word, just before the pointer (`block_of` read it).
-        let alignment_word = own.then(|| unsafe { prefix.replace(0) });
+        let alignment_word = unsafe { prefix.replace(0) };
         // SAFETY: the heap block with its layout; the new size is valid (from a `Layout`).
         let moved = unsafe { HEAP.realloc(base, layout, new.size()) };
         if moved.is_null() {
-            if let Some(word) = alignment_word {
-                // SAFETY: the block is untouched by a failed realloc, its prefix ours again.
-                unsafe { prefix.write(word) };
-            }
+            // SAFETY: the block is untouched by a failed realloc, its prefix ours again.
+            unsafe { prefix.write(alignment_word) };
             set_errno(libc::ENOMEM);
             return ptr::null_mut();
         }

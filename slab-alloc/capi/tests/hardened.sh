@@ -46,6 +46,7 @@ cases=(
     "overflow-at-exit|a free block was overwritten"
     "overflow-into-free|a free block was overwritten"
     "interior|not the start of a block"
+    "interior-over-stale-prefix|not the start of a block"
     "unaligned|not the start of a block"
     "stack|did not hand out"
     "wild|did not hand out"

@@ -3,6 +3,7 @@
  * "other-copy-large" frees a large block of another copy of the library (its own heap),
  * loaded with dlopen from the path in OTHER_COPY. */
 #include <dlfcn.h>
+#include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +60,17 @@ int main(int argc, char **argv) {
         do_free(do_malloc(8));
     } else if (!strcmp(mode, "interior")) {
         do_free(p + 32);
+    } else if (!strcmp(mode, "interior-over-stale-prefix")) {
+        /* A memalign(32) block freed, then a 48-byte block in the same slot: its bytes
+         * at the old block's pointer held the old prefix. */
+        char *q = memalign(32, 32);
+        do_free(q);
+        char *r = malloc(48);
+        if (r != q - 16) {
+            puts("the slot was not reused");
+            return 0;
+        }
+        do_free(q);
     } else if (!strcmp(mode, "unaligned")) {
         do_free(p + 1);
     } else if (!strcmp(mode, "other-copy-large")) {
