@@ -250,6 +250,17 @@ unsafe fn block_of(user: *mut c_void) -> (*mut u8, Layout) {
     if in_slab == has_own_mapping(layout) {
         invalid_pointer(user);
     }
+    // And a block in a slab fits the class of its slab (the pointer lies in its block,
+    // so in the block's slab): `realloc` and `malloc_usable_size` must not trust a size
+    // copied from a larger block's prefix.
+    #[cfg(feature = "hardened")]
+    if in_slab
+        && HEAP
+            .locate_small_block(user)
+            .is_none_or(|located| layout.size() > located.class_size())
+    {
+        invalid_pointer(user);
+    }
     // SAFETY: the block starts `offset` bytes before the pointer.
     let base = unsafe { user.sub(offset) };
     if has_own_mapping(layout) {

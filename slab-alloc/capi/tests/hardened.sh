@@ -47,6 +47,7 @@ cases=(
     "overflow-into-free|a free block was overwritten"
     "interior|not the start of a block"
     "interior-over-stale-prefix|not the start of a block"
+    "prefix-copied-then-realloc|the block's header was overwritten"
     "unaligned|not the start of a block"
     "stack|did not hand out"
     "wild|did not hand out"

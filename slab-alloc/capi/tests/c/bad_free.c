@@ -71,6 +71,13 @@ int main(int argc, char **argv) {
             return 0;
         }
         do_free(q);
+    } else if (!strcmp(mode, "prefix-copied-then-realloc")) {
+        /* A larger block's prefix copied over this one's (a bug writing just before the
+         * block): realloc must not take the larger size and grow over the neighbour. */
+        char *small = malloc(100), *big = malloc(300);
+        memcpy(small - 16, big - 16, 16);
+        small = realloc(small, 300);
+        printf("realloc took the copied prefix: %p\n", (void *)small);
     } else if (!strcmp(mode, "unaligned")) {
         do_free(p + 1);
     } else if (!strcmp(mode, "other-copy-large")) {
