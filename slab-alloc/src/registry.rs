@@ -443,14 +443,6 @@ pub(crate) fn activate(magazines: &ThreadMagazines) {
         magazines.state.store(RETIRED, Ordering::Relaxed);
         return;
     }
-    // A thread that is a fiber would register the hook with the running fiber, which
-    // may be deleted on another thread and is not the one running when the thread
-    // exits: such a thread works without magazines (see `thread_exit`).
-    #[cfg(windows)]
-    if crate::sys::running_on_a_fiber() {
-        magazines.state.store(RETIRED, Ordering::Relaxed);
-        return;
-    }
     let key = EXIT_KEY.load(Ordering::Relaxed);
     let entry = ptr::from_ref(magazines).cast_mut();
     // Before the hook can run: it acts only on the thread that owns the magazines.
@@ -459,8 +451,18 @@ pub(crate) fn activate(magazines: &ThreadMagazines) {
         .owner_thread
         .store(crate::sys::current_thread_id(), Ordering::Relaxed);
     // The key was created by `install_hooks`; the value is non-null, so the exit hook
-    // runs when this thread exits.
-    if !crate::sys::set_exit_value(key, entry.cast::<c_void>()) {
+    // runs when this thread exits. A thread that is a fiber sets only the thread-local
+    // value: a fiber-local one would belong to the running fiber, whose callback runs
+    // when that fiber is deleted or converted back, not when the thread exits.
+    #[cfg(windows)]
+    let set = if crate::sys::running_on_a_fiber() {
+        crate::sys::set_thread_exit_value(entry.cast::<c_void>())
+    } else {
+        crate::sys::set_exit_value(key, entry.cast::<c_void>())
+    };
+    #[cfg(not(windows))]
+    let set = crate::sys::set_exit_value(key, entry.cast::<c_void>());
+    if !set {
         magazines.state.store(RETIRED, Ordering::Relaxed);
         return;
     }
@@ -492,13 +494,13 @@ pub(crate) fn activate(magazines: &ThreadMagazines) {
 /// thread's own (by address, so a pointer to another thread's magazines, live or gone,
 /// is never read) and that thread is their owner (`GetCurrentThreadId`). So deleting a
 /// fiber on another thread never retires a live thread's magazines. A thread that is
-/// already a fiber when it first needs magazines gets none ([`activate`]), so the value
-/// is only ever a plain thread's. The value also lives in thread-local storage, read by a
-/// TLS callback on every thread exit (`crate::sys`): a thread that registered, then
-/// became a fiber (`ConvertThreadToFiber`) and exits while another of its fibers runs,
-/// which gets no fiber-local callback (the value is its first fiber's), runs the hook
-/// from there. Whichever comes first does the work; the other finds the magazines
-/// retired and returns.
+/// already a fiber when it first needs magazines sets no fiber-local value ([`activate`]),
+/// so that value is only ever a plain thread's. The value also lives in thread-local
+/// storage, read by a TLS callback on every thread exit (`crate::sys`): a thread that
+/// registered, then became a fiber (`ConvertThreadToFiber`) and exits while another of
+/// its fibers runs, which gets no fiber-local callback (the value is its first fiber's),
+/// and a thread that registered as a fiber run the hook from there. Whichever comes
+/// first does the work; the other finds the magazines retired and returns.
 pub(crate) fn thread_exit(data: *mut c_void) {
     let Some(entry) = NonNull::new(data.cast::<ThreadMagazines>()) else {
         return;
@@ -783,10 +785,11 @@ mod windows_tests {
         });
     }
 
-    /// A thread that is a fiber before its first allocation works without magazines
-    /// (its hook would belong to one fiber), also once that fiber is deleted elsewhere.
+    /// A thread that is a fiber before its first allocation gets magazines, registered
+    /// through thread-local storage alone: deleting the fiber it registered on (on
+    /// another thread) leaves them alone, and its exit returns them.
     #[test]
-    fn a_thread_that_allocates_first_on_a_fiber_goes_without_magazines() {
+    fn a_thread_that_allocates_first_on_a_fiber_gets_magazines_until_it_exits() {
         let cache = SlabCache::new(64, 8).unwrap();
         let cache = &cache;
         let (fiber_tx, fiber_rx) = mpsc::channel::<usize>();
@@ -795,10 +798,15 @@ mod windows_tests {
             let owner = scope.spawn(move || {
                 let fiber = become_a_fiber_and_allocate_on_another(cache);
                 let (entry, state) = own_magazines();
-                assert_eq!(state, RETIRED);
-                assert!(!listed(entry));
+                assert_eq!(state, ACTIVE, "no magazines for a thread that is a fiber");
+                assert!(listed(entry));
                 fiber_tx.send(fiber.addr()).unwrap();
                 done_rx.recv().unwrap();
+                assert_eq!(
+                    own_magazines(),
+                    (entry, ACTIVE),
+                    "retired when its fiber was deleted"
+                );
                 for _ in 0..1000 {
                     let object = cache.alloc();
                     // SAFETY: allocated just above from this cache.
@@ -806,13 +814,25 @@ mod windows_tests {
                 }
                 // SAFETY: the thread was converted above.
                 assert_ne!(unsafe { ConvertFiberToThread() }, 0);
+                assert_eq!(
+                    own_magazines(),
+                    (entry, ACTIVE),
+                    "retired when it converted back"
+                );
+                entry
             });
             let fiber = fiber_rx.recv().unwrap();
             // SAFETY: the owner's fiber, not running (it switched away for good).
             unsafe { DeleteFiber(ptr::without_provenance_mut(fiber)) };
             done_tx.send(()).unwrap();
-            owner.join().unwrap();
+            let entry = owner.join().unwrap();
+            assert!(!listed(entry), "the owner's exit hook did not run");
         });
+        assert_eq!(
+            cache.stats().objects_live,
+            0,
+            "the thread's magazines were not returned"
+        );
     }
 
     /// What a thread that exits on a fiber reports back: its magazines' address and state

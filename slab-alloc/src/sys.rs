@@ -17,7 +17,9 @@
 //!     the running fiber's values only.
 //!   - a thread-local storage index (`TlsAlloc` / `TlsSetValue`: per thread, whatever
 //!     fiber runs) read by a TLS callback of this crate, which the loader calls with
-//!     `DLL_THREAD_DETACH` on every thread exit. It closes the case above. The callback
+//!     `DLL_THREAD_DETACH` on every thread exit. It closes the case above, and it is the
+//!     only hook of a thread that is a fiber when it registers
+//!     ([`set_thread_exit_value`]). The callback
 //!     lives in section `.CRT$XLAB`, which sorts before std's (`.CRT$XLB`): on targets
 //!     without native thread-locals (`x86_64-pc-windows-gnu`) std's callback frees the
 //!     thread's `thread_local!` values, the magazines among them, so the registry's hook
@@ -208,6 +210,21 @@ pub(crate) fn set_exit_value(key: usize, value: *mut c_void) -> bool {
     let thread_local =
         tls_index != NO_TLS_INDEX && unsafe { TlsSetValue(tls_index, value.cast_const()) != 0 };
     fiber_local && thread_local
+}
+
+/// Sets the calling thread's value of the thread-local storage index of
+/// [`create_exit_key`] alone (made once `create_exit_key` returned), for a thread that is
+/// a fiber: a fiber-local value would belong to the running fiber, whose callback runs
+/// when that fiber is deleted (possibly on another thread) or converted back, not when
+/// the thread exits. [`tls_callback`] runs the exit hook with it when the thread exits,
+/// whatever fiber runs then. Returns whether it was set.
+#[cfg(windows)]
+pub(crate) fn set_thread_exit_value(value: *mut c_void) -> bool {
+    use windows_sys::Win32::System::Threading::TlsSetValue;
+    let tls_index = EXIT_TLS_INDEX.load(Ordering::Acquire);
+    // SAFETY: `create_exit_key` made this index; the value is only handed back to the
+    // exit hook.
+    tls_index != NO_TLS_INDEX && unsafe { TlsSetValue(tls_index, value.cast_const()) != 0 }
 }
 
 /// Registers the `fork` handlers (`pthread_atfork`); whether it worked.
