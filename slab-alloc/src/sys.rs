@@ -19,11 +19,10 @@
 //!     fiber runs) read by a TLS callback of this crate, which the loader calls with
 //!     `DLL_THREAD_DETACH` on every thread exit. It closes the case above, and it is the
 //!     only hook of a thread that is a fiber when it registers
-//!     ([`set_thread_exit_value`]). The callback
-//!     lives in section `.CRT$XLAB`, which sorts before std's (`.CRT$XLB`): on targets
-//!     without native thread-locals (`x86_64-pc-windows-gnu`) std's callback frees the
-//!     thread's `thread_local!` values, the magazines among them, so the registry's hook
-//!     must run before it.
+//!     ([`set_thread_exit_value`]). The callback lives in section `.CRT$XLAB`, which
+//!     sorts before std's (`.CRT$XLB`): on targets without native thread-locals
+//!     (`x86_64-pc-windows-gnu`) std's callback frees the thread's `thread_local!`
+//!     values, the magazines among them, so the registry's hook must run before it.
 //!
 //!   During process shutdown (`RtlDllShutdownInProgress`) both return at once: the other
 //!   threads were killed, possibly holding a lock the hook would wait for forever, and
@@ -118,9 +117,13 @@ const DLL_THREAD_DETACH: u32 = 3;
 static TLS_CALLBACK: unsafe extern "system" fn(*mut c_void, u32, *mut c_void) = tls_callback;
 
 /// On a thread's exit, runs the registry's exit hook with the value [`set_exit_value`]
-/// set on this thread, if any, and clears it: the hook runs even if the thread exits
-/// while a fiber other than the one that registered runs, when the fiber-local callback
-/// does not.
+/// or [`set_thread_exit_value`] set on this thread, if any, and clears it: the hook runs
+/// even if the thread exits while a fiber other than the one that registered runs, when
+/// the fiber-local callback does not.
+///
+/// # Safety
+/// - Called by the loader only, on the thread the `reason` is about (the other
+///   arguments are not used).
 #[cfg(windows)]
 unsafe extern "system" fn tls_callback(_module: *mut c_void, reason: u32, _reserved: *mut c_void) {
     use windows_sys::Win32::System::Threading::{
