@@ -8,8 +8,9 @@
 //!   then cache), and nothing allocates while holding it.
 //! - A thread links its [`ThreadMagazines`] here when it first uses a magazine and
 //!   unlinks them in its exit hook (a pthread-key destructor, or on Windows a fiber-local
-//!   storage callback: `crate::sys`), so every listed entry is the live thread-local
-//!   storage of a live thread of this process.
+//!   storage callback or, when the thread exits on another fiber, a TLS callback that runs
+//!   before std frees the thread's `thread_local!` values: `crate::sys`), so every listed
+//!   entry is the live thread-local storage of a live thread of this process.
 //! - `fork` (Unix only): the `prepare` handler takes the registry lock and then every cache lock;
 //!   `parent` and `child` release them. The child therefore starts with consistent
 //!   caches (no thread was inside a locked section) and free locks, and can allocate.
@@ -442,14 +443,6 @@ pub(crate) fn activate(magazines: &ThreadMagazines) {
         magazines.state.store(RETIRED, Ordering::Relaxed);
         return;
     }
-    // A thread that is a fiber would register the hook with the running fiber, which
-    // may be deleted on another thread and is not the one running when the thread
-    // exits: such a thread works without magazines (see `thread_exit`).
-    #[cfg(windows)]
-    if crate::sys::running_on_a_fiber() {
-        magazines.state.store(RETIRED, Ordering::Relaxed);
-        return;
-    }
     let key = EXIT_KEY.load(Ordering::Relaxed);
     let entry = ptr::from_ref(magazines).cast_mut();
     // Before the hook can run: it acts only on the thread that owns the magazines.
@@ -458,8 +451,18 @@ pub(crate) fn activate(magazines: &ThreadMagazines) {
         .owner_thread
         .store(crate::sys::current_thread_id(), Ordering::Relaxed);
     // The key was created by `install_hooks`; the value is non-null, so the exit hook
-    // runs when this thread exits.
-    if !crate::sys::set_exit_value(key, entry.cast::<c_void>()) {
+    // runs when this thread exits. A thread that is a fiber sets only the thread-local
+    // value: a fiber-local one would belong to the running fiber, whose callback runs
+    // when that fiber is deleted or converted back, not when the thread exits.
+    #[cfg(windows)]
+    let set = if crate::sys::running_on_a_fiber() {
+        crate::sys::set_thread_exit_value(entry.cast::<c_void>())
+    } else {
+        crate::sys::set_exit_value(key, entry.cast::<c_void>())
+    };
+    #[cfg(not(windows))]
+    let set = crate::sys::set_exit_value(key, entry.cast::<c_void>());
+    if !set {
         magazines.state.store(RETIRED, Ordering::Relaxed);
         return;
     }
@@ -491,11 +494,13 @@ pub(crate) fn activate(magazines: &ThreadMagazines) {
 /// thread's own (by address, so a pointer to another thread's magazines, live or gone,
 /// is never read) and that thread is their owner (`GetCurrentThreadId`). So deleting a
 /// fiber on another thread never retires a live thread's magazines. A thread that is
-/// already a fiber when it first needs magazines gets none ([`activate`]), so the value
-/// is only ever a plain thread's. Known gap: a thread that registered, then became a
-/// fiber (`ConvertThreadToFiber`) and exits while another of its fibers runs gets no
-/// hook (the value is its first fiber's), and its entry stays on the registry's list
-/// after its thread-local memory is gone.
+/// already a fiber when it first needs magazines sets no fiber-local value ([`activate`]),
+/// so that value is only ever a plain thread's. The value also lives in thread-local
+/// storage, read by a TLS callback on every thread exit (`crate::sys`): a thread that
+/// registered, then became a fiber (`ConvertThreadToFiber`) and exits while another of
+/// its fibers runs, which gets no fiber-local callback (the value is its first fiber's),
+/// and a thread that registered as a fiber run the hook from there. Whichever comes
+/// first does the work; the other finds the magazines retired and returns.
 pub(crate) fn thread_exit(data: *mut c_void) {
     let Some(entry) = NonNull::new(data.cast::<ThreadMagazines>()) else {
         return;
@@ -780,10 +785,11 @@ mod windows_tests {
         });
     }
 
-    /// A thread that is a fiber before its first allocation works without magazines
-    /// (its hook would belong to one fiber), also once that fiber is deleted elsewhere.
+    /// A thread that is a fiber before its first allocation gets magazines, registered
+    /// through thread-local storage alone: deleting the fiber it registered on (on
+    /// another thread) leaves them alone, and its exit returns them.
     #[test]
-    fn a_thread_that_allocates_first_on_a_fiber_goes_without_magazines() {
+    fn a_thread_that_allocates_first_on_a_fiber_gets_magazines_until_it_exits() {
         let cache = SlabCache::new(64, 8).unwrap();
         let cache = &cache;
         let (fiber_tx, fiber_rx) = mpsc::channel::<usize>();
@@ -792,10 +798,15 @@ mod windows_tests {
             let owner = scope.spawn(move || {
                 let fiber = become_a_fiber_and_allocate_on_another(cache);
                 let (entry, state) = own_magazines();
-                assert_eq!(state, RETIRED);
-                assert!(!listed(entry));
+                assert_eq!(state, ACTIVE, "no magazines for a thread that is a fiber");
+                assert!(listed(entry));
                 fiber_tx.send(fiber.addr()).unwrap();
                 done_rx.recv().unwrap();
+                assert_eq!(
+                    own_magazines(),
+                    (entry, ACTIVE),
+                    "retired when its fiber was deleted"
+                );
                 for _ in 0..1000 {
                     let object = cache.alloc();
                     // SAFETY: allocated just above from this cache.
@@ -803,13 +814,125 @@ mod windows_tests {
                 }
                 // SAFETY: the thread was converted above.
                 assert_ne!(unsafe { ConvertFiberToThread() }, 0);
+                assert_eq!(
+                    own_magazines(),
+                    (entry, ACTIVE),
+                    "retired when it converted back"
+                );
+                entry
             });
             let fiber = fiber_rx.recv().unwrap();
             // SAFETY: the owner's fiber, not running (it switched away for good).
             unsafe { DeleteFiber(ptr::without_provenance_mut(fiber)) };
             done_tx.send(()).unwrap();
-            owner.join().unwrap();
+            let entry = owner.join().unwrap();
+            assert!(!listed(entry), "the owner's exit hook did not run");
         });
+        assert_eq!(
+            cache.stats().objects_live,
+            0,
+            "the thread's magazines were not returned"
+        );
+    }
+
+    /// What a thread that exits on a fiber reports back: its magazines' address and state
+    /// once registered, and the cache to allocate from.
+    struct ExitOnAFiber {
+        cache: *const SlabCache,
+        entry: usize,
+        state: u8,
+    }
+
+    /// A fiber that ends its thread (`ExitThread`) while the thread's first fiber waits.
+    unsafe extern "system" fn exit_the_thread(_: *mut c_void) {
+        // SAFETY: no preconditions; ends the calling thread, whose other fiber holds no
+        // state that needs dropping (`register_then_exit_on_a_fiber`).
+        unsafe { windows_sys::Win32::System::Threading::ExitThread(0) };
+    }
+
+    /// A raw thread's routine: registers magazines with an allocation, becomes a fiber and
+    /// exits on a second one.
+    unsafe extern "system" fn register_then_exit_on_a_fiber(report: *mut c_void) -> u32 {
+        // SAFETY: the creator passes an `ExitOnAFiber` that outlives this thread, and
+        // reads it only after the thread has exited.
+        let report = unsafe { &mut *report.cast::<ExitOnAFiber>() };
+        // SAFETY: the cache outlives this thread (the creator waits for its exit).
+        let cache = unsafe { &*report.cache };
+        let object = cache.alloc();
+        // SAFETY: allocated just above from this cache.
+        unsafe { cache.free(object) };
+        (report.entry, report.state) = own_magazines();
+        // SAFETY: the thread is not a fiber yet.
+        let main_fiber = unsafe { ConvertThreadToFiber(ptr::null()) };
+        if !main_fiber.is_null() {
+            // SAFETY: the routine never returns (it ends the thread).
+            let fiber = unsafe { CreateFiber(0, Some(exit_the_thread), ptr::null()) };
+            if !fiber.is_null() {
+                // SAFETY: a fresh fiber, not running; we are a fiber.
+                unsafe { SwitchToFiber(fiber) };
+            }
+        }
+        // Only if a fiber could not be made: the creator's checks fail.
+        report.state = UNREGISTERED;
+        0
+    }
+
+    /// A thread that registered, became a fiber and exits while another of its fibers
+    /// runs: the fiber-local callback does not run (the value is its first fiber's), but
+    /// the TLS callback does, so its magazines go back to their cache and its entry leaves
+    /// the registry's list before its thread-local memory is freed (a later walk of the
+    /// list, such as dropping a cache, would read the freed entry).
+    #[test]
+    fn a_thread_that_exits_on_another_fiber_runs_its_hook() {
+        use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, WAIT_OBJECT_0};
+        use windows_sys::Win32::System::Threading::{INFINITE, WaitForSingleObject};
+        // Declared here with an untyped security-attributes pointer, so that the crate
+        // needs no `Win32_Security` feature for a test.
+        #[link(name = "kernel32")]
+        unsafe extern "system" {
+            fn CreateThread(
+                attributes: *const c_void,
+                stack_bytes: usize,
+                start: unsafe extern "system" fn(*mut c_void) -> u32,
+                parameter: *mut c_void,
+                flags: u32,
+                thread_id: *mut u32,
+            ) -> HANDLE;
+        }
+        let cache = SlabCache::new(64, 8).unwrap();
+        let mut report = ExitOnAFiber {
+            cache: &cache,
+            entry: 0,
+            state: 0,
+        };
+        // SAFETY: the routine has the required signature; `report` outlives the thread
+        // (waited for below).
+        let thread = unsafe {
+            CreateThread(
+                ptr::null(),
+                0,
+                register_then_exit_on_a_fiber,
+                ptr::from_mut(&mut report).cast(),
+                0,
+                ptr::null_mut(),
+            )
+        };
+        assert!(!thread.is_null());
+        // SAFETY: a thread handle we own; closed once, after the wait.
+        unsafe {
+            assert_eq!(WaitForSingleObject(thread, INFINITE), WAIT_OBJECT_0);
+            CloseHandle(thread);
+        }
+        assert_eq!(report.state, ACTIVE, "the thread did not register");
+        assert!(
+            !listed(report.entry),
+            "the exited thread's entry is still listed"
+        );
+        assert_eq!(
+            cache.stats().objects_live,
+            0,
+            "the exited thread's magazines were not returned"
+        );
     }
 
     /// A thread that exits normally still returns its magazines.

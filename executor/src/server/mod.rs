@@ -747,6 +747,11 @@ async fn accept_loop<H: Handler>(listener: std::net::TcpListener, accepting: Acc
                 };
                 accepting.start(stream, peer, permit);
             }
+            #[cfg(windows)]
+            Some(Err(error)) if connection_gone_before_accept(&error) => {
+                // That connection left the backlog: accept the next one at once. A
+                // pause here would let any peer that resets stop the server accepting.
+            }
             Some(Err(error)) => {
                 // Out of descriptors or similar: the connection stays in the backlog, so
                 // back off (longer while it lasts) instead of spinning, and keep serving
@@ -765,6 +770,21 @@ async fn accept_loop<H: Handler>(listener: std::net::TcpListener, accepting: Acc
             }
         }
     }
+}
+
+/// Whether a failed `accept` concerns only the connection it was taking, which its peer
+/// reset (or the stack aborted) while it waited in the backlog: Windows answers
+/// `WSAECONNRESET` then (wine `WSAENOTCONN`), and the connection is gone from the backlog,
+/// so the next `accept` takes the next one. Errors of the listener itself (out of
+/// buffers, say) are not among these.
+#[cfg(windows)]
+fn connection_gone_before_accept(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::NotConnected
+    )
 }
 
 /// Shortest pause after a failed accept.

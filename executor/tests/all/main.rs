@@ -48,6 +48,8 @@ mod panics;
 mod peer_vanishes;
 mod pipelining;
 mod proxy;
+#[cfg(windows)]
+mod resets_before_accept;
 mod runtimes;
 #[cfg(unix)]
 mod shutdown;
