@@ -747,7 +747,6 @@ async fn accept_loop<H: Handler>(listener: std::net::TcpListener, accepting: Acc
                 };
                 accepting.start(stream, peer, permit);
             }
-            #[cfg(windows)]
             Some(Err(error)) if connection_gone_before_accept(&error) => {
                 // That connection left the backlog: accept the next one at once. A
                 // pause here would let any peer that resets stop the server accepting.
@@ -773,18 +772,72 @@ async fn accept_loop<H: Handler>(listener: std::net::TcpListener, accepting: Acc
 }
 
 /// Whether a failed `accept` concerns only the connection it was taking, which its peer
-/// reset (or the stack aborted) while it waited in the backlog: Windows answers
-/// `WSAECONNRESET` then (wine `WSAENOTCONN`), and the connection is gone from the backlog,
-/// so the next `accept` takes the next one. Errors of the listener itself (out of
-/// buffers, say) are not among these.
-#[cfg(windows)]
+/// reset (or the stack aborted) while it waited in the backlog; the connection is gone
+/// from the backlog, so the next `accept` takes the next one, and a pause would let any
+/// peer that resets stop the server accepting. Errors of the listener itself (out of
+/// descriptors or buffers) are not among these.
+///
+/// Windows answers `WSAECONNRESET` then (wine `WSAENOTCONN`). Unix answers
+/// `ECONNABORTED`, and Linux also passes the network errors already pending on the new
+/// connection (accept(2) lists `ENETDOWN`, `EPROTO`, `ENOPROTOOPT`, `EHOSTDOWN`, `ENONET`,
+/// `EHOSTUNREACH`, `EOPNOTSUPP`, `ENETUNREACH`: to be retried at once).
 fn connection_gone_before_accept(error: &io::Error) -> bool {
-    matches!(
+    if matches!(
         error.kind(),
         io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::NotConnected
-    )
+    ) {
+        return true;
+    }
+    #[cfg(target_os = "linux")]
+    if let Some(code) = error.raw_os_error() {
+        return matches!(
+            code,
+            libc::ENETDOWN
+                | libc::EPROTO
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+        );
+    }
+    false
+}
+
+#[cfg(test)]
+mod accept_error_tests {
+    use super::connection_gone_before_accept;
+    use std::io;
+
+    #[test]
+    fn a_connection_aborted_in_the_backlog_is_skipped_not_backed_off() {
+        let aborted = io::Error::from(io::ErrorKind::ConnectionAborted);
+        assert!(connection_gone_before_accept(&aborted));
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert!(connection_gone_before_accept(&reset));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn os_errors_of_the_accepted_connection_are_skipped_and_the_listener_s_are_not() {
+        let of = io::Error::from_raw_os_error;
+        assert!(connection_gone_before_accept(&of(libc::ECONNABORTED)));
+        #[cfg(target_os = "linux")]
+        for code in [
+            libc::EPROTO,
+            libc::ENETUNREACH,
+            libc::EHOSTUNREACH,
+            libc::ENONET,
+        ] {
+            assert!(connection_gone_before_accept(&of(code)), "errno {code}");
+        }
+        for code in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
+            assert!(!connection_gone_before_accept(&of(code)), "errno {code}");
+        }
+    }
 }
 
 /// Shortest pause after a failed accept.
