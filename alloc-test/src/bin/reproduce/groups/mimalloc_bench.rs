@@ -388,7 +388,7 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
     let suite_command = format!("{} {}", script.display(), quoted(&arguments));
     Ok(page(
         introduction(&suite_command, reps, threads, &crate::today(), &outcome),
-        sections(&outcome),
+        sections(&outcome, machine.busy()),
     ))
 }
 
@@ -472,10 +472,16 @@ fn worst(outcome: &Outcome) -> Option<&Workload> {
         .max_by(|a, b| a.ratio.total_cmp(&b.ratio))
 }
 
-/// The sections of a page with figures.
-fn sections(outcome: &Outcome) -> Vec<Section> {
+/// The sections of a page with figures. On a `busy` machine (the spin control taken
+/// before the group) the rows of times and throughputs are marked unreliable: the suite's
+/// figures are single values to `reproduce`, which `Page::flag_busy` leaves alone.
+fn sections(outcome: &Outcome, busy: bool) -> Vec<Section> {
     let itself = |name: &str, value: f64| vec![(name.to_owned(), Measurement::exact(value))];
-    let mut targets = vec![
+    let timed = |mut row: Row| {
+        row.unreliable = busy;
+        row
+    };
+    let mut targets = vec![timed(
         Row::new(
             format!(
                 "geometric mean of ours / best peer, time ({} workloads)",
@@ -484,15 +490,15 @@ fn sections(outcome: &Outcome) -> Vec<Section> {
             itself("ours", outcome.geometric_mean),
         )
         .target(Target::at_most_value(GEOMETRIC_MEAN_TARGET)),
-    ];
+    )];
     if let Some(worst) = worst(outcome) {
-        targets.push(
+        targets.push(timed(
             Row::new(
                 format!("worst workload: {}", worst.name),
                 itself("ours", worst.ratio),
             )
             .target(Target::at_most_value(WORST_WORKLOAD_TARGET)),
-        );
+        ));
     }
     targets.push(
         Row::new(
@@ -556,7 +562,10 @@ fn sections(outcome: &Outcome) -> Vec<Section> {
              workload (the best peer divided by ours for a throughput): above 1.0x ours is \
              worse. The target is 1.15x at most for every workload.",
             "ours / best peer",
-            ratios(|workload| workload.ratio, "ours / best peer"),
+            ratios(|workload| workload.ratio, "ours / best peer")
+                .into_iter()
+                .map(timed)
+                .collect(),
         ),
         section(
             "Peak RSS, ours / best peer per workload",
@@ -569,14 +578,20 @@ fn sections(outcome: &Outcome) -> Vec<Section> {
             "Timed workloads",
             "Wall-clock time of each program, the median of its runs. Lower is better.",
             "seconds",
-            figures(false, |figure| figure.1, Better::Lower),
+            figures(false, |figure| figure.1, Better::Lower)
+                .into_iter()
+                .map(timed)
+                .collect(),
         ),
         section(
             "Throughput workloads",
             "The throughput the program reports itself after running for a fixed time, the \
              median of its runs. Higher is better.",
             "million operations per second",
-            figures(true, |figure| figure.1, Better::Higher),
+            figures(true, |figure| figure.1, Better::Higher)
+                .into_iter()
+                .map(timed)
+                .collect(),
         ),
         section(
             "Peak RSS",
@@ -654,7 +669,7 @@ failures: larsonN under tcmalloc exited 1
 
     #[test]
     fn the_target_rows_judge_the_geometric_means_and_the_worst_workload() {
-        let sections = sections(&parse(OUTPUT).expect("the suite's table"));
+        let sections = sections(&parse(OUTPUT).expect("the suite's table"), false);
         let targets = &sections[0].rows;
         assert_eq!(targets.len(), 3);
         assert_eq!(targets[0].met(), Some(Verdict::No), "1.17x > 1.0x");
@@ -681,6 +696,27 @@ failures: larsonN under tcmalloc exited 1
         let row = &rss.rows[1];
         assert_eq!(row.workload, "larsonN");
         assert_eq!(row.best_peer().map(|peer| peer.0.as_str()), Some("glibc"));
+    }
+
+    #[test]
+    fn a_busy_machine_marks_the_timed_rows_but_not_peak_rss() {
+        let outcome = parse(OUTPUT).expect("the suite's table");
+        for (busy, timed) in [
+            (false, "**no**"),
+            (true, "**no** (unreliable: machine busy)"),
+        ] {
+            let sections = sections(&outcome, busy);
+            let targets = &sections[0].rows;
+            assert_eq!(targets[0].verdict_text(), timed);
+            assert_eq!(targets[1].verdict_text(), timed);
+            assert_eq!(targets[2].verdict_text(), "met", "peak RSS is not timed");
+            for section in &sections[1..] {
+                let memory = section.title.contains("RSS");
+                for row in &section.rows {
+                    assert_eq!(row.unreliable, busy && !memory, "{}", section.title);
+                }
+            }
+        }
     }
 
     #[test]
