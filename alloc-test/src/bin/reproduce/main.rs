@@ -43,14 +43,21 @@ pub fn fallback_heap_calls() -> u64 {
 }
 
 const USAGE: &str = "\
-usage: reproduce [--full] [--only GROUP] [--out DIR]
+usage: reproduce [--full] [--only GROUP] [--out DIR] [--mimalloc-bench DIR ...]
 
 Runs the comparative benchmarks and writes the pages of info/.
   --full        the publication run (longer samples, every group in 3 process
                 launches; the default is a quick run in one)
-  --only GROUP  run one group: mmap, arena, slab, executor; or one part of a group
-                alone: slab-async-heap (the async heap's sections of slab)
-  --out DIR     write the pages to DIR instead of info/ at the workspace root";
+  --only GROUP  run one group: mmap, arena, slab, executor, mimalloc-bench; or one
+                part of a group alone: slab-async-heap (the async heap's sections of slab)
+  --out DIR     write the pages to DIR instead of info/ at the workspace root
+  --mimalloc-bench DIR
+                run mimalloc-bench's C and C++ workloads with the `run` script of the
+                suite's copy in DIR (as ../shared/mimalloc-bench; an upstream checkout is
+                not supported); without it, its page only says how to produce it
+  --mimalloc-bench-only \"NAMES\"   only these workloads (e.g. \"cfrac larsonN\")
+  --mimalloc-bench-reps N         runs of each workload per allocator (1; 3 with --full)
+  --mimalloc-bench-threads N      threads of the multi-thread workloads (the cores)";
 
 /// The command of a quick run of every group.
 const QUICK_COMMAND: &str = "cargo run --release -p pagekeep-alloc-test --bin reproduce";
@@ -61,6 +68,7 @@ struct Options {
     full: bool,
     only: Option<String>,
     out: PathBuf,
+    mimalloc_bench: groups::mimalloc_bench::Config,
 }
 
 fn parse(arguments: impl Iterator<Item = String>) -> Result<Options, String> {
@@ -69,6 +77,7 @@ fn parse(arguments: impl Iterator<Item = String>) -> Result<Options, String> {
         full: false,
         only: None,
         out: workspace.join("info"),
+        mimalloc_bench: Default::default(),
     };
     let mut arguments = arguments.skip(1);
     while let Some(argument) = arguments.next() {
@@ -91,9 +100,17 @@ fn parse(arguments: impl Iterator<Item = String>) -> Result<Options, String> {
                 options.out = PathBuf::from(arguments.next().ok_or("--out needs a directory")?)
             }
             "--help" | "-h" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other:?}")),
+            other => {
+                if !options
+                    .mimalloc_bench
+                    .parse_option(other, || arguments.next())?
+                {
+                    return Err(format!("unknown argument {other:?}"));
+                }
+            }
         }
     }
+    options.mimalloc_bench.check()?;
     Ok(options)
 }
 
@@ -210,6 +227,8 @@ fn main() -> ExitCode {
     if let Some(only) = &options.only {
         arguments.extend(["--only".to_owned(), only.clone()]);
     }
+    arguments.extend(options.mimalloc_bench.arguments());
+    groups::mimalloc_bench::configure(options.mimalloc_bench.clone());
     let mut command = String::from(QUICK_COMMAND);
     if !arguments.is_empty() {
         command = format!("{command} -- {}", arguments.join(" "));
@@ -220,17 +239,24 @@ fn main() -> ExitCode {
         Some(only) => vec![only],
         None => groups::NAMES.to_vec(),
     };
-    let launches = if options.full { FULL_LAUNCHES } else { 1 };
+    let launches_of = |name: &str| {
+        if options.full && !groups::SINGLE_LAUNCH.contains(&name) {
+            FULL_LAUNCHES
+        } else {
+            1
+        }
+    };
     let mut progress = Progress::new(
         selected
             .iter()
-            .map(|name| groups::steps(name, &settings) + (launches - 1))
+            .map(|name| groups::steps(name, &settings) + (launches_of(name) - 1))
             .sum(),
     );
     let mut pages: Vec<Page> = Vec::new();
     for name in &selected {
         // The machine as it is before this group: its load and the spin control.
         let mut checked = machine.recheck();
+        let launches = launches_of(name);
         let page = groups::run(name, &settings, &checked, &mut progress).and_then(|mut page| {
             for launch in 2..=launches {
                 progress.step(&format!(

@@ -3,6 +3,7 @@
 mod arena;
 pub mod executor;
 pub mod limits;
+pub mod mimalloc_bench;
 mod mmap;
 pub mod slab;
 
@@ -13,7 +14,11 @@ use pagekeep_alloc_test::bench::report::Page;
 use crate::progress::Progress;
 
 /// The groups, in the order they run.
-pub const NAMES: &[&str] = &["mmap", "arena", "slab", "executor"];
+pub const NAMES: &[&str] = &["mmap", "arena", "slab", "executor", "mimalloc-bench"];
+
+/// Groups that run once even in a `--full` run: mimalloc-bench takes the median of its
+/// own runs of separate programs (`--mimalloc-bench-reps`), so there are no rounds to merge.
+pub const SINGLE_LAUNCH: &[&str] = &["mimalloc-bench"];
 
 /// Parts of a group that `--only` can run alone (a page of their own, not in a full run).
 pub const PARTS: &[&str] = &["slab-async-heap"];
@@ -26,6 +31,7 @@ pub fn steps(name: &str, settings: &Settings) -> usize {
         "slab" => slab::STEPS,
         "slab-async-heap" => slab::ASYNC_HEAP_STEPS,
         "executor" => executor::steps(settings),
+        "mimalloc-bench" => mimalloc_bench::STEPS,
         _ => 0,
     }
 }
@@ -43,6 +49,7 @@ pub fn run(
         "slab" => slab::run(*settings, machine, progress),
         "slab-async-heap" => slab::async_heap_page(*settings, progress),
         "executor" => executor::run(*settings, machine, progress),
+        "mimalloc-bench" => mimalloc_bench::run(*settings, machine, progress),
         other => Err(format!("no group named {other:?}")),
     }
 }

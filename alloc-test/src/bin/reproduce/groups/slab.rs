@@ -577,12 +577,15 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
                     Krishnan 1998): each of 2 threads replaces random blocks of 16-1024 B in \
                     its own array of 5000; after each round of 50 000 replacements per thread \
                     the arrays pass to newly started threads, so blocks are freed by threads \
-                    that did not allocate them (larson itself: 8-999 B, 500 000 per thread, \
-                    threads that start their successors, no checks); and producer-consumer, \
+                    that did not allocate them (larson itself, as mimalloc-bench runs it: \
+                    8-999 B, 500 000 replacements per thread before it starts its \
+                    successor, 5 s, no checks); and producer-consumer, \
                     after xmalloc-test (Lever & Boreham 2000): each of 2 threads allocates \
                     batches of 64 objects of 16-128 B and queues them for the other, which \
-                    frees them (xmalloc-test: separate allocating and freeing threads, 64 B \
-                    objects, batches of 4096, condition variables). Then a mixed size \
+                    frees them (xmalloc-test, as mimalloc-bench runs it: 2 allocating and 2 \
+                    freeing threads on one shared queue, 64 B objects, batches of 4096, \
+                    condition variables, 5 s). The originals themselves run on the \
+                    [mimalloc-bench page](mimalloc-bench.md). Then a mixed size \
                     distribution on one thread (10 000 slots, about half live; sizes 85% \
                     16-256 B, 12% to 4 KiB, 2.5% to 16 KiB, 0.5% to 64 KiB; a full slot is \
                     freed, or one time in ten resized by realloc). Every block carries tag \
@@ -599,7 +602,10 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
             Section {
                 title: "Passive false sharing".into(),
                 description: "After cache-scratch (Hoard, Berger et al. 2000), not the \
-                    original (which uses 1-byte objects and far more writes): one \
+                    original (which, as mimalloc-bench runs it, uses 1-byte objects, 1000 \
+                    allocations per worker of 1 000 000 unchecked writes each, one run per \
+                    process; the original runs on the [mimalloc-bench \
+                    page](mimalloc-bench.md)): one \
                     thread allocates an 8-byte object for each of 2 workers and hands them \
                     over; each worker frees its object, then 100 times allocates an 8-byte \
                     object, writes it 5000 times (each write read back and checked) and frees \

@@ -18,8 +18,8 @@ use pagekeep_alloc_test::bench::machine::Machine;
 use pagekeep_alloc_test::bench::measure::{Settings, measure_interleaved};
 use pagekeep_alloc_test::bench::report::{Row, Section, Target};
 
-use super::larson::Larson;
-use super::xmalloc::Xmalloc;
+use super::larson::ServerChurn;
+use super::xmalloc::ProducerConsumer;
 use super::{HEAP_NAMES, batch, cross_thread, measure_workloads, pair, row_of};
 use crate::progress::Progress;
 
@@ -254,17 +254,17 @@ pub fn rows(
     let figures = measure_workloads(
         workload_settings,
         (
-            Larson::new(a),
-            Larson::new(b),
-            Larson::new(c),
-            Larson::new(d),
+            ServerChurn::new(a),
+            ServerChurn::new(b),
+            ServerChurn::new(c),
+            ServerChurn::new(d),
         ),
     )?;
     let throughput: Vec<_> = figures.iter().map(|m| m.millions_per_second()).collect();
     let mut server = Vec::new();
     server.push(
         row_of(
-            &format!("C: {}", Larson::<CAllocator>::NAME),
+            &format!("C: {}", ServerChurn::<CAllocator>::NAME),
             &throughput,
             &HEAP_NAMES,
         )
@@ -275,16 +275,16 @@ pub fn rows(
     let figures = measure_workloads(
         workload_settings,
         (
-            Xmalloc::new(a),
-            Xmalloc::new(b),
-            Xmalloc::new(c),
-            Xmalloc::new(d),
+            ProducerConsumer::new(a),
+            ProducerConsumer::new(b),
+            ProducerConsumer::new(c),
+            ProducerConsumer::new(d),
         ),
     )?;
     let throughput: Vec<_> = figures.iter().map(|m| m.millions_per_second()).collect();
     server.push(
         row_of(
-            &format!("C: {}", Xmalloc::<CAllocator>::NAME),
+            &format!("C: {}", ProducerConsumer::<CAllocator>::NAME),
             &throughput,
             &HEAP_NAMES,
         )
@@ -334,7 +334,7 @@ mod tests {
     #[test]
     fn every_c_peer_serves_and_frees_through_malloc_and_free() {
         for allocator in [glibc(), mimalloc(), jemalloc()] {
-            let mut workload = Larson::new(&allocator);
+            let mut workload = ServerChurn::new(&allocator);
             workload.run(1);
             assert_eq!(workload.finish(), Ok(()));
             let aligned = Layout::from_size_align(64, 64).expect("layout");

@@ -1,14 +1,19 @@
 //! A passive false sharing workload after cache-scratch (from the Hoard benchmarks;
 //! Berger et al., "Hoard: a scalable memory allocator for multithreaded applications",
 //! ASPLOS 2000), named "passive false sharing" in the pages because it is not the
-//! original: cache-scratch uses 1-byte objects and (as mimalloc-bench runs it) 1000
-//! allocations of 2 000 000 writes each per thread; this one uses 8-byte objects and 100
-//! allocations of 5000 writes, checked, so a run lasts about a millisecond including the
-//! thread starts. One thread allocates one small object per worker thread and hands
-//! them out; each worker frees the object it was given, then repeatedly allocates an
-//! object of the same size, writes to it many times and frees it. An allocator that
-//! gives the freed object (a neighbour of the other worker's object, in the same cache
-//! line) back to the worker makes the two workers fight over that line on every write.
+//! original: cache-scratch uses 1-byte objects (C++ `new` and `delete`) and, as
+//! mimalloc-bench runs it (`cache-scratch 2 1000 1 2000000 2` on two threads), 1000
+//! allocations per worker of 1 000 000 unchecked writes each (2 000 000 divided among
+//! the threads), one run per process; this one uses 8-byte objects and 100 allocations
+//! of 5000 writes, each read back and checked, repeated in a process that lives for the
+//! whole measurement, so a run lasts about a millisecond including the thread starts.
+//! The original itself runs on the mimalloc-bench page (`cache-scratchN`).
+//!
+//! One thread allocates one small object per worker thread and hands them out; each
+//! worker frees the object it was given, then repeatedly allocates an object of the
+//! same size, writes to it many times and frees it. An allocator that gives the freed
+//! object (a neighbour of the other worker's object, in the same cache line) back to
+//! the worker makes the two workers fight over that line on every write.
 //!
 //! Parameters (the same in quick and full runs): 2 workers, 8-byte objects, 100
 //! allocations per worker, 5000 writes (each read back) per allocation.
@@ -102,15 +107,15 @@ fn worker<A: GlobalAlloc + Sync + ?Sized>(
     (writes, failure)
 }
 
-/// cache-scratch on one allocator: each operation is one whole run.
-struct CacheScratch<'a, A: GlobalAlloc + Sync + ?Sized> {
+/// The passive false sharing workload on one allocator: each operation is one whole run.
+struct PassiveFalseSharing<'a, A: GlobalAlloc + Sync + ?Sized> {
     allocator: &'a A,
     failure: Option<String>,
 }
 
-impl<'a, A: GlobalAlloc + Sync + ?Sized> CacheScratch<'a, A> {
+impl<'a, A: GlobalAlloc + Sync + ?Sized> PassiveFalseSharing<'a, A> {
     fn new(allocator: &'a A) -> Self {
-        CacheScratch {
+        PassiveFalseSharing {
             allocator,
             failure: None,
         }
@@ -141,7 +146,7 @@ impl<'a, A: GlobalAlloc + Sync + ?Sized> CacheScratch<'a, A> {
     }
 }
 
-impl<A: GlobalAlloc + Sync + ?Sized> Workload for CacheScratch<'_, A> {
+impl<A: GlobalAlloc + Sync + ?Sized> Workload for PassiveFalseSharing<'_, A> {
     fn run(&mut self, operations: u64) -> Duration {
         let start = Instant::now();
         for _ in 0..operations {
@@ -173,7 +178,7 @@ fn hand_out<A: GlobalAlloc + ?Sized>(allocator: &A) -> Vec<Handed> {
 }
 
 /// The share of steps, in percent, at which the two workers' live objects lie in the
-/// same 64-byte cache line: the run of cache-scratch without its writes and untimed,
+/// same 64-byte cache line: the passive false sharing run without its writes and untimed,
 /// with the workers in lockstep (both allocate, then both free), so the count depends on
 /// the allocator's placement alone, not on how the threads happen to be scheduled.
 fn shared_lines<A: GlobalAlloc + Sync + ?Sized>(allocator: &A) -> Result<f64, String> {
@@ -211,10 +216,10 @@ fn shared_lines<A: GlobalAlloc + Sync + ?Sized>(allocator: &A) -> Result<f64, St
         join_all(workers, Vec::new)
     });
     let [first, second] = &lines[..] else {
-        return Err("cache-scratch expects two workers".to_owned());
+        return Err("the passive false sharing workload expects two workers".to_owned());
     };
     if first.len() != ALLOCATIONS as usize || second.len() != ALLOCATIONS as usize {
-        return Err("a cache-scratch worker did not finish its allocations".to_owned());
+        return Err("a passive false sharing worker did not finish its allocations".to_owned());
     }
     let shared = first.iter().zip(second).filter(|(a, b)| a == b).count();
     Ok(100.0 * shared as f64 / ALLOCATIONS as f64)
@@ -346,7 +351,7 @@ pub fn false_sharing_child(name: &str) -> Result<(), String> {
         .ok_or_else(|| format!("no heap named {name:?}"))?;
     // As in the parent: glibc must not take its single-thread shortcut.
     let _second = super::super::SecondThread::start();
-    let mut workload = CacheScratch::new(heap);
+    let mut workload = PassiveFalseSharing::new(heap);
     let mut stdout = std::io::stdout().lock();
     for line in std::io::stdin().lines() {
         let line = line.map_err(|error| error.to_string())?;
@@ -373,7 +378,7 @@ pub fn rows(
     machine: &Machine,
     progress: &mut Progress,
 ) -> Result<(Row, Row), String> {
-    progress.step("slab: cache-scratch (passive false sharing, 2 threads)");
+    progress.step("slab: passive false sharing after cache-scratch (2 threads)");
     let settings = Settings {
         sample_time: settings.sample_time * 10,
         ..settings
@@ -436,5 +441,5 @@ pub fn rows(
 mod tests {
     use super::*;
 
-    checks_catch_a_block_handed_out_twice!(CacheScratch::new);
+    checks_catch_a_block_handed_out_twice!(PassiveFalseSharing::new);
 }

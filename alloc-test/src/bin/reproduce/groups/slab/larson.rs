@@ -1,13 +1,16 @@
 //! A server simulation after larson (Larson & Krishnan, "Memory allocation for
 //! long-running server applications", ISMM 1998), named "server churn" in the pages
-//! because it is not the original: larson uses sizes 8-999 B, 500 000 replacements per
-//! thread, threads that start their successors themselves, and no checks; this one uses
-//! 16-1024 B, 50 000, rounds joined by the caller, and tag words checked on every free. Each thread owns an array of slots
-//! holding live blocks; it repeatedly frees the block of a random slot and allocates a
-//! block of random size into it. After a round the threads exit and new threads take
-//! the arrays over, each a different array than its predecessor's thread had, so blocks
-//! are freed by threads that did not allocate them, some after their allocating thread
-//! has exited.
+//! because it is not the original: larson, as mimalloc-bench runs it (`larson 5 8 1000
+//! 5000 100 4141 2`), uses sizes 8-999 B, 5000 blocks per thread, 500 000 replacements
+//! per thread before it starts its successor, runs for 5 seconds and reports its own
+//! throughput, with no checks; this one uses 16-1024 B, 5000 blocks per thread, rounds
+//! of 50 000 replacements joined by the caller, and tag words checked on every free.
+//! The original itself runs on the mimalloc-bench page (`larsonN`). Each thread owns an
+//! array of slots holding live blocks; it repeatedly frees the block of a random slot
+//! and allocates a block of random size into it. After a round the threads exit and new
+//! threads take the arrays over, each a different array than its predecessor's thread
+//! had, so blocks are freed by threads that did not allocate them, some after their
+//! allocating thread has exited.
 //!
 //! Parameters (the same in quick and full runs; only the sampling differs): 2 threads,
 //! 5000 slots each, sizes 16 to 1024 bytes, 50 000 replacements per thread per round.
@@ -32,15 +35,15 @@ const MIN_SIZE: usize = 16;
 const MAX_SIZE: usize = 1024;
 const REPLACEMENTS_PER_ROUND: u64 = 50_000;
 
-/// The larson state of one allocator: the slot arrays survive from round to round.
-pub struct Larson<'a, A: GlobalAlloc + Sync> {
+/// The server churn state of one allocator: the slot arrays survive from round to round.
+pub struct ServerChurn<'a, A: GlobalAlloc + Sync> {
     allocator: &'a A,
     arrays: Vec<Vec<Tagged>>,
     seed: u64,
     failure: Option<String>,
 }
 
-impl<'a, A: GlobalAlloc + Sync> Larson<'a, A> {
+impl<'a, A: GlobalAlloc + Sync> ServerChurn<'a, A> {
     /// The row's name: what it does, and that it is not larson itself.
     pub const NAME: &'static str = "server churn (after larson, not the original): 2 threads \
         replace random blocks of 16-1024 B, arrays handed to new threads";
@@ -55,7 +58,7 @@ impl<'a, A: GlobalAlloc + Sync> Larson<'a, A> {
                     .collect()
             })
             .collect();
-        Larson {
+        ServerChurn {
             allocator,
             arrays,
             seed: 1,
@@ -92,7 +95,9 @@ impl<'a, A: GlobalAlloc + Sync> Larson<'a, A> {
                     })
                 })
                 .collect();
-            join_all(workers, || (0, Some("a larson thread panicked".to_owned())))
+            join_all(workers, || {
+                (0, Some("a server churn thread panicked".to_owned()))
+            })
         });
         let mut replaced = 0;
         for (count, failure) in results {
@@ -110,7 +115,7 @@ impl<'a, A: GlobalAlloc + Sync> Larson<'a, A> {
     }
 }
 
-impl<A: GlobalAlloc + Sync> Workload for Larson<'_, A> {
+impl<A: GlobalAlloc + Sync> Workload for ServerChurn<'_, A> {
     fn run(&mut self, operations: u64) -> Duration {
         let per_round = THREADS as u64 * REPLACEMENTS_PER_ROUND;
         let rounds = operations.div_ceil(per_round).max(1);
@@ -141,7 +146,7 @@ impl<A: GlobalAlloc + Sync> Workload for Larson<'_, A> {
     }
 }
 
-/// Measures larson on every heap; the figure is millions of replacements (one free and
+/// Measures the server churn on every heap; the figure is millions of replacements (one free and
 /// one allocation) per second.
 pub fn row(settings: Settings, machine: &Machine, progress: &mut Progress) -> Result<Row, String> {
     progress.step("slab: server churn after larson (2 threads)");
@@ -149,17 +154,19 @@ pub fn row(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
         sample_time: settings.sample_time * 15,
         ..settings
     };
-    let figures = measure_workloads(settings, on_every_heap!(Larson::new))?;
+    let figures = measure_workloads(settings, on_every_heap!(ServerChurn::new))?;
     let throughput: Vec<_> = figures.iter().map(|m| m.millions_per_second()).collect();
-    Ok(row_of(Larson::<SlabHeap>::NAME, &throughput, &HEAP_NAMES)
-        .better(Better::Higher)
-        .in_summary()
-        .multi_threaded(machine))
+    Ok(
+        row_of(ServerChurn::<SlabHeap>::NAME, &throughput, &HEAP_NAMES)
+            .better(Better::Higher)
+            .in_summary()
+            .multi_threaded(machine),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    checks_catch_a_block_handed_out_twice!(Larson::new);
+    checks_catch_a_block_handed_out_twice!(ServerChurn::new);
 }

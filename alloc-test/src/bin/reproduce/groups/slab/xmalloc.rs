@@ -1,11 +1,13 @@
 //! A producer-consumer workload after xmalloc-test (Lever & Boreham, "malloc()
 //! Performance in a Multithreaded Linux Environment", USENIX 2000), named
-//! "producer-consumer" in the pages because it is not the original: xmalloc-test has
-//! separate allocating and freeing threads, 64-byte objects, batches of 4096 and
-//! condition variables; this one has 2 threads that each allocate and free, random
-//! 16-128 B objects, batches of 64 and spinning (yielding) on empty queues. Every object
-//! is freed by a thread that did not allocate it, while both threads allocate and free
-//! at once.
+//! "producer-consumer" in the pages because it is not the original: xmalloc-test, as
+//! mimalloc-bench runs it (`xmalloc-test -w 2 -t 5 -s 64`), has 2 allocating and 2
+//! freeing threads on one shared queue (at most 100 batches, condition variables),
+//! 64-byte objects, batches of 4096, and runs for 5 seconds (the original itself runs
+//! on the mimalloc-bench page, `xmalloc-testN`); this one has 2 threads that each
+//! allocate and free, random 16-128 B objects, batches of 64 and spinning (yielding) on
+//! empty queues. Every object is freed by a thread that did not allocate it, while both
+//! threads allocate and free at once.
 //!
 //! With two cores, each of the two threads is both a producer and a consumer: it fills
 //! a batch of 64 objects of random sizes (16 to 128 bytes), pushes it onto its outgoing
@@ -107,21 +109,21 @@ fn producer_consumer<A: GlobalAlloc + Sync>(
     tally
 }
 
-/// xmalloc-test on one allocator.
-pub struct Xmalloc<'a, A: GlobalAlloc + Sync> {
+/// The producer-consumer workload on one allocator.
+pub struct ProducerConsumer<'a, A: GlobalAlloc + Sync> {
     allocator: &'a A,
     runs: u64,
     failure: Option<String>,
 }
 
-impl<'a, A: GlobalAlloc + Sync> Xmalloc<'a, A> {
+impl<'a, A: GlobalAlloc + Sync> ProducerConsumer<'a, A> {
     /// The row's name: what it does, and that it is not xmalloc-test itself.
     pub const NAME: &'static str = "producer-consumer (after xmalloc-test, not the \
         original): 2 threads each allocate 16-128 B objects for the other to free";
 
     /// The workload on `allocator`.
     pub fn new(allocator: &'a A) -> Self {
-        Xmalloc {
+        ProducerConsumer {
             allocator,
             runs: 0,
             failure: None,
@@ -129,7 +131,7 @@ impl<'a, A: GlobalAlloc + Sync> Xmalloc<'a, A> {
     }
 }
 
-impl<A: GlobalAlloc + Sync> Workload for Xmalloc<'_, A> {
+impl<A: GlobalAlloc + Sync> Workload for ProducerConsumer<'_, A> {
     fn run(&mut self, operations: u64) -> Duration {
         // Each thread produces half of the objects, in whole batches.
         let batches = operations.div_ceil(2 * BATCH as u64).max(1);
@@ -154,7 +156,7 @@ impl<A: GlobalAlloc + Sync> Workload for Xmalloc<'_, A> {
                 })
                 .collect();
             join_all(workers, || Tally {
-                failure: Some("an xmalloc-test thread panicked".to_owned()),
+                failure: Some("a producer-consumer thread panicked".to_owned()),
                 ..Tally::default()
             })
         });
@@ -192,7 +194,7 @@ impl<A: GlobalAlloc + Sync> Workload for Xmalloc<'_, A> {
     }
 }
 
-/// Measures xmalloc-test on every heap; the figure is millions of objects (each
+/// Measures the producer-consumer workload on every heap; the figure is millions of objects (each
 /// allocated by one thread and freed by the other) per second.
 pub fn row(settings: Settings, machine: &Machine, progress: &mut Progress) -> Result<Row, String> {
     progress.step("slab: producer-consumer after xmalloc-test (2 threads)");
@@ -200,10 +202,12 @@ pub fn row(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
         sample_time: settings.sample_time * 15,
         ..settings
     };
-    let figures = measure_workloads(settings, on_every_heap!(Xmalloc::new))?;
+    let figures = measure_workloads(settings, on_every_heap!(ProducerConsumer::new))?;
     let throughput: Vec<_> = figures.iter().map(|m| m.millions_per_second()).collect();
-    Ok(row_of(Xmalloc::<SlabHeap>::NAME, &throughput, &HEAP_NAMES)
-        .better(Better::Higher)
-        .in_summary()
-        .multi_threaded(machine))
+    Ok(
+        row_of(ProducerConsumer::<SlabHeap>::NAME, &throughput, &HEAP_NAMES)
+            .better(Better::Higher)
+            .in_summary()
+            .multi_threaded(machine),
+    )
 }
