@@ -9,6 +9,7 @@ mod service;
 mod stats;
 #[cfg(feature = "tls")]
 mod tls;
+pub mod upgrade;
 
 use std::fmt;
 use std::future::{Future, poll_fn};

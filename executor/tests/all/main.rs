@@ -67,6 +67,8 @@ mod tokio_io;
 mod tower_services;
 #[cfg(unix)]
 mod unix_sockets;
+#[cfg(all(feature = "tokio-io", feature = "futures-io"))]
+mod upgraded_io;
 mod uploads_past_the_body_budget;
 mod vectored_writes;
 mod websockets;
