@@ -38,6 +38,10 @@ mod futures_io;
 mod held_worker;
 #[cfg(feature = "http2")]
 mod http2;
+#[cfg(feature = "http2")]
+mod http2_goaway;
+#[cfg(feature = "http2")]
+mod http2_reset_streams;
 mod keep_alive;
 #[cfg(unix)]
 mod limits;
