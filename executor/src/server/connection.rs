@@ -92,14 +92,14 @@ impl<S: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static> Io for S {}
 pub(crate) async fn serve<H: Handler, S: Io>(
     stream: S,
     slot: ConnectionSlot,
-    peer: SocketAddr,
+    peer: Option<SocketAddr>,
     config: Arc<Config>,
     handler: Arc<H>,
     shutdown: Shutdown,
 ) {
     let activity = Arc::new(ConnectionActivity::new(
         Arc::clone(&config.counters),
-        config.client_addr.then_some(peer),
+        peer.filter(|_| config.client_addr),
     ));
     let service = HandlerService {
         handler,

@@ -54,6 +54,8 @@ mod pipelining;
 mod proxy;
 mod runtimes;
 #[cfg(unix)]
+mod serving_on_unix_sockets;
+#[cfg(unix)]
 mod shutdown;
 mod socket_options;
 mod sockets;
