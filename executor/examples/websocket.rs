@@ -1,7 +1,7 @@
 //! A WebSocket echo server: `GET /` with the WebSocket upgrade headers switches to the
 //! WebSocket protocol (tokio-tungstenite over the upgraded socket, through tokio's I/O
-//! traits) and every text or binary message comes back as it was sent; a plain request
-//! gets a line saying so.
+//! traits on `pagekeep_executor::upgrade::Upgraded`, no hyper-util) and every text or
+//! binary message comes back as it was sent; a plain request gets a line saying so.
 //!
 //! `cargo run --release -p pagekeep-executor --example websocket -- [PORT] [WORKERS]`
 //! (or `PORT=8080 WORKERS=2`); Ctrl-C shuts down gracefully (open WebSockets are
@@ -20,8 +20,8 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use http_body_util::Full;
-use hyper_util::rt::TokioIo;
 use pagekeep_executor::RequestBody;
+use pagekeep_executor::upgrade::Upgraded;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -64,7 +64,7 @@ fn handshake(mut request: Request<RequestBody>) -> Response<Full<Bytes>> {
     // request's arena (the request itself is not moved in).
     drop(pagekeep_executor::spawn(async move {
         match upgrade.await {
-            Ok(upgraded) => echo(TokioIo::new(upgraded)).await,
+            Ok(upgraded) => echo(Upgraded::new(upgraded)).await,
             Err(error) => eprintln!("websocket: upgrade failed: {error}"),
         }
     }));
@@ -106,7 +106,7 @@ fn websocket_accept(headers: &HeaderMap) -> Option<header::HeaderValue> {
 
 /// Echoes every text and binary message until the client closes (tungstenite answers
 /// pings and the close handshake itself) or goes away.
-async fn echo(io: TokioIo<hyper::upgrade::Upgraded>) {
+async fn echo(io: Upgraded) {
     let config = WebSocketConfig::default()
         .read_buffer_size(16 << 10)
         .write_buffer_size(16 << 10)

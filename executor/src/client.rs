@@ -118,17 +118,73 @@ where
                     .await
                     .map_err(ClientError::Connect)?;
                 let _ = stream.set_nodelay(true);
-                let (sender, connection) = hyper::client::conn::http1::handshake(stream)
-                    .await
-                    .map_err(ClientError::Http)?;
-                // Drives the socket; finishes when `sender` is dropped.
-                drop(crate::spawn(async move {
-                    let _ = connection.await;
-                }));
-                Ok(Self { sender })
+                Self::handshake(stream).await
             }))
         });
         OutsideArena(connecting).await?
+    }
+
+    /// Connects to the Unix domain socket at `path` (Unix only; a server's
+    /// [`bind_unix`](crate::ServerBuilder::bind_unix), say) and does the HTTP/1
+    /// handshake, within `limit`. Requests then go as on a TCP connection; give them a
+    /// `host` header (`localhost`, say), which HTTP/1.1 requires.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Empty};
+    /// use pagekeep_executor::client::ClientConnection;
+    /// use std::time::Duration;
+    ///
+    /// let runtime = pagekeep_executor::Runtime::builder().workers(1).build()?;
+    /// runtime.block_on(async {
+    ///     let limit = Duration::from_secs(5);
+    ///     let mut connection =
+    ///         ClientConnection::<Empty<Bytes>>::connect_unix("/run/app/http.sock", limit).await?;
+    ///     let request = http::Request::get("/").header("host", "localhost").body(Empty::new())?;
+    ///     let response = connection.send(request, limit).await?;
+    ///     println!("{}: {:?}", response.status(), response.into_body().collect().await?.to_bytes());
+    ///     Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+    /// })
+    /// .map_err(std::io::Error::other)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect)'s.
+    #[cfg(unix)]
+    pub async fn connect_unix(
+        path: impl AsRef<std::path::Path>,
+        limit: Duration,
+    ) -> Result<Self, ClientError> {
+        let path = path.as_ref();
+        // As `connect`: everything the connection keeps is allocated outside the
+        // caller's arena, the path's copy included.
+        let connecting = pagekeep_arena::outside_arena(|| {
+            let path = path.to_owned();
+            Box::pin(timeout(limit, async move {
+                let stream = crate::net::UnixStream::connect(&path)
+                    .await
+                    .map_err(ClientError::Connect)?;
+                Self::handshake(stream).await
+            }))
+        });
+        OutsideArena(connecting).await?
+    }
+
+    /// hyper's HTTP/1 handshake on `stream`, its connection driven by a spawned task.
+    async fn handshake<S>(stream: S) -> Result<Self, ClientError>
+    where
+        S: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let (sender, connection) = hyper::client::conn::http1::handshake(stream)
+            .await
+            .map_err(ClientError::Http)?;
+        // Drives the socket; finishes when `sender` is dropped.
+        drop(crate::spawn(async move {
+            let _ = connection.await;
+        }));
+        Ok(Self { sender })
     }
 
     /// Sends `request` and waits for the response head within `limit` (the body then

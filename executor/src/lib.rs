@@ -32,6 +32,7 @@ pub use join::{AbortHandle, JoinError, JoinHandle};
 pub use join_set::JoinSet;
 pub use pagekeep_arena::{ArenaPool, PoolConfig, PoolStats};
 pub use runtime::{Builder, Runtime};
+pub use server::upgrade;
 pub use server::{
     BodyBudget, BodyOverBudget, ClientAddr, Handler, IncomingBody, RequestBody, ResponseBody,
     Server, ServerBuilder, ServerStats,

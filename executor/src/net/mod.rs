@@ -7,7 +7,7 @@ mod socket;
 mod split;
 mod stream;
 #[cfg(unix)]
-mod unix;
+pub(crate) mod unix;
 
 pub use listener::TcpListener;
 pub use resolve::ToSocketAddrs;

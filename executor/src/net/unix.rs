@@ -60,8 +60,29 @@ impl fmt::Debug for UnixListener {
 }
 
 /// Adds the path to an error from `bind` or `connect`.
-fn with_path(error: io::Error, what: &str, path: &Path) -> io::Error {
+/// `error`, its message naming `what` was done to `path`.
+pub(crate) fn with_path(error: io::Error, what: &str, path: &Path) -> io::Error {
     io::Error::new(error.kind(), format!("{what} {}: {error}", path.display()))
+}
+
+/// Removes the file at `path` if it is a stale socket: a socket that nobody accepts on
+/// (a connect is refused). Anything else at `path`, or nothing, is left as it is.
+///
+/// # Errors
+/// When the stale socket cannot be removed (the message names the path).
+pub(crate) fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let is_socket =
+        std::fs::symlink_metadata(path).is_ok_and(|metadata| metadata.file_type().is_socket());
+    // A blocking connect to a Unix socket does not wait: it is accepted into the
+    // backlog or refused at once.
+    if is_socket
+        && std::os::unix::net::UnixStream::connect(path)
+            .is_err_and(|error| error.kind() == io::ErrorKind::ConnectionRefused)
+    {
+        std::fs::remove_file(path).map_err(|error| with_path(error, "remove", path))?;
+    }
+    Ok(())
 }
 
 impl UnixListener {
@@ -91,18 +112,8 @@ impl UnixListener {
     /// # Errors
     /// As [`bind`](Self::bind).
     pub fn bind_replacing_stale(path: impl AsRef<Path>) -> io::Result<Self> {
-        use std::os::unix::fs::FileTypeExt;
         let path = path.as_ref();
-        let is_socket =
-            std::fs::symlink_metadata(path).is_ok_and(|metadata| metadata.file_type().is_socket());
-        // A blocking connect to a Unix socket does not wait: it is accepted into the
-        // backlog or refused at once.
-        if is_socket
-            && std::os::unix::net::UnixStream::connect(path)
-                .is_err_and(|error| error.kind() == io::ErrorKind::ConnectionRefused)
-        {
-            std::fs::remove_file(path).map_err(|error| with_path(error, "remove", path))?;
-        }
+        remove_stale_socket(path)?;
         Self::bind(path)
     }
 
@@ -137,13 +148,18 @@ impl UnixListener {
     /// # Errors
     /// As `accept4`, or when the new stream cannot be registered.
     pub async fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
-        let (stream, peer) = poll_fn(|cx| {
-            self.registration.poll_io(cx, Direction::Read, || {
-                self.inner.accept().map(Outcome::More)
-            })
-        })
-        .await?;
+        let (stream, peer) = poll_fn(|cx| self.poll_accept(cx)).await?;
         Ok((UnixStream::from_mio(stream)?, peer))
+    }
+
+    /// Polls for the next connection, not yet registered with any worker.
+    pub(crate) fn poll_accept(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(mio::net::UnixStream, SocketAddr)>> {
+        self.registration.poll_io(cx, Direction::Read, || {
+            self.inner.accept().map(Outcome::More)
+        })
     }
 }
 

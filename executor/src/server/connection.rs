@@ -92,14 +92,14 @@ impl<S: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static> Io for S {}
 pub(crate) async fn serve<H: Handler, S: Io>(
     stream: S,
     slot: ConnectionSlot,
-    peer: SocketAddr,
+    peer: Option<SocketAddr>,
     config: Arc<Config>,
     handler: Arc<H>,
     shutdown: Shutdown,
 ) {
     let activity = Arc::new(ConnectionActivity::new(
         Arc::clone(&config.counters),
-        config.client_addr.then_some(peer),
+        peer.filter(|_| config.client_addr),
     ));
     let service = HandlerService {
         handler,
@@ -110,6 +110,8 @@ pub(crate) async fn serve<H: Handler, S: Io>(
         stream,
         activity: Arc::clone(&activity),
         _slot: slot,
+        #[cfg(feature = "http2")]
+        written: false,
     };
     #[cfg(not(feature = "http2"))]
     {
@@ -165,7 +167,10 @@ pub(crate) async fn serve<H: Handler, S: Io>(
 }
 
 /// Drives `connection` to its end under the connection's timers, starting its graceful
-/// shutdown (`graceful`) when the server's shutdown starts.
+/// shutdown (`graceful`) when the server's shutdown starts, or, on an HTTP/2
+/// connection, when the header read or idle timeout expires (then bounded by
+/// `CLOSE_GRACE`); an HTTP/1.1 connection's timeouts, and a response write timeout,
+/// drop the connection at once.
 async fn watch<C: Future>(
     mut connection: Pin<&mut C>,
     graceful: impl Fn(Pin<&mut C>),
@@ -174,7 +179,11 @@ async fn watch<C: Future>(
     shutdown: &Shutdown,
 ) {
     let mut shutdown_wait = shutdown.wait();
+    // Whether the connection's graceful shutdown has started (for the server's
+    // shutdown, or for a timeout in the waiting phase).
     let mut shutting_down = false;
+    // After a timeout on an HTTP/2 connection: how long its graceful close may take.
+    let mut closing: Option<Sleep> = None;
     let mut watchdog = Watchdog::new();
     // Waiting for a request head: the header read timeout and the idle timeout both
     // count from the same moment (the connection's start, or the end of the last
@@ -193,6 +202,11 @@ async fn watch<C: Future>(
             // response body's (cut off): the connection is over either way.
             return Poll::Ready(());
         }
+        if let Some(grace) = closing.as_mut() {
+            // Closing after a timeout: the connection ends when hyper is done, or
+            // when the grace runs out.
+            return Pin::new(grace).poll(cx);
+        }
         // An HTTP/2 connection's requests run in tasks of their own: the one whose
         // end changes the phase wakes this task (`ConnectionActivity::watch`).
         #[cfg(feature = "http2")]
@@ -210,15 +224,40 @@ async fn watch<C: Future>(
                     .counters
                     .response_write_timeouts
                     .fetch_add(1, Ordering::Relaxed);
+                // A response the client does not take: a GOAWAY would wait behind it,
+                // so the socket is closed at once.
+                return Poll::Ready(());
             }
-            // Slow or silent client (no complete request head in time), idle
-            // keep-alive connection, or a response the client does not take.
+            // Slow or silent client (no complete request head in time), or an idle
+            // keep-alive connection. HTTP/1.1: closed at once (hyper's graceful
+            // shutdown would wait for a head half read, and serve it). HTTP/2: closed
+            // gracefully, so the client gets GOAWAY with the last stream the server
+            // took (it knows no request of its was lost) before the socket closes; a
+            // client that does not let the close finish (hyper's last GOAWAY waits
+            // for the answer to a PING) is dropped after `CLOSE_GRACE`.
+            #[cfg(feature = "http2")]
+            if activity.is_http2() {
+                if !shutting_down {
+                    shutting_down = true;
+                    graceful(connection.as_mut());
+                }
+                closing = Some(crate::timer::sleep(CLOSE_GRACE));
+                // Polled again at once: the graceful close has work to do.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             return Poll::Ready(());
         }
         Poll::Pending
     })
     .await;
 }
+
+/// How long an HTTP/2 connection closed for a header-read or idle timeout has to
+/// finish its graceful close (GOAWAY, the client's answer to hyper's PING, the final
+/// GOAWAY) before its socket is dropped.
+#[cfg(feature = "http2")]
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// What a connection is doing, for its timers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -321,6 +360,10 @@ struct WatchedStream<S> {
     stream: S,
     activity: Arc<ConnectionActivity>,
     _slot: ConnectionSlot,
+    /// Whether hyper has written anything yet: its first bytes tell HTTP/2 (the
+    /// server's SETTINGS) from HTTP/1.1 (a response head, `HTTP/1.x ...`).
+    #[cfg(feature = "http2")]
+    written: bool,
 }
 
 impl<S> WatchedStream<S> {
@@ -329,6 +372,18 @@ impl<S> WatchedStream<S> {
             .write_blocked
             .store(polled.is_pending(), Ordering::Relaxed);
         polled
+    }
+
+    /// Notes the protocol from the first bytes hyper writes (`first`: the start of
+    /// them).
+    #[cfg(feature = "http2")]
+    fn note_first_write(&mut self, first: &[u8]) {
+        if !self.written && !first.is_empty() {
+            self.written = true;
+            if !first.starts_with(b"HTTP/") {
+                self.activity.note_http2();
+            }
+        }
     }
 }
 
@@ -348,6 +403,8 @@ impl<S: Io> hyper::rt::Write for WatchedStream<S> {
         cx: &mut Context<'_>,
         buffer: &[u8],
     ) -> Poll<io::Result<usize>> {
+        #[cfg(feature = "http2")]
+        self.note_first_write(buffer);
         let polled = Pin::new(&mut self.stream).poll_write(cx, buffer);
         self.note(polled)
     }
@@ -369,6 +426,10 @@ impl<S: Io> hyper::rt::Write for WatchedStream<S> {
         cx: &mut Context<'_>,
         buffers: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        #[cfg(feature = "http2")]
+        if let Some(first) = buffers.iter().find(|buffer| !buffer.is_empty()) {
+            self.note_first_write(first);
+        }
         let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, buffers);
         self.note(polled)
     }

@@ -9,11 +9,14 @@ mod service;
 mod stats;
 #[cfg(feature = "tls")]
 mod tls;
+pub mod upgrade;
 
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
+#[cfg(unix)]
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -26,7 +29,9 @@ use http_body_util::Limited;
 use pagekeep_arena::{ArenaPool, PoolConfig};
 use pagekeep_mmap::Decommit;
 
-use crate::net::TcpListener;
+use crate::net::{TcpListener, TcpStream};
+#[cfg(unix)]
+use crate::net::{UnixListener, UnixStream};
 use crate::runtime::{Runtime, block_on_thread};
 use crate::shutdown::Shutdown;
 use connection::{ConnectionPermit, ConnectionSlot};
@@ -415,12 +420,62 @@ impl ServerBuilder {
     /// (its address space reserved) or registered. A failed bind registers no pool, so a
     /// server may retry a taken port for as long as it likes.
     pub fn bind(self, address: SocketAddr) -> io::Result<Server> {
-        let settings = self.config;
         // Sockets and workers first: a bind that fails (the port is taken, say) must
         // not have made a pool, which stays registered for the life of the process
         // (only `MAX_POOLS` can be), so a server that retries its port would run out.
         let listeners = bind_listeners(address, self.workers, self.reuse_port)?;
         let local_addr = listeners[0].local_addr()?;
+        let listeners = listeners.into_iter().map(Listening::Tcp).collect();
+        self.start(listeners, Bound::Tcp(local_addr))
+    }
+
+    /// Binds a Unix domain socket at `path` (Unix only) and starts the workers: the
+    /// server then serves HTTP on that socket exactly as [`bind`](Self::bind)'s serves
+    /// it on TCP (every request in its arena, the budget and its 503, the limits and
+    /// timeouts, TLS and HTTP/2 with their features, graceful shutdown), its workers
+    /// sharing the one socket ([`reuse_port`](Self::reuse_port) does not apply).
+    /// Requests carry no [`ClientAddr`] (a Unix socket's client has no IP address),
+    /// even with [`client_addr`](Self::client_addr)`(true)`.
+    ///
+    /// A stale socket file at `path` (a socket nobody accepts on, left by an earlier
+    /// run) is removed first, as [`UnixListener::bind_replacing_stale`] does; the
+    /// socket file is left when the server ends (the next bind replaces it). Its
+    /// permissions are the process's umask's: they decide who may connect.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// use bytes::Bytes;
+    /// use http_body_util::Full;
+    ///
+    /// let server = pagekeep_executor::Server::builder().bind_unix("/run/app/http.sock")?;
+    /// // curl --unix-socket /run/app/http.sock http://localhost/
+    /// server.serve(|_request| async { http::Response::new(Full::new(Bytes::from("hello\n"))) })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`bind`](Self::bind)'s; binding fails (the message naming the path) when a
+    /// file other than a stale socket is at `path` ([`io::ErrorKind::AddrInUse`]), or
+    /// when `path` is longer than the system's `sun_path` (107 bytes on Linux).
+    #[cfg(unix)]
+    pub fn bind_unix(self, path: impl AsRef<Path>) -> io::Result<Server> {
+        let path = path.as_ref();
+        let first = unix_listening_socket(path)?;
+        let mut listeners = Vec::with_capacity(self.workers);
+        for _ in 1..self.workers {
+            listeners.push(Listening::Unix(first.try_clone()?));
+        }
+        listeners.insert(0, Listening::Unix(first));
+        self.start(listeners, Bound::Unix(path.to_owned()))
+            .inspect_err(|_| {
+                // The file this bind made goes with the server that failed to start.
+                let _ = std::fs::remove_file(path);
+            })
+    }
+
+    /// Starts the workers and makes the pool (unless one was given) for `listeners`.
+    fn start(self, listeners: Vec<Listening>, bound: Bound) -> io::Result<Server> {
+        let settings = self.config;
         let runtime = Runtime::builder().workers(self.workers).build()?;
         let pool = match settings.pool {
             Some(pool) => pool,
@@ -456,7 +511,7 @@ impl ServerBuilder {
         Ok(Server {
             runtime,
             listeners,
-            local_addr,
+            bound,
             config: Arc::new(config),
             shutdown: Shutdown::new(),
             handle_signals: self.handle_signals,
@@ -486,6 +541,30 @@ fn listening_socket(address: SocketAddr, reuse_port: bool) -> io::Result<std::ne
     socket.listen(1024)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
+}
+
+/// A listening Unix domain socket at `path` (a stale socket file there removed first),
+/// non-blocking, with the TCP listeners' backlog.
+#[cfg(unix)]
+fn unix_listening_socket(path: &Path) -> io::Result<std::os::unix::net::UnixListener> {
+    use crate::net::unix::{remove_stale_socket, with_path};
+    use socket2::{Domain, SockAddr, Socket, Type};
+    remove_stale_socket(path)?;
+    let address = SockAddr::unix(path).map_err(|error| with_path(error, "bind", path))?;
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket
+        .bind(&address)
+        .map_err(|error| with_path(error, "bind", path))?;
+    let listening = socket
+        .listen(1024)
+        .and_then(|()| socket.set_nonblocking(true));
+    if let Err(error) = listening {
+        let _ = std::fs::remove_file(path);
+        return Err(error);
+    }
+    Ok(std::os::unix::net::UnixListener::from(
+        std::os::fd::OwnedFd::from(socket),
+    ))
 }
 
 fn bind_listeners(
@@ -524,8 +603,8 @@ fn bind_listeners(
 /// ```
 pub struct Server {
     runtime: Runtime,
-    listeners: Vec<std::net::TcpListener>,
-    local_addr: SocketAddr,
+    listeners: Vec<Listening>,
+    bound: Bound,
     config: Arc<Config>,
     shutdown: Shutdown,
     handle_signals: bool,
@@ -534,7 +613,7 @@ pub struct Server {
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
-            .field("local_addr", &self.local_addr)
+            .field("bound", &self.bound)
             .field("workers", &self.runtime.worker_count())
             .field("config", &self.config)
             .finish_non_exhaustive()
@@ -555,8 +634,29 @@ impl Server {
     }
 
     /// Where the server listens (the real port when bound to port 0).
+    ///
+    /// # Panics
+    /// On a server bound to a Unix socket ([`ServerBuilder::bind_unix`]), which has no
+    /// IP address: see [`local_path`](Self::local_path).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        match &self.bound {
+            Bound::Tcp(address) => *address,
+            #[cfg(unix)]
+            Bound::Unix(path) => panic!(
+                "Server::local_addr: the server listens on the Unix socket {}, not on TCP",
+                path.display()
+            ),
+        }
+    }
+
+    /// The path of the Unix socket the server listens on
+    /// ([`ServerBuilder::bind_unix`]); `None` for a TCP server.
+    #[cfg(unix)]
+    pub fn local_path(&self) -> Option<&Path> {
+        match &self.bound {
+            Bound::Tcp(_) => None,
+            Bound::Unix(path) => Some(path),
+        }
     }
 
     /// Live counters of this server (open connections, refusals, requests).
@@ -673,9 +773,9 @@ struct Accepting<H> {
 }
 
 impl<H: Handler> Accepting<H> {
-    /// Starts serving `stream` on the worker [`Dispatch`] picks: registered with that
+    /// Starts serving `accepted` on the worker [`Dispatch`] picks: registered with that
     /// worker's `Poll` and counted against it until the connection ends.
-    fn start(&self, stream: mio::net::TcpStream, peer: SocketAddr, permit: ConnectionPermit) {
+    fn start(&self, accepted: Accepted, permit: ConnectionPermit) {
         let assignment = self.dispatch.assign(self.worker);
         let worker = assignment.worker();
         let config = Arc::clone(&self.config);
@@ -686,34 +786,138 @@ impl<H: Handler> Accepting<H> {
                 _counted: assignment,
                 _permit: permit,
             };
-            let stream = match crate::net::TcpStream::from_mio(stream) {
-                Ok(stream) => stream,
-                Err(error) => {
-                    eprintln!("executor: cannot register connection: {error}");
-                    return;
+            match accepted {
+                Accepted::Tcp(stream, peer) => {
+                    let stream = match TcpStream::from_mio(stream) {
+                        Ok(stream) => stream,
+                        Err(error) => {
+                            eprintln!("executor: cannot register connection: {error}");
+                            return;
+                        }
+                    };
+                    // Responses are written whole; Nagle would only delay them.
+                    let _ = stream.set_nodelay(true);
+                    serve_stream(stream, slot, Some(peer), config, handler, shutdown).await;
                 }
-            };
-            // Responses are written whole; Nagle would only delay them.
-            let _ = stream.set_nodelay(true);
-            #[cfg(feature = "tls")]
-            if let Some(tls) = &config.tls {
-                if let Some(stream) = tls::handshake(tls, stream, &config, &shutdown).await {
-                    let stream = hyper_util::rt::TokioIo::new(stream);
-                    connection::serve(stream, slot, peer, config, handler, shutdown).await;
+                #[cfg(unix)]
+                Accepted::Unix(stream) => {
+                    let stream = match UnixStream::from_mio(stream) {
+                        Ok(stream) => stream,
+                        Err(error) => {
+                            eprintln!("executor: cannot register connection: {error}");
+                            return;
+                        }
+                    };
+                    serve_stream(stream, slot, None, config, handler, shutdown).await;
                 }
-                return;
             }
-            connection::serve(stream, slot, peer, config, handler, shutdown).await;
         };
         self.dispatch.spawn_on(worker, serving);
     }
 }
 
-async fn accept_loop<H: Handler>(listener: std::net::TcpListener, accepting: Accepting<H>) {
+/// A connected socket the server serves: a TCP or Unix stream. With `tls`, also
+/// tokio's I/O traits, which rustls's stream is driven over.
+#[cfg(feature = "tls")]
+trait Served: connection::Io + tokio::io::AsyncRead + tokio::io::AsyncWrite {}
+/// A connected socket the server serves: a TCP or Unix stream.
+#[cfg(not(feature = "tls"))]
+trait Served: connection::Io {}
+
+impl Served for TcpStream {}
+#[cfg(unix)]
+impl Served for UnixStream {}
+
+/// Serves a registered connection: over TLS when the server has a TLS configuration
+/// (the handshake first), as it is otherwise. `peer` is the client's address, if it
+/// has one (a TCP client).
+async fn serve_stream<H: Handler, S: Served>(
+    stream: S,
+    slot: ConnectionSlot,
+    peer: Option<SocketAddr>,
+    config: Arc<Config>,
+    handler: Arc<H>,
+    shutdown: Shutdown,
+) {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &config.tls {
+        if let Some(stream) = tls::handshake(tls, stream, &config, &shutdown).await {
+            let stream = hyper_util::rt::TokioIo::new(stream);
+            connection::serve(stream, slot, peer, config, handler, shutdown).await;
+        }
+        return;
+    }
+    connection::serve(stream, slot, peer, config, handler, shutdown).await;
+}
+
+/// Where a server listens.
+#[derive(Debug, Clone)]
+enum Bound {
+    Tcp(SocketAddr),
+    #[cfg(unix)]
+    Unix(PathBuf),
+}
+
+/// A bound listening socket, before its accept loop registers it with its worker.
+enum Listening {
+    Tcp(std::net::TcpListener),
+    #[cfg(unix)]
+    Unix(std::os::unix::net::UnixListener),
+}
+
+/// A listening socket registered with its accept loop's worker.
+enum Registered {
+    Tcp(TcpListener),
+    #[cfg(unix)]
+    Unix(UnixListener),
+}
+
+impl Registered {
+    fn new(listening: Listening) -> io::Result<Self> {
+        match listening {
+            Listening::Tcp(listener) => TcpListener::from_std(listener).map(Self::Tcp),
+            #[cfg(unix)]
+            Listening::Unix(listener) => UnixListener::from_std(listener).map(Self::Unix),
+        }
+    }
+
+    fn poll_accept(&self, cx: &mut std::task::Context<'_>) -> Poll<io::Result<Accepted>> {
+        match self {
+            Self::Tcp(listener) => listener
+                .poll_accept(cx)
+                .map_ok(|(stream, peer)| Accepted::Tcp(stream, peer)),
+            #[cfg(unix)]
+            Self::Unix(listener) => listener
+                .poll_accept(cx)
+                .map_ok(|(stream, _peer)| Accepted::Unix(stream)),
+        }
+    }
+}
+
+/// An accepted connection, not registered with any worker yet.
+enum Accepted {
+    Tcp(mio::net::TcpStream, SocketAddr),
+    #[cfg(unix)]
+    Unix(mio::net::UnixStream),
+}
+
+impl Accepted {
+    /// Over the connection limit: a best-effort 503 on the fresh (empty) send buffer,
+    /// then close. Never registered, so it costs the served ones nothing.
+    fn refuse(self) {
+        let _ = match self {
+            Self::Tcp(mut stream, _) => stream.write(REFUSAL),
+            #[cfg(unix)]
+            Self::Unix(mut stream) => stream.write(REFUSAL),
+        };
+    }
+}
+
+async fn accept_loop<H: Handler>(listener: Listening, accepting: Accepting<H>) {
     let Accepting {
         config, shutdown, ..
     } = &accepting;
-    let listener = match TcpListener::from_std(listener) {
+    let listener = match Registered::new(listener) {
         Ok(listener) => listener,
         Err(error) => {
             eprintln!("executor: cannot register listener: {error}; shutting down");
@@ -734,18 +938,16 @@ async fn accept_loop<H: Handler>(listener: std::net::TcpListener, accepting: Acc
         match accepted {
             // Shutdown: dropping the listener closes it, so new connections are refused.
             None => return,
-            Some(Ok((mut stream, peer))) => {
+            Some(Ok(accepted)) => {
                 failures.recovered(accepting.worker);
                 let counters = &config.counters;
                 let Some(permit) = ConnectionPermit::try_acquire(counters, config.max_connections)
                 else {
                     counters.refused.fetch_add(1, Ordering::Relaxed);
-                    // Over the limit: a best-effort 503 on the fresh (empty) send buffer,
-                    // then close. Never registered, so it costs the served ones nothing.
-                    let _ = stream.write(REFUSAL);
+                    accepted.refuse();
                     continue;
                 };
-                accepting.start(stream, peer, permit);
+                accepting.start(accepted, permit);
             }
             Some(Err(error)) if connection_gone_before_accept(&error) => {
                 // That connection left the backlog: accept the next one at once. A

@@ -142,6 +142,20 @@ impl ConnectionActivity {
         }
     }
 
+    /// Notes that the connection speaks HTTP/2 (its first bytes written were not an
+    /// HTTP/1 response head: hyper's HTTP/2 server writes its SETTINGS first), before
+    /// any request came.
+    #[cfg(feature = "http2")]
+    pub(crate) fn note_http2(&self) {
+        self.multiplexed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the connection is known to speak HTTP/2.
+    #[cfg(feature = "http2")]
+    pub(crate) fn is_http2(&self) -> bool {
+        self.multiplexed.load(Ordering::Relaxed)
+    }
+
     /// Wakes the connection's task on an HTTP/2 connection (see [`Self::watch`]).
     #[cfg(feature = "http2")]
     fn wake_watcher(&self) {

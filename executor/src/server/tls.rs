@@ -1,5 +1,6 @@
 //! TLS on the server (feature `tls`): rustls through tokio-rustls, over the tokio I/O
-//! traits of [`TcpStream`](crate::net::TcpStream) (feature `tokio-io`, no tokio runtime).
+//! traits of [`TcpStream`](crate::net::TcpStream) or, on a server bound to a Unix
+//! socket, of `UnixStream` (feature `tokio-io`, no tokio runtime).
 //!
 //! The handshake runs in the connection's task before hyper sees the connection, so
 //! what it allocates (rustls' connection state, its buffers) is connection state,
@@ -19,7 +20,6 @@ use std::task::Poll;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::net::TcpStream;
 use crate::server::Config;
 use crate::shutdown::Shutdown;
 use crate::timer::sleep;
@@ -59,12 +59,15 @@ impl Tls {
 /// Runs the TLS handshake on `stream`, bounded by the header read timeout and by
 /// shutdown; `None` (and the stream closed) when it fails, times out, or shutdown
 /// comes first.
-pub(crate) async fn handshake(
+pub(crate) async fn handshake<S>(
     tls: &Tls,
-    stream: TcpStream,
+    stream: S,
     config: &Config,
     shutdown: &Shutdown,
-) -> Option<TlsStream<TcpStream>> {
+) -> Option<TlsStream<S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut accepting = pin!(tls.0.accept(stream));
     let mut deadline = config.header_read_timeout.map(sleep);
     let mut stop = pin!(shutdown.wait());

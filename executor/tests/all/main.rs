@@ -38,6 +38,10 @@ mod futures_io;
 mod held_worker;
 #[cfg(feature = "http2")]
 mod http2;
+#[cfg(feature = "http2")]
+mod http2_goaway;
+#[cfg(feature = "http2")]
+mod http2_reset_streams;
 mod keep_alive;
 #[cfg(unix)]
 mod limits;
@@ -51,6 +55,8 @@ mod proxy;
 #[cfg(windows)]
 mod resets_before_accept;
 mod runtimes;
+#[cfg(unix)]
+mod serving_on_unix_sockets;
 #[cfg(unix)]
 mod shutdown;
 mod socket_options;
@@ -69,6 +75,8 @@ mod tokio_io;
 mod tower_services;
 #[cfg(unix)]
 mod unix_sockets;
+#[cfg(all(feature = "tokio-io", feature = "futures-io"))]
+mod upgraded_io;
 mod uploads_past_the_body_budget;
 mod vectored_writes;
 mod websockets;

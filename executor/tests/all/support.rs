@@ -93,6 +93,113 @@ impl Drop for TestServer {
     }
 }
 
+/// A server on a Unix socket ([`ServerBuilder::bind_unix`]) in a directory of its own,
+/// running on its own thread; on drop, shut down and checked as a [`TestServer`] is,
+/// and its directory removed.
+#[cfg(unix)]
+pub struct UnixTestServer {
+    pub path: std::path::PathBuf,
+    pub shutdown: Shutdown,
+    pub stats: ServerStats,
+    thread: Option<thread::JoinHandle<std::io::Result<()>>>,
+    pool: Option<(PoolConfig, &'static ArenaPool)>,
+    directory: std::path::PathBuf,
+}
+
+#[cfg(unix)]
+impl UnixTestServer {
+    /// Serves `handler` at a fresh socket path, with the default test arenas.
+    pub fn start<H: pagekeep_executor::Handler>(builder: ServerBuilder, handler: H) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let directory = std::env::temp_dir().join(format!(
+            "pagekeep-unix-server-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&directory).unwrap();
+        let path = directory.join("http.sock");
+        let arenas = default_arenas();
+        let pool = take_pool(arenas);
+        let server = builder
+            .arena_pool(pool)
+            .bind_unix(&path)
+            .expect("bind_unix");
+        assert_eq!(server.local_path(), Some(path.as_path()));
+        let shutdown = server.shutdown_handle();
+        let stats = server.stats();
+        let thread = thread::spawn(move || server.serve(handler));
+        Self {
+            path,
+            shutdown,
+            stats,
+            thread: Some(thread),
+            pool: Some((arenas, pool)),
+            directory,
+        }
+    }
+
+    /// The server's pool of request arenas.
+    pub fn pool(&self) -> &'static ArenaPool {
+        self.pool.expect("a running test server has its pool").1
+    }
+
+    /// Triggers shutdown and waits for `serve` to return.
+    pub fn stop(mut self) {
+        self.shutdown.trigger();
+        self.thread.take().unwrap().join().unwrap().unwrap();
+    }
+
+    /// As [`TestServer::assert_no_connection_left`].
+    pub fn assert_no_connection_left(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.stats.open_connections() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{} connections still open after the clients left",
+                self.stats.open_connections()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// As [`TestServer::assert_arenas_returned`].
+    pub fn assert_arenas_returned(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let arenas = self.stats.arenas();
+            if arenas.free == arenas.arenas {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "request arenas not returned after the scenario: {arenas:?}"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+#[cfg(unix)]
+impl Drop for UnixTestServer {
+    fn drop(&mut self) {
+        if self.thread.is_some() && !thread::panicking() {
+            self.assert_no_connection_left();
+        }
+        self.shutdown.trigger();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        if !thread::panicking() {
+            self.assert_arenas_returned();
+            if let Some(pool) = self.pool.take() {
+                lock(&IDLE_POOLS).push(pool);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.directory);
+    }
+}
+
 /// Pools of request arenas that no running test server uses. A process can register at
 /// most `pagekeep_arena::MAX_POOLS` pools with the router, ever, so test servers share.
 static IDLE_POOLS: Mutex<Vec<(PoolConfig, &'static ArenaPool)>> = Mutex::new(Vec::new());

@@ -79,7 +79,10 @@ async fn tls_connect(address: SocketAddr, connector: &TlsConnector) -> (Stream, 
 }
 
 /// GETs each of `paths` in turn over one HTTP/1.1 connection on `stream`.
-async fn get_all_http1(stream: Stream, paths: &[&str]) -> Vec<(StatusCode, Bytes)> {
+async fn get_all_http1<S>(stream: S, paths: &[&str]) -> Vec<(StatusCode, Bytes)>
+where
+    S: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let (mut sender, connection) = hyper::client::conn::http1::handshake(stream).await.unwrap();
     let driver = tokio::spawn(async move {
         let _ = connection.await;
@@ -124,6 +127,27 @@ fn an_http1_client_gets_its_responses_over_tls() {
     );
     assert_eq!(results[0].1, Bytes::from_static(b"hello"));
     assert_eq!(results[1].1, Bytes::from_static(b"one,two,three"));
+    assert_eq!(server.stats.accepted_connections(), 1);
+}
+
+#[cfg(unix)]
+#[test]
+fn an_http1_client_gets_its_responses_over_tls_on_a_unix_socket() {
+    let (certificate, tls) = server_tls();
+    let server = UnixTestServer::start(builder().tls(tls), routes);
+    let path = server.path.clone();
+    let results = on_tokio(async move {
+        let socket = tokio::net::UnixStream::connect(&path).await.unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let stream = connector(&certificate, &[b"http/1.1"])
+            .connect(name, socket)
+            .await
+            .expect("the TLS handshake over the Unix socket");
+        get_all_http1(TokioIo::new(stream), &["/hello", "/hog", "/hello"]).await
+    });
+    assert_eq!(results[0], (StatusCode::OK, Bytes::from_static(b"hello")));
+    assert_eq!(results[1].0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(results[2], (StatusCode::OK, Bytes::from_static(b"hello")));
     assert_eq!(server.stats.accepted_connections(), 1);
 }
 
