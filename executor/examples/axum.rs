@@ -5,6 +5,11 @@
 //! Only `main` differs from the app on tokio: the allocator line, and
 //! `Server::serve_service(app)` where tokio's version has `axum::serve(listener, app)`.
 //!
+//! The benchmark's copy of this app (`alloc-test/src/bench/axum_app.rs`, served on
+//! this executor and on tokio by `reproduce`'s executor group) is kept identical by
+//! hand, with the sleep and the `x-served-by` value taken from the runtime: a change to
+//! the app here belongs there too.
+//!
 //! - `GET /`: the greeting from the state.
 //! - `GET /hello/{name}`: `Hello, {name}!` (a path extractor).
 //! - `POST /users` with `{"name": "..."}`: 201 and the stored user as JSON (a JSON

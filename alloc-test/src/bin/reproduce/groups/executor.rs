@@ -3,12 +3,16 @@
 //! mimalloc) serve the same "Hello, World!" service, each in a child process with the
 //! same number of workers, under the suite's own keep-alive load generator
 //! ([`pagekeep_alloc_test::bench::loadgen`]), in the same run with their rounds interleaved.
+//! Then the same axum app ([`pagekeep_alloc_test::bench::axum_app`]) on both runtimes,
+//! measured the same way and under wrk, and HTTP/2 under h2load (h2c with prior
+//! knowledge, and over TLS) against the executor's examples and tokio + hyper's.
 
 mod server;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use pagekeep_alloc_test::bench::h2load;
 use pagekeep_alloc_test::bench::loadgen::{self, Load, Outcome, SteadyState, Stop};
 use pagekeep_alloc_test::bench::machine::Machine;
 use pagekeep_alloc_test::bench::measure::{Measurement, Settings, rotated_order};
@@ -33,13 +37,42 @@ const OOM_NORMAL: u64 = 100_000;
 /// `/oom` requests of the oom mix, spread evenly among the normal ones.
 const OOM_HITS: u64 = 1_000;
 
-/// The servers: the kind `ServerChild::start` takes, and the name in the tables, ours
-/// first.
-const SERVERS: [(&str, &str); 3] = [
+/// A server: the kind `ServerChild::start` takes, and the name in the tables.
+type Server = (&'static str, &'static str);
+
+/// The hello servers, ours first.
+const SERVERS: [Server; 3] = [
     ("ours", "executor"),
     ("tokio", "tokio + hyper (System)"),
     ("tokio-mimalloc", "tokio + hyper (mimalloc)"),
 ];
+
+/// The axum servers, ours first.
+const AXUM_SERVERS: [Server; 2] = [
+    ("ours-axum", "executor + axum"),
+    ("tokio-axum", "tokio + hyper + axum (System)"),
+];
+
+/// The wrk shapes of the axum servers: the plain ones (the app has no `/spin`).
+const AXUM_WRK_SHAPES: [Shape; 2] = [WRK_SHAPES[0], WRK_SHAPES[1]];
+
+/// The HTTP/2 pairs, ours first: the URL scheme h2load is given, and the servers (the
+/// executor's examples built with `tls,http2`). Both pairs name their servers alike, so
+/// the table has one column per runtime; the section's text says which example is which.
+const H2_PAIRS: [(&str, [Server; 2]); 2] = [
+    (
+        "http",
+        [("h2c-ours", "executor"), ("h2c-tokio", "tokio + hyper")],
+    ),
+    (
+        "https",
+        [("tls-ours", "executor"), ("tls-tokio", "tokio + hyper")],
+    ),
+];
+
+/// Connections and streams per connection of the h2load rounds.
+const H2_CONNECTIONS: usize = 8;
+const H2_STREAMS: usize = 16;
 
 /// The wrk shapes: one client thread and two (the first leaves a core to the servers),
 /// 64 connections, and the imbalanced load (a quarter of the requests spin 2 ms).
@@ -71,6 +104,23 @@ fn wrk_rounds(settings: &Settings) -> (usize, Duration) {
     }
 }
 
+/// How many h2load rounds each server runs per pair, and the load of each.
+fn h2_rounds(settings: &Settings) -> (usize, h2load::Shape) {
+    let (round_count, requests) = if settings.samples > Settings::QUICK.samples {
+        (7, 200_000)
+    } else {
+        (3, 50_000)
+    };
+    (
+        round_count,
+        h2load::Shape {
+            requests,
+            connections: H2_CONNECTIONS,
+            streams: H2_STREAMS,
+        },
+    )
+}
+
 /// How many timed rounds each server runs, and how long each lasts.
 fn rounds(settings: &Settings) -> (usize, Duration) {
     // Quick: 5 rounds of 1.5 s; full: 17 rounds of 7.5 s.
@@ -79,9 +129,10 @@ fn rounds(settings: &Settings) -> (usize, Duration) {
 
 /// Progress steps of this group.
 pub fn steps(settings: &Settings) -> usize {
-    // Start and warm up, the rounds, the rest of the 1M requests, the oom mix, the wrk
-    // shapes.
-    1 + rounds(settings).0 + 1 + 1 + WRK_SHAPES.len()
+    // For hello and axum: start and warm up, the rounds, the rest of the 1M requests,
+    // the wrk shapes; the oom mix; the h2load pairs.
+    let measured = 1 + rounds(settings).0 + 1;
+    measured + 1 + WRK_SHAPES.len() + measured + AXUM_WRK_SHAPES.len() + H2_PAIRS.len()
 }
 
 /// A figure with its spread from one value per round, the rounds kept in order: the
@@ -203,19 +254,22 @@ struct WrkFigures {
     errors: u64,
 }
 
-/// The wrk rounds of every shape on every server (`figures[shape][server]`), the
-/// servers' rounds interleaved as in the main rounds; `None` if wrk is not installed.
+/// The wrk rounds of every shape of `shapes` on every server (`figures[shape][server]`),
+/// the servers' rounds interleaved as in the main rounds; `None` if wrk is not installed.
+/// `app` names them in the progress lines.
 fn wrk_shapes(
+    app: &str,
     servers: &[ServerChild],
+    shapes: &[Shape],
     settings: &Settings,
     progress: &mut Progress,
 ) -> Result<Option<Vec<Vec<WrkFigures>>>, String> {
     let (round_count, round_time) = wrk_rounds(settings);
     let installed = wrk::available();
     let mut all = Vec::new();
-    for shape in &WRK_SHAPES {
+    for shape in shapes {
         progress.step(&format!(
-            "executor: {}, {round_count} rounds of {round_time:?} on each server",
+            "{app}: {}, {round_count} rounds of {round_time:?} on each server",
             shape.describe()
         ));
         if !installed {
@@ -287,18 +341,34 @@ fn kib(bytes: u64) -> f64 {
     bytes as f64 / 1024.0
 }
 
-/// Runs the group.
-pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Result<Page, String> {
-    let (round_count, round_time) = rounds(&settings);
+/// The servers of one app, started, and what their main rounds measured.
+struct Measured {
+    servers: Vec<ServerChild>,
+    figures: Vec<Figures>,
+    resident: Vec<Resident>,
+}
+
+/// Starts `kinds` with their warm-up, runs their timed rounds (interleaved) and drives
+/// each on to 1M requests: the throughput, latency, CPU and fallback-heap figures of the
+/// rounds, and resident memory after the warm-up and after 1M requests. `app` names
+/// them in the progress lines.
+fn measure(
+    app: &str,
+    kinds: &[Server],
+    settings: &Settings,
+    progress: &mut Progress,
+) -> Result<Measured, String> {
+    let (round_count, round_time) = rounds(settings);
     progress.step(&format!(
-        "executor: starting the three servers, {WARM_UP_REQUESTS} warm-up requests each"
+        "{app}: starting the {} servers, {WARM_UP_REQUESTS} warm-up requests each",
+        kinds.len()
     ));
-    let servers = SERVERS
+    let servers = kinds
         .iter()
         .map(|(kind, _)| ServerChild::start(kind, WORKERS))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut figures: Vec<Figures> = SERVERS.iter().map(|_| Figures::default()).collect();
-    let mut resident: Vec<Resident> = SERVERS.iter().map(|_| Resident::default()).collect();
+    let mut figures: Vec<Figures> = kinds.iter().map(|_| Figures::default()).collect();
+    let mut resident: Vec<Resident> = kinds.iter().map(|_| Resident::default()).collect();
     for (index, server) in servers.iter().enumerate() {
         let outcome = run_load(server, &load(server, Stop::Requests(WARM_UP_REQUESTS)))?;
         figures[index].answered += outcome.answered();
@@ -306,7 +376,7 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
     }
     for number in 0..round_count {
         progress.step(&format!(
-            "executor: round {}/{round_count}, {round_time:?} on each server",
+            "{app}: round {}/{round_count}, {round_time:?} on each server",
             number + 1
         ));
         // Rotate who goes first, so none always runs right after the same other.
@@ -314,7 +384,7 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
             round(&servers[index], round_time, &mut figures[index])?;
         }
     }
-    progress.step("executor: each server up to 1M requests");
+    progress.step(&format!("{app}: each server up to 1M requests"));
     for (index, server) in servers.iter().enumerate() {
         let left = TOTAL_REQUESTS.saturating_sub(figures[index].answered);
         if left > 0 {
@@ -323,14 +393,102 @@ pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Re
         }
         resident[index].million = Memory::of(server)?;
     }
+    Ok(Measured {
+        servers,
+        figures,
+        resident,
+    })
+}
+
+/// Runs the group.
+pub fn run(settings: Settings, machine: &Machine, progress: &mut Progress) -> Result<Page, String> {
+    let (round_count, round_time) = rounds(&settings);
+    let hello = measure("executor", &SERVERS, &settings, progress)?;
     progress.step("executor: the oom mix on our server");
-    let oom = oom_mix(&servers[0])?;
-    let wrk_figures = wrk_shapes(&servers, &settings, progress)?;
-    drop(servers);
-    let mut page = page(&figures, &resident, &oom, round_count, round_time, machine);
+    let oom = oom_mix(&hello.servers[0])?;
+    let wrk_figures = wrk_shapes("executor", &hello.servers, &WRK_SHAPES, &settings, progress)?;
+    drop(hello.servers);
+    let axum = measure("executor, axum", &AXUM_SERVERS, &settings, progress)?;
+    let axum_wrk = wrk_shapes(
+        "executor, axum",
+        &axum.servers,
+        &AXUM_WRK_SHAPES,
+        &settings,
+        progress,
+    )?;
+    drop(axum.servers);
+    let h2 = h2_pairs(&settings, progress)?;
+    let mut page = page(
+        &hello.figures,
+        &hello.resident,
+        &oom,
+        round_count,
+        round_time,
+        machine,
+    );
     page.sections
         .push(wrk_section(wrk_figures.as_deref(), &settings, machine));
+    page.sections.push(axum_section(
+        &axum.figures,
+        &axum.resident,
+        axum_wrk.as_deref(),
+        &settings,
+        machine,
+    ));
+    page.sections
+        .push(h2_section(h2.as_deref(), &settings, machine));
     Ok(page)
+}
+
+/// What the h2load rounds of one pair measured on one server.
+#[derive(Debug, Default)]
+struct H2Figures {
+    requests_per_second: Vec<f64>,
+    mean_micros: Vec<f64>,
+    max_micros: Vec<f64>,
+    errors: u64,
+}
+
+/// The h2load rounds of every pair (`figures[pair][server]`), each pair's servers
+/// started together and their rounds interleaved; `None` if h2load is not installed.
+fn h2_pairs(
+    settings: &Settings,
+    progress: &mut Progress,
+) -> Result<Option<Vec<Vec<H2Figures>>>, String> {
+    let (round_count, shape) = h2_rounds(settings);
+    let installed = h2load::available();
+    let mut all = Vec::new();
+    for (scheme, pair) in &H2_PAIRS {
+        progress.step(&format!(
+            "executor: {} over {scheme}, {round_count} rounds on each server",
+            shape.describe()
+        ));
+        if !installed {
+            continue;
+        }
+        let servers = pair
+            .iter()
+            .map(|(kind, _)| ServerChild::start(kind, WORKERS))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut figures: Vec<H2Figures> = pair.iter().map(|_| H2Figures::default()).collect();
+        for number in 0..round_count {
+            for index in rotated_order(number, servers.len()) {
+                let server = &servers[index];
+                let url = format!("{scheme}://{}/", server.address);
+                let outcome = h2load::run(&url, &shape)
+                    .map_err(|error| format!("h2load on the {} server: {error}", server.kind))?;
+                let figures = &mut figures[index];
+                figures
+                    .requests_per_second
+                    .push(outcome.requests_per_second);
+                figures.mean_micros.push(outcome.mean_micros);
+                figures.max_micros.push(outcome.max_micros);
+                figures.errors += outcome.errors;
+            }
+        }
+        all.push(figures);
+    }
+    Ok(installed.then_some(all))
 }
 
 /// 100k normal requests with `/oom` as every 101st, on our server.
@@ -361,13 +519,21 @@ fn oom_mix(server: &ServerChild) -> Result<OomMix, String> {
     })
 }
 
-/// One figure per server, named, ours first.
-fn per_server(of: impl Fn(usize) -> Measurement) -> Vec<(String, Measurement)> {
-    SERVERS
+/// One figure per server of `servers`, named, ours first.
+fn per_server_of(
+    servers: &[Server],
+    of: impl Fn(usize) -> Measurement,
+) -> Vec<(String, Measurement)> {
+    servers
         .iter()
         .enumerate()
         .map(|(index, (_, name))| (name.to_string(), of(index)))
         .collect()
+}
+
+/// One figure per hello server, named, ours first.
+fn per_server(of: impl Fn(usize) -> Measurement) -> Vec<(String, Measurement)> {
+    per_server_of(&SERVERS, of)
 }
 
 const OURS: &str = SERVERS[0].1;
@@ -392,16 +558,36 @@ fn wrk_section(
         wrk::SPIN_PATH,
         wrk::SPIN_TIME.as_millis()
     );
+    let rows = wrk_rows(&SERVERS, &WRK_SHAPES, figures, &mut description, machine);
+    Section {
+        title: "Under wrk".into(),
+        description,
+        unit: "requests per second, µs, or count as named".into(),
+        rows,
+        line_plot: None,
+    }
+}
+
+/// The rows of the wrk rounds of `shapes` on `servers` (throughput, latency percentiles
+/// and errors for each shape), or, when wrk was not installed (`figures` is `None`),
+/// none and a sentence saying so added to `description`.
+fn wrk_rows(
+    servers: &[Server],
+    shapes: &[Shape],
+    figures: Option<&[Vec<WrkFigures>]>,
+    description: &mut String,
+    machine: &Machine,
+) -> Vec<Row> {
     let mut rows = Vec::new();
     match figures {
         None => description.push_str(
             " wrk is not installed on this machine (`apt-get install wrk`): not measured.",
         ),
         Some(figures) => {
-            for (shape, figures) in WRK_SHAPES.iter().zip(figures) {
+            for (shape, figures) in shapes.iter().zip(figures) {
                 let name = shape.describe();
                 let both = |of: &dyn Fn(&WrkFigures) -> &Vec<f64>| {
-                    per_server(|index| spread(of(&figures[index]).clone()))
+                    per_server_of(servers, |index| spread(of(&figures[index]).clone()))
                 };
                 rows.push(
                     Row::new(
@@ -430,7 +616,173 @@ fn wrk_section(
                 rows.push(
                     Row::new(
                         format!("{name}: socket errors and non-2xx responses (count)"),
-                        per_server(|index| Measurement::exact(figures[index].errors as f64)),
+                        per_server_of(servers, |index| {
+                            Measurement::exact(figures[index].errors as f64)
+                        }),
+                    )
+                    .target(Target::at_most_value(0.0)),
+                );
+            }
+        }
+    }
+    rows
+}
+
+/// The fallback-heap row of ours (the peers' allocators count nothing), the target 0.
+fn heap_calls_row(ours: &str, figures: &Figures) -> Row {
+    Row::new(
+        "calls into the fallback heap per request, steady state",
+        vec![(
+            ours.to_owned(),
+            spread(figures.heap_calls_per_request.clone()),
+        )],
+    )
+    .target(Target::at_most_value(0.0))
+}
+
+/// The resident-memory rows of `servers`: after the warm-up, after 1M requests, the
+/// growth between them (the target: within 1 MiB) and the same without lazily freed
+/// pages.
+fn memory_rows(servers: &[Server], resident: &[Resident]) -> Vec<Row> {
+    let exact = |value: f64| Measurement::exact(value);
+    vec![
+        Row::new(
+            format!("resident after the first {WARM_UP_REQUESTS} requests"),
+            per_server_of(servers, |index| exact(resident[index].warm.resident_kib)),
+        ),
+        Row::new(
+            "resident after 1M requests",
+            per_server_of(servers, |index| exact(resident[index].million.resident_kib)),
+        ),
+        Row::new(
+            "growth from the first 10k requests to 1M",
+            per_server_of(servers, |index| {
+                exact(resident[index].million.resident_kib - resident[index].warm.resident_kib)
+            }),
+        )
+        .target(Target::at_most_value(1024.0)),
+        Row::new(
+            "the same growth, lazily freed (MADV_FREE) pages left out",
+            per_server_of(servers, |index| {
+                exact(resident[index].million.held_kib() - resident[index].warm.held_kib())
+            }),
+        ),
+    ]
+}
+
+/// The section of the axum app: wrk's figures, ours's calls into the fallback heap, and
+/// resident memory over 1M requests.
+fn axum_section(
+    figures: &[Figures],
+    resident: &[Resident],
+    wrk_figures: Option<&[Vec<WrkFigures>]>,
+    settings: &Settings,
+    machine: &Machine,
+) -> Section {
+    let (round_count, round_time) = rounds(settings);
+    let (wrk_count, wrk_time) = wrk_rounds(settings);
+    let mut description = format!(
+        "The axum app of the executor's `axum` example (routes with path and JSON \
+         extractors, a shared state, a middleware that counts requests and adds a header; \
+         `pagekeep_alloc_test::bench::axum_app`) on our executor \
+         (`reproduce --http-server-child ours-axum`, `Server::serve_service`, the counting \
+         heap under the router as for hello) and on tokio's multi-thread runtime \
+         (`axum-tokio`, the router called from hyper set up as `tokio-hello` sets it up, \
+         on the system allocator), {WORKERS} workers each, all requests to `/` (the \
+         greeting from the state, through the middleware). The servers are measured as \
+         hello is above: {WARM_UP_REQUESTS} warm-up requests, {round_count} rounds of \
+         {:.1} s of the suite's load generator, interleaved, for the calls into the \
+         fallback heap per request in steady state (ours only: the point of the \
+         per-request arenas is that an axum request, extractors, middleware and \
+         response included, makes none), then on to {TOTAL_REQUESTS} requests for \
+         resident memory, then wrk: {wrk_count} rounds of {} s per server and shape, \
+         interleaved, the figure the median round.",
+        round_time.as_secs_f64(),
+        wrk_time.as_secs()
+    );
+    let mut rows = wrk_rows(
+        &AXUM_SERVERS,
+        &AXUM_WRK_SHAPES,
+        wrk_figures,
+        &mut description,
+        machine,
+    );
+    rows.push(heap_calls_row(AXUM_SERVERS[0].1, &figures[0]));
+    rows.push(
+        Row::new(
+            "requests to / not answered 200 during the load generator's rounds",
+            per_server_of(&AXUM_SERVERS, |index| {
+                Measurement::exact(figures[index].failed as f64)
+            }),
+        )
+        .target(Target::at_most_value(0.0)),
+    );
+    rows.extend(memory_rows(&AXUM_SERVERS, resident));
+    Section {
+        title: "axum".into(),
+        description,
+        unit: "requests per second, µs, calls per request, count or KiB as named".into(),
+        rows,
+        line_plot: None,
+    }
+}
+
+/// The section of the h2load rounds.
+fn h2_section(
+    figures: Option<&[Vec<H2Figures>]>,
+    settings: &Settings,
+    machine: &Machine,
+) -> Section {
+    let (round_count, shape) = h2_rounds(settings);
+    let mut description = format!(
+        "HTTP/2 under h2load (Debian's `nghttp2-client`): `{} -t 1`, {round_count} rounds \
+         per server, the pair's rounds interleaved, the figure the median round. In \
+         cleartext with prior knowledge (h2c), ours is the executor's `hello` example and \
+         tokio + hyper its `https_tokio` example with `PLAIN=1` (hyper-util's server that \
+         speaks HTTP/1.1 and HTTP/2), both answering \"Hello, World!\"; over TLS (ALPN \
+         `h2`, a self-signed certificate made at start-up, rustls with ring on both), \
+         ours is the `https` example and tokio + hyper `https_tokio`, both answering \
+         \"Hello over TLS\". The examples are built with `--features tls,http2`, run \
+         with {WORKERS} workers, each on its own allocator (ours the executor's request \
+         allocator, tokio's the system one), and count nothing. h2load gives no \
+         percentiles: the latency rows are its mean and maximum time for a request.",
+        shape.describe()
+    );
+    let mut rows = Vec::new();
+    match figures {
+        None => description.push_str(
+            " h2load is not installed on this machine (`apt-get install nghttp2-client`): \
+             not measured.",
+        ),
+        Some(figures) => {
+            for ((scheme, pair), figures) in H2_PAIRS.iter().zip(figures) {
+                let over = if *scheme == "https" { "TLS" } else { "h2c" };
+                let both = |of: &dyn Fn(&H2Figures) -> &Vec<f64>| {
+                    per_server_of(pair, |index| spread(of(&figures[index]).clone()))
+                };
+                rows.push(
+                    Row::new(
+                        format!("{over}: requests per second"),
+                        both(&|f| &f.requests_per_second),
+                    )
+                    .better(Better::Higher)
+                    .in_summary()
+                    .multi_threaded(machine),
+                );
+                rows.push(Row::new(
+                    format!("{over}: mean time for a request (µs)"),
+                    both(&|f| &f.mean_micros),
+                ));
+                rows.push(Row::new(
+                    format!("{over}: longest time for a request (µs)"),
+                    both(&|f| &f.max_micros),
+                ));
+                rows.push(
+                    Row::new(
+                        format!("{over}: failed, errored, timed-out and 4xx/5xx requests (count)"),
+                        per_server_of(pair, |index| {
+                            Measurement::exact(figures[index].errors as f64)
+                        }),
                     )
                     .target(Target::at_most_value(0.0)),
                 );
@@ -438,7 +790,7 @@ fn wrk_section(
         }
     }
     Section {
-        title: "Under wrk".into(),
+        title: "HTTP/2 under h2load".into(),
         description,
         unit: "requests per second, µs, or count as named".into(),
         rows,
@@ -476,42 +828,13 @@ fn page(
     .target(Target::at_most_best(1.0));
     // Only ours counts its heap calls: the peers run as deployed, on an allocator that
     // does not count.
-    let heap = Row::new(
-        "calls into the fallback heap per request, steady state",
-        vec![(
-            OURS.to_owned(),
-            spread(figures[0].heap_calls_per_request.clone()),
-        )],
-    )
-    .target(Target::at_most_value(0.0));
+    let heap = heap_calls_row(OURS, &figures[0]);
     let failures = Row::new(
         "requests to / not answered 200 during the rounds",
         per_server(|index| exact(figures[index].failed as f64)),
     )
     .target(Target::at_most_value(0.0));
-    let memory = vec![
-        Row::new(
-            format!("resident after the first {WARM_UP_REQUESTS} requests"),
-            per_server(|index| exact(resident[index].warm.resident_kib)),
-        ),
-        Row::new(
-            "resident after 1M requests",
-            per_server(|index| exact(resident[index].million.resident_kib)),
-        ),
-        Row::new(
-            "growth from the first 10k requests to 1M",
-            per_server(|index| {
-                exact(resident[index].million.resident_kib - resident[index].warm.resident_kib)
-            }),
-        )
-        .target(Target::at_most_value(1024.0)),
-        Row::new(
-            "the same growth, lazily freed (MADV_FREE) pages left out",
-            per_server(|index| {
-                exact(resident[index].million.held_kib() - resident[index].warm.held_kib())
-            }),
-        ),
-    ];
+    let memory = memory_rows(&SERVERS, resident);
     let ours_only = |name: &str, value: f64| Row::new(name, vec![(OURS.to_owned(), exact(value))]);
     let oom_rows = vec![
         ours_only(
@@ -551,7 +874,7 @@ fn page(
     );
     Page {
         name: "executor".into(),
-        title: "executor: HTTP hello against tokio + hyper".into(),
+        title: "executor: HTTP hello and axum against tokio + hyper".into(),
         introduction: format!(
             "The same plaintext \"Hello, World!\" service (hyper 1, HTTP/1.1 keep-alive) \
              on our executor, where every request runs in its own arena from an arena pool \
@@ -572,7 +895,8 @@ fn page(
              Server and load generator share the machine's cores, so absolute figures say \
              little; compare the servers in the same run. Each server first answers \
              {WARM_UP_REQUESTS} warm-up requests, then runs its timed rounds, then is \
-             driven on to {TOTAL_REQUESTS} requests in all.",
+             driven on to {TOTAL_REQUESTS} requests in all. The last sections measure \
+             an axum app on both runtimes the same way, and HTTP/2 under h2load.",
             server::ARENAS,
             server::ARENA_BYTES >> 10
         ),

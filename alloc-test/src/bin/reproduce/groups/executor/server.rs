@@ -1,10 +1,13 @@
 //! The servers the executor group measures, each in a child process: ours in
-//! `reproduce` itself (`reproduce --http-server-child ours --workers N`), the tokio +
-//! hyper peer in its own executables (`tokio-hello --workers N` on the system allocator,
-//! `tokio-hello-mimalloc --workers N` on mimalloc; `src/bin/tokio-hello/`), built by
-//! cargo when first needed; and the parent's handle on such a child.
+//! `reproduce` itself (`reproduce --http-server-child ours --workers N`, and
+//! `--http-server-child ours-axum` for the axum app), the tokio + hyper peers in their
+//! own executables (`tokio-hello --workers N` on the system allocator,
+//! `tokio-hello-mimalloc --workers N` on mimalloc, `axum-tokio --workers N` for the axum
+//! app; `src/bin/`), and for the HTTP/2 rounds the executor's examples built with
+//! `tls,http2` (`hello` and `https` for ours, `https_tokio` for tokio + hyper), all built
+//! by cargo when first needed; and the parent's handle on such a child.
 //!
-//! All serve the same routes:
+//! The hello servers serve the same routes:
 //! - `/`: plaintext "Hello, World!";
 //! - `/oom` (ours only): allocates 64 KiB blocks without bound, sleeping 1 ms between
 //!   them, until the server cancels it with 503 for going over its arena budget;
@@ -14,9 +17,16 @@
 //!   the calls into the process's fallback heap so far (see
 //!   [`crate::fallback_heap_calls`]); the peers' allocators count nothing.
 //!
-//! A child binds 127.0.0.1:0, prints its address on a line of standard output, and
-//! serves until its standard input closes (the parent exits or drops its handle).
+//! The axum servers serve the app of [`axum_app`] and the same `/__counters`. The
+//! examples serve "Hello, World!" (`hello`, and `https_tokio` with `PLAIN=1`) or "Hello
+//! over TLS" (`https`, `https_tokio`) on every path, and have no counters.
+//!
+//! A child binds 127.0.0.1:0, prints its address on a line of standard output (an
+//! example prints it in a `listening on SCHEME://ADDRESS` line), and serves until its
+//! standard input closes (the parent exits or drops its handle) or, for an example,
+//! until it is killed.
 
+use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -27,6 +37,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
+use pagekeep_alloc_test::bench::axum_app::{self, Runtime};
 use pagekeep_alloc_test::bench::{loadgen, process, wrk};
 
 /// Request arenas of our server: more than the connections, so no request waits.
@@ -84,22 +95,57 @@ pub fn child(kind: &str, workers: usize) -> Result<(), String> {
     let address = SocketAddr::from(([127, 0, 0, 1], 0));
     match kind {
         "ours" => ours(address, workers),
+        "ours-axum" => ours_axum(address, workers),
         other => Err(format!(
-            "no server named {other:?} here (ours; the tokio peers are the tokio-hello \
-             executables)"
+            "no server named {other:?} here (ours, ours-axum; the tokio peers are the \
+             tokio-hello and axum-tokio executables)"
         )),
     }
 }
 
-fn ours(address: SocketAddr, workers: usize) -> Result<(), String> {
+/// Our server with `workers` workers on `address`, bound and announced.
+fn bind_ours(address: SocketAddr, workers: usize) -> Result<pagekeep_executor::Server, String> {
     let server = pagekeep_executor::Server::builder()
         .workers(workers)
         .arenas(ARENAS)
         .arena_bytes(ARENA_BYTES)
         .bind(address)
         .map_err(|error| format!("cannot bind {address}: {error}"))?;
-    let stats = server.stats();
     announce(server.local_addr())?;
+    Ok(server)
+}
+
+/// The axum app's runtime: ours.
+struct Executor;
+
+impl Runtime for Executor {
+    const SERVED_BY: &'static str = "pagekeep-executor";
+
+    fn sleep(duration: Duration) -> impl Future<Output = ()> + Send + 'static {
+        pagekeep_executor::sleep(duration)
+    }
+}
+
+/// The axum app on our server, with `/__counters` beside it (outside the app's
+/// middleware).
+fn ours_axum(address: SocketAddr, workers: usize) -> Result<(), String> {
+    let server = bind_ours(address, workers)?;
+    let stats = server.stats();
+    let app = axum_app::app::<Executor>().route(
+        "/__counters",
+        axum::routing::get(move || {
+            let stats = stats.clone();
+            async move { counters(stats.requests(), stats.over_budget()) }
+        }),
+    );
+    server
+        .serve_service(app)
+        .map_err(|error| format!("serve: {error}"))
+}
+
+fn ours(address: SocketAddr, workers: usize) -> Result<(), String> {
+    let server = bind_ours(address, workers)?;
+    let stats = server.stats();
     server
         .serve(move |request: Request<pagekeep_executor::RequestBody>| {
             let stats = stats.clone();
@@ -125,25 +171,53 @@ fn ours(address: SocketAddr, workers: usize) -> Result<(), String> {
         .map_err(|error| format!("serve: {error}"))
 }
 
+/// Features the executor's examples are built with for the HTTP/2 rounds.
+const EXAMPLE_FEATURES: &str = "tls,http2";
+
 /// The command that starts the `kind` server: `reproduce` itself for ours, the peer's
-/// own executable (built with the profile of this one when needed) for the others.
+/// own executable or the executor's example (built with the profile of this one when
+/// needed) for the others.
 fn server_command(kind: &str, workers: usize) -> Result<Command, String> {
     let reproduce = std::env::current_exe()
         .map_err(|error| format!("cannot find the reproduce executable: {error}"))?;
-    let peer = match kind {
-        "ours" => {
+    let workers = workers.to_string();
+    let (peer, example, plain) = match kind {
+        "ours" | "ours-axum" => {
             let mut command = Command::new(reproduce);
-            command.args(["--http-server-child", "ours"]);
-            command.args(["--workers", &workers.to_string()]);
+            command.args(["--http-server-child", kind]);
+            command.args(["--workers", &workers]);
             return Ok(command);
         }
-        "tokio" => "tokio-hello",
-        "tokio-mimalloc" => "tokio-hello-mimalloc",
+        "tokio" => ("tokio-hello", false, false),
+        "tokio-mimalloc" => ("tokio-hello-mimalloc", false, false),
+        "tokio-axum" => ("axum-tokio", false, false),
+        "h2c-ours" => ("hello", true, false),
+        "h2c-tokio" => ("https_tokio", true, true),
+        "tls-ours" => ("https", true, false),
+        "tls-tokio" => ("https_tokio", true, false),
         other => return Err(format!("no server named {other:?}")),
+    };
+    let (build_arguments, executable) = if example {
+        (
+            vec![
+                "-p",
+                "pagekeep-executor",
+                "--features",
+                EXAMPLE_FEATURES,
+                "--example",
+                peer,
+            ],
+            reproduce.with_file_name("examples").join(peer),
+        )
+    } else {
+        (
+            vec!["-p", "pagekeep-alloc-test", "--bin", peer],
+            reproduce.with_file_name(peer),
+        )
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
-    build.args(["build", "-p", "pagekeep-alloc-test", "--bin", peer]);
+    build.arg("build").args(&build_arguments);
     if !cfg!(debug_assertions) {
         build.arg("--release");
     }
@@ -152,16 +226,31 @@ fn server_command(kind: &str, workers: usize) -> Result<Command, String> {
         .stdout(Stdio::null())
         .status()
         .map_err(|error| format!("cannot run cargo to build {peer}: {error}"))?;
-    let executable = reproduce.with_file_name(peer);
     if !status.success() || !executable.exists() {
         return Err(format!(
-            "cannot build {peer} ({status}): run `cargo build --release -p pagekeep-alloc-test \
-             --bin {peer}`"
+            "cannot build {peer} ({status}): run `cargo build --release {}`",
+            build_arguments.join(" ")
         ));
     }
     let mut command = Command::new(executable);
-    command.args(["--workers", &workers.to_string()]);
+    if example {
+        // The examples take `[PORT] [WORKERS]`; port 0 picks a free one.
+        command.args(["0", &workers]);
+        command.env("PLAIN", if plain { "1" } else { "0" });
+    } else {
+        command.args(["--workers", &workers]);
+    }
     Ok(command)
+}
+
+/// The address in a line a server printed: the whole line, or what follows `://` up to
+/// the next space or `/` (an example's `listening on http://ADDRESS with N workers`).
+fn address_in(line: &str) -> Option<SocketAddr> {
+    let line = line.trim();
+    line.parse().ok().or_else(|| {
+        let (_, rest) = line.split_once("://")?;
+        rest.split([' ', '/']).next()?.parse().ok()
+    })
 }
 
 /// What a server's `/__counters` said.
@@ -178,7 +267,7 @@ pub struct Counters {
 /// A server running in a child process; stopped when dropped.
 #[derive(Debug)]
 pub struct ServerChild {
-    /// `ours`, `tokio` or `tokio-mimalloc`.
+    /// The kind it was started as (`ours`, `tokio`, `tokio-axum`, `h2c-ours`, ...).
     pub kind: &'static str,
     /// Where it listens.
     pub address: SocketAddr,
@@ -219,7 +308,7 @@ impl ServerChild {
         });
         let line = receiver.recv_timeout(START_TIMEOUT);
         let address = match line {
-            Ok(Ok(line)) => line.trim().parse::<SocketAddr>().map_err(|_| {
+            Ok(Ok(line)) => address_in(&line).ok_or_else(|| {
                 if line.is_empty() {
                     let status = child.try_wait().ok().flatten();
                     format!(
@@ -387,5 +476,29 @@ impl Drop for ServerChild {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_address_is_read_from_a_bare_line_and_from_an_examples_line() {
+        let address: SocketAddr = "127.0.0.1:4321".parse().unwrap();
+        assert_eq!(address_in("127.0.0.1:4321\n"), Some(address));
+        assert_eq!(
+            address_in("hello: listening on http://127.0.0.1:4321 with 2 workers\n"),
+            Some(address)
+        );
+        assert_eq!(
+            address_in("https: listening on https://127.0.0.1:4321/ with 2 workers"),
+            Some(address)
+        );
+        assert_eq!(
+            address_in("listening on http://nowhere with 2 workers"),
+            None
+        );
+        assert_eq!(address_in(""), None);
     }
 }
