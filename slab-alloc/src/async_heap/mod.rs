@@ -53,10 +53,15 @@
 //! or of the caches' blocks), the request does not fail and does not abort:
 //!
 //! - it gives its bytes back and waits as a **starved** request. While any request is
-//!   starved, every free of the heap is a *source event*: it bypasses the magazines (the
-//!   block, and the freeing thread's magazines of its class, go back to their slabs, and
-//!   a slab left empty goes back to the source inside the free), then wakes the starved
-//!   requests;
+//!   starved, every return of memory is a *source event*, which wakes the starved
+//!   requests:
+//!   - every free of the heap: it bypasses the magazines (the block, and the freeing
+//!     thread's magazines of its class, go back to their slabs, and a slab left empty
+//!     goes back to the source inside the free);
+//!   - a thread's exit, whose magazines of the heap go back to its classes (the
+//!     retries' trims then release the emptied slabs);
+//!   - every release of empty slabs to the source, or of free blocks to their slabs,
+//!     by a class of the heap: another request's trim, a decay or working-set pass;
 //! - after an event, a starved request takes its bytes again (ahead of the ordinary
 //!   queue: it was granted first), gives the heap's caches back to the source
 //!   ([`SlabHeap::trim`]: the calling thread's magazines, every depot, every empty slab)
@@ -64,6 +69,16 @@
 //!   starved request retries on each event (each costs a trim, 50 class locks, plus the
 //!   allocation). An eligible request whose bytes are short is the head of the queue
 //!   until frees give them back;
+//! - the order that holds: starved requests are granted their retries in the order
+//!   they first starved (oldest first), each event makes every one of them retry, and a
+//!   retry (or a new request's own attempt) that gives memory back is itself an event.
+//!   The retries then run as their tasks are polled, so the memory one event returns
+//!   goes to whichever attempt comes first, possibly a newer request's; an older one
+//!   that lost retries at the next event, and every later return, a free or another
+//!   request's trim included, is one. No older request is left asleep while newer ones
+//!   are served from memory that came back, but the region is not handed out in strict
+//!   age order (its memory is not interchangeable: size classes, alignment, contiguous
+//!   runs);
 //! - a starved request that has seen no event since its last attempt holds up nobody:
 //!   ordinary requests are served past it. Counted in [`AsyncHeap::waiters`], it makes
 //!   [`try_alloc`](AsyncHeap::try_alloc) and its kin fail (someone waits);
@@ -74,8 +89,8 @@
 //! What it does not promise: blocks another thread freed *before* the shortage and that
 //! still sit in that thread's two magazines of a class stay out of reach until that
 //! thread frees on this heap again (its next free empties its magazines of that class),
-//! exits, or, with the `reclaim-idle-threads` feature, until the next attempt's trim
-//! takes them. Their bytes are counted back already, so a request can wait while
+//! exits (an event), or, with the `reclaim-idle-threads` feature, until the next
+//! attempt's trim takes them. Their bytes are counted back already, so a request can wait while
 //! [`available`](AsyncHeap::available) is large. And a request the source can never
 //! supply (a large block longer than any free run of the region once everything else is
 //! freed) waits for good.
@@ -168,6 +183,7 @@
 mod arc;
 mod boxed;
 mod budget;
+mod class_pages;
 mod credit;
 mod region;
 #[cfg(test)]
@@ -185,6 +201,8 @@ use pagekeep_mmap::{DefaultPages, PageSource};
 use crate::SlabHeap;
 use crate::size_class::{CLASS_SIZES, class_for};
 use budget::Budget;
+use class_pages::ClassPages;
+use std::sync::Arc;
 
 pub use arc::HeapArc;
 pub use boxed::HeapBox;
@@ -227,9 +245,11 @@ pub const MAX_CAPACITY: usize = budget::MAX_CAPACITY;
 /// });
 /// ```
 pub struct AsyncHeap<S: PageSource + Clone = DefaultPages> {
-    slabs: SlabHeap<S>,
+    /// The small blocks; its classes tell `budget` when they give memory back.
+    slabs: SlabHeap<ClassPages<S>>,
     source: S,
-    budget: Budget,
+    /// Shared with the classes' source.
+    budget: Arc<Budget>,
 }
 
 impl AsyncHeap<DefaultPages> {
@@ -248,10 +268,12 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
     /// # Panics
     /// If `capacity` is above [`MAX_CAPACITY`].
     pub fn with_source(source: S, capacity: usize) -> Self {
+        let budget = Arc::new(Budget::new(capacity));
         AsyncHeap {
-            slabs: SlabHeap::with_source(source.clone()),
+            slabs: SlabHeap::with_source(ClassPages::new(source.clone(), budget.clone()))
+                .on_space_returned(ClassPages::space_returned),
             source,
-            budget: Budget::new(capacity),
+            budget,
         }
     }
 
@@ -363,12 +385,16 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
                     .await
             }
         };
-        HeapBlock {
+        let block = HeapBlock {
             heap: self,
             ptr,
             layout,
             _not_send: PhantomData,
-        }
+        };
+        // The allocation (its trim, or a pass it ran) may have given memory back while
+        // requests are starved: they retry. (A waker's panic frees the block.)
+        self.budget.announce();
+        block
     }
 
     /// Allocates a block of `layout` if there is room now and nobody waits; never waits
@@ -395,16 +421,20 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
                 None => {
                     // `bytes` is not 0: a zero-sized block never fails.
                     self.budget.release(bytes);
+                    self.budget.announce();
                     return Err(AllocError);
                 }
             },
         };
-        Ok(HeapBlock {
+        let block = HeapBlock {
             heap: self,
             ptr,
             layout,
             _not_send: PhantomData,
-        })
+        };
+        // As in `alloc_layout`.
+        self.budget.announce();
+        Ok(block)
     }
 
     /// Moves `value` into the heap, waiting for room.
