@@ -835,6 +835,12 @@ impl Budget {
         self.pump();
     }
 
+    /// The source events counted so far (each a return of memory made while a request
+    /// was starved).
+    pub(crate) fn source_events(&self) -> u64 {
+        self.shortage.events.load(Ordering::Acquire)
+    }
+
     /// Counts a source event for memory that went back to the source, or to where an
     /// attempt finds it, other than by a free of the heap (empty slabs released by a trim
     /// or a decay pass, an exiting thread's magazines taken back), if a request is

@@ -91,9 +91,15 @@
 //! thread frees on this heap again (its next free empties its magazines of that class),
 //! exits (an event), or, with the `reclaim-idle-threads` feature, until the next
 //! attempt's trim takes them. Their bytes are counted back already, so a request can wait while
-//! [`available`](AsyncHeap::available) is large. And a request the source can never
-//! supply (a large block longer than any free run of the region once everything else is
-//! freed) waits for good.
+//! [`available`](AsyncHeap::available) is large.
+//!
+//! A request the source cannot supply even with everything back never waits: when a
+//! starved request's attempt fails while the heap holds nothing of the source but its
+//! bookkeeping (no live block, no other request holding bytes, no slab in any class)
+//! and no event came during the attempt, no free can ever come, and the waiting call
+//! panics (the `try_` calls return `Err`). That is the case of a region smaller than
+//! the heap's bookkeeping plus the slab or run the request needs (see the minimum
+//! below), and of a large block longer than any free run of the empty region.
 //!
 //! ## Sizing the page source
 //!
@@ -104,6 +110,11 @@
 //! the classes above 16 KiB; a magazine holds up to about 64 KiB of blocks, growing
 //! under contention to about 256 KiB). With the heap's own 2 MiB of bookkeeping, a
 //! region of 2 MiB + that sum over the classes used is always enough for small blocks.
+//! The minimum: the bookkeeping (the classes' headers and depots, about 1.6 MiB, taken
+//! from the source at the first small allocation) and one slab of the class asked for,
+//! aligned to 256 KiB: about 2 MiB for the classes up to 16 KiB, up to about 4 MiB
+//! above (their slabs are up to 2 MiB). A smaller
+//! region serves no block of that class, and a request for one fails at once (above).
 //! Each class's peak is at most the capacity, so a program that fills the capacity in
 //! K classes one after another needs up to **K × capacity** (up to 50 × for all the
 //! classes). Large blocks need contiguous pages on top: give them headroom (at least
@@ -342,8 +353,9 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
     /// Allocates a block of `layout`, waiting for room.
     ///
     /// # Panics
-    /// If the block's [charge](Self::charge) is beyond the capacity (it could never be
-    /// served). A poll (or the drop of the waiting future) that serves the queue
+    /// If the block's [charge](Self::charge) is beyond the capacity, or if the page
+    /// source cannot supply it even with nothing live in the heap (it could never be
+    /// served: "When the region runs short" in the [module docs](crate::async_heap)). A poll (or the drop of the waiting future) that serves the queue
     /// re-raises a waiter's waker panic, as a free does ("A free can panic" in the
     /// [module docs](crate::async_heap)). Never aborts or fails when the page source
     /// cannot supply a block the capacity allows: the request waits for frees to give
@@ -381,7 +393,7 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
             // A zero-sized block never fails, so `bytes` is not 0 here.
             Err(AllocError) => {
                 self.budget
-                    .supply(bytes, || self.allocate_reclaiming(layout))
+                    .supply(bytes, || self.allocate_starved(layout, bytes))
                     .await
             }
         };
@@ -510,6 +522,36 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
         HeapBox::copy_slice(block, slice)
     }
 
+    /// The attempt of a starved request holding `bytes` for `layout`:
+    /// [`allocate_reclaiming`](Self::allocate_reclaiming), and a panic if the source
+    /// failed although it had everything back (see [`never_supplied`]).
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn allocate_starved(&self, layout: Layout, bytes: usize) -> Option<NonNull<u8>> {
+        let events = self.budget.source_events();
+        let ptr = self.allocate_reclaiming(layout);
+        if ptr.is_none() && self.holds_nothing_but(bytes) && self.budget.source_events() == events {
+            never_supplied(layout);
+        }
+        ptr
+    }
+
+    /// Whether the heap holds nothing of its source but its bookkeeping, apart from the
+    /// `bytes` the caller holds: no live block and no other request holding bytes (all
+    /// of the capacity is available but `bytes`), and no slab in any class. For a starved
+    /// request whose attempt failed: if no source event came since the attempt began
+    /// either (every return of memory while a request is starved is one), the source had
+    /// all it will ever have back during that attempt, so waiting would be for ever.
+    #[cold]
+    fn holds_nothing_but(&self, bytes: usize) -> bool {
+        if self.budget.available() + bytes != self.capacity() {
+            return false;
+        }
+        let small = self.slabs.stats().small;
+        small.slabs_partial + small.slabs_full + small.slabs_empty == 0
+    }
+
     /// Gives the heap's caches back to the page source (the calling thread's magazines,
     /// every depot, every empty slab and kept large block: [`SlabHeap::trim`]), then
     /// tries the block again.
@@ -626,6 +668,20 @@ fn beyond_capacity(layout: Layout, capacity: usize) -> ! {
         layout.size(),
         layout.align(),
         capacity
+    )
+}
+
+/// The panic of a request the page source cannot supply even with everything back.
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn never_supplied(layout: Layout) -> ! {
+    panic!(
+        "the page source cannot supply a block of {} bytes (alignment {}) even with nothing \
+         live in the heap: its region is too small for it (see \"Sizing the page source\" \
+         in the async heap's docs)",
+        layout.size(),
+        layout.align()
     )
 }
 
