@@ -173,18 +173,41 @@
 //! # Deadlock
 //!
 //! A bounded heap can deadlock: if every task holds memory and waits for more that only
-//! another waiting task could free (two tasks holding 600 bytes of 1,000 and each asking
-//! for 500 more), none is ever served. The heap cannot tell this from a slow free, so
-//! it waits forever. Avoid it by:
-//! - asking for everything a task needs in one request (one [`alloc_layout`] or one
+//! another waiting task could free, none is ever served. The heap cannot tell this from
+//! a slow free, so it waits forever. A request needs two things, and either can be the
+//! one every task waits for:
+//!
+//! - **bytes of the capacity**: two tasks holding 600 bytes of 1,000 and each asking for
+//!   500 more;
+//! - **memory of the page source** (a [`RegionPages`] region): the blocks the tasks hold
+//!   keep their slabs, and the caches keep more, so a region below the sizing rule can
+//!   be full while bytes are available; tasks that each hold a few blocks and wait for a
+//!   block of another size class then wait for region only their own frees give back,
+//!   although the bytes they hold are well below the capacity.
+//!
+//! Avoid it by keeping both in hand:
+//! - size the region by the rule ("Sizing the page source" above) for the size classes
+//!   your tasks use, their peaks and the threads that use the heap: then the region
+//!   has the memory whenever the capacity has the bytes, and only the capacity counts;
+//!   below the rule, budget in region as well as in bytes (or give each kind of task a
+//!   heap and region of its own);
+//! - keep the sum of what the tasks that may wait at the same time hold below the
+//!   capacity minus the largest request;
+//! - ask for everything a task needs in one request (one [`alloc_layout`] or one
 //!   [`HeapVec::with_capacity`](HeapVec::with_capacity)) rather than holding some while
 //!   waiting for more;
-//! - keeping the sum of what the tasks that may wait at the same time hold below the
-//!   capacity minus the largest request;
-//! - using [`try_alloc`](AsyncHeap::try_alloc) (or a timeout around the future) when
+//! - use [`try_alloc`](AsyncHeap::try_alloc) (or a timeout around the future) when
 //!   already holding memory;
-//! - remembering that [`HeapVec`] growth holds the old buffer while it waits for the
-//!   new one.
+//! - remember that [`HeapVec`] growth holds the old buffer while it waits for the new
+//!   one.
+//!
+//! For example, a capacity of 4 MiB shared by 8 threads whose tasks use blocks of 64
+//! bytes, 1 KiB and 8 KiB, each task holding at most 256 KiB while it waits for at most
+//! 64 KiB more (8 × 256 KiB + 64 KiB is below the capacity), needs a region of 2 MiB +
+//! 3 × (1.07 × 4 MiB + 2 slabs of 256 KiB + 2 magazines of up to 256 KiB × 8 threads),
+//! about 29 MiB: every class may reach the capacity in turn. With that region, no
+//! request waits for the region once its bytes are there (`tests/all/async_heap_deadlock.rs`
+//! runs this example).
 //!
 //! [`AsyncHeap::waiters`] and [`AsyncHeap::available`] help a watchdog spot the state.
 //! `tests/all/async_heap_deadlock.rs` shows the detection with a poll budget.
