@@ -701,8 +701,8 @@ fn beyond_capacity(layout: Layout, capacity: usize) -> ! {
 fn never_supplied(layout: Layout) -> ! {
     panic!(
         "the page source cannot supply a block of {} bytes (alignment {}) even with nothing \
-         live in the heap: its region is too small for it (see \"Sizing the page source\" \
-         in the async heap's docs)",
+         live in the heap (a region too small for it, or a source that refuses it: see \
+         \"Sizing the page source\" in the async heap's docs)",
         layout.size(),
         layout.align()
     )
