@@ -213,8 +213,9 @@ pub(crate) enum SpaceReturned {
     /// slabs, under the cache's lock (a trim, a decay or epoch pass, a free past the
     /// magazines, an idle thread's magazines taken back).
     UnderLock,
-    /// An exiting thread's magazines came back (to the depot or the slabs), outside the
-    /// cache's lock but under the registry's.
+    /// A thread's magazines came back (to the depot or the slabs) through the registry:
+    /// the thread exited, or the cache is being destroyed and takes back every
+    /// thread's. Outside the cache's lock, under the registry's.
     ThreadExit,
 }
 
@@ -851,7 +852,9 @@ impl<S: PageSource> CacheCore<S> {
         });
     }
 
-    /// The registry's flush callback: takes a magazine back into the depot or slabs.
+    /// The registry's flush callback (a thread's exit, the cache's destruction): takes a
+    /// magazine back into the depot or slabs, then calls the
+    /// [`set_space_returned`](Self::set_space_returned) hook.
     ///
     /// # Safety
     /// - `header` is the header of a live `CacheCore<S>`.

@@ -26,8 +26,10 @@ impl<S> ClassPages<S> {
 
     /// The slab heap's [`on_space_returned`](crate::SlabHeap::on_space_returned) hook:
     /// a source event. Under a class's lock it is only counted (waking there could run
-    /// a task that takes the same lock); at a thread's exit it also wakes the starved
-    /// requests it makes eligible.
+    /// a task that takes the same lock); when a thread's magazines come back through the
+    /// registry (its exit) it also wakes the starved requests it makes eligible, under
+    /// the registry's lock, which a waker that allocates does not need (an exiting
+    /// thread's allocations use no magazines).
     pub(crate) fn space_returned(&self, how: SpaceReturned) {
         self.budget.note_source_return();
         if how == SpaceReturned::ThreadExit {
