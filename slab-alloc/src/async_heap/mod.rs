@@ -136,9 +136,11 @@
 //! counted back: the heap stays whole and usable. The panic comes out of whichever
 //! operation served the queue: usually the free, but also a poll of an allocation
 //! future (whose first poll may serve the queue), [`try_alloc`](AsyncHeap::try_alloc)
-//! and its kin when they take back other threads' credits, the drop of a waiting future
-//! (which gives its place, and any bytes granted to it, back), or any operation that
-//! held the queue's lock when a free asked for a pass. A free that stays in the
+//! and its kin when they take back other threads' credits, an allocation (waiting or
+//! `try_`) whose trim or cache pass gave memory back while requests were starved (it
+//! wakes them; the block it got is freed if the wake panics), the drop of a waiting
+//! future (which gives its place, and any bytes granted to it, back), or any operation
+//! that held the queue's lock when a free asked for a pass. A free that stays in the
 //! thread's credit wakes no one and never panics. Wakers that never panic (those of
 //! the usual executors) make every free panic-free.
 //!
