@@ -198,7 +198,25 @@ pub(crate) struct CacheCore<S: PageSource> {
     sibling_count: usize,
     /// The decay clock; the first sibling's is the one used.
     clock: DecayClock,
+    /// Told when memory this cache held goes back where a new slab can be made from it
+    /// (see [`SpaceReturned`]); written before the core is shared.
+    space_returned: Option<fn(&S, SpaceReturned)>,
     state: UnsafeCell<State>,
+}
+
+/// How memory went back, for a cache's [`CacheCore::set_space_returned`] hook: a hook
+/// called under the cache's lock must not wake anyone (a woken task may run at once and
+/// take the same lock).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum SpaceReturned {
+    /// Empty slabs were released to the source, or free objects went back to their
+    /// slabs, under the cache's lock (a trim, a decay or epoch pass, a free past the
+    /// magazines, an idle thread's magazines taken back).
+    UnderLock,
+    /// A thread's magazines came back (to the depot or the slabs) through the registry:
+    /// the thread exited, or the cache is being destroyed and takes back every
+    /// thread's. Outside the cache's lock, under the registry's.
+    ThreadExit,
 }
 
 /// When the next decay pass is due, shared by siblings (see the module docs).
@@ -325,6 +343,7 @@ impl<S: PageSource> CacheCore<S> {
                 hook_pending: AtomicBool::new(false),
                 large: ptr::null(),
             });
+            (&raw mut (*core).space_returned).write(None);
             let state = UnsafeCell::raw_get(&raw const (*core).state);
             (&raw mut (*state).partial).write(SlabList::new(ListKind::Partial));
             (&raw mut (*state).full).write(SlabList::new(ListKind::Full));
@@ -393,6 +412,33 @@ impl<S: PageSource> CacheCore<S> {
             // and then goes idle (no later operation would drive a pass).
             // SAFETY: as above.
             unsafe { (*first.as_ptr()).clock.due_nanos.store(0, Relaxed) };
+        }
+    }
+
+    /// Makes the `count` cores from `first` on call `hook` (with their source) when
+    /// memory they held goes back: after releasing empty slabs or giving free objects
+    /// back to their slabs under their lock, and after taking back an exiting thread's
+    /// magazines (see [`SpaceReturned`]).
+    ///
+    /// # Safety
+    /// - `first` points to `count` initialised cores in one allocation (with its
+    ///   provenance), none of them shared with another thread yet.
+    pub(crate) unsafe fn set_space_returned(
+        first: NonNull<Self>,
+        count: usize,
+        hook: fn(&S, SpaceReturned),
+    ) {
+        for index in 0..count {
+            // SAFETY: inside the allocation, not shared yet (caller).
+            unsafe { (*first.as_ptr().add(index)).space_returned = Some(hook) };
+        }
+    }
+
+    /// Calls the [`set_space_returned`](Self::set_space_returned) hook, if any.
+    #[inline]
+    fn space_returned(&self, how: SpaceReturned) {
+        if let Some(hook) = self.space_returned {
+            hook(&self.source, how);
         }
     }
 
@@ -806,7 +852,9 @@ impl<S: PageSource> CacheCore<S> {
         });
     }
 
-    /// The registry's flush callback: takes a magazine back into the depot or slabs.
+    /// The registry's flush callback (a thread's exit, the cache's destruction): takes a
+    /// magazine back into the depot or slabs, then calls the
+    /// [`set_space_returned`](Self::set_space_returned) hook.
     ///
     /// # Safety
     /// - `header` is the header of a live `CacheCore<S>`.
@@ -817,6 +865,7 @@ impl<S: PageSource> CacheCore<S> {
         let core = unsafe { header.cast::<Self>().as_ref() };
         // SAFETY: forwarded from the caller.
         unsafe { core.take_back(magazine) };
+        core.space_returned(SpaceReturned::ThreadExit);
     }
 
     /// The registry's reclaim callback: gives a magazine taken from an idle thread back to
@@ -831,7 +880,8 @@ impl<S: PageSource> CacheCore<S> {
         core.locked(|state| {
             // SAFETY: lock held; the objects are free objects of ours that nobody else
             // refers to (caller).
-            unsafe { core.give_back_magazine(state, magazine) }
+            unsafe { core.give_back_magazine(state, magazine) };
+            core.space_returned(SpaceReturned::UnderLock);
         });
     }
 
@@ -1269,6 +1319,7 @@ impl<S: PageSource> CacheCore<S> {
     /// # Safety
     /// - Lock held, `state` is ours.
     unsafe fn release_empty(&self, state: &mut State, keep: usize) {
+        let mut released = false;
         while state.empty.len > keep {
             // SAFETY: lock held.
             let Some(slab) = (unsafe { state.empty.pop() }) else {
@@ -1276,6 +1327,10 @@ impl<S: PageSource> CacheCore<S> {
             };
             // SAFETY: an empty slab of ours, off every list.
             unsafe { self.release_slab(state, slab) };
+            released = true;
+        }
+        if released {
+            self.space_returned(SpaceReturned::UnderLock);
         }
     }
 

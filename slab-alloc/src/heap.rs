@@ -11,7 +11,8 @@ use allocator_api2::alloc::{AllocError, Allocator};
 use pagekeep_mmap::{DefaultPages, MmapAlloc, PageSource};
 
 use crate::cache::{
-    CacheCore, CoreConfig, Operation, default_magazine_capacity, default_max_magazine_capacity,
+    CacheCore, CoreConfig, Operation, SpaceReturned, default_magazine_capacity,
+    default_max_magazine_capacity,
 };
 use crate::depot::DEPOT_MAGAZINES;
 use crate::large_cache::LargeCache;
@@ -74,6 +75,8 @@ pub struct SlabHeap<S: PageSource + Clone = DefaultPages> {
     decay_hook: Option<fn()>,
     /// The process that runs this heap's decay thread (0: none started).
     decay_thread_pid: AtomicU32,
+    /// Told when a class gives memory back ([`SlabHeap::on_space_returned`]).
+    space_returned: Option<fn(&S, SpaceReturned)>,
 }
 
 /// The most bytes of objects the depot of a class above 16 KiB keeps (in full
@@ -176,7 +179,18 @@ impl<S: PageSource + Clone> SlabHeap<S> {
             }),
             decay_hook: None,
             decay_thread_pid: AtomicU32::new(0),
+            space_returned: None,
         }
+    }
+
+    /// The same heap, calling `hook` (with the classes' source) whenever a class gives
+    /// memory back: empty slabs released to the source or free objects back in their
+    /// slabs (under the class's lock: the hook must not wake anyone), or an exiting
+    /// thread's magazines taken back (under the registry's lock). For an async heap,
+    /// whose starved requests wait for such returns.
+    pub(crate) const fn on_space_returned(mut self, hook: fn(&S, SpaceReturned)) -> Self {
+        self.space_returned = Some(hook);
+        self
     }
 
     /// The same heap, calling `hook` at every decay pass its operations drive (at most
@@ -264,6 +278,10 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         // SAFETY: the classes were all initialised in one block just above, which lives
         // as long as they do, and nobody else sees them yet.
         unsafe { CacheCore::set_siblings(place, CLASS_COUNT, self.decay_hook, Some(large)) };
+        if let Some(hook) = self.space_returned {
+            // SAFETY: as above.
+            unsafe { CacheCore::set_space_returned(place, CLASS_COUNT, hook) };
+        }
         match self.built.compare_exchange(
             ptr::null_mut(),
             built.as_ptr(),

@@ -57,6 +57,10 @@
 //! while a request is starved, before that free's `Release` add of its bytes to the word)
 //! came after their last attempt; until then they hold up nobody. Such frees go to the
 //! word, never to a credit, and always pump, so the event is seen as the bytes are.
+//! Memory that comes back otherwise (a class releasing empty slabs, a thread's exit) is
+//! counted by [`Budget::note_source_return`], which may run under a cache's lock and so
+//! only raises [`Shortage::noted`]; the next [`Budget::announce`], outside every lock,
+//! asks for the grant pass (through `PUMP`, as a free does).
 //!
 //! A waiter is known by a ticket, given in order; grants take the head of the queue
 //! only, so tickets are granted in increasing order and [`Queue::last_granted`] tells a
@@ -72,9 +76,9 @@ use std::collections::VecDeque;
 use super::credit::{self, SLOTS, Slot};
 
 #[cfg(not(loom))]
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(loom)]
-use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::sync::CachePadded;
 
@@ -263,8 +267,13 @@ struct Shortage {
     /// their success or drop.
     starved: AtomicUsize,
     /// Source events: one for every free that gave memory back while `starved` was not
-    /// zero.
+    /// zero, and one for every other return of memory to the source noted meanwhile
+    /// ([`Budget::note_source_return`]).
     events: AtomicU64,
+    /// An event was noted and no grant pass was asked for since
+    /// ([`Budget::announce`]). Set with `Release` after the event's count, taken with
+    /// `Acquire`.
+    noted: AtomicBool,
 }
 
 // SAFETY: the queue is only touched by the holder of the lock bit (module docs); what it
@@ -344,6 +353,7 @@ impl Budget {
             shortage: CachePadded::new(Shortage {
                 starved: AtomicUsize::new(0),
                 events: AtomicU64::new(0),
+                noted: AtomicBool::new(false),
             }),
         }
     }
@@ -823,6 +833,52 @@ impl Budget {
             bytes
         );
         self.pump();
+    }
+
+    /// The source events counted so far (each a return of memory made while a request
+    /// was starved).
+    pub(crate) fn source_events(&self) -> u64 {
+        self.shortage.events.load(Ordering::Acquire)
+    }
+
+    /// Counts a source event for memory that went back to the source, or to where an
+    /// attempt finds it, other than by a free of the heap (empty slabs released by a trim
+    /// or a decay pass, an exiting thread's magazines taken back), if a request is
+    /// starved. Wakes nobody (it may run under a cache's lock): the next
+    /// [`announce`](Self::announce) asks for the grant pass. Like a free, it must come
+    /// after the return in a lock that an attempt takes too (the cache's, the source's),
+    /// so that an attempt it missed counted itself starved before.
+    pub(crate) fn note_source_return(&self) {
+        if self.shortage.starved.load(Ordering::Relaxed) != 0 {
+            self.shortage.events.fetch_add(1, Ordering::Relaxed);
+            // `Release`: whoever takes the flag sees the event counted.
+            self.shortage.noted.store(true, Ordering::Release);
+        }
+    }
+
+    /// Asks for a grant pass (and runs it if the queue's lock is free), waking the
+    /// starved requests that events [noted](Self::note_source_return) since the last
+    /// one made eligible. One relaxed load when nothing was noted. Call it outside every
+    /// lock of the heap.
+    ///
+    /// # Panics
+    /// If a waker it runs panics (re-raised as a free does, after every other wake).
+    #[inline(always)]
+    pub(crate) fn announce(&self) {
+        if self.shortage.noted.load(Ordering::Relaxed) {
+            self.announce_noted();
+        }
+    }
+
+    /// [`announce`](Self::announce) past its look at the flag.
+    #[cold]
+    #[inline(never)]
+    fn announce_noted(&self) {
+        // `Acquire` with the noter's `Release`, and the pump's `AcqRel` `fetch_or` after
+        // it: a grant pass that clears `PUMP` after that sees the events.
+        if self.shortage.noted.swap(false, Ordering::Acquire) {
+            self.pump();
+        }
     }
 
     /// Serves a request whose `bytes` are taken from the budget but whose memory the
@@ -1751,6 +1807,37 @@ mod loom_model {
             for thread in starved {
                 thread.join().unwrap();
             }
+            assert_eq!(budget.available(), 4);
+            assert_quiet(&budget);
+        });
+    }
+
+    /// A starved request and a return of memory to the source that is no free of the
+    /// heap (a trim releasing an emptied slab, an exiting thread's magazines going back),
+    /// from another thread: counted by `note_source_return` after the return (under the
+    /// lock the attempt takes too) and announced after. The return may land before the
+    /// request counts itself starved, between that and its attempt, between its attempt
+    /// and its registration, or after it; the request always completes (before the fix
+    /// such a return was no event, and the request, once registered, waited for good).
+    #[test]
+    fn a_return_outside_a_free_wakes_a_starved_request() {
+        loom::model(|| {
+            let budget = Arc::new(Budget::with_batch(4, 0));
+            let units = Arc::new(loom::sync::Mutex::new(0usize));
+            let returner = {
+                let (budget, units) = (budget.clone(), units.clone());
+                loom::thread::spawn(move || {
+                    *units.lock().unwrap() += 1;
+                    budget.note_source_return();
+                    budget.announce();
+                })
+            };
+            block_on(async {
+                assert!(budget.try_acquire(2));
+                budget.supply(2, || take_unit(&units)).await
+            });
+            returner.join().unwrap();
+            budget.release(2);
             assert_eq!(budget.available(), 4);
             assert_quiet(&budget);
         });

@@ -53,10 +53,15 @@
 //! or of the caches' blocks), the request does not fail and does not abort:
 //!
 //! - it gives its bytes back and waits as a **starved** request. While any request is
-//!   starved, every free of the heap is a *source event*: it bypasses the magazines (the
-//!   block, and the freeing thread's magazines of its class, go back to their slabs, and
-//!   a slab left empty goes back to the source inside the free), then wakes the starved
-//!   requests;
+//!   starved, every return of memory is a *source event*, which wakes the starved
+//!   requests:
+//!   - every free of the heap: it bypasses the magazines (the block, and the freeing
+//!     thread's magazines of its class, go back to their slabs, and a slab left empty
+//!     goes back to the source inside the free);
+//!   - a thread's exit, whose magazines of the heap go back to its classes (the
+//!     retries' trims then release the emptied slabs);
+//!   - every release of empty slabs to the source, or of free blocks to their slabs,
+//!     by a class of the heap: another request's trim, a decay or working-set pass;
 //! - after an event, a starved request takes its bytes again (ahead of the ordinary
 //!   queue: it was granted first), gives the heap's caches back to the source
 //!   ([`SlabHeap::trim`]: the calling thread's magazines, every depot, every empty slab)
@@ -64,6 +69,16 @@
 //!   starved request retries on each event (each costs a trim, 50 class locks, plus the
 //!   allocation). An eligible request whose bytes are short is the head of the queue
 //!   until frees give them back;
+//! - the order that holds: starved requests are granted their retries in the order
+//!   they first starved (oldest first), each event makes every one of them retry, and a
+//!   retry (or a new request's own attempt) that gives memory back is itself an event.
+//!   The retries then run as their tasks are polled, so the memory one event returns
+//!   goes to whichever attempt comes first, possibly a newer request's; an older one
+//!   that lost retries at the next event, and every later return, a free or another
+//!   request's trim included, is one. No older request is left asleep while newer ones
+//!   are served from memory that came back, but the region is not handed out in strict
+//!   age order (its memory is not interchangeable: size classes, alignment, contiguous
+//!   runs);
 //! - a starved request that has seen no event since its last attempt holds up nobody:
 //!   ordinary requests are served past it. Counted in [`AsyncHeap::waiters`], it makes
 //!   [`try_alloc`](AsyncHeap::try_alloc) and its kin fail (someone waits);
@@ -74,11 +89,17 @@
 //! What it does not promise: blocks another thread freed *before* the shortage and that
 //! still sit in that thread's two magazines of a class stay out of reach until that
 //! thread frees on this heap again (its next free empties its magazines of that class),
-//! exits, or, with the `reclaim-idle-threads` feature, until the next attempt's trim
-//! takes them. Their bytes are counted back already, so a request can wait while
-//! [`available`](AsyncHeap::available) is large. And a request the source can never
-//! supply (a large block longer than any free run of the region once everything else is
-//! freed) waits for good.
+//! exits (an event), or, with the `reclaim-idle-threads` feature, until the next
+//! attempt's trim takes them. Their bytes are counted back already, so a request can wait while
+//! [`available`](AsyncHeap::available) is large.
+//!
+//! A request the source cannot supply even with everything back never waits: when a
+//! starved request's attempt fails while the heap holds nothing of the source but its
+//! bookkeeping (no live block, no other request holding bytes, no slab in any class)
+//! and no event came during the attempt, no free can ever come, and the waiting call
+//! panics (the `try_` calls return `Err`). That is the case of a region smaller than
+//! the heap's bookkeeping plus the slab or run the request needs (see the minimum
+//! below), and of a large block longer than any free run of the empty region.
 //!
 //! ## Sizing the page source
 //!
@@ -89,6 +110,11 @@
 //! the classes above 16 KiB; a magazine holds up to about 64 KiB of blocks, growing
 //! under contention to about 256 KiB). With the heap's own 2 MiB of bookkeeping, a
 //! region of 2 MiB + that sum over the classes used is always enough for small blocks.
+//! The minimum: the bookkeeping (the classes' headers and depots, about 1.6 MiB, taken
+//! from the source at the first small allocation) and one slab of the class asked for,
+//! aligned to 256 KiB: about 2 MiB for the classes up to 16 KiB, up to about 4 MiB
+//! above (their slabs are up to 2 MiB). A smaller
+//! region serves no block of that class, and a request for one fails at once (above).
 //! Each class's peak is at most the capacity, so a program that fills the capacity in
 //! K classes one after another needs up to **K × capacity** (up to 50 × for all the
 //! classes). Large blocks need contiguous pages on top: give them headroom (at least
@@ -110,9 +136,11 @@
 //! counted back: the heap stays whole and usable. The panic comes out of whichever
 //! operation served the queue: usually the free, but also a poll of an allocation
 //! future (whose first poll may serve the queue), [`try_alloc`](AsyncHeap::try_alloc)
-//! and its kin when they take back other threads' credits, the drop of a waiting future
-//! (which gives its place, and any bytes granted to it, back), or any operation that
-//! held the queue's lock when a free asked for a pass. A free that stays in the
+//! and its kin when they take back other threads' credits, an allocation (waiting or
+//! `try_`) whose trim or cache pass gave memory back while requests were starved (it
+//! wakes them; the block it got is freed if the wake panics), the drop of a waiting
+//! future (which gives its place, and any bytes granted to it, back), or any operation
+//! that held the queue's lock when a free asked for a pass. A free that stays in the
 //! thread's credit wakes no one and never panics. Wakers that never panic (those of
 //! the usual executors) make every free panic-free.
 //!
@@ -147,18 +175,41 @@
 //! # Deadlock
 //!
 //! A bounded heap can deadlock: if every task holds memory and waits for more that only
-//! another waiting task could free (two tasks holding 600 bytes of 1,000 and each asking
-//! for 500 more), none is ever served. The heap cannot tell this from a slow free, so
-//! it waits forever. Avoid it by:
-//! - asking for everything a task needs in one request (one [`alloc_layout`] or one
+//! another waiting task could free, none is ever served. The heap cannot tell this from
+//! a slow free, so it waits forever. A request needs two things, and either can be the
+//! one every task waits for:
+//!
+//! - **bytes of the capacity**: two tasks holding 600 bytes of 1,000 and each asking for
+//!   500 more;
+//! - **memory of the page source** (a [`RegionPages`] region): the blocks the tasks hold
+//!   keep their slabs, and the caches keep more, so a region below the sizing rule can
+//!   be full while bytes are available; tasks that each hold a few blocks and wait for a
+//!   block of another size class then wait for region only their own frees give back,
+//!   although the bytes they hold are well below the capacity.
+//!
+//! Avoid it by keeping both in hand:
+//! - size the region by the rule ("Sizing the page source" above) for the size classes
+//!   your tasks use, their peaks and the threads that use the heap: then the region
+//!   has the memory whenever the capacity has the bytes, and only the capacity counts;
+//!   below the rule, budget in region as well as in bytes (or give each kind of task a
+//!   heap and region of its own);
+//! - keep the sum of what the tasks that may wait at the same time hold below the
+//!   capacity minus the largest request;
+//! - ask for everything a task needs in one request (one [`alloc_layout`] or one
 //!   [`HeapVec::with_capacity`](HeapVec::with_capacity)) rather than holding some while
 //!   waiting for more;
-//! - keeping the sum of what the tasks that may wait at the same time hold below the
-//!   capacity minus the largest request;
-//! - using [`try_alloc`](AsyncHeap::try_alloc) (or a timeout around the future) when
+//! - use [`try_alloc`](AsyncHeap::try_alloc) (or a timeout around the future) when
 //!   already holding memory;
-//! - remembering that [`HeapVec`] growth holds the old buffer while it waits for the
-//!   new one.
+//! - remember that [`HeapVec`] growth holds the old buffer while it waits for the new
+//!   one.
+//!
+//! For example, a capacity of 4 MiB shared by 8 threads whose tasks use blocks of 64
+//! bytes, 1 KiB and 8 KiB, each task holding at most 256 KiB while it waits for at most
+//! 64 KiB more (8 × 256 KiB + 64 KiB is below the capacity), needs a region of 2 MiB +
+//! 3 × (1.07 × 4 MiB + 2 slabs of 256 KiB + 2 magazines of up to 256 KiB × 8 threads),
+//! about 29 MiB: every class may reach the capacity in turn. With that region, no
+//! request waits for the region once its bytes are there (`tests/all/async_heap_deadlock.rs`
+//! runs this example).
 //!
 //! [`AsyncHeap::waiters`] and [`AsyncHeap::available`] help a watchdog spot the state.
 //! `tests/all/async_heap_deadlock.rs` shows the detection with a poll budget.
@@ -168,6 +219,7 @@
 mod arc;
 mod boxed;
 mod budget;
+mod class_pages;
 mod credit;
 mod region;
 #[cfg(test)]
@@ -185,6 +237,8 @@ use pagekeep_mmap::{DefaultPages, PageSource};
 use crate::SlabHeap;
 use crate::size_class::{CLASS_SIZES, class_for};
 use budget::Budget;
+use class_pages::ClassPages;
+use std::sync::Arc;
 
 pub use arc::HeapArc;
 pub use boxed::HeapBox;
@@ -227,9 +281,11 @@ pub const MAX_CAPACITY: usize = budget::MAX_CAPACITY;
 /// });
 /// ```
 pub struct AsyncHeap<S: PageSource + Clone = DefaultPages> {
-    slabs: SlabHeap<S>,
+    /// The small blocks; its classes tell `budget` when they give memory back.
+    slabs: SlabHeap<ClassPages<S>>,
     source: S,
-    budget: Budget,
+    /// Shared with the classes' source.
+    budget: Arc<Budget>,
 }
 
 impl AsyncHeap<DefaultPages> {
@@ -248,10 +304,12 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
     /// # Panics
     /// If `capacity` is above [`MAX_CAPACITY`].
     pub fn with_source(source: S, capacity: usize) -> Self {
+        let budget = Arc::new(Budget::new(capacity));
         AsyncHeap {
-            slabs: SlabHeap::with_source(source.clone()),
+            slabs: SlabHeap::with_source(ClassPages::new(source.clone(), budget.clone()))
+                .on_space_returned(ClassPages::space_returned),
             source,
-            budget: Budget::new(capacity),
+            budget,
         }
     }
 
@@ -320,8 +378,9 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
     /// Allocates a block of `layout`, waiting for room.
     ///
     /// # Panics
-    /// If the block's [charge](Self::charge) is beyond the capacity (it could never be
-    /// served). A poll (or the drop of the waiting future) that serves the queue
+    /// If the block's [charge](Self::charge) is beyond the capacity, or if the page
+    /// source cannot supply it even with nothing live in the heap (it could never be
+    /// served: "When the region runs short" in the [module docs](crate::async_heap)). A poll (or the drop of the waiting future) that serves the queue
     /// re-raises a waiter's waker panic, as a free does ("A free can panic" in the
     /// [module docs](crate::async_heap)). Never aborts or fails when the page source
     /// cannot supply a block the capacity allows: the request waits for frees to give
@@ -359,16 +418,20 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
             // A zero-sized block never fails, so `bytes` is not 0 here.
             Err(AllocError) => {
                 self.budget
-                    .supply(bytes, || self.allocate_reclaiming(layout))
+                    .supply(bytes, || self.allocate_starved(layout, bytes))
                     .await
             }
         };
-        HeapBlock {
+        let block = HeapBlock {
             heap: self,
             ptr,
             layout,
             _not_send: PhantomData,
-        }
+        };
+        // The allocation (its trim, or a pass it ran) may have given memory back while
+        // requests are starved: they retry. (A waker's panic frees the block.)
+        self.budget.announce();
+        block
     }
 
     /// Allocates a block of `layout` if there is room now and nobody waits; never waits
@@ -395,16 +458,20 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
                 None => {
                     // `bytes` is not 0: a zero-sized block never fails.
                     self.budget.release(bytes);
+                    self.budget.announce();
                     return Err(AllocError);
                 }
             },
         };
-        Ok(HeapBlock {
+        let block = HeapBlock {
             heap: self,
             ptr,
             layout,
             _not_send: PhantomData,
-        })
+        };
+        // As in `alloc_layout`.
+        self.budget.announce();
+        Ok(block)
     }
 
     /// Moves `value` into the heap, waiting for room.
@@ -478,6 +545,36 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
         let layout = Layout::for_value(slice);
         let block = self.alloc_layout(layout).await;
         HeapBox::copy_slice(block, slice)
+    }
+
+    /// The attempt of a starved request holding `bytes` for `layout`:
+    /// [`allocate_reclaiming`](Self::allocate_reclaiming), and a panic if the source
+    /// failed although it had everything back (see [`never_supplied`]).
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn allocate_starved(&self, layout: Layout, bytes: usize) -> Option<NonNull<u8>> {
+        let events = self.budget.source_events();
+        let ptr = self.allocate_reclaiming(layout);
+        if ptr.is_none() && self.holds_nothing_but(bytes) && self.budget.source_events() == events {
+            never_supplied(layout);
+        }
+        ptr
+    }
+
+    /// Whether the heap holds nothing of its source but its bookkeeping, apart from the
+    /// `bytes` the caller holds: no live block and no other request holding bytes (all
+    /// of the capacity is available but `bytes`), and no slab in any class. For a starved
+    /// request whose attempt failed: if no source event came since the attempt began
+    /// either (every return of memory while a request is starved is one), the source had
+    /// all it will ever have back during that attempt, so waiting would be for ever.
+    #[cold]
+    fn holds_nothing_but(&self, bytes: usize) -> bool {
+        if self.budget.available() + bytes != self.capacity() {
+            return false;
+        }
+        let small = self.slabs.stats().small;
+        small.slabs_partial + small.slabs_full + small.slabs_empty == 0
     }
 
     /// Gives the heap's caches back to the page source (the calling thread's magazines,
@@ -596,6 +693,20 @@ fn beyond_capacity(layout: Layout, capacity: usize) -> ! {
         layout.size(),
         layout.align(),
         capacity
+    )
+}
+
+/// The panic of a request the page source cannot supply even with everything back.
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn never_supplied(layout: Layout) -> ! {
+    panic!(
+        "the page source cannot supply a block of {} bytes (alignment {}) even with nothing \
+         live in the heap (a region too small for it, or a source that refuses it: see \
+         \"Sizing the page source\" in the async heap's docs)",
+        layout.size(),
+        layout.align()
     )
 }
 

@@ -32,6 +32,10 @@ use pagekeep_mmap::{Cause, Contents, Decommit, Error, Operation, PageSource, Reg
 /// pages aligned as asked, in contiguous runs of a first-fit list: give them headroom
 /// (at least the largest block plus its alignment), or a heap and region of their own.
 ///
+/// The least that serves anything: the bookkeeping and one slab of the class asked for,
+/// aligned to 256 KiB (about 2 MiB for blocks up to 16 KiB). A request that a region
+/// cannot supply even with nothing live fails at once instead of waiting.
+///
 /// When the region runs short anyway, allocations do not abort: `alloc` and the other
 /// waiting calls wait until frees give region back (see "When the region runs short" in
 /// the [module docs](super)), and the `try_` calls return an error.

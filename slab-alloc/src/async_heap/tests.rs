@@ -476,3 +476,49 @@ fn a_starved_request_whose_waker_panics_leaves_the_heap_whole() {
     drop((block, boxes));
     assert_eq!((heap.available(), heap.waiters()), (heap.capacity(), 0));
 }
+
+/// Issue 21: a thread's exit is a source event. Blocks another thread freed before the
+/// shortage sit in its magazines; when it exits they go back to their class, and the
+/// starved request is granted an attempt (whose trim releases the emptied slab). It
+/// used to wait for the next free of the heap instead.
+#[test]
+fn a_thread_exit_grants_a_starved_request_an_attempt() {
+    let source = pagekeep_mmap::FailingSource::new(pagekeep_mmap::HeapPages);
+    let heap = failing_heap(&source);
+    // Live, of another class than the exiting thread's blocks.
+    let held = heap.try_alloc([1u8; 200]).unwrap();
+    let (exit_tx, exit_rx) = std::sync::mpsc::channel::<()>();
+    let (freed_tx, freed_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let heap = &heap;
+        let thread = scope.spawn(move || {
+            let boxes: Vec<_> = (0..8u64)
+                .map(|value| heap.try_alloc(value).unwrap())
+                .collect();
+            drop(boxes);
+            freed_tx.send(()).unwrap();
+            let _ = exit_rx.recv();
+        });
+        freed_rx.recv().unwrap();
+        source.set_failing(true);
+        let mut starved = pin!(heap.alloc([7u8; 100]));
+        assert!(poll_once(starved.as_mut()).is_pending());
+        let requests = source.requests();
+        assert!(poll_once(starved.as_mut()).is_pending());
+        assert_eq!(source.requests(), requests, "no attempt without an event");
+        drop(exit_tx);
+        thread.join().unwrap();
+        assert!(poll_once(starved.as_mut()).is_pending());
+        assert!(
+            source.requests() > requests,
+            "the thread's exit brought an attempt"
+        );
+        source.set_failing(false);
+        drop(held);
+        let Poll::Ready(block) = poll_once(starved.as_mut()) else {
+            panic!("the free after the source recovered did not serve the request");
+        };
+        assert_eq!(*block, [7u8; 100]);
+    });
+    assert_eq!((heap.available(), heap.waiters()), (heap.capacity(), 0));
+}
