@@ -1549,6 +1549,9 @@ impl<S: PageSource> CacheCore<S> {
     pub(crate) unsafe fn destroy(core: NonNull<Self>) -> S {
         // SAFETY: initialised and registered (caller).
         unsafe { registry::unregister_core(core.cast::<CoreHeader>()) };
+        // An async heap's budgets that the magazines taken back queued are announced
+        // outside the registry's lock (see `async_heap::announce_deferred`).
+        crate::async_heap::announce_deferred();
         // SAFETY: exclusive access from here on (caller).
         let this = unsafe { core.as_ref() };
         this.locked(|state| {

@@ -546,6 +546,9 @@ pub(crate) fn thread_exit(data: *mut c_void) {
         None => THREADS.store(next, Ordering::Relaxed),
     }
     drop(guard);
+    // The starved requests of async heaps this exit gave memory back to are woken now,
+    // outside the registry's lock (a waker is user code).
+    crate::async_heap::announce_deferred();
     // SAFETY: every slot was emptied above, the thread is off the registry's list (no
     // sweep reaches it) and retired (it maps no new chunk).
     unsafe { magazines.unmap_chunks() };

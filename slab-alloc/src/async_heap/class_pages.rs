@@ -1,8 +1,9 @@
 //! [`ClassPages`]: the page source of an async heap's size classes, which tells the
 //! heap's budget when the classes give memory back.
 
-use core::ptr::NonNull;
+use core::ptr::{self, NonNull};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use pagekeep_mmap::{Contents, Decommit, PageSource, Result};
 
@@ -16,27 +17,96 @@ use crate::cache::SpaceReturned;
 #[derive(Clone)]
 pub(crate) struct ClassPages<S> {
     source: S,
-    budget: Arc<Budget>,
+    announcer: Arc<ExitAnnouncer>,
 }
 
 impl<S> ClassPages<S> {
     pub(crate) fn new(source: S, budget: Arc<Budget>) -> Self {
-        ClassPages { source, budget }
+        let announcer = Arc::new(ExitAnnouncer {
+            budget,
+            queued: AtomicBool::new(false),
+            next: AtomicPtr::new(ptr::null_mut()),
+        });
+        ClassPages { source, announcer }
     }
 
     /// The slab heap's [`on_space_returned`](crate::SlabHeap::on_space_returned) hook:
-    /// a source event. Under a class's lock it is only counted (waking there could run
-    /// a task that takes the same lock); when a thread's magazines come back through the
-    /// registry (its exit) it also wakes the starved requests it makes eligible, under
-    /// the registry's lock, which a waker that allocates does not need (an exiting
-    /// thread's allocations use no magazines).
+    /// a source event, counted here. Nothing is woken here: the hook runs under a class's
+    /// lock or the registry's, and a waker is user code, which could take either. An
+    /// allocation announces the event after its attempt (outside every lock); a thread's
+    /// exit, which may be the last thing that happens, queues the budget so that the
+    /// registry announces it once its lock is released ([`announce_deferred`]).
     pub(crate) fn space_returned(&self, how: SpaceReturned) {
-        self.budget.note_source_return();
+        self.announcer.budget.note_source_return();
         if how == SpaceReturned::ThreadExit {
-            // The exit hook must not unwind (the platform calls it): a waker's panic
-            // is dropped here, after every other waker was woken.
-            let _ =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.budget.announce()));
+            self.announcer.defer();
+        }
+    }
+}
+
+/// A heap's budget as a thread's exit queues it for [`announce_deferred`]: a node of the
+/// lock-free stack [`DEFERRED`], holding a strong count of itself while queued.
+pub(crate) struct ExitAnnouncer {
+    budget: Arc<Budget>,
+    /// On the stack (or being pushed): a second exit does not push it twice.
+    queued: AtomicBool,
+    /// The next node down the stack, written by the pusher before the node is published.
+    next: AtomicPtr<ExitAnnouncer>,
+}
+
+/// The budgets whose source events a thread's exit noted under the registry's lock, to
+/// be announced once it is released: a stack of `Arc::into_raw` pointers, pushed by
+/// [`ExitAnnouncer::defer`] and taken whole by [`announce_deferred`].
+static DEFERRED: AtomicPtr<ExitAnnouncer> = AtomicPtr::new(ptr::null_mut());
+
+impl ExitAnnouncer {
+    /// Queues the budget, unless it is queued already (its announcement, still to come,
+    /// covers this event: announcing reads every event noted before it).
+    fn defer(self: &Arc<Self>) {
+        if self.queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let node = Arc::into_raw(Arc::clone(self)).cast_mut();
+        let mut head = DEFERRED.load(Ordering::Relaxed);
+        loop {
+            self.next.store(head, Ordering::Relaxed);
+            // `Release`: the taker sees `next` and the node's contents.
+            match DEFERRED.compare_exchange_weak(head, node, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(now) => head = now,
+            }
+        }
+    }
+}
+
+/// Announces every queued budget (waking the starved requests a thread's exit made
+/// eligible): called by the registry after a thread's exit, and after a cache's removal,
+/// once the registry's lock is released, with no lock of the heap held. A thread that
+/// queued a budget calls this afterwards itself, so nothing queued waits for another
+/// thread. A waker's panic is dropped (the exit hook must not unwind), after every other
+/// waker was woken; a panic payload whose destructor panics is leaked rather than
+/// dropped.
+pub(crate) fn announce_deferred() {
+    if DEFERRED.load(Ordering::Relaxed).is_null() {
+        return;
+    }
+    // `Acquire` with the pushers' `Release`.
+    let mut node = DEFERRED.swap(ptr::null_mut(), Ordering::Acquire);
+    while !node.is_null() {
+        // SAFETY: every node on the stack came from `Arc::into_raw` in `defer`, and taking
+        // the stack whole makes this thread the only one to turn it back.
+        let announcer = unsafe { Arc::from_raw(node) };
+        node = announcer.next.load(Ordering::Relaxed);
+        // After reading `next`: the node may be pushed again from here on.
+        announcer.queued.store(false, Ordering::Release);
+        let announced = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            announcer.budget.announce();
+        }));
+        if let Err(payload) = announced
+            && let Err(second) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(payload)))
+        {
+            core::mem::forget(second);
         }
     }
 }

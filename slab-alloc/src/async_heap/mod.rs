@@ -238,6 +238,7 @@ use crate::SlabHeap;
 use crate::size_class::{CLASS_SIZES, class_for};
 use budget::Budget;
 use class_pages::ClassPages;
+pub(crate) use class_pages::announce_deferred;
 use std::sync::Arc;
 
 pub use arc::HeapArc;

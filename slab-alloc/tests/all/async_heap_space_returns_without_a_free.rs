@@ -192,3 +192,104 @@ fn child_trim_releases() {
     drop(by_slab);
     assert_eq!((heap.available(), heap.waiters()), (heap.capacity(), 0));
 }
+
+/// A waker that makes and drops an object cache when woken: both take the slab
+/// registry's lock, so such a waker must never run under it.
+struct CacheMakingWaker {
+    wakes: core::sync::atomic::AtomicUsize,
+}
+
+impl std::task::Wake for CacheMakingWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        let cache = pagekeep_slab::ObjectCache::<u64>::new().unwrap();
+        drop(cache.insert(7));
+        drop(cache);
+        self.wakes.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
+fn a_waker_woken_by_a_thread_exit_runs_outside_the_registry_lock() {
+    // The old code woke the starved request under the registry's spin lock, inside the
+    // exiting thread's destructor: this waker then spun for ever on that lock. The child
+    // is killed after a minute, and that counts as the failure.
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "async_heap_space_returns_without_a_free::child_exit_waker_takes_the_registry",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the child hung: the waker ran under the registry's lock");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(
+        status.success() && stdout.contains("1 passed"),
+        "the child failed ({status}): {stdout}"
+    );
+}
+
+#[test]
+#[ignore = "child process of a_waker_woken_by_a_thread_exit_runs_outside_the_registry_lock"]
+fn child_exit_waker_takes_the_registry() {
+    if std::env::var_os(CHILD).is_none() {
+        return;
+    }
+    let heap = heap_over_4_mib();
+    let heap = &heap;
+    let (freed_tx, freed_rx) = std::sync::mpsc::channel::<()>();
+    let (starved_tx, starved_rx) = std::sync::mpsc::channel::<()>();
+    let waker = std::sync::Arc::new(CacheMakingWaker {
+        wakes: core::sync::atomic::AtomicUsize::new(0),
+    });
+    std::thread::scope(|scope| {
+        let thread = scope.spawn(move || {
+            let by_slab = fill(heap);
+            let (mut firsts, mut rests) = (Vec::new(), Vec::new());
+            for (_, mut blocks) in by_slab {
+                firsts.push(blocks.pop().unwrap());
+                rests.push(blocks);
+            }
+            drop(rests);
+            drop(firsts);
+            freed_tx.send(()).unwrap();
+            starved_rx.recv().unwrap();
+            // Exits: its magazines go back, and the starved request is woken.
+        });
+        freed_rx.recv().unwrap();
+        let mut request = pin!(heap.alloc([1u8; 2048]));
+        let task_waker = core::task::Waker::from(waker.clone());
+        assert!(
+            request
+                .as_mut()
+                .poll(&mut Context::from_waker(&task_waker))
+                .is_pending(),
+            "the 2 KiB request is starved while the other thread holds the magazines"
+        );
+        starved_tx.send(()).unwrap();
+        thread.join().unwrap();
+        assert!(waker.wakes.load(Ordering::SeqCst) >= 1, "woken by the exit");
+        let block = block_on_for(request.as_mut(), Duration::from_secs(10))
+            .expect("the thread's exit gave the region back, but the request was never served");
+        assert_eq!(*block, [1u8; 2048]);
+    });
+}
