@@ -97,6 +97,36 @@ pub(crate) enum Outcome<R> {
     Drained(R),
 }
 
+/// What one readiness event says about a socket, decoded from a `mio` event or, for
+/// events taken from a peer worker's `epoll` instance directly (see `worker`), from
+/// the raw `epoll` flags as `mio` decodes them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Readiness {
+    /// Data (or a connection to accept) may be read.
+    pub(crate) readable: bool,
+    /// Data may be written (or a connection completed).
+    pub(crate) writable: bool,
+    /// The peer closed its writing half, or hung up.
+    pub(crate) read_closed: bool,
+    /// The socket can no longer be written to (hung up, or an error).
+    pub(crate) write_closed: bool,
+    /// The socket has an error pending.
+    pub(crate) error: bool,
+}
+
+impl Readiness {
+    /// The readiness a `mio` event reports.
+    pub(crate) fn of(event: &mio::event::Event) -> Self {
+        Self {
+            readable: event.is_readable(),
+            writable: event.is_writable(),
+            read_closed: event.is_read_closed(),
+            write_closed: event.is_write_closed(),
+            error: event.is_error(),
+        }
+    }
+}
+
 /// Most wakers one direction keeps besides its first; registering one more wakes the
 /// oldest (a spurious wake-up, which it tolerates: it registers again when polled).
 const MAX_EXTRA_WAITERS: usize = 32;
@@ -192,19 +222,18 @@ impl IoState {
     /// Records an event and pushes the wakers of the tasks waiting for it onto
     /// `wakers`, for the caller to wake once no lock is held (a waker is user code: it
     /// may panic, or drop a socket, which locks the I/O table).
-    pub(crate) fn on_event(&self, event: &mio::event::Event, wakers: &mut Vec<Waker>) {
-        let error = event.is_error();
+    pub(crate) fn on_event(&self, event: Readiness, wakers: &mut Vec<Waker>) {
         let mut bits = 0;
-        if event.is_readable() {
+        if event.readable {
             bits |= READ_READY;
         }
-        if event.is_writable() {
+        if event.writable {
             bits |= WRITE_READY;
         }
-        if event.is_read_closed() || error {
+        if event.read_closed || event.error {
             bits |= READ_READY | READ_CLOSED;
         }
-        if event.is_write_closed() || error {
+        if event.write_closed || event.error {
             bits |= WRITE_READY | WRITE_CLOSED;
         }
         if bits == 0 {
@@ -368,6 +397,17 @@ impl Registration {
         let worker = current_shared().ok_or_else(|| {
             io::Error::other("sockets must be created on an executor worker thread")
         })?;
+        Self::with_worker(worker, source)
+    }
+
+    /// Registers `source` with `worker`'s `Poll`.
+    ///
+    /// # Errors
+    /// When `epoll_ctl` fails.
+    pub(crate) fn with_worker<S: Source + ?Sized>(
+        worker: Arc<WorkerShared>,
+        source: &mut S,
+    ) -> io::Result<Self> {
         // The registration and the I/O table outlive any request: a socket opened by a
         // handler is registered outside the request's arena.
         let state = pagekeep_arena::outside_arena(|| Arc::new(IoState::new()));

@@ -12,26 +12,28 @@
 //! # Safety of the shared state
 //! The store is shared by every worker (its own module explains who owns a slot when).
 //! The deque `Worker`s belong to their threads (in `worker::Local`); the stealers and
-//! the injector are thread-safe. `idle` (a mutex) lists the workers that are about to
-//! block in `epoll_wait`, and `sleeping` counts them so that a wake need not lock it.
+//! the injector are thread-safe. `sleepers` ([`SleepList`]) lists, under a mutex, the
+//! workers that are about to block in `epoll_wait`, and counts them so that a wake need
+//! not lock it.
 //!
 //! # No lost wake-up of a sleeping worker
 //! A worker going to sleep adds itself to `idle` (and `sleeping`), issues a `SeqCst`
 //! fence, and checks every queue once more before blocking. Whoever queues a key issues
 //! a `SeqCst` fence after the push and then reads `sleeping`. So either the sleeper
-//! sees the key, or the pusher sees the sleeper, takes it off `idle` and writes its
-//! `mio::Waker` (which makes the coming or current `epoll_wait` return).
+//! sees the key, or the pusher sees the sleeper, takes it off the list and writes its
+//! `mio::Waker` (which makes the coming or current `epoll_wait` return). The loom
+//! models (`loom_models`) check both halves of [`SleepList`] against each other.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering, fence};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
 use crate::run_queue::{Injector, Steal, Stealer, Worker as Deque};
 use pagekeep_arena::outside_arena;
 
 use crate::monitor::{HELD_AFTER, MonitorShared};
-use crate::sync::lock;
+use crate::sync::shim;
 use crate::task::store::{BoxFuture, Refused, TaskKey, TaskStore};
 use crate::waker::MAX_WORKERS;
 use crate::worker::{WorkerShared, with_local};
@@ -45,11 +47,8 @@ pub(crate) struct Scheduler {
     stealers: Box<[Stealer<TaskKey>]>,
     /// By the runtime's worker index.
     pub(crate) workers: Box<[Arc<WorkerShared>]>,
-    /// Runtime indices of the workers about to block or blocked in `epoll_wait`,
-    /// oldest first.
-    idle: Mutex<VecDeque<usize>>,
-    /// `idle.len()`, read without the lock.
-    sleeping: AtomicUsize,
+    /// The workers about to block or blocked in `epoll_wait`.
+    sleepers: SleepList,
     /// Worker threads that have not left their loop yet.
     live: AtomicUsize,
     /// The worker-table index of worker 0: the one task wakers carry.
@@ -72,8 +71,7 @@ impl Scheduler {
             injector: Injector::new(),
             stealers,
             home: workers[0].index(),
-            idle: Mutex::new(VecDeque::with_capacity(workers.len())),
-            sleeping: AtomicUsize::new(0),
+            sleepers: SleepList::with_capacity(workers.len()),
             live: AtomicUsize::new(0),
             workers,
             epoch: Instant::now(),
@@ -192,19 +190,7 @@ impl Scheduler {
 
     /// Wakes one sleeping worker, if any (see the module docs).
     pub(crate) fn notify_one(&self) {
-        fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::Relaxed) == 0 {
-            return;
-        }
-        let woken = {
-            let mut idle = lock(&self.idle);
-            let woken = idle.pop_front();
-            if woken.is_some() {
-                self.sleeping.fetch_sub(1, Ordering::Relaxed);
-            }
-            woken
-        };
-        if let Some(index) = woken {
+        if let Some(index) = self.sleepers.take_oldest() {
             self.workers[index].wake_poll();
         }
     }
@@ -212,26 +198,12 @@ impl Scheduler {
     /// Lists worker `index` as going to sleep; the caller then checks
     /// [`has_work`](Self::has_work) before it blocks.
     pub(crate) fn sleep(&self, index: usize) {
-        {
-            let mut idle = lock(&self.idle);
-            if !idle.contains(&index) {
-                outside_arena(|| idle.push_back(index));
-                self.sleeping.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        fence(Ordering::SeqCst);
+        self.sleepers.sleep(index);
     }
 
     /// Takes worker `index` off the sleeping list (it is awake), if it is on it.
     pub(crate) fn wake_up(&self, index: usize) {
-        if self.sleeping.load(Ordering::Relaxed) == 0 {
-            return;
-        }
-        let mut idle = lock(&self.idle);
-        if let Some(position) = idle.iter().position(|&sleeper| sleeper == index) {
-            idle.remove(position);
-            self.sleeping.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.sleepers.wake_up(index);
     }
 
     /// Whether any shared queue holds a key (a sleeper's last look).
@@ -307,6 +279,71 @@ impl Scheduler {
     }
 }
 
+/// The workers about to block or blocked in `epoll_wait`, and the sleeper's half and
+/// the pusher's half of the hand-off that loses no wake-up (see the module docs),
+/// apart so that the loom models check this code.
+#[derive(Debug)]
+pub(crate) struct SleepList {
+    /// Runtime indices of the sleeping workers, oldest first.
+    idle: shim::Mutex<VecDeque<usize>>,
+    /// `idle.len()`, read without the lock.
+    sleeping: shim::AtomicUsize,
+}
+
+impl SleepList {
+    fn with_capacity(workers: usize) -> Self {
+        Self {
+            idle: shim::Mutex::new(VecDeque::with_capacity(workers)),
+            sleeping: shim::AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self) -> impl std::ops::DerefMut<Target = VecDeque<usize>> + '_ {
+        // A push or a removal, which a panic cannot leave half done.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sleeper side: lists worker `index` (once), then issues a `SeqCst` fence; the
+    /// caller then looks at every queue before it blocks.
+    fn sleep(&self, index: usize) {
+        {
+            let mut idle = self.lock();
+            if !idle.contains(&index) {
+                outside_arena(|| idle.push_back(index));
+                self.sleeping.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        shim::fence(Ordering::SeqCst);
+    }
+
+    /// Pusher side, after queuing a key: issues a `SeqCst` fence, then takes the
+    /// oldest sleeper off the list and returns it, for the caller to wake.
+    fn take_oldest(&self) -> Option<usize> {
+        shim::fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut idle = self.lock();
+        let woken = idle.pop_front();
+        if woken.is_some() {
+            self.sleeping.fetch_sub(1, Ordering::Relaxed);
+        }
+        woken
+    }
+
+    /// Takes worker `index` off the list (it is awake), if it is on it.
+    fn wake_up(&self, index: usize) {
+        if self.sleeping.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut idle = self.lock();
+        if let Some(position) = idle.iter().position(|&sleeper| sleeper == index) {
+            idle.remove(position);
+            self.sleeping.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// An entry of the process-wide worker table.
 #[derive(Debug)]
 enum Entry {
@@ -370,5 +407,75 @@ pub(crate) fn wake_task(home: usize, key: TaskKey) {
     if let Entry::Live(scheduler) = &*guard {
         // A runtime that has shut down has no task left to wake: its store refuses.
         scheduler.wake(key);
+    }
+}
+
+/// Loom models of the sleep hand-off: a worker going to sleep against a key queued
+/// for it (its queue stands as one flag: a key pushed, its emptiness read), and the
+/// list's count against its contents.
+///
+/// `CARGO_TARGET_DIR=target/loom-executor RUSTFLAGS="--cfg pagekeep_executor_loom"
+/// LOOM_MAX_PREEMPTIONS=2 cargo test -p pagekeep-executor --release --lib loom_models`
+#[cfg(all(test, pagekeep_executor_loom))]
+mod loom_models {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// A worker lists itself and looks at the queues (`has_work`) while another
+    /// thread queues a key and wakes a sleeper (`push`, `notify_one`): either the
+    /// sleeper sees the key, or the pusher takes it off the list to wake it.
+    #[test]
+    fn a_key_queued_as_a_worker_goes_to_sleep_is_seen_or_wakes_it() {
+        loom::model(|| {
+            let sleepers = Arc::new(SleepList::with_capacity(1));
+            let queued = Arc::new(shim::AtomicBool::new(false));
+            let pusher = {
+                let sleepers = Arc::clone(&sleepers);
+                let queued = Arc::clone(&queued);
+                thread::spawn(move || {
+                    queued.store(true, Ordering::Relaxed);
+                    sleepers.take_oldest()
+                })
+            };
+            sleepers.sleep(0);
+            let saw_work = queued.load(Ordering::Relaxed);
+            let woken = pusher.join().unwrap();
+            assert!(
+                saw_work || woken == Some(0),
+                "the worker blocks with a key queued and nobody wakes it"
+            );
+        });
+    }
+
+    /// A worker that wakes up (`wake_up`, after `epoll_wait`) while two pushers take
+    /// sleepers: every listed sleeper is taken once at most, and the count matches the
+    /// list once all are done.
+    #[test]
+    fn the_sleeping_count_matches_the_list_whatever_the_interleaving() {
+        loom::model(|| {
+            let sleepers = Arc::new(SleepList::with_capacity(2));
+            sleepers.sleep(0);
+            sleepers.sleep(1);
+            let pushers: Vec<_> = (0..2)
+                .map(|_| {
+                    let sleepers = Arc::clone(&sleepers);
+                    thread::spawn(move || sleepers.take_oldest())
+                })
+                .collect();
+            sleepers.wake_up(0);
+            let taken: Vec<usize> = pushers
+                .into_iter()
+                .filter_map(|pusher| pusher.join().unwrap())
+                .collect();
+            assert!(taken.len() <= 2);
+            assert!(
+                !(taken.len() == 2 && taken[0] == taken[1]),
+                "one sleeper woken twice: {taken:?}"
+            );
+            let left = sleepers.lock().len();
+            assert_eq!(sleepers.sleeping.load(Ordering::Relaxed), left);
+            assert_eq!(left + taken.len() + usize::from(!taken.contains(&0)), 2);
+        });
     }
 }

@@ -7,23 +7,27 @@
 //! [`WorkerShared`]: the inbox of pinned spawns (see `inbox`),
 //! the `mio::Waker` and `Registry` (thread-safe), the I/O table (mutex), and, for the
 //! monitor when a task holds the worker (see `monitor`), the `Poll` and the timer heap
-//! (mutexes; the owner holds the `Poll`'s across `epoll_wait`, the monitor and the
-//! other workers only `try_lock` it) and the start time of the current turn (atomic).
+//! (mutexes; the owner holds the `Poll`'s across `epoll_wait`, the monitor and, except
+//! on Linux, the other workers only `try_lock` it) and the start time of the current
+//! turn (atomic). On Linux the other workers take events from the `Poll`'s `epoll`
+//! instance through its descriptor, with no lock: the kernel serialises concurrent
+//! `epoll_wait` calls on one instance and hands each event to one of them.
 //!
 //! # Loop
 //! A turn polls up to [`POLLS_PER_TURN`] tasks (or for up to 1 ms of polls), each taken
 //! from: the inbox (spawns aimed at this worker, one at a time), the worker's own
 //! queue, a batch from the injector, a batch stolen from another worker. Then
 //! `epoll_wait`: without waiting when the turn ran tasks; when it found none, the
-//! worker collects the pending I/O events of the other workers still in a turn (see
-//! `WorkerShared::poll_events_for_peer`), lists itself as sleeping, looks at every
-//! queue once more, and blocks until an event, a wake or the next timer. Then it dispatches I/O events and fires due
-//! timers, until told to stop.
+//! worker collects the pending I/O events of the other workers (on Linux all of them,
+//! elsewhere those still in a turn; see `WorkerShared::poll_events_for_peer`), lists
+//! itself as sleeping, looks at every queue once more, and blocks until an event, a
+//! wake or the next timer. Then it dispatches I/O events and fires due timers, until
+//! told to stop.
 //!
 //! A socket's events arrive on the worker whose `Poll` registered it (or are taken from
-//! it by an idle worker, or the monitor, while it is in a turn), and wake its task
-//! wherever that task runs now; a [`Sleep`](crate::Sleep) moves to the worker that
-//! polls it.
+//! it by a worker running out of tasks, or by the monitor while it is held), and wake
+//! its task wherever that task runs now; a [`Sleep`](crate::Sleep) moves to the worker
+//! that polls it.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -36,7 +40,7 @@ use mio::{Events, Token};
 use pagekeep_arena::outside_arena;
 
 use crate::inbox::Inbox;
-use crate::reactor::IoTable;
+use crate::reactor::{IoTable, Readiness};
 use crate::scheduler::Scheduler;
 use crate::sync::lock;
 use crate::task::store::{AfterPoll, TaskKey};
@@ -75,9 +79,15 @@ pub(crate) struct WorkerShared {
     /// (for tests and statistics).
     peer_events: AtomicU64,
     /// The worker's `Poll`: its owner holds the lock in `epoll_wait`; the monitor
-    /// takes it (`try_lock` only) to collect the events of a held worker, and another
-    /// worker running out of tasks to collect those of a worker in a turn.
+    /// takes it (`try_lock` only) to collect the events of a held worker, and, except
+    /// on Linux, another worker running out of tasks to collect those of a worker in a
+    /// turn.
     poll: Mutex<mio::Poll>,
+    /// The descriptor of `poll`'s `epoll` instance, owned by `poll` (so open as long as
+    /// this value lives). Another worker running out of tasks takes the pending events
+    /// from it directly, with no lock (see [`Self::poll_events_for_peer`]).
+    #[cfg(target_os = "linux")]
+    epoll: std::os::fd::RawFd,
     /// The worker's timers. Its own thread inserts and fires; the monitor fires those
     /// of a held worker. Locked only briefly, never across a task poll.
     pub(crate) timers: Mutex<TimerHeap>,
@@ -180,47 +190,108 @@ impl WorkerShared {
 
     /// Collects the pending I/O events of this worker's `Poll` without blocking and
     /// dispatches them (their tasks are woken on the calling thread: on another worker
-    /// of the runtime they go to that worker's queue), unless the owner is using the
-    /// `Poll` right now (it is in `epoll_wait`, and takes them itself). For a peer
-    /// worker about to block while this one is in a turn: the owner may be preempted
-    /// by the kernel, or held by a task, with its sockets' readiness waiting in its own
-    /// `epoll` instance, which only it would otherwise collect before the monitor's
-    /// look. Returns how many events were collected.
+    /// of the runtime they go to that worker's queue). For a peer worker about to
+    /// block: the owner may be preempted by the kernel (woken from `epoll_wait` but not
+    /// yet running, or in a turn), or held by a task, with its sockets' readiness
+    /// waiting in its own `epoll` instance, which only it would otherwise collect.
+    /// Returns how many events were collected.
+    ///
+    /// On Linux the events are taken from the owner's `epoll` instance directly, with
+    /// no lock, even while the owner is blocked in (or was woken from and has not yet
+    /// returned from) `epoll_wait` on it: the kernel hands each event to one caller, so
+    /// an owner woken for events taken here finds none and waits on. Elsewhere the
+    /// `Poll` is only `try_lock`ed, so an owner in `epoll_wait` (which holds the lock)
+    /// keeps its events.
     ///
     /// A wake of the owner's `mio::Waker` collected here is written again (the owner
-    /// may be about to block, counting on it). The wakers of the tasks concerned are
-    /// pushed onto `wakers`, for the caller to wake with the I/O table unlocked.
+    /// may be about to block, counting on it). `taken` is scratch space; the wakers of
+    /// the tasks concerned are pushed onto `wakers`, for the caller to wake with the
+    /// I/O table unlocked.
     pub(crate) fn poll_events_for_peer(
         &self,
         events: &mut Events,
+        taken: &mut Vec<(Token, Readiness)>,
         wakers: &mut Vec<Waker>,
     ) -> usize {
-        let Ok(mut poll) = self.poll.try_lock() else {
+        taken.clear();
+        if !self.take_pending_events(events, taken) {
             return 0;
+        }
+        self.dispatch_each(taken.iter().copied(), wakers);
+        if taken.iter().any(|(token, _)| *token == WAKER_TOKEN) {
+            self.wake_poll();
+        }
+        taken.len()
+    }
+
+    /// Moves the events pending in this worker's `epoll` instance to `taken`, with no
+    /// lock and without waiting (see [`Self::poll_events_for_peer`]). Returns whether
+    /// the call succeeded.
+    #[cfg(target_os = "linux")]
+    fn take_pending_events(
+        &self,
+        _events: &mut Events,
+        taken: &mut Vec<(Token, Readiness)>,
+    ) -> bool {
+        // SAFETY: `self.epoll` is the descriptor of the `epoll` instance owned by
+        // `self.poll`, which lives, and keeps it open, as long as `self` is borrowed.
+        let epoll = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.epoll) };
+        // Grown (rarely: it keeps its capacity) outside any request's arena.
+        outside_arena(|| crate::sys::take_ready_events(epoll, taken)).is_ok()
+    }
+
+    /// Moves the events pending in this worker's `Poll` to `taken`, without waiting,
+    /// unless the owner holds the `Poll` (see [`Self::poll_events_for_peer`]). Returns
+    /// whether it could.
+    #[cfg(not(target_os = "linux"))]
+    fn take_pending_events(
+        &self,
+        events: &mut Events,
+        taken: &mut Vec<(Token, Readiness)>,
+    ) -> bool {
+        let Ok(mut poll) = self.poll.try_lock() else {
+            return false;
         };
         let polled = poll.poll(events, Some(Duration::ZERO));
         drop(poll);
         if polled.is_err() {
-            return 0;
+            return false;
         }
-        self.dispatch(events, wakers);
-        if events.iter().any(|event| event.token() == WAKER_TOKEN) {
-            self.wake_poll();
-        }
-        events.iter().count()
+        outside_arena(|| {
+            taken.extend(
+                events
+                    .iter()
+                    .map(|event| (event.token(), Readiness::of(event))),
+            );
+        });
+        true
     }
 
     /// Hands the events of this worker's `Poll` to their sockets' states, pushing the
     /// wakers of the tasks they concern onto `wakers`: the caller wakes them once the
     /// I/O table is unlocked (a waker may drop a socket, which locks it).
     fn dispatch(&self, events: &Events, wakers: &mut Vec<Waker>) {
+        self.dispatch_each(
+            events
+                .iter()
+                .map(|event| (event.token(), Readiness::of(event))),
+            wakers,
+        );
+    }
+
+    /// [`Self::dispatch`] for events given as (token, readiness).
+    fn dispatch_each(
+        &self,
+        events: impl IntoIterator<Item = (Token, Readiness)>,
+        wakers: &mut Vec<Waker>,
+    ) {
         let table = self.io_table();
-        for event in events.iter() {
-            if event.token() == WAKER_TOKEN {
+        for (token, readiness) in events {
+            if token == WAKER_TOKEN {
                 continue;
             }
-            if let Some(state) = table.get(event.token().0) {
-                state.on_event(event, wakers);
+            if let Some(state) = table.get(token.0) {
+                state.on_event(readiness, wakers);
             }
         }
     }
@@ -319,16 +390,26 @@ impl Local {
             .steal_from_others(self.shared.local_index, x as usize % count, &self.queue)
     }
 
-    /// Collects the pending I/O events of every other worker of the runtime that is in
-    /// a turn (the others are blocked in, or on their way to, their own `epoll_wait`),
-    /// pushing the wakers they concern onto `wakers`. Returns how many events came.
-    fn collect_peer_events(&self, events: &mut Events, wakers: &mut Vec<Waker>) -> usize {
+    /// Collects the pending I/O events of the other workers of the runtime, pushing
+    /// the wakers they concern onto `wakers`; returns how many events came. On Linux,
+    /// those of every other worker: one blocked in `epoll_wait` may have been woken
+    /// for them and not be running yet (see [`WorkerShared::poll_events_for_peer`]).
+    /// Elsewhere only those of the workers in a turn: the others hold their `Poll`
+    /// (blocked in `epoll_wait`) or are on their way to.
+    fn collect_peer_events(
+        &self,
+        events: &mut Events,
+        taken: &mut Vec<(Token, Readiness)>,
+        wakers: &mut Vec<Waker>,
+    ) -> usize {
         let mut collected = 0;
         for peer in self.scheduler.workers.iter() {
-            if peer.local_index == self.shared.local_index || peer.turn_started().is_none() {
+            if peer.local_index == self.shared.local_index
+                || (!cfg!(target_os = "linux") && peer.turn_started().is_none())
+            {
                 continue;
             }
-            collected += peer.poll_events_for_peer(events, wakers);
+            collected += peer.poll_events_for_peer(events, taken, wakers);
         }
         collected
     }
@@ -377,6 +458,8 @@ impl Worker {
         let poll = mio::Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let waker = mio::Waker::new(poll.registry(), WAKER_TOKEN)?;
+        #[cfg(target_os = "linux")]
+        let epoll = std::os::fd::AsRawFd::as_raw_fd(&poll);
         let shared = Arc::new(WorkerShared {
             index,
             local_index,
@@ -388,6 +471,8 @@ impl Worker {
             dead: AtomicBool::new(false),
             polls: AtomicU64::new(0),
             peer_events: AtomicU64::new(0),
+            #[cfg(target_os = "linux")]
+            epoll,
             poll: Mutex::new(poll),
             timers: Mutex::new(TimerHeap::default()),
             turn_started: AtomicU64::new(0),
@@ -475,6 +560,8 @@ impl Worker {
         let mut events = Events::with_capacity(EVENT_CAPACITY);
         // The wakers of the sockets' events and of the timers due at each look, reused.
         let mut due: Vec<Waker> = Vec::new();
+        // The events taken from other workers' `epoll` instances, reused.
+        let mut taken: Vec<(Token, Readiness)> = Vec::new();
         let me = self.shared.local_index;
         // Whether the last turn ended out of tasks (the worker then blocked, or could).
         let mut was_idle = true;
@@ -514,9 +601,9 @@ impl Worker {
             }
             if !full {
                 // Out of tasks: before blocking, take the pending I/O events of the
-                // workers still in a turn (see `WorkerShared::poll_events_for_peer`);
-                // the tasks they wake land in this worker's queue.
-                let collected = local.collect_peer_events(&mut events, &mut due);
+                // other workers (see `WorkerShared::poll_events_for_peer`); the tasks
+                // they wake land in this worker's queue.
+                let collected = local.collect_peer_events(&mut events, &mut taken, &mut due);
                 wake_all(&mut due);
                 if collected != 0 {
                     local
@@ -609,5 +696,86 @@ fn wake_all(wakers: &mut Vec<Waker>) {
     }
     if let Some(payload) = first_panic {
         std::panic::resume_unwind(payload);
+    }
+}
+
+// Linux only: elsewhere a peer does not take the events of a worker that holds its
+// `Poll` (see `WorkerShared::poll_events_for_peer`).
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use crate::reactor::{Direction, Outcome, Registration};
+    use std::io::{Read, Write};
+    use std::sync::atomic::AtomicUsize;
+
+    struct Counter(AtomicUsize);
+
+    impl std::task::Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A worker woken from `epoll_wait` for its sockets' events but not yet running
+    /// (the kernel has not given it a core) still holds its `Poll`'s lock. A peer
+    /// running out of tasks takes those events anyway, wakes the waiting task, and
+    /// writes a wake of the owner's `mio::Waker` it took again, for the owner. The
+    /// peer used to `try_lock` the `Poll`, and so left the events waiting for the
+    /// owner's time slice (issue 17).
+    #[test]
+    #[cfg(target_os = "linux")]
+    #[cfg_attr(
+        miri,
+        ignore = "opens sockets and an epoll instance, which miri cannot"
+    )]
+    fn a_peer_takes_the_events_of_a_worker_that_holds_its_poll() {
+        let owner = Worker::new(0, 0).unwrap();
+        let shared = Arc::clone(owner.shared());
+        let (mut ours, mut theirs) = mio::net::UnixStream::pair().unwrap();
+        let registration = Registration::with_worker(Arc::clone(&shared), &mut ours).unwrap();
+        let reader = Arc::new(Counter(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&reader));
+        let mut cx = Context::from_waker(&waker);
+        let mut buffer = [0_u8; 16];
+        // Drains the registration's initial readiness, then parks the reader.
+        loop {
+            let polled = registration.poll_io(&mut cx, Direction::Read, || {
+                (&ours).read(&mut buffer).map(Outcome::Drained)
+            });
+            if polled.is_pending() {
+                break;
+            }
+        }
+        // The events of the registration itself (writable) go to the owner.
+        let mut events = Events::with_capacity(EVENT_CAPACITY);
+        lock(&shared.poll)
+            .poll(&mut events, Some(Duration::ZERO))
+            .unwrap();
+        theirs.write_all(b"ping").unwrap();
+        shared.wake_poll();
+
+        let held = lock(&shared.poll);
+        let mut taken = Vec::new();
+        let mut wakers = Vec::new();
+        let collected = shared.poll_events_for_peer(&mut events, &mut taken, &mut wakers);
+        drop(held);
+        wakers.into_iter().for_each(Waker::wake);
+        assert_eq!(
+            collected, 2,
+            "the socket's event and the owner's wake-up, with the owner's `Poll` held"
+        );
+        assert_eq!(reader.0.load(Ordering::SeqCst), 1, "the reader was woken");
+        let read = registration.poll_io(&mut cx, Direction::Read, || {
+            (&ours).read(&mut buffer).map(Outcome::Drained)
+        });
+        assert!(matches!(read, Poll::Ready(Ok(4))), "{read:?}");
+
+        // The owner still gets its wake-up, and only that.
+        lock(&shared.poll)
+            .poll(&mut events, Some(Duration::ZERO))
+            .unwrap();
+        let tokens: Vec<Token> = events.iter().map(mio::event::Event::token).collect();
+        assert_eq!(tokens, [WAKER_TOKEN]);
+        registration.deregister(&mut ours);
     }
 }

@@ -5,6 +5,8 @@
 
 #[cfg(unix)]
 mod unix;
+#[cfg(target_os = "linux")]
+pub(crate) use unix::take_ready_events;
 #[cfg(unix)]
 pub(crate) use unix::{MAX_TRANSFER_BYTES, MAX_WRITE_SLICES, has_default_action, read_into_uninit};
 
