@@ -279,6 +279,50 @@ pub(crate) fn default_max_magazine_capacity(slot_size: usize) -> u32 {
     (SLAB_BYTES / slot_size).clamp(16, 512) as u32
 }
 
+/// The fast path of every allocation from a cache: the head of the calling thread's
+/// loaded magazine in the slot of fast index `id`, or `None` (the slot is empty, or with
+/// the `reclaim-idle-threads` feature a decay pass holds the thread's magazines): the
+/// caller then takes the cache's slow path. No load from the cache itself, so a caller
+/// that keeps the fast index elsewhere (a [`SlabHeap`](crate::SlabHeap) keeps its
+/// classes' in its own struct) reaches the cache only on a miss. Objects from here are
+/// not constructed afresh: they are free objects that went through a magazine.
+///
+/// In debug builds and with the `hardened` feature the object is checked (a free object
+/// of ours, with its free tag) before its link word is read, and marked handed out.
+///
+/// # Safety
+/// - `id` is the fast index (`header.fast_id`) of a registered cache whose link word
+///   lies at `link_offset`, or [`NO_ID`] (whose slot is always empty); the object
+///   returned is an allocation of that cache.
+#[inline(always)]
+pub(crate) unsafe fn alloc_from_thread_slot(id: u32, link_offset: usize) -> Option<NonNull<u8>> {
+    try_with_magazines(|magazines| {
+        let slot = magazines.slot(id);
+        // SAFETY: the calling thread owns the slot.
+        let head = NonNull::new(unsafe { slot.owner_loaded() })?;
+        #[cfg(any(debug_assertions, feature = "hardened"))]
+        // SAFETY: the head of the calling thread's loaded magazine, taken out of it
+        // below, for the caller.
+        let head = unsafe { slab::take_from_magazine(head, link_offset) };
+        // SAFETY: the loaded magazine holds free objects of the cache of `id` chained by
+        // `Magazine::push` with its link offset, `link_offset` (caller; magazine module
+        // docs).
+        let next = unsafe { head.add(link_offset).cast::<*mut u8>().read() };
+        // SAFETY: the calling thread owns the slot. One fewer object, one more hit: a
+        // single add (see `Slot::counts`).
+        unsafe {
+            slot.owner_set_loaded(next);
+            let counts = slot.owner_counts();
+            debug_assert!(loaded_count(counts) > 0, "a loaded magazine counted empty");
+            slot.owner_set_counts(counts.wrapping_add(ALLOC_HIT));
+        }
+        Some(head)
+    })
+    .flatten()
+    // The slot of `NO_ID` is always empty, so no id test is needed above (caches
+    // without magazines, and those with an overflow id, go to the slow path).
+}
+
 impl<S: PageSource> CacheCore<S> {
     /// Builds a core at `place` and registers it.
     ///
@@ -490,30 +534,10 @@ impl<S: PageSource> CacheCore<S> {
     #[inline(always)]
     fn alloc_fast(&self, id: u32, link_offset: usize) -> Option<NonNull<u8>> {
         debug_assert!(id == self.header.fast_id && link_offset == self.header.link_offset);
-        try_with_magazines(|magazines| {
-            let slot = magazines.slot(id);
-            // SAFETY: the calling thread owns the slot.
-            let head = NonNull::new(unsafe { slot.owner_loaded() })?;
-            #[cfg(any(debug_assertions, feature = "hardened"))]
-            // SAFETY: the head of the calling thread's loaded magazine, taken out of it
-            // below, for the caller.
-            let head = unsafe { slab::take_from_magazine(head, link_offset) };
-            // SAFETY: the loaded magazine holds free objects of this cache chained by
-            // `Magazine::push` with this link offset (magazine module docs).
-            let next = unsafe { head.add(link_offset).cast::<*mut u8>().read() };
-            // SAFETY: the calling thread owns the slot. One fewer object, one more hit:
-            // a single add (see `Slot::counts`).
-            unsafe {
-                slot.owner_set_loaded(next);
-                let counts = slot.owner_counts();
-                debug_assert!(loaded_count(counts) > 0, "a loaded magazine counted empty");
-                slot.owner_set_counts(counts.wrapping_add(ALLOC_HIT));
-            }
-            Some(head)
-        })
-        .flatten()
-        // The slot of `NO_ID` is always empty, so no id test is needed above (caches
-        // without magazines, and those with an overflow id, go to the slow path).
+        // SAFETY: this cache's fast index and link offset (checked above in debug
+        // builds; the `_hinted` callers' obligation); the object is handed out by this
+        // cache.
+        unsafe { alloc_from_thread_slot(id, link_offset) }
     }
 
     /// [`alloc_fast`](Self::alloc_fast) for a caller that handles the miss itself (by

@@ -5,7 +5,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::fmt;
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
 use allocator_api2::alloc::{AllocError, Allocator};
 use pagekeep_mmap::{DefaultPages, MmapAlloc, PageSource};
@@ -15,6 +15,7 @@ use crate::cache::{
 };
 use crate::depot::DEPOT_MAGAZINES;
 use crate::large_cache::LargeCache;
+use crate::registry::NO_ID;
 use crate::size_class::{CLASS_COUNT, CLASS_SIZES, MAX_MEDIUM, class_align, class_for};
 use crate::slab::{Geometry, SLAB_BYTES, heap_class_geometry};
 use crate::stats::HeapStats;
@@ -67,6 +68,12 @@ pub struct SlabHeap<S: PageSource + Clone = DefaultPages> {
     source: S,
     /// Read by every operation, written once.
     built: AtomicPtr<Built<S>>,
+    /// The fast index of each class's cache (its slot in every thread's magazines),
+    /// [`NO_ID`] (a slot always empty) until the classes are built and for the indices
+    /// past [`CLASS_COUNT`]: the allocation fast path finds its slot from here, a load
+    /// beside `built`, without reaching the class. 256 entries, so that a class index of
+    /// type `u8` needs no bounds check.
+    fast_ids: [AtomicU8; 256],
     /// Written by every large allocation and free, so on cache lines of their own, away
     /// from `classes`.
     large: CachePadded<LargeCounters>,
@@ -170,6 +177,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         SlabHeap {
             source,
             built: AtomicPtr::new(ptr::null_mut()),
+            fast_ids: [const { AtomicU8::new(NO_ID as u8) }; 256],
             large: CachePadded::new(LargeCounters {
                 blocks: AtomicUsize::new(0),
                 bytes: AtomicUsize::new(0),
@@ -270,8 +278,19 @@ impl<S: PageSource + Clone> SlabHeap<S> {
             Ordering::AcqRel,
             Ordering::Acquire,
         ) {
-            // SAFETY: published, lives until the heap is dropped.
-            Ok(_) => Some(unsafe { built.as_ref() }),
+            Ok(_) => {
+                // SAFETY: published, lives until the heap is dropped.
+                let built = unsafe { built.as_ref() };
+                // The fast indices, for `alloc_in_class`: only the winner's (the loser's
+                // classes, and their ids, are destroyed). A thread that reads `NO_ID`
+                // meanwhile takes the slow path, which finds the classes built.
+                for (index, class) in built.classes.iter().enumerate() {
+                    let id = class.header.fast_id;
+                    debug_assert!(id <= u32::from(u8::MAX) && class.header.link_offset == 0);
+                    self.fast_ids[index].store(id as u8, Ordering::Relaxed);
+                }
+                Some(built)
+            }
             Err(winner) => {
                 // SAFETY: nobody saw our classes; destroy them and use the winner's.
                 unsafe { Self::destroy(&self.source, built) };
@@ -301,16 +320,63 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     #[inline(always)]
     pub(crate) fn alloc_nonzero(&self, layout: Layout) -> Option<NonNull<u8>> {
         match class_for(layout.size(), layout.align()) {
-            Some(class) => {
-                let class = self.class(class)?;
-                let header = &class.header;
-                match class.alloc_fast_hinted(header.fast_id, header.link_offset) {
-                    Some(object) => Some(object),
-                    None => self.alloc_small_miss(class),
-                }
-            }
+            Some(class) => self.alloc_in_class(class as u8),
             None => self.alloc_large(layout, false),
         }
+    }
+
+    /// Allocates a block of class `class` (an index into
+    /// [`CLASS_SIZES`](crate::size_class::CLASS_SIZES), as
+    /// [`class_for`](crate::size_class::class_for) gives it): a block of that class's
+    /// size and alignment. `None` if the page source fails, or if `class` is not a class
+    /// index (at least [`CLASS_COUNT`]).
+    ///
+    /// The fast path of the heap's allocations, for a caller that computed the class
+    /// itself (C's `malloc`, with a table of its own for its sizes): the class's fast
+    /// index from the heap, then the calling thread's loaded magazine; the class itself
+    /// is reached only on a miss.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pagekeep_slab::SlabHeap;
+    /// use pagekeep_slab::size_class::{CLASS_SIZES, class_for};
+    ///
+    /// let heap = SlabHeap::new();
+    /// let class = class_for(100, 16).unwrap();
+    /// let block = heap.alloc_in_class(class as u8).unwrap();
+    /// // SAFETY: a block of this heap, freed once.
+    /// unsafe {
+    ///     assert_eq!(heap.small_block_size(block.as_ptr()), Some(CLASS_SIZES[class]));
+    ///     assert!(heap.free_small_block(block));
+    /// }
+    /// assert!(heap.alloc_in_class(200).is_none());
+    /// ```
+    #[inline(always)]
+    pub fn alloc_in_class(&self, class: u8) -> Option<NonNull<u8>> {
+        let id = self.fast_ids[usize::from(class)].load(Ordering::Relaxed);
+        // SAFETY: a fast index of one of this heap's classes (set once they are built,
+        // from their headers), whose link word is the object's first (checked when
+        // they are built), or `NO_ID`; the object is handed out as that class's
+        // allocation.
+        match unsafe { crate::cache::alloc_from_thread_slot(u32::from(id), 0) } {
+            Some(object) => Some(object),
+            None => self.alloc_class_miss(class),
+        }
+    }
+
+    /// [`alloc_in_class`](Self::alloc_in_class) past the thread's loaded magazine: the
+    /// class (built on the heap's first use), then its slow path. Out of line as a
+    /// whole, so that nothing the inlined fast path computed is needed after a call.
+    #[cold]
+    #[inline(never)]
+    fn alloc_class_miss(&self, class: u8) -> Option<NonNull<u8>> {
+        let class = usize::from(class);
+        if class >= CLASS_COUNT {
+            return None;
+        }
+        let class = self.class(class)?;
+        self.alloc_small_miss(class)
     }
 
     /// A small allocation that missed the thread's loaded magazine. Out of line as a

@@ -77,6 +77,8 @@ use core::fmt::{self, Write as _};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU8, Ordering};
 
+#[cfg(not(feature = "hardened"))]
+use pagekeep_slab::size_class::class_up_to_1024_aligned_16;
 use pagekeep_slab::size_class::{CLASS_COUNT, MAX_SMALL, class_for};
 
 mod cxx;
@@ -445,7 +447,28 @@ fn allocate_with_prefix(size: usize, align: usize, zeroed: bool) -> *mut c_void 
 /// Always safe to call; `unsafe` because it is the C ABI.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
-    no_unwind!("panic in malloc", || allocate(size, MIN_ALIGN, false))
+    no_unwind!("panic in malloc", || {
+        // Sizes up to 1 KiB (most calls): the class from one table lookup, then the
+        // thread's magazine of it (see `SlabHeap::alloc_in_class`). The hardened build
+        // gives every block a prefix, so `allocate` serves it.
+        #[cfg(not(feature = "hardened"))]
+        if let Some(class) = class_up_to_1024_aligned_16(size) {
+            let Some(block) = HEAP.alloc_in_class(class) else {
+                return out_of_memory();
+            };
+            return block.as_ptr().cast();
+        }
+        allocate(size, MIN_ALIGN, false)
+    })
+}
+
+/// A failed allocation's result: null, with `errno = ENOMEM`. Out of line, so that the
+/// fast paths carry no call of `__errno_location`.
+#[cold]
+#[inline(never)]
+fn out_of_memory() -> *mut c_void {
+    set_errno(libc::ENOMEM);
+    ptr::null_mut()
 }
 
 /// C `free`.
