@@ -853,15 +853,107 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     ///   live slab of any heap or cache of this process.
     #[inline(always)]
     pub unsafe fn free_small_block(&self, ptr: NonNull<u8>) -> bool {
-        // SAFETY: forwarded from the caller.
-        let Some((_, class, block)) = (unsafe { self.small_block(ptr.as_ptr()) }) else {
+        // The fast path of C's `free`: the slab from the slab map, its owner checked to
+        // be one of this heap's classes, and the object pushed into the thread's
+        // magazine slot named by the slab's header; the class itself is reached only on
+        // a miss (and in checked builds).
+        let Some(base) = crate::slab_map::lookup(ptr.addr().get() & !(SLAB_BYTES - 1)) else {
             return false;
         };
-        // SAFETY: the block lies in a slab of this class (its owner); the caller gives it
-        // up. `block` has the slab's provenance, which covers the free words written
-        // into it.
-        unsafe { class.free(block) };
+        let header = base.cast::<crate::slab::SlabHeader>().as_ptr();
+        // SAFETY: the slab holding a live block is live (it has a used object), and a
+        // live slab's header sits at its base; its owner and fast index are written
+        // once, before its objects are handed out.
+        let (owner, fast_id) = unsafe { ((*header).owner, (*header).fast_id) };
+        let built = self.built.load(Ordering::Acquire);
+        // The classes sit side by side at the start of `Built` (`repr(C)`), each
+        // starting with its header, and owners are headers: an owner inside that range
+        // is one of the classes (never so while `built` is null: no owner is below
+        // `CLASS_COUNT * size_of::<CacheCore<S>>()`).
+        if owner.addr().wrapping_sub(built.addr()) >= CLASS_COUNT * size_of::<CacheCore<S>>() {
+            return false;
+        }
+        // `ptr` with the slab's provenance, which covers the free words written into it.
+        let block = base.with_addr(ptr.addr());
+        #[cfg(any(debug_assertions, feature = "hardened"))]
+        {
+            // SAFETY: `owner` is one of this heap's classes (checked above).
+            let core = unsafe { self.class_of_owner(built, owner) };
+            // SAFETY: the caller frees the block (a foreign pointer is reported),
+            // through a pointer that covers its free words.
+            unsafe { crate::slab::mark_free(block, &core.header, &core.geometry) };
+        }
+        // SAFETY: the fast index of the block's class (its slab's header), whose link
+        // word is an object's first (checked when the classes are built); the caller
+        // gives the block up, marked free above in checked builds.
+        match unsafe { crate::cache::free_to_thread_slot(fast_id, 0, block) } {
+            crate::cache::FastFree::Pushed => {}
+            // SAFETY: `owner` is one of this heap's classes, and the block was pushed.
+            crate::cache::FastFree::PushedClockDue => unsafe {
+                self.free_small_block_clock(built, owner)
+            },
+            // SAFETY: as above; the block, given up by the caller, was not pushed.
+            crate::cache::FastFree::Missed => unsafe {
+                self.free_small_block_miss(built, owner, block)
+            },
+        }
         true
+    }
+
+    /// The class whose header is `owner`, reached with the provenance of the block that
+    /// holds all the classes (`built`'s: an owner word's covers the class's header only).
+    ///
+    /// # Safety
+    /// - `built` is this heap's (non-null) `built` pointer and `owner` the header of one
+    ///   of its classes.
+    #[inline(always)]
+    unsafe fn class_of_owner(
+        &self,
+        built: *mut Built<S>,
+        owner: *const crate::registry::CoreHeader,
+    ) -> &CacheCore<S> {
+        let core = built
+            .cast::<u8>()
+            .with_addr(owner.addr())
+            .cast::<CacheCore<S>>();
+        // SAFETY: a header of one of this heap's classes (caller), which live as long as
+        // the heap (a `CoreHeader` is the first field of its `CacheCore`, `repr(C)`).
+        unsafe { &*core }
+    }
+
+    /// [`free_small_block`](Self::free_small_block)'s look at the decay clock, which its
+    /// magazine hits reached. Out of line: rare, and a call.
+    ///
+    /// # Safety
+    /// As [`class_of_owner`](Self::class_of_owner).
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_small_block_clock(
+        &self,
+        built: *mut Built<S>,
+        owner: *const crate::registry::CoreHeader,
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.class_of_owner(built, owner) }.clock_from_magazines(Operation::Free);
+    }
+
+    /// [`free_small_block`](Self::free_small_block) when the thread's loaded magazine
+    /// had no room: the class's slow path. Out of line as a whole.
+    ///
+    /// # Safety
+    /// As [`class_of_owner`](Self::class_of_owner); `block` is a block of that class
+    /// given up by the caller (marked free in checked builds), with its slab's
+    /// provenance.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_small_block_miss(
+        &self,
+        built: *mut Built<S>,
+        owner: *const crate::registry::CoreHeader,
+        block: NonNull<u8>,
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.class_of_owner(built, owner).free_slow(block) }
     }
 
     /// Finds the slab of this heap's size classes that `ptr` lies in, from the slab map

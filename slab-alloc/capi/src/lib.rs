@@ -464,6 +464,7 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
 
 /// A failed allocation's result: null, with `errno = ENOMEM`. Out of line, so that the
 /// fast paths carry no call of `__errno_location`.
+#[cfg(not(feature = "hardened"))]
 #[cold]
 #[inline(never)]
 fn out_of_memory() -> *mut c_void {
