@@ -853,11 +853,39 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     ///   live slab of any heap or cache of this process.
     #[inline(always)]
     pub unsafe fn free_small_block(&self, ptr: NonNull<u8>) -> bool {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.free_small_address(ptr.as_ptr()) }
+    }
+
+    /// [`free_small_block`](Self::free_small_block) for a pointer that may be null
+    /// (then `false`, as for any pointer in no slab of this heap): for C's `free`,
+    /// whose null pointer then costs no test on the way to a small block's free (the
+    /// slab map has no slab at address 0).
+    ///
+    /// # Safety
+    /// - `ptr` is a live block of this heap, not used after this call, or lies in no
+    ///   live slab of any heap or cache of this process (null lies in none).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::alloc::{GlobalAlloc, Layout};
+    /// let heap = pagekeep_slab::SlabHeap::new();
+    /// let layout = Layout::from_size_align(24, 8).unwrap();
+    /// // SAFETY: a non-zero size; the block is freed once, by its address alone.
+    /// unsafe {
+    ///     assert!(!heap.free_small_address(core::ptr::null_mut()));
+    ///     let block = heap.alloc(layout);
+    ///     assert!(heap.free_small_address(block));
+    /// }
+    /// ```
+    #[inline(always)]
+    pub unsafe fn free_small_address(&self, ptr: *mut u8) -> bool {
         // The fast path of C's `free`: the slab from the slab map, its owner checked to
         // be one of this heap's classes, and the object pushed into the thread's
         // magazine slot named by the slab's header; the class itself is reached only on
         // a miss (and in checked builds).
-        let Some(base) = crate::slab_map::lookup(ptr.addr().get() & !(SLAB_BYTES - 1)) else {
+        let Some(base) = crate::slab_map::lookup(ptr.addr() & !(SLAB_BYTES - 1)) else {
             return false;
         };
         let header = base.cast::<crate::slab::SlabHeader>().as_ptr();
@@ -874,7 +902,9 @@ impl<S: PageSource + Clone> SlabHeap<S> {
             return false;
         }
         // `ptr` with the slab's provenance, which covers the free words written into it.
-        let block = base.with_addr(ptr.addr());
+        // SAFETY: `ptr` lies in a live slab (the slab map's entry for its address), and no
+        // slab lies at address 0 (no mapping does), so the pointer is not null.
+        let block = unsafe { NonNull::new_unchecked(base.as_ptr().with_addr(ptr.addr())) };
         #[cfg(any(debug_assertions, feature = "hardened"))]
         {
             // SAFETY: `owner` is one of this heap's classes (checked above).

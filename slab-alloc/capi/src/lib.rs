@@ -13,7 +13,7 @@
 //!
 //! C's `free` gets no size. A block of a size class (up to 128 KiB, aligned to at most a
 //! page) is handed out as it is: `free` finds its class from its slab
-//! ([`SlabHeap::free_small_block`]: one lookup in the slab map and the slab header's
+//! ([`SlabHeap::free_small_address`]: one lookup in the slab map and the slab header's
 //! owner word), as mimalloc finds a block's page. Every other block (a mapping of its
 //! own) carries a 16-byte prefix just before the pointer handed out: the alignment of
 //! the underlying heap block (xored with a magic number, so that a pointer this library
@@ -479,21 +479,25 @@ fn out_of_memory() -> *mut c_void {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn free(pointer: *mut c_void) {
     no_unwind!("panic in free", || {
+        check_alignment(pointer);
+        // A block of a size class first, null included (it lies in no slab): the test
+        // for null comes after.
+        #[cfg(not(feature = "hardened"))]
+        // SAFETY: null, or a live block of ours (caller): a block of a size class, or a
+        // block with a prefix, which lies in no slab (large).
+        if unsafe { HEAP.free_small_address(pointer.cast()) } {
+            return;
+        }
         let Some(block) = NonNull::new(pointer.cast::<u8>()) else {
             return;
         };
-        check_alignment(pointer);
         #[cfg(feature = "hardened")]
         // SAFETY: a live block of ours (caller), or a pointer the checks report.
         if unsafe { free_small_hardened(block) } {
             return;
         }
-        // SAFETY: a live block of ours (caller): a block of a size class, or a block with a
-        // prefix, which lies in no slab (large), or in the hardened build, where
-        // `free_small_block` is not used.
-        if !cfg!(feature = "hardened") && unsafe { HEAP.free_small_block(block) } {
-            return;
-        }
+        #[cfg(not(feature = "hardened"))]
+        let _ = block;
         // SAFETY: a live block of ours with a prefix (caller; not a block of a size class).
         unsafe { free_with_prefix(pointer) }
     })
