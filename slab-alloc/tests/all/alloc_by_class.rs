@@ -21,8 +21,10 @@ fn every_class_hands_out_its_size_and_takes_back_its_own_freed_blocks() {
         // SAFETY: blocks of these heaps, live, written within their class's size, each
         // freed once by its address.
         unsafe {
-            block.write_bytes(0x3C, size);
-            elsewhere.write_bytes(0x3C, size);
+            // (Under miri, the first bytes only: it checks every byte written.)
+            let written = if cfg!(miri) { size.min(64) } else { size };
+            block.write_bytes(0x3C, written);
+            elsewhere.write_bytes(0x3C, written);
             assert_eq!(heap.small_block_size(block.as_ptr()), Some(size));
             assert!(heap.free_small_block(block));
             // The other heap's magazine of the same class does not hold it.
