@@ -68,6 +68,11 @@ pub struct SlabHeap<S: PageSource + Clone = DefaultPages> {
     source: S,
     /// Read by every operation, written once.
     built: AtomicPtr<Built<S>>,
+    /// The address of `built` once set (release, after `built`), [`NO_CLASSES`] before:
+    /// what a free by address compares a slab's owner with. Unlike a null `built`, no
+    /// owner address lies within the classes' span above it, however low a page source
+    /// places its caches.
+    classes_address: AtomicUsize,
     /// The fast index of each class's cache (its slot in every thread's magazines),
     /// [`NO_ID`] (a slot always empty) until the classes are built and for the indices
     /// past [`CLASS_COUNT`]: the allocation fast path finds its slot from here, a load
@@ -82,6 +87,11 @@ pub struct SlabHeap<S: PageSource + Clone = DefaultPages> {
     /// The process that runs this heap's decay thread (0: none started).
     decay_thread_pid: AtomicU32,
 }
+
+/// [`SlabHeap`]'s `classes_address` before the classes are built: the top half of the
+/// address space, where no user-space cache lies, so that `owner - NO_CLASSES` wraps to
+/// far more than the classes' span for every owner.
+const NO_CLASSES: usize = 1 << (usize::BITS - 1);
 
 /// The most bytes of objects the depot of a class above 16 KiB keeps (in full
 /// magazines).
@@ -177,6 +187,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         SlabHeap {
             source,
             built: AtomicPtr::new(ptr::null_mut()),
+            classes_address: AtomicUsize::new(NO_CLASSES),
             fast_ids: [const { AtomicU8::new(NO_ID as u8) }; 256],
             large: CachePadded::new(LargeCounters {
                 blocks: AtomicUsize::new(0),
@@ -281,6 +292,8 @@ impl<S: PageSource + Clone> SlabHeap<S> {
             Ok(_) => {
                 // SAFETY: published, lives until the heap is dropped.
                 let built = unsafe { built.as_ref() };
+                self.classes_address
+                    .store(ptr::from_ref(built).addr(), Ordering::Release);
                 // The fast indices, for `alloc_in_class`: only the winner's (the loser's
                 // classes, and their ids, are destroyed). A thread that reads `NO_ID`
                 // meanwhile takes the slow path, which finds the classes built.
@@ -893,14 +906,15 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         // live slab's header sits at its base; its owner and fast index are written
         // once, before its objects are handed out.
         let (owner, fast_id) = unsafe { ((*header).owner, (*header).fast_id) };
-        let built = self.built.load(Ordering::Acquire);
         // The classes sit side by side at the start of `Built` (`repr(C)`), each
         // starting with its header, and owners are headers: an owner inside that range
-        // is one of the classes (never so while `built` is null: no owner is below
-        // `CLASS_COUNT * size_of::<CacheCore<S>>()`).
-        if owner.addr().wrapping_sub(built.addr()) >= CLASS_COUNT * size_of::<CacheCore<S>>() {
+        // is one of the classes (never so before they are built: see `NO_CLASSES`).
+        let classes = self.classes_address.load(Ordering::Acquire);
+        if owner.addr().wrapping_sub(classes) >= CLASS_COUNT * size_of::<CacheCore<S>>() {
             return false;
         }
+        // Published before `classes_address` (release/acquire): non-null.
+        let built = self.built.load(Ordering::Acquire);
         // `ptr` with the slab's provenance, which covers the free words written into it.
         // SAFETY: `ptr` lies in a live slab (the slab map's entry for its address), and no
         // slab lies at address 0 (no mapping does), so the pointer is not null.
