@@ -913,8 +913,6 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         if owner.addr().wrapping_sub(classes) >= CLASS_COUNT * size_of::<CacheCore<S>>() {
             return false;
         }
-        // Published before `classes_address` (release/acquire): non-null.
-        let built = self.built.load(Ordering::Acquire);
         // `ptr` with the slab's provenance, which covers the free words written into it.
         // SAFETY: `ptr` lies in a live slab (the slab map's entry for its address), and no
         // slab lies at address 0 (no mapping does), so the pointer is not null.
@@ -922,7 +920,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         #[cfg(any(debug_assertions, feature = "hardened"))]
         {
             // SAFETY: `owner` is one of this heap's classes (checked above).
-            let core = unsafe { self.class_of_owner(built, owner) };
+            let core = unsafe { self.class_of_owner(owner) };
             // SAFETY: the caller frees the block (a foreign pointer is reported),
             // through a pointer that covers its free words.
             unsafe { crate::slab::mark_free(block, &core.header, &core.geometry) };
@@ -934,11 +932,11 @@ impl<S: PageSource + Clone> SlabHeap<S> {
             crate::cache::FastFree::Pushed => {}
             // SAFETY: `owner` is one of this heap's classes, and the block was pushed.
             crate::cache::FastFree::PushedClockDue => unsafe {
-                self.free_small_block_clock(built, owner)
+                Self::free_small_block_clock(owner, self)
             },
             // SAFETY: as above; the block, given up by the caller, was not pushed.
             crate::cache::FastFree::Missed => unsafe {
-                self.free_small_block_miss(built, owner, block)
+                Self::free_small_block_miss(block, owner, self)
             },
         }
         true
@@ -946,16 +944,16 @@ impl<S: PageSource + Clone> SlabHeap<S> {
 
     /// The class whose header is `owner`, reached with the provenance of the block that
     /// holds all the classes (`built`'s: an owner word's covers the class's header only).
+    /// Loads `built` itself: the fast path of a free by address compares owners with
+    /// `classes_address` and needs `built` only here.
     ///
     /// # Safety
-    /// - `built` is this heap's (non-null) `built` pointer and `owner` the header of one
-    ///   of its classes.
+    /// - `owner` is the header of one of this heap's classes (so they are built).
     #[inline(always)]
-    unsafe fn class_of_owner(
-        &self,
-        built: *mut Built<S>,
-        owner: *const crate::registry::CoreHeader,
-    ) -> &CacheCore<S> {
+    unsafe fn class_of_owner(&self, owner: *const crate::registry::CoreHeader) -> &CacheCore<S> {
+        // Published before `classes_address`, which the caller read (release/acquire):
+        // the classes' block.
+        let built = self.built.load(Ordering::Acquire);
         let core = built
             .cast::<u8>()
             .with_addr(owner.addr())
@@ -972,13 +970,9 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     /// As [`class_of_owner`](Self::class_of_owner).
     #[cold]
     #[inline(never)]
-    unsafe fn free_small_block_clock(
-        &self,
-        built: *mut Built<S>,
-        owner: *const crate::registry::CoreHeader,
-    ) {
+    unsafe fn free_small_block_clock(owner: *const crate::registry::CoreHeader, heap: &Self) {
         // SAFETY: forwarded from the caller.
-        unsafe { self.class_of_owner(built, owner) }.clock_from_magazines(Operation::Free);
+        unsafe { heap.class_of_owner(owner) }.clock_from_magazines(Operation::Free);
     }
 
     /// [`free_small_block`](Self::free_small_block) when the thread's loaded magazine
@@ -991,13 +985,12 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     #[cold]
     #[inline(never)]
     unsafe fn free_small_block_miss(
-        &self,
-        built: *mut Built<S>,
-        owner: *const crate::registry::CoreHeader,
         block: NonNull<u8>,
+        owner: *const crate::registry::CoreHeader,
+        heap: &Self,
     ) {
         // SAFETY: forwarded from the caller.
-        unsafe { self.class_of_owner(built, owner).free_slow(block) }
+        unsafe { heap.class_of_owner(owner).free_slow(block) }
     }
 
     /// Finds the slab of this heap's size classes that `ptr` lies in, from the slab map
