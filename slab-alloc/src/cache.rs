@@ -297,6 +297,109 @@ pub(crate) fn default_max_magazine_capacity(slot_size: usize) -> u32 {
     (SLAB_BYTES / slot_size).clamp(16, 512) as u32
 }
 
+/// The fast path of every allocation from a cache: the head of the calling thread's
+/// loaded magazine in the slot of fast index `id`, or `None` (the slot is empty, or with
+/// the `reclaim-idle-threads` feature a decay pass holds the thread's magazines): the
+/// caller then takes the cache's slow path. No load from the cache itself, so a caller
+/// that keeps the fast index elsewhere (a [`SlabHeap`](crate::SlabHeap) keeps its
+/// classes' in its own struct) reaches the cache only on a miss. Objects from here are
+/// not constructed afresh: they are free objects that went through a magazine.
+///
+/// In debug builds and with the `hardened` feature the object is checked (a free object
+/// of ours, with its free tag) before its link word is read, and marked handed out.
+///
+/// # Safety
+/// - `id` is the fast index (`header.fast_id`) of a registered cache whose link word
+///   lies at `link_offset`, or [`NO_ID`] (whose slot is always empty); the object
+///   returned is an allocation of that cache.
+#[inline(always)]
+pub(crate) unsafe fn alloc_from_thread_slot(id: u32, link_offset: usize) -> Option<NonNull<u8>> {
+    try_with_magazines(|magazines| {
+        let slot = magazines.slot(id);
+        // SAFETY: the calling thread owns the slot.
+        let head = NonNull::new(unsafe { slot.owner_loaded() })?;
+        #[cfg(any(debug_assertions, feature = "hardened"))]
+        // SAFETY: the head of the calling thread's loaded magazine, taken out of it
+        // below, for the caller.
+        let head = unsafe { slab::take_from_magazine(head, link_offset) };
+        // SAFETY: the loaded magazine holds free objects of the cache of `id` chained by
+        // `Magazine::push` with its link offset, `link_offset` (caller; magazine module
+        // docs).
+        let next = unsafe { head.add(link_offset).cast::<*mut u8>().read() };
+        // SAFETY: the calling thread owns the slot. One fewer object, one more hit: a
+        // single add (see `Slot::counts`).
+        unsafe {
+            slot.owner_set_loaded(next);
+            let counts = slot.owner_counts();
+            debug_assert!(loaded_count(counts) > 0, "a loaded magazine counted empty");
+            slot.owner_set_counts(counts.wrapping_add(ALLOC_HIT));
+        }
+        Some(head)
+    })
+    .flatten()
+    // The slot of `NO_ID` is always empty, so no id test is needed above (caches
+    // without magazines, and those with an overflow id, go to the slow path).
+}
+
+/// What [`free_to_thread_slot`] did with an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FastFree {
+    /// It went into the thread's loaded magazine.
+    Pushed,
+    /// It went into the thread's loaded magazine, and the slot's hits reached a look at
+    /// the decay clock ([`HITS_PER_CLOCK`]): the caller calls its cache's
+    /// [`clock_from_magazines`](CacheCore::clock_from_magazines).
+    PushedClockDue,
+    /// Nothing was done (the loaded magazine is full, the thread or the cache has no
+    /// magazines, or a decay pass holds them): the caller frees the object on its
+    /// cache's slow path ([`free_slow`](CacheCore::free_slow)).
+    Missed,
+}
+
+/// The fast path of every free to a cache: the object goes into the calling thread's
+/// loaded magazine in the slot of fast index `id` if it has room. No load from the cache
+/// itself, so a caller that found the fast index elsewhere (C's `free`, in the slab's
+/// header) reaches the cache only when this says so.
+///
+/// # Safety
+/// - `id` is the fast index (`header.fast_id`) of a registered cache whose link word
+///   lies at `link_offset`, or [`NO_ID`] (whose slot has no room); `object` was
+///   allocated from that cache, is given up by the caller, and covers its free words;
+///   in checked builds it was marked free.
+#[inline(always)]
+pub(crate) unsafe fn free_to_thread_slot(
+    id: u32,
+    link_offset: usize,
+    object: NonNull<u8>,
+) -> FastFree {
+    try_with_magazines(|magazines| {
+        let slot = magazines.slot(id);
+        // SAFETY: the calling thread owns the slot.
+        let (counts, capacity) = unsafe { (slot.owner_counts(), slot.owner_capacity()) };
+        if loaded_count(counts) >= capacity {
+            return FastFree::Missed;
+        }
+        // SAFETY: the object is free and of the cache of `id` (caller), its link word is
+        // ours; the calling thread owns the slot. One more object, one more hit (see
+        // `Slot::counts`).
+        unsafe {
+            object
+                .add(link_offset)
+                .cast::<*mut u8>()
+                .write(slot.owner_loaded());
+            slot.owner_set_loaded(object.as_ptr());
+            let counts = counts.wrapping_add(FREE_HIT);
+            slot.owner_set_counts(counts);
+            if hits_reach_clock(counts) {
+                FastFree::PushedClockDue
+            } else {
+                FastFree::Pushed
+            }
+        }
+    })
+    .unwrap_or(FastFree::Missed)
+}
+
 impl<S: PageSource> CacheCore<S> {
     /// Builds a core at `place` and registers it.
     ///
@@ -536,30 +639,10 @@ impl<S: PageSource> CacheCore<S> {
     #[inline(always)]
     fn alloc_fast(&self, id: u32, link_offset: usize) -> Option<NonNull<u8>> {
         debug_assert!(id == self.header.fast_id && link_offset == self.header.link_offset);
-        try_with_magazines(|magazines| {
-            let slot = magazines.slot(id);
-            // SAFETY: the calling thread owns the slot.
-            let head = NonNull::new(unsafe { slot.owner_loaded() })?;
-            #[cfg(any(debug_assertions, feature = "hardened"))]
-            // SAFETY: the head of the calling thread's loaded magazine, taken out of it
-            // below, for the caller.
-            let head = unsafe { slab::take_from_magazine(head, link_offset) };
-            // SAFETY: the loaded magazine holds free objects of this cache chained by
-            // `Magazine::push` with this link offset (magazine module docs).
-            let next = unsafe { head.add(link_offset).cast::<*mut u8>().read() };
-            // SAFETY: the calling thread owns the slot. One fewer object, one more hit:
-            // a single add (see `Slot::counts`).
-            unsafe {
-                slot.owner_set_loaded(next);
-                let counts = slot.owner_counts();
-                debug_assert!(loaded_count(counts) > 0, "a loaded magazine counted empty");
-                slot.owner_set_counts(counts.wrapping_add(ALLOC_HIT));
-            }
-            Some(head)
-        })
-        .flatten()
-        // The slot of `NO_ID` is always empty, so no id test is needed above (caches
-        // without magazines, and those with an overflow id, go to the slow path).
+        // SAFETY: this cache's fast index and link offset (checked above in debug
+        // builds; the `_hinted` callers' obligation); the object is handed out by this
+        // cache.
+        unsafe { alloc_from_thread_slot(id, link_offset) }
     }
 
     /// [`alloc_fast`](Self::alloc_fast) for a caller that handles the miss itself (by
@@ -705,37 +788,13 @@ impl<S: PageSource> CacheCore<S> {
     /// free.
     #[inline(always)]
     unsafe fn put_freed(&self, id: u32, link_offset: usize, object: NonNull<u8>) {
-        let mut clock_due = false;
-        let done = try_with_magazines(|magazines| {
-            let slot = magazines.slot(id);
-            // SAFETY: the calling thread owns the slot.
-            let (counts, capacity) = unsafe { (slot.owner_counts(), slot.owner_capacity()) };
-            if loaded_count(counts) >= capacity {
-                return false;
-            }
-            // SAFETY: the object is free and ours (caller), its link word is ours; the
-            // calling thread owns the slot. One more object, one more hit (see
-            // `Slot::counts`).
-            unsafe {
-                object
-                    .add(link_offset)
-                    .cast::<*mut u8>()
-                    .write(slot.owner_loaded());
-                slot.owner_set_loaded(object.as_ptr());
-                let counts = counts.wrapping_add(FREE_HIT);
-                slot.owner_set_counts(counts);
-                clock_due = hits_reach_clock(counts);
-            }
-            true
-        })
-        .unwrap_or(false);
-        if clock_due {
-            self.clock_from_magazines(Operation::Free);
-        }
-        if !done {
+        // SAFETY: forwarded from the caller; `id` and `link_offset` are this cache's.
+        match unsafe { free_to_thread_slot(id, link_offset, object) } {
+            FastFree::Pushed => {}
+            FastFree::PushedClockDue => self.clock_from_magazines(Operation::Free),
             // SAFETY: forwarded from the caller (the slot of `NO_ID` has capacity 0, so
-            // nothing was pushed above for a cache without magazines).
-            unsafe { self.free_slow(object) };
+            // nothing was pushed for a cache without magazines).
+            FastFree::Missed => unsafe { self.free_slow(object) },
         }
     }
 
@@ -786,7 +845,7 @@ impl<S: PageSource> CacheCore<S> {
     /// As [`free`](Self::free).
     #[cold]
     #[inline(never)]
-    unsafe fn free_slow(&self, object: NonNull<u8>) {
+    pub(crate) unsafe fn free_slow(&self, object: NonNull<u8>) {
         // SAFETY: forwarded from the caller.
         unsafe { self.free_slow_locked(object) };
         self.decay_if_requested(Operation::Free);
@@ -969,7 +1028,7 @@ impl<S: PageSource> CacheCore<S> {
         let bytes = self.geometry.slab_bytes;
         let base = self.source.reserve_committed(bytes, SLAB_BYTES).ok()?;
         // SAFETY: a fresh reservation of the geometry's slab bytes aligned to SLAB_BYTES,
-        // all ours.
+        // all ours; our header, registered at `init`.
         let slab = unsafe { slab::init(base, &self.geometry, &self.header) };
         if !slab_map::insert(base, bytes) {
             // SAFETY: the reservation made above, unused.

@@ -5,7 +5,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::fmt;
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
 use allocator_api2::alloc::{AllocError, Allocator};
 use pagekeep_mmap::{DefaultPages, MmapAlloc, PageSource};
@@ -16,6 +16,7 @@ use crate::cache::{
 };
 use crate::depot::DEPOT_MAGAZINES;
 use crate::large_cache::LargeCache;
+use crate::registry::NO_ID;
 use crate::size_class::{CLASS_COUNT, CLASS_SIZES, MAX_MEDIUM, class_align, class_for};
 use crate::slab::{Geometry, SLAB_BYTES, heap_class_geometry};
 use crate::stats::HeapStats;
@@ -68,6 +69,17 @@ pub struct SlabHeap<S: PageSource + Clone = DefaultPages> {
     source: S,
     /// Read by every operation, written once.
     built: AtomicPtr<Built<S>>,
+    /// The address of `built` once set (release, after `built`), [`NO_CLASSES`] before:
+    /// what a free by address compares a slab's owner with. Unlike a null `built`, no
+    /// owner address lies within the classes' span above it, however low a page source
+    /// places its caches.
+    classes_address: AtomicUsize,
+    /// The fast index of each class's cache (its slot in every thread's magazines),
+    /// [`NO_ID`] (a slot always empty) until the classes are built and for the indices
+    /// past [`CLASS_COUNT`]: the allocation fast path finds its slot from here, a load
+    /// beside `built`, without reaching the class. 256 entries, so that a class index of
+    /// type `u8` needs no bounds check.
+    fast_ids: [AtomicU8; 256],
     /// Written by every large allocation and free, so on cache lines of their own, away
     /// from `classes`.
     large: CachePadded<LargeCounters>,
@@ -78,6 +90,11 @@ pub struct SlabHeap<S: PageSource + Clone = DefaultPages> {
     /// Told when a class gives memory back ([`SlabHeap::on_space_returned`]).
     space_returned: Option<fn(&S, SpaceReturned)>,
 }
+
+/// [`SlabHeap`]'s `classes_address` before the classes are built: the top half of the
+/// address space, where no user-space cache lies, so that `owner - NO_CLASSES` wraps to
+/// far more than the classes' span for every owner.
+const NO_CLASSES: usize = 1 << (usize::BITS - 1);
 
 /// The most bytes of objects the depot of a class above 16 KiB keeps (in full
 /// magazines).
@@ -173,6 +190,8 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         SlabHeap {
             source,
             built: AtomicPtr::new(ptr::null_mut()),
+            classes_address: AtomicUsize::new(NO_CLASSES),
+            fast_ids: [const { AtomicU8::new(NO_ID as u8) }; 256],
             large: CachePadded::new(LargeCounters {
                 blocks: AtomicUsize::new(0),
                 bytes: AtomicUsize::new(0),
@@ -288,8 +307,21 @@ impl<S: PageSource + Clone> SlabHeap<S> {
             Ordering::AcqRel,
             Ordering::Acquire,
         ) {
-            // SAFETY: published, lives until the heap is dropped.
-            Ok(_) => Some(unsafe { built.as_ref() }),
+            Ok(_) => {
+                // SAFETY: published, lives until the heap is dropped.
+                let built = unsafe { built.as_ref() };
+                self.classes_address
+                    .store(ptr::from_ref(built).addr(), Ordering::Release);
+                // The fast indices, for `alloc_in_class`: only the winner's (the loser's
+                // classes, and their ids, are destroyed). A thread that reads `NO_ID`
+                // meanwhile takes the slow path, which finds the classes built.
+                for (index, class) in built.classes.iter().enumerate() {
+                    let id = class.header.fast_id;
+                    debug_assert!(id <= u32::from(u8::MAX) && class.header.link_offset == 0);
+                    self.fast_ids[index].store(id as u8, Ordering::Relaxed);
+                }
+                Some(built)
+            }
             Err(winner) => {
                 // SAFETY: nobody saw our classes; destroy them and use the winner's.
                 unsafe { Self::destroy(&self.source, built) };
@@ -319,16 +351,63 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     #[inline(always)]
     pub(crate) fn alloc_nonzero(&self, layout: Layout) -> Option<NonNull<u8>> {
         match class_for(layout.size(), layout.align()) {
-            Some(class) => {
-                let class = self.class(class)?;
-                let header = &class.header;
-                match class.alloc_fast_hinted(header.fast_id, header.link_offset) {
-                    Some(object) => Some(object),
-                    None => self.alloc_small_miss(class),
-                }
-            }
+            Some(class) => self.alloc_in_class(class as u8),
             None => self.alloc_large(layout, false),
         }
+    }
+
+    /// Allocates a block of class `class` (an index into
+    /// [`CLASS_SIZES`](crate::size_class::CLASS_SIZES), as
+    /// [`class_for`](crate::size_class::class_for) gives it): a block of that class's
+    /// size and alignment. `None` if the page source fails, or if `class` is not a class
+    /// index (at least [`CLASS_COUNT`]).
+    ///
+    /// The fast path of the heap's allocations, for a caller that computed the class
+    /// itself (C's `malloc`, with a table of its own for its sizes): the class's fast
+    /// index from the heap, then the calling thread's loaded magazine; the class itself
+    /// is reached only on a miss.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pagekeep_slab::SlabHeap;
+    /// use pagekeep_slab::size_class::{CLASS_SIZES, class_for};
+    ///
+    /// let heap = SlabHeap::new();
+    /// let class = class_for(100, 16).unwrap();
+    /// let block = heap.alloc_in_class(class as u8).unwrap();
+    /// // SAFETY: a block of this heap, freed once.
+    /// unsafe {
+    ///     assert_eq!(heap.small_block_size(block.as_ptr()), Some(CLASS_SIZES[class]));
+    ///     assert!(heap.free_small_block(block));
+    /// }
+    /// assert!(heap.alloc_in_class(200).is_none());
+    /// ```
+    #[inline(always)]
+    pub fn alloc_in_class(&self, class: u8) -> Option<NonNull<u8>> {
+        let id = self.fast_ids[usize::from(class)].load(Ordering::Relaxed);
+        // SAFETY: a fast index of one of this heap's classes (set once they are built,
+        // from their headers), whose link word is the object's first (checked when
+        // they are built), or `NO_ID`; the object is handed out as that class's
+        // allocation.
+        match unsafe { crate::cache::alloc_from_thread_slot(u32::from(id), 0) } {
+            Some(object) => Some(object),
+            None => self.alloc_class_miss(class),
+        }
+    }
+
+    /// [`alloc_in_class`](Self::alloc_in_class) past the thread's loaded magazine: the
+    /// class (built on the heap's first use), then its slow path. Out of line as a
+    /// whole, so that nothing the inlined fast path computed is needed after a call.
+    #[cold]
+    #[inline(never)]
+    fn alloc_class_miss(&self, class: u8) -> Option<NonNull<u8>> {
+        let class = usize::from(class);
+        if class >= CLASS_COUNT {
+            return None;
+        }
+        let class = self.class(class)?;
+        self.alloc_small_miss(class)
     }
 
     /// A small allocation that missed the thread's loaded magazine. Out of line as a
@@ -806,14 +885,130 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     #[inline(always)]
     pub unsafe fn free_small_block(&self, ptr: NonNull<u8>) -> bool {
         // SAFETY: forwarded from the caller.
-        let Some((_, class, block)) = (unsafe { self.small_block(ptr.as_ptr()) }) else {
+        unsafe { self.free_small_address(ptr.as_ptr()) }
+    }
+
+    /// [`free_small_block`](Self::free_small_block) for a pointer that may be null
+    /// (then `false`, as for any pointer in no slab of this heap): for C's `free`,
+    /// whose null pointer then costs no test on the way to a small block's free (the
+    /// slab map has no slab at address 0).
+    ///
+    /// # Safety
+    /// - `ptr` is a live block of this heap, not used after this call, or lies in no
+    ///   live slab of any heap or cache of this process (null lies in none).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::alloc::{GlobalAlloc, Layout};
+    /// let heap = pagekeep_slab::SlabHeap::new();
+    /// let layout = Layout::from_size_align(24, 8).unwrap();
+    /// // SAFETY: a non-zero size; the block is freed once, by its address alone.
+    /// unsafe {
+    ///     assert!(!heap.free_small_address(core::ptr::null_mut()));
+    ///     let block = heap.alloc(layout);
+    ///     assert!(heap.free_small_address(block));
+    /// }
+    /// ```
+    #[inline(always)]
+    pub unsafe fn free_small_address(&self, ptr: *mut u8) -> bool {
+        // The fast path of C's `free`: the slab from the slab map, its owner checked to
+        // be one of this heap's classes, and the object pushed into the thread's
+        // magazine slot named by the slab's header; the class itself is reached only on
+        // a miss (and in checked builds).
+        let Some(base) = crate::slab_map::lookup(ptr.addr() & !(SLAB_BYTES - 1)) else {
             return false;
         };
-        // SAFETY: the block lies in a slab of this class (its owner); the caller gives it
-        // up. `block` has the slab's provenance, which covers the free words written
-        // into it.
-        unsafe { class.free(block) };
+        let header = base.cast::<crate::slab::SlabHeader>().as_ptr();
+        // SAFETY: the slab holding a live block is live (it has a used object), and a
+        // live slab's header sits at its base; its owner and fast index are written
+        // once, before its objects are handed out.
+        let (owner, fast_id) = unsafe { ((*header).owner, (*header).fast_id) };
+        // The classes sit side by side at the start of `Built` (`repr(C)`), each
+        // starting with its header, and owners are headers: an owner inside that range
+        // is one of the classes (never so before they are built: see `NO_CLASSES`).
+        let classes = self.classes_address.load(Ordering::Acquire);
+        if owner.addr().wrapping_sub(classes) >= CLASS_COUNT * size_of::<CacheCore<S>>() {
+            return false;
+        }
+        // `ptr` with the slab's provenance, which covers the free words written into it.
+        // SAFETY: `ptr` lies in a live slab (the slab map's entry for its address), and no
+        // slab lies at address 0 (no mapping does), so the pointer is not null.
+        let block = unsafe { NonNull::new_unchecked(base.as_ptr().with_addr(ptr.addr())) };
+        #[cfg(any(debug_assertions, feature = "hardened"))]
+        {
+            // SAFETY: `owner` is one of this heap's classes (checked above).
+            let core = unsafe { self.class_of_owner(owner) };
+            // SAFETY: the caller frees the block (a foreign pointer is reported),
+            // through a pointer that covers its free words.
+            unsafe { crate::slab::mark_free(block, &core.header, &core.geometry) };
+        }
+        // SAFETY: the fast index of the block's class (its slab's header), whose link
+        // word is an object's first (checked when the classes are built); the caller
+        // gives the block up, marked free above in checked builds.
+        match unsafe { crate::cache::free_to_thread_slot(fast_id, 0, block) } {
+            crate::cache::FastFree::Pushed => {}
+            // SAFETY: `owner` is one of this heap's classes, and the block was pushed.
+            crate::cache::FastFree::PushedClockDue => unsafe {
+                Self::free_small_block_clock(owner, self)
+            },
+            // SAFETY: as above; the block, given up by the caller, was not pushed.
+            crate::cache::FastFree::Missed => unsafe {
+                Self::free_small_block_miss(block, owner, self)
+            },
+        }
         true
+    }
+
+    /// The class whose header is `owner`, reached with the provenance of the block that
+    /// holds all the classes (`built`'s: an owner word's covers the class's header only).
+    /// Loads `built` itself: the fast path of a free by address compares owners with
+    /// `classes_address` and needs `built` only here.
+    ///
+    /// # Safety
+    /// - `owner` is the header of one of this heap's classes (so they are built).
+    #[inline(always)]
+    unsafe fn class_of_owner(&self, owner: *const crate::registry::CoreHeader) -> &CacheCore<S> {
+        // Published before `classes_address`, which the caller read (release/acquire):
+        // the classes' block.
+        let built = self.built.load(Ordering::Acquire);
+        let core = built
+            .cast::<u8>()
+            .with_addr(owner.addr())
+            .cast::<CacheCore<S>>();
+        // SAFETY: a header of one of this heap's classes (caller), which live as long as
+        // the heap (a `CoreHeader` is the first field of its `CacheCore`, `repr(C)`).
+        unsafe { &*core }
+    }
+
+    /// [`free_small_block`](Self::free_small_block)'s look at the decay clock, which its
+    /// magazine hits reached. Out of line: rare, and a call.
+    ///
+    /// # Safety
+    /// As [`class_of_owner`](Self::class_of_owner).
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_small_block_clock(owner: *const crate::registry::CoreHeader, heap: &Self) {
+        // SAFETY: forwarded from the caller.
+        unsafe { heap.class_of_owner(owner) }.clock_from_magazines(Operation::Free);
+    }
+
+    /// [`free_small_block`](Self::free_small_block) when the thread's loaded magazine
+    /// had no room: the class's slow path. Out of line as a whole.
+    ///
+    /// # Safety
+    /// As [`class_of_owner`](Self::class_of_owner); `block` is a block of that class
+    /// given up by the caller (marked free in checked builds), with its slab's
+    /// provenance.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_small_block_miss(
+        block: NonNull<u8>,
+        owner: *const crate::registry::CoreHeader,
+        heap: &Self,
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe { heap.class_of_owner(owner).free_slow(block) }
     }
 
     /// Finds the slab of this heap's size classes that `ptr` lies in, from the slab map

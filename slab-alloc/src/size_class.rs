@@ -68,6 +68,28 @@ const fn build_table<const N: usize>(step: usize, align: usize) -> [u8; N] {
     table
 }
 
+/// The smallest class whose objects hold `size` bytes and are aligned to 16, for sizes
+/// up to 1024 (0 included: the class of 16 bytes); `None` above. What
+/// [`class_for`]`(size.max(1), 16)` gives, in one table lookup with no other test: the
+/// fast path of C's `malloc`, whose blocks are all aligned to 16.
+///
+/// # Examples
+///
+/// ```
+/// use pagekeep_slab::size_class::{CLASS_SIZES, class_for, class_up_to_1024_aligned_16};
+///
+/// assert_eq!(class_up_to_1024_aligned_16(24).map(|class| CLASS_SIZES[usize::from(class)]), Some(32));
+/// assert_eq!(class_up_to_1024_aligned_16(0), class_for(1, 16).map(|class| class as u8));
+/// assert_eq!(class_up_to_1024_aligned_16(1025), None);
+/// ```
+#[inline(always)]
+pub fn class_up_to_1024_aligned_16(size: usize) -> Option<u8> {
+    if size > 1024 {
+        return None;
+    }
+    Some(SMALL_TABLE[1][(size + 7) >> 3])
+}
+
 /// The smallest class whose size holds `size` bytes and whose objects are aligned to
 /// `align`, or `None` for large requests (above [`MAX_SMALL`] or aligned to more than a
 /// page).
@@ -218,6 +240,14 @@ mod tests {
             );
             let smaller = (0..class).find(|&c| CLASS_SIZES[c] >= size && class_align(c) >= 16);
             assert_eq!(smaller, None, "{size}");
+        }
+    }
+
+    #[test]
+    fn the_c_table_gives_what_class_for_gives_for_16_byte_alignment() {
+        for size in 0..=2048 {
+            let expected = (size <= 1024).then(|| class_for(size.max(1), 16).unwrap() as u8);
+            assert_eq!(class_up_to_1024_aligned_16(size), expected, "{size}");
         }
     }
 

@@ -207,10 +207,19 @@ pub(crate) struct SlabHeader {
     free: *mut u8,
     /// The list the slab is on.
     pub(crate) list: ListKind,
+    /// The owner's fast index (`CoreHeader::fast_id`, fixed before the owner makes a
+    /// slab), copied here so that a free by address (C's `free`) finds the thread's
+    /// magazine slot in the header it already reads, not one load further on. It sits
+    /// in the padding after `list`: the header stays 64 bytes.
+    pub(crate) fast_id: u32,
     /// Neighbours on that list.
     pub(crate) prev: *mut SlabHeader,
     pub(crate) next: *mut SlabHeader,
 }
+
+// The fast index fits in the padding after `list`.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(size_of::<SlabHeader>() == 64);
 
 /// The head of a slab's free list.
 pub(crate) fn free_list_of(header: &SlabHeader) -> *mut u8 {
@@ -222,12 +231,15 @@ pub(crate) fn free_list_of(header: &SlabHeader) -> *mut u8 {
 /// # Safety
 /// - `base` is aligned to [`SLAB_BYTES`] and valid for writes of `geometry.slab_bytes`
 ///   bytes that nothing else uses.
+/// - `owner` is the header of a live, registered cache (its fast index is fixed).
 pub(crate) unsafe fn init(
     base: NonNull<u8>,
     geometry: &Geometry,
     owner: *const CoreHeader,
 ) -> NonNull<SlabHeader> {
     let header = base.cast::<SlabHeader>();
+    // SAFETY: the caller's owner is a live, registered cache header.
+    let fast_id = unsafe { (*owner).fast_id };
     // SAFETY: the header fits at the start of the slab, which the caller gives us.
     unsafe {
         header.write(SlabHeader {
@@ -239,6 +251,7 @@ pub(crate) unsafe fn init(
             base: base.as_ptr(),
             free: ptr::null_mut(),
             list: ListKind::Empty,
+            fast_id,
             prev: ptr::null_mut(),
             next: ptr::null_mut(),
         });

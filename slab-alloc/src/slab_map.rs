@@ -11,13 +11,17 @@
 //! # Safety
 //! Entries are atomics. A slab's entry is set (release) after its header is written and
 //! before any of its objects is handed out, and cleared before the slab is released;
-//! readers load with acquire. The root table and the leaves are created on demand from
-//! the default pages (zeroed: all entries null), published with a compare-exchange, and
-//! never freed (they stay reachable from the static root pointer).
+//! readers load with acquire. The root table is a static of null entries (256 KiB of
+//! zeroed data: pages that are never written cost no memory; the entry of a leaf is its
+//! first write to them); the leaves are created on demand from the default pages
+//! (zeroed: all entries null), published with a compare-exchange, and never freed (they
+//! stay reachable from the root).
 //!
-//! The root is mapped rather than static, and entries are borrowed one at a time, never
-//! a whole table: under miri a borrow of 32 768 atomics costs a visit of each, which made
-//! every free take tens of milliseconds.
+//! The root is static rather than mapped on first use so that a lookup (every C `free`)
+//! makes no load of a root pointer and no test of it: an index into the static, the
+//! leaf's entry and the slab's entry. Entries are borrowed one at a time, never a whole
+//! table: under miri a borrow of 32 768 atomics costs a visit of each, which made every
+//! free take tens of milliseconds.
 
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
@@ -36,8 +40,9 @@ const ROOT_BITS: u32 = ADDRESS_BITS - SLAB_SHIFT - LEAF_BITS;
 type Leaf = [AtomicPtr<u8>; 1 << LEAF_BITS];
 type Root = [AtomicPtr<Leaf>; 1 << ROOT_BITS];
 
-/// The root table, null until the first slab is recorded.
-static ROOT: AtomicPtr<Root> = AtomicPtr::new(ptr::null_mut());
+/// The root table: entry `i` is the leaf of the addresses whose slab index has `i` in
+/// its high [`ROOT_BITS`] bits, null until a slab there is recorded.
+static ROOT: Root = [const { AtomicPtr::new(ptr::null_mut()) }; 1 << ROOT_BITS];
 
 /// The table `slot` points to; if there is none and `create` is set, a zeroed one is
 /// mapped and published (or the one another thread published first is used). `None` if
@@ -72,6 +77,14 @@ fn table<T>(slot: &AtomicPtr<T>, create: bool) -> Option<NonNull<T>> {
     }
 }
 
+/// Entry `index` of the root, borrowed alone (indexing the static borrows only the
+/// entry).
+#[inline(always)]
+fn root_entry(index: usize) -> &'static AtomicPtr<Leaf> {
+    debug_assert!(index < 1 << ROOT_BITS);
+    &ROOT[index]
+}
+
 /// Entry `index` of a published table of `N` atomics, borrowed alone.
 #[inline(always)]
 fn entry<E, const N: usize>(
@@ -95,8 +108,7 @@ fn split(address: usize) -> Option<(usize, usize)> {
 /// The leaf for `root`, made if needed and `create` is set; `None` if the pages cannot
 /// be had.
 fn leaf(root: usize, create: bool) -> Option<NonNull<Leaf>> {
-    let table_of_leaves = table(&ROOT, create)?;
-    table(entry(table_of_leaves, root), create)
+    table(root_entry(root), create)
 }
 
 /// Records a slab of `bytes` (a non-zero multiple of [`SLAB_BYTES`]) at `base` (aligned
@@ -137,11 +149,11 @@ pub(crate) fn remove(base: NonNull<u8>, bytes: usize) {
 /// The base pointer (with the whole slab's provenance) of the live slab holding
 /// `address`, if any.
 ///
-/// Three loads, inlined (the checks of the hardened mode make one per operation).
+/// Two dependent loads, inlined (the checks of the hardened mode make one per
+/// operation).
 #[inline(always)]
 pub(crate) fn lookup(address: usize) -> Option<NonNull<u8>> {
     let (root, index) = split(address)?;
-    let table_of_leaves = NonNull::new(ROOT.load(Ordering::Acquire))?;
-    let leaf = NonNull::new(entry(table_of_leaves, root).load(Ordering::Acquire))?;
+    let leaf = NonNull::new(root_entry(root).load(Ordering::Acquire))?;
     NonNull::new(entry(leaf, index).load(Ordering::Acquire))
 }

@@ -13,7 +13,7 @@
 //!
 //! C's `free` gets no size. A block of a size class (up to 128 KiB, aligned to at most a
 //! page) is handed out as it is: `free` finds its class from its slab
-//! ([`SlabHeap::free_small_block`]: one lookup in the slab map and the slab header's
+//! ([`SlabHeap::free_small_address`]: one lookup in the slab map and the slab header's
 //! owner word), as mimalloc finds a block's page. Every other block (a mapping of its
 //! own) carries a 16-byte prefix just before the pointer handed out: the alignment of
 //! the underlying heap block (xored with a magic number, so that a pointer this library
@@ -77,6 +77,8 @@ use core::fmt::{self, Write as _};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU8, Ordering};
 
+#[cfg(not(feature = "hardened"))]
+use pagekeep_slab::size_class::class_up_to_1024_aligned_16;
 use pagekeep_slab::size_class::{CLASS_COUNT, MAX_SMALL, class_for};
 
 mod cxx;
@@ -445,7 +447,29 @@ fn allocate_with_prefix(size: usize, align: usize, zeroed: bool) -> *mut c_void 
 /// Always safe to call; `unsafe` because it is the C ABI.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
-    no_unwind!("panic in malloc", || allocate(size, MIN_ALIGN, false))
+    no_unwind!("panic in malloc", || {
+        // Sizes up to 1 KiB (most calls): the class from one table lookup, then the
+        // thread's magazine of it (see `SlabHeap::alloc_in_class`). The hardened build
+        // gives every block a prefix, so `allocate` serves it.
+        #[cfg(not(feature = "hardened"))]
+        if let Some(class) = class_up_to_1024_aligned_16(size) {
+            let Some(block) = HEAP.alloc_in_class(class) else {
+                return out_of_memory();
+            };
+            return block.as_ptr().cast();
+        }
+        allocate(size, MIN_ALIGN, false)
+    })
+}
+
+/// A failed allocation's result: null, with `errno = ENOMEM`. Out of line, so that the
+/// fast paths carry no call of `__errno_location`.
+#[cfg(not(feature = "hardened"))]
+#[cold]
+#[inline(never)]
+fn out_of_memory() -> *mut c_void {
+    set_errno(libc::ENOMEM);
+    ptr::null_mut()
 }
 
 /// C `free`.
@@ -455,21 +479,25 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn free(pointer: *mut c_void) {
     no_unwind!("panic in free", || {
+        check_alignment(pointer);
+        // A block of a size class first, null included (it lies in no slab): the test
+        // for null comes after.
+        #[cfg(not(feature = "hardened"))]
+        // SAFETY: null, or a live block of ours (caller): a block of a size class, or a
+        // block with a prefix, which lies in no slab (large).
+        if unsafe { HEAP.free_small_address(pointer.cast()) } {
+            return;
+        }
         let Some(block) = NonNull::new(pointer.cast::<u8>()) else {
             return;
         };
-        check_alignment(pointer);
         #[cfg(feature = "hardened")]
         // SAFETY: a live block of ours (caller), or a pointer the checks report.
         if unsafe { free_small_hardened(block) } {
             return;
         }
-        // SAFETY: a live block of ours (caller): a block of a size class, or a block with a
-        // prefix, which lies in no slab (large), or in the hardened build, where
-        // `free_small_block` is not used.
-        if !cfg!(feature = "hardened") && unsafe { HEAP.free_small_block(block) } {
-            return;
-        }
+        #[cfg(not(feature = "hardened"))]
+        let _ = block;
         // SAFETY: a live block of ours with a prefix (caller; not a block of a size class).
         unsafe { free_with_prefix(pointer) }
     })

@@ -162,3 +162,78 @@ mod located {
         assert_eq!(heap.stats().small.objects_live, 0);
     }
 }
+
+/// More blocks freed by address than the thread's magazines hold: the frees past a full
+/// loaded magazine take the class's slow path (previous magazine, depot, slabs), and
+/// every block is accounted for.
+#[test]
+fn frees_by_address_past_full_magazines_reach_the_depot_and_the_slabs() {
+    let heap = SlabHeap::new();
+    let layout = Layout::from_size_align(64, 16).unwrap();
+    let count = if cfg!(miri) { 300 } else { 5000 };
+    // SAFETY: a non-zero size; every block is freed once, by its address.
+    unsafe {
+        let blocks: Vec<*mut u8> = (0..count).map(|_| heap.alloc(layout)).collect();
+        assert!(blocks.iter().all(|block| !block.is_null()));
+        assert_eq!(heap.stats().small.objects_live, count);
+        for &block in &blocks {
+            assert!(heap.free_small_block(NonNull::new(block).unwrap()));
+        }
+    }
+    heap.check_invariants();
+    heap.flush_thread_cache();
+    heap.check_invariants();
+    assert_eq!(heap.stats().small.objects_live, 0);
+}
+
+/// A cache whose core a page source placed at a low address (here 64 KiB, inside the
+/// span that a heap's classes would take from address 0): a free by address to a heap
+/// that has not built its classes yet must not take the cache's slab for one of them.
+/// (An unbuilt heap once compared owners with a null classes pointer, so every owner
+/// below that span passed.)
+#[cfg(all(target_os = "linux", not(miri)))]
+#[test]
+fn a_cache_at_a_low_address_is_not_taken_for_an_unbuilt_heaps_class() {
+    use pagekeep_slab::async_heap::RegionPages;
+    use pagekeep_slab::{CacheConfig, SlabCache};
+
+    const LOW: usize = 0x1_0000;
+    const BYTES: usize = 2 << 20;
+    // SAFETY: a fresh anonymous mapping at a fixed address that must be free
+    // (`MAP_FIXED_NOREPLACE`: nothing else is replaced).
+    let mapped = unsafe {
+        libc::mmap(
+            core::ptr::without_provenance_mut(LOW),
+            BYTES,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if mapped == libc::MAP_FAILED || mapped.addr() != LOW {
+        // The address range is taken (or refused) in this process: nothing to test.
+        return;
+    }
+    // SAFETY: the mapping made above, unused by anything else; unmapped at the end
+    // after every user of it is gone.
+    let buffer: &'static mut [u8] =
+        unsafe { core::slice::from_raw_parts_mut(mapped.cast::<u8>(), BYTES) };
+    let pages = RegionPages::from_static(buffer);
+    {
+        let cache = SlabCache::with_config(CacheConfig::new(64, 16), pages.clone()).unwrap();
+        let heap = SlabHeap::new();
+        let object = cache.alloc();
+        assert!(object.addr().get() < LOW + BYTES);
+        // SAFETY: a live object of the cache, in no slab of the heap's: it must be left
+        // alone (and is freed to its cache below).
+        unsafe {
+            assert!(!heap.free_small_block(object));
+            cache.free(object);
+        }
+        cache.flush_thread_cache();
+    }
+    drop(pages);
+    // SAFETY: the mapping made above; the cache and every clone of the source are gone.
+    unsafe { libc::munmap(mapped, BYTES) };
+}

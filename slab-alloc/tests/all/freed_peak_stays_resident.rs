@@ -137,6 +137,37 @@ fn a_freed_peak_goes_back_while_the_program_works_in_other_classes() {
     heap.check_invariants();
 }
 
+/// After the peak, the program only allocates a block and frees it by its address (as
+/// C's `malloc` and `free` do, through `alloc_in_class` and `free_small_block`), again
+/// and again: every operation is served by the thread's loaded magazine, no class takes
+/// its lock, so only the looks at the clock that frees make from the magazines every
+/// 16 384 hits drive the decay passes that give the peak back.
+#[test]
+#[cfg_attr(miri, ignore = "64 MiB and seconds of waiting")]
+fn a_freed_peak_goes_back_while_the_program_frees_by_address_from_its_magazines_alone() {
+    let heap = SlabHeap::new();
+    let class = pagekeep_slab::size_class::class_up_to_1024_aligned_16(48).unwrap();
+    let ping_pong = |rounds: usize| {
+        for _ in 0..rounds {
+            let block = heap.alloc_in_class(class).expect("a block");
+            // SAFETY: a live block of this heap, freed once by its address.
+            assert!(unsafe { heap.free_small_block(block) });
+        }
+    };
+    ping_pong(100);
+    let before = bytes_held(&heap);
+    peak_and_free(&heap, PEAK_BLOCKS);
+    let peak = bytes_held(&heap);
+    assert!(
+        peak >= PEAK_BLOCKS * 4096 / 2,
+        "the freed peak should still be held right after the frees ({peak} bytes)"
+    );
+    assert_goes_back(&heap, before, peak, "of frees by address", || {
+        ping_pong(100_000);
+    });
+    heap.check_invariants();
+}
+
 /// The peak's class stays in use, one block at a time, beside the other classes' work:
 /// the class is busy at every decay pass, so only its epochs can give the peak back, and
 /// their floors (kept magazines and empty slabs) must not keep it. Two threads make the

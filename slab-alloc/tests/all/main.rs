@@ -1,5 +1,6 @@
 //! Integration tests of pagekeep-slab, one module per topic.
 
+mod alloc_by_class;
 mod async_heap_deadlock;
 mod async_heap_in_a_region;
 mod async_heap_lost_wake_up;

@@ -1,0 +1,50 @@
+//! `SlabHeap::alloc_in_class`: a block of the class asked for, from the calling thread's
+//! magazine of that class of *this* heap (each heap's classes have their own fast
+//! indices, learnt when the heap builds them), and `None` for an index past the classes.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::NonNull;
+
+use pagekeep_slab::SlabHeap;
+use pagekeep_slab::size_class::{CLASS_COUNT, CLASS_SIZES, class_align};
+
+#[test]
+fn every_class_hands_out_its_size_and_takes_back_its_own_freed_blocks() {
+    let heap = SlabHeap::new();
+    let other = SlabHeap::new();
+    for (class, &size) in CLASS_SIZES.iter().enumerate() {
+        let class_index = u8::try_from(class).unwrap();
+        // The first call of `other` builds its classes from this path.
+        let block = heap.alloc_in_class(class_index).expect("a block");
+        let elsewhere = other.alloc_in_class(class_index).expect("a block");
+        assert!(block.addr().get().is_multiple_of(class_align(class)));
+        // SAFETY: blocks of these heaps, live, written within their class's size, each
+        // freed once by its address.
+        unsafe {
+            // (Under miri, the first bytes only: it checks every byte written.)
+            let written = if cfg!(miri) { size.min(64) } else { size };
+            block.write_bytes(0x3C, written);
+            elsewhere.write_bytes(0x3C, written);
+            assert_eq!(heap.small_block_size(block.as_ptr()), Some(size));
+            assert!(heap.free_small_block(block));
+            // The other heap's magazine of the same class does not hold it.
+            let second = other.alloc_in_class(class_index).expect("a block");
+            assert_ne!(second, block, "class {class}");
+            // This heap's does.
+            let again = heap.alloc_in_class(class_index).expect("a block");
+            assert_eq!(again, block, "class {class}");
+            let layout = Layout::from_size_align(size, class_align(class)).unwrap();
+            heap.dealloc(again.as_ptr(), layout);
+            assert!(other.free_small_block(elsewhere));
+            assert!(other.free_small_block(second));
+        }
+    }
+    for past in [CLASS_COUNT as u8, 127, u8::MAX] {
+        assert_eq!(heap.alloc_in_class(past), None::<NonNull<u8>>);
+    }
+    for heap in [&heap, &other] {
+        heap.flush_thread_cache();
+        heap.check_invariants();
+        assert_eq!(heap.stats().small.objects_live, 0);
+    }
+}
