@@ -56,6 +56,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::{Entry, OccupiedEntry};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, header, uri};
 use http_body_util::{Full, Limited};
 use hyper::body::Incoming;
@@ -231,14 +232,27 @@ impl ConnectionActivity {
             *lock(&self.header_map) = Some(map);
             return;
         }
-        let mut name = None;
+        // Each name is moved into the map, never cloned: a name the handler made (a
+        // custom name, `x-served-by`) is a `Bytes` in the request's arena, and its first
+        // clone would allocate the shared handle of that `Bytes`, here, on the fallback
+        // heap (one call for every response that carries such a name).
+        let mut entry: Option<OccupiedEntry<'_, HeaderValue>> = None;
         for (next, value) in response.drain() {
-            // `drain` names a header once, before the first of its values.
-            if next.is_some() {
-                name = next;
-            }
-            if let Some(name) = &name {
-                map.append(name.clone(), value);
+            // `drain` names a header once, before the first of its values; the
+            // values of one name follow it.
+            match (next, &mut entry) {
+                (Some(name), _) => {
+                    entry = Some(match map.entry(name) {
+                        Entry::Vacant(vacant) => vacant.insert_entry(value),
+                        Entry::Occupied(mut occupied) => {
+                            occupied.append(value);
+                            occupied
+                        }
+                    });
+                }
+                (None, Some(occupied)) => occupied.append(value),
+                // Not reached: `drain` names a header before its first value.
+                (None, None) => {}
             }
         }
         // The handler's (now empty) map is freed into its arena here.

@@ -204,6 +204,51 @@ fn routes_extractors_middleware_state_and_a_stream_answer() {
     assert_eq!(server.stats.requests(), 5);
 }
 
+/// Requests sent between two readings of the fallback-heap count.
+const STEADY_REQUESTS: usize = 1_000;
+
+#[test]
+fn requests_through_a_middleware_make_no_fallback_heap_call_in_steady_state() {
+    // A route outside the middleware layer reads the worker thread's count; with one
+    // worker, that thread runs the connection and all its requests.
+    let router = app(Counted::default()).route(
+        "/fallback-calls",
+        get(|| async { fallback_heap_calls().to_string() }),
+    );
+    let server = start_with(builder().workers(1), ServiceHandler::new(router));
+    // Every response of the middleware carries a header of its own, `x-middleware`. GET
+    // requests: a request body costs hyper calls of its own (its channel, its read
+    // buffer), middleware or not.
+    let mix = |count: usize| {
+        (0..count).map(|index| match index % 3 {
+            0 => get_request("/hello/steady"),
+            1 => get_request("/where/steady"),
+            _ => get_request("/nowhere"),
+        })
+    };
+    // Warm up first: the connection's first requests grow its buffers and header map.
+    let requests: Vec<_> = mix(100)
+        .chain([get_request("/fallback-calls")])
+        .chain(mix(STEADY_REQUESTS))
+        .chain([get_request("/fallback-calls")])
+        .collect();
+    let answers = exchange_on_one_connection(server.address, requests);
+    let count = |answer: &Answer| -> u64 {
+        assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+        std::str::from_utf8(&answer.body).unwrap().parse().unwrap()
+    };
+    let before = count(&answers[100]);
+    let after = count(answers.last().unwrap());
+    for answer in &answers[101..answers.len() - 1] {
+        assert_eq!(answer.headers["x-middleware"], "ran", "{answer:?}");
+    }
+    assert_eq!(
+        after - before,
+        0,
+        "calls into the fallback heap over {STEADY_REQUESTS} requests through the middleware"
+    );
+}
+
 #[test]
 fn extractors_middleware_and_handlers_allocate_in_the_request_arena() {
     let server = start_with(builder(), ServiceHandler::new(app(Counted::default())));

@@ -3,6 +3,8 @@
 //!
 //! The binary's global allocator is the one a server installs, so requests really run
 //! in their arenas: budgets, escapes and the return of every arena are all exercised.
+//! Its fallback heap counts the calls each thread makes into it, for the tests of
+//! requests that make none.
 //!
 //! In the workspace, the crate's dev-dependency on itself turns on `tokio-io`,
 //! `futures-io` and `tower`. A packaged copy (crates.io) has no such dev-dependency, as cargo drops a
@@ -14,8 +16,11 @@
 //! rest run on Windows under wine, two of them skipped there (the README's
 //! "Platforms").
 
+// The executor's `RequestAllocator` (`ArenaRouter` over `SlabHeap`), with the calls
+// into the fallback heap counted per thread (`support::fallback_heap_calls`).
 #[global_allocator]
-static GLOBAL: pagekeep_executor::RequestAllocator = pagekeep_executor::request_allocator();
+static GLOBAL: pagekeep_arena::ArenaRouter<support::CountingFallback> =
+    pagekeep_arena::ArenaRouter::new(support::CountingFallback::new());
 
 mod always_ready_tasks;
 mod arenas;

@@ -1,5 +1,7 @@
 //! Test servers, a client runtime and raw-socket helpers.
 
+use std::alloc::{GlobalAlloc, Layout};
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -15,6 +17,72 @@ use pagekeep_executor::client::ClientConnection;
 use pagekeep_executor::{
     ArenaPool, PoolConfig, RequestBody, Runtime, ServerBuilder, ServerStats, Shutdown,
 };
+use pagekeep_slab::SlabHeap;
+
+/// The fallback heap of the tests' global allocator: `SlabHeap`, counting the calls
+/// (`alloc`, `alloc_zeroed`, `realloc`; frees are not calls the benchmark counts) each
+/// thread makes into it, which is every allocation made outside any arena.
+#[derive(Debug)]
+pub struct CountingFallback {
+    heap: SlabHeap,
+}
+
+thread_local! {
+    /// Calls this thread made into [`CountingFallback`]. A `const` `Cell` with no
+    /// destructor: reading and bumping it never allocates.
+    static FALLBACK_HEAP_CALLS: Cell<u64> = const { Cell::new(0) };
+}
+
+impl CountingFallback {
+    pub const fn new() -> Self {
+        Self {
+            heap: SlabHeap::new(),
+        }
+    }
+
+    fn count(&self) {
+        // Cannot fail (no destructor); ignored rather than unwind from an allocator.
+        let _ = FALLBACK_HEAP_CALLS.try_with(|calls| calls.set(calls.get() + 1));
+    }
+}
+
+/// Calls into the fallback heap the current thread has made so far. A handler that
+/// reads it on a one-worker server reads the count of the worker thread that runs its
+/// connection and its requests.
+#[cfg_attr(not(feature = "tower"), allow(dead_code))] // Used by the tower tests.
+pub fn fallback_heap_calls() -> u64 {
+    FALLBACK_HEAP_CALLS.with(Cell::get)
+}
+
+// SAFETY: every call is forwarded unchanged to `SlabHeap`, which keeps the
+// `GlobalAlloc` promises; the counting touches only a thread-local `Cell` that never
+// allocates and never unwinds.
+unsafe impl GlobalAlloc for CountingFallback {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.count();
+        // SAFETY: the caller's promises (a non-zero `layout`) are forwarded unchanged.
+        unsafe { self.heap.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        self.count();
+        // SAFETY: as in `alloc`.
+        unsafe { self.heap.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller promises `ptr` is a live block of `layout` from this
+        // allocator, that is, from the `SlabHeap`.
+        unsafe { self.heap.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        self.count();
+        // SAFETY: the caller's promises (`ptr` a live block of `layout` from the
+        // `SlabHeap`, a valid `new_size`) are forwarded unchanged.
+        unsafe { self.heap.realloc(ptr, layout, new_size) }
+    }
+}
 
 pub type TestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
