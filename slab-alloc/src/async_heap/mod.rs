@@ -120,8 +120,10 @@
 //! blocks are free, so a size class holds as much memory as its own peak needed until
 //! that peak is freed nearly slab by slab. A class holds at most about **1.07 × its peak
 //! live bytes + 2 slabs + 2 magazines per thread** (a slab is 256 KiB, up to 2 MiB for
-//! the classes above 16 KiB; a magazine holds up to about 64 KiB of blocks, growing
-//! under contention to about 256 KiB). With the heap's own 2 MiB of bookkeeping, a
+//! the classes above 16 KiB; a magazine holds up to about 64 KiB of blocks and at
+//! least 4, growing under contention to about 256 KiB: so up to **256 KiB or 4 blocks
+//! of the class, whichever is more**, which is 512 KiB for the 128 KiB class, whose
+//! magazines hold 4 blocks from the start). With the heap's own 2 MiB of bookkeeping, a
 //! region of 2 MiB + that sum over the classes used is always enough for small blocks.
 //! The minimum: the bookkeeping (the classes' headers and depots, about 1.6 MiB, taken
 //! from the source at the first small allocation) and one slab of the class asked for,

@@ -29,8 +29,9 @@ use pagekeep_mmap::{Cause, Contents, Decommit, Error, Operation, PageSource, Reg
 /// A region of 2 MiB (the heap's bookkeeping: its size classes' headers and depots,
 /// taken from the source at the first allocation) plus, for each size class used,
 /// about 1.07 × that class's peak live bytes + 2 slabs (256 KiB each; up to 2 MiB for
-/// the classes above 16 KiB) + 2 magazines per thread that uses the heap (up to about
-/// 256 KiB each) is always enough for small blocks. A class's peak is at most the
+/// the classes above 16 KiB) + 2 magazines per thread that uses the heap (each up to
+/// 256 KiB or 4 blocks of the class, whichever is more: 512 KiB for 128 KiB blocks) is
+/// always enough for small blocks. A class's peak is at most the
 /// capacity, so a program that fills the capacity in several classes one after another
 /// needs up to that many times the capacity. Large blocks (above 128 KiB) are whole
 /// pages aligned as asked, in contiguous runs of a first-fit list: give them headroom
