@@ -217,6 +217,10 @@
 //!   already holding memory;
 //! - remember that [`HeapVec`] growth holds the old buffer while it waits for the new
 //!   one.
+//! - never wait for memory of a heap inside a waker's `wake`: a free or an allocation
+//!   of the heap runs the wakes of the waiters it serves, and a waker that blocks on
+//!   the same heap there (waits for memory inside `wake`) deadlocks the free or
+//!   allocation that runs it.
 //!
 //! For example, a capacity of 4 MiB shared by 8 threads whose tasks use blocks of 64
 //! bytes, 1 KiB and 8 KiB, each task holding at most 256 KiB while it waits for at most
