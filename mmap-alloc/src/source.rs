@@ -100,6 +100,17 @@ pub unsafe trait PageSource {
     /// # Errors
     /// The OS refuses (the reservation then stays mapped and is leaked).
     unsafe fn release(&self, ptr: NonNull<u8>, len: usize, align: usize) -> Result<()>;
+
+    /// The most bytes this source can ever have reserved at once, all reservations
+    /// together (whole pages), if it has such a bound: a reservation longer than this
+    /// can never succeed, whatever is released first. `None` (the default) for a source
+    /// without a fixed bound, such as the OS.
+    ///
+    /// A bound says nothing about what is free now: other reservations, and the padding
+    /// an alignment costs, can make a shorter reservation fail too.
+    fn max_reserved_bytes(&self) -> Option<usize> {
+        None
+    }
 }
 
 // SAFETY: forwards every call to `S`, which keeps its promises.
@@ -130,6 +141,10 @@ unsafe impl<S: PageSource + ?Sized> PageSource for &S {
     unsafe fn release(&self, ptr: NonNull<u8>, len: usize, align: usize) -> Result<()> {
         // SAFETY: forwarded from the caller.
         unsafe { (**self).release(ptr, len, align) }
+    }
+    #[inline]
+    fn max_reserved_bytes(&self) -> Option<usize> {
+        (**self).max_reserved_bytes()
     }
 }
 

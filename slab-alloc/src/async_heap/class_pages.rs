@@ -3,7 +3,7 @@
 
 use core::ptr::{self, NonNull};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 use pagekeep_mmap::{Contents, Decommit, PageSource, Result};
 
@@ -13,21 +13,68 @@ use crate::cache::SpaceReturned;
 /// The heap's source `S` and its budget: the slab heap of an [`AsyncHeap`](super::AsyncHeap)
 /// takes its slabs from here, and tells the budget ([`ClassPages::space_returned`]) when
 /// a class gives memory back other than by a free of the heap, so that starved requests
-/// retry.
+/// retry. It also counts what the classes hold of the source and the longest
+/// reservation the source refused them ([`Reservations`]), for the verdict that a
+/// request can never be supplied.
 #[derive(Clone)]
 pub(crate) struct ClassPages<S> {
     source: S,
     announcer: Arc<ExitAnnouncer>,
+    reservations: Arc<Reservations>,
+}
+
+/// What the size classes of one heap reserved from its source, shared by the clones of
+/// its [`ClassPages`]. Both counts are in whole pages' bytes, and read without a lock:
+/// they are exact only while no other thread reserves or releases through the classes.
+#[derive(Debug, Default)]
+pub(crate) struct Reservations {
+    /// The bytes of the live reservations the classes made (the heap's bookkeeping, its
+    /// slabs): added by every successful reservation, taken off by every successful
+    /// release (a refused release leaves its pages reserved, and counted).
+    held_bytes: AtomicUsize,
+    /// The longest reservation the source refused since
+    /// [`take_longest_refused`](Reservations::take_longest_refused) last ran (0 if none).
+    longest_refused: AtomicUsize,
+}
+
+impl Reservations {
+    /// The bytes the classes hold of the source now.
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.held_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The longest reservation the source refused the classes since the last call, and
+    /// starts a new count.
+    pub(crate) fn take_longest_refused(&self) -> usize {
+        self.longest_refused.swap(0, Ordering::Relaxed)
+    }
+
+    /// Counts the outcome of a reservation of `len` bytes (`page`-sized pages).
+    fn count(&self, len: usize, page: usize, outcome: &Result<NonNull<u8>>) {
+        let len = len.checked_next_multiple_of(page).unwrap_or(usize::MAX);
+        match outcome {
+            Ok(_) => {
+                self.held_bytes.fetch_add(len, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.longest_refused.fetch_max(len, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 impl<S> ClassPages<S> {
-    pub(crate) fn new(source: S, budget: Arc<Budget>) -> Self {
+    pub(crate) fn new(source: S, budget: Arc<Budget>, reservations: Arc<Reservations>) -> Self {
         let announcer = Arc::new(ExitAnnouncer {
             budget,
             queued: AtomicBool::new(false),
             next: AtomicPtr::new(ptr::null_mut()),
         });
-        ClassPages { source, announcer }
+        ClassPages {
+            source,
+            announcer,
+            reservations,
+        }
     }
 
     /// The slab heap's [`on_space_returned`](crate::SlabHeap::on_space_returned) hook:
@@ -119,11 +166,17 @@ unsafe impl<S: PageSource> PageSource for ClassPages<S> {
     }
     #[inline]
     fn reserve(&self, len: usize, align: usize) -> Result<NonNull<u8>> {
-        self.source.reserve(len, align)
+        let outcome = self.source.reserve(len, align);
+        self.reservations
+            .count(len, self.source.page_size(), &outcome);
+        outcome
     }
     #[inline]
     fn reserve_committed(&self, len: usize, align: usize) -> Result<NonNull<u8>> {
-        self.source.reserve_committed(len, align)
+        let outcome = self.source.reserve_committed(len, align);
+        self.reservations
+            .count(len, self.source.page_size(), &outcome);
+        outcome
     }
     #[inline]
     unsafe fn commit(&self, ptr: NonNull<u8>, len: usize) -> Result<()> {
@@ -138,6 +191,18 @@ unsafe impl<S: PageSource> PageSource for ClassPages<S> {
     #[inline]
     unsafe fn release(&self, ptr: NonNull<u8>, len: usize, align: usize) -> Result<()> {
         // SAFETY: forwarded from the caller.
-        unsafe { self.source.release(ptr, len, align) }
+        let outcome = unsafe { self.source.release(ptr, len, align) };
+        if outcome.is_ok() {
+            // A live reservation's length, counted when it was made.
+            let len = len.next_multiple_of(self.source.page_size());
+            self.reservations
+                .held_bytes
+                .fetch_sub(len, Ordering::Relaxed);
+        }
+        outcome
+    }
+    #[inline]
+    fn max_reserved_bytes(&self) -> Option<usize> {
+        self.source.max_reserved_bytes()
     }
 }

@@ -93,13 +93,26 @@
 //! attempt's trim takes them. Their bytes are counted back already, so a request can wait while
 //! [`available`](AsyncHeap::available) is large.
 //!
-//! A request the source cannot supply even with everything back never waits: when a
-//! starved request's attempt fails while the heap holds nothing of the source but its
-//! bookkeeping (no live block, no other request holding bytes, no slab in any class)
-//! and no event came during the attempt, no free can ever come, and the waiting call
-//! panics (the `try_` calls return `Err`). That is the case of a region smaller than
-//! the heap's bookkeeping plus the slab or run the request needs (see the minimum
-//! below), and of a large block longer than any free run of the empty region.
+//! A request the source cannot supply even with everything back never waits; the
+//! waiting call panics (the `try_` calls return `Err`):
+//! - a large block whose pages are longer than the most the source can ever supply
+//!   ([`PageSource::max_reserved_bytes`]: a [`RegionPages`] region's length) fails
+//!   before it queues, whatever is live;
+//! - otherwise, when a starved request's attempt fails while the heap holds nothing of
+//!   the source but its bookkeeping (no live block, no other request holding bytes, no
+//!   slab in any class) and no event came during the attempt: for a source with such a
+//!   bound, if what the heap holds of it plus the reservation it refused (the
+//!   bookkeeping, a slab, a large block's pages) is longer than the bound; for a source
+//!   without one, always (the heap takes itself for the source's only user, which then
+//!   had everything back). That is the case of a region smaller than the heap's
+//!   bookkeeping plus the slab the request needs (see the minimum below). A request
+//!   refused only for the padding its alignment costs in a region otherwise long
+//!   enough waits instead.
+//!
+//! A region serves one heap. Two heaps over clones of one [`RegionPages`] are sound,
+//! but one heap's frees are no events of the other's: a request of one that starves
+//! while the other holds the region waits until its own heap frees something, possibly
+//! for ever.
 //!
 //! ## Sizing the page source
 //!
@@ -107,8 +120,10 @@
 //! blocks are free, so a size class holds as much memory as its own peak needed until
 //! that peak is freed nearly slab by slab. A class holds at most about **1.07 × its peak
 //! live bytes + 2 slabs + 2 magazines per thread** (a slab is 256 KiB, up to 2 MiB for
-//! the classes above 16 KiB; a magazine holds up to about 64 KiB of blocks, growing
-//! under contention to about 256 KiB). With the heap's own 2 MiB of bookkeeping, a
+//! the classes above 16 KiB; a magazine holds up to about 64 KiB of blocks and at
+//! least 4, growing under contention to about 256 KiB: so up to **256 KiB or 4 blocks
+//! of the class, whichever is more**, which is 512 KiB for the 128 KiB class, whose
+//! magazines hold 4 blocks from the start). With the heap's own 2 MiB of bookkeeping, a
 //! region of 2 MiB + that sum over the classes used is always enough for small blocks.
 //! The minimum: the bookkeeping (the classes' headers and depots, about 1.6 MiB, taken
 //! from the source at the first small allocation) and one slab of the class asked for,
@@ -202,6 +217,10 @@
 //!   already holding memory;
 //! - remember that [`HeapVec`] growth holds the old buffer while it waits for the new
 //!   one.
+//! - never wait for memory of a heap inside a waker's `wake`: a free or an allocation
+//!   of the heap runs the wakes of the waiters it serves, and a waker that blocks on
+//!   the same heap there (waits for memory inside `wake`) deadlocks the free or
+//!   allocation that runs it.
 //!
 //! For example, a capacity of 4 MiB shared by 8 threads whose tasks use blocks of 64
 //! bytes, 1 KiB and 8 KiB, each task holding at most 256 KiB while it waits for at most
@@ -235,10 +254,10 @@ use allocator_api2::alloc::AllocError;
 use pagekeep_mmap::{DefaultPages, PageSource};
 
 use crate::SlabHeap;
-use crate::size_class::{CLASS_SIZES, class_for};
+use crate::size_class::{CLASS_SIZES, MAX_SMALL, class_for};
 use budget::Budget;
-use class_pages::ClassPages;
 pub(crate) use class_pages::announce_deferred;
+use class_pages::{ClassPages, Reservations};
 use std::sync::Arc;
 
 pub use arc::HeapArc;
@@ -251,7 +270,7 @@ pub const MAX_CAPACITY: usize = budget::MAX_CAPACITY;
 
 /// A heap with a capacity in bytes whose allocations wait for room instead of failing.
 ///
-/// Small blocks (up to [`MAX_SMALL`](crate::size_class::MAX_SMALL)) come from a
+/// Small blocks (up to [`MAX_SMALL`]) come from a
 /// [`SlabHeap`] over the page source `S`, large ones straight from `S` (whole pages), so
 /// with a [`RegionPages`] source every byte lives in the caller's region. Each live
 /// block counts its usable size against the capacity; see the [module
@@ -287,6 +306,9 @@ pub struct AsyncHeap<S: PageSource + Clone = DefaultPages> {
     source: S,
     /// Shared with the classes' source.
     budget: Arc<Budget>,
+    /// What the classes hold of `source` and the reservations it refused them (shared
+    /// with the classes' source).
+    reservations: Arc<Reservations>,
 }
 
 impl AsyncHeap<DefaultPages> {
@@ -306,11 +328,17 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
     /// If `capacity` is above [`MAX_CAPACITY`].
     pub fn with_source(source: S, capacity: usize) -> Self {
         let budget = Arc::new(Budget::new(capacity));
+        let reservations = Arc::new(Reservations::default());
         AsyncHeap {
-            slabs: SlabHeap::with_source(ClassPages::new(source.clone(), budget.clone()))
-                .on_space_returned(ClassPages::space_returned),
+            slabs: SlabHeap::with_source(ClassPages::new(
+                source.clone(),
+                budget.clone(),
+                reservations.clone(),
+            ))
+            .on_space_returned(ClassPages::space_returned),
             source,
             budget,
+            reservations,
         }
     }
 
@@ -380,8 +408,9 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
     ///
     /// # Panics
     /// If the block's [charge](Self::charge) is beyond the capacity, or if the page
-    /// source cannot supply it even with nothing live in the heap (it could never be
-    /// served: "When the region runs short" in the [module docs](crate::async_heap)). A poll (or the drop of the waiting future) that serves the queue
+    /// source cannot supply it even with nothing live in the heap (a large block longer
+    /// than [`PageSource::max_reserved_bytes`] fails so whatever is live; it could never
+    /// be served: "When the region runs short" in the [module docs](crate::async_heap)). A poll (or the drop of the waiting future) that serves the queue
     /// re-raises a waiter's waker panic, as a free does ("A free can panic" in the
     /// [module docs](crate::async_heap)). Never aborts or fails when the page source
     /// cannot supply a block the capacity allows: the request waits for frees to give
@@ -410,6 +439,9 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
     /// ```
     pub async fn alloc_layout(&self, layout: Layout) -> HeapBlock<'_, S> {
         let bytes = self.charge_or_panic(layout);
+        if bytes > MAX_SMALL && self.beyond_source(layout) {
+            never_supplied(layout);
+        }
         // The fast path first, without building the waiting future.
         if bytes != 0 && !self.budget.try_acquire(bytes) {
             self.budget.acquire(bytes).await;
@@ -449,6 +481,9 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
     #[inline(always)]
     pub fn try_alloc_layout(&self, layout: Layout) -> Result<HeapBlock<'_, S>, AllocError> {
         let bytes = self.charge(layout).ok_or(AllocError)?;
+        if bytes > MAX_SMALL && self.beyond_source(layout) {
+            return Err(AllocError);
+        }
         if bytes != 0 && !self.budget.try_acquire(bytes) {
             return Err(AllocError);
         }
@@ -556,11 +591,68 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
     #[track_caller]
     fn allocate_starved(&self, layout: Layout, bytes: usize) -> Option<NonNull<u8>> {
         let events = self.budget.source_events();
+        self.reservations.take_longest_refused();
         let ptr = self.allocate_reclaiming(layout);
-        if ptr.is_none() && self.holds_nothing_but(bytes) && self.budget.source_events() == events {
+        if ptr.is_none()
+            && self.holds_nothing_but(bytes)
+            && self.budget.source_events() == events
+            && self.refusal_is_final(layout)
+        {
             never_supplied(layout);
         }
         ptr
+    }
+
+    /// Whether a block of `layout` beyond the size classes can never be reserved: its
+    /// pages are longer than the most the source can ever supply
+    /// ([`PageSource::max_reserved_bytes`]), whatever is freed first.
+    #[cold]
+    #[inline(never)]
+    fn beyond_source(&self, layout: Layout) -> bool {
+        if class_for(layout.size(), layout.align()).is_some() {
+            return false;
+        }
+        let page = self.source.page_size();
+        match (
+            self.source.max_reserved_bytes(),
+            layout.size().checked_next_multiple_of(page),
+        ) {
+            (Some(max), Some(len)) => len > max,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
+    /// For a starved request whose attempt just failed while the heap held nothing of
+    /// its source but its bookkeeping, and no source event came: whether that failure
+    /// is for good.
+    ///
+    /// For a source with a bound ([`PageSource::max_reserved_bytes`], as
+    /// [`RegionPages`] has), only if what the heap holds of it plus the longest
+    /// reservation it refused during the attempt (the block's pages, for a large one)
+    /// exceeds the bound: that holds however the source is shared, as the bookkeeping
+    /// stays while the heap lives. (A reservation refused only for the padding its
+    /// alignment costs, in a region long enough without it, is not for good by this
+    /// measure: such a request waits.) For a source without a bound, always: the heap
+    /// then takes itself for the source's only user, which had everything back.
+    #[cold]
+    fn refusal_is_final(&self, layout: Layout) -> bool {
+        let refused = self.reservations.take_longest_refused();
+        let Some(max) = self.source.max_reserved_bytes() else {
+            return true;
+        };
+        let refused = if class_for(layout.size(), layout.align()).is_some() {
+            refused
+        } else {
+            // The large path reserves from the source directly, not through the classes.
+            let page = self.source.page_size();
+            layout
+                .size()
+                .checked_next_multiple_of(page)
+                .unwrap_or(usize::MAX)
+                .max(refused)
+        };
+        self.reservations.held_bytes().saturating_add(refused) > max
     }
 
     /// Whether the heap holds nothing of its source but its bookkeeping, apart from the

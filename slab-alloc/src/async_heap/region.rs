@@ -10,6 +10,10 @@ use pagekeep_mmap::{Cause, Contents, Decommit, Error, Operation, PageSource, Reg
 /// A page source that carves reservations out of one region given at construction (a
 /// `&'static mut [u8]`, or an mmap-alloc [`Region`]) and never asks the OS for more:
 /// when the region is used up, reservations fail with `ENOMEM`. Clones share the region.
+/// A region serves one [`AsyncHeap`](super::AsyncHeap): two heaps over clones of it are
+/// sound, but one heap's frees do not wake the other's requests that wait for region,
+/// which can then wait for ever (see "When the region runs short" in the [module
+/// docs](super)). Its length is its [`max_reserved_bytes`](PageSource::max_reserved_bytes).
 ///
 /// Reservations are first-fit over a sorted list of free extents (coalesced when
 /// released), page-granular, and zeroed when made. Commit does nothing (the region is
@@ -25,8 +29,9 @@ use pagekeep_mmap::{Cause, Contents, Decommit, Error, Operation, PageSource, Reg
 /// A region of 2 MiB (the heap's bookkeeping: its size classes' headers and depots,
 /// taken from the source at the first allocation) plus, for each size class used,
 /// about 1.07 × that class's peak live bytes + 2 slabs (256 KiB each; up to 2 MiB for
-/// the classes above 16 KiB) + 2 magazines per thread that uses the heap (up to about
-/// 256 KiB each) is always enough for small blocks. A class's peak is at most the
+/// the classes above 16 KiB) + 2 magazines per thread that uses the heap (each up to
+/// 256 KiB or 4 blocks of the class, whichever is more: 512 KiB for 128 KiB blocks) is
+/// always enough for small blocks. A class's peak is at most the
 /// capacity, so a program that fills the capacity in several classes one after another
 /// needs up to that many times the capacity. Large blocks (above 128 KiB) are whole
 /// pages aligned as asked, in contiguous runs of a first-fit list: give them headroom
@@ -34,7 +39,8 @@ use pagekeep_mmap::{Cause, Contents, Decommit, Error, Operation, PageSource, Reg
 ///
 /// The least that serves anything: the bookkeeping and one slab of the class asked for,
 /// aligned to 256 KiB (about 2 MiB for blocks up to 16 KiB). A request that a region
-/// cannot supply even with nothing live fails at once instead of waiting.
+/// cannot supply even with nothing live fails at once instead of waiting, and a large
+/// block longer than the region fails at once whatever is live.
 ///
 /// When the region runs short anyway, allocations do not abort: `alloc` and the other
 /// waiting calls wait until frees give region back (see "When the region runs short" in
@@ -321,5 +327,10 @@ unsafe impl PageSource for RegionPages {
             (false, false) => free.insert(index, (offset, len)),
         }
         Ok(())
+    }
+
+    /// The region's length: no reservation longer than it can ever succeed.
+    fn max_reserved_bytes(&self) -> Option<usize> {
+        Some(self.shared.len)
     }
 }

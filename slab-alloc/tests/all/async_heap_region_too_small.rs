@@ -102,3 +102,39 @@ fn a_request_waits_while_something_live_may_free() {
     assert!(block_on_for(waiting, Duration::from_secs(5)).is_some());
     assert_whole(&heap);
 }
+
+/// Review of issue 21: a large block longer than the whole region waited for ever as
+/// soon as anything was live (a block still held, or one given to `mem::forget`), as
+/// the heap did not hold "nothing but its bookkeeping". The region's length bounds
+/// every reservation, so such a request fails at once whatever is live.
+fn a_block_longer_than_the_region_fails_at_once_with_a_block(leaked: bool) {
+    let heap = heap_over(4 << 20, 64 << 20);
+    let live = heap.try_alloc(1u64).unwrap();
+    let live = if leaked {
+        core::mem::forget(live);
+        None
+    } else {
+        Some(live)
+    };
+    let layout = Layout::from_size_align(8 << 20, 4096).unwrap();
+    let available = heap.available();
+    assert!(heap.try_alloc_layout(layout).is_err());
+    waiting_allocation_panics(&heap, layout);
+    assert_eq!((heap.available(), heap.waiters()), (available, 0));
+    // The heap still serves what fits.
+    let block = block_on_for(heap.alloc(7u64), Duration::from_secs(5)).expect("served");
+    assert_eq!(*block, 7);
+    assert!(live.is_none_or(|live| *live == 1));
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "a wait with a deadline")]
+fn a_block_longer_than_the_region_fails_at_once_while_a_block_is_leaked() {
+    a_block_longer_than_the_region_fails_at_once_with_a_block(true);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "a wait with a deadline")]
+fn a_block_longer_than_the_region_fails_at_once_while_a_block_is_live() {
+    a_block_longer_than_the_region_fails_at_once_with_a_block(false);
+}

@@ -7,6 +7,8 @@ mod async_heap_lost_wake_up;
 mod async_heap_panicking_wakers;
 mod async_heap_region_runs_short;
 mod async_heap_region_too_small;
+mod async_heap_shared_region;
+mod async_heap_sizing_rule_for_large_classes;
 mod async_heap_space_returns_without_a_free;
 mod async_support;
 mod corruption;
