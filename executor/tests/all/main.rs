@@ -84,4 +84,6 @@ mod unix_sockets;
 mod upgraded_io;
 mod uploads_past_the_body_budget;
 mod vectored_writes;
+// The `websocket` example needs `tokio-io` (its `required-features`).
+#[cfg(feature = "tokio-io")]
 mod websockets;
