@@ -144,8 +144,11 @@ pub(crate) fn announce_deferred() {
         // the stack whole makes this thread the only one to turn it back.
         let announcer = unsafe { Arc::from_raw(node) };
         node = announcer.next.load(Ordering::Relaxed);
-        // After reading `next`: the node may be pushed again from here on.
-        announcer.queued.store(false, Ordering::Release);
+        // After reading `next`: the node may be pushed again from here on. A swap, not a
+        // store: an exit that found the node queued (and so left the announcement to this
+        // one) noted its event before its own swap, and `AcqRel` here reads from that
+        // swap's release, so the announcement below sees the event.
+        announcer.queued.swap(false, Ordering::AcqRel);
         let announced = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             announcer.budget.announce();
         }));
