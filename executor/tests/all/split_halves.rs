@@ -169,6 +169,10 @@ fn owned_halves_stream_both_ways(workers: usize) {
 }
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "under wine the peer's write fails part-way (WriteZero) in about 1 run in 4: issue 19, open"
+)]
 fn owned_halves_in_two_tasks_on_one_worker_stream_8_mib_each_way_at_once() {
     owned_halves_stream_both_ways(1);
 }
@@ -202,6 +206,10 @@ async fn write_pattern_borrowed(half: WriteHalf<'_>, parked: &AtomicBool) {
 
 /// The borrowed halves in one task, both futures pending at once.
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "under wine the peer's write fails part-way (WriteZero) in about 1 run in 4: issue 19, open"
+)]
 fn borrowed_halves_joined_in_one_task_stream_8_mib_each_way_at_once() {
     let runtime = Runtime::builder().workers(1).build().unwrap();
     let (mut stream, peer) = connected(&runtime);
