@@ -88,6 +88,16 @@ impl Example {
     }
 }
 
+impl Example {
+    /// Whether the example's process is still running (it has not exited or crashed).
+    pub(crate) fn is_running(&mut self) -> bool {
+        self.0
+            .try_wait()
+            .expect("query the example's process")
+            .is_none()
+    }
+}
+
 impl Drop for Example {
     fn drop(&mut self) {
         let _ = self.0.kill();

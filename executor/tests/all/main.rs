@@ -57,6 +57,7 @@ mod panics;
 mod peer_vanishes;
 mod pipelining;
 mod proxy;
+mod real_clients;
 #[cfg(windows)]
 mod resets_before_accept;
 mod runtimes;

@@ -262,7 +262,7 @@ fn an_http2_client_gets_h2_by_alpn_with_each_stream_in_its_own_arena() {
 
 /// The `https` example, built with this test binary's features, on a free port with 2
 /// workers; killed on drop.
-struct HttpsExample(Child);
+pub(crate) struct HttpsExample(Child);
 
 impl Drop for HttpsExample {
     fn drop(&mut self) {
@@ -271,7 +271,7 @@ impl Drop for HttpsExample {
     }
 }
 
-fn start_https_example() -> (HttpsExample, SocketAddr) {
+pub(crate) fn start_https_example() -> (HttpsExample, SocketAddr) {
     let features = if cfg!(feature = "http2") {
         "tls,http2"
     } else {
