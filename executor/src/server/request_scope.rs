@@ -281,14 +281,15 @@ const KEPT_HEADER_CAPACITY: usize = 64;
 /// allocation of its own while parsing (outside the arena); they are shared, not copied.
 fn own_head<B>(request: Request<B>, activity: &ConnectionActivity) -> Request<B> {
     let (mut parts, body) = request.into_parts();
-    let parsed = std::mem::take(&mut parts.headers);
     // A clone keeps the parsed map's layout (no name is hashed again); its values still
     // share hyper's buffer until each is replaced by a copy of its own.
-    let mut headers = parsed.clone();
+    let mut headers = parts.headers.clone();
     for value in headers.values_mut() {
         *value = own_value(value);
     }
-    parts.headers = headers;
+    // Swapped in place: taking the parsed map out first would build an empty map to
+    // leave behind and drop it again (about 70 instructions a request, callgrind).
+    let parsed = std::mem::replace(&mut parts.headers, headers);
     parts.uri = own_uri(&parts.uri, activity);
     activity.keep_header_map(parsed);
     Request::from_parts(parts, body)
