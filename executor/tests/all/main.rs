@@ -56,6 +56,7 @@ mod outliving_the_runtime;
 mod panics;
 mod peer_vanishes;
 mod pipelining;
+mod posts_without_fallback_calls;
 mod proxy;
 mod real_clients;
 #[cfg(windows)]
