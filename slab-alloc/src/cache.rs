@@ -1030,7 +1030,7 @@ impl<S: PageSource> CacheCore<S> {
         // SAFETY: a fresh reservation of the geometry's slab bytes aligned to SLAB_BYTES,
         // all ours; our header, registered at `init`.
         let slab = unsafe { slab::init(base, &self.geometry, &self.header) };
-        if !slab_map::insert(base, bytes) {
+        if !slab_map::insert(base, bytes, slab::owner_tag(&self.header)) {
             // SAFETY: the reservation made above, unused.
             let _ = unsafe { self.source.release(base, bytes, SLAB_BYTES) };
             return None;

@@ -806,8 +806,8 @@ impl<S: PageSource + Clone> SlabHeap<S> {
 
     /// The class (its index and core) of the block at `ptr`, if it lies in a slab of
     /// this heap's classes, and `ptr` with the provenance of that slab. One lookup in the slab map
-    /// and a read of the slab's header: how a caller that does not keep sizes (C's
-    /// `free`) finds a block.
+    /// (the owner comes from the slab's tag, see `slab_map`): how a caller that does not
+    /// keep sizes (C's `malloc_usable_size`, `realloc`) finds a block.
     ///
     /// # Safety
     /// - `ptr` is a live block of this heap, or lies in no live slab of any heap or
@@ -815,26 +815,23 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     #[inline(always)]
     unsafe fn small_block(&self, ptr: *const u8) -> Option<(usize, &CacheCore<S>, NonNull<u8>)> {
         let address = core::num::NonZeroUsize::new(ptr.addr())?;
-        let base = crate::slab_map::lookup(address.get() & !(SLAB_BYTES - 1))?;
+        let (base, tag) = crate::slab_map::lookup_tagged(address.get() & !(SLAB_BYTES - 1))?;
         let built = self.built.load(Ordering::Acquire);
         if built.is_null() {
             return None;
         }
-        // SAFETY: the slab holding a live block is live (it has a used object), and a
-        // live slab's header sits at its base.
-        let owner = unsafe { (*base.cast::<crate::slab::SlabHeader>().as_ptr()).owner };
+        let owner_address = crate::slab::tag_owner_address(tag);
         // The classes sit side by side at the start of `Built` (`repr(C)`), each
         // starting with its header, and owners are headers: an owner inside that range
         // is one of the classes.
-        let offset = owner.addr().wrapping_sub(built.addr());
+        let offset = owner_address.wrapping_sub(built.addr());
         if offset >= CLASS_COUNT * size_of::<CacheCore<S>>() {
             return None;
         }
-        // The owner word's provenance covers the class's header only: reach the whole
-        // core through `built`'s, at the owner's address.
+        // The tag is an address: reach the core through `built`'s provenance.
         let core = built
             .cast::<u8>()
-            .with_addr(owner.addr())
+            .with_addr(owner_address)
             .cast::<CacheCore<S>>();
         // SAFETY: a header of one of this heap's classes, which live as long as the heap
         // (a `CoreHeader` is the first field of its `CacheCore`, `repr(C)`), reached with
@@ -912,33 +909,39 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     /// ```
     #[inline(always)]
     pub unsafe fn free_small_address(&self, ptr: *mut u8) -> bool {
-        // The fast path of C's `free`: the slab from the slab map, its owner checked to
-        // be one of this heap's classes, and the object pushed into the thread's
-        // magazine slot named by the slab's header; the class itself is reached only on
-        // a miss (and in checked builds).
-        let Some(base) = crate::slab_map::lookup(ptr.addr() & !(SLAB_BYTES - 1)) else {
+        // The fast path of C's `free`: the slab and its tag from the slab map, the
+        // tag's owner checked to be one of this heap's classes, and the object pushed
+        // into the thread's magazine slot named by the tag; neither the slab's header
+        // (whose line all headers compete for, see `slab_map`) nor the class itself is
+        // read, except on a miss (and in checked builds).
+        let Some((base, tag)) = crate::slab_map::lookup_tagged(ptr.addr() & !(SLAB_BYTES - 1))
+        else {
             return false;
         };
-        let header = base.cast::<crate::slab::SlabHeader>().as_ptr();
-        // SAFETY: the slab holding a live block is live (it has a used object), and a
-        // live slab's header sits at its base; its owner and fast index are written
-        // once, before its objects are handed out.
-        let (owner, fast_id) = unsafe { ((*header).owner, (*header).fast_id) };
         // The classes sit side by side at the start of `Built` (`repr(C)`), each
         // starting with its header, and owners are headers: an owner inside that range
-        // is one of the classes (never so before they are built: see `NO_CLASSES`).
+        // is one of the classes (never so before they are built: see `NO_CLASSES`). The
+        // tag is compared as it is: its fast index adds less than a header's alignment,
+        // to which the classes' start and their size are multiples, so the tag lies in
+        // the range exactly when its owner does.
+        const {
+            assert!(
+                size_of::<CacheCore<S>>().is_multiple_of(align_of::<crate::registry::CoreHeader>())
+            );
+        };
         let classes = self.classes_address.load(Ordering::Acquire);
-        if owner.addr().wrapping_sub(classes) >= CLASS_COUNT * size_of::<CacheCore<S>>() {
+        if tag.wrapping_sub(classes) >= CLASS_COUNT * size_of::<CacheCore<S>>() {
             return false;
         }
+        let fast_id = crate::slab::tag_fast_id(tag);
         // `ptr` with the slab's provenance, which covers the free words written into it.
         // SAFETY: `ptr` lies in a live slab (the slab map's entry for its address), and no
         // slab lies at address 0 (no mapping does), so the pointer is not null.
         let block = unsafe { NonNull::new_unchecked(base.as_ptr().with_addr(ptr.addr())) };
         #[cfg(any(debug_assertions, feature = "hardened"))]
         {
-            // SAFETY: `owner` is one of this heap's classes (checked above).
-            let core = unsafe { self.class_of_owner(owner) };
+            // SAFETY: the tag's owner is one of this heap's classes (checked above).
+            let core = unsafe { self.class_of_owner(crate::slab::tag_owner_address(tag)) };
             // SAFETY: the caller frees the block (a foreign pointer is reported),
             // through a pointer that covers its free words.
             unsafe { crate::slab::mark_free(block, &core.header, &core.geometry) };
@@ -948,33 +951,34 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         // gives the block up, marked free above in checked builds.
         match unsafe { crate::cache::free_to_thread_slot(fast_id, 0, block) } {
             crate::cache::FastFree::Pushed => {}
-            // SAFETY: `owner` is one of this heap's classes, and the block was pushed.
+            // SAFETY: the tag's owner is one of this heap's classes, and the block was
+            // pushed.
             crate::cache::FastFree::PushedClockDue => unsafe {
-                Self::free_small_block_clock(owner, self)
+                Self::free_small_block_clock(tag, self)
             },
             // SAFETY: as above; the block, given up by the caller, was not pushed.
             crate::cache::FastFree::Missed => unsafe {
-                Self::free_small_block_miss(block, owner, self)
+                Self::free_small_block_miss(block, tag, self)
             },
         }
         true
     }
 
-    /// The class whose header is `owner`, reached with the provenance of the block that
-    /// holds all the classes (`built`'s: an owner word's covers the class's header only).
-    /// Loads `built` itself: the fast path of a free by address compares owners with
+    /// The class whose header is at `owner_address`, reached with the provenance of the
+    /// block that holds all the classes (`built`'s; a slab's tag holds only the address).
+    /// Loads `built` itself: the fast path of a free by address compares tags with
     /// `classes_address` and needs `built` only here.
     ///
     /// # Safety
-    /// - `owner` is the header of one of this heap's classes (so they are built).
+    /// - `owner_address` is the header of one of this heap's classes (so they are built).
     #[inline(always)]
-    unsafe fn class_of_owner(&self, owner: *const crate::registry::CoreHeader) -> &CacheCore<S> {
+    unsafe fn class_of_owner(&self, owner_address: usize) -> &CacheCore<S> {
         // Published before `classes_address`, which the caller read (release/acquire):
         // the classes' block.
         let built = self.built.load(Ordering::Acquire);
         let core = built
             .cast::<u8>()
-            .with_addr(owner.addr())
+            .with_addr(owner_address)
             .cast::<CacheCore<S>>();
         // SAFETY: a header of one of this heap's classes (caller), which live as long as
         // the heap (a `CoreHeader` is the first field of its `CacheCore`, `repr(C)`).
@@ -985,30 +989,31 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     /// magazine hits reached. Out of line: rare, and a call.
     ///
     /// # Safety
-    /// As [`class_of_owner`](Self::class_of_owner).
+    /// - `tag` is the slab-map tag of a slab of one of this heap's classes.
     #[cold]
     #[inline(never)]
-    unsafe fn free_small_block_clock(owner: *const crate::registry::CoreHeader, heap: &Self) {
-        // SAFETY: forwarded from the caller.
-        unsafe { heap.class_of_owner(owner) }.clock_from_magazines(Operation::Free);
+    unsafe fn free_small_block_clock(tag: usize, heap: &Self) {
+        // SAFETY: the tag's owner is one of this heap's classes (caller).
+        unsafe { heap.class_of_owner(crate::slab::tag_owner_address(tag)) }
+            .clock_from_magazines(Operation::Free);
     }
 
     /// [`free_small_block`](Self::free_small_block) when the thread's loaded magazine
     /// had no room: the class's slow path. Out of line as a whole.
     ///
     /// # Safety
-    /// As [`class_of_owner`](Self::class_of_owner); `block` is a block of that class
-    /// given up by the caller (marked free in checked builds), with its slab's
-    /// provenance.
+    /// - `tag` is the slab-map tag of a slab of one of this heap's classes.
+    /// - `block` is a block of that class given up by the caller (marked free in checked
+    ///   builds), with its slab's provenance.
     #[cold]
     #[inline(never)]
-    unsafe fn free_small_block_miss(
-        block: NonNull<u8>,
-        owner: *const crate::registry::CoreHeader,
-        heap: &Self,
-    ) {
-        // SAFETY: forwarded from the caller.
-        unsafe { heap.class_of_owner(owner).free_slow(block) }
+    unsafe fn free_small_block_miss(block: NonNull<u8>, tag: usize, heap: &Self) {
+        // SAFETY: the tag's owner is one of this heap's classes; the block is given up
+        // (caller).
+        unsafe {
+            heap.class_of_owner(crate::slab::tag_owner_address(tag))
+                .free_slow(block)
+        }
     }
 
     /// Finds the slab of this heap's size classes that `ptr` lies in, from the slab map

@@ -49,6 +49,7 @@ use core::ptr::{self, NonNull};
 #[cfg(any(debug_assertions, feature = "hardened"))]
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::magazine::INLINE_SLOTS;
 use crate::registry::CoreHeader;
 
 /// Bytes per slab (and their alignment); the granule of the slab map. Slabs of the
@@ -207,19 +208,38 @@ pub(crate) struct SlabHeader {
     free: *mut u8,
     /// The list the slab is on.
     pub(crate) list: ListKind,
-    /// The owner's fast index (`CoreHeader::fast_id`, fixed before the owner makes a
-    /// slab), copied here so that a free by address (C's `free`) finds the thread's
-    /// magazine slot in the header it already reads, not one load further on. It sits
-    /// in the padding after `list`: the header stays 64 bytes.
-    pub(crate) fast_id: u32,
     /// Neighbours on that list.
     pub(crate) prev: *mut SlabHeader,
     pub(crate) next: *mut SlabHeader,
 }
 
-// The fast index fits in the padding after `list`.
+// One cache line.
 #[cfg(target_pointer_width = "64")]
 const _: () = assert!(size_of::<SlabHeader>() == 64);
+
+/// The slab map's tag of a slab owned by the cache whose header is `owner`: the header's
+/// address, with the cache's fast index in its low bits (a header is aligned to at
+/// least the number of fast indices, so they are clear). C's `free` reads owner and
+/// fast index from it instead of from the slab's header (see [`crate::slab_map`]).
+pub(crate) fn owner_tag(owner: &CoreHeader) -> usize {
+    debug_assert!((owner.fast_id as usize) < INLINE_SLOTS);
+    ptr::from_ref(owner).addr() | owner.fast_id as usize
+}
+
+/// The owner's address in a tag made by [`owner_tag`].
+#[inline(always)]
+pub(crate) fn tag_owner_address(tag: usize) -> usize {
+    tag & !(INLINE_SLOTS - 1)
+}
+
+/// The owner's fast index in a tag made by [`owner_tag`].
+#[inline(always)]
+pub(crate) fn tag_fast_id(tag: usize) -> u32 {
+    (tag & (INLINE_SLOTS - 1)) as u32
+}
+
+// The fast indices fit below a header's alignment.
+const _: () = assert!(align_of::<CoreHeader>() >= INLINE_SLOTS && INLINE_SLOTS.is_power_of_two());
 
 /// The head of a slab's free list.
 pub(crate) fn free_list_of(header: &SlabHeader) -> *mut u8 {
@@ -231,15 +251,13 @@ pub(crate) fn free_list_of(header: &SlabHeader) -> *mut u8 {
 /// # Safety
 /// - `base` is aligned to [`SLAB_BYTES`] and valid for writes of `geometry.slab_bytes`
 ///   bytes that nothing else uses.
-/// - `owner` is the header of a live, registered cache (its fast index is fixed).
+/// - `owner` is the header of a live, registered cache.
 pub(crate) unsafe fn init(
     base: NonNull<u8>,
     geometry: &Geometry,
     owner: *const CoreHeader,
 ) -> NonNull<SlabHeader> {
     let header = base.cast::<SlabHeader>();
-    // SAFETY: the caller's owner is a live, registered cache header.
-    let fast_id = unsafe { (*owner).fast_id };
     // SAFETY: the header fits at the start of the slab, which the caller gives us.
     unsafe {
         header.write(SlabHeader {
@@ -251,7 +269,6 @@ pub(crate) unsafe fn init(
             base: base.as_ptr(),
             free: ptr::null_mut(),
             list: ListKind::Empty,
-            fast_id,
             prev: ptr::null_mut(),
             next: ptr::null_mut(),
         });

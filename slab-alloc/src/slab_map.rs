@@ -8,10 +8,23 @@
 //! slow paths derive header and object pointers from it (`with_addr`). It also makes
 //! the debug checks robust: an address in no slab is reported, not dereferenced.
 //!
+//! Beside the base pointer each entry holds a *tag*, a word that the slab's owner
+//! chooses when it records the slab (a cache stores its header's address and its fast
+//! index, see [`crate::slab::owner_tag`]). C's `free` reads the tag instead of the slab
+//! header: every header sits at a 256 KiB boundary, so all of them fall in the same set
+//! of a set-associative cache (the same set of a 48 KiB, 12-way L1, or of a 2 MiB, 16-way
+//! L2 indexed by virtual address) and evict each other once a program uses more slabs than
+//! the cache has ways; the entries of neighbouring slabs share lines instead (four to a
+//! line).
+//!
 //! # Safety
-//! Entries are atomics. A slab's entry is set (release) after its header is written and
-//! before any of its objects is handed out, and cleared before the slab is released;
-//! readers load with acquire. The root table is a static of null entries (256 KiB of
+//! Entries are atomics. A slab's entry is set after its header is written and before
+//! any of its objects is handed out (the tag first, then the base pointer with release),
+//! and cleared before the slab is released (the base pointer; the tag stays until the
+//! next slab recorded there overwrites it); readers load the base pointer with acquire,
+//! then the tag, which is the one written with that base pointer or a later one (only
+//! when the slab was released and another recorded meanwhile, which a reader that holds
+//! a live object of the slab rules out). The root table is a static of null entries (256 KiB of
 //! zeroed data: pages that are never written cost no memory; the entry of a leaf is its
 //! first write to them); the leaves are created on demand from the default pages
 //! (zeroed: all entries null), published with a compare-exchange, and never freed (they
@@ -25,7 +38,7 @@
 
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use pagekeep_mmap::{DefaultPages, PageSource};
 
@@ -37,7 +50,15 @@ const ADDRESS_BITS: u32 = 48;
 const LEAF_BITS: u32 = 15;
 const ROOT_BITS: u32 = ADDRESS_BITS - SLAB_SHIFT - LEAF_BITS;
 
-type Leaf = [AtomicPtr<u8>; 1 << LEAF_BITS];
+/// One granule's entry: the base pointer of the slab that covers it (null: none) and
+/// the tag its owner gave.
+#[repr(C)]
+struct Entry {
+    base: AtomicPtr<u8>,
+    tag: AtomicUsize,
+}
+
+type Leaf = [Entry; 1 << LEAF_BITS];
 type Root = [AtomicPtr<Leaf>; 1 << ROOT_BITS];
 
 /// The root table: entry `i` is the leaf of the addresses whose slab index has `i` in
@@ -85,16 +106,13 @@ fn root_entry(index: usize) -> &'static AtomicPtr<Leaf> {
     &ROOT[index]
 }
 
-/// Entry `index` of a published table of `N` atomics, borrowed alone.
+/// Entry `index` of a published leaf, borrowed alone.
 #[inline(always)]
-fn entry<E, const N: usize>(
-    table: NonNull<[AtomicPtr<E>; N]>,
-    index: usize,
-) -> &'static AtomicPtr<E> {
-    debug_assert!(index < N);
-    // SAFETY: published tables are never freed and only accessed through atomics; the
-    // index is inside the table (`split` masks or bounds it).
-    unsafe { &*table.cast::<AtomicPtr<E>>().as_ptr().add(index) }
+fn entry(leaf: NonNull<Leaf>, index: usize) -> &'static Entry {
+    debug_assert!(index < 1 << LEAF_BITS);
+    // SAFETY: published leaves are never freed and only accessed through atomics; the
+    // index is inside the leaf (`split` masks it).
+    unsafe { &*leaf.cast::<Entry>().as_ptr().add(index) }
 }
 
 /// Root and leaf index of the slab holding `address`, if the address is mappable.
@@ -112,10 +130,10 @@ fn leaf(root: usize, create: bool) -> Option<NonNull<Leaf>> {
 }
 
 /// Records a slab of `bytes` (a non-zero multiple of [`SLAB_BYTES`]) at `base` (aligned
-/// to [`SLAB_BYTES`]): every granule it covers maps to `base`. `false` if an address
-/// cannot be mapped or a leaf cannot be made (nothing is then recorded and the slab
-/// must not be used).
-pub(crate) fn insert(base: NonNull<u8>, bytes: usize) -> bool {
+/// to [`SLAB_BYTES`]) with `tag`: every granule it covers maps to `base` and `tag`.
+/// `false` if an address cannot be mapped or a leaf cannot be made (nothing is then
+/// recorded and the slab must not be used).
+pub(crate) fn insert(base: NonNull<u8>, bytes: usize, tag: usize) -> bool {
     debug_assert!(bytes >= SLAB_BYTES && bytes.is_multiple_of(SLAB_BYTES));
     let start = base.addr().get();
     for offset in (0..bytes).step_by(SLAB_BYTES) {
@@ -128,7 +146,9 @@ pub(crate) fn insert(base: NonNull<u8>, bytes: usize) -> bool {
             remove(base, offset);
             return false;
         };
-        entry.store(base.as_ptr(), Ordering::Release);
+        entry.tag.store(tag, Ordering::Relaxed);
+        // Publishes the tag with the base pointer.
+        entry.base.store(base.as_ptr(), Ordering::Release);
     }
     true
 }
@@ -141,7 +161,9 @@ pub(crate) fn remove(base: NonNull<u8>, bytes: usize) {
         if let Some((root, index)) = start.checked_add(offset).and_then(split)
             && let Some(leaf) = leaf(root, false)
         {
-            entry(leaf, index).store(ptr::null_mut(), Ordering::Release);
+            entry(leaf, index)
+                .base
+                .store(ptr::null_mut(), Ordering::Release);
         }
     }
 }
@@ -155,5 +177,95 @@ pub(crate) fn remove(base: NonNull<u8>, bytes: usize) {
 pub(crate) fn lookup(address: usize) -> Option<NonNull<u8>> {
     let (root, index) = split(address)?;
     let leaf = NonNull::new(root_entry(root).load(Ordering::Acquire))?;
-    NonNull::new(entry(leaf, index).load(Ordering::Acquire))
+    NonNull::new(entry(leaf, index).base.load(Ordering::Acquire))
+}
+
+/// As [`lookup`], with the tag the slab was recorded with. The tag is read from the line
+/// of the entry (which neighbouring slabs share), not from the slab.
+#[inline(always)]
+pub(crate) fn lookup_tagged(address: usize) -> Option<(NonNull<u8>, usize)> {
+    let (root, _) = split(address)?;
+    let leaf = NonNull::new(root_entry(root).load(Ordering::Acquire))?;
+    // The entry's byte offset in one shift and one mask (an index times the entry's
+    // size costs two more instructions on every C `free`).
+    const ENTRY_SHIFT: u32 = size_of::<Entry>().trailing_zeros();
+    const _: () = assert!(size_of::<Entry>() == 1 << ENTRY_SHIFT);
+    let offset = (address >> (SLAB_SHIFT - ENTRY_SHIFT)) & (((1 << LEAF_BITS) - 1) << ENTRY_SHIFT);
+    // SAFETY: published leaves are never freed and only accessed through atomics; the
+    // offset is that of the entry `split` names (the same bits, scaled), inside the
+    // leaf.
+    let entry = unsafe { &*leaf.cast::<u8>().as_ptr().add(offset).cast::<Entry>() };
+    let base = NonNull::new(entry.base.load(Ordering::Acquire))?;
+    // Written before the base pointer that the acquire load above read (module docs).
+    Some((base, entry.tag.load(Ordering::Relaxed)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A slab-sized, slab-aligned reservation, released on drop.
+    struct Reservation(NonNull<u8>, usize);
+
+    impl Reservation {
+        fn new(bytes: usize) -> Self {
+            let base = DefaultPages::default()
+                .reserve(bytes, SLAB_BYTES)
+                .expect("reserve");
+            Reservation(base, bytes)
+        }
+    }
+
+    impl Drop for Reservation {
+        fn drop(&mut self) {
+            // SAFETY: the reservation made in `new`, with its size and alignment.
+            let _ = unsafe { DefaultPages::default().release(self.0, self.1, SLAB_BYTES) };
+        }
+    }
+
+    #[test]
+    fn every_granule_of_a_slab_gives_its_base_and_tag() {
+        let slab = Reservation::new(2 * SLAB_BYTES);
+        let base = slab.0;
+        assert!(insert(base, 2 * SLAB_BYTES, 0x1234_5680 | 5));
+        for offset in [0, 8, SLAB_BYTES - 1, SLAB_BYTES, 2 * SLAB_BYTES - 8] {
+            let address = base.addr().get() + offset;
+            assert_eq!(
+                lookup_tagged(address),
+                Some((base, 0x1234_5680 | 5)),
+                "offset {offset}"
+            );
+            assert_eq!(lookup(address), Some(base), "offset {offset}");
+        }
+        remove(base, 2 * SLAB_BYTES);
+        assert_eq!(lookup_tagged(base.addr().get()), None);
+        assert_eq!(lookup_tagged(base.addr().get() + SLAB_BYTES), None);
+    }
+
+    #[test]
+    fn a_slab_recorded_again_gives_its_new_tag_and_neighbours_keep_theirs() {
+        let slabs = Reservation::new(3 * SLAB_BYTES);
+        let first = slabs.0;
+        let second = first.map_addr(|address| address.saturating_add(SLAB_BYTES));
+        let third = first.map_addr(|address| address.saturating_add(2 * SLAB_BYTES));
+        assert!(insert(first, SLAB_BYTES, 1));
+        assert!(insert(second, SLAB_BYTES, 2));
+        assert!(insert(third, SLAB_BYTES, 3));
+        remove(second, SLAB_BYTES);
+        assert_eq!(lookup_tagged(second.addr().get() + 64), None);
+        assert!(insert(second, SLAB_BYTES, 7));
+        assert_eq!(lookup_tagged(first.addr().get() + 64), Some((first, 1)));
+        assert_eq!(lookup_tagged(second.addr().get() + 64), Some((second, 7)));
+        assert_eq!(lookup_tagged(third.addr().get() + 64), Some((third, 3)));
+        for slab in [first, second, third] {
+            remove(slab, SLAB_BYTES);
+        }
+    }
+
+    #[test]
+    fn addresses_in_no_slab_have_no_entry() {
+        assert_eq!(lookup_tagged(0), None);
+        assert_eq!(lookup_tagged(usize::MAX), None);
+        assert_eq!(lookup_tagged(1 << ADDRESS_BITS), None);
+    }
 }
