@@ -252,7 +252,9 @@ pub(crate) struct Budget {
     queue: QueueCell,
     capacity: usize,
     /// The bytes a thread takes into its credit at once; 0: credits are off (see
-    /// `credit.rs`), and only charges up to it use them.
+    /// `credit.rs`). Only a request of at most this many bytes refills the credit; any
+    /// request the credit holds is served from it, and any free it can keep within
+    /// [`credit_max`](Self::credit_max) goes to it.
     batch: usize,
     /// The most a thread's credit holds after a free on the fast path: twice the batch
     /// (kept here so that the free reads one field, not the batch and a product).
@@ -488,8 +490,9 @@ impl Budget {
     /// locked instruction.
     #[inline(always)]
     pub(crate) fn try_acquire(&self, bytes: usize) -> bool {
-        if bytes <= self.batch
-            && let Some(slot) = self.own_slot()
+        // Any charge the credit holds is served from it (no comparison with the batch:
+        // the credit is at most twice the batch anyway).
+        if let Some(slot) = self.own_slot()
             && slot.try_enter()
         {
             // FIFO: nobody waits (a waiter that registers meanwhile sees the mark, and
@@ -601,8 +604,9 @@ impl Budget {
     /// one batch, and all of it if requests wait.
     #[inline(always)]
     pub(crate) fn release(&self, bytes: usize) {
-        if bytes <= self.batch
-            && let Some(slot) = self.own_slot()
+        // Any charge the credit can keep within twice the batch goes to it (no
+        // comparison with the batch first).
+        if let Some(slot) = self.own_slot()
             && slot.try_enter()
         {
             let credit = slot.credit.load(Ordering::Relaxed) + bytes;
