@@ -265,6 +265,9 @@ pub(crate) struct Budget {
     /// What frees look at to tell whether a request is starved (read by every free, so
     /// on a line of its own, written only while a request is starved).
     shortage: CachePadded<Shortage>,
+    /// This budget's id (never reused): the key of the thread's note of its own slot
+    /// (`credit::last_own_slot`).
+    id: u64,
 }
 
 /// The counters of the starved requests' protocol (see [`Budget::supply`]).
@@ -363,6 +366,7 @@ impl Budget {
                 events: AtomicU64::new(0),
                 noted: AtomicBool::new(false),
             }),
+            id: credit::budget_id(),
         }
     }
 
@@ -387,16 +391,36 @@ impl Budget {
             .sum()
     }
 
-    /// The calling thread's slot, if it owns one.
+    /// The calling thread's slot, if it owns one: the slot the thread noted last, if it
+    /// is of this budget (one thread-local access and a compare), else by the token.
     #[inline(always)]
     fn own_slot(&self) -> Option<&Slot> {
+        let (id, slot) = credit::last_own_slot();
+        if id == self.id {
+            // SAFETY: a slot noted with this budget's id is one of this budget's slots (ids
+            // are never reused, and never 0, the id of no note), which live as long as the
+            // budget, borrowed here.
+            return Some(unsafe { &*slot });
+        }
+        self.own_slot_by_token()
+    }
+
+    /// [`own_slot`](Self::own_slot) past the thread's last noted slot: the slot of the
+    /// thread's token, if the thread owns it (then noted).
+    #[inline(never)]
+    fn own_slot_by_token(&self) -> Option<&Slot> {
         // `slots` is `None` when credits are off.
         let token = credit::thread_token();
         let slot = &self.slots.as_deref()?[credit::slot_index(token)];
-        (slot.owner.load(Ordering::Relaxed) == token).then_some(slot)
+        if slot.owner.load(Ordering::Relaxed) != token {
+            return None;
+        }
+        credit::note_own_slot(self.id, slot);
+        Some(slot)
     }
 
-    /// The calling thread's slot, claimed if nobody owns it.
+    /// The calling thread's slot, claimed if nobody owns it (and noted, as
+    /// [`own_slot`](Self::own_slot) does).
     fn own_or_claim_slot(&self) -> Option<&Slot> {
         let token = credit::thread_token();
         let slot = &self.slots.as_deref()?[credit::slot_index(token)];
@@ -404,9 +428,12 @@ impl Budget {
             .owner
             .compare_exchange(0, token, Ordering::Acquire, Ordering::Relaxed)
         {
-            Ok(_) => Some(slot),
-            Err(owner) => (owner == token).then_some(slot),
+            Ok(_) => {}
+            Err(owner) if owner == token => {}
+            Err(_) => return None,
         }
+        credit::note_own_slot(self.id, slot);
+        Some(slot)
     }
 
     /// The owner's exit from its slot: if requests wait, its credit goes to the shared
@@ -1503,6 +1530,54 @@ mod tests {
                     .poll(&mut Context::from_waker(&waker))
                     .is_ready()
             );
+        }
+    }
+
+    /// The bytes in the calling thread's slot of `budget` (0 if it owns none).
+    fn own_credit(budget: &Budget) -> usize {
+        budget
+            .own_slot()
+            .map_or(0, |slot| slot.credit.load(Ordering::Relaxed))
+    }
+
+    /// One thread using two budgets in turn: each request and free goes to the credit
+    /// of its own budget, whichever budget the thread used last (the thread's note of
+    /// its slot names one budget at a time).
+    #[test]
+    fn a_thread_using_two_budgets_in_turn_keeps_their_credits_apart() {
+        let first = Budget::with_batch(1 << 20, 4096);
+        let second = Budget::with_batch(1 << 20, 4096);
+        for _ in 0..3 {
+            assert!(first.try_acquire(64));
+            assert!(second.try_acquire(128));
+            first.release(64);
+            second.release(128);
+        }
+        assert!(first.try_acquire(64));
+        assert!(second.try_acquire(128));
+        assert_eq!(own_credit(&first), 4096 - 64);
+        assert_eq!(own_credit(&second), 4096 - 128);
+        assert_eq!(first.available(), (1 << 20) - 64);
+        assert_eq!(second.available(), (1 << 20) - 128);
+        second.release(128);
+        first.release(64);
+        assert_eq!(own_credit(&first), 4096);
+        assert_eq!(own_credit(&second), 4096);
+        assert_eq!(first.available(), 1 << 20);
+        assert_eq!(second.available(), 1 << 20);
+    }
+
+    /// A budget made after the thread's last used one is dropped (possibly at the same
+    /// address) does not take the dropped one's slot for the thread's own.
+    #[test]
+    fn a_new_budget_does_not_take_a_dropped_ones_slot() {
+        for _ in 0..3 {
+            let budget = Box::new(Budget::with_batch(1 << 20, 4096));
+            assert_eq!(own_credit(&budget), 0);
+            assert!(budget.try_acquire(64));
+            assert_eq!(own_credit(&budget), 4096 - 64);
+            budget.release(64);
+            assert_eq!(budget.available(), 1 << 20);
         }
     }
 }
