@@ -252,13 +252,22 @@ pub(crate) struct Budget {
     queue: QueueCell,
     capacity: usize,
     /// The bytes a thread takes into its credit at once; 0: credits are off (see
-    /// `credit.rs`), and only charges up to it use them.
+    /// `credit.rs`). Only a request of at most this many bytes refills the credit; any
+    /// request the credit holds is served from it, and any free it can keep within
+    /// [`credit_max`](Self::credit_max) goes to it.
     batch: usize,
-    /// The threads' credits ([`SLOTS`] of them, or none when credits are off).
-    slots: Box<[Slot]>,
+    /// The most a thread's credit holds after a free on the fast path: twice the batch
+    /// (kept here so that the free reads one field, not the batch and a product).
+    credit_max: usize,
+    /// The threads' credits, or `None` when credits are off. An array, so that a
+    /// thread reaches its slot with no bounds check (the index is masked to it).
+    slots: Option<Box<[Slot; SLOTS]>>,
     /// What frees look at to tell whether a request is starved (read by every free, so
     /// on a line of its own, written only while a request is starved).
     shortage: CachePadded<Shortage>,
+    /// This budget's id (never reused): the key of the thread's note of its own slot
+    /// (`credit::last_own_slot`).
+    id: u64,
 }
 
 /// The counters of the starved requests' protocol (see [`Budget::supply`]).
@@ -335,11 +344,12 @@ impl Budget {
             capacity <= MAX_CAPACITY,
             "an async heap holds at most 2^61 - 1 bytes"
         );
-        let slots = if batch == 0 {
-            Box::default()
-        } else {
-            (0..SLOTS).map(|_| Slot::new()).collect()
-        };
+        let slots = (batch != 0).then(|| {
+            let slots: Box<[Slot]> = (0..SLOTS).map(|_| Slot::new()).collect();
+            slots
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("exactly `SLOTS` slots were made"))
+        });
         Budget {
             state: AtomicUsize::new(capacity),
             queue: QueueCell::new(Queue {
@@ -349,12 +359,14 @@ impl Budget {
             }),
             capacity,
             batch,
+            credit_max: batch.saturating_mul(2),
             slots,
             shortage: CachePadded::new(Shortage {
                 starved: AtomicUsize::new(0),
                 events: AtomicU64::new(0),
                 noted: AtomicBool::new(false),
             }),
+            id: credit::budget_id(),
         }
     }
 
@@ -374,30 +386,54 @@ impl Budget {
     fn credits(&self) -> usize {
         self.slots
             .iter()
+            .flat_map(|slots| slots.iter())
             .map(|slot| slot.credit.load(Ordering::Relaxed))
             .sum()
     }
 
-    /// The calling thread's slot, if it owns one.
+    /// The calling thread's slot, if it owns one: the slot the thread noted last, if it
+    /// is of this budget (one thread-local access and a compare), else by the token.
     #[inline(always)]
     fn own_slot(&self) -> Option<&Slot> {
-        // `slots` is empty when credits are off.
-        let token = credit::thread_token();
-        let slot = self.slots.get(credit::slot_index(token))?;
-        (slot.owner.load(Ordering::Relaxed) == token).then_some(slot)
+        let (id, slot) = credit::last_own_slot();
+        if id == self.id {
+            // SAFETY: a slot noted with this budget's id is one of this budget's slots (ids
+            // are never reused, and never 0, the id of no note), which live as long as the
+            // budget, borrowed here.
+            return Some(unsafe { &*slot });
+        }
+        self.own_slot_by_token()
     }
 
-    /// The calling thread's slot, claimed if nobody owns it.
+    /// [`own_slot`](Self::own_slot) past the thread's last noted slot: the slot of the
+    /// thread's token, if the thread owns it (then noted).
+    #[inline(never)]
+    fn own_slot_by_token(&self) -> Option<&Slot> {
+        // `slots` is `None` when credits are off.
+        let token = credit::thread_token();
+        let slot = &self.slots.as_deref()?[credit::slot_index(token)];
+        if slot.owner.load(Ordering::Relaxed) != token {
+            return None;
+        }
+        credit::note_own_slot(self.id, slot);
+        Some(slot)
+    }
+
+    /// The calling thread's slot, claimed if nobody owns it (and noted, as
+    /// [`own_slot`](Self::own_slot) does).
     fn own_or_claim_slot(&self) -> Option<&Slot> {
         let token = credit::thread_token();
-        let slot = self.slots.get(credit::slot_index(token))?;
+        let slot = &self.slots.as_deref()?[credit::slot_index(token)];
         match slot
             .owner
             .compare_exchange(0, token, Ordering::Acquire, Ordering::Relaxed)
         {
-            Ok(_) => Some(slot),
-            Err(owner) => (owner == token).then_some(slot),
+            Ok(_) => {}
+            Err(owner) if owner == token => {}
+            Err(_) => return None,
         }
+        credit::note_own_slot(self.id, slot);
+        Some(slot)
     }
 
     /// The owner's exit from its slot: if requests wait, its credit goes to the shared
@@ -433,7 +469,7 @@ impl Budget {
         // a refill it took before `WAITING` was set, which only the fence below makes
         // visible (or makes the owner see `WAITING` when it leaves).
         let mut flagged = false;
-        for slot in self.slots.iter() {
+        for slot in self.slots.iter().flat_map(|slots| slots.iter()) {
             if slot.owner.load(Ordering::Acquire) != 0 {
                 slot.reclaiming.store(true, Ordering::Relaxed);
                 flagged = true;
@@ -447,7 +483,7 @@ impl Budget {
         // leave their slots with requests waiting.
         let fenced = credit::heavy_fence();
         let mut taken = 0;
-        for slot in self.slots.iter() {
+        for slot in self.slots.iter().flat_map(|slots| slots.iter()) {
             if !slot.reclaiming.load(Ordering::Relaxed) {
                 continue;
             }
@@ -481,8 +517,9 @@ impl Budget {
     /// locked instruction.
     #[inline(always)]
     pub(crate) fn try_acquire(&self, bytes: usize) -> bool {
-        if bytes <= self.batch
-            && let Some(slot) = self.own_slot()
+        // Any charge the credit holds is served from it (no comparison with the batch:
+        // the credit is at most twice the batch anyway).
+        if let Some(slot) = self.own_slot()
             && slot.try_enter()
         {
             // FIFO: nobody waits (a waiter that registers meanwhile sees the mark, and
@@ -594,12 +631,13 @@ impl Budget {
     /// one batch, and all of it if requests wait.
     #[inline(always)]
     pub(crate) fn release(&self, bytes: usize) {
-        if bytes <= self.batch
-            && let Some(slot) = self.own_slot()
+        // Any charge the credit can keep within twice the batch goes to it (no
+        // comparison with the batch first).
+        if let Some(slot) = self.own_slot()
             && slot.try_enter()
         {
             let credit = slot.credit.load(Ordering::Relaxed) + bytes;
-            let kept = credit <= 2 * self.batch;
+            let kept = credit <= self.credit_max;
             if kept {
                 slot.credit.store(credit, Ordering::Relaxed);
             }
@@ -1492,6 +1530,54 @@ mod tests {
                     .poll(&mut Context::from_waker(&waker))
                     .is_ready()
             );
+        }
+    }
+
+    /// The bytes in the calling thread's slot of `budget` (0 if it owns none).
+    fn own_credit(budget: &Budget) -> usize {
+        budget
+            .own_slot()
+            .map_or(0, |slot| slot.credit.load(Ordering::Relaxed))
+    }
+
+    /// One thread using two budgets in turn: each request and free goes to the credit
+    /// of its own budget, whichever budget the thread used last (the thread's note of
+    /// its slot names one budget at a time).
+    #[test]
+    fn a_thread_using_two_budgets_in_turn_keeps_their_credits_apart() {
+        let first = Budget::with_batch(1 << 20, 4096);
+        let second = Budget::with_batch(1 << 20, 4096);
+        for _ in 0..3 {
+            assert!(first.try_acquire(64));
+            assert!(second.try_acquire(128));
+            first.release(64);
+            second.release(128);
+        }
+        assert!(first.try_acquire(64));
+        assert!(second.try_acquire(128));
+        assert_eq!(own_credit(&first), 4096 - 64);
+        assert_eq!(own_credit(&second), 4096 - 128);
+        assert_eq!(first.available(), (1 << 20) - 64);
+        assert_eq!(second.available(), (1 << 20) - 128);
+        second.release(128);
+        first.release(64);
+        assert_eq!(own_credit(&first), 4096);
+        assert_eq!(own_credit(&second), 4096);
+        assert_eq!(first.available(), 1 << 20);
+        assert_eq!(second.available(), 1 << 20);
+    }
+
+    /// A budget made after the thread's last used one is dropped (possibly at the same
+    /// address) does not take the dropped one's slot for the thread's own.
+    #[test]
+    fn a_new_budget_does_not_take_a_dropped_ones_slot() {
+        for _ in 0..3 {
+            let budget = Box::new(Budget::with_batch(1 << 20, 4096));
+            assert_eq!(own_credit(&budget), 0);
+            assert!(budget.try_acquire(64));
+            assert_eq!(own_credit(&budget), 4096 - 64);
+            budget.release(64);
+            assert_eq!(budget.available(), 1 << 20);
         }
     }
 }

@@ -235,6 +235,7 @@
 //!
 //! [`alloc_layout`]: AsyncHeap::alloc_layout
 
+mod alloc_value;
 mod arc;
 mod boxed;
 mod budget;
@@ -247,6 +248,7 @@ mod vec;
 
 use core::alloc::Layout;
 use core::fmt;
+use core::future::Future;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 
@@ -255,6 +257,7 @@ use pagekeep_mmap::{DefaultPages, PageSource};
 
 use crate::SlabHeap;
 use crate::size_class::{CLASS_SIZES, MAX_SMALL, class_for};
+use alloc_value::AllocValue;
 use budget::Budget;
 pub(crate) use class_pages::announce_deferred;
 use class_pages::{ClassPages, Reservations};
@@ -512,21 +515,17 @@ impl<S: PageSource + Clone> AsyncHeap<S> {
 
     /// Moves `value` into the heap, waiting for room.
     ///
+    /// The future tries the fast path ([`try_alloc`](Self::try_alloc)) at its first poll
+    /// and moves the value once, from the future into its block; it waits as
+    /// [`alloc_layout`](Self::alloc_layout) does only when there is no room at once.
+    /// Dropped before it returns its box, it drops the value.
+    ///
     /// # Panics
-    /// As [`alloc_layout`](Self::alloc_layout).
-    pub async fn alloc<T>(&self, value: T) -> HeapBox<'_, T, S> {
-        // The fast path first, inlined into the caller's future: the waiting future
-        // (and a move of the value into it) only when there is no room at once.
-        match self.try_alloc(value) {
-            Ok(boxed) => boxed,
-            Err(value) => self.alloc_waiting(value).await,
-        }
-    }
-
-    /// [`alloc`](Self::alloc) past its fast path.
-    async fn alloc_waiting<T>(&self, value: T) -> HeapBox<'_, T, S> {
-        let block = self.alloc_layout(Layout::new::<T>()).await;
-        HeapBox::write(block, value)
+    /// As [`alloc_layout`](Self::alloc_layout); also if polled again after it returned
+    /// its box.
+    #[inline(always)]
+    pub fn alloc<T>(&self, value: T) -> impl Future<Output = HeapBox<'_, T, S>> {
+        AllocValue::new(self, value, Self::alloc_layout)
     }
 
     /// Moves `value` into the heap if there is room now and nobody waits; gives the value

@@ -60,6 +60,35 @@ fn box_holds_and_gives_back_its_bytes() {
     assert_eq!(heap.available(), 256);
 }
 
+/// The future of `alloc` owns its value until it returns the box: dropped unpolled, or
+/// dropped while it waits, it drops the value once; served after a wait, the value is in
+/// the box, dropped once with it.
+#[test]
+fn an_alloc_future_drops_its_value_once_whenever_it_is_dropped() {
+    let drops = AtomicUsize::new(0);
+    let heap = AsyncHeap::new(64);
+    drop(heap.alloc(Counted(&drops)));
+    assert_eq!(drops.load(Ordering::Relaxed), 1);
+    let full = heap.try_alloc([0u8; 64]).unwrap_or_else(|_| panic!("room"));
+    {
+        let mut waiting = pin!(heap.alloc(Counted(&drops)));
+        assert!(poll_once(waiting.as_mut()).is_pending());
+        assert_eq!(heap.waiters(), 1);
+    }
+    assert_eq!(drops.load(Ordering::Relaxed), 2);
+    assert_eq!(heap.waiters(), 0);
+    let mut waiting = pin!(heap.alloc(Counted(&drops)));
+    assert!(poll_once(waiting.as_mut()).is_pending());
+    drop(full);
+    let Poll::Ready(boxed) = poll_once(waiting.as_mut()) else {
+        panic!("served by the free");
+    };
+    assert_eq!(drops.load(Ordering::Relaxed), 2);
+    drop(boxed);
+    assert_eq!(drops.load(Ordering::Relaxed), 3);
+    assert_eq!(heap.available(), 64);
+}
+
 #[test]
 fn box_drops_its_value_once() {
     let drops = AtomicUsize::new(0);
@@ -300,6 +329,11 @@ fn handles_are_send_and_sync_as_their_values() {
     send_sync::<HeapVec<'static, u32>>();
     send_sync::<HeapBlock<'static>>();
     send_sync::<RegionPages>();
+    // The allocation futures, for tasks of multi-threaded executors.
+    fn send<T: Send>(_: &T) {}
+    let heap = AsyncHeap::new(64);
+    send(&heap.alloc(1u32));
+    send(&heap.alloc_layout(Layout::new::<u32>()));
 }
 
 /// The credit of a thread that exited is taken back for a request that needs it: the
