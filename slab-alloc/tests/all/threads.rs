@@ -27,7 +27,11 @@ fn scale(normal: usize) -> usize {
 #[test]
 fn producer_consumer_cross_thread_frees() {
     let cache = SlabCache::new(64, 8).unwrap();
-    let count = scale(100_000);
+    // Under miri, where the 1000 of `scale` took over three minutes on a loaded
+    // machine, 300: three batches cross to the consumer, whose frees fill its two
+    // magazines of 64 and send the rest to the depot, and both threads exit with
+    // magazines to give back.
+    let count = if cfg!(miri) { 300 } else { 100_000 };
     let (sender, receiver) = mpsc::sync_channel::<Vec<Sent>>(16);
     // Handles are joined explicitly: only a native join waits for the thread's exit hook
     // (the end of a scope waits for the closures alone).
@@ -155,7 +159,10 @@ fn threads_exit_while_holding_objects() {
 
 #[test]
 fn dropping_a_cache_takes_back_other_threads_magazines() {
-    let rounds = if cfg!(miri) { 3 } else { 20 };
+    // Under miri (about 40 s a round on a loaded machine) 2: ids are given lowest free
+    // first, so the second cache gets the id the first gave back and the worker's slot
+    // for it is used again, the path where a stale object would show.
+    let rounds = if cfg!(miri) { 2 } else { 20 };
     let (to_worker, from_main) = mpsc::channel::<Option<Arc<ObjectCache<[u64; 4]>>>>();
     let (to_main, from_worker) = mpsc::channel::<()>();
     let worker = thread::spawn(move || {
@@ -220,7 +227,10 @@ fn two_threads_hammer_one_object_cache() {
 #[test]
 fn trim_races_threads_that_use_their_magazines() {
     let heap = SlabHeap::new();
-    let rounds = if cfg!(miri) { 64 } else { 20_000 };
+    // Under miri, where 64 rounds took four minutes on a loaded machine, 32: each
+    // worker runs every burst length (0 to 15 blocks, the four sizes in turn) twice,
+    // with the trimmer running through them.
+    let rounds = if cfg!(miri) { 32 } else { 20_000 };
     let stop = std::sync::atomic::AtomicBool::new(false);
     thread::scope(|scope| {
         let workers: Vec<_> = (0..2u64)
@@ -276,7 +286,10 @@ fn trim_races_threads_that_use_their_magazines() {
 #[test]
 fn statistics_after_freeing_everything_show_nothing_live_while_another_thread_trims() {
     let heap = SlabHeap::new();
-    let rounds = if cfg!(miri) { 8 } else { 3_000 };
+    // Under miri, where 8 rounds took six minutes on a loaded machine (the trimmer runs
+    // whole trims between the main thread's steps), 4: each round is a full window in
+    // which a trim can hold the freed blocks' magazines while the statistics are read.
+    let rounds = if cfg!(miri) { 4 } else { 3_000 };
     let stop = std::sync::atomic::AtomicBool::new(false);
     thread::scope(|scope| {
         let trimmer = scope.spawn(|| {
