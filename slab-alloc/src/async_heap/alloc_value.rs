@@ -102,15 +102,18 @@ where
             },
             State::Done => panic!("`AsyncHeap::alloc` polled after it returned its box"),
         };
-        // SAFETY: `state` is not `Done`, so the value is still here; `state` becomes
-        // `Done` below before anything else reads `value`. If the waiting future's drop
-        // panics there, the assignment still writes `Done` (an assignment writes the new
-        // value whether the old one's drop unwinds or not) and the box, holding the
-        // value, is dropped by the unwinding: the value is dropped once.
-        let value = unsafe { ManuallyDrop::take(&mut this.value) };
-        let boxed = HeapBox::write(block, value);
+        // The waiting future (if any) is done with: dropped here, before the value leaves
+        // this future, so that no unwinding can find the value both moved out and still
+        // owned. Should that drop panic, the assignment still writes `Done` (an
+        // assignment writes the new value whether the old one's drop unwinds or not):
+        // the block, in `block`, is freed by the unwinding and the value stays here,
+        // leaked, never dropped twice.
         this.state = State::Done;
-        Poll::Ready(boxed)
+        // SAFETY: `state` was not `Done` when this poll began, so the value is still here;
+        // it is read once: with `state` now `Done`, neither a later poll (it panics) nor
+        // the drop touches it.
+        let value = unsafe { ManuallyDrop::take(&mut this.value) };
+        Poll::Ready(HeapBox::write(block, value))
     }
 }
 
