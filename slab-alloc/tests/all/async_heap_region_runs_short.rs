@@ -10,7 +10,6 @@ use core::pin::pin;
 use core::sync::atomic::Ordering;
 use core::task::{Context, Poll};
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 use pagekeep_mmap::Region;
@@ -24,24 +23,7 @@ const CHILD: &str = "SLAB_ALLOC_REGION_RUNS_SHORT_CHILD";
 /// Runs the ignored test `name` of this file in a child process; panics with its output
 /// unless it passed.
 fn run_child(name: &str) {
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            &format!("async_heap_region_runs_short::{name}"),
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.contains("1 passed"),
-        "the child {name} failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
-        output.status
-    );
+    crate::child_process::run_ignored_test(CHILD, &format!("async_heap_region_runs_short::{name}"));
 }
 
 /// A heap of 16 MiB over a region of 20 MiB (the capacity, 2 MiB of bookkeeping and

@@ -11,7 +11,6 @@ use core::pin::pin;
 use core::sync::atomic::Ordering;
 use core::task::Context;
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 use pagekeep_mmap::Region;
@@ -25,23 +24,9 @@ const CHILD: &str = "SLAB_ALLOC_SPACE_RETURNS_CHILD";
 /// Runs the ignored test `name` of this file in a child process; panics with its output
 /// unless it passed.
 fn run_child(name: &str) {
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            &format!("async_heap_space_returns_without_a_free::{name}"),
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.contains("1 passed"),
-        "the child {name} failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
-        output.status
+    crate::child_process::run_ignored_test(
+        CHILD,
+        &format!("async_heap_space_returns_without_a_free::{name}"),
     );
 }
 
@@ -216,36 +201,8 @@ impl std::task::Wake for CacheMakingWaker {
 fn a_waker_woken_by_a_thread_exit_runs_outside_the_registry_lock() {
     // The old code woke the starved request under the registry's spin lock, inside the
     // exiting thread's destructor: this waker then spun for ever on that lock. The child
-    // is killed after a minute, and that counts as the failure.
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "async_heap_space_returns_without_a_free::child_exit_waker_takes_the_registry",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "1")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!("the child hung: the waker ran under the registry's lock");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
-    assert!(
-        status.success() && stdout.contains("1 passed"),
-        "the child failed ({status}): {stdout}"
-    );
+    // is killed after a minute (`run_child`), and that counts as the failure.
+    run_child("child_exit_waker_takes_the_registry");
 }
 
 #[test]

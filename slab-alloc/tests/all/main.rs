@@ -11,6 +11,7 @@ mod async_heap_shared_region;
 mod async_heap_sizing_rule_for_large_classes;
 mod async_heap_space_returns_without_a_free;
 mod async_support;
+mod child_process;
 mod corruption;
 mod decay_hook_only_in_allocations;
 mod exhaustion;
