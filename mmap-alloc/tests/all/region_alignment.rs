@@ -21,12 +21,23 @@ fn regions_are_aligned_from_a_page_to_a_gibibyte() {
         {
             let cost = pagekeep_mmap::syscall_counters::snapshot().since(&before);
             // Windows reserves a probe, releases it and reserves the aligned range
-            // exactly (again if another thread took the address meanwhile).
+            // exactly: two reservations and a release per try, and another try when a
+            // thread of the process (another test) took the address meanwhile.
             #[cfg(windows)]
-            assert_eq!(cost.mmap, cost.munmap + 1, "alignment {align:#x}: {cost:?}");
+            if align <= 64 << 10 {
+                assert_eq!((cost.mmap, cost.munmap), (1, 0), "alignment {align:#x}");
+            } else {
+                assert_eq!(cost.mmap, 2 * cost.munmap, "alignment {align:#x}: {cost:?}");
+                assert!(
+                    (1..=4).contains(&cost.munmap),
+                    "alignment {align:#x}: {cost:?}"
+                );
+            }
             #[cfg(not(windows))]
-            assert_eq!(cost.mmap, 1, "alignment {align:#x}: {cost:?}");
-            assert!(cost.munmap <= 2, "alignment {align:#x}: {cost:?}");
+            {
+                assert_eq!(cost.mmap, 1, "alignment {align:#x}: {cost:?}");
+                assert!(cost.munmap <= 2, "alignment {align:#x}: {cost:?}");
+            }
         }
         assert_eq!(
             region.as_ptr().addr().get() % align,

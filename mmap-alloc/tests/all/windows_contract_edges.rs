@@ -237,7 +237,8 @@ fn an_aligned_reservation_the_os_refuses_to_commit_fails_at_once_with_its_error(
 
     // Reserving 16 TiB and more works; committing it does not (the commit charge on
     // Windows, overcommit under wine): the refusal is the OS's, not a lost race for
-    // the aligned address, and is returned as it came, after one try.
+    // the aligned address, and is returned as it came, after one try (two if another
+    // test's thread took the address between the probe and the exact reservation).
     let before = syscall_counters::snapshot();
     let error = sys::map_committed(1 << 44, 1 << 20).expect_err("16 TiB committed");
     let cost = syscall_counters::snapshot().since(&before);
@@ -246,7 +247,13 @@ fn an_aligned_reservation_the_os_refuses_to_commit_fails_at_once_with_its_error(
         "{error}"
     );
     assert_ne!(error.address(), 0, "the aligned address tried: {error}");
-    assert_eq!((cost.mmap, cost.munmap), (2, 1), "{cost:?}");
+    assert_ne!(
+        error.raw_os_error(),
+        Some(ERROR_INVALID_ADDRESS as i32),
+        "a refusal, not a lost race: {error}"
+    );
+    assert_eq!(cost.mmap, 2 * cost.munmap, "{cost:?}");
+    assert!((1..=2).contains(&cost.munmap), "{cost:?}");
 }
 
 #[test]
