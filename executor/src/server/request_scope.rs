@@ -38,12 +38,14 @@
 //! Everything the server makes itself (these wrappers, refusal responses, timers, the
 //! runtime's queues) is allocated outside the arena.
 //!
+//! The handler's future is boxed in the request's arena (one bump allocation), so the
+//! `RequestTask` hyper moves around (returned by the service, then put in the
+//! connection's slot for it) is a few words, not the handler's whole future.
+//!
 //! # Safety
-//! `RequestTask` structurally pins its handler future (`State::Running`): the future is
-//! never moved once the task is pinned, only dropped in place (`drop_handler`:
+//! `ResponseBody` structurally pins the handler's body (`BodyKind::Handler`): the body is
+//! never moved once the response body is pinned, only dropped in place (`drop_body`:
 //! `drop_in_place`, then the state is overwritten). Other states hold no pinned data.
-//! `ResponseBody` pins the handler's body (`BodyKind::Handler`) the same way
-//! (`drop_body`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -423,10 +425,13 @@ struct Waiting<H> {
 enum State<H: Handler> {
     /// Every arena was in use when the request came; boxed, as it is the rare case.
     WaitingForArena(Box<Waiting<H>>),
-    /// The handler's future; structurally pinned (module `# Safety`).
-    Running(H::Future),
-    /// Answered without the handler (refused up front, or the handler call panicked).
-    Answered(Response<Full<Bytes>>),
+    /// The handler's future, boxed in the request's arena (allocated there by
+    /// [`call_in_arena`], freed there by [`RequestTask::drop_handler`]).
+    Running(Pin<Box<H::Future>>),
+    /// Answered without the handler (refused up front, or the handler call panicked);
+    /// boxed, as it is the rare case (a response head is about 200 bytes, which every
+    /// task would otherwise carry and hyper move).
+    Answered(Box<Response<Full<Bytes>>>),
     /// The response has been returned.
     Finished,
 }
@@ -441,7 +446,6 @@ const TIMED_OUT_BODY: &str = "service unavailable: the request handler timed out
 /// One request's handler, run in its own arena under the server's per-request rules.
 /// See the module docs.
 pub(crate) struct RequestTask<H: Handler> {
-    /// Pinned when `Running`; see the module `# Safety`.
     state: State<H>,
     /// The request's arena while the handler lives; handed to the response body with
     /// the handler's response, or released.
@@ -457,7 +461,8 @@ pub(crate) struct RequestTask<H: Handler> {
 }
 
 /// Copies the request's head into `lease`'s arena, gives it the client's address, and
-/// calls the handler there, containing a panic.
+/// calls the handler there, containing a panic; the handler's future is boxed there
+/// too.
 fn call_in_arena<H: Handler>(
     handler: &H,
     request: Request<RequestBody>,
@@ -470,16 +475,16 @@ fn call_in_arena<H: Handler>(
         if let Some(peer) = activity.peer {
             request.extensions_mut().insert(ClientAddr(peer));
         }
-        match catch_unwind(AssertUnwindSafe(|| handler.call(request))) {
+        match catch_unwind(AssertUnwindSafe(|| Box::pin(handler.call(request)))) {
             Ok(future) => State::Running(future),
             Err(payload) => {
                 // The payload is user code too: its destructor may panic.
                 crate::sync::discard_panic(payload);
                 counters.panics.fetch_add(1, Ordering::Relaxed);
-                State::Answered(plain_response(
+                State::Answered(Box::new(plain_response(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     PANIC_BODY,
-                ))
+                )))
             }
         }
     })
@@ -576,7 +581,7 @@ impl<H: Handler> RequestTask<H> {
 
     fn answered(response: Response<Full<Bytes>>, in_flight: InFlight) -> Self {
         Self {
-            state: State::Answered(response),
+            state: State::Answered(Box::new(response)),
             lease: None,
             deadline: None,
             handler_timeout: None,
@@ -589,27 +594,13 @@ impl<H: Handler> RequestTask<H> {
         &self.activity.counters
     }
 
-    /// Drops the handler future in place (never moving it, as pinning requires) inside
-    /// the request's arena, containing a panic from its destructors, and leaves the
-    /// state `Finished`. The lease stays.
+    /// Drops the handler future (and frees its box) inside the request's arena,
+    /// containing a panic from its destructors, and leaves the state `Finished`. The
+    /// lease stays.
     fn drop_handler(&mut self) {
-        if let State::Running(future) = &mut self.state {
-            let future: *mut H::Future = future;
-            in_lease(self.lease.as_ref(), || {
-                // SAFETY: `future` points to the live handler future inside `self.state`
-                // (derived from a unique borrow that ends here). It is dropped exactly
-                // once: a panicking destructor still counts as the drop, and the state is
-                // then overwritten without being dropped again.
-                let dropped = catch_unwind(AssertUnwindSafe(|| unsafe {
-                    std::ptr::drop_in_place(future)
-                }));
-                if let Err(payload) = dropped {
-                    crate::sync::discard_panic(payload);
-                }
-            });
-            // SAFETY: `self.state` is valid for writes; its only field was dropped above,
-            // so overwriting it without running its destructor again is exactly right.
-            unsafe { std::ptr::write(&mut self.state, State::Finished) };
+        if matches!(self.state, State::Running(_)) {
+            let future = std::mem::replace(&mut self.state, State::Finished);
+            drop_contained(future, self.lease.as_ref());
         }
     }
 
@@ -662,9 +653,7 @@ impl<H: Handler> RequestTask<H> {
         let State::Running(future) = &mut self.state else {
             unreachable!("poll_handler on a task that is not running")
         };
-        // SAFETY: the future is structurally pinned (module `# Safety`): it stays at
-        // this address until `drop_handler` drops it in place.
-        let future = unsafe { Pin::new_unchecked(future) };
+        let future = future.as_mut();
         let outcome = in_lease(self.lease.as_ref(), || {
             catch_unwind(AssertUnwindSafe(|| future.poll(cx)))
         });
@@ -711,18 +700,14 @@ impl<H: Handler> Future for RequestTask<H> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // The response goes with the connection's header map: see `finish`. (Lent here,
         // after the fact, the response was moved once more: about 30 instructions.)
-        self.poll_response(cx)
+        self.get_mut().poll_response(cx)
     }
 }
 
 impl<H: Handler> RequestTask<H> {
     /// The response, by the per-request rules (module docs).
-    fn poll_response(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<<Self as Future>::Output> {
-        // SAFETY: only `state`'s `Running` future is structurally pinned, and the code
-        // below never moves it: it is polled through `Pin::new_unchecked` on its place
-        // and dropped in place by `drop_handler`. `Answered` and `WaitingForArena` are
-        // moved out only while the state holds no future. No other field is pinned.
-        let this = unsafe { self.get_unchecked_mut() };
+    fn poll_response(&mut self, cx: &mut Context<'_>) -> Poll<<Self as Future>::Output> {
+        let this = self;
         match &mut this.state {
             State::Running(_) => this.poll_handler(cx),
             State::WaitingForArena(waiting) => {
@@ -738,8 +723,7 @@ impl<H: Handler> RequestTask<H> {
                     this.state = call_in_arena(&*handler, request, &lease, &this.activity);
                     this.lease = Some(lease);
                     // Poll the new state at once: the handler's first poll, or the 500.
-                    // SAFETY: `this` is the pinned task; re-pinning it is sound.
-                    return unsafe { Pin::new_unchecked(this) }.poll_response(cx);
+                    return this.poll_response(cx);
                 }
                 if let Some(deadline) = &mut waiting.deadline
                     && Pin::new(deadline).poll(cx).is_ready()
@@ -758,7 +742,7 @@ impl<H: Handler> RequestTask<H> {
                 else {
                     unreachable!("matched Answered above")
                 };
-                this.finish(response.map(BodyKind::Server))
+                this.finish((*response).map(BodyKind::Server))
             }
             State::Finished => panic!("RequestTask polled after completion"),
         }
@@ -1027,6 +1011,32 @@ mod tests {
     fn within(inner: &[u8], outer: &[u8]) -> bool {
         let outer = outer.as_ptr_range();
         outer.contains(&inner.as_ptr())
+    }
+
+    /// The size of the task a handler's requests run in.
+    fn task_bytes<H: Handler>(_handler: &H) -> usize {
+        std::mem::size_of::<RequestTask<H>>()
+    }
+
+    /// The size of a handler's future.
+    fn future_bytes<H: Handler>(_handler: &H) -> usize {
+        std::mem::size_of::<H::Future>()
+    }
+
+    #[test]
+    fn the_request_task_stays_small_whatever_the_size_of_the_handler_future() {
+        // A handler whose future keeps 4 KiB across an await. hyper moves the task it is
+        // given (out of the service's call, into the connection's slot for it): the
+        // future must not be part of it.
+        let handler = |request: Request<RequestBody>| async move {
+            let scratch = [1u8; 4096];
+            crate::timer::yield_now().await;
+            drop(request);
+            Response::new(Full::new(Bytes::copy_from_slice(&scratch[..1])))
+        };
+        assert!(future_bytes(&handler) > 4096);
+        let task = task_bytes(&handler);
+        assert!(task <= 160, "a request task of {task} bytes");
     }
 
     #[test]
