@@ -437,6 +437,15 @@ impl Sleep {
         self.deadline = deadline;
     }
 
+    /// Whether this sleep is registered in the timer heap of the worker running the
+    /// caller: it is then fired from there, at a clock reading past its deadline, and
+    /// wakes the waker it was last polled with.
+    pub(crate) fn is_armed_here(&self) -> bool {
+        self.armed
+            && self.entry.is_some()
+            && crate::worker::with_local(|local| local.id) == Some(self.worker)
+    }
+
     /// Withdraws the registration; the entry is kept for the next one.
     fn cancel(&mut self) {
         if !self.armed {
