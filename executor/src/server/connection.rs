@@ -456,3 +456,100 @@ impl<S: Io> hyper::rt::Write for WatchedStream<S> {
         self.note(polled)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Runtime;
+
+    const LIMIT: Duration = Duration::from_millis(50);
+
+    /// Runs `steps` on a worker, as a connection's task runs its watchdog: each call
+    /// gets the watchdog, the poll's context and the number of the call, and returns
+    /// whether the test is done. A call that returns false leaves the task waiting for
+    /// whatever woke it (the watchdog's timer, or a wake the step asked for).
+    fn on_a_worker(
+        mut steps: impl FnMut(&mut Watchdog, &mut Context<'_>, usize) -> bool + Send + 'static,
+    ) {
+        let runtime = Runtime::builder().workers(1).build().unwrap();
+        let task = runtime.spawn(async move {
+            let mut watchdog = Watchdog::new();
+            let mut call = 0;
+            let steps = poll_fn(|cx| {
+                call += 1;
+                if steps(&mut watchdog, cx, call - 1) {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            });
+            // A wake-up lost for good ends the test after 10 s (the step then polled
+            // finds the watchdog late) instead of hanging it.
+            crate::timer::timeout(Duration::from_secs(10), steps)
+                .await
+                .expect("the watchdog's task was never woken");
+        });
+        runtime.block_on(async move { task.await.unwrap() });
+    }
+
+    #[test]
+    fn a_phase_begun_before_the_timer_is_due_still_times_out_when_it_is_due() {
+        let mut began = None;
+        on_a_worker(move |watchdog, cx, call| match call {
+            // Arms the timer for the first phase, and asks to be polled again at once.
+            0 => {
+                assert!(!watchdog.expired(cx, (Phase::Waiting, 0), Some(LIMIT)));
+                cx.waker().wake_by_ref();
+                false
+            }
+            // A new phase, before the timer is due: the timer is not polled, and its
+            // firing for the first phase still wakes the task.
+            1 => {
+                began = Some(Instant::now());
+                assert!(!watchdog.expired(cx, (Phase::Waiting, 1), Some(LIMIT)));
+                false
+            }
+            _ => {
+                let began = began.unwrap();
+                if !watchdog.expired(cx, (Phase::Waiting, 1), Some(LIMIT)) {
+                    assert!(began.elapsed() < LIMIT * 100, "never woken when due");
+                    return false;
+                }
+                assert!(began.elapsed() >= LIMIT, "expired early");
+                assert!(began.elapsed() < LIMIT * 100, "expired late");
+                true
+            }
+        });
+    }
+
+    #[test]
+    fn a_phase_begun_when_the_timer_fired_is_timed_from_its_own_start() {
+        let mut began = None;
+        on_a_worker(move |watchdog, cx, call| match call {
+            // Arms the timer for the first phase and waits for it.
+            0 => {
+                assert!(!watchdog.expired(cx, (Phase::Waiting, 0), Some(LIMIT)));
+                false
+            }
+            // Woken by the timer; a new phase begins in this very poll, past the
+            // timer's deadline: the timer must be polled (it has fired, and will not
+            // wake the task again) and set for the new phase.
+            1 => {
+                let now = Instant::now();
+                began = Some(now);
+                assert!(!watchdog.expired(cx, (Phase::Waiting, 1), Some(LIMIT)));
+                false
+            }
+            _ => {
+                let began = began.unwrap();
+                if !watchdog.expired(cx, (Phase::Waiting, 1), Some(LIMIT)) {
+                    assert!(began.elapsed() < LIMIT * 100, "never woken when due");
+                    return false;
+                }
+                assert!(began.elapsed() >= LIMIT, "expired early");
+                assert!(began.elapsed() < LIMIT * 100, "expired late");
+                true
+            }
+        });
+    }
+}
