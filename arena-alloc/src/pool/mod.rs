@@ -616,7 +616,8 @@ impl<P: PageSource> Deref for PooledArena<'_, P> {
 impl<P: PageSource> Drop for PooledArena<'_, P> {
     #[inline]
     fn drop(&mut self) {
-        self.pool.core.release(self.index);
+        // SAFETY: `slot` is `&pool.slots[index]`.
+        unsafe { self.pool.core.release_slot(self.slot, self.index) };
     }
 }
 
