@@ -920,6 +920,75 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     ///   [`alloc_box_pinned`](Arena::alloc_box_pinned) or [`pin_scope`](Arena::pin_scope)).
     #[inline]
     pub unsafe fn reset_unchecked(&self) {
+        // SAFETY: forwarded from the caller.
+        if unsafe { self.try_reset_warm() } {
+            return;
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.reset_releasing() }
+    }
+
+    /// The common reset, in place: when the arena has one ordinary chunk and no
+    /// oversize ones, and its used pages do not reach above what stays committed (the
+    /// warm watermark, or what the previous cycle used), `reset_unchecked` releases and
+    /// decommits nothing, and this does what it would do (the peak folded, the bump
+    /// pointer back at the chunk's start, the end and the marks of the next cycle),
+    /// writing only the arena struct and calling nothing. Returns whether it reset the
+    /// arena; `false` leaves it unchanged.
+    ///
+    /// # Safety
+    /// - As for [`reset_unchecked`](Arena::reset_unchecked).
+    #[inline(always)]
+    pub(crate) unsafe fn try_reset_warm(&self) -> bool {
+        let Some(current) = self.current.get() else {
+            return false;
+        };
+        if self.oversize_chunks.get() != 0 || self.chunks.get() > 1 {
+            return false;
+        }
+        let data = current.data_start().addr().get();
+        let top = self.lowered_from.get().max(self.ptr.get().addr().get());
+        let base = data - HEADER_BYTES;
+        let dirty = self.high_water.get().max(top);
+        let keep = HEADER_BYTES
+            .saturating_add(self.config.warm_bytes)
+            .max(self.previous_cycle_bytes.get());
+        if dirty - base > keep {
+            return false;
+        }
+        self.peak_bytes.set(
+            self.peak_bytes
+                .get()
+                .max(self.retired_bytes.get() + top - data),
+        );
+        self.retired_bytes.set(0);
+        self.lowered_from.set(0);
+        self.epoch.set(self.epoch.get().wrapping_add(1));
+        let start = Self::chunk_start(current);
+        self.ptr.set(start);
+        // As in `reset_releasing`: the limit ends `limit_bytes` after the data start,
+        // and never before the bump pointer.
+        let limit_end = data
+            .saturating_add(self.config.limit_bytes)
+            .max(start.addr().get());
+        self.end.set(self.committed_end.get().min(limit_end));
+        self.high_water.set(dirty);
+        self.poison_free_tail();
+        self.previous_cycle_bytes
+            .set(self.cycle_high.get().max(top) - base);
+        self.cycle_high.set(data);
+        self.maybe_check_invariants();
+        true
+    }
+
+    /// [`reset_unchecked`](Arena::reset_unchecked) when chunks are released or pages
+    /// decommitted (or there is no chunk yet).
+    ///
+    /// # Safety
+    /// - As for [`reset_unchecked`](Arena::reset_unchecked).
+    #[cold]
+    #[inline(never)]
+    unsafe fn reset_releasing(&self) {
         let Some(current) = self.current.get() else {
             // No ordinary chunk yet: at most oversize chunks to release.
             // SAFETY: forwarded from the caller.
@@ -977,6 +1046,8 @@ impl<S: PageSource, const MIN_ALIGN: usize> Arena<S, MIN_ALIGN> {
     ///
     /// # Safety
     /// - No allocation of the arena is used afterwards.
+    #[cold]
+    #[inline(never)]
     pub(crate) unsafe fn reset_cold(&self) {
         // SAFETY: forwarded from the caller.
         unsafe { self.reset_unchecked() };
@@ -1235,4 +1306,81 @@ fn chunk_address(address: usize) -> NonZeroUsize {
     // SAFETY: callers pass addresses inside or one past a chunk, which starts at a
     // non-null pointer and does not wrap the address space, so they are non-zero.
     unsafe { NonZeroUsize::new_unchecked(address) }
+}
+
+#[cfg(test)]
+mod tests {
+    use core::alloc::Layout;
+
+    use pagekeep_mmap::HeapPages;
+
+    use super::Arena;
+    use crate::config::ArenaConfig;
+
+    /// Everything a reset writes, addresses as offsets from the current chunk's base.
+    fn reset_state(arena: &Arena<HeapPages>) -> [usize; 12] {
+        let base = arena
+            .current
+            .get()
+            .map_or(0, |chunk| chunk.base().addr().get());
+        let offset = |address: usize| address.saturating_sub(base);
+        [
+            offset(arena.ptr.get().addr().get()),
+            offset(arena.end.get()),
+            offset(arena.committed_end.get()),
+            offset(arena.high_water.get()),
+            offset(arena.cycle_high.get()),
+            offset(arena.lowered_from.get()),
+            arena.chunks.get(),
+            arena.oversize_chunks.get(),
+            arena.retired_bytes.get(),
+            arena.previous_cycle_bytes.get(),
+            arena.peak_bytes.get(),
+            arena.epoch.get() as usize,
+        ]
+    }
+
+    #[test]
+    fn warm_reset_writes_what_the_releasing_reset_writes() {
+        let config = ArenaConfig::new()
+            .chunk_bytes(256 << 10)
+            .commit_step_bytes(64 << 10)
+            .warm_bytes(16 << 10)
+            .limit_bytes(100_000);
+        let warm = Arena::with_source(HeapPages, config);
+        let releasing = Arena::with_source(HeapPages, config);
+        // Cycles of blocks (size, whether freed at once while the latest), and whether
+        // the reset that ends them is the in-place one: small ones, one whose latest
+        // block is freed (the lowered mark), one past the warm watermark (decommitted
+        // above it: both arenas take the releasing reset) and one back under what that
+        // cycle used (kept committed, so in place again).
+        let cycles: [(&[(usize, bool)], bool); 4] = [
+            (&[(100, false), (200, false), (50, false)], true),
+            (&[(300, false), (4000, true), (10, false)], true),
+            (&[(30_000, false), (8, false)], false),
+            (&[(20_000, false), (24, true)], true),
+        ];
+        for (blocks, in_place) in cycles {
+            for arena in [&warm, &releasing] {
+                for &(size, freed) in blocks {
+                    let layout = Layout::from_size_align(size, 8).unwrap();
+                    let block = arena.alloc_layout(layout);
+                    if freed {
+                        // SAFETY: the latest block of this arena, never used.
+                        unsafe { arena.dealloc(block, layout) };
+                    }
+                }
+            }
+            // SAFETY: no block is used again.
+            assert_eq!(unsafe { warm.try_reset_warm() }, in_place);
+            if !in_place {
+                // SAFETY: as above.
+                unsafe { warm.reset_releasing() };
+            }
+            // SAFETY: as above.
+            unsafe { releasing.reset_releasing() };
+            assert_eq!(reset_state(&warm), reset_state(&releasing));
+            warm.check_invariants();
+        }
+    }
 }

@@ -31,12 +31,15 @@ fn record_spill(ptr: *mut u8, bytes: usize, account: SpillAccount) {
 /// for good while symbolising it, must neither fill the arena nor keep it quarantined.
 ///
 /// `alloc` reads one thread-local pointer: null means "not in an arena" and the request
-/// goes to the fallback `F`; otherwise it is a bump in the entered arena. `dealloc` and
-/// `realloc` find the arena of a pointer by address (a registered pool's range check,
-/// then one subtraction and one division by the power-of-two slot stride, a shift), so
-/// memory is routed back correctly from any thread. The path takes no lock, allocates
-/// nothing and has no panic: thread-locals have `const` initialisers and no destructors,
-/// indexing is unchecked after a range check, counters wrap. The one exception, still
+/// goes to the fallback `F`; otherwise it is a bump in the entered arena. `dealloc` reads
+/// the same pointer and, for a block of the entered arena (one range compare), bumps back
+/// if it is the latest allocation and counts one allocation less, without atomics. Other
+/// frees, and `realloc`, find the arena of a pointer by address (a registered pool's
+/// range check, then one subtraction and one division by the power-of-two slot stride, a
+/// shift), so memory is routed back correctly from any thread; a free of `F`'s memory is
+/// one call further, out of line. The path takes no lock, allocates nothing and has no
+/// panic: thread-locals have `const` initialisers and no destructors, indexing is
+/// unchecked after a range check, counters wrap. The one exception, still
 /// non-blocking, is the rare free that settles a quarantined arena: it resets the arena
 /// (an `madvise` for pages above its warm watermark, if any), pushes it on the pool's
 /// lock-free free stack and, only if someone is waiting for an arena, flags it for the
@@ -141,6 +144,45 @@ impl<F: GlobalAlloc> ArenaRouter<F> {
         ptr
     }
 
+    /// Frees a block that is not in the thread's entered arena (`current`, as
+    /// `pool::current` read it): one of another slot of a registered pool (found by
+    /// address, freed with one atomic count), or `F`'s.
+    ///
+    /// # Safety
+    /// - As `GlobalAlloc::dealloc`, for `ptr` and `layout`.
+    #[inline]
+    unsafe fn dealloc_elsewhere(&self, current: Option<Entered>, ptr: *mut u8, layout: Layout) {
+        match pool::locate(ptr.addr()) {
+            Some(routed) => {
+                #[cfg(feature = "debug-poison")]
+                // SAFETY: the allocation is dead from now on and `layout.size()` bytes
+                // long.
+                unsafe {
+                    ptr.write_bytes(crate::POISON_BYTE, layout.size())
+                };
+                // SAFETY: a located pointer lies inside a slot, so it is not null; it is
+                // a live routed allocation of `layout` there, freed once.
+                unsafe { routed.free(current, NonNull::new_unchecked(ptr), layout) }
+            }
+            // SAFETY: forwarded from the caller; not arena memory.
+            None => unsafe { self.dealloc_fallback(ptr, layout) },
+        }
+    }
+
+    /// Frees a block of `F`, crediting the lease it was spilled for, if any. Out of line,
+    /// so that the arena paths of `dealloc` need none of `F`'s registers.
+    ///
+    /// # Safety
+    /// - As `GlobalAlloc::dealloc`, for `ptr` and `layout`; `F` made the block.
+    #[inline(never)]
+    unsafe fn dealloc_fallback(&self, ptr: *mut u8, layout: Layout) {
+        if let Some(spill) = spill::take(ptr.addr(), layout.size()) {
+            spill.account.credit(spill.lease, spill.bytes);
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.fallback.dealloc(ptr, layout) }
+    }
+
     /// Reallocates a spilled block `spill` of the entered slot's current lease in `F`,
     /// charging or crediting only the difference in size.
     ///
@@ -218,26 +260,26 @@ unsafe impl<F: GlobalAlloc> GlobalAlloc for ArenaRouter<F> {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        match pool::locate(ptr.addr()) {
-            Some(routed) => {
-                #[cfg(feature = "debug-poison")]
-                // SAFETY: the allocation is dead from now on and `layout.size()` bytes
-                // long.
-                unsafe {
-                    ptr.write_bytes(crate::POISON_BYTE, layout.size())
-                };
-                // SAFETY: a located pointer lies inside a slot, so it is not null; it is
-                // a live routed allocation of `layout` there, freed once.
-                unsafe { routed.free(pool::current(), NonNull::new_unchecked(ptr), layout) }
-            }
-            None => {
-                if let Some(spill) = spill::take(ptr.addr(), layout.size()) {
-                    spill.account.credit(spill.lease, spill.bytes);
-                }
-                // SAFETY: not arena memory, so `F` made it.
-                unsafe { self.fallback.dealloc(ptr, layout) }
-            }
+        // The entered arena first: one thread-local load and one range compare, then a
+        // bump back or nothing, and one count less, without atomics.
+        let current = pool::current();
+        if let Some(entered) = current
+            && entered.holds(ptr.addr())
+        {
+            #[cfg(feature = "debug-poison")]
+            // SAFETY: the allocation is dead from now on and `layout.size()` bytes long.
+            unsafe {
+                ptr.write_bytes(crate::POISON_BYTE, layout.size())
+            };
+            // SAFETY: the pointer lies inside the entered slot, so it is not null; it is a
+            // live routed allocation of `layout` there (the router made it, and routed
+            // allocations of the slot's earlier leases were all freed before it was
+            // reused), freed once.
+            unsafe { entered.free(NonNull::new_unchecked(ptr), layout) };
+            return;
         }
+        // SAFETY: forwarded from the caller; not in the entered arena.
+        unsafe { self.dealloc_elsewhere(current, ptr, layout) }
     }
 
     #[inline]

@@ -33,9 +33,12 @@
 //!
 //! Counted reuse: routed allocations made while the slot is entered are counted in
 //! `local_live` (plain, owner-only), frees on the entering thread decrement it, and frees
-//! from anywhere else increment `remote_frees` (atomic). On release the lease subtracts
-//! its outstanding count from `remote_frees` with one `fetch_sub`: the result is minus
-//! the number of allocations still live. Zero means none: the releaser recycles the slot.
+//! from anywhere else increment `remote_frees` (atomic). On release, an outstanding
+//! count of zero means no allocation is live and no other thread holds one (each remote
+//! free is of an allocation the count still includes): the releaser recycles the slot
+//! without touching the atomics. Otherwise the lease subtracts its outstanding count
+//! from `remote_frees` with one `fetch_sub`: the result is minus the number of
+//! allocations still live. Zero means none: the releaser recycles the slot.
 //! Otherwise every later free adds one, and exactly one of them brings the value to zero
 //! and recycles. `AcqRel` on these read-modify-writes orders every use of an allocation
 //! before the reset that reuses its memory. This is the difference from nea, whose
@@ -616,7 +619,8 @@ impl<P: PageSource> Deref for PooledArena<'_, P> {
 impl<P: PageSource> Drop for PooledArena<'_, P> {
     #[inline]
     fn drop(&mut self) {
-        self.pool.core.release(self.index);
+        // SAFETY: `slot` is `&pool.slots[index]`.
+        unsafe { self.pool.core.release_slot(self.slot, self.index) };
     }
 }
 

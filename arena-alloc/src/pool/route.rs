@@ -72,12 +72,24 @@ impl Entered {
         ptr::eq(self.slot, slot)
     }
 
-    /// Frees a routed allocation of the entered slot on the entering thread.
+    /// Whether `address` lies in the entered slot's part of its pool's reservation: one
+    /// subtraction and one compare. Every allocation of the slot's arena lies there (its
+    /// chunks come from [`SlotPages`](super::SlotPages), which hands out nothing else),
+    /// and no other slot's does.
+    #[inline(always)]
+    pub(crate) fn holds(self, address: usize) -> bool {
+        let pages = self.slot.pages();
+        address.wrapping_sub(pages.base.addr().get()) < pages.len
+    }
+
+    /// Frees a routed allocation of the entered slot on the entering thread: back to
+    /// its bump allocator (a bump back when it is the latest allocation) and one count
+    /// less, without atomics.
     ///
     /// # Safety
     /// - `ptr` is a live allocation of `layout` in this slot, made through the router.
     #[inline(always)]
-    pub(super) unsafe fn free(self, ptr: NonNull<u8>, layout: Layout) {
+    pub(crate) unsafe fn free(self, ptr: NonNull<u8>, layout: Layout) {
         // SAFETY: this thread entered the slot, so it owns the bump state; `ptr` is an
         // allocation of it.
         unsafe { self.slot.arena().dealloc(ptr, layout) };

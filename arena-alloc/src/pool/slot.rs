@@ -251,32 +251,64 @@ impl PoolCore {
     }
 
     /// Resets a slot whose lease is gone and whose allocations are all freed, and puts it
-    /// back: to a waiter or the free list.
+    /// back: to a waiter or the free list. The common case (within its budget, its
+    /// arena reset in place: [`Arena::try_reset_warm`]) calls nothing but a waiter's
+    /// hand-off; anything else takes the cold path.
     ///
     /// # Safety
     /// - The caller owns the slot (module docs): its lease is gone and nothing allocated
     ///   from it is live.
     #[inline]
     unsafe fn recycle(&self, slot: &Slot, index: u32, how: Returned) {
-        debug_assert!(
-            core::ptr::eq(slot, &self.slots[index as usize]),
-            "slot {:p} is not number {index} of its pool",
-            slot
-        );
+        // SAFETY: the caller owns the slot, and nothing allocated from it is used again.
+        let reset =
+            !slot.over_budget.load(Ordering::Relaxed) && unsafe { slot.arena().try_reset_warm() };
+        if !reset {
+            // SAFETY: forwarded from the caller; the arena is unchanged.
+            return unsafe { self.recycle_cold(slot, index, how) };
+        }
+        // SAFETY: forwarded from the caller; the arena is reset.
+        unsafe { self.return_reset(slot, index, how) }
+    }
+
+    /// [`recycle`](Self::recycle) of a slot whose arena was not reset in place: it went
+    /// over its budget, or its reset releases chunks or decommits pages.
+    ///
+    /// # Safety
+    /// - As for `recycle`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn recycle_cold(&self, slot: &Slot, index: u32, how: Returned) {
         // SAFETY: the caller owns the slot, and nothing allocated from it is used again.
         // An arena that went over its budget (a runaway request) gives back its warm
         // pages too: it is the exception, and what it filled should not stay resident.
         unsafe {
             if slot.over_budget.load(Ordering::Relaxed) {
                 slot.arena().reset_cold();
+                slot.over_budget.store(false, Ordering::Relaxed);
             } else {
                 slot.arena().reset_unchecked();
             }
         }
+        // SAFETY: forwarded from the caller; the arena is reset.
+        unsafe { self.return_reset(slot, index, how) }
+    }
+
+    /// The rest of [`recycle`](Self::recycle) once the arena is reset: clears the
+    /// slot's counters and puts it back, to a waiter or the free list.
+    ///
+    /// # Safety
+    /// - As for `recycle`, and the slot's arena is reset and its over-budget flag down.
+    #[inline(always)]
+    unsafe fn return_reset(&self, slot: &Slot, index: u32, how: Returned) {
+        debug_assert!(
+            core::ptr::eq(slot, &self.slots[index as usize]),
+            "slot {:p} is not number {index} of its pool",
+            slot
+        );
         slot.local_live.set(0);
         slot.remote_frees.store(0, Ordering::Relaxed);
         slot.end_spill_account();
-        slot.over_budget.store(false, Ordering::Relaxed);
         slot.state.store(FREE, Ordering::Relaxed);
         #[cfg(feature = "debug-protect")]
         self.protect(slot);
@@ -303,36 +335,47 @@ impl PoolCore {
         unsafe { self.recycle(slot, self.index_of_slot(slot), Returned::FromFree) };
     }
 
-    /// Ends a lease: recycles the arena at once, or quarantines it while routed
-    /// allocations from it are live.
-    #[inline]
+    /// Ends the lease of slot `index`: recycles the arena at once, or quarantines it
+    /// while routed allocations from it are live. (Leases call
+    /// [`release_slot`](Self::release_slot) with the slot they hold.)
+    #[cfg(all(test, loom))]
     pub(super) fn release(&self, index: u32) {
+        let slot = &self.slots[index as usize];
+        // SAFETY: `slot` is number `index`.
+        unsafe { self.release_slot(slot, index) }
+    }
+
+    /// [`release`](Self::release) of slot `index`, `slot`, as a lease holds both. One
+    /// call out of line, with the reset inlined: the quarantine check reads one word,
+    /// the count of routed allocations not freed on the entering thread. Zero means none
+    /// is live (a free anywhere else would have left it non-zero), so the slot is
+    /// recycled without touching the atomics; otherwise one `fetch_sub` settles the
+    /// frees other threads made, or quarantines the slot until the rest come.
+    ///
+    /// # Safety
+    /// - `slot` is `&self.slots[index]`.
+    #[inline(never)]
+    pub(super) unsafe fn release_slot(&self, slot: &Slot, index: u32) {
+        debug_assert!(
+            core::ptr::eq(slot, &self.slots[index as usize]),
+            "slot {:p} is not number {index} of its pool",
+            slot
+        );
         // No thread routes to the slot any more: a route to it lives only inside `run`
         // (which borrows the lease) or inside an `ArenaGuard` (which owns the lease and
         // leaves the route before dropping it).
-        let slot = &self.slots[index as usize];
         let outstanding = slot.local_live.get() as isize;
-        if outstanding == 0 {
-            // Every routed allocation was freed on the entering thread, so no other
-            // thread holds one to free: the slot is ours without touching the atomics.
-            // SAFETY: nothing allocated from the slot is live and the lease is gone.
-            unsafe { self.recycle(slot, index, Returned::FromRelease) };
-            return;
+        if outstanding != 0 {
+            // Some routed allocations were not freed on the entering thread: the slot
+            // waits for them, unless other threads have freed them all.
+            slot.state.store(QUARANTINED, Ordering::Relaxed);
+            if slot.remote_frees.fetch_sub(outstanding, Ordering::AcqRel) != outstanding {
+                return;
+            }
         }
-        self.quarantine(slot, index, outstanding);
-    }
-
-    /// Ends a lease with `outstanding` routed allocations not freed on the entering
-    /// thread: the slot waits for them, unless other threads have freed them all.
-    #[cold]
-    #[inline(never)]
-    fn quarantine(&self, slot: &Slot, index: u32, outstanding: isize) {
-        slot.state.store(QUARANTINED, Ordering::Relaxed);
-        if slot.remote_frees.fetch_sub(outstanding, Ordering::AcqRel) == outstanding {
-            // SAFETY: the debt is settled (every routed allocation is freed) and the
-            // lease is gone: this thread owns the slot.
-            unsafe { self.recycle(slot, index, Returned::FromRelease) };
-        }
+        // SAFETY: every routed allocation is freed (the debt is settled, or none was
+        // left) and the lease is gone: this thread owns the slot.
+        unsafe { self.recycle(slot, index, Returned::FromRelease) };
     }
 
     /// The index of a slot of this pool.

@@ -25,6 +25,7 @@ mod nightly_allocator;
 mod pinned_boxes;
 mod pool_leases;
 mod reset_and_checkpoints;
+mod router_fast_free_attacks;
 mod router_routing;
 mod settings_at_their_extremes;
 mod slice_fills;

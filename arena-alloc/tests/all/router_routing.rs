@@ -81,6 +81,48 @@ fn guards_nest_and_restore_in_order() {
 }
 
 #[test]
+fn frees_go_to_the_arena_that_holds_the_block_whichever_is_entered() {
+    // Two adjacent arenas of one pool (64 KiB, a power of two: no gap between them) and
+    // one of a second pool: a thread entered in one frees blocks of all three.
+    let pool = static_pool(PoolConfig::new(2, 64 << 10));
+    let other_pool = static_pool(PoolConfig::new(1, 64 << 10));
+    let layout = Layout::from_size_align(48, 16).unwrap();
+    // The entered arena is the pool's first, so the other one lies just above it.
+    let guard = pool.try_acquire().unwrap().enter();
+    let first = pool.try_acquire().unwrap();
+    let other = other_pool.try_acquire().unwrap();
+    // SAFETY: a non-zero layout; both blocks are freed once, below.
+    let (kept, latest) = first.run(|| unsafe { (ROUTER.alloc(layout), ROUTER.alloc(layout)) });
+    // SAFETY: as above.
+    let elsewhere = other.run(|| unsafe { ROUTER.alloc(layout) });
+    // SAFETY: as above.
+    let mine = unsafe { ROUTER.alloc(layout) };
+    assert_eq!(pool.arena_index_of(mine.addr()), Some(guard.index()));
+    assert_eq!(pool.arena_index_of(kept.addr()), Some(guard.index() + 1));
+    let before = guard.stats().allocated_bytes;
+    // Blocks of the other arenas, freed while this one is entered: each counts against
+    // its own arena, and this arena neither moves its bump pointer nor forgets `mine`.
+    // SAFETY: allocated above with this layout, freed once.
+    unsafe { ROUTER.dealloc(latest, layout) };
+    // SAFETY: as above.
+    unsafe { ROUTER.dealloc(elsewhere, layout) };
+    assert_eq!(first.live_routed_allocations(), 1);
+    assert_eq!(other.live_routed_allocations(), 0);
+    assert_eq!(guard.live_routed_allocations(), 1);
+    assert_eq!(guard.stats().allocated_bytes, before);
+    // The entered arena's latest block: the bump pointer goes back over it.
+    // SAFETY: as above.
+    unsafe { ROUTER.dealloc(mine, layout) };
+    assert_eq!(guard.live_routed_allocations(), 0);
+    assert_eq!(guard.stats().allocated_bytes, before - layout.size());
+    // SAFETY: as above.
+    unsafe { ROUTER.dealloc(kept, layout) };
+    assert_eq!(first.live_routed_allocations(), 0);
+    drop((guard, first, other));
+    assert_eq!((pool.stats().free, other_pool.stats().free), (2, 1));
+}
+
+#[test]
 fn guard_dropped_out_of_order_switches_routing_off() {
     let pool = static_pool(PoolConfig::new(2, 64 << 10));
     let first_guard = pool.try_acquire().unwrap().enter();
