@@ -1069,7 +1069,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     unsafe fn free_small_block_clock(tag: usize, heap: &Self) {
         // SAFETY: the tag's owner is one of this heap's classes (caller).
         unsafe { heap.class_of_owner(crate::slab::tag_owner_address(tag)) }
-            .clock_from_magazines(Operation::Free);
+            .look_from_magazine_hits();
     }
 
     /// [`free_small_block`](Self::free_small_block) when the thread's loaded magazine

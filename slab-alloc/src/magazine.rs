@@ -138,14 +138,17 @@ impl Magazine {
 /// The loaded magazine's object count and the slot's hit count share one word,
 /// [`counts`](Self::counts): the count in the low 32 bits, the hits in the high 32. A
 /// fast-path operation updates both with one add and one store
-/// ([`ALLOC_HIT`] / [`FREE_HIT`]) instead of two read-modify-writes.
+/// ([`ALLOC_HIT`] / [`FREE_HIT`]) instead of two read-modify-writes. The hits count up
+/// from [`HITS_BASE`] (from 0 in a slot never reset), so that the free whose add sets the
+/// word's sign bit looks at the decay clock (see `cache::HITS_PER_CLOCK`).
 #[derive(Debug)]
 #[repr(C, align(32))]
 pub(crate) struct Slot {
     /// Head of the loaded magazine (null when empty).
     pub(crate) loaded: AtomicPtr<u8>,
     /// Objects in the loaded magazine (low 32 bits) and operations served by the
-    /// magazines since the last slow path (high 32 bits, wrapping; for statistics).
+    /// magazines since the last slow path, plus [`HITS_BASE`] (high 32 bits, less
+    /// `HITS_PER_CLOCK` at each look at the clock; for statistics and the clock).
     pub(crate) counts: AtomicU64,
     /// How many objects a magazine of this slot holds; 0 while the thread has no
     /// magazines (not yet registered, registering, or exiting): every free then misses.
@@ -163,6 +166,10 @@ pub(crate) const ALLOC_HIT: u64 = (1 << 32) - 1;
 /// Added to [`Slot::counts`] by a fast-path free: one object and one hit more (the
 /// loaded count stays below the capacity, a `u32`, so the low half does not overflow).
 pub(crate) const FREE_HIT: u64 = (1 << 32) + 1;
+
+/// The high half of [`Slot::counts`] after its hits are taken: 2^31 less
+/// `cache::HITS_PER_CLOCK`, so that the hits reach the word's sign bit after that many.
+pub(crate) const HITS_BASE: u32 = (1 << 31) - crate::cache::HITS_PER_CLOCK;
 
 /// The loaded magazine's object count in a [`Slot::counts`] word.
 #[inline(always)]
@@ -281,14 +288,26 @@ impl Slot {
             .store(self.counts.load(Relaxed).wrapping_add(1 << 32), Relaxed);
     }
 
-    /// Takes the hit count (reset to zero).
+    /// Takes the hit count (reset to [`HITS_BASE`]).
     #[inline]
     pub(crate) fn take_hits(&self) -> u32 {
         let counts = self.counts.load(Relaxed);
-        self.counts.store(u64::from(loaded_count(counts)), Relaxed);
-        (counts >> 32) as u32
+        self.counts.store(
+            u64::from(HITS_BASE) << 32 | u64::from(loaded_count(counts)),
+            Relaxed,
+        );
+        hits_since_reset((counts >> 32) as u32)
     }
 }
+
+/// The hits in the high half `high` of a [`Slot::counts`] word: counted from
+/// [`HITS_BASE`] once the slot was reset, from 0 in a slot never reset (whose first
+/// operations miss and reset it long before its hits could reach `HITS_BASE`).
+fn hits_since_reset(high: u32) -> u32 {
+    high.checked_sub(HITS_BASE).unwrap_or(high)
+}
+
+impl Slot {}
 
 /// The thread has not used any magazine yet.
 pub(crate) const UNREGISTERED: u8 = 0;
