@@ -314,8 +314,43 @@ pub(crate) fn default_max_magazine_capacity(slot_size: usize) -> u32 {
 ///   returned is an allocation of that cache.
 #[inline(always)]
 pub(crate) unsafe fn alloc_from_thread_slot(id: u32, link_offset: usize) -> Option<NonNull<u8>> {
+    // SAFETY: the slot of `id` (caller's obligations).
+    unsafe { alloc_from_selected_slot(|magazines| magazines.slot(id), link_offset) }
+}
+
+/// [`alloc_from_thread_slot`] for the slot at byte offset `slot_offset` of the inline
+/// slot table, that of fast index `slot_offset / SLOT_BYTES`.
+///
+/// # Safety
+/// - `slot_offset` is `id * SLOT_BYTES` for an `id` that meets the obligations of
+///   [`alloc_from_thread_slot`] (with `link_offset`).
+#[inline(always)]
+pub(crate) unsafe fn alloc_from_thread_slot_at(
+    slot_offset: u32,
+    link_offset: usize,
+) -> Option<NonNull<u8>> {
+    // SAFETY: the slot of fast index `slot_offset / SLOT_BYTES` (caller's obligations).
+    unsafe {
+        alloc_from_selected_slot(
+            |magazines| magazines.slot_at_offset(slot_offset),
+            link_offset,
+        )
+    }
+}
+
+/// The body of [`alloc_from_thread_slot`], on the slot that `select` picks out of the
+/// calling thread's magazines.
+///
+/// # Safety
+/// - `select` returns the slot of a fast index that meets the obligations of
+///   [`alloc_from_thread_slot`] (with `link_offset`).
+#[inline(always)]
+unsafe fn alloc_from_selected_slot(
+    select: impl FnOnce(&ThreadMagazines) -> &Slot,
+    link_offset: usize,
+) -> Option<NonNull<u8>> {
     try_with_magazines(|magazines| {
-        let slot = magazines.slot(id);
+        let slot = select(magazines);
         // SAFETY: the calling thread owns the slot.
         let head = NonNull::new(unsafe { slot.owner_loaded() })?;
         #[cfg(any(debug_assertions, feature = "hardened"))]

@@ -16,6 +16,7 @@ use crate::cache::{
 };
 use crate::depot::DEPOT_MAGAZINES;
 use crate::large_cache::LargeCache;
+use crate::magazine::SLOT_BYTES;
 use crate::registry::NO_ID;
 use crate::size_class::{
     CLASS_COUNT, CLASS_SIZES, MAX_MEDIUM, class_align, class_for, class_up_to_1024_aligned_16,
@@ -82,12 +83,14 @@ pub struct SlabHeap<S: PageSource + Clone = DefaultPages> {
     /// beside `built`, without reaching the class. 256 entries, so that a class index of
     /// type `u8` needs no bounds check.
     fast_ids: [AtomicU8; 256],
-    /// The fast index of the class of every size up to 1 KiB at alignment 16, at
-    /// `(size + 7) / 8` (the index of the class table behind
-    /// [`class_up_to_1024_aligned_16`]), [`NO_ID`] until the classes are built: the
-    /// fast path of [`alloc_aligned_16`](Self::alloc_aligned_16) (C's `malloc`) finds
-    /// its slot with this one load, without the class index between.
-    fast_ids_by_size: [AtomicU8; 129],
+    /// The magazine slot of the class of every size up to 1 KiB at alignment 16, as its
+    /// byte offset in the threads' slot tables (its fast index times
+    /// [`SLOT_BYTES`](crate::magazine::SLOT_BYTES)), at `(size + 7) / 8` (the index of
+    /// the class table behind [`class_up_to_1024_aligned_16`]); that of [`NO_ID`] until
+    /// the classes are built. The fast path of [`alloc_aligned_16`](Self::alloc_aligned_16)
+    /// (C's `malloc`) finds its slot with this one load and a mask, without the class
+    /// index between or a scaling of the fast index.
+    slots_by_size: [AtomicU32; 129],
     /// Written by every large allocation and free, so on cache lines of their own, away
     /// from `classes`.
     large: CachePadded<LargeCounters>,
@@ -200,7 +203,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
             built: AtomicPtr::new(ptr::null_mut()),
             classes_address: AtomicUsize::new(NO_CLASSES),
             fast_ids: [const { AtomicU8::new(NO_ID as u8) }; 256],
-            fast_ids_by_size: [const { AtomicU8::new(NO_ID as u8) }; 129],
+            slots_by_size: [const { AtomicU32::new(NO_ID * SLOT_BYTES) }; 129],
             large: CachePadded::new(LargeCounters {
                 blocks: AtomicUsize::new(0),
                 bytes: AtomicUsize::new(0),
@@ -329,12 +332,12 @@ impl<S: PageSource + Clone> SlabHeap<S> {
                     debug_assert!(id <= u32::from(u8::MAX) && class.header.link_offset == 0);
                     self.fast_ids[index].store(id as u8, Ordering::Relaxed);
                 }
-                for (index, entry) in self.fast_ids_by_size.iter().enumerate() {
+                for (index, entry) in self.slots_by_size.iter().enumerate() {
                     // The class of `index * 8` bytes: that of every size with this
                     // table index.
                     if let Some(class) = class_up_to_1024_aligned_16(index * 8) {
                         let id = self.fast_ids[usize::from(class)].load(Ordering::Relaxed);
-                        entry.store(id, Ordering::Relaxed);
+                        entry.store(u32::from(id) * SLOT_BYTES, Ordering::Relaxed);
                     }
                 }
                 Some(built)
@@ -417,10 +420,11 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     /// `size == 0`), as [`alloc`](GlobalAlloc::alloc) does for that layout; `None` if the
     /// page source or the system fails, or the size overflows a layout.
     ///
-    /// The fast path of C's `malloc`: for sizes up to 1 KiB, the class's fast index from
-    /// one table of the heap indexed by the size, then the calling thread's loaded
-    /// magazine (one load fewer than [`class_up_to_1024_aligned_16`] and
-    /// [`alloc_in_class`](Self::alloc_in_class), whose class index is a load of its own).
+    /// The fast path of C's `malloc`: for sizes up to 1 KiB, the byte offset of the
+    /// class's magazine slot from one table of the heap indexed by the size, then the
+    /// calling thread's loaded magazine (one load fewer than
+    /// [`class_up_to_1024_aligned_16`] and [`alloc_in_class`](Self::alloc_in_class),
+    /// whose class index is a load of its own, and no scaling of a fast index).
     /// A block above 1 KiB is freed as any block of its layout; one up to 1 KiB is a block
     /// of a size class, which [`free_small_block`](Self::free_small_block) also frees.
     ///
@@ -443,12 +447,12 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         if size > 1024 {
             return self.alloc_aligned_16_above_1024(size);
         }
-        let id = self.fast_ids_by_size[(size + 7) >> 3].load(Ordering::Relaxed);
-        // SAFETY: a fast index of one of this heap's classes, that of `size` at alignment
-        // 16 (set once the classes are built, from their headers), whose link word is the
-        // object's first (checked when they are built), or `NO_ID`; the object is handed
-        // out as that class's allocation.
-        match unsafe { crate::cache::alloc_from_thread_slot(u32::from(id), 0) } {
+        let slot = self.slots_by_size[(size + 7) >> 3].load(Ordering::Relaxed);
+        // SAFETY: the slot offset of a fast index of one of this heap's classes, that of
+        // `size` at alignment 16 (set once the classes are built, from their headers),
+        // whose link word is the object's first (checked when they are built), or of
+        // `NO_ID`; the object is handed out as that class's allocation.
+        match unsafe { crate::cache::alloc_from_thread_slot_at(slot, 0) } {
             Some(object) => Some(object),
             None => Self::alloc_by_size_miss(size, self),
         }

@@ -159,6 +159,10 @@ pub(crate) struct Slot {
     pub(crate) previous: AtomicPtr<u8>,
 }
 
+/// Bytes of a [`Slot`]: the inline slot of fast index `id` starts `id * SLOT_BYTES`
+/// bytes into the slot table (see [`ThreadMagazines::slot_at_offset`]).
+pub(crate) const SLOT_BYTES: u32 = size_of::<Slot>() as u32;
+
 /// Added to [`Slot::counts`] by a fast-path allocation: one object fewer in the loaded
 /// magazine (which holds at least one, so the low half borrows nothing from the high
 /// half: the carry out of the low half adds the hit), one hit more.
@@ -377,6 +381,21 @@ impl ThreadMagazines {
         &self.slots[id as usize & (INLINE_SLOTS - 1)]
     }
 
+    /// The inline slot at byte offset `offset` of the slot table: that of fast index
+    /// `offset / SLOT_BYTES` (masked as in [`slot`](Self::slot)). For a caller that keeps
+    /// slot offsets instead of fast indices: its fast path then finds the slot with one
+    /// mask, not a mask and a scaling.
+    #[inline(always)]
+    pub(crate) fn slot_at_offset(&self, offset: u32) -> &Slot {
+        // The offset of a slot's start inside the table: a multiple of `SLOT_BYTES`
+        // (a power of two) below `INLINE_SLOTS * SLOT_BYTES`.
+        const MASK: u32 = (INLINE_SLOTS as u32 - 1) * SLOT_BYTES;
+        const { assert!(SLOT_BYTES.is_power_of_two()) };
+        // SAFETY: the masked offset is that of the start of one of the table's slots
+        // (see `MASK`), so the pointer is in bounds, aligned, and borrowed from `self`.
+        unsafe { &*self.slots.as_ptr().byte_add((offset & MASK) as usize) }
+    }
+
     /// The chunk and index within it of an overflow id.
     fn chunk_index(id: u32) -> Option<(usize, usize)> {
         let above = (id as usize).checked_sub(INLINE_SLOTS)?;
@@ -532,4 +551,32 @@ pub(crate) fn try_with_magazines<R>(f: impl FnOnce(&ThreadMagazines) -> R) -> Op
 /// The calling thread's magazines, as an address (to tell them apart from others').
 pub(crate) fn own_magazines() -> *const ThreadMagazines {
     MAGAZINES.with(ptr::from_ref)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_offset_names_the_slot_of_its_fast_index_and_any_offset_stays_in_the_table() {
+        let magazines = ThreadMagazines::new();
+        for id in 0..INLINE_SLOTS as u32 {
+            assert!(ptr::eq(
+                magazines.slot_at_offset(id * SLOT_BYTES),
+                magazines.slot(id)
+            ));
+        }
+        // Offsets past the table or inside a slot are masked to a slot's start, as ids
+        // past the inline slots are masked.
+        for (offset, id) in [
+            (INLINE_SLOTS as u32 * SLOT_BYTES, 0),
+            (3 * SLOT_BYTES + 5, 3),
+            (u32::MAX, INLINE_SLOTS as u32 - 1),
+        ] {
+            assert!(
+                ptr::eq(magazines.slot_at_offset(offset), magazines.slot(id)),
+                "{offset}"
+            );
+        }
+    }
 }
