@@ -383,8 +383,8 @@ pub(crate) enum FastFree {
     Pushed,
     /// It went into the thread's loaded magazine, and the slot's hits reached a look at
     /// the decay clock ([`HITS_PER_CLOCK`]; [`HITS_AT_LOOK`] of them taken off the slot's
-    /// count): the caller
-    /// calls its cache's [`look_from_magazine_hits`](CacheCore::look_from_magazine_hits).
+    /// count): the caller calls its cache's
+    /// [`look_from_magazine_hits`](CacheCore::look_from_magazine_hits).
     PushedClockDue,
     /// Nothing was done (the loaded magazine is full, the thread or the cache has no
     /// magazines, or a decay pass holds them): the caller frees the object on its

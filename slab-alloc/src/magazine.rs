@@ -148,7 +148,8 @@ pub(crate) struct Slot {
     pub(crate) loaded: AtomicPtr<u8>,
     /// Objects in the loaded magazine (low 32 bits) and operations served by the
     /// magazines since the last slow path, plus [`HITS_BASE`] (high 32 bits, less
-    /// `HITS_PER_CLOCK` at each look at the clock; for statistics and the clock).
+    /// `cache::HITS_AT_LOOK` at each look at the clock, which the cache counts instead;
+    /// for statistics and the clock).
     pub(crate) counts: AtomicU64,
     /// How many objects a magazine of this slot holds; 0 while the thread has no
     /// magazines (not yet registered, registering, or exiting): every free then misses.
@@ -310,8 +311,6 @@ impl Slot {
 fn hits_since_reset(high: u32) -> u32 {
     high.checked_sub(HITS_BASE).unwrap_or(high)
 }
-
-impl Slot {}
 
 /// The thread has not used any magazine yet.
 pub(crate) const UNREGISTERED: u8 = 0;
