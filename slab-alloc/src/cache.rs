@@ -144,25 +144,22 @@ const CLOCK_EVENTS: u32 = 64;
 /// clock reading amid such a loop costs about a microsecond there, against 12 ns in a
 /// loop of readings. A program served by its magazines alone frees as it allocates (one
 /// that only allocates soon empties them and takes the locked path).
-const HITS_PER_CLOCK: u32 = 1 << 14;
+///
+/// The hits count up from [`HITS_BASE`](crate::magazine::HITS_BASE) in the high half of
+/// [`Slot::counts`](crate::magazine::Slot::counts), so that the count is due when it
+/// reaches 2^31, the word's sign bit: the free's test is the sign of the add that counts
+/// it (one branch, no other instruction). The free that finds it due takes
+/// [`HITS_AT_LOOK`] off the count (which allocations raise too, so the first free past
+/// the mark looks, whatever the order of allocations and frees) and credits them to the
+/// cache's statistics ([`CacheCore::hits_at_looks`]).
+pub(crate) const HITS_PER_CLOCK: u32 = 1 << 14;
 
-/// A free looks when the hit count (which allocations move too) ends within this many
-/// counts of a multiple of [`HITS_PER_CLOCK`], not only on it: in alternating pairs
-/// every free sees a count of one parity. Any program that frees at least once every
-/// `CLOCK_WINDOW` hits looks once to `CLOCK_WINDOW` times per `HITS_PER_CLOCK` hits; one
-/// whose work repeats with a period of exactly a multiple of `HITS_PER_CLOCK` hits, its
-/// frees all away from the window, never does, and relies on its locked operations and
-/// the decay thread, as before the look existed.
-const CLOCK_WINDOW: u32 = 4;
-
-/// Whether the hit count in a [`Slot::counts`] word, just raised by a free, is among the
-/// last [`CLOCK_WINDOW`] counts up to a multiple of [`HITS_PER_CLOCK`] (never the first
-/// counts after a reset: a free leaves at least one): an add, an AND and a branch almost
-/// never taken on the free fast path.
-#[inline(always)]
-fn hits_reach_clock(counts: u64) -> bool {
-    ((counts >> 32) as u32).wrapping_add(CLOCK_WINDOW - 1) & (HITS_PER_CLOCK - CLOCK_WINDOW) == 0
-}
+/// The hits a free's look at the clock takes off its slot's count: all but one, so that
+/// the decay pass the look may run finds the thread's hits on the cache (see
+/// [`CacheCore::decay`]) and counts the cache busy, not idle (an idle cache gives back
+/// the thread's magazines, its depot and its empty slabs, which the thread's next
+/// operations then miss). The next look is due after as many hits.
+const HITS_AT_LOOK: u32 = HITS_PER_CLOCK - 1;
 
 /// Locked operations per window of the contention measure.
 pub(crate) const CONTENTION_WINDOW: u32 = 256;
@@ -198,6 +195,9 @@ pub(crate) struct CacheCore<S: PageSource> {
     sibling_count: usize,
     /// The decay clock; the first sibling's is the one used.
     clock: DecayClock,
+    /// Magazine hits taken off the threads' slots at their looks at the clock
+    /// ([`HITS_AT_LOOK`] each), for the statistics.
+    hits_at_looks: AtomicU64,
     /// Told when memory this cache held goes back where a new slab can be made from it
     /// (see [`SpaceReturned`]); written before the core is shared.
     space_returned: Option<fn(&S, SpaceReturned)>,
@@ -314,8 +314,43 @@ pub(crate) fn default_max_magazine_capacity(slot_size: usize) -> u32 {
 ///   returned is an allocation of that cache.
 #[inline(always)]
 pub(crate) unsafe fn alloc_from_thread_slot(id: u32, link_offset: usize) -> Option<NonNull<u8>> {
+    // SAFETY: the slot of `id` (caller's obligations).
+    unsafe { alloc_from_selected_slot(|magazines| magazines.slot(id), link_offset) }
+}
+
+/// [`alloc_from_thread_slot`] for the slot at byte offset `slot_offset` of the inline
+/// slot table, that of fast index `slot_offset / SLOT_BYTES`.
+///
+/// # Safety
+/// - `slot_offset` is `id * SLOT_BYTES` for an `id` that meets the obligations of
+///   [`alloc_from_thread_slot`] (with `link_offset`).
+#[inline(always)]
+pub(crate) unsafe fn alloc_from_thread_slot_at(
+    slot_offset: u32,
+    link_offset: usize,
+) -> Option<NonNull<u8>> {
+    // SAFETY: the slot of fast index `slot_offset / SLOT_BYTES` (caller's obligations).
+    unsafe {
+        alloc_from_selected_slot(
+            |magazines| magazines.slot_at_offset(slot_offset),
+            link_offset,
+        )
+    }
+}
+
+/// The body of [`alloc_from_thread_slot`], on the slot that `select` picks out of the
+/// calling thread's magazines.
+///
+/// # Safety
+/// - `select` returns the slot of a fast index that meets the obligations of
+///   [`alloc_from_thread_slot`] (with `link_offset`).
+#[inline(always)]
+unsafe fn alloc_from_selected_slot(
+    select: impl FnOnce(&ThreadMagazines) -> &Slot,
+    link_offset: usize,
+) -> Option<NonNull<u8>> {
     try_with_magazines(|magazines| {
-        let slot = magazines.slot(id);
+        let slot = select(magazines);
         // SAFETY: the calling thread owns the slot.
         let head = NonNull::new(unsafe { slot.owner_loaded() })?;
         #[cfg(any(debug_assertions, feature = "hardened"))]
@@ -347,8 +382,9 @@ pub(crate) enum FastFree {
     /// It went into the thread's loaded magazine.
     Pushed,
     /// It went into the thread's loaded magazine, and the slot's hits reached a look at
-    /// the decay clock ([`HITS_PER_CLOCK`]): the caller calls its cache's
-    /// [`clock_from_magazines`](CacheCore::clock_from_magazines).
+    /// the decay clock ([`HITS_PER_CLOCK`]; [`HITS_AT_LOOK`] of them taken off the slot's
+    /// count): the caller calls its cache's
+    /// [`look_from_magazine_hits`](CacheCore::look_from_magazine_hits).
     PushedClockDue,
     /// Nothing was done (the loaded magazine is full, the thread or the cache has no
     /// magazines, or a decay pass holds them): the caller frees the object on its
@@ -390,7 +426,11 @@ pub(crate) unsafe fn free_to_thread_slot(
             slot.owner_set_loaded(object.as_ptr());
             let counts = counts.wrapping_add(FREE_HIT);
             slot.owner_set_counts(counts);
-            if hits_reach_clock(counts) {
+            // The hits reached 2^31, the sign bit (see `HITS_PER_CLOCK`): the branch on the
+            // add's sign, the count stored again only on this path.
+            if (counts as i64) < 0 {
+                core::hint::cold_path();
+                slot.owner_set_counts(counts.wrapping_sub(u64::from(HITS_AT_LOOK) << 32));
                 FastFree::PushedClockDue
             } else {
                 FastFree::Pushed
@@ -447,6 +487,7 @@ impl<S: PageSource> CacheCore<S> {
                 large: ptr::null(),
             });
             (&raw mut (*core).space_returned).write(None);
+            (&raw mut (*core).hits_at_looks).write(AtomicU64::new(0));
             let state = UnsafeCell::raw_get(&raw const (*core).state);
             (&raw mut (*state).partial).write(SlabList::new(ListKind::Partial));
             (&raw mut (*state).full).write(SlabList::new(ListKind::Full));
@@ -791,7 +832,7 @@ impl<S: PageSource> CacheCore<S> {
         // SAFETY: forwarded from the caller; `id` and `link_offset` are this cache's.
         match unsafe { free_to_thread_slot(id, link_offset, object) } {
             FastFree::Pushed => {}
-            FastFree::PushedClockDue => self.clock_from_magazines(Operation::Free),
+            FastFree::PushedClockDue => self.look_from_magazine_hits(),
             // SAFETY: forwarded from the caller (the slot of `NO_ID` has capacity 0, so
             // nothing was pushed for a cache without magazines).
             FastFree::Missed => unsafe { self.free_slow(object) },
@@ -1216,11 +1257,22 @@ impl<S: PageSource> CacheCore<S> {
         unsafe { &*self.siblings }
     }
 
-    /// The clock look of a thread whose operations on this cache hit its magazines (see
-    /// [`hits_reach_clock`]), or of a heap's large operation: asks for a decay pass if
-    /// one is due and runs it, so that a freed peak goes back while a program works from
-    /// its magazines alone (or with large blocks alone). Called with no lock held and no
-    /// magazine borrowed.
+    /// The clock look of a thread whose operations on this cache hit its magazines
+    /// ([`HITS_AT_LOOK`] of them, taken off its slot's count, credited here to the
+    /// statistics): asks for a decay pass if one is due and runs it, so that a freed
+    /// peak goes back while a program works from its magazines alone. Called with no
+    /// lock held and no magazine borrowed.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn look_from_magazine_hits(&self) {
+        self.hits_at_looks
+            .fetch_add(u64::from(HITS_AT_LOOK), Relaxed);
+        self.clock_from_magazines(Operation::Free);
+    }
+
+    /// [`look_from_magazine_hits`](Self::look_from_magazine_hits)'s look at the clock, and
+    /// that of a heap's large operation: asks for a decay pass if one is due and runs
+    /// it. Called with no lock held and no magazine borrowed.
     #[cold]
     #[inline(never)]
     pub(crate) fn clock_from_magazines(&self, operation: Operation) {
@@ -1535,7 +1587,7 @@ impl<S: PageSource> CacheCore<S> {
                 * self.geometry.slab_bytes,
             slabs_created: state.slabs_created,
             slabs_released: state.slabs_released,
-            magazine_hits: state.magazine_hits,
+            magazine_hits: state.magazine_hits + self.hits_at_looks.load(Relaxed),
             magazine_misses: state.magazine_misses,
             magazine_capacity: self.header.magazine_capacity.load(Relaxed),
             magazine_resizes: state.magazine_resizes,

@@ -16,8 +16,11 @@ use crate::cache::{
 };
 use crate::depot::DEPOT_MAGAZINES;
 use crate::large_cache::LargeCache;
+use crate::magazine::SLOT_BYTES;
 use crate::registry::NO_ID;
-use crate::size_class::{CLASS_COUNT, CLASS_SIZES, MAX_MEDIUM, class_align, class_for};
+use crate::size_class::{
+    CLASS_COUNT, CLASS_SIZES, MAX_MEDIUM, class_align, class_for, class_up_to_1024_aligned_16,
+};
 use crate::slab::{Geometry, SLAB_BYTES, heap_class_geometry};
 use crate::stats::HeapStats;
 use crate::sync::CachePadded;
@@ -80,6 +83,14 @@ pub struct SlabHeap<S: PageSource + Clone = DefaultPages> {
     /// beside `built`, without reaching the class. 256 entries, so that a class index of
     /// type `u8` needs no bounds check.
     fast_ids: [AtomicU8; 256],
+    /// The magazine slot of the class of every size up to 1 KiB at alignment 16, as its
+    /// byte offset in the threads' slot tables (its fast index times
+    /// [`SLOT_BYTES`](crate::magazine::SLOT_BYTES)), at `(size + 7) / 8` (the index of
+    /// the class table behind [`class_up_to_1024_aligned_16`]); that of [`NO_ID`] until
+    /// the classes are built. The fast path of [`alloc_aligned_16`](Self::alloc_aligned_16)
+    /// (C's `malloc`) finds its slot with this one load and a mask, without the class
+    /// index between or a scaling of the fast index.
+    slots_by_size: [AtomicU32; 129],
     /// Written by every large allocation and free, so on cache lines of their own, away
     /// from `classes`.
     large: CachePadded<LargeCounters>,
@@ -192,6 +203,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
             built: AtomicPtr::new(ptr::null_mut()),
             classes_address: AtomicUsize::new(NO_CLASSES),
             fast_ids: [const { AtomicU8::new(NO_ID as u8) }; 256],
+            slots_by_size: [const { AtomicU32::new(NO_ID * SLOT_BYTES) }; 129],
             large: CachePadded::new(LargeCounters {
                 blocks: AtomicUsize::new(0),
                 bytes: AtomicUsize::new(0),
@@ -320,6 +332,14 @@ impl<S: PageSource + Clone> SlabHeap<S> {
                     debug_assert!(id <= u32::from(u8::MAX) && class.header.link_offset == 0);
                     self.fast_ids[index].store(id as u8, Ordering::Relaxed);
                 }
+                for (index, entry) in self.slots_by_size.iter().enumerate() {
+                    // The class of `index * 8` bytes: that of every size with this
+                    // table index.
+                    if let Some(class) = class_up_to_1024_aligned_16(index * 8) {
+                        let id = self.fast_ids[usize::from(class)].load(Ordering::Relaxed);
+                        entry.store(u32::from(id) * SLOT_BYTES, Ordering::Relaxed);
+                    }
+                }
                 Some(built)
             }
             Err(winner) => {
@@ -394,6 +414,64 @@ impl<S: PageSource + Clone> SlabHeap<S> {
             Some(object) => Some(object),
             None => self.alloc_class_miss(class),
         }
+    }
+
+    /// Allocates a block of at least `size` bytes aligned to 16 (a block of one byte for
+    /// `size == 0`), as [`alloc`](GlobalAlloc::alloc) does for that layout; `None` if the
+    /// page source or the system fails, or the size overflows a layout.
+    ///
+    /// The fast path of C's `malloc`: for sizes up to 1 KiB, the byte offset of the
+    /// class's magazine slot from one table of the heap indexed by the size, then the
+    /// calling thread's loaded magazine (one load fewer than
+    /// [`class_up_to_1024_aligned_16`] and [`alloc_in_class`](Self::alloc_in_class),
+    /// whose class index is a load of its own, and no scaling of a fast index).
+    /// A block above 1 KiB is freed as any block of its layout; one up to 1 KiB is a block
+    /// of a size class, which [`free_small_block`](Self::free_small_block) also frees.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pagekeep_slab::SlabHeap;
+    ///
+    /// let heap = SlabHeap::new();
+    /// let block = heap.alloc_aligned_16(100).unwrap();
+    /// assert!(block.as_ptr().addr() % 16 == 0);
+    /// // SAFETY: a block of this heap, freed once.
+    /// unsafe {
+    ///     assert_eq!(heap.small_block_size(block.as_ptr()), Some(112));
+    ///     assert!(heap.free_small_block(block));
+    /// }
+    /// ```
+    #[inline(always)]
+    pub fn alloc_aligned_16(&self, size: usize) -> Option<NonNull<u8>> {
+        if size > 1024 {
+            return self.alloc_aligned_16_above_1024(size);
+        }
+        let slot = self.slots_by_size[(size + 7) >> 3].load(Ordering::Relaxed);
+        // SAFETY: the slot offset of a fast index of one of this heap's classes, that of
+        // `size` at alignment 16 (set once the classes are built, from their headers),
+        // whose link word is the object's first (checked when they are built), or of
+        // `NO_ID`; the object is handed out as that class's allocation.
+        match unsafe { crate::cache::alloc_from_thread_slot_at(slot, 0) } {
+            Some(object) => Some(object),
+            None => Self::alloc_by_size_miss(size, self),
+        }
+    }
+
+    /// [`alloc_aligned_16`](Self::alloc_aligned_16) past the thread's loaded magazine
+    /// (`size` at most 1 KiB): the class's slow path. Out of line as a whole. The size
+    /// comes first, where the caller received it (C's `malloc`: no register move on
+    /// its fast path to keep it for this call).
+    #[cold]
+    #[inline(never)]
+    fn alloc_by_size_miss(size: usize, heap: &Self) -> Option<NonNull<u8>> {
+        heap.alloc_class_miss(class_up_to_1024_aligned_16(size)?)
+    }
+
+    /// [`alloc_aligned_16`](Self::alloc_aligned_16) above 1 KiB: the general path.
+    #[inline(never)]
+    fn alloc_aligned_16_above_1024(&self, size: usize) -> Option<NonNull<u8>> {
+        self.alloc_nonzero(Layout::from_size_align(size, 16).ok()?)
     }
 
     /// [`alloc_in_class`](Self::alloc_in_class) past the thread's loaded magazine: the
@@ -995,7 +1073,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     unsafe fn free_small_block_clock(tag: usize, heap: &Self) {
         // SAFETY: the tag's owner is one of this heap's classes (caller).
         unsafe { heap.class_of_owner(crate::slab::tag_owner_address(tag)) }
-            .clock_from_magazines(Operation::Free);
+            .look_from_magazine_hits();
     }
 
     /// [`free_small_block`](Self::free_small_block) when the thread's loaded magazine

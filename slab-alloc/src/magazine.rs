@@ -138,14 +138,18 @@ impl Magazine {
 /// The loaded magazine's object count and the slot's hit count share one word,
 /// [`counts`](Self::counts): the count in the low 32 bits, the hits in the high 32. A
 /// fast-path operation updates both with one add and one store
-/// ([`ALLOC_HIT`] / [`FREE_HIT`]) instead of two read-modify-writes.
+/// ([`ALLOC_HIT`] / [`FREE_HIT`]) instead of two read-modify-writes. The hits count up
+/// from [`HITS_BASE`] (from 0 in a slot never reset), so that the free whose add sets the
+/// word's sign bit looks at the decay clock (see `cache::HITS_PER_CLOCK`).
 #[derive(Debug)]
 #[repr(C, align(32))]
 pub(crate) struct Slot {
     /// Head of the loaded magazine (null when empty).
     pub(crate) loaded: AtomicPtr<u8>,
     /// Objects in the loaded magazine (low 32 bits) and operations served by the
-    /// magazines since the last slow path (high 32 bits, wrapping; for statistics).
+    /// magazines since the last slow path, plus [`HITS_BASE`] (high 32 bits, less
+    /// `cache::HITS_AT_LOOK` at each look at the clock, which the cache counts instead;
+    /// for statistics and the clock).
     pub(crate) counts: AtomicU64,
     /// How many objects a magazine of this slot holds; 0 while the thread has no
     /// magazines (not yet registered, registering, or exiting): every free then misses.
@@ -156,6 +160,10 @@ pub(crate) struct Slot {
     pub(crate) previous: AtomicPtr<u8>,
 }
 
+/// Bytes of a [`Slot`]: the inline slot of fast index `id` starts `id * SLOT_BYTES`
+/// bytes into the slot table (see [`ThreadMagazines::slot_at_offset`]).
+pub(crate) const SLOT_BYTES: u32 = size_of::<Slot>() as u32;
+
 /// Added to [`Slot::counts`] by a fast-path allocation: one object fewer in the loaded
 /// magazine (which holds at least one, so the low half borrows nothing from the high
 /// half: the carry out of the low half adds the hit), one hit more.
@@ -163,6 +171,10 @@ pub(crate) const ALLOC_HIT: u64 = (1 << 32) - 1;
 /// Added to [`Slot::counts`] by a fast-path free: one object and one hit more (the
 /// loaded count stays below the capacity, a `u32`, so the low half does not overflow).
 pub(crate) const FREE_HIT: u64 = (1 << 32) + 1;
+
+/// The high half of [`Slot::counts`] after its hits are taken: 2^31 less
+/// `cache::HITS_PER_CLOCK`, so that the hits reach the word's sign bit after that many.
+pub(crate) const HITS_BASE: u32 = (1 << 31) - crate::cache::HITS_PER_CLOCK;
 
 /// The loaded magazine's object count in a [`Slot::counts`] word.
 #[inline(always)]
@@ -281,13 +293,23 @@ impl Slot {
             .store(self.counts.load(Relaxed).wrapping_add(1 << 32), Relaxed);
     }
 
-    /// Takes the hit count (reset to zero).
+    /// Takes the hit count (reset to [`HITS_BASE`]).
     #[inline]
     pub(crate) fn take_hits(&self) -> u32 {
         let counts = self.counts.load(Relaxed);
-        self.counts.store(u64::from(loaded_count(counts)), Relaxed);
-        (counts >> 32) as u32
+        self.counts.store(
+            u64::from(HITS_BASE) << 32 | u64::from(loaded_count(counts)),
+            Relaxed,
+        );
+        hits_since_reset((counts >> 32) as u32)
     }
+}
+
+/// The hits in the high half `high` of a [`Slot::counts`] word: counted from
+/// [`HITS_BASE`] once the slot was reset, from 0 in a slot never reset (whose first
+/// operations miss and reset it long before its hits could reach `HITS_BASE`).
+fn hits_since_reset(high: u32) -> u32 {
+    high.checked_sub(HITS_BASE).unwrap_or(high)
 }
 
 /// The thread has not used any magazine yet.
@@ -356,6 +378,21 @@ impl ThreadMagazines {
     #[inline(always)]
     pub(crate) fn slot(&self, id: u32) -> &Slot {
         &self.slots[id as usize & (INLINE_SLOTS - 1)]
+    }
+
+    /// The inline slot at byte offset `offset` of the slot table: that of fast index
+    /// `offset / SLOT_BYTES` (masked as in [`slot`](Self::slot)). For a caller that keeps
+    /// slot offsets instead of fast indices: its fast path then finds the slot with one
+    /// mask, not a mask and a scaling.
+    #[inline(always)]
+    pub(crate) fn slot_at_offset(&self, offset: u32) -> &Slot {
+        // The offset of a slot's start inside the table: a multiple of `SLOT_BYTES`
+        // (a power of two) below `INLINE_SLOTS * SLOT_BYTES`.
+        const MASK: u32 = (INLINE_SLOTS as u32 - 1) * SLOT_BYTES;
+        const { assert!(SLOT_BYTES.is_power_of_two()) };
+        // SAFETY: the masked offset is that of the start of one of the table's slots
+        // (see `MASK`), so the pointer is in bounds, aligned, and borrowed from `self`.
+        unsafe { &*self.slots.as_ptr().byte_add((offset & MASK) as usize) }
     }
 
     /// The chunk and index within it of an overflow id.
@@ -513,4 +550,32 @@ pub(crate) fn try_with_magazines<R>(f: impl FnOnce(&ThreadMagazines) -> R) -> Op
 /// The calling thread's magazines, as an address (to tell them apart from others').
 pub(crate) fn own_magazines() -> *const ThreadMagazines {
     MAGAZINES.with(ptr::from_ref)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_offset_names_the_slot_of_its_fast_index_and_any_offset_stays_in_the_table() {
+        let magazines = ThreadMagazines::new();
+        for id in 0..INLINE_SLOTS as u32 {
+            assert!(ptr::eq(
+                magazines.slot_at_offset(id * SLOT_BYTES),
+                magazines.slot(id)
+            ));
+        }
+        // Offsets past the table or inside a slot are masked to a slot's start, as ids
+        // past the inline slots are masked.
+        for (offset, id) in [
+            (INLINE_SLOTS as u32 * SLOT_BYTES, 0),
+            (3 * SLOT_BYTES + 5, 3),
+            (u32::MAX, INLINE_SLOTS as u32 - 1),
+        ] {
+            assert!(
+                ptr::eq(magazines.slot_at_offset(offset), magazines.slot(id)),
+                "{offset}"
+            );
+        }
+    }
 }

@@ -77,8 +77,6 @@ use core::fmt::{self, Write as _};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU8, Ordering};
 
-#[cfg(not(feature = "hardened"))]
-use pagekeep_slab::size_class::class_up_to_1024_aligned_16;
 use pagekeep_slab::size_class::{CLASS_COUNT, MAX_SMALL, class_for};
 
 mod cxx;
@@ -448,18 +446,26 @@ fn allocate_with_prefix(size: usize, align: usize, zeroed: bool) -> *mut c_void 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
     no_unwind!("panic in malloc", || {
-        // Sizes up to 1 KiB (most calls): the class from one table lookup, then the
-        // thread's magazine of it (see `SlabHeap::alloc_in_class`). The hardened build
-        // gives every block a prefix, so `allocate` serves it.
+        // Sizes up to 1 KiB (most calls): the class's magazine slot from one table
+        // lookup, then the thread's magazine (see `SlabHeap::alloc_aligned_16`). The
+        // hardened build gives every block a prefix, so `allocate` serves it.
         #[cfg(not(feature = "hardened"))]
-        if let Some(class) = class_up_to_1024_aligned_16(size) {
-            let Some(block) = HEAP.alloc_in_class(class) else {
+        if size <= 1024 {
+            let Some(block) = HEAP.alloc_aligned_16(size) else {
                 return out_of_memory();
             };
             return block.as_ptr().cast();
         }
-        allocate(size, MIN_ALIGN, false)
+        malloc_with_allocate(size)
     })
+}
+
+/// [`malloc`] above 1 KiB (of every size in the hardened build), by [`allocate`]. Out of
+/// line, so that the code of `malloc`'s fast path is a straight line, and not unwinding
+/// (C ABI, under its own guard), so that `malloc` reaches it by a jump.
+#[inline(never)]
+extern "C" fn malloc_with_allocate(size: usize) -> *mut c_void {
+    no_unwind!("panic in malloc", || allocate(size, MIN_ALIGN, false))
 }
 
 /// A failed allocation's result: null, with `errno = ENOMEM`. Out of line, so that the

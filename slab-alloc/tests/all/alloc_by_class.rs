@@ -1,12 +1,14 @@
 //! `SlabHeap::alloc_in_class`: a block of the class asked for, from the calling thread's
 //! magazine of that class of *this* heap (each heap's classes have their own fast
 //! indices, learnt when the heap builds them), and `None` for an index past the classes.
+//! `SlabHeap::alloc_aligned_16`, whose table from size to fast index stands in for the
+//! class index: the block of the class `class_for` gives, from this heap's magazine.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
 
 use pagekeep_slab::SlabHeap;
-use pagekeep_slab::size_class::{CLASS_COUNT, CLASS_SIZES, class_align};
+use pagekeep_slab::size_class::{CLASS_COUNT, CLASS_SIZES, class_align, class_for};
 
 #[test]
 fn every_class_hands_out_its_size_and_takes_back_its_own_freed_blocks() {
@@ -53,6 +55,60 @@ fn every_class_hands_out_its_size_and_takes_back_its_own_freed_blocks() {
     for past in [CLASS_COUNT as u8, 127, u8::MAX] {
         assert_eq!(heap.alloc_in_class(past), None::<NonNull<u8>>);
     }
+    for heap in [&heap, &other] {
+        heap.flush_thread_cache();
+        heap.check_invariants();
+        assert_eq!(heap.stats().small.objects_live, 0);
+    }
+}
+
+#[test]
+fn every_size_aligned_to_16_gets_its_class_and_this_heaps_magazine() {
+    let heap = SlabHeap::new();
+    let other = SlabHeap::new();
+    // Every size of the table (up to 1 KiB) outside miri; under miri, the edges of a few
+    // classes and of the table, and sizes past it (the general path).
+    let sizes: Vec<usize> = if cfg!(miri) {
+        vec![0, 1, 16, 17, 48, 1000, 1023, 1024, 1025, 5000]
+    } else {
+        (0..=1100).chain([4096, 16 * 1024 + 1, 100_000]).collect()
+    };
+    // Every class's magazine of both heaps holds blocks first, so that a size served
+    // from another class's magazine would show.
+    for heap in [&heap, &other] {
+        for class in 0..CLASS_COUNT as u8 {
+            let block = heap.alloc_in_class(class).expect("a block");
+            // SAFETY: a block of this heap, freed once by its address.
+            assert!(unsafe { heap.free_small_block(block) });
+        }
+    }
+    for size in sizes {
+        let class = class_for(size.max(1), 16).expect("a class");
+        // The first call of each heap builds its classes from this path.
+        let block = heap.alloc_aligned_16(size).expect("a block");
+        let elsewhere = other.alloc_aligned_16(size).expect("a block");
+        assert!(block.addr().get().is_multiple_of(16), "size {size}");
+        // SAFETY: blocks of these heaps, live, written within their class's size, each
+        // freed once by its address.
+        unsafe {
+            block.write_bytes(0x5A, size.min(64));
+            assert_eq!(
+                heap.small_block_size(block.as_ptr()),
+                Some(CLASS_SIZES[class]),
+                "size {size}"
+            );
+            assert!(heap.free_small_block(block));
+            // The other heap's magazine of the class does not hold it; this heap's does.
+            let second = other.alloc_aligned_16(size).expect("a block");
+            assert_ne!(second, block, "size {size}");
+            let again = heap.alloc_aligned_16(size).expect("a block");
+            assert_eq!(again, block, "size {size}");
+            assert!(heap.free_small_block(again));
+            assert!(other.free_small_block(elsewhere));
+            assert!(other.free_small_block(second));
+        }
+    }
+    assert_eq!(heap.alloc_aligned_16(usize::MAX), None::<NonNull<u8>>);
     for heap in [&heap, &other] {
         heap.flush_thread_cache();
         heap.check_invariants();

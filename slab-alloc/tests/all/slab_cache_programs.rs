@@ -120,3 +120,71 @@ fn stats_count_slabs_and_hits() {
         "{stats:?}"
     );
 }
+
+/// Every operation of a thread served by its loaded magazine alone is a hit, also past
+/// the free fast path's looks at the decay clock (one per 16,384 hits, each taking all
+/// but one of them off the thread's count, to be credited to the cache): through the cache's
+/// own free and through a heap's free by address. Hits and misses add up to the
+/// operations.
+#[test]
+fn magazine_hits_are_all_counted_across_the_looks_at_the_clock() {
+    // Under miri, fewer than one look's worth.
+    let rounds: u64 = if cfg!(miri) { 300 } else { 100_000 };
+    let cache = SlabCache::new(128, 16).unwrap();
+    for _ in 0..rounds {
+        let object = cache.alloc();
+        // SAFETY: just allocated, freed once.
+        unsafe { cache.free(object) };
+    }
+    // The thread's count goes to the cache's statistics with its magazines.
+    cache.flush_thread_cache();
+    let stats = cache.stats();
+    assert_eq!(
+        stats.magazine_hits + stats.magazine_misses,
+        2 * rounds,
+        "{stats:?}"
+    );
+
+    let heap = pagekeep_slab::SlabHeap::new();
+    for _ in 0..rounds {
+        let block = heap.alloc_aligned_16(100).unwrap();
+        // SAFETY: a block of this heap, freed once by its address.
+        assert!(unsafe { heap.free_small_block(block) });
+    }
+    heap.flush_thread_cache();
+    let stats = heap.stats().small;
+    assert_eq!(
+        stats.magazine_hits + stats.magazine_misses,
+        2 * rounds,
+        "{stats:?}"
+    );
+}
+
+/// A thread whose work on a class is all served by its loaded magazine stays busy at
+/// the decay passes that its frees' looks at the clock run: the passes leave it its
+/// magazines (they take an idle cache's, with its depot and empty slabs), so its
+/// operations go on hitting them. Runs through five decay intervals.
+#[test]
+#[cfg_attr(miri, ignore = "runs for five decay intervals")]
+fn work_served_by_the_magazines_alone_keeps_them_across_decay_passes() {
+    let heap = pagekeep_slab::SlabHeap::new();
+    let start = std::time::Instant::now();
+    let mut rounds = 0u64;
+    while start.elapsed() < pagekeep_slab::DECAY_INTERVAL * 5 {
+        for _ in 0..10_000 {
+            let block = heap.alloc_aligned_16(100).unwrap();
+            // SAFETY: a block of this heap, freed once by its address.
+            assert!(unsafe { heap.free_small_block(block) });
+        }
+        rounds += 10_000;
+    }
+    heap.flush_thread_cache();
+    let stats = heap.stats().small;
+    assert_eq!(
+        stats.magazine_hits + stats.magazine_misses,
+        2 * rounds,
+        "{stats:?}"
+    );
+    // The first allocation's miss, which loads the magazine, and none after.
+    assert_eq!(stats.magazine_misses, 1, "{stats:?}");
+}
