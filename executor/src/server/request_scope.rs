@@ -229,7 +229,14 @@ impl ConnectionActivity {
     /// name (30,000 `set-cookie` lines) take one slot each in a map of any size, while
     /// slots for 30,000 names are more than a `HeaderMap` can have. A response whose
     /// names alone do not fit keeps the handler's map.
-    fn lend_header_map(&self, response: &mut HeaderMap) {
+    ///
+    /// The map `response` held, emptied, is freed inside `lease`'s arena, the request's
+    /// (none: where the caller is, outside any arena, for a response the server made):
+    /// there each of its blocks is freed with a compare and a plain count, where a
+    /// block of the arena freed outside it is found by address and counted with an
+    /// atomic, and the lease's release then takes an atomic too. Dropping an emptied
+    /// `HeaderMap` runs no user code and allocates nothing.
+    fn lend_header_map(&self, response: &mut HeaderMap, lease: Option<&PooledArena<'static>>) {
         let mut map = lock(&self.header_map).take().unwrap_or_default();
         if map.try_reserve(response.keys_len()).is_err() {
             *lock(&self.header_map) = Some(map);
@@ -258,8 +265,9 @@ impl ConnectionActivity {
                 (None, None) => {}
             }
         }
-        // The handler's (now empty) map is freed into its arena here.
-        *response = map;
+        // Assigned in place, the handler's map dropped in its arena (a move out and
+        // back, to drop it there, cost about 35 instructions a request more, callgrind).
+        in_lease(lease, || *response = map);
     }
 }
 
@@ -628,7 +636,9 @@ impl<H: Handler> RequestTask<H> {
                 None
             }
         };
-        self.activity.lend_header_map(response.headers_mut());
+        // The handler's map is freed in its arena, before the lease can be released.
+        self.activity
+            .lend_header_map(response.headers_mut(), lease.as_ref());
         Poll::Ready(Ok(response.map(|body| ResponseBody {
             kind: body,
             lease,
@@ -1175,7 +1185,7 @@ mod tests {
                 HeaderValue::from_str(&format!("c{index}=1")).unwrap(),
             );
         }
-        activity.lend_header_map(&mut response);
+        activity.lend_header_map(&mut response, None);
         assert_eq!(response.len(), 30_000);
         assert_eq!(response.keys_len(), 1);
         let last = response
@@ -1198,7 +1208,7 @@ mod tests {
         response.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         response.append(header::SET_COOKIE, HeaderValue::from_static("a=1"));
         response.append(header::SET_COOKIE, HeaderValue::from_static("b=2"));
-        activity.lend_header_map(&mut response);
+        activity.lend_header_map(&mut response, None);
 
         assert_eq!(
             response.capacity(),
@@ -1226,7 +1236,7 @@ mod tests {
         // With no map kept (the first response), one is made.
         let mut response = HeaderMap::new();
         response.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-        activity.lend_header_map(&mut response);
+        activity.lend_header_map(&mut response, None);
         assert_eq!(response.len(), 1);
     }
 }

@@ -17,10 +17,10 @@
 //! "Platforms").
 
 // The executor's `RequestAllocator` (`ArenaRouter` over `SlabHeap`), with the calls
-// into the fallback heap counted per thread (`support::fallback_heap_calls`).
+// into the fallback heap counted per thread (`support::fallback_heap_calls`), and the
+// arena blocks freed outside any arena (`support::arena_frees_outside_arenas`).
 #[global_allocator]
-static GLOBAL: pagekeep_arena::ArenaRouter<support::CountingFallback> =
-    pagekeep_arena::ArenaRouter::new(support::CountingFallback::new());
+static GLOBAL: support::CountingRouter = support::CountingRouter::new();
 
 mod always_ready_tasks;
 mod arenas;
@@ -38,6 +38,7 @@ mod connect_by_name;
 mod descriptors;
 mod edges;
 mod examples;
+mod frees_inside_request_arenas;
 #[cfg(feature = "futures-io")]
 mod futures_io;
 mod held_worker;

@@ -71,6 +71,7 @@ unsafe impl GlobalAlloc for CountingFallback {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count_in(&FALLBACK_FREES);
         // SAFETY: the caller promises `ptr` is a live block of `layout` from this
         // allocator, that is, from the `SlabHeap`.
         unsafe { self.heap.dealloc(ptr, layout) }
@@ -81,6 +82,83 @@ unsafe impl GlobalAlloc for CountingFallback {
         // SAFETY: the caller's promises (`ptr` a live block of `layout` from the
         // `SlabHeap`, a valid `new_size`) are forwarded unchanged.
         unsafe { self.heap.realloc(ptr, layout, new_size) }
+    }
+}
+
+thread_local! {
+    /// Frees of [`CountingFallback`]'s blocks this thread has made.
+    static FALLBACK_FREES: Cell<u64> = const { Cell::new(0) };
+    /// Blocks of an arena this thread has freed while in no arena (see
+    /// [`CountingRouter`]).
+    static ARENA_FREES_OUTSIDE_ARENAS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Adds one to `counter`, a `const` `Cell` with no destructor: never allocates, never
+/// unwinds (a failure to reach it is ignored).
+fn count_in(counter: &'static std::thread::LocalKey<Cell<u64>>) {
+    let _ = counter.try_with(|count| count.set(count.get() + 1));
+}
+
+/// Reads `counter` (0 if it cannot be reached), never allocating.
+fn read(counter: &'static std::thread::LocalKey<Cell<u64>>) -> u64 {
+    counter.try_with(Cell::get).unwrap_or(0)
+}
+
+/// The tests' global allocator: the executor's router over [`CountingFallback`], also
+/// counting the blocks of an arena each thread frees while in no arena
+/// ([`arena_frees_outside_arenas`]): a free made outside any arena (or while the thread
+/// panics, when the router routes nothing) that the router did not hand to the
+/// fallback heap. Reallocations are not counted.
+#[derive(Debug)]
+pub struct CountingRouter {
+    router: pagekeep_arena::ArenaRouter<CountingFallback>,
+}
+
+impl CountingRouter {
+    pub const fn new() -> Self {
+        Self {
+            router: pagekeep_arena::ArenaRouter::new(CountingFallback::new()),
+        }
+    }
+}
+
+/// Blocks of a request arena the current thread has freed so far while in no arena:
+/// frees that find their arena by address and count with an atomic, where a block
+/// freed inside its request's arena costs one compare and a plain count. A handler that
+/// reads it on a one-worker server reads the count of the thread that runs its
+/// connection and its requests.
+pub fn arena_frees_outside_arenas() -> u64 {
+    read(&ARENA_FREES_OUTSIDE_ARENAS)
+}
+
+// SAFETY: every call is forwarded unchanged to the router, which keeps the
+// `GlobalAlloc` promises; the counting touches only thread-local `Cell`s that never
+// allocate and never unwind.
+unsafe impl GlobalAlloc for CountingRouter {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's promises are forwarded unchanged.
+        unsafe { self.router.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as in `alloc`.
+        unsafe { self.router.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let outside = !pagekeep_arena::in_arena();
+        let fallback_frees = read(&FALLBACK_FREES);
+        // SAFETY: the caller's promises (`ptr` a live block of `layout` from this
+        // allocator, so from the router) are forwarded unchanged.
+        unsafe { self.router.dealloc(ptr, layout) };
+        if outside && read(&FALLBACK_FREES) == fallback_frees {
+            count_in(&ARENA_FREES_OUTSIDE_ARENAS);
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as in `dealloc`, with a valid `new_size`.
+        unsafe { self.router.realloc(ptr, layout, new_size) }
     }
 }
 
