@@ -168,8 +168,8 @@ impl MmapAlloc {
         // SAFETY: `target` is a fresh reservation of `new_len` bytes that we give up.
         let moved = unsafe { sys::remap(ptr, old_len, new_len, Placement::At(target)) };
         if moved.is_err() {
-            // SAFETY: the reservation is still ours and unused.
-            let _ = unsafe { sys::release(target, new_len) };
+            // SAFETY: the reservation is still ours and unused, given up for good.
+            let _ = unsafe { sys::release_or_decommit(target, new_len) };
         }
         moved
     }

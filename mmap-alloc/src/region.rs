@@ -263,8 +263,9 @@ impl Region {
 impl Drop for Region {
     fn drop(&mut self) {
         // SAFETY: we own the whole mapping and nothing uses it after drop. A failure
-        // cannot be reported from drop; releasing a whole mapping does not fail on Linux.
-        let _ = unsafe { sys::release(self.ptr, self.len) };
+        // cannot be reported from drop; a mapping merged with a neighbour that the OS
+        // cannot split at its mapping-count limit is released later.
+        let _ = unsafe { sys::release_or_decommit(self.ptr, self.len) };
     }
 }
 

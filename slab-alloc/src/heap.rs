@@ -777,7 +777,9 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     /// kept for reuse, after taking back the calling thread's magazines of this heap and,
     /// with the `reclaim-idle-threads` feature (on Linux; see the README), the magazines
     /// of every other thread that is not inside an allocation or free at that moment (of
-    /// every cache of the process).
+    /// every cache of the process). Then releases the ranges that the system refused to
+    /// release at its mapping-count limit and has room for now
+    /// ([`release_deferred`](pagekeep_mmap::sys::release_deferred)).
     pub fn trim(&self) {
         crate::registry::reclaim_threads(crate::registry::Reclaim::Every);
         self.flush_thread_cache();
@@ -787,6 +789,8 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         if let Some(built) = self.built() {
             built.large.release_all();
         }
+        // Ranges the system refused to release at its mapping-count limit, any heap's.
+        pagekeep_mmap::sys::release_deferred();
     }
 
     /// Starts a thread that runs a decay pass over the heap's classes every

@@ -21,6 +21,8 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::{Cause, Error, Operation, Result};
 
+mod deferred;
+
 #[cfg(miri)]
 mod miri;
 #[cfg(miri)]
@@ -289,7 +291,8 @@ pub fn reserve(len: usize) -> Result<NonNull<u8>> {
 /// with no access, as [`reserve`] does.
 ///
 /// Above a page, this over-reserves by `align - page` and trims: one `mmap` and at most
-/// two `munmap`s.
+/// two `munmap`s. A trim the OS refuses (at the mapping-count limit) is left to be
+/// released later, as [`release_or_decommit`] does; the reservation is made all the same.
 ///
 /// # Errors
 /// As [`reserve`], and `align` not a power of two, or `len + align` overflowing.
@@ -350,29 +353,31 @@ fn map_aligned(len: usize, align: usize, protection: Protection) -> Result<NonNu
     // mapping that was just made.
     let aligned = unsafe { start.add(head) };
     // SAFETY: head and tail are the unused, page-multiple ends of the mapping we own;
-    // nothing else refers to them.
-    let trimmed = unsafe {
-        let head_result = if head > 0 {
-            platform::release(start, head)
-        } else {
-            Ok(())
-        };
+    // nothing else refers to them, and they are given up for good.
+    unsafe {
+        if head > 0 {
+            release_or_note(start, head);
+        }
         // SAFETY: `head + len <= padded`, inside the mapping.
-        let tail_result = if tail > 0 {
-            platform::release(aligned.add(len), tail)
-        } else {
-            Ok(())
-        };
-        head_result.and(tail_result)
-    };
-    if let Err(error) = trimmed {
-        // Give back whatever is still mapped; the range is ours either way. A failure
-        // here leaves address space reserved but nothing else to do.
-        // SAFETY: the aligned part is still mapped and owned by us.
-        let _ = unsafe { platform::release(aligned, len) };
-        return Err(error);
+        if tail > 0 {
+            release_or_note(aligned.add(len), tail);
+        }
     }
     Ok(aligned)
+}
+
+/// Releases an untouched range given up for good, or (when the OS refuses: the fresh
+/// mapping merged with a neighbour, so trimming it splits a mapping at the mapping-count
+/// limit) notes it to be released later (see [`release_or_decommit`]); its pages were
+/// never touched, so they hold no memory meanwhile.
+///
+/// # Safety
+/// - As [`release`], for a range of whole pages that nobody releases again.
+unsafe fn release_or_note(ptr: NonNull<u8>, len: usize) {
+    // SAFETY: forwarded from the caller.
+    if unsafe { platform::release(ptr, len) }.is_err() {
+        deferred::note(ptr, len);
+    }
 }
 
 /// Makes pages readable and writable. Never-touched pages read as zeros.
@@ -431,23 +436,57 @@ pub unsafe fn release(ptr: NonNull<u8>, len: usize) -> Result<()> {
 
 /// [`release`] for a range the caller gives up for good, whatever happens: when the OS
 /// refuses to release it (releasing the middle of a mapping at the mapping-count limit),
-/// its pages are decommitted instead ([`Decommit::Zero`]), so their memory goes back
-/// though the address range stays reserved. Returns `release`'s result.
+/// its pages are decommitted instead ([`Decommit::Zero`]), so their memory goes back,
+/// and the range is noted to be released later: after the next release that succeeds
+/// (which may have made room), or by [`release_deferred`]. Returns `release`'s result.
 ///
 /// # Safety
 /// - As [`release`]; the range's contents are not needed, even when this fails, and no
-///   thread accesses the range (as for [`decommit`]).
+///   thread accesses the range (as for [`decommit`]); nobody releases it again.
 ///
 /// # Errors
 /// As [`release`].
 pub unsafe fn release_or_decommit(ptr: NonNull<u8>, len: usize) -> Result<()> {
-    // SAFETY: forwarded from the caller.
-    let released = unsafe { release(ptr, len) };
+    let pages = page_range(Operation::Release, ptr, len)?;
+    // SAFETY: forwarded from the caller; the range was validated above.
+    let released = unsafe { platform::release(ptr, pages) };
     if released.is_err() {
         // SAFETY: the caller gives up the range and its contents.
-        let _ = unsafe { decommit(ptr, len, Decommit::Zero) };
+        let _ = unsafe { decommit(ptr, pages, Decommit::Zero) };
+        // The caller gave the range up for good: released later, it harms nobody.
+        deferred::note(ptr, pages);
+    } else if deferred::waiting() > 0 {
+        release_deferred();
     }
     released
+}
+
+/// Releases the ranges that [`release_or_decommit`] could not release when it was called
+/// (see there) and that the OS now takes back; returns how many went. Allocators call it
+/// when they trim. At most 64 such ranges are kept; one more stays reserved, decommitted.
+///
+/// # Examples
+///
+/// ```
+/// use pagekeep_mmap::sys;
+///
+/// // Nothing waits unless a release was refused at the mapping-count limit.
+/// let released = sys::release_deferred();
+/// assert!(released <= 64);
+/// assert_eq!(sys::deferred_releases(), 0);
+/// ```
+pub fn release_deferred() -> usize {
+    deferred::release_noted(|ptr, len| {
+        // SAFETY: a noted range was given up for good by the caller of
+        // `release_or_decommit` and stays mapped until released here, so it is a valid
+        // range that nothing uses; the slot's claim makes this its only release.
+        unsafe { platform::release(ptr, len) }
+    })
+}
+
+/// How many ranges given up to [`release_or_decommit`] wait to be released (see there).
+pub fn deferred_releases() -> usize {
+    deferred::waiting()
 }
 
 /// Changes the access permissions of pages, e.g. to [`Protection::None`] for a guard page.
