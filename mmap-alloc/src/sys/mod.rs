@@ -456,7 +456,7 @@ pub unsafe fn release_or_decommit(ptr: NonNull<u8>, len: usize) -> Result<()> {
         // The caller gave the range up for good: released later, it harms nobody.
         deferred::note(ptr, pages);
     } else if deferred::waiting() > 0 {
-        release_deferred();
+        release_deferred_once();
     }
     released
 }
@@ -476,6 +476,19 @@ pub unsafe fn release_or_decommit(ptr: NonNull<u8>, len: usize) -> Result<()> {
 /// assert_eq!(sys::deferred_releases(), 0);
 /// ```
 pub fn release_deferred() -> usize {
+    let mut released = 0;
+    // Each release may make room for one the OS refused earlier in the same pass.
+    loop {
+        let pass = release_deferred_once();
+        if pass == 0 {
+            return released;
+        }
+        released += pass;
+    }
+}
+
+/// One pass of [`release_deferred`] over the noted ranges.
+fn release_deferred_once() -> usize {
     deferred::release_noted(|ptr, len| {
         // SAFETY: a noted range was given up for good by the caller of
         // `release_or_decommit` and stays mapped until released here, so it is a valid
