@@ -373,6 +373,7 @@ fn map_aligned(len: usize, align: usize, protection: Protection) -> Result<NonNu
 ///
 /// # Safety
 /// - As [`release`], for a range of whole pages that nobody releases again.
+#[cfg(not(all(windows, not(miri))))]
 unsafe fn release_or_note(ptr: NonNull<u8>, len: usize) {
     // SAFETY: forwarded from the caller.
     if unsafe { platform::release(ptr, len) }.is_err() {
