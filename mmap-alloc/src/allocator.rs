@@ -127,8 +127,11 @@ impl MmapAlloc {
         }
         if new_len < old_len {
             // SAFETY: the tail `new_len..old_len` belongs to the block and the caller
-            // gave up the bytes beyond `new_size`.
-            unsafe { sys::release(ptr.add(new_len), old_len - new_len) }?;
+            // gave up the bytes beyond `new_size` for good. When the OS refuses (the tail
+            // is the middle of a mapping merged with a neighbour, at the mapping-count
+            // limit) its memory goes back all the same and the range is released later:
+            // the shrink succeeds, as glibc's does.
+            let _ = unsafe { sys::release_or_decommit(ptr.add(new_len), old_len - new_len) };
             return Ok(ptr);
         }
         // SAFETY: forwarded from the caller.

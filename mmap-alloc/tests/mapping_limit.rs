@@ -1,8 +1,9 @@
 //! At the process's mapping-count limit (`vm.max_map_count`) Linux refuses to unmap the
 //! middle of a mapping (the split would need one mapping more). `release_or_decommit`
-//! must then note the range and release it once there is room again: at the next release
-//! that succeeds, or when asked (`release_deferred`), so that a program that worked near
-//! the limit does not lose a mapping and its addresses at every such release.
+//! must then note the range and release it once it no longer lies inside a mapping (a
+//! neighbour released) and there is room: at the next release that succeeds, or when
+//! asked (`release_deferred`), so that a program that worked near the limit does not lose
+//! a mapping and its addresses at every such release.
 //!
 //! Its own binary, without the test harness: it fills the process's mappings to the
 //! limit, which would make any test running beside it fail to allocate.
@@ -182,14 +183,21 @@ mod linux {
             (0, 1),
             "released no range without room"
         );
-        assert_eq!(sys::release_deferred(), 1);
+        // Inside its mapping still: releasing it would split the mapping, taking one more
+        // of the process's mappings for address space alone.
+        assert_eq!(
+            sys::release_deferred(),
+            0,
+            "not while it would split its mapping"
+        );
+        // SAFETY: the block's last page, given up for good (a plain release, which does
+        // not look at the noted ranges).
+        unsafe { sys::release(middle.add(page), page) }.expect("the last page");
+        assert_eq!(sys::release_deferred(), 1, "at the mapping's end now");
         assert_eq!(sys::deferred_releases(), 0);
         assert!(!is_mapped(middle.addr().get()));
-        // SAFETY: the block's other pages, given up for good.
-        unsafe {
-            sys::release_or_decommit(first, page).expect("the first page");
-            sys::release_or_decommit(middle.add(page), page).expect("the last page");
-        }
+        // SAFETY: the block's first page, given up for good.
+        unsafe { sys::release_or_decommit(first, page) }.expect("the first page");
         println!("mapping_limit: refused releases were noted and released once there was room");
     }
 }

@@ -45,7 +45,8 @@ static TABLE: [Slot; SLOTS] = [const {
     }
 }; SLOTS];
 
-/// How many slots hold a range (a hint that spares a scan of the table when none does).
+/// How many slots hold a range, or are being filled with one (a hint that spares a scan
+/// of the table when none does).
 static WAITING: AtomicUsize = AtomicUsize::new(0);
 
 /// Notes `ptr..ptr + len` (whole pages, validated) to be released later; false when the
@@ -63,8 +64,10 @@ pub(super) fn note(ptr: NonNull<u8>, len: usize) -> bool {
             .is_ok()
         {
             slot.len.store(len, Ordering::Relaxed);
-            slot.base.store(ptr.as_ptr(), Ordering::Release);
+            // Counted before it is published, so that a release of it on another thread
+            // never takes the count below zero (a count one ahead only costs a scan).
             WAITING.fetch_add(1, Ordering::Release);
+            slot.base.store(ptr.as_ptr(), Ordering::Release);
             return true;
         }
     }

@@ -464,7 +464,10 @@ pub unsafe fn release_or_decommit(ptr: NonNull<u8>, len: usize) -> Result<()> {
 
 /// Releases the ranges that [`release_or_decommit`] could not release when it was called
 /// (see there) and that the OS now takes back; returns how many went. Allocators call it
-/// when they trim. At most 64 such ranges are kept; one more stays reserved, decommitted.
+/// when they trim. A range is released only once a page next to it is no longer mapped,
+/// so that its release never splits a mapping (which would take one of the process's
+/// mappings for address space alone). At most 64 such ranges are kept; one more stays
+/// reserved, decommitted.
 ///
 /// # Examples
 ///
@@ -488,9 +491,25 @@ pub fn release_deferred() -> usize {
     }
 }
 
-/// One pass of [`release_deferred`] over the noted ranges.
+/// One pass of [`release_deferred`] over the noted ranges. A range with mapped pages on
+/// both sides is left: it may still lie inside a mapping, and releasing it would split
+/// that mapping, taking one more of the process's mappings for address space alone (its
+/// memory went back when it was noted), perhaps the one a release just made room for.
+/// Once a neighbour is gone (its owner released it), releasing the range trims or
+/// removes a mapping, never splits one.
 fn release_deferred_once() -> usize {
+    let page = page_size();
     deferred::release_noted(|ptr, len| {
+        let before = NonNull::new(ptr.as_ptr().wrapping_sub(page));
+        let after = NonNull::new(ptr.as_ptr().wrapping_add(len));
+        if before.is_some_and(platform::is_mapped) && after.is_some_and(platform::is_mapped) {
+            return Err(Error::invalid(
+                Operation::Release,
+                "would split a mapping",
+                ptr.addr().get(),
+                len,
+            ));
+        }
         // SAFETY: a noted range was given up for good by the caller of
         // `release_or_decommit` and stays mapped until released here, so it is a valid
         // range that nothing uses; the slot's claim makes this its only release.

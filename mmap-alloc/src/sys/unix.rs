@@ -68,6 +68,18 @@ pub(super) fn whole_mapping(ptr: NonNull<u8>) -> NonNull<u8> {
     ptr
 }
 
+/// Whether the page at `ptr` (page-aligned) is mapped: `mincore` refuses an unmapped
+/// page with `ENOMEM`.
+pub(super) fn is_mapped(ptr: NonNull<u8>) -> bool {
+    let mut resident: libc::c_uchar = 0;
+    count(Syscall::Mincore);
+    // SAFETY: `mincore` only reads the page tables for one page, whatever the address, and
+    // writes one byte into `resident`.
+    let result =
+        unsafe { libc::mincore(ptr.as_ptr().cast(), 1, ptr::from_mut(&mut resident).cast()) };
+    result == 0
+}
+
 /// # Safety
 /// The range is owned by the caller and unused afterwards.
 pub(super) unsafe fn release(ptr: NonNull<u8>, len: usize) -> Result<()> {

@@ -256,6 +256,11 @@ fn query(operation: Operation, at: NonNull<u8>) -> Result<Span> {
     })
 }
 
+/// Whether the page at `ptr` is reserved or committed.
+pub(super) fn is_mapped(ptr: NonNull<u8>) -> bool {
+    query(Operation::Release, ptr).is_ok_and(|span| span.state != MEM_FREE)
+}
+
 /// Calls `each` for every run of pages in `ptr..ptr + len` with one state and
 /// protection, in order, with the run clipped to the range. Stops at the first error.
 fn for_each_span(
