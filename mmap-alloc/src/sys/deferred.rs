@@ -6,8 +6,10 @@
 //! mapping stay taken. A program that keeps working near the limit would lose one
 //! mapping this way at every such release and never get them back, until the limit
 //! left no room for anything: even a small allocation that needs a new mapping fails.
-//! So the range is noted here, and released again after a later release succeeds (which
-//! may have made room) and on [`release_deferred`] (which a heap's `trim` calls).
+//! So the range is noted here, and released after a later release succeeds and on
+//! [`release_deferred`] (which a heap's `trim` calls), once a page next to it is no longer
+//! mapped: before that, releasing it would split its mapping, taking a mapping (perhaps
+//! the one the program just freed) for address space alone.
 //!
 //! The table is fixed (no allocation: this runs inside allocators) and lock-free, so
 //! that any thread, a signal handler or a child after `fork` can use it: a slot holds
@@ -21,6 +23,7 @@
 //! the OS cannot hand its addresses to anyone else.
 //!
 //! [`release_or_decommit`]: super::release_or_decommit
+//! [`release_deferred`]: super::release_deferred
 
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};

@@ -438,8 +438,9 @@ pub unsafe fn release(ptr: NonNull<u8>, len: usize) -> Result<()> {
 /// [`release`] for a range the caller gives up for good, whatever happens: when the OS
 /// refuses to release it (releasing the middle of a mapping at the mapping-count limit),
 /// its pages are decommitted instead ([`Decommit::Zero`]), so their memory goes back,
-/// and the range is noted to be released later: after the next release that succeeds
-/// (which may have made room), or by [`release_deferred`]. Returns `release`'s result.
+/// and the range is noted to be released later, once a page next to it is unmapped (so
+/// that its release cannot split a mapping): at the next release that succeeds, or by
+/// [`release_deferred`]. Returns `release`'s result.
 ///
 /// # Safety
 /// - As [`release`]; the range's contents are not needed, even when this fails, and no
