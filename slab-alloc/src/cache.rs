@@ -65,7 +65,7 @@ use std::time::Instant;
 use allocator_api2::alloc::AllocError;
 use pagekeep_mmap::{DefaultPages, PageSource};
 
-use crate::depot::{DEPOT_MAGAZINES, Depot};
+use crate::depot::{DEPOT_MAGAZINES, Depot, DepotSlots};
 use crate::large_cache::LargeCache;
 use crate::magazine::{
     ACTIVE, ALLOC_HIT, FREE_HIT, Magazine, Slot, ThreadMagazines, UNREGISTERED, loaded_count,
@@ -286,6 +286,17 @@ pub(crate) struct CoreConfig {
     pub(crate) drop_object: Option<unsafe fn(NonNull<u8>)>,
 }
 
+/// Bytes of objects never used before that one fill of a magazine carves at most (at
+/// least one object is always carved).
+///
+/// Carving writes each object's link word, so it touches the object's page: a fill of a
+/// whole magazine of fresh 1 KiB objects made 64 KiB resident for a program that needed
+/// one of them, in every class it used once. mimalloc extends a page's free list by at
+/// most 4 KiB at a time for the same reason. Objects on a slab's free list (touched
+/// before) are not counted; a page fault costs far more than the extra trip to the slabs
+/// that a thread growing its heap takes once per page.
+pub(crate) const FRESH_BYTES_PER_FILL: usize = 4096;
+
 /// Default magazine size: about 64 KiB of objects, between 4 and 64 of them.
 pub(crate) fn default_magazine_capacity(slot_size: usize) -> u32 {
     (64 * 1024 / slot_size).clamp(4, 64) as u32
@@ -447,10 +458,18 @@ impl<S: PageSource> CacheCore<S> {
     /// - `place` is valid for writes of a `CacheCore<S>`, suitably aligned, and stays
     ///   allocated and unmoved until [`destroy`](Self::destroy).
     /// - The bytes at `place` are all zero (as a fresh block of a page source is).
-    pub(crate) unsafe fn init(place: NonNull<Self>, config: CoreConfig, source: S) {
+    /// - `depot_slots` meets [`Depot::init_zeroed`]'s requirements for as long as the core
+    ///   lives.
+    pub(crate) unsafe fn init(
+        place: NonNull<Self>,
+        config: CoreConfig,
+        source: S,
+        depot_slots: NonNull<DepotSlots>,
+    ) {
         let core = place.as_ptr();
         // A magazine holds between one object and a slab's worth: a miss fills a whole
-        // magazine from the slabs at once, under the lock.
+        // magazine from the slabs at once, under the lock (fewer when the fill would carve
+        // more than `FRESH_BYTES_PER_FILL` of objects never used before).
         let slab_objects = u32::try_from(config.geometry.capacity)
             .unwrap_or(u32::MAX)
             .max(1);
@@ -458,9 +477,9 @@ impl<S: PageSource> CacheCore<S> {
         let max_magazine_capacity = config
             .max_magazine_capacity
             .clamp(magazine_capacity, slab_objects);
-        // SAFETY: the caller gives us the place. Every field is written in place except
-        // the depot's magazine array, whose all-zero bytes (the zeroed block) already are
-        // empty magazines: the array is large and writing it would fault in its pages.
+        // SAFETY: the caller gives us the place and the depot's slots. Every field is
+        // written in place; the slots are not: their all-zero bytes already are empty
+        // magazines, and writing them would fault in their pages.
         unsafe {
             (&raw mut (*core).header).write(CoreHeader::new(
                 magazine_capacity,
@@ -492,7 +511,7 @@ impl<S: PageSource> CacheCore<S> {
             (&raw mut (*state).partial).write(SlabList::new(ListKind::Partial));
             (&raw mut (*state).full).write(SlabList::new(ListKind::Full));
             (&raw mut (*state).empty).write(SlabList::new(ListKind::Empty));
-            Depot::init_zeroed(&raw mut (*state).depot);
+            Depot::init_zeroed(&raw mut (*state).depot, depot_slots);
             (&raw mut (*state).objects_out).write(0);
             (&raw mut (*state).slabs_created).write(0);
             (&raw mut (*state).slabs_released).write(0);
@@ -1008,7 +1027,8 @@ impl<S: PageSource> CacheCore<S> {
     }
 
     /// Takes up to `want` objects from the slabs, making slabs as needed. Fewer (maybe
-    /// none) if the source fails.
+    /// none) if the source fails, and fewer once [`FRESH_BYTES_PER_FILL`] of objects
+    /// never used before have been carved.
     ///
     /// # Safety
     /// - The lock is held and `state` is this core's.
@@ -1020,7 +1040,11 @@ impl<S: PageSource> CacheCore<S> {
     ) -> Magazine {
         let geometry = &self.geometry;
         let mut magazine = Magazine::EMPTY;
-        while magazine.count < want {
+        // Bytes of never-used objects carved so far: each costs the process a page it
+        // had not touched (its link word is written), so a fill stops at about one page
+        // of them (see `FRESH_BYTES_PER_FILL`).
+        let mut fresh_bytes = 0;
+        while magazine.count < want && fresh_bytes < FRESH_BYTES_PER_FILL {
             let slab = if let Some(slab) = NonNull::new(state.partial.head) {
                 slab
             } else {
@@ -1038,16 +1062,19 @@ impl<S: PageSource> CacheCore<S> {
             };
             // SAFETY: lock held; slabs on our lists are live.
             let header = unsafe { &mut *slab.as_ptr() };
-            while magazine.count < want {
+            while magazine.count < want && fresh_bytes < FRESH_BYTES_PER_FILL {
                 // SAFETY: lock held, our geometry.
                 let Some((object, fresh)) = (unsafe { header.take(geometry) }) else {
                     break;
                 };
-                if fresh && let Some(construct) = construct {
-                    let _abort = AbortOnUnwind {
-                        what: "an object constructor panicked inside the allocator",
-                    };
-                    construct(object);
+                if fresh {
+                    fresh_bytes += geometry.slot_size;
+                    if let Some(construct) = construct {
+                        let _abort = AbortOnUnwind {
+                            what: "an object constructor panicked inside the allocator",
+                        };
+                        construct(object);
+                    }
                 }
                 state.objects_out += 1;
                 // SAFETY: the object is free and ours; its link word is ours.
@@ -1727,20 +1754,37 @@ impl fmt::Display for CacheError {
 
 impl std::error::Error for CacheError {}
 
+/// A core made by [`new_core`] and its depot's slots, in one block.
+#[repr(C)]
+struct CoreBlock<S: PageSource> {
+    core: CacheCore<S>,
+    depot_slots: UnsafeCell<DepotSlots>,
+}
+
 /// Reserves a block from `source` and builds a core in it.
 pub(crate) fn new_core<S: PageSource>(
     config: CoreConfig,
     source: S,
 ) -> Result<NonNull<CacheCore<S>>, CacheError> {
-    let bytes = size_of::<CacheCore<S>>();
-    let align = align_of::<CacheCore<S>>();
+    let bytes = size_of::<CoreBlock<S>>();
+    let align = align_of::<CoreBlock<S>>();
     let block = source
         .reserve_committed(bytes, align)
-        .map_err(CacheError::Source)?;
+        .map_err(CacheError::Source)?
+        .cast::<CoreBlock<S>>();
+    // The core is the block's first field: the block's address, with its provenance.
     let place = block.cast::<CacheCore<S>>();
-    // SAFETY: a fresh block of the right size and alignment (page-aligned), which the
-    // core owns until `free_core`.
-    unsafe { CacheCore::init(place, config, source) };
+    // SAFETY: a field of the fresh block (no reference to it exists): in bounds of a
+    // non-null allocation, so non-null.
+    let slots = unsafe {
+        NonNull::new_unchecked(UnsafeCell::raw_get(
+            &raw const (*block.as_ptr()).depot_slots,
+        ))
+    };
+    // SAFETY: a fresh, zeroed block of the right size and alignment (page-aligned), which
+    // the core owns until `free_core`; the slots are its own part of it, which only the
+    // core's depot touches.
+    unsafe { CacheCore::init(place, config, source, slots) };
     Ok(place)
 }
 
@@ -1752,12 +1796,12 @@ pub(crate) unsafe fn free_core<S: PageSource>(core: NonNull<CacheCore<S>>) {
     // SAFETY: forwarded.
     let source = unsafe { CacheCore::destroy(core) };
     // SAFETY: the block was reserved by `new_core` from this very source with this size
-    // and alignment, and nothing uses it any more.
+    // and alignment (the core starts it), and nothing uses it any more.
     let _ = unsafe {
         source.release(
             core.cast::<u8>(),
-            size_of::<CacheCore<S>>(),
-            align_of::<CacheCore<S>>(),
+            size_of::<CoreBlock<S>>(),
+            align_of::<CoreBlock<S>>(),
         )
     };
 }
@@ -2023,6 +2067,59 @@ mod tests {
         let left = core.locked(|state| window - state.ops % window);
         for _ in 0..left {
             core.locked_op(|_| ());
+        }
+    }
+
+    /// A fill carves at most about a page of objects never used before (at least one),
+    /// whatever the magazine's size, and takes objects from a slab's free list (touched
+    /// before) without counting them.
+    #[test]
+    fn a_fill_carves_about_a_page_of_fresh_objects() {
+        for size in [64, 1000, 1024, 4096, 16384] {
+            let cache = SlabCache::with_config(
+                CacheConfig {
+                    magazine_capacity: Some(64),
+                    max_magazine_capacity: Some(64),
+                    ..CacheConfig::new(size, 8)
+                },
+                DefaultPages::default(),
+            )
+            .unwrap();
+            let core = cache.core();
+            let slot = core.geometry.slot_size;
+            let capacity = u32::try_from(core.geometry.capacity).unwrap();
+            let want = 64.min(capacity);
+            // A page of 4 KiB, written out: the test pins the bound, not the constant.
+            let fresh = u32::try_from(4096_usize.div_ceil(slot)).unwrap().min(want);
+            let fill = || {
+                core.locked(|state| {
+                    // SAFETY: inside `locked`, with the core's own state.
+                    unsafe { core.take_from_slabs(state, want, None) }
+                })
+            };
+            let give_back = |magazine| {
+                core.locked(|state| {
+                    // SAFETY: inside `locked`; a magazine taken by `fill` above, whose
+                    // objects nobody else refers to.
+                    unsafe { core.give_back_magazine(state, magazine) }
+                });
+            };
+            let first = fill();
+            assert_eq!(first.count, fresh, "slot of {slot} bytes: first fill");
+            let second = fill();
+            assert_eq!(second.count, fresh, "slot of {slot} bytes: second fill");
+            give_back(first);
+            give_back(second);
+            // Both fills' objects are now on the slab's free list: the next fill takes
+            // them all (up to `want`), then carves a page's worth more.
+            let third = fill();
+            assert_eq!(
+                third.count,
+                (3 * fresh).min(want),
+                "slot of {slot} bytes: a fill from the free list"
+            );
+            give_back(third);
+            cache.check_invariants();
         }
     }
 

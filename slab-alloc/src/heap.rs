@@ -2,6 +2,7 @@
 //! per-thread magazines; large blocks come from [`MmapAlloc`].
 
 use core::alloc::{GlobalAlloc, Layout};
+use core::cell::UnsafeCell;
 use core::fmt;
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
@@ -14,7 +15,7 @@ use crate::cache::{
     CacheCore, CoreConfig, Operation, SpaceReturned, default_magazine_capacity,
     default_max_magazine_capacity,
 };
-use crate::depot::DEPOT_MAGAZINES;
+use crate::depot::{DEPOT_MAGAZINES, DepotSlots};
 use crate::large_cache::LargeCache;
 use crate::magazine::SLOT_BYTES;
 use crate::registry::NO_ID;
@@ -28,13 +29,15 @@ use crate::sync::CachePadded;
 /// The classes of a heap.
 type Classes<S> = [CacheCore<S>; CLASS_COUNT];
 
-/// What a heap builds on first use, in one block of its page source: its classes, and
-/// the freed large blocks it keeps for reuse (see `large_cache`), which the classes'
-/// decay passes expire.
+/// What a heap builds on first use, in one block of its page source: its classes, the
+/// freed large blocks it keeps for reuse (see `large_cache`), which the classes' decay
+/// passes expire, and the classes' depot slots, last and apart from the classes so that
+/// building them touches only the classes' few pages (see [`Depot`](crate::depot::Depot)).
 #[repr(C)]
 struct Built<S: PageSource + Clone> {
     classes: Classes<S>,
     large: LargeCache,
+    depot_slots: UnsafeCell<[DepotSlots; CLASS_COUNT]>,
 }
 
 /// A general-purpose allocator: 50 size classes up to 128 KiB (see
@@ -299,12 +302,28 @@ impl<S: PageSource + Clone> SlabHeap<S> {
             &*large
         };
         let place = block.cast::<CacheCore<S>>();
+        // SAFETY: a field of the fresh block (no reference to it exists): in bounds of a
+        // non-null allocation, so non-null.
+        let slots = unsafe {
+            NonNull::new_unchecked(UnsafeCell::raw_get(
+                &raw const (*built.as_ptr()).depot_slots,
+            ))
+            .cast::<DepotSlots>()
+        };
         for (index, &size) in CLASS_SIZES.iter().enumerate() {
             let config = class_config(heap_class_geometry(size, class_align(index))?);
             // SAFETY: `index < CLASS_COUNT`, inside the fresh block, aligned; each core
             // stays there until the heap is dropped (or until the loser of the race
-            // below destroys it).
-            unsafe { CacheCore::init(place.add(index), config, self.source.clone()) };
+            // below destroys it). Its depot slots are the index's own zeroed slots of
+            // the block, which only its depot touches, and live as long.
+            unsafe {
+                CacheCore::init(
+                    place.add(index),
+                    config,
+                    self.source.clone(),
+                    slots.add(index),
+                );
+            }
         }
         // SAFETY: the classes were all initialised in one block just above, which lives
         // as long as they do, and nobody else sees them yet.

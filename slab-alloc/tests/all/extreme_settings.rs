@@ -93,8 +93,8 @@ fn magazine_capacities_zero_and_max() {
         (Some(0), Some(u32::MAX)),
     ] {
         let source = FailingSource::new(HeapPages);
-        // Objects of 4 KiB: a slab's worth is 63 of them, which a miss fills at once
-        // (cheap under miri too).
+        // Objects of 4 KiB: a slab's worth is 63 of them (cheap under miri too); a miss
+        // from fresh slabs carves one at a time.
         let cache = SlabCache::with_config(
             CacheConfig {
                 magazine_capacity: initial,
