@@ -718,42 +718,41 @@ impl<H: Handler> Future for RequestTask<H> {
 impl<H: Handler> RequestTask<H> {
     /// The response, by the per-request rules (module docs).
     fn poll_response(&mut self, cx: &mut Context<'_>) -> Poll<<Self as Future>::Output> {
-        let this = self;
-        match &mut this.state {
-            State::Running(_) => this.poll_handler(cx),
+        match &mut self.state {
+            State::Running(_) => self.poll_handler(cx),
             State::WaitingForArena(waiting) => {
                 if let Poll::Ready(lease) = Pin::new(&mut waiting.acquire).poll(cx) {
                     let State::WaitingForArena(waiting) =
-                        std::mem::replace(&mut this.state, State::Finished)
+                        std::mem::replace(&mut self.state, State::Finished)
                     else {
                         unreachable!("matched WaitingForArena above")
                     };
                     let Waiting {
                         request, handler, ..
                     } = *waiting;
-                    this.state = call_in_arena(&*handler, request, &lease, &this.activity);
-                    this.lease = Some(lease);
+                    self.state = call_in_arena(&*handler, request, &lease, &self.activity);
+                    self.lease = Some(lease);
                     // Poll the new state at once: the handler's first poll, or the 500.
-                    return this.poll_response(cx);
+                    return self.poll_response(cx);
                 }
                 if let Some(deadline) = &mut waiting.deadline
                     && Pin::new(deadline).poll(cx).is_ready()
                 {
                     // Dropping the waiting state gives up its place in the queue.
-                    this.counters()
+                    self.counters()
                         .arena_waits_timed_out
                         .fetch_add(1, Ordering::Relaxed);
-                    this.state = State::Finished;
-                    return this.refuse(StatusCode::SERVICE_UNAVAILABLE, NO_ARENA_BODY);
+                    self.state = State::Finished;
+                    return self.refuse(StatusCode::SERVICE_UNAVAILABLE, NO_ARENA_BODY);
                 }
                 Poll::Pending
             }
             State::Answered(_) => {
-                let State::Answered(response) = std::mem::replace(&mut this.state, State::Finished)
+                let State::Answered(response) = std::mem::replace(&mut self.state, State::Finished)
                 else {
                     unreachable!("matched Answered above")
                 };
-                this.finish((*response).map(BodyKind::Server))
+                self.finish((*response).map(BodyKind::Server))
             }
             State::Finished => panic!("RequestTask polled after completion"),
         }
