@@ -40,8 +40,10 @@
 //! every [`CONTENTION_WINDOW`] locked operations, if at least [`CONTENTION_THRESHOLD`] of
 //! them met contention, the cache's magazine size doubles, up to its bound
 //! (`max_magazine_capacity`). Bigger magazines mean proportionally fewer depot
-//! exchanges per object. Threads take up the new size at their next depot exchange; the
-//! size never shrinks (a magazine holds at most the bound's worth of objects per thread).
+//! exchanges per object. A thread's own magazines start at a page's worth of objects and
+//! double at each of its depot exchanges up to the cache's size (see
+//! `CacheCore::thread_capacity_after_miss`); the size never shrinks (a magazine holds at
+//! most the bound's worth of objects per thread).
 //!
 //! # Safety
 //! - A core lives at a fixed address (a block of its page source) from creation to
@@ -746,6 +748,12 @@ impl<S: PageSource> CacheCore<S> {
                         None => unsafe { self.take_from_slabs(state, capacity, construct) },
                     }
                 });
+                // A magazine from the depot may have been filled by a thread whose
+                // magazines had grown further: this thread takes up its size, so that a
+                // full magazine of its own holds `capacity` objects (`Slot::previous`).
+                if loaded.count > capacity {
+                    slot.capacity.store(loaded.count, Relaxed);
+                }
                 // SAFETY: a magazine of this cache's free objects, now ours (empty if the
                 // source failed: then the allocation fails).
                 let object = unsafe { self.pop(&mut loaded) };
@@ -2131,6 +2139,63 @@ mod tests {
             }
             cache.check_invariants();
         }
+    }
+
+    /// A thread that only frees a class's objects starts at a page's worth of them too,
+    /// and doubles when both of its magazines are full.
+    #[test]
+    fn a_freeing_threads_magazines_grow_from_a_page_of_objects() {
+        struct Objects(Vec<NonNull<u8>>);
+        // SAFETY: objects of the cache, handed to the thread that frees them.
+        unsafe impl Send for Objects {}
+        let cache = SlabCache::with_config(
+            CacheConfig {
+                magazine_capacity: Some(64),
+                max_magazine_capacity: Some(64),
+                ..CacheConfig::new(1024, 8)
+            },
+            DefaultPages::default(),
+        )
+        .unwrap();
+        let core = cache.core();
+        let page_worth = (pagekeep_mmap::sys::page_size() / core.geometry.slot_size).max(1);
+        let page_worth = u32::try_from(page_worth).unwrap();
+        let objects = Objects((0..3 * page_worth).map(|_| cache.alloc()).collect());
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let objects = objects;
+                // Turns this thread's magazines on (its very first operation goes to
+                // the slabs while it registers).
+                let warm_up = super::tests::cache(4, 4);
+                let object = warm_up.alloc();
+                // SAFETY: allocated just above, freed once.
+                unsafe { warm_up.free(object) };
+                drop(warm_up);
+                let capacity = || {
+                    with_magazines(|magazines| {
+                        magazines
+                            .existing_slot(core.header.id)
+                            .map(|slot| slot.capacity.load(Relaxed))
+                    })
+                };
+                let mut objects = objects.0.into_iter();
+                let mut free = || {
+                    // SAFETY: allocated by `cache`, freed once.
+                    unsafe { cache.free(objects.next().unwrap()) };
+                };
+                free();
+                assert_eq!(capacity(), Some(page_worth), "the first free");
+                // Both magazines full: `page_worth` objects each.
+                for _ in 1..2 * page_worth {
+                    free();
+                }
+                assert_eq!(capacity(), Some(page_worth), "both magazines full");
+                // The next free sends one to the depot and doubles the size.
+                free();
+                assert_eq!(capacity(), Some(2 * page_worth), "a depot exchange");
+            });
+        });
+        cache.check_invariants();
     }
 
     #[test]

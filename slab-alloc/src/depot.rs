@@ -34,7 +34,7 @@ pub(crate) type DepotSlots = [Magazine; DEPOT_MAGAZINES];
 /// Its slots (32 KiB) live outside the cache core, next to the other cores' slots: in the
 /// core, they put every core on pages of its own, and building a heap's 50 classes wrote
 /// 66 pages (264 KiB resident in every process, before its first allocation was served);
-/// the cores alone fit in 8. A slot's page is touched when a magazine first goes there.
+/// the cores alone take 12. A slot's page is touched when a magazine first goes there.
 #[derive(Debug)]
 pub(crate) struct Depot {
     /// The first of the depot's [`DEPOT_MAGAZINES`] slots; those below `len` hold full

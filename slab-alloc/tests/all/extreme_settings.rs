@@ -93,8 +93,10 @@ fn magazine_capacities_zero_and_max() {
         (Some(0), Some(u32::MAX)),
     ] {
         let source = FailingSource::new(HeapPages);
-        // Objects of 4 KiB: a slab's worth is 63 of them (cheap under miri too); a miss
-        // from fresh slabs carves one at a time.
+        // Objects of 4 KiB: a slab's worth is 63 of them (cheap under miri too). A
+        // thread's first miss takes a page's worth, one of them; the loop of allocations
+        // below grows its magazines to the cache's size, which must be clamped to a slab's
+        // worth (an unclamped u32::MAX would carve until memory ran out).
         let cache = SlabCache::with_config(
             CacheConfig {
                 magazine_capacity: initial,
