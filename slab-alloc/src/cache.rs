@@ -182,6 +182,9 @@ pub(crate) struct CacheCore<S: PageSource> {
     max_empty_slabs: usize,
     /// The bound of the adaptive magazine size.
     max_magazine_capacity: u32,
+    /// A page's worth of objects (at least one): the capacity of a thread's magazines
+    /// at its first miss (see `thread_capacity_after_miss`).
+    page_worth: u32,
     /// Full magazines the depot keeps at most (at most `DEPOT_MAGAZINES`).
     max_depot_magazines: usize,
     /// Whether an object that goes back to its slab gives back its whole pages.
@@ -481,6 +484,11 @@ impl<S: PageSource> CacheCore<S> {
             (&raw mut (*core).geometry).write(config.geometry);
             (&raw mut (*core).max_empty_slabs).write(config.max_empty_slabs);
             (&raw mut (*core).max_magazine_capacity).write(max_magazine_capacity);
+            (&raw mut (*core).page_worth).write(
+                u32::try_from(pagekeep_mmap::sys::page_size() / config.geometry.slot_size)
+                    .unwrap_or(u32::MAX)
+                    .max(1),
+            );
             (&raw mut (*core).max_depot_magazines).write(config.max_depot_magazines);
             (&raw mut (*core).purge_free_objects)
                 .write(config.purge_free_objects && config.geometry.link_offset == 0);
@@ -1035,11 +1043,8 @@ impl<S: PageSource> CacheCore<S> {
     /// a few extra misses per class (four for 1 KiB objects: 4, 8, 16, 32, then 64);
     /// objects of 64 bytes or less start at the default capacity, a page's worth.
     fn thread_capacity_after_miss(&self, current: u32) -> u32 {
-        let page_worth = u32::try_from(pagekeep_mmap::sys::page_size() / self.geometry.slot_size)
-            .unwrap_or(u32::MAX)
-            .max(1);
         let bound = self.header.magazine_capacity.load(Relaxed);
-        page_worth.max(current.saturating_mul(2)).min(bound)
+        self.page_worth.max(current.saturating_mul(2)).min(bound)
     }
 
     /// Takes up to `want` objects from the slabs, making slabs as needed. Fewer (maybe
