@@ -1056,7 +1056,9 @@ mod abort {
     #[test]
     fn many_tasks_aborted_while_others_wake_them() {
         let runtime = runtime(2);
-        let tasks: Vec<_> = (0..500)
+        // Under miri, a fifth as many (still a few pages of the task tables).
+        let count = if cfg!(miri) { 100 } else { 500 };
+        let tasks: Vec<_> = (0..count)
             .map(|n| {
                 runtime.spawn(async move {
                     loop {
@@ -1258,11 +1260,14 @@ mod join_set {
 
     #[test]
     fn a_thousand_tasks_over_two_workers_are_all_joined_once() {
+        // Under miri, a fifth as many: each worker's tasks still fill more than the
+        // first page of its task table (64 slots).
+        let count: u32 = if cfg!(miri) { 200 } else { 1000 };
         let runtime = runtime(2);
         let handle = runtime.handle().clone();
         let joined = runtime.block_on(async move {
             let mut set = JoinSet::new();
-            for n in 0..1000_u32 {
+            for n in 0..count {
                 let work = async move {
                     for _ in 0..n % 4 {
                         yield_now().await;
@@ -1275,7 +1280,7 @@ mod join_set {
                     set.spawn_on(work, &handle);
                 }
             }
-            assert_eq!(set.len(), 1000);
+            assert_eq!(set.len(), count as usize);
             let mut joined = Vec::new();
             while let Some(result) = set.join_next().await {
                 joined.push(result.unwrap());
@@ -1286,7 +1291,7 @@ mod join_set {
         });
         let mut sorted = joined.clone();
         sorted.sort_unstable();
-        assert_eq!(sorted, (0..1000).collect::<Vec<_>>());
+        assert_eq!(sorted, (0..count).collect::<Vec<_>>());
     }
 
     #[test]
@@ -1431,13 +1436,16 @@ mod handle {
     #[test]
     fn plain_threads_spawn_through_a_handle() {
         let runtime = runtime(2);
+        let per_thread: u32 = if cfg!(miri) { 10 } else { 50 };
         let threads: Vec<_> = (0..4_u32)
             .map(|thread| {
                 let handle = runtime.handle().clone();
                 std::thread::spawn(move || {
-                    (0..50_u32)
+                    (0..per_thread)
                         .map(|n| {
-                            handle.spawn(async move { (thread * 50 + n, crate::current_worker()) })
+                            handle.spawn(async move {
+                                (thread * per_thread + n, crate::current_worker())
+                            })
                         })
                         .collect::<Vec<_>>()
                 })
@@ -1452,7 +1460,7 @@ mod handle {
             }
         }
         values.sort_unstable();
-        assert_eq!(values, (0..200).collect::<Vec<_>>());
+        assert_eq!(values, (0..4 * per_thread).collect::<Vec<_>>());
     }
 
     #[test]
