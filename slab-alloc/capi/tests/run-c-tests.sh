@@ -90,3 +90,33 @@ echo "run-c-tests.sh: cxx_operators binds operator new and delete to the library
 build dlclose_while_a_thread_used_it
 "$work/dlclose_while_a_thread_used_it" "$lib" || fail "a thread that used the library crashed after dlclose"
 echo "run-c-tests.sh: every C program behaved under LD_PRELOAD as under glibc"
+# The text layout of capi/text-layout.ld (x86-64, unless turned off): the allocation entry
+# points in .text.pagekeep, std's backtrace code in .text.rarely_run after the linkage
+# table. A pattern that stopped matching would leave the layout silently undone.
+if [ "$(uname -m)" = x86_64 ] && [ "${PAGEKEEP_CAPI_TEXT_LAYOUT:-1}" != 0 ]; then
+    command -v readelf >/dev/null && command -v nm >/dev/null || fail "readelf and nm (binutils) are needed"
+    layout=$(readelf -SW "$lib" | awk '{ for (i = 1; i < NF; i++) if ($i ~ /^\.(text\.pagekeep|text\.rarely_run|plt)$/) print $i, $(i + 2), $(i + 4) }')
+    symbols=$(nm --defined-only "$lib")
+    python3 - "$layout" "$symbols" <<'PY' || fail "the library's text is not laid out as capi/text-layout.ld says"
+import sys
+sections = {name: (int(address, 16), int(address, 16) + int(size, 16))
+            for name, address, size in (line.split() for line in sys.argv[1].splitlines())}
+symbols = {}
+for line in sys.argv[2].splitlines():
+    parts = line.split()
+    if len(parts) == 3 and parts[1] in "tT":
+        symbols.setdefault(parts[2], int(parts[0], 16))
+def inside(section, address):
+    start, end = sections[section]
+    return start <= address < end
+missing = {".text.pagekeep", ".text.rarely_run", ".plt"} - sections.keys()
+assert not missing, f"no section {missing}"
+for entry in ("malloc", "free", "calloc", "realloc", "_Znwm"):
+    assert inside(".text.pagekeep", symbols[entry]), f"{entry} outside .text.pagekeep"
+# Nearly all: a function LLVM merged with an identical one keeps the other's section.
+gimli = [inside(".text.rarely_run", address) for name, address in symbols.items() if "gimli" in name]
+assert gimli and sum(gimli) >= 0.9 * len(gimli), f"{len(gimli) - sum(gimli)} of {len(gimli)} gimli functions outside .text.rarely_run"
+assert sections[".text.rarely_run"][0] >= sections[".plt"][1], ".text.rarely_run before the linkage table"
+PY
+    echo "run-c-tests.sh: the entry points lie in .text.pagekeep, std's backtrace code after the linkage table"
+fi
