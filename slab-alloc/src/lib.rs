@@ -23,6 +23,7 @@ pub use heap::LocatedBlock;
 pub use heap::SlabHeap;
 pub use object_cache::{ObjectBox, ObjectCache};
 pub use slab::SLAB_BYTES;
+pub use slab_map::SLAB_MAP_ADDRESS_BITS;
 pub use stats::{CacheStats, HeapStats};
 pub use sync::AbortOnUnwind;
 

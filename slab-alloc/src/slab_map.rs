@@ -45,8 +45,11 @@ use pagekeep_mmap::{DefaultPages, PageSource};
 use crate::slab::SLAB_BYTES;
 
 const SLAB_SHIFT: u32 = SLAB_BYTES.trailing_zeros();
-/// User addresses have at most 48 significant bits on the targets we support.
-const ADDRESS_BITS: u32 = 48;
+/// The significant bits of the addresses the slab map covers: user addresses have at
+/// most 48 on the targets we support, and no slab lies at or above `1 << SLAB_MAP_ADDRESS_BITS`
+/// (a lookup there finds none).
+pub const SLAB_MAP_ADDRESS_BITS: u32 = 48;
+const ADDRESS_BITS: u32 = SLAB_MAP_ADDRESS_BITS;
 const LEAF_BITS: u32 = 15;
 const ROOT_BITS: u32 = ADDRESS_BITS - SLAB_SHIFT - LEAF_BITS;
 

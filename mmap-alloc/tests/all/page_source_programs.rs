@@ -171,8 +171,8 @@ fn check(reservation: &Reservation, page: usize) {
     }
 }
 
-/// The longest program: shorter under miri, where these two tests took about a minute
-/// of CI's time between them with programs of up to 40 steps.
+/// One more than the longest program's steps: shorter under miri, where these two tests
+/// took about a minute of CI's time between them with programs of up to 39 steps.
 fn max_steps() -> usize {
     if cfg!(miri) { 20 } else { 40 }
 }

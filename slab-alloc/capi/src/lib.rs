@@ -519,10 +519,11 @@ pub unsafe extern "C" fn free(pointer: *mut c_void) {
 }
 
 /// The address bits of a pointer that `free` sends off its fast path at once: those of a
-/// misaligned pointer (reported), and those above the 48 bits of the addresses the slab
-/// map covers (no slab of ours lies there).
+/// misaligned pointer (reported), and those above the addresses the slab map covers (no
+/// slab of ours lies there).
 #[cfg(not(feature = "hardened"))]
-const UNUSUAL_ADDRESS_BITS: usize = !((1 << 48) - 1) | (MIN_ALIGN - 1);
+const UNUSUAL_ADDRESS_BITS: usize =
+    !((1 << pagekeep_slab::SLAB_MAP_ADDRESS_BITS) - 1) | (MIN_ALIGN - 1);
 
 /// The hardened build's `free` of a block of a size class aligned to 16 (what `malloc`,
 /// `calloc` and `realloc` hand out): one lookup in the slab map serves the check that

@@ -110,8 +110,8 @@ fn dropping_an_overflow_cache_takes_back_other_threads_magazines() {
 
 #[test]
 fn ids_are_reused_beyond_the_number_of_ids() {
-    // More caches over time than there are ids (16 383; 63 under miri, where five more
-    // reuse ids), each with magazines.
+    // More caches over time than there are ids (16 383; 63 under miri, where 68 are five
+    // past them: those would get no id if ids were not given back), each with magazines.
     let count = if cfg!(miri) { 68 } else { 20_000 };
     for i in 0..count {
         let cache = SlabCache::new(24, 8).unwrap();
