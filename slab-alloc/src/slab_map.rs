@@ -46,12 +46,11 @@ use crate::slab::SLAB_BYTES;
 
 const SLAB_SHIFT: u32 = SLAB_BYTES.trailing_zeros();
 /// The significant bits of the addresses the slab map covers: user addresses have at
-/// most 48 on the targets we support, and no slab lies at or above `1 << SLAB_MAP_ADDRESS_BITS`
-/// (a lookup there finds none).
+/// most 48 on the targets we support, and no slab lies at or above
+/// `1 << SLAB_MAP_ADDRESS_BITS` (a lookup there finds none).
 pub const SLAB_MAP_ADDRESS_BITS: u32 = 48;
-const ADDRESS_BITS: u32 = SLAB_MAP_ADDRESS_BITS;
 const LEAF_BITS: u32 = 15;
-const ROOT_BITS: u32 = ADDRESS_BITS - SLAB_SHIFT - LEAF_BITS;
+const ROOT_BITS: u32 = SLAB_MAP_ADDRESS_BITS - SLAB_SHIFT - LEAF_BITS;
 
 /// One granule's entry: the base pointer of the slab that covers it (null: none) and
 /// the tag its owner gave.
@@ -269,6 +268,6 @@ mod tests {
     fn addresses_in_no_slab_have_no_entry() {
         assert_eq!(lookup_tagged(0), None);
         assert_eq!(lookup_tagged(usize::MAX), None);
-        assert_eq!(lookup_tagged(1 << ADDRESS_BITS), None);
+        assert_eq!(lookup_tagged(1 << SLAB_MAP_ADDRESS_BITS), None);
     }
 }
