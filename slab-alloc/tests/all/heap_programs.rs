@@ -111,7 +111,7 @@ proptest! {
 
     #[test]
     fn global_alloc_programs_keep_blocks_aligned_disjoint_and_intact(
-        ops in prop::collection::vec(op(), 0..if cfg!(miri) { 24 } else { 300 }),
+        ops in prop::collection::vec(op(), 0..if cfg!(miri) { 16 } else { 300 }),
     ) {
         run_global(&ops);
     }

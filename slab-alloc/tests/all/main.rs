@@ -39,7 +39,7 @@ mod working_set;
 /// there (finding it needs `getcwd`, which miri's isolation forbids).
 pub fn config(normal_cases: u32) -> proptest::test_runner::Config {
     let mut config =
-        proptest::test_runner::Config::with_cases(if cfg!(miri) { 4 } else { normal_cases });
+        proptest::test_runner::Config::with_cases(if cfg!(miri) { 3 } else { normal_cases });
     if cfg!(miri) {
         config.failure_persistence = None;
     }

@@ -28,10 +28,10 @@ fn scale(normal: usize) -> usize {
 fn producer_consumer_cross_thread_frees() {
     let cache = SlabCache::new(64, 8).unwrap();
     // Under miri, where the 1000 of `scale` took over three minutes on a loaded
-    // machine, 300: three batches cross to the consumer, whose frees fill its two
+    // machine, 200: two batches cross to the consumer, whose frees fill its two
     // magazines of 64 and send the rest to the depot, and both threads exit with
     // magazines to give back.
-    let count = if cfg!(miri) { 300 } else { 100_000 };
+    let count = if cfg!(miri) { 200 } else { 100_000 };
     let (sender, receiver) = mpsc::sync_channel::<Vec<Sent>>(16);
     // Handles are joined explicitly: only a native join waits for the thread's exit hook
     // (the end of a scope waits for the closures alone).
@@ -227,10 +227,10 @@ fn two_threads_hammer_one_object_cache() {
 #[test]
 fn trim_races_threads_that_use_their_magazines() {
     let heap = SlabHeap::new();
-    // Under miri, where 64 rounds took four minutes on a loaded machine, 16: each
-    // worker runs every burst length (0 to 15 blocks, the four sizes in turn) once,
-    // with the trimmer running through them.
-    let rounds = if cfg!(miri) { 16 } else { 20_000 };
+    // Under miri, where 64 rounds took four minutes on a loaded machine, 8: each
+    // worker runs bursts of 0 to 7 blocks, each of the four sizes twice, with the
+    // trimmer running through them.
+    let rounds = if cfg!(miri) { 8 } else { 20_000 };
     let stop = std::sync::atomic::AtomicBool::new(false);
     thread::scope(|scope| {
         let workers: Vec<_> = (0..2u64)
@@ -287,9 +287,9 @@ fn trim_races_threads_that_use_their_magazines() {
 fn statistics_after_freeing_everything_show_nothing_live_while_another_thread_trims() {
     let heap = SlabHeap::new();
     // Under miri, where 8 rounds took six minutes on a loaded machine (the trimmer runs
-    // whole trims between the main thread's steps), 4: each round is a full window in
+    // whole trims between the main thread's steps), 2: each round is a full window in
     // which a trim can hold the freed blocks' magazines while the statistics are read.
-    let rounds = if cfg!(miri) { 4 } else { 3_000 };
+    let rounds = if cfg!(miri) { 2 } else { 3_000 };
     let stop = std::sync::atomic::AtomicBool::new(false);
     thread::scope(|scope| {
         let trimmer = scope.spawn(|| {
