@@ -70,7 +70,7 @@ use pagekeep_mmap::{DefaultPages, PageSource};
 use crate::depot::{DEPOT_MAGAZINES, Depot, DepotSlots};
 use crate::large_cache::LargeCache;
 use crate::magazine::{
-    ACTIVE, ALLOC_HIT, FREE_HIT, Magazine, Slot, ThreadMagazines, UNREGISTERED, loaded_count,
+    ACTIVE, ALLOC_HIT, FREE_HIT, Magazine, Slot, ThreadMagazines, loaded_count, register_thread,
     try_with_magazines, with_magazines,
 };
 use crate::registry::{self, CoreHeader, NO_ID};
@@ -638,18 +638,14 @@ impl<S: PageSource> CacheCore<S> {
         (self.header.fast_id, self.header.link_offset)
     }
 
-    /// The calling thread's slot for this cache (registering the thread, or mapping an
-    /// overflow chunk, if needed); `None` if the thread has no magazines (registering,
-    /// exited, or the chunk could not be mapped) or the cache has none.
+    /// The calling thread's slot for this cache (mapping an overflow chunk if needed);
+    /// `None` if the thread has no magazines (not registered by
+    /// [`register_thread`](crate::magazine::register_thread) first, registering, exited,
+    /// or the chunk could not be mapped) or the cache has none.
     #[inline]
     fn thread_slot<'m>(&self, magazines: &'m ThreadMagazines) -> Option<&'m Slot> {
         if magazines.state.load(Relaxed) != ACTIVE {
-            if magazines.state.load(Relaxed) == UNREGISTERED {
-                registry::activate(magazines);
-            }
-            if magazines.state.load(Relaxed) != ACTIVE {
-                return None;
-            }
+            return None;
         }
         magazines.slot_or_map(self.header.id)
     }
@@ -723,6 +719,7 @@ impl<S: PageSource> CacheCore<S> {
     #[inline(always)]
     fn alloc_slow_locked(&self, construct: Construct<'_>) -> Option<NonNull<u8>> {
         if self.header.id != NO_ID {
+            register_thread();
             let outcome = with_magazines(|magazines| {
                 let slot = self.thread_slot(magazines)?;
                 let mut loaded = slot.loaded();
@@ -924,6 +921,7 @@ impl<S: PageSource> CacheCore<S> {
     unsafe fn free_slow_locked(&self, object: NonNull<u8>) {
         let link_offset = self.header.link_offset;
         if self.header.id != NO_ID {
+            register_thread();
             let done = with_magazines(|magazines| {
                 let Some(slot) = self.thread_slot(magazines) else {
                     return false;

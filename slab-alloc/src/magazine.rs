@@ -8,7 +8,9 @@
 //!
 //! Every thread has one [`Slot`] per cache id (see [`crate::registry`]) holding its
 //! *loaded* and *previous* magazines. The first [`INLINE_SLOTS`] slots live in the
-//! thread-local block itself and are what the inlined fast paths index; the slots of
+//! thread's [`ThreadMagazines`] itself (in a `thread_local!`, or with the
+//! `initial-exec-tls` feature in a block mapped for the thread: [`storage`]) and are what
+//! the inlined fast paths index; the slots of
 //! higher ids ([`MAX_CACHE_IDS`] in all) live in *overflow chunks* of [`CHUNK_SLOTS`]
 //! slots, one page each, that a thread maps from the OS the first time it uses one of
 //! their ids and gives back when it exits. A cache with an overflow id still has
@@ -361,10 +363,28 @@ pub(crate) struct ThreadMagazines {
 
 impl ThreadMagazines {
     const fn new() -> Self {
+        Self::with_state(UNREGISTERED)
+    }
+
+    /// Magazines of a thread that works without them: empty, without room, [`RETIRED`].
+    #[cfg_attr(
+        not(all(
+            feature = "initial-exec-tls",
+            target_os = "linux",
+            target_arch = "x86_64",
+            not(miri)
+        )),
+        allow(dead_code)
+    )]
+    const fn retired() -> Self {
+        Self::with_state(RETIRED)
+    }
+
+    const fn with_state(state: u8) -> Self {
         ThreadMagazines {
             slots: [const { Slot::new() }; INLINE_SLOTS],
             chunks: [const { AtomicPtr::new(ptr::null_mut()) }; CHUNKS],
-            state: AtomicU8::new(UNREGISTERED),
+            state: AtomicU8::new(state),
             next: AtomicPtr::new(ptr::null_mut()),
             prev: AtomicPtr::new(ptr::null_mut()),
             handshake: ThreadFlags::new(),
@@ -493,18 +513,24 @@ impl ThreadMagazines {
     }
 }
 
-std::thread_local! {
-    /// Const-initialised and without `Drop`, so touching it never allocates nor registers
-    /// a destructor; the exit hook is a separate pthread key or fiber-local index (see [`crate::registry`]).
-    static MAGAZINES: ThreadMagazines = const { ThreadMagazines::new() };
-}
-
-/// Whether `entry` is the calling thread's own magazines (compared by address, never
-/// read). Touching [`MAGAZINES`] never allocates nor fails, even while the thread exits.
-#[cfg(windows)]
-pub(crate) fn is_current_thread(entry: *const ThreadMagazines) -> bool {
-    MAGAZINES.with(|magazines| ptr::eq(magazines, entry))
-}
+// Where each thread's magazines live (see each module's docs). Both give the calling
+// thread's current magazines to a closure, and the registry the ones to register.
+#[cfg(all(
+    feature = "initial-exec-tls",
+    target_os = "linux",
+    target_arch = "x86_64",
+    not(miri)
+))]
+#[path = "magazine/initial_exec_storage.rs"]
+pub(crate) mod storage;
+#[cfg(not(all(
+    feature = "initial-exec-tls",
+    target_os = "linux",
+    target_arch = "x86_64",
+    not(miri)
+)))]
+#[path = "magazine/thread_local_storage.rs"]
+pub(crate) mod storage;
 
 /// Runs `f` on the calling thread's magazines, for the slow paths. With the
 /// `reclaim-idle-threads` feature, around `f` the thread holds its magazines against a
@@ -514,10 +540,10 @@ pub(crate) fn is_current_thread(entry: *const ThreadMagazines) -> bool {
 pub(crate) fn with_magazines<R>(f: impl FnOnce(&ThreadMagazines) -> R) -> R {
     #[cfg(not(feature = "reclaim-idle-threads"))]
     {
-        MAGAZINES.with(f)
+        storage::with_current(f)
     }
     #[cfg(feature = "reclaim-idle-threads")]
-    MAGAZINES.with(|magazines| {
+    storage::with_current(|magazines| {
         let outer = handshake::enter(&magazines.handshake);
         let result = f(magazines);
         handshake::leave(&magazines.handshake, outer);
@@ -525,19 +551,20 @@ pub(crate) fn with_magazines<R>(f: impl FnOnce(&ThreadMagazines) -> R) -> R {
     })
 }
 
-/// [`with_magazines`] for the inlined fast paths: with the `reclaim-idle-threads`
-/// feature, `None`, without running `f`, while a decay pass holds the magazines (the
-/// caller then takes its slow path, which waits).
+/// [`with_magazines`] for the inlined fast paths: `None`, without running `f`, when the
+/// thread's magazines cannot serve a fast path now: with the `reclaim-idle-threads`
+/// feature, while a decay pass holds them (the caller then takes its slow path, which
+/// waits), and with `initial-exec-tls`, before the thread registered.
 /// Costs two stores, a load, a compiler fence and a branch ([`handshake::try_enter_fast`]).
 /// `f` must not allocate or free (a fast path cannot nest in another).
 #[inline(always)]
 pub(crate) fn try_with_magazines<R>(f: impl FnOnce(&ThreadMagazines) -> R) -> Option<R> {
     #[cfg(not(feature = "reclaim-idle-threads"))]
     {
-        Some(MAGAZINES.with(f))
+        storage::try_with_current(f)
     }
     #[cfg(feature = "reclaim-idle-threads")]
-    MAGAZINES.with(|magazines| {
+    storage::try_with_current(|magazines| {
         if !handshake::try_enter_fast(&magazines.handshake) {
             return None;
         }
@@ -545,11 +572,24 @@ pub(crate) fn try_with_magazines<R>(f: impl FnOnce(&ThreadMagazines) -> R) -> Op
         handshake::leave_fast(&magazines.handshake);
         Some(result)
     })
+    .flatten()
+}
+
+/// Registers the calling thread's magazines ([`crate::registry::activate`]) if it has
+/// not yet, before a slow path that needs them takes them ([`with_magazines`]). Outside
+/// the handshake with decay passes, which only take magazines that are listed.
+#[inline]
+pub(crate) fn register_thread() {
+    storage::with_current(|magazines| {
+        if magazines.state.load(Relaxed) == UNREGISTERED {
+            crate::registry::activate(magazines);
+        }
+    });
 }
 
 /// The calling thread's magazines, as an address (to tell them apart from others').
 pub(crate) fn own_magazines() -> *const ThreadMagazines {
-    MAGAZINES.with(ptr::from_ref)
+    storage::with_current(ptr::from_ref)
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@
 //!   unlinks them in its exit hook (a pthread-key destructor, or on Windows a fiber-local
 //!   storage callback or, when the thread exits on another fiber, a TLS callback that runs
 //!   before std frees the thread's `thread_local!` values: `crate::sys`), so every listed
-//!   entry is the live thread-local storage of a live thread of this process.
+//!   entry is the live magazines of a live thread of this process (its thread-local
+//!   storage, or the block mapped for it: `crate::magazine::storage`).
 //! - `fork` (Unix only): the `prepare` handler takes the registry lock and then every cache lock;
 //!   `parent` and `child` release them. The child therefore starts with consistent
 //!   caches (no thread was inside a locked section) and free locks, and can allocate.
@@ -19,7 +20,8 @@
 //!   in the child reuses for new threads (zeroing their thread-local blocks) or unmaps,
 //!   so the `child` handler drops them from the list, which then holds the forking
 //!   thread alone (if it was listed), and nothing reads them again. Their magazines are
-//!   abandoned: the free objects they held stay counted as out of their slabs and are
+//!   abandoned (with the `initial-exec-tls` storage, so are their blocks, a few pages per
+//!   parent thread): the free objects they held stay counted as out of their slabs and are
 //!   never handed out in the child (at most two magazines per cache and parent thread;
 //!   glibc leaves the other threads' tcache chunks in the child the same way). They
 //!   could not be adopted safely anyway: a thread can be stopped by the fork anywhere in
@@ -429,22 +431,33 @@ fn install_hooks() -> bool {
     true
 }
 
-/// Gives the calling thread its magazines: registers the exit hook and links the thread
-/// into the registry. Leaves the state [`ACTIVE`] on success and [`RETIRED`] if the
-/// hooks cannot be installed (the thread then works without magazines).
+/// Gives the calling thread its magazines (`current` are its magazines now): registers
+/// the exit hook and links the thread's magazines into the registry. Leaves their state
+/// [`ACTIVE`] on success; if the hooks cannot be installed, the thread works without
+/// magazines. (With the `initial-exec-tls` storage, the magazines registered are a block
+/// mapped here, and `current` a stand-in: see `crate::magazine::storage`.)
 #[cold]
 #[inline(never)]
-pub(crate) fn activate(magazines: &ThreadMagazines) {
-    if magazines.state.load(Ordering::Relaxed) != UNREGISTERED {
+pub(crate) fn activate(current: &ThreadMagazines) {
+    if current.state.load(Ordering::Relaxed) != UNREGISTERED {
         return;
     }
+    let Some(entry) = crate::magazine::storage::to_register(current) else {
+        return;
+    };
+    // SAFETY: the calling thread's magazines, live until its exit hook gives them back,
+    // which cannot run before this function returns.
+    let magazines = unsafe { entry.as_ref() };
     magazines.state.store(REGISTERING, Ordering::Relaxed);
     if !install_hooks() {
         magazines.state.store(RETIRED, Ordering::Relaxed);
+        // SAFETY: from `to_register`, neither listed nor an exit hook's value; the
+        // reentrant allocations of `install_hooks` have returned.
+        unsafe { crate::magazine::storage::retire_unregistered(entry) };
         return;
     }
     let key = EXIT_KEY.load(Ordering::Relaxed);
-    let entry = ptr::from_ref(magazines).cast_mut();
+    let entry = entry.as_ptr();
     // Before the hook can run: it acts only on the thread that owns the magazines.
     #[cfg(windows)]
     magazines
@@ -464,6 +477,8 @@ pub(crate) fn activate(magazines: &ThreadMagazines) {
     let set = crate::sys::set_exit_value(key, entry.cast::<c_void>());
     if !set {
         magazines.state.store(RETIRED, Ordering::Relaxed);
+        // SAFETY: as above (the value was not set).
+        unsafe { crate::magazine::storage::retire_unregistered(NonNull::from(magazines)) };
         return;
     }
     {
@@ -506,7 +521,7 @@ pub(crate) fn thread_exit(data: *mut c_void) {
         return;
     };
     #[cfg(windows)]
-    if !crate::magazine::is_current_thread(entry.as_ptr()) {
+    if !crate::magazine::storage::is_current_thread(entry.as_ptr()) {
         return;
     }
     // SAFETY: the value was set by `activate` to this thread's own `ThreadMagazines`
@@ -552,6 +567,9 @@ pub(crate) fn thread_exit(data: *mut c_void) {
     // SAFETY: every slot was emptied above, the thread is off the registry's list (no
     // sweep reaches it) and retired (it maps no new chunk).
     unsafe { magazines.unmap_chunks() };
+    // SAFETY: the thread's registered magazines, retired, emptied, unlisted; the hook's
+    // value is consumed and `magazines` is not used again.
+    unsafe { crate::magazine::storage::release(entry) };
 }
 
 /// Calls `f` on every registered core; the registry lock must be held.

@@ -120,3 +120,17 @@ assert sections[".text.rarely_run"][0] >= sections[".plt"][1], ".text.rarely_run
 PY
     echo "run-c-tests.sh: the entry points lie in .text.pagekeep, std's backtrace code after the linkage table"
 fi
+# The library reaches its thread-local word with the initial-exec model (x86-64 Linux),
+# so its whole TLS block takes static TLS, of which a process that dlopens it after
+# start-up has only the few hundred bytes glibc keeps spare: the magazines must stay
+# out of it (they are over 5 KiB). The dlopen test above would fail to load it too.
+if [ "$(uname -m)" = x86_64 ] && [ "$(uname -s)" = Linux ]; then
+    command -v readelf >/dev/null || fail "readelf (binutils) is needed"
+    tls_bytes=$(readelf -lW "$lib" | awk '$1 == "TLS" { print $6 }')
+    tls_bytes=$((tls_bytes))
+    [ -n "$tls_bytes" ] && [ "$tls_bytes" -le 256 ] \
+        || fail "the library's TLS block is ${tls_bytes:-missing} bytes (at most 256 leave dlopen working)"
+    readelf -dW "$lib" | grep -q STATIC_TLS \
+        || fail "the library is not flagged STATIC_TLS: its TLS word is not reached with the initial-exec model"
+    echo "run-c-tests.sh: the library's TLS block is $tls_bytes bytes, initial-exec (STATIC_TLS)"
+fi
