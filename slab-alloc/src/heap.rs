@@ -466,15 +466,49 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         if size > 1024 {
             return self.alloc_aligned_16_above_1024(size);
         }
+        match self.alloc_aligned_16_from_magazine(size) {
+            Some(object) => Some(object),
+            None => Self::alloc_by_size_miss(size, self),
+        }
+    }
+
+    /// The fast path of [`alloc_aligned_16`](Self::alloc_aligned_16) alone: a block of at
+    /// least `size` bytes (at most 1 KiB) aligned to 16 from the calling thread's loaded
+    /// magazine, or `None` without any other work (the magazine is empty, `size` is above
+    /// 1 KiB, or the heap has not been used yet). The caller then calls
+    /// [`alloc_aligned_16`](Self::alloc_aligned_16): C's `malloc` does so from a function
+    /// of its own that also sets `errno` on failure, which it reaches by a jump.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pagekeep_slab::SlabHeap;
+    ///
+    /// let heap = SlabHeap::new();
+    /// // A new heap has no magazines yet: the general path fills them.
+    /// assert_eq!(heap.alloc_aligned_16_from_magazine(48), None);
+    /// let first = heap.alloc_aligned_16(48).unwrap();
+    /// // SAFETY: a block of this heap, freed once.
+    /// unsafe { assert!(heap.free_small_block(first)) };
+    /// // The freed block went into this thread's magazine, which now serves the size.
+    /// let again = heap.alloc_aligned_16_from_magazine(48).unwrap();
+    /// assert_eq!(again, first);
+    /// // SAFETY: as above.
+    /// unsafe { assert!(heap.free_small_block(again)) };
+    /// assert_eq!(heap.alloc_aligned_16_from_magazine(2000), None);
+    /// assert_eq!(heap.alloc_aligned_16_from_magazine(usize::MAX), None);
+    /// ```
+    #[inline(always)]
+    pub fn alloc_aligned_16_from_magazine(&self, size: usize) -> Option<NonNull<u8>> {
+        if size > 1024 {
+            return None;
+        }
         let slot = self.slots_by_size[(size + 7) >> 3].load(Ordering::Relaxed);
         // SAFETY: the slot offset of a fast index of one of this heap's classes, that of
         // `size` at alignment 16 (set once the classes are built, from their headers),
         // whose link word is the object's first (checked when they are built), or of
         // `NO_ID`; the object is handed out as that class's allocation.
-        match unsafe { crate::cache::alloc_from_thread_slot_at(slot, 0) } {
-            Some(object) => Some(object),
-            None => Self::alloc_by_size_miss(size, self),
-        }
+        unsafe { crate::cache::alloc_from_thread_slot_at(slot, 0) }
     }
 
     /// [`alloc_aligned_16`](Self::alloc_aligned_16) past the thread's loaded magazine
@@ -1015,8 +1049,10 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         // into the thread's magazine slot named by the tag; neither the slab's header
         // (whose line all headers compete for, see `slab_map`) nor the class itself is
         // read, except on a miss (and in checked builds).
-        let Some((base, tag)) = crate::slab_map::lookup_tagged(ptr.addr() & !(SLAB_BYTES - 1))
-        else {
+        // The base pointer is not tested: the tag of an entry without a live slab is 0
+        // (outside every heap's classes, below), but for a slab being recorded, whose
+        // objects the caller cannot hold (see `slab_map`).
+        let Some((base, tag)) = crate::slab_map::lookup_tag(ptr.addr() & !(SLAB_BYTES - 1)) else {
             return false;
         };
         // The classes sit side by side at the start of `Built` (`repr(C)`), each
@@ -1036,9 +1072,11 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         }
         let fast_id = crate::slab::tag_fast_id(tag);
         // `ptr` with the slab's provenance, which covers the free words written into it.
-        // SAFETY: `ptr` lies in a live slab (the slab map's entry for its address), and no
-        // slab lies at address 0 (no mapping does), so the pointer is not null.
-        let block = unsafe { NonNull::new_unchecked(base.as_ptr().with_addr(ptr.addr())) };
+        // SAFETY: `ptr` is a live block of ours (caller) whose entry's tag is one of this
+        // heap's classes, so the entry is its live slab's and `base` is that slab's
+        // (`slab_map` docs); no slab lies at address 0 (no mapping does), so the pointer
+        // is not null.
+        let block = unsafe { NonNull::new_unchecked(base.with_addr(ptr.addr())) };
         #[cfg(any(debug_assertions, feature = "hardened"))]
         {
             // SAFETY: the tag's owner is one of this heap's classes (checked above).
@@ -1089,11 +1127,14 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     /// [`free_small_block`](Self::free_small_block)'s look at the decay clock, which its
     /// magazine hits reached. Out of line: rare, and a call.
     ///
+    /// `extern "C"`, which does not unwind, like the miss below: a caller whose last act
+    /// this is (C's `free`) jumps to it instead of calling it, and keeps no stack frame.
+    ///
     /// # Safety
     /// - `tag` is the slab-map tag of a slab of one of this heap's classes.
     #[cold]
     #[inline(never)]
-    unsafe fn free_small_block_clock(tag: usize, heap: &Self) {
+    unsafe extern "C" fn free_small_block_clock(tag: usize, heap: &Self) {
         // SAFETY: the tag's owner is one of this heap's classes (caller).
         unsafe { heap.class_of_owner(crate::slab::tag_owner_address(tag)) }
             .look_from_magazine_hits();
@@ -1108,7 +1149,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     ///   builds), with its slab's provenance.
     #[cold]
     #[inline(never)]
-    unsafe fn free_small_block_miss(block: NonNull<u8>, tag: usize, heap: &Self) {
+    unsafe extern "C" fn free_small_block_miss(block: NonNull<u8>, tag: usize, heap: &Self) {
         // SAFETY: the tag's owner is one of this heap's classes; the block is given up
         // (caller).
         unsafe {

@@ -20,11 +20,13 @@
 //! # Safety
 //! Entries are atomics. A slab's entry is set after its header is written and before
 //! any of its objects is handed out (the tag first, then the base pointer with release),
-//! and cleared before the slab is released (the base pointer; the tag stays until the
-//! next slab recorded there overwrites it); readers load the base pointer with acquire,
-//! then the tag, which is the one written with that base pointer or a later one (only
-//! when the slab was released and another recorded meanwhile, which a reader that holds
-//! a live object of the slab rules out). The root table is a static of null entries (256 KiB of
+//! and cleared before the slab is released (the tag to 0, then the base pointer to null
+//! with release); readers load the base pointer with acquire, then the tag, which is the
+//! one written with that base pointer or a later one (only when the slab was released
+//! and another recorded meanwhile, which a reader that holds a live object of the slab
+//! rules out). So a reader that finds a null base pointer finds the tag 0, or the tag
+//! of a slab being recorded, none of whose objects is handed out yet; C's `free` tests
+//! only the tag ([`lookup_tag`]). The root table is a static of null entries (256 KiB of
 //! zeroed data: pages that are never written cost no memory; the entry of a leaf is its
 //! first write to them); the leaves are created on demand from the default pages
 //! (zeroed: all entries null), published with a compare-exchange, and never freed (they
@@ -163,9 +165,9 @@ pub(crate) fn remove(base: NonNull<u8>, bytes: usize) {
         if let Some((root, index)) = start.checked_add(offset).and_then(split)
             && let Some(leaf) = leaf(root, false)
         {
-            entry(leaf, index)
-                .base
-                .store(ptr::null_mut(), Ordering::Release);
+            let entry = entry(leaf, index);
+            entry.tag.store(0, Ordering::Relaxed);
+            entry.base.store(ptr::null_mut(), Ordering::Release);
         }
     }
 }
@@ -186,6 +188,18 @@ pub(crate) fn lookup(address: usize) -> Option<NonNull<u8>> {
 /// of the entry (which neighbouring slabs share), not from the slab.
 #[inline(always)]
 pub(crate) fn lookup_tagged(address: usize) -> Option<(NonNull<u8>, usize)> {
+    let (base, tag) = lookup_tag(address)?;
+    Some((NonNull::new(base)?, tag))
+}
+
+/// The entry of `address`, base pointer and tag, without a test of the base pointer:
+/// `None` only where no leaf covers the address. An entry with no live slab has a null
+/// base pointer and the tag 0, except while a slab is being recorded there (module
+/// docs): a caller that holds a live object of a slab finds that slab's tag, and one
+/// that finds a tag its owner recognises knows the base pointer is the slab's (C's
+/// `free` tests the tag only: two instructions fewer).
+#[inline(always)]
+pub(crate) fn lookup_tag(address: usize) -> Option<(*mut u8, usize)> {
     let (root, _) = split(address)?;
     let leaf = NonNull::new(root_entry(root).load(Ordering::Acquire))?;
     // The entry's byte offset in one shift and one mask (an index times the entry's
@@ -197,7 +211,7 @@ pub(crate) fn lookup_tagged(address: usize) -> Option<(NonNull<u8>, usize)> {
     // offset is that of the entry `split` names (the same bits, scaled), inside the
     // leaf.
     let entry = unsafe { &*leaf.cast::<u8>().as_ptr().add(offset).cast::<Entry>() };
-    let base = NonNull::new(entry.base.load(Ordering::Acquire))?;
+    let base = entry.base.load(Ordering::Acquire);
     // Written before the base pointer that the acquire load above read (module docs).
     Some((base, entry.tag.load(Ordering::Relaxed)))
 }

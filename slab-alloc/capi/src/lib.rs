@@ -451,12 +451,25 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
         // hardened build gives every block a prefix, so `allocate` serves it.
         #[cfg(not(feature = "hardened"))]
         if size <= 1024 {
-            let Some(block) = HEAP.alloc_aligned_16(size) else {
-                return out_of_memory();
-            };
-            return block.as_ptr().cast();
+            if let Some(block) = HEAP.alloc_aligned_16_from_magazine(size) {
+                return block.as_ptr().cast();
+            }
+            return malloc_small_miss(size);
         }
         malloc_with_allocate(size)
+    })
+}
+
+/// [`malloc`] up to 1 KiB when the thread's magazine had no block: the heap's general
+/// path, and `errno` on failure. Not unwinding (C ABI, under its own guard) and last in
+/// `malloc`, which therefore jumps to it: no call on `malloc`'s path, so no stack frame.
+#[cfg(not(feature = "hardened"))]
+#[cold]
+#[inline(never)]
+extern "C" fn malloc_small_miss(size: usize) -> *mut c_void {
+    no_unwind!("panic in malloc", || match HEAP.alloc_aligned_16(size) {
+        Some(block) => block.as_ptr().cast(),
+        None => out_of_memory(),
     })
 }
 
@@ -489,9 +502,8 @@ pub unsafe extern "C" fn free(pointer: *mut c_void) {
         // slab map's own test of the high bits then folds away).
         #[cfg(not(feature = "hardened"))]
         if pointer.addr() & UNUSUAL_ADDRESS_BITS != 0 {
-            check_alignment(pointer);
-            // SAFETY: not in a slab; a live block of ours with a prefix (caller).
-            return unsafe { free_with_prefix(pointer) };
+            // SAFETY: a live block of ours (caller), which lies in no slab.
+            return unsafe { free_unusual(pointer) };
         }
         #[cfg(feature = "hardened")]
         check_alignment(pointer);
@@ -514,6 +526,23 @@ pub unsafe extern "C" fn free(pointer: *mut c_void) {
         #[cfg(not(feature = "hardened"))]
         let _ = block;
         // SAFETY: a live block of ours with a prefix (caller; not a block of a size class).
+        unsafe { free_with_prefix(pointer) }
+    })
+}
+
+/// [`free`] of a pointer with [`UNUSUAL_ADDRESS_BITS`]: a misaligned one is reported, and
+/// one above the slab map's addresses is a block with a prefix. Not unwinding (C ABI,
+/// under its own guard), so that `free` jumps to it.
+///
+/// # Safety
+/// - `pointer` is a live block of ours, given up, that lies in no slab, or a pointer
+///   that is reported.
+#[cfg(not(feature = "hardened"))]
+#[inline(never)]
+unsafe extern "C" fn free_unusual(pointer: *mut c_void) {
+    no_unwind!("panic in free", || {
+        check_alignment(pointer);
+        // SAFETY: aligned, so a live block of ours with a prefix (caller).
         unsafe { free_with_prefix(pointer) }
     })
 }
@@ -568,12 +597,12 @@ unsafe fn free_small_hardened(user: NonNull<u8>) -> bool {
 /// The part of [`free`] for a block with a prefix (a large block; in the hardened
 /// build, any block that `free_small_hardened` leaves to it). Out of line: inlined, its
 /// registers made every free of a small block save and restore five of them (twelve
-/// instructions).
+/// instructions). Not unwinding (C ABI: a panic aborts), so that `free` jumps to it.
 ///
 /// # Safety
 /// - `pointer` is a live block of this library with a prefix, not used afterwards.
 #[inline(never)]
-unsafe fn free_with_prefix(pointer: *mut c_void) {
+unsafe extern "C" fn free_with_prefix(pointer: *mut c_void) {
     // SAFETY: a live block of ours with a prefix (caller).
     let (base, layout) = unsafe { block_of(pointer) };
     if !has_own_mapping(layout) {
