@@ -22,6 +22,8 @@
 use core::ffi::{CStr, c_void};
 use core::sync::atomic::{AtomicPtr, Ordering};
 
+#[cfg(not(feature = "hardened"))]
+use crate::HEAP;
 use crate::{MIN_ALIGN, allocate, free, no_unwind};
 
 /// One `operator new` of libstdc++'s, looked up once.
@@ -85,10 +87,14 @@ fn aligned(align: usize) -> Option<usize> {
 /// Defines the forms of `operator new`: each tries the heap with the alignment its
 /// `align` expression gives (none: straight to libstdc++), then hands the request, with
 /// all its arguments, to libstdc++'s definition of the same symbol (see the module docs).
+/// The forms with `from_magazine true` (alignment 16, as `malloc`'s) first try the
+/// calling thread's magazine as `malloc` does, and jump to the rest, out of line, when it
+/// has no block: no stack frame on their fast path.
 macro_rules! news {
     ($(
         $(#[$doc:meta])*
-        $name:ident($size:ident $(, $extra:ident: $ty:ty)*) as $fn:ty, align $align:expr;
+        $name:ident($size:ident $(, $extra:ident: $ty:ty)*) as $fn:ty, align $align:expr,
+            from_magazine $from_magazine:literal;
     )*) => {$(
         $(#[$doc])*
         ///
@@ -97,42 +103,55 @@ macro_rules! news {
         /// are passed on as they are.
         #[unsafe(no_mangle)]
         pub unsafe extern "C-unwind" fn $name($size: usize $(, $extra: $ty)*) -> *mut c_void {
-            if let Some(block) = $align.map(|align| try_new!($size, align))
-                && !block.is_null()
+            #[cfg(not(feature = "hardened"))]
+            if $from_magazine
+                && let Some(block) = HEAP.alloc_aligned_16_from_magazine($size)
             {
-                return block;
+                return block.as_ptr().cast();
             }
-            static NEXT: Next = Next::new(
-                match CStr::from_bytes_with_nul(concat!(stringify!($name), "\0").as_bytes()) {
-                    Ok(name) => name,
-                    Err(_) => panic!("a symbol name has no NUL inside"),
-                },
-            );
-            // SAFETY: libstdc++'s definition of this very symbol, with its signature.
-            unsafe { core::mem::transmute::<*mut c_void, $fn>(NEXT.get())($size $(, $extra)*) }
+            /// The heap's general path, then libstdc++'s definition.
+            #[inline(never)]
+            extern "C-unwind" fn general($size: usize $(, $extra: $ty)*) -> *mut c_void {
+                if let Some(block) = $align.map(|align| try_new!($size, align))
+                    && !block.is_null()
+                {
+                    return block;
+                }
+                static NEXT: Next = Next::new(
+                    match CStr::from_bytes_with_nul(concat!(stringify!($name), "\0").as_bytes()) {
+                        Ok(name) => name,
+                        Err(_) => panic!("a symbol name has no NUL inside"),
+                    },
+                );
+                // SAFETY: libstdc++'s definition of this very symbol, with its signature.
+                unsafe { core::mem::transmute::<*mut c_void, $fn>(NEXT.get())($size $(, $extra)*) }
+            }
+            general($size $(, $extra)*)
         }
     )*};
 }
 
 news! {
     /// `operator new(size_t)`.
-    _Znwm(size) as PlainNew, align Some(MIN_ALIGN);
+    _Znwm(size) as PlainNew, align Some(MIN_ALIGN), from_magazine true;
     /// `operator new[](size_t)`.
-    _Znam(size) as PlainNew, align Some(MIN_ALIGN);
+    _Znam(size) as PlainNew, align Some(MIN_ALIGN), from_magazine true;
     /// `operator new(size_t, const std::nothrow_t&)`.
-    _ZnwmRKSt9nothrow_t(size, tag: *const c_void) as NothrowNew, align Some(MIN_ALIGN);
+    _ZnwmRKSt9nothrow_t(size, tag: *const c_void) as NothrowNew, align Some(MIN_ALIGN),
+        from_magazine true;
     /// `operator new[](size_t, const std::nothrow_t&)`.
-    _ZnamRKSt9nothrow_t(size, tag: *const c_void) as NothrowNew, align Some(MIN_ALIGN);
+    _ZnamRKSt9nothrow_t(size, tag: *const c_void) as NothrowNew, align Some(MIN_ALIGN),
+        from_magazine true;
     /// `operator new(size_t, std::align_val_t)`.
-    _ZnwmSt11align_val_t(size, align: usize) as AlignedNew, align aligned(align);
+    _ZnwmSt11align_val_t(size, align: usize) as AlignedNew, align aligned(align), from_magazine false;
     /// `operator new[](size_t, std::align_val_t)`.
-    _ZnamSt11align_val_t(size, align: usize) as AlignedNew, align aligned(align);
+    _ZnamSt11align_val_t(size, align: usize) as AlignedNew, align aligned(align), from_magazine false;
     /// `operator new(size_t, std::align_val_t, const std::nothrow_t&)`.
     _ZnwmSt11align_val_tRKSt9nothrow_t(size, align: usize, tag: *const c_void)
-        as AlignedNothrowNew, align aligned(align);
+        as AlignedNothrowNew, align aligned(align), from_magazine false;
     /// `operator new[](size_t, std::align_val_t, const std::nothrow_t&)`.
     _ZnamSt11align_val_tRKSt9nothrow_t(size, align: usize, tag: *const c_void)
-        as AlignedNothrowNew, align aligned(align);
+        as AlignedNothrowNew, align aligned(align), from_magazine false;
 }
 
 /// Defines the forms of `operator delete`, each of which is `free` of its pointer.
