@@ -879,7 +879,7 @@ impl<S: PageSource> CacheCore<S> {
         let id = self.header.id;
         // Objects this thread freed before, still in its magazines of this cache.
         let own = with_magazines(|magazines| {
-            let slot = magazines.existing_slot(id).filter(|_| id != NO_ID)?;
+            let slot = magazines.own_slot(id).filter(|_| id != NO_ID)?;
             let capacity = slot.capacity.load(Relaxed);
             let (loaded, previous) = slot.take_all();
             slot.capacity.store(capacity, Relaxed);
@@ -1395,7 +1395,7 @@ impl<S: PageSource> CacheCore<S> {
         // idle cache.
         let own_hits = with_magazines(|magazines| {
             magazines
-                .existing_slot(id)
+                .own_slot(id)
                 .filter(|_| id != NO_ID)
                 .map_or(0, |slot| slot.take_hits())
         });
@@ -1404,7 +1404,7 @@ impl<S: PageSource> CacheCore<S> {
         state.ops_at_decay = state.ops;
         if idle {
             let own = with_magazines(|magazines| {
-                let slot = magazines.existing_slot(id).filter(|_| id != NO_ID)?;
+                let slot = magazines.own_slot(id).filter(|_| id != NO_ID)?;
                 if slot.loaded().count == 0 && slot.previous().count == 0 {
                     return None;
                 }
@@ -1530,7 +1530,7 @@ impl<S: PageSource> CacheCore<S> {
             return;
         }
         let taken = with_magazines(|magazines| {
-            let slot = magazines.existing_slot(id)?;
+            let slot = magazines.own_slot(id)?;
             let capacity = slot.capacity.load(Relaxed);
             let (loaded, previous) = slot.take_all();
             slot.capacity.store(capacity, Relaxed);
@@ -1580,7 +1580,7 @@ impl<S: PageSource> CacheCore<S> {
             return;
         }
         with_magazines(|magazines| {
-            let Some(slot) = magazines.existing_slot(id) else {
+            let Some(slot) = magazines.own_slot(id) else {
                 return;
             };
             for mut magazine in [slot.loaded(), slot.previous()] {
@@ -2086,8 +2086,9 @@ mod tests {
     #[test]
     fn a_threads_magazines_grow_from_a_page_of_objects() {
         let page = pagekeep_mmap::sys::page_size();
-        // Turns the thread's magazines on (a thread's very first allocation goes to the
-        // slabs while it registers).
+        // Turns the thread's magazines on (registers the thread) and gives the warm-up
+        // cache its first magazine, so that the cache below starts from a thread that
+        // has magazines.
         let warm_up = cache(4, 4);
         let object = warm_up.alloc();
         // SAFETY: allocated just above, freed once.
@@ -2167,8 +2168,7 @@ mod tests {
         std::thread::scope(|scope| {
             scope.spawn(|| {
                 let objects = objects;
-                // Turns this thread's magazines on (its very first operation goes to
-                // the slabs while it registers).
+                // Turns this thread's magazines on (registers the thread), as above.
                 let warm_up = super::tests::cache(4, 4);
                 let object = warm_up.alloc();
                 // SAFETY: allocated just above, freed once.

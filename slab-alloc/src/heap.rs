@@ -49,7 +49,9 @@ struct Built<S: PageSource + Clone> {
 ///
 /// Usable as `#[global_allocator]` on stable Rust: [`SlabHeap::new`] is `const`, the
 /// classes are built on first use from the page source (never from the global
-/// allocator), the thread-local magazines are const-initialised without a destructor,
+/// allocator), the per-thread magazines need no constructor nor destructor (a
+/// const-initialised thread-local, or with the `initial-exec-tls` feature a block
+/// mapped when the thread registers),
 /// and the exit hook is a pthread key registered with the thread's magazines switched
 /// off, so an allocation made while registering does not recurse. A thread's magazines
 /// go back to the depots when it exits; `fork` handlers keep every lock consistent, so a
@@ -945,8 +947,9 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     /// keep sizes (C's `malloc_usable_size`, `realloc`) finds a block.
     ///
     /// # Safety
-    /// - `ptr` is a live block of this heap, or lies in no live slab of any heap or
-    ///   cache of this process (a large block, or memory of another allocator).
+    /// - `ptr` is a live block of this heap, or lies in no slab of any heap or cache of
+    ///   this process, live or being made (a large block, or memory of another
+    ///   allocator).
     #[inline(always)]
     unsafe fn small_block(&self, ptr: *const u8) -> Option<(usize, &CacheCore<S>, NonNull<u8>)> {
         let address = core::num::NonZeroUsize::new(ptr.addr())?;
@@ -981,8 +984,8 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     /// For callers that keep no sizes, as C's `malloc_usable_size`.
     ///
     /// # Safety
-    /// - `ptr` is a live block of this heap, or lies in no live slab of any heap or
-    ///   cache of this process.
+    /// - `ptr` is a live block of this heap, or lies in no slab of any heap or cache of
+    ///   this process, live or being made.
     ///
     /// # Examples
     ///
@@ -1012,8 +1015,8 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     /// builds); with it, it is reported and the process aborted.
     ///
     /// # Safety
-    /// - `ptr` is a live block of this heap, not used after this call, or lies in no
-    ///   live slab of any heap or cache of this process.
+    /// - `ptr` is a live block of this heap, not used after this call, or lies in no slab
+    ///   of any heap or cache of this process, live or being made.
     #[inline(always)]
     pub unsafe fn free_small_block(&self, ptr: NonNull<u8>) -> bool {
         // SAFETY: forwarded from the caller.
@@ -1026,8 +1029,12 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     /// slab map has no slab at address 0).
     ///
     /// # Safety
-    /// - `ptr` is a live block of this heap, not used after this call, or lies in no
-    ///   live slab of any heap or cache of this process (null lies in none).
+    /// - `ptr` is a live block of this heap, not used after this call, or lies in no slab
+    ///   of any heap or cache of this process, live or being made (null lies in none).
+    ///
+    /// A panic on the way (a [`PageSource`] that panics while the free gives memory
+    /// back) aborts the process: the paths past the thread's magazine do not unwind, so
+    /// that C's `free` reaches them by a jump.
     ///
     /// # Examples
     ///

@@ -64,7 +64,7 @@ use pagekeep_mmap::{DefaultPages, PageSource};
 use crate::handshake;
 use crate::handshake::ThreadFlags;
 
-/// Slots inside every thread's thread-local block, indexed by the inlined fast paths (a
+/// Slots inside every thread's [`ThreadMagazines`], indexed by the inlined fast paths (a
 /// power of two).
 ///
 /// Under miri the tables are much smaller: every borrow of a thread's magazines makes
@@ -367,15 +367,7 @@ impl ThreadMagazines {
     }
 
     /// Magazines of a thread that works without them: empty, without room, [`RETIRED`].
-    #[cfg_attr(
-        not(all(
-            feature = "initial-exec-tls",
-            target_os = "linux",
-            target_arch = "x86_64",
-            not(miri)
-        )),
-        allow(dead_code)
-    )]
+    #[cfg_attr(not(all(pagekeep_initial_exec_tls, not(miri))), allow(dead_code))]
     const fn retired() -> Self {
         Self::with_state(RETIRED)
     }
@@ -433,6 +425,17 @@ impl ThreadMagazines {
         // SAFETY: published chunks stay mapped until the exit hook unpublishes them
         // (module docs); only the thread itself or the registry-lock holder calls this.
         Some(unsafe { &(*chunk.as_ptr()).slots[index] })
+    }
+
+    /// The calling thread's slot of cache `id` ([`existing_slot`](Self::existing_slot)),
+    /// for the slow paths that take what it holds: `None` unless the magazines are in use
+    /// ([`ACTIVE`]). Those of a thread in any other state hold nothing, and may be a
+    /// stand-in that other threads share ([`storage`]), which nothing may write.
+    pub(crate) fn own_slot(&self, id: u32) -> Option<&Slot> {
+        if self.state.load(Relaxed) != ACTIVE {
+            return None;
+        }
+        self.existing_slot(id)
     }
 
     /// The slot of cache `id`, mapping its overflow chunk if needed; `None` if the page
@@ -515,20 +518,10 @@ impl ThreadMagazines {
 
 // Where each thread's magazines live (see each module's docs). Both give the calling
 // thread's current magazines to a closure, and the registry the ones to register.
-#[cfg(all(
-    feature = "initial-exec-tls",
-    target_os = "linux",
-    target_arch = "x86_64",
-    not(miri)
-))]
+#[cfg(all(pagekeep_initial_exec_tls, not(miri)))]
 #[path = "magazine/initial_exec_storage.rs"]
 pub(crate) mod storage;
-#[cfg(not(all(
-    feature = "initial-exec-tls",
-    target_os = "linux",
-    target_arch = "x86_64",
-    not(miri)
-)))]
+#[cfg(not(all(pagekeep_initial_exec_tls, not(miri))))]
 #[path = "magazine/thread_local_storage.rs"]
 pub(crate) mod storage;
 

@@ -118,6 +118,55 @@ static ID_OWNERS: [AtomicPtr<CoreHeader>; MAX_CACHE_IDS] =
 /// No id below this one is free (registry lock): where the search for a free id starts.
 static FIRST_FREE_ID: AtomicUsize = AtomicUsize::new(0);
 
+/// Blocks of thread magazines given back by exiting threads, for threads that register
+/// (the `initial-exec-tls` storage, `crate::magazine::storage`): linked through `next`,
+/// at most [`MAX_SPARE_BLOCKS`] (registry lock).
+#[cfg(all(pagekeep_initial_exec_tls, not(miri)))]
+static SPARE_BLOCKS: AtomicPtr<ThreadMagazines> = AtomicPtr::new(ptr::null_mut());
+/// How many blocks [`SPARE_BLOCKS`] holds (registry lock).
+#[cfg(all(pagekeep_initial_exec_tls, not(miri)))]
+static SPARE_BLOCK_COUNT: AtomicUsize = AtomicUsize::new(0);
+/// Enough for a program that keeps starting a few threads at a time (larson, a thread
+/// pool that grows and shrinks) to map none; a few pages each.
+#[cfg(all(pagekeep_initial_exec_tls, not(miri)))]
+const MAX_SPARE_BLOCKS: usize = 16;
+
+/// A spare block of thread magazines, if any ([`keep_spare_block`]).
+#[cfg(all(pagekeep_initial_exec_tls, not(miri)))]
+pub(crate) fn take_spare_block() -> Option<NonNull<ThreadMagazines>> {
+    let _guard = REGISTRY.guard();
+    let entry = NonNull::new(SPARE_BLOCKS.load(Ordering::Relaxed))?;
+    // SAFETY: a spare block (mapped, referred to by nothing but the list); list links
+    // are read and written under the registry lock.
+    let next = unsafe { entry.as_ref() }.next.load(Ordering::Relaxed);
+    SPARE_BLOCKS.store(next, Ordering::Relaxed);
+    SPARE_BLOCK_COUNT.fetch_sub(1, Ordering::Relaxed);
+    Some(entry)
+}
+
+/// Keeps `entry` for [`take_spare_block`], or returns it if there are enough spare
+/// blocks already (the caller then unmaps it).
+///
+/// # Safety
+/// - `entry` is a block of thread magazines that nothing refers to: not listed, no exit
+///   hook's value, no thread's word.
+#[cfg(all(pagekeep_initial_exec_tls, not(miri)))]
+pub(crate) unsafe fn keep_spare_block(
+    entry: NonNull<ThreadMagazines>,
+) -> Option<NonNull<ThreadMagazines>> {
+    let _guard = REGISTRY.guard();
+    if SPARE_BLOCK_COUNT.load(Ordering::Relaxed) >= MAX_SPARE_BLOCKS {
+        return Some(entry);
+    }
+    // SAFETY: nothing else refers to the block (caller).
+    unsafe { entry.as_ref() }
+        .next
+        .store(SPARE_BLOCKS.load(Ordering::Relaxed), Ordering::Relaxed);
+    SPARE_BLOCKS.store(entry.as_ptr(), Ordering::Relaxed);
+    SPARE_BLOCK_COUNT.fetch_add(1, Ordering::Relaxed);
+    None
+}
+
 /// Makes the `fork` handlers take `companion` with the lock of `core` (and release it
 /// with it).
 ///
