@@ -107,6 +107,32 @@ fn decay_thread_if_asked() {
     }
 }
 
+/// Registers the loading thread with the heap when the library is loaded, and so
+/// installs the heap's `fork` handlers (and its thread-exit key) before any other thread
+/// can call it. Registration happens at a thread's first slow path, holding a lock while
+/// `pthread_atfork` runs: a library loaded with `dlopen` into a program whose threads
+/// then made their first calls at once could see another thread fork inside that
+/// window, and the child, with no handler to free the lock, waited for it for ever at
+/// its first `malloc` (`tests/c/fork_while_the_first_call_registers.c`). Under
+/// `LD_PRELOAD` the first call came during single-threaded start-up anyway.
+#[cfg(target_os = "linux")]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static REGISTER_AT_LOAD: extern "C" fn() = register_at_load;
+
+/// An allocation and free of one byte on the heap, for the registration they make (from
+/// the `.init_array` of the library). The heap's own functions, not `malloc` and `free`:
+/// loaded with `dlopen`, the library's calls to those names may reach glibc's.
+#[cfg(target_os = "linux")]
+extern "C" fn register_at_load() {
+    no_unwind!("panic while the library was loaded", || {
+        if let Some(block) = HEAP.alloc_aligned_16(1) {
+            // SAFETY: a block of a size class of this heap, just allocated, freed once.
+            unsafe { HEAP.free_small_block(block) };
+        }
+    })
+}
+
 /// The hardened build checks the heap's free blocks when the process exits, for a
 /// write past the end of a block that no later operation noticed (see
 /// [`SlabHeap::check_free_blocks`]): glibc finds such a write at its next `malloc`, in

@@ -89,6 +89,14 @@ echo "run-c-tests.sh: cxx_operators binds operator new and delete to the library
 # library stays mapped (linked with -z nodelete), so its thread-exit hook is still there.
 build dlclose_while_a_thread_used_it
 "$work/dlclose_while_a_thread_used_it" "$lib" || fail "a thread that used the library crashed after dlclose"
+# Loaded with dlopen into a program whose thread makes the first call while another
+# forks, pthread_atfork slowed to 100 ms by a shim: the child must allocate (the
+# library registers its fork handlers when it is loaded, not at that first call).
+build fork_while_the_first_call_registers
+gcc -O1 -shared -fPIC -Wall -Wextra -Werror -o "$work/slow_register_atfork.so" \
+    "$sources/slow_register_atfork.c" -ldl
+LD_PRELOAD="$work/slow_register_atfork.so" "$work/fork_while_the_first_call_registers" "$lib" \
+    || fail "a child forked while the first call into a dlopen'ed library registered could not allocate"
 echo "run-c-tests.sh: every C program behaved under LD_PRELOAD as under glibc"
 # The text layout of capi/text-layout.ld (x86-64, unless turned off): the allocation entry
 # points in .text.pagekeep, std's backtrace code in .text.rarely_run after the linkage
