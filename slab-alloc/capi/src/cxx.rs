@@ -84,9 +84,25 @@ fn aligned(align: usize) -> Option<usize> {
     align.is_power_of_two().then_some(align.max(MIN_ALIGN))
 }
 
+/// The size to hand libstdc++'s aligned `new` for a request of `size` bytes aligned to
+/// `align`: `size` itself, unless rounding it up to `align` wraps around. libstdc++
+/// rounds without checking (GCC 12), so that `new(SIZE_MAX, align_val_t(64))` asked the
+/// heap for 0 bytes and returned a block; the largest multiple of `align` instead is a
+/// size no heap has, which makes libstdc++ call the `new_handler` and throw
+/// `std::bad_alloc` (or return null for the `nothrow` forms), as for any size too large.
+fn unwrapped_size(size: usize, align: usize) -> usize {
+    if align.is_power_of_two() && size > usize::MAX - (align - 1) {
+        usize::MAX & !(align - 1)
+    } else {
+        size
+    }
+}
+
 /// Defines the forms of `operator new`: each tries the heap with the alignment its
 /// `align` expression gives (none: straight to libstdc++), then hands the request, with
-/// all its arguments, to libstdc++'s definition of the same symbol (see the module docs).
+/// all its arguments, to libstdc++'s definition of the same symbol (see the module docs);
+/// its size as the `size for libstdc++` expression gives it ([`unwrapped_size`] for the
+/// aligned forms).
 /// The forms with `from_magazine true` (alignment 16, as `malloc`'s) first try the
 /// calling thread's magazine as `malloc` does, and jump to the rest, out of line, when it
 /// has no block: no stack frame on their fast path.
@@ -94,7 +110,7 @@ macro_rules! news {
     ($(
         $(#[$doc:meta])*
         $name:ident($size:ident $(, $extra:ident: $ty:ty)*) as $fn:ty, align $align:expr,
-            from_magazine $from_magazine:literal;
+            from_magazine $from_magazine:literal, size for libstdc++ $next_size:expr;
     )*) => {$(
         $(#[$doc])*
         ///
@@ -124,7 +140,7 @@ macro_rules! news {
                     },
                 );
                 // SAFETY: libstdc++'s definition of this very symbol, with its signature.
-                unsafe { core::mem::transmute::<*mut c_void, $fn>(NEXT.get())($size $(, $extra)*) }
+                unsafe { core::mem::transmute::<*mut c_void, $fn>(NEXT.get())($next_size $(, $extra)*) }
             }
             general($size $(, $extra)*)
         }
@@ -133,25 +149,29 @@ macro_rules! news {
 
 news! {
     /// `operator new(size_t)`.
-    _Znwm(size) as PlainNew, align Some(MIN_ALIGN), from_magazine true;
+    _Znwm(size) as PlainNew, align Some(MIN_ALIGN), from_magazine true, size for libstdc++ size;
     /// `operator new[](size_t)`.
-    _Znam(size) as PlainNew, align Some(MIN_ALIGN), from_magazine true;
+    _Znam(size) as PlainNew, align Some(MIN_ALIGN), from_magazine true, size for libstdc++ size;
     /// `operator new(size_t, const std::nothrow_t&)`.
     _ZnwmRKSt9nothrow_t(size, tag: *const c_void) as NothrowNew, align Some(MIN_ALIGN),
-        from_magazine true;
+        from_magazine true, size for libstdc++ size;
     /// `operator new[](size_t, const std::nothrow_t&)`.
     _ZnamRKSt9nothrow_t(size, tag: *const c_void) as NothrowNew, align Some(MIN_ALIGN),
-        from_magazine true;
+        from_magazine true, size for libstdc++ size;
     /// `operator new(size_t, std::align_val_t)`.
-    _ZnwmSt11align_val_t(size, align: usize) as AlignedNew, align aligned(align), from_magazine false;
+    _ZnwmSt11align_val_t(size, align: usize) as AlignedNew, align aligned(align), from_magazine false,
+        size for libstdc++ unwrapped_size(size, align);
     /// `operator new[](size_t, std::align_val_t)`.
-    _ZnamSt11align_val_t(size, align: usize) as AlignedNew, align aligned(align), from_magazine false;
+    _ZnamSt11align_val_t(size, align: usize) as AlignedNew, align aligned(align), from_magazine false,
+        size for libstdc++ unwrapped_size(size, align);
     /// `operator new(size_t, std::align_val_t, const std::nothrow_t&)`.
     _ZnwmSt11align_val_tRKSt9nothrow_t(size, align: usize, tag: *const c_void)
-        as AlignedNothrowNew, align aligned(align), from_magazine false;
+        as AlignedNothrowNew, align aligned(align), from_magazine false,
+        size for libstdc++ unwrapped_size(size, align);
     /// `operator new[](size_t, std::align_val_t, const std::nothrow_t&)`.
     _ZnamSt11align_val_tRKSt9nothrow_t(size, align: usize, tag: *const c_void)
-        as AlignedNothrowNew, align aligned(align), from_magazine false;
+        as AlignedNothrowNew, align aligned(align), from_magazine false,
+        size for libstdc++ unwrapped_size(size, align);
 }
 
 /// Defines the forms of `operator delete`, each of which is `free` of its pointer.

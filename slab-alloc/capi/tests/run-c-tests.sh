@@ -97,6 +97,11 @@ gcc -O1 -shared -fPIC -Wall -Wextra -Werror -o "$work/slow_register_atfork.so" \
     "$sources/slow_register_atfork.c" -ldl
 LD_PRELOAD="$work/slow_register_atfork.so" "$work/fork_while_the_first_call_registers" "$lib" \
     || fail "a child forked while the first call into a dlopen'ed library registered could not allocate"
+# Aligned new of sizes within an alignment of SIZE_MAX: refused under the library
+# (libstdc++'s own wraps them to 0 bytes and returns a block, so no comparison).
+build_cxx cxx_aligned_new_size_max
+LD_PRELOAD="$lib" "$work/cxx_aligned_new_size_max" \
+    || fail "an aligned operator new of a size near SIZE_MAX returned a block"
 echo "run-c-tests.sh: every C program behaved under LD_PRELOAD as under glibc"
 # The text layout of capi/text-layout.ld (x86-64, unless turned off): the allocation entry
 # points in .text.pagekeep, std's backtrace code in .text.rarely_run after the linkage
