@@ -293,6 +293,15 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     #[cold]
     #[inline(never)]
     fn build(&self) -> Option<&Built<S>> {
+        // The fork handlers before any lock of the classes exists. Installing them
+        // allocates, which for C's `malloc` is this heap: that reentrant call builds the
+        // classes, and then this one uses them rather than build a second set to drop.
+        let _ = crate::registry::install_hooks();
+        let built = self.built.load(Ordering::Acquire);
+        if !built.is_null() {
+            // SAFETY: published classes live until the heap is dropped.
+            return Some(unsafe { &*built });
+        }
         let bytes = size_of::<Built<S>>();
         let align = align_of::<Built<S>>();
         let block = self.source.reserve_committed(bytes, align).ok()?;

@@ -28,14 +28,18 @@
 //!   its lock-free magazine code, for instance in `free_slow` after its previous
 //!   magazine went to the depot and before the slot forgot it, so that the slot and the
 //!   depot name one chain; adopting it would free every object of the chain twice.
+//! - The fork handlers (and the exit key) are installed before any lock of ours can be
+//!   taken: when the first core is registered, and first thing when a heap builds its
+//!   classes ([`install_hooks`]).
 //! - Registration may allocate (glibc's `pthread_setspecific` for high keys, and
 //!   `pthread_atfork`); it happens with no lock held and with the thread in state
-//!   [`REGISTERING`], in which the caches bypass the magazines, so a reentrant allocation
+//!   [`REGISTERING`], in which the caches bypass the magazines, or installing the hooks,
+//!   which its allocations neither wait for nor register, so a reentrant allocation
 //!   neither recurses into registration nor deadlocks.
 
 use core::ffi::c_void;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crate::handshake::{self, ThreadFlags};
@@ -194,6 +198,8 @@ fn fork_companion(core: &CoreHeader) -> Option<&RawSpinLock> {
 ///   [`unregister_core`] is called for it, and is not yet registered.
 /// - Nobody else accesses `(*core).id` until this returns.
 pub(crate) unsafe fn register_core(core: NonNull<CoreHeader>, magazines: bool) {
+    // Before the core's lock, or the registry's, can be taken (see `install_hooks`).
+    let _ = install_hooks();
     let _guard = REGISTRY.guard();
     let mut id = NO_ID;
     if magazines {
@@ -444,39 +450,109 @@ fn reclaim_round(which: Reclaim, from: *mut ThreadMagazines) -> Option<NonNull<T
     resume
 }
 
-/// Registration of the process-wide hooks: 0 not done, 1 in progress, 2 done, 3 failed.
-static HOOKS: AtomicU8 = AtomicU8::new(0);
-static HOOKS_LOCK: RawSpinLock = RawSpinLock::new();
+/// The process-wide hooks (the exit key and the fork handlers): their state in the low
+/// byte ([`HOOKS_NONE`], [`HOOKS_INSTALLING`], [`HOOKS_INSTALLED`], [`HOOKS_FAILED`]),
+/// and above it the id of the process whose thread set it (see [`install_hooks`]).
+static HOOKS: AtomicU64 = AtomicU64::new(HOOKS_NONE);
+const HOOKS_NONE: u64 = 0;
+const HOOKS_INSTALLING: u64 = 1;
+const HOOKS_INSTALLED: u64 = 2;
+const HOOKS_FAILED: u64 = 3;
+/// The state bits of [`HOOKS`].
+const HOOKS_STATE: u64 = 0xff;
 /// The pthread key whose destructor flushes an exiting thread's magazines.
 static EXIT_KEY: AtomicUsize = AtomicUsize::new(0);
 /// Threads registered so far (statistics).
 static THREADS_SEEN: AtomicU32 = AtomicU32::new(0);
 
-/// Creates the exit key and the fork handlers, once per process. Returns whether they
-/// exist.
-fn install_hooks() -> bool {
-    match HOOKS.load(Ordering::Acquire) {
-        2 => return true,
-        3 => return false,
-        _ => {}
+std::thread_local! {
+    /// Whether this thread is installing the hooks. Installing allocates
+    /// (`pthread_atfork`), through this very heap when it serves C's `malloc`: such an
+    /// allocation must not wait for the installation it is part of. Const-initialised,
+    /// no destructor: reading it allocates nothing.
+    static INSTALLING_HOOKS: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+/// What [`install_hooks`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Hooks {
+    Installed,
+    /// The platform refused them (no key left): threads work without magazines.
+    Failed,
+    /// The calling thread is installing them, and this is an allocation of that.
+    InstallingHere,
+}
+
+/// Creates the exit key and the fork handlers, once per process.
+///
+/// Called before the first lock of any cache can be taken (when a core is registered,
+/// and first thing when a heap builds its classes): a thread that took a lock of ours
+/// while another forked before the handlers existed would leave it held in the child for
+/// ever. What remains is the installation itself: a child forked while a thread of its
+/// parent was installing (the state says so, with that process's id) finds no thread
+/// there to finish, and installs the hooks again itself (a key the parent's thread had
+/// created is lost).
+pub(crate) fn install_hooks() -> Hooks {
+    let mut spins = 0;
+    loop {
+        let word = HOOKS.load(Ordering::Acquire);
+        match word & HOOKS_STATE {
+            HOOKS_INSTALLED => return Hooks::Installed,
+            HOOKS_FAILED => return Hooks::Failed,
+            _ => {}
+        }
+        if INSTALLING_HOOKS.with(core::cell::Cell::get) {
+            return Hooks::InstallingHere;
+        }
+        let process = u64::from(std::process::id());
+        // Not installing, or by a thread of the process this one was forked from.
+        let claimable = word == HOOKS_NONE || word >> 8 != process;
+        if claimable
+            && HOOKS
+                .compare_exchange(
+                    word,
+                    process << 8 | HOOKS_INSTALLING,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            INSTALLING_HOOKS.with(|installing| installing.set(true));
+            let installed = install_hooks_now();
+            INSTALLING_HOOKS.with(|installing| installing.set(false));
+            let state = if installed {
+                HOOKS_INSTALLED
+            } else {
+                HOOKS_FAILED
+            };
+            HOOKS.store(process << 8 | state, Ordering::Release);
+            return if installed {
+                Hooks::Installed
+            } else {
+                Hooks::Failed
+            };
+        }
+        crate::sync::back_off(spins);
+        spins = spins.saturating_add(1);
     }
-    let _guard = HOOKS_LOCK.guard();
-    match HOOKS.load(Ordering::Acquire) {
-        2 => return true,
-        3 => return false,
-        _ => {}
-    }
-    HOOKS.store(1, Ordering::Relaxed);
+}
+
+/// The work of [`install_hooks`], by the thread that claimed it. Whether the exit key
+/// exists (the fork handlers are best effort).
+fn install_hooks_now() -> bool {
     let Some(key) = crate::sys::create_exit_key() else {
-        HOOKS.store(3, Ordering::Release);
         return false;
     };
     EXIT_KEY.store(key, Ordering::Relaxed);
-    // Registering may allocate, which is fine: no lock of ours is held but `HOOKS_LOCK`,
-    // which allocation never takes. (No `fork` on Windows, nor under miri.)
+    // Registering may allocate, which is fine: no lock of ours is held, and an
+    // allocation of this thread's does not wait for the installation. (No `fork` on
+    // Windows, nor under miri.)
     #[cfg(all(unix, not(miri)))]
-    let _ = crate::sys::install_fork_handlers(fork_prepare, fork_parent, fork_child);
-    HOOKS.store(2, Ordering::Release);
+    {
+        #[cfg(all(test, target_os = "linux"))]
+        fork_window_tests::pause_while_installing();
+        let _ = crate::sys::install_fork_handlers(fork_prepare, fork_parent, fork_child);
+    }
     true
 }
 
@@ -491,6 +567,12 @@ pub(crate) fn activate(current: &ThreadMagazines) {
     if current.state.load(Ordering::Relaxed) != UNREGISTERED {
         return;
     }
+    let hooks = install_hooks();
+    if hooks == Hooks::InstallingHere {
+        // An allocation of the installation: served without magazines, and the thread
+        // registers at a later slow path.
+        return;
+    }
     let Some(entry) = crate::magazine::storage::to_register(current) else {
         return;
     };
@@ -498,7 +580,7 @@ pub(crate) fn activate(current: &ThreadMagazines) {
     // which cannot run before this function returns.
     let magazines = unsafe { entry.as_ref() };
     magazines.state.store(REGISTERING, Ordering::Relaxed);
-    if !install_hooks() {
+    if hooks == Hooks::Failed {
         magazines.state.store(RETIRED, Ordering::Relaxed);
         // SAFETY: from `to_register`, neither listed nor an exit hook's value; the
         // reentrant allocations of `install_hooks` have returned.
@@ -694,14 +776,14 @@ extern "C" fn fork_child() {
     }
     THREADS.store(own.unwrap_or(ptr::null_mut()), Ordering::Relaxed);
     // A parent thread may have been between `pthread_atfork` (which these handlers prove
-    // succeeded) and the end of `install_hooks`: finish its work, and free the lock it
-    // held, or the child's threads would wait for it forever.
-    if HOOKS.load(Ordering::Relaxed) == 1 {
-        HOOKS.store(2, Ordering::Release);
+    // succeeded) and the end of `install_hooks`: its work is done (the key was created
+    // first), so the child's threads need not install them again.
+    if HOOKS.load(Ordering::Relaxed) & HOOKS_STATE == HOOKS_INSTALLING {
+        HOOKS.store(
+            u64::from(std::process::id()) << 8 | HOOKS_INSTALLED,
+            Ordering::Release,
+        );
     }
-    // SAFETY: this is the only thread of the child; a holder of `HOOKS_LOCK` was another
-    // thread of the parent, and the state it guards is complete (above).
-    unsafe { HOOKS_LOCK.reset_in_forked_child() };
     crate::sync::set_forking(false);
     // The child's only thread is the one that ran `fork_prepare` in the parent and so
     // holds every lock it marked.
@@ -1021,5 +1103,119 @@ mod windows_tests {
         .join()
         .unwrap();
         assert!(!listed(entry), "the exit hook did not run");
+    }
+}
+
+/// A child forked while a thread of its parent installs the hooks: the state it inherits
+/// says "installing", and no thread of the child will finish. The scenario needs a
+/// process in which the hooks are not installed yet, so it runs in a child process of
+/// the test binary (libtest and the test harness allocate with the system's allocator).
+#[cfg(all(test, target_os = "linux", not(miri)))]
+mod fork_window_tests {
+    use core::alloc::{GlobalAlloc, Layout};
+    use core::sync::atomic::{AtomicU64, Ordering};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use super::{HOOKS, HOOKS_INSTALLED, HOOKS_INSTALLING, HOOKS_NONE, HOOKS_STATE};
+    use crate::SlabHeap;
+
+    /// How long the installing thread waits before `pthread_atfork` (ms; 0: not at all).
+    static PAUSE_MS: AtomicU64 = AtomicU64::new(0);
+
+    /// Widens the window in which a fork finds the hooks half installed.
+    pub(super) fn pause_while_installing() {
+        let pause = PAUSE_MS.load(Ordering::Relaxed);
+        if pause > 0 {
+            std::thread::sleep(Duration::from_millis(pause));
+        }
+    }
+
+    /// The first use of a heap: one block of each of two classes, freed.
+    fn use_a_heap() -> bool {
+        let heap = SlabHeap::new();
+        [64, 5000].into_iter().all(|size| {
+            let layout = Layout::from_size_align(size, 8).unwrap();
+            // SAFETY: non-zero size; freed once, with its layout.
+            unsafe {
+                let block = heap.alloc(layout);
+                if !block.is_null() {
+                    heap.dealloc(block, layout);
+                }
+                !block.is_null()
+            }
+        })
+    }
+
+    #[test]
+    #[ignore = "child process of a_child_forked_while_the_hooks_install_can_use_a_heap"]
+    fn child_fork_while_the_hooks_install() {
+        if std::env::var_os("PAGEKEEP_SLAB_HOOKS_CHILD").is_none() {
+            return;
+        }
+        assert_eq!(
+            HOOKS.load(Ordering::Acquire),
+            HOOKS_NONE,
+            "pagekeep-slab was used in this process before the test"
+        );
+        PAUSE_MS.store(500, Ordering::Relaxed);
+        let installer = std::thread::spawn(use_a_heap);
+        while HOOKS.load(Ordering::Acquire) & HOOKS_STATE != HOOKS_INSTALLING {
+            std::thread::yield_now();
+        }
+        // SAFETY: the child uses a heap of its own and the hooks' state, then `_exit`s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            // A child that waits for the parent's installer for ever ends here instead.
+            // SAFETY: plain system calls.
+            unsafe { libc::alarm(20) };
+            PAUSE_MS.store(0, Ordering::Relaxed);
+            let ok = use_a_heap() && HOOKS.load(Ordering::Acquire) & HOOKS_STATE == HOOKS_INSTALLED;
+            // SAFETY: ends the child without running the parent's exit handlers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child forked while the hooks were installing could not use a heap: \
+             status {status:#x} (signal 14: it waited for the parent's installer)"
+        );
+        assert!(
+            installer.join().unwrap(),
+            "the installing thread's heap failed"
+        );
+        assert_eq!(HOOKS.load(Ordering::Acquire) & HOOKS_STATE, HOOKS_INSTALLED);
+    }
+
+    #[test]
+    fn a_child_forked_while_the_hooks_install_can_use_a_heap() {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--ignored",
+                "--exact",
+                "registry::fork_window_tests::child_fork_while_the_hooks_install",
+                "--test-threads=1",
+            ])
+            .env("PAGEKEEP_SLAB_HOOKS_CHILD", "1")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Not a timing check: a guard against a hang stopping the test run.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                panic!("the scenario hung");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "the scenario failed: {status}");
     }
 }

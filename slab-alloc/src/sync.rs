@@ -154,18 +154,6 @@ impl RawSpinLock {
         self.locked.store(false, Ordering::Release);
     }
 
-    /// Releases the lock whoever holds it, or leaves it free: for a lock that a thread
-    /// which no longer exists may have held.
-    ///
-    /// # Safety
-    /// - The caller is the only thread of a freshly forked child, so the holder, if any,
-    ///   was another thread of the parent, which does not exist in the child, and the
-    ///   state the lock guards is consistent (or made so by the caller).
-    #[cfg(all(unix, not(miri)))]
-    pub(crate) unsafe fn reset_in_forked_child(&self) {
-        self.locked.store(false, Ordering::Release);
-    }
-
     /// Takes the lock if it is free, without waiting.
     #[inline]
     pub(crate) fn try_guard(&self) -> Option<LockGuard<'_>> {
