@@ -291,9 +291,17 @@ pub(crate) struct CoreConfig {
     pub(crate) drop_object: Option<unsafe fn(NonNull<u8>)>,
 }
 
-/// Default magazine size: about 64 KiB of objects, between 4 and 64 of them.
+/// Default magazine size: about 64 KiB of objects, between 4 and 512 of them.
+///
+/// The bound was 64 objects, 4 KiB of 64-byte objects: a thread that allocates or frees
+/// thousands of small objects in a row then met the depot every 64 of them, and each
+/// exchange cost about 150 ns more than its instructions when the batch outgrew the
+/// caches (100,000 blocks of 64 bytes allocated then freed: 5.5 ns per operation, 3.4
+/// with 512, Intel Xeon). A thread's magazines still start at a page of objects and
+/// grow at each miss (`thread_capacity_after_miss`), so a class used a little caches
+/// little.
 pub(crate) fn default_magazine_capacity(slot_size: usize) -> u32 {
-    (64 * 1024 / slot_size).clamp(4, 64) as u32
+    (64 * 1024 / slot_size).clamp(4, 512) as u32
 }
 
 /// Default bound of the adaptive magazine size: a slab's worth of objects (256 KiB),

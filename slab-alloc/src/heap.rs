@@ -119,7 +119,7 @@ pub(crate) const LARGE_CLASS_DEPOT_BYTES: usize = 1 << 20;
 /// How the cache of a class with `geometry` is configured.
 ///
 /// Classes up to 1 KiB keep four empty slabs, up to 16 KiB two, above one (their slabs
-/// are 256 KiB to 2 MiB). Magazines hold about 64 KiB of objects (at least 4), and under
+/// are 256 KiB to 2 MiB). Magazines hold about 64 KiB of objects (4 to 512), and under
 /// contention grow to about [`SLAB_BYTES`] of objects: between 16 and 512 objects up to
 /// 16 KiB, between 4 and 12 above (a thread then caches at most two magazines of four
 /// 128 KiB blocks in that class).
