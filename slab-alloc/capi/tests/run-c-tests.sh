@@ -147,11 +147,3 @@ if [ "$(uname -m)" = x86_64 ] && [ "$(uname -s)" = Linux ]; then
         || fail "the library is not flagged STATIC_TLS: its TLS word is not reached with the initial-exec model"
     echo "run-c-tests.sh: the library's TLS block is $tls_bytes bytes, initial-exec (STATIC_TLS)"
 fi
-# GCC's unwinder is linked in (capi/build.rs), so the library needs libc alone: a program
-# that preloads it maps no libgcc_s it would not map anyway.
-if [ "$(uname -s)" = Linux ] && [ "${PAGEKEEP_CAPI_STATIC_UNWINDER:-1}" != 0 ] \
-    && [ -f "$(gcc -print-file-name=libgcc_eh.a)" ]; then
-    needed=$(readelf -dW "$lib" | awk '/NEEDED/ { print $NF }' | tr -d '[]' | tr '\n' ' ')
-    [ "$needed" = "libc.so.6 " ] || fail "the library needs $needed(libc.so.6 alone expected)"
-    echo "run-c-tests.sh: the library needs libc.so.6 alone"
-fi
