@@ -296,8 +296,8 @@ pub(crate) struct CoreConfig {
 /// The bound was 64 objects, 4 KiB of 64-byte objects: a thread that allocates or frees
 /// thousands of small objects in a row then met the depot every 64 of them, and each
 /// exchange cost about 150 ns more than its instructions when the batch outgrew the
-/// caches (100,000 blocks of 64 bytes allocated then freed: 5.5 ns per operation, 3.4
-/// with 512, Intel Xeon). A thread's magazines still start at a page of objects and
+/// caches (100,000 blocks of 64 bytes allocated then freed: 5.1 ns per operation, 3.2
+/// with 512, against mimalloc's 3.3; `reproduce --only slab`, Intel Xeon). A thread's magazines still start at a page of objects and
 /// grow at each miss (`thread_capacity_after_miss`), so a class used a little caches
 /// little.
 pub(crate) fn default_magazine_capacity(slot_size: usize) -> u32 {
@@ -1046,8 +1046,8 @@ impl<S: PageSource> CacheCore<S> {
     /// the classes from 1 KiB up), a program that used a class a few times held a whole
     /// magazine's worth of it, resident, per thread (bash under `LD_PRELOAD` held
     /// 1.3 MiB more than under glibc). Growing the magazines with use costs a busy thread
-    /// a few extra misses per class (four for 1 KiB objects: 4, 8, 16, 32, then 64);
-    /// objects of 64 bytes or less start at the default capacity, a page's worth.
+    /// a few extra misses per class (four for 1 KiB objects: 4, 8, 16, 32, then 64;
+    /// three for 64-byte objects: 64, 128, 256, then 512).
     fn thread_capacity_after_miss(&self, current: u32) -> u32 {
         let bound = self.header.magazine_capacity.load(Relaxed);
         self.page_worth.max(current.saturating_mul(2)).min(bound)
@@ -1867,7 +1867,7 @@ pub struct CacheConfig {
     /// every empty slab until [`SlabCache::trim`].
     pub max_empty_slabs: usize,
     /// Objects per magazine at first; `None` picks one by object size (64 KiB worth, 4
-    /// to 64). Clamped to between 1 and the objects of one slab.
+    /// to 512). Clamped to between 1 and the objects of one slab.
     pub magazine_capacity: Option<u32>,
     /// The bound up to which the magazine size grows when the cache lock is contended;
     /// `None` picks one by object size (256 KiB worth, 16 to 512). A bound at or below

@@ -492,6 +492,13 @@ pub(crate) enum Hooks {
 /// parent was installing (the state says so, with that process's id) finds no thread
 /// there to finish, and installs the hooks again itself (a key the parent's thread had
 /// created is lost).
+///
+/// Limits: a process id names a process only within its PID namespace, so a child that
+/// has its parent's id there (the parent was the init of one namespace and the child is
+/// that of a new one) still waits for a parent thread that was installing; and a thread
+/// that finds another installing waits for it, so a cache first made by a `fork`
+/// handler while another thread's installation waits for that fork to end would wait
+/// for ever.
 pub(crate) fn install_hooks() -> Hooks {
     let mut spins = 0;
     loop {
@@ -1113,21 +1120,22 @@ mod windows_tests {
 #[cfg(all(test, target_os = "linux", not(miri)))]
 mod fork_window_tests {
     use core::alloc::{GlobalAlloc, Layout};
-    use core::sync::atomic::{AtomicU64, Ordering};
+    use core::sync::atomic::{AtomicBool, Ordering};
+    use std::io::Read as _;
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
     use super::{HOOKS, HOOKS_INSTALLED, HOOKS_INSTALLING, HOOKS_NONE, HOOKS_STATE};
     use crate::SlabHeap;
 
-    /// How long the installing thread waits before `pthread_atfork` (ms; 0: not at all).
-    static PAUSE_MS: AtomicU64 = AtomicU64::new(0);
+    /// Whether the installing thread waits before `pthread_atfork`, until cleared.
+    static HOLD: AtomicBool = AtomicBool::new(false);
 
-    /// Widens the window in which a fork finds the hooks half installed.
+    /// Holds the installation inside the window in which a fork finds the hooks half
+    /// installed, for as long as the test wants.
     pub(super) fn pause_while_installing() {
-        let pause = PAUSE_MS.load(Ordering::Relaxed);
-        if pause > 0 {
-            std::thread::sleep(Duration::from_millis(pause));
+        while HOLD.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -1158,30 +1166,44 @@ mod fork_window_tests {
             HOOKS_NONE,
             "pagekeep-slab was used in this process before the test"
         );
-        PAUSE_MS.store(500, Ordering::Relaxed);
+        HOLD.store(true, Ordering::Release);
         let installer = std::thread::spawn(use_a_heap);
         while HOOKS.load(Ordering::Acquire) & HOOKS_STATE != HOOKS_INSTALLING {
             std::thread::yield_now();
         }
+        let parent = u64::from(std::process::id());
         // SAFETY: the child uses a heap of its own and the hooks' state, then `_exit`s.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork failed");
         if pid == 0 {
             // A child that waits for the parent's installer for ever ends here instead.
-            // SAFETY: plain system calls.
+            // SAFETY: a plain system call.
             unsafe { libc::alarm(20) };
-            PAUSE_MS.store(0, Ordering::Relaxed);
-            let ok = use_a_heap() && HOOKS.load(Ordering::Acquire) & HOOKS_STATE == HOOKS_INSTALLED;
+            HOLD.store(false, Ordering::Release);
+            // The scenario: the state says "installing", by the parent.
+            let inherited = HOOKS.load(Ordering::Acquire);
+            let status = if inherited != parent << 8 | HOOKS_INSTALLING {
+                2
+            } else if use_a_heap()
+                && HOOKS.load(Ordering::Acquire)
+                    == u64::from(std::process::id()) << 8 | HOOKS_INSTALLED
+            {
+                0
+            } else {
+                1
+            };
             // SAFETY: ends the child without running the parent's exit handlers.
-            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            unsafe { libc::_exit(status) };
         }
+        HOLD.store(false, Ordering::Release);
         let mut status = 0;
         // SAFETY: waits for our own child.
         assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
         assert!(
             libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
             "the child forked while the hooks were installing could not use a heap: \
-             status {status:#x} (signal 14: it waited for the parent's installer)"
+             status {status:#x} (exit 2: it did not inherit the installing state; \
+             signal 14: it waited for the parent's installer)"
         );
         assert!(
             installer.join().unwrap(),
@@ -1200,7 +1222,7 @@ mod fork_window_tests {
                 "--test-threads=1",
             ])
             .env("PAGEKEEP_SLAB_HOOKS_CHILD", "1")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap();
         // Not a timing check: a guard against a hang stopping the test run.
@@ -1216,6 +1238,18 @@ mod fork_window_tests {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        assert!(status.success(), "the scenario failed: {status}");
+        let mut output = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut output)
+            .unwrap();
+        assert!(status.success(), "the scenario failed: {status}\n{output}");
+        // A filter that matched nothing would pass as well.
+        assert!(
+            output.contains("1 passed"),
+            "the scenario did not run:\n{output}"
+        );
     }
 }

@@ -108,13 +108,13 @@ fn decay_thread_if_asked() {
 }
 
 /// Registers the loading thread with the heap when the library is loaded, and so
-/// installs the heap's `fork` handlers (and its thread-exit key) before any other thread
-/// can call it. Registration happens at a thread's first slow path, holding a lock while
-/// `pthread_atfork` runs: a library loaded with `dlopen` into a program whose threads
-/// then made their first calls at once could see another thread fork inside that
-/// window, and the child, with no handler to free the lock, waited for it for ever at
-/// its first `malloc` (`tests/c/fork_while_the_first_call_registers.c`). Under
-/// `LD_PRELOAD` the first call came during single-threaded start-up anyway.
+/// builds the heap and installs its `fork` handlers (and its thread-exit key) before
+/// any other thread can call it. The heap installs them before its first lock anyway,
+/// and a child forked while a parent thread was installing them installs them itself;
+/// done here, a library loaded with `dlopen` into a threaded program has them before its
+/// threads make their first calls (`tests/c/fork_while_the_first_call_registers.c`,
+/// which hung before the heap took care of it). Under `LD_PRELOAD` the first call comes
+/// during single-threaded start-up anyway.
 #[cfg(target_os = "linux")]
 #[used]
 #[unsafe(link_section = ".init_array")]

@@ -11,7 +11,7 @@ use pagekeep_slab::{CacheConfig, CacheError, ObjectCache, SlabCache};
 /// Under miri, where the test takes minutes with magazines off (every operation takes
 /// the cache lock), 200: part of one slab, as the 600 it had were, which is enough for a
 /// slab to go empty and be kept or released by the bound; and more than the thread's two
-/// magazines (64 objects each) on the object caches' frees, so one reaches the depot.
+/// magazines (64 objects each at first) on the object caches' frees, so one reaches the depot.
 fn burst() -> usize {
     if cfg!(miri) { 200 } else { 40_000 }
 }
