@@ -597,7 +597,10 @@ fn sections(outcome: &Outcome, busy: bool) -> Vec<Section> {
             "Peak RSS",
             "The maximum resident set size of each program (timed workloads first, then the \
              throughput ones), the median of its runs, rounded down to a MiB by the suite. \
-             Lower is better.",
+             Lower is better. The ratios of this table are of those rounded figures (3 MiB \
+             against 2 reads 1.50x); the suite's own ratio of each workload, from the sizes \
+             in KiB, is the one in \"Peak RSS, ours / best peer per workload\" above, and \
+             the geometric mean of the targets is of those.",
             "MiB",
             rss_rows,
         ),

@@ -23,6 +23,15 @@ pub const SINGLE_LAUNCH: &[&str] = &["mimalloc-bench"];
 /// Parts of a group that `--only` can run alone (a page of their own, not in a full run).
 pub const PARTS: &[&str] = &["slab-async-heap"];
 
+/// The group whose page carries the sections of `part` in a full run (`slab` for
+/// `slab-async-heap`); `None` for a group.
+pub fn parent_of(part: &str) -> Option<&'static str> {
+    match part {
+        "slab-async-heap" => Some("slab"),
+        _ => None,
+    }
+}
+
 /// How many progress steps a group takes.
 pub fn steps(name: &str, settings: &Settings) -> usize {
     match name {
