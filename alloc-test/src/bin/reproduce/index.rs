@@ -182,6 +182,21 @@ fn workload_cell(row: &str) -> Option<&str> {
     row.split('|').nth(2).map(str::trim)
 }
 
+/// The section whose heading is line `heading`: the indices of its list items (lines
+/// starting `- [`), and the index of the line after it (the next heading's, or the end).
+fn list_items(lines: &[String], heading: usize) -> (Vec<usize>, usize) {
+    let end = heading
+        + 1
+        + lines[heading + 1..]
+            .iter()
+            .take_while(|line| !line.starts_with("## "))
+            .count();
+    let items = (heading + 1..end)
+        .filter(|&at| lines[at].starts_with("- ["))
+        .collect();
+    (items, end)
+}
+
 /// `index` with `change` made (see [`update`]); `None` if `index` has no summary table
 /// (a `## Summary` heading, then a table whose header starts `| group |`, then its
 /// separator line).
@@ -237,16 +252,7 @@ fn updated_index(index: &str, change: &Change<'_>) -> Option<String> {
     match lines.iter().position(|line| line == LATER_RUNS) {
         Some(heading) => {
             lines.retain(|line| !gone.iter().any(|prefix| line.starts_with(prefix)));
-            // The section runs to the next heading; its items are the lines of a list.
-            let end = heading
-                + 1
-                + lines[heading + 1..]
-                    .iter()
-                    .take_while(|line| !line.starts_with("## "))
-                    .count();
-            let items: Vec<usize> = (heading + 1..end)
-                .filter(|&at| lines[at].starts_with("- ["))
-                .collect();
+            let (items, end) = list_items(&lines, heading);
             match items.iter().find(|&&at| lines[at].starts_with(&own_line)) {
                 Some(&at) => lines[at].clone_from(&change.provenance),
                 None => {
@@ -286,19 +292,11 @@ fn updated_index(index: &str, change: &Change<'_>) -> Option<String> {
     // The page listed under "Pages", before the hand-written pages.
     if let Some(pages) = lines.iter().position(|line| line == "## Pages") {
         let link = format!("]({}.md)", change.name);
-        let end = pages
-            + 1
-            + lines[pages + 1..]
-                .iter()
-                .take_while(|line| !line.starts_with("## "))
-                .count();
+        let (items, end) = list_items(&lines, pages);
         if !lines[pages + 1..end]
             .iter()
             .any(|line| line.contains(&link))
         {
-            let items: Vec<usize> = (pages + 1..end)
-                .filter(|&at| lines[at].starts_with("- ["))
-                .collect();
             let at = items
                 .iter()
                 .copied()
