@@ -1,5 +1,5 @@
 //! `info/README.md`, the index of the pages: written whole by a run of every group
-//! ([`write`]), and brought up to date by a run of one group or part (`--only`,
+//! ([`write`](fn@write)), and brought up to date by a run of one group or part (`--only`,
 //! [`update`]): its summary rows are replaced and the run is named, so that the summary
 //! shows the figures the pages show.
 
