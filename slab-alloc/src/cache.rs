@@ -297,9 +297,9 @@ pub(crate) struct CoreConfig {
 /// thousands of small objects in a row then met the depot every 64 of them, and each
 /// exchange cost about 150 ns more than its instructions when the batch outgrew the
 /// caches (100,000 blocks of 64 bytes allocated then freed: 5.1 ns per operation, 3.2
-/// with 512, against mimalloc's 3.3; `reproduce --only slab`, Intel Xeon). A thread's magazines still start at a page of objects and
-/// grow at each miss (`thread_capacity_after_miss`), so a class used a little caches
-/// little.
+/// with 512, against mimalloc's 3.3; `reproduce --only slab`, Intel Xeon). A thread's
+/// magazines still start at a page of objects and grow at each miss
+/// (`thread_capacity_after_miss`), so a class used a little caches little.
 pub(crate) fn default_magazine_capacity(slot_size: usize) -> u32 {
     (64 * 1024 / slot_size).clamp(4, 512) as u32
 }

@@ -128,11 +128,7 @@ pub fn update(
             scaling = machine.two_thread_scaling,
         ),
         parent: crate::groups::parent_of(&page.name),
-        parts: crate::groups::PARTS
-            .iter()
-            .copied()
-            .filter(|&part| crate::groups::parent_of(part) == Some(page.name.as_str()))
-            .collect(),
+        parts: crate::groups::parts_of(&page.name),
     };
     let Some(updated) = updated_index(&text, &change) else {
         return Ok(Updated::NotAnIndex);
@@ -351,11 +347,7 @@ Command: `reproduce -- --full`
             rows: rows.iter().map(|&row| row.to_owned()).collect(),
             provenance: provenance.to_owned(),
             parent: crate::groups::parent_of(name),
-            parts: crate::groups::PARTS
-                .iter()
-                .copied()
-                .filter(|&part| crate::groups::parent_of(part) == Some(name))
-                .collect(),
+            parts: crate::groups::parts_of(name),
         }
     }
 

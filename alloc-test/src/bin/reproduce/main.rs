@@ -86,13 +86,15 @@ fn parse(arguments: impl Iterator<Item = String>) -> Result<Options, String> {
             "--full" => options.full = true,
             "--only" => {
                 let group = arguments.next().ok_or("--only needs a group name")?;
-                if !groups::NAMES.contains(&group.as_str())
-                    && !groups::PARTS.contains(&group.as_str())
-                {
+                if !groups::NAMES.contains(&group.as_str()) && groups::parent_of(&group).is_none() {
                     return Err(format!(
                         "unknown group {group:?}; groups: {}; parts: {}",
                         groups::NAMES.join(", "),
-                        groups::PARTS.join(", ")
+                        groups::PARTS
+                            .iter()
+                            .map(|&(part, _)| part)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ));
                 }
                 options.only = Some(group);

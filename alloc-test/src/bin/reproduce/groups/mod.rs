@@ -20,16 +20,26 @@ pub const NAMES: &[&str] = &["mmap", "arena", "slab", "executor", "mimalloc-benc
 /// own runs of separate programs (`--mimalloc-bench-reps`), so there are no rounds to merge.
 pub const SINGLE_LAUNCH: &[&str] = &["mimalloc-bench"];
 
-/// Parts of a group that `--only` can run alone (a page of their own, not in a full run).
-pub const PARTS: &[&str] = &["slab-async-heap"];
+/// Parts of a group that `--only` can run alone (a page of their own, not in a full run),
+/// each with the group whose page carries its sections in a full run.
+pub const PARTS: &[(&str, &str)] = &[("slab-async-heap", "slab")];
 
-/// The group whose page carries the sections of `part` in a full run (`slab` for
-/// `slab-async-heap`); `None` for a group.
+/// The group whose page carries the sections of `part` (`slab` for `slab-async-heap`);
+/// `None` for a group.
 pub fn parent_of(part: &str) -> Option<&'static str> {
-    match part {
-        "slab-async-heap" => Some("slab"),
-        _ => None,
-    }
+    PARTS
+        .iter()
+        .find(|(name, _)| *name == part)
+        .map(|&(_, group)| group)
+}
+
+/// The parts of `group` (see [`PARTS`]).
+pub fn parts_of(group: &str) -> Vec<&'static str> {
+    PARTS
+        .iter()
+        .filter(|(_, parent)| *parent == group)
+        .map(|&(part, _)| part)
+        .collect()
 }
 
 /// How many progress steps a group takes.
