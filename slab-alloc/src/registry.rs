@@ -121,6 +121,10 @@ static ID_OWNERS: [AtomicPtr<CoreHeader>; MAX_CACHE_IDS] =
     [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CACHE_IDS];
 /// No id below this one is free (registry lock): where the search for a free id starts.
 static FIRST_FREE_ID: AtomicUsize = AtomicUsize::new(0);
+/// One past the highest id ever given out (registry lock; it never goes down). No
+/// thread's slot at or above it has ever been written, so an exiting thread looks at
+/// the slots below it only.
+static IDS_GIVEN: AtomicUsize = AtomicUsize::new(0);
 
 /// Blocks of thread magazines given back by exiting threads, for threads that register
 /// (the `initial-exec-tls` storage, `crate::magazine::storage`): linked through `next`,
@@ -209,6 +213,7 @@ pub(crate) unsafe fn register_core(core: NonNull<CoreHeader>, magazines: bool) {
         }) {
             ID_OWNERS[free].store(core.as_ptr(), Ordering::Relaxed);
             FIRST_FREE_ID.store(free + 1, Ordering::Relaxed);
+            IDS_GIVEN.fetch_max(free + 1, Ordering::Relaxed);
             id = free as u32;
         } else {
             FIRST_FREE_ID.store(MAX_CACHE_IDS, Ordering::Relaxed);
@@ -674,8 +679,15 @@ pub(crate) fn thread_exit(data: *mut c_void) {
     }
     magazines.state.store(RETIRED, Ordering::Relaxed);
     let guard = REGISTRY.guard();
-    magazines.for_each_slot(|id, slot| {
-        let (loaded, previous) = slot.take_all();
+    // Only ids ever given out can have been used. Of those a thread uses few: the
+    // others are clear, and stay so. The used ones are left clear too, so the block can
+    // serve another thread as it is (see `ThreadMagazines::reset_header`).
+    let ids_given = IDS_GIVEN.load(Ordering::Relaxed);
+    magazines.for_each_slot_below(ids_given, |id, slot| {
+        if slot.is_clear() {
+            return;
+        }
+        let (loaded, previous) = slot.take_and_clear();
         let Some(owner) = NonNull::new(ID_OWNERS[id as usize].load(Ordering::Relaxed)) else {
             return;
         };
@@ -703,8 +715,9 @@ pub(crate) fn thread_exit(data: *mut c_void) {
     // outside the registry's lock (a waker is user code).
     crate::async_heap::announce_deferred();
     // SAFETY: every slot was emptied above, the thread is off the registry's list (no
-    // sweep reaches it) and retired (it maps no new chunk).
-    unsafe { magazines.unmap_chunks() };
+    // sweep reaches it) and retired (it maps no new chunk); it used no id at or above
+    // `ids_given`.
+    unsafe { magazines.unmap_chunks(ids_given) };
     // SAFETY: the thread's registered magazines, retired, emptied, unlisted; the hook's
     // value is consumed and `magazines` is not used again.
     unsafe { crate::magazine::storage::release(entry) };
