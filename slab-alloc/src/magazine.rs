@@ -288,8 +288,8 @@ impl Slot {
         taken
     }
 
-    /// Whether every word of the slot is zero, as in a fresh block: the slot of a cache
-    /// the thread never used (or one [`take_and_clear`](Self::take_and_clear) cleared).
+    /// Whether every word of the slot is zero, as in fresh magazines: the slot of a cache
+    /// the thread never used.
     #[inline]
     pub(crate) fn is_clear(&self) -> bool {
         // One test of the words or-ed together, not a branch for each: the exit hook
@@ -300,15 +300,6 @@ impl Slot {
             | u64::from(self.previous_count.load(Relaxed))
             | self.previous.load(Relaxed).addr() as u64;
         words == 0
-    }
-
-    /// [`take_all`](Self::take_all), and the hit count zeroed too: the slot is all zero
-    /// bytes again ([`is_clear`](Self::is_clear)), for the exit hook, which leaves a
-    /// block's slots clear for the next thread (see [`ThreadMagazines::reset_header`]).
-    pub(crate) fn take_and_clear(&self) -> (Magazine, Magazine) {
-        let taken = self.take_all();
-        self.counts.store(0, Relaxed);
-        taken
     }
 
     /// Counts an operation served by the magazines.
@@ -407,47 +398,6 @@ impl ThreadMagazines {
             #[cfg(windows)]
             owner_thread: AtomicU32::new(0),
         }
-    }
-
-    /// Makes the block at `entry` the magazines of a thread that has not registered (as
-    /// [`new`](Self::new) would), writing only the words outside its slots and chunk
-    /// pointers, which are already clear. Writing the whole block (over 5 KiB) cost each
-    /// registration about 5,000 instructions (callgrind, `mleak`: threads that allocate
-    /// once and exit), where a thread that uses a few caches has a few slots to clear at
-    /// its exit.
-    ///
-    /// # Safety
-    /// - `entry` is valid for writes of a `ThreadMagazines`, aligned, and nothing else
-    ///   refers to it.
-    /// - Its slots are all zero bytes and its chunk pointers null: a fresh zeroed
-    ///   mapping, a block whose thread's exit hook cleared it (`registry::thread_exit`),
-    ///   or one whose registration failed before any slot was used.
-    #[cfg_attr(not(all(pagekeep_initial_exec_tls, not(miri))), allow(dead_code))]
-    pub(crate) unsafe fn reset_header(entry: NonNull<Self>) {
-        let block = entry.as_ptr();
-        // SAFETY: each field of the block, written in place (caller); the slots and
-        // chunk pointers are left as they are, clear (caller).
-        unsafe {
-            (&raw mut (*block).state).write(AtomicU8::new(UNREGISTERED));
-            (&raw mut (*block).next).write(AtomicPtr::new(ptr::null_mut()));
-            (&raw mut (*block).prev).write(AtomicPtr::new(ptr::null_mut()));
-            (&raw mut (*block).handshake).write(ThreadFlags::new());
-            (&raw mut (*block).idle_mark).write(AtomicU64::new(0));
-            #[cfg(windows)]
-            (&raw mut (*block).owner_thread).write(AtomicU32::new(0));
-        }
-        // SAFETY: every field is initialised now (the caller's clear slots and chunk
-        // pointers, the rest just above); nothing else refers to the block.
-        debug_assert!(unsafe { entry.as_ref() }.is_clear());
-    }
-
-    /// Whether every slot is clear and no overflow chunk is mapped.
-    fn is_clear(&self) -> bool {
-        self.slots.iter().all(Slot::is_clear)
-            && self
-                .chunks
-                .iter()
-                .all(|chunk| chunk.load(Relaxed).is_null())
     }
 
     /// The inline slot of fast index `id` (masked, so no bounds check is needed).
@@ -562,14 +512,13 @@ impl ThreadMagazines {
         mixed
     }
 
-    /// Unpublishes and unmaps every overflow chunk of the ids below `bound`.
+    /// Unpublishes and unmaps every overflow chunk of the ids below `bound`, which is
+    /// above every id the thread used (a chunk past it would stay mapped, lost).
     ///
     /// # Safety
     /// - Called by the exit hook of the owning thread, after its slots were emptied and
     ///   with the thread no longer reachable from the registry (no sweep can read the
     ///   chunks any more); the thread is no longer [`ACTIVE`], so it maps no new chunk.
-    /// - `bound` is above every id the thread used: a chunk past it would stay mapped
-    ///   and published, and the block could not serve another thread as clear.
     pub(crate) unsafe fn unmap_chunks(&self, bound: usize) {
         for pointer in self.chunks.iter().take(chunks_below(bound)) {
             let page = pointer.swap(ptr::null_mut(), Acquire);
@@ -704,11 +653,10 @@ mod tests {
         assert_eq!(chunks_below(MAX_CACHE_IDS), CHUNKS);
     }
 
-    /// A slot is clear only while every word of it is zero.
+    /// A slot is clear only while every word of it is zero: what `take_all` leaves of a
+    /// used slot (its hits) is not clear.
     #[test]
-    fn a_slot_is_clear_until_any_word_is_set_and_again_once_taken_and_cleared() {
-        let slot = Slot::new();
-        assert!(slot.is_clear());
+    fn a_slot_is_clear_only_while_every_word_is_zero() {
         let object = ptr::without_provenance_mut(0x1000);
         for set in [
             |slot: &Slot| {
@@ -723,12 +671,12 @@ mod tests {
                     .store(ptr::without_provenance_mut(0x1000), Relaxed)
             },
         ] {
+            let slot = Slot::new();
+            assert!(slot.is_clear());
             set(&slot);
             assert!(!slot.is_clear());
-            let _ = slot.take_and_clear();
-            assert!(slot.is_clear());
         }
-        // What `take_all` leaves (the hits) is not clear.
+        let slot = Slot::new();
         slot.set_loaded(Magazine {
             head: object,
             count: 1,

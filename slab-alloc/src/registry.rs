@@ -679,15 +679,14 @@ pub(crate) fn thread_exit(data: *mut c_void) {
     }
     magazines.state.store(RETIRED, Ordering::Relaxed);
     let guard = REGISTRY.guard();
-    // Only ids ever given out can have been used. Of those a thread uses few: the
-    // others are clear, and stay so. The used ones are left clear too, so the block can
-    // serve another thread as it is (see `ThreadMagazines::reset_header`).
+    // Only the slots of ids ever given out can have been used, and of those a thread
+    // uses few: the others are clear, with nothing to take.
     let ids_given = IDS_GIVEN.load(Ordering::Relaxed);
     magazines.for_each_slot_below(ids_given, |id, slot| {
         if slot.is_clear() {
             return;
         }
-        let (loaded, previous) = slot.take_and_clear();
+        let (loaded, previous) = slot.take_all();
         let Some(owner) = NonNull::new(ID_OWNERS[id as usize].load(Ordering::Relaxed)) else {
             return;
         };

@@ -159,10 +159,9 @@ pub(crate) fn to_register(current: &ThreadMagazines) -> Option<NonNull<ThreadMag
             .ok()?
             .cast::<ThreadMagazines>(),
     };
-    // SAFETY: a fresh mapping of `BLOCK_BYTES` (zeroed), aligned for the type (it is
-    // page-aligned), or a spare block of one, whose slots the exit hook cleared or no
-    // thread used (`give_back`'s callers); nothing else refers to it.
-    unsafe { ThreadMagazines::reset_header(entry) };
+    // SAFETY: a fresh mapping of `BLOCK_BYTES`, aligned for the type (it is
+    // page-aligned), or a spare block of one, that nothing else refers to.
+    unsafe { entry.as_ptr().write(ThreadMagazines::new()) };
     store_word(entry.as_ptr().expose_provenance());
     Some(entry)
 }
@@ -216,7 +215,6 @@ pub(crate) unsafe fn release(entry: NonNull<ThreadMagazines>) {
 mod tests {
     use super::*;
     use crate::magazine::{ACTIVE, UNREGISTERED, register_thread};
-    use core::alloc::GlobalAlloc;
     use core::sync::atomic::Ordering::Relaxed;
 
     #[test]
@@ -255,69 +253,6 @@ mod tests {
         );
         // The stand-ins were never written to as a thread's own.
         assert_eq!(UNREGISTERED_MAGAZINES.state.load(Relaxed), UNREGISTERED);
-    }
-
-    /// A thread's exit leaves its block clear (every slot zero, no chunk), so that the
-    /// next thread can take it without rewriting it (`ThreadMagazines::reset_header`):
-    /// threads that filled the magazines of several classes exit, and their blocks,
-    /// found among the spare ones, are checked. (Registrations in tests running beside
-    /// this one share the list: a thread's block found there in one try of a hundred is
-    /// asked for.)
-    #[test]
-    fn an_exited_thread_leaves_its_block_clear() {
-        static HEAP: crate::SlabHeap = crate::SlabHeap::new();
-        let found = (0..100).any(|_| {
-            let block = std::thread::spawn(|| {
-                // Blocks of three classes, freed into this thread's magazines.
-                for size in [24, 200, 3000] {
-                    let layout = core::alloc::Layout::from_size_align(size, 8).unwrap();
-                    // SAFETY: a layout of non-zero size.
-                    let blocks: Vec<_> = (0..40).map(|_| unsafe { HEAP.alloc(layout) }).collect();
-                    for block in blocks {
-                        assert!(!block.is_null());
-                        // SAFETY: allocated just above by this heap with this layout.
-                        unsafe { HEAP.dealloc(block, layout) };
-                    }
-                }
-                let block = load_word();
-                with_current(|magazines| {
-                    assert_eq!(magazines.state.load(Relaxed), ACTIVE);
-                    assert!(!magazines.is_clear(), "the magazines hold nothing");
-                });
-                block
-            })
-            .join()
-            .unwrap();
-            let mut taken = Vec::new();
-            let mut seen = false;
-            while let Some(spare) = crate::registry::take_spare_block() {
-                if spare.as_ptr().addr() == block {
-                    // SAFETY: a spare block, ours alone until given back below.
-                    let magazines = unsafe { spare.as_ref() };
-                    assert!(magazines.is_clear(), "a thread's exit left its block dirty");
-                    seen = true;
-                }
-                taken.push(spare);
-            }
-            for spare in taken {
-                // SAFETY: spare blocks taken above, referred to by nothing else.
-                if let Some(refused) = unsafe { crate::registry::keep_spare_block(spare) } {
-                    // SAFETY: a block of this size and alignment, now referred to by none.
-                    let _ = unsafe {
-                        DefaultPages::default().release(
-                            refused.cast(),
-                            BLOCK_BYTES,
-                            align_of::<ThreadMagazines>(),
-                        )
-                    };
-                }
-            }
-            seen
-        });
-        assert!(
-            found,
-            "no exited thread's block was found among the spare ones"
-        );
     }
 
     /// A block given back is kept as a spare (up to the bound) and taken by the next

@@ -157,6 +157,47 @@ fn threads_exit_while_holding_objects() {
     cache.check_invariants();
 }
 
+const NEWEST_CACHE_CHILD: &str = "SLAB_ALLOC_NEWEST_CACHE_CHILD";
+
+/// An exiting thread looks only at the slots of the cache ids given out so far: the one
+/// given out last, the highest, is among them. In a process of its own, where the cache
+/// made last has the highest id.
+#[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
+fn an_exiting_thread_gives_back_the_magazines_of_the_cache_with_the_highest_id() {
+    crate::child_process::run_ignored_test(
+        NEWEST_CACHE_CHILD,
+        "threads::exit_with_magazines_of_the_newest_cache",
+    );
+}
+
+#[test]
+#[ignore = "child process of an_exiting_thread_gives_back_the_magazines_of_the_cache_with_the_highest_id"]
+fn exit_with_magazines_of_the_newest_cache() {
+    if std::env::var_os(NEWEST_CACHE_CHILD).is_none() {
+        return;
+    }
+    // Ids are given out from the lowest free one up: the last of these has the highest.
+    let caches: Vec<_> = (0..3).map(|_| SlabCache::new(64, 8).unwrap()).collect();
+    let newest = &caches[2];
+    thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // The thread's magazines hold the freed objects.
+                let objects: Vec<_> = (0..100).map(|_| newest.alloc()).collect();
+                for object in objects {
+                    // SAFETY: allocated above, freed once.
+                    unsafe { newest.free(object) };
+                }
+            })
+            .join()
+            .unwrap();
+    });
+    // The thread's magazines went back when it exited: nothing is out of the cache.
+    assert_eq!(newest.stats().objects_live, 0, "{:?}", newest.stats());
+    newest.check_invariants();
+}
+
 #[test]
 fn dropping_a_cache_takes_back_other_threads_magazines() {
     // Under miri (about 40 s a round on a loaded machine) 2: ids are given lowest free
