@@ -10,6 +10,16 @@
 //!   100 KiB less of the library's text resident in every program that loads it).
 //!   Linkers that take no such script (gold, mold) are left alone when the build names
 //!   them, and `PAGEKEEP_CAPI_TEXT_LAYOUT=0` leaves the script out whatever the linker.
+//! - `libgcc_eh.a`, on glibc targets: std's unwinder (used only by a panic, which the
+//!   library turns into an abort) linked in statically, so that the shared `libgcc_s`
+//!   is no longer needed and no longer loaded into every program: 100 KiB less resident
+//!   in each process, and one library fewer for the dynamic linker to map and relocate.
+//!   Its symbols stay local to the library (a cdylib exports only its C ABI), so the
+//!   program keeps its own unwinder for its C++ exceptions; `std::bad_alloc`, thrown
+//!   by libstdc++'s `operator new`, to which the library hands a request it cannot
+//!   serve, leaves through tail calls, with none of the library's frames to unwind (the
+//!   C++ tests of `tests/run-c-tests.sh` catch it). `PAGEKEEP_CAPI_STATIC_UNWINDER=0`
+//!   links `libgcc_s` as before (for a toolchain without `libgcc_eh.a`).
 
 use std::env;
 
@@ -20,6 +30,14 @@ fn main() {
         return;
     }
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
+    println!("cargo:rerun-if-env-changed=PAGEKEEP_CAPI_STATIC_UNWINDER");
+    if env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("gnu")
+        && env::var("PAGEKEEP_CAPI_STATIC_UNWINDER").as_deref() != Ok("0")
+    {
+        // Before std's `-lgcc_s` on the link line, so the `_Unwind_*` symbols are
+        // found here first and `--as-needed` (rustc's default) drops `libgcc_s`.
+        println!("cargo:rustc-link-lib=static:-bundle=gcc_eh");
+    }
     if text_layout_wanted() {
         // A copy in OUT_DIR: cargo keeps the build script's output between builds and
         // moves paths under OUT_DIR along with a moved target directory, not others.

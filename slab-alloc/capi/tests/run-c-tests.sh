@@ -147,3 +147,16 @@ if [ "$(uname -m)" = x86_64 ] && [ "$(uname -s)" = Linux ]; then
         || fail "the library is not flagged STATIC_TLS: its TLS word is not reached with the initial-exec model"
     echo "run-c-tests.sh: the library's TLS block is $tls_bytes bytes, initial-exec (STATIC_TLS)"
 fi
+# The unwinder is linked in statically (capi/build.rs, glibc targets, unless turned off):
+# no libgcc_s loaded into every program, and none of the unwinder's symbols exported,
+# where they would take the place of the program's own.
+if [ "$(uname -s)" = Linux ] && [ "${PAGEKEEP_CAPI_STATIC_UNWINDER:-1}" != 0 ]; then
+    command -v readelf >/dev/null && command -v nm >/dev/null || fail "readelf and nm (binutils) are needed"
+    needed=$(readelf -dW "$lib" | awk '/\(NEEDED\)/ { print $NF }' | tr -d '[]' | tr '\n' ' ')
+    case " $needed" in
+        *" libgcc_s"*) fail "the library needs libgcc_s ($needed): the static unwinder was not linked" ;;
+    esac
+    exported=$(nm -D --defined-only "$lib" | awk '$3 ~ /^_Unwind_/ { print $3 }' | tr '\n' ' ')
+    [ -z "$exported" ] || fail "the library exports the unwinder's symbols: $exported"
+    echo "run-c-tests.sh: the library needs ${needed% } only, and exports no _Unwind_ symbol"
+fi
