@@ -421,8 +421,46 @@ pub(crate) unsafe fn free_to_thread_slot(
     link_offset: usize,
     object: NonNull<u8>,
 ) -> FastFree {
+    // SAFETY: the slot of `id` (caller's obligations).
+    unsafe { free_to_selected_slot(|magazines| magazines.slot(id), link_offset, object) }
+}
+
+/// [`free_to_thread_slot`] for the slot at byte offset `slot_offset` of the inline slot
+/// table, that of fast index `slot_offset / SLOT_BYTES`.
+///
+/// # Safety
+/// - `slot_offset` is `id * SLOT_BYTES` for an `id` that meets the obligations of
+///   [`free_to_thread_slot`] (with `link_offset` and `object`).
+#[inline(always)]
+pub(crate) unsafe fn free_to_thread_slot_at(
+    slot_offset: u32,
+    link_offset: usize,
+    object: NonNull<u8>,
+) -> FastFree {
+    // SAFETY: the slot of fast index `slot_offset / SLOT_BYTES` (caller's obligations).
+    unsafe {
+        free_to_selected_slot(
+            |magazines| magazines.slot_at_offset(slot_offset),
+            link_offset,
+            object,
+        )
+    }
+}
+
+/// The body of [`free_to_thread_slot`], on the slot that `select` picks out of the
+/// calling thread's magazines.
+///
+/// # Safety
+/// - `select` returns the slot of a fast index that meets the obligations of
+///   [`free_to_thread_slot`] (with `link_offset` and `object`).
+#[inline(always)]
+unsafe fn free_to_selected_slot(
+    select: impl FnOnce(&ThreadMagazines) -> &Slot,
+    link_offset: usize,
+    object: NonNull<u8>,
+) -> FastFree {
     try_with_magazines(|magazines| {
-        let slot = magazines.slot(id);
+        let slot = select(magazines);
         // SAFETY: the calling thread owns the slot.
         let (counts, capacity) = unsafe { (slot.owner_counts(), slot.owner_capacity()) };
         if loaded_count(counts) >= capacity {
@@ -848,6 +886,43 @@ impl<S: PageSource> CacheCore<S> {
         // SAFETY: an object of ours at a slot start, just marked free (a double free
         // aborted above), given up by the caller.
         unsafe { self.put_freed(self.header.fast_id, self.header.link_offset, object) }
+    }
+
+    /// The checks of [`free`](Self::free) alone, in checked builds: the object is one of
+    /// this cache's, at a slot start and not free already (else the process aborts with
+    /// a message), and is marked free. For a caller that then puts it in the thread's
+    /// magazine itself ([`SlabHeap`](crate::SlabHeap)'s `dealloc`, by slot offset).
+    ///
+    /// # Safety
+    /// As [`free`](Self::free).
+    #[cfg(any(debug_assertions, feature = "hardened"))]
+    #[inline(always)]
+    pub(crate) unsafe fn mark_freed(&self, object: NonNull<u8>) {
+        // SAFETY: the caller frees the object (a foreign pointer is reported), through a
+        // pointer that covers its free words (ours, or the heap's for short blocks).
+        unsafe { slab::mark_free(object, &self.header, &self.geometry) };
+    }
+
+    /// What [`free`](Self::free) does after a free that
+    /// [`free_to_thread_slot`] (or its `_at` form) did not finish: the hits' look at
+    /// the decay clock for [`FastFree::PushedClockDue`], the slow path for
+    /// [`FastFree::Missed`]. Out of line, for a fast path that found the slot without
+    /// the cache.
+    ///
+    /// # Safety
+    /// - `outcome` is what the fast path returned for `object`, an object of this cache
+    ///   (as [`free`](Self::free) requires; in checked builds marked free), on the slot
+    ///   of this cache's fast index or on that of [`NO_ID`] (which only misses).
+    #[cold]
+    #[inline(never)]
+    pub(crate) unsafe fn finish_free(&self, outcome: FastFree, object: NonNull<u8>) {
+        match outcome {
+            FastFree::Pushed => {}
+            FastFree::PushedClockDue => self.look_from_magazine_hits(),
+            // SAFETY: forwarded from the caller (the slot of `NO_ID` has capacity 0, so
+            // nothing was pushed for a cache without magazines).
+            FastFree::Missed => unsafe { self.free_slow(object) },
+        }
     }
 
     /// The part of [`free_hinted`](Self::free_hinted) after the checks: the object goes

@@ -12,7 +12,7 @@ use allocator_api2::alloc::{AllocError, Allocator};
 use pagekeep_mmap::{DefaultPages, MmapAlloc, PageSource};
 
 use crate::cache::{
-    CacheCore, CoreConfig, Operation, SpaceReturned, default_magazine_capacity,
+    CacheCore, CoreConfig, FastFree, Operation, SpaceReturned, default_magazine_capacity,
     default_max_magazine_capacity,
 };
 use crate::depot::{DEPOT_MAGAZINES, DepotSlots};
@@ -88,14 +88,16 @@ pub struct SlabHeap<S: PageSource + Clone = DefaultPages> {
     /// beside `built`, without reaching the class. 256 entries, so that a class index of
     /// type `u8` needs no bounds check.
     fast_ids: [AtomicU8; 256],
-    /// The magazine slot of the class of every size up to 1 KiB at alignment 16, as its
-    /// byte offset in the threads' slot tables (its fast index times
-    /// [`SLOT_BYTES`](crate::magazine::SLOT_BYTES)), at `(size + 7) / 8` (the index of
-    /// the class table behind [`class_up_to_1024_aligned_16`]); that of [`NO_ID`] until
-    /// the classes are built. The fast path of [`alloc_aligned_16`](Self::alloc_aligned_16)
-    /// (C's `malloc`) finds its slot with this one load and a mask, without the class
-    /// index between or a scaling of the fast index.
-    slots_by_size: [AtomicU32; 129],
+    /// The magazine slot of the class of every size up to 1 KiB, as its byte offset in
+    /// the threads' slot tables (its fast index times
+    /// [`SLOT_BYTES`](crate::magazine::SLOT_BYTES)): row 0 for alignments up to 8, row 1
+    /// for 16, at `(size + 7) / 8`, as the class table behind
+    /// [`class_for`](crate::size_class::class_for) is laid out; that of [`NO_ID`] until
+    /// the classes are built. The fast paths of [`alloc_aligned_16`](Self::alloc_aligned_16)
+    /// (C's `malloc`, row 1) and of `GlobalAlloc`'s `alloc` and `dealloc` for layouts
+    /// of these sizes and alignments find their slot with this one load and a mask: no
+    /// class index between, no scaling of a fast index, no load from the class.
+    slots_by_size: [[AtomicU32; 129]; 2],
     /// Written by every large allocation and free, so on cache lines of their own, away
     /// from `classes`.
     large: CachePadded<LargeCounters>,
@@ -208,7 +210,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
             built: AtomicPtr::new(ptr::null_mut()),
             classes_address: AtomicUsize::new(NO_CLASSES),
             fast_ids: [const { AtomicU8::new(NO_ID as u8) }; 256],
-            slots_by_size: [const { AtomicU32::new(NO_ID * SLOT_BYTES) }; 129],
+            slots_by_size: [const { [const { AtomicU32::new(NO_ID * SLOT_BYTES) }; 129] }; 2],
             large: CachePadded::new(LargeCounters {
                 blocks: AtomicUsize::new(0),
                 bytes: AtomicUsize::new(0),
@@ -362,12 +364,14 @@ impl<S: PageSource + Clone> SlabHeap<S> {
                     debug_assert!(id <= u32::from(u8::MAX) && class.header.link_offset == 0);
                     self.fast_ids[index].store(id as u8, Ordering::Relaxed);
                 }
-                for (index, entry) in self.slots_by_size.iter().enumerate() {
-                    // The class of `index * 8` bytes: that of every size with this
-                    // table index.
-                    if let Some(class) = class_up_to_1024_aligned_16(index * 8) {
-                        let id = self.fast_ids[usize::from(class)].load(Ordering::Relaxed);
-                        entry.store(u32::from(id) * SLOT_BYTES, Ordering::Relaxed);
+                for (row, align) in self.slots_by_size.iter().zip([8, 16]) {
+                    for (index, entry) in row.iter().enumerate() {
+                        // The class of `index * 8` bytes: that of every size with this
+                        // table index, at the row's alignments.
+                        if let Some(class) = class_for(index * 8, align) {
+                            let id = self.fast_ids[class].load(Ordering::Relaxed);
+                            entry.store(u32::from(id) * SLOT_BYTES, Ordering::Relaxed);
+                        }
                     }
                 }
                 Some(built)
@@ -398,12 +402,39 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     }
 
     /// Allocates a block for `layout` (non-zero size).
+    ///
+    /// Up to 1 KiB at alignments up to 16 (nearly every Rust value), the class's
+    /// magazine slot comes from `slots_by_size` by the layout alone: one load between
+    /// the size and the thread's slot, where the class index and then its fast index
+    /// were two.
     #[inline(always)]
     pub(crate) fn alloc_nonzero(&self, layout: Layout) -> Option<NonNull<u8>> {
-        match class_for(layout.size(), layout.align()) {
+        let (size, align) = (layout.size(), layout.align());
+        if size <= 1024 && align <= 16 {
+            let slot =
+                self.slots_by_size[usize::from(align > 8)][(size + 7) >> 3].load(Ordering::Relaxed);
+            // SAFETY: the slot offset of a fast index of one of this heap's classes, that
+            // of `layout` (set once the classes are built, from their headers), whose
+            // link word is the object's first (checked when they are built), or of
+            // `NO_ID`; the object is handed out as that class's allocation.
+            return match unsafe { crate::cache::alloc_from_thread_slot_at(slot, 0) } {
+                Some(object) => Some(object),
+                None => self.alloc_layout_miss(layout),
+            };
+        }
+        match class_for(size, align) {
             Some(class) => self.alloc_in_class(class as u8),
             None => self.alloc_large(layout, false),
         }
+    }
+
+    /// [`alloc_nonzero`](Self::alloc_nonzero) past the thread's loaded magazine, for a
+    /// layout of the classes' table (up to 1 KiB, alignment up to 16): the class's slow
+    /// path. Out of line as a whole.
+    #[cold]
+    #[inline(never)]
+    fn alloc_layout_miss(&self, layout: Layout) -> Option<NonNull<u8>> {
+        self.alloc_class_miss(class_for(layout.size(), layout.align())? as u8)
     }
 
     /// Allocates a block of class `class` (an index into
@@ -514,7 +545,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         if size > 1024 {
             return None;
         }
-        let slot = self.slots_by_size[(size + 7) >> 3].load(Ordering::Relaxed);
+        let slot = self.slots_by_size[1][(size + 7) >> 3].load(Ordering::Relaxed);
         // SAFETY: the slot offset of a fast index of one of this heap's classes, that of
         // `size` at alignment 16 (set once the classes are built, from their headers),
         // whose link word is the object's first (checked when they are built), or of
@@ -655,7 +686,46 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     /// - `ptr` was allocated by this heap with `layout` (or a layout of the same class).
     #[inline(always)]
     pub(crate) unsafe fn free(&self, ptr: NonNull<u8>, layout: Layout) {
-        match class_for(layout.size(), layout.align()) {
+        let (size, align) = (layout.size(), layout.align());
+        if size <= 1024 && align <= 16 {
+            // The slab's provenance for a block shorter than its free words (see below).
+            let ptr = if size < crate::slab::FREE_WORDS * size_of::<*mut u8>() {
+                with_slab_provenance(ptr)
+            } else {
+                ptr
+            };
+            // As in `alloc_nonzero`: the slot by the layout alone, the class not reached.
+            let slot =
+                self.slots_by_size[usize::from(align > 8)][(size + 7) >> 3].load(Ordering::Relaxed);
+            #[cfg(any(debug_assertions, feature = "hardened"))]
+            {
+                // SAFETY: a block of ours means the classes were built and are live; a
+                // layout up to 1 KiB aligned to at most 16 has a class.
+                let class = unsafe { self.built_class_of(layout) };
+                // The table's slot is the class's, or that of `NO_ID` (read before this
+                // thread saw the table filled): a block pushed into another class's
+                // magazine would be handed out at that class's size.
+                debug_assert!(
+                    slot == NO_ID * SLOT_BYTES || slot == class.header.fast_id * SLOT_BYTES,
+                    "the slot table disagrees with the class of {layout:?}"
+                );
+                // SAFETY: the block came from the class of its layout, and the caller
+                // gives it up.
+                unsafe { class.mark_freed(ptr) };
+            }
+            // SAFETY: the slot offset of the fast index of the block's class (the class of
+            // its layout, as for its allocation), whose link word is the object's first,
+            // or of `NO_ID` (read before this thread saw the classes' indices: its slot
+            // has no room); the block is given up by the caller, covers its free words
+            // (the provenance above) and in checked builds was marked free.
+            let outcome = unsafe { crate::cache::free_to_thread_slot_at(slot, 0, ptr) };
+            if outcome != FastFree::Pushed {
+                // SAFETY: as above; the outcome of the fast path for this block.
+                unsafe { self.built_class_of(layout).finish_free(outcome, ptr) };
+            }
+            return;
+        }
+        match class_for(size, align) {
             Some(class) => {
                 // A block smaller than its free words (a pointer; two, with the free
                 // tag, in checked builds) gets them written beyond the requested bytes,
@@ -674,6 +744,22 @@ impl<S: PageSource + Clone> SlabHeap<S> {
             // SAFETY: forwarded from the caller.
             None => unsafe { self.free_large(ptr, layout) },
         }
+    }
+
+    /// The class of `layout` (a layout of the classes' table), for a block of it.
+    ///
+    /// # Safety
+    /// - `layout` has a size class with one table lookup: its size is at most 1 KiB and
+    ///   its alignment at most 16.
+    /// - The heap's classes are built (a block of `layout` was allocated from it).
+    #[inline(always)]
+    unsafe fn built_class_of(&self, layout: Layout) -> &CacheCore<S> {
+        let class = class_for(layout.size(), layout.align());
+        let built = self.built.load(Ordering::Acquire);
+        debug_assert!(class.is_some() && !built.is_null());
+        // SAFETY: the classes are built and live (caller); a layout of the table has a
+        // class, below `CLASS_COUNT`.
+        unsafe { &(*built).classes[class.unwrap_unchecked()] }
     }
 
     /// Frees a small block past the magazines: the block, and the calling thread's
