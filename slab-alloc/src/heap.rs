@@ -167,6 +167,19 @@ fn large_block_bytes(size: usize) -> usize {
     MmapAlloc::usable_size(size).unwrap_or(size)
 }
 
+/// A block of `size` requested bytes, freed: `ptr` itself, or, for a block smaller
+/// than its free words (a pointer; two, with the free tag, in checked builds), which
+/// get written beyond the requested bytes that the caller's pointer may cover alone (a
+/// `Box<u8>`), `ptr` with its slab's provenance.
+#[inline(always)]
+fn covering_free_words(ptr: NonNull<u8>, size: usize) -> NonNull<u8> {
+    if size < crate::slab::FREE_WORDS * size_of::<*mut u8>() {
+        with_slab_provenance(ptr)
+    } else {
+        ptr
+    }
+}
+
 /// `ptr` with the provenance of its slab, which covers the whole slot (a block shorter
 /// than its free words gets them written past its requested bytes); `ptr` as it is if
 /// it lies in no slab. Out of line: only such short blocks need it.
@@ -411,8 +424,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     pub(crate) fn alloc_nonzero(&self, layout: Layout) -> Option<NonNull<u8>> {
         let (size, align) = (layout.size(), layout.align());
         if size <= 1024 && align <= 16 {
-            let slot =
-                self.slots_by_size[usize::from(align > 8)][(size + 7) >> 3].load(Ordering::Relaxed);
+            let slot = self.slot_of_layout(size, align);
             // SAFETY: the slot offset of a fast index of one of this heap's classes, that
             // of `layout` (set once the classes are built, from their headers), whose
             // link word is the object's first (checked when they are built), or of
@@ -426,6 +438,14 @@ impl<S: PageSource + Clone> SlabHeap<S> {
             Some(class) => self.alloc_in_class(class as u8),
             None => self.alloc_large(layout, false),
         }
+    }
+
+    /// The magazine slot offset of the class of `size` bytes aligned to `align`, from
+    /// `slots_by_size` (that of `NO_ID` until the classes are built).
+    #[inline(always)]
+    fn slot_of_layout(&self, size: usize, align: usize) -> u32 {
+        debug_assert!(size <= 1024 && align <= 16);
+        self.slots_by_size[usize::from(align > 8)][(size + 7) >> 3].load(Ordering::Relaxed)
     }
 
     /// [`alloc_nonzero`](Self::alloc_nonzero) past the thread's loaded magazine, for a
@@ -545,7 +565,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         if size > 1024 {
             return None;
         }
-        let slot = self.slots_by_size[1][(size + 7) >> 3].load(Ordering::Relaxed);
+        let slot = self.slot_of_layout(size, 16);
         // SAFETY: the slot offset of a fast index of one of this heap's classes, that of
         // `size` at alignment 16 (set once the classes are built, from their headers),
         // whose link word is the object's first (checked when they are built), or of
@@ -688,15 +708,9 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     pub(crate) unsafe fn free(&self, ptr: NonNull<u8>, layout: Layout) {
         let (size, align) = (layout.size(), layout.align());
         if size <= 1024 && align <= 16 {
-            // The slab's provenance for a block shorter than its free words (see below).
-            let ptr = if size < crate::slab::FREE_WORDS * size_of::<*mut u8>() {
-                with_slab_provenance(ptr)
-            } else {
-                ptr
-            };
+            let ptr = covering_free_words(ptr, size);
             // As in `alloc_nonzero`: the slot by the layout alone, the class not reached.
-            let slot =
-                self.slots_by_size[usize::from(align > 8)][(size + 7) >> 3].load(Ordering::Relaxed);
+            let slot = self.slot_of_layout(size, align);
             #[cfg(any(debug_assertions, feature = "hardened"))]
             {
                 // SAFETY: a block of ours means the classes were built and are live; a
@@ -727,15 +741,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
         }
         match class_for(size, align) {
             Some(class) => {
-                // A block smaller than its free words (a pointer; two, with the free
-                // tag, in checked builds) gets them written beyond the requested bytes,
-                // which the caller's pointer may not cover (a `Box<u8>`): use the
-                // slab's provenance for it.
-                let ptr = if layout.size() < crate::slab::FREE_WORDS * size_of::<*mut u8>() {
-                    with_slab_provenance(ptr)
-                } else {
-                    ptr
-                };
+                let ptr = covering_free_words(ptr, size);
                 let built = self.built.load(Ordering::Acquire);
                 // SAFETY: a block of ours means the classes were built and are live; the
                 // block came from this class (same layout, same class).
@@ -772,12 +778,7 @@ impl<S: PageSource + Clone> SlabHeap<S> {
     pub(crate) unsafe fn free_to_slab(&self, ptr: NonNull<u8>, layout: Layout) {
         let class = class_for(layout.size(), layout.align())
             .expect("free_to_slab is for blocks of the size classes");
-        // A block smaller than its free words: the slab's provenance (as in `free`).
-        let ptr = if layout.size() < crate::slab::FREE_WORDS * size_of::<*mut u8>() {
-            with_slab_provenance(ptr)
-        } else {
-            ptr
-        };
+        let ptr = covering_free_words(ptr, layout.size());
         let built = self.built.load(Ordering::Acquire);
         // SAFETY: a block of ours means the classes were built and are live; the block
         // came from this class (same layout, same class), and is freed once (caller).
