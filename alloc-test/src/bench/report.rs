@@ -469,22 +469,40 @@ impl Page {
                         .collect(),
                 })
                 .collect();
-            fs::write(
-                directory.join(&file),
+            write_replacing(
+                &directory.join(&file),
                 svg::grouped_bars(&section.title, &section.unit, &plotted),
             )?;
             let _ = writeln!(page, "\n![{}]({file})\n", section.title);
             if let Some(plot) = &section.line_plot {
                 let file = format!("{}-{}.svg", self.name, slug(&plot.title));
-                fs::write(
-                    directory.join(&file),
+                write_replacing(
+                    &directory.join(&file),
                     svg::lines(&plot.title, &plot.x_unit, &plot.y_unit, &plot.series),
                 )?;
                 let _ = writeln!(page, "![{}]({file})\n", plot.title);
             }
         }
-        fs::write(directory.join(format!("{}.md", self.name)), page)
+        write_replacing(&directory.join(format!("{}.md", self.name)), page)
     }
+}
+
+/// Writes `contents` to `path` whole or not at all: into a temporary file beside it,
+/// then renamed over it, so that a run interrupted while writing (Ctrl-C, a full disk)
+/// leaves the previous page, plot or index in place rather than a truncated one.
+pub fn write_replacing(path: &Path, contents: impl AsRef<[u8]>) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a path without a file name"))?;
+    let mut temporary_name = std::ffi::OsString::from(".");
+    temporary_name.push(name);
+    temporary_name.push(format!(".{}.tmp", std::process::id()));
+    let temporary = path.with_file_name(temporary_name);
+    let written = fs::write(&temporary, contents).and_then(|()| fs::rename(&temporary, path));
+    if written.is_err() {
+        let _ = fs::remove_file(&temporary);
+    }
+    written
 }
 
 /// The markdown table of a section: one column per implementation, then the ratio,
@@ -581,6 +599,27 @@ mod tests {
     use super::{Better, Page, Row, Section, Target, summary_table};
     use crate::bench::measure::Measurement;
     use crate::bench::stats::{Estimate, Verdict};
+    use std::fs;
+
+    #[test]
+    fn a_replacing_write_replaces_the_whole_file_and_leaves_no_temporary() {
+        let directory = std::env::temp_dir().join(format!("report-write-{}", std::process::id()));
+        fs::create_dir_all(&directory).expect("a directory");
+        let path = directory.join("page.md");
+        fs::write(&path, "an older and longer page\n").expect("the old page");
+        super::write_replacing(&path, "new\n").expect("written");
+        assert_eq!(fs::read_to_string(&path).expect("read"), "new\n");
+        let names: Vec<_> = fs::read_dir(&directory)
+            .expect("listed")
+            .map(|entry| entry.expect("an entry").file_name())
+            .collect();
+        assert_eq!(names, ["page.md"]);
+        // A failed write (no such directory) creates nothing and says so.
+        let missing = directory.join("missing").join("page.md");
+        assert!(super::write_replacing(&missing, "x").is_err());
+        assert!(!directory.join("missing").exists());
+        fs::remove_dir_all(&directory).expect("removed");
+    }
 
     fn row(ours: f64, peer: f64) -> Row {
         Row::new(

@@ -66,7 +66,7 @@ pub fn write(
         "- [Design notes](design.md): the layers, the invariants each crate keeps, the \
          papers they follow (written by hand, no figures)\n",
     );
-    std::fs::write(directory.join("README.md"), index)
+    report::write_replacing(&directory.join("README.md"), index)
 }
 
 /// The index's sentence on where its numbers come from.
@@ -133,7 +133,7 @@ pub fn update(
     let Some(updated) = updated_index(&text, &change) else {
         return Ok(Updated::NotAnIndex);
     };
-    fs::write(&path, updated)?;
+    report::write_replacing(&path, updated)?;
     Ok(Updated::Yes)
 }
 
@@ -303,8 +303,10 @@ fn updated_index(index: &str, change: &Change<'_>) -> Option<String> {
         }
     }
 
-    let mut text = lines.join("\n");
-    text.push('\n');
+    // The index's own line ends kept (a checkout with CRLF stays CRLF).
+    let line_end = if index.contains("\r\n") { "\r\n" } else { "\n" };
+    let mut text = lines.join(line_end);
+    text.push_str(line_end);
     Some(text)
 }
 
@@ -383,6 +385,19 @@ Command: `reproduce -- --full`
         assert!(!updated.contains(EVERY_NUMBER_BEFORE));
         assert!(updated.starts_with("# Performance of the allocator workspace\n"));
         assert!(updated.ends_with("- [Design notes](design.md): by hand\n"));
+    }
+
+    #[test]
+    fn an_index_with_crlf_line_ends_keeps_them() {
+        let slab = change("slab", &[SLAB_PAIR], "- [slab](slab.md): `cmd` on today");
+        let crlf = INDEX.replace('\n', "\r\n");
+        let updated = updated_index(&crlf, &slab).expect("an index with a summary");
+        assert!(updated.ends_with("\r\n"));
+        assert!(!updated.replace("\r\n", "").contains('\n'), "a bare LF");
+        assert_eq!(
+            updated.replace("\r\n", "\n"),
+            updated_index(INDEX, &slab).expect("updated")
+        );
     }
 
     #[test]
