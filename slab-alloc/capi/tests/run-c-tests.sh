@@ -109,13 +109,15 @@ echo "run-c-tests.sh: every C program behaved under LD_PRELOAD as under glibc"
 if [ "$(uname -m)" = x86_64 ] && [ "${PAGEKEEP_CAPI_TEXT_LAYOUT:-1}" != 0 ]; then
     command -v readelf >/dev/null && command -v nm >/dev/null || fail "readelf and nm (binutils) are needed"
     layout=$(readelf -SW "$lib" | awk '{ for (i = 1; i < NF; i++) if ($i ~ /^\.(text\.pagekeep|text\.rarely_run|plt)$/) print $i, $(i + 2), $(i + 4) }')
-    symbols=$(nm --defined-only "$lib")
+    # The symbol table goes through a file: a debug build's is too long for an argument.
+    symbols="$work/symbols"
+    nm --defined-only "$lib" >"$symbols"
     python3 - "$layout" "$symbols" <<'PY' || fail "the library's text is not laid out as capi/text-layout.ld says"
 import sys
 sections = {name: (int(address, 16), int(address, 16) + int(size, 16))
             for name, address, size in (line.split() for line in sys.argv[1].splitlines())}
 symbols = {}
-for line in sys.argv[2].splitlines():
+for line in open(sys.argv[2]).read().splitlines():
     parts = line.split()
     if len(parts) == 3 and parts[1] in "tT":
         symbols.setdefault(parts[2], int(parts[0], 16))
