@@ -24,7 +24,7 @@ use super::{HEAP_NAMES, batch, cross_thread, measure_workloads, pair, row_of};
 use crate::progress::Progress;
 
 /// Progress steps of these rows.
-pub const STEPS: usize = 5;
+pub const STEPS: usize = 6;
 
 /// C's `malloc`.
 type Malloc = unsafe extern "C" fn(usize) -> *mut c_void;
@@ -200,6 +200,41 @@ fn on_each(
     )
 }
 
+/// How many sizes [`mixed_pairs`] cycles through.
+const MIXED_SIZES: usize = 4096;
+
+/// The sizes of [`mixed_pairs`]: multiples of 16 from 16 to 256 (16 size classes in every
+/// allocator compared), in an order drawn once from a fixed seed, so that every
+/// allocator and every run sees the same sequence.
+fn mixed_sizes() -> Vec<usize> {
+    let mut state: u32 = 0x2545_f491;
+    (0..MIXED_SIZES)
+        .map(|_| {
+            // A linear congruential step; its high bits pick the size.
+            state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            16 * (1 + (state >> 16) as usize % 16)
+        })
+        .collect()
+}
+
+/// `n` malloc+free pairs, the size of each the next of `sizes` (cyclically): the 64-byte
+/// row's pattern with sizes that change from one pair to the next, as programs ask.
+fn mixed_pairs(allocator: &CAllocator, n: u64, sizes: &[usize]) -> Duration {
+    let start = std::time::Instant::now();
+    for (_, &size) in (0..n).zip(sizes.iter().cycle()) {
+        // SAFETY: `malloc` takes any size; the block is written if not null and freed
+        // at once (`free` takes null too).
+        unsafe {
+            let block = (allocator.malloc)(size).cast::<u8>();
+            if !block.is_null() {
+                block.write(1);
+            }
+            (allocator.free)(core::hint::black_box(block).cast());
+        }
+    }
+    start.elapsed()
+}
+
 /// The C-interface rows: times per operation, then the server workloads' throughput.
 pub fn rows(
     settings: Settings,
@@ -212,6 +247,19 @@ pub fn rows(
     let figures = on_each(settings, &allocators, pair);
     rows.push(
         row_of("C: malloc + free, 64 B", &figures, &HEAP_NAMES).target(Target::at_most_best(1.0)),
+    );
+    progress.step("slab: C interface, malloc+free pairs of mixed sizes");
+    let sizes = mixed_sizes();
+    let figures = on_each(settings, &allocators, |allocator, n| {
+        mixed_pairs(allocator, n, &sizes)
+    });
+    rows.push(
+        row_of(
+            "C: malloc + free, sizes 16-256 B in a fixed random order",
+            &figures,
+            &HEAP_NAMES,
+        )
+        .target(Target::at_most_best(1.0)),
     );
     for size in [1_000usize, 100_000] {
         progress.step(&format!("slab: C interface, batches of {size}"));
@@ -307,7 +355,12 @@ pub fn sections((rows, server): (Vec<Row>, Vec<Row>)) -> [Section; 2] {
                 `dlopen(RTLD_LOCAL)`, so glibc stays the process's malloc), mimalloc \
                 `mi_malloc`/`mi_free`, jemalloc its `malloc`/`free`, System glibc's. `free` \
                 gets no size: ours finds it from the block, as the others do from their \
-                own metadata."
+                own metadata. The row of mixed sizes pairs a `malloc` and a `free` as the \
+                64-byte row does, but each pair of another size (16 to 256 bytes, one \
+                fixed pseudo-random sequence for all): one size repeated sends every \
+                pair down the same path, so that the processor overlaps consecutive \
+                pairs as far as each allocator's chain of dependent loads allows; \
+                sizes that change, as programs ask for them, vary the paths."
                 .into(),
             unit: "ns per operation".into(),
             rows,
@@ -341,5 +394,53 @@ mod tests {
             // SAFETY: a non-zero layout; a refusal is null, which is not freed.
             assert!(unsafe { allocator.alloc(aligned) }.is_null());
         }
+    }
+
+    #[test]
+    fn the_mixed_sizes_are_the_same_every_time_and_cover_the_16_sizes_evenly() {
+        let sizes = mixed_sizes();
+        assert_eq!(sizes, mixed_sizes());
+        assert_eq!(sizes.len(), MIXED_SIZES);
+        let mut counts = [0usize; 16];
+        for &size in &sizes {
+            assert!(size % 16 == 0 && (16..=256).contains(&size), "{size}");
+            counts[size / 16 - 1] += 1;
+        }
+        // About 256 each: every size present, none taking over.
+        assert!(
+            counts.iter().all(|&count| (128..=384).contains(&count)),
+            "{counts:?}"
+        );
+        // Consecutive pairs mostly change size (a repeated size is the 64-byte row).
+        let repeats = sizes.windows(2).filter(|pair| pair[0] == pair[1]).count();
+        assert!(repeats < MIXED_SIZES / 8, "{repeats} repeats");
+    }
+
+    #[test]
+    fn mixed_pairs_free_every_block_they_allocate() {
+        let sizes = mixed_sizes();
+        let counting = CAllocator {
+            malloc: counting_malloc,
+            free: counting_free,
+        };
+        mixed_pairs(&counting, 10_000, &sizes);
+        assert_eq!(LIVE.load(core::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(MALLOCS.load(core::sync::atomic::Ordering::Relaxed), 10_000);
+    }
+
+    static LIVE: core::sync::atomic::AtomicIsize = core::sync::atomic::AtomicIsize::new(0);
+    static MALLOCS: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+    unsafe extern "C" fn counting_malloc(size: usize) -> *mut c_void {
+        LIVE.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        MALLOCS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        // SAFETY: `malloc` takes any size.
+        unsafe { libc::malloc(size) }
+    }
+
+    unsafe extern "C" fn counting_free(block: *mut c_void) {
+        LIVE.fetch_sub(1, core::sync::atomic::Ordering::Relaxed);
+        // SAFETY: a block `counting_malloc` returned, freed once (the caller's).
+        unsafe { libc::free(block) }
     }
 }
