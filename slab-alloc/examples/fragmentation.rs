@@ -78,7 +78,7 @@ fn main() {
         for name in [
             "slab",
             "mimalloc",
-            #[cfg(unix)]
+            #[cfg(all(unix, not(miri)))]
             "jemalloc",
             "system",
         ] {
@@ -95,7 +95,7 @@ fn main() {
         "slab" => measure(&SLAB),
         "mimalloc" => measure(&mimalloc::MiMalloc),
         // jemalloc is built for Unix only (its build needs a Unix shell and make).
-        #[cfg(unix)]
+        #[cfg(all(unix, not(miri)))]
         "jemalloc" => measure(&tikv_jemallocator::Jemalloc),
         _ => measure(&std::alloc::System),
     };

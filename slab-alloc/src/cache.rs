@@ -182,8 +182,9 @@ pub(crate) struct CacheCore<S: PageSource> {
     max_empty_slabs: usize,
     /// The bound of the adaptive magazine size.
     max_magazine_capacity: u32,
-    /// A page's worth of objects (at least one): the capacity of a thread's magazines
-    /// at its first miss (see `thread_capacity_after_miss`).
+    /// A page's worth of objects (at least one; at most 8 under miri): the capacity of
+    /// a thread's magazines at its first miss (see `thread_capacity_after_miss` and
+    /// `first_magazine_capacity`).
     page_worth: u32,
     /// Full magazines the depot keeps at most (at most `DEPOT_MAGAZINES`).
     max_depot_magazines: usize,
@@ -2264,7 +2265,10 @@ mod tests {
         )
         .unwrap();
         let core = cache.core();
-        let page_worth = first_magazine_capacity(core.geometry.slot_size);
+        // A page's worth (4 objects of 1 KiB; the cap of 8 under miri does not apply).
+        let page_worth = u32::try_from(pagekeep_mmap::sys::page_size() / core.geometry.slot_size)
+            .unwrap()
+            .max(1);
         let objects = Objects((0..3 * page_worth).map(|_| cache.alloc()).collect());
         std::thread::scope(|scope| {
             scope.spawn(|| {

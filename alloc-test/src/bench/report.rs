@@ -489,16 +489,42 @@ impl Page {
 
 /// Writes `contents` to `path` whole or not at all: into a temporary file beside it,
 /// then renamed over it, so that a run interrupted while writing (Ctrl-C, a full disk)
-/// leaves the previous page, plot or index in place rather than a truncated one.
+/// leaves the previous page, plot or index in place rather than a truncated one. The
+/// temporary is created anew (never an existing file or link opened), under a name no
+/// other writer uses at the same time: the process id, a counter and the clock.
 pub fn write_replacing(path: &Path, contents: impl AsRef<[u8]>) -> io::Result<()> {
+    use std::io::Write as _;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static WRITES: AtomicU64 = AtomicU64::new(0);
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a path without a file name"))?;
-    let mut temporary_name = std::ffi::OsString::from(".");
-    temporary_name.push(name);
-    temporary_name.push(format!(".{}.tmp", std::process::id()));
-    let temporary = path.with_file_name(temporary_name);
-    let written = fs::write(&temporary, contents).and_then(|()| fs::rename(&temporary, path));
+    let (temporary, mut file) = loop {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.subsec_nanos());
+        let mut temporary_name = std::ffi::OsString::from(".");
+        temporary_name.push(name);
+        temporary_name.push(format!(
+            ".{}-{}-{nanos}.tmp",
+            std::process::id(),
+            WRITES.fetch_add(1, Ordering::Relaxed)
+        ));
+        let temporary = path.with_file_name(temporary_name);
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temporary)
+        {
+            Ok(file) => break (temporary, file),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(error) => return Err(error),
+        }
+    };
+    let written = file.write_all(contents.as_ref()).and_then(|()| {
+        drop(file);
+        fs::rename(&temporary, path)
+    });
     if written.is_err() {
         let _ = fs::remove_file(&temporary);
     }
@@ -618,6 +644,17 @@ mod tests {
         let missing = directory.join("missing").join("page.md");
         assert!(super::write_replacing(&missing, "x").is_err());
         assert!(!directory.join("missing").exists());
+        // A failed rename (a directory in the way) leaves no temporary behind.
+        let in_the_way = directory.join("plot.svg");
+        fs::create_dir(&in_the_way).expect("a directory in the way");
+        fs::write(in_the_way.join("keep"), "").expect("a file in it");
+        assert!(super::write_replacing(&in_the_way, "<svg/>").is_err());
+        let mut names: Vec<_> = fs::read_dir(&directory)
+            .expect("listed")
+            .map(|entry| entry.expect("an entry").file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["page.md", "plot.svg"]);
         fs::remove_dir_all(&directory).expect("removed");
     }
 

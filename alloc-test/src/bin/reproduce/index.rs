@@ -303,8 +303,12 @@ fn updated_index(index: &str, change: &Change<'_>) -> Option<String> {
         }
     }
 
-    // The index's own line ends kept (a checkout with CRLF stays CRLF).
-    let line_end = if index.contains("\r\n") { "\r\n" } else { "\n" };
+    // The index's own line ends kept (a checkout with CRLF stays CRLF), as its first
+    // line has them.
+    let line_end = match index.find('\n') {
+        Some(end) if index[..end].ends_with('\r') => "\r\n",
+        _ => "\n",
+    };
     let mut text = lines.join(line_end);
     text.push_str(line_end);
     Some(text)

@@ -203,8 +203,9 @@ fn on_each(
 /// How many sizes [`mixed_pairs`] cycles through.
 const MIXED_SIZES: usize = 4096;
 
-/// The sizes of [`mixed_pairs`]: multiples of 16 from 16 to 256 (16 size classes in every
-/// allocator compared), in an order drawn once from a fixed seed, so that every
+/// The sizes of [`mixed_pairs`]: multiples of 16 from 16 to 256 (12 size classes in
+/// ours, mimalloc's and jemalloc's tables, which round 144 to 160 and so on above 128;
+/// 16 bins in glibc's), in an order drawn once from a fixed seed, so that every
 /// allocator and every run sees the same sequence.
 fn mixed_sizes() -> Vec<usize> {
     let mut state: u32 = 0x2545_f491;
@@ -426,7 +427,16 @@ mod tests {
         mixed_pairs(&counting, 10_000, &sizes);
         assert_eq!(LIVE.load(core::sync::atomic::Ordering::Relaxed), 0);
         assert_eq!(MALLOCS.load(core::sync::atomic::Ordering::Relaxed), 10_000);
+        // The sizes asked for are the sequence's, in order, restarted past its end.
+        let asked = ASKED.lock().expect("not poisoned");
+        let expected: Vec<usize> = sizes.iter().copied().cycle().take(10_000).collect();
+        assert!(
+            *asked == expected,
+            "the sizes asked differ from the sequence"
+        );
     }
+
+    static ASKED: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
 
     static LIVE: core::sync::atomic::AtomicIsize = core::sync::atomic::AtomicIsize::new(0);
     static MALLOCS: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
@@ -434,6 +444,7 @@ mod tests {
     unsafe extern "C" fn counting_malloc(size: usize) -> *mut c_void {
         LIVE.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         MALLOCS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        ASKED.lock().expect("not poisoned").push(size);
         // SAFETY: `malloc` takes any size.
         unsafe { libc::malloc(size) }
     }
