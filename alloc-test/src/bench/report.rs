@@ -490,8 +490,8 @@ impl Page {
 /// Writes `contents` to `path` whole or not at all: into a temporary file beside it,
 /// then renamed over it, so that a run interrupted while writing (Ctrl-C, a full disk)
 /// leaves the previous page, plot or index in place rather than a truncated one. The
-/// temporary is created anew (never an existing file or link opened), under a name no
-/// other writer uses at the same time: the process id, a counter and the clock.
+/// temporary is created anew (never an existing file or link opened), named by the
+/// process id and a counter; a name another writer holds is passed over.
 pub fn write_replacing(path: &Path, contents: impl AsRef<[u8]>) -> io::Result<()> {
     use std::io::Write as _;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -500,13 +500,10 @@ pub fn write_replacing(path: &Path, contents: impl AsRef<[u8]>) -> io::Result<()
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a path without a file name"))?;
     let (temporary, mut file) = loop {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.subsec_nanos());
         let mut temporary_name = std::ffi::OsString::from(".");
         temporary_name.push(name);
         temporary_name.push(format!(
-            ".{}-{}-{nanos}.tmp",
+            ".{}-{}.tmp",
             std::process::id(),
             WRITES.fetch_add(1, Ordering::Relaxed)
         ));
